@@ -1,0 +1,1 @@
+//! dwell-api (being written).

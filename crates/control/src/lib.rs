@@ -1,0 +1,1 @@
+//! dwell-control (being written).

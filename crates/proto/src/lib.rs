@@ -1,0 +1,1 @@
+//! dwell-proto (being written).

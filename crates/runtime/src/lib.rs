@@ -1,0 +1,153 @@
+//! The runtime layer: the one place where a sandbox's processes are started,
+//! frozen, thawed and killed.
+//!
+//! [`Runtime`] is the seam between the control plane and an isolation
+//! technology. The namespace runtime ([`ns::NamespaceRuntime`]) implements it
+//! with Linux namespaces, cgroups, seccomp and capabilities; the gVisor and
+//! microVM runtimes implement the same trait. Every runtime starts the same
+//! `dwell-agent` as PID 1 and hands back a byte stream to it (here: the path
+//! of a unix socket), so the daemon never enters a sandbox by other means.
+//!
+//! The trait is synchronous on purpose: its operations are short sequences of
+//! syscalls. The control plane calls it from a blocking thread.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub mod error;
+pub mod ns;
+
+pub use error::{Error, Result};
+
+/// Everything a runtime needs to start one sandbox. Written to the
+/// sandbox's state directory so that a restarted daemon can adopt it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SandboxConfig {
+    /// The sandbox id (unguessable, `[a-z0-9]`, also used in host names of
+    /// cgroups and interfaces).
+    pub id: String,
+    /// Host name inside the sandbox.
+    pub hostname: String,
+    /// The root filesystem: image layers plus the sandbox's writable volume.
+    pub rootfs: RootfsSpec,
+    /// Kernel-enforced limits.
+    pub resources: Resources,
+    /// Environment given to the agent (and so to every process it starts).
+    pub env: BTreeMap<String, String>,
+    /// Network mode.
+    pub network: NetworkMode,
+    /// A directory owned by the daemon for this sandbox: the runtime keeps
+    /// its own state here (pid file, rootfs mount point, the agent socket
+    /// directory). It lives under the daemon's data dir, not /run.
+    pub state_dir: PathBuf,
+    /// The static `dwell-agent` binary on the host; bind-mounted read-only
+    /// into the sandbox and executed as PID 1.
+    pub agent_binary: PathBuf,
+}
+
+/// How the root filesystem of a sandbox is assembled.
+///
+/// The root is an overlay whose lower layers are `layers` (topmost first)
+/// and whose upper and work dirs live in `upper_root` (the mounted volume):
+/// `upper_root/root/{upper,work}`. Each entry of `host_dirs` (for example
+/// `/usr`) is overlaid separately at the same path inside the sandbox, with
+/// the host directory as its read-only lower layer and
+/// `upper_root/host/<name>/{upper,work}` as its writable layer, so that
+/// package installs land in the sandbox's volume and never on the host.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RootfsSpec {
+    pub layers: Vec<PathBuf>,
+    pub host_dirs: Vec<PathBuf>,
+    pub upper_root: PathBuf,
+}
+
+/// Kernel-enforced resource limits.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Resources {
+    /// CPU bandwidth in cores (1.5 = 150 ms every 100 ms).
+    pub vcpus: f64,
+    /// Memory limit in bytes (swap is not granted beyond it).
+    pub memory_bytes: u64,
+    /// Maximum number of tasks (processes and threads).
+    pub pids: u64,
+}
+
+/// Network of a sandbox.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// Own network namespace with loopback only.
+    #[default]
+    None,
+    /// Own network namespace with a veth pair and NAT for outbound traffic.
+    Nat,
+}
+
+/// What the runtime observes of a sandbox on the host.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Observed {
+    /// PID 1 is alive and not frozen.
+    Running,
+    /// PID 1 is alive and its cgroup is frozen.
+    Paused,
+    /// Nothing of the sandbox runs on the host.
+    Stopped,
+}
+
+/// A started sandbox, as the runtime reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Started {
+    /// Host pid of the sandbox's PID 1 (the agent).
+    pub pid: i32,
+    /// The unix socket on the host where the agent listens.
+    pub agent_socket: PathBuf,
+}
+
+/// Usage read from the kernel (cgroups).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct Stats {
+    pub memory_bytes: u64,
+    pub memory_limit_bytes: u64,
+    pub cpu_usage_ns: u64,
+    pub pids: u64,
+    /// How many times the kernel's OOM killer fired in this sandbox.
+    pub oom_kills: u64,
+}
+
+/// An isolation technology that runs sandboxes.
+///
+/// Implementations must be idempotent where noted, because the reconciler
+/// retries after crashes: `stop` of a stopped sandbox and `cleanup` of a
+/// cleaned one succeed.
+pub trait Runtime: Send + Sync {
+    /// Short name shown to users (`ns`, `gvisor`, `vm`).
+    fn name(&self) -> &'static str;
+
+    /// Start the sandbox and return once its agent accepts connections on
+    /// the returned socket. On error, nothing of the sandbox is left running.
+    fn start(&self, config: &SandboxConfig) -> Result<Started>;
+
+    /// What runs of this sandbox right now. Used to adopt sandboxes after a
+    /// daemon restart.
+    fn observe(&self, config: &SandboxConfig) -> Result<Observed>;
+
+    /// Freeze every process of the sandbox.
+    fn pause(&self, config: &SandboxConfig) -> Result<()>;
+
+    /// Thaw every process of the sandbox.
+    fn resume(&self, config: &SandboxConfig) -> Result<()>;
+
+    /// Kill every process of the sandbox and release what the runtime holds
+    /// for it (cgroups, network interfaces, mounts). Idempotent.
+    fn stop(&self, config: &SandboxConfig) -> Result<()>;
+
+    /// Current usage from the kernel.
+    fn stats(&self, config: &SandboxConfig) -> Result<Stats>;
+
+    /// Ids of sandboxes that have something alive on this host (cgroups,
+    /// processes), whether or not a record explains them.
+    fn list_host(&self) -> Result<Vec<String>>;
+}

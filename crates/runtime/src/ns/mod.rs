@@ -1,0 +1,1 @@
+//! The namespace runtime (being written).

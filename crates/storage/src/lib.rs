@@ -1,0 +1,1 @@
+//! dwell-storage (being written).

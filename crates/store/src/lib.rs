@@ -1,0 +1,1 @@
+//! dwell-store (being written).
