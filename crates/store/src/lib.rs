@@ -1,1 +1,74 @@
-//! dwell-store (being written).
+//! The metadata store: the daemon's only source of truth about sandboxes.
+//!
+//! Records are rows in an embedded SQLite database (`dwell.db` in the data
+//! dir) whose schema evolves through numbered migrations ([`migrations`]).
+//! The store knows nothing about runtimes or HTTP: it keeps [`SandboxRecord`]s
+//! (desired and observed state, spec, timestamps, the reason for the last
+//! transition), an append-only event log per sandbox, and hashed API keys.
+//!
+//! A scale-out deployment would put PostgreSQL behind the same methods.
+
+mod error;
+mod events;
+mod keys;
+pub mod migrations;
+mod sandboxes;
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::Connection;
+
+pub use error::{Error, Result};
+pub use events::Event;
+pub use keys::ApiKey;
+pub use sandboxes::SandboxRecord;
+
+/// A handle on the metadata database. Cheap operations; callers in async
+/// code may call it directly (each statement is a few microseconds) or from
+/// a blocking thread.
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+impl Store {
+    /// Open (or create) the database at `path` and bring its schema up to
+    /// date.
+    pub fn open(path: &Path) -> Result<Store> {
+        let conn = Connection::open(path).map_err(|e| Error::Open {
+            path: path.display().to_string(),
+            source: e,
+        })?;
+        Self::init(conn)
+    }
+
+    /// An in-memory store, for tests.
+    pub fn in_memory() -> Result<Store> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Store> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrations::apply(&mut conn)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (every
+        // write is a statement or a transaction), so poisoning is ignored.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Milliseconds since the Unix epoch, the store's time unit.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
