@@ -1,1 +1,22 @@
-//! dwell-storage (being written).
+//! dwell-storage: where sandboxes keep their files.
+//!
+//! - [`VolumeManager`]: per-sandbox volumes with a hard size limit (ext4 in
+//!   a sparse image on an autoclearing loop device; a plain directory where
+//!   loop devices are impossible).
+//! - [`ImageStore`]: root filesystem images. The built-in image `host` is a
+//!   read-only view of the host's `/usr` plus a curated skeleton (see
+//!   `IMAGES.md`); other images are imported from OCI image layouts or
+//!   `docker save` tarballs, their layers extracted once per digest and
+//!   shared.
+
+mod error;
+mod fsutil;
+pub mod image;
+pub mod volume;
+
+pub use error::{Result, StorageError};
+pub use image::{Image, ImageStore, HOST_IMAGE};
+pub use volume::{
+    detach_loop, loop_bindings, LoopBinding, VolumeInfo, VolumeKind, VolumeManager,
+    DEFAULT_VOLUME_SIZE, MAX_VOLUME_SIZE, MIN_VOLUME_SIZE,
+};

@@ -1,0 +1,489 @@
+//! Importing images: OCI image layouts (`index.json` -> manifest -> config
+//! and layers) and `docker save` tarballs (`manifest.json` with `Layers`).
+//!
+//! Every blob is checked against its sha256 digest: manifests, configs and
+//! compressed layers against the digest that names them, uncompressed
+//! layers against the config's `rootfs.diff_ids`. Layers are extracted
+//! once per uncompressed digest into `layers/<hex>/` and shared.
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use flate2::read::MultiGzDecoder;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::extract;
+use super::{Image, ImageStore};
+use crate::error::{IoContext, Result, StorageError};
+use crate::fsutil::{disk_usage, hex, now_secs, remove_any, sha256_hex};
+
+const INDEX_TYPES: [&str; 2] = [
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+
+#[derive(Deserialize)]
+struct Descriptor {
+    #[serde(rename = "mediaType", default)]
+    media_type: String,
+    digest: String,
+    #[serde(default)]
+    platform: Option<Platform>,
+}
+
+#[derive(Deserialize)]
+struct Platform {
+    #[serde(default)]
+    architecture: String,
+    #[serde(default)]
+    os: String,
+}
+
+#[derive(Deserialize)]
+struct Index {
+    #[serde(default)]
+    manifests: Vec<Descriptor>,
+}
+
+#[derive(Deserialize)]
+struct Manifest {
+    #[serde(rename = "mediaType", default)]
+    media_type: String,
+    #[serde(default)]
+    manifests: Vec<Descriptor>,
+    config: Option<Descriptor>,
+    #[serde(default)]
+    layers: Vec<Descriptor>,
+}
+
+#[derive(Deserialize)]
+struct DockerEntry {
+    #[serde(rename = "Config")]
+    config: String,
+    #[serde(rename = "Layers")]
+    layers: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct Config {
+    #[serde(default)]
+    config: Option<RunConfig>,
+    #[serde(default)]
+    rootfs: Option<RootFs>,
+}
+
+#[derive(Deserialize, Default)]
+struct RunConfig {
+    #[serde(rename = "Env", default)]
+    env: Option<Vec<String>>,
+    #[serde(rename = "Entrypoint", default)]
+    entrypoint: Option<Vec<String>>,
+    #[serde(rename = "Cmd", default)]
+    cmd: Option<Vec<String>>,
+    #[serde(rename = "WorkingDir", default)]
+    workdir: Option<String>,
+    #[serde(rename = "User", default)]
+    user: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RootFs {
+    #[serde(default)]
+    diff_ids: Vec<String>,
+}
+
+/// One layer to apply, bottom first.
+struct LayerSource {
+    /// The blob file.
+    path: PathBuf,
+    /// Digest of the blob as stored (compressed), if the format names it.
+    blob_digest: Option<String>,
+}
+
+/// Removes a staging path when dropped.
+struct Staging(PathBuf);
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = remove_any(&self.0);
+    }
+}
+
+/// Imports `source` as image `name`; the caller holds the store lock and
+/// writes the metadata.
+pub(crate) fn import(store: &ImageStore, name: &str, source: &Path) -> Result<Image> {
+    let bad = |reason: String| StorageError::BadImage {
+        source_path: source.to_path_buf(),
+        reason,
+    };
+    let meta = fs::metadata(source).map_err(|e| bad(format!("cannot read it: {e}")))?;
+    let mut _staging = None;
+    let dir = if meta.is_dir() {
+        source.to_path_buf()
+    } else {
+        // A tarball: unpack its files (not as a layer) into staging.
+        let s = Staging(store.tmp_path("archive"));
+        fs::create_dir(&s.0).ctx("create staging directory", &s.0)?;
+        let f = File::open(source).ctx("open", source)?;
+        let reader: Box<dyn Read> = if magic(source)?.starts_with(&[0x1f, 0x8b]) {
+            Box::new(MultiGzDecoder::new(BufReader::new(f)))
+        } else {
+            Box::new(BufReader::new(f))
+        };
+        extract::unpack(reader, &s.0, &source.display().to_string(), false)?;
+        let d = s.0.clone();
+        _staging = Some(s);
+        d
+    };
+
+    let (kind, config_bytes, layers) = if dir.join("index.json").is_file() {
+        let (c, l) = read_oci(&dir, source)?;
+        ("oci-layout", c, l)
+    } else if dir.join("manifest.json").is_file() {
+        let (c, l) = read_docker(&dir, source)?;
+        ("docker-archive", c, l)
+    } else {
+        return Err(bad(
+            "it has neither index.json (OCI image layout) nor manifest.json (docker save); \
+             export the image with `docker save` or `skopeo copy ... oci:DIR`"
+                .to_string(),
+        ));
+    };
+    let config: Config = serde_json::from_slice(&config_bytes)
+        .map_err(|e| bad(format!("image config is not valid JSON: {e}")))?;
+    let diff_ids = config
+        .rootfs
+        .as_ref()
+        .map(|r| r.diff_ids.clone())
+        .unwrap_or_default();
+    if !diff_ids.is_empty() && diff_ids.len() != layers.len() {
+        return Err(bad(format!(
+            "the manifest lists {} layers but the config's rootfs.diff_ids lists {}",
+            layers.len(),
+            diff_ids.len()
+        )));
+    }
+
+    let mut paths = Vec::with_capacity(layers.len());
+    let mut size = 0;
+    for (i, layer) in layers.iter().enumerate() {
+        let path = apply_layer(store, layer, diff_ids.get(i).map(String::as_str), source)?;
+        size += disk_usage(&path);
+        paths.push(path);
+    }
+    paths.reverse(); // topmost first
+
+    let run = config.config.unwrap_or_default();
+    Ok(Image {
+        name: name.to_string(),
+        id: format!("sha256:{}", sha256_hex(&config_bytes)),
+        layers: paths,
+        host_dirs: Vec::new(),
+        created_at: now_secs(),
+        size_bytes: size,
+        source: format!("{kind}:{}", source.display()),
+        env: run.env.unwrap_or_default(),
+        entrypoint: run.entrypoint.unwrap_or_default(),
+        cmd: run.cmd.unwrap_or_default(),
+        workdir: run.workdir.filter(|w| !w.is_empty()),
+        user: run.user.filter(|u| !u.is_empty()),
+    })
+}
+
+/// Reads an OCI layout: returns the config bytes and the layers.
+fn read_oci(dir: &Path, source: &Path) -> Result<(Vec<u8>, Vec<LayerSource>)> {
+    let index: Index = parse(&read_file(dir, Path::new("index.json"), source)?, "index.json", source)?;
+    let first = pick(&index.manifests, source)?;
+    let (mut digest, mut media_type) = (first.digest.clone(), first.media_type.clone());
+    // Follow nested indexes (multi-platform images) to one manifest.
+    for _ in 0..8 {
+        let bytes = read_blob(dir, &digest, "manifest", source)?;
+        let m: Manifest = parse(&bytes, "manifest", source)?;
+        if INDEX_TYPES.contains(&media_type.as_str())
+            || INDEX_TYPES.contains(&m.media_type.as_str())
+            || (m.config.is_none() && !m.manifests.is_empty())
+        {
+            let next = pick(&m.manifests, source)?;
+            (digest, media_type) = (next.digest.clone(), next.media_type.clone());
+            continue;
+        }
+        let config = m.config.ok_or_else(|| StorageError::BadImage {
+            source_path: source.to_path_buf(),
+            reason: "the manifest has no config".to_string(),
+        })?;
+        let config_bytes = read_blob(dir, &config.digest, "config", source)?;
+        let mut layers = Vec::new();
+        for l in &m.layers {
+            if l.media_type.contains("zstd") {
+                return Err(StorageError::BadImage {
+                    source_path: source.to_path_buf(),
+                    reason: format!(
+                        "layer {} is zstd-compressed ({}), which is not supported; re-export \
+                         with gzip or uncompressed layers",
+                        l.digest, l.media_type
+                    ),
+                });
+            }
+            layers.push(LayerSource {
+                path: blob_path(dir, &l.digest, source)?,
+                blob_digest: Some(l.digest.clone()),
+            });
+        }
+        return Ok((config_bytes, layers));
+    }
+    Err(StorageError::BadImage {
+        source_path: source.to_path_buf(),
+        reason: "image indexes nest too deeply".to_string(),
+    })
+}
+
+/// Reads a `docker save` archive: returns the config bytes and the layers.
+fn read_docker(dir: &Path, source: &Path) -> Result<(Vec<u8>, Vec<LayerSource>)> {
+    let entries: Vec<DockerEntry> = parse(
+        &read_file(dir, Path::new("manifest.json"), source)?,
+        "manifest.json",
+        source,
+    )?;
+    let entry = entries.into_iter().next().ok_or_else(|| StorageError::BadImage {
+        source_path: source.to_path_buf(),
+        reason: "manifest.json lists no image".to_string(),
+    })?;
+    let config_bytes = read_file(dir, Path::new(&entry.config), source)?;
+    // Config files are named by their digest ("<hex>.json" or
+    // "blobs/sha256/<hex>"): check it when the name says so.
+    if let Some(hexname) = digest_in_name(&entry.config) {
+        let actual = sha256_hex(&config_bytes);
+        if actual != hexname {
+            return Err(StorageError::DigestMismatch {
+                what: format!("config {}", entry.config),
+                expected: format!("sha256:{hexname}"),
+                actual: format!("sha256:{actual}"),
+            });
+        }
+    }
+    let mut layers = Vec::new();
+    for l in &entry.layers {
+        let path = inside(dir, Path::new(l), source)?;
+        let blob_digest = l
+            .strip_prefix("blobs/sha256/")
+            .map(|h| format!("sha256:{h}"));
+        layers.push(LayerSource { path, blob_digest });
+    }
+    Ok((config_bytes, layers))
+}
+
+/// Extracts one layer (or reuses it) and returns its directory.
+fn apply_layer(
+    store: &ImageStore,
+    layer: &LayerSource,
+    diff_id: Option<&str>,
+    source: &Path,
+) -> Result<PathBuf> {
+    let diff_hex = match diff_id {
+        Some(d) => Some(sha256_of(d, "rootfs.diff_ids entry", source)?),
+        None => None,
+    };
+    if let Some(h) = &diff_hex {
+        let existing = store.layer_path(h);
+        if existing.is_dir() {
+            return Ok(existing);
+        }
+    }
+    let what = layer
+        .blob_digest
+        .clone()
+        .unwrap_or_else(|| layer.path.display().to_string());
+    let staging = Staging(store.tmp_path("layer"));
+    fs::create_dir(&staging.0).ctx("create staging directory", &staging.0)?;
+
+    let gz = magic(&layer.path)?;
+    if gz.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        return Err(StorageError::BadImage {
+            source_path: source.to_path_buf(),
+            reason: format!("layer {what} is zstd-compressed, which is not supported"),
+        });
+    }
+    let file = File::open(&layer.path).ctx("open layer", &layer.path)?;
+    let mut outer = HashReader::new(BufReader::new(file));
+    let diff_actual = if gz.starts_with(&[0x1f, 0x8b]) {
+        let mut inner = HashReader::new(MultiGzDecoder::new(&mut outer));
+        extract::unpack(&mut inner, &staging.0, &what, true)?;
+        io::copy(&mut inner, &mut io::sink()).ctx("read layer", &layer.path)?;
+        inner.finish()
+    } else {
+        extract::unpack(&mut outer, &staging.0, &what, true)?;
+        io::copy(&mut outer, &mut io::sink()).ctx("read layer", &layer.path)?;
+        outer.clone_digest()
+    };
+    io::copy(&mut outer, &mut io::sink()).ctx("read layer", &layer.path)?;
+    let blob_actual = outer.finish();
+
+    if let Some(expected) = &layer.blob_digest {
+        let want = sha256_of(expected, "layer digest", source)?;
+        if want != blob_actual {
+            return Err(StorageError::DigestMismatch {
+                what: format!("layer {}", layer.path.display()),
+                expected: expected.clone(),
+                actual: format!("sha256:{blob_actual}"),
+            });
+        }
+    }
+    if let Some(want) = &diff_hex {
+        if *want != diff_actual {
+            return Err(StorageError::DigestMismatch {
+                what: format!("uncompressed layer {} (rootfs.diff_ids)", layer.path.display()),
+                expected: format!("sha256:{want}"),
+                actual: format!("sha256:{diff_actual}"),
+            });
+        }
+    }
+    let dest = store.layer_path(&diff_actual);
+    match fs::rename(&staging.0, &dest) {
+        Ok(()) => Ok(dest),
+        // Already extracted by an earlier image: keep that one.
+        Err(_) if dest.is_dir() => Ok(dest),
+        Err(e) => Err(e).ctx("move layer into place at", &dest),
+    }
+}
+
+/// Picks the manifest for this machine (linux and our architecture), or
+/// the only/first one.
+fn pick<'a>(list: &'a [Descriptor], source: &Path) -> Result<&'a Descriptor> {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    list.iter()
+        .find(|d| {
+            d.platform
+                .as_ref()
+                .is_some_and(|p| p.architecture == arch && p.os == "linux")
+        })
+        .or_else(|| list.iter().find(|d| d.platform.is_none()))
+        .or_else(|| list.first())
+        .ok_or_else(|| StorageError::BadImage {
+            source_path: source.to_path_buf(),
+            reason: "the image index lists no manifests".to_string(),
+        })
+}
+
+/// Reads a blob by digest and verifies it.
+fn read_blob(dir: &Path, digest: &str, what: &str, source: &Path) -> Result<Vec<u8>> {
+    let path = blob_path(dir, digest, source)?;
+    let bytes = fs::read(&path).map_err(|e| StorageError::BadImage {
+        source_path: source.to_path_buf(),
+        reason: format!("{what} blob {digest} is missing or unreadable: {e}"),
+    })?;
+    let actual = sha256_hex(&bytes);
+    if actual != sha256_of(digest, what, source)? {
+        return Err(StorageError::DigestMismatch {
+            what: format!("{what} {}", path.display()),
+            expected: digest.to_string(),
+            actual: format!("sha256:{actual}"),
+        });
+    }
+    Ok(bytes)
+}
+
+fn blob_path(dir: &Path, digest: &str, source: &Path) -> Result<PathBuf> {
+    let h = sha256_of(digest, "blob digest", source)?;
+    inside(dir, &Path::new("blobs/sha256").join(h), source)
+}
+
+/// The hex part of a `sha256:<64 hex>` digest.
+fn sha256_of(digest: &str, what: &str, source: &Path) -> Result<String> {
+    match digest.strip_prefix("sha256:") {
+        Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Ok(h.to_ascii_lowercase())
+        }
+        _ => Err(StorageError::BadImage {
+            source_path: source.to_path_buf(),
+            reason: format!("{what} {digest:?} is not a sha256 digest"),
+        }),
+    }
+}
+
+/// `<hex>.json` or `blobs/sha256/<hex>` -> `<hex>`.
+fn digest_in_name(name: &str) -> Option<String> {
+    let base = name.rsplit('/').next()?;
+    let h = base.strip_suffix(".json").unwrap_or(base);
+    (h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())).then(|| h.to_ascii_lowercase())
+}
+
+/// Resolves `rel` under `dir`, refusing anything that ends up outside.
+fn inside(dir: &Path, rel: &Path, source: &Path) -> Result<PathBuf> {
+    let bad = |reason: String| StorageError::BadImage {
+        source_path: source.to_path_buf(),
+        reason,
+    };
+    let base = dir.canonicalize().ctx("resolve", dir)?;
+    let p = base
+        .join(rel)
+        .canonicalize()
+        .map_err(|e| bad(format!("{} is missing or unreadable: {e}", rel.display())))?;
+    if !p.starts_with(&base) {
+        return Err(bad(format!("{} points outside the image", rel.display())));
+    }
+    Ok(p)
+}
+
+fn read_file(dir: &Path, rel: &Path, source: &Path) -> Result<Vec<u8>> {
+    let p = inside(dir, rel, source)?;
+    fs::read(&p).ctx("read", &p)
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str, source: &Path) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| StorageError::BadImage {
+        source_path: source.to_path_buf(),
+        reason: format!("{what} is not valid: {e}"),
+    })
+}
+
+/// The first bytes of a file (for compression detection).
+fn magic(path: &Path) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; 4];
+    let mut f = File::open(path).ctx("open", path)?;
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]).ctx("read", path)? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// A reader that hashes everything read through it.
+struct HashReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> HashReader<R> {
+    fn new(inner: R) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+        }
+    }
+
+    fn clone_digest(&self) -> String {
+        hex(&self.hasher.clone().finalize())
+    }
+
+    fn finish(self) -> String {
+        hex(&self.hasher.finalize())
+    }
+}
+
+impl<R: Read> Read for HashReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}

@@ -1,0 +1,425 @@
+//! Volumes: the unit of persistence. Each sandbox's writable layer lives in
+//! its own volume with a hard size limit.
+//!
+//! Layout under the manager's root (e.g. `/var/lib/dwell/volumes`):
+//!
+//! ```text
+//! <id>/volume.json   kind, size limit, creation time
+//! <id>/volume.img    sparse ext4 image (loop volumes only)
+//! <id>/mnt           mount point (loop) or the data itself (directory)
+//! ```
+//!
+//! A loop volume is an ext4 filesystem in a sparse file, attached to a loop
+//! device with autoclear and mounted at `<id>/mnt`: writing past the limit
+//! gives the writer ENOSPC and touches nothing else. Where loop devices are
+//! impossible the manager falls back to plain directories (limit recorded,
+//! usage reported, not enforced).
+
+mod dir;
+mod ext4;
+#[path = "loop.rs"]
+mod loopdev;
+mod mount;
+
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{IoContext, Result, StorageError};
+use crate::fsutil::{atomic_write, cpath, nonce, now_secs, rename_noreplace, validate_name};
+
+pub use loopdev::{bindings as loop_bindings, detach as detach_loop, LoopBinding};
+
+/// Default size limit of a sandbox volume: 4 GiB.
+pub const DEFAULT_VOLUME_SIZE: u64 = 4 << 30;
+/// Smallest volume accepted (ext4 with a journal needs some room).
+pub const MIN_VOLUME_SIZE: u64 = 16 << 20;
+/// Largest volume accepted (ext4 with 4 KiB blocks tops out at 16 TiB).
+pub const MAX_VOLUME_SIZE: u64 = 16 << 40;
+
+const META: &str = "volume.json";
+const IMAGE: &str = "volume.img";
+const MNT: &str = "mnt";
+const CREATING: &str = ".creating-";
+const DELETING: &str = ".deleting-";
+
+/// How a volume is backed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VolumeKind {
+    /// ext4 in a sparse image on a loop device: the limit is enforced.
+    Loop,
+    /// A plain directory: the limit is recorded but not enforced.
+    Directory,
+}
+
+/// What `volume.json` records.
+#[derive(Debug, Serialize, Deserialize)]
+struct VolumeMeta {
+    kind: VolumeKind,
+    size_bytes: u64,
+    created_at: u64,
+}
+
+/// The state of one volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeInfo {
+    /// The volume id.
+    pub id: String,
+    /// How it is backed.
+    pub kind: VolumeKind,
+    /// The size limit in bytes.
+    pub size_bytes: u64,
+    /// Bytes in use: from statfs while mounted, otherwise the blocks the
+    /// image file has allocated (directory volumes: the files' blocks).
+    pub used_bytes: u64,
+    /// Where the data is visible: the mount point, or the directory.
+    pub path: PathBuf,
+    /// The ext4 image file (loop volumes only).
+    pub image: Option<PathBuf>,
+    /// Whether the data is reachable at `path` now (always true for
+    /// directory volumes).
+    pub mounted: bool,
+    /// Whether writing past `size_bytes` fails with ENOSPC (false for
+    /// directory volumes: usage is only accounted).
+    pub limit_enforced: bool,
+    /// Creation time, seconds since the Unix epoch.
+    pub created_at: u64,
+}
+
+/// Creates, mounts, measures and deletes volumes under one root directory.
+#[derive(Debug)]
+pub struct VolumeManager {
+    root: PathBuf,
+    kind: VolumeKind,
+    lock: Mutex<()>,
+}
+
+impl VolumeManager {
+    /// A manager for volumes under `root` (created on first use). New
+    /// volumes are loop volumes when this process can use loop devices
+    /// (root and `/dev/loop-control`), directory volumes otherwise.
+    pub fn new(root: PathBuf) -> Self {
+        let kind = if loopdev::supported() {
+            VolumeKind::Loop
+        } else {
+            VolumeKind::Directory
+        };
+        Self::with_kind(root, kind)
+    }
+
+    /// A manager that creates volumes of the given kind. Asking for
+    /// [`VolumeKind::Loop`] where loop devices are unusable makes `create`
+    /// and `mount` fail with the reason.
+    pub fn with_kind(root: PathBuf, kind: VolumeKind) -> Self {
+        let m = Self {
+            root,
+            kind,
+            lock: Mutex::new(()),
+        };
+        m.remove_leftovers();
+        m
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The kind `create` makes.
+    pub fn kind(&self) -> VolumeKind {
+        self.kind
+    }
+
+    /// Where volume `id`'s data is visible (mount point or directory).
+    pub fn mount_path(&self, id: &str) -> PathBuf {
+        self.root.join(id).join(MNT)
+    }
+
+    /// Creates volume `id` with a size limit of `size_bytes` (rounded up to
+    /// 4 KiB). Fails if it exists; on failure nothing is left behind. The
+    /// new volume is not mounted.
+    pub fn create(&self, id: &str, size_bytes: u64) -> Result<VolumeInfo> {
+        validate_name("volume id", id)?;
+        if !(MIN_VOLUME_SIZE..=MAX_VOLUME_SIZE).contains(&size_bytes) {
+            return Err(StorageError::InvalidSize {
+                size: size_bytes,
+                reason: format!(
+                    "volumes must be between {} MiB and {} TiB",
+                    MIN_VOLUME_SIZE >> 20,
+                    MAX_VOLUME_SIZE >> 40
+                ),
+            });
+        }
+        let size_bytes = size_bytes.div_ceil(4096) * 4096;
+        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = self.root.join(id);
+        if fs::symlink_metadata(&dir).is_ok() {
+            return Err(StorageError::VolumeExists(id.to_string()));
+        }
+        fs::create_dir_all(&self.root).ctx("create volume root", &self.root)?;
+        let tmp = self.root.join(format!("{CREATING}{}-{id}", nonce()));
+        let result = self.build(&tmp, size_bytes).and_then(|()| {
+            rename_noreplace(&tmp, &dir).map_err(|e| {
+                if e.kind() == io::ErrorKind::AlreadyExists
+                    || e.raw_os_error() == Some(libc::ENOTEMPTY)
+                {
+                    StorageError::VolumeExists(id.to_string())
+                } else {
+                    StorageError::Io {
+                        op: "move new volume into place at",
+                        path: dir.clone(),
+                        source: e,
+                    }
+                }
+            })
+        });
+        if let Err(e) = result {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        drop(_g);
+        self.info(id)
+    }
+
+    /// Fills a fresh staging directory for a volume.
+    fn build(&self, tmp: &Path, size_bytes: u64) -> Result<()> {
+        fs::create_dir(tmp).ctx("create directory", tmp)?;
+        match self.kind {
+            VolumeKind::Loop => {
+                let img = tmp.join(IMAGE);
+                let f = fs::File::create(&img).ctx("create volume image", &img)?;
+                f.set_len(size_bytes).ctx("size volume image", &img)?;
+                drop(f);
+                ext4::mkfs(&img)?;
+                fs::create_dir(tmp.join(MNT)).ctx("create mount point", &tmp.join(MNT))?;
+            }
+            VolumeKind::Directory => dir::create(&tmp.join(MNT))?,
+        }
+        let meta = VolumeMeta {
+            kind: self.kind,
+            size_bytes,
+            created_at: now_secs(),
+        };
+        let json = serde_json::to_vec_pretty(&meta).expect("volume metadata serializes");
+        atomic_write(&tmp.join(META), &json)
+    }
+
+    fn meta(&self, id: &str) -> Result<VolumeMeta> {
+        validate_name("volume id", id)?;
+        let path = self.root.join(id).join(META);
+        let data = match fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StorageError::VolumeNotFound(id.to_string()))
+            }
+            Err(e) => return Err(e).ctx("read", &path),
+        };
+        serde_json::from_slice(&data).map_err(|e| StorageError::Metadata {
+            path,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Makes volume `id`'s data reachable and returns where. Idempotent:
+    /// an already mounted volume just returns its mount point.
+    pub fn mount(&self, id: &str) -> Result<PathBuf> {
+        let meta = self.meta(id)?;
+        let mnt = self.mount_path(id);
+        if meta.kind == VolumeKind::Directory {
+            return Ok(mnt);
+        }
+        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        if mount::is_mountpoint(&mnt) {
+            return Ok(mnt);
+        }
+        if !loopdev::supported() {
+            return Err(StorageError::Loop(format!(
+                "volume {id:?} is a loop volume but this process cannot use loop devices \
+                 (needs root and /dev/loop-control)"
+            )));
+        }
+        let img = self.root.join(id).join(IMAGE);
+        let dev = loopdev::attach(&img)?;
+        mount::mount_ext4(dev.path(), &mnt, ext4::MOUNT_OPTIONS)?;
+        // Dropping `dev` closes our handle; the mount keeps the device, and
+        // autoclear detaches it when the filesystem is finally released.
+        drop(dev);
+        Ok(mnt)
+    }
+
+    /// Unmounts volume `id` (lazily, so copies of the mount in other mount
+    /// namespaces do not block). Idempotent.
+    pub fn unmount(&self, id: &str) -> Result<()> {
+        let meta = self.meta(id)?;
+        if meta.kind == VolumeKind::Directory {
+            return Ok(());
+        }
+        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        mount::unmount_all(&self.mount_path(id))
+    }
+
+    /// Deletes volume `id`: unmounts it, discards its data (the image's
+    /// blocks are punched out and truncated before unlinking, so nothing
+    /// can be read back through a later volume) and removes its directory.
+    /// Deleting a missing volume succeeds.
+    pub fn delete(&self, id: &str) -> Result<()> {
+        validate_name("volume id", id)?;
+        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = self.root.join(id);
+        if fs::symlink_metadata(&dir).is_err() {
+            return Ok(());
+        }
+        let mnt = dir.join(MNT);
+        mount::unmount_all(&mnt)?;
+        let img = dir.join(IMAGE);
+        if img.exists() {
+            discard(&img)?;
+        }
+        let trash = self.root.join(format!("{DELETING}{}-{id}", nonce()));
+        fs::rename(&dir, &trash).ctx("move volume aside for deletion", &dir)?;
+        fs::remove_dir_all(&trash).ctx("remove deleted volume", &trash)
+    }
+
+    /// The state of volume `id`.
+    pub fn info(&self, id: &str) -> Result<VolumeInfo> {
+        let meta = self.meta(id)?;
+        let dir = self.root.join(id);
+        let mnt = dir.join(MNT);
+        let (used, mounted, image) = match meta.kind {
+            VolumeKind::Directory => (dir::used_bytes(&mnt), true, None),
+            VolumeKind::Loop => {
+                let img = dir.join(IMAGE);
+                if mount::is_mountpoint(&mnt) {
+                    (statfs_used(&mnt)?, true, Some(img))
+                } else {
+                    let m = fs::metadata(&img).ctx("stat volume image", &img)?;
+                    (m.blocks() * 512, false, Some(img))
+                }
+            }
+        };
+        Ok(VolumeInfo {
+            id: id.to_string(),
+            kind: meta.kind,
+            size_bytes: meta.size_bytes,
+            used_bytes: used,
+            path: mnt,
+            image,
+            mounted,
+            limit_enforced: meta.kind == VolumeKind::Loop,
+            created_at: meta.created_at,
+        })
+    }
+
+    /// The ids of all volumes, sorted.
+    pub fn list(&self) -> Result<Vec<String>> {
+        let rd = match fs::read_dir(&self.root) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).ctx("list volumes in", &self.root),
+        };
+        let mut ids: Vec<String> = rd
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| validate_name("volume id", n).is_ok())
+            .filter(|n| self.root.join(n).join(META).is_file())
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Loop devices whose backing file lies under this root but which no
+    /// mounted volume explains: the image was deleted, the volume is gone,
+    /// or it is not mounted in this namespace. Devices still mounted in
+    /// another mount namespace also show up here; callers that know of
+    /// such sandboxes should filter them before detaching.
+    pub fn stray_loops(&self) -> Vec<LoopBinding> {
+        loopdev::bindings()
+            .into_iter()
+            .filter(|b| {
+                let Ok(rest) = b.backing_file.strip_prefix(&self.root) else {
+                    return false;
+                };
+                let mut parts = rest.components();
+                let id = parts.next().map(|c| c.as_os_str().to_string_lossy().into_owned());
+                let file = parts.next().map(|c| c.as_os_str().to_owned());
+                let explained = match (id, file) {
+                    (Some(id), Some(f)) if f == IMAGE && !b.backing_deleted => {
+                        mount::is_mountpoint(&self.mount_path(&id))
+                    }
+                    _ => false,
+                };
+                !explained
+            })
+            .collect()
+    }
+
+    /// Removes staging and trash directories of operations interrupted by a
+    /// crash (their process no longer exists).
+    fn remove_leftovers(&self) {
+        let Ok(rd) = fs::read_dir(&self.root) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name
+                .strip_prefix(CREATING)
+                .or_else(|| name.strip_prefix(DELETING))
+            else {
+                continue;
+            };
+            let pid: i32 = rest.split('-').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            // SAFETY: kill with signal 0 only checks for existence.
+            let alive = pid > 0 && unsafe { libc::kill(pid, 0) } == 0;
+            if !alive {
+                let p = e.path();
+                let _ = mount::unmount_all(&p.join(MNT));
+                let _ = fs::remove_dir_all(&p);
+            }
+        }
+    }
+}
+
+/// Throws away an image's data blocks: punch them out, then truncate.
+fn discard(img: &Path) -> Result<()> {
+    let f = OpenOptions::new().write(true).open(img).ctx("open for discard", img)?;
+    let len = f.metadata().ctx("stat", img)?.len();
+    if len > 0 {
+        // SAFETY: plain syscall on an owned descriptor.
+        let rc = unsafe {
+            libc::fallocate(
+                f.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                0,
+                len as libc::off_t,
+            )
+        };
+        if rc != 0 {
+            let e = io::Error::last_os_error();
+            // Filesystems without hole punching: truncation below still
+            // frees the blocks.
+            if e.raw_os_error() != Some(libc::EOPNOTSUPP) {
+                return Err(e).ctx("discard volume data (punch hole)", img);
+            }
+        }
+    }
+    f.set_len(0).ctx("discard volume data (truncate)", img)
+}
+
+/// Used bytes of a mounted filesystem.
+fn statfs_used(mnt: &Path) -> Result<u64> {
+    let c = cpath(mnt).ctx("statfs", mnt)?;
+    // SAFETY: zeroed statfs is valid; the pointer lives across the call.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid C string and out-pointer.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error()).ctx("statfs", mnt);
+    }
+    let bsize = st.f_frsize as u64;
+    Ok((st.f_blocks as u64).saturating_sub(st.f_bfree as u64) * bsize)
+}

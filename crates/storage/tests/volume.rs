@@ -1,0 +1,235 @@
+//! Volume tests against real loop devices and ext4 (run as root).
+
+mod common;
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use common::{has_loop, is_mounted, is_root, loops_for, wait_no_loop};
+use dwell_storage::{StorageError, VolumeKind, VolumeManager};
+
+/// A manager on a temporary root; deletes every volume it made on drop.
+struct Fixture {
+    mgr: VolumeManager,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new(kind: VolumeKind) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("dwell-vol-test")
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        let mgr = VolumeManager::with_kind(dir.path().join("volumes"), kind);
+        Fixture { mgr, _dir: dir }
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        for id in self.mgr.list().unwrap_or_default() {
+            let _ = self.mgr.delete(&id);
+        }
+    }
+}
+
+/// Kills and reaps a child process on drop.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn create_mount_write_remount_delete() {
+    if !has_loop("create_mount_write_remount_delete") {
+        return;
+    }
+    let fx = Fixture::new(VolumeKind::Loop);
+    let t = Instant::now();
+    let info = fx.mgr.create("v1", 4 << 30).unwrap();
+    let took = t.elapsed();
+    println!("create of a 4 GiB volume took {took:?}");
+    assert!(took.as_millis() < 2000, "create too slow: {took:?}");
+    assert_eq!(info.kind, VolumeKind::Loop);
+    assert_eq!(info.size_bytes, 4 << 30);
+    assert!(!info.mounted);
+    assert!(info.limit_enforced);
+    let img = info.image.clone().unwrap();
+    assert!(
+        info.used_bytes < 64 << 20,
+        "image should be sparse, uses {}",
+        info.used_bytes
+    );
+    assert!(matches!(
+        fx.mgr.create("v1", 64 << 20),
+        Err(StorageError::VolumeExists(_))
+    ));
+
+    let mnt = fx.mgr.mount("v1").unwrap();
+    assert_eq!(mnt, fx.mgr.mount("v1").unwrap(), "mount is idempotent");
+    assert!(is_mounted(&mnt));
+    assert_eq!(loops_for(&img).len(), 1, "exactly one loop device");
+    fs::write(mnt.join("hello.txt"), "persist-me-7f3a").unwrap();
+    let info = fx.mgr.info("v1").unwrap();
+    assert!(info.mounted);
+    assert!(info.used_bytes > 0);
+
+    fx.mgr.unmount("v1").unwrap();
+    fx.mgr.unmount("v1").unwrap();
+    assert!(!is_mounted(&mnt));
+    assert!(!fx.mgr.info("v1").unwrap().mounted);
+    assert!(wait_no_loop(&img).is_empty(), "loop device autocleared");
+
+    let mnt = fx.mgr.mount("v1").unwrap();
+    assert_eq!(
+        fs::read_to_string(mnt.join("hello.txt")).unwrap(),
+        "persist-me-7f3a"
+    );
+    assert_eq!(fx.mgr.list().unwrap(), vec!["v1".to_string()]);
+
+    fx.mgr.delete("v1").unwrap();
+    fx.mgr.delete("v1").unwrap();
+    assert!(!is_mounted(&mnt));
+    assert!(!mnt.exists());
+    assert!(wait_no_loop(&img).is_empty(), "no loop device left");
+    assert!(fx.mgr.list().unwrap().is_empty());
+    assert!(matches!(
+        fx.mgr.info("v1"),
+        Err(StorageError::VolumeNotFound(_))
+    ));
+
+    // A new volume under the same id shows nothing of the old one.
+    fx.mgr.create("v1", 64 << 20).unwrap();
+    let mnt = fx.mgr.mount("v1").unwrap();
+    assert!(!mnt.join("hello.txt").exists());
+    let raw = fs::read(&img).unwrap();
+    assert!(!raw
+        .windows(b"persist-me-7f3a".len())
+        .any(|w| w == b"persist-me-7f3a"));
+    assert!(fx.mgr.stray_loops().is_empty(), "{:?}", fx.mgr.stray_loops());
+}
+
+#[test]
+fn writing_past_the_limit_gives_enospc() {
+    if !has_loop("writing_past_the_limit_gives_enospc") {
+        return;
+    }
+    let fx = Fixture::new(VolumeKind::Loop);
+    fx.mgr.create("small", 64 << 20).unwrap();
+    let mnt = fx.mgr.mount("small").unwrap();
+    let out = Command::new("dd")
+        .arg("if=/dev/zero")
+        .arg(format!("of={}", mnt.join("big").display()))
+        .args(["bs=1M", "count=100", "conv=fsync"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "dd must fail: {stderr}");
+    assert!(
+        stderr.contains("No space left on device"),
+        "dd must see ENOSPC: {stderr}"
+    );
+    let info = fx.mgr.info("small").unwrap();
+    assert!(info.used_bytes <= info.size_bytes);
+    // The host is fine: writing next to the volume works.
+    let beside = fx.mgr.root().join("beside.txt");
+    fs::write(&beside, vec![7u8; 1 << 20]).unwrap();
+    fs::remove_file(&beside).unwrap();
+    // And the volume recovers once space is freed.
+    fs::remove_file(mnt.join("big")).unwrap();
+    fs::write(mnt.join("after.txt"), "ok").unwrap();
+    let img = info.image.unwrap();
+    fx.mgr.delete("small").unwrap();
+    assert!(wait_no_loop(&img).is_empty());
+}
+
+#[test]
+fn delete_works_while_another_namespace_holds_the_mount() {
+    if !has_loop("delete_works_while_another_namespace_holds_the_mount") {
+        return;
+    }
+    let fx = Fixture::new(VolumeKind::Loop);
+    let info = fx.mgr.create("held", 64 << 20).unwrap();
+    let img = info.image.unwrap();
+    let mnt = fx.mgr.mount("held").unwrap();
+    fs::write(mnt.join("f"), "x").unwrap();
+    let child = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sleep", "60"])
+        .spawn()
+        .unwrap();
+    let mut child = ChildGuard(child);
+    // Wait until the child's namespace exists (it holds a copy of the mount).
+    let ns = PathBuf::from(format!("/proc/{}/ns/mnt", child.0.id()));
+    let me = fs::read_link("/proc/self/ns/mnt").unwrap();
+    for _ in 0..100 {
+        if fs::read_link(&ns).map(|l| l != me).unwrap_or(false) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let theirs = fs::read_to_string(format!("/proc/{}/mountinfo", child.0.id())).unwrap();
+    assert!(
+        theirs.contains(mnt.to_str().unwrap()),
+        "the other namespace holds a copy of the mount"
+    );
+    fx.mgr.delete("held").unwrap();
+    assert!(!mnt.exists());
+    assert!(fx.mgr.list().unwrap().is_empty());
+    let _ = child.0.kill();
+    let _ = child.0.wait();
+    assert!(wait_no_loop(&img).is_empty(), "loop device left behind");
+}
+
+#[test]
+fn bad_requests_leave_nothing_behind() {
+    if !is_root("bad_requests_leave_nothing_behind") {
+        return;
+    }
+    let fx = Fixture::new(VolumeKind::Loop);
+    for id in ["", "../x", "a/b", ".hidden", "with space"] {
+        assert!(
+            matches!(
+                fx.mgr.create(id, 64 << 20),
+                Err(StorageError::InvalidName { .. })
+            ),
+            "{id:?}"
+        );
+    }
+    let e = fx.mgr.create("tiny", 4096).unwrap_err();
+    assert!(matches!(e, StorageError::InvalidSize { .. }));
+    println!("{e}");
+    assert!(matches!(
+        fx.mgr.mount("nope"),
+        Err(StorageError::VolumeNotFound(_))
+    ));
+    fx.mgr.delete("nope").unwrap();
+    let leftovers: Vec<_> = fs::read_dir(fx.mgr.root())
+        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn directory_fallback_accounts_usage() {
+    let fx = Fixture::new(VolumeKind::Directory);
+    let info = fx.mgr.create("d1", 64 << 20).unwrap();
+    assert_eq!(info.kind, VolumeKind::Directory);
+    assert!(!info.limit_enforced);
+    assert!(info.image.is_none());
+    let p = fx.mgr.mount("d1").unwrap();
+    assert_eq!(p, info.path);
+    fs::write(p.join("data"), vec![1u8; 3 << 20]).unwrap();
+    let used = fx.mgr.info("d1").unwrap().used_bytes;
+    assert!(used >= 3 << 20, "used {used}");
+    fx.mgr.unmount("d1").unwrap();
+    assert!(p.join("data").exists());
+    fx.mgr.delete("d1").unwrap();
+    assert!(!p.exists());
+    fx.mgr.delete("d1").unwrap();
+}
