@@ -53,7 +53,10 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
 /// content, never a partial file (temporary file, fsync, rename).
 pub(crate) fn atomic_write(path: &Path, data: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", nonce()));
     let result = (|| {
         let mut f = fs::File::create(&tmp).ctx("create", &tmp)?;

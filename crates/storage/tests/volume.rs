@@ -112,7 +112,11 @@ fn create_mount_write_remount_delete() {
     assert!(!raw
         .windows(b"persist-me-7f3a".len())
         .any(|w| w == b"persist-me-7f3a"));
-    assert!(fx.mgr.stray_loops().is_empty(), "{:?}", fx.mgr.stray_loops());
+    assert!(
+        fx.mgr.stray_loops().is_empty(),
+        "{:?}",
+        fx.mgr.stray_loops()
+    );
 }
 
 #[test]

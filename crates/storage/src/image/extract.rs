@@ -70,8 +70,10 @@ pub(crate) fn unpack<R: Read>(
         let kind = header.entry_type();
 
         if whiteouts && name == OPAQUE_MARKER {
-            set_xattr(&parent, "trusted.overlay.opaque", b"y")
-                .ctx("mark directory opaque (needs root for trusted.* xattrs)", &parent)?;
+            set_xattr(&parent, "trusted.overlay.opaque", b"y").ctx(
+                "mark directory opaque (needs root for trusted.* xattrs)",
+                &parent,
+            )?;
             continue;
         }
         if whiteouts {

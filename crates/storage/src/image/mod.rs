@@ -120,7 +120,14 @@ impl ImageStore {
                     .to_string(),
             });
         }
-        let image = oci::import(self, name, source)?;
+        let image = match oci::import(self, name, source) {
+            Ok(i) => i,
+            Err(e) => {
+                // Layers extracted before the failure belong to no image.
+                let _ = self.collect_layers();
+                return Err(e);
+            }
+        };
         let json = serde_json::to_vec_pretty(&image).expect("image metadata serializes");
         atomic_write(&self.meta_path(name), &json)?;
         Ok(image)

@@ -194,7 +194,11 @@ pub(crate) fn import(store: &ImageStore, name: &str, source: &Path) -> Result<Im
 
 /// Reads an OCI layout: returns the config bytes and the layers.
 fn read_oci(dir: &Path, source: &Path) -> Result<(Vec<u8>, Vec<LayerSource>)> {
-    let index: Index = parse(&read_file(dir, Path::new("index.json"), source)?, "index.json", source)?;
+    let index: Index = parse(
+        &read_file(dir, Path::new("index.json"), source)?,
+        "index.json",
+        source,
+    )?;
     let first = pick(&index.manifests, source)?;
     let (mut digest, mut media_type) = (first.digest.clone(), first.media_type.clone());
     // Follow nested indexes (multi-platform images) to one manifest.
@@ -246,10 +250,13 @@ fn read_docker(dir: &Path, source: &Path) -> Result<(Vec<u8>, Vec<LayerSource>)>
         "manifest.json",
         source,
     )?;
-    let entry = entries.into_iter().next().ok_or_else(|| StorageError::BadImage {
-        source_path: source.to_path_buf(),
-        reason: "manifest.json lists no image".to_string(),
-    })?;
+    let entry = entries
+        .into_iter()
+        .next()
+        .ok_or_else(|| StorageError::BadImage {
+            source_path: source.to_path_buf(),
+            reason: "manifest.json lists no image".to_string(),
+        })?;
     let config_bytes = read_file(dir, Path::new(&entry.config), source)?;
     // Config files are named by their digest ("<hex>.json" or
     // "blobs/sha256/<hex>"): check it when the name says so.
@@ -307,22 +314,23 @@ fn apply_layer(
     }
     let file = File::open(&layer.path).ctx("open layer", &layer.path)?;
     let mut outer = HashReader::new(BufReader::new(file));
-    let diff_actual = if gz.starts_with(&[0x1f, 0x8b]) {
+    let unpacked = if gz.starts_with(&[0x1f, 0x8b]) {
         let mut inner = HashReader::new(MultiGzDecoder::new(&mut outer));
-        extract::unpack(&mut inner, &staging.0, &what, true)?;
-        io::copy(&mut inner, &mut io::sink()).ctx("read layer", &layer.path)?;
-        inner.finish()
+        extract::unpack(&mut inner, &staging.0, &what, true)
+            .and_then(|_| io::copy(&mut inner, &mut io::sink()).ctx("read layer", &layer.path))
+            .map(|_| inner.finish())
     } else {
-        extract::unpack(&mut outer, &staging.0, &what, true)?;
-        io::copy(&mut outer, &mut io::sink()).ctx("read layer", &layer.path)?;
-        outer.clone_digest()
+        extract::unpack(&mut outer, &staging.0, &what, true)
+            .and_then(|_| io::copy(&mut outer, &mut io::sink()).ctx("read layer", &layer.path))
+            .map(|_| outer.clone_digest())
     };
-    io::copy(&mut outer, &mut io::sink()).ctx("read layer", &layer.path)?;
+    // Hash the whole blob even when extraction failed: a corrupt blob is
+    // reported as a digest mismatch, not as whatever broke in the tar.
+    let drained = io::copy(&mut outer, &mut io::sink());
     let blob_actual = outer.finish();
-
     if let Some(expected) = &layer.blob_digest {
         let want = sha256_of(expected, "layer digest", source)?;
-        if want != blob_actual {
+        if want != blob_actual && drained.is_ok() {
             return Err(StorageError::DigestMismatch {
                 what: format!("layer {}", layer.path.display()),
                 expected: expected.clone(),
@@ -330,10 +338,26 @@ fn apply_layer(
             });
         }
     }
+    let gzipped = gz.starts_with(&[0x1f, 0x8b]);
+    if let (Err(_), Some(want), false, true) = (&unpacked, &diff_hex, gzipped, drained.is_ok()) {
+        if *want != blob_actual {
+            return Err(StorageError::DigestMismatch {
+                what: format!("layer {} (rootfs.diff_ids)", layer.path.display()),
+                expected: format!("sha256:{want}"),
+                actual: format!("sha256:{blob_actual}"),
+            });
+        }
+    }
+    let diff_actual = unpacked?;
+    drained.ctx("read layer", &layer.path)?;
+
     if let Some(want) = &diff_hex {
         if *want != diff_actual {
             return Err(StorageError::DigestMismatch {
-                what: format!("uncompressed layer {} (rootfs.diff_ids)", layer.path.display()),
+                what: format!(
+                    "uncompressed layer {} (rootfs.diff_ids)",
+                    layer.path.display()
+                ),
                 expected: format!("sha256:{want}"),
                 actual: format!("sha256:{diff_actual}"),
             });

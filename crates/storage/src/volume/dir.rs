@@ -17,7 +17,7 @@ pub(crate) fn create(mnt: &Path) -> Result<()> {
 
 /// Bytes allocated by the files of a directory volume.
 pub(crate) fn used_bytes(mnt: &Path) -> u64 {
-    disk_usage(mnt).saturating_sub(fs::symlink_metadata(mnt).map_or(0, |m| {
-        std::os::unix::fs::MetadataExt::blocks(&m) * 512
-    }))
+    disk_usage(mnt).saturating_sub(
+        fs::symlink_metadata(mnt).map_or(0, |m| std::os::unix::fs::MetadataExt::blocks(&m) * 512),
+    )
 }

@@ -346,7 +346,9 @@ impl VolumeManager {
                     return false;
                 };
                 let mut parts = rest.components();
-                let id = parts.next().map(|c| c.as_os_str().to_string_lossy().into_owned());
+                let id = parts
+                    .next()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned());
                 let file = parts.next().map(|c| c.as_os_str().to_owned());
                 let explained = match (id, file) {
                     (Some(id), Some(f)) if f == IMAGE && !b.backing_deleted => {
@@ -373,7 +375,11 @@ impl VolumeManager {
             else {
                 continue;
             };
-            let pid: i32 = rest.split('-').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            let pid: i32 = rest
+                .split('-')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
             // SAFETY: kill with signal 0 only checks for existence.
             let alive = pid > 0 && unsafe { libc::kill(pid, 0) } == 0;
             if !alive {
@@ -387,7 +393,10 @@ impl VolumeManager {
 
 /// Throws away an image's data blocks: punch them out, then truncate.
 fn discard(img: &Path) -> Result<()> {
-    let f = OpenOptions::new().write(true).open(img).ctx("open for discard", img)?;
+    let f = OpenOptions::new()
+        .write(true)
+        .open(img)
+        .ctx("open for discard", img)?;
     let len = f.metadata().ctx("stat", img)?.len();
     if len > 0 {
         // SAFETY: plain syscall on an owned descriptor.

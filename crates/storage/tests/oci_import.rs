@@ -1,0 +1,486 @@
+//! OCI layout and `docker save` imports built in the test itself: layer
+//! sharing, whiteouts and opaque directories (checked through a real
+//! overlay mount), digest verification and path-safety refusals.
+
+mod common;
+
+use std::ffi::CString;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use common::{is_root, MountGuard};
+use dwell_storage::{ImageStore, StorageError};
+use sha2::{Digest, Sha256};
+
+fn sha(b: &[u8]) -> String {
+    Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+/// A tar entry to put in a test layer.
+enum E<'a> {
+    Dir(&'a str),
+    File(&'a str, &'a str, u32, u64),
+    Sym(&'a str, &'a str),
+    Hard(&'a str, &'a str),
+    Char(&'a str),
+    /// Written with a raw header so the tar writer's own checks do not
+    /// stop it.
+    RawFile(&'a str, &'a str),
+}
+
+fn layer(entries: &[E]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for e in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_mtime(1_700_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
+        match e {
+            E::Dir(p) => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o755);
+                h.set_size(0);
+                b.append_data(&mut h, p, &[][..]).unwrap();
+            }
+            E::File(p, data, mode, uid) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(*mode);
+                h.set_uid(*uid);
+                h.set_gid(*uid);
+                h.set_size(data.len() as u64);
+                b.append_data(&mut h, p, data.as_bytes()).unwrap();
+            }
+            E::Sym(p, target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_size(0);
+                h.set_mode(0o777);
+                b.append_link(&mut h, p, target).unwrap();
+            }
+            E::Hard(p, target) => {
+                h.set_entry_type(tar::EntryType::Link);
+                h.set_size(0);
+                h.set_mode(0o644);
+                b.append_link(&mut h, p, target).unwrap();
+            }
+            E::Char(p) => {
+                h.set_entry_type(tar::EntryType::Char);
+                h.set_size(0);
+                h.set_mode(0o666);
+                h.set_device_major(1).unwrap();
+                h.set_device_minor(3).unwrap();
+                b.append_data(&mut h, p, &[][..]).unwrap();
+            }
+            E::RawFile(p, data) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(0o644);
+                h.set_size(data.len() as u64);
+                let name = &mut h.as_old_mut().name;
+                name.fill(0);
+                name[..p.len()].copy_from_slice(p.as_bytes());
+                h.set_cksum();
+                b.append(&h, data.as_bytes()).unwrap();
+            }
+        }
+    }
+    b.into_inner().unwrap()
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// The three test layers, bottom first.
+fn test_layers() -> Vec<Vec<u8>> {
+    vec![
+        layer(&[
+            E::Dir("a"),
+            E::File("a/keep.txt", "keep", 0o644, 0),
+            E::File("a/gone.txt", "gone", 0o644, 0),
+            E::Hard("a/hard.txt", "a/keep.txt"),
+            E::Sym("a/sl", "keep.txt"),
+            E::Dir("opq"),
+            E::File("opq/old.txt", "old", 0o644, 0),
+            E::Dir("bin"),
+            E::File("bin/tool", "#!/bin/sh\n", 0o4755, 0),
+            E::File("home/user/owned", "mine", 0o600, 1000),
+            E::Char("dev/null"),
+        ]),
+        layer(&[
+            E::File("a/.wh.gone.txt", "", 0o644, 0),
+            E::File("opq/.wh..wh..opq", "", 0o644, 0),
+            E::File("opq/new.txt", "new", 0o644, 0),
+            E::File("a/new.txt", "new", 0o644, 0),
+        ]),
+        layer(&[E::Dir("c"), E::File("c/file", "top", 0o644, 0)]),
+    ]
+}
+
+fn config(diff_ids: &[String]) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {
+            "Env": ["PATH=/usr/bin:/bin", "FOO=bar"],
+            "Cmd": ["/bin/sh"],
+            "WorkingDir": "/a"
+        },
+        "rootfs": {
+            "type": "layers",
+            "diff_ids": diff_ids.iter().map(|d| format!("sha256:{d}")).collect::<Vec<_>>()
+        }
+    }))
+    .unwrap()
+}
+
+/// Writes an OCI layout with `layers` (the last one gzip-compressed).
+fn write_oci(dir: &Path, layers: &[Vec<u8>]) {
+    let blobs = dir.join("blobs/sha256");
+    fs::create_dir_all(&blobs).unwrap();
+    let put = |b: &[u8]| {
+        let h = sha(b);
+        fs::write(blobs.join(&h), b).unwrap();
+        h
+    };
+    let diff_ids: Vec<String> = layers.iter().map(|l| sha(l)).collect();
+    let mut descs = Vec::new();
+    for (i, l) in layers.iter().enumerate() {
+        let (blob, mt) = if i == layers.len() - 1 {
+            (gzip(l), "application/vnd.oci.image.layer.v1.tar+gzip")
+        } else {
+            (l.clone(), "application/vnd.oci.image.layer.v1.tar")
+        };
+        let h = put(&blob);
+        descs.push(serde_json::json!({"mediaType": mt, "digest": format!("sha256:{h}"), "size": blob.len()}));
+    }
+    let cfg = config(&diff_ids);
+    let ch = put(&cfg);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{ch}"), "size": cfg.len()},
+        "layers": descs
+    }))
+    .unwrap();
+    let mh = put(&manifest);
+    fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": format!("sha256:{mh}"), "size": manifest.len()}]
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+/// Writes a `docker save` tarball with `layers` (uncompressed).
+fn write_docker_save(file: &Path, layers: &[Vec<u8>]) {
+    let diff_ids: Vec<String> = layers.iter().map(|l| sha(l)).collect();
+    let cfg = config(&diff_ids);
+    let cfg_name = format!("{}.json", sha(&cfg));
+    let mut b = tar::Builder::new(fs::File::create(file).unwrap());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, name, data).unwrap();
+    };
+    let mut names = Vec::new();
+    for (i, l) in layers.iter().enumerate() {
+        let n = format!("layer{i}/layer.tar");
+        add(&n, l);
+        names.push(n);
+    }
+    add(&cfg_name, &cfg);
+    let manifest = serde_json::to_vec(&serde_json::json!([
+        {"Config": cfg_name, "RepoTags": ["test:latest"], "Layers": names}
+    ]))
+    .unwrap();
+    add("manifest.json", &manifest);
+    b.into_inner().unwrap().sync_all().unwrap();
+}
+
+fn getxattr(p: &Path, name: &str) -> Option<Vec<u8>> {
+    let c = CString::new(p.to_str().unwrap()).unwrap();
+    let n = CString::new(name).unwrap();
+    let mut buf = [0u8; 64];
+    // SAFETY: valid strings and buffer.
+    let r = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (r >= 0).then(|| buf[..r as usize].to_vec())
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    store: ImageStore,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::Builder::new()
+        .prefix("dwell-oci-test")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let store = ImageStore::open(dir.path().join("store")).unwrap();
+    Fixture { dir, store }
+}
+
+#[test]
+fn oci_and_docker_imports_share_layers_and_whiteouts_work() {
+    if !is_root("oci_and_docker_imports_share_layers_and_whiteouts_work") {
+        return;
+    }
+    let fx = fixture();
+    let layers = test_layers();
+    let oci = fx.dir.path().join("oci");
+    write_oci(&oci, &layers);
+    let tarball = fx.dir.path().join("save.tar");
+    write_docker_save(&tarball, &layers);
+
+    let a = fx.store.import("from-oci", &oci).unwrap();
+    let b = fx.store.import("from-docker:v1", &tarball).unwrap();
+    assert_eq!(a.layers.len(), 3);
+    assert_eq!(a.layers, b.layers, "layers are stored once and shared");
+    assert_eq!(a.id, b.id);
+    assert_eq!(a.env, vec!["PATH=/usr/bin:/bin", "FOO=bar"]);
+    assert_eq!(a.cmd, vec!["/bin/sh"]);
+    assert_eq!(a.workdir.as_deref(), Some("/a"));
+    assert!(a.source.starts_with("oci-layout:"));
+    assert!(b.source.starts_with("docker-archive:"));
+    assert_eq!(
+        fs::read_dir(fx.store.root().join("layers"))
+            .unwrap()
+            .count(),
+        3
+    );
+    // Topmost first.
+    let (top, mid, bottom) = (&a.layers[0], &a.layers[1], &a.layers[2]);
+    assert!(top.join("c/file").is_file());
+    assert!(bottom.join("a/keep.txt").is_file());
+
+    // Bottom layer: modes, owners, links; device nodes skipped.
+    let tool = fs::metadata(bottom.join("bin/tool")).unwrap();
+    assert_eq!(tool.mode() & 0o7777, 0o4755);
+    let owned = fs::metadata(bottom.join("home/user/owned")).unwrap();
+    assert_eq!(
+        (owned.uid(), owned.gid(), owned.mode() & 0o777),
+        (1000, 1000, 0o600)
+    );
+    assert_eq!(
+        fs::metadata(bottom.join("a/hard.txt")).unwrap().ino(),
+        fs::metadata(bottom.join("a/keep.txt")).unwrap().ino()
+    );
+    assert_eq!(
+        fs::read_link(bottom.join("a/sl")).unwrap(),
+        Path::new("keep.txt")
+    );
+    assert!(!bottom.join("dev/null").exists());
+
+    // Middle layer: overlay whiteout and opaque dir.
+    let wh = fs::symlink_metadata(mid.join("a/gone.txt")).unwrap();
+    assert!(wh.file_type().is_char_device());
+    assert_eq!(wh.rdev(), 0);
+    assert!(!mid.join("a/.wh.gone.txt").exists());
+    assert_eq!(
+        getxattr(&mid.join("opq"), "trusted.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
+    assert!(!mid.join("opq/.wh..wh..opq").exists());
+
+    // Through a real overlay mount the whiteouts hide the lower files.
+    let target = fx.dir.path().join("merged");
+    fs::create_dir(&target).unwrap();
+    let lower: Vec<String> = a.layers.iter().map(|p| p.display().to_string()).collect();
+    let opts = CString::new(format!("lowerdir={}", lower.join(":"))).unwrap();
+    let tgt = CString::new(target.to_str().unwrap()).unwrap();
+    // SAFETY: valid C strings.
+    let rc = unsafe {
+        libc::mount(
+            c"overlay".as_ptr(),
+            tgt.as_ptr(),
+            c"overlay".as_ptr(),
+            libc::MS_RDONLY,
+            opts.as_ptr().cast(),
+        )
+    };
+    assert_eq!(rc, 0, "overlay mount: {}", std::io::Error::last_os_error());
+    let _guard = MountGuard(target.clone());
+    assert_eq!(
+        fs::read_to_string(target.join("a/keep.txt")).unwrap(),
+        "keep"
+    );
+    assert!(
+        !target.join("a/gone.txt").exists(),
+        "whiteout hides the file"
+    );
+    assert!(target.join("a/new.txt").exists());
+    assert!(
+        !target.join("opq/old.txt").exists(),
+        "opaque dir hides lower content"
+    );
+    assert!(target.join("opq/new.txt").exists());
+    assert_eq!(fs::read_to_string(target.join("c/file")).unwrap(), "top");
+    drop(_guard);
+
+    // Listing, removal and layer garbage collection.
+    let names: Vec<String> = fx
+        .store
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    assert_eq!(names, vec!["host", "from-docker:v1", "from-oci"]);
+    assert!(matches!(
+        fx.store.import("from-oci", &oci),
+        Err(StorageError::InvalidName { .. })
+    ));
+    fx.store.remove("from-oci").unwrap();
+    assert!(
+        a.layers.iter().all(|l| l.is_dir()),
+        "still used by from-docker:v1"
+    );
+    assert!(matches!(
+        fx.store.get("from-oci"),
+        Err(StorageError::ImageNotFound(_))
+    ));
+    fx.store.remove("from-docker:v1").unwrap();
+    assert_eq!(
+        fs::read_dir(fx.store.root().join("layers"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert_eq!(
+        fs::read_dir(fx.store.root().join("tmp")).unwrap().count(),
+        0
+    );
+}
+
+/// Imports must fail for each malicious layer and leave nothing behind.
+#[test]
+fn unsafe_layers_are_refused() {
+    if !is_root("unsafe_layers_are_refused") {
+        return;
+    }
+    let fx = fixture();
+    let outside = fx.dir.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "dotdot",
+            layer(&[E::Dir("a"), E::RawFile("../evil", "pwned")]),
+        ),
+        (
+            "nested-dotdot",
+            layer(&[E::RawFile("a/../../evil", "pwned")]),
+        ),
+        (
+            "absolute",
+            layer(&[E::RawFile("/tmp/dwell-evil-abs", "pwned")]),
+        ),
+        (
+            "symlink-trick",
+            layer(&[
+                E::Sym("esc", outside.to_str().unwrap()),
+                E::RawFile("esc/evil", "pwned"),
+            ]),
+        ),
+        (
+            "hardlink-escape",
+            layer(&[E::Hard("h", "../../../../etc/passwd")]),
+        ),
+    ];
+    for (name, bad) in cases {
+        let src = fx.dir.path().join(format!("oci-{name}"));
+        write_oci(&src, &[test_layers().remove(0), bad]);
+        let err = fx.store.import(name, &src).unwrap_err();
+        println!("{name}: {err}");
+        assert!(
+            matches!(err, StorageError::UnsafePath { .. }),
+            "{name}: {err}"
+        );
+        assert!(matches!(
+            fx.store.get(name),
+            Err(StorageError::ImageNotFound(_))
+        ));
+    }
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+    assert!(!Path::new("/tmp/dwell-evil-abs").exists());
+    let tmp = fx.store.root().join("tmp");
+    assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0, "staging cleaned");
+    let layers = fx.store.root().join("layers");
+    assert_eq!(
+        fs::read_dir(&layers).unwrap().count(),
+        0,
+        "no orphan layers"
+    );
+    assert!(!fx.store.root().join("evil").exists());
+    assert!(!fx.store.root().join("tmp/../evil").exists());
+    assert!(!fx.dir.path().join("evil").exists());
+}
+
+#[test]
+fn corrupt_blobs_and_bad_sources_fail_loudly() {
+    if !is_root("corrupt_blobs_and_bad_sources_fail_loudly") {
+        return;
+    }
+    let fx = fixture();
+    let layers = test_layers();
+    let oci = fx.dir.path().join("oci");
+    write_oci(&oci, &layers);
+    // Corrupt the bottom layer blob in place (its name keeps the old digest).
+    // Once in a header (the tar breaks), once in file content (it does not).
+    let blob = oci.join("blobs/sha256").join(sha(&layers[0]));
+    let original = fs::read(&blob).unwrap();
+    for needle in [&b"keep.txt"[..], &b"#!/bin/sh"[..]] {
+        let mut data = original.clone();
+        let pos = data
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .unwrap();
+        data[pos] ^= 0x20;
+        fs::write(&blob, &data).unwrap();
+        let err = fx.store.import("corrupt", &oci).unwrap_err();
+        println!("{err}");
+        assert!(matches!(err, StorageError::DigestMismatch { .. }), "{err}");
+        assert_eq!(
+            fs::read_dir(fx.store.root().join("layers"))
+                .unwrap()
+                .count(),
+            0
+        );
+    }
+    fs::write(&blob, &original).unwrap();
+
+    let empty: PathBuf = fx.dir.path().join("empty");
+    fs::create_dir(&empty).unwrap();
+    let err = fx.store.import("empty", &empty).unwrap_err();
+    println!("{err}");
+    assert!(matches!(err, StorageError::BadImage { .. }));
+    assert!(matches!(
+        fx.store.import("host", &oci),
+        Err(StorageError::InvalidName { .. })
+    ));
+    assert!(matches!(
+        fx.store.import("a/b", &oci),
+        Err(StorageError::InvalidName { .. })
+    ));
+    assert!(matches!(
+        fx.store.import("missing", Path::new("/nonexistent/dwell")),
+        Err(StorageError::BadImage { .. })
+    ));
+    assert_eq!(
+        fs::read_dir(fx.store.root().join("tmp")).unwrap().count(),
+        0
+    );
+}
