@@ -45,6 +45,20 @@ impl Drop for ChildGuard {
     }
 }
 
+/// Waits until `child` runs in a mount namespace of its own (it then holds
+/// copies of our mounts).
+fn wait_for_own_namespace(child: &std::process::Child) {
+    let ns = PathBuf::from(format!("/proc/{}/ns/mnt", child.id()));
+    let me = fs::read_link("/proc/self/ns/mnt").unwrap();
+    for _ in 0..250 {
+        if fs::read_link(&ns).map(|l| l != me).unwrap_or(false) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("child never entered its own mount namespace");
+}
+
 #[test]
 fn create_mount_write_remount_delete() {
     if !has_loop("create_mount_write_remount_delete") {
@@ -168,15 +182,7 @@ fn delete_works_while_another_namespace_holds_the_mount() {
         .spawn()
         .unwrap();
     let mut child = ChildGuard(child);
-    // Wait until the child's namespace exists (it holds a copy of the mount).
-    let ns = PathBuf::from(format!("/proc/{}/ns/mnt", child.0.id()));
-    let me = fs::read_link("/proc/self/ns/mnt").unwrap();
-    for _ in 0..100 {
-        if fs::read_link(&ns).map(|l| l != me).unwrap_or(false) {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_for_own_namespace(&child.0);
     let theirs = fs::read_to_string(format!("/proc/{}/mountinfo", child.0.id())).unwrap();
     assert!(
         theirs.contains(mnt.to_str().unwrap()),
@@ -188,6 +194,41 @@ fn delete_works_while_another_namespace_holds_the_mount() {
     let _ = child.0.kill();
     let _ = child.0.wait();
     assert!(wait_no_loop(&img).is_empty(), "loop device left behind");
+}
+
+#[test]
+fn remount_reuses_a_device_still_held_elsewhere() {
+    if !has_loop("remount_reuses_a_device_still_held_elsewhere") {
+        return;
+    }
+    let fx = Fixture::new(VolumeKind::Loop);
+    let img = fx.mgr.create("shared", 64 << 20).unwrap().image.unwrap();
+    let mnt = fx.mgr.mount("shared").unwrap();
+    fs::write(mnt.join("f"), "one").unwrap();
+    let child = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sleep", "60"])
+        .spawn()
+        .unwrap();
+    let mut child = ChildGuard(child);
+    wait_for_own_namespace(&child.0);
+    fx.mgr.unmount("shared").unwrap();
+    assert_eq!(
+        loops_for(&img).len(),
+        1,
+        "the other namespace keeps the device"
+    );
+    fx.mgr.mount("shared").unwrap();
+    assert_eq!(
+        loops_for(&img).len(),
+        1,
+        "the held device is reused, not doubled"
+    );
+    assert_eq!(fs::read_to_string(mnt.join("f")).unwrap(), "one");
+    fx.mgr.unmount("shared").unwrap();
+    let _ = child.0.kill();
+    let _ = child.0.wait();
+    assert!(wait_no_loop(&img).is_empty());
+    fx.mgr.delete("shared").unwrap();
 }
 
 #[test]

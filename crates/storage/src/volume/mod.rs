@@ -245,6 +245,20 @@ impl VolumeManager {
             )));
         }
         let img = self.root.join(id).join(IMAGE);
+        // If the image is still attached (mounted in another mount
+        // namespace, e.g. by a sandbox that outlived a daemon restart),
+        // mount that same device: a second loop device on the same file
+        // would mean two ext4 instances writing one image.
+        let canonical = img.canonicalize().ctx("resolve volume image", &img)?;
+        let attached = loopdev::bindings()
+            .into_iter()
+            .find(|b| b.backing_file == canonical && !b.backing_deleted);
+        if let Some(b) = attached {
+            if mount::mount_ext4(&b.device, &mnt, ext4::MOUNT_OPTIONS).is_ok() {
+                return Ok(mnt);
+            }
+            // It went away meanwhile (autoclear): attach afresh below.
+        }
         let dev = loopdev::attach(&img)?;
         mount::mount_ext4(dev.path(), &mnt, ext4::MOUNT_OPTIONS)?;
         // Dropping `dev` closes our handle; the mount keeps the device, and

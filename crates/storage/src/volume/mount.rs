@@ -8,7 +8,8 @@ use std::path::Path;
 use crate::error::{Result, StorageError};
 use crate::fsutil::cpath;
 
-/// Mounts block device `dev` (ext4) on `target`.
+/// Mounts block device `dev` (ext4) on `target` with `nodev`; set-id
+/// programs stay usable (a sandbox may install sudo).
 pub(crate) fn mount_ext4(dev: &Path, target: &Path, options: &str) -> Result<()> {
     let err = |source| StorageError::Mount {
         op: "mount ext4 volume on",
@@ -24,7 +25,7 @@ pub(crate) fn mount_ext4(dev: &Path, target: &Path, options: &str) -> Result<()>
             src.as_ptr(),
             tgt.as_ptr(),
             c"ext4".as_ptr(),
-            libc::MS_NOSUID | libc::MS_NODEV,
+            libc::MS_NODEV,
             opts.as_ptr().cast(),
         )
     };
