@@ -1,1 +1,122 @@
-fn main() {}
+//! dwell-agent: PID 1 of every dwell sandbox.
+//!
+//! `dwell-agent --listen /run/dwell/agent.sock` serves the dwell agent
+//! protocol (see crates/proto/PROTOCOL.md) on a unix socket;
+//! `dwell-agent --stdio` serves one connection on stdin/stdout. It reaps all
+//! zombies, and shuts down gracefully on SIGTERM/SIGINT.
+//! `DWELL_AGENT_LOG=debug` logs to stderr.
+
+mod conn;
+mod fdio;
+mod files;
+mod handlers;
+mod log;
+mod process;
+mod pump;
+mod reaper;
+mod registry;
+mod ring;
+mod server;
+mod shutdown;
+mod spawn;
+mod user;
+
+use std::path::PathBuf;
+
+use tokio::signal::unix::{signal, SignalKind};
+
+const USAGE: &str = "usage: dwell-agent --listen <socket path> | --stdio
+  --listen PATH  serve on a unix socket (parent directory created, mode 0600)
+  --stdio        serve one connection on stdin/stdout
+environment: DWELL_AGENT_LOG=debug logs to stderr";
+
+enum Mode {
+    Listen(PathBuf),
+    Stdio,
+}
+
+fn parse_args() -> Result<Mode, String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["--listen", p] => Ok(Mode::Listen(PathBuf::from(p))),
+        ["--stdio"] => Ok(Mode::Stdio),
+        ["--help"] | ["-h"] => {
+            println!("{USAGE}");
+            std::process::exit(0)
+        }
+        _ => Err(format!("unrecognised arguments {args:?}\n{USAGE}")),
+    }
+}
+
+fn main() {
+    log::init();
+    let mode = match parse_args() {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("dwell-agent: {e}");
+            std::process::exit(2);
+        }
+    };
+    handlers::mark_start();
+    if std::process::id() != 1 {
+        // Outside PID 1, still adopt orphaned descendants so they get reaped.
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .max_blocking_threads(4)
+        .thread_keep_alive(std::time::Duration::from_secs(2))
+        .build();
+    let rt = match rt {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("dwell-agent: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = rt.block_on(async move {
+        // Register SIGCHLD before any process is spawned.
+        let sigchld = match signal(SignalKind::child()) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("dwell-agent: cannot handle SIGCHLD: {e}");
+                return 1;
+            }
+        };
+        tokio::spawn(reaper::run(sigchld));
+        match mode {
+            Mode::Listen(path) => {
+                let l = match server::bind(&path) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        eprintln!("dwell-agent: cannot listen on {}: {e}", path.display());
+                        return 1;
+                    }
+                };
+                debug!("listening on {}", path.display());
+                let p = path.clone();
+                tokio::spawn(shutdown::run(move || {
+                    let _ = std::fs::remove_file(&p);
+                }));
+                server::listen(l).await;
+                0
+            }
+            Mode::Stdio => {
+                tokio::spawn(shutdown::run(|| {}));
+                if let Err(e) = server::stdio().await {
+                    eprintln!("dwell-agent: cannot serve on stdin/stdout: {e}");
+                    return 1;
+                }
+                if std::process::id() == 1 {
+                    // PID 1 must not exit: that would kill the sandbox.
+                    debug!("stdio connection ended; staying alive as PID 1");
+                    std::future::pending::<()>().await;
+                }
+                0
+            }
+        }
+    });
+    std::process::exit(code);
+}

@@ -1,0 +1,351 @@
+//! One client connection: handshake, frame routing to per-stream handler
+//! tasks, flow control, and a writer task that owns the outgoing half.
+//!
+//! A client that sends garbage only loses its own connection; the agent and
+//! the other connections carry on. When a connection ends, every stream on it
+//! is cancelled (which kills foreground execs, not background ones).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dwell_proto::frame::{self, FrameReader, Kind, DATA_CHUNK, INITIAL_WINDOW};
+use dwell_proto::{
+    Control, ErrorKind, Event, Hello, Outcome, RemoteError, Request, PROTOCOL_VERSION,
+};
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, Semaphore};
+
+/// Streams open at once on one connection.
+pub const MAX_STREAMS: usize = 256;
+/// Time a new connection has to send its Hello.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Outgoing frames queued per connection before handlers wait.
+const OUT_QUEUE: usize = 64;
+
+/// A message from the client on an open stream.
+#[derive(Debug)]
+pub enum ClientMsg {
+    Data(Bytes),
+    Eof,
+    Control(Control),
+}
+
+/// The connection's outgoing frame queue.
+#[derive(Clone)]
+pub struct Out(mpsc::Sender<Bytes>);
+
+/// The connection is gone (or the stream was cancelled).
+#[derive(Debug)]
+pub struct Gone;
+
+impl Out {
+    pub async fn frame(&self, stream: u32, kind: Kind, payload: &[u8]) -> Result<(), Gone> {
+        self.0
+            .send(frame::encode(stream, kind, payload))
+            .await
+            .map_err(|_| Gone)
+    }
+
+    pub async fn json<T: Serialize>(&self, stream: u32, kind: Kind, v: &T) -> Result<(), Gone> {
+        let p = serde_json::to_vec(v).expect("protocol messages serialize");
+        self.frame(stream, kind, &p).await
+    }
+}
+
+/// Permission to grant the client more window once data was consumed.
+pub struct Credit {
+    out: Out,
+    stream: u32,
+    outstanding: Arc<AtomicUsize>,
+    len: usize,
+}
+
+impl Credit {
+    /// Grants the window back (call after the bytes were written out).
+    pub async fn release(self) {
+        self.outstanding.fetch_sub(self.len, Ordering::AcqRel);
+        let _ = self
+            .out
+            .0
+            .send(frame::encode_window(self.stream, self.len as u32))
+            .await;
+    }
+}
+
+struct Slot {
+    tx: mpsc::UnboundedSender<ClientMsg>,
+    window: Arc<Semaphore>,
+    outstanding: Arc<AtomicUsize>,
+}
+
+type Streams = Arc<Mutex<HashMap<u32, Slot>>>;
+
+/// The handler side of one stream.
+pub struct StreamCtx {
+    pub id: u32,
+    pub out: Out,
+    pub inbound: mpsc::UnboundedReceiver<ClientMsg>,
+    window: Arc<Semaphore>,
+    outstanding: Arc<AtomicUsize>,
+    streams: Streams,
+}
+
+impl StreamCtx {
+    pub async fn event(&self, e: &Event) -> Result<(), Gone> {
+        self.out.json(self.id, Kind::Event, e).await
+    }
+
+    /// Sends data frames, waiting for window; `Gone` if cancelled or disconnected.
+    pub async fn data(&self, kind: Kind, mut b: Bytes) -> Result<(), Gone> {
+        while !b.is_empty() {
+            let chunk = b.split_to(b.len().min(DATA_CHUNK));
+            self.window
+                .acquire_many(chunk.len() as u32)
+                .await
+                .map_err(|_| Gone)?
+                .forget();
+            self.out.frame(self.id, kind, &chunk).await?;
+        }
+        Ok(())
+    }
+
+    /// A credit for `len` bytes of client data.
+    pub fn credit(&self, len: usize) -> Credit {
+        Credit {
+            out: self.out.clone(),
+            stream: self.id,
+            outstanding: self.outstanding.clone(),
+            len,
+        }
+    }
+
+    /// Ends the stream with a result.
+    pub async fn end<T: Serialize>(self, r: Result<T, RemoteError>) {
+        self.streams.lock().unwrap().remove(&self.id);
+        let o = match r {
+            Ok(v) => Outcome::Ok(serde_json::to_value(v).expect("results serialize")),
+            Err(e) => Outcome::Err(e),
+        };
+        let _ = self.out.json(self.id, Kind::End, &o).await;
+    }
+}
+
+impl Drop for StreamCtx {
+    fn drop(&mut self) {
+        self.streams.lock().unwrap().remove(&self.id);
+    }
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Bytes>) {
+    while let Some(f) = rx.recv().await {
+        let mut r = w.write_all(&f).await;
+        if r.is_ok() && rx.is_empty() {
+            r = w.flush().await;
+        }
+        if let Err(e) = r {
+            crate::debug!("connection write failed: {e}");
+            rx.close();
+            return;
+        }
+    }
+    let _ = w.shutdown().await;
+}
+
+/// Serves one connection until it ends.
+pub async fn serve<R, W>(r: R, w: W, name: String)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let mut reader = FrameReader::new(r);
+    let (tx, rx) = mpsc::channel(OUT_QUEUE);
+    let out = Out(tx);
+    let writer = tokio::spawn(write_loop(w, rx));
+
+    if let Err(why) = handshake(&mut reader, &out).await {
+        crate::error!("connection {name}: handshake failed: {why}");
+        drop(out);
+        let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+        return;
+    }
+    crate::debug!("connection {name}: ready");
+    let streams: Streams = Arc::default();
+    loop {
+        let f = match reader.next().await {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                crate::debug!("connection {name}: closed by the client");
+                break;
+            }
+            Err(e) => {
+                crate::error!("connection {name}: dropping it: {e}");
+                break;
+            }
+        };
+        if let Err(why) = route(f, &streams, &out).await {
+            crate::error!("connection {name}: protocol violation, dropping it: {why}");
+            break;
+        }
+    }
+    // Cancel every stream: handlers see their inbound channel close.
+    let slots: Vec<Slot> = streams.lock().unwrap().drain().map(|(_, s)| s).collect();
+    for s in slots {
+        s.window.close();
+    }
+}
+
+async fn handshake<R: AsyncRead + Unpin>(
+    reader: &mut FrameReader<R>,
+    out: &Out,
+) -> Result<(), String> {
+    let f = match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()).await {
+        Err(_) => return Err("no Hello within the handshake timeout".into()),
+        Ok(Err(e)) => return Err(e.to_string()),
+        Ok(Ok(None)) => return Err("closed before the handshake".into()),
+        Ok(Ok(Some(f))) => f,
+    };
+    if f.stream != 0 || f.kind != Kind::Hello {
+        return Err(format!(
+            "first frame was {:?} on stream {}, expected Hello on stream 0",
+            f.kind, f.stream
+        ));
+    }
+    let hello: Hello =
+        serde_json::from_slice(&f.payload).map_err(|e| format!("undecodable Hello: {e}"))?;
+    let software = format!("dwell-agent {}", env!("CARGO_PKG_VERSION"));
+    if hello.protocol != PROTOCOL_VERSION {
+        let msg = format!(
+            "client {} speaks protocol {}, this agent speaks {}",
+            hello.software, hello.protocol, PROTOCOL_VERSION
+        );
+        let reply = Hello {
+            protocol: PROTOCOL_VERSION,
+            software,
+            error: Some(msg.clone()),
+        };
+        let _ = out.json(0, Kind::Hello, &reply).await;
+        return Err(msg);
+    }
+    let reply = Hello {
+        protocol: PROTOCOL_VERSION,
+        software,
+        error: None,
+    };
+    out.json(0, Kind::Hello, &reply)
+        .await
+        .map_err(|_| "connection closed during the handshake".to_string())
+}
+
+/// Routes one frame; an `Err` is a protocol violation that ends the connection.
+async fn route(f: frame::Frame, streams: &Streams, out: &Out) -> Result<(), String> {
+    if f.stream == 0 {
+        return Err(format!(
+            "{:?} frame on stream 0 after the handshake",
+            f.kind
+        ));
+    }
+    match f.kind {
+        Kind::Request => {
+            let refusal = {
+                let map = streams.lock().unwrap();
+                if map.contains_key(&f.stream) {
+                    return Err(format!("stream id {} reused while still open", f.stream));
+                }
+                (map.len() >= MAX_STREAMS).then(|| {
+                    RemoteError::new(
+                        ErrorKind::TooManyStreams,
+                        format!("{MAX_STREAMS} streams are already open on this connection; wait for some to finish"),
+                    )
+                })
+            };
+            let req: Result<Request, RemoteError> = match refusal {
+                Some(e) => Err(e),
+                None => serde_json::from_slice(&f.payload).map_err(|e| {
+                    RemoteError::new(
+                        ErrorKind::InvalidArgument,
+                        format!("undecodable request: {e}"),
+                    )
+                }),
+            };
+            match req {
+                Err(e) => {
+                    let _ = out.json(f.stream, Kind::End, &Outcome::Err(e)).await;
+                }
+                Ok(req) => {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    let window = Arc::new(Semaphore::new(INITIAL_WINDOW));
+                    let outstanding = Arc::new(AtomicUsize::new(0));
+                    streams.lock().unwrap().insert(
+                        f.stream,
+                        Slot {
+                            tx,
+                            window: window.clone(),
+                            outstanding: outstanding.clone(),
+                        },
+                    );
+                    let ctx = StreamCtx {
+                        id: f.stream,
+                        out: out.clone(),
+                        inbound: rx,
+                        window,
+                        outstanding,
+                        streams: streams.clone(),
+                    };
+                    tokio::spawn(crate::handlers::run(ctx, req));
+                }
+            }
+            Ok(())
+        }
+        Kind::Data | Kind::Eof | Kind::Control | Kind::Cancel | Kind::Window => {
+            let map = streams.lock().unwrap();
+            // Frames for a stream that just ended are in flight: drop them.
+            let Some(slot) = map.get(&f.stream) else {
+                return Ok(());
+            };
+            let msg = match f.kind {
+                Kind::Data => {
+                    let n = slot
+                        .outstanding
+                        .fetch_add(f.payload.len(), Ordering::AcqRel)
+                        + f.payload.len();
+                    if n > INITIAL_WINDOW {
+                        return Err(format!(
+                            "client overran the flow-control window on stream {} ({n} bytes)",
+                            f.stream
+                        ));
+                    }
+                    ClientMsg::Data(f.payload)
+                }
+                Kind::Eof => ClientMsg::Eof,
+                Kind::Control => ClientMsg::Control(
+                    serde_json::from_slice(&f.payload)
+                        .map_err(|e| format!("undecodable control message: {e}"))?,
+                ),
+                Kind::Window => {
+                    let n = frame::parse_window(&f.payload).map_err(|e| e.to_string())? as usize;
+                    if slot.window.available_permits() + n > INITIAL_WINDOW * 64 {
+                        return Err(format!("window on stream {} grew absurdly large", f.stream));
+                    }
+                    slot.window.add_permits(n);
+                    return Ok(());
+                }
+                _ => {
+                    // Cancel: wake a handler waiting for window, then close its inbound.
+                    slot.window.close();
+                    drop(map);
+                    streams.lock().unwrap().remove(&f.stream);
+                    return Ok(());
+                }
+            };
+            let _ = slot.tx.send(msg);
+            Ok(())
+        }
+        k => Err(format!(
+            "{k:?} frames are sent by the agent, not the client"
+        )),
+    }
+}

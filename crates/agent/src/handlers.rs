@@ -1,0 +1,130 @@
+//! Dispatches a request to its handler and implements the small unary ones
+//! (health, process list, signal, stdin close, resize).
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use dwell_proto::{ErrorKind, Health, RemoteError, Request, PROTOCOL_VERSION};
+
+use crate::conn::StreamCtx;
+use crate::registry::{self, StdinMsg};
+use crate::{files, process, pump, spawn};
+
+static STARTED: OnceLock<Instant> = OnceLock::new();
+
+/// Records the agent's start time for `uptime_ms`.
+pub fn mark_start() {
+    STARTED.get_or_init(Instant::now);
+}
+
+/// Runs one request to completion.
+pub async fn run(ctx: StreamCtx, req: Request) {
+    crate::debug!("stream {}: {req:?}", ctx.id);
+    match req {
+        Request::Exec(r) => process::exec(ctx, r).await,
+        Request::Attach { pid } => process::attach(ctx, pid).await,
+        Request::ReadFile { path } => files::read(ctx, path).await,
+        Request::WriteFile { path, options } => files::write(ctx, path, options).await,
+        Request::Health => ctx.end(Ok(health())).await,
+        Request::Processes => ctx.end(Ok(registry::with(|r| r.list()))).await,
+        Request::Signal { pid, signal } => ctx.end(send_signal(pid, signal)).await,
+        Request::CloseStdin { pid } => ctx.end(close_stdin(pid)).await,
+        Request::Resize { pid, rows, cols } => ctx.end(resize(pid, rows, cols)).await,
+        Request::ListDir { path, depth } => {
+            ctx.end(files::blocking(move || files::list_dir(&path, depth)).await)
+                .await
+        }
+        Request::Stat { path } => {
+            ctx.end(files::blocking(move || files::stat(&path)).await)
+                .await
+        }
+        Request::Mkdir { path, parents } => {
+            ctx.end(files::blocking(move || files::mkdir(&path, parents)).await)
+                .await
+        }
+        Request::Remove { path, recursive } => {
+            ctx.end(files::blocking(move || files::remove(&path, recursive)).await)
+                .await
+        }
+        Request::Rename { from, to } => {
+            ctx.end(files::blocking(move || files::rename(&from, &to)).await)
+                .await
+        }
+    }
+}
+
+fn pid_count() -> u32 {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| {
+                    e.file_name()
+                        .to_str()
+                        .is_some_and(|n| n.parse::<u32>().is_ok())
+                })
+                .count() as u32
+        })
+        .unwrap_or(0)
+}
+
+fn health() -> Health {
+    Health {
+        protocol: PROTOCOL_VERSION,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        uptime_ms: STARTED.get_or_init(Instant::now).elapsed().as_millis() as u64,
+        pid_count: pid_count(),
+        processes_running: registry::with(|r| r.running_count()) as u32,
+    }
+}
+
+fn send_signal(pid: u32, signal: i32) -> Result<(), RemoteError> {
+    if !(1..=64).contains(&signal) {
+        return Err(RemoteError::new(
+            ErrorKind::InvalidArgument,
+            format!("signal {signal} is not a valid signal number (1-64)"),
+        ));
+    }
+    if pid <= 1 {
+        return Err(RemoteError::new(
+            ErrorKind::InvalidArgument,
+            format!("refusing to signal pid {pid}"),
+        ));
+    }
+    if registry::with(|r| r.is_running(pid)) {
+        pump::kill_group(pid, signal);
+        return Ok(());
+    }
+    // SAFETY: plain kill(2).
+    if unsafe { libc::kill(pid as i32, signal) } < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(RemoteError::from_io(
+            &format!("signal {signal} to pid {pid}"),
+            &e,
+        ));
+    }
+    Ok(())
+}
+
+fn close_stdin(pid: u32) -> Result<(), RemoteError> {
+    if let Some(tx) = registry::with(|r| r.stdin(pid))? {
+        let _ = tx.send(StdinMsg::Close);
+    }
+    Ok(())
+}
+
+fn resize(pid: u32, rows: u16, cols: u16) -> Result<(), RemoteError> {
+    use std::os::fd::AsRawFd;
+    let pty = registry::with(|r| r.pty(pid))?;
+    spawn::resize_pty(pty.as_raw_fd(), rows, cols)
+        .map_err(|e| RemoteError::from_io(&format!("resize the tty of {pid}"), &e))
+}
+
+/// Resizes, for use by process streams.
+pub fn resize_pid(pid: u32, rows: u16, cols: u16) -> Result<(), RemoteError> {
+    resize(pid, rows, cols)
+}
+
+/// Signals, for use by process streams.
+pub fn signal_pid(pid: u32, signal: i32) -> Result<(), RemoteError> {
+    send_signal(pid, signal)
+}

@@ -1,0 +1,199 @@
+//! Exec and attach streams: start a process (or subscribe to one), forward
+//! its output with flow control, feed its stdin, apply resize and signal
+//! controls, and kill a foreground process whose stream goes away.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dwell_proto::frame::Kind;
+use dwell_proto::{Control, Event, ExecRequest, ProcessInfo, RemoteError};
+use tokio::io::Interest;
+use tokio::sync::mpsc;
+
+use crate::conn::{ClientMsg, StreamCtx};
+use crate::fdio::Fd;
+use crate::handlers::{resize_pid, signal_pid};
+use crate::registry::{self, Output, StdinMsg};
+use crate::{pump, spawn};
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn io_err(what: &str, e: std::io::Error) -> RemoteError {
+    RemoteError::from_io(what, &e)
+}
+
+/// Feeds a process's stdin from its channel; grants client window after each write.
+async fn stdin_writer(fd: Fd, tty: bool, mut rx: mpsc::UnboundedReceiver<StdinMsg>) {
+    let mut broken = false;
+    while let Some(m) = rx.recv().await {
+        match m {
+            StdinMsg::Data(b, credit) => {
+                if !broken && fd.write_all(&b).await.is_err() {
+                    broken = true;
+                }
+                if let Some(c) = credit {
+                    c.release().await;
+                }
+            }
+            StdinMsg::Close if tty => {
+                // A tty has no end of file: send the EOF character (VEOF, ^D).
+                let _ = fd.write_all(&[4]).await;
+            }
+            StdinMsg::Close => return,
+        }
+    }
+}
+
+/// Starts the process and its supervisor; returns its pid and live output.
+fn start(req: &ExecRequest) -> Result<(u32, mpsc::Receiver<Output>), RemoteError> {
+    let sp = spawn::spawn(req)?;
+    let pid = sp.pid;
+    let tty = req.tty.is_some();
+    let setup = || -> Result<_, RemoteError> {
+        let stdout =
+            Fd::new(sp.stdout, Interest::READABLE).map_err(|e| io_err("register stdout", e))?;
+        let stderr = sp
+            .stderr
+            .map(|f| Fd::new(f, Interest::READABLE))
+            .transpose()
+            .map_err(|e| io_err("register stderr", e))?;
+        let stdin = sp
+            .stdin
+            .map(|f| Fd::new(f, Interest::WRITABLE))
+            .transpose()
+            .map_err(|e| io_err("register stdin", e))?;
+        Ok((stdout, stderr, stdin, sp.pty.map(Arc::<OwnedFd>::new)))
+    };
+    let (stdout, stderr, stdin, pty) = match setup() {
+        Ok(v) => v,
+        Err(e) => {
+            pump::kill_group(pid, libc::SIGKILL);
+            return Err(e);
+        }
+    };
+    let stdin_tx = stdin.map(|fd| {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(stdin_writer(fd, tty, rx));
+        tx
+    });
+    let info = ProcessInfo {
+        pid,
+        argv: sp.argv,
+        tag: req.tag.clone(),
+        background: req.background,
+        tty,
+        running: true,
+        exit: None,
+        started_at_ms: now_ms(),
+    };
+    // No await between spawn and insert: the reaper cannot run in between,
+    // so it always finds the owner of this pid.
+    let (exit_rx, live) = registry::with(|r| r.insert(info, stdin_tx, pty, true));
+    let timeout = req.timeout_ms.map(Duration::from_millis);
+    tokio::spawn(pump::supervise(pid, Some(stdout), stderr, exit_rx, timeout));
+    Ok((pid, live.expect("subscribed at insert")))
+}
+
+/// Handles an exec request.
+pub async fn exec(ctx: StreamCtx, req: ExecRequest) {
+    let foreground = !req.background;
+    match start(&req) {
+        Err(e) => ctx.end::<()>(Err(e)).await,
+        Ok((pid, live)) => {
+            crate::debug!("stream {}: started {pid} ({:?})", ctx.id, req);
+            if ctx.event(&Event::Started { pid }).await.is_err() {
+                if foreground {
+                    pump::kill_group(pid, libc::SIGKILL);
+                }
+                return;
+            }
+            follow(ctx, pid, live, foreground).await
+        }
+    }
+}
+
+/// Handles an attach request.
+pub async fn attach(ctx: StreamCtx, pid: u32) {
+    let a = match registry::with(|r| r.attach(pid)) {
+        Ok(a) => a,
+        Err(e) => return ctx.end::<()>(Err(e)).await,
+    };
+    if ctx
+        .event(&Event::Attached { process: a.info })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    for (stderr, b) in a.replay {
+        let kind = if stderr { Kind::Stderr } else { Kind::Stdout };
+        if ctx.data(kind, b).await.is_err() {
+            return;
+        }
+    }
+    match a.live {
+        Err(status) => ctx.end(Ok(status)).await,
+        Ok(live) => follow(ctx, pid, live, false).await,
+    }
+}
+
+/// Forwards output until exit, and client input to the process.
+async fn follow(
+    mut ctx: StreamCtx,
+    pid: u32,
+    mut live: mpsc::Receiver<Output>,
+    kill_on_cancel: bool,
+) {
+    let cancelled = loop {
+        tokio::select! {
+            o = live.recv() => match o {
+                Some(Output::Stdout(b)) => if ctx.data(Kind::Stdout, b).await.is_err() { break true },
+                Some(Output::Stderr(b)) => if ctx.data(Kind::Stderr, b).await.is_err() { break true },
+                Some(Output::Exit(st)) => return ctx.end(Ok(st)).await,
+                None => return ctx.end::<()>(Err(RemoteError::new(
+                    dwell_proto::ErrorKind::Io,
+                    format!("lost track of process {pid}"),
+                ))).await,
+            },
+            m = ctx.inbound.recv() => match m {
+                None => break true,
+                Some(ClientMsg::Data(b)) => {
+                    let credit = ctx.credit(b.len());
+                    match registry::with(|r| r.stdin(pid)).ok().flatten() {
+                        Some(tx) => { let _ = tx.send(StdinMsg::Data(b, Some(credit))); }
+                        // No stdin (not requested, closed or exited): discard.
+                        None => credit.release().await,
+                    }
+                }
+                Some(ClientMsg::Eof) => {
+                    if let Some(tx) = registry::with(|r| r.stdin(pid)).ok().flatten() {
+                        let _ = tx.send(StdinMsg::Close);
+                    }
+                }
+                Some(ClientMsg::Control(Control::Resize { rows, cols })) => {
+                    if let Err(e) = resize_pid(pid, rows, cols) {
+                        crate::debug!("resize of {pid} failed: {}", e.message);
+                    }
+                }
+                Some(ClientMsg::Control(Control::Signal { signal })) => {
+                    if let Err(e) = signal_pid(pid, signal) {
+                        crate::debug!("signal to {pid} failed: {}", e.message);
+                    }
+                }
+            },
+        }
+    };
+    if cancelled && kill_on_cancel && registry::with(|r| r.is_running(pid)) {
+        crate::debug!(
+            "stream {} went away: killing foreground process {pid}",
+            ctx.id
+        );
+        pump::kill_group(pid, libc::SIGKILL);
+    }
+}

@@ -1,0 +1,96 @@
+//! Where connections come from: a unix socket (`--listen PATH`) that accepts
+//! connections for as long as the agent lives, or one connection on
+//! stdin/stdout (`--stdio`).
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::io::Interest;
+use tokio::net::UnixListener;
+
+use crate::conn;
+use crate::fdio::{Fd, FdReader, FdWriter};
+
+/// Connections served at once; more are closed right after accept.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// Creates the socket: parent directory, stale socket removed, mode 0600.
+pub fn bind(path: &Path) -> io::Result<UnixListener> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(md) if md.file_type().is_socket() => std::fs::remove_file(path)?,
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists and is not a socket; refusing to replace it",
+                    path.display()
+                ),
+            ))
+        }
+        Err(_) => {}
+    }
+    // Create it private from the start, then make sure of the mode.
+    // SAFETY: umask only changes this process's file creation mask.
+    let old = unsafe { libc::umask(0o177) };
+    let l = UnixListener::bind(path);
+    // SAFETY: restores the previous mask.
+    unsafe { libc::umask(old) };
+    let l = l?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+/// Accepts connections forever.
+pub async fn listen(l: UnixListener) {
+    let active = Arc::new(AtomicUsize::new(0));
+    let mut n = 0u64;
+    loop {
+        let s = match l.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                crate::error!("accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        n += 1;
+        if active.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+            crate::error!("refusing connection {n}: {MAX_CONNECTIONS} connections already open");
+            continue;
+        }
+        active.fetch_add(1, Ordering::Relaxed);
+        let active = active.clone();
+        tokio::spawn(async move {
+            let (r, w) = s.into_split();
+            conn::serve(r, w, format!("#{n}")).await;
+            active.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+/// Serves one connection on fds 0 and 1.
+pub async fn stdio() -> io::Result<()> {
+    // SAFETY: fds 0 and 1 are ours for the agent's lifetime; the duplicates
+    // are owned by the reader and writer.
+    let (r, w) = unsafe {
+        let r = libc::dup(0);
+        let w = libc::dup(1);
+        if r < 0 || w < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        libc::fcntl(r, libc::F_SETFD, libc::FD_CLOEXEC);
+        libc::fcntl(w, libc::F_SETFD, libc::FD_CLOEXEC);
+        (OwnedFd::from_raw_fd(r), OwnedFd::from_raw_fd(w))
+    };
+    let r = FdReader(Fd::new(r, Interest::READABLE)?);
+    let w = FdWriter(Fd::new(w, Interest::WRITABLE)?);
+    conn::serve(r, w, "stdio".into()).await;
+    Ok(())
+}

@@ -1,0 +1,154 @@
+//! Resolves an exec's `user` (a name from the sandbox's /etc/passwd, or
+//! numeric `uid[:gid]`) into ids, supplementary groups and a home directory.
+
+use dwell_proto::{ErrorKind, RemoteError};
+
+/// Credentials to run a process with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub name: Option<String>,
+    pub home: Option<String>,
+}
+
+struct PasswdEntry {
+    name: String,
+    uid: u32,
+    gid: u32,
+    home: String,
+}
+
+fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            if f.len() < 7 {
+                return None;
+            }
+            Some(PasswdEntry {
+                name: f[0].to_string(),
+                uid: f[2].parse().ok()?,
+                gid: f[3].parse().ok()?,
+                home: f[5].to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Supplementary groups of `name` from /etc/group text, plus `primary`.
+fn groups_of(text: &str, name: &str, primary: u32) -> Vec<u32> {
+    let mut g = vec![primary];
+    for l in text.lines() {
+        let f: Vec<&str> = l.split(':').collect();
+        if f.len() < 4 {
+            continue;
+        }
+        if f[3].split(',').any(|m| m == name) {
+            if let Ok(gid) = f[2].parse() {
+                if !g.contains(&gid) {
+                    g.push(gid);
+                }
+            }
+        }
+    }
+    g
+}
+
+/// Resolves `spec` against the given passwd and group file contents.
+pub fn resolve_with(spec: &str, passwd: &str, group: &str) -> Result<Credentials, RemoteError> {
+    let entries = parse_passwd(passwd);
+    let numeric = spec
+        .split_once(':')
+        .map(|(u, g)| (u, Some(g)))
+        .unwrap_or((spec, None));
+    if let Ok(uid) = numeric.0.parse::<u32>() {
+        let gid_override = match numeric.1 {
+            Some(g) => Some(g.parse::<u32>().map_err(|_| {
+                RemoteError::new(
+                    ErrorKind::InvalidArgument,
+                    format!("user {spec:?}: gid {g:?} is not a number; use uid[:gid]"),
+                )
+            })?),
+            None => None,
+        };
+        let e = entries.iter().find(|e| e.uid == uid);
+        let gid = gid_override.or(e.map(|e| e.gid)).unwrap_or(uid);
+        let groups = match e {
+            Some(e) if gid_override.is_none() => groups_of(group, &e.name, gid),
+            _ => vec![gid],
+        };
+        return Ok(Credentials {
+            uid,
+            gid,
+            groups,
+            name: e.map(|e| e.name.clone()),
+            home: e.map(|e| e.home.clone()),
+        });
+    }
+    if numeric.1.is_some() {
+        return Err(RemoteError::new(
+            ErrorKind::InvalidArgument,
+            format!("user {spec:?} is neither a user name nor numeric uid[:gid]"),
+        ));
+    }
+    let e = entries.iter().find(|e| e.name == spec).ok_or_else(|| {
+        RemoteError::new(
+            ErrorKind::NotFound,
+            format!("user {spec:?} does not exist in the sandbox's /etc/passwd; create it or pass a numeric uid"),
+        )
+    })?;
+    Ok(Credentials {
+        uid: e.uid,
+        gid: e.gid,
+        groups: groups_of(group, &e.name, e.gid),
+        name: Some(e.name.clone()),
+        home: Some(e.home.clone()),
+    })
+}
+
+/// Resolves `spec` against this sandbox's /etc/passwd and /etc/group.
+pub fn resolve(spec: &str) -> Result<Credentials, RemoteError> {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    resolve_with(spec, &passwd, &group)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n";
+    const GROUP: &str = "root:x:0:\nalice:x:1000:\nwheel:x:10:bob,alice\n";
+
+    #[test]
+    fn by_name() {
+        let c = resolve_with("alice", PASSWD, GROUP).unwrap();
+        assert_eq!(
+            (c.uid, c.gid, c.groups.clone()),
+            (1000, 1000, vec![1000, 10])
+        );
+        assert_eq!(c.home.as_deref(), Some("/home/alice"));
+    }
+
+    #[test]
+    fn numeric() {
+        let c = resolve_with("1000", PASSWD, GROUP).unwrap();
+        assert_eq!(c.name.as_deref(), Some("alice"));
+        let c = resolve_with("4242:77", PASSWD, GROUP).unwrap();
+        assert_eq!((c.uid, c.gid, c.groups, c.home), (4242, 77, vec![77], None));
+    }
+
+    #[test]
+    fn errors() {
+        assert_eq!(
+            resolve_with("nobody2", PASSWD, GROUP).unwrap_err().kind,
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            resolve_with("1:x", PASSWD, GROUP).unwrap_err().kind,
+            ErrorKind::InvalidArgument
+        );
+    }
+}

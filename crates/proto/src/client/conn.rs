@@ -1,0 +1,410 @@
+//! One multiplexed connection: a reader task that routes frames to streams,
+//! a writer task that serialises outgoing frames, and [`Stream`], the
+//! per-request handle with flow-control accounting.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::AbortHandle;
+
+use crate::error::{Error, Result};
+use crate::frame::{self, CodecError, Frame, FrameReader, Kind, DATA_CHUNK, INITIAL_WINDOW};
+use crate::messages::{Event, Outcome, RemoteError, Request};
+
+/// A message delivered to a stream.
+pub(crate) enum Inbound {
+    Event(Event),
+    Stdout(Bytes),
+    Stderr(Bytes),
+    Data(Bytes),
+    End(std::result::Result<serde_json::Value, RemoteError>),
+}
+
+struct Slot {
+    tx: mpsc::UnboundedSender<Inbound>,
+    send_window: Arc<Semaphore>,
+    recv_outstanding: Arc<AtomicUsize>,
+}
+
+#[derive(Default)]
+struct State {
+    streams: HashMap<u32, Slot>,
+    dead: Option<Error>,
+}
+
+/// Shared connection state.
+pub(crate) struct Conn {
+    out: mpsc::UnboundedSender<Bytes>,
+    state: Mutex<State>,
+    next_id: AtomicU32,
+    tasks: Mutex<Vec<AbortHandle>>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl Conn {
+    /// Starts the reader and writer tasks over an already handshaken stream.
+    pub(crate) fn start<R, W>(reader: FrameReader<R>, writer: W) -> Arc<Conn>
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+        W: AsyncWrite + Send + Unpin + 'static,
+    {
+        let (out, out_rx) = mpsc::unbounded_channel();
+        let conn = Arc::new(Conn {
+            out,
+            state: Mutex::new(State::default()),
+            next_id: AtomicU32::new(1),
+            tasks: Mutex::new(Vec::new()),
+        });
+        let r = tokio::spawn(read_loop(reader, Arc::downgrade(&conn)));
+        let w = tokio::spawn(write_loop(writer, out_rx, Arc::downgrade(&conn)));
+        conn.tasks
+            .lock()
+            .unwrap()
+            .extend([r.abort_handle(), w.abort_handle()]);
+        conn
+    }
+
+    /// The error every call gets once the connection is dead.
+    pub(crate) fn dead_error(&self) -> Error {
+        self.state
+            .lock()
+            .unwrap()
+            .dead
+            .clone()
+            .unwrap_or_else(|| Error::Unreachable("the agent connection was closed".into()))
+    }
+
+    /// Marks the connection dead: every pending and future call fails with `err`.
+    pub(crate) fn kill(&self, err: Error) {
+        let streams = {
+            let mut st = self.state.lock().unwrap();
+            if st.dead.is_none() {
+                st.dead = Some(err);
+            }
+            std::mem::take(&mut st.streams)
+        };
+        for (_, slot) in streams {
+            slot.send_window.close();
+        }
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+
+    pub(crate) fn send_frame(&self, f: Bytes) -> Result<()> {
+        self.out.send(f).map_err(|_| self.dead_error())
+    }
+
+    fn stream_alive(&self, id: u32) -> bool {
+        self.state.lock().unwrap().streams.contains_key(&id)
+    }
+
+    /// Opens a stream by sending `req`.
+    pub(crate) fn open(self: &Arc<Self>, req: &Request) -> Result<Stream> {
+        let payload = serde_json::to_vec(req).expect("requests always serialize");
+        if payload.len() > frame::MAX_PAYLOAD {
+            return Err(Error::Invalid(format!(
+                "request is {} bytes, above the {} byte frame limit",
+                payload.len(),
+                frame::MAX_PAYLOAD
+            )));
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let send_window = Arc::new(Semaphore::new(INITIAL_WINDOW));
+        let recv_outstanding = Arc::new(AtomicUsize::new(0));
+        let id = {
+            let mut st = self.state.lock().unwrap();
+            if let Some(e) = &st.dead {
+                return Err(e.clone());
+            }
+            let mut id;
+            loop {
+                id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                if id != 0 && !st.streams.contains_key(&id) {
+                    break;
+                }
+            }
+            st.streams.insert(
+                id,
+                Slot {
+                    tx,
+                    send_window: send_window.clone(),
+                    recv_outstanding: recv_outstanding.clone(),
+                },
+            );
+            id
+        };
+        self.send_frame(frame::encode(id, Kind::Request, &payload))?;
+        Ok(Stream {
+            id,
+            conn: self.clone(),
+            rx,
+            send_window,
+            recv_outstanding,
+            done: false,
+        })
+    }
+
+    /// Routes one incoming frame.
+    fn dispatch(&self, f: Frame) -> std::result::Result<(), String> {
+        let data_len = f.payload.len();
+        let msg = match f.kind {
+            Kind::Event => Inbound::Event(
+                serde_json::from_slice(&f.payload)
+                    .map_err(|e| format!("undecodable event on stream {}: {e}", f.stream))?,
+            ),
+            Kind::End => {
+                let o: Outcome = serde_json::from_slice(&f.payload)
+                    .map_err(|e| format!("undecodable end message on stream {}: {e}", f.stream))?;
+                Inbound::End(match o {
+                    Outcome::Ok(v) => Ok(v),
+                    Outcome::Err(e) => Err(e),
+                })
+            }
+            Kind::Stdout => Inbound::Stdout(f.payload),
+            Kind::Stderr => Inbound::Stderr(f.payload),
+            Kind::Data => Inbound::Data(f.payload),
+            Kind::Window => {
+                let n = frame::parse_window(&f.payload).map_err(|e| e.to_string())?;
+                if let Some(s) = self.state.lock().unwrap().streams.get(&f.stream) {
+                    s.send_window.add_permits(n as usize);
+                }
+                return Ok(());
+            }
+            k => return Err(format!("agent sent a {k:?} frame, which only clients send")),
+        };
+        let mut st = self.state.lock().unwrap();
+        let is_end = matches!(msg, Inbound::End(_));
+        if f.kind.is_data() {
+            if let Some(slot) = st.streams.get(&f.stream) {
+                let n = slot.recv_outstanding.fetch_add(data_len, Ordering::AcqRel) + data_len;
+                if n > INITIAL_WINDOW {
+                    return Err(format!(
+                        "agent overran the flow-control window on stream {} ({n} bytes outstanding)",
+                        f.stream
+                    ));
+                }
+            }
+        }
+        let slot = if is_end {
+            st.streams.remove(&f.stream)
+        } else {
+            None
+        };
+        match slot.as_ref().or_else(|| st.streams.get(&f.stream)) {
+            // A stream the client already abandoned: drop the message.
+            None => {}
+            Some(s) => {
+                let _ = s.tx.send(msg);
+            }
+        }
+        if let Some(s) = slot {
+            s.send_window.close();
+        }
+        Ok(())
+    }
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(mut reader: FrameReader<R>, conn: Weak<Conn>) {
+    loop {
+        let r = reader.next().await;
+        let Some(c) = conn.upgrade() else { return };
+        match r {
+            Ok(Some(f)) => {
+                if f.stream == 0 {
+                    c.kill(Error::Protocol(format!(
+                        "unexpected {:?} frame on stream 0 after the handshake",
+                        f.kind
+                    )));
+                    return;
+                }
+                if let Err(e) = c.dispatch(f) {
+                    c.kill(Error::Protocol(e));
+                    return;
+                }
+            }
+            Ok(None) => {
+                c.kill(Error::Unreachable(
+                    "the agent closed the connection (agent exited or sandbox stopped)".into(),
+                ));
+                return;
+            }
+            Err(CodecError::Io(e)) => {
+                c.kill(Error::Unreachable(format!(
+                    "reading from the agent failed: {e}"
+                )));
+                return;
+            }
+            Err(CodecError::Truncated { have, need }) => {
+                c.kill(Error::Unreachable(format!(
+                    "the agent closed the connection in the middle of a frame ({have} of {need} bytes)"
+                )));
+                return;
+            }
+            Err(e) => {
+                c.kill(Error::Protocol(e.to_string()));
+                return;
+            }
+        }
+    }
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut w: W,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    conn: Weak<Conn>,
+) {
+    while let Some(f) = rx.recv().await {
+        let mut res = w.write_all(&f).await;
+        if res.is_ok() && rx.is_empty() {
+            res = w.flush().await;
+        }
+        if let Err(e) = res {
+            if let Some(c) = conn.upgrade() {
+                c.kill(Error::Unreachable(format!(
+                    "writing to the agent failed: {e}"
+                )));
+            }
+            return;
+        }
+    }
+    let _ = w.shutdown().await;
+}
+
+/// One open request stream.
+pub(crate) struct Stream {
+    pub(crate) id: u32,
+    pub(crate) conn: Arc<Conn>,
+    rx: mpsc::UnboundedReceiver<Inbound>,
+    send_window: Arc<Semaphore>,
+    recv_outstanding: Arc<AtomicUsize>,
+    done: bool,
+}
+
+impl Stream {
+    /// The next message; data is credited back to the agent as it is taken.
+    pub(crate) async fn recv(&mut self) -> Result<Inbound> {
+        match self.rx.recv().await {
+            Some(m) => {
+                self.account(&m);
+                Ok(m)
+            }
+            None => {
+                self.done = true;
+                Err(self.conn.dead_error())
+            }
+        }
+    }
+
+    /// Like `recv` but without waiting; `None` when nothing is queued.
+    pub(crate) fn try_recv(&mut self) -> Option<Result<Inbound>> {
+        match self.rx.try_recv() {
+            Ok(m) => {
+                self.account(&m);
+                Some(Ok(m))
+            }
+            Err(mpsc::error::TryRecvError::Empty) => None,
+            Err(mpsc::error::TryRecvError::Disconnected) => {
+                self.done = true;
+                Some(Err(self.conn.dead_error()))
+            }
+        }
+    }
+
+    fn account(&mut self, m: &Inbound) {
+        let n = match m {
+            Inbound::Stdout(b) | Inbound::Stderr(b) | Inbound::Data(b) => b.len(),
+            Inbound::End(_) => {
+                self.done = true;
+                0
+            }
+            Inbound::Event(_) => 0,
+        };
+        if n > 0 && !self.done {
+            self.recv_outstanding.fetch_sub(n, Ordering::AcqRel);
+            let _ = self
+                .conn
+                .send_frame(frame::encode_window(self.id, n as u32));
+        }
+    }
+
+    pub(crate) fn sender(&self) -> StreamSender {
+        StreamSender {
+            id: self.id,
+            conn: self.conn.clone(),
+            window: self.send_window.clone(),
+        }
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        self.done
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if !self.done {
+            let removed = self.conn.state.lock().unwrap().streams.remove(&self.id);
+            if let Some(s) = removed {
+                s.send_window.close();
+                let _ = self
+                    .conn
+                    .send_frame(frame::encode(self.id, Kind::Cancel, b""));
+            }
+        }
+    }
+}
+
+/// Sends frames on a stream, respecting its flow-control window.
+#[derive(Clone)]
+pub(crate) struct StreamSender {
+    id: u32,
+    conn: Arc<Conn>,
+    window: Arc<Semaphore>,
+}
+
+impl StreamSender {
+    fn check_open(&self) -> Result<()> {
+        if self.conn.stream_alive(self.id) {
+            return Ok(());
+        }
+        if self.conn.state.lock().unwrap().dead.is_some() {
+            return Err(self.conn.dead_error());
+        }
+        Err(Error::Invalid("the stream has already ended".into()))
+    }
+
+    /// Sends `data` as `Data` frames, waiting for window as needed.
+    pub(crate) async fn data(&self, mut data: Bytes) -> Result<()> {
+        self.check_open()?;
+        while !data.is_empty() {
+            let chunk = data.split_to(data.len().min(DATA_CHUNK));
+            match self.window.acquire_many(chunk.len() as u32).await {
+                Ok(p) => p.forget(),
+                Err(_) => {
+                    self.check_open()?;
+                    return Err(self.conn.dead_error());
+                }
+            }
+            self.conn
+                .send_frame(frame::encode(self.id, Kind::Data, &chunk))?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn frame(&self, kind: Kind, payload: &[u8]) -> Result<()> {
+        self.check_open()?;
+        self.conn.send_frame(frame::encode(self.id, kind, payload))
+    }
+}

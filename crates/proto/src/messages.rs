@@ -1,0 +1,348 @@
+//! JSON control messages of the protocol and the request/response types.
+//!
+//! Every type here is `serde` Serialize + Deserialize so that the daemon can
+//! reuse them in its REST JSON unchanged.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Handshake message, exchanged once on stream 0 before anything else.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Protocol version spoken by the sender.
+    pub protocol: u32,
+    /// Name and version of the sending software, for diagnostics.
+    pub software: String,
+    /// Set by the agent when it refuses the connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A request; it opens a stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Health,
+    Exec(ExecRequest),
+    Attach { pid: u32 },
+    Processes,
+    Signal { pid: u32, signal: i32 },
+    CloseStdin { pid: u32 },
+    Resize { pid: u32, rows: u16, cols: u16 },
+    ReadFile { path: String },
+    WriteFile { path: String, options: WriteOptions },
+    ListDir { path: String, depth: u32 },
+    Stat { path: String },
+    Mkdir { path: String, parents: bool },
+    Remove { path: String, recursive: bool },
+    Rename { from: String, to: String },
+}
+
+/// A non-final message from the agent on a stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// An exec started.
+    Started { pid: u32 },
+    /// An attach found its process; replayed output follows.
+    Attached { process: ProcessInfo },
+    /// A file opened for reading; its content follows as `Data` frames.
+    Opened { size: u64 },
+    /// A file opened for writing; the client may now send `Data` frames.
+    Ready,
+}
+
+/// The final message on a stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Ok(serde_json::Value),
+    Err(RemoteError),
+}
+
+/// A client control message on an open exec or attach stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "control", rename_all = "snake_case")]
+pub enum Control {
+    Resize { rows: u16, cols: u16 },
+    Signal { signal: i32 },
+}
+
+/// Terminal size of a PTY.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TtySize {
+    pub rows: u16,
+    pub cols: u16,
+}
+
+/// What to run and how. Exactly one of `argv` (non-empty) or `shell` must be set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ExecRequest {
+    /// Program and arguments; the program is looked up in `PATH`.
+    pub argv: Vec<String>,
+    /// A shell command line, run as `/bin/sh -c <shell>`.
+    pub shell: Option<String>,
+    /// Variables added to (overriding) the agent's own environment.
+    pub env: BTreeMap<String, String>,
+    /// Working directory; default `/` (or the user's home when `user` is set).
+    pub cwd: Option<String>,
+    /// User name from the sandbox's /etc/passwd, or numeric `uid[:gid]`.
+    pub user: Option<String>,
+    /// Kill the process group after this many milliseconds and report `timed_out`.
+    pub timeout_ms: Option<u64>,
+    /// Give the process a stdin pipe fed by the stream (`false`: /dev/null).
+    /// A tty always has input.
+    pub stdin: bool,
+    /// Run on a PTY of this size (stdout and stderr merged into `Stdout`).
+    pub tty: Option<TtySize>,
+    /// Keep running when the stream or connection goes away.
+    pub background: bool,
+    /// Free-form label shown in the process list.
+    pub tag: Option<String>,
+}
+
+impl ExecRequest {
+    /// Runs `argv` directly.
+    pub fn argv<I, S>(argv: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        ExecRequest {
+            argv: argv.into_iter().map(Into::into).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Runs `cmd` with `/bin/sh -c`.
+    pub fn shell(cmd: impl Into<String>) -> Self {
+        ExecRequest {
+            shell: Some(cmd.into()),
+            ..Default::default()
+        }
+    }
+
+    /// The argv the agent runs for this request, or why the request is invalid.
+    pub fn command_line(&self) -> Result<Vec<String>, String> {
+        match (&self.shell, self.argv.is_empty()) {
+            (Some(s), true) => Ok(vec!["/bin/sh".into(), "-c".into(), s.clone()]),
+            (None, false) => Ok(self.argv.clone()),
+            (Some(_), false) => Err("set either argv or shell, not both".into()),
+            (None, true) => Err("nothing to run: argv is empty and shell is not set".into()),
+        }
+    }
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    /// Exit code when the process exited normally.
+    pub code: Option<i32>,
+    /// Signal number when the process was killed by a signal.
+    pub signal: Option<i32>,
+    /// The agent killed it because `timeout_ms` expired.
+    pub timed_out: bool,
+}
+
+impl ExitStatus {
+    /// Exited normally with code 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+/// A process started through the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub argv: Vec<String>,
+    pub tag: Option<String>,
+    pub background: bool,
+    pub tty: bool,
+    pub running: bool,
+    /// Set once the process has exited.
+    pub exit: Option<ExitStatus>,
+    /// Unix time in milliseconds.
+    pub started_at_ms: u64,
+}
+
+/// Agent health.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub protocol: u32,
+    /// Agent software version.
+    pub version: String,
+    pub uptime_ms: u64,
+    /// Processes visible in the sandbox (entries in /proc), the agent included.
+    pub pid_count: u32,
+    /// Processes started through the agent that are still running.
+    pub processes_running: u32,
+}
+
+/// File type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+/// Metadata of one file (not following symlinks).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileInfo {
+    /// Last path component.
+    pub name: String,
+    /// Full path as the agent sees it.
+    pub path: String,
+    pub kind: FileKind,
+    pub size: u64,
+    /// Permission bits (`st_mode & 0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Modification time, Unix milliseconds.
+    pub modified_ms: i64,
+    pub symlink_target: Option<String>,
+}
+
+/// How `write_file` opens its file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WriteOptions {
+    /// Append instead of truncating.
+    pub append: bool,
+    /// Permission bits for a newly created file (default 0o644).
+    pub mode: Option<u32>,
+    /// Create missing parent directories.
+    pub create_parents: bool,
+}
+
+/// Errno-like class of a remote error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    NotFound,
+    PermissionDenied,
+    AlreadyExists,
+    IsADirectory,
+    NotADirectory,
+    DirectoryNotEmpty,
+    InvalidArgument,
+    NoSpace,
+    ReadOnly,
+    NoSuchProcess,
+    TooManyStreams,
+    Io,
+    #[serde(other)]
+    Other,
+}
+
+impl ErrorKind {
+    /// Classifies an OS errno.
+    pub fn from_errno(errno: i32) -> ErrorKind {
+        match errno {
+            2 => ErrorKind::NotFound,                        // ENOENT
+            1 | 13 => ErrorKind::PermissionDenied,           // EPERM, EACCES
+            17 => ErrorKind::AlreadyExists,                  // EEXIST
+            21 => ErrorKind::IsADirectory,                   // EISDIR
+            20 => ErrorKind::NotADirectory,                  // ENOTDIR
+            39 => ErrorKind::DirectoryNotEmpty,              // ENOTEMPTY
+            22 | 36 | 40 | 18 => ErrorKind::InvalidArgument, // EINVAL, ENAMETOOLONG, ELOOP, EXDEV
+            28 | 122 => ErrorKind::NoSpace,                  // ENOSPC, EDQUOT
+            30 => ErrorKind::ReadOnly,                       // EROFS
+            3 => ErrorKind::NoSuchProcess,                   // ESRCH
+            _ => ErrorKind::Io,
+        }
+    }
+
+    /// The snake_case wire name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::PermissionDenied => "permission_denied",
+            ErrorKind::AlreadyExists => "already_exists",
+            ErrorKind::IsADirectory => "is_a_directory",
+            ErrorKind::NotADirectory => "not_a_directory",
+            ErrorKind::DirectoryNotEmpty => "directory_not_empty",
+            ErrorKind::InvalidArgument => "invalid_argument",
+            ErrorKind::NoSpace => "no_space",
+            ErrorKind::ReadOnly => "read_only",
+            ErrorKind::NoSuchProcess => "no_such_process",
+            ErrorKind::TooManyStreams => "too_many_streams",
+            ErrorKind::Io => "io",
+            ErrorKind::Other => "other",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error reported by the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl RemoteError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        RemoteError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// From an I/O error, with `context` (e.g. "open /etc/x") in front.
+    pub fn from_io(context: &str, e: &std::io::Error) -> Self {
+        let kind = e
+            .raw_os_error()
+            .map(ErrorKind::from_errno)
+            .unwrap_or(match e.kind() {
+                std::io::ErrorKind::NotFound => ErrorKind::NotFound,
+                std::io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
+                std::io::ErrorKind::AlreadyExists => ErrorKind::AlreadyExists,
+                std::io::ErrorKind::InvalidInput => ErrorKind::InvalidArgument,
+                _ => ErrorKind::Io,
+            });
+        RemoteError::new(kind, format!("{context}: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_json_shape() {
+        let r = Request::Signal { pid: 4, signal: 9 };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"op":"signal","pid":4,"signal":9}"#
+        );
+        let e: Request = serde_json::from_str(r#"{"op":"exec","shell":"echo hi"}"#).unwrap();
+        assert_eq!(e, Request::Exec(ExecRequest::shell("echo hi")));
+    }
+
+    #[test]
+    fn unknown_error_kind_is_other() {
+        let e: RemoteError = serde_json::from_str(r#"{"kind":"brand_new","message":"x"}"#).unwrap();
+        assert_eq!(e.kind, ErrorKind::Other);
+    }
+
+    #[test]
+    fn command_line_validation() {
+        assert!(ExecRequest::default().command_line().is_err());
+        assert_eq!(
+            ExecRequest::shell("true").command_line().unwrap(),
+            ["/bin/sh", "-c", "true"]
+        );
+    }
+}

@@ -1,0 +1,186 @@
+//! The client against a fake agent that misbehaves: garbage, hangs, deaths,
+//! window overruns. Every call must fail with a clear error, never hang.
+
+use std::time::Duration;
+
+use dwell_proto::frame::{encode, FrameReader, Kind};
+use dwell_proto::{AgentClient, Error, ExecRequest, PROTOCOL_VERSION};
+use tokio::io::{AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
+
+type Fake = (FrameReader<ReadHalf<DuplexStream>>, WriteHalf<DuplexStream>);
+
+/// A fake agent side: reads the client's Hello and answers it properly.
+async fn fake_agent_handshaken() -> (tokio::task::JoinHandle<AgentClient>, Fake) {
+    let (a, b) = tokio::io::duplex(1 << 20);
+    let client = tokio::spawn(async move { AgentClient::from_stream(a).await.unwrap() });
+    let (r, mut w) = tokio::io::split(b);
+    let mut r = FrameReader::new(r);
+    let hello = r.next().await.unwrap().unwrap();
+    assert_eq!(hello.kind, Kind::Hello);
+    let reply = format!(r#"{{"protocol":{PROTOCOL_VERSION},"software":"fake"}}"#);
+    w.write_all(&encode(0, Kind::Hello, reply.as_bytes()))
+        .await
+        .unwrap();
+    (client, (r, w))
+}
+
+async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), f)
+        .await
+        .expect("client call hung")
+}
+
+#[tokio::test]
+async fn unreachable_socket() {
+    let e = AgentClient::connect_unix(std::path::Path::new("/nonexistent/agent.sock"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Unreachable(_)), "{e}");
+}
+
+#[tokio::test]
+async fn silent_agent_times_out_handshake() {
+    let (a, _b) = tokio::io::duplex(1024);
+    let e = within(AgentClient::from_stream(a)).await.unwrap_err();
+    assert!(matches!(e, Error::Timeout { .. }), "{e}");
+}
+
+#[tokio::test]
+async fn garbage_handshake_is_a_protocol_error() {
+    let (a, mut b) = tokio::io::duplex(1024);
+    b.write_all(b"SSH-2.0-OpenSSH_9.2\r\n").await.unwrap();
+    let e = within(AgentClient::from_stream(a)).await.unwrap_err();
+    assert!(matches!(e, Error::Protocol(_)), "{e}");
+    let (a, mut b) = tokio::io::duplex(1024);
+    b.write_all(&encode(
+        0,
+        Kind::Hello,
+        br#"{"protocol":99,"software":"x"}"#,
+    ))
+    .await
+    .unwrap();
+    let e = within(AgentClient::from_stream(a)).await.unwrap_err();
+    assert!(e.to_string().contains("protocol 99"), "{e}");
+}
+
+#[tokio::test]
+async fn garbage_after_handshake_fails_pending_and_future_calls() {
+    let (client, (mut r, mut w)) = fake_agent_handshaken().await;
+    let c = client.await.unwrap();
+    let c2 = c.clone();
+    let pending = tokio::spawn(async move { c2.health().await });
+    let _req = r.next().await.unwrap().unwrap();
+    w.write_all(b"\x00\x00\x00\x07\x00\x00\x00\x01\x42zz")
+        .await
+        .unwrap();
+    let e = within(pending).await.unwrap().unwrap_err();
+    assert!(matches!(e, Error::Protocol(_)), "{e}");
+    let e = within(c.processes()).await.unwrap_err();
+    assert!(matches!(e, Error::Protocol(_)), "{e}");
+}
+
+#[tokio::test]
+async fn agent_death_fails_calls_and_streams() {
+    let (client, (mut r, mut w)) = fake_agent_handshaken().await;
+    let c = client.await.unwrap();
+    let c2 = c.clone();
+    let exec = tokio::spawn(async move { c2.exec(ExecRequest::shell("x")).await });
+    let req = r.next().await.unwrap().unwrap();
+    w.write_all(&encode(
+        req.stream,
+        Kind::Event,
+        br#"{"event":"started","pid":7}"#,
+    ))
+    .await
+    .unwrap();
+    w.write_all(&encode(req.stream, Kind::Stdout, b"partial"))
+        .await
+        .unwrap();
+    let mut p = within(exec).await.unwrap().unwrap();
+    assert_eq!(p.pid(), 7);
+    p.next().await.unwrap(); // Started
+    assert!(matches!(
+        p.next().await,
+        Some(dwell_proto::ProcessEvent::Stdout(_))
+    ));
+    drop((r, w)); // the agent dies
+    assert!(within(p.next()).await.is_none());
+    assert!(
+        matches!(p.error(), Some(Error::Unreachable(_))),
+        "{:?}",
+        p.error()
+    );
+    let e = within(c.health()).await.unwrap_err();
+    assert!(matches!(e, Error::Unreachable(_)), "{e}");
+    let e = p
+        .input()
+        .write_stdin(bytes::Bytes::from_static(b"x"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Unreachable(_)), "{e}");
+}
+
+#[tokio::test]
+async fn hung_agent_hits_the_call_timeout() {
+    let (client, _fake) = fake_agent_handshaken().await;
+    let c = client
+        .await
+        .unwrap()
+        .with_call_timeout(Duration::from_millis(200));
+    let e = within(c.stat("/x")).await.unwrap_err();
+    assert!(matches!(e, Error::Timeout { .. }), "{e}");
+}
+
+#[tokio::test]
+async fn window_overrun_is_a_protocol_error() {
+    let (client, (mut r, mut w)) = fake_agent_handshaken().await;
+    let c = client.await.unwrap();
+    let c2 = c.clone();
+    let reader = tokio::spawn(async move { c2.read_file("/big").await });
+    let req = r.next().await.unwrap().unwrap();
+    w.write_all(&encode(
+        req.stream,
+        Kind::Event,
+        br#"{"event":"opened","size":1}"#,
+    ))
+    .await
+    .unwrap();
+    let mut fr = within(reader).await.unwrap().unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    for _ in 0..5 {
+        w.write_all(&encode(req.stream, Kind::Data, &chunk))
+            .await
+            .unwrap();
+    }
+    let mut err = None;
+    for _ in 0..6 {
+        match within(fr.next_chunk()).await {
+            Ok(Some(_)) => continue,
+            Ok(None) => break,
+            Err(e) => {
+                err = Some(e);
+                break;
+            }
+        }
+    }
+    assert!(matches!(err, Some(Error::Protocol(_))), "{err:?}");
+}
+
+#[tokio::test]
+async fn remote_errors_carry_their_kind() {
+    let (client, (mut r, mut w)) = fake_agent_handshaken().await;
+    let c = client.await.unwrap();
+    let c2 = c.clone();
+    let call = tokio::spawn(async move { c2.stat("/nope").await });
+    let req = r.next().await.unwrap().unwrap();
+    w.write_all(&encode(
+        req.stream,
+        Kind::End,
+        br#"{"err":{"kind":"not_found","message":"stat /nope: No such file"}}"#,
+    ))
+    .await
+    .unwrap();
+    let e = within(call).await.unwrap().unwrap_err();
+    assert_eq!(e.remote_kind(), Some(dwell_proto::ErrorKind::NotFound));
+    assert_eq!(e.to_string(), "not_found: stat /nope: No such file");
+}
