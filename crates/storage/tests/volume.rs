@@ -232,6 +232,45 @@ fn remount_reuses_a_device_still_held_elsewhere() {
 }
 
 #[test]
+fn resize_grows_the_limit() {
+    if !has_loop("resize_grows_the_limit") {
+        return;
+    }
+    let fx = Fixture::new(VolumeKind::Loop);
+    fx.mgr.create("g", 32 << 20).unwrap();
+    let mnt = fx.mgr.mount("g").unwrap();
+    let write = |mib: u32| {
+        Command::new("dd")
+            .arg("if=/dev/zero")
+            .arg(format!("of={}", mnt.join("big").display()))
+            .args(["bs=1M", &format!("count={mib}"), "conv=fsync"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(!write(48), "48 MiB must not fit in 32 MiB");
+    assert!(
+        matches!(fx.mgr.resize("g", 96 << 20), Err(StorageError::Loop(_))),
+        "a mounted volume is not resized"
+    );
+    fx.mgr.unmount("g").unwrap();
+    wait_no_loop(&fx.mgr.info("g").unwrap().image.unwrap());
+    let info = fx.mgr.resize("g", 96 << 20).unwrap();
+    assert_eq!(info.size_bytes, 96 << 20);
+    assert!(!info.mounted);
+    fx.mgr.mount("g").unwrap();
+    assert!(write(48), "48 MiB fits after growing to 96 MiB");
+    assert!(matches!(
+        fx.mgr.resize("g", 32 << 20),
+        Err(StorageError::InvalidSize { .. })
+    ));
+    let img = info.image.unwrap();
+    fx.mgr.delete("g").unwrap();
+    assert!(wait_no_loop(&img).is_empty());
+}
+
+#[test]
 fn bad_requests_leave_nothing_behind() {
     if !is_root("bad_requests_leave_nothing_behind") {
         return;

@@ -51,10 +51,49 @@ pub(crate) fn mkfs(image: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Grows the (unmounted, unattached) ext4 in `image` to fill the file:
+/// a forced check first, as resize2fs demands, then the resize.
+pub(crate) fn grow_offline(image: &Path) -> Result<()> {
+    // e2fsck exit codes 0 and 1 mean clean / errors corrected.
+    run(&find_tool("e2fsck"), &["-f", "-p"], image, &[0, 1])?;
+    run(&find_tool("resize2fs"), &[], image, &[0])
+}
+
+fn run(tool: &str, args: &[&str], target: &Path, ok: &[i32]) -> Result<()> {
+    let command = format!("{tool} {} {}", args.join(" "), target.display());
+    let out = Command::new(tool)
+        .args(args)
+        .arg(target)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| StorageError::Command {
+            command: command.clone(),
+            detail: format!("cannot run it: {e}; install e2fsprogs (apt-get install e2fsprogs)"),
+        })?;
+    if !out.status.code().is_some_and(|c| ok.contains(&c)) {
+        return Err(StorageError::Command {
+            command,
+            detail: format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// `mkfs.ext4` lives in /sbin, which is not always on a daemon's PATH.
-fn find_mkfs() -> &'static str {
-    ["/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"]
-        .into_iter()
+fn find_mkfs() -> String {
+    find_tool("mkfs.ext4")
+}
+
+fn find_tool(name: &str) -> String {
+    ["/usr/sbin", "/sbin"]
+        .iter()
+        .map(|d| format!("{d}/{name}"))
         .find(|p| Path::new(p).exists())
-        .unwrap_or("mkfs.ext4")
+        .unwrap_or_else(|| name.to_string())
 }

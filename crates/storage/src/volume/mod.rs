@@ -330,6 +330,53 @@ impl VolumeManager {
         })
     }
 
+    /// Raises volume `id`'s size limit to `new_size` bytes (rounded up to
+    /// 4 KiB). The volume must not be in use: a loop volume is grown
+    /// offline (`e2fsck -f`, `resize2fs` on the image), which needs no
+    /// privilege beyond the file, unlike online growth (CAP_SYS_RESOURCE).
+    /// Shrinking is refused.
+    pub fn resize(&self, id: &str, new_size: u64) -> Result<VolumeInfo> {
+        let mut meta = self.meta(id)?;
+        let new_size = new_size.div_ceil(4096) * 4096;
+        if new_size < meta.size_bytes || new_size > MAX_VOLUME_SIZE {
+            return Err(StorageError::InvalidSize {
+                size: new_size,
+                reason: format!(
+                    "volumes can only grow (now {} bytes) up to {} TiB",
+                    meta.size_bytes,
+                    MAX_VOLUME_SIZE >> 40
+                ),
+            });
+        }
+        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        if meta.kind == VolumeKind::Loop && new_size > meta.size_bytes {
+            let img = self.root.join(id).join(IMAGE);
+            let canonical = img.canonicalize().ctx("resolve volume image", &img)?;
+            if let Some(b) = loopdev::bindings()
+                .into_iter()
+                .find(|b| b.backing_file == canonical && !b.backing_deleted)
+            {
+                return Err(StorageError::Loop(format!(
+                    "volume {id:?} is in use ({} is attached, mounted here or in a sandbox); \
+                     stop its users and unmount it before resizing",
+                    b.device.display()
+                )));
+            }
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&img)
+                .ctx("open", &img)?;
+            f.set_len(new_size).ctx("grow volume image", &img)?;
+            drop(f);
+            ext4::grow_offline(&img)?;
+        }
+        meta.size_bytes = new_size;
+        let json = serde_json::to_vec_pretty(&meta).expect("volume metadata serializes");
+        atomic_write(&self.root.join(id).join(META), &json)?;
+        drop(_g);
+        self.info(id)
+    }
+
     /// The ids of all volumes, sorted.
     pub fn list(&self) -> Result<Vec<String>> {
         let rd = match fs::read_dir(&self.root) {
