@@ -1,1 +1,26 @@
-//! dwell-control (being written).
+//! The control plane of the dwell daemon.
+//!
+//! Requests never drive a runtime directly. They validate input, write the
+//! *desired* state of a sandbox to the [store](dwell_store), and ask the
+//! [`reconcile`] module to make the observed state match. The reconciler
+//! records each step as an event before it takes it, so a daemon killed at
+//! any point finds, on restart, records that tell it what to finish: it
+//! adopts sandboxes that still run, completes half-done creates and deletes,
+//! and marks sandboxes whose processes vanished.
+//!
+//! - [`model`]: the sandbox as users see it (spec, state, mode) and input
+//!   validation.
+//! - [`controller`]: the operations behind the API (`create`, `start`,
+//!   `stop`, `pause`, `resume`, `delete`, lookups, agent connections).
+//! - [`reconcile`]: the state machine, one file per transition.
+
+pub mod controller;
+pub mod error;
+pub mod ids;
+pub mod model;
+pub mod reconcile;
+pub mod size;
+
+pub use controller::{Controller, ControllerOptions};
+pub use error::{Error, Result};
+pub use model::{CreateRequest, Mode, Sandbox, SandboxSpec, State};

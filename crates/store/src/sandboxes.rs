@@ -30,7 +30,8 @@ pub struct SandboxRecord {
     pub deleted_at: Option<i64>,
 }
 
-const COLUMNS: &str = "id, name, tenant, image, mode, runtime, spec, state, desired_state, reason, \
+const COLUMNS: &str =
+    "id, name, tenant, image, mode, runtime, spec, state, desired_state, reason, \
      created_at, updated_at, state_changed_at, started_at, stopped_at, deleted_at";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<(SandboxRecord, String)> {

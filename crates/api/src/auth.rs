@@ -1,0 +1,84 @@
+//! Authentication. On the unix socket the kernel has already checked the
+//! caller (the socket is `0600` root): it acts as admin of the `default`
+//! tenant. On TCP every request carries an API key, as
+//! `Authorization: Bearer <key>` or `X-API-Key: <key>`; only the key's
+//! SHA-256 is stored, and it maps to a tenant.
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub tenant: String,
+    pub admin: bool,
+}
+
+/// The tenant of local (unix socket) callers.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// Middleware for the unix socket.
+pub async fn local(mut req: Request, next: Next) -> Response {
+    req.extensions_mut().insert(Principal {
+        tenant: DEFAULT_TENANT.into(),
+        admin: true,
+    });
+    next.run(req).await
+}
+
+/// Middleware for TCP: resolve the API key or answer 401.
+pub async fn api_key(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if path == "/healthz" || path == "/openapi.json" {
+        return next.run(req).await;
+    }
+    let headers = req.headers();
+    let key = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+        .filter(|k| !k.is_empty());
+    let Some(key) = key else {
+        return ApiError::unauthorized(
+            "this request has no API key; send it as `Authorization: Bearer <key>` (the CLI reads DWELL_API_KEY)",
+        )
+        .into_response_();
+    };
+    match state.ctl.store().key_by_hash(&hash_key(key)) {
+        Ok(Some(k)) => {
+            req.extensions_mut().insert(Principal {
+                tenant: k.tenant,
+                admin: k.admin,
+            });
+            next.run(req).await
+        }
+        Ok(None) => ApiError::unauthorized(
+            "the API key is not valid; check DWELL_API_KEY (the admin key is in <data-dir>/admin.key)",
+        )
+        .into_response_(),
+        Err(e) => ApiError::internal(e.to_string()).into_response_(),
+    }
+}
+
+/// SHA-256 of a key, hex.
+pub fn hash_key(key: &str) -> String {
+    hex(&Sha256::digest(key.as_bytes()))
+}
+
+/// A fresh API key: `dwk_` and 32 random bytes in hex.
+pub fn new_key() -> String {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).expect("the OS random source is unavailable");
+    format!("dwk_{}", hex(&b))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

@@ -1,0 +1,213 @@
+//! `/v1/sandboxes/{id}/exec`: `POST` runs a command to completion and
+//! returns its output; `GET` upgrades to a WebSocket that streams it (stdin,
+//! stdout, stderr, PTY resize, signals; see [`crate::types`]).
+
+use std::time::Instant;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::response::Response;
+use axum::{Extension, Json};
+use bytes::Bytes;
+use dwell_control::Sandbox;
+use dwell_proto::{ExecRequest, ExitStatus, ProcessEvent, ProcessStream};
+use futures_util::{SinkExt, StreamExt};
+
+use super::with_agent;
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::types::{
+    ClientMsg, ExecCall, ExecResult, ExitReport, ServerMsg, CH_STDERR, CH_STDIN, CH_STDOUT,
+};
+use crate::AppState;
+
+/// OOM kills so far in the sandbox (0 when unknown).
+pub(crate) async fn oom_count(st: &AppState, sb: &Sandbox) -> u64 {
+    st.ctl.stats(sb).await.map(|s| s.oom_kills).unwrap_or(0)
+}
+
+/// Turn the agent's exit status into the API's, noticing OOM kills.
+pub(crate) async fn report(
+    st: &AppState,
+    sb: &Sandbox,
+    status: ExitStatus,
+    oom_before: u64,
+) -> ExitReport {
+    let oom_killed =
+        status.signal == Some(9) && !status.timed_out && oom_count(st, sb).await > oom_before;
+    ExitReport {
+        code: status.code,
+        signal: status.signal,
+        timed_out: status.timed_out,
+        oom_killed,
+    }
+}
+
+fn check(req: &ExecRequest) -> ApiResult<()> {
+    req.command_line().map(|_| ()).map_err(|m| {
+        ApiError::bad_request(format!("bad exec request: {m}; send {{\"argv\": [\"ls\", \"-l\"]}} or {{\"shell\": \"ls -l | wc -l\"}}"))
+    })
+}
+
+pub async fn run(
+    State(st): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    body: Result<Json<ExecCall>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<ExecResult>> {
+    let Json(call) =
+        body.map_err(|e| ApiError::bad_request(format!("bad exec request: {}", e.body_text())))?;
+    check(&call.request)?;
+    let t0 = Instant::now();
+    let sb = st.ctl.get(&p.tenant, &id)?;
+    let oom0 = oom_count(&st, &sb).await;
+    let mut req = call.request.clone();
+    req.stdin = call.stdin_data.is_some() || req.stdin;
+    let (sb, stream) = with_agent(&st, &p, &id, |c| {
+        let r = req.clone();
+        async move { c.exec(r).await }
+    })
+    .await?;
+    let pid = stream.pid();
+    if let Some(data) = call.stdin_data {
+        let input = stream.input();
+        input.write_stdin(Bytes::from(data)).await?;
+        input.close_stdin().await?;
+    } else if req.stdin {
+        stream.input().close_stdin().await?;
+    }
+    let out = stream.output().await?;
+    let exit = report(&st, &sb, out.status, oom0).await;
+    Ok(Json(ExecResult {
+        pid,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        exit,
+        duration_ms: t0.elapsed().as_millis() as u64,
+    }))
+}
+
+pub async fn stream(
+    State(st): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    ws: WebSocketUpgrade,
+) -> ApiResult<Response> {
+    // Fail before the upgrade when the sandbox cannot run anything.
+    let (sb, _) = st.ctl.agent(&p.tenant, &id).await?;
+    Ok(ws.on_upgrade(move |socket| exec_ws(st, p, sb, socket)))
+}
+
+async fn exec_ws(st: AppState, p: Principal, sb: Sandbox, mut socket: WebSocket) {
+    let req: ExecRequest = match socket.recv().await {
+        Some(Ok(Message::Text(t))) => match serde_json::from_str(t.as_str()) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = send_error(
+                    &mut socket,
+                    &ApiError::bad_request(format!("bad exec request: {e}")),
+                )
+                .await;
+                return;
+            }
+        },
+        _ => return,
+    };
+    if let Err(e) = check(&req) {
+        let _ = send_error(&mut socket, &e).await;
+        return;
+    }
+    let oom0 = oom_count(&st, &sb).await;
+    let opened = with_agent(&st, &p, &sb.id, |c| {
+        let r = req.clone();
+        async move { c.exec(r).await }
+    })
+    .await;
+    match opened {
+        Ok((sb, stream)) => pump(&st, &sb, socket, stream, oom0).await,
+        Err(e) => {
+            let _ = send_error(&mut socket, &e).await;
+        }
+    }
+}
+
+pub(crate) async fn send_error(socket: &mut WebSocket, e: &ApiError) -> Result<(), axum::Error> {
+    let msg = ServerMsg::Error {
+        code: e.code.into(),
+        message: e.message.clone(),
+    };
+    socket
+        .send(Message::Text(
+            serde_json::to_string(&msg).unwrap_or_default().into(),
+        ))
+        .await?;
+    socket.send(Message::Close(None)).await
+}
+
+fn channel(ch: u8, data: &[u8]) -> Message {
+    let mut v = Vec::with_capacity(data.len() + 1);
+    v.push(ch);
+    v.extend_from_slice(data);
+    Message::Binary(v.into())
+}
+
+fn text(msg: &ServerMsg) -> Message {
+    Message::Text(serde_json::to_string(msg).unwrap_or_default().into())
+}
+
+/// Shuttle a process stream over a WebSocket until the process exits or the
+/// client goes away (which kills a foreground process).
+pub(crate) async fn pump(
+    st: &AppState,
+    sb: &Sandbox,
+    socket: WebSocket,
+    mut stream: ProcessStream,
+    oom0: u64,
+) {
+    let input = stream.input();
+    let (mut tx, mut rx) = socket.split();
+    loop {
+        tokio::select! {
+            ev = stream.try_next() => {
+                let msg = match ev {
+                    Ok(Some(ProcessEvent::Started { pid })) => text(&ServerMsg::Started { pid }),
+                    Ok(Some(ProcessEvent::Stdout(b))) => channel(CH_STDOUT, &b),
+                    Ok(Some(ProcessEvent::Stderr(b))) => channel(CH_STDERR, &b),
+                    Ok(Some(ProcessEvent::Exit(status))) => {
+                        let exit = report(st, sb, status, oom0).await;
+                        let _ = tx.send(text(&ServerMsg::Exit(exit))).await;
+                        break;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        let e = ApiError::from(e);
+                        let _ = tx.send(text(&ServerMsg::Error { code: e.code.into(), message: e.message })).await;
+                        break;
+                    }
+                };
+                if tx.send(msg).await.is_err() {
+                    return;
+                }
+            }
+            msg = rx.next() => {
+                let r = match msg {
+                    Some(Ok(Message::Binary(b))) if b.first() == Some(&CH_STDIN) => {
+                        input.write_stdin(Bytes::copy_from_slice(&b[1..])).await
+                    }
+                    Some(Ok(Message::Text(t))) => match serde_json::from_str::<ClientMsg>(t.as_str()) {
+                        Ok(ClientMsg::StdinClose) => input.close_stdin().await,
+                        Ok(ClientMsg::Resize { rows, cols }) => input.resize(rows, cols).await,
+                        Ok(ClientMsg::Signal { signal }) => input.signal(signal).await,
+                        Err(_) => Ok(()),
+                    },
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                    Some(Ok(_)) => Ok(()),
+                };
+                if let Err(e) = r {
+                    tracing::debug!("exec input: {e}");
+                }
+            }
+        }
+    }
+    let _ = tx.send(Message::Close(None)).await;
+}

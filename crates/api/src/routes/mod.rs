@@ -1,0 +1,100 @@
+//! The router: every route of the API, one file per resource.
+
+mod exec;
+mod files;
+mod images;
+mod processes;
+mod sandboxes;
+
+use std::future::Future;
+
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use dwell_control::Sandbox;
+use dwell_proto::AgentClient;
+
+use crate::auth::Principal;
+use crate::error::ApiResult;
+use crate::types::Info;
+use crate::{AppState, OPENAPI};
+
+/// Every route. Keep `openapi.json` in step (a test checks it).
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/openapi.json",
+            get(|| async { ([("content-type", "application/json")], OPENAPI) }),
+        )
+        .route("/v1/info", get(info))
+        .route(
+            "/v1/sandboxes",
+            post(sandboxes::create).get(sandboxes::list),
+        )
+        .route(
+            "/v1/sandboxes/{id}",
+            get(sandboxes::inspect).delete(sandboxes::delete),
+        )
+        .route("/v1/sandboxes/{id}/start", post(sandboxes::start))
+        .route("/v1/sandboxes/{id}/stop", post(sandboxes::stop))
+        .route("/v1/sandboxes/{id}/pause", post(sandboxes::pause))
+        .route("/v1/sandboxes/{id}/resume", post(sandboxes::resume))
+        .route("/v1/sandboxes/{id}/events", get(sandboxes::events))
+        .route("/v1/sandboxes/{id}/stats", get(sandboxes::stats))
+        .route("/v1/sandboxes/{id}/exec", post(exec::run).get(exec::stream))
+        .route("/v1/sandboxes/{id}/processes", get(processes::list))
+        .route(
+            "/v1/sandboxes/{id}/processes/{pid}/signal",
+            post(processes::signal),
+        )
+        .route(
+            "/v1/sandboxes/{id}/processes/{pid}/attach",
+            get(processes::attach),
+        )
+        .route(
+            "/v1/sandboxes/{id}/files",
+            get(files::download)
+                .put(files::upload)
+                .delete(files::remove),
+        )
+        .route("/v1/sandboxes/{id}/fs/list", get(files::list))
+        .route("/v1/sandboxes/{id}/fs/stat", get(files::stat))
+        .route("/v1/sandboxes/{id}/fs/mkdir", post(files::mkdir))
+        .route("/v1/sandboxes/{id}/fs/rename", post(files::rename))
+        .route("/v1/images", get(images::list).post(images::import))
+        .with_state(state)
+}
+
+async fn info(
+    axum::extract::State(st): axum::extract::State<AppState>,
+    axum::Extension(p): axum::Extension<Principal>,
+) -> Json<Info> {
+    Json(Info {
+        version: env!("CARGO_PKG_VERSION").into(),
+        runtime: st.ctl.runtime_name().into(),
+        tenant: p.tenant,
+    })
+}
+
+/// Call the agent of a running sandbox; if the cached connection is dead
+/// (the agent restarted with its sandbox), reconnect once and retry.
+pub(crate) async fn with_agent<T, F, Fut>(
+    st: &AppState,
+    p: &Principal,
+    id: &str,
+    f: F,
+) -> ApiResult<(Sandbox, T)>
+where
+    F: Fn(AgentClient) -> Fut,
+    Fut: Future<Output = dwell_proto::Result<T>>,
+{
+    let (sb, client) = st.ctl.agent(&p.tenant, id).await?;
+    match f(client).await {
+        Err(dwell_proto::Error::Unreachable(_)) => {
+            st.ctl.agent_failed(&sb.id).await;
+            let (sb, client) = st.ctl.agent(&p.tenant, id).await?;
+            Ok((sb, f(client).await?))
+        }
+        r => Ok((sb, r?)),
+    }
+}

@@ -1,0 +1,36 @@
+//! The OpenAPI document must describe every route the router serves, and
+//! nothing else.
+
+use std::collections::BTreeSet;
+
+#[test]
+fn openapi_matches_the_router() {
+    let doc: serde_json::Value =
+        serde_json::from_str(dwell_api::OPENAPI).expect("openapi.json is JSON");
+    let mut documented = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            documented.insert(format!("{} {path}", method.to_uppercase()));
+        }
+    }
+    let source = include_str!("../src/routes/mod.rs");
+    let mut routed = BTreeSet::new();
+    // Each `.route("<path>", <method>(..).<method>(..))` in the router.
+    for chunk in source.split(".route(").skip(1) {
+        let path = chunk.split('"').nth(1).unwrap().to_string();
+        let end = chunk
+            .find("\n        .route")
+            .or_else(|| chunk.find(".with_state"))
+            .unwrap_or(chunk.len());
+        let spec = &chunk[..end];
+        for m in ["get", "post", "put", "delete"] {
+            if spec.contains(&format!("{m}(")) {
+                routed.insert(format!("{} {path}", m.to_uppercase()));
+            }
+        }
+    }
+    assert_eq!(
+        routed, documented,
+        "routes (left) and openapi.json (right) differ"
+    );
+}

@@ -1,0 +1,271 @@
+//! The command line: every subcommand and flag, as clap sees them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// dwell: persistent sandbox environments.
+///
+/// Files, installed packages and running processes of a sandbox survive
+/// between sessions. Start the daemon with `dwell serve`, then use the other
+/// commands; they talk to it over a unix socket (or TCP with an API key).
+#[derive(Debug, Parser)]
+#[command(name = "dwell", version, propagate_version = true)]
+pub struct Cli {
+    /// The daemon's unix socket.
+    #[arg(
+        long,
+        global = true,
+        env = "DWELL_SOCKET",
+        default_value = "/run/dwell/dwell.sock"
+    )]
+    pub socket: PathBuf,
+    /// Talk to a daemon over TCP instead (`host:port`); needs an API key.
+    #[arg(long, global = true, env = "DWELL_HOST")]
+    pub host: Option<String>,
+    /// API key for --host.
+    #[arg(long, global = true, env = "DWELL_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon.
+    Serve(ServeArgs),
+    /// Create a sandbox and start it.
+    Create(CreateArgs),
+    /// List sandboxes.
+    #[command(alias = "list")]
+    Ls(LsArgs),
+    /// Show everything about a sandbox.
+    Inspect(NameJson),
+    /// Run a command in a sandbox; exits with the command's exit code.
+    Exec(ExecArgs),
+    /// Open an interactive shell (a PTY that follows your terminal's size).
+    Shell(ShellArgs),
+    /// Copy a file between this machine and a sandbox: `cp ./a.txt work:/root/` or `cp work:/root/a.txt .`
+    Cp(CpArgs),
+    /// Show a sandbox's lifecycle events, or a process's output with --pid.
+    Logs(LogsArgs),
+    /// List processes started in a sandbox (by exec, shell, or in the background).
+    Ps(NameJson),
+    /// Send a signal to a process in a sandbox.
+    Kill(KillArgs),
+    /// Freeze every process of a sandbox (memory stays; nothing runs).
+    Pause(Names),
+    /// Thaw a paused sandbox.
+    Resume(Names),
+    /// Stop a sandbox: persistent ones keep their files, ephemeral ones are deleted.
+    Stop(Names),
+    /// Start a stopped sandbox.
+    Start(Names),
+    /// Delete sandboxes and wipe their data.
+    Rm(RmArgs),
+    /// Show the live resource usage of a sandbox.
+    Stats(NameJson),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Check what this host supports.
+    Doctor(JsonFlag),
+    /// Internal: builds a sandbox's namespaces (started by the daemon).
+    #[command(name = "__ns-boot", hide = true)]
+    NsBoot { state_dir: PathBuf },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where the daemon keeps its database, volumes and images.
+    #[arg(long, env = "DWELL_DATA_DIR", default_value = "/var/lib/dwell")]
+    pub data_dir: PathBuf,
+    /// Also listen on TCP (`127.0.0.1:7070`); every request there needs an API key.
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// The static dwell-agent binary (default: next to this binary).
+    #[arg(long, env = "DWELL_AGENT")]
+    pub agent: Option<PathBuf>,
+    /// Seconds between sweeps that compare records with what runs.
+    #[arg(long, default_value_t = 10)]
+    pub resync_secs: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Name (lowercase letters, digits, '-', '_', '.'); generated when omitted.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Image: `host` (a read-only view of this host's system) or an imported image.
+    #[arg(long, default_value = "host")]
+    pub image: String,
+    /// Keep files across stop/start (the default).
+    #[arg(long, conflicts_with = "ephemeral")]
+    pub persistent: bool,
+    /// Delete the sandbox and its data when it stops.
+    #[arg(long)]
+    pub ephemeral: bool,
+    /// Memory limit, like 512M or 2G.
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// CPU limit in cores, like 1 or 0.5.
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Maximum number of processes and threads.
+    #[arg(long)]
+    pub pids: Option<u64>,
+    /// Size of the sandbox's writable volume, like 4G.
+    #[arg(long)]
+    pub disk: Option<String>,
+    /// Environment variable KEY=VALUE (repeatable).
+    #[arg(long = "env", short = 'e')]
+    pub env: Vec<String>,
+    /// Label KEY=VALUE (repeatable).
+    #[arg(long = "label", short = 'l')]
+    pub labels: Vec<String>,
+    /// Give the sandbox outbound network access (NAT); default: loopback only.
+    #[arg(long)]
+    pub net: bool,
+    /// Print the sandbox as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Only sandboxes in this state.
+    #[arg(long)]
+    pub state: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+    /// Print ids only.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct NameJson {
+    /// Sandbox name or id.
+    pub sandbox: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct Names {
+    /// Sandbox names or ids.
+    #[arg(required = true)]
+    pub sandboxes: Vec<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Sandbox names or ids.
+    #[arg(required = true)]
+    pub sandboxes: Vec<String>,
+    /// Remove running sandboxes too.
+    #[arg(long, short = 'f')]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Sandbox name or id.
+    pub sandbox: String,
+    /// The command and its arguments (after `--`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    pub command: Vec<String>,
+    /// Pass this terminal's stdin to the command.
+    #[arg(long, short = 'i')]
+    pub interactive: bool,
+    /// Allocate a PTY.
+    #[arg(long, short = 't')]
+    pub tty: bool,
+    /// Environment variable KEY=VALUE (repeatable).
+    #[arg(long = "env", short = 'e')]
+    pub env: Vec<String>,
+    /// Working directory inside the sandbox.
+    #[arg(long, short = 'w')]
+    pub workdir: Option<String>,
+    /// User name or uid[:gid] to run as.
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
+    /// Kill the command after this long (like 30s or 5m).
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// Start in the background and print its pid; it keeps running after this command returns.
+    #[arg(long, short = 'd')]
+    pub detach: bool,
+    /// A tag for the process list (with --detach).
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Print the result as JSON (stdout, stderr, exit) instead of streaming.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    /// Sandbox name or id.
+    pub sandbox: String,
+    /// Shell to run.
+    #[arg(long, default_value = "/bin/bash")]
+    pub shell: String,
+    /// User to run as.
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// Source: a local path or SANDBOX:/path.
+    pub src: String,
+    /// Destination: a local path or SANDBOX:/path (a trailing / or an existing directory keeps the file name).
+    pub dst: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Sandbox name or id.
+    pub sandbox: String,
+    /// Show the output of this process (recent output, then live with --follow).
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Keep following.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// Sandbox name or id.
+    pub sandbox: String,
+    /// Process id inside the sandbox (see `dwell ps`).
+    pub pid: u32,
+    /// Signal name or number.
+    #[arg(long, short = 's', default_value = "TERM")]
+    pub signal: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// List images.
+    Ls(JsonFlag),
+    /// Import an OCI image layout directory or a `docker save` tarball.
+    Import {
+        /// Name to give the image.
+        name: String,
+        /// Path (on the daemon's host) of the OCI layout dir or tarball.
+        path: PathBuf,
+    },
+}

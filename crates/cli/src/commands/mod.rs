@@ -1,0 +1,81 @@
+//! One file per group of subcommands.
+
+mod cp;
+mod doctor;
+mod exec;
+mod image;
+mod sandbox;
+pub mod serve;
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Command};
+use crate::client::{ApiFailure, Client, Endpoint};
+
+/// Run a parsed command; returns the process exit code.
+pub async fn run(cli: Cli) -> Result<i32> {
+    let client = Client {
+        endpoint: match &cli.host {
+            Some(h) => Endpoint::Tcp {
+                addr: h
+                    .trim_start_matches("http://")
+                    .trim_end_matches('/')
+                    .to_string(),
+                key: cli.api_key.clone(),
+            },
+            None => Endpoint::Unix(cli.socket.clone()),
+        },
+    };
+    match cli.command {
+        Command::Serve(a) => serve::run(a, cli.socket).await,
+        Command::Create(a) => sandbox::create(&client, a).await,
+        Command::Ls(a) => sandbox::ls(&client, a).await,
+        Command::Inspect(a) => sandbox::inspect(&client, a).await,
+        Command::Stats(a) => sandbox::stats(&client, a).await,
+        Command::Pause(a) => sandbox::lifecycle(&client, a, "pause").await,
+        Command::Resume(a) => sandbox::lifecycle(&client, a, "resume").await,
+        Command::Stop(a) => sandbox::lifecycle(&client, a, "stop").await,
+        Command::Start(a) => sandbox::lifecycle(&client, a, "start").await,
+        Command::Rm(a) => sandbox::rm(&client, a).await,
+        Command::Logs(a) => exec::logs(&client, a).await,
+        Command::Exec(a) => exec::exec(&client, a).await,
+        Command::Shell(a) => exec::shell(&client, a).await,
+        Command::Ps(a) => exec::ps(&client, a).await,
+        Command::Kill(a) => exec::kill(&client, a).await,
+        Command::Cp(a) => cp::run(&client, a).await,
+        Command::Image(c) => image::run(&client, c).await,
+        Command::Doctor(a) => doctor::run(a),
+        Command::NsBoot { .. } => unreachable!("handled before the async runtime starts"),
+    }
+}
+
+/// Exit codes (sysexits): 64 for a request the daemon rejected as invalid,
+/// 77 for a missing or wrong API key, 69 when the daemon cannot be reached,
+/// 1 for everything else.
+pub fn exit_code_for(e: &anyhow::Error) -> i32 {
+    if let Some(f) = e.downcast_ref::<ApiFailure>() {
+        match f.status.as_u16() {
+            400 => 64,
+            401 | 403 => 77,
+            _ => 1,
+        }
+    } else if e.to_string().starts_with("cannot reach the dwell daemon") {
+        69
+    } else {
+        1
+    }
+}
+
+/// Split `KEY=VALUE` arguments.
+pub fn key_values(
+    items: &[String],
+    what: &str,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    items
+        .iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => anyhow::bail!("{what} {kv:?} is not KEY=VALUE; write it like --{what} NAME=value"),
+        })
+        .collect()
+}

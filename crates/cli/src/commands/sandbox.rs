@@ -1,0 +1,229 @@
+//! `create`, `ls`, `inspect`, `stats`, `start`/`stop`/`pause`/`resume`, `rm`.
+
+use anyhow::Result;
+use dwell_control::model::SizeArg;
+use dwell_control::{CreateRequest, Mode, Sandbox};
+use dwell_runtime::NetworkMode;
+
+use super::key_values;
+use crate::cli::{CreateArgs, LsArgs, NameJson, Names, RmArgs};
+use crate::client::{enc, Client};
+use crate::output;
+
+pub async fn create(c: &Client, a: CreateArgs) -> Result<i32> {
+    let req = CreateRequest {
+        name: a.name,
+        image: Some(a.image),
+        mode: Some(if a.ephemeral {
+            Mode::Ephemeral
+        } else {
+            Mode::Persistent
+        }),
+        vcpus: a.cpus,
+        memory: a.memory.map(SizeArg::Text),
+        pids: a.pids,
+        disk: a.disk.map(SizeArg::Text),
+        env: key_values(&a.env, "env")?,
+        labels: key_values(&a.labels, "label")?,
+        network: Some(if a.net {
+            NetworkMode::Nat
+        } else {
+            NetworkMode::None
+        }),
+        runtime: None,
+    };
+    let sb: Sandbox = c.post("/v1/sandboxes", &req).await?;
+    if a.json {
+        output::json(&sb)?;
+    } else {
+        println!("{}", sb.name);
+        eprintln!(
+            "created {} ({}, {}), id {}",
+            sb.name,
+            sb.mode.as_str(),
+            sb.state.as_str(),
+            sb.id
+        );
+    }
+    Ok(0)
+}
+
+pub async fn ls(c: &Client, a: LsArgs) -> Result<i32> {
+    let path = match &a.state {
+        Some(s) => format!("/v1/sandboxes?state={}", enc(s)),
+        None => "/v1/sandboxes".into(),
+    };
+    let list: Vec<Sandbox> = c.get(&path).await?;
+    if a.json {
+        output::json(&list)?;
+    } else if a.quiet {
+        for s in &list {
+            println!("{}", s.id);
+        }
+    } else {
+        let rows: Vec<Vec<String>> = list
+            .iter()
+            .map(|s| {
+                vec![
+                    s.name.clone(),
+                    s.id.clone(),
+                    s.state.as_str().into(),
+                    s.mode.as_str().into(),
+                    s.image.clone(),
+                    format!("{}", s.spec.vcpus),
+                    output::size(s.spec.memory_bytes),
+                    output::size(s.spec.disk_bytes),
+                    output::ago(s.created_at),
+                ]
+            })
+            .collect();
+        output::table(
+            &[
+                "NAME", "ID", "STATE", "MODE", "IMAGE", "CPUS", "MEMORY", "DISK", "CREATED",
+            ],
+            &rows,
+        );
+    }
+    Ok(0)
+}
+
+pub async fn inspect(c: &Client, a: NameJson) -> Result<i32> {
+    let sb: Sandbox = c.get(&format!("/v1/sandboxes/{}", enc(&a.sandbox))).await?;
+    if a.json {
+        output::json(&sb)?;
+        return Ok(0);
+    }
+    println!("name:        {}", sb.name);
+    println!("id:          {}", sb.id);
+    println!(
+        "state:       {} (since {}; {})",
+        sb.state.as_str(),
+        output::time(sb.state_changed_at),
+        sb.reason
+    );
+    if sb.desired_state != sb.state {
+        println!("desired:     {}", sb.desired_state.as_str());
+    }
+    println!("mode:        {}", sb.mode.as_str());
+    println!("image:       {}", sb.image);
+    println!("runtime:     {}", sb.runtime);
+    println!(
+        "resources:   {} vCPU, {} memory, {} pids, {} disk",
+        sb.spec.vcpus,
+        output::size(sb.spec.memory_bytes),
+        sb.spec.pids,
+        output::size(sb.spec.disk_bytes)
+    );
+    println!(
+        "network:     {}",
+        match sb.spec.network {
+            NetworkMode::None => "none (loopback only)",
+            NetworkMode::Nat => "nat (outbound)",
+        }
+    );
+    if let Some(v) = &sb.volume {
+        println!(
+            "volume:      {} ({}), {} used of {}{}",
+            v.kind,
+            if v.limit_enforced {
+                "hard limit"
+            } else {
+                "limit NOT enforced: usage accounting only"
+            },
+            output::size(v.used_bytes),
+            output::size(v.size_bytes),
+            if v.mounted { "" } else { ", not mounted" }
+        );
+    }
+    if let Some(s) = &sb.stats {
+        println!(
+            "usage:       {} memory, {:.1}s CPU, {} pids, {} OOM kills",
+            output::size(s.memory_bytes),
+            s.cpu_usage_ns as f64 / 1e9,
+            s.pids,
+            s.oom_kills
+        );
+    }
+    for (k, v) in &sb.spec.labels {
+        println!("label:       {k}={v}");
+    }
+    for k in sb.spec.env.keys() {
+        println!("env:         {k}=…");
+    }
+    println!(
+        "created:     {} ({})",
+        output::time(sb.created_at),
+        output::ago(sb.created_at)
+    );
+    Ok(0)
+}
+
+pub async fn stats(c: &Client, a: NameJson) -> Result<i32> {
+    let s: dwell_runtime::Stats = c
+        .get(&format!("/v1/sandboxes/{}/stats", enc(&a.sandbox)))
+        .await?;
+    if a.json {
+        output::json(&s)?;
+    } else {
+        output::table(
+            &["MEMORY", "LIMIT", "CPU", "PIDS", "OOM KILLS"],
+            &[vec![
+                output::size(s.memory_bytes),
+                output::size(s.memory_limit_bytes),
+                format!("{:.2}s", s.cpu_usage_ns as f64 / 1e9),
+                s.pids.to_string(),
+                s.oom_kills.to_string(),
+            ]],
+        );
+    }
+    Ok(0)
+}
+
+pub async fn lifecycle(c: &Client, a: Names, op: &str) -> Result<i32> {
+    let mut failed = 0;
+    for name in &a.sandboxes {
+        match c
+            .post::<Sandbox>(
+                &format!("/v1/sandboxes/{}/{op}", enc(name)),
+                &serde_json::json!({}),
+            )
+            .await
+        {
+            Ok(sb) if a.json => output::json(&sb)?,
+            Ok(sb) => {
+                if sb.state == dwell_control::State::Deleted {
+                    println!("{}: deleted (ephemeral)", sb.name);
+                } else {
+                    println!("{}: {}", sb.name, sb.state.as_str());
+                }
+            }
+            Err(e) => {
+                eprintln!("dwell: {name}: {e:#}");
+                failed += 1;
+            }
+        }
+    }
+    Ok(if failed > 0 { 1 } else { 0 })
+}
+
+pub async fn rm(c: &Client, a: RmArgs) -> Result<i32> {
+    let mut failed = 0;
+    for name in &a.sandboxes {
+        let path = format!(
+            "/v1/sandboxes/{}{}",
+            enc(name),
+            if a.force { "?force=true" } else { "" }
+        );
+        match c
+            .json::<serde_json::Value>(hyper::Method::DELETE, &path, None::<&()>)
+            .await
+        {
+            Ok(_) => println!("{name}"),
+            Err(e) => {
+                eprintln!("dwell: {name}: {e:#}");
+                failed += 1;
+            }
+        }
+    }
+    Ok(if failed > 0 { 1 } else { 0 })
+}

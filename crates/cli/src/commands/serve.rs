@@ -1,0 +1,221 @@
+//! `dwell serve`: the daemon. Wires the layers of DESIGN.md together:
+//! store (SQLite) -> storage (volumes, images) -> runtime (namespaces) ->
+//! control (reconciler) -> api (unix socket, optional TCP with API keys).
+//!
+//! Stopping the daemon (or killing it) never stops sandboxes: on the next
+//! start the reconciler adopts them.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use dwell_control::{Controller, ControllerOptions};
+use dwell_runtime::ns::{NamespaceRuntime, NsOptions};
+use dwell_storage::{ImageStore, VolumeManager};
+use dwell_store::{ApiKey, Store};
+
+use crate::cli::ServeArgs;
+
+/// Where the default daemon keeps its state; other data dirs get their own
+/// cgroup parent so daemons side by side never touch each other's sandboxes.
+const DEFAULT_DATA_DIR: &str = "/var/lib/dwell";
+
+pub async fn run(a: ServeArgs, socket: PathBuf) -> Result<i32> {
+    init_logging();
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("dwell serve needs root: the namespace runtime creates mounts, cgroups and loop devices (run it with sudo)");
+    }
+    let data_dir = prepare_dir(&a.data_dir)?;
+    let agent = install_agent(&data_dir, a.agent.as_deref())?;
+    let store = Store::open(&data_dir.join("dwell.db"))?;
+    let cgroup_parent = cgroup_parent(&data_dir);
+    let exe = std::env::current_exe().context("cannot find this binary's path")?;
+    let runtime = NamespaceRuntime::new(NsOptions {
+        cgroup_parent: cgroup_parent.clone(),
+        ..NsOptions::new(exe, vec!["__ns-boot".into()])
+    })?;
+    let volumes = VolumeManager::new(data_dir.join("volumes"));
+    let images = ImageStore::open(data_dir.join("images"))?;
+    let ctl = Controller::new(ControllerOptions {
+        data_dir: data_dir.clone(),
+        store,
+        runtime: Arc::new(runtime),
+        volumes,
+        images,
+        agent_binary: agent,
+        resync_every: Duration::from_secs(a.resync_secs.max(1)),
+    });
+    // Build the default image now, not on the first create.
+    {
+        let ctl = ctl.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = ctl.images().host() {
+                tracing::warn!("cannot build the default image: {e}");
+            }
+        });
+    }
+    ctl.start_background().await;
+
+    let unix = bind_unix(&socket).await?;
+    tracing::info!(
+        "dwell {} serving on {} (data dir {}, cgroup parent {cgroup_parent})",
+        env!("CARGO_PKG_VERSION"),
+        socket.display(),
+        data_dir.display()
+    );
+    let unix_app = dwell_api::unix_router(ctl.clone());
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(async move {
+        axum::serve(unix, unix_app)
+            .with_graceful_shutdown(shutdown())
+            .await
+    });
+    if let Some(addr) = &a.listen {
+        ensure_admin_key(&ctl, &data_dir)?;
+        let tcp = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}; is the port free?"))?;
+        tracing::info!("also serving on http://{addr} (API key required)");
+        let app = dwell_api::tcp_router(ctl.clone());
+        tasks.spawn(async move {
+            axum::serve(tcp, app)
+                .with_graceful_shutdown(shutdown())
+                .await
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    let _ = std::fs::remove_file(&socket);
+    tracing::info!("stopped; sandboxes keep running and are adopted on the next start");
+    Ok(0)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DWELL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn shutdown() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn prepare_dir(dir: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the data dir {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))?;
+    let dir = std::fs::canonicalize(dir)?;
+    for sub in ["sandboxes", "volumes", "images", "bin"] {
+        std::fs::create_dir_all(dir.join(sub))?;
+    }
+    Ok(dir)
+}
+
+/// The cgroup parent of a data dir: `dwell` for the default one,
+/// `dwell-<hash>` for others.
+fn cgroup_parent(data_dir: &Path) -> String {
+    if data_dir == Path::new(DEFAULT_DATA_DIR) {
+        return "dwell".into();
+    }
+    // FNV-1a: a stable short name, not a security boundary.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in data_dir.as_os_str().as_encoded_bytes() {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("dwell-{:08x}", h as u32)
+}
+
+/// Copy the agent into the data dir, so every sandbox (and every restart)
+/// uses a binary that cannot move or change under it.
+fn install_agent(data_dir: &Path, given: Option<&Path>) -> Result<PathBuf> {
+    let src = match given {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let exe = std::env::current_exe()?;
+            let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+            let candidates = [
+                dir.join("dwell-agent"),
+                dir.join("../lib/dwell/dwell-agent"),
+            ];
+            match candidates.iter().find(|p| p.is_file()) {
+                Some(p) => p.clone(),
+                None => bail!(
+                    "cannot find dwell-agent next to {}; build it with `scripts/build.sh` or pass --agent PATH (DWELL_AGENT)",
+                    exe.display()
+                ),
+            }
+        }
+    };
+    let bytes = std::fs::read(&src)
+        .with_context(|| format!("cannot read the agent binary {}", src.display()))?;
+    if !bytes.starts_with(b"\x7fELF") {
+        bail!(
+            "{} is not an executable (ELF) file; point --agent at the built dwell-agent",
+            src.display()
+        );
+    }
+    let dst = data_dir.join("bin/dwell-agent");
+    if std::fs::read(&dst).ok().as_deref() != Some(&bytes[..]) {
+        let tmp = data_dir.join("bin/.dwell-agent.tmp");
+        std::fs::write(&tmp, &bytes)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::rename(&tmp, &dst)?;
+    }
+    Ok(dst)
+}
+
+async fn bind_unix(socket: &Path) -> Result<tokio::net::UnixListener> {
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    if socket.exists() {
+        if tokio::net::UnixStream::connect(socket).await.is_ok() {
+            bail!(
+                "another dwell daemon already serves {}; stop it first or use another --socket",
+                socket.display()
+            );
+        }
+        std::fs::remove_file(socket)?;
+    }
+    let l = tokio::net::UnixListener::bind(socket)
+        .with_context(|| format!("cannot listen on {}", socket.display()))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+/// Make the admin API key on the first TCP start and keep it in
+/// `<data-dir>/admin.key` (mode 0600); only its hash is in the database.
+fn ensure_admin_key(ctl: &Controller, data_dir: &Path) -> Result<()> {
+    let path = data_dir.join("admin.key");
+    if ctl.store().has_admin_key()? && path.exists() {
+        return Ok(());
+    }
+    let key = dwell_api::auth::new_key();
+    ctl.store().insert_key(
+        &ApiKey {
+            id: format!("key-{}", &dwell_api::auth::hash_key(&key)[..12]),
+            tenant: dwell_api::auth::DEFAULT_TENANT.into(),
+            name: "admin".into(),
+            admin: true,
+            created_at: dwell_store::now_ms(),
+        },
+        &dwell_api::auth::hash_key(&key),
+    )?;
+    std::fs::write(&path, format!("{key}\n"))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    tracing::info!("admin API key written to {}", path.display());
+    Ok(())
+}

@@ -1,0 +1,425 @@
+//! The operations behind the API. Each writes the desired state and then
+//! reconciles that one sandbox right away, so the caller learns the outcome
+//! (and any error) in the same request; the background loop in
+//! [`crate::reconcile`] retries and repairs drift.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dwell_proto::AgentClient;
+use dwell_runtime::Runtime;
+use dwell_storage::{ImageStore, VolumeManager};
+use dwell_store::{Event, SandboxRecord, Store};
+
+use crate::error::{Error, Result};
+use crate::ids::new_id;
+use crate::model::{validate_name, CreateRequest, HostLimits, Mode, Sandbox, State, VolumeView};
+use crate::reconcile;
+
+/// How the daemon wires a controller.
+pub struct ControllerOptions {
+    /// Root of everything the daemon keeps (`/var/lib/dwell`).
+    pub data_dir: PathBuf,
+    pub store: Store,
+    pub runtime: Arc<dyn Runtime>,
+    pub volumes: VolumeManager,
+    pub images: ImageStore,
+    /// The static agent binary started as PID 1 in every sandbox.
+    pub agent_binary: PathBuf,
+    /// How often every sandbox is observed to catch drift.
+    pub resync_every: Duration,
+}
+
+/// The control plane. Cheap to clone.
+#[derive(Clone)]
+pub struct Controller {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub data_dir: PathBuf,
+    pub store: Store,
+    pub runtime: Arc<dyn Runtime>,
+    pub volumes: VolumeManager,
+    pub images: ImageStore,
+    pub agent_binary: PathBuf,
+    pub host: HostLimits,
+    pub resync_every: Duration,
+    /// One lock per sandbox: transitions of a sandbox never overlap.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Open agent connections, by sandbox id.
+    agents: tokio::sync::Mutex<HashMap<String, AgentClient>>,
+}
+
+impl Inner {
+    pub fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(id.to_string()).or_default().clone()
+    }
+
+    pub fn state_dir(&self, id: &str) -> PathBuf {
+        self.data_dir.join("sandboxes").join(id)
+    }
+
+    pub async fn forget_agent(&self, id: &str) {
+        self.agents.lock().await.remove(id);
+    }
+}
+
+impl Controller {
+    pub fn new(opts: ControllerOptions) -> Controller {
+        Controller {
+            inner: Arc::new(Inner {
+                data_dir: opts.data_dir,
+                store: opts.store,
+                runtime: opts.runtime,
+                volumes: opts.volumes,
+                images: opts.images,
+                agent_binary: opts.agent_binary,
+                host: HostLimits::detect(),
+                resync_every: opts.resync_every,
+                locks: Mutex::new(HashMap::new()),
+                agents: tokio::sync::Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The metadata store (for API keys and events).
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The image store.
+    pub fn images(&self) -> &ImageStore {
+        &self.inner.images
+    }
+
+    /// The runtime's name.
+    pub fn runtime_name(&self) -> &'static str {
+        self.inner.runtime.name()
+    }
+
+    /// Reconcile every live sandbox once (at daemon start: adopt what runs,
+    /// finish half-done work) and then keep doing so in the background.
+    pub async fn start_background(&self) {
+        reconcile::resync_all(&self.inner).await;
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(inner.resync_every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                reconcile::resync_all(&inner).await;
+            }
+        });
+    }
+
+    /// Create a sandbox and bring it up. Returns once it runs (or failed).
+    pub async fn create(&self, tenant: &str, req: CreateRequest) -> Result<Sandbox> {
+        let spec = req.to_spec(&self.inner.host)?;
+        let name = match &req.name {
+            Some(n) => {
+                validate_name(n)?;
+                n.clone()
+            }
+            None => format!("sandbox-{}", &new_id()[..6]),
+        };
+        let image = req.image.clone().unwrap_or_else(|| "host".to_string());
+        // Resolve the image now so a typo fails before anything is made.
+        {
+            let inner = self.inner.clone();
+            let image = image.clone();
+            blocking(move || inner.images.get(&image).map(|_| ())).await??;
+        }
+        let mode = req.mode.unwrap_or_default();
+        let now = dwell_store::now_ms();
+        let rec = SandboxRecord {
+            id: new_id(),
+            name,
+            tenant: tenant.to_string(),
+            image,
+            mode: mode.as_str().to_string(),
+            runtime: self.inner.runtime.name().to_string(),
+            spec: serde_json::to_value(&spec).map_err(|e| Error::Internal(e.to_string()))?,
+            state: State::Creating.as_str().into(),
+            desired_state: State::Running.as_str().into(),
+            reason: "create requested".into(),
+            created_at: now,
+            updated_at: now,
+            state_changed_at: now,
+            started_at: None,
+            stopped_at: None,
+            deleted_at: None,
+        };
+        self.inner.store.insert_sandbox(&rec)?;
+        self.inner
+            .store
+            .add_event(&rec.id, "request", "create requested")?;
+        reconcile::reconcile(&self.inner, &rec.id).await;
+        let sb = self.get_by_id(&rec.id)?;
+        if sb.state == State::Error {
+            // Nothing half-created stays behind: undo and report.
+            self.inner
+                .store
+                .set_desired(&rec.id, State::Deleted.as_str())?;
+            reconcile::reconcile(&self.inner, &rec.id).await;
+            return Err(Error::Conflict(format!(
+                "sandbox {} could not be created: {}",
+                sb.name, sb.reason
+            )));
+        }
+        Ok(sb)
+    }
+
+    fn get_by_id(&self, id: &str) -> Result<Sandbox> {
+        let rec = self
+            .inner
+            .store
+            .get_sandbox(id)?
+            .ok_or_else(|| Error::NotFound(id.to_string()))?;
+        Sandbox::from_record(&rec)
+    }
+
+    fn record(&self, tenant: &str, id_or_name: &str) -> Result<SandboxRecord> {
+        self.inner
+            .store
+            .find_sandbox(tenant, id_or_name)?
+            .ok_or_else(|| Error::NotFound(id_or_name.to_string()))
+    }
+
+    /// A sandbox by id or name.
+    pub fn get(&self, tenant: &str, id_or_name: &str) -> Result<Sandbox> {
+        Sandbox::from_record(&self.record(tenant, id_or_name)?)
+    }
+
+    /// A sandbox with its volume and live usage.
+    pub async fn inspect(&self, tenant: &str, id_or_name: &str) -> Result<Sandbox> {
+        let mut sb = self.get(tenant, id_or_name)?;
+        let inner = self.inner.clone();
+        let id = sb.id.clone();
+        let running = matches!(sb.state, State::Running | State::Paused);
+        let (vol, stats) = blocking(move || {
+            let vol = inner.volumes.info(&id).ok();
+            let stats = if running {
+                reconcile::config_of(&inner, &id)
+                    .ok()
+                    .and_then(|c| inner.runtime.stats(&c).ok())
+            } else {
+                None
+            };
+            (vol, stats)
+        })
+        .await?;
+        sb.volume = vol.map(|v| VolumeView {
+            kind: match v.kind {
+                dwell_storage::VolumeKind::Loop => "loop".to_string(),
+                dwell_storage::VolumeKind::Directory => "directory".to_string(),
+            },
+            size_bytes: v.size_bytes,
+            used_bytes: v.used_bytes,
+            mounted: v.mounted,
+            limit_enforced: v.limit_enforced,
+        });
+        sb.stats = stats;
+        Ok(sb)
+    }
+
+    /// Live sandboxes of a tenant, oldest first.
+    pub fn list(&self, tenant: &str) -> Result<Vec<Sandbox>> {
+        self.inner
+            .store
+            .list_sandboxes(Some(tenant))?
+            .iter()
+            .map(Sandbox::from_record)
+            .collect()
+    }
+
+    /// Events of a sandbox after `after` (a sequence number).
+    pub fn events(&self, tenant: &str, id_or_name: &str, after: i64) -> Result<Vec<Event>> {
+        let rec = self.record(tenant, id_or_name)?;
+        Ok(self.inner.store.events(&rec.id, after, 1000)?)
+    }
+
+    /// Ask for a state and reconcile towards it; `check` says whether the
+    /// request makes sense from the current state.
+    async fn transition(
+        &self,
+        tenant: &str,
+        id_or_name: &str,
+        desired: State,
+        what: &str,
+        check: impl FnOnce(&Sandbox) -> Result<()>,
+    ) -> Result<Sandbox> {
+        let rec = self.record(tenant, id_or_name)?;
+        let lock = self.inner.lock_for(&rec.id);
+        {
+            let _g = lock.lock().await;
+            // Re-read under the lock: a concurrent transition may have won.
+            let rec = self.record(tenant, &rec.id)?;
+            let sb = Sandbox::from_record(&rec)?;
+            check(&sb)?;
+            self.inner.store.set_desired(&rec.id, desired.as_str())?;
+            self.inner
+                .store
+                .add_event(&rec.id, "request", &format!("{what} requested"))?;
+        }
+        reconcile::reconcile(&self.inner, &rec.id).await;
+        let sb = self.get_by_id(&rec.id)?;
+        if sb.state == State::Error {
+            return Err(Error::Conflict(format!(
+                "{what} of sandbox {} failed: {}",
+                sb.name, sb.reason
+            )));
+        }
+        Ok(sb)
+    }
+
+    /// Start a stopped (or failed) sandbox.
+    pub async fn start(&self, tenant: &str, id_or_name: &str) -> Result<Sandbox> {
+        self.transition(tenant, id_or_name, State::Running, "start", |sb| {
+            match sb.state {
+                State::Paused => Err(Error::Conflict(format!(
+                    "sandbox {} is paused; resume it with `dwell resume {}`",
+                    sb.name, sb.name
+                ))),
+                _ => Ok(()),
+            }
+        })
+        .await
+    }
+
+    /// Stop a sandbox: its processes end; a persistent sandbox keeps its
+    /// volume, an ephemeral one is deleted.
+    pub async fn stop(&self, tenant: &str, id_or_name: &str) -> Result<Sandbox> {
+        self.transition(tenant, id_or_name, State::Stopped, "stop", |_| Ok(()))
+            .await
+    }
+
+    /// Freeze every process of a running sandbox.
+    pub async fn pause(&self, tenant: &str, id_or_name: &str) -> Result<Sandbox> {
+        self.transition(tenant, id_or_name, State::Paused, "pause", |sb| {
+            match sb.state {
+                State::Running | State::Paused => Ok(()),
+                s => Err(Error::Conflict(format!(
+                    "sandbox {} is {}; only a running sandbox can be paused (start it with `dwell start {}`)",
+                    sb.name,
+                    s.as_str(),
+                    sb.name
+                ))),
+            }
+        })
+        .await
+    }
+
+    /// Thaw a paused sandbox.
+    pub async fn resume(&self, tenant: &str, id_or_name: &str) -> Result<Sandbox> {
+        self.transition(
+            tenant,
+            id_or_name,
+            State::Running,
+            "resume",
+            |sb| match sb.state {
+                State::Paused | State::Running => Ok(()),
+                s => Err(Error::Conflict(format!(
+                    "sandbox {} is {}, not paused; start it with `dwell start {}`",
+                    sb.name,
+                    s.as_str(),
+                    sb.name
+                ))),
+            },
+        )
+        .await
+    }
+
+    /// Delete a sandbox and wipe its volume. A running sandbox needs
+    /// `force`.
+    pub async fn delete(&self, tenant: &str, id_or_name: &str, force: bool) -> Result<()> {
+        self.transition(
+            tenant,
+            id_or_name,
+            State::Deleted,
+            "delete",
+            |sb| match sb.state {
+                State::Running | State::Paused | State::Creating if !force => {
+                    Err(Error::Conflict(format!(
+                        "sandbox {} is {}; stop it first or remove it anyway with `dwell rm -f {}`",
+                        sb.name,
+                        sb.state.as_str(),
+                        sb.name
+                    )))
+                }
+                _ => Ok(()),
+            },
+        )
+        .await
+        .map(|_| ())
+        .or_else(|e| match e {
+            // Deleted records are no longer found by name: that is success.
+            Error::NotFound(_) => Ok(()),
+            e => Err(e),
+        })
+    }
+
+    /// The sandbox (which must be running) and a connection to its agent.
+    pub async fn agent(&self, tenant: &str, id_or_name: &str) -> Result<(Sandbox, AgentClient)> {
+        let sb = self.get(tenant, id_or_name)?;
+        match sb.state {
+            State::Running => {}
+            State::Paused => {
+                return Err(Error::Conflict(format!(
+                    "sandbox {} is paused; resume it with `dwell resume {}`",
+                    sb.name, sb.name
+                )))
+            }
+            s => {
+                return Err(Error::Conflict(format!(
+                    "sandbox {} is {}; start it with `dwell start {}`",
+                    sb.name,
+                    s.as_str(),
+                    sb.name
+                )))
+            }
+        }
+        let mut agents = self.inner.agents.lock().await;
+        if let Some(c) = agents.get(&sb.id) {
+            return Ok((sb, c.clone()));
+        }
+        let sock = self.inner.state_dir(&sb.id).join("run/agent.sock");
+        let client = AgentClient::connect_unix(&sock).await?;
+        agents.insert(sb.id.clone(), client.clone());
+        Ok((sb, client))
+    }
+
+    /// Drop a cached agent connection that failed, so the next call
+    /// reconnects (the agent may have been restarted with its sandbox).
+    pub async fn agent_failed(&self, id: &str) {
+        self.inner.forget_agent(id).await;
+    }
+
+    /// Kernel usage counters of a running sandbox.
+    pub async fn stats(&self, sb: &Sandbox) -> Result<dwell_runtime::Stats> {
+        let inner = self.inner.clone();
+        let id = sb.id.clone();
+        blocking(move || {
+            let cfg = reconcile::config_of(&inner, &id)?;
+            Ok::<_, Error>(inner.runtime.stats(&cfg)?)
+        })
+        .await?
+    }
+
+    /// Whether a sandbox is ephemeral.
+    pub fn is_ephemeral(sb: &Sandbox) -> bool {
+        sb.mode == Mode::Ephemeral
+    }
+}
+
+/// Run blocking work (syscalls, mkfs, SQLite) off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("a worker thread failed: {e}")))
+}

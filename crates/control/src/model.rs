@@ -1,0 +1,370 @@
+//! The sandbox as users see it: spec, mode, state, and the validation of a
+//! create request.
+
+use std::collections::BTreeMap;
+
+use dwell_runtime::NetworkMode;
+use dwell_store::SandboxRecord;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::ids::looks_like_id;
+use crate::size::parse_size;
+
+/// Lifecycle states. `creating -> running <-> paused -> stopped -> deleted`,
+/// plus `error` (the reason says why).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Creating,
+    Running,
+    Paused,
+    Stopped,
+    Deleted,
+    Error,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Creating => "creating",
+            State::Running => "running",
+            State::Paused => "paused",
+            State::Stopped => "stopped",
+            State::Deleted => "deleted",
+            State::Error => "error",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<State> {
+        Ok(match s {
+            "creating" => State::Creating,
+            "running" => State::Running,
+            "paused" => State::Paused,
+            "stopped" => State::Stopped,
+            "deleted" => State::Deleted,
+            "error" => State::Error,
+            other => {
+                return Err(Error::invalid(
+                    "state",
+                    format!("{other:?} is not a state; use creating, running, paused, stopped, deleted or error"),
+                ))
+            }
+        })
+    }
+}
+
+/// Whether a sandbox outlives a stop.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Files, packages and working dirs survive stop/start and restarts.
+    #[default]
+    Persistent,
+    /// Any stop deletes the sandbox and wipes its data.
+    Ephemeral,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Persistent => "persistent",
+            Mode::Ephemeral => "ephemeral",
+        }
+    }
+}
+
+/// Defaults of a new sandbox.
+pub const DEFAULT_VCPUS: f64 = 1.0;
+pub const DEFAULT_MEMORY: u64 = 512 << 20;
+pub const DEFAULT_PIDS: u64 = 1024;
+pub const DEFAULT_DISK: u64 = 4 << 30;
+
+/// The part of a sandbox fixed at creation, stored as JSON in its record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SandboxSpec {
+    pub vcpus: f64,
+    pub memory_bytes: u64,
+    pub pids: u64,
+    pub disk_bytes: u64,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub network: NetworkMode,
+}
+
+/// A size given as a number of bytes or as a string like `512M`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum SizeArg {
+    Bytes(u64),
+    Text(String),
+}
+
+impl SizeArg {
+    fn bytes(&self, field: &str) -> Result<u64> {
+        match self {
+            SizeArg::Bytes(b) => Ok(*b),
+            SizeArg::Text(s) => parse_size(s).map_err(|m| Error::invalid(field, m)),
+        }
+    }
+}
+
+/// What a client sends to create a sandbox.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    pub name: Option<String>,
+    pub image: Option<String>,
+    pub mode: Option<Mode>,
+    pub vcpus: Option<f64>,
+    pub memory: Option<SizeArg>,
+    pub pids: Option<u64>,
+    pub disk: Option<SizeArg>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub network: Option<NetworkMode>,
+    /// Isolation runtime; only `ns` exists today.
+    pub runtime: Option<String>,
+}
+
+/// Limits checked on create, so a typo cannot ask for the impossible.
+pub struct HostLimits {
+    pub cpus: f64,
+    pub memory_bytes: u64,
+}
+
+impl HostLimits {
+    pub fn detect() -> HostLimits {
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get() as f64)
+            .unwrap_or(1.0);
+        let mem = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("MemTotal:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            })
+            .map(|kb| kb * 1024)
+            .unwrap_or(u64::MAX);
+        HostLimits {
+            cpus,
+            memory_bytes: mem,
+        }
+    }
+}
+
+/// Validate a name: 1-63 of `[a-z0-9_.-]`, starting with a letter or digit.
+pub fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+    if !ok {
+        return Err(Error::invalid(
+            "name",
+            format!("{name:?}: use 1-63 lowercase letters, digits, '-', '_' or '.', starting with a letter or digit"),
+        ));
+    }
+    if looks_like_id(name) {
+        return Err(Error::invalid(
+            "name",
+            format!("{name:?} looks like a sandbox id and could shadow one; pick a name that is not 20 random characters"),
+        ));
+    }
+    Ok(())
+}
+
+impl CreateRequest {
+    /// Check every field and fill in defaults.
+    pub fn to_spec(&self, host: &HostLimits) -> Result<SandboxSpec> {
+        let vcpus = self.vcpus.unwrap_or(DEFAULT_VCPUS);
+        if !(vcpus >= 0.01 && vcpus <= host.cpus) {
+            return Err(Error::invalid(
+                "vcpus",
+                format!(
+                    "{vcpus} is out of range; this host has {} CPUs: ask for 0.01 to {}",
+                    host.cpus, host.cpus
+                ),
+            ));
+        }
+        let memory = match &self.memory {
+            Some(m) => m.bytes("memory")?,
+            None => DEFAULT_MEMORY,
+        };
+        if memory < (16 << 20) || memory > host.memory_bytes {
+            return Err(Error::invalid(
+                "memory",
+                format!(
+                    "{} is out of range; ask for at least 16M and at most the host's {}",
+                    crate::size::format_size(memory),
+                    crate::size::format_size(host.memory_bytes)
+                ),
+            ));
+        }
+        let pids = self.pids.unwrap_or(DEFAULT_PIDS);
+        if !(8..=1 << 22).contains(&pids) {
+            return Err(Error::invalid(
+                "pids",
+                format!("{pids} is out of range; ask for 8 to 4194304"),
+            ));
+        }
+        let disk = match &self.disk {
+            Some(d) => d.bytes("disk")?,
+            None => DEFAULT_DISK,
+        };
+        if disk < (32 << 20) || disk > (16 << 40) {
+            return Err(Error::invalid(
+                "disk",
+                format!(
+                    "{} is out of range; ask for 32M to 16T",
+                    crate::size::format_size(disk)
+                ),
+            ));
+        }
+        for k in self.env.keys() {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                return Err(Error::invalid(
+                    "env",
+                    format!("{k:?} is not a valid variable name; names cannot be empty or hold '=' or NUL"),
+                ));
+            }
+        }
+        if let Some(r) = &self.runtime {
+            if r != "ns" {
+                return Err(Error::invalid(
+                    "runtime",
+                    format!("{r:?} is not available; this daemon runs `ns` (Linux namespaces)"),
+                ));
+            }
+        }
+        Ok(SandboxSpec {
+            vcpus,
+            memory_bytes: memory,
+            pids,
+            disk_bytes: disk,
+            env: self.env.clone(),
+            labels: self.labels.clone(),
+            network: self.network.unwrap_or_default(),
+        })
+    }
+}
+
+/// A sandbox as the API returns it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Sandbox {
+    pub id: String,
+    pub name: String,
+    pub tenant: String,
+    pub image: String,
+    pub mode: Mode,
+    pub runtime: String,
+    pub state: State,
+    pub desired_state: State,
+    /// Why the last transition happened.
+    pub reason: String,
+    pub spec: SandboxSpec,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub state_changed_at: i64,
+    pub started_at: Option<i64>,
+    pub stopped_at: Option<i64>,
+    /// Volume details (kind, limit, usage); filled by `inspect`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub volume: Option<VolumeView>,
+    /// Live usage from the kernel; filled by `inspect` of a running sandbox.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<dwell_runtime::Stats>,
+}
+
+/// Volume details for `inspect`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VolumeView {
+    /// `loop` (ext4 image, hard limit) or `directory` (usage only).
+    pub kind: String,
+    pub size_bytes: u64,
+    pub used_bytes: u64,
+    pub mounted: bool,
+    /// Whether writes past `size_bytes` fail with ENOSPC.
+    pub limit_enforced: bool,
+}
+
+impl Sandbox {
+    pub fn from_record(r: &SandboxRecord) -> Result<Sandbox> {
+        let spec: SandboxSpec = serde_json::from_value(r.spec.clone())
+            .map_err(|e| Error::Internal(format!("corrupt spec of sandbox {}: {e}", r.id)))?;
+        Ok(Sandbox {
+            id: r.id.clone(),
+            name: r.name.clone(),
+            tenant: r.tenant.clone(),
+            image: r.image.clone(),
+            mode: if r.mode == "ephemeral" {
+                Mode::Ephemeral
+            } else {
+                Mode::Persistent
+            },
+            runtime: r.runtime.clone(),
+            state: State::parse(&r.state)?,
+            desired_state: State::parse(&r.desired_state)?,
+            reason: r.reason.clone(),
+            spec,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            state_changed_at: r.state_changed_at,
+            started_at: r.started_at,
+            stopped_at: r.stopped_at,
+            volume: None,
+            stats: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> HostLimits {
+        HostLimits {
+            cpus: 2.0,
+            memory_bytes: 8 << 30,
+        }
+    }
+
+    #[test]
+    fn defaults_and_sizes() {
+        let req: CreateRequest =
+            serde_json::from_str(r#"{"memory":"256M","disk":1073741824}"#).unwrap();
+        let spec = req.to_spec(&host()).unwrap();
+        assert_eq!(spec.memory_bytes, 256 << 20);
+        assert_eq!(spec.disk_bytes, 1 << 30);
+        assert_eq!(spec.vcpus, DEFAULT_VCPUS);
+    }
+
+    #[test]
+    fn rejects_out_of_range_with_the_fix() {
+        let req = CreateRequest {
+            vcpus: Some(64.0),
+            ..Default::default()
+        };
+        let e = req.to_spec(&host()).unwrap_err().to_string();
+        assert!(e.contains("vcpus") && e.contains("0.01 to 2"), "{e}");
+        let req: CreateRequest = serde_json::from_str(r#"{"memory":"1X"}"#).unwrap();
+        assert!(req.to_spec(&host()).is_err());
+        assert!(serde_json::from_str::<CreateRequest>(r#"{"memroy":"1G"}"#).is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert!(validate_name("work").is_ok());
+        assert!(validate_name("Work").is_err());
+        assert!(validate_name("-x").is_err());
+        assert!(validate_name(&crate::ids::new_id()).is_err());
+    }
+}

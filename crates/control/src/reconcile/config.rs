@@ -1,0 +1,89 @@
+//! The runtime configuration of a sandbox: built from its record, image and
+//! mounted volume at start, and kept in its state dir so every later
+//! operation (and a restarted daemon) acts on exactly what was started.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use dwell_runtime::{Resources, RootfsSpec, SandboxConfig};
+use dwell_storage::Image;
+
+use crate::controller::Inner;
+use crate::error::{Error, Result};
+use crate::model::SandboxSpec;
+
+const CONFIG_FILE: &str = "sandbox.json";
+
+/// The environment every sandbox starts with, before the image's and the
+/// user's.
+const BASE_ENV: &[(&str, &str)] = &[
+    (
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    ),
+    ("HOME", "/root"),
+    ("LANG", "C.UTF-8"),
+    ("TERM", "xterm-256color"),
+];
+
+/// Build the config for a start.
+pub(crate) fn build(
+    inner: &Inner,
+    id: &str,
+    name: &str,
+    spec: &SandboxSpec,
+    image: &Image,
+    upper_root: PathBuf,
+) -> SandboxConfig {
+    let mut env: BTreeMap<String, String> = BASE_ENV
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    for kv in &image.env {
+        if let Some((k, v)) = kv.split_once('=') {
+            env.insert(k.to_string(), v.to_string());
+        }
+    }
+    env.extend(spec.env.clone());
+    SandboxConfig {
+        id: id.to_string(),
+        hostname: name.to_string(),
+        rootfs: RootfsSpec {
+            layers: image.layers.clone(),
+            host_dirs: image.host_dirs.clone(),
+            upper_root,
+        },
+        resources: Resources {
+            vcpus: spec.vcpus,
+            memory_bytes: spec.memory_bytes,
+            pids: spec.pids,
+        },
+        env,
+        network: spec.network,
+        state_dir: inner.state_dir(id),
+        agent_binary: inner.agent_binary.clone(),
+    }
+}
+
+/// Keep the config next to the sandbox's runtime state.
+pub(crate) fn save(cfg: &SandboxConfig) -> Result<()> {
+    std::fs::create_dir_all(&cfg.state_dir).map_err(|e| io(&cfg.state_dir, e))?;
+    let path = cfg.state_dir.join(CONFIG_FILE);
+    let tmp = cfg.state_dir.join(format!("{CONFIG_FILE}.tmp"));
+    let json = serde_json::to_vec_pretty(cfg).map_err(|e| Error::Internal(e.to_string()))?;
+    std::fs::write(&tmp, json).map_err(|e| io(&tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
+    Ok(())
+}
+
+/// The config a sandbox was last started with.
+pub(crate) fn config_of(inner: &Inner, id: &str) -> Result<SandboxConfig> {
+    let path = inner.state_dir(id).join(CONFIG_FILE);
+    let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Internal(format!("corrupt {}: {e}", path.display())))
+}
+
+fn io(path: &Path, e: std::io::Error) -> Error {
+    Error::Internal(format!("{}: {e}", path.display()))
+}

@@ -1,0 +1,35 @@
+//! `delete`: stop whatever still runs, wipe and remove the volume, remove
+//! the state dir, and mark the record `deleted` (kept for the audit trail;
+//! its name is free again).
+
+use std::sync::Arc;
+
+use dwell_store::SandboxRecord;
+
+use super::{record, step_event, stop};
+use crate::controller::{blocking, Inner};
+use crate::error::{Error, Result};
+use crate::model::State;
+
+pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord, reason: &str) -> Result<()> {
+    step_event(inner, &rec.id, "deleting: stopping processes")?;
+    stop::release(inner, &rec.id).await?;
+    step_event(inner, &rec.id, "deleting: wiping volume and state")?;
+    let inner2 = inner.clone();
+    let id = rec.id.clone();
+    blocking(move || -> Result<()> {
+        inner2.volumes.delete(&id)?;
+        let dir = inner2.state_dir(&id);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::Internal(format!(
+                "cannot remove {}: {e}; something still uses it (`fuser -vm {}` tells what)",
+                dir.display(),
+                dir.display()
+            ))),
+        }
+    })
+    .await??;
+    record(inner, &rec.id, State::Deleted, reason)
+}

@@ -1,0 +1,172 @@
+//! The reconciler: drives a sandbox from its observed state to its desired
+//! state, one transition at a time, recording each step before taking it.
+//!
+//! One file per transition: [`start`], [`stop`], [`pause`], [`resume`],
+//! [`delete`]. [`reconcile`] decides which to run; [`resync_all`] runs it for
+//! every live sandbox (at daemon start and periodically), which is how a
+//! restarted daemon adopts running sandboxes and finishes half-done work.
+
+mod config;
+mod delete;
+mod pause;
+mod resume;
+mod start;
+mod stop;
+
+use dwell_runtime::Observed;
+use dwell_store::SandboxRecord;
+
+use crate::controller::{blocking, Inner};
+use crate::error::Result;
+use crate::model::State;
+
+pub(crate) use config::config_of;
+
+/// Who asked for this reconciliation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Trigger {
+    /// A user request just wrote the desired state: act on it, even from
+    /// `error`.
+    Request,
+    /// The periodic sweep: repair drift, never retry a failed sandbox.
+    Resync,
+}
+
+/// Reconcile one sandbox after a request.
+pub(crate) async fn reconcile(inner: &std::sync::Arc<Inner>, id: &str) {
+    run(inner, id, Trigger::Request).await
+}
+
+/// Reconcile every live sandbox.
+pub(crate) async fn resync_all(inner: &std::sync::Arc<Inner>) {
+    let recs = match inner.store.list_sandboxes(None) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("resync: cannot list sandboxes: {e}");
+            return;
+        }
+    };
+    for rec in recs {
+        run(inner, &rec.id, Trigger::Resync).await;
+    }
+}
+
+async fn run(inner: &std::sync::Arc<Inner>, id: &str, trigger: Trigger) {
+    let lock = inner.lock_for(id);
+    let _g = lock.lock().await;
+    let rec = match inner.store.get_sandbox(id) {
+        Ok(Some(r)) => r,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::error!(sandbox = id, "reconcile: {e}");
+            return;
+        }
+    };
+    if let Err(e) = step(inner, &rec, trigger).await {
+        let msg = e.to_string();
+        tracing::warn!(sandbox = id, "reconcile failed: {msg}");
+        let _ = inner.store.add_event(id, "error", &msg);
+        let _ = inner.store.set_state(id, State::Error.as_str(), &msg);
+    }
+}
+
+/// What the runtime sees of a sandbox (nothing if it never started).
+async fn observe(inner: &std::sync::Arc<Inner>, id: &str) -> Result<Observed> {
+    let inner2 = inner.clone();
+    let id = id.to_string();
+    blocking(move || match config_of(&inner2, &id) {
+        Ok(cfg) => Ok(inner2.runtime.observe(&cfg)?),
+        Err(_) => Ok(Observed::Stopped),
+    })
+    .await?
+}
+
+async fn step(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord, trigger: Trigger) -> Result<()> {
+    let state = State::parse(&rec.state)?;
+    let desired = State::parse(&rec.desired_state)?;
+    if state == State::Deleted {
+        return Ok(());
+    }
+    if state == State::Error && trigger == Trigger::Resync && desired != State::Deleted {
+        return Ok(());
+    }
+    let observed = observe(inner, &rec.id).await?;
+    match (desired, observed) {
+        (State::Running, Observed::Running) => {
+            if state != State::Running {
+                record(inner, &rec.id, State::Running, "running (adopted)")?;
+            }
+            Ok(())
+        }
+        (State::Running, Observed::Paused) => resume::run(inner, rec).await,
+        (State::Running, Observed::Stopped) => {
+            if trigger == Trigger::Resync && matches!(state, State::Running | State::Paused) {
+                vanished(inner, rec).await
+            } else {
+                start::run(inner, rec).await
+            }
+        }
+        (State::Paused, Observed::Running) => pause::run(inner, rec).await,
+        (State::Paused, Observed::Paused) => {
+            if state != State::Paused {
+                record(inner, &rec.id, State::Paused, "paused (adopted)")?;
+            }
+            Ok(())
+        }
+        (State::Paused, Observed::Stopped) => vanished(inner, rec).await,
+        (State::Stopped, _) => {
+            if observed != Observed::Stopped || state != State::Stopped {
+                stop::run(inner, rec).await?;
+            }
+            if rec.mode == "ephemeral" {
+                inner.store.set_desired(&rec.id, State::Deleted.as_str())?;
+                delete::run(
+                    inner,
+                    rec,
+                    "ephemeral sandbox stopped: deleted with its data",
+                )
+                .await?;
+            }
+            Ok(())
+        }
+        (State::Deleted, _) => delete::run(inner, rec, "deleted on request").await,
+        (State::Creating | State::Error, _) => Ok(()),
+    }
+}
+
+/// The sandbox's processes are gone though it should run (crash, OOM of
+/// PID 1, host reboot). Ephemeral sandboxes are deleted; persistent ones
+/// are marked `error` with the reason and keep their volume.
+async fn vanished(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord) -> Result<()> {
+    stop::release(inner, &rec.id).await?;
+    if rec.mode == "ephemeral" {
+        inner.store.set_desired(&rec.id, State::Deleted.as_str())?;
+        return delete::run(
+            inner,
+            rec,
+            "ephemeral sandbox's processes vanished: deleted with its data",
+        )
+        .await;
+    }
+    inner.store.set_desired(&rec.id, State::Stopped.as_str())?;
+    record(
+        inner,
+        &rec.id,
+        State::Error,
+        "its processes ended outside dwell's control (crash, host reboot or PID 1 exit); files are kept: start it again with `dwell start`",
+    )
+}
+
+/// Record a transition: the state, its reason, and an event.
+pub(crate) fn record(inner: &Inner, id: &str, state: State, reason: &str) -> Result<()> {
+    inner.store.set_state(id, state.as_str(), reason)?;
+    inner
+        .store
+        .add_event(id, "state", &format!("{}: {reason}", state.as_str()))?;
+    Ok(())
+}
+
+/// Record a step about to be taken.
+pub(crate) fn step_event(inner: &Inner, id: &str, what: &str) -> Result<()> {
+    Ok(inner.store.add_event(id, "step", what)?)
+}

@@ -1,0 +1,23 @@
+//! `pause`: freeze every process of the sandbox (cgroup freezer for the
+//! namespace runtime). Memory stays in RAM; nothing runs until `resume`.
+
+use std::sync::Arc;
+
+use dwell_store::SandboxRecord;
+
+use super::{config_of, record, step_event};
+use crate::controller::{blocking, Inner};
+use crate::error::Result;
+use crate::model::State;
+
+pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord) -> Result<()> {
+    step_event(inner, &rec.id, "freezing processes")?;
+    let inner2 = inner.clone();
+    let id = rec.id.clone();
+    blocking(move || -> Result<()> {
+        let cfg = config_of(&inner2, &id)?;
+        Ok(inner2.runtime.pause(&cfg)?)
+    })
+    .await??;
+    record(inner, &rec.id, State::Paused, "paused on request")
+}

@@ -1,0 +1,22 @@
+//! `resume`: thaw the processes frozen by `pause`.
+
+use std::sync::Arc;
+
+use dwell_store::SandboxRecord;
+
+use super::{config_of, record, step_event};
+use crate::controller::{blocking, Inner};
+use crate::error::Result;
+use crate::model::State;
+
+pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord) -> Result<()> {
+    step_event(inner, &rec.id, "thawing processes")?;
+    let inner2 = inner.clone();
+    let id = rec.id.clone();
+    blocking(move || -> Result<()> {
+        let cfg = config_of(&inner2, &id)?;
+        Ok(inner2.runtime.resume(&cfg)?)
+    })
+    .await??;
+    record(inner, &rec.id, State::Running, "resumed on request")
+}

@@ -1,0 +1,44 @@
+//! `start`: make sure the volume exists and is mounted, write the runtime
+//! config, and start the sandbox's processes. On failure nothing of the
+//! attempt keeps running and the volume is unmounted again.
+
+use std::sync::Arc;
+
+use dwell_store::SandboxRecord;
+
+use super::{config, record, step_event};
+use crate::controller::{blocking, Inner};
+use crate::error::{Error, Result};
+use crate::model::{SandboxSpec, State};
+
+pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord) -> Result<()> {
+    let spec: SandboxSpec = serde_json::from_value(rec.spec.clone())
+        .map_err(|e| Error::Internal(format!("corrupt spec: {e}")))?;
+    step_event(inner, &rec.id, "preparing volume and image")?;
+    let inner2 = inner.clone();
+    let rec2 = rec.clone();
+    blocking(move || -> Result<()> {
+        let inner = inner2;
+        let rec = rec2;
+        let image = inner.images.get(&rec.image)?;
+        if inner.volumes.info(&rec.id).is_err() {
+            inner.volumes.create(&rec.id, spec.disk_bytes)?;
+        }
+        let upper = inner.volumes.mount(&rec.id)?;
+        let cfg = config::build(&inner, &rec.id, &rec.name, &spec, &image, upper);
+        config::save(&cfg)?;
+        let _ = inner.store.add_event(&rec.id, "step", "starting processes");
+        if let Err(e) = inner.runtime.start(&cfg) {
+            let _ = inner.runtime.stop(&cfg);
+            let _ = inner.volumes.unmount(&rec.id);
+            return Err(e.into());
+        }
+        Ok(())
+    })
+    .await??;
+    let reason = match rec.state.as_str() {
+        "creating" => "created and started",
+        _ => "started on request",
+    };
+    record(inner, &rec.id, State::Running, reason)
+}

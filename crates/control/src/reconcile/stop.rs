@@ -1,0 +1,33 @@
+//! `stop`: end every process of the sandbox and release what the runtime
+//! holds, then unmount the volume. The volume itself stays (persistent
+//! sandboxes) until `delete`.
+
+use std::sync::Arc;
+
+use dwell_store::SandboxRecord;
+
+use super::{config_of, record, step_event};
+use crate::controller::{blocking, Inner};
+use crate::error::Result;
+use crate::model::State;
+
+pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord) -> Result<()> {
+    step_event(inner, &rec.id, "stopping processes")?;
+    release(inner, &rec.id).await?;
+    record(inner, &rec.id, State::Stopped, "stopped on request")
+}
+
+/// Kill processes, free runtime resources, unmount the volume. Idempotent.
+pub(crate) async fn release(inner: &Arc<Inner>, id: &str) -> Result<()> {
+    inner.forget_agent(id).await;
+    let inner2 = inner.clone();
+    let id = id.to_string();
+    blocking(move || -> Result<()> {
+        if let Ok(cfg) = config_of(&inner2, &id) {
+            inner2.runtime.stop(&cfg)?;
+        }
+        inner2.volumes.unmount(&id)?;
+        Ok(())
+    })
+    .await?
+}
