@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, Semaphore};
 pub const MAX_STREAMS: usize = 256;
 /// Time a new connection has to send its Hello.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const CLOSED_EARLY: &str = "closed before the handshake";
 /// Outgoing frames queued per connection before handlers wait.
 const OUT_QUEUE: usize = 64;
 
@@ -167,7 +168,11 @@ where
     let writer = tokio::spawn(write_loop(w, rx));
 
     if let Err(why) = handshake(&mut reader, &out).await {
-        crate::error!("connection {name}: handshake failed: {why}");
+        if why == CLOSED_EARLY {
+            crate::debug!("connection {name}: {why}");
+        } else {
+            crate::error!("connection {name}: handshake failed: {why}");
+        }
         drop(out);
         let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
         return;
@@ -205,7 +210,7 @@ async fn handshake<R: AsyncRead + Unpin>(
     let f = match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()).await {
         Err(_) => return Err("no Hello within the handshake timeout".into()),
         Ok(Err(e)) => return Err(e.to_string()),
-        Ok(Ok(None)) => return Err("closed before the handshake".into()),
+        Ok(Ok(None)) => return Err(CLOSED_EARLY.into()),
         Ok(Ok(Some(f))) => f,
     };
     if f.stream != 0 || f.kind != Kind::Hello {

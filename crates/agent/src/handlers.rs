@@ -28,6 +28,7 @@ pub async fn run(ctx: StreamCtx, req: Request) {
         Request::Health => ctx.end(Ok(health())).await,
         Request::Processes => ctx.end(Ok(registry::with(|r| r.list()))).await,
         Request::Signal { pid, signal } => ctx.end(send_signal(pid, signal)).await,
+        Request::WriteStdin { pid } => process::write_stdin(ctx, pid).await,
         Request::CloseStdin { pid } => ctx.end(close_stdin(pid)).await,
         Request::Resize { pid, rows, cols } => ctx.end(resize(pid, rows, cols)).await,
         Request::ListDir { path, depth } => {

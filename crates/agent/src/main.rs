@@ -11,6 +11,7 @@ mod fdio;
 mod files;
 mod handlers;
 mod log;
+mod memory;
 mod process;
 mod pump;
 mod reaper;
@@ -50,6 +51,7 @@ fn parse_args() -> Result<Mode, String> {
 
 fn main() {
     log::init();
+    memory::init();
     let mode = match parse_args() {
         Ok(m) => m,
         Err(e) => {

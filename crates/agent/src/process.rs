@@ -28,14 +28,17 @@ fn io_err(what: &str, e: std::io::Error) -> RemoteError {
     RemoteError::from_io(what, &e)
 }
 
-/// Feeds a process's stdin from its channel; grants client window after each write.
+/// Feeds a process's stdin from its channel; grants client window after
+/// each write (also for data discarded after stdin was closed or broke).
 async fn stdin_writer(fd: Fd, tty: bool, mut rx: mpsc::UnboundedReceiver<StdinMsg>) {
-    let mut broken = false;
+    let mut fd = Some(fd);
     while let Some(m) = rx.recv().await {
         match m {
             StdinMsg::Data(b, credit) => {
-                if !broken && fd.write_all(&b).await.is_err() {
-                    broken = true;
+                if let Some(f) = &fd {
+                    if f.write_all(&b).await.is_err() {
+                        fd = None;
+                    }
                 }
                 if let Some(c) = credit {
                     c.release().await;
@@ -43,10 +46,27 @@ async fn stdin_writer(fd: Fd, tty: bool, mut rx: mpsc::UnboundedReceiver<StdinMs
             }
             StdinMsg::Close if tty => {
                 // A tty has no end of file: send the EOF character (VEOF, ^D).
-                let _ = fd.write_all(&[4]).await;
+                if let Some(f) = &fd {
+                    let _ = f.write_all(&[4]).await;
+                }
             }
-            StdinMsg::Close => return,
+            StdinMsg::Close => fd = None,
         }
+    }
+}
+
+/// Queues stdin data for `pid`, or discards it (granting the window back).
+async fn feed_stdin(pid: u32, b: bytes::Bytes, credit: crate::conn::Credit) {
+    match registry::with(|r| r.stdin(pid)).ok().flatten() {
+        Some(tx) => {
+            if let Err(mpsc::error::SendError(StdinMsg::Data(_, Some(c)))) =
+                tx.send(StdinMsg::Data(b, Some(credit)))
+            {
+                c.release().await;
+            }
+        }
+        // No stdin (not requested, or the process exited): discard.
+        None => credit.release().await,
     }
 }
 
@@ -165,11 +185,7 @@ async fn follow(
                 None => break true,
                 Some(ClientMsg::Data(b)) => {
                     let credit = ctx.credit(b.len());
-                    match registry::with(|r| r.stdin(pid)).ok().flatten() {
-                        Some(tx) => { let _ = tx.send(StdinMsg::Data(b, Some(credit))); }
-                        // No stdin (not requested, closed or exited): discard.
-                        None => credit.release().await,
-                    }
+                    feed_stdin(pid, b, credit).await;
                 }
                 Some(ClientMsg::Eof) => {
                     if let Some(tx) = registry::with(|r| r.stdin(pid)).ok().flatten() {
@@ -195,5 +211,42 @@ async fn follow(
             ctx.id
         );
         pump::kill_group(pid, libc::SIGKILL);
+    }
+}
+
+/// Handles a stdin-only stream to a process.
+pub async fn write_stdin(mut ctx: StreamCtx, pid: u32) {
+    match registry::with(|r| r.stdin(pid)) {
+        Err(e) => return ctx.end::<()>(Err(e)).await,
+        Ok(None) => {
+            let e = RemoteError::new(
+                dwell_proto::ErrorKind::InvalidArgument,
+                format!("process {pid} has no open stdin (start it with stdin: true or a tty)"),
+            );
+            return ctx.end::<()>(Err(e)).await;
+        }
+        Ok(Some(_)) => {}
+    }
+    if ctx.event(&Event::Ready).await.is_err() {
+        return;
+    }
+    let mut written = 0u64;
+    loop {
+        match ctx.inbound.recv().await {
+            None => return,
+            Some(ClientMsg::Data(b)) => {
+                written += b.len() as u64;
+                let credit = ctx.credit(b.len());
+                feed_stdin(pid, b, credit).await;
+            }
+            Some(ClientMsg::Eof) => return ctx.end(Ok(written)).await,
+            Some(ClientMsg::Control(_)) => {
+                let e = RemoteError::new(
+                    dwell_proto::ErrorKind::InvalidArgument,
+                    "controls are not accepted on a write_stdin stream; use resize/signal",
+                );
+                return ctx.end::<()>(Err(e)).await;
+            }
+        }
     }
 }

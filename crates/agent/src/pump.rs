@@ -107,4 +107,8 @@ pub async fn supervise(
     for s in registry::with(|r| r.finish(pid, st)) {
         let _ = s.send(Output::Exit(st)).await;
     }
+    drop((stdout, stderr, out_buf, err_buf));
+    if registry::with(|r| r.running_count()) == 0 {
+        crate::memory::trim();
+    }
 }

@@ -14,7 +14,9 @@ use crate::conn::Credit;
 use crate::ring::Ring;
 
 /// Exited processes remembered for `processes` and `attach`.
-pub const MAX_EXITED: usize = 128;
+pub const MAX_EXITED: usize = 64;
+/// Output kept for replay once a process has exited.
+pub const EXITED_RING: usize = 16 * 1024;
 /// Output chunks queued per subscriber before the process is held back.
 pub const SUBSCRIBER_QUEUE: usize = 8;
 
@@ -138,6 +140,7 @@ impl Registry {
             Some(p) => {
                 p.info.running = false;
                 p.info.exit = Some(status);
+                p.ring.shrink_to(EXITED_RING);
                 p.stdin = None;
                 p.pty = None;
                 std::mem::take(&mut p.subs)

@@ -22,16 +22,25 @@ impl Ring {
         }
         self.len += b.len();
         self.chunks.push_back((stderr, b));
-        while self.len > RING_CAPACITY {
-            let excess = self.len - RING_CAPACITY;
+        self.shrink_to(RING_CAPACITY);
+    }
+
+    /// Keeps only the newest `cap` bytes.
+    pub fn shrink_to(&mut self, cap: usize) {
+        while self.len > cap {
+            let excess = self.len - cap;
             let front = self.chunks.front_mut().expect("len > 0 implies a chunk");
             if front.1.len() <= excess {
                 self.len -= front.1.len();
                 self.chunks.pop_front();
             } else {
-                front.1 = front.1.slice(excess..);
+                // Copy the kept part so the old allocation is freed.
+                front.1 = Bytes::copy_from_slice(&front.1[excess..]);
                 self.len -= excess;
             }
+        }
+        if cap < RING_CAPACITY {
+            self.chunks.shrink_to_fit();
         }
     }
 
@@ -58,5 +67,8 @@ mod tests {
         let s = r.snapshot();
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].1.len(), RING_CAPACITY);
+        r.shrink_to(100);
+        let s = r.snapshot();
+        assert_eq!((s.len(), s[0].1.len(), s[0].1[99]), (1, 100, 3));
     }
 }

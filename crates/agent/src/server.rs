@@ -36,14 +36,25 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
         }
         Err(_) => {}
     }
-    // Create it private from the start, then make sure of the mode.
+    // Bind under a temporary name and rename into place, so the path only
+    // appears once the socket is private and listening (no connection is
+    // refused between bind and listen).
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp{}", std::process::id()));
+    let tmp = std::path::PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
     // SAFETY: umask only changes this process's file creation mask.
     let old = unsafe { libc::umask(0o177) };
-    let l = UnixListener::bind(path);
+    let l = UnixListener::bind(&tmp);
     // SAFETY: restores the previous mask.
     unsafe { libc::umask(old) };
     let l = l?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+        .and_then(|_| std::fs::rename(&tmp, path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     Ok(l)
 }
 
@@ -71,6 +82,7 @@ pub async fn listen(l: UnixListener) {
             let (r, w) = s.into_split();
             conn::serve(r, w, format!("#{n}")).await;
             active.fetch_sub(1, Ordering::Relaxed);
+            crate::memory::trim();
         });
     }
 }

@@ -280,3 +280,39 @@ async fn pty_exec_with_resize() {
     let out = s(&o.stdout);
     assert!(out.contains("33 44") && out.contains("eof"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdin_by_pid_from_another_connection() {
+    let a = Agent::start();
+    let c = a.client().await;
+    let mut r = ExecRequest::shell("cat; echo closed");
+    r.stdin = true;
+    r.background = true;
+    let p = c.exec(r).await.unwrap();
+    let pid = p.pid();
+    drop(p);
+    let c2 = a.client().await;
+    c2.write_stdin(pid, Bytes::from_static(b"abc\n"))
+        .await
+        .unwrap();
+    c2.write_stdin(pid, Bytes::from(vec![b'z'; 300 * 1024]))
+        .await
+        .unwrap();
+    c2.close_stdin(pid).await.unwrap();
+    let o = c2.attach(pid).await.unwrap().output().await.unwrap();
+    let out = s(&o.stdout);
+    // The ring keeps the last 64 KiB; the end of the stream must be there.
+    assert!(
+        out.ends_with("zzz\nclosed\n") || out.ends_with("zzzclosed\n"),
+        "{}",
+        &out[out.len().saturating_sub(20)..]
+    );
+    assert_eq!(o.status.code, Some(0));
+    // A process without stdin says so.
+    let p = c.exec(ExecRequest::shell("sleep 5")).await.unwrap();
+    let e = c
+        .write_stdin(p.pid(), Bytes::from_static(b"x"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.remote_kind(), Some(ErrorKind::InvalidArgument), "{e}");
+}

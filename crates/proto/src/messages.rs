@@ -25,18 +25,52 @@ pub struct Hello {
 pub enum Request {
     Health,
     Exec(ExecRequest),
-    Attach { pid: u32 },
+    Attach {
+        pid: u32,
+    },
     Processes,
-    Signal { pid: u32, signal: i32 },
-    CloseStdin { pid: u32 },
-    Resize { pid: u32, rows: u16, cols: u16 },
-    ReadFile { path: String },
-    WriteFile { path: String, options: WriteOptions },
-    ListDir { path: String, depth: u32 },
-    Stat { path: String },
-    Mkdir { path: String, parents: bool },
-    Remove { path: String, recursive: bool },
-    Rename { from: String, to: String },
+    Signal {
+        pid: u32,
+        signal: i32,
+    },
+    /// Opens a stream of `Data` frames (then `Eof`) into a process's stdin.
+    WriteStdin {
+        pid: u32,
+    },
+    CloseStdin {
+        pid: u32,
+    },
+    Resize {
+        pid: u32,
+        rows: u16,
+        cols: u16,
+    },
+    ReadFile {
+        path: String,
+    },
+    WriteFile {
+        path: String,
+        options: WriteOptions,
+    },
+    ListDir {
+        path: String,
+        depth: u32,
+    },
+    Stat {
+        path: String,
+    },
+    Mkdir {
+        path: String,
+        parents: bool,
+    },
+    Remove {
+        path: String,
+        recursive: bool,
+    },
+    Rename {
+        from: String,
+        to: String,
+    },
 }
 
 /// A non-final message from the agent on a stream.
@@ -49,7 +83,7 @@ pub enum Event {
     Attached { process: ProcessInfo },
     /// A file opened for reading; its content follows as `Data` frames.
     Opened { size: u64 },
-    /// A file opened for writing; the client may now send `Data` frames.
+    /// A file (or a process's stdin) is open for writing; the client may now send `Data` frames.
     Ready,
 }
 

@@ -210,6 +210,24 @@ impl AgentClient {
         self.call(Request::Signal { pid, signal }, "signal").await
     }
 
+    /// Writes to the stdin of a process started through the agent (with
+    /// `stdin: true` or a tty), without attaching to its output.
+    pub async fn write_stdin(&self, pid: u32, data: bytes::Bytes) -> Result<()> {
+        let mut s = self.conn.open(&Request::WriteStdin { pid })?;
+        match self.first(&mut s, "write_stdin").await? {
+            Inbound::Event(Event::Ready) => {}
+            Inbound::End(Err(e)) => return Err(Error::Remote(e)),
+            _ => {
+                return Err(Error::Protocol(
+                    "write_stdin reply did not start with Ready".into(),
+                ))
+            }
+        }
+        let mut w = FileWriter::new(s, self.call_timeout);
+        w.write(data).await?;
+        w.finish().await.map(|_| ())
+    }
+
     /// Closes the stdin of a process started through the agent.
     pub async fn close_stdin(&self, pid: u32) -> Result<()> {
         self.call(Request::CloseStdin { pid }, "close_stdin").await
