@@ -57,14 +57,28 @@ async fn read_some(fd: &Option<Fd>, buf: &mut [u8]) -> std::io::Result<usize> {
     }
 }
 
-/// Drains whatever is readable right now from `fd`.
-async fn drain(pid: u32, stderr: bool, fd: &Option<Fd>, buf: &mut [u8]) {
-    let Some(f) = fd else { return };
-    while let Ok(Some(n)) = f.read_now(buf) {
+/// Drains whatever is readable right now from `fd`; false once it hit end of file.
+async fn drain(pid: u32, stderr: bool, fd: &Option<Fd>, buf: &mut [u8]) -> bool {
+    let Some(f) = fd else { return false };
+    loop {
+        match f.read_now(buf) {
+            Ok(Some(0)) | Err(_) => return false,
+            Ok(Some(n)) => deliver(pid, stderr, Bytes::copy_from_slice(&buf[..n])).await,
+            Ok(None) => return true,
+        }
+    }
+}
+
+/// Keeps reading a pipe that descendants of an exited process still hold,
+/// into the ring buffer only, so that they do not get SIGPIPE.
+async fn linger(pid: u32, stderr: bool, fd: Fd) {
+    let mut buf = vec![0u8; 4096];
+    while let Ok(n) = fd.read(&mut buf).await {
         if n == 0 {
             return;
         }
-        deliver(pid, stderr, Bytes::copy_from_slice(&buf[..n])).await;
+        let b = Bytes::copy_from_slice(&buf[..n]);
+        registry::with(|r| r.record_output(pid, stderr, &b));
     }
 }
 
@@ -100,14 +114,19 @@ pub async fn supervise(
     };
     // Everything the process wrote before exiting is in the pipe now; output
     // of descendants that keep the pipe open afterwards is not waited for.
-    drain(pid, false, &stdout, &mut out_buf).await;
-    drain(pid, true, &stderr, &mut err_buf).await;
+    let out_open = drain(pid, false, &stdout, &mut out_buf).await;
+    let err_open = drain(pid, true, &stderr, &mut err_buf).await;
     let st = decode(status, timed_out);
     crate::debug!("process {pid} exited: {st:?}");
     for s in registry::with(|r| r.finish(pid, st)) {
         let _ = s.send(Output::Exit(st)).await;
     }
-    drop((stdout, stderr, out_buf, err_buf));
+    drop((out_buf, err_buf));
+    for (open, is_err, fd) in [(out_open, false, stdout), (err_open, true, stderr)] {
+        if let (true, Some(fd)) = (open, fd) {
+            tokio::spawn(linger(pid, is_err, fd));
+        }
+    }
     if registry::with(|r| r.running_count()) == 0 {
         crate::memory::trim();
     }

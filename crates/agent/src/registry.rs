@@ -127,6 +127,9 @@ impl Registry {
         match self.procs.get_mut(&pid) {
             Some(p) => {
                 p.ring.push(stderr, b.clone());
+                if p.info.exit.is_some() {
+                    p.ring.shrink_to(EXITED_RING);
+                }
                 p.subs.retain(|s| !s.is_closed());
                 p.subs.clone()
             }

@@ -316,3 +316,25 @@ async fn stdin_by_pid_from_another_connection() {
         .unwrap_err();
     assert_eq!(e.remote_kind(), Some(ErrorKind::InvalidArgument), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_is_not_held_back_by_descendants_holding_the_pipe() {
+    let a = Agent::start();
+    let c = a.client().await;
+    let t = Instant::now();
+    let p = c
+        .exec(ExecRequest::shell("(sleep 1.5; echo late) & echo early"))
+        .await
+        .unwrap();
+    let pid = p.pid();
+    let o = p.output().await.unwrap();
+    assert!(
+        t.elapsed() < Duration::from_millis(350),
+        "exit waited for the descendant"
+    );
+    assert_eq!((s(&o.stdout).as_str(), o.status.code), ("early\n", Some(0)));
+    // The descendant's later output lands in the replay buffer (no SIGPIPE).
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let o = c.attach(pid).await.unwrap().output().await.unwrap();
+    assert_eq!(s(&o.stdout), "early\nlate\n");
+}
