@@ -1,1 +1,202 @@
-//! The namespace runtime (being written).
+//! The namespace runtime: each sandbox is a tree of processes in its own
+//! mount, pid, uts, ipc, net and cgroup namespaces, rooted in an overlay,
+//! limited by cgroups, with reduced capabilities, no_new_privs and a
+//! seccomp filter. See SECURITY.md in this crate for what each layer stops.
+//!
+//! The daemon never forks to build a sandbox: [`NamespaceRuntime::start`]
+//! runs a boot process (a fresh exec of the daemon binary calling
+//! [`boot_main`]) that does the work and exits, leaving the sandbox
+//! reparented away from the daemon.
+
+pub mod boot;
+pub mod caps;
+pub mod cgroup;
+pub mod child;
+pub mod dev;
+pub mod doctor;
+pub mod layout;
+pub mod mounts;
+pub mod network;
+pub mod observe;
+pub mod pause;
+pub mod pidfile;
+pub mod resume;
+pub mod seccomp;
+pub mod start;
+pub mod stop;
+pub mod sys;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use boot::boot_main;
+pub use doctor::{doctor, Check};
+pub use network::NetInfo;
+
+use cgroup::{Cgroup, HostCgroups, SandboxCgroup};
+
+use crate::{Error, Observed, Result, Runtime, SandboxConfig, Started, Stats};
+
+/// How the namespace runtime is set up.
+#[derive(Debug, Clone)]
+pub struct NsOptions {
+    /// The executable run as the boot process (the daemon binary).
+    pub boot_exe: PathBuf,
+    /// Arguments before the state dir (e.g. `["__ns-boot"]`).
+    pub boot_args: Vec<String>,
+    /// Name of the cgroup that holds every sandbox's cgroup (may contain
+    /// slashes), e.g. `dwell` -> /sys/fs/cgroup/memory/dwell/<id>.
+    pub cgroup_parent: String,
+    /// Pool that NAT sandboxes take their /30 from.
+    pub nat_pool: String,
+    /// How long the agent may take to accept connections.
+    pub agent_timeout: Duration,
+}
+
+impl NsOptions {
+    /// Defaults: cgroup parent `dwell`, NAT pool 10.200.0.0/16, 10 s.
+    pub fn new(boot_exe: impl Into<PathBuf>, boot_args: Vec<String>) -> NsOptions {
+        NsOptions {
+            boot_exe: boot_exe.into(),
+            boot_args,
+            cgroup_parent: "dwell".into(),
+            nat_pool: network::DEFAULT_NAT_POOL.into(),
+            agent_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The namespace runtime.
+#[derive(Debug)]
+pub struct NamespaceRuntime {
+    options: NsOptions,
+    host: HostCgroups,
+}
+
+impl NamespaceRuntime {
+    /// Detect the host's cgroups and check the options.
+    pub fn new(options: NsOptions) -> Result<NamespaceRuntime> {
+        let parent = &options.cgroup_parent;
+        if parent.is_empty()
+            || parent.starts_with('/')
+            || parent
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            return Err(Error::Other(format!(
+                "invalid cgroup parent {parent:?}: use a relative name such as \"dwell\""
+            )));
+        }
+        network::parse_pool(&options.nat_pool)?;
+        if !options.boot_exe.is_file() {
+            return Err(Error::Other(format!(
+                "boot executable {} does not exist",
+                options.boot_exe.display()
+            )));
+        }
+        Ok(NamespaceRuntime {
+            host: HostCgroups::detect()?,
+            options,
+        })
+    }
+
+    pub fn options(&self) -> &NsOptions {
+        &self.options
+    }
+
+    pub fn host_cgroups(&self) -> &HostCgroups {
+        &self.host
+    }
+
+    /// The cgroups of one sandbox.
+    pub fn cgroup(&self, id: &str) -> SandboxCgroup {
+        SandboxCgroup::new(&self.host, &self.options.cgroup_parent, id)
+    }
+
+    /// The network set up for a NAT sandbox, if any.
+    pub fn network(&self, config: &SandboxConfig) -> Option<NetInfo> {
+        let bytes = std::fs::read(layout::state_file(config, layout::NETWORK_FILE)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Remove the (empty) parent cgroups; best effort, for uninstalls and
+    /// tests. Fails quietly while sandboxes still exist.
+    pub fn remove_cgroup_parent(&self) {
+        for dir in self.host.parent_dirs(&self.options.cgroup_parent) {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Mount points at or below `dir` in this (the host's) mount namespace.
+fn mounts_below(dir: &Path) -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut v: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    // Deepest first.
+    v.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    v
+}
+
+impl Runtime for NamespaceRuntime {
+    fn name(&self) -> &'static str {
+        "ns"
+    }
+
+    fn start(&self, config: &SandboxConfig) -> Result<Started> {
+        start::start(self, config)
+    }
+
+    fn observe(&self, config: &SandboxConfig) -> Result<Observed> {
+        layout::validate_id(&config.id)?;
+        observe::observe(config, &self.cgroup(&config.id))
+    }
+
+    fn pause(&self, config: &SandboxConfig) -> Result<()> {
+        layout::validate_id(&config.id)?;
+        pause::freeze(&self.cgroup(&config.id), pause::FREEZE_TIMEOUT)
+    }
+
+    fn resume(&self, config: &SandboxConfig) -> Result<()> {
+        layout::validate_id(&config.id)?;
+        resume::thaw(&self.cgroup(&config.id), pause::FREEZE_TIMEOUT)
+    }
+
+    fn stop(&self, config: &SandboxConfig) -> Result<()> {
+        layout::validate_id(&config.id)?;
+        let pid_file = layout::state_file(config, layout::PID_FILE);
+        // PID 1 outside its cgroup (cgroups removed by hand): kill it too.
+        if let Some(pid) = pidfile::live_pid(&pid_file)? {
+            let _ = sys::kill(pid, libc::SIGKILL);
+        }
+        stop::kill_and_remove(&self.cgroup(&config.id), stop::KILL_TIMEOUT)?;
+        network::teardown(&config.id);
+        for m in mounts_below(&layout::state_file(config, layout::ROOTFS_DIR)) {
+            let _ = sys::umount2(&m, libc::MNT_DETACH);
+        }
+        for f in [layout::PID_FILE, layout::NETWORK_FILE, layout::AGENT_SOCKET] {
+            let _ = std::fs::remove_file(layout::state_file(config, f));
+        }
+        Ok(())
+    }
+
+    fn stats(&self, config: &SandboxConfig) -> Result<Stats> {
+        layout::validate_id(&config.id)?;
+        let cg = self.cgroup(&config.id);
+        if !cg.exists() {
+            return Err(Error::Other(format!(
+                "sandbox {} is not running: it has no cgroup on this host",
+                config.id
+            )));
+        }
+        cg.stats()
+    }
+
+    fn list_host(&self) -> Result<Vec<String>> {
+        observe::list_ids(&self.host.parent_dirs(&self.options.cgroup_parent))
+    }
+}

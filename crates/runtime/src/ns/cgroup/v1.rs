@@ -1,0 +1,145 @@
+//! A sandbox's cgroups in the v1 hierarchies: one directory per controller
+//! (memory, cpu, cpuacct, pids, freezer), limits written as v1 files.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::{keyed, parse_u64, read_opt, read_procs, rmdir, write};
+use crate::error::Context;
+use crate::{Resources, Result, Stats};
+
+/// CFS period used for the CPU quota, in microseconds.
+pub const CFS_PERIOD_US: u64 = 100_000;
+
+#[derive(Debug, Clone)]
+pub struct V1Group {
+    /// controller -> this sandbox's directory in it.
+    dirs: BTreeMap<String, PathBuf>,
+}
+
+impl V1Group {
+    pub fn new(mounts: &BTreeMap<String, PathBuf>, rel: &Path) -> V1Group {
+        V1Group {
+            dirs: mounts
+                .iter()
+                .map(|(c, m)| (c.clone(), m.join(rel)))
+                .collect(),
+        }
+    }
+
+    fn dir(&self, controller: &str) -> Option<&Path> {
+        self.dirs.get(controller).map(PathBuf::as_path)
+    }
+
+    /// Distinct directories (co-mounted controllers share one).
+    fn unique_dirs(&self) -> Vec<&Path> {
+        let mut v: Vec<&Path> = self.dirs.values().map(PathBuf::as_path).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    pub fn create(&self, r: &Resources) -> Result<()> {
+        for d in self.unique_dirs() {
+            std::fs::create_dir_all(d).context(|| format!("creating cgroup {}", d.display()))?;
+        }
+        if let Some(mem) = self.dir("memory") {
+            let limit = r.memory_bytes.to_string();
+            write(&mem.join("memory.limit_in_bytes"), &limit)?;
+            let memsw = mem.join("memory.memsw.limit_in_bytes");
+            if memsw.exists() {
+                write(&memsw, &limit)?;
+            }
+            let swappiness = mem.join("memory.swappiness");
+            if swappiness.exists() {
+                // Best effort: the file refuses writes under some parents.
+                let _ = std::fs::write(swappiness, "0");
+            }
+        }
+        if let Some(cpu) = self.dir("cpu") {
+            let quota = ((r.vcpus * CFS_PERIOD_US as f64) as u64).max(1000);
+            write(&cpu.join("cpu.cfs_period_us"), &CFS_PERIOD_US.to_string())?;
+            write(&cpu.join("cpu.cfs_quota_us"), &quota.to_string())?;
+        }
+        if let Some(pids) = self.dir("pids") {
+            write(&pids.join("pids.max"), &r.pids.to_string())?;
+        }
+        Ok(())
+    }
+
+    pub fn add_process(&self, pid: i32) -> Result<()> {
+        for d in self.unique_dirs() {
+            write(&d.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    pub fn procs(&self) -> Result<Vec<i32>> {
+        let mut all = Vec::new();
+        for d in self.unique_dirs() {
+            all.extend(read_procs(&d.join("cgroup.procs"))?);
+        }
+        Ok(all)
+    }
+
+    fn freezer_state(&self) -> Result<Option<String>> {
+        match self.dir("freezer") {
+            Some(d) => Ok(read_opt(&d.join("freezer.state"))?.map(|s| s.trim().to_string())),
+            None => Ok(None),
+        }
+    }
+
+    pub fn request_freeze(&self, frozen: bool) -> Result<()> {
+        let d = self
+            .dir("freezer")
+            .ok_or_else(|| crate::Error::Unsupported {
+                what: "the v1 freezer controller".into(),
+                why: "it is not mounted".into(),
+                fix: "mount it at /sys/fs/cgroup/freezer".into(),
+            })?;
+        write(
+            &d.join("freezer.state"),
+            if frozen { "FROZEN" } else { "THAWED" },
+        )
+    }
+
+    pub fn is_frozen(&self) -> Result<bool> {
+        Ok(self.freezer_state()?.as_deref() == Some("FROZEN"))
+    }
+
+    pub fn stats(&self) -> Result<Stats> {
+        let mut s = Stats::default();
+        if let Some(mem) = self.dir("memory") {
+            let get = |f: &str| -> Result<u64> {
+                Ok(read_opt(&mem.join(f))?.map(|v| parse_u64(&v)).unwrap_or(0))
+            };
+            s.memory_bytes = get("memory.usage_in_bytes")?;
+            s.memory_limit_bytes = get("memory.limit_in_bytes")?;
+            s.oom_kills = read_opt(&mem.join("memory.oom_control"))?
+                .and_then(|c| keyed(&c, "oom_kill"))
+                .unwrap_or(0);
+        }
+        if let Some(acct) = self.dir("cpuacct") {
+            s.cpu_usage_ns = read_opt(&acct.join("cpuacct.usage"))?
+                .map(|v| parse_u64(&v))
+                .unwrap_or(0);
+        }
+        if let Some(pids) = self.dir("pids") {
+            s.pids = read_opt(&pids.join("pids.current"))?
+                .map(|v| parse_u64(&v))
+                .unwrap_or(0);
+        }
+        Ok(s)
+    }
+
+    pub fn exists(&self) -> bool {
+        self.unique_dirs().iter().any(|d| d.exists())
+    }
+
+    pub fn remove(&self) -> Result<()> {
+        for d in self.unique_dirs() {
+            rmdir(d)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,304 @@
+//! The sandbox's mount namespace: the root overlay, one overlay per host
+//! directory, /proc, a read-only /sys with the sandbox's cgroup2 view,
+//! masked and read-only kernel paths, the agent and its socket directory,
+//! and finally pivot_root into the new root.
+//!
+//! Runs in the boot child, inside the new mount namespace, before
+//! capabilities are dropped.
+
+use std::path::{Component, Path, PathBuf};
+
+use super::dev;
+use super::layout;
+use super::sys;
+use crate::SandboxConfig;
+
+/// Files and directories hidden from the sandbox (OCI defaults).
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Paths the sandbox may read but not write.
+pub const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+type R<T> = Result<T, String>;
+
+fn mnt(
+    source: Option<&Path>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> R<()> {
+    sys::mount(source, target, fstype, flags, data).map_err(|e| {
+        format!(
+            "mounting {} ({}) at {}: {e}",
+            source.map_or("none".into(), |s| s.display().to_string()),
+            fstype.unwrap_or("bind"),
+            target.display()
+        )
+    })
+}
+
+fn mkdir_p(p: &Path) -> R<()> {
+    std::fs::create_dir_all(p).map_err(|e| format!("creating {}: {e}", p.display()))
+}
+
+/// `root` joined with the absolute in-sandbox path `path`, creating missing
+/// directories and refusing symlinks on the way, so that an image cannot
+/// redirect a mount onto the host (e.g. `/run -> /etc` absolute symlinks
+/// would otherwise be followed relative to the host's root).
+pub fn in_root(root: &Path, path: &str, create_dirs: bool) -> R<PathBuf> {
+    let mut cur = root.to_path_buf();
+    for c in Path::new(path).components() {
+        let Component::Normal(name) = c else {
+            continue;
+        };
+        cur.push(name);
+        match std::fs::symlink_metadata(&cur) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(format!(
+                    "{path} inside the sandbox goes through the symlink {}; the image must \
+                     have a real directory there",
+                    cur.display()
+                ))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create_dirs => {
+                std::fs::create_dir(&cur)
+                    .map_err(|e| format!("creating {}: {e}", cur.display()))?;
+            }
+            Err(e) => return Err(format!("{}: {e}", cur.display())),
+        }
+    }
+    Ok(cur)
+}
+
+/// Mount everything under `state_dir/rootfs` and pivot into it.
+pub fn build_root(config: &SandboxConfig) -> R<()> {
+    mnt(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )?;
+    let rootfs = layout::state_file(config, layout::ROOTFS_DIR);
+    mkdir_p(&rootfs)?;
+    mount_overlays(config, &rootfs)?;
+    mount_kernel_fs(&rootfs)?;
+    dev::mount_dev(&rootfs)?;
+    mount_dwell_dirs(config, &rootfs)?;
+    mask_paths(&rootfs)?;
+    pivot(&rootfs)
+}
+
+fn overlay(lower: &str, upper: &Path, work: &Path, target: &Path) -> R<()> {
+    mkdir_p(upper)?;
+    mkdir_p(work)?;
+    let data = format!(
+        "lowerdir={lower},upperdir={},workdir={}",
+        upper.display(),
+        work.display()
+    );
+    // nodev: with CAP_MKNOD a sandbox could create a node for a host disk;
+    // on a nodev mount such a node cannot be opened.
+    mnt(
+        Some(Path::new("overlay")),
+        target,
+        Some("overlay"),
+        libc::MS_NODEV,
+        Some(&data),
+    )
+}
+
+fn mount_overlays(config: &SandboxConfig, rootfs: &Path) -> R<()> {
+    let upper_root = &config.rootfs.upper_root;
+    let lower = config
+        .rootfs
+        .layers
+        .iter()
+        .map(|l| l.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":");
+    overlay(
+        &lower,
+        &upper_root.join("root/upper"),
+        &upper_root.join("root/work"),
+        rootfs,
+    )?;
+    for dir in &config.rootfs.host_dirs {
+        let name = layout::host_dir_name(dir);
+        let target = in_root(rootfs, &dir.to_string_lossy(), true)?;
+        overlay(
+            &dir.display().to_string(),
+            &upper_root.join("host").join(&name).join("upper"),
+            &upper_root.join("host").join(&name).join("work"),
+            &target,
+        )?;
+    }
+    Ok(())
+}
+
+const NOSUID_NODEV_NOEXEC: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+
+fn mount_kernel_fs(rootfs: &Path) -> R<()> {
+    let proc_dir = in_root(rootfs, "/proc", true)?;
+    mnt(
+        Some(Path::new("proc")),
+        &proc_dir,
+        Some("proc"),
+        NOSUID_NODEV_NOEXEC,
+        None,
+    )?;
+    let sys_dir = in_root(rootfs, "/sys", true)?;
+    mnt(
+        Some(Path::new("sysfs")),
+        &sys_dir,
+        Some("sysfs"),
+        NOSUID_NODEV_NOEXEC | libc::MS_RDONLY,
+        None,
+    )?;
+    // The cgroup namespace was created after the boot process joined the
+    // sandbox's cgroups, so this shows the sandbox's own subtree only.
+    let cg = sys_dir.join("fs/cgroup");
+    if cg.is_dir() {
+        let flags = NOSUID_NODEV_NOEXEC | libc::MS_RDONLY;
+        if sys::mount(
+            Some(Path::new("cgroup2")),
+            &cg,
+            Some("cgroup2"),
+            flags,
+            None,
+        )
+        .is_err()
+        {
+            // No cgroup2 on this host (pure v1): hide the directory.
+            mnt(
+                Some(Path::new("tmpfs")),
+                &cg,
+                Some("tmpfs"),
+                flags,
+                Some("size=4k"),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn mount_dwell_dirs(config: &SandboxConfig, rootfs: &Path) -> R<()> {
+    let run_src = layout::state_file(config, layout::RUN_DIR);
+    mkdir_p(&run_src)?;
+    let run_dst = in_root(rootfs, layout::SANDBOX_RUN_DIR, true)?;
+    mnt(Some(&run_src), &run_dst, None, libc::MS_BIND, None)?;
+    mnt(
+        None,
+        &run_dst,
+        None,
+        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NOSUID | libc::MS_NODEV,
+        None,
+    )?;
+
+    // The agent lives on a small tmpfs so nothing of it lands in the
+    // sandbox's writable layer.
+    let agent_dir = in_root(rootfs, layout::SANDBOX_AGENT_DIR, true)?;
+    mnt(
+        Some(Path::new("tmpfs")),
+        &agent_dir,
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some("size=16k,mode=755"),
+    )?;
+    let agent = agent_dir.join("agent");
+    std::fs::write(&agent, b"").map_err(|e| format!("creating {}: {e}", agent.display()))?;
+    mnt(
+        Some(&config.agent_binary),
+        &agent,
+        None,
+        libc::MS_BIND,
+        None,
+    )?;
+    mnt(
+        None,
+        &agent,
+        None,
+        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+        None,
+    )?;
+    mnt(
+        None,
+        &agent_dir,
+        None,
+        libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+        Some("size=16k,mode=755"),
+    )
+}
+
+fn mask_paths(rootfs: &Path) -> R<()> {
+    let null = rootfs.join("dev/null");
+    for p in MASKED_PATHS {
+        let target = rootfs.join(p.trim_start_matches('/'));
+        match std::fs::metadata(&target) {
+            Ok(m) if m.is_dir() => mnt(
+                Some(Path::new("tmpfs")),
+                &target,
+                Some("tmpfs"),
+                NOSUID_NODEV_NOEXEC | libc::MS_RDONLY,
+                Some("size=0"),
+            )?,
+            Ok(_) => mnt(Some(&null), &target, None, libc::MS_BIND, None)?,
+            Err(_) => {} // not present on this kernel: nothing to hide
+        }
+    }
+    for p in READONLY_PATHS {
+        let target = rootfs.join(p.trim_start_matches('/'));
+        if !target.exists() {
+            continue;
+        }
+        mnt(
+            Some(&target),
+            &target,
+            None,
+            libc::MS_BIND | libc::MS_REC,
+            None,
+        )?;
+        mnt(
+            None,
+            &target,
+            None,
+            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | NOSUID_NODEV_NOEXEC,
+            None,
+        )?;
+    }
+    Ok(())
+}
+
+/// pivot_root into `rootfs` and detach the old root, so no path inside the
+/// sandbox names a host file.
+fn pivot(rootfs: &Path) -> R<()> {
+    std::env::set_current_dir(rootfs).map_err(|e| format!("entering {}: {e}", rootfs.display()))?;
+    // pivot_root(".", "."): the old root ends up stacked on the new one
+    // and is detached right away; no directory is needed for it.
+    sys::pivot_root(Path::new("."), Path::new("."))
+        .map_err(|e| format!("pivot_root into {}: {e}", rootfs.display()))?;
+    sys::umount2(Path::new("."), libc::MNT_DETACH)
+        .map_err(|e| format!("detaching the old root: {e}"))?;
+    std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))
+}

@@ -1,0 +1,358 @@
+//! Networking of a sandbox. Every sandbox has its own network namespace
+//! with loopback up. In NAT mode it also gets a veth pair (`eth0` inside, a
+//! /30 from the NAT pool) and an nftables table of its own that
+//! masquerades its outbound traffic and drops what it sends to the host
+//! itself, to other sandboxes and to link-local addresses (cloud metadata).
+
+use std::fs::File;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use serde::{Deserialize, Serialize};
+
+use super::layout;
+use crate::{Error, Result};
+
+/// The default pool /30 subnets are taken from.
+pub const DEFAULT_NAT_POOL: &str = "10.200.0.0/16";
+
+const LOCK_FILE: &str = "/run/dwell-ns-network.lock";
+
+/// What was set up for one sandbox (stored as `network.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NetInfo {
+    pub host_if: String,
+    pub table: String,
+    pub sandbox_ip: Ipv4Addr,
+    pub gateway_ip: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+/// NAT needs IPv4 forwarding; the runtime never turns it on by itself.
+pub fn check_forwarding() -> Result<()> {
+    let v = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
+    if v.trim() == "1" {
+        return Ok(());
+    }
+    Err(Error::Unsupported {
+        what: "NAT networking".into(),
+        why: "IPv4 forwarding is off (net.ipv4.ip_forward = 0), so the host would not route \
+              the sandbox's packets"
+            .into(),
+        fix: "enable it with `sysctl -w net.ipv4.ip_forward=1` and persist it in \
+              /etc/sysctl.d/99-dwell.conf, or start the sandbox with network mode none"
+            .into(),
+    })
+}
+
+/// Parse `a.b.c.d/len`.
+pub fn parse_pool(pool: &str) -> Result<(u32, u8)> {
+    let bad = || {
+        Error::Other(format!(
+            "invalid NAT pool {pool:?}: expected a.b.c.d/len with len <= 30"
+        ))
+    };
+    let (addr, len) = pool.split_once('/').ok_or_else(bad)?;
+    let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
+    let len: u8 = len.parse().map_err(|_| bad())?;
+    if len > 30 {
+        return Err(bad());
+    }
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    Ok((u32::from(addr) & mask, len))
+}
+
+/// The /30 subnets of `pool` in the order tried for `id`.
+fn candidates(pool: (u32, u8), id: &str) -> impl Iterator<Item = u32> {
+    let count: u64 = 1u64 << (30 - pool.1);
+    let start = layout::fnv1a(id) % count;
+    (0..count).map(move |i| pool.0 + (((start + i) % count) as u32) * 4)
+}
+
+fn run(cmd: &mut Command, what: &str) -> Result<String> {
+    let out = cmd.stdin(Stdio::null()).output().map_err(|e| Error::Io {
+        context: format!("{what}: running {:?} (is it installed?)", cmd.get_program()),
+        source: e,
+    })?;
+    if !out.status.success() {
+        return Err(Error::Other(format!(
+            "{what}: {:?} failed: {}",
+            cmd,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// IPv4 addresses configured on the host.
+fn host_addrs() -> Result<Vec<u32>> {
+    let out = run(
+        Command::new("ip").args(["-o", "-4", "addr", "show"]),
+        "listing addresses",
+    )?;
+    Ok(out
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            it.find(|w| *w == "inet")?;
+            let addr = it.next()?.split('/').next()?;
+            addr.parse::<Ipv4Addr>().ok().map(u32::from)
+        })
+        .collect())
+}
+
+struct Lock(File);
+
+impl Lock {
+    fn take() -> Result<Lock> {
+        let f = File::create(LOCK_FILE).map_err(|e| Error::Io {
+            context: format!("opening {LOCK_FILE}"),
+            source: e,
+        })?;
+        // SAFETY: valid fd.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } < 0 {
+            return Err(Error::Io {
+                context: format!("locking {LOCK_FILE}"),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(Lock(f))
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        // SAFETY: valid fd.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+fn ruleset(info: &NetInfo, pool: &str) -> String {
+    let NetInfo {
+        host_if: i,
+        table: t,
+        sandbox_ip: ip,
+        ..
+    } = info;
+    format!(
+        "table ip {t} {{
+  chain input {{
+    type filter hook input priority filter; policy accept;
+    iifname \"{i}\" ct state established,related accept
+    iifname \"{i}\" drop
+  }}
+  chain forward {{
+    type filter hook forward priority filter; policy accept;
+    iifname \"{i}\" ip daddr {{ {pool}, 169.254.0.0/16 }} drop
+    iifname \"{i}\" ip saddr != {ip} drop
+    oifname \"{i}\" ct state established,related accept
+    oifname \"{i}\" drop
+  }}
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    ip saddr {ip} oifname != \"{i}\" masquerade
+  }}
+}}
+"
+    )
+}
+
+/// Create the veth pair, address both ends, route and install the table.
+/// `pid` is the sandbox's PID 1 (its network namespace).
+pub fn setup(id: &str, pid: i32, pool: &str, state_dir: &Path) -> Result<NetInfo> {
+    check_forwarding()?;
+    let parsed = parse_pool(pool)?;
+    let host_if = layout::host_veth(id);
+    let _lock = Lock::take()?;
+    let used = host_addrs()?;
+    let net = candidates(parsed, id)
+        .find(|n| !used.iter().any(|a| a & !3 == *n))
+        .ok_or_else(|| {
+            Error::Other(format!(
+                "the NAT pool {pool} is exhausted; configure a larger pool"
+            ))
+        })?;
+    let info = NetInfo {
+        table: format!("dwell_{host_if}"),
+        host_if,
+        gateway_ip: Ipv4Addr::from(net + 1),
+        sandbox_ip: Ipv4Addr::from(net + 2),
+        prefix_len: 30,
+    };
+    let result = configure(&info, pid, pool);
+    if let Err(e) = result {
+        teardown(id);
+        return Err(e);
+    }
+    let json = serde_json::to_vec_pretty(&info).expect("NetInfo serialises");
+    std::fs::write(state_dir.join(layout::NETWORK_FILE), json).map_err(|e| Error::Io {
+        context: "writing network.json".into(),
+        source: e,
+    })?;
+    Ok(info)
+}
+
+fn configure(info: &NetInfo, pid: i32, pool: &str) -> Result<()> {
+    let pid = pid.to_string();
+    let h = info.host_if.as_str();
+    run(
+        Command::new("ip").args([
+            "link", "add", h, "type", "veth", "peer", "name", "eth0", "netns", &pid,
+        ]),
+        "creating the veth pair",
+    )?;
+    let gw = format!("{}/{}", info.gateway_ip, info.prefix_len);
+    run(
+        Command::new("ip").args(["addr", "add", &gw, "dev", h]),
+        "addressing the host veth",
+    )?;
+    run(
+        Command::new("ip").args(["link", "set", h, "up"]),
+        "bringing the host veth up",
+    )?;
+    let inside = |args: &[&str], what: &str| -> Result<String> {
+        run(
+            Command::new("nsenter")
+                .args(["-t", &pid, "-n", "ip"])
+                .args(args),
+            what,
+        )
+    };
+    let ip = format!("{}/{}", info.sandbox_ip, info.prefix_len);
+    inside(
+        &["addr", "add", &ip, "dev", "eth0"],
+        "addressing eth0 in the sandbox",
+    )?;
+    inside(&["link", "set", "eth0", "up"], "bringing eth0 up")?;
+    inside(
+        &[
+            "route",
+            "add",
+            "default",
+            "via",
+            &info.gateway_ip.to_string(),
+        ],
+        "adding the default route",
+    )?;
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Io {
+            context: "running nft (install the nftables package)".into(),
+            source: e,
+        })?;
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(ruleset(info, pool).as_bytes())
+        .map_err(|e| Error::Io {
+            context: "writing the nftables ruleset".into(),
+            source: e,
+        })?;
+    let out = child.wait_with_output().map_err(|e| Error::Io {
+        context: "waiting for nft".into(),
+        source: e,
+    })?;
+    if !out.status.success() {
+        return Err(Error::Other(format!(
+            "installing the sandbox's nftables table failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// Remove the veth and the table of sandbox `id` (whatever exists of them).
+pub fn teardown(id: &str) {
+    let host_if = layout::host_veth(id);
+    let table = format!("dwell_{host_if}");
+    if Path::new("/sys/class/net").join(&host_if).exists() {
+        let _ = run(
+            Command::new("ip").args(["link", "del", &host_if]),
+            "deleting veth",
+        );
+    }
+    let listed = Command::new("nft")
+        .args(["list", "table", "ip", &table])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if listed {
+        let _ = run(
+            Command::new("nft").args(["delete", "table", "ip", &table]),
+            "deleting table",
+        );
+    }
+}
+
+/// Bring `lo` up in the calling process's network namespace.
+pub fn loopback_up() -> std::result::Result<(), String> {
+    // SAFETY: plain socket(2); the fd is closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(format!(
+            "socket for lo: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: zeroed ifreq is valid; the name fits in IFNAMSIZ.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: fd and req are valid for these ioctls.
+    let res = unsafe {
+        if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) < 0 {
+            -1
+        } else {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            libc::ioctl(fd, libc::SIOCSIFFLAGS, &req)
+        }
+    };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: we own fd.
+    unsafe { libc::close(fd) };
+    if res < 0 {
+        return Err(format!("bringing lo up: {err}"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_and_candidates() {
+        let p = parse_pool("10.200.0.0/16").unwrap();
+        assert_eq!(p, (u32::from(Ipv4Addr::new(10, 200, 0, 0)), 16));
+        let c: Vec<u32> = candidates(p, "abc").take(3).collect();
+        assert!(c
+            .iter()
+            .all(|n| n % 4 == 0 && *n >= p.0 && *n < p.0 + 65536));
+        assert!(parse_pool("10.0.0.0/31").is_err());
+        assert!(parse_pool("x").is_err());
+    }
+
+    #[test]
+    fn ruleset_mentions_interface() {
+        let info = NetInfo {
+            host_if: "dw0123".into(),
+            table: "dwell_dw0123".into(),
+            sandbox_ip: Ipv4Addr::new(10, 200, 0, 2),
+            gateway_ip: Ipv4Addr::new(10, 200, 0, 1),
+            prefix_len: 30,
+        };
+        let r = ruleset(&info, DEFAULT_NAT_POOL);
+        assert!(r.contains("iifname \"dw0123\" drop"));
+        assert!(r.contains("masquerade"));
+    }
+}

@@ -1,0 +1,26 @@
+//! Resume: thaw the sandbox's cgroup and wait until it is no longer frozen.
+
+use std::time::{Duration, Instant};
+
+use super::cgroup::Cgroup;
+use crate::{Error, Result};
+
+/// Thaw and wait (bounded) until the kernel reports it thawed.
+pub fn thaw(cg: &dyn Cgroup, timeout: Duration) -> Result<()> {
+    if !cg.exists() {
+        return Err(Error::Other(
+            "cannot resume: the sandbox is not running (its cgroup does not exist)".into(),
+        ));
+    }
+    cg.request_freeze(false)?;
+    let deadline = Instant::now() + timeout;
+    while cg.is_frozen()? {
+        if Instant::now() >= deadline {
+            return Err(Error::Other(format!(
+                "the sandbox is still frozen {timeout:?} after asking the kernel to thaw it"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok(())
+}

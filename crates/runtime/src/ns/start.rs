@@ -1,0 +1,131 @@
+//! Start: write the config to the state dir, run the boot process, and wait
+//! until the agent accepts a connection. Leaves nothing behind on error.
+
+use std::io::Read;
+use std::os::unix::net::UnixStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::boot::{console_tail, BootOptions, BOOT_OPTIONS_FILE};
+use super::{layout, network, pidfile, NamespaceRuntime};
+use crate::error::Context;
+use crate::{Error, NetworkMode, Observed, Result, Runtime, SandboxConfig, Started};
+
+/// Extra time the boot process gets beyond the agent timeout (mounts,
+/// cgroups, network).
+const BOOT_SLACK: Duration = Duration::from_secs(20);
+
+pub fn start(rt: &NamespaceRuntime, config: &SandboxConfig) -> Result<Started> {
+    layout::validate(config)?;
+    if config.network == NetworkMode::Nat {
+        network::check_forwarding()?;
+    }
+    if rt.observe(config)? != Observed::Stopped {
+        return Err(Error::Start(format!(
+            "sandbox {} is already running on this host; stop it before starting it again",
+            config.id
+        )));
+    }
+    match boot(rt, config) {
+        Ok(started) => Ok(started),
+        Err(e) => {
+            if let Err(cleanup) = rt.stop(config) {
+                tracing::warn!(id = %config.id, error = %cleanup, "cleanup after a failed start");
+            }
+            Err(e)
+        }
+    }
+}
+
+fn boot(rt: &NamespaceRuntime, config: &SandboxConfig) -> Result<Started> {
+    let state = &config.state_dir;
+    let run_dir = layout::state_file(config, layout::RUN_DIR);
+    std::fs::create_dir_all(&run_dir).context(|| format!("creating {}", run_dir.display()))?;
+    for stale in [layout::AGENT_SOCKET, layout::PID_FILE, layout::NETWORK_FILE] {
+        let _ = std::fs::remove_file(state.join(stale));
+    }
+    let json = serde_json::to_vec_pretty(config).expect("SandboxConfig serialises");
+    let cfg_path = state.join(layout::CONFIG_FILE);
+    std::fs::write(&cfg_path, json).context(|| format!("writing {}", cfg_path.display()))?;
+    let opts = BootOptions {
+        cgroup_parent: rt.options.cgroup_parent.clone(),
+        nat_pool: rt.options.nat_pool.clone(),
+        agent_timeout_ms: rt.options.agent_timeout.as_millis() as u64,
+    };
+    let opts_path = state.join(BOOT_OPTIONS_FILE);
+    std::fs::write(
+        &opts_path,
+        serde_json::to_vec_pretty(&opts).expect("serialises"),
+    )
+    .context(|| format!("writing {}", opts_path.display()))?;
+
+    let exe = &rt.options.boot_exe;
+    let mut child = Command::new(exe)
+        .args(&rt.options.boot_args)
+        .arg(state)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context(|| format!("running the boot process {}", exe.display()))?;
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + rt.options.agent_timeout + BOOT_SLACK;
+    let status = loop {
+        if let Some(status) = child
+            .try_wait()
+            .context(|| "waiting for the boot process".into())?
+        {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Error::Start(format!(
+                "the boot process did not finish within {:?}; it was killed",
+                rt.options.agent_timeout + BOOT_SLACK
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let err_text = reader.join().unwrap_or_default();
+    if !status.success() {
+        let msg = err_text.trim();
+        return Err(Error::Start(if msg.is_empty() {
+            format!("the boot process failed ({status}) without a message")
+        } else {
+            msg.to_string()
+        }));
+    }
+
+    let pid =
+        pidfile::live_pid(&layout::state_file(config, layout::PID_FILE))?.ok_or_else(|| {
+            Error::Start(format!(
+                "the sandbox's PID 1 exited right after starting; its output:\n{}",
+                console_tail(config)
+            ))
+        })?;
+    let sock = layout::state_file(config, layout::AGENT_SOCKET);
+    let deadline = Instant::now() + rt.options.agent_timeout;
+    loop {
+        match UnixStream::connect(&sock) {
+            Ok(_) => break,
+            Err(e) if Instant::now() >= deadline => {
+                return Err(Error::Start(format!(
+                    "the agent does not accept connections on {}: {e}; its output:\n{}",
+                    sock.display(),
+                    console_tail(config)
+                )))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    Ok(Started {
+        pid,
+        agent_socket: sock,
+    })
+}
