@@ -102,6 +102,10 @@ impl Conn {
         }
     }
 
+    pub(crate) fn is_dead(&self) -> bool {
+        self.state.lock().unwrap().dead.is_some()
+    }
+
     pub(crate) fn send_frame(&self, f: Bytes) -> Result<()> {
         self.out.send(f).map_err(|_| self.dead_error())
     }

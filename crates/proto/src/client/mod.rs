@@ -144,6 +144,11 @@ impl AgentClient {
         }
     }
 
+    /// False once the connection has died (reconnect then).
+    pub fn is_connected(&self) -> bool {
+        !self.conn.is_dead()
+    }
+
     /// Waits for the first message of a stream, bounded by the call timeout.
     async fn first(&self, s: &mut Stream, what: &str) -> Result<Inbound> {
         match tokio::time::timeout(self.call_timeout, s.recv()).await {
