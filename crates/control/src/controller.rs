@@ -384,7 +384,9 @@ impl Controller {
         }
         let mut agents = self.inner.agents.lock().await;
         if let Some(c) = agents.get(&sb.id) {
-            return Ok((sb, c.clone()));
+            if c.is_connected() {
+                return Ok((sb, c.clone()));
+            }
         }
         let sock = self.inner.state_dir(&sb.id).join("run/agent.sock");
         let client = AgentClient::connect_unix(&sock).await?;

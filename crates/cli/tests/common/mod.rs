@@ -1,0 +1,268 @@
+//! Test harness: a real `dwell serve` with its own data dir, socket and
+//! cgroup parent, driven through the real `dwell` binary as a user would.
+//!
+//! Dropping a [`Daemon`] removes every sandbox it made (restarting the
+//! daemon first if a test killed it), stops the daemon, and checks that no
+//! mount, loop device or cgroup of it is left behind.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn dwell_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_dwell"))
+}
+
+/// The static agent: `DWELL_AGENT`, or next to the dwell binary (where
+/// `scripts/build.sh` puts it).
+pub fn agent_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("DWELL_AGENT") {
+        return PathBuf::from(p);
+    }
+    let p = dwell_bin().with_file_name("dwell-agent");
+    assert!(
+        p.is_file(),
+        "{} is missing: build it with `PROFILE=dev scripts/build.sh` (scripts/test.sh does) or set DWELL_AGENT",
+        p.display()
+    );
+    p
+}
+
+/// Whether this process can run the namespace runtime (root).
+pub fn can_run() -> bool {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIP: these tests need root (namespaces, cgroups, loop devices)");
+        return false;
+    }
+    true
+}
+
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub data: PathBuf,
+    child: Option<Child>,
+    extra_args: Vec<String>,
+}
+
+impl Daemon {
+    pub fn start() -> Daemon {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(args: &[&str]) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("dwell-e2e-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let mut d = Daemon {
+            socket: dir.path().join("s.sock"),
+            data: dir.path().join("data"),
+            dir,
+            child: None,
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
+        };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("daemon.log"))
+            .unwrap();
+        let child = Command::new(dwell_bin())
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&self.data)
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--agent")
+            .arg(agent_bin())
+            .args(&self.extra_args)
+            .env("DWELL_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start dwell serve");
+        self.child = Some(child);
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(20) {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("daemon did not come up; log:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL the daemon (sandboxes must survive).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start it again on the same data dir.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(dwell_bin());
+        c.args(args)
+            .env("DWELL_SOCKET", &self.socket)
+            .env_remove("DWELL_HOST")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Run `dwell ARGS`; returns the output whatever the exit code.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run dwell")
+    }
+
+    /// Run `dwell ARGS`, which must succeed; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "dwell {args:?} failed with {:?}\nstdout: {}\nstderr: {}\ndaemon log tail:\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            tail(&self.log(), 30)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `dwell exec SB -- sh -c SCRIPT`, must succeed; returns stdout.
+    pub fn sh(&self, sb: &str, script: &str) -> String {
+        self.ok(&["exec", sb, "--", "sh", "-c", script])
+    }
+
+    /// Create a small sandbox with extra flags; returns its id.
+    pub fn create(&self, name: &str, extra: &[&str]) -> String {
+        let mut args = vec![
+            "create", "--name", name, "--memory", "256M", "--disk", "512M", "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = self.ok(&args);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    pub fn inspect(&self, sb: &str) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["inspect", sb, "--json"])).unwrap()
+    }
+
+    /// Host pid of a sandbox's PID 1.
+    pub fn host_pid(&self, id: &str) -> i32 {
+        let s = std::fs::read_to_string(self.data.join("sandboxes").join(id).join("pid")).unwrap();
+        s.split_whitespace().next().unwrap().parse().unwrap()
+    }
+
+    fn alive(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => c.try_wait().ok().flatten().is_none(),
+            None => false,
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if !self.alive() {
+            self.spawn();
+        }
+        let ids = self.run(&["ls", "-q"]);
+        for id in String::from_utf8_lossy(&ids.stdout).lines() {
+            let _ = self.run(&["rm", "-f", id]);
+        }
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+        let leftovers = leftovers(&self.data);
+        if !leftovers.is_empty() && !std::thread::panicking() {
+            panic!("the daemon left things behind: {leftovers:?}");
+        }
+    }
+}
+
+/// Mounts and loop devices under `data`, and cgroups of its parent, that
+/// still exist.
+pub fn leftovers(data: &Path) -> Vec<String> {
+    let data = data.to_string_lossy().to_string();
+    let mut found = Vec::new();
+    if let Ok(m) = std::fs::read_to_string("/proc/self/mountinfo") {
+        for l in m.lines() {
+            if l.contains(&data) {
+                found.push(format!("mount: {l}"));
+            }
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir("/sys/block") {
+        for e in rd.flatten() {
+            if let Ok(b) = std::fs::read_to_string(e.path().join("loop/backing_file")) {
+                if b.contains(&data) {
+                    found.push(format!(
+                        "loop: {} -> {}",
+                        e.file_name().to_string_lossy(),
+                        b.trim()
+                    ));
+                }
+            }
+        }
+    }
+    found
+}
+
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Poll until `f` is true or panic after `secs`.
+pub fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(secs) {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Whether a host process runs (a zombie does not count: on hosts whose
+/// init does not reap orphans promptly, a dead sandbox may linger as one).
+pub fn pid_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => {
+            s.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next())
+                != Some("Z")
+        }
+        Err(_) => false,
+    }
+}

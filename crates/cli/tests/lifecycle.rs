@@ -1,0 +1,243 @@
+//! End to end: the lifecycle of persistent and ephemeral sandboxes, driven
+//! through the real `dwell` binary against a real daemon.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn persistent_files_survive_stop_start_and_daemon_restart() {
+    if !can_run() {
+        return;
+    }
+    let mut d = Daemon::start();
+    let id = d.create("work", &["--persistent"]);
+    d.sh("work", "echo hello > /root/notes.txt && mkdir -p /usr/local/lib/pkg && echo installed > /usr/local/lib/pkg/marker");
+    // Writes to the image's /usr land in the sandbox's volume, never on the host.
+    assert!(!std::path::Path::new("/usr/local/lib/pkg/marker").exists());
+    assert!(d.ok(&["stop", "work"]).contains("stopped"));
+    assert_eq!(d.inspect("work")["state"], "stopped");
+    d.ok(&["start", "work"]);
+    assert_eq!(
+        d.sh("work", "cat /root/notes.txt /usr/local/lib/pkg/marker"),
+        "hello\ninstalled\n"
+    );
+    // A stopped sandbox survives a daemon restart, and starts again.
+    d.ok(&["stop", "work"]);
+    d.restart();
+    assert_eq!(d.inspect(&id)["state"], "stopped");
+    d.ok(&["start", "work"]);
+    assert_eq!(d.sh("work", "cat /root/notes.txt"), "hello\n");
+    let events = d.ok(&["logs", "work"]);
+    assert!(
+        events.contains("stop requested") && events.contains("started on request"),
+        "{events}"
+    );
+}
+
+#[test]
+fn ephemeral_sandbox_and_its_data_are_gone_after_stop() {
+    if !can_run() {
+        return;
+    }
+    let d = Daemon::start();
+    let id = d.create("tmp", &["--ephemeral"]);
+    d.sh("tmp", "echo secret > /root/data");
+    let vol = d.data.join("volumes").join(&id);
+    assert!(vol.exists());
+    assert!(d.ok(&["stop", "tmp"]).contains("deleted"));
+    assert!(
+        !vol.exists(),
+        "the volume of an ephemeral sandbox must be gone"
+    );
+    assert!(!d.data.join("sandboxes").join(&id).exists());
+    let out = d.run(&["inspect", "tmp"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no sandbox named"),
+        "{}",
+        stderr(&out)
+    );
+    // The name is free again, and the new sandbox starts empty.
+    d.create("tmp", &["--ephemeral"]);
+    let out = d.run(&["exec", "tmp", "--", "cat", "/root/data"]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn daemon_sigkill_keeps_running_sandboxes_and_their_processes() {
+    if !can_run() {
+        return;
+    }
+    let mut d = Daemon::start();
+    let id = d.create("live", &[]);
+    let pid = d.ok(&[
+        "exec",
+        "-d",
+        "--tag",
+        "counter",
+        "live",
+        "--",
+        "sh",
+        "-c",
+        "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.05; done",
+    ]);
+    let pid = pid.trim().to_string();
+    let host_pid = d.host_pid(&id);
+    d.kill9();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(pid_alive(host_pid), "PID 1 died with the daemon");
+    d.restart();
+    assert_eq!(d.inspect("live")["state"], "running");
+    let a: u64 = d.sh("live", "cat /tmp/n").trim().parse().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let b: u64 = d.sh("live", "cat /tmp/n").trim().parse().unwrap();
+    assert!(
+        b > a,
+        "the background process stopped counting ({a} -> {b})"
+    );
+    let ps = d.ok(&["ps", "live"]);
+    assert!(ps.contains("counter") && ps.contains(&pid), "{ps}");
+    assert_eq!(
+        d.host_pid(&id),
+        host_pid,
+        "the sandbox was restarted instead of adopted"
+    );
+}
+
+#[test]
+fn pause_freezes_and_resume_thaws_without_losing_anything() {
+    if !can_run() {
+        return;
+    }
+    let d = Daemon::start();
+    d.create("p", &[]);
+    d.ok(&[
+        "exec",
+        "-d",
+        "p",
+        "--",
+        "sh",
+        "-c",
+        "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.02; done",
+    ]);
+    wait_for(5, "counter", || {
+        d.run(&["exec", "p", "--", "test", "-s", "/tmp/n"])
+            .status
+            .success()
+    });
+    let before: u64 = d.sh("p", "cat /tmp/n").trim().parse().unwrap();
+    d.ok(&["pause", "p"]);
+    assert_eq!(d.inspect("p")["state"], "paused");
+    // Unfrozen, the counter would advance by about 25 in this time.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let out = d.run(&["exec", "p", "--", "true"]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("paused"),
+        "{}",
+        stderr(&out)
+    );
+    d.ok(&["resume", "p"]);
+    let a: u64 = d.sh("p", "cat /tmp/n").trim().parse().unwrap();
+    assert!(
+        a - before < 10,
+        "processes ran while paused ({before} -> {a})"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let b: u64 = d.sh("p", "cat /tmp/n").trim().parse().unwrap();
+    assert!(b > a);
+}
+
+#[test]
+fn rm_leaves_no_mount_loop_device_cgroup_or_process() {
+    if !can_run() {
+        return;
+    }
+    let d = Daemon::start();
+    let id = d.create("gone", &[]);
+    d.ok(&["exec", "-d", "gone", "--", "sleep", "1000"]);
+    let host_pid = d.host_pid(&id);
+    let out = d.run(&["rm", "gone"]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("rm -f"),
+        "rm of a running sandbox needs -f: {}",
+        stderr(&out)
+    );
+    d.ok(&["rm", "-f", "gone"]);
+    assert!(!pid_alive(host_pid), "the sandbox's PID 1 still runs");
+    assert!(leftovers(&d.data).is_empty(), "{:?}", leftovers(&d.data));
+    let cgroups = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!cgroups.contains(&id));
+    for root in [
+        "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup/pids",
+        "/sys/fs/cgroup",
+    ] {
+        let found = walk_find(std::path::Path::new(root), &id, 3);
+        assert!(found.is_none(), "cgroup left behind: {found:?}");
+    }
+    assert!(d.ok(&["ls", "-q"]).trim().is_empty());
+}
+
+fn walk_find(dir: &std::path::Path, name: &str, depth: u32) -> Option<std::path::PathBuf> {
+    if depth == 0 {
+        return None;
+    }
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            if e.file_name().to_string_lossy() == name {
+                return Some(e.path());
+            }
+            if let Some(p) = walk_find(&e.path(), name, depth - 1) {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn bad_input_gets_clear_errors_and_creates_nothing() {
+    if !can_run() {
+        return;
+    }
+    let d = Daemon::start();
+    let out = d.run(&["create", "--name", "x", "--memory", "lots"]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("512M"),
+        "the error shows the accepted form: {}",
+        stderr(&out)
+    );
+    let out = d.run(&["create", "--name", "Bad Name"]);
+    assert_eq!(out.status.code(), Some(64));
+    let out = d.run(&["create", "--name", "x", "--image", "nope"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("nope"), "{}", stderr(&out));
+    assert!(
+        d.ok(&["ls", "-q"]).trim().is_empty(),
+        "a failed create left a sandbox"
+    );
+    d.create("dup", &[]);
+    let out = d.run(&["create", "--name", "dup"]);
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+    let out = d.run(&["exec", "missing", "--", "true"]);
+    assert!(
+        stderr(&out).contains("no sandbox named"),
+        "{}",
+        stderr(&out)
+    );
+    d.ok(&["stop", "dup"]);
+    let out = d.run(&["exec", "dup", "--", "true"]);
+    assert!(stderr(&out).contains("dwell start dup"), "{}", stderr(&out));
+    let out = d.run(&["pause", "dup"]);
+    assert!(!out.status.success());
+    // Without a daemon: a clear error and exit code 69.
+    let out = std::process::Command::new(dwell_bin())
+        .args(["ls"])
+        .env("DWELL_SOCKET", d.dir.path().join("nothing.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(69));
+    assert!(stderr(&out).contains("dwell serve"));
+}
