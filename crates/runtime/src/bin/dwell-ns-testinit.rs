@@ -7,6 +7,9 @@
 //! (128 + signal for a killed command). Orphans are reaped after each
 //! command.
 //!
+//! `dwell-ns-testinit --connect <ip:port>`: try a TCP connection (2 s
+//! timeout) and print `connected <local addr>`, `refused` or `timeout`.
+//!
 //! `dwell-ns-testinit --probe`: try system calls a sandbox must not be able
 //! to make and print `name=<errno>` for each (0 means it succeeded).
 
@@ -90,6 +93,16 @@ fn probe() {
     }
 }
 
+fn connect(addr: &str) {
+    let addr: std::net::SocketAddr = addr.parse().expect("ip:port");
+    match std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)) {
+        Ok(s) => println!("connected {}", s.local_addr().expect("local addr")),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => println!("refused"),
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => println!("timeout"),
+        Err(e) => println!("error {e}"),
+    }
+}
+
 fn reap() {
     loop {
         let mut status = 0;
@@ -149,6 +162,7 @@ fn main() {
             }
         }
         ["--probe"] => probe(),
+        ["--connect", addr] => connect(addr),
         _ => {
             eprintln!("usage: dwell-ns-testinit --listen <socket> | --probe");
             std::process::exit(2);
