@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Benchmark dwell side by side with bwrap, nsenter and the raw cgroup
+# freezers, and rewrite the generated block of BENCHMARKS.md.
+#   scripts/bench.sh                     # full run (a few minutes)
+#   scripts/bench.sh --iterations 20     # extra flags go to dwell-bench (--help)
+#   SKIP_BUILD=1 scripts/bench.sh        # reuse target/release binaries
+#   DWELL_LOG=debug scripts/bench.sh     # keep a debug log of the daemon
+# Needs root, bubblewrap and util-linux. Starts a private daemon with its own
+# data dir and socket under a temp dir; on exit (also on failure or Ctrl-C)
+# it deletes every sandbox that daemon has, stops it and removes the temp dir.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+if [ "$(id -u)" != 0 ]; then
+  echo "bench.sh: run as root (the daemon makes mounts, cgroups and loop devices)" >&2
+  exit 1
+fi
+for tool in bwrap nsenter unshare; do
+  command -v "$tool" >/dev/null || {
+    echo "bench.sh: $tool is missing; install bubblewrap / util-linux" >&2
+    exit 1
+  }
+done
+
+# build.sh copies from target/: keep a caller's CARGO_TARGET_DIR out of it.
+if [ -z "${SKIP_BUILD:-}" ]; then
+  env -u CARGO_TARGET_DIR scripts/build.sh
+  env -u CARGO_TARGET_DIR cargo build --release -p dwell-bench
+fi
+bin=$root/target/release
+for f in dwell dwell-agent dwell-bench; do
+  [ -x "$bin/$f" ] || { echo "bench.sh: $bin/$f is missing; run without SKIP_BUILD" >&2; exit 1; }
+done
+
+tmp=$(mktemp -d /tmp/dwell-bench.XXXXXX)
+data=$tmp/data
+sock=$tmp/dwell.sock
+log=$tmp/daemon.log
+daemon=
+
+cleanup() {
+  local rc=$?
+  set +e
+  trap - EXIT INT TERM
+  if [ -n "$daemon" ] && kill -0 "$daemon" 2>/dev/null; then
+    ids=$("$bin/dwell" --socket "$sock" ls -q 2>/dev/null)
+    if [ -n "$ids" ]; then
+      echo "bench.sh: removing leftover sandboxes: $(echo $ids)" >&2
+      # shellcheck disable=SC2086
+      "$bin/dwell" --socket "$sock" rm -f $ids >&2
+    fi
+    kill -TERM "$daemon"
+    wait "$daemon" 2>/dev/null
+  fi
+  # The daemon's own cgroup parents (empty once every sandbox is gone).
+  parent=$(sed -n 's/.*cgroup parent \(dwell-[0-9a-f]*\)).*/\1/p' "$log" 2>/dev/null | head -n1)
+  if [ -n "$parent" ]; then
+    for d in /sys/fs/cgroup/*/"$parent" /sys/fs/cgroup/unified/"$parent"; do
+      [ -d "$d" ] && rmdir "$d" 2>/dev/null
+    done
+  fi
+  if [ -n "${DWELL_LOG:-}" ] && [ -f "$log" ]; then
+    cp "$log" /tmp/dwell-bench-daemon.log && echo "bench.sh: daemon log kept in /tmp/dwell-bench-daemon.log" >&2
+  fi
+  # Never rm -r through a mount a failed sandbox may have left.
+  if findmnt -rn -o TARGET | grep -q "^$tmp"; then
+    echo "bench.sh: mounts remain under $tmp; not removing it (umount them, then rm -r $tmp)" >&2
+    rc=1
+  else
+    rm -rf "$tmp"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+DWELL_LOG=${DWELL_LOG:-info} "$bin/dwell" serve --data-dir "$data" --socket "$sock" 2>"$log" &
+daemon=$!
+for _ in $(seq 300); do
+  "$bin/dwell" --socket "$sock" ls -q >/dev/null 2>&1 && break
+  kill -0 "$daemon" 2>/dev/null || { echo "bench.sh: the daemon exited:" >&2; cat "$log" >&2; exit 1; }
+  sleep 0.1
+done
+
+"$bin/dwell-bench" --socket "$sock" --data-dir "$data" --dwell "$bin/dwell" \
+  --daemon-pid "$daemon" --out "$root/BENCHMARKS.md" "$@"

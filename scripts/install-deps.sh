@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install the system packages dwell and its tests need on Debian/Ubuntu.
+# Idempotent; does nothing for packages already present.
+set -euo pipefail
+pkgs=(
+  e2fsprogs   # mkfs.ext4 for sandbox volumes
+  util-linux  # losetup, unshare, nsenter (tests and diagnostics)
+  iproute2    # veth pairs for --net sandboxes
+  nftables    # NAT and isolation rules for --net sandboxes
+  procps      # ps, pkill (tests)
+  python3     # probes inside sandboxes (tests)
+  bubblewrap  # the baseline of the benchmark
+)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "missing packages: ${missing[*]}; install them as root: apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The test suite: system packages, a dev build of dwell and its static
+# agent, then every crate's tests (unit, integration, end to end). Run as
+# root: the tests create real namespaces, cgroups, mounts and loop devices
+# (and clean them up).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+cargo fmt --all -- --check
+PROFILE=dev scripts/build.sh
+export DWELL_AGENT="$PWD/target/debug/dwell-agent"
+cargo test --workspace --no-fail-fast 2>&1
