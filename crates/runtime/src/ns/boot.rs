@@ -114,6 +114,8 @@ fn boot(state_dir: &Path) -> Result<i32> {
         child: None,
         armed: true,
     };
+    // A socket left by an earlier run would look like a ready agent.
+    let _ = std::fs::remove_file(layout::state_file(&config, layout::AGENT_SOCKET));
     cg.create(&config.resources)?;
     cg.add_process(std::process::id() as i32)?;
 

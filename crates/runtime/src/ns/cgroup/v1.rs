@@ -143,3 +143,57 @@ impl V1Group {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_and_stats_on_a_fake_tree() {
+        let root = tempfile::tempdir().unwrap();
+        let mounts: BTreeMap<String, PathBuf> = ["memory", "cpu", "cpuacct", "pids", "freezer"]
+            .iter()
+            .map(|c| (c.to_string(), root.path().join(c)))
+            .collect();
+        let g = V1Group::new(&mounts, Path::new("dwell/sb1"));
+        let dir = |c: &str| root.path().join(c).join("dwell/sb1");
+        std::fs::create_dir_all(dir("memory")).unwrap();
+        std::fs::write(dir("memory").join("memory.memsw.limit_in_bytes"), "").unwrap();
+        g.create(&Resources {
+            vcpus: 0.5,
+            memory_bytes: 128 << 20,
+            pids: 32,
+        })
+        .unwrap();
+        let read = |c: &str, f: &str| std::fs::read_to_string(dir(c).join(f)).unwrap();
+        assert_eq!(
+            read("memory", "memory.limit_in_bytes"),
+            (128u64 << 20).to_string()
+        );
+        assert_eq!(
+            read("memory", "memory.memsw.limit_in_bytes"),
+            (128u64 << 20).to_string()
+        );
+        assert_eq!(read("cpu", "cpu.cfs_quota_us"), "50000");
+        assert_eq!(read("cpu", "cpu.cfs_period_us"), "100000");
+        assert_eq!(read("pids", "pids.max"), "32");
+
+        std::fs::write(dir("memory").join("memory.usage_in_bytes"), "100\n").unwrap();
+        std::fs::write(
+            dir("memory").join("memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 5\n",
+        )
+        .unwrap();
+        std::fs::write(dir("cpuacct").join("cpuacct.usage"), "777\n").unwrap();
+        std::fs::write(dir("pids").join("pids.current"), "4\n").unwrap();
+        let s = g.stats().unwrap();
+        assert_eq!(
+            (s.memory_bytes, s.cpu_usage_ns, s.pids, s.oom_kills),
+            (100, 777, 4, 5)
+        );
+        g.request_freeze(true).unwrap();
+        assert!(g.is_frozen().unwrap());
+        g.request_freeze(false).unwrap();
+        assert!(!g.is_frozen().unwrap());
+    }
+}

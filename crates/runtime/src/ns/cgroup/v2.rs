@@ -156,3 +156,80 @@ impl V2Group {
         rmdir(&self.dir)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake pure-v2 tree in a temporary directory: the files a kernel
+    /// would provide are created by hand.
+    #[test]
+    fn limits_and_stats_on_a_fake_tree() {
+        let root = tempfile::tempdir().unwrap();
+        let parent = root.path().join("dwell");
+        let dir = parent.join("sb1");
+        std::fs::create_dir_all(&dir).unwrap();
+        for d in [root.path(), parent.as_path()] {
+            std::fs::write(d.join("cgroup.controllers"), "cpuset cpu io memory pids\n").unwrap();
+            std::fs::write(d.join("cgroup.subtree_control"), "").unwrap();
+        }
+        for f in ["memory.max", "memory.swap.max", "cpu.max", "pids.max"] {
+            std::fs::write(dir.join(f), "max\n").unwrap();
+        }
+        let g = V2Group::new(dir.clone(), true);
+        let r = Resources {
+            vcpus: 1.5,
+            memory_bytes: 512 << 20,
+            pids: 64,
+        };
+        g.create(&r).unwrap();
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+        assert_eq!(read("memory.max"), (512u64 << 20).to_string());
+        assert_eq!(read("memory.swap.max"), "0");
+        assert_eq!(read("cpu.max"), "150000 100000");
+        assert_eq!(read("pids.max"), "64");
+        // The last controller written to the parent's subtree_control.
+        assert_eq!(
+            std::fs::read_to_string(parent.join("cgroup.subtree_control")).unwrap(),
+            "+pids"
+        );
+
+        std::fs::write(dir.join("memory.current"), "4096\n").unwrap();
+        std::fs::write(dir.join("cpu.stat"), "usage_usec 250\nuser_usec 200\n").unwrap();
+        std::fs::write(dir.join("pids.current"), "3\n").unwrap();
+        std::fs::write(
+            dir.join("memory.events"),
+            "low 0\nhigh 0\nmax 4\noom 2\noom_kill 2\n",
+        )
+        .unwrap();
+        let s = g.stats().unwrap();
+        assert_eq!(s.memory_bytes, 4096);
+        assert_eq!(s.memory_limit_bytes, 512 << 20);
+        assert_eq!(s.cpu_usage_ns, 250_000);
+        assert_eq!(s.pids, 3);
+        assert_eq!(s.oom_kills, 2);
+
+        std::fs::write(dir.join("cgroup.events"), "populated 1\nfrozen 1\n").unwrap();
+        assert!(g.is_frozen().unwrap());
+        std::fs::write(dir.join("cgroup.procs"), "12\n13\n").unwrap();
+        assert_eq!(g.procs().unwrap(), vec![12, 13]);
+    }
+
+    #[test]
+    fn missing_controller_is_explained() {
+        let root = tempfile::tempdir().unwrap();
+        let g = V2Group::new(root.path().join("dwell/sb2"), true);
+        let err = g
+            .create(&Resources {
+                vcpus: 1.0,
+                memory_bytes: 64 << 20,
+                pids: 10,
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("memory.max") && err.contains("subtree_control"),
+            "{err}"
+        );
+    }
+}
