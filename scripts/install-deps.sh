@@ -10,6 +10,7 @@ pkgs=(
   procps      # ps, pkill (tests)
   python3     # probes inside sandboxes (tests)
   bubblewrap  # the baseline of the benchmark
+  busybox-static  # a tiny static userland for the OCI image import test
 )
 missing=()
 for p in "${pkgs[@]}"; do

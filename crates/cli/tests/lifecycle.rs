@@ -241,3 +241,52 @@ fn bad_input_gets_clear_errors_and_creates_nothing() {
     assert_eq!(out.status.code(), Some(69));
     assert!(stderr(&out).contains("dwell serve"));
 }
+
+#[test]
+fn imported_oci_image_runs_and_is_shared() {
+    if !can_run() {
+        return;
+    }
+    let busybox = std::path::Path::new("/bin/busybox");
+    if !busybox.exists() {
+        eprintln!("SKIP: /bin/busybox (package busybox-static) is needed to build a test image");
+        return;
+    }
+    let d = Daemon::start();
+    // A two-layer `docker save` tarball: busybox, then a file and a whiteout.
+    let dir = d.dir.path().join("img");
+    let script = r#"
+set -e
+cd "$1"
+mkdir -p l1/bin l1/etc l2/etc
+cp /bin/busybox l1/bin/busybox
+for t in sh echo cat ls id; do ln -s busybox l1/bin/$t; done
+echo old > l1/etc/old
+echo 'root:x:0:0:root:/root:/bin/sh' > l1/etc/passwd
+echo new > l2/etc/motd
+touch l2/etc/.wh.old
+mkdir -p out/a out/b
+tar -C l1 -cf out/a/layer.tar .
+tar -C l2 -cf out/b/layer.tar .
+d1=$(sha256sum out/a/layer.tar | cut -d' ' -f1)
+d2=$(sha256sum out/b/layer.tar | cut -d' ' -f1)
+printf '{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin","FROM_IMAGE=yes"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s","sha256:%s"]}}' $d1 $d2 > out/config.json
+printf '[{"Config":"config.json","RepoTags":["tiny:1"],"Layers":["a/layer.tar","b/layer.tar"]}]' > out/manifest.json
+tar -C out -cf image.tar manifest.json config.json a b
+"#;
+    std::fs::create_dir_all(&dir).unwrap();
+    let st = std::process::Command::new("sh").args(["-c", script, "sh", dir.to_str().unwrap()]).status().unwrap();
+    assert!(st.success());
+    d.ok(&["image", "import", "tiny", dir.join("image.tar").to_str().unwrap()]);
+    assert!(d.ok(&["image", "ls"]).contains("tiny"));
+    d.create("t1", &["--image", "tiny"]);
+    d.create("t2", &["--image", "tiny"]);
+    assert_eq!(d.ok(&["exec", "t1", "--", "cat", "/etc/motd"]), "new\n");
+    assert_eq!(d.ok(&["exec", "t1", "--", "sh", "-c", "echo $FROM_IMAGE"]), "yes\n");
+    let out = d.run(&["exec", "t1", "--", "cat", "/etc/old"]);
+    assert!(!out.status.success(), "the whiteout did not hide /etc/old");
+    d.ok(&["exec", "t1", "--", "sh", "-c", "echo mine > /etc/motd"]);
+    assert_eq!(d.ok(&["exec", "t2", "--", "cat", "/etc/motd"]), "new\n", "sandboxes share image layers read-only");
+    let bad = d.run(&["image", "import", "broken", d.dir.path().to_str().unwrap()]);
+    assert!(!bad.status.success());
+}
