@@ -275,18 +275,33 @@ printf '[{"Config":"config.json","RepoTags":["tiny:1"],"Layers":["a/layer.tar","
 tar -C out -cf image.tar manifest.json config.json a b
 "#;
     std::fs::create_dir_all(&dir).unwrap();
-    let st = std::process::Command::new("sh").args(["-c", script, "sh", dir.to_str().unwrap()]).status().unwrap();
+    let st = std::process::Command::new("sh")
+        .args(["-c", script, "sh", dir.to_str().unwrap()])
+        .status()
+        .unwrap();
     assert!(st.success());
-    d.ok(&["image", "import", "tiny", dir.join("image.tar").to_str().unwrap()]);
+    d.ok(&[
+        "image",
+        "import",
+        "tiny",
+        dir.join("image.tar").to_str().unwrap(),
+    ]);
     assert!(d.ok(&["image", "ls"]).contains("tiny"));
     d.create("t1", &["--image", "tiny"]);
     d.create("t2", &["--image", "tiny"]);
     assert_eq!(d.ok(&["exec", "t1", "--", "cat", "/etc/motd"]), "new\n");
-    assert_eq!(d.ok(&["exec", "t1", "--", "sh", "-c", "echo $FROM_IMAGE"]), "yes\n");
+    assert_eq!(
+        d.ok(&["exec", "t1", "--", "sh", "-c", "echo $FROM_IMAGE"]),
+        "yes\n"
+    );
     let out = d.run(&["exec", "t1", "--", "cat", "/etc/old"]);
     assert!(!out.status.success(), "the whiteout did not hide /etc/old");
     d.ok(&["exec", "t1", "--", "sh", "-c", "echo mine > /etc/motd"]);
-    assert_eq!(d.ok(&["exec", "t2", "--", "cat", "/etc/motd"]), "new\n", "sandboxes share image layers read-only");
+    assert_eq!(
+        d.ok(&["exec", "t2", "--", "cat", "/etc/motd"]),
+        "new\n",
+        "sandboxes share image layers read-only"
+    );
     let bad = d.run(&["image", "import", "broken", d.dir.path().to_str().unwrap()]);
     assert!(!bad.status.success());
 }

@@ -27,6 +27,12 @@ pub async fn run(a: ServeArgs, socket: PathBuf) -> Result<i32> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("dwell serve needs root: the namespace runtime creates mounts, cgroups and loop devices (run it with sudo)");
     }
+    // Sandboxes' PID 1s are reparented to the daemon when their boot
+    // process exits, so that stopping one can reap it (hosts whose init is
+    // slow to reap orphans would otherwise keep zombies). They are not tied
+    // to the daemon's life: when it dies they move on to the host's init.
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let data_dir = prepare_dir(&a.data_dir)?;
     let agent = install_agent(&data_dir, a.agent.as_deref())?;
     let store = Store::open(&data_dir.join("dwell.db"))?;

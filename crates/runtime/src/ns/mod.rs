@@ -170,10 +170,14 @@ impl Runtime for NamespaceRuntime {
         layout::validate_id(&config.id)?;
         let pid_file = layout::state_file(config, layout::PID_FILE);
         // PID 1 outside its cgroup (cgroups removed by hand): kill it too.
+        let recorded = pidfile::recorded_pid(&pid_file);
         if let Some(pid) = pidfile::live_pid(&pid_file)? {
             let _ = sys::kill(pid, libc::SIGKILL);
         }
         stop::kill_and_remove(&self.cgroup(&config.id), stop::KILL_TIMEOUT)?;
+        if let Some(pid) = recorded {
+            pidfile::reap(pid);
+        }
         network::teardown(&config.id);
         for m in mounts_below(&layout::state_file(config, layout::ROOTFS_DIR)) {
             let _ = sys::umount2(&m, libc::MNT_DETACH);

@@ -8,13 +8,44 @@ use std::path::Path;
 use crate::error::Context;
 use crate::Result;
 
-/// The start time of `pid`, or `None` if it does not exist.
+/// The start time of `pid`, or `None` if it does not exist or is dead (a
+/// zombie waiting to be reaped counts as dead).
 pub fn start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces and parentheses: the
     // fields after it start past the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = rest.split_whitespace();
+    if matches!(fields.next(), Some("Z") | Some("X")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}
+
+/// The recorded pid, alive or not (for reaping).
+pub fn recorded_pid(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
+}
+
+/// Collect the exit status of `pid` if it is our child (the daemon is the
+/// child subreaper of the sandboxes it starts), so a stopped sandbox leaves
+/// no zombie. Returns at once for processes that are not our children.
+pub fn reap(pid: i32) {
+    for _ in 0..200 {
+        let mut status = 0;
+        // SAFETY: waitpid on a specific pid with WNOHANG; status is ours.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r != 0 {
+            return; // reaped, or ECHILD: not our child
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 /// Write `<pid> <start time>` atomically.
