@@ -1,0 +1,231 @@
+//! `dwell-bench`: measures a running dwell daemon side by side with the
+//! nearest non-dwell equivalents (bwrap, nsenter, the raw cgroup freezers)
+//! in one run, and writes the results into BENCHMARKS.md.
+//!
+//! Run it through `scripts/bench.sh`, which builds release binaries, starts
+//! a private daemon and cleans everything up. Every sandbox this program
+//! creates is deleted again, also when a step fails.
+
+mod api;
+mod baseline;
+mod cases;
+mod error;
+mod machine;
+mod memory;
+mod report;
+mod stats;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use api::Api;
+use baseline::{Freezer, FreezerKind};
+use error::{Error, Result};
+
+const HELP: &str = "\
+dwell-bench: latency and memory of dwell vs bwrap, nsenter and the cgroup freezer
+
+USAGE: dwell-bench --socket PATH --data-dir DIR --dwell PATH --daemon-pid PID [options]
+
+  --socket PATH          the daemon's unix socket
+  --data-dir DIR         the daemon's --data-dir (for pid files)
+  --dwell PATH           the dwell binary (for the CLI cases)
+  --daemon-pid PID       the daemon's pid (for its memory)
+  --out FILE             report file [BENCHMARKS.md]
+  --iterations N         create-to-first-exec runs through the API [100]
+  --exec-iterations N    exec, bwrap, nsenter and freezer runs [200]
+  --cli-iterations N     runs of each CLI case [30]
+  --pause-iterations N   pause+resume runs through the API [100]
+  --idle N               idle sandboxes for the memory case [10]
+  --settle-ms MS         idle time before memory is read [2000]
+  --warmup N             unmeasured runs before each case [3]
+";
+
+const PREAMBLE: &str = "# Benchmarks
+
+How fast dwell creates sandboxes, runs commands in them and pauses them, and
+what an idle sandbox costs, measured side by side in one run with the
+nearest non-dwell equivalents on the same machine.
+
+How to reproduce (as root, needs `bubblewrap` and util-linux):
+
+    scripts/bench.sh
+
+It builds release binaries, starts a private daemon (own `--data-dir` and
+`--socket` under a temp dir), runs `dwell-bench`, deletes every sandbox it
+made, stops the daemon and rewrites the generated block below. Percentiles
+are nearest-rank over the stated number of runs, after 3 unmeasured warm-up
+runs per case.
+";
+
+struct Opts {
+    socket: PathBuf,
+    data_dir: PathBuf,
+    dwell: PathBuf,
+    daemon_pid: u32,
+    out: PathBuf,
+    iterations: usize,
+    exec_iterations: usize,
+    cli_iterations: usize,
+    pause_iterations: usize,
+    idle: usize,
+    settle: Duration,
+    warmup: usize,
+}
+
+fn parse() -> Result<Opts> {
+    let mut o = Opts {
+        socket: PathBuf::new(),
+        data_dir: PathBuf::new(),
+        dwell: PathBuf::new(),
+        daemon_pid: 0,
+        out: PathBuf::from("BENCHMARKS.md"),
+        iterations: 100,
+        exec_iterations: 200,
+        cli_iterations: 30,
+        pause_iterations: 100,
+        idle: 10,
+        settle: Duration::from_millis(2000),
+        warmup: 3,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        if flag == "--help" || flag == "-h" {
+            print!("{HELP}");
+            std::process::exit(0);
+        }
+        let value = args
+            .next()
+            .ok_or_else(|| Error::Usage(format!("{flag} needs a value")))?;
+        let num = |v: &str| {
+            v.parse::<usize>()
+                .map_err(|_| Error::Usage(format!("{flag} wants a number, not {v:?}")))
+        };
+        match flag.as_str() {
+            "--socket" => o.socket = value.into(),
+            "--data-dir" => o.data_dir = value.into(),
+            "--dwell" => o.dwell = value.into(),
+            "--daemon-pid" => o.daemon_pid = num(&value)? as u32,
+            "--out" => o.out = value.into(),
+            "--iterations" => o.iterations = num(&value)?,
+            "--exec-iterations" => o.exec_iterations = num(&value)?,
+            "--cli-iterations" => o.cli_iterations = num(&value)?,
+            "--pause-iterations" => o.pause_iterations = num(&value)?,
+            "--idle" => o.idle = num(&value)?.max(1),
+            "--settle-ms" => o.settle = Duration::from_millis(num(&value)? as u64),
+            "--warmup" => o.warmup = num(&value)?,
+            _ => return Err(Error::Usage(format!("unknown option {flag}"))),
+        }
+    }
+    for (name, missing) in [
+        ("--socket", o.socket.as_os_str().is_empty()),
+        ("--data-dir", o.data_dir.as_os_str().is_empty()),
+        ("--dwell", o.dwell.as_os_str().is_empty()),
+        ("--daemon-pid", o.daemon_pid == 0),
+    ] {
+        if missing {
+            return Err(Error::Usage(format!("{name} is required")));
+        }
+    }
+    Ok(o)
+}
+
+fn step(what: &str) {
+    eprintln!("dwell-bench: {what}");
+}
+
+async fn run(api: &mut Api, o: &Opts) -> Result<report::Results> {
+    let start = Instant::now();
+    let (w, n) = (o.warmup, o.exec_iterations);
+    let machine = machine::Machine::detect(&o.dwell.to_string_lossy());
+
+    step("baselines: bwrap");
+    let bwrap = cases::time_command("bwrap", baseline::BWRAP_TRUE, w, n)?;
+    step("baselines: nsenter");
+    let nsenter = if cases::available("nsenter") && cases::available("unshare") {
+        Some(cases::nsenter(w, n)?)
+    } else {
+        eprintln!("dwell-bench: skipping nsenter: nsenter/unshare not installed");
+        None
+    };
+    step("baselines: cgroup freezers");
+    let freezer = |kind| match Freezer::root(kind) {
+        Some(_) => cases::freezer(kind, w, n).map(Some),
+        None => {
+            eprintln!("dwell-bench: skipping the {kind:?} freezer: not on this host");
+            Ok(None)
+        }
+    };
+    let freezer_v1 = freezer(FreezerKind::V1)?;
+    let freezer_v2 = freezer(FreezerKind::V2)?;
+
+    step("baselines: moving a process into a new cgroup");
+    let gap = Duration::from_millis(100);
+    let move_n = (n / 4).max(10);
+    let move_v1 = cases::optional(baseline::cgroup_move("pids", move_n, gap))?;
+    let move_v2 = cases::optional(baseline::cgroup_move("unified", move_n, gap))?;
+
+    step("dwell: create to first exec (API)");
+    let create = cases::create_api(api, w, o.iterations).await?;
+    step("dwell: create to first exec (CLI)");
+    let create_cli = cases::create_cli(api, &o.dwell, &o.socket, w, o.cli_iterations).await?;
+    step("dwell: exec round trip");
+    let exec = cases::exec_api(api, &o.dwell, &o.socket, w, n, o.cli_iterations).await?;
+    step("dwell: pause + resume");
+    let pause = cases::pause_api(api, w, o.pause_iterations).await?;
+    step("dwell: idle memory");
+    let idle = cases::idle(api, &o.data_dir, o.daemon_pid, o.idle, o.settle).await?;
+
+    Ok(report::Results {
+        machine,
+        create,
+        create_cli,
+        bwrap,
+        move_v1,
+        move_v2,
+        exec,
+        nsenter,
+        pause,
+        freezer_v1,
+        freezer_v2,
+        idle,
+        elapsed_s: start.elapsed().as_secs_f64(),
+        load_after: machine::loadavg(),
+    })
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let o = match parse() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("dwell-bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let mut api = Api::new(&o.socket);
+    let result = run(&mut api, &o).await;
+    // Whatever happened, leave no sandbox behind.
+    let leftovers = api.delete_all().await;
+    for e in &leftovers {
+        eprintln!("dwell-bench: cleanup: {e}");
+    }
+    match result {
+        Ok(r) => {
+            let block = report::render(&r);
+            print!("{block}");
+            if let Err(e) = report::write(&o.out, &block, PREAMBLE) {
+                eprintln!("dwell-bench: {e}");
+                std::process::exit(1);
+            }
+            eprintln!("dwell-bench: wrote {}", o.out.display());
+            if !leftovers.is_empty() {
+                std::process::exit(1);
+            }
+        }
+        Err(e) => {
+            eprintln!("dwell-bench: {e}");
+            std::process::exit(1);
+        }
+    }
+}
