@@ -8,5 +8,6 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cargo fmt --all -- --check
 PROFILE=dev scripts/build.sh
-export DWELL_AGENT="$PWD/target/debug/dwell-agent"
+# The static agent (cargo test rebuilds target/debug/dwell-agent dynamically).
+export DWELL_AGENT="$PWD/target/$(rustc -vV | sed -n 's/^host: //p')/debug/dwell-agent"
 cargo test --workspace --no-fail-fast 2>&1

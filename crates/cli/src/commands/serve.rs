@@ -183,6 +183,30 @@ fn install_agent(data_dir: &Path, given: Option<&Path>) -> Result<PathBuf> {
     Ok(dst)
 }
 
+/// Whether an ELF64 file asks for a dynamic loader (has a PT_INTERP
+/// program header).
+fn has_interpreter(elf: &[u8]) -> bool {
+    const PT_INTERP: u32 = 3;
+    let u16_at = |o: usize| {
+        elf.get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (
+        elf.get(0x20..0x28)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize),
+        u16_at(0x36),
+        u16_at(0x38),
+    ) else {
+        return false;
+    };
+    (0..phnum).any(|i| {
+        let o = phoff + i * phentsize;
+        elf.get(o..o + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+            == Some(PT_INTERP)
+    })
+}
+
 async fn bind_unix(socket: &Path) -> Result<tokio::net::UnixListener> {
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;

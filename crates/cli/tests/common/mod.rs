@@ -15,19 +15,31 @@ pub fn dwell_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_dwell"))
 }
 
-/// The static agent: `DWELL_AGENT`, or next to the dwell binary (where
-/// `scripts/build.sh` puts it).
+/// The static agent: `DWELL_AGENT`, or where `scripts/build.sh` builds it
+/// (`target/<triple>/debug/dwell-agent`; the copy next to the dwell binary
+/// is overwritten by a dynamic build whenever cargo builds the workspace).
 pub fn agent_bin() -> PathBuf {
     if let Ok(p) = std::env::var("DWELL_AGENT") {
         return PathBuf::from(p);
     }
-    let p = dwell_bin().with_file_name("dwell-agent");
-    assert!(
-        p.is_file(),
-        "{} is missing: build it with `PROFILE=dev scripts/build.sh` (scripts/test.sh does) or set DWELL_AGENT",
-        p.display()
-    );
-    p
+    let target = dwell_bin()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let found = std::fs::read_dir(&target)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("debug/dwell-agent"))
+        .find(|p| p.is_file());
+    found.unwrap_or_else(|| {
+        panic!(
+            "no static dwell-agent under {}/<triple>/debug: build it with `PROFILE=dev scripts/build.sh` (scripts/test.sh does) or set DWELL_AGENT",
+            target.display()
+        )
+    })
 }
 
 /// Whether this process can run the namespace runtime (root).
