@@ -66,6 +66,15 @@ impl Inner {
     pub async fn forget_agent(&self, id: &str) {
         self.agents.lock().await.remove(id);
     }
+
+    /// Connect to a freshly started sandbox's agent now, so its first exec
+    /// does not pay for the connection and handshake. Best effort.
+    pub async fn preconnect_agent(&self, id: &str) {
+        let sock = self.state_dir(id).join("run/agent.sock");
+        if let Ok(client) = AgentClient::connect_unix(&sock).await {
+            self.agents.lock().await.insert(id.to_string(), client);
+        }
+    }
 }
 
 impl Controller {

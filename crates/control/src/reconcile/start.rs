@@ -36,6 +36,7 @@ pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord) -> Result<()> {
         Ok(())
     })
     .await??;
+    inner.preconnect_agent(&rec.id).await;
     let reason = match rec.state.as_str() {
         "creating" => "created and started",
         _ => "started on request",
