@@ -74,6 +74,23 @@ pub(crate) fn atomic_write(path: &Path, data: &[u8]) -> Result<()> {
     result
 }
 
+/// Creates `path` (which must not exist) with `data` and makes both the
+/// file and its directory entry durable. For files in directories nobody
+/// else sees yet; elsewhere use [`atomic_write`].
+pub(crate) fn write_durable(path: &Path, data: &[u8]) -> Result<()> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .ctx("create", path)?;
+    f.write_all(data).ctx("write", path)?;
+    f.sync_all().ctx("fsync", path)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .ctx("fsync directory", dir)
+}
+
 /// Renames `from` to `to`, failing with `AlreadyExists` instead of replacing.
 pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     let (a, b) = (cpath(from)?, cpath(to)?);
