@@ -2,10 +2,12 @@
 //! (`dwell __ns-boot <state_dir>`) that builds one sandbox and exits, so the
 //! sandbox is reparented away from the daemon and outlives it.
 //!
-//! It joins the sandbox's cgroups, clones the child into new mount, pid,
-//! uts, ipc, net and cgroup namespaces, sets up the host side (pid file,
-//! network), lets the child exec the agent and waits for the agent's
-//! socket. On any failure it kills the child and removes what it made.
+//! It joins the sandbox's v1 cgroups (or, taken from the warm pool, renames
+//! the pool cgroups it already sits in), clones the child into new mount,
+//! pid, uts, ipc, net namespaces and straight into its cgroup2 directory,
+//! sets up the host side (pid file, network), lets the child exec the agent
+//! and waits for the agent's socket (inotify on the run dir, pidfd of PID
+//! 1). On any failure it kills the child and removes what it made.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -13,8 +15,12 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use super::cgroup::v1::V1Group;
 use super::cgroup::{Cgroup, HostCgroups, SandboxCgroup};
-use super::{child, layout, network, pidfile, stop, sys};
+use super::wait::Backoff;
+use super::{child, layout, network, pidfile, standby, stop, sys};
 use crate::{Error, NetworkMode, Result, SandboxConfig};
 
 /// Runtime options the boot process needs besides the sandbox config
@@ -29,23 +35,46 @@ pub struct BootOptions {
 
 pub const BOOT_OPTIONS_FILE: &str = "runtime.json";
 
+/// Namespaces PID 1 is cloned into. The cgroup namespace is missing on
+/// purpose: the child unshares it once it sits in its cgroups.
 const NAMESPACES: libc::c_int = libc::CLONE_NEWNS
     | libc::CLONE_NEWPID
     | libc::CLONE_NEWUTS
     | libc::CLONE_NEWIPC
-    | libc::CLONE_NEWNET
-    | libc::CLONE_NEWCGROUP;
+    | libc::CLONE_NEWNET;
+
+/// How the boot process comes to be in the sandbox's v1 cgroups.
+#[derive(Debug, Clone, Copy)]
+pub enum Placement<'a> {
+    /// A fresh boot process: create the cgroups and move itself in (on v1
+    /// hierarchies the first move waits for an RCU grace period).
+    Fresh,
+    /// A warm-pool boot process already sitting in these v1 cgroups (none
+    /// on a pure v2 host): rename them to the sandbox's names.
+    Pooled(Option<&'a V1Group>),
+}
 
 /// Entry point of the boot process. Returns the exit code; errors are
-/// printed to stderr for the daemon to show.
+/// printed to stderr for the daemon to show. With the warm-pool variable
+/// set (see [`super::standby`]) it first waits, inside its pool cgroups,
+/// for the state dir to arrive on stdin.
 pub fn boot_main(state_dir: &Path) -> i32 {
-    match boot(state_dir) {
+    if let Some(spec) = std::env::var_os(standby::POOL_ENV) {
+        return standby::main(Path::new(&spec));
+    }
+    report(boot(state_dir, Placement::Fresh))
+}
+
+/// Print the pid (success) or the error and return the exit code. Write
+/// errors are ignored: the daemon may be gone.
+pub(crate) fn report(result: Result<i32>) -> i32 {
+    match result {
         Ok(pid) => {
-            println!("{pid}");
+            let _ = writeln!(std::io::stdout(), "{pid}");
             0
         }
         Err(e) => {
-            eprintln!("{e}");
+            let _ = writeln!(std::io::stderr(), "{e}");
             1
         }
     }
@@ -89,7 +118,8 @@ impl Drop for Guard<'_> {
     }
 }
 
-fn boot(state_dir: &Path) -> Result<i32> {
+/// Build the sandbox described in `state_dir`; returns PID 1's host pid.
+pub(crate) fn boot(state_dir: &Path, placement: Placement) -> Result<i32> {
     // Own session: signals for the daemon's process group miss us.
     // SAFETY: plain syscall; failure (already a leader) is harmless.
     unsafe { libc::setsid() };
@@ -116,15 +146,35 @@ fn boot(state_dir: &Path) -> Result<i32> {
     };
     // A socket left by an earlier run would look like a ready agent.
     let _ = std::fs::remove_file(layout::state_file(&config, layout::AGENT_SOCKET));
-    cg.create(&config.resources)?;
-    cg.add_process(std::process::id() as i32)?;
+    let me = std::process::id() as i32;
+    // v1: the boot process is in the cgroups, its child inherits them.
+    if let Some(v1) = &cg.v1 {
+        match placement {
+            Placement::Pooled(Some(pool)) => {
+                v1.adopt(pool, me)?;
+                v1.create(&config.resources)?;
+            }
+            Placement::Pooled(None) | Placement::Fresh => {
+                v1.create(&config.resources)?;
+                v1.add_process(me)?;
+            }
+        }
+    }
+    // v2: the child is created directly inside (no migration).
+    let v2_dir = match &cg.v2 {
+        Some(v2) => {
+            v2.create(&config.resources)?;
+            Some(
+                std::fs::File::open(v2.dir())
+                    .map_err(|e| io_err(&format!("opening {}", v2.dir().display()), e))?,
+            )
+        }
+        None => None,
+    };
 
     let (go_r, mut go_w) = sys::pipe().map_err(|e| io_err("creating a pipe", e))?;
     let (mut err_r, err_w) = sys::pipe().map_err(|e| io_err("creating a pipe", e))?;
-    // SAFETY: the boot process is single-threaded (fresh exec, no threads
-    // started), so a fork-like clone is sound.
-    let pid = unsafe { sys::clone_fork(NAMESPACES) }
-        .map_err(|e| io_err("clone into new namespaces", e))?;
+    let (pid, pidfd) = clone_child(&cg, v2_dir.as_ref())?;
     if pid == 0 {
         drop(go_w);
         drop(err_r);
@@ -133,6 +183,7 @@ fn boot(state_dir: &Path) -> Result<i32> {
     guard.child = Some(pid);
     drop(go_r);
     drop(err_w);
+    drop(v2_dir);
 
     if config.network == NetworkMode::Nat {
         network::setup(&config.id, pid, &opts.nat_pool, state_dir)?;
@@ -147,9 +198,43 @@ fn boot(state_dir: &Path) -> Result<i32> {
     if !msg.is_empty() {
         return Err(Error::Start(msg));
     }
-    wait_for_socket(&config, pid, Duration::from_millis(opts.agent_timeout_ms))?;
+    wait_for_socket(
+        &config,
+        pid,
+        pidfd.as_ref(),
+        Duration::from_millis(opts.agent_timeout_ms),
+    )?;
     guard.armed = false;
     Ok(pid)
+}
+
+/// Clone PID 1 into new namespaces, straight into the sandbox's cgroup2
+/// directory when the kernel has `CLONE_INTO_CGROUP`; otherwise join that
+/// cgroup first and fork. Returns 0 in the child, `(pid, pidfd)` in the
+/// parent. The cgroup namespace is unshared by the child itself, once it
+/// is in its cgroups, so that its cgroup root is its own cgroup.
+fn clone_child(
+    cg: &SandboxCgroup,
+    v2_dir: Option<&std::fs::File>,
+) -> Result<(i32, Option<OwnedFd>)> {
+    if let (Some(dir), Some(v2)) = (v2_dir, &cg.v2) {
+        // SAFETY: the boot process is single-threaded (fresh exec, no
+        // threads started), so a fork-like clone is sound.
+        match unsafe { sys::clone3_into_cgroup(NAMESPACES, dir) } {
+            Ok(r) => return Ok(r),
+            Err(e) => {
+                tracing::debug!("clone3 into the cgroup failed ({e}); joining it instead");
+                v2.add_process(std::process::id() as i32)?;
+            }
+        }
+    }
+    // SAFETY: as above.
+    let pid = unsafe { sys::clone_fork(NAMESPACES) }
+        .map_err(|e| io_err("clone into new namespaces", e))?;
+    if pid == 0 {
+        return Ok((0, None));
+    }
+    Ok((pid, sys::pidfd_open(pid).ok()))
 }
 
 fn io_err(what: &str, e: std::io::Error) -> Error {
@@ -167,9 +252,20 @@ pub fn console_tail(config: &SandboxConfig) -> String {
     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
 }
 
-fn wait_for_socket(config: &SandboxConfig, pid: i32, timeout: Duration) -> Result<()> {
+/// Wait until the agent's socket appears in the run dir (inotify: the
+/// agent binds, or binds elsewhere and renames into place), or PID 1 exits
+/// (its pidfd becomes readable), or the timeout passes.
+fn wait_for_socket(
+    config: &SandboxConfig,
+    pid: i32,
+    pidfd: Option<&OwnedFd>,
+    timeout: Duration,
+) -> Result<()> {
     let sock = layout::state_file(config, layout::AGENT_SOCKET);
+    let run_dir = layout::state_file(config, layout::RUN_DIR);
+    let watch = sys::DirWatch::new(&run_dir).ok();
     let deadline = Instant::now() + timeout;
+    let mut backoff = Backoff::new(Duration::from_micros(100), Duration::from_millis(5));
     loop {
         if sock.exists() {
             return Ok(());
@@ -181,13 +277,25 @@ fn wait_for_socket(config: &SandboxConfig, pid: i32, timeout: Duration) -> Resul
                 console_tail(config)
             )));
         }
-        if Instant::now() >= deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
             return Err(Error::Start(format!(
                 "the agent did not create {} within {timeout:?}; its output:\n{}",
                 sock.display(),
                 console_tail(config)
             )));
         }
-        std::thread::sleep(Duration::from_millis(5));
+        match (&watch, pidfd) {
+            (Some(w), Some(p)) => {
+                let _ = sys::poll_readable(&[w.raw_fd(), p.as_raw_fd()], left);
+                w.drain();
+            }
+            // Without a pidfd, look at PID 1 at least every 10 ms.
+            (Some(w), None) => {
+                let _ = sys::poll_readable(&[w.raw_fd()], left.min(Duration::from_millis(10)));
+                w.drain();
+            }
+            (None, _) => backoff.sleep_until(deadline),
+        }
     }
 }

@@ -49,6 +49,11 @@ fn prepare_and_exec(
     config: &SandboxConfig,
     go: &mut File,
 ) -> Result<std::convert::Infallible, String> {
+    // Now that this process sits in the sandbox's cgroups, a new cgroup
+    // namespace makes them its root (clone3 would have rooted it at the
+    // boot process's cgroup instead).
+    sys::unshare(libc::CLONE_NEWCGROUP)
+        .map_err(|e| format!("creating the cgroup namespace: {e}"))?;
     redirect_stdio(config)?;
     mounts::build_root(config)?;
     sys::sethostname(&config.hostname).map_err(|e| format!("setting the hostname: {e}"))?;

@@ -4,9 +4,14 @@
 //! seccomp filter. See SECURITY.md in this crate for what each layer stops.
 //!
 //! The daemon never forks to build a sandbox: [`NamespaceRuntime::start`]
-//! runs a boot process (a fresh exec of the daemon binary calling
+//! runs a boot process (an exec of the daemon binary calling
 //! [`boot_main`]) that does the work and exits, leaving the sandbox
-//! reparented away from the daemon.
+//! reparented away from the daemon. To keep the exec and the first cgroup
+//! migration off the start path, the runtime keeps a warm pool
+//! ([`pool`]) of boot processes started ahead of time and already sitting
+//! in cgroups of their own ([`standby`]); `start` takes one and the pool
+//! refills in the background. Every wait on the start path is
+//! event-driven (pipes, inotify, pidfd; see [`wait`]).
 
 pub mod boot;
 pub mod caps;
@@ -20,11 +25,14 @@ pub mod network;
 pub mod observe;
 pub mod pause;
 pub mod pidfile;
+pub mod pool;
 pub mod resume;
 pub mod seccomp;
+pub mod standby;
 pub mod start;
 pub mod stop;
 pub mod sys;
+pub mod wait;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -51,10 +59,14 @@ pub struct NsOptions {
     pub nat_pool: String,
     /// How long the agent may take to accept connections.
     pub agent_timeout: Duration,
+    /// Boot processes kept ready ahead of time (0 turns the warm pool off:
+    /// every start execs a fresh boot process).
+    pub pool_size: usize,
 }
 
 impl NsOptions {
-    /// Defaults: cgroup parent `dwell`, NAT pool 10.200.0.0/16, 10 s.
+    /// Defaults: cgroup parent `dwell`, NAT pool 10.200.0.0/16, 10 s, a
+    /// warm pool of 1.
     pub fn new(boot_exe: impl Into<PathBuf>, boot_args: Vec<String>) -> NsOptions {
         NsOptions {
             boot_exe: boot_exe.into(),
@@ -62,15 +74,18 @@ impl NsOptions {
             cgroup_parent: "dwell".into(),
             nat_pool: network::DEFAULT_NAT_POOL.into(),
             agent_timeout: Duration::from_secs(10),
+            pool_size: 1,
         }
     }
 }
 
-/// The namespace runtime.
+/// The namespace runtime. Dropping it releases its warm pool (the pooled
+/// boot processes exit and remove their cgroups).
 #[derive(Debug)]
 pub struct NamespaceRuntime {
     options: NsOptions,
     host: HostCgroups,
+    pool: pool::Pool,
 }
 
 impl NamespaceRuntime {
@@ -94,9 +109,19 @@ impl NamespaceRuntime {
                 options.boot_exe.display()
             )));
         }
+        let host = HostCgroups::detect()?;
+        pool::sweep_stale(&host, &options.cgroup_parent);
+        let pool = pool::Pool::new(pool::PoolSpec {
+            exe: options.boot_exe.clone(),
+            args: options.boot_args.clone(),
+            cgroup_parent: options.cgroup_parent.clone(),
+            host: host.clone(),
+            size: options.pool_size,
+        });
         Ok(NamespaceRuntime {
-            host: HostCgroups::detect()?,
+            host,
             options,
+            pool,
         })
     }
 
@@ -119,9 +144,26 @@ impl NamespaceRuntime {
         serde_json::from_slice(&bytes).ok()
     }
 
-    /// Remove the (empty) parent cgroups; best effort, for uninstalls and
-    /// tests. Fails quietly while sandboxes still exist.
+    /// What the warm pool holds.
+    pub fn pool_status(&self) -> pool::PoolStatus {
+        self.pool.status()
+    }
+
+    pub(crate) fn pool(&self) -> &pool::Pool {
+        &self.pool
+    }
+
+    /// Release the warm pool for good (its boot processes exit and remove
+    /// their cgroups); later starts boot fresh. Also done on drop.
+    pub fn shutdown_pool(&self) {
+        self.pool.shutdown();
+    }
+
+    /// Shut the warm pool down and remove the (empty) parent cgroups; best
+    /// effort, for uninstalls and tests. Fails quietly while sandboxes
+    /// still exist.
     pub fn remove_cgroup_parent(&self) {
+        self.pool.shutdown();
         for dir in self.host.parent_dirs(&self.options.cgroup_parent) {
             let _ = std::fs::remove_dir(dir);
         }
@@ -201,6 +243,7 @@ impl Runtime for NamespaceRuntime {
     }
 
     fn list_host(&self) -> Result<Vec<String>> {
+        // Pool cgroups (`pool.<hex>`) are not valid ids: list_ids skips them.
         observe::list_ids(&self.host.parent_dirs(&self.options.cgroup_parent))
     }
 }

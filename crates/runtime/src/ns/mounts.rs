@@ -176,8 +176,8 @@ fn mount_kernel_fs(rootfs: &Path) -> R<()> {
         NOSUID_NODEV_NOEXEC | libc::MS_RDONLY,
         None,
     )?;
-    // The cgroup namespace was created after the boot process joined the
-    // sandbox's cgroups, so this shows the sandbox's own subtree only.
+    // The child unshared its cgroup namespace once inside the sandbox's
+    // cgroups, so this shows the sandbox's own subtree only.
     let cg = sys_dir.join("fs/cgroup");
     if cg.is_dir() {
         let flags = NOSUID_NODEV_NOEXEC | libc::MS_RDONLY;

@@ -1,13 +1,21 @@
-//! Pause: freeze every process of a sandbox and wait until the kernel says
-//! the whole cgroup is frozen.
+//! Pause: freeze every process of a sandbox and wait (short, doubling
+//! sleeps from 20 µs) until the kernel says the whole cgroup is frozen.
 
 use std::time::{Duration, Instant};
 
 use super::cgroup::Cgroup;
+use super::wait::Backoff;
 use crate::{Error, Result};
 
 /// How long a freeze may take before it is reported as stuck.
 pub const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// First sleep of the freeze and thaw waits. The kernel usually completes
+/// a freeze in tens of microseconds; the wait doubles from here, so it
+/// answers within about twice the kernel's time. (Neither the v1
+/// `freezer.state` nor every kernel's `cgroup.events` notifies reliably
+/// enough to block on, and both hierarchies must work.)
+pub const FIRST_NAP: Duration = Duration::from_micros(20);
 
 /// Freeze and wait (bounded) until frozen. A sandbox without cgroups is an
 /// error: there is nothing to freeze.
@@ -19,7 +27,7 @@ pub fn freeze(cg: &dyn Cgroup, timeout: Duration) -> Result<()> {
     }
     cg.request_freeze(true)?;
     let deadline = Instant::now() + timeout;
-    let mut nap = Duration::from_millis(1);
+    let mut backoff = Backoff::new(FIRST_NAP, Duration::from_millis(50));
     loop {
         if cg.is_frozen()? {
             return Ok(());
@@ -32,7 +40,6 @@ pub fn freeze(cg: &dyn Cgroup, timeout: Duration) -> Result<()> {
                  uninterruptible sleep, e.g. on a hung NFS mount); it was thawed again"
             )));
         }
-        std::thread::sleep(nap);
-        nap = (nap * 2).min(Duration::from_millis(50));
+        backoff.sleep_until(deadline);
     }
 }

@@ -3,6 +3,8 @@
 use std::time::{Duration, Instant};
 
 use super::cgroup::Cgroup;
+use super::pause::FIRST_NAP;
+use super::wait::Backoff;
 use crate::{Error, Result};
 
 /// Thaw and wait (bounded) until the kernel reports it thawed.
@@ -14,13 +16,14 @@ pub fn thaw(cg: &dyn Cgroup, timeout: Duration) -> Result<()> {
     }
     cg.request_freeze(false)?;
     let deadline = Instant::now() + timeout;
+    let mut backoff = Backoff::new(FIRST_NAP, Duration::from_millis(20));
     while cg.is_frozen()? {
         if Instant::now() >= deadline {
             return Err(Error::Other(format!(
                 "the sandbox is still frozen {timeout:?} after asking the kernel to thaw it"
             )));
         }
-        std::thread::sleep(Duration::from_millis(2));
+        backoff.sleep_until(deadline);
     }
     Ok(())
 }

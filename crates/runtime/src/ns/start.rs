@@ -1,19 +1,22 @@
-//! Start: write the config to the state dir, run the boot process, and wait
-//! until the agent accepts a connection. Leaves nothing behind on error.
+//! Start: write the config to the state dir, hand it to a boot process (a
+//! standby from the warm pool, or a fresh one), wait until that process
+//! exits (blocking reads of its output, no polling), and connect to the
+//! agent. Leaves nothing behind on error.
 
-use std::io::Read;
-use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::boot::{console_tail, BootOptions, BOOT_OPTIONS_FILE};
-use super::{layout, network, pidfile, NamespaceRuntime};
+use super::{layout, network, pidfile, wait, NamespaceRuntime};
 use crate::error::Context;
 use crate::{Error, NetworkMode, Observed, Result, Runtime, SandboxConfig, Started};
 
 /// Extra time the boot process gets beyond the agent timeout (mounts,
 /// cgroups, network).
 const BOOT_SLACK: Duration = Duration::from_secs(20);
+/// How long `start` waits for a standby that the pool is starting right
+/// now (booting fresh would cost at least as much) before booting fresh.
+const POOL_WAIT: Duration = Duration::from_secs(2);
 
 pub fn start(rt: &NamespaceRuntime, config: &SandboxConfig) -> Result<Started> {
     layout::validate(config)?;
@@ -59,40 +62,16 @@ fn boot(rt: &NamespaceRuntime, config: &SandboxConfig) -> Result<Started> {
     )
     .context(|| format!("writing {}", opts_path.display()))?;
 
-    let exe = &rt.options.boot_exe;
-    let mut child = Command::new(exe)
-        .args(&rt.options.boot_args)
-        .arg(state)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context(|| format!("running the boot process {}", exe.display()))?;
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
     let deadline = Instant::now() + rt.options.agent_timeout + BOOT_SLACK;
-    let status = loop {
-        if let Some(status) = child
-            .try_wait()
-            .context(|| "waiting for the boot process".into())?
-        {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(Error::Start(format!(
-                "the boot process did not finish within {:?}; it was killed",
-                rt.options.agent_timeout + BOOT_SLACK
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(5));
+    let _busy = rt.pool().busy();
+    let launched = rt
+        .pool()
+        .take(POOL_WAIT)
+        .and_then(|standby| standby.launch(state, deadline));
+    let (status, err_text) = match launched {
+        Some(r) => r?,
+        None => boot_fresh(rt, state, deadline)?,
     };
-    let err_text = reader.join().unwrap_or_default();
     if !status.success() {
         let msg = err_text.trim();
         return Err(Error::Start(if msg.is_empty() {
@@ -109,23 +88,55 @@ fn boot(rt: &NamespaceRuntime, config: &SandboxConfig) -> Result<Started> {
                 console_tail(config)
             ))
         })?;
+    // The boot process saw the socket appear; connect once to be sure the
+    // agent accepts.
     let sock = layout::state_file(config, layout::AGENT_SOCKET);
-    let deadline = Instant::now() + rt.options.agent_timeout;
-    loop {
-        match UnixStream::connect(&sock) {
-            Ok(_) => break,
-            Err(e) if Instant::now() >= deadline => {
-                return Err(Error::Start(format!(
-                    "the agent does not accept connections on {}: {e}; its output:\n{}",
-                    sock.display(),
-                    console_tail(config)
-                )))
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(10)),
-        }
+    let connect_deadline = Instant::now() + rt.options.agent_timeout;
+    if let Err(e) = wait::connect_until(&sock, connect_deadline) {
+        return Err(Error::Start(format!(
+            "the agent does not accept connections on {}: {e}; its output:\n{}",
+            sock.display(),
+            console_tail(config)
+        )));
     }
     Ok(Started {
         pid,
         agent_socket: sock,
     })
+}
+
+/// Run a fresh boot process and wait (blocking, bounded by `deadline`)
+/// until it exits: its stderr closes when it does. Returns its status and
+/// what it wrote to stderr.
+fn boot_fresh(
+    rt: &NamespaceRuntime,
+    state: &std::path::Path,
+    deadline: Instant,
+) -> Result<(std::process::ExitStatus, String)> {
+    let exe = &rt.options.boot_exe;
+    let mut child = Command::new(exe)
+        .args(&rt.options.boot_args)
+        .arg(state)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context(|| format!("running the boot process {}", exe.display()))?;
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    match wait::read_to_end_until(&mut stderr, deadline) {
+        Ok(text) => {
+            let status = child
+                .wait()
+                .context(|| "waiting for the boot process".into())?;
+            Ok((status, text))
+        }
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(Error::Start(format!(
+                "the boot process did not finish within {:?}; it was killed",
+                rt.options.agent_timeout + BOOT_SLACK
+            )))
+        }
+    }
 }

@@ -167,3 +167,171 @@ pub fn prctl(option: libc::c_int, arg2: libc::c_ulong) -> io::Result<()> {
     // SAFETY: integer-only prctl options.
     check(unsafe { libc::prctl(option, arg2, 0, 0, 0) })
 }
+
+/// `CLONE_INTO_CGROUP` (Linux 5.7): place the child in the cgroup2
+/// directory given by `clone_args.cgroup`.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `struct clone_args` of clone3(2), version 2 (88 bytes, with `cgroup`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// A fork-like clone3(2) (no new stack) into new namespaces, with the child
+/// created directly inside the cgroup2 directory `cgroup` (so no process
+/// is migrated, which on a quiet host waits for an RCU grace period) and a
+/// pidfd for it. Returns 0 in the child; `(pid, pidfd)` in the parent.
+///
+/// Fails with ENOSYS / E2BIG / EINVAL on kernels without clone3 or
+/// `CLONE_INTO_CGROUP`; callers fall back to [`clone_fork`].
+///
+/// # Safety
+/// Like fork(2): the calling process must be single-threaded.
+pub unsafe fn clone3_into_cgroup(
+    flags: libc::c_int,
+    cgroup: &std::fs::File,
+) -> io::Result<(libc::pid_t, Option<std::os::fd::OwnedFd>)> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut pidfd: libc::c_int = -1;
+    let mut args = CloneArgs {
+        flags: flags as u64 | libc::CLONE_PIDFD as u64 | CLONE_INTO_CGROUP,
+        pidfd: std::ptr::addr_of_mut!(pidfd) as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup.as_raw_fd() as u64,
+        ..Default::default()
+    };
+    let ret = libc::syscall(
+        libc::SYS_clone3,
+        std::ptr::addr_of_mut!(args),
+        std::mem::size_of::<CloneArgs>(),
+    );
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if ret == 0 {
+        return Ok((0, None));
+    }
+    let fd = (pidfd >= 0).then(|| std::os::fd::OwnedFd::from_raw_fd(pidfd));
+    Ok((ret as libc::pid_t, fd))
+}
+
+/// pidfd_open(2): a descriptor that becomes readable when `pid` exits.
+pub fn pidfd_open(pid: libc::pid_t) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain syscall with integer arguments.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just handed us this owned descriptor.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(ret as libc::c_int) })
+}
+
+/// unshare(2).
+pub fn unshare(flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: plain syscall.
+    check(unsafe { libc::unshare(flags) })
+}
+
+/// poll(2) for readability (or hang-up) of `fds`, for at most `timeout`.
+/// Returns which descriptors are ready (all false on timeout); EINTR
+/// counts as a timeout-free wake-up with nothing ready.
+pub fn poll_readable(
+    fds: &[std::os::fd::RawFd],
+    timeout: std::time::Duration,
+) -> io::Result<Vec<bool>> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // Round up so that a sub-millisecond rest does not spin.
+    let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: pfds is a valid array of pfds.len() pollfd structs.
+    let ret = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+    if ret < 0 {
+        let err = io::Error::last_os_error();
+        if err.kind() == io::ErrorKind::Interrupted {
+            return Ok(vec![false; fds.len()]);
+        }
+        return Err(err);
+    }
+    Ok(pfds.iter().map(|p| p.revents != 0).collect())
+}
+
+/// An inotify instance watching one directory for entries that appear in
+/// it (created, or renamed into it).
+pub struct DirWatch {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl DirWatch {
+    /// Watch `dir` for IN_CREATE and IN_MOVED_TO.
+    pub fn new(dir: &Path) -> io::Result<DirWatch> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain syscall.
+        let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just handed us this owned descriptor.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        let path = cstr(dir)?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: valid descriptor and C string.
+        let wd = unsafe {
+            libc::inotify_add_watch(
+                fd.as_raw_fd(),
+                path.as_ptr(),
+                libc::IN_CREATE | libc::IN_MOVED_TO,
+            )
+        };
+        if wd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(DirWatch { fd })
+    }
+
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.fd.as_raw_fd()
+    }
+
+    /// Discard queued events (the caller re-checks the path itself).
+    pub fn drain(&self) {
+        let mut buf = [0u8; 4096];
+        loop {
+            // SAFETY: buf is valid for buf.len() bytes.
+            let n = unsafe { libc::read(self.raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                return;
+            }
+        }
+    }
+}
+
+/// 64 random bits from the kernel.
+pub fn random_u64() -> io::Result<u64> {
+    let mut b = [0u8; 8];
+    // SAFETY: b is valid for 8 bytes.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != 8 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u64::from_ne_bytes(b))
+}

@@ -66,6 +66,11 @@ pub struct TestSandbox {
 
 impl TestSandbox {
     pub fn new(name: &str) -> TestSandbox {
+        TestSandbox::with_options(name, options())
+    }
+
+    /// A sandbox whose runtime uses `opts` (e.g. another pool size).
+    pub fn with_options(name: &str, opts: NsOptions) -> TestSandbox {
         let dir = tempfile::Builder::new()
             .prefix("dwell-ns-test-")
             .tempdir()
@@ -92,7 +97,7 @@ impl TestSandbox {
             agent_binary: PathBuf::from(env!("CARGO_BIN_EXE_dwell-ns-testinit")),
         };
         TestSandbox {
-            rt: NamespaceRuntime::new(options()).unwrap(),
+            rt: NamespaceRuntime::new(opts).unwrap(),
             config,
             dir,
         }

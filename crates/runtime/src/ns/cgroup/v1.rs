@@ -39,10 +39,52 @@ impl V1Group {
         v
     }
 
-    pub fn create(&self, r: &Resources) -> Result<()> {
+    /// Create the directories without writing limits.
+    pub fn create_dirs(&self) -> Result<()> {
         for d in self.unique_dirs() {
             std::fs::create_dir_all(d).context(|| format!("creating cgroup {}", d.display()))?;
         }
+        Ok(())
+    }
+
+    /// Take over the directories of `pool` (a warm-pool cgroup that holds
+    /// `pid`) under this group's names: rename(2) within the same parent
+    /// keeps the processes inside and costs no migration. A hierarchy
+    /// where the rename fails (the name is held by a busy cgroup, or the
+    /// kernel refuses) gets a fresh directory and `pid` is moved into it.
+    /// A stale, empty cgroup of the same name is removed first.
+    pub fn adopt(&self, pool: &V1Group, pid: i32) -> Result<()> {
+        let mut done: Vec<&Path> = Vec::new();
+        for (controller, to) in &self.dirs {
+            if done.contains(&to.as_path()) {
+                continue;
+            }
+            done.push(to);
+            let Some(from) = pool.dir(controller) else {
+                continue;
+            };
+            if to.exists() {
+                let _ = std::fs::remove_dir(to);
+            }
+            if std::fs::rename(from, to).is_err() {
+                std::fs::create_dir_all(to)
+                    .context(|| format!("creating cgroup {}", to.display()))?;
+                write(&to.join("cgroup.procs"), &pid.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// This group's directory in every hierarchy (co-mounted ones once).
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        self.unique_dirs()
+            .into_iter()
+            .map(Path::to_path_buf)
+            .collect()
+    }
+
+    pub fn create(&self, r: &Resources) -> Result<()> {
+        self.create_dirs()?;
         if let Some(mem) = self.dir("memory") {
             let limit = r.memory_bytes.to_string();
             write(&mem.join("memory.limit_in_bytes"), &limit)?;
