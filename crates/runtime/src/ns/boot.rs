@@ -6,20 +6,17 @@
 //! the pool cgroups it already sits in), clones the child into new mount,
 //! pid, uts, ipc, net namespaces and straight into its cgroup2 directory,
 //! sets up the host side (pid file, network), lets the child exec the agent
-//! and waits for the agent's socket (inotify on the run dir, pidfd of PID
-//! 1). On any failure it kills the child and removes what it made.
+//! and exits as soon as the exec succeeded; the daemon waits for the
+//! agent's socket. On any failure it kills the child and removes what it
+//! made.
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use std::os::fd::{AsRawFd, OwnedFd};
-
 use super::cgroup::v1::V1Group;
 use super::cgroup::{Cgroup, HostCgroups, SandboxCgroup};
-use super::wait::Backoff;
 use super::{child, layout, network, pidfile, standby, stop, sys};
 use crate::{Error, NetworkMode, Result, SandboxConfig};
 
@@ -29,7 +26,9 @@ use crate::{Error, NetworkMode, Result, SandboxConfig};
 pub struct BootOptions {
     pub cgroup_parent: String,
     pub nat_pool: String,
-    /// How long to wait for the agent's socket, in milliseconds.
+    /// How long the daemon waits for the agent's socket, in milliseconds
+    /// (recorded for diagnosis; the boot process exits once the agent is
+    /// executed and does not wait for it).
     pub agent_timeout_ms: u64,
 }
 
@@ -174,7 +173,7 @@ pub(crate) fn boot(state_dir: &Path, placement: Placement) -> Result<i32> {
 
     let (go_r, mut go_w) = sys::pipe().map_err(|e| io_err("creating a pipe", e))?;
     let (mut err_r, err_w) = sys::pipe().map_err(|e| io_err("creating a pipe", e))?;
-    let (pid, pidfd) = clone_child(&cg, v2_dir.as_ref())?;
+    let pid = clone_child(&cg, v2_dir.as_ref())?;
     if pid == 0 {
         drop(go_w);
         drop(err_r);
@@ -198,30 +197,20 @@ pub(crate) fn boot(state_dir: &Path, placement: Placement) -> Result<i32> {
     if !msg.is_empty() {
         return Err(Error::Start(msg));
     }
-    wait_for_socket(
-        &config,
-        pid,
-        pidfd.as_ref(),
-        Duration::from_millis(opts.agent_timeout_ms),
-    )?;
     guard.armed = false;
     Ok(pid)
 }
 
 /// Clone PID 1 into new namespaces, straight into the sandbox's cgroup2
 /// directory when the kernel has `CLONE_INTO_CGROUP`; otherwise join that
-/// cgroup first and fork. Returns 0 in the child, `(pid, pidfd)` in the
-/// parent. The cgroup namespace is unshared by the child itself, once it
+/// cgroup first and fork. Returns 0 in the child, its pid in the parent. The cgroup namespace is unshared by the child itself, once it
 /// is in its cgroups, so that its cgroup root is its own cgroup.
-fn clone_child(
-    cg: &SandboxCgroup,
-    v2_dir: Option<&std::fs::File>,
-) -> Result<(i32, Option<OwnedFd>)> {
+fn clone_child(cg: &SandboxCgroup, v2_dir: Option<&std::fs::File>) -> Result<i32> {
     if let (Some(dir), Some(v2)) = (v2_dir, &cg.v2) {
         // SAFETY: the boot process is single-threaded (fresh exec, no
         // threads started), so a fork-like clone is sound.
         match unsafe { sys::clone3_into_cgroup(NAMESPACES, dir) } {
-            Ok(r) => return Ok(r),
+            Ok(pid) => return Ok(pid),
             Err(e) => {
                 tracing::debug!("clone3 into the cgroup failed ({e}); joining it instead");
                 v2.add_process(std::process::id() as i32)?;
@@ -231,10 +220,7 @@ fn clone_child(
     // SAFETY: as above.
     let pid = unsafe { sys::clone_fork(NAMESPACES) }
         .map_err(|e| io_err("clone into new namespaces", e))?;
-    if pid == 0 {
-        return Ok((0, None));
-    }
-    Ok((pid, sys::pidfd_open(pid).ok()))
+    Ok(pid)
 }
 
 fn io_err(what: &str, e: std::io::Error) -> Error {
@@ -250,52 +236,4 @@ pub fn console_tail(config: &SandboxConfig) -> String {
         .unwrap_or_default();
     let tail: Vec<&str> = log.lines().rev().take(10).collect();
     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-}
-
-/// Wait until the agent's socket appears in the run dir (inotify: the
-/// agent binds, or binds elsewhere and renames into place), or PID 1 exits
-/// (its pidfd becomes readable), or the timeout passes.
-fn wait_for_socket(
-    config: &SandboxConfig,
-    pid: i32,
-    pidfd: Option<&OwnedFd>,
-    timeout: Duration,
-) -> Result<()> {
-    let sock = layout::state_file(config, layout::AGENT_SOCKET);
-    let run_dir = layout::state_file(config, layout::RUN_DIR);
-    let watch = sys::DirWatch::new(&run_dir).ok();
-    let deadline = Instant::now() + timeout;
-    let mut backoff = Backoff::new(Duration::from_micros(100), Duration::from_millis(5));
-    loop {
-        if sock.exists() {
-            return Ok(());
-        }
-        if let Ok(Some(status)) = sys::waitpid(pid, libc::WNOHANG) {
-            return Err(Error::Start(format!(
-                "the agent exited (wait status {status:#x}) before creating {}; its output:\n{}",
-                sock.display(),
-                console_tail(config)
-            )));
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(Error::Start(format!(
-                "the agent did not create {} within {timeout:?}; its output:\n{}",
-                sock.display(),
-                console_tail(config)
-            )));
-        }
-        match (&watch, pidfd) {
-            (Some(w), Some(p)) => {
-                let _ = sys::poll_readable(&[w.raw_fd(), p.as_raw_fd()], left);
-                w.drain();
-            }
-            // Without a pidfd, look at PID 1 at least every 10 ms.
-            (Some(w), None) => {
-                let _ = sys::poll_readable(&[w.raw_fd()], left.min(Duration::from_millis(10)));
-                w.drain();
-            }
-            (None, _) => backoff.sleep_until(deadline),
-        }
-    }
 }

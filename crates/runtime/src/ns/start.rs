@@ -3,6 +3,7 @@
 //! exits (blocking reads of its output, no polling), and connect to the
 //! agent. Leaves nothing behind on error.
 
+use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -88,21 +89,53 @@ fn boot(rt: &NamespaceRuntime, config: &SandboxConfig) -> Result<Started> {
                 console_tail(config)
             ))
         })?;
-    // The boot process saw the socket appear; connect once to be sure the
-    // agent accepts.
     let sock = layout::state_file(config, layout::AGENT_SOCKET);
-    let connect_deadline = Instant::now() + rt.options.agent_timeout;
-    if let Err(e) = wait::connect_until(&sock, connect_deadline) {
-        return Err(Error::Start(format!(
-            "the agent does not accept connections on {}: {e}; its output:\n{}",
-            sock.display(),
-            console_tail(config)
-        )));
-    }
+    wait_for_agent(config, pid, &sock, rt.options.agent_timeout)?;
     Ok(Started {
         pid,
         agent_socket: sock,
     })
+}
+
+/// Wait until the agent accepts a connection on `sock`: connect attempts
+/// with a backoff from 100 µs to 1 ms (the agent binds a few milliseconds
+/// after its exec), failing early when PID 1 dies. (The boot process does
+/// not wait with inotify itself: closing an inotify instance waits for an
+/// SRCU grace period, 20+ ms, which its exit would add to every start.)
+fn wait_for_agent(
+    config: &SandboxConfig,
+    pid: i32,
+    sock: &std::path::Path,
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut backoff = wait::Backoff::new(Duration::from_micros(100), Duration::from_millis(1));
+    loop {
+        let err = match UnixStream::connect(sock) {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        let retry = matches!(
+            err.kind(),
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+        );
+        if retry && pidfile::start_time(pid).is_none() {
+            return Err(Error::Start(format!(
+                "the agent exited before listening on {}; its output:\n{}",
+                sock.display(),
+                console_tail(config)
+            )));
+        }
+        if !retry || Instant::now() >= deadline {
+            return Err(Error::Start(format!(
+                "the agent does not accept connections on {} within {timeout:?}: {err}; \
+                 its output:\n{}",
+                sock.display(),
+                console_tail(config)
+            )));
+        }
+        backoff.sleep_until(deadline);
+    }
 }
 
 /// Run a fresh boot process and wait (blocking, bounded by `deadline`)

@@ -191,8 +191,8 @@ struct CloneArgs {
 
 /// A fork-like clone3(2) (no new stack) into new namespaces, with the child
 /// created directly inside the cgroup2 directory `cgroup` (so no process
-/// is migrated, which on a quiet host waits for an RCU grace period) and a
-/// pidfd for it. Returns 0 in the child; `(pid, pidfd)` in the parent.
+/// is migrated, which on a quiet host waits for an RCU grace period).
+/// Returns 0 in the child and the child's pid in the parent.
 ///
 /// Fails with ENOSYS / E2BIG / EINVAL on kernels without clone3 or
 /// `CLONE_INTO_CGROUP`; callers fall back to [`clone_fork`].
@@ -202,12 +202,10 @@ struct CloneArgs {
 pub unsafe fn clone3_into_cgroup(
     flags: libc::c_int,
     cgroup: &std::fs::File,
-) -> io::Result<(libc::pid_t, Option<std::os::fd::OwnedFd>)> {
-    use std::os::fd::{AsRawFd, FromRawFd};
-    let mut pidfd: libc::c_int = -1;
+) -> io::Result<libc::pid_t> {
+    use std::os::fd::AsRawFd;
     let mut args = CloneArgs {
-        flags: flags as u64 | libc::CLONE_PIDFD as u64 | CLONE_INTO_CGROUP,
-        pidfd: std::ptr::addr_of_mut!(pidfd) as u64,
+        flags: flags as u64 | CLONE_INTO_CGROUP,
         exit_signal: libc::SIGCHLD as u64,
         cgroup: cgroup.as_raw_fd() as u64,
         ..Default::default()
@@ -220,23 +218,7 @@ pub unsafe fn clone3_into_cgroup(
     if ret < 0 {
         return Err(io::Error::last_os_error());
     }
-    if ret == 0 {
-        return Ok((0, None));
-    }
-    let fd = (pidfd >= 0).then(|| std::os::fd::OwnedFd::from_raw_fd(pidfd));
-    Ok((ret as libc::pid_t, fd))
-}
-
-/// pidfd_open(2): a descriptor that becomes readable when `pid` exits.
-pub fn pidfd_open(pid: libc::pid_t) -> io::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: plain syscall with integer arguments.
-    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if ret < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just handed us this owned descriptor.
-    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(ret as libc::c_int) })
+    Ok(ret as libc::pid_t)
 }
 
 /// unshare(2).
@@ -272,57 +254,6 @@ pub fn poll_readable(
         return Err(err);
     }
     Ok(pfds.iter().map(|p| p.revents != 0).collect())
-}
-
-/// An inotify instance watching one directory for entries that appear in
-/// it (created, or renamed into it).
-pub struct DirWatch {
-    fd: std::os::fd::OwnedFd,
-}
-
-impl DirWatch {
-    /// Watch `dir` for IN_CREATE and IN_MOVED_TO.
-    pub fn new(dir: &Path) -> io::Result<DirWatch> {
-        use std::os::fd::FromRawFd;
-        // SAFETY: plain syscall.
-        let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: the kernel just handed us this owned descriptor.
-        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-        let path = cstr(dir)?;
-        use std::os::fd::AsRawFd;
-        // SAFETY: valid descriptor and C string.
-        let wd = unsafe {
-            libc::inotify_add_watch(
-                fd.as_raw_fd(),
-                path.as_ptr(),
-                libc::IN_CREATE | libc::IN_MOVED_TO,
-            )
-        };
-        if wd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(DirWatch { fd })
-    }
-
-    pub fn raw_fd(&self) -> std::os::fd::RawFd {
-        use std::os::fd::AsRawFd;
-        self.fd.as_raw_fd()
-    }
-
-    /// Discard queued events (the caller re-checks the path itself).
-    pub fn drain(&self) {
-        let mut buf = [0u8; 4096];
-        loop {
-            // SAFETY: buf is valid for buf.len() bytes.
-            let n = unsafe { libc::read(self.raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n <= 0 {
-                return;
-            }
-        }
-    }
 }
 
 /// 64 random bits from the kernel.

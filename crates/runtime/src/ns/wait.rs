@@ -1,12 +1,9 @@
 //! Bounded waits without fixed polling intervals: reading a child's output
-//! until it closes (with a deadline, via poll(2)), connecting to a socket
-//! that is about to accept, and a short exponential backoff for the few
-//! states the kernel offers no notification for.
+//! until it closes (with a deadline, via poll(2)), and a short exponential
+//! backoff for the few states that have no cheap notification.
 
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::sys;
@@ -61,31 +58,11 @@ pub fn read_to_end_until<R: Read + AsRawFd>(
     }
 }
 
-/// Connect to a unix socket that exists or is about to; retries refused
-/// and missing sockets with a backoff starting at 100 µs until `deadline`.
-pub fn connect_until(path: &Path, deadline: Instant) -> io::Result<UnixStream> {
-    let mut backoff = Backoff::new(Duration::from_micros(100), Duration::from_millis(10));
-    loop {
-        match UnixStream::connect(path) {
-            Ok(s) => return Ok(s),
-            Err(e) if Instant::now() >= deadline => return Err(e),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound
-                ) =>
-            {
-                backoff.sleep_until(deadline)
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::os::unix::net::UnixStream;
 
     #[test]
     fn reads_until_eof_or_deadline() {
@@ -103,21 +80,5 @@ mod tests {
             read_to_end_until(&mut a, Instant::now() + Duration::from_secs(5)),
             Ok(" world".to_string())
         );
-    }
-
-    #[test]
-    fn connects_once_the_socket_appears() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.sock");
-        let p = path.clone();
-        let t = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(20));
-            std::os::unix::net::UnixListener::bind(&p).unwrap()
-        });
-        let s = connect_until(&path, Instant::now() + Duration::from_secs(5));
-        let _listener = t.join().unwrap();
-        s.unwrap();
-        let missing = dir.path().join("none.sock");
-        assert!(connect_until(&missing, Instant::now() + Duration::from_millis(5)).is_err());
     }
 }
