@@ -115,17 +115,17 @@ fn background_processes_outlive_the_request_and_can_be_reattached() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|p| p["pid"].to_string() == pid)
+        .find(|p| p["pid"].as_u64().map(|n| n.to_string()).as_deref() == Some(pid))
         .unwrap();
     assert_eq!(p["running"], true);
     assert_eq!(p["tag"], "ticker");
     d.ok(&["kill", "bg", pid, "-s", "KILL"]);
     wait_for(5, "process to end", || {
         let v: serde_json::Value = serde_json::from_str(&d.ok(&["ps", "bg", "--json"])).unwrap();
-        v.as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p["pid"].to_string() == pid && p["running"] == false)
+        v.as_array().unwrap().iter().any(|p| {
+            p["pid"].as_u64().map(|n| n.to_string()).as_deref() == Some(pid)
+                && p["running"] == false
+        })
     });
 }
 

@@ -220,7 +220,7 @@ impl CreateRequest {
             Some(d) => d.bytes("disk")?,
             None => DEFAULT_DISK,
         };
-        if disk < (32 << 20) || disk > (16 << 40) {
+        if !((32 << 20)..=(16 << 40)).contains(&disk) {
             return Err(Error::invalid(
                 "disk",
                 format!(

@@ -173,6 +173,13 @@ fn install_agent(data_dir: &Path, given: Option<&Path>) -> Result<PathBuf> {
             src.display()
         );
     }
+    if has_interpreter(&bytes) {
+        bail!(
+            "{} is dynamically linked, but it runs as PID 1 inside images that may have no C library; \
+             build the static agent with `scripts/build.sh` (or point --agent at target/<triple>/<profile>/dwell-agent)",
+            src.display()
+        );
+    }
     let dst = data_dir.join("bin/dwell-agent");
     if std::fs::read(&dst).ok().as_deref() != Some(&bytes[..]) {
         let tmp = data_dir.join("bin/.dwell-agent.tmp");
