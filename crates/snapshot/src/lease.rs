@@ -1,0 +1,227 @@
+//! Coordination between snapshot writers and garbage collection through lease objects.
+//!
+//! The rule (also in FORMAT.md):
+//! - A writer publishes `leases/create-<id>.json` listing every chunk id it will reference,
+//!   refreshing it at least once per `ttl`. It adds each batch of chunk ids to the lease and
+//!   publishes the lease *before* it checks whether those chunks already exist, and after that
+//!   publication it waits until no live `leases/gc-*.json` exists. Only then does it trust an
+//!   existence check ("already stored, skip").
+//! - A collector publishes `leases/gc-<nonce>.json` first, then reads the create leases, then the
+//!   manifests, and deletes only chunks that no manifest and no live create lease names.
+//! Both sides write their lease before reading the other's, so at least one sees the other: either
+//! the writer sees the collector and waits for it to finish (its checks then happen after every
+//! deletion), or the collector sees the writer's chunks and spares them. Reading leases before
+//! manifests covers a writer that publishes its manifest and drops its lease in between.
+//! A lease not refreshed for `ttl` is dead (its process crashed); a writer or collector that
+//! notices it went `ttl` without refreshing gives up instead of trusting its lease.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::manifest::ChunkId;
+use crate::store::{ChunkStore, ObjectInfo};
+
+/// Default lease time-to-live.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(600);
+
+const POLL: Duration = Duration::from_millis(50);
+
+#[derive(Serialize, Deserialize)]
+struct CreateLeaseDoc {
+    snapshot: String,
+    pid: u32,
+    chunks: Vec<ChunkId>,
+}
+
+fn is_live(o: &ObjectInfo, ttl: Duration) -> bool {
+    // A modification time in the future (clock skew) counts as live.
+    SystemTime::now()
+        .duration_since(o.modified)
+        .map(|age| age < ttl)
+        .unwrap_or(true)
+}
+
+fn random_hex() -> String {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).expect("the OS random source works");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A writer's lease on the chunks of the snapshot it is creating.
+pub(crate) struct CreateLease<'a> {
+    store: &'a dyn ChunkStore,
+    key: String,
+    snapshot: String,
+    chunks: BTreeSet<ChunkId>,
+    last_flush: Instant,
+    ttl: Duration,
+    released: bool,
+}
+
+impl<'a> CreateLease<'a> {
+    /// Publishes an empty lease for `snapshot`.
+    pub fn acquire(store: &'a dyn ChunkStore, snapshot: &str, ttl: Duration) -> Result<Self> {
+        let mut l = CreateLease {
+            store,
+            key: format!("leases/create-{snapshot}.json"),
+            snapshot: snapshot.to_string(),
+            chunks: BTreeSet::new(),
+            last_flush: Instant::now(),
+            ttl,
+            released: false,
+        };
+        l.write()?;
+        Ok(l)
+    }
+
+    fn write(&mut self) -> Result<()> {
+        let doc = CreateLeaseDoc {
+            snapshot: self.snapshot.clone(),
+            pid: std::process::id(),
+            chunks: self.chunks.iter().copied().collect(),
+        };
+        let started = Instant::now();
+        self.store.put(
+            &self.key,
+            &serde_json::to_vec(&doc).expect("a lease serialises"),
+        )?;
+        self.last_flush = started;
+        Ok(())
+    }
+
+    /// Adds chunk ids, republishes the lease, then waits until no collector is running.
+    pub fn protect(&mut self, ids: impl IntoIterator<Item = ChunkId>) -> Result<()> {
+        self.check_fresh()?;
+        self.chunks.extend(ids);
+        self.write()?;
+        wait_no_gc(self.store, self.ttl)
+    }
+
+    /// Fails if the lease may have expired since it was last published.
+    pub fn check_fresh(&self) -> Result<()> {
+        let elapsed = self.last_flush.elapsed();
+        // Keep a margin: the collector's clock decides, ours only approximates it.
+        if elapsed + self.ttl / 10 >= self.ttl {
+            return Err(Error::LeaseExpired {
+                snapshot: self.snapshot.clone(),
+                elapsed_secs: elapsed.as_secs(),
+                ttl_secs: self.ttl.as_secs(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Removes the lease (after the manifest is published).
+    pub fn release(mut self) -> Result<()> {
+        self.released = true;
+        self.store.delete(&self.key)
+    }
+}
+
+impl Drop for CreateLease<'_> {
+    fn drop(&mut self) {
+        if !self.released {
+            // A failed snapshot: drop the lease so its orphan chunks become collectable.
+            let _ = self.store.delete(&self.key);
+        }
+    }
+}
+
+/// Waits while a live collector lease exists, at most `ttl`.
+pub(crate) fn wait_no_gc(store: &dyn ChunkStore, ttl: Duration) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        let live: Vec<ObjectInfo> = store
+            .list("leases/")?
+            .into_iter()
+            .filter(|o| o.key.starts_with("leases/gc-") && is_live(o, ttl))
+            .collect();
+        let Some(first) = live.first() else {
+            return Ok(());
+        };
+        if start.elapsed() >= ttl {
+            return Err(Error::GcBusy {
+                store: store.describe(),
+                lease: first.key.clone(),
+                waited_secs: start.elapsed().as_secs(),
+            });
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// A collector's lease.
+pub(crate) struct GcLease<'a> {
+    store: &'a dyn ChunkStore,
+    key: String,
+    last_flush: Instant,
+    ttl: Duration,
+}
+
+impl<'a> GcLease<'a> {
+    /// Publishes a collector lease.
+    pub fn acquire(store: &'a dyn ChunkStore, ttl: Duration) -> Result<Self> {
+        let mut l = GcLease {
+            store,
+            key: format!("leases/gc-{}.json", random_hex()),
+            last_flush: Instant::now(),
+            ttl,
+        };
+        l.refresh()?;
+        Ok(l)
+    }
+
+    /// Republishes the lease; call before each batch of deletions.
+    pub fn refresh(&mut self) -> Result<()> {
+        let started = Instant::now();
+        if started.duration_since(self.last_flush) + self.ttl / 10 >= self.ttl {
+            return Err(Error::LeaseExpired {
+                snapshot: "(garbage collection)".into(),
+                elapsed_secs: started.duration_since(self.last_flush).as_secs(),
+                ttl_secs: self.ttl.as_secs(),
+            });
+        }
+        self.store
+            .put(&self.key, format!("{{\"pid\":{}}}", std::process::id()).as_bytes())?;
+        self.last_flush = started;
+        Ok(())
+    }
+}
+
+impl Drop for GcLease<'_> {
+    fn drop(&mut self) {
+        let _ = self.store.delete(&self.key);
+    }
+}
+
+/// The chunk ids protected by live create leases, and the keys of dead create leases.
+pub(crate) fn create_leases(
+    store: &dyn ChunkStore,
+    ttl: Duration,
+) -> Result<(BTreeSet<ChunkId>, Vec<String>)> {
+    let mut protected = BTreeSet::new();
+    let mut dead = Vec::new();
+    for o in store.list("leases/")? {
+        if !o.key.starts_with("leases/create-") {
+            continue;
+        }
+        if !is_live(&o, ttl) {
+            dead.push(o.key);
+            continue;
+        }
+        let Some(bytes) = store.get(&o.key)? else {
+            continue; // released meanwhile: its manifest is published, read after this
+        };
+        let doc: CreateLeaseDoc = serde_json::from_slice(&bytes).map_err(|e| Error::Store {
+            store: store.describe(),
+            action: "parse lease",
+            key: o.key.clone(),
+            reason: format!("{e}; garbage collection refuses to guess what it protects"),
+        })?;
+        protected.extend(doc.chunks);
+    }
+    Ok((protected, dead))
+}

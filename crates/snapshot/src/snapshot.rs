@@ -1,0 +1,411 @@
+//! Creating and restoring snapshots.
+//!
+//! `create` reads the image in batches of chunk cells: every worker reads and hashes cells
+//! (all-zero cells become holes), the batch's chunk ids go into the writer's lease, and then the
+//! workers store the chunks the store lacks. Chunks already present are skipped, which makes
+//! every snapshot incremental against everything already stored. After the last batch the store
+//! is synced and only then is the manifest published, in one atomic put.
+//!
+//! `restore` writes into a temporary file beside the target, fetching and verifying every chunk
+//! (authentication, decompression, length, hash) and writing only non-zero blocks so holes stay
+//! holes; the target is replaced by a rename only when every chunk was good.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::chunker::{is_zero, Cell, Image, DEFAULT_CHUNK_SIZE};
+use crate::codec;
+use crate::crypt::TenantKey;
+use crate::error::{Error, Result};
+use crate::lease::{CreateLease, DEFAULT_LEASE_TTL};
+use crate::manifest::{
+    push_extent, validate_id, ChunkId, Encryption, Extent, Manifest, Sizes, Source, FORMAT_VERSION,
+};
+use crate::par;
+use crate::progress::{Phase, Progress, ProgressFn};
+use crate::store::ChunkStore;
+
+/// Bytes of image read per batch (bounds memory to about this much per snapshot).
+const BATCH_BYTES: u64 = 64 << 20;
+
+/// Block size below which restore does not bother keeping zeros sparse.
+const SPARSE_BLOCK: usize = 4096;
+
+/// What to record in a new snapshot and how to make it.
+#[derive(Clone)]
+pub struct CreateOptions<'a> {
+    /// Snapshot id; a random `snap-<hex>` when `None`.
+    pub id: Option<String>,
+    /// Owning tenant.
+    pub tenant: String,
+    /// The sandbox the image belongs to.
+    pub sandbox: Option<String>,
+    /// How long the source was frozen for the capture, recorded in the manifest.
+    pub freeze: Option<Duration>,
+    /// Free-form labels.
+    pub labels: BTreeMap<String, String>,
+    /// Encrypt at rest with this tenant key.
+    pub key: Option<&'a TenantKey>,
+    /// Chunk size in bytes (default 1 MiB).
+    pub chunk_size: u64,
+    /// zstd level (default 1).
+    pub zstd_level: i32,
+    /// Worker threads (default: the store's parallelism).
+    pub threads: Option<usize>,
+    /// Lease time-to-live (see `lease.rs`).
+    pub lease_ttl: Duration,
+    /// Progress callback.
+    pub progress: Option<ProgressFn<'a>>,
+}
+
+impl Default for CreateOptions<'_> {
+    fn default() -> Self {
+        CreateOptions {
+            id: None,
+            tenant: "default".into(),
+            sandbox: None,
+            freeze: None,
+            labels: BTreeMap::new(),
+            key: None,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            zstd_level: 1,
+            threads: None,
+            lease_ttl: DEFAULT_LEASE_TTL,
+            progress: None,
+        }
+    }
+}
+
+/// How to restore.
+#[derive(Clone, Default)]
+pub struct RestoreOptions<'a> {
+    /// The tenant key, required for encrypted snapshots.
+    pub key: Option<&'a TenantKey>,
+    /// Worker threads (default: the store's parallelism).
+    pub threads: Option<usize>,
+    /// Progress callback.
+    pub progress: Option<ProgressFn<'a>>,
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+fn random_id() -> String {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).expect("the OS random source works");
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("snap-{hex}")
+}
+
+/// Snapshots the image at `image` into `store` and returns the published manifest.
+pub fn create(image: &Path, store: &dyn ChunkStore, opts: &CreateOptions) -> Result<Manifest> {
+    let id = opts.id.clone().unwrap_or_else(random_id);
+    validate_id(&id)?;
+    if opts.chunk_size < 4096 || opts.chunk_size > (64 << 20) {
+        return Err(Error::Config(format!(
+            "chunk size {} is out of range; use 4 KiB to 64 MiB",
+            opts.chunk_size
+        )));
+    }
+    let mkey = Manifest::key_for(&id);
+    if store.head(&mkey)?.is_some() {
+        return Err(Error::SnapshotExists {
+            id,
+            store: store.describe(),
+        });
+    }
+    let img = Image::open(image)?;
+    let cells = img.plan(opts.chunk_size)?;
+    let total = img.size();
+    let threads = opts.threads.unwrap_or_else(|| store.parallelism()).max(1);
+    let key = opts.key;
+    let mut lease = CreateLease::acquire(store, &id, opts.lease_ttl)?;
+
+    let per_batch = (BATCH_BYTES / opts.chunk_size).max(threads as u64) as usize;
+    let mut extents: Vec<Extent> = Vec::new();
+    let mut uploaded = 0u64;
+    let mut stored_by_chunk: BTreeMap<ChunkId, u64> = BTreeMap::new();
+    let mut done = 0u64;
+    for batch in cells.chunks(per_batch) {
+        // Phase 1: read and hash (holes and zero cells become None).
+        let hashed: Vec<Option<(ChunkId, Vec<u8>)>> = par::map(batch, threads, |c: &Cell| {
+            if !c.has_data {
+                return Ok(None);
+            }
+            let mut buf = vec![0u8; c.length as usize];
+            img.read_at(c.offset, &mut buf)?;
+            if is_zero(&buf) {
+                return Ok(None);
+            }
+            Ok(Some((codec::chunk_id(key, &buf), buf)))
+        })?;
+        // Phase 2: protect the ids, then store what is missing.
+        lease.protect(hashed.iter().flatten().map(|(id, _)| *id))?;
+        let work: Vec<&(ChunkId, Vec<u8>)> = hashed.iter().flatten().collect();
+        let results: Vec<(u64, u64)> = par::map(&work, threads, |(cid, data)| {
+            let ckey = cid.key();
+            if let Some(info) = store.head(&ckey)? {
+                return Ok((info.size, 0));
+            }
+            let blob = codec::encode(key, cid, data, opts.zstd_level)
+                .map_err(|e| Error::io("compress chunk of", image, e))?;
+            store.put(&ckey, &blob)?;
+            Ok((blob.len() as u64, blob.len() as u64))
+        })?;
+        let mut r = results.into_iter();
+        for (c, h) in batch.iter().zip(&hashed) {
+            let x = match h {
+                Some((cid, _)) => {
+                    let (stored, up) = r.next().expect("one result per chunk");
+                    uploaded += up;
+                    stored_by_chunk.insert(*cid, stored);
+                    Extent {
+                        offset: c.offset,
+                        length: c.length,
+                        chunk: Some(*cid),
+                        stored,
+                    }
+                }
+                None => Extent {
+                    offset: c.offset,
+                    length: c.length,
+                    chunk: None,
+                    stored: 0,
+                },
+            };
+            push_extent(&mut extents, x);
+            done += c.length;
+        }
+        if let Some(p) = opts.progress {
+            p(Progress {
+                phase: Phase::Create,
+                done,
+                total,
+            });
+        }
+    }
+
+    let data = extents
+        .iter()
+        .filter(|x| !x.is_hole())
+        .map(|x| x.length)
+        .sum();
+    let manifest = Manifest {
+        version: FORMAT_VERSION,
+        id: id.clone(),
+        created_at: now_rfc3339(),
+        tenant: opts.tenant.clone(),
+        source: Source {
+            sandbox: opts.sandbox.clone(),
+            volume_size: total,
+        },
+        chunk_size: opts.chunk_size,
+        compression: "zstd".into(),
+        encryption: key.map(|k| Encryption {
+            algorithm: "xchacha20poly1305".into(),
+            chunk_id: "blake3-keyed".into(),
+            key_id: k.fingerprint().to_string(),
+        }),
+        freeze_us: opts.freeze.map(|d| d.as_micros() as u64),
+        sizes: Sizes {
+            total,
+            data,
+            stored: stored_by_chunk.values().sum(),
+            uploaded,
+        },
+        labels: opts.labels.clone(),
+        extents,
+    };
+    manifest.validate().map_err(|reason| Error::BadManifest {
+        id: id.clone(),
+        reason: format!("built an inconsistent manifest (a bug): {reason}"),
+    })?;
+    // Chunks durable first, then the manifest, while the lease still protects the chunks.
+    store.sync()?;
+    lease.check_fresh()?;
+    store.put(&mkey, &manifest.to_json())?;
+    lease.release()?;
+    Ok(manifest)
+}
+
+/// Reads a snapshot's manifest. With `tenant`, a snapshot of another tenant is reported as not
+/// found, so tenants cannot see each other's snapshots.
+pub fn load(store: &dyn ChunkStore, id: &str, tenant: Option<&str>) -> Result<Manifest> {
+    validate_id(id)?;
+    let not_found = || Error::SnapshotNotFound {
+        id: id.to_string(),
+        store: store.describe(),
+    };
+    let bytes = store.get(&Manifest::key_for(id))?.ok_or_else(not_found)?;
+    let m = Manifest::from_json(id, &bytes)?;
+    if m.id != id {
+        return Err(Error::BadManifest {
+            id: id.to_string(),
+            reason: format!("stored under {id:?} but names itself {:?}", m.id),
+        });
+    }
+    if tenant.is_some_and(|t| t != m.tenant) {
+        return Err(not_found());
+    }
+    Ok(m)
+}
+
+/// Every published snapshot, oldest first, optionally only one tenant's.
+pub fn list(store: &dyn ChunkStore, tenant: Option<&str>) -> Result<Vec<Manifest>> {
+    let mut out = Vec::new();
+    for o in store.list("manifests/")? {
+        let Some(id) = o
+            .key
+            .strip_prefix("manifests/")
+            .and_then(|k| k.strip_suffix(".json"))
+        else {
+            continue;
+        };
+        match load(store, id, tenant) {
+            Ok(m) => out.push(m),
+            Err(Error::SnapshotNotFound { .. }) => {} // another tenant's, or deleted meanwhile
+            Err(e) => return Err(e),
+        }
+    }
+    out.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
+    Ok(out)
+}
+
+/// Removes the temporary file unless the restore succeeded.
+struct TmpGuard(Option<PathBuf>);
+
+impl Drop for TmpGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+/// Writes the non-zero runs of `data` at `offset`, leaving zero blocks as holes.
+fn write_sparse(f: &File, offset: u64, data: &[u8]) -> std::io::Result<()> {
+    let mut i = 0;
+    while i < data.len() {
+        let end = (i + SPARSE_BLOCK).min(data.len());
+        if is_zero(&data[i..end]) {
+            i = end;
+            continue;
+        }
+        let start = i;
+        while i < data.len() {
+            let e = (i + SPARSE_BLOCK).min(data.len());
+            if is_zero(&data[i..e]) {
+                break;
+            }
+            i = e;
+        }
+        f.write_all_at(&data[start..i], offset + start as u64)?;
+    }
+    Ok(())
+}
+
+/// Restores `manifest` from `store` into a sparse image at `target`, replacing it atomically.
+/// On any error (missing or corrupt chunk, wrong key, I/O) the target is left as it was.
+pub fn restore(
+    manifest: &Manifest,
+    store: &dyn ChunkStore,
+    target: &Path,
+    opts: &RestoreOptions,
+) -> Result<()> {
+    manifest.validate().map_err(|reason| Error::BadManifest {
+        id: manifest.id.clone(),
+        reason,
+    })?;
+    let key = match (&manifest.encryption, opts.key) {
+        (None, _) => None,
+        (Some(e), Some(k)) if e.key_id == k.fingerprint() => Some(k),
+        (Some(e), given) => {
+            return Err(Error::WrongKey {
+                snapshot: manifest.id.clone(),
+                expected: e.key_id.clone(),
+                given: match given {
+                    Some(k) => format!("the given key is {}", k.fingerprint()),
+                    None => "no key was given".into(),
+                },
+            })
+        }
+    };
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = target
+        .file_name()
+        .ok_or_else(|| Error::BadImage {
+            path: target.to_path_buf(),
+            reason: "the restore target has no file name".into(),
+        })?
+        .to_string_lossy();
+    static RESTORES: AtomicU64 = AtomicU64::new(0);
+    let tmp = dir.join(format!(
+        ".{name}.restore.{}.{}",
+        std::process::id(),
+        RESTORES.fetch_add(1, Ordering::Relaxed)
+    ));
+    let mut guard = TmpGuard(Some(tmp.clone()));
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(|e| Error::io("create", &tmp, e))?;
+    f.set_len(manifest.source.volume_size)
+        .map_err(|e| Error::io("size", &tmp, e))?;
+
+    let total = manifest.source.volume_size;
+    let done = AtomicU64::new(
+        manifest
+            .extents
+            .iter()
+            .filter(|x| x.is_hole())
+            .map(|x| x.length)
+            .sum(),
+    );
+    let data: Vec<&Extent> = manifest.extents.iter().filter(|x| !x.is_hole()).collect();
+    let threads = opts.threads.unwrap_or_else(|| store.parallelism()).max(1);
+    par::map(&data, threads, |x: &&Extent| {
+        let cid = x.chunk.expect("data extents have a chunk");
+        let stored = store.get(&cid.key())?.ok_or_else(|| Error::MissingChunk {
+            snapshot: manifest.id.clone(),
+            chunk: cid.to_hex(),
+            offset: x.offset,
+            store: store.describe(),
+        })?;
+        let plain = codec::decode(key, &cid, &stored, x.length as usize).map_err(|reason| {
+            Error::CorruptChunk {
+                snapshot: manifest.id.clone(),
+                chunk: cid.to_hex(),
+                offset: x.offset,
+                reason,
+            }
+        })?;
+        write_sparse(&f, x.offset, &plain).map_err(|e| Error::io("write", &tmp, e))?;
+        let d = done.fetch_add(x.length, Ordering::Relaxed) + x.length;
+        if let Some(p) = opts.progress {
+            p(Progress {
+                phase: Phase::Restore,
+                done: d,
+                total,
+            });
+        }
+        Ok(())
+    })?;
+    f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+    drop(f);
+    fs::rename(&tmp, target).map_err(|e| Error::io("rename restored image to", target, e))?;
+    guard.0 = None;
+    File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("fsync directory", &dir, e))?;
+    Ok(())
+}
