@@ -23,7 +23,7 @@ fn openapi_matches_the_router() {
             .or_else(|| chunk.find(".with_state"))
             .unwrap_or(chunk.len());
         let spec = &chunk[..end];
-        for m in ["get", "post", "put", "delete"] {
+        for m in ["get", "post", "put", "patch", "delete"] {
             if spec.contains(&format!("{m}(")) {
                 routed.insert(format!("{} {path}", m.to_uppercase()));
             }

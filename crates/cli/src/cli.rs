@@ -63,6 +63,10 @@ pub enum Command {
     Start(Names),
     /// Delete sandboxes and wipe their data.
     Rm(RmArgs),
+    /// Push a sandbox's idle and TTL timers, as an agent's heartbeat would.
+    Keepalive(KeepaliveArgs),
+    /// Change the lifecycle policies of a sandbox.
+    Update(UpdateArgs),
     /// Show the live resource usage of a sandbox.
     Stats(NameJson),
     /// Manage images.
@@ -86,9 +90,28 @@ pub struct ServeArgs {
     /// The static dwell-agent binary (default: next to this binary).
     #[arg(long, env = "DWELL_AGENT")]
     pub agent: Option<PathBuf>,
-    /// Seconds between sweeps that compare records with what runs.
+    /// Seconds between sweeps that compare records with what runs and fire
+    /// lifecycle policies.
     #[arg(long, default_value_t = 10)]
     pub resync_secs: u64,
+    /// Policies for sandboxes created without any (`--default-idle-timeout 1h` ...).
+    #[command(flatten)]
+    pub default_policies: DefaultPolicyFlags,
+}
+
+/// Daemon-wide default policies.
+#[derive(Debug, Args, Default)]
+pub struct DefaultPolicyFlags {
+    #[arg(long)]
+    pub default_ttl: Option<String>,
+    #[arg(long)]
+    pub default_idle_timeout: Option<String>,
+    #[arg(long)]
+    pub default_pause_after: Option<String>,
+    #[arg(long)]
+    pub default_delete_after: Option<String>,
+    #[arg(long)]
+    pub default_max_lifetime: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -126,9 +149,34 @@ pub struct CreateArgs {
     /// Give the sandbox outbound network access (NAT); default: loopback only.
     #[arg(long)]
     pub net: bool,
+    #[command(flatten)]
+    pub policies: PolicyFlags,
     /// Print the sandbox as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Lifecycle policies (durations like 30s, 10m, 1h30m, 7d; `off` clears).
+#[derive(Debug, Args, Default)]
+pub struct PolicyFlags {
+    /// Stop (ephemeral: delete) this long after creation or the last keepalive.
+    #[arg(long)]
+    pub ttl: Option<String>,
+    /// Pause after this long without an exec, file operation, open stream or keepalive.
+    #[arg(long)]
+    pub idle_timeout: Option<String>,
+    /// Stop after being paused this long.
+    #[arg(long)]
+    pub pause_after: Option<String>,
+    /// Archive after being stopped this long (needs snapshots: not available yet).
+    #[arg(long)]
+    pub archive_after: Option<String>,
+    /// Delete after being stopped this long.
+    #[arg(long)]
+    pub delete_after: Option<String>,
+    /// Hard cap on the sandbox's life from creation (default: none).
+    #[arg(long)]
+    pub max_lifetime: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -162,6 +210,26 @@ pub struct Names {
     /// Sandbox names or ids.
     #[arg(required = true)]
     pub sandboxes: Vec<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KeepaliveArgs {
+    /// Sandbox name or id.
+    pub sandbox: String,
+    /// How long to hold the idle and TTL policies off, like 30m.
+    pub duration: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// Sandbox name or id.
+    pub sandbox: String,
+    #[command(flatten)]
+    pub policies: PolicyFlags,
     #[arg(long)]
     pub json: bool,
 }

@@ -305,3 +305,52 @@ tar -C out -cf image.tar manifest.json config.json a b
     let bad = d.run(&["image", "import", "broken", d.dir.path().to_str().unwrap()]);
     assert!(!bad.status.success());
 }
+
+#[test]
+fn policies_fire_in_real_time_and_keepalive_pushes_them() {
+    if !can_run() {
+        return;
+    }
+    let d = Daemon::start_with(&["--resync-secs", "1"]);
+    let id = d.create(
+        "short",
+        &[
+            "--idle-timeout",
+            "2s",
+            "--pause-after",
+            "2s",
+            "--delete-after",
+            "2s",
+        ],
+    );
+    let text = d.ok(&["inspect", "short"]);
+    assert!(
+        text.contains("idle-timeout 2s") && text.contains("next:        idle_timeout"),
+        "{text}"
+    );
+    let kept = d.create("kept", &["--idle-timeout", "2s"]);
+    d.ok(&["keepalive", "kept", "30s"]);
+    wait_for(10, "idle -> paused", || d.inspect(&id)["state"] == "paused");
+    assert!(d.inspect(&id)["reason"]
+        .as_str()
+        .unwrap()
+        .contains("idle_timeout"));
+    wait_for(10, "paused -> stopped", || {
+        d.inspect(&id)["state"] == "stopped"
+    });
+    wait_for(10, "stopped -> deleted", || {
+        !d.run(&["inspect", &id]).status.success()
+    });
+    assert_eq!(
+        d.inspect(&kept)["state"],
+        "running",
+        "the keepalive did not hold the idle timer"
+    );
+    d.ok(&["update", "kept", "--idle-timeout", "off"]);
+    assert!(d.inspect(&kept)["schedule"].as_array().unwrap().is_empty());
+    let out = d.run(&["create", "--name", "arch", "--archive-after", "7d"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(stderr(&out).contains("not available"), "{}", stderr(&out));
+    let events = d.ok(&["logs", &id]);
+    assert!(events.contains("policy idle_timeout fired"), "{events}");
+}

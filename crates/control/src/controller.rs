@@ -13,9 +13,11 @@ use dwell_runtime::Runtime;
 use dwell_storage::{ImageStore, VolumeManager};
 use dwell_store::{Event, SandboxRecord, Store};
 
+use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::ids::new_id;
 use crate::model::{validate_name, CreateRequest, HostLimits, Mode, Sandbox, State, VolumeView};
+use crate::policy::{Policies, PolicyArgs};
 use crate::reconcile;
 
 /// How the daemon wires a controller.
@@ -28,8 +30,13 @@ pub struct ControllerOptions {
     pub images: ImageStore,
     /// The static agent binary started as PID 1 in every sandbox.
     pub agent_binary: PathBuf,
-    /// How often every sandbox is observed to catch drift.
+    /// How often every sandbox is observed to catch drift (and policies
+    /// are evaluated).
     pub resync_every: Duration,
+    /// "Now" for policies.
+    pub clock: Arc<dyn Clock>,
+    /// Policies given to sandboxes that do not set their own.
+    pub default_policies: PolicyArgs,
 }
 
 /// The control plane. Cheap to clone.
@@ -47,6 +54,13 @@ pub(crate) struct Inner {
     pub agent_binary: PathBuf,
     pub host: HostLimits,
     pub resync_every: Duration,
+    pub clock: Arc<dyn Clock>,
+    pub default_policies: PolicyArgs,
+    /// Open exec/attach streams per sandbox: a sandbox with one is not idle.
+    streams: Mutex<HashMap<String, usize>>,
+    /// When activity was last written per sandbox (to write at most once a
+    /// second).
+    touched: Mutex<HashMap<String, i64>>,
     /// One lock per sandbox: transitions of a sandbox never overlap.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Open agent connections, by sandbox id.
@@ -57,6 +71,26 @@ impl Inner {
     pub fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         locks.entry(id.to_string()).or_default().clone()
+    }
+
+    pub fn streams_open(&self, id: &str) -> bool {
+        let m = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(id).copied().unwrap_or(0) > 0
+    }
+
+    /// Record activity, at most one write a second per sandbox.
+    pub fn touch(&self, id: &str) {
+        let now = self.clock.now_ms();
+        {
+            let mut t = self.touched.lock().unwrap_or_else(|p| p.into_inner());
+            if t.get(id).is_some_and(|last| now - last < 1000) {
+                return;
+            }
+            t.insert(id.to_string(), now);
+        }
+        if let Err(e) = self.store.touch(id, now) {
+            tracing::warn!(sandbox = id, "cannot record activity: {e}");
+        }
     }
 
     pub fn state_dir(&self, id: &str) -> PathBuf {
@@ -82,13 +116,20 @@ impl Controller {
         Controller {
             inner: Arc::new(Inner {
                 data_dir: opts.data_dir,
-                store: opts.store,
+                store: {
+                    let clock = opts.clock.clone();
+                    opts.store.with_clock(move || clock.now_ms())
+                },
                 runtime: opts.runtime,
                 volumes: opts.volumes,
                 images: opts.images,
                 agent_binary: opts.agent_binary,
                 host: HostLimits::detect(),
                 resync_every: opts.resync_every,
+                clock: opts.clock,
+                default_policies: opts.default_policies,
+                streams: Mutex::new(HashMap::new()),
+                touched: Mutex::new(HashMap::new()),
                 locks: Mutex::new(HashMap::new()),
                 agents: tokio::sync::Mutex::new(HashMap::new()),
             }),
@@ -127,7 +168,10 @@ impl Controller {
 
     /// Create a sandbox and bring it up. Returns once it runs (or failed).
     pub async fn create(&self, tenant: &str, req: CreateRequest) -> Result<Sandbox> {
-        let spec = req.to_spec(&self.inner.host)?;
+        let mut spec = req.to_spec(&self.inner.host)?;
+        if spec.policies == Policies::default() {
+            self.inner.default_policies.apply(&mut spec.policies)?;
+        }
         let name = match &req.name {
             Some(n) => {
                 validate_name(n)?;
@@ -143,7 +187,7 @@ impl Controller {
             blocking(move || inner.images.get(&image).map(|_| ())).await??;
         }
         let mode = req.mode.unwrap_or_default();
-        let now = dwell_store::now_ms();
+        let now = self.inner.clock.now_ms();
         let rec = SandboxRecord {
             id: new_id(),
             name,
@@ -161,6 +205,8 @@ impl Controller {
             started_at: None,
             stopped_at: None,
             deleted_at: None,
+            last_activity_at: None,
+            hold_until: None,
         };
         self.inner.store.insert_sandbox(&rec)?;
         self.inner
@@ -188,7 +234,7 @@ impl Controller {
             .store
             .get_sandbox(id)?
             .ok_or_else(|| Error::NotFound(id.to_string()))?;
-        Sandbox::from_record(&rec)
+        self.view(&rec)
     }
 
     fn record(&self, tenant: &str, id_or_name: &str) -> Result<SandboxRecord> {
@@ -200,7 +246,79 @@ impl Controller {
 
     /// A sandbox by id or name.
     pub fn get(&self, tenant: &str, id_or_name: &str) -> Result<Sandbox> {
-        Sandbox::from_record(&self.record(tenant, id_or_name)?)
+        self.view(&self.record(tenant, id_or_name)?)
+    }
+
+    fn view(&self, rec: &SandboxRecord) -> Result<Sandbox> {
+        let mut sb = Sandbox::from_record(rec)?;
+        if self.inner.streams_open(&sb.id) {
+            sb.schedule = crate::policy::schedule(rec, &sb.spec.policies, true);
+        }
+        Ok(sb)
+    }
+
+    /// Note activity on a sandbox (exec, file operation): it pushes the
+    /// idle timeout.
+    pub fn touch(&self, id: &str) {
+        self.inner.touch(id);
+    }
+
+    /// Mark a stream (exec, shell, attach) open until the guard drops: a
+    /// sandbox with an open stream is never idle.
+    pub fn stream_opened(&self, id: &str) -> StreamGuard {
+        self.inner.touch(id);
+        let mut m = self.inner.streams.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry(id.to_string()).or_default() += 1;
+        StreamGuard {
+            inner: self.inner.clone(),
+            id: id.to_string(),
+        }
+    }
+
+    /// Push the idle and TTL timers: the sandbox counts as active, and those
+    /// policies cannot fire before `now + duration` (as an agent's
+    /// heartbeat would).
+    pub fn keepalive(&self, tenant: &str, id_or_name: &str, duration_ms: u64) -> Result<Sandbox> {
+        let rec = self.record(tenant, id_or_name)?;
+        let now = self.inner.clock.now_ms();
+        self.inner
+            .store
+            .keepalive(&rec.id, now, now + duration_ms as i64)?;
+        self.inner.store.add_event(
+            &rec.id,
+            "request",
+            &format!("keepalive for {}", crate::policy::human(duration_ms)),
+        )?;
+        self.get_by_id(&rec.id)
+    }
+
+    /// Change the policies of a live sandbox.
+    pub fn update_policies(
+        &self,
+        tenant: &str,
+        id_or_name: &str,
+        args: &PolicyArgs,
+    ) -> Result<Sandbox> {
+        let rec = self.record(tenant, id_or_name)?;
+        let mut sb = Sandbox::from_record(&rec)?;
+        args.apply(&mut sb.spec.policies)?;
+        let spec = serde_json::to_value(&sb.spec).map_err(|e| Error::Internal(e.to_string()))?;
+        self.inner.store.set_spec(&rec.id, &spec)?;
+        self.inner.store.add_event(
+            &rec.id,
+            "request",
+            &format!(
+                "policies set to {}",
+                serde_json::to_string(&sb.spec.policies).unwrap_or_default()
+            ),
+        )?;
+        self.get_by_id(&rec.id)
+    }
+
+    /// Run one sweep now: policies and drift (tests use this with a manual
+    /// clock).
+    pub async fn sweep(&self) {
+        reconcile::resync_all(&self.inner).await;
     }
 
     /// A sandbox with its volume and live usage.
@@ -241,13 +359,23 @@ impl Controller {
             .store
             .list_sandboxes(Some(tenant))?
             .iter()
-            .map(Sandbox::from_record)
+            .map(|r| self.view(r))
             .collect()
     }
 
     /// Events of a sandbox after `after` (a sequence number).
+    /// Deleted sandboxes keep their events (the audit trail): ask by id.
     pub fn events(&self, tenant: &str, id_or_name: &str, after: i64) -> Result<Vec<Event>> {
-        let rec = self.record(tenant, id_or_name)?;
+        let rec = match self.record(tenant, id_or_name) {
+            Ok(r) => r,
+            Err(Error::NotFound(_)) => self
+                .inner
+                .store
+                .get_sandbox(id_or_name)?
+                .filter(|r| r.tenant == tenant)
+                .ok_or_else(|| Error::NotFound(id_or_name.to_string()))?,
+            Err(e) => return Err(e),
+        };
         Ok(self.inner.store.events(&rec.id, after, 1000)?)
     }
 
@@ -423,6 +551,27 @@ impl Controller {
     /// Whether a sandbox is ephemeral.
     pub fn is_ephemeral(sb: &Sandbox) -> bool {
         sb.mode == Mode::Ephemeral
+    }
+}
+
+/// Keeps a sandbox "not idle" while an exec, shell or attach stream is
+/// open.
+pub struct StreamGuard {
+    inner: Arc<Inner>,
+    id: String,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        let mut m = self.inner.streams.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.id);
+            }
+        }
+        drop(m);
+        self.inner.touch(&self.id);
     }
 }
 

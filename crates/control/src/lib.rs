@@ -13,11 +13,15 @@
 //! - [`controller`]: the operations behind the API (`create`, `start`,
 //!   `stop`, `pause`, `resume`, `delete`, lookups, agent connections).
 //! - [`reconcile`]: the state machine, one file per transition.
+//! - [`policy`]: lifecycle policies (TTL, idle, pause/stop/delete after),
+//!   evaluated by the reconciler's sweep against a [`clock::Clock`].
 
+pub mod clock;
 pub mod controller;
 pub mod error;
 pub mod ids;
 pub mod model;
+pub mod policy;
 pub mod reconcile;
 pub mod size;
 

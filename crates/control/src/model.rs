@@ -93,6 +93,8 @@ pub struct SandboxSpec {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub network: NetworkMode,
+    #[serde(default)]
+    pub policies: crate::policy::Policies,
 }
 
 /// A size given as a number of bytes or as a string like `512M`.
@@ -130,6 +132,9 @@ pub struct CreateRequest {
     pub network: Option<NetworkMode>,
     /// Isolation runtime; only `ns` exists today.
     pub runtime: Option<String>,
+    /// Lifecycle policies.
+    #[serde(default)]
+    pub policies: Option<crate::policy::PolicyArgs>,
 }
 
 /// Limits checked on create, so a typo cannot ask for the impossible.
@@ -245,7 +250,12 @@ impl CreateRequest {
                 ));
             }
         }
+        let mut policies = crate::policy::Policies::default();
+        if let Some(p) = &self.policies {
+            p.apply(&mut policies)?;
+        }
         Ok(SandboxSpec {
+            policies,
             vcpus,
             memory_bytes: memory,
             pids,
@@ -279,6 +289,13 @@ pub struct Sandbox {
     /// Volume details (kind, limit, usage); filled by `inspect`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub volume: Option<VolumeView>,
+    /// Last exec, file operation, connection or keepalive (Unix ms).
+    pub last_activity_at: Option<i64>,
+    /// Idle and TTL policies are held off until then by a keepalive.
+    pub hold_until: Option<i64>,
+    /// The policies that apply now, soonest first.
+    #[serde(default)]
+    pub schedule: Vec<crate::policy::Scheduled>,
     /// Live usage from the kernel; filled by `inspect` of a running sandbox.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stats: Option<dwell_runtime::Stats>,
@@ -300,6 +317,7 @@ impl Sandbox {
     pub fn from_record(r: &SandboxRecord) -> Result<Sandbox> {
         let spec: SandboxSpec = serde_json::from_value(r.spec.clone())
             .map_err(|e| Error::Internal(format!("corrupt spec of sandbox {}: {e}", r.id)))?;
+        let spec_policies = spec.policies.clone();
         Ok(Sandbox {
             id: r.id.clone(),
             name: r.name.clone(),
@@ -320,6 +338,9 @@ impl Sandbox {
             state_changed_at: r.state_changed_at,
             started_at: r.started_at,
             stopped_at: r.stopped_at,
+            last_activity_at: r.last_activity_at,
+            hold_until: r.hold_until,
+            schedule: crate::policy::schedule(r, &spec_policies, false),
             volume: None,
             stats: None,
         })

@@ -4,7 +4,7 @@
 use rusqlite::params;
 use serde::{Deserialize, Serialize};
 
-use crate::{now_ms, Result, Store};
+use crate::{Result, Store};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Event {
@@ -23,7 +23,7 @@ impl Store {
         let conn = self.conn();
         conn.execute(
             "INSERT INTO events (sandbox_id, at, kind, message) VALUES (?1, ?2, ?3, ?4)",
-            params![sandbox_id, now_ms(), kind, message],
+            params![sandbox_id, self.now(), kind, message],
         )?;
         Ok(())
     }

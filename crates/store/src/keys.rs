@@ -4,7 +4,7 @@
 use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
-use crate::{now_ms, Result, Store};
+use crate::{Result, Store};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ApiKey {
@@ -21,7 +21,7 @@ impl Store {
         let conn = self.conn();
         conn.execute(
             "INSERT INTO api_keys (id, hash, tenant, name, admin, created_at) VALUES (?1,?2,?3,?4,?5,?6)",
-            params![key.id, hash, key.tenant, key.name, key.admin, now_ms()],
+            params![key.id, hash, key.tenant, key.name, key.admin, self.now()],
         )?;
         Ok(())
     }

@@ -29,6 +29,7 @@ pub use sandboxes::SandboxRecord;
 /// a blocking thread.
 pub struct Store {
     conn: Mutex<Connection>,
+    clock: Box<dyn Fn() -> i64 + Send + Sync>,
 }
 
 impl Store {
@@ -55,7 +56,20 @@ impl Store {
         migrations::apply(&mut conn)?;
         Ok(Store {
             conn: Mutex::new(conn),
+            clock: Box::new(now_ms),
         })
+    }
+
+    /// Take timestamps from `clock` instead of the system time (the control
+    /// plane passes its own clock, so tests can move time).
+    pub fn with_clock(mut self, clock: impl Fn() -> i64 + Send + Sync + 'static) -> Store {
+        self.clock = Box::new(clock);
+        self
+    }
+
+    /// "Now" for timestamps written by the store.
+    pub fn now(&self) -> i64 {
+        (self.clock)()
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {

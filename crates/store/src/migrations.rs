@@ -48,6 +48,9 @@ pub const MIGRATIONS: &[&str] = &[
         admin INTEGER NOT NULL DEFAULT 0,
         created_at INTEGER NOT NULL
     );",
+    // 2: activity and keepalive, the inputs of lifecycle policies.
+    "ALTER TABLE sandboxes ADD COLUMN last_activity_at INTEGER;
+    ALTER TABLE sandboxes ADD COLUMN hold_until INTEGER;",
 ];
 
 /// Bring the schema to the newest version.

@@ -4,7 +4,7 @@
 use rusqlite::{params, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 
-use crate::{now_ms, Error, Result, Store};
+use crate::{Error, Result, Store};
 
 /// One sandbox as stored. States are strings here; the control plane owns
 /// their meaning.
@@ -28,11 +28,18 @@ pub struct SandboxRecord {
     pub started_at: Option<i64>,
     pub stopped_at: Option<i64>,
     pub deleted_at: Option<i64>,
+    /// Last exec, file operation, connection or keepalive.
+    #[serde(default)]
+    pub last_activity_at: Option<i64>,
+    /// A keepalive holds idle and TTL policies off until this time.
+    #[serde(default)]
+    pub hold_until: Option<i64>,
 }
 
 const COLUMNS: &str =
     "id, name, tenant, image, mode, runtime, spec, state, desired_state, reason, \
-     created_at, updated_at, state_changed_at, started_at, stopped_at, deleted_at";
+     created_at, updated_at, state_changed_at, started_at, stopped_at, deleted_at, \
+     last_activity_at, hold_until";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<(SandboxRecord, String)> {
     let spec: String = row.get(6)?;
@@ -54,6 +61,8 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<(SandboxRecord, String)> {
             started_at: row.get(13)?,
             stopped_at: row.get(14)?,
             deleted_at: row.get(15)?,
+            last_activity_at: row.get(16)?,
+            hold_until: row.get(17)?,
         },
         spec,
     ))
@@ -73,7 +82,7 @@ impl Store {
         let r = conn.execute(
             &format!(
                 "INSERT INTO sandboxes ({COLUMNS}) VALUES \
-                 (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)"
+                 (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)"
             ),
             params![
                 rec.id,
@@ -91,7 +100,9 @@ impl Store {
                 rec.state_changed_at,
                 rec.started_at,
                 rec.stopped_at,
-                rec.deleted_at
+                rec.deleted_at,
+                rec.last_activity_at,
+                rec.hold_until
             ],
         );
         match r {
@@ -150,7 +161,7 @@ impl Store {
         let conn = self.conn();
         conn.execute(
             "UPDATE sandboxes SET desired_state = ?2, updated_at = ?3 WHERE id = ?1",
-            params![id, desired, now_ms()],
+            params![id, desired, self.now()],
         )?;
         Ok(())
     }
@@ -159,7 +170,7 @@ impl Store {
     /// state are kept (`started_at` for running, `stopped_at` for stopped,
     /// `deleted_at` for deleted).
     pub fn set_state(&self, id: &str, state: &str, reason: &str) -> Result<()> {
-        let now = now_ms();
+        let now = self.now();
         let conn = self.conn();
         conn.execute(
             "UPDATE sandboxes SET state = ?2, reason = ?3, updated_at = ?4, \
@@ -173,12 +184,33 @@ impl Store {
         Ok(())
     }
 
+    /// Note activity (an exec, a file operation, a connection).
+    pub fn touch(&self, id: &str, at: i64) -> Result<()> {
+        let conn = self.conn();
+        conn.execute(
+            "UPDATE sandboxes SET last_activity_at = MAX(COALESCE(last_activity_at, 0), ?2) WHERE id = ?1",
+            params![id, at],
+        )?;
+        Ok(())
+    }
+
+    /// A keepalive: activity now, and idle/TTL policies held off until
+    /// `until`.
+    pub fn keepalive(&self, id: &str, at: i64, until: i64) -> Result<()> {
+        let conn = self.conn();
+        conn.execute(
+            "UPDATE sandboxes SET last_activity_at = MAX(COALESCE(last_activity_at, 0), ?2), hold_until = ?3 WHERE id = ?1",
+            params![id, at, until],
+        )?;
+        Ok(())
+    }
+
     /// Replace the spec of a record.
     pub fn set_spec(&self, id: &str, spec: &serde_json::Value) -> Result<()> {
         let conn = self.conn();
         conn.execute(
             "UPDATE sandboxes SET spec = ?2, updated_at = ?3 WHERE id = ?1",
-            params![id, spec.to_string(), now_ms()],
+            params![id, spec.to_string(), self.now()],
         )?;
         Ok(())
     }
@@ -206,6 +238,8 @@ mod tests {
             started_at: None,
             stopped_at: None,
             deleted_at: None,
+            last_activity_at: None,
+            hold_until: None,
         }
     }
 

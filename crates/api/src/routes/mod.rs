@@ -33,8 +33,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/v1/sandboxes/{id}",
-            get(sandboxes::inspect).delete(sandboxes::delete),
+            get(sandboxes::inspect)
+                .patch(sandboxes::update)
+                .delete(sandboxes::delete),
         )
+        .route("/v1/sandboxes/{id}/keepalive", post(sandboxes::keepalive))
         .route("/v1/sandboxes/{id}/start", post(sandboxes::start))
         .route("/v1/sandboxes/{id}/stop", post(sandboxes::stop))
         .route("/v1/sandboxes/{id}/pause", post(sandboxes::pause))
@@ -89,6 +92,7 @@ where
     Fut: Future<Output = dwell_proto::Result<T>>,
 {
     let (sb, client) = st.ctl.agent(&p.tenant, id).await?;
+    st.ctl.touch(&sb.id);
     match f(client).await {
         Err(dwell_proto::Error::Unreachable(_)) => {
             st.ctl.agent_failed(&sb.id).await;

@@ -3,6 +3,7 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
+use dwell_control::policy::{DurationArg, PolicyArgs};
 use dwell_control::{CreateRequest, Sandbox, State as SbState};
 use dwell_store::Event;
 use serde::Deserialize;
@@ -129,4 +130,53 @@ pub async fn stats(
         ));
     }
     Ok(Json(st.ctl.stats(&sb).await?))
+}
+
+/// `PATCH /v1/sandboxes/{id}`: what can change on a live sandbox.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateBody {
+    #[serde(default)]
+    policies: Option<PolicyArgs>,
+}
+
+pub async fn update(
+    State(st): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    body: Result<Json<UpdateBody>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<Sandbox>> {
+    let Json(b) = body.map_err(|e| {
+        ApiError::bad_request(format!(
+            "bad update request: {}; send {{\"policies\": {{\"idle_timeout\": \"10m\"}}}}",
+            e.body_text()
+        ))
+    })?;
+    match b.policies {
+        Some(policies) => Ok(Json(st.ctl.update_policies(&p.tenant, &id, &policies)?)),
+        None => Ok(Json(st.ctl.get(&p.tenant, &id)?)),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct KeepaliveBody {
+    duration: DurationArg,
+}
+
+pub async fn keepalive(
+    State(st): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    body: Result<Json<KeepaliveBody>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<Sandbox>> {
+    let Json(b) = body.map_err(|e| {
+        ApiError::bad_request(format!(
+            "bad keepalive request: {}; send {{\"duration\": \"30m\"}}",
+            e.body_text()
+        ))
+    })?;
+    let ms = b.duration.millis("duration")?.ok_or_else(|| {
+        ApiError::bad_request("a keepalive needs a duration above zero, like 30m")
+    })?;
+    Ok(Json(st.ctl.keepalive(&p.tenant, &id, ms)?))
 }

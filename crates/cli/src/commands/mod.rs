@@ -37,6 +37,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Stop(a) => sandbox::lifecycle(&client, a, "stop").await,
         Command::Start(a) => sandbox::lifecycle(&client, a, "start").await,
         Command::Rm(a) => sandbox::rm(&client, a).await,
+        Command::Keepalive(a) => sandbox::keepalive(&client, a).await,
+        Command::Update(a) => sandbox::update(&client, a).await,
         Command::Logs(a) => exec::logs(&client, a).await,
         Command::Exec(a) => exec::exec(&client, a).await,
         Command::Shell(a) => exec::shell(&client, a).await,

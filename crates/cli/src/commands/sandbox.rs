@@ -6,7 +6,11 @@ use dwell_control::{CreateRequest, Mode, Sandbox};
 use dwell_runtime::NetworkMode;
 
 use super::key_values;
-use crate::cli::{CreateArgs, LsArgs, NameJson, Names, RmArgs};
+use dwell_control::policy::{DurationArg, PolicyArgs};
+
+use crate::cli::{
+    CreateArgs, KeepaliveArgs, LsArgs, NameJson, Names, PolicyFlags, RmArgs, UpdateArgs,
+};
 use crate::client::{enc, Client};
 use crate::output;
 
@@ -31,6 +35,7 @@ pub async fn create(c: &Client, a: CreateArgs) -> Result<i32> {
             NetworkMode::None
         }),
         runtime: None,
+        policies: Some(policy_args(&a.policies)).filter(|p| !p.is_empty()),
     };
     let sb: Sandbox = c.post("/v1/sandboxes", &req).await?;
     if a.json {
@@ -147,6 +152,46 @@ pub async fn inspect(c: &Client, a: NameJson) -> Result<i32> {
     for (k, v) in &sb.spec.labels {
         println!("label:       {k}={v}");
     }
+    let p = &sb.spec.policies;
+    let human = |ms: Option<u64>| ms.map(dwell_control::policy::human);
+    let set: Vec<String> = [
+        ("ttl", human(p.ttl_ms)),
+        ("idle-timeout", human(p.idle_timeout_ms)),
+        ("pause-after", human(p.pause_after_ms)),
+        ("delete-after", human(p.delete_after_ms)),
+        ("max-lifetime", human(p.max_lifetime_ms)),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| format!("{k} {v}")))
+    .collect();
+    println!(
+        "policies:    {}",
+        if set.is_empty() {
+            "none".to_string()
+        } else {
+            set.join(", ")
+        }
+    );
+    for s in &sb.schedule {
+        let when = s.at - dwell_store::now_ms();
+        let rel = if when <= 0 {
+            "due now".to_string()
+        } else {
+            format!("in {}", dwell_control::policy::human(when as u64))
+        };
+        println!(
+            "next:        {} -> {:?} at {} ({rel})",
+            s.policy,
+            s.action,
+            output::time(s.at)
+        );
+    }
+    if let Some(at) = sb.last_activity_at {
+        println!("activity:    {} ({})", output::time(at), output::ago(at));
+    }
+    if let Some(h) = sb.hold_until.filter(|h| *h > dwell_store::now_ms()) {
+        println!("keepalive:   until {}", output::time(h));
+    }
     for k in sb.spec.env.keys() {
         println!("env:         {k}=…");
     }
@@ -226,4 +271,59 @@ pub async fn rm(c: &Client, a: RmArgs) -> Result<i32> {
         }
     }
     Ok(if failed > 0 { 1 } else { 0 })
+}
+
+/// Policy flags as the API's policy arguments.
+pub fn policy_args(f: &PolicyFlags) -> PolicyArgs {
+    let d = |v: &Option<String>| v.clone().map(DurationArg::Text);
+    PolicyArgs {
+        ttl: d(&f.ttl),
+        idle_timeout: d(&f.idle_timeout),
+        pause_after: d(&f.pause_after),
+        archive_after: d(&f.archive_after),
+        delete_after: d(&f.delete_after),
+        max_lifetime: d(&f.max_lifetime),
+    }
+}
+
+pub async fn keepalive(c: &Client, a: KeepaliveArgs) -> Result<i32> {
+    let sb: Sandbox = c
+        .post(
+            &format!("/v1/sandboxes/{}/keepalive", enc(&a.sandbox)),
+            &serde_json::json!({ "duration": a.duration }),
+        )
+        .await?;
+    if a.json {
+        output::json(&sb)?;
+    } else if let Some(h) = sb.hold_until {
+        println!(
+            "{}: idle and TTL policies held until {}",
+            sb.name,
+            output::time(h)
+        );
+    }
+    Ok(0)
+}
+
+pub async fn update(c: &Client, a: UpdateArgs) -> Result<i32> {
+    let args = policy_args(&a.policies);
+    if args.is_empty() {
+        anyhow::bail!("nothing to change; give a policy flag like --idle-timeout 10m (see `dwell update --help`)");
+    }
+    let sb: Sandbox = c
+        .json(
+            hyper::Method::PATCH,
+            &format!("/v1/sandboxes/{}", enc(&a.sandbox)),
+            Some(&serde_json::json!({ "policies": args })),
+        )
+        .await?;
+    if a.json {
+        output::json(&sb)?;
+    } else {
+        println!("{}: policies updated", sb.name);
+        for s in &sb.schedule {
+            println!("  {} -> {:?} at {}", s.policy, s.action, output::time(s.at));
+        }
+    }
+    Ok(0)
 }

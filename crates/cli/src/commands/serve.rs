@@ -36,6 +36,22 @@ pub async fn run(a: ServeArgs, socket: PathBuf) -> Result<i32> {
     let data_dir = prepare_dir(&a.data_dir)?;
     let agent = install_agent(&data_dir, a.agent.as_deref())?;
     let store = Store::open(&data_dir.join("dwell.db"))?;
+    let default_policies = {
+        let f = &a.default_policies;
+        let d = |v: &Option<String>| v.clone().map(dwell_control::policy::DurationArg::Text);
+        let args = dwell_control::policy::PolicyArgs {
+            ttl: d(&f.default_ttl),
+            idle_timeout: d(&f.default_idle_timeout),
+            pause_after: d(&f.default_pause_after),
+            archive_after: None,
+            delete_after: d(&f.default_delete_after),
+            max_lifetime: d(&f.default_max_lifetime),
+        };
+        // Validate now: a typo must stop the daemon, not every create.
+        args.apply(&mut dwell_control::policy::Policies::default())
+            .context("bad --default-* policy")?;
+        args
+    };
     let cgroup_parent = cgroup_parent(&data_dir);
     let exe = std::env::current_exe().context("cannot find this binary's path")?;
     let runtime = NamespaceRuntime::new(NsOptions {
@@ -52,6 +68,8 @@ pub async fn run(a: ServeArgs, socket: PathBuf) -> Result<i32> {
         images,
         agent_binary: agent,
         resync_every: Duration::from_secs(a.resync_secs.max(1)),
+        clock: Arc::new(dwell_control::clock::SystemClock),
+        default_policies,
     });
     // Build the default image now, not on the first create.
     {

@@ -23,13 +23,25 @@ use crate::model::State;
 pub(crate) use config::config_of;
 
 /// Who asked for this reconciliation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Trigger {
     /// A user request just wrote the desired state: act on it, even from
     /// `error`.
     Request,
     /// The periodic sweep: repair drift, never retry a failed sandbox.
     Resync,
+    /// A lifecycle policy fired (the reason says which).
+    Policy(String),
+}
+
+impl Trigger {
+    /// The reason recorded with the transition.
+    fn why(&self, on_request: &str) -> String {
+        match self {
+            Trigger::Policy(why) => why.clone(),
+            _ => on_request.to_string(),
+        }
+    }
 }
 
 /// Reconcile one sandbox after a request.
@@ -47,8 +59,38 @@ pub(crate) async fn resync_all(inner: &std::sync::Arc<Inner>) {
         }
     };
     for rec in recs {
-        run(inner, &rec.id, Trigger::Resync).await;
+        let trigger = match apply_policy(inner, &rec) {
+            Some(why) => Trigger::Policy(why),
+            None => Trigger::Resync,
+        };
+        run(inner, &rec.id, trigger).await;
     }
+}
+
+/// If a lifecycle policy of `rec` has fired, write the desired state it
+/// asks for, with the reason, and say so.
+fn apply_policy(inner: &Inner, rec: &SandboxRecord) -> Option<String> {
+    let spec = serde_json::from_value::<crate::model::SandboxSpec>(rec.spec.clone()).ok()?;
+    let now = inner.clock.now_ms();
+    let due = crate::policy::due(rec, &spec.policies, inner.streams_open(&rec.id), now)?;
+    let desired = match due.action {
+        crate::policy::Action::Pause => State::Paused,
+        crate::policy::Action::Stop => State::Stopped,
+        crate::policy::Action::Delete => State::Deleted,
+    };
+    if rec.desired_state == desired.as_str() {
+        return None;
+    }
+    let why = format!(
+        "policy {} fired ({} late): {}",
+        due.policy,
+        crate::policy::human((now - due.at).max(0) as u64),
+        desired.as_str()
+    );
+    tracing::info!(sandbox = %rec.id, "{why}");
+    let ok = inner.store.set_desired(&rec.id, desired.as_str()).is_ok()
+        && inner.store.add_event(&rec.id, "policy", &why).is_ok();
+    ok.then_some(why)
 }
 
 async fn run(inner: &std::sync::Arc<Inner>, id: &str, trigger: Trigger) {
@@ -62,7 +104,7 @@ async fn run(inner: &std::sync::Arc<Inner>, id: &str, trigger: Trigger) {
             return;
         }
     };
-    if let Err(e) = step(inner, &rec, trigger).await {
+    if let Err(e) = step(inner, &rec, &trigger).await {
         let msg = e.to_string();
         tracing::warn!(sandbox = id, "reconcile failed: {msg}");
         let _ = inner.store.add_event(id, "error", &msg);
@@ -81,13 +123,13 @@ async fn observe(inner: &std::sync::Arc<Inner>, id: &str) -> Result<Observed> {
     .await?
 }
 
-async fn step(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord, trigger: Trigger) -> Result<()> {
+async fn step(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord, trigger: &Trigger) -> Result<()> {
     let state = State::parse(&rec.state)?;
     let desired = State::parse(&rec.desired_state)?;
     if state == State::Deleted {
         return Ok(());
     }
-    if state == State::Error && trigger == Trigger::Resync && desired != State::Deleted {
+    if state == State::Error && *trigger == Trigger::Resync && desired != State::Deleted {
         return Ok(());
     }
     let observed = observe(inner, &rec.id).await?;
@@ -100,13 +142,15 @@ async fn step(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord, trigger: Trigg
         }
         (State::Running, Observed::Paused) => resume::run(inner, rec).await,
         (State::Running, Observed::Stopped) => {
-            if trigger == Trigger::Resync && matches!(state, State::Running | State::Paused) {
+            if *trigger == Trigger::Resync && matches!(state, State::Running | State::Paused) {
                 vanished(inner, rec).await
             } else {
                 start::run(inner, rec).await
             }
         }
-        (State::Paused, Observed::Running) => pause::run(inner, rec).await,
+        (State::Paused, Observed::Running) => {
+            pause::run(inner, rec, &trigger.why("paused on request")).await
+        }
         (State::Paused, Observed::Paused) => {
             if state != State::Paused {
                 record(inner, &rec.id, State::Paused, "paused (adopted)")?;
@@ -116,20 +160,16 @@ async fn step(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord, trigger: Trigg
         (State::Paused, Observed::Stopped) => vanished(inner, rec).await,
         (State::Stopped, _) => {
             if observed != Observed::Stopped || state != State::Stopped {
-                stop::run(inner, rec).await?;
+                stop::run(inner, rec, &trigger.why("stopped on request")).await?;
             }
             if rec.mode == "ephemeral" {
                 inner.store.set_desired(&rec.id, State::Deleted.as_str())?;
-                delete::run(
-                    inner,
-                    rec,
-                    "ephemeral sandbox stopped: deleted with its data",
-                )
-                .await?;
+                let why = trigger.why("ephemeral sandbox stopped");
+                delete::run(inner, rec, &format!("{why}: deleted with its data")).await?;
             }
             Ok(())
         }
-        (State::Deleted, _) => delete::run(inner, rec, "deleted on request").await,
+        (State::Deleted, _) => delete::run(inner, rec, &trigger.why("deleted on request")).await,
         (State::Creating | State::Error, _) => Ok(()),
     }
 }

@@ -10,7 +10,7 @@ use crate::controller::{blocking, Inner};
 use crate::error::Result;
 use crate::model::State;
 
-pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord) -> Result<()> {
+pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord, why: &str) -> Result<()> {
     step_event(inner, &rec.id, "freezing processes")?;
     let inner2 = inner.clone();
     let id = rec.id.clone();
@@ -19,5 +19,5 @@ pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord) -> Result<()> {
         Ok(inner2.runtime.pause(&cfg)?)
     })
     .await??;
-    record(inner, &rec.id, State::Paused, "paused on request")
+    record(inner, &rec.id, State::Paused, why)
 }

@@ -11,10 +11,10 @@ use crate::controller::{blocking, Inner};
 use crate::error::Result;
 use crate::model::State;
 
-pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord) -> Result<()> {
+pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord, why: &str) -> Result<()> {
     step_event(inner, &rec.id, "stopping processes")?;
     release(inner, &rec.id).await?;
-    record(inner, &rec.id, State::Stopped, "stopped on request")
+    record(inner, &rec.id, State::Stopped, why)
 }
 
 /// Kill processes, free runtime resources, unmount the volume. Idempotent.

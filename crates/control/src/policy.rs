@@ -1,0 +1,344 @@
+//! Lifecycle policies: when a sandbox is paused, stopped or deleted without
+//! anyone asking.
+//!
+//! Every deadline is derived from timestamps in the sandbox's record
+//! (creation, last activity, last keepalive, the last state change), never
+//! from an in-memory timer, so policies survive daemon restarts and fire
+//! late rather than never. The reconciler's periodic sweep asks [`due`]
+//! which policy, if any, has fired, writes the resulting desired state with
+//! the reason, and reconciles.
+//!
+//! | policy | applies while | fires at | action |
+//! |---|---|---|---|
+//! | `ttl` | running, paused | max(created + ttl, keepalive hold) | ephemeral: delete; persistent: stop |
+//! | `idle_timeout` | running, no open stream | max(last activity + idle, hold) | pause |
+//! | `pause_after` | paused | paused since + pause_after | stop |
+//! | `delete_after` | stopped, error | stopped since + delete_after | delete |
+//! | `max_lifetime` | running, paused | created + max_lifetime | ephemeral: delete; persistent: stop |
+//!
+//! `archive_after` is refused until archiving (snapshots in the object
+//! store) exists.
+
+use dwell_store::SandboxRecord;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Policies of one sandbox (all optional), durations in milliseconds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Policies {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_after_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_after_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_lifetime_ms: Option<u64>,
+}
+
+/// A duration in a request: a string like `10m`, `1h30m`, `7d`, or `off`
+/// to clear; or a number of seconds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum DurationArg {
+    Seconds(u64),
+    Text(String),
+}
+
+impl DurationArg {
+    /// `None` means "clear this policy".
+    pub fn millis(&self, field: &str) -> Result<Option<u64>> {
+        match self {
+            DurationArg::Seconds(0) => Ok(None),
+            DurationArg::Seconds(s) => Ok(Some(s * 1000)),
+            DurationArg::Text(t) if matches!(t.as_str(), "off" | "none" | "0") => Ok(None),
+            DurationArg::Text(t) => humantime::parse_duration(t)
+                .map(|d| Some(d.as_millis() as u64))
+                .map_err(|_| {
+                    Error::invalid(
+                        field,
+                        format!("{t:?} is not a duration; write it like 30s, 10m, 1h30m or 7d (or `off` to clear)"),
+                    )
+                }),
+        }
+    }
+}
+
+/// Policy settings in a create or update request. Absent fields keep their
+/// current value; `off` clears one.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyArgs {
+    pub ttl: Option<DurationArg>,
+    pub idle_timeout: Option<DurationArg>,
+    pub pause_after: Option<DurationArg>,
+    pub archive_after: Option<DurationArg>,
+    pub delete_after: Option<DurationArg>,
+    pub max_lifetime: Option<DurationArg>,
+}
+
+impl PolicyArgs {
+    /// Apply onto `p`.
+    pub fn apply(&self, p: &mut Policies) -> Result<()> {
+        let set = |slot: &mut Option<u64>, arg: &Option<DurationArg>, field: &str| -> Result<()> {
+            if let Some(a) = arg {
+                *slot = a.millis(field)?;
+            }
+            Ok(())
+        };
+        if let Some(a) = &self.archive_after {
+            if a.millis("archive_after")?.is_some() {
+                return Err(Error::invalid(
+                    "archive_after",
+                    "archiving to the object store is not available in this version of dwell (it comes with snapshots); use delete_after for stopped sandboxes",
+                ));
+            }
+        }
+        set(&mut p.ttl_ms, &self.ttl, "ttl")?;
+        set(&mut p.idle_timeout_ms, &self.idle_timeout, "idle_timeout")?;
+        set(&mut p.pause_after_ms, &self.pause_after, "pause_after")?;
+        set(&mut p.delete_after_ms, &self.delete_after, "delete_after")?;
+        set(&mut p.max_lifetime_ms, &self.max_lifetime, "max_lifetime")?;
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self == &PolicyArgs::default()
+    }
+}
+
+/// What a fired policy does.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Pause,
+    Stop,
+    Delete,
+}
+
+/// A policy and when it fires next.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Scheduled {
+    pub policy: String,
+    pub action: Action,
+    /// Unix milliseconds.
+    pub at: i64,
+}
+
+/// Every policy that applies in the record's current state, with its
+/// deadline, soonest first. `streams_open` suppresses the idle timeout.
+pub fn schedule(rec: &SandboxRecord, p: &Policies, streams_open: bool) -> Vec<Scheduled> {
+    let ephemeral = rec.mode == "ephemeral";
+    let end = if ephemeral {
+        Action::Delete
+    } else {
+        Action::Stop
+    };
+    let hold = rec.hold_until.unwrap_or(i64::MIN);
+    let mut out = Vec::new();
+    let mut push = |policy: &str, action: Action, at: i64| {
+        out.push(Scheduled {
+            policy: policy.into(),
+            action,
+            at,
+        })
+    };
+    match rec.state.as_str() {
+        "running" | "paused" => {
+            if let Some(ttl) = p.ttl_ms {
+                push("ttl", end, (rec.created_at + ttl as i64).max(hold));
+            }
+            if let Some(max) = p.max_lifetime_ms {
+                push("max_lifetime", end, rec.created_at + max as i64);
+            }
+            if rec.state == "running" && !streams_open {
+                if let Some(idle) = p.idle_timeout_ms {
+                    let last = rec
+                        .last_activity_at
+                        .unwrap_or(0)
+                        .max(rec.started_at.unwrap_or(rec.created_at));
+                    push(
+                        "idle_timeout",
+                        Action::Pause,
+                        (last + idle as i64).max(hold),
+                    );
+                }
+            }
+            if rec.state == "paused" {
+                if let Some(after) = p.pause_after_ms {
+                    push(
+                        "pause_after",
+                        Action::Stop,
+                        rec.state_changed_at + after as i64,
+                    );
+                }
+            }
+        }
+        "stopped" | "error" => {
+            if let Some(after) = p.delete_after_ms {
+                push(
+                    "delete_after",
+                    Action::Delete,
+                    rec.state_changed_at + after as i64,
+                );
+            }
+        }
+        _ => {}
+    }
+    out.sort_by_key(|s| s.at);
+    out
+}
+
+/// The policy that has fired at `now`, if any (the strongest action among
+/// those due: delete over stop over pause).
+pub fn due(rec: &SandboxRecord, p: &Policies, streams_open: bool, now: i64) -> Option<Scheduled> {
+    schedule(rec, p, streams_open)
+        .into_iter()
+        .filter(|s| s.at <= now)
+        .max_by_key(|s| match s.action {
+            Action::Pause => 0,
+            Action::Stop => 1,
+            Action::Delete => 2,
+        })
+}
+
+/// Human text of a duration in milliseconds.
+pub fn human(ms: u64) -> String {
+    humantime::format_duration(std::time::Duration::from_millis(ms / 1000 * 1000)).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(state: &str, mode: &str) -> SandboxRecord {
+        SandboxRecord {
+            id: "x".into(),
+            name: "x".into(),
+            tenant: "t".into(),
+            image: "host".into(),
+            mode: mode.into(),
+            runtime: "ns".into(),
+            spec: serde_json::Value::Null,
+            state: state.into(),
+            desired_state: state.into(),
+            reason: String::new(),
+            created_at: 1_000_000,
+            updated_at: 1_000_000,
+            state_changed_at: 1_000_000,
+            started_at: Some(1_000_000),
+            stopped_at: None,
+            deleted_at: None,
+            last_activity_at: None,
+            hold_until: None,
+        }
+    }
+
+    const MIN: i64 = 60_000;
+
+    #[test]
+    fn idle_pauses_after_the_last_activity_unless_a_stream_is_open() {
+        let p = Policies {
+            idle_timeout_ms: Some(10 * MIN as u64),
+            ..Default::default()
+        };
+        let mut r = rec("running", "persistent");
+        r.last_activity_at = Some(1_000_000 + 5 * MIN);
+        assert_eq!(due(&r, &p, false, 1_000_000 + 14 * MIN), None);
+        let d = due(&r, &p, false, 1_000_000 + 15 * MIN).unwrap();
+        assert_eq!(
+            (d.policy.as_str(), d.action),
+            ("idle_timeout", Action::Pause)
+        );
+        assert_eq!(due(&r, &p, true, 1_000_000 + 60 * MIN), None);
+        r.hold_until = Some(1_000_000 + 30 * MIN);
+        assert_eq!(due(&r, &p, false, 1_000_000 + 29 * MIN), None);
+    }
+
+    #[test]
+    fn ttl_ends_ephemeral_by_delete_and_persistent_by_stop() {
+        let p = Policies {
+            ttl_ms: Some(15 * MIN as u64),
+            ..Default::default()
+        };
+        let r = rec("running", "ephemeral");
+        assert_eq!(
+            due(&r, &p, true, 1_000_000 + 15 * MIN).unwrap().action,
+            Action::Delete
+        );
+        let r = rec("paused", "persistent");
+        assert_eq!(
+            due(&r, &p, false, 1_000_000 + 15 * MIN).unwrap().action,
+            Action::Stop
+        );
+        let mut r = rec("running", "persistent");
+        r.hold_until = Some(1_000_000 + 20 * MIN);
+        assert_eq!(
+            due(&r, &p, false, 1_000_000 + 16 * MIN),
+            None,
+            "keepalive pushes the TTL"
+        );
+    }
+
+    #[test]
+    fn paused_stops_and_stopped_deletes() {
+        let p = Policies {
+            pause_after_ms: Some(60 * MIN as u64),
+            delete_after_ms: Some(30 * 24 * 60 * MIN as u64),
+            ..Default::default()
+        };
+        let r = rec("paused", "persistent");
+        assert_eq!(due(&r, &p, false, 1_000_000 + 59 * MIN), None);
+        assert_eq!(
+            due(&r, &p, false, 1_000_000 + 60 * MIN).unwrap().action,
+            Action::Stop
+        );
+        let r = rec("stopped", "persistent");
+        assert_eq!(
+            due(&r, &p, false, 1_000_000 + 30 * 24 * 60 * MIN)
+                .unwrap()
+                .action,
+            Action::Delete
+        );
+        assert_eq!(schedule(&rec("deleted", "persistent"), &p, false), vec![]);
+    }
+
+    #[test]
+    fn max_lifetime_is_a_hard_cap_and_the_strongest_action_wins() {
+        let p = Policies {
+            max_lifetime_ms: Some(24 * 60 * MIN as u64),
+            idle_timeout_ms: Some(MIN as u64),
+            ..Default::default()
+        };
+        let mut r = rec("running", "persistent");
+        r.hold_until = Some(i64::MAX);
+        let d = due(&r, &p, true, 1_000_000 + 24 * 60 * MIN).unwrap();
+        assert_eq!(
+            (d.policy.as_str(), d.action),
+            ("max_lifetime", Action::Stop)
+        );
+    }
+
+    #[test]
+    fn args_parse_clear_and_refuse_archive() {
+        let mut p = Policies::default();
+        let a: PolicyArgs = serde_json::from_str(r#"{"idle_timeout":"10m","ttl":900}"#).unwrap();
+        a.apply(&mut p).unwrap();
+        assert_eq!(p.idle_timeout_ms, Some(600_000));
+        assert_eq!(p.ttl_ms, Some(900_000));
+        let a: PolicyArgs = serde_json::from_str(r#"{"idle_timeout":"off"}"#).unwrap();
+        a.apply(&mut p).unwrap();
+        assert_eq!(p.idle_timeout_ms, None);
+        let a: PolicyArgs = serde_json::from_str(r#"{"archive_after":"7d"}"#).unwrap();
+        assert!(a
+            .apply(&mut p)
+            .unwrap_err()
+            .to_string()
+            .contains("not available"));
+        let a: PolicyArgs = serde_json::from_str(r#"{"ttl":"soon"}"#).unwrap();
+        assert!(a.apply(&mut p).unwrap_err().to_string().contains("30s"));
+    }
+}
