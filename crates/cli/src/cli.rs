@@ -72,6 +72,11 @@ pub enum Command {
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Manage tenants and their quotas (admin).
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Usage and cost: vCPU-hours, GiB-hours of memory and storage.
+    Usage(UsageArgs),
     /// Check what this host supports.
     Doctor(JsonFlag),
     /// Internal: builds a sandbox's namespaces (started by the daemon).
@@ -94,6 +99,15 @@ pub struct ServeArgs {
     /// lifecycle policies.
     #[arg(long, default_value_t = 10)]
     pub resync_secs: u64,
+    /// Price of a vCPU-hour in usage reports (dollars).
+    #[arg(long, default_value_t = 0.01667)]
+    pub price_vcpu_hour: f64,
+    /// Price of a GiB-hour of memory.
+    #[arg(long, default_value_t = 0.00833)]
+    pub price_memory_gib_hour: f64,
+    /// Price of a GiB-hour of volume storage (default: $0.10 per GiB-month).
+    #[arg(long, default_value_t = 0.10 / 730.0)]
+    pub price_storage_gib_hour: f64,
     /// Policies for sandboxes created without any (`--default-idle-timeout 1h` ...).
     #[command(flatten)]
     pub default_policies: DefaultPolicyFlags,
@@ -336,4 +350,51 @@ pub enum ImageCommand {
         /// Path (on the daemon's host) of the OCI layout dir or tarball.
         path: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant; prints its first API key (shown once).
+    Create(TenantArgs),
+    /// Replace a tenant's limits (omitted limits become unlimited).
+    Update(TenantArgs),
+    /// List tenants with their limits and what they hold.
+    Ls(JsonFlag),
+    /// Issue another API key for a tenant.
+    Key {
+        /// Tenant name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TenantArgs {
+    /// Tenant name.
+    pub name: String,
+    /// Most sandboxes (of any state but deleted).
+    #[arg(long)]
+    pub max_sandboxes: Option<u64>,
+    /// Most vCPUs held by creating, running and paused sandboxes.
+    #[arg(long)]
+    pub max_vcpus: Option<f64>,
+    /// Most memory held by creating, running and paused sandboxes, like 32G.
+    #[arg(long)]
+    pub max_memory: Option<String>,
+    /// Most volume storage, like 500G.
+    #[arg(long)]
+    pub max_storage: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    /// Tenant (admins; default: all for admins, your own otherwise).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// From this date (2026-11-01) or time (RFC 3339).
+    #[arg(long)]
+    pub since: Option<String>,
+    #[arg(long)]
+    pub json: bool,
 }

@@ -37,6 +37,8 @@ pub struct ControllerOptions {
     pub clock: Arc<dyn Clock>,
     /// Policies given to sandboxes that do not set their own.
     pub default_policies: PolicyArgs,
+    /// Prices for usage reports.
+    pub prices: crate::metering::Prices,
 }
 
 /// The control plane. Cheap to clone.
@@ -56,6 +58,11 @@ pub(crate) struct Inner {
     pub resync_every: Duration,
     pub clock: Arc<dyn Clock>,
     pub default_policies: PolicyArgs,
+    pub prices: crate::metering::Prices,
+    pub cpu_marks: crate::metering::CpuMarks,
+    /// Held while a quota is checked and the request recorded, so two
+    /// concurrent creates cannot both pass the last free slot.
+    quota_lock: tokio::sync::Mutex<()>,
     /// Open exec/attach streams per sandbox: a sandbox with one is not idle.
     streams: Mutex<HashMap<String, usize>>,
     /// When activity was last written per sandbox (to write at most once a
@@ -128,6 +135,9 @@ impl Controller {
                 resync_every: opts.resync_every,
                 clock: opts.clock,
                 default_policies: opts.default_policies,
+                prices: opts.prices,
+                cpu_marks: Default::default(),
+                quota_lock: tokio::sync::Mutex::new(()),
                 streams: Mutex::new(HashMap::new()),
                 touched: Mutex::new(HashMap::new()),
                 locks: Mutex::new(HashMap::new()),
@@ -187,6 +197,16 @@ impl Controller {
             blocking(move || inner.images.get(&image).map(|_| ())).await??;
         }
         let mode = req.mode.unwrap_or_default();
+        let _quota = self.inner.quota_lock.lock().await;
+        self.check_quota(
+            tenant,
+            &crate::quota::Held {
+                sandboxes: 1,
+                vcpus: spec.vcpus,
+                memory: spec.memory_bytes,
+                storage: spec.disk_bytes,
+            },
+        )?;
         let now = self.inner.clock.now_ms();
         let rec = SandboxRecord {
             id: new_id(),
@@ -209,6 +229,7 @@ impl Controller {
             hold_until: None,
         };
         self.inner.store.insert_sandbox(&rec)?;
+        drop(_quota);
         self.inner
             .store
             .add_event(&rec.id, "request", "create requested")?;
@@ -315,6 +336,92 @@ impl Controller {
         self.get_by_id(&rec.id)
     }
 
+    fn check_quota(&self, tenant: &str, more: &crate::quota::Held) -> Result<()> {
+        let Some(t) = self.inner.store.get_tenant(tenant)? else {
+            return Ok(());
+        };
+        let held = crate::quota::held(&self.inner.store.list_sandboxes(Some(tenant))?);
+        crate::quota::check(&t, &held, more)
+    }
+
+    /// Create a tenant with its limits.
+    pub fn create_tenant(&self, t: &dwell_store::Tenant) -> Result<()> {
+        crate::model::validate_name(&t.name).map_err(|_| {
+            Error::invalid(
+                "tenant",
+                format!(
+                    "{:?}: use 1-63 lowercase letters, digits, '-', '_' or '.'",
+                    t.name
+                ),
+            )
+        })?;
+        if self.inner.store.get_tenant(&t.name)?.is_some() {
+            return Err(Error::Conflict(format!(
+                "tenant {:?} already exists; change its limits with `dwell tenant update`",
+                t.name
+            )));
+        }
+        Ok(self.inner.store.insert_tenant(t)?)
+    }
+
+    /// Change a tenant's limits.
+    pub fn update_tenant(&self, t: &dwell_store::Tenant) -> Result<()> {
+        if !self.inner.store.update_tenant(t)? {
+            return Err(Error::NotFound(t.name.clone()));
+        }
+        Ok(())
+    }
+
+    /// Tenants with what each holds.
+    pub fn tenants(&self) -> Result<Vec<(dwell_store::Tenant, crate::quota::Held)>> {
+        let mut out = Vec::new();
+        for t in self.inner.store.list_tenants()? {
+            let held = crate::quota::held(&self.inner.store.list_sandboxes(Some(&t.name))?);
+            out.push((t, held));
+        }
+        Ok(out)
+    }
+
+    /// Usage and cost since `since` (Unix ms), of one tenant or all.
+    pub fn usage(&self, tenant: Option<&str>, since: i64) -> Result<crate::metering::Report> {
+        let rows = self.inner.store.usage(tenant, since)?;
+        let mut names = HashMap::new();
+        for r in &rows {
+            if let Some(rec) = self.inner.store.get_sandbox(&r.sandbox_id)? {
+                names.insert(r.sandbox_id.clone(), rec.name);
+            }
+        }
+        Ok(crate::metering::report(
+            &rows,
+            &names,
+            &self.inner.prices,
+            since,
+        ))
+    }
+
+    /// Every live sandbox of every tenant with live kernel stats where it
+    /// runs (for `/metrics`).
+    pub async fn metrics(&self) -> Result<Vec<(Sandbox, Option<dwell_runtime::Stats>)>> {
+        let recs = self.inner.store.list_sandboxes(None)?;
+        let inner = self.inner.clone();
+        blocking(move || {
+            recs.iter()
+                .filter_map(|r| Sandbox::from_record(r).ok())
+                .map(|sb| {
+                    let stats = matches!(sb.state, State::Running | State::Paused)
+                        .then(|| {
+                            reconcile::config_of(&inner, &sb.id)
+                                .ok()
+                                .and_then(|c| inner.runtime.stats(&c).ok())
+                        })
+                        .flatten();
+                    (sb, stats)
+                })
+                .collect()
+        })
+        .await
+    }
+
     /// Run one sweep now: policies and drift (tests use this with a manual
     /// clock).
     pub async fn sweep(&self) {
@@ -415,6 +522,18 @@ impl Controller {
 
     /// Start a stopped (or failed) sandbox.
     pub async fn start(&self, tenant: &str, id_or_name: &str) -> Result<Sandbox> {
+        let sb = self.get(tenant, id_or_name)?;
+        let _quota = self.inner.quota_lock.lock().await;
+        if matches!(sb.state, State::Stopped | State::Error) {
+            self.check_quota(
+                tenant,
+                &crate::quota::Held {
+                    vcpus: sb.spec.vcpus,
+                    memory: sb.spec.memory_bytes,
+                    ..Default::default()
+                },
+            )?;
+        }
         self.transition(tenant, id_or_name, State::Running, "start", |sb| {
             match sb.state {
                 State::Paused => Err(Error::Conflict(format!(
@@ -492,11 +611,6 @@ impl Controller {
         )
         .await
         .map(|_| ())
-        .or_else(|e| match e {
-            // Deleted records are no longer found by name: that is success.
-            Error::NotFound(_) => Ok(()),
-            e => Err(e),
-        })
     }
 
     /// The sandbox (which must be running) and a connection to its agent.

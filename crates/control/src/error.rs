@@ -14,6 +14,9 @@ pub enum Error {
     /// The request does not fit the sandbox's current state.
     #[error("{0}")]
     Conflict(String),
+    /// A tenant quota would be exceeded.
+    #[error("{0}")]
+    Quota(String),
     /// A name already used by a live sandbox.
     #[error("a sandbox named {0:?} already exists; pick another --name or remove it with `dwell rm {0}`")]
     NameTaken(String),
@@ -51,6 +54,7 @@ impl Error {
             Error::Invalid { .. } => "invalid_argument",
             Error::Conflict(_) => "conflict",
             Error::NameTaken(_) => "name_taken",
+            Error::Quota(_) => "quota_exceeded",
             Error::Runtime(_) => "runtime_error",
             Error::Storage(_) => "storage_error",
             Error::Agent(_) => "agent_error",
@@ -65,6 +69,7 @@ impl Error {
             Error::NotFound(_) => 404,
             Error::Invalid { .. } => 400,
             Error::Conflict(_) | Error::NameTaken(_) => 409,
+            Error::Quota(_) => 403,
             Error::Agent(_) => 502,
             _ => 500,
         }

@@ -20,8 +20,10 @@ pub mod clock;
 pub mod controller;
 pub mod error;
 pub mod ids;
+pub mod metering;
 pub mod model;
 pub mod policy;
+pub mod quota;
 pub mod reconcile;
 pub mod size;
 

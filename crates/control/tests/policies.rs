@@ -82,6 +82,7 @@ fn env_with(dir: tempfile::TempDir, runtime: Arc<Double>, clock: Arc<ManualClock
         resync_every: Duration::from_secs(3600),
         clock: clock.clone(),
         default_policies: PolicyArgs::default(),
+        prices: Default::default(),
         data_dir: data,
     });
     Env {

@@ -13,6 +13,8 @@ mod events;
 mod keys;
 pub mod migrations;
 mod sandboxes;
+mod tenants;
+mod usage;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -23,6 +25,8 @@ pub use error::{Error, Result};
 pub use events::Event;
 pub use keys::ApiKey;
 pub use sandboxes::SandboxRecord;
+pub use tenants::Tenant;
+pub use usage::{UsageDelta, UsageRow};
 
 /// A handle on the metadata database. Cheap operations; callers in async
 /// code may call it directly (each statement is a few microseconds) or from

@@ -51,6 +51,29 @@ pub const MIGRATIONS: &[&str] = &[
     // 2: activity and keepalive, the inputs of lifecycle policies.
     "ALTER TABLE sandboxes ADD COLUMN last_activity_at INTEGER;
     ALTER TABLE sandboxes ADD COLUMN hold_until INTEGER;",
+    // 3: tenants and their quotas (NULL = unlimited); metered usage in
+    // hourly buckets per sandbox.
+    "CREATE TABLE tenants (
+        name TEXT PRIMARY KEY,
+        max_sandboxes INTEGER,
+        max_vcpus REAL,
+        max_memory INTEGER,
+        max_storage INTEGER,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE usage (
+        sandbox_id TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        hour INTEGER NOT NULL,
+        vcpu_seconds REAL NOT NULL DEFAULT 0,
+        memory_gib_seconds REAL NOT NULL DEFAULT 0,
+        cpu_used_seconds REAL NOT NULL DEFAULT 0,
+        memory_used_gib_seconds REAL NOT NULL DEFAULT 0,
+        storage_gib_seconds REAL NOT NULL DEFAULT 0,
+        PRIMARY KEY (sandbox_id, hour)
+    );
+    CREATE INDEX usage_tenant ON usage(tenant, hour);
+    ALTER TABLE sandboxes ADD COLUMN metered_at INTEGER;",
 ];
 
 /// Bring the schema to the newest version.

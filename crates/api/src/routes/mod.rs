@@ -5,10 +5,11 @@ mod files;
 mod images;
 mod processes;
 mod sandboxes;
+mod tenants;
 
 use std::future::Future;
 
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use dwell_control::Sandbox;
 use dwell_proto::AgentClient;
@@ -65,6 +66,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sandboxes/{id}/fs/mkdir", post(files::mkdir))
         .route("/v1/sandboxes/{id}/fs/rename", post(files::rename))
         .route("/v1/images", get(images::list).post(images::import))
+        .route("/v1/tenants", get(tenants::list).post(tenants::create))
+        .route("/v1/tenants/{name}", patch(tenants::update))
+        .route("/v1/tenants/{name}/keys", post(tenants::new_api_key))
+        .route("/v1/usage", get(tenants::usage))
+        .route("/metrics", get(tenants::metrics))
         .with_state(state)
 }
 

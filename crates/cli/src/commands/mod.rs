@@ -6,6 +6,7 @@ mod exec;
 mod image;
 mod sandbox;
 pub mod serve;
+mod tenant;
 
 use anyhow::Result;
 
@@ -46,6 +47,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Kill(a) => exec::kill(&client, a).await,
         Command::Cp(a) => cp::run(&client, a).await,
         Command::Image(c) => image::run(&client, c).await,
+        Command::Tenant(c) => tenant::run(&client, c).await,
+        Command::Usage(a) => tenant::usage(&client, a).await,
         Command::Doctor(a) => doctor::run(a),
         Command::NsBoot { .. } => unreachable!("handled before the async runtime starts"),
     }

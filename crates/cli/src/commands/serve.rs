@@ -54,22 +54,27 @@ pub async fn run(a: ServeArgs, socket: PathBuf) -> Result<i32> {
     };
     let cgroup_parent = cgroup_parent(&data_dir);
     let exe = std::env::current_exe().context("cannot find this binary's path")?;
-    let runtime = NamespaceRuntime::new(NsOptions {
+    let runtime = Arc::new(NamespaceRuntime::new(NsOptions {
         cgroup_parent: cgroup_parent.clone(),
         ..NsOptions::new(exe, vec!["__ns-boot".into()])
-    })?;
+    })?);
     let volumes = VolumeManager::new(data_dir.join("volumes"));
     let images = ImageStore::open(data_dir.join("images"))?;
     let ctl = Controller::new(ControllerOptions {
         data_dir: data_dir.clone(),
         store,
-        runtime: Arc::new(runtime),
+        runtime: runtime.clone(),
         volumes,
         images,
         agent_binary: agent,
         resync_every: Duration::from_secs(a.resync_secs.max(1)),
         clock: Arc::new(dwell_control::clock::SystemClock),
         default_policies,
+        prices: dwell_control::metering::Prices {
+            vcpu_hour: a.price_vcpu_hour,
+            memory_gib_hour: a.price_memory_gib_hour,
+            storage_gib_hour: a.price_storage_gib_hour,
+        },
     });
     // Build the default image now, not on the first create.
     {
@@ -113,6 +118,16 @@ pub async fn run(a: ServeArgs, socket: PathBuf) -> Result<i32> {
         r??;
     }
     let _ = std::fs::remove_file(&socket);
+    // Leave no empty cgroup parent behind when no sandbox needs it.
+    runtime.shutdown_pool();
+    if ctl
+        .store()
+        .list_sandboxes(None)
+        .map(|l| l.is_empty())
+        .unwrap_or(false)
+    {
+        runtime.remove_cgroup_parent();
+    }
     tracing::info!("stopped; sandboxes keep running and are adopted on the next start");
     Ok(0)
 }

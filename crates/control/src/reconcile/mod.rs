@@ -59,11 +59,43 @@ pub(crate) async fn resync_all(inner: &std::sync::Arc<Inner>) {
         }
     };
     for rec in recs {
+        meter(inner, &rec).await;
         let trigger = match apply_policy(inner, &rec) {
             Some(why) => Trigger::Policy(why),
             None => Trigger::Resync,
         };
         run(inner, &rec.id, trigger).await;
+    }
+}
+
+/// Charge the time since the sandbox's last metering mark.
+async fn meter(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord) {
+    let Ok(spec) = serde_json::from_value::<crate::model::SandboxSpec>(rec.spec.clone()) else {
+        return;
+    };
+    let now = inner.clock.now_ms();
+    let last = match inner.store.metered_at(&rec.id) {
+        Ok(Some(t)) => t,
+        Ok(None) => rec.created_at,
+        Err(_) => return,
+    };
+    let stats = if matches!(rec.state.as_str(), "running" | "paused") {
+        let inner2 = inner.clone();
+        let id = rec.id.clone();
+        blocking(move || {
+            config_of(&inner2, &id)
+                .ok()
+                .and_then(|c| inner2.runtime.stats(&c).ok())
+        })
+        .await
+        .ok()
+        .flatten()
+    } else {
+        None
+    };
+    let d = crate::metering::delta(rec, &spec, stats.as_ref(), &inner.cpu_marks, last, now);
+    if let Err(e) = inner.store.add_usage(&rec.id, &rec.tenant, now, &d) {
+        tracing::warn!(sandbox = %rec.id, "metering: {e}");
     }
 }
 

@@ -1,0 +1,151 @@
+//! `tenant create|update|ls|key` and `usage`.
+
+use anyhow::Result;
+use dwell_control::metering::Report;
+
+use crate::cli::{TenantArgs, TenantCommand, UsageArgs};
+use crate::client::{enc, Client};
+use crate::output;
+
+fn body(a: &TenantArgs) -> serde_json::Value {
+    serde_json::json!({
+        "name": a.name,
+        "max_sandboxes": a.max_sandboxes,
+        "max_vcpus": a.max_vcpus,
+        "max_memory": a.max_memory,
+        "max_storage": a.max_storage,
+    })
+}
+
+fn limit<T: ToString>(
+    v: &serde_json::Value,
+    f: impl Fn(&serde_json::Value) -> Option<T>,
+) -> String {
+    f(v).map(|x| x.to_string()).unwrap_or_else(|| "-".into())
+}
+
+pub async fn run(c: &Client, cmd: TenantCommand) -> Result<i32> {
+    match cmd {
+        TenantCommand::Create(a) => {
+            let v: serde_json::Value = c.post("/v1/tenants", &body(&a)).await?;
+            if a.json {
+                output::json(&v)?;
+            } else {
+                println!("{}", v["api_key"].as_str().unwrap_or_default());
+                eprintln!("created tenant {}; the line above is its API key, shown once (use it as DWELL_API_KEY)", a.name);
+            }
+        }
+        TenantCommand::Update(a) => {
+            let v: serde_json::Value = c
+                .json(
+                    hyper::Method::PATCH,
+                    &format!("/v1/tenants/{}", enc(&a.name)),
+                    Some(&body(&a)),
+                )
+                .await?;
+            if a.json {
+                output::json(&v)?;
+            } else {
+                println!("{}: limits updated", a.name);
+            }
+        }
+        TenantCommand::Key { name } => {
+            let v: serde_json::Value = c
+                .post(
+                    &format!("/v1/tenants/{}/keys", enc(&name)),
+                    &serde_json::json!({}),
+                )
+                .await?;
+            println!("{}", v["api_key"].as_str().unwrap_or_default());
+        }
+        TenantCommand::Ls(a) => {
+            let v: Vec<serde_json::Value> = c.get("/v1/tenants").await?;
+            if a.json {
+                output::json(&v)?;
+            } else {
+                let rows: Vec<Vec<String>> = v
+                    .iter()
+                    .map(|t| {
+                        let h = &t["held"];
+                        vec![
+                            t["name"].as_str().unwrap_or_default().to_string(),
+                            format!(
+                                "{}/{}",
+                                h["sandboxes"],
+                                limit(t, |t| t["max_sandboxes"].as_u64())
+                            ),
+                            format!("{}/{}", h["vcpus"], limit(t, |t| t["max_vcpus"].as_f64())),
+                            format!(
+                                "{}/{}",
+                                output::size(h["memory"].as_u64().unwrap_or(0)),
+                                limit(t, |t| t["max_memory"].as_u64().map(output::size))
+                            ),
+                            format!(
+                                "{}/{}",
+                                output::size(h["storage"].as_u64().unwrap_or(0)),
+                                limit(t, |t| t["max_storage"].as_u64().map(output::size))
+                            ),
+                        ]
+                    })
+                    .collect();
+                output::table(
+                    &["TENANT", "SANDBOXES", "VCPUS", "MEMORY", "STORAGE"],
+                    &rows,
+                );
+            }
+        }
+    }
+    Ok(0)
+}
+
+pub async fn usage(c: &Client, a: UsageArgs) -> Result<i32> {
+    let mut q = Vec::new();
+    if let Some(t) = &a.tenant {
+        q.push(format!("tenant={}", enc(t)));
+    }
+    if let Some(s) = &a.since {
+        q.push(format!("since={}", enc(s)));
+    }
+    let r: Report = c.get(&format!("/v1/usage?{}", q.join("&"))).await?;
+    if a.json {
+        output::json(&r)?;
+        return Ok(0);
+    }
+    let mut rows: Vec<Vec<String>> = r
+        .sandboxes
+        .iter()
+        .map(|s| {
+            vec![
+                s.tenant.clone(),
+                s.name.clone(),
+                format!("{:.4}", s.totals.vcpu_hours),
+                format!("{:.4}", s.totals.memory_gib_hours),
+                format!("{:.4}", s.totals.storage_gib_hours),
+                format!("{:.4}", s.totals.cpu_used_hours),
+                format!("${:.4}", s.totals.cost_usd),
+            ]
+        })
+        .collect();
+    rows.push(vec![
+        "TOTAL".into(),
+        String::new(),
+        format!("{:.4}", r.total.vcpu_hours),
+        format!("{:.4}", r.total.memory_gib_hours),
+        format!("{:.4}", r.total.storage_gib_hours),
+        format!("{:.4}", r.total.cpu_used_hours),
+        format!("${:.4}", r.total.cost_usd),
+    ]);
+    output::table(
+        &[
+            "TENANT",
+            "SANDBOX",
+            "VCPU-H",
+            "MEM GIB-H",
+            "DISK GIB-H",
+            "CPU USED-H",
+            "COST",
+        ],
+        &rows,
+    );
+    Ok(0)
+}

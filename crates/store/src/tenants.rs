@@ -1,0 +1,87 @@
+//! Tenants and their quotas. `None` means unlimited.
+
+use rusqlite::{params, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result, Store};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Tenant {
+    pub name: String,
+    pub max_sandboxes: Option<u64>,
+    pub max_vcpus: Option<f64>,
+    pub max_memory: Option<u64>,
+    pub max_storage: Option<u64>,
+    pub created_at: i64,
+}
+
+impl Store {
+    /// Create a tenant; fails if the name is taken.
+    pub fn insert_tenant(&self, t: &Tenant) -> Result<()> {
+        let conn = self.conn();
+        let r = conn.execute(
+            "INSERT INTO tenants (name, max_sandboxes, max_vcpus, max_memory, max_storage, created_at) VALUES (?1,?2,?3,?4,?5,?6)",
+            params![t.name, t.max_sandboxes, t.max_vcpus, t.max_memory, t.max_storage, self.now()],
+        );
+        match r {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(Error::Corrupt(format!(
+                    "tenant {:?} already exists",
+                    t.name
+                )))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Replace a tenant's limits.
+    pub fn update_tenant(&self, t: &Tenant) -> Result<bool> {
+        let conn = self.conn();
+        let n = conn.execute(
+            "UPDATE tenants SET max_sandboxes = ?2, max_vcpus = ?3, max_memory = ?4, max_storage = ?5 WHERE name = ?1",
+            params![t.name, t.max_sandboxes, t.max_vcpus, t.max_memory, t.max_storage],
+        )?;
+        Ok(n > 0)
+    }
+
+    pub fn get_tenant(&self, name: &str) -> Result<Option<Tenant>> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row(
+                "SELECT name, max_sandboxes, max_vcpus, max_memory, max_storage, created_at FROM tenants WHERE name = ?1",
+                [name],
+                |r| {
+                    Ok(Tenant {
+                        name: r.get(0)?,
+                        max_sandboxes: r.get(1)?,
+                        max_vcpus: r.get(2)?,
+                        max_memory: r.get(3)?,
+                        max_storage: r.get(4)?,
+                        created_at: r.get(5)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    pub fn list_tenants(&self) -> Result<Vec<Tenant>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT name, max_sandboxes, max_vcpus, max_memory, max_storage, created_at FROM tenants ORDER BY name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Tenant {
+                name: r.get(0)?,
+                max_sandboxes: r.get(1)?,
+                max_vcpus: r.get(2)?,
+                max_memory: r.get(3)?,
+                max_storage: r.get(4)?,
+                created_at: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
