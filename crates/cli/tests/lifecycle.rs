@@ -354,3 +354,70 @@ fn policies_fire_in_real_time_and_keepalive_pushes_them() {
     let events = d.ok(&["logs", &id]);
     assert!(events.contains("policy idle_timeout fired"), "{events}");
 }
+
+#[test]
+fn a_daemon_killed_mid_create_or_mid_delete_finishes_the_work_on_restart() {
+    if !can_run() {
+        return;
+    }
+    let mut d = Daemon::start();
+    // Killed after the sandbox started but before its record says so.
+    d.env = vec![("DWELL_CRASH_AT".into(), "start:after-runtime".into())];
+    d.restart();
+    let out = d.run(&[
+        "create", "--name", "c1", "--memory", "128M", "--disk", "256M",
+    ]);
+    assert!(
+        !out.status.success(),
+        "the daemon should have died mid-create"
+    );
+    d.wait_exit();
+    d.env.clear();
+    d.restart();
+    wait_for(10, "c1 adopted", || d.inspect("c1")["state"] == "running");
+    assert_eq!(d.sh("c1", "echo ok"), "ok\n");
+    let id = d.inspect("c1")["id"].as_str().unwrap().to_string();
+
+    // Killed after the processes stopped but before the volume was wiped.
+    d.env = vec![("DWELL_CRASH_AT".into(), "delete:after-stop".into())];
+    d.restart();
+    let out = d.run(&["rm", "-f", "c1"]);
+    assert!(
+        !out.status.success(),
+        "the daemon should have died mid-delete"
+    );
+    d.wait_exit();
+    assert!(
+        d.data.join("volumes").join(&id).exists(),
+        "the crash point fired too late"
+    );
+    d.env.clear();
+    d.restart();
+    wait_for(10, "delete finished", || {
+        !d.data.join("volumes").join(&id).exists()
+    });
+    assert!(!d.run(&["inspect", "c1"]).status.success());
+    assert!(leftovers(&d.data).is_empty(), "{:?}", leftovers(&d.data));
+
+    // A sandbox whose record is lost (as after a crash of the database):
+    // the sweep finds its processes, cgroups, mount, loop device and volume.
+    let orphan = d.create("orphan", &[]);
+    let host_pid = d.host_pid(&orphan);
+    d.kill9();
+    let db = d.data.join("dwell.db");
+    let st = std::process::Command::new("python3")
+        .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('DELETE FROM sandboxes WHERE id=?', (sys.argv[2],)); c.commit()", db.to_str().unwrap(), &orphan])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    d.restart();
+    wait_for(15, "the sweep to clean the orphan", || {
+        !pid_alive(host_pid)
+            && !d.data.join("volumes").join(&orphan).exists()
+            && leftovers(&d.data).is_empty()
+    });
+    assert!(
+        d.log().contains("sweep:"),
+        "the sweep must report what it cleaned"
+    );
+}

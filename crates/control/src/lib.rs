@@ -18,10 +18,12 @@
 
 pub mod clock;
 pub mod controller;
+pub mod crashpoint;
 pub mod error;
 pub mod ids;
 pub mod metering;
 pub mod model;
+mod orphans;
 pub mod policy;
 pub mod quota;
 pub mod reconcile;

@@ -57,6 +57,8 @@ pub struct Daemon {
     pub data: PathBuf,
     child: Option<Child>,
     extra_args: Vec<String>,
+    /// Extra environment of the daemon (e.g. DWELL_CRASH_AT).
+    pub env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -75,6 +77,7 @@ impl Daemon {
             dir,
             child: None,
             extra_args: args.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
         };
         d.spawn();
         d
@@ -96,6 +99,7 @@ impl Daemon {
             .arg(agent_bin())
             .args(&self.extra_args)
             .env("DWELL_LOG", "debug")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -184,6 +188,13 @@ impl Daemon {
         s.split_whitespace().next().unwrap().parse().unwrap()
     }
 
+    /// Wait until the daemon process has exited (a crash point fired).
+    pub fn wait_exit(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+    }
+
     fn alive(&mut self) -> bool {
         match &mut self.child {
             Some(c) => c.try_wait().ok().flatten().is_none(),
@@ -194,6 +205,7 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        self.env.clear();
         if !self.alive() {
             self.spawn();
         }

@@ -14,6 +14,7 @@ use crate::model::State;
 pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord, reason: &str) -> Result<()> {
     step_event(inner, &rec.id, "deleting: stopping processes")?;
     stop::release(inner, &rec.id).await?;
+    crate::crashpoint::crashpoint("delete:after-stop");
     step_event(inner, &rec.id, "deleting: wiping volume and state")?;
     let inner2 = inner.clone();
     let id = rec.id.clone();

@@ -66,6 +66,7 @@ pub(crate) async fn resync_all(inner: &std::sync::Arc<Inner>) {
         };
         run(inner, &rec.id, trigger).await;
     }
+    crate::orphans::sweep(inner).await;
 }
 
 /// Charge the time since the sandbox's last metering mark.

@@ -24,6 +24,7 @@ pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord) -> Result<()> {
         if inner.volumes.info(&rec.id).is_err() {
             inner.volumes.create(&rec.id, spec.disk_bytes)?;
         }
+        crate::crashpoint::crashpoint("start:before-mount");
         let upper = inner.volumes.mount(&rec.id)?;
         let cfg = config::build(&inner, &rec.id, &rec.name, &spec, &image, upper);
         config::save(&cfg)?;
@@ -33,6 +34,7 @@ pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord) -> Result<()> {
             let _ = inner.volumes.unmount(&rec.id);
             return Err(e.into());
         }
+        crate::crashpoint::crashpoint("start:after-runtime");
         Ok(())
     })
     .await??;

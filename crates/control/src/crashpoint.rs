@@ -1,0 +1,13 @@
+//! Crash points for tests: `DWELL_CRASH_AT=<name>` makes the daemon kill
+//! itself with SIGKILL when it reaches the named step, so tests can show
+//! that a restart finishes or rolls back every half-done operation. Unset
+//! (always, outside tests), each call is one environment lookup.
+
+/// Die here if `DWELL_CRASH_AT` names this point.
+pub fn crashpoint(name: &str) {
+    if std::env::var("DWELL_CRASH_AT").ok().as_deref() == Some(name) {
+        tracing::error!("DWELL_CRASH_AT={name}: killing the daemon here (test crash point)");
+        // SAFETY: kill(2) of our own process.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+}

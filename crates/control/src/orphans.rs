@@ -1,0 +1,134 @@
+//! The "no zombies" sweep: find what no record explains and clean it.
+//!
+//! After crashes (of the daemon, the host, or a half-done operation) the
+//! host can hold sandbox cgroups and processes, volumes (and their mounts
+//! and loop devices) and state dirs whose record is gone or deleted. The
+//! reconciler's periodic sweep calls [`sweep`], which stops and removes
+//! each, records what it cleaned as an event on that id, and returns it so
+//! the daemon can log it. Records whose runtime state vanished are handled
+//! by the reconciler itself (marked `error` with the reason, never dropped).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use dwell_runtime::{NetworkMode, Resources, RootfsSpec, SandboxConfig};
+
+use crate::controller::{blocking, Inner};
+use crate::reconcile::config_of;
+
+/// Clean everything of sandboxes that have no live record. Returns one line
+/// per thing cleaned.
+pub(crate) async fn sweep(inner: &Arc<Inner>) -> Vec<String> {
+    let live: HashSet<String> = match inner.store.list_sandboxes(None) {
+        Ok(l) => l.into_iter().map(|r| r.id).collect(),
+        Err(_) => return Vec::new(),
+    };
+    let inner2 = inner.clone();
+    let cleaned = blocking(move || sweep_blocking(&inner2, &live))
+        .await
+        .unwrap_or_default();
+    for line in &cleaned {
+        tracing::warn!("sweep: {line}");
+    }
+    cleaned
+}
+
+fn sweep_blocking(inner: &Inner, live: &HashSet<String>) -> Vec<String> {
+    let mut cleaned = Vec::new();
+    // A create may have inserted its record after `live` was read: check
+    // again, under the sandbox's lock, right before cleaning anything.
+    let unexplained = |id: &str| -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        if live.contains(id) {
+            return None;
+        }
+        let guard = inner.lock_for(id).blocking_lock_owned();
+        match inner.store.get_sandbox(id) {
+            Ok(Some(r)) if r.state != "deleted" => None,
+            Ok(_) => Some(guard),
+            Err(_) => None,
+        }
+    };
+    let mut note = |id: &str, what: String| {
+        let _ = inner.store.add_event(id, "sweep", &what);
+        cleaned.push(format!("{id}: {what}"));
+    };
+    // Processes and cgroups (and the network and mounts the runtime holds).
+    for id in inner.runtime.list_host().unwrap_or_default() {
+        let Some(_g) = unexplained(&id) else { continue };
+        let cfg = config_of(inner, &id).unwrap_or_else(|_| bare_config(inner, &id));
+        match inner.runtime.stop(&cfg) {
+            Ok(()) => note(
+                &id,
+                "stopped processes and removed cgroups no record explains".into(),
+            ),
+            Err(e) => note(&id, format!("could not stop unexplained processes: {e}")),
+        }
+    }
+    // Volumes, with their mounts and loop devices.
+    for id in inner.volumes.list().unwrap_or_default() {
+        let Some(_g) = unexplained(&id) else { continue };
+        match inner.volumes.delete(&id) {
+            Ok(()) => note(&id, "wiped and removed a volume no record explains".into()),
+            Err(e) => note(&id, format!("could not remove an unexplained volume: {e}")),
+        }
+    }
+    // State dirs.
+    if let Ok(rd) = std::fs::read_dir(inner.data_dir.join("sandboxes")) {
+        for e in rd.flatten() {
+            let id = e.file_name().to_string_lossy().into_owned();
+            let Some(_g) = unexplained(&id) else { continue };
+            let path = e.path();
+            let mnt = path.join("rootfs");
+            // SAFETY: umount2 with a NUL-terminated path we own.
+            if let Ok(c) = std::ffi::CString::new(mnt.as_os_str().as_encoded_bytes()) {
+                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            }
+            if std::fs::remove_dir_all(&path).is_ok() {
+                note(&id, "removed a state dir no record explains".into());
+            }
+        }
+    }
+    // Loop devices whose image no volume explains (deleted files included).
+    for b in inner.volumes.stray_loops() {
+        let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+            .map(|m| {
+                m.lines()
+                    .any(|l| l.contains(&format!(" {} ", b.device.display())))
+            })
+            .unwrap_or(true);
+        if mounted {
+            continue;
+        }
+        if dwell_storage::detach_loop(&b.device).is_ok() {
+            cleaned.push(format!(
+                "detached {} ({})",
+                b.device.display(),
+                b.backing_file.display()
+            ));
+        }
+    }
+    cleaned
+}
+
+/// A config naming only what `stop` needs (id and state dir), for sandboxes
+/// whose own config is gone.
+fn bare_config(inner: &Inner, id: &str) -> SandboxConfig {
+    SandboxConfig {
+        id: id.to_string(),
+        hostname: id.to_string(),
+        rootfs: RootfsSpec {
+            layers: Vec::new(),
+            host_dirs: Vec::new(),
+            upper_root: inner.data_dir.join("volumes").join(id),
+        },
+        resources: Resources {
+            vcpus: 1.0,
+            memory_bytes: 0,
+            pids: 0,
+        },
+        env: Default::default(),
+        network: NetworkMode::None,
+        state_dir: inner.state_dir(id),
+        agent_binary: inner.agent_binary.clone(),
+    }
+}
