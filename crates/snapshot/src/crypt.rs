@@ -53,7 +53,8 @@ impl TenantKey {
     /// caller can store them.
     pub fn generate() -> std::io::Result<([u8; 32], TenantKey)> {
         let mut secret = [0u8; 32];
-        getrandom::fill(&mut secret).map_err(std::io::Error::other)?;
+        getrandom::fill(&mut secret)
+            .map_err(|e| std::io::Error::other(format!("OS random source: {e}")))?;
         Ok((secret, TenantKey::from_bytes(secret)))
     }
 
@@ -70,7 +71,8 @@ impl TenantKey {
     /// Seals `plain` (a compressed chunk): `nonce || ciphertext+tag`.
     pub fn seal(&self, id: &ChunkId, plain: &[u8]) -> std::io::Result<Vec<u8>> {
         let mut nonce = [0u8; NONCE_LEN];
-        getrandom::fill(&mut nonce).map_err(std::io::Error::other)?;
+        getrandom::fill(&mut nonce)
+            .map_err(|e| std::io::Error::other(format!("OS random source: {e}")))?;
         let cipher = XChaCha20Poly1305::new((&self.seal_key).into());
         let ct = cipher
             .encrypt(
@@ -98,7 +100,13 @@ impl TenantKey {
         let (nonce, ct) = sealed.split_at(NONCE_LEN);
         let cipher = XChaCha20Poly1305::new((&self.seal_key).into());
         cipher
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: &id.0 })
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: ct,
+                    aad: &id.0,
+                },
+            )
             .map_err(|_| "authentication tag mismatch (tampered data or wrong key)".to_string())
     }
 }

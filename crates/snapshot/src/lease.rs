@@ -8,10 +8,12 @@
 //!   existence check ("already stored, skip").
 //! - A collector publishes `leases/gc-<nonce>.json` first, then reads the create leases, then the
 //!   manifests, and deletes only chunks that no manifest and no live create lease names.
+//!
 //! Both sides write their lease before reading the other's, so at least one sees the other: either
 //! the writer sees the collector and waits for it to finish (its checks then happen after every
 //! deletion), or the collector sees the writer's chunks and spares them. Reading leases before
 //! manifests covers a writer that publishes its manifest and drops its lease in between.
+//!
 //! A lease not refreshed for `ttl` is dead (its process crashed); a writer or collector that
 //! notices it went `ttl` without refreshing gives up instead of trusting its lease.
 
@@ -184,8 +186,10 @@ impl<'a> GcLease<'a> {
                 ttl_secs: self.ttl.as_secs(),
             });
         }
-        self.store
-            .put(&self.key, format!("{{\"pid\":{}}}", std::process::id()).as_bytes())?;
+        self.store.put(
+            &self.key,
+            format!("{{\"pid\":{}}}", std::process::id()).as_bytes(),
+        )?;
         self.last_flush = started;
         Ok(())
     }

@@ -206,8 +206,7 @@ impl Manifest {
                 "format version {version}, this build reads only version {FORMAT_VERSION}"
             )));
         }
-        let m: Manifest =
-            serde_json::from_value(v).map_err(|e| bad(format!("bad field: {e}")))?;
+        let m: Manifest = serde_json::from_value(v).map_err(|e| bad(format!("bad field: {e}")))?;
         m.validate().map_err(bad)?;
         Ok(m)
     }
@@ -344,7 +343,9 @@ mod tests {
         };
         let j = m.to_json();
         assert_eq!(Manifest::from_json("a", &j).unwrap(), m);
-        let j2 = String::from_utf8(j).unwrap().replace("\"version\": 1", "\"version\": 9");
+        let j2 = String::from_utf8(j)
+            .unwrap()
+            .replace("\"version\": 1", "\"version\": 9");
         assert!(Manifest::from_json("a", j2.as_bytes())
             .unwrap_err()
             .to_string()

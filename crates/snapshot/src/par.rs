@@ -36,7 +36,7 @@ where
                     failed.store(true, Ordering::Relaxed);
                     let mut g = first_err.lock().unwrap_or_else(|p| p.into_inner());
                     // Keep the error of the earliest item, so reports are deterministic.
-                    if g.as_ref().is_none_or(|(j, _)| i < *j) {
+                    if !matches!(g.as_ref(), Some((j, _)) if *j <= i) {
                         *g = Some((i, e));
                     }
                     break;

@@ -29,8 +29,13 @@ use crate::par;
 use crate::progress::{Phase, Progress, ProgressFn};
 use crate::store::ChunkStore;
 
-/// Bytes of image read per batch (bounds memory to about this much per snapshot).
-const BATCH_BYTES: u64 = 64 << 20;
+/// Bytes of image hashed per batch: the lease is republished once per batch.
+const BATCH_BYTES: u64 = 256 << 20;
+
+thread_local! {
+    /// Per-thread read buffer for hashing, reused across chunks (no allocation, no page faults).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// Block size below which restore does not bother keeping zeros sparse.
 const SPARSE_BLOCK: usize = 4096;
@@ -127,40 +132,66 @@ pub fn create(image: &Path, store: &dyn ChunkStore, opts: &CreateOptions) -> Res
     let mut lease = CreateLease::acquire(store, &id, opts.lease_ttl)?;
 
     let per_batch = (BATCH_BYTES / opts.chunk_size).max(threads as u64) as usize;
+    let image = img.path();
     let mut extents: Vec<Extent> = Vec::new();
     let mut uploaded = 0u64;
     let mut stored_by_chunk: BTreeMap<ChunkId, u64> = BTreeMap::new();
     let mut done = 0u64;
+    let trace = std::env::var_os("DWELL_SNAPSHOT_TRACE").is_some();
+    let (mut t_hash, mut t_lease, mut t_store) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     for batch in cells.chunks(per_batch) {
-        // Phase 1: read and hash (holes and zero cells become None).
-        let hashed: Vec<Option<(ChunkId, Vec<u8>)>> = par::map(batch, threads, |c: &Cell| {
+        let t0 = std::time::Instant::now();
+        // Phase 1: read and hash into a reused per-thread buffer (holes and zero cells: None).
+        let hashed: Vec<Option<ChunkId>> = par::map(batch, threads, |c: &Cell| {
             if !c.has_data {
                 return Ok(None);
             }
-            let mut buf = vec![0u8; c.length as usize];
-            img.read_at(c.offset, &mut buf)?;
-            if is_zero(&buf) {
-                return Ok(None);
-            }
-            Ok(Some((codec::chunk_id(key, &buf), buf)))
+            SCRATCH.with(|b| {
+                let mut buf = b.borrow_mut();
+                buf.resize(c.length as usize, 0);
+                img.read_at(c.offset, &mut buf)?;
+                Ok((!is_zero(&buf)).then(|| codec::chunk_id(key, &buf)))
+            })
         })?;
-        // Phase 2: protect the ids, then store what is missing.
-        lease.protect(hashed.iter().flatten().map(|(id, _)| *id))?;
-        let work: Vec<&(ChunkId, Vec<u8>)> = hashed.iter().flatten().collect();
-        let results: Vec<(u64, u64)> = par::map(&work, threads, |(cid, data)| {
+        // Phase 2: protect the ids, then store what is missing (read again: it is in the page
+        // cache, and usually only a few chunks are missing).
+        let t1 = std::time::Instant::now();
+        lease.protect(hashed.iter().flatten().copied())?;
+        let t2 = std::time::Instant::now();
+        let work: Vec<(&Cell, ChunkId)> = batch
+            .iter()
+            .zip(&hashed)
+            .filter_map(|(c, h)| h.map(|h| (c, h)))
+            .collect();
+        let results: Vec<(u64, u64)> = par::map(&work, threads, |(c, cid)| {
             let ckey = cid.key();
             if let Some(info) = store.head(&ckey)? {
                 return Ok((info.size, 0));
             }
-            let blob = codec::encode(key, cid, data, opts.zstd_level)
+            let mut data = vec![0u8; c.length as usize];
+            img.read_at(c.offset, &mut data)?;
+            if codec::chunk_id(key, &data) != *cid {
+                return Err(Error::BadImage {
+                    path: image.to_path_buf(),
+                    reason: format!(
+                        "the bytes at offset {} changed while the snapshot was being taken; \
+                         snapshot a frozen sandbox or a copy of its volume",
+                        c.offset
+                    ),
+                });
+            }
+            let blob = codec::encode(key, cid, &data, opts.zstd_level)
                 .map_err(|e| Error::io("compress chunk of", image, e))?;
             store.put(&ckey, &blob)?;
             Ok((blob.len() as u64, blob.len() as u64))
         })?;
+        t_hash += t1 - t0;
+        t_lease += t2 - t1;
+        t_store += t2.elapsed();
         let mut r = results.into_iter();
         for (c, h) in batch.iter().zip(&hashed) {
             let x = match h {
-                Some((cid, _)) => {
+                Some(cid) => {
                     let (stored, up) = r.next().expect("one result per chunk");
                     uploaded += up;
                     stored_by_chunk.insert(*cid, stored);
@@ -226,10 +257,19 @@ pub fn create(image: &Path, store: &dyn ChunkStore, opts: &CreateOptions) -> Res
         reason: format!("built an inconsistent manifest (a bug): {reason}"),
     })?;
     // Chunks durable first, then the manifest, while the lease still protects the chunks.
+    let t3 = std::time::Instant::now();
     store.sync()?;
+    let t4 = std::time::Instant::now();
     lease.check_fresh()?;
     store.put(&mkey, &manifest.to_json())?;
     lease.release()?;
+    if trace {
+        eprintln!(
+            "snapshot {id}: read+hash {t_hash:?}, lease {t_lease:?}, store {t_store:?}, sync {:?}, publish {:?}",
+            t4 - t3,
+            t4.elapsed()
+        );
+    }
     Ok(manifest)
 }
 

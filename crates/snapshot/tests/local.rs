@@ -60,12 +60,7 @@ fn round_trip_is_byte_identical_and_sparse() {
     let out = d.path().join("restored.img");
     restore(&loaded, &store, &out, &RestoreOptions::default()).unwrap();
     assert_same_content(&img, &out);
-    assert!(
-        blocks(&out) <= blocks(&img),
-        "restored image is not sparse: {} vs {} blocks",
-        blocks(&out),
-        blocks(&img)
-    );
+    assert_as_sparse(&out, &img);
     assert!(blocks(&out) < (8 * MIB) / 512, "holes stayed holes");
 }
 
@@ -89,7 +84,10 @@ fn second_snapshot_after_one_percent_change_stores_about_one_percent() {
     }
     let store = LocalStore::open(d.path().join("store")).unwrap();
     let a = create(&img, &store, &opts("a")).unwrap();
-    assert!(a.sizes.uploaded >= 100 * MIB, "random data does not compress");
+    assert!(
+        a.sizes.uploaded >= 100 * MIB,
+        "random data does not compress"
+    );
     write_random(&f, 37 * MIB, MIB as usize, 999); // 1% of the image
     drop(f);
     let b = create(&img, &store, &opts("b")).unwrap();
@@ -159,7 +157,10 @@ fn corrupt_chunk_fails_loudly_and_leaves_target_untouched() {
     let err = restore(&m, &store, &target, &RestoreOptions::default()).unwrap_err();
     assert!(matches!(err, Error::CorruptChunk { .. }), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains(&victim.to_hex()) && msg.contains("corrupt"), "{msg}");
+    assert!(
+        msg.contains(&victim.to_hex()) && msg.contains("corrupt"),
+        "{msg}"
+    );
     assert_untouched(&target);
 }
 
@@ -214,10 +215,7 @@ fn gc_removes_orphans_but_spares_a_running_writers_chunks() {
     let store = LocalStore::open(d.path().join("store")).unwrap();
     // An orphan chunk (as a crashed writer would leave).
     store
-        .put(
-            &ChunkId(*blake3::hash(b"orphan").as_bytes()).key(),
-            b"junk",
-        )
+        .put(&ChunkId(*blake3::hash(b"orphan").as_bytes()).key(), b"junk")
         .unwrap();
     let img = d.path().join("big.img");
     let f = sparse_image(&img, 160 * MIB);

@@ -67,7 +67,9 @@ impl LocalStore {
             };
             for ent in rd {
                 let ent = ent.map_err(|e| Error::io("list", &dir, e))?;
-                let ft = ent.file_type().map_err(|e| Error::io("stat", ent.path(), e))?;
+                let ft = ent
+                    .file_type()
+                    .map_err(|e| Error::io("stat", ent.path(), e))?;
                 if ft.is_dir() {
                     stack.push(ent.path());
                 } else if ent.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
@@ -120,13 +122,18 @@ impl ChunkStore for LocalStore {
         let path = self.path_of(key)?;
         let dir = path.parent().expect("a key has a parent directory");
         fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
-        let name = path.file_name().expect("a key has a name").to_string_lossy();
+        let name = path
+            .file_name()
+            .expect("a key has a name")
+            .to_string_lossy();
         let tmp = dir.join(format!(
             "{TMP_PREFIX}{name}.{}.{}",
             std::process::id(),
             TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
-        let durable = !key.starts_with("chunks/");
+        // Manifests are fsynced with their directory. Chunks are made durable by `sync` before
+        // a manifest that needs them is published; leases only matter while their writer lives.
+        let durable = key.starts_with("manifests/");
         let write = || -> std::io::Result<()> {
             let mut f = File::create(&tmp)?;
             f.write_all(data)?;
@@ -209,7 +216,9 @@ impl ChunkStore for LocalStore {
                     out.push(ObjectInfo {
                         key: k,
                         size: md.len(),
-                        modified: md.modified().map_err(|e| Error::io("stat", ent.path(), e))?,
+                        modified: md
+                            .modified()
+                            .map_err(|e| Error::io("stat", ent.path(), e))?,
                     });
                 }
             }

@@ -161,7 +161,10 @@ impl S3Store {
     }
 
     fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
-        self.rt.as_ref().expect("runtime lives until drop").block_on(f)
+        self.rt
+            .as_ref()
+            .expect("runtime lives until drop")
+            .block_on(f)
     }
 
     fn err(&self, action: &'static str, key: &str, e: object_store::Error) -> Error {

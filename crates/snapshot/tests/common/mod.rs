@@ -53,7 +53,10 @@ pub fn assert_same_content(a: &Path, b: &Path) {
             break;
         }
         fb.read_exact(&mut bb[..n]).unwrap();
-        assert!(ba[..n] == bb[..n], "{a:?} and {b:?} differ near offset {off}");
+        assert!(
+            ba[..n] == bb[..n],
+            "{a:?} and {b:?} differ near offset {off}"
+        );
         off += n as u64;
     }
 }
@@ -79,4 +82,15 @@ pub fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out.sort();
     out
+}
+
+/// Asserts `restored` is no less sparse than `source`: allocated data blocks no more than the
+/// source's, give or take a few blocks of ext4 extent-tree metadata (counted in `st_blocks`,
+/// and more of it when parallel writes fragment the file).
+pub fn assert_as_sparse(restored: &Path, source: &Path) {
+    let (r, s) = (blocks(restored), blocks(source));
+    assert!(
+        r <= s + 64,
+        "restored image is less sparse: {r} blocks vs the source's {s}"
+    );
 }
