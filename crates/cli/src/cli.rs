@@ -160,6 +160,10 @@ pub struct CreateArgs {
     /// Label KEY=VALUE (repeatable).
     #[arg(long = "label", short = 'l')]
     pub labels: Vec<String>,
+    /// Secret variable KEY=VALUE, or KEY to take the value from this
+    /// environment (repeatable): sealed at rest, never shown, given to every exec.
+    #[arg(long = "secret-env")]
+    pub secret_env: Vec<String>,
     /// Give the sandbox outbound network access (NAT); default: loopback only.
     #[arg(long)]
     pub net: bool,

@@ -366,3 +366,65 @@ fn net_sandboxes_reach_neither_the_host_nor_each_other() {
     assert!(out.starts_with("closed"), "n1 reached n2: {out}");
     drop(listener);
 }
+
+#[test]
+fn secret_env_reaches_processes_but_never_disk_inspect_or_logs() {
+    if !can_run() {
+        return;
+    }
+    let d = Daemon::start();
+    let secret = format!("s3cr3t-{}-value", std::process::id());
+    let out = d
+        .cmd(&[
+            "create",
+            "--name",
+            "sec",
+            "--memory",
+            "128M",
+            "--disk",
+            "256M",
+            "--secret-env",
+            "API_TOKEN",
+            "--env",
+            "PLAIN=1",
+        ])
+        .env("API_TOKEN", &secret)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        d.sh("sec", "echo $API_TOKEN $PLAIN"),
+        format!("{secret} 1\n")
+    );
+    d.ok(&["stop", "sec"]);
+    d.ok(&["start", "sec"]);
+    assert_eq!(
+        d.sh("sec", "echo $API_TOKEN"),
+        format!("{secret}\n"),
+        "secrets survive stop/start"
+    );
+    let inspect =
+        d.ok(&["inspect", "sec", "--json"]) + &d.ok(&["inspect", "sec"]) + &d.ok(&["logs", "sec"]);
+    assert!(!inspect.contains(&secret), "the secret is shown: {inspect}");
+    assert!(inspect.contains("API_TOKEN"), "the name may be shown");
+    assert!(
+        !d.log().contains(&secret),
+        "the secret is in the daemon log"
+    );
+    // Nothing under the data dir holds it in clear (database, WAL, configs),
+    // except the sandbox's own volume where the process itself could write it.
+    let hits = std::process::Command::new("grep")
+        .args([
+            "-rl",
+            "--exclude-dir=volumes",
+            &secret,
+            d.data.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        hits.stdout.is_empty(),
+        "in clear on disk: {}",
+        stdout(&hits)
+    );
+}

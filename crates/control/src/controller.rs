@@ -60,6 +60,8 @@ pub(crate) struct Inner {
     pub default_policies: PolicyArgs,
     pub prices: crate::metering::Prices,
     pub cpu_marks: crate::metering::CpuMarks,
+    /// Seals secret env vars; `Err` says why secrets cannot be used.
+    pub sealer: std::result::Result<crate::secrets::Sealer, String>,
     /// Held while a quota is checked and the request recorded, so two
     /// concurrent creates cannot both pass the last free slot.
     quota_lock: tokio::sync::Mutex<()>,
@@ -122,6 +124,8 @@ impl Controller {
     pub fn new(opts: ControllerOptions) -> Controller {
         Controller {
             inner: Arc::new(Inner {
+                sealer: crate::secrets::Sealer::load_or_create(&opts.data_dir.join("secret.key"))
+                    .map_err(|e| format!("the daemon's secret key is unusable: {e}")),
                 data_dir: opts.data_dir,
                 store: {
                     let clock = opts.clock.clone();
@@ -179,6 +183,14 @@ impl Controller {
     /// Create a sandbox and bring it up. Returns once it runs (or failed).
     pub async fn create(&self, tenant: &str, req: CreateRequest) -> Result<Sandbox> {
         let mut spec = req.to_spec(&self.inner.host)?;
+        if !req.secret_env.is_empty() {
+            let sealer = self
+                .inner
+                .sealer
+                .as_ref()
+                .map_err(|e| Error::Internal(e.clone()))?;
+            spec.sealed_env = Some(sealer.seal(&req.secret_env)?);
+        }
         if spec.policies == Policies::default() {
             self.inner.default_policies.apply(&mut spec.policies)?;
         }
@@ -278,6 +290,27 @@ impl Controller {
         Ok(sb)
     }
 
+    /// The secret variables of a sandbox, opened, for the exec requests
+    /// sent to its agent (never stored or shown elsewhere).
+    pub fn secret_env(&self, id: &str) -> Result<std::collections::BTreeMap<String, String>> {
+        let rec = self
+            .inner
+            .store
+            .get_sandbox(id)?
+            .ok_or_else(|| Error::NotFound(id.to_string()))?;
+        let spec: crate::model::SandboxSpec =
+            serde_json::from_value(rec.spec).map_err(|e| Error::Internal(e.to_string()))?;
+        match &spec.sealed_env {
+            None => Ok(Default::default()),
+            Some(sealed) => self
+                .inner
+                .sealer
+                .as_ref()
+                .map_err(|e| Error::Internal(e.clone()))?
+                .open(sealed),
+        }
+    }
+
     /// Note activity on a sandbox (exec, file operation): it pushes the
     /// idle timeout.
     pub fn touch(&self, id: &str) {
@@ -321,16 +354,19 @@ impl Controller {
         args: &PolicyArgs,
     ) -> Result<Sandbox> {
         let rec = self.record(tenant, id_or_name)?;
-        let mut sb = Sandbox::from_record(&rec)?;
-        args.apply(&mut sb.spec.policies)?;
-        let spec = serde_json::to_value(&sb.spec).map_err(|e| Error::Internal(e.to_string()))?;
+        // From the stored spec, not the view: the view hides sealed secrets.
+        let mut spec: crate::model::SandboxSpec =
+            serde_json::from_value(rec.spec.clone()).map_err(|e| Error::Internal(e.to_string()))?;
+        args.apply(&mut spec.policies)?;
+        let policies = spec.policies.clone();
+        let spec = serde_json::to_value(&spec).map_err(|e| Error::Internal(e.to_string()))?;
         self.inner.store.set_spec(&rec.id, &spec)?;
         self.inner.store.add_event(
             &rec.id,
             "request",
             &format!(
                 "policies set to {}",
-                serde_json::to_string(&sb.spec.policies).unwrap_or_default()
+                serde_json::to_string(&policies).unwrap_or_default()
             ),
         )?;
         self.get_by_id(&rec.id)

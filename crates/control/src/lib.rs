@@ -27,6 +27,7 @@ mod orphans;
 pub mod policy;
 pub mod quota;
 pub mod reconcile;
+pub mod secrets;
 pub mod size;
 
 pub use controller::{Controller, ControllerOptions};

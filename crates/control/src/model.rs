@@ -95,6 +95,12 @@ pub struct SandboxSpec {
     pub network: NetworkMode,
     #[serde(default)]
     pub policies: crate::policy::Policies,
+    /// Names of secret variables (values are sealed, never shown).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_env_names: Vec<String>,
+    /// The sealed values; only in the database, never in API answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_env: Option<String>,
 }
 
 /// A size given as a number of bytes or as a string like `512M`.
@@ -135,6 +141,9 @@ pub struct CreateRequest {
     /// Lifecycle policies.
     #[serde(default)]
     pub policies: Option<crate::policy::PolicyArgs>,
+    /// Secret environment variables: sealed at rest, never shown.
+    #[serde(default)]
+    pub secret_env: BTreeMap<String, String>,
 }
 
 /// Limits checked on create, so a typo cannot ask for the impossible.
@@ -234,7 +243,7 @@ impl CreateRequest {
                 ),
             ));
         }
-        for k in self.env.keys() {
+        for k in self.env.keys().chain(self.secret_env.keys()) {
             if k.is_empty() || k.contains('=') || k.contains('\0') {
                 return Err(Error::invalid(
                     "env",
@@ -254,7 +263,15 @@ impl CreateRequest {
         if let Some(p) = &self.policies {
             p.apply(&mut policies)?;
         }
+        if let Some(k) = self.secret_env.keys().find(|k| self.env.contains_key(*k)) {
+            return Err(Error::invalid(
+                "env",
+                format!("{k:?} is both a plain and a secret variable; give it once"),
+            ));
+        }
         Ok(SandboxSpec {
+            secret_env_names: self.secret_env.keys().cloned().collect(),
+            sealed_env: None,
             policies,
             vcpus,
             memory_bytes: memory,
@@ -318,6 +335,8 @@ impl Sandbox {
         let spec: SandboxSpec = serde_json::from_value(r.spec.clone())
             .map_err(|e| Error::Internal(format!("corrupt spec of sandbox {}: {e}", r.id)))?;
         let spec_policies = spec.policies.clone();
+        let mut spec = spec;
+        spec.sealed_env = None;
         Ok(Sandbox {
             id: r.id.clone(),
             name: r.name.clone(),

@@ -43,6 +43,15 @@ pub(crate) async fn report(
     }
 }
 
+/// Add the sandbox's secret variables to an exec request (the request's own
+/// variables win). They travel only over the agent's socket.
+fn with_secrets(st: &AppState, id: &str, req: &mut ExecRequest) -> ApiResult<()> {
+    for (k, v) in st.ctl.secret_env(id)? {
+        req.env.entry(k).or_insert(v);
+    }
+    Ok(())
+}
+
 fn check(req: &ExecRequest) -> ApiResult<()> {
     req.command_line().map(|_| ()).map_err(|m| {
         ApiError::bad_request(format!("bad exec request: {m}; send {{\"argv\": [\"ls\", \"-l\"]}} or {{\"shell\": \"ls -l | wc -l\"}}"))
@@ -63,6 +72,7 @@ pub async fn run(
     let oom0 = oom_count(&st, &sb).await;
     let mut req = call.request.clone();
     req.stdin = call.stdin_data.is_some() || req.stdin;
+    with_secrets(&st, &sb.id, &mut req)?;
     let (sb, stream) = with_agent(&st, &p, &id, |c| {
         let r = req.clone();
         async move { c.exec(r).await }
@@ -113,7 +123,8 @@ async fn exec_ws(st: AppState, p: Principal, sb: Sandbox, mut socket: WebSocket)
         },
         _ => return,
     };
-    if let Err(e) = check(&req) {
+    let mut req = req;
+    if let Err(e) = check(&req).and_then(|_| with_secrets(&st, &sb.id, &mut req)) {
         let _ = send_error(&mut socket, &e).await;
         return;
     }

@@ -36,6 +36,7 @@ pub async fn create(c: &Client, a: CreateArgs) -> Result<i32> {
         }),
         runtime: None,
         policies: Some(policy_args(&a.policies)).filter(|p| !p.is_empty()),
+        secret_env: secret_vars(&a.secret_env)?,
     };
     let sb: Sandbox = c.post("/v1/sandboxes", &req).await?;
     if a.json {
@@ -195,6 +196,9 @@ pub async fn inspect(c: &Client, a: NameJson) -> Result<i32> {
     for k in sb.spec.env.keys() {
         println!("env:         {k}=…");
     }
+    for k in &sb.spec.secret_env_names {
+        println!("secret env:  {k} (sealed; value never shown)");
+    }
     println!(
         "created:     {} ({})",
         output::time(sb.created_at),
@@ -326,4 +330,18 @@ pub async fn update(c: &Client, a: UpdateArgs) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// `KEY=VALUE`, or `KEY` with the value from this process's environment.
+fn secret_vars(items: &[String]) -> Result<std::collections::BTreeMap<String, String>> {
+    items
+        .iter()
+        .map(|item| match item.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            None if !item.is_empty() => std::env::var(item)
+                .map(|v| (item.clone(), v))
+                .map_err(|_| anyhow::anyhow!("--secret-env {item}: {item} is not set in this environment; export it or write {item}=VALUE")),
+            _ => anyhow::bail!("--secret-env {item:?} is not KEY=VALUE or KEY"),
+        })
+        .collect()
 }

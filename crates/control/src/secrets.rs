@@ -1,0 +1,111 @@
+//! Secret environment variables: sealed at rest, injected per exec.
+//!
+//! Values of secret variables are encrypted (XChaCha20-Poly1305) with the
+//! daemon's key in `<data-dir>/secret.key` (mode 0600) before they reach the
+//! database, and are never written to a runtime config, an event or a log.
+//! Only their names are visible in `inspect`. They reach processes because
+//! the daemon adds them to each exec request it sends to the agent, over
+//! the sandbox's socket.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+
+use crate::error::{Error, Result};
+
+/// Seals and opens secret values with the daemon's key.
+pub struct Sealer {
+    cipher: XChaCha20Poly1305,
+}
+
+impl Sealer {
+    /// Load the key, making it (0600) on first use.
+    pub fn load_or_create(path: &Path) -> std::io::Result<Sealer> {
+        let key = match std::fs::read(path) {
+            Ok(k) if k.len() == 32 => k,
+            Ok(_) => {
+                return Err(std::io::Error::other(format!(
+                    "{} is not a 32-byte key; restore it from a backup (secrets sealed with it cannot be read otherwise)",
+                    path.display()
+                )))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut k = vec![0u8; 32];
+                getrandom::fill(&mut k).map_err(|e| std::io::Error::other(e.to_string()))?;
+                let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+                f.write_all(&k)?;
+                f.sync_all()?;
+                k
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(Sealer {
+            cipher: XChaCha20Poly1305::new_from_slice(&key)
+                .map_err(|e| std::io::Error::other(e.to_string()))?,
+        })
+    }
+
+    /// Encrypt a map of variables; hex of nonce and ciphertext.
+    pub fn seal(&self, vars: &BTreeMap<String, String>) -> Result<String> {
+        let mut nonce = [0u8; 24];
+        getrandom::fill(&mut nonce).map_err(|e| Error::Internal(e.to_string()))?;
+        let plain = serde_json::to_vec(vars).map_err(|e| Error::Internal(e.to_string()))?;
+        let ct = self
+            .cipher
+            .encrypt(XNonce::from_slice(&nonce), plain.as_slice())
+            .map_err(|_| Error::Internal("sealing secrets failed".into()))?;
+        Ok(hex(&nonce) + &hex(&ct))
+    }
+
+    /// Decrypt what [`seal`](Self::seal) made.
+    pub fn open(&self, sealed: &str) -> Result<BTreeMap<String, String>> {
+        let bytes =
+            unhex(sealed).ok_or_else(|| Error::Internal("corrupt sealed secrets".into()))?;
+        if bytes.len() < 24 {
+            return Err(Error::Internal("corrupt sealed secrets".into()));
+        }
+        let (nonce, ct) = bytes.split_at(24);
+        let plain = self.cipher.decrypt(XNonce::from_slice(nonce), ct).map_err(|_| {
+            Error::Internal("secrets cannot be opened with this daemon's key (was <data-dir>/secret.key replaced?)".into())
+        })?;
+        serde_json::from_slice(&plain).map_err(|e| Error::Internal(e.to_string()))
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_no_clear_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Sealer::load_or_create(&dir.path().join("k")).unwrap();
+        let vars = BTreeMap::from([("TOKEN".to_string(), "s3cr3t-value".to_string())]);
+        let sealed = s.seal(&vars).unwrap();
+        assert!(!sealed.contains("s3cr3t") && !sealed.contains(&hex(b"s3cr3t")));
+        assert_eq!(s.open(&sealed).unwrap(), vars);
+        let other = Sealer::load_or_create(&dir.path().join("k2")).unwrap();
+        assert!(other.open(&sealed).is_err());
+        // Same key file, same key.
+        let again = Sealer::load_or_create(&dir.path().join("k")).unwrap();
+        assert_eq!(again.open(&sealed).unwrap(), vars);
+    }
+}
