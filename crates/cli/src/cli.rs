@@ -69,6 +69,8 @@ pub enum Command {
     Update(UpdateArgs),
     /// Show the live resource usage of a sandbox.
     Stats(NameJson),
+    /// What a sandbox changed relative to its image: packages and files.
+    Diff(NameJson),
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCommand),

@@ -421,3 +421,58 @@ fn a_daemon_killed_mid_create_or_mid_delete_finishes_the_work_on_restart() {
         "the sweep must report what it cleaned"
     );
 }
+
+#[test]
+fn diff_lists_packages_and_files_changed_from_the_image() {
+    if !can_run() {
+        return;
+    }
+    let d = Daemon::start();
+    let id = d.create("drift", &[]);
+    d.sh(
+        "drift",
+        "echo hello > /root/new.txt && echo changed >> /etc/issue && rm /etc/issue.net && mkdir -p /usr/local/share/tool && head -c 1000 /dev/zero > /usr/local/share/tool/data \
+         && printf '\\nPackage: fake-tool\\nStatus: install ok installed\\nVersion: 1.2\\nArchitecture: amd64\\n' >> /var/lib/dpkg/status",
+    );
+    let check = |d: &Daemon| {
+        let v: serde_json::Value =
+            serde_json::from_str(&d.ok(&["diff", "drift", "--json"])).unwrap();
+        let files = v["files"].as_array().unwrap();
+        let change = |p: &str| {
+            files
+                .iter()
+                .find(|f| f["path"] == p)
+                .map(|f| f["change"].as_str().unwrap().to_string())
+        };
+        assert_eq!(change("/root/new.txt").as_deref(), Some("added"), "{v}");
+        assert_eq!(change("/etc/issue").as_deref(), Some("changed"));
+        assert_eq!(change("/etc/issue.net").as_deref(), Some("deleted"));
+        assert_eq!(
+            change("/usr/local/share/tool/data").as_deref(),
+            Some("added")
+        );
+        assert_eq!(
+            files
+                .iter()
+                .find(|f| f["path"] == "/usr/local/share/tool/data")
+                .unwrap()["size"],
+            1000
+        );
+        let installed = v["packages"]["installed"].as_array().unwrap();
+        assert!(
+            installed
+                .iter()
+                .any(|p| p["name"] == "fake-tool" && p["version"] == "1.2"),
+            "{v}"
+        );
+    };
+    check(&d);
+    d.ok(&["stop", "drift"]);
+    check(&d);
+    assert!(
+        !std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains(&id),
+        "diff left the stopped volume mounted"
+    );
+}

@@ -311,6 +311,43 @@ impl Controller {
         }
     }
 
+    /// What a sandbox changed relative to its image: files added, changed
+    /// and deleted (with sizes) and packages installed, removed and changed.
+    pub async fn diff(&self, tenant: &str, id_or_name: &str) -> Result<crate::diff::Drift> {
+        let sb = self.get(tenant, id_or_name)?;
+        let lock = self.inner.lock_for(&sb.id);
+        let _g = lock.lock().await;
+        let inner = self.inner.clone();
+        let (id, image) = (sb.id.clone(), sb.image.clone());
+        blocking(move || -> Result<crate::diff::Drift> {
+            let image = inner.images.get(&image)?;
+            let info = inner.volumes.info(&id)?;
+            // A stopped sandbox's volume is mounted just for the walk.
+            let was_mounted = info.mounted;
+            let root = inner.volumes.mount(&id)?;
+            let mut layers = vec![crate::diff::Layer {
+                upper: root.join("root/upper"),
+                lowers: image.layers.clone(),
+                at: "/".into(),
+            }];
+            for h in &image.host_dirs {
+                let name = dwell_runtime::ns::layout::host_dir_name(h);
+                layers.push(crate::diff::Layer {
+                    upper: root.join("host").join(name).join("upper"),
+                    lowers: vec![h.clone()],
+                    at: h.clone(),
+                });
+            }
+            let d = crate::diff::drift(&layers)
+                .map_err(|e| Error::Internal(format!("reading the volume of {id}: {e}")));
+            if !was_mounted {
+                let _ = inner.volumes.unmount(&id);
+            }
+            d
+        })
+        .await?
+    }
+
     /// Note activity on a sandbox (exec, file operation): it pushes the
     /// idle timeout.
     pub fn touch(&self, id: &str) {

@@ -19,6 +19,7 @@
 pub mod clock;
 pub mod controller;
 pub mod crashpoint;
+pub mod diff;
 pub mod error;
 pub mod ids;
 pub mod metering;

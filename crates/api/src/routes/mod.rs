@@ -45,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sandboxes/{id}/resume", post(sandboxes::resume))
         .route("/v1/sandboxes/{id}/events", get(sandboxes::events))
         .route("/v1/sandboxes/{id}/stats", get(sandboxes::stats))
+        .route("/v1/sandboxes/{id}/diff", get(sandboxes::diff))
         .route("/v1/sandboxes/{id}/exec", post(exec::run).get(exec::stream))
         .route("/v1/sandboxes/{id}/processes", get(processes::list))
         .route(

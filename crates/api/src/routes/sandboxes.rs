@@ -180,3 +180,11 @@ pub async fn keepalive(
     })?;
     Ok(Json(st.ctl.keepalive(&p.tenant, &id, ms)?))
 }
+
+pub async fn diff(
+    State(st): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<dwell_control::diff::Drift>> {
+    Ok(Json(st.ctl.diff(&p.tenant, &id).await?))
+}

@@ -33,6 +33,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Ls(a) => sandbox::ls(&client, a).await,
         Command::Inspect(a) => sandbox::inspect(&client, a).await,
         Command::Stats(a) => sandbox::stats(&client, a).await,
+        Command::Diff(a) => sandbox::diff(&client, a).await,
         Command::Pause(a) => sandbox::lifecycle(&client, a, "pause").await,
         Command::Resume(a) => sandbox::lifecycle(&client, a, "resume").await,
         Command::Stop(a) => sandbox::lifecycle(&client, a, "stop").await,

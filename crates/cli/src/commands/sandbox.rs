@@ -345,3 +345,51 @@ fn secret_vars(items: &[String]) -> Result<std::collections::BTreeMap<String, St
         })
         .collect()
 }
+
+pub async fn diff(c: &Client, a: NameJson) -> Result<i32> {
+    let d: dwell_control::diff::Drift = c
+        .get(&format!("/v1/sandboxes/{}/diff", enc(&a.sandbox)))
+        .await?;
+    if a.json {
+        output::json(&d)?;
+        return Ok(0);
+    }
+    let p = &d.packages;
+    for x in &p.installed {
+        println!("+ package {} {}", x.name, x.version);
+    }
+    for x in &p.changed {
+        println!(
+            "~ package {} {} (was {})",
+            x.name,
+            x.version,
+            x.was.as_deref().unwrap_or("?")
+        );
+    }
+    for x in &p.removed {
+        println!("- package {} {}", x.name, x.version);
+    }
+    for f in &d.files {
+        let mark = match f.change {
+            dwell_control::diff::Change::Added => "A",
+            dwell_control::diff::Change::Changed => "C",
+            dwell_control::diff::Change::Deleted => "D",
+        };
+        if f.dir {
+            println!("{mark} {}/", f.path);
+        } else if f.change == dwell_control::diff::Change::Deleted {
+            println!("{mark} {}", f.path);
+        } else {
+            println!("{mark} {} ({})", f.path, output::size(f.size));
+        }
+    }
+    eprintln!(
+        "{} packages installed, {} changed, {} removed; {} paths changed, {} written",
+        p.installed.len(),
+        p.changed.len(),
+        p.removed.len(),
+        d.files.len(),
+        output::size(d.bytes)
+    );
+    Ok(0)
+}
