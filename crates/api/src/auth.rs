@@ -17,6 +17,8 @@ use crate::AppState;
 pub struct Principal {
     pub tenant: String,
     pub admin: bool,
+    /// The API key's id, or `local` on the unix socket (for the audit log).
+    pub key_id: String,
 }
 
 /// The tenant of local (unix socket) callers.
@@ -27,6 +29,7 @@ pub async fn local(mut req: Request, next: Next) -> Response {
     req.extensions_mut().insert(Principal {
         tenant: DEFAULT_TENANT.into(),
         admin: true,
+        key_id: "local".into(),
     });
     next.run(req).await
 }
@@ -56,6 +59,7 @@ pub async fn api_key(State(state): State<AppState>, mut req: Request, next: Next
             req.extensions_mut().insert(Principal {
                 tenant: k.tenant,
                 admin: k.admin,
+                key_id: k.id,
             });
             next.run(req).await
         }
@@ -81,4 +85,29 @@ pub fn new_key() -> String {
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Middleware: record every request that changes something in the audit
+/// log, after it ran (with its status).
+pub async fn audit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let who = req.extensions().get::<Principal>().cloned();
+    let resp = next.run(req).await;
+    let changes = !matches!(
+        method,
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    if let (true, Some(p)) = (changes, who) {
+        if let Err(e) = state.ctl.store().add_audit(
+            &p.tenant,
+            &p.key_id,
+            method.as_str(),
+            &path,
+            resp.status().as_u16(),
+        ) {
+            tracing::warn!("audit log: {e}");
+        }
+    }
+    resp
 }

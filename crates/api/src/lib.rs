@@ -32,11 +32,19 @@ pub struct AppState {
 /// The router for the local unix socket: whoever can open the socket (file
 /// permissions: root only) acts as the default tenant's admin.
 pub fn unix_router(ctl: Controller) -> Router {
-    routes::router(AppState { ctl }).layer(axum::middleware::from_fn(auth::local))
+    let state = AppState { ctl };
+    routes::router(state.clone())
+        .layer(axum::middleware::from_fn_with_state(state, auth::audit))
+        .layer(axum::middleware::from_fn(auth::local))
 }
 
 /// The router for TCP: every request needs an API key.
 pub fn tcp_router(ctl: Controller) -> Router {
     let state = AppState { ctl };
-    routes::router(state.clone()).layer(axum::middleware::from_fn_with_state(state, auth::api_key))
+    routes::router(state.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::audit,
+        ))
+        .layer(axum::middleware::from_fn_with_state(state, auth::api_key))
 }

@@ -79,6 +79,8 @@ pub enum Command {
     Tenant(TenantCommand),
     /// Usage and cost: vCPU-hours, GiB-hours of memory and storage.
     Usage(UsageArgs),
+    /// The audit log: who did what to which sandbox, when.
+    Audit(AuditArgs),
     /// Check what this host supports.
     Doctor(JsonFlag),
     /// Internal: builds a sandbox's namespaces (started by the daemon).
@@ -101,6 +103,9 @@ pub struct ServeArgs {
     /// lifecycle policies.
     #[arg(long, default_value_t = 10)]
     pub resync_secs: u64,
+    /// How long the audit log keeps entries.
+    #[arg(long, default_value = "90d")]
+    pub audit_retention: String,
     /// Price of a vCPU-hour in usage reports (dollars).
     #[arg(long, default_value_t = 0.01667)]
     pub price_vcpu_hour: f64,
@@ -398,6 +403,15 @@ pub struct UsageArgs {
     /// Tenant (admins; default: all for admins, your own otherwise).
     #[arg(long)]
     pub tenant: Option<String>,
+    /// From this date (2026-11-01) or time (RFC 3339).
+    #[arg(long)]
+    pub since: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
     /// From this date (2026-11-01) or time (RFC 3339).
     #[arg(long)]
     pub since: Option<String>,

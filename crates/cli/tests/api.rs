@@ -199,6 +199,26 @@ fn tenants_have_quotas_and_cannot_see_each_other() {
     );
     assert!(metrics.contains("dwell_sandbox_memory_bytes{tenant=\"acme\""));
     assert!(metrics.contains("dwell_usage_cost_usd_total{tenant=\"acme\"}"));
+    // The audit log knows who did what, including refused requests.
+    let audit: serde_json::Value = serde_json::from_str(&d.ok(&["audit", "--json"])).unwrap();
+    let entries = audit.as_array().unwrap();
+    assert!(
+        entries.iter().any(|e| e["tenant"] == "acme"
+            && e["method"] == "POST"
+            && e["path"] == "/v1/sandboxes"
+            && e["status"] == 403),
+        "{audit}"
+    );
+    assert!(entries
+        .iter()
+        .any(|e| e["tenant"] == "default" && e["key_id"] == "local" && e["path"] == "/v1/tenants"));
+    let own: serde_json::Value =
+        serde_json::from_slice(&as_(&acme, &["audit", "--json"]).stdout).unwrap();
+    assert!(own
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["tenant"] == "acme"));
     // Clean up acme's sandboxes (the harness only sees the default tenant's).
     for n in ["a1", "a2"] {
         as_(&acme, &["rm", "-f", n]);

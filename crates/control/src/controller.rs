@@ -39,6 +39,8 @@ pub struct ControllerOptions {
     pub default_policies: PolicyArgs,
     /// Prices for usage reports.
     pub prices: crate::metering::Prices,
+    /// How long audit entries are kept.
+    pub audit_retention: Duration,
 }
 
 /// The control plane. Cheap to clone.
@@ -59,6 +61,7 @@ pub(crate) struct Inner {
     pub clock: Arc<dyn Clock>,
     pub default_policies: PolicyArgs,
     pub prices: crate::metering::Prices,
+    pub audit_retention: Duration,
     pub cpu_marks: crate::metering::CpuMarks,
     /// Seals secret env vars; `Err` says why secrets cannot be used.
     pub sealer: std::result::Result<crate::secrets::Sealer, String>,
@@ -140,6 +143,7 @@ impl Controller {
                 clock: opts.clock,
                 default_policies: opts.default_policies,
                 prices: opts.prices,
+                audit_retention: opts.audit_retention,
                 cpu_marks: Default::default(),
                 quota_lock: tokio::sync::Mutex::new(()),
                 streams: Mutex::new(HashMap::new()),

@@ -83,6 +83,7 @@ fn env_with(dir: tempfile::TempDir, runtime: Arc<Double>, clock: Arc<ManualClock
         clock: clock.clone(),
         default_policies: PolicyArgs::default(),
         prices: Default::default(),
+        audit_retention: Duration::from_secs(90 * 86400),
         data_dir: data,
     });
     Env {

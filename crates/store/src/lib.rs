@@ -8,6 +8,7 @@
 //!
 //! A scale-out deployment would put PostgreSQL behind the same methods.
 
+mod audit;
 mod error;
 mod events;
 mod keys;
@@ -21,6 +22,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::Connection;
 
+pub use audit::AuditEntry;
 pub use error::{Error, Result};
 pub use events::Event;
 pub use keys::ApiKey;

@@ -74,6 +74,17 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX usage_tenant ON usage(tenant, hour);
     ALTER TABLE sandboxes ADD COLUMN metered_at INTEGER;",
+    // 4: the audit log: who did what to which resource, when.
+    "CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        tenant TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        method TEXT NOT NULL,
+        path TEXT NOT NULL,
+        status INTEGER NOT NULL
+    );
+    CREATE INDEX audit_at ON audit(at);",
 ];
 
 /// Bring the schema to the newest version.

@@ -71,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tenants/{name}", patch(tenants::update))
         .route("/v1/tenants/{name}/keys", post(tenants::new_api_key))
         .route("/v1/usage", get(tenants::usage))
+        .route("/v1/audit", get(tenants::audit))
         .route("/metrics", get(tenants::metrics))
         .with_state(state)
 }

@@ -329,3 +329,30 @@ pub async fn metrics(
     }
     Ok(([("content-type", "text/plain; version=0.0.4")], out))
 }
+
+#[derive(Deserialize)]
+pub struct AuditQuery {
+    since: Option<String>,
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+/// The audit log: all tenants for admins, the caller's own otherwise.
+pub async fn audit(
+    State(st): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<Json<Vec<dwell_store::AuditEntry>>> {
+    let since = q
+        .since
+        .as_deref()
+        .map(parse_since)
+        .transpose()?
+        .unwrap_or(0);
+    let tenant = (!p.admin).then_some(p.tenant.as_str());
+    st.ctl
+        .store()
+        .audit(tenant, since, q.limit.unwrap_or(1000).min(10_000))
+        .map(Json)
+        .map_err(|e| ApiError::internal(e.to_string()))
+}

@@ -50,6 +50,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Image(c) => image::run(&client, c).await,
         Command::Tenant(c) => tenant::run(&client, c).await,
         Command::Usage(a) => tenant::usage(&client, a).await,
+        Command::Audit(a) => tenant::audit(&client, a).await,
         Command::Doctor(a) => doctor::run(a),
         Command::NsBoot { .. } => unreachable!("handled before the async runtime starts"),
     }

@@ -75,6 +75,12 @@ pub async fn run(a: ServeArgs, socket: PathBuf) -> Result<i32> {
             memory_gib_hour: a.price_memory_gib_hour,
             storage_gib_hour: a.price_storage_gib_hour,
         },
+        audit_retention: humantime::parse_duration(&a.audit_retention).with_context(|| {
+            format!(
+                "--audit-retention {:?} is not a duration; write it like 90d",
+                a.audit_retention
+            )
+        })?,
     });
     // Build the default image now, not on the first create.
     {

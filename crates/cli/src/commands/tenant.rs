@@ -3,7 +3,7 @@
 use anyhow::Result;
 use dwell_control::metering::Report;
 
-use crate::cli::{TenantArgs, TenantCommand, UsageArgs};
+use crate::cli::{AuditArgs, TenantArgs, TenantCommand, UsageArgs};
 use crate::client::{enc, Client};
 use crate::output;
 
@@ -147,5 +147,32 @@ pub async fn usage(c: &Client, a: UsageArgs) -> Result<i32> {
         ],
         &rows,
     );
+    Ok(0)
+}
+
+pub async fn audit(c: &Client, a: AuditArgs) -> Result<i32> {
+    let q = a
+        .since
+        .as_deref()
+        .map(|s| format!("?since={}", enc(s)))
+        .unwrap_or_default();
+    let entries: Vec<dwell_store::AuditEntry> = c.get(&format!("/v1/audit{q}")).await?;
+    if a.json {
+        output::json(&entries)?;
+        return Ok(0);
+    }
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            vec![
+                output::time(e.at),
+                e.tenant.clone(),
+                e.key_id.clone(),
+                e.status.to_string(),
+                format!("{} {}", e.method, e.path),
+            ]
+        })
+        .collect();
+    output::table(&["TIME", "TENANT", "KEY", "STATUS", "REQUEST"], &rows);
     Ok(0)
 }

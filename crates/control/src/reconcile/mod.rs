@@ -67,6 +67,12 @@ pub(crate) async fn resync_all(inner: &std::sync::Arc<Inner>) {
         run(inner, &rec.id, trigger).await;
     }
     crate::orphans::sweep(inner).await;
+    let before = inner.clock.now_ms() - inner.audit_retention.as_millis() as i64;
+    match inner.store.prune_audit(before) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("audit log: pruned {n} entries past retention"),
+        Err(e) => tracing::warn!("audit log: {e}"),
+    }
 }
 
 /// Charge the time since the sandbox's last metering mark.
