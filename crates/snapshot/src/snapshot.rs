@@ -65,6 +65,10 @@ pub struct CreateOptions<'a> {
     pub lease_ttl: Duration,
     /// Progress callback.
     pub progress: Option<ProgressFn<'a>>,
+    /// A published snapshot (usually the previous one of the same volume) whose chunks may be
+    /// taken as present without asking the store chunk by chunk: one manifest read per batch
+    /// replaces a `head` per unchanged chunk, which matters on S3. Ignored if it was deleted.
+    pub parent: Option<&'a Manifest>,
 }
 
 impl Default for CreateOptions<'_> {
@@ -81,6 +85,7 @@ impl Default for CreateOptions<'_> {
             threads: None,
             lease_ttl: DEFAULT_LEASE_TTL,
             progress: None,
+            parent: None,
         }
     }
 }
@@ -130,6 +135,15 @@ pub fn create(image: &Path, store: &dyn ChunkStore, opts: &CreateOptions) -> Res
     let threads = opts.threads.unwrap_or_else(|| store.parallelism()).max(1);
     let key = opts.key;
     let mut lease = CreateLease::acquire(store, &id, opts.lease_ttl)?;
+    let parent_chunks: std::collections::HashMap<ChunkId, u64> = opts
+        .parent
+        .map(|p| {
+            p.extents
+                .iter()
+                .filter_map(|x| x.chunk.map(|c| (c, x.stored)))
+                .collect()
+        })
+        .unwrap_or_default();
 
     let per_batch = (BATCH_BYTES / opts.chunk_size).max(threads as u64) as usize;
     let image = img.path();
@@ -163,9 +177,46 @@ pub fn create(image: &Path, store: &dyn ChunkStore, opts: &CreateOptions) -> Res
             .zip(&hashed)
             .filter_map(|(c, h)| h.map(|h| (c, h)))
             .collect();
+        // Progress: the batch's holes now, each chunk when stored or found present.
+        let progress_done = AtomicU64::new(
+            done + batch
+                .iter()
+                .zip(&hashed)
+                .filter(|(_, h)| h.is_none())
+                .map(|(c, _)| c.length)
+                .sum::<u64>(),
+        );
+        let report = |len: u64| {
+            let d = progress_done.fetch_add(len, Ordering::Relaxed) + len;
+            if let Some(p) = opts.progress {
+                p(Progress {
+                    phase: Phase::Create,
+                    done: d,
+                    total,
+                });
+            }
+        };
+        // The parent's chunks are present if the parent is still published now, after our lease
+        // covers them: a collector removes a manifest before its chunks, and would then see our
+        // lease (lease.rs).
+        let parent_ok = match opts.parent {
+            Some(p) if !parent_chunks.is_empty() => match load(store, &p.id, None) {
+                Ok(now) => now == *p,
+                Err(Error::SnapshotNotFound { .. }) => false,
+                Err(e) => return Err(e),
+            },
+            _ => false,
+        };
         let results: Vec<(u64, u64)> = par::map(&work, threads, |(c, cid)| {
+            if parent_ok {
+                if let Some(&stored) = parent_chunks.get(cid) {
+                    report(c.length);
+                    return Ok((stored, 0));
+                }
+            }
             let ckey = cid.key();
             if let Some(info) = store.head(&ckey)? {
+                report(c.length);
                 return Ok((info.size, 0));
             }
             let mut data = vec![0u8; c.length as usize];
@@ -183,6 +234,7 @@ pub fn create(image: &Path, store: &dyn ChunkStore, opts: &CreateOptions) -> Res
             let blob = codec::encode(key, cid, &data, opts.zstd_level)
                 .map_err(|e| Error::io("compress chunk of", image, e))?;
             store.put(&ckey, &blob)?;
+            report(c.length);
             Ok((blob.len() as u64, blob.len() as u64))
         })?;
         t_hash += t1 - t0;
@@ -212,12 +264,8 @@ pub fn create(image: &Path, store: &dyn ChunkStore, opts: &CreateOptions) -> Res
             push_extent(&mut extents, x);
             done += c.length;
         }
-        if let Some(p) = opts.progress {
-            p(Progress {
-                phase: Phase::Create,
-                done,
-                total,
-            });
+        if work.is_empty() {
+            report(0); // a batch of holes only
         }
     }
 

@@ -122,6 +122,7 @@ fn s3_round_trip_incremental_delete_gc_and_corruption() {
         &store,
         &CreateOptions {
             id: Some("b".into()),
+            parent: Some(&a),
             ..CreateOptions::default()
         },
     )
