@@ -394,6 +394,9 @@ pub struct TenantArgs {
     /// Most volume storage, like 500G.
     #[arg(long)]
     pub max_storage: Option<String>,
+    /// Default policies of the tenant's sandboxes that set none.
+    #[command(flatten)]
+    pub defaults: DefaultPolicyFlags,
     #[arg(long)]
     pub json: bool,
 }

@@ -196,7 +196,17 @@ impl Controller {
             spec.sealed_env = Some(sealer.seal(&req.secret_env)?);
         }
         if spec.policies == Policies::default() {
-            self.inner.default_policies.apply(&mut spec.policies)?;
+            // The tenant's defaults, else the daemon's.
+            let tenant_defaults = self
+                .inner
+                .store
+                .get_tenant(tenant)?
+                .and_then(|t| t.default_policies)
+                .and_then(|v| serde_json::from_value::<PolicyArgs>(v).ok());
+            match tenant_defaults {
+                Some(d) => d.apply(&mut spec.policies)?,
+                None => self.inner.default_policies.apply(&mut spec.policies)?,
+            }
         }
         let name = match &req.name {
             Some(n) => {

@@ -164,6 +164,99 @@ pub fn report(
 mod tests {
     use super::*;
 
+    fn rec(state: &str) -> SandboxRecord {
+        SandboxRecord {
+            id: "m".into(),
+            name: "m".into(),
+            tenant: "t".into(),
+            image: "host".into(),
+            mode: "persistent".into(),
+            runtime: "ns".into(),
+            spec: serde_json::Value::Null,
+            state: state.into(),
+            desired_state: state.into(),
+            reason: String::new(),
+            created_at: 0,
+            updated_at: 0,
+            state_changed_at: 0,
+            started_at: None,
+            stopped_at: None,
+            deleted_at: None,
+            last_activity_at: None,
+            hold_until: None,
+        }
+    }
+
+    fn spec() -> SandboxSpec {
+        SandboxSpec {
+            vcpus: 2.0,
+            memory_bytes: 1 << 30,
+            pids: 100,
+            disk_bytes: 4 << 30,
+            env: Default::default(),
+            labels: Default::default(),
+            network: Default::default(),
+            policies: Default::default(),
+            secret_env_names: Vec::new(),
+            sealed_env: None,
+        }
+    }
+
+    #[test]
+    fn running_paused_and_stopped_hours_are_charged_by_state() {
+        let marks = CpuMarks::default();
+        let hour = 3_600_000;
+        let stats = dwell_runtime::Stats {
+            memory_bytes: 1 << 29,
+            cpu_usage_ns: 1_000_000_000,
+            ..Default::default()
+        };
+        let d = delta(&rec("running"), &spec(), Some(&stats), &marks, 0, hour);
+        assert_eq!(
+            (d.vcpu_seconds, d.memory_gib_seconds, d.storage_gib_seconds),
+            (7200.0, 3600.0, 4.0 * 3600.0)
+        );
+        assert_eq!(d.memory_used_gib_seconds, 1800.0);
+        assert_eq!(
+            d.cpu_used_seconds, 0.0,
+            "the first reading only sets the mark"
+        );
+        let later = dwell_runtime::Stats {
+            cpu_usage_ns: 31_000_000_000,
+            ..stats
+        };
+        let d = delta(
+            &rec("running"),
+            &spec(),
+            Some(&later),
+            &marks,
+            hour,
+            2 * hour,
+        );
+        assert_eq!(d.cpu_used_seconds, 30.0);
+        let d = delta(&rec("paused"), &spec(), None, &marks, 0, hour);
+        assert_eq!(
+            (d.vcpu_seconds, d.memory_gib_seconds),
+            (0.0, 3600.0),
+            "paused: memory held, no CPU"
+        );
+        let d = delta(&rec("stopped"), &spec(), None, &marks, 0, hour);
+        assert_eq!(
+            (d.vcpu_seconds, d.memory_gib_seconds, d.storage_gib_seconds),
+            (0.0, 0.0, 4.0 * 3600.0)
+        );
+        let t = Totals::from(
+            &delta(&rec("running"), &spec(), None, &marks, 0, hour),
+            &Prices::default(),
+        );
+        let want = 2.0 * 0.01667 + 0.00833 + 4.0 * 0.10 / 730.0;
+        assert!(
+            (t.cost_usd - want).abs() < 1e-12,
+            "{} != {want}",
+            t.cost_usd
+        );
+    }
+
     #[test]
     fn an_hour_of_one_vcpu_and_one_gib_costs_the_list_price() {
         let u = UsageDelta {

@@ -278,3 +278,38 @@ async fn policies_are_editable_live_and_survive_a_daemon_restart() {
     after(&e2, 6 * MIN).await;
     assert_eq!(state(&e2, &id), State::Paused);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_defaults_apply_to_sandboxes_without_policies_and_usage_accrues() {
+    let e = env();
+    e.ctl
+        .create_tenant(&dwell_store::Tenant {
+            name: "t".into(),
+            default_policies: Some(serde_json::json!({"idle_timeout": "5m"})),
+            ..Default::default()
+        })
+        .unwrap();
+    let id = create(&e, "d", Mode::Persistent, PolicyArgs::default()).await;
+    assert_eq!(
+        e.ctl.get("t", &id).unwrap().spec.policies.idle_timeout_ms,
+        Some(300_000)
+    );
+    after(&e, 4 * MIN).await;
+    after(&e, 2 * MIN).await;
+    assert_eq!(state(&e, &id), State::Paused);
+    // Running until the sweep at minute 6 paused it (1 vCPU, 512 MiB by
+    // default), then 2 minutes paused: memory is still held, CPU is not.
+    after(&e, 2 * MIN).await;
+    let r = e.ctl.usage(Some("t"), 0).unwrap();
+    let t = r.total;
+    assert!((t.vcpu_hours - 6.0 / 60.0).abs() < 1e-3, "{t:?}");
+    assert!(
+        (t.memory_gib_hours - 0.5 * 8.0 / 60.0).abs() < 1e-3,
+        "{t:?}"
+    );
+    assert!(
+        (t.storage_gib_hours - 4.0 * 8.0 / 60.0).abs() < 1e-3,
+        "{t:?}"
+    );
+    assert!(t.cost_usd > 0.0);
+}

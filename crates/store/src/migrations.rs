@@ -85,6 +85,9 @@ pub const MIGRATIONS: &[&str] = &[
         status INTEGER NOT NULL
     );
     CREATE INDEX audit_at ON audit(at);",
+    // 5: a tenant's default lifecycle policies (JSON), for sandboxes that
+    // set none.
+    "ALTER TABLE tenants ADD COLUMN default_policies TEXT;",
 ];
 
 /// Bring the schema to the newest version.

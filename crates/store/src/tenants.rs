@@ -13,6 +13,9 @@ pub struct Tenant {
     pub max_memory: Option<u64>,
     pub max_storage: Option<u64>,
     pub created_at: i64,
+    /// Default lifecycle policies as JSON (the control plane's format).
+    #[serde(default)]
+    pub default_policies: Option<serde_json::Value>,
 }
 
 impl Store {
@@ -20,8 +23,8 @@ impl Store {
     pub fn insert_tenant(&self, t: &Tenant) -> Result<()> {
         let conn = self.conn();
         let r = conn.execute(
-            "INSERT INTO tenants (name, max_sandboxes, max_vcpus, max_memory, max_storage, created_at) VALUES (?1,?2,?3,?4,?5,?6)",
-            params![t.name, t.max_sandboxes, t.max_vcpus, t.max_memory, t.max_storage, self.now()],
+            "INSERT INTO tenants (name, max_sandboxes, max_vcpus, max_memory, max_storage, created_at, default_policies) VALUES (?1,?2,?3,?4,?5,?6,?7)",
+            params![t.name, t.max_sandboxes, t.max_vcpus, t.max_memory, t.max_storage, self.now(), t.default_policies.as_ref().map(|v| v.to_string())],
         );
         match r {
             Ok(_) => Ok(()),
@@ -41,8 +44,8 @@ impl Store {
     pub fn update_tenant(&self, t: &Tenant) -> Result<bool> {
         let conn = self.conn();
         let n = conn.execute(
-            "UPDATE tenants SET max_sandboxes = ?2, max_vcpus = ?3, max_memory = ?4, max_storage = ?5 WHERE name = ?1",
-            params![t.name, t.max_sandboxes, t.max_vcpus, t.max_memory, t.max_storage],
+            "UPDATE tenants SET max_sandboxes = ?2, max_vcpus = ?3, max_memory = ?4, max_storage = ?5, default_policies = ?6 WHERE name = ?1",
+            params![t.name, t.max_sandboxes, t.max_vcpus, t.max_memory, t.max_storage, t.default_policies.as_ref().map(|v| v.to_string())],
         )?;
         Ok(n > 0)
     }
@@ -51,7 +54,7 @@ impl Store {
         let conn = self.conn();
         Ok(conn
             .query_row(
-                "SELECT name, max_sandboxes, max_vcpus, max_memory, max_storage, created_at FROM tenants WHERE name = ?1",
+                "SELECT name, max_sandboxes, max_vcpus, max_memory, max_storage, created_at, default_policies FROM tenants WHERE name = ?1",
                 [name],
                 |r| {
                     Ok(Tenant {
@@ -61,6 +64,7 @@ impl Store {
                         max_memory: r.get(3)?,
                         max_storage: r.get(4)?,
                         created_at: r.get(5)?,
+                        default_policies: r.get::<_, Option<String>>(6)?.and_then(|s| serde_json::from_str(&s).ok()),
                     })
                 },
             )
@@ -70,7 +74,7 @@ impl Store {
     pub fn list_tenants(&self) -> Result<Vec<Tenant>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT name, max_sandboxes, max_vcpus, max_memory, max_storage, created_at FROM tenants ORDER BY name",
+            "SELECT name, max_sandboxes, max_vcpus, max_memory, max_storage, created_at, default_policies FROM tenants ORDER BY name",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(Tenant {
@@ -80,6 +84,9 @@ impl Store {
                 max_memory: r.get(3)?,
                 max_storage: r.get(4)?,
                 created_at: r.get(5)?,
+                default_policies: r
+                    .get::<_, Option<String>>(6)?
+                    .and_then(|s| serde_json::from_str(&s).ok()),
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)

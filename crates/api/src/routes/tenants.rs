@@ -37,6 +37,8 @@ pub struct LimitsBody {
     pub max_vcpus: Option<f64>,
     pub max_memory: Option<dwell_control::model::SizeArg>,
     pub max_storage: Option<dwell_control::model::SizeArg>,
+    /// Default lifecycle policies of the tenant's sandboxes.
+    pub default_policies: Option<dwell_control::policy::PolicyArgs>,
 }
 
 fn size(field: &str, v: &Option<dwell_control::model::SizeArg>) -> ApiResult<Option<u64>> {
@@ -51,7 +53,16 @@ fn size(field: &str, v: &Option<dwell_control::model::SizeArg>) -> ApiResult<Opt
 }
 
 fn tenant_of(name: String, b: &LimitsBody) -> ApiResult<Tenant> {
+    let default_policies = match &b.default_policies {
+        Some(p) => {
+            // Validate now, so a bad default never breaks a later create.
+            p.apply(&mut dwell_control::policy::Policies::default())?;
+            Some(serde_json::to_value(p).map_err(|e| ApiError::internal(e.to_string()))?)
+        }
+        None => None,
+    };
     Ok(Tenant {
+        default_policies,
         name,
         max_sandboxes: b.max_sandboxes,
         max_vcpus: b.max_vcpus,
