@@ -11,6 +11,7 @@ pkgs=(
   python3     # probes inside sandboxes (tests)
   bubblewrap  # the baseline of the benchmark
   busybox-static  # a tiny static userland for the OCI image import test
+  zstd        # the `tar | zstd` baseline of the snapshot benchmark
 )
 missing=()
 for p in "${pkgs[@]}"; do
@@ -24,4 +25,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# A real S3-compatible server for the snapshot store's S3 tests (moto's
+# server mode, from PyPI).
+if ! command -v moto_server >/dev/null 2>&1; then
+  python3 -m pip install -q 'moto[server]' 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages 'moto[server]'
 fi
