@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub mod error;
+pub mod gvisor;
 pub mod ns;
 
 pub use error::{Error, Result};

@@ -1,0 +1,139 @@
+//! The OCI bundle runsc starts: `config.json` built from a
+//! [`SandboxConfig`]. The root is the overlay already mounted on the host
+//! (see [`super::rootfs`]); the agent binary and the socket directory come
+//! in as bind mounts; limits become `linux.resources`.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::ns::layout;
+use crate::SandboxConfig;
+
+/// Capabilities of the agent (and so of everything it starts) inside the
+/// gVisor kernel: the usual container set, nothing that administers the
+/// (virtual) machine.
+const CAPS: &[&str] = &[
+    "CAP_AUDIT_WRITE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_MKNOD",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_RAW",
+    "CAP_SETFCAP",
+    "CAP_SETGID",
+    "CAP_SETPCAP",
+    "CAP_SETUID",
+    "CAP_SYS_CHROOT",
+];
+
+/// PATH of the agent unless the config sets one.
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// CFS period used to express `vcpus` as a quota.
+const CPU_PERIOD_US: u64 = 100_000;
+
+/// The OCI runtime spec for `config`, with `rootfs` as the root.
+pub fn spec(config: &SandboxConfig, rootfs: &Path, cgroups_path: &str) -> Value {
+    let mut env: Vec<String> = Vec::new();
+    if !config.env.contains_key("PATH") {
+        env.push(DEFAULT_PATH.into());
+    }
+    env.extend(config.env.iter().map(|(k, v)| format!("{k}={v}")));
+    let r = &config.resources;
+    let quota = (r.vcpus * CPU_PERIOD_US as f64).round().max(1000.0) as i64;
+    let run_dir = layout::state_file(config, layout::RUN_DIR);
+    json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "args": [layout::SANDBOX_AGENT, "--listen", layout::SANDBOX_AGENT_SOCKET],
+            "env": env,
+            "cwd": "/",
+            "capabilities": {
+                "bounding": CAPS,
+                "effective": CAPS,
+                "permitted": CAPS,
+            },
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1_048_576u64, "soft": 1_048_576u64}],
+            "noNewPrivileges": true,
+        },
+        "root": {"path": rootfs, "readonly": false},
+        "hostname": config.hostname,
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+             "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": layout::SANDBOX_AGENT, "type": "bind",
+             "source": config.agent_binary, "options": ["bind", "ro", "nosuid", "nodev"]},
+            {"destination": layout::SANDBOX_RUN_DIR, "type": "bind",
+             "source": run_dir, "options": ["bind", "rw", "nosuid", "nodev"]},
+        ],
+        "linux": {
+            "cgroupsPath": cgroups_path,
+            "resources": {
+                "memory": {"limit": r.memory_bytes, "swap": r.memory_bytes},
+                "cpu": {"quota": quota, "period": CPU_PERIOD_US},
+                "pids": {"limit": r.pids},
+            },
+            "namespaces": [
+                {"type": "pid"}, {"type": "ipc"}, {"type": "uts"},
+                {"type": "mount"}, {"type": "network"},
+            ],
+            "maskedPaths": crate::ns::mounts::MASKED_PATHS,
+            "readonlyPaths": crate::ns::mounts::READONLY_PATHS,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{NetworkMode, Resources, RootfsSpec};
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn spec_carries_limits_env_and_agent() {
+        let config = SandboxConfig {
+            id: "abc".into(),
+            hostname: "h1".into(),
+            rootfs: RootfsSpec {
+                layers: vec!["/l".into()],
+                host_dirs: vec![],
+                upper_root: "/v".into(),
+            },
+            resources: Resources {
+                vcpus: 1.5,
+                memory_bytes: 512 << 20,
+                pids: 100,
+            },
+            env: BTreeMap::from([("A".into(), "b".into())]),
+            network: NetworkMode::None,
+            state_dir: "/s".into(),
+            agent_binary: "/bin/agent".into(),
+        };
+        let s = spec(&config, Path::new("/s/rootfs"), "/dwell-gvisor/abc");
+        assert_eq!(s["root"]["path"], "/s/rootfs");
+        assert_eq!(s["hostname"], "h1");
+        assert_eq!(s["process"]["args"][0], "/.dwell/agent");
+        assert_eq!(s["linux"]["resources"]["cpu"]["quota"], 150_000);
+        assert_eq!(s["linux"]["resources"]["memory"]["limit"], 512u64 << 20);
+        assert_eq!(s["linux"]["resources"]["pids"]["limit"], 100);
+        let env = s["process"]["env"].as_array().unwrap();
+        assert!(env.iter().any(|e| e == "A=b"));
+        let mounts = s["mounts"].as_array().unwrap();
+        assert!(mounts
+            .iter()
+            .any(|m| m["destination"] == "/run/dwell" && m["source"] == "/s/run"));
+    }
+}

@@ -1,0 +1,311 @@
+//! The gVisor runtime: each sandbox is a runsc container, so the sandbox's
+//! processes talk to gVisor's user-space kernel (the sentry) instead of
+//! the host kernel. See the gVisor section of SECURITY.md in this crate.
+//!
+//! The runtime writes an OCI bundle to `state_dir/bundle` ([`bundle`]),
+//! mounts the sandbox's overlay root on the host at `state_dir/rootfs`
+//! ([`rootfs`]) and runs `runsc run --detach` under a runsc state root of
+//! its own ([`GvisorOptions::root`]). Every runsc call is bounded by a
+//! timeout ([`runsc`]).
+//!
+//! The agent listens on `/run/dwell/agent.sock`, a bind mount of
+//! `state_dir/run`. A unix socket bound inside gVisor exists only in the
+//! sentry unless runsc runs with `--host-uds=create`, which makes the gofer
+//! create it as a real socket in the host directory; the daemon connects to
+//! it there like with the namespace runtime.
+
+pub mod bundle;
+pub mod rootfs;
+pub mod runsc;
+
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use crate::error::Context;
+use crate::ns::{layout, wait::Backoff};
+use crate::{Error, NetworkMode, Observed, Result, Runtime, SandboxConfig, Started, Stats};
+use runsc::{Output, Runsc};
+
+/// Directory of the bundle inside the state dir.
+pub const BUNDLE_DIR: &str = "bundle";
+
+/// How the gVisor runtime is set up.
+#[derive(Debug, Clone)]
+pub struct GvisorOptions {
+    /// The runsc executable.
+    pub runsc: PathBuf,
+    /// runsc's state root (`runsc --root`): one per daemon, so `list_host`
+    /// sees exactly this daemon's sandboxes.
+    pub root: PathBuf,
+    /// Prefix of the sandboxes' cgroup paths (`/<prefix>/<id>`).
+    pub cgroup_parent: String,
+    /// Bound of every runsc call.
+    pub runsc_timeout: Duration,
+    /// How long the agent may take to accept connections.
+    pub agent_timeout: Duration,
+}
+
+impl GvisorOptions {
+    /// Defaults: `/usr/bin/runsc`, cgroup parent `dwell-gvisor`, 30 s per
+    /// runsc call, 10 s for the agent.
+    pub fn new(root: impl Into<PathBuf>) -> GvisorOptions {
+        GvisorOptions {
+            runsc: PathBuf::from("/usr/bin/runsc"),
+            root: root.into(),
+            cgroup_parent: "dwell-gvisor".into(),
+            runsc_timeout: Duration::from_secs(30),
+            agent_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The gVisor runtime.
+#[derive(Debug)]
+pub struct GvisorRuntime {
+    options: GvisorOptions,
+    runsc: Runsc,
+}
+
+/// What `runsc state` reports.
+#[derive(Debug, Deserialize)]
+struct State {
+    status: String,
+    #[serde(default)]
+    pid: i32,
+}
+
+impl GvisorRuntime {
+    /// Check that runsc runs and create its state root.
+    pub fn new(options: GvisorOptions) -> Result<GvisorRuntime> {
+        let p = &options.cgroup_parent;
+        if p.is_empty() || p.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+            return Err(Error::Other(format!(
+                "invalid cgroup parent {p:?}: use a relative name such as \"dwell-gvisor\""
+            )));
+        }
+        std::fs::create_dir_all(&options.root)
+            .context(|| format!("creating the runsc root {}", options.root.display()))?;
+        let runsc = Runsc {
+            binary: options.runsc.clone(),
+            global: vec![
+                "--root".into(),
+                options.root.display().to_string(),
+                // Only a loopback: NetworkMode::None.
+                "--network=none".into(),
+                // Writes go to the volume's upper dir, not to a file
+                // inside the sandbox's memory.
+                "--overlay2=none".into(),
+                // The agent's socket on the /run/dwell bind mount must be
+                // a real socket on the host (see the module docs).
+                "--host-uds=create".into(),
+            ],
+        };
+        runsc.run(&["--version"], Output::Capture, options.runsc_timeout)?;
+        Ok(GvisorRuntime { options, runsc })
+    }
+
+    pub fn options(&self) -> &GvisorOptions {
+        &self.options
+    }
+
+    fn call(&self, args: &[&str]) -> Result<String> {
+        self.runsc
+            .run(args, Output::Capture, self.options.runsc_timeout)
+    }
+
+    /// `runsc state`, or None when runsc does not know the container.
+    fn state(&self, id: &str) -> Result<Option<State>> {
+        match self.call(&["state", id]) {
+            Ok(out) => serde_json::from_str(&out).map(Some).map_err(|e| {
+                Error::Other(format!(
+                    "runsc state {id} printed unexpected output ({e}): {out}"
+                ))
+            }),
+            Err(Error::Other(msg)) if msg.contains("does not exist") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn cgroups_path(&self, id: &str) -> String {
+        format!("/{}/{id}", self.options.cgroup_parent)
+    }
+
+    fn boot(&self, config: &SandboxConfig) -> Result<Started> {
+        let run_dir = layout::state_file(config, layout::RUN_DIR);
+        std::fs::create_dir_all(&run_dir).context(|| format!("creating {}", run_dir.display()))?;
+        let sock = layout::state_file(config, layout::AGENT_SOCKET);
+        let _ = std::fs::remove_file(&sock);
+        let root = rootfs::mount(config)?;
+        let bundle = layout::state_file(config, BUNDLE_DIR);
+        std::fs::create_dir_all(&bundle).context(|| format!("creating {}", bundle.display()))?;
+        let spec = bundle::spec(config, &root, &self.cgroups_path(&config.id));
+        let spec_path = bundle.join("config.json");
+        std::fs::write(
+            &spec_path,
+            serde_json::to_vec_pretty(&spec).expect("the spec serialises"),
+        )
+        .context(|| format!("writing {}", spec_path.display()))?;
+        let console = layout::state_file(config, layout::CONSOLE_LOG);
+        let bundle_s = bundle.display().to_string();
+        self.runsc.run(
+            &["run", "--detach", "--bundle", &bundle_s, &config.id],
+            Output::Console(&console),
+            self.options.runsc_timeout,
+        )?;
+        self.wait_for_agent(config, &sock)?;
+        let pid = self.state(&config.id)?.map_or(0, |s| s.pid);
+        Ok(Started {
+            pid,
+            agent_socket: sock,
+        })
+    }
+
+    /// Connect attempts with a backoff (100 µs to 5 ms) until the agent
+    /// accepts; fails early when the container stops.
+    fn wait_for_agent(&self, config: &SandboxConfig, sock: &Path) -> Result<()> {
+        let timeout = self.options.agent_timeout;
+        let deadline = Instant::now() + timeout;
+        let mut backoff = Backoff::new(Duration::from_micros(100), Duration::from_millis(5));
+        let mut checks = 0u32;
+        loop {
+            let err = match UnixStream::connect(sock) {
+                Ok(_) => return Ok(()),
+                Err(e) => e,
+            };
+            checks += 1;
+            // Asking runsc costs a few ms: only now and then.
+            if checks.is_multiple_of(64) && self.observe(config)? == Observed::Stopped {
+                return Err(Error::Start(format!(
+                    "the agent exited before listening on {}; its output:\n{}",
+                    sock.display(),
+                    console_tail(config)
+                )));
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Start(format!(
+                    "the agent does not accept connections on {} within {timeout:?}: {err}; \
+                     its output:\n{}",
+                    sock.display(),
+                    console_tail(config)
+                )));
+            }
+            backoff.sleep_until(deadline);
+        }
+    }
+}
+
+/// The last lines of the console log (runsc's and the agent's output).
+fn console_tail(config: &SandboxConfig) -> String {
+    let text = std::fs::read_to_string(layout::state_file(config, layout::CONSOLE_LOG))
+        .unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// Parse `runsc events --stats` output into [`Stats`].
+fn parse_stats(out: &str, id: &str) -> Result<Stats> {
+    let v: serde_json::Value = serde_json::from_str(out.trim()).map_err(|e| {
+        Error::Other(format!(
+            "runsc events --stats {id} printed unexpected output ({e}): {out}"
+        ))
+    })?;
+    let d = &v["data"];
+    let n = |x: &serde_json::Value| x.as_u64().unwrap_or(0);
+    Ok(Stats {
+        memory_bytes: n(&d["memory"]["usage"]["usage"]),
+        memory_limit_bytes: n(&d["memory"]["usage"]["limit"]),
+        cpu_usage_ns: n(&d["cpu"]["usage"]["total"]),
+        pids: n(&d["pids"]["current"]),
+        oom_kills: n(&d["memory"]["oom_kill"]),
+    })
+}
+
+impl Runtime for GvisorRuntime {
+    fn name(&self) -> &'static str {
+        "gvisor"
+    }
+
+    fn start(&self, config: &SandboxConfig) -> Result<Started> {
+        layout::validate(config)?;
+        if config.network != NetworkMode::None {
+            return Err(Error::Unsupported {
+                what: "NAT networking under gVisor".into(),
+                why: "the gVisor runtime runs sandboxes with --network=none (loopback only)".into(),
+                fix: "create the sandbox with network mode none, or use the ns runtime".into(),
+            });
+        }
+        if self.observe(config)? != Observed::Stopped {
+            return Err(Error::Start(format!(
+                "sandbox {} is already running on this host; stop it before starting it again",
+                config.id
+            )));
+        }
+        // A record left by a crash (container stopped, mounts kept).
+        self.stop(config)?;
+        match self.boot(config) {
+            Ok(started) => Ok(started),
+            Err(e) => {
+                if let Err(cleanup) = self.stop(config) {
+                    tracing::warn!(id = %config.id, error = %cleanup, "cleanup after a failed start");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn observe(&self, config: &SandboxConfig) -> Result<Observed> {
+        layout::validate_id(&config.id)?;
+        Ok(match self.state(&config.id)? {
+            Some(s) if s.status == "running" => Observed::Running,
+            Some(s) if s.status == "paused" => Observed::Paused,
+            _ => Observed::Stopped,
+        })
+    }
+
+    fn pause(&self, config: &SandboxConfig) -> Result<()> {
+        layout::validate_id(&config.id)?;
+        self.call(&["pause", &config.id]).map(drop)
+    }
+
+    fn resume(&self, config: &SandboxConfig) -> Result<()> {
+        layout::validate_id(&config.id)?;
+        self.call(&["resume", &config.id]).map(drop)
+    }
+
+    fn stop(&self, config: &SandboxConfig) -> Result<()> {
+        layout::validate_id(&config.id)?;
+        if self.state(&config.id)?.is_some() {
+            // `delete --force` kills the sandbox and removes runsc's record
+            // (and the cgroup runsc made).
+            self.call(&["delete", "--force", &config.id])?;
+        }
+        rootfs::unmount(config);
+        let _ = std::fs::remove_file(layout::state_file(config, layout::AGENT_SOCKET));
+        Ok(())
+    }
+
+    fn stats(&self, config: &SandboxConfig) -> Result<Stats> {
+        layout::validate_id(&config.id)?;
+        if self.observe(config)? == Observed::Stopped {
+            return Err(Error::Other(format!(
+                "sandbox {} is not running under gVisor on this host",
+                config.id
+            )));
+        }
+        let out = self.call(&["events", "--stats", &config.id])?;
+        parse_stats(&out, &config.id)
+    }
+
+    fn list_host(&self) -> Result<Vec<String>> {
+        let out = self.call(&["list", "--quiet"])?;
+        Ok(out
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect())
+    }
+}

@@ -1,0 +1,262 @@
+//! The gVisor runtime against real runsc: start, exec through the agent's
+//! socket, writes landing in the volume, stats, pause/resume, and a stop
+//! that leaves no container and no mount behind. Skipped (with a printed
+//! reason) when not root or when runsc is not installed.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::unix::fs::symlink;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use dwell_runtime::gvisor::{rootfs, GvisorOptions, GvisorRuntime};
+use dwell_runtime::{NetworkMode, Observed, Resources, RootfsSpec, Runtime, SandboxConfig};
+
+const RUNSC: &str = "/usr/bin/runsc";
+
+fn skip() -> bool {
+    // SAFETY: plain syscall.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping: the gVisor runtime tests need root");
+        return true;
+    }
+    if !Path::new(RUNSC).is_file() {
+        eprintln!(
+            "skipping: {RUNSC} is not installed (apt-get install -t bookworm-backports runsc)"
+        );
+        return true;
+    }
+    false
+}
+
+/// A minimal image layer: merged-/usr symlinks and a few files in /etc.
+fn make_layer(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (link, target) in [
+        ("bin", "usr/bin"),
+        ("sbin", "usr/sbin"),
+        ("lib", "usr/lib"),
+        ("lib64", "usr/lib64"),
+    ] {
+        symlink(target, dir.join(link)).unwrap();
+    }
+    for d in ["usr", "etc", "tmp", "proc", "sys", "dev", "run", "root"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+}
+
+/// One sandbox under its own runsc root; stopped and removed on drop, even
+/// when the test fails.
+struct Sandbox {
+    rt: GvisorRuntime,
+    config: SandboxConfig,
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    fn new(name: &str) -> Sandbox {
+        Sandbox::with_agent(name, PathBuf::from(env!("CARGO_BIN_EXE_dwell-ns-testinit")))
+    }
+
+    fn with_agent(name: &str, agent: PathBuf) -> Sandbox {
+        let dir = tempfile::Builder::new()
+            .prefix("dwell-gv-test-")
+            .tempdir()
+            .unwrap();
+        let layer = dir.path().join("layer");
+        make_layer(&layer);
+        let mut opts = GvisorOptions::new(dir.path().join("runsc"));
+        opts.cgroup_parent = format!("dwell-gvtest-{}", std::process::id());
+        let config = SandboxConfig {
+            id: format!("{name}-{}", std::process::id()),
+            hostname: format!("gv-{name}"),
+            rootfs: RootfsSpec {
+                layers: vec![layer],
+                host_dirs: vec![PathBuf::from("/usr")],
+                upper_root: dir.path().join("volume"),
+            },
+            resources: Resources {
+                vcpus: 1.0,
+                memory_bytes: 256 << 20,
+                pids: 256,
+            },
+            env: BTreeMap::from([("DWELL_TEST".to_string(), "gv".to_string())]),
+            network: NetworkMode::None,
+            state_dir: dir.path().join("state"),
+            agent_binary: agent,
+        };
+        Sandbox {
+            rt: GvisorRuntime::new(opts).unwrap(),
+            config,
+            dir,
+        }
+    }
+
+    /// Run a shell command through the test init: (exit code, output).
+    fn exec(&self, cmd: &str) -> (i32, String) {
+        let sock = self.config.state_dir.join("run/agent.sock");
+        let mut s = UnixStream::connect(&sock).expect("connect to the agent");
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(format!("{cmd}\n").as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("read command output");
+        let (body, code) = out
+            .rsplit_once("\n__exit=")
+            .unwrap_or_else(|| panic!("no exit line in {out:?}"));
+        (code.trim().parse().unwrap(), body.to_string())
+    }
+
+    fn ok(&self, cmd: &str) -> String {
+        let (code, out) = self.exec(cmd);
+        assert_eq!(code, 0, "{cmd:?} failed with {code}: {out}");
+        out.trim().to_string()
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if let Err(e) = self.rt.stop(&self.config) {
+            eprintln!("cleanup: stopping {} failed: {e}", self.config.id);
+        }
+        rootfs::unmount(&self.config);
+        // The cgroup parent runsc created for this run (empty by now).
+        let parent = &self.rt.options().cgroup_parent;
+        for base in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+            let _ = std::fs::remove_dir(Path::new(base).join(parent));
+        }
+        if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_dir(e.path().join(parent));
+            }
+        }
+        let _ = &self.dir;
+    }
+}
+
+#[test]
+fn lifecycle() {
+    if skip() {
+        return;
+    }
+    let sb = Sandbox::new("life");
+    let rt = &sb.rt;
+    let started = rt
+        .start(&sb.config)
+        .unwrap_or_else(|e| panic!("start: {e}"));
+    assert!(started.pid > 0);
+    assert_eq!(rt.observe(&sb.config).unwrap(), Observed::Running);
+
+    // The agent runs in gVisor's kernel, with the sandbox's identity.
+    assert_eq!(sb.ok("hostname"), "gv-life");
+    assert_eq!(sb.ok("echo $DWELL_TEST"), "gv");
+    let dmesg = sb.ok("cat /proc/version");
+    assert!(dmesg.contains("4.4.0"), "not the gVisor kernel: {dmesg}");
+    // Writes land in the volume, on the host.
+    sb.ok("echo persisted > /root/f && mkdir -p /usr/local/gvtest && touch /usr/local/gvtest/x");
+    let vol = &sb.config.rootfs.upper_root;
+    assert_eq!(
+        std::fs::read_to_string(vol.join("root/upper/root/f")).unwrap(),
+        "persisted\n"
+    );
+    assert!(vol.join("host/usr/upper/local/gvtest/x").exists());
+    assert!(!Path::new("/usr/local/gvtest").exists());
+    // Only a loopback interface.
+    let ifaces = sb.ok("cat /proc/net/dev");
+    assert!(!ifaces.contains("eth"), "{ifaces}");
+
+    let stats = rt.stats(&sb.config).unwrap();
+    assert!(stats.memory_bytes > 0, "{stats:?}");
+
+    assert!(rt.list_host().unwrap().contains(&sb.config.id));
+
+    rt.pause(&sb.config).unwrap();
+    assert_eq!(rt.observe(&sb.config).unwrap(), Observed::Paused);
+    rt.resume(&sb.config).unwrap();
+    assert_eq!(rt.observe(&sb.config).unwrap(), Observed::Running);
+    assert_eq!(sb.ok("cat /root/f"), "persisted");
+
+    rt.stop(&sb.config).unwrap();
+    assert_eq!(rt.observe(&sb.config).unwrap(), Observed::Stopped);
+    assert!(!rt.list_host().unwrap().contains(&sb.config.id));
+    assert!(rootfs::mounts_below(&sb.config.state_dir).is_empty());
+    // Idempotent.
+    rt.stop(&sb.config).unwrap();
+
+    // Restart on the same volume: the file is still there.
+    rt.start(&sb.config)
+        .unwrap_or_else(|e| panic!("restart: {e}"));
+    assert_eq!(sb.ok("cat /root/f"), "persisted");
+}
+
+#[test]
+fn failed_start_leaves_nothing() {
+    if skip() {
+        return;
+    }
+    let sb = Sandbox::new("fail");
+    let mut config = sb.config.clone();
+    // An agent that exits at once: the start must fail and clean up.
+    config.agent_binary = PathBuf::from("/usr/bin/true");
+    let err = sb.rt.start(&config).unwrap_err().to_string();
+    assert!(err.contains("agent"), "{err}");
+    assert_eq!(sb.rt.observe(&config).unwrap(), Observed::Stopped);
+    assert!(!sb.rt.list_host().unwrap().contains(&config.id));
+    assert!(rootfs::mounts_below(&config.state_dir).is_empty());
+}
+
+/// The static dwell-agent built by `PROFILE=dev scripts/build.sh`.
+fn real_agent() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/x86_64-unknown-linux-gnu/debug/dwell-agent");
+    p.is_file().then(|| p.canonicalize().unwrap())
+}
+
+#[test]
+fn real_agent_over_the_protocol() {
+    if skip() {
+        return;
+    }
+    let Some(agent) = real_agent() else {
+        eprintln!("skipping: build the static agent first (cd /work/main && PROFILE=dev scripts/build.sh)");
+        return;
+    };
+    let sb = Sandbox::with_agent("agent", agent);
+    let started = sb
+        .rt
+        .start(&sb.config)
+        .unwrap_or_else(|e| panic!("start: {e}"));
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let run = |cmd: &str| {
+        tokio.block_on(async {
+            let client = dwell_proto::AgentClient::connect_unix(&started.agent_socket)
+                .await
+                .expect("connect to the agent");
+            client
+                .exec(dwell_proto::ExecRequest::shell(cmd))
+                .await
+                .expect("exec")
+                .output()
+                .await
+                .expect("exec output")
+        })
+    };
+    let out = run("hostname; cat /proc/version");
+    assert_eq!(out.status.code, Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("gv-agent\n"), "{text}");
+    assert!(text.contains("4.4.0"), "not the gVisor kernel: {text}");
+
+    sb.rt.pause(&sb.config).unwrap();
+    sb.rt.resume(&sb.config).unwrap();
+    let out = run("echo after-resume");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "after-resume\n");
+
+    sb.rt.stop(&sb.config).unwrap();
+    assert!(!sb.rt.list_host().unwrap().contains(&sb.config.id));
+    assert!(rootfs::mounts_below(&sb.config.state_dir).is_empty());
+}
