@@ -120,7 +120,22 @@ pub struct ServeArgs {
     pub default_policies: DefaultPolicyFlags,
 }
 
-/// Daemon-wide default policies.
+impl DefaultPolicyFlags {
+    /// As the API's policy arguments.
+    pub fn to_args(&self) -> dwell_control::policy::PolicyArgs {
+        let d = |v: &Option<String>| v.clone().map(dwell_control::policy::DurationArg::Text);
+        dwell_control::policy::PolicyArgs {
+            ttl: d(&self.default_ttl),
+            idle_timeout: d(&self.default_idle_timeout),
+            pause_after: d(&self.default_pause_after),
+            archive_after: None,
+            delete_after: d(&self.default_delete_after),
+            max_lifetime: d(&self.default_max_lifetime),
+        }
+    }
+}
+
+/// Default policies (of the daemon, or of a tenant).
 #[derive(Debug, Args, Default)]
 pub struct DefaultPolicyFlags {
     #[arg(long)]

@@ -18,6 +18,23 @@ pub struct Tenant {
     pub default_policies: Option<serde_json::Value>,
 }
 
+const COLUMNS: &str =
+    "name, max_sandboxes, max_vcpus, max_memory, max_storage, created_at, default_policies";
+
+fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Tenant> {
+    Ok(Tenant {
+        name: r.get(0)?,
+        max_sandboxes: r.get(1)?,
+        max_vcpus: r.get(2)?,
+        max_memory: r.get(3)?,
+        max_storage: r.get(4)?,
+        created_at: r.get(5)?,
+        default_policies: r
+            .get::<_, Option<String>>(6)?
+            .and_then(|s| serde_json::from_str(&s).ok()),
+    })
+}
+
 impl Store {
     /// Create a tenant; fails if the name is taken.
     pub fn insert_tenant(&self, t: &Tenant) -> Result<()> {
@@ -54,41 +71,17 @@ impl Store {
         let conn = self.conn();
         Ok(conn
             .query_row(
-                "SELECT name, max_sandboxes, max_vcpus, max_memory, max_storage, created_at, default_policies FROM tenants WHERE name = ?1",
+                &format!("SELECT {COLUMNS} FROM tenants WHERE name = ?1"),
                 [name],
-                |r| {
-                    Ok(Tenant {
-                        name: r.get(0)?,
-                        max_sandboxes: r.get(1)?,
-                        max_vcpus: r.get(2)?,
-                        max_memory: r.get(3)?,
-                        max_storage: r.get(4)?,
-                        created_at: r.get(5)?,
-                        default_policies: r.get::<_, Option<String>>(6)?.and_then(|s| serde_json::from_str(&s).ok()),
-                    })
-                },
+                from_row,
             )
             .optional()?)
     }
 
     pub fn list_tenants(&self) -> Result<Vec<Tenant>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT name, max_sandboxes, max_vcpus, max_memory, max_storage, created_at, default_policies FROM tenants ORDER BY name",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(Tenant {
-                name: r.get(0)?,
-                max_sandboxes: r.get(1)?,
-                max_vcpus: r.get(2)?,
-                max_memory: r.get(3)?,
-                max_storage: r.get(4)?,
-                created_at: r.get(5)?,
-                default_policies: r
-                    .get::<_, Option<String>>(6)?
-                    .and_then(|s| serde_json::from_str(&s).ok()),
-            })
-        })?;
+        let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM tenants ORDER BY name"))?;
+        let rows = stmt.query_map([], from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 }

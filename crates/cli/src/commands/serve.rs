@@ -37,16 +37,7 @@ pub async fn run(a: ServeArgs, socket: PathBuf) -> Result<i32> {
     let agent = install_agent(&data_dir, a.agent.as_deref())?;
     let store = Store::open(&data_dir.join("dwell.db"))?;
     let default_policies = {
-        let f = &a.default_policies;
-        let d = |v: &Option<String>| v.clone().map(dwell_control::policy::DurationArg::Text);
-        let args = dwell_control::policy::PolicyArgs {
-            ttl: d(&f.default_ttl),
-            idle_timeout: d(&f.default_idle_timeout),
-            pause_after: d(&f.default_pause_after),
-            archive_after: None,
-            delete_after: d(&f.default_delete_after),
-            max_lifetime: d(&f.default_max_lifetime),
-        };
+        let args = a.default_policies.to_args();
         // Validate now: a typo must stop the daemon, not every create.
         args.apply(&mut dwell_control::policy::Policies::default())
             .context("bad --default-* policy")?;

@@ -8,16 +8,7 @@ use crate::client::{enc, Client};
 use crate::output;
 
 fn body(a: &TenantArgs) -> serde_json::Value {
-    let f = &a.defaults;
-    let d = |v: &Option<String>| v.clone().map(dwell_control::policy::DurationArg::Text);
-    let defaults = dwell_control::policy::PolicyArgs {
-        ttl: d(&f.default_ttl),
-        idle_timeout: d(&f.default_idle_timeout),
-        pause_after: d(&f.default_pause_after),
-        archive_after: None,
-        delete_after: d(&f.default_delete_after),
-        max_lifetime: d(&f.default_max_lifetime),
-    };
+    let defaults = a.defaults.to_args();
     serde_json::json!({
         "default_policies": (!defaults.is_empty()).then_some(defaults),
         "name": a.name,
