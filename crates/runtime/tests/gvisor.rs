@@ -260,3 +260,100 @@ fn real_agent_over_the_protocol() {
     assert!(!sb.rt.list_host().unwrap().contains(&sb.config.id));
     assert!(rootfs::mounts_below(&sb.config.state_dir).is_empty());
 }
+
+/// A stand-in agent for hibernation: counts in memory (and into
+/// /root/n), answers each connection with the count, and follows the
+/// hibernation contract (SIGUSR1: close the listener and remove the
+/// socket; SIGUSR2: listen again).
+const COUNTER_AGENT: &str = r#"#!/usr/bin/python3
+import os, signal, socket, sys, time
+path = sys.argv[2]
+state = {"l": None}
+def listen(*_):
+    try: os.unlink(path)
+    except FileNotFoundError: pass
+    l = socket.socket(socket.AF_UNIX)
+    l.bind(path); l.listen(8); l.setblocking(False)
+    state["l"] = l
+def unlisten(*_):
+    if state["l"] is not None:
+        state["l"].close(); state["l"] = None
+    try: os.unlink(path)
+    except FileNotFoundError: pass
+signal.signal(signal.SIGUSR1, unlisten)
+signal.signal(signal.SIGUSR2, listen)
+listen()
+n = 0
+while True:
+    n += 1
+    with open("/root/n", "w") as f: f.write(str(n))
+    l = state["l"]
+    if l is not None:
+        try:
+            c, _ = l.accept()
+            c.sendall(b"%d\n" % n); c.close()
+        except OSError:
+            pass  # no connection waiting, or the peer left already
+    time.sleep(0.02)
+"#;
+
+#[test]
+fn hibernate_and_restore_continue_the_counter() {
+    if skip() {
+        return;
+    }
+    if !Path::new("/usr/bin/python3").is_file() {
+        eprintln!("skipping: the counter agent needs /usr/bin/python3 on the host");
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let agent = scratch.path().join("counter-agent");
+    std::fs::write(&agent, COUNTER_AGENT).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sb = Sandbox::with_agent("hib", agent);
+    let rt = &sb.rt;
+    let count = || -> u64 {
+        let mut s = UnixStream::connect(sb.config.state_dir.join("run/agent.sock")).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out.trim().parse().unwrap()
+    };
+    let on_disk = || -> u64 {
+        let f = sb.config.rootfs.upper_root.join("root/upper/root/n");
+        std::fs::read_to_string(f).unwrap().trim().parse().unwrap()
+    };
+    rt.start(&sb.config)
+        .unwrap_or_else(|e| panic!("start: {e}"));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut last = count();
+    assert!(last > 0);
+    let image = sb.dir.path().join("image");
+    for round in 0..5 {
+        rt.hibernate(&sb.config, &image)
+            .unwrap_or_else(|e| panic!("hibernate {round}: {e}"));
+        // Nothing of the sandbox runs and nothing is mounted.
+        assert_eq!(rt.observe(&sb.config).unwrap(), Observed::Stopped);
+        assert!(!rt.list_host().unwrap().contains(&sb.config.id));
+        assert!(rootfs::mounts_below(&sb.config.state_dir).is_empty());
+        assert!(image.join("checkpoint.img").is_file());
+        let frozen = on_disk();
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(on_disk(), frozen, "the counter ran on while hibernated");
+        assert!(frozen >= last);
+
+        rt.restore(&sb.config, &image)
+            .unwrap_or_else(|e| panic!("restore {round}: {e}"));
+        assert_eq!(rt.observe(&sb.config).unwrap(), Observed::Running);
+        let now = count();
+        // Continues from the saved count (a fresh start would be at 1).
+        assert!(
+            now >= frozen && now < frozen + 200,
+            "round {round}: {now} after hibernating at {frozen}"
+        );
+        last = now;
+    }
+    rt.stop(&sb.config).unwrap();
+    assert!(!rt.list_host().unwrap().contains(&sb.config.id));
+}

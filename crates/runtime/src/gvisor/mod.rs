@@ -15,6 +15,7 @@
 //! it there like with the namespace runtime.
 
 pub mod bundle;
+pub mod hibernate;
 pub mod rootfs;
 pub mod runsc;
 
@@ -139,15 +140,8 @@ impl GvisorRuntime {
         let sock = layout::state_file(config, layout::AGENT_SOCKET);
         let _ = std::fs::remove_file(&sock);
         let root = rootfs::mount(config)?;
+        self.write_bundle(config, &root)?;
         let bundle = layout::state_file(config, BUNDLE_DIR);
-        std::fs::create_dir_all(&bundle).context(|| format!("creating {}", bundle.display()))?;
-        let spec = bundle::spec(config, &root, &self.cgroups_path(&config.id));
-        let spec_path = bundle.join("config.json");
-        std::fs::write(
-            &spec_path,
-            serde_json::to_vec_pretty(&spec).expect("the spec serialises"),
-        )
-        .context(|| format!("writing {}", spec_path.display()))?;
         let console = layout::state_file(config, layout::CONSOLE_LOG);
         let bundle_s = bundle.display().to_string();
         self.runsc.run(
@@ -161,6 +155,19 @@ impl GvisorRuntime {
             pid,
             agent_socket: sock,
         })
+    }
+
+    /// Write `state_dir/bundle/config.json` with `root` as the root.
+    fn write_bundle(&self, config: &SandboxConfig, root: &Path) -> Result<()> {
+        let bundle = layout::state_file(config, BUNDLE_DIR);
+        std::fs::create_dir_all(&bundle).context(|| format!("creating {}", bundle.display()))?;
+        let spec = bundle::spec(config, root, &self.cgroups_path(&config.id));
+        let spec_path = bundle.join("config.json");
+        std::fs::write(
+            &spec_path,
+            serde_json::to_vec_pretty(&spec).expect("the spec serialises"),
+        )
+        .context(|| format!("writing {}", spec_path.display()))
     }
 
     /// Connect attempts with a backoff (100 µs to 5 ms) until the agent

@@ -1,0 +1,145 @@
+//! Hibernate and restore: the whole sandbox (processes, memory, open
+//! files) saved to a directory with `runsc checkpoint`, and brought back
+//! with `runsc restore --detach`. The filesystem is the volume on the host
+//! (runsc runs with `--overlay2=none`), so it stays where it is.
+//!
+//! gVisor cannot save a unix socket bound on the host (the agent's
+//! `/run/dwell/agent.sock`, made a host socket by `--host-uds=create`):
+//! checkpoint fails with "Cannot save endpoint with bound host socket" and
+//! the sandbox dies. So the agent takes part: on [`UNLISTEN_SIGNAL`] it
+//! closes its listener (and its connections) and removes the socket; on
+//! [`LISTEN_SIGNAL`] it binds it again. Hibernate sends the first and
+//! waits until the socket is gone, restore sends the second and waits
+//! until the agent accepts connections.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::runsc::Output;
+use super::{rootfs, GvisorRuntime, BUNDLE_DIR};
+use crate::error::Context;
+use crate::ns::{layout, wait::Backoff};
+use crate::{Error, Observed, Result, Runtime, SandboxConfig, Started};
+
+/// Sent to the agent before a checkpoint: close the listener, remove the
+/// socket.
+pub const UNLISTEN_SIGNAL: &str = "USR1";
+/// Sent to the agent after a restore: listen on the socket again.
+pub const LISTEN_SIGNAL: &str = "USR2";
+
+/// The file runsc writes the sandbox's state to inside the image dir.
+pub const CHECKPOINT_FILE: &str = "checkpoint.img";
+
+impl GvisorRuntime {
+    /// Save the running sandbox to `image_dir` (created if missing) and
+    /// stop it: afterwards nothing of it runs on the host and its rootfs is
+    /// unmounted. Close every agent connection first.
+    pub fn hibernate(&self, config: &SandboxConfig, image_dir: &Path) -> Result<()> {
+        layout::validate_id(&config.id)?;
+        match self.observe(config)? {
+            Observed::Running => {}
+            Observed::Paused => self.resume(config)?,
+            Observed::Stopped => {
+                return Err(Error::Other(format!(
+                    "sandbox {} is not running under gVisor: nothing to hibernate",
+                    config.id
+                )))
+            }
+        }
+        std::fs::create_dir_all(image_dir)
+            .context(|| format!("creating the image dir {}", image_dir.display()))?;
+        let _ = std::fs::remove_file(image_dir.join(CHECKPOINT_FILE));
+        let sock = layout::state_file(config, layout::AGENT_SOCKET);
+        self.call(&["kill", &config.id, UNLISTEN_SIGNAL])?;
+        self.wait(self.options.agent_timeout, || !sock.exists())
+            .map_err(|_| {
+                Error::Other(format!(
+                    "the agent of {} did not remove {} within {:?} after SIG{UNLISTEN_SIGNAL}; \
+                 it must close its listener before a checkpoint (does this agent support \
+                 hibernation?)",
+                    config.id,
+                    sock.display(),
+                    self.options.agent_timeout
+                ))
+            })?;
+        let image = format!("--image-path={}", image_dir.display());
+        if let Err(e) = self.call(&["checkpoint", &image, &config.id]) {
+            // Still running (a refused checkpoint): let the agent listen
+            // again so the sandbox stays usable.
+            if self.observe(config).ok() == Some(Observed::Running) {
+                let _ = self.call(&["kill", &config.id, LISTEN_SIGNAL]);
+            }
+            return Err(e);
+        }
+        // The checkpoint ends the sandbox; remove runsc's record and the
+        // host mounts.
+        self.stop(config)
+    }
+
+    /// Start the sandbox again from the image `hibernate` wrote, with the
+    /// same volume, and return once its agent accepts connections. On
+    /// error nothing of it is left running (the image is kept).
+    pub fn restore(&self, config: &SandboxConfig, image_dir: &Path) -> Result<Started> {
+        layout::validate(config)?;
+        if !image_dir.join(CHECKPOINT_FILE).is_file() {
+            return Err(Error::Other(format!(
+                "{} holds no checkpoint ({CHECKPOINT_FILE} is missing): hibernate the \
+                 sandbox first",
+                image_dir.display()
+            )));
+        }
+        if self.observe(config)? != Observed::Stopped {
+            return Err(Error::Start(format!(
+                "sandbox {} is already running on this host; stop it before restoring it",
+                config.id
+            )));
+        }
+        self.stop(config)?;
+        match self.restore_inner(config, image_dir) {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                if let Err(cleanup) = self.stop(config) {
+                    tracing::warn!(id = %config.id, error = %cleanup, "cleanup after a failed restore");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn restore_inner(&self, config: &SandboxConfig, image_dir: &Path) -> Result<Started> {
+        let root = rootfs::mount(config)?;
+        self.write_bundle(config, &root)?;
+        let bundle = layout::state_file(config, BUNDLE_DIR).display().to_string();
+        let image = format!("--image-path={}", image_dir.display());
+        let console = layout::state_file(config, layout::CONSOLE_LOG);
+        self.runsc.run(
+            &[
+                "restore", "--detach", &image, "--bundle", &bundle, &config.id,
+            ],
+            Output::Console(&console),
+            self.options.runsc_timeout,
+        )?;
+        let sock = layout::state_file(config, layout::AGENT_SOCKET);
+        let _ = std::fs::remove_file(&sock);
+        self.call(&["kill", &config.id, LISTEN_SIGNAL])?;
+        self.wait_for_agent(config, &sock)?;
+        let pid = self.state(&config.id)?.map_or(0, |s| s.pid);
+        Ok(Started {
+            pid,
+            agent_socket: sock,
+        })
+    }
+
+    /// Wait until `done` holds, with a short backoff, for at most `timeout`.
+    fn wait(&self, timeout: Duration, mut done: impl FnMut() -> bool) -> Result<(), ()> {
+        let deadline = Instant::now() + timeout;
+        let mut backoff = Backoff::new(Duration::from_micros(100), Duration::from_millis(5));
+        while !done() {
+            if Instant::now() >= deadline {
+                return Err(());
+            }
+            backoff.sleep_until(deadline);
+        }
+        Ok(())
+    }
+}
