@@ -71,6 +71,16 @@ pub enum Command {
     Stats(NameJson),
     /// What a sandbox changed relative to its image: packages and files.
     Diff(NameJson),
+    /// Snapshots: point-in-time copies of a sandbox's files.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+    /// Roll a sandbox back to a snapshot.
+    Restore {
+        /// Sandbox name or id.
+        sandbox: String,
+        /// Snapshot name or id.
+        snapshot: String,
+    },
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -189,6 +199,12 @@ pub struct CreateArgs {
     /// Give the sandbox outbound network access (NAT); default: loopback only.
     #[arg(long)]
     pub net: bool,
+    /// Start from a snapshot (id or name): its files, and its volume size.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Create this many independent sandboxes, named NAME-1 ... NAME-N.
+    #[arg(long, default_value_t = 1)]
+    pub count: u32,
     #[command(flatten)]
     pub policies: PolicyFlags,
     /// Print the sandbox as JSON.
@@ -435,4 +451,39 @@ pub struct AuditArgs {
     pub since: Option<String>,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Snapshot a sandbox (frozen for the capture if it runs).
+    Create {
+        /// Sandbox name or id.
+        sandbox: String,
+        /// Name of the snapshot.
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List snapshots.
+    Ls {
+        /// Only snapshots of this sandbox.
+        #[arg(long)]
+        sandbox: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a snapshot.
+    Inspect {
+        /// Snapshot name or id.
+        snapshot: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete snapshots (and the stored data no other snapshot shares).
+    Rm {
+        /// Snapshot names or ids.
+        #[arg(required = true)]
+        snapshots: Vec<String>,
+    },
 }

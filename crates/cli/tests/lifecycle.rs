@@ -476,3 +476,65 @@ fn diff_lists_packages_and_files_changed_from_the_image() {
         "diff left the stopped volume mounted"
     );
 }
+
+#[test]
+fn snapshots_restore_in_place_and_fork_many() {
+    if !can_run() {
+        return;
+    }
+    let d = Daemon::start();
+    d.create("s1", &[]);
+    d.sh("s1", "echo v1 > /root/state && head -c 3000000 /dev/urandom > /root/blob && sha256sum /root/blob > /root/blob.sum");
+    d.ok(&[
+        "exec",
+        "-d",
+        "s1",
+        "--",
+        "sh",
+        "-c",
+        "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.05; done",
+    ]);
+    let snap: serde_json::Value =
+        serde_json::from_str(&d.ok(&["snapshot", "create", "s1", "--name", "before", "--json"]))
+            .unwrap();
+    assert!(snap["freeze_us"].as_u64().is_some(), "{snap}");
+    assert!(snap["uploaded_bytes"].as_u64().unwrap() > 0);
+    // The sandbox kept running through the capture.
+    let a: u64 = d.sh("s1", "cat /tmp/n").trim().parse().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let b: u64 = d.sh("s1", "cat /tmp/n").trim().parse().unwrap();
+    assert!(b > a, "processes stayed frozen after the snapshot");
+    // A second snapshot after a small change stores little.
+    d.sh("s1", "echo v2 > /root/state");
+    let snap2: serde_json::Value =
+        serde_json::from_str(&d.ok(&["snapshot", "create", "s1", "--name", "after", "--json"]))
+            .unwrap();
+    assert!(
+        snap2["uploaded_bytes"].as_u64().unwrap() < snap["uploaded_bytes"].as_u64().unwrap() / 2,
+        "{snap2}"
+    );
+    // Roll back in place.
+    d.ok(&["restore", "s1", "before"]);
+    assert_eq!(d.inspect("s1")["state"], "running");
+    assert_eq!(d.sh("s1", "cat /root/state"), "v1\n");
+    d.sh("s1", "sha256sum -c /root/blob.sum >/dev/null");
+    // Fork three independent sandboxes from it.
+    d.ok(&[
+        "create", "--from", "before", "--name", "w", "--count", "3", "--memory", "128M",
+    ]);
+    for i in 1..=3 {
+        assert_eq!(d.sh(&format!("w-{i}"), "cat /root/state"), "v1\n");
+    }
+    d.sh("w-1", "echo mine > /root/state");
+    assert_eq!(
+        d.sh("w-2", "cat /root/state"),
+        "v1\n",
+        "forks must be independent"
+    );
+    let list = d.ok(&["snapshot", "ls"]);
+    assert!(list.contains("before") && list.contains("after"), "{list}");
+    let out = d.run(&["restore", "s1", "nope"]);
+    assert!(stderr(&out).contains("no snapshot"), "{}", stderr(&out));
+    d.ok(&["snapshot", "rm", "after", "before"]);
+    assert!(!d.ok(&["snapshot", "ls"]).contains("before"));
+}

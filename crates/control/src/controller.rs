@@ -41,6 +41,8 @@ pub struct ControllerOptions {
     pub prices: crate::metering::Prices,
     /// How long audit entries are kept.
     pub audit_retention: Duration,
+    /// Where snapshots go (a local directory by default).
+    pub snapshots: Arc<dyn dwell_snapshot::ChunkStore>,
 }
 
 /// The control plane. Cheap to clone.
@@ -62,6 +64,7 @@ pub(crate) struct Inner {
     pub default_policies: PolicyArgs,
     pub prices: crate::metering::Prices,
     pub audit_retention: Duration,
+    pub snapshots: Arc<dyn dwell_snapshot::ChunkStore>,
     pub cpu_marks: crate::metering::CpuMarks,
     /// Seals secret env vars; `Err` says why secrets cannot be used.
     pub sealer: std::result::Result<crate::secrets::Sealer, String>,
@@ -144,6 +147,7 @@ impl Controller {
                 default_policies: opts.default_policies,
                 prices: opts.prices,
                 audit_retention: opts.audit_retention,
+                snapshots: opts.snapshots,
                 cpu_marks: Default::default(),
                 quota_lock: tokio::sync::Mutex::new(()),
                 streams: Mutex::new(HashMap::new()),
@@ -187,6 +191,17 @@ impl Controller {
     /// Create a sandbox and bring it up. Returns once it runs (or failed).
     pub async fn create(&self, tenant: &str, req: CreateRequest) -> Result<Sandbox> {
         let mut spec = req.to_spec(&self.inner.host)?;
+        // From a snapshot: its volume size wins over --disk.
+        let from = match &req.from {
+            Some(snap) => {
+                let store = self.inner.snapshots.clone();
+                let (t, s) = (tenant.to_string(), snap.clone());
+                let m = blocking(move || crate::snapshots::find(&*store, &t, &s)).await??;
+                spec.disk_bytes = m.source.volume_size;
+                Some(m)
+            }
+            None => None,
+        };
         if !req.secret_env.is_empty() {
             let sealer = self
                 .inner
@@ -259,6 +274,34 @@ impl Controller {
         self.inner
             .store
             .add_event(&rec.id, "request", "create requested")?;
+        if let Some(m) = from {
+            let inner = self.inner.clone();
+            let id = rec.id.clone();
+            let snap = m.id.clone();
+            let r = blocking(move || -> Result<()> {
+                let info = inner.volumes.create(&id, m.source.volume_size)?;
+                let image = info.image.ok_or_else(|| {
+                    Error::Conflict(
+                        "snapshots need loop-backed volumes; this host gives directory volumes"
+                            .into(),
+                    )
+                })?;
+                crate::snapshots::restore_into(&*inner.snapshots, &m, &image)
+            })
+            .await?;
+            if let Err(e) = r {
+                self.inner
+                    .store
+                    .set_desired(&rec.id, State::Deleted.as_str())?;
+                reconcile::reconcile(&self.inner, &rec.id).await;
+                return Err(e);
+            }
+            self.inner.store.add_event(
+                &rec.id,
+                "step",
+                &format!("volume restored from snapshot {snap}"),
+            )?;
+        }
         reconcile::reconcile(&self.inner, &rec.id).await;
         let sb = self.get_by_id(&rec.id)?;
         if sb.state == State::Error {
@@ -360,6 +403,180 @@ impl Controller {
             d
         })
         .await?
+    }
+
+    /// Snapshot a sandbox's volume. A running sandbox is frozen (processes
+    /// and filesystem) while its data is read.
+    pub async fn snapshot_create(
+        &self,
+        tenant: &str,
+        id_or_name: &str,
+        name: Option<String>,
+    ) -> Result<dwell_snapshot::Manifest> {
+        let sb = self.get(tenant, id_or_name)?;
+        if let Some(n) = &name {
+            validate_name(n).map_err(|_| {
+                Error::invalid(
+                    "name",
+                    format!("{n:?}: use 1-63 lowercase letters, digits, '-', '_' or '.'"),
+                )
+            })?;
+        }
+        let lock = self.inner.lock_for(&sb.id);
+        let _g = lock.lock().await;
+        let inner = self.inner.clone();
+        let (tenant, id, state) = (tenant.to_string(), sb.id.clone(), sb.state);
+        let m = blocking(move || -> Result<dwell_snapshot::Manifest> {
+            let info = inner.volumes.info(&id)?;
+            let image = info.image.clone().ok_or_else(|| {
+                Error::Conflict(
+                    "snapshots need loop-backed volumes; this sandbox has a directory volume"
+                        .into(),
+                )
+            })?;
+            let parent = crate::snapshots::list(&*inner.snapshots, &tenant)?
+                .into_iter()
+                .filter(|m| m.source.sandbox.as_deref() == Some(id.as_str()))
+                .max_by(|a, b| a.created_at.cmp(&b.created_at));
+            if state != State::Running && state != State::Paused {
+                return crate::snapshots::capture(
+                    &*inner.snapshots,
+                    &image,
+                    &tenant,
+                    &id,
+                    name.as_deref(),
+                    parent.as_ref(),
+                    None,
+                );
+            }
+            // Freeze the processes, then the filesystem (which flushes it),
+            // read, and thaw both whatever happened.
+            let cfg = reconcile::config_of(&inner, &id)?;
+            let t0 = std::time::Instant::now();
+            if state == State::Running {
+                inner.runtime.pause(&cfg)?;
+            }
+            let result = crate::snapshots::FsFreeze::new(&info.path).and_then(|_frozen| {
+                crate::snapshots::capture(
+                    &*inner.snapshots,
+                    &image,
+                    &tenant,
+                    &id,
+                    name.as_deref(),
+                    parent.as_ref(),
+                    None,
+                )
+            });
+            if state == State::Running {
+                inner.runtime.resume(&cfg)?;
+            }
+            result.map(|mut m| {
+                m.freeze_us = Some(t0.elapsed().as_micros() as u64);
+                m
+            })
+        })
+        .await??;
+        self.inner.store.add_event(
+            &sb.id,
+            "snapshot",
+            &format!(
+                "snapshot {} taken ({} bytes new{})",
+                m.id,
+                m.sizes.uploaded,
+                m.freeze_us
+                    .map(|us| format!(", frozen {:.1} ms", us as f64 / 1000.0))
+                    .unwrap_or_default()
+            ),
+        )?;
+        Ok(m)
+    }
+
+    /// Snapshots of a tenant, oldest first, optionally of one sandbox.
+    pub async fn snapshots(
+        &self,
+        tenant: &str,
+        sandbox: Option<&str>,
+    ) -> Result<Vec<dwell_snapshot::Manifest>> {
+        let filter = match sandbox {
+            Some(s) => Some(self.get(tenant, s)?.id),
+            None => None,
+        };
+        let store = self.inner.snapshots.clone();
+        let t = tenant.to_string();
+        let mut all = blocking(move || crate::snapshots::list(&*store, &t)).await??;
+        if let Some(id) = filter {
+            all.retain(|m| m.source.sandbox.as_deref() == Some(id.as_str()));
+        }
+        all.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        Ok(all)
+    }
+
+    /// A snapshot by id or name.
+    pub async fn snapshot(
+        &self,
+        tenant: &str,
+        id_or_name: &str,
+    ) -> Result<dwell_snapshot::Manifest> {
+        let store = self.inner.snapshots.clone();
+        let (t, s) = (tenant.to_string(), id_or_name.to_string());
+        blocking(move || crate::snapshots::find(&*store, &t, &s)).await?
+    }
+
+    /// Delete a snapshot and the chunks no other snapshot uses.
+    pub async fn snapshot_delete(
+        &self,
+        tenant: &str,
+        id_or_name: &str,
+    ) -> Result<dwell_snapshot::GcReport> {
+        let m = self.snapshot(tenant, id_or_name).await?;
+        let store = self.inner.snapshots.clone();
+        let t = tenant.to_string();
+        blocking(move || crate::snapshots::delete(&*store, &t, &m.id)).await?
+    }
+
+    /// Roll a sandbox back to a snapshot: stop it, replace its volume with
+    /// the snapshot's content (verified chunk by chunk), and start it again
+    /// if it was running.
+    pub async fn restore(&self, tenant: &str, id_or_name: &str, snapshot: &str) -> Result<Sandbox> {
+        let sb = self.get(tenant, id_or_name)?;
+        let m = self.snapshot(tenant, snapshot).await?;
+        let was_running = matches!(sb.state, State::Running | State::Paused);
+        if was_running {
+            self.stop(tenant, &sb.id).await?;
+        }
+        {
+            let lock = self.inner.lock_for(&sb.id);
+            let _g = lock.lock().await;
+            let inner = self.inner.clone();
+            let id = sb.id.clone();
+            let m2 = m.clone();
+            blocking(move || -> Result<()> {
+                inner.volumes.unmount(&id)?;
+                let info = inner.volumes.info(&id)?;
+                if info.size_bytes != m2.source.volume_size {
+                    return Err(Error::Conflict(format!(
+                        "snapshot {} is of a {} volume, this sandbox has {}; create a new sandbox from it with `dwell create --from {}`",
+                        m2.id,
+                        crate::size::format_size(m2.source.volume_size),
+                        crate::size::format_size(info.size_bytes),
+                        m2.id
+                    )));
+                }
+                let image = info.image.ok_or_else(|| Error::Conflict("snapshots need loop-backed volumes".into()))?;
+                crate::snapshots::restore_into(&*inner.snapshots, &m2, &image)
+            })
+            .await??;
+            self.inner.store.add_event(
+                &sb.id,
+                "snapshot",
+                &format!("volume restored from snapshot {}", m.id),
+            )?;
+        }
+        if was_running {
+            self.start(tenant, &sb.id).await
+        } else {
+            self.get(tenant, &sb.id)
+        }
     }
 
     /// Note activity on a sandbox (exec, file operation): it pushes the

@@ -30,6 +30,7 @@ pub mod quota;
 pub mod reconcile;
 pub mod secrets;
 pub mod size;
+pub mod snapshots;
 
 pub use controller::{Controller, ControllerOptions};
 pub use error::{Error, Result};

@@ -144,6 +144,9 @@ pub struct CreateRequest {
     /// Secret environment variables: sealed at rest, never shown.
     #[serde(default)]
     pub secret_env: BTreeMap<String, String>,
+    /// Start from this snapshot (id or name): its volume content and size.
+    #[serde(default)]
+    pub from: Option<String>,
 }
 
 /// Limits checked on create, so a typo cannot ask for the impossible.

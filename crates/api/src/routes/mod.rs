@@ -5,6 +5,7 @@ mod files;
 mod images;
 mod processes;
 mod sandboxes;
+pub mod snapshots;
 mod tenants;
 
 use std::future::Future;
@@ -46,6 +47,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sandboxes/{id}/events", get(sandboxes::events))
         .route("/v1/sandboxes/{id}/stats", get(sandboxes::stats))
         .route("/v1/sandboxes/{id}/diff", get(sandboxes::diff))
+        .route("/v1/sandboxes/{id}/snapshots", post(snapshots::create))
+        .route("/v1/sandboxes/{id}/restore", post(snapshots::restore))
+        .route("/v1/snapshots", get(snapshots::list))
+        .route(
+            "/v1/snapshots/{id}",
+            get(snapshots::inspect).delete(snapshots::delete),
+        )
         .route("/v1/sandboxes/{id}/exec", post(exec::run).get(exec::stream))
         .route("/v1/sandboxes/{id}/processes", get(processes::list))
         .route(

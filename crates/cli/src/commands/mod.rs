@@ -6,6 +6,7 @@ mod exec;
 mod image;
 mod sandbox;
 pub mod serve;
+mod snapshot;
 mod tenant;
 
 use anyhow::Result;
@@ -34,6 +35,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Inspect(a) => sandbox::inspect(&client, a).await,
         Command::Stats(a) => sandbox::stats(&client, a).await,
         Command::Diff(a) => sandbox::diff(&client, a).await,
+        Command::Snapshot(c) => snapshot::run(&client, c).await,
+        Command::Restore { sandbox, snapshot } => {
+            snapshot::restore(&client, &sandbox, &snapshot).await
+        }
         Command::Pause(a) => sandbox::lifecycle(&client, a, "pause").await,
         Command::Resume(a) => sandbox::lifecycle(&client, a, "resume").await,
         Command::Stop(a) => sandbox::lifecycle(&client, a, "stop").await,

@@ -37,7 +37,43 @@ pub async fn create(c: &Client, a: CreateArgs) -> Result<i32> {
         runtime: None,
         policies: Some(policy_args(&a.policies)).filter(|p| !p.is_empty()),
         secret_env: secret_vars(&a.secret_env)?,
+        from: a.from.clone(),
     };
+    if a.count == 0 {
+        anyhow::bail!("--count 0 creates nothing; give 1 or more");
+    }
+    if a.count > 1 {
+        let base = req.name.clone().ok_or_else(|| {
+            anyhow::anyhow!("--count needs --name: the sandboxes are named NAME-1 ... NAME-N")
+        })?;
+        let mut made = Vec::new();
+        for i in 1..=a.count {
+            let mut r = req.clone();
+            r.name = Some(format!("{base}-{i}"));
+            match c.post::<Sandbox>("/v1/sandboxes", &r).await {
+                Ok(sb) => {
+                    if !a.json {
+                        println!("{}", sb.name);
+                    }
+                    made.push(sb);
+                }
+                Err(e) => {
+                    if a.json {
+                        output::json(&made)?;
+                    }
+                    return Err(e.context(format!(
+                        "created {} of {} sandboxes",
+                        made.len(),
+                        a.count
+                    )));
+                }
+            }
+        }
+        if a.json {
+            output::json(&made)?;
+        }
+        return Ok(0);
+    }
     let sb: Sandbox = c.post("/v1/sandboxes", &req).await?;
     if a.json {
         output::json(&sb)?;

@@ -66,6 +66,10 @@ pub async fn run(a: ServeArgs, socket: PathBuf) -> Result<i32> {
             memory_gib_hour: a.price_memory_gib_hour,
             storage_gib_hour: a.price_storage_gib_hour,
         },
+        snapshots: Arc::new(
+            dwell_snapshot::LocalStore::open(&data_dir.join("snapshots"))
+                .context("cannot open the snapshot store under the data dir")?,
+        ),
         audit_retention: humantime::parse_duration(&a.audit_retention).with_context(|| {
             format!(
                 "--audit-retention {:?} is not a duration; write it like 90d",
