@@ -84,7 +84,7 @@ fn env_with(dir: tempfile::TempDir, runtime: Arc<Double>, clock: Arc<ManualClock
         default_policies: PolicyArgs::default(),
         prices: Default::default(),
         audit_retention: Duration::from_secs(90 * 86400),
-        snapshots: Arc::new(dwell_snapshot::LocalStore::open(&data.join("snapshots")).unwrap()),
+        snapshots: Arc::new(dwell_snapshot::LocalStore::open(data.join("snapshots")).unwrap()),
         data_dir: data,
     });
     Env {

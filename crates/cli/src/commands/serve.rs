@@ -67,7 +67,7 @@ pub async fn run(a: ServeArgs, socket: PathBuf) -> Result<i32> {
             storage_gib_hour: a.price_storage_gib_hour,
         },
         snapshots: Arc::new(
-            dwell_snapshot::LocalStore::open(&data_dir.join("snapshots"))
+            dwell_snapshot::LocalStore::open(data_dir.join("snapshots"))
                 .context("cannot open the snapshot store under the data dir")?,
         ),
         audit_retention: humantime::parse_duration(&a.audit_retention).with_context(|| {
