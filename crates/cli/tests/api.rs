@@ -23,7 +23,9 @@ fn tcp_needs_an_api_key_and_the_cli_uses_it() {
     let port = 20000 + (std::process::id() % 20000) as u16;
     let addr = format!("127.0.0.1:{port}");
     let d = Daemon::start_with(&["--listen", &addr]);
-    wait_for(10, "admin key", || d.data.join("admin.key").exists());
+    wait_for(10, "admin key and TCP listener", || {
+        d.data.join("admin.key").exists() && std::net::TcpStream::connect(&addr).is_ok()
+    });
     let key = std::fs::read_to_string(d.data.join("admin.key"))
         .unwrap()
         .trim()
@@ -81,6 +83,9 @@ fn tenants_have_quotas_and_cannot_see_each_other() {
     let port = 20000 + ((std::process::id() + 7) % 20000) as u16;
     let addr = format!("127.0.0.1:{port}");
     let d = Daemon::start_with(&["--listen", &addr, "--resync-secs", "1"]);
+    wait_for(10, "TCP listener", || {
+        std::net::TcpStream::connect(&addr).is_ok()
+    });
     let acme = d
         .ok(&[
             "tenant",

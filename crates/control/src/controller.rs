@@ -422,6 +422,20 @@ impl Controller {
                 )
             })?;
         }
+        // A snapshot adds at most the volume's data: refuse one that cannot fit.
+        let used = self
+            .inner
+            .volumes
+            .info(&sb.id)
+            .map(|v| v.used_bytes)
+            .unwrap_or(0);
+        self.check_quota(
+            tenant,
+            &crate::quota::Held {
+                storage: used,
+                ..Default::default()
+            },
+        )?;
         let lock = self.inner.lock_for(&sb.id);
         let _g = lock.lock().await;
         let inner = self.inner.clone();
@@ -644,7 +658,14 @@ impl Controller {
         let Some(t) = self.inner.store.get_tenant(tenant)? else {
             return Ok(());
         };
-        let held = crate::quota::held(&self.inner.store.list_sandboxes(Some(tenant))?);
+        let mut held = crate::quota::held(&self.inner.store.list_sandboxes(Some(tenant))?);
+        if t.max_storage.is_some() {
+            // Snapshots count towards storage too (their stored bytes).
+            held.storage += crate::snapshots::list(&*self.inner.snapshots, tenant)?
+                .iter()
+                .map(|m| m.sizes.uploaded)
+                .sum::<u64>();
+        }
         crate::quota::check(&t, &held, more)
     }
 

@@ -3,7 +3,8 @@
 //! limit, the usage and the request.
 //!
 //! Counting: every live (not deleted) sandbox counts towards `sandboxes`
-//! and, with its volume size, towards `storage`; sandboxes that hold
+//! and, with its volume size, towards `storage`, as do the stored bytes of
+//! the tenant's snapshots; sandboxes that hold
 //! compute (creating, running, paused) count towards `vcpus` and `memory`.
 
 use dwell_store::{SandboxRecord, Tenant};
