@@ -33,3 +33,24 @@ if ! command -v moto_server >/dev/null 2>&1; then
   python3 -m pip install -q 'moto[server]' 2>/dev/null \
     || python3 -m pip install -q --break-system-packages 'moto[server]'
 fi
+
+# gVisor's runsc, for the gVisor runtime's tests: only from
+# bookworm-backports, pinned low so nothing else is taken from there.
+if ! command -v runsc >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && grep -q bookworm /etc/os-release; then
+  if [ ! -e /etc/apt/sources.list.d/bookworm-backports.sources ]; then
+    cat > /etc/apt/sources.list.d/bookworm-backports.sources <<'SRC'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+    cat > /etc/apt/preferences.d/bookworm-backports-low <<'PIN'
+Package: *
+Pin: release n=bookworm-backports
+Pin-Priority: 100
+PIN
+  fi
+  apt-get update -q
+  apt-get install -y -q -t bookworm-backports runsc
+fi
