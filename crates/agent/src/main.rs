@@ -102,7 +102,10 @@ fn main() {
                 tokio::spawn(shutdown::run(move || {
                     let _ = std::fs::remove_file(&p);
                 }));
-                server::listen(l).await;
+                if let Err(e) = server::listen(l, &path).await {
+                    eprintln!("dwell-agent: cannot serve on {}: {e}", path.display());
+                    return 1;
+                }
                 0
             }
             Mode::Stdio => {

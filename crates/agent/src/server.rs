@@ -6,8 +6,6 @@ use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 
 use tokio::io::Interest;
 use tokio::net::UnixListener;
@@ -58,32 +56,71 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
     Ok(l)
 }
 
-/// Accepts connections forever.
-pub async fn listen(l: UnixListener) {
-    let active = Arc::new(AtomicUsize::new(0));
+/// Signal that makes the agent stop listening: it closes its socket and
+/// every connection (background processes keep running), so that a
+/// checkpoint (gVisor cannot save a bound host socket) can be taken.
+pub const UNLISTEN: libc::c_int = libc::SIGUSR1;
+/// Signal that makes it listen again on the same path.
+pub const RELISTEN: libc::c_int = libc::SIGUSR2;
+
+/// Accepts connections on `l` (already bound at `path`) for the agent's
+/// life; [`UNLISTEN`] and [`RELISTEN`] take the socket down and up again.
+pub async fn listen(mut l: UnixListener, path: &Path) -> io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut unlisten = signal(SignalKind::from_raw(UNLISTEN))?;
+    let mut relisten = signal(SignalKind::from_raw(RELISTEN))?;
     let mut n = 0u64;
     loop {
-        let s = match l.accept().await {
-            Ok((s, _)) => s,
-            Err(e) => {
-                crate::error!("accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = unlisten.recv() => break,
+                Some(_) = conns.join_next(), if !conns.is_empty() => {
+                    crate::memory::trim();
+                }
+                r = l.accept() => {
+                    let s = match r {
+                        Ok((s, _)) => s,
+                        Err(e) => {
+                            crate::error!("accept failed: {e}");
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    };
+                    n += 1;
+                    if conns.len() >= MAX_CONNECTIONS {
+                        crate::error!("refusing connection {n}: {MAX_CONNECTIONS} connections already open");
+                        continue;
+                    }
+                    let tag = format!("#{n}");
+                    conns.spawn(async move {
+                        let (r, w) = s.into_split();
+                        conn::serve(r, w, tag).await;
+                    });
+                }
             }
-        };
-        n += 1;
-        if active.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
-            crate::error!("refusing connection {n}: {MAX_CONNECTIONS} connections already open");
-            continue;
         }
-        active.fetch_add(1, Ordering::Relaxed);
-        let active = active.clone();
-        tokio::spawn(async move {
-            let (r, w) = s.into_split();
-            conn::serve(r, w, format!("#{n}")).await;
-            active.fetch_sub(1, Ordering::Relaxed);
-            crate::memory::trim();
-        });
+        // Unlisten: no socket, no connection; processes started in the
+        // background keep running (foreground ones end with their stream).
+        drop(l);
+        conns.abort_all();
+        while conns.join_next().await.is_some() {}
+        let _ = std::fs::remove_file(path);
+        crate::memory::trim();
+        crate::debug!("SIGUSR1: stopped listening; SIGUSR2 listens again");
+        loop {
+            relisten.recv().await;
+            match bind(path) {
+                Ok(new) => {
+                    l = new;
+                    break;
+                }
+                Err(e) => {
+                    crate::error!("SIGUSR2: cannot listen on {}: {e}", path.display());
+                }
+            }
+        }
+        crate::debug!("SIGUSR2: listening again on {}", path.display());
     }
 }
 

@@ -262,3 +262,55 @@ async fn reaps_orphans_as_pid1() {
     let h = c.health().await.unwrap();
     assert!(h.pid_count <= 3, "unexpected processes: {h:?}");
 }
+
+/// SIGUSR1 takes the socket and every connection down (for a checkpoint),
+/// SIGUSR2 brings the socket back; background processes live through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unlisten_and_relisten_keep_background_processes() {
+    let a = Agent::start();
+    let c = a.client().await;
+    let mut req = dwell_proto::ExecRequest::shell(
+        "i=0; while true; do i=$((i+1)); echo $i > n; sleep 0.05; done",
+    );
+    req.background = true;
+    req.cwd = Some(a.dir.path().display().to_string());
+    let bg = c.exec(req).await.unwrap();
+    let pid = bg.pid();
+    drop(bg);
+    unsafe { libc::kill(a.pid() as i32, libc::SIGUSR1) };
+    let t = std::time::Instant::now();
+    while a.sock.exists() {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(5),
+            "the socket did not go away"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(
+        c.health().await.is_err(),
+        "an old connection survived SIGUSR1"
+    );
+    assert!(dwell_proto::AgentClient::connect_unix(&a.sock)
+        .await
+        .is_err());
+    unsafe { libc::kill(a.pid() as i32, libc::SIGUSR2) };
+    a.wait_for_socket();
+    let c = a.client().await;
+    let list = c.processes().await.unwrap();
+    assert!(
+        list.iter().any(|p| p.pid == pid && p.running),
+        "the background process did not survive"
+    );
+    let n1: u64 = std::fs::read_to_string(a.dir.path().join("n"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let n2: u64 = std::fs::read_to_string(a.dir.path().join("n"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    assert!(n2 > n1);
+}
