@@ -162,6 +162,21 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
+    serve_until(r, w, name, std::future::pending()).await
+}
+
+/// Serves one connection until it ends or `stop` completes; then the
+/// connection is closed in both directions at once.
+pub async fn serve_until<R, W>(
+    r: R,
+    w: W,
+    name: String,
+    stop: impl std::future::Future<Output = ()>,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::pin!(stop);
     let mut reader = FrameReader::new(r);
     let (tx, rx) = mpsc::channel(OUT_QUEUE);
     let out = Out(tx);
@@ -180,7 +195,15 @@ where
     crate::debug!("connection {name}: ready");
     let streams: Streams = Arc::default();
     loop {
-        let f = match reader.next().await {
+        let next = tokio::select! {
+            _ = &mut stop => {
+                crate::debug!("connection {name}: closed by the agent");
+                writer.abort();
+                break;
+            }
+            n = reader.next() => n,
+        };
+        let f = match next {
             Ok(Some(f)) => f,
             Ok(None) => {
                 crate::debug!("connection {name}: closed by the client");

@@ -71,6 +71,7 @@ pub async fn listen(mut l: UnixListener, path: &Path) -> io::Result<()> {
     let mut relisten = signal(SignalKind::from_raw(RELISTEN))?;
     let mut n = 0u64;
     loop {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut conns = tokio::task::JoinSet::new();
         loop {
             tokio::select! {
@@ -93,9 +94,13 @@ pub async fn listen(mut l: UnixListener, path: &Path) -> io::Result<()> {
                         continue;
                     }
                     let tag = format!("#{n}");
+                    let mut stop = stop_rx.clone();
                     conns.spawn(async move {
                         let (r, w) = s.into_split();
-                        conn::serve(r, w, tag).await;
+                        let stopped = async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        };
+                        conn::serve_until(r, w, tag, stopped).await;
                     });
                 }
             }
@@ -103,7 +108,7 @@ pub async fn listen(mut l: UnixListener, path: &Path) -> io::Result<()> {
         // Unlisten: no socket, no connection; processes started in the
         // background keep running (foreground ones end with their stream).
         drop(l);
-        conns.abort_all();
+        let _ = stop_tx.send(true);
         while conns.join_next().await.is_some() {}
         let _ = std::fs::remove_file(path);
         crate::memory::trim();
