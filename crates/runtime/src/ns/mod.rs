@@ -172,7 +172,8 @@ impl NamespaceRuntime {
 }
 
 /// Mount points at or below `dir` in this (the host's) mount namespace.
-fn mounts_below(dir: &Path) -> Vec<PathBuf> {
+/// Mount points at or below `dir` in this mount namespace, deepest first.
+pub(crate) fn mounts_below(dir: &Path) -> Vec<PathBuf> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut v: Vec<PathBuf> = info
         .lines()

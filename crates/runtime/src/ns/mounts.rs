@@ -129,7 +129,10 @@ fn overlay(lower: &str, upper: &Path, work: &Path, target: &Path) -> R<()> {
     )
 }
 
-fn mount_overlays(config: &SandboxConfig, rootfs: &Path) -> R<()> {
+/// The root overlay (image layers under the volume's upper dir) and one
+/// overlay per host dir, at `rootfs`. Shared with the gVisor runtime, which
+/// mounts the same root on the host.
+pub(crate) fn mount_overlays(config: &SandboxConfig, rootfs: &Path) -> R<()> {
     let upper_root = &config.rootfs.upper_root;
     let lower = config
         .rootfs
