@@ -357,3 +357,78 @@ fn hibernate_and_restore_continue_the_counter() {
     rt.stop(&sb.config).unwrap();
     assert!(!rt.list_host().unwrap().contains(&sb.config.id));
 }
+
+/// The real agent through hibernate and restore: it gives up its host
+/// socket on SIGUSR1 and takes it back on SIGUSR2, and a background process
+/// started through it continues counting where it stopped.
+#[test]
+fn real_agent_hibernates_and_resumes() {
+    if skip() {
+        return;
+    }
+    let Some(agent) = real_agent() else {
+        eprintln!("skipping: build the static agent first (cd /work/main && PROFILE=dev scripts/build.sh)");
+        return;
+    };
+    let sb = Sandbox::with_agent("hib-real", agent);
+    let started = sb
+        .rt
+        .start(&sb.config)
+        .unwrap_or_else(|e| panic!("start: {e}"));
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let connect = || async {
+        dwell_proto::AgentClient::connect_unix(&started.agent_socket)
+            .await
+            .expect("connect to the agent")
+    };
+    let run = |cmd: &str| {
+        tokio.block_on(async {
+            let req = dwell_proto::ExecRequest::shell(cmd);
+            let out = connect()
+                .await
+                .exec(req)
+                .await
+                .expect("exec")
+                .output()
+                .await
+                .expect("output");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+    };
+    tokio.block_on(async {
+        let mut req = dwell_proto::ExecRequest::shell(
+            "i=0; while true; do i=$((i+1)); echo $i > /root/n; sleep 0.05; done",
+        );
+        req.background = true;
+        connect().await.exec(req).await.expect("start the counter");
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let image = sb.dir.path().join("image");
+    let mut last: u64 = run("cat /root/n").trim().parse().unwrap();
+    for round in 0..2 {
+        sb.rt
+            .hibernate(&sb.config, &image)
+            .unwrap_or_else(|e| panic!("hibernate {round}: {e}"));
+        assert_eq!(sb.rt.observe(&sb.config).unwrap(), Observed::Stopped);
+        sb.rt
+            .restore(&sb.config, &image)
+            .unwrap_or_else(|e| panic!("restore {round}: {e}"));
+        let now: u64 = run("cat /root/n").trim().parse().unwrap();
+        assert!(
+            now >= last && now < last + 200,
+            "round {round}: {now} after {last}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let later: u64 = run("cat /root/n").trim().parse().unwrap();
+        assert!(
+            later > now,
+            "round {round}: the counter did not continue ({now} -> {later})"
+        );
+        last = later;
+    }
+    sb.rt.stop(&sb.config).unwrap();
+    assert!(!sb.rt.list_host().unwrap().contains(&sb.config.id));
+}
