@@ -148,14 +148,19 @@ impl DefaultPolicyFlags {
 /// Default policies (of the daemon, or of a tenant).
 #[derive(Debug, Args, Default)]
 pub struct DefaultPolicyFlags {
+    /// Default --ttl (like 15m) for sandboxes created without policies.
     #[arg(long)]
     pub default_ttl: Option<String>,
+    /// Default --idle-timeout (like 10m).
     #[arg(long)]
     pub default_idle_timeout: Option<String>,
+    /// Default --pause-after (like 1h).
     #[arg(long)]
     pub default_pause_after: Option<String>,
+    /// Default --delete-after (like 30d).
     #[arg(long)]
     pub default_delete_after: Option<String>,
+    /// Default --max-lifetime (like 24h).
     #[arg(long)]
     pub default_max_lifetime: Option<String>,
 }

@@ -116,13 +116,26 @@ impl Inner {
         self.agents.lock().await.remove(id);
     }
 
+    /// Connect to a sandbox's agent and keep the connection for later
+    /// calls. The cache lock is not held while connecting, so one slow or
+    /// hung agent never delays calls to the others.
+    pub async fn connect_agent(
+        &self,
+        id: &str,
+    ) -> std::result::Result<AgentClient, dwell_proto::Error> {
+        let sock = self.state_dir(id).join("run/agent.sock");
+        let client = AgentClient::connect_unix(&sock).await?;
+        self.agents
+            .lock()
+            .await
+            .insert(id.to_string(), client.clone());
+        Ok(client)
+    }
+
     /// Connect to a freshly started sandbox's agent now, so its first exec
     /// does not pay for the connection and handshake. Best effort.
     pub async fn preconnect_agent(&self, id: &str) {
-        let sock = self.state_dir(id).join("run/agent.sock");
-        if let Ok(client) = AgentClient::connect_unix(&sock).await {
-            self.agents.lock().await.insert(id.to_string(), client);
-        }
+        let _ = self.connect_agent(id).await;
     }
 }
 
@@ -958,15 +971,12 @@ impl Controller {
                 )))
             }
         }
-        let mut agents = self.inner.agents.lock().await;
-        if let Some(c) = agents.get(&sb.id) {
+        if let Some(c) = self.inner.agents.lock().await.get(&sb.id) {
             if c.is_connected() {
                 return Ok((sb, c.clone()));
             }
         }
-        let sock = self.inner.state_dir(&sb.id).join("run/agent.sock");
-        let client = AgentClient::connect_unix(&sock).await?;
-        agents.insert(sb.id.clone(), client.clone());
+        let client = self.inner.connect_agent(&sb.id).await?;
         Ok((sb, client))
     }
 

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use dwell_runtime::gvisor::{rootfs, GvisorOptions, GvisorRuntime};
-use dwell_runtime::{NetworkMode, Observed, Resources, RootfsSpec, Runtime, SandboxConfig};
+use dwell_runtime::{
+    NetworkMode, Observed, Resources, RootfsSpec, Runtime, SandboxConfig, Started,
+};
 
 const RUNSC: &str = "/usr/bin/runsc";
 
@@ -213,16 +215,18 @@ fn real_agent() -> Option<PathBuf> {
     p.is_file().then(|| p.canonicalize().unwrap())
 }
 
-#[test]
-fn real_agent_over_the_protocol() {
+/// A started sandbox running the real static agent, and a runtime to talk
+/// to it; `None` (with the reason printed) where runsc or the agent is
+/// missing.
+fn real_agent_sandbox(name: &str) -> Option<(Sandbox, Started, tokio::runtime::Runtime)> {
     if skip() {
-        return;
+        return None;
     }
     let Some(agent) = real_agent() else {
         eprintln!("skipping: build the static agent first (cd /work/main && PROFILE=dev scripts/build.sh)");
-        return;
+        return None;
     };
-    let sb = Sandbox::with_agent("agent", agent);
+    let sb = Sandbox::with_agent(name, agent);
     let started = sb
         .rt
         .start(&sb.config)
@@ -231,6 +235,14 @@ fn real_agent_over_the_protocol() {
         .enable_all()
         .build()
         .unwrap();
+    Some((sb, started, tokio))
+}
+
+#[test]
+fn real_agent_over_the_protocol() {
+    let Some((sb, started, tokio)) = real_agent_sandbox("agent") else {
+        return;
+    };
     let run = |cmd: &str| {
         tokio.block_on(async {
             let client = dwell_proto::AgentClient::connect_unix(&started.agent_socket)
@@ -363,22 +375,9 @@ fn hibernate_and_restore_continue_the_counter() {
 /// started through it continues counting where it stopped.
 #[test]
 fn real_agent_hibernates_and_resumes() {
-    if skip() {
-        return;
-    }
-    let Some(agent) = real_agent() else {
-        eprintln!("skipping: build the static agent first (cd /work/main && PROFILE=dev scripts/build.sh)");
+    let Some((sb, started, tokio)) = real_agent_sandbox("hib-real") else {
         return;
     };
-    let sb = Sandbox::with_agent("hib-real", agent);
-    let started = sb
-        .rt
-        .start(&sb.config)
-        .unwrap_or_else(|e| panic!("start: {e}"));
-    let tokio = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let connect = || async {
         dwell_proto::AgentClient::connect_unix(&started.agent_socket)
             .await

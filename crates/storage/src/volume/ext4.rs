@@ -36,29 +36,7 @@ pub(crate) fn mkfs_template(image: &Path) -> Result<()> {
         "-L",
         "dwell-volume",
     ];
-    let command = format!("mkfs.ext4 {} {}", args.join(" "), image.display());
-    let out = Command::new(find_mkfs())
-        .args(args)
-        .arg(image)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .map_err(|e| StorageError::Command {
-            command: command.clone(),
-            detail: format!("cannot run it: {e}; install e2fsprogs (apt-get install e2fsprogs)"),
-        })?;
-    if !out.status.success() {
-        return Err(StorageError::Command {
-            command,
-            detail: format!(
-                "{}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        });
-    }
-    Ok(())
+    run(&find_mkfs(), &args, image, &[0])
 }
 
 /// Grows the (unmounted, unattached) ext4 in `image` to fill the file:
