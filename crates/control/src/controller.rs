@@ -66,6 +66,8 @@ pub(crate) struct Inner {
     pub audit_retention: Duration,
     pub snapshots: Arc<dyn dwell_snapshot::ChunkStore>,
     pub cpu_marks: crate::metering::CpuMarks,
+    /// Runtime configs by sandbox id (mirrors `sandboxes/<id>/sandbox.json`).
+    configs: Mutex<HashMap<String, dwell_runtime::SandboxConfig>>,
     /// Seals secret env vars; `Err` says why secrets cannot be used.
     pub sealer: std::result::Result<crate::secrets::Sealer, String>,
     /// Held while a quota is checked and the request recorded, so two
@@ -86,6 +88,12 @@ impl Inner {
     pub fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         locks.entry(id.to_string()).or_default().clone()
+    }
+
+    pub fn configs(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, dwell_runtime::SandboxConfig>> {
+        self.configs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn streams_open(&self, id: &str) -> bool {
@@ -162,6 +170,7 @@ impl Controller {
                 audit_retention: opts.audit_retention,
                 snapshots: opts.snapshots,
                 cpu_marks: Default::default(),
+                configs: Mutex::new(HashMap::new()),
                 quota_lock: tokio::sync::Mutex::new(()),
                 streams: Mutex::new(HashMap::new()),
                 touched: Mutex::new(HashMap::new()),

@@ -83,6 +83,7 @@ fn sweep_blocking(inner: &Inner, live: &HashSet<String>) -> Vec<String> {
             if let Ok(c) = std::ffi::CString::new(mnt.as_os_str().as_encoded_bytes()) {
                 unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
             }
+            crate::reconcile::forget_config(inner, &id);
             if std::fs::remove_dir_all(&path).is_ok() {
                 note(&id, "removed a state dir no record explains".into());
             }

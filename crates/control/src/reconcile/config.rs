@@ -65,23 +65,35 @@ pub(crate) fn build(
     }
 }
 
-/// Keep the config next to the sandbox's runtime state.
-pub(crate) fn save(cfg: &SandboxConfig) -> Result<()> {
+/// Keep the config next to the sandbox's runtime state (and in memory:
+/// every exec reads it for the sandbox's kernel counters).
+pub(crate) fn save(inner: &Inner, cfg: &SandboxConfig) -> Result<()> {
     std::fs::create_dir_all(&cfg.state_dir).map_err(|e| io(&cfg.state_dir, e))?;
     let path = cfg.state_dir.join(CONFIG_FILE);
     let tmp = cfg.state_dir.join(format!("{CONFIG_FILE}.tmp"));
     let json = serde_json::to_vec_pretty(cfg).map_err(|e| Error::Internal(e.to_string()))?;
     std::fs::write(&tmp, json).map_err(|e| io(&tmp, e))?;
     std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
+    inner.configs().insert(cfg.id.clone(), cfg.clone());
     Ok(())
 }
 
 /// The config a sandbox was last started with.
 pub(crate) fn config_of(inner: &Inner, id: &str) -> Result<SandboxConfig> {
+    if let Some(c) = inner.configs().get(id) {
+        return Ok(c.clone());
+    }
     let path = inner.state_dir(id).join(CONFIG_FILE);
     let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| Error::Internal(format!("corrupt {}: {e}", path.display())))
+    let cfg: SandboxConfig = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Internal(format!("corrupt {}: {e}", path.display())))?;
+    inner.configs().insert(id.to_string(), cfg.clone());
+    Ok(cfg)
+}
+
+/// Forget the cached config of a sandbox whose state dir is gone.
+pub(crate) fn forget(inner: &Inner, id: &str) {
+    inner.configs().remove(id);
 }
 
 fn io(path: &Path, e: std::io::Error) -> Error {

@@ -20,6 +20,7 @@ pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord, reason: &str) -
     let id = rec.id.clone();
     blocking(move || -> Result<()> {
         inner2.volumes.delete(&id)?;
+        super::forget_config(&inner2, &id);
         let dir = inner2.state_dir(&id);
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),

@@ -20,7 +20,7 @@ use crate::controller::{blocking, Inner};
 use crate::error::Result;
 use crate::model::State;
 
-pub(crate) use config::config_of;
+pub(crate) use config::{config_of, forget as forget_config};
 
 /// Who asked for this reconciliation.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -27,7 +27,7 @@ pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord) -> Result<()> {
         crate::crashpoint::crashpoint("start:before-mount");
         let upper = inner.volumes.mount(&rec.id)?;
         let cfg = config::build(&inner, &rec.id, &rec.name, &spec, &image, upper);
-        config::save(&cfg)?;
+        config::save(&inner, &cfg)?;
         let _ = inner.store.add_event(&rec.id, "step", "starting processes");
         if let Err(e) = inner.runtime.start(&cfg) {
             let _ = inner.runtime.stop(&cfg);
