@@ -390,6 +390,24 @@ impl Controller {
         }
     }
 
+    /// The access token of a sandbox's in-sandbox API (E2B's "envd access
+    /// token"), derived from the daemon key and the sandbox id.
+    pub fn sandbox_token(&self, id: &str) -> Result<String> {
+        Ok(self.sealer()?.sandbox_token(id))
+    }
+
+    /// Whether `token` is the access token of sandbox `id`.
+    pub fn sandbox_token_matches(&self, id: &str, token: &str) -> bool {
+        self.sealer().is_ok_and(|s| s.token_matches(id, token))
+    }
+
+    fn sealer(&self) -> Result<&crate::secrets::Sealer> {
+        self.inner
+            .sealer
+            .as_ref()
+            .map_err(|e| Error::Internal(e.clone()))
+    }
+
     /// What a sandbox changed relative to its image: files added, changed
     /// and deleted (with sizes) and packages installed, removed and changed.
     pub async fn diff(&self, tenant: &str, id_or_name: &str) -> Result<crate::diff::Drift> {

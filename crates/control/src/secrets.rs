@@ -20,6 +20,9 @@ use crate::error::{Error, Result};
 /// Seals and opens secret values with the daemon's key.
 pub struct Sealer {
     cipher: XChaCha20Poly1305,
+    /// Key for tokens derived from the daemon key (keyed BLAKE3 of the
+    /// daemon key under a fixed context, so it never equals the key).
+    token_key: [u8; 32],
 }
 
 impl Sealer {
@@ -46,6 +49,7 @@ impl Sealer {
         Ok(Sealer {
             cipher: XChaCha20Poly1305::new_from_slice(&key)
                 .map_err(|e| std::io::Error::other(e.to_string()))?,
+            token_key: blake3::derive_key("dwell 2026 sandbox access token", &key),
         })
     }
 
@@ -59,6 +63,25 @@ impl Sealer {
             .encrypt(XNonce::from_slice(&nonce), plain.as_slice())
             .map_err(|_| Error::Internal("sealing secrets failed".into()))?;
         Ok(hex(&nonce) + &hex(&ct))
+    }
+
+    /// A bearer token for one sandbox's in-sandbox API (the E2B "envd
+    /// access token"): a keyed hash of the sandbox id, so it needs no
+    /// storage, survives restarts and differs per sandbox. Compare with
+    /// [`token_matches`](Self::token_matches), which is constant-time.
+    pub fn sandbox_token(&self, sandbox_id: &str) -> String {
+        blake3::keyed_hash(&self.token_key, sandbox_id.as_bytes())
+            .to_hex()
+            .to_string()
+    }
+
+    /// Whether `token` is the access token of `sandbox_id`.
+    pub fn token_matches(&self, sandbox_id: &str, token: &str) -> bool {
+        match blake3::Hash::from_hex(token) {
+            // `blake3::Hash` equality is constant-time.
+            Ok(h) => h == blake3::keyed_hash(&self.token_key, sandbox_id.as_bytes()),
+            Err(_) => false,
+        }
     }
 
     /// Decrypt what [`seal`](Self::seal) made.
@@ -107,5 +130,18 @@ mod tests {
         // Same key file, same key.
         let again = Sealer::load_or_create(&dir.path().join("k")).unwrap();
         assert_eq!(again.open(&sealed).unwrap(), vars);
+    }
+
+    #[test]
+    fn sandbox_tokens_are_per_sandbox_and_per_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Sealer::load_or_create(&dir.path().join("k")).unwrap();
+        let t = s.sandbox_token("abc");
+        assert_eq!(t.len(), 64);
+        assert!(s.token_matches("abc", &t));
+        assert!(!s.token_matches("abd", &t));
+        assert!(!s.token_matches("abc", "not-hex"));
+        let other = Sealer::load_or_create(&dir.path().join("k2")).unwrap();
+        assert!(!other.token_matches("abc", &t));
     }
 }
