@@ -12,6 +12,7 @@ pkgs=(
   bubblewrap  # the baseline of the benchmark
   busybox-static  # a tiny static userland for the OCI image import test
   zstd        # the `tar | zstd` baseline of the snapshot benchmark
+  xfsprogs    # reflink-capable data dirs: the snapshot freeze test and benchmark
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -503,31 +503,49 @@ impl Controller {
                     None,
                 );
             }
-            // Freeze the processes, then the filesystem (which flushes it),
-            // read, and thaw both whatever happened.
+            // Freeze the processes, then the filesystem (which flushes it);
+            // reflink the image if the data dir allows it, or else read it
+            // while frozen; thaw both whatever happened.
             let cfg = reconcile::config_of(&inner, &id)?;
             let t0 = std::time::Instant::now();
             if state == State::Running {
                 inner.runtime.pause(&cfg)?;
             }
-            let result = crate::snapshots::FsFreeze::new(&info.path).and_then(|_frozen| {
-                crate::snapshots::capture(
-                    &*inner.snapshots,
-                    &image,
-                    &tenant,
-                    &id,
-                    name.as_deref(),
-                    parent.as_ref(),
-                    None,
-                )
+            use crate::snapshots::Frozen;
+            let frozen = crate::snapshots::FsFreeze::new(&info.path).and_then(|_frozen| {
+                match crate::snapshots::reflink_clone(&image)? {
+                    Some(clone) => Ok(Frozen::Cloned(clone)),
+                    None => crate::snapshots::capture(
+                        &*inner.snapshots,
+                        &image,
+                        &tenant,
+                        &id,
+                        name.as_deref(),
+                        parent.as_ref(),
+                        None,
+                    )
+                    .map(|m| Frozen::Captured(Box::new(m))),
+                }
             });
             if state == State::Running {
                 inner.runtime.resume(&cfg)?;
             }
-            result.map(|mut m| {
-                m.freeze_us = Some(t0.elapsed().as_micros() as u64);
-                m
-            })
+            let freeze = t0.elapsed();
+            match frozen? {
+                Frozen::Captured(mut m) => {
+                    m.freeze_us = Some(freeze.as_micros() as u64);
+                    Ok(*m)
+                }
+                Frozen::Cloned(clone) => crate::snapshots::capture(
+                    &*inner.snapshots,
+                    clone.path(),
+                    &tenant,
+                    &id,
+                    name.as_deref(),
+                    parent.as_ref(),
+                    Some(freeze),
+                ),
+            }
         })
         .await??;
         self.inner.store.add_event(
