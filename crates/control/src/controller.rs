@@ -536,14 +536,14 @@ impl Controller {
                     m.freeze_us = Some(freeze.as_micros() as u64);
                     Ok(*m)
                 }
-                Frozen::Cloned(clone) => crate::snapshots::capture(
+                Frozen::Cloned(clone) => crate::snapshots::capture_clone(
                     &*inner.snapshots,
-                    clone.path(),
+                    clone,
                     &tenant,
                     &id,
                     name.as_deref(),
                     parent.as_ref(),
-                    Some(freeze),
+                    freeze,
                 ),
             }
         })

@@ -15,6 +15,7 @@ mod chunker;
 mod codec;
 mod crypt;
 mod error;
+mod fiemap;
 mod gc;
 mod lease;
 mod manifest;
@@ -26,6 +27,7 @@ pub mod store;
 pub use chunker::{Cell, Image, DEFAULT_CHUNK_SIZE};
 pub use crypt::TenantKey;
 pub use error::{Error, Result};
+pub use fiemap::same_ranges;
 pub use gc::{delete, gc, GcOptions, GcReport};
 pub use lease::DEFAULT_LEASE_TTL;
 pub use manifest::{

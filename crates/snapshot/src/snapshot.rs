@@ -69,6 +69,12 @@ pub struct CreateOptions<'a> {
     /// taken as present without asking the store chunk by chunk: one manifest read per batch
     /// replaces a `head` per unchanged chunk, which matters on S3. Ignored if it was deleted.
     pub parent: Option<&'a Manifest>,
+    /// Byte ranges of the image known to hold the same bytes as `parent`'s image (sorted, e.g.
+    /// from [`same_ranges`](crate::same_ranges) against a reflinked copy of the parent's
+    /// image). Cells inside them are taken from `parent` without being read, so an incremental
+    /// snapshot reads only what changed. Ignored without a compatible `parent` (same chunk size,
+    /// volume size and key) or if the parent was deleted meanwhile.
+    pub same_as_parent: Option<&'a [std::ops::Range<u64>]>,
 }
 
 impl Default for CreateOptions<'_> {
@@ -86,6 +92,7 @@ impl Default for CreateOptions<'_> {
             lease_ttl: DEFAULT_LEASE_TTL,
             progress: None,
             parent: None,
+            same_as_parent: None,
         }
     }
 }
@@ -110,6 +117,55 @@ fn random_id() -> String {
     getrandom::fill(&mut b).expect("the OS random source works");
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
     format!("snap-{hex}")
+}
+
+/// The parent's content by cell, for the cells [`CreateOptions::same_as_parent`] covers.
+struct Reuse {
+    /// Cell offset to the parent's chunk there (`None`: a hole in the parent).
+    cells: std::collections::HashMap<u64, Option<ChunkId>>,
+}
+
+impl Reuse {
+    /// `None` unless the options name a parent whose cells line up with this image's and
+    /// whose chunk ids were made with the same key.
+    fn new(opts: &CreateOptions, total: u64, key: Option<&TenantKey>) -> Option<Reuse> {
+        let (p, same) = (opts.parent?, opts.same_as_parent?);
+        let same_key = match (&p.encryption, key) {
+            (None, None) => true,
+            (Some(e), Some(k)) => e.key_id == k.fingerprint(),
+            _ => false,
+        };
+        if p.chunk_size != opts.chunk_size || p.source.volume_size != total || !same_key {
+            return None;
+        }
+        let covered = |off: u64, len: u64| {
+            let i = same.partition_point(|r| r.end <= off);
+            same.get(i)
+                .is_some_and(|r| r.start <= off && off + len <= r.end)
+        };
+        let mut cells = std::collections::HashMap::new();
+        for x in &p.extents {
+            let mut off = x.offset;
+            while off < x.offset + x.length {
+                let len = opts.chunk_size.min(total - off);
+                // A chunk extent is exactly one cell; a hole may span many.
+                if off % opts.chunk_size == 0 && covered(off, len) {
+                    if x.chunk.is_some() && x.length == len {
+                        cells.insert(off, x.chunk);
+                    } else if x.chunk.is_none() && off + len <= x.offset + x.length {
+                        cells.insert(off, None);
+                    }
+                }
+                off += len;
+            }
+        }
+        Some(Reuse { cells })
+    }
+
+    /// The parent's content of `c`, if known to be unchanged.
+    fn get(&self, c: &Cell) -> Option<Option<ChunkId>> {
+        self.cells.get(&c.offset).copied()
+    }
 }
 
 /// Snapshots the image at `image` into `store` and returns the published manifest.
@@ -153,20 +209,42 @@ pub fn create(image: &Path, store: &dyn ChunkStore, opts: &CreateOptions) -> Res
     let mut done = 0u64;
     let trace = std::env::var_os("DWELL_SNAPSHOT_TRACE").is_some();
     let (mut t_hash, mut t_lease, mut t_store) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let reuse = Reuse::new(opts, total, key);
+    let parent_published = || -> Result<bool> {
+        match opts.parent {
+            Some(p) => match load(store, &p.id, None) {
+                Ok(now) => Ok(now == *p),
+                Err(Error::SnapshotNotFound { .. }) => Ok(false),
+                Err(e) => Err(e),
+            },
+            None => Ok(false),
+        }
+    };
     for batch in cells.chunks(per_batch) {
         let t0 = std::time::Instant::now();
-        // Phase 1: read and hash into a reused per-thread buffer (holes and zero cells: None).
-        let hashed: Vec<Option<ChunkId>> = par::map(batch, threads, |c: &Cell| {
-            if !c.has_data {
-                return Ok(None);
-            }
-            SCRATCH.with(|b| {
-                let mut buf = b.borrow_mut();
-                buf.resize(c.length as usize, 0);
-                img.read_at(c.offset, &mut buf)?;
-                Ok((!is_zero(&buf)).then(|| codec::chunk_id(key, &buf)))
+        // Phase 1: read and hash into a reused per-thread buffer (holes and zero cells: None);
+        // cells known unchanged since the parent are taken from it unread.
+        let hash_batch = |reuse: Option<&Reuse>| {
+            par::map(batch, threads, |c: &Cell| {
+                if !c.has_data {
+                    return Ok(None);
+                }
+                if let Some(known) = reuse.and_then(|r| r.get(c)) {
+                    return Ok(known);
+                }
+                SCRATCH.with(|b| {
+                    let mut buf = b.borrow_mut();
+                    buf.resize(c.length as usize, 0);
+                    img.read_at(c.offset, &mut buf)?;
+                    Ok((!is_zero(&buf)).then(|| codec::chunk_id(key, &buf)))
+                })
             })
-        })?;
+        };
+        let reusing = match &reuse {
+            Some(r) if parent_published()? => Some(r),
+            _ => None,
+        };
+        let mut hashed: Vec<Option<ChunkId>> = hash_batch(reusing)?;
         // Phase 2: protect the ids, then store what is missing (read again: it is in the page
         // cache, and usually only a few chunks are missing).
         let t1 = std::time::Instant::now();
@@ -199,14 +277,13 @@ pub fn create(image: &Path, store: &dyn ChunkStore, opts: &CreateOptions) -> Res
         // The parent's chunks are present if the parent is still published now, after our lease
         // covers them: a collector removes a manifest before its chunks, and would then see our
         // lease (lease.rs).
-        let parent_ok = match opts.parent {
-            Some(p) if !parent_chunks.is_empty() => match load(store, &p.id, None) {
-                Ok(now) => now == *p,
-                Err(Error::SnapshotNotFound { .. }) => false,
-                Err(e) => return Err(e),
-            },
-            _ => false,
-        };
+        let parent_ok = !parent_chunks.is_empty() && parent_published()?;
+        if reusing.is_some() && !parent_ok {
+            // The parent went away while this batch took chunk ids from it: its chunks may be
+            // collected, so read this batch after all.
+            hashed = hash_batch(None)?;
+            lease.protect(hashed.iter().flatten().copied())?;
+        }
         let results: Vec<(u64, u64)> = par::map(&work, threads, |(c, cid)| {
             if parent_ok {
                 if let Some(&stored) = parent_chunks.get(cid) {

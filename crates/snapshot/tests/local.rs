@@ -457,3 +457,66 @@ fn parent_hint_skips_lookups_but_never_trusts_a_deleted_parent() {
     restore(&c, &store, &out, &RestoreOptions::default()).unwrap();
     assert_same_content(&img, &out);
 }
+
+#[test]
+fn ranges_same_as_the_parent_are_taken_from_it_unread() {
+    let d = tempfile::tempdir().unwrap();
+    let img = d.path().join("v.img");
+    let f = sparse_image(&img, 8 * MIB);
+    for i in 0..6 {
+        write_random(&f, i * MIB, MIB as usize, 70 + i);
+    }
+    let store = LocalStore::open(d.path().join("store")).unwrap();
+    let a = create(&img, &store, &opts("a")).unwrap();
+    // Change cells 1 and 6 (6 was a hole), then claim that everything but cell 1 is unchanged:
+    // cell 6 is then taken from the parent (a hole) without being read, which shows the claim
+    // is trusted; cell 1 is read.
+    write_random(&f, MIB, MIB as usize, 1);
+    write_random(&f, 6 * MIB, MIB as usize, 2);
+    let same = [0..MIB, 2 * MIB..8 * MIB];
+    let b = create(
+        &img,
+        &store,
+        &CreateOptions {
+            parent: Some(&a),
+            same_as_parent: Some(&same),
+            ..opts("b")
+        },
+    )
+    .unwrap();
+    assert_eq!(b.sizes.uploaded, b.extents[1].stored, "only cell 1 is new");
+    let out = d.path().join("out.img");
+    restore(&b, &store, &out, &RestoreOptions::default()).unwrap();
+    // Cell 6 as in the parent (zeros), the rest as in the image.
+    f.write_all_at_zero(6 * MIB, MIB as usize);
+    assert_same_content(&img, &out);
+    // The honest claim (cell 1 and 6 changed) gives the image exactly.
+    write_random(&f, 6 * MIB, MIB as usize, 2);
+    let honest = [0..MIB, 2 * MIB..6 * MIB, 7 * MIB..8 * MIB];
+    let c = create(
+        &img,
+        &store,
+        &CreateOptions {
+            parent: Some(&a),
+            same_as_parent: Some(&honest),
+            ..opts("c")
+        },
+    )
+    .unwrap();
+    restore(&c, &store, &out, &RestoreOptions::default()).unwrap();
+    assert_same_content(&img, &out);
+    // A parent of another chunk size is not trusted: everything is read.
+    let e = create(
+        &img,
+        &store,
+        &CreateOptions {
+            parent: Some(&a),
+            same_as_parent: Some(&same),
+            chunk_size: MIB / 2,
+            ..opts("e")
+        },
+    )
+    .unwrap();
+    restore(&e, &store, &out, &RestoreOptions::default()).unwrap();
+    assert_same_content(&img, &out);
+}

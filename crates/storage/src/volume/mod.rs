@@ -6,6 +6,8 @@
 //! ```text
 //! <id>/volume.json   kind, size limit, creation time
 //! <id>/volume.img    sparse ext4 image (loop volumes only)
+//! <id>/snapshot-*.img reflinked copies of the image kept by snapshots
+//!                     (control's `snapshots.rs`); discarded with the volume
 //! <id>/mnt           mount point (loop) or the data itself (directory)
 //! .templates/<size>.img   formatted ext4 of that size (a cache, see `template`)
 //! ```
@@ -331,9 +333,14 @@ impl VolumeManager {
         }
         let mnt = dir.join(MNT);
         mount::unmount_all(&mnt)?;
-        let img = dir.join(IMAGE);
-        if img.exists() {
-            discard(&img)?;
+        // The image and any copies of it beside it (snapshot clones and
+        // bases) hold the sandbox's data: discard them all.
+        for entry in fs::read_dir(&dir).ctx("list volume", &dir)?.flatten() {
+            let path = entry.path();
+            let is_image = path.extension().is_some_and(|e| e == "img");
+            if is_image && entry.file_type().is_ok_and(|t| t.is_file()) {
+                discard(&path)?;
+            }
         }
         let trash = self.root.join(format!("{DELETING}{}-{id}", nonce()));
         fs::rename(&dir, &trash).ctx("move volume aside for deletion", &dir)?;
