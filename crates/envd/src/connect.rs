@@ -194,7 +194,7 @@ impl Decoder {
     }
 
     /// The next complete envelope, `Ok(None)` if more bytes are needed.
-    pub fn next(&mut self) -> Result<Option<Envelope>, ConnectError> {
+    pub fn next_envelope(&mut self) -> Result<Option<Envelope>, ConnectError> {
         if self.buf.len() < 5 {
             return Ok(None);
         }
@@ -243,7 +243,7 @@ impl EnvelopeReader {
     /// The next data message, `Ok(None)` at the end of the request.
     pub async fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, ConnectError> {
         loop {
-            if let Some(env) = self.dec.next()? {
+            if let Some(env) = self.dec.next_envelope()? {
                 if env.flags & FLAG_END_STREAM != 0 {
                     return Ok(None);
                 }
@@ -288,16 +288,21 @@ fn content_type(h: &HeaderMap) -> &str {
 
 /// Checks the content type of a request: `stream` selects
 /// `application/connect+json`, else `application/json`.
-pub fn check_codec(h: &HeaderMap, stream: bool) -> Result<(), Response> {
+/// The error says why.
+pub fn check_codec(h: &HeaderMap, stream: bool) -> Result<(), String> {
     let ct = content_type(h);
     let want = if stream { STREAM_JSON } else { UNARY_JSON };
     if ct.eq_ignore_ascii_case(want) {
         return Ok(());
     }
-    let msg = format!(
+    Err(format!(
         "content type {ct:?} is not served: dwell's envd speaks the Connect JSON codec ({want})"
-    );
-    Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, msg).into_response())
+    ))
+}
+
+/// The HTTP 415 answer to a request in an unsupported codec.
+pub fn unsupported_codec(why: String) -> Response {
+    (StatusCode::UNSUPPORTED_MEDIA_TYPE, why).into_response()
 }
 
 /// Reads a whole unary request body and decodes it.
@@ -385,7 +390,7 @@ mod tests {
         let mut got = Vec::new();
         for byte in all {
             d.push(&[byte]);
-            while let Some(e) = d.next().unwrap() {
+            while let Some(e) = d.next_envelope().unwrap() {
                 got.push(e);
             }
         }
@@ -399,10 +404,10 @@ mod tests {
     fn oversized_and_compressed_envelopes_are_refused() {
         let mut d = Decoder::default();
         d.push(&[0, 0xff, 0xff, 0xff, 0xff]);
-        assert_eq!(d.next().unwrap_err().code, Code::ResourceExhausted);
+        assert_eq!(d.next_envelope().unwrap_err().code, Code::ResourceExhausted);
         let mut d = Decoder::default();
         d.push(&envelope(FLAG_COMPRESSED, b"x"));
-        assert_eq!(d.next().unwrap_err().code, Code::Unimplemented);
+        assert_eq!(d.next_envelope().unwrap_err().code, Code::Unimplemented);
     }
 
     #[test]

@@ -86,12 +86,8 @@ impl Envd {
 
 /// Checks a unary request's codec.
 pub(crate) fn check_unary(h: &HeaderMap) -> Result<(), connect::ConnectError> {
-    connect::check_codec(h, false).map_err(|_| {
-        connect::ConnectError::new(
-            connect::Code::Unimplemented,
-            "only the Connect JSON codec (application/json) is served",
-        )
-    })
+    connect::check_codec(h, false)
+        .map_err(|why| connect::ConnectError::new(connect::Code::Unimplemented, why))
 }
 
 /// The envd router: every route, routed to a sandbox by the

@@ -248,8 +248,8 @@ fn pump(
 
 /// `Start`: runs a process and streams its events.
 pub async fn start(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> Response {
-    if let Err(r) = connect::check_codec(&h, true) {
-        return r;
+    if let Err(why) = connect::check_codec(&h, true) {
+        return connect::unsupported_codec(why);
     }
     let ctx = match envd.ctx(&h, basic_user(&h)).await {
         Ok(c) => c,
@@ -299,8 +299,8 @@ pub async fn start(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> R
 
 /// `Connect`: re-attaches to a running process.
 pub async fn connect_process(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> Response {
-    if let Err(r) = connect::check_codec(&h, true) {
-        return r;
+    if let Err(why) = connect::check_codec(&h, true) {
+        return connect::unsupported_codec(why);
     }
     let ctx = match envd.ctx(&h, None).await {
         Ok(c) => c,
@@ -378,8 +378,8 @@ pub async fn send_input(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body)
 
 /// `StreamInput`: a client stream of stdin chunks for one process.
 pub async fn stream_input(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> Response {
-    if let Err(r) = connect::check_codec(&h, true) {
-        return r;
+    if let Err(why) = connect::check_codec(&h, true) {
+        return connect::unsupported_codec(why);
     }
     let ctx = match envd.ctx(&h, None).await {
         Ok(c) => c,

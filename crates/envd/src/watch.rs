@@ -88,8 +88,8 @@ async fn start(
 
 /// `WatchDir`: a stream of `start`, then `filesystem` events and keepalives.
 pub async fn watch_dir(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> Response {
-    if let Err(r) = connect::check_codec(&h, true) {
-        return r;
+    if let Err(why) = connect::check_codec(&h, true) {
+        return connect::unsupported_codec(why);
     }
     let ctx = match envd.ctx(&h, basic_user(&h)).await {
         Ok(c) => c,
