@@ -23,7 +23,10 @@ const SDK_VERSION: &str = "2.63.0";
 
 fn sdk_present() -> bool {
     match Command::new("python3")
-        .args(["-c", "import importlib.metadata as m; print(m.version('e2b'))"])
+        .args([
+            "-c",
+            "import importlib.metadata as m; print(m.version('e2b'))",
+        ])
         .output()
     {
         Err(e) => {
@@ -37,7 +40,9 @@ fn sdk_present() -> bool {
         Ok(o) => {
             let v = String::from_utf8_lossy(&o.stdout).trim().to_string();
             if v != SDK_VERSION {
-                eprintln!("note: e2b {v} is installed; the scenarios were written against {SDK_VERSION}");
+                eprintln!(
+                    "note: e2b {v} is installed; the scenarios were written against {SDK_VERSION}"
+                );
             }
             true
         }
@@ -78,12 +83,7 @@ impl E2b {
                 .to_string()
         };
         let keys = [key("e2b-a"), key("e2b-b")];
-        E2b {
-            api,
-            envd,
-            keys,
-            d,
-        }
+        E2b { api, envd, keys, d }
     }
 
     /// Run `tests/e2b/<name>.py`; panics with its output if it fails.
@@ -120,7 +120,10 @@ impl E2b {
             std::thread::sleep(Duration::from_millis(100));
         };
         let output = std::fs::read_to_string(&out_path).unwrap_or_default();
-        eprintln!("--- {name}.py ({:.1}s) ---\n{output}", t0.elapsed().as_secs_f64());
+        eprintln!(
+            "--- {name}.py ({:.1}s) ---\n{output}",
+            t0.elapsed().as_secs_f64()
+        );
         assert!(
             status.is_some_and(|s| s.success()),
             "scenario {name}.py failed ({status:?}); its output is above; daemon log tail:\n{}",
@@ -220,11 +223,23 @@ fn e2b_api_errors_have_e2b_shape() {
     let e = E2b::start();
     let r = http(&e.api, "GET", "/v2/sandboxes", "dwk_wrong");
     assert!(r.starts_with("HTTP/1.1 401"), "{r}");
-    assert!(r.contains("\"code\":401") && r.contains("\"message\""), "{r}");
+    assert!(
+        r.contains("\"code\":401") && r.contains("\"message\""),
+        "{r}"
+    );
     let r = http(&e.api, "GET", "/sandboxes/nosuchsandbox", &e.keys[0]);
-    assert!(r.starts_with("HTTP/1.1 404") && r.contains("\"code\":404"), "{r}");
+    assert!(
+        r.starts_with("HTTP/1.1 404") && r.contains("\"code\":404"),
+        "{r}"
+    );
     let r = http(&e.api, "GET", "/v2/sandboxes?state=sleeping", &e.keys[0]);
-    assert!(r.starts_with("HTTP/1.1 400") && r.contains("running, paused"), "{r}");
+    assert!(
+        r.starts_with("HTTP/1.1 400") && r.contains("running, paused"),
+        "{r}"
+    );
     let r = http(&e.api, "GET", "/v2/sandboxes?nextToken=zzz", &e.keys[0]);
-    assert!(r.starts_with("HTTP/1.1 400") && r.contains("X-Next-Token"), "{r}");
+    assert!(
+        r.starts_with("HTTP/1.1 400") && r.contains("X-Next-Token"),
+        "{r}"
+    );
 }
