@@ -42,6 +42,12 @@ if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('e2b') 
     || python3 -m pip install -q --break-system-packages "e2b==$E2B_SDK_VERSION"
 fi
 
+# The npm E2B SDK for the one Node scenario, when Node is there (pinned in
+# crates/cli/tests/e2b/js/package.json).
+if command -v npm >/dev/null 2>&1 && [ ! -e crates/cli/tests/e2b/js/node_modules/e2b/package.json ]; then
+  (cd "$(dirname "$0")/../crates/cli/tests/e2b/js" && npm ci --no-audit --no-fund -q)
+fi
+
 # gVisor's runsc, for the gVisor runtime's tests: only from
 # bookworm-backports, pinned low so nothing else is taken from there.
 if ! command -v runsc >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && grep -q bookworm /etc/os-release; then

@@ -91,10 +91,20 @@ impl E2b {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("tests/e2b")
             .join(format!("{name}.py"));
-        let out_path = self.d.dir.path().join(format!("{name}.out"));
+        self.run_script("python3", &script, &format!("{name}.py"));
+    }
+
+    /// Run `PROGRAM SCRIPT` with the E2B variables set; panics with its
+    /// output if it fails.
+    fn run_script(&self, program: &str, script: &std::path::Path, name: &str) {
+        let out_path = self
+            .d
+            .dir
+            .path()
+            .join(format!("{}.out", name.replace(['/', '.'], "-")));
         let out = std::fs::File::create(&out_path).unwrap();
-        let mut child = Command::new("python3")
-            .arg(&script)
+        let mut child = Command::new(program)
+            .arg(script)
             .env("E2B_API_URL", format!("http://{}", self.api))
             .env("E2B_SANDBOX_URL", format!("http://{}", self.envd))
             .env("E2B_API_KEY", &self.keys[0])
@@ -106,7 +116,7 @@ impl E2b {
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()
-            .expect("run python3");
+            .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
         let t0 = Instant::now();
         let status = loop {
             if let Some(s) = child.try_wait().unwrap() {
@@ -121,12 +131,12 @@ impl E2b {
         };
         let output = std::fs::read_to_string(&out_path).unwrap_or_default();
         eprintln!(
-            "--- {name}.py ({:.1}s) ---\n{output}",
+            "--- {name} ({:.1}s) ---\n{output}",
             t0.elapsed().as_secs_f64()
         );
         assert!(
             status.is_some_and(|s| s.success()),
-            "scenario {name}.py failed ({status:?}); its output is above; daemon log tail:\n{}",
+            "scenario {name} failed ({status:?}); its output is above; daemon log tail:\n{}",
             tail(&self.d.log(), 40)
         );
     }
@@ -212,6 +222,30 @@ fn e2b_files() {
 #[test]
 fn e2b_pause_connect_cycles_keep_data() {
     run("persistence");
+}
+
+/// The npm SDK for one scenario, when Node and the SDK (installed into
+/// `tests/e2b/js` by scripts/install-deps.sh) are there.
+#[test]
+fn e2b_npm_sdk() {
+    if !can_run() {
+        return;
+    }
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/e2b/js");
+    if Command::new("node").arg("--version").output().is_err() {
+        eprintln!("SKIP: node is not installed; the npm SDK scenario needs Node 18 or later");
+        return;
+    }
+    if !dir.join("node_modules/e2b/package.json").exists() {
+        eprintln!(
+            "SKIP: the npm package `e2b` is not installed in {}; run scripts/install-deps.sh (npm install there)",
+            dir.display()
+        );
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let e = E2b::start();
+    e.run_script("node", &dir.join("scenario.mjs"), "js/scenario.mjs");
 }
 
 #[test]
