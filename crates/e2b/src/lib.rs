@@ -35,10 +35,9 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use dwell_control::Controller;
 
-/// The envd version reported to the SDKs. The SDK gates features on it;
-/// 0.6.7 clears every gate of e2b 2.x (stdin control, octet-stream and gzip
-/// uploads, file metadata, watch entries).
-pub const ENVD_VERSION: &str = "0.6.7";
+/// The envd version reported to the SDKs: the data plane's
+/// (`dwell-envd`), which the SDKs gate features on.
+pub use dwell_envd::ENVD_VERSION;
 
 /// The `clientID` of every sandbox (E2B reports the node; dwell has one).
 pub const CLIENT_ID: &str = "dwell";
