@@ -480,6 +480,95 @@ fn envd_wire_protocol_against_a_real_sandbox() {
     );
     assert_eq!(r.status, 404);
 
+    // Users: a named user that exists runs as itself and owns what envd
+    // makes for it; an unknown one falls back to root.
+    let ev = sb.stream(
+        "process.Process/Start",
+        json!({"process": {"cmd": "useradd", "args": ["-m", "-u", "1500", "e2buser"]}}),
+    );
+    assert_eq!(ev[ev.len() - 2].1["event"]["end"]["exitCode"], 0, "{ev:?}");
+    let basic = format!("Basic {}", b64(b"e2buser:"));
+    let as_user = |method: &str, req: Value| {
+        let mut h = sb.hdrs("application/connect+json");
+        h.push(("Authorization", &basic));
+        let body = if method.ends_with("Start") {
+            envelope(&req)
+        } else {
+            h[2].1 = "application/json";
+            serde_json::to_vec(&req).unwrap()
+        };
+        http(&envd, "POST", &format!("/{method}"), &h, &body)
+    };
+    let r = as_user(
+        "process.Process/Start",
+        json!({"process": {"cmd": "/bin/sh", "args": ["-c", "id -u; pwd"]}}),
+    );
+    let out: String = r
+        .envelopes()
+        .iter()
+        .filter_map(|(_, v)| v["event"]["data"]["stdout"].as_str())
+        .map(|s| String::from_utf8_lossy(&unb64(s)).into_owned())
+        .collect();
+    assert_eq!(out, "1500\n/home/e2buser\n");
+    let r = as_user(
+        "filesystem.Filesystem/MakeDir",
+        json!({"path": "made/deep"}),
+    );
+    assert_eq!(r.json()["entry"]["path"], "/home/e2buser/made/deep");
+    assert_eq!(r.json()["entry"]["owner"], "e2buser");
+    let st = sb
+        .unary(
+            "filesystem.Filesystem/Stat",
+            json!({"path": "/home/e2buser/made"}),
+        )
+        .json();
+    assert_eq!(
+        st["entry"]["owner"], "e2buser",
+        "created parents belong to the user too"
+    );
+    let r = http(
+        &envd,
+        "POST",
+        "/files?path=up%2Fu.txt&username=e2buser",
+        &sb.hdrs("application/octet-stream"),
+        b"mine",
+    );
+    assert_eq!(r.json()[0]["path"], "/home/e2buser/up/u.txt");
+    let st = sb
+        .unary(
+            "filesystem.Filesystem/Stat",
+            json!({"path": "/home/e2buser/up/u.txt"}),
+        )
+        .json();
+    assert_eq!(
+        (st["entry"]["owner"].as_str(), st["entry"]["group"].as_str()),
+        (Some("e2buser"), Some("e2buser"))
+    );
+    let mut h = sb.hdrs("application/connect+json");
+    let nobody = format!("Basic {}", b64(b"user:"));
+    h.push(("Authorization", &nobody));
+    let r = http(
+        &envd,
+        "POST",
+        "/process.Process/Start",
+        &h,
+        &envelope(&json!({"process": {"cmd": "whoami"}})),
+    );
+    let out: String = r
+        .envelopes()
+        .iter()
+        .filter_map(|(_, v)| v["event"]["data"]["stdout"].as_str())
+        .map(|s| String::from_utf8_lossy(&unb64(s)).into_owned())
+        .collect();
+    assert_eq!(
+        out, "root\n",
+        "E2B's default `user` does not exist here: root"
+    );
+    let mut h = sb.hdrs("application/octet-stream");
+    h.push(("X-Metadata-Owner", "me"));
+    let r = http(&envd, "POST", "/files?path=%2Ftmp%2Fmeta", &h, b"x");
+    assert_eq!(r.status, 400, "file metadata is refused");
+
     // A signed download URL routes itself (no sandbox header, no token).
     let sig = {
         use sha2::Digest;

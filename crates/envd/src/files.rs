@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 
 use crate::sandbox::{self, Reject, Target};
 use crate::users::resolve_path;
-use crate::{multipart, signature, Ctx, Envd};
+use crate::{multipart, owner, signature, Ctx, Envd};
 
 /// Largest multipart upload held in memory (octet-stream is streamed).
 const MAX_MULTIPART: usize = 1 << 30;
@@ -292,6 +292,7 @@ async fn upload_inner(
                     })?,
             };
             let path = resolve_path(&raw, &ctx.user);
+            let mut made = owner::missing_parents(&ctx.agent, &ctx.user, &path).await;
             let mut w = open_writer(&ctx, &path).await?;
             for c in p.data.chunks(CHUNK) {
                 w.write(p.data.slice_ref(c))
@@ -301,6 +302,10 @@ async fn upload_inner(
             w.finish()
                 .await
                 .map_err(|e| file_error(e, &format!("writing {path} failed")))?;
+            made.push(path.clone());
+            owner::give(&ctx.agent, &ctx.user, &made)
+                .await
+                .map_err(|e| file_error(e, &format!("giving {path} to {}", ctx.user.name)))?;
             out.push(written(&path));
         }
         return Ok(out);
@@ -324,6 +329,7 @@ async fn upload_inner(
             ))
         }
     };
+    let mut made = owner::missing_parents(&ctx.agent, &ctx.user, &path).await;
     let mut w = open_writer(&ctx, &path).await?;
     let mut gz = gzip.then(|| flate2::write::GzDecoder::new(Vec::new()));
     let mut stream = body.into_data_stream();
@@ -363,6 +369,10 @@ async fn upload_inner(
         }
     }
     w.finish().await.map_err(fail)?;
+    made.push(path.clone());
+    owner::give(&ctx.agent, &ctx.user, &made)
+        .await
+        .map_err(fail)?;
     Ok(vec![written(&path)])
 }
 

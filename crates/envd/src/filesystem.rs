@@ -123,7 +123,10 @@ pub async fn make_dir(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -
                 }
                 Err(_) => {}
             }
+            let mut made = crate::owner::missing_parents(&ctx.agent, &ctx.user, &path).await;
             ctx.agent.mkdir(&path, true).await?;
+            made.push(path.clone());
+            crate::owner::give(&ctx.agent, &ctx.user, &made).await?;
             let fi = ctx.agent.stat(&path).await?;
             Ok(json!({"entry": entry_info(&fi, &ctx.accounts)}))
         }

@@ -17,6 +17,7 @@ pub mod connect;
 mod files;
 mod filesystem;
 mod multipart;
+mod owner;
 pub mod pbjson;
 mod process;
 mod sandbox;
@@ -73,7 +74,7 @@ impl Envd {
         user: Option<String>,
     ) -> Result<Ctx, sandbox::Reject> {
         let agent = sandbox::agent(&self.ctl, &target).await?;
-        let accounts = self.users.get(&target.id, &agent).await;
+        let accounts = self.users.get(&target.id, &agent, user.as_deref()).await;
         let user = accounts.select(user.as_deref());
         Ok(Ctx {
             target,

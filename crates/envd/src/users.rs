@@ -8,7 +8,8 @@
 //! named user does not exist in the sandbox's image (E2B's templates have a
 //! `user` account that most images do not), the request runs as `root`
 //! with home `/root`: dwell sandboxes are isolated, root inside them is
-//! their normal user.
+//! their normal user. What envd creates for a non-root user is given to
+//! that user (`owner.rs`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,6 +20,8 @@ use dwell_proto::AgentClient;
 
 /// How long a sandbox's parsed account files are reused.
 const TTL: Duration = Duration::from_secs(5);
+/// How old a copy may be before a missing user makes it re-read.
+const RECHECK: Duration = Duration::from_millis(500);
 
 /// One account.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +78,11 @@ impl Accounts {
         Accounts { users, groups }
     }
 
+    /// Whether an account of that name exists.
+    pub fn has(&self, name: &str) -> bool {
+        self.users.iter().any(|a| a.name == name)
+    }
+
     /// The account a request runs as: `name` if it exists, else root.
     pub fn select(&self, name: Option<&str>) -> Account {
         name.and_then(|n| self.users.iter().find(|a| a.name == n))
@@ -109,9 +117,12 @@ pub struct Cache {
 impl Cache {
     /// The accounts of sandbox `id`, read through `agent` when not cached.
     /// Missing files give an empty set (everything runs as root).
-    pub async fn get(&self, id: &str, agent: &AgentClient) -> Arc<Accounts> {
+    /// A user named but not found in a copy older than [`RECHECK`] is looked
+    /// up afresh (it may just have been created).
+    pub async fn get(&self, id: &str, agent: &AgentClient, wanted: Option<&str>) -> Arc<Accounts> {
         if let Some((at, a)) = self.map.lock().unwrap().get(id) {
-            if at.elapsed() < TTL {
+            let stale_miss = wanted.is_some_and(|n| !a.has(n)) && at.elapsed() >= RECHECK;
+            if at.elapsed() < TTL && !stale_miss {
                 return a.clone();
             }
         }

@@ -71,6 +71,12 @@ pub enum Request {
         from: String,
         to: String,
     },
+    /// Changes the owner of a path (not following symlinks).
+    Chown {
+        path: String,
+        uid: u32,
+        gid: u32,
+    },
     /// Watches a directory (inotify) until the client cancels the stream.
     Watch {
         path: String,

@@ -326,6 +326,19 @@ impl AgentClient {
         .await
     }
 
+    /// Changes the owner of a path (a symlink itself, not its target).
+    pub async fn chown(&self, path: &str, uid: u32, gid: u32) -> Result<()> {
+        self.call(
+            Request::Chown {
+                path: path.into(),
+                uid,
+                gid,
+            },
+            "chown",
+        )
+        .await
+    }
+
     /// Watches a directory (and its subdirectories with `recursive`) for
     /// changes; the watch lasts until the [`Watcher`] is dropped.
     pub async fn watch(&self, path: &str, recursive: bool) -> Result<Watcher> {
