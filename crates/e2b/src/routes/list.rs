@@ -133,3 +133,22 @@ pub async fn list(
         Json(page.iter().map(|(sb, s)| view::listed(sb, s)).collect()),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_is_decoded_as_the_sdk_encodes_it() {
+        // Python SDK: urlencode({quote(k): quote(v)}), then a query parameter.
+        let q = query_map(Some(
+            "metadata=who%3Dme%26note%3Da%252520b&state=running%2Cpaused",
+        ));
+        let f = filter(&q).unwrap();
+        assert_eq!(f.metadata.get("who").map(String::as_str), Some("me"));
+        assert_eq!(f.metadata.get("note").map(String::as_str), Some("a b"));
+        assert_eq!(f.states, ["running", "paused"]);
+        assert!(filter(&query_map(Some("state=asleep"))).is_err());
+        assert!(filter(&query_map(Some("startedAfter=soon"))).is_err());
+    }
+}
