@@ -569,6 +569,43 @@ fn envd_wire_protocol_against_a_real_sandbox() {
     let r = http(&envd, "POST", "/files?path=%2Ftmp%2Fmeta", &h, b"x");
     assert_eq!(r.status, 400, "file metadata is refused");
 
+    // WatchDir streams `start`, then events, and ends (end-of-stream frame)
+    // when the watched directory is removed.
+    sb.unary("filesystem.Filesystem/MakeDir", json!({"path": "/tmp/ws"}));
+    let (envd3, id3, tok3) = (envd.clone(), sb.id.clone(), sb.token.clone());
+    let watch = std::thread::spawn(move || {
+        let s = Sbx {
+            envd: &envd3,
+            id: id3,
+            token: tok3,
+        };
+        s.stream(
+            "filesystem.Filesystem/WatchDir",
+            json!({"path": "/tmp/ws", "recursive": false}),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let r = http(
+        &envd,
+        "POST",
+        "/files?path=%2Ftmp%2Fws%2Fn.txt",
+        &sb.hdrs("application/octet-stream"),
+        b"n",
+    );
+    assert_eq!(r.status, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    sb.unary("filesystem.Filesystem/Remove", json!({"path": "/tmp/ws"}));
+    let ev = watch.join().unwrap();
+    assert_eq!(ev[0], (0, json!({"start": {}})));
+    assert!(
+        ev.contains(&(
+            0,
+            json!({"filesystem": {"name": "n.txt", "type": "EVENT_TYPE_CREATE"}})
+        )),
+        "{ev:?}"
+    );
+    assert_eq!(ev.last().unwrap(), &(2u8, json!({})));
+
     // A signed download URL routes itself (no sandbox header, no token).
     let sig = {
         use sha2::Digest;
@@ -593,6 +630,48 @@ fn envd_wire_protocol_against_a_real_sandbox() {
         b"",
     );
     assert_eq!(r.status, 401);
+
+    // A paused sandbox is "not found" to envd (the SDK's SandboxNotRunning)
+    // until it is connected (resumed) again.
+    let r = http(
+        &api,
+        "POST",
+        &format!("/sandboxes/{}/pause", sb.id),
+        &[("X-API-KEY", &key), ("Content-Type", "application/json")],
+        b"{}",
+    );
+    assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+    let r = http(&envd, "GET", "/health", &[("E2b-Sandbox-Id", &sb.id)], b"");
+    assert_eq!(r.status, 502);
+    let r = sb.unary("process.Process/List", json!({}));
+    assert_eq!(r.json()["code"], "unavailable");
+    assert!(r.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("was not found"));
+    let r = http(
+        &api,
+        "POST",
+        &format!("/v2/sandboxes/{}/connect", sb.id),
+        &[("X-API-KEY", &key), ("Content-Type", "application/json")],
+        br#"{"timeout":300}"#,
+    );
+    assert!(
+        r.status == 200 || r.status == 201,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let r = http(
+        &envd,
+        "GET",
+        "/files?path=%2Froot%2Fd%2Fa.txt",
+        &sb.hdrs(""),
+        b"",
+    );
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (200, b"persist me".as_slice())
+    );
 
     let r = http(
         &api,
