@@ -203,6 +203,7 @@ pub async fn create_watcher(State(envd): State<Arc<Envd>>, h: HeaderMap, body: B
                 last_poll: Some(Instant::now()),
                 ..Default::default()
             }));
+            let sandbox = ctx.target.id.clone();
             let sink = events.clone();
             let include = req.include_entry;
             let task = tokio::spawn(async move {
@@ -233,7 +234,6 @@ pub async fn create_watcher(State(envd): State<Arc<Envd>>, h: HeaderMap, body: B
                 "w{}",
                 envd.watchers.next.fetch_add(1, Ordering::Relaxed) + 1
             );
-            let sandbox = sandbox_of(&h)?;
             envd.watchers.map.lock().unwrap().insert(
                 id.clone(),
                 Polled {
@@ -246,10 +246,6 @@ pub async fn create_watcher(State(envd): State<Arc<Envd>>, h: HeaderMap, body: B
         }
         .await,
     )
-}
-
-fn sandbox_of(h: &HeaderMap) -> Result<String, ConnectError> {
-    crate::sandbox::require_id(h).map_err(Into::into)
 }
 
 /// `GetWatcherEvents`: the events since the last poll.
