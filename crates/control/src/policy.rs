@@ -10,7 +10,7 @@
 //!
 //! | policy | applies while | fires at | action |
 //! |---|---|---|---|
-//! | `ttl` | running, paused | max(created + ttl, keepalive hold) | ephemeral: delete; persistent: stop |
+//! | `ttl` | running, paused | max(created + ttl, keepalive hold) | `ttl_action` if set (`pause` keeps memory; E2B's autoPause), else ephemeral: delete; persistent: stop |
 //! | `idle_timeout` | running, no open stream | max(last activity + idle, hold) | pause |
 //! | `pause_after` | paused | paused since + pause_after | stop |
 //! | `delete_after` | stopped, error | stopped since + delete_after | delete |
