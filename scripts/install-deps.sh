@@ -35,6 +35,20 @@ if ! command -v moto_server >/dev/null 2>&1; then
     || python3 -m pip install -q --break-system-packages 'moto[server]'
 fi
 
+# The official E2B Python SDK, for the E2B-compatibility tests
+# (crates/cli/tests/e2b.rs), pinned to the version they were written against.
+E2B_SDK_VERSION=2.63.0
+if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('e2b') != '$E2B_SDK_VERSION')" 2>/dev/null; then
+  python3 -m pip install -q "e2b==$E2B_SDK_VERSION" 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages "e2b==$E2B_SDK_VERSION"
+fi
+
+# The npm E2B SDK for the one Node scenario, when Node is there (pinned in
+# crates/cli/tests/e2b/js/package.json).
+if command -v npm >/dev/null 2>&1 && [ ! -e crates/cli/tests/e2b/js/node_modules/e2b/package.json ]; then
+  (cd "$(dirname "$0")/../crates/cli/tests/e2b/js" && npm ci --no-audit --no-fund -q)
+fi
+
 # gVisor's runsc, for the gVisor runtime's tests: only from
 # bookworm-backports, pinned low so nothing else is taken from there.
 if ! command -v runsc >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && grep -q bookworm /etc/os-release; then

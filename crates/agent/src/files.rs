@@ -110,6 +110,11 @@ pub fn mkdir(path: &str, parents: bool) -> Result<(), RemoteError> {
     r.map_err(|e| ctx_err("mkdir", path, e))
 }
 
+/// Changes the owner of `path` (a symlink itself, not its target).
+pub fn chown(path: &str, uid: u32, gid: u32) -> Result<(), RemoteError> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(|e| ctx_err("chown", path, e))
+}
+
 /// Removes a file, symlink or (empty, unless `recursive`) directory.
 pub fn remove(path: &str, recursive: bool) -> Result<(), RemoteError> {
     let md = fs::symlink_metadata(path).map_err(|e| ctx_err("remove", path, e))?;

@@ -47,6 +47,11 @@ pub async fn run(ctx: StreamCtx, req: Request) {
             ctx.end(files::blocking(move || files::remove(&path, recursive)).await)
                 .await
         }
+        Request::Chown { path, uid, gid } => {
+            ctx.end(files::blocking(move || files::chown(&path, uid, gid)).await)
+                .await
+        }
+        Request::Watch { path, recursive } => crate::watch::watch(ctx, path, recursive).await,
         Request::Rename { from, to } => {
             ctx.end(files::blocking(move || files::rename(&from, &to)).await)
                 .await

@@ -21,6 +21,7 @@ mod server;
 mod shutdown;
 mod spawn;
 mod user;
+mod watch;
 
 use std::path::PathBuf;
 

@@ -106,6 +106,18 @@ pub struct ServeArgs {
     /// Also listen on TCP (`127.0.0.1:7070`); every request there needs an API key.
     #[arg(long)]
     pub listen: Option<String>,
+    /// Serve the E2B-compatible control plane on TCP (`127.0.0.1:3000`):
+    /// the E2B SDKs' `E2B_API_URL`, with a dwell API key as `E2B_API_KEY`.
+    #[arg(long)]
+    pub e2b_listen: Option<String>,
+    /// Serve the E2B sandbox data plane ("envd") on TCP
+    /// (`127.0.0.1:49983`): the SDKs' `E2B_SANDBOX_URL`.
+    #[arg(long)]
+    pub e2b_sandbox_listen: Option<String>,
+    /// The domain reported to E2B clients; they reach envd at
+    /// `49983-{id}.{domain}` unless E2B_SANDBOX_URL is set.
+    #[arg(long)]
+    pub e2b_domain: Option<String>,
     /// The static dwell-agent binary (default: next to this binary).
     #[arg(long, env = "DWELL_AGENT")]
     pub agent: Option<PathBuf>,
@@ -141,6 +153,7 @@ impl DefaultPolicyFlags {
             archive_after: None,
             delete_after: d(&self.default_delete_after),
             max_lifetime: d(&self.default_max_lifetime),
+            ttl_action: None,
         }
     }
 }

@@ -10,7 +10,7 @@
 //!
 //! | policy | applies while | fires at | action |
 //! |---|---|---|---|
-//! | `ttl` | running, paused | max(created + ttl, keepalive hold) | ephemeral: delete; persistent: stop |
+//! | `ttl` | running, paused | max(created + ttl, keepalive hold) | `ttl_action` if set (`pause` keeps memory; E2B's autoPause), else ephemeral: delete; persistent: stop |
 //! | `idle_timeout` | running, no open stream | max(last activity + idle, hold) | pause |
 //! | `pause_after` | paused | paused since + pause_after | stop |
 //! | `delete_after` | stopped, error | stopped since + delete_after | delete |
@@ -37,6 +37,10 @@ pub struct Policies {
     pub delete_after_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_lifetime_ms: Option<u64>,
+    /// What `ttl` does when it fires; by default delete (ephemeral) or
+    /// stop (persistent). `pause` keeps memory and files (E2B's autoPause).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_action: Option<Action>,
 }
 
 /// A duration in a request: a string like `10m`, `1h30m`, `7d`, or `off`
@@ -78,6 +82,8 @@ pub struct PolicyArgs {
     pub archive_after: Option<DurationArg>,
     pub delete_after: Option<DurationArg>,
     pub max_lifetime: Option<DurationArg>,
+    /// `pause`, `stop` or `delete`: what `ttl` does when it fires.
+    pub ttl_action: Option<Action>,
 }
 
 impl PolicyArgs {
@@ -102,6 +108,9 @@ impl PolicyArgs {
         set(&mut p.pause_after_ms, &self.pause_after, "pause_after")?;
         set(&mut p.delete_after_ms, &self.delete_after, "delete_after")?;
         set(&mut p.max_lifetime_ms, &self.max_lifetime, "max_lifetime")?;
+        if let Some(a) = self.ttl_action {
+            p.ttl_action = Some(a);
+        }
         Ok(())
     }
 
@@ -148,8 +157,11 @@ pub fn schedule(rec: &SandboxRecord, p: &Policies, streams_open: bool) -> Vec<Sc
     };
     match rec.state.as_str() {
         "running" | "paused" => {
-            if let Some(ttl) = p.ttl_ms {
-                push("ttl", end, (rec.created_at + ttl as i64).max(hold));
+            let ttl_action = p.ttl_action.unwrap_or(end);
+            // A paused sandbox has nothing left for a pausing TTL to do.
+            let ttl_applies = !(rec.state == "paused" && ttl_action == Action::Pause);
+            if let (Some(ttl), true) = (p.ttl_ms, ttl_applies) {
+                push("ttl", ttl_action, (rec.created_at + ttl as i64).max(hold));
             }
             if let Some(max) = p.max_lifetime_ms {
                 push("max_lifetime", end, rec.created_at + max as i64);
@@ -281,6 +293,20 @@ mod tests {
             None,
             "keepalive pushes the TTL"
         );
+    }
+
+    #[test]
+    fn ttl_can_pause_instead_and_then_rests() {
+        let p = Policies {
+            ttl_ms: Some(15 * MIN as u64),
+            ttl_action: Some(Action::Pause),
+            ..Default::default()
+        };
+        let r = rec("running", "persistent");
+        let d = due(&r, &p, true, 1_000_000 + 15 * MIN).unwrap();
+        assert_eq!((d.policy.as_str(), d.action), ("ttl", Action::Pause));
+        let r = rec("paused", "persistent");
+        assert_eq!(due(&r, &p, false, 1_000_000 + 60 * MIN), None);
     }
 
     #[test]

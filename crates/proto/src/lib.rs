@@ -13,7 +13,8 @@ pub mod frame;
 pub mod messages;
 
 pub use client::{
-    AgentClient, FileReader, FileWriter, ProcessEvent, ProcessInput, ProcessOutput, ProcessStream,
+    AgentClient, FileReader, FileWriter, FsEvent, ProcessEvent, ProcessInput, ProcessOutput,
+    ProcessStream, Watcher,
 };
 pub use error::{Error, Result};
 pub use messages::*;

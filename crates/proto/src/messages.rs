@@ -71,6 +71,18 @@ pub enum Request {
         from: String,
         to: String,
     },
+    /// Changes the owner of a path (not following symlinks).
+    Chown {
+        path: String,
+        uid: u32,
+        gid: u32,
+    },
+    /// Watches a directory (inotify) until the client cancels the stream.
+    Watch {
+        path: String,
+        #[serde(default)]
+        recursive: bool,
+    },
 }
 
 /// A non-final message from the agent on a stream.
@@ -85,6 +97,26 @@ pub enum Event {
     Opened { size: u64 },
     /// A file (or a process's stdin) is open for writing; the client may now send `Data` frames.
     Ready,
+    /// A watch is set up; `fs` events follow.
+    Watching,
+    /// A change under a watched directory; `name` is relative to it.
+    Fs { name: String, change: FsChange },
+}
+
+/// What happened to a watched path (the classes of fsnotify/E2B).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FsChange {
+    /// Created, or moved into the watched tree.
+    Create,
+    /// Content modified.
+    Write,
+    /// Deleted.
+    Remove,
+    /// Moved away (out of its old name).
+    Rename,
+    /// Metadata (permissions, owner, times) changed.
+    Chmod,
 }
 
 /// The final message on a stream.

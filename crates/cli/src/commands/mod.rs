@@ -6,6 +6,7 @@ mod exec;
 mod image;
 mod sandbox;
 pub mod serve;
+mod serve_e2b;
 mod snapshot;
 mod tenant;
 

@@ -323,6 +323,7 @@ pub fn policy_args(f: &PolicyFlags) -> PolicyArgs {
         archive_after: d(&f.archive_after),
         delete_after: d(&f.delete_after),
         max_lifetime: d(&f.max_lifetime),
+        ttl_action: None,
     }
 }
 

@@ -115,6 +115,7 @@ pub async fn run(a: ServeArgs, socket: PathBuf) -> Result<i32> {
                 .await
         });
     }
+    crate::commands::serve_e2b::spawn(&a, &ctl, &data_dir, &mut tasks).await?;
     while let Some(r) = tasks.join_next().await {
         r??;
     }
@@ -142,7 +143,7 @@ fn init_logging() {
         .try_init();
 }
 
-async fn shutdown() {
+pub(crate) async fn shutdown() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
@@ -269,7 +270,7 @@ async fn bind_unix(socket: &Path) -> Result<tokio::net::UnixListener> {
 
 /// Make the admin API key on the first TCP start and keep it in
 /// `<data-dir>/admin.key` (mode 0600); only its hash is in the database.
-fn ensure_admin_key(ctl: &Controller, data_dir: &Path) -> Result<()> {
+pub(crate) fn ensure_admin_key(ctl: &Controller, data_dir: &Path) -> Result<()> {
     let path = data_dir.join("admin.key");
     if ctl.store().has_admin_key()? && path.exists() {
         return Ok(());

@@ -8,6 +8,7 @@
 mod conn;
 mod files;
 mod process;
+mod watch;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 pub use files::{FileReader, FileWriter};
 pub use process::{ProcessEvent, ProcessInput, ProcessOutput, ProcessStream};
+pub use watch::{FsEvent, Watcher};
 
 use crate::error::{Error, Result};
 use crate::frame::{self, CodecError, FrameReader, Kind};
@@ -322,5 +324,34 @@ impl AgentClient {
             "rename",
         )
         .await
+    }
+
+    /// Changes the owner of a path (a symlink itself, not its target).
+    pub async fn chown(&self, path: &str, uid: u32, gid: u32) -> Result<()> {
+        self.call(
+            Request::Chown {
+                path: path.into(),
+                uid,
+                gid,
+            },
+            "chown",
+        )
+        .await
+    }
+
+    /// Watches a directory (and its subdirectories with `recursive`) for
+    /// changes; the watch lasts until the [`Watcher`] is dropped.
+    pub async fn watch(&self, path: &str, recursive: bool) -> Result<Watcher> {
+        let mut s = self.conn.open(&Request::Watch {
+            path: path.into(),
+            recursive,
+        })?;
+        match self.first(&mut s, "watch").await? {
+            Inbound::Event(Event::Watching) => Ok(Watcher::new(s)),
+            Inbound::End(Err(e)) => Err(Error::Remote(e)),
+            _ => Err(Error::Protocol(
+                "watch reply did not start with Watching".into(),
+            )),
+        }
     }
 }

@@ -1,0 +1,104 @@
+//! Directory watches through the real agent: create, write, chmod, rename
+//! and remove under a recursive watch, a new subdirectory being picked up,
+//! the watch ending when its directory goes, and errors for bad paths.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Agent;
+use dwell_proto::{ErrorKind, FsChange, FsEvent, Watcher};
+
+/// Events until `want` is seen (or 5 s pass).
+async fn until(w: &mut Watcher, want: &FsEvent) -> Vec<FsEvent> {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !seen.contains(want) {
+        match tokio::time::timeout_at(deadline, w.next()).await {
+            Ok(Ok(Some(e))) => seen.push(e),
+            other => panic!("waiting for {want:?}: got {other:?} after {seen:?}"),
+        }
+    }
+    seen
+}
+
+fn ev(name: &str, change: FsChange) -> FsEvent {
+    FsEvent {
+        name: name.into(),
+        change,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recursive_watch_reports_changes() {
+    let a = Agent::start();
+    let c = a.client().await;
+    let root = a.dir.path().join("watched");
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    let root_s = root.to_str().unwrap();
+    let mut w = c.watch(root_s, true).await.unwrap();
+
+    std::fs::write(root.join("a.txt"), b"1").unwrap();
+    until(&mut w, &ev("a.txt", FsChange::Create)).await;
+    until(&mut w, &ev("a.txt", FsChange::Write)).await;
+    std::fs::write(root.join("sub/deep.txt"), b"2").unwrap();
+    until(&mut w, &ev("sub/deep.txt", FsChange::Create)).await;
+
+    std::fs::create_dir(root.join("new")).unwrap();
+    until(&mut w, &ev("new", FsChange::Create)).await;
+    // The new directory is watched too.
+    std::fs::write(root.join("new/n.txt"), b"3").unwrap();
+    until(&mut w, &ev("new/n.txt", FsChange::Create)).await;
+
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(root.join("a.txt"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    until(&mut w, &ev("a.txt", FsChange::Chmod)).await;
+    std::fs::rename(root.join("a.txt"), root.join("b.txt")).unwrap();
+    until(&mut w, &ev("a.txt", FsChange::Rename)).await;
+    until(&mut w, &ev("b.txt", FsChange::Create)).await;
+    std::fs::remove_file(root.join("b.txt")).unwrap();
+    until(&mut w, &ev("b.txt", FsChange::Remove)).await;
+
+    // Removing the watched directory ends the watch.
+    std::fs::remove_dir_all(&root).unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match w.next().await {
+                Ok(Some(_)) => continue,
+                r => return r,
+            }
+        }
+    })
+    .await
+    .expect("the watch ends when its directory is removed");
+    assert!(matches!(end, Ok(None)), "{end:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flat_watch_ignores_subdirectories_and_bad_paths_fail() {
+    let a = Agent::start();
+    let c = a.client().await;
+    let root = a.dir.path().join("flat");
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    let mut w = c.watch(root.to_str().unwrap(), false).await.unwrap();
+    std::fs::write(root.join("sub/x"), b"x").unwrap();
+    std::fs::write(root.join("top"), b"x").unwrap();
+    let seen = until(&mut w, &ev("top", FsChange::Create)).await;
+    assert!(seen.iter().all(|e| !e.name.starts_with("sub/")), "{seen:?}");
+    drop(w);
+
+    let e = c
+        .watch(root.join("missing").to_str().unwrap(), false)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.remote_kind(), Some(ErrorKind::NotFound), "{e}");
+    let e = c
+        .watch(root.join("top").to_str().unwrap(), false)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.remote_kind(), Some(ErrorKind::NotADirectory), "{e}");
+    // The connection still serves requests after a dropped watch.
+    c.health().await.unwrap();
+}

@@ -1,0 +1,57 @@
+//! The E2B-compatible listeners of `dwell serve`: `--e2b-listen` serves the
+//! control plane (`dwell-e2b`, the SDKs' `E2B_API_URL`) and
+//! `--e2b-sandbox-listen` the envd data plane of every sandbox
+//! (`dwell-envd`, the SDKs' `E2B_SANDBOX_URL`). Both are plain HTTP/1.1.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use dwell_control::Controller;
+use tokio::task::JoinSet;
+
+use crate::cli::ServeArgs;
+use crate::commands::serve::{ensure_admin_key, shutdown};
+
+/// Bind what the flags ask for and serve it on `tasks`.
+pub async fn spawn(
+    a: &ServeArgs,
+    ctl: &Controller,
+    data_dir: &Path,
+    tasks: &mut JoinSet<std::io::Result<()>>,
+) -> Result<()> {
+    if let Some(addr) = &a.e2b_listen {
+        // E2B clients need a key: make the admin key if there is none yet.
+        ensure_admin_key(ctl, data_dir)?;
+        let tcp = bind(addr, "--e2b-listen").await?;
+        tracing::info!("E2B API on http://{addr} (E2B_API_URL; E2B_API_KEY is a dwell API key)");
+        let app = dwell_e2b::router(
+            ctl.clone(),
+            dwell_e2b::Options {
+                domain: a.e2b_domain.clone(),
+            },
+        );
+        tasks.spawn(async move {
+            axum::serve(tcp, app)
+                .with_graceful_shutdown(shutdown())
+                .await
+        });
+    }
+    if let Some(addr) = &a.e2b_sandbox_listen {
+        let tcp = bind(addr, "--e2b-sandbox-listen").await?;
+        tracing::info!("E2B sandbox API (envd) on http://{addr} (E2B_SANDBOX_URL)");
+        let app = dwell_envd::router(Arc::new(ctl.clone()));
+        tasks.spawn(async move {
+            axum::serve(tcp, app)
+                .with_graceful_shutdown(shutdown())
+                .await
+        });
+    }
+    Ok(())
+}
+
+async fn bind(addr: &str, flag: &str) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("{flag}: cannot listen on {addr}; is the port free?"))
+}

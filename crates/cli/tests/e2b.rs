@@ -1,0 +1,279 @@
+//! End to end: the official E2B Python SDK (PyPI `e2b`, installed by
+//! scripts/install-deps.sh) against a real `dwell serve --e2b-listen
+//! --e2b-sandbox-listen`. Each test runs one scenario script of
+//! `tests/e2b/` with E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY set to a
+//! fresh tenant's key (E2B_API_KEY_OTHER: a second tenant's).
+//!
+//! Tests skip with a reason when python3 or the `e2b` package is missing.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// One scenario at a time: they measure timeouts, and 2 cores are shared.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// The SDK's version the scenarios were written against.
+const SDK_VERSION: &str = "2.63.0";
+
+fn sdk_present() -> bool {
+    match Command::new("python3")
+        .args([
+            "-c",
+            "import importlib.metadata as m; print(m.version('e2b'))",
+        ])
+        .output()
+    {
+        Err(e) => {
+            eprintln!("SKIP: python3 is not runnable ({e}); install it (scripts/install-deps.sh)");
+            false
+        }
+        Ok(o) if !o.status.success() => {
+            eprintln!("SKIP: the Python package `e2b` is missing; install it with scripts/install-deps.sh (pip install e2b=={SDK_VERSION})");
+            false
+        }
+        Ok(o) => {
+            let v = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            if v != SDK_VERSION {
+                eprintln!(
+                    "note: e2b {v} is installed; the scenarios were written against {SDK_VERSION}"
+                );
+            }
+            true
+        }
+    }
+}
+
+/// A daemon with both E2B listeners and two tenants' API keys.
+struct E2b {
+    api: String,
+    envd: String,
+    keys: [String; 2],
+    /// Last so it drops last: the sandboxes go before the daemon.
+    d: Daemon,
+}
+
+impl E2b {
+    fn start() -> E2b {
+        let api = format!("127.0.0.1:{}", free_port());
+        let envd = format!("127.0.0.1:{}", free_port());
+        let d = Daemon::start_with(&[
+            "--e2b-listen",
+            &api,
+            "--e2b-sandbox-listen",
+            &envd,
+            "--resync-secs",
+            "1",
+        ]);
+        wait_for(10, "the E2B listeners", || {
+            std::net::TcpStream::connect(&api).is_ok()
+                && std::net::TcpStream::connect(&envd).is_ok()
+        });
+        let key = |t: &str| {
+            d.ok(&["tenant", "create", t])
+                .lines()
+                .next()
+                .unwrap()
+                .trim()
+                .to_string()
+        };
+        let keys = [key("e2b-a"), key("e2b-b")];
+        E2b { api, envd, keys, d }
+    }
+
+    /// Run `tests/e2b/<name>.py`; panics with its output if it fails.
+    fn scenario(&self, name: &str) {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/e2b")
+            .join(format!("{name}.py"));
+        self.run_script("python3", &script, &format!("{name}.py"));
+    }
+
+    /// Run `PROGRAM SCRIPT` with the E2B variables set; panics with its
+    /// output if it fails.
+    fn run_script(&self, program: &str, script: &std::path::Path, name: &str) {
+        let out_path = self
+            .d
+            .dir
+            .path()
+            .join(format!("{}.out", name.replace(['/', '.'], "-")));
+        let out = std::fs::File::create(&out_path).unwrap();
+        let mut child = Command::new(program)
+            .arg(script)
+            .env("E2B_API_URL", format!("http://{}", self.api))
+            .env("E2B_SANDBOX_URL", format!("http://{}", self.envd))
+            .env("E2B_API_KEY", &self.keys[0])
+            .env("E2B_API_KEY_OTHER", &self.keys[1])
+            .env_remove("E2B_DOMAIN")
+            .env_remove("E2B_DEBUG")
+            .env("PYTHONUNBUFFERED", "1")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+        let t0 = Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break Some(s);
+            }
+            if t0.elapsed() > Duration::from_secs(240) {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let output = std::fs::read_to_string(&out_path).unwrap_or_default();
+        eprintln!(
+            "--- {name} ({:.1}s) ---\n{output}",
+            t0.elapsed().as_secs_f64()
+        );
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "scenario {name} failed ({status:?}); its output is above; daemon log tail:\n{}",
+            tail(&self.d.log(), 40)
+        );
+    }
+
+    /// Kill every sandbox of both tenants through the E2B API.
+    fn cleanup(&self) {
+        for key in &self.keys {
+            let list = http(&self.api, "GET", "/v2/sandboxes?limit=1000", key);
+            let body = list.split("\r\n\r\n").nth(1).unwrap_or("[]");
+            let body = body.find('[').map(|i| &body[i..]).unwrap_or("[]");
+            let body = &body[..body.rfind(']').map(|i| i + 1).unwrap_or(body.len())];
+            let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+            for sb in v.as_array().into_iter().flatten() {
+                if let Some(id) = sb["sandboxID"].as_str() {
+                    http(&self.api, "DELETE", &format!("/sandboxes/{id}"), key);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for E2b {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+/// One HTTP/1.1 request; the raw answer.
+fn http(addr: &str, method: &str, path: &str, key: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    let _ = write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nX-API-KEY: {key}\r\nConnection: close\r\n\r\n"
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+fn run(name: &str) {
+    if !can_run() || !sdk_present() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let e = E2b::start();
+    e.scenario(name);
+}
+
+#[test]
+fn e2b_quickstart() {
+    run("quickstart");
+}
+
+#[test]
+fn e2b_control_plane() {
+    run("control");
+}
+
+#[test]
+fn e2b_tenants_are_isolated() {
+    run("tenants");
+}
+
+#[test]
+fn e2b_commands() {
+    run("commands");
+}
+
+#[test]
+fn e2b_pty() {
+    run("pty");
+}
+
+#[test]
+fn e2b_files() {
+    run("files");
+}
+
+#[test]
+fn e2b_pause_connect_cycles_keep_data() {
+    run("persistence");
+}
+
+/// The npm SDK for one scenario, when Node and the SDK (installed into
+/// `tests/e2b/js` by scripts/install-deps.sh) are there.
+#[test]
+fn e2b_npm_sdk() {
+    if !can_run() {
+        return;
+    }
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/e2b/js");
+    if Command::new("node").arg("--version").output().is_err() {
+        eprintln!("SKIP: node is not installed; the npm SDK scenario needs Node 18 or later");
+        return;
+    }
+    if !dir.join("node_modules/e2b/package.json").exists() {
+        eprintln!(
+            "SKIP: the npm package `e2b` is not installed in {}; run scripts/install-deps.sh (npm install there)",
+            dir.display()
+        );
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let e = E2b::start();
+    e.run_script("node", &dir.join("scenario.mjs"), "js/scenario.mjs");
+}
+
+#[test]
+fn e2b_api_errors_have_e2b_shape() {
+    if !can_run() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let e = E2b::start();
+    let r = http(&e.api, "GET", "/v2/sandboxes", "dwk_wrong");
+    assert!(r.starts_with("HTTP/1.1 401"), "{r}");
+    assert!(
+        r.contains("\"code\":401") && r.contains("\"message\""),
+        "{r}"
+    );
+    let r = http(&e.api, "GET", "/sandboxes/nosuchsandbox", &e.keys[0]);
+    assert!(
+        r.starts_with("HTTP/1.1 404") && r.contains("\"code\":404"),
+        "{r}"
+    );
+    let r = http(&e.api, "GET", "/v2/sandboxes?state=sleeping", &e.keys[0]);
+    assert!(
+        r.starts_with("HTTP/1.1 400") && r.contains("running, paused"),
+        "{r}"
+    );
+    let r = http(&e.api, "GET", "/v2/sandboxes?nextToken=zzz", &e.keys[0]);
+    assert!(
+        r.starts_with("HTTP/1.1 400") && r.contains("X-Next-Token"),
+        "{r}"
+    );
+}

@@ -1,0 +1,50 @@
+//! The `X-API-KEY` header of the E2B SDKs, resolved against dwell's API
+//! keys: the key's tenant owns every sandbox made with it, and never sees
+//! another tenant's (their ids answer 404).
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use dwell_api::Principal;
+
+use crate::error::E2bError;
+use crate::E2bState;
+
+/// Middleware: resolve the key into a [`Principal`] or answer 401.
+pub async fn api_key(State(st): State<E2bState>, mut req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    let key = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| {
+            headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+        })
+        .map(str::trim)
+        .filter(|k| !k.is_empty());
+    let Some(key) = key else {
+        return E2bError::new(
+            401,
+            "this request has no API key; set E2B_API_KEY to a dwell API key (`dwell tenant create NAME` prints one)",
+        )
+        .into_response();
+    };
+    match st.ctl.store().key_by_hash(&dwell_api::auth::hash_key(key)) {
+        Ok(Some(k)) => {
+            req.extensions_mut().insert(Principal {
+                tenant: k.tenant,
+                admin: k.admin,
+                key_id: k.id,
+            });
+            next.run(req).await
+        }
+        Ok(None) => E2bError::new(
+            401,
+            "the API key is not a dwell API key; set E2B_API_KEY to a key from `dwell tenant create` (or <data-dir>/admin.key)",
+        )
+        .into_response(),
+        Err(e) => E2bError::new(500, e.to_string()).into_response(),
+    }
+}

@@ -1,0 +1,76 @@
+//! An E2B-compatible control plane on top of dwell's [`Controller`], so
+//! that the official E2B SDKs (PyPI/npm `e2b`) manage dwell sandboxes
+//! unchanged: point `E2B_API_URL` at this router, `E2B_SANDBOX_URL` at the
+//! envd data plane (`dwell-envd`), and use a dwell API key as `E2B_API_KEY`.
+//!
+//! The mapping onto dwell:
+//!
+//! | E2B | dwell |
+//! |---|---|
+//! | API key (`X-API-KEY`) | a dwell API key; its tenant owns the sandboxes |
+//! | sandbox id | the dwell sandbox id |
+//! | template `base` / a name | the `host` image / an image, or a snapshot (id or name) to create from |
+//! | `timeout` | the `ttl` policy, with a keepalive hold at the same instant |
+//! | `autoPause` | `ttl_action: pause` (freeze in RAM) instead of `delete` |
+//! | `metadata` / `envVars` | labels / env of the sandbox |
+//! | pause / connect | pause (cgroup freezer) / resume, or start when stopped |
+//! | metrics | the sandbox's cgroup counters and volume usage |
+//! | snapshots | dwell snapshots (content-addressed volume captures) |
+//!
+//! Routes are in [`routes`]; errors have E2B's shape `{"code","message"}`
+//! ([`error`]).
+
+pub mod auth;
+pub mod error;
+pub mod lifetime;
+pub mod paging;
+pub mod routes;
+pub mod time;
+pub mod view;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use dwell_control::Controller;
+
+/// The envd version reported to the SDKs: the data plane's
+/// (`dwell-envd`), which the SDKs gate features on.
+pub use dwell_envd::ENVD_VERSION;
+
+/// The `clientID` of every sandbox (E2B reports the node; dwell has one).
+pub const CLIENT_ID: &str = "dwell";
+
+/// How the control plane is configured.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The `domain` reported with every sandbox. The SDK builds envd URLs
+    /// as `https://49983-{id}.{domain}` from it unless `E2B_SANDBOX_URL` is
+    /// set; `None` leaves the SDK's own setting in effect.
+    pub domain: Option<String>,
+}
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct E2bState {
+    pub ctl: Controller,
+    pub opts: Arc<Options>,
+    /// Last CPU sample per sandbox (time in ms, CPU ns), for `cpuUsedPct`.
+    pub cpu_samples: Arc<Mutex<HashMap<String, (i64, u64)>>>,
+}
+
+/// The E2B control-plane router. Every request needs an API key.
+pub fn router(ctl: Controller, opts: Options) -> Router {
+    let state = E2bState {
+        ctl: ctl.clone(),
+        opts: Arc::new(opts),
+        cpu_samples: Default::default(),
+    };
+    routes::router(state.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            dwell_api::AppState { ctl },
+            dwell_api::auth::audit,
+        ))
+        .layer(axum::middleware::from_fn_with_state(state, auth::api_key))
+}

@@ -1,0 +1,87 @@
+//! E2B's sandbox timeout on dwell's policies. A timeout is an instant:
+//! `ttl` is set so that `created + ttl` is that instant, and a keepalive
+//! hold at the same instant replaces any earlier, longer hold (so a timeout
+//! can be shortened too). `ttl_action` says what happens then: `delete`
+//! (E2B's kill) or `pause` (autoPause). A paused sandbox has no timeout, as
+//! on E2B: pausing clears `ttl`, connecting sets it again.
+
+use dwell_control::policy::{Action, DurationArg, PolicyArgs};
+use dwell_control::{Controller, Sandbox};
+
+use crate::error::{E2bError, E2bResult};
+
+/// The timeout of a sandbox when the request gives none (seconds), as the
+/// SDKs document.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 300;
+/// The longest timeout accepted (30 days).
+pub const MAX_TIMEOUT_SECS: u64 = 30 * 24 * 3600;
+
+/// Check a requested timeout (seconds).
+pub fn check(timeout: u64) -> E2bResult<u64> {
+    if timeout == 0 || timeout > MAX_TIMEOUT_SECS {
+        return Err(E2bError::bad_request(format!(
+            "timeout {timeout} is out of range; give 1 to {MAX_TIMEOUT_SECS} seconds"
+        )));
+    }
+    Ok(timeout)
+}
+
+/// The policies of a new sandbox that times out after `timeout` seconds.
+pub fn create_policies(timeout: u64, auto_pause: bool) -> PolicyArgs {
+    PolicyArgs {
+        ttl: Some(DurationArg::Text(format!("{timeout}s"))),
+        ttl_action: Some(if auto_pause {
+            Action::Pause
+        } else {
+            Action::Delete
+        }),
+        ..Default::default()
+    }
+}
+
+/// Make `sb` time out `timeout` seconds from now.
+pub fn set(ctl: &Controller, tenant: &str, sb: &Sandbox, timeout: u64) -> E2bResult<Sandbox> {
+    let now = now_ms();
+    let end = now + (timeout as i64) * 1000;
+    let ttl_ms = (end - sb.created_at).max(1000);
+    ctl.update_policies(
+        tenant,
+        &sb.id,
+        &PolicyArgs {
+            ttl: Some(DurationArg::Text(format!("{ttl_ms}ms"))),
+            // Sandboxes made outside E2B keep their own TTL action.
+            ttl_action: Some(sb.spec.policies.ttl_action.unwrap_or(Action::Delete)),
+            ..Default::default()
+        },
+    )?;
+    Ok(ctl.keepalive(tenant, &sb.id, timeout * 1000)?)
+}
+
+/// Drop the timeout (before a pause). Returns the policies to put back if
+/// the pause fails.
+pub fn clear(ctl: &Controller, tenant: &str, sb: &Sandbox) -> E2bResult<PolicyArgs> {
+    let before = PolicyArgs {
+        ttl: Some(match sb.spec.policies.ttl_ms {
+            Some(ms) => DurationArg::Text(format!("{ms}ms")),
+            None => DurationArg::Text("off".into()),
+        }),
+        ..Default::default()
+    };
+    ctl.update_policies(
+        tenant,
+        &sb.id,
+        &PolicyArgs {
+            ttl: Some(DurationArg::Text("off".into())),
+            ..Default::default()
+        },
+    )?;
+    Ok(before)
+}
+
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,215 @@
+//! Create, connect (resume), pause, set the timeout of, inspect and kill
+//! a sandbox.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use bytes::Bytes;
+use dwell_api::Principal;
+use dwell_control::{CreateRequest, Mode, Sandbox, State as S};
+
+use crate::error::{json_body, E2bError, E2bResult};
+use crate::{lifetime, view, wire, E2bState};
+
+/// `POST /v2/sandboxes`: 201 with the new sandbox.
+pub async fn create(
+    State(st): State<E2bState>,
+    Extension(p): Extension<Principal>,
+    body: Bytes,
+) -> E2bResult<(StatusCode, Json<wire::Sandbox>)> {
+    let req: wire::NewSandbox = json_body(&body, "create")?;
+    if req.mcp.as_ref().is_some_and(|m| !m.is_null()) {
+        return Err(E2bError::bad_request(
+            "MCP gateways are not available on dwell; create the sandbox without `mcp`",
+        ));
+    }
+    if req.volume_mounts.as_ref().is_some_and(|v| !v.is_empty()) {
+        return Err(E2bError::bad_request(
+            "E2B volumes are not available on dwell; create the sandbox without `volume_mounts` (its own files persist across pause and connect)",
+        ));
+    }
+    let timeout = lifetime::check(req.timeout.unwrap_or(lifetime::DEFAULT_TIMEOUT_SECS))?;
+    let template = req
+        .template_id
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "base".to_string());
+    let mut labels = req.metadata.unwrap_or_default();
+    if let Some(k) = labels.keys().find(|k| k.starts_with(view::RESERVED_PREFIX)) {
+        return Err(E2bError::bad_request(format!(
+            "metadata key {k:?} uses the prefix {:?}, which dwell reserves; rename it",
+            view::RESERVED_PREFIX
+        )));
+    }
+    let (image, from) = resolve_template(&st, &p.tenant, &template).await?;
+    labels.insert(view::LABEL_TEMPLATE.into(), template);
+    let sb = st
+        .ctl
+        .create(
+            &p.tenant,
+            CreateRequest {
+                image,
+                from,
+                mode: Some(Mode::Persistent),
+                env: req.env_vars.unwrap_or_default(),
+                labels,
+                network: (req.allow_internet_access == Some(true))
+                    .then_some(dwell_runtime::NetworkMode::Nat),
+                policies: Some(lifetime::create_policies(
+                    timeout,
+                    req.auto_pause.unwrap_or(false),
+                )),
+                ..Default::default()
+            },
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(view::sandbox(&st, &sb)?)))
+}
+
+/// A template id as (image, snapshot to create from): `base` is the host
+/// image; otherwise an image of that name, else a snapshot of the tenant.
+async fn resolve_template(
+    st: &E2bState,
+    tenant: &str,
+    template: &str,
+) -> E2bResult<(Option<String>, Option<String>)> {
+    if template == "base" || template == "host" {
+        return Ok((None, None));
+    }
+    if st.ctl.images().get(template).is_ok() {
+        return Ok((Some(template.to_string()), None));
+    }
+    match st.ctl.snapshot(tenant, template).await {
+        Ok(m) => Ok((None, Some(m.id))),
+        Err(dwell_control::Error::NotFound(_)) => Err(E2bError::new(
+            404,
+            format!(
+                "template {template:?} is neither a dwell image nor one of your snapshots; use \"base\" (the host image), an image from `dwell image ls`, or a snapshot id or name from Sandbox.list_snapshots()"
+            ),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A sandbox of the caller's tenant, by id.
+fn find(st: &E2bState, p: &Principal, id: &str) -> E2bResult<Sandbox> {
+    let sb = st.ctl.get(&p.tenant, id)?;
+    if view::e2b_state(sb.state).is_none() {
+        return Err(E2bError::not_found(id));
+    }
+    Ok(sb)
+}
+
+/// `POST /v2/sandboxes/{id}/connect`: 200 when it runs (the timeout only
+/// grows), 201 when it was paused (or stopped) and now runs again.
+pub async fn connect(
+    State(st): State<E2bState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> E2bResult<(StatusCode, Json<wire::Sandbox>)> {
+    let req: wire::Connect = json_body(&body, "connect")?;
+    let timeout = req.timeout.map(lifetime::check).transpose()?;
+    let sb = find(&st, &p, &id)?;
+    let (status, sb) = match sb.state {
+        S::Running | S::Creating => {
+            if let Some(t) = timeout {
+                let end = lifetime::now_ms() + t as i64 * 1000;
+                if end > view::end_ms(&sb) {
+                    lifetime::set(&st.ctl, &p.tenant, &sb, t)?;
+                }
+            }
+            (StatusCode::OK, sb)
+        }
+        S::Paused => {
+            let t = timeout.unwrap_or(lifetime::DEFAULT_TIMEOUT_SECS);
+            lifetime::set(&st.ctl, &p.tenant, &sb, t)?;
+            (StatusCode::CREATED, st.ctl.resume(&p.tenant, &sb.id).await?)
+        }
+        S::Stopped | S::Error => {
+            let t = timeout.unwrap_or(lifetime::DEFAULT_TIMEOUT_SECS);
+            lifetime::set(&st.ctl, &p.tenant, &sb, t)?;
+            (StatusCode::CREATED, st.ctl.start(&p.tenant, &sb.id).await?)
+        }
+        S::Deleted => return Err(E2bError::not_found(&id)),
+    };
+    Ok((status, Json(view::sandbox(&st, &sb)?)))
+}
+
+/// `POST /sandboxes/{id}/pause`: 204; 409 when already paused. Processes
+/// are frozen with their memory (cgroup freezer); files stay on the
+/// sandbox's volume. A paused sandbox has no timeout.
+pub async fn pause(
+    State(st): State<E2bState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> E2bResult<StatusCode> {
+    let sb = find(&st, &p, &id)?;
+    match sb.state {
+        S::Running => {}
+        S::Paused | S::Stopped | S::Error => {
+            return Err(E2bError::conflict(format!(
+                "sandbox {id} is already paused; resume it with Sandbox.connect({id:?})"
+            )))
+        }
+        s => {
+            return Err(E2bError::conflict(format!(
+                "sandbox {id} is {}; pause it once it runs",
+                s.as_str()
+            )))
+        }
+    }
+    let before = lifetime::clear(&st.ctl, &p.tenant, &sb)?;
+    if let Err(e) = st.ctl.pause(&p.tenant, &sb.id).await {
+        let _ = st.ctl.update_policies(&p.tenant, &sb.id, &before);
+        return Err(e.into());
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /sandboxes/{id}/timeout`: the sandbox times out `timeout` seconds
+/// from now (longer or shorter than before).
+pub async fn set_timeout(
+    State(st): State<E2bState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> E2bResult<StatusCode> {
+    let req: wire::Timeout = json_body(&body, "timeout")?;
+    let t = lifetime::check(req.timeout.ok_or_else(|| {
+        E2bError::bad_request("the body needs the new timeout: {\"timeout\": SECONDS}")
+    })?)?;
+    let sb = find(&st, &p, &id)?;
+    if !matches!(sb.state, S::Running | S::Creating) {
+        return Err(E2bError::conflict(format!(
+            "sandbox {id} is paused and has no timeout; give it one when you resume it with Sandbox.connect({id:?}, timeout={t})"
+        )));
+    }
+    lifetime::set(&st.ctl, &p.tenant, &sb, t)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /sandboxes/{id}`: 204, or 404 when there is no such sandbox.
+pub async fn kill(
+    State(st): State<E2bState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> E2bResult<StatusCode> {
+    let sb = find(&st, &p, &id)?;
+    st.ctl.delete(&p.tenant, &sb.id, true).await?;
+    st.cpu_samples
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&sb.id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /sandboxes/{id}`: the sandbox's details.
+pub async fn get_one(
+    State(st): State<E2bState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> E2bResult<Json<wire::Listed>> {
+    let sb = find(&st, &p, &id)?;
+    let state = view::e2b_state(sb.state).ok_or_else(|| E2bError::not_found(&id))?;
+    Ok(Json(view::detail(&st, &sb, state)?))
+}

@@ -1,0 +1,91 @@
+//! Snapshots through E2B: `POST /sandboxes/{id}/snapshots` captures the
+//! sandbox's volume as a dwell snapshot (its id is E2B's `snapshotID` and
+//! can be a template of a new sandbox), `GET /snapshots` lists them in
+//! pages, `DELETE /templates/{id}` deletes one.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::{Extension, Json};
+use bytes::Bytes;
+use dwell_api::Principal;
+use dwell_snapshot::Manifest;
+
+use crate::error::{json_body, E2bError, E2bResult};
+use crate::routes::list::query_map;
+use crate::{paging, wire, E2bState};
+
+fn view(m: &Manifest) -> wire::Snapshot {
+    wire::Snapshot {
+        snapshot_id: m.id.clone(),
+        names: m.labels.get("name").cloned().into_iter().collect(),
+    }
+}
+
+pub async fn create(
+    State(st): State<E2bState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> E2bResult<(StatusCode, Json<wire::Snapshot>)> {
+    let req: wire::NewSnapshot = json_body(&body, "snapshot")?;
+    let sb = st.ctl.get(&p.tenant, &id)?;
+    let m = st
+        .ctl
+        .snapshot_create(&p.tenant, &sb.id, req.name.filter(|n| !n.is_empty()))
+        .await?;
+    Ok((StatusCode::CREATED, Json(view(&m))))
+}
+
+pub async fn list(
+    State(st): State<E2bState>,
+    Extension(p): Extension<Principal>,
+    RawQuery(raw): RawQuery,
+) -> E2bResult<(HeaderMap, Json<Vec<wire::Snapshot>>)> {
+    let q = query_map(raw.as_deref());
+    let limit = paging::limit(q.get("limit").and_then(|l| l.parse().ok()))?;
+    let mut all = st.ctl.snapshots(&p.tenant, None).await?;
+    if let Some(sb) = q.get("sandboxID").filter(|s| !s.is_empty()) {
+        all.retain(|m| m.source.sandbox.as_deref() == Some(sb.as_str()));
+    }
+    if let Some(n) = q.get("name").filter(|s| !s.is_empty()) {
+        all.retain(|m| m.labels.get("name") == Some(n));
+    }
+    let key = |m: &Manifest| {
+        (
+            crate::time::parse_ms(&m.created_at).unwrap_or(0),
+            m.id.clone(),
+        )
+    };
+    all.sort_by_key(key);
+    let (page, next) = paging::page(
+        all,
+        key,
+        q.get("nextToken").map(String::as_str),
+        false,
+        limit,
+    )?;
+    let mut headers = HeaderMap::new();
+    if let Some(t) = next {
+        headers.insert(
+            "x-next-token",
+            t.parse()
+                .map_err(|_| E2bError::new(500, "a page token is not a valid header"))?,
+        );
+    }
+    Ok((headers, Json(page.iter().map(view).collect())))
+}
+
+pub async fn delete(
+    State(st): State<E2bState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> E2bResult<StatusCode> {
+    match st.ctl.snapshot_delete(&p.tenant, &id).await {
+        Ok(_) => Ok(StatusCode::NO_CONTENT),
+        Err(dwell_control::Error::NotFound(_)) => Err(E2bError::new(
+            404,
+            format!("no snapshot {id:?}; dwell's E2B API deletes snapshots only (images with `dwell image rm`)"),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,128 @@
+//! The JSON bodies of the E2B API (field names as the SDKs send and read
+//! them). Unknown request fields are ignored, as E2B's API does.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// `POST /v2/sandboxes`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewSandbox {
+    #[serde(rename = "templateID")]
+    pub template_id: Option<String>,
+    /// Seconds until the sandbox is killed (or paused, with `autoPause`).
+    pub timeout: Option<u64>,
+    pub auto_pause: Option<bool>,
+    pub metadata: Option<BTreeMap<String, String>>,
+    pub env_vars: Option<BTreeMap<String, String>>,
+    #[serde(rename = "allow_internet_access")]
+    pub allow_internet_access: Option<bool>,
+    pub mcp: Option<serde_json::Value>,
+    pub volume_mounts: Option<Vec<serde_json::Value>>,
+}
+
+/// `POST /v2/sandboxes/{id}/connect`.
+#[derive(Debug, Default, Deserialize)]
+pub struct Connect {
+    pub timeout: Option<u64>,
+}
+
+/// `POST /sandboxes/{id}/timeout`.
+#[derive(Debug, Default, Deserialize)]
+pub struct Timeout {
+    pub timeout: Option<u64>,
+}
+
+/// `POST /sandboxes/{id}/snapshots`.
+#[derive(Debug, Default, Deserialize)]
+pub struct NewSnapshot {
+    pub name: Option<String>,
+}
+
+/// The answer of create and connect.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Sandbox {
+    #[serde(rename = "templateID")]
+    pub template_id: String,
+    #[serde(rename = "sandboxID")]
+    pub sandbox_id: String,
+    #[serde(rename = "clientID")]
+    pub client_id: String,
+    pub alias: Option<String>,
+    pub envd_version: String,
+    pub envd_access_token: String,
+    pub traffic_access_token: Option<String>,
+    pub domain: Option<String>,
+}
+
+/// An item of `GET /v2/sandboxes`; with the detail fields, the answer of
+/// `GET /sandboxes/{id}`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Listed {
+    #[serde(rename = "templateID")]
+    pub template_id: String,
+    #[serde(rename = "sandboxID")]
+    pub sandbox_id: String,
+    #[serde(rename = "clientID")]
+    pub client_id: String,
+    pub alias: Option<String>,
+    pub started_at: String,
+    pub end_at: String,
+    pub cpu_count: u64,
+    #[serde(rename = "memoryMB")]
+    pub memory_mb: u64,
+    #[serde(rename = "diskSizeMB")]
+    pub disk_size_mb: u64,
+    pub metadata: BTreeMap<String, String>,
+    pub state: &'static str,
+    pub envd_version: String,
+    pub volume_mounts: Vec<serde_json::Value>,
+    #[serde(flatten)]
+    pub detail: Option<Detail>,
+}
+
+/// The fields only `GET /sandboxes/{id}` has.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Detail {
+    pub envd_access_token: String,
+    pub domain: Option<String>,
+    pub allow_internet_access: bool,
+    pub lifecycle: Lifecycle,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pause_mode: Option<&'static str>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Lifecycle {
+    pub auto_resume: bool,
+    /// `kill` or `pause`.
+    pub on_timeout: &'static str,
+}
+
+/// An item of `GET /sandboxes/{id}/metrics`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Metric {
+    pub timestamp: String,
+    pub timestamp_unix: i64,
+    pub cpu_count: u64,
+    pub cpu_used_pct: f64,
+    pub mem_used: u64,
+    pub mem_total: u64,
+    pub mem_cache: u64,
+    pub disk_used: u64,
+    pub disk_total: u64,
+}
+
+/// A snapshot as E2B shows it.
+#[derive(Debug, Serialize)]
+pub struct Snapshot {
+    #[serde(rename = "snapshotID")]
+    pub snapshot_id: String,
+    pub names: Vec<String>,
+}

@@ -1,0 +1,229 @@
+//! The unary RPCs of the `filesystem.Filesystem` Connect service (Stat,
+//! MakeDir, Move, ListDir, Remove) on the agent's file requests, and the
+//! `EntryInfo` message they answer with. Paths resolve against the
+//! requesting user's home (`users::resolve_path`).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use dwell_proto::{FileInfo, FileKind};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::connect::{self, Code, ConnectError};
+use crate::pbjson::{self, go_mode, permissions, timestamp};
+use crate::users::{basic_user, resolve_path, Accounts};
+use crate::Envd;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct PathRequest {
+    path: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct MoveRequest {
+    source: String,
+    destination: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ListDirRequest {
+    path: String,
+    #[serde(deserialize_with = "pbjson::uint")]
+    depth: u32,
+}
+
+/// The `FileType` enum name of a kind.
+pub fn file_type(k: FileKind) -> &'static str {
+    match k {
+        FileKind::File => "FILE_TYPE_FILE",
+        FileKind::Dir => "FILE_TYPE_DIRECTORY",
+        FileKind::Symlink => "FILE_TYPE_SYMLINK",
+        FileKind::Other => "FILE_TYPE_UNSPECIFIED",
+    }
+}
+
+/// The `EntryInfo` JSON of a file.
+pub fn entry_info(fi: &FileInfo, acc: &Accounts) -> Value {
+    let mode = go_mode(fi.kind, fi.mode);
+    let mut v = json!({
+        "name": fi.name,
+        "type": file_type(fi.kind),
+        "path": fi.path,
+        "size": fi.size.to_string(),
+        "mode": mode,
+        "permissions": permissions(mode),
+        "owner": acc.user_name(fi.uid),
+        "group": acc.group_name(fi.gid),
+        "modifiedTime": timestamp(fi.modified_ms),
+    });
+    if let Some(t) = &fi.symlink_target {
+        let abs = if t.starts_with('/') {
+            t.clone()
+        } else {
+            let dir = fi.path.rsplit_once('/').map_or("", |(d, _)| d);
+            format!("{dir}/{t}")
+        };
+        v["symlinkTarget"] = json!(abs);
+        v["isSymlink"] = json!(true);
+    }
+    v
+}
+
+fn require_path(p: &str) -> Result<(), ConnectError> {
+    if p.is_empty() {
+        return Err(ConnectError::invalid("path is empty"));
+    }
+    Ok(())
+}
+
+/// `Stat`: one entry (symlinks are not followed).
+pub async fn stat(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> Response {
+    connect::unary(
+        async {
+            crate::check_unary(&h)?;
+            let req: PathRequest = connect::read_unary(body).await?;
+            require_path(&req.path)?;
+            let ctx = envd.ctx(&h, basic_user(&h)).await?;
+            let path = resolve_path(&req.path, &ctx.user);
+            let fi = ctx.agent.stat(&path).await?;
+            Ok(json!({"entry": entry_info(&fi, &ctx.accounts)}))
+        }
+        .await,
+    )
+}
+
+/// `MakeDir`: creates a directory and its parents; `already_exists` when
+/// it is there already.
+pub async fn make_dir(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> Response {
+    connect::unary(
+        async {
+            crate::check_unary(&h)?;
+            let req: PathRequest = connect::read_unary(body).await?;
+            require_path(&req.path)?;
+            let ctx = envd.ctx(&h, basic_user(&h)).await?;
+            let path = resolve_path(&req.path, &ctx.user);
+            match ctx.agent.stat(&path).await {
+                Ok(fi) if fi.kind == FileKind::Dir => {
+                    return Err(ConnectError::new(
+                        Code::AlreadyExists,
+                        format!("directory {path} already exists"),
+                    ))
+                }
+                Ok(_) => {
+                    return Err(ConnectError::invalid(format!(
+                        "{path} already exists and is not a directory"
+                    )))
+                }
+                Err(_) => {}
+            }
+            let mut made = crate::owner::missing_parents(&ctx.agent, &ctx.user, &path).await;
+            ctx.agent.mkdir(&path, true).await?;
+            made.push(path.clone());
+            crate::owner::give(&ctx.agent, &ctx.user, &made).await?;
+            let fi = ctx.agent.stat(&path).await?;
+            Ok(json!({"entry": entry_info(&fi, &ctx.accounts)}))
+        }
+        .await,
+    )
+}
+
+/// `Move`: renames, creating the destination's parent directories.
+pub async fn move_entry(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> Response {
+    connect::unary(
+        async {
+            crate::check_unary(&h)?;
+            let req: MoveRequest = connect::read_unary(body).await?;
+            require_path(&req.source)?;
+            require_path(&req.destination)?;
+            let ctx = envd.ctx(&h, basic_user(&h)).await?;
+            let from = resolve_path(&req.source, &ctx.user);
+            let to = resolve_path(&req.destination, &ctx.user);
+            ctx.agent.stat(&from).await?;
+            if let Some((parent, _)) = to.rsplit_once('/') {
+                if !parent.is_empty() {
+                    ctx.agent.mkdir(parent, true).await?;
+                }
+            }
+            ctx.agent.rename(&from, &to).await?;
+            let fi = ctx.agent.stat(&to).await?;
+            Ok(json!({"entry": entry_info(&fi, &ctx.accounts)}))
+        }
+        .await,
+    )
+}
+
+/// `ListDir`: entries down to `depth` levels (0 counts as 1).
+pub async fn list_dir(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> Response {
+    connect::unary(
+        async {
+            crate::check_unary(&h)?;
+            let req: ListDirRequest = connect::read_unary(body).await?;
+            let ctx = envd.ctx(&h, basic_user(&h)).await?;
+            let path = resolve_path(&req.path, &ctx.user);
+            let fi = ctx.agent.stat(&path).await?;
+            if fi.kind != FileKind::Dir {
+                return Err(ConnectError::invalid(format!(
+                    "path {path} is not a directory"
+                )));
+            }
+            let entries = ctx.agent.list_dir(&path, req.depth.max(1)).await?;
+            let list: Vec<Value> = entries
+                .iter()
+                .map(|e| entry_info(e, &ctx.accounts))
+                .collect();
+            Ok(json!({ "entries": list }))
+        }
+        .await,
+    )
+}
+
+/// `Remove`: a file, symlink or directory with its contents.
+pub async fn remove(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> Response {
+    connect::unary(
+        async {
+            crate::check_unary(&h)?;
+            let req: PathRequest = connect::read_unary(body).await?;
+            require_path(&req.path)?;
+            let ctx = envd.ctx(&h, basic_user(&h)).await?;
+            let path = resolve_path(&req.path, &ctx.user);
+            ctx.agent.remove(&path, true).await?;
+            Ok(json!({}))
+        }
+        .await,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_info_shape() {
+        let acc = Accounts::parse("root:x:0:0::/root:/bin/sh\n", "root:x:0:\n");
+        let fi = FileInfo {
+            name: "l".into(),
+            path: "/tmp/l".into(),
+            kind: FileKind::Symlink,
+            size: 5,
+            mode: 0o777,
+            uid: 0,
+            gid: 0,
+            modified_ms: 0,
+            symlink_target: Some("a.txt".into()),
+        };
+        let v = entry_info(&fi, &acc);
+        assert_eq!(v["type"], "FILE_TYPE_SYMLINK");
+        assert_eq!(v["size"], "5");
+        assert_eq!(v["permissions"], "Lrwxrwxrwx");
+        assert_eq!(v["owner"], "root");
+        assert_eq!(v["symlinkTarget"], "/tmp/a.txt");
+        assert_eq!(v["modifiedTime"], "1970-01-01T00:00:00.000Z");
+    }
+}

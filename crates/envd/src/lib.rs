@@ -1,0 +1,136 @@
+//! The E2B "envd" data plane: what the E2B SDKs talk to inside a sandbox,
+//! served by the dwell daemon on top of each sandbox's agent.
+//!
+//! * Connect RPC with the JSON codec over HTTP/1.1 ([`connect`]): the
+//!   services `process.Process` (`process.rs`) and `filesystem.Filesystem`
+//!   (`filesystem.rs`, watchers in `watch.rs`).
+//! * Plain HTTP: `GET /health`, `GET /files` and `POST /files`
+//!   (`files.rs`, multipart in `multipart.rs`), with signed URLs
+//!   (`signature.rs`).
+//!
+//! Requests name their sandbox with `E2b-Sandbox-Id` or a
+//! `49983-{id}.{domain}` host and prove access with `X-Access-Token`
+//! (`sandbox.rs`); the user comes from Basic auth or `username`
+//! (`users.rs`), and what envd creates for a non-root user is given to it
+//! (`owner.rs`). The version reported to the SDK is [`ENVD_VERSION`].
+//! proto3 JSON details (int64 as strings, base64 bytes, RFC 3339 times,
+//! Go file modes) are in [`pbjson`].
+
+pub mod connect;
+mod files;
+mod filesystem;
+mod multipart;
+mod owner;
+pub mod pbjson;
+mod process;
+mod sandbox;
+mod signature;
+mod users;
+mod watch;
+
+use std::sync::Arc;
+
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use dwell_control::Controller;
+use dwell_proto::AgentClient;
+
+pub use sandbox::{id_from_host, ENVD_PORT};
+pub use signature::sign;
+
+/// The envd version whose behaviour this implementation matches; the
+/// control plane reports it as `envdVersion` so that the SDK's feature
+/// gates (octet-stream and gzip uploads, close_stdin, watch entries) pass.
+pub const ENVD_VERSION: &str = "0.6.7";
+
+/// Shared state of the envd router.
+pub struct Envd {
+    pub(crate) ctl: Arc<Controller>,
+    pub(crate) users: users::Cache,
+    pub(crate) watchers: watch::Watchers,
+}
+
+/// An authorized request's sandbox, agent and user.
+pub(crate) struct Ctx {
+    pub target: sandbox::Target,
+    pub agent: AgentClient,
+    pub user: users::Account,
+    pub accounts: Arc<users::Accounts>,
+}
+
+impl Envd {
+    /// Resolves, authorizes and connects a request; `user` is the name it
+    /// asked to run as.
+    pub(crate) async fn ctx(
+        &self,
+        h: &HeaderMap,
+        user: Option<String>,
+    ) -> Result<Ctx, sandbox::Reject> {
+        let target = sandbox::resolve(&self.ctl, h)?;
+        self.ctx_for(target, user).await
+    }
+
+    /// Connects an already authorized sandbox.
+    pub(crate) async fn ctx_for(
+        &self,
+        target: sandbox::Target,
+        user: Option<String>,
+    ) -> Result<Ctx, sandbox::Reject> {
+        let agent = sandbox::agent(&self.ctl, &target).await?;
+        let accounts = self.users.get(&target.id, &agent, user.as_deref()).await;
+        let user = accounts.select(user.as_deref());
+        Ok(Ctx {
+            target,
+            agent,
+            user,
+            accounts,
+        })
+    }
+}
+
+/// Checks a unary request's codec.
+pub(crate) fn check_unary(h: &HeaderMap) -> Result<(), connect::ConnectError> {
+    connect::check_codec(h, false)
+        .map_err(|why| connect::ConnectError::new(connect::Code::Unimplemented, why))
+}
+
+/// The envd router: every route, routed to a sandbox by the
+/// `E2b-Sandbox-Id` header or a `49983-{id}.{domain}` host name.
+pub fn router(ctl: Arc<Controller>) -> axum::Router {
+    let st = Arc::new(Envd {
+        ctl,
+        users: users::Cache::default(),
+        watchers: watch::Watchers::default(),
+    });
+    axum::Router::new()
+        .route("/health", get(files::health))
+        .route("/files", get(files::download).post(files::upload))
+        .route("/process.Process/Start", post(process::start))
+        .route("/process.Process/Connect", post(process::connect_process))
+        .route("/process.Process/List", post(process::list))
+        .route("/process.Process/SendInput", post(process::send_input))
+        .route("/process.Process/StreamInput", post(process::stream_input))
+        .route("/process.Process/SendSignal", post(process::send_signal))
+        .route("/process.Process/CloseStdin", post(process::close_stdin))
+        .route("/process.Process/Update", post(process::update))
+        .route("/filesystem.Filesystem/Stat", post(filesystem::stat))
+        .route("/filesystem.Filesystem/MakeDir", post(filesystem::make_dir))
+        .route("/filesystem.Filesystem/Move", post(filesystem::move_entry))
+        .route("/filesystem.Filesystem/ListDir", post(filesystem::list_dir))
+        .route("/filesystem.Filesystem/Remove", post(filesystem::remove))
+        .route("/filesystem.Filesystem/WatchDir", post(watch::watch_dir))
+        .route(
+            "/filesystem.Filesystem/CreateWatcher",
+            post(watch::create_watcher),
+        )
+        .route(
+            "/filesystem.Filesystem/GetWatcherEvents",
+            post(watch::get_watcher_events),
+        )
+        .route(
+            "/filesystem.Filesystem/RemoveWatcher",
+            post(watch::remove_watcher),
+        )
+        .fallback(files::not_found)
+        .with_state(st)
+}

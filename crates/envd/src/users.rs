@@ -1,0 +1,228 @@
+//! Users of a sandbox as envd sees them: who a request runs as, that user's
+//! home (relative paths and `~` resolve against it), and uid/gid → names for
+//! `EntryInfo.owner` / `group`. Read from the sandbox's own `/etc/passwd`
+//! and `/etc/group` through the agent, cached for a few seconds.
+//!
+//! The user comes from `Authorization: Basic base64("user:")` on RPCs and
+//! the `username` query parameter on `/files`. When none is named, or the
+//! named user does not exist in the sandbox's image (E2B's templates have a
+//! `user` account that most images do not), the request runs as `root`
+//! with home `/root`: dwell sandboxes are isolated, root inside them is
+//! their normal user. What envd creates for a non-root user is given to
+//! that user (`owner.rs`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::{header, HeaderMap};
+use dwell_proto::AgentClient;
+
+/// How long a sandbox's parsed account files are reused.
+const TTL: Duration = Duration::from_secs(5);
+/// How old a copy may be before a missing user makes it re-read.
+const RECHECK: Duration = Duration::from_millis(500);
+
+/// One account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: String,
+}
+
+impl Account {
+    pub fn root() -> Account {
+        Account {
+            name: "root".into(),
+            uid: 0,
+            gid: 0,
+            home: "/root".into(),
+        }
+    }
+}
+
+/// A sandbox's accounts and groups.
+#[derive(Debug, Default)]
+pub struct Accounts {
+    users: Vec<Account>,
+    groups: HashMap<u32, String>,
+}
+
+impl Accounts {
+    /// Parses passwd and group file contents.
+    pub fn parse(passwd: &str, group: &str) -> Accounts {
+        let users = passwd
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                if f.len() < 7 || l.starts_with('#') {
+                    return None;
+                }
+                Some(Account {
+                    name: f[0].to_string(),
+                    uid: f[2].parse().ok()?,
+                    gid: f[3].parse().ok()?,
+                    home: f[5].to_string(),
+                })
+            })
+            .collect();
+        let groups = group
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() >= 3).then(|| Some((f[2].parse().ok()?, f[0].to_string())))?
+            })
+            .collect();
+        Accounts { users, groups }
+    }
+
+    /// Whether an account of that name exists.
+    pub fn has(&self, name: &str) -> bool {
+        self.users.iter().any(|a| a.name == name)
+    }
+
+    /// The account a request runs as: `name` if it exists, else root.
+    pub fn select(&self, name: Option<&str>) -> Account {
+        name.and_then(|n| self.users.iter().find(|a| a.name == n))
+            .cloned()
+            .unwrap_or_else(Account::root)
+    }
+
+    /// Name of a uid (the number when unknown).
+    pub fn user_name(&self, uid: u32) -> String {
+        self.users
+            .iter()
+            .find(|a| a.uid == uid)
+            .map(|a| a.name.clone())
+            .unwrap_or_else(|| uid.to_string())
+    }
+
+    /// Name of a gid (the number when unknown).
+    pub fn group_name(&self, gid: u32) -> String {
+        self.groups
+            .get(&gid)
+            .cloned()
+            .unwrap_or_else(|| gid.to_string())
+    }
+}
+
+/// Per-sandbox cache of parsed account files.
+#[derive(Default)]
+pub struct Cache {
+    map: Mutex<HashMap<String, (Instant, Arc<Accounts>)>>,
+}
+
+impl Cache {
+    /// The accounts of sandbox `id`, read through `agent` when not cached.
+    /// Missing files give an empty set (everything runs as root).
+    /// A user named but not found in a copy older than [`RECHECK`] is looked
+    /// up afresh (it may just have been created).
+    pub async fn get(&self, id: &str, agent: &AgentClient, wanted: Option<&str>) -> Arc<Accounts> {
+        if let Some((at, a)) = self.map.lock().unwrap().get(id) {
+            let stale_miss = wanted.is_some_and(|n| !a.has(n)) && at.elapsed() >= RECHECK;
+            if at.elapsed() < TTL && !stale_miss {
+                return a.clone();
+            }
+        }
+        let read = |p: &'static str| async move {
+            match agent.read_file(p).await {
+                Ok(r) => r.read_to_end().await.unwrap_or_default(),
+                Err(_) => Vec::new(),
+            }
+        };
+        let (p, g) = tokio::join!(read("/etc/passwd"), read("/etc/group"));
+        let a = Arc::new(Accounts::parse(
+            &String::from_utf8_lossy(&p),
+            &String::from_utf8_lossy(&g),
+        ));
+        let mut m = self.map.lock().unwrap();
+        m.retain(|_, (at, _)| at.elapsed() < TTL);
+        m.insert(id.to_string(), (Instant::now(), a.clone()));
+        a
+    }
+}
+
+/// The user named by `Authorization: Basic base64("user:")`, if any.
+pub fn basic_user(h: &HeaderMap) -> Option<String> {
+    let v = h.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, cred) = v.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = crate::pbjson::decode_b64(cred.trim()).ok()?;
+    let s = String::from_utf8(raw).ok()?;
+    let user = s.split(':').next().unwrap_or("");
+    (!user.is_empty()).then(|| user.to_string())
+}
+
+/// Resolves a path the way envd does: `~` and `~/x` against the user's
+/// home, relative paths against the home, absolute paths as they are.
+pub fn resolve_path(path: &str, user: &Account) -> String {
+    let home = user.home.trim_end_matches('/');
+    let home = if home.is_empty() { "/" } else { home };
+    let joined = if path == "~" || path.is_empty() {
+        return home.to_string();
+    } else if let Some(rest) = path.strip_prefix("~/") {
+        format!("{home}/{rest}")
+    } else if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("{home}/{path}")
+    };
+    normalize(&joined)
+}
+
+/// Removes `.` and `..` components and duplicate slashes.
+fn normalize(p: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str =
+        "root:x:0:0:root:/root:/bin/bash\nuser:x:1000:1000::/home/user:/bin/bash\n";
+    const GROUP: &str = "root:x:0:\nuser:x:1000:\n";
+
+    #[test]
+    fn select_falls_back_to_root() {
+        let a = Accounts::parse(PASSWD, GROUP);
+        assert_eq!(a.select(Some("user")).home, "/home/user");
+        assert_eq!(a.select(Some("nobody-here")), Account::root());
+        assert_eq!(a.select(None), Account::root());
+        assert_eq!(a.user_name(1000), "user");
+        assert_eq!(a.group_name(0), "root");
+        assert_eq!(a.group_name(77), "77");
+    }
+
+    #[test]
+    fn basic_auth_user() {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, "Basic dXNlcjo=".parse().unwrap());
+        assert_eq!(basic_user(&h).as_deref(), Some("user"));
+        h.insert(header::AUTHORIZATION, "Bearer x".parse().unwrap());
+        assert_eq!(basic_user(&h), None);
+    }
+
+    #[test]
+    fn paths_resolve_against_home() {
+        let u = Account::root();
+        assert_eq!(resolve_path("a.txt", &u), "/root/a.txt");
+        assert_eq!(resolve_path("~/x/../y", &u), "/root/y");
+        assert_eq!(resolve_path("~", &u), "/root");
+        assert_eq!(resolve_path("/tmp//a/./b", &u), "/tmp/a/b");
+    }
+}

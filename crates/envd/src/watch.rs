@@ -1,0 +1,292 @@
+//! Directory watching in `filesystem.Filesystem`, on the agent's inotify
+//! watch: the server stream `WatchDir` (used by the async SDK) and the
+//! polled watchers `CreateWatcher` / `GetWatcherEvents` / `RemoveWatcher`
+//! (used by the sync SDK). A polled watcher buffers at most
+//! [`MAX_BUFFERED`] events (the oldest are dropped) and is removed when it
+//! has not been polled for [`ABANDONED_AFTER`].
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use dwell_proto::{AgentClient, FsChange, FsEvent};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+use crate::connect::{self, Code, ConnectError};
+use crate::filesystem::entry_info;
+use crate::users::{basic_user, resolve_path, Accounts};
+use crate::{Ctx, Envd};
+
+/// Events a polled watcher keeps between polls.
+pub const MAX_BUFFERED: usize = 10_000;
+/// A polled watcher nobody asked about for this long is removed.
+pub const ABANDONED_AFTER: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct WatchRequest {
+    path: String,
+    recursive: bool,
+    include_entry: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct WatcherIdRequest {
+    watcher_id: String,
+}
+
+fn event_type(c: FsChange) -> &'static str {
+    match c {
+        FsChange::Create => "EVENT_TYPE_CREATE",
+        FsChange::Write => "EVENT_TYPE_WRITE",
+        FsChange::Remove => "EVENT_TYPE_REMOVE",
+        FsChange::Rename => "EVENT_TYPE_RENAME",
+        FsChange::Chmod => "EVENT_TYPE_CHMOD",
+    }
+}
+
+/// The `FilesystemEvent` JSON of a change (with its entry when asked and
+/// the path still exists).
+async fn fs_event(e: &FsEvent, root: &str, entry: Option<(&AgentClient, &Accounts)>) -> Value {
+    let mut v = json!({"name": e.name, "type": event_type(e.change)});
+    if let Some((agent, acc)) = entry {
+        if !matches!(e.change, FsChange::Remove | FsChange::Rename) {
+            let full = format!("{}/{}", root.trim_end_matches('/'), e.name);
+            if let Ok(fi) = agent.stat(&full).await {
+                v["entry"] = entry_info(&fi, acc);
+            }
+        }
+    }
+    v
+}
+
+/// Starts an agent watch on the request's directory.
+async fn start(
+    ctx: &Ctx,
+    req: &WatchRequest,
+) -> Result<(String, dwell_proto::Watcher), ConnectError> {
+    let path = resolve_path(&req.path, &ctx.user);
+    let fi = ctx.agent.stat(&path).await?;
+    if fi.kind != dwell_proto::FileKind::Dir {
+        return Err(ConnectError::invalid(format!(
+            "path {path} is not a directory"
+        )));
+    }
+    let w = ctx.agent.watch(&path, req.recursive).await?;
+    Ok((path, w))
+}
+
+/// `WatchDir`: a stream of `start`, then `filesystem` events and keepalives.
+pub async fn watch_dir(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> Response {
+    if let Err(why) = connect::check_codec(&h, true) {
+        return connect::unsupported_codec(why);
+    }
+    let ctx = match envd.ctx(&h, basic_user(&h)).await {
+        Ok(c) => c,
+        Err(r) => return r.into_response(),
+    };
+    let req: WatchRequest = match connect::read_stream_request(body).await {
+        Ok(r) => r,
+        Err(e) => return connect::stream_error(&e),
+    };
+    let (root, mut w) = match start(&ctx, &req).await {
+        Ok(v) => v,
+        Err(e) => return connect::stream_error(&e),
+    };
+    let keepalive = connect::keepalive_interval(&h);
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    let ctl = envd.ctl.clone();
+    tokio::spawn(async move {
+        if tx
+            .send(connect::message_frame(&json!({"start": {}})))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
+        loop {
+            let frame = tokio::select! {
+                ev = w.next() => match ev {
+                    Ok(Some(e)) => {
+                        ctl.touch(&ctx.target.id);
+                        let entry = req.include_entry.then_some((&ctx.agent, &*ctx.accounts));
+                        let v = fs_event(&e, &root, entry).await;
+                        connect::message_frame(&json!({"filesystem": v}))
+                    }
+                    Ok(None) => {
+                        let _ = tx.send(connect::end_ok_frame()).await;
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(ConnectError::from(e).end_frame()).await;
+                        return;
+                    }
+                },
+                _ = tick.tick() => connect::message_frame(&json!({"keepalive": {}})),
+                _ = tx.closed() => return,
+            };
+            if tx.send(frame).await.is_err() {
+                return;
+            }
+        }
+    });
+    connect::stream_response(rx)
+}
+
+/// One polled watcher.
+struct Polled {
+    sandbox: String,
+    events: Arc<Mutex<PolledEvents>>,
+    task: AbortHandle,
+}
+
+#[derive(Default)]
+struct PolledEvents {
+    queue: VecDeque<Value>,
+    /// Set when the agent ended the watch (with the reason on failure).
+    ended: Option<Option<ConnectError>>,
+    last_poll: Option<Instant>,
+}
+
+/// The polled watchers of every sandbox.
+#[derive(Default)]
+pub struct Watchers {
+    map: Mutex<HashMap<String, Polled>>,
+    next: AtomicU64,
+}
+
+impl Watchers {
+    fn purge(&self) {
+        let mut m = self.map.lock().unwrap();
+        m.retain(|_, p| {
+            let last = p.events.lock().unwrap().last_poll;
+            let keep = last.is_none_or(|t| t.elapsed() < ABANDONED_AFTER);
+            if !keep {
+                p.task.abort();
+            }
+            keep
+        });
+    }
+
+    fn take(&self, sandbox: &str, id: &str) -> Result<Arc<Mutex<PolledEvents>>, ConnectError> {
+        self.map
+            .lock()
+            .unwrap()
+            .get(id)
+            .filter(|p| p.sandbox == sandbox)
+            .map(|p| p.events.clone())
+            .ok_or_else(|| ConnectError::new(Code::NotFound, format!("watcher {id:?} not found")))
+    }
+}
+
+/// `CreateWatcher`: starts a polled watcher.
+pub async fn create_watcher(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> Response {
+    connect::unary(
+        async {
+            crate::check_unary(&h)?;
+            let req: WatchRequest = connect::read_unary(body).await?;
+            let ctx = envd.ctx(&h, basic_user(&h)).await?;
+            let (root, mut w) = start(&ctx, &req).await?;
+            envd.watchers.purge();
+            let events = Arc::new(Mutex::new(PolledEvents {
+                last_poll: Some(Instant::now()),
+                ..Default::default()
+            }));
+            let sandbox = ctx.target.id.clone();
+            let sink = events.clone();
+            let include = req.include_entry;
+            let task = tokio::spawn(async move {
+                loop {
+                    let r = w.next().await;
+                    let v = match r {
+                        Ok(Some(e)) => {
+                            let entry = include.then_some((&ctx.agent, &*ctx.accounts));
+                            fs_event(&e, &root, entry).await
+                        }
+                        Ok(None) => {
+                            sink.lock().unwrap().ended = Some(None);
+                            return;
+                        }
+                        Err(e) => {
+                            sink.lock().unwrap().ended = Some(Some(e.into()));
+                            return;
+                        }
+                    };
+                    let mut s = sink.lock().unwrap();
+                    if s.queue.len() >= MAX_BUFFERED {
+                        s.queue.pop_front();
+                    }
+                    s.queue.push_back(v);
+                }
+            });
+            let id = format!(
+                "w{}",
+                envd.watchers.next.fetch_add(1, Ordering::Relaxed) + 1
+            );
+            envd.watchers.map.lock().unwrap().insert(
+                id.clone(),
+                Polled {
+                    sandbox,
+                    events,
+                    task: task.abort_handle(),
+                },
+            );
+            Ok(json!({ "watcherId": id }))
+        }
+        .await,
+    )
+}
+
+/// `GetWatcherEvents`: the events since the last poll.
+pub async fn get_watcher_events(
+    State(envd): State<Arc<Envd>>,
+    h: HeaderMap,
+    body: Body,
+) -> Response {
+    connect::unary(
+        async {
+            crate::check_unary(&h)?;
+            let req: WatcherIdRequest = connect::read_unary(body).await?;
+            let t = crate::sandbox::resolve(&envd.ctl, &h)?;
+            let events = envd.watchers.take(&t.id, &req.watcher_id)?;
+            let mut s = events.lock().unwrap();
+            s.last_poll = Some(Instant::now());
+            let list: Vec<Value> = s.queue.drain(..).collect();
+            if list.is_empty() {
+                if let Some(Some(e)) = &s.ended {
+                    return Err(e.clone());
+                }
+            }
+            Ok(json!({ "events": list }))
+        }
+        .await,
+    )
+}
+
+/// `RemoveWatcher`: stops a polled watcher.
+pub async fn remove_watcher(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> Response {
+    connect::unary(
+        async {
+            crate::check_unary(&h)?;
+            let req: WatcherIdRequest = connect::read_unary(body).await?;
+            let t = crate::sandbox::resolve(&envd.ctl, &h)?;
+            envd.watchers.take(&t.id, &req.watcher_id)?;
+            if let Some(p) = envd.watchers.map.lock().unwrap().remove(&req.watcher_id) {
+                p.task.abort();
+            }
+            Ok(json!({}))
+        }
+        .await,
+    )
+}
