@@ -14,7 +14,7 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::Duration;
 
-use dwell_snapshot::{ChunkStore, CreateOptions, GcOptions, Manifest, RestoreOptions};
+use dwell_snapshot::{ChunkStore, CreateOptions, GcOptions, Manifest, RestoreOptions, TenantKey};
 
 use crate::error::{Error, Result};
 
@@ -26,6 +26,11 @@ impl From<dwell_snapshot::Error> for Error {
     fn from(e: dwell_snapshot::Error) -> Self {
         match e {
             dwell_snapshot::Error::SnapshotNotFound { id, .. } => Error::NotFound(id),
+            e @ (dwell_snapshot::Error::CorruptChunk { .. }
+            | dwell_snapshot::Error::MissingChunk { .. }
+            | dwell_snapshot::Error::WrongKey { .. }) => {
+                Error::Conflict(format!("snapshot cannot be restored: {e}"))
+            }
             e => Error::Internal(format!("snapshot store: {e}")),
         }
     }
@@ -61,7 +66,20 @@ impl Drop for FsFreeze {
     }
 }
 
+/// What a capture or restore needs besides the store and the image: the
+/// tenant's encryption key (captures encrypt only when the daemon was told
+/// to; restores use it whenever a snapshot is encrypted), a progress
+/// tracker, extra labels and a fixed snapshot id.
+#[derive(Default)]
+pub(crate) struct Ctx<'a> {
+    pub key: Option<TenantKey>,
+    pub progress: Option<&'a crate::progress::Tracker>,
+    pub labels: BTreeMap<String, String>,
+    pub id: Option<String>,
+}
+
 /// Capture `image` (frozen by the caller if it is in use).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn capture(
     store: &dyn ChunkStore,
     image: &Path,
@@ -70,17 +88,26 @@ pub(crate) fn capture(
     name: Option<&str>,
     parent: Option<&Manifest>,
     freeze: Option<Duration>,
+    ctx: &Ctx,
 ) -> Result<Manifest> {
-    let mut labels = BTreeMap::new();
+    let mut labels = ctx.labels.clone();
     if let Some(n) = name {
         labels.insert("name".to_string(), n.to_string());
     }
+    let report = |p: dwell_snapshot::Progress| {
+        if let Some(t) = ctx.progress {
+            t.report(p)
+        }
+    };
     let opts = CreateOptions {
+        id: ctx.id.clone(),
         tenant: tenant.into(),
         sandbox: Some(sandbox.into()),
         labels,
         parent,
         freeze,
+        key: ctx.key.as_ref(),
+        progress: Some(&report),
         ..Default::default()
     };
     Ok(dwell_snapshot::create(image, store, &opts)?)
@@ -90,11 +117,14 @@ pub(crate) fn capture(
 pub(crate) fn find(store: &dyn ChunkStore, tenant: &str, id_or_name: &str) -> Result<Manifest> {
     if dwell_snapshot::validate_id(id_or_name).is_ok() {
         if let Ok(m) = dwell_snapshot::load(store, id_or_name, Some(tenant)) {
-            return Ok(m);
+            if !m.labels.contains_key(crate::archive::LABEL) {
+                return Ok(m);
+            }
         }
     }
     let mut all = dwell_snapshot::list(store, Some(tenant))?;
     all.retain(|m| m.labels.get("name").map(String::as_str) == Some(id_or_name));
+    all.retain(|m| !m.labels.contains_key(crate::archive::LABEL));
     all.sort_by(|a, b| a.created_at.cmp(&b.created_at));
     all.pop().ok_or_else(|| {
         Error::NotFound(format!(
@@ -103,13 +133,28 @@ pub(crate) fn find(store: &dyn ChunkStore, tenant: &str, id_or_name: &str) -> Re
     })
 }
 
-/// Restore `m` into the image file `target` (replaced atomically).
-pub(crate) fn restore_into(store: &dyn ChunkStore, m: &Manifest, target: &Path) -> Result<()> {
+/// Restore `m` into the image file `target` (replaced atomically), every
+/// chunk verified; on any error the target is left as it was.
+pub(crate) fn restore_into(
+    store: &dyn ChunkStore,
+    m: &Manifest,
+    target: &Path,
+    ctx: &Ctx,
+) -> Result<()> {
+    let report = |p: dwell_snapshot::Progress| {
+        if let Some(t) = ctx.progress {
+            t.report(p)
+        }
+    };
     Ok(dwell_snapshot::restore(
         m,
         store,
         target,
-        &RestoreOptions::default(),
+        &RestoreOptions {
+            key: ctx.key.as_ref(),
+            progress: Some(&report),
+            ..Default::default()
+        },
     )?)
 }
 
