@@ -78,6 +78,14 @@ pub(crate) fn maybe_spawn(inner: &Arc<Inner>) {
         return;
     };
     let last = inner.gc_state.last_ms.load(Ordering::SeqCst);
+    if last == 0 {
+        // The first collection is one period after the daemon starts.
+        inner
+            .gc_state
+            .last_ms
+            .store(inner.clock.now_ms(), Ordering::SeqCst);
+        return;
+    }
     if inner.clock.now_ms() - last < every.as_millis() as i64
         || inner.gc_state.running.load(Ordering::SeqCst)
     {
