@@ -207,6 +207,10 @@ impl Controller {
     /// Reconcile every live sandbox once (at daemon start: adopt what runs,
     /// finish half-done work) and then keep doing so in the background.
     pub async fn start_background(&self) {
+        {
+            let inner = self.inner.clone();
+            blocking(move || crate::thaw::thaw_all(&inner)).await.ok();
+        }
         reconcile::resync_all(&self.inner).await;
         let inner = self.inner.clone();
         tokio::spawn(async move {

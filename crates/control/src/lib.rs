@@ -38,6 +38,7 @@ pub mod size;
 pub mod snapshot_gc;
 pub mod snapshot_settings;
 pub mod snapshots;
+mod thaw;
 
 pub use controller::{Controller, ControllerOptions};
 pub use error::{Error, Result};
