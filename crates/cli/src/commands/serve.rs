@@ -72,7 +72,7 @@ pub async fn run(a: ServeArgs, socket: PathBuf) -> Result<i32> {
             let dir = data_dir.clone();
             tokio::task::spawn_blocking(move || flags.open(&dir)).await??
         },
-        snapshot_settings: snapshot_settings,
+        snapshot_settings,
         audit_retention: humantime::parse_duration(&a.audit_retention).with_context(|| {
             format!(
                 "--audit-retention {:?} is not a duration; write it like 90d",
