@@ -59,8 +59,10 @@ pub enum Command {
     Resume(Names),
     /// Stop a sandbox: persistent ones keep their files, ephemeral ones are deleted.
     Stop(Names),
-    /// Start a stopped sandbox.
+    /// Start a stopped sandbox (an archived one is restored from its archive first).
     Start(Names),
+    /// Archive sandboxes: stop, move the volume into the snapshot store, free local disk.
+    Archive(Names),
     /// Delete sandboxes and wipe their data.
     Rm(RmArgs),
     /// Push a sandbox's idle and TTL timers, as an agent's heartbeat would.
@@ -140,6 +142,9 @@ pub struct ServeArgs {
     /// Policies for sandboxes created without any (`--default-idle-timeout 1h` ...).
     #[command(flatten)]
     pub default_policies: DefaultPolicyFlags,
+    /// Snapshot store, encryption and collection.
+    #[command(flatten)]
+    pub snapshot_store: crate::commands::snapstore::StoreFlags,
 }
 
 impl DefaultPolicyFlags {
@@ -242,7 +247,7 @@ pub struct PolicyFlags {
     /// Stop after being paused this long.
     #[arg(long)]
     pub pause_after: Option<String>,
-    /// Archive after being stopped this long (needs snapshots: not available yet).
+    /// Archive after being stopped this long (volume moved to the snapshot store).
     #[arg(long)]
     pub archive_after: Option<String>,
     /// Delete after being stopped this long.
@@ -503,5 +508,10 @@ pub enum SnapshotCommand {
         /// Snapshot names or ids.
         #[arg(required = true)]
         snapshots: Vec<String>,
+    },
+    /// Delete stored chunks no snapshot references (admin; the daemon also does it periodically).
+    Gc {
+        #[arg(long)]
+        json: bool,
     },
 }

@@ -5,11 +5,13 @@
 //! - [`commands`]: one file per group of subcommands; [`commands::serve`]
 //!   wires the daemon together (store, runtime, storage, control, API).
 //! - [`output`]: tables and times for people; `--json` for programs.
+//! - [`progress`]: progress bars of long snapshot operations.
 
 mod cli;
 mod client;
 mod commands;
 mod output;
+mod progress;
 
 use clap::Parser;
 

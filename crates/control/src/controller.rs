@@ -43,6 +43,8 @@ pub struct ControllerOptions {
     pub audit_retention: Duration,
     /// Where snapshots go (a local directory by default).
     pub snapshots: Arc<dyn dwell_snapshot::ChunkStore>,
+    /// Snapshot encryption and garbage collection.
+    pub snapshot_settings: crate::snapshot_settings::SnapshotSettings,
 }
 
 /// The control plane. Cheap to clone.
@@ -65,6 +67,10 @@ pub(crate) struct Inner {
     pub prices: crate::metering::Prices,
     pub audit_retention: Duration,
     pub snapshots: Arc<dyn dwell_snapshot::ChunkStore>,
+    pub snapshot_settings: crate::snapshot_settings::SnapshotSettings,
+    /// Progress of snapshot operations in flight, by sandbox.
+    pub progress: crate::progress::Board,
+    pub gc_state: crate::snapshot_gc::GcState,
     pub cpu_marks: crate::metering::CpuMarks,
     /// Runtime configs by sandbox id (mirrors `sandboxes/<id>/sandbox.json`).
     configs: Mutex<HashMap<String, dwell_runtime::SandboxConfig>>,
@@ -169,6 +175,9 @@ impl Controller {
                 prices: opts.prices,
                 audit_retention: opts.audit_retention,
                 snapshots: opts.snapshots,
+                snapshot_settings: opts.snapshot_settings,
+                progress: Default::default(),
+                gc_state: Default::default(),
                 cpu_marks: Default::default(),
                 configs: Mutex::new(HashMap::new()),
                 quota_lock: tokio::sync::Mutex::new(()),
@@ -198,6 +207,10 @@ impl Controller {
     /// Reconcile every live sandbox once (at daemon start: adopt what runs,
     /// finish half-done work) and then keep doing so in the background.
     pub async fn start_background(&self) {
+        {
+            let inner = self.inner.clone();
+            blocking(move || crate::thaw::thaw_all(&inner)).await.ok();
+        }
         reconcile::resync_all(&self.inner).await;
         let inner = self.inner.clone();
         tokio::spawn(async move {
@@ -308,7 +321,9 @@ impl Controller {
                             .into(),
                     )
                 })?;
-                crate::snapshots::restore_into(&*inner.snapshots, &m, &image)
+                let tracker = inner.progress.track(&id, "restore");
+                let ctx = inner.snap_ctx(&m.tenant, false, Some(&tracker))?;
+                crate::snapshots::restore_into(&*inner.snapshots, &m, &image, &ctx)
             })
             .await?;
             if let Err(e) = r {
@@ -363,6 +378,7 @@ impl Controller {
 
     fn view(&self, rec: &SandboxRecord) -> Result<Sandbox> {
         let mut sb = Sandbox::from_record(rec)?;
+        sb.archive = crate::archive::read_ref(&self.inner, &sb.id);
         if self.inner.streams_open(&sb.id) {
             sb.schedule = crate::policy::schedule(rec, &sb.spec.policies, true);
         }
@@ -492,6 +508,8 @@ impl Controller {
                 .into_iter()
                 .filter(|m| m.source.sandbox.as_deref() == Some(id.as_str()))
                 .max_by(|a, b| a.created_at.cmp(&b.created_at));
+            let tracker = inner.progress.track(&id, "snapshot");
+            let ctx = inner.snap_ctx(&tenant, true, Some(&tracker))?;
             if state != State::Running && state != State::Paused {
                 return crate::snapshots::capture(
                     &*inner.snapshots,
@@ -501,6 +519,7 @@ impl Controller {
                     name.as_deref(),
                     parent.as_ref(),
                     None,
+                    &ctx,
                 );
             }
             // Freeze the processes, then the filesystem (which flushes it);
@@ -523,6 +542,7 @@ impl Controller {
                         name.as_deref(),
                         parent.as_ref(),
                         None,
+                        &ctx,
                     )
                     .map(|m| Frozen::Captured(Box::new(m))),
                 }
@@ -544,6 +564,7 @@ impl Controller {
                     name.as_deref(),
                     parent.as_ref(),
                     freeze,
+                    ctx,
                 ),
             }
         })
@@ -579,6 +600,8 @@ impl Controller {
         if let Some(id) = filter {
             all.retain(|m| m.source.sandbox.as_deref() == Some(id.as_str()));
         }
+        // Archives belong to their sandbox (`inspect` shows them).
+        all.retain(|m| !m.labels.contains_key(crate::archive::LABEL));
         all.sort_by(|a, b| a.created_at.cmp(&b.created_at));
         Ok(all)
     }
@@ -611,6 +634,12 @@ impl Controller {
     /// if it was running.
     pub async fn restore(&self, tenant: &str, id_or_name: &str, snapshot: &str) -> Result<Sandbox> {
         let sb = self.get(tenant, id_or_name)?;
+        if sb.state == State::Archived {
+            return Err(Error::Conflict(format!(
+                "sandbox {} is archived; start it first (`dwell start {}`), then restore",
+                sb.name, sb.name
+            )));
+        }
         let m = self.snapshot(tenant, snapshot).await?;
         let was_running = matches!(sb.state, State::Running | State::Paused);
         if was_running {
@@ -622,6 +651,7 @@ impl Controller {
             let inner = self.inner.clone();
             let id = sb.id.clone();
             let m2 = m.clone();
+            let tenant2 = tenant.to_string();
             blocking(move || -> Result<()> {
                 inner.volumes.unmount(&id)?;
                 let info = inner.volumes.info(&id)?;
@@ -635,7 +665,9 @@ impl Controller {
                     )));
                 }
                 let image = info.image.ok_or_else(|| Error::Conflict("snapshots need loop-backed volumes".into()))?;
-                crate::snapshots::restore_into(&*inner.snapshots, &m2, &image)
+                let tracker = inner.progress.track(&id, "restore");
+                let ctx = inner.snap_ctx(&tenant2, false, Some(&tracker))?;
+                crate::snapshots::restore_into(&*inner.snapshots, &m2, &image, &ctx)
             })
             .await??;
             self.inner.store.add_event(
@@ -907,7 +939,7 @@ impl Controller {
     pub async fn start(&self, tenant: &str, id_or_name: &str) -> Result<Sandbox> {
         let sb = self.get(tenant, id_or_name)?;
         let _quota = self.inner.quota_lock.lock().await;
-        if matches!(sb.state, State::Stopped | State::Error) {
+        if matches!(sb.state, State::Stopped | State::Error | State::Archived) {
             self.check_quota(
                 tenant,
                 &crate::quota::Held {
@@ -932,8 +964,51 @@ impl Controller {
     /// Stop a sandbox: its processes end; a persistent sandbox keeps its
     /// volume, an ephemeral one is deleted.
     pub async fn stop(&self, tenant: &str, id_or_name: &str) -> Result<Sandbox> {
-        self.transition(tenant, id_or_name, State::Stopped, "stop", |_| Ok(()))
-            .await
+        self.transition(tenant, id_or_name, State::Stopped, "stop", |sb| {
+            match sb.state {
+                State::Archived => Err(Error::Conflict(format!(
+                    "sandbox {} is archived (stopped, its volume in the snapshot store); `dwell start {}` brings it back",
+                    sb.name, sb.name
+                ))),
+                _ => Ok(()),
+            }
+        })
+        .await
+    }
+
+    /// Archive a sandbox: stop it, move its volume into the snapshot store
+    /// and free it locally (`start` brings it back).
+    pub async fn archive(&self, tenant: &str, id_or_name: &str) -> Result<Sandbox> {
+        self.transition(tenant, id_or_name, State::Archived, "archive", |sb| match (
+            sb.mode, sb.state,
+        ) {
+            (Mode::Ephemeral, _) => Err(Error::Conflict(format!(
+                "sandbox {} is ephemeral: its data goes when it stops, there is nothing to archive",
+                sb.name
+            ))),
+            (_, State::Creating) => Err(Error::Conflict(format!(
+                "sandbox {} is still being created",
+                sb.name
+            ))),
+            _ => Ok(()),
+        })
+        .await
+    }
+
+    /// Progress of the snapshot operation running on a sandbox, if any.
+    pub fn progress(
+        &self,
+        tenant: &str,
+        id_or_name: &str,
+    ) -> Result<Option<crate::progress::OpProgress>> {
+        let rec = self.record(tenant, id_or_name)?;
+        Ok(self.inner.progress.get(&rec.id))
+    }
+
+    /// Collect unreferenced chunks (and archive snapshots nothing points
+    /// at) in the snapshot store. Admin only: it spans every tenant.
+    pub async fn snapshot_gc(&self) -> Result<crate::snapshot_gc::GcSummary> {
+        crate::snapshot_gc::run_now(&self.inner).await
     }
 
     /// Freeze every process of a running sandbox.

@@ -13,9 +13,13 @@
 //! - [`controller`]: the operations behind the API (`create`, `start`,
 //!   `stop`, `pause`, `resume`, `delete`, lookups, agent connections).
 //! - [`reconcile`]: the state machine, one file per transition.
-//! - [`policy`]: lifecycle policies (TTL, idle, pause/stop/delete after),
-//!   evaluated by the reconciler's sweep against a [`clock::Clock`].
+//! - [`policy`]: lifecycle policies (TTL, idle, pause/stop/archive/delete
+//!   after), evaluated by the reconciler's sweep against a [`clock::Clock`].
+//! - [`snapshots`], [`archive`], [`snapshot_gc`], [`progress`]: snapshots of
+//!   volumes, archived sandboxes, store garbage collection, and the progress
+//!   of long snapshot operations.
 
+pub mod archive;
 pub mod clock;
 pub mod controller;
 pub mod crashpoint;
@@ -26,11 +30,15 @@ pub mod metering;
 pub mod model;
 mod orphans;
 pub mod policy;
+pub mod progress;
 pub mod quota;
 pub mod reconcile;
 pub mod secrets;
 pub mod size;
+pub mod snapshot_gc;
+pub mod snapshot_settings;
 pub mod snapshots;
+mod thaw;
 
 pub use controller::{Controller, ControllerOptions};
 pub use error::{Error, Result};

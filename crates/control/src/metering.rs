@@ -53,7 +53,12 @@ pub fn delta(
 ) -> UsageDelta {
     let secs = ((now - last).max(0)) as f64 / 1000.0;
     let mut d = UsageDelta {
-        storage_gib_seconds: spec.disk_bytes as f64 / GIB * secs,
+        // An archived sandbox's volume is in the snapshot store, not on disk.
+        storage_gib_seconds: if rec.state == "archived" {
+            0.0
+        } else {
+            spec.disk_bytes as f64 / GIB * secs
+        },
         ..Default::default()
     };
     match rec.state.as_str() {

@@ -22,6 +22,9 @@ pub enum State {
     Stopped,
     Deleted,
     Error,
+    /// Stopped, its volume moved into the snapshot store and freed
+    /// locally; `start` brings it back.
+    Archived,
 }
 
 impl State {
@@ -33,6 +36,7 @@ impl State {
             State::Stopped => "stopped",
             State::Deleted => "deleted",
             State::Error => "error",
+            State::Archived => "archived",
         }
     }
 
@@ -44,10 +48,11 @@ impl State {
             "stopped" => State::Stopped,
             "deleted" => State::Deleted,
             "error" => State::Error,
+            "archived" => State::Archived,
             other => {
                 return Err(Error::invalid(
                     "state",
-                    format!("{other:?} is not a state; use creating, running, paused, stopped, deleted or error"),
+                    format!("{other:?} is not a state; use creating, running, paused, stopped, archived, deleted or error"),
                 ))
             }
         })
@@ -319,6 +324,9 @@ pub struct Sandbox {
     /// Live usage from the kernel; filled by `inspect` of a running sandbox.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stats: Option<dwell_runtime::Stats>,
+    /// Where the volume of an archived sandbox is (snapshot and sizes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<crate::archive::ArchiveRef>,
 }
 
 /// Volume details for `inspect`.
@@ -365,6 +373,7 @@ impl Sandbox {
             schedule: crate::policy::schedule(r, &spec_policies, false),
             volume: None,
             stats: None,
+            archive: None,
         })
     }
 }

@@ -13,11 +13,13 @@
 //! | `ttl` | running, paused | max(created + ttl, keepalive hold) | `ttl_action` if set (`pause` keeps memory; E2B's autoPause), else ephemeral: delete; persistent: stop |
 //! | `idle_timeout` | running, no open stream | max(last activity + idle, hold) | pause |
 //! | `pause_after` | paused | paused since + pause_after | stop |
-//! | `delete_after` | stopped, error | stopped since + delete_after | delete |
+//! | `archive_after` | stopped (persistent) | stopped since + archive_after | archive |
+//! | `delete_after` | stopped, error, archived | since that state + delete_after | delete |
 //! | `max_lifetime` | running, paused | created + max_lifetime | ephemeral: delete; persistent: stop |
 //!
-//! `archive_after` is refused until archiving (snapshots in the object
-//! store) exists.
+//! `archive_after` moves a stopped sandbox's volume into the snapshot store
+//! (`reconcile/archive.rs`); `delete_after` then counts from the archiving, so an
+//! archived sandbox is still deleted on time.
 
 use dwell_store::SandboxRecord;
 use serde::{Deserialize, Serialize};
@@ -41,6 +43,8 @@ pub struct Policies {
     /// stop (persistent). `pause` keeps memory and files (E2B's autoPause).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_action: Option<Action>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_after_ms: Option<u64>,
 }
 
 /// A duration in a request: a string like `10m`, `1h30m`, `7d`, or `off`
@@ -95,14 +99,6 @@ impl PolicyArgs {
             }
             Ok(())
         };
-        if let Some(a) = &self.archive_after {
-            if a.millis("archive_after")?.is_some() {
-                return Err(Error::invalid(
-                    "archive_after",
-                    "archiving to the object store is not available in this version of dwell (it comes with snapshots); use delete_after for stopped sandboxes",
-                ));
-            }
-        }
         set(&mut p.ttl_ms, &self.ttl, "ttl")?;
         set(&mut p.idle_timeout_ms, &self.idle_timeout, "idle_timeout")?;
         set(&mut p.pause_after_ms, &self.pause_after, "pause_after")?;
@@ -111,6 +107,11 @@ impl PolicyArgs {
         if let Some(a) = self.ttl_action {
             p.ttl_action = Some(a);
         }
+        set(
+            &mut p.archive_after_ms,
+            &self.archive_after,
+            "archive_after",
+        )?;
         Ok(())
     }
 
@@ -125,6 +126,7 @@ impl PolicyArgs {
 pub enum Action {
     Pause,
     Stop,
+    Archive,
     Delete,
 }
 
@@ -189,7 +191,16 @@ pub fn schedule(rec: &SandboxRecord, p: &Policies, streams_open: bool) -> Vec<Sc
                 }
             }
         }
-        "stopped" | "error" => {
+        "stopped" | "error" | "archived" => {
+            if rec.state == "stopped" && rec.mode != "ephemeral" {
+                if let Some(after) = p.archive_after_ms {
+                    push(
+                        "archive_after",
+                        Action::Archive,
+                        rec.state_changed_at + after as i64,
+                    );
+                }
+            }
             if let Some(after) = p.delete_after_ms {
                 push(
                     "delete_after",
@@ -213,7 +224,8 @@ pub fn due(rec: &SandboxRecord, p: &Policies, streams_open: bool, now: i64) -> O
         .max_by_key(|s| match s.action {
             Action::Pause => 0,
             Action::Stop => 1,
-            Action::Delete => 2,
+            Action::Archive => 2,
+            Action::Delete => 3,
         })
 }
 
@@ -330,6 +342,43 @@ mod tests {
             Action::Delete
         );
         assert_eq!(schedule(&rec("deleted", "persistent"), &p, false), vec![]);
+        // Archive fires from stopped (persistent only); delete still counts from the stop.
+        let p = Policies {
+            archive_after_ms: Some(60 * MIN as u64),
+            delete_after_ms: Some(120 * MIN as u64),
+            ..Default::default()
+        };
+        let d = due(
+            &rec("stopped", "persistent"),
+            &p,
+            false,
+            1_000_000 + 60 * MIN,
+        )
+        .unwrap();
+        assert_eq!(
+            (d.policy.as_str(), d.action),
+            ("archive_after", Action::Archive)
+        );
+        assert_eq!(
+            due(
+                &rec("archived", "persistent"),
+                &p,
+                false,
+                1_000_000 + 61 * MIN
+            ),
+            None
+        );
+        assert_eq!(
+            due(
+                &rec("archived", "persistent"),
+                &p,
+                false,
+                1_000_000 + 120 * MIN
+            )
+            .unwrap()
+            .action,
+            Action::Delete
+        );
     }
 
     #[test]
@@ -349,7 +398,7 @@ mod tests {
     }
 
     #[test]
-    fn args_parse_clear_and_refuse_archive() {
+    fn args_parse_and_clear() {
         let mut p = Policies::default();
         let a: PolicyArgs = serde_json::from_str(r#"{"idle_timeout":"10m","ttl":900}"#).unwrap();
         a.apply(&mut p).unwrap();
@@ -359,11 +408,8 @@ mod tests {
         a.apply(&mut p).unwrap();
         assert_eq!(p.idle_timeout_ms, None);
         let a: PolicyArgs = serde_json::from_str(r#"{"archive_after":"7d"}"#).unwrap();
-        assert!(a
-            .apply(&mut p)
-            .unwrap_err()
-            .to_string()
-            .contains("not available"));
+        a.apply(&mut p).unwrap();
+        assert_eq!(p.archive_after_ms, Some(7 * 24 * 3_600_000));
         let a: PolicyArgs = serde_json::from_str(r#"{"ttl":"soon"}"#).unwrap();
         assert!(a.apply(&mut p).unwrap_err().to_string().contains("30s"));
     }

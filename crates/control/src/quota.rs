@@ -31,7 +31,10 @@ pub fn held(recs: &[SandboxRecord]) -> Held {
             continue;
         };
         h.sandboxes += 1;
-        h.storage += spec.disk_bytes;
+        // An archived volume is counted as its snapshot's stored bytes.
+        if r.state != "archived" {
+            h.storage += spec.disk_bytes;
+        }
         if matches!(r.state.as_str(), "creating" | "running" | "paused") {
             h.vcpus += spec.vcpus;
             h.memory += spec.memory_bytes;

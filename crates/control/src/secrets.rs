@@ -23,6 +23,8 @@ pub struct Sealer {
     /// Key for tokens derived from the daemon key (keyed BLAKE3 of the
     /// daemon key under a fixed context, so it never equals the key).
     token_key: [u8; 32],
+    /// Root of the per-tenant snapshot keys (derived like `token_key`).
+    snapshot_root: [u8; 32],
 }
 
 impl Sealer {
@@ -50,6 +52,7 @@ impl Sealer {
             cipher: XChaCha20Poly1305::new_from_slice(&key)
                 .map_err(|e| std::io::Error::other(e.to_string()))?,
             token_key: blake3::derive_key("dwell 2026 sandbox access token", &key),
+            snapshot_root: blake3::derive_key("dwell 2026 snapshot tenant keys", &key),
         })
     }
 
@@ -82,6 +85,15 @@ impl Sealer {
             Ok(h) => h == blake3::keyed_hash(&self.token_key, sandbox_id.as_bytes()),
             Err(_) => false,
         }
+    }
+
+    /// The snapshot encryption key of `tenant`: a keyed hash of the tenant
+    /// name under a key derived from the daemon key, so each tenant's
+    /// snapshots are sealed with a different key and no key is stored.
+    pub fn snapshot_key(&self, tenant: &str) -> dwell_snapshot::TenantKey {
+        dwell_snapshot::TenantKey::from_bytes(
+            *blake3::keyed_hash(&self.snapshot_root, tenant.as_bytes()).as_bytes(),
+        )
     }
 
     /// Decrypt what [`seal`](Self::seal) made.
@@ -143,5 +155,16 @@ mod tests {
         assert!(!s.token_matches("abc", "not-hex"));
         let other = Sealer::load_or_create(&dir.path().join("k2")).unwrap();
         assert!(!other.token_matches("abc", &t));
+    }
+
+    #[test]
+    fn snapshot_keys_differ_per_tenant_and_per_daemon() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Sealer::load_or_create(&dir.path().join("k")).unwrap();
+        let a = s.snapshot_key("acme");
+        assert_eq!(a.fingerprint(), s.snapshot_key("acme").fingerprint());
+        assert_ne!(a.fingerprint(), s.snapshot_key("globex").fingerprint());
+        let other = Sealer::load_or_create(&dir.path().join("k2")).unwrap();
+        assert_ne!(a.fingerprint(), other.snapshot_key("acme").fingerprint());
     }
 }

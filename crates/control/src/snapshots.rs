@@ -10,17 +10,18 @@
 //! afterwards. The clone is then kept beside the volume as the *base* of
 //! the next snapshot: blocks the next clone still shares with it are
 //! unchanged (`FIEMAP`), so an incremental snapshot reads only what changed.
-//! The base costs disk space only for blocks overwritten since. Elsewhere (ext4) the image is read while frozen, so the
-//! freeze lasts as long as the read of the volume's data (holes are
-//! skipped). The freeze time is recorded in the manifest. Snapshots are named per tenant (label `name`), and a tenant
-//! never sees another's.
+//! The base costs disk space only for blocks overwritten since. Elsewhere
+//! (ext4) the image is read while frozen, so the freeze lasts as long as
+//! the read of the volume's data (holes are skipped). The freeze time is
+//! recorded in the manifest. Snapshots are named per tenant (label `name`),
+//! and a tenant never sees another's.
 
 use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::Duration;
 
-use dwell_snapshot::{ChunkStore, CreateOptions, GcOptions, Manifest, RestoreOptions};
+use dwell_snapshot::{ChunkStore, CreateOptions, GcOptions, Manifest, RestoreOptions, TenantKey};
 
 use crate::error::{Error, Result};
 
@@ -32,6 +33,11 @@ impl From<dwell_snapshot::Error> for Error {
     fn from(e: dwell_snapshot::Error) -> Self {
         match e {
             dwell_snapshot::Error::SnapshotNotFound { id, .. } => Error::NotFound(id),
+            e @ (dwell_snapshot::Error::CorruptChunk { .. }
+            | dwell_snapshot::Error::MissingChunk { .. }
+            | dwell_snapshot::Error::WrongKey { .. }) => {
+                Error::Conflict(format!("snapshot cannot be restored: {e}"))
+            }
             e => Error::Internal(format!("snapshot store: {e}")),
         }
     }
@@ -130,6 +136,7 @@ fn bases(image: &Path) -> Vec<(std::path::PathBuf, String)> {
 /// clones share blocks are unchanged and are taken from that snapshot
 /// unread, so the cost is what changed since. The clone then becomes the
 /// next base. A base whose snapshot is gone is removed and ignored.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn capture_clone(
     store: &dyn ChunkStore,
     clone: ImageClone,
@@ -138,6 +145,7 @@ pub(crate) fn capture_clone(
     name: Option<&str>,
     parent: Option<&Manifest>,
     freeze: Duration,
+    mut ctx: Ctx,
 ) -> Result<Manifest> {
     let mut base: Option<(std::path::PathBuf, Manifest)> = None;
     for (path, id) in bases(clone.path()) {
@@ -156,24 +164,20 @@ pub(crate) fn capture_clone(
             Err(e) => tracing::warn!("snapshot base {id} not used: {e}"),
         }
     }
-    let same = match &base {
-        Some((path, _)) => Some(dwell_snapshot::same_ranges(path, clone.path())?),
-        None => None,
-    };
-    let mut labels = BTreeMap::new();
-    if let Some(n) = name {
-        labels.insert("name".to_string(), n.to_string());
+    if let Some((path, _)) = &base {
+        ctx.same_as_parent = Some(dwell_snapshot::same_ranges(path, clone.path())?);
     }
-    let opts = CreateOptions {
-        tenant: tenant.into(),
-        sandbox: Some(sandbox.into()),
-        labels,
-        parent: base.as_ref().map(|(_, m)| m).or(parent),
-        same_as_parent: same.as_deref(),
-        freeze: Some(freeze),
-        ..Default::default()
-    };
-    let m = dwell_snapshot::create(clone.path(), store, &opts)?;
+    let parent = base.as_ref().map(|(_, m)| m).or(parent);
+    let m = capture(
+        store,
+        clone.path(),
+        tenant,
+        sandbox,
+        name,
+        parent,
+        Some(freeze),
+        &ctx,
+    )?;
     if let Err(e) = clone.keep_as_base(&m.id) {
         tracing::warn!("the next snapshot will read the whole volume: {e}");
     }
@@ -217,7 +221,22 @@ pub(crate) fn reflink_clone(image: &Path) -> Result<Option<ImageClone>> {
     }
 }
 
+/// What a capture or restore needs besides the store and the image: the
+/// tenant's encryption key (captures encrypt only when the daemon was told
+/// to; restores use it whenever a snapshot is encrypted), a progress
+/// tracker, extra labels and a fixed snapshot id.
+#[derive(Default)]
+pub(crate) struct Ctx<'a> {
+    pub key: Option<TenantKey>,
+    pub progress: Option<&'a crate::progress::Tracker>,
+    pub labels: BTreeMap<String, String>,
+    pub id: Option<String>,
+    /// Ranges known unchanged since `parent` (see `capture_clone`).
+    pub same_as_parent: Option<Vec<std::ops::Range<u64>>>,
+}
+
 /// Capture `image` (frozen by the caller if it is in use).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn capture(
     store: &dyn ChunkStore,
     image: &Path,
@@ -226,17 +245,27 @@ pub(crate) fn capture(
     name: Option<&str>,
     parent: Option<&Manifest>,
     freeze: Option<Duration>,
+    ctx: &Ctx,
 ) -> Result<Manifest> {
-    let mut labels = BTreeMap::new();
+    let mut labels = ctx.labels.clone();
     if let Some(n) = name {
         labels.insert("name".to_string(), n.to_string());
     }
+    let report = |p: dwell_snapshot::Progress| {
+        if let Some(t) = ctx.progress {
+            t.report(p)
+        }
+    };
     let opts = CreateOptions {
+        id: ctx.id.clone(),
         tenant: tenant.into(),
         sandbox: Some(sandbox.into()),
         labels,
         parent,
         freeze,
+        key: ctx.key.as_ref(),
+        progress: Some(&report),
+        same_as_parent: ctx.same_as_parent.as_deref(),
         ..Default::default()
     };
     Ok(dwell_snapshot::create(image, store, &opts)?)
@@ -246,11 +275,14 @@ pub(crate) fn capture(
 pub(crate) fn find(store: &dyn ChunkStore, tenant: &str, id_or_name: &str) -> Result<Manifest> {
     if dwell_snapshot::validate_id(id_or_name).is_ok() {
         if let Ok(m) = dwell_snapshot::load(store, id_or_name, Some(tenant)) {
-            return Ok(m);
+            if !m.labels.contains_key(crate::archive::LABEL) {
+                return Ok(m);
+            }
         }
     }
     let mut all = dwell_snapshot::list(store, Some(tenant))?;
     all.retain(|m| m.labels.get("name").map(String::as_str) == Some(id_or_name));
+    all.retain(|m| !m.labels.contains_key(crate::archive::LABEL));
     all.sort_by(|a, b| a.created_at.cmp(&b.created_at));
     all.pop().ok_or_else(|| {
         Error::NotFound(format!(
@@ -259,13 +291,28 @@ pub(crate) fn find(store: &dyn ChunkStore, tenant: &str, id_or_name: &str) -> Re
     })
 }
 
-/// Restore `m` into the image file `target` (replaced atomically).
-pub(crate) fn restore_into(store: &dyn ChunkStore, m: &Manifest, target: &Path) -> Result<()> {
+/// Restore `m` into the image file `target` (replaced atomically), every
+/// chunk verified; on any error the target is left as it was.
+pub(crate) fn restore_into(
+    store: &dyn ChunkStore,
+    m: &Manifest,
+    target: &Path,
+    ctx: &Ctx,
+) -> Result<()> {
+    let report = |p: dwell_snapshot::Progress| {
+        if let Some(t) = ctx.progress {
+            t.report(p)
+        }
+    };
     Ok(dwell_snapshot::restore(
         m,
         store,
         target,
-        &RestoreOptions::default(),
+        &RestoreOptions {
+            key: ctx.key.as_ref(),
+            progress: Some(&report),
+            ..Default::default()
+        },
     )?)
 }
 
@@ -378,7 +425,8 @@ mod tests {
         let store = dwell_snapshot::LocalStore::open(xfs.dir.path().join("store")).unwrap();
         let freeze = Duration::from_millis(1);
         let clone = reflink_clone(&img).unwrap().unwrap();
-        let a = capture_clone(&store, clone, "t", "sb", None, None, freeze).unwrap();
+        let a =
+            capture_clone(&store, clone, "t", "sb", None, None, freeze, Ctx::default()).unwrap();
         assert!(a.sizes.uploaded > 0);
         assert_eq!(bases(&img).len(), 1, "the clone is kept as the base");
         // Change 2 MiB; the next capture uploads about that, and is exact.
@@ -392,12 +440,13 @@ mod tests {
             (2 << 20..=4 << 20).contains(&differ),
             "{differ} bytes differ"
         );
-        let b = capture_clone(&store, clone, "t", "sb", None, None, freeze).unwrap();
+        let b =
+            capture_clone(&store, clone, "t", "sb", None, None, freeze, Ctx::default()).unwrap();
         let new_chunks = b.extents.iter().filter(|x| x.chunk.is_some()).count();
         assert_eq!(new_chunks, 33);
         assert!(b.sizes.uploaded <= 3 << 20, "uploaded {}", b.sizes.uploaded);
         let out = xfs.dir.path().join("out.img");
-        restore_into(&store, &b, &out).unwrap();
+        restore_into(&store, &b, &out, &Ctx::default()).unwrap();
         assert!(std::fs::read(&out).unwrap() == std::fs::read(&img).unwrap());
         let kept = bases(&img);
         assert_eq!(kept.len(), 1);
@@ -405,8 +454,9 @@ mod tests {
         // A base whose snapshot was deleted is not trusted, and is removed.
         delete(&store, "t", &b.id).unwrap();
         let clone = reflink_clone(&img).unwrap().unwrap();
-        let c = capture_clone(&store, clone, "t", "sb", None, None, freeze).unwrap();
-        restore_into(&store, &c, &out).unwrap();
+        let c =
+            capture_clone(&store, clone, "t", "sb", None, None, freeze, Ctx::default()).unwrap();
+        restore_into(&store, &c, &out, &Ctx::default()).unwrap();
         assert!(std::fs::read(&out).unwrap() == std::fs::read(&img).unwrap());
         assert_eq!(bases(&img).len(), 1);
     }

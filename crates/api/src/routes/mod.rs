@@ -49,6 +49,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sandboxes/{id}/diff", get(sandboxes::diff))
         .route("/v1/sandboxes/{id}/snapshots", post(snapshots::create))
         .route("/v1/sandboxes/{id}/restore", post(snapshots::restore))
+        .route("/v1/sandboxes/{id}/archive", post(snapshots::archive))
+        .route("/v1/sandboxes/{id}/progress", get(snapshots::progress))
+        .route("/v1/gc/snapshots", post(snapshots::gc))
         .route("/v1/snapshots", get(snapshots::list))
         .route(
             "/v1/snapshots/{id}",

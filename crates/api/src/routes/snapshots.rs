@@ -1,5 +1,7 @@
-//! `/v1/snapshots` and `/v1/sandboxes/{id}/snapshots|restore`: capture,
-//! list, inspect, delete and restore snapshots of sandbox volumes.
+//! `/v1/snapshots` and `/v1/sandboxes/{id}/snapshots|restore|archive|progress`:
+//! capture, list, inspect, delete and restore snapshots of sandbox volumes,
+//! archive sandboxes, follow the progress of those operations, and
+//! `/v1/gc/snapshots` (admin) to collect the store.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -119,4 +121,35 @@ pub async fn restore(
         ))
     })?;
     Ok(Json(st.ctl.restore(&p.tenant, &id, &b.snapshot).await?))
+}
+
+pub async fn archive(
+    State(st): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Sandbox>> {
+    Ok(Json(st.ctl.archive(&p.tenant, &id).await?))
+}
+
+/// Progress of the operation running on a sandbox (`null` when none).
+pub async fn progress(
+    State(st): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Option<dwell_control::progress::OpProgress>>> {
+    Ok(Json(st.ctl.progress(&p.tenant, &id)?))
+}
+
+pub async fn gc(
+    State(st): State<AppState>,
+    Extension(p): Extension<Principal>,
+) -> ApiResult<Json<dwell_control::snapshot_gc::GcSummary>> {
+    if !p.admin {
+        return Err(ApiError::new(
+            403,
+            "permission_denied",
+            "collecting the snapshot store spans every tenant: it needs an admin API key",
+        ));
+    }
+    Ok(Json(st.ctl.snapshot_gc().await?))
 }

@@ -8,6 +8,7 @@ mod sandbox;
 pub mod serve;
 mod serve_e2b;
 mod snapshot;
+pub mod snapstore;
 mod tenant;
 
 use anyhow::Result;
@@ -44,6 +45,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Resume(a) => sandbox::lifecycle(&client, a, "resume").await,
         Command::Stop(a) => sandbox::lifecycle(&client, a, "stop").await,
         Command::Start(a) => sandbox::lifecycle(&client, a, "start").await,
+        Command::Archive(a) => sandbox::lifecycle(&client, a, "archive").await,
         Command::Rm(a) => sandbox::rm(&client, a).await,
         Command::Keepalive(a) => sandbox::keepalive(&client, a).await,
         Command::Update(a) => sandbox::update(&client, a).await,

@@ -109,7 +109,11 @@ pub async fn ls(c: &Client, a: LsArgs) -> Result<i32> {
                 vec![
                     s.name.clone(),
                     s.id.clone(),
-                    s.state.as_str().into(),
+                    match &s.archive {
+                        // The archive's stored size is what it occupies now.
+                        Some(a) => format!("archived ({})", output::size(a.stored_bytes)),
+                        None => s.state.as_str().into(),
+                    },
                     s.mode.as_str().into(),
                     s.image.clone(),
                     format!("{}", s.spec.vcpus),
@@ -175,6 +179,17 @@ pub async fn inspect(c: &Client, a: NameJson) -> Result<i32> {
             output::size(v.used_bytes),
             output::size(v.size_bytes),
             if v.mounted { "" } else { ", not mounted" }
+        );
+    }
+    if let Some(a) = &sb.archive {
+        println!(
+            "archive:     snapshot {} of {} ({} of data, {} stored), taken {}; `dwell start {}` restores it",
+            a.snapshot,
+            output::size(a.volume_size),
+            output::size(a.data_bytes),
+            output::size(a.stored_bytes),
+            a.archived_at,
+            sb.name
         );
     }
     if let Some(s) = &sb.stats {
@@ -267,13 +282,18 @@ pub async fn stats(c: &Client, a: NameJson) -> Result<i32> {
 pub async fn lifecycle(c: &Client, a: Names, op: &str) -> Result<i32> {
     let mut failed = 0;
     for name in &a.sandboxes {
-        match c
-            .post::<Sandbox>(
-                &format!("/v1/sandboxes/{}/{op}", enc(name)),
-                &serde_json::json!({}),
-            )
-            .await
-        {
+        let (path, body) = (
+            format!("/v1/sandboxes/{}/{op}", enc(name)),
+            serde_json::json!({}),
+        );
+        let req = c.post::<Sandbox>(&path, &body);
+        // Archiving, and starting an archived sandbox, move whole volumes.
+        let res = if matches!(op, "archive" | "start") {
+            crate::progress::track(c, name, req).await
+        } else {
+            req.await
+        };
+        match res {
             Ok(sb) if a.json => output::json(&sb)?,
             Ok(sb) => {
                 if sb.state == dwell_control::State::Deleted {

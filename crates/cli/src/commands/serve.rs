@@ -43,6 +43,7 @@ pub async fn run(a: ServeArgs, socket: PathBuf) -> Result<i32> {
             .context("bad --default-* policy")?;
         args
     };
+    let snapshot_settings = a.snapshot_store.settings()?;
     let cgroup_parent = cgroup_parent(&data_dir);
     let exe = std::env::current_exe().context("cannot find this binary's path")?;
     let runtime = Arc::new(NamespaceRuntime::new(NsOptions {
@@ -66,10 +67,12 @@ pub async fn run(a: ServeArgs, socket: PathBuf) -> Result<i32> {
             memory_gib_hour: a.price_memory_gib_hour,
             storage_gib_hour: a.price_storage_gib_hour,
         },
-        snapshots: Arc::new(
-            dwell_snapshot::LocalStore::open(data_dir.join("snapshots"))
-                .context("cannot open the snapshot store under the data dir")?,
-        ),
+        snapshots: {
+            let flags = a.snapshot_store.clone();
+            let dir = data_dir.clone();
+            tokio::task::spawn_blocking(move || flags.open(&dir)).await??
+        },
+        snapshot_settings,
         audit_retention: humantime::parse_duration(&a.audit_retention).with_context(|| {
             format!(
                 "--audit-retention {:?} is not a duration; write it like 90d",

@@ -1,4 +1,4 @@
-//! `snapshot create|ls|inspect|rm` and `restore`.
+//! `snapshot create|ls|inspect|rm|gc` and `restore`.
 
 use anyhow::Result;
 use dwell_api::routes::snapshots::SnapshotView;
@@ -40,12 +40,15 @@ pub async fn run(c: &Client, cmd: SnapshotCommand) -> Result<i32> {
             name,
             json,
         } => {
-            let s: SnapshotView = c
-                .post(
+            let s: SnapshotView = crate::progress::track(
+                c,
+                &sandbox,
+                c.post(
                     &format!("/v1/sandboxes/{}/snapshots", enc(&sandbox)),
                     &serde_json::json!({ "name": name }),
-                )
-                .await?;
+                ),
+            )
+            .await?;
             if json {
                 output::json(&s)?;
             } else {
@@ -113,17 +116,36 @@ pub async fn run(c: &Client, cmd: SnapshotCommand) -> Result<i32> {
             }
             return Ok(if failed > 0 { 1 } else { 0 });
         }
+        SnapshotCommand::Gc { json } => {
+            let r: dwell_control::snapshot_gc::GcSummary =
+                c.post("/v1/gc/snapshots", &serde_json::json!({})).await?;
+            if json {
+                output::json(&r)?;
+            } else {
+                println!(
+                    "deleted {} unreferenced chunks ({}) and {} orphan archives; kept {} in use by snapshots being written, {} younger than the grace period",
+                    r.chunks_deleted,
+                    output::size(r.bytes_freed),
+                    r.orphan_archives_deleted,
+                    r.kept_leased,
+                    r.kept_young
+                );
+            }
+        }
     }
     Ok(0)
 }
 
 pub async fn restore(c: &Client, sandbox: &str, snapshot: &str) -> Result<i32> {
-    let sb: Sandbox = c
-        .post(
+    let sb: Sandbox = crate::progress::track(
+        c,
+        sandbox,
+        c.post(
             &format!("/v1/sandboxes/{}/restore", enc(sandbox)),
             &serde_json::json!({ "snapshot": snapshot }),
-        )
-        .await?;
+        ),
+    )
+    .await?;
     println!(
         "{}: restored from {snapshot} ({})",
         sb.name,

@@ -20,6 +20,12 @@ pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord, reason: &str) -
     let id = rec.id.clone();
     blocking(move || -> Result<()> {
         inner2.volumes.delete(&id)?;
+        // An archived sandbox's data is its archive snapshot.
+        let archived = crate::archive::load_ref(&inner2, &id).ok().flatten();
+        crate::archive::remove_ref(&inner2, &id)?;
+        if let Some(r) = archived {
+            crate::archive::drop_snapshot(&inner2, &r.snapshot);
+        }
         super::forget_config(&inner2, &id);
         let dir = inner2.state_dir(&id);
         match std::fs::remove_dir_all(&dir) {

@@ -2,10 +2,11 @@
 //! state, one transition at a time, recording each step before taking it.
 //!
 //! One file per transition: [`start`], [`stop`], [`pause`], [`resume`],
-//! [`delete`]. [`reconcile`] decides which to run; [`resync_all`] runs it for
+//! [`archive`], [`delete`]. [`reconcile`] decides which to run; [`resync_all`] runs it for
 //! every live sandbox (at daemon start and periodically), which is how a
 //! restarted daemon adopts running sandboxes and finishes half-done work.
 
+mod archive;
 mod config;
 mod delete;
 mod pause;
@@ -67,6 +68,7 @@ pub(crate) async fn resync_all(inner: &std::sync::Arc<Inner>) {
         run(inner, &rec.id, trigger).await;
     }
     crate::orphans::sweep(inner).await;
+    crate::snapshot_gc::maybe_spawn(inner);
     let before = inner.clock.now_ms() - inner.audit_retention.as_millis() as i64;
     match inner.store.prune_audit(before) {
         Ok(0) => {}
@@ -115,6 +117,7 @@ fn apply_policy(inner: &Inner, rec: &SandboxRecord) -> Option<String> {
     let desired = match due.action {
         crate::policy::Action::Pause => State::Paused,
         crate::policy::Action::Stop => State::Stopped,
+        crate::policy::Action::Archive => State::Archived,
         crate::policy::Action::Delete => State::Deleted,
     };
     if rec.desired_state == desired.as_str() {
@@ -205,6 +208,12 @@ async fn step(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord, trigger: &Trig
                 inner.store.set_desired(&rec.id, State::Deleted.as_str())?;
                 let why = trigger.why("ephemeral sandbox stopped");
                 delete::run(inner, rec, &format!("{why}: deleted with its data")).await?;
+            }
+            Ok(())
+        }
+        (State::Archived, _) => {
+            if observed != Observed::Stopped || state != State::Archived {
+                archive::run(inner, rec, &trigger.why("archived on request")).await?;
             }
             Ok(())
         }

@@ -21,6 +21,11 @@ pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord) -> Result<()> {
         let inner = inner2;
         let rec = rec2;
         let image = inner.images.get(&rec.image)?;
+        if crate::archive::unarchive(&inner, &rec.id, &rec.tenant)? {
+            let _ = inner
+                .store
+                .add_event(&rec.id, "step", "volume restored from its archive");
+        }
         if inner.volumes.info(&rec.id).is_err() {
             inner.volumes.create(&rec.id, spec.disk_bytes)?;
         }
@@ -41,6 +46,7 @@ pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord) -> Result<()> {
     inner.preconnect_agent(&rec.id).await;
     let reason = match rec.state.as_str() {
         "creating" => "created and started",
+        "archived" => "restored from its archive and started",
         _ => "started on request",
     };
     record(inner, &rec.id, State::Running, reason)

@@ -26,8 +26,11 @@ pub(crate) async fn release(inner: &Arc<Inner>, id: &str) -> Result<()> {
         if let Ok(cfg) = config_of(&inner2, &id) {
             inner2.runtime.stop(&cfg)?;
         }
-        inner2.volumes.unmount(&id)?;
-        Ok(())
+        match inner2.volumes.unmount(&id) {
+            // An archived sandbox has no local volume.
+            Err(dwell_storage::StorageError::VolumeNotFound(_)) => Ok(()),
+            r => Ok(r?),
+        }
     })
     .await?
 }
