@@ -44,11 +44,15 @@ pub struct Out(mpsc::Sender<Bytes>);
 pub struct Gone;
 
 impl Out {
+    /// Queues a frame. A payload too large for one frame is not sent (the
+    /// client would drop the whole connection): that is a bug of the
+    /// caller, logged, and the stream is given up as `Gone`.
     pub async fn frame(&self, stream: u32, kind: Kind, payload: &[u8]) -> Result<(), Gone> {
-        self.0
-            .send(frame::encode(stream, kind, payload))
-            .await
-            .map_err(|_| Gone)
+        let f = frame::encode(stream, kind, payload).map_err(|e| {
+            crate::error!("stream {stream}: not sending a {kind:?} frame: {e}");
+            Gone
+        })?;
+        self.0.send(f).await.map_err(|_| Gone)
     }
 
     pub async fn json<T: Serialize>(&self, stream: u32, kind: Kind, v: &T) -> Result<(), Gone> {
@@ -131,7 +135,19 @@ impl StreamCtx {
             Ok(v) => Outcome::Ok(serde_json::to_value(v).expect("results serialize")),
             Err(e) => Outcome::Err(e),
         };
-        let _ = self.out.json(self.id, Kind::End, &o).await;
+        let mut p = serde_json::to_vec(&o).expect("protocol messages serialize");
+        if p.len() > frame::MAX_PAYLOAD {
+            let e = RemoteError::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "the result is {} bytes, more than one frame carries ({} bytes); ask for less",
+                    p.len(),
+                    frame::MAX_PAYLOAD
+                ),
+            );
+            p = serde_json::to_vec(&Outcome::Err(e)).expect("protocol messages serialize");
+        }
+        let _ = self.out.frame(self.id, Kind::End, &p).await;
     }
 }
 

@@ -66,7 +66,37 @@ pub fn stat(path: &str) -> Result<FileInfo, RemoteError> {
     Ok(file_info(Path::new(path), &md))
 }
 
-fn walk(dir: &Path, depth: u32, out: &mut Vec<FileInfo>) -> Result<(), RemoteError> {
+/// Bytes of entries one listing may return: its answer must fit in one
+/// frame ([`dwell_proto::frame::MAX_PAYLOAD`]) with room to spare.
+pub const MAX_LIST_BYTES: usize = 900 << 10;
+
+/// A listing being built, with its encoded size so far.
+struct Listing {
+    entries: Vec<FileInfo>,
+    bytes: usize,
+    root: String,
+}
+
+impl Listing {
+    fn push(&mut self, fi: FileInfo) -> Result<(), RemoteError> {
+        self.bytes += serde_json::to_vec(&fi).map_or(256, |v| v.len()) + 1;
+        if self.bytes > MAX_LIST_BYTES {
+            return Err(RemoteError::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "list {}: too many entries ({} listed so far, over {} KiB); list a subdirectory or lower the depth",
+                    self.root,
+                    self.entries.len(),
+                    MAX_LIST_BYTES >> 10
+                ),
+            ));
+        }
+        self.entries.push(fi);
+        Ok(())
+    }
+}
+
+fn walk(dir: &Path, depth: u32, out: &mut Listing) -> Result<(), RemoteError> {
     let shown = dir.to_string_lossy();
     let rd = fs::read_dir(dir).map_err(|e| ctx_err("list", &shown, e))?;
     let mut entries: Vec<_> = rd.filter_map(|e| e.ok()).collect();
@@ -77,10 +107,14 @@ fn walk(dir: &Path, depth: u32, out: &mut Vec<FileInfo>) -> Result<(), RemoteErr
             continue; // vanished while listing
         };
         let is_dir = md.file_type().is_dir();
-        out.push(file_info(&p, &md));
+        out.push(file_info(&p, &md))?;
         if is_dir && depth > 1 {
-            // Unreadable subdirectories are listed but not descended into.
-            let _ = walk(&p, depth - 1, out);
+            // Unreadable subdirectories are listed but not descended into;
+            // a listing that grows too large fails as a whole.
+            match walk(&p, depth - 1, out) {
+                Err(e) if out.bytes > MAX_LIST_BYTES => return Err(e),
+                _ => {}
+            }
         }
     }
     Ok(())
@@ -95,9 +129,13 @@ pub fn list_dir(path: &str, depth: u32) -> Result<Vec<FileInfo>, RemoteError> {
             format!("list {path}: not a directory"),
         ));
     }
-    let mut out = Vec::new();
+    let mut out = Listing {
+        entries: Vec::new(),
+        bytes: 0,
+        root: path.to_string(),
+    };
     walk(Path::new(path), depth.max(1), &mut out)?;
-    Ok(out)
+    Ok(out.entries)
 }
 
 /// Creates a directory; with `parents`, missing parents too and no error if it exists.
@@ -259,5 +297,29 @@ pub async fn write(mut ctx: StreamCtx, path: String, opts: WriteOptions) {
                     .await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_listings_fail_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..6000 {
+            File::create(
+                dir.path()
+                    .join(format!("a-rather-long-file-name-{i:05}.txt")),
+            )
+            .unwrap();
+        }
+        let e = list_dir(dir.path().to_str().unwrap(), 1).unwrap_err();
+        assert!(e.message.contains("too many entries"), "{}", e.message);
+        assert!(e.message.contains("list a subdirectory or lower the depth"));
+        std::fs::create_dir(dir.path().join("small")).unwrap();
+        File::create(dir.path().join("small/x")).unwrap();
+        let l = list_dir(dir.path().join("small").to_str().unwrap(), 5).unwrap();
+        assert_eq!(l.len(), 1);
     }
 }

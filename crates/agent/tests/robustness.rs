@@ -52,13 +52,13 @@ async fn garbage_does_not_hurt_other_clients() {
         r#"{{"protocol":{},"software":"test"}}"#,
         dwell_proto::PROTOCOL_VERSION
     );
-    g.write_all(&encode(0, Kind::Hello, hello.as_bytes()))
+    g.write_all(&encode(0, Kind::Hello, hello.as_bytes()).unwrap())
         .await
         .unwrap();
-    g.write_all(&encode(5, Kind::Request, b"{not json"))
+    g.write_all(&encode(5, Kind::Request, b"{not json").unwrap())
         .await
         .unwrap();
-    g.write_all(&encode(6, Kind::Stdout, b"agents send this, not clients"))
+    g.write_all(&encode(6, Kind::Stdout, b"agents send this, not clients").unwrap())
         .await
         .unwrap();
     g.write_all(b"\x00\x00\x00\x05\x00\x00\x00\x01\x99")
@@ -68,13 +68,9 @@ async fn garbage_does_not_hurt_other_clients() {
 
     // A wrong protocol version is refused with a reason.
     let mut g = UnixStream::connect(&a.sock).await.unwrap();
-    g.write_all(&encode(
-        0,
-        Kind::Hello,
-        br#"{"protocol":999,"software":"future"}"#,
-    ))
-    .await
-    .unwrap();
+    g.write_all(&encode(0, Kind::Hello, br#"{"protocol":999,"software":"future"}"#).unwrap())
+        .await
+        .unwrap();
     expect_closed(g).await;
 
     // A client that connects and says nothing does not block anyone.
@@ -98,13 +94,13 @@ async fn bad_request_json_is_a_remote_error_not_a_disconnect() {
         r#"{{"protocol":{},"software":"test"}}"#,
         dwell_proto::PROTOCOL_VERSION
     );
-    g.write_all(&encode(0, Kind::Hello, hello.as_bytes()))
+    g.write_all(&encode(0, Kind::Hello, hello.as_bytes()).unwrap())
         .await
         .unwrap();
-    g.write_all(&encode(3, Kind::Request, br#"{"op":"no_such_op"}"#))
+    g.write_all(&encode(3, Kind::Request, br#"{"op":"no_such_op"}"#).unwrap())
         .await
         .unwrap();
-    g.write_all(&encode(4, Kind::Request, br#"{"op":"health"}"#))
+    g.write_all(&encode(4, Kind::Request, br#"{"op":"health"}"#).unwrap())
         .await
         .unwrap();
     let mut r = dwell_proto::frame::FrameReader::new(g);

@@ -54,13 +54,9 @@ pub async fn api_key(State(state): State<AppState>, mut req: Request, next: Next
         )
         .into_response_();
     };
-    match state.ctl.store().key_by_hash(&hash_key(key)) {
-        Ok(Some(k)) => {
-            req.extensions_mut().insert(Principal {
-                tenant: k.tenant,
-                admin: k.admin,
-                key_id: k.id,
-            });
+    match principal_of_key(state.ctl.store(), key) {
+        Ok(Some(p)) => {
+            req.extensions_mut().insert(p);
             next.run(req).await
         }
         Ok(None) => ApiError::unauthorized(
@@ -69,6 +65,19 @@ pub async fn api_key(State(state): State<AppState>, mut req: Request, next: Next
         .into_response_(),
         Err(e) => ApiError::internal(e.to_string()).into_response_(),
     }
+}
+
+/// Who an API key belongs to (`None` for an unknown key). Shared by every
+/// listener that takes API keys (the REST API, the E2B control plane).
+pub fn principal_of_key(
+    store: &dwell_store::Store,
+    key: &str,
+) -> dwell_store::Result<Option<Principal>> {
+    Ok(store.key_by_hash(&hash_key(key))?.map(|k| Principal {
+        tenant: k.tenant,
+        admin: k.admin,
+        key_id: k.id,
+    }))
 }
 
 /// SHA-256 of a key, hex.

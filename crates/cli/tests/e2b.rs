@@ -277,3 +277,83 @@ fn e2b_api_errors_have_e2b_shape() {
         "{r}"
     );
 }
+
+/// One HTTP/1.1 request with a JSON body; (status, body).
+fn http_json(addr: &str, method: &str, path: &str, key: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nX-API-KEY: {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    // Both listeners answer small bodies with Content-Length or one chunk.
+    let body = match (body.find('{'), body.rfind('}')) {
+        (Some(a), Some(b)) if a <= b => body[a..=b].to_string(),
+        _ => body.to_string(),
+    };
+    (status, body)
+}
+
+/// Setting an E2B timeout on a persistent sandbox made with `dwell create`
+/// (no TTL action) keeps the mode's default, stop, instead of scheduling a
+/// delete; the E2B API shows that as `onTimeout: pause`.
+#[test]
+fn e2b_timeout_on_a_dwell_sandbox_stops_it_instead_of_deleting() {
+    if !can_run() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let e = E2b::start();
+    let id = e.d.create("keepme", &[]);
+    let key = e.d.ok(&["tenant", "key", "default"]).trim().to_string();
+    let (st, body) = http_json(
+        &e.api,
+        "POST",
+        &format!("/sandboxes/{id}/timeout"),
+        &key,
+        r#"{"timeout": 600}"#,
+    );
+    assert_eq!(st, 204, "{body}");
+    let (st, body) = http_json(&e.api, "GET", &format!("/sandboxes/{id}"), &key, "");
+    assert_eq!(st, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["lifecycle"]["onTimeout"], "pause", "{v}");
+    let info = e.d.inspect(&id);
+    let ttl = info["schedule"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["policy"] == "ttl")
+        .unwrap_or_else(|| panic!("a ttl is scheduled: {info}"))
+        .clone();
+    assert_eq!(ttl["action"], "stop", "{info}");
+    // Connect with a longer timeout keeps it too.
+    let (st, body) = http_json(
+        &e.api,
+        "POST",
+        &format!("/v2/sandboxes/{id}/connect"),
+        &key,
+        r#"{"timeout": 1200}"#,
+    );
+    assert!(st == 200 || st == 201, "{st} {body}");
+    let info = e.d.inspect(&id);
+    assert!(
+        info["schedule"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["action"] != "delete"),
+        "{info}"
+    );
+}

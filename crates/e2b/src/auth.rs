@@ -5,7 +5,6 @@
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use dwell_api::Principal;
 
 use crate::error::E2bError;
 use crate::E2bState;
@@ -31,13 +30,9 @@ pub async fn api_key(State(st): State<E2bState>, mut req: Request, next: Next) -
         )
         .into_response();
     };
-    match st.ctl.store().key_by_hash(&dwell_api::auth::hash_key(key)) {
-        Ok(Some(k)) => {
-            req.extensions_mut().insert(Principal {
-                tenant: k.tenant,
-                admin: k.admin,
-                key_id: k.id,
-            });
+    match dwell_api::auth::principal_of_key(st.ctl.store(), key) {
+        Ok(Some(p)) => {
+            req.extensions_mut().insert(p);
             next.run(req).await
         }
         Ok(None) => E2bError::new(

@@ -11,6 +11,8 @@ use axum::Json;
 pub struct E2bError {
     pub status: StatusCode,
     pub message: String,
+    /// Seconds for a `Retry-After` header (a 503 that will pass).
+    pub retry_after: Option<u64>,
 }
 
 impl E2bError {
@@ -18,6 +20,15 @@ impl E2bError {
         E2bError {
             status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 503 with `Retry-After`: the request will work in a moment.
+    pub fn retry_later(secs: u64, message: impl Into<String>) -> E2bError {
+        E2bError {
+            retry_after: Some(secs),
+            ..E2bError::new(503, message)
         }
     }
 
@@ -40,7 +51,12 @@ impl E2bError {
 impl IntoResponse for E2bError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({"code": self.status.as_u16(), "message": self.message});
-        (self.status, Json(body)).into_response()
+        let mut r = (self.status, Json(body)).into_response();
+        if let Some(s) = self.retry_after {
+            r.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, s.into());
+        }
+        r
     }
 }
 

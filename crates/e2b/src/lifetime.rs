@@ -49,24 +49,42 @@ pub fn set(ctl: &Controller, tenant: &str, sb: &Sandbox, timeout: u64) -> E2bRes
         &sb.id,
         &PolicyArgs {
             ttl: Some(DurationArg::Text(format!("{ttl_ms}ms"))),
-            // Sandboxes made outside E2B keep their own TTL action.
-            ttl_action: Some(sb.spec.policies.ttl_action.unwrap_or(Action::Delete)),
+            // The TTL action stays what it was: E2B-made sandboxes set one
+            // at create; sandboxes made outside E2B keep theirs, and none
+            // means the mode's default (stop a persistent sandbox, delete
+            // an ephemeral one), never a delete in its place.
+            ttl_action: None,
             ..Default::default()
         },
     )?;
     Ok(ctl.keepalive(tenant, &sb.id, timeout * 1000)?)
 }
 
-/// Drop the timeout (before a pause). Returns the policies to put back if
-/// the pause fails.
-pub fn clear(ctl: &Controller, tenant: &str, sb: &Sandbox) -> E2bResult<PolicyArgs> {
-    let before = PolicyArgs {
+/// What the sandbox's TTL does when it fires: its `ttl_action`, or the
+/// mode's default (`policy::schedule`): stop when persistent, delete when
+/// ephemeral.
+pub fn effective_action(sb: &Sandbox) -> Action {
+    sb.spec.policies.ttl_action.unwrap_or(match sb.mode {
+        dwell_control::Mode::Ephemeral => Action::Delete,
+        dwell_control::Mode::Persistent => Action::Stop,
+    })
+}
+
+/// The policies that put `sb`'s timeout back as it is now.
+pub fn current(sb: &Sandbox) -> PolicyArgs {
+    PolicyArgs {
         ttl: Some(match sb.spec.policies.ttl_ms {
             Some(ms) => DurationArg::Text(format!("{ms}ms")),
             None => DurationArg::Text("off".into()),
         }),
         ..Default::default()
-    };
+    }
+}
+
+/// Drop the timeout (before a pause). Returns the policies to put back if
+/// the pause fails.
+pub fn clear(ctl: &Controller, tenant: &str, sb: &Sandbox) -> E2bResult<PolicyArgs> {
+    let before = current(sb);
     ctl.update_policies(
         tenant,
         &sb.id,

@@ -4,8 +4,9 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 /// Unix milliseconds as `2026-01-02T03:04:05.678Z`.
+/// Clamped to the years 1970..=9999, which RFC 3339 can write.
 pub fn format_ms(ms: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    let t = UNIX_EPOCH + Duration::from_millis(ms.clamp(0, 253_402_300_799_999) as u64);
     humantime::format_rfc3339_millis(t).to_string()
 }
 
@@ -17,7 +18,9 @@ pub fn parse_ms(s: &str) -> Option<i64> {
         None => {
             // A trailing `+HH:MM` / `-HH:MM` after the time part.
             let at = s.len().checked_sub(6)?;
-            let (b, off) = s.split_at(at);
+            // `get` rather than `split_at`: `at` may fall inside a
+            // multi-byte character of a hostile input.
+            let (b, off) = (s.get(..at)?, s.get(at..)?);
             let sign = match off.as_bytes()[0] {
                 b'+' => 1,
                 b'-' => -1,
@@ -51,5 +54,9 @@ mod tests {
         assert_eq!(parse_ms("2026-11-28T20:30:00+01:30"), Some(z));
         assert_eq!(parse_ms("2026-11-28T14:00:00-05:00"), Some(z));
         assert_eq!(parse_ms("yesterday"), None);
+        // Multi-byte characters where the offset would start: no panic.
+        assert_eq!(parse_ms("2026-11-28T19:00:00ééé"), None);
+        assert_eq!(parse_ms("日本語"), None);
+        assert_eq!(format_ms(i64::MAX), "9999-12-31T23:59:59.999Z");
     }
 }

@@ -55,12 +55,13 @@ pub fn end_ms(sb: &Sandbox) -> i64 {
     }
 }
 
-/// What the sandbox does at its deadline: E2B's `onTimeout`.
+/// What the sandbox does at its deadline: E2B's `onTimeout`. Only a delete
+/// is E2B's `kill`; a pause, stop or archive keeps the sandbox, which the
+/// E2B API then shows as paused.
 pub fn on_timeout(sb: &Sandbox) -> &'static str {
-    if sb.spec.policies.ttl_action == Some(Action::Pause) {
-        "pause"
-    } else {
-        "kill"
+    match crate::lifetime::effective_action(sb) {
+        Action::Delete => "kill",
+        Action::Pause | Action::Stop | Action::Archive => "pause",
     }
 }
 

@@ -94,6 +94,9 @@ impl Code {
 pub struct ConnectError {
     pub code: Code,
     pub message: String,
+    /// The HTTP status of a unary answer when it is not the code's (415
+    /// for an unsupported codec).
+    pub http: Option<StatusCode>,
 }
 
 impl ConnectError {
@@ -101,6 +104,16 @@ impl ConnectError {
         ConnectError {
             code,
             message: message.into(),
+            http: None,
+        }
+    }
+
+    /// A request in a codec this server does not speak: HTTP 415, as the
+    /// Connect protocol prescribes, with code `unimplemented`.
+    pub fn unsupported_codec(why: impl Into<String>) -> Self {
+        ConnectError {
+            http: Some(StatusCode::UNSUPPORTED_MEDIA_TYPE),
+            ..Self::new(Code::Unimplemented, why)
         }
     }
 
@@ -148,7 +161,8 @@ impl From<dwell_proto::Error> for ConnectError {
 impl IntoResponse for ConnectError {
     /// The unary error response: the code's HTTP status and a JSON body.
     fn into_response(self) -> Response {
-        let mut r = (self.code.http_status(), axum::Json(self.to_json())).into_response();
+        let status = self.http.unwrap_or(self.code.http_status());
+        let mut r = (status, axum::Json(self.to_json())).into_response();
         r.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(UNARY_JSON));
         r
@@ -364,14 +378,15 @@ pub fn stream_error(e: &ConnectError) -> Response {
 }
 
 /// The keepalive interval the client asked for (`Keepalive-Ping-Interval`,
-/// seconds), at least 1 s; 50 s when absent.
+/// seconds), clamped to 1..=3600 s (a huge value would overflow the
+/// timer's deadline); 50 s when absent.
 pub fn keepalive_interval(h: &HeaderMap) -> Duration {
     let secs = h
         .get("keepalive-ping-interval")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or(50);
-    Duration::from_secs(secs.max(1))
+    Duration::from_secs(secs.clamp(1, 3600))
 }
 
 #[cfg(test)]
@@ -432,6 +447,19 @@ mod tests {
         assert_eq!(ConnectError::from(e).code, Code::AlreadyExists);
         let e = dwell_proto::Error::Unreachable("gone".into());
         assert_eq!(ConnectError::from(e).code, Code::Unavailable);
+    }
+
+    #[test]
+    fn keepalive_interval_is_clamped() {
+        let mut h = HeaderMap::new();
+        assert_eq!(keepalive_interval(&h), Duration::from_secs(50));
+        h.insert(
+            "keepalive-ping-interval",
+            "18446744073709551615".parse().unwrap(),
+        );
+        assert_eq!(keepalive_interval(&h), Duration::from_secs(3600));
+        h.insert("keepalive-ping-interval", "0".parse().unwrap());
+        assert_eq!(keepalive_interval(&h), Duration::from_secs(1));
     }
 
     #[test]

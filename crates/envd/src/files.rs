@@ -4,11 +4,16 @@
 //! agent). Errors are `{"code": <status>, "message": ..}` as the SDK
 //! expects (404 → FileNotFoundException, 507 → NotEnoughSpace).
 //!
+//! Uploads are streamed: multipart forms are parsed as they arrive
+//! (`multipart.rs`) and gzip bodies inflated in bounded pieces
+//! (`gunzip.rs`); at most [`crate::MAX_UPLOADS`] run at once.
+//!
 //! `/files` accepts either `X-Access-Token` or a signed URL
-//! (`signature.rs`); a signed URL without a sandbox header is routed to
-//! the sandbox whose token produced the signature.
+//! (`signature.rs`); a signed URL without a sandbox id (the SDK's URLs
+//! with `E2B_SANDBOX_URL` carry none) is routed to the running sandbox
+//! whose token produced the signature. A signed upload writes exactly one
+//! file, at the signed `?path=`.
 
-use std::io::Write;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -24,12 +29,7 @@ use tokio::sync::mpsc;
 
 use crate::sandbox::{self, Reject, Target};
 use crate::users::resolve_path;
-use crate::{multipart, owner, signature, Ctx, Envd};
-
-/// Largest multipart upload held in memory (octet-stream is streamed).
-const MAX_MULTIPART: usize = 1 << 30;
-/// Chunk size of writes to the agent.
-const CHUNK: usize = 256 << 10;
+use crate::{gunzip, multipart, owner, signature, Ctx, Envd};
 
 #[derive(Debug, Default, Deserialize)]
 pub struct FilesQuery {
@@ -74,18 +74,34 @@ fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
+/// How a `/files` request proved access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proof {
+    Token,
+    /// A signed URL: it covers only `path`, `username` and the operation.
+    Signature,
+}
+
+/// Most sandboxes a signed URL without a sandbox id is tried against.
+const MAX_SCAN: usize = 10_000;
+
 /// Authorizes a `/files` request by token or signature; `op` is `read` or `write`.
-fn authorize(envd: &Envd, h: &HeaderMap, q: &FilesQuery, op: &str) -> Result<Target, Reject> {
+async fn authorize(
+    envd: &Envd,
+    h: &HeaderMap,
+    q: &FilesQuery,
+    op: &str,
+) -> Result<(Target, Proof), Reject> {
     let id = sandbox::sandbox_id(h);
-    let Some(sig) = q.signature.as_deref() else {
+    let Some(sig) = q.signature.clone() else {
         let id = sandbox::require_id(h)?;
         sandbox::authorize(&envd.ctl, &id, h)?;
-        return sandbox::lookup(&envd.ctl, &id);
+        return Ok((sandbox::lookup(&envd.ctl, &id)?, Proof::Token));
     };
     if h.contains_key("x-access-token") {
         if let Some(id) = &id {
             if sandbox::authorize(&envd.ctl, id, h).is_ok() {
-                return sandbox::lookup(&envd.ctl, id);
+                return Ok((sandbox::lookup(&envd.ctl, id)?, Proof::Token));
             }
         }
     }
@@ -97,30 +113,60 @@ fn authorize(envd: &Envd, h: &HeaderMap, q: &FilesQuery, op: &str) -> Result<Tar
             ));
         }
     }
-    let path = q.path.as_deref().unwrap_or("");
-    let user = q.username.as_deref().unwrap_or("");
-    let ok = |sid: &str| {
-        envd.ctl
-            .sandbox_token(sid)
-            .is_ok_and(|tok| signature::matches(sig, path, op, user, &tok, q.signature_expiration))
+    let path = q.path.clone().unwrap_or_default();
+    let user = q.username.clone().unwrap_or_default();
+    let exp = q.signature_expiration;
+    let op_s = op.to_string();
+    let ctl = envd.ctl.clone();
+    let ok = move |sid: &str| {
+        ctl.sandbox_token(sid)
+            .is_ok_and(|tok| signature::matches(&sig, &path, &op_s, &user, &tok, exp))
     };
-    let candidates: Vec<String> = match id {
-        Some(id) => vec![id],
-        None => envd
-            .ctl
-            .store()
-            .list_sandboxes(None)
-            .map_err(|e| Reject::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-            .into_iter()
-            .filter(|r| r.deleted_at.is_none())
-            .map(|r| r.id)
-            .collect(),
+    let found = match id {
+        Some(id) => ok(&id).then_some(id),
+        // The SDK's signed URLs name no sandbox when E2B_SANDBOX_URL points
+        // every sandbox at one address (or with the shared `sandbox.{domain}`
+        // host), and a plain client (curl, a browser) sends no header: the
+        // signature itself has to say whose it is. Only running sandboxes
+        // can serve a file, so only they are tried, at most MAX_SCAN of
+        // them, off the async threads and one scan at a time per permit.
+        None => {
+            let _permit = envd.scans.acquire().await.map_err(|_| {
+                Reject::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the daemon is shutting down",
+                )
+            })?;
+            let ctl = envd.ctl.clone();
+            tokio::task::spawn_blocking(move || -> Result<Option<String>, Reject> {
+                let all = ctl
+                    .store()
+                    .list_sandboxes(None)
+                    .map_err(|e| Reject::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+                Ok(all
+                    .into_iter()
+                    .filter(|r| r.deleted_at.is_none() && r.state == "running")
+                    .take(MAX_SCAN)
+                    .map(|r| r.id)
+                    .find(|c| ok(c)))
+            })
+            .await
+            .map_err(|e| {
+                Reject::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("checking the signature failed: {e}"),
+                )
+            })??
+        }
     };
-    match candidates.iter().find(|c| ok(c)) {
-        Some(id) => sandbox::lookup(&envd.ctl, id),
+    match found {
+        Some(id) => Ok((sandbox::lookup(&envd.ctl, &id)?, Proof::Signature)),
         None => Err(Reject::new(
             StatusCode::UNAUTHORIZED,
-            format!("invalid signature for {op} of {path:?}"),
+            format!(
+                "invalid signature for {op} of {:?} (or its sandbox is not running)",
+                q.path.as_deref().unwrap_or("")
+            ),
         )),
     }
 }
@@ -143,9 +189,14 @@ fn file_error(e: dwell_proto::Error, what: &str) -> Reject {
     Reject::new(status, format!("{what}: {e}"))
 }
 
-async fn open(envd: &Envd, h: &HeaderMap, q: &FilesQuery, op: &str) -> Result<Ctx, Reject> {
-    let target = authorize(envd, h, q, op)?;
-    envd.ctx_for(target, q.username.clone()).await
+async fn open(
+    envd: &Envd,
+    h: &HeaderMap,
+    q: &FilesQuery,
+    op: &str,
+) -> Result<(Ctx, Proof), Reject> {
+    let (target, proof) = authorize(envd, h, q, op).await?;
+    Ok((envd.ctx_for(target, q.username.clone()).await?, proof))
 }
 
 /// `GET /files?path=`: the file's bytes.
@@ -165,7 +216,7 @@ async fn download_inner(
     h: &HeaderMap,
     q: &FilesQuery,
 ) -> Result<Response, Reject> {
-    let ctx = open(envd, h, q, "read").await?;
+    let (ctx, _) = open(envd, h, q, "read").await?;
     let raw = q.path.as_deref().unwrap_or("");
     if raw.is_empty() {
         return Err(Reject::new(
@@ -253,67 +304,25 @@ async fn upload_inner(
             "file metadata (X-Metadata-* headers) is not supported by dwell; write the file without metadata",
         ));
     }
-    let ctx = open(envd, h, q, "write").await?;
+    let (ctx, proof) = open(envd, h, q, "write").await?;
+    let _slot = envd.upload_slot().await?;
     let _guard = envd.ctl.stream_opened(&ctx.target.id);
     let ct = h
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if let Some(b) = multipart::boundary(ct) {
-        let all = axum::body::to_bytes(body, MAX_MULTIPART).await.map_err(|e| {
-            Reject::new(
-                StatusCode::BAD_REQUEST,
-                format!("reading the upload failed (multipart bodies are limited to 1 GiB; send large files as application/octet-stream): {e}"),
-            )
-        })?;
-        let parts =
-            multipart::parse(&all, &b).map_err(|e| Reject::new(StatusCode::BAD_REQUEST, e))?;
-        let files: Vec<_> = parts.into_iter().filter(|p| p.name == "file").collect();
-        if files.is_empty() {
-            return Err(Reject::new(
-                StatusCode::BAD_REQUEST,
-                "the form has no \"file\" part",
-            ));
-        }
-        let single = files.len() == 1;
-        let mut out = Vec::new();
-        for p in files {
-            let raw = match (&q.path, single) {
-                (Some(path), true) if !path.is_empty() => path.clone(),
-                _ => p
-                    .filename
-                    .clone()
-                    .filter(|f| !f.is_empty())
-                    .ok_or_else(|| {
-                        Reject::new(
-                            StatusCode::BAD_REQUEST,
-                            "a file part has no filename and no ?path= was given",
-                        )
-                    })?,
-            };
-            let path = resolve_path(&raw, &ctx.user);
-            let mut made = owner::missing_parents(&ctx.agent, &ctx.user, &path).await;
-            let mut w = open_writer(&ctx, &path).await?;
-            for c in p.data.chunks(CHUNK) {
-                w.write(p.data.slice_ref(c))
-                    .await
-                    .map_err(|e| file_error(e, &format!("writing {path} failed")))?;
-            }
-            w.finish()
-                .await
-                .map_err(|e| file_error(e, &format!("writing {path} failed")))?;
-            made.push(path.clone());
-            owner::give(&ctx.agent, &ctx.user, &made)
-                .await
-                .map_err(|e| file_error(e, &format!("giving {path} to {}", ctx.user.name)))?;
-            out.push(written(&path));
-        }
-        return Ok(out);
+    let query_path = q.path.clone().filter(|p| !p.is_empty());
+    if proof == Proof::Signature && query_path.is_none() {
+        return Err(Reject::new(
+            StatusCode::BAD_REQUEST,
+            "a signed upload URL must name its file with ?path=",
+        ));
     }
-    let raw =
-        q.path.clone().filter(|p| !p.is_empty()).ok_or_else(|| {
-            Reject::new(StatusCode::BAD_REQUEST, "missing the path query parameter")
-        })?;
+    if let Some(b) = multipart::boundary(ct) {
+        return upload_form(&ctx, query_path, &b, body).await;
+    }
+    let raw = query_path
+        .ok_or_else(|| Reject::new(StatusCode::BAD_REQUEST, "missing the path query parameter"))?;
     let path = resolve_path(&raw, &ctx.user);
     let gzip = match h
         .get(header::CONTENT_ENCODING)
@@ -331,41 +340,30 @@ async fn upload_inner(
     };
     let mut made = owner::missing_parents(&ctx.agent, &ctx.user, &path).await;
     let mut w = open_writer(&ctx, &path).await?;
-    let mut gz = gzip.then(|| flate2::write::GzDecoder::new(Vec::new()));
-    let mut stream = body.into_data_stream();
     let fail = |e: dwell_proto::Error| file_error(e, &format!("writing {path} failed"));
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            Reject::new(
-                StatusCode::BAD_REQUEST,
-                format!("reading the upload failed: {e}"),
-            )
-        })?;
-        let data = match gz.as_mut() {
-            None => chunk,
-            Some(d) => {
-                d.write_all(&chunk).map_err(|e| {
-                    Reject::new(
-                        StatusCode::BAD_REQUEST,
-                        format!("the gzip body is corrupt: {e}"),
-                    )
-                })?;
-                Bytes::from(std::mem::take(d.get_mut()))
-            }
-        };
-        if !data.is_empty() {
+    let mut stream = body.into_data_stream();
+    if gzip {
+        let mut rx = gunzip::decode(stream);
+        while let Some(piece) = rx.recv().await {
+            let data = piece.map_err(|e| {
+                Reject::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("the gzip body is corrupt or truncated: {e}"),
+                )
+            })?;
             w.write(data).await.map_err(fail)?;
         }
-    }
-    if let Some(d) = gz {
-        let rest = d.finish().map_err(|e| {
-            Reject::new(
-                StatusCode::BAD_REQUEST,
-                format!("the gzip body is truncated: {e}"),
-            )
-        })?;
-        if !rest.is_empty() {
-            w.write(Bytes::from(rest)).await.map_err(fail)?;
+    } else {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| {
+                Reject::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("reading the upload failed: {e}"),
+                )
+            })?;
+            if !chunk.is_empty() {
+                w.write(chunk).await.map_err(fail)?;
+            }
         }
     }
     w.finish().await.map_err(fail)?;
@@ -374,6 +372,94 @@ async fn upload_inner(
         .await
         .map_err(fail)?;
     Ok(vec![written(&path)])
+}
+
+/// A file being written from a form part.
+struct Open {
+    path: String,
+    made: Vec<String>,
+    w: dwell_proto::FileWriter,
+}
+
+/// Writes the `file` parts of a multipart form as they arrive. With
+/// `query_path` (the SDK's single-file write, and every signed URL) the
+/// form must carry exactly one file, written there; otherwise each part's
+/// filename is its path.
+async fn upload_form(
+    ctx: &Ctx,
+    query_path: Option<String>,
+    boundary: &str,
+    body: Body,
+) -> Result<Vec<serde_json::Value>, Reject> {
+    let bad = |m: String| Reject::new(StatusCode::BAD_REQUEST, m);
+    let mut parser = multipart::Parser::new(boundary).map_err(bad)?;
+    let mut stream = body.into_data_stream();
+    let mut out = Vec::new();
+    let mut files = 0usize;
+    // `None` while outside a part or inside a part that is not a file.
+    let mut cur: Option<Open> = None;
+    loop {
+        while let Some(ev) = parser.next().map_err(bad)? {
+            match ev {
+                multipart::Event::Part { name, filename } => {
+                    if name != "file" {
+                        continue;
+                    }
+                    files += 1;
+                    let raw = match &query_path {
+                        Some(p) if files == 1 => p.clone(),
+                        Some(_) => {
+                            return Err(bad(
+                                "?path= names one file but the form carries several; send one file, or drop ?path= and name each part by its filename".into(),
+                            ))
+                        }
+                        None => filename.filter(|f| !f.is_empty()).ok_or_else(|| {
+                            bad("a file part has no filename and no ?path= was given".into())
+                        })?,
+                    };
+                    let path = resolve_path(&raw, &ctx.user);
+                    let made = owner::missing_parents(&ctx.agent, &ctx.user, &path).await;
+                    let w = open_writer(ctx, &path).await?;
+                    cur = Some(Open { path, made, w });
+                }
+                multipart::Event::Data(b) => {
+                    if let Some(o) = cur.as_mut() {
+                        o.w.write(b)
+                            .await
+                            .map_err(|e| file_error(e, &format!("writing {} failed", o.path)))?;
+                    }
+                }
+                multipart::Event::End => {
+                    if let Some(mut o) = cur.take() {
+                        let fail = |e| file_error(e, &format!("writing {} failed", o.path));
+                        o.w.finish().await.map_err(fail)?;
+                        o.made.push(o.path.clone());
+                        owner::give(&ctx.agent, &ctx.user, &o.made)
+                            .await
+                            .map_err(|e| {
+                                file_error(e, &format!("giving {} to {}", o.path, ctx.user.name))
+                            })?;
+                        out.push(written(&o.path));
+                    }
+                }
+            }
+        }
+        if parser.is_done() {
+            break;
+        }
+        match stream.next().await {
+            Some(Ok(chunk)) => parser.push(&chunk),
+            Some(Err(e)) => return Err(bad(format!("reading the upload failed: {e}"))),
+            None => {
+                parser.finish().map_err(bad)?;
+                break;
+            }
+        }
+    }
+    if files == 0 {
+        return Err(bad("the form has no \"file\" part".into()));
+    }
+    Ok(out)
 }
 
 async fn open_writer(ctx: &Ctx, path: &str) -> Result<dwell_proto::FileWriter, Reject> {

@@ -39,6 +39,9 @@ struct ListDirRequest {
     depth: u32,
 }
 
+/// Deepest `ListDir` (a listing must also fit the agent's size limit).
+pub const MAX_DEPTH: u32 = 64;
+
 /// The `FileType` enum name of a kind.
 pub fn file_type(k: FileKind) -> &'static str {
     match k {
@@ -88,9 +91,11 @@ pub async fn stat(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> Re
     connect::unary(
         async {
             crate::check_unary(&h)?;
+            // Authorize before reading the body.
+            let target = crate::sandbox::resolve(&envd.ctl, &h)?;
             let req: PathRequest = connect::read_unary(body).await?;
             require_path(&req.path)?;
-            let ctx = envd.ctx(&h, basic_user(&h)).await?;
+            let ctx = envd.ctx_for(target, basic_user(&h)).await?;
             let path = resolve_path(&req.path, &ctx.user);
             let fi = ctx.agent.stat(&path).await?;
             Ok(json!({"entry": entry_info(&fi, &ctx.accounts)}))
@@ -105,9 +110,11 @@ pub async fn make_dir(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -
     connect::unary(
         async {
             crate::check_unary(&h)?;
+            // Authorize before reading the body.
+            let target = crate::sandbox::resolve(&envd.ctl, &h)?;
             let req: PathRequest = connect::read_unary(body).await?;
             require_path(&req.path)?;
-            let ctx = envd.ctx(&h, basic_user(&h)).await?;
+            let ctx = envd.ctx_for(target, basic_user(&h)).await?;
             let path = resolve_path(&req.path, &ctx.user);
             match ctx.agent.stat(&path).await {
                 Ok(fi) if fi.kind == FileKind::Dir => {
@@ -139,10 +146,12 @@ pub async fn move_entry(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body)
     connect::unary(
         async {
             crate::check_unary(&h)?;
+            // Authorize before reading the body.
+            let target = crate::sandbox::resolve(&envd.ctl, &h)?;
             let req: MoveRequest = connect::read_unary(body).await?;
             require_path(&req.source)?;
             require_path(&req.destination)?;
-            let ctx = envd.ctx(&h, basic_user(&h)).await?;
+            let ctx = envd.ctx_for(target, basic_user(&h)).await?;
             let from = resolve_path(&req.source, &ctx.user);
             let to = resolve_path(&req.destination, &ctx.user);
             ctx.agent.stat(&from).await?;
@@ -164,8 +173,16 @@ pub async fn list_dir(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -
     connect::unary(
         async {
             crate::check_unary(&h)?;
+            // Authorize before reading the body.
+            let target = crate::sandbox::resolve(&envd.ctl, &h)?;
             let req: ListDirRequest = connect::read_unary(body).await?;
-            let ctx = envd.ctx(&h, basic_user(&h)).await?;
+            if req.depth > MAX_DEPTH {
+                return Err(ConnectError::invalid(format!(
+                    "depth {} is too deep; list at most {MAX_DEPTH} levels at once",
+                    req.depth
+                )));
+            }
+            let ctx = envd.ctx_for(target, basic_user(&h)).await?;
             let path = resolve_path(&req.path, &ctx.user);
             let fi = ctx.agent.stat(&path).await?;
             if fi.kind != FileKind::Dir {
@@ -189,9 +206,11 @@ pub async fn remove(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> 
     connect::unary(
         async {
             crate::check_unary(&h)?;
+            // Authorize before reading the body.
+            let target = crate::sandbox::resolve(&envd.ctl, &h)?;
             let req: PathRequest = connect::read_unary(body).await?;
             require_path(&req.path)?;
-            let ctx = envd.ctx(&h, basic_user(&h)).await?;
+            let ctx = envd.ctx_for(target, basic_user(&h)).await?;
             let path = resolve_path(&req.path, &ctx.user);
             ctx.agent.remove(&path, true).await?;
             Ok(json!({}))

@@ -19,6 +19,7 @@
 pub mod connect;
 mod files;
 mod filesystem;
+mod gunzip;
 mod multipart;
 mod owner;
 pub mod pbjson;
@@ -43,11 +44,21 @@ pub use signature::sign;
 /// gates (octet-stream and gzip uploads, close_stdin, watch entries) pass.
 pub const ENVD_VERSION: &str = "0.6.7";
 
+/// Uploads that may run at once (each holds a decoder thread at most and a
+/// few chunks of memory).
+pub const MAX_UPLOADS: usize = 64;
+/// How long an upload waits for a free slot before a 503.
+const UPLOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Shared state of the envd router.
 pub struct Envd {
     pub(crate) ctl: Arc<Controller>,
     pub(crate) users: users::Cache,
     pub(crate) watchers: watch::Watchers,
+    /// Upload slots ([`MAX_UPLOADS`]).
+    pub(crate) uploads: Arc<tokio::sync::Semaphore>,
+    /// Scans of the sandboxes for a signed URL without a sandbox id.
+    pub(crate) scans: tokio::sync::Semaphore,
 }
 
 /// An authorized request's sandbox, agent and user.
@@ -70,6 +81,19 @@ impl Envd {
         self.ctx_for(target, user).await
     }
 
+    /// A slot for one upload, or 503 after waiting [`UPLOAD_WAIT`].
+    pub(crate) async fn upload_slot(
+        &self,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, sandbox::Reject> {
+        match tokio::time::timeout(UPLOAD_WAIT, self.uploads.clone().acquire_owned()).await {
+            Ok(Ok(p)) => Ok(p),
+            _ => Err(sandbox::Reject::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                format!("{MAX_UPLOADS} uploads are already running; retry later"),
+            )),
+        }
+    }
+
     /// Connects an already authorized sandbox.
     pub(crate) async fn ctx_for(
         &self,
@@ -88,10 +112,37 @@ impl Envd {
     }
 }
 
-/// Checks a unary request's codec.
+/// Checks a unary request's codec (HTTP 415 when unsupported).
 pub(crate) fn check_unary(h: &HeaderMap) -> Result<(), connect::ConnectError> {
-    connect::check_codec(h, false)
-        .map_err(|why| connect::ConnectError::new(connect::Code::Unimplemented, why))
+    connect::check_codec(h, false).map_err(connect::ConnectError::unsupported_codec)
+}
+
+/// Purges abandoned watchers, and those of sandboxes that no longer run,
+/// every [`watch::PURGE_EVERY`] while the router lives (when there is a
+/// runtime to do it on).
+fn spawn_purger(st: &Arc<Envd>) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let weak = Arc::downgrade(st);
+    rt.spawn(async move {
+        let mut tick = tokio::time::interval(watch::PURGE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(st) = weak.upgrade() else { return };
+            if st.watchers.len() == 0 {
+                continue;
+            }
+            let ctl = st.ctl.clone();
+            let running = move |id: &str| {
+                ctl.store().get_sandbox(id).ok().flatten().is_some_and(|r| {
+                    r.deleted_at.is_none() && matches!(r.state.as_str(), "running" | "paused")
+                })
+            };
+            st.watchers.purge(running);
+        }
+    });
 }
 
 /// The envd router: every route, routed to a sandbox by the
@@ -101,7 +152,10 @@ pub fn router(ctl: Arc<Controller>) -> axum::Router {
         ctl,
         users: users::Cache::default(),
         watchers: watch::Watchers::default(),
+        uploads: Arc::new(tokio::sync::Semaphore::new(MAX_UPLOADS)),
+        scans: tokio::sync::Semaphore::new(2),
     });
+    spawn_purger(&st);
     axum::Router::new()
         .route("/health", get(files::health))
         .route("/files", get(files::download).post(files::upload))

@@ -52,13 +52,14 @@ pub fn b64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 
-/// An RFC 3339 timestamp from Unix milliseconds.
+/// The last millisecond RFC 3339 can write (9999-12-31T23:59:59.999Z).
+const MAX_RFC3339_MS: i64 = 253_402_300_799_999;
+
+/// An RFC 3339 timestamp from Unix milliseconds, clamped to the years
+/// 1970..=9999 (a file's mtime can be anything; the formatter cannot).
 pub fn timestamp(ms: i64) -> String {
-    let t = if ms >= 0 {
-        std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64)
-    } else {
-        std::time::UNIX_EPOCH
-    };
+    let ms = ms.clamp(0, MAX_RFC3339_MS) as u64;
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
     humantime::format_rfc3339_millis(t).to_string()
 }
 
@@ -115,6 +116,13 @@ pub fn permissions(go: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_clamp_out_of_range_times() {
+        assert_eq!(timestamp(-5), "1970-01-01T00:00:00.000Z");
+        assert_eq!(timestamp(i64::MAX), "9999-12-31T23:59:59.999Z");
+        assert_eq!(timestamp(300_000_000_000_000), "9999-12-31T23:59:59.999Z");
+    }
     use dwell_proto::FileKind;
 
     #[test]

@@ -334,8 +334,10 @@ pub async fn list(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> Re
     connect::unary(
         async {
             crate::check_unary(&h)?;
+            // Authorize before reading the body.
+            let target = crate::sandbox::resolve(&envd.ctl, &h)?;
             let _: Value = connect::read_unary(body).await?;
-            let ctx = envd.ctx(&h, None).await?;
+            let ctx = envd.ctx_for(target, None).await?;
             let procs = ctx.agent.processes().await?;
             let list: Vec<Value> = procs
                 .into_iter()
@@ -363,8 +365,10 @@ pub async fn send_input(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body)
     connect::unary(
         async {
             crate::check_unary(&h)?;
+            // Authorize before reading the body.
+            let target = crate::sandbox::resolve(&envd.ctl, &h)?;
             let req: SendInputRequest = connect::read_unary(body).await?;
-            let ctx = envd.ctx(&h, None).await?;
+            let ctx = envd.ctx_for(target, None).await?;
             let pid = select(&ctx.agent, &req.process).await?;
             let data = req.input.into_bytes();
             if !data.is_empty() {
@@ -426,9 +430,11 @@ pub async fn send_signal(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body
     connect::unary(
         async {
             crate::check_unary(&h)?;
+            // Authorize before reading the body.
+            let target = crate::sandbox::resolve(&envd.ctl, &h)?;
             let req: SendSignalRequest = connect::read_unary(body).await?;
             let sig = signal_number(&req.signal)?;
-            let ctx = envd.ctx(&h, None).await?;
+            let ctx = envd.ctx_for(target, None).await?;
             let pid = select(&ctx.agent, &req.process).await?;
             ctx.agent.signal(pid, sig).await?;
             Ok(json!({}))
@@ -442,8 +448,10 @@ pub async fn close_stdin(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body
     connect::unary(
         async {
             crate::check_unary(&h)?;
+            // Authorize before reading the body.
+            let target = crate::sandbox::resolve(&envd.ctl, &h)?;
             let req: ProcessOnly = connect::read_unary(body).await?;
-            let ctx = envd.ctx(&h, None).await?;
+            let ctx = envd.ctx_for(target, None).await?;
             let pid = select(&ctx.agent, &req.process).await?;
             ctx.agent.close_stdin(pid).await?;
             Ok(json!({}))
@@ -457,8 +465,10 @@ pub async fn update(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> 
     connect::unary(
         async {
             crate::check_unary(&h)?;
+            // Authorize before reading the body.
+            let target = crate::sandbox::resolve(&envd.ctl, &h)?;
             let req: UpdateRequest = connect::read_unary(body).await?;
-            let ctx = envd.ctx(&h, None).await?;
+            let ctx = envd.ctx_for(target, None).await?;
             let pid = select(&ctx.agent, &req.process).await?;
             if let Some(size) = req.pty.and_then(|p| p.size) {
                 if size.rows == 0 || size.cols == 0 || size.rows > 65535 || size.cols > 65535 {

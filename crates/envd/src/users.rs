@@ -16,12 +16,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::{header, HeaderMap};
-use dwell_proto::AgentClient;
+use dwell_proto::{AgentClient, FileKind};
 
 /// How long a sandbox's parsed account files are reused.
 const TTL: Duration = Duration::from_secs(5);
 /// How old a copy may be before a missing user makes it re-read.
 const RECHECK: Duration = Duration::from_millis(500);
+/// Largest account file read: the files are the sandbox's own, so a
+/// sandbox could make them endless (`ln -sf /dev/zero /etc/passwd`).
+pub const MAX_ACCOUNT_FILE: usize = 1 << 20;
+/// How long reading one account file may take (a FIFO never ends).
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One account.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,13 +131,10 @@ impl Cache {
                 return a.clone();
             }
         }
-        let read = |p: &'static str| async move {
-            match agent.read_file(p).await {
-                Ok(r) => r.read_to_end().await.unwrap_or_default(),
-                Err(_) => Vec::new(),
-            }
-        };
-        let (p, g) = tokio::join!(read("/etc/passwd"), read("/etc/group"));
+        let (p, g) = tokio::join!(
+            read_account_file(agent, "/etc/passwd"),
+            read_account_file(agent, "/etc/group")
+        );
         let a = Arc::new(Accounts::parse(
             &String::from_utf8_lossy(&p),
             &String::from_utf8_lossy(&g),
@@ -142,6 +144,51 @@ impl Cache {
         m.insert(id.to_string(), (Instant::now(), a.clone()));
         a
     }
+}
+
+/// The bytes of a sandbox's account file, or nothing (everything then runs
+/// as root) when it is missing, not a regular file, larger than
+/// [`MAX_ACCOUNT_FILE`] or slower than [`READ_TIMEOUT`] to read.
+async fn read_account_file(agent: &AgentClient, path: &str) -> Vec<u8> {
+    match tokio::time::timeout(READ_TIMEOUT, read_capped(agent, path, MAX_ACCOUNT_FILE)).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(why)) => {
+            tracing::warn!("ignoring the sandbox's {path}: {why}");
+            Vec::new()
+        }
+        Err(_) => {
+            tracing::warn!(
+                "ignoring the sandbox's {path}: reading it took over {}s",
+                READ_TIMEOUT.as_secs()
+            );
+            Vec::new()
+        }
+    }
+}
+
+/// Reads a regular file of at most `max` bytes; stops (and cancels the
+/// agent's read) as soon as more arrives.
+pub(crate) async fn read_capped(
+    agent: &AgentClient,
+    path: &str,
+    max: usize,
+) -> Result<Vec<u8>, String> {
+    let fi = agent.stat(path).await.map_err(|e| e.to_string())?;
+    if fi.kind != FileKind::File {
+        return Err("it is not a regular file".into());
+    }
+    if fi.size > max as u64 {
+        return Err(format!("it is larger than {max} bytes"));
+    }
+    let mut r = agent.read_file(path).await.map_err(|e| e.to_string())?;
+    let mut v = Vec::with_capacity(fi.size as usize);
+    while let Some(c) = r.next_chunk().await.map_err(|e| e.to_string())? {
+        if v.len() + c.len() > max {
+            return Err(format!("it grew beyond {max} bytes while being read"));
+        }
+        v.extend_from_slice(&c);
+    }
+    Ok(v)
 }
 
 /// The user named by `Authorization: Basic base64("user:")`, if any.

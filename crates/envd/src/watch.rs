@@ -3,7 +3,10 @@
 //! polled watchers `CreateWatcher` / `GetWatcherEvents` / `RemoveWatcher`
 //! (used by the sync SDK). A polled watcher buffers at most
 //! [`MAX_BUFFERED`] events (the oldest are dropped) and is removed when it
-//! has not been polled for [`ABANDONED_AFTER`].
+//! has not been polled for [`ABANDONED_AFTER`], or when its sandbox no
+//! longer runs ([`Watchers::purge`], run every [`PURGE_EVERY`]). A sandbox
+//! has at most [`MAX_PER_SANDBOX`] polled watchers and as many `WatchDir`
+//! streams; the daemon at most [`MAX_TOTAL`] polled watchers.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +33,14 @@ use crate::{Ctx, Envd};
 pub const MAX_BUFFERED: usize = 10_000;
 /// A polled watcher nobody asked about for this long is removed.
 pub const ABANDONED_AFTER: Duration = Duration::from_secs(600);
+/// Polled watchers (and, separately, `WatchDir` streams) per sandbox.
+pub const MAX_PER_SANDBOX: usize = 16;
+/// Polled watchers of all sandboxes together.
+pub const MAX_TOTAL: usize = 1024;
+/// How often abandoned watchers and those of stopped sandboxes go.
+pub const PURGE_EVERY: Duration = Duration::from_secs(30);
+/// How long an ended watcher waits for its last poll.
+const ENDED_KEPT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
@@ -95,6 +106,9 @@ pub async fn watch_dir(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) 
         Ok(c) => c,
         Err(r) => return r.into_response(),
     };
+    let Some(slot) = envd.watchers.stream_slot(&ctx.target.id) else {
+        return connect::stream_error(&too_many(&ctx.target.id));
+    };
     let req: WatchRequest = match connect::read_stream_request(body).await {
         Ok(r) => r,
         Err(e) => return connect::stream_error(&e),
@@ -107,6 +121,7 @@ pub async fn watch_dir(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) 
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let ctl = envd.ctl.clone();
     tokio::spawn(async move {
+        let _slot = slot;
         if tx
             .send(connect::message_frame(&json!({"start": {}})))
             .await
@@ -159,24 +174,93 @@ struct PolledEvents {
     last_poll: Option<Instant>,
 }
 
-/// The polled watchers of every sandbox.
+/// The polled watchers of every sandbox, and the count of `WatchDir`
+/// streams per sandbox.
 #[derive(Default)]
 pub struct Watchers {
     map: Mutex<HashMap<String, Polled>>,
     next: AtomicU64,
+    streams: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// A `WatchDir` stream's place in its sandbox's count; freed on drop.
+pub struct StreamSlot {
+    streams: Arc<Mutex<HashMap<String, usize>>>,
+    sandbox: String,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut m = self.streams.lock().unwrap();
+        if let Some(n) = m.get_mut(&self.sandbox) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.sandbox);
+            }
+        }
+    }
+}
+
+fn too_many(sandbox: &str) -> ConnectError {
+    ConnectError::new(
+        Code::ResourceExhausted,
+        format!("sandbox {sandbox} already has {MAX_PER_SANDBOX} directory watchers; remove one (watcher.stop()) first"),
+    )
 }
 
 impl Watchers {
-    fn purge(&self) {
+    /// Removes the watchers nobody polled for [`ABANDONED_AFTER`], those
+    /// whose watch ended a while ago, and those of sandboxes for which
+    /// `running` says no.
+    pub fn purge(&self, running: impl Fn(&str) -> bool) {
         let mut m = self.map.lock().unwrap();
         m.retain(|_, p| {
-            let last = p.events.lock().unwrap().last_poll;
-            let keep = last.is_none_or(|t| t.elapsed() < ABANDONED_AFTER);
+            let (last, ended) = {
+                let e = p.events.lock().unwrap();
+                (e.last_poll, e.ended.is_some())
+            };
+            let idle = last.map_or(Duration::ZERO, |t| t.elapsed());
+            let keep =
+                idle < ABANDONED_AFTER && !(ended && idle >= ENDED_KEPT) && running(&p.sandbox);
             if !keep {
                 p.task.abort();
             }
             keep
         });
+    }
+
+    /// Whether one more polled watcher fits (per sandbox and in total).
+    fn check_room(&self, sandbox: &str) -> Result<(), ConnectError> {
+        let m = self.map.lock().unwrap();
+        if m.values().filter(|p| p.sandbox == sandbox).count() >= MAX_PER_SANDBOX {
+            return Err(too_many(sandbox));
+        }
+        if m.len() >= MAX_TOTAL {
+            return Err(ConnectError::new(
+                Code::ResourceExhausted,
+                format!("the daemon already runs {MAX_TOTAL} directory watchers; retry later"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A place for one more `WatchDir` stream of `sandbox`, if it has room.
+    fn stream_slot(&self, sandbox: &str) -> Option<StreamSlot> {
+        let mut m = self.streams.lock().unwrap();
+        let n = m.entry(sandbox.to_string()).or_insert(0);
+        if *n >= MAX_PER_SANDBOX {
+            return None;
+        }
+        *n += 1;
+        Some(StreamSlot {
+            streams: self.streams.clone(),
+            sandbox: sandbox.to_string(),
+        })
+    }
+
+    /// How many polled watchers there are.
+    pub fn len(&self) -> usize {
+        self.map.lock().unwrap().len()
     }
 
     fn take(&self, sandbox: &str, id: &str) -> Result<Arc<Mutex<PolledEvents>>, ConnectError> {
@@ -195,10 +279,12 @@ pub async fn create_watcher(State(envd): State<Arc<Envd>>, h: HeaderMap, body: B
     connect::unary(
         async {
             crate::check_unary(&h)?;
+            // Authorize before reading the body.
+            let target = crate::sandbox::resolve(&envd.ctl, &h)?;
             let req: WatchRequest = connect::read_unary(body).await?;
-            let ctx = envd.ctx(&h, basic_user(&h)).await?;
+            let ctx = envd.ctx_for(target, basic_user(&h)).await?;
+            envd.watchers.check_room(&ctx.target.id)?;
             let (root, mut w) = start(&ctx, &req).await?;
-            envd.watchers.purge();
             let events = Arc::new(Mutex::new(PolledEvents {
                 last_poll: Some(Instant::now()),
                 ..Default::default()
@@ -257,8 +343,10 @@ pub async fn get_watcher_events(
     connect::unary(
         async {
             crate::check_unary(&h)?;
+            // Authorize before reading the body.
+            let target = crate::sandbox::resolve(&envd.ctl, &h)?;
             let req: WatcherIdRequest = connect::read_unary(body).await?;
-            let t = crate::sandbox::resolve(&envd.ctl, &h)?;
+            let t = target;
             let events = envd.watchers.take(&t.id, &req.watcher_id)?;
             let mut s = events.lock().unwrap();
             s.last_poll = Some(Instant::now());
@@ -279,8 +367,10 @@ pub async fn remove_watcher(State(envd): State<Arc<Envd>>, h: HeaderMap, body: B
     connect::unary(
         async {
             crate::check_unary(&h)?;
+            // Authorize before reading the body.
+            let target = crate::sandbox::resolve(&envd.ctl, &h)?;
             let req: WatcherIdRequest = connect::read_unary(body).await?;
-            let t = crate::sandbox::resolve(&envd.ctl, &h)?;
+            let t = target;
             envd.watchers.take(&t.id, &req.watcher_id)?;
             if let Some(p) = envd.watchers.map.lock().unwrap().remove(&req.watcher_id) {
                 p.task.abort();

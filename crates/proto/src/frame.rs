@@ -94,9 +94,20 @@ pub enum CodecError {
     Io(#[from] std::io::Error),
 }
 
-/// Encodes one frame.
-pub fn encode(stream: u32, kind: Kind, payload: &[u8]) -> Bytes {
-    debug_assert!(payload.len() <= MAX_PAYLOAD);
+/// Encodes one frame; a payload above [`MAX_PAYLOAD`] is an error (the
+/// peer would drop the whole connection on it), never sent.
+pub fn encode(stream: u32, kind: Kind, payload: &[u8]) -> Result<Bytes, CodecError> {
+    if payload.len() > MAX_PAYLOAD {
+        return Err(CodecError::Oversized {
+            len: payload.len(),
+            max: MAX_PAYLOAD,
+        });
+    }
+    Ok(put(stream, kind, payload))
+}
+
+/// Encodes a frame whose payload is known to be small.
+fn put(stream: u32, kind: Kind, payload: &[u8]) -> Bytes {
     let mut b = BytesMut::with_capacity(HEADER_LEN + payload.len());
     b.put_u32((payload.len() + 5) as u32);
     b.put_u32(stream);
@@ -107,7 +118,7 @@ pub fn encode(stream: u32, kind: Kind, payload: &[u8]) -> Bytes {
 
 /// Encodes a `Window` frame granting `n` bytes.
 pub fn encode_window(stream: u32, n: u32) -> Bytes {
-    encode(stream, Kind::Window, &n.to_be_bytes())
+    put(stream, Kind::Window, &n.to_be_bytes())
 }
 
 /// Parses a `Window` frame's payload.
@@ -204,10 +215,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn oversized_payloads_are_not_encoded() {
+        assert!(encode(1, Kind::End, &vec![0u8; MAX_PAYLOAD]).is_ok());
+        assert!(matches!(
+            encode(1, Kind::End, &vec![0u8; MAX_PAYLOAD + 1]),
+            Err(CodecError::Oversized { .. })
+        ));
+    }
+
+    #[test]
     fn roundtrip() {
         let mut b = BytesMut::new();
-        b.extend_from_slice(&encode(7, Kind::Stdout, b"hello"));
-        b.extend_from_slice(&encode(9, Kind::Eof, b""));
+        b.extend_from_slice(&encode(7, Kind::Stdout, b"hello").unwrap());
+        b.extend_from_slice(&encode(9, Kind::Eof, b"").unwrap());
         let f = decode(&mut b).unwrap().unwrap();
         assert_eq!(
             (f.stream, f.kind, &f.payload[..]),
@@ -220,7 +240,7 @@ mod tests {
 
     #[test]
     fn partial_frames_wait_for_more() {
-        let full = encode(1, Kind::Data, &[1u8; 100]);
+        let full = encode(1, Kind::Data, &[1u8; 100]).unwrap();
         let mut b = BytesMut::new();
         for (i, byte) in full.iter().enumerate() {
             assert!(decode(&mut b).unwrap().is_none(), "decoded early at {i}");
@@ -259,7 +279,7 @@ mod tests {
 
     #[tokio::test]
     async fn reader_reports_truncation_and_clean_eof() {
-        let mut data = encode(1, Kind::Data, b"abc").to_vec();
+        let mut data = encode(1, Kind::Data, b"abc").unwrap().to_vec();
         let mut r = FrameReader::new(&data[..]);
         assert!(r.next().await.unwrap().is_some());
         assert!(r.next().await.unwrap().is_none());

@@ -18,7 +18,7 @@ async fn fake_agent_handshaken() -> (tokio::task::JoinHandle<AgentClient>, Fake)
     let hello = r.next().await.unwrap().unwrap();
     assert_eq!(hello.kind, Kind::Hello);
     let reply = format!(r#"{{"protocol":{PROTOCOL_VERSION},"software":"fake"}}"#);
-    w.write_all(&encode(0, Kind::Hello, reply.as_bytes()))
+    w.write_all(&encode(0, Kind::Hello, reply.as_bytes()).unwrap())
         .await
         .unwrap();
     (client, (r, w))
@@ -52,13 +52,9 @@ async fn garbage_handshake_is_a_protocol_error() {
     let e = within(AgentClient::from_stream(a)).await.unwrap_err();
     assert!(matches!(e, Error::Protocol(_)), "{e}");
     let (a, mut b) = tokio::io::duplex(1024);
-    b.write_all(&encode(
-        0,
-        Kind::Hello,
-        br#"{"protocol":99,"software":"x"}"#,
-    ))
-    .await
-    .unwrap();
+    b.write_all(&encode(0, Kind::Hello, br#"{"protocol":99,"software":"x"}"#).unwrap())
+        .await
+        .unwrap();
     let e = within(AgentClient::from_stream(a)).await.unwrap_err();
     assert!(e.to_string().contains("protocol 99"), "{e}");
 }
@@ -86,14 +82,10 @@ async fn agent_death_fails_calls_and_streams() {
     let c2 = c.clone();
     let exec = tokio::spawn(async move { c2.exec(ExecRequest::shell("x")).await });
     let req = r.next().await.unwrap().unwrap();
-    w.write_all(&encode(
-        req.stream,
-        Kind::Event,
-        br#"{"event":"started","pid":7}"#,
-    ))
-    .await
-    .unwrap();
-    w.write_all(&encode(req.stream, Kind::Stdout, b"partial"))
+    w.write_all(&encode(req.stream, Kind::Event, br#"{"event":"started","pid":7}"#).unwrap())
+        .await
+        .unwrap();
+    w.write_all(&encode(req.stream, Kind::Stdout, b"partial").unwrap())
         .await
         .unwrap();
     let mut p = within(exec).await.unwrap().unwrap();
@@ -138,17 +130,13 @@ async fn window_overrun_is_a_protocol_error() {
     let c2 = c.clone();
     let reader = tokio::spawn(async move { c2.read_file("/big").await });
     let req = r.next().await.unwrap().unwrap();
-    w.write_all(&encode(
-        req.stream,
-        Kind::Event,
-        br#"{"event":"opened","size":1}"#,
-    ))
-    .await
-    .unwrap();
+    w.write_all(&encode(req.stream, Kind::Event, br#"{"event":"opened","size":1}"#).unwrap())
+        .await
+        .unwrap();
     let mut fr = within(reader).await.unwrap().unwrap();
     let chunk = vec![0u8; 64 * 1024];
     for _ in 0..5 {
-        w.write_all(&encode(req.stream, Kind::Data, &chunk))
+        w.write_all(&encode(req.stream, Kind::Data, &chunk).unwrap())
             .await
             .unwrap();
     }
@@ -173,11 +161,14 @@ async fn remote_errors_carry_their_kind() {
     let c2 = c.clone();
     let call = tokio::spawn(async move { c2.stat("/nope").await });
     let req = r.next().await.unwrap().unwrap();
-    w.write_all(&encode(
-        req.stream,
-        Kind::End,
-        br#"{"err":{"kind":"not_found","message":"stat /nope: No such file"}}"#,
-    ))
+    w.write_all(
+        &encode(
+            req.stream,
+            Kind::End,
+            br#"{"err":{"kind":"not_found","message":"stat /nope: No such file"}}"#,
+        )
+        .unwrap(),
+    )
     .await
     .unwrap();
     let e = within(call).await.unwrap().unwrap_err();

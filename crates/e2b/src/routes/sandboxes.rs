@@ -120,22 +120,36 @@ pub async fn connect(
             }
             (StatusCode::OK, sb)
         }
-        S::Paused => {
+        S::Paused | S::Stopped | S::Error | S::Archived => {
+            // The timeout is set first (so that an old, passed deadline
+            // cannot stop the sandbox again as it comes up) and put back
+            // if the sandbox does not come up: a still paused sandbox keeps
+            // no new deadline.
             let t = timeout.unwrap_or(lifetime::DEFAULT_TIMEOUT_SECS);
+            let before = lifetime::current(&sb);
             lifetime::set(&st.ctl, &p.tenant, &sb, t)?;
-            (StatusCode::CREATED, st.ctl.resume(&p.tenant, &sb.id).await?)
-        }
-        S::Stopped | S::Error | S::Archived => {
-            let t = timeout.unwrap_or(lifetime::DEFAULT_TIMEOUT_SECS);
-            lifetime::set(&st.ctl, &p.tenant, &sb, t)?;
-            (StatusCode::CREATED, st.ctl.start(&p.tenant, &sb.id).await?)
+            let r = if sb.state == S::Paused {
+                st.ctl.resume(&p.tenant, &sb.id).await
+            } else {
+                st.ctl.start(&p.tenant, &sb.id).await
+            };
+            match r {
+                Ok(sb) => (StatusCode::CREATED, sb),
+                Err(e) => {
+                    if let Err(re) = st.ctl.update_policies(&p.tenant, &sb.id, &before) {
+                        tracing::warn!("sandbox {}: restoring its timeout failed: {re}", sb.id);
+                    }
+                    return Err(e.into());
+                }
+            }
         }
         S::Deleted => return Err(E2bError::not_found(&id)),
     };
     Ok((status, Json(view::sandbox(&st, &sb)?)))
 }
 
-/// `POST /sandboxes/{id}/pause`: 204; 409 when already paused. Processes
+/// `POST /sandboxes/{id}/pause`: 204; 409 when already paused; 503 with
+/// `Retry-After` while it is still being created. Processes
 /// are frozen with their memory (cgroup freezer); files stay on the
 /// sandbox's volume. A paused sandbox has no timeout.
 pub async fn pause(
@@ -151,11 +165,13 @@ pub async fn pause(
                 "sandbox {id} is already paused; resume it with Sandbox.connect({id:?})"
             )))
         }
+        // The SDK reads any 409 as "already paused": a sandbox on its way
+        // up answers 503, which it retries.
         s => {
-            return Err(E2bError::conflict(format!(
-                "sandbox {id} is {}; pause it once it runs",
-                s.as_str()
-            )))
+            return Err(E2bError::retry_later(
+                1,
+                format!("sandbox {id} is {}; pause it once it runs", s.as_str()),
+            ))
         }
     }
     let before = lifetime::clear(&st.ctl, &p.tenant, &sb)?;

@@ -149,7 +149,9 @@ impl Conn {
             );
             id
         };
-        self.send_frame(frame::encode(id, Kind::Request, &payload))?;
+        let f = frame::encode(id, Kind::Request, &payload)
+            .map_err(|e| Error::Invalid(format!("the request is too large: {e}")))?;
+        self.send_frame(f)?;
         Ok(Stream {
             id,
             conn: self.clone(),
@@ -364,7 +366,7 @@ impl Drop for Stream {
                 s.send_window.close();
                 let _ = self
                     .conn
-                    .send_frame(frame::encode(self.id, Kind::Cancel, b""));
+                    .send_frame(frame::encode(self.id, Kind::Cancel, b"").expect("an empty frame"));
             }
         }
     }
@@ -402,13 +404,15 @@ impl StreamSender {
                 }
             }
             self.conn
-                .send_frame(frame::encode(self.id, Kind::Data, &chunk))?;
+                .send_frame(frame::encode(self.id, Kind::Data, &chunk).expect("a data chunk"))?;
         }
         Ok(())
     }
 
     pub(crate) fn frame(&self, kind: Kind, payload: &[u8]) -> Result<()> {
         self.check_open()?;
-        self.conn.send_frame(frame::encode(self.id, kind, payload))
+        let f = frame::encode(self.id, kind, payload)
+            .map_err(|e| Error::Invalid(format!("the message is too large: {e}")))?;
+        self.conn.send_frame(f)
     }
 }

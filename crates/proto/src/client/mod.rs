@@ -93,7 +93,7 @@ impl AgentClient {
             error: None,
         };
         let payload = serde_json::to_vec(&hello).expect("hello serializes");
-        w.write_all(&frame::encode(0, Kind::Hello, &payload))
+        w.write_all(&frame::encode(0, Kind::Hello, &payload).expect("a small hello"))
             .await
             .map_err(|e| Error::Unreachable(format!("sending the handshake failed: {e}")))?;
         w.flush()
