@@ -226,26 +226,29 @@ pub async fn read(ctx: StreamCtx, path: String) {
     }
 }
 
-/// Receives a file from the client.
-pub async fn write(mut ctx: StreamCtx, path: String, opts: WriteOptions) {
+/// Receives a file from the client; with `user`, the file is opened (and
+/// its parents made) with that user's permissions.
+pub async fn write(mut ctx: StreamCtx, path: String, opts: WriteOptions, user: Option<String>) {
     let p = path.clone();
     let opened = blocking(move || {
-        if opts.create_parents {
-            if let Some(parent) = Path::new(&p).parent() {
-                if !parent.as_os_str().is_empty() {
-                    fs::create_dir_all(parent)
-                        .map_err(|e| ctx_err("create parent directories of", &p, e))?;
+        crate::as_user::run(user, move || {
+            if opts.create_parents {
+                if let Some(parent) = Path::new(&p).parent() {
+                    if !parent.as_os_str().is_empty() {
+                        fs::create_dir_all(parent)
+                            .map_err(|e| ctx_err("create parent directories of", &p, e))?;
+                    }
                 }
             }
-        }
-        let mut o = OpenOptions::new();
-        o.write(true).create(true).mode(opts.mode.unwrap_or(0o644));
-        if opts.append {
-            o.append(true);
-        } else {
-            o.truncate(true);
-        }
-        o.open(&p).map_err(|e| ctx_err("open for writing", &p, e))
+            let mut o = OpenOptions::new();
+            o.write(true).create(true).mode(opts.mode.unwrap_or(0o644));
+            if opts.append {
+                o.append(true);
+            } else {
+                o.truncate(true);
+            }
+            o.open(&p).map_err(|e| ctx_err("open for writing", &p, e))
+        })
     })
     .await;
     let mut file = match opened {

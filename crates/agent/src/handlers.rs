@@ -8,7 +8,7 @@ use dwell_proto::{ErrorKind, Health, RemoteError, Request, PROTOCOL_VERSION};
 
 use crate::conn::StreamCtx;
 use crate::registry::{self, StdinMsg};
-use crate::{files, process, pump, spawn};
+use crate::{as_user, files, process, pump, spawn};
 
 static STARTED: OnceLock<Instant> = OnceLock::new();
 
@@ -24,7 +24,11 @@ pub async fn run(ctx: StreamCtx, req: Request) {
         Request::Exec(r) => process::exec(ctx, r).await,
         Request::Attach { pid } => process::attach(ctx, pid).await,
         Request::ReadFile { path } => files::read(ctx, path).await,
-        Request::WriteFile { path, options } => files::write(ctx, path, options).await,
+        Request::WriteFile {
+            path,
+            options,
+            user,
+        } => files::write(ctx, path, options, user).await,
         Request::Health => ctx.end(Ok(health())).await,
         Request::Processes => ctx.end(Ok(registry::with(|r| r.list()))).await,
         Request::Signal { pid, signal } => ctx.end(send_signal(pid, signal)).await,
@@ -39,12 +43,22 @@ pub async fn run(ctx: StreamCtx, req: Request) {
             ctx.end(files::blocking(move || files::stat(&path)).await)
                 .await
         }
-        Request::Mkdir { path, parents } => {
-            ctx.end(files::blocking(move || files::mkdir(&path, parents)).await)
+        Request::Mkdir {
+            path,
+            parents,
+            user,
+        } => {
+            let op = move || files::mkdir(&path, parents);
+            ctx.end(files::blocking(move || as_user::run(user, op)).await)
                 .await
         }
-        Request::Remove { path, recursive } => {
-            ctx.end(files::blocking(move || files::remove(&path, recursive)).await)
+        Request::Remove {
+            path,
+            recursive,
+            user,
+        } => {
+            let op = move || files::remove(&path, recursive);
+            ctx.end(files::blocking(move || as_user::run(user, op)).await)
                 .await
         }
         Request::Chown { path, uid, gid } => {
@@ -52,8 +66,9 @@ pub async fn run(ctx: StreamCtx, req: Request) {
                 .await
         }
         Request::Watch { path, recursive } => crate::watch::watch(ctx, path, recursive).await,
-        Request::Rename { from, to } => {
-            ctx.end(files::blocking(move || files::rename(&from, &to)).await)
+        Request::Rename { from, to, user } => {
+            let op = move || files::rename(&from, &to);
+            ctx.end(files::blocking(move || as_user::run(user, op)).await)
                 .await
         }
     }

@@ -6,6 +6,7 @@
 //! zombies, and shuts down gracefully on SIGTERM/SIGINT.
 //! `DWELL_AGENT_LOG=debug` logs to stderr.
 
+mod as_user;
 mod conn;
 mod fdio;
 mod files;

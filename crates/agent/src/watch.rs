@@ -1,8 +1,13 @@
 //! Directory watches on inotify: `watch` sends `Watching`, then one `fs`
 //! event per change (names relative to the watched directory) until the
 //! client cancels the stream. With `recursive`, every subdirectory is
-//! watched too, including ones created later. The watch ends by itself
-//! (an `ok` End) when the watched directory is deleted or moved.
+//! watched too, including ones created later; the tree is walked on the
+//! blocking pool (never on the agent's event loop), pseudo filesystems
+//! (`/proc`, `/sys`, `/dev` and the like) are not descended into, and one
+//! watch covers at most [`MAX_WATCHES`] directories. The watch ends by
+//! itself (an `ok` End) when the watched directory is deleted or moved, and
+//! with an error when the kernel's event queue overflowed (events were
+//! lost) or the tree outgrew [`MAX_WATCHES`].
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -26,6 +31,48 @@ const MASK: u32 = libc::IN_CREATE
     | libc::IN_DELETE_SELF
     | libc::IN_MOVE_SELF;
 
+/// Directories one watch may cover.
+pub const MAX_WATCHES: usize = 8192;
+
+/// Paths under which a recursive watch does not descend.
+const PSEUDO_PATHS: [&str; 3] = ["/proc", "/sys", "/dev"];
+
+/// Whether the directory at `p` is on a pseudo file system (proc, sysfs,
+/// cgroup, devpts, debugfs, tracefs, securityfs).
+fn is_pseudo(p: &Path) -> bool {
+    if PSEUDO_PATHS
+        .iter()
+        .any(|x| p == Path::new(x) || p.starts_with(x))
+    {
+        return true;
+    }
+    let Ok(c) = CString::new(p.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: c is a valid path; st is written by the kernel.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return false;
+    }
+    matches!(
+        st.f_type as i64,
+        0x9fa0 // proc
+            | 0x6265_6572 // sysfs
+            | 0x0027_e0eb // cgroup
+            | 0x6367_7270 // cgroup2
+            | 0x1cd1 // devpts
+            | 0x6462_6720 // debugfs
+            | 0x7472_6163 // tracefs
+            | 0x7363_6673 // securityfs
+    )
+}
+
+/// Why a tree could not be (fully) watched.
+enum AddError {
+    Io(io::Error),
+    TooMany,
+}
+
 /// Watch descriptors and the directory (relative to the root) each watches.
 struct Tree {
     fd: RawFd,
@@ -47,15 +94,32 @@ impl Tree {
         Ok(())
     }
 
-    /// Watches `rel` and every directory below it (best effort below the top).
-    fn add_tree(&mut self, rel: &Path) -> io::Result<()> {
-        self.add(rel)?;
-        let Ok(rd) = std::fs::read_dir(self.root.join(rel)) else {
-            return Ok(());
-        };
-        for e in rd.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                let _ = self.add_tree(&rel.join(e.file_name()));
+    /// Watches `rel` and every directory below it (best effort below the
+    /// top), iteratively; fails once [`MAX_WATCHES`] directories are watched.
+    fn add_tree(&mut self, rel: &Path) -> Result<(), AddError> {
+        let mut todo = vec![rel.to_path_buf()];
+        let mut top = true;
+        while let Some(rel) = todo.pop() {
+            if self.dirs.len() >= MAX_WATCHES {
+                return Err(AddError::TooMany);
+            }
+            let full = self.root.join(&rel);
+            if !top && is_pseudo(&full) {
+                continue;
+            }
+            match self.add(&rel) {
+                Ok(()) => {}
+                Err(e) if top => return Err(AddError::Io(e)),
+                Err(_) => continue,
+            }
+            top = false;
+            let Ok(rd) = std::fs::read_dir(&full) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    todo.push(rel.join(e.file_name()));
+                }
             }
         }
         Ok(())
@@ -103,15 +167,27 @@ fn setup(path: &str, recursive: bool) -> Result<(OwnedFd, Tree), RemoteError> {
     let r = if recursive {
         tree.add_tree(Path::new(""))
     } else {
-        tree.add(Path::new(""))
+        tree.add(Path::new("")).map_err(AddError::Io)
     };
-    r.map_err(|e| RemoteError::from_io(&format!("watch {path}"), &e))?;
-    Ok((owned, tree))
+    match r {
+        Ok(()) => Ok((owned, tree)),
+        Err(AddError::Io(e)) => Err(RemoteError::from_io(&format!("watch {path}"), &e)),
+        Err(AddError::TooMany) => Err(too_many(path)),
+    }
+}
+
+fn too_many(path: &str) -> RemoteError {
+    RemoteError::new(
+        ErrorKind::InvalidArgument,
+        format!("watch {path}: more than {MAX_WATCHES} directories to watch; watch a subdirectory, or not recursively"),
+    )
 }
 
 /// Runs a watch until the client cancels it or the directory goes away.
 pub async fn watch(mut ctx: StreamCtx, path: String, recursive: bool) {
-    let (owned, mut tree) = match setup(&path, recursive) {
+    // Walking a large tree takes long: not on the agent's event loop.
+    let p = path.clone();
+    let (owned, mut tree) = match crate::files::blocking(move || setup(&p, recursive)).await {
         Ok(v) => v,
         Err(e) => return ctx.end::<()>(Err(e)).await,
     };
@@ -151,6 +227,13 @@ pub async fn watch(mut ctx: StreamCtx, path: String, recursive: bool) {
                 .position(|&b| b == 0)
                 .unwrap_or(name_bytes.len());
             let name = std::ffi::OsStr::from_bytes(&name_bytes[..end]);
+            if ev.mask & libc::IN_Q_OVERFLOW != 0 {
+                let e = RemoteError::new(
+                    ErrorKind::Other,
+                    format!("watch {path}: the kernel's event queue overflowed and events were lost; watch again (fewer changes at once, or a smaller tree)"),
+                );
+                return ctx.end::<()>(Err(e)).await;
+            }
             let Some(dir) = tree.dirs.get(&ev.wd).cloned() else {
                 continue;
             };
@@ -171,7 +254,20 @@ pub async fn watch(mut ctx: StreamCtx, path: String, recursive: bool) {
                 && ev.mask & libc::IN_ISDIR != 0
                 && ev.mask & (libc::IN_CREATE | libc::IN_MOVED_TO) != 0
             {
-                let _ = tree.add_tree(&rel);
+                let sub = rel.clone();
+                let r = crate::files::blocking(move || {
+                    let r = tree.add_tree(&sub);
+                    Ok((tree, r))
+                })
+                .await;
+                let (t, r) = match r {
+                    Ok(v) => v,
+                    Err(e) => return ctx.end::<()>(Err(e)).await,
+                };
+                tree = t;
+                if let Err(AddError::TooMany) = r {
+                    return ctx.end::<()>(Err(too_many(&path))).await;
+                }
             }
             let Some(change) = change_of(ev.mask) else {
                 continue;

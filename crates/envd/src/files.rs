@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 
 use crate::sandbox::{self, Reject, Target};
 use crate::users::resolve_path;
-use crate::{gunzip, multipart, owner, signature, Ctx, Envd};
+use crate::{gunzip, multipart, signature, Ctx, Envd};
 
 #[derive(Debug, Default, Deserialize)]
 pub struct FilesQuery {
@@ -338,7 +338,6 @@ async fn upload_inner(
             ))
         }
     };
-    let mut made = owner::missing_parents(&ctx.agent, &ctx.user, &path).await;
     let mut w = open_writer(&ctx, &path).await?;
     let fail = |e: dwell_proto::Error| file_error(e, &format!("writing {path} failed"));
     let mut stream = body.into_data_stream();
@@ -367,17 +366,12 @@ async fn upload_inner(
         }
     }
     w.finish().await.map_err(fail)?;
-    made.push(path.clone());
-    owner::give(&ctx.agent, &ctx.user, &made)
-        .await
-        .map_err(fail)?;
     Ok(vec![written(&path)])
 }
 
 /// A file being written from a form part.
 struct Open {
     path: String,
-    made: Vec<String>,
     w: dwell_proto::FileWriter,
 }
 
@@ -418,9 +412,8 @@ async fn upload_form(
                         })?,
                     };
                     let path = resolve_path(&raw, &ctx.user);
-                    let made = owner::missing_parents(&ctx.agent, &ctx.user, &path).await;
                     let w = open_writer(ctx, &path).await?;
-                    cur = Some(Open { path, made, w });
+                    cur = Some(Open { path, w });
                 }
                 multipart::Event::Data(b) => {
                     if let Some(o) = cur.as_mut() {
@@ -430,15 +423,10 @@ async fn upload_form(
                     }
                 }
                 multipart::Event::End => {
-                    if let Some(mut o) = cur.take() {
-                        let fail = |e| file_error(e, &format!("writing {} failed", o.path));
-                        o.w.finish().await.map_err(fail)?;
-                        o.made.push(o.path.clone());
-                        owner::give(&ctx.agent, &ctx.user, &o.made)
+                    if let Some(o) = cur.take() {
+                        o.w.finish()
                             .await
-                            .map_err(|e| {
-                                file_error(e, &format!("giving {} to {}", o.path, ctx.user.name))
-                            })?;
+                            .map_err(|e| file_error(e, &format!("writing {} failed", o.path)))?;
                         out.push(written(&o.path));
                     }
                 }
@@ -469,7 +457,7 @@ async fn open_writer(ctx: &Ctx, path: &str) -> Result<dwell_proto::FileWriter, R
         create_parents: true,
     };
     ctx.agent
-        .write_file(path, opts)
+        .write_file_as(path, opts, ctx.user.agent_user())
         .await
         .map_err(|e| file_error(e, &format!("cannot write {path}")))
 }

@@ -130,10 +130,9 @@ pub async fn make_dir(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -
                 }
                 Err(_) => {}
             }
-            let mut made = crate::owner::missing_parents(&ctx.agent, &ctx.user, &path).await;
-            ctx.agent.mkdir(&path, true).await?;
-            made.push(path.clone());
-            crate::owner::give(&ctx.agent, &ctx.user, &made).await?;
+            ctx.agent
+                .mkdir_as(&path, true, ctx.user.agent_user())
+                .await?;
             let fi = ctx.agent.stat(&path).await?;
             Ok(json!({"entry": entry_info(&fi, &ctx.accounts)}))
         }
@@ -157,10 +156,14 @@ pub async fn move_entry(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body)
             ctx.agent.stat(&from).await?;
             if let Some((parent, _)) = to.rsplit_once('/') {
                 if !parent.is_empty() {
-                    ctx.agent.mkdir(parent, true).await?;
+                    ctx.agent
+                        .mkdir_as(parent, true, ctx.user.agent_user())
+                        .await?;
                 }
             }
-            ctx.agent.rename(&from, &to).await?;
+            ctx.agent
+                .rename_as(&from, &to, ctx.user.agent_user())
+                .await?;
             let fi = ctx.agent.stat(&to).await?;
             Ok(json!({"entry": entry_info(&fi, &ctx.accounts)}))
         }
@@ -212,7 +215,9 @@ pub async fn remove(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> 
             require_path(&req.path)?;
             let ctx = envd.ctx_for(target, basic_user(&h)).await?;
             let path = resolve_path(&req.path, &ctx.user);
-            ctx.agent.remove(&path, true).await?;
+            ctx.agent
+                .remove_as(&path, true, ctx.user.agent_user())
+                .await?;
             Ok(json!({}))
         }
         .await,

@@ -11,8 +11,8 @@
 //! Requests name their sandbox with `E2b-Sandbox-Id` or a
 //! `49983-{id}.{domain}` host and prove access with `X-Access-Token`
 //! (`sandbox.rs`); the user comes from Basic auth or `username`
-//! (`users.rs`), and what envd creates for a non-root user is given to it
-//! (`owner.rs`). The version reported to the SDK is [`ENVD_VERSION`].
+//! (`users.rs`); the agent does a non-root user's file changes as that
+//! user. The version reported to the SDK is [`ENVD_VERSION`].
 //! proto3 JSON details (int64 as strings, base64 bytes, RFC 3339 times,
 //! Go file modes) are in [`pbjson`].
 
@@ -21,7 +21,6 @@ mod files;
 mod filesystem;
 mod gunzip;
 mod multipart;
-mod owner;
 pub mod pbjson;
 mod process;
 mod sandbox;

@@ -8,8 +8,9 @@
 //! named user does not exist in the sandbox's image (E2B's templates have a
 //! `user` account that most images do not), the request runs as `root`
 //! with home `/root`: dwell sandboxes are isolated, root inside them is
-//! their normal user. What envd creates for a non-root user is given to
-//! that user (`owner.rs`).
+//! their normal user. A non-root user's writes, directories, removals and
+//! moves are done by the agent as that user ([`Account::agent_user`]), with
+//! its permissions, and what they create is its own.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -38,6 +39,12 @@ pub struct Account {
 }
 
 impl Account {
+    /// The user the agent acts as for this account's file operations:
+    /// `None` for root (the agent itself).
+    pub fn agent_user(&self) -> Option<&str> {
+        (self.uid != 0).then_some(self.name.as_str())
+    }
+
     pub fn root() -> Account {
         Account {
             name: "root".into(),

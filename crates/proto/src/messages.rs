@@ -51,6 +51,11 @@ pub enum Request {
     WriteFile {
         path: String,
         options: WriteOptions,
+        /// Do it as this sandbox user (name or `uid[:gid]`), with that
+        /// user's permissions; what it creates is that user's. Root when
+        /// absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
     },
     ListDir {
         path: String,
@@ -62,14 +67,29 @@ pub enum Request {
     Mkdir {
         path: String,
         parents: bool,
+        /// Do it as this sandbox user (name or `uid[:gid]`), with that
+        /// user's permissions; what it creates is that user's. Root when
+        /// absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
     },
     Remove {
         path: String,
         recursive: bool,
+        /// Do it as this sandbox user (name or `uid[:gid]`), with that
+        /// user's permissions; what it creates is that user's. Root when
+        /// absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
     },
     Rename {
         from: String,
         to: String,
+        /// Do it as this sandbox user (name or `uid[:gid]`), with that
+        /// user's permissions; what it creates is that user's. Root when
+        /// absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
     },
     /// Changes the owner of a path (not following symlinks).
     Chown {

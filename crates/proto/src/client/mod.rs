@@ -260,9 +260,21 @@ impl AgentClient {
 
     /// Opens a file for streamed writing; send chunks, then `finish()`.
     pub async fn write_file(&self, path: &str, opts: WriteOptions) -> Result<FileWriter> {
+        self.write_file_as(path, opts, None).await
+    }
+
+    /// [`AgentClient::write_file`] as a sandbox user (name or `uid[:gid]`):
+    /// opened (and parents created) with that user's permissions, owned by it.
+    pub async fn write_file_as(
+        &self,
+        path: &str,
+        opts: WriteOptions,
+        user: Option<&str>,
+    ) -> Result<FileWriter> {
         let mut s = self.conn.open(&Request::WriteFile {
             path: path.into(),
             options: opts,
+            user: user.map(Into::into),
         })?;
         match self.first(&mut s, "write_file").await? {
             Inbound::Event(Event::Ready) => Ok(FileWriter::new(s, self.call_timeout)),
@@ -292,10 +304,16 @@ impl AgentClient {
 
     /// Creates a directory (and its parents with `parents`, which also accepts an existing one).
     pub async fn mkdir(&self, path: &str, parents: bool) -> Result<()> {
+        self.mkdir_as(path, parents, None).await
+    }
+
+    /// [`AgentClient::mkdir`] as a sandbox user (name or `uid[:gid]`).
+    pub async fn mkdir_as(&self, path: &str, parents: bool, user: Option<&str>) -> Result<()> {
         self.call(
             Request::Mkdir {
                 path: path.into(),
                 parents,
+                user: user.map(Into::into),
             },
             "mkdir",
         )
@@ -304,10 +322,16 @@ impl AgentClient {
 
     /// Removes a file, symlink or empty directory (any directory with `recursive`).
     pub async fn remove(&self, path: &str, recursive: bool) -> Result<()> {
+        self.remove_as(path, recursive, None).await
+    }
+
+    /// [`AgentClient::remove`] as a sandbox user (name or `uid[:gid]`).
+    pub async fn remove_as(&self, path: &str, recursive: bool, user: Option<&str>) -> Result<()> {
         self.call(
             Request::Remove {
                 path: path.into(),
                 recursive,
+                user: user.map(Into::into),
             },
             "remove",
         )
@@ -316,10 +340,16 @@ impl AgentClient {
 
     /// Renames (moves) a path.
     pub async fn rename(&self, from: &str, to: &str) -> Result<()> {
+        self.rename_as(from, to, None).await
+    }
+
+    /// [`AgentClient::rename`] as a sandbox user (name or `uid[:gid]`).
+    pub async fn rename_as(&self, from: &str, to: &str, user: Option<&str>) -> Result<()> {
         self.call(
             Request::Rename {
                 from: from.into(),
                 to: to.into(),
+                user: user.map(Into::into),
             },
             "rename",
         )
