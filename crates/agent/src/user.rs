@@ -108,10 +108,34 @@ pub fn resolve_with(spec: &str, passwd: &str, group: &str) -> Result<Credentials
     })
 }
 
+/// Largest account file read: anything in the sandbox may replace them
+/// (`ln -sf /dev/zero /etc/passwd` must not exhaust the agent's memory).
+const MAX_ACCOUNT_FILE: u64 = 1 << 20;
+
+/// An account file's text; empty when missing, not a regular file or
+/// larger than [`MAX_ACCOUNT_FILE`].
+fn read_account_file(path: &str) -> String {
+    use std::io::Read;
+    let Ok(f) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    match f.metadata() {
+        Ok(md) if md.is_file() && md.len() <= MAX_ACCOUNT_FILE => {}
+        _ => return String::new(),
+    }
+    let mut buf = Vec::new();
+    if f.take(MAX_ACCOUNT_FILE + 1).read_to_end(&mut buf).is_err()
+        || buf.len() as u64 > MAX_ACCOUNT_FILE
+    {
+        return String::new();
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
 /// Resolves `spec` against this sandbox's /etc/passwd and /etc/group.
 pub fn resolve(spec: &str) -> Result<Credentials, RemoteError> {
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    let passwd = read_account_file("/etc/passwd");
+    let group = read_account_file("/etc/group");
     resolve_with(spec, &passwd, &group)
 }
 
@@ -138,6 +162,12 @@ mod tests {
         assert_eq!(c.name.as_deref(), Some("alice"));
         let c = resolve_with("4242:77", PASSWD, GROUP).unwrap();
         assert_eq!((c.uid, c.gid, c.groups, c.home), (4242, 77, vec![77], None));
+    }
+
+    #[test]
+    fn endless_account_files_are_ignored() {
+        assert_eq!(read_account_file("/dev/zero"), "");
+        assert_eq!(read_account_file("/nonexistent/passwd"), "");
     }
 
     #[test]

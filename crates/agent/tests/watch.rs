@@ -102,3 +102,30 @@ async fn flat_watch_ignores_subdirectories_and_bad_paths_fail() {
     // The connection still serves requests after a dropped watch.
     c.health().await.unwrap();
 }
+
+/// A recursive watch of a tree with more directories than one watch covers
+/// fails with a clear error, and the agent stays responsive meanwhile (the
+/// walk is not on its event loop). Pseudo file systems are not descended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_trees_fail_and_pseudo_filesystems_are_skipped() {
+    let a = Agent::start();
+    let c = a.client().await;
+    let root = a.dir.path().join("big");
+    for i in 0..90 {
+        for j in 0..92 {
+            std::fs::create_dir_all(root.join(format!("{i}/{j}"))).unwrap();
+        }
+    }
+    let root_s = root.to_str().unwrap().to_string();
+    let c2 = c.clone();
+    let watch = tokio::spawn(async move { c2.watch(&root_s, true).await });
+    c.health().await.expect("the agent answers during the walk");
+    let e = watch.await.unwrap().err().expect("too many directories");
+    assert_eq!(e.remote_kind(), Some(ErrorKind::InvalidArgument), "{e}");
+    assert!(e.to_string().contains("directories to watch"), "{e}");
+
+    // /proc below a watched directory is not walked (it would be huge);
+    // /proc itself can be watched directly.
+    let w = c.watch("/proc", false).await;
+    assert!(w.is_ok(), "{:?}", w.err());
+}

@@ -316,7 +316,14 @@ fn e2b_timeout_on_a_dwell_sandbox_stops_it_instead_of_deleting() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let e = E2b::start();
     let id = e.d.create("keepme", &[]);
-    let key = e.d.ok(&["tenant", "key", "default"]).trim().to_string();
+    // Sandboxes made on the unix socket belong to the tenant `default`.
+    let key =
+        e.d.ok(&["tenant", "create", "default"])
+            .lines()
+            .next()
+            .unwrap()
+            .trim()
+            .to_string();
     let (st, body) = http_json(
         &e.api,
         "POST",

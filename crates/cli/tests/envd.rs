@@ -219,9 +219,33 @@ fn envd_wire_protocol_against_a_real_sandbox() {
         token: v["envdAccessToken"].as_str().unwrap().to_string(),
     };
 
-    // Health and authentication.
-    let r = http(&envd, "GET", "/health", &[("E2b-Sandbox-Id", &sb.id)], b"");
+    // Health and authentication: without the sandbox's token a sandbox
+    // looks like a missing one.
+    let r = http(
+        &envd,
+        "GET",
+        "/health",
+        &[("E2b-Sandbox-Id", &sb.id), ("X-Access-Token", &sb.token)],
+        b"",
+    );
     assert_eq!(r.status, 204);
+    let r = http(&envd, "GET", "/health", &[("E2b-Sandbox-Id", &sb.id)], b"");
+    assert_eq!(r.status, 502);
+    // A unary call in another codec: 415.
+    let r = http(
+        &envd,
+        "POST",
+        "/process.Process/List",
+        &sb.hdrs("application/proto"),
+        b"",
+    );
+    assert_eq!(r.status, 415);
+    // A ListDir too deep is refused up front.
+    let r = sb.unary(
+        "filesystem.Filesystem/ListDir",
+        json!({"path": "/", "depth": 100000}),
+    );
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
     let r = http(
         &envd,
         "GET",
@@ -564,6 +588,66 @@ fn envd_wire_protocol_against_a_real_sandbox() {
         out, "root\n",
         "E2B's default `user` does not exist here: root"
     );
+    // The user's own permissions apply: no writing where it may not, no
+    // taking over root's files, no following its symlinks into them.
+    let r = http(
+        &envd,
+        "POST",
+        "/files?path=%2Fetc%2Fplanted&username=e2buser",
+        &sb.hdrs("application/octet-stream"),
+        b"x",
+    );
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+    sb.stream(
+        "process.Process/Start",
+        json!({"process": {"cmd": "/bin/sh", "args": ["-c", "echo root > /tmp/rootfile; chmod 644 /tmp/rootfile"]}}),
+    );
+    let r = http(
+        &envd,
+        "POST",
+        "/files?path=%2Ftmp%2Frootfile&username=e2buser",
+        &sb.hdrs("application/octet-stream"),
+        b"mine now",
+    );
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+    let st = sb
+        .unary(
+            "filesystem.Filesystem/Stat",
+            json!({"path": "/tmp/rootfile"}),
+        )
+        .json();
+    assert_eq!(st["entry"]["owner"], "root", "{st}");
+    as_user(
+        "process.Process/Start",
+        json!({"process": {"cmd": "ln", "args": ["-s", "/tmp/rootfile", "/home/e2buser/link"]}}),
+    );
+    let boundary = "zz";
+    let form = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"link\"\r\n\r\nvia link\r\n--{boundary}--\r\n"
+    );
+    let ct = format!("multipart/form-data; boundary={boundary}");
+    let r = http(
+        &envd,
+        "POST",
+        "/files?username=e2buser",
+        &sb.hdrs(&ct),
+        form.as_bytes(),
+    );
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+    let r = http(
+        &envd,
+        "GET",
+        "/files?path=%2Ftmp%2Frootfile",
+        &sb.hdrs(""),
+        b"",
+    );
+    assert_eq!(r.body, b"root\n");
+    let r = as_user(
+        "filesystem.Filesystem/Remove",
+        json!({"path": "/tmp/rootfile"}),
+    );
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+
     let mut h = sb.hdrs("application/octet-stream");
     h.push(("X-Metadata-Owner", "me"));
     let r = http(&envd, "POST", "/files?path=%2Ftmp%2Fmeta", &h, b"x");
@@ -631,6 +715,55 @@ fn envd_wire_protocol_against_a_real_sandbox() {
     );
     assert_eq!(r.status, 401);
 
+    // A signed upload URL writes exactly one file, at its signed path.
+    let sig = {
+        use sha2::Digest;
+        let raw = format!("/tmp/signed.txt:write::{}", sb.token);
+        let d = sha2::Sha256::digest(raw.as_bytes());
+        format!("v1_{}", b64(&d).trim_end_matches('='))
+    };
+    let q = format!(
+        "/files?path=%2Ftmp%2Fsigned.txt&signature={}",
+        sig.replace('/', "%2F").replace('+', "%2B")
+    );
+    let two = "--q\r\nContent-Disposition: form-data; name=\"file\"; filename=\"/tmp/evil1\"\r\n\r\n1\r\n--q\r\nContent-Disposition: form-data; name=\"file\"; filename=\"/etc/evil2\"\r\n\r\n2\r\n--q--\r\n";
+    let mp = [("Content-Type", "multipart/form-data; boundary=q")];
+    let r = http(&envd, "POST", &q, &mp, two.as_bytes());
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    let r = http(
+        &envd,
+        "GET",
+        "/files?path=%2Fetc%2Fevil2",
+        &sb.hdrs(""),
+        b"",
+    );
+    assert_eq!(r.status, 404, "the second part was not written");
+    let one = "--q\r\nContent-Disposition: form-data; name=\"file\"; filename=\"/etc/evil3\"\r\n\r\nsigned\r\n--q--\r\n";
+    let r = http(&envd, "POST", &q, &mp, one.as_bytes());
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()[0]["path"], "/tmp/signed.txt");
+    let r = http(
+        &envd,
+        "GET",
+        "/files?path=%2Ftmp%2Fsigned.txt",
+        &sb.hdrs(""),
+        b"",
+    );
+    assert_eq!(r.body, b"signed");
+
+    // Endless account files (a sandbox may point /etc/passwd anywhere) are
+    // ignored, not read into the daemon.
+    sb.stream(
+        "process.Process/Start",
+        json!({"process": {"cmd": "/bin/sh", "args": ["-c", "cp /etc/passwd /tmp/passwd.bak && ln -sf /dev/zero /etc/passwd"]}}),
+    );
+    let r = as_user("filesystem.Filesystem/Stat", json!({"path": "/tmp"}));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    sb.stream(
+        "process.Process/Start",
+        json!({"process": {"cmd": "/bin/sh", "args": ["-c", "rm /etc/passwd && cp /tmp/passwd.bak /etc/passwd"]}}),
+    );
+
     // A paused sandbox is "not found" to envd (the SDK's SandboxNotRunning)
     // until it is connected (resumed) again.
     let r = http(
@@ -641,7 +774,7 @@ fn envd_wire_protocol_against_a_real_sandbox() {
         b"{}",
     );
     assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
-    let r = http(&envd, "GET", "/health", &[("E2b-Sandbox-Id", &sb.id)], b"");
+    let r = http(&envd, "GET", "/health", &sb.hdrs(""), b"");
     assert_eq!(r.status, 502);
     let r = sb.unary("process.Process/List", json!({}));
     assert_eq!(r.json()["code"], "unavailable");

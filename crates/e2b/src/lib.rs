@@ -51,12 +51,19 @@ pub struct Options {
     pub domain: Option<String>,
 }
 
+/// How many CPU samples are kept before old ones are pruned.
+pub const CPU_SAMPLES_PRUNE_AT: usize = 256;
+/// A CPU sample older than this (ms) is pruned; the next one then measures
+/// from the sandbox's start.
+pub const CPU_SAMPLE_TTL_MS: i64 = 10 * 60 * 1000;
+
 /// Shared state of the handlers.
 #[derive(Clone)]
 pub struct E2bState {
     pub ctl: Controller,
     pub opts: Arc<Options>,
-    /// Last CPU sample per sandbox (time in ms, CPU ns), for `cpuUsedPct`.
+    /// Last CPU sample per sandbox (time in ms, CPU ns), for `cpuUsedPct`;
+    /// pruned of stale entries once it holds [`CPU_SAMPLES_PRUNE_AT`].
     pub cpu_samples: Arc<Mutex<HashMap<String, (i64, u64)>>>,
 }
 

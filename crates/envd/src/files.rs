@@ -40,12 +40,17 @@ pub struct FilesQuery {
 }
 
 /// `GET /health`: 204 while the named sandbox runs; 502 "was not found"
-/// otherwise (what the SDK's `is_running` reads). Unauthenticated, as
-/// envd's is.
+/// otherwise (what the SDK's `is_running` reads). Without a valid
+/// `X-Access-Token` every named sandbox answers the same 502, so that the
+/// endpoint does not tell strangers which sandboxes exist.
 pub async fn health(State(envd): State<Arc<Envd>>, h: HeaderMap) -> Response {
     let Some(id) = sandbox::sandbox_id(&h) else {
         return StatusCode::NO_CONTENT.into_response();
     };
+    if sandbox::authorize(&envd.ctl, &id, &h).is_err() {
+        return Reject::not_running(&id, "it does not exist or the access token is not its")
+            .into_response();
+    }
     let rec = envd.ctl.store().get_sandbox(&id).ok().flatten();
     match rec {
         Some(r) if r.deleted_at.is_none() && r.state == "running" => {

@@ -245,14 +245,13 @@ impl Parser {
 mod tests {
     use super::*;
 
+    /// (name, filename, data) of a parsed part.
+    type Parsed = (String, Option<String>, Vec<u8>);
+
     /// Parses `body` fed in pieces of `step` bytes into (name, filename, data).
-    fn parse(
-        body: &[u8],
-        boundary: &str,
-        step: usize,
-    ) -> Result<Vec<(String, Option<String>, Vec<u8>)>, String> {
+    fn parse(body: &[u8], boundary: &str, step: usize) -> Result<Vec<Parsed>, String> {
         let mut p = Parser::new(boundary)?;
-        let mut out: Vec<(String, Option<String>, Vec<u8>)> = Vec::new();
+        let mut out: Vec<Parsed> = Vec::new();
         let mut open = false;
         for c in body.chunks(step.max(1)) {
             p.push(c);

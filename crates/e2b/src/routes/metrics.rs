@@ -26,11 +26,15 @@ pub async fn metrics(
         return Ok(Json(Vec::new()));
     };
     let now = lifetime::now_ms();
-    let prev = st
-        .cpu_samples
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(sb.id.clone(), (now, stats.cpu_usage_ns));
+    let prev = {
+        let mut samples = st.cpu_samples.lock().unwrap_or_else(|e| e.into_inner());
+        // Samples of sandboxes nobody asked about for a while (deleted
+        // outside E2B, or just no longer watched) go.
+        if samples.len() >= crate::CPU_SAMPLES_PRUNE_AT {
+            samples.retain(|_, (t, _)| now - *t < crate::CPU_SAMPLE_TTL_MS);
+        }
+        samples.insert(sb.id.clone(), (now, stats.cpu_usage_ns))
+    };
     let (t0, cpu0) = prev.unwrap_or((sb.started_at.unwrap_or(sb.created_at), 0));
     let wall_ns = ((now - t0).max(1) as f64) * 1e6;
     let used_ns = stats.cpu_usage_ns.saturating_sub(cpu0) as f64;
