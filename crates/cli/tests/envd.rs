@@ -843,3 +843,81 @@ fn unb64(s: &str) -> Vec<u8> {
     }
     out
 }
+
+/// SIGTERM does not wait forever for envd streams that never end by
+/// themselves (a running process's output stream): the listener drains for
+/// a bounded time, then closes them.
+#[test]
+fn shutdown_is_not_held_by_open_envd_streams() {
+    if !can_run() {
+        return;
+    }
+    let api = format!("127.0.0.1:{}", free_port());
+    let envd = format!("127.0.0.1:{}", free_port());
+    let mut d = Daemon::start_with(&["--e2b-listen", &api, "--e2b-sandbox-listen", &envd]);
+    wait_for(10, "the E2B listeners", || {
+        TcpStream::connect(&api).is_ok() && TcpStream::connect(&envd).is_ok()
+    });
+    let key = d
+        .ok(&["tenant", "create", "drain-t"])
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .to_string();
+    let r = http(
+        &api,
+        "POST",
+        "/v2/sandboxes",
+        &[("X-API-KEY", &key), ("Content-Type", "application/json")],
+        br#"{"templateID":"base","timeout":300}"#,
+    );
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    let (id, token) = (
+        v["sandboxID"].as_str().unwrap().to_string(),
+        v["envdAccessToken"].as_str().unwrap().to_string(),
+    );
+    // A stream that stays open: `sleep 600`'s output.
+    let mut s = TcpStream::connect(&envd).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let body = envelope(&json!({"process": {"cmd": "sleep", "args": ["600"]}}));
+    let head = format!(
+        "POST /process.Process/Start HTTP/1.1\r\nHost: {envd}\r\nE2b-Sandbox-Id: {id}\r\nX-Access-Token: {token}\r\nContent-Type: application/connect+json\r\nConnect-Protocol-Version: 1\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&body).unwrap();
+    let mut first = [0u8; 64];
+    let n = s.read(&mut first).unwrap();
+    assert!(
+        n > 0 && first.starts_with(b"HTTP/1.1 200"),
+        "the stream started"
+    );
+
+    let t0 = std::time::Instant::now();
+    // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(d.pid().unwrap() as i32, libc::SIGTERM) };
+    d.wait_exit();
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(30),
+        "the daemon took {took:?} to stop with an open envd stream"
+    );
+    // The stream was closed by the daemon.
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+
+    // Back up to delete the other tenant's sandbox (the harness only
+    // cleans up the local tenant's).
+    d.restart();
+    wait_for(10, "the E2B API", || TcpStream::connect(&api).is_ok());
+    let r = http(
+        &api,
+        "DELETE",
+        &format!("/sandboxes/{id}"),
+        &[("X-API-KEY", &key)],
+        b"",
+    );
+    assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+}

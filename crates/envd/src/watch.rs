@@ -213,6 +213,16 @@ impl Watchers {
     /// whose watch ended a while ago, and those of sandboxes for which
     /// `running` says no.
     pub fn purge(&self, running: impl Fn(&str) -> bool) {
+        // Ask about each sandbox once, without holding the map.
+        let sandboxes: std::collections::HashSet<String> = self
+            .map
+            .lock()
+            .unwrap()
+            .values()
+            .map(|p| p.sandbox.clone())
+            .collect();
+        let gone: std::collections::HashSet<String> =
+            sandboxes.into_iter().filter(|s| !running(s)).collect();
         let mut m = self.map.lock().unwrap();
         m.retain(|_, p| {
             let (last, ended) = {
@@ -220,8 +230,9 @@ impl Watchers {
                 (e.last_poll, e.ended.is_some())
             };
             let idle = last.map_or(Duration::ZERO, |t| t.elapsed());
-            let keep =
-                idle < ABANDONED_AFTER && !(ended && idle >= ENDED_KEPT) && running(&p.sandbox);
+            let keep = idle < ABANDONED_AFTER
+                && !(ended && idle >= ENDED_KEPT)
+                && !gone.contains(&p.sandbox);
             if !keep {
                 p.task.abort();
             }
@@ -379,4 +390,47 @@ pub async fn remove_watcher(State(envd): State<Arc<Envd>>, h: HeaderMap, body: B
         }
         .await,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add(w: &Watchers, id: &str, sandbox: &str) {
+        let task = tokio::spawn(std::future::pending::<()>());
+        w.map.lock().unwrap().insert(
+            id.into(),
+            Polled {
+                sandbox: sandbox.into(),
+                events: Arc::new(Mutex::new(PolledEvents {
+                    last_poll: Some(Instant::now()),
+                    ..Default::default()
+                })),
+                task: task.abort_handle(),
+            },
+        );
+    }
+
+    #[tokio::test]
+    async fn caps_and_purge() {
+        let w = Watchers::default();
+        for i in 0..MAX_PER_SANDBOX {
+            w.check_room("a").unwrap();
+            add(&w, &format!("a{i}"), "a");
+        }
+        assert_eq!(w.check_room("a").unwrap_err().code, Code::ResourceExhausted);
+        w.check_room("b").unwrap();
+        add(&w, "b0", "b");
+        // The watchers of a sandbox that no longer runs go.
+        w.purge(|s| s == "b");
+        assert_eq!(w.len(), 1);
+        w.check_room("a").unwrap();
+
+        let slots: Vec<_> = (0..MAX_PER_SANDBOX)
+            .map(|_| w.stream_slot("a").unwrap())
+            .collect();
+        assert!(w.stream_slot("a").is_none());
+        drop(slots);
+        assert!(w.stream_slot("a").is_some());
+    }
 }

@@ -188,6 +188,11 @@ impl Daemon {
         s.split_whitespace().next().unwrap().parse().unwrap()
     }
 
+    /// The daemon's pid while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// Wait until the daemon process has exited (a crash point fired).
     pub fn wait_exit(&mut self) {
         if let Some(mut c) = self.child.take() {
