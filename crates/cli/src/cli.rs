@@ -155,7 +155,7 @@ impl DefaultPolicyFlags {
             ttl: d(&self.default_ttl),
             idle_timeout: d(&self.default_idle_timeout),
             pause_after: d(&self.default_pause_after),
-            archive_after: None,
+            archive_after: d(&self.default_archive_after),
             delete_after: d(&self.default_delete_after),
             max_lifetime: d(&self.default_max_lifetime),
             ttl_action: None,
@@ -175,6 +175,9 @@ pub struct DefaultPolicyFlags {
     /// Default --pause-after (like 1h).
     #[arg(long)]
     pub default_pause_after: Option<String>,
+    /// Default --archive-after (like 7d): stopped persistent sandboxes move to the snapshot store.
+    #[arg(long)]
+    pub default_archive_after: Option<String>,
     /// Default --delete-after (like 30d).
     #[arg(long)]
     pub default_delete_after: Option<String>,

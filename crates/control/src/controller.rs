@@ -470,6 +470,12 @@ impl Controller {
         name: Option<String>,
     ) -> Result<dwell_snapshot::Manifest> {
         let sb = self.get(tenant, id_or_name)?;
+        if sb.state == State::Archived {
+            return Err(Error::Conflict(format!(
+                "sandbox {} is archived: its files are already in the snapshot store; `dwell start {}` brings it back, then snapshot it",
+                sb.name, sb.name
+            )));
+        }
         if let Some(n) = &name {
             validate_name(n).map_err(|_| {
                 Error::invalid(

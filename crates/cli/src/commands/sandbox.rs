@@ -210,6 +210,7 @@ pub async fn inspect(c: &Client, a: NameJson) -> Result<i32> {
         ("ttl", human(p.ttl_ms)),
         ("idle-timeout", human(p.idle_timeout_ms)),
         ("pause-after", human(p.pause_after_ms)),
+        ("archive-after", human(p.archive_after_ms)),
         ("delete-after", human(p.delete_after_ms)),
         ("max-lifetime", human(p.max_lifetime_ms)),
     ]
