@@ -13,6 +13,8 @@
 //! - [`controller`]: the operations behind the API (`create`, `start`,
 //!   `stop`, `pause`, `resume`, `delete`, lookups, agent connections).
 //! - [`reconcile`]: the state machine, one file per transition.
+//! - [`runtimes`]: the isolation runtimes (namespace, gVisor) and which
+//!   one each sandbox uses.
 //! - [`policy`]: lifecycle policies (TTL, idle, pause/stop/delete after),
 //!   evaluated by the reconciler's sweep against a [`clock::Clock`].
 
@@ -28,9 +30,11 @@ mod orphans;
 pub mod policy;
 pub mod quota;
 pub mod reconcile;
+pub mod runtimes;
 pub mod secrets;
 pub mod size;
 pub mod snapshots;
+mod templates;
 
 pub use controller::{Controller, ControllerOptions};
 pub use error::{Error, Result};

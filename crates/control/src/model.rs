@@ -12,7 +12,8 @@ use crate::ids::looks_like_id;
 use crate::size::parse_size;
 
 /// Lifecycle states. `creating -> running <-> paused -> stopped -> deleted`,
-/// plus `error` (the reason says why).
+/// plus `error` (the reason says why) and `hibernated` (gVisor sandboxes
+/// saved to disk, memory and processes included; `resume` restores them).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
@@ -22,6 +23,7 @@ pub enum State {
     Stopped,
     Deleted,
     Error,
+    Hibernated,
 }
 
 impl State {
@@ -33,6 +35,7 @@ impl State {
             State::Stopped => "stopped",
             State::Deleted => "deleted",
             State::Error => "error",
+            State::Hibernated => "hibernated",
         }
     }
 
@@ -44,10 +47,11 @@ impl State {
             "stopped" => State::Stopped,
             "deleted" => State::Deleted,
             "error" => State::Error,
+            "hibernated" => State::Hibernated,
             other => {
                 return Err(Error::invalid(
                     "state",
-                    format!("{other:?} is not a state; use creating, running, paused, stopped, deleted or error"),
+                    format!("{other:?} is not a state; use creating, running, paused, hibernated, stopped, deleted or error"),
                 ))
             }
         })
@@ -136,7 +140,8 @@ pub struct CreateRequest {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     pub network: Option<NetworkMode>,
-    /// Isolation runtime; only `ns` exists today.
+    /// Isolation runtime: `ns` (namespace, the default unless the daemon
+    /// says otherwise) or `gvisor`.
     pub runtime: Option<String>,
     /// Lifecycle policies.
     #[serde(default)]
@@ -255,10 +260,12 @@ impl CreateRequest {
             }
         }
         if let Some(r) = &self.runtime {
-            if r != "ns" {
+            let r = crate::runtimes::canonical(r)?;
+            if r == crate::runtimes::GVISOR && self.network == Some(NetworkMode::Nat) {
                 return Err(Error::invalid(
-                    "runtime",
-                    format!("{r:?} is not available; this daemon runs `ns` (Linux namespaces)"),
+                    "network",
+                    "gVisor sandboxes have loopback networking only; drop --net, or use \
+                     --isolation namespace for outbound access",
                 ));
             }
         }
@@ -319,6 +326,9 @@ pub struct Sandbox {
     /// Live usage from the kernel; filled by `inspect` of a running sandbox.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stats: Option<dwell_runtime::Stats>,
+    /// Bytes of saved memory and process state of a hibernated sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved_state_bytes: Option<u64>,
 }
 
 /// Volume details for `inspect`.
@@ -365,6 +375,7 @@ impl Sandbox {
             schedule: crate::policy::schedule(r, &spec_policies, false),
             volume: None,
             stats: None,
+            saved_state_bytes: None,
         })
     }
 }

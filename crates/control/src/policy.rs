@@ -12,8 +12,8 @@
 //! |---|---|---|---|
 //! | `ttl` | running, paused | max(created + ttl, keepalive hold) | ephemeral: delete; persistent: stop |
 //! | `idle_timeout` | running, no open stream | max(last activity + idle, hold) | pause |
-//! | `pause_after` | paused | paused since + pause_after | stop |
-//! | `delete_after` | stopped, error | stopped since + delete_after | delete |
+//! | `pause_after` | paused | paused since + pause_after | stop (gVisor: hibernate) |
+//! | `delete_after` | stopped, error, hibernated | stopped since + delete_after | delete |
 //! | `max_lifetime` | running, paused | created + max_lifetime | ephemeral: delete; persistent: stop |
 //!
 //! `archive_after` is refused until archiving (snapshots in the object
@@ -177,7 +177,7 @@ pub fn schedule(rec: &SandboxRecord, p: &Policies, streams_open: bool) -> Vec<Sc
                 }
             }
         }
-        "stopped" | "error" => {
+        "stopped" | "error" | "hibernated" => {
             if let Some(after) = p.delete_after_ms {
                 push(
                     "delete_after",

@@ -34,7 +34,7 @@ pub async fn create(c: &Client, a: CreateArgs) -> Result<i32> {
         } else {
             NetworkMode::None
         }),
-        runtime: None,
+        runtime: a.isolation.clone(),
         policies: Some(policy_args(&a.policies)).filter(|p| !p.is_empty()),
         secret_env: secret_vars(&a.secret_env)?,
         from: a.from.clone(),
@@ -109,7 +109,10 @@ pub async fn ls(c: &Client, a: LsArgs) -> Result<i32> {
                 vec![
                     s.name.clone(),
                     s.id.clone(),
-                    s.state.as_str().into(),
+                    match s.saved_state_bytes {
+                        Some(b) => format!("{} ({})", s.state.as_str(), output::size(b)),
+                        None => s.state.as_str().into(),
+                    },
                     s.mode.as_str().into(),
                     s.image.clone(),
                     format!("{}", s.spec.vcpus),
@@ -149,6 +152,12 @@ pub async fn inspect(c: &Client, a: NameJson) -> Result<i32> {
     println!("mode:        {}", sb.mode.as_str());
     println!("image:       {}", sb.image);
     println!("runtime:     {}", sb.runtime);
+    if let Some(b) = sb.saved_state_bytes {
+        println!(
+            "saved state: {} of memory and processes on disk",
+            output::size(b)
+        );
+    }
     println!(
         "resources:   {} vCPU, {} memory, {} pids, {} disk",
         sb.spec.vcpus,

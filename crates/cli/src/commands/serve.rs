@@ -49,12 +49,16 @@ pub async fn run(a: ServeArgs, socket: PathBuf) -> Result<i32> {
         cgroup_parent: cgroup_parent.clone(),
         ..NsOptions::new(exe, vec!["__ns-boot".into()])
     })?);
+    let gvisor = super::runtimes::gvisor(&data_dir, &cgroup_parent, &a.runsc);
+    let default_isolation = super::runtimes::default_isolation(&a.default_isolation, &gvisor)?;
     let volumes = VolumeManager::new(data_dir.join("volumes"));
     let images = ImageStore::open(data_dir.join("images"))?;
     let ctl = Controller::new(ControllerOptions {
         data_dir: data_dir.clone(),
         store,
         runtime: runtime.clone(),
+        gvisor,
+        default_isolation,
         volumes,
         images,
         agent_binary: agent,

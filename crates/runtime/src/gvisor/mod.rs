@@ -15,7 +15,9 @@
 //! it there like with the namespace runtime.
 
 pub mod bundle;
+pub mod doctor;
 pub mod hibernate;
+mod reap;
 pub mod rootfs;
 pub mod runsc;
 
@@ -304,6 +306,14 @@ impl Runtime for GvisorRuntime {
         }
         let out = self.call(&["events", "--stats", &config.id])?;
         parse_stats(&out, &config.id)
+    }
+
+    fn hibernate(&self, config: &SandboxConfig, image_dir: &Path) -> Result<()> {
+        GvisorRuntime::hibernate(self, config, image_dir)
+    }
+
+    fn restore(&self, config: &SandboxConfig, image_dir: &Path) -> Result<Started> {
+        GvisorRuntime::restore(self, config, image_dir)
     }
 
     fn list_host(&self) -> Result<Vec<String>> {

@@ -131,11 +131,21 @@ enum WaitError {
 /// when it is late.
 fn wait_until(child: &mut Child, deadline: Instant) -> Result<ExitStatus, WaitError> {
     let mut backoff = Backoff::new(Duration::from_micros(200), Duration::from_millis(20));
+    let mut reaped_at = Instant::now();
+    super::reap::reap_runsc_zombies();
     loop {
         match child.try_wait() {
-            Ok(Some(status)) => return Ok(status),
+            Ok(Some(status)) => {
+                super::reap::reap_runsc_zombies();
+                return Ok(status);
+            }
             Ok(None) => {}
             Err(e) => return Err(WaitError::Io(e)),
+        }
+        // runsc may be waiting for a sandbox that is our zombie.
+        if reaped_at.elapsed() >= Duration::from_millis(20) {
+            super::reap::reap_runsc_zombies();
+            reaped_at = Instant::now();
         }
         if Instant::now() >= deadline {
             // The child leads its own group (see `command`).
