@@ -12,17 +12,25 @@ use crate::output;
 pub fn run(a: JsonFlag) -> Result<i32> {
     let mut checks = dwell_runtime::ns::doctor();
     let ns_ok = checks.iter().all(|c| c.ok);
+    // What the namespace runtime cannot do without (NAT, cgroup.kill and
+    // user namespaces are optional).
+    let optional = ["nat networking", "cgroup.kill", "user namespaces"];
+    let ns_missing: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.ok && !optional.contains(&c.name.as_str()))
+        .map(|c| c.name.clone())
+        .collect();
     let runsc = std::env::var_os("DWELL_RUNSC").unwrap_or_else(|| "/usr/bin/runsc".into());
     let gvisor = dwell_runtime::gvisor::doctor::doctor(Path::new(&runsc));
     checks.push(dwell_runtime::ns::Check {
         name: "runtime namespace".into(),
-        ok: ns_ok,
-        detail: if ns_ok {
+        ok: ns_missing.is_empty(),
+        detail: if ns_missing.is_empty() {
             "available: `--isolation namespace` (pause keeps memory in RAM; hibernate to disk \
              needs gVisor, CRIU is not used)"
                 .into()
         } else {
-            "some kernel features above are missing".into()
+            format!("unavailable: missing {}", ns_missing.join(", "))
         },
     });
     checks.push(gvisor);

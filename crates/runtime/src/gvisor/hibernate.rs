@@ -107,6 +107,9 @@ impl GvisorRuntime {
     }
 
     fn restore_inner(&self, config: &SandboxConfig, image_dir: &Path) -> Result<Started> {
+        // A copy restored under a new id has no socket dir yet.
+        let run_dir = layout::state_file(config, layout::RUN_DIR);
+        std::fs::create_dir_all(&run_dir).context(|| format!("creating {}", run_dir.display()))?;
         let root = rootfs::mount(config)?;
         self.write_bundle(config, &root)?;
         let bundle = layout::state_file(config, BUNDLE_DIR).display().to_string();

@@ -91,7 +91,7 @@ impl GvisorRuntime {
         }
         std::fs::create_dir_all(&options.root)
             .context(|| format!("creating the runsc root {}", options.root.display()))?;
-        let runsc = Runsc {
+        let mut runsc = Runsc {
             binary: options.runsc.clone(),
             global: vec![
                 "--root".into(),
@@ -106,6 +106,14 @@ impl GvisorRuntime {
                 "--host-uds=create".into(),
             ],
         };
+        // runsc's own debug logs, one file per command, for diagnosing it.
+        if let Some(dir) = std::env::var_os("DWELL_RUNSC_DEBUG_LOG") {
+            runsc.global.push("--debug".into());
+            runsc.global.push(format!(
+                "--debug-log={}/",
+                std::path::Path::new(&dir).display()
+            ));
+        }
         runsc.run(&["--version"], Output::Capture, options.runsc_timeout)?;
         Ok(GvisorRuntime { options, runsc })
     }
