@@ -24,7 +24,9 @@ fn counter(d: &Daemon, sb: &str) -> u64 {
 }
 
 fn start_counter(d: &Daemon, sb: &str) {
-    d.ok(&["exec", "-d", "--tag", "counter", sb, "--", "sh", "-c", COUNTER]);
+    d.ok(&[
+        "exec", "-d", "--tag", "counter", sb, "--", "sh", "-c", COUNTER,
+    ]);
     wait_for(10, "the counter", || {
         d.run(&["exec", sb, "--", "test", "-s", "/root/n"])
             .status
@@ -61,9 +63,14 @@ fn gvisor_sandbox_runs_exec_files_pause_stop_start_and_rm() {
     assert_eq!(d.inspect("g")["runtime"], "gvisor");
     // The sandbox talks to gVisor's kernel, not the host's.
     let dmesg = d.sh("g", "dmesg 2>/dev/null | head -1; cat /proc/version");
-    assert!(dmesg.to_lowercase().contains("gvisor") || dmesg.contains("4.4.0"), "{dmesg}");
+    assert!(
+        dmesg.to_lowercase().contains("gvisor") || dmesg.contains("4.4.0"),
+        "{dmesg}"
+    );
     assert_eq!(
-        d.run(&["exec", "g", "--", "sh", "-c", "exit 7"]).status.code(),
+        d.run(&["exec", "g", "--", "sh", "-c", "exit 7"])
+            .status
+            .code(),
         Some(7)
     );
     let local = d.dir.path().join("in.txt");
@@ -78,7 +85,10 @@ fn gvisor_sandbox_runs_exec_files_pause_stop_start_and_rm() {
     d.ok(&["resume", "g"]);
     let a = counter(&d, "g");
     std::thread::sleep(Duration::from_millis(300));
-    assert!(counter(&d, "g") > a, "the counter does not run after resume");
+    assert!(
+        counter(&d, "g") > a,
+        "the counter does not run after resume"
+    );
     d.ok(&["stop", "g"]);
     assert!(host_processes_of(&id).is_empty());
     d.ok(&["start", "g"]);
@@ -141,25 +151,50 @@ fn a_hibernated_sandbox_is_a_template_for_warm_copies() {
     start_counter(&d, "tpl");
     let at = counter(&d, "tpl");
     d.ok(&["hibernate", "tpl"]);
-    let out = d.run(&["create", "--name", "x", "--from", "tpl", "--isolation", "namespace"]);
-    assert!(!out.status.success() && stderr(&out).contains("gVisor"), "{}", stderr(&out));
+    let out = d.run(&[
+        "create",
+        "--name",
+        "x",
+        "--from",
+        "tpl",
+        "--isolation",
+        "namespace",
+    ]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("gVisor"),
+        "{}",
+        stderr(&out)
+    );
     for c in ["c1", "c2"] {
         d.ok(&["create", "--name", c, "--from", "tpl"]);
         let v = d.inspect(c);
         assert_eq!(v["runtime"], "gvisor");
         assert_eq!(d.sh(c, "cat /root/state"), "set-up-once\n");
         let n = counter(&d, c);
-        assert!(n >= at && n < at + 100, "{c} did not start warm ({at} -> {n})");
+        assert!(
+            n >= at && n < at + 100,
+            "{c} did not start warm ({at} -> {n})"
+        );
     }
     // Copies are independent of each other and of the template.
     d.sh("c1", "echo mine > /root/only-c1");
-    assert!(!d.run(&["exec", "c2", "--", "test", "-e", "/root/only-c1"]).status.success());
+    assert!(!d
+        .run(&["exec", "c2", "--", "test", "-e", "/root/only-c1"])
+        .status
+        .success());
     assert_eq!(d.inspect("tpl")["state"], "hibernated");
     d.ok(&["resume", "tpl"]);
-    assert!(!d.run(&["exec", "tpl", "--", "test", "-e", "/root/only-c1"]).status.success());
+    assert!(!d
+        .run(&["exec", "tpl", "--", "test", "-e", "/root/only-c1"])
+        .status
+        .success());
     // A sandbox that is not hibernated is no template.
     let out = d.run(&["create", "--name", "y", "--from", "tpl"]);
-    assert!(!out.status.success() && stderr(&out).contains("hibernate"), "{}", stderr(&out));
+    assert!(
+        !out.status.success() && stderr(&out).contains("hibernate"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -174,7 +209,10 @@ fn paused_too_long_a_gvisor_sandbox_hibernates_instead_of_stopping() {
     wait_for(20, "the policy to hibernate p", || {
         d.inspect("p")["state"] == "hibernated"
     });
-    assert!(d.inspect("p")["reason"].as_str().unwrap().contains("pause_after"));
+    assert!(d.inspect("p")["reason"]
+        .as_str()
+        .unwrap()
+        .contains("pause_after"));
     let out = d.run(&["exec", "p", "--", "true"]);
     assert!(
         !out.status.success() && stderr(&out).contains("dwell resume"),
@@ -197,7 +235,10 @@ fn namespace_sandboxes_refuse_to_hibernate_with_the_reason() {
     let out = d.run(&["hibernate", "n"]);
     assert!(!out.status.success());
     let e = stderr(&out);
-    assert!(e.contains("CRIU") && e.contains("--isolation gvisor"), "{e}");
+    assert!(
+        e.contains("CRIU") && e.contains("--isolation gvisor"),
+        "{e}"
+    );
     assert_eq!(d.inspect("n")["state"], "running");
     let out = d.run(&["create", "--name", "bad", "--isolation", "vm"]);
     assert!(!out.status.success() && stderr(&out).contains("namespace"));

@@ -247,14 +247,15 @@ impl Controller {
         };
         if let Some(t) = &template {
             crate::templates::check(t)?;
-            if req
-                .runtime
-                .as_deref()
-                .is_some_and(|r| crate::runtimes::canonical(r).ok() != Some(crate::runtimes::GVISOR))
-            {
+            if req.runtime.as_deref().is_some_and(|r| {
+                crate::runtimes::canonical(r).ok() != Some(crate::runtimes::GVISOR)
+            }) {
                 return Err(Error::invalid(
                     "isolation",
-                    format!("{} is a gVisor sandbox: its copies run under gVisor too", t.name),
+                    format!(
+                        "{} is a gVisor sandbox: its copies run under gVisor too",
+                        t.name
+                    ),
                 ));
             }
             let ts: crate::model::SandboxSpec = serde_json::from_value(t.spec.clone())
@@ -1072,27 +1073,21 @@ impl Controller {
     /// processes, open files); nothing of it stays on the host until
     /// `resume`.
     pub async fn hibernate(&self, tenant: &str, id_or_name: &str) -> Result<Sandbox> {
-        self.transition(
-            tenant,
-            id_or_name,
-            State::Hibernated,
-            "hibernate",
-            |sb| {
-                if sb.runtime != crate::runtimes::GVISOR {
-                    return Err(Error::Runtime(dwell_runtime::not_hibernatable(&sb.runtime)));
-                }
-                match sb.state {
-                    State::Running | State::Paused | State::Hibernated => Ok(()),
-                    s => Err(Error::Conflict(format!(
-                        "sandbox {} is {}; only a running or paused sandbox can be hibernated \
+        self.transition(tenant, id_or_name, State::Hibernated, "hibernate", |sb| {
+            if sb.runtime != crate::runtimes::GVISOR {
+                return Err(Error::Runtime(dwell_runtime::not_hibernatable(&sb.runtime)));
+            }
+            match sb.state {
+                State::Running | State::Paused | State::Hibernated => Ok(()),
+                s => Err(Error::Conflict(format!(
+                    "sandbox {} is {}; only a running or paused sandbox can be hibernated \
                          (start it with `dwell start {}`)",
-                        sb.name,
-                        s.as_str(),
-                        sb.name
-                    ))),
-                }
-            },
-        )
+                    sb.name,
+                    s.as_str(),
+                    sb.name
+                ))),
+            }
+        })
         .await
     }
 

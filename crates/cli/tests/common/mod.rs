@@ -223,9 +223,13 @@ impl Daemon {
         serde_json::from_str(&self.ok(&["inspect", sb, "--json"])).unwrap()
     }
 
-    /// Host pid of a sandbox's PID 1.
+    /// Host pid of a sandbox's PID 1 (of a gVisor sandbox: its runsc
+    /// sandbox process).
     pub fn host_pid(&self, id: &str) -> i32 {
-        let s = std::fs::read_to_string(self.data.join("sandboxes").join(id).join("pid")).unwrap();
+        let dir = self.data.join("sandboxes").join(id);
+        let s = std::fs::read_to_string(dir.join("pid"))
+            .or_else(|_| std::fs::read_to_string(dir.join("runsc.pid")))
+            .unwrap();
         s.split_whitespace().next().unwrap().parse().unwrap()
     }
 

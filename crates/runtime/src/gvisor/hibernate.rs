@@ -30,6 +30,17 @@ pub const LISTEN_SIGNAL: &str = "USR2";
 /// The file runsc writes the sandbox's state to inside the image dir.
 pub const CHECKPOINT_FILE: &str = "checkpoint.img";
 
+/// Where `runsc restore --pid-file` writes the sandbox's pid (state dir).
+pub(super) const PID_FILE: &str = "runsc.pid";
+
+/// The pid runsc wrote to `path` (0 when unreadable).
+pub(super) fn read_pid(path: &Path) -> i32 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 impl GvisorRuntime {
     /// Save the running sandbox to `image_dir` (created if missing) and
     /// stop it: afterwards nothing of it runs on the host and its rootfs is
@@ -88,13 +99,21 @@ impl GvisorRuntime {
                 image_dir.display()
             )));
         }
-        if self.observe(config)? != Observed::Stopped {
-            return Err(Error::Start(format!(
-                "sandbox {} is already running on this host; stop it before restoring it",
-                config.id
-            )));
+        // One `runsc state` (each runsc call costs tens of ms): refuse a
+        // live sandbox, clear a dead record and what the host still holds.
+        match self.state(&config.id)? {
+            Some(s) if s.status == "running" || s.status == "paused" => {
+                return Err(Error::Start(format!(
+                    "sandbox {} is already running on this host; stop it before restoring it",
+                    config.id
+                )))
+            }
+            Some(_) => self.stop(config)?,
+            None => {
+                rootfs::unmount(config);
+                let _ = std::fs::remove_file(layout::state_file(config, layout::AGENT_SOCKET));
+            }
         }
-        self.stop(config)?;
         match self.restore_inner(config, image_dir) {
             Ok(s) => Ok(s),
             Err(e) => {
@@ -115,9 +134,13 @@ impl GvisorRuntime {
         let bundle = layout::state_file(config, BUNDLE_DIR).display().to_string();
         let image = format!("--image-path={}", image_dir.display());
         let console = layout::state_file(config, layout::CONSOLE_LOG);
+        // runsc writes the sandbox's pid here: no `runsc state` needed.
+        let pid_file = layout::state_file(config, PID_FILE);
+        let _ = std::fs::remove_file(&pid_file);
+        let pid_arg = format!("--pid-file={}", pid_file.display());
         self.runsc.run(
             &[
-                "restore", "--detach", &image, "--bundle", &bundle, &config.id,
+                "restore", "--detach", &image, &pid_arg, "--bundle", &bundle, &config.id,
             ],
             Output::Console(&console),
             self.options.runsc_timeout,
@@ -126,7 +149,7 @@ impl GvisorRuntime {
         let _ = std::fs::remove_file(&sock);
         self.call(&["kill", &config.id, LISTEN_SIGNAL])?;
         self.wait_for_agent(config, &sock)?;
-        let pid = self.state(&config.id)?.map_or(0, |s| s.pid);
+        let pid = read_pid(&pid_file);
         Ok(Started {
             pid,
             agent_socket: sock,

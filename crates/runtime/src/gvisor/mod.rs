@@ -76,8 +76,6 @@ pub struct GvisorRuntime {
 #[derive(Debug, Deserialize)]
 struct State {
     status: String,
-    #[serde(default)]
-    pid: i32,
 }
 
 impl GvisorRuntime {
@@ -154,13 +152,19 @@ impl GvisorRuntime {
         let bundle = layout::state_file(config, BUNDLE_DIR);
         let console = layout::state_file(config, layout::CONSOLE_LOG);
         let bundle_s = bundle.display().to_string();
+        // runsc writes the sandbox's pid here: no `runsc state` needed.
+        let pid_file = layout::state_file(config, hibernate::PID_FILE);
+        let _ = std::fs::remove_file(&pid_file);
+        let pid_arg = format!("--pid-file={}", pid_file.display());
         self.runsc.run(
-            &["run", "--detach", "--bundle", &bundle_s, &config.id],
+            &[
+                "run", "--detach", &pid_arg, "--bundle", &bundle_s, &config.id,
+            ],
             Output::Console(&console),
             self.options.runsc_timeout,
         )?;
         self.wait_for_agent(config, &sock)?;
-        let pid = self.state(&config.id)?.map_or(0, |s| s.pid);
+        let pid = hibernate::read_pid(&pid_file);
         Ok(Started {
             pid,
             agent_socket: sock,
