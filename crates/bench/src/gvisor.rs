@@ -205,22 +205,36 @@ impl Baseline {
         self.dir.join("image")
     }
 
+    /// Run runsc to its end. Its output goes to a log file, never to a
+    /// pipe: `run`/`restore --detach` leave processes behind that inherit
+    /// it, and waiting for a pipe's end would wait for them.
     fn runsc(&self, args: &[&str]) -> Result<()> {
         let root = self.dir.join("root");
-        let out = Command::new(RUNSC)
+        let log_path = self.dir.join("runsc.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| Error::Other(format!("opening {}: {e}", log_path.display())))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| Error::Other(format!("duplicating a descriptor: {e}")))?;
+        let status = Command::new(RUNSC)
             .arg("--root")
             .arg(&root)
             .args(["--network=none", "--overlay2=none"])
             .args(args)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()
+            .stdout(log)
+            .stderr(log2)
+            .status()
             .map_err(|e| Error::Other(format!("running runsc: {e}")))?;
-        if !out.status.success() {
+        if !status.success() {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(3).collect();
             return Err(Error::Other(format!(
-                "runsc {args:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
+                "runsc {args:?} failed ({status}): {}",
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
             )));
         }
         Ok(())

@@ -243,3 +243,43 @@ fn namespace_sandboxes_refuse_to_hibernate_with_the_reason() {
     let out = d.run(&["create", "--name", "bad", "--isolation", "vm"]);
     assert!(!out.status.success() && stderr(&out).contains("namespace"));
 }
+
+#[test]
+fn a_sandbox_near_its_memory_limit_hibernates_and_keeps_its_memory() {
+    if !can_run_gvisor() {
+        return;
+    }
+    let d = Daemon::start();
+    // 160 MiB of random data in a 256 MiB sandbox: the checkpoint needs
+    // memory beyond the limit (it was OOM-killed, and the sandbox lost).
+    d.create("big", &["--isolation", "gvisor"]);
+    let script = "import os, hashlib, time\n\
+                  b = os.urandom(160 << 20)\n\
+                  open('/root/h', 'w').write(hashlib.sha256(b).hexdigest())\n\
+                  while True:\n\
+                  \x20   time.sleep(0.2)\n\
+                  \x20   open('/root/h2.tmp', 'w').write(hashlib.sha256(b).hexdigest() + ' ' + str(time.time()))\n\
+                  \x20   os.rename('/root/h2.tmp', '/root/h2')\n";
+    d.ok(&["exec", "-d", "big", "--", "python3", "-c", script]);
+    wait_for(60, "the data", || {
+        d.run(&["exec", "big", "--", "test", "-s", "/root/h2"])
+            .status
+            .success()
+    });
+    let h = d.sh("big", "cat /root/h");
+    d.ok(&["hibernate", "big"]);
+    let saved = d.inspect("big")["saved_state_bytes"].as_u64().unwrap();
+    assert!(saved > 100 << 20, "only {saved} bytes saved");
+    d.ok(&["resume", "big"]);
+    let stamp = |d: &Daemon| -> (String, f64) {
+        let s = d.sh("big", "cat /root/h2");
+        let mut it = s.split_whitespace();
+        (
+            it.next().unwrap().to_string(),
+            it.next().unwrap().parse().unwrap(),
+        )
+    };
+    let (_, t0) = stamp(&d);
+    wait_for(30, "a fresh hash after resume", || stamp(&d).1 > t0);
+    assert_eq!(stamp(&d).0, h, "the memory changed across hibernation");
+}

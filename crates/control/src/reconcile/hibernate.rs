@@ -75,7 +75,11 @@ pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord, why: &str) -> R
     let t0 = std::time::Instant::now();
     blocking(move || -> Result<()> {
         let cfg = config_of(&inner2, &id)?;
-        runtime.hibernate(&cfg, &image_dir(&inner2, &id))?;
+        if let Err(e) = runtime.hibernate(&cfg, &image_dir(&inner2, &id)) {
+            // A partial image must never be restored.
+            let _ = discard(&inner2, &id);
+            return Err(e.into());
+        }
         crate::crashpoint::crashpoint("hibernate:after-checkpoint");
         inner2.volumes.unmount(&id)?;
         Ok(())

@@ -2,8 +2,8 @@
 //! state, one transition at a time, recording each step before taking it.
 //!
 //! One file per transition: [`start`], [`stop`], [`pause`], [`resume`],
-//! [`hibernate`] (and its restore), [`delete`]. [`reconcile`] decides which to run; [`resync_all`] runs it for
-//! every live sandbox (at daemon start and periodically), which is how a
+//! [`hibernate`] (and its restore), [`delete`]. [`reconcile`] decides which
+//! to run; [`resync_all`] runs it for every live sandbox (at daemon start and periodically), which is how a
 //! restarted daemon adopts running sandboxes and finishes half-done work.
 
 mod config;
@@ -160,11 +160,12 @@ async fn run(inner: &std::sync::Arc<Inner>, id: &str, trigger: Trigger) {
 }
 
 /// What the runtime sees of a sandbox (nothing if it never started).
-async fn observe(inner: &std::sync::Arc<Inner>, id: &str) -> Result<Observed> {
+async fn observe(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord) -> Result<Observed> {
     let inner2 = inner.clone();
-    let id = id.to_string();
+    let id = rec.id.clone();
+    let runtime = inner.runtimes.get(&rec.runtime)?;
     blocking(move || match config_of(&inner2, &id) {
-        Ok(cfg) => Ok(inner2.runtime_of(&id)?.observe(&cfg)?),
+        Ok(cfg) => Ok(runtime.observe(&cfg)?),
         Err(_) => Ok(Observed::Stopped),
     })
     .await?
@@ -179,7 +180,7 @@ async fn step(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord, trigger: &Trig
     if state == State::Error && *trigger == Trigger::Resync && desired != State::Deleted {
         return Ok(());
     }
-    let observed = observe(inner, &rec.id).await?;
+    let observed = observe(inner, rec).await?;
     match (desired, observed) {
         (State::Running, Observed::Running) => {
             if state != State::Running {

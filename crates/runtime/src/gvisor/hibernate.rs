@@ -19,7 +19,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::runsc::Output;
-use super::{rootfs, GvisorRuntime, BUNDLE_DIR};
+use super::{headroom, rootfs, GvisorRuntime, BUNDLE_DIR};
 use crate::error::Context;
 use crate::ns::{layout, wait::Backoff};
 use crate::{Error, Observed, Result, Runtime, SandboxConfig, Started};
@@ -90,10 +90,15 @@ impl GvisorRuntime {
                 ))
             })?;
         let image = format!("--image-path={}", image_dir.display());
+        // The sentry needs memory of its own to save the application's:
+        // as much again as the limit (at least 256 MiB) for the checkpoint.
+        let limit = config.resources.memory_bytes;
+        let raised = headroom::raise(&self.cgroups_path(&config.id), limit.max(256 << 20));
         if let Err(e) = self.call(&["checkpoint", &image, &config.id]) {
             // Still running (a refused checkpoint): let the agent listen
             // again so the sandbox stays usable.
             if self.observe(config).ok() == Some(Observed::Running) {
+                raised.restore();
                 let _ = self.call(&["kill", &config.id, LISTEN_SIGNAL]);
             }
             return Err(e);
@@ -158,8 +163,15 @@ impl GvisorRuntime {
         let pid_arg = format!("--pid-file={}", pid_file.display());
         let sock = layout::state_file(config, layout::AGENT_SOCKET);
         let _ = std::fs::remove_file(&sock);
+        // The directory is the sandbox's to write: never follow what it
+        // may have left there (a symlink to a host file), create anew.
         let marker = layout::state_file(config, RESTORED_MARKER);
-        std::fs::write(&marker, b"").context(|| format!("creating {}", marker.display()))?;
+        let _ = std::fs::remove_file(&marker);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&marker)
+            .context(|| format!("creating {}", marker.display()))?;
         self.runsc.run(
             &[
                 "restore", "--detach", &image, &pid_arg, "--bundle", &bundle, &config.id,

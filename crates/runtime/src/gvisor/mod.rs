@@ -16,6 +16,7 @@
 
 pub mod bundle;
 pub mod doctor;
+mod headroom;
 pub mod hibernate;
 mod reap;
 pub mod rootfs;
@@ -74,6 +75,10 @@ pub struct GvisorRuntime {
     /// id. Then a root without such a file means "unknown container" and
     /// `state` needs no runsc call (tens of ms each).
     files_named_by_id: std::sync::atomic::AtomicBool,
+    /// The host's cgroup mounts: stats are read from the sandbox's cgroup
+    /// (microseconds) rather than asked of runsc (tens of ms; every exec
+    /// reads the OOM counter).
+    host_cgroups: Option<crate::ns::cgroup::HostCgroups>,
 }
 
 /// What `runsc state` reports.
@@ -121,6 +126,7 @@ impl GvisorRuntime {
             options,
             runsc,
             files_named_by_id: Default::default(),
+            host_cgroups: crate::ns::cgroup::HostCgroups::detect().ok(),
         })
     }
 
@@ -340,8 +346,17 @@ impl Runtime for GvisorRuntime {
         Ok(())
     }
 
+    /// The whole sandbox's host usage (sentry and application) from its
+    /// cgroup; runsc's own report when the cgroup cannot be read.
     fn stats(&self, config: &SandboxConfig) -> Result<Stats> {
+        use crate::ns::cgroup::{Cgroup, SandboxCgroup};
         layout::validate_id(&config.id)?;
+        if let Some(host) = &self.host_cgroups {
+            let cg = SandboxCgroup::new(host, &self.options.cgroup_parent, &config.id);
+            if cg.exists() {
+                return cg.stats();
+            }
+        }
         if self.observe(config)? == Observed::Stopped {
             return Err(Error::Other(format!(
                 "sandbox {} is not running under gVisor on this host",
