@@ -27,7 +27,11 @@ pub fn gvisor(
             Ok(Arc::new(rt))
         }
         Err(e) => {
-            let why = e.to_string();
+            // Only the reason: the fix is added where it is reported.
+            let why = match e {
+                dwell_runtime::Error::Unsupported { why, .. } => why,
+                other => other.to_string(),
+            };
             tracing::info!("gVisor runtime unavailable: {why}");
             Err(why)
         }

@@ -26,8 +26,12 @@ pub fn doctor(binary: &Path) -> Check {
         Err(e) => (
             false,
             format!(
-                "unavailable ({e}); gVisor sandboxes and hibernation need runsc: \
-                 `apt-get install -t bookworm-backports runsc`"
+                "unavailable ({}); gVisor sandboxes and hibernation need runsc: \
+                 `apt-get install -t bookworm-backports runsc`",
+                match e {
+                    crate::Error::Unsupported { why, .. } => why,
+                    other => other.to_string(),
+                }
             ),
         ),
     };
