@@ -55,8 +55,10 @@ pub enum Command {
     Kill(KillArgs),
     /// Freeze every process of a sandbox (memory stays; nothing runs).
     Pause(Names),
-    /// Thaw a paused sandbox.
+    /// Thaw a paused sandbox, or restore a hibernated one from disk.
     Resume(Names),
+    /// Save a gVisor sandbox whole to disk (memory, processes, files); `resume` continues it.
+    Hibernate(Names),
     /// Stop a sandbox: persistent ones keep their files, ephemeral ones are deleted.
     Stop(Names),
     /// Start a stopped sandbox (an archived one is restored from its archive first).
@@ -145,6 +147,12 @@ pub struct ServeArgs {
     /// Snapshot store, encryption and collection.
     #[command(flatten)]
     pub snapshot_store: crate::commands::snapstore::StoreFlags,
+    /// Isolation of sandboxes created without --isolation: namespace or gvisor.
+    #[arg(long, env = "DWELL_DEFAULT_ISOLATION", default_value = "namespace")]
+    pub default_isolation: String,
+    /// The runsc binary of the gVisor runtime (gVisor is off when it is missing).
+    #[arg(long, env = "DWELL_RUNSC", default_value = "/usr/bin/runsc")]
+    pub runsc: PathBuf,
 }
 
 impl DefaultPolicyFlags {
@@ -225,7 +233,12 @@ pub struct CreateArgs {
     /// Give the sandbox outbound network access (NAT); default: loopback only.
     #[arg(long)]
     pub net: bool,
-    /// Start from a snapshot (id or name): its files, and its volume size.
+    /// Isolation: `namespace` (Linux namespaces) or `gvisor` (runsc's user-space kernel;
+    /// can hibernate). Default: the daemon's --default-isolation.
+    #[arg(long, alias = "runtime")]
+    pub isolation: Option<String>,
+    /// Start from a snapshot (id or name): its files, and its volume size; or from a
+    /// hibernated gVisor sandbox: a warm copy of its memory, processes and files.
     #[arg(long)]
     pub from: Option<String>,
     /// Create this many independent sandboxes, named NAME-1 ... NAME-N.

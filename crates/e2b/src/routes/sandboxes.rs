@@ -120,7 +120,7 @@ pub async fn connect(
             }
             (StatusCode::OK, sb)
         }
-        S::Paused => {
+        S::Paused | S::Hibernated => {
             let t = timeout.unwrap_or(lifetime::DEFAULT_TIMEOUT_SECS);
             lifetime::set(&st.ctl, &p.tenant, &sb, t)?;
             (StatusCode::CREATED, st.ctl.resume(&p.tenant, &sb.id).await?)
@@ -146,7 +146,7 @@ pub async fn pause(
     let sb = find(&st, &p, &id)?;
     match sb.state {
         S::Running => {}
-        S::Paused | S::Stopped | S::Error | S::Archived => {
+        S::Paused | S::Hibernated | S::Stopped | S::Error | S::Archived => {
             return Err(E2bError::conflict(format!(
                 "sandbox {id} is already paused; resume it with Sandbox.connect({id:?})"
             )))
