@@ -267,7 +267,14 @@ impl Baseline {
     fn checkpoint(&self) -> Result<()> {
         let _ = std::fs::remove_dir_all(self.image());
         let image = format!("--image-path={}", self.image().display());
-        self.runsc(&["checkpoint", &image, &self.id])?;
+        // The flags dwell's runtime uses (`gvisor::hibernate::CHECKPOINT_FLAGS`).
+        self.runsc(&[
+            "checkpoint",
+            "--compression=none",
+            "--exclude-committed-zero-pages",
+            &image,
+            &self.id,
+        ])?;
         self.runsc(&["delete", "--force", &self.id])
     }
 

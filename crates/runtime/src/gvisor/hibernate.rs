@@ -43,6 +43,12 @@ const MARKER_GRACE: Duration = Duration::from_millis(250);
 /// The file runsc writes the sandbox's state to inside the image dir.
 pub const CHECKPOINT_FILE: &str = "checkpoint.img";
 
+/// How checkpoints are written: uncompressed (restore maps the pages
+/// file instead of inflating it: MACHINE.md measured 366 -> 305 ms for
+/// 200 MB), and without pages that were committed but are all zeros (the
+/// state is about the memory actually used).
+pub const CHECKPOINT_FLAGS: [&str; 2] = ["--compression=none", "--exclude-committed-zero-pages"];
+
 /// Where `runsc restore --pid-file` writes the sandbox's pid (state dir).
 pub(super) const PID_FILE: &str = "runsc.pid";
 
@@ -70,9 +76,16 @@ impl GvisorRuntime {
                 )))
             }
         }
+        // runsc refuses to overwrite an older image's files (the state and,
+        // uncompressed, the pages files): start from an empty dir.
+        match std::fs::remove_dir_all(image_dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).context(|| format!("clearing the image dir {}", image_dir.display()))
+            }
+            _ => {}
+        }
         std::fs::create_dir_all(image_dir)
             .context(|| format!("creating the image dir {}", image_dir.display()))?;
-        let _ = std::fs::remove_file(image_dir.join(CHECKPOINT_FILE));
         let sock = layout::state_file(config, layout::AGENT_SOCKET);
         // Left from the last restore, it would make the agent listen again
         // right away.
@@ -94,7 +107,8 @@ impl GvisorRuntime {
         // as much again as the limit (at least 256 MiB) for the checkpoint.
         let limit = config.resources.memory_bytes;
         let raised = headroom::raise(&self.cgroups_path(&config.id), limit.max(256 << 20));
-        if let Err(e) = self.call(&["checkpoint", &image, &config.id]) {
+        let [compression, zeros] = CHECKPOINT_FLAGS;
+        if let Err(e) = self.call(&["checkpoint", compression, zeros, &image, &config.id]) {
             // Still running (a refused checkpoint): let the agent listen
             // again so the sandbox stays usable.
             if self.observe(config).ok() == Some(Observed::Running) {
