@@ -14,5 +14,6 @@ cargo build --profile "$profile" -p dwell
 # --target keeps the flag away from build scripts and proc macros.
 RUSTFLAGS="-C target-feature=+crt-static" \
   cargo build --profile "$profile" -p dwell-agent --target "$target"
-cp "target/$target/$dir/dwell-agent" "target/$dir/dwell-agent"
-echo "built target/$dir/dwell and target/$dir/dwell-agent"
+out=${CARGO_TARGET_DIR:-target}
+cp "$out/$target/$dir/dwell-agent" "$out/$dir/dwell-agent"
+echo "built $out/$dir/dwell and $out/$dir/dwell-agent"

@@ -62,6 +62,19 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
 pub const UNLISTEN: libc::c_int = libc::SIGUSR1;
 /// Signal that makes it listen again on the same path.
 pub const RELISTEN: libc::c_int = libc::SIGUSR2;
+/// A file next to the socket whose appearance also makes it listen again:
+/// the runtime creates it before restoring a checkpoint, so a restored
+/// agent listens within a millisecond instead of waiting for a signal
+/// (delivering one costs a `runsc kill`, tens of milliseconds).
+pub const RESTORED_MARKER: &str = "restored";
+
+/// Resolves once `marker` exists (polled while the agent does not listen:
+/// between an unlisten and the checkpoint that stops the sandbox).
+async fn appears(marker: &Path) {
+    while !marker.exists() {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
 
 /// Accepts connections on `l` (already bound at `path`) for the agent's
 /// life; [`UNLISTEN`] and [`RELISTEN`] take the socket down and up again.
@@ -113,8 +126,20 @@ pub async fn listen(mut l: UnixListener, path: &Path) -> io::Result<()> {
         let _ = std::fs::remove_file(path);
         crate::memory::trim();
         crate::debug!("SIGUSR1: stopped listening; SIGUSR2 listens again");
+        // A late SIGUSR2 of an earlier round must not end this one.
         loop {
-            relisten.recv().await;
+            tokio::select! {
+                biased;
+                _ = relisten.recv() => {}
+                _ = std::future::ready(()) => break,
+            }
+        }
+        let marker = path.with_file_name(RESTORED_MARKER);
+        loop {
+            tokio::select! {
+                _ = relisten.recv() => {}
+                _ = appears(&marker) => {}
+            }
             match bind(path) {
                 Ok(new) => {
                     l = new;

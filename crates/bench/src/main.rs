@@ -10,6 +10,7 @@ mod api;
 mod baseline;
 mod cases;
 mod error;
+mod gvisor;
 mod machine;
 mod memory;
 mod report;
@@ -39,6 +40,9 @@ USAGE: dwell-bench --socket PATH --data-dir DIR --dwell PATH --daemon-pid PID [o
   --idle N               idle sandboxes for the memory case [10]
   --settle-ms MS         idle time before memory is read [2000]
   --warmup N             unmeasured runs before each case [3]
+  --gvisor-iterations N  gVisor create and exec runs (0 skips gVisor) [10]
+  --gvisor-rounds N      hibernate+resume rounds, dwell and plain runsc [5]
+  --only-gvisor yes      run only the gVisor cases; print them, write nothing
 ";
 
 const PREAMBLE: &str = "# Benchmarks
@@ -71,6 +75,9 @@ struct Opts {
     idle: usize,
     settle: Duration,
     warmup: usize,
+    gvisor_iterations: usize,
+    gvisor_rounds: usize,
+    only_gvisor: bool,
 }
 
 fn parse() -> Result<Opts> {
@@ -87,6 +94,9 @@ fn parse() -> Result<Opts> {
         idle: 10,
         settle: Duration::from_millis(2000),
         warmup: 3,
+        gvisor_iterations: 10,
+        gvisor_rounds: 5,
+        only_gvisor: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -114,6 +124,9 @@ fn parse() -> Result<Opts> {
             "--idle" => o.idle = num(&value)?.max(1),
             "--settle-ms" => o.settle = Duration::from_millis(num(&value)? as u64),
             "--warmup" => o.warmup = num(&value)?,
+            "--gvisor-iterations" => o.gvisor_iterations = num(&value)?,
+            "--gvisor-rounds" => o.gvisor_rounds = num(&value)?.max(1),
+            "--only-gvisor" => o.only_gvisor = value == "yes",
             _ => return Err(Error::Usage(format!("unknown option {flag}"))),
         }
     }
@@ -175,6 +188,12 @@ async fn run(api: &mut Api, o: &Opts) -> Result<report::Results> {
     let pause = cases::pause_api(api, w, o.pause_iterations).await?;
     step("dwell: idle memory");
     let idle = cases::idle(api, &o.data_dir, o.daemon_pid, o.idle, o.settle).await?;
+    let gvisor = if o.gvisor_iterations > 0 && gvisor::available(api).await {
+        step("gVisor: create, exec, hibernate/resume, plain runsc");
+        Some(gvisor::run(api, w.min(1), o.gvisor_iterations, o.gvisor_rounds).await?)
+    } else {
+        None
+    };
 
     Ok(report::Results {
         machine,
@@ -189,6 +208,7 @@ async fn run(api: &mut Api, o: &Opts) -> Result<report::Results> {
         freezer_v1,
         freezer_v2,
         idle,
+        gvisor,
         elapsed_s: start.elapsed().as_secs_f64(),
         load_after: machine::loadavg(),
     })
@@ -204,6 +224,28 @@ async fn main() {
         }
     };
     let mut api = Api::new(&o.socket);
+    if o.only_gvisor {
+        let r = if gvisor::available(&mut api).await {
+            gvisor::run(
+                &mut api,
+                o.warmup.min(1),
+                o.gvisor_iterations,
+                o.gvisor_rounds,
+            )
+            .await
+        } else {
+            Err(Error::Other("gVisor is not available (see above)".into()))
+        };
+        let leftovers = api.delete_all().await;
+        match r {
+            Ok(r) => print!("{}", gvisor::render(&r)),
+            Err(e) => {
+                eprintln!("dwell-bench: {e}");
+                std::process::exit(1);
+            }
+        }
+        std::process::exit(if leftovers.is_empty() { 0 } else { 1 });
+    }
     let result = run(&mut api, &o).await;
     // Whatever happened, leave no sandbox behind.
     let leftovers = api.delete_all().await;

@@ -31,16 +31,18 @@ pub struct Results {
     pub freezer_v1: Option<PauseApi>,
     pub freezer_v2: Option<PauseApi>,
     pub idle: Idle,
+    /// gVisor cases (None: runsc or the daemon's gVisor runtime missing).
+    pub gvisor: Option<crate::gvisor::GvisorResults>,
     pub elapsed_s: f64,
     pub load_after: String,
 }
 
-fn header(o: &mut String) {
+pub(crate) fn header(o: &mut String) {
     o.push_str("| case | n | p50 ms | p90 ms | p99 ms | min ms | max ms | mean ms |\n");
     o.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
 }
 
-fn row(o: &mut String, label: &str, s: &Samples) {
+pub(crate) fn row(o: &mut String, label: &str, s: &Samples) {
     match s.summary() {
         Some(m) => {
             let _ = writeln!(
@@ -331,6 +333,9 @@ pub fn render(r: &Results) -> String {
         mib(procs_pss),
         mib(procs_rss),
     );
+    if let Some(g) = &r.gvisor {
+        o.push_str(&crate::gvisor::render(g));
+    }
     let _ = writeln!(o, "{END}");
     o
 }

@@ -55,8 +55,10 @@ pub enum Command {
     Kill(KillArgs),
     /// Freeze every process of a sandbox (memory stays; nothing runs).
     Pause(Names),
-    /// Thaw a paused sandbox.
+    /// Thaw a paused sandbox, or restore a hibernated one from disk.
     Resume(Names),
+    /// Save a gVisor sandbox whole to disk (memory, processes, files); `resume` continues it.
+    Hibernate(Names),
     /// Stop a sandbox: persistent ones keep their files, ephemeral ones are deleted.
     Stop(Names),
     /// Start a stopped sandbox (an archived one is restored from its archive first).
@@ -145,6 +147,12 @@ pub struct ServeArgs {
     /// Snapshot store, encryption and collection.
     #[command(flatten)]
     pub snapshot_store: crate::commands::snapstore::StoreFlags,
+    /// Isolation of sandboxes created without --isolation: namespace or gvisor.
+    #[arg(long, env = "DWELL_DEFAULT_ISOLATION", default_value = "namespace")]
+    pub default_isolation: String,
+    /// The runsc binary of the gVisor runtime (gVisor is off when it is missing).
+    #[arg(long, env = "DWELL_RUNSC", default_value = "/usr/bin/runsc")]
+    pub runsc: PathBuf,
 }
 
 impl DefaultPolicyFlags {
@@ -155,7 +163,7 @@ impl DefaultPolicyFlags {
             ttl: d(&self.default_ttl),
             idle_timeout: d(&self.default_idle_timeout),
             pause_after: d(&self.default_pause_after),
-            archive_after: None,
+            archive_after: d(&self.default_archive_after),
             delete_after: d(&self.default_delete_after),
             max_lifetime: d(&self.default_max_lifetime),
             ttl_action: None,
@@ -175,6 +183,9 @@ pub struct DefaultPolicyFlags {
     /// Default --pause-after (like 1h).
     #[arg(long)]
     pub default_pause_after: Option<String>,
+    /// Default --archive-after (like 7d): stopped persistent sandboxes move to the snapshot store.
+    #[arg(long)]
+    pub default_archive_after: Option<String>,
     /// Default --delete-after (like 30d).
     #[arg(long)]
     pub default_delete_after: Option<String>,
@@ -222,7 +233,12 @@ pub struct CreateArgs {
     /// Give the sandbox outbound network access (NAT); default: loopback only.
     #[arg(long)]
     pub net: bool,
-    /// Start from a snapshot (id or name): its files, and its volume size.
+    /// Isolation: `namespace` (Linux namespaces) or `gvisor` (runsc's user-space kernel;
+    /// can hibernate). Default: the daemon's --default-isolation.
+    #[arg(long, alias = "runtime")]
+    pub isolation: Option<String>,
+    /// Start from a snapshot (id or name): its files, and its volume size; or from a
+    /// hibernated gVisor sandbox: a warm copy of its memory, processes and files.
     #[arg(long)]
     pub from: Option<String>,
     /// Create this many independent sandboxes, named NAME-1 ... NAME-N.

@@ -77,6 +77,8 @@ fn archive_frees_the_volume_and_start_brings_it_back_verified() {
     assert!(stderr(&out).contains("archived"), "{}", stderr(&out));
     let out = d.run(&["stop", "a1"]);
     assert!(stderr(&out).contains("archived"), "{}", stderr(&out));
+    let out = d.run(&["snapshot", "create", "a1"]);
+    assert!(stderr(&out).contains("is archived"), "{}", stderr(&out));
     let events = d.ok(&["logs", "a1"]);
     assert!(events.contains("archiving: capturing"), "{events}");
 

@@ -25,7 +25,12 @@ pub struct ControllerOptions {
     /// Root of everything the daemon keeps (`/var/lib/dwell`).
     pub data_dir: PathBuf,
     pub store: Store,
+    /// The namespace runtime.
     pub runtime: Arc<dyn Runtime>,
+    /// The gVisor runtime, or why this host cannot run it.
+    pub gvisor: std::result::Result<Arc<dyn Runtime>, String>,
+    /// The runtime of sandboxes created without one (`ns` or `gvisor`).
+    pub default_isolation: String,
     pub volumes: VolumeManager,
     pub images: ImageStore,
     /// The static agent binary started as PID 1 in every sandbox.
@@ -56,7 +61,7 @@ pub struct Controller {
 pub(crate) struct Inner {
     pub data_dir: PathBuf,
     pub store: Store,
-    pub runtime: Arc<dyn Runtime>,
+    pub runtimes: crate::runtimes::Runtimes,
     pub volumes: VolumeManager,
     pub images: ImageStore,
     pub agent_binary: PathBuf,
@@ -122,6 +127,15 @@ impl Inner {
         }
     }
 
+    /// The runtime of sandbox `id` (as its record names it).
+    pub fn runtime_of(&self, id: &str) -> crate::error::Result<Arc<dyn Runtime>> {
+        let rec = self
+            .store
+            .get_sandbox(id)?
+            .ok_or_else(|| Error::NotFound(id.to_string()))?;
+        self.runtimes.get(&rec.runtime)
+    }
+
     pub fn state_dir(&self, id: &str) -> PathBuf {
         self.data_dir.join("sandboxes").join(id)
     }
@@ -164,7 +178,16 @@ impl Controller {
                     let clock = opts.clock.clone();
                     opts.store.with_clock(move || clock.now_ms())
                 },
-                runtime: opts.runtime,
+                runtimes: crate::runtimes::Runtimes::new(
+                    opts.runtime.clone(),
+                    opts.gvisor.clone(),
+                    &opts.default_isolation,
+                )
+                .unwrap_or_else(|e| {
+                    tracing::warn!("{e}; new sandboxes default to the namespace runtime");
+                    crate::runtimes::Runtimes::new(opts.runtime, opts.gvisor, "ns")
+                        .expect("the namespace runtime is always available")
+                }),
                 volumes: opts.volumes,
                 images: opts.images,
                 agent_binary: opts.agent_binary,
@@ -199,9 +222,9 @@ impl Controller {
         &self.inner.images
     }
 
-    /// The runtime's name.
+    /// The default runtime's name.
     pub fn runtime_name(&self) -> &'static str {
-        self.inner.runtime.name()
+        self.inner.runtimes.default_name()
     }
 
     /// Reconcile every live sandbox once (at daemon start: adopt what runs,
@@ -226,8 +249,45 @@ impl Controller {
     /// Create a sandbox and bring it up. Returns once it runs (or failed).
     pub async fn create(&self, tenant: &str, req: CreateRequest) -> Result<Sandbox> {
         let mut spec = req.to_spec(&self.inner.host)?;
+        // From a hibernated gVisor sandbox: a memory-snapshot template.
+        let template = match &req.from {
+            Some(f) => self
+                .inner
+                .store
+                .find_sandbox(tenant, f)?
+                .filter(|r| r.runtime == crate::runtimes::GVISOR),
+            None => None,
+        };
+        if let Some(t) = &template {
+            crate::templates::check(t)?;
+            if req.runtime.as_deref().is_some_and(|r| {
+                crate::runtimes::canonical(r).ok() != Some(crate::runtimes::GVISOR)
+            }) {
+                return Err(Error::invalid(
+                    "isolation",
+                    format!(
+                        "{} is a gVisor sandbox: its copies run under gVisor too",
+                        t.name
+                    ),
+                ));
+            }
+            let ts: crate::model::SandboxSpec = serde_json::from_value(t.spec.clone())
+                .map_err(|e| Error::Internal(format!("corrupt spec of {}: {e}", t.name)))?;
+            spec.disk_bytes = ts.disk_bytes;
+            spec.network = ts.network;
+            if req.memory.is_none() {
+                spec.memory_bytes = ts.memory_bytes;
+            }
+            if req.vcpus.is_none() {
+                spec.vcpus = ts.vcpus;
+            }
+            if req.pids.is_none() {
+                spec.pids = ts.pids;
+            }
+        }
         // From a snapshot: its volume size wins over --disk.
         let from = match &req.from {
+            Some(_) if template.is_some() => None,
             Some(snap) => {
                 let store = self.inner.snapshots.clone();
                 let (t, s) = (tenant.to_string(), snap.clone());
@@ -273,6 +333,13 @@ impl Controller {
             blocking(move || inner.images.get(&image).map(|_| ())).await??;
         }
         let mode = req.mode.unwrap_or_default();
+        let runtime = match (&req.runtime, &template) {
+            (_, Some(_)) => crate::runtimes::GVISOR,
+            (Some(r), None) => crate::runtimes::canonical(r)?,
+            (None, None) => self.inner.runtimes.default_name(),
+        };
+        // A runtime this host lacks fails now, with how to get it.
+        self.inner.runtimes.get(runtime)?;
         let _quota = self.inner.quota_lock.lock().await;
         self.check_quota(
             tenant,
@@ -290,7 +357,7 @@ impl Controller {
             tenant: tenant.to_string(),
             image,
             mode: mode.as_str().to_string(),
-            runtime: self.inner.runtime.name().to_string(),
+            runtime: runtime.to_string(),
             spec: serde_json::to_value(&spec).map_err(|e| Error::Internal(e.to_string()))?,
             state: State::Creating.as_str().into(),
             desired_state: State::Running.as_str().into(),
@@ -309,6 +376,37 @@ impl Controller {
         self.inner
             .store
             .add_event(&rec.id, "request", "create requested")?;
+        if let Some(t) = template {
+            let lock = self.inner.lock_for(&t.id);
+            let _g = lock.lock().await;
+            let inner = self.inner.clone();
+            let (id, name, tid) = (rec.id.clone(), rec.name.clone(), t.id.clone());
+            let r = blocking(move || {
+                let t = inner
+                    .store
+                    .get_sandbox(&tid)?
+                    .ok_or_else(|| Error::NotFound(tid.clone()))?;
+                crate::templates::check(&t)?;
+                crate::templates::prepare(&inner, &t, &id, &name)
+            })
+            .await?;
+            drop(_g);
+            if let Err(e) = r {
+                self.inner
+                    .store
+                    .set_desired(&rec.id, State::Deleted.as_str())?;
+                reconcile::reconcile(&self.inner, &rec.id).await;
+                return Err(e);
+            }
+            self.inner.store.add_event(
+                &rec.id,
+                "step",
+                &format!(
+                    "volume and saved memory copied from hibernated sandbox {}",
+                    t.name
+                ),
+            )?;
+        }
         if let Some(m) = from {
             let inner = self.inner.clone();
             let id = rec.id.clone();
@@ -379,6 +477,9 @@ impl Controller {
     fn view(&self, rec: &SandboxRecord) -> Result<Sandbox> {
         let mut sb = Sandbox::from_record(rec)?;
         sb.archive = crate::archive::read_ref(&self.inner, &sb.id);
+        if sb.state == State::Hibernated {
+            sb.saved_state_bytes = reconcile::hibernate::saved_bytes(&self.inner, &sb.id);
+        }
         if self.inner.streams_open(&sb.id) {
             sb.schedule = crate::policy::schedule(rec, &sb.spec.policies, true);
         }
@@ -470,6 +571,12 @@ impl Controller {
         name: Option<String>,
     ) -> Result<dwell_snapshot::Manifest> {
         let sb = self.get(tenant, id_or_name)?;
+        if sb.state == State::Archived {
+            return Err(Error::Conflict(format!(
+                "sandbox {} is archived: its files are already in the snapshot store; `dwell start {}` brings it back, then snapshot it",
+                sb.name, sb.name
+            )));
+        }
         if let Some(n) = &name {
             validate_name(n).map_err(|_| {
                 Error::invalid(
@@ -526,9 +633,10 @@ impl Controller {
             // reflink the image if the data dir allows it, or else read it
             // while frozen; thaw both whatever happened.
             let cfg = reconcile::config_of(&inner, &id)?;
+            let runtime = inner.runtime_of(&id)?;
             let t0 = std::time::Instant::now();
             if state == State::Running {
-                inner.runtime.pause(&cfg)?;
+                runtime.pause(&cfg)?;
             }
             use crate::snapshots::Frozen;
             let frozen = crate::snapshots::FsFreeze::new(&info.path).and_then(|_frozen| {
@@ -548,7 +656,7 @@ impl Controller {
                 }
             });
             if state == State::Running {
-                inner.runtime.resume(&cfg)?;
+                runtime.resume(&cfg)?;
             }
             let freeze = t0.elapsed();
             match frozen? {
@@ -827,7 +935,7 @@ impl Controller {
                         .then(|| {
                             reconcile::config_of(&inner, &sb.id)
                                 .ok()
-                                .and_then(|c| inner.runtime.stats(&c).ok())
+                                .and_then(|c| inner.runtimes.get(&sb.runtime).ok()?.stats(&c).ok())
                         })
                         .flatten();
                     (sb, stats)
@@ -854,7 +962,7 @@ impl Controller {
             let stats = if running {
                 reconcile::config_of(&inner, &id)
                     .ok()
-                    .and_then(|c| inner.runtime.stats(&c).ok())
+                    .and_then(|c| inner.runtime_of(&id).ok()?.stats(&c).ok())
             } else {
                 None
             };
@@ -939,7 +1047,10 @@ impl Controller {
     pub async fn start(&self, tenant: &str, id_or_name: &str) -> Result<Sandbox> {
         let sb = self.get(tenant, id_or_name)?;
         let _quota = self.inner.quota_lock.lock().await;
-        if matches!(sb.state, State::Stopped | State::Error | State::Archived) {
+        if matches!(
+            sb.state,
+            State::Stopped | State::Error | State::Archived | State::Hibernated
+        ) {
             self.check_quota(
                 tenant,
                 &crate::quota::Held {
@@ -1027,15 +1138,28 @@ impl Controller {
         .await
     }
 
-    /// Thaw a paused sandbox.
+    /// Thaw a paused sandbox, or restore a hibernated one from disk.
     pub async fn resume(&self, tenant: &str, id_or_name: &str) -> Result<Sandbox> {
+        let sb = self.get(tenant, id_or_name)?;
+        let _quota = self.inner.quota_lock.lock().await;
+        if sb.state == State::Hibernated {
+            // Its memory and vCPUs count again once it runs.
+            self.check_quota(
+                tenant,
+                &crate::quota::Held {
+                    vcpus: sb.spec.vcpus,
+                    memory: sb.spec.memory_bytes,
+                    ..Default::default()
+                },
+            )?;
+        }
         self.transition(
             tenant,
             id_or_name,
             State::Running,
             "resume",
             |sb| match sb.state {
-                State::Paused | State::Running => Ok(()),
+                State::Paused | State::Running | State::Hibernated => Ok(()),
                 s => Err(Error::Conflict(format!(
                     "sandbox {} is {}, not paused; start it with `dwell start {}`",
                     sb.name,
@@ -1044,6 +1168,28 @@ impl Controller {
                 ))),
             },
         )
+        .await
+    }
+
+    /// Save a running or paused gVisor sandbox whole to disk (memory,
+    /// processes, open files); nothing of it stays on the host until
+    /// `resume`.
+    pub async fn hibernate(&self, tenant: &str, id_or_name: &str) -> Result<Sandbox> {
+        self.transition(tenant, id_or_name, State::Hibernated, "hibernate", |sb| {
+            if sb.runtime != crate::runtimes::GVISOR {
+                return Err(Error::Runtime(dwell_runtime::not_hibernatable(&sb.runtime)));
+            }
+            match sb.state {
+                State::Running | State::Paused | State::Hibernated => Ok(()),
+                s => Err(Error::Conflict(format!(
+                    "sandbox {} is {}; only a running or paused sandbox can be hibernated \
+                         (start it with `dwell start {}`)",
+                    sb.name,
+                    s.as_str(),
+                    sb.name
+                ))),
+            }
+        })
         .await
     }
 
@@ -1076,10 +1222,12 @@ impl Controller {
         let sb = self.get(tenant, id_or_name)?;
         match sb.state {
             State::Running => {}
-            State::Paused => {
+            State::Paused | State::Hibernated => {
                 return Err(Error::Conflict(format!(
-                    "sandbox {} is paused; resume it with `dwell resume {}`",
-                    sb.name, sb.name
+                    "sandbox {} is {}; resume it with `dwell resume {}`",
+                    sb.name,
+                    sb.state.as_str(),
+                    sb.name
                 )))
             }
             s => {
@@ -1110,9 +1258,10 @@ impl Controller {
     pub async fn stats(&self, sb: &Sandbox) -> Result<dwell_runtime::Stats> {
         let inner = self.inner.clone();
         let id = sb.id.clone();
+        let runtime = self.inner.runtimes.get(&sb.runtime)?;
         blocking(move || {
             let cfg = reconcile::config_of(&inner, &id)?;
-            Ok::<_, Error>(inner.runtime.stats(&cfg)?)
+            Ok::<_, Error>(runtime.stats(&cfg)?)
         })
         .await?
     }

@@ -51,6 +51,7 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::NotFound(_) => "not_found",
+            Error::Runtime(dwell_runtime::Error::Unsupported { .. }) => "unsupported",
             Error::Invalid { .. } => "invalid_argument",
             Error::Conflict(_) => "conflict",
             Error::NameTaken(_) => "name_taken",
@@ -69,6 +70,7 @@ impl Error {
             Error::NotFound(_) => 404,
             Error::Invalid { .. } => 400,
             Error::Conflict(_) | Error::NameTaken(_) => 409,
+            Error::Runtime(dwell_runtime::Error::Unsupported { .. }) => 409,
             Error::Quota(_) => 403,
             Error::Agent(_) => 502,
             _ => 500,

@@ -13,8 +13,11 @@
 //! - [`controller`]: the operations behind the API (`create`, `start`,
 //!   `stop`, `pause`, `resume`, `delete`, lookups, agent connections).
 //! - [`reconcile`]: the state machine, one file per transition.
-//! - [`policy`]: lifecycle policies (TTL, idle, pause/stop/archive/delete
-//!   after), evaluated by the reconciler's sweep against a [`clock::Clock`].
+//! - [`runtimes`]: the isolation runtimes (namespace, gVisor) and which
+//!   one each sandbox uses.
+//! - [`policy`]: lifecycle policies (TTL, idle, pause/stop/hibernate/archive/
+//!   delete after), evaluated by the reconciler's sweep against a
+//!   [`clock::Clock`].
 //! - [`snapshots`], [`archive`], [`snapshot_gc`], [`progress`]: snapshots of
 //!   volumes, archived sandboxes, store garbage collection, and the progress
 //!   of long snapshot operations.
@@ -33,11 +36,13 @@ pub mod policy;
 pub mod progress;
 pub mod quota;
 pub mod reconcile;
+pub mod runtimes;
 pub mod secrets;
 pub mod size;
 pub mod snapshot_gc;
 pub mod snapshot_settings;
 pub mod snapshots;
+mod templates;
 mod thaw;
 
 pub use controller::{Controller, ControllerOptions};

@@ -12,7 +12,8 @@ use crate::ids::looks_like_id;
 use crate::size::parse_size;
 
 /// Lifecycle states. `creating -> running <-> paused -> stopped -> deleted`,
-/// plus `error` (the reason says why).
+/// plus `error` (the reason says why) and `hibernated` (gVisor sandboxes
+/// saved to disk, memory and processes included; `resume` restores them).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
@@ -25,6 +26,9 @@ pub enum State {
     /// Stopped, its volume moved into the snapshot store and freed
     /// locally; `start` brings it back.
     Archived,
+    /// Frozen to disk (gVisor checkpoint): memory and processes saved,
+    /// nothing running; `resume` restores it.
+    Hibernated,
 }
 
 impl State {
@@ -37,6 +41,7 @@ impl State {
             State::Deleted => "deleted",
             State::Error => "error",
             State::Archived => "archived",
+            State::Hibernated => "hibernated",
         }
     }
 
@@ -49,10 +54,11 @@ impl State {
             "deleted" => State::Deleted,
             "error" => State::Error,
             "archived" => State::Archived,
+            "hibernated" => State::Hibernated,
             other => {
                 return Err(Error::invalid(
                     "state",
-                    format!("{other:?} is not a state; use creating, running, paused, stopped, archived, deleted or error"),
+                    format!("{other:?} is not a state; use creating, running, paused, hibernated, stopped, archived, deleted or error"),
                 ))
             }
         })
@@ -141,7 +147,8 @@ pub struct CreateRequest {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     pub network: Option<NetworkMode>,
-    /// Isolation runtime; only `ns` exists today.
+    /// Isolation runtime: `ns` (namespace, the default unless the daemon
+    /// says otherwise) or `gvisor`.
     pub runtime: Option<String>,
     /// Lifecycle policies.
     #[serde(default)]
@@ -260,10 +267,12 @@ impl CreateRequest {
             }
         }
         if let Some(r) = &self.runtime {
-            if r != "ns" {
+            let r = crate::runtimes::canonical(r)?;
+            if r == crate::runtimes::GVISOR && self.network == Some(NetworkMode::Nat) {
                 return Err(Error::invalid(
-                    "runtime",
-                    format!("{r:?} is not available; this daemon runs `ns` (Linux namespaces)"),
+                    "network",
+                    "gVisor sandboxes have loopback networking only; drop --net, or use \
+                     --isolation namespace for outbound access",
                 ));
             }
         }
@@ -327,6 +336,9 @@ pub struct Sandbox {
     /// Where the volume of an archived sandbox is (snapshot and sizes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<crate::archive::ArchiveRef>,
+    /// Bytes of saved memory and process state of a hibernated sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved_state_bytes: Option<u64>,
 }
 
 /// Volume details for `inspect`.
@@ -374,6 +386,7 @@ impl Sandbox {
             volume: None,
             stats: None,
             archive: None,
+            saved_state_bytes: None,
         })
     }
 }

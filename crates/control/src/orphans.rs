@@ -52,16 +52,22 @@ fn sweep_blocking(inner: &Inner, live: &HashSet<String>) -> Vec<String> {
         let _ = inner.store.add_event(id, "sweep", &what);
         cleaned.push(format!("{id}: {what}"));
     };
-    // Processes and cgroups (and the network and mounts the runtime holds).
-    for id in inner.runtime.list_host().unwrap_or_default() {
-        let Some(_g) = unexplained(&id) else { continue };
-        let cfg = config_of(inner, &id).unwrap_or_else(|_| bare_config(inner, &id));
-        match inner.runtime.stop(&cfg) {
-            Ok(()) => note(
-                &id,
-                "stopped processes and removed cgroups no record explains".into(),
-            ),
-            Err(e) => note(&id, format!("could not stop unexplained processes: {e}")),
+    // Processes and cgroups (and the network and mounts the runtime holds),
+    // of every runtime the daemon has.
+    for runtime in inner.runtimes.available() {
+        for id in runtime.list_host().unwrap_or_default() {
+            let Some(_g) = unexplained(&id) else { continue };
+            let cfg = config_of(inner, &id).unwrap_or_else(|_| bare_config(inner, &id));
+            match runtime.stop(&cfg) {
+                Ok(()) => note(
+                    &id,
+                    format!(
+                        "stopped {} processes and removed cgroups no record explains",
+                        runtime.name()
+                    ),
+                ),
+                Err(e) => note(&id, format!("could not stop unexplained processes: {e}")),
+            }
         }
     }
     // Volumes, with their mounts and loop devices.

@@ -12,9 +12,9 @@
 //! |---|---|---|---|
 //! | `ttl` | running, paused | max(created + ttl, keepalive hold) | `ttl_action` if set (`pause` keeps memory; E2B's autoPause), else ephemeral: delete; persistent: stop |
 //! | `idle_timeout` | running, no open stream | max(last activity + idle, hold) | pause |
-//! | `pause_after` | paused | paused since + pause_after | stop |
+//! | `pause_after` | paused | paused since + pause_after | stop (gVisor: hibernate) |
 //! | `archive_after` | stopped (persistent) | stopped since + archive_after | archive |
-//! | `delete_after` | stopped, error, archived | since that state + delete_after | delete |
+//! | `delete_after` | stopped, error, archived, hibernated | since that state + delete_after | delete |
 //! | `max_lifetime` | running, paused | created + max_lifetime | ephemeral: delete; persistent: stop |
 //!
 //! `archive_after` moves a stopped sandbox's volume into the snapshot store
@@ -191,7 +191,7 @@ pub fn schedule(rec: &SandboxRecord, p: &Policies, streams_open: bool) -> Vec<Sc
                 }
             }
         }
-        "stopped" | "error" | "archived" => {
+        "stopped" | "error" | "archived" | "hibernated" => {
             if rec.state == "stopped" && rec.mode != "ephemeral" {
                 if let Some(after) = p.archive_after_ms {
                     push(

@@ -22,7 +22,9 @@ pub fn e2b_state(s: State) -> Option<&'static str> {
         State::Running | State::Creating => Some("running"),
         // A stopped (or failed) sandbox keeps its files; connect starts it
         // again.
-        State::Paused | State::Stopped | State::Error | State::Archived => Some("paused"),
+        State::Paused | State::Hibernated | State::Stopped | State::Error | State::Archived => {
+            Some("paused")
+        }
         State::Deleted => None,
     }
 }

@@ -12,7 +12,7 @@
 //! syscalls. The control plane calls it from a blocking thread.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -151,4 +151,32 @@ pub trait Runtime: Send + Sync {
     /// Ids of sandboxes that have something alive on this host (cgroups,
     /// processes), whether or not a record explains them.
     fn list_host(&self) -> Result<Vec<String>>;
+
+    /// Save the whole running sandbox (processes, memory, open files) to
+    /// `image_dir` and stop it: afterwards nothing of it runs on the host.
+    /// Runtimes that cannot save memory to disk refuse.
+    fn hibernate(&self, config: &SandboxConfig, image_dir: &Path) -> Result<()> {
+        let _ = (config, image_dir);
+        Err(not_hibernatable(self.name()))
+    }
+
+    /// Start the sandbox again from what `hibernate` saved in `image_dir`
+    /// and return once its agent accepts connections.
+    fn restore(&self, config: &SandboxConfig, image_dir: &Path) -> Result<Started> {
+        let _ = (config, image_dir);
+        Err(not_hibernatable(self.name()))
+    }
+}
+
+/// The error of `hibernate`/`restore` on a runtime that cannot save memory.
+pub fn not_hibernatable(runtime: &str) -> Error {
+    Error::Unsupported {
+        what: format!("hibernating a sandbox of the {runtime} runtime"),
+        why: "saving processes and memory to disk needs gVisor (runsc checkpoint); the namespace \
+              runtime would need CRIU 4, which this host does not provide"
+            .into(),
+        fix: "pause it instead (frozen in memory), stop it (files are kept), or create the \
+              sandbox with --isolation gvisor"
+            .into(),
+    }
 }

@@ -2,6 +2,7 @@
 
 mod exec;
 mod files;
+mod hibernate;
 mod images;
 mod processes;
 mod sandboxes;
@@ -44,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sandboxes/{id}/stop", post(sandboxes::stop))
         .route("/v1/sandboxes/{id}/pause", post(sandboxes::pause))
         .route("/v1/sandboxes/{id}/resume", post(sandboxes::resume))
+        .route("/v1/sandboxes/{id}/hibernate", post(hibernate::hibernate))
         .route("/v1/sandboxes/{id}/events", get(sandboxes::events))
         .route("/v1/sandboxes/{id}/stats", get(sandboxes::stats))
         .route("/v1/sandboxes/{id}/diff", get(sandboxes::diff))

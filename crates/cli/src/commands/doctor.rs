@@ -1,4 +1,8 @@
-//! `doctor`: what this host supports, and why not the rest.
+//! `doctor`: what this host supports, and why not the rest: the namespace
+//! runtime's kernel features, and whether gVisor (and so hibernation) is
+//! available.
+
+use std::path::Path;
 
 use anyhow::Result;
 
@@ -6,7 +10,30 @@ use crate::cli::JsonFlag;
 use crate::output;
 
 pub fn run(a: JsonFlag) -> Result<i32> {
-    let checks = dwell_runtime::ns::doctor();
+    let mut checks = dwell_runtime::ns::doctor();
+    let ns_ok = checks.iter().all(|c| c.ok);
+    // What the namespace runtime cannot do without (NAT, cgroup.kill and
+    // user namespaces are optional).
+    let optional = ["nat networking", "cgroup.kill", "user namespaces"];
+    let ns_missing: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.ok && !optional.contains(&c.name.as_str()))
+        .map(|c| c.name.clone())
+        .collect();
+    let runsc = std::env::var_os("DWELL_RUNSC").unwrap_or_else(|| "/usr/bin/runsc".into());
+    let gvisor = dwell_runtime::gvisor::doctor::doctor(Path::new(&runsc));
+    checks.push(dwell_runtime::ns::Check {
+        name: "runtime namespace".into(),
+        ok: ns_missing.is_empty(),
+        detail: if ns_missing.is_empty() {
+            "available: `--isolation namespace` (pause keeps memory in RAM; hibernate to disk \
+             needs gVisor, CRIU is not used)"
+                .into()
+        } else {
+            format!("unavailable: missing {}", ns_missing.join(", "))
+        },
+    });
+    checks.push(gvisor);
     if a.json {
         output::json(&checks)?;
     } else {
@@ -19,5 +46,6 @@ pub fn run(a: JsonFlag) -> Result<i32> {
             );
         }
     }
-    Ok(if checks.iter().all(|c| c.ok) { 0 } else { 1 })
+    // gVisor is optional: only the namespace runtime's needs decide.
+    Ok(if ns_ok { 0 } else { 1 })
 }

@@ -4,6 +4,7 @@ mod cp;
 mod doctor;
 mod exec;
 mod image;
+mod runtimes;
 mod sandbox;
 pub mod serve;
 mod serve_e2b;
@@ -43,6 +44,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Pause(a) => sandbox::lifecycle(&client, a, "pause").await,
         Command::Resume(a) => sandbox::lifecycle(&client, a, "resume").await,
+        Command::Hibernate(a) => sandbox::lifecycle(&client, a, "hibernate").await,
         Command::Stop(a) => sandbox::lifecycle(&client, a, "stop").await,
         Command::Start(a) => sandbox::lifecycle(&client, a, "start").await,
         Command::Archive(a) => sandbox::lifecycle(&client, a, "archive").await,

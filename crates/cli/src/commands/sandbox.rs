@@ -34,7 +34,7 @@ pub async fn create(c: &Client, a: CreateArgs) -> Result<i32> {
         } else {
             NetworkMode::None
         }),
-        runtime: None,
+        runtime: a.isolation.clone(),
         policies: Some(policy_args(&a.policies)).filter(|p| !p.is_empty()),
         secret_env: secret_vars(&a.secret_env)?,
         from: a.from.clone(),
@@ -109,10 +109,11 @@ pub async fn ls(c: &Client, a: LsArgs) -> Result<i32> {
                 vec![
                     s.name.clone(),
                     s.id.clone(),
-                    match &s.archive {
+                    match (&s.archive, s.saved_state_bytes) {
                         // The archive's stored size is what it occupies now.
-                        Some(a) => format!("archived ({})", output::size(a.stored_bytes)),
-                        None => s.state.as_str().into(),
+                        (Some(a), _) => format!("archived ({})", output::size(a.stored_bytes)),
+                        (None, Some(b)) => format!("{} ({})", s.state.as_str(), output::size(b)),
+                        (None, None) => s.state.as_str().into(),
                     },
                     s.mode.as_str().into(),
                     s.image.clone(),
@@ -153,6 +154,12 @@ pub async fn inspect(c: &Client, a: NameJson) -> Result<i32> {
     println!("mode:        {}", sb.mode.as_str());
     println!("image:       {}", sb.image);
     println!("runtime:     {}", sb.runtime);
+    if let Some(b) = sb.saved_state_bytes {
+        println!(
+            "saved state: {} of memory and processes on disk",
+            output::size(b)
+        );
+    }
     println!(
         "resources:   {} vCPU, {} memory, {} pids, {} disk",
         sb.spec.vcpus,
@@ -210,6 +217,7 @@ pub async fn inspect(c: &Client, a: NameJson) -> Result<i32> {
         ("ttl", human(p.ttl_ms)),
         ("idle-timeout", human(p.idle_timeout_ms)),
         ("pause-after", human(p.pause_after_ms)),
+        ("archive-after", human(p.archive_after_ms)),
         ("delete-after", human(p.delete_after_ms)),
         ("max-lifetime", human(p.max_lifetime_ms)),
     ]

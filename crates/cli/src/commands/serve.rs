@@ -50,12 +50,16 @@ pub async fn run(a: ServeArgs, socket: PathBuf) -> Result<i32> {
         cgroup_parent: cgroup_parent.clone(),
         ..NsOptions::new(exe, vec!["__ns-boot".into()])
     })?);
+    let gvisor = super::runtimes::gvisor(&data_dir, &cgroup_parent, &a.runsc);
+    let default_isolation = super::runtimes::default_isolation(&a.default_isolation, &gvisor)?;
     let volumes = VolumeManager::new(data_dir.join("volumes"));
     let images = ImageStore::open(data_dir.join("images"))?;
     let ctl = Controller::new(ControllerOptions {
         data_dir: data_dir.clone(),
         store,
         runtime: runtime.clone(),
+        gvisor,
+        default_isolation,
         volumes,
         images,
         agent_binary: agent,
@@ -218,7 +222,10 @@ fn install_agent(data_dir: &Path, given: Option<&Path>) -> Result<PathBuf> {
             src.display()
         );
     }
-    let dst = data_dir.join("bin/dwell-agent");
+    // One file per agent version, never overwritten: a hibernated gVisor
+    // sandbox has the agent's code mapped from its file, and restoring it
+    // over a replaced binary would run other code (it dies of SIGTRAP).
+    let dst = data_dir.join(format!("bin/dwell-agent-{:016x}", fnv1a(&bytes)));
     if std::fs::read(&dst).ok().as_deref() != Some(&bytes[..]) {
         let tmp = data_dir.join("bin/.dwell-agent.tmp");
         std::fs::write(&tmp, &bytes)?;
@@ -226,6 +233,16 @@ fn install_agent(data_dir: &Path, given: Option<&Path>) -> Result<PathBuf> {
         std::fs::rename(&tmp, &dst)?;
     }
     Ok(dst)
+}
+
+/// FNV-1a over `bytes`: a stable version tag, not a security boundary.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in bytes {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
 }
 
 /// Whether an ELF64 file asks for a dynamic loader (has a PT_INTERP

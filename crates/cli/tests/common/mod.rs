@@ -51,6 +51,45 @@ pub fn can_run() -> bool {
     true
 }
 
+/// The isolation the daemon gives sandboxes created without
+/// `--isolation`: `DWELL_TEST_ISOLATION` (`namespace` or `gvisor`), so the
+/// same end-to-end tests run against either runtime.
+pub fn isolation() -> String {
+    std::env::var("DWELL_TEST_ISOLATION").unwrap_or_else(|_| "namespace".into())
+}
+
+/// Whether gVisor sandboxes can run here (root and runsc); prints why not.
+pub fn can_run_gvisor() -> bool {
+    if !can_run() {
+        return false;
+    }
+    let runsc = std::env::var("DWELL_RUNSC").unwrap_or_else(|_| "/usr/bin/runsc".into());
+    if !Path::new(&runsc).is_file() {
+        eprintln!(
+            "SKIP: {runsc} is not installed; the gVisor tests need it \
+             (apt-get install -t bookworm-backports runsc)"
+        );
+        return false;
+    }
+    true
+}
+
+/// Host processes whose command line names `id` (a gVisor sandbox's
+/// runsc sandbox and gofer processes do); zombies do not count.
+pub fn host_processes_of(id: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(id) && pid_alive(pid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
 pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
@@ -97,6 +136,8 @@ impl Daemon {
             .arg(&self.socket)
             .arg("--agent")
             .arg(agent_bin())
+            .arg("--default-isolation")
+            .arg(isolation())
             .args(&self.extra_args)
             .env("DWELL_LOG", "debug")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -182,9 +223,13 @@ impl Daemon {
         serde_json::from_str(&self.ok(&["inspect", sb, "--json"])).unwrap()
     }
 
-    /// Host pid of a sandbox's PID 1.
+    /// Host pid of a sandbox's PID 1 (of a gVisor sandbox: its runsc
+    /// sandbox process).
     pub fn host_pid(&self, id: &str) -> i32 {
-        let s = std::fs::read_to_string(self.data.join("sandboxes").join(id).join("pid")).unwrap();
+        let dir = self.data.join("sandboxes").join(id);
+        let s = std::fs::read_to_string(dir.join("pid"))
+            .or_else(|_| std::fs::read_to_string(dir.join("runsc.pid")))
+            .unwrap();
         s.split_whitespace().next().unwrap().parse().unwrap()
     }
 

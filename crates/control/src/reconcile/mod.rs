@@ -2,13 +2,14 @@
 //! state, one transition at a time, recording each step before taking it.
 //!
 //! One file per transition: [`start`], [`stop`], [`pause`], [`resume`],
-//! [`archive`], [`delete`]. [`reconcile`] decides which to run; [`resync_all`] runs it for
-//! every live sandbox (at daemon start and periodically), which is how a
+//! [`hibernate`] (and its restore), [`archive`], [`delete`]. [`reconcile`] decides which to
+//! run; [`resync_all`] runs it for every live sandbox (at daemon start and periodically), which is how a
 //! restarted daemon adopts running sandboxes and finishes half-done work.
 
 mod archive;
 mod config;
 mod delete;
+pub(crate) mod hibernate;
 mod pause;
 mod resume;
 mod start;
@@ -21,7 +22,7 @@ use crate::controller::{blocking, Inner};
 use crate::error::Result;
 use crate::model::State;
 
-pub(crate) use config::{config_of, forget as forget_config};
+pub(crate) use config::{config_of, forget as forget_config, save as save_config};
 
 /// Who asked for this reconciliation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,10 +92,11 @@ async fn meter(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord) {
     let stats = if matches!(rec.state.as_str(), "running" | "paused") {
         let inner2 = inner.clone();
         let id = rec.id.clone();
+        let runtime = inner.runtimes.get(&rec.runtime).ok();
         blocking(move || {
             config_of(&inner2, &id)
                 .ok()
-                .and_then(|c| inner2.runtime.stats(&c).ok())
+                .and_then(|c| runtime?.stats(&c).ok())
         })
         .await
         .ok()
@@ -116,6 +118,12 @@ fn apply_policy(inner: &Inner, rec: &SandboxRecord) -> Option<String> {
     let due = crate::policy::due(rec, &spec.policies, inner.streams_open(&rec.id), now)?;
     let desired = match due.action {
         crate::policy::Action::Pause => State::Paused,
+        // Memory can be saved: hibernate instead of stopping.
+        crate::policy::Action::Stop
+            if due.policy == "pause_after" && rec.runtime == crate::runtimes::GVISOR =>
+        {
+            State::Hibernated
+        }
         crate::policy::Action::Stop => State::Stopped,
         crate::policy::Action::Archive => State::Archived,
         crate::policy::Action::Delete => State::Deleted,
@@ -155,11 +163,12 @@ async fn run(inner: &std::sync::Arc<Inner>, id: &str, trigger: Trigger) {
 }
 
 /// What the runtime sees of a sandbox (nothing if it never started).
-async fn observe(inner: &std::sync::Arc<Inner>, id: &str) -> Result<Observed> {
+async fn observe(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord) -> Result<Observed> {
     let inner2 = inner.clone();
-    let id = id.to_string();
+    let id = rec.id.clone();
+    let runtime = inner.runtimes.get(&rec.runtime)?;
     blocking(move || match config_of(&inner2, &id) {
-        Ok(cfg) => Ok(inner2.runtime.observe(&cfg)?),
+        Ok(cfg) => Ok(runtime.observe(&cfg)?),
         Err(_) => Ok(Observed::Stopped),
     })
     .await?
@@ -174,7 +183,7 @@ async fn step(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord, trigger: &Trig
     if state == State::Error && *trigger == Trigger::Resync && desired != State::Deleted {
         return Ok(());
     }
-    let observed = observe(inner, &rec.id).await?;
+    let observed = observe(inner, rec).await?;
     match (desired, observed) {
         (State::Running, Observed::Running) => {
             if state != State::Running {
@@ -186,6 +195,8 @@ async fn step(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord, trigger: &Trig
         (State::Running, Observed::Stopped) => {
             if *trigger == Trigger::Resync && matches!(state, State::Running | State::Paused) {
                 vanished(inner, rec).await
+            } else if hibernate::saved(inner, &rec.id) {
+                hibernate::restore(inner, rec).await
             } else {
                 start::run(inner, rec).await
             }
@@ -200,6 +211,16 @@ async fn step(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord, trigger: &Trig
             Ok(())
         }
         (State::Paused, Observed::Stopped) => vanished(inner, rec).await,
+        (State::Hibernated, Observed::Running | Observed::Paused) => {
+            hibernate::run(inner, rec, &trigger.why("hibernated on request")).await
+        }
+        (State::Hibernated, Observed::Stopped) => {
+            if state == State::Hibernated || hibernate::adopt(inner, rec).await? {
+                Ok(())
+            } else {
+                vanished(inner, rec).await
+            }
+        }
         (State::Stopped, _) => {
             if observed != Observed::Stopped || state != State::Stopped {
                 stop::run(inner, rec, &trigger.why("stopped on request")).await?;

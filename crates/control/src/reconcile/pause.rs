@@ -1,5 +1,6 @@
 //! `pause`: freeze every process of the sandbox (cgroup freezer for the
-//! namespace runtime). Memory stays in RAM; nothing runs until `resume`.
+//! namespace runtime, `runsc pause` for gVisor). Memory stays in RAM;
+//! nothing runs until `resume`.
 
 use std::sync::Arc;
 
@@ -12,11 +13,12 @@ use crate::model::State;
 
 pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord, why: &str) -> Result<()> {
     step_event(inner, &rec.id, "freezing processes")?;
+    let runtime = inner.runtimes.get(&rec.runtime)?;
     let inner2 = inner.clone();
     let id = rec.id.clone();
     blocking(move || -> Result<()> {
         let cfg = config_of(&inner2, &id)?;
-        Ok(inner2.runtime.pause(&cfg)?)
+        Ok(runtime.pause(&cfg)?)
     })
     .await??;
     record(inner, &rec.id, State::Paused, why)

@@ -11,11 +11,12 @@ use crate::model::State;
 
 pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord) -> Result<()> {
     step_event(inner, &rec.id, "thawing processes")?;
+    let runtime = inner.runtimes.get(&rec.runtime)?;
     let inner2 = inner.clone();
     let id = rec.id.clone();
     blocking(move || -> Result<()> {
         let cfg = config_of(&inner2, &id)?;
-        Ok(inner2.runtime.resume(&cfg)?)
+        Ok(runtime.resume(&cfg)?)
     })
     .await??;
     record(inner, &rec.id, State::Running, "resumed on request")

@@ -14,6 +14,7 @@ use crate::model::{SandboxSpec, State};
 pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord) -> Result<()> {
     let spec: SandboxSpec = serde_json::from_value(rec.spec.clone())
         .map_err(|e| Error::Internal(format!("corrupt spec: {e}")))?;
+    let runtime = inner.runtimes.get(&rec.runtime)?;
     step_event(inner, &rec.id, "preparing volume and image")?;
     let inner2 = inner.clone();
     let rec2 = rec.clone();
@@ -34,8 +35,8 @@ pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord) -> Result<()> {
         let cfg = config::build(&inner, &rec.id, &rec.name, &spec, &image, upper);
         config::save(&inner, &cfg)?;
         let _ = inner.store.add_event(&rec.id, "step", "starting processes");
-        if let Err(e) = inner.runtime.start(&cfg) {
-            let _ = inner.runtime.stop(&cfg);
+        if let Err(e) = runtime.start(&cfg) {
+            let _ = runtime.stop(&cfg);
             let _ = inner.volumes.unmount(&rec.id);
             return Err(e.into());
         }

@@ -14,6 +14,8 @@ use crate::model::State;
 pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord, why: &str) -> Result<()> {
     step_event(inner, &rec.id, "stopping processes")?;
     release(inner, &rec.id).await?;
+    // A stopped sandbox starts cold: saved memory of a hibernation goes.
+    super::hibernate::discard(inner, &rec.id)?;
     record(inner, &rec.id, State::Stopped, why)
 }
 
@@ -24,7 +26,7 @@ pub(crate) async fn release(inner: &Arc<Inner>, id: &str) -> Result<()> {
     let id = id.to_string();
     blocking(move || -> Result<()> {
         if let Ok(cfg) = config_of(&inner2, &id) {
-            inner2.runtime.stop(&cfg)?;
+            inner2.runtime_of(&id)?.stop(&cfg)?;
         }
         match inner2.volumes.unmount(&id) {
             // An archived sandbox has no local volume.

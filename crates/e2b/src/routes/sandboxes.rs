@@ -120,7 +120,7 @@ pub async fn connect(
             }
             (StatusCode::OK, sb)
         }
-        S::Paused | S::Stopped | S::Error | S::Archived => {
+        S::Paused | S::Hibernated | S::Stopped | S::Error | S::Archived => {
             // The timeout is set first (so that an old, passed deadline
             // cannot stop the sandbox again as it comes up) and put back
             // if the sandbox does not come up: a still paused sandbox keeps
@@ -128,7 +128,7 @@ pub async fn connect(
             let t = timeout.unwrap_or(lifetime::DEFAULT_TIMEOUT_SECS);
             let before = lifetime::current(&sb);
             lifetime::set(&st.ctl, &p.tenant, &sb, t)?;
-            let r = if sb.state == S::Paused {
+            let r = if matches!(sb.state, S::Paused | S::Hibernated) {
                 st.ctl.resume(&p.tenant, &sb.id).await
             } else {
                 st.ctl.start(&p.tenant, &sb.id).await
@@ -160,7 +160,7 @@ pub async fn pause(
     let sb = find(&st, &p, &id)?;
     match sb.state {
         S::Running => {}
-        S::Paused | S::Stopped | S::Error | S::Archived => {
+        S::Paused | S::Hibernated | S::Stopped | S::Error | S::Archived => {
             return Err(E2bError::conflict(format!(
                 "sandbox {id} is already paused; resume it with Sandbox.connect({id:?})"
             )))

@@ -15,7 +15,10 @@
 //! it there like with the namespace runtime.
 
 pub mod bundle;
+pub mod doctor;
+mod headroom;
 pub mod hibernate;
+mod reap;
 pub mod rootfs;
 pub mod runsc;
 
@@ -68,14 +71,20 @@ impl GvisorOptions {
 pub struct GvisorRuntime {
     options: GvisorOptions,
     runsc: Runsc,
+    /// Seen: runsc names its state files in the root after the container
+    /// id. Then a root without such a file means "unknown container" and
+    /// `state` needs no runsc call (tens of ms each).
+    files_named_by_id: std::sync::atomic::AtomicBool,
+    /// The host's cgroup mounts: stats are read from the sandbox's cgroup
+    /// (microseconds) rather than asked of runsc (tens of ms; every exec
+    /// reads the OOM counter).
+    host_cgroups: Option<crate::ns::cgroup::HostCgroups>,
 }
 
 /// What `runsc state` reports.
 #[derive(Debug, Deserialize)]
 struct State {
     status: String,
-    #[serde(default)]
-    pid: i32,
 }
 
 impl GvisorRuntime {
@@ -89,7 +98,7 @@ impl GvisorRuntime {
         }
         std::fs::create_dir_all(&options.root)
             .context(|| format!("creating the runsc root {}", options.root.display()))?;
-        let runsc = Runsc {
+        let mut runsc = Runsc {
             binary: options.runsc.clone(),
             global: vec![
                 "--root".into(),
@@ -104,8 +113,21 @@ impl GvisorRuntime {
                 "--host-uds=create".into(),
             ],
         };
+        // runsc's own debug logs, one file per command, for diagnosing it.
+        if let Some(dir) = std::env::var_os("DWELL_RUNSC_DEBUG_LOG") {
+            runsc.global.push("--debug".into());
+            runsc.global.push(format!(
+                "--debug-log={}/",
+                std::path::Path::new(&dir).display()
+            ));
+        }
         runsc.run(&["--version"], Output::Capture, options.runsc_timeout)?;
-        Ok(GvisorRuntime { options, runsc })
+        Ok(GvisorRuntime {
+            options,
+            runsc,
+            files_named_by_id: Default::default(),
+            host_cgroups: crate::ns::cgroup::HostCgroups::detect().ok(),
+        })
     }
 
     pub fn options(&self) -> &GvisorOptions {
@@ -119,15 +141,39 @@ impl GvisorRuntime {
 
     /// `runsc state`, or None when runsc does not know the container.
     fn state(&self, id: &str) -> Result<Option<State>> {
+        use std::sync::atomic::Ordering;
+        let named = self.files_named_by_id.load(Ordering::Relaxed);
+        if named && self.root_mentions(id) == Some(false) {
+            return Ok(None);
+        }
         match self.call(&["state", id]) {
-            Ok(out) => serde_json::from_str(&out).map(Some).map_err(|e| {
-                Error::Other(format!(
-                    "runsc state {id} printed unexpected output ({e}): {out}"
-                ))
-            }),
+            Ok(out) => {
+                let s = serde_json::from_str(&out).map_err(|e| {
+                    Error::Other(format!(
+                        "runsc state {id} printed unexpected output ({e}): {out}"
+                    ))
+                })?;
+                if !named && self.root_mentions(id) == Some(true) {
+                    self.files_named_by_id.store(true, Ordering::Relaxed);
+                }
+                Ok(Some(s))
+            }
             Err(Error::Other(msg)) if msg.contains("does not exist") => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Whether an entry of runsc's root names `id` (None: unreadable).
+    fn root_mentions(&self, id: &str) -> Option<bool> {
+        let rd = std::fs::read_dir(&self.options.root).ok()?;
+        let mut found = false;
+        for e in rd {
+            if e.ok()?.file_name().to_string_lossy().contains(id) {
+                found = true;
+                break;
+            }
+        }
+        Some(found)
     }
 
     fn cgroups_path(&self, id: &str) -> String {
@@ -144,13 +190,19 @@ impl GvisorRuntime {
         let bundle = layout::state_file(config, BUNDLE_DIR);
         let console = layout::state_file(config, layout::CONSOLE_LOG);
         let bundle_s = bundle.display().to_string();
+        // runsc writes the sandbox's pid here: no `runsc state` needed.
+        let pid_file = layout::state_file(config, hibernate::PID_FILE);
+        let _ = std::fs::remove_file(&pid_file);
+        let pid_arg = format!("--pid-file={}", pid_file.display());
         self.runsc.run(
-            &["run", "--detach", "--bundle", &bundle_s, &config.id],
+            &[
+                "run", "--detach", &pid_arg, "--bundle", &bundle_s, &config.id,
+            ],
             Output::Console(&console),
             self.options.runsc_timeout,
         )?;
         self.wait_for_agent(config, &sock)?;
-        let pid = self.state(&config.id)?.map_or(0, |s| s.pid);
+        let pid = hibernate::read_pid(&pid_file);
         Ok(Started {
             pid,
             agent_socket: sock,
@@ -294,8 +346,17 @@ impl Runtime for GvisorRuntime {
         Ok(())
     }
 
+    /// The whole sandbox's host usage (sentry and application) from its
+    /// cgroup; runsc's own report when the cgroup cannot be read.
     fn stats(&self, config: &SandboxConfig) -> Result<Stats> {
+        use crate::ns::cgroup::{Cgroup, SandboxCgroup};
         layout::validate_id(&config.id)?;
+        if let Some(host) = &self.host_cgroups {
+            let cg = SandboxCgroup::new(host, &self.options.cgroup_parent, &config.id);
+            if cg.exists() {
+                return cg.stats();
+            }
+        }
         if self.observe(config)? == Observed::Stopped {
             return Err(Error::Other(format!(
                 "sandbox {} is not running under gVisor on this host",
@@ -304,6 +365,14 @@ impl Runtime for GvisorRuntime {
         }
         let out = self.call(&["events", "--stats", &config.id])?;
         parse_stats(&out, &config.id)
+    }
+
+    fn hibernate(&self, config: &SandboxConfig, image_dir: &Path) -> Result<()> {
+        GvisorRuntime::hibernate(self, config, image_dir)
+    }
+
+    fn restore(&self, config: &SandboxConfig, image_dir: &Path) -> Result<Started> {
+        GvisorRuntime::restore(self, config, image_dir)
     }
 
     fn list_host(&self) -> Result<Vec<String>> {

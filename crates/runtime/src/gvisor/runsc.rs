@@ -51,6 +51,10 @@ impl Runsc {
     pub fn run(&self, args: &[&str], output: Output<'_>, timeout: Duration) -> Result<String> {
         let what = format!("runsc {}", args.join(" "));
         let mut cmd = self.command(args);
+        let console = match &output {
+            Output::Console(path) => Some(path.to_path_buf()),
+            Output::Capture => None,
+        };
         match output {
             Output::Capture => {
                 cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -97,10 +101,20 @@ impl Runsc {
         let stdout = stdout.map_or_else(String::new, |h| h.join().unwrap_or_default());
         let stderr = stderr.map_or_else(String::new, |h| h.join().unwrap_or_default());
         if !status.success() {
-            let msg = first_lines(if stderr.trim().is_empty() {
+            // Output sent to the console log: its last lines say why.
+            let logged = console
+                .map(|p| {
+                    let text = std::fs::read_to_string(p).unwrap_or_default();
+                    let lines: Vec<&str> = text.lines().collect();
+                    lines[lines.len().saturating_sub(4)..].join("\n")
+                })
+                .unwrap_or_default();
+            let msg = first_lines(if !stderr.trim().is_empty() {
+                &stderr
+            } else if !stdout.trim().is_empty() {
                 &stdout
             } else {
-                &stderr
+                &logged
             });
             return Err(Error::Other(format!("{what} failed ({status}): {msg}")));
         }
@@ -131,11 +145,21 @@ enum WaitError {
 /// when it is late.
 fn wait_until(child: &mut Child, deadline: Instant) -> Result<ExitStatus, WaitError> {
     let mut backoff = Backoff::new(Duration::from_micros(200), Duration::from_millis(20));
+    let mut reaped_at = Instant::now();
+    super::reap::reap_runsc_zombies();
     loop {
         match child.try_wait() {
-            Ok(Some(status)) => return Ok(status),
+            Ok(Some(status)) => {
+                super::reap::reap_runsc_zombies();
+                return Ok(status);
+            }
             Ok(None) => {}
             Err(e) => return Err(WaitError::Io(e)),
+        }
+        // runsc may be waiting for a sandbox that is our zombie.
+        if reaped_at.elapsed() >= Duration::from_millis(20) {
+            super::reap::reap_runsc_zombies();
+            reaped_at = Instant::now();
         }
         if Instant::now() >= deadline {
             // The child leads its own group (see `command`).

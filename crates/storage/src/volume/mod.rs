@@ -22,6 +22,7 @@
 //! once, re-stamped with its own UUID: a create costs a few milliseconds
 //! instead of a `mkfs.ext4` run.
 
+mod copy;
 mod dir;
 mod ext4;
 #[path = "loop.rs"]

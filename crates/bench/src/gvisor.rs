@@ -1,0 +1,346 @@
+//! gVisor through dwell vs plain runsc: create to first exec, exec round
+//! trip, and hibernate/resume of a 256 MiB sandbox holding 128 MiB of
+//! random data, against `runsc checkpoint` / `runsc restore --detach` of
+//! the same workload in a hand-written bundle (the floor). Skipped when
+//! runsc is missing or the daemon has no gVisor runtime.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hyper::Method;
+
+use crate::api::Api;
+use crate::error::{Error, Result};
+use crate::stats::Samples;
+
+/// The runsc used by the baseline.
+pub const RUNSC: &str = "/usr/bin/runsc";
+/// Memory limit of the measured sandboxes.
+pub const MEMORY: &str = "256M";
+/// Random data the workload keeps in memory, MiB.
+pub const DATA_MIB: u64 = 128;
+
+/// The workload: 128 MiB of random bytes held in memory, then sleep.
+fn workload() -> String {
+    format!(
+        "import os, time\nb = os.urandom({DATA_MIB} << 20)\nopen('/tmp/ready', 'w').write('1')\n\
+         while True: time.sleep(1)\n"
+    )
+}
+
+pub struct GvisorResults {
+    pub create: Samples,
+    pub exec: Samples,
+    pub hibernate: Samples,
+    pub resume: Samples,
+    /// Disk bytes of the saved state (dwell).
+    pub state_bytes: u64,
+    pub runsc_checkpoint: Samples,
+    pub runsc_restore: Samples,
+    pub runsc_state_bytes: u64,
+}
+
+fn name(kind: &str, i: usize) -> String {
+    format!("bench-{}-gv{kind}-{i}", std::process::id())
+}
+
+async fn create(api: &mut Api, name: &str) -> Result<String> {
+    let body = serde_json::json!({ "name": name, "runtime": "gvisor", "memory": MEMORY });
+    let v = api.call(Method::POST, "/v1/sandboxes", Some(&body)).await?;
+    let id = v["id"].as_str().ok_or_else(|| Error::BadAnswer {
+        what: "POST /v1/sandboxes".into(),
+        detail: format!("no \"id\" in {v}"),
+    })?;
+    api.track(id.to_string());
+    Ok(id.to_string())
+}
+
+/// Whether runsc is here and the daemon runs gVisor sandboxes.
+pub async fn available(api: &mut Api) -> bool {
+    if !Path::new(RUNSC).is_file() {
+        eprintln!("dwell-bench: skipping gVisor: {RUNSC} is not installed");
+        return false;
+    }
+    match create(api, &name("probe", 0)).await {
+        Ok(id) => api.delete(&id).await.is_ok(),
+        Err(e) => {
+            eprintln!("dwell-bench: skipping gVisor: the daemon cannot run it: {e}");
+            false
+        }
+    }
+}
+
+pub async fn run(api: &mut Api, warmup: usize, n: usize, rounds: usize) -> Result<GvisorResults> {
+    let mut r = GvisorResults {
+        create: Samples::default(),
+        exec: Samples::default(),
+        hibernate: Samples::default(),
+        resume: Samples::default(),
+        state_bytes: 0,
+        runsc_checkpoint: Samples::default(),
+        runsc_restore: Samples::default(),
+        runsc_state_bytes: 0,
+    };
+    for i in 0..warmup + n {
+        let t0 = Instant::now();
+        let id = create(api, &name("c", i)).await?;
+        api.exec(&id, &["true"]).await?;
+        if i >= warmup {
+            r.create.push(t0.elapsed());
+        }
+        api.delete(&id).await?;
+    }
+    let id = create(api, &name("h", 0)).await?;
+    for i in 0..warmup + n * 2 {
+        let t = Instant::now();
+        api.exec(&id, &["true"]).await?;
+        if i >= warmup {
+            r.exec.push(t.elapsed());
+        }
+    }
+    let script = format!(
+        "python3 -c \"{}\" > /dev/null 2>&1 &",
+        workload().replace('"', "\\\"")
+    );
+    api.exec(&id, &["sh", "-c", &script]).await?;
+    wait_ready(api, &id).await?;
+    for i in 0..warmup + rounds {
+        let t0 = Instant::now();
+        let v = api
+            .call(Method::POST, &format!("/v1/sandboxes/{id}/hibernate"), None)
+            .await?;
+        let t1 = Instant::now();
+        r.state_bytes = v["saved_state_bytes"].as_u64().unwrap_or(0);
+        api.resume(&id).await?;
+        let t2 = Instant::now();
+        api.exec(&id, &["true"]).await?;
+        if i >= warmup {
+            r.hibernate.push(t1 - t0);
+            r.resume.push(t2 - t1);
+        }
+    }
+    api.delete(&id).await?;
+    let base = Baseline::new()?;
+    base.run()?;
+    base.wait_ready()?;
+    for i in 0..warmup + rounds {
+        let t0 = Instant::now();
+        base.checkpoint()?;
+        let t1 = Instant::now();
+        r.runsc_state_bytes = dir_bytes(&base.image());
+        base.restore()?;
+        let t2 = Instant::now();
+        if i >= warmup {
+            r.runsc_checkpoint.push(t1 - t0);
+            r.runsc_restore.push(t2 - t1);
+        }
+    }
+    Ok(r)
+}
+
+async fn wait_ready(api: &mut Api, id: &str) -> Result<()> {
+    let t = Instant::now();
+    while api.exec(id, &["test", "-e", "/tmp/ready"]).await.is_err() {
+        if t.elapsed() > Duration::from_secs(60) {
+            return Err(Error::Other(
+                "the gVisor workload did not fill its memory within 60 s".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
+        .sum()
+}
+
+/// A plain runsc container (host root read-only, tmpfs /tmp) under its own
+/// runsc root; deleted with everything it made on drop.
+struct Baseline {
+    dir: PathBuf,
+    id: String,
+}
+
+impl Baseline {
+    fn new() -> Result<Baseline> {
+        let dir = std::env::temp_dir().join(format!("dwell-bench-runsc-{}", std::process::id()));
+        let bundle = dir.join("bundle");
+        std::fs::create_dir_all(&bundle).map_err(|e| Error::Other(format!("{e}")))?;
+        let spec = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "process": {
+                "user": {"uid": 0, "gid": 0},
+                "args": ["python3", "-c", workload()],
+                "env": ["PATH=/usr/bin:/bin"],
+                "cwd": "/"
+            },
+            "root": {"path": "/", "readonly": true},
+            "hostname": "bench",
+            "mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc"},
+                {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}
+            ],
+            "linux": {
+                "resources": {"memory": {"limit": 256u64 << 20}},
+                "namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "ipc"}, {"type": "uts"}, {"type": "network"}]
+            }
+        });
+        std::fs::write(bundle.join("config.json"), spec.to_string())
+            .map_err(|e| Error::Other(format!("writing the baseline bundle: {e}")))?;
+        Ok(Baseline {
+            dir,
+            id: format!("bench-runsc-{}", std::process::id()),
+        })
+    }
+
+    fn image(&self) -> PathBuf {
+        self.dir.join("image")
+    }
+
+    /// Run runsc to its end. Its output goes to a log file, never to a
+    /// pipe: `run`/`restore --detach` leave processes behind that inherit
+    /// it, and waiting for a pipe's end would wait for them.
+    fn runsc(&self, args: &[&str]) -> Result<()> {
+        let root = self.dir.join("root");
+        let log_path = self.dir.join("runsc.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| Error::Other(format!("opening {}: {e}", log_path.display())))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| Error::Other(format!("duplicating a descriptor: {e}")))?;
+        let status = Command::new(RUNSC)
+            .arg("--root")
+            .arg(&root)
+            .args(["--network=none", "--overlay2=none"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .status()
+            .map_err(|e| Error::Other(format!("running runsc: {e}")))?;
+        if !status.success() {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(3).collect();
+            return Err(Error::Other(format!(
+                "runsc {args:?} failed ({status}): {}",
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            )));
+        }
+        Ok(())
+    }
+
+    fn bundle(&self) -> String {
+        self.dir.join("bundle").display().to_string()
+    }
+
+    fn run(&self) -> Result<()> {
+        self.runsc(&["run", "--detach", "--bundle", &self.bundle(), &self.id])
+    }
+
+    fn wait_ready(&self) -> Result<()> {
+        let t = Instant::now();
+        while self
+            .runsc(&["exec", &self.id, "test", "-e", "/tmp/ready"])
+            .is_err()
+        {
+            if t.elapsed() > Duration::from_secs(60) {
+                return Err(Error::Other(
+                    "the runsc workload did not fill its memory within 60 s".into(),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&self) -> Result<()> {
+        let _ = std::fs::remove_dir_all(self.image());
+        let image = format!("--image-path={}", self.image().display());
+        // The flags dwell's runtime uses (`gvisor::hibernate::CHECKPOINT_FLAGS`).
+        self.runsc(&[
+            "checkpoint",
+            "--compression=none",
+            "--exclude-committed-zero-pages",
+            &image,
+            &self.id,
+        ])?;
+        self.runsc(&["delete", "--force", &self.id])
+    }
+
+    fn restore(&self) -> Result<()> {
+        let image = format!("--image-path={}", self.image().display());
+        self.runsc(&[
+            "restore",
+            "--detach",
+            &image,
+            "--bundle",
+            &self.bundle(),
+            &self.id,
+        ])
+    }
+}
+
+impl Drop for Baseline {
+    fn drop(&mut self) {
+        let _ = self.runsc(&["delete", "--force", &self.id]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Target of the issue: resume of a 256 MiB sandbox in at most 300 ms.
+pub const RESUME_TARGET_MS: f64 = 300.0;
+
+/// The report section.
+pub fn render(r: &GvisorResults) -> String {
+    use crate::report::{header, row};
+    use std::fmt::Write;
+    let mut o = String::new();
+    let p50 = |s: &Samples| s.summary().map_or(f64::NAN, |m| m.p50);
+    let _ = writeln!(o, "### 5. gVisor: create, exec, hibernate and resume\n");
+    let _ = writeln!(
+        o,
+        "Sandboxes with `--isolation gvisor --memory {MEMORY}`; for hibernation the sandbox \
+         holds {DATA_MIB} MiB of random data (a python process). The floor is plain runsc on \
+         the same workload (host root read-only, tmpfs /tmp): `runsc checkpoint` + `delete`, \
+         and `runsc restore --detach`. Target: resume <= {RESUME_TARGET_MS:.0} ms: {} \
+         (p50 {:.0} ms; runsc restore alone p50 {:.0} ms). Saved state: dwell {:.1} MiB, \
+         runsc {:.1} MiB.\n",
+        if p50(&r.resume) <= RESUME_TARGET_MS {
+            "**met**"
+        } else {
+            "**missed**"
+        },
+        p50(&r.resume),
+        p50(&r.runsc_restore),
+        r.state_bytes as f64 / 1048576.0,
+        r.runsc_state_bytes as f64 / 1048576.0,
+    );
+    header(&mut o);
+    row(
+        &mut o,
+        "dwell API: create + first exec `true` (gVisor)",
+        &r.create,
+    );
+    row(&mut o, "dwell API: exec `true` (gVisor)", &r.exec);
+    row(&mut o, "dwell API: hibernate", &r.hibernate);
+    row(
+        &mut o,
+        "runsc checkpoint + delete (floor)",
+        &r.runsc_checkpoint,
+    );
+    row(&mut o, "dwell API: resume from hibernation", &r.resume);
+    row(&mut o, "runsc restore --detach (floor)", &r.runsc_restore);
+    o.push('\n');
+    o
+}

@@ -1,0 +1,56 @@
+//! Which isolation runtimes `dwell serve` offers: the namespace runtime
+//! always, gVisor when runsc runs on this host (otherwise the reason is
+//! logged and creating a gVisor sandbox fails with it).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use dwell_runtime::gvisor::{GvisorOptions, GvisorRuntime};
+use dwell_runtime::Runtime;
+
+/// The gVisor runtime of this daemon (runsc state under the data dir,
+/// cgroups under `<cgroup_parent>-gvisor`), or why it is unavailable.
+pub fn gvisor(
+    data_dir: &Path,
+    cgroup_parent: &str,
+    runsc: &Path,
+) -> std::result::Result<Arc<dyn Runtime>, String> {
+    let opts = GvisorOptions {
+        runsc: runsc.to_path_buf(),
+        cgroup_parent: format!("{cgroup_parent}-gvisor"),
+        ..GvisorOptions::new(data_dir.join("runsc"))
+    };
+    match GvisorRuntime::new(opts) {
+        Ok(rt) => {
+            tracing::info!("gVisor runtime available ({})", runsc.display());
+            Ok(Arc::new(rt))
+        }
+        Err(e) => {
+            // Only the reason: the fix is added where it is reported.
+            let why = match e {
+                dwell_runtime::Error::Unsupported { why, .. } => why,
+                other => other.to_string(),
+            };
+            tracing::info!("gVisor runtime unavailable: {why}");
+            Err(why)
+        }
+    }
+}
+
+/// Check `--default-isolation` against what this host offers.
+pub fn default_isolation(
+    given: &str,
+    gvisor: &std::result::Result<Arc<dyn Runtime>, String>,
+) -> Result<String> {
+    let name = dwell_control::runtimes::canonical(given).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if name == dwell_control::runtimes::GVISOR {
+        if let Err(why) = gvisor {
+            bail!(
+                "--default-isolation gvisor, but gVisor is unavailable: {why}; install runsc \
+                 (`apt-get install -t bookworm-backports runsc`) or use --default-isolation namespace"
+            );
+        }
+    }
+    Ok(name.to_string())
+}

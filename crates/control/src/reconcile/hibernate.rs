@@ -1,0 +1,149 @@
+//! `hibernate` and its way back. Hibernate saves a gVisor sandbox whole
+//! (memory, processes, open files) to `state_dir/hibernate` with the
+//! runtime's checkpoint, then unmounts its volume: nothing of it runs or
+//! stays mounted on the host, and the saved state survives daemon restarts
+//! and reboots. [`restore`] mounts the volume again and restores the
+//! image, so processes continue where they stopped; the image is removed
+//! once the sandbox runs again. `stop` discards it ([`discard`]): a
+//! stopped sandbox starts cold.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use dwell_store::SandboxRecord;
+
+use super::{config, config_of, record, step_event};
+use crate::controller::{blocking, Inner};
+use crate::error::{Error, Result};
+use crate::model::State;
+
+/// Directory of the saved state inside a sandbox's state dir.
+pub(crate) const IMAGE_DIR: &str = "hibernate";
+
+/// Where sandbox `id`'s saved state lives.
+pub(crate) fn image_dir(inner: &Inner, id: &str) -> PathBuf {
+    inner.state_dir(id).join(IMAGE_DIR)
+}
+
+/// Whether a complete saved state of `id` is on disk.
+pub(crate) fn saved(inner: &Inner, id: &str) -> bool {
+    image_dir(inner, id)
+        .join(dwell_runtime::gvisor::hibernate::CHECKPOINT_FILE)
+        .is_file()
+}
+
+/// Bytes of the saved state of `id` (disk usage of its files), if any.
+pub(crate) fn saved_bytes(inner: &Inner, id: &str) -> Option<u64> {
+    if !saved(inner, id) {
+        return None;
+    }
+    let rd = std::fs::read_dir(image_dir(inner, id)).ok()?;
+    Some(
+        rd.flatten()
+            .filter_map(|e| e.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
+            .sum(),
+    )
+}
+
+/// Drop the saved state of `id` (after a restore, or on stop).
+pub(crate) fn discard(inner: &Inner, id: &str) -> Result<()> {
+    let dir = image_dir(inner, id);
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::Internal(format!(
+            "cannot remove the saved state {}: {e}",
+            dir.display()
+        ))),
+    }
+}
+
+/// Save the running (or paused) sandbox to disk and stop it.
+pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord, why: &str) -> Result<()> {
+    let runtime = inner.runtimes.get(&rec.runtime)?;
+    step_event(
+        inner,
+        &rec.id,
+        "hibernating: saving memory and processes to disk",
+    )?;
+    // The agent drops its connections before the checkpoint; so do we.
+    inner.forget_agent(&rec.id).await;
+    let inner2 = inner.clone();
+    let id = rec.id.clone();
+    let t0 = std::time::Instant::now();
+    blocking(move || -> Result<()> {
+        let cfg = config_of(&inner2, &id)?;
+        if let Err(e) = runtime.hibernate(&cfg, &image_dir(&inner2, &id)) {
+            // A partial image must never be restored.
+            let _ = discard(&inner2, &id);
+            return Err(e.into());
+        }
+        crate::crashpoint::crashpoint("hibernate:after-checkpoint");
+        inner2.volumes.unmount(&id)?;
+        Ok(())
+    })
+    .await??;
+    let bytes = saved_bytes(inner, &rec.id).unwrap_or(0);
+    record(
+        inner,
+        &rec.id,
+        State::Hibernated,
+        &format!(
+            "{why} ({} of memory and processes saved in {} ms)",
+            crate::size::format_size(bytes),
+            t0.elapsed().as_millis()
+        ),
+    )
+}
+
+/// A sandbox found stopped while it should be hibernated: if its state was
+/// saved (the daemon died right after the checkpoint), record it as
+/// hibernated.
+pub(crate) async fn adopt(inner: &Arc<Inner>, rec: &SandboxRecord) -> Result<bool> {
+    if !saved(inner, &rec.id) {
+        return Ok(false);
+    }
+    let inner2 = inner.clone();
+    let id = rec.id.clone();
+    blocking(move || inner2.volumes.unmount(&id)).await??;
+    record(
+        inner,
+        &rec.id,
+        State::Hibernated,
+        "hibernated (adopted: the checkpoint had finished)",
+    )?;
+    Ok(true)
+}
+
+/// Bring a hibernated sandbox back from its saved state.
+pub(crate) async fn restore(inner: &Arc<Inner>, rec: &SandboxRecord) -> Result<()> {
+    let runtime = inner.runtimes.get(&rec.runtime)?;
+    step_event(inner, &rec.id, "restoring memory and processes from disk")?;
+    let inner2 = inner.clone();
+    let id = rec.id.clone();
+    let t0 = std::time::Instant::now();
+    blocking(move || -> Result<()> {
+        let mut cfg = config_of(&inner2, &id)?;
+        let upper = inner2.volumes.mount(&id)?;
+        if cfg.rootfs.upper_root != upper {
+            cfg.rootfs.upper_root = upper;
+            config::save(&inner2, &cfg)?;
+        }
+        if let Err(e) = runtime.restore(&cfg, &image_dir(&inner2, &id)) {
+            let _ = inner2.volumes.unmount(&id);
+            return Err(e.into());
+        }
+        crate::crashpoint::crashpoint("restore:after-runtime");
+        discard(&inner2, &id)
+    })
+    .await??;
+    inner.preconnect_agent(&rec.id).await;
+    let ms = t0.elapsed().as_millis();
+    let reason = match rec.state.as_str() {
+        "creating" => format!("created from a hibernated template, restored in {ms} ms"),
+        _ => format!("resumed from hibernation in {ms} ms"),
+    };
+    record(inner, &rec.id, State::Running, &reason)
+}

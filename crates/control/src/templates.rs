@@ -1,0 +1,64 @@
+//! Memory-snapshot templates: a hibernated gVisor sandbox started as new,
+//! independent sandboxes ("set up once, start warm many times"). Each copy
+//! gets a new id, a copy of the template's volume and a copy of its saved
+//! memory and processes; the reconciler then restores that image instead
+//! of booting, so the copy continues from the template's moment of
+//! hibernation. The template stays hibernated and can be copied again.
+
+use std::path::Path;
+
+use dwell_store::SandboxRecord;
+
+use crate::controller::Inner;
+use crate::error::{Error, Result};
+use crate::model::State;
+use crate::reconcile::{config_of, hibernate};
+
+/// Check that `rec` can serve as a template.
+pub(crate) fn check(rec: &SandboxRecord) -> Result<()> {
+    if rec.state != State::Hibernated.as_str() {
+        return Err(Error::Conflict(format!(
+            "sandbox {} is {}; only a hibernated sandbox is a memory template: run \
+             `dwell hibernate {}` first",
+            rec.name, rec.state, rec.name
+        )));
+    }
+    Ok(())
+}
+
+/// Give sandbox `id` (named `name`) the template's volume, saved state and
+/// runtime config. Blocking; the caller holds the template's lock. On
+/// failure the caller deletes the new sandbox (volume and state dir).
+pub(crate) fn prepare(inner: &Inner, template: &SandboxRecord, id: &str, name: &str) -> Result<()> {
+    if !hibernate::saved(inner, &template.id) {
+        return Err(Error::Conflict(format!(
+            "sandbox {} has no saved state on disk; resume and hibernate it again",
+            template.name
+        )));
+    }
+    inner.volumes.copy(&template.id, id)?;
+    let mut cfg = config_of(inner, &template.id)?;
+    cfg.id = id.to_string();
+    cfg.hostname = name.to_string();
+    cfg.state_dir = inner.state_dir(id);
+    cfg.rootfs.upper_root = inner.volumes.mount_path(id);
+    crate::reconcile::save_config(inner, &cfg)?;
+    copy_dir(
+        &hibernate::image_dir(inner, &template.id),
+        &hibernate::image_dir(inner, id),
+    )
+}
+
+/// Copy the regular files of `src` into a new directory `dst`.
+fn copy_dir(src: &Path, dst: &Path) -> Result<()> {
+    let io = |p: &Path, e: std::io::Error| Error::Internal(format!("{}: {e}", p.display()));
+    std::fs::create_dir_all(dst).map_err(|e| io(dst, e))?;
+    for e in std::fs::read_dir(src).map_err(|e| io(src, e))? {
+        let e = e.map_err(|e| io(src, e))?;
+        if e.file_type().map_err(|er| io(&e.path(), er))?.is_file() {
+            let to = dst.join(e.file_name());
+            std::fs::copy(e.path(), &to).map_err(|er| io(&to, er))?;
+        }
+    }
+    Ok(())
+}
