@@ -9,6 +9,11 @@ use anyhow::{bail, Result};
 use dwell_runtime::gvisor::{GvisorOptions, GvisorRuntime};
 use dwell_runtime::Runtime;
 
+/// The cgroup parent of this daemon's gVisor sandboxes.
+pub fn gvisor_cgroup_parent(cgroup_parent: &str) -> String {
+    format!("{cgroup_parent}-gvisor")
+}
+
 /// The gVisor runtime of this daemon (runsc state under the data dir,
 /// cgroups under `<cgroup_parent>-gvisor`), or why it is unavailable.
 pub fn gvisor(
@@ -18,7 +23,7 @@ pub fn gvisor(
 ) -> std::result::Result<Arc<dyn Runtime>, String> {
     let opts = GvisorOptions {
         runsc: runsc.to_path_buf(),
-        cgroup_parent: format!("{cgroup_parent}-gvisor"),
+        cgroup_parent: gvisor_cgroup_parent(cgroup_parent),
         ..GvisorOptions::new(data_dir.join("runsc"))
     };
     match GvisorRuntime::new(opts) {

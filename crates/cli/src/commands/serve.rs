@@ -136,6 +136,9 @@ pub async fn run(a: ServeArgs, socket: PathBuf) -> Result<i32> {
         .unwrap_or(false)
     {
         runtime.remove_cgroup_parent();
+        dwell_runtime::gvisor::remove_cgroup_parent(&super::runtimes::gvisor_cgroup_parent(
+            &cgroup_parent,
+        ));
     }
     tracing::info!("stopped; sandboxes keep running and are adopted on the next start");
     Ok(0)

@@ -267,15 +267,41 @@ impl Drop for Daemon {
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
             let _ = c.wait();
         }
-        let leftovers = leftovers(&self.data);
+        let mut leftovers = leftovers(&self.data);
+        leftovers.extend(cgroup_leftovers(&self.log()));
         if !leftovers.is_empty() && !std::thread::panicking() {
             panic!("the daemon left things behind: {leftovers:?}");
         }
     }
 }
 
-/// Mounts and loop devices under `data`, and cgroups of its parent, that
-/// still exist.
+/// The cgroup parents (namespace and gVisor) of the daemon whose log this
+/// is, in any hierarchy, that still exist after it stopped.
+pub fn cgroup_leftovers(log: &str) -> Vec<String> {
+    let Some(parent) = log
+        .split("cgroup parent ")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+    else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for name in [parent.to_string(), format!("{parent}-gvisor")] {
+        let root = Path::new("/sys/fs/cgroup");
+        let mut dirs = vec![root.join(&name)];
+        if let Ok(rd) = std::fs::read_dir(root) {
+            dirs.extend(rd.flatten().map(|e| e.path().join(&name)));
+        }
+        found.extend(
+            dirs.into_iter()
+                .filter(|d| d.is_dir())
+                .map(|d| format!("cgroup: {}", d.display())),
+        );
+    }
+    found
+}
+
+/// Mounts and loop devices under `data` that still exist.
 pub fn leftovers(data: &Path) -> Vec<String> {
     let data = data.to_string_lossy().to_string();
     let mut found = Vec::new();

@@ -87,6 +87,23 @@ struct State {
     status: String,
 }
 
+/// Remove the (empty) cgroup `parent` from every cgroup hierarchy under
+/// `/sys/fs/cgroup`. runsc makes it below each hierarchy for a daemon's
+/// first gVisor sandbox and never removes it; the daemon calls this when it
+/// stops with no sandbox left. A parent still in use is not removable and
+/// stays.
+pub fn remove_cgroup_parent(parent: &str) {
+    let root = Path::new("/sys/fs/cgroup");
+    let _ = std::fs::remove_dir(root.join(parent));
+    if let Ok(rd) = std::fs::read_dir(root) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                let _ = std::fs::remove_dir(e.path().join(parent));
+            }
+        }
+    }
+}
+
 impl GvisorRuntime {
     /// Check that runsc runs and create its state root.
     pub fn new(options: GvisorOptions) -> Result<GvisorRuntime> {
