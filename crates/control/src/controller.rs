@@ -634,6 +634,7 @@ impl Controller {
             // while frozen; thaw both whatever happened.
             let cfg = reconcile::config_of(&inner, &id)?;
             let runtime = inner.runtime_of(&id)?;
+            crate::snapshots::preflush(&info.path, &image);
             let t0 = std::time::Instant::now();
             if state == State::Running {
                 runtime.pause(&cfg)?;

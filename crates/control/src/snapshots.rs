@@ -184,6 +184,21 @@ pub(crate) fn capture_clone(
     Ok(m)
 }
 
+/// Write a running sandbox's dirty data out before it is frozen: the
+/// volume's filesystem (`syncfs`) and then the image file beneath it, so
+/// the flush inside the freeze (`FIFREEZE`, and `FICLONE` of the image)
+/// only has what changed in between. Best effort: the freeze flushes
+/// everything anyway.
+pub(crate) fn preflush(mnt: &Path, image: &Path) {
+    if let Ok(d) = std::fs::File::open(mnt) {
+        // SAFETY: syncfs on a directory fd we own.
+        unsafe { libc::syncfs(d.as_raw_fd()) };
+    }
+    if let Ok(f) = std::fs::File::open(image) {
+        let _ = f.sync_data();
+    }
+}
+
 /// What happened while a sandbox was frozen.
 pub(crate) enum Frozen {
     /// The image was reflinked; it is read after the thaw.
