@@ -56,7 +56,7 @@ cleanup() {
   # The daemon's own cgroup parents (empty once every sandbox is gone).
   parent=$(sed -n 's/.*cgroup parent \(dwell-[0-9a-f]*\)).*/\1/p' "$log" 2>/dev/null | head -n1)
   if [ -n "$parent" ]; then
-    for d in /sys/fs/cgroup/*/"$parent" /sys/fs/cgroup/unified/"$parent"; do
+    for d in /sys/fs/cgroup/*/"$parent" /sys/fs/cgroup/*/"$parent-gvisor" /sys/fs/cgroup/"$parent-gvisor"; do
       [ -d "$d" ] && rmdir "$d" 2>/dev/null
     done
   fi
