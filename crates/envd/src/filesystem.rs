@@ -90,10 +90,7 @@ fn require_path(p: &str) -> Result<(), ConnectError> {
 pub async fn stat(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> Response {
     connect::unary(
         async {
-            crate::check_unary(&h)?;
-            // Authorize before reading the body.
-            let target = crate::sandbox::resolve(&envd.ctl, &h)?;
-            let req: PathRequest = connect::read_unary(body).await?;
+            let (target, req): (_, PathRequest) = crate::unary_request(&envd.ctl, &h, body).await?;
             require_path(&req.path)?;
             let ctx = envd.ctx_for(target, basic_user(&h)).await?;
             let path = resolve_path(&req.path, &ctx.user);
@@ -109,10 +106,7 @@ pub async fn stat(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> Re
 pub async fn make_dir(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> Response {
     connect::unary(
         async {
-            crate::check_unary(&h)?;
-            // Authorize before reading the body.
-            let target = crate::sandbox::resolve(&envd.ctl, &h)?;
-            let req: PathRequest = connect::read_unary(body).await?;
+            let (target, req): (_, PathRequest) = crate::unary_request(&envd.ctl, &h, body).await?;
             require_path(&req.path)?;
             let ctx = envd.ctx_for(target, basic_user(&h)).await?;
             let path = resolve_path(&req.path, &ctx.user);
@@ -144,10 +138,7 @@ pub async fn make_dir(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -
 pub async fn move_entry(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> Response {
     connect::unary(
         async {
-            crate::check_unary(&h)?;
-            // Authorize before reading the body.
-            let target = crate::sandbox::resolve(&envd.ctl, &h)?;
-            let req: MoveRequest = connect::read_unary(body).await?;
+            let (target, req): (_, MoveRequest) = crate::unary_request(&envd.ctl, &h, body).await?;
             require_path(&req.source)?;
             require_path(&req.destination)?;
             let ctx = envd.ctx_for(target, basic_user(&h)).await?;
@@ -175,10 +166,8 @@ pub async fn move_entry(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body)
 pub async fn list_dir(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> Response {
     connect::unary(
         async {
-            crate::check_unary(&h)?;
-            // Authorize before reading the body.
-            let target = crate::sandbox::resolve(&envd.ctl, &h)?;
-            let req: ListDirRequest = connect::read_unary(body).await?;
+            let (target, req): (_, ListDirRequest) =
+                crate::unary_request(&envd.ctl, &h, body).await?;
             if req.depth > MAX_DEPTH {
                 return Err(ConnectError::invalid(format!(
                     "depth {} is too deep; list at most {MAX_DEPTH} levels at once",
@@ -208,10 +197,7 @@ pub async fn list_dir(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -
 pub async fn remove(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> Response {
     connect::unary(
         async {
-            crate::check_unary(&h)?;
-            // Authorize before reading the body.
-            let target = crate::sandbox::resolve(&envd.ctl, &h)?;
-            let req: PathRequest = connect::read_unary(body).await?;
+            let (target, req): (_, PathRequest) = crate::unary_request(&envd.ctl, &h, body).await?;
             require_path(&req.path)?;
             let ctx = envd.ctx_for(target, basic_user(&h)).await?;
             let path = resolve_path(&req.path, &ctx.user);

@@ -116,6 +116,20 @@ pub(crate) fn check_unary(h: &HeaderMap) -> Result<(), connect::ConnectError> {
     connect::check_codec(h, false).map_err(connect::ConnectError::unsupported_codec)
 }
 
+/// The start of every unary RPC: the codec checked, the sandbox and its
+/// access token authorized, and only then the body read and decoded (an
+/// unauthorized caller never makes the daemon buffer a body).
+pub(crate) async fn unary_request<T: serde::de::DeserializeOwned>(
+    ctl: &Controller,
+    h: &HeaderMap,
+    body: axum::body::Body,
+) -> Result<(sandbox::Target, T), connect::ConnectError> {
+    check_unary(h)?;
+    let target = sandbox::resolve(ctl, h)?;
+    let req = connect::read_unary(body).await?;
+    Ok((target, req))
+}
+
 /// Purges abandoned watchers, and those of sandboxes that no longer run,
 /// every [`watch::PURGE_EVERY`] while the router lives (when there is a
 /// runtime to do it on).

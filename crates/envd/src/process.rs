@@ -333,10 +333,7 @@ pub async fn connect_process(State(envd): State<Arc<Envd>>, h: HeaderMap, body: 
 pub async fn list(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> Response {
     connect::unary(
         async {
-            crate::check_unary(&h)?;
-            // Authorize before reading the body.
-            let target = crate::sandbox::resolve(&envd.ctl, &h)?;
-            let _: Value = connect::read_unary(body).await?;
+            let (target, _): (_, Value) = crate::unary_request(&envd.ctl, &h, body).await?;
             let ctx = envd.ctx_for(target, None).await?;
             let procs = ctx.agent.processes().await?;
             let list: Vec<Value> = procs
@@ -364,10 +361,8 @@ pub async fn list(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> Re
 pub async fn send_input(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> Response {
     connect::unary(
         async {
-            crate::check_unary(&h)?;
-            // Authorize before reading the body.
-            let target = crate::sandbox::resolve(&envd.ctl, &h)?;
-            let req: SendInputRequest = connect::read_unary(body).await?;
+            let (target, req): (_, SendInputRequest) =
+                crate::unary_request(&envd.ctl, &h, body).await?;
             let ctx = envd.ctx_for(target, None).await?;
             let pid = select(&ctx.agent, &req.process).await?;
             let data = req.input.into_bytes();
@@ -429,10 +424,8 @@ pub async fn stream_input(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Bod
 pub async fn send_signal(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> Response {
     connect::unary(
         async {
-            crate::check_unary(&h)?;
-            // Authorize before reading the body.
-            let target = crate::sandbox::resolve(&envd.ctl, &h)?;
-            let req: SendSignalRequest = connect::read_unary(body).await?;
+            let (target, req): (_, SendSignalRequest) =
+                crate::unary_request(&envd.ctl, &h, body).await?;
             let sig = signal_number(&req.signal)?;
             let ctx = envd.ctx_for(target, None).await?;
             let pid = select(&ctx.agent, &req.process).await?;
@@ -447,10 +440,7 @@ pub async fn send_signal(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body
 pub async fn close_stdin(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> Response {
     connect::unary(
         async {
-            crate::check_unary(&h)?;
-            // Authorize before reading the body.
-            let target = crate::sandbox::resolve(&envd.ctl, &h)?;
-            let req: ProcessOnly = connect::read_unary(body).await?;
+            let (target, req): (_, ProcessOnly) = crate::unary_request(&envd.ctl, &h, body).await?;
             let ctx = envd.ctx_for(target, None).await?;
             let pid = select(&ctx.agent, &req.process).await?;
             ctx.agent.close_stdin(pid).await?;
@@ -464,10 +454,8 @@ pub async fn close_stdin(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body
 pub async fn update(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> Response {
     connect::unary(
         async {
-            crate::check_unary(&h)?;
-            // Authorize before reading the body.
-            let target = crate::sandbox::resolve(&envd.ctl, &h)?;
-            let req: UpdateRequest = connect::read_unary(body).await?;
+            let (target, req): (_, UpdateRequest) =
+                crate::unary_request(&envd.ctl, &h, body).await?;
             let ctx = envd.ctx_for(target, None).await?;
             let pid = select(&ctx.agent, &req.process).await?;
             if let Some(size) = req.pty.and_then(|p| p.size) {

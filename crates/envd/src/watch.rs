@@ -289,10 +289,8 @@ impl Watchers {
 pub async fn create_watcher(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> Response {
     connect::unary(
         async {
-            crate::check_unary(&h)?;
-            // Authorize before reading the body.
-            let target = crate::sandbox::resolve(&envd.ctl, &h)?;
-            let req: WatchRequest = connect::read_unary(body).await?;
+            let (target, req): (_, WatchRequest) =
+                crate::unary_request(&envd.ctl, &h, body).await?;
             let ctx = envd.ctx_for(target, basic_user(&h)).await?;
             envd.watchers.check_room(&ctx.target.id)?;
             let (root, mut w) = start(&ctx, &req).await?;
@@ -353,10 +351,8 @@ pub async fn get_watcher_events(
 ) -> Response {
     connect::unary(
         async {
-            crate::check_unary(&h)?;
-            // Authorize before reading the body.
-            let target = crate::sandbox::resolve(&envd.ctl, &h)?;
-            let req: WatcherIdRequest = connect::read_unary(body).await?;
+            let (target, req): (_, WatcherIdRequest) =
+                crate::unary_request(&envd.ctl, &h, body).await?;
             let t = target;
             let events = envd.watchers.take(&t.id, &req.watcher_id)?;
             let mut s = events.lock().unwrap();
@@ -377,10 +373,8 @@ pub async fn get_watcher_events(
 pub async fn remove_watcher(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> Response {
     connect::unary(
         async {
-            crate::check_unary(&h)?;
-            // Authorize before reading the body.
-            let target = crate::sandbox::resolve(&envd.ctl, &h)?;
-            let req: WatcherIdRequest = connect::read_unary(body).await?;
+            let (target, req): (_, WatcherIdRequest) =
+                crate::unary_request(&envd.ctl, &h, body).await?;
             let t = target;
             envd.watchers.take(&t.id, &req.watcher_id)?;
             if let Some(p) = envd.watchers.map.lock().unwrap().remove(&req.watcher_id) {
