@@ -50,6 +50,12 @@ pub async fn run(a: ServeArgs, socket: PathBuf) -> Result<i32> {
         cgroup_parent: cgroup_parent.clone(),
         ..NsOptions::new(exe, vec!["__ns-boot".into()])
     })?);
+    // From here on, however `serve` ends (a bad flag, a busy port, or a
+    // shutdown), the warm pool stops and empty cgroup parents go.
+    let _parents = CgroupParents {
+        runtime: runtime.clone(),
+        gvisor: super::runtimes::gvisor_cgroup_parent(&cgroup_parent),
+    };
     let gvisor = super::runtimes::gvisor(&data_dir, &cgroup_parent, &a.runsc);
     let default_isolation = super::runtimes::default_isolation(&a.default_isolation, &gvisor)?;
     let volumes = VolumeManager::new(data_dir.join("volumes"));
@@ -127,21 +133,25 @@ pub async fn run(a: ServeArgs, socket: PathBuf) -> Result<i32> {
         r??;
     }
     let _ = std::fs::remove_file(&socket);
-    // Leave no empty cgroup parent behind when no sandbox needs it.
-    runtime.shutdown_pool();
-    if ctl
-        .store()
-        .list_sandboxes(None)
-        .map(|l| l.is_empty())
-        .unwrap_or(false)
-    {
-        runtime.remove_cgroup_parent();
-        dwell_runtime::gvisor::remove_cgroup_parent(&super::runtimes::gvisor_cgroup_parent(
-            &cgroup_parent,
-        ));
-    }
     tracing::info!("stopped; sandboxes keep running and are adopted on the next start");
     Ok(0)
+}
+
+/// The daemon's cgroup parents (namespace and gVisor), removed when
+/// `serve` ends, together with the warm pool. A parent that still holds a
+/// running sandbox's cgroups cannot be removed (`rmdir` of a non-empty
+/// cgroup fails) and stays for the next start to adopt.
+struct CgroupParents {
+    runtime: Arc<NamespaceRuntime>,
+    gvisor: String,
+}
+
+impl Drop for CgroupParents {
+    fn drop(&mut self) {
+        self.runtime.shutdown_pool();
+        self.runtime.remove_cgroup_parent();
+        dwell_runtime::gvisor::remove_cgroup_parent(&self.gvisor);
+    }
 }
 
 fn init_logging() {
