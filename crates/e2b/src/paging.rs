@@ -10,14 +10,35 @@ pub const MAX_LIMIT: u32 = 1000;
 /// The page size when the request gives none.
 pub const DEFAULT_LIMIT: u32 = 100;
 
-/// Check a requested page size.
-pub fn limit(l: Option<u32>) -> E2bResult<usize> {
-    match l.unwrap_or(DEFAULT_LIMIT) {
+/// The page size of a request's `limit` query (absent: the default).
+pub fn limit(l: Option<&str>) -> E2bResult<usize> {
+    let n = match l {
+        None => DEFAULT_LIMIT,
+        Some(l) => l.parse::<u32>().map_err(|_| {
+            E2bError::bad_request(format!(
+                "limit {l:?} is not a number; give 1 to {MAX_LIMIT}"
+            ))
+        })?,
+    };
+    match n {
         0 => Err(E2bError::bad_request(format!(
             "limit 0 would return nothing; give 1 to {MAX_LIMIT}"
         ))),
         n => Ok(n.min(MAX_LIMIT) as usize),
     }
+}
+
+/// The response headers of a page: `X-Next-Token` when more follow.
+pub fn next_header(next: Option<String>) -> E2bResult<axum::http::HeaderMap> {
+    let mut headers = axum::http::HeaderMap::new();
+    if let Some(t) = next {
+        headers.insert(
+            "x-next-token",
+            t.parse()
+                .map_err(|_| E2bError::new(500, "a page token is not a valid header"))?,
+        );
+    }
+    Ok(headers)
 }
 
 /// The token of an item with sort key (`at`, `id`).
@@ -86,6 +107,12 @@ mod tests {
         }
         assert_eq!(seen, items);
         assert!(parse("garbage").is_err());
-        assert!(limit(Some(0)).is_err());
+        assert!(limit(Some("0")).is_err());
+        assert!(
+            limit(Some("ten")).is_err(),
+            "a bad limit is refused, not ignored"
+        );
+        assert_eq!(limit(None).unwrap(), DEFAULT_LIMIT as usize);
+        assert_eq!(limit(Some("5000")).unwrap(), MAX_LIMIT as usize);
     }
 }

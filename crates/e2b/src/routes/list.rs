@@ -70,18 +70,7 @@ pub async fn list(
 ) -> E2bResult<(HeaderMap, Json<Vec<wire::Listed>>)> {
     let q = query_map(raw.as_deref());
     let f = filter(&q)?;
-    let limit = paging::limit(
-        q.get("limit")
-            .map(|l| {
-                l.parse::<u32>().map_err(|_| {
-                    E2bError::bad_request(format!(
-                        "limit {l:?} is not a number; give 1 to {}",
-                        paging::MAX_LIMIT
-                    ))
-                })
-            })
-            .transpose()?,
-    )?;
+    let limit = paging::limit(q.get("limit").map(String::as_str))?;
     let descending = match q.get("order").map(String::as_str) {
         None | Some("") | Some("asc") => false,
         Some("desc") => true,
@@ -120,14 +109,7 @@ pub async fn list(
         descending,
         limit,
     )?;
-    let mut headers = HeaderMap::new();
-    if let Some(t) = next {
-        headers.insert(
-            "x-next-token",
-            t.parse()
-                .map_err(|_| E2bError::new(500, "a page token is not a valid header"))?,
-        );
-    }
+    let headers = paging::next_header(next)?;
     Ok((
         headers,
         Json(page.iter().map(|(sb, s)| view::listed(sb, s)).collect()),

@@ -42,7 +42,7 @@ pub async fn list(
     RawQuery(raw): RawQuery,
 ) -> E2bResult<(HeaderMap, Json<Vec<wire::Snapshot>>)> {
     let q = query_map(raw.as_deref());
-    let limit = paging::limit(q.get("limit").and_then(|l| l.parse().ok()))?;
+    let limit = paging::limit(q.get("limit").map(String::as_str))?;
     let mut all = st.ctl.snapshots(&p.tenant, None).await?;
     if let Some(sb) = q.get("sandboxID").filter(|s| !s.is_empty()) {
         all.retain(|m| m.source.sandbox.as_deref() == Some(sb.as_str()));
@@ -64,14 +64,7 @@ pub async fn list(
         false,
         limit,
     )?;
-    let mut headers = HeaderMap::new();
-    if let Some(t) = next {
-        headers.insert(
-            "x-next-token",
-            t.parse()
-                .map_err(|_| E2bError::new(500, "a page token is not a valid header"))?,
-        );
-    }
+    let headers = paging::next_header(next)?;
     Ok((headers, Json(page.iter().map(view).collect())))
 }
 
