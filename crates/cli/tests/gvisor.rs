@@ -19,8 +19,16 @@ use common::*;
 /// keeps counting across a hibernation if memory and processes survive.
 const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i > /root/n; sleep 0.05; done";
 
+/// The counter's value. The shell truncates /root/n before each write, so
+/// a read can land in between and see it empty: read again then.
 fn counter(d: &Daemon, sb: &str) -> u64 {
-    d.sh(sb, "cat /root/n").trim().parse().unwrap()
+    for _ in 0..50 {
+        if let Ok(n) = d.sh(sb, "cat /root/n").trim().parse() {
+            return n;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("/root/n never held a number");
 }
 
 fn start_counter(d: &Daemon, sb: &str) {
