@@ -1,8 +1,8 @@
 //! gVisor through dwell vs plain runsc: create to first exec, exec round
-//! trip, and hibernate/resume of a 256 MiB sandbox holding 128 MiB of
-//! random data, against `runsc checkpoint` / `runsc restore --detach` of
-//! the same workload in a hand-written bundle (the floor). Skipped when
-//! runsc is missing or the daemon has no gVisor runtime.
+//! trip, and hibernate/resume of sandboxes of several sizes (see [`CASES`]),
+//! each against `runsc checkpoint` / `runsc restore --detach` of the same
+//! workload in a hand-written bundle (the floor). Skipped when runsc is
+//! missing or the daemon has no gVisor runtime.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -16,22 +16,58 @@ use crate::stats::Samples;
 
 /// The runsc used by the baseline.
 pub const RUNSC: &str = "/usr/bin/runsc";
-/// Memory limit of the measured sandboxes.
+/// Memory limit of the sandboxes of the create and exec cases.
 pub const MEMORY: &str = "256M";
-/// Random data the workload keeps in memory, MiB.
-pub const DATA_MIB: u64 = 128;
 
-/// The workload: 128 MiB of random bytes held in memory, then sleep.
-fn workload() -> String {
+/// One hibernate/resume case: a sandbox with this memory limit whose
+/// workload keeps `data_mib` MiB of random (incompressible) bytes resident.
+#[derive(Debug, Clone, Copy)]
+pub struct Case {
+    /// `--memory` of the sandbox.
+    pub memory: &'static str,
+    /// The limit in bytes, for the floor's bundle.
+    pub memory_bytes: u64,
+    /// Resident random data, MiB.
+    pub data_mib: u64,
+}
+
+/// The measured sizes: an idle 256 MiB sandbox (a sleeping python), the
+/// same one half full, and a 1 GiB sandbox half full.
+pub const CASES: [Case; 3] = [
+    Case {
+        memory: "256M",
+        memory_bytes: 256 << 20,
+        data_mib: 0,
+    },
+    Case {
+        memory: "256M",
+        memory_bytes: 256 << 20,
+        data_mib: 128,
+    },
+    Case {
+        memory: "1G",
+        memory_bytes: 1 << 30,
+        data_mib: 512,
+    },
+];
+
+impl Case {
+    fn label(&self) -> String {
+        format!("{} sandbox, {} MiB resident", self.memory, self.data_mib)
+    }
+}
+
+/// The workload: `data_mib` MiB of random bytes held in memory, then sleep.
+fn workload(data_mib: u64) -> String {
     format!(
-        "import os, time\nb = os.urandom({DATA_MIB} << 20)\nopen('/tmp/ready', 'w').write('1')\n\
+        "import os, time\nb = os.urandom({data_mib} << 20)\nopen('/tmp/ready', 'w').write('1')\n\
          while True: time.sleep(1)\n"
     )
 }
 
-pub struct GvisorResults {
-    pub create: Samples,
-    pub exec: Samples,
+/// Hibernate and resume of one [`Case`], through dwell and plain runsc.
+pub struct CaseResults {
+    pub case: Case,
     pub hibernate: Samples,
     pub resume: Samples,
     /// Disk bytes of the saved state (dwell).
@@ -41,12 +77,18 @@ pub struct GvisorResults {
     pub runsc_state_bytes: u64,
 }
 
+pub struct GvisorResults {
+    pub create: Samples,
+    pub exec: Samples,
+    pub cases: Vec<CaseResults>,
+}
+
 fn name(kind: &str, i: usize) -> String {
     format!("bench-{}-gv{kind}-{i}", std::process::id())
 }
 
-async fn create(api: &mut Api, name: &str) -> Result<String> {
-    let body = serde_json::json!({ "name": name, "runtime": "gvisor", "memory": MEMORY });
+async fn create(api: &mut Api, name: &str, memory: &str) -> Result<String> {
+    let body = serde_json::json!({ "name": name, "runtime": "gvisor", "memory": memory });
     let v = api.call(Method::POST, "/v1/sandboxes", Some(&body)).await?;
     let id = v["id"].as_str().ok_or_else(|| Error::BadAnswer {
         what: "POST /v1/sandboxes".into(),
@@ -62,7 +104,7 @@ pub async fn available(api: &mut Api) -> bool {
         eprintln!("dwell-bench: skipping gVisor: {RUNSC} is not installed");
         return false;
     }
-    match create(api, &name("probe", 0)).await {
+    match create(api, &name("probe", 0), MEMORY).await {
         Ok(id) => api.delete(&id).await.is_ok(),
         Err(e) => {
             eprintln!("dwell-bench: skipping gVisor: the daemon cannot run it: {e}");
@@ -75,23 +117,18 @@ pub async fn run(api: &mut Api, warmup: usize, n: usize, rounds: usize) -> Resul
     let mut r = GvisorResults {
         create: Samples::default(),
         exec: Samples::default(),
-        hibernate: Samples::default(),
-        resume: Samples::default(),
-        state_bytes: 0,
-        runsc_checkpoint: Samples::default(),
-        runsc_restore: Samples::default(),
-        runsc_state_bytes: 0,
+        cases: Vec::new(),
     };
     for i in 0..warmup + n {
         let t0 = Instant::now();
-        let id = create(api, &name("c", i)).await?;
+        let id = create(api, &name("c", i), MEMORY).await?;
         api.exec(&id, &["true"]).await?;
         if i >= warmup {
             r.create.push(t0.elapsed());
         }
         api.delete(&id).await?;
     }
-    let id = create(api, &name("h", 0)).await?;
+    let id = create(api, &name("e", 0), MEMORY).await?;
     for i in 0..warmup + n * 2 {
         let t = Instant::now();
         api.exec(&id, &["true"]).await?;
@@ -99,9 +136,35 @@ pub async fn run(api: &mut Api, warmup: usize, n: usize, rounds: usize) -> Resul
             r.exec.push(t.elapsed());
         }
     }
+    api.delete(&id).await?;
+    for (k, case) in CASES.iter().enumerate() {
+        r.cases.push(run_case(api, k, *case, warmup, rounds).await?);
+    }
+    Ok(r)
+}
+
+/// Hibernate and resume `rounds` times through dwell, then the same with
+/// plain runsc.
+async fn run_case(
+    api: &mut Api,
+    k: usize,
+    case: Case,
+    warmup: usize,
+    rounds: usize,
+) -> Result<CaseResults> {
+    let mut r = CaseResults {
+        case,
+        hibernate: Samples::default(),
+        resume: Samples::default(),
+        state_bytes: 0,
+        runsc_checkpoint: Samples::default(),
+        runsc_restore: Samples::default(),
+        runsc_state_bytes: 0,
+    };
+    let id = create(api, &name("h", k), case.memory).await?;
     let script = format!(
         "python3 -c \"{}\" > /dev/null 2>&1 &",
-        workload().replace('"', "\\\"")
+        workload(case.data_mib).replace('"', "\\\"")
     );
     api.exec(&id, &["sh", "-c", &script]).await?;
     wait_ready(api, &id).await?;
@@ -121,7 +184,7 @@ pub async fn run(api: &mut Api, warmup: usize, n: usize, rounds: usize) -> Resul
         }
     }
     api.delete(&id).await?;
-    let base = Baseline::new()?;
+    let base = Baseline::new(case)?;
     base.run()?;
     base.wait_ready()?;
     for i in 0..warmup + rounds {
@@ -170,7 +233,7 @@ struct Baseline {
 }
 
 impl Baseline {
-    fn new() -> Result<Baseline> {
+    fn new(case: Case) -> Result<Baseline> {
         let dir = std::env::temp_dir().join(format!("dwell-bench-runsc-{}", std::process::id()));
         let bundle = dir.join("bundle");
         std::fs::create_dir_all(&bundle).map_err(|e| Error::Other(format!("{e}")))?;
@@ -178,7 +241,7 @@ impl Baseline {
             "ociVersion": "1.0.2",
             "process": {
                 "user": {"uid": 0, "gid": 0},
-                "args": ["python3", "-c", workload()],
+                "args": ["python3", "-c", workload(case.data_mib)],
                 "env": ["PATH=/usr/bin:/bin"],
                 "cwd": "/"
             },
@@ -189,7 +252,7 @@ impl Baseline {
                 {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}
             ],
             "linux": {
-                "resources": {"memory": {"limit": 256u64 << 20}},
+                "resources": {"memory": {"limit": case.memory_bytes}},
                 "namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "ipc"}, {"type": "uts"}, {"type": "network"}]
             }
         });
@@ -300,6 +363,8 @@ impl Drop for Baseline {
 
 /// Target of the issue: resume of a 256 MiB sandbox in at most 300 ms.
 pub const RESUME_TARGET_MS: f64 = 300.0;
+/// Target of the issue: dwell adds at most 10% to runsc's own numbers.
+pub const OVERHEAD_TARGET: f64 = 0.10;
 
 /// The report section.
 pub fn render(r: &GvisorResults) -> String {
@@ -307,25 +372,48 @@ pub fn render(r: &GvisorResults) -> String {
     use std::fmt::Write;
     let mut o = String::new();
     let p50 = |s: &Samples| s.summary().map_or(f64::NAN, |m| m.p50);
+    let verdict = |ok: bool| if ok { "met" } else { "missed" };
+    let mib = |b: u64| b as f64 / 1048576.0;
     let _ = writeln!(o, "### 5. gVisor: create, exec, hibernate and resume\n");
     let _ = writeln!(
         o,
-        "Sandboxes with `--isolation gvisor --memory {MEMORY}`; for hibernation the sandbox \
-         holds {DATA_MIB} MiB of random data (a python process). The floor is plain runsc on \
-         the same workload (host root read-only, tmpfs /tmp): `runsc checkpoint` + `delete`, \
-         and `runsc restore --detach`. Target: resume <= {RESUME_TARGET_MS:.0} ms: {} \
-         (p50 {:.0} ms; runsc restore alone p50 {:.0} ms). Saved state: dwell {:.1} MiB, \
-         runsc {:.1} MiB.\n",
-        if p50(&r.resume) <= RESUME_TARGET_MS {
-            "**met**"
-        } else {
-            "**missed**"
-        },
-        p50(&r.resume),
-        p50(&r.runsc_restore),
-        r.state_bytes as f64 / 1048576.0,
-        r.runsc_state_bytes as f64 / 1048576.0,
+        "Create and exec: sandboxes with `--isolation gvisor --memory {MEMORY}`. Hibernation: a \
+         python process keeps the stated amount of random bytes resident. The floor is plain \
+         runsc on the same workload (host root read-only, tmpfs /tmp): `runsc checkpoint` + \
+         `delete`, and `runsc restore --detach`. Targets: resume <= {RESUME_TARGET_MS:.0} ms \
+         for a 256 MiB sandbox; dwell within {:.0}% of runsc's own time.\n",
+        OVERHEAD_TARGET * 100.0
     );
+    let _ = writeln!(
+        o,
+        "| sandbox | resume p50 ms | runsc restore p50 ms | dwell over runsc | hibernate p50 ms \
+         | runsc checkpoint p50 ms | state dwell MiB | state runsc MiB |"
+    );
+    let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    for c in &r.cases {
+        let (res, floor) = (p50(&c.resume), p50(&c.runsc_restore));
+        let over = res / floor - 1.0;
+        let target = if c.case.memory_bytes == 256 << 20 {
+            format!(
+                ", <= {RESUME_TARGET_MS:.0}: {}",
+                verdict(res <= RESUME_TARGET_MS)
+            )
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            o,
+            "| {} | {res:.0}{target} | {floor:.0} | {:+.0}% ({}) | {:.0} | {:.0} | {:.1} | {:.1} |",
+            c.case.label(),
+            over * 100.0,
+            verdict(over <= OVERHEAD_TARGET),
+            p50(&c.hibernate),
+            p50(&c.runsc_checkpoint),
+            mib(c.state_bytes),
+            mib(c.runsc_state_bytes),
+        );
+    }
+    o.push('\n');
     header(&mut o);
     row(
         &mut o,
@@ -333,14 +421,21 @@ pub fn render(r: &GvisorResults) -> String {
         &r.create,
     );
     row(&mut o, "dwell API: exec `true` (gVisor)", &r.exec);
-    row(&mut o, "dwell API: hibernate", &r.hibernate);
-    row(
-        &mut o,
-        "runsc checkpoint + delete (floor)",
-        &r.runsc_checkpoint,
-    );
-    row(&mut o, "dwell API: resume from hibernation", &r.resume);
-    row(&mut o, "runsc restore --detach (floor)", &r.runsc_restore);
+    for c in &r.cases {
+        let l = c.case.label();
+        row(&mut o, &format!("dwell API: hibernate, {l}"), &c.hibernate);
+        row(
+            &mut o,
+            &format!("runsc checkpoint + delete (floor), {l}"),
+            &c.runsc_checkpoint,
+        );
+        row(&mut o, &format!("dwell API: resume, {l}"), &c.resume);
+        row(
+            &mut o,
+            &format!("runsc restore --detach (floor), {l}"),
+            &c.runsc_restore,
+        );
+    }
     o.push('\n');
     o
 }

@@ -138,6 +138,20 @@ fn hibernate_five_rounds_loses_nothing_and_survives_a_daemon_kill9() {
         );
     }
     assert_eq!(d.sh("h", "cat /root/rounds"), "1\n2\n3\n4\n5\n");
+    // The saved states were set aside at each resume and deleted in the
+    // background: none is left to be restored again, none piles up.
+    let state_dir = d.data.join("sandboxes").join(&id);
+    let saved = || -> Vec<String> {
+        std::fs::read_dir(&state_dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("hibernate"))
+            .collect()
+    };
+    wait_for(10, "the discarded saved states to be deleted", || {
+        saved().is_empty()
+    });
     // The same background process, not a new one.
     let pid_of = |ps: &str| {
         ps.lines()

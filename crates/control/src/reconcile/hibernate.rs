@@ -47,16 +47,61 @@ pub(crate) fn saved_bytes(inner: &Inner, id: &str) -> Option<u64> {
     )
 }
 
-/// Drop the saved state of `id` (after a restore, or on stop).
+/// Prefix of saved states set aside by [`discard`], deleted in the background.
+const DISCARDED_PREFIX: &str = "hibernate.discarded-";
+
+/// Drop the saved state of `id` (after a restore, or on stop). The
+/// directory is renamed aside at once, so it can never be restored again,
+/// and deleted by a background thread: unlinking a pages file of hundreds
+/// of MiB takes 0.1-1 s that a resume should not wait for. The thread also
+/// removes what an earlier discard left when the daemon died mid-way; the
+/// sandbox's deletion removes its whole state dir anyway.
 pub(crate) fn discard(inner: &Inner, id: &str) -> Result<()> {
     let dir = image_dir(inner, id);
-    match std::fs::remove_dir_all(&dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::Internal(format!(
-            "cannot remove the saved state {}: {e}",
-            dir.display()
-        ))),
+    let state_dir = inner.state_dir(id);
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let aside = state_dir.join(format!("{DISCARDED_PREFIX}{stamp}"));
+    match std::fs::rename(&dir, &aside) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(Error::Internal(format!(
+                "cannot set the saved state {} aside: {e}",
+                dir.display()
+            )))
+        }
+    }
+    let spawned = std::thread::Builder::new()
+        .name("dwell-discard".into())
+        .spawn(move || remove_discarded(&state_dir));
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no thread to delete a discarded saved state; deleting it now");
+        remove_discarded(&inner.state_dir(id));
+    }
+    Ok(())
+}
+
+/// Delete every saved state [`discard`] set aside in `state_dir`.
+fn remove_discarded(state_dir: &std::path::Path) {
+    let Ok(rd) = std::fs::read_dir(state_dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        if e.file_name()
+            .to_string_lossy()
+            .starts_with(DISCARDED_PREFIX)
+        {
+            match std::fs::remove_dir_all(e.path()) {
+                // Another discard's thread got there first.
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => {
+                    tracing::warn!(path = %e.path().display(), error = %err, "deleting a discarded saved state")
+                }
+                Ok(()) => {}
+            }
+        }
     }
 }
 
