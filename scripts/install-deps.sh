@@ -1,7 +1,16 @@
 #!/usr/bin/env bash
 # Install the system packages dwell and its tests need on Debian/Ubuntu.
 # Idempotent; does nothing for packages already present.
+#   scripts/install-deps.sh            # the namespace runtime and the tests' tools
+#   scripts/install-deps.sh --gvisor   # also gVisor's runsc (bookworm-backports)
 set -euo pipefail
+gvisor=${DWELL_GVISOR:-}
+for arg in "$@"; do
+  case "$arg" in
+    --gvisor) gvisor=1 ;;
+    *) echo "install-deps.sh: unknown option $arg (the only one is --gvisor)" >&2; exit 2 ;;
+  esac
+done
 pkgs=(
   e2fsprogs   # mkfs.ext4 for sandbox volumes
   util-linux  # losetup, unshare, nsenter (tests and diagnostics)
@@ -49,9 +58,9 @@ if command -v npm >/dev/null 2>&1 && [ ! -e crates/cli/tests/e2b/js/node_modules
   (cd "$(dirname "$0")/../crates/cli/tests/e2b/js" && npm ci --no-audit --no-fund -q)
 fi
 
-# gVisor's runsc, for the gVisor runtime's tests: only from
-# bookworm-backports, pinned low so nothing else is taken from there.
-if ! command -v runsc >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && grep -q bookworm /etc/os-release; then
+# gVisor's runsc, only when gVisor is wanted (--gvisor; the tests want it):
+# from bookworm-backports, pinned low so nothing else is taken from there.
+if [ -n "$gvisor" ] && ! command -v runsc >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && grep -q bookworm /etc/os-release; then
   if [ ! -e /etc/apt/sources.list.d/bookworm-backports.sources ]; then
     cat > /etc/apt/sources.list.d/bookworm-backports.sources <<'SRC'
 Types: deb

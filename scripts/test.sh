@@ -5,7 +5,8 @@
 # (and clean them up).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh
+# The gVisor runtime's suites need runsc.
+scripts/install-deps.sh --gvisor
 cargo fmt --all -- --check
 PROFILE=dev scripts/build.sh
 # The static agent (cargo test rebuilds target/debug/dwell-agent dynamically).

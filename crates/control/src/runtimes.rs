@@ -69,7 +69,7 @@ impl Runtimes {
                 Error::Runtime(dwell_runtime::Error::Unsupported {
                     what: "the gVisor runtime".into(),
                     why,
-                    fix: "install runsc (`apt-get install -t bookworm-backports runsc`) and \
+                    fix: "install runsc (`scripts/install-deps.sh --gvisor`) and \
                           restart the daemon, or create the sandbox with --isolation namespace"
                         .into(),
                 })

@@ -53,7 +53,7 @@ pub fn default_isolation(
         if let Err(why) = gvisor {
             bail!(
                 "--default-isolation gvisor, but gVisor is unavailable: {why}; install runsc \
-                 (`apt-get install -t bookworm-backports runsc`) or use --default-isolation namespace"
+                 (`scripts/install-deps.sh --gvisor`) or use --default-isolation namespace"
             );
         }
     }

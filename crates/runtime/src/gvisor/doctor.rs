@@ -27,7 +27,8 @@ pub fn doctor(binary: &Path) -> Check {
             false,
             format!(
                 "unavailable ({}); gVisor sandboxes and hibernation need runsc: \
-                 `apt-get install -t bookworm-backports runsc`",
+                 `scripts/install-deps.sh --gvisor` from dwell's source tree, or \
+                 `apt-get install -t bookworm-backports runsc` with bookworm-backports enabled",
                 match e {
                     crate::Error::Unsupported { why, .. } => why,
                     other => other.to_string(),
