@@ -176,12 +176,22 @@ pub(crate) async fn restore(inner: &Arc<Inner>, rec: &SandboxRecord) -> Result<(
             cfg.rootfs.upper_root = upper;
             config::save(&inner2, &cfg)?;
         }
+        let t_volume = t0.elapsed();
         if let Err(e) = runtime.restore(&cfg, &image_dir(&inner2, &id)) {
             let _ = inner2.volumes.unmount(&id);
             return Err(e.into());
         }
+        let t_runtime = t0.elapsed();
         crate::crashpoint::crashpoint("restore:after-runtime");
-        discard(&inner2, &id)
+        discard(&inner2, &id)?;
+        tracing::debug!(
+            %id,
+            "restore: volume {:?}, runtime {:?}, discard {:?}",
+            t_volume,
+            t_runtime - t_volume,
+            t0.elapsed() - t_runtime
+        );
+        Ok(())
     })
     .await??;
     inner.preconnect_agent(&rec.id).await;
