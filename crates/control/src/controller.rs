@@ -235,6 +235,15 @@ impl Controller {
             blocking(move || crate::thaw::thaw_all(&inner)).await.ok();
         }
         reconcile::resync_all(&self.inner).await;
+        {
+            let inner = self.inner.clone();
+            let gone = blocking(move || crate::agents::prune(&inner))
+                .await
+                .unwrap_or_default();
+            if !gone.is_empty() {
+                tracing::info!("deleted {} agent binaries no sandbox uses", gone.len());
+            }
+        }
         let inner = self.inner.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(inner.resync_every);

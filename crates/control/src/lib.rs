@@ -22,6 +22,7 @@
 //!   volumes, archived sandboxes, store garbage collection, and the progress
 //!   of long snapshot operations.
 
+mod agents;
 pub mod archive;
 pub mod clock;
 pub mod controller;

@@ -12,7 +12,7 @@ use crate::controller::Inner;
 use crate::error::{Error, Result};
 use crate::model::SandboxSpec;
 
-const CONFIG_FILE: &str = "sandbox.json";
+pub(crate) const CONFIG_FILE: &str = "sandbox.json";
 
 /// The environment every sandbox starts with, before the image's and the
 /// user's.

@@ -7,7 +7,7 @@
 //! restarted daemon adopts running sandboxes and finishes half-done work.
 
 mod archive;
-mod config;
+pub(crate) mod config;
 mod delete;
 pub(crate) mod hibernate;
 mod pause;
