@@ -283,12 +283,14 @@ fn nat_checks(isolation: &str) {
         ]);
         outside.peers.recv_timeout(Duration::from_secs(5)).unwrap();
         d.ok(&["hibernate", "n1"]);
+        // Nothing of n1's network is left while it sleeps.
+        let veth = veth_of(&d, &n1);
+        let left = sandbox_network_leftovers();
         assert!(
-            !Path::new("/sys/class/net")
-                .join(format!("{}", veth_of(&d, &n1)))
-                .exists(),
-            "a hibernated sandbox keeps no veth"
+            !left.iter().any(|l| l.contains(&veth)),
+            "a hibernated sandbox keeps no veth or table: {left:?}"
         );
+        assert!(!d.data.join("sandboxes").join(&n1).join("netns").exists());
         d.ok(&["resume", "n1"]);
         assert_eq!(addrs(&d, &n1).0, ip1, "the same address after resume");
         assert_eq!(probe(&d, "n1", OUTSIDE, PORT), format!("connected {ip1}"));
