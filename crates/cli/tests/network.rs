@@ -1,7 +1,8 @@
 //! End to end: `--net` (NAT) sandboxes of both runtimes reach the outside
 //! world, masqueraded, but neither the daemon's host nor each other; a
 //! gVisor NAT sandbox keeps its address and its network across
-//! hibernate/resume (with a connection open while it hibernates), and
+//! hibernate/resume (with a connection open while it hibernates), a warm
+//! copy of a hibernated one gets an address of its own, and
 //! nothing of the network is left once the sandboxes are gone.
 //!
 //! NAT needs `net.ipv4.ip_forward=1`, a host setting tests never change.
@@ -92,6 +93,32 @@ fn gvisor_net_sandboxes_reach_the_outside_only_and_survive_hibernation() {
     if can_run_gvisor() {
         in_private_netns("nat_helper_gvisor");
     }
+}
+
+#[test]
+fn gvisor_nat_is_refused_without_ip_forward_and_leaves_nothing() {
+    if !can_run_gvisor() {
+        return;
+    }
+    let fwd = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
+    if fwd.trim() == "1" {
+        eprintln!("SKIP: ip_forward is on here; the refusal cannot be observed");
+        return;
+    }
+    let d = Daemon::start();
+    let out = d.run(&[
+        "create",
+        "--name",
+        "g",
+        "--net",
+        "--isolation",
+        "gvisor",
+        "--memory",
+        "256M",
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("ip_forward"), "{}", stderr(&out));
+    assert!(sandbox_network_leftovers().is_empty());
 }
 
 #[test]
@@ -291,6 +318,12 @@ fn nat_checks(isolation: &str) {
             "a hibernated sandbox keeps no veth or table: {left:?}"
         );
         assert!(!d.data.join("sandboxes").join(&n1).join("netns").exists());
+        // A warm copy restores with an address of its own.
+        d.ok(&["create", "--name", "c1", "--from", "n1"]);
+        let c1 = d.inspect("c1")["id"].as_str().unwrap().to_string();
+        let (ipc, _) = addrs(&d, &c1);
+        assert_eq!(probe(&d, "c1", OUTSIDE, PORT), format!("connected {ipc}"));
+        d.ok(&["rm", "-f", "c1"]);
         d.ok(&["resume", "n1"]);
         assert_eq!(addrs(&d, &n1).0, ip1, "the same address after resume");
         assert_eq!(probe(&d, "n1", OUTSIDE, PORT), format!("connected {ip1}"));
