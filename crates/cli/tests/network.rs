@@ -2,7 +2,8 @@
 //! world, masqueraded, but neither the daemon's host nor each other; a
 //! gVisor NAT sandbox keeps its address and its network across
 //! hibernate/resume (with a connection open while it hibernates), a warm
-//! copy of a hibernated one gets an address of its own, and
+//! copy of a hibernated one gets an address of its own, pause/resume and a
+//! daemon `kill -9` do not disturb the network, and
 //! nothing of the network is left once the sandboxes are gone.
 //!
 //! NAT needs `net.ipv4.ip_forward=1`, a host setting tests never change.
@@ -296,6 +297,17 @@ fn nat_checks(isolation: &str) {
             "{ip}:{port} must be unreachable from a sandbox: {out}"
         );
     }
+
+    // Paused and resumed, it is still connected.
+    d.ok(&["pause", "n2"]);
+    d.ok(&["resume", "n2"]);
+    assert_eq!(probe(&d, "n2", OUTSIDE, PORT), format!("connected {ip2}"));
+
+    // The network does not depend on the daemon: a restarted daemon's
+    // sandbox is still connected.
+    let mut d = d;
+    d.restart();
+    assert_eq!(probe(&d, "n2", OUTSIDE, PORT), format!("connected {ip2}"));
 
     if isolation == "gvisor" {
         // A connection open while it hibernates is reset, not in the way.
