@@ -267,14 +267,7 @@ impl CreateRequest {
             }
         }
         if let Some(r) = &self.runtime {
-            let r = crate::runtimes::canonical(r)?;
-            if r == crate::runtimes::GVISOR && self.network == Some(NetworkMode::Nat) {
-                return Err(Error::invalid(
-                    "network",
-                    "gVisor sandboxes have loopback networking only; drop --net, or use \
-                     --isolation namespace for outbound access",
-                ));
-            }
+            crate::runtimes::canonical(r)?;
         }
         let mut policies = crate::policy::Policies::default();
         if let Some(p) = &self.policies {

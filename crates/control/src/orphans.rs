@@ -89,6 +89,9 @@ fn sweep_blocking(inner: &Inner, live: &HashSet<String>) -> Vec<String> {
             if let Ok(c) = std::ffi::CString::new(mnt.as_os_str().as_encoded_bytes()) {
                 unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
             }
+            // A gVisor NAT sandbox's pinned network namespace (a mount),
+            // veth and table, when its start failed halfway.
+            dwell_runtime::gvisor::network::teardown(&bare_config(inner, &id));
             crate::reconcile::forget_config(inner, &id);
             if std::fs::remove_dir_all(&path).is_ok() {
                 note(&id, "removed a state dir no record explains".into());

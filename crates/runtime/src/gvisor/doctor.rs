@@ -12,6 +12,7 @@ pub fn doctor(binary: &Path) -> Check {
     let runsc = Runsc {
         binary: binary.to_path_buf(),
         global: Vec::new(),
+        hide_sysctl_net: false,
     };
     let (ok, detail) = match runsc.run(&["--version"], Output::Capture, Duration::from_secs(10)) {
         Ok(out) => (

@@ -186,7 +186,7 @@ impl GvisorRuntime {
             .create_new(true)
             .open(&marker)
             .context(|| format!("creating {}", marker.display()))?;
-        self.runsc.run(
+        self.runsc_for(config).run(
             &[
                 "restore", "--detach", &image, &pid_arg, "--bundle", &bundle, &config.id,
             ],

@@ -13,15 +13,21 @@
 //! sentry unless runsc runs with `--host-uds=create`, which makes the gofer
 //! create it as a real socket in the host directory; the daemon connects to
 //! it there like with the namespace runtime.
+//!
+//! Sandboxes in network mode none run with `--network=none` (loopback
+//! only); NAT sandboxes get a network namespace of their own and run with
+//! `--network=sandbox` ([`network`]).
 
 pub mod bundle;
 pub mod doctor;
 mod headroom;
 pub mod hibernate;
+pub mod network;
 mod reap;
 pub mod rootfs;
 pub mod runsc;
 
+use std::borrow::Cow;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -50,6 +56,9 @@ pub struct GvisorOptions {
     pub runsc_timeout: Duration,
     /// How long the agent may take to accept connections.
     pub agent_timeout: Duration,
+    /// The pool NAT sandboxes' /30 subnets come from (shared with the
+    /// namespace runtime's default, so addresses never collide).
+    pub nat_pool: String,
 }
 
 impl GvisorOptions {
@@ -62,6 +71,7 @@ impl GvisorOptions {
             cgroup_parent: "dwell-gvisor".into(),
             runsc_timeout: Duration::from_secs(30),
             agent_timeout: Duration::from_secs(10),
+            nat_pool: crate::ns::network::DEFAULT_NAT_POOL.into(),
         }
     }
 }
@@ -113,6 +123,7 @@ impl GvisorRuntime {
                 "invalid cgroup parent {p:?}: use a relative name such as \"dwell-gvisor\""
             )));
         }
+        crate::ns::network::parse_pool(&options.nat_pool)?;
         std::fs::create_dir_all(&options.root)
             .context(|| format!("creating the runsc root {}", options.root.display()))?;
         let mut runsc = Runsc {
@@ -129,6 +140,7 @@ impl GvisorRuntime {
                 // a real socket on the host (see the module docs).
                 "--host-uds=create".into(),
             ],
+            hide_sysctl_net: false,
         };
         // runsc's own debug logs, one file per command, for diagnosing it.
         if let Some(dir) = std::env::var_os("DWELL_RUNSC_DEBUG_LOG") {
@@ -149,6 +161,25 @@ impl GvisorRuntime {
 
     pub fn options(&self) -> &GvisorOptions {
         &self.options
+    }
+
+    /// How runsc starts (`run`, `restore`) this sandbox: a NAT sandbox
+    /// uses gVisor's network stack on the interfaces of its network
+    /// namespace. Other commands do not depend on the network flags.
+    fn runsc_for(&self, config: &SandboxConfig) -> Cow<'_, Runsc> {
+        if config.network != NetworkMode::Nat {
+            return Cow::Borrowed(&self.runsc);
+        }
+        let mut r = self.runsc.clone();
+        for flag in &mut r.global {
+            if flag == "--network=none" {
+                *flag = "--network=sandbox".into();
+            }
+        }
+        // Hibernation with open connections resets them instead of failing.
+        r.global.push("--net-disconnect-ok".into());
+        r.hide_sysctl_net = true;
+        Cow::Owned(r)
     }
 
     fn call(&self, args: &[&str]) -> Result<String> {
@@ -211,7 +242,7 @@ impl GvisorRuntime {
         let pid_file = layout::state_file(config, hibernate::PID_FILE);
         let _ = std::fs::remove_file(&pid_file);
         let pid_arg = format!("--pid-file={}", pid_file.display());
-        self.runsc.run(
+        self.runsc_for(config).run(
             &[
                 "run", "--detach", &pid_arg, "--bundle", &bundle_s, &config.id,
             ],
@@ -226,11 +257,16 @@ impl GvisorRuntime {
         })
     }
 
-    /// Write `state_dir/bundle/config.json` with `root` as the root.
+    /// Write `state_dir/bundle/config.json` with `root` as the root. A NAT
+    /// sandbox's network namespace is set up here too (the spec names it).
     fn write_bundle(&self, config: &SandboxConfig, root: &Path) -> Result<()> {
         let bundle = layout::state_file(config, BUNDLE_DIR);
         std::fs::create_dir_all(&bundle).context(|| format!("creating {}", bundle.display()))?;
-        let spec = bundle::spec(config, root, &self.cgroups_path(&config.id));
+        let mut spec = bundle::spec(config, root, &self.cgroups_path(&config.id));
+        if config.network == NetworkMode::Nat {
+            let netns = network::setup(config, &self.options.nat_pool)?;
+            network::join_in_spec(&mut spec, &netns);
+        }
         let spec_path = bundle.join("config.json");
         std::fs::write(
             &spec_path,
@@ -306,12 +342,8 @@ impl Runtime for GvisorRuntime {
 
     fn start(&self, config: &SandboxConfig) -> Result<Started> {
         layout::validate(config)?;
-        if config.network != NetworkMode::None {
-            return Err(Error::Unsupported {
-                what: "NAT networking under gVisor".into(),
-                why: "the gVisor runtime runs sandboxes with --network=none (loopback only)".into(),
-                fix: "create the sandbox with network mode none, or use the ns runtime".into(),
-            });
+        if config.network == NetworkMode::Nat {
+            crate::ns::network::check_forwarding()?;
         }
         if self.observe(config)? != Observed::Stopped {
             return Err(Error::Start(format!(
@@ -358,6 +390,8 @@ impl Runtime for GvisorRuntime {
             // (and the cgroup runsc made).
             self.call(&["delete", "--force", &config.id])?;
         }
+        // network.json stays: a restore tries the same address again.
+        network::teardown(config);
         rootfs::unmount(config);
         let _ = std::fs::remove_file(layout::state_file(config, layout::AGENT_SOCKET));
         Ok(())

@@ -26,6 +26,9 @@ pub struct Runsc {
     pub binary: PathBuf,
     /// Global flags given before the subcommand (`--root`, `--network`, ...).
     pub global: Vec<String>,
+    /// Run runsc in a mount namespace of its own with an empty
+    /// `/proc/sys/net` (see [`super::network`] for why).
+    pub hide_sysctl_net: bool,
 }
 
 /// Where a command's stdout and stderr go.
@@ -43,6 +46,38 @@ impl Runsc {
         // A group of its own, so that a timeout kills whatever it started
         // too (and nothing can keep our pipes open after it).
         cmd.process_group(0);
+        if self.hide_sysctl_net {
+            // SAFETY: only async-signal-safe syscalls on static strings
+            // between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    let check = |r: libc::c_int| {
+                        if r < 0 {
+                            Err(std::io::Error::last_os_error())
+                        } else {
+                            Ok(())
+                        }
+                    };
+                    check(libc::unshare(libc::CLONE_NEWNS))?;
+                    // Mounts and unmounts of the host (the sandbox's
+                    // rootfs) still reach the copy.
+                    check(libc::mount(
+                        std::ptr::null(),
+                        c"/".as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_SLAVE | libc::MS_REC,
+                        std::ptr::null(),
+                    ))?;
+                    check(libc::mount(
+                        c"tmpfs".as_ptr(),
+                        c"/proc/sys/net".as_ptr(),
+                        c"tmpfs".as_ptr(),
+                        libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                        c"size=4k".as_ptr().cast(),
+                    ))
+                });
+            }
+        }
         cmd
     }
 
@@ -180,6 +215,7 @@ mod tests {
         Runsc {
             binary: "/bin/sh".into(),
             global: vec!["-c".into()],
+            hide_sysctl_net: false,
         }
     }
 
@@ -216,6 +252,7 @@ mod tests {
         let r = Runsc {
             binary: "/nonexistent/runsc".into(),
             global: vec![],
+            hide_sysctl_net: false,
         };
         let err = r
             .run(&["list"], Output::Capture, Duration::from_secs(1))

@@ -185,7 +185,12 @@ pub(crate) fn boot(state_dir: &Path, placement: Placement) -> Result<i32> {
     drop(v2_dir);
 
     if config.network == NetworkMode::Nat {
-        network::setup(&config.id, pid, &opts.nat_pool, state_dir)?;
+        network::setup(
+            &config.id,
+            network::Netns::Pid(pid),
+            &opts.nat_pool,
+            state_dir,
+        )?;
     }
     pidfile::write(&layout::state_file(&config, layout::PID_FILE), pid)?;
     // A failed write means the child already died; its message follows.

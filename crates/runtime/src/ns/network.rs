@@ -3,6 +3,9 @@
 //! /30 from the NAT pool) and an nftables table of its own that
 //! masquerades its outbound traffic and drops what it sends to the host
 //! itself, to other sandboxes and to link-local addresses (cloud metadata).
+//! Both runtimes use it: the namespace runtime names the sandbox's network
+//! namespace by its PID 1, the gVisor runtime by a pinned namespace file
+//! (see [`Netns`]).
 
 use std::fs::File;
 use std::io::Write;
@@ -29,6 +32,34 @@ pub struct NetInfo {
     pub sandbox_ip: Ipv4Addr,
     pub gateway_ip: Ipv4Addr,
     pub prefix_len: u8,
+}
+
+/// The network namespace that gets the sandbox's end of the veth pair.
+#[derive(Debug, Clone, Copy)]
+pub enum Netns<'a> {
+    /// The namespace of this process (the sandbox's PID 1).
+    Pid(i32),
+    /// A namespace file (`/proc/<pid>/ns/net` or a bind mount of one).
+    Path(&'a Path),
+}
+
+impl Netns<'_> {
+    /// The `netns` argument of `ip link`: a pid, or a path (iproute2 opens
+    /// names holding a '/' as paths).
+    fn ip_target(&self) -> String {
+        match self {
+            Netns::Pid(pid) => pid.to_string(),
+            Netns::Path(p) => p.display().to_string(),
+        }
+    }
+
+    /// `nsenter` arguments that enter this namespace.
+    fn nsenter_args(&self) -> Vec<String> {
+        match self {
+            Netns::Pid(pid) => vec!["-t".into(), pid.to_string(), "-n".into()],
+            Netns::Path(p) => vec![format!("--net={}", p.display())],
+        }
+    }
 }
 
 /// NAT needs IPv4 forwarding; the runtime never turns it on by itself.
@@ -161,14 +192,28 @@ fn ruleset(info: &NetInfo, pool: &str) -> String {
 }
 
 /// Create the veth pair, address both ends, route and install the table.
-/// `pid` is the sandbox's PID 1 (its network namespace).
-pub fn setup(id: &str, pid: i32, pool: &str, state_dir: &Path) -> Result<NetInfo> {
+/// `netns` is the sandbox's network namespace. The subnet of an earlier
+/// `network.json` in `state_dir` is tried first, so a sandbox set up again
+/// (a restored gVisor sandbox) keeps its address while it is free.
+pub fn setup(id: &str, netns: Netns<'_>, pool: &str, state_dir: &Path) -> Result<NetInfo> {
     check_forwarding()?;
     let parsed = parse_pool(pool)?;
     let host_if = layout::host_veth(id);
     let _lock = Lock::take()?;
     let used = host_addrs()?;
-    let net = candidates(parsed, id)
+    let mask = if parsed.1 == 0 {
+        0
+    } else {
+        u32::MAX << (32 - parsed.1)
+    };
+    let earlier = std::fs::read(state_dir.join(layout::NETWORK_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<NetInfo>(&b).ok())
+        .map(|i| u32::from(i.gateway_ip) & !3)
+        .filter(|n| n & mask == parsed.0);
+    let net = earlier
+        .into_iter()
+        .chain(candidates(parsed, id))
         .find(|n| !used.iter().any(|a| a & !3 == *n))
         .ok_or_else(|| {
             Error::Other(format!(
@@ -182,7 +227,7 @@ pub fn setup(id: &str, pid: i32, pool: &str, state_dir: &Path) -> Result<NetInfo
         sandbox_ip: Ipv4Addr::from(net + 2),
         prefix_len: 30,
     };
-    let result = configure(&info, pid, pool);
+    let result = configure(&info, netns, pool);
     if let Err(e) = result {
         teardown(id);
         return Err(e);
@@ -195,12 +240,12 @@ pub fn setup(id: &str, pid: i32, pool: &str, state_dir: &Path) -> Result<NetInfo
     Ok(info)
 }
 
-fn configure(info: &NetInfo, pid: i32, pool: &str) -> Result<()> {
-    let pid = pid.to_string();
+fn configure(info: &NetInfo, netns: Netns<'_>, pool: &str) -> Result<()> {
+    let target = netns.ip_target();
     let h = info.host_if.as_str();
     run(
         Command::new("ip").args([
-            "link", "add", h, "type", "veth", "peer", "name", "eth0", "netns", &pid,
+            "link", "add", h, "type", "veth", "peer", "name", "eth0", "netns", &target,
         ]),
         "creating the veth pair",
     )?;
@@ -216,7 +261,8 @@ fn configure(info: &NetInfo, pid: i32, pool: &str) -> Result<()> {
     let inside = |args: &[&str], what: &str| -> Result<String> {
         run(
             Command::new("nsenter")
-                .args(["-t", &pid, "-n", "ip"])
+                .args(netns.nsenter_args())
+                .arg("ip")
                 .args(args),
             what,
         )

@@ -1,0 +1,151 @@
+//! NAT networking of a gVisor sandbox. Before `runsc run` (and `runsc
+//! restore`) the runtime creates a network namespace for the sandbox,
+//! pins it as the file `state_dir/netns` (a bind mount of a thread's
+//! `/proc/thread-self/ns/net`) and sets it up like the namespace runtime
+//! does ([`crate::ns::network`]: veth pair with `eth0` inside, a /30 from
+//! the NAT pool, an nftables table of its own). The bundle names that file
+//! as the container's network namespace, and runsc runs with
+//! `--network=sandbox`: gVisor's own network stack takes over `eth0`, its
+//! address and its routes when the sandbox boots.
+//!
+//! A checkpoint does not keep the host side: [`teardown`] removes the veth,
+//! the table and the namespace whenever the sandbox stops (hibernation
+//! included), and a restore sets all of it up anew (with the same address
+//! while it is free) before `runsc restore`, which hands the new `eth0` to
+//! the restored network stack. runsc runs with `--net-disconnect-ok` so
+//! that a sandbox with open connections can be hibernated (they are reset).
+//!
+//! runsc 20240729 refuses a namespace in which
+//! `/proc/sys/net/core/rmem_default` exists, taking it for the host's root
+//! namespace; since Linux 6.x that file exists in every network namespace.
+//! [`Runsc::hide_sysctl_net`](super::runsc::Runsc) runs those runsc calls
+//! in a mount namespace of their own with an empty `/proc/sys/net`. The
+//! runtime itself guarantees the namespace is not the host's.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::Context;
+use crate::ns::{layout, network, sys};
+use crate::{Error, Result, SandboxConfig};
+
+/// The pinned network namespace of a NAT sandbox (state dir).
+pub const NETNS_FILE: &str = "netns";
+
+/// The pinned namespace file of `config`.
+pub fn netns_path(config: &SandboxConfig) -> PathBuf {
+    layout::state_file(config, NETNS_FILE)
+}
+
+/// Create and pin a network namespace, set up the veth pair, addresses,
+/// routes and the nftables table, and return the namespace file. On error
+/// nothing of it is left.
+pub fn setup(config: &SandboxConfig, pool: &str) -> Result<PathBuf> {
+    network::check_forwarding()?;
+    // Whatever a crash left (a pinned namespace, a veth) goes first.
+    teardown(config);
+    let path = netns_path(config);
+    pin_new_netns(&path)?;
+    if let Err(e) = network::setup(
+        &config.id,
+        network::Netns::Path(&path),
+        pool,
+        &config.state_dir,
+    ) {
+        unpin(&path);
+        return Err(e);
+    }
+    Ok(path)
+}
+
+/// Remove the veth, the table and the pinned namespace of `config`, if
+/// any exist. Cheap when there is nothing (no process is run).
+pub fn teardown(config: &SandboxConfig) {
+    let path = netns_path(config);
+    let veth = Path::new("/sys/class/net").join(layout::host_veth(&config.id));
+    if path.exists() || veth.exists() {
+        network::teardown(&config.id);
+        unpin(&path);
+    }
+}
+
+/// Unmount and remove a pinned namespace file.
+fn unpin(path: &Path) {
+    let _ = sys::umount2(path, libc::MNT_DETACH);
+    let _ = std::fs::remove_file(path);
+}
+
+/// Make a new network namespace on a thread of its own and bind-mount it
+/// onto `path`. The thread ends right after; the mount keeps the
+/// namespace.
+fn pin_new_netns(path: &Path) -> Result<()> {
+    std::fs::File::create(path).context(|| format!("creating {}", path.display()))?;
+    let target = path.to_path_buf();
+    let pinned = std::thread::spawn(move || -> std::io::Result<()> {
+        // Only this thread moves to the new namespace (it is not shared
+        // with the process's other threads).
+        sys::unshare(libc::CLONE_NEWNET)?;
+        sys::mount(
+            Some(Path::new("/proc/thread-self/ns/net")),
+            &target,
+            None,
+            libc::MS_BIND,
+            None,
+        )
+    })
+    .join()
+    .unwrap_or_else(|_| Err(std::io::Error::other("the thread panicked")));
+    if let Err(e) = pinned {
+        let _ = std::fs::remove_file(path);
+        return Err(Error::Io {
+            context: format!(
+                "creating the sandbox's network namespace and pinning it at {}",
+                path.display()
+            ),
+            source: e,
+        });
+    }
+    Ok(())
+}
+
+/// Give the bundle's network namespace entry the path of `netns`.
+pub fn join_in_spec(spec: &mut serde_json::Value, netns: &Path) {
+    if let Some(list) = spec["linux"]["namespaces"].as_array_mut() {
+        for ns in list {
+            if ns["type"] == "network" {
+                ns["path"] = serde_json::json!(netns);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_joins_the_pinned_namespace() {
+        let mut spec = serde_json::json!({"linux": {"namespaces": [
+            {"type": "pid"}, {"type": "network"}
+        ]}});
+        join_in_spec(&mut spec, Path::new("/s/netns"));
+        assert_eq!(spec["linux"]["namespaces"][1]["path"], "/s/netns");
+        assert!(spec["linux"]["namespaces"][0].get("path").is_none());
+    }
+
+    #[test]
+    fn pinned_namespace_is_a_new_one() {
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIP: needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("netns");
+        pin_new_netns(&path).unwrap();
+        let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+        let mine = ino(Path::new("/proc/self/ns/net"));
+        let pinned = ino(&path);
+        unpin(&path);
+        assert_ne!(mine, pinned);
+        assert!(!path.exists());
+    }
+}
