@@ -67,7 +67,7 @@ pub fn can_run_gvisor() -> bool {
     if !Path::new(&runsc).is_file() {
         eprintln!(
             "SKIP: {runsc} is not installed; the gVisor tests need it \
-             (apt-get install -t bookworm-backports runsc)"
+             (scripts/install-deps.sh --gvisor)"
         );
         return false;
     }
