@@ -35,7 +35,9 @@ pub use manifest::{
     Sizes, Source, FORMAT_VERSION,
 };
 pub use progress::{Phase, Progress, ProgressFn};
-pub use snapshot::{create, list, load, restore, restore_attachment, CreateOptions, RestoreOptions};
+pub use snapshot::{
+    create, list, load, restore, restore_attachment, CreateOptions, RestoreOptions,
+};
 pub use store::local::LocalStore;
 #[cfg(feature = "s3")]
 pub use store::s3::{S3Config, S3Store};

@@ -307,7 +307,11 @@ impl Manifest {
 
 /// Checks that `extents` are sorted, contiguous, non-empty, no chunk longer than `chunk_size`,
 /// and cover exactly `[0, size)`; returns the bytes held in chunks.
-fn check_extents(extents: &[Extent], chunk_size: u64, size: u64) -> std::result::Result<u64, String> {
+fn check_extents(
+    extents: &[Extent],
+    chunk_size: u64,
+    size: u64,
+) -> std::result::Result<u64, String> {
     let mut pos = 0u64;
     let mut data = 0u64;
     for x in extents {

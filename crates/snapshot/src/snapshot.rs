@@ -244,11 +244,8 @@ pub fn create(image: &Path, store: &dyn ChunkStore, opts: &CreateOptions) -> Res
             extents: run.chunk_file(file, None)?,
         });
     }
-    let (uploaded, stored, [t_hash, t_lease, t_store]) = (
-        run.uploaded,
-        run.stored_by_chunk.values().sum(),
-        run.times,
-    );
+    let (uploaded, stored, [t_hash, t_lease, t_store]) =
+        (run.uploaded, run.stored_by_chunk.values().sum(), run.times);
     let trace = std::env::var_os("DWELL_SNAPSHOT_TRACE").is_some();
     let key = opts.key;
 
@@ -379,12 +376,13 @@ impl Run<'_, '_> {
                 .collect();
             // Progress: the batch's holes now, each chunk when stored or found present.
             let progress_done = AtomicU64::new(
-                self.done + batch
-                    .iter()
-                    .zip(&hashed)
-                    .filter(|(_, h)| h.is_none())
-                    .map(|(c, _)| c.length)
-                    .sum::<u64>(),
+                self.done
+                    + batch
+                        .iter()
+                        .zip(&hashed)
+                        .filter(|(_, h)| h.is_none())
+                        .map(|(c, _)| c.length)
+                        .sum::<u64>(),
             );
             let report = |len: u64| {
                 let d = progress_done.fetch_add(len, Ordering::Relaxed) + len;

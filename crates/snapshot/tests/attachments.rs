@@ -126,13 +126,18 @@ fn corrupt_attachment_chunk_is_refused_and_target_untouched() {
     .unwrap_err();
     assert!(matches!(err, Error::CorruptChunk { .. }), "{err}");
     assert!(
-        err.to_string()
-            .contains("attachment memory/checkpoint.img"),
+        err.to_string().contains("attachment memory/checkpoint.img"),
         "{err}"
     );
     assert_eq!(std::fs::read(&out).unwrap(), b"old");
     // The volume image does not use that chunk: it still restores.
-    restore(&m, &store, &d.path().join("vol"), &RestoreOptions::default()).unwrap();
+    restore(
+        &m,
+        &store,
+        &d.path().join("vol"),
+        &RestoreOptions::default(),
+    )
+    .unwrap();
 }
 
 #[test]
