@@ -260,3 +260,75 @@ pub(crate) fn restore(
     }
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{CreateRequest, SandboxSpec, SizeArg};
+
+    fn desc() -> Description {
+        Description {
+            runtime: crate::runtimes::GVISOR.into(),
+            image: "debian".into(),
+            vcpus: 2.0,
+            memory_bytes: 512 << 20,
+            pids: 300,
+            network: NetworkMode::default(),
+            env: BTreeMap::from([("A".into(), "1".into()), ("B".into(), "2".into())]),
+        }
+    }
+
+    fn spec(req: &CreateRequest) -> SandboxSpec {
+        req.to_spec(&crate::model::HostLimits {
+            cpus: 4.0,
+            memory_bytes: 8 << 30,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_warm_copy_takes_the_stored_resources_and_env_unless_asked_otherwise() {
+        let req = CreateRequest {
+            memory: Some(SizeArg::Text("1G".into())),
+            env: BTreeMap::from([("B".into(), "mine".into())]),
+            ..Default::default()
+        };
+        let mut s = spec(&req);
+        apply(&desc(), &req, &mut s).unwrap();
+        assert_eq!(s.memory_bytes, 1 << 30, "asked for");
+        assert_eq!((s.vcpus, s.pids), (2.0, 300), "stored");
+        assert_eq!(s.env["A"], "1");
+        assert_eq!(s.env["B"], "mine", "the request's env wins");
+    }
+
+    #[test]
+    fn a_warm_copy_refuses_another_image_or_runtime() {
+        for req in [
+            CreateRequest {
+                image: Some("alpine".into()),
+                ..Default::default()
+            },
+            CreateRequest {
+                runtime: Some("namespace".into()),
+                ..Default::default()
+            },
+        ] {
+            let mut s = spec(&req);
+            assert!(apply(&desc(), &req, &mut s).is_err(), "{req:?}");
+        }
+        let same = CreateRequest {
+            image: Some("debian".into()),
+            runtime: Some("gvisor".into()),
+            ..Default::default()
+        };
+        let mut s = spec(&same);
+        apply(&desc(), &same, &mut s).unwrap();
+    }
+
+    #[test]
+    fn the_description_round_trips_without_host_paths() {
+        let j = serde_json::to_string(&desc()).unwrap();
+        assert!(!j.contains('/'), "{j}");
+        assert_eq!(serde_json::from_str::<Description>(&j).unwrap(), desc());
+    }
+}
