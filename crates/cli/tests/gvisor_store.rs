@@ -315,9 +315,12 @@ fn snapshot_of_a_hibernated_sandbox_resumes_on_a_second_daemon_sharing_s3() {
     assert_eq!(v["runtime"], "gvisor", "{v}");
     assert_eq!(v["state"], "running", "{v}");
     continues(&b, "g2", before, "on the second daemon");
-    // The first daemon's sandbox is still its own.
+    // The first daemon's sandbox is still its own, also archived warm in
+    // the shared bucket while the second daemon collects the store.
+    a.ok(&["archive", "g1"]);
+    b.ok(&["snapshot", "gc"]);
     a.ok(&["resume", "g1"]);
-    continues(&a, "g1", before, "the original");
+    continues(&a, "g1", before, "the original, archived meanwhile");
     b.ok(&["rm", "-f", "g2"]);
     a.ok(&["snapshot", "rm", "warm"]);
     drop(b);

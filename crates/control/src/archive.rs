@@ -180,13 +180,19 @@ pub(crate) fn drop_snapshot(inner: &Inner, snapshot: &str) {
 }
 
 /// Delete archive snapshots that no pointer names (crash leftovers, deleted
-/// sandboxes), skipping sandboxes busy with a transition. Blocking.
+/// sandboxes), skipping sandboxes busy with a transition and those of
+/// other daemons sharing the store. Blocking.
 pub(crate) fn collect_orphans(inner: &Inner) -> Result<usize> {
     let mut n = 0;
     for m in dwell_snapshot::list(&*inner.snapshots, None)? {
         let Some(sb) = m.labels.get(LABEL) else {
             continue;
         };
+        // A sandbox this daemon never had: another daemon sharing the
+        // object store archived it, and only that daemon has its pointer.
+        if inner.store.get_sandbox(sb)?.is_none() {
+            continue;
+        }
         let lock = inner.lock_for(sb);
         let Ok(_g) = lock.try_lock() else { continue };
         if load_ref(inner, sb)?.is_some_and(|r| r.snapshot == m.id) {

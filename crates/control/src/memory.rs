@@ -74,9 +74,9 @@ impl Description {
 }
 
 /// Make the spec of a sandbox created from a snapshot with memory match
-/// what the memory was taken of: its network and environment, and its
-/// resources unless the request sets them. The image and runtime are
-/// fixed by the memory: a request for others is refused.
+/// what the memory was taken of: its environment, and its resources unless
+/// the request sets them. The image, runtime and network are fixed by the
+/// memory: a request for others is refused.
 pub(crate) fn apply(
     d: &Description,
     req: &crate::model::CreateRequest,
@@ -99,6 +99,15 @@ pub(crate) fn apply(
         return Err(Error::invalid(
             "isolation",
             "the snapshot holds gVisor memory: its copies run under gVisor too",
+        ));
+    }
+    if req.network.is_some_and(|n| n != d.network) {
+        return Err(Error::invalid(
+            "network",
+            format!(
+                "the snapshot's saved memory has network {}; leave --net out",
+                serde_json::to_string(&d.network).expect("serialises")
+            ),
         ));
     }
     spec.network = d.network;
@@ -302,7 +311,7 @@ mod tests {
     }
 
     #[test]
-    fn a_warm_copy_refuses_another_image_or_runtime() {
+    fn a_warm_copy_refuses_another_image_runtime_or_network() {
         for req in [
             CreateRequest {
                 image: Some("alpine".into()),
@@ -310,6 +319,10 @@ mod tests {
             },
             CreateRequest {
                 runtime: Some("namespace".into()),
+                ..Default::default()
+            },
+            CreateRequest {
+                network: Some(NetworkMode::Nat),
                 ..Default::default()
             },
         ] {
