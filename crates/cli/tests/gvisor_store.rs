@@ -276,6 +276,13 @@ fn snapshot_of_a_hibernated_sandbox_starts_warm_copies_and_refuses_corrupt_memor
     assert_eq!(v["spec"]["memory_bytes"], 192u64 << 20, "{v}");
     continues(&d, "c1", before, "copy from the snapshot");
     assert_eq!(d.inspect("t1")["state"], "hibernated");
+    // Rolling its files back under its saved memory is refused.
+    let out = d.run(&["restore", "t1", "warm"]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("is hibernated"),
+        "{}",
+        stderr(&out)
+    );
     d.ok(&["resume", "t1"]);
     continues(&d, "t1", before, "the template after its copy");
 }

@@ -813,6 +813,15 @@ impl Controller {
                 sb.name, sb.name
             )));
         }
+        if sb.state == State::Hibernated {
+            // Its saved memory holds the state of its current files.
+            return Err(Error::Conflict(format!(
+                "sandbox {} is hibernated and its saved memory belongs to its current files; \
+                 `dwell resume {}` (or `dwell stop {}`, which discards the memory) first, then \
+                 restore; `dwell create --from SNAPSHOT` starts a snapshot's memory warm",
+                sb.name, sb.name, sb.name
+            )));
+        }
         let m = self.snapshot(tenant, snapshot).await?;
         let was_running = matches!(sb.state, State::Running | State::Paused);
         if was_running {
@@ -1203,7 +1212,8 @@ impl Controller {
         .await
     }
 
-    /// Thaw a paused sandbox, or restore a hibernated one from disk.
+    /// Thaw a paused sandbox, or restore a hibernated one from disk (or
+    /// from its archive, when it was archived while hibernated).
     pub async fn resume(&self, tenant: &str, id_or_name: &str) -> Result<Sandbox> {
         let sb = self.get(tenant, id_or_name)?;
         let _quota = self.inner.quota_lock.lock().await;
