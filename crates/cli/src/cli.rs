@@ -55,7 +55,7 @@ pub enum Command {
     Kill(KillArgs),
     /// Freeze every process of a sandbox (memory stays; nothing runs).
     Pause(Names),
-    /// Thaw a paused sandbox, or restore a hibernated one from disk.
+    /// Thaw a paused sandbox, or restore a hibernated one (from disk, or from its archive).
     Resume(Names),
     /// Save a gVisor sandbox whole to disk (memory, processes, files); `resume` continues it.
     Hibernate(Names),
@@ -63,7 +63,7 @@ pub enum Command {
     Stop(Names),
     /// Start a stopped sandbox (an archived one is restored from its archive first).
     Start(Names),
-    /// Archive sandboxes: stop, move the volume into the snapshot store, free local disk.
+    /// Archive sandboxes: stop, move the volume (and a hibernated one's memory) into the snapshot store, free local disk.
     Archive(Names),
     /// Delete sandboxes and wipe their data.
     Rm(RmArgs),

@@ -13,6 +13,11 @@
 //! A snapshot labelled as an archive that no pointer names (a crash between
 //! publishing it and writing the pointer, or a deleted sandbox) is removed
 //! by the sweep.
+//!
+//! A hibernated gVisor sandbox is archived warm: its saved memory and
+//! processes go into the same snapshot (see [`crate::memory`]), are freed
+//! locally after the volume, and come back with it, before the pointer
+//! goes, so `start` or `resume` continues its processes.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -38,6 +43,10 @@ pub struct ArchiveRef {
     pub stored_bytes: u64,
     /// When the archive was taken (RFC 3339).
     pub archived_at: String,
+    /// The sandbox was hibernated: its saved memory and processes are in
+    /// the archive too, and it resumes warm.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hibernated: bool,
 }
 
 impl ArchiveRef {
@@ -48,6 +57,7 @@ impl ArchiveRef {
             data_bytes: m.sizes.data,
             stored_bytes: m.sizes.stored,
             archived_at: m.created_at.clone(),
+            hibernated: crate::memory::has_memory(m),
         }
     }
 }
@@ -115,11 +125,11 @@ pub(crate) fn remove_ref(inner: &Inner, id: &str) -> Result<()> {
     }
 }
 
-/// If sandbox `id` is archived, restore its volume from the archive (every
-/// chunk verified; a missing or corrupt chunk fails the start and leaves the
-/// pointer, so the sandbox never runs on damaged or empty data), then drop
-/// the pointer and the archive snapshot. Blocking. Returns whether it
-/// restored.
+/// If sandbox `id` is archived, restore its volume (and its saved memory,
+/// if it was hibernated) from the archive (every chunk verified; a missing
+/// or corrupt chunk fails the start and leaves the pointer, so the sandbox
+/// never runs on damaged or empty data), then drop the pointer and the
+/// archive snapshot. Blocking. Returns whether it restored.
 pub(crate) fn unarchive(inner: &Inner, id: &str, tenant: &str) -> Result<bool> {
     let Some(r) = load_ref(inner, id)? else {
         return Ok(false);
@@ -149,6 +159,9 @@ pub(crate) fn unarchive(inner: &Inner, id: &str, tenant: &str) -> Result<bool> {
     })?;
     let ctx = inner.snap_ctx(tenant, false, Some(&tracker))?;
     crate::snapshots::restore_into(store, &m, &image, &ctx)?;
+    if crate::memory::has_memory(&m) {
+        crate::memory::restore(inner, store, &m, id, &ctx)?;
+    }
     crate::crashpoint::crashpoint("unarchive:after-restore");
     remove_ref(inner, id)?;
     crate::crashpoint::crashpoint("unarchive:after-unref");
@@ -167,13 +180,19 @@ pub(crate) fn drop_snapshot(inner: &Inner, snapshot: &str) {
 }
 
 /// Delete archive snapshots that no pointer names (crash leftovers, deleted
-/// sandboxes), skipping sandboxes busy with a transition. Blocking.
+/// sandboxes), skipping sandboxes busy with a transition and those of
+/// other daemons sharing the store. Blocking.
 pub(crate) fn collect_orphans(inner: &Inner) -> Result<usize> {
     let mut n = 0;
     for m in dwell_snapshot::list(&*inner.snapshots, None)? {
         let Some(sb) = m.labels.get(LABEL) else {
             continue;
         };
+        // A sandbox this daemon never had: another daemon sharing the
+        // object store archived it, and only that daemon has its pointer.
+        if inner.store.get_sandbox(sb)?.is_none() {
+            continue;
+        }
         let lock = inner.lock_for(sb);
         let Ok(_g) = lock.try_lock() else { continue };
         if load_ref(inner, sb)?.is_some_and(|r| r.snapshot == m.id) {

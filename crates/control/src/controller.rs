@@ -306,6 +306,15 @@ impl Controller {
             }
             None => None,
         };
+        // A snapshot with saved memory starts warm, as what it was taken of.
+        let warm = match &from {
+            Some(m) if crate::memory::has_memory(m) => {
+                let d = self.memory_description(tenant, m).await?;
+                crate::memory::apply(&d, &req, &mut spec)?;
+                Some(d)
+            }
+            _ => None,
+        };
         if !req.secret_env.is_empty() {
             let sealer = self
                 .inner
@@ -334,7 +343,10 @@ impl Controller {
             }
             None => format!("sandbox-{}", &new_id()[..6]),
         };
-        let image = req.image.clone().unwrap_or_else(|| "host".to_string());
+        let image = match &warm {
+            Some(d) => d.image.clone(),
+            None => req.image.clone().unwrap_or_else(|| "host".to_string()),
+        };
         // Resolve the image now so a typo fails before anything is made.
         {
             let inner = self.inner.clone();
@@ -344,6 +356,7 @@ impl Controller {
         let mode = req.mode.unwrap_or_default();
         let runtime = match (&req.runtime, &template) {
             (_, Some(_)) => crate::runtimes::GVISOR,
+            _ if warm.is_some() => crate::runtimes::GVISOR,
             (Some(r), None) => crate::runtimes::canonical(r)?,
             (None, None) => self.inner.runtimes.default_name(),
         };
@@ -420,6 +433,7 @@ impl Controller {
             let inner = self.inner.clone();
             let id = rec.id.clone();
             let snap = m.id.clone();
+            let rec2 = rec.clone();
             let r = blocking(move || -> Result<()> {
                 let info = inner.volumes.create(&id, m.source.volume_size)?;
                 let image = info.image.ok_or_else(|| {
@@ -430,7 +444,18 @@ impl Controller {
                 })?;
                 let tracker = inner.progress.track(&id, "restore");
                 let ctx = inner.snap_ctx(&m.tenant, false, Some(&tracker))?;
-                crate::snapshots::restore_into(&*inner.snapshots, &m, &image, &ctx)
+                crate::snapshots::restore_into(&*inner.snapshots, &m, &image, &ctx)?;
+                if crate::memory::has_memory(&m) {
+                    crate::memory::restore(&inner, &*inner.snapshots, &m, &id, &ctx)?;
+                    // This host's runtime config: its image store, paths.
+                    let spec: crate::model::SandboxSpec = serde_json::from_value(rec2.spec)
+                        .map_err(|e| Error::Internal(e.to_string()))?;
+                    let img = inner.images.get(&rec2.image)?;
+                    let upper = inner.volumes.mount_path(&id);
+                    let cfg = reconcile::build_config(&inner, &id, &rec2.name, &spec, &img, upper);
+                    reconcile::save_config(&inner, &cfg)?;
+                }
+                Ok(())
             })
             .await?;
             if let Err(e) = r {
@@ -460,6 +485,22 @@ impl Controller {
             )));
         }
         Ok(sb)
+    }
+
+    /// What the saved memory of snapshot `m` was taken of.
+    async fn memory_description(
+        &self,
+        tenant: &str,
+        m: &dwell_snapshot::Manifest,
+    ) -> Result<crate::memory::Description> {
+        let inner = self.inner.clone();
+        let (t, m) = (tenant.to_string(), m.clone());
+        blocking(move || {
+            let ctx = inner.snap_ctx(&t, false, None)?;
+            let scratch = inner.data_dir.join("tmp");
+            crate::memory::description(&*inner.snapshots, &m, &scratch, &ctx)
+        })
+        .await?
     }
 
     fn get_by_id(&self, id: &str) -> Result<Sandbox> {
@@ -594,13 +635,15 @@ impl Controller {
                 )
             })?;
         }
-        // A snapshot adds at most the volume's data: refuse one that cannot fit.
+        // A snapshot adds at most the volume's data (and saved memory):
+        // refuse one that cannot fit.
         let used = self
             .inner
             .volumes
             .info(&sb.id)
             .map(|v| v.used_bytes)
-            .unwrap_or(0);
+            .unwrap_or(0)
+            + reconcile::hibernate::saved_bytes(&self.inner, &sb.id).unwrap_or(0);
         self.check_quota(
             tenant,
             &crate::quota::Held {
@@ -625,7 +668,28 @@ impl Controller {
                 .filter(|m| m.source.sandbox.as_deref() == Some(id.as_str()))
                 .max_by(|a, b| a.created_at.cmp(&b.created_at));
             let tracker = inner.progress.track(&id, "snapshot");
-            let ctx = inner.snap_ctx(&tenant, true, Some(&tracker))?;
+            let mut ctx = inner.snap_ctx(&tenant, true, Some(&tracker))?;
+            if state == State::Hibernated && reconcile::hibernate::saved(&inner, &id) {
+                // The saved memory goes with the volume: the snapshot
+                // starts warm (`create --from`), here or on another host.
+                let rec = inner
+                    .store
+                    .get_sandbox(&id)?
+                    .ok_or_else(|| Error::NotFound(id.clone()))?;
+                ctx.attachments = crate::memory::attachments(&inner, &rec)?;
+                let m = crate::snapshots::capture(
+                    &*inner.snapshots,
+                    &image,
+                    &tenant,
+                    &id,
+                    name.as_deref(),
+                    parent.as_ref(),
+                    None,
+                    &ctx,
+                );
+                crate::memory::capture_done(&inner, &id);
+                return m;
+            }
             if state != State::Running && state != State::Paused {
                 return crate::snapshots::capture(
                     &*inner.snapshots,
@@ -756,6 +820,15 @@ impl Controller {
             return Err(Error::Conflict(format!(
                 "sandbox {} is archived; start it first (`dwell start {}`), then restore",
                 sb.name, sb.name
+            )));
+        }
+        if sb.state == State::Hibernated {
+            // Its saved memory holds the state of its current files.
+            return Err(Error::Conflict(format!(
+                "sandbox {} is hibernated and its saved memory belongs to its current files; \
+                 `dwell resume {}` (or `dwell stop {}`, which discards the memory) first, then \
+                 restore; `dwell create --from SNAPSHOT` starts a snapshot's memory warm",
+                sb.name, sb.name, sb.name
             )));
         }
         let m = self.snapshot(tenant, snapshot).await?;
@@ -1148,11 +1221,12 @@ impl Controller {
         .await
     }
 
-    /// Thaw a paused sandbox, or restore a hibernated one from disk.
+    /// Thaw a paused sandbox, or restore a hibernated one from disk (or
+    /// from its archive, when it was archived while hibernated).
     pub async fn resume(&self, tenant: &str, id_or_name: &str) -> Result<Sandbox> {
         let sb = self.get(tenant, id_or_name)?;
         let _quota = self.inner.quota_lock.lock().await;
-        if sb.state == State::Hibernated {
+        if matches!(sb.state, State::Hibernated | State::Archived) {
             // Its memory and vCPUs count again once it runs.
             self.check_quota(
                 tenant,
@@ -1170,6 +1244,13 @@ impl Controller {
             "resume",
             |sb| match sb.state {
                 State::Paused | State::Running | State::Hibernated => Ok(()),
+                // Archived while hibernated: its memory is in the archive.
+                State::Archived
+                    if crate::archive::read_ref(&self.inner, &sb.id)
+                        .is_some_and(|r| r.hibernated) =>
+                {
+                    Ok(())
+                }
                 s => Err(Error::Conflict(format!(
                     "sandbox {} is {}, not paused; start it with `dwell start {}`",
                     sb.name,

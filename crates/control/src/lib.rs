@@ -20,7 +20,8 @@
 //!   [`clock::Clock`].
 //! - [`snapshots`], [`archive`], [`snapshot_gc`], [`progress`]: snapshots of
 //!   volumes, archived sandboxes, store garbage collection, and the progress
-//!   of long snapshot operations.
+//!   of long snapshot operations; [`memory`]: a hibernated sandbox's saved
+//!   memory stored with its volume.
 
 mod agents;
 pub mod archive;
@@ -30,6 +31,7 @@ pub mod crashpoint;
 pub mod diff;
 pub mod error;
 pub mod ids;
+pub mod memory;
 pub mod metering;
 pub mod model;
 mod orphans;

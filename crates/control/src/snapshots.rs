@@ -248,6 +248,9 @@ pub(crate) struct Ctx<'a> {
     pub id: Option<String>,
     /// Ranges known unchanged since `parent` (see `capture_clone`).
     pub same_as_parent: Option<Vec<std::ops::Range<u64>>>,
+    /// Files stored with the volume (a hibernated sandbox's saved memory,
+    /// see [`crate::memory`]).
+    pub attachments: Vec<(String, std::path::PathBuf)>,
 }
 
 /// Capture `image` (frozen by the caller if it is in use).
@@ -281,6 +284,7 @@ pub(crate) fn capture(
         key: ctx.key.as_ref(),
         progress: Some(&report),
         same_as_parent: ctx.same_as_parent.as_deref(),
+        attachments: ctx.attachments.clone(),
         ..Default::default()
     };
     Ok(dwell_snapshot::create(image, store, &opts)?)

@@ -41,19 +41,23 @@ pub enum Error {
     BadManifest { id: String, reason: String },
 
     /// A chunk referenced by a manifest is absent from the store.
-    #[error("snapshot {snapshot:?}: chunk {chunk} (image offset {offset}) is missing from {store}; the snapshot is damaged and cannot be restored")]
+    #[error("snapshot {snapshot:?}: chunk {chunk} ({file}, offset {offset}) is missing from {store}; the snapshot is damaged and cannot be restored")]
     MissingChunk {
         snapshot: String,
         chunk: String,
+        /// `the volume image` or `attachment <name>`.
+        file: String,
         offset: u64,
         store: String,
     },
 
     /// A chunk's content does not match its recorded hash, length, or authentication tag.
-    #[error("snapshot {snapshot:?}: chunk {chunk} (image offset {offset}) is corrupt: {reason}; the snapshot is damaged and cannot be restored, nothing was written to the target")]
+    #[error("snapshot {snapshot:?}: chunk {chunk} ({file}, offset {offset}) is corrupt: {reason}; the snapshot is damaged and cannot be restored, nothing was written to the target")]
     CorruptChunk {
         snapshot: String,
         chunk: String,
+        /// `the volume image` or `attachment <name>`.
+        file: String,
         offset: u64,
         reason: String,
     },

@@ -31,10 +31,13 @@ pub use fiemap::same_ranges;
 pub use gc::{delete, gc, GcOptions, GcReport};
 pub use lease::DEFAULT_LEASE_TTL;
 pub use manifest::{
-    validate_id, ChunkId, Encryption, Extent, Manifest, Sizes, Source, FORMAT_VERSION,
+    validate_attachment_name, validate_id, Attachment, ChunkId, Encryption, Extent, Manifest,
+    Sizes, Source, FORMAT_VERSION,
 };
 pub use progress::{Phase, Progress, ProgressFn};
-pub use snapshot::{create, list, load, restore, CreateOptions, RestoreOptions};
+pub use snapshot::{
+    create, list, load, restore, restore_attachment, CreateOptions, RestoreOptions,
+};
 pub use store::local::LocalStore;
 #[cfg(feature = "s3")]
 pub use store::s3::{S3Config, S3Store};

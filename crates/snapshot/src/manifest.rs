@@ -1,13 +1,35 @@
 //! The snapshot manifest: a versioned JSON document that lists, in image order, every extent of
 //! the source image as either a stored chunk (by hash) or a hole. FORMAT.md describes it field by
 //! field; this module is its single source of truth in code.
+//!
+//! Version 2 adds *attachments*: named files stored with the image (a hibernated sandbox's saved
+//! memory and processes, and what is needed to run it again). They live in the same manifest,
+//! rather than in companion snapshots, so that one atomic publish makes the image and its
+//! attachments visible together, one delete removes them together, and garbage collection,
+//! leases, encryption and verification treat their chunks exactly like the image's (each
+//! attachment is cut, deduplicated, compressed and encrypted like the image). A manifest without
+//! attachments is still written as version 1, so older readers keep reading ordinary snapshots;
+//! readers accept both versions.
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// The manifest format version this crate writes. Readers refuse versions they do not know.
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest manifest format version: written for manifests with attachments (a manifest
+/// without them is written as version 1). Readers refuse versions they do not know.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The oldest version this crate reads.
+const OLDEST_VERSION: u32 = 1;
+
+/// The version a manifest with (or without) attachments is written as.
+pub fn version_for(has_attachments: bool) -> u32 {
+    if has_attachments {
+        FORMAT_VERSION
+    } else {
+        1
+    }
+}
 
 /// A 32-byte BLAKE3 hash naming a chunk: plain BLAKE3 of the uncompressed chunk, or keyed BLAKE3
 /// (key derived from the tenant key) when the snapshot is encrypted.
@@ -147,7 +169,19 @@ pub struct Sizes {
     pub uploaded: u64,
 }
 
-/// A snapshot manifest (format version 1).
+/// A named file stored with the image (format version 2), cut into chunks like the image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// Its name: `/`-separated components of `[A-Za-z0-9._-]`, none empty, `.`, `..` or starting
+    /// with a dot (see [`validate_attachment_name`]).
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its extents, sorted, contiguous, covering `[0, size)`.
+    pub extents: Vec<Extent>,
+}
+
+/// A snapshot manifest (format version 1, or 2 with attachments).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     /// Format version; see [`FORMAT_VERSION`].
@@ -177,6 +211,10 @@ pub struct Manifest {
     pub labels: std::collections::BTreeMap<String, String>,
     /// The extents, sorted, contiguous, covering `[0, source.volume_size)`.
     pub extents: Vec<Extent>,
+    /// Named files stored with the image (version 2). `sizes.stored` and `sizes.uploaded`
+    /// include their chunks; `sizes.data` and `sizes.total` are the image's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
 }
 
 impl Manifest {
@@ -201,9 +239,10 @@ impl Manifest {
         let v: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
         let version = v.get("version").and_then(|x| x.as_u64()).unwrap_or(0);
-        if version != u64::from(FORMAT_VERSION) {
+        if !(u64::from(OLDEST_VERSION)..=u64::from(FORMAT_VERSION)).contains(&version) {
             return Err(bad(format!(
-                "format version {version}, this build reads only version {FORMAT_VERSION}"
+                "format version {version}, this build reads versions {OLDEST_VERSION} to \
+                 {FORMAT_VERSION}; upgrade dwell to read it"
             )));
         }
         let m: Manifest = serde_json::from_value(v).map_err(|e| bad(format!("bad field: {e}")))?;
@@ -225,33 +264,22 @@ impl Manifest {
                 ));
             }
         }
-        let mut pos = 0u64;
-        let mut data = 0u64;
-        for x in &self.extents {
-            if x.offset != pos {
-                return Err(format!(
-                    "extent at {} does not follow the previous one (expected offset {pos})",
-                    x.offset
-                ));
-            }
-            if x.length == 0 {
-                return Err(format!("empty extent at {}", x.offset));
-            }
-            if x.chunk.is_some() {
-                if x.length > self.chunk_size {
-                    return Err(format!("chunk at {} longer than chunk_size", x.offset));
-                }
-                data += x.length;
-            }
-            pos = pos
-                .checked_add(x.length)
-                .ok_or_else(|| "extent overflow".to_string())?;
-        }
-        if pos != self.source.volume_size {
+        if self.version < 2 && !self.attachments.is_empty() {
             return Err(format!(
-                "extents cover {pos} bytes, the volume is {} bytes",
-                self.source.volume_size
+                "version {} cannot hold attachments (version 2 can)",
+                self.version
             ));
+        }
+        let data = check_extents(&self.extents, self.chunk_size, self.source.volume_size)
+            .map_err(|e| format!("{e}, the volume is {} bytes", self.source.volume_size))?;
+        let mut names = std::collections::BTreeSet::new();
+        for a in &self.attachments {
+            validate_attachment_name(&a.name)?;
+            if !names.insert(a.name.as_str()) {
+                return Err(format!("attachment {:?} appears twice", a.name));
+            }
+            check_extents(&a.extents, self.chunk_size, a.size)
+                .map_err(|e| format!("attachment {:?}: {e}, it is {} bytes", a.name, a.size))?;
         }
         if data != self.sizes.data {
             return Err(format!(
@@ -262,9 +290,74 @@ impl Manifest {
         Ok(())
     }
 
-    /// The distinct chunks this manifest references.
+    /// The distinct chunks this manifest references (the image's and the attachments').
     pub fn chunk_ids(&self) -> std::collections::BTreeSet<ChunkId> {
-        self.extents.iter().filter_map(|x| x.chunk).collect()
+        self.extents
+            .iter()
+            .chain(self.attachments.iter().flat_map(|a| a.extents.iter()))
+            .filter_map(|x| x.chunk)
+            .collect()
+    }
+
+    /// The attachment called `name`, if any.
+    pub fn attachment(&self, name: &str) -> Option<&Attachment> {
+        self.attachments.iter().find(|a| a.name == name)
+    }
+}
+
+/// Checks that `extents` are sorted, contiguous, non-empty, no chunk longer than `chunk_size`,
+/// and cover exactly `[0, size)`; returns the bytes held in chunks.
+fn check_extents(
+    extents: &[Extent],
+    chunk_size: u64,
+    size: u64,
+) -> std::result::Result<u64, String> {
+    let mut pos = 0u64;
+    let mut data = 0u64;
+    for x in extents {
+        if x.offset != pos {
+            return Err(format!(
+                "extent at {} does not follow the previous one (expected offset {pos})",
+                x.offset
+            ));
+        }
+        if x.length == 0 {
+            return Err(format!("empty extent at {}", x.offset));
+        }
+        if x.chunk.is_some() {
+            if x.length > chunk_size {
+                return Err(format!("chunk at {} longer than chunk_size", x.offset));
+            }
+            data += x.length;
+        }
+        pos = pos
+            .checked_add(x.length)
+            .ok_or_else(|| "extent overflow".to_string())?;
+    }
+    if pos != size {
+        return Err(format!("extents cover {pos} bytes"));
+    }
+    Ok(data)
+}
+
+/// Checks an attachment name: 1-255 bytes of `/`-separated components from `[A-Za-z0-9._-]`,
+/// none empty, `.`, `..` or starting with a dot, so a name is always a safe relative path.
+pub fn validate_attachment_name(name: &str) -> std::result::Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && name.split('/').all(|c| {
+            !c.is_empty()
+                && !c.starts_with('.')
+                && c.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "bad attachment name {name:?}: use /-separated parts of [A-Za-z0-9._-], none \
+             empty or starting with '.'"
+        ))
     }
 }
 
@@ -320,7 +413,7 @@ mod tests {
     #[test]
     fn rejects_unknown_version_and_gaps() {
         let m = Manifest {
-            version: FORMAT_VERSION,
+            version: 1,
             id: "a".into(),
             created_at: "2026-01-01T00:00:00Z".into(),
             tenant: "t".into(),
@@ -340,6 +433,7 @@ mod tests {
                 chunk: None,
                 stored: 0,
             }],
+            attachments: Vec::new(),
         };
         let j = m.to_json();
         assert_eq!(Manifest::from_json("a", &j).unwrap(), m);
@@ -353,5 +447,126 @@ mod tests {
         let mut gap = m.clone();
         gap.extents[0].offset = 1;
         assert!(gap.validate().is_err());
+    }
+
+    fn chunk(n: u8) -> Option<ChunkId> {
+        Some(ChunkId([n; 32]))
+    }
+
+    fn v1() -> Manifest {
+        Manifest::from_json(
+            "a",
+            br#"{"version": 1, "id": "a", "created_at": "2026-01-01T00:00:00Z",
+                 "tenant": "t", "source": {"volume_size": 8}, "chunk_size": 4,
+                 "compression": "zstd", "sizes": {"total": 8, "data": 4, "stored": 3,
+                 "uploaded": 3}, "extents": [{"offset": 0, "length": 4, "chunk":
+                 "0101010101010101010101010101010101010101010101010101010101010101",
+                 "stored": 3}, {"offset": 4, "length": 4}]}"#,
+        )
+        .expect("a version 1 manifest written before attachments existed still reads")
+    }
+
+    #[test]
+    fn version_1_reads_without_attachments_and_stays_version_1() {
+        let m = v1();
+        assert_eq!(m.version, 1);
+        assert!(m.attachments.is_empty());
+        assert_eq!(version_for(false), 1);
+        let j = String::from_utf8(m.to_json()).unwrap();
+        assert!(!j.contains("attachments"), "{j}");
+        assert_eq!(Manifest::from_json("a", j.as_bytes()).unwrap(), m);
+    }
+
+    #[test]
+    fn attachments_round_trip_in_version_2_and_count_in_chunk_ids() {
+        let mut m = v1();
+        m.version = version_for(true);
+        m.attachments = vec![
+            Attachment {
+                name: "memory/pages.img".into(),
+                size: 6,
+                extents: vec![
+                    Extent {
+                        offset: 0,
+                        length: 4,
+                        chunk: chunk(2),
+                        stored: 2,
+                    },
+                    Extent {
+                        offset: 4,
+                        length: 2,
+                        chunk: chunk(1),
+                        stored: 3,
+                    },
+                ],
+            },
+            Attachment {
+                name: "empty".into(),
+                size: 0,
+                extents: vec![],
+            },
+        ];
+        let back = Manifest::from_json("a", &m.to_json()).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.version, 2);
+        assert_eq!(back.chunk_ids().len(), 2, "shared chunk counted once");
+        assert!(back.chunk_ids().contains(&ChunkId([2; 32])));
+        assert_eq!(back.attachment("empty").unwrap().size, 0);
+        assert!(back.attachment("nope").is_none());
+    }
+
+    #[test]
+    fn bad_attachments_are_refused() {
+        let ok = Attachment {
+            name: "a".into(),
+            size: 4,
+            extents: vec![Extent {
+                offset: 0,
+                length: 4,
+                chunk: chunk(3),
+                stored: 1,
+            }],
+        };
+        let with = |a: Vec<Attachment>, version: u32| {
+            let mut m = v1();
+            m.version = version;
+            m.attachments = a;
+            m.validate()
+        };
+        assert!(with(vec![ok.clone()], 2).is_ok());
+        assert!(with(vec![ok.clone()], 1).unwrap_err().contains("version 1"));
+        assert!(with(vec![ok.clone(), ok.clone()], 2)
+            .unwrap_err()
+            .contains("twice"));
+        for name in ["", "../x", "a/../b", ".hidden", "a//b", "a b", "/abs"] {
+            let a = Attachment {
+                name: name.into(),
+                ..ok.clone()
+            };
+            assert!(with(vec![a], 2).is_err(), "{name:?}");
+        }
+        let short = Attachment {
+            size: 5,
+            ..ok.clone()
+        };
+        assert!(with(vec![short], 2).unwrap_err().contains("cover 4"));
+        let long = Attachment {
+            size: 8,
+            extents: vec![Extent {
+                offset: 0,
+                length: 8,
+                chunk: chunk(3),
+                stored: 1,
+            }],
+            ..ok
+        };
+        assert!(with(vec![long], 2).unwrap_err().contains("chunk_size"));
+        let j = String::from_utf8(v1().to_json())
+            .unwrap()
+            .replace("\"version\": 1", "\"version\": 3");
+        assert!(Manifest::from_json("a", j.as_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("version 3"));
     }
 }

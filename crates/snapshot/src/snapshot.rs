@@ -23,7 +23,8 @@ use crate::crypt::TenantKey;
 use crate::error::{Error, Result};
 use crate::lease::{CreateLease, DEFAULT_LEASE_TTL};
 use crate::manifest::{
-    push_extent, validate_id, ChunkId, Encryption, Extent, Manifest, Sizes, Source, FORMAT_VERSION,
+    push_extent, validate_attachment_name, validate_id, version_for, Attachment, ChunkId,
+    Encryption, Extent, Manifest, Sizes, Source,
 };
 use crate::par;
 use crate::progress::{Phase, Progress, ProgressFn};
@@ -75,6 +76,10 @@ pub struct CreateOptions<'a> {
     /// snapshot reads only what changed. Ignored without a compatible `parent` (same chunk size,
     /// volume size and key) or if the parent was deleted meanwhile.
     pub same_as_parent: Option<&'a [std::ops::Range<u64>]>,
+    /// Files stored with the image as named attachments (format version 2): `(name, path)`.
+    /// Each is chunked, deduplicated and encrypted like the image and restored with
+    /// [`restore_attachment`].
+    pub attachments: Vec<(String, PathBuf)>,
 }
 
 impl Default for CreateOptions<'_> {
@@ -93,6 +98,7 @@ impl Default for CreateOptions<'_> {
             progress: None,
             parent: None,
             same_as_parent: None,
+            attachments: Vec::new(),
         }
     }
 }
@@ -168,7 +174,8 @@ impl Reuse {
     }
 }
 
-/// Snapshots the image at `image` into `store` and returns the published manifest.
+/// Snapshots the image at `image` (and the files of [`CreateOptions::attachments`]) into
+/// `store` and returns the published manifest.
 pub fn create(image: &Path, store: &dyn ChunkStore, opts: &CreateOptions) -> Result<Manifest> {
     let id = opts.id.clone().unwrap_or_else(random_id);
     validate_id(&id)?;
@@ -178,6 +185,19 @@ pub fn create(image: &Path, store: &dyn ChunkStore, opts: &CreateOptions) -> Res
             opts.chunk_size
         )));
     }
+    let mut seen = std::collections::BTreeSet::new();
+    for (name, path) in &opts.attachments {
+        validate_attachment_name(name).map_err(|reason| Error::BadImage {
+            path: path.clone(),
+            reason,
+        })?;
+        if !seen.insert(name.as_str()) {
+            return Err(Error::BadImage {
+                path: path.clone(),
+                reason: format!("attachment name {name:?} is given twice"),
+            });
+        }
+    }
     let mkey = Manifest::key_for(&id);
     if store.head(&mkey)?.is_some() {
         return Err(Error::SnapshotExists {
@@ -186,165 +206,48 @@ pub fn create(image: &Path, store: &dyn ChunkStore, opts: &CreateOptions) -> Res
         });
     }
     let img = Image::open(image)?;
-    let cells = img.plan(opts.chunk_size)?;
     let total = img.size();
-    let threads = opts.threads.unwrap_or_else(|| store.parallelism()).max(1);
-    let key = opts.key;
+    let extra: Vec<Image> = opts
+        .attachments
+        .iter()
+        .map(|(_, p)| Image::open(p))
+        .collect::<Result<_>>()?;
+    let all_bytes = total + extra.iter().map(Image::size).sum::<u64>();
     let mut lease = CreateLease::acquire(store, &id, opts.lease_ttl)?;
-    let parent_chunks: std::collections::HashMap<ChunkId, u64> = opts
-        .parent
-        .map(|p| {
-            p.extents
-                .iter()
-                .filter_map(|x| x.chunk.map(|c| (c, x.stored)))
-                .collect()
-        })
-        .unwrap_or_default();
-
-    let per_batch = (BATCH_BYTES / opts.chunk_size).max(threads as u64) as usize;
-    let image = img.path();
-    let mut extents: Vec<Extent> = Vec::new();
-    let mut uploaded = 0u64;
-    let mut stored_by_chunk: BTreeMap<ChunkId, u64> = BTreeMap::new();
-    let mut done = 0u64;
-    let trace = std::env::var_os("DWELL_SNAPSHOT_TRACE").is_some();
-    let (mut t_hash, mut t_lease, mut t_store) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
-    let reuse = Reuse::new(opts, total, key);
-    let parent_published = || -> Result<bool> {
-        match opts.parent {
-            Some(p) => match load(store, &p.id, None) {
-                Ok(now) => Ok(now == *p),
-                Err(Error::SnapshotNotFound { .. }) => Ok(false),
-                Err(e) => Err(e),
-            },
-            None => Ok(false),
-        }
-    };
-    for batch in cells.chunks(per_batch) {
-        let t0 = std::time::Instant::now();
-        // Phase 1: read and hash into a reused per-thread buffer (holes and zero cells: None);
-        // cells known unchanged since the parent are taken from it unread.
-        let hash_batch = |reuse: Option<&Reuse>| {
-            par::map(batch, threads, |c: &Cell| {
-                if !c.has_data {
-                    return Ok(None);
-                }
-                if let Some(known) = reuse.and_then(|r| r.get(c)) {
-                    return Ok(known);
-                }
-                SCRATCH.with(|b| {
-                    let mut buf = b.borrow_mut();
-                    buf.resize(c.length as usize, 0);
-                    img.read_at(c.offset, &mut buf)?;
-                    Ok((!is_zero(&buf)).then(|| codec::chunk_id(key, &buf)))
-                })
+    let mut run = Run {
+        store,
+        opts,
+        threads: opts.threads.unwrap_or_else(|| store.parallelism()).max(1),
+        parent_chunks: opts
+            .parent
+            .map(|p| {
+                p.extents
+                    .iter()
+                    .filter_map(|x| x.chunk.map(|c| (c, x.stored)))
+                    .collect()
             })
-        };
-        let reusing = match &reuse {
-            Some(r) if parent_published()? => Some(r),
-            _ => None,
-        };
-        let mut hashed: Vec<Option<ChunkId>> = hash_batch(reusing)?;
-        // Phase 2: protect the ids, then store what is missing (read again: it is in the page
-        // cache, and usually only a few chunks are missing).
-        let t1 = std::time::Instant::now();
-        lease.protect(hashed.iter().flatten().copied())?;
-        let t2 = std::time::Instant::now();
-        let work: Vec<(&Cell, ChunkId)> = batch
-            .iter()
-            .zip(&hashed)
-            .filter_map(|(c, h)| h.map(|h| (c, h)))
-            .collect();
-        // Progress: the batch's holes now, each chunk when stored or found present.
-        let progress_done = AtomicU64::new(
-            done + batch
-                .iter()
-                .zip(&hashed)
-                .filter(|(_, h)| h.is_none())
-                .map(|(c, _)| c.length)
-                .sum::<u64>(),
-        );
-        let report = |len: u64| {
-            let d = progress_done.fetch_add(len, Ordering::Relaxed) + len;
-            if let Some(p) = opts.progress {
-                p(Progress {
-                    phase: Phase::Create,
-                    done: d,
-                    total,
-                });
-            }
-        };
-        // The parent's chunks are present if the parent is still published now, after our lease
-        // covers them: a collector removes a manifest before its chunks, and would then see our
-        // lease (lease.rs).
-        let parent_ok = !parent_chunks.is_empty() && parent_published()?;
-        if reusing.is_some() && !parent_ok {
-            // The parent went away while this batch took chunk ids from it: its chunks may be
-            // collected, so read this batch after all.
-            hashed = hash_batch(None)?;
-            lease.protect(hashed.iter().flatten().copied())?;
-        }
-        let results: Vec<(u64, u64)> = par::map(&work, threads, |(c, cid)| {
-            if parent_ok {
-                if let Some(&stored) = parent_chunks.get(cid) {
-                    report(c.length);
-                    return Ok((stored, 0));
-                }
-            }
-            let ckey = cid.key();
-            if let Some(info) = store.head(&ckey)? {
-                report(c.length);
-                return Ok((info.size, 0));
-            }
-            let mut data = vec![0u8; c.length as usize];
-            img.read_at(c.offset, &mut data)?;
-            if codec::chunk_id(key, &data) != *cid {
-                return Err(Error::BadImage {
-                    path: image.to_path_buf(),
-                    reason: format!(
-                        "the bytes at offset {} changed while the snapshot was being taken; \
-                         snapshot a frozen sandbox or a copy of its volume",
-                        c.offset
-                    ),
-                });
-            }
-            let blob = codec::encode(key, cid, &data, opts.zstd_level)
-                .map_err(|e| Error::io("compress chunk of", image, e))?;
-            store.put(&ckey, &blob)?;
-            report(c.length);
-            Ok((blob.len() as u64, blob.len() as u64))
-        })?;
-        t_hash += t1 - t0;
-        t_lease += t2 - t1;
-        t_store += t2.elapsed();
-        let mut r = results.into_iter();
-        for (c, h) in batch.iter().zip(&hashed) {
-            let x = match h {
-                Some(cid) => {
-                    let (stored, up) = r.next().expect("one result per chunk");
-                    uploaded += up;
-                    stored_by_chunk.insert(*cid, stored);
-                    Extent {
-                        offset: c.offset,
-                        length: c.length,
-                        chunk: Some(*cid),
-                        stored,
-                    }
-                }
-                None => Extent {
-                    offset: c.offset,
-                    length: c.length,
-                    chunk: None,
-                    stored: 0,
-                },
-            };
-            push_extent(&mut extents, x);
-            done += c.length;
-        }
-        if work.is_empty() {
-            report(0); // a batch of holes only
-        }
+            .unwrap_or_default(),
+        lease: &mut lease,
+        uploaded: 0,
+        stored_by_chunk: BTreeMap::new(),
+        done: 0,
+        all_bytes,
+        times: [Duration::ZERO; 3],
+    };
+    let reuse = Reuse::new(opts, total, opts.key);
+    let extents = run.chunk_file(&img, reuse.as_ref())?;
+    let mut attachments = Vec::with_capacity(extra.len());
+    for ((name, _), file) in opts.attachments.iter().zip(&extra) {
+        attachments.push(Attachment {
+            name: name.clone(),
+            size: file.size(),
+            extents: run.chunk_file(file, None)?,
+        });
     }
+    let (uploaded, stored, [t_hash, t_lease, t_store]) =
+        (run.uploaded, run.stored_by_chunk.values().sum(), run.times);
+    let trace = std::env::var_os("DWELL_SNAPSHOT_TRACE").is_some();
+    let key = opts.key;
 
     let data = extents
         .iter()
@@ -352,7 +255,7 @@ pub fn create(image: &Path, store: &dyn ChunkStore, opts: &CreateOptions) -> Res
         .map(|x| x.length)
         .sum();
     let manifest = Manifest {
-        version: FORMAT_VERSION,
+        version: version_for(!attachments.is_empty()),
         id: id.clone(),
         created_at: now_rfc3339(),
         tenant: opts.tenant.clone(),
@@ -371,11 +274,12 @@ pub fn create(image: &Path, store: &dyn ChunkStore, opts: &CreateOptions) -> Res
         sizes: Sizes {
             total,
             data,
-            stored: stored_by_chunk.values().sum(),
+            stored,
             uploaded,
         },
         labels: opts.labels.clone(),
         extents,
+        attachments,
     };
     manifest.validate().map_err(|reason| Error::BadManifest {
         id: id.clone(),
@@ -396,6 +300,173 @@ pub fn create(image: &Path, store: &dyn ChunkStore, opts: &CreateOptions) -> Res
         );
     }
     Ok(manifest)
+}
+
+/// One `create` in progress: what every file of it (the image, then each attachment) shares.
+struct Run<'a, 'o> {
+    store: &'a dyn ChunkStore,
+    opts: &'a CreateOptions<'o>,
+    threads: usize,
+    /// The parent's chunks and their stored sizes.
+    parent_chunks: std::collections::HashMap<ChunkId, u64>,
+    lease: &'a mut CreateLease<'o>,
+    uploaded: u64,
+    stored_by_chunk: BTreeMap<ChunkId, u64>,
+    /// Bytes of all files done, for progress.
+    done: u64,
+    all_bytes: u64,
+    /// Time spent reading and hashing, protecting ids, storing.
+    times: [Duration; 3],
+}
+
+impl Run<'_, '_> {
+    /// Cut `img` into chunks, store the missing ones, and return its extents.
+    fn chunk_file(&mut self, img: &Image, reuse: Option<&Reuse>) -> Result<Vec<Extent>> {
+        let (store, opts, threads) = (self.store, self.opts, self.threads);
+        let key = opts.key;
+        let cells = img.plan(opts.chunk_size)?;
+        let per_batch = (BATCH_BYTES / opts.chunk_size).max(threads as u64) as usize;
+        let image = img.path();
+        let total = self.all_bytes;
+        let mut extents: Vec<Extent> = Vec::new();
+        let parent_published = || -> Result<bool> {
+            match opts.parent {
+                Some(p) => match load(store, &p.id, None) {
+                    Ok(now) => Ok(now == *p),
+                    Err(Error::SnapshotNotFound { .. }) => Ok(false),
+                    Err(e) => Err(e),
+                },
+                None => Ok(false),
+            }
+        };
+        for batch in cells.chunks(per_batch) {
+            let t0 = std::time::Instant::now();
+            // Phase 1: read and hash into a reused per-thread buffer (holes and zero cells: None);
+            // cells known unchanged since the parent are taken from it unread.
+            let hash_batch = |reuse: Option<&Reuse>| {
+                par::map(batch, threads, |c: &Cell| {
+                    if !c.has_data {
+                        return Ok(None);
+                    }
+                    if let Some(known) = reuse.and_then(|r| r.get(c)) {
+                        return Ok(known);
+                    }
+                    SCRATCH.with(|b| {
+                        let mut buf = b.borrow_mut();
+                        buf.resize(c.length as usize, 0);
+                        img.read_at(c.offset, &mut buf)?;
+                        Ok((!is_zero(&buf)).then(|| codec::chunk_id(key, &buf)))
+                    })
+                })
+            };
+            let reusing = match reuse {
+                Some(r) if parent_published()? => Some(r),
+                _ => None,
+            };
+            let mut hashed: Vec<Option<ChunkId>> = hash_batch(reusing)?;
+            // Phase 2: protect the ids, then store what is missing (read again: it is in the page
+            // cache, and usually only a few chunks are missing).
+            let t1 = std::time::Instant::now();
+            self.lease.protect(hashed.iter().flatten().copied())?;
+            let t2 = std::time::Instant::now();
+            let work: Vec<(&Cell, ChunkId)> = batch
+                .iter()
+                .zip(&hashed)
+                .filter_map(|(c, h)| h.map(|h| (c, h)))
+                .collect();
+            // Progress: the batch's holes now, each chunk when stored or found present.
+            let progress_done = AtomicU64::new(
+                self.done
+                    + batch
+                        .iter()
+                        .zip(&hashed)
+                        .filter(|(_, h)| h.is_none())
+                        .map(|(c, _)| c.length)
+                        .sum::<u64>(),
+            );
+            let report = |len: u64| {
+                let d = progress_done.fetch_add(len, Ordering::Relaxed) + len;
+                if let Some(p) = opts.progress {
+                    p(Progress {
+                        phase: Phase::Create,
+                        done: d,
+                        total,
+                    });
+                }
+            };
+            // The parent's chunks are present if the parent is still published now, after our lease
+            // covers them: a collector removes a manifest before its chunks, and would then see our
+            // lease (lease.rs).
+            let parent_ok = !self.parent_chunks.is_empty() && parent_published()?;
+            if reusing.is_some() && !parent_ok {
+                // The parent went away while this batch took chunk ids from it: its chunks may be
+                // collected, so read this batch after all.
+                hashed = hash_batch(None)?;
+                self.lease.protect(hashed.iter().flatten().copied())?;
+            }
+            let results: Vec<(u64, u64)> = par::map(&work, threads, |(c, cid)| {
+                if parent_ok {
+                    if let Some(&stored) = self.parent_chunks.get(cid) {
+                        report(c.length);
+                        return Ok((stored, 0));
+                    }
+                }
+                let ckey = cid.key();
+                if let Some(info) = store.head(&ckey)? {
+                    report(c.length);
+                    return Ok((info.size, 0));
+                }
+                let mut data = vec![0u8; c.length as usize];
+                img.read_at(c.offset, &mut data)?;
+                if codec::chunk_id(key, &data) != *cid {
+                    return Err(Error::BadImage {
+                        path: image.to_path_buf(),
+                        reason: format!(
+                            "the bytes at offset {} changed while the snapshot was being taken; \
+                             snapshot a frozen sandbox or a copy of its volume",
+                            c.offset
+                        ),
+                    });
+                }
+                let blob = codec::encode(key, cid, &data, opts.zstd_level)
+                    .map_err(|e| Error::io("compress chunk of", image, e))?;
+                store.put(&ckey, &blob)?;
+                report(c.length);
+                Ok((blob.len() as u64, blob.len() as u64))
+            })?;
+            self.times[0] += t1 - t0;
+            self.times[1] += t2 - t1;
+            self.times[2] += t2.elapsed();
+            let mut r = results.into_iter();
+            for (c, h) in batch.iter().zip(&hashed) {
+                let x = match h {
+                    Some(cid) => {
+                        let (stored, up) = r.next().expect("one result per chunk");
+                        self.uploaded += up;
+                        self.stored_by_chunk.insert(*cid, stored);
+                        Extent {
+                            offset: c.offset,
+                            length: c.length,
+                            chunk: Some(*cid),
+                            stored,
+                        }
+                    }
+                    None => Extent {
+                        offset: c.offset,
+                        length: c.length,
+                        chunk: None,
+                        stored: 0,
+                    },
+                };
+                push_extent(&mut extents, x);
+                self.done += c.length;
+            }
+            if work.is_empty() {
+                report(0); // a batch of holes only
+            }
+        }
+        Ok(extents)
+    }
 }
 
 /// Reads a snapshot's manifest. With `tenant`, a snapshot of another tenant is reported as not
@@ -482,6 +553,51 @@ pub fn restore(
     target: &Path,
     opts: &RestoreOptions,
 ) -> Result<()> {
+    let file = Part {
+        what: "the volume image".into(),
+        size: manifest.source.volume_size,
+        extents: &manifest.extents,
+    };
+    restore_file(manifest, file, store, target, opts)
+}
+
+/// Restores the attachment `name` of `manifest` into `target` like [`restore`]: every chunk
+/// verified, the target replaced atomically and only if every chunk was good.
+pub fn restore_attachment(
+    manifest: &Manifest,
+    name: &str,
+    store: &dyn ChunkStore,
+    target: &Path,
+    opts: &RestoreOptions,
+) -> Result<()> {
+    let a = manifest
+        .attachment(name)
+        .ok_or_else(|| Error::BadManifest {
+            id: manifest.id.clone(),
+            reason: format!("it has no attachment {name:?}"),
+        })?;
+    let file = Part {
+        what: format!("attachment {name}"),
+        size: a.size,
+        extents: &a.extents,
+    };
+    restore_file(manifest, file, store, target, opts)
+}
+
+/// One part of a snapshot: the image or an attachment.
+struct Part<'a> {
+    what: String,
+    size: u64,
+    extents: &'a [Extent],
+}
+
+fn restore_file(
+    manifest: &Manifest,
+    file: Part,
+    store: &dyn ChunkStore,
+    target: &Path,
+    opts: &RestoreOptions,
+) -> Result<()> {
     manifest.validate().map_err(|reason| Error::BadManifest {
         id: manifest.id.clone(),
         reason,
@@ -524,25 +640,25 @@ pub fn restore(
         .truncate(true)
         .open(&tmp)
         .map_err(|e| Error::io("create", &tmp, e))?;
-    f.set_len(manifest.source.volume_size)
+    f.set_len(file.size)
         .map_err(|e| Error::io("size", &tmp, e))?;
 
-    let total = manifest.source.volume_size;
+    let total = file.size;
     let done = AtomicU64::new(
-        manifest
-            .extents
+        file.extents
             .iter()
             .filter(|x| x.is_hole())
             .map(|x| x.length)
             .sum(),
     );
-    let data: Vec<&Extent> = manifest.extents.iter().filter(|x| !x.is_hole()).collect();
+    let data: Vec<&Extent> = file.extents.iter().filter(|x| !x.is_hole()).collect();
     let threads = opts.threads.unwrap_or_else(|| store.parallelism()).max(1);
     par::map(&data, threads, |x: &&Extent| {
         let cid = x.chunk.expect("data extents have a chunk");
         let stored = store.get(&cid.key())?.ok_or_else(|| Error::MissingChunk {
             snapshot: manifest.id.clone(),
             chunk: cid.to_hex(),
+            file: file.what.clone(),
             offset: x.offset,
             store: store.describe(),
         })?;
@@ -550,6 +666,7 @@ pub fn restore(
             Error::CorruptChunk {
                 snapshot: manifest.id.clone(),
                 chunk: cid.to_hex(),
+                file: file.what.clone(),
                 offset: x.offset,
                 reason,
             }

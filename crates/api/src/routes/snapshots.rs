@@ -32,6 +32,10 @@ pub struct SnapshotView {
     /// How long the sandbox was frozen for the capture.
     pub freeze_us: Option<u64>,
     pub chunks: usize,
+    /// Bytes of saved memory and processes it holds (a snapshot of a
+    /// hibernated gVisor sandbox: `create --from` starts it warm).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
 }
 
 impl From<&Manifest> for SnapshotView {
@@ -48,6 +52,7 @@ impl From<&Manifest> for SnapshotView {
             uploaded_bytes: m.sizes.uploaded,
             freeze_us: m.freeze_us,
             chunks: m.chunk_ids().len(),
+            memory_bytes: dwell_control::memory::memory_bytes(m),
         }
     }
 }

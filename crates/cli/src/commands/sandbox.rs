@@ -190,13 +190,15 @@ pub async fn inspect(c: &Client, a: NameJson) -> Result<i32> {
     }
     if let Some(a) = &sb.archive {
         println!(
-            "archive:     snapshot {} of {} ({} of data, {} stored), taken {}; `dwell start {}` restores it",
+            "archive:     snapshot {} of {} ({} of data, {} stored{}), taken {}; `dwell start {}` restores it{}",
             a.snapshot,
             output::size(a.volume_size),
             output::size(a.data_bytes),
             output::size(a.stored_bytes),
+            if a.hibernated { ", with saved memory" } else { "" },
             a.archived_at,
-            sb.name
+            sb.name,
+            if a.hibernated { " and resumes its processes" } else { "" }
         );
     }
     if let Some(s) = &sb.stats {

@@ -31,6 +31,13 @@ fn show(s: &SnapshotView) {
     if let Some(us) = s.freeze_us {
         println!("frozen:      {:.1} ms", us as f64 / 1000.0);
     }
+    if let Some(b) = s.memory_bytes {
+        println!(
+            "memory:      {} of saved memory and processes (`dwell create --from {}` starts warm)",
+            output::size(b),
+            s.name.as_deref().unwrap_or(&s.id)
+        );
+    }
 }
 
 pub async fn run(c: &Client, cmd: SnapshotCommand) -> Result<i32> {

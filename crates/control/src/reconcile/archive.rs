@@ -3,13 +3,16 @@
 //! snapshot, and only then delete the local volume (see
 //! [`crate::archive`] for why every crash point is safe). Re-running it
 //! after a crash finishes the job: a published pointer skips the capture.
+//! A hibernated sandbox's saved memory goes into the archive with the
+//! volume and is freed after it; [`resume`] brings both back and restores
+//! the processes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use dwell_store::SandboxRecord;
 
-use super::{record, step_event, stop};
+use super::{hibernate, record, step_event, stop};
 use crate::archive::{self, ArchiveRef};
 use crate::controller::{blocking, Inner};
 use crate::error::{Error, Result};
@@ -25,16 +28,23 @@ pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord, why: &str) -> R
     stop::release(inner, &rec.id).await?;
     let inner2 = inner.clone();
     let (id, tenant) = (rec.id.clone(), rec.tenant.clone());
+    let rec2 = rec.clone();
     let store = inner.snapshots.describe();
     let r = blocking(move || -> Result<ArchiveRef> {
         let inner = inner2;
         if let Some(r) = archive::load_ref(&inner, &id)? {
             return Ok(r); // captured before a crash: only the freeing is left
         }
+        let warm = hibernate::saved(&inner, &id);
+        let what = if warm {
+            "the volume and the saved memory"
+        } else {
+            "the volume"
+        };
         let _ = inner.store.add_event(
             &id,
             "step",
-            &format!("archiving: capturing the volume into {store}"),
+            &format!("archiving: capturing {what} into {store}"),
         );
         let info = inner.volumes.info(&id)?;
         let image = info.image.ok_or_else(|| {
@@ -50,6 +60,9 @@ pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord, why: &str) -> R
         let tracker = inner.progress.track(&id, "archive");
         let mut ctx = inner.snap_ctx(&tenant, true, Some(&tracker))?;
         ctx.labels = BTreeMap::from([(archive::LABEL.to_string(), id.clone())]);
+        if warm {
+            ctx.attachments = crate::memory::attachments(&inner, &rec2)?;
+        }
         let m = crate::snapshots::capture(
             &*inner.snapshots,
             &image,
@@ -59,7 +72,9 @@ pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord, why: &str) -> R
             parent.as_ref(),
             None,
             &ctx,
-        )?;
+        );
+        crate::memory::capture_done(&inner, &id);
+        let m = m?;
         crate::crashpoint::crashpoint("archive:after-publish");
         let r = ArchiveRef::of(&m);
         archive::write_ref(&inner, &id, &r)?;
@@ -67,27 +82,76 @@ pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord, why: &str) -> R
         Ok(r)
     })
     .await??;
+    let memory = if r.hibernated {
+        " and the saved memory"
+    } else {
+        ""
+    };
     step_event(
         inner,
         &rec.id,
         &format!(
-            "archiving: snapshot {} published; freeing the local volume",
+            "archiving: snapshot {} published; freeing the local volume{memory}",
             r.snapshot
         ),
     )?;
     let inner2 = inner.clone();
     let id = rec.id.clone();
-    blocking(move || inner2.volumes.delete(&id)).await??;
+    let warm = r.hibernated;
+    blocking(move || -> Result<()> {
+        inner2.volumes.delete(&id)?;
+        crate::crashpoint::crashpoint("archive:after-free-volume");
+        if warm {
+            hibernate::discard(&inner2, &id)?;
+        }
+        Ok(())
+    })
+    .await??;
     crate::crashpoint::crashpoint("archive:after-free");
     record(
         inner,
         &rec.id,
         State::Archived,
         &format!(
-            "{why} (snapshot {}, {} of data, {} stored)",
+            "{why} (snapshot {}, {} of data, {} stored{})",
             r.snapshot,
             crate::size::format_size(r.data_bytes),
-            crate::size::format_size(r.stored_bytes)
+            crate::size::format_size(r.stored_bytes),
+            if r.hibernated {
+                ", memory included: resumes warm"
+            } else {
+                ""
+            }
         ),
     )
+}
+
+/// Whether sandbox `id` is archived with its saved memory (it resumes
+/// warm). An unreadable pointer is an error, as for a cold start.
+pub(crate) fn warm(inner: &Inner, id: &str) -> Result<bool> {
+    Ok(archive::load_ref(inner, id)?.is_some_and(|r| r.hibernated))
+}
+
+/// Bring a sandbox archived while hibernated back: its volume and saved
+/// memory from the archive (verified; on failure it stays archived), then
+/// its processes from the memory image.
+pub(crate) async fn resume(inner: &Arc<Inner>, rec: &SandboxRecord) -> Result<()> {
+    step_event(
+        inner,
+        &rec.id,
+        "restoring the volume and the saved memory from the archive",
+    )?;
+    let inner2 = inner.clone();
+    let (id, tenant) = (rec.id.clone(), rec.tenant.clone());
+    let t0 = std::time::Instant::now();
+    blocking(move || crate::archive::unarchive(&inner2, &id, &tenant)).await??;
+    step_event(
+        inner,
+        &rec.id,
+        &format!(
+            "volume and saved memory restored from the archive in {} ms",
+            t0.elapsed().as_millis()
+        ),
+    )?;
+    hibernate::restore(inner, rec).await
 }

@@ -22,7 +22,9 @@ use crate::controller::{blocking, Inner};
 use crate::error::Result;
 use crate::model::State;
 
-pub(crate) use config::{config_of, forget as forget_config, save as save_config};
+pub(crate) use config::{
+    build as build_config, config_of, forget as forget_config, save as save_config,
+};
 
 /// Who asked for this reconciliation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,6 +197,10 @@ async fn step(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord, trigger: &Trig
         (State::Running, Observed::Stopped) => {
             if *trigger == Trigger::Resync && matches!(state, State::Running | State::Paused) {
                 vanished(inner, rec).await
+            } else if archive::warm(inner, &rec.id)? {
+                // Before `saved`: while the pointer exists the local copy
+                // is not trusted (a crash may have left it half restored).
+                archive::resume(inner, rec).await
             } else if hibernate::saved(inner, &rec.id) {
                 hibernate::restore(inner, rec).await
             } else {
