@@ -11,4 +11,14 @@ cargo fmt --all -- --check
 PROFILE=dev scripts/build.sh
 # The static agent (cargo test rebuilds target/debug/dwell-agent dynamically).
 export DWELL_AGENT="$PWD/target/$(rustc -vV | sed -n 's/^host: //p')/debug/dwell-agent"
-cargo test --workspace --no-fail-fast 2>&1
+status=0
+cargo test --workspace --no-fail-fast 2>&1 || status=$?
+# The runtime-agnostic end-to-end suites once more, with gVisor as the
+# daemon's default isolation (the same tests, parametrised).
+if command -v runsc >/dev/null 2>&1; then
+  DWELL_TEST_ISOLATION=gvisor cargo test -p dwell --no-fail-fast \
+    --test lifecycle --test exec_files 2>&1 || status=$?
+else
+  echo "SKIP: the gVisor pass of the lifecycle and exec_files suites (no runsc)"
+fi
+exit $status
