@@ -312,8 +312,13 @@ fn snapshot_of_a_hibernated_sandbox_resumes_on_a_second_daemon_sharing_s3() {
     eprintln!("snapshot with memory into S3 in {:?}", t0.elapsed());
 
     // Another machine: its own data dir, image store and runsc; only the
-    // bucket is shared.
-    let b = Daemon::start_with(&args);
+    // bucket is shared. It runs another agent version (the same binary
+    // with a trailer): the copy must run the version its memory holds.
+    let other_agent = tempfile::NamedTempFile::new().unwrap();
+    let mut bytes = std::fs::read(agent_bin()).unwrap();
+    bytes.extend_from_slice(b"\0another agent version");
+    std::fs::write(other_agent.path(), &bytes).unwrap();
+    let b = Daemon::start_with_agent(&args, other_agent.path().to_path_buf());
     assert!(b.ok(&["snapshot", "ls"]).contains("warm"));
     let t0 = Instant::now();
     b.ok(&["create", "--name", "g2", "--from", "warm"]);
@@ -322,6 +327,36 @@ fn snapshot_of_a_hibernated_sandbox_resumes_on_a_second_daemon_sharing_s3() {
     assert_eq!(v["runtime"], "gvisor", "{v}");
     assert_eq!(v["state"], "running", "{v}");
     continues(&b, "g2", before, "on the second daemon");
+    let agents = |d: &Daemon| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d.data.join("bin"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("dwell-agent-"))
+            .collect();
+        v.sort();
+        v
+    };
+    let a_agents = agents(&a);
+    assert_eq!(a_agents.len(), 1, "{a_agents:?}");
+    assert!(
+        agents(&b).contains(&a_agents[0]) && agents(&b).len() == 2,
+        "the second daemon did not install the first one's agent version: {:?}",
+        agents(&b)
+    );
+    let id = v["id"].as_str().unwrap();
+    let cfg: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(b.data.join("sandboxes").join(id).join("sandbox.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        cfg["agent_binary"]
+            .as_str()
+            .is_some_and(|p| p.ends_with(&a_agents[0])),
+        "the warm copy does not run the agent version its memory holds: {cfg}"
+    );
+    // The restored agent (the first daemon's version) serves new execs.
+    assert_eq!(b.sh("g2", "echo ok"), "ok\n");
     // The first daemon's sandbox is still its own, also archived warm in
     // the shared bucket while the second daemon collects the store.
     a.ok(&["archive", "g1"]);

@@ -14,6 +14,23 @@ use crate::controller::Inner;
 /// Prefix of the per-version agent files in the bin dir.
 const PREFIX: &str = "dwell-agent-";
 
+/// The file name of agent version `bytes`: `dwell-agent-<FNV-1a hex>` (a
+/// stable version tag, not a security boundary).
+pub fn file_name(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in bytes {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{PREFIX}{h:016x}")
+}
+
+/// Whether `name` is a well-formed agent version file name.
+pub(crate) fn is_file_name(name: &str) -> bool {
+    name.strip_prefix(PREFIX)
+        .is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// Delete the agent versions of `inner`'s bin dir that neither the daemon
 /// nor any sandbox uses. Returns what was deleted. When a sandbox's config
 /// cannot be read, nothing is deleted: it may name any version.
@@ -118,6 +135,22 @@ mod tests {
         assert!(cur.exists() && held.exists() && bin.join("other-tool").exists());
         assert!(!old.exists() && !bin.join(".dwell-agent.tmp").exists());
         assert_eq!(gone.len(), 2, "{gone:?}");
+    }
+
+    #[test]
+    fn file_names_tag_versions() {
+        let a = file_name(b"one");
+        assert!(is_file_name(&a), "{a}");
+        assert_ne!(a, file_name(b"two"));
+        assert_eq!(a, file_name(b"one"));
+        for bad in [
+            "dwell-agent-",
+            "dwell-agent-../../x",
+            "agent",
+            &format!("{a}0"),
+        ] {
+            assert!(!is_file_name(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -446,13 +446,18 @@ impl Controller {
                 let ctx = inner.snap_ctx(&m.tenant, false, Some(&tracker))?;
                 crate::snapshots::restore_into(&*inner.snapshots, &m, &image, &ctx)?;
                 if crate::memory::has_memory(&m) {
-                    crate::memory::restore(&inner, &*inner.snapshots, &m, &id, &ctx)?;
-                    // This host's runtime config: its image store, paths.
+                    let agent = crate::memory::restore(&inner, &*inner.snapshots, &m, &id, &ctx)?;
+                    // This host's runtime config: its image store, paths;
+                    // the agent version the memory runs.
                     let spec: crate::model::SandboxSpec = serde_json::from_value(rec2.spec)
                         .map_err(|e| Error::Internal(e.to_string()))?;
                     let img = inner.images.get(&rec2.image)?;
                     let upper = inner.volumes.mount_path(&id);
-                    let cfg = reconcile::build_config(&inner, &id, &rec2.name, &spec, &img, upper);
+                    let mut cfg =
+                        reconcile::build_config(&inner, &id, &rec2.name, &spec, &img, upper);
+                    if let Some(agent) = agent {
+                        cfg.agent_binary = agent;
+                    }
                     reconcile::save_config(&inner, &cfg)?;
                 }
                 Ok(())

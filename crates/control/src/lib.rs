@@ -23,7 +23,7 @@
 //!   of long snapshot operations; [`memory`]: a hibernated sandbox's saved
 //!   memory stored with its volume.
 
-mod agents;
+pub mod agents;
 pub mod archive;
 pub mod clock;
 pub mod controller;

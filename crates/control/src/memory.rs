@@ -12,7 +12,11 @@
 //! a daemon that never saw the sandbox can rebuild its runtime config: the
 //! image is resolved by name through that daemon's own image store, paths
 //! are that daemon's, and nothing host-specific of the capturing machine
-//! is stored or trusted. Sealed secrets stay behind: they are sealed with
+//! is stored or trusted. The agent binary the image runs is attached too
+//! (`agent/dwell-agent-<hash>`, deduplicated to nothing after the first
+//! snapshot): the saved memory holds that version's code mapped from its
+//! file, so the restoring daemon installs exactly that version beside its
+//! own and gives the sandbox that one. Sealed secrets stay behind: they are sealed with
 //! the capturing daemon's key (the processes in the image still have them
 //! in memory).
 
@@ -30,6 +34,9 @@ use dwell_runtime::NetworkMode;
 
 /// Attachment name prefix of the checkpoint's files.
 const PREFIX: &str = "memory/";
+
+/// Attachment name prefix of the agent binary the image runs.
+const AGENT_PREFIX: &str = "agent/";
 
 /// Attachment describing the sandbox the image belongs to.
 pub(crate) const DESCRIPTION: &str = "sandbox.json";
@@ -169,6 +176,18 @@ pub(crate) fn attachments(
         out.push((format!("{PREFIX}{name}"), e.path()));
     }
     out.sort();
+    let agent = crate::reconcile::config_of(inner, &rec.id)?.agent_binary;
+    let agent_name = agent
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| crate::agents::is_file_name(n))
+        .ok_or_else(|| {
+            Error::Internal(format!(
+                "the agent binary {} has no versioned name",
+                agent.display()
+            ))
+        })?;
+    out.push((format!("{AGENT_PREFIX}{agent_name}"), agent.clone()));
     let desc = inner.state_dir(&rec.id).join(DESCRIPTION_TMP);
     let json = serde_json::to_vec_pretty(&Description::of(rec)?).expect("serialises");
     std::fs::write(&desc, json).map_err(|e| io(&desc, e))?;
@@ -224,17 +243,76 @@ pub(crate) fn description(
     Ok(d)
 }
 
+/// Install the agent version the memory of `m` runs into this daemon's
+/// bin dir (unless it is there) and return its path; None for a snapshot
+/// made before agents were attached. The content is verified like every
+/// chunk and must match the version its name tags. Blocking.
+pub(crate) fn install_agent(
+    inner: &Inner,
+    store: &dyn ChunkStore,
+    m: &Manifest,
+    ctx: &Ctx,
+) -> Result<Option<PathBuf>> {
+    let Some(a) = m
+        .attachments
+        .iter()
+        .find(|a| a.name.starts_with(AGENT_PREFIX))
+    else {
+        return Ok(None);
+    };
+    let name = &a.name[AGENT_PREFIX.len()..];
+    if !crate::agents::is_file_name(name) {
+        return Err(Error::Conflict(format!(
+            "snapshot {}: unexpected agent attachment {:?}",
+            m.id, a.name
+        )));
+    }
+    let bin = inner.agent_binary.parent().ok_or_else(|| {
+        Error::Internal(format!(
+            "the agent {} has no directory",
+            inner.agent_binary.display()
+        ))
+    })?;
+    let dst = bin.join(name);
+    if dst.is_file() {
+        return Ok(Some(dst));
+    }
+    let io = |p: &Path, e: std::io::Error| Error::Internal(format!("{}: {e}", p.display()));
+    let tmp = bin.join(format!(".{name}.{}.tmp", crate::ids::new_id()));
+    let r = (|| -> Result<()> {
+        dwell_snapshot::restore_attachment(m, &a.name, store, &tmp, &restore_opts(ctx))?;
+        let bytes = std::fs::read(&tmp).map_err(|e| io(&tmp, e))?;
+        if crate::agents::file_name(&bytes) != name {
+            return Err(Error::Conflict(format!(
+                "snapshot {}: its agent attachment {:?} does not hold that agent version",
+                m.id, a.name
+            )));
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| io(&tmp, e))?;
+        std::fs::rename(&tmp, &dst).map_err(|e| io(&dst, e))
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r.map(|()| Some(dst))
+}
+
 /// Restore the memory image of `m` as the saved state of sandbox `id`
-/// (every chunk verified). The files are assembled beside it and moved into
-/// place only when all are good, so [`hibernate::saved`] never sees half of
-/// an image; an older saved state is replaced. Blocking.
+/// (every chunk verified), and install the agent version it runs (see
+/// [`install_agent`]; its path is returned). The files are assembled beside
+/// it and moved into place only when all are good, so [`hibernate::saved`]
+/// never sees half of an image; an older saved state is replaced. When `id`
+/// has a runtime config, it is pointed at that agent. Blocking.
 pub(crate) fn restore(
     inner: &Inner,
     store: &dyn ChunkStore,
     m: &Manifest,
     id: &str,
     ctx: &Ctx,
-) -> Result<()> {
+) -> Result<Option<PathBuf>> {
+    let agent = install_agent(inner, store, m, ctx)?;
     let state = inner.state_dir(id);
     let tmp = state.join(RESTORING_DIR);
     let io = |p: &Path, e: std::io::Error| Error::Internal(format!("{}: {e}", p.display()));
@@ -267,7 +345,16 @@ pub(crate) fn restore(
     if r.is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
     }
-    r
+    r?;
+    if let Some(path) = &agent {
+        if let Ok(mut cfg) = crate::reconcile::config_of(inner, id) {
+            if &cfg.agent_binary != path {
+                cfg.agent_binary = path.clone();
+                crate::reconcile::save_config(inner, &cfg)?;
+            }
+        }
+    }
+    Ok(agent)
 }
 
 #[cfg(test)]

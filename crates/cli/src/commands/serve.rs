@@ -238,7 +238,9 @@ fn install_agent(data_dir: &Path, given: Option<&Path>) -> Result<PathBuf> {
     // One file per agent version, never overwritten: a hibernated gVisor
     // sandbox has the agent's code mapped from its file, and restoring it
     // over a replaced binary would run other code (it dies of SIGTRAP).
-    let dst = data_dir.join(format!("bin/dwell-agent-{:016x}", fnv1a(&bytes)));
+    let dst = data_dir
+        .join("bin")
+        .join(dwell_control::agents::file_name(&bytes));
     if std::fs::read(&dst).ok().as_deref() != Some(&bytes[..]) {
         let tmp = data_dir.join("bin/.dwell-agent.tmp");
         std::fs::write(&tmp, &bytes)?;
@@ -246,16 +248,6 @@ fn install_agent(data_dir: &Path, given: Option<&Path>) -> Result<PathBuf> {
         std::fs::rename(&tmp, &dst)?;
     }
     Ok(dst)
-}
-
-/// FNV-1a over `bytes`: a stable version tag, not a security boundary.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in bytes {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    h
 }
 
 /// Whether an ELF64 file asks for a dynamic loader (has a PT_INTERP

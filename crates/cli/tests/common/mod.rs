@@ -100,6 +100,8 @@ pub struct Daemon {
     extra_args: Vec<String>,
     /// Extra environment of the daemon (e.g. DWELL_CRASH_AT).
     pub env: Vec<(String, String)>,
+    /// The agent binary the daemon installs (`--agent`).
+    pub agent: PathBuf,
 }
 
 impl Daemon {
@@ -108,6 +110,11 @@ impl Daemon {
     }
 
     pub fn start_with(args: &[&str]) -> Daemon {
+        Self::start_with_agent(args, agent_bin())
+    }
+
+    /// A daemon whose sandboxes run `agent` (another agent version).
+    pub fn start_with_agent(args: &[&str], agent: PathBuf) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("dwell-e2e-")
             .tempdir_in("/tmp")
@@ -119,6 +126,7 @@ impl Daemon {
             child: None,
             extra_args: args.iter().map(|s| s.to_string()).collect(),
             env: Vec::new(),
+            agent,
         };
         d.spawn();
         d
@@ -137,7 +145,7 @@ impl Daemon {
             .arg("--socket")
             .arg(&self.socket)
             .arg("--agent")
-            .arg(agent_bin())
+            .arg(&self.agent)
             .arg("--default-isolation")
             .arg(isolation())
             .args(&self.extra_args)

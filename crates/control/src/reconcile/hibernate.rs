@@ -197,7 +197,7 @@ pub(crate) async fn restore(inner: &Arc<Inner>, rec: &SandboxRecord) -> Result<(
     inner.preconnect_agent(&rec.id).await;
     let ms = t0.elapsed().as_millis();
     let reason = match rec.state.as_str() {
-        "creating" => format!("created from a hibernated template, restored in {ms} ms"),
+        "creating" => format!("created warm from saved memory, restored in {ms} ms"),
         "archived" => format!("restored from its archive and resumed warm in {ms} ms"),
         _ => format!("resumed from hibernation in {ms} ms"),
     };
