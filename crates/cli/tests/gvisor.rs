@@ -42,6 +42,27 @@ fn start_counter(d: &Daemon, sb: &str) {
     });
 }
 
+/// The CPU quota of gVisor sandbox `id`'s cgroup ("-1": unlimited), from
+/// the v1 cpu controller or cgroup2's cpu.max.
+fn cpu_quota(id: &str) -> String {
+    for root in ["/sys/fs/cgroup/cpu", "/sys/fs/cgroup"] {
+        for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
+            let dir = e.path().join(id);
+            if let Ok(q) = std::fs::read_to_string(dir.join("cpu.cfs_quota_us")) {
+                return q.trim().to_string();
+            }
+            if let Ok(m) = std::fs::read_to_string(dir.join("cpu.max")) {
+                return m
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .replace("max", "-1");
+            }
+        }
+    }
+    panic!("no cgroup of {id} with a cpu controller")
+}
+
 /// Hibernate `sb` and check it is fully off the host, with its saved
 /// state's size shown.
 fn hibernate_checked(d: &Daemon, sb: &str, id: &str) {
@@ -67,8 +88,10 @@ fn gvisor_sandbox_runs_exec_files_pause_stop_start_and_rm() {
         return;
     }
     let d = Daemon::start();
-    let id = d.create("g", &["--isolation", "gvisor"]);
+    let id = d.create("g", &["--isolation", "gvisor", "--cpus", "0.5"]);
     assert_eq!(d.inspect("g")["runtime"], "gvisor");
+    // runsc starts it unthrottled; the runtime then applies the limit.
+    assert_eq!(cpu_quota(&id), "50000");
     // The sandbox talks to gVisor's kernel, not the host's.
     let dmesg = d.sh("g", "dmesg 2>/dev/null | head -1; cat /proc/version");
     assert!(
@@ -126,6 +149,11 @@ fn hibernate_five_rounds_loses_nothing_and_survives_a_daemon_kill9() {
             assert_eq!(d.inspect("h")["state"], "hibernated");
         }
         d.ok(&["resume", "h"]);
+        assert_eq!(
+            cpu_quota(&id),
+            "100000",
+            "round {round}: the CPU limit after resume"
+        );
         let after = counter(&d, "h");
         assert!(
             after >= before && after < before + 100,

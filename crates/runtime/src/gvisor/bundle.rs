@@ -1,7 +1,9 @@
 //! The OCI bundle runsc starts: `config.json` built from a
 //! [`SandboxConfig`]. The root is the overlay already mounted on the host
 //! (see [`super::rootfs`]); the agent binary and the socket directory come
-//! in as bind mounts; limits become `linux.resources`.
+//! in as bind mounts; limits become `linux.resources`, except the CPU
+//! quota, which the runtime applies once runsc has started the sandbox
+//! (see [`super::cpu`]).
 
 use std::path::Path;
 
@@ -33,9 +35,6 @@ const CAPS: &[&str] = &[
 /// PATH of the agent unless the config sets one.
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// CFS period used to express `vcpus` as a quota.
-const CPU_PERIOD_US: u64 = 100_000;
-
 /// The OCI runtime spec for `config`, with `rootfs` as the root.
 pub fn spec(config: &SandboxConfig, rootfs: &Path, cgroups_path: &str) -> Value {
     let mut env: Vec<String> = Vec::new();
@@ -44,7 +43,6 @@ pub fn spec(config: &SandboxConfig, rootfs: &Path, cgroups_path: &str) -> Value 
     }
     env.extend(config.env.iter().map(|(k, v)| format!("{k}={v}")));
     let r = &config.resources;
-    let quota = (r.vcpus * CPU_PERIOD_US as f64).round().max(1000.0) as i64;
     let run_dir = layout::state_file(config, layout::RUN_DIR);
     json!({
         "ociVersion": "1.0.2",
@@ -83,7 +81,6 @@ pub fn spec(config: &SandboxConfig, rootfs: &Path, cgroups_path: &str) -> Value 
             "cgroupsPath": cgroups_path,
             "resources": {
                 "memory": {"limit": r.memory_bytes, "swap": r.memory_bytes},
-                "cpu": {"quota": quota, "period": CPU_PERIOD_US},
                 "pids": {"limit": r.pids},
             },
             "namespaces": [
@@ -126,7 +123,8 @@ mod tests {
         assert_eq!(s["root"]["path"], "/s/rootfs");
         assert_eq!(s["hostname"], "h1");
         assert_eq!(s["process"]["args"][0], "/.dwell/agent");
-        assert_eq!(s["linux"]["resources"]["cpu"]["quota"], 150_000);
+        // Applied after start (super::cpu), not by runsc.
+        assert!(s["linux"]["resources"].get("cpu").is_none());
         assert_eq!(s["linux"]["resources"]["memory"]["limit"], 512u64 << 20);
         assert_eq!(s["linux"]["resources"]["pids"]["limit"], 100);
         let env = s["process"]["env"].as_array().unwrap();

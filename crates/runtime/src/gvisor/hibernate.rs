@@ -19,7 +19,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::runsc::Output;
-use super::{headroom, rootfs, GvisorRuntime, BUNDLE_DIR};
+use super::{cpu, headroom, rootfs, GvisorRuntime, BUNDLE_DIR};
 use crate::error::Context;
 use crate::ns::{layout, wait::Backoff};
 use crate::{Error, Observed, Result, Runtime, SandboxConfig, Started};
@@ -193,6 +193,7 @@ impl GvisorRuntime {
             Output::Console(&console),
             self.options.runsc_timeout,
         )?;
+        cpu::apply(config, &self.cgroups_path(&config.id))?;
         let t_restore = t0.elapsed();
         if self.wait(MARKER_GRACE, || sock.exists()).is_err() {
             self.call(&["kill", &config.id, LISTEN_SIGNAL])?;

@@ -19,6 +19,7 @@
 //! `--network=sandbox` ([`network`]).
 
 pub mod bundle;
+pub mod cpu;
 pub mod doctor;
 mod headroom;
 pub mod hibernate;
@@ -249,6 +250,7 @@ impl GvisorRuntime {
             Output::Console(&console),
             self.options.runsc_timeout,
         )?;
+        cpu::apply(config, &self.cgroups_path(&config.id))?;
         self.wait_for_agent(config, &sock)?;
         let pid = hibernate::read_pid(&pid_file);
         Ok(Started {
@@ -366,11 +368,20 @@ impl Runtime for GvisorRuntime {
 
     fn observe(&self, config: &SandboxConfig) -> Result<Observed> {
         layout::validate_id(&config.id)?;
-        Ok(match self.state(&config.id)? {
+        let observed = match self.state(&config.id)? {
             Some(s) if s.status == "running" => Observed::Running,
             Some(s) if s.status == "paused" => Observed::Paused,
             _ => Observed::Stopped,
-        })
+        };
+        if observed != Observed::Stopped {
+            // Left unlimited by a daemon that died right after runsc
+            // started the sandbox (see `cpu`).
+            let path = self.cgroups_path(&config.id);
+            if !cpu::limited(&path) {
+                cpu::apply(config, &path)?;
+            }
+        }
+        Ok(observed)
     }
 
     fn pause(&self, config: &SandboxConfig) -> Result<()> {
