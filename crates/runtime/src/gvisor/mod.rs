@@ -144,7 +144,8 @@ impl GvisorRuntime {
             hide_sysctl_net: false,
         };
         // runsc's own debug logs, one file per command, for diagnosing it.
-        if let Some(dir) = std::env::var_os("DWELL_RUNSC_DEBUG_LOG") {
+        // (An empty value is unset: it would scatter the logs over `/`.)
+        if let Some(dir) = std::env::var_os("DWELL_RUNSC_DEBUG_LOG").filter(|d| !d.is_empty()) {
             runsc.global.push("--debug".into());
             runsc.global.push(format!(
                 "--debug-log={}/",
