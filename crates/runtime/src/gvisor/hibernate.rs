@@ -90,6 +90,7 @@ impl GvisorRuntime {
         // Left from the last restore, it would make the agent listen again
         // right away.
         let _ = std::fs::remove_file(layout::state_file(config, RESTORED_MARKER));
+        let t0 = Instant::now();
         self.call(&["kill", &config.id, UNLISTEN_SIGNAL])?;
         self.wait(self.options.agent_timeout, || !sock.exists())
             .map_err(|_| {
@@ -108,6 +109,7 @@ impl GvisorRuntime {
         let limit = config.resources.memory_bytes;
         let raised = headroom::raise(&self.cgroups_path(&config.id), limit.max(256 << 20));
         let [compression, zeros] = CHECKPOINT_FLAGS;
+        let t_unlisten = t0.elapsed();
         if let Err(e) = self.call(&["checkpoint", compression, zeros, &image, &config.id]) {
             // Still running (a refused checkpoint): let the agent listen
             // again so the sandbox stays usable.
@@ -117,9 +119,18 @@ impl GvisorRuntime {
             }
             return Err(e);
         }
+        let t_checkpoint = t0.elapsed();
         // The checkpoint ends the sandbox; remove runsc's record and the
         // host mounts.
-        self.stop(config)
+        self.stop(config)?;
+        tracing::debug!(
+            id = %config.id,
+            "hibernated: agent unlistened {:?}, runsc checkpoint {:?}, teardown {:?}",
+            t_unlisten,
+            t_checkpoint - t_unlisten,
+            t0.elapsed() - t_checkpoint
+        );
+        Ok(())
     }
 
     /// Start the sandbox again from the image `hibernate` wrote, with the
