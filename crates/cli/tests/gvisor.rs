@@ -13,34 +13,8 @@ mod common;
 
 use std::time::Duration;
 
+use common::counter::{counter, start_counter};
 use common::*;
-
-/// A shell counter in memory, written to /root/n every 50 ms: it only
-/// keeps counting across a hibernation if memory and processes survive.
-const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i > /root/n; sleep 0.05; done";
-
-/// The counter's value. The shell truncates /root/n before each write, so
-/// a read can land in between and see it empty: read again then.
-fn counter(d: &Daemon, sb: &str) -> u64 {
-    for _ in 0..50 {
-        if let Ok(n) = d.sh(sb, "cat /root/n").trim().parse() {
-            return n;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    panic!("/root/n never held a number");
-}
-
-fn start_counter(d: &Daemon, sb: &str) {
-    d.ok(&[
-        "exec", "-d", "--tag", "counter", sb, "--", "sh", "-c", COUNTER,
-    ]);
-    wait_for(10, "the counter", || {
-        d.run(&["exec", sb, "--", "test", "-s", "/root/n"])
-            .status
-            .success()
-    });
-}
 
 /// The CPU quota of gVisor sandbox `id`'s cgroup ("-1": unlimited), from
 /// the v1 cpu controller or cgroup2's cpu.max.

@@ -11,35 +11,14 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use common::counter::counter;
 use common::moto::start_moto;
 use common::*;
 
-/// A shell counter in memory, written to /root/n every 50 ms: it only
-/// keeps counting across a hibernation if memory and processes survive.
-const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i > /root/n; sleep 0.05; done";
-
-/// The counter's value (read again when it lands between truncate and
-/// write).
-fn counter(d: &Daemon, sb: &str) -> u64 {
-    for _ in 0..50 {
-        if let Ok(n) = d.sh(sb, "cat /root/n").trim().parse() {
-            return n;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("/root/n never held a number");
-}
-
+/// Start the counter, with a file beside it that must stay.
 fn start_counter(d: &Daemon, sb: &str) {
     d.sh(sb, "echo kept > /root/file");
-    d.ok(&[
-        "exec", "-d", "--tag", "counter", sb, "--", "sh", "-c", COUNTER,
-    ]);
-    wait_for(10, "the counter", || {
-        d.run(&["exec", sb, "--", "test", "-s", "/root/n"])
-            .status
-            .success()
-    });
+    common::counter::start_counter(d, sb);
 }
 
 /// The counter of `sb` continues from `before` (no restart, no jump) and

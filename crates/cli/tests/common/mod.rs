@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod counter;
 pub mod moto;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,33 @@
+//! A shell counter kept in a sandbox's memory, written to /root/n every
+//! 50 ms: it only keeps counting across a hibernation (or a move to another
+//! daemon) if memory and processes survive.
+
+use super::{wait_for, Daemon};
+
+/// The counter's script.
+pub const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i > /root/n; sleep 0.05; done";
+
+/// The counter's value. The shell truncates /root/n before each write, so
+/// a read can land in between and see it empty: read again then.
+pub fn counter(d: &Daemon, sb: &str) -> u64 {
+    for _ in 0..50 {
+        if let Ok(n) = d.sh(sb, "cat /root/n").trim().parse() {
+            return n;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("/root/n never held a number");
+}
+
+/// Start the counter in the background (tagged `counter`) and wait for its
+/// first value.
+pub fn start_counter(d: &Daemon, sb: &str) {
+    d.ok(&[
+        "exec", "-d", "--tag", "counter", sb, "--", "sh", "-c", COUNTER,
+    ]);
+    wait_for(10, "the counter", || {
+        d.run(&["exec", sb, "--", "test", "-s", "/root/n"])
+            .status
+            .success()
+    });
+}
