@@ -120,9 +120,10 @@ impl GvisorRuntime {
             return Err(e);
         }
         let t_checkpoint = t0.elapsed();
-        // The checkpoint ends the sandbox; remove runsc's record and the
-        // host mounts.
-        self.stop(config)?;
+        // The checkpoint ends the sandbox; remove runsc's record (it is
+        // known to exist: no `runsc state` first) and the host mounts.
+        self.call(&["delete", "--force", &config.id])?;
+        self.release_host(config);
         tracing::debug!(
             id = %config.id,
             "hibernated: agent unlistened {:?}, runsc checkpoint {:?}, teardown {:?}",

@@ -278,6 +278,15 @@ impl GvisorRuntime {
         .context(|| format!("writing {}", spec_path.display()))
     }
 
+    /// Remove what the host holds for a sandbox runsc no longer runs: its
+    /// network (network.json stays: a restore tries the same address
+    /// again), its mounts and its agent socket.
+    fn release_host(&self, config: &SandboxConfig) {
+        network::teardown(config);
+        rootfs::unmount(config);
+        let _ = std::fs::remove_file(layout::state_file(config, layout::AGENT_SOCKET));
+    }
+
     /// Connect attempts with a backoff (100 µs to 5 ms) until the agent
     /// accepts; fails early when the container stops.
     fn wait_for_agent(&self, config: &SandboxConfig, sock: &Path) -> Result<()> {
@@ -402,10 +411,7 @@ impl Runtime for GvisorRuntime {
             // (and the cgroup runsc made).
             self.call(&["delete", "--force", &config.id])?;
         }
-        // network.json stays: a restore tries the same address again.
-        network::teardown(config);
-        rootfs::unmount(config);
-        let _ = std::fs::remove_file(layout::state_file(config, layout::AGENT_SOCKET));
+        self.release_host(config);
         Ok(())
     }
 
