@@ -307,3 +307,39 @@ fn a_sandbox_near_its_memory_limit_hibernates_and_keeps_its_memory() {
     wait_for(30, "a fresh hash after resume", || stamp(&d).1 > t0);
     assert_eq!(stamp(&d).0, h, "the memory changed across hibernation");
 }
+
+#[test]
+fn a_daemon_killed_right_after_a_restore_keeps_no_stale_saved_state() {
+    if !can_run_gvisor() {
+        return;
+    }
+    let mut d = Daemon::start();
+    let id = d.create("s", &["--isolation", "gvisor"]);
+    start_counter(&d, "s");
+    d.ok(&["hibernate", "s"]);
+    // Killed after runsc restored it, before the saved state was dropped.
+    d.env = vec![("DWELL_CRASH_AT".into(), "restore:after-runtime".into())];
+    d.restart();
+    assert!(
+        !d.run(&["resume", "s"]).status.success(),
+        "the crash point did not fire"
+    );
+    d.wait_exit();
+    d.env.clear();
+    d.restart();
+    wait_for(20, "the restored sandbox to be adopted", || {
+        d.inspect("s")["state"] == "running"
+    });
+    // The saved state is older than what runs now: it must go, or a later
+    // start (or archive) would bring old memory back over newer files.
+    let state_dir = d.data.join("sandboxes").join(&id);
+    wait_for(10, "the stale saved state to be dropped", || {
+        std::fs::read_dir(&state_dir)
+            .unwrap()
+            .flatten()
+            .all(|e| !e.file_name().to_string_lossy().starts_with("hibernate"))
+    });
+    let a = counter(&d, "s");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(counter(&d, "s") > a, "the adopted sandbox does not run");
+}

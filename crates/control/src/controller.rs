@@ -232,7 +232,12 @@ impl Controller {
     pub async fn start_background(&self) {
         {
             let inner = self.inner.clone();
-            blocking(move || crate::thaw::thaw_all(&inner)).await.ok();
+            blocking(move || {
+                crate::thaw::thaw_all(&inner);
+                reconcile::hibernate::sweep_discarded(&inner);
+            })
+            .await
+            .ok();
         }
         reconcile::resync_all(&self.inner).await;
         {
@@ -393,6 +398,12 @@ impl Controller {
             last_activity_at: None,
             hold_until: None,
         };
+        // Held (from before the record exists) while the volume and saved
+        // memory are filled in: a resync must not start the sandbox cold on
+        // a half-filled volume meanwhile. Released before any reconcile of
+        // this sandbox below (it takes the same lock).
+        let fill_lock = self.inner.lock_for(&rec.id);
+        let mut fill = Some(fill_lock.lock().await);
         self.inner.store.insert_sandbox(&rec)?;
         drop(_quota);
         self.inner
@@ -414,6 +425,7 @@ impl Controller {
             .await?;
             drop(_g);
             if let Err(e) = r {
+                fill.take();
                 self.inner
                     .store
                     .set_desired(&rec.id, State::Deleted.as_str())?;
@@ -464,6 +476,7 @@ impl Controller {
             })
             .await?;
             if let Err(e) = r {
+                fill.take();
                 self.inner
                     .store
                     .set_desired(&rec.id, State::Deleted.as_str())?;
@@ -476,6 +489,7 @@ impl Controller {
                 &format!("volume restored from snapshot {snap}"),
             )?;
         }
+        drop(fill);
         reconcile::reconcile(&self.inner, &rec.id).await;
         let sb = self.get_by_id(&rec.id)?;
         if sb.state == State::Error {
@@ -658,6 +672,15 @@ impl Controller {
         )?;
         let lock = self.inner.lock_for(&sb.id);
         let _g = lock.lock().await;
+        // Re-read under the lock: a transition (a resume, an archive) may
+        // have finished since, and the capture depends on the state.
+        let sb = self.get_by_id(&sb.id)?;
+        if sb.state == State::Archived {
+            return Err(Error::Conflict(format!(
+                "sandbox {} was archived meanwhile: `dwell start {}` brings it back, then snapshot it",
+                sb.name, sb.name
+            )));
+        }
         let inner = self.inner.clone();
         let (tenant, id, state) = (tenant.to_string(), sb.id.clone(), sb.state);
         let m = blocking(move || -> Result<dwell_snapshot::Manifest> {
@@ -844,11 +867,27 @@ impl Controller {
         {
             let lock = self.inner.lock_for(&sb.id);
             let _g = lock.lock().await;
+            // Checked again under the lock: hibernated (or running) since.
+            let now = self.get_by_id(&sb.id)?;
+            if !matches!(now.state, State::Stopped | State::Error) {
+                return Err(Error::Conflict(format!(
+                    "sandbox {} became {} during the restore; run `dwell restore` again",
+                    now.name,
+                    now.state.as_str()
+                )));
+            }
             let inner = self.inner.clone();
             let id = sb.id.clone();
             let m2 = m.clone();
             let tenant2 = tenant.to_string();
             blocking(move || -> Result<()> {
+                if crate::reconcile::hibernate::saved(&inner, &id) {
+                    return Err(Error::Conflict(
+                        "the sandbox has saved memory that belongs to its current files; \
+                         resume or stop it first"
+                            .into(),
+                    ));
+                }
                 inner.volumes.unmount(&id)?;
                 let info = inner.volumes.info(&id)?;
                 if info.size_bytes != m2.source.volume_size {

@@ -35,7 +35,9 @@ pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord, why: &str) -> R
         if let Some(r) = archive::load_ref(&inner, &id)? {
             return Ok(r); // captured before a crash: only the freeing is left
         }
-        let warm = hibernate::saved(&inner, &id);
+        // Only a hibernated sandbox's saved state is current (one left
+        // behind by a crash is older than the volume).
+        let warm = rec2.state == State::Hibernated.as_str() && hibernate::saved(&inner, &id);
         let what = if warm {
             "the volume and the saved memory"
         } else {
@@ -97,14 +99,12 @@ pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord, why: &str) -> R
     )?;
     let inner2 = inner.clone();
     let id = rec.id.clone();
-    let warm = r.hibernated;
     blocking(move || -> Result<()> {
         inner2.volumes.delete(&id)?;
         crate::crashpoint::crashpoint("archive:after-free-volume");
-        if warm {
-            hibernate::discard(&inner2, &id)?;
-        }
-        Ok(())
+        // The memory is in the archive, or (a cold archive) any saved
+        // state here is stale: either way none stays.
+        hibernate::discard(&inner2, &id)
     })
     .await??;
     crate::crashpoint::crashpoint("archive:after-free");

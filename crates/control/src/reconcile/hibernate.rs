@@ -73,6 +73,11 @@ pub(crate) fn discard(inner: &Inner, id: &str) -> Result<()> {
             )))
         }
     }
+    // Durable before the state that follows is recorded: after a power
+    // loss the old saved state must not come back to be restored.
+    std::fs::File::open(&state_dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::Internal(format!("syncing {}: {e}", state_dir.display())))?;
     let spawned = std::thread::Builder::new()
         .name("dwell-discard".into())
         .spawn(move || remove_discarded(&state_dir));
@@ -81,6 +86,17 @@ pub(crate) fn discard(inner: &Inner, id: &str) -> Result<()> {
         remove_discarded(&inner.state_dir(id));
     }
     Ok(())
+}
+
+/// Delete what discards set aside and a killed daemon left undeleted, in
+/// every sandbox's state dir (at daemon start). Blocking.
+pub(crate) fn sweep_discarded(inner: &Inner) {
+    let Ok(rd) = std::fs::read_dir(inner.data_dir.join("sandboxes")) else {
+        return;
+    };
+    for e in rd.flatten() {
+        remove_discarded(&e.path());
+    }
 }
 
 /// Delete every saved state [`discard`] set aside in `state_dir`.

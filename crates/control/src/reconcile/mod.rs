@@ -189,6 +189,10 @@ async fn step(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord, trigger: &Trig
     match (desired, observed) {
         (State::Running, Observed::Running) => {
             if state != State::Running {
+                // A saved state left by a daemon killed right after a
+                // restore is older than what runs now: it must never be
+                // restored over the newer volume.
+                hibernate::discard(inner, &rec.id)?;
                 record(inner, &rec.id, State::Running, "running (adopted)")?;
             }
             Ok(())
@@ -254,6 +258,8 @@ async fn step(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord, trigger: &Trig
 /// are marked `error` with the reason and keep their volume.
 async fn vanished(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord) -> Result<()> {
     stop::release(inner, &rec.id).await?;
+    // It ran past any saved state: the next start is cold.
+    hibernate::discard(inner, &rec.id)?;
     if rec.mode == "ephemeral" {
         inner.store.set_desired(&rec.id, State::Deleted.as_str())?;
         return delete::run(

@@ -386,9 +386,13 @@ impl Runtime for GvisorRuntime {
         if observed != Observed::Stopped {
             // Left unlimited by a daemon that died right after runsc
             // started the sandbox (see `cpu`).
+            // Best effort: the sandbox may have ended since `runsc state`
+            // (its cgroup gone); that is not an error of the observation.
             let path = self.cgroups_path(&config.id);
             if !cpu::limited(&path) {
-                cpu::apply(config, &path)?;
+                if let Err(e) = cpu::apply(config, &path) {
+                    tracing::warn!(id = %config.id, error = %e, "re-applying the CPU limit");
+                }
             }
         }
         Ok(observed)
@@ -406,13 +410,16 @@ impl Runtime for GvisorRuntime {
 
     fn stop(&self, config: &SandboxConfig) -> Result<()> {
         layout::validate_id(&config.id)?;
-        if self.state(&config.id)?.is_some() {
-            // `delete --force` kills the sandbox and removes runsc's record
-            // (and the cgroup runsc made).
-            self.call(&["delete", "--force", &config.id])?;
-        }
+        // `delete --force` kills the sandbox and removes runsc's record
+        // (and the cgroup runsc made). The host's share is released even
+        // when runsc fails.
+        let deleted = match self.state(&config.id) {
+            Ok(Some(_)) => self.call(&["delete", "--force", &config.id]).map(drop),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
         self.release_host(config);
-        Ok(())
+        deleted
     }
 
     /// The whole sandbox's host usage (sentry and application) from its
