@@ -89,9 +89,9 @@ fn daemon_sigkill_keeps_running_sandboxes_and_their_processes() {
     assert!(pid_alive(host_pid), "PID 1 died with the daemon");
     d.restart();
     assert_eq!(d.inspect("live")["state"], "running");
-    let a: u64 = d.sh("live", "cat /tmp/n").trim().parse().unwrap();
+    let a = common::counter::read_number(&d, "live", "/tmp/n");
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let b: u64 = d.sh("live", "cat /tmp/n").trim().parse().unwrap();
+    let b = common::counter::read_number(&d, "live", "/tmp/n");
     assert!(
         b > a,
         "the background process stopped counting ({a} -> {b})"
@@ -126,7 +126,7 @@ fn pause_freezes_and_resume_thaws_without_losing_anything() {
             .status
             .success()
     });
-    let before: u64 = d.sh("p", "cat /tmp/n").trim().parse().unwrap();
+    let before: u64 = common::counter::read_number(&d, "p", "/tmp/n");
     d.ok(&["pause", "p"]);
     assert_eq!(d.inspect("p")["state"], "paused");
     // Unfrozen, the counter would advance by about 50 in this time.
@@ -138,7 +138,7 @@ fn pause_freezes_and_resume_thaws_without_losing_anything() {
         stderr(&out)
     );
     d.ok(&["resume", "p"]);
-    let a: u64 = d.sh("p", "cat /tmp/n").trim().parse().unwrap();
+    let a: u64 = common::counter::read_number(&d, "p", "/tmp/n");
     // What runs between the reads and the freeze/thaw (longer under gVisor,
     // where each runsc call takes tens of ms) is not the paused time.
     assert!(
@@ -146,7 +146,7 @@ fn pause_freezes_and_resume_thaws_without_losing_anything() {
         "processes ran while paused ({before} -> {a})"
     );
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let b: u64 = d.sh("p", "cat /tmp/n").trim().parse().unwrap();
+    let b: u64 = common::counter::read_number(&d, "p", "/tmp/n");
     assert!(b > a);
 }
 
@@ -505,9 +505,9 @@ fn snapshots_restore_in_place_and_fork_many() {
     assert!(snap["freeze_us"].as_u64().is_some(), "{snap}");
     assert!(snap["uploaded_bytes"].as_u64().unwrap() > 0);
     // The sandbox kept running through the capture.
-    let a: u64 = d.sh("s1", "cat /tmp/n").trim().parse().unwrap();
+    let a = common::counter::read_number(&d, "s1", "/tmp/n");
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let b: u64 = d.sh("s1", "cat /tmp/n").trim().parse().unwrap();
+    let b = common::counter::read_number(&d, "s1", "/tmp/n");
     assert!(b > a, "processes stayed frozen after the snapshot");
     // A second snapshot after a small change stores little.
     d.sh("s1", "echo v2 > /root/state");

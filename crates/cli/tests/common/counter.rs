@@ -7,16 +7,22 @@ use super::{wait_for, Daemon};
 /// The counter's script.
 pub const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i > /root/n; sleep 0.05; done";
 
-/// The counter's value. The shell truncates /root/n before each write, so
-/// a read can land in between and see it empty: read again then.
+/// The counter's value.
 pub fn counter(d: &Daemon, sb: &str) -> u64 {
+    read_number(d, sb, "/root/n")
+}
+
+/// The number a shell loop keeps writing to `path` in `sb`. The shell
+/// truncates the file before each write, so a read can land in between
+/// and see it empty: read again then.
+pub fn read_number(d: &Daemon, sb: &str, path: &str) -> u64 {
     for _ in 0..50 {
-        if let Ok(n) = d.sh(sb, "cat /root/n").trim().parse() {
+        if let Ok(n) = d.sh(sb, &format!("cat {path}")).trim().parse() {
             return n;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    panic!("/root/n never held a number");
+    panic!("{path} never held a number");
 }
 
 /// Start the counter in the background (tagged `counter`) and wait for its
