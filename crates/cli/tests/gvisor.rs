@@ -189,10 +189,20 @@ fn a_hibernated_sandbox_is_a_template_for_warm_copies() {
         "{}",
         stderr(&out)
     );
+    // The memory fixes the network too: no NAT for a copy of a template
+    // without it (and nothing half-made).
+    let out = d.run(&["create", "--name", "x", "--from", "tpl", "--net"]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("leave --net out"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!d.ok(&["ls"]).contains(" x "), "{}", d.ok(&["ls"]));
     for c in ["c1", "c2"] {
         d.ok(&["create", "--name", c, "--from", "tpl"]);
         let v = d.inspect(c);
         assert_eq!(v["runtime"], "gvisor");
+        assert_eq!(v["image"], "host", "{v}");
         assert_eq!(d.sh(c, "cat /root/state"), "set-up-once\n");
         let n = counter(&d, c);
         assert!(

@@ -274,30 +274,12 @@ impl Controller {
         };
         if let Some(t) = &template {
             crate::templates::check(t)?;
-            if req.runtime.as_deref().is_some_and(|r| {
-                crate::runtimes::canonical(r).ok() != Some(crate::runtimes::GVISOR)
-            }) {
-                return Err(Error::invalid(
-                    "isolation",
-                    format!(
-                        "{} is a gVisor sandbox: its copies run under gVisor too",
-                        t.name
-                    ),
-                ));
-            }
+            // The same rules as a snapshot with memory: the template's
+            // image, runtime and network; its resources unless asked.
+            crate::memory::apply(&crate::memory::Description::of(t)?, &req, &mut spec)?;
             let ts: crate::model::SandboxSpec = serde_json::from_value(t.spec.clone())
                 .map_err(|e| Error::Internal(format!("corrupt spec of {}: {e}", t.name)))?;
             spec.disk_bytes = ts.disk_bytes;
-            spec.network = ts.network;
-            if req.memory.is_none() {
-                spec.memory_bytes = ts.memory_bytes;
-            }
-            if req.vcpus.is_none() {
-                spec.vcpus = ts.vcpus;
-            }
-            if req.pids.is_none() {
-                spec.pids = ts.pids;
-            }
         }
         // From a snapshot: its volume size wins over --disk.
         let from = match &req.from {
@@ -348,9 +330,12 @@ impl Controller {
             }
             None => format!("sandbox-{}", &new_id()[..6]),
         };
-        let image = match &warm {
-            Some(d) => d.image.clone(),
-            None => req.image.clone().unwrap_or_else(|| "host".to_string()),
+        let image = match (&warm, &template) {
+            (Some(d), _) => d.image.clone(),
+            // A template's copy runs the template's image (its config is
+            // copied as is).
+            (None, Some(t)) => t.image.clone(),
+            (None, None) => req.image.clone().unwrap_or_else(|| "host".to_string()),
         };
         // Resolve the image now so a typo fails before anything is made.
         {

@@ -92,10 +92,7 @@ pub(crate) fn apply(
     if req.image.as_ref().is_some_and(|i| *i != d.image) {
         return Err(Error::invalid(
             "image",
-            format!(
-                "the snapshot's saved memory runs image {}; leave --image out",
-                d.image
-            ),
+            format!("the saved memory runs image {}; leave --image out", d.image),
         ));
     }
     if req
@@ -105,14 +102,14 @@ pub(crate) fn apply(
     {
         return Err(Error::invalid(
             "isolation",
-            "the snapshot holds gVisor memory: its copies run under gVisor too",
+            "the saved memory is a gVisor sandbox's: its copies run under gVisor too",
         ));
     }
     if req.network.is_some_and(|n| n != d.network) {
         return Err(Error::invalid(
             "network",
             format!(
-                "the snapshot's saved memory has network {}; leave --net out",
+                "the saved memory has network {}; leave --net out",
                 serde_json::to_string(&d.network).expect("serialises")
             ),
         ));
