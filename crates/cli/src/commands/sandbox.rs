@@ -29,11 +29,9 @@ pub async fn create(c: &Client, a: CreateArgs) -> Result<i32> {
         disk: a.disk.map(SizeArg::Text),
         env: key_values(&a.env, "env")?,
         labels: key_values(&a.labels, "label")?,
-        network: Some(if a.net {
-            NetworkMode::Nat
-        } else {
-            NetworkMode::None
-        }),
+        // Unset without --net: the daemon's default (loopback only), or
+        // the network a warm copy's saved memory has.
+        network: a.net.then_some(NetworkMode::Nat),
         runtime: a.isolation.clone(),
         policies: Some(policy_args(&a.policies)).filter(|p| !p.is_empty()),
         secret_env: secret_vars(&a.secret_env)?,
