@@ -682,14 +682,18 @@ impl Controller {
                 .max_by(|a, b| a.created_at.cmp(&b.created_at));
             let tracker = inner.progress.track(&id, "snapshot");
             let mut ctx = inner.snap_ctx(&tenant, true, Some(&tracker))?;
-            if state == State::Hibernated && reconcile::hibernate::saved(&inner, &id) {
-                // The saved memory goes with the volume: the snapshot
+            if state != State::Running && state != State::Paused {
+                // Nothing runs: the volume is read as it is. A hibernated
+                // sandbox's saved memory goes with it, so the snapshot
                 // starts warm (`create --from`), here or on another host.
-                let rec = inner
-                    .store
-                    .get_sandbox(&id)?
-                    .ok_or_else(|| Error::NotFound(id.clone()))?;
-                ctx.attachments = crate::memory::attachments(&inner, &rec)?;
+                let warm = state == State::Hibernated && reconcile::hibernate::saved(&inner, &id);
+                if warm {
+                    let rec = inner
+                        .store
+                        .get_sandbox(&id)?
+                        .ok_or_else(|| Error::NotFound(id.clone()))?;
+                    ctx.attachments = crate::memory::attachments(&inner, &rec)?;
+                }
                 let m = crate::snapshots::capture(
                     &*inner.snapshots,
                     &image,
@@ -700,20 +704,10 @@ impl Controller {
                     None,
                     &ctx,
                 );
-                crate::memory::capture_done(&inner, &id);
+                if warm {
+                    crate::memory::capture_done(&inner, &id);
+                }
                 return m;
-            }
-            if state != State::Running && state != State::Paused {
-                return crate::snapshots::capture(
-                    &*inner.snapshots,
-                    &image,
-                    &tenant,
-                    &id,
-                    name.as_deref(),
-                    parent.as_ref(),
-                    None,
-                    &ctx,
-                );
             }
             // Freeze the processes, then the filesystem (which flushes it);
             // reflink the image if the data dir allows it, or else read it
