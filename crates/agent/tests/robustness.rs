@@ -297,16 +297,22 @@ async fn unlisten_and_relisten_keep_background_processes() {
         list.iter().any(|p| p.pid == pid && p.running),
         "the background process did not survive"
     );
-    let n1: u64 = std::fs::read_to_string(a.dir.path().join("n"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap_or(0);
+    // The shell truncates `n` before each write, so a read can land in
+    // between and find it empty: read again then.
+    let number = || async {
+        for _ in 0..50 {
+            if let Some(n) = std::fs::read_to_string(a.dir.path().join("n"))
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+            {
+                return n;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("n never held a number");
+    };
+    let n1 = number().await;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let n2: u64 = std::fs::read_to_string(a.dir.path().join("n"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap_or(0);
-    assert!(n2 > n1);
+    let n2 = number().await;
+    assert!(n2 > n1, "the counter did not continue ({n1} -> {n2})");
 }

@@ -333,8 +333,16 @@ fn hibernate_and_restore_continue_the_counter() {
         out.trim().parse().unwrap()
     };
     let on_disk = || -> u64 {
+        // The counter truncates the file before each write: a read that
+        // lands in between finds it empty, so read again then.
         let f = sb.config.rootfs.upper_root.join("root/upper/root/n");
-        std::fs::read_to_string(f).unwrap().trim().parse().unwrap()
+        for _ in 0..50 {
+            if let Ok(n) = std::fs::read_to_string(&f).unwrap().trim().parse() {
+                return n;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("{} never held a number", f.display());
     };
     rt.start(&sb.config)
         .unwrap_or_else(|e| panic!("start: {e}"));
@@ -404,9 +412,20 @@ fn real_agent_hibernates_and_resumes() {
         req.background = true;
         connect().await.exec(req).await.expect("start the counter");
     });
+    // The shell truncates /root/n before each write, so a read can land in
+    // between and find it empty: read again then.
+    let number = || -> u64 {
+        for _ in 0..50 {
+            if let Ok(n) = run("cat /root/n").trim().parse() {
+                return n;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("/root/n never held a number");
+    };
     std::thread::sleep(Duration::from_millis(500));
     let image = sb.dir.path().join("image");
-    let mut last: u64 = run("cat /root/n").trim().parse().unwrap();
+    let mut last = number();
     for round in 0..2 {
         sb.rt
             .hibernate(&sb.config, &image)
@@ -415,13 +434,13 @@ fn real_agent_hibernates_and_resumes() {
         sb.rt
             .restore(&sb.config, &image)
             .unwrap_or_else(|e| panic!("restore {round}: {e}"));
-        let now: u64 = run("cat /root/n").trim().parse().unwrap();
+        let now = number();
         assert!(
             now >= last && now < last + 200,
             "round {round}: {now} after {last}"
         );
         std::thread::sleep(Duration::from_millis(300));
-        let later: u64 = run("cat /root/n").trim().parse().unwrap();
+        let later = number();
         assert!(
             later > now,
             "round {round}: the counter did not continue ({now} -> {later})"
