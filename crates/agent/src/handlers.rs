@@ -66,6 +66,14 @@ pub async fn run(ctx: StreamCtx, req: Request) {
                 .await
         }
         Request::Watch { path, recursive } => crate::watch::watch(ctx, path, recursive).await,
+        Request::Unlisten => {
+            let can = crate::server::can_unlisten();
+            let yes = can.is_ok();
+            ctx.end(can).await;
+            if yes {
+                crate::server::unlisten_now();
+            }
+        }
         Request::Rename { from, to, user } => {
             let op = move || files::rename(&from, &to);
             ctx.end(files::blocking(move || as_user::run(user, op)).await)

@@ -6,6 +6,9 @@ use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use dwell_proto::{ErrorKind, RemoteError};
 
 use tokio::io::Interest;
 use tokio::net::UnixListener;
@@ -68,6 +71,48 @@ pub const RELISTEN: libc::c_int = libc::SIGUSR2;
 /// (delivering one costs a `runsc kill`, tens of milliseconds).
 pub const RESTORED_MARKER: &str = "restored";
 
+/// Whether [`listen`] runs (and handles [`UNLISTEN`]): an agent on stdio
+/// has no socket to close.
+static LISTENING: AtomicBool = AtomicBool::new(false);
+
+/// Whether an `Unlisten` request can be honoured (the agent listens on a
+/// socket); the error says why not.
+pub fn can_unlisten() -> Result<(), RemoteError> {
+    if LISTENING.load(Ordering::Relaxed) {
+        Ok(())
+    } else {
+        Err(RemoteError::new(
+            ErrorKind::InvalidArgument,
+            "this agent serves one connection on stdio (--stdio): it has no socket to stop \
+             listening on",
+        ))
+    }
+}
+
+/// Stop listening (after [`can_unlisten`] said yes and the request was
+/// answered): the agent sends itself [`UNLISTEN`], so a request takes the
+/// very path the signal takes. (Waking the listener directly instead, with
+/// a `Notify`, made one restore in a few under gVisor come back with a
+/// listener whose connections were never accepted; the signal path never
+/// did, in 70 rounds.)
+pub fn unlisten_now() {
+    // SAFETY: kill(2) on our own pid with a signal `listen` handles.
+    unsafe { libc::kill(libc::getpid(), UNLISTEN) };
+}
+
+/// Forget unlisten signals that arrived while the agent did not listen: a
+/// second one for the same checkpoint (a request, then the runtime's
+/// fallback signal) must not take down the socket of the restored sandbox.
+async fn forget_unlisten_signals(unlisten: &mut tokio::signal::unix::Signal) {
+    loop {
+        tokio::select! {
+            biased;
+            _ = unlisten.recv() => {}
+            _ = std::future::ready(()) => break,
+        }
+    }
+}
+
 /// Resolves once `marker` exists (polled while the agent does not listen:
 /// between an unlisten and the checkpoint that stops the sandbox).
 async fn appears(marker: &Path) {
@@ -77,11 +122,13 @@ async fn appears(marker: &Path) {
 }
 
 /// Accepts connections on `l` (already bound at `path`) for the agent's
-/// life; [`UNLISTEN`] and [`RELISTEN`] take the socket down and up again.
+/// life; [`UNLISTEN`] (or an `Unlisten` request) and [`RELISTEN`] take the
+/// socket down and up again.
 pub async fn listen(mut l: UnixListener, path: &Path) -> io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut unlisten = signal(SignalKind::from_raw(UNLISTEN))?;
     let mut relisten = signal(SignalKind::from_raw(RELISTEN))?;
+    LISTENING.store(true, Ordering::Relaxed);
     let mut n = 0u64;
     loop {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -125,7 +172,7 @@ pub async fn listen(mut l: UnixListener, path: &Path) -> io::Result<()> {
         while conns.join_next().await.is_some() {}
         let _ = std::fs::remove_file(path);
         crate::memory::trim();
-        crate::debug!("SIGUSR1: stopped listening; SIGUSR2 listens again");
+        crate::debug!("unlistened (SIGUSR1 or a request); SIGUSR2 listens again");
         // A late SIGUSR2 of an earlier round must not end this one.
         loop {
             tokio::select! {
@@ -143,6 +190,7 @@ pub async fn listen(mut l: UnixListener, path: &Path) -> io::Result<()> {
             match bind(path) {
                 Ok(new) => {
                     l = new;
+                    forget_unlisten_signals(&mut unlisten).await;
                     break;
                 }
                 Err(e) => {

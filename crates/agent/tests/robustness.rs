@@ -162,6 +162,14 @@ async fn serves_over_stdio_pipes() {
     w.write(bytes::Bytes::from_static(b"data")).await.unwrap();
     w.finish().await.unwrap();
     assert_eq!(std::fs::read(&f).unwrap(), b"data");
+    // No socket to stop listening on: refused with the reason.
+    match c.unlisten().await {
+        Err(dwell_proto::Error::Remote(e)) => {
+            assert_eq!(e.kind, dwell_proto::ErrorKind::InvalidArgument);
+            assert!(e.message.contains("stdio"), "{}", e.message);
+        }
+        other => panic!("unlisten over stdio: {other:?}"),
+    }
     drop(c);
     // Not PID 1: the agent exits when its only connection ends.
     let st = tokio::time::timeout(Duration::from_secs(5), child.wait())
@@ -315,4 +323,43 @@ async fn unlisten_and_relisten_keep_background_processes() {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let n2 = number().await;
     assert!(n2 > n1, "the counter did not continue ({n1} -> {n2})");
+}
+
+/// The `unlisten` request does what SIGUSR1 does; a SIGUSR1 arriving too
+/// (the runtime's fallback for the same checkpoint) does not take the
+/// socket down again once the agent listens anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unlisten_request_then_a_late_signal_keeps_the_new_socket() {
+    let a = Agent::start();
+    let c = a.client().await;
+    c.unlisten().await.expect("unlisten");
+    let t = std::time::Instant::now();
+    while a.sock.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the socket did not go away"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(c.health().await.is_err(), "the old connection survived");
+    // The fallback's signal for the same checkpoint, while not listening.
+    unsafe { libc::kill(a.pid() as i32, libc::SIGUSR1) };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    unsafe { libc::kill(a.pid() as i32, libc::SIGUSR2) };
+    a.wait_for_socket();
+    let c = a.client().await;
+    // Still listening a while later: the late SIGUSR1 was forgotten.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(a.sock.exists(), "a stale SIGUSR1 took the new socket down");
+    c.health().await.expect("health after relisten");
+    // And a second round works the same.
+    c.unlisten().await.expect("unlisten again");
+    let t = std::time::Instant::now();
+    while a.sock.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the socket did not go away"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

@@ -160,6 +160,20 @@ impl Inner {
         Ok(client)
     }
 
+    /// The cached connection to sandbox `id`'s agent while it is up, or a
+    /// new one.
+    pub async fn agent_client(
+        &self,
+        id: &str,
+    ) -> std::result::Result<AgentClient, dwell_proto::Error> {
+        if let Some(c) = self.agents.lock().await.get(id) {
+            if c.is_connected() {
+                return Ok(c.clone());
+            }
+        }
+        self.connect_agent(id).await
+    }
+
     /// Connect to a freshly started sandbox's agent now, so its first exec
     /// does not pay for the connection and handshake. Best effort.
     pub async fn preconnect_agent(&self, id: &str) {
@@ -1353,12 +1367,7 @@ impl Controller {
                 )))
             }
         }
-        if let Some(c) = self.inner.agents.lock().await.get(&sb.id) {
-            if c.is_connected() {
-                return Ok((sb, c.clone()));
-            }
-        }
-        let client = self.inner.connect_agent(&sb.id).await?;
+        let client = self.inner.agent_client(&sb.id).await?;
         Ok((sb, client))
     }
 

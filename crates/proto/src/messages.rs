@@ -103,6 +103,11 @@ pub enum Request {
         #[serde(default)]
         recursive: bool,
     },
+    /// Stop listening, as on SIGUSR1: close the socket and every
+    /// connection (this one too, after the answer). For a checkpoint; a
+    /// message costs far less than delivering a signal into a gVisor
+    /// sandbox. Agents older than this request refuse it as unknown.
+    Unlisten,
 }
 
 /// A non-final message from the agent on a stream.

@@ -10,7 +10,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use dwell_runtime::gvisor::{rootfs, GvisorOptions, GvisorRuntime};
+use dwell_runtime::gvisor::{rootfs, state_file, GvisorOptions, GvisorRuntime};
 use dwell_runtime::{
     NetworkMode, Observed, Resources, RootfsSpec, Runtime, SandboxConfig, Started,
 };
@@ -173,13 +173,23 @@ fn lifecycle() {
 
     assert!(rt.list_host().unwrap().contains(&sb.config.id));
 
+    // A live sandbox is observed from runsc's state file, without a runsc
+    // call (and only then: a stopped one is asked of runsc).
+    let root = &rt.options().root;
+    let from_file = || state_file::live_status(root, &sb.config.id);
+    assert_eq!(from_file().as_deref(), Some("running"));
     rt.pause(&sb.config).unwrap();
     assert_eq!(rt.observe(&sb.config).unwrap(), Observed::Paused);
+    assert_eq!(from_file().as_deref(), Some("paused"));
     rt.resume(&sb.config).unwrap();
     assert_eq!(rt.observe(&sb.config).unwrap(), Observed::Running);
+    assert_eq!(from_file().as_deref(), Some("running"));
     assert_eq!(sb.ok("cat /root/f"), "persisted");
+    // Another id under the same root is not this sandbox.
+    assert_eq!(state_file::live_status(root, "gv-other"), None);
 
     rt.stop(&sb.config).unwrap();
+    assert_eq!(from_file(), None);
     assert_eq!(rt.observe(&sb.config).unwrap(), Observed::Stopped);
     assert!(!rt.list_host().unwrap().contains(&sb.config.id));
     assert!(rootfs::mounts_below(&sb.config.state_dir).is_empty());

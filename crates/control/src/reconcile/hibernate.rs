@@ -16,6 +16,7 @@ use super::{config, config_of, record, step_event};
 use crate::controller::{blocking, Inner};
 use crate::error::{Error, Result};
 use crate::model::State;
+use dwell_runtime::Observed;
 
 /// Directory of the saved state inside a sandbox's state dir.
 pub(crate) const IMAGE_DIR: &str = "hibernate";
@@ -122,7 +123,12 @@ fn remove_discarded(state_dir: &std::path::Path) {
 }
 
 /// Save the running (or paused) sandbox to disk and stop it.
-pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord, why: &str) -> Result<()> {
+pub(crate) async fn run(
+    inner: &Arc<Inner>,
+    rec: &SandboxRecord,
+    observed: Observed,
+    why: &str,
+) -> Result<()> {
     let runtime = inner.runtimes.get(&rec.runtime)?;
     step_event(
         inner,
@@ -130,6 +136,11 @@ pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord, why: &str) -> R
         "hibernating: saving memory and processes to disk",
     )?;
     // The agent drops its connections before the checkpoint; so do we.
+    // A running one is asked to over the protocol; a paused one cannot
+    // answer, and the runtime signals it after thawing it.
+    if observed == Observed::Running {
+        unlisten(inner, &rec.id).await;
+    }
     inner.forget_agent(&rec.id).await;
     let inner2 = inner.clone();
     let id = rec.id.clone();
@@ -157,6 +168,44 @@ pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord, why: &str) -> R
             t0.elapsed().as_millis()
         ),
     )
+}
+
+/// Ask the agent of running sandbox `id` to close its socket, and wait
+/// until it has: a message and a few ms, where the runtime's signal costs
+/// a `runsc kill` (30-50 ms). Best effort: on any failure (an agent older
+/// than the request, a hung one) the socket stays, and the runtime sends
+/// its signal.
+async fn unlisten(inner: &Arc<Inner>, id: &str) {
+    use std::time::Duration;
+    const BOUND: Duration = Duration::from_secs(2);
+    let run_dir = inner.state_dir(id).join("run");
+    let sock = run_dir.join("agent.sock");
+    // Left by a restore that did not finish: the agent would listen again
+    // on seeing it.
+    let _ = std::fs::remove_file(
+        inner
+            .state_dir(id)
+            .join(dwell_runtime::gvisor::hibernate::RESTORED_MARKER),
+    );
+    let asked = tokio::time::timeout(BOUND, async {
+        inner.agent_client(id).await?.unlisten().await
+    })
+    .await;
+    match asked {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::debug!(%id, error = %e, "the agent did not take unlisten; the runtime signals it");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%id, "the agent did not answer unlisten in {BOUND:?}; the runtime signals it");
+            return;
+        }
+    }
+    let deadline = tokio::time::Instant::now() + BOUND;
+    while sock.exists() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 /// A sandbox found stopped while it should be hibernated: if its state was

@@ -222,7 +222,8 @@ async fn step(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord, trigger: &Trig
         }
         (State::Paused, Observed::Stopped) => vanished(inner, rec).await,
         (State::Hibernated, Observed::Running | Observed::Paused) => {
-            hibernate::run(inner, rec, &trigger.why("hibernated on request")).await
+            let why = trigger.why("hibernated on request");
+            hibernate::run(inner, rec, observed, &why).await
         }
         (State::Hibernated, Observed::Stopped) => {
             if state == State::Hibernated || hibernate::adopt(inner, rec).await? {

@@ -207,6 +207,19 @@ impl AgentClient {
         }
     }
 
+    /// Make the agent stop listening (before a checkpoint): it answers,
+    /// then closes its socket and every connection, this one included.
+    /// The connection closing before the answer arrives counts as done.
+    pub async fn unlisten(&self) -> Result<()> {
+        match self
+            .call::<serde_json::Value>(Request::Unlisten, "unlisten")
+            .await
+        {
+            Ok(_) | Err(Error::Unreachable(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Processes started through the agent that it still remembers.
     pub async fn processes(&self) -> Result<Vec<ProcessInfo>> {
         self.call(Request::Processes, "processes").await

@@ -6,8 +6,11 @@
 //! gVisor cannot save a unix socket bound on the host (the agent's
 //! `/run/dwell/agent.sock`, made a host socket by `--host-uds=create`):
 //! checkpoint fails with "Cannot save endpoint with bound host socket" and
-//! the sandbox dies. So the agent takes part: on [`UNLISTEN_SIGNAL`] it
-//! closes its listener (and its connections) and removes the socket; on
+//! the sandbox dies. So the agent takes part: on [`UNLISTEN_SIGNAL`] (or
+//! the protocol's `unlisten` request, which the daemon sends first because
+//! a message is much cheaper than a `runsc kill`; the signal is sent only
+//! when the socket is still there) it closes its listener (and its
+//! connections) and removes the socket; on
 //! [`LISTEN_SIGNAL`], or when [`RESTORED_MARKER`] appears, it binds it
 //! again. Hibernate removes the marker, sends the signal and waits until
 //! the socket is gone; restore creates the marker before `runsc restore`
@@ -63,7 +66,9 @@ pub(super) fn read_pid(path: &Path) -> i32 {
 impl GvisorRuntime {
     /// Save the running sandbox to `image_dir` (created if missing) and
     /// stop it: afterwards nothing of it runs on the host and its rootfs is
-    /// unmounted. Close every agent connection first.
+    /// unmounted. Close every agent connection first. When the agent's
+    /// socket is already gone (the caller sent it `unlisten`), no signal
+    /// is sent.
     pub fn hibernate(&self, config: &SandboxConfig, image_dir: &Path) -> Result<()> {
         layout::validate_id(&config.id)?;
         match self.observe(config)? {
@@ -91,7 +96,11 @@ impl GvisorRuntime {
         // right away.
         let _ = std::fs::remove_file(layout::state_file(config, RESTORED_MARKER));
         let t0 = Instant::now();
-        self.call(&["kill", &config.id, UNLISTEN_SIGNAL])?;
+        // No socket: the caller asked the agent over its protocol already
+        // (a message costs far less than a `runsc kill`).
+        if sock.exists() {
+            self.call(&["kill", &config.id, UNLISTEN_SIGNAL])?;
+        }
         self.wait(self.options.agent_timeout, || !sock.exists())
             .map_err(|_| {
                 Error::Other(format!(
