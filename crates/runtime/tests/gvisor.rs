@@ -63,6 +63,11 @@ impl Sandbox {
     }
 
     fn with_agent(name: &str, agent: PathBuf) -> Sandbox {
+        Sandbox::with_runsc(name, agent, PathBuf::from(RUNSC))
+    }
+
+    /// With `runsc` as the runsc executable (a wrapper that injects faults).
+    fn with_runsc(name: &str, agent: PathBuf, runsc: PathBuf) -> Sandbox {
         let dir = tempfile::Builder::new()
             .prefix("dwell-gv-test-")
             .tempdir()
@@ -70,6 +75,7 @@ impl Sandbox {
         let layer = dir.path().join("layer");
         make_layer(&layer);
         let mut opts = GvisorOptions::new(dir.path().join("runsc"));
+        opts.runsc = runsc;
         opts.cgroup_parent = format!("dwell-gvtest-{}", std::process::id());
         let config = SandboxConfig {
             id: format!("{name}-{}", std::process::id()),
@@ -384,6 +390,75 @@ fn hibernate_and_restore_continue_the_counter() {
         );
         last = now;
     }
+    rt.stop(&sb.config).unwrap();
+    assert!(!rt.list_host().unwrap().contains(&sb.config.id));
+}
+
+/// A `runsc delete` that fails after a complete checkpoint (twice: the
+/// delete and its retry) does not lose the saved memory: hibernate
+/// succeeds, and the restore clears what runsc kept of the sandbox and
+/// brings its processes back where they stopped.
+#[test]
+fn a_failed_delete_after_the_checkpoint_keeps_the_saved_memory() {
+    if skip() {
+        return;
+    }
+    if !Path::new("/usr/bin/python3").is_file() {
+        eprintln!("skipping: the counter agent needs /usr/bin/python3 on the host");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let scratch = tempfile::tempdir().unwrap();
+    let agent = scratch.path().join("counter-agent");
+    std::fs::write(&agent, COUNTER_AGENT).unwrap();
+    std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Fails as many `runsc delete` calls as the file says, then runs runsc.
+    let fails = scratch.path().join("deletes-to-fail");
+    let wrapper = scratch.path().join("runsc-wrapper");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do\n  if [ \"$a\" = delete ] && [ -s {f} ] && [ \"$(cat {f})\" -gt 0 ]; then\n    echo $(( $(cat {f}) - 1 )) > {f}\n    echo 'injected: runsc delete failed' >&2\n    exit 1\n  fi\ndone\nexec {RUNSC} \"$@\"\n",
+            f = fails.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sb = Sandbox::with_runsc("hib-del", agent, wrapper);
+    let rt = &sb.rt;
+    let count = || -> u64 {
+        let mut s = UnixStream::connect(sb.config.state_dir.join("run/agent.sock")).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out.trim().parse().unwrap()
+    };
+    rt.start(&sb.config)
+        .unwrap_or_else(|e| panic!("start: {e}"));
+    std::thread::sleep(Duration::from_millis(300));
+    let before = count();
+    let image = sb.dir.path().join("image");
+    std::fs::write(&fails, "2").unwrap();
+    rt.hibernate(&sb.config, &image)
+        .unwrap_or_else(|e| panic!("hibernate with a failing delete: {e}"));
+    assert_eq!(
+        std::fs::read_to_string(&fails).unwrap().trim(),
+        "0",
+        "both deletes were tried"
+    );
+    assert!(
+        image.join("checkpoint.img").is_file(),
+        "the saved memory was lost"
+    );
+    assert_eq!(rt.observe(&sb.config).unwrap(), Observed::Stopped);
+    assert!(rootfs::mounts_below(&sb.config.state_dir).is_empty());
+    rt.restore(&sb.config, &image)
+        .unwrap_or_else(|e| panic!("restore after a failed delete: {e}"));
+    let now = count();
+    assert!(
+        now >= before && now < before + 200,
+        "{now} after hibernating at {before}: the processes did not continue"
+    );
     rt.stop(&sb.config).unwrap();
     assert!(!rt.list_host().unwrap().contains(&sb.config.id));
 }

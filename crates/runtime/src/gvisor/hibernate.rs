@@ -43,6 +43,10 @@ pub const RESTORED_MARKER: &str = "run/restored";
 /// [`LISTEN_SIGNAL`] (agents without the marker need the signal).
 const MARKER_GRACE: Duration = Duration::from_millis(250);
 
+/// How long a checkpointed sandbox may take to exit by itself when
+/// `runsc delete` failed to end it.
+const EXIT_AFTER_CHECKPOINT: Duration = Duration::from_secs(10);
+
 /// The file runsc writes the sandbox's state to inside the image dir.
 pub const CHECKPOINT_FILE: &str = "checkpoint.img";
 
@@ -131,7 +135,9 @@ impl GvisorRuntime {
         let t_checkpoint = t0.elapsed();
         // The checkpoint ends the sandbox; remove runsc's record (it is
         // known to exist: no `runsc state` first) and the host mounts.
-        self.call(&["delete", "--force", &config.id])?;
+        if let Err(e) = self.call(&["delete", "--force", &config.id]) {
+            self.teardown_after_checkpoint(config, e)?;
+        }
         self.release_host(config);
         tracing::debug!(
             id = %config.id,
@@ -141,6 +147,44 @@ impl GvisorRuntime {
             t0.elapsed() - t_checkpoint
         );
         Ok(())
+    }
+
+    /// `runsc delete` failed after a complete checkpoint: the image holds
+    /// the sandbox's memory now and must not be lost to a teardown error.
+    /// Retry through `stop`; if the sandbox is gone either way (it exits
+    /// by itself after the checkpoint, within moments), hibernation
+    /// succeeded (a runsc record left behind is cleared when it is
+    /// restored). Only a sandbox that still runs is an error, and then its
+    /// memory lives on in it.
+    fn teardown_after_checkpoint(&self, config: &SandboxConfig, delete: Error) -> Result<()> {
+        tracing::warn!(id = %config.id, error = %delete, "runsc delete after the checkpoint failed; retrying");
+        let stopped = self.stop(config);
+        let mut observed = self.observe(config);
+        let deadline = Instant::now() + EXIT_AFTER_CHECKPOINT;
+        while matches!(observed, Ok(Observed::Running | Observed::Paused))
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+            observed = self.observe(config);
+        }
+        match observed {
+            Ok(Observed::Stopped) => {
+                if let Err(e) = stopped {
+                    tracing::warn!(
+                        id = %config.id, error = %e,
+                        "the checkpoint is complete and kept; what runsc keeps of the \
+                         sandbox is cleared when it is resumed"
+                    );
+                }
+                Ok(())
+            }
+            Ok(_) => Err(Error::Other(format!(
+                "sandbox {} still runs after its checkpoint: runsc delete failed ({delete}); \
+                 it was not hibernated",
+                config.id
+            ))),
+            Err(e) => Err(e),
+        }
     }
 
     /// Start the sandbox again from the image `hibernate` wrote, with the
