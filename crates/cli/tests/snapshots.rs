@@ -341,6 +341,27 @@ fn crash_points_in_archive_and_unarchive_leave_the_sandbox_startable() {
     d.ok(&["snapshot", "gc"]);
     let left: Vec<_> = files(&d.data.join("snapshots/manifests"));
     assert_eq!(left.len(), 1, "only `old` should remain: {left:?}");
+    // A daemon killed in the middle of filling a new sandbox from a
+    // snapshot: the restart deletes it (volume and state) instead of
+    // starting it cold on a half-filled volume.
+    let volumes_dir = d.data.join("volumes");
+    let volumes = || std::fs::read_dir(&volumes_dir).unwrap().count();
+    let volumes_before = volumes();
+    d.env = vec![("DWELL_CRASH_AT".into(), "create:mid-fill".into())];
+    d.restart();
+    assert!(
+        !d.run(&["create", "--from", "old", "--name", "half", "--memory", "128M"])
+            .status
+            .success(),
+        "create:mid-fill did not fire"
+    );
+    recover(&mut d);
+    wait_for(
+        20,
+        "the half-filled sandbox deleted after the restart",
+        || !d.run(&["inspect", "half"]).status.success(),
+    );
+    assert_eq!(volumes(), volumes_before, "the half-filled volume was kept");
     d.ok(&["create", "--from", "old", "--name", "o", "--memory", "128M"]);
     assert_eq!(sum(&d, "o"), want);
 }

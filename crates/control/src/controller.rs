@@ -408,6 +408,21 @@ impl Controller {
         self.inner
             .store
             .add_event(&rec.id, "request", "create requested")?;
+        let fills = template.is_some() || from.is_some();
+        if fills {
+            // A restart after a crash mid-fill deletes the sandbox (see
+            // `fill`); a failure here leaves nothing filled yet.
+            let inner = self.inner.clone();
+            let id = rec.id.clone();
+            if let Err(e) = blocking(move || reconcile::fill::begin(&inner, &id)).await? {
+                fill.take();
+                self.inner
+                    .store
+                    .set_desired(&rec.id, State::Deleted.as_str())?;
+                reconcile::reconcile(&self.inner, &rec.id).await;
+                return Err(e);
+            }
+        }
         if let Some(t) = template {
             let lock = self.inner.lock_for(&t.id);
             let _g = lock.lock().await;
@@ -456,6 +471,7 @@ impl Controller {
                 let tracker = inner.progress.track(&id, "restore");
                 let ctx = inner.snap_ctx(&m.tenant, false, Some(&tracker))?;
                 crate::snapshots::restore_into(&*inner.snapshots, &m, &image, &ctx)?;
+                crate::crashpoint::crashpoint("create:mid-fill");
                 if crate::memory::has_memory(&m) {
                     let agent = crate::memory::restore(&inner, &*inner.snapshots, &m, &id, &ctx)?;
                     // This host's runtime config: its image store, paths;
@@ -487,6 +503,11 @@ impl Controller {
                 "step",
                 &format!("volume restored from snapshot {snap}"),
             )?;
+        }
+        if fills {
+            let inner = self.inner.clone();
+            let id = rec.id.clone();
+            blocking(move || reconcile::fill::end(&inner, &id)).await??;
         }
         drop(fill);
         reconcile::reconcile(&self.inner, &rec.id).await;

@@ -9,6 +9,7 @@
 mod archive;
 pub(crate) mod config;
 mod delete;
+pub(crate) mod fill;
 pub(crate) mod hibernate;
 mod pause;
 mod resume;
@@ -179,6 +180,17 @@ async fn observe(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord) -> Result<O
 async fn step(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord, trigger: &Trigger) -> Result<()> {
     let state = State::parse(&rec.state)?;
     let desired = State::parse(&rec.desired_state)?;
+    if state == State::Creating && desired != State::Deleted && fill::interrupted(inner, &rec.id) {
+        // Nothing half-created stays: the daemon died mid-fill.
+        inner.store.set_desired(&rec.id, State::Deleted.as_str())?;
+        return delete::run(
+            inner,
+            rec,
+            "the daemon stopped while the sandbox was being filled from its snapshot or \
+             template: deleted, nothing half-copied is kept; create it again",
+        )
+        .await;
+    }
     if state == State::Deleted {
         return Ok(());
     }
