@@ -191,8 +191,14 @@ fn lifecycle() {
     assert_eq!(rt.observe(&sb.config).unwrap(), Observed::Running);
     assert_eq!(from_file().as_deref(), Some("running"));
     assert_eq!(sb.ok("cat /root/f"), "persisted");
-    // Another id under the same root is not this sandbox.
-    assert_eq!(state_file::live_status(root, "gv-other"), None);
+    // Another id whose state file names this sandbox's process (a stale
+    // file whose pid was reused) is not live: the process boots this id.
+    let id = &sb.config.id;
+    let other = root.join("gv-other_sandbox:gv-other.state");
+    std::fs::copy(root.join(format!("{id}_sandbox:{id}.state")), &other).unwrap();
+    let copied = state_file::live_status(root, "gv-other");
+    std::fs::remove_file(&other).unwrap();
+    assert_eq!(copied, None);
 
     rt.stop(&sb.config).unwrap();
     assert_eq!(from_file(), None);
@@ -534,4 +540,45 @@ fn real_agent_hibernates_and_resumes() {
     }
     sb.rt.stop(&sb.config).unwrap();
     assert!(!sb.rt.list_host().unwrap().contains(&sb.config.id));
+}
+
+/// A hibernation that stops short of the checkpoint (here: the image dir
+/// cannot be made) after the agent was asked to stop listening, as the
+/// daemon asks it, leaves a sandbox whose agent listens again.
+#[test]
+fn a_hibernation_that_fails_before_the_checkpoint_keeps_the_agent_reachable() {
+    let Some((sb, started, tokio)) = real_agent_sandbox("hib-abort") else {
+        return;
+    };
+    let sock = started.agent_socket.clone();
+    tokio.block_on(async {
+        let c = dwell_proto::AgentClient::connect_unix(&sock)
+            .await
+            .expect("connect to the agent");
+        c.unlisten().await.expect("unlisten");
+    });
+    let t = std::time::Instant::now();
+    while sock.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the agent kept its socket"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // A regular file where the image dir's parent should be.
+    let blocker = sb.dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "").unwrap();
+    let err = sb
+        .rt
+        .hibernate(&sb.config, &blocker.join("image"))
+        .expect_err("hibernate into a path under a file");
+    assert!(err.to_string().contains("image dir"), "{err}");
+    assert_eq!(sb.rt.observe(&sb.config).unwrap(), Observed::Running);
+    tokio.block_on(async {
+        let c = dwell_proto::AgentClient::connect_unix(&sock)
+            .await
+            .expect("the agent listens again after the failed hibernation");
+        c.health().await.expect("health");
+    });
+    sb.rt.stop(&sb.config).unwrap();
 }

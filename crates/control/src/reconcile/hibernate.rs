@@ -135,6 +135,14 @@ pub(crate) async fn run(
         &rec.id,
         "hibernating: saving memory and processes to disk",
     )?;
+    // Read before the agent is asked to stop listening: from then on only
+    // the runtime's hibernate, which makes it listen again if it stops
+    // short of the checkpoint, may fail.
+    let cfg = {
+        let inner2 = inner.clone();
+        let id = rec.id.clone();
+        blocking(move || config_of(&inner2, &id)).await??
+    };
     // The agent drops its connections before the checkpoint; so do we.
     // A running one is asked to over the protocol; a paused one cannot
     // answer, and the runtime signals it after thawing it.
@@ -146,7 +154,6 @@ pub(crate) async fn run(
     let id = rec.id.clone();
     let t0 = std::time::Instant::now();
     blocking(move || -> Result<()> {
-        let cfg = config_of(&inner2, &id)?;
         if let Err(e) = runtime.hibernate(&cfg, &image_dir(&inner2, &id)) {
             // A partial image must never be restored.
             let _ = discard(&inner2, &id);
@@ -177,7 +184,7 @@ pub(crate) async fn run(
 /// its signal.
 async fn unlisten(inner: &Arc<Inner>, id: &str) {
     use std::time::Duration;
-    const BOUND: Duration = Duration::from_secs(2);
+    const BOUND: Duration = Duration::from_secs(1);
     let run_dir = inner.state_dir(id).join("run");
     let sock = run_dir.join("agent.sock");
     // Left by a restore that did not finish: the agent would listen again

@@ -12,8 +12,10 @@
 //! when the socket is still there) it closes its listener (and its
 //! connections) and removes the socket; on
 //! [`LISTEN_SIGNAL`], or when [`RESTORED_MARKER`] appears, it binds it
-//! again. Hibernate removes the marker, sends the signal and waits until
-//! the socket is gone; restore creates the marker before `runsc restore`
+//! again. Hibernate removes the marker, sends the signal (when the socket
+//! is still there) and waits until the socket is gone; a hibernation that
+//! stops short of the checkpoint makes the agent listen again the same way
+//! a restore does; restore creates the marker before `runsc restore`
 //! (the restored agent listens within a millisecond), sends the second
 //! signal only if the agent does not listen soon, and waits until it
 //! accepts connections.
@@ -75,6 +77,51 @@ impl GvisorRuntime {
     /// is sent.
     pub fn hibernate(&self, config: &SandboxConfig, image_dir: &Path) -> Result<()> {
         layout::validate_id(&config.id)?;
+        let t0 = Instant::now();
+        if let Err(e) = self.before_checkpoint(config, image_dir) {
+            // The caller may have made the agent stop listening already: a
+            // sandbox that lives on must stay reachable.
+            if self.observe(config).ok() == Some(Observed::Running) {
+                self.listen_again(config);
+            }
+            return Err(e);
+        }
+        let image = format!("--image-path={}", image_dir.display());
+        // The sentry needs memory of its own to save the application's:
+        // as much again as the limit (at least 256 MiB) for the checkpoint.
+        let limit = config.resources.memory_bytes;
+        let raised = headroom::raise(&self.cgroups_path(&config.id), limit.max(256 << 20));
+        let [compression, zeros] = CHECKPOINT_FLAGS;
+        let t_unlisten = t0.elapsed();
+        if let Err(e) = self.call(&["checkpoint", compression, zeros, &image, &config.id]) {
+            // Still running (a refused checkpoint): let the agent listen
+            // again so the sandbox stays usable.
+            if self.observe(config).ok() == Some(Observed::Running) {
+                raised.restore();
+                self.listen_again(config);
+            }
+            return Err(e);
+        }
+        let t_checkpoint = t0.elapsed();
+        // The checkpoint ends the sandbox; remove runsc's record (it is
+        // known to exist: no `runsc state` first) and the host mounts.
+        if let Err(e) = self.call(&["delete", "--force", &config.id]) {
+            self.teardown_after_checkpoint(config, e)?;
+        }
+        self.release_host(config);
+        tracing::debug!(
+            id = %config.id,
+            "hibernated: agent unlistened {:?}, runsc checkpoint {:?}, teardown {:?}",
+            t_unlisten,
+            t_checkpoint - t_unlisten,
+            t0.elapsed() - t_checkpoint
+        );
+        Ok(())
+    }
+
+    /// Everything before the checkpoint: a running sandbox (thawed if
+    /// paused), an empty image dir, and an agent that no longer listens.
+    fn before_checkpoint(&self, config: &SandboxConfig, image_dir: &Path) -> Result<()> {
         match self.observe(config)? {
             Observed::Running => {}
             Observed::Paused => self.resume(config)?,
@@ -99,7 +146,6 @@ impl GvisorRuntime {
         // Left from the last restore, it would make the agent listen again
         // right away.
         let _ = std::fs::remove_file(layout::state_file(config, RESTORED_MARKER));
-        let t0 = Instant::now();
         // No socket: the caller asked the agent over its protocol already
         // (a message costs far less than a `runsc kill`).
         if sock.exists() {
@@ -115,38 +161,30 @@ impl GvisorRuntime {
                     sock.display(),
                     self.options.agent_timeout
                 ))
-            })?;
-        let image = format!("--image-path={}", image_dir.display());
-        // The sentry needs memory of its own to save the application's:
-        // as much again as the limit (at least 256 MiB) for the checkpoint.
-        let limit = config.resources.memory_bytes;
-        let raised = headroom::raise(&self.cgroups_path(&config.id), limit.max(256 << 20));
-        let [compression, zeros] = CHECKPOINT_FLAGS;
-        let t_unlisten = t0.elapsed();
-        if let Err(e) = self.call(&["checkpoint", compression, zeros, &image, &config.id]) {
-            // Still running (a refused checkpoint): let the agent listen
-            // again so the sandbox stays usable.
-            if self.observe(config).ok() == Some(Observed::Running) {
-                raised.restore();
-                let _ = self.call(&["kill", &config.id, LISTEN_SIGNAL]);
+            })
+    }
+
+    /// Make the agent of a sandbox that lives on after an aborted
+    /// hibernation listen again: the restore marker (a non-listening agent
+    /// polls for it), then the signal if that does not do it soon. Best
+    /// effort: the sandbox's own state is not at stake.
+    fn listen_again(&self, config: &SandboxConfig) {
+        let sock = layout::state_file(config, layout::AGENT_SOCKET);
+        if sock.exists() {
+            return;
+        }
+        let marker = layout::state_file(config, RESTORED_MARKER);
+        // Never follow what the sandbox may have put there: create anew.
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&marker);
+        if self.wait(MARKER_GRACE, || sock.exists()).is_err() {
+            if let Err(e) = self.call(&["kill", &config.id, LISTEN_SIGNAL]) {
+                tracing::warn!(id = %config.id, error = %e, "asking the agent to listen again");
             }
-            return Err(e);
         }
-        let t_checkpoint = t0.elapsed();
-        // The checkpoint ends the sandbox; remove runsc's record (it is
-        // known to exist: no `runsc state` first) and the host mounts.
-        if let Err(e) = self.call(&["delete", "--force", &config.id]) {
-            self.teardown_after_checkpoint(config, e)?;
-        }
-        self.release_host(config);
-        tracing::debug!(
-            id = %config.id,
-            "hibernated: agent unlistened {:?}, runsc checkpoint {:?}, teardown {:?}",
-            t_unlisten,
-            t_checkpoint - t_unlisten,
-            t0.elapsed() - t_checkpoint
-        );
-        Ok(())
+        let _ = std::fs::remove_file(&marker);
     }
 
     /// `runsc delete` failed after a complete checkpoint: the image holds
@@ -154,8 +192,9 @@ impl GvisorRuntime {
     /// Retry through `stop`; if the sandbox is gone either way (it exits
     /// by itself after the checkpoint, within moments), hibernation
     /// succeeded (a runsc record left behind is cleared when it is
-    /// restored). Only a sandbox that still runs is an error, and then its
-    /// memory lives on in it.
+    /// restored), and so it does when runsc cannot even say: the image is
+    /// complete. Only a sandbox that still runs is an error, and then its
+    /// memory lives on in it (its agent is made to listen again).
     fn teardown_after_checkpoint(&self, config: &SandboxConfig, delete: Error) -> Result<()> {
         tracing::warn!(id = %config.id, error = %delete, "runsc delete after the checkpoint failed; retrying");
         let stopped = self.stop(config);
@@ -178,12 +217,22 @@ impl GvisorRuntime {
                 }
                 Ok(())
             }
-            Ok(_) => Err(Error::Other(format!(
-                "sandbox {} still runs after its checkpoint: runsc delete failed ({delete}); \
-                 it was not hibernated",
-                config.id
-            ))),
-            Err(e) => Err(e),
+            Ok(_) => {
+                self.listen_again(config);
+                Err(Error::Other(format!(
+                    "sandbox {} still runs after its checkpoint: runsc delete failed \
+                     ({delete}); it was not hibernated",
+                    config.id
+                )))
+            }
+            Err(e) => {
+                tracing::warn!(
+                    id = %config.id, error = %e,
+                    "cannot tell whether the sandbox ended after its checkpoint; the \
+                     checkpoint is complete and kept"
+                );
+                Ok(())
+            }
         }
     }
 
