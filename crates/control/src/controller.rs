@@ -403,111 +403,111 @@ impl Controller {
         // this sandbox below (it takes the same lock).
         let fill_lock = self.inner.lock_for(&rec.id);
         let mut fill = Some(fill_lock.lock().await);
-        self.inner.store.insert_sandbox(&rec)?;
-        drop(_quota);
-        self.inner
-            .store
-            .add_event(&rec.id, "request", "create requested")?;
         let fills = template.is_some() || from.is_some();
         if fills {
-            // A restart after a crash mid-fill deletes the sandbox (see
-            // `fill`); a failure here leaves nothing filled yet.
+            // Durable before the record exists: a restart after a crash
+            // mid-fill deletes the sandbox (see `fill`).
             let inner = self.inner.clone();
             let id = rec.id.clone();
             if let Err(e) = blocking(move || reconcile::fill::begin(&inner, &id)).await? {
-                fill.take();
-                self.inner
-                    .store
-                    .set_desired(&rec.id, State::Deleted.as_str())?;
-                reconcile::reconcile(&self.inner, &rec.id).await;
+                let _ = std::fs::remove_dir_all(self.inner.state_dir(&rec.id));
                 return Err(e);
             }
         }
-        if let Some(t) = template {
-            let lock = self.inner.lock_for(&t.id);
-            let _g = lock.lock().await;
-            let inner = self.inner.clone();
-            let (id, name, tid) = (rec.id.clone(), rec.name.clone(), t.id.clone());
-            let r = blocking(move || {
-                let t = inner
-                    .store
-                    .get_sandbox(&tid)?
-                    .ok_or_else(|| Error::NotFound(tid.clone()))?;
-                crate::templates::check(&t)?;
-                crate::templates::prepare(&inner, &t, &id, &name)
-            })
-            .await?;
-            drop(_g);
-            if let Err(e) = r {
-                fill.take();
-                self.inner
-                    .store
-                    .set_desired(&rec.id, State::Deleted.as_str())?;
-                reconcile::reconcile(&self.inner, &rec.id).await;
-                return Err(e);
+        if let Err(e) = self.inner.store.insert_sandbox(&rec) {
+            if fills {
+                let _ = std::fs::remove_dir_all(self.inner.state_dir(&rec.id));
             }
-            self.inner.store.add_event(
-                &rec.id,
-                "step",
-                &format!(
-                    "volume and saved memory copied from hibernated sandbox {}",
-                    t.name
-                ),
-            )?;
+            return Err(e.into());
         }
-        if let Some(m) = from {
-            let inner = self.inner.clone();
-            let id = rec.id.clone();
-            let snap = m.id.clone();
-            let rec2 = rec.clone();
-            let r = blocking(move || -> Result<()> {
-                let info = inner.volumes.create(&id, m.source.volume_size)?;
-                let image = info.image.ok_or_else(|| {
-                    Error::Conflict(
-                        "snapshots need loop-backed volumes; this host gives directory volumes"
-                            .into(),
-                    )
-                })?;
-                let tracker = inner.progress.track(&id, "restore");
-                let ctx = inner.snap_ctx(&m.tenant, false, Some(&tracker))?;
-                crate::snapshots::restore_into(&*inner.snapshots, &m, &image, &ctx)?;
-                crate::crashpoint::crashpoint("create:mid-fill");
-                if crate::memory::has_memory(&m) {
-                    let agent = crate::memory::restore(&inner, &*inner.snapshots, &m, &id, &ctx)?;
-                    // This host's runtime config: its image store, paths;
-                    // the agent version the memory runs.
-                    let spec: crate::model::SandboxSpec = serde_json::from_value(rec2.spec)
-                        .map_err(|e| Error::Internal(e.to_string()))?;
-                    let img = inner.images.get(&rec2.image)?;
-                    let upper = inner.volumes.mount_path(&id);
-                    let mut cfg =
-                        reconcile::build_config(&inner, &id, &rec2.name, &spec, &img, upper);
-                    if let Some(agent) = agent {
-                        cfg.agent_binary = agent;
+        drop(_quota);
+        let filled: Result<()> = async {
+            self.inner
+                .store
+                .add_event(&rec.id, "request", "create requested")?;
+            if let Some(t) = template {
+                let lock = self.inner.lock_for(&t.id);
+                let _g = lock.lock().await;
+                let inner = self.inner.clone();
+                let (id, name, tid) = (rec.id.clone(), rec.name.clone(), t.id.clone());
+                blocking(move || {
+                    let t = inner
+                        .store
+                        .get_sandbox(&tid)?
+                        .ok_or_else(|| Error::NotFound(tid.clone()))?;
+                    crate::templates::check(&t)?;
+                    crate::templates::prepare(&inner, &t, &id, &name)
+                })
+                .await??;
+                drop(_g);
+                self.inner.store.add_event(
+                    &rec.id,
+                    "step",
+                    &format!(
+                        "volume and saved memory copied from hibernated sandbox {}",
+                        t.name
+                    ),
+                )?;
+            }
+            if let Some(m) = from {
+                let inner = self.inner.clone();
+                let id = rec.id.clone();
+                let snap = m.id.clone();
+                let rec2 = rec.clone();
+                blocking(move || -> Result<()> {
+                    let info = inner.volumes.create(&id, m.source.volume_size)?;
+                    let image = info.image.ok_or_else(|| {
+                        Error::Conflict(
+                            "snapshots need loop-backed volumes; this host gives directory \
+                             volumes"
+                                .into(),
+                        )
+                    })?;
+                    let tracker = inner.progress.track(&id, "restore");
+                    let ctx = inner.snap_ctx(&m.tenant, false, Some(&tracker))?;
+                    crate::snapshots::restore_into(&*inner.snapshots, &m, &image, &ctx)?;
+                    crate::crashpoint::crashpoint("create:mid-fill");
+                    if crate::memory::has_memory(&m) {
+                        let agent =
+                            crate::memory::restore(&inner, &*inner.snapshots, &m, &id, &ctx)?;
+                        // This host's runtime config: its image store,
+                        // paths; the agent version the memory runs.
+                        let spec: crate::model::SandboxSpec = serde_json::from_value(rec2.spec)
+                            .map_err(|e| Error::Internal(e.to_string()))?;
+                        let img = inner.images.get(&rec2.image)?;
+                        let upper = inner.volumes.mount_path(&id);
+                        let mut cfg =
+                            reconcile::build_config(&inner, &id, &rec2.name, &spec, &img, upper);
+                        if let Some(agent) = agent {
+                            cfg.agent_binary = agent;
+                        }
+                        reconcile::save_config(&inner, &cfg)?;
                     }
-                    reconcile::save_config(&inner, &cfg)?;
-                }
-                Ok(())
-            })
-            .await?;
-            if let Err(e) = r {
-                fill.take();
-                self.inner
-                    .store
-                    .set_desired(&rec.id, State::Deleted.as_str())?;
-                reconcile::reconcile(&self.inner, &rec.id).await;
-                return Err(e);
+                    Ok(())
+                })
+                .await??;
+                self.inner.store.add_event(
+                    &rec.id,
+                    "step",
+                    &format!("volume restored from snapshot {snap}"),
+                )?;
             }
-            self.inner.store.add_event(
-                &rec.id,
-                "step",
-                &format!("volume restored from snapshot {snap}"),
-            )?;
+            if fills {
+                let inner = self.inner.clone();
+                let id = rec.id.clone();
+                blocking(move || reconcile::fill::end(&inner, &id)).await??;
+            }
+            Ok(())
         }
-        if fills {
-            let inner = self.inner.clone();
-            let id = rec.id.clone();
-            blocking(move || reconcile::fill::end(&inner, &id)).await??;
+        .await;
+        if let Err(e) = filled {
+            // Nothing half-created stays behind.
+            fill.take();
+            self.inner
+                .store
+                .set_desired(&rec.id, State::Deleted.as_str())?;
+            reconcile::reconcile(&self.inner, &rec.id).await;
+            return Err(e);
         }
         drop(fill);
         reconcile::reconcile(&self.inner, &rec.id).await;

@@ -6,7 +6,7 @@
 //! marker (under that lock) finds a fill whose daemon died: the sandbox is
 //! deleted, never started cold on a half-filled volume.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::controller::Inner;
 use crate::error::{Error, Result};
@@ -33,14 +33,41 @@ pub(crate) fn begin(inner: &Inner, id: &str) -> Result<()> {
         .map_err(|e| io("syncing", e))
 }
 
-/// The fill of `id` is complete.
+/// The fill of `id` is complete: what was copied (the volume image, the
+/// files of the state dir) is made durable first, then the marker goes.
 pub(crate) fn end(inner: &Inner, id: &str) -> Result<()> {
-    match std::fs::remove_file(marker(inner, id)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Internal(format!(
-            "removing the fill marker of {id}: {e}"
-        ))),
-        _ => Ok(()),
+    let sync = |path: &Path| {
+        std::fs::File::open(path)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::Internal(format!("syncing {}: {e}", path.display())))
+    };
+    if let Some(image) = inner.volumes.info(id).ok().and_then(|i| i.image) {
+        sync(&image)?;
     }
+    let dir = inner.state_dir(id);
+    let mut stack = vec![dir.clone()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => sync(&e.path())?,
+                _ => {}
+            }
+        }
+        sync(&d)?;
+    }
+    match std::fs::remove_file(marker(inner, id)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(Error::Internal(format!(
+                "removing the fill marker of {id}: {e}"
+            )))
+        }
+        _ => {}
+    }
+    sync(&dir)
 }
 
 /// Whether a fill of `id` began and never ended (its daemon died).
