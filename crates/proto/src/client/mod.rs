@@ -209,13 +209,18 @@ impl AgentClient {
 
     /// Make the agent stop listening (before a checkpoint): it answers,
     /// then closes its socket and every connection, this one included.
-    /// The connection closing before the answer arrives counts as done.
+    /// The connection closing after the request was sent, before the
+    /// answer arrived, counts as done; a connection already down is an
+    /// error (nothing was sent).
     pub async fn unlisten(&self) -> Result<()> {
-        match self
-            .call::<serde_json::Value>(Request::Unlisten, "unlisten")
-            .await
-        {
-            Ok(_) | Err(Error::Unreachable(_)) => Ok(()),
+        // Fails when the connection is known to be down: nothing was sent.
+        let mut s = self.conn.open(&Request::Unlisten)?;
+        match self.first(&mut s, "unlisten").await {
+            Ok(Inbound::End(Ok(_))) | Err(Error::Unreachable(_)) => Ok(()),
+            Ok(Inbound::End(Err(e))) => Err(Error::Remote(e)),
+            Ok(_) => Err(Error::Protocol(
+                "unexpected message before the reply to unlisten".into(),
+            )),
             Err(e) => Err(e),
         }
     }
