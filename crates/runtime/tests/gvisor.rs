@@ -331,29 +331,41 @@ while True:
     time.sleep(0.02)
 "#;
 
-#[test]
-fn hibernate_and_restore_continue_the_counter() {
+/// [`COUNTER_AGENT`] written to `scratch`, or `None` (with the reason
+/// printed) where the test cannot run.
+fn counter_agent(scratch: &Path) -> Option<PathBuf> {
     if skip() {
-        return;
+        return None;
     }
     if !Path::new("/usr/bin/python3").is_file() {
         eprintln!("skipping: the counter agent needs /usr/bin/python3 on the host");
-        return;
+        return None;
     }
-    let scratch = tempfile::tempdir().unwrap();
-    let agent = scratch.path().join("counter-agent");
-    std::fs::write(&agent, COUNTER_AGENT).unwrap();
     use std::os::unix::fs::PermissionsExt;
+    let agent = scratch.join("counter-agent");
+    std::fs::write(&agent, COUNTER_AGENT).unwrap();
     std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    Some(agent)
+}
+
+/// The count a [`COUNTER_AGENT`] sandbox reports on its socket.
+fn agent_count(sb: &Sandbox) -> u64 {
+    let mut s = UnixStream::connect(sb.config.state_dir.join("run/agent.sock")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.trim().parse().unwrap()
+}
+
+#[test]
+fn hibernate_and_restore_continue_the_counter() {
+    let scratch = tempfile::tempdir().unwrap();
+    let Some(agent) = counter_agent(scratch.path()) else {
+        return;
+    };
     let sb = Sandbox::with_agent("hib", agent);
     let rt = &sb.rt;
-    let count = || -> u64 {
-        let mut s = UnixStream::connect(sb.config.state_dir.join("run/agent.sock")).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out.trim().parse().unwrap()
-    };
+    let count = || agent_count(&sb);
     let on_disk = || -> u64 {
         // The counter truncates the file before each write: a read that
         // lands in between finds it empty, so read again then.
@@ -406,18 +418,11 @@ fn hibernate_and_restore_continue_the_counter() {
 /// brings its processes back where they stopped.
 #[test]
 fn a_failed_delete_after_the_checkpoint_keeps_the_saved_memory() {
-    if skip() {
-        return;
-    }
-    if !Path::new("/usr/bin/python3").is_file() {
-        eprintln!("skipping: the counter agent needs /usr/bin/python3 on the host");
-        return;
-    }
     use std::os::unix::fs::PermissionsExt;
     let scratch = tempfile::tempdir().unwrap();
-    let agent = scratch.path().join("counter-agent");
-    std::fs::write(&agent, COUNTER_AGENT).unwrap();
-    std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let Some(agent) = counter_agent(scratch.path()) else {
+        return;
+    };
     // Fails as many `runsc delete` calls as the file says, then runs runsc.
     let fails = scratch.path().join("deletes-to-fail");
     let wrapper = scratch.path().join("runsc-wrapper");
@@ -432,13 +437,7 @@ fn a_failed_delete_after_the_checkpoint_keeps_the_saved_memory() {
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
     let sb = Sandbox::with_runsc("hib-del", agent, wrapper);
     let rt = &sb.rt;
-    let count = || -> u64 {
-        let mut s = UnixStream::connect(sb.config.state_dir.join("run/agent.sock")).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out.trim().parse().unwrap()
-    };
+    let count = || agent_count(&sb);
     rt.start(&sb.config)
         .unwrap_or_else(|e| panic!("start: {e}"));
     std::thread::sleep(Duration::from_millis(300));
