@@ -94,7 +94,7 @@ pub fn can_unlisten() -> Result<(), RemoteError> {
 /// very path the signal takes. (Waking the listener directly instead, with
 /// a `Notify`, made one restore in a few under gVisor come back with a
 /// listener whose connections were never accepted; the signal path never
-/// did, in 70 rounds.)
+/// did, in 140 rounds.)
 pub fn unlisten_now() {
     // SAFETY: kill(2) on our own pid with a signal `listen` handles.
     unsafe { libc::kill(libc::getpid(), UNLISTEN) };

@@ -282,7 +282,7 @@ async fn unlisten_and_relisten_keep_background_processes() {
     let pid = bg.pid();
     drop(bg);
     unsafe { libc::kill(a.pid() as i32, libc::SIGUSR1) };
-    socket_gone(&a.sock).await;
+    a.wait_socket_gone().await;
     assert!(
         c.health().await.is_err(),
         "an old connection survived SIGUSR1"
@@ -318,18 +318,6 @@ async fn unlisten_and_relisten_keep_background_processes() {
     assert!(n2 > n1, "the counter did not continue ({n1} -> {n2})");
 }
 
-/// Wait (at most 5 s) until the agent has removed its socket.
-async fn socket_gone(sock: &std::path::Path) {
-    let t = std::time::Instant::now();
-    while sock.exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "the socket did not go away"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 /// The `unlisten` request does what SIGUSR1 does; a SIGUSR1 arriving too
 /// (the runtime's fallback for the same checkpoint) does not take the
 /// socket down again once the agent listens anew.
@@ -338,7 +326,7 @@ async fn unlisten_request_then_a_late_signal_keeps_the_new_socket() {
     let a = Agent::start();
     let c = a.client().await;
     c.unlisten().await.expect("unlisten");
-    socket_gone(&a.sock).await;
+    a.wait_socket_gone().await;
     assert!(c.health().await.is_err(), "the old connection survived");
     // The fallback's signal for the same checkpoint, while not listening.
     unsafe { libc::kill(a.pid() as i32, libc::SIGUSR1) };
@@ -352,5 +340,5 @@ async fn unlisten_request_then_a_late_signal_keeps_the_new_socket() {
     c.health().await.expect("health after relisten");
     // And a second round works the same.
     c.unlisten().await.expect("unlisten again");
-    socket_gone(&a.sock).await;
+    a.wait_socket_gone().await;
 }

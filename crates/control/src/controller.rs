@@ -140,6 +140,11 @@ impl Inner {
         self.data_dir.join("sandboxes").join(id)
     }
 
+    /// Where sandbox `id`'s agent listens on the host.
+    pub fn agent_socket(&self, id: &str) -> PathBuf {
+        self.state_dir(id).join("run/agent.sock")
+    }
+
     pub async fn forget_agent(&self, id: &str) {
         self.agents.lock().await.remove(id);
     }
@@ -151,8 +156,7 @@ impl Inner {
         &self,
         id: &str,
     ) -> std::result::Result<AgentClient, dwell_proto::Error> {
-        let sock = self.state_dir(id).join("run/agent.sock");
-        let client = AgentClient::connect_unix(&sock).await?;
+        let client = AgentClient::connect_unix(&self.agent_socket(id)).await?;
         self.agents
             .lock()
             .await

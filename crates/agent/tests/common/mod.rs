@@ -43,6 +43,18 @@ impl Agent {
         }
     }
 
+    /// Wait (at most 5 s) until the agent has removed its socket.
+    pub async fn wait_socket_gone(&self) {
+        let t = Instant::now();
+        while self.sock.exists() {
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "the socket did not go away"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     pub async fn client(&self) -> AgentClient {
         AgentClient::connect_unix(&self.sock)
             .await

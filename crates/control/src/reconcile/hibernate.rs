@@ -185,8 +185,7 @@ pub(crate) async fn run(
 async fn unlisten(inner: &Arc<Inner>, id: &str) {
     use std::time::Duration;
     const BOUND: Duration = Duration::from_secs(1);
-    let run_dir = inner.state_dir(id).join("run");
-    let sock = run_dir.join("agent.sock");
+    let sock = inner.agent_socket(id);
     // Left by a restore that did not finish: the agent would listen again
     // on seeing it.
     let _ = std::fs::remove_file(

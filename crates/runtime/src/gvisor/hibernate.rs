@@ -179,12 +179,20 @@ impl GvisorRuntime {
             .write(true)
             .create_new(true)
             .open(&marker);
-        if self.wait(MARKER_GRACE, || sock.exists()).is_err() {
-            if let Err(e) = self.call(&["kill", &config.id, LISTEN_SIGNAL]) {
-                tracing::warn!(id = %config.id, error = %e, "asking the agent to listen again");
-            }
+        if let Err(e) = self.signal_unless_listening(config, &sock) {
+            tracing::warn!(id = %config.id, error = %e, "asking the agent to listen again");
         }
         let _ = std::fs::remove_file(&marker);
+    }
+
+    /// Once the restore marker is in place: give the agent
+    /// [`MARKER_GRACE`] to listen on `sock`, then send [`LISTEN_SIGNAL`]
+    /// (agents that predate the marker need it).
+    fn signal_unless_listening(&self, config: &SandboxConfig, sock: &Path) -> Result<()> {
+        if self.wait(MARKER_GRACE, || sock.exists()).is_err() {
+            self.call(&["kill", &config.id, LISTEN_SIGNAL])?;
+        }
+        Ok(())
     }
 
     /// `runsc delete` failed after a complete checkpoint: the image holds
@@ -309,9 +317,7 @@ impl GvisorRuntime {
         )?;
         cpu::apply(config, &self.cgroups_path(&config.id))?;
         let t_restore = t0.elapsed();
-        if self.wait(MARKER_GRACE, || sock.exists()).is_err() {
-            self.call(&["kill", &config.id, LISTEN_SIGNAL])?;
-        }
+        self.signal_unless_listening(config, &sock)?;
         let t_signal = t0.elapsed();
         self.wait_for_agent(config, &sock)?;
         let _ = std::fs::remove_file(&marker);

@@ -30,12 +30,18 @@ struct SandboxPart {
 /// process it names is alive; `None` when that cannot be told for sure.
 pub fn live_status(root: &Path, id: &str) -> Option<String> {
     let text = std::fs::read_to_string(root.join(format!("{id}_sandbox:{id}.state"))).ok()?;
-    let state: StateFile = serde_json::from_str(&text).ok()?;
+    status_if_live(&text, |pid| is_sandbox_process(pid, root, id))
+}
+
+/// The status in state file `text` when it is `running` or `paused` and
+/// `is_sandbox` says the pid it names is the live sandbox.
+fn status_if_live(text: &str, is_sandbox: impl FnOnce(i32) -> bool) -> Option<String> {
+    let state: StateFile = serde_json::from_str(text).ok()?;
     if state.status != "running" && state.status != "paused" {
         return None;
     }
     let pid = state.sandbox?.pid;
-    (pid > 0 && is_sandbox_process(pid, root, id)).then_some(state.status)
+    (pid > 0 && is_sandbox(pid)).then_some(state.status)
 }
 
 /// Whether `pid` is alive (not a zombie) and is runsc's sandbox process
@@ -83,6 +89,25 @@ mod tests {
         assert_eq!(live_status(d.path(), "a"), None);
         let d = root_with("a", r#"{"status":"running"}"#);
         assert_eq!(live_status(d.path(), "a"), None);
+    }
+
+    #[test]
+    fn only_running_or_paused_with_a_live_sandbox_is_answered() {
+        let file = |status: &str| format!(r#"{{"status":"{status}","sandbox":{{"pid":42}}}}"#);
+        let live = |pid: i32| pid == 42;
+        assert_eq!(
+            status_if_live(&file("running"), live).as_deref(),
+            Some("running")
+        );
+        assert_eq!(
+            status_if_live(&file("paused"), live).as_deref(),
+            Some("paused")
+        );
+        assert_eq!(status_if_live(&file("stopped"), live), None);
+        assert_eq!(status_if_live(&file("created"), live), None);
+        assert_eq!(status_if_live(&file("running"), |_| false), None);
+        let no_pid = r#"{"status":"running","sandbox":{"pid":0}}"#;
+        assert_eq!(status_if_live(no_pid, |_| true), None);
     }
 
     #[test]
