@@ -366,6 +366,61 @@ fn crash_points_in_archive_and_unarchive_leave_the_sandbox_startable() {
     assert_eq!(sum(&d, "o"), want);
 }
 
+/// A daemon restarted in the middle of long recovery work serves at once:
+/// here an interrupted archive waits for another host's garbage collection
+/// (its lease in the shared store) before it can store anything. The
+/// archive finishes once that collection ends.
+#[test]
+fn a_restart_serves_while_an_interrupted_archive_waits_for_a_collection() {
+    if !can_run() {
+        return;
+    }
+    let mut d = Daemon::start();
+    d.create("w1", &[]);
+    let want = fill(&d, "w1", "kept");
+    let lease = d.data.join("snapshots/leases/gc-elsewhere.json");
+    std::fs::create_dir_all(lease.parent().unwrap()).unwrap();
+    std::fs::write(
+        &lease,
+        r#"{"pid":1,"owner":{"boot_id":"another-machine","pid_ns":"pid:[1]","pid":1,"start_ticks":1}}"#,
+    )
+    .unwrap();
+    let mut archive = d
+        .cmd(&["archive", "w1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(60, "the archive reaches the capture", || {
+        d.ok(&["logs", "w1"]).contains("archiving: capturing")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    d.kill9();
+    let _ = archive.wait();
+    // `restart` fails the test unless the socket answers within 20 s; the
+    // collection's lease lives 10 minutes.
+    d.restart();
+    assert!(d.ok(&["ls"]).contains("w1"));
+    let sb = d.inspect("w1");
+    assert_eq!(sb["desired_state"], "archived", "{sb}");
+    assert_ne!(
+        sb["state"], "archived",
+        "archived past a running collection: {sb}"
+    );
+    assert!(
+        d.log()
+            .contains("recovery of interrupted work is still running"),
+        "{}",
+        d.log()
+    );
+    std::fs::remove_file(&lease).unwrap();
+    wait_for(120, "the archive finishes after the collection", || {
+        d.inspect("w1")["state"] == "archived"
+    });
+    d.ok(&["start", "w1"]);
+    assert_eq!(sum(&d, "w1"), want);
+}
+
 /// SIGKILL the daemon a random time into each operation, many times, and
 /// check every published snapshot stays restorable, none is half-visible,
 /// and the sandbox always starts with one of the states it had.

@@ -185,6 +185,10 @@ impl Inner {
     }
 }
 
+/// How long the daemon's start waits for the first reconcile pass before
+/// it serves anyway (see [`Controller::start_background`]).
+pub const RECOVERY_WAIT: Duration = Duration::from_secs(5);
+
 impl Controller {
     pub fn new(opts: ControllerOptions) -> Controller {
         Controller {
@@ -247,6 +251,12 @@ impl Controller {
 
     /// Reconcile every live sandbox once (at daemon start: adopt what runs,
     /// finish half-done work) and then keep doing so in the background.
+    ///
+    /// Returns once that first pass is done, or after [`RECOVERY_WAIT`]
+    /// with the pass still going: finishing an interrupted archive or
+    /// restore moves the whole volume, and the daemon must not stay
+    /// unreachable meanwhile. Requests for a sandbox still being recovered
+    /// wait for it (the per-sandbox lock); the others are served.
     pub async fn start_background(&self) {
         {
             let inner = self.inner.clone();
@@ -257,18 +267,29 @@ impl Controller {
             .await
             .ok();
         }
-        reconcile::resync_all(&self.inner).await;
-        {
-            let inner = self.inner.clone();
+        let inner = self.inner.clone();
+        let mut first = tokio::spawn(async move {
+            reconcile::resync_all(&inner).await;
             let gone = blocking(move || crate::agents::prune(&inner))
                 .await
                 .unwrap_or_default();
             if !gone.is_empty() {
                 tracing::info!("deleted {} agent binaries no sandbox uses", gone.len());
             }
+        });
+        if tokio::time::timeout(RECOVERY_WAIT, &mut first)
+            .await
+            .is_err()
+        {
+            tracing::info!(
+                "recovery of interrupted work is still running after {} s; serving meanwhile \
+                 (`dwell ls` shows the sandboxes still in a transition)",
+                RECOVERY_WAIT.as_secs()
+            );
         }
         let inner = self.inner.clone();
         tokio::spawn(async move {
+            let _ = first.await;
             let mut tick = tokio::time::interval(inner.resync_every);
             tick.tick().await;
             loop {

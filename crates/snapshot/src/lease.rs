@@ -15,7 +15,8 @@
 //! manifests covers a writer that publishes its manifest and drops its lease in between.
 //!
 //! A lease not refreshed for `ttl` is dead (its process crashed); a writer or collector that
-//! notices it went `ttl` without refreshing gives up instead of trusting its lease.
+//! notices it went `ttl` without refreshing gives up instead of trusting its lease. A lease whose
+//! [`Owner`] provably exited (same machine, process gone) is dead at once.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime};
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::manifest::ChunkId;
+use crate::owner::Owner;
 use crate::store::{ChunkStore, ObjectInfo};
 
 /// Default lease time-to-live.
@@ -35,7 +37,30 @@ const POLL: Duration = Duration::from_millis(50);
 struct CreateLeaseDoc {
     snapshot: String,
     pid: u32,
+    /// Absent in leases written before owners were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner: Option<Owner>,
     chunks: Vec<ChunkId>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct GcLeaseDoc {
+    pid: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner: Option<Owner>,
+}
+
+/// Whether the lease document `bytes` names an owner that provably exited. Unreadable documents
+/// prove nothing.
+fn owner_gone(bytes: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Any {
+        owner: Option<Owner>,
+    }
+    serde_json::from_slice::<Any>(bytes)
+        .ok()
+        .and_then(|d| d.owner)
+        .is_some_and(|o| o.is_gone())
 }
 
 fn is_live(o: &ObjectInfo, ttl: Duration) -> bool {
@@ -83,6 +108,7 @@ impl<'a> CreateLease<'a> {
         let doc = CreateLeaseDoc {
             snapshot: self.snapshot.clone(),
             pid: std::process::id(),
+            owner: Owner::me(),
             chunks: self.chunks.iter().copied().collect(),
         };
         let started = Instant::now();
@@ -132,15 +158,30 @@ impl Drop for CreateLease<'_> {
     }
 }
 
+/// The live collector leases. One whose owner provably exited is deleted on the way (nobody
+/// else would: its owner is the only writer of that key).
+fn live_gc_leases(store: &dyn ChunkStore, ttl: Duration) -> Result<Vec<ObjectInfo>> {
+    let mut live = Vec::new();
+    for o in store.list("leases/")? {
+        if !o.key.starts_with("leases/gc-") || !is_live(&o, ttl) {
+            continue;
+        }
+        match store.get(&o.key)? {
+            None => {} // finished meanwhile
+            Some(bytes) if owner_gone(&bytes) => {
+                let _ = store.delete(&o.key);
+            }
+            Some(_) => live.push(o),
+        }
+    }
+    Ok(live)
+}
+
 /// Waits while a live collector lease exists, at most `ttl`.
 pub(crate) fn wait_no_gc(store: &dyn ChunkStore, ttl: Duration) -> Result<()> {
     let start = Instant::now();
     loop {
-        let live: Vec<ObjectInfo> = store
-            .list("leases/")?
-            .into_iter()
-            .filter(|o| o.key.starts_with("leases/gc-") && is_live(o, ttl))
-            .collect();
+        let live = live_gc_leases(store, ttl)?;
         let Some(first) = live.first() else {
             return Ok(());
         };
@@ -186,9 +227,13 @@ impl<'a> GcLease<'a> {
                 ttl_secs: self.ttl.as_secs(),
             });
         }
+        let doc = GcLeaseDoc {
+            pid: std::process::id(),
+            owner: Owner::me(),
+        };
         self.store.put(
             &self.key,
-            format!("{{\"pid\":{}}}", std::process::id()).as_bytes(),
+            &serde_json::to_vec(&doc).expect("a lease serialises"),
         )?;
         self.last_flush = started;
         Ok(())
@@ -201,7 +246,9 @@ impl Drop for GcLease<'_> {
     }
 }
 
-/// The chunk ids protected by live create leases, and the keys of dead create leases.
+/// The chunk ids protected by live create leases, and the keys of dead leases: create leases,
+/// and other collectors' leases whose time ran out or whose owner exited (a collector's own lease
+/// must be published before this is called, and is live).
 pub(crate) fn create_leases(
     store: &dyn ChunkStore,
     ttl: Duration,
@@ -209,6 +256,13 @@ pub(crate) fn create_leases(
     let mut protected = BTreeSet::new();
     let mut dead = Vec::new();
     for o in store.list("leases/")? {
+        if o.key.starts_with("leases/gc-") {
+            let gone = !is_live(&o, ttl) || store.get(&o.key)?.is_some_and(|b| owner_gone(&b));
+            if gone {
+                dead.push(o.key);
+            }
+            continue;
+        }
         if !o.key.starts_with("leases/create-") {
             continue;
         }
@@ -219,6 +273,10 @@ pub(crate) fn create_leases(
         let Some(bytes) = store.get(&o.key)? else {
             continue; // released meanwhile: its manifest is published, read after this
         };
+        if owner_gone(&bytes) {
+            dead.push(o.key);
+            continue;
+        }
         let doc: CreateLeaseDoc = serde_json::from_slice(&bytes).map_err(|e| Error::Store {
             store: store.describe(),
             action: "parse lease",
@@ -228,4 +286,67 @@ pub(crate) fn create_leases(
         protected.extend(doc.chunks);
     }
     Ok((protected, dead))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::local::LocalStore;
+
+    fn gc_lease_of(pid: u32) -> Vec<u8> {
+        let doc = GcLeaseDoc {
+            pid,
+            owner: Some(Owner::of(pid).expect("the process is alive")),
+        };
+        serde_json::to_vec(&doc).unwrap()
+    }
+
+    /// A collector killed while holding its lease blocks writers only while it lives.
+    #[test]
+    fn a_dead_collectors_lease_stops_blocking_at_once() {
+        let d = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(d.path()).unwrap();
+        let mut holder = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        store
+            .put("leases/gc-held.json", &gc_lease_of(holder.id()))
+            .unwrap();
+        let live = live_gc_leases(&store, DEFAULT_LEASE_TTL).unwrap();
+        assert_eq!(live.len(), 1, "a live holder's lease blocks writers");
+        let (_, dead) = create_leases(&store, DEFAULT_LEASE_TTL).unwrap();
+        assert!(dead.is_empty(), "a live holder's lease is not collected");
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        let (_, dead) = create_leases(&store, DEFAULT_LEASE_TTL).unwrap();
+        assert_eq!(dead, ["leases/gc-held.json"]);
+        let t0 = Instant::now();
+        wait_no_gc(&store, DEFAULT_LEASE_TTL).unwrap();
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+        assert!(store.get("leases/gc-held.json").unwrap().is_none());
+    }
+
+    /// Leases without an owner (older writers) and owners on other machines wait out the TTL.
+    #[test]
+    fn leases_without_a_provable_owner_live_out_their_time() {
+        let d = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(d.path()).unwrap();
+        store.put("leases/gc-old.json", b"{\"pid\":1}").unwrap();
+        let mut other = Owner::me().unwrap();
+        other.boot_id = "another-machine".into();
+        other.pid = u32::MAX;
+        let doc = GcLeaseDoc {
+            pid: other.pid,
+            owner: Some(other),
+        };
+        store
+            .put("leases/gc-remote.json", &serde_json::to_vec(&doc).unwrap())
+            .unwrap();
+        let (_, dead) = create_leases(&store, DEFAULT_LEASE_TTL).unwrap();
+        assert!(dead.is_empty(), "{dead:?}");
+        let live = live_gc_leases(&store, DEFAULT_LEASE_TTL).unwrap();
+        assert_eq!(live.len(), 2, "both block writers");
+        assert_eq!(store.list("leases/").unwrap().len(), 2);
+    }
 }

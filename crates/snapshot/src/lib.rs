@@ -19,6 +19,7 @@ mod fiemap;
 mod gc;
 mod lease;
 mod manifest;
+mod owner;
 mod par;
 mod progress;
 mod snapshot;
