@@ -277,10 +277,10 @@ impl Controller {
                 tracing::info!("deleted {} agent binaries no sandbox uses", gone.len());
             }
         });
-        if tokio::time::timeout(RECOVERY_WAIT, &mut first)
+        let done = tokio::time::timeout(RECOVERY_WAIT, &mut first)
             .await
-            .is_err()
-        {
+            .is_ok();
+        if !done {
             tracing::info!(
                 "recovery of interrupted work is still running after {} s; serving meanwhile \
                  (`dwell ls` shows the sandboxes still in a transition)",
@@ -289,7 +289,10 @@ impl Controller {
         }
         let inner = self.inner.clone();
         tokio::spawn(async move {
-            let _ = first.await;
+            if !done {
+                // (A finished JoinHandle must not be polled again.)
+                let _ = first.await;
+            }
             let mut tick = tokio::time::interval(inner.resync_every);
             tick.tick().await;
             loop {
