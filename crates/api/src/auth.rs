@@ -2,7 +2,8 @@
 //! caller (the socket is `0600` root): it acts as admin of the `default`
 //! tenant. On TCP every request carries an API key, as
 //! `Authorization: Bearer <key>` or `X-API-Key: <key>`; only the key's
-//! SHA-256 is stored, and it maps to a tenant.
+//! SHA-256 is stored, and it maps to a tenant. An admin may act for another
+//! tenant by naming it in `X-Dwell-Tenant` ([`act_for`]).
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -31,6 +32,58 @@ pub async fn local(mut req: Request, next: Next) -> Response {
         admin: true,
         key_id: "local".into(),
     });
+    next.run(req).await
+}
+
+/// The header with which an admin acts for another tenant (the CLI's
+/// `--tenant`).
+pub const ACT_FOR_HEADER: &str = "x-dwell-tenant";
+
+/// Middleware, inside authentication: a request naming a tenant in
+/// [`ACT_FOR_HEADER`] runs as that tenant would, so an operator can list,
+/// inspect, stop and delete any tenant's sandboxes. Only admins may (403),
+/// and only for a tenant that exists (404).
+pub async fn act_for(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let Some(value) = req.headers().get(ACT_FOR_HEADER) else {
+        return next.run(req).await;
+    };
+    let Ok(tenant) = value.to_str().map(|v| v.trim().to_string()) else {
+        return ApiError::bad_request(format!(
+            "the {ACT_FOR_HEADER} header is not text; send a tenant name"
+        ))
+        .into_response_();
+    };
+    let Some(p) = req.extensions().get::<Principal>().cloned() else {
+        return next.run(req).await; // an unauthenticated path (health, API description)
+    };
+    if tenant != p.tenant {
+        if !p.admin {
+            return ApiError::new(
+                403,
+                "permission_denied",
+                format!(
+                    "only an admin API key may act for another tenant; this key belongs to \
+                     tenant {:?} (drop --tenant / {ACT_FOR_HEADER})",
+                    p.tenant
+                ),
+            )
+            .into_response_();
+        }
+        match state.ctl.store().get_tenant(&tenant) {
+            Ok(Some(_)) => {}
+            Ok(None) if tenant == DEFAULT_TENANT => {}
+            Ok(None) => {
+                return ApiError::new(
+                    404,
+                    "not_found",
+                    format!("no tenant named {tenant:?}; list them with `dwell tenant ls`"),
+                )
+                .into_response_()
+            }
+            Err(e) => return ApiError::internal(e.to_string()).into_response_(),
+        }
+        req.extensions_mut().insert(Principal { tenant, ..p });
+    }
     next.run(req).await
 }
 

@@ -34,7 +34,14 @@ pub struct AppState {
 pub fn unix_router(ctl: Controller) -> Router {
     let state = AppState { ctl };
     routes::router(state.clone())
-        .layer(axum::middleware::from_fn_with_state(state, auth::audit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::audit,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::act_for,
+        ))
         .layer(axum::middleware::from_fn(auth::local))
 }
 
@@ -45,6 +52,10 @@ pub fn tcp_router(ctl: Controller) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::audit,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::act_for,
         ))
         .layer(axum::middleware::from_fn_with_state(state, auth::api_key))
 }

@@ -26,6 +26,10 @@ pub struct Cli {
     /// API key for --host.
     #[arg(long, global = true, env = "DWELL_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Act for this tenant (admin keys and the local socket only): list,
+    /// inspect, stop or delete its sandboxes as it would.
+    #[arg(long, global = true, env = "DWELL_AS_TENANT")]
+    pub as_tenant: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -26,7 +26,12 @@ pub enum Endpoint {
 #[derive(Debug, Clone)]
 pub struct Client {
     pub endpoint: Endpoint,
+    /// Act for this tenant (`--as-tenant`; the daemon allows admins only).
+    pub as_tenant: Option<String>,
 }
+
+/// The header that carries `--as-tenant` (the API's `X-Dwell-Tenant`).
+const AS_TENANT_HEADER: &str = "x-dwell-tenant";
 
 /// Something that is a byte stream to the daemon.
 pub trait Conn: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -110,6 +115,9 @@ impl Client {
         if let Some(k) = self.key() {
             req = req.header("authorization", format!("Bearer {k}"));
         }
+        if let Some(t) = &self.as_tenant {
+            req = req.header(AS_TENANT_HEADER, t);
+        }
         let req = req.body(body)?;
         let resp = sender
             .send_request(req)
@@ -180,6 +188,13 @@ impl Client {
         if let Some(k) = self.key() {
             req.headers_mut()
                 .insert("authorization", format!("Bearer {k}").parse()?);
+        }
+        if let Some(t) = &self.as_tenant {
+            req.headers_mut().insert(
+                AS_TENANT_HEADER,
+                t.parse()
+                    .with_context(|| format!("--as-tenant {t:?} is not a valid header value"))?,
+            );
         }
         match tokio_tungstenite::client_async(req, conn).await {
             Ok((ws, _)) => Ok(ws),

@@ -173,6 +173,26 @@ fn tenants_have_quotas_and_cannot_see_each_other() {
         !d.run(&["inspect", &a1_id]).status.success(),
         "the local admin is tenant `default` and does not see acme's either"
     );
+    // ... unless it acts for acme: an operator sees and controls every tenant.
+    let ls = d.ok(&["--as-tenant", "acme", "ls", "-q"]);
+    assert_eq!(ls.lines().count(), 2, "{ls}");
+    assert!(ls.contains(&a1_id), "{ls}");
+    d.ok(&["--as-tenant", "acme", "inspect", "a1"]);
+    // Only admins may act for another tenant, and only for one that exists.
+    let out = as_(&other, &["--as-tenant", "acme", "ls"]);
+    assert_eq!(out.status.code(), Some(77), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("only an admin API key may act for another tenant"),
+        "{}",
+        stderr(&out)
+    );
+    let out = d.run(&["--as-tenant", "nosuch", "ls"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no tenant named \"nosuch\""),
+        "{}",
+        stderr(&out)
+    );
     // Tenants are admin-only; usage is per tenant.
     let out = as_(&acme, &["tenant", "ls"]);
     assert_eq!(out.status.code(), Some(77));
@@ -224,8 +244,9 @@ fn tenants_have_quotas_and_cannot_see_each_other() {
         .unwrap()
         .iter()
         .all(|e| e["tenant"] == "acme"));
-    // Clean up acme's sandboxes (the harness only sees the default tenant's).
+    // The admin removes acme's sandboxes for it (the harness would too).
     for n in ["a1", "a2"] {
-        as_(&acme, &["rm", "-f", n]);
+        d.ok(&["--as-tenant", "acme", "rm", "-f", n]);
     }
+    assert!(d.ok(&["--as-tenant", "acme", "ls", "-q"]).trim().is_empty());
 }

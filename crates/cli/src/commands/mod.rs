@@ -30,6 +30,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             },
             None => Endpoint::Unix(cli.socket.clone()),
         },
+        as_tenant: cli.as_tenant.clone(),
     };
     match cli.command {
         Command::Serve(a) => serve::run(a, cli.socket).await,

@@ -191,6 +191,7 @@ impl Daemon {
         c.args(args)
             .env("DWELL_SOCKET", &self.socket)
             .env_remove("DWELL_HOST")
+            .env_remove("DWELL_AS_TENANT")
             .stdin(Stdio::null());
         c
     }
@@ -270,9 +271,26 @@ impl Drop for Daemon {
         if !self.alive() {
             self.spawn();
         }
-        let ids = self.run(&["ls", "-q"]);
-        for id in String::from_utf8_lossy(&ids.stdout).lines() {
-            let _ = self.run(&["rm", "-f", id]);
+        // Every tenant's sandboxes, not only the default tenant's: a test
+        // that failed midway has not removed those it made as others.
+        let mut tenants = vec!["default".to_string()];
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(
+            &self.run(&["tenant", "ls", "--json"]).stdout,
+        ) {
+            let names = v.as_array().into_iter().flatten();
+            tenants.extend(names.filter_map(|t| t["name"].as_str().map(String::from)));
+        }
+        for t in &tenants {
+            let as_t = |args: &[&str]| {
+                self.cmd(args)
+                    .env("DWELL_AS_TENANT", t)
+                    .output()
+                    .expect("run dwell")
+            };
+            let ids = as_t(&["ls", "-q"]);
+            for id in String::from_utf8_lossy(&ids.stdout).lines() {
+                let _ = as_t(&["rm", "-f", id]);
+            }
         }
         if let Some(mut c) = self.child.take() {
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
