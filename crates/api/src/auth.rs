@@ -3,7 +3,7 @@
 //! tenant. On TCP every request carries an API key, as
 //! `Authorization: Bearer <key>` or `X-API-Key: <key>`; only the key's
 //! SHA-256 is stored, and it maps to a tenant. An admin may act for another
-//! tenant by naming it in `X-Dwell-Tenant` ([`act_for`]).
+//! tenant by naming it in `X-Dwell-Tenant` ([`act_for`]; CLI `--as-tenant`).
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -36,13 +36,15 @@ pub async fn local(mut req: Request, next: Next) -> Response {
 }
 
 /// The header with which an admin acts for another tenant (the CLI's
-/// `--tenant`).
+/// `--as-tenant`).
 pub const ACT_FOR_HEADER: &str = "x-dwell-tenant";
 
 /// Middleware, inside authentication: a request naming a tenant in
-/// [`ACT_FOR_HEADER`] runs as that tenant would, so an operator can list,
-/// inspect, stop and delete any tenant's sandboxes. Only admins may (403),
-/// and only for a tenant that exists (404).
+/// [`ACT_FOR_HEADER`] runs as that tenant's own (non-admin) key would, so an
+/// operator can list, inspect, stop and delete any tenant's sandboxes. Only
+/// admins may (403), and only for a tenant that exists (404). The audit log
+/// records the request under that tenant with the admin's key id marked
+/// `admin:<id>`.
 pub async fn act_for(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let Some(value) = req.headers().get(ACT_FOR_HEADER) else {
         return next.run(req).await;
@@ -63,7 +65,7 @@ pub async fn act_for(State(state): State<AppState>, mut req: Request, next: Next
                 "permission_denied",
                 format!(
                     "only an admin API key may act for another tenant; this key belongs to \
-                     tenant {:?} (drop --tenant / {ACT_FOR_HEADER})",
+                     tenant {:?} (drop --as-tenant / {ACT_FOR_HEADER})",
                     p.tenant
                 ),
             )
@@ -82,7 +84,11 @@ pub async fn act_for(State(state): State<AppState>, mut req: Request, next: Next
             }
             Err(e) => return ApiError::internal(e.to_string()).into_response_(),
         }
-        req.extensions_mut().insert(Principal { tenant, ..p });
+        req.extensions_mut().insert(Principal {
+            tenant,
+            admin: false,
+            key_id: format!("admin:{}", p.key_id),
+        });
     }
     next.run(req).await
 }

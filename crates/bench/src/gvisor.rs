@@ -167,47 +167,79 @@ async fn run_case(
         runsc_state_bytes: 0,
     };
     let id = create(api, &name("h", k), case.memory).await?;
+    let measured = measure_case(api, &id, case, warmup, rounds, &mut r).await;
+    // Delete dwell's sandbox whatever happened (the floor's goes on drop).
+    let deleted = api.delete(&id).await;
+    measured?;
+    deleted?;
+    Ok(r)
+}
+
+/// The rounds of one case on dwell's sandbox `id` and a floor sandbox.
+async fn measure_case(
+    api: &mut Api,
+    id: &str,
+    case: Case,
+    warmup: usize,
+    rounds: usize,
+    r: &mut CaseResults,
+) -> Result<()> {
     let script = format!(
         "python3 -c \"{}\" > /dev/null 2>&1 &",
         workload(case.data_mib).replace('"', "\\\"")
     );
-    api.exec(&id, &["sh", "-c", &script]).await?;
-    wait_ready(api, &id).await?;
-    for i in 0..warmup + rounds {
-        let t0 = Instant::now();
-        let v = api
-            .call(Method::POST, &format!("/v1/sandboxes/{id}/hibernate"), None)
-            .await?;
-        let t1 = Instant::now();
-        r.state_bytes = v["saved_state_bytes"].as_u64().unwrap_or(0);
-        api.resume(&id).await?;
-        let t2 = Instant::now();
-        api.exec(&id, &["true"]).await?;
-        if i >= warmup {
-            r.hibernate.push(t1 - t0);
-            r.resume.push(t2 - t1);
-        }
-    }
-    api.delete(&id).await?;
+    api.exec(id, &["sh", "-c", &script]).await?;
+    wait_ready(api, id).await?;
     let base = Baseline::new(case)?;
     base.run()?;
     base.wait_ready()?;
+    // Both sandboxes live side by side and the rounds alternate which goes
+    // first (dwell, floor; floor, dwell; ...), with a `sync` before each
+    // half: load that comes and goes, and the writeback of the previous
+    // half's image, land on both columns alike.
     for i in 0..warmup + rounds {
-        let t0 = Instant::now();
-        base.checkpoint()?;
-        let t_ckpt = Instant::now();
-        base.delete()?;
-        let t1 = Instant::now();
-        r.runsc_state_bytes = dir_bytes(&base.image());
-        base.restore()?;
-        let t2 = Instant::now();
-        if i >= warmup {
-            r.runsc_checkpoint.push(t_ckpt - t0);
-            r.runsc_checkpoint_delete.push(t1 - t0);
-            r.runsc_restore.push(t2 - t1);
+        let keep = i >= warmup;
+        for dwell_turn in [i % 2 == 0, i % 2 != 0] {
+            sync();
+            if dwell_turn {
+                let t0 = Instant::now();
+                let v = api
+                    .call(Method::POST, &format!("/v1/sandboxes/{id}/hibernate"), None)
+                    .await?;
+                let t1 = Instant::now();
+                r.state_bytes = v["saved_state_bytes"].as_u64().unwrap_or(0);
+                api.resume(id).await?;
+                let t2 = Instant::now();
+                api.exec(id, &["true"]).await?;
+                if keep {
+                    r.hibernate.push(t1 - t0);
+                    r.resume.push(t2 - t1);
+                }
+            } else {
+                let t0 = Instant::now();
+                base.checkpoint()?;
+                let t_ckpt = Instant::now();
+                base.delete()?;
+                let t1 = Instant::now();
+                r.runsc_state_bytes = dir_bytes(&base.image());
+                base.restore()?;
+                let t2 = Instant::now();
+                if keep {
+                    r.runsc_checkpoint.push(t_ckpt - t0);
+                    r.runsc_checkpoint_delete.push(t1 - t0);
+                    r.runsc_restore.push(t2 - t1);
+                }
+            }
         }
     }
-    Ok(r)
+    Ok(())
+}
+
+/// Flush dirty pages (the images just written) so their writeback does
+/// not land on the next measurement.
+fn sync() {
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
 }
 
 async fn wait_ready(api: &mut Api, id: &str) -> Result<()> {
@@ -401,7 +433,8 @@ pub fn render(r: &GvisorResults) -> String {
          runsc on the same workload (host root read-only, tmpfs /tmp), run by this program as a \
          subreaper the way the daemon runs runsc: `runsc checkpoint` (alone, and with the \
          `delete --force` that frees the host, which a hibernation does too: its floor), and \
-         `runsc restore --detach`. Targets: resume <= {RESUME_TARGET_MS:.0} ms for a 256 MiB \
+         `runsc restore --detach`. Both sandboxes live side by side; rounds alternate which of \
+         them goes first, after a `sync`, so both columns see the same machine. Targets: resume <= {RESUME_TARGET_MS:.0} ms for a 256 MiB \
          sandbox; dwell within {:.0}% of runsc's own time.\n",
         OVERHEAD_TARGET * 100.0
     );

@@ -41,7 +41,7 @@ USAGE: dwell-bench --socket PATH --data-dir DIR --dwell PATH --daemon-pid PID [o
   --settle-ms MS         idle time before memory is read [2000]
   --warmup N             unmeasured runs before each case [3]
   --gvisor-iterations N  gVisor create and exec runs (0 skips gVisor) [10]
-  --gvisor-rounds N      hibernate+resume rounds, dwell and plain runsc [5]
+  --gvisor-rounds N      hibernate+resume rounds, dwell and plain runsc, alternating [10]
   --only-gvisor yes      run only the gVisor cases; print them, write nothing
 ";
 
@@ -95,7 +95,7 @@ fn parse() -> Result<Opts> {
         settle: Duration::from_millis(2000),
         warmup: 3,
         gvisor_iterations: 10,
-        gvisor_rounds: 5,
+        gvisor_rounds: 10,
         only_gvisor: false,
     };
     let mut args = std::env::args().skip(1);

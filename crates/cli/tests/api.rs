@@ -249,4 +249,19 @@ fn tenants_have_quotas_and_cannot_see_each_other() {
         d.ok(&["--as-tenant", "acme", "rm", "-f", n]);
     }
     assert!(d.ok(&["--as-tenant", "acme", "ls", "-q"]).trim().is_empty());
+    // The audit log files it under acme, marked as the admin's doing.
+    let audit: serde_json::Value = serde_json::from_str(&d.ok(&["audit", "--json"])).unwrap();
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["tenant"] == "acme"
+                && e["key_id"] == "admin:local"
+                && e["method"] == "DELETE"),
+        "{audit}"
+    );
+    // Acting for a tenant gives that tenant's view, not the admin's.
+    let usage = d.ok(&["--as-tenant", "other", "usage"]);
+    assert!(!usage.contains("acme"), "{usage}");
 }

@@ -366,10 +366,39 @@ fn crash_points_in_archive_and_unarchive_leave_the_sandbox_startable() {
     assert_eq!(sum(&d, "o"), want);
 }
 
+/// A collector's lease put in the store's directory by hand; removed on drop,
+/// so a failing test does not leave writers waiting for it.
+struct PlantedLease(PathBuf);
+
+impl PlantedLease {
+    fn new(d: &Daemon, owner: serde_json::Value) -> PlantedLease {
+        let path = d.data.join("snapshots/leases/gc-planted.json");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let doc = serde_json::json!({"pid": owner["pid"], "owner": owner});
+        std::fs::write(&path, doc.to_string()).unwrap();
+        PlantedLease(path)
+    }
+}
+
+impl Drop for PlantedLease {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn proc_text(path: &str) -> String {
+    let p = Path::new(path);
+    std::fs::read_link(p)
+        .map(|l| l.display().to_string())
+        .or_else(|_| std::fs::read_to_string(p).map(|s| s.trim().to_string()))
+        .unwrap_or_default()
+}
+
 /// A daemon restarted in the middle of long recovery work serves at once:
 /// here an interrupted archive waits for another host's garbage collection
 /// (its lease in the shared store) before it can store anything. The
-/// archive finishes once that collection ends.
+/// archive finishes once that collection ends, and the periodic resync
+/// runs after that first pass.
 #[test]
 fn a_restart_serves_while_an_interrupted_archive_waits_for_a_collection() {
     if !can_run() {
@@ -378,13 +407,10 @@ fn a_restart_serves_while_an_interrupted_archive_waits_for_a_collection() {
     let mut d = Daemon::start();
     d.create("w1", &[]);
     let want = fill(&d, "w1", "kept");
-    let lease = d.data.join("snapshots/leases/gc-elsewhere.json");
-    std::fs::create_dir_all(lease.parent().unwrap()).unwrap();
-    std::fs::write(
-        &lease,
-        r#"{"pid":1,"owner":{"boot_id":"another-machine","pid_ns":"pid:[1]","pid":1,"start_ticks":1}}"#,
-    )
-    .unwrap();
+    let lease = PlantedLease::new(
+        &d,
+        serde_json::json!({"boot_id": "another-machine", "pid_ns": "pid:[1]", "pid": 1, "start_ticks": 1}),
+    );
     let mut archive = d
         .cmd(&["archive", "w1"])
         .stdout(Stdio::null())
@@ -413,10 +439,57 @@ fn a_restart_serves_while_an_interrupted_archive_waits_for_a_collection() {
         "{}",
         d.log()
     );
-    std::fs::remove_file(&lease).unwrap();
+    drop(lease);
     wait_for(120, "the archive finishes after the collection", || {
         d.inspect("w1")["state"] == "archived"
     });
+    // Policies fire again: the periodic resync started after the first pass.
+    d.create("w2", &["--ttl", "1s"]);
+    wait_for(60, "the TTL of a new sandbox fires", || {
+        d.inspect("w2")["state"] == "stopped"
+    });
+    d.ok(&["start", "w1"]);
+    assert_eq!(sum(&d, "w1"), want);
+}
+
+/// A collector that died on this machine while holding its lease (a daemon
+/// killed mid-`snapshot gc`) blocks no writer: its process is provably
+/// gone, so its lease is dead at once, not after 10 minutes.
+#[test]
+fn a_dead_local_collectors_lease_does_not_block_an_archive() {
+    if !can_run() {
+        return;
+    }
+    let d = Daemon::start();
+    d.create("w1", &[]);
+    let want = fill(&d, "w1", "kept");
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    gone.wait().unwrap();
+    let lease = PlantedLease::new(
+        &d,
+        serde_json::json!({
+            "boot_id": proc_text("/proc/sys/kernel/random/boot_id"),
+            "pid_ns": proc_text("/proc/self/ns/pid"),
+            "time_ns": proc_text("/proc/self/ns/time"),
+            "uid": 0,
+            "pid": gone.id(),
+            "start_ticks": 1,
+        }),
+    );
+    let mut archive = d
+        .cmd(&["archive", "w1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(60, "the archive finishes", || {
+        d.inspect("w1")["state"] == "archived"
+    });
+    let _ = archive.wait();
+    assert!(
+        !lease.0.exists(),
+        "the dead collector's lease was not removed"
+    );
     d.ok(&["start", "w1"]);
     assert_eq!(sum(&d, "w1"), want);
 }

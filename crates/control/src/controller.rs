@@ -255,8 +255,8 @@ impl Controller {
     /// Returns once that first pass is done, or after [`RECOVERY_WAIT`]
     /// with the pass still going: finishing an interrupted archive or
     /// restore moves the whole volume, and the daemon must not stay
-    /// unreachable meanwhile. Requests for a sandbox still being recovered
-    /// wait for it (the per-sandbox lock); the others are served.
+    /// unreachable meanwhile. Lifecycle requests for a sandbox still being
+    /// recovered wait for it (the per-sandbox lock); reads show its state.
     pub async fn start_background(&self) {
         {
             let inner = self.inner.clone();

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
 use crate::error::Result;
-use crate::lease::{create_leases, GcLease, DEFAULT_LEASE_TTL};
+use crate::lease::{create_leases, still_dead, GcLease, DEFAULT_LEASE_TTL};
 use crate::manifest::{ChunkId, Manifest};
 use crate::par;
 use crate::snapshot;
@@ -136,8 +136,10 @@ fn sweep(
     }
     if only.is_none() {
         for k in dead {
-            store.delete(&k)?;
-            report.dead_leases_removed += 1;
+            if still_dead(store, &k, opts.lease_ttl)? {
+                store.delete(&k)?;
+                report.dead_leases_removed += 1;
+            }
         }
         store.cleanup_tmp(opts.grace.max(opts.lease_ttl))?;
     }

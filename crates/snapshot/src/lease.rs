@@ -246,6 +246,18 @@ impl Drop for GcLease<'_> {
     }
 }
 
+/// Whether the lease `key`, found dead earlier, is dead still: deleting it on an old verdict would
+/// drop a lease republished meanwhile under the same key (a writer retrying a snapshot id).
+pub(crate) fn still_dead(store: &dyn ChunkStore, key: &str, ttl: Duration) -> Result<bool> {
+    let Some(o) = store.head(key)? else {
+        return Ok(false); // gone already
+    };
+    if !is_live(&o, ttl) {
+        return Ok(true);
+    }
+    Ok(store.get(key)?.is_some_and(|b| owner_gone(&b)))
+}
+
 /// The chunk ids protected by live create leases, and the keys of dead leases: create leases,
 /// and other collectors' leases whose time ran out or whose owner exited (a collector's own lease
 /// must be published before this is called, and is live).
@@ -325,6 +337,39 @@ mod tests {
         wait_no_gc(&store, DEFAULT_LEASE_TTL).unwrap();
         assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
         assert!(store.get("leases/gc-held.json").unwrap().is_none());
+    }
+
+    /// A dead lease republished under its key meanwhile (a writer retrying a snapshot id) is not
+    /// deleted on the old verdict.
+    #[test]
+    fn a_lease_republished_after_the_verdict_is_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(d.path()).unwrap();
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let mut owner = Owner::of(gone.id());
+        gone.wait().unwrap();
+        if owner.is_none() {
+            // `true` exited before it could be looked up: any dead pid will do.
+            let mut me = Owner::me().unwrap();
+            me.pid = gone.id();
+            owner = Some(me);
+        }
+        let doc = |owner: Option<Owner>| {
+            serde_json::to_vec(&CreateLeaseDoc {
+                snapshot: "s".into(),
+                pid: 1,
+                owner,
+                chunks: Vec::new(),
+            })
+            .unwrap()
+        };
+        let key = "leases/create-s.json";
+        store.put(key, &doc(owner)).unwrap();
+        let (_, dead) = create_leases(&store, DEFAULT_LEASE_TTL).unwrap();
+        assert_eq!(dead, [key]);
+        assert!(still_dead(&store, key, DEFAULT_LEASE_TTL).unwrap());
+        store.put(key, &doc(Owner::me())).unwrap();
+        assert!(!still_dead(&store, key, DEFAULT_LEASE_TTL).unwrap());
     }
 
     /// Leases without an owner (older writers) and owners on other machines wait out the TTL.

@@ -1,11 +1,15 @@
 //! Who holds a lease, precisely enough that another process on the same machine can prove the
 //! holder dead without waiting out the lease's time-to-live.
 //!
-//! A lease records its process as boot id, pid namespace, pid and start time. A reader that shares
-//! the boot and the pid namespace looks the pid up in `/proc`: no such process, a zombie, or a
-//! process that started at another time (the pid was reused) means the holder is gone and will
-//! never refresh or release its lease. From another machine, another pid namespace, or for a lease
-//! written without an owner (older writers), nothing is provable and the time-to-live decides.
+//! A lease records its process as boot id, pid and time namespaces, uid, pid and start time. A
+//! reader that shares the boot and both namespaces looks the pid up in `/proc`: no such process, a
+//! zombie, or a process that started at another time (the pid was reused) means the holder is gone
+//! and will never refresh or release its lease. From another machine, other namespaces, or for a
+//! lease written without an owner (older writers), nothing is provable and the time-to-live
+//! decides. So is it when this process's `/proc` belongs to another pid namespace (`/proc/self`
+//! is not our pid), and for another user's process when we are not root (`hidepid` may hide it).
+//! Machines cloned from one image keep one boot id: clones that run at once must not share a
+//! store.
 //!
 //! Without this, a daemon killed during a garbage collection blocked every snapshot writer on the
 //! store for the whole time-to-live (10 minutes by default), including the restarted daemon's own
@@ -20,6 +24,12 @@ pub(crate) struct Owner {
     pub boot_id: String,
     /// The pid namespace, as `readlink /proc/self/ns/pid` shows it (`pid:[4026531836]`).
     pub pid_ns: String,
+    /// The time namespace (`/proc/self/ns/time`; empty on kernels without them): start times
+    /// read through another one are shifted.
+    #[serde(default)]
+    pub time_ns: String,
+    #[serde(default)]
+    pub uid: u32,
     pub pid: u32,
     /// Field 22 of `/proc/<pid>/stat`: clock ticks after boot.
     pub start_ticks: u64,
@@ -43,16 +53,30 @@ pub(crate) enum Proc {
 pub(crate) struct Here {
     pub boot_id: String,
     pub pid_ns: String,
+    pub time_ns: String,
+    /// Our effective uid.
+    pub uid: u32,
 }
 
 impl Here {
-    /// The current boot and pid namespace; `None` without a readable `/proc`.
+    /// The current boot and namespaces; `None` without a `/proc` of our own pid namespace.
     pub fn current() -> Option<Here> {
+        // A /proc mounted for another pid namespace shows other processes under our pids.
+        let me = std::fs::read_link("/proc/self").ok()?;
+        if me.to_str()? != std::process::id().to_string() {
+            return None;
+        }
         let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
         let pid_ns = std::fs::read_link("/proc/self/ns/pid").ok()?;
+        let time_ns = std::fs::read_link("/proc/self/ns/time")
+            .map(|l| l.to_string_lossy().into_owned())
+            .unwrap_or_default();
         Some(Here {
             boot_id: boot_id.trim().to_string(),
             pid_ns: pid_ns.to_string_lossy().into_owned(),
+            time_ns,
+            // SAFETY: geteuid has no arguments and cannot fail.
+            uid: unsafe { libc::geteuid() },
         })
     }
 }
@@ -73,6 +97,8 @@ impl Owner {
         Some(Owner {
             boot_id: here.boot_id,
             pid_ns: here.pid_ns,
+            time_ns: here.time_ns,
+            uid: here.uid,
             pid,
             start_ticks,
         })
@@ -88,11 +114,16 @@ impl Owner {
 
     /// [`Owner::is_gone`] with the machine and the process lookup given.
     pub fn is_gone_given(&self, here: &Here, probe: impl FnOnce(u32) -> Proc) -> bool {
-        if self.boot_id != here.boot_id || self.pid_ns != here.pid_ns {
+        if self.boot_id != here.boot_id
+            || self.pid_ns != here.pid_ns
+            || self.time_ns != here.time_ns
+        {
             return false;
         }
         match probe(self.pid) {
-            Proc::Missing | Proc::Zombie => true,
+            // Missing may mean hidden (`hidepid`), unless we see every process.
+            Proc::Missing => here.uid == 0 || here.uid == self.uid,
+            Proc::Zombie => true,
             Proc::Alive(start) => start != self.start_ticks,
             Proc::Unknown => false,
         }
@@ -108,7 +139,16 @@ pub(crate) fn probe(pid: u32) -> Proc {
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Proc::Missing,
         Err(_) => return Proc::Unknown,
     };
-    parse_stat(&stat)
+    match parse_stat(&stat) {
+        // A thread-group leader that exited while other threads run shows as a zombie too.
+        Proc::Zombie if live_threads(pid) != Some(1) => Proc::Unknown,
+        p => p,
+    }
+}
+
+/// How many threads `/proc/<pid>/task` lists (the exited leader's included).
+fn live_threads(pid: u32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.count())
 }
 
 /// The state and start time in the text of a `/proc/<pid>/stat`.
@@ -139,6 +179,8 @@ mod tests {
         Owner {
             boot_id: boot.into(),
             pid_ns: ns.into(),
+            time_ns: "time:[1]".into(),
+            uid: 1000,
             pid: 4242,
             start_ticks: start,
         }
@@ -148,15 +190,30 @@ mod tests {
         Here {
             boot_id: "b1".into(),
             pid_ns: "pid:[1]".into(),
+            time_ns: "time:[1]".into(),
+            uid: 0,
         }
     }
 
     #[test]
-    fn only_the_same_boot_and_pid_namespace_can_prove_a_holder_gone() {
+    fn only_the_same_boot_and_namespaces_can_prove_a_holder_gone() {
         let missing = |_| Proc::Missing;
         assert!(owner("b1", "pid:[1]", 7).is_gone_given(&here(), missing));
         assert!(!owner("b2", "pid:[1]", 7).is_gone_given(&here(), missing));
         assert!(!owner("b1", "pid:[2]", 7).is_gone_given(&here(), missing));
+        let mut other_time = owner("b1", "pid:[1]", 7);
+        other_time.time_ns = "time:[2]".into();
+        assert!(!other_time.is_gone_given(&here(), missing));
+    }
+
+    #[test]
+    fn a_missing_process_of_another_user_proves_nothing_unless_we_are_root() {
+        let o = owner("b1", "pid:[1]", 7);
+        let user = |uid| Here { uid, ..here() };
+        assert!(o.is_gone_given(&user(0), |_| Proc::Missing));
+        assert!(o.is_gone_given(&user(1000), |_| Proc::Missing));
+        assert!(!o.is_gone_given(&user(1001), |_| Proc::Missing));
+        assert!(o.is_gone_given(&user(1001), |_| Proc::Zombie));
     }
 
     #[test]

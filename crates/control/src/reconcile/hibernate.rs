@@ -129,6 +129,7 @@ pub(crate) async fn run(
     observed: Observed,
     why: &str,
 ) -> Result<()> {
+    let t_start = std::time::Instant::now();
     let runtime = inner.runtimes.get(&rec.runtime)?;
     step_event(
         inner,
@@ -153,18 +154,27 @@ pub(crate) async fn run(
     let inner2 = inner.clone();
     let id = rec.id.clone();
     let t0 = std::time::Instant::now();
-    blocking(move || -> Result<()> {
+    let t_runtime = blocking(move || -> Result<std::time::Duration> {
         if let Err(e) = runtime.hibernate(&cfg, &image_dir(&inner2, &id)) {
             // A partial image must never be restored.
             let _ = discard(&inner2, &id);
             return Err(e.into());
         }
+        let t_runtime = t0.elapsed();
         crate::crashpoint::crashpoint("hibernate:after-checkpoint");
         inner2.volumes.unmount(&id)?;
-        Ok(())
+        Ok(t_runtime)
     })
     .await??;
+    let t_unmount = t0.elapsed();
     let bytes = saved_bytes(inner, &rec.id).unwrap_or(0);
+    tracing::debug!(
+        id = %rec.id,
+        "hibernate: before the runtime {:?}, runtime {:?}, volume unmount {:?}",
+        t0 - t_start,
+        t_runtime,
+        t_unmount - t_runtime
+    );
     record(
         inner,
         &rec.id,

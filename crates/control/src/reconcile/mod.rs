@@ -63,13 +63,24 @@ pub(crate) async fn resync_all(inner: &std::sync::Arc<Inner>) {
             return;
         }
     };
-    for rec in recs {
-        meter(inner, &rec).await;
-        let trigger = match apply_policy(inner, &rec) {
-            Some(why) => Trigger::Policy(why),
-            None => Trigger::Resync,
+    for listed in recs {
+        // Judged on the record as it is now, under the sandbox's lock: a
+        // pass may reach a sandbox long after it listed it (the first pass
+        // after a restart runs beside requests), and a policy firing on an
+        // old record could stop or delete a sandbox a user just started.
+        let trigger = {
+            let lock = inner.lock_for(&listed.id);
+            let _g = lock.lock().await;
+            let Ok(Some(rec)) = inner.store.get_sandbox(&listed.id) else {
+                continue;
+            };
+            meter(inner, &rec).await;
+            match apply_policy(inner, &rec) {
+                Some(why) => Trigger::Policy(why),
+                None => Trigger::Resync,
+            }
         };
-        run(inner, &rec.id, trigger).await;
+        run(inner, &listed.id, trigger).await;
     }
     crate::orphans::sweep(inner).await;
     crate::snapshot_gc::maybe_spawn(inner);
