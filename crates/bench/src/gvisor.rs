@@ -281,6 +281,16 @@ fn make_subreaper() -> Result<()> {
     Ok(())
 }
 
+/// The floor's memory limit: the sandbox's plus the headroom dwell gives a
+/// checkpoint (`dwell_runtime::gvisor::headroom`: as much again, at least
+/// 256 MiB). The image's page cache is charged to the sandbox's cgroup, and
+/// at the bare limit reclaim slowed the floor's checkpoint + delete of the
+/// 1 GiB case from about 0.9 s to 1.3 s: a floor must not be slower than
+/// what it is the floor of.
+fn floor_limit(memory_bytes: u64) -> u64 {
+    memory_bytes + memory_bytes.max(256 << 20)
+}
+
 /// A plain runsc container (host root read-only, tmpfs /tmp) under its own
 /// runsc root; deleted with everything it made on drop.
 struct Baseline {
@@ -308,7 +318,7 @@ impl Baseline {
                 {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}
             ],
             "linux": {
-                "resources": {"memory": {"limit": case.memory_bytes}},
+                "resources": {"memory": {"limit": floor_limit(case.memory_bytes)}},
                 "namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "ipc"}, {"type": "uts"}, {"type": "network"}]
             }
         });
@@ -430,7 +440,8 @@ pub fn render(r: &GvisorResults) -> String {
         o,
         "Create and exec: sandboxes with `--isolation gvisor --memory {MEMORY}`. Hibernation: a \
          python process keeps the stated amount of random bytes resident. The floor is plain \
-         runsc on the same workload (host root read-only, tmpfs /tmp), run by this program as a \
+         runsc on the same workload (host root read-only, tmpfs /tmp, the memory limit plus the \
+         headroom dwell gives a checkpoint), run by this program as a \
          subreaper the way the daemon runs runsc: `runsc checkpoint` (alone, and with the \
          `delete --force` that frees the host, which a hibernation does too: its floor), and \
          `runsc restore --detach`. Both sandboxes live side by side; rounds alternate which of \
