@@ -196,6 +196,36 @@ fn delete_works_while_another_namespace_holds_the_mount() {
     assert!(wait_no_loop(&img).is_empty(), "loop device left behind");
 }
 
+/// A process still exiting (a sandbox's, runsc's gofer) may hold a file of
+/// the volume open for a moment, which keeps the lazily unmounted
+/// filesystem and its loop device alive: delete returns once the kernel has
+/// detached the device, so nothing is left for whoever checks right after.
+#[test]
+fn delete_returns_once_the_loop_device_is_detached() {
+    if !has_loop("delete_returns_once_the_loop_device_is_detached") {
+        return;
+    }
+    let fx = Fixture::new(VolumeKind::Loop);
+    fx.mgr.create("brief", 64 << 20).unwrap();
+    let mnt = fx.mgr.mount("brief").unwrap();
+    let held = fs::File::create(mnt.join("f")).unwrap();
+    let holder = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        drop(held);
+    });
+    let t0 = Instant::now();
+    fx.mgr.delete("brief").unwrap();
+    // The image was renamed on its way out: match anything under the root.
+    let root = fx._dir.path().canonicalize().unwrap();
+    let attached: Vec<_> = dwell_storage::loop_bindings()
+        .into_iter()
+        .filter(|b| b.backing_file.starts_with(&root))
+        .collect();
+    assert!(attached.is_empty(), "still attached: {attached:?}");
+    assert!(t0.elapsed().as_millis() >= 400, "the file was still open");
+    holder.join().unwrap();
+}
+
 #[test]
 fn remount_reuses_a_device_still_held_elsewhere() {
     if !has_loop("remount_reuses_a_device_still_held_elsewhere") {

@@ -334,6 +334,7 @@ impl VolumeManager {
         }
         let mnt = dir.join(MNT);
         mount::unmount_all(&mnt)?;
+        wait_loop_detached(&dir.join(IMAGE), LOOP_DETACH_WAIT);
         // The image and any copies of it beside it (snapshot clones and
         // bases) hold the sandbox's data: discard them all.
         for entry in fs::read_dir(&dir).ctx("list volume", &dir)?.flatten() {
@@ -498,6 +499,30 @@ impl VolumeManager {
                 let _ = fs::remove_dir_all(&p);
             }
         }
+    }
+}
+
+/// How long [`VolumeManager::delete`] waits for the kernel to detach a
+/// volume's loop device.
+const LOOP_DETACH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits, at most `max`, until no loop device is backed by `img`. The
+/// unmount is lazy and the device autoclears: the kernel detaches it once
+/// the last user of the filesystem is gone, and a sandbox's processes (or
+/// runsc's gofer) may still be exiting, holding a copy of the mount in their
+/// namespace. A delete that returns with nothing attached leaves nothing
+/// for a caller to find; past `max` autoclear still detaches it later.
+fn wait_loop_detached(img: &Path, max: std::time::Duration) {
+    let Ok(img) = img.canonicalize() else {
+        return; // no image: nothing was attached
+    };
+    let t0 = std::time::Instant::now();
+    while loopdev::bindings()
+        .iter()
+        .any(|b| b.backing_file == img && !b.backing_deleted)
+        && t0.elapsed() < max
+    {
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 
