@@ -29,10 +29,9 @@ pub struct AppState {
     pub ctl: Controller,
 }
 
-/// The router for the local unix socket: whoever can open the socket (file
-/// permissions: root only) acts as the default tenant's admin.
-pub fn unix_router(ctl: Controller) -> Router {
-    let state = AppState { ctl };
+/// The routes with what every listener runs once the caller is known:
+/// acting for another tenant, then the audit log.
+fn routes_for_principals(state: &AppState) -> Router {
     routes::router(state.clone())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -42,20 +41,17 @@ pub fn unix_router(ctl: Controller) -> Router {
             state.clone(),
             auth::act_for,
         ))
-        .layer(axum::middleware::from_fn(auth::local))
+}
+
+/// The router for the local unix socket: whoever can open the socket (file
+/// permissions: root only) acts as the default tenant's admin.
+pub fn unix_router(ctl: Controller) -> Router {
+    let state = AppState { ctl };
+    routes_for_principals(&state).layer(axum::middleware::from_fn(auth::local))
 }
 
 /// The router for TCP: every request needs an API key.
 pub fn tcp_router(ctl: Controller) -> Router {
     let state = AppState { ctl };
-    routes::router(state.clone())
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::audit,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::act_for,
-        ))
-        .layer(axum::middleware::from_fn_with_state(state, auth::api_key))
+    routes_for_principals(&state).layer(axum::middleware::from_fn_with_state(state, auth::api_key))
 }
