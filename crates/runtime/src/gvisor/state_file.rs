@@ -123,4 +123,45 @@ mod tests {
         let d = root_with("a", r#"{"status":"stopped","sandbox":{"pid":1}}"#);
         assert_eq!(live_status(d.path(), "a"), None);
     }
+
+    /// A process dressed as runsc's sandbox (named `exe`, booted under our
+    /// root for this id) is the sandbox while it lives, and stops being it
+    /// as a zombie and once reaped; its pid named for another id or root
+    /// is not it.
+    #[test]
+    fn the_process_check_follows_the_process_through_death() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("exe");
+        std::fs::copy("/bin/sh", &exe).unwrap();
+        let root = dir.path().join("root");
+        // `; :` keeps the shell (named exe) from exec'ing sleep.
+        let mut child = std::process::Command::new(&exe)
+            .arg("-c")
+            .arg("sleep 60; :")
+            .arg(format!("--root={}", root.display()))
+            .arg("boot")
+            .arg("sb1")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let t0 = std::time::Instant::now();
+        while !is_sandbox_process(pid, &root, "sb1") {
+            assert!(
+                t0.elapsed().as_secs() < 10,
+                "the dressed process never matched"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!is_sandbox_process(pid, &root, "sb2"), "another id");
+        assert!(!is_sandbox_process(pid, dir.path(), "sb1"), "another root");
+        child.kill().unwrap();
+        // Killed, not reaped: a zombie, no longer the sandbox.
+        let t0 = std::time::Instant::now();
+        while is_sandbox_process(pid, &root, "sb1") {
+            assert!(t0.elapsed().as_secs() < 10, "the zombie still matched");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        child.wait().unwrap();
+        assert!(!is_sandbox_process(pid, &root, "sb1"), "reaped");
+    }
 }
