@@ -277,9 +277,11 @@ impl Controller {
                 tracing::info!("deleted {} agent binaries no sandbox uses", gone.len());
             }
         });
-        let done = tokio::time::timeout(RECOVERY_WAIT, &mut first)
-            .await
-            .is_ok();
+        let waited = tokio::time::timeout(RECOVERY_WAIT, &mut first).await;
+        let done = waited.is_ok();
+        if let Ok(Err(e)) = waited {
+            tracing::error!("the first reconcile pass failed: {e}; the periodic passes go on");
+        }
         if !done {
             tracing::info!(
                 "recovery of interrupted work is still running after {} s; serving meanwhile \
@@ -291,13 +293,25 @@ impl Controller {
         tokio::spawn(async move {
             if !done {
                 // (A finished JoinHandle must not be polled again.)
-                let _ = first.await;
+                if let Err(e) = first.await {
+                    tracing::error!(
+                        "the first reconcile pass failed: {e}; the periodic passes go on"
+                    );
+                }
             }
             let mut tick = tokio::time::interval(inner.resync_every);
             tick.tick().await;
             loop {
                 tick.tick().await;
-                reconcile::resync_all(&inner).await;
+                // Each pass in a task of its own: a panic in one (a bug)
+                // is logged and the next pass runs, instead of ending the
+                // loop and with it every policy and the metering.
+                let pass = inner.clone();
+                if let Err(e) =
+                    tokio::spawn(async move { reconcile::resync_all(&pass).await }).await
+                {
+                    tracing::error!("a reconcile pass failed: {e}; the next one runs as usual");
+                }
             }
         });
     }
