@@ -282,13 +282,12 @@ fn make_subreaper() -> Result<()> {
 }
 
 /// The floor's memory limit: the sandbox's plus the headroom dwell gives a
-/// checkpoint (`dwell_runtime::gvisor::headroom`: as much again, at least
-/// 256 MiB). The image's page cache is charged to the sandbox's cgroup, and
-/// at the bare limit reclaim slowed the floor's checkpoint + delete of the
-/// 1 GiB case from about 0.9 s to 1.3 s: a floor must not be slower than
-/// what it is the floor of.
+/// checkpoint. The image's page cache is charged to the sandbox's cgroup,
+/// and at the bare limit reclaim slowed the floor's checkpoint + delete of
+/// the 1 GiB case from about 0.9 s to 1.3 s: a floor must not be slower
+/// than what it is the floor of.
 fn floor_limit(memory_bytes: u64) -> u64 {
-    memory_bytes + memory_bytes.max(256 << 20)
+    memory_bytes + dwell_runtime::gvisor::headroom::for_checkpoint(memory_bytes)
 }
 
 /// A plain runsc container (host root read-only, tmpfs /tmp) under its own

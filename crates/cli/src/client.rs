@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
+use dwell_api::auth::ACT_FOR_HEADER;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
@@ -27,11 +28,9 @@ pub enum Endpoint {
 pub struct Client {
     pub endpoint: Endpoint,
     /// Act for this tenant (`--as-tenant`; the daemon allows admins only).
-    pub as_tenant: Option<String>,
+    /// A valid header value: see [`Client::new`].
+    as_tenant: Option<String>,
 }
-
-/// The header that carries `--as-tenant` (the API's `X-Dwell-Tenant`).
-const AS_TENANT_HEADER: &str = "x-dwell-tenant";
 
 /// Something that is a byte stream to the daemon.
 pub trait Conn: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -53,6 +52,22 @@ impl std::fmt::Display for ApiFailure {
 impl std::error::Error for ApiFailure {}
 
 impl Client {
+    /// A client of the daemon at `endpoint`, acting for `as_tenant` when
+    /// given (refused here when it cannot be sent as a header).
+    pub fn new(endpoint: Endpoint, as_tenant: Option<String>) -> Result<Client> {
+        if let Some(t) = &as_tenant {
+            if t.trim().is_empty() || hyper::header::HeaderValue::from_str(t).is_err() {
+                bail!(
+                    "--as-tenant {t:?} is not a tenant name; list the tenants with `dwell tenant ls`"
+                );
+            }
+        }
+        Ok(Client {
+            endpoint,
+            as_tenant,
+        })
+    }
+
     async fn connect(&self) -> Result<Box<dyn Conn>> {
         match &self.endpoint {
             Endpoint::Unix(p) => {
@@ -116,7 +131,7 @@ impl Client {
             req = req.header("authorization", format!("Bearer {k}"));
         }
         if let Some(t) = &self.as_tenant {
-            req = req.header(AS_TENANT_HEADER, t);
+            req = req.header(ACT_FOR_HEADER, t);
         }
         let req = req.body(body)?;
         let resp = sender
@@ -190,11 +205,7 @@ impl Client {
                 .insert("authorization", format!("Bearer {k}").parse()?);
         }
         if let Some(t) = &self.as_tenant {
-            req.headers_mut().insert(
-                AS_TENANT_HEADER,
-                t.parse()
-                    .with_context(|| format!("--as-tenant {t:?} is not a valid header value"))?,
-            );
+            req.headers_mut().insert(ACT_FOR_HEADER, t.parse()?);
         }
         match tokio_tungstenite::client_async(req, conn).await {
             Ok((ws, _)) => Ok(ws),

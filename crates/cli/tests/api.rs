@@ -186,6 +186,13 @@ fn tenants_have_quotas_and_cannot_see_each_other() {
         "{}",
         stderr(&out)
     );
+    let out = d.run(&["--as-tenant", "bad\nname", "ls"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("is not a tenant name"),
+        "{}",
+        stderr(&out)
+    );
     let out = d.run(&["--as-tenant", "nosuch", "ls"]);
     assert!(!out.status.success());
     assert!(

@@ -26,9 +26,8 @@ pub(crate) struct Owner {
     pub pid_ns: String,
     /// The time namespace (`/proc/self/ns/time`; empty on kernels without them): start times
     /// read through another one are shifted.
-    #[serde(default)]
     pub time_ns: String,
-    #[serde(default)]
+    /// The process's effective uid (the owner of `/proc/<pid>`).
     pub uid: u32,
     pub pid: u32,
     /// Field 22 of `/proc/<pid>/stat`: clock ticks after boot.
@@ -94,11 +93,13 @@ impl Owner {
         let Proc::Alive(start_ticks) = probe(pid) else {
             return None;
         };
+        let uid =
+            std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(format!("/proc/{pid}")).ok()?);
         Some(Owner {
             boot_id: here.boot_id,
             pid_ns: here.pid_ns,
             time_ns: here.time_ns,
-            uid: here.uid,
+            uid,
             pid,
             start_ticks,
         })

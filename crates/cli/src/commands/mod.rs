@@ -19,19 +19,17 @@ use crate::client::{ApiFailure, Client, Endpoint};
 
 /// Run a parsed command; returns the process exit code.
 pub async fn run(cli: Cli) -> Result<i32> {
-    let client = Client {
-        endpoint: match &cli.host {
-            Some(h) => Endpoint::Tcp {
-                addr: h
-                    .trim_start_matches("http://")
-                    .trim_end_matches('/')
-                    .to_string(),
-                key: cli.api_key.clone(),
-            },
-            None => Endpoint::Unix(cli.socket.clone()),
+    let endpoint = match &cli.host {
+        Some(h) => Endpoint::Tcp {
+            addr: h
+                .trim_start_matches("http://")
+                .trim_end_matches('/')
+                .to_string(),
+            key: cli.api_key.clone(),
         },
-        as_tenant: cli.as_tenant.clone(),
+        None => Endpoint::Unix(cli.socket.clone()),
     };
+    let client = Client::new(endpoint, cli.as_tenant.clone())?;
     match cli.command {
         Command::Serve(a) => serve::run(a, cli.socket).await,
         Command::Create(a) => sandbox::create(&client, a).await,

@@ -30,6 +30,12 @@ fn limit_files(cgroup: &str) -> Vec<PathBuf> {
     .collect()
 }
 
+/// The extra memory a checkpoint of a sandbox limited to `limit` bytes gets:
+/// as much again, at least 256 MiB.
+pub fn for_checkpoint(limit: u64) -> u64 {
+    limit.max(256 << 20)
+}
+
 /// Raise every memory limit of `cgroup` by `extra` bytes (a limit of
 /// "max" stays). Best effort: a limit that cannot be raised stays.
 pub fn raise(cgroup: &str, extra: u64) -> Raised {

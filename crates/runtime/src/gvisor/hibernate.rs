@@ -87,10 +87,9 @@ impl GvisorRuntime {
             return Err(e);
         }
         let image = format!("--image-path={}", image_dir.display());
-        // The sentry needs memory of its own to save the application's:
-        // as much again as the limit (at least 256 MiB) for the checkpoint.
-        let limit = config.resources.memory_bytes;
-        let raised = headroom::raise(&self.cgroups_path(&config.id), limit.max(256 << 20));
+        // The sentry needs memory of its own to save the application's.
+        let extra = headroom::for_checkpoint(config.resources.memory_bytes);
+        let raised = headroom::raise(&self.cgroups_path(&config.id), extra);
         let [compression, zeros] = CHECKPOINT_FLAGS;
         let t_unlisten = t0.elapsed();
         if let Err(e) = self.call(&["checkpoint", compression, zeros, &image, &config.id]) {

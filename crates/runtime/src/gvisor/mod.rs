@@ -21,7 +21,7 @@
 pub mod bundle;
 pub mod cpu;
 pub mod doctor;
-mod headroom;
+pub mod headroom;
 pub mod hibernate;
 pub mod network;
 mod reap;
