@@ -77,6 +77,16 @@ pub fn can_run_gvisor() -> bool {
     true
 }
 
+/// The isolations every host-boundary test runs on: `namespace` always,
+/// `gvisor` where this host has runsc (a skip is printed otherwise).
+pub fn runtimes() -> Vec<&'static str> {
+    let mut v = vec!["namespace"];
+    if can_run_gvisor() {
+        v.push("gvisor");
+    }
+    v
+}
+
 /// Host processes whose command line names `id` (a gVisor sandbox's
 /// runsc sandbox and gofer processes do); zombies do not count.
 pub fn host_processes_of(id: &str) -> Vec<i32> {

@@ -1,0 +1,1 @@
+//! (filled by the channel work of issue 11)

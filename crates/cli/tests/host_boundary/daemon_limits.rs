@@ -1,0 +1,1 @@
+//! (filled by the daemon_limits work of issue 11)

@@ -1,0 +1,1 @@
+//! (filled by the host_files work of issue 11)

@@ -1,0 +1,1 @@
+//! (filled by the paths work of issue 11)

@@ -1,0 +1,1 @@
+//! (filled by the syscalls work of issue 11)

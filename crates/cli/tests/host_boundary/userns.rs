@@ -1,0 +1,1 @@
+//! (filled by the userns work of issue 11)
