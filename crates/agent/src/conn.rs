@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use dwell_proto::auth::{self, Side};
 use dwell_proto::frame::{self, FrameReader, Kind, DATA_CHUNK, INITIAL_WINDOW};
 use dwell_proto::{
     Control, ErrorKind, Event, Hello, Outcome, RemoteError, Request, PROTOCOL_VERSION,
@@ -246,6 +247,69 @@ async fn handshake<R: AsyncRead + Unpin>(
     reader: &mut FrameReader<R>,
     out: &Out,
 ) -> Result<(), String> {
+    let hello = next_hello(reader).await?;
+    let software = format!("dwell-agent {}", env!("CARGO_PKG_VERSION"));
+    let refuse = |msg: String| Hello {
+        protocol: PROTOCOL_VERSION,
+        software: software.clone(),
+        error: Some(msg),
+        nonce: None,
+        proof: None,
+    };
+    if hello.protocol != PROTOCOL_VERSION {
+        let msg = format!(
+            "client {} speaks protocol {}, this agent speaks {}",
+            hello.software, hello.protocol, PROTOCOL_VERSION
+        );
+        let _ = out.json(0, Kind::Hello, &refuse(msg.clone())).await;
+        return Err(msg);
+    }
+    let Some(key) = crate::key::get() else {
+        let reply = Hello {
+            protocol: PROTOCOL_VERSION,
+            software,
+            error: None,
+            nonce: None,
+            proof: None,
+        };
+        return out
+            .json(0, Kind::Hello, &reply)
+            .await
+            .map_err(|_| "connection closed during the handshake".to_string());
+    };
+    let Some(client_nonce) = hello.nonce.as_deref().and_then(auth::decode_hex) else {
+        let msg = "the client sent no valid nonce: this agent requires an authenticated \
+                   handshake (protocol 2 with the sandbox's key)"
+            .to_string();
+        let _ = out.json(0, Kind::Hello, &refuse(msg.clone())).await;
+        return Err(msg);
+    };
+    let agent_nonce = auth::random().map_err(|e| format!("no random bytes: {e}"))?;
+    let reply = Hello {
+        protocol: PROTOCOL_VERSION,
+        software,
+        error: None,
+        nonce: Some(auth::encode_hex(&agent_nonce)),
+        proof: Some(auth::encode_hex(&key.proof(
+            Side::Agent,
+            &client_nonce,
+            &agent_nonce,
+        ))),
+    };
+    out.json(0, Kind::Hello, &reply)
+        .await
+        .map_err(|_| "connection closed during the handshake".to_string())?;
+    // The client proves the key back before its first request.
+    let proof = next_hello(reader).await?.proof.unwrap_or_default();
+    if !key.verify(Side::Client, &client_nonce, &agent_nonce, &proof) {
+        return Err("the client did not prove the sandbox's key; connection refused".into());
+    }
+    Ok(())
+}
+
+/// The next frame, which must be a Hello on stream 0, within the handshake
+/// timeout.
+async fn next_hello<R: AsyncRead + Unpin>(reader: &mut FrameReader<R>) -> Result<Hello, String> {
     let f = match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()).await {
         Err(_) => return Err("no Hello within the handshake timeout".into()),
         Ok(Err(e)) => return Err(e.to_string()),
@@ -254,34 +318,11 @@ async fn handshake<R: AsyncRead + Unpin>(
     };
     if f.stream != 0 || f.kind != Kind::Hello {
         return Err(format!(
-            "first frame was {:?} on stream {}, expected Hello on stream 0",
+            "frame was {:?} on stream {}, expected Hello on stream 0",
             f.kind, f.stream
         ));
     }
-    let hello: Hello =
-        serde_json::from_slice(&f.payload).map_err(|e| format!("undecodable Hello: {e}"))?;
-    let software = format!("dwell-agent {}", env!("CARGO_PKG_VERSION"));
-    if hello.protocol != PROTOCOL_VERSION {
-        let msg = format!(
-            "client {} speaks protocol {}, this agent speaks {}",
-            hello.software, hello.protocol, PROTOCOL_VERSION
-        );
-        let reply = Hello {
-            protocol: PROTOCOL_VERSION,
-            software,
-            error: Some(msg.clone()),
-        };
-        let _ = out.json(0, Kind::Hello, &reply).await;
-        return Err(msg);
-    }
-    let reply = Hello {
-        protocol: PROTOCOL_VERSION,
-        software,
-        error: None,
-    };
-    out.json(0, Kind::Hello, &reply)
-        .await
-        .map_err(|_| "connection closed during the handshake".to_string())
+    serde_json::from_slice(&f.payload).map_err(|e| format!("undecodable Hello: {e}"))
 }
 
 /// Routes one frame; an `Err` is a protocol violation that ends the connection.

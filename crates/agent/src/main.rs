@@ -4,13 +4,15 @@
 //! protocol (see crates/proto/PROTOCOL.md) on a unix socket;
 //! `dwell-agent --stdio` serves one connection on stdin/stdout. It reaps all
 //! zombies, and shuts down gracefully on SIGTERM/SIGINT.
-//! `DWELL_AGENT_LOG=debug` logs to stderr.
+//! `DWELL_AGENT_LOG=debug` logs to stderr. `DWELL_AGENT_KEY` (64 hex
+//! digits) is the sandbox's key: connections must prove it in the handshake.
 
 mod as_user;
 mod conn;
 mod fdio;
 mod files;
 mod handlers;
+mod key;
 mod log;
 mod memory;
 mod process;
@@ -28,13 +30,17 @@ use std::path::PathBuf;
 
 use tokio::signal::unix::{signal, SignalKind};
 
-const USAGE: &str = "usage: dwell-agent --listen <socket path> | --stdio
+const USAGE: &str = "usage: dwell-agent --listen <socket path> | --listen-fd <fd> | --stdio
   --listen PATH  serve on a unix socket (parent directory created, mode 0600)
+  --listen-fd N  serve on the bound unix socket passed as descriptor N (>= 3)
   --stdio        serve one connection on stdin/stdout
-environment: DWELL_AGENT_LOG=debug logs to stderr";
+environment: DWELL_AGENT_LOG=debug logs to stderr;
+  DWELL_AGENT_KEY=<64 hex digits> requires clients to prove this key (removed from the
+  environment at start)";
 
 enum Mode {
     Listen(PathBuf),
+    ListenFd(i32),
     Stdio,
 }
 
@@ -42,6 +48,10 @@ fn parse_args() -> Result<Mode, String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["--listen", p] => Ok(Mode::Listen(PathBuf::from(p))),
+        ["--listen-fd", n] => n
+            .parse()
+            .map(Mode::ListenFd)
+            .map_err(|_| format!("--listen-fd takes a descriptor number, not {n:?}")),
         ["--stdio"] => Ok(Mode::Stdio),
         ["--help"] | ["-h"] => {
             println!("{USAGE}");
@@ -53,6 +63,10 @@ fn parse_args() -> Result<Mode, String> {
 
 fn main() {
     log::init();
+    if let Err(e) = key::init_from_env() {
+        eprintln!("dwell-agent: {e}");
+        std::process::exit(2);
+    }
     memory::init();
     let mode = match parse_args() {
         Ok(m) => m,
@@ -106,6 +120,14 @@ fn main() {
                 }));
                 if let Err(e) = server::listen(l, &path).await {
                     eprintln!("dwell-agent: cannot serve on {}: {e}", path.display());
+                    return 1;
+                }
+                0
+            }
+            Mode::ListenFd(fd) => {
+                tokio::spawn(shutdown::run(|| {}));
+                if let Err(e) = server::listen_fd(fd).await {
+                    eprintln!("dwell-agent: cannot serve on descriptor {fd}: {e}");
                     return 1;
                 }
                 0

@@ -129,47 +129,11 @@ pub async fn listen(mut l: UnixListener, path: &Path) -> io::Result<()> {
     let mut unlisten = signal(SignalKind::from_raw(UNLISTEN))?;
     let mut relisten = signal(SignalKind::from_raw(RELISTEN))?;
     LISTENING.store(true, Ordering::Relaxed);
-    let mut n = 0u64;
     loop {
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let mut conns = tokio::task::JoinSet::new();
-        loop {
-            tokio::select! {
-                _ = unlisten.recv() => break,
-                Some(_) = conns.join_next(), if !conns.is_empty() => {
-                    crate::memory::trim();
-                }
-                r = l.accept() => {
-                    let s = match r {
-                        Ok((s, _)) => s,
-                        Err(e) => {
-                            crate::error!("accept failed: {e}");
-                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                            continue;
-                        }
-                    };
-                    n += 1;
-                    if conns.len() >= MAX_CONNECTIONS {
-                        crate::error!("refusing connection {n}: {MAX_CONNECTIONS} connections already open");
-                        continue;
-                    }
-                    let tag = format!("#{n}");
-                    let mut stop = stop_rx.clone();
-                    conns.spawn(async move {
-                        let (r, w) = s.into_split();
-                        let stopped = async move {
-                            let _ = stop.wait_for(|s| *s).await;
-                        };
-                        conn::serve_until(r, w, tag, stopped).await;
-                    });
-                }
-            }
-        }
+        accept_until(&l, unlisten.recv()).await;
         // Unlisten: no socket, no connection; processes started in the
         // background keep running (foreground ones end with their stream).
         drop(l);
-        let _ = stop_tx.send(true);
-        while conns.join_next().await.is_some() {}
         let _ = std::fs::remove_file(path);
         crate::memory::trim();
         crate::debug!("unlistened (SIGUSR1 or a request); SIGUSR2 listens again");
@@ -187,6 +151,7 @@ pub async fn listen(mut l: UnixListener, path: &Path) -> io::Result<()> {
                 _ = relisten.recv() => {}
                 _ = appears(&marker) => {}
             }
+            rekey_from(&marker);
             match bind(path) {
                 Ok(new) => {
                     l = new;
@@ -199,6 +164,140 @@ pub async fn listen(mut l: UnixListener, path: &Path) -> io::Result<()> {
             }
         }
         crate::debug!("SIGUSR2: listening again on {}", path.display());
+    }
+}
+
+/// Serves a socket the runtime bound outside the sandbox and passed as
+/// descriptor `fd` (`--listen-fd`): the agent calls listen(2) itself, so the
+/// daemon's SO_PEERCRED names it. There is no path to take down and bind
+/// again, so [`UNLISTEN`] and [`RELISTEN`] are ignored and `Unlisten`
+/// requests refused.
+pub async fn listen_fd(fd: i32) -> io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let l = adopt_listener(fd)?;
+    // Handled (and so ignored): their default action would end the agent.
+    let _unlisten = signal(SignalKind::from_raw(UNLISTEN))?;
+    let _relisten = signal(SignalKind::from_raw(RELISTEN))?;
+    accept_until(&l, std::future::pending::<()>()).await;
+    Ok(())
+}
+
+/// A listening tokio socket from the bound unix socket `fd`.
+fn adopt_listener(fd: i32) -> io::Result<UnixListener> {
+    if fd < 3 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("--listen-fd {fd}: descriptors 0-2 are stdio; pass the socket as 3 or above"),
+        ));
+    }
+    // SAFETY: fcntl(F_GETFD) only checks that the descriptor is open.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "--listen-fd {fd}: descriptor {fd} is not open ({})",
+                io::Error::last_os_error()
+            ),
+        ));
+    }
+    // SAFETY: the descriptor is open and handed to the agent for its life;
+    // from here on it is owned by the listener.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let md = std::fs::File::from(owned.try_clone()?).metadata()?;
+    if !md.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("--listen-fd {fd}: descriptor {fd} is not a socket"),
+        ));
+    }
+    // SAFETY: plain syscalls on a socket we own.
+    unsafe {
+        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        if libc::listen(fd, 128) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    let std_l = std::os::unix::net::UnixListener::from(owned);
+    std_l.set_nonblocking(true)?;
+    LISTENING.store(false, Ordering::Relaxed);
+    UnixListener::from_std(std_l)
+}
+
+/// Accepts connections on `l` until `stop` resolves, then closes every
+/// connection and waits for them to end.
+async fn accept_until(l: &UnixListener, stop: impl std::future::Future) {
+    tokio::pin!(stop);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut conns = tokio::task::JoinSet::new();
+    let mut n = 0u64;
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {
+                crate::memory::trim();
+            }
+            r = l.accept() => {
+                let s = match r {
+                    Ok((s, _)) => s,
+                    Err(e) => {
+                        crate::error!("accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                n += 1;
+                if conns.len() >= MAX_CONNECTIONS {
+                    crate::error!("refusing connection {n}: {MAX_CONNECTIONS} connections already open");
+                    continue;
+                }
+                let tag = format!("#{n}");
+                let mut stop = stop_rx.clone();
+                conns.spawn(async move {
+                    let (r, w) = s.into_split();
+                    let stopped = async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    };
+                    conn::serve_until(r, w, tag, stopped).await;
+                });
+            }
+        }
+    }
+    let _ = stop_tx.send(true);
+    while conns.join_next().await.is_some() {}
+}
+
+/// A restore hands the restored agent the key of the sandbox it now is (a
+/// warm copy is a new sandbox with a key of its own) in the marker file.
+/// Read without following a link, at most a few bytes; an empty marker
+/// keeps the key.
+fn rekey_from(marker: &Path) {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(marker);
+    let mut text = String::new();
+    match f {
+        Ok(f) => {
+            if f.metadata().map(|m| m.is_file()).unwrap_or(false) {
+                let _ = f.take(256).read_to_string(&mut text);
+            }
+        }
+        Err(_) => return,
+    }
+    let text = text.trim();
+    if text.is_empty() {
+        return;
+    }
+    match dwell_proto::AgentKey::from_hex(text) {
+        Ok(k) => {
+            crate::key::set(k);
+            crate::debug!("restored: took the sandbox's key from {}", marker.display());
+        }
+        Err(e) => {
+            crate::error!("restored: ignoring the key in {}: {e}", marker.display());
+        }
     }
 }
 

@@ -12,6 +12,10 @@ pub enum Error {
     /// The agent sent bytes that break the protocol; the connection was closed.
     #[error("sandbox agent protocol violation: {0} (connection closed; is the agent the same version as the daemon?)")]
     Protocol(String),
+    /// The peer could not prove the sandbox's agent key (or wanted one this
+    /// client does not have): the connection was refused, fail closed.
+    #[error("sandbox agent not authenticated: {0}")]
+    Unauthenticated(String),
     /// The agent did not answer in time; the connection may be hung.
     #[error("sandbox agent did not answer {what} within {ms} ms")]
     Timeout { what: String, ms: u64 },

@@ -1,23 +1,26 @@
 //! dwell-proto: the protocol spoken between the dwell daemon and `dwell-agent`,
 //! the PID 1 of every sandbox.
 //!
+//! * [`auth`]: the per-sandbox agent key and the handshake proofs.
 //! * [`frame`]: the length-prefixed, multiplexed frame codec (see `PROTOCOL.md`).
 //! * [`messages`]: the JSON control messages and the request/response types
 //!   (all `serde`, reused by the daemon's REST API).
 //! * [`client`]: [`AgentClient`], an async, cheaply clonable client that runs
 //!   many concurrent requests and process streams over one connection.
 
+pub mod auth;
 pub mod client;
 pub mod error;
 pub mod frame;
 pub mod messages;
 
+pub use auth::AgentKey;
 pub use client::{
-    AgentClient, FileReader, FileWriter, FsEvent, ProcessEvent, ProcessInput, ProcessOutput,
+    AgentClient, FileReader, FileWriter, FsEvent, Peer, ProcessEvent, ProcessInput, ProcessOutput,
     ProcessStream, Watcher,
 };
 pub use error::{Error, Result};
 pub use messages::*;
 
 /// The protocol version this crate speaks; both ends must agree on it in the handshake.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;

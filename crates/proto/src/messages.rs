@@ -17,6 +17,14 @@ pub struct Hello {
     /// Set by the agent when it refuses the connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The sender's fresh handshake nonce (32 bytes, hex): always in the
+    /// client's first Hello and in the reply of an agent that has a key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    /// Proof of the sandbox's agent key over both nonces (hex; see
+    /// `auth`): in the agent's reply, and in the client's second Hello.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<String>,
 }
 
 /// A request; it opens a stream.

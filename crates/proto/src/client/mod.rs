@@ -21,6 +21,7 @@ pub use files::{FileReader, FileWriter};
 pub use process::{ProcessEvent, ProcessInput, ProcessOutput, ProcessStream};
 pub use watch::{FsEvent, Watcher};
 
+use crate::auth::{self, AgentKey, Side};
 use crate::error::{Error, Result};
 use crate::frame::{self, CodecError, FrameReader, Kind};
 use crate::messages::{
@@ -49,8 +50,19 @@ impl std::fmt::Debug for AgentClient {
     }
 }
 
+/// Whom a connection must reach: the sandbox (named in errors) and the key
+/// its agent must prove. Without a key the handshake is unauthenticated, and
+/// an agent that has a key refuses it.
+#[derive(Debug, Clone, Default)]
+pub struct Peer {
+    /// The sandbox's id or name, for error messages.
+    pub sandbox: String,
+    pub key: Option<AgentKey>,
+}
+
 impl AgentClient {
-    /// Connects to an agent's unix socket and handshakes, within [`CONNECT_TIMEOUT`].
+    /// Connects to an agent's unix socket and handshakes without a key,
+    /// within [`CONNECT_TIMEOUT`] (tests and agents started without one).
     pub async fn connect_unix(path: &Path) -> Result<AgentClient> {
         let fut = async {
             let s = tokio::net::UnixStream::connect(path).await.map_err(|e| {
@@ -59,7 +71,7 @@ impl AgentClient {
                     path.display()
                 ))
             })?;
-            Self::handshake(s).await
+            Self::handshake(s, &Peer::default()).await
         };
         match tokio::time::timeout(CONNECT_TIMEOUT, fut).await {
             Ok(r) => r,
@@ -70,11 +82,21 @@ impl AgentClient {
         }
     }
 
-    /// Handshakes over any byte stream (pipes, vsock, ...), within [`CONNECT_TIMEOUT`].
+    /// Handshakes without a key over any byte stream (pipes, vsock, ...),
+    /// within [`CONNECT_TIMEOUT`].
     pub async fn from_stream(
         stream: impl AsyncRead + AsyncWrite + Send + Unpin + 'static,
     ) -> Result<AgentClient> {
-        match tokio::time::timeout(CONNECT_TIMEOUT, Self::handshake(stream)).await {
+        Self::from_stream_to(stream, &Peer::default()).await
+    }
+
+    /// Handshakes over any byte stream with the agent of `peer`, proving
+    /// and checking its key when it has one, within [`CONNECT_TIMEOUT`].
+    pub async fn from_stream_to(
+        stream: impl AsyncRead + AsyncWrite + Send + Unpin + 'static,
+        peer: &Peer,
+    ) -> Result<AgentClient> {
+        match tokio::time::timeout(CONNECT_TIMEOUT, Self::handshake(stream, peer)).await {
             Ok(r) => r,
             Err(_) => Err(Error::Timeout {
                 what: "the connection handshake".into(),
@@ -85,41 +107,21 @@ impl AgentClient {
 
     async fn handshake(
         stream: impl AsyncRead + AsyncWrite + Send + Unpin + 'static,
+        peer: &Peer,
     ) -> Result<AgentClient> {
         let (r, mut w) = tokio::io::split(stream);
+        let nonce = auth::random()
+            .map_err(|e| Error::Unreachable(format!("no random bytes for the handshake: {e}")))?;
         let hello = Hello {
             protocol: PROTOCOL_VERSION,
-            software: format!("dwell-proto {}", env!("CARGO_PKG_VERSION")),
+            software: software(),
             error: None,
+            nonce: Some(auth::encode_hex(&nonce)),
+            proof: None,
         };
-        let payload = serde_json::to_vec(&hello).expect("hello serializes");
-        w.write_all(&frame::encode(0, Kind::Hello, &payload).expect("a small hello"))
-            .await
-            .map_err(|e| Error::Unreachable(format!("sending the handshake failed: {e}")))?;
-        w.flush()
-            .await
-            .map_err(|e| Error::Unreachable(format!("sending the handshake failed: {e}")))?;
+        send_hello(&mut w, &hello).await?;
         let mut reader = FrameReader::new(r);
-        let f = match reader.next().await {
-            Ok(Some(f)) => f,
-            Ok(None) => {
-                return Err(Error::Unreachable(
-                    "the agent closed the connection during the handshake".into(),
-                ))
-            }
-            Err(CodecError::Io(e)) => {
-                return Err(Error::Unreachable(format!("handshake read failed: {e}")))
-            }
-            Err(e) => return Err(Error::Protocol(format!("bad handshake reply: {e}"))),
-        };
-        if f.stream != 0 || f.kind != Kind::Hello {
-            return Err(Error::Protocol(format!(
-                "expected a Hello frame on stream 0, got {:?} on stream {}",
-                f.kind, f.stream
-            )));
-        }
-        let reply: Hello = serde_json::from_slice(&f.payload)
-            .map_err(|e| Error::Protocol(format!("undecodable handshake reply: {e}")))?;
+        let reply = read_hello(&mut reader).await?;
         if let Some(e) = reply.error {
             return Err(Error::Protocol(format!(
                 "the agent ({}) refused the connection: {e}",
@@ -128,9 +130,15 @@ impl AgentClient {
         }
         if reply.protocol != PROTOCOL_VERSION {
             return Err(Error::Protocol(format!(
-                "agent {} speaks protocol {}, this client speaks {}; update the agent binary",
+                "agent {} speaks protocol {}, this client speaks {}; update the agent binary \
+                 (restart the sandbox)",
                 reply.software, reply.protocol, PROTOCOL_VERSION
             )));
+        }
+        if let Some(proof) = authenticate(peer, &nonce, &reply)? {
+            // Sent before any request, without waiting for an answer: a
+            // wrong proof makes the agent drop the connection.
+            send_hello(&mut w, &proof).await?;
         }
         Ok(AgentClient {
             conn: Conn::start(reader, w),
@@ -402,4 +410,89 @@ impl AgentClient {
             )),
         }
     }
+}
+
+fn software() -> String {
+    format!("dwell-proto {}", env!("CARGO_PKG_VERSION"))
+}
+
+async fn send_hello(w: &mut (impl AsyncWrite + Unpin), hello: &Hello) -> Result<()> {
+    let payload = serde_json::to_vec(hello).expect("hello serializes");
+    let f = frame::encode(0, Kind::Hello, &payload).expect("a small hello");
+    w.write_all(&f)
+        .await
+        .map_err(|e| Error::Unreachable(format!("sending the handshake failed: {e}")))?;
+    w.flush()
+        .await
+        .map_err(|e| Error::Unreachable(format!("sending the handshake failed: {e}")))
+}
+
+async fn read_hello<R: AsyncRead + Unpin>(reader: &mut FrameReader<R>) -> Result<Hello> {
+    let f = match reader.next().await {
+        Ok(Some(f)) => f,
+        Ok(None) => {
+            return Err(Error::Unreachable(
+                "the agent closed the connection during the handshake".into(),
+            ))
+        }
+        Err(CodecError::Io(e)) => {
+            return Err(Error::Unreachable(format!("handshake read failed: {e}")))
+        }
+        Err(e) => return Err(Error::Protocol(format!("bad handshake reply: {e}"))),
+    };
+    if f.stream != 0 || f.kind != Kind::Hello {
+        return Err(Error::Protocol(format!(
+            "expected a Hello frame on stream 0, got {:?} on stream {}",
+            f.kind, f.stream
+        )));
+    }
+    serde_json::from_slice(&f.payload)
+        .map_err(|e| Error::Protocol(format!("undecodable handshake reply: {e}")))
+}
+
+/// Checks the agent's reply against `peer`'s key; returns the client's
+/// proof to send, None for an unauthenticated connection. Fails closed:
+/// an agent that cannot prove the key is not the sandbox's.
+fn authenticate(peer: &Peer, nonce: &[u8; auth::LEN], reply: &Hello) -> Result<Option<Hello>> {
+    let who = if peer.sandbox.is_empty() {
+        "the sandbox".to_string()
+    } else {
+        format!("sandbox {}", peer.sandbox)
+    };
+    let Some(key) = &peer.key else {
+        if reply.proof.is_some() {
+            return Err(Error::Unauthenticated(format!(
+                "the agent of {who} requires its key, and this client has none; \
+                 connect through the daemon, which keeps the key in the sandbox's config"
+            )));
+        }
+        return Ok(None);
+    };
+    let (Some(agent_nonce), Some(proof)) = (&reply.nonce, &reply.proof) else {
+        return Err(Error::Unauthenticated(format!(
+            "the agent that answered for {who} did not prove the sandbox's key (it runs \
+             without one, or is not {who}'s agent); refusing it. Restart the sandbox so its \
+             agent gets its key"
+        )));
+    };
+    let agent_nonce = auth::decode_hex(agent_nonce).ok_or_else(|| {
+        Error::Unauthenticated(format!(
+            "the agent that answered for {who} sent a malformed nonce"
+        ))
+    })?;
+    if !key.verify(Side::Agent, nonce, &agent_nonce, proof) {
+        return Err(Error::Unauthenticated(format!(
+            "the agent that answered is not {who}'s agent: its handshake proof does not \
+             match {who}'s key. The connection was refused; the sandbox may have redirected \
+             its agent socket. Restart it to get its own agent back"
+        )));
+    }
+    let mine = key.proof(Side::Client, nonce, &agent_nonce);
+    Ok(Some(Hello {
+        protocol: PROTOCOL_VERSION,
+        software: software(),
+        error: None,
+        nonce: None,
+        proof: Some(auth::encode_hex(&mine)),
+    }))
 }
