@@ -140,7 +140,8 @@ impl Inner {
         self.data_dir.join("sandboxes").join(id)
     }
 
-    /// Where sandbox `id`'s agent listens on the host.
+    /// Where a gVisor sandbox's agent listens on the host (in its run dir);
+    /// only looked at, never connected to by path (see [`Self::connect_agent`]).
     pub fn agent_socket(&self, id: &str) -> PathBuf {
         self.state_dir(id).join("run/agent.sock")
     }
@@ -152,11 +153,46 @@ impl Inner {
     /// Connect to a sandbox's agent and keep the connection for later
     /// calls. The cache lock is not held while connecting, so one slow or
     /// hung agent never delays calls to the others.
+    ///
+    /// The one way the daemon reaches an agent: the runtime opens the
+    /// socket safely and checks the peer is the sandbox's
+    /// ([`Runtime::connect_agent`]), then the handshake proves the
+    /// sandbox's agent key both ways, so a connection that reaches another
+    /// sandbox's agent fails closed.
     pub async fn connect_agent(
         &self,
         id: &str,
     ) -> std::result::Result<AgentClient, dwell_proto::Error> {
-        let client = AgentClient::connect_unix(&self.agent_socket(id)).await?;
+        let unreachable = |e: String| dwell_proto::Error::Unreachable(e);
+        let cfg = reconcile::config_of(self, id).map_err(|e| unreachable(e.to_string()))?;
+        let runtime = self
+            .runtime_of(id)
+            .map_err(|e| unreachable(e.to_string()))?;
+        let key = match &cfg.agent_key {
+            Some(k) => Some(dwell_proto::AgentKey::from_hex(k).map_err(|e| {
+                unreachable(format!(
+                    "the config of sandbox {id} has a bad agent key: {e}"
+                ))
+            })?),
+            None => None,
+        };
+        let std_stream = tokio::time::timeout(
+            dwell_proto::client::CONNECT_TIMEOUT,
+            tokio::task::spawn_blocking(move || runtime.connect_agent(&cfg)),
+        )
+        .await
+        .map_err(|_| unreachable(format!("connecting to the agent of sandbox {id} timed out")))?
+        .map_err(|e| unreachable(format!("a worker thread failed: {e}")))?
+        .map_err(|e| unreachable(format!("sandbox {id}: {e} (is the sandbox running?)")))?;
+        let stream = std_stream
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::UnixStream::from_std(std_stream))
+            .map_err(|e| unreachable(format!("sandbox {id}: {e}")))?;
+        let peer = dwell_proto::Peer {
+            sandbox: id.to_string(),
+            key,
+        };
+        let client = AgentClient::from_stream_to(stream, &peer).await?;
         self.agents
             .lock()
             .await
@@ -519,7 +555,7 @@ impl Controller {
                         let img = inner.images.get(&rec2.image)?;
                         let upper = inner.volumes.mount_path(&id);
                         let mut cfg =
-                            reconcile::build_config(&inner, &id, &rec2.name, &spec, &img, upper);
+                            reconcile::build_config(&inner, &id, &rec2.name, &spec, &img, upper)?;
                         if let Some(agent) = agent {
                             cfg.agent_binary = agent;
                         }

@@ -42,6 +42,8 @@ pub(crate) fn prepare(inner: &Inner, template: &SandboxRecord, id: &str, name: &
     cfg.hostname = name.to_string();
     cfg.state_dir = inner.state_dir(id);
     cfg.rootfs.upper_root = inner.volumes.mount_path(id);
+    // A key of its own: the restore hands it to the copied agent.
+    cfg.agent_key = Some(crate::reconcile::config::new_agent_key()?);
     crate::reconcile::save_config(inner, &cfg)?;
     copy_dir(
         &hibernate::image_dir(inner, &template.id),

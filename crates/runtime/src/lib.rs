@@ -16,11 +16,16 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub mod agent_channel;
 pub mod error;
 pub mod gvisor;
 pub mod ns;
 
 pub use error::{Error, Result};
+
+/// Environment variable that hands the agent its key (`dwell_proto::auth::KEY_ENV`):
+/// the agent removes it from its environment before it starts anything.
+pub const AGENT_KEY_ENV: &str = "DWELL_AGENT_KEY";
 
 /// Everything a runtime needs to start one sandbox. Written to the
 /// sandbox's state directory so that a restarted daemon can adopt it.
@@ -46,6 +51,12 @@ pub struct SandboxConfig {
     /// The static `dwell-agent` binary on the host; bind-mounted read-only
     /// into the sandbox and executed as PID 1.
     pub agent_binary: PathBuf,
+    /// The sandbox's agent key (64 hex digits, see `dwell_proto::auth`):
+    /// handed to the agent at start (and to a restored agent), proven by
+    /// both ends of every connection. None for configs written before keys
+    /// existed: their agents run, and are reached, unauthenticated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_key: Option<String>,
 }
 
 /// How the root filesystem of a sandbox is assembled.
@@ -165,6 +176,17 @@ pub trait Runtime: Send + Sync {
     fn restore(&self, config: &SandboxConfig, image_dir: &Path) -> Result<Started> {
         let _ = (config, image_dir);
         Err(not_hibernatable(self.name()))
+    }
+
+    /// Connect to the running sandbox's agent socket the safe way (see
+    /// [`agent_channel`]: no symlink followed, a socket, served from the
+    /// sandbox's own cgroup). The handshake with the agent key follows.
+    fn connect_agent(&self, config: &SandboxConfig) -> Result<std::os::unix::net::UnixStream> {
+        let _ = config;
+        Err(Error::Other(format!(
+            "the {} runtime has no agent socket to connect to",
+            self.name()
+        )))
     }
 }
 

@@ -94,6 +94,7 @@ impl Sandbox {
             network: NetworkMode::None,
             state_dir: dir.path().join("state"),
             agent_binary: agent,
+            agent_key: None,
         };
         Sandbox {
             rt: GvisorRuntime::new(opts).unwrap(),

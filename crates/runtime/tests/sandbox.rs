@@ -38,11 +38,11 @@ fn isolation_privileges_and_cleanup() {
     let sb = TestSandbox::new("iso");
     let started = sb.start();
     let pid = started.pid;
-    assert!(started.agent_socket.ends_with("run/agent.sock"));
+    assert!(started.agent_socket.ends_with("agent/agent.sock"));
 
     // PID 1 is the init; host processes are invisible.
     let cmdline = sb.ok("tr '\\0' ' ' < /proc/1/cmdline");
-    assert_eq!(cmdline, "/.dwell/agent --listen /run/dwell/agent.sock");
+    assert_eq!(cmdline, "/.dwell/agent --listen-fd 3");
     let procs: usize = sb.ok("ls /proc | grep -c '^[0-9]'").parse().unwrap();
     assert!(procs < 10, "sandbox sees {procs} processes");
     assert_eq!(sb.ok("cat /proc/sys/kernel/hostname"), sb.config.hostname);

@@ -34,7 +34,7 @@ pub(crate) fn build(
     spec: &SandboxSpec,
     image: &Image,
     upper_root: PathBuf,
-) -> SandboxConfig {
+) -> Result<SandboxConfig> {
     let mut env: BTreeMap<String, String> = BASE_ENV
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -45,7 +45,7 @@ pub(crate) fn build(
         }
     }
     env.extend(spec.env.clone());
-    SandboxConfig {
+    Ok(SandboxConfig {
         id: id.to_string(),
         hostname: name.to_string(),
         rootfs: RootfsSpec {
@@ -62,7 +62,16 @@ pub(crate) fn build(
         network: spec.network,
         state_dir: inner.state_dir(id),
         agent_binary: inner.agent_binary.clone(),
-    }
+        agent_key: Some(new_agent_key()?),
+    })
+}
+
+/// A fresh agent key (hex) for a sandbox's config: every start, and every
+/// copy of a saved memory, gets its own.
+pub(crate) fn new_agent_key() -> Result<String> {
+    dwell_proto::AgentKey::generate()
+        .map(|k| k.to_hex())
+        .map_err(|e| Error::Internal(format!("no random bytes for an agent key: {e}")))
 }
 
 /// Keep the config next to the sandbox's runtime state (and in memory:

@@ -1,7 +1,8 @@
 //! A tiny stand-in for `dwell-agent`, used by the namespace runtime's
 //! integration tests as the sandbox's PID 1.
 //!
-//! `dwell-ns-testinit --listen <socket>`: accept connections; each one
+//! `dwell-ns-testinit --listen <socket>` (or `--listen-fd <fd>`, a bound
+//! socket passed by the runtime, as the real agent gets it): accept connections; each one
 //! sends a single line, which runs as `/bin/sh -c <line>` with stdout and
 //! stderr on the connection, followed by a final `__exit=<code>` line
 //! (128 + signal for a killed command). Orphans are reaped after each
@@ -115,7 +116,22 @@ fn reap() {
 
 fn serve(path: &str) -> std::io::Result<()> {
     let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)?;
+    serve_on(UnixListener::bind(path)?)
+}
+
+fn serve_fd(fd: &str) -> std::io::Result<()> {
+    use std::os::fd::FromRawFd;
+    let fd: i32 = fd
+        .parse()
+        .map_err(|_| std::io::Error::other(format!("bad descriptor {fd:?}")))?;
+    // SAFETY: the runtime passed this bound socket to us for our life.
+    if unsafe { libc::listen(fd, 64) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    serve_on(unsafe { UnixListener::from_raw_fd(fd) })
+}
+
+fn serve_on(listener: UnixListener) -> std::io::Result<()> {
     for conn in listener.incoming() {
         let Ok(mut conn) = conn else { continue };
         let mut line = String::new();
@@ -157,6 +173,12 @@ fn main() {
     {
         ["--listen", path] => {
             if let Err(e) = serve(path) {
+                eprintln!("dwell-ns-testinit: {e}");
+                std::process::exit(1);
+            }
+        }
+        ["--listen-fd", fd] => {
+            if let Err(e) = serve_fd(fd) {
                 eprintln!("dwell-ns-testinit: {e}");
                 std::process::exit(1);
             }

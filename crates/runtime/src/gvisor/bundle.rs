@@ -41,7 +41,17 @@ pub fn spec(config: &SandboxConfig, rootfs: &Path, cgroups_path: &str) -> Value 
     if !config.env.contains_key("PATH") {
         env.push(DEFAULT_PATH.into());
     }
-    env.extend(config.env.iter().map(|(k, v)| format!("{k}={v}")));
+    env.extend(
+        config
+            .env
+            .iter()
+            .filter(|(k, _)| *k != crate::AGENT_KEY_ENV)
+            .map(|(k, v)| format!("{k}={v}")),
+    );
+    // The agent removes it from its environment before it starts anything.
+    if let Some(key) = &config.agent_key {
+        env.push(format!("{}={key}", crate::AGENT_KEY_ENV));
+    }
     let r = &config.resources;
     let run_dir = layout::state_file(config, layout::RUN_DIR);
     json!({
@@ -75,7 +85,7 @@ pub fn spec(config: &SandboxConfig, rootfs: &Path, cgroups_path: &str) -> Value 
             {"destination": layout::SANDBOX_AGENT, "type": "bind",
              "source": config.agent_binary, "options": ["bind", "ro", "nosuid", "nodev"]},
             {"destination": layout::SANDBOX_RUN_DIR, "type": "bind",
-             "source": run_dir, "options": ["bind", "rw", "nosuid", "nodev"]},
+             "source": run_dir, "options": ["bind", "rw", "nosuid", "nodev", "noexec"]},
         ],
         "linux": {
             "cgroupsPath": cgroups_path,
@@ -118,6 +128,7 @@ mod tests {
             network: NetworkMode::None,
             state_dir: "/s".into(),
             agent_binary: "/bin/agent".into(),
+            agent_key: None,
         };
         let s = spec(&config, Path::new("/s/rootfs"), "/dwell-gvisor/abc");
         assert_eq!(s["root"]["path"], "/s/rootfs");

@@ -174,10 +174,7 @@ impl GvisorRuntime {
         }
         let marker = layout::state_file(config, RESTORED_MARKER);
         // Never follow what the sandbox may have put there: create anew.
-        let _ = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&marker);
+        let _ = write_marker(config, &marker);
         if let Err(e) = self.signal_unless_listening(config, &sock) {
             tracing::warn!(id = %config.id, error = %e, "asking the agent to listen again");
         }
@@ -282,16 +279,15 @@ impl GvisorRuntime {
     }
 
     fn restore_inner(&self, config: &SandboxConfig, image_dir: &Path) -> Result<Started> {
-        // A copy restored under a new id has no socket dir yet.
+        // A fresh run dir (a copy restored under a new id has none yet).
         let t0 = Instant::now();
-        let run_dir = layout::state_file(config, layout::RUN_DIR);
-        std::fs::create_dir_all(&run_dir).context(|| format!("creating {}", run_dir.display()))?;
+        super::run_dir::mount(config)?;
         let root = rootfs::mount(config)?;
         self.write_bundle(config, &root)?;
         let t_mount = t0.elapsed();
         let bundle = layout::state_file(config, BUNDLE_DIR).display().to_string();
         let image = format!("--image-path={}", image_dir.display());
-        let console = layout::state_file(config, layout::CONSOLE_LOG);
+        let console = layout::console_path(config);
         // runsc writes the sandbox's pid here: no `runsc state` needed.
         let pid_file = layout::state_file(config, PID_FILE);
         let _ = std::fs::remove_file(&pid_file);
@@ -302,11 +298,7 @@ impl GvisorRuntime {
         // may have left there (a symlink to a host file), create anew.
         let marker = layout::state_file(config, RESTORED_MARKER);
         let _ = std::fs::remove_file(&marker);
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&marker)
-            .context(|| format!("creating {}", marker.display()))?;
+        write_marker(config, &marker).context(|| format!("creating {}", marker.display()))?;
         self.runsc_for(config).run(
             &[
                 "restore", "--detach", &image, &pid_arg, "--bundle", &bundle, &config.id,
@@ -348,4 +340,23 @@ impl GvisorRuntime {
         }
         Ok(())
     }
+}
+
+/// Create the restore marker anew (never following what the sandbox may
+/// have put there), mode 0600, holding the sandbox's agent key: a restored
+/// agent takes its key from it, so a warm copy (a new sandbox restored from
+/// another's memory) proves its own key, not the original's.
+fn write_marker(config: &SandboxConfig, marker: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(marker)?;
+    if let Some(key) = &config.agent_key {
+        f.write_all(key.as_bytes())?;
+    }
+    Ok(())
 }

@@ -9,10 +9,12 @@
 //! timeout ([`runsc`]).
 //!
 //! The agent listens on `/run/dwell/agent.sock`, a bind mount of
-//! `state_dir/run`. A unix socket bound inside gVisor exists only in the
-//! sentry unless runsc runs with `--host-uds=create`, which makes the gofer
-//! create it as a real socket in the host directory; the daemon connects to
-//! it there like with the namespace runtime.
+//! `state_dir/run`, a small tmpfs of the sandbox's own ([`run_dir`]). A
+//! unix socket bound inside gVisor exists only in the sentry unless runsc
+//! runs with `--host-uds=create`, which makes it a real socket in the host
+//! directory. The sandbox can write that directory, so the daemon reaches
+//! the socket only through [`crate::agent_channel`] (no symlink followed,
+//! the peer in the sandbox's cgroup) and the agent key handshake.
 //!
 //! Sandboxes in network mode none run with `--network=none` (loopback
 //! only); NAT sandboxes get a network namespace of their own and run with
@@ -26,6 +28,7 @@ pub mod hibernate;
 pub mod network;
 mod reap;
 pub mod rootfs;
+pub mod run_dir;
 pub mod runsc;
 pub mod state_file;
 
@@ -234,19 +237,33 @@ impl GvisorRuntime {
         Some(found)
     }
 
+    /// See [`Runtime::connect_agent`]: the socket the gofer created in the
+    /// run dir, reached without following a symlink, served by a process
+    /// of the sandbox's cgroup.
+    fn connect(&self, config: &SandboxConfig) -> Result<UnixStream> {
+        layout::validate_id(&config.id)?;
+        let cgroup = format!("{}/{}", self.options.cgroup_parent, config.id);
+        crate::agent_channel::connect(
+            &config.state_dir,
+            layout::AGENT_SOCKET,
+            &crate::agent_channel::Expected {
+                id: &config.id,
+                cgroup: &cgroup,
+            },
+        )
+    }
+
     fn cgroups_path(&self, id: &str) -> String {
         format!("/{}/{id}", self.options.cgroup_parent)
     }
 
     fn boot(&self, config: &SandboxConfig) -> Result<Started> {
-        let run_dir = layout::state_file(config, layout::RUN_DIR);
-        std::fs::create_dir_all(&run_dir).context(|| format!("creating {}", run_dir.display()))?;
+        run_dir::mount(config)?;
         let sock = layout::state_file(config, layout::AGENT_SOCKET);
-        let _ = std::fs::remove_file(&sock);
         let root = rootfs::mount(config)?;
         self.write_bundle(config, &root)?;
         let bundle = layout::state_file(config, BUNDLE_DIR);
-        let console = layout::state_file(config, layout::CONSOLE_LOG);
+        let console = layout::console_path(config);
         let bundle_s = bundle.display().to_string();
         // runsc writes the sandbox's pid here: no `runsc state` needed.
         let pid_file = layout::state_file(config, hibernate::PID_FILE);
@@ -292,6 +309,7 @@ impl GvisorRuntime {
     fn release_host(&self, config: &SandboxConfig) {
         network::teardown(config);
         rootfs::unmount(config);
+        run_dir::unmount(config);
         let _ = std::fs::remove_file(layout::state_file(config, layout::AGENT_SOCKET));
     }
 
@@ -303,9 +321,10 @@ impl GvisorRuntime {
         let mut backoff = Backoff::new(Duration::from_micros(100), Duration::from_millis(5));
         let mut checks = 0u32;
         loop {
-            let err = match UnixStream::connect(sock) {
+            let err = match self.connect(config) {
                 Ok(_) => return Ok(()),
-                Err(e) => e,
+                Err(Error::Io { source, .. }) => source,
+                Err(e) => return Err(e),
             };
             checks += 1;
             // Asking runsc costs a few ms: only now and then.
@@ -331,10 +350,7 @@ impl GvisorRuntime {
 
 /// The last lines of the console log (runsc's and the agent's output).
 fn console_tail(config: &SandboxConfig) -> String {
-    let text = std::fs::read_to_string(layout::state_file(config, layout::CONSOLE_LOG))
-        .unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
+    layout::console_tail(config, 20)
 }
 
 /// Parse `runsc events --stats` output into [`Stats`].
@@ -457,6 +473,10 @@ impl Runtime for GvisorRuntime {
 
     fn restore(&self, config: &SandboxConfig, image_dir: &Path) -> Result<Started> {
         GvisorRuntime::restore(self, config, image_dir)
+    }
+
+    fn connect_agent(&self, config: &SandboxConfig) -> Result<UnixStream> {
+        self.connect(config)
     }
 
     fn list_host(&self) -> Result<Vec<String>> {

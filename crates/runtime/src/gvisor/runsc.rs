@@ -8,7 +8,6 @@
 //! runsc process itself is awaited. Every other command's output is
 //! captured through pipes.
 
-use std::fs::OpenOptions;
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -95,10 +94,7 @@ impl Runsc {
                 cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
             }
             Output::Console(path) => {
-                let log = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
+                let log = crate::ns::layout::open_log(path)
                     .context(|| format!("opening the console log {}", path.display()))?;
                 let log2 = log
                     .try_clone()
@@ -138,11 +134,7 @@ impl Runsc {
         if !status.success() {
             // Output sent to the console log: its last lines say why.
             let logged = console
-                .map(|p| {
-                    let text = std::fs::read_to_string(p).unwrap_or_default();
-                    let lines: Vec<&str> = text.lines().collect();
-                    lines[lines.len().saturating_sub(4)..].join("\n")
-                })
+                .map(|p| crate::ns::layout::tail_lines(&p, 4))
                 .unwrap_or_default();
             let msg = first_lines(if !stderr.trim().is_empty() {
                 &stderr

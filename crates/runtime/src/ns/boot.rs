@@ -114,7 +114,32 @@ impl Drop for Guard<'_> {
         }
         let _ = std::fs::remove_file(layout::state_file(self.config, layout::PID_FILE));
         let _ = std::fs::remove_file(layout::state_file(self.config, layout::NETWORK_FILE));
+        let _ = std::fs::remove_file(layout::state_file(self.config, layout::HOST_AGENT_SOCKET));
     }
+}
+
+/// Bind (not listen: the agent does, so SO_PEERCRED names it) a unix
+/// socket at `state_dir/agent/agent.sock`, in a 0700 directory that is
+/// never mounted into the sandbox. A socket left by an earlier run is
+/// replaced.
+fn bind_agent_socket(config: &SandboxConfig) -> Result<std::os::fd::OwnedFd> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let dir = layout::state_file(config, layout::HOST_AGENT_DIR);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(&dir)
+        .map_err(|e| io_err(&format!("creating {}", dir.display()), e))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| io_err(&format!("making {} private", dir.display()), e))?;
+    let path = layout::state_file(config, layout::HOST_AGENT_SOCKET);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(io_err(&format!("removing the old {}", path.display()), e))
+        }
+        _ => {}
+    }
+    sys::bind_unix(&path).map_err(|e| io_err(&format!("binding {}", path.display()), e))
 }
 
 /// Build the sandbox described in `state_dir`; returns PID 1's host pid.
@@ -143,8 +168,9 @@ pub(crate) fn boot(state_dir: &Path, placement: Placement) -> Result<i32> {
         child: None,
         armed: true,
     };
-    // A socket left by an earlier run would look like a ready agent.
-    let _ = std::fs::remove_file(layout::state_file(&config, layout::AGENT_SOCKET));
+    // The agent's socket, bound here on the host side where the sandbox
+    // cannot reach it, and passed to PID 1 (which calls listen itself).
+    let listen = bind_agent_socket(&config)?;
     let me = std::process::id() as i32;
     // v1: the boot process is in the cgroups, its child inherits them.
     if let Some(v1) = &cg.v1 {
@@ -177,9 +203,10 @@ pub(crate) fn boot(state_dir: &Path, placement: Placement) -> Result<i32> {
     if pid == 0 {
         drop(go_w);
         drop(err_r);
-        child::run(&config, go_r, err_w);
+        child::run(&config, go_r, err_w, listen);
     }
     guard.child = Some(pid);
+    drop(listen);
     drop(go_r);
     drop(err_w);
     drop(v2_dir);
@@ -237,8 +264,5 @@ fn io_err(what: &str, e: std::io::Error) -> Error {
 
 /// The tail of the sandbox's console log, for error messages.
 pub fn console_tail(config: &SandboxConfig) -> String {
-    let log = std::fs::read_to_string(layout::state_file(config, layout::CONSOLE_LOG))
-        .unwrap_or_default();
-    let tail: Vec<&str> = log.lines().rev().take(10).collect();
-    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    layout::console_tail(config, 10)
 }

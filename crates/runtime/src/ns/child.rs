@@ -6,14 +6,20 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::{caps, layout, mounts, network, seccomp, sys};
 use crate::SandboxConfig;
 
-/// Run the child side; never returns.
-pub fn run(config: &SandboxConfig, mut go: File, mut err: File) -> ! {
-    let msg = match prepare_and_exec(config, &mut go) {
+/// Run the child side; never returns. `listen` is the agent's bound
+/// socket, passed to it as descriptor [`layout::AGENT_LISTEN_FD`].
+pub fn run(config: &SandboxConfig, go: File, err: File, listen: OwnedFd) -> ! {
+    // Out of the way of descriptor 3, which the agent's socket takes.
+    let (mut go, mut err, listen) = match (above(go.into()), above(err.into()), above(listen)) {
+        (Ok(g), Ok(e), Ok(l)) => (File::from(g), File::from(e), l),
+        _ => unsafe { libc::_exit(1) },
+    };
+    let msg = match prepare_and_exec(config, &mut go, &listen) {
         Ok(never) => match never {},
         Err(m) => m,
     };
@@ -22,13 +28,23 @@ pub fn run(config: &SandboxConfig, mut go: File, mut err: File) -> ! {
     unsafe { libc::_exit(1) }
 }
 
+/// A close-on-exec duplicate of `fd` numbered 10 or above.
+fn above(fd: OwnedFd) -> std::io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC on an open descriptor; the result is owned.
+    let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+}
+
 fn redirect_stdio(config: &SandboxConfig) -> Result<(), String> {
-    let log_path = layout::state_file(config, layout::CONSOLE_LOG);
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| format!("opening {}: {e}", log_path.display()))?;
+    let log = layout::open_console(config).map_err(|e| {
+        format!(
+            "opening the console log {}: {e}",
+            layout::console_path(config).display()
+        )
+    })?;
     let null = File::open("/dev/null").map_err(|e| format!("opening /dev/null: {e}"))?;
     // SAFETY: dup2 onto the standard descriptors with valid sources.
     unsafe {
@@ -48,6 +64,7 @@ fn redirect_stdio(config: &SandboxConfig) -> Result<(), String> {
 fn prepare_and_exec(
     config: &SandboxConfig,
     go: &mut File,
+    listen: &OwnedFd,
 ) -> Result<std::convert::Infallible, String> {
     // Now that this process sits in the sandbox's cgroups, a new cgroup
     // namespace makes them its root (clone3 would have rooted it at the
@@ -66,14 +83,11 @@ fn prepare_and_exec(
         _ => return Err("the boot process went away before the sandbox was ready".into()),
     }
 
-    let argv: Vec<CString> = [
-        layout::SANDBOX_AGENT,
-        "--listen",
-        layout::SANDBOX_AGENT_SOCKET,
-    ]
-    .iter()
-    .map(|s| CString::new(*s).expect("static strings"))
-    .collect();
+    let fd_arg = layout::AGENT_LISTEN_FD.to_string();
+    let argv: Vec<CString> = [layout::SANDBOX_AGENT, "--listen-fd", &fd_arg]
+        .iter()
+        .map(|s| CString::new(*s).expect("static strings"))
+        .collect();
     let mut env: Vec<CString> = Vec::new();
     if !config.env.contains_key("PATH") {
         env.push(
@@ -82,9 +96,20 @@ fn prepare_and_exec(
         );
     }
     for (k, v) in &config.env {
+        if k == crate::AGENT_KEY_ENV {
+            continue;
+        }
         env.push(
             CString::new(format!("{k}={v}"))
                 .map_err(|_| format!("environment variable {k} contains a NUL byte"))?,
+        );
+    }
+    // The agent takes its key out of its environment before it starts
+    // anything, so no process of the sandbox inherits it.
+    if let Some(key) = &config.agent_key {
+        env.push(
+            CString::new(format!("{}={key}", crate::AGENT_KEY_ENV))
+                .map_err(|_| "the agent key contains a NUL byte".to_string())?,
         );
     }
     let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|s| s.as_ptr()).collect();
@@ -93,6 +118,14 @@ fn prepare_and_exec(
     env_p.push(std::ptr::null());
 
     sys::cloexec_from(3).map_err(|e| format!("marking descriptors close-on-exec: {e}"))?;
+    // SAFETY: dup2 onto descriptor 3 (kept across exec) from an open socket.
+    if unsafe { libc::dup2(listen.as_raw_fd(), layout::AGENT_LISTEN_FD) } < 0 {
+        return Err(format!(
+            "passing the agent's socket as descriptor {}: {}",
+            layout::AGENT_LISTEN_FD,
+            std::io::Error::last_os_error()
+        ));
+    }
     caps::drop_to_default()?;
     sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).map_err(|e| format!("setting no_new_privs: {e}"))?;
     seccomp::install()?;

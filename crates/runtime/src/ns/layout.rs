@@ -12,12 +12,30 @@ pub const CONFIG_FILE: &str = "config.json";
 pub const PID_FILE: &str = "pid";
 /// Mount point of the root overlay (only mounted inside the sandbox).
 pub const ROOTFS_DIR: &str = "rootfs";
-/// Directory bind-mounted at /run/dwell inside the sandbox.
+/// gVisor: directory bind-mounted at /run/dwell inside the sandbox (the
+/// agent creates its socket there). The namespace runtime mounts a tmpfs of
+/// the sandbox's own at /run/dwell instead.
 pub const RUN_DIR: &str = "run";
-/// The agent's socket, relative to the state dir.
+/// gVisor: the agent's socket, relative to the state dir.
 pub const AGENT_SOCKET: &str = "run/agent.sock";
-/// Stdout and stderr of PID 1.
+/// Namespace runtime: daemon-only directory (0700, never mounted into the
+/// sandbox) of the socket the boot process binds and passes to the agent.
+pub const HOST_AGENT_DIR: &str = "agent";
+/// Namespace runtime: the agent's socket, relative to the state dir.
+pub const HOST_AGENT_SOCKET: &str = "agent/agent.sock";
+/// Descriptor the bound socket has in the agent (`--listen-fd 3`).
+pub const AGENT_LISTEN_FD: i32 = 3;
+/// Size of the tmpfs at /run/dwell in a namespace sandbox.
+pub const SANDBOX_RUN_TMPFS: &str = "size=256k,nr_inodes=256,mode=755";
+/// Stdout and stderr of PID 1 (and runsc's), relative to the volume's
+/// mount point (`rootfs.upper_root`), beside but outside what the sandbox
+/// sees as its root: the sandbox can grow it (through `/proc/1/fd/2`), so
+/// it lives on its own volume, bounded by `--disk`, not on the data disk.
 pub const CONSOLE_LOG: &str = "console.log";
+/// A console log bigger than this at start is emptied first.
+pub const CONSOLE_KEEP: u64 = 1 << 20;
+/// How much of the console's end error messages read.
+pub const CONSOLE_TAIL: u64 = 64 << 10;
 /// The network the boot process set up (for cleanup and for the daemon).
 pub const NETWORK_FILE: &str = "network.json";
 
@@ -29,6 +47,71 @@ pub const SANDBOX_AGENT_SOCKET: &str = "/run/dwell/agent.sock";
 
 pub fn state_file(config: &SandboxConfig, name: &str) -> PathBuf {
     config.state_dir.join(name)
+}
+
+/// Where the sandbox's console log is (see [`CONSOLE_LOG`]).
+pub fn console_path(config: &SandboxConfig) -> PathBuf {
+    config.rootfs.upper_root.join(CONSOLE_LOG)
+}
+
+/// Open the console log for appending (created 0600, never through a
+/// symlink); emptied first when an earlier run left more than
+/// [`CONSOLE_KEEP`].
+pub fn open_console(config: &SandboxConfig) -> std::io::Result<std::fs::File> {
+    open_log(&console_path(config))
+}
+
+/// [`open_console`] for a console log at `path`.
+pub fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    let md = f.metadata()?;
+    if !md.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the console log is not a regular file",
+        ));
+    }
+    if md.len() > CONSOLE_KEEP {
+        f.set_len(0)?;
+    }
+    Ok(f)
+}
+
+/// The last `lines` lines of the console log, reading at most
+/// [`CONSOLE_TAIL`] bytes of its end (never through a symlink).
+pub fn console_tail(config: &SandboxConfig, lines: usize) -> String {
+    tail_lines(&console_path(config), lines)
+}
+
+/// The last `lines` lines among the last [`CONSOLE_TAIL`] bytes of the
+/// regular file `path` (not followed if a symlink); empty when unreadable.
+pub fn tail_lines(path: &Path, lines: usize) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::unix::fs::OpenOptionsExt;
+    let read = || -> std::io::Result<Vec<u8>> {
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path)?;
+        let md = f.metadata()?;
+        if !md.is_file() {
+            return Ok(Vec::new());
+        }
+        f.seek(SeekFrom::Start(md.len().saturating_sub(CONSOLE_TAIL)))?;
+        let mut buf = Vec::new();
+        f.take(CONSOLE_TAIL).read_to_end(&mut buf)?;
+        Ok(buf)
+    };
+    let buf = read().unwrap_or_default();
+    let text = String::from_utf8_lossy(&buf);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// Reject configs that would produce ambiguous mount options, escape the
@@ -70,6 +153,15 @@ pub fn validate(config: &SandboxConfig) -> Result<()> {
     paths.push(("upper root", &config.rootfs.upper_root));
     paths.push(("state dir", &config.state_dir));
     paths.push(("agent binary", &config.agent_binary));
+    if let Some(k) = &config.agent_key {
+        if k.len() != 64 || !k.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::Other(
+                "invalid agent key: it must be 64 hex digits (the control plane generates it; \
+                 remove agent_key from the config to start without one)"
+                    .into(),
+            ));
+        }
+    }
     for (what, p) in paths {
         check_path(what, p)?;
     }

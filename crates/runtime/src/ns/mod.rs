@@ -226,7 +226,11 @@ impl Runtime for NamespaceRuntime {
         for m in mounts_below(&layout::state_file(config, layout::ROOTFS_DIR)) {
             let _ = sys::umount2(&m, libc::MNT_DETACH);
         }
-        for f in [layout::PID_FILE, layout::NETWORK_FILE, layout::AGENT_SOCKET] {
+        for f in [
+            layout::PID_FILE,
+            layout::NETWORK_FILE,
+            layout::HOST_AGENT_SOCKET,
+        ] {
             let _ = std::fs::remove_file(layout::state_file(config, f));
         }
         Ok(())
@@ -242,6 +246,19 @@ impl Runtime for NamespaceRuntime {
             )));
         }
         cg.stats()
+    }
+
+    fn connect_agent(&self, config: &SandboxConfig) -> Result<std::os::unix::net::UnixStream> {
+        layout::validate_id(&config.id)?;
+        let cgroup = format!("{}/{}", self.options.cgroup_parent, config.id);
+        crate::agent_channel::connect(
+            &config.state_dir,
+            layout::HOST_AGENT_SOCKET,
+            &crate::agent_channel::Expected {
+                id: &config.id,
+                cgroup: &cgroup,
+            },
+        )
     }
 
     fn list_host(&self) -> Result<Vec<String>> {

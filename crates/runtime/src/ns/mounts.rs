@@ -207,16 +207,16 @@ fn mount_kernel_fs(rootfs: &Path) -> R<()> {
 }
 
 fn mount_dwell_dirs(config: &SandboxConfig, rootfs: &Path) -> R<()> {
-    let run_src = layout::state_file(config, layout::RUN_DIR);
-    mkdir_p(&run_src)?;
+    // /run/dwell is the sandbox's own small tmpfs (charged to its memory
+    // cgroup), not a host dir: nothing written there lands on the host, and
+    // the agent's socket is not there (it is passed as a descriptor).
     let run_dst = in_root(rootfs, layout::SANDBOX_RUN_DIR, true)?;
-    mnt(Some(&run_src), &run_dst, None, libc::MS_BIND, None)?;
     mnt(
-        None,
+        Some(Path::new("tmpfs")),
         &run_dst,
-        None,
-        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NOSUID | libc::MS_NODEV,
-        None,
+        Some("tmpfs"),
+        NOSUID_NODEV_NOEXEC,
+        Some(layout::SANDBOX_RUN_TMPFS),
     )?;
 
     // The agent lives on a small tmpfs so nothing of it lands in the

@@ -3,7 +3,6 @@
 //! exits (blocking reads of its output, no polling), and connect to the
 //! agent. Leaves nothing behind on error.
 
-use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -43,9 +42,11 @@ pub fn start(rt: &NamespaceRuntime, config: &SandboxConfig) -> Result<Started> {
 
 fn boot(rt: &NamespaceRuntime, config: &SandboxConfig) -> Result<Started> {
     let state = &config.state_dir;
-    let run_dir = layout::state_file(config, layout::RUN_DIR);
-    std::fs::create_dir_all(&run_dir).context(|| format!("creating {}", run_dir.display()))?;
-    for stale in [layout::AGENT_SOCKET, layout::PID_FILE, layout::NETWORK_FILE] {
+    for stale in [
+        layout::HOST_AGENT_SOCKET,
+        layout::PID_FILE,
+        layout::NETWORK_FILE,
+    ] {
         let _ = std::fs::remove_file(state.join(stale));
     }
     let json = serde_json::to_vec_pretty(config).expect("SandboxConfig serialises");
@@ -89,8 +90,8 @@ fn boot(rt: &NamespaceRuntime, config: &SandboxConfig) -> Result<Started> {
                 console_tail(config)
             ))
         })?;
-    let sock = layout::state_file(config, layout::AGENT_SOCKET);
-    wait_for_agent(config, pid, &sock, rt.options.agent_timeout)?;
+    let sock = layout::state_file(config, layout::HOST_AGENT_SOCKET);
+    wait_for_agent(rt, config, pid, &sock, rt.options.agent_timeout)?;
     Ok(Started {
         pid,
         agent_socket: sock,
@@ -103,6 +104,7 @@ fn boot(rt: &NamespaceRuntime, config: &SandboxConfig) -> Result<Started> {
 /// not wait with inotify itself: closing an inotify instance waits for an
 /// SRCU grace period, 20+ ms, which its exit would add to every start.)
 fn wait_for_agent(
+    rt: &NamespaceRuntime,
     config: &SandboxConfig,
     pid: i32,
     sock: &std::path::Path,
@@ -111,9 +113,10 @@ fn wait_for_agent(
     let deadline = Instant::now() + timeout;
     let mut backoff = wait::Backoff::new(Duration::from_micros(100), Duration::from_millis(1));
     loop {
-        let err = match UnixStream::connect(sock) {
+        let err = match rt.connect_agent(config) {
             Ok(_) => return Ok(()),
-            Err(e) => e,
+            Err(Error::Io { source, .. }) => source,
+            Err(e) => return Err(e),
         };
         let retry = matches!(
             err.kind(),

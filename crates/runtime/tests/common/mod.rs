@@ -95,6 +95,7 @@ impl TestSandbox {
             network: NetworkMode::None,
             state_dir: dir.path().join("state"),
             agent_binary: PathBuf::from(env!("CARGO_BIN_EXE_dwell-ns-testinit")),
+            agent_key: None,
         };
         TestSandbox {
             rt: NamespaceRuntime::new(opts).unwrap(),
@@ -112,7 +113,7 @@ impl TestSandbox {
 
     /// Run a shell command in the sandbox: (exit code, output).
     pub fn exec(&self, cmd: &str) -> (i32, String) {
-        let sock = self.config.state_dir.join("run/agent.sock");
+        let sock = self.config.state_dir.join("agent/agent.sock");
         let mut s = UnixStream::connect(&sock).expect("connect to the test init");
         s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         s.write_all(format!("{cmd}\n").as_bytes()).unwrap();

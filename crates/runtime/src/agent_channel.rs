@@ -1,0 +1,259 @@
+//! Connecting to a sandbox's agent safely: the one way the daemon and the
+//! runtimes reach an agent socket.
+//!
+//! The socket lives under a daemon-owned state dir, but (under gVisor) in a
+//! directory the sandbox can write. So the path is resolved beneath the
+//! state dir without following any symlink (`openat2` with
+//! `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`, or an
+//! `O_NOFOLLOW` walk where openat2 is missing), the result must be a socket,
+//! and the connect goes through `/proc/self/fd/N` of exactly that inode.
+//! Then the peer's credentials (SO_PEERCRED: the process that called
+//! listen) must name a process in the sandbox's own cgroup. The agent key
+//! proof in the handshake (dwell-proto) comes on top of this.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use crate::{Error, Result};
+
+/// Whom the listening end must belong to.
+#[derive(Debug, Clone)]
+pub struct Expected<'a> {
+    /// The sandbox id, for error messages.
+    pub id: &'a str,
+    /// The sandbox's cgroup relative to the hierarchy roots
+    /// (`<cgroup parent>/<id>`): the peer must be in it or below it.
+    pub cgroup: &'a str,
+}
+
+/// Connects to the socket at `rel` (a relative path such as
+/// `run/agent.sock`) beneath `state_dir` and checks the peer. Errors say
+/// which check failed; a missing socket is `io::ErrorKind::NotFound` (the
+/// agent does not listen yet) via [`Error::Io`].
+pub fn connect(state_dir: &Path, rel: &str, expected: &Expected) -> Result<UnixStream> {
+    let fd = open_beneath(state_dir, rel).map_err(|e| Error::Io {
+        context: format!(
+            "opening the agent socket {rel} of sandbox {} beneath {} (symlinks refused)",
+            expected.id,
+            state_dir.display()
+        ),
+        source: e,
+    })?;
+    let sock = connect_fd(&fd).map_err(|e| Error::Io {
+        context: format!(
+            "connecting to the agent socket {}/{rel} of sandbox {}",
+            state_dir.display(),
+            expected.id
+        ),
+        source: e,
+    })?;
+    check_peer(&sock, expected)?;
+    Ok(sock)
+}
+
+/// An `O_PATH` descriptor of `rel` beneath `root`, which must be a socket
+/// reached without a symlink.
+fn open_beneath(root: &Path, rel: &str) -> io::Result<OwnedFd> {
+    let dir = open_path(libc::AT_FDCWD, root, libc::O_DIRECTORY)?;
+    let fd = match openat2_beneath(&dir, rel) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => walk_nofollow(&dir, rel)?,
+        r => r?,
+    };
+    // SAFETY: fstat into a zeroed stat buffer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{rel} is not a socket (mode {:o}); refusing to connect",
+                st.st_mode
+            ),
+        ));
+    }
+    Ok(fd)
+}
+
+fn open_path(dir: libc::c_int, p: &Path, extra: libc::c_int) -> io::Result<OwnedFd> {
+    let c = CString::new(p.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+    // SAFETY: openat with a valid C string; the result is owned below.
+    let fd = unsafe {
+        libc::openat(
+            dir,
+            c.as_ptr(),
+            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC | extra,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn openat2_beneath(dir: &OwnedFd, rel: &str) -> io::Result<OwnedFd> {
+    let c = CString::new(rel)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+    // SAFETY: open_how is plain data; all-zero is valid and then filled.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: openat2 with a valid path and a fully initialised open_how.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+/// Without openat2: one component at a time, none a symlink, no `..`.
+fn walk_nofollow(dir: &OwnedFd, rel: &str) -> io::Result<OwnedFd> {
+    let parts: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
+    if parts.is_empty() || parts.iter().any(|c| *c == "." || *c == "..") {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{rel:?} is not a plain relative path"),
+        ));
+    }
+    let mut cur = open_path(dir.as_raw_fd(), Path::new(parts[0]), 0)?;
+    for c in &parts[1..] {
+        cur = open_path(cur.as_raw_fd(), Path::new(c), 0)?;
+    }
+    Ok(cur)
+}
+
+/// Connects to the socket inode `fd` refers to, through its magic link.
+fn connect_fd(fd: &OwnedFd) -> io::Result<UnixStream> {
+    UnixStream::connect(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// The peer (the process that called listen) must sit in the sandbox's
+/// cgroup.
+fn check_peer(sock: &UnixStream, expected: &Expected) -> Result<()> {
+    let pid = peer_pid(sock).map_err(|e| Error::Io {
+        context: format!(
+            "reading the peer credentials of sandbox {}'s agent socket",
+            expected.id
+        ),
+        source: e,
+    })?;
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    if in_cgroup(&cgroups, expected.cgroup) {
+        return Ok(());
+    }
+    Err(Error::Other(format!(
+        "the agent socket of sandbox {} is served by process {pid}, which is not in the \
+         sandbox's cgroup {}: refusing it (the socket was replaced or redirected). Restart \
+         the sandbox to get its own agent back",
+        expected.id, expected.cgroup
+    )))
+}
+
+fn peer_pid(sock: &UnixStream) -> io::Result<i32> {
+    // SAFETY: getsockopt into a zeroed ucred of the right length.
+    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if cred.pid <= 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "the peer's pid is not visible from the daemon's pid namespace",
+        ));
+    }
+    Ok(cred.pid)
+}
+
+/// Whether a `/proc/<pid>/cgroup` text puts the process at or below the
+/// relative cgroup `rel` in any hierarchy.
+fn in_cgroup(proc_cgroup: &str, rel: &str) -> bool {
+    let want = format!("/{}", rel.trim_matches('/'));
+    proc_cgroup.lines().any(|l| {
+        let path = l.splitn(3, ':').nth(2).unwrap_or("");
+        path == want || path.starts_with(&format!("{want}/"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    #[test]
+    fn cgroup_membership() {
+        let text = "12:pids:/dwell/abc\n0::/dwell/abc/init\n";
+        assert!(in_cgroup(text, "dwell/abc"));
+        assert!(!in_cgroup(text, "dwell/ab"));
+        assert!(!in_cgroup("0::/dwell/abcd\n", "dwell/abc"));
+        assert!(!in_cgroup("0::/\n", "dwell/abc"));
+    }
+
+    #[test]
+    fn a_symlinked_or_non_socket_path_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("run")).unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let real = elsewhere.path().join("other.sock");
+        let _l = UnixListener::bind(&real).unwrap();
+        std::os::unix::fs::symlink(&real, d.path().join("run/agent.sock")).unwrap();
+        assert!(open_beneath(d.path(), "run/agent.sock").is_err());
+        // A symlinked directory on the way is refused too.
+        std::fs::remove_file(d.path().join("run/agent.sock")).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), d.path().join("run/dir")).unwrap();
+        assert!(open_beneath(d.path(), "run/dir/other.sock").is_err());
+        assert!(walk_nofollow(
+            &open_path(libc::AT_FDCWD, d.path(), libc::O_DIRECTORY).unwrap(),
+            "run/dir/other.sock"
+        )
+        .is_err());
+        std::fs::write(d.path().join("run/plain"), b"").unwrap();
+        let e = open_beneath(d.path(), "run/plain").unwrap_err();
+        assert!(e.to_string().contains("not a socket"), "{e}");
+    }
+
+    #[test]
+    fn a_real_socket_connects_and_its_peer_must_be_in_the_cgroup() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("run")).unwrap();
+        let _l = UnixListener::bind(d.path().join("run/agent.sock")).unwrap();
+        let fd = open_beneath(d.path(), "run/agent.sock").unwrap();
+        let s = connect_fd(&fd).unwrap();
+        assert_eq!(peer_pid(&s).unwrap(), std::process::id() as i32);
+        // This test process is not in a sandbox cgroup.
+        let e = connect(
+            d.path(),
+            "run/agent.sock",
+            &Expected {
+                id: "sbx",
+                cgroup: "dwell-no-such-parent/sbx",
+            },
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("not in the sandbox's cgroup"), "{e}");
+    }
+}

@@ -1,0 +1,55 @@
+//! The host directory behind `/run/dwell` in a gVisor sandbox: a small
+//! tmpfs of its own at `state_dir/run` (mode 0700, nosuid, nodev, noexec),
+//! mounted before runsc starts or restores the sandbox and unmounted when
+//! the host side is released. The agent's socket is created there (runsc
+//! `--host-uds=create`), so the sandbox can write this directory: the
+//! tmpfs keeps what it writes small, off the data disk, and inert (no
+//! device node or set-id file made there works on the host).
+
+use std::path::PathBuf;
+
+use crate::ns::{layout, sys};
+use crate::{Error, Result, SandboxConfig};
+
+/// Mount options of the tmpfs.
+pub const TMPFS_OPTIONS: &str = "size=1m,nr_inodes=64,mode=700";
+
+pub fn path(config: &SandboxConfig) -> PathBuf {
+    layout::state_file(config, layout::RUN_DIR)
+}
+
+/// Mount a fresh tmpfs at the run dir (an old one is replaced: nothing of
+/// an earlier run is kept).
+pub fn mount(config: &SandboxConfig) -> Result<PathBuf> {
+    let dir = path(config);
+    unmount(config);
+    match std::fs::symlink_metadata(&dir) {
+        Ok(md) if md.is_dir() => {}
+        Ok(_) => std::fs::remove_file(&dir).map_err(|e| io(&dir, "removing", e))?,
+        Err(_) => std::fs::create_dir_all(&dir).map_err(|e| io(&dir, "creating", e))?,
+    }
+    sys::mount(
+        Some(std::path::Path::new("tmpfs")),
+        &dir,
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        Some(TMPFS_OPTIONS),
+    )
+    .map_err(|e| io(&dir, "mounting a tmpfs on", e))?;
+    Ok(dir)
+}
+
+/// Unmount the run dir's tmpfs (lazily; best effort, idempotent).
+pub fn unmount(config: &SandboxConfig) {
+    let dir = path(config);
+    for m in crate::ns::mounts_below(&dir) {
+        let _ = sys::umount2(&m, libc::MNT_DETACH);
+    }
+}
+
+fn io(dir: &std::path::Path, what: &str, e: std::io::Error) -> Error {
+    Error::Io {
+        context: format!("{what} {}", dir.display()),
+        source: e,
+    }
+}
