@@ -25,6 +25,24 @@ fn data_kib(data: &Path) -> u64 {
         .unwrap_or_else(|| panic!("du printed {:?}", stderr(&out)))
 }
 
+/// A sandbox with a 256 MiB volume on runtime `rt`; returns its id.
+fn create_256m(d: &Daemon, name: &str, rt: &str) -> String {
+    let out = d.ok(&[
+        "create",
+        "--name",
+        name,
+        "--memory",
+        "256M",
+        "--disk",
+        "256M",
+        "--isolation",
+        rt,
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["id"].as_str().unwrap().to_string()
+}
+
 /// Where sandbox `id`'s agent socket is on the host, for either runtime.
 fn host_socket(d: &Daemon, id: &str) -> PathBuf {
     let dir = d.data.join("sandboxes").join(id);
@@ -54,7 +72,11 @@ fn a_sandbox_cannot_redirect_its_exec_to_another_sandbox() {
         let b = d.create(&format!("chan-b-{rt}"), &["--isolation", rt]);
         d.sh(&b, "echo only-in-b > /root/b-only-file");
         let b_sock = host_socket(&d, &b);
-        assert!(b_sock.exists(), "{rt}: B's socket {} missing", b_sock.display());
+        assert!(
+            b_sock.exists(),
+            "{rt}: B's socket {} missing",
+            b_sock.display()
+        );
         // In A, as its root: make the agent drop its socket, then plant a
         // symlink to B's socket where A's was (for every place it could be).
         let plant = format!(
@@ -79,7 +101,10 @@ fn a_sandbox_cannot_redirect_its_exec_to_another_sandbox() {
             "{rt}: exec on A printed B's file: the daemon was redirected to B's agent"
         );
         if out.status.success() {
-            panic!("{rt}: exec on A succeeded reading B's file path: {}", stdout(&out));
+            panic!(
+                "{rt}: exec on A succeeded reading B's file path: {}",
+                stdout(&out)
+            );
         }
         let err = stderr(&out);
         eprintln!("{rt}: exec on A after the attack: {}", tail(&err, 3));
@@ -88,7 +113,11 @@ fn a_sandbox_cannot_redirect_its_exec_to_another_sandbox() {
         // A comes back with a restart (its agent is its own again).
         d.ok(&["stop", &a]);
         d.ok(&["start", &a]);
-        assert_eq!(d.sh(&a, "echo back").trim(), "back", "{rt}: A after a restart");
+        assert_eq!(
+            d.sh(&a, "echo back").trim(),
+            "back",
+            "{rt}: A after a restart"
+        );
         assert!(!d.sh(&a, "ls /root").contains("b-only-file"));
         assert_eq!(d.sh(&b, "cat /root/b-only-file").trim(), "only-in-b");
     }
@@ -101,7 +130,7 @@ fn run_dwell_is_a_small_scratch_space_not_the_host_data_disk() {
     }
     for rt in runtimes() {
         let d = Daemon::start();
-        let sb = d.create(&format!("chan-run-{rt}"), &["--isolation", rt, "--disk", "256M"]);
+        let sb = create_256m(&d, &format!("chan-run-{rt}"), rt);
         let before = data_kib(&d.data);
         let out = d.run(&[
             "exec",
@@ -122,7 +151,10 @@ fn run_dwell_is_a_small_scratch_space_not_the_host_data_disk() {
             "{rt}: the host data dir grew by {grown} KiB from a write to /run/dwell"
         );
         // The sandbox (and a neighbour) still work; the space comes back.
-        d.sh(&sb, "rm -f /run/dwell/big; echo ok > /run/dwell/small; cat /run/dwell/small");
+        d.sh(
+            &sb,
+            "rm -f /run/dwell/big; echo ok > /run/dwell/small; cat /run/dwell/small",
+        );
         let n = d.create(&format!("chan-run-n-{rt}"), &["--isolation", rt]);
         assert_eq!(d.sh(&n, "echo fine").trim(), "fine");
     }
@@ -197,7 +229,7 @@ fn the_console_grows_only_within_the_sandbox_volume() {
     }
     for rt in runtimes() {
         let d = Daemon::start();
-        let sb = d.create(&format!("chan-con-{rt}"), &["--isolation", rt, "--disk", "256M"]);
+        let sb = create_256m(&d, &format!("chan-con-{rt}"), rt);
         let state = d.data.join("sandboxes").join(&sb);
         let before = data_kib(&d.data);
         let out = d.run(&[
