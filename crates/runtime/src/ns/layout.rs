@@ -58,6 +58,9 @@ pub fn console_path(config: &SandboxConfig) -> PathBuf {
 /// symlink); emptied first when an earlier run left more than
 /// [`CONSOLE_KEEP`].
 pub fn open_console(config: &SandboxConfig) -> std::io::Result<std::fs::File> {
+    // The overlays create their dirs in it anyway; a runtime started on a
+    // fresh directory volume finds none yet.
+    std::fs::create_dir_all(&config.rootfs.upper_root)?;
     open_log(&console_path(config))
 }
 

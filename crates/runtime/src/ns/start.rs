@@ -42,6 +42,7 @@ pub fn start(rt: &NamespaceRuntime, config: &SandboxConfig) -> Result<Started> {
 
 fn boot(rt: &NamespaceRuntime, config: &SandboxConfig) -> Result<Started> {
     let state = &config.state_dir;
+    std::fs::create_dir_all(state).context(|| format!("creating {}", state.display()))?;
     for stale in [
         layout::HOST_AGENT_SOCKET,
         layout::PID_FILE,
