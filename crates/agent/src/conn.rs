@@ -15,6 +15,7 @@ use dwell_proto::auth::{self, Side};
 use dwell_proto::frame::{self, FrameReader, Kind, DATA_CHUNK, INITIAL_WINDOW};
 use dwell_proto::{
     Control, ErrorKind, Event, Hello, Outcome, RemoteError, Request, PROTOCOL_VERSION,
+    UNAUTHENTICATED_PROTOCOL_VERSION,
 };
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -256,17 +257,28 @@ async fn handshake<R: AsyncRead + Unpin>(
         nonce: None,
         proof: None,
     };
-    if hello.protocol != PROTOCOL_VERSION {
-        let msg = format!(
-            "client {} speaks protocol {}, this agent speaks {}",
-            hello.software, hello.protocol, PROTOCOL_VERSION
-        );
+    let key = crate::key::get();
+    let accepted = hello.protocol == PROTOCOL_VERSION
+        || (hello.protocol == UNAUTHENTICATED_PROTOCOL_VERSION && key.is_none());
+    if !accepted {
+        let msg = if hello.protocol == UNAUTHENTICATED_PROTOCOL_VERSION {
+            format!(
+                "client {} speaks protocol {} (unauthenticated); this agent has a key and \
+                 requires protocol {} with its proof",
+                hello.software, hello.protocol, PROTOCOL_VERSION
+            )
+        } else {
+            format!(
+                "client {} speaks protocol {}, this agent speaks {}",
+                hello.software, hello.protocol, PROTOCOL_VERSION
+            )
+        };
         let _ = out.json(0, Kind::Hello, &refuse(msg.clone())).await;
         return Err(msg);
     }
-    let Some(key) = crate::key::get() else {
+    let Some(key) = key else {
         let reply = Hello {
-            protocol: PROTOCOL_VERSION,
+            protocol: hello.protocol,
             software,
             error: None,
             nonce: None,

@@ -83,8 +83,8 @@ pub fn can_unlisten() -> Result<(), RemoteError> {
     } else {
         Err(RemoteError::new(
             ErrorKind::InvalidArgument,
-            "this agent serves one connection on stdio (--stdio): it has no socket to stop \
-             listening on",
+            "this agent serves one connection on stdio (--stdio) or a socket passed in \
+             (--listen-fd): it has no socket path to stop listening on and bind again",
         ))
     }
 }

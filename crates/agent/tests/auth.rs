@@ -116,3 +116,31 @@ async fn requests_without_the_client_proof_are_never_served() {
         );
     }
 }
+
+/// A keyless agent accepts the unauthenticated version-1 Hello (the
+/// frames are the same), so sandboxes from before keys stay reachable; an
+/// agent with a key refuses it.
+#[tokio::test]
+async fn version_one_hellos_reach_keyless_agents_only() {
+    async fn hello_v1(a: &Agent) -> serde_json::Value {
+        let s = tokio::net::UnixStream::connect(&a.sock).await.unwrap();
+        let (r, mut w) = tokio::io::split(s);
+        let mut r = FrameReader::new(r);
+        let hello = br#"{"protocol":1,"software":"old dwell-proto"}"#;
+        w.write_all(&encode(0, Kind::Hello, hello).unwrap())
+            .await
+            .unwrap();
+        let reply = r.next().await.unwrap().unwrap();
+        serde_json::from_slice(&reply.payload).unwrap()
+    }
+    let keyless = Agent::start();
+    let reply = hello_v1(&keyless).await;
+    assert_eq!(reply["protocol"], 1, "{reply}");
+    assert!(reply.get("error").is_none(), "{reply}");
+    let keyed = start_with_key(&AgentKey::generate().unwrap());
+    let reply = hello_v1(&keyed).await;
+    assert!(
+        reply["error"].as_str().unwrap_or("").contains("key"),
+        "{reply}"
+    );
+}

@@ -24,3 +24,9 @@ pub use messages::*;
 
 /// The protocol version this crate speaks; both ends must agree on it in the handshake.
 pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The version before the authenticated handshake. Frames and messages are
+/// the same; a client without a key speaks it, so agents started before
+/// keys existed (running or hibernated across an upgrade) stay reachable,
+/// and an agent without a key accepts it.
+pub const UNAUTHENTICATED_PROTOCOL_VERSION: u32 = 1;

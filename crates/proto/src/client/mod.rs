@@ -27,7 +27,7 @@ use crate::frame::{self, CodecError, FrameReader, Kind};
 use crate::messages::{
     Event, ExecRequest, FileInfo, Health, Hello, ProcessInfo, Request, WriteOptions,
 };
-use crate::PROTOCOL_VERSION;
+use crate::{PROTOCOL_VERSION, UNAUTHENTICATED_PROTOCOL_VERSION};
 use conn::{Conn, Inbound, Stream};
 
 /// Default bound on connecting plus handshaking.
@@ -112,8 +112,14 @@ impl AgentClient {
         let (r, mut w) = tokio::io::split(stream);
         let nonce = auth::random()
             .map_err(|e| Error::Unreachable(format!("no random bytes for the handshake: {e}")))?;
+        // Without a key, the version every agent accepts (see
+        // UNAUTHENTICATED_PROTOCOL_VERSION); an agent with a key refuses it.
+        let version = match peer.key {
+            Some(_) => PROTOCOL_VERSION,
+            None => UNAUTHENTICATED_PROTOCOL_VERSION,
+        };
         let hello = Hello {
-            protocol: PROTOCOL_VERSION,
+            protocol: version,
             software: software(),
             error: None,
             nonce: Some(auth::encode_hex(&nonce)),
@@ -123,16 +129,29 @@ impl AgentClient {
         let mut reader = FrameReader::new(r);
         let reply = read_hello(&mut reader).await?;
         if let Some(e) = reply.error {
+            if version == UNAUTHENTICATED_PROTOCOL_VERSION && reply.protocol == PROTOCOL_VERSION {
+                return Err(Error::Unauthenticated(format!(
+                    "the agent of {} has a key and this client has none: {e}",
+                    if peer.sandbox.is_empty() {
+                        "the sandbox"
+                    } else {
+                        &peer.sandbox
+                    }
+                )));
+            }
             return Err(Error::Protocol(format!(
                 "the agent ({}) refused the connection: {e}",
                 reply.software
             )));
         }
-        if reply.protocol != PROTOCOL_VERSION {
+        // Without a key either version will do: their frames are the same.
+        let understood =
+            reply.protocol == version || (peer.key.is_none() && reply.protocol == PROTOCOL_VERSION);
+        if !understood {
             return Err(Error::Protocol(format!(
                 "agent {} speaks protocol {}, this client speaks {}; update the agent binary \
                  (restart the sandbox)",
-                reply.software, reply.protocol, PROTOCOL_VERSION
+                reply.software, reply.protocol, version
             )));
         }
         if let Some(proof) = authenticate(peer, &nonce, &reply)? {

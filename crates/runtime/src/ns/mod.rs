@@ -251,14 +251,24 @@ impl Runtime for NamespaceRuntime {
     fn connect_agent(&self, config: &SandboxConfig) -> Result<std::os::unix::net::UnixStream> {
         layout::validate_id(&config.id)?;
         let cgroup = format!("{}/{}", self.options.cgroup_parent, config.id);
-        crate::agent_channel::connect(
-            &config.state_dir,
-            layout::HOST_AGENT_SOCKET,
-            &crate::agent_channel::Expected {
-                id: &config.id,
-                cgroup: &cgroup,
-            },
-        )
+        let expected = crate::agent_channel::Expected {
+            id: &config.id,
+            cgroup: &cgroup,
+        };
+        let r =
+            crate::agent_channel::connect(&config.state_dir, layout::HOST_AGENT_SOCKET, &expected);
+        match r {
+            // A sandbox started before the socket was passed in (and
+            // before agent keys): its agent listens in the run dir. Still
+            // no symlink followed, and the peer must be in its cgroup.
+            Err(Error::Io { ref source, .. })
+                if config.agent_key.is_none() && source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                crate::agent_channel::connect(&config.state_dir, layout::AGENT_SOCKET, &expected)
+                    .or(r)
+            }
+            r => r,
+        }
     }
 
     fn list_host(&self) -> Result<Vec<String>> {
