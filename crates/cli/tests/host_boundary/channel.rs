@@ -260,3 +260,62 @@ fn the_console_grows_only_within_the_sandbox_volume() {
         assert_eq!(d.sh(&sb, "echo ok > /root/f && cat /root/f").trim(), "ok");
     }
 }
+
+/// The agent key is what the daemon finally relies on: a connection that
+/// reaches sandbox B's agent while it expects sandbox A's (however it got
+/// there) fails closed with an error naming A; B's own key works.
+#[test]
+fn reaching_another_sandboxs_agent_fails_the_handshake() {
+    if !can_run() {
+        return;
+    }
+    for rt in runtimes() {
+        let d = Daemon::start();
+        let a = d.create(&format!("chan-ka-{rt}"), &["--isolation", rt]);
+        let b = d.create(&format!("chan-kb-{rt}"), &["--isolation", rt]);
+        let key_of = |id: &str| {
+            let p = d.data.join("sandboxes").join(id).join("sandbox.json");
+            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+            let hex = v["agent_key"]
+                .as_str()
+                .expect("a started sandbox has a key");
+            dwell_proto::AgentKey::from_hex(hex).unwrap()
+        };
+        let (key_a, key_b) = (key_of(&a), key_of(&b));
+        assert_ne!(key_a, key_b, "{rt}: two sandboxes share a key");
+        let b_sock = host_socket(&d, &b);
+        let tokio_rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        tokio_rt.block_on(async {
+            let peer = |id: &str, key| dwell_proto::Peer {
+                sandbox: id.to_string(),
+                key: Some(key),
+            };
+            let s = tokio::net::UnixStream::connect(&b_sock).await.unwrap();
+            let e = dwell_proto::AgentClient::from_stream_to(s, &peer(&a, key_a.clone()))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(e, dwell_proto::Error::Unauthenticated(_)) && e.to_string().contains(&a),
+                "{rt}: reaching B with A's key: {e}"
+            );
+            let s = tokio::net::UnixStream::connect(&b_sock).await.unwrap();
+            let c = dwell_proto::AgentClient::from_stream_to(s, &peer(&b, key_b.clone()))
+                .await
+                .unwrap_or_else(|e| panic!("{rt}: B's own key: {e}"));
+            c.health().await.unwrap();
+            // Without a key at all: refused too.
+            let e = dwell_proto::AgentClient::connect_unix(&b_sock)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(e, dwell_proto::Error::Unauthenticated(_)),
+                "{rt}: {e}"
+            );
+        });
+        assert_eq!(d.sh(&a, "echo a").trim(), "a");
+        assert_eq!(d.sh(&b, "echo b").trim(), "b");
+    }
+}
