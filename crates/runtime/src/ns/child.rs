@@ -17,6 +17,8 @@ pub fn run(config: &SandboxConfig, go: File, err: File, listen: OwnedFd) -> ! {
     // Out of the way of descriptor 3, which the agent's socket takes.
     let (mut go, mut err, listen) = match (above(go.into()), above(err.into()), above(listen)) {
         (Ok(g), Ok(e), Ok(l)) => (File::from(g), File::from(e), l),
+        // SAFETY: leaving the child (out of descriptors) without running
+        // the parent's destructors; the parent sees PID 1 gone.
         _ => unsafe { libc::_exit(1) },
     };
     let msg = match prepare_and_exec(config, &mut go, &listen) {
@@ -35,6 +37,7 @@ fn above(fd: OwnedFd) -> std::io::Result<OwnedFd> {
     if n < 0 {
         return Err(std::io::Error::last_os_error());
     }
+    // SAFETY: a fresh descriptor we own.
     Ok(unsafe { OwnedFd::from_raw_fd(n) })
 }
 
