@@ -683,8 +683,16 @@ impl Controller {
                     at: h.clone(),
                 });
             }
-            let d = crate::diff::drift(&layers)
-                .map_err(|e| Error::Internal(format!("reading the volume of {id}: {e}")));
+            // What the sandbox planted (a symlink, a fifo, a huge file) is
+            // its own doing: a conflict that names it, not a daemon failure.
+            let d = crate::diff::drift(&layers).map_err(|e| match e.kind() {
+                std::io::ErrorKind::PermissionDenied
+                | std::io::ErrorKind::InvalidData
+                | std::io::ErrorKind::Other => {
+                    Error::Conflict(format!("cannot diff sandbox {id}: {e}"))
+                }
+                _ => Error::Internal(format!("reading the volume of {id}: {e}")),
+            });
             if !was_mounted {
                 let _ = inner.volumes.unmount(&id);
             }
