@@ -452,13 +452,13 @@ impl Controller {
             let inner = self.inner.clone();
             let id = rec.id.clone();
             if let Err(e) = blocking(move || reconcile::fill::begin(&inner, &id)).await? {
-                let _ = std::fs::remove_dir_all(self.inner.state_dir(&rec.id));
+                let _ = dwell_hostfs::remove_tree(self.inner.state_dir(&rec.id));
                 return Err(e);
             }
         }
         if let Err(e) = self.inner.store.insert_sandbox(&rec) {
             if fills {
-                let _ = std::fs::remove_dir_all(self.inner.state_dir(&rec.id));
+                let _ = dwell_hostfs::remove_tree(self.inner.state_dir(&rec.id));
             }
             return Err(e.into());
         }

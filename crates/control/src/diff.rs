@@ -86,11 +86,7 @@ pub fn drift(layers: &[Layer]) -> std::io::Result<Drift> {
         let Some(upper) = open_root(&l.upper)? else {
             continue;
         };
-        let lowers: Vec<Beneath> = l
-            .lowers
-            .iter()
-            .filter_map(|lo| Beneath::open(lo).ok())
-            .collect();
+        let lowers: Vec<Beneath> = l.lowers.iter().filter_map(|lo| open_lower(lo)).collect();
         walk(l, &upper, &lowers, &mut d)?;
     }
     d.files.sort_by(|a, b| a.path.cmp(&b.path));
@@ -102,7 +98,7 @@ pub fn drift(layers: &[Layer]) -> std::io::Result<Drift> {
                 let before = root
                     .lowers
                     .iter()
-                    .filter_map(|lo| Beneath::open(lo).ok())
+                    .filter_map(|lo| open_lower(lo))
                     .find_map(|lo| lo.read_string_capped(STATUS, STATUS_CAP).ok())
                     .unwrap_or_default();
                 d.packages = compare(&installed(&before), &installed(&now));
@@ -119,6 +115,13 @@ fn open_root(dir: &Path) -> std::io::Result<Option<Beneath>> {
         Err(e) if e.is_not_found() => Ok(None),
         Err(e) => Err(e.into()),
     }
+}
+
+/// A lower dir (an image layer or a host dir such as `/usr`: the daemon's,
+/// so a symlink to it, as `/lib -> usr/lib` on merged-/usr hosts, is
+/// followed); what is beneath it is still resolved without symlinks.
+fn open_lower(dir: &Path) -> Option<Beneath> {
+    Beneath::open(std::fs::canonicalize(dir).ok()?).ok()
 }
 
 /// The sandbox's dpkg status file; `None` when it did not write one (or

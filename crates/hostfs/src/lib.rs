@@ -412,6 +412,22 @@ impl Beneath {
     }
 }
 
+/// Remove the tree at `path` like [`Beneath::remove_tree`]: no symlink in
+/// it followed, no mount point crossed. The parent of `path` must be a
+/// directory the daemon owns (e.g. `<data-dir>/sandboxes` for a state dir).
+pub fn remove_tree(path: impl AsRef<Path>) -> Result<()> {
+    let path = path.as_ref();
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(Error::new("remove", path.to_path_buf(), Reason::Escape));
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    Beneath::open(parent)?.remove_tree(name)
+}
+
 impl AsRawFd for Beneath {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()

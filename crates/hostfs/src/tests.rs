@@ -347,3 +347,13 @@ fn errors_convert_to_io_errors_that_keep_the_message() {
     let nf: std::io::Error = b.read_capped("none", 10).unwrap_err().into();
     assert_eq!(nf.kind(), std::io::ErrorKind::NotFound);
 }
+
+#[test]
+fn remove_tree_by_path() {
+    let f = fixture();
+    symlink(&f.outside, f.root.join("dir/out")).unwrap();
+    remove_tree(&f.root).unwrap();
+    assert!(!f.root.exists());
+    assert!(f.outside.join("secret").exists());
+    assert!(remove_tree(&f.root).unwrap_err().is_not_found());
+}
