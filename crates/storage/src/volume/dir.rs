@@ -43,3 +43,26 @@ pub(crate) fn used_bytes(mnt: &Path) -> u64 {
     }
     total
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_counts_the_tree_and_never_what_a_symlink_points_at() {
+        let t = tempfile::tempdir().unwrap();
+        let big = t.path().join("host");
+        fs::create_dir(&big).unwrap();
+        fs::write(big.join("data"), vec![1u8; 1 << 20]).unwrap();
+        let mnt = t.path().join("mnt");
+        create(&mnt).unwrap();
+        fs::create_dir_all(mnt.join("a/b")).unwrap();
+        fs::write(mnt.join("a/b/f"), vec![1u8; 64 << 10]).unwrap();
+        let before = used_bytes(&mnt);
+        assert!(before >= 64 << 10, "{before}");
+        std::os::unix::fs::symlink(&big, mnt.join("a/to-host")).unwrap();
+        std::os::unix::fs::symlink("/proc/self/root", mnt.join("root")).unwrap();
+        let after = used_bytes(&mnt);
+        assert!(after < before + (512 << 10), "{before} -> {after}: followed a symlink");
+    }
+}
