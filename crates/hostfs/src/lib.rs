@@ -210,6 +210,15 @@ impl Beneath {
         Ok((dir, last))
     }
 
+    /// Flush the root directory itself to disk (`fsync` of its fd).
+    pub fn sync(&self) -> Result<()> {
+        // SAFETY: fsync of a directory fd we own.
+        if unsafe { libc::fsync(self.fd.as_raw_fd()) } != 0 {
+            return Err(self.err("sync", Path::new(""), last_io()));
+        }
+        Ok(())
+    }
+
     /// The directory `rel` as a root of its own.
     pub fn open_dir(&self, rel: impl AsRef<Path>) -> Result<Beneath> {
         let rel = rel.as_ref();
