@@ -117,6 +117,9 @@ impl Stat {
     }
 }
 
+/// The most directories [`Beneath::remove_tree`] holds open at once.
+pub const MAX_OPEN_DIRS: usize = 32;
+
 /// A root directory and every access beneath it, symlinks never followed.
 #[derive(Debug)]
 pub struct Beneath {
@@ -339,18 +342,70 @@ impl Beneath {
         self.remove(rel)
     }
 
-    /// Remove everything in this root, staying on device `dev`.
+    /// Remove everything in this root, staying on device `dev`. Iterative,
+    /// with at most [`MAX_OPEN_DIRS`] dirs open: a sandbox chooses the depth
+    /// of its trees, so a dir deeper than that is first moved up to this
+    /// root (a rename between two open dir fds, no path resolved) and
+    /// emptied from there.
     fn empty_dir(&self, dev: u64) -> Result<()> {
-        for e in self.read_dir("")? {
-            let e = e?;
-            let name = Path::new(&e.name);
-            if e.stat.dev != dev {
-                return Err(self.err("remove", name, Reason::MountPoint));
+        // (dir, its name in the dir below it on the stack)
+        let mut stack: Vec<(Beneath, std::ffi::OsString)> =
+            vec![(self.open_dir("")?, std::ffi::OsString::new())];
+        let mut moved = 0u64;
+        while let Some((top, _)) = stack.last() {
+            let mut descend = None;
+            let mut removed = false;
+            for e in top.read_dir("")? {
+                let e = e?;
+                let name = Path::new(&e.name);
+                if e.stat.dev != dev {
+                    return Err(top.err("remove", name, Reason::MountPoint));
+                }
+                if e.stat.kind == FileKind::Dir {
+                    descend = Some(e.name);
+                    break;
+                }
+                top.remove(name)?;
+                removed = true;
             }
-            if e.stat.kind == FileKind::Dir {
-                self.open_dir(name)?.empty_dir(dev)?;
+            match descend {
+                Some(name) if stack.len() >= MAX_OPEN_DIRS => {
+                    moved += 1;
+                    self.move_up(top, &name, moved)?;
+                }
+                Some(name) => {
+                    let sub = top.open_dir(&name)?;
+                    stack.push((sub, name));
+                }
+                // Entries removed while listing may hide others: list again.
+                None if removed => {}
+                None => {
+                    let (_, name) = stack.pop().expect("not empty");
+                    if let Some((parent, _)) = stack.last() {
+                        parent.remove(&name)?;
+                    }
+                }
             }
-            self.remove(name)?;
+        }
+        Ok(())
+    }
+
+    /// Move the dir `name` of `from` to this root under a fresh name.
+    fn move_up(&self, from: &Beneath, name: &std::ffi::OsStr, n: u64) -> Result<()> {
+        let src = resolve::cstr(name).map_err(|r| from.err("remove", Path::new(name), r))?;
+        let dst = CString::new(format!(".dwell-deep-{}-{n}", std::process::id()))
+            .expect("no NUL in a number");
+        // SAFETY: two open dir fds and valid C strings.
+        let rc = unsafe {
+            libc::renameat(
+                from.as_raw_fd(),
+                src.as_ptr(),
+                self.as_raw_fd(),
+                dst.as_ptr(),
+            )
+        };
+        if rc != 0 {
+            return Err(from.err("remove", Path::new(name), last_io()));
         }
         Ok(())
     }

@@ -368,3 +368,46 @@ fn remove_tree_by_path() {
     assert!(f.outside.join("secret").exists());
     assert!(remove_tree(&f.root).unwrap_err().is_not_found());
 }
+
+#[test]
+fn remove_tree_handles_trees_deeper_than_its_open_dirs() {
+    for r in BOTH {
+        let f = fixture();
+        // Deeper than a path can name (PATH_MAX) and than MAX_OPEN_DIRS.
+        let mut d = std::fs::File::open(&f.root).unwrap();
+        let name = "d".repeat(200);
+        for i in 0..(MAX_OPEN_DIRS * 3) {
+            let c = CString::new(name.as_str()).unwrap();
+            // SAFETY: a valid dir fd and C string.
+            assert_eq!(
+                unsafe { libc::mkdirat(d.as_raw_fd(), c.as_ptr(), 0o755) },
+                0
+            );
+            let fd = unsafe {
+                libc::openat(
+                    d.as_raw_fd(),
+                    c.as_ptr(),
+                    libc::O_RDONLY | libc::O_DIRECTORY,
+                )
+            };
+            assert!(fd >= 0);
+            // SAFETY: a new fd we own.
+            d = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+            if i % 7 == 0 {
+                let l = CString::new("link").unwrap();
+                let t = CString::new(f.outside.as_os_str().as_encoded_bytes()).unwrap();
+                // SAFETY: valid C strings and dir fd.
+                assert_eq!(
+                    unsafe { libc::symlinkat(t.as_ptr(), d.as_raw_fd(), l.as_ptr()) },
+                    0
+                );
+            }
+        }
+        drop(d);
+        let b = Beneath::open_with(&f.root, r).unwrap();
+        b.remove_tree("dir").unwrap();
+        b.remove_tree(&name).unwrap();
+        assert_eq!(std::fs::read_dir(&f.root).unwrap().count(), 0);
+        assert!(f.outside.join("secret").exists());
+    }
+}
