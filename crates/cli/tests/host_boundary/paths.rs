@@ -321,3 +321,38 @@ fn snapshots_forks_archives_and_rm_never_follow_planted_links() {
         assert!(Path::new(&m.dir).is_dir());
     }
 }
+
+#[test]
+fn rm_removes_deep_trees_and_links_the_sandbox_left_in_its_run_dir() {
+    if !can_run() {
+        return;
+    }
+    for rt in runtimes() {
+        let m = marker();
+        let d = Daemon::start();
+        let id = create_on(&d, "victim", rt);
+        create_on(&d, "neighbour", rt);
+        // Deeper than the dirs the daemon holds open while deleting, with a
+        // link to the host dir at every level (where the run dir is a host
+        // dir; elsewhere the sandbox's own tmpfs takes it).
+        d.sh(
+            "victim",
+            &format!(
+                "cd /run/dwell 2>/dev/null || exit 0; for i in $(seq 200); do \
+                 mkdir d && cd d && ln -s {} host || exit 1; done",
+                m.dir.display()
+            ),
+        );
+        d.ok(&["rm", "-f", "victim"]);
+        let state = d.data.join("sandboxes").join(&id);
+        assert!(
+            !state.exists(),
+            "{rt}: rm left {}; daemon log:\n{}",
+            state.display(),
+            tail(&d.log(), 20)
+        );
+        m.assert_intact("rm of a deep run dir");
+        neighbour_ok(&d, "neighbour");
+        d.ok(&["rm", "-f", "neighbour"]);
+    }
+}

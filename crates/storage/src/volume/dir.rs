@@ -63,6 +63,9 @@ mod tests {
         std::os::unix::fs::symlink(&big, mnt.join("a/to-host")).unwrap();
         std::os::unix::fs::symlink("/proc/self/root", mnt.join("root")).unwrap();
         let after = used_bytes(&mnt);
-        assert!(after < before + (512 << 10), "{before} -> {after}: followed a symlink");
+        assert!(
+            after < before + (512 << 10),
+            "{before} -> {after}: followed a symlink"
+        );
     }
 }
