@@ -488,13 +488,13 @@ impl Controller {
             let inner = self.inner.clone();
             let id = rec.id.clone();
             if let Err(e) = blocking(move || reconcile::fill::begin(&inner, &id)).await? {
-                let _ = std::fs::remove_dir_all(self.inner.state_dir(&rec.id));
+                let _ = dwell_hostfs::remove_tree(self.inner.state_dir(&rec.id));
                 return Err(e);
             }
         }
         if let Err(e) = self.inner.store.insert_sandbox(&rec) {
             if fills {
-                let _ = std::fs::remove_dir_all(self.inner.state_dir(&rec.id));
+                let _ = dwell_hostfs::remove_tree(self.inner.state_dir(&rec.id));
             }
             return Err(e.into());
         }
@@ -719,8 +719,16 @@ impl Controller {
                     at: h.clone(),
                 });
             }
-            let d = crate::diff::drift(&layers)
-                .map_err(|e| Error::Internal(format!("reading the volume of {id}: {e}")));
+            // What the sandbox planted (a symlink, a fifo, a huge file) is
+            // its own doing: a conflict that names it, not a daemon failure.
+            let d = crate::diff::drift(&layers).map_err(|e| match e.kind() {
+                std::io::ErrorKind::PermissionDenied
+                | std::io::ErrorKind::InvalidData
+                | std::io::ErrorKind::Other => {
+                    Error::Conflict(format!("cannot diff sandbox {id}: {e}"))
+                }
+                _ => Error::Internal(format!("reading the volume of {id}: {e}")),
+            });
             if !was_mounted {
                 let _ = inner.volumes.unmount(&id);
             }

@@ -8,8 +8,9 @@
 //! upper dir with the image's lists packages installed, removed and changed.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+
+use dwell_hostfs::{Beneath, FileKind};
 
 use serde::{Deserialize, Serialize};
 
@@ -63,70 +64,131 @@ pub struct Layer {
     pub at: PathBuf,
 }
 
+/// The most bytes of a dpkg status file read (a large Debian system's is a
+/// few MiB); a bigger one is refused, never read whole.
+pub const STATUS_CAP: u64 = 64 << 20;
+
+/// The most entries of upper dirs listed: a sandbox with more changed
+/// files gets an error, not a daemon that runs out of memory.
+pub const MAX_ENTRIES: usize = 1_000_000;
+
+const STATUS: &str = "var/lib/dpkg/status";
+
 /// Compute the drift of a sandbox from its overlays.
+///
+/// The upper dirs are written by the sandbox: everything in them is read
+/// through [`dwell_hostfs::Beneath`] (no symlink followed, special files
+/// refused, reads capped). A dpkg status file that is a symlink, a special
+/// file or larger than [`STATUS_CAP`] is an error that names it.
 pub fn drift(layers: &[Layer]) -> std::io::Result<Drift> {
     let mut d = Drift::default();
     for l in layers {
-        if l.upper.is_dir() {
-            walk(l, &l.upper, Path::new(""), &mut d)?;
-        }
+        let Some(upper) = open_root(&l.upper)? else {
+            continue;
+        };
+        let lowers: Vec<Beneath> = l.lowers.iter().filter_map(|lo| open_lower(lo)).collect();
+        walk(l, &upper, &lowers, &mut d)?;
     }
     d.files.sort_by(|a, b| a.path.cmp(&b.path));
     d.bytes = d.files.iter().map(|f| f.size).sum();
     // Packages: the root overlay holds /var/lib/dpkg.
     if let Some(root) = layers.iter().find(|l| l.at == Path::new("/")) {
-        let status = Path::new("var/lib/dpkg/status");
-        if let Ok(now) = std::fs::read_to_string(root.upper.join(status)) {
-            let before = root
-                .lowers
-                .iter()
-                .find_map(|lo| std::fs::read_to_string(lo.join(status)).ok())
-                .unwrap_or_default();
-            d.packages = compare(&installed(&before), &installed(&now));
+        if let Some(upper) = open_root(&root.upper)? {
+            if let Some(now) = status_now(&upper)? {
+                let before = root
+                    .lowers
+                    .iter()
+                    .filter_map(|lo| open_lower(lo))
+                    .find_map(|lo| lo.read_string_capped(STATUS, STATUS_CAP).ok())
+                    .unwrap_or_default();
+                d.packages = compare(&installed(&before), &installed(&now));
+            }
         }
     }
     Ok(d)
 }
 
-fn walk(l: &Layer, dir: &Path, rel: &Path, d: &mut Drift) -> std::io::Result<()> {
-    for e in std::fs::read_dir(dir)? {
-        let e = e?;
-        let rel = rel.join(e.file_name());
-        let meta = e.path().symlink_metadata()?;
-        let ft = meta.file_type();
-        let inside = l.at.join(&rel).display().to_string();
-        let below = l
-            .lowers
-            .iter()
-            .any(|lo| lo.join(&rel).symlink_metadata().is_ok());
-        if ft.is_char_device() && meta.rdev() == 0 {
-            d.files.push(FileChange {
-                path: inside,
-                change: Change::Deleted,
-                size: 0,
-                dir: false,
-            });
-        } else if ft.is_dir() {
-            if !below {
+/// The upper dir `dir` as a root, `None` when there is none.
+fn open_root(dir: &Path) -> std::io::Result<Option<Beneath>> {
+    match Beneath::open(dir) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A lower dir (an image layer or a host dir such as `/usr`: the daemon's,
+/// so a symlink to it, as `/lib -> usr/lib` on merged-/usr hosts, is
+/// followed); what is beneath it is still resolved without symlinks.
+fn open_lower(dir: &Path) -> Option<Beneath> {
+    Beneath::open(std::fs::canonicalize(dir).ok()?).ok()
+}
+
+/// The sandbox's dpkg status file; `None` when it did not write one (or
+/// deleted it: a whiteout).
+fn status_now(upper: &Beneath) -> std::io::Result<Option<String>> {
+    match upper.try_stat(STATUS)? {
+        None => Ok(None),
+        Some(st) if st.is_whiteout() => Ok(None),
+        Some(_) => Ok(Some(upper.read_string_capped(STATUS, STATUS_CAP)?)),
+    }
+}
+
+/// List the upper dir of `l` depth first, without recursion (a sandbox
+/// chooses the depth) and without following a symlink.
+fn walk(l: &Layer, upper: &Beneath, lowers: &[Beneath], d: &mut Drift) -> std::io::Result<()> {
+    let mut dirs = vec![PathBuf::new()];
+    let mut seen = 0usize;
+    while let Some(dir) = dirs.pop() {
+        for e in upper.read_dir(&dir)? {
+            let e = e?;
+            seen += 1;
+            if seen > MAX_ENTRIES {
+                return Err(std::io::Error::other(format!(
+                    "{} holds more than {MAX_ENTRIES} changed files; the daemon lists at most \
+                     that many (delete files in the sandbox, or snapshot it instead)",
+                    upper.root().display()
+                )));
+            }
+            let rel = dir.join(&e.name);
+            let inside = l.at.join(&rel).display().to_string();
+            let below = lowers
+                .iter()
+                .any(|lo| matches!(lo.try_stat(&rel), Ok(Some(_))));
+            let st = e.stat;
+            if st.is_whiteout() {
                 d.files.push(FileChange {
                     path: inside,
-                    change: Change::Added,
+                    change: Change::Deleted,
                     size: 0,
-                    dir: true,
+                    dir: false,
+                });
+            } else if st.kind == FileKind::Dir {
+                if !below {
+                    d.files.push(FileChange {
+                        path: inside,
+                        change: Change::Added,
+                        size: 0,
+                        dir: true,
+                    });
+                }
+                dirs.push(rel);
+            } else {
+                d.files.push(FileChange {
+                    path: inside,
+                    change: if below {
+                        Change::Changed
+                    } else {
+                        Change::Added
+                    },
+                    size: if st.kind == FileKind::File {
+                        st.size
+                    } else {
+                        0
+                    },
+                    dir: false,
                 });
             }
-            walk(l, &e.path(), &rel, d)?;
-        } else {
-            d.files.push(FileChange {
-                path: inside,
-                change: if below {
-                    Change::Changed
-                } else {
-                    Change::Added
-                },
-                size: if ft.is_file() { meta.len() } else { 0 },
-                dir: false,
-            });
         }
     }
     Ok(())
@@ -233,5 +295,73 @@ mod tests {
         );
         assert_eq!(d.packages.removed[0].name, "old");
         assert_eq!(d.packages.changed[0].was.as_deref(), Some("1"));
+    }
+
+    fn root_layer(upper: &Path) -> Vec<Layer> {
+        vec![Layer {
+            upper: upper.to_path_buf(),
+            lowers: vec![],
+            at: "/".into(),
+        }]
+    }
+
+    #[test]
+    fn a_status_file_the_sandbox_points_elsewhere_is_never_read() {
+        let t = tempfile::tempdir().unwrap();
+        let host = t.path().join("host-secret");
+        std::fs::write(
+            &host,
+            "Package: host-only\nStatus: install ok installed\nVersion: 9\n",
+        )
+        .unwrap();
+        let upper = t.path().join("upper");
+        std::fs::create_dir_all(upper.join("var/lib/dpkg")).unwrap();
+        for target in [host.as_path(), Path::new("/dev/zero")] {
+            let status = upper.join(STATUS);
+            let _ = std::fs::remove_file(&status);
+            std::os::unix::fs::symlink(target, &status).unwrap();
+            let e = drift(&root_layer(&upper)).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied);
+            assert!(e.to_string().contains("never follows symlinks"), "{e}");
+        }
+        // The directory on the way as a symlink.
+        std::fs::remove_dir_all(upper.join("var/lib/dpkg")).unwrap();
+        std::os::unix::fs::symlink(t.path(), upper.join("var/lib/dpkg")).unwrap();
+        std::fs::write(
+            t.path().join("status"),
+            "Package: x\nStatus: install ok installed\n",
+        )
+        .unwrap();
+        let e = drift(&root_layer(&upper)).unwrap_err();
+        assert!(e.to_string().contains("symlink"), "{e}");
+    }
+
+    #[test]
+    fn a_fifo_as_status_file_is_refused_without_hanging() {
+        let t = tempfile::tempdir().unwrap();
+        let upper = t.path().join("upper");
+        std::fs::create_dir_all(upper.join("var/lib/dpkg")).unwrap();
+        let fifo =
+            std::ffi::CString::new(upper.join(STATUS).as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        let e = drift(&root_layer(&upper)).unwrap_err();
+        assert!(e.to_string().contains("fifo"), "{e}");
+    }
+
+    #[test]
+    fn symlinked_dirs_in_the_upper_dir_are_listed_not_walked() {
+        let t = tempfile::tempdir().unwrap();
+        let outside = t.path().join("outside");
+        std::fs::create_dir_all(outside.join("deep")).unwrap();
+        std::fs::write(outside.join("deep/host-file"), "x").unwrap();
+        let upper = t.path().join("upper");
+        std::fs::create_dir_all(&upper).unwrap();
+        std::os::unix::fs::symlink(&outside, upper.join("escape")).unwrap();
+        std::os::unix::fs::symlink("/proc/self/root", upper.join("hostroot")).unwrap();
+        let d = drift(&root_layer(&upper)).unwrap();
+        let paths: Vec<&str> = d.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, vec!["/escape", "/hostroot"]);
+        assert!(d.files.iter().all(|f| !f.dir && f.size == 0));
     }
 }

@@ -93,7 +93,7 @@ fn sweep_blocking(inner: &Inner, live: &HashSet<String>) -> Vec<String> {
             // veth and table, when its start failed halfway.
             dwell_runtime::gvisor::network::teardown(&bare_config(inner, &id));
             crate::reconcile::forget_config(inner, &id);
-            if std::fs::remove_dir_all(&path).is_ok() {
+            if dwell_hostfs::remove_tree(&path).is_ok() {
                 note(&id, "removed a state dir no record explains".into());
             }
         }

@@ -28,9 +28,11 @@ pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord, reason: &str) -
         }
         super::forget_config(&inner2, &id);
         let dir = inner2.state_dir(&id);
-        match std::fs::remove_dir_all(&dir) {
+        // The run dir inside is the sandbox's to write: no symlink in it
+        // is followed and no mount point crossed.
+        match dwell_hostfs::remove_tree(&dir) {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
             Err(e) => Err(Error::Internal(format!(
                 "cannot remove {}: {e}; something still uses it (`fuser -vm {}` tells what)",
                 dir.display(),

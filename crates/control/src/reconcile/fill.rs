@@ -33,6 +33,41 @@ pub(crate) fn begin(inner: &Inner, id: &str) -> Result<()> {
         .map_err(|e| io("syncing", e))
 }
 
+/// Flush the regular files and dirs of the state dir `dir`. It holds the
+/// run dir, the sandbox's to write: walked beneath it (no symlink followed,
+/// a fifo or device never opened, no other filesystem entered).
+fn sync_tree(dir: &Path) -> Result<()> {
+    let err = |e: dwell_hostfs::Error| Error::Internal(format!("syncing: {e}"));
+    let root = match dwell_hostfs::Beneath::open(dir) {
+        Ok(r) => r,
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(err(e)),
+    };
+    let dev = root.stat("").map_err(err)?.dev;
+    let mut stack = vec![std::path::PathBuf::new()];
+    while let Some(d) = stack.pop() {
+        let sub = root.open_dir(&d).map_err(err)?;
+        for e in sub.read_dir("").map_err(err)? {
+            let e = e.map_err(err)?;
+            match e.stat.kind {
+                dwell_hostfs::FileKind::Dir if e.stat.dev == dev => stack.push(d.join(&e.name)),
+                dwell_hostfs::FileKind::File => {
+                    let f = sub.open_file(&e.name).map_err(err)?;
+                    f.sync_all().map_err(|er| {
+                        Error::Internal(format!(
+                            "syncing {}: {er}",
+                            sub.host_path(&e.name).display()
+                        ))
+                    })?;
+                }
+                _ => {}
+            }
+        }
+        sub.sync().map_err(err)?;
+    }
+    Ok(())
+}
+
 /// The fill of `id` is complete: what was copied (the volume image, the
 /// files of the state dir) is made durable first, then the marker goes.
 pub(crate) fn end(inner: &Inner, id: &str) -> Result<()> {
@@ -45,20 +80,7 @@ pub(crate) fn end(inner: &Inner, id: &str) -> Result<()> {
         sync(&image)?;
     }
     let dir = inner.state_dir(id);
-    let mut stack = vec![dir.clone()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            match e.file_type() {
-                Ok(t) if t.is_dir() => stack.push(e.path()),
-                Ok(t) if t.is_file() => sync(&e.path())?,
-                _ => {}
-            }
-        }
-        sync(&d)?;
-    }
+    sync_tree(&dir)?;
     match std::fs::remove_file(marker(inner, id)) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             return Err(Error::Internal(format!(

@@ -110,9 +110,9 @@ fn remove_discarded(state_dir: &std::path::Path) {
             .to_string_lossy()
             .starts_with(DISCARDED_PREFIX)
         {
-            match std::fs::remove_dir_all(e.path()) {
+            match dwell_hostfs::remove_tree(e.path()) {
                 // Another discard's thread got there first.
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) if err.is_not_found() => {}
                 Err(err) => {
                     tracing::warn!(path = %e.path().display(), error = %err, "deleting a discarded saved state")
                 }

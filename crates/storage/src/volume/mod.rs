@@ -346,7 +346,11 @@ impl VolumeManager {
         }
         let trash = self.root.join(format!("{DELETING}{}-{id}", nonce()));
         fs::rename(&dir, &trash).ctx("move volume aside for deletion", &dir)?;
-        fs::remove_dir_all(&trash).ctx("remove deleted volume", &trash)
+        // A directory volume holds what the sandbox wrote: no symlink in it
+        // is followed, and a mount still there is an error, not emptied.
+        dwell_hostfs::remove_tree(&trash)
+            .map_err(io::Error::from)
+            .ctx("remove deleted volume", &trash)
     }
 
     /// The state of volume `id`.
@@ -496,7 +500,7 @@ impl VolumeManager {
             if !alive {
                 let p = e.path();
                 let _ = mount::unmount_all(&p.join(MNT));
-                let _ = fs::remove_dir_all(&p);
+                let _ = dwell_hostfs::remove_tree(&p);
             }
         }
     }
