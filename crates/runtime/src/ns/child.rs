@@ -55,6 +55,10 @@ fn prepare_and_exec(
     sys::unshare(libc::CLONE_NEWCGROUP)
         .map_err(|e| format!("creating the cgroup namespace: {e}"))?;
     redirect_stdio(config)?;
+    // The daemon's 077 umask keeps host files private; inside the sandbox
+    // directories and files are made with the usual 022.
+    // SAFETY: umask only changes this process's file creation mask.
+    unsafe { libc::umask(0o022) };
     mounts::build_root(config)?;
     sys::sethostname(&config.hostname).map_err(|e| format!("setting the hostname: {e}"))?;
     network::loopback_up()?;
