@@ -322,8 +322,7 @@ fn snapshots_written_before_the_master_key_still_restore() {
     // plaintext version-1 snapshot and one sealed with the tenant key
     // derived from secret.key (versions 1 and 2).
     let store = dwell_snapshot::LocalStore::open(d.data.join("snapshots")).unwrap();
-    let m =
-        dwell_snapshot::load(&store, &manifest(&d, "now")["id"].as_str().unwrap(), None).unwrap();
+    let m = dwell_snapshot::load(&store, summary(&d, "now")["id"].as_str().unwrap(), None).unwrap();
     let master: [u8; 32] = std::fs::read(d.data.join("snapshot.key"))
         .unwrap()
         .try_into()
