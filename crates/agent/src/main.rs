@@ -76,7 +76,12 @@ fn main() {
         }
     };
     handlers::mark_start();
-    if std::process::id() != 1 {
+    if std::process::id() == 1 {
+        // Sandbox processes get the usual 022, whatever mask the daemon
+        // (077, to keep host files private) handed down.
+        // SAFETY: umask only changes this process's file creation mask.
+        unsafe { libc::umask(0o022) };
+    } else {
         // Outside PID 1, still adopt orphaned descendants so they get reaped.
         // SAFETY: prctl with integer arguments.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };

@@ -116,7 +116,8 @@ fn archived_hibernated_sandbox_resumes_warm_refuses_corruption_and_survives_cras
     assert!(!saved_dir.exists(), "saved memory kept locally");
     assert!(d.ok(&["inspect", "g1"]).contains("with saved memory"));
     let m = manifest(&d, &snap);
-    assert_eq!(m["version"], 2, "{m}");
+    // Attachments and a tenant key derived from the master key: version 3.
+    assert_eq!(m["version"], 3, "{m}");
     assert!(d
         .ok(&["logs", "g1"])
         .contains("capturing the volume and the saved memory"));
@@ -276,11 +277,18 @@ fn snapshot_of_a_hibernated_sandbox_resumes_on_a_second_daemon_sharing_s3() {
     std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
     let endpoint = format!("http://127.0.0.1:{}", moto.port);
+    // Snapshots are encrypted by default: daemons sharing a store share the
+    // snapshot master key (the first one makes it).
+    let key_dir = tempfile::tempdir().unwrap();
+    let key = key_dir.path().join("snapshot.key");
+    let key = key.to_str().unwrap();
     let args = [
         "--object-store",
         "s3://dwell/shared",
         "--s3-endpoint",
         &endpoint,
+        "--snapshot-key",
+        key,
     ];
     let a = Daemon::start_with(&args);
     a.create("g1", &["--isolation", "gvisor"]);

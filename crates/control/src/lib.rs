@@ -31,6 +31,7 @@ pub mod crashpoint;
 pub mod diff;
 pub mod error;
 pub mod ids;
+pub mod keyfile;
 pub mod memory;
 pub mod metering;
 pub mod model;

@@ -197,9 +197,9 @@ pub(crate) fn capture_done(inner: &Inner, id: &str) {
     let _ = std::fs::remove_file(inner.state_dir(id).join(DESCRIPTION_TMP));
 }
 
-fn restore_opts<'a>(ctx: &'a Ctx) -> RestoreOptions<'a> {
+fn restore_opts<'a>(ctx: &'a Ctx, m: &Manifest) -> RestoreOptions<'a> {
     RestoreOptions {
-        key: ctx.key.as_ref(),
+        key: ctx.read_key(m),
         ..Default::default()
     }
 }
@@ -221,7 +221,7 @@ pub(crate) fn description(
     std::fs::create_dir_all(scratch)
         .map_err(|e| Error::Internal(format!("{}: {e}", scratch.display())))?;
     let path = scratch.join(format!(".memory-description.{}.json", crate::ids::new_id()));
-    dwell_snapshot::restore_attachment(m, DESCRIPTION, store, &path, &restore_opts(ctx))?;
+    dwell_snapshot::restore_attachment(m, DESCRIPTION, store, &path, &restore_opts(ctx, m))?;
     let bytes = std::fs::read(&path);
     let _ = std::fs::remove_file(&path);
     let bytes = bytes.map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
@@ -277,7 +277,7 @@ pub(crate) fn install_agent(
     let io = |p: &Path, e: std::io::Error| Error::Internal(format!("{}: {e}", p.display()));
     let tmp = bin.join(format!(".{name}.{}.tmp", crate::ids::new_id()));
     let r = (|| -> Result<()> {
-        dwell_snapshot::restore_attachment(m, &a.name, store, &tmp, &restore_opts(ctx))?;
+        dwell_snapshot::restore_attachment(m, &a.name, store, &tmp, &restore_opts(ctx, m))?;
         let bytes = std::fs::read(&tmp).map_err(|e| io(&tmp, e))?;
         if crate::agents::file_name(&bytes) != name {
             return Err(Error::Conflict(format!(
@@ -329,7 +329,7 @@ pub(crate) fn restore(
                 &a.name,
                 store,
                 &tmp.join(file),
-                &restore_opts(ctx),
+                &restore_opts(ctx, m),
             )?;
         }
         let dst = hibernate::image_dir(inner, id);

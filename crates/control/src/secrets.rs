@@ -8,8 +8,6 @@
 //! the sandbox's socket.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use chacha20poly1305::aead::{Aead, KeyInit};
@@ -28,26 +26,9 @@ pub struct Sealer {
 }
 
 impl Sealer {
-    /// Load the key, making it (0600) on first use.
+    /// Load the key, making it (0600, atomically) on first use.
     pub fn load_or_create(path: &Path) -> std::io::Result<Sealer> {
-        let key = match std::fs::read(path) {
-            Ok(k) if k.len() == 32 => k,
-            Ok(_) => {
-                return Err(std::io::Error::other(format!(
-                    "{} is not a 32-byte key; restore it from a backup (secrets sealed with it cannot be read otherwise)",
-                    path.display()
-                )))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut k = vec![0u8; 32];
-                getrandom::fill(&mut k).map_err(|e| std::io::Error::other(e.to_string()))?;
-                let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-                f.write_all(&k)?;
-                f.sync_all()?;
-                k
-            }
-            Err(e) => return Err(e),
-        };
+        let key = crate::keyfile::load_or_create(path, 32)?;
         Ok(Sealer {
             cipher: XChaCha20Poly1305::new_from_slice(&key)
                 .map_err(|e| std::io::Error::other(e.to_string()))?,
@@ -87,9 +68,10 @@ impl Sealer {
         }
     }
 
-    /// The snapshot encryption key of `tenant`: a keyed hash of the tenant
-    /// name under a key derived from the daemon key, so each tenant's
-    /// snapshots are sealed with a different key and no key is stored.
+    /// The snapshot encryption key of `tenant` in format versions 1 and 2: a
+    /// keyed hash of the tenant name under a key derived from the daemon
+    /// key. New snapshots use the master key (`snapshot.key`) instead; this
+    /// one only reads snapshots sealed before it.
     pub fn snapshot_key(&self, tenant: &str) -> dwell_snapshot::TenantKey {
         dwell_snapshot::TenantKey::from_bytes(
             *blake3::keyed_hash(&self.snapshot_root, tenant.as_bytes()).as_bytes(),

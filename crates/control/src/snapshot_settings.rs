@@ -1,11 +1,16 @@
 //! How the daemon uses its snapshot store: whether new snapshots are
-//! encrypted with a per-tenant key (derived from the daemon key, see
-//! [`crate::secrets::Sealer::snapshot_key`]), and how often the sweep
-//! collects chunks no snapshot references.
+//! encrypted (by default they are) with a per-tenant key derived from the
+//! snapshot master key (`<data-dir>/snapshot.key`, or the file that
+//! `--snapshot-key` names so daemons sharing a store share it), and how
+//! often the sweep collects chunks no snapshot references.
+//!
+//! Snapshots sealed before the master key existed (format versions 1 and 2)
+//! used a tenant key derived from the daemon key; they still restore, see
+//! [`crate::secrets::Sealer::snapshot_key`].
 
 use std::time::Duration;
 
-use dwell_snapshot::TenantKey;
+use dwell_snapshot::{MasterKey, TenantKey};
 
 use crate::controller::Inner;
 
@@ -17,33 +22,46 @@ pub struct SnapshotSettings {
     /// Collect unreferenced chunks this often from the sweep (`None`: only
     /// on request, `dwell snapshot gc`).
     pub gc_every: Option<Duration>,
+    /// The master key tenant keys are derived from. Required to encrypt;
+    /// without it only plaintext and legacy-keyed snapshots restore.
+    pub master: Option<MasterKey>,
 }
 
 impl Inner {
-    /// The tenant's snapshot key, for reading encrypted snapshots (`None`
-    /// when the daemon key is unusable; restores of encrypted snapshots
-    /// then fail with a wrong-key error naming the key they need).
-    pub(crate) fn tenant_key(&self, tenant: &str) -> Option<TenantKey> {
+    /// The tenant's snapshot key derived from the master key, if there is one.
+    fn master_tenant_key(&self, tenant: &str) -> Option<TenantKey> {
+        self.snapshot_settings
+            .master
+            .as_ref()
+            .map(|m| m.tenant(tenant))
+    }
+
+    /// The tenant's key of format versions 1 and 2 (from the daemon key),
+    /// for reading snapshots sealed before the master key (`None` when the
+    /// daemon key is unusable).
+    fn legacy_tenant_key(&self, tenant: &str) -> Option<TenantKey> {
         self.sealer.as_ref().ok().map(|s| s.snapshot_key(tenant))
     }
 
     /// The key new snapshots of `tenant` are sealed with, if encryption is
-    /// on. Fails if it is on but the daemon key is unusable: never write
-    /// in clear what was meant to be encrypted.
+    /// on. Fails if it is on but there is no master key: never write in
+    /// clear what was meant to be encrypted.
     pub(crate) fn write_key(&self, tenant: &str) -> crate::Result<Option<TenantKey>> {
         if !self.snapshot_settings.encrypt {
             return Ok(None);
         }
-        match &self.sealer {
-            Ok(s) => Ok(Some(s.snapshot_key(tenant))),
-            Err(e) => Err(crate::Error::Internal(format!(
-                "snapshots are to be encrypted (--encrypt-snapshots) but {e}"
-            ))),
+        match self.master_tenant_key(tenant) {
+            Some(k) => Ok(Some(k)),
+            None => Err(crate::Error::Internal(
+                "snapshots are to be encrypted but the daemon has no snapshot master key; \
+                 give it one (--snapshot-key) or start it with --no-encrypt-snapshots"
+                    .into(),
+            )),
         }
     }
 
     /// The capture/restore context for `tenant`: its key for writing
-    /// (encrypt on) or for reading (always), and a progress tracker.
+    /// (encrypt on) or its keys for reading (always), and a progress tracker.
     pub(crate) fn snap_ctx<'a>(
         &self,
         tenant: &str,
@@ -54,7 +72,12 @@ impl Inner {
             key: if write {
                 self.write_key(tenant)?
             } else {
-                self.tenant_key(tenant)
+                self.master_tenant_key(tenant)
+            },
+            legacy_key: if write {
+                None
+            } else {
+                self.legacy_tenant_key(tenant)
             },
             progress,
             ..Default::default()

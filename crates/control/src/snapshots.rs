@@ -237,12 +237,16 @@ pub(crate) fn reflink_clone(image: &Path) -> Result<Option<ImageClone>> {
 }
 
 /// What a capture or restore needs besides the store and the image: the
-/// tenant's encryption key (captures encrypt only when the daemon was told
+/// tenant's encryption key (captures encrypt unless the daemon was told not
 /// to; restores use it whenever a snapshot is encrypted), a progress
 /// tracker, extra labels and a fixed snapshot id.
 #[derive(Default)]
 pub(crate) struct Ctx<'a> {
+    /// The tenant key captures seal with, and restores try first.
     pub key: Option<TenantKey>,
+    /// Restores only: the tenant's key of format versions 1 and 2 (derived
+    /// from `secret.key`), for snapshots sealed before the master key.
+    pub legacy_key: Option<TenantKey>,
     pub progress: Option<&'a crate::progress::Tracker>,
     pub labels: BTreeMap<String, String>,
     pub id: Option<String>,
@@ -251,6 +255,19 @@ pub(crate) struct Ctx<'a> {
     /// Files stored with the volume (a hibernated sandbox's saved memory,
     /// see [`crate::memory`]).
     pub attachments: Vec<(String, std::path::PathBuf)>,
+}
+
+impl Ctx<'_> {
+    /// The key that opens `m`: the one whose fingerprint the manifest
+    /// names (the master-derived key unless `m` was sealed with the legacy
+    /// one); restore reports a wrong key with both fingerprints otherwise.
+    pub(crate) fn read_key(&self, m: &Manifest) -> Option<&TenantKey> {
+        let wanted = m.encryption.as_ref().map(|e| e.key_id.as_str());
+        match &self.legacy_key {
+            Some(l) if wanted == Some(l.fingerprint()) => Some(l),
+            _ => self.key.as_ref().or(self.legacy_key.as_ref()),
+        }
+    }
 }
 
 /// Capture `image` (frozen by the caller if it is in use).
@@ -328,7 +345,7 @@ pub(crate) fn restore_into(
         store,
         target,
         &RestoreOptions {
-            key: ctx.key.as_ref(),
+            key: ctx.read_key(m),
             progress: Some(&report),
             ..Default::default()
         },

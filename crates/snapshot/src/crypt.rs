@@ -7,6 +7,13 @@
 //! reported as a wrong key rather than as corruption. Each compressed chunk is sealed with a
 //! fresh random 24-byte nonce; the chunk id is the associated data, so a chunk object cannot be
 //! swapped for another one undetected.
+//!
+//! Where the tenant key comes from is recorded in the manifest (`encryption.key_derivation`,
+//! format version 3): a [`MasterKey`] derives every tenant's key as
+//! `derive_key("dwell-snapshot 2026 tenant key v1", master || tenant)`, so one secret shared by
+//! the daemons that share a store serves all tenants, and no tenant's key opens another's
+//! snapshots. Keys made with [`TenantKey::from_bytes`] (format versions 1 and 2) came from the
+//! writer by other means.
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -16,6 +23,41 @@ use crate::manifest::ChunkId;
 const CTX_CHUNK_ID: &str = "dwell-snapshot 2026 chunk-id v1";
 const CTX_SEAL: &str = "dwell-snapshot 2026 chunk-seal v1";
 const CTX_FINGERPRINT: &str = "dwell-snapshot 2026 key-fingerprint v1";
+const CTX_TENANT: &str = "dwell-snapshot 2026 tenant key v1";
+
+/// The name of the master-key derivation in manifests (`encryption.key_derivation`).
+pub const MASTER_TENANT_V1: &str = "master-tenant-v1";
+
+/// Length of a master key in bytes.
+pub const MASTER_KEY_LEN: usize = 32;
+
+/// The secret every tenant key of a store is derived from. Debug output never shows it.
+#[derive(Clone)]
+pub struct MasterKey([u8; MASTER_KEY_LEN]);
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(..)")
+    }
+}
+
+impl MasterKey {
+    /// A master key from its 32 secret bytes.
+    pub fn from_bytes(secret: [u8; MASTER_KEY_LEN]) -> MasterKey {
+        MasterKey(secret)
+    }
+
+    /// The key of `tenant`: `derive_key(CTX_TENANT, master || tenant)`. The master key has a
+    /// fixed length, so the material is unambiguous for every tenant name.
+    pub fn tenant(&self, tenant: &str) -> TenantKey {
+        let mut material = Vec::with_capacity(MASTER_KEY_LEN + tenant.len());
+        material.extend_from_slice(&self.0);
+        material.extend_from_slice(tenant.as_bytes());
+        let mut k = TenantKey::from_bytes(blake3::derive_key(CTX_TENANT, &material));
+        k.derivation = Some(MASTER_TENANT_V1);
+        k
+    }
+}
 
 /// Length of the random nonce prefixed to every sealed chunk.
 pub const NONCE_LEN: usize = 24;
@@ -26,6 +68,8 @@ pub struct TenantKey {
     id_key: [u8; 32],
     seal_key: [u8; 32],
     fingerprint: String,
+    /// How the key was derived, when it was derived from a [`MasterKey`].
+    derivation: Option<&'static str>,
 }
 
 impl std::fmt::Debug for TenantKey {
@@ -46,6 +90,7 @@ impl TenantKey {
             id_key: blake3::derive_key(CTX_CHUNK_ID, &secret),
             seal_key: blake3::derive_key(CTX_SEAL, &secret),
             fingerprint,
+            derivation: None,
         }
     }
 
@@ -61,6 +106,11 @@ impl TenantKey {
     /// The public fingerprint (16 hex characters) recorded in manifests.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
+    }
+
+    /// How this key was derived ([`MASTER_TENANT_V1`]), or `None` for a key given as bytes.
+    pub fn derivation(&self) -> Option<&'static str> {
+        self.derivation
     }
 
     /// The keyed chunk id of plaintext `data`.
@@ -129,5 +179,32 @@ mod tests {
         assert_ne!(other.chunk_id(b"hello"), id);
         assert_ne!(ChunkId(*blake3::hash(b"hello").as_bytes()), id);
         assert_ne!(other.fingerprint(), k.fingerprint());
+    }
+
+    #[test]
+    fn master_key_derives_distinct_stable_tenant_keys() {
+        let m = MasterKey::from_bytes([1; 32]);
+        let a = m.tenant("acme");
+        assert_eq!(a.derivation(), Some(MASTER_TENANT_V1));
+        assert_eq!(a.fingerprint(), m.tenant("acme").fingerprint());
+        assert_ne!(a.fingerprint(), m.tenant("globex").fingerprint());
+        // Tenant names are not confused with master bytes or each other.
+        assert_ne!(a.fingerprint(), m.tenant("acm").fingerprint());
+        assert_ne!(a.fingerprint(), m.tenant("").fingerprint());
+        // Same content, two tenants: two unrelated chunk ids; same tenant: the same id.
+        let g = m.tenant("globex");
+        assert_ne!(a.chunk_id(b"same"), g.chunk_id(b"same"));
+        assert_eq!(a.chunk_id(b"same"), m.tenant("acme").chunk_id(b"same"));
+        // Another master key, another tenant key; and one tenant's key opens nothing of another.
+        let other = MasterKey::from_bytes([2; 32]);
+        assert_ne!(a.fingerprint(), other.tenant("acme").fingerprint());
+        let id = a.chunk_id(b"x");
+        assert!(g.open(&id, &a.seal(&id, b"x").unwrap()).is_err());
+        // The derivation is the documented one (FORMAT.md), not just any.
+        let mut material = [1u8; 32].to_vec();
+        material.extend_from_slice(b"acme");
+        let want = TenantKey::from_bytes(blake3::derive_key(CTX_TENANT, &material));
+        assert_eq!(a.fingerprint(), want.fingerprint());
+        assert_eq!(format!("{m:?}"), "MasterKey(..)");
     }
 }

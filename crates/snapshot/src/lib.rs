@@ -26,7 +26,7 @@ mod snapshot;
 pub mod store;
 
 pub use chunker::{Cell, Image, DEFAULT_CHUNK_SIZE};
-pub use crypt::TenantKey;
+pub use crypt::{MasterKey, TenantKey, MASTER_KEY_LEN, MASTER_TENANT_V1};
 pub use error::{Error, Result};
 pub use fiemap::same_ranges;
 pub use gc::{delete, gc, GcOptions, GcReport};

@@ -10,22 +10,30 @@
 //! attachment is cut, deduplicated, compressed and encrypted like the image). A manifest without
 //! attachments is still written as version 1, so older readers keep reading ordinary snapshots;
 //! readers accept both versions.
+//!
+//! Version 3 adds `encryption.key_derivation`: the tenant key was derived from the store's
+//! master key (see [`crate::MasterKey`]). Only encrypted manifests with a derived key are
+//! written as version 3, so older readers refuse exactly the snapshots they could not open.
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// The newest manifest format version: written for manifests with attachments (a manifest
-/// without them is written as version 1). Readers refuse versions they do not know.
-pub const FORMAT_VERSION: u32 = 2;
+/// The newest manifest format version: written for manifests whose tenant key was derived
+/// from a master key (version 2 for other manifests with attachments, 1 for the rest).
+/// Readers refuse versions they do not know.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The oldest version this crate reads.
 const OLDEST_VERSION: u32 = 1;
 
-/// The version a manifest with (or without) attachments is written as.
-pub fn version_for(has_attachments: bool) -> u32 {
-    if has_attachments {
-        FORMAT_VERSION
+/// The version a manifest with (or without) attachments and a derived key is written as: the
+/// oldest that can hold it.
+pub fn version_for(has_attachments: bool, derived_key: bool) -> u32 {
+    if derived_key {
+        3
+    } else if has_attachments {
+        2
     } else {
         1
     }
@@ -128,6 +136,10 @@ pub struct Encryption {
     pub chunk_id: String,
     /// A public fingerprint of the tenant key (16 hex chars) so a wrong key is reported as such.
     pub key_id: String,
+    /// Version 3: how the tenant key was derived (`"master-tenant-v1"`); absent when the
+    /// writer supplied the tenant key itself (versions 1 and 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_derivation: Option<String>,
 }
 
 /// One extent of the image: a stored chunk or a hole (reads as zeros, not stored).
@@ -262,6 +274,19 @@ impl Manifest {
                     "unknown encryption {:?}/{:?}",
                     e.algorithm, e.chunk_id
                 ));
+            }
+            match e.key_derivation.as_deref() {
+                None => {}
+                Some(crate::MASTER_TENANT_V1) if self.version >= 3 => {}
+                Some(d) if self.version >= 3 => {
+                    return Err(format!("unknown key derivation {d:?}"))
+                }
+                Some(_) => {
+                    return Err(format!(
+                        "version {} cannot name a key derivation (version 3 can)",
+                        self.version
+                    ))
+                }
             }
         }
         if self.version < 2 && !self.attachments.is_empty() {
@@ -467,11 +492,46 @@ mod tests {
     }
 
     #[test]
+    fn a_derived_key_needs_version_3() {
+        assert_eq!(version_for(false, true), 3);
+        assert_eq!(version_for(true, true), 3);
+        let mut m = v1();
+        m.encryption = Some(Encryption {
+            algorithm: "xchacha20poly1305".into(),
+            chunk_id: "blake3-keyed".into(),
+            key_id: "0011223344556677".into(),
+            key_derivation: Some(crate::MASTER_TENANT_V1.into()),
+        });
+        let e = Manifest::from_json("a", &m.to_json())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("version 3 can"), "{e}");
+        m.version = 3;
+        let j = String::from_utf8(m.to_json()).unwrap();
+        assert!(
+            j.contains("\"key_derivation\": \"master-tenant-v1\""),
+            "{j}"
+        );
+        assert_eq!(Manifest::from_json("a", j.as_bytes()).unwrap(), m);
+        m.encryption.as_mut().unwrap().key_derivation = Some("rot13".into());
+        let e = Manifest::from_json("a", &m.to_json())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown key derivation"), "{e}");
+        // Version 4 is refused with a clear word.
+        m.version = 4;
+        let e = Manifest::from_json("a", &m.to_json())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("reads versions 1 to 3"), "{e}");
+    }
+
+    #[test]
     fn version_1_reads_without_attachments_and_stays_version_1() {
         let m = v1();
         assert_eq!(m.version, 1);
         assert!(m.attachments.is_empty());
-        assert_eq!(version_for(false), 1);
+        assert_eq!(version_for(false, false), 1);
         let j = String::from_utf8(m.to_json()).unwrap();
         assert!(!j.contains("attachments"), "{j}");
         assert_eq!(Manifest::from_json("a", j.as_bytes()).unwrap(), m);
@@ -480,7 +540,7 @@ mod tests {
     #[test]
     fn attachments_round_trip_in_version_2_and_count_in_chunk_ids() {
         let mut m = v1();
-        m.version = version_for(true);
+        m.version = version_for(true, false);
         m.attachments = vec![
             Attachment {
                 name: "memory/pages.img".into(),
@@ -563,10 +623,10 @@ mod tests {
         assert!(with(vec![long], 2).unwrap_err().contains("chunk_size"));
         let j = String::from_utf8(v1().to_json())
             .unwrap()
-            .replace("\"version\": 1", "\"version\": 3");
+            .replace("\"version\": 1", "\"version\": 4");
         assert!(Manifest::from_json("a", j.as_bytes())
             .unwrap_err()
             .to_string()
-            .contains("version 3"));
+            .contains("version 4"));
     }
 }

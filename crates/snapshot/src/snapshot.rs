@@ -255,7 +255,10 @@ pub fn create(image: &Path, store: &dyn ChunkStore, opts: &CreateOptions) -> Res
         .map(|x| x.length)
         .sum();
     let manifest = Manifest {
-        version: version_for(!attachments.is_empty()),
+        version: version_for(
+            !attachments.is_empty(),
+            key.is_some_and(|k| k.derivation().is_some()),
+        ),
         id: id.clone(),
         created_at: now_rfc3339(),
         tenant: opts.tenant.clone(),
@@ -269,6 +272,7 @@ pub fn create(image: &Path, store: &dyn ChunkStore, opts: &CreateOptions) -> Res
             algorithm: "xchacha20poly1305".into(),
             chunk_id: "blake3-keyed".into(),
             key_id: k.fingerprint().to_string(),
+            key_derivation: k.derivation().map(str::to_string),
         }),
         freeze_us: opts.freeze.map(|d| d.as_micros() as u64),
         sizes: Sizes {

@@ -33,7 +33,13 @@ pub async fn run(a: ServeArgs, socket: PathBuf) -> Result<i32> {
     // to the daemon's life: when it dies they move on to the host's init.
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    // Everything the daemon writes is its own: volumes, configs with the
+    // environment, the database, keys, snapshot chunks. Sandboxes get 022
+    // back (the boot child and the agent set it).
+    // SAFETY: umask only changes this process's file creation mask.
+    unsafe { libc::umask(0o077) };
     let data_dir = prepare_dir(&a.data_dir)?;
+    super::private::narrow_existing(&data_dir);
     let agent = install_agent(&data_dir, a.agent.as_deref())?;
     let store = Store::open(&data_dir.join("dwell.db"))?;
     let default_policies = {
@@ -43,7 +49,7 @@ pub async fn run(a: ServeArgs, socket: PathBuf) -> Result<i32> {
             .context("bad --default-* policy")?;
         args
     };
-    let snapshot_settings = a.snapshot_store.settings()?;
+    let snapshot_settings = a.snapshot_store.settings(&data_dir)?;
     let cgroup_parent = cgroup_parent(&data_dir);
     let exe = std::env::current_exe().context("cannot find this binary's path")?;
     let runtime = Arc::new(NamespaceRuntime::new(NsOptions {
@@ -176,7 +182,10 @@ pub(crate) async fn shutdown() {
 fn prepare_dir(dir: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the data dir {}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))?;
+    // 0700: no other user reaches anything in it. Sandboxes get their agent
+    // and volume through mounts the daemon (root) makes, not through paths.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot make the data dir {} private (0700)", dir.display()))?;
     let dir = std::fs::canonicalize(dir)?;
     for sub in ["sandboxes", "volumes", "images", "bin"] {
         std::fs::create_dir_all(dir.join(sub))?;
@@ -311,8 +320,13 @@ pub(crate) fn ensure_admin_key(ctl: &Controller, data_dir: &Path) -> Result<()> 
         },
         &dwell_api::auth::hash_key(&key),
     )?;
-    std::fs::write(&path, format!("{key}\n"))?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    // A stale admin.key (its hash gone from the database) is replaced: the
+    // new one goes in beside it, 0600 from its creation, then renamed over.
+    let fresh = data_dir.join(".admin.key.new");
+    let _ = std::fs::remove_file(&fresh);
+    dwell_control::keyfile::create(&fresh, format!("{key}\n").as_bytes())
+        .and_then(|()| std::fs::rename(&fresh, &path))
+        .with_context(|| format!("cannot write the admin API key to {}", path.display()))?;
     tracing::info!("admin API key written to {}", path.display());
     Ok(())
 }

@@ -2,9 +2,12 @@
 //! `<data-dir>/snapshots` by default, or an S3-compatible bucket
 //! (`--object-store s3://bucket/prefix`, credentials from the standard
 //! `AWS_*` environment variables, region `us-east-1` unless `AWS_REGION`
-//! says otherwise); per-tenant encryption; periodic garbage collection.
+//! says otherwise); per-tenant encryption (on unless
+//! `--no-encrypt-snapshots`, keys derived from the master key
+//! `--snapshot-key`, default `<data-dir>/snapshot.key`); periodic garbage
+//! collection.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,9 +29,20 @@ pub struct StoreFlags {
     #[arg(long, value_name = "URL", requires = "object_store")]
     pub s3_endpoint: Option<String>,
     /// Encrypt new snapshots and archives at rest (XChaCha20-Poly1305) with
-    /// a per-tenant key derived from the daemon key (<data-dir>/secret.key).
-    #[arg(long)]
+    /// a per-tenant key derived from the snapshot master key (the default;
+    /// accepted for scripts that pass it).
+    #[arg(long, overrides_with = "no_encrypt_snapshots")]
     pub encrypt_snapshots: bool,
+    /// Store new snapshots and archives in clear: chunks are then named by
+    /// their content and shared by every tenant of the store (encrypted
+    /// snapshots still restore).
+    #[arg(long, overrides_with = "encrypt_snapshots")]
+    pub no_encrypt_snapshots: bool,
+    /// The snapshot master key file (32 bytes, made 0600 if missing; default
+    /// <data-dir>/snapshot.key). Daemons sharing an --object-store must use
+    /// the same key to restore each other's encrypted snapshots.
+    #[arg(long, value_name = "FILE")]
+    pub snapshot_key: Option<PathBuf>,
     /// How often the sweep deletes stored chunks no snapshot references
     /// (`off` for only `dwell snapshot gc`).
     #[arg(long, default_value = "1h", value_name = "DURATION")]
@@ -67,17 +81,35 @@ impl StoreFlags {
         Ok(Arc::new(store))
     }
 
-    /// Encryption and collection settings.
-    pub fn settings(&self) -> Result<SnapshotSettings> {
+    /// Encryption and collection settings; loads (or makes) the master key.
+    pub fn settings(&self, data_dir: &Path) -> Result<SnapshotSettings> {
         let gc_every = match self.snapshot_gc_every.as_str() {
             "off" | "0" => None,
             s => Some(humantime::parse_duration(s).with_context(|| {
                 format!("--snapshot-gc-every {s:?} is not a duration; write it like 1h (or off)")
             })?),
         };
+        let path = self
+            .snapshot_key
+            .clone()
+            .unwrap_or_else(|| data_dir.join("snapshot.key"));
+        let key = dwell_control::keyfile::load_or_create(&path, dwell_snapshot::MASTER_KEY_LEN)
+            .with_context(|| {
+                format!(
+                    "cannot use the snapshot master key {}: fix or restore the file \
+                     (encrypted snapshots need the key they were sealed with), \
+                     or point --snapshot-key at another one",
+                    path.display()
+                )
+            })?;
+        let master = dwell_snapshot::MasterKey::from_bytes(
+            key.try_into()
+                .expect("load_or_create returns the asked length"),
+        );
         Ok(SnapshotSettings {
-            encrypt: self.encrypt_snapshots,
+            encrypt: !self.no_encrypt_snapshots,
             gc_every: gc_every.map(|d: Duration| d.max(Duration::from_secs(1))),
+            master: Some(master),
         })
     }
 }

@@ -75,6 +75,13 @@ fn prepare_and_exec(
     sys::unshare(libc::CLONE_NEWCGROUP)
         .map_err(|e| format!("creating the cgroup namespace: {e}"))?;
     redirect_stdio(config)?;
+    // The daemon's 077 umask keeps host files private (the rootfs mount
+    // point is made under it); inside the sandbox directories and files are
+    // made with the usual 022.
+    let rootfs = layout::state_file(config, layout::ROOTFS_DIR);
+    std::fs::create_dir_all(&rootfs).map_err(|e| format!("creating {}: {e}", rootfs.display()))?;
+    // SAFETY: umask only changes this process's file creation mask.
+    unsafe { libc::umask(0o022) };
     mounts::build_root(config)?;
     sys::sethostname(&config.hostname).map_err(|e| format!("setting the hostname: {e}"))?;
     network::loopback_up()?;

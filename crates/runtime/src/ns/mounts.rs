@@ -119,12 +119,13 @@ fn overlay(lower: &str, upper: &Path, work: &Path, target: &Path) -> R<()> {
         work.display()
     );
     // nodev: with CAP_MKNOD a sandbox could create a node for a host disk;
-    // on a nodev mount such a node cannot be opened.
+    // on a nodev mount such a node cannot be opened. nosuid: gVisor mounts
+    // this on the host, where a setuid file the sandbox made must stay inert.
     mnt(
         Some(Path::new("overlay")),
         target,
         Some("overlay"),
-        libc::MS_NODEV,
+        libc::MS_NODEV | libc::MS_NOSUID,
         Some(&data),
     )
 }
