@@ -126,6 +126,14 @@ pub struct ServeArgs {
     /// `49983-{id}.{domain}` unless E2B_SANDBOX_URL is set.
     #[arg(long)]
     pub e2b_domain: Option<String>,
+    /// Connections each TCP listener (`--listen`, `--e2b-listen`,
+    /// `--e2b-sandbox-listen`) serves at once; more wait in the backlog.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Time a TCP client has to send its request headers (and the idle
+    /// limit between keep-alive requests) before it is dropped.
+    #[arg(long, default_value = "30s")]
+    pub header_timeout: String,
     /// The static dwell-agent binary (default: next to this binary).
     #[arg(long, env = "DWELL_AGENT")]
     pub agent: Option<PathBuf>,
