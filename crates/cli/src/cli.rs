@@ -126,6 +126,9 @@ pub struct ServeArgs {
     /// `49983-{id}.{domain}` unless E2B_SANDBOX_URL is set.
     #[arg(long)]
     pub e2b_domain: Option<String>,
+    /// Ceilings of one sandbox and the quota of tenants without a record.
+    #[command(flatten)]
+    pub limits: LimitFlags,
     /// Connections each TCP listener (`--listen`, `--e2b-listen`,
     /// `--e2b-sandbox-listen`) serves at once; more wait in the backlog.
     #[arg(long, default_value_t = 1024)]
@@ -181,6 +184,38 @@ impl DefaultPolicyFlags {
             ttl_action: None,
         }
     }
+}
+
+/// What one sandbox, and a tenant without a record, may hold. Sizes like
+/// `8G`; `none` lifts a default quota limit.
+#[derive(Debug, Args, Default, Clone)]
+pub struct LimitFlags {
+    /// Most memory one sandbox may ask for (default: the host's RAM).
+    #[arg(long)]
+    pub max_sandbox_memory: Option<String>,
+    /// Most vCPUs one sandbox may ask for (default: the host's CPUs).
+    #[arg(long)]
+    pub max_sandbox_vcpus: Option<f64>,
+    /// Most processes and threads one sandbox may ask for.
+    #[arg(long, default_value_t = dwell_control::limits::DEFAULT_MAX_PIDS)]
+    pub max_sandbox_pids: u64,
+    /// Largest disk one sandbox may ask for; never more than the data
+    /// dir's free space at create time (the default ceiling).
+    #[arg(long)]
+    pub max_sandbox_disk: Option<String>,
+    /// Sandboxes of a tenant without a record (default 1000; `none`: no limit).
+    #[arg(long)]
+    pub default_max_sandboxes: Option<String>,
+    /// vCPUs of a tenant without a record (default: 4 x the host's CPUs).
+    #[arg(long)]
+    pub default_max_vcpus: Option<String>,
+    /// Memory of a tenant without a record (default: 4 x the host's RAM).
+    #[arg(long)]
+    pub default_max_memory: Option<String>,
+    /// Storage of a tenant without a record (default: 4 x the size of the
+    /// data dir's file system).
+    #[arg(long)]
+    pub default_max_storage: Option<String>,
 }
 
 /// Default policies (of the daemon, or of a tenant).

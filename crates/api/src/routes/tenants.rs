@@ -181,6 +181,9 @@ pub struct TenantOut {
     #[serde(flatten)]
     pub tenant: Tenant,
     pub held: Held,
+    /// Held to the daemon's default quota (`dwell serve --default-max-*`):
+    /// the tenant has no record of its own.
+    pub default_quota: bool,
 }
 
 pub async fn list(
@@ -190,9 +193,13 @@ pub async fn list(
     admin(&p)?;
     Ok(Json(
         st.ctl
-            .tenants()?
+            .tenants(crate::auth::DEFAULT_TENANT)?
             .into_iter()
-            .map(|(tenant, held)| TenantOut { tenant, held })
+            .map(|(tenant, held, default_quota)| TenantOut {
+                tenant,
+                held,
+                default_quota,
+            })
             .collect(),
     ))
 }

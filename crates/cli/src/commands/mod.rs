@@ -4,6 +4,7 @@ mod cp;
 mod doctor;
 mod exec;
 mod image;
+mod limits;
 mod listener;
 mod runtimes;
 mod sandbox;

@@ -46,6 +46,7 @@ pub async fn run(a: ServeArgs, socket: PathBuf) -> Result<i32> {
     };
     let snapshot_settings = a.snapshot_store.settings()?;
     let limits = listener::Limits::from_flags(a.max_connections, &a.header_timeout)?;
+    let daemon_limits = super::limits::from_flags(&a.limits, &data_dir)?;
     let cgroup_parent = cgroup_parent(&data_dir);
     let exe = std::env::current_exe().context("cannot find this binary's path")?;
     let runtime = Arc::new(NamespaceRuntime::new(NsOptions {
@@ -85,6 +86,7 @@ pub async fn run(a: ServeArgs, socket: PathBuf) -> Result<i32> {
             tokio::task::spawn_blocking(move || flags.open(&dir)).await??
         },
         snapshot_settings,
+        limits: daemon_limits,
         audit_retention: humantime::parse_duration(&a.audit_retention).with_context(|| {
             format!(
                 "--audit-retention {:?} is not a duration; write it like 90d",

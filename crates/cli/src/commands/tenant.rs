@@ -69,8 +69,13 @@ pub async fn run(c: &Client, cmd: TenantCommand) -> Result<i32> {
                     .iter()
                     .map(|t| {
                         let h = &t["held"];
+                        let name = t["name"].as_str().unwrap_or_default();
                         vec![
-                            t["name"].as_str().unwrap_or_default().to_string(),
+                            if t["default_quota"].as_bool() == Some(true) {
+                                format!("{name} (default quota)")
+                            } else {
+                                name.to_string()
+                            },
                             format!(
                                 "{}/{}",
                                 h["sandboxes"],
