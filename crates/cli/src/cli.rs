@@ -37,7 +37,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create a sandbox and start it.
     Create(CreateArgs),
     /// List sandboxes.
@@ -488,10 +488,35 @@ pub enum TenantCommand {
     Update(TenantArgs),
     /// List tenants with their limits and what they hold.
     Ls(JsonFlag),
-    /// Issue another API key for a tenant.
-    Key {
+    /// Issue another API key for a tenant (`tenant key NAME`), or list
+    /// (`tenant key ls NAME`) and revoke (`tenant key revoke NAME KEY_ID`) its keys.
+    Key(KeyArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct KeyArgs {
+    #[command(subcommand)]
+    pub command: Option<KeyCommand>,
+    /// Tenant name (issue a new key for it).
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// List a tenant's keys: ids, names, created, last used, revoked (never secrets).
+    Ls {
+        /// Tenant name (`default` for the admin key's tenant).
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key: every listener refuses it with 401 from now on.
+    Revoke {
         /// Tenant name.
         name: String,
+        /// The key's id, from `dwell tenant key ls`.
+        key_id: String,
     },
 }
 

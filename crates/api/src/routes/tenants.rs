@@ -9,7 +9,7 @@ use axum::{Extension, Json};
 use dwell_control::metering::Report;
 use dwell_control::quota::Held;
 use dwell_control::size::parse_size;
-use dwell_store::{ApiKey, Tenant};
+use dwell_store::{ApiKey, KeyRecord, Tenant};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{hash_key, new_key, Principal};
@@ -174,6 +174,44 @@ pub async fn new_api_key(
             api_key,
         }),
     ))
+}
+
+/// `GET /v1/tenants/{name}/keys` (admin): the tenant's keys, revoked ones
+/// too; ids, names and times only, never a secret or its hash.
+pub async fn list_keys(
+    State(st): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<KeyRecord>>> {
+    admin(&p)?;
+    Ok(Json(
+        st.ctl
+            .store()
+            .list_keys(&name)
+            .map_err(|e| ApiError::internal(e.to_string()))?,
+    ))
+}
+
+/// `DELETE /v1/tenants/{name}/keys/{key}` (admin): revoke a key. Every
+/// listener refuses it from the next request on, with 401.
+pub async fn revoke_key(
+    State(st): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path((name, key)): Path<(String, String)>,
+) -> ApiResult<Json<KeyRecord>> {
+    admin(&p)?;
+    st.ctl
+        .store()
+        .revoke_key(&name, &key)
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::new(
+                404,
+                "not_found",
+                format!("tenant {name:?} has no API key {key:?}; list its keys with `dwell tenant key ls {name}`"),
+            )
+        })
 }
 
 #[derive(Serialize)]
