@@ -122,6 +122,11 @@ pub struct ServeArgs {
     /// (`127.0.0.1:49983`): the SDKs' `E2B_SANDBOX_URL`.
     #[arg(long)]
     pub e2b_sandbox_listen: Option<String>,
+    /// How long an E2B signed file URL without an expiration stays valid
+    /// after its first use (the SDK's `download_url`/`upload_url` without
+    /// `use_signature_expiration`).
+    #[arg(long, default_value = "1h")]
+    pub signed_url_lifetime: String,
     /// The domain reported to E2B clients; they reach envd at
     /// `49983-{id}.{domain}` unless E2B_SANDBOX_URL is set.
     #[arg(long)]

@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use dwell_control::Controller;
 use tokio::task::JoinSet;
 
@@ -41,8 +41,24 @@ pub async fn spawn(
     if let Some(addr) = &a.e2b_sandbox_listen {
         let tcp = bind(addr, "--e2b-sandbox-listen").await?;
         tracing::info!("E2B sandbox API (envd) on http://{addr} (E2B_SANDBOX_URL)");
-        let app = dwell_envd::router(Arc::new(ctl.clone()));
+        let app = dwell_envd::router_with(
+            Arc::new(ctl.clone()),
+            dwell_envd::Options {
+                signed_url_lifetime: signed_url_lifetime(&a.signed_url_lifetime)?,
+            },
+        );
         tasks.spawn(serve_http(tcp, app, "--e2b-sandbox-listen", limits));
     }
     Ok(())
+}
+
+/// `--signed-url-lifetime`, checked.
+fn signed_url_lifetime(v: &str) -> Result<std::time::Duration> {
+    let d = humantime::parse_duration(v).with_context(|| {
+        format!("--signed-url-lifetime {v:?} is not a duration; write it like 1h or 15m")
+    })?;
+    if d.is_zero() {
+        anyhow::bail!("--signed-url-lifetime 0s would refuse every signed URL without an expiration; give a duration like 1h");
+    }
+    Ok(d)
 }
