@@ -323,6 +323,7 @@ impl Controller {
     /// Create a sandbox and bring it up. Returns once it runs (or failed).
     pub async fn create(&self, tenant: &str, req: CreateRequest) -> Result<Sandbox> {
         let mut spec = req.to_spec(&self.inner.host)?;
+        self.inner.limits.ceilings.clamp_defaults(&req, &mut spec);
         // From a hibernated gVisor sandbox: a memory-snapshot template.
         let template = match &req.from {
             Some(f) => self

@@ -64,6 +64,24 @@ impl Ceilings {
         }
     }
 
+    /// Lowers the defaults `req` did not set to the ceilings, so that a
+    /// daemon with small ceilings still makes sandboxes created without
+    /// sizes (what was asked for is checked, never lowered).
+    pub fn clamp_defaults(&self, req: &crate::model::CreateRequest, spec: &mut SandboxSpec) {
+        if req.memory.is_none() {
+            spec.memory_bytes = spec.memory_bytes.min(self.memory);
+        }
+        if req.vcpus.is_none() {
+            spec.vcpus = spec.vcpus.min(self.vcpus);
+        }
+        if req.pids.is_none() {
+            spec.pids = spec.pids.min(self.pids);
+        }
+        if let (None, Some(max)) = (&req.disk, self.disk) {
+            spec.disk_bytes = spec.disk_bytes.min(max);
+        }
+    }
+
     /// Checks `spec` against the ceilings; `free_disk` is the free space
     /// of the data dir now (`None` when it cannot be read).
     pub fn check(&self, spec: &SandboxSpec, free_disk: Option<u64>) -> Result<()> {
@@ -234,6 +252,36 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("512MiB free"), "{e}");
+    }
+
+    #[test]
+    fn defaults_are_lowered_to_the_ceilings_but_requests_are_not() {
+        let c = Ceilings {
+            memory: 256 << 20,
+            vcpus: 0.5,
+            pids: 100,
+            disk: Some(1 << 30),
+        };
+        let host = HostLimits {
+            cpus: 2.0,
+            memory_bytes: 8 << 30,
+        };
+        let req = crate::model::CreateRequest::default();
+        let mut s = req.to_spec(&host).unwrap();
+        c.clamp_defaults(&req, &mut s);
+        assert_eq!(
+            (s.memory_bytes, s.vcpus, s.pids, s.disk_bytes),
+            (256 << 20, 0.5, 100, 1 << 30)
+        );
+        assert!(c.check(&s, None).is_ok());
+        let req = crate::model::CreateRequest {
+            pids: Some(1000),
+            ..Default::default()
+        };
+        let mut s = req.to_spec(&host).unwrap();
+        c.clamp_defaults(&req, &mut s);
+        assert_eq!(s.pids, 1000);
+        assert!(c.check(&s, None).is_err());
     }
 
     #[test]
