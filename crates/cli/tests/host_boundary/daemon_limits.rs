@@ -70,11 +70,31 @@ fn parse_response(raw: &[u8]) -> (u16, String) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return (status, body.to_string());
+    }
+    let (mut out, mut rest) = (String::new(), body);
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    (status, out)
+}
+
+/// Creates sandbox `name` on runtime `rt` with `extra` flags; returns its id.
+fn create(d: &Daemon, name: &str, rt: &str, extra: &[&str]) -> String {
+    let mut args = vec!["create", "--name", name, "--isolation", rt, "--json"];
+    args.extend_from_slice(extra);
+    let v: Value = serde_json::from_str(&d.ok(&args)).unwrap();
+    v["id"].as_str().unwrap().to_string()
 }
 
 /// A daemon with the E2B listeners; returns it with (api, envd) addresses
@@ -189,13 +209,14 @@ fn a_flooded_watch_whose_client_stopped_reading_keeps_the_daemon_bounded() {
     let pid = d.pid().unwrap();
     for rt in runtimes() {
         let name = format!("flood-{rt}");
-        let id = d.create(&name, &["--isolation", rt]);
+        // A volume with inodes for the flood (ext4 makes one per 16 KiB).
+        let id = create(&d, &name, rt, &["--memory", "256M", "--disk", "2G"]);
         let neighbour = format!("calm-{rt}");
         d.create(&neighbour, &["--isolation", rt]);
-        d.sh(&name, "mkdir -p /tmp/flood");
+        d.sh(&name, "mkdir -p /root/flood");
         let token = envd_token(&api, &key, &id);
         let mut s = slow_reader(&envd);
-        let body = envelope(&json!({"path": "/tmp/flood", "recursive": false}));
+        let body = envelope(&json!({"path": "/root/flood", "recursive": false}));
         let head = format!(
             "POST /filesystem.Filesystem/WatchDir HTTP/1.1\r\nHost: {envd}\r\nE2b-Sandbox-Id: {id}\r\nX-Access-Token: {token}\r\nContent-Type: application/connect+json\r\nConnect-Protocol-Version: 1\r\nContent-Length: {}\r\n\r\n",
             body.len()
@@ -214,7 +235,7 @@ fn a_flooded_watch_whose_client_stopped_reading_keeps_the_daemon_bounded() {
         let t0 = Instant::now();
         d.sh(
             &name,
-            "cd /tmp/flood && i=0; while [ $i -lt 60000 ]; do : > f$i; i=$((i+1)); done; echo done",
+            "cd /root/flood && i=0; while [ $i -lt 60000 ]; do : > f$i; i=$((i+1)); done; echo done",
         );
         std::thread::sleep(Duration::from_secs(2));
         let after = rss_kib(pid);
@@ -228,7 +249,7 @@ fn a_flooded_watch_whose_client_stopped_reading_keeps_the_daemon_bounded() {
         );
         // The neighbour (and the flooding sandbox) still work.
         assert_eq!(d.sh(&neighbour, "echo alive").trim(), "alive");
-        assert_eq!(d.sh(&name, "ls /tmp/flood | wc -l").trim(), "60000");
+        assert_eq!(d.sh(&name, "ls /root/flood | wc -l").trim(), "60000");
         // Reading again: the queued events, then the stream's clear end
         // (the reader fell behind, or the kernel's queue overflowed).
         let (messages, end) = read_stream_end(&mut s, 120);
@@ -236,6 +257,7 @@ fn a_flooded_watch_whose_client_stopped_reading_keeps_the_daemon_bounded() {
             panic!("{rt}: the flooded watch never ended ({messages} events read)")
         });
         let text = end.to_string();
+        eprintln!("{rt}: {messages} events read after the flood, then {text}");
         assert!(
             text.contains("fell 4096 events behind") || text.contains("lost"),
             "{rt}: the flooded watch ended without saying why: {text}"
@@ -281,10 +303,22 @@ fn a_create_above_the_daemon_ceilings_is_refused() {
         // Nothing was made; a sandbox within the ceilings works.
         assert!(!d.ok(&["ls", "-q"]).contains("big"));
         let ok = format!("fits-{rt}");
-        d.create(
+        create(
+            &d,
             &ok,
-            &["--isolation", rt, "--pids", "200", "--memory", "512M"],
+            rt,
+            &["--pids", "200", "--memory", "512M", "--disk", "1G"],
         );
+        // Sizes not given are lowered to the ceilings, not refused.
+        let dflt = format!("default-{rt}");
+        create(&d, &dflt, rt, &[]);
+        let spec = &d.inspect(&dflt)["spec"];
+        assert_eq!(
+            (spec["pids"].as_u64(), spec["memory_bytes"].as_u64()),
+            (Some(200), Some(512 << 20)),
+            "{spec}"
+        );
+        d.ok(&["rm", "-f", &dflt]);
         assert_eq!(d.sh(&ok, "echo fine").trim(), "fine");
         d.ok(&["rm", "-f", &ok]);
     }
