@@ -211,7 +211,7 @@ pub struct LimitFlags {
     /// Sandboxes of a tenant without a record (default 1000; `none`: no limit).
     #[arg(long)]
     pub default_max_sandboxes: Option<String>,
-    /// vCPUs of a tenant without a record (default: 4 x the host's CPUs).
+    /// vCPUs of a tenant without a record (default: 64 x the host's CPUs).
     #[arg(long)]
     pub default_max_vcpus: Option<String>,
     /// Memory of a tenant without a record (default: 4 x the host's RAM).

@@ -27,8 +27,14 @@ use crate::size::format_size;
 pub const DEFAULT_MAX_PIDS: u64 = 32_768;
 /// Default `--default-max-sandboxes`.
 pub const DEFAULT_MAX_SANDBOXES: u64 = 1000;
-/// Overcommit of the default quota's vCPUs, memory and storage over the host's.
+/// Overcommit of the default quota's memory and storage over the host's
+/// RAM and data file system (limits are ceilings, volumes are sparse).
 pub const DEFAULT_QUOTA_OVERCOMMIT: u64 = 4;
+/// Overcommit of the default quota's vCPUs over the host's CPUs: CPU is
+/// shared, not reserved (a vCPU is a `cpu.max` ceiling and idle sandboxes
+/// use none), so this bounds fairness, not safety, and must not stop a
+/// host from holding many idle sandboxes.
+pub const DEFAULT_QUOTA_VCPU_OVERCOMMIT: f64 = 64.0;
 
 /// The daemon's limits, given to the controller.
 #[derive(Debug, Clone, Default)]
@@ -170,13 +176,14 @@ pub struct DefaultQuota {
 }
 
 impl DefaultQuota {
-    /// [`DEFAULT_MAX_SANDBOXES`] sandboxes, and [`DEFAULT_QUOTA_OVERCOMMIT`]
-    /// times the host's CPUs, RAM and the size of the data dir's file system.
+    /// [`DEFAULT_MAX_SANDBOXES`] sandboxes, [`DEFAULT_QUOTA_VCPU_OVERCOMMIT`]
+    /// times the host's CPUs, and [`DEFAULT_QUOTA_OVERCOMMIT`] times its RAM
+    /// and the size of the data dir's file system.
     pub fn derived(host: &HostLimits, data_dir: &Path) -> DefaultQuota {
         let k = DEFAULT_QUOTA_OVERCOMMIT;
         DefaultQuota {
             max_sandboxes: Some(DEFAULT_MAX_SANDBOXES),
-            max_vcpus: Some(host.cpus * k as f64),
+            max_vcpus: Some(host.cpus * DEFAULT_QUOTA_VCPU_OVERCOMMIT),
             max_memory: Some(host.memory_bytes.saturating_mul(k)),
             max_storage: fs_stat(data_dir).map(|s| s.total.saturating_mul(k)),
         }
@@ -292,7 +299,7 @@ mod tests {
         };
         let q = DefaultQuota::derived(&host, Path::new("/"));
         assert_eq!(q.max_sandboxes, Some(DEFAULT_MAX_SANDBOXES));
-        assert_eq!(q.max_vcpus, Some(8.0));
+        assert_eq!(q.max_vcpus, Some(128.0));
         assert_eq!(q.max_memory, Some(32 << 30));
         assert!(q.max_storage.is_some_and(|s| s > 0));
         assert!(free_bytes(Path::new("/")).is_some());
