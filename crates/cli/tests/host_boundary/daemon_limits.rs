@@ -64,29 +64,34 @@ fn http(
 }
 
 fn parse_response(raw: &[u8]) -> (u16, String) {
-    let text = String::from_utf8_lossy(raw);
-    let status = text
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(raw.len());
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let status = head
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    if !head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        return (status, body.to_string());
+    let mut body = raw.get(split + 4..).unwrap_or_default();
+    if !head.contains("transfer-encoding: chunked") {
+        return (status, String::from_utf8_lossy(body).into_owned());
     }
-    let (mut out, mut rest) = (String::new(), body);
-    while let Some((size, after)) = rest.split_once("\r\n") {
+    // De-chunk on bytes: chunk sizes count bytes, and envelope headers
+    // are not text.
+    let mut out = Vec::new();
+    while let Some(nl) = body.windows(2).position(|w| w == b"\r\n") {
+        let size = String::from_utf8_lossy(&body[..nl]);
         let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || after.len() < n {
+        let data = &body[nl + 2..];
+        if n == 0 || data.len() < n {
             break;
         }
-        out.push_str(&after[..n]);
-        rest = after[n..].trim_start_matches("\r\n");
+        out.extend_from_slice(&data[..n]);
+        body = data[n..].strip_prefix(b"\r\n").unwrap_or(&data[n..]);
     }
-    (status, out)
+    (status, String::from_utf8_lossy(&out).into_owned())
 }
 
 /// Creates sandbox `name` on runtime `rt` with `extra` flags; returns its id.
@@ -171,33 +176,27 @@ fn slow_reader(addr: &str) -> TcpStream {
     }
 }
 
-/// Reads Connect envelopes from a streaming response until the end-of-
-/// stream envelope (flag 2), or `secs` pass; returns (messages, end).
-fn read_stream_end(s: &mut TcpStream, secs: u64) -> (usize, Option<Value>) {
+/// Reads a streaming response (head included in `buf`) to its end:
+/// the end-of-stream envelope and the chunked body's last chunk, or `secs`
+/// pass; returns (`filesystem` messages, the end envelope's JSON).
+fn read_stream_end(s: &mut TcpStream, mut buf: Vec<u8>, secs: u64) -> (usize, Option<Value>) {
     s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let t0 = Instant::now();
-    let mut buf = Vec::new();
     let mut chunk = vec![0u8; 1 << 16];
-    let mut messages = 0;
-    while t0.elapsed() < Duration::from_secs(secs) {
+    while t0.elapsed() < Duration::from_secs(secs) && !buf.ends_with(b"\r\n0\r\n\r\n") {
         match s.read(&mut chunk) {
             Ok(0) => break,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(_) => continue,
         }
-        // Scan the de-chunked view lazily: look for the end envelope's JSON.
-        let text = String::from_utf8_lossy(&buf);
-        messages = text.matches("\"filesystem\"").count();
-        if let Some(i) = text.find("{\"error\"") {
-            let tail = &text[i..];
-            let end = tail.find("}}").map(|e| &tail[..e + 2]).unwrap_or(tail);
-            return (
-                messages,
-                serde_json::from_str(end).ok().or(Some(json!(end))),
-            );
-        }
     }
-    (messages, None)
+    let (_, body) = parse_response(&buf);
+    let messages = body.matches("\"filesystem\"").count();
+    // The end envelope is the last one: flag 2, then its JSON.
+    let end = body
+        .rfind("{\"error\"")
+        .and_then(|i| serde_json::from_str(&body[i..]).ok());
+    (messages, end)
 }
 
 #[test]
@@ -227,8 +226,9 @@ fn a_flooded_watch_whose_client_stopped_reading_keeps_the_daemon_bounded() {
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let mut first = vec![0u8; 512];
         let n = s.read(&mut first).unwrap();
-        let first = String::from_utf8_lossy(&first[..n]).into_owned();
-        assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+        first.truncate(n);
+        let text = String::from_utf8_lossy(&first).into_owned();
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
         std::thread::sleep(Duration::from_millis(500));
         let before = rss_kib(pid);
         // The sandbox makes 60000 files (two events each) while nobody reads.
@@ -252,7 +252,7 @@ fn a_flooded_watch_whose_client_stopped_reading_keeps_the_daemon_bounded() {
         assert_eq!(d.sh(&name, "ls /root/flood | wc -l").trim(), "60000");
         // Reading again: the queued events, then the stream's clear end
         // (the reader fell behind, or the kernel's queue overflowed).
-        let (messages, end) = read_stream_end(&mut s, 120);
+        let (messages, end) = read_stream_end(&mut s, first, 120);
         let end = end.unwrap_or_else(|| {
             panic!("{rt}: the flooded watch never ended ({messages} events read)")
         });
