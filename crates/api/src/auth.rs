@@ -114,11 +114,12 @@ pub async fn api_key(State(state): State<AppState>, mut req: Request, next: Next
         .into_response_();
     };
     match principal_of_key(state.ctl.store(), key) {
-        Ok(Some(p)) => {
+        Ok(KeyLookup::Valid(p)) => {
             req.extensions_mut().insert(p);
             next.run(req).await
         }
-        Ok(None) => ApiError::unauthorized(
+        Ok(KeyLookup::Revoked { id }) => ApiError::unauthorized(revoked_message(&id)).into_response_(),
+        Ok(KeyLookup::Unknown) => ApiError::unauthorized(
             "the API key is not valid; check DWELL_API_KEY (the admin key is in <data-dir>/admin.key)",
         )
         .into_response_(),
@@ -126,16 +127,40 @@ pub async fn api_key(State(state): State<AppState>, mut req: Request, next: Next
     }
 }
 
-/// Who an API key belongs to (`None` for an unknown key). Shared by every
-/// listener that takes API keys (the REST API, the E2B control plane).
-pub fn principal_of_key(
-    store: &dwell_store::Store,
-    key: &str,
-) -> dwell_store::Result<Option<Principal>> {
-    Ok(store.key_by_hash(&hash_key(key))?.map(|k| Principal {
-        tenant: k.tenant,
-        admin: k.admin,
-        key_id: k.id,
+/// What an API key turned out to be.
+#[derive(Debug)]
+pub enum KeyLookup {
+    Valid(Principal),
+    /// A key an admin revoked (`dwell tenant key revoke`).
+    Revoked {
+        id: String,
+    },
+    Unknown,
+}
+
+/// Why a revoked key is refused, and what to do (for every listener).
+pub fn revoked_message(id: &str) -> String {
+    format!("the API key {id} was revoked; ask an admin for a new key (`dwell tenant key TENANT`)")
+}
+
+/// Who an API key belongs to. Shared by every listener that takes API
+/// keys (the REST API, the E2B control plane), so that a revoked key is
+/// refused on all of them from the moment it is revoked. Records the use
+/// (`last_used_at`, at most once a minute per key).
+pub fn principal_of_key(store: &dwell_store::Store, key: &str) -> dwell_store::Result<KeyLookup> {
+    let Some(k) = store.key_record_by_hash(&hash_key(key))? else {
+        return Ok(KeyLookup::Unknown);
+    };
+    if k.revoked_at.is_some() {
+        return Ok(KeyLookup::Revoked { id: k.key.id });
+    }
+    if let Err(e) = store.touch_key(&k) {
+        tracing::warn!("cannot record the use of API key {}: {e}", k.key.id);
+    }
+    Ok(KeyLookup::Valid(Principal {
+        tenant: k.key.tenant,
+        admin: k.key.admin,
+        key_id: k.key.id,
     }))
 }
 

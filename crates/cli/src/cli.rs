@@ -37,7 +37,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create a sandbox and start it.
     Create(CreateArgs),
     /// List sandboxes.
@@ -122,10 +122,26 @@ pub struct ServeArgs {
     /// (`127.0.0.1:49983`): the SDKs' `E2B_SANDBOX_URL`.
     #[arg(long)]
     pub e2b_sandbox_listen: Option<String>,
+    /// How long an E2B signed file URL without an expiration stays valid
+    /// after its first use (the SDK's `download_url`/`upload_url` without
+    /// `use_signature_expiration`).
+    #[arg(long, default_value = "1h")]
+    pub signed_url_lifetime: String,
     /// The domain reported to E2B clients; they reach envd at
     /// `49983-{id}.{domain}` unless E2B_SANDBOX_URL is set.
     #[arg(long)]
     pub e2b_domain: Option<String>,
+    /// Ceilings of one sandbox and the quota of tenants without a record.
+    #[command(flatten)]
+    pub limits: LimitFlags,
+    /// Connections each TCP listener (`--listen`, `--e2b-listen`,
+    /// `--e2b-sandbox-listen`) serves at once; more wait in the backlog.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Time a TCP client has to send its request headers (and the idle
+    /// limit between keep-alive requests) before it is dropped.
+    #[arg(long, default_value = "30s")]
+    pub header_timeout: String,
     /// The static dwell-agent binary (default: next to this binary).
     #[arg(long, env = "DWELL_AGENT")]
     pub agent: Option<PathBuf>,
@@ -173,6 +189,38 @@ impl DefaultPolicyFlags {
             ttl_action: None,
         }
     }
+}
+
+/// What one sandbox, and a tenant without a record, may hold. Sizes like
+/// `8G`; `none` lifts a default quota limit.
+#[derive(Debug, Args, Default, Clone)]
+pub struct LimitFlags {
+    /// Most memory one sandbox may ask for (default: the host's RAM).
+    #[arg(long)]
+    pub max_sandbox_memory: Option<String>,
+    /// Most vCPUs one sandbox may ask for (default: the host's CPUs).
+    #[arg(long)]
+    pub max_sandbox_vcpus: Option<f64>,
+    /// Most processes and threads one sandbox may ask for.
+    #[arg(long, default_value_t = dwell_control::limits::DEFAULT_MAX_PIDS)]
+    pub max_sandbox_pids: u64,
+    /// Largest disk one sandbox may ask for; never more than the data
+    /// dir's free space at create time (the default ceiling).
+    #[arg(long)]
+    pub max_sandbox_disk: Option<String>,
+    /// Sandboxes of a tenant without a record (default 1000; `none`: no limit).
+    #[arg(long)]
+    pub default_max_sandboxes: Option<String>,
+    /// vCPUs of a tenant without a record (default: 64 x the host's CPUs).
+    #[arg(long)]
+    pub default_max_vcpus: Option<String>,
+    /// Memory of a tenant without a record (default: 4 x the host's RAM).
+    #[arg(long)]
+    pub default_max_memory: Option<String>,
+    /// Storage of a tenant without a record (default: 4 x the size of the
+    /// data dir's file system).
+    #[arg(long)]
+    pub default_max_storage: Option<String>,
 }
 
 /// Default policies (of the daemon, or of a tenant).
@@ -445,10 +493,35 @@ pub enum TenantCommand {
     Update(TenantArgs),
     /// List tenants with their limits and what they hold.
     Ls(JsonFlag),
-    /// Issue another API key for a tenant.
-    Key {
+    /// Issue another API key for a tenant (`tenant key NAME`), or list
+    /// (`tenant key ls NAME`) and revoke (`tenant key revoke NAME KEY_ID`) its keys.
+    Key(KeyArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct KeyArgs {
+    #[command(subcommand)]
+    pub command: Option<KeyCommand>,
+    /// Tenant name (issue a new key for it).
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// List a tenant's keys: ids, names, created, last used, revoked (never secrets).
+    Ls {
+        /// Tenant name (`default` for the admin key's tenant).
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key: every listener refuses it with 401 from now on.
+    Revoke {
         /// Tenant name.
         name: String,
+        /// The key's id, from `dwell tenant key ls`.
+        key_id: String,
     },
 }
 

@@ -50,6 +50,8 @@ pub struct ControllerOptions {
     pub snapshots: Arc<dyn dwell_snapshot::ChunkStore>,
     /// Snapshot encryption and garbage collection.
     pub snapshot_settings: crate::snapshot_settings::SnapshotSettings,
+    /// Per-sandbox ceilings and the quota of tenants without a record.
+    pub limits: crate::limits::DaemonLimits,
 }
 
 /// The control plane. Cheap to clone.
@@ -73,6 +75,7 @@ pub(crate) struct Inner {
     pub audit_retention: Duration,
     pub snapshots: Arc<dyn dwell_snapshot::ChunkStore>,
     pub snapshot_settings: crate::snapshot_settings::SnapshotSettings,
+    pub limits: crate::limits::DaemonLimits,
     /// Progress of snapshot operations in flight, by sandbox.
     pub progress: crate::progress::Board,
     pub gc_state: crate::snapshot_gc::GcState,
@@ -257,6 +260,7 @@ impl Controller {
                 audit_retention: opts.audit_retention,
                 snapshots: opts.snapshots,
                 snapshot_settings: opts.snapshot_settings,
+                limits: opts.limits,
                 progress: Default::default(),
                 gc_state: Default::default(),
                 cpu_marks: Default::default(),
@@ -355,6 +359,7 @@ impl Controller {
     /// Create a sandbox and bring it up. Returns once it runs (or failed).
     pub async fn create(&self, tenant: &str, req: CreateRequest) -> Result<Sandbox> {
         let mut spec = req.to_spec(&self.inner.host)?;
+        self.inner.limits.ceilings.clamp_defaults(&req, &mut spec);
         // From a hibernated gVisor sandbox: a memory-snapshot template.
         let template = match &req.from {
             Some(f) => self
@@ -445,6 +450,11 @@ impl Controller {
         // A runtime this host lacks fails now, with how to get it.
         self.inner.runtimes.get(runtime)?;
         let _quota = self.inner.quota_lock.lock().await;
+        // The daemon's ceilings hold for every tenant, admins included.
+        self.inner.limits.ceilings.check(
+            &spec,
+            crate::limits::free_bytes(&self.inner.data_dir.join("volumes")),
+        )?;
         self.check_quota(
             tenant,
             &crate::quota::Held {
@@ -1080,9 +1090,7 @@ impl Controller {
     }
 
     fn check_quota(&self, tenant: &str, more: &crate::quota::Held) -> Result<()> {
-        let Some(t) = self.inner.store.get_tenant(tenant)? else {
-            return Ok(());
-        };
+        let t = self.tenant_limits(tenant)?;
         let mut held = crate::quota::held(&self.inner.store.list_sandboxes(Some(tenant))?);
         if t.max_storage.is_some() {
             // Snapshots count towards storage too (their stored bytes).
@@ -1122,12 +1130,41 @@ impl Controller {
         Ok(())
     }
 
-    /// Tenants with what each holds.
-    pub fn tenants(&self) -> Result<Vec<(dwell_store::Tenant, crate::quota::Held)>> {
+    /// The limits `tenant` is held to: its record, or the daemon's
+    /// default quota when it has none.
+    pub fn tenant_limits(&self, tenant: &str) -> Result<dwell_store::Tenant> {
+        Ok(match self.inner.store.get_tenant(tenant)? {
+            Some(t) => t,
+            None => self.inner.limits.default_quota.tenant(tenant),
+        })
+    }
+
+    /// The daemon's per-sandbox ceilings and default quota.
+    pub fn limits(&self) -> &crate::limits::DaemonLimits {
+        &self.inner.limits
+    }
+
+    /// Tenants with what each holds, and whether it is held to the
+    /// daemon's default quota (no record of its own): every recorded
+    /// tenant, `default_tenant`, and any other tenant that holds sandboxes.
+    pub fn tenants(
+        &self,
+        default_tenant: &str,
+    ) -> Result<Vec<(dwell_store::Tenant, crate::quota::Held, bool)>> {
         let mut out = Vec::new();
+        let mut by_tenant: std::collections::BTreeMap<String, Vec<SandboxRecord>> =
+            std::collections::BTreeMap::new();
+        by_tenant.entry(default_tenant.to_string()).or_default();
+        for r in self.inner.store.list_sandboxes(None)? {
+            by_tenant.entry(r.tenant.clone()).or_default().push(r);
+        }
         for t in self.inner.store.list_tenants()? {
-            let held = crate::quota::held(&self.inner.store.list_sandboxes(Some(&t.name))?);
-            out.push((t, held));
+            let recs = by_tenant.remove(&t.name).unwrap_or_default();
+            out.push((t, crate::quota::held(&recs), false));
+        }
+        for (name, recs) in by_tenant {
+            let t = self.inner.limits.default_quota.tenant(&name);
+            out.push((t, crate::quota::held(&recs), true));
         }
         Ok(out)
     }

@@ -22,6 +22,8 @@
 //!   volumes, archived sandboxes, store garbage collection, and the progress
 //!   of long snapshot operations; [`memory`]: a hibernated sandbox's saved
 //!   memory stored with its volume.
+//! - [`quota`], [`limits`]: per-tenant quotas, the quota of tenants
+//!   without a record and the daemon-wide ceilings of one sandbox.
 
 pub mod agents;
 pub mod archive;
@@ -32,6 +34,7 @@ pub mod diff;
 pub mod error;
 pub mod ids;
 pub mod keyfile;
+pub mod limits;
 pub mod memory;
 pub mod metering;
 pub mod model;

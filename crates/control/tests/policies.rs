@@ -88,6 +88,7 @@ fn env_with(dir: tempfile::TempDir, runtime: Arc<Double>, clock: Arc<ManualClock
         audit_retention: Duration::from_secs(90 * 86400),
         snapshots: Arc::new(dwell_snapshot::LocalStore::open(data.join("snapshots")).unwrap()),
         snapshot_settings: Default::default(),
+        limits: Default::default(),
         data_dir: data,
     });
     Env {

@@ -31,11 +31,14 @@ pub async fn api_key(State(st): State<E2bState>, mut req: Request, next: Next) -
         .into_response();
     };
     match dwell_api::auth::principal_of_key(st.ctl.store(), key) {
-        Ok(Some(p)) => {
+        Ok(dwell_api::auth::KeyLookup::Valid(p)) => {
             req.extensions_mut().insert(p);
             next.run(req).await
         }
-        Ok(None) => E2bError::new(
+        Ok(dwell_api::auth::KeyLookup::Revoked { id }) => {
+            E2bError::new(401, dwell_api::auth::revoked_message(&id)).into_response()
+        }
+        Ok(dwell_api::auth::KeyLookup::Unknown) => E2bError::new(
             401,
             "the API key is not a dwell API key; set E2B_API_KEY to a key from `dwell tenant create` (or <data-dir>/admin.key)",
         )

@@ -118,6 +118,7 @@ async fn authorize(
             ));
         }
     }
+    let sig_seen = sig.clone();
     let path = q.path.clone().unwrap_or_default();
     let user = q.username.clone().unwrap_or_default();
     let exp = q.signature_expiration;
@@ -165,7 +166,14 @@ async fn authorize(
         }
     };
     match found {
-        Some(id) => Ok((sandbox::lookup(&envd.ctl, &id)?, Proof::Signature)),
+        Some(id) => {
+            if q.signature_expiration.is_none() {
+                envd.unexpiring
+                    .admit(&id, &sig_seen, std::time::Instant::now())
+                    .map_err(|why| Reject::new(StatusCode::UNAUTHORIZED, why))?;
+            }
+            Ok((sandbox::lookup(&envd.ctl, &id)?, Proof::Signature))
+        }
         None => Err(Reject::new(
             StatusCode::UNAUTHORIZED,
             format!(

@@ -58,6 +58,24 @@ pub struct Envd {
     pub(crate) uploads: Arc<tokio::sync::Semaphore>,
     /// Scans of the sandboxes for a signed URL without a sandbox id.
     pub(crate) scans: tokio::sync::Semaphore,
+    /// Lifetimes of signed URLs without an expiration.
+    pub(crate) unexpiring: signature::Unexpiring,
+}
+
+/// Settings of the envd router.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How long a signed `/files` URL without `signature_expiration` is
+    /// valid after its first use.
+    pub signed_url_lifetime: std::time::Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            signed_url_lifetime: signature::DEFAULT_LIFETIME,
+        }
+    }
 }
 
 /// An authorized request's sandbox, agent and user.
@@ -144,6 +162,16 @@ fn spawn_purger(st: &Arc<Envd>) {
         loop {
             tick.tick().await;
             let Some(st) = weak.upgrade() else { return };
+            if st.unexpiring.len() > 0 {
+                let ctl = st.ctl.clone();
+                st.unexpiring.purge(move |id| {
+                    ctl.store()
+                        .get_sandbox(id)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|r| r.deleted_at.is_none())
+                });
+            }
             if st.watchers.len() == 0 {
                 continue;
             }
@@ -161,12 +189,18 @@ fn spawn_purger(st: &Arc<Envd>) {
 /// The envd router: every route, routed to a sandbox by the
 /// `E2b-Sandbox-Id` header or a `49983-{id}.{domain}` host name.
 pub fn router(ctl: Arc<Controller>) -> axum::Router {
+    router_with(ctl, Options::default())
+}
+
+/// [`router`] with settings.
+pub fn router_with(ctl: Arc<Controller>, opts: Options) -> axum::Router {
     let st = Arc::new(Envd {
         ctl,
         users: users::Cache::default(),
         watchers: watch::Watchers::default(),
         uploads: Arc::new(tokio::sync::Semaphore::new(MAX_UPLOADS)),
         scans: tokio::sync::Semaphore::new(2),
+        unexpiring: signature::Unexpiring::new(opts.signed_url_lifetime),
     });
     spawn_purger(&st);
     axum::Router::new()

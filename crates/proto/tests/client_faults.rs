@@ -175,3 +175,65 @@ async fn remote_errors_carry_their_kind() {
     assert_eq!(e.remote_kind(), Some(dwell_proto::ErrorKind::NotFound));
     assert_eq!(e.to_string(), "not_found: stat /nope: No such file");
 }
+
+#[tokio::test]
+async fn a_stream_whose_reader_falls_behind_is_ended_not_grown() {
+    use dwell_proto::client::MAX_QUEUED_EVENTS;
+    let (client, (mut r, mut w)) = fake_agent_handshaken().await;
+    let c = client.await.unwrap();
+    let c2 = c.clone();
+    let watch = tokio::spawn(async move { c2.watch("/w", true).await });
+    let req = r.next().await.unwrap().unwrap();
+    w.write_all(&encode(req.stream, Kind::Event, br#"{"event":"watching"}"#).unwrap())
+        .await
+        .unwrap();
+    let mut watcher = within(watch).await.unwrap().unwrap();
+    // Nobody reads while the "sandbox" makes far more changes than the cap.
+    let ev = encode(
+        req.stream,
+        Kind::Event,
+        br#"{"event":"fs","name":"f","change":"create"}"#,
+    )
+    .unwrap();
+    for _ in 0..MAX_QUEUED_EVENTS + 100 {
+        w.write_all(&ev).await.unwrap();
+    }
+    // The client cancels the stream in the agent...
+    let cancel = within(async {
+        loop {
+            let f = r.next().await.unwrap().unwrap();
+            if f.kind == Kind::Cancel {
+                return f;
+            }
+        }
+    })
+    .await;
+    assert_eq!(cancel.stream, req.stream);
+    // ...and the reader gets what was queued, then a clear error.
+    let mut got = 0;
+    let err = loop {
+        match within(watcher.next()).await {
+            Ok(Some(_)) => got += 1,
+            Ok(None) => panic!("the watch ended without an error"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(got, MAX_QUEUED_EVENTS);
+    assert!(err.to_string().contains("fell 4096 events behind"), "{err}");
+    // The connection itself still serves other calls.
+    let c2 = c.clone();
+    let call = tokio::spawn(async move { c2.stat("/x").await });
+    let req = r.next().await.unwrap().unwrap();
+    w.write_all(
+        &encode(
+            req.stream,
+            Kind::End,
+            br#"{"err":{"kind":"not_found","message":"no /x"}}"#,
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let e = within(call).await.unwrap().unwrap_err();
+    assert_eq!(e.remote_kind(), Some(dwell_proto::ErrorKind::NotFound));
+}

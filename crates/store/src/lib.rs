@@ -25,7 +25,7 @@ use rusqlite::Connection;
 pub use audit::AuditEntry;
 pub use error::{Error, Result};
 pub use events::Event;
-pub use keys::ApiKey;
+pub use keys::{ApiKey, KeyRecord};
 pub use sandboxes::SandboxRecord;
 pub use tenants::Tenant;
 pub use usage::{UsageDelta, UsageRow};

@@ -88,6 +88,10 @@ pub const MIGRATIONS: &[&str] = &[
     // 5: a tenant's default lifecycle policies (JSON), for sandboxes that
     // set none.
     "ALTER TABLE tenants ADD COLUMN default_policies TEXT;",
+    // 6: API keys can be revoked (kept, so that a revoked key is told
+    // apart from an unknown one) and say when they were last used.
+    "ALTER TABLE api_keys ADD COLUMN revoked_at INTEGER;
+    ALTER TABLE api_keys ADD COLUMN last_used_at INTEGER;",
 ];
 
 /// Bring the schema to the newest version.

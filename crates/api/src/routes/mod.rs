@@ -82,7 +82,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/images", get(images::list).post(images::import))
         .route("/v1/tenants", get(tenants::list).post(tenants::create))
         .route("/v1/tenants/{name}", patch(tenants::update))
-        .route("/v1/tenants/{name}/keys", post(tenants::new_api_key))
+        .route(
+            "/v1/tenants/{name}/keys",
+            post(tenants::new_api_key).get(tenants::list_keys),
+        )
+        .route(
+            "/v1/tenants/{name}/keys/{key}",
+            axum::routing::delete(tenants::revoke_key),
+        )
         .route("/v1/usage", get(tenants::usage))
         .route("/v1/audit", get(tenants::audit))
         .route("/metrics", get(tenants::metrics))

@@ -9,7 +9,7 @@ use axum::{Extension, Json};
 use dwell_control::metering::Report;
 use dwell_control::quota::Held;
 use dwell_control::size::parse_size;
-use dwell_store::{ApiKey, Tenant};
+use dwell_store::{ApiKey, KeyRecord, Tenant};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{hash_key, new_key, Principal};
@@ -176,11 +176,52 @@ pub async fn new_api_key(
     ))
 }
 
+/// `GET /v1/tenants/{name}/keys` (admin): the tenant's keys, revoked ones
+/// too; ids, names and times only, never a secret or its hash.
+pub async fn list_keys(
+    State(st): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<KeyRecord>>> {
+    admin(&p)?;
+    Ok(Json(
+        st.ctl
+            .store()
+            .list_keys(&name)
+            .map_err(|e| ApiError::internal(e.to_string()))?,
+    ))
+}
+
+/// `DELETE /v1/tenants/{name}/keys/{key}` (admin): revoke a key. Every
+/// listener refuses it from the next request on, with 401.
+pub async fn revoke_key(
+    State(st): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path((name, key)): Path<(String, String)>,
+) -> ApiResult<Json<KeyRecord>> {
+    admin(&p)?;
+    st.ctl
+        .store()
+        .revoke_key(&name, &key)
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::new(
+                404,
+                "not_found",
+                format!("tenant {name:?} has no API key {key:?}; list its keys with `dwell tenant key ls {name}`"),
+            )
+        })
+}
+
 #[derive(Serialize)]
 pub struct TenantOut {
     #[serde(flatten)]
     pub tenant: Tenant,
     pub held: Held,
+    /// Held to the daemon's default quota (`dwell serve --default-max-*`):
+    /// the tenant has no record of its own.
+    pub default_quota: bool,
 }
 
 pub async fn list(
@@ -190,9 +231,13 @@ pub async fn list(
     admin(&p)?;
     Ok(Json(
         st.ctl
-            .tenants()?
+            .tenants(crate::auth::DEFAULT_TENANT)?
             .into_iter()
-            .map(|(tenant, held)| TenantOut { tenant, held })
+            .map(|(tenant, held, default_quota)| TenantOut {
+                tenant,
+                held,
+                default_quota,
+            })
             .collect(),
     ))
 }

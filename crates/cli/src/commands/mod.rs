@@ -5,6 +5,8 @@ mod doctor;
 mod exec;
 mod image;
 mod private;
+mod limits;
+mod listener;
 mod runtimes;
 mod sandbox;
 pub mod serve;
@@ -32,7 +34,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
     };
     let client = Client::new(endpoint, cli.as_tenant.clone())?;
     match cli.command {
-        Command::Serve(a) => serve::run(a, cli.socket).await,
+        Command::Serve(a) => serve::run(*a, cli.socket).await,
         Command::Create(a) => sandbox::create(&client, a).await,
         Command::Ls(a) => sandbox::ls(&client, a).await,
         Command::Inspect(a) => sandbox::inspect(&client, a).await,

@@ -17,6 +17,7 @@ use dwell_storage::{ImageStore, VolumeManager};
 use dwell_store::{ApiKey, Store};
 
 use crate::cli::ServeArgs;
+use crate::commands::listener;
 
 /// Where the default daemon keeps its state; other data dirs get their own
 /// cgroup parent so daemons side by side never touch each other's sandboxes.
@@ -50,6 +51,8 @@ pub async fn run(a: ServeArgs, socket: PathBuf) -> Result<i32> {
         args
     };
     let snapshot_settings = a.snapshot_store.settings(&data_dir)?;
+    let limits = listener::Limits::from_flags(a.max_connections, &a.header_timeout)?;
+    let daemon_limits = super::limits::from_flags(&a.limits, &data_dir)?;
     let cgroup_parent = cgroup_parent(&data_dir);
     let exe = std::env::current_exe().context("cannot find this binary's path")?;
     let runtime = Arc::new(NamespaceRuntime::new(NsOptions {
@@ -89,6 +92,7 @@ pub async fn run(a: ServeArgs, socket: PathBuf) -> Result<i32> {
             tokio::task::spawn_blocking(move || flags.open(&dir)).await??
         },
         snapshot_settings,
+        limits: daemon_limits,
         audit_retention: humantime::parse_duration(&a.audit_retention).with_context(|| {
             format!(
                 "--audit-retention {:?} is not a duration; write it like 90d",
@@ -123,18 +127,12 @@ pub async fn run(a: ServeArgs, socket: PathBuf) -> Result<i32> {
     });
     if let Some(addr) = &a.listen {
         ensure_admin_key(&ctl, &data_dir)?;
-        let tcp = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}; is the port free?"))?;
+        let tcp = listener::bind(addr, "--listen").await?;
         tracing::info!("also serving on http://{addr} (API key required)");
         let app = dwell_api::tcp_router(ctl.clone());
-        tasks.spawn(async move {
-            axum::serve(tcp, app)
-                .with_graceful_shutdown(shutdown())
-                .await
-        });
+        tasks.spawn(listener::serve_http(tcp, app, "--listen", limits));
     }
-    crate::commands::serve_e2b::spawn(&a, &ctl, &data_dir, &mut tasks).await?;
+    crate::commands::serve_e2b::spawn(&a, &ctl, &data_dir, limits, &mut tasks).await?;
     while let Some(r) = tasks.join_next().await {
         r??;
     }

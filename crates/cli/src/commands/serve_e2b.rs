@@ -3,29 +3,26 @@
 //! `--e2b-sandbox-listen` the envd data plane of every sandbox
 //! (`dwell-envd`, the SDKs' `E2B_SANDBOX_URL`). Both are plain HTTP/1.1.
 //!
-//! Each listener takes at most [`MAX_CONNECTIONS`] connections at once
-//! (more wait in the listen backlog), closes a connection whose request
-//! headers do not arrive within [`HEADER_TIMEOUT`] (also the idle limit
-//! between keep-alive requests), and on SIGTERM/SIGINT lets open requests
-//! finish for at most [`DRAIN`]: envd streams (process output, watches)
-//! never end by themselves.
+//! Both are served like the REST listener, under the daemon's connection
+//! cap and header timeout (`listener.rs`).
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use dwell_control::Controller;
 use tokio::task::JoinSet;
 
 use crate::cli::ServeArgs;
-use crate::commands::serve::{ensure_admin_key, shutdown};
+use crate::commands::listener::{bind, serve_http, Limits};
+use crate::commands::serve::ensure_admin_key;
 
 /// Bind what the flags ask for and serve it on `tasks`.
 pub async fn spawn(
     a: &ServeArgs,
     ctl: &Controller,
     data_dir: &Path,
+    limits: Limits,
     tasks: &mut JoinSet<std::io::Result<()>>,
 ) -> Result<()> {
     if let Some(addr) = &a.e2b_listen {
@@ -39,91 +36,29 @@ pub async fn spawn(
                 domain: a.e2b_domain.clone(),
             },
         );
-        tasks.spawn(serve_http(tcp, app, "--e2b-listen"));
+        tasks.spawn(serve_http(tcp, app, "--e2b-listen", limits));
     }
     if let Some(addr) = &a.e2b_sandbox_listen {
         let tcp = bind(addr, "--e2b-sandbox-listen").await?;
         tracing::info!("E2B sandbox API (envd) on http://{addr} (E2B_SANDBOX_URL)");
-        let app = dwell_envd::router(Arc::new(ctl.clone()));
-        tasks.spawn(serve_http(tcp, app, "--e2b-sandbox-listen"));
-    }
-    Ok(())
-}
-
-/// Connections a listener serves at once.
-pub const MAX_CONNECTIONS: usize = 1024;
-/// Time for a request's headers to arrive (and for the next request on a
-/// kept-alive connection).
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long open requests may run on after a shutdown signal.
-pub const DRAIN: Duration = Duration::from_secs(10);
-
-/// Serves `app` on `tcp` until SIGTERM/SIGINT, then drains for at most
-/// [`DRAIN`].
-async fn serve_http(
-    tcp: tokio::net::TcpListener,
-    app: axum::Router,
-    what: &'static str,
-) -> std::io::Result<()> {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut conns = JoinSet::new();
-    let stop = shutdown();
-    tokio::pin!(stop);
-    loop {
-        let permit = tokio::select! {
-            _ = &mut stop => break,
-            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-        };
-        let (stream, _) = tokio::select! {
-            _ = &mut stop => break,
-            r = tcp.accept() => match r {
-                Ok(v) => v,
-                Err(e) => {
-                    // EMFILE and the like: back off instead of spinning.
-                    tracing::warn!("{what}: accepting a connection failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
+        let app = dwell_envd::router_with(
+            Arc::new(ctl.clone()),
+            dwell_envd::Options {
+                signed_url_lifetime: signed_url_lifetime(&a.signed_url_lifetime)?,
             },
-        };
-        while conns.try_join_next().is_some() {}
-        let app = app.clone();
-        let mut stop_rx = stop_rx.clone();
-        conns.spawn(async move {
-            let _permit = permit;
-            let svc = hyper_util::service::TowerToHyperService::new(app);
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => return,
-                _ = stop_rx.wait_for(|s| *s) => {}
-            }
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        });
-    }
-    drop(tcp);
-    let _ = stop_tx.send(true);
-    let drained =
-        tokio::time::timeout(DRAIN, async { while conns.join_next().await.is_some() {} }).await;
-    if drained.is_err() {
-        tracing::info!(
-            "{what}: {} connections still open after {}s; closing them",
-            conns.len(),
-            DRAIN.as_secs()
         );
-        conns.abort_all();
+        tasks.spawn(serve_http(tcp, app, "--e2b-sandbox-listen", limits));
     }
     Ok(())
 }
 
-async fn bind(addr: &str, flag: &str) -> Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("{flag}: cannot listen on {addr}; is the port free?"))
+/// `--signed-url-lifetime`, checked.
+fn signed_url_lifetime(v: &str) -> Result<std::time::Duration> {
+    let d = humantime::parse_duration(v).with_context(|| {
+        format!("--signed-url-lifetime {v:?} is not a duration; write it like 1h or 15m")
+    })?;
+    if d.is_zero() {
+        anyhow::bail!("--signed-url-lifetime 0s would refuse every signed URL without an expiration; give a duration like 1h");
+    }
+    Ok(d)
 }

@@ -1,9 +1,9 @@
-//! `tenant create|update|ls|key` and `usage`.
+//! `tenant create|update|ls|key [ls|revoke]` and `usage`.
 
 use anyhow::Result;
 use dwell_control::metering::Report;
 
-use crate::cli::{AuditArgs, TenantArgs, TenantCommand, UsageArgs};
+use crate::cli::{AuditArgs, KeyArgs, KeyCommand, TenantArgs, TenantCommand, UsageArgs};
 use crate::client::{enc, Client};
 use crate::output;
 
@@ -51,7 +51,15 @@ pub async fn run(c: &Client, cmd: TenantCommand) -> Result<i32> {
                 println!("{}: limits updated", a.name);
             }
         }
-        TenantCommand::Key { name } => {
+        TenantCommand::Key(KeyArgs {
+            command: Some(k), ..
+        }) => return keys(c, k).await,
+        TenantCommand::Key(KeyArgs { name: None, .. }) => {
+            anyhow::bail!("name the tenant: `dwell tenant key NAME` issues a key, `dwell tenant key ls NAME` lists them")
+        }
+        TenantCommand::Key(KeyArgs {
+            name: Some(name), ..
+        }) => {
             let v: serde_json::Value = c
                 .post(
                     &format!("/v1/tenants/{}/keys", enc(&name)),
@@ -69,8 +77,13 @@ pub async fn run(c: &Client, cmd: TenantCommand) -> Result<i32> {
                     .iter()
                     .map(|t| {
                         let h = &t["held"];
+                        let name = t["name"].as_str().unwrap_or_default();
                         vec![
-                            t["name"].as_str().unwrap_or_default().to_string(),
+                            if t["default_quota"].as_bool() == Some(true) {
+                                format!("{name} (default quota)")
+                            } else {
+                                name.to_string()
+                            },
                             format!(
                                 "{}/{}",
                                 h["sandboxes"],
@@ -95,6 +108,57 @@ pub async fn run(c: &Client, cmd: TenantCommand) -> Result<i32> {
                     &rows,
                 );
             }
+        }
+    }
+    Ok(0)
+}
+
+/// `tenant key ls|revoke`.
+async fn keys(c: &Client, cmd: KeyCommand) -> Result<i32> {
+    match cmd {
+        KeyCommand::Ls { name, json } => {
+            let v: Vec<serde_json::Value> =
+                c.get(&format!("/v1/tenants/{}/keys", enc(&name))).await?;
+            if json {
+                return output::json(&v).map(|_| 0);
+            }
+            let when = |k: &serde_json::Value, f: &str| {
+                k[f].as_i64()
+                    .map(output::time)
+                    .unwrap_or_else(|| "-".into())
+            };
+            let rows: Vec<Vec<String>> = v
+                .iter()
+                .map(|k| {
+                    vec![
+                        k["id"].as_str().unwrap_or_default().to_string(),
+                        k["name"].as_str().unwrap_or_default().to_string(),
+                        if k["admin"].as_bool() == Some(true) {
+                            "yes"
+                        } else {
+                            "no"
+                        }
+                        .into(),
+                        when(k, "created_at"),
+                        when(k, "last_used_at"),
+                        when(k, "revoked_at"),
+                    ]
+                })
+                .collect();
+            output::table(
+                &["ID", "NAME", "ADMIN", "CREATED", "LAST USED", "REVOKED"],
+                &rows,
+            );
+        }
+        KeyCommand::Revoke { name, key_id } => {
+            let _: serde_json::Value = c
+                .json(
+                    hyper::Method::DELETE,
+                    &format!("/v1/tenants/{}/keys/{}", enc(&name), enc(&key_id)),
+                    None::<&serde_json::Value>,
+                )
+                .await?;
+            println!("revoked {key_id} of tenant {name}");
         }
     }
     Ok(0)

@@ -1,6 +1,14 @@
 //! One multiplexed connection: a reader task that routes frames to streams,
 //! a writer task that serialises outgoing frames, and [`Stream`], the
 //! per-request handle with flow-control accounting.
+//!
+//! Nothing the agent sends can make the daemon queue without bound: data
+//! (`Stdout`, `Stderr`, `Data`) is held to the stream's flow-control
+//! window, and events, which have no window, to [`MAX_QUEUED_EVENTS`] not
+//! yet taken by the stream's consumer. A stream whose consumer falls that
+//! far behind (a watch whose HTTP client stopped reading while the sandbox
+//! makes files without end) is ended with an `other` error that says so,
+//! and cancelled in the agent; the connection and its other streams go on.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -24,10 +32,15 @@ pub(crate) enum Inbound {
     End(std::result::Result<serde_json::Value, RemoteError>),
 }
 
+/// Events a stream may hold that its consumer has not taken yet.
+pub const MAX_QUEUED_EVENTS: usize = 4096;
+
 struct Slot {
     tx: mpsc::UnboundedSender<Inbound>,
     send_window: Arc<Semaphore>,
     recv_outstanding: Arc<AtomicUsize>,
+    /// Events sent to `tx` and not yet taken ([`MAX_QUEUED_EVENTS`]).
+    queued_events: Arc<AtomicUsize>,
 }
 
 #[derive(Default)]
@@ -127,6 +140,7 @@ impl Conn {
         let (tx, rx) = mpsc::unbounded_channel();
         let send_window = Arc::new(Semaphore::new(INITIAL_WINDOW));
         let recv_outstanding = Arc::new(AtomicUsize::new(0));
+        let queued_events = Arc::new(AtomicUsize::new(0));
         let id = {
             let mut st = self.state.lock().unwrap();
             if let Some(e) = &st.dead {
@@ -145,6 +159,7 @@ impl Conn {
                     tx,
                     send_window: send_window.clone(),
                     recv_outstanding: recv_outstanding.clone(),
+                    queued_events: queued_events.clone(),
                 },
             );
             id
@@ -158,6 +173,7 @@ impl Conn {
             rx,
             send_window,
             recv_outstanding,
+            queued_events,
             done: false,
         })
     }
@@ -191,6 +207,9 @@ impl Conn {
             k => return Err(format!("agent sent a {k:?} frame, which only clients send")),
         };
         let mut st = self.state.lock().unwrap();
+        if matches!(msg, Inbound::Event(_)) && self.event_overflows(&mut st, f.stream) {
+            return Ok(());
+        }
         let is_end = matches!(msg, Inbound::End(_));
         if f.kind.is_data() {
             if let Some(slot) = st.streams.get(&f.stream) {
@@ -219,6 +238,31 @@ impl Conn {
             s.send_window.close();
         }
         Ok(())
+    }
+}
+
+impl Conn {
+    /// Counts one more queued event on `stream`; when that is above
+    /// [`MAX_QUEUED_EVENTS`], ends the stream for its consumer with an
+    /// error, cancels it in the agent and returns true (drop the event).
+    fn event_overflows(&self, st: &mut State, stream: u32) -> bool {
+        let Some(slot) = st.streams.get(&stream) else {
+            return false;
+        };
+        if slot.queued_events.fetch_add(1, Ordering::AcqRel) < MAX_QUEUED_EVENTS {
+            return false;
+        }
+        let slot = st.streams.remove(&stream).expect("looked up above");
+        let _ = slot.tx.send(Inbound::End(Err(RemoteError::new(
+            crate::messages::ErrorKind::Other,
+            format!(
+                "the stream was closed: its reader fell {MAX_QUEUED_EVENTS} events behind the sandbox \
+                 (read the stream faster, or watch a smaller tree); open it again to go on"
+            ),
+        ))));
+        slot.send_window.close();
+        let _ = self.send_frame(frame::encode(stream, Kind::Cancel, b"").expect("an empty frame"));
+        true
     }
 }
 
@@ -295,6 +339,7 @@ pub(crate) struct Stream {
     rx: mpsc::UnboundedReceiver<Inbound>,
     send_window: Arc<Semaphore>,
     recv_outstanding: Arc<AtomicUsize>,
+    queued_events: Arc<AtomicUsize>,
     done: bool,
 }
 
@@ -335,7 +380,10 @@ impl Stream {
                 self.done = true;
                 0
             }
-            Inbound::Event(_) => 0,
+            Inbound::Event(_) => {
+                self.queued_events.fetch_sub(1, Ordering::AcqRel);
+                0
+            }
         };
         if n > 0 && !self.done {
             self.recv_outstanding.fetch_sub(n, Ordering::AcqRel);
