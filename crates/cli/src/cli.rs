@@ -245,6 +245,14 @@ pub struct CreateArgs {
     /// hibernated gVisor sandbox: a warm copy of its memory, processes and files.
     #[arg(long)]
     pub from: Option<String>,
+    /// Keep CAP_NET_RAW: raw and packet sockets (ping via raw sockets, traceroute,
+    /// tcpdump). Off by default: raw sockets can forge packets.
+    #[arg(long)]
+    pub allow_raw_sockets: bool,
+    /// Allow core dumps (RLIMIT_CORE is 0 and cannot be raised otherwise). Refused
+    /// while the host's kernel.core_pattern pipes dumps into a program.
+    #[arg(long)]
+    pub allow_core_dumps: bool,
     /// Create this many independent sandboxes, named NAME-1 ... NAME-N.
     #[arg(long, default_value_t = 1)]
     pub count: u32,

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub mod core_pattern;
 pub mod error;
 pub mod gvisor;
 pub mod ns;
@@ -46,6 +47,24 @@ pub struct SandboxConfig {
     /// The static `dwell-agent` binary on the host; bind-mounted read-only
     /// into the sandbox and executed as PID 1.
     pub agent_binary: PathBuf,
+    /// What the sandbox was granted beyond the defaults at create.
+    #[serde(default)]
+    pub grants: Grants,
+}
+
+/// Privileges a sandbox only has when its creator asked for them. Both
+/// runtimes deny them by default (see SECURITY.md).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Grants {
+    /// Keep CAP_NET_RAW: raw and packet sockets (ping through a raw
+    /// socket, traceroute, tcpdump), which can also forge packets.
+    #[serde(default)]
+    pub raw_sockets: bool,
+    /// Leave RLIMIT_CORE as the daemon has it instead of 0 (soft and
+    /// hard). Refused while the host's `kernel.core_pattern` is a pipe
+    /// (see [`core_pattern::check`]).
+    #[serde(default)]
+    pub core_dumps: bool,
 }
 
 /// How the root filesystem of a sandbox is assembled.

@@ -62,6 +62,7 @@ pub(crate) fn build(
         network: spec.network,
         state_dir: inner.state_dir(id),
         agent_binary: inner.agent_binary.clone(),
+        grants: spec.grants(),
     }
 }
 

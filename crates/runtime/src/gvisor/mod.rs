@@ -362,6 +362,7 @@ impl Runtime for GvisorRuntime {
 
     fn start(&self, config: &SandboxConfig) -> Result<Started> {
         layout::validate(config)?;
+        crate::core_pattern::check_grants(config)?;
         if config.network == NetworkMode::Nat {
             crate::ns::network::check_forwarding()?;
         }

@@ -21,6 +21,7 @@ const POOL_WAIT: Duration = Duration::from_secs(2);
 
 pub fn start(rt: &NamespaceRuntime, config: &SandboxConfig) -> Result<Started> {
     layout::validate(config)?;
+    crate::core_pattern::check_grants(config)?;
     if config.network == NetworkMode::Nat {
         network::check_forwarding()?;
     }
