@@ -157,6 +157,12 @@ pub struct ServeArgs {
     /// The runsc binary of the gVisor runtime (gVisor is off when it is missing).
     #[arg(long, env = "DWELL_RUNSC", default_value = "/usr/bin/runsc")]
     pub runsc: PathBuf,
+    /// Networks NAT sandboxes may not reach (CIDR or address, comma-separated or
+    /// repeated), on top of those always blocked: cloud metadata (169.254.0.0/16,
+    /// fe80::/10, fd00:ec2::254, fd20:ce::254, 100.100.100.200, 168.63.129.16,
+    /// 192.0.0.192), the other sandboxes and the host's own addresses.
+    #[arg(long, value_delimiter = ',', value_name = "CIDR")]
+    pub deny_net: Vec<String>,
 }
 
 impl DefaultPolicyFlags {

@@ -55,6 +55,7 @@ fn boot(rt: &NamespaceRuntime, config: &SandboxConfig) -> Result<Started> {
     let opts = BootOptions {
         cgroup_parent: rt.options.cgroup_parent.clone(),
         nat_pool: rt.options.nat_pool.clone(),
+        deny_net: rt.options.deny_net.clone(),
         agent_timeout_ms: rt.options.agent_timeout.as_millis() as u64,
     };
     let opts_path = state.join(BOOT_OPTIONS_FILE);
