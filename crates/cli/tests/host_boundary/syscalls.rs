@@ -52,6 +52,17 @@ assert os.WEXITSTATUS(st) == 0
 print("works")
 "#;
 
+/// Everyday tools under the allow list: a ptrace-based tracer, git, dpkg,
+/// apt, pip (each where the image has it). Prints `tools ok` at the end.
+const TOOLS: &str = "set -e
+have() { command -v \"$1\" >/dev/null 2>&1; }
+if have strace; then strace -f -o /dev/null sh -c 'ls / >/dev/null'; fi
+if have git; then git init -q /tmp/repo && git -C /tmp/repo status >/dev/null; fi
+if have dpkg; then dpkg -s dpkg >/dev/null; fi
+if have apt-get; then apt-get -s install dpkg >/dev/null; fi
+if python3 -m pip --version >/dev/null 2>&1; then python3 -m pip list >/dev/null 2>&1; fi
+echo tools ok";
+
 fn probe_syscalls(d: &Daemon, sb: &str) -> Vec<(String, i64, i64)> {
     d.ok(&["exec", sb, "--", "python3", "-c", SYSCALL_PROBE])
         .lines()
@@ -104,6 +115,7 @@ fn syscalls_outside_the_allow_list_fail() {
             );
         }
         still_working(&d, &["s", "n"]);
+        assert_eq!(d.sh("s", TOOLS).trim(), "tools ok", "{rt}");
     }
 }
 

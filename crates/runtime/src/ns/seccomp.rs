@@ -402,6 +402,7 @@ pub fn refused_syscalls() -> Vec<(&'static str, i64)> {
         ("open_by_handle_at", libc::SYS_open_by_handle_at),
         ("name_to_handle_at", libc::SYS_name_to_handle_at),
         ("syslog", libc::SYS_syslog),
+        ("nfsservctl", libc::SYS_nfsservctl),
         ("setns", libc::SYS_setns),
         ("vhangup", libc::SYS_vhangup),
         ("fanotify_init", libc::SYS_fanotify_init),
