@@ -132,14 +132,19 @@ pub fn merge(extra: &[String], host: &[IpAddr]) -> Result<Vec<Cidr>> {
         IpAddr::V4(a) => Cidr::V4(*a, 32),
         IpAddr::V6(a) => Cidr::V6(*a, 128),
     }));
-    all.sort();
-    all.dedup();
-    let kept = all
+    Ok(without_covered(all))
+}
+
+/// `blocks` sorted, without duplicates and without blocks that lie inside
+/// another one.
+pub fn without_covered(mut blocks: Vec<Cidr>) -> Vec<Cidr> {
+    blocks.sort();
+    blocks.dedup();
+    blocks
         .iter()
-        .filter(|c| !all.iter().any(|o| o != *c && o.contains(c)))
+        .filter(|c| !blocks.iter().any(|o| o != *c && o.contains(c)))
         .copied()
-        .collect();
-    Ok(kept)
+        .collect()
 }
 
 /// Every address configured on the host's interfaces, v4 and v6.

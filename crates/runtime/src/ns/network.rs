@@ -192,10 +192,7 @@ fn ruleset(info: &NetInfo, pool: &str, deny: &[Cidr]) -> Result<String> {
     } = info;
     let mut blocks = deny.to_vec();
     blocks.push(Cidr::parse(pool)?);
-    let blocks = blocklist::merge(
-        &blocks.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
-        &[],
-    )?;
+    let blocks = blocklist::without_covered(blocks);
     let v4 = nft_set(&blocks, true).expect("the pool is an IPv4 block");
     let v6 = nft_set(&blocks, false)
         .map(|set| format!("    iifname \"{i}\" ip6 daddr {set} drop\n"))
@@ -226,9 +223,10 @@ fn ruleset(info: &NetInfo, pool: &str, deny: &[Cidr]) -> Result<String> {
 
 /// Create the veth pair, address both ends, route and install the table.
 /// `netns` is the sandbox's network namespace; `deny` the operator's
-/// blocks on top of [`blocklist::DEFAULT_DENY`] and the host's addresses. The subnet of an earlier
-/// `network.json` in `state_dir` is tried first, so a sandbox set up again
-/// (a restored gVisor sandbox) keeps its address while it is free.
+/// blocks on top of [`blocklist::DEFAULT_DENY`] and the host's addresses
+/// (read now). The subnet of an earlier `network.json` in `state_dir` is
+/// tried first, so a sandbox set up again (a restored gVisor sandbox)
+/// keeps its address while it is free.
 pub fn setup(
     id: &str,
     netns: Netns<'_>,
