@@ -450,6 +450,23 @@ mod tests {
     }
 
     #[test]
+    fn privileges_are_off_unless_asked_for_and_old_specs_read_as_off() {
+        let spec = CreateRequest::default().to_spec(&host()).unwrap();
+        assert_eq!(spec.grants(), dwell_runtime::Grants::default());
+        let req: CreateRequest = serde_json::from_str(r#"{"allow_raw_sockets":true}"#).unwrap();
+        let spec = req.to_spec(&host()).unwrap();
+        assert!(spec.grants().raw_sockets && !spec.grants().core_dumps);
+        // A record written before these fields existed.
+        let mut old =
+            serde_json::to_value(CreateRequest::default().to_spec(&host()).unwrap()).unwrap();
+        let obj = old.as_object_mut().unwrap();
+        obj.remove("allow_raw_sockets");
+        obj.remove("allow_core_dumps");
+        let read: SandboxSpec = serde_json::from_value(old).unwrap();
+        assert_eq!(read.grants(), dwell_runtime::Grants::default());
+    }
+
+    #[test]
     fn names() {
         assert!(validate_name("work").is_ok());
         assert!(validate_name("Work").is_err());
