@@ -100,7 +100,6 @@ const ALLOWED_COMMON: &[(&str, i64)] = &[
     ("getrandom", libc::SYS_getrandom),
     ("getresgid", libc::SYS_getresgid),
     ("getresuid", libc::SYS_getresuid),
-    ("getrlimit", libc::SYS_getrlimit),
     ("getrusage", libc::SYS_getrusage),
     ("getsid", libc::SYS_getsid),
     ("getsockname", libc::SYS_getsockname),
@@ -185,7 +184,6 @@ const ALLOWED_COMMON: &[(&str, i64)] = &[
     ("recvmsg", libc::SYS_recvmsg),
     ("remap_file_pages", libc::SYS_remap_file_pages),
     ("removexattr", libc::SYS_removexattr),
-    ("renameat", libc::SYS_renameat),
     ("renameat2", libc::SYS_renameat2),
     ("restart_syscall", libc::SYS_restart_syscall),
     ("rseq", libc::SYS_rseq),
@@ -231,7 +229,6 @@ const ALLOWED_COMMON: &[(&str, i64)] = &[
     ("setresgid", libc::SYS_setresgid),
     ("setresuid", libc::SYS_setresuid),
     ("setreuid", libc::SYS_setreuid),
-    ("setrlimit", libc::SYS_setrlimit),
     ("setsid", libc::SYS_setsid),
     ("setsockopt", libc::SYS_setsockopt),
     ("setuid", libc::SYS_setuid),
@@ -250,7 +247,6 @@ const ALLOWED_COMMON: &[(&str, i64)] = &[
     ("statx", libc::SYS_statx),
     ("symlinkat", libc::SYS_symlinkat),
     ("sync", libc::SYS_sync),
-    ("sync_file_range", libc::SYS_sync_file_range),
     ("syncfs", libc::SYS_syncfs),
     ("sysinfo", libc::SYS_sysinfo),
     ("tee", libc::SYS_tee),
@@ -278,8 +274,8 @@ const ALLOWED_COMMON: &[(&str, i64)] = &[
     ("writev", libc::SYS_writev),
 ];
 
-/// Allowed on x86_64 only: the legacy calls the generic table dropped, and
-/// the x86 thread-area and LDT calls.
+/// Allowed on x86_64 only: the legacy calls the generic table dropped, the
+/// x86 thread-area and LDT calls, and calls libc names on x86_64 only.
 #[cfg(target_arch = "x86_64")]
 const ALLOWED_X86_64: &[(&str, i64)] = &[
     ("access", libc::SYS_access),
@@ -323,7 +319,15 @@ const ALLOWED_X86_64: &[(&str, i64)] = &[
     ("utime", libc::SYS_utime),
     ("utimes", libc::SYS_utimes),
     ("vfork", libc::SYS_vfork),
+    ("getrlimit", libc::SYS_getrlimit),
+    ("renameat", libc::SYS_renameat),
+    ("setrlimit", libc::SYS_setrlimit),
+    ("sync_file_range", libc::SYS_sync_file_range),
 ];
+
+/// Allowed on aarch64 only: calls its libc has no constant for.
+#[cfg(target_arch = "aarch64")]
+const ALLOWED_AARCH64: &[(&str, i64)] = &[("sync_file_range", 84)];
 
 /// Allowed calls numbered 424 and up: one table for every architecture.
 const ALLOWED_UNIFIED: &[(&str, i64)] = &[
@@ -356,6 +360,8 @@ pub fn allowed_syscalls() -> Vec<(&'static str, i64)> {
     let mut v: Vec<(&'static str, i64)> = ALLOWED_COMMON.to_vec();
     #[cfg(target_arch = "x86_64")]
     v.extend_from_slice(ALLOWED_X86_64);
+    #[cfg(target_arch = "aarch64")]
+    v.extend_from_slice(ALLOWED_AARCH64);
     v.extend_from_slice(ALLOWED_UNIFIED);
     v
 }
