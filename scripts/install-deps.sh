@@ -3,14 +3,102 @@
 # Idempotent; does nothing for packages already present.
 #   scripts/install-deps.sh            # the namespace runtime and the tests' tools
 #   scripts/install-deps.sh --gvisor   # also gVisor's runsc (bookworm-backports)
+#   scripts/install-deps.sh --print-backports-source
+#       # print the bookworm-backports source --gvisor would write, and exit
+#       # (reads DWELL_APT_DIR, default /etc/apt; no apt calls)
 set -euo pipefail
 gvisor=${DWELL_GVISOR:-}
+print_backports=
 for arg in "$@"; do
   case "$arg" in
     --gvisor) gvisor=1 ;;
-    *) echo "install-deps.sh: unknown option $arg (the only one is --gvisor)" >&2; exit 2 ;;
+    --print-backports-source) print_backports=1 ;;
+    *) echo "install-deps.sh: unknown option $arg (use --gvisor or --print-backports-source)" >&2; exit 2 ;;
   esac
 done
+
+# The bookworm-backports source, as a deb822 stanza, on the mirror this
+# machine already uses: the URIs and Signed-By of the first enabled Debian
+# source (type deb, suite bookworm, component main) in $apt/sources.list,
+# then $apt/sources.list.d/*.list and *.sources (one-line and deb822), so a
+# local or corporate mirror keeps being used. Fails when there is none.
+backports_source() {
+  local apt=${DWELL_APT_DIR:-/etc/apt} f found=
+  local files=()
+  [ -f "$apt/sources.list" ] && files+=("$apt/sources.list")
+  for f in "$apt"/sources.list.d/*.list "$apt"/sources.list.d/*.sources; do
+    [ -f "$f" ] && files+=("$f")
+  done
+  for f in ${files[@]+"${files[@]}"}; do
+    case "$f" in
+      *.sources) found=$(deb822_bookworm < "$f") ;;
+      *) found=$(one_line_bookworm < "$f") ;;
+    esac
+    if [ -n "$found" ]; then
+      printf '%s\n' "$found"
+      return 0
+    fi
+  done
+  echo "install-deps.sh: no Debian bookworm source (type deb, suite bookworm, component main) in $apt/sources.list or $apt/sources.list.d/*.{list,sources}, so there is no mirror to take bookworm-backports from; add your Debian mirror (e.g. 'deb http://deb.debian.org/debian bookworm main' in $apt/sources.list) or install runsc yourself" >&2
+  return 1
+}
+
+# deb822 (stdin): the first matching stanza as a backports stanza. A
+# Signed-By that embeds a key keeps its continuation lines.
+deb822_bookworm() {
+  awk '
+    function has(list, word,   n, i, a) { n = split(list, a, /[ \t]+/); for (i = 1; i <= n; i++) if (a[i] == word) return 1; return 0 }
+    function flush() {
+      if (!done && has(types, "deb") && has(suites, "bookworm") && has(comps, "main") && tolower(enabled) != "no" && uris != "") {
+        print "Types: deb"; print "URIs: " uris; print "Suites: bookworm-backports"; print "Components: main"
+        if (signed != "") print "Signed-By:" signed
+        done = 1
+      }
+      types = suites = comps = uris = signed = enabled = ""; field = ""
+    }
+    /^#/ { next }
+    /^[ \t]*$/ { flush(); next }
+    /^[ \t]/ { if (field == "signed-by") signed = signed "\n" $0; next }
+    {
+      field = tolower(substr($0, 1, index($0, ":") - 1)); value = substr($0, index($0, ":") + 1)
+      trimmed = value; gsub(/^[ \t]+|[ \t]+$/, "", trimmed)
+      if (field == "types") types = trimmed
+      else if (field == "suites") suites = trimmed
+      else if (field == "components") comps = trimmed
+      else if (field == "uris") uris = trimmed
+      else if (field == "enabled") enabled = trimmed
+      else if (field == "signed-by") signed = (trimmed == "" ? "" : " " trimmed)
+    }
+    END { flush() }
+  '
+}
+
+# One-line format (stdin): `deb [opts] URI SUITE COMPONENT...`.
+one_line_bookworm() {
+  awk '
+    /^[ \t]*deb[ \t]/ {
+      line = $0; sub(/#.*/, "", line); sub(/^[ \t]*deb[ \t]+/, "", line); signed = ""
+      if (substr(line, 1, 1) == "[") {
+        opts = substr(line, 2, index(line, "]") - 2); line = substr(line, index(line, "]") + 1)
+        n = split(opts, o, /[ \t]+/)
+        for (i = 1; i <= n; i++) if (tolower(o[i]) ~ /^signed-by=/) signed = substr(o[i], 11)
+      }
+      n = split(line, w, /[ \t]+/); k = 0
+      for (i = 1; i <= n; i++) if (w[i] != "") f[++k] = w[i]
+      if (k < 3 || f[2] != "bookworm") next
+      main = 0; for (i = 3; i <= k; i++) if (f[i] == "main") main = 1
+      if (!main) next
+      print "Types: deb"; print "URIs: " f[1]; print "Suites: bookworm-backports"; print "Components: main"
+      if (signed != "") print "Signed-By: " signed
+      exit
+    }
+  '
+}
+
+if [ -n "$print_backports" ]; then
+  backports_source
+  exit
+fi
 pkgs=(
   e2fsprogs   # mkfs.ext4 for sandbox volumes
   util-linux  # losetup, unshare, nsenter (tests and diagnostics)
@@ -62,13 +150,8 @@ fi
 # from bookworm-backports, pinned low so nothing else is taken from there.
 if [ -n "$gvisor" ] && ! command -v runsc >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && grep -q bookworm /etc/os-release; then
   if [ ! -e /etc/apt/sources.list.d/bookworm-backports.sources ]; then
-    cat > /etc/apt/sources.list.d/bookworm-backports.sources <<'SRC'
-Types: deb
-URIs: http://deb.debian.org/debian
-Suites: bookworm-backports
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-SRC
+    source=$(backports_source)
+    printf '%s\n' "$source" > /etc/apt/sources.list.d/bookworm-backports.sources
     cat > /etc/apt/preferences.d/bookworm-backports-low <<'PIN'
 Package: *
 Pin: release n=bookworm-backports

@@ -173,6 +173,12 @@ pub struct ServeArgs {
     /// The runsc binary of the gVisor runtime (gVisor is off when it is missing).
     #[arg(long, env = "DWELL_RUNSC", default_value = "/usr/bin/runsc")]
     pub runsc: PathBuf,
+    /// Networks NAT sandboxes may not reach (CIDR or address, comma-separated or
+    /// repeated), on top of those always blocked: cloud metadata (169.254.0.0/16,
+    /// fe80::/10, fd00:ec2::254, fd20:ce::254, 100.100.100.200, 168.63.129.16,
+    /// 192.0.0.192), the other sandboxes and the host's own addresses.
+    #[arg(long, value_delimiter = ',', value_name = "CIDR")]
+    pub deny_net: Vec<String>,
 }
 
 impl DefaultPolicyFlags {
@@ -293,6 +299,14 @@ pub struct CreateArgs {
     /// hibernated gVisor sandbox: a warm copy of its memory, processes and files.
     #[arg(long)]
     pub from: Option<String>,
+    /// Keep CAP_NET_RAW: raw and packet sockets (ping via raw sockets, traceroute,
+    /// tcpdump). Off by default: raw sockets can forge packets.
+    #[arg(long)]
+    pub allow_raw_sockets: bool,
+    /// Allow core dumps (RLIMIT_CORE is 0 and cannot be raised otherwise). Refused
+    /// while the host's kernel.core_pattern pipes dumps into a program.
+    #[arg(long)]
+    pub allow_core_dumps: bool,
     /// Create this many independent sandboxes, named NAME-1 ... NAME-N.
     #[arg(long, default_value_t = 1)]
     pub count: u32,

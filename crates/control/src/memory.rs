@@ -62,6 +62,12 @@ pub(crate) struct Description {
     /// The user's environment (not the sealed secrets).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// The opt-in privileges the saved processes were started with (their
+    /// capabilities are part of the saved memory).
+    #[serde(default)]
+    pub allow_raw_sockets: bool,
+    #[serde(default)]
+    pub allow_core_dumps: bool,
 }
 
 impl Description {
@@ -76,6 +82,8 @@ impl Description {
             pids: spec.pids,
             network: spec.network,
             env: spec.env,
+            allow_raw_sockets: spec.allow_raw_sockets,
+            allow_core_dumps: spec.allow_core_dumps,
         })
     }
 }
@@ -114,7 +122,27 @@ pub(crate) fn apply(
             ),
         ));
     }
+    for (field, asked, saved) in [
+        (
+            "allow_raw_sockets",
+            req.allow_raw_sockets,
+            d.allow_raw_sockets,
+        ),
+        ("allow_core_dumps", req.allow_core_dumps, d.allow_core_dumps),
+    ] {
+        if asked.is_some_and(|a| a != saved) {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "the saved memory's processes run with {field} = {saved} (it is part of \
+                     their saved state); leave the flag out"
+                ),
+            ));
+        }
+    }
     spec.network = d.network;
+    spec.allow_raw_sockets = d.allow_raw_sockets;
+    spec.allow_core_dumps = d.allow_core_dumps;
     if req.memory.is_none() {
         spec.memory_bytes = d.memory_bytes;
     }
@@ -368,6 +396,8 @@ mod tests {
             pids: 300,
             network: NetworkMode::default(),
             env: BTreeMap::from([("A".into(), "1".into()), ("B".into(), "2".into())]),
+            allow_raw_sockets: false,
+            allow_core_dumps: false,
         }
     }
 
@@ -407,6 +437,10 @@ mod tests {
             },
             CreateRequest {
                 network: Some(NetworkMode::Nat),
+                ..Default::default()
+            },
+            CreateRequest {
+                allow_raw_sockets: Some(true),
                 ..Default::default()
             },
         ] {

@@ -204,6 +204,8 @@ mod tests {
             policies: Default::default(),
             secret_env_names: Vec::new(),
             sealed_env: None,
+            allow_raw_sockets: false,
+            allow_core_dumps: false,
         }
     }
 

@@ -112,6 +112,23 @@ pub struct SandboxSpec {
     /// The sealed values; only in the database, never in API answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed_env: Option<String>,
+    /// Keeps CAP_NET_RAW (raw and packet sockets); off unless asked for.
+    #[serde(default)]
+    pub allow_raw_sockets: bool,
+    /// Core dumps allowed (RLIMIT_CORE not forced to 0); off unless asked
+    /// for, and refused while the host's core_pattern is a pipe.
+    #[serde(default)]
+    pub allow_core_dumps: bool,
+}
+
+impl SandboxSpec {
+    /// The runtime's view of the opt-in privileges.
+    pub fn grants(&self) -> dwell_runtime::Grants {
+        dwell_runtime::Grants {
+            raw_sockets: self.allow_raw_sockets,
+            core_dumps: self.allow_core_dumps,
+        }
+    }
 }
 
 /// A size given as a number of bytes or as a string like `512M`.
@@ -159,6 +176,13 @@ pub struct CreateRequest {
     /// Start from this snapshot (id or name): its volume content and size.
     #[serde(default)]
     pub from: Option<String>,
+    /// Keep CAP_NET_RAW (raw and packet sockets). Default false.
+    #[serde(default)]
+    pub allow_raw_sockets: Option<bool>,
+    /// Allow core dumps (RLIMIT_CORE not 0). Default false; refused while
+    /// the host's kernel.core_pattern is a pipe.
+    #[serde(default)]
+    pub allow_core_dumps: Option<bool>,
 }
 
 /// Limits checked on create, so a typo cannot ask for the impossible.
@@ -279,7 +303,14 @@ impl CreateRequest {
                 format!("{k:?} is both a plain and a secret variable; give it once"),
             ));
         }
+        let allow_core_dumps = self.allow_core_dumps.unwrap_or(false);
+        if allow_core_dumps {
+            dwell_runtime::core_pattern::check_host()
+                .map_err(|e| Error::invalid("allow_core_dumps", e.to_string()))?;
+        }
         Ok(SandboxSpec {
+            allow_raw_sockets: self.allow_raw_sockets.unwrap_or(false),
+            allow_core_dumps,
             secret_env_names: self.secret_env.keys().cloned().collect(),
             sealed_env: None,
             policies,
@@ -416,6 +447,23 @@ mod tests {
         let req: CreateRequest = serde_json::from_str(r#"{"memory":"1X"}"#).unwrap();
         assert!(req.to_spec(&host()).is_err());
         assert!(serde_json::from_str::<CreateRequest>(r#"{"memroy":"1G"}"#).is_err());
+    }
+
+    #[test]
+    fn privileges_are_off_unless_asked_for_and_old_specs_read_as_off() {
+        let spec = CreateRequest::default().to_spec(&host()).unwrap();
+        assert_eq!(spec.grants(), dwell_runtime::Grants::default());
+        let req: CreateRequest = serde_json::from_str(r#"{"allow_raw_sockets":true}"#).unwrap();
+        let spec = req.to_spec(&host()).unwrap();
+        assert!(spec.grants().raw_sockets && !spec.grants().core_dumps);
+        // A record written before these fields existed.
+        let mut old =
+            serde_json::to_value(CreateRequest::default().to_spec(&host()).unwrap()).unwrap();
+        let obj = old.as_object_mut().unwrap();
+        obj.remove("allow_raw_sockets");
+        obj.remove("allow_core_dumps");
+        let read: SandboxSpec = serde_json::from_value(old).unwrap();
+        assert_eq!(read.grants(), dwell_runtime::Grants::default());
     }
 
     #[test]

@@ -141,5 +141,6 @@ fn bare_config(inner: &Inner, id: &str) -> SandboxConfig {
         state_dir: inner.state_dir(id),
         agent_binary: inner.agent_binary.clone(),
         agent_key: None,
+        grants: Default::default(),
     }
 }

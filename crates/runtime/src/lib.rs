@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub mod agent_channel;
+pub mod core_pattern;
 pub mod error;
 pub mod gvisor;
 pub mod ns;
@@ -57,6 +58,24 @@ pub struct SandboxConfig {
     /// existed: their agents run, and are reached, unauthenticated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_key: Option<String>,
+    /// What the sandbox was granted beyond the defaults at create.
+    #[serde(default)]
+    pub grants: Grants,
+}
+
+/// Privileges a sandbox only has when its creator asked for them. Both
+/// runtimes deny them by default (see SECURITY.md).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Grants {
+    /// Keep CAP_NET_RAW: raw and packet sockets (ping through a raw
+    /// socket, traceroute, tcpdump), which can also forge packets.
+    #[serde(default)]
+    pub raw_sockets: bool,
+    /// Leave RLIMIT_CORE as the daemon has it instead of 0 (soft and
+    /// hard). Refused while the host's `kernel.core_pattern` is a pipe
+    /// (see [`core_pattern::check`]).
+    #[serde(default)]
+    pub core_dumps: bool,
 }
 
 /// How the root filesystem of a sandbox is assembled.

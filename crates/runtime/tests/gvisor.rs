@@ -95,6 +95,7 @@ impl Sandbox {
             state_dir: dir.path().join("state"),
             agent_binary: agent,
             agent_key: None,
+            grants: Default::default(),
         };
         Sandbox {
             rt: GvisorRuntime::new(opts).unwrap(),

@@ -20,9 +20,11 @@ pub fn gvisor(
     data_dir: &Path,
     cgroup_parent: &str,
     runsc: &Path,
+    deny_net: &[String],
 ) -> std::result::Result<Arc<dyn Runtime>, String> {
     let opts = GvisorOptions {
         runsc: runsc.to_path_buf(),
+        deny_net: deny_net.to_vec(),
         cgroup_parent: gvisor_cgroup_parent(cgroup_parent),
         ..GvisorOptions::new(data_dir.join("runsc"))
     };

@@ -36,6 +36,8 @@ pub async fn create(c: &Client, a: CreateArgs) -> Result<i32> {
         policies: Some(policy_args(&a.policies)).filter(|p| !p.is_empty()),
         secret_env: secret_vars(&a.secret_env)?,
         from: a.from.clone(),
+        allow_raw_sockets: a.allow_raw_sockets.then_some(true),
+        allow_core_dumps: a.allow_core_dumps.then_some(true),
     };
     if a.count == 0 {
         anyhow::bail!("--count 0 creates nothing; give 1 or more");
@@ -172,6 +174,7 @@ pub async fn inspect(c: &Client, a: NameJson) -> Result<i32> {
             NetworkMode::Nat => "nat (outbound)",
         }
     );
+    println!("privileges:  {}", privileges(&sb.spec));
     if let Some(v) = &sb.volume {
         println!(
             "volume:      {} ({}), {} used of {}{}",
@@ -457,4 +460,20 @@ pub async fn diff(c: &Client, a: NameJson) -> Result<i32> {
         output::size(d.bytes)
     );
     Ok(0)
+}
+
+/// The opt-in privileges of a sandbox, for `inspect`.
+fn privileges(spec: &dwell_control::model::SandboxSpec) -> String {
+    let granted: Vec<&str> = [
+        (spec.allow_raw_sockets, "raw sockets (CAP_NET_RAW)"),
+        (spec.allow_core_dumps, "core dumps"),
+    ]
+    .into_iter()
+    .filter_map(|(on, what)| on.then_some(what))
+    .collect();
+    if granted.is_empty() {
+        "default (no raw sockets, no core dumps)".into()
+    } else {
+        granted.join(", ")
+    }
 }

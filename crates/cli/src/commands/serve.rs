@@ -57,6 +57,7 @@ pub async fn run(a: ServeArgs, socket: PathBuf) -> Result<i32> {
     let exe = std::env::current_exe().context("cannot find this binary's path")?;
     let runtime = Arc::new(NamespaceRuntime::new(NsOptions {
         cgroup_parent: cgroup_parent.clone(),
+        deny_net: a.deny_net.clone(),
         ..NsOptions::new(exe, vec!["__ns-boot".into()])
     })?);
     // From here on, however `serve` ends (a bad flag, a busy port, or a
@@ -65,7 +66,7 @@ pub async fn run(a: ServeArgs, socket: PathBuf) -> Result<i32> {
         runtime: runtime.clone(),
         gvisor: super::runtimes::gvisor_cgroup_parent(&cgroup_parent),
     };
-    let gvisor = super::runtimes::gvisor(&data_dir, &cgroup_parent, &a.runsc);
+    let gvisor = super::runtimes::gvisor(&data_dir, &cgroup_parent, &a.runsc, &a.deny_net);
     let default_isolation = super::runtimes::default_isolation(&a.default_isolation, &gvisor)?;
     let volumes = VolumeManager::new(data_dir.join("volumes"));
     let images = ImageStore::open(data_dir.join("images"))?;

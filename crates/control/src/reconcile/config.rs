@@ -63,6 +63,7 @@ pub(crate) fn build(
         state_dir: inner.state_dir(id),
         agent_binary: inner.agent_binary.clone(),
         agent_key: Some(new_agent_key()?),
+        grants: spec.grants(),
     })
 }
 

@@ -10,11 +10,12 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use crate::ns::layout;
-use crate::SandboxConfig;
+use crate::{Grants, SandboxConfig};
 
 /// Capabilities of the agent (and so of everything it starts) inside the
-/// gVisor kernel: the usual container set, nothing that administers the
-/// (virtual) machine.
+/// gVisor kernel: the usual container set minus CAP_NET_RAW (added back by
+/// [`caps`] when the sandbox was granted raw sockets), nothing that
+/// administers the (virtual) machine.
 const CAPS: &[&str] = &[
     "CAP_AUDIT_WRITE",
     "CAP_CHOWN",
@@ -24,7 +25,6 @@ const CAPS: &[&str] = &[
     "CAP_KILL",
     "CAP_MKNOD",
     "CAP_NET_BIND_SERVICE",
-    "CAP_NET_RAW",
     "CAP_SETFCAP",
     "CAP_SETGID",
     "CAP_SETPCAP",
@@ -34,6 +34,26 @@ const CAPS: &[&str] = &[
 
 /// PATH of the agent unless the config sets one.
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The capabilities of a sandbox with `grants`.
+fn caps(grants: &Grants) -> Vec<&'static str> {
+    let mut caps = CAPS.to_vec();
+    if grants.raw_sockets {
+        caps.push("CAP_NET_RAW");
+    }
+    caps
+}
+
+/// The rlimits of the agent: many files, and no core dumps unless granted
+/// (see [`crate::core_pattern`]).
+fn rlimits(grants: &Grants) -> Value {
+    let mut limits =
+        vec![json!({"type": "RLIMIT_NOFILE", "hard": 1_048_576u64, "soft": 1_048_576u64})];
+    if !grants.core_dumps {
+        limits.push(json!({"type": "RLIMIT_CORE", "hard": 0u64, "soft": 0u64}));
+    }
+    Value::Array(limits)
+}
 
 /// The OCI runtime spec for `config`, with `rootfs` as the root.
 pub fn spec(config: &SandboxConfig, rootfs: &Path, cgroups_path: &str) -> Value {
@@ -54,6 +74,7 @@ pub fn spec(config: &SandboxConfig, rootfs: &Path, cgroups_path: &str) -> Value 
     }
     let r = &config.resources;
     let run_dir = layout::state_file(config, layout::RUN_DIR);
+    let caps = caps(&config.grants);
     json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -63,11 +84,11 @@ pub fn spec(config: &SandboxConfig, rootfs: &Path, cgroups_path: &str) -> Value 
             "env": env,
             "cwd": "/",
             "capabilities": {
-                "bounding": CAPS,
-                "effective": CAPS,
-                "permitted": CAPS,
+                "bounding": caps,
+                "effective": caps,
+                "permitted": caps,
             },
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1_048_576u64, "soft": 1_048_576u64}],
+            "rlimits": rlimits(&config.grants),
             "noNewPrivileges": true,
         },
         "root": {"path": rootfs, "readonly": false},
@@ -129,6 +150,7 @@ mod tests {
             state_dir: "/s".into(),
             agent_binary: "/bin/agent".into(),
             agent_key: None,
+            grants: Default::default(),
         };
         let s = spec(&config, Path::new("/s/rootfs"), "/dwell-gvisor/abc");
         assert_eq!(s["root"]["path"], "/s/rootfs");
@@ -144,5 +166,30 @@ mod tests {
         assert!(mounts
             .iter()
             .any(|m| m["destination"] == "/run/dwell" && m["source"] == "/s/run"));
+    }
+
+    #[test]
+    fn net_raw_and_core_dumps_only_when_granted() {
+        let has_raw = |g: &Grants| caps(g).contains(&"CAP_NET_RAW");
+        let core = |g: &Grants| {
+            rlimits(g)
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|l| l["type"] == "RLIMIT_CORE")
+                .cloned()
+        };
+        let default = Grants::default();
+        assert!(!has_raw(&default));
+        assert_eq!(
+            core(&default).unwrap(),
+            json!({"type": "RLIMIT_CORE", "hard": 0, "soft": 0})
+        );
+        let granted = Grants {
+            raw_sockets: true,
+            core_dumps: true,
+        };
+        assert!(has_raw(&granted));
+        assert!(core(&granted).is_none());
     }
 }

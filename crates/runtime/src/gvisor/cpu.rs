@@ -104,6 +104,7 @@ mod tests {
             state_dir: "/s".into(),
             agent_binary: "/bin/agent".into(),
             agent_key: None,
+            grants: Default::default(),
         }
     }
 

@@ -64,6 +64,9 @@ pub struct GvisorOptions {
     /// The pool NAT sandboxes' /30 subnets come from (shared with the
     /// namespace runtime's default, so addresses never collide).
     pub nat_pool: String,
+    /// Networks NAT sandboxes may not reach besides the built-in ones
+    /// (see [`crate::ns::blocklist`]).
+    pub deny_net: Vec<String>,
 }
 
 impl GvisorOptions {
@@ -77,6 +80,7 @@ impl GvisorOptions {
             runsc_timeout: Duration::from_secs(30),
             agent_timeout: Duration::from_secs(10),
             nat_pool: crate::ns::network::DEFAULT_NAT_POOL.into(),
+            deny_net: Vec::new(),
         }
     }
 }
@@ -129,6 +133,7 @@ impl GvisorRuntime {
             )));
         }
         crate::ns::network::parse_pool(&options.nat_pool)?;
+        crate::ns::blocklist::validate(&options.deny_net)?;
         std::fs::create_dir_all(&options.root)
             .context(|| format!("creating the runsc root {}", options.root.display()))?;
         let mut runsc = Runsc {
@@ -171,20 +176,28 @@ impl GvisorRuntime {
 
     /// How runsc starts (`run`, `restore`) this sandbox: a NAT sandbox
     /// uses gVisor's network stack on the interfaces of its network
-    /// namespace. Other commands do not depend on the network flags.
+    /// namespace; a sandbox granted raw sockets gets `--net-raw`. Other
+    /// commands do not depend on these flags.
     fn runsc_for(&self, config: &SandboxConfig) -> Cow<'_, Runsc> {
-        if config.network != NetworkMode::Nat {
+        let nat = config.network == NetworkMode::Nat;
+        if !nat && !config.grants.raw_sockets {
             return Cow::Borrowed(&self.runsc);
         }
         let mut r = self.runsc.clone();
-        for flag in &mut r.global {
-            if flag == "--network=none" {
-                *flag = "--network=sandbox".into();
+        if nat {
+            for flag in &mut r.global {
+                if flag == "--network=none" {
+                    *flag = "--network=sandbox".into();
+                }
             }
+            // Hibernation with open connections resets them instead of failing.
+            r.global.push("--net-disconnect-ok".into());
+            r.hide_sysctl_net = true;
         }
-        // Hibernation with open connections resets them instead of failing.
-        r.global.push("--net-disconnect-ok".into());
-        r.hide_sysctl_net = true;
+        if config.grants.raw_sockets {
+            // runsc refuses raw sockets without it, CAP_NET_RAW or not.
+            r.global.push("--net-raw".into());
+        }
         Cow::Owned(r)
     }
 
@@ -292,7 +305,7 @@ impl GvisorRuntime {
         std::fs::create_dir_all(&bundle).context(|| format!("creating {}", bundle.display()))?;
         let mut spec = bundle::spec(config, root, &self.cgroups_path(&config.id));
         if config.network == NetworkMode::Nat {
-            let netns = network::setup(config, &self.options.nat_pool)?;
+            let netns = network::setup(config, &self.options.nat_pool, &self.options.deny_net)?;
             network::join_in_spec(&mut spec, &netns);
         }
         let spec_path = bundle.join("config.json");
@@ -378,6 +391,7 @@ impl Runtime for GvisorRuntime {
 
     fn start(&self, config: &SandboxConfig) -> Result<Started> {
         layout::validate(config)?;
+        crate::core_pattern::check_grants(config)?;
         if config.network == NetworkMode::Nat {
             crate::ns::network::check_forwarding()?;
         }

@@ -39,7 +39,7 @@ pub fn netns_path(config: &SandboxConfig) -> PathBuf {
 /// Create and pin a network namespace, set up the veth pair, addresses,
 /// routes and the nftables table, and return the namespace file. On error
 /// nothing of it is left.
-pub fn setup(config: &SandboxConfig, pool: &str) -> Result<PathBuf> {
+pub fn setup(config: &SandboxConfig, pool: &str, deny: &[String]) -> Result<PathBuf> {
     network::check_forwarding()?;
     // Whatever a crash left (a pinned namespace, a veth) goes first.
     teardown(config);
@@ -49,6 +49,7 @@ pub fn setup(config: &SandboxConfig, pool: &str) -> Result<PathBuf> {
         &config.id,
         network::Netns::Path(&path),
         pool,
+        deny,
         &config.state_dir,
     ) {
         unpin(&path);

@@ -26,6 +26,9 @@ use crate::{Error, NetworkMode, Result, SandboxConfig};
 pub struct BootOptions {
     pub cgroup_parent: String,
     pub nat_pool: String,
+    /// Blocked networks besides the built-in ones (`--deny-net`).
+    #[serde(default)]
+    pub deny_net: Vec<String>,
     /// How long the daemon waits for the agent's socket, in milliseconds
     /// (recorded for diagnosis; the boot process exits once the agent is
     /// executed and does not wait for it).
@@ -216,6 +219,7 @@ pub(crate) fn boot(state_dir: &Path, placement: Placement) -> Result<i32> {
             &config.id,
             network::Netns::Pid(pid),
             &opts.nat_pool,
+            &opts.deny_net,
             state_dir,
         )?;
     }

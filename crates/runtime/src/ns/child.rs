@@ -64,6 +64,27 @@ fn redirect_stdio(config: &SandboxConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// RLIMIT_CORE 0 (soft and hard) unless the sandbox was granted core
+/// dumps; without CAP_SYS_RESOURCE nothing inside can raise it again.
+fn limit_core_dumps(config: &SandboxConfig) -> Result<(), String> {
+    if config.grants.core_dumps {
+        // The runtime checked the host's core_pattern before booting.
+        return Ok(());
+    }
+    let zero = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: setrlimit with a valid struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) } < 0 {
+        return Err(format!(
+            "setting RLIMIT_CORE to 0: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
 fn prepare_and_exec(
     config: &SandboxConfig,
     go: &mut File,
@@ -136,7 +157,8 @@ fn prepare_and_exec(
             std::io::Error::last_os_error()
         ));
     }
-    caps::drop_to_default()?;
+    limit_core_dumps(config)?;
+    caps::drop_to(&config.grants)?;
     sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).map_err(|e| format!("setting no_new_privs: {e}"))?;
     seccomp::install()?;
     // SAFETY: argv and envp are NULL-terminated arrays of valid C strings.

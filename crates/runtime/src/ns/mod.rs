@@ -14,6 +14,7 @@
 //! output until it exits (no polling, see [`wait`]) and then connects to
 //! the agent with a backoff of 100 µs to 1 ms.
 
+pub mod blocklist;
 pub mod boot;
 pub mod caps;
 pub mod cgroup;
@@ -58,6 +59,9 @@ pub struct NsOptions {
     pub cgroup_parent: String,
     /// Pool that NAT sandboxes take their /30 from.
     pub nat_pool: String,
+    /// Networks NAT sandboxes may not reach, on top of
+    /// [`blocklist::DEFAULT_DENY`] and the host's own addresses.
+    pub deny_net: Vec<String>,
     /// How long the agent may take to accept connections.
     pub agent_timeout: Duration,
     /// Boot processes kept ready ahead of time (0 turns the warm pool off:
@@ -74,6 +78,7 @@ impl NsOptions {
             boot_args,
             cgroup_parent: "dwell".into(),
             nat_pool: network::DEFAULT_NAT_POOL.into(),
+            deny_net: Vec::new(),
             agent_timeout: Duration::from_secs(10),
             pool_size: 1,
         }
@@ -104,6 +109,7 @@ impl NamespaceRuntime {
             )));
         }
         network::parse_pool(&options.nat_pool)?;
+        blocklist::validate(&options.deny_net)?;
         if !options.boot_exe.is_file() {
             return Err(Error::Other(format!(
                 "boot executable {} does not exist",

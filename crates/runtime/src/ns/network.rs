@@ -1,8 +1,12 @@
 //! Networking of a sandbox. Every sandbox has its own network namespace
 //! with loopback up. In NAT mode it also gets a veth pair (`eth0` inside, a
-//! /30 from the NAT pool) and an nftables table of its own that
-//! masquerades its outbound traffic and drops what it sends to the host
-//! itself, to other sandboxes and to link-local addresses (cloud metadata).
+//! /30 from the NAT pool) and an nftables table of its own, in the `inet`
+//! family so that one table sees IPv4 and IPv6: it drops everything the
+//! sandbox sends to the host itself (either family), forwards none of its
+//! IPv6 (a sandbox has no IPv6 route out), drops forwarded IPv4 to other
+//! sandboxes (the pool) and to the block list of [`super::blocklist`]
+//! (cloud metadata, link-local, the host's own addresses, `--deny-net`),
+//! drops spoofed sources, and masquerades the rest.
 //! Both runtimes use it: the namespace runtime names the sandbox's network
 //! namespace by its PID 1, the gVisor runtime by a pinned namespace file
 //! (see [`Netns`]).
@@ -16,6 +20,7 @@ use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
 
+use super::blocklist::{self, Cidr};
 use super::layout;
 use crate::{Error, Result};
 
@@ -161,15 +166,39 @@ impl Drop for Lock {
     }
 }
 
-fn ruleset(info: &NetInfo, pool: &str) -> String {
+/// The nftables family of the sandboxes' tables (and the one of tables an
+/// older daemon made, which teardown still removes).
+const FAMILY: &str = "inet";
+const OLD_FAMILY: &str = "ip";
+
+/// `{ a, b, ... }` of the blocks of one family, or None when there are none.
+fn nft_set(blocks: &[Cidr], v4: bool) -> Option<String> {
+    let items: Vec<String> = blocks
+        .iter()
+        .filter(|c| c.is_v4() == v4)
+        .map(|c| c.to_string())
+        .collect();
+    (!items.is_empty()).then(|| format!("{{ {} }}", items.join(", ")))
+}
+
+/// The table of one sandbox. `deny` holds the blocks besides the pool
+/// (see [`blocklist::merge`]); the pool is added here.
+fn ruleset(info: &NetInfo, pool: &str, deny: &[Cidr]) -> Result<String> {
     let NetInfo {
         host_if: i,
         table: t,
         sandbox_ip: ip,
         ..
     } = info;
-    format!(
-        "table ip {t} {{
+    let mut blocks = deny.to_vec();
+    blocks.push(Cidr::parse(pool)?);
+    let blocks = blocklist::without_covered(blocks);
+    let v4 = nft_set(&blocks, true).expect("the pool is an IPv4 block");
+    let v6 = nft_set(&blocks, false)
+        .map(|set| format!("    iifname \"{i}\" ip6 daddr {set} drop\n"))
+        .unwrap_or_default();
+    Ok(format!(
+        "table {FAMILY} {t} {{
   chain input {{
     type filter hook input priority filter; policy accept;
     iifname \"{i}\" ct state established,related accept
@@ -177,7 +206,8 @@ fn ruleset(info: &NetInfo, pool: &str) -> String {
   }}
   chain forward {{
     type filter hook forward priority filter; policy accept;
-    iifname \"{i}\" ip daddr {{ {pool}, 169.254.0.0/16 }} drop
+    iifname \"{i}\" ip daddr {v4} drop
+{v6}    iifname \"{i}\" meta nfproto ipv6 drop
     iifname \"{i}\" ip saddr != {ip} drop
     oifname \"{i}\" ct state established,related accept
     oifname \"{i}\" drop
@@ -188,14 +218,22 @@ fn ruleset(info: &NetInfo, pool: &str) -> String {
   }}
 }}
 "
-    )
+    ))
 }
 
 /// Create the veth pair, address both ends, route and install the table.
-/// `netns` is the sandbox's network namespace. The subnet of an earlier
-/// `network.json` in `state_dir` is tried first, so a sandbox set up again
-/// (a restored gVisor sandbox) keeps its address while it is free.
-pub fn setup(id: &str, netns: Netns<'_>, pool: &str, state_dir: &Path) -> Result<NetInfo> {
+/// `netns` is the sandbox's network namespace; `deny` the operator's
+/// blocks on top of [`blocklist::DEFAULT_DENY`] and the host's addresses
+/// (read now). The subnet of an earlier `network.json` in `state_dir` is
+/// tried first, so a sandbox set up again (a restored gVisor sandbox)
+/// keeps its address while it is free.
+pub fn setup(
+    id: &str,
+    netns: Netns<'_>,
+    pool: &str,
+    deny: &[String],
+    state_dir: &Path,
+) -> Result<NetInfo> {
     check_forwarding()?;
     let parsed = parse_pool(pool)?;
     let host_if = layout::host_veth(id);
@@ -227,7 +265,9 @@ pub fn setup(id: &str, netns: Netns<'_>, pool: &str, state_dir: &Path) -> Result
         sandbox_ip: Ipv4Addr::from(net + 2),
         prefix_len: 30,
     };
-    let result = configure(&info, netns, pool);
+    let host: Vec<std::net::IpAddr> = blocklist::host_addresses()?;
+    let rules = ruleset(&info, pool, &blocklist::merge(deny, &host)?)?;
+    let result = configure(&info, netns, &rules);
     if let Err(e) = result {
         teardown(id);
         return Err(e);
@@ -240,7 +280,7 @@ pub fn setup(id: &str, netns: Netns<'_>, pool: &str, state_dir: &Path) -> Result
     Ok(info)
 }
 
-fn configure(info: &NetInfo, netns: Netns<'_>, pool: &str) -> Result<()> {
+fn configure(info: &NetInfo, netns: Netns<'_>, rules: &str) -> Result<()> {
     let target = netns.ip_target();
     let h = info.host_if.as_str();
     run(
@@ -297,7 +337,7 @@ fn configure(info: &NetInfo, netns: Netns<'_>, pool: &str) -> Result<()> {
         .stdin
         .take()
         .expect("piped stdin")
-        .write_all(ruleset(info, pool).as_bytes())
+        .write_all(rules.as_bytes())
         .map_err(|e| Error::Io {
             context: "writing the nftables ruleset".into(),
             source: e,
@@ -325,17 +365,19 @@ pub fn teardown(id: &str) {
             "deleting veth",
         );
     }
-    let listed = Command::new("nft")
-        .args(["list", "table", "ip", &table])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if listed {
-        let _ = run(
-            Command::new("nft").args(["delete", "table", "ip", &table]),
-            "deleting table",
-        );
+    for family in [FAMILY, OLD_FAMILY] {
+        let listed = Command::new("nft")
+            .args(["list", "table", family, &table])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if listed {
+            let _ = run(
+                Command::new("nft").args(["delete", "table", family, &table]),
+                "deleting table",
+            );
+        }
     }
 }
 
@@ -397,8 +439,43 @@ mod tests {
             gateway_ip: Ipv4Addr::new(10, 200, 0, 1),
             prefix_len: 30,
         };
-        let r = ruleset(&info, DEFAULT_NAT_POOL);
+        let deny = blocklist::merge(&[], &[]).unwrap();
+        let r = ruleset(&info, DEFAULT_NAT_POOL, &deny).unwrap();
         assert!(r.contains("iifname \"dw0123\" drop"));
         assert!(r.contains("masquerade"));
+    }
+
+    #[test]
+    fn ruleset_is_inet_and_blocks_metadata_v6_and_the_host() {
+        let info = NetInfo {
+            host_if: "dw0123".into(),
+            table: "dwell_dw0123".into(),
+            sandbox_ip: Ipv4Addr::new(10, 200, 0, 2),
+            gateway_ip: Ipv4Addr::new(10, 200, 0, 1),
+            prefix_len: 30,
+        };
+        let host = [
+            "192.0.2.10".parse().unwrap(),
+            "2001:db8::10".parse().unwrap(),
+        ];
+        let deny = blocklist::merge(&["198.51.100.0/24".into()], &host).unwrap();
+        let r = ruleset(&info, DEFAULT_NAT_POOL, &deny).unwrap();
+        assert!(r.starts_with("table inet dwell_dw0123 {"), "{r}");
+        let v4 = "iifname \"dw0123\" ip daddr { 10.200.0.0/16, 100.100.100.200/32, \
+                  168.63.129.16/32, 169.254.0.0/16, 192.0.0.192/32, 192.0.2.10/32, \
+                  198.51.100.0/24 } drop";
+        assert!(r.contains(v4), "{r}");
+        let v6 = "iifname \"dw0123\" ip6 daddr { 2001:db8::10/128, fd00:ec2::254/128, \
+                  fd20:ce::254/128, fe80::/10 } drop";
+        assert!(r.contains(v6), "{r}");
+        assert!(
+            r.contains("iifname \"dw0123\" meta nfproto ipv6 drop"),
+            "{r}"
+        );
+        assert!(r.contains("iifname \"dw0123\" ip saddr != 10.200.0.2 drop"));
+        // Blocks come before the spoofing check and the v6 drop before any accept.
+        let at = |s: &str| r.find(s).unwrap();
+        assert!(at("ip daddr") < at("ip saddr"));
+        assert!(at("nfproto ipv6") < at("oifname \"dw0123\" ct state"));
     }
 }

@@ -20,6 +20,7 @@ const POOL_WAIT: Duration = Duration::from_secs(2);
 
 pub fn start(rt: &NamespaceRuntime, config: &SandboxConfig) -> Result<Started> {
     layout::validate(config)?;
+    crate::core_pattern::check_grants(config)?;
     if config.network == NetworkMode::Nat {
         network::check_forwarding()?;
     }
@@ -56,6 +57,7 @@ fn boot(rt: &NamespaceRuntime, config: &SandboxConfig) -> Result<Started> {
     let opts = BootOptions {
         cgroup_parent: rt.options.cgroup_parent.clone(),
         nat_pool: rt.options.nat_pool.clone(),
+        deny_net: rt.options.deny_net.clone(),
         agent_timeout_ms: rt.options.agent_timeout.as_millis() as u64,
     };
     let opts_path = state.join(BOOT_OPTIONS_FILE);

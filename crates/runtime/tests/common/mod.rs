@@ -96,6 +96,7 @@ impl TestSandbox {
             state_dir: dir.path().join("state"),
             agent_binary: PathBuf::from(env!("CARGO_BIN_EXE_dwell-ns-testinit")),
             agent_key: None,
+            grants: Default::default(),
         };
         TestSandbox {
             rt: NamespaceRuntime::new(opts).unwrap(),
