@@ -157,6 +157,11 @@ pub struct ServeArgs {
     /// The runsc binary of the gVisor runtime (gVisor is off when it is missing).
     #[arg(long, env = "DWELL_RUNSC", default_value = "/usr/bin/runsc")]
     pub runsc: PathBuf,
+    /// Namespace sandboxes in user namespaces of their own (root inside is
+    /// an unprivileged host uid range): on or off. Off: sandbox root is
+    /// host root (for hosts without idmapped mounts; `dwell doctor` tells).
+    #[arg(long, env = "DWELL_USER_NAMESPACES", default_value = "on", value_parser = ["on", "off"])]
+    pub user_namespaces: String,
 }
 
 impl DefaultPolicyFlags {

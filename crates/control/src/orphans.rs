@@ -140,5 +140,6 @@ fn bare_config(inner: &Inner, id: &str) -> SandboxConfig {
         network: NetworkMode::None,
         state_dir: inner.state_dir(id),
         agent_binary: inner.agent_binary.clone(),
+        id_map: None,
     }
 }

@@ -46,6 +46,20 @@ pub struct SandboxConfig {
     /// The static `dwell-agent` binary on the host; bind-mounted read-only
     /// into the sandbox and executed as PID 1.
     pub agent_binary: PathBuf,
+    /// The host uid/gid range the sandbox's root maps to (namespace
+    /// runtime with user namespaces on). `None` (configs written before
+    /// user namespaces, or runtimes without them): root is host root.
+    #[serde(default)]
+    pub id_map: Option<IdMap>,
+}
+
+/// A sandbox's user namespace mapping: ids `0..count` inside are host ids
+/// `host_base..host_base + count`, for both uids and gids. Files on disk
+/// stay 0-based (the sandbox's layers and volume are idmapped mounts).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IdMap {
+    pub host_base: u32,
+    pub count: u32,
 }
 
 /// How the root filesystem of a sandbox is assembled.

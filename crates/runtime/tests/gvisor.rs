@@ -94,6 +94,7 @@ impl Sandbox {
             network: NetworkMode::None,
             state_dir: dir.path().join("state"),
             agent_binary: agent,
+            id_map: None,
         };
         Sandbox {
             rt: GvisorRuntime::new(opts).unwrap(),

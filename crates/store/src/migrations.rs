@@ -88,6 +88,12 @@ pub const MIGRATIONS: &[&str] = &[
     // 5: a tenant's default lifecycle policies (JSON), for sandboxes that
     // set none.
     "ALTER TABLE tenants ADD COLUMN default_policies TEXT;",
+    // 6: the host uid/gid range slot of each sandbox (user namespaces),
+    // held from its first start until it is deleted.
+    "CREATE TABLE id_ranges (
+        slot INTEGER PRIMARY KEY,
+        sandbox_id TEXT NOT NULL UNIQUE
+    );",
 ];
 
 /// Bring the schema to the newest version.

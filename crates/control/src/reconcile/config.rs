@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use dwell_runtime::{Resources, RootfsSpec, SandboxConfig};
+use dwell_runtime::{IdMap, Resources, RootfsSpec, SandboxConfig};
 use dwell_storage::Image;
 
 use crate::controller::Inner;
@@ -62,7 +62,18 @@ pub(crate) fn build(
         network: spec.network,
         state_dir: inner.state_dir(id),
         agent_binary: inner.agent_binary.clone(),
+        id_map: None,
     }
+}
+
+/// The host uid/gid range of a sandbox of the namespace runtime: its slot
+/// is recorded in the store at the first start and kept until deletion.
+/// (The runtime uses it unless `dwell serve --user-namespaces off`.)
+pub(crate) fn id_range(inner: &Inner, id: &str) -> Result<IdMap> {
+    let slot = inner
+        .store
+        .reserve_id_range(id, dwell_runtime::ns::userns::MAX_SLOTS)?;
+    dwell_runtime::ns::userns::range_of_slot(slot).map_err(|e| Error::Internal(e.to_string()))
 }
 
 /// Keep the config next to the sandbox's runtime state (and in memory:

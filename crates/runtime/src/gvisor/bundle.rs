@@ -118,6 +118,7 @@ mod tests {
             network: NetworkMode::None,
             state_dir: "/s".into(),
             agent_binary: "/bin/agent".into(),
+            id_map: None,
         };
         let s = spec(&config, Path::new("/s/rootfs"), "/dwell-gvisor/abc");
         assert_eq!(s["root"]["path"], "/s/rootfs");

@@ -103,6 +103,7 @@ mod tests {
             network: NetworkMode::None,
             state_dir: "/s".into(),
             agent_binary: "/bin/agent".into(),
+            id_map: None,
         }
     }
 

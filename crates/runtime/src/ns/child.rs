@@ -7,13 +7,14 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 
-use super::{caps, layout, mounts, network, seccomp, sys};
+use super::{caps, layout, mounts, network, seccomp, sys, userns};
 use crate::SandboxConfig;
 
 /// Run the child side; never returns.
-pub fn run(config: &SandboxConfig, mut go: File, mut err: File) -> ! {
-    let msg = match prepare_and_exec(config, &mut go) {
+pub fn run(config: &SandboxConfig, mut go: File, mut err: File, userns: Option<UnixStream>) -> ! {
+    let msg = match prepare_and_exec(config, &mut go, userns.as_ref()) {
         Ok(never) => match never {},
         Err(m) => m,
     };
@@ -48,6 +49,7 @@ fn redirect_stdio(config: &SandboxConfig) -> Result<(), String> {
 fn prepare_and_exec(
     config: &SandboxConfig,
     go: &mut File,
+    userns: Option<&UnixStream>,
 ) -> Result<std::convert::Infallible, String> {
     // Now that this process sits in the sandbox's cgroups, a new cgroup
     // namespace makes them its root (clone3 would have rooted it at the
@@ -55,7 +57,11 @@ fn prepare_and_exec(
     sys::unshare(libc::CLONE_NEWCGROUP)
         .map_err(|e| format!("creating the cgroup namespace: {e}"))?;
     redirect_stdio(config)?;
-    mounts::build_root(config)?;
+    match userns {
+        // In its own user namespace: mounts come from the boot parent.
+        Some(sock) => userns::build_root(config, sock)?,
+        None => mounts::build_root(config)?,
+    }
     sys::sethostname(&config.hostname).map_err(|e| format!("setting the hostname: {e}"))?;
     network::loopback_up()?;
 

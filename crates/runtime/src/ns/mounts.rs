@@ -103,21 +103,44 @@ pub fn build_root(config: &SandboxConfig) -> R<()> {
     let rootfs = layout::state_file(config, layout::ROOTFS_DIR);
     mkdir_p(&rootfs)?;
     mount_overlays(config, &rootfs)?;
-    mount_kernel_fs(&rootfs)?;
-    dev::mount_dev(&rootfs)?;
-    mount_dwell_dirs(config, &rootfs)?;
-    mask_paths(&rootfs)?;
-    pivot(&rootfs)
+    let run = layout::state_file(config, layout::RUN_DIR);
+    mkdir_p(&run)?;
+    let sources = DwellSources {
+        run,
+        agent: config.agent_binary.clone(),
+    };
+    finish_root(config, &rootfs, &sources)
 }
 
-fn overlay(lower: &str, upper: &Path, work: &Path, target: &Path) -> R<()> {
+/// Where the host-side sources of the sandbox's dwell dirs are: host paths,
+/// or (in a user namespace, where the data dir cannot be looked up) the
+/// `/proc/self/fd/N` links of descriptors opened beforehand.
+pub(crate) struct DwellSources {
+    pub run: PathBuf,
+    pub agent: PathBuf,
+}
+
+/// Everything after the overlays: kernel filesystems, /dev, the dwell
+/// dirs, masked paths, and the pivot into `rootfs`.
+pub(crate) fn finish_root(config: &SandboxConfig, rootfs: &Path, src: &DwellSources) -> R<()> {
+    mount_kernel_fs(rootfs)?;
+    dev::mount_dev(rootfs)?;
+    mount_dwell_dirs(config, rootfs, src)?;
+    mask_paths(rootfs)?;
+    pivot(rootfs)
+}
+
+fn overlay(lower: &str, upper: &Path, work: &Path, target: &Path, userxattr: bool) -> R<()> {
     mkdir_p(upper)?;
     mkdir_p(work)?;
-    let data = format!(
+    let mut data = format!(
         "lowerdir={lower},upperdir={},workdir={}",
         upper.display(),
         work.display()
     );
+    if userxattr {
+        data.push_str(",userxattr");
+    }
     // nodev: with CAP_MKNOD a sandbox could create a node for a host disk;
     // on a nodev mount such a node cannot be opened.
     mnt(
@@ -134,6 +157,8 @@ fn overlay(lower: &str, upper: &Path, work: &Path, target: &Path) -> R<()> {
 /// mounts the same root on the host.
 pub(crate) fn mount_overlays(config: &SandboxConfig, rootfs: &Path) -> R<()> {
     let upper_root = &config.rootfs.upper_root;
+    // A volume once used in a user namespace keeps user.overlay.* marks.
+    let userxattr = super::userxattr::volume_converted(upper_root);
     let lower = config
         .rootfs
         .layers
@@ -146,6 +171,7 @@ pub(crate) fn mount_overlays(config: &SandboxConfig, rootfs: &Path) -> R<()> {
         &upper_root.join("root/upper"),
         &upper_root.join("root/work"),
         rootfs,
+        userxattr,
     )?;
     for dir in &config.rootfs.host_dirs {
         let name = layout::host_dir_name(dir);
@@ -155,6 +181,7 @@ pub(crate) fn mount_overlays(config: &SandboxConfig, rootfs: &Path) -> R<()> {
             &upper_root.join("host").join(&name).join("upper"),
             &upper_root.join("host").join(&name).join("work"),
             &target,
+            userxattr,
         )?;
     }
     Ok(())
@@ -206,11 +233,10 @@ fn mount_kernel_fs(rootfs: &Path) -> R<()> {
     Ok(())
 }
 
-fn mount_dwell_dirs(config: &SandboxConfig, rootfs: &Path) -> R<()> {
-    let run_src = layout::state_file(config, layout::RUN_DIR);
-    mkdir_p(&run_src)?;
+fn mount_dwell_dirs(_config: &SandboxConfig, rootfs: &Path, src: &DwellSources) -> R<()> {
+    let run_src = &src.run;
     let run_dst = in_root(rootfs, layout::SANDBOX_RUN_DIR, true)?;
-    mnt(Some(&run_src), &run_dst, None, libc::MS_BIND, None)?;
+    mnt(Some(run_src), &run_dst, None, libc::MS_BIND, None)?;
     mnt(
         None,
         &run_dst,
@@ -232,7 +258,7 @@ fn mount_dwell_dirs(config: &SandboxConfig, rootfs: &Path) -> R<()> {
     let agent = agent_dir.join("agent");
     std::fs::write(&agent, b"").map_err(|e| format!("creating {}: {e}", agent.display()))?;
     mnt(
-        Some(&config.agent_binary),
+        Some(&src.agent),
         &agent,
         None,
         libc::MS_BIND,

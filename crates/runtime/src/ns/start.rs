@@ -55,6 +55,7 @@ fn boot(rt: &NamespaceRuntime, config: &SandboxConfig) -> Result<Started> {
         cgroup_parent: rt.options.cgroup_parent.clone(),
         nat_pool: rt.options.nat_pool.clone(),
         agent_timeout_ms: rt.options.agent_timeout.as_millis() as u64,
+        user_namespaces: rt.options.user_namespaces,
     };
     let opts_path = state.join(BOOT_OPTIONS_FILE);
     std::fs::write(

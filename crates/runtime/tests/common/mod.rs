@@ -95,6 +95,7 @@ impl TestSandbox {
             network: NetworkMode::None,
             state_dir: dir.path().join("state"),
             agent_binary: PathBuf::from(env!("CARGO_BIN_EXE_dwell-ns-testinit")),
+            id_map: None,
         };
         TestSandbox {
             rt: NamespaceRuntime::new(opts).unwrap(),

@@ -1,0 +1,369 @@
+//! User namespaces: each sandbox's root is an unprivileged host id range.
+//!
+//! PID 1 is cloned with `CLONE_NEWUSER` together with its other namespaces,
+//! so they belong to its user namespace. Then:
+//!
+//! - the boot parent (host root) writes `uid_map`/`gid_map` (`0 <base>
+//!   <count>`), makes an idmapped detached mount (open_tree +
+//!   mount_setattr(MOUNT_ATTR_IDMAP)) of the volume's upper root, of every
+//!   image layer and of every host dir, and sends them to the child over a
+//!   socketpair made before the clone (SCM_RIGHTS);
+//! - the child, still host uid 0 (it can reach host paths only the host's
+//!   root owns), opens what it needs on the host (the rootfs mount point,
+//!   the run dir, the agent binary), then becomes root of its namespace,
+//!   attaches the received mounts on a private staging tmpfs and mounts the
+//!   overlays with `userxattr` from inside its namespace, with the layers,
+//!   upper and work dirs given by descriptor. Mounted by host root the work
+//!   dir would get EOVERFLOW; an overlay mount itself cannot be idmapped.
+//!
+//! On disk, files stay owned by 0-based ids: sandbox root writes uid 0,
+//! uid 1000 inside writes 1000. Snapshots and copies restore into any range.
+
+use std::ffi::CString;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use super::mountapi::{self, FsContext, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID};
+use super::mounts::{self, DwellSources};
+use super::{layout, userxattr};
+use crate::{Error, IdMap, Result, SandboxConfig};
+
+/// Ids per sandbox: 0..65535 inside.
+pub const RANGE: u32 = 65_536;
+/// First host id handed to sandboxes: 2^31, far above any host user or
+/// the /etc/subuid ranges (100000 and up) tools allocate.
+pub const DEFAULT_HOST_BASE: u32 = 0x8000_0000;
+/// Ranges available above [`DEFAULT_HOST_BASE`] (the last one ends below
+/// 2^32 - 1, which is no valid id).
+pub const MAX_SLOTS: u32 = (u32::MAX - DEFAULT_HOST_BASE) / RANGE;
+
+/// The range of slot `slot` (0-based).
+pub fn range_of_slot(slot: u32) -> Result<IdMap> {
+    if slot >= MAX_SLOTS {
+        return Err(Error::Other(format!(
+            "uid range slot {slot} is out of bounds: a host has {MAX_SLOTS} ranges of {RANGE} ids"
+        )));
+    }
+    Ok(IdMap {
+        host_base: DEFAULT_HOST_BASE + slot * RANGE,
+        count: RANGE,
+    })
+}
+
+/// What to tell an operator when user namespaces do not work here.
+fn unsupported(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Start(format!(
+        "{what}: {e}. This host cannot run sandboxes in user namespaces (needs idmapped \
+         mounts, kernel 5.19+ on ext4/xfs/btrfs/tmpfs, and overlayfs layers by descriptor, \
+         6.13+); run `dwell serve --user-namespaces off` to start sandboxes without them \
+         (sandbox root is then host root)"
+    ))
+}
+
+/// Host-side preparation before the clone: the one-time xattr upgrade of
+/// the volume and the layers, and the run dir handed to the sandbox's root
+/// (the agent creates its socket there).
+pub fn prepare_host(config: &SandboxConfig, map: IdMap) -> Result<()> {
+    let upper = &config.rootfs.upper_root;
+    userxattr::convert_volume(upper).map_err(|e| {
+        Error::Start(format!(
+            "converting the overlay xattrs of the volume {} for user namespaces: {e}",
+            upper.display()
+        ))
+    })?;
+    for layer in &config.rootfs.layers {
+        userxattr::convert_layer(layer).map_err(|e| {
+            Error::Start(format!(
+                "converting the overlay xattrs of the layer {}: {e}",
+                layer.display()
+            ))
+        })?;
+    }
+    let run = layout::state_file(config, layout::RUN_DIR);
+    std::fs::create_dir_all(&run)
+        .and_then(|_| std::os::unix::fs::chown(&run, Some(map.host_base), Some(map.host_base)))
+        .map_err(|e| Error::Start(format!("handing {} to the sandbox: {e}", run.display())))
+}
+
+/// Parent side, right after the clone: map the child's ids, make the
+/// idmapped mounts and send them (upper root, layers, host dirs in order).
+pub fn hand_over(pid: i32, config: &SandboxConfig, map: IdMap, sock: &UnixStream) -> Result<()> {
+    write_maps(pid, map)?;
+    let ns_path = format!("/proc/{pid}/ns/user");
+    let userns = std::fs::File::open(&ns_path)
+        .map(OwnedFd::from)
+        .map_err(|e| Error::Start(format!("opening {ns_path}: {e}")))?;
+    let mut sources: Vec<&Path> = vec![&config.rootfs.upper_root];
+    sources.extend(config.rootfs.layers.iter().map(PathBuf::as_path));
+    sources.extend(config.rootfs.host_dirs.iter().map(PathBuf::as_path));
+    let mut fds = Vec::with_capacity(sources.len());
+    for src in sources {
+        let m = mountapi::clone_tree(src)
+            .map_err(|e| unsupported(&format!("cloning the mount of {}", src.display()), e))?;
+        mountapi::set_idmap(&m, &userns)
+            .map_err(|e| unsupported(&format!("idmapping {}", src.display()), e))?;
+        fds.push(m);
+    }
+    send_fds(sock, &fds).map_err(|e| Error::Start(format!("passing mounts to the sandbox: {e}")))
+}
+
+fn write_maps(pid: i32, map: IdMap) -> Result<()> {
+    let line = format!("0 {} {}\n", map.host_base, map.count);
+    for file in ["uid_map", "gid_map"] {
+        let path = format!("/proc/{pid}/{file}");
+        std::fs::write(&path, &line)
+            .map_err(|e| unsupported(&format!("writing {path} ({})", line.trim()), e))?;
+    }
+    Ok(())
+}
+
+/// Most descriptors one SCM_RIGHTS message carries (the kernel's SCM_MAX_FD).
+const MAX_FDS: usize = 253;
+
+fn send_fds(sock: &UnixStream, fds: &[OwnedFd]) -> io::Result<()> {
+    if fds.len() > MAX_FDS {
+        return Err(io::Error::other(format!(
+            "{} mounts are more than the {MAX_FDS} one message can pass; use fewer layers",
+            fds.len()
+        )));
+    }
+    let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+    let bytes = std::mem::size_of_val(raw.as_slice());
+    // SAFETY: CMSG_SPACE is a pure computation.
+    let space = unsafe { libc::CMSG_SPACE(bytes as u32) } as usize;
+    let mut control = vec![0u8; space];
+    let count = (raw.len() as u32).to_ne_bytes();
+    let iov = [IoSlice::new(&count)];
+    // SAFETY: msghdr is plain data; every pointer set below outlives the
+    // sendmsg call and the control buffer has CMSG_SPACE bytes.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(bytes as u32) as usize;
+        std::ptr::copy_nonoverlapping(raw.as_ptr(), libc::CMSG_DATA(cmsg).cast(), raw.len());
+        if libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn recv_fds(sock: &UnixStream, want: usize) -> io::Result<Vec<OwnedFd>> {
+    let mut count = [0u8; 4];
+    // SAFETY: CMSG_SPACE is a pure computation.
+    let space = unsafe { libc::CMSG_SPACE((want * std::mem::size_of::<RawFd>()) as u32) } as usize;
+    let mut control = vec![0u8; space];
+    let mut iov = [IoSliceMut::new(&mut count)];
+    let mut fds = Vec::new();
+    // SAFETY: as in send_fds; received descriptors are taken over once.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = iov.as_mut_ptr().cast();
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        let n = libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if n == 0 {
+            return Err(io::Error::other("the boot process went away"));
+        }
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let len = (*cmsg).cmsg_len - libc::CMSG_LEN(0) as usize;
+                let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+                for i in 0..len / std::mem::size_of::<RawFd>() {
+                    fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+        if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+            return Err(io::Error::other("the mounts message was truncated"));
+        }
+    }
+    if fds.len() != want || u32::from_ne_bytes(count) as usize != want {
+        return Err(io::Error::other(format!(
+            "expected {want} mounts from the boot process, got {}",
+            fds.len()
+        )));
+    }
+    Ok(fds)
+}
+
+type R<T> = std::result::Result<T, String>;
+
+fn open_path(path: &Path, flags: libc::c_int) -> R<OwnedFd> {
+    open_at(libc::AT_FDCWD, path, flags)
+}
+
+fn open_at(dir: RawFd, path: &Path, flags: libc::c_int) -> R<OwnedFd> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| "path with a NUL byte")?;
+    // SAFETY: valid C string and descriptor.
+    let fd = unsafe { libc::openat(dir, c.as_ptr(), flags | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(format!(
+            "opening {}: {}",
+            path.display(),
+            io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: a new descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The directory `rel` under `dir`, created (mode 0755) when missing, never
+/// through a symlink; returned as an O_PATH descriptor.
+fn subdir(dir: &OwnedFd, rel: &str) -> R<OwnedFd> {
+    let mut cur: Option<OwnedFd> = None;
+    for part in rel.split('/').filter(|p| !p.is_empty()) {
+        let at = cur.as_ref().unwrap_or(dir).as_raw_fd();
+        let c = CString::new(part).map_err(|_| "name with a NUL byte")?;
+        // SAFETY: valid C string and descriptor.
+        if unsafe { libc::mkdirat(at, c.as_ptr(), 0o755) } < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EEXIST) {
+                return Err(format!("creating {rel} on the volume: {e}"));
+            }
+        }
+        let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+        cur = Some(open_at(at, Path::new(part), flags).map_err(|e| format!("{e} (in {rel})"))?);
+    }
+    cur.ok_or_else(|| format!("empty directory name {rel:?}"))
+}
+
+fn become_root() -> R<()> {
+    // SAFETY: plain syscalls; the ids are mapped by now.
+    unsafe {
+        if libc::setgroups(0, std::ptr::null()) < 0
+            || libc::setresgid(0, 0, 0) < 0
+            || libc::setresuid(0, 0, 0) < 0
+        {
+            return Err(format!(
+                "becoming root of the sandbox's user namespace: {}",
+                io::Error::last_os_error()
+            ));
+        }
+        // The id change made the process non-dumpable, which would leave
+        // its /proc files owned by the host's root (unmapped here).
+        libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0);
+    }
+    Ok(())
+}
+
+/// One overlay from descriptors, mounted by the caller (inside the user
+/// namespace) with `userxattr`; returns the detached mount.
+fn overlay(lowers: &[OwnedFd], volume: &OwnedFd, rel: &str) -> R<OwnedFd> {
+    let upper = subdir(volume, &format!("{rel}/upper"))?;
+    let work = subdir(volume, &format!("{rel}/work"))?;
+    let err = |e: io::Error| format!("mounting the overlay of {rel}: {e}");
+    let ctx = FsContext::open("overlay").map_err(err)?;
+    for l in lowers {
+        ctx.fd("lowerdir+", l.as_raw_fd()).map_err(err)?;
+    }
+    ctx.fd("upperdir", upper.as_raw_fd()).map_err(err)?;
+    ctx.fd("workdir", work.as_raw_fd()).map_err(err)?;
+    ctx.flag("userxattr").map_err(err)?;
+    ctx.mount(MOUNT_ATTR_NODEV).map_err(err)
+}
+
+/// Child side: build the root inside the user namespace and pivot into it.
+pub fn build_root(config: &SandboxConfig, sock: &UnixStream) -> R<()> {
+    let n = 1 + config.rootfs.layers.len() + config.rootfs.host_dirs.len();
+    let mut fds = recv_fds(sock, n).map_err(|e| format!("receiving the sandbox's mounts: {e}"))?;
+    super::sys::mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )
+    .map_err(|e| format!("making / private: {e}"))?;
+    // Host paths, while still the host's uid 0 (owner of the data dir).
+    let rootfs = layout::state_file(config, layout::ROOTFS_DIR);
+    std::fs::create_dir_all(&rootfs).map_err(|e| format!("creating {}: {e}", rootfs.display()))?;
+    let target = open_path(&rootfs, libc::O_PATH | libc::O_DIRECTORY)?;
+    let run = open_path(
+        &layout::state_file(config, layout::RUN_DIR),
+        libc::O_PATH | libc::O_DIRECTORY,
+    )?;
+    let agent = open_path(&config.agent_binary, libc::O_PATH)?;
+    become_root()?;
+
+    // Attach the idmapped mounts on a staging tmpfs at the rootfs mount
+    // point: overlayfs takes layers on mounts of the caller's namespace only.
+    let staging = FsContext::open("tmpfs")
+        .and_then(|c| c.string("mode", "0700").map(|_| c))
+        .and_then(|c| c.mount(MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID))
+        .map_err(|e| format!("mounting the staging tmpfs: {e}"))?;
+    mountapi::attach(&staging, target.as_raw_fd())
+        .map_err(|e| format!("attaching the staging tmpfs at {}: {e}", rootfs.display()))?;
+    for (i, m) in fds.iter().enumerate() {
+        let dir = subdir(&staging, &i.to_string())?;
+        mountapi::attach(m, dir.as_raw_fd())
+            .map_err(|e| format!("attaching an idmapped mount: {e}"))?;
+    }
+    let volume = fds.remove(0);
+    let hosts = fds.split_off(config.rootfs.layers.len());
+    let root = overlay(&fds, &volume, "root")?;
+    mountapi::attach(&root, target.as_raw_fd())
+        .map_err(|e| format!("attaching the root overlay at {}: {e}", rootfs.display()))?;
+    // SAFETY: fchdir on a valid descriptor.
+    if unsafe { libc::fchdir(root.as_raw_fd()) } < 0 {
+        return Err(format!("entering the root overlay: {}", io::Error::last_os_error()));
+    }
+    let here = Path::new(".");
+    for (dir, lower) in config.rootfs.host_dirs.iter().zip(hosts) {
+        let name = layout::host_dir_name(dir);
+        let m = overlay(std::slice::from_ref(&lower), &volume, &format!("host/{name}"))?;
+        let at = mounts::in_root(here, &dir.to_string_lossy(), true)?;
+        mountapi::attach_at(&m, &at)
+            .map_err(|e| format!("attaching the overlay of {}: {e}", dir.display()))?;
+    }
+    let sources = DwellSources {
+        run: PathBuf::from(format!("/proc/self/fd/{}", run.as_raw_fd())),
+        agent: PathBuf::from(format!("/proc/self/fd/{}", agent.as_raw_fd())),
+    };
+    mounts::finish_root(config, here, &sources)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_stay_below_the_invalid_id() {
+        let first = range_of_slot(0).unwrap();
+        assert_eq!(first.host_base, 1 << 31);
+        let last = range_of_slot(MAX_SLOTS - 1).unwrap();
+        assert!(u64::from(last.host_base) + u64::from(last.count) <= u64::from(u32::MAX));
+        assert!(range_of_slot(MAX_SLOTS).is_err());
+        assert_ne!(range_of_slot(1).unwrap(), first);
+    }
+
+    #[test]
+    fn fds_pass_over_a_socketpair() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let f1: OwnedFd = std::fs::File::open("/").unwrap().into();
+        let f2: OwnedFd = std::fs::File::open("/proc").unwrap().into();
+        send_fds(&a, &[f1, f2]).unwrap();
+        let got = recv_fds(&b, 2).unwrap();
+        assert_eq!(got.len(), 2);
+        let p = std::fs::read_link(format!("/proc/self/fd/{}", got[1].as_raw_fd())).unwrap();
+        assert_eq!(p, Path::new("/proc"));
+        // The wrong count is refused.
+        send_fds(&a, &[std::fs::File::open("/").unwrap().into()]).unwrap();
+        assert!(recv_fds(&b, 2).is_err());
+    }
+}
