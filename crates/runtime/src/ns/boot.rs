@@ -189,14 +189,22 @@ pub(crate) fn boot(state_dir: &Path, placement: Placement) -> Result<i32> {
                 .map_err(|e| io_err("creating the mounts socketpair", e))?,
         );
     }
+    let console = child::open_console(&config).map_err(Error::Start)?;
     let (go_r, mut go_w) = sys::pipe().map_err(|e| io_err("creating a pipe", e))?;
     let (mut err_r, err_w) = sys::pipe().map_err(|e| io_err("creating a pipe", e))?;
-    let pid = clone_child(&cg, v2_dir.as_ref(), namespaces)?;
+    let pid = match id_map {
+        // The user namespace is owned by the sandbox's own host uid, so
+        // what the kernel counts per user (inotify instances, ...) up the
+        // namespace chain is charged to it, not to the host's root.
+        Some(map) => userns::as_owner(map, || clone_child(&cg, v2_dir.as_ref(), namespaces))?,
+        None => clone_child(&cg, v2_dir.as_ref(), namespaces)?,
+    };
     if pid == 0 {
         drop(go_w);
         drop(err_r);
-        child::run(&config, go_r, err_w, mounts_chan.map(|(_, c)| c));
+        child::run(&config, console, go_r, err_w, mounts_chan.map(|(_, c)| c));
     }
+    drop(console);
     guard.child = Some(pid);
     drop(go_r);
     drop(err_w);

@@ -13,8 +13,14 @@ use super::{caps, layout, mounts, network, seccomp, sys, userns};
 use crate::SandboxConfig;
 
 /// Run the child side; never returns.
-pub fn run(config: &SandboxConfig, mut go: File, mut err: File, userns: Option<UnixStream>) -> ! {
-    let msg = match prepare_and_exec(config, &mut go, userns.as_ref()) {
+pub fn run(
+    config: &SandboxConfig,
+    console: File,
+    mut go: File,
+    mut err: File,
+    userns: Option<UnixStream>,
+) -> ! {
+    let msg = match prepare_and_exec(config, console, &mut go, userns.as_ref()) {
         Ok(never) => match never {},
         Err(m) => m,
     };
@@ -23,13 +29,18 @@ pub fn run(config: &SandboxConfig, mut go: File, mut err: File, userns: Option<U
     unsafe { libc::_exit(1) }
 }
 
-fn redirect_stdio(config: &SandboxConfig) -> Result<(), String> {
+/// Open the console log (by the boot parent, before the clone: in a user
+/// namespace the child can no longer reach the data dir).
+pub fn open_console(config: &SandboxConfig) -> Result<File, String> {
     let log_path = layout::state_file(config, layout::CONSOLE_LOG);
-    let log = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&log_path)
-        .map_err(|e| format!("opening {}: {e}", log_path.display()))?;
+        .map_err(|e| format!("opening {}: {e}", log_path.display()))
+}
+
+fn redirect_stdio(log: File) -> Result<(), String> {
     let null = File::open("/dev/null").map_err(|e| format!("opening /dev/null: {e}"))?;
     // SAFETY: dup2 onto the standard descriptors with valid sources.
     unsafe {
@@ -48,6 +59,7 @@ fn redirect_stdio(config: &SandboxConfig) -> Result<(), String> {
 
 fn prepare_and_exec(
     config: &SandboxConfig,
+    console: File,
     go: &mut File,
     userns: Option<&UnixStream>,
 ) -> Result<std::convert::Infallible, String> {
@@ -56,7 +68,7 @@ fn prepare_and_exec(
     // boot process's cgroup instead).
     sys::unshare(libc::CLONE_NEWCGROUP)
         .map_err(|e| format!("creating the cgroup namespace: {e}"))?;
-    redirect_stdio(config)?;
+    redirect_stdio(console)?;
     match userns {
         // In its own user namespace: mounts come from the boot parent.
         Some(sock) => userns::build_root(config, sock)?,

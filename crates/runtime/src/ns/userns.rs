@@ -1,17 +1,21 @@
 //! User namespaces: each sandbox's root is an unprivileged host id range.
 //!
 //! PID 1 is cloned with `CLONE_NEWUSER` together with its other namespaces,
-//! so they belong to its user namespace. Then:
+//! so they belong to its user namespace, by a boot process whose effective
+//! uid is the range's base at that moment (see [`as_owner`]): the kernel
+//! charges per-user counts (inotify instances, user namespaces, ...) up the
+//! namespace chain to the namespace's owner, which must not be host root.
+//! Then:
 //!
 //! - the boot parent (host root) writes `uid_map`/`gid_map` (`0 <base>
 //!   <count>`), makes an idmapped detached mount (open_tree +
 //!   mount_setattr(MOUNT_ATTR_IDMAP)) of the volume's upper root, of every
 //!   image layer and of every host dir, and sends them to the child over a
 //!   socketpair made before the clone (SCM_RIGHTS);
-//! - the child, still host uid 0 (it can reach host paths only the host's
-//!   root owns), opens what it needs on the host (the rootfs mount point,
-//!   the run dir, the agent binary), then becomes root of its namespace,
-//!   attaches the received mounts on a private staging tmpfs and mounts the
+//! - the parent also opens, through /proc/<pid>/root, the host paths the
+//!   child needs (rootfs mount point, run dir, agent binary) and sends
+//!   them first: the child cannot reach the data dir;
+//! - the child becomes root of its namespace, attaches the received mounts on a private staging tmpfs and mounts the
 //!   overlays with `userxattr` from inside its namespace, with the layers,
 //!   upper and work dirs given by descriptor. Mounted by host root the work
 //!   dir would get EOVERFLOW; an overlay mount itself cannot be idmapped.
@@ -63,6 +67,54 @@ fn unsupported(what: &str, e: impl std::fmt::Display) -> Error {
     ))
 }
 
+/// Run `clone` (a fork-like clone with `CLONE_NEWUSER`) with the effective
+/// uid and gid set to the range's base, keeping every capability
+/// (SECBIT_NO_SETUID_FIXUP), so that the new user namespace's owner is the
+/// sandbox's own host uid. The parent gets its ids and securebits back;
+/// the child (0 returned) keeps them until it becomes root of its namespace.
+pub fn as_owner(map: IdMap, clone: impl FnOnce() -> Result<i32>) -> Result<i32> {
+    const SECBIT_NO_SETUID_FIXUP: libc::c_ulong = 1 << 2;
+    // SAFETY: prctl and set*id with integer arguments only; the boot
+    // process is single-threaded, so the id change covers all of it.
+    unsafe {
+        let bits = libc::prctl(libc::PR_GET_SECUREBITS, 0, 0, 0, 0);
+        if bits < 0
+            || libc::prctl(
+                libc::PR_SET_SECUREBITS,
+                bits as libc::c_ulong | SECBIT_NO_SETUID_FIXUP,
+                0,
+                0,
+                0,
+            ) < 0
+        {
+            return Err(Error::Start(format!(
+                "keeping capabilities across the id change: {}",
+                io::Error::last_os_error()
+            )));
+        }
+        let restore = || {
+            libc::setresgid(u32::MAX, 0, u32::MAX);
+            libc::setresuid(u32::MAX, 0, u32::MAX);
+            libc::prctl(libc::PR_SET_SECUREBITS, bits as libc::c_ulong, 0, 0, 0);
+        };
+        if libc::setresgid(u32::MAX, map.host_base, u32::MAX) < 0
+            || libc::setresuid(u32::MAX, map.host_base, u32::MAX) < 0
+        {
+            let e = io::Error::last_os_error();
+            restore();
+            return Err(Error::Start(format!(
+                "taking the sandbox's host uid {}: {e}",
+                map.host_base
+            )));
+        }
+        let pid = clone();
+        if !matches!(pid, Ok(0)) {
+            restore();
+        }
+        pid
+    }
+}
+
 /// Host-side preparation before the clone: the one-time xattr upgrade of
 /// the volume and the layers, and the run dir handed to the sandbox's root
 /// (the agent creates its socket there).
@@ -85,11 +137,37 @@ pub fn prepare_host(config: &SandboxConfig, map: IdMap) -> Result<()> {
     let run = layout::state_file(config, layout::RUN_DIR);
     std::fs::create_dir_all(&run)
         .and_then(|_| std::os::unix::fs::chown(&run, Some(map.host_base), Some(map.host_base)))
-        .map_err(|e| Error::Start(format!("handing {} to the sandbox: {e}", run.display())))
+        .map_err(|e| Error::Start(format!("handing {} to the sandbox: {e}", run.display())))?;
+    let rootfs = layout::state_file(config, layout::ROOTFS_DIR);
+    std::fs::create_dir_all(&rootfs)
+        .map_err(|e| Error::Start(format!("creating {}: {e}", rootfs.display())))
 }
 
+/// Host paths the child needs, opened (O_PATH) by the parent in the
+/// child's mount namespace through /proc/<pid>/root: the rootfs mount
+/// point, the run dir and the agent binary, in that order.
+fn open_in_child(pid: i32, config: &SandboxConfig) -> Result<Vec<OwnedFd>> {
+    let paths = [
+        (layout::state_file(config, layout::ROOTFS_DIR), true),
+        (layout::state_file(config, layout::RUN_DIR), true),
+        (config.agent_binary.clone(), false),
+    ];
+    let mut out = Vec::with_capacity(paths.len());
+    for (path, dir) in paths {
+        let rel = path.strip_prefix("/").unwrap_or(&path);
+        let via = Path::new(&format!("/proc/{pid}/root")).join(rel);
+        let flags = libc::O_PATH | if dir { libc::O_DIRECTORY } else { 0 };
+        out.push(open_path(&via, flags).map_err(Error::Start)?);
+    }
+    Ok(out)
+}
+
+/// Descriptors [`open_in_child`] sends ahead of the mounts.
+const HOST_FDS: usize = 3;
+
 /// Parent side, right after the clone: map the child's ids, make the
-/// idmapped mounts and send them (upper root, layers, host dirs in order).
+/// idmapped mounts and send them (after the [`open_in_child`] ones: upper
+/// root, layers, host dirs in order).
 pub fn hand_over(pid: i32, config: &SandboxConfig, map: IdMap, sock: &UnixStream) -> Result<()> {
     write_maps(pid, map)?;
     let ns_path = format!("/proc/{pid}/ns/user");
@@ -99,7 +177,7 @@ pub fn hand_over(pid: i32, config: &SandboxConfig, map: IdMap, sock: &UnixStream
     let mut sources: Vec<&Path> = vec![&config.rootfs.upper_root];
     sources.extend(config.rootfs.layers.iter().map(PathBuf::as_path));
     sources.extend(config.rootfs.host_dirs.iter().map(PathBuf::as_path));
-    let mut fds = Vec::with_capacity(sources.len());
+    let mut fds = open_in_child(pid, config)?;
     for src in sources {
         let m = mountapi::clone_tree(src)
             .map_err(|e| unsupported(&format!("cloning the mount of {}", src.display()), e))?;
@@ -280,8 +358,13 @@ fn overlay(lowers: &[OwnedFd], volume: &OwnedFd, rel: &str) -> R<OwnedFd> {
 
 /// Child side: build the root inside the user namespace and pivot into it.
 pub fn build_root(config: &SandboxConfig, sock: &UnixStream) -> R<()> {
-    let n = 1 + config.rootfs.layers.len() + config.rootfs.host_dirs.len();
+    let n = HOST_FDS + 1 + config.rootfs.layers.len() + config.rootfs.host_dirs.len();
     let mut fds = recv_fds(sock, n).map_err(|e| format!("receiving the sandbox's mounts: {e}"))?;
+    let mut mounts = fds.split_off(HOST_FDS);
+    let [target, run, agent]: [OwnedFd; HOST_FDS] =
+        fds.try_into().map_err(|_| "wrong number of host descriptors")?;
+    let rootfs = layout::state_file(config, layout::ROOTFS_DIR);
+    become_root()?;
     super::sys::mount(
         None,
         Path::new("/"),
@@ -290,16 +373,6 @@ pub fn build_root(config: &SandboxConfig, sock: &UnixStream) -> R<()> {
         None,
     )
     .map_err(|e| format!("making / private: {e}"))?;
-    // Host paths, while still the host's uid 0 (owner of the data dir).
-    let rootfs = layout::state_file(config, layout::ROOTFS_DIR);
-    std::fs::create_dir_all(&rootfs).map_err(|e| format!("creating {}: {e}", rootfs.display()))?;
-    let target = open_path(&rootfs, libc::O_PATH | libc::O_DIRECTORY)?;
-    let run = open_path(
-        &layout::state_file(config, layout::RUN_DIR),
-        libc::O_PATH | libc::O_DIRECTORY,
-    )?;
-    let agent = open_path(&config.agent_binary, libc::O_PATH)?;
-    become_root()?;
 
     // Attach the idmapped mounts on a staging tmpfs at the rootfs mount
     // point: overlayfs takes layers on mounts of the caller's namespace only.
@@ -309,14 +382,14 @@ pub fn build_root(config: &SandboxConfig, sock: &UnixStream) -> R<()> {
         .map_err(|e| format!("mounting the staging tmpfs: {e}"))?;
     mountapi::attach(&staging, target.as_raw_fd())
         .map_err(|e| format!("attaching the staging tmpfs at {}: {e}", rootfs.display()))?;
-    for (i, m) in fds.iter().enumerate() {
+    for (i, m) in mounts.iter().enumerate() {
         let dir = subdir(&staging, &i.to_string())?;
         mountapi::attach(m, dir.as_raw_fd())
             .map_err(|e| format!("attaching an idmapped mount: {e}"))?;
     }
-    let volume = fds.remove(0);
-    let hosts = fds.split_off(config.rootfs.layers.len());
-    let root = overlay(&fds, &volume, "root")?;
+    let volume = mounts.remove(0);
+    let hosts = mounts.split_off(config.rootfs.layers.len());
+    let root = overlay(&mounts, &volume, "root")?;
     mountapi::attach(&root, target.as_raw_fd())
         .map_err(|e| format!("attaching the root overlay at {}: {e}", rootfs.display()))?;
     // SAFETY: fchdir on a valid descriptor.
