@@ -115,7 +115,10 @@ fn exhausting_inotify_in_a_sandbox_leaves_the_host_and_neighbours_theirs() {
         assert!(got.len() == 2 && got[0] > 0, "{rt}: hog printed {line:?}");
         // While A holds every instance it could get, B and the host still
         // get theirs.
-        assert!(host_inotify_free() > 0, "{rt}: the sandbox took host root's inotify instances");
+        assert!(
+            host_inotify_free() > 0,
+            "{rt}: the sandbox took host root's inotify instances"
+        );
         let out = d.ok(&["exec", &b, "--", "python3", "-c", INOTIFY_HOG, "0"]);
         let n: u64 = out.split_whitespace().next().unwrap().parse().unwrap();
         assert!(n > 0, "{rt}: the neighbour got no inotify instance: {out}");
@@ -133,13 +136,20 @@ const WRITE_AS_TWO_USERS: &str = "echo r > /root/by-root && mkdir -p /home/u && 
 
 /// `uid:gid` of a file inside the sandbox.
 fn owner_inside(d: &Daemon, sb: &str, path: &str) -> String {
-    d.sh(sb, &format!("stat -c %u:%g {path}")).trim().to_string()
+    d.sh(sb, &format!("stat -c %u:%g {path}"))
+        .trim()
+        .to_string()
 }
 
 /// `uid:gid` of a file of the sandbox's writable layer on the host.
 fn owner_on_disk(d: &Daemon, id: &str, rel: &str) -> String {
     use std::os::unix::fs::MetadataExt;
-    let p = d.data.join("volumes").join(id).join("mnt/root/upper").join(rel);
+    let p = d
+        .data
+        .join("volumes")
+        .join(id)
+        .join("mnt/root/upper")
+        .join(rel);
     let m = std::fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     format!("{}:{}", m.uid(), m.gid())
 }
@@ -155,9 +165,17 @@ fn files_land_on_disk_with_the_ids_used_inside() {
         let id = d.create(&name, &["--isolation", rt]);
         d.sh(&name, WRITE_AS_TWO_USERS);
         assert_eq!(owner_inside(&d, &name, "/root/by-root"), "0:0", "{rt}");
-        assert_eq!(owner_inside(&d, &name, "/home/u/by-user"), "1000:1000", "{rt}");
+        assert_eq!(
+            owner_inside(&d, &name, "/home/u/by-user"),
+            "1000:1000",
+            "{rt}"
+        );
         assert_eq!(owner_on_disk(&d, &id, "root/by-root"), "0:0", "{rt}");
-        assert_eq!(owner_on_disk(&d, &id, "home/u/by-user"), "1000:1000", "{rt}");
+        assert_eq!(
+            owner_on_disk(&d, &id, "home/u/by-user"),
+            "1000:1000",
+            "{rt}"
+        );
         d.ok(&["rm", "-f", &name]);
     }
 }
@@ -216,8 +234,16 @@ fn a_volume_written_without_user_namespaces_starts_with_its_deletions_intact() {
     d.env.clear();
     d.restart();
     d.ok(&["start", "old"]);
-    assert_ne!(map_of(&d, "old", "uid_map").1, 0, "user namespaces are on again");
-    assert_eq!(d.sh("old", &format!("ls -A {dir}")), "only\n", "opaque {dir}");
+    assert_ne!(
+        map_of(&d, "old", "uid_map").1,
+        0,
+        "user namespaces are on again"
+    );
+    assert_eq!(
+        d.sh("old", &format!("ls -A {dir}")),
+        "only\n",
+        "opaque {dir}"
+    );
     assert_eq!(d.sh("old", "ls -A /usr/share/doc"), "only\n");
     assert_eq!(d.sh("old", "test -e /usr/bin/true || echo gone"), "gone\n");
     assert_eq!(d.sh("old", "cat /root/kept"), "kept\n");
@@ -225,7 +251,10 @@ fn a_volume_written_without_user_namespaces_starts_with_its_deletions_intact() {
     d.sh("old", &format!("rm -rf {dir} && echo new > /root/new"));
     d.ok(&["stop", "old"]);
     d.ok(&["start", "old"]);
-    assert_eq!(d.sh("old", &format!("test -e {dir} || echo gone")), "gone\n");
+    assert_eq!(
+        d.sh("old", &format!("test -e {dir} || echo gone")),
+        "gone\n"
+    );
     assert_eq!(d.sh("old", "cat /root/new"), "new\n");
     // Switched off again, the converted volume still shows the same tree.
     d.ok(&["stop", "old"]);
@@ -234,5 +263,8 @@ fn a_volume_written_without_user_namespaces_starts_with_its_deletions_intact() {
     d.ok(&["start", "old"]);
     assert_eq!(map_of(&d, "old", "uid_map").1, 0);
     assert_eq!(d.sh("old", "ls -A /usr/share/doc"), "only\n");
-    assert_eq!(d.sh("old", &format!("test -e {dir} || echo gone")), "gone\n");
+    assert_eq!(
+        d.sh("old", &format!("test -e {dir} || echo gone")),
+        "gone\n"
+    );
 }

@@ -134,7 +134,8 @@ impl FsContext {
     pub fn open(fstype: &str) -> io::Result<FsContext> {
         let name = CString::new(fstype).expect("fs type without NUL");
         // SAFETY: valid C string.
-        let fd = fd_result(unsafe { libc::syscall(libc::SYS_fsopen, name.as_ptr(), FSOPEN_CLOEXEC) })?;
+        let fd =
+            fd_result(unsafe { libc::syscall(libc::SYS_fsopen, name.as_ptr(), FSOPEN_CLOEXEC) })?;
         Ok(FsContext {
             fd,
             fstype: fstype.into(),
@@ -187,7 +188,12 @@ impl FsContext {
         self.config(FSCONFIG_CMD_CREATE, None, std::ptr::null(), 0)?;
         // SAFETY: valid descriptor, integer flags.
         fd_result(unsafe {
-            libc::syscall(libc::SYS_fsmount, self.fd.as_raw_fd(), FSMOUNT_CLOEXEC, attrs)
+            libc::syscall(
+                libc::SYS_fsmount,
+                self.fd.as_raw_fd(),
+                FSMOUNT_CLOEXEC,
+                attrs,
+            )
         })
         .map_err(|e| self.explain(e))
     }
@@ -199,9 +205,7 @@ impl FsContext {
         let mut buf = [0u8; 512];
         loop {
             // SAFETY: reading into a local buffer of the given size.
-            let n = unsafe {
-                libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len())
-            };
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
             if n <= 0 {
                 break;
             }

@@ -257,13 +257,7 @@ fn mount_dwell_dirs(_config: &SandboxConfig, rootfs: &Path, src: &DwellSources) 
     )?;
     let agent = agent_dir.join("agent");
     std::fs::write(&agent, b"").map_err(|e| format!("creating {}: {e}", agent.display()))?;
-    mnt(
-        Some(&src.agent),
-        &agent,
-        None,
-        libc::MS_BIND,
-        None,
-    )?;
+    mnt(Some(&src.agent), &agent, None, libc::MS_BIND, None)?;
     mnt(
         None,
         &agent,

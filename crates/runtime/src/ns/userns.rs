@@ -179,13 +179,18 @@ pub fn hand_over(pid: i32, config: &SandboxConfig, map: IdMap, sock: &UnixStream
     sources.extend(config.rootfs.host_dirs.iter().map(PathBuf::as_path));
     let mut fds = open_in_child(pid, config)?;
     for src in sources {
-        let m = mountapi::clone_tree(src)
-            .map_err(|e| unsupported(&format!("cloning the mount of {}", src.display()), e))?;
-        mountapi::set_idmap(&m, &userns)
-            .map_err(|e| unsupported(&format!("idmapping {}", src.display()), e))?;
-        fds.push(m);
+        fds.push(idmapped(src, &userns)?);
     }
     send_fds(sock, &fds).map_err(|e| Error::Start(format!("passing mounts to the sandbox: {e}")))
+}
+
+/// A detached, idmapped copy of the mount at `src`.
+fn idmapped(src: &Path, userns: &OwnedFd) -> Result<OwnedFd> {
+    let m = mountapi::clone_tree(src)
+        .map_err(|e| unsupported(&format!("cloning the mount of {}", src.display()), e))?;
+    mountapi::set_idmap(&m, userns)
+        .map_err(|e| unsupported(&format!("idmapping {}", src.display()), e))?;
+    Ok(m)
 }
 
 fn write_maps(pid: i32, map: IdMap) -> Result<()> {
@@ -361,8 +366,9 @@ pub fn build_root(config: &SandboxConfig, sock: &UnixStream) -> R<()> {
     let n = HOST_FDS + 1 + config.rootfs.layers.len() + config.rootfs.host_dirs.len();
     let mut fds = recv_fds(sock, n).map_err(|e| format!("receiving the sandbox's mounts: {e}"))?;
     let mut mounts = fds.split_off(HOST_FDS);
-    let [target, run, agent]: [OwnedFd; HOST_FDS] =
-        fds.try_into().map_err(|_| "wrong number of host descriptors")?;
+    let [target, run, agent]: [OwnedFd; HOST_FDS] = fds
+        .try_into()
+        .map_err(|_| "wrong number of host descriptors")?;
     let rootfs = layout::state_file(config, layout::ROOTFS_DIR);
     become_root()?;
     super::sys::mount(
@@ -394,12 +400,19 @@ pub fn build_root(config: &SandboxConfig, sock: &UnixStream) -> R<()> {
         .map_err(|e| format!("attaching the root overlay at {}: {e}", rootfs.display()))?;
     // SAFETY: fchdir on a valid descriptor.
     if unsafe { libc::fchdir(root.as_raw_fd()) } < 0 {
-        return Err(format!("entering the root overlay: {}", io::Error::last_os_error()));
+        return Err(format!(
+            "entering the root overlay: {}",
+            io::Error::last_os_error()
+        ));
     }
     let here = Path::new(".");
     for (dir, lower) in config.rootfs.host_dirs.iter().zip(hosts) {
         let name = layout::host_dir_name(dir);
-        let m = overlay(std::slice::from_ref(&lower), &volume, &format!("host/{name}"))?;
+        let m = overlay(
+            std::slice::from_ref(&lower),
+            &volume,
+            &format!("host/{name}"),
+        )?;
         let at = mounts::in_root(here, &dir.to_string_lossy(), true)?;
         mountapi::attach_at(&m, &at)
             .map_err(|e| format!("attaching the overlay of {}: {e}", dir.display()))?;
@@ -423,6 +436,40 @@ mod tests {
         assert!(u64::from(last.host_base) + u64::from(last.count) <= u64::from(u32::MAX));
         assert!(range_of_slot(MAX_SLOTS).is_err());
         assert_ne!(range_of_slot(1).unwrap(), first);
+    }
+
+    #[test]
+    fn a_filesystem_without_idmapped_mounts_names_the_kill_switch() {
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIP: needs root");
+            return;
+        }
+        let mut holder = std::process::Command::new("unshare")
+            .args(["--user", "--map-root-user", "sleep", "30"])
+            .spawn()
+            .unwrap();
+        // Wait until the holder is in its own user namespace.
+        let ns = format!("/proc/{}/ns/user", holder.id());
+        let own = std::fs::read_link("/proc/self/ns/user").unwrap();
+        let uid_map = format!("/proc/{}/uid_map", holder.id());
+        for _ in 0..200 {
+            let mapped = std::fs::read_to_string(&uid_map).is_ok_and(|m| !m.trim().is_empty());
+            if mapped && std::fs::read_link(&ns).is_ok_and(|l| l != own) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let userns: OwnedFd = std::fs::File::open(&ns).unwrap().into();
+        // procfs cannot be idmapped; a plain directory (ext4, tmpfs) can.
+        let err = idmapped(Path::new("/proc"), &userns)
+            .unwrap_err()
+            .to_string();
+        let ok = idmapped(Path::new("/tmp"), &userns);
+        let _ = holder.kill();
+        let _ = holder.wait();
+        assert!(err.contains("--user-namespaces off"), "{err}");
+        assert!(err.contains("/proc"), "{err}");
+        ok.unwrap();
     }
 
     #[test]

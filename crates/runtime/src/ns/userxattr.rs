@@ -21,12 +21,13 @@ use std::ffi::{CStr, CString, OsStr};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Marker file in a volume's upper root once its upper dirs are converted.
 pub const VOLUME_MARKER: &str = ".dwell-userxattr";
-/// Suffix of the marker file next to a converted image layer directory.
-pub const LAYER_MARKER_SUFFIX: &str = ".dwell-userxattr";
+/// Xattr on the top directory of a converted image layer (trusted.*: a
+/// sandbox in a user namespace cannot see it).
+pub const LAYER_MARK: &str = "trusted.dwell.userxattr";
 /// Deeper directory trees are refused (one descriptor per level).
 const MAX_DEPTH: usize = 512;
 
@@ -60,20 +61,26 @@ pub fn convert_volume(upper_root: &Path) -> io::Result<()> {
     write_marker(&upper_root.join(VOLUME_MARKER))
 }
 
-/// Convert an image layer directory once (a marker next to it records it).
+/// Convert an image layer directory once. The mark is an xattr on the
+/// layer's top directory ([`LAYER_MARK`]): a file would show up in the
+/// sandbox's root, or be taken for a layer by the image store.
 pub fn convert_layer(layer: &Path) -> io::Result<()> {
-    let marker = layer_marker(layer);
-    if marker.exists() {
+    let Some(top) = open_dir_at(libc::AT_FDCWD, layer.as_os_str())? else {
+        return Ok(());
+    };
+    let mark = CString::new(LAYER_MARK).expect("static name");
+    if get_xattr(top.as_raw_fd(), &mark).is_ok() {
         return Ok(());
     }
-    convert_tree(layer)?;
-    write_marker(&marker)
-}
-
-fn layer_marker(layer: &Path) -> PathBuf {
-    let mut s = layer.as_os_str().to_owned();
-    s.push(LAYER_MARKER_SUFFIX);
-    PathBuf::from(s)
+    convert_dir(top, 0)
+        .map_err(|e| io::Error::new(e.kind(), format!("converting {}: {e}", layer.display())))?;
+    let top = open_dir_at(libc::AT_FDCWD, layer.as_os_str())?
+        .ok_or_else(|| io::Error::other(format!("{} went away", layer.display())))?;
+    // SAFETY: valid name and one-byte value.
+    if unsafe { libc::fsetxattr(top.as_raw_fd(), mark.as_ptr(), b"1".as_ptr().cast(), 1, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn write_marker(path: &Path) -> io::Result<()> {
@@ -151,9 +158,8 @@ fn copy_overlay_xattrs(fd: RawFd) -> io::Result<()> {
         user.extend_from_slice(rest);
         let user = CString::new(user).expect("xattr names have no NUL");
         // SAFETY: valid name and value buffer of the given length.
-        let r = unsafe {
-            libc::fsetxattr(fd, user.as_ptr(), value.as_ptr().cast(), value.len(), 0)
-        };
+        let r =
+            unsafe { libc::fsetxattr(fd, user.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
         if r < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -240,8 +246,14 @@ mod tests {
 
         convert_volume(&vol).unwrap();
         assert_eq!(get(&opq, "user.overlay.opaque").as_deref(), Some(&b"y"[..]));
-        assert_eq!(get(&opq, "trusted.overlay.opaque").as_deref(), Some(&b"y"[..]));
-        assert_eq!(get(&hostopq, "user.overlay.opaque").as_deref(), Some(&b"y"[..]));
+        assert_eq!(
+            get(&opq, "trusted.overlay.opaque").as_deref(),
+            Some(&b"y"[..])
+        );
+        assert_eq!(
+            get(&hostopq, "user.overlay.opaque").as_deref(),
+            Some(&b"y"[..])
+        );
         assert_eq!(get(&outside.join("d"), "user.overlay.opaque"), None);
         assert!(volume_converted(&vol));
 
@@ -254,7 +266,7 @@ mod tests {
     }
 
     #[test]
-    fn a_layer_gets_a_marker_next_to_it() {
+    fn a_layer_is_converted_once_and_marked_on_its_top_dir() {
         if unsafe { libc::geteuid() } != 0 {
             eprintln!("SKIP: trusted.* xattrs need root");
             return;
@@ -264,8 +276,20 @@ mod tests {
         std::fs::create_dir_all(layer.join("a/b")).unwrap();
         set(&layer.join("a/b"), "trusted.overlay.opaque", b"y");
         convert_layer(&layer).unwrap();
-        assert_eq!(get(&layer.join("a/b"), "user.overlay.opaque").as_deref(), Some(&b"y"[..]));
-        assert!(tmp.path().join("layer.dwell-userxattr").exists());
-        assert!(!layer.join(".dwell-userxattr").exists());
+        assert_eq!(
+            get(&layer.join("a/b"), "user.overlay.opaque").as_deref(),
+            Some(&b"y"[..])
+        );
+        assert_eq!(get(&layer, LAYER_MARK).as_deref(), Some(&b"1"[..]));
+        assert_eq!(
+            std::fs::read_dir(tmp.path()).unwrap().count(),
+            1,
+            "no file beside it"
+        );
+        // Once: a later trusted mark is left alone.
+        std::fs::create_dir(layer.join("late")).unwrap();
+        set(&layer.join("late"), "trusted.overlay.opaque", b"y");
+        convert_layer(&layer).unwrap();
+        assert_eq!(get(&layer.join("late"), "user.overlay.opaque"), None);
     }
 }
