@@ -4,7 +4,8 @@
 //!
 //! It joins the sandbox's v1 cgroups (or, taken from the warm pool, renames
 //! the pool cgroups it already sits in), clones the child into new mount,
-//! pid, uts, ipc, net namespaces and straight into its cgroup2 directory,
+//! pid, uts, ipc, net namespaces (and a user namespace, see
+//! [`super::userns`]) and straight into its cgroup2 directory,
 //! sets up the host side (pid file, network), lets the child exec the agent
 //! and exits as soon as the exec succeeded; the daemon waits for the
 //! agent's socket. On any failure it kills the child and removes what it

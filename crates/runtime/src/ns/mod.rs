@@ -1,5 +1,6 @@
 //! The namespace runtime: each sandbox is a tree of processes in its own
-//! mount, pid, uts, ipc, net and cgroup namespaces, rooted in an overlay,
+//! user (an unprivileged host uid range, see [`userns`]), mount, pid, uts,
+//! ipc, net and cgroup namespaces, rooted in an overlay,
 //! limited by cgroups, with reduced capabilities, no_new_privs and a
 //! seccomp filter. See SECURITY.md in this crate for what each layer stops.
 //!

@@ -111,7 +111,7 @@ pub fn as_owner(map: IdMap, clone: impl FnOnce() -> Result<i32>) -> Result<i32> 
         if !matches!(pid, Ok(0)) {
             restore();
         }
-        pid
+        pid.map_err(|e| unsupported("cloning PID 1 into a new user namespace", e))
     }
 }
 
