@@ -120,6 +120,9 @@ pub fn as_owner(map: IdMap, clone: impl FnOnce() -> Result<i32>) -> Result<i32> 
 /// (the agent creates its socket there).
 pub fn prepare_host(config: &SandboxConfig, map: IdMap) -> Result<()> {
     let upper = &config.rootfs.upper_root;
+    // Its idmapped mount needs it; the overlays make their dirs inside.
+    std::fs::create_dir_all(upper)
+        .map_err(|e| Error::Start(format!("creating {}: {e}", upper.display())))?;
     userxattr::convert_volume(upper).map_err(|e| {
         Error::Start(format!(
             "converting the overlay xattrs of the volume {} for user namespaces: {e}",
