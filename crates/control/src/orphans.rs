@@ -74,7 +74,11 @@ fn sweep_blocking(inner: &Inner, live: &HashSet<String>) -> Vec<String> {
     for id in inner.volumes.list().unwrap_or_default() {
         let Some(_g) = unexplained(&id) else { continue };
         match inner.volumes.delete(&id) {
-            Ok(()) => note(&id, "wiped and removed a volume no record explains".into()),
+            Ok(()) => {
+                // Its uid range, if it had one, may go to another sandbox.
+                let _ = inner.store.release_id_range(&id);
+                note(&id, "wiped and removed a volume no record explains".into())
+            }
             Err(e) => note(&id, format!("could not remove an unexplained volume: {e}")),
         }
     }
