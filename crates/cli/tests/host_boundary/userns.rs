@@ -31,7 +31,7 @@ fn root_maps_to_an_unprivileged_range_of_its_own() {
     if !can_run() {
         return;
     }
-    let d = Daemon::start();
+    let mut d = Daemon::start();
     let a = d.create("ua", &["--isolation", "namespace"]);
     d.create("ub", &["--isolation", "namespace"]);
     let (ia, ha, ca) = map_of(&d, "ua", "uid_map");
@@ -47,9 +47,15 @@ fn root_maps_to_an_unprivileged_range_of_its_own() {
     assert!(!out.status.success(), "nested user namespace allowed");
     // Ranges stay across a restart of the sandbox and of the daemon.
     d.ok(&["stop", "ua"]);
+    d.restart();
     d.ok(&["start", "ua"]);
     assert_eq!(map_of(&d, "ua", "uid_map").1, ha);
     assert_eq!(d.sh("ub", "echo ok"), "ok\n");
+    // A deleted sandbox's range goes to the next one, a live one's never.
+    d.ok(&["rm", "-f", "ub"]);
+    d.create("uc", &["--isolation", "namespace"]);
+    assert_eq!(map_of(&d, "uc", "uid_map").1, hb);
+    assert_eq!(map_of(&d, "ua", "uid_map").1, ha);
 }
 
 /// Opens inotify instances until the kernel refuses; prints how many, then
