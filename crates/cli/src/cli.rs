@@ -179,6 +179,11 @@ pub struct ServeArgs {
     /// 192.0.0.192), the other sandboxes and the host's own addresses.
     #[arg(long, value_delimiter = ',', value_name = "CIDR")]
     pub deny_net: Vec<String>,
+    /// Namespace sandboxes in user namespaces of their own (root inside is
+    /// an unprivileged host uid range): on or off. Off: sandbox root is
+    /// host root (for hosts without idmapped mounts; `dwell doctor` tells).
+    #[arg(long, env = "DWELL_USER_NAMESPACES", default_value = "on", value_parser = ["on", "off"])]
+    pub user_namespaces: String,
 }
 
 impl DefaultPolicyFlags {

@@ -74,7 +74,11 @@ fn sweep_blocking(inner: &Inner, live: &HashSet<String>) -> Vec<String> {
     for id in inner.volumes.list().unwrap_or_default() {
         let Some(_g) = unexplained(&id) else { continue };
         match inner.volumes.delete(&id) {
-            Ok(()) => note(&id, "wiped and removed a volume no record explains".into()),
+            Ok(()) => {
+                // Its uid range, if it had one, may go to another sandbox.
+                let _ = inner.store.release_id_range(&id);
+                note(&id, "wiped and removed a volume no record explains".into())
+            }
             Err(e) => note(&id, format!("could not remove an unexplained volume: {e}")),
         }
     }
@@ -142,5 +146,6 @@ fn bare_config(inner: &Inner, id: &str) -> SandboxConfig {
         agent_binary: inner.agent_binary.clone(),
         agent_key: None,
         grants: Default::default(),
+        id_map: None,
     }
 }

@@ -61,6 +61,11 @@ pub struct SandboxConfig {
     /// What the sandbox was granted beyond the defaults at create.
     #[serde(default)]
     pub grants: Grants,
+    /// The host uid/gid range the sandbox's root maps to (namespace
+    /// runtime with user namespaces on). `None` (configs written before
+    /// user namespaces, or runtimes without them): root is host root.
+    #[serde(default)]
+    pub id_map: Option<IdMap>,
 }
 
 /// Privileges a sandbox only has when its creator asked for them. Both
@@ -76,6 +81,15 @@ pub struct Grants {
     /// (see [`core_pattern::check`]).
     #[serde(default)]
     pub core_dumps: bool,
+}
+
+/// A sandbox's user namespace mapping: ids `0..count` inside are host ids
+/// `host_base..host_base + count`, for both uids and gids. Files on disk
+/// stay 0-based (the sandbox's layers and volume are idmapped mounts).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IdMap {
+    pub host_base: u32,
+    pub count: u32,
 }
 
 /// How the root filesystem of a sandbox is assembled.

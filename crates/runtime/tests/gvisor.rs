@@ -96,6 +96,7 @@ impl Sandbox {
             agent_binary: agent,
             agent_key: None,
             grants: Default::default(),
+            id_map: None,
         };
         Sandbox {
             rt: GvisorRuntime::new(opts).unwrap(),

@@ -1,6 +1,6 @@
 //! Start latency of the namespace runtime, measured against the real
 //! kernel: starts and stops one sandbox 20 times and prints the p50 and p90
-//! of `start()` (and of pause/resume). Ignored by default because it is a
+//! of `start()` (and of pause/resume), with and without a user namespace. Ignored by default because it is a
 //! measurement, not a check:
 //!
 //!     cargo test -p dwell-runtime --test latency -- --ignored --nocapture
@@ -56,6 +56,14 @@ fn start_latency() {
     sb.start();
     sb.rt.stop(&sb.config).unwrap();
     measure("warm pool of 1", &sb);
+    drop(sb);
+
+    // What the user namespace costs: the same start with root = host root.
+    let mut sb = TestSandbox::new("latroot");
+    sb.config.id_map = None;
+    sb.start();
+    sb.rt.stop(&sb.config).unwrap();
+    measure("warm pool of 1, no user namespace", &sb);
     drop(sb);
 
     let mut opts = common::options();

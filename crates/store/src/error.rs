@@ -16,6 +16,8 @@ pub enum Error {
     Sql(#[from] rusqlite::Error),
     #[error("corrupt record in the metadata database: {0}")]
     Corrupt(String),
+    #[error("{0}")]
+    Exhausted(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -11,6 +11,7 @@
 mod audit;
 mod error;
 mod events;
+mod id_ranges;
 mod keys;
 pub mod migrations;
 mod sandboxes;

@@ -92,6 +92,12 @@ pub const MIGRATIONS: &[&str] = &[
     // apart from an unknown one) and say when they were last used.
     "ALTER TABLE api_keys ADD COLUMN revoked_at INTEGER;
     ALTER TABLE api_keys ADD COLUMN last_used_at INTEGER;",
+    // 7: the host uid/gid range slot of each sandbox (user namespaces),
+    // held from its first start until it is deleted.
+    "CREATE TABLE id_ranges (
+        slot INTEGER PRIMARY KEY,
+        sandbox_id TEXT NOT NULL UNIQUE
+    );",
 ];
 
 /// Bring the schema to the newest version.

@@ -58,6 +58,7 @@ pub async fn run(a: ServeArgs, socket: PathBuf) -> Result<i32> {
     let runtime = Arc::new(NamespaceRuntime::new(NsOptions {
         cgroup_parent: cgroup_parent.clone(),
         deny_net: a.deny_net.clone(),
+        user_namespaces: a.user_namespaces == "on",
         ..NsOptions::new(exe, vec!["__ns-boot".into()])
     })?);
     // From here on, however `serve` ends (a bad flag, a busy port, or a

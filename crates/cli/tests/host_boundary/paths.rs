@@ -332,13 +332,14 @@ fn rm_removes_deep_trees_and_links_the_sandbox_left_in_its_run_dir() {
         let d = Daemon::start();
         let id = create_on(&d, "victim", rt);
         create_on(&d, "neighbour", rt);
-        // Deeper than the dirs the daemon holds open while deleting, with a
-        // link to the host dir at every level (where the run dir is a host
-        // dir; elsewhere the sandbox's own tmpfs takes it).
+        // Deeper than the 32 dirs the daemon holds open while deleting, with
+        // a link to the host dir at every level (where the run dir is on the
+        // host, gVisor's small tmpfs; the namespace runtime's is the
+        // sandbox's own tmpfs of 256 inodes: 100 levels fit in both).
         d.sh(
             "victim",
             &format!(
-                "cd /run/dwell 2>/dev/null || exit 0; for i in $(seq 200); do \
+                "cd /run/dwell 2>/dev/null || exit 0; for i in $(seq 100); do \
                  mkdir d && cd d && ln -s {} host || exit 1; done",
                 m.dir.display()
             ),

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use dwell_runtime::{Resources, RootfsSpec, SandboxConfig};
+use dwell_runtime::{IdMap, Resources, RootfsSpec, SandboxConfig};
 use dwell_storage::Image;
 
 use crate::controller::Inner;
@@ -64,6 +64,7 @@ pub(crate) fn build(
         agent_binary: inner.agent_binary.clone(),
         agent_key: Some(new_agent_key()?),
         grants: spec.grants(),
+        id_map: None,
     })
 }
 
@@ -73,6 +74,16 @@ pub(crate) fn new_agent_key() -> Result<String> {
     dwell_proto::AgentKey::generate()
         .map(|k| k.to_hex())
         .map_err(|e| Error::Internal(format!("no random bytes for an agent key: {e}")))
+}
+
+/// The host uid/gid range of a sandbox of the namespace runtime: its slot
+/// is recorded in the store at the first start and kept until deletion.
+/// (The runtime uses it unless `dwell serve --user-namespaces off`.)
+pub(crate) fn id_range(inner: &Inner, id: &str) -> Result<IdMap> {
+    let slot = inner
+        .store
+        .reserve_id_range(id, dwell_runtime::ns::userns::MAX_SLOTS)?;
+    dwell_runtime::ns::userns::range_of_slot(slot).map_err(|e| Error::Internal(e.to_string()))
 }
 
 /// Keep the config next to the sandbox's runtime state (and in memory:

@@ -20,6 +20,8 @@ pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord, reason: &str) -
     let id = rec.id.clone();
     blocking(move || -> Result<()> {
         inner2.volumes.delete(&id)?;
+        // Its files are gone: the uid range may go to another sandbox.
+        inner2.store.release_id_range(&id)?;
         // An archived sandbox's data is its archive snapshot.
         let archived = crate::archive::load_ref(&inner2, &id).ok().flatten();
         crate::archive::remove_ref(&inner2, &id)?;

@@ -32,7 +32,10 @@ pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord) -> Result<()> {
         }
         crate::crashpoint::crashpoint("start:before-mount");
         let upper = inner.volumes.mount(&rec.id)?;
-        let cfg = config::build(&inner, &rec.id, &rec.name, &spec, &image, upper)?;
+        let mut cfg = config::build(&inner, &rec.id, &rec.name, &spec, &image, upper)?;
+        if runtime.name() == "ns" {
+            cfg.id_map = Some(config::id_range(&inner, &rec.id)?);
+        }
         config::save(&inner, &cfg)?;
         let _ = inner.store.add_event(&rec.id, "step", "starting processes");
         if let Err(e) = runtime.start(&cfg) {

@@ -151,6 +151,7 @@ mod tests {
             agent_binary: "/bin/agent".into(),
             agent_key: None,
             grants: Default::default(),
+            id_map: None,
         };
         let s = spec(&config, Path::new("/s/rootfs"), "/dwell-gvisor/abc");
         assert_eq!(s["root"]["path"], "/s/rootfs");

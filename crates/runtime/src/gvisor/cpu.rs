@@ -105,6 +105,7 @@ mod tests {
             agent_binary: "/bin/agent".into(),
             agent_key: None,
             grants: Default::default(),
+            id_map: None,
         }
     }
 

@@ -149,6 +149,12 @@ impl GvisorRuntime {
                 // The agent's socket on the /run/dwell bind mount must be
                 // a real socket on the host (see the module docs).
                 "--host-uds=create".into(),
+                // Every file operation of the sentry goes through the
+                // gofer: the sentry then runs as nobody (65534) in a user
+                // namespace of its own with no capability at all, instead
+                // of host root with CAP_DAC_OVERRIDE, CAP_SETUID, ... (see
+                // SECURITY.md).
+                "--directfs=false".into(),
             ],
             hide_sysctl_net: false,
         };

@@ -4,7 +4,8 @@
 //!
 //! It joins the sandbox's v1 cgroups (or, taken from the warm pool, renames
 //! the pool cgroups it already sits in), clones the child into new mount,
-//! pid, uts, ipc, net namespaces and straight into its cgroup2 directory,
+//! pid, uts, ipc, net namespaces (and a user namespace, see
+//! [`super::userns`]) and straight into its cgroup2 directory,
 //! sets up the host side (pid file, network), lets the child exec the agent
 //! and exits as soon as the exec succeeded; the daemon waits for the
 //! agent's socket. On any failure it kills the child and removes what it
@@ -17,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cgroup::v1::V1Group;
 use super::cgroup::{Cgroup, HostCgroups, SandboxCgroup};
-use super::{child, layout, network, pidfile, standby, stop, sys};
+use super::{child, layout, network, pidfile, standby, stop, sys, userns};
 use crate::{Error, NetworkMode, Result, SandboxConfig};
 
 /// Runtime options the boot process needs besides the sandbox config
@@ -33,6 +34,13 @@ pub struct BootOptions {
     /// (recorded for diagnosis; the boot process exits once the agent is
     /// executed and does not wait for it).
     pub agent_timeout_ms: u64,
+    /// Use the config's id range, if it has one (see [`super::userns`]).
+    #[serde(default = "default_true")]
+    pub user_namespaces: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 pub const BOOT_OPTIONS_FILE: &str = "runtime.json";
@@ -200,19 +208,55 @@ pub(crate) fn boot(state_dir: &Path, placement: Placement) -> Result<i32> {
         None => None,
     };
 
+    let id_map = config.id_map.filter(|_| opts.user_namespaces);
+    let mut namespaces = NAMESPACES;
+    let mut mounts_chan = None;
+    if id_map.is_some() {
+        userns::prepare_host(&config)?;
+        namespaces |= libc::CLONE_NEWUSER;
+        mounts_chan = Some(
+            std::os::unix::net::UnixStream::pair()
+                .map_err(|e| io_err("creating the mounts socketpair", e))?,
+        );
+    }
+    // Opened here: in a user namespace the child cannot reach the data dir.
+    let console = layout::open_console(&config).map_err(|e| {
+        Error::Start(format!(
+            "opening the console log {}: {e}",
+            layout::console_path(&config).display()
+        ))
+    })?;
     let (go_r, mut go_w) = sys::pipe().map_err(|e| io_err("creating a pipe", e))?;
     let (mut err_r, err_w) = sys::pipe().map_err(|e| io_err("creating a pipe", e))?;
-    let pid = clone_child(&cg, v2_dir.as_ref())?;
+    let pid = match id_map {
+        // The user namespace is owned by the sandbox's own host uid, so
+        // what the kernel counts per user (inotify instances, ...) up the
+        // namespace chain is charged to it, not to the host's root.
+        Some(map) => userns::as_owner(map, || clone_child(&cg, v2_dir.as_ref(), namespaces))?,
+        None => clone_child(&cg, v2_dir.as_ref(), namespaces)?,
+    };
     if pid == 0 {
         drop(go_w);
         drop(err_r);
-        child::run(&config, go_r, err_w, listen);
+        child::run(
+            &config,
+            console,
+            go_r,
+            err_w,
+            listen,
+            mounts_chan.map(|(_, c)| c),
+        );
     }
+    drop(console);
     guard.child = Some(pid);
     drop(listen);
     drop(go_r);
     drop(err_w);
     drop(v2_dir);
+    if let (Some(map), Some((parent, child_end))) = (id_map, mounts_chan) {
+        drop(child_end);
+        userns::hand_over(pid, &config, map, &parent)?;
+    }
 
     if config.network == NetworkMode::Nat {
         network::setup(
@@ -241,11 +285,15 @@ pub(crate) fn boot(state_dir: &Path, placement: Placement) -> Result<i32> {
 /// directory when the kernel has `CLONE_INTO_CGROUP`; otherwise join that
 /// cgroup first and fork. Returns 0 in the child, its pid in the parent. The cgroup namespace is unshared by the child itself, once it
 /// is in its cgroups, so that its cgroup root is its own cgroup.
-fn clone_child(cg: &SandboxCgroup, v2_dir: Option<&std::fs::File>) -> Result<i32> {
+fn clone_child(
+    cg: &SandboxCgroup,
+    v2_dir: Option<&std::fs::File>,
+    namespaces: libc::c_int,
+) -> Result<i32> {
     if let (Some(dir), Some(v2)) = (v2_dir, &cg.v2) {
         // SAFETY: the boot process is single-threaded (fresh exec, no
         // threads started), so a fork-like clone is sound.
-        match unsafe { sys::clone3_into_cgroup(NAMESPACES, dir) } {
+        match unsafe { sys::clone3_into_cgroup(namespaces, dir) } {
             Ok(pid) => return Ok(pid),
             Err(e) => {
                 tracing::debug!("clone3 into the cgroup failed ({e}); joining it instead");
@@ -254,7 +302,7 @@ fn clone_child(cg: &SandboxCgroup, v2_dir: Option<&std::fs::File>) -> Result<i32
         }
     }
     // SAFETY: as above.
-    let pid = unsafe { sys::clone_fork(NAMESPACES) }
+    let pid = unsafe { sys::clone_fork(namespaces) }
         .map_err(|e| io_err("clone into new namespaces", e))?;
     Ok(pid)
 }

@@ -7,21 +7,37 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 
-use super::{caps, layout, mounts, network, seccomp, sys};
+use super::{caps, layout, mounts, network, seccomp, sys, userns};
 use crate::SandboxConfig;
 
 /// Run the child side; never returns. `listen` is the agent's bound
-/// socket, passed to it as descriptor [`layout::AGENT_LISTEN_FD`].
-pub fn run(config: &SandboxConfig, go: File, err: File, listen: OwnedFd) -> ! {
+/// socket, passed to it as descriptor [`layout::AGENT_LISTEN_FD`];
+/// `userns` the socket the boot parent sends the sandbox's mounts on
+/// (user namespaces on).
+pub fn run(
+    config: &SandboxConfig,
+    console: File,
+    go: File,
+    err: File,
+    listen: OwnedFd,
+    userns: Option<UnixStream>,
+) -> ! {
     // Out of the way of descriptor 3, which the agent's socket takes.
-    let (mut go, mut err, listen) = match (above(go.into()), above(err.into()), above(listen)) {
-        (Ok(g), Ok(e), Ok(l)) => (File::from(g), File::from(e), l),
+    let moved = (
+        above(go.into()),
+        above(err.into()),
+        above(listen),
+        userns.map(|u| above(u.into())).transpose(),
+    );
+    let (mut go, mut err, listen, userns) = match moved {
+        (Ok(g), Ok(e), Ok(l), Ok(u)) => (File::from(g), File::from(e), l, u.map(UnixStream::from)),
         // SAFETY: leaving the child (out of descriptors) without running
         // the parent's destructors; the parent sees PID 1 gone.
         _ => unsafe { libc::_exit(1) },
     };
-    let msg = match prepare_and_exec(config, &mut go, &listen) {
+    let msg = match prepare_and_exec(config, console, &mut go, &listen, userns.as_ref()) {
         Ok(never) => match never {},
         Err(m) => m,
     };
@@ -41,13 +57,10 @@ fn above(fd: OwnedFd) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(n) })
 }
 
-fn redirect_stdio(config: &SandboxConfig) -> Result<(), String> {
-    let log = layout::open_console(config).map_err(|e| {
-        format!(
-            "opening the console log {}: {e}",
-            layout::console_path(config).display()
-        )
-    })?;
+/// Standard input from /dev/null; standard output and error to the console
+/// log (opened by the boot parent: in a user namespace the child cannot
+/// reach it by path).
+fn redirect_stdio(log: File) -> Result<(), String> {
     let null = File::open("/dev/null").map_err(|e| format!("opening /dev/null: {e}"))?;
     // SAFETY: dup2 onto the standard descriptors with valid sources.
     unsafe {
@@ -87,23 +100,32 @@ fn limit_core_dumps(config: &SandboxConfig) -> Result<(), String> {
 
 fn prepare_and_exec(
     config: &SandboxConfig,
+    console: File,
     go: &mut File,
     listen: &OwnedFd,
+    userns: Option<&UnixStream>,
 ) -> Result<std::convert::Infallible, String> {
     // Now that this process sits in the sandbox's cgroups, a new cgroup
     // namespace makes them its root (clone3 would have rooted it at the
     // boot process's cgroup instead).
     sys::unshare(libc::CLONE_NEWCGROUP)
         .map_err(|e| format!("creating the cgroup namespace: {e}"))?;
-    redirect_stdio(config)?;
-    // The daemon's 077 umask keeps host files private (the rootfs mount
-    // point is made under it); inside the sandbox directories and files are
-    // made with the usual 022.
-    let rootfs = layout::state_file(config, layout::ROOTFS_DIR);
-    std::fs::create_dir_all(&rootfs).map_err(|e| format!("creating {}: {e}", rootfs.display()))?;
+    redirect_stdio(console)?;
+    if userns.is_none() {
+        // The rootfs mount point is made under the daemon's 077 umask (in
+        // a user namespace the boot parent makes it).
+        let rootfs = layout::state_file(config, layout::ROOTFS_DIR);
+        std::fs::create_dir_all(&rootfs)
+            .map_err(|e| format!("creating {}: {e}", rootfs.display()))?;
+    }
+    // Inside the sandbox directories and files are made with the usual 022.
     // SAFETY: umask only changes this process's file creation mask.
     unsafe { libc::umask(0o022) };
-    mounts::build_root(config)?;
+    match userns {
+        // In its own user namespace: mounts come from the boot parent.
+        Some(sock) => userns::build_root(config, sock)?,
+        None => mounts::build_root(config)?,
+    }
     sys::sethostname(&config.hostname).map_err(|e| format!("setting the hostname: {e}"))?;
     network::loopback_up()?;
 

@@ -80,17 +80,7 @@ pub fn doctor() -> Vec<Check> {
             "kernel built without CONFIG_SECCOMP_FILTER"
         },
     ));
-    let userns = std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .unwrap_or(0);
-    out.push(check(
-        "user namespaces",
-        userns > 0,
-        format!(
-            "max_user_namespaces = {userns} (not required by the ns runtime, which runs as root)"
-        ),
-    ));
+    out.push(user_namespaces_check());
     for ns in ["mnt", "pid", "net", "uts", "ipc", "cgroup"] {
         let ok = Path::new("/proc/self/ns").join(ns).exists();
         out.push(check(
@@ -118,10 +108,60 @@ pub fn doctor() -> Vec<Check> {
     out
 }
 
+/// User namespaces for sandboxes: allowed by the kernel and new enough for
+/// idmapped mounts and overlay layers given by descriptor (6.13).
+fn user_namespaces_check() -> Check {
+    let max = std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let version = kernel_version(&release);
+    let new_enough = version >= (6, 13);
+    let ok = max > 0 && new_enough;
+    let detail = if ok {
+        format!(
+            "max_user_namespaces = {max}, kernel {}: each sandbox's root is its own host uid \
+             range (turn off with `dwell serve --user-namespaces off`)",
+            release.trim()
+        )
+    } else if max == 0 {
+        "max_user_namespaces = 0: set it above 0, or run `dwell serve --user-namespaces off` \
+         (sandbox root is then host root)"
+            .to_string()
+    } else {
+        format!(
+            "kernel {} is older than 6.13 (idmapped overlay layers by descriptor): run \
+             `dwell serve --user-namespaces off` (sandbox root is then host root)",
+            release.trim()
+        )
+    };
+    check("user namespaces", ok, detail)
+}
+
+/// `6.18.44-foo` -> (6, 18).
+fn kernel_version(release: &str) -> (u32, u32) {
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
 fn has_kill_below(root: &Path) -> bool {
     std::fs::read_dir(root)
         .into_iter()
         .flatten()
         .flatten()
         .any(|e| e.path().join("cgroup.kill").exists())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn kernel_versions() {
+        assert_eq!(super::kernel_version("6.18.44-fc-v1272\n"), (6, 18));
+        assert_eq!(super::kernel_version("5.10.0"), (5, 10));
+        assert_eq!(super::kernel_version(""), (0, 0));
+    }
 }

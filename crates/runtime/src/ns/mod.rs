@@ -1,5 +1,6 @@
 //! The namespace runtime: each sandbox is a tree of processes in its own
-//! mount, pid, uts, ipc, net and cgroup namespaces, rooted in an overlay,
+//! user (an unprivileged host uid range, see [`userns`]), mount, pid, uts,
+//! ipc, net and cgroup namespaces, rooted in an overlay,
 //! limited by cgroups, with reduced capabilities, no_new_privs and a
 //! seccomp filter. See SECURITY.md in this crate for what each layer stops.
 //!
@@ -22,6 +23,7 @@ pub mod child;
 pub mod dev;
 pub mod doctor;
 pub mod layout;
+pub mod mountapi;
 pub mod mounts;
 pub mod network;
 pub mod observe;
@@ -34,6 +36,8 @@ pub mod standby;
 pub mod start;
 pub mod stop;
 pub mod sys;
+pub mod userns;
+pub mod userxattr;
 pub mod wait;
 
 use std::path::{Path, PathBuf};
@@ -67,11 +71,15 @@ pub struct NsOptions {
     /// Boot processes kept ready ahead of time (0 turns the warm pool off:
     /// every start execs a fresh boot process).
     pub pool_size: usize,
+    /// Start sandboxes whose config has an id range ([`crate::IdMap`]) in
+    /// a user namespace of their own (`dwell serve --user-namespaces`).
+    /// Off: their root is host root, as before user namespaces.
+    pub user_namespaces: bool,
 }
 
 impl NsOptions {
     /// Defaults: cgroup parent `dwell`, NAT pool 10.200.0.0/16, 10 s, a
-    /// warm pool of 1.
+    /// warm pool of 1, user namespaces on.
     pub fn new(boot_exe: impl Into<PathBuf>, boot_args: Vec<String>) -> NsOptions {
         NsOptions {
             boot_exe: boot_exe.into(),
@@ -81,6 +89,7 @@ impl NsOptions {
             deny_net: Vec::new(),
             agent_timeout: Duration::from_secs(10),
             pool_size: 1,
+            user_namespaces: true,
         }
     }
 }

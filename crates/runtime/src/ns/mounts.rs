@@ -103,21 +103,40 @@ pub fn build_root(config: &SandboxConfig) -> R<()> {
     let rootfs = layout::state_file(config, layout::ROOTFS_DIR);
     mkdir_p(&rootfs)?;
     mount_overlays(config, &rootfs)?;
-    mount_kernel_fs(&rootfs)?;
-    dev::mount_dev(&rootfs)?;
-    mount_dwell_dirs(config, &rootfs)?;
-    mask_paths(&rootfs)?;
-    pivot(&rootfs)
+    let sources = DwellSources {
+        agent: config.agent_binary.clone(),
+    };
+    finish_root(&rootfs, &sources)
 }
 
-fn overlay(lower: &str, upper: &Path, work: &Path, target: &Path) -> R<()> {
+/// Where the host-side source of the sandbox's agent binary is: a host
+/// path, or (in a user namespace, where the data dir cannot be looked up)
+/// the `/proc/self/fd/N` link of a descriptor opened beforehand.
+pub(crate) struct DwellSources {
+    pub agent: PathBuf,
+}
+
+/// Everything after the overlays: kernel filesystems, /dev, the dwell
+/// dirs, masked paths, and the pivot into `rootfs`.
+pub(crate) fn finish_root(rootfs: &Path, src: &DwellSources) -> R<()> {
+    mount_kernel_fs(rootfs)?;
+    dev::mount_dev(rootfs)?;
+    mount_dwell_dirs(rootfs, src)?;
+    mask_paths(rootfs)?;
+    pivot(rootfs)
+}
+
+fn overlay(lower: &str, upper: &Path, work: &Path, target: &Path, userxattr: bool) -> R<()> {
     mkdir_p(upper)?;
     mkdir_p(work)?;
-    let data = format!(
+    let mut data = format!(
         "lowerdir={lower},upperdir={},workdir={}",
         upper.display(),
         work.display()
     );
+    if userxattr {
+        data.push_str(",userxattr");
+    }
     // nodev: with CAP_MKNOD a sandbox could create a node for a host disk;
     // on a nodev mount such a node cannot be opened. nosuid: gVisor mounts
     // this on the host, where a setuid file the sandbox made must stay inert.
@@ -135,6 +154,8 @@ fn overlay(lower: &str, upper: &Path, work: &Path, target: &Path) -> R<()> {
 /// mounts the same root on the host.
 pub(crate) fn mount_overlays(config: &SandboxConfig, rootfs: &Path) -> R<()> {
     let upper_root = &config.rootfs.upper_root;
+    // A volume once used in a user namespace keeps user.overlay.* marks.
+    let userxattr = super::userxattr::volume_converted(upper_root);
     let lower = config
         .rootfs
         .layers
@@ -147,6 +168,7 @@ pub(crate) fn mount_overlays(config: &SandboxConfig, rootfs: &Path) -> R<()> {
         &upper_root.join("root/upper"),
         &upper_root.join("root/work"),
         rootfs,
+        userxattr,
     )?;
     for dir in &config.rootfs.host_dirs {
         let name = layout::host_dir_name(dir);
@@ -156,6 +178,7 @@ pub(crate) fn mount_overlays(config: &SandboxConfig, rootfs: &Path) -> R<()> {
             &upper_root.join("host").join(&name).join("upper"),
             &upper_root.join("host").join(&name).join("work"),
             &target,
+            userxattr,
         )?;
     }
     Ok(())
@@ -207,7 +230,7 @@ fn mount_kernel_fs(rootfs: &Path) -> R<()> {
     Ok(())
 }
 
-fn mount_dwell_dirs(config: &SandboxConfig, rootfs: &Path) -> R<()> {
+fn mount_dwell_dirs(rootfs: &Path, src: &DwellSources) -> R<()> {
     // /run/dwell is the sandbox's own small tmpfs (charged to its memory
     // cgroup), not a host dir: nothing written there lands on the host, and
     // the agent's socket is not there (it is passed as a descriptor).
@@ -232,13 +255,7 @@ fn mount_dwell_dirs(config: &SandboxConfig, rootfs: &Path) -> R<()> {
     )?;
     let agent = agent_dir.join("agent");
     std::fs::write(&agent, b"").map_err(|e| format!("creating {}: {e}", agent.display()))?;
-    mnt(
-        Some(&config.agent_binary),
-        &agent,
-        None,
-        libc::MS_BIND,
-        None,
-    )?;
+    mnt(Some(&src.agent), &agent, None, libc::MS_BIND, None)?;
     mnt(
         None,
         &agent,

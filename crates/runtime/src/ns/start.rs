@@ -59,6 +59,7 @@ fn boot(rt: &NamespaceRuntime, config: &SandboxConfig) -> Result<Started> {
         nat_pool: rt.options.nat_pool.clone(),
         deny_net: rt.options.deny_net.clone(),
         agent_timeout_ms: rt.options.agent_timeout.as_millis() as u64,
+        user_namespaces: rt.options.user_namespaces,
     };
     let opts_path = state.join(BOOT_OPTIONS_FILE);
     std::fs::write(

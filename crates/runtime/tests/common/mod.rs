@@ -57,6 +57,17 @@ fn make_layer(dir: &Path) {
     std::fs::write(dir.join("etc/group"), "root:x:0:\ntty:x:5:\n").unwrap();
 }
 
+/// A uid range of its own for each test sandbox (user namespaces, as the
+/// daemon gives them), from the top slots, far from a daemon's first ones.
+pub fn test_id_map() -> dwell_runtime::IdMap {
+    use dwell_runtime::ns::userns::{range_of_slot, MAX_SLOTS};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let slot = MAX_SLOTS - 1 - (std::process::id() % 512) * 16 - n % 16;
+    range_of_slot(slot).unwrap()
+}
+
 /// One test sandbox; stopped and removed on drop, even when the test fails.
 pub struct TestSandbox {
     pub rt: NamespaceRuntime,
@@ -97,6 +108,7 @@ impl TestSandbox {
             agent_binary: PathBuf::from(env!("CARGO_BIN_EXE_dwell-ns-testinit")),
             agent_key: None,
             grants: Default::default(),
+            id_map: Some(test_id_map()),
         };
         TestSandbox {
             rt: NamespaceRuntime::new(opts).unwrap(),
