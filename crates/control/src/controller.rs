@@ -463,7 +463,7 @@ impl Controller {
                 memory: spec.memory_bytes,
                 storage: spec.disk_bytes,
             },
-        )?;
+        ).await?;
         let now = self.inner.clock.now_ms();
         let rec = SandboxRecord {
             id: new_id(),
@@ -785,7 +785,7 @@ impl Controller {
                 storage: used,
                 ..Default::default()
             },
-        )?;
+        ).await?;
         let lock = self.inner.lock_for(&sb.id);
         let _g = lock.lock().await;
         // Re-read under the lock: a transition (a resume, an archive) may
@@ -1089,12 +1089,17 @@ impl Controller {
         self.get_by_id(&rec.id)
     }
 
-    fn check_quota(&self, tenant: &str, more: &crate::quota::Held) -> Result<()> {
+    async fn check_quota(&self, tenant: &str, more: &crate::quota::Held) -> Result<()> {
         let t = self.tenant_limits(tenant)?;
         let mut held = crate::quota::held(&self.inner.store.list_sandboxes(Some(tenant))?);
         if t.max_storage.is_some() {
             // Snapshots count towards storage too (their stored bytes).
-            held.storage += crate::snapshots::list(&*self.inner.snapshots, tenant)?
+            // Listing them may block on the object store (S3): off the
+            // async workers.
+            let store = self.inner.snapshots.clone();
+            let owner = tenant.to_string();
+            held.storage += blocking(move || crate::snapshots::list(&*store, &owner))
+                .await??
                 .iter()
                 .map(|m| m.sizes.uploaded)
                 .sum::<u64>();
@@ -1322,7 +1327,7 @@ impl Controller {
                     memory: sb.spec.memory_bytes,
                     ..Default::default()
                 },
-            )?;
+            ).await?;
         }
         self.transition(tenant, id_or_name, State::Running, "start", |sb| {
             match sb.state {
@@ -1416,7 +1421,7 @@ impl Controller {
                     memory: sb.spec.memory_bytes,
                     ..Default::default()
                 },
-            )?;
+            ).await?;
         }
         self.transition(
             tenant,
