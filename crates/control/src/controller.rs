@@ -463,7 +463,8 @@ impl Controller {
                 memory: spec.memory_bytes,
                 storage: spec.disk_bytes,
             },
-        ).await?;
+        )
+        .await?;
         let now = self.inner.clock.now_ms();
         let rec = SandboxRecord {
             id: new_id(),
@@ -785,7 +786,8 @@ impl Controller {
                 storage: used,
                 ..Default::default()
             },
-        ).await?;
+        )
+        .await?;
         let lock = self.inner.lock_for(&sb.id);
         let _g = lock.lock().await;
         // Re-read under the lock: a transition (a resume, an archive) may
@@ -1327,7 +1329,8 @@ impl Controller {
                     memory: sb.spec.memory_bytes,
                     ..Default::default()
                 },
-            ).await?;
+            )
+            .await?;
         }
         self.transition(tenant, id_or_name, State::Running, "start", |sb| {
             match sb.state {
@@ -1421,7 +1424,8 @@ impl Controller {
                     memory: sb.spec.memory_bytes,
                     ..Default::default()
                 },
-            ).await?;
+            )
+            .await?;
         }
         self.transition(
             tenant,
