@@ -4,11 +4,14 @@
 //!
 //! Nothing the agent sends can make the daemon queue without bound: data
 //! (`Stdout`, `Stderr`, `Data`) is held to the stream's flow-control
-//! window, and events, which have no window, to [`MAX_QUEUED_EVENTS`] not
-//! yet taken by the stream's consumer. A stream whose consumer falls that
-//! far behind (a watch whose HTTP client stopped reading while the sandbox
-//! makes files without end) is ended with an `other` error that says so,
-//! and cancelled in the agent; the connection and its other streams go on.
+//! window, and events, which have no window, to [`MAX_QUEUED_EVENTS`] and
+//! [`MAX_QUEUED_EVENT_BYTES`] not yet taken by the stream's consumer. A
+//! stream whose consumer falls that far behind (a watch whose HTTP client
+//! stopped reading while the sandbox makes files without end) is ended with
+//! an `other` error that says so, and cancelled in the agent; the
+//! connection and its other streams go on. An event above
+//! [`frame::MAX_EVENT_PAYLOAD`] is refused before it is parsed, as a
+//! protocol violation that ends the connection.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -34,13 +37,28 @@ pub(crate) enum Inbound {
 
 /// Events a stream may hold that its consumer has not taken yet.
 pub const MAX_QUEUED_EVENTS: usize = 4096;
+/// Event payload bytes a stream may hold that its consumer has not taken
+/// yet (parsed events take about as much memory as their JSON).
+pub const MAX_QUEUED_EVENT_BYTES: usize = 4 * 1024 * 1024;
+
+/// What travels to a stream: the message and the event bytes it holds
+/// against [`MAX_QUEUED_EVENT_BYTES`] (0 for everything but events).
+type Queued = (Inbound, usize);
+
+/// Events queued for one stream and not yet taken by its consumer.
+#[derive(Default)]
+struct EventQueue {
+    count: AtomicUsize,
+    bytes: AtomicUsize,
+}
 
 struct Slot {
-    tx: mpsc::UnboundedSender<Inbound>,
+    tx: mpsc::UnboundedSender<Queued>,
     send_window: Arc<Semaphore>,
     recv_outstanding: Arc<AtomicUsize>,
-    /// Events sent to `tx` and not yet taken ([`MAX_QUEUED_EVENTS`]).
-    queued_events: Arc<AtomicUsize>,
+    /// Events sent to `tx` and not yet taken ([`MAX_QUEUED_EVENTS`],
+    /// [`MAX_QUEUED_EVENT_BYTES`]).
+    queued_events: Arc<EventQueue>,
 }
 
 #[derive(Default)]
@@ -140,7 +158,7 @@ impl Conn {
         let (tx, rx) = mpsc::unbounded_channel();
         let send_window = Arc::new(Semaphore::new(INITIAL_WINDOW));
         let recv_outstanding = Arc::new(AtomicUsize::new(0));
-        let queued_events = Arc::new(AtomicUsize::new(0));
+        let queued_events = Arc::new(EventQueue::default());
         let id = {
             let mut st = self.state.lock().unwrap();
             if let Some(e) = &st.dead {
@@ -181,6 +199,15 @@ impl Conn {
     /// Routes one incoming frame.
     fn dispatch(&self, f: Frame) -> std::result::Result<(), String> {
         let data_len = f.payload.len();
+        if data_len > f.kind.max_payload() {
+            return Err(format!(
+                "agent sent a {:?} frame of {data_len} bytes on stream {}, above the {} byte \
+                 limit for that kind (a compromised or broken agent)",
+                f.kind,
+                f.stream,
+                f.kind.max_payload()
+            ));
+        }
         let msg = match f.kind {
             Kind::Event => Inbound::Event(
                 serde_json::from_slice(&f.payload)
@@ -207,7 +234,12 @@ impl Conn {
             k => return Err(format!("agent sent a {k:?} frame, which only clients send")),
         };
         let mut st = self.state.lock().unwrap();
-        if matches!(msg, Inbound::Event(_)) && self.event_overflows(&mut st, f.stream) {
+        let event_bytes = if matches!(msg, Inbound::Event(_)) {
+            data_len
+        } else {
+            0
+        };
+        if event_bytes > 0 && self.event_overflows(&mut st, f.stream, event_bytes) {
             return Ok(());
         }
         let is_end = matches!(msg, Inbound::End(_));
@@ -231,7 +263,7 @@ impl Conn {
             // A stream the client already abandoned: drop the message.
             None => {}
             Some(s) => {
-                let _ = s.tx.send(msg);
+                let _ = s.tx.send((msg, event_bytes));
             }
         }
         if let Some(s) = slot {
@@ -242,24 +274,33 @@ impl Conn {
 }
 
 impl Conn {
-    /// Counts one more queued event on `stream`; when that is above
-    /// [`MAX_QUEUED_EVENTS`], ends the stream for its consumer with an
-    /// error, cancels it in the agent and returns true (drop the event).
-    fn event_overflows(&self, st: &mut State, stream: u32) -> bool {
+    /// Counts one more queued event of `bytes` on `stream`; when that is
+    /// above [`MAX_QUEUED_EVENTS`] or [`MAX_QUEUED_EVENT_BYTES`], ends the
+    /// stream for its consumer with an error, cancels it in the agent and
+    /// returns true (drop the event).
+    fn event_overflows(&self, st: &mut State, stream: u32, bytes: usize) -> bool {
         let Some(slot) = st.streams.get(&stream) else {
             return false;
         };
-        if slot.queued_events.fetch_add(1, Ordering::AcqRel) < MAX_QUEUED_EVENTS {
+        let q = &slot.queued_events;
+        let count = q.count.fetch_add(1, Ordering::AcqRel) + 1;
+        let total = q.bytes.fetch_add(bytes, Ordering::AcqRel) + bytes;
+        let behind = if count > MAX_QUEUED_EVENTS {
+            format!("{MAX_QUEUED_EVENTS} events")
+        } else if total > MAX_QUEUED_EVENT_BYTES {
+            format!("{MAX_QUEUED_EVENT_BYTES} bytes of events")
+        } else {
             return false;
-        }
+        };
         let slot = st.streams.remove(&stream).expect("looked up above");
-        let _ = slot.tx.send(Inbound::End(Err(RemoteError::new(
+        let end = Inbound::End(Err(RemoteError::new(
             crate::messages::ErrorKind::Other,
             format!(
-                "the stream was closed: its reader fell {MAX_QUEUED_EVENTS} events behind the sandbox \
+                "the stream was closed: its reader fell {behind} behind the sandbox \
                  (read the stream faster, or watch a smaller tree); open it again to go on"
             ),
-        ))));
+        )));
+        let _ = slot.tx.send((end, 0));
         slot.send_window.close();
         let _ = self.send_frame(frame::encode(stream, Kind::Cancel, b"").expect("an empty frame"));
         true
@@ -336,10 +377,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
 pub(crate) struct Stream {
     pub(crate) id: u32,
     pub(crate) conn: Arc<Conn>,
-    rx: mpsc::UnboundedReceiver<Inbound>,
+    rx: mpsc::UnboundedReceiver<Queued>,
     send_window: Arc<Semaphore>,
     recv_outstanding: Arc<AtomicUsize>,
-    queued_events: Arc<AtomicUsize>,
+    queued_events: Arc<EventQueue>,
     done: bool,
 }
 
@@ -347,8 +388,8 @@ impl Stream {
     /// The next message; data is credited back to the agent as it is taken.
     pub(crate) async fn recv(&mut self) -> Result<Inbound> {
         match self.rx.recv().await {
-            Some(m) => {
-                self.account(&m);
+            Some((m, event_bytes)) => {
+                self.account(&m, event_bytes);
                 Ok(m)
             }
             None => {
@@ -361,8 +402,8 @@ impl Stream {
     /// Like `recv` but without waiting; `None` when nothing is queued.
     pub(crate) fn try_recv(&mut self) -> Option<Result<Inbound>> {
         match self.rx.try_recv() {
-            Ok(m) => {
-                self.account(&m);
+            Ok((m, event_bytes)) => {
+                self.account(&m, event_bytes);
                 Some(Ok(m))
             }
             Err(mpsc::error::TryRecvError::Empty) => None,
@@ -373,7 +414,7 @@ impl Stream {
         }
     }
 
-    fn account(&mut self, m: &Inbound) {
+    fn account(&mut self, m: &Inbound, event_bytes: usize) {
         let n = match m {
             Inbound::Stdout(b) | Inbound::Stderr(b) | Inbound::Data(b) => b.len(),
             Inbound::End(_) => {
@@ -381,7 +422,10 @@ impl Stream {
                 0
             }
             Inbound::Event(_) => {
-                self.queued_events.fetch_sub(1, Ordering::AcqRel);
+                self.queued_events.count.fetch_sub(1, Ordering::AcqRel);
+                self.queued_events
+                    .bytes
+                    .fetch_sub(event_bytes, Ordering::AcqRel);
                 0
             }
         };
