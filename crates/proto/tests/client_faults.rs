@@ -396,3 +396,30 @@ async fn a_flood_of_large_events_is_held_to_the_byte_cap() {
     let e = within(call).await.unwrap().unwrap_err();
     assert_eq!(e.remote_kind(), Some(dwell_proto::ErrorKind::NotFound));
 }
+
+#[tokio::test]
+async fn an_undecodable_event_or_end_ends_the_connection_when_taken() {
+    let (client, mut fake) = fake_agent_handshaken().await;
+    let c = client.await.unwrap();
+    let (mut watcher, id) = open_watch(&c, &mut fake, "/w").await;
+    let ev = encode(id, Kind::Event, br#"{"event":"no such event"}"#).unwrap();
+    fake.1.write_all(&ev).await.unwrap();
+    let e = within(watcher.next()).await.unwrap_err();
+    assert!(matches!(e, Error::Protocol(_)), "{e}");
+    assert!(e.to_string().contains("undecodable event"), "{e}");
+    let e = within(c.stat("/x")).await.unwrap_err();
+    assert!(matches!(e, Error::Protocol(_)), "{e}");
+
+    let (client, (mut r, mut w)) = fake_agent_handshaken().await;
+    let c = client.await.unwrap();
+    let c2 = c.clone();
+    let call = tokio::spawn(async move { c2.stat("/x").await });
+    let req = r.next().await.unwrap().unwrap();
+    w.write_all(&encode(req.stream, Kind::End, b"{not json").unwrap())
+        .await
+        .unwrap();
+    let e = within(call).await.unwrap().unwrap_err();
+    assert!(e.to_string().contains("undecodable end message"), "{e}");
+    let e = within(c.health()).await.unwrap_err();
+    assert!(matches!(e, Error::Protocol(_)), "{e}");
+}

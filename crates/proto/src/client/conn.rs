@@ -11,7 +11,9 @@
 //! an `other` error that says so, and cancelled in the agent; the
 //! connection and its other streams go on. An event above
 //! [`frame::MAX_EVENT_PAYLOAD`] is refused before it is parsed, as a
-//! protocol violation that ends the connection.
+//! protocol violation that ends the connection. Events and `End` messages
+//! wait as the agent's raw JSON and are parsed when the consumer takes
+//! them, so the bytes counted are the bytes held.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -41,9 +43,29 @@ pub const MAX_QUEUED_EVENTS: usize = 4096;
 /// yet (parsed events take about as much memory as their JSON).
 pub const MAX_QUEUED_EVENT_BYTES: usize = 4 * 1024 * 1024;
 
-/// What travels to a stream: the message and the event bytes it holds
-/// against [`MAX_QUEUED_EVENT_BYTES`] (0 for everything but events).
-type Queued = (Inbound, usize);
+/// What travels to a stream. `Event` and `End` stay raw JSON until the
+/// consumer takes them, so what a stream holds is the agent's bytes, not
+/// their parsed form (a `serde_json::Value` takes many times its JSON).
+enum Queued {
+    Msg(Inbound),
+    Event(Bytes),
+    End(Bytes),
+}
+
+/// Parses a raw `Event` or `End` payload taken by stream `id`'s consumer.
+fn decode(id: u32, q: Queued) -> std::result::Result<Inbound, String> {
+    match q {
+        Queued::Msg(m) => Ok(m),
+        Queued::Event(b) => serde_json::from_slice(&b)
+            .map(Inbound::Event)
+            .map_err(|e| format!("undecodable event on stream {id}: {e}")),
+        Queued::End(b) => match serde_json::from_slice(&b) {
+            Ok(Outcome::Ok(v)) => Ok(Inbound::End(Ok(v))),
+            Ok(Outcome::Err(e)) => Ok(Inbound::End(Err(e))),
+            Err(e) => Err(format!("undecodable end message on stream {id}: {e}")),
+        },
+    }
+}
 
 /// Events queued for one stream and not yet taken by its consumer.
 #[derive(Default)]
@@ -209,21 +231,11 @@ impl Conn {
             ));
         }
         let msg = match f.kind {
-            Kind::Event => Inbound::Event(
-                serde_json::from_slice(&f.payload)
-                    .map_err(|e| format!("undecodable event on stream {}: {e}", f.stream))?,
-            ),
-            Kind::End => {
-                let o: Outcome = serde_json::from_slice(&f.payload)
-                    .map_err(|e| format!("undecodable end message on stream {}: {e}", f.stream))?;
-                Inbound::End(match o {
-                    Outcome::Ok(v) => Ok(v),
-                    Outcome::Err(e) => Err(e),
-                })
-            }
-            Kind::Stdout => Inbound::Stdout(f.payload),
-            Kind::Stderr => Inbound::Stderr(f.payload),
-            Kind::Data => Inbound::Data(f.payload),
+            Kind::Event => Queued::Event(f.payload),
+            Kind::End => Queued::End(f.payload),
+            Kind::Stdout => Queued::Msg(Inbound::Stdout(f.payload)),
+            Kind::Stderr => Queued::Msg(Inbound::Stderr(f.payload)),
+            Kind::Data => Queued::Msg(Inbound::Data(f.payload)),
             Kind::Window => {
                 let n = frame::parse_window(&f.payload).map_err(|e| e.to_string())?;
                 if let Some(s) = self.state.lock().unwrap().streams.get(&f.stream) {
@@ -234,15 +246,10 @@ impl Conn {
             k => return Err(format!("agent sent a {k:?} frame, which only clients send")),
         };
         let mut st = self.state.lock().unwrap();
-        let event_bytes = if matches!(msg, Inbound::Event(_)) {
-            data_len
-        } else {
-            0
-        };
-        if event_bytes > 0 && self.event_overflows(&mut st, f.stream, event_bytes) {
+        if f.kind == Kind::Event && self.event_overflows(&mut st, f.stream, data_len) {
             return Ok(());
         }
-        let is_end = matches!(msg, Inbound::End(_));
+        let is_end = f.kind == Kind::End;
         if f.kind.is_data() {
             if let Some(slot) = st.streams.get(&f.stream) {
                 let n = slot.recv_outstanding.fetch_add(data_len, Ordering::AcqRel) + data_len;
@@ -263,7 +270,7 @@ impl Conn {
             // A stream the client already abandoned: drop the message.
             None => {}
             Some(s) => {
-                let _ = s.tx.send((msg, event_bytes));
+                let _ = s.tx.send(msg);
             }
         }
         if let Some(s) = slot {
@@ -300,7 +307,7 @@ impl Conn {
                  (read the stream faster, or watch a smaller tree); open it again to go on"
             ),
         )));
-        let _ = slot.tx.send((end, 0));
+        let _ = slot.tx.send(Queued::Msg(end));
         slot.send_window.close();
         let _ = self.send_frame(frame::encode(stream, Kind::Cancel, b"").expect("an empty frame"));
         true
@@ -388,10 +395,7 @@ impl Stream {
     /// The next message; data is credited back to the agent as it is taken.
     pub(crate) async fn recv(&mut self) -> Result<Inbound> {
         match self.rx.recv().await {
-            Some((m, event_bytes)) => {
-                self.account(&m, event_bytes);
-                Ok(m)
-            }
+            Some(q) => self.take(q),
             None => {
                 self.done = true;
                 Err(self.conn.dead_error())
@@ -402,10 +406,7 @@ impl Stream {
     /// Like `recv` but without waiting; `None` when nothing is queued.
     pub(crate) fn try_recv(&mut self) -> Option<Result<Inbound>> {
         match self.rx.try_recv() {
-            Ok((m, event_bytes)) => {
-                self.account(&m, event_bytes);
-                Some(Ok(m))
-            }
+            Ok(q) => Some(self.take(q)),
             Err(mpsc::error::TryRecvError::Empty) => None,
             Err(mpsc::error::TryRecvError::Disconnected) => {
                 self.done = true;
@@ -414,20 +415,33 @@ impl Stream {
         }
     }
 
-    fn account(&mut self, m: &Inbound, event_bytes: usize) {
-        let n = match m {
-            Inbound::Stdout(b) | Inbound::Stderr(b) | Inbound::Data(b) => b.len(),
-            Inbound::End(_) => {
+    /// Accounts for a message the consumer takes and parses it; an
+    /// undecodable one ends the connection (a protocol violation).
+    fn take(&mut self, q: Queued) -> Result<Inbound> {
+        self.account(&q);
+        decode(self.id, q).map_err(|e| {
+            self.done = true;
+            let err = Error::Protocol(e);
+            self.conn.kill(err.clone());
+            err
+        })
+    }
+
+    fn account(&mut self, q: &Queued) {
+        let n = match q {
+            Queued::Msg(Inbound::Stdout(b) | Inbound::Stderr(b) | Inbound::Data(b)) => b.len(),
+            Queued::Msg(Inbound::End(_)) | Queued::End(_) => {
                 self.done = true;
                 0
             }
-            Inbound::Event(_) => {
+            Queued::Event(b) => {
                 self.queued_events.count.fetch_sub(1, Ordering::AcqRel);
                 self.queued_events
                     .bytes
-                    .fetch_sub(event_bytes, Ordering::AcqRel);
+                    .fetch_sub(b.len(), Ordering::AcqRel);
                 0
             }
+            Queued::Msg(Inbound::Event(_)) => 0,
         };
         if n > 0 && !self.done {
             self.recv_outstanding.fetch_sub(n, Ordering::AcqRel);
