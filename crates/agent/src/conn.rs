@@ -102,8 +102,26 @@ pub struct StreamCtx {
 }
 
 impl StreamCtx {
+    /// Sends an event. One above [`frame::MAX_EVENT_PAYLOAD`] (the client
+    /// would take it for a protocol violation and drop the connection) is
+    /// not sent: the stream ends with an `invalid_argument` error instead.
     pub async fn event(&self, e: &Event) -> Result<(), Gone> {
-        self.out.json(self.id, Kind::Event, e).await
+        let p = serde_json::to_vec(e).expect("protocol messages serialize");
+        if p.len() <= frame::MAX_EVENT_PAYLOAD {
+            return self.out.frame(self.id, Kind::Event, &p).await;
+        }
+        self.streams.lock().unwrap().remove(&self.id);
+        let err = RemoteError::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "an event of {} bytes is above the protocol's {} byte event limit \
+                 (a very long name or command line); ask about something smaller",
+                p.len(),
+                frame::MAX_EVENT_PAYLOAD
+            ),
+        );
+        let _ = self.out.json(self.id, Kind::End, &Outcome::Err(err)).await;
+        Err(Gone)
     }
 
     /// Sends data frames, waiting for window; `Gone` if cancelled or disconnected.

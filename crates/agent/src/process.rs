@@ -6,7 +6,7 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dwell_proto::frame::Kind;
+use dwell_proto::frame::{self, Kind};
 use dwell_proto::{Control, Event, ExecRequest, ProcessInfo, RemoteError};
 use tokio::io::Interest;
 use tokio::sync::mpsc;
@@ -144,11 +144,7 @@ pub async fn attach(ctx: StreamCtx, pid: u32) {
         Ok(a) => a,
         Err(e) => return ctx.end::<()>(Err(e)).await,
     };
-    if ctx
-        .event(&Event::Attached { process: a.info })
-        .await
-        .is_err()
-    {
+    if ctx.event(&attached_event(a.info)).await.is_err() {
         return;
     }
     for (stderr, b) in a.replay {
@@ -161,6 +157,52 @@ pub async fn attach(ctx: StreamCtx, pid: u32) {
         Err(status) => ctx.end(Ok(status)).await,
         Ok(live) => follow(ctx, pid, live, false).await,
     }
+}
+
+/// The `attached` event for `info`, with its argv and tag cut short (an
+/// ellipsis marks the cut) when the whole would pass the protocol's event
+/// limit: a command line may be up to a request frame long, an event not.
+fn attached_event(info: ProcessInfo) -> Event {
+    let mut budget = frame::MAX_EVENT_PAYLOAD / 2;
+    let mut ev = Event::Attached {
+        process: info.clone(),
+    };
+    while serde_json::to_vec(&ev).map_or(0, |p| p.len()) > frame::MAX_EVENT_PAYLOAD {
+        let mut process = info.clone();
+        process.argv = cut_strings(&info.argv, budget);
+        process.tag = info.tag.as_ref().map(|t| cut_str(t, budget / 8));
+        ev = Event::Attached { process };
+        budget /= 2;
+    }
+    ev
+}
+
+/// The leading strings of `v`, at most `budget` bytes in all; the last one
+/// kept is cut short with an ellipsis when it does not fit whole.
+fn cut_strings(v: &[String], mut budget: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in v {
+        if s.len() > budget {
+            out.push(cut_str(s, budget));
+            break;
+        }
+        budget -= s.len();
+        out.push(s.clone());
+    }
+    out
+}
+
+/// `s` cut to at most `max` bytes on a character boundary, with `…` added
+/// when it was cut.
+fn cut_str(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
 }
 
 /// Forwards output until exit, and client input to the process.
@@ -248,5 +290,49 @@ pub async fn write_stdin(mut ctx: StreamCtx, pid: u32) {
                 return ctx.end::<()>(Err(e)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(argv: Vec<String>, tag: Option<String>) -> ProcessInfo {
+        ProcessInfo {
+            pid: 7,
+            argv,
+            tag,
+            background: true,
+            tty: false,
+            running: true,
+            exit: None,
+            started_at_ms: 0,
+        }
+    }
+
+    fn len(e: &Event) -> usize {
+        serde_json::to_vec(e).unwrap().len()
+    }
+
+    #[test]
+    fn a_small_attached_event_is_whole() {
+        let i = info(vec!["sleep".into(), "9".into()], Some("t".into()));
+        assert_eq!(attached_event(i.clone()), Event::Attached { process: i });
+    }
+
+    #[test]
+    fn a_huge_command_line_is_cut_to_fit_the_event_limit() {
+        // 900 KiB of arguments, some all control characters (6 bytes of
+        // JSON each), and a 100 KiB tag: all must fit in one event.
+        let mut argv = vec!["sh".to_string(), "-c".into(), "é".repeat(100_000)];
+        argv.extend((0..40).map(|_| "\u{1}".repeat(20_000)));
+        let e = attached_event(info(argv, Some("x".repeat(100_000))));
+        assert!(len(&e) <= frame::MAX_EVENT_PAYLOAD, "{}", len(&e));
+        let Event::Attached { process } = e else {
+            panic!("not an attached event")
+        };
+        assert_eq!(process.argv[..2], ["sh", "-c"]);
+        assert!(process.argv[2].ends_with('…'));
+        assert!(process.tag.unwrap().ends_with('…'));
     }
 }

@@ -338,3 +338,43 @@ async fn exit_is_not_held_back_by_descendants_holding_the_pipe() {
     let o = c.attach(pid).await.unwrap().output().await.unwrap();
     assert_eq!(s(&o.stdout), "early\nlate\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_to_a_process_with_a_huge_command_line_fits_the_event_limit() {
+    use dwell_proto::frame::MAX_EVENT_PAYLOAD;
+    let a = Agent::start();
+    let c = a.client().await;
+    // Ten arguments of 100 KiB: the command line is far above an event.
+    let big = "a".repeat(100 * 1024);
+    let mut argv = vec!["sh".to_string(), "-c".into(), "echo ok".into()];
+    argv.extend((0..10).map(|_| big.clone()));
+    let o = c
+        .exec(ExecRequest::argv(argv))
+        .await
+        .unwrap()
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(s(&o.stdout), "ok\n");
+    let pid = c
+        .processes()
+        .await
+        .unwrap()
+        .iter()
+        .find(|p| p.argv.len() == 13)
+        .expect("the process is listed with its whole command line")
+        .pid;
+    // The attached event carries the head of the command line, cut short.
+    let att = c.attach(pid).await.unwrap();
+    let info = att.info().unwrap().clone();
+    assert_eq!(info.pid, pid);
+    assert_eq!(info.argv[..3], ["sh", "-c", "echo ok"]);
+    assert!(
+        info.argv.last().unwrap().ends_with('…'),
+        "{:?}",
+        info.argv.len()
+    );
+    assert!(serde_json::to_vec(&info).unwrap().len() < MAX_EVENT_PAYLOAD);
+    let o = att.output().await.unwrap();
+    assert_eq!((s(&o.stdout).as_str(), o.status.code), ("ok\n", Some(0)));
+}

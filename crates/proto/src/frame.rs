@@ -12,6 +12,13 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 pub const HEADER_LEN: usize = 9;
 /// Largest payload either side accepts.
 pub const MAX_PAYLOAD: usize = 1024 * 1024;
+/// Largest `Event` payload the client accepts from the agent. Legitimate
+/// events are a few hundred bytes (an `attached` event trims the process's
+/// argv to fit); a larger one is a protocol violation, refused before it is
+/// parsed, so that events queued for a slow reader stay small.
+pub const MAX_EVENT_PAYLOAD: usize = 64 * 1024;
+/// Largest `Hello` payload either side accepts (a real one is under 300 bytes).
+pub const MAX_HELLO_PAYLOAD: usize = 4 * 1024;
 /// Largest data chunk either side sends in one frame.
 pub const DATA_CHUNK: usize = 64 * 1024;
 /// Bytes of data a sender may have in flight per stream and direction before
@@ -63,6 +70,19 @@ impl Kind {
             11 => Kind::Window,
             _ => return None,
         })
+    }
+
+    /// The largest payload a frame of this kind may carry: below
+    /// [`MAX_PAYLOAD`] for the JSON kinds whose legitimate messages are
+    /// small (`Hello`, `Event`), so a receiver refuses an oversized one
+    /// before parsing it. `End` keeps the full frame (a `list_dir` answer
+    /// is up to about 900 KiB): one per stream, never queued in numbers.
+    pub fn max_payload(self) -> usize {
+        match self {
+            Kind::Hello => MAX_HELLO_PAYLOAD,
+            Kind::Event => MAX_EVENT_PAYLOAD,
+            _ => MAX_PAYLOAD,
+        }
     }
 
     /// True for the kinds whose payload counts against the flow-control window.

@@ -237,3 +237,189 @@ async fn a_stream_whose_reader_falls_behind_is_ended_not_grown() {
     let e = within(call).await.unwrap().unwrap_err();
     assert_eq!(e.remote_kind(), Some(dwell_proto::ErrorKind::NotFound));
 }
+
+const FS_HEAD: &[u8] = br#"{"event":"fs","name":""#;
+const FS_TAIL: &[u8] = br#"","change":"create"}"#;
+/// The bytes of an `fs_event` that are not its name.
+const FS_EVENT_OVERHEAD: usize = FS_HEAD.len() + FS_TAIL.len();
+
+/// An `fs` event whose JSON is exactly `len` bytes.
+fn fs_event(len: usize) -> Vec<u8> {
+    let (head, tail) = (FS_HEAD, FS_TAIL);
+    let mut p = head.to_vec();
+    p.resize(len - tail.len(), b'n');
+    p.extend_from_slice(tail);
+    assert_eq!(p.len(), len);
+    p
+}
+
+/// Opens a watch on the fake agent and answers `watching`; returns the
+/// watcher and its stream id.
+async fn open_watch(
+    c: &AgentClient,
+    (r, w): &mut Fake,
+    path: &'static str,
+) -> (dwell_proto::Watcher, u32) {
+    let c2 = c.clone();
+    let watch = tokio::spawn(async move { c2.watch(path, false).await });
+    let req = r.next().await.unwrap().unwrap();
+    assert_eq!(req.kind, Kind::Request);
+    w.write_all(&encode(req.stream, Kind::Event, br#"{"event":"watching"}"#).unwrap())
+        .await
+        .unwrap();
+    (within(watch).await.unwrap().unwrap(), req.stream)
+}
+
+#[tokio::test]
+async fn an_oversized_event_is_refused_before_it_is_parsed() {
+    use dwell_proto::frame::MAX_EVENT_PAYLOAD;
+    let (client, mut fake) = fake_agent_handshaken().await;
+    let c = client.await.unwrap();
+    let (mut watcher, id) = open_watch(&c, &mut fake, "/w").await;
+    // One byte above the limit: valid JSON, well under the 1 MiB frame.
+    let ev = encode(id, Kind::Event, &fs_event(MAX_EVENT_PAYLOAD + 1)).unwrap();
+    fake.1.write_all(&ev).await.unwrap();
+    let e = within(watcher.next()).await.unwrap_err();
+    assert!(matches!(e, Error::Protocol(_)), "{e}");
+    assert!(
+        e.to_string()
+            .contains(&format!("above the {MAX_EVENT_PAYLOAD} byte limit")),
+        "{e}"
+    );
+    // A protocol violation ends the connection: later calls say why.
+    let e = within(c.stat("/x")).await.unwrap_err();
+    assert!(matches!(e, Error::Protocol(_)), "{e}");
+}
+
+#[tokio::test]
+async fn an_event_at_the_limit_is_delivered() {
+    use dwell_proto::frame::MAX_EVENT_PAYLOAD;
+    let (client, mut fake) = fake_agent_handshaken().await;
+    let c = client.await.unwrap();
+    let (mut watcher, id) = open_watch(&c, &mut fake, "/w").await;
+    let ev = encode(id, Kind::Event, &fs_event(MAX_EVENT_PAYLOAD)).unwrap();
+    fake.1.write_all(&ev).await.unwrap();
+    let got = within(watcher.next()).await.unwrap().unwrap();
+    assert_eq!(got.name.len(), MAX_EVENT_PAYLOAD - FS_EVENT_OVERHEAD);
+}
+
+#[tokio::test]
+async fn an_oversized_hello_is_refused() {
+    use dwell_proto::frame::MAX_HELLO_PAYLOAD;
+    let (a, b) = tokio::io::duplex(1 << 20);
+    let client = tokio::spawn(async move { AgentClient::from_stream(a).await });
+    let (r, mut w) = tokio::io::split(b);
+    let mut r = FrameReader::new(r);
+    r.next().await.unwrap().unwrap();
+    let reply = format!(
+        r#"{{"protocol":{PROTOCOL_VERSION},"software":"{}"}}"#,
+        "s".repeat(MAX_HELLO_PAYLOAD)
+    );
+    w.write_all(&encode(0, Kind::Hello, reply.as_bytes()).unwrap())
+        .await
+        .unwrap();
+    let e = within(client).await.unwrap().unwrap_err();
+    assert!(matches!(e, Error::Protocol(_)), "{e}");
+    assert!(e.to_string().contains("byte limit for a Hello"), "{e}");
+}
+
+#[tokio::test]
+async fn a_flood_of_large_events_is_held_to_the_byte_cap() {
+    use dwell_proto::client::MAX_QUEUED_EVENT_BYTES;
+    const SIZE: usize = 60 * 1024;
+    let (client, mut fake) = fake_agent_handshaken().await;
+    let c = client.await.unwrap();
+    let (mut flooded, id) = open_watch(&c, &mut fake, "/flood").await;
+    let (mut quiet, quiet_id) = open_watch(&c, &mut fake, "/quiet").await;
+    // 12 MiB of events nobody reads: three times the cap.
+    let ev = encode(id, Kind::Event, &fs_event(SIZE)).unwrap();
+    let (r, w) = &mut fake;
+    for _ in 0..3 * MAX_QUEUED_EVENT_BYTES / SIZE {
+        w.write_all(&ev).await.unwrap();
+    }
+    let cancel = within(async {
+        loop {
+            let f = r.next().await.unwrap().unwrap();
+            if f.kind == Kind::Cancel {
+                return f;
+            }
+        }
+    })
+    .await;
+    assert_eq!(cancel.stream, id);
+    // What was held never passed the cap; then the reader gets the error.
+    let mut got = 0;
+    let err = loop {
+        match within(flooded.next()).await {
+            Ok(Some(e)) => {
+                assert_eq!(e.name.len(), SIZE - FS_EVENT_OVERHEAD);
+                got += 1;
+            }
+            Ok(None) => panic!("the watch ended without an error"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(got, MAX_QUEUED_EVENT_BYTES / SIZE);
+    assert!(
+        err.to_string().contains(&format!(
+            "fell {MAX_QUEUED_EVENT_BYTES} bytes of events behind"
+        )),
+        "{err}"
+    );
+    // The other watch on the connection still gets its events...
+    w.write_all(
+        &encode(
+            quiet_id,
+            Kind::Event,
+            br#"{"event":"fs","name":"q","change":"write"}"#,
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let q = within(quiet.next()).await.unwrap().unwrap();
+    assert_eq!(q.name, "q");
+    // ...and new calls are served.
+    let c2 = c.clone();
+    let call = tokio::spawn(async move { c2.stat("/x").await });
+    let req = r.next().await.unwrap().unwrap();
+    w.write_all(
+        &encode(
+            req.stream,
+            Kind::End,
+            br#"{"err":{"kind":"not_found","message":"no /x"}}"#,
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let e = within(call).await.unwrap().unwrap_err();
+    assert_eq!(e.remote_kind(), Some(dwell_proto::ErrorKind::NotFound));
+}
+
+#[tokio::test]
+async fn an_undecodable_event_or_end_ends_the_connection_when_taken() {
+    let (client, mut fake) = fake_agent_handshaken().await;
+    let c = client.await.unwrap();
+    let (mut watcher, id) = open_watch(&c, &mut fake, "/w").await;
+    let ev = encode(id, Kind::Event, br#"{"event":"no such event"}"#).unwrap();
+    fake.1.write_all(&ev).await.unwrap();
+    let e = within(watcher.next()).await.unwrap_err();
+    assert!(matches!(e, Error::Protocol(_)), "{e}");
+    assert!(e.to_string().contains("undecodable event"), "{e}");
+    let e = within(c.stat("/x")).await.unwrap_err();
+    assert!(matches!(e, Error::Protocol(_)), "{e}");
+
+    let (client, (mut r, mut w)) = fake_agent_handshaken().await;
+    let c = client.await.unwrap();
+    let c2 = c.clone();
+    let call = tokio::spawn(async move { c2.stat("/x").await });
+    let req = r.next().await.unwrap().unwrap();
+    w.write_all(&encode(req.stream, Kind::End, b"{not json").unwrap())
+        .await
+        .unwrap();
+    let e = within(call).await.unwrap().unwrap_err();
+    assert!(e.to_string().contains("undecodable end message"), "{e}");
+    let e = within(c.health()).await.unwrap_err();
+    assert!(matches!(e, Error::Protocol(_)), "{e}");
+}

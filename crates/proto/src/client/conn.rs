@@ -4,11 +4,16 @@
 //!
 //! Nothing the agent sends can make the daemon queue without bound: data
 //! (`Stdout`, `Stderr`, `Data`) is held to the stream's flow-control
-//! window, and events, which have no window, to [`MAX_QUEUED_EVENTS`] not
-//! yet taken by the stream's consumer. A stream whose consumer falls that
-//! far behind (a watch whose HTTP client stopped reading while the sandbox
-//! makes files without end) is ended with an `other` error that says so,
-//! and cancelled in the agent; the connection and its other streams go on.
+//! window, and events, which have no window, to [`MAX_QUEUED_EVENTS`] and
+//! [`MAX_QUEUED_EVENT_BYTES`] not yet taken by the stream's consumer. A
+//! stream whose consumer falls that far behind (a watch whose HTTP client
+//! stopped reading while the sandbox makes files without end) is ended with
+//! an `other` error that says so, and cancelled in the agent; the
+//! connection and its other streams go on. An event above
+//! [`frame::MAX_EVENT_PAYLOAD`] is refused before it is parsed, as a
+//! protocol violation that ends the connection. Events and `End` messages
+//! wait as the agent's raw JSON and are parsed when the consumer takes
+//! them, so the bytes counted are the bytes held.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -34,13 +39,48 @@ pub(crate) enum Inbound {
 
 /// Events a stream may hold that its consumer has not taken yet.
 pub const MAX_QUEUED_EVENTS: usize = 4096;
+/// Event payload bytes a stream may hold that its consumer has not taken
+/// yet (parsed events take about as much memory as their JSON).
+pub const MAX_QUEUED_EVENT_BYTES: usize = 4 * 1024 * 1024;
+
+/// What travels to a stream. `Event` and `End` stay raw JSON until the
+/// consumer takes them, so what a stream holds is the agent's bytes, not
+/// their parsed form (a `serde_json::Value` takes many times its JSON).
+enum Queued {
+    Msg(Inbound),
+    Event(Bytes),
+    End(Bytes),
+}
+
+/// Parses a raw `Event` or `End` payload taken by stream `id`'s consumer.
+fn decode(id: u32, q: Queued) -> std::result::Result<Inbound, String> {
+    match q {
+        Queued::Msg(m) => Ok(m),
+        Queued::Event(b) => serde_json::from_slice(&b)
+            .map(Inbound::Event)
+            .map_err(|e| format!("undecodable event on stream {id}: {e}")),
+        Queued::End(b) => match serde_json::from_slice(&b) {
+            Ok(Outcome::Ok(v)) => Ok(Inbound::End(Ok(v))),
+            Ok(Outcome::Err(e)) => Ok(Inbound::End(Err(e))),
+            Err(e) => Err(format!("undecodable end message on stream {id}: {e}")),
+        },
+    }
+}
+
+/// Events queued for one stream and not yet taken by its consumer.
+#[derive(Default)]
+struct EventQueue {
+    count: AtomicUsize,
+    bytes: AtomicUsize,
+}
 
 struct Slot {
-    tx: mpsc::UnboundedSender<Inbound>,
+    tx: mpsc::UnboundedSender<Queued>,
     send_window: Arc<Semaphore>,
     recv_outstanding: Arc<AtomicUsize>,
-    /// Events sent to `tx` and not yet taken ([`MAX_QUEUED_EVENTS`]).
-    queued_events: Arc<AtomicUsize>,
+    /// Events sent to `tx` and not yet taken ([`MAX_QUEUED_EVENTS`],
+    /// [`MAX_QUEUED_EVENT_BYTES`]).
+    queued_events: Arc<EventQueue>,
 }
 
 #[derive(Default)]
@@ -140,7 +180,7 @@ impl Conn {
         let (tx, rx) = mpsc::unbounded_channel();
         let send_window = Arc::new(Semaphore::new(INITIAL_WINDOW));
         let recv_outstanding = Arc::new(AtomicUsize::new(0));
-        let queued_events = Arc::new(AtomicUsize::new(0));
+        let queued_events = Arc::new(EventQueue::default());
         let id = {
             let mut st = self.state.lock().unwrap();
             if let Some(e) = &st.dead {
@@ -181,22 +221,21 @@ impl Conn {
     /// Routes one incoming frame.
     fn dispatch(&self, f: Frame) -> std::result::Result<(), String> {
         let data_len = f.payload.len();
+        if data_len > f.kind.max_payload() {
+            return Err(format!(
+                "agent sent a {:?} frame of {data_len} bytes on stream {}, above the {} byte \
+                 limit for that kind (a compromised or broken agent)",
+                f.kind,
+                f.stream,
+                f.kind.max_payload()
+            ));
+        }
         let msg = match f.kind {
-            Kind::Event => Inbound::Event(
-                serde_json::from_slice(&f.payload)
-                    .map_err(|e| format!("undecodable event on stream {}: {e}", f.stream))?,
-            ),
-            Kind::End => {
-                let o: Outcome = serde_json::from_slice(&f.payload)
-                    .map_err(|e| format!("undecodable end message on stream {}: {e}", f.stream))?;
-                Inbound::End(match o {
-                    Outcome::Ok(v) => Ok(v),
-                    Outcome::Err(e) => Err(e),
-                })
-            }
-            Kind::Stdout => Inbound::Stdout(f.payload),
-            Kind::Stderr => Inbound::Stderr(f.payload),
-            Kind::Data => Inbound::Data(f.payload),
+            Kind::Event => Queued::Event(f.payload),
+            Kind::End => Queued::End(f.payload),
+            Kind::Stdout => Queued::Msg(Inbound::Stdout(f.payload)),
+            Kind::Stderr => Queued::Msg(Inbound::Stderr(f.payload)),
+            Kind::Data => Queued::Msg(Inbound::Data(f.payload)),
             Kind::Window => {
                 let n = frame::parse_window(&f.payload).map_err(|e| e.to_string())?;
                 if let Some(s) = self.state.lock().unwrap().streams.get(&f.stream) {
@@ -207,10 +246,10 @@ impl Conn {
             k => return Err(format!("agent sent a {k:?} frame, which only clients send")),
         };
         let mut st = self.state.lock().unwrap();
-        if matches!(msg, Inbound::Event(_)) && self.event_overflows(&mut st, f.stream) {
+        if f.kind == Kind::Event && self.event_overflows(&mut st, f.stream, data_len) {
             return Ok(());
         }
-        let is_end = matches!(msg, Inbound::End(_));
+        let is_end = f.kind == Kind::End;
         if f.kind.is_data() {
             if let Some(slot) = st.streams.get(&f.stream) {
                 let n = slot.recv_outstanding.fetch_add(data_len, Ordering::AcqRel) + data_len;
@@ -242,24 +281,33 @@ impl Conn {
 }
 
 impl Conn {
-    /// Counts one more queued event on `stream`; when that is above
-    /// [`MAX_QUEUED_EVENTS`], ends the stream for its consumer with an
-    /// error, cancels it in the agent and returns true (drop the event).
-    fn event_overflows(&self, st: &mut State, stream: u32) -> bool {
+    /// Counts one more queued event of `bytes` on `stream`; when that is
+    /// above [`MAX_QUEUED_EVENTS`] or [`MAX_QUEUED_EVENT_BYTES`], ends the
+    /// stream for its consumer with an error, cancels it in the agent and
+    /// returns true (drop the event).
+    fn event_overflows(&self, st: &mut State, stream: u32, bytes: usize) -> bool {
         let Some(slot) = st.streams.get(&stream) else {
             return false;
         };
-        if slot.queued_events.fetch_add(1, Ordering::AcqRel) < MAX_QUEUED_EVENTS {
+        let q = &slot.queued_events;
+        let count = q.count.fetch_add(1, Ordering::AcqRel) + 1;
+        let total = q.bytes.fetch_add(bytes, Ordering::AcqRel) + bytes;
+        let behind = if count > MAX_QUEUED_EVENTS {
+            format!("{MAX_QUEUED_EVENTS} events")
+        } else if total > MAX_QUEUED_EVENT_BYTES {
+            format!("{MAX_QUEUED_EVENT_BYTES} bytes of events")
+        } else {
             return false;
-        }
+        };
         let slot = st.streams.remove(&stream).expect("looked up above");
-        let _ = slot.tx.send(Inbound::End(Err(RemoteError::new(
+        let end = Inbound::End(Err(RemoteError::new(
             crate::messages::ErrorKind::Other,
             format!(
-                "the stream was closed: its reader fell {MAX_QUEUED_EVENTS} events behind the sandbox \
+                "the stream was closed: its reader fell {behind} behind the sandbox \
                  (read the stream faster, or watch a smaller tree); open it again to go on"
             ),
-        ))));
+        )));
+        let _ = slot.tx.send(Queued::Msg(end));
         slot.send_window.close();
         let _ = self.send_frame(frame::encode(stream, Kind::Cancel, b"").expect("an empty frame"));
         true
@@ -336,10 +384,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
 pub(crate) struct Stream {
     pub(crate) id: u32,
     pub(crate) conn: Arc<Conn>,
-    rx: mpsc::UnboundedReceiver<Inbound>,
+    rx: mpsc::UnboundedReceiver<Queued>,
     send_window: Arc<Semaphore>,
     recv_outstanding: Arc<AtomicUsize>,
-    queued_events: Arc<AtomicUsize>,
+    queued_events: Arc<EventQueue>,
     done: bool,
 }
 
@@ -347,10 +395,7 @@ impl Stream {
     /// The next message; data is credited back to the agent as it is taken.
     pub(crate) async fn recv(&mut self) -> Result<Inbound> {
         match self.rx.recv().await {
-            Some(m) => {
-                self.account(&m);
-                Ok(m)
-            }
+            Some(q) => self.take(q),
             None => {
                 self.done = true;
                 Err(self.conn.dead_error())
@@ -361,10 +406,7 @@ impl Stream {
     /// Like `recv` but without waiting; `None` when nothing is queued.
     pub(crate) fn try_recv(&mut self) -> Option<Result<Inbound>> {
         match self.rx.try_recv() {
-            Ok(m) => {
-                self.account(&m);
-                Some(Ok(m))
-            }
+            Ok(q) => Some(self.take(q)),
             Err(mpsc::error::TryRecvError::Empty) => None,
             Err(mpsc::error::TryRecvError::Disconnected) => {
                 self.done = true;
@@ -373,17 +415,33 @@ impl Stream {
         }
     }
 
-    fn account(&mut self, m: &Inbound) {
-        let n = match m {
-            Inbound::Stdout(b) | Inbound::Stderr(b) | Inbound::Data(b) => b.len(),
-            Inbound::End(_) => {
+    /// Accounts for a message the consumer takes and parses it; an
+    /// undecodable one ends the connection (a protocol violation).
+    fn take(&mut self, q: Queued) -> Result<Inbound> {
+        self.account(&q);
+        decode(self.id, q).map_err(|e| {
+            self.done = true;
+            let err = Error::Protocol(e);
+            self.conn.kill(err.clone());
+            err
+        })
+    }
+
+    fn account(&mut self, q: &Queued) {
+        let n = match q {
+            Queued::Msg(Inbound::Stdout(b) | Inbound::Stderr(b) | Inbound::Data(b)) => b.len(),
+            Queued::Msg(Inbound::End(_)) | Queued::End(_) => {
                 self.done = true;
                 0
             }
-            Inbound::Event(_) => {
-                self.queued_events.fetch_sub(1, Ordering::AcqRel);
+            Queued::Event(b) => {
+                self.queued_events.count.fetch_sub(1, Ordering::AcqRel);
+                self.queued_events
+                    .bytes
+                    .fetch_sub(b.len(), Ordering::AcqRel);
                 0
             }
+            Queued::Msg(Inbound::Event(_)) => 0,
         };
         if n > 0 && !self.done {
             self.recv_outstanding.fetch_sub(n, Ordering::AcqRel);

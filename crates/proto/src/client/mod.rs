@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-pub use conn::MAX_QUEUED_EVENTS;
+pub use conn::{MAX_QUEUED_EVENTS, MAX_QUEUED_EVENT_BYTES};
 pub use files::{FileReader, FileWriter};
 pub use process::{ProcessEvent, ProcessInput, ProcessOutput, ProcessStream};
 pub use watch::{FsEvent, Watcher};
@@ -464,6 +464,14 @@ async fn read_hello<R: AsyncRead + Unpin>(reader: &mut FrameReader<R>) -> Result
         return Err(Error::Protocol(format!(
             "expected a Hello frame on stream 0, got {:?} on stream {}",
             f.kind, f.stream
+        )));
+    }
+    if f.payload.len() > frame::MAX_HELLO_PAYLOAD {
+        return Err(Error::Protocol(format!(
+            "the handshake reply is {} bytes, above the {} byte limit for a Hello; \
+             the peer is not a dwell agent or is compromised",
+            f.payload.len(),
+            frame::MAX_HELLO_PAYLOAD
         )));
     }
     serde_json::from_slice(&f.payload)
