@@ -308,7 +308,7 @@ pub struct CreateArgs {
     /// tcpdump). Off by default: raw sockets can forge packets.
     #[arg(long)]
     pub allow_raw_sockets: bool,
-    /// Allow core dumps (RLIMIT_CORE is 0 and cannot be raised otherwise). Refused
+    /// Allow core dumps (RLIMIT_CORE is 1, which stops file and piped dumps, and cannot be changed otherwise). Refused
     /// while the host's kernel.core_pattern pipes dumps into a program.
     #[arg(long)]
     pub allow_core_dumps: bool,

@@ -115,7 +115,7 @@ pub struct SandboxSpec {
     /// Keeps CAP_NET_RAW (raw and packet sockets); off unless asked for.
     #[serde(default)]
     pub allow_raw_sockets: bool,
-    /// Core dumps allowed (RLIMIT_CORE not forced to 0); off unless asked
+    /// Core dumps allowed (RLIMIT_CORE not forced to 1); off unless asked
     /// for, and refused while the host's core_pattern is a pipe.
     #[serde(default)]
     pub allow_core_dumps: bool,
@@ -179,7 +179,7 @@ pub struct CreateRequest {
     /// Keep CAP_NET_RAW (raw and packet sockets). Default false.
     #[serde(default)]
     pub allow_raw_sockets: Option<bool>,
-    /// Allow core dumps (RLIMIT_CORE not 0). Default false; refused while
+    /// Allow core dumps (RLIMIT_CORE not 1). Default false; refused while
     /// the host's kernel.core_pattern is a pipe.
     #[serde(default)]
     pub allow_core_dumps: Option<bool>,

@@ -2,7 +2,8 @@
 //! core as `kernel.core_pattern` says; a pattern starting with `|` makes it
 //! run that program as root in the host's namespaces with the dump on its
 //! stdin, a host program fed by the sandbox. So core dumps stay off
-//! (RLIMIT_CORE 0, soft and hard) unless asked for, and asking is refused
+//! (RLIMIT_CORE 1, soft and hard, the one value that also stops a piped
+//! dump, and not changeable inside) unless asked for, and asking is refused
 //! while the host's pattern is a pipe.
 
 use crate::{Error, Result};

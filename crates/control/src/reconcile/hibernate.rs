@@ -219,7 +219,10 @@ async fn unlisten(inner: &Arc<Inner>, id: &str) {
         }
     }
     let deadline = tokio::time::Instant::now() + BOUND;
-    while sock.exists() && tokio::time::Instant::now() < deadline {
+    // The run dir is the sandbox's to write: never follow a symlink there.
+    while dwell_runtime::gvisor::hibernate::is_socket(&sock)
+        && tokio::time::Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }

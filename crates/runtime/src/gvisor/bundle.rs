@@ -45,12 +45,14 @@ fn caps(grants: &Grants) -> Vec<&'static str> {
 }
 
 /// The rlimits of the agent: many files, and no core dumps unless granted
-/// (see [`crate::core_pattern`]).
+/// (see [`crate::core_pattern`]). RLIMIT_CORE is 1 as on the ns runtime
+/// (there 1 also stops a piped core_pattern; gVisor's sentry writes no
+/// host core dumps anyway), so `ulimit -c` reads the same on both.
 fn rlimits(grants: &Grants) -> Value {
     let mut limits =
         vec![json!({"type": "RLIMIT_NOFILE", "hard": 1_048_576u64, "soft": 1_048_576u64})];
     if !grants.core_dumps {
-        limits.push(json!({"type": "RLIMIT_CORE", "hard": 0u64, "soft": 0u64}));
+        limits.push(json!({"type": "RLIMIT_CORE", "hard": 1u64, "soft": 1u64}));
     }
     Value::Array(limits)
 }
@@ -184,7 +186,7 @@ mod tests {
         assert!(!has_raw(&default));
         assert_eq!(
             core(&default).unwrap(),
-            json!({"type": "RLIMIT_CORE", "hard": 0, "soft": 0})
+            json!({"type": "RLIMIT_CORE", "hard": 1, "soft": 1})
         );
         let granted = Grants {
             raw_sockets: true,

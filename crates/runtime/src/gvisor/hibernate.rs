@@ -147,10 +147,10 @@ impl GvisorRuntime {
         let _ = std::fs::remove_file(layout::state_file(config, RESTORED_MARKER));
         // No socket: the caller asked the agent over its protocol already
         // (a message costs far less than a `runsc kill`).
-        if sock.exists() {
+        if is_socket(&sock) {
             self.call(&["kill", &config.id, UNLISTEN_SIGNAL])?;
         }
-        self.wait(self.options.agent_timeout, || !sock.exists())
+        self.wait(self.options.agent_timeout, || !is_socket(&sock))
             .map_err(|_| {
                 Error::Other(format!(
                     "the agent of {} did not remove {} within {:?} after SIG{UNLISTEN_SIGNAL}; \
@@ -169,7 +169,7 @@ impl GvisorRuntime {
     /// effort: the sandbox's own state is not at stake.
     fn listen_again(&self, config: &SandboxConfig) {
         let sock = layout::state_file(config, layout::AGENT_SOCKET);
-        if sock.exists() {
+        if is_socket(&sock) {
             return;
         }
         let marker = layout::state_file(config, RESTORED_MARKER);
@@ -185,7 +185,7 @@ impl GvisorRuntime {
     /// [`MARKER_GRACE`] to listen on `sock`, then send [`LISTEN_SIGNAL`]
     /// (agents that predate the marker need it).
     fn signal_unless_listening(&self, config: &SandboxConfig, sock: &Path) -> Result<()> {
-        if self.wait(MARKER_GRACE, || sock.exists()).is_err() {
+        if self.wait(MARKER_GRACE, || is_socket(sock)).is_err() {
             self.call(&["kill", &config.id, LISTEN_SIGNAL])?;
         }
         Ok(())
@@ -342,6 +342,15 @@ impl GvisorRuntime {
     }
 }
 
+/// Whether `path` is a socket, not following a symlink in its last
+/// component: the run dir is the sandbox's to write, and `Path::exists`
+/// would follow a symlink planted there to any host path (an existence
+/// oracle, and a way to make the daemon believe the agent listens).
+pub fn is_socket(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+}
+
 /// Create the restore marker anew (never following what the sandbox may
 /// have put there), mode 0600, holding the sandbox's agent key: a restored
 /// agent takes its key from it, so a warm copy (a new sandbox restored from
@@ -359,4 +368,30 @@ fn write_marker(config: &SandboxConfig, marker: &Path) -> std::io::Result<()> {
         f.write_all(key.as_bytes())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_real_socket_counts_never_what_a_symlink_points_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&real).unwrap();
+        assert!(is_socket(&real));
+        // Planted by the sandbox: a symlink to an existing host path, to a
+        // host socket, a regular file, nothing.
+        let to_host = dir.path().join("agent.sock");
+        std::os::unix::fs::symlink("/etc/passwd", &to_host).unwrap();
+        assert!(to_host.exists(), "the oracle Path::exists would give");
+        assert!(!is_socket(&to_host));
+        let to_socket = dir.path().join("link.sock");
+        std::os::unix::fs::symlink(&real, &to_socket).unwrap();
+        assert!(!is_socket(&to_socket));
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"").unwrap();
+        assert!(!is_socket(&file));
+        assert!(!is_socket(&dir.path().join("missing")));
+    }
 }

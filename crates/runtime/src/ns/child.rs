@@ -77,21 +77,25 @@ fn redirect_stdio(log: File) -> Result<(), String> {
     Ok(())
 }
 
-/// RLIMIT_CORE 0 (soft and hard) unless the sandbox was granted core
-/// dumps; without CAP_SYS_RESOURCE nothing inside can raise it again.
+/// RLIMIT_CORE 1 (soft and hard) unless the sandbox was granted core
+/// dumps. 1, not 0: the kernel ignores RLIMIT_CORE for a piped
+/// `kernel.core_pattern` except for the value 1, which aborts a piped dump,
+/// and a file dump needs at least a page, so 1 stops both (core(5)). The
+/// seccomp filter refuses any later change: lowering the soft limit to 0,
+/// which needs no privilege, would pipe dumps again.
 fn limit_core_dumps(config: &SandboxConfig) -> Result<(), String> {
     if config.grants.core_dumps {
         // The runtime checked the host's core_pattern before booting.
         return Ok(());
     }
-    let zero = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
+    let one = libc::rlimit {
+        rlim_cur: 1,
+        rlim_max: 1,
     };
     // SAFETY: setrlimit with a valid struct.
-    if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) } < 0 {
+    if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &one) } < 0 {
         return Err(format!(
-            "setting RLIMIT_CORE to 0: {}",
+            "setting RLIMIT_CORE to 1: {}",
             std::io::Error::last_os_error()
         ));
     }
@@ -182,7 +186,7 @@ fn prepare_and_exec(
     limit_core_dumps(config)?;
     caps::drop_to(&config.grants)?;
     sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).map_err(|e| format!("setting no_new_privs: {e}"))?;
-    seccomp::install()?;
+    seccomp::install(config.grants.core_dumps)?;
     // SAFETY: argv and envp are NULL-terminated arrays of valid C strings.
     unsafe { libc::execve(argv_p[0], argv_p.as_ptr(), env_p.as_ptr()) };
     Err(format!(

@@ -61,6 +61,29 @@ fn mkdir_p(p: &Path) -> R<()> {
     std::fs::create_dir_all(p).map_err(|e| format!("creating {}: {e}", p.display()))
 }
 
+/// The mode of a directory the sandbox sees: an overlay's upper dir (the
+/// merged root takes its mode) or a mount point made inside the root.
+const VISIBLE_DIR_MODE: u32 = 0o755;
+
+/// Create the directory `p` (its parents with [`mkdir_p`]) and, only if
+/// this call created it, give it [`VISIBLE_DIR_MODE`] whatever the umask:
+/// the gVisor runtime mounts the root in the daemon, whose umask is 077,
+/// and a 0700 upper dir would make e.g. `/usr` unreadable to every user
+/// but root inside. A directory that exists keeps its mode (the sandbox
+/// may have changed it).
+fn mkdir_visible(p: &Path) -> R<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(parent) = p.parent() {
+        mkdir_p(parent)?;
+    }
+    match std::fs::create_dir(p) {
+        Ok(()) => std::fs::set_permissions(p, std::fs::Permissions::from_mode(VISIBLE_DIR_MODE))
+            .map_err(|e| format!("setting the mode of {}: {e}", p.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(format!("creating {}: {e}", p.display())),
+    }
+}
+
 /// `root` joined with the absolute in-sandbox path `path`, creating missing
 /// directories and refusing symlinks on the way, so that an image cannot
 /// redirect a mount onto the host (e.g. `/run -> /etc` absolute symlinks
@@ -82,8 +105,7 @@ pub fn in_root(root: &Path, path: &str, create_dirs: bool) -> R<PathBuf> {
             }
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && create_dirs => {
-                std::fs::create_dir(&cur)
-                    .map_err(|e| format!("creating {}: {e}", cur.display()))?;
+                mkdir_visible(&cur)?;
             }
             Err(e) => return Err(format!("{}: {e}", cur.display())),
         }
@@ -127,7 +149,8 @@ pub(crate) fn finish_root(rootfs: &Path, src: &DwellSources) -> R<()> {
 }
 
 fn overlay(lower: &str, upper: &Path, work: &Path, target: &Path, userxattr: bool) -> R<()> {
-    mkdir_p(upper)?;
+    // The merged dir takes the upper dir's mode; the work dir stays private.
+    mkdir_visible(upper)?;
     mkdir_p(work)?;
     let mut data = format!(
         "lowerdir={lower},upperdir={},workdir={}",
@@ -322,4 +345,63 @@ fn pivot(rootfs: &Path) -> R<()> {
     sys::umount2(Path::new("."), libc::MNT_DETACH)
         .map_err(|e| format!("detaching the old root: {e}"))?;
     std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    /// Runs `f` in a forked child under umask 077 (the daemon's), so the
+    /// test process keeps its own umask; the child's exit code says
+    /// whether `f` succeeded.
+    fn under_umask_077(f: impl FnOnce() -> R<()>) {
+        // SAFETY: the child makes a few file system calls and _exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            // SAFETY: umask and _exit in the child only.
+            unsafe {
+                libc::umask(0o077);
+                libc::_exit(if f().is_ok() { 0 } else { 1 });
+            }
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    }
+
+    #[test]
+    fn upper_dirs_and_mount_points_are_0755_under_the_daemons_umask() {
+        let dir = tempfile::tempdir().unwrap();
+        let upper = dir.path().join("vol/host/usr/upper");
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let (u, r) = (upper.clone(), root.clone());
+        under_umask_077(move || {
+            mkdir_visible(&u)?;
+            in_root(&r, "/opt/tool", true).map(|_| ())
+        });
+        assert_eq!(mode(&upper), 0o755);
+        assert_eq!(mode(&root.join("opt")), 0o755);
+        assert_eq!(mode(&root.join("opt/tool")), 0o755);
+        // Parents stay as the umask made them: only what the sandbox sees
+        // is opened up.
+        assert_eq!(mode(&dir.path().join("vol/host")), 0o700);
+    }
+
+    #[test]
+    fn an_existing_upper_dir_keeps_its_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let upper = dir.path().join("upper");
+        std::fs::create_dir(&upper).unwrap();
+        std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(0o750)).unwrap();
+        mkdir_visible(&upper).unwrap();
+        assert_eq!(mode(&upper), 0o750);
+    }
 }

@@ -14,7 +14,14 @@
 //!   not name; elsewhere the named [`refused_syscalls`]. `io_uring_*` are
 //!   refused (as in Docker's profile: a large, often-exploited surface).
 //! * **Argument filters** (EPERM): `clone`/`unshare` with a namespace
-//!   flag, `personality` outside the usual values, `socket(AF_VSOCK)`.
+//!   flag, `personality` outside the usual values, `socket(AF_VSOCK)`,
+//!   and, unless the sandbox was granted core dumps, any change of
+//!   RLIMIT_CORE (`setrlimit(RLIMIT_CORE, ..)`, `prlimit64(_,
+//!   RLIMIT_CORE, new != NULL, _)`): the runtime sets it to 1, the one
+//!   value that stops a dump both to a file and to a piped
+//!   `kernel.core_pattern` helper; 0, which any process may lower its soft
+//!   limit to, still pipes. Reading it (`getrlimit`, `prlimit64` with no
+//!   new limit) keeps working.
 //! * `clone3` answers ENOSYS: its flags live in memory a filter cannot
 //!   read, so libc falls back to `clone`, which is filtered.
 //! * On x86_64 a filter refuses the x32 ABI (numbers with bit 30 set); a
@@ -467,6 +474,9 @@ pub const NAMESPACE_FLAGS: [u64; 8] = [
 /// personality(2) values allowed (the usual safe ones and the query).
 pub const PERSONALITY_ALLOWED: [u64; 5] = [0x0, 0x8, 0x20000, 0x20008, 0xffff_ffff];
 
+/// `RLIMIT_CORE`, as setrlimit(2) and prlimit64(2) number it.
+const RLIMIT_CORE: u64 = 4;
+
 /// The address family refused to `socket(2)`: AF_VSOCK reaches the host
 /// (or hypervisor) rather than the sandbox's network namespace.
 const AF_VSOCK: u64 = 40;
@@ -517,8 +527,33 @@ pub fn allow_filter() -> Result<BpfProgram, String> {
     )
 }
 
+/// The rules refusing any change of RLIMIT_CORE: `setrlimit(RLIMIT_CORE,
+/// ..)` (x86_64; the generic table has no setrlimit) and
+/// `prlimit64(_, RLIMIT_CORE, new, _)` with `new` not NULL.
+fn core_limit_rules() -> Result<Vec<(i64, Vec<SeccompRule>)>, String> {
+    let resource_is_core = |arg| {
+        SeccompCondition::new(arg, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, RLIMIT_CORE)
+            .map_err(|e| format!("seccomp condition: {e}"))
+    };
+    let new_limit_given = SeccompCondition::new(2, SeccompCmpArgLen::Qword, SeccompCmpOp::Ne, 0)
+        .map_err(|e| format!("seccomp condition: {e}"))?;
+    let prlimit = SeccompRule::new(vec![resource_is_core(1)?, new_limit_given])
+        .map_err(|e| format!("seccomp rule: {e}"))?;
+    #[allow(unused_mut)]
+    let mut rules = vec![(libc::SYS_prlimit64, vec![prlimit])];
+    #[cfg(target_arch = "x86_64")]
+    rules.push((
+        libc::SYS_setrlimit,
+        vec![SeccompRule::new(vec![resource_is_core(0)?])
+            .map_err(|e| format!("seccomp rule: {e}"))?],
+    ));
+    Ok(rules)
+}
+
 /// The EPERM filter: refused numbers and the argument filters.
-pub fn deny_filter() -> Result<BpfProgram, String> {
+/// `core_dumps_granted` leaves RLIMIT_CORE changeable (the grant is refused
+/// up front while the host pipes core dumps).
+pub fn deny_filter(core_dumps_granted: bool) -> Result<BpfProgram, String> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     for nr in refused_numbers() {
         rules.insert(nr, vec![]);
@@ -553,6 +588,9 @@ pub fn deny_filter() -> Result<BpfProgram, String> {
             AF_VSOCK,
         ))?],
     );
+    if !core_dumps_granted {
+        rules.extend(core_limit_rules()?);
+    }
     compile(
         rules,
         SeccompAction::Allow,
@@ -589,8 +627,13 @@ pub fn x32_filter() -> BpfProgram {
 
 /// Install every filter on the calling thread (no_new_privs must be set or
 /// CAP_SYS_ADMIN held). The order matters: see the module doc.
-pub fn install() -> Result<(), String> {
-    let programs = [allow_filter()?, deny_filter()?, clone3_filter()?];
+/// `core_dumps_granted`: see [`deny_filter`].
+pub fn install(core_dumps_granted: bool) -> Result<(), String> {
+    let programs = [
+        allow_filter()?,
+        deny_filter(core_dumps_granted)?,
+        clone3_filter()?,
+    ];
     for p in &programs {
         seccompiler::apply_filter(p).map_err(|e| format!("installing seccomp filter: {e}"))?;
     }
@@ -612,7 +655,8 @@ mod tests {
     #[test]
     fn filters_compile() {
         assert!(allow_filter().unwrap().len() > 300);
-        assert!(deny_filter().unwrap().len() > 50);
+        assert!(deny_filter(false).unwrap().len() > 50);
+        assert!(deny_filter(true).unwrap().len() > 50);
         assert!(!clone3_filter().unwrap().is_empty());
         assert_eq!(x32_filter().len(), 4);
     }
@@ -676,6 +720,131 @@ mod tests {
         // The legacy calls libc still makes.
         for nr in [libc::SYS_open, libc::SYS_stat, libc::SYS_fork] {
             assert!(allowed.contains(&nr));
+        }
+    }
+
+    /// Runs `probe` in a forked child that installed `deny_filter(granted)`
+    /// and returns what the child reported: the errno of each probe, 0 for
+    /// success (the test process itself keeps no filter).
+    fn under_deny_filter(granted: bool, probes: &[fn() -> i64]) -> Vec<i32> {
+        let filter = deny_filter(granted).unwrap();
+        let mut fds = [0; 2];
+        // SAFETY: pipe with a valid two-element array.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: the child only makes raw syscalls and _exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            // SAFETY: prctl and raw syscalls with valid arguments; the child
+            // never returns into the test harness.
+            unsafe {
+                libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+                if seccompiler::apply_filter(&filter).is_err() {
+                    libc::_exit(2);
+                }
+                for probe in probes {
+                    let errno: i32 = if probe() < 0 {
+                        *libc::__errno_location()
+                    } else {
+                        0
+                    };
+                    libc::write(fds[1], (&errno as *const i32).cast(), 4);
+                }
+                libc::_exit(0);
+            }
+        }
+        // SAFETY: closing our copy of the write end; waiting for our child.
+        unsafe { libc::close(fds[1]) };
+        let mut status = 0;
+        // SAFETY: as above.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4];
+        // SAFETY: reading into a 4-byte buffer from our pipe.
+        while unsafe { libc::read(fds[0], buf.as_mut_ptr().cast(), 4) } == 4 {
+            out.push(i32::from_ne_bytes(buf));
+        }
+        // SAFETY: closing our read end.
+        unsafe { libc::close(fds[0]) };
+        out
+    }
+
+    fn current_core_limit() -> libc::rlimit {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit into a valid struct.
+        unsafe { libc::getrlimit(libc::RLIMIT_CORE, &mut r) };
+        r
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn setrlimit_core_zero() -> i64 {
+        let r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: current_core_limit().rlim_max,
+        };
+        // SAFETY: raw setrlimit with a valid struct (glibc would use prlimit64).
+        unsafe { libc::syscall(libc::SYS_setrlimit, RLIMIT_CORE, &r) }
+    }
+
+    fn prlimit_core_zero() -> i64 {
+        let r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: current_core_limit().rlim_max,
+        };
+        // SAFETY: prlimit64 on ourselves with a valid new limit.
+        unsafe { libc::syscall(libc::SYS_prlimit64, 0, RLIMIT_CORE, &r, 0usize) }
+    }
+
+    fn prlimit_core_read() -> i64 {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: prlimit64 with no new limit, reading into a valid struct.
+        unsafe { libc::syscall(libc::SYS_prlimit64, 0, RLIMIT_CORE, 0usize, &mut r) }
+    }
+
+    fn getrlimit_core() -> i64 {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit into a valid struct.
+        i64::from(unsafe { libc::getrlimit(libc::RLIMIT_CORE, &mut r) })
+    }
+
+    fn prlimit_nofile_same() -> i64 {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: read then write back the same RLIMIT_NOFILE.
+        unsafe {
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+            libc::syscall(libc::SYS_prlimit64, 0, libc::RLIMIT_NOFILE, &r, 0usize)
+        }
+    }
+
+    #[test]
+    fn core_limit_changes_are_refused_unless_granted_and_reads_pass() {
+        let probes: Vec<fn() -> i64> = vec![
+            prlimit_core_zero,
+            prlimit_core_read,
+            getrlimit_core,
+            prlimit_nofile_same,
+        ];
+        let eperm = libc::EPERM;
+        assert_eq!(under_deny_filter(false, &probes), vec![eperm, 0, 0, 0]);
+        assert_eq!(under_deny_filter(true, &probes), vec![0, 0, 0, 0]);
+        #[cfg(target_arch = "x86_64")]
+        {
+            let set: Vec<fn() -> i64> = vec![setrlimit_core_zero];
+            assert_eq!(under_deny_filter(false, &set), vec![eperm]);
+            assert_eq!(under_deny_filter(true, &set), vec![0]);
         }
     }
 }
