@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::common::*;
+use crate::support::*;
 
 /// Kilobytes of host storage the data dir holds outside mounts (volume
 /// images included: they are plain files on the data disk).
@@ -27,20 +28,7 @@ fn data_kib(data: &Path) -> u64 {
 
 /// A sandbox with a 256 MiB volume on runtime `rt`; returns its id.
 fn create_256m(d: &Daemon, name: &str, rt: &str) -> String {
-    let out = d.ok(&[
-        "create",
-        "--name",
-        name,
-        "--memory",
-        "256M",
-        "--disk",
-        "256M",
-        "--isolation",
-        rt,
-        "--json",
-    ]);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    v["id"].as_str().unwrap().to_string()
+    create_bare_on(d, name, rt, &["--memory", "256M", "--disk", "256M"])
 }
 
 /// Where sandbox `id`'s agent socket is on the host, for either runtime.
@@ -68,8 +56,8 @@ fn a_sandbox_cannot_redirect_its_exec_to_another_sandbox() {
     }
     for rt in runtimes() {
         let d = Daemon::start();
-        let a = d.create(&format!("chan-a-{rt}"), &["--isolation", rt]);
-        let b = d.create(&format!("chan-b-{rt}"), &["--isolation", rt]);
+        let a = create_on(&d, &format!("chan-a-{rt}"), rt);
+        let b = create_on(&d, &format!("chan-b-{rt}"), rt);
         d.sh(&b, "echo only-in-b > /root/b-only-file");
         let b_sock = host_socket(&d, &b);
         assert!(
@@ -155,7 +143,7 @@ fn run_dwell_is_a_small_scratch_space_not_the_host_data_disk() {
             &sb,
             "rm -f /run/dwell/big; echo ok > /run/dwell/small; cat /run/dwell/small",
         );
-        let n = d.create(&format!("chan-run-n-{rt}"), &["--isolation", rt]);
+        let n = create_on(&d, &format!("chan-run-n-{rt}"), rt);
         assert_eq!(d.sh(&n, "echo fine").trim(), "fine");
     }
 }
@@ -167,7 +155,7 @@ fn a_device_node_in_run_dwell_is_inert_and_never_on_the_host() {
     }
     for rt in runtimes() {
         let d = Daemon::start();
-        let sb = d.create(&format!("chan-dev-{rt}"), &["--isolation", rt]);
+        let sb = create_on(&d, &format!("chan-dev-{rt}"), rt);
         let out = d.run(&[
             "exec",
             &sb,
@@ -271,8 +259,8 @@ fn reaching_another_sandboxs_agent_fails_the_handshake() {
     }
     for rt in runtimes() {
         let d = Daemon::start();
-        let a = d.create(&format!("chan-ka-{rt}"), &["--isolation", rt]);
-        let b = d.create(&format!("chan-kb-{rt}"), &["--isolation", rt]);
+        let a = create_on(&d, &format!("chan-ka-{rt}"), rt);
+        let b = create_on(&d, &format!("chan-kb-{rt}"), rt);
         let key_of = |id: &str| {
             let p = d.data.join("sandboxes").join(id).join("sandbox.json");
             let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();

@@ -20,16 +20,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::common::*;
-
-/// Resident memory of a process in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
+use crate::support::*;
 
 /// Waits until `addr` accepts connections.
 fn wait_listening(addr: &str) {
@@ -92,14 +83,6 @@ fn parse_response(raw: &[u8]) -> (u16, String) {
         body = data[n..].strip_prefix(b"\r\n").unwrap_or(&data[n..]);
     }
     (status, String::from_utf8_lossy(&out).into_owned())
-}
-
-/// Creates sandbox `name` on runtime `rt` with `extra` flags; returns its id.
-fn create(d: &Daemon, name: &str, rt: &str, extra: &[&str]) -> String {
-    let mut args = vec!["create", "--name", name, "--isolation", rt, "--json"];
-    args.extend_from_slice(extra);
-    let v: Value = serde_json::from_str(&d.ok(&args)).unwrap();
-    v["id"].as_str().unwrap().to_string()
 }
 
 /// A daemon with the E2B listeners; returns it with (api, envd) addresses
@@ -209,9 +192,9 @@ fn a_flooded_watch_whose_client_stopped_reading_keeps_the_daemon_bounded() {
     for rt in runtimes() {
         let name = format!("flood-{rt}");
         // A volume with inodes for the flood (ext4 makes one per 16 KiB).
-        let id = create(&d, &name, rt, &["--memory", "256M", "--disk", "2G"]);
+        let id = create_bare_on(&d, &name, rt, &["--memory", "256M", "--disk", "2G"]);
         let neighbour = format!("calm-{rt}");
-        d.create(&neighbour, &["--isolation", rt]);
+        create_on(&d, &neighbour, rt);
         d.sh(&name, "mkdir -p /root/flood");
         let token = envd_token(&api, &key, &id);
         let mut s = slow_reader(&envd);
@@ -303,7 +286,7 @@ fn a_create_above_the_daemon_ceilings_is_refused() {
         // Nothing was made; a sandbox within the ceilings works.
         assert!(!d.ok(&["ls", "-q"]).contains("big"));
         let ok = format!("fits-{rt}");
-        create(
+        create_bare_on(
             &d,
             &ok,
             rt,
@@ -311,7 +294,7 @@ fn a_create_above_the_daemon_ceilings_is_refused() {
         );
         // Sizes not given are lowered to the ceilings, not refused.
         let dflt = format!("default-{rt}");
-        create(&d, &dflt, rt, &[]);
+        create_bare_on(&d, &dflt, rt, &[]);
         let spec = &d.inspect(&dflt)["spec"];
         assert_eq!(
             (spec["pids"].as_u64(), spec["memory_bytes"].as_u64()),
@@ -343,7 +326,7 @@ fn a_tenant_without_a_record_is_held_to_the_default_quota() {
     assert!(d.ok(&["tenant", "ls"]).contains("default (default quota)"));
     for rt in runtimes() {
         let first = format!("one-{rt}");
-        d.create(&first, &["--isolation", rt]);
+        create_on(&d, &first, rt);
         let out = d.run(&[
             "create",
             "--name",
@@ -452,7 +435,7 @@ fn a_signed_url_without_an_expiration_expires() {
     let (d, api, envd, key) = e2b_daemon(&["--signed-url-lifetime", "3s"]);
     for rt in runtimes() {
         let name = format!("signed-{rt}");
-        let id = d.create(&name, &["--isolation", rt]);
+        let id = create_on(&d, &name, rt);
         d.sh(&name, "echo secret > /tmp/s.txt");
         let token = envd_token(&api, &key, &id);
         let url = format!(

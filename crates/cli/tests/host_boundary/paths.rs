@@ -11,6 +11,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
+use crate::support::*;
 
 /// A host file the attacks aim at: a dpkg status naming a package no
 /// sandbox has, in a host dir that also holds a second file.
@@ -57,16 +58,6 @@ impl Marker {
     }
 }
 
-/// Resident memory of a process in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// `dwell ARGS`, killed (and the test failed) after `secs`.
 fn run_within(d: &Daemon, args: &[&str], secs: u64) -> Output {
     let mut child = d
@@ -108,10 +99,6 @@ fn diff_refused(d: &Daemon, sb: &str, why: &str) {
         !o.contains(MARKER_PACKAGE) && !e.contains(MARKER_PACKAGE),
         "diff leaked the host file: {o} {e}"
     );
-}
-
-fn create_on(d: &Daemon, name: &str, rt: &str) -> String {
-    d.create(name, &["--isolation", rt])
 }
 
 /// The neighbour still answers execs and diffs.

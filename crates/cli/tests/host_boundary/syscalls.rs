@@ -19,6 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
+use crate::support::*;
 
 const EPERM: i64 = 1;
 const ENOSYS: i64 = 38;
@@ -94,8 +95,8 @@ fn still_working(d: &Daemon, names: &[&str]) {
 fn syscalls_outside_the_allow_list_fail() {
     for rt in runtimes() {
         let d = Daemon::start();
-        d.create("s", &["--isolation", rt]);
-        d.create("n", &["--isolation", rt]);
+        create_on(&d, "s", rt);
+        create_on(&d, "n", rt);
         let got = probe_syscalls(&d, "s");
         assert_eq!(got.len(), 4, "{got:?}");
         for (name, ret, errno) in &got {
@@ -139,7 +140,7 @@ fn raw_sockets_only_when_asked_for() {
     const NET_RAW: u64 = 1 << 13;
     for rt in runtimes() {
         let d = Daemon::start();
-        d.create("plain", &["--isolation", rt]);
+        create_on(&d, "plain", rt);
         d.create("raw", &["--isolation", rt, "--allow-raw-sockets"]);
         let out = d.ok(&["exec", "plain", "--", "python3", "-c", RAW_PROBE]);
         assert!(out.starts_with("raw refused"), "{rt}: {out}");
@@ -182,7 +183,7 @@ fn core_dumps_are_off_and_cannot_be_turned_on_inside() {
         .starts_with('|');
     for rt in runtimes() {
         let d = Daemon::start();
-        d.create("c", &["--isolation", rt]);
+        create_on(&d, "c", rt);
         let out = d.ok(&["exec", "c", "--", "python3", "-c", CORE_PROBE]);
         if rt == "namespace" {
             // 1 stops piped dumps too; 0 (which needs no privilege to set)

@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
 use crate::common::*;
+use crate::support::*;
 
 /// `inside host count` of the first line of a `/proc/self/{uid,gid}_map`.
 fn map_of(d: &Daemon, sb: &str, file: &str) -> (u64, u64, u64) {
@@ -103,8 +104,8 @@ fn exhausting_inotify_in_a_sandbox_leaves_the_host_and_neighbours_theirs() {
     let d = Daemon::start();
     for rt in runtimes() {
         let (a, b) = (format!("ia-{rt}"), format!("ib-{rt}"));
-        d.create(&a, &["--isolation", rt]);
-        d.create(&b, &["--isolation", rt]);
+        create_on(&d, &a, rt);
+        create_on(&d, &b, rt);
         let mut hog = d
             .cmd(&["exec", &a, "--", "python3", "-c", INOTIFY_HOG, "20"])
             .stdout(Stdio::piped())
@@ -168,7 +169,7 @@ fn files_land_on_disk_with_the_ids_used_inside() {
     let d = Daemon::start();
     for rt in runtimes() {
         let name = format!("own-{rt}");
-        let id = d.create(&name, &["--isolation", rt]);
+        let id = create_on(&d, &name, rt);
         d.sh(&name, WRITE_AS_TWO_USERS);
         assert_eq!(owner_inside(&d, &name, "/root/by-root"), "0:0", "{rt}");
         assert_eq!(
