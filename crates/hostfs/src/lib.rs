@@ -233,6 +233,14 @@ impl Beneath {
         })
     }
 
+    /// An `O_PATH` descriptor of `rel`, whatever its kind (a socket, say),
+    /// reached without following a symlink (a trailing symlink gives the
+    /// link itself): for checking with `fstat` and using through
+    /// `/proc/self/fd/N`, never for reading.
+    pub fn open_path(&self, rel: impl AsRef<Path>) -> Result<OwnedFd> {
+        self.resolve("open", rel.as_ref(), libc::O_PATH, 0)
+    }
+
     /// Open the regular file `rel` for reading. Fifos, sockets and devices
     /// are refused before anything is read (the open itself cannot block:
     /// `O_NONBLOCK | O_NOCTTY`).

@@ -201,6 +201,31 @@ fn devices_are_refused_before_a_byte_is_read() {
 }
 
 #[test]
+fn open_path_reaches_a_socket_but_no_symlink() {
+    for r in BOTH {
+        let f = fixture();
+        let _l = std::os::unix::net::UnixListener::bind(f.root.join("dir/sock")).unwrap();
+        symlink(f.root.join("dir/sock"), f.root.join("link")).unwrap();
+        symlink(f.root.join("dir"), f.root.join("dirlink")).unwrap();
+        let b = Beneath::open_with(&f.root, r).unwrap();
+        let fd = b.open_path("dir/sock").unwrap();
+        assert!(
+            matches!(fstat(fd.as_raw_fd()), Ok(st) if st.kind == FileKind::Socket),
+            "{r:?}"
+        );
+        // A trailing symlink is the link itself (O_PATH | O_NOFOLLOW),
+        // never its target.
+        let link = b.open_path("link").unwrap();
+        assert!(
+            matches!(fstat(link.as_raw_fd()), Ok(st) if st.kind == FileKind::Symlink),
+            "{r:?}"
+        );
+        symlink_refused(b.open_path("dirlink/sock").unwrap_err());
+        assert!(b.open_path("../secret").is_err(), "{r:?}");
+    }
+}
+
+#[test]
 fn a_unix_socket_is_refused() {
     for r in BOTH {
         let f = fixture();

@@ -11,11 +11,12 @@
 //! listen) must name a process in the sandbox's own cgroup. The agent key
 //! proof in the handshake (dwell-proto) comes on top of this.
 
-use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+
+use dwell_hostfs::Beneath;
 
 use crate::{Error, Result};
 
@@ -55,13 +56,9 @@ pub fn connect(state_dir: &Path, rel: &str, expected: &Expected) -> Result<UnixS
 }
 
 /// An `O_PATH` descriptor of `rel` beneath `root`, which must be a socket
-/// reached without a symlink.
+/// reached without a symlink (resolved by [`dwell_hostfs::Beneath`]).
 fn open_beneath(root: &Path, rel: &str) -> io::Result<OwnedFd> {
-    let dir = open_path(libc::AT_FDCWD, root, libc::O_DIRECTORY)?;
-    let fd = match openat2_beneath(&dir, rel) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => walk_nofollow(&dir, rel)?,
-        r => r?,
-    };
+    let fd = Beneath::open(root)?.open_path(rel)?;
     // SAFETY: fstat into a zeroed stat buffer.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } < 0 {
@@ -77,64 +74,6 @@ fn open_beneath(root: &Path, rel: &str) -> io::Result<OwnedFd> {
         ));
     }
     Ok(fd)
-}
-
-fn open_path(dir: libc::c_int, p: &Path, extra: libc::c_int) -> io::Result<OwnedFd> {
-    let c = CString::new(p.as_os_str().as_encoded_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
-    // SAFETY: openat with a valid C string; the result is owned below.
-    let fd = unsafe {
-        libc::openat(
-            dir,
-            c.as_ptr(),
-            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC | extra,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn openat2_beneath(dir: &OwnedFd, rel: &str) -> io::Result<OwnedFd> {
-    let c = CString::new(rel)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
-    // SAFETY: open_how is plain data; all-zero is valid and then filled.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: openat2 with a valid path and a fully initialised open_how.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dir.as_raw_fd(),
-            c.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
-}
-
-/// Without openat2: one component at a time, none a symlink, no `..`.
-fn walk_nofollow(dir: &OwnedFd, rel: &str) -> io::Result<OwnedFd> {
-    let parts: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
-    if parts.is_empty() || parts.iter().any(|c| *c == "." || *c == "..") {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{rel:?} is not a plain relative path"),
-        ));
-    }
-    let mut cur = open_path(dir.as_raw_fd(), Path::new(parts[0]), 0)?;
-    for c in &parts[1..] {
-        cur = open_path(cur.as_raw_fd(), Path::new(c), 0)?;
-    }
-    Ok(cur)
 }
 
 /// Connects to the socket inode `fd` refers to, through its magic link.
@@ -226,11 +165,6 @@ mod tests {
         std::fs::remove_file(d.path().join("run/agent.sock")).unwrap();
         std::os::unix::fs::symlink(elsewhere.path(), d.path().join("run/dir")).unwrap();
         assert!(open_beneath(d.path(), "run/dir/other.sock").is_err());
-        assert!(walk_nofollow(
-            &open_path(libc::AT_FDCWD, d.path(), libc::O_DIRECTORY).unwrap(),
-            "run/dir/other.sock"
-        )
-        .is_err());
         std::fs::write(d.path().join("run/plain"), b"").unwrap();
         let e = open_beneath(d.path(), "run/plain").unwrap_err();
         assert!(e.to_string().contains("not a socket"), "{e}");
