@@ -45,7 +45,11 @@ fn root_maps_to_an_unprivileged_range_of_its_own() {
     assert_eq!(host_uid(d.host_pid(&a)), ha);
     // Root inside cannot make a namespace of its own to get around it.
     let out = d.run(&["exec", "ua", "--", "unshare", "-U", "-r", "true"]);
-    assert!(!out.status.success(), "nested user namespace allowed");
+    assert!(
+        !out.status.success() && stderr(&out).contains("Operation not permitted"),
+        "nested user namespace not refused as such: {}",
+        stderr(&out)
+    );
     // Ranges stay across a restart of the sandbox and of the daemon.
     d.ok(&["stop", "ua"]);
     d.restart();
@@ -73,6 +77,17 @@ while len(fds) < 4096:
 print(len(fds), ctypes.get_errno(), flush=True)
 time.sleep(float(sys.argv[1]))
 "#;
+
+/// A child process killed (and reaped) when the test ends, also on a
+/// failed assertion.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 /// How many inotify instances this (host) process can still open.
 fn host_inotify_free() -> usize {
@@ -106,13 +121,14 @@ fn exhausting_inotify_in_a_sandbox_leaves_the_host_and_neighbours_theirs() {
         let (a, b) = (format!("ia-{rt}"), format!("ib-{rt}"));
         create_on(&d, &a, rt);
         create_on(&d, &b, rt);
-        let mut hog = d
-            .cmd(&["exec", &a, "--", "python3", "-c", INOTIFY_HOG, "20"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut hog = KillOnDrop(
+            d.cmd(&["exec", &a, "--", "python3", "-c", INOTIFY_HOG, "20"])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
         let mut line = String::new();
-        BufReader::new(hog.stdout.take().unwrap())
+        BufReader::new(hog.0.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
         let got: Vec<u64> = line
@@ -120,6 +136,14 @@ fn exhausting_inotify_in_a_sandbox_leaves_the_host_and_neighbours_theirs() {
             .map(|s| s.parse().unwrap())
             .collect();
         assert!(got.len() == 2 && got[0] > 0, "{rt}: hog printed {line:?}");
+        // The namespace sandbox ran into its per-user limit (EMFILE); under
+        // gVisor the sentry keeps its own count, whatever it stops at.
+        if rt == "namespace" {
+            assert_eq!(
+                got[1], 24,
+                "{rt}: the hog stopped short of its limit: {line:?}"
+            );
+        }
         // While A holds every instance it could get, B and the host still
         // get theirs.
         assert!(
@@ -129,8 +153,7 @@ fn exhausting_inotify_in_a_sandbox_leaves_the_host_and_neighbours_theirs() {
         let out = d.ok(&["exec", &b, "--", "python3", "-c", INOTIFY_HOG, "0"]);
         let n: u64 = out.split_whitespace().next().unwrap().parse().unwrap();
         assert!(n > 0, "{rt}: the neighbour got no inotify instance: {out}");
-        let _ = hog.kill();
-        let _ = hog.wait();
+        drop(hog);
         assert_eq!(d.sh(&a, "echo alive"), "alive\n", "{rt}");
         d.ok(&["rm", "-f", &a, &b]);
     }
