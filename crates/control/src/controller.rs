@@ -1094,8 +1094,10 @@ impl Controller {
     async fn check_quota(&self, tenant: &str, more: &crate::quota::Held) -> Result<()> {
         let t = self.tenant_limits(tenant)?;
         let mut held = crate::quota::held(&self.inner.store.list_sandboxes(Some(tenant))?);
-        if t.max_storage.is_some() {
-            // Snapshots count towards storage too (their stored bytes).
+        if t.max_storage.is_some() && more.storage > 0 {
+            // Snapshots count towards storage too (their stored bytes);
+            // a request that adds no storage (start, resume) need not
+            // list them.
             // Listing them may block on the object store (S3): off the
             // async workers.
             let store = self.inner.snapshots.clone();

@@ -50,9 +50,11 @@ pub fn load_or_create(path: &Path, len: usize) -> std::io::Result<Vec<u8>> {
 /// Read an existing key file (not through a symlink), narrowing its mode to
 /// 0600 if it is wider.
 pub fn read(path: &Path, len: usize) -> std::io::Result<Vec<u8>> {
+    // O_NONBLOCK: a fifo given as a key file must not hang the daemon's
+    // start (`narrow` then refuses what is not a regular file).
     let mut f = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
         .map_err(|e| match e.raw_os_error() {
             Some(libc::ELOOP) => std::io::Error::other(format!(

@@ -47,8 +47,8 @@ pub fn held(recs: &[SandboxRecord]) -> Held {
 pub fn check(t: &Tenant, held: &Held, more: &Held) -> Result<()> {
     let over = |what: &str, limit: String, used: String, asked: String| {
         Err(Error::Quota(format!(
-            "tenant {} would exceed its {what} quota: limit {limit}, in use {used}, this request adds {asked}; free some (stop or remove sandboxes) or ask an admin to raise it (`dwell tenant update {} --max-{what} ...`)",
-            t.name, t.name
+            "tenant {} would exceed its {what} quota: limit {limit}, in use {used}, this request adds {asked}; free some (stop or remove sandboxes) or ask an admin to raise it (`dwell tenant update {} --max-{what} ...`; a tenant without a record of its own is held to `dwell serve --default-max-{what}`, or gets one with `dwell tenant create {} --max-{what} ...`)",
+            t.name, t.name, t.name
         )))
     };
     if let Some(max) = t.max_sandboxes {

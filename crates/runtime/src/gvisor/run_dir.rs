@@ -39,11 +39,15 @@ pub fn mount(config: &SandboxConfig) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// Unmount the run dir's tmpfs (lazily; best effort, idempotent).
+/// Unmount the run dir's tmpfs (lazily; best effort, idempotent). Only
+/// tmpfs mounts sit there (nothing mounts below them), so unmounting the
+/// path until nothing is mounted on it is enough; no mount table is read.
 pub fn unmount(config: &SandboxConfig) {
     let dir = path(config);
-    for m in crate::ns::mounts_below(&dir) {
-        let _ = sys::umount2(&m, libc::MNT_DETACH);
+    for _ in 0..8 {
+        if sys::umount2(&dir, libc::MNT_DETACH | libc::UMOUNT_NOFOLLOW).is_err() {
+            break;
+        }
     }
 }
 

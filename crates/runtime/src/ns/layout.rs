@@ -71,7 +71,9 @@ pub fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
         .create(true)
         .append(true)
         .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        // O_NONBLOCK: a fifo there must not hang the open (it is refused
+        // below; on a regular file the flag changes nothing).
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)?;
     let md = f.metadata()?;
     if !md.is_file() {

@@ -430,15 +430,19 @@ mod tests {
         assert!(parse_pool("x").is_err());
     }
 
-    #[test]
-    fn ruleset_mentions_interface() {
-        let info = NetInfo {
+    fn test_info() -> NetInfo {
+        NetInfo {
             host_if: "dw0123".into(),
             table: "dwell_dw0123".into(),
             sandbox_ip: Ipv4Addr::new(10, 200, 0, 2),
             gateway_ip: Ipv4Addr::new(10, 200, 0, 1),
             prefix_len: 30,
-        };
+        }
+    }
+
+    #[test]
+    fn ruleset_mentions_interface() {
+        let info = test_info();
         let deny = blocklist::merge(&[], &[]).unwrap();
         let r = ruleset(&info, DEFAULT_NAT_POOL, &deny).unwrap();
         assert!(r.contains("iifname \"dw0123\" drop"));
@@ -447,13 +451,7 @@ mod tests {
 
     #[test]
     fn ruleset_is_inet_and_blocks_metadata_v6_and_the_host() {
-        let info = NetInfo {
-            host_if: "dw0123".into(),
-            table: "dwell_dw0123".into(),
-            sandbox_ip: Ipv4Addr::new(10, 200, 0, 2),
-            gateway_ip: Ipv4Addr::new(10, 200, 0, 1),
-            prefix_len: 30,
-        };
+        let info = test_info();
         let host = [
             "192.0.2.10".parse().unwrap(),
             "2001:db8::10".parse().unwrap(),
