@@ -239,11 +239,16 @@ async fn stream(
     let mut stdout = std::io::stdout();
     let mut stderr = std::io::stderr();
     let mut exit: Option<ExitReport> = None;
+    // Not `ctl_rx.is_closed()`: that turns true once the stdin task has
+    // sent its last message and dropped its sender, with the data and the
+    // close still queued, which would never reach the process.
+    let mut ctl_open = true;
     loop {
         tokio::select! {
-            m = ctl_rx.recv(), if !ctl_rx.is_closed() => {
-                if let Some(m) = m {
-                    if tx.send(m).await.is_err() { break; }
+            m = ctl_rx.recv(), if ctl_open => {
+                match m {
+                    Some(m) => if tx.send(m).await.is_err() { break; },
+                    None => ctl_open = false,
                 }
             }
             msg = rx.next() => {

@@ -14,6 +14,68 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// How long one command of a test may run: `DWELL_TEST_CMD_TIMEOUT`
+/// seconds, 300 by default.
+pub fn command_deadline() -> Duration {
+    let secs = std::env::var("DWELL_TEST_CMD_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    Duration::from_secs(secs)
+}
+
+/// `cmd.output()`, but a command still running after
+/// [`command_deadline`] is killed and the test panics, naming `what` and
+/// printing `context()` (a daemon log tail, say).
+pub fn output_within(mut cmd: Command, what: &str, context: impl FnOnce() -> String) -> Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    wait_within(child, command_deadline(), what, context)
+}
+
+/// [`output_within`] for a child already started with piped stdout and
+/// stderr (one whose stdin the test feeds, say), killed after `limit`.
+pub fn wait_within(
+    mut child: Child,
+    limit: Duration,
+    what: &str,
+    context: impl FnOnce() -> String,
+) -> Output {
+    use std::io::Read;
+    let mut out = child.stdout.take().expect("stdout piped");
+    let mut err = child.stderr.take().expect("stderr piped");
+    let out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait for a command") {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} still ran after {limit:?}: killed\n{}", context());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
 pub fn dwell_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_dwell"))
 }
@@ -206,9 +268,13 @@ impl Daemon {
         c
     }
 
-    /// Run `dwell ARGS`; returns the output whatever the exit code.
+    /// Run `dwell ARGS`; returns the output whatever the exit code. A
+    /// command that hangs is killed and fails the test (with the daemon's
+    /// log) instead of holding the suite until CI gives up.
     pub fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().expect("run dwell")
+        output_within(self.cmd(args), &format!("dwell {args:?}"), || {
+            tail(&self.log(), 30)
+        })
     }
 
     /// Run `dwell ARGS`, which must succeed; returns stdout.
@@ -292,10 +358,11 @@ impl Drop for Daemon {
         }
         for t in &tenants {
             let as_t = |args: &[&str]| {
-                self.cmd(args)
-                    .env("DWELL_AS_TENANT", t)
-                    .output()
-                    .expect("run dwell")
+                let mut c = self.cmd(args);
+                c.env("DWELL_AS_TENANT", t);
+                output_within(c, &format!("dwell {args:?} as {t}"), || {
+                    tail(&self.log(), 30)
+                })
             };
             let ids = as_t(&["ls", "-q"]);
             for id in String::from_utf8_lossy(&ids.stdout).lines() {

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::*;
 use crate::support::*;
@@ -58,29 +58,21 @@ impl Marker {
     }
 }
 
-/// `dwell ARGS`, killed (and the test failed) after `secs`.
+/// `dwell ARGS`, killed (and the test failed) after `secs`: a hang here
+/// means the daemon reads what it must not.
 fn run_within(d: &Daemon, args: &[&str], secs: u64) -> Output {
-    let mut child = d
+    let child = d
         .cmd(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let t0 = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if t0.elapsed() > Duration::from_secs(secs) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "dwell {args:?} hung for {secs}s (the daemon reads what it must not?); daemon log:\n{}",
-                tail(&d.log(), 30)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_within(
+        child,
+        Duration::from_secs(secs),
+        &format!("dwell {args:?}"),
+        || tail(&d.log(), 30),
+    )
 }
 
 /// `dwell diff SB` must fail, saying why, and leak nothing of the marker.
