@@ -30,11 +30,13 @@ fn sdk_present() -> bool {
         .output()
     {
         Err(e) => {
-            eprintln!("SKIP: python3 is not runnable ({e}); install it (scripts/install-deps.sh)");
+            skip(&format!(
+                "python3 is not runnable ({e}); install it (scripts/install-deps.sh)"
+            ));
             false
         }
         Ok(o) if !o.status.success() => {
-            eprintln!("SKIP: the Python package `e2b` is missing; install it with scripts/install-deps.sh (pip install e2b=={SDK_VERSION})");
+            skip(&format!("the Python package `e2b` is missing; install it with scripts/install-deps.sh (pip install e2b=={SDK_VERSION})"));
             false
         }
         Ok(o) => {
@@ -60,20 +62,7 @@ struct E2b {
 
 impl E2b {
     fn start() -> E2b {
-        let api = format!("127.0.0.1:{}", free_port());
-        let envd = format!("127.0.0.1:{}", free_port());
-        let d = Daemon::start_with(&[
-            "--e2b-listen",
-            &api,
-            "--e2b-sandbox-listen",
-            &envd,
-            "--resync-secs",
-            "1",
-        ]);
-        wait_for(10, "the E2B listeners", || {
-            std::net::TcpStream::connect(&api).is_ok()
-                && std::net::TcpStream::connect(&envd).is_ok()
-        });
+        let (d, E2bListeners { api, envd }) = Daemon::start_e2b(&["--resync-secs", "1"]);
         let keys = [d.tenant_key("e2b-a"), d.tenant_key("e2b-b")];
         E2b { api, envd, keys, d }
     }
@@ -216,7 +205,7 @@ fn e2b_npm_sdk() {
     }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/e2b/js");
     if Command::new("node").arg("--version").output().is_err() {
-        eprintln!("SKIP: node is not installed; the npm SDK scenario needs Node 18 or later");
+        skip("node is not installed; the npm SDK scenario needs Node 18 or later");
         return;
     }
     if !dir.join("node_modules/e2b/package.json").exists() {

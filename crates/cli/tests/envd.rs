@@ -92,11 +92,7 @@ struct Fixture {
 
 impl Fixture {
     fn start() -> Fixture {
-        let api = format!("127.0.0.1:{}", free_port());
-        let envd = format!("127.0.0.1:{}", free_port());
-        let d = Daemon::start_with(&["--e2b-listen", &api, "--e2b-sandbox-listen", &envd]);
-        wait_listening(&api, 10);
-        wait_listening(&envd, 10);
+        let (d, E2bListeners { api, envd }) = Daemon::start_e2b(&[]);
         let key = d.tenant_key("envd-t");
         let r = http(
             &api,
@@ -667,13 +663,7 @@ fn a_signed_upload_url_writes_one_file_at_its_path(f: &Fixture) {
     let mp = [("Content-Type", "multipart/form-data; boundary=q")];
     let r = http(envd, "POST", &q, &mp, two.as_bytes());
     assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
-    let r = http(
-        envd,
-        "GET",
-        "/files?path=%2Fetc%2Fevil2",
-        &sb.hdrs(""),
-        b"",
-    );
+    let r = http(envd, "GET", "/files?path=%2Fetc%2Fevil2", &sb.hdrs(""), b"");
     assert_eq!(r.status, 404, "the second part was not written");
     let one = "--q\r\nContent-Disposition: form-data; name=\"file\"; filename=\"/etc/evil3\"\r\n\r\nsigned\r\n--q--\r\n";
     let r = http(envd, "POST", &q, &mp, one.as_bytes());
@@ -781,11 +771,7 @@ fn shutdown_is_not_held_by_open_envd_streams() {
     if !can_run() {
         return;
     }
-    let api = format!("127.0.0.1:{}", free_port());
-    let envd = format!("127.0.0.1:{}", free_port());
-    let mut d = Daemon::start_with(&["--e2b-listen", &api, "--e2b-sandbox-listen", &envd]);
-    wait_listening(&api, 10);
-    wait_listening(&envd, 10);
+    let (mut d, E2bListeners { api, envd }) = Daemon::start_e2b(&[]);
     let key = d.tenant_key("drain-t");
     let r = http(
         &api,

@@ -272,12 +272,10 @@ fn snapshot_of_a_hibernated_sandbox_resumes_on_a_second_daemon_sharing_s3() {
     if !can_run_gvisor() {
         return;
     }
-    let Some(moto) = Moto::start() else { return };
-    moto.make_bucket("dwell");
-    // The daemons take their credentials from the standard variables.
-    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-    let endpoint = format!("http://127.0.0.1:{}", moto.port);
+    let Some(moto) = Moto::start_for_daemons() else {
+        return;
+    };
+    let endpoint = moto.endpoint();
     // Snapshots are encrypted by default: daemons sharing a store share the
     // snapshot master key (the first one makes it).
     let key_dir = tempfile::tempdir().unwrap();

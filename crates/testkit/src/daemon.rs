@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::process::{output_within, tail};
+use crate::http::wait_listening;
+use crate::process::{free_port, output_within, tail};
 use crate::skip::{has_root, has_runsc};
 
 /// The target directory of the running test binary (it runs from
@@ -94,6 +95,15 @@ pub fn runtimes() -> Vec<&'static str> {
     v
 }
 
+/// The addresses of a daemon's E2B listeners (see [`Daemon::start_e2b`]).
+#[derive(Debug, Clone)]
+pub struct E2bListeners {
+    /// The E2B control plane (`--e2b-listen`).
+    pub api: String,
+    /// The envd data plane (`--e2b-sandbox-listen`).
+    pub envd: String,
+}
+
 /// A running `dwell serve` of one test (see the module docs).
 pub struct Daemon {
     pub dir: tempfile::TempDir,
@@ -133,6 +143,20 @@ impl Daemon {
         };
         d.spawn();
         d
+    }
+
+    /// A daemon with both E2B listeners (`--e2b-listen` and
+    /// `--e2b-sandbox-listen`, on free ports) and `extra` flags, once both
+    /// accept connections.
+    pub fn start_e2b(extra: &[&str]) -> (Daemon, E2bListeners) {
+        let api = format!("127.0.0.1:{}", free_port());
+        let envd = format!("127.0.0.1:{}", free_port());
+        let mut args = vec!["--e2b-listen", &api, "--e2b-sandbox-listen", &envd];
+        args.extend_from_slice(extra);
+        let d = Daemon::start_with(&args);
+        wait_listening(&api, 20);
+        wait_listening(&envd, 20);
+        (d, E2bListeners { api, envd })
     }
 
     fn spawn(&mut self) {

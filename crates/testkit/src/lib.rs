@@ -18,7 +18,7 @@ pub mod skip;
 
 pub use daemon::{
     agent_bin, can_run, can_run_gvisor, cgroup_leftovers, dwell_bin, isolation, leftovers,
-    runtimes, Daemon,
+    runtimes, Daemon, E2bListeners,
 };
 pub use process::{
     command_deadline, free_port, host_processes_of, output_within, pid_alive, stderr, stdout, tail,

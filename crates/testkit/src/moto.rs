@@ -50,6 +50,17 @@ impl Moto {
         Some(moto)
     }
 
+    /// A server with the bucket `dwell`, whose credentials (`testing`)
+    /// are exported in the standard variables (`AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`), where daemons this test starts take them.
+    pub fn start_for_daemons() -> Option<Moto> {
+        let moto = Moto::start()?;
+        moto.make_bucket("dwell");
+        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+        Some(moto)
+    }
+
     /// Its endpoint URL.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)

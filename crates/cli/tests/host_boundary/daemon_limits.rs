@@ -37,13 +37,7 @@ fn http(
 /// A daemon with the E2B listeners; returns it with (api, envd) addresses
 /// and the admin key (whose tenant, `default`, owns `dwell create`'s sandboxes).
 fn e2b_daemon(extra: &[&str]) -> (Daemon, String, String, String) {
-    let api = format!("127.0.0.1:{}", free_port());
-    let envd = format!("127.0.0.1:{}", free_port());
-    let mut args = vec!["--e2b-listen", &api, "--e2b-sandbox-listen", &envd];
-    args.extend_from_slice(extra);
-    let d = Daemon::start_with(&args);
-    wait_listening(&api, 20);
-    wait_listening(&envd, 20);
+    let (d, E2bListeners { api, envd }) = Daemon::start_e2b(extra);
     let key = d.admin_key();
     (d, api, envd, key)
 }
