@@ -184,14 +184,23 @@ impl Daemon {
             .spawn()
             .expect("start dwell serve");
         self.child = Some(child);
+        // Startup opens the store, the object store and recovers sandboxes;
+        // on a loaded 2-core CI machine that has taken over 20 s. A daemon
+        // that exits fails at once instead of waiting out the limit.
         let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(20) {
+        while t0.elapsed() < Duration::from_secs(90) {
             if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
                 return;
             }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!(
+                    "daemon exited ({status}) before it listened; log:\n{}",
+                    self.log()
+                );
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("daemon did not come up; log:\n{}", self.log());
+        panic!("daemon did not come up in 90 s; log:\n{}", self.log());
     }
 
     pub fn log(&self) -> String {
