@@ -209,10 +209,10 @@ fn e2b_npm_sdk() {
         return;
     }
     if !dir.join("node_modules/e2b/package.json").exists() {
-        eprintln!(
-            "SKIP: the npm package `e2b` is not installed in {}; run scripts/install-deps.sh (npm install there)",
+        skip(&format!(
+            "the npm package `e2b` is not installed in {}; run scripts/install-deps.sh (npm install there)",
             dir.display()
-        );
+        ));
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());

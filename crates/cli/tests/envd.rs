@@ -14,6 +14,8 @@ use common::http::request as http;
 use common::*;
 use serde_json::{json, Value};
 
+/// One sandbox as an SDK addresses it: envd's address, the sandbox's id
+/// and its access token.
 #[derive(Clone)]
 struct Sbx {
     envd: String,
@@ -22,6 +24,25 @@ struct Sbx {
 }
 
 impl Sbx {
+    /// Creates a sandbox through the E2B control plane at `api` with
+    /// tenant key `key` and request `body`.
+    fn create(api: &str, key: &str, envd: String, body: &[u8]) -> Sbx {
+        let r = http(
+            api,
+            "POST",
+            "/v2/sandboxes",
+            &[("X-API-KEY", key), ("Content-Type", "application/json")],
+            body,
+        );
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        let v = r.json();
+        Sbx {
+            envd,
+            id: v["sandboxID"].as_str().unwrap().to_string(),
+            token: v["envdAccessToken"].as_str().unwrap().to_string(),
+        }
+    }
+
     fn hdrs<'b>(&'b self, ct: &'b str) -> Vec<(&'b str, &'b str)> {
         vec![
             ("E2b-Sandbox-Id", self.id.as_str()),
@@ -94,20 +115,12 @@ impl Fixture {
     fn start() -> Fixture {
         let (d, E2bListeners { api, envd }) = Daemon::start_e2b(&[]);
         let key = d.tenant_key("envd-t");
-        let r = http(
+        let sb = Sbx::create(
             &api,
-            "POST",
-            "/v2/sandboxes",
-            &[("X-API-KEY", &key), ("Content-Type", "application/json")],
+            &key,
+            envd,
             br#"{"templateID":"base","timeout":300,"metadata":{},"envVars":{}}"#,
         );
-        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-        let v = r.json();
-        let sb = Sbx {
-            envd,
-            id: v["sandboxID"].as_str().unwrap().to_string(),
-            token: v["envdAccessToken"].as_str().unwrap().to_string(),
-        };
         Fixture {
             api,
             key,
@@ -773,18 +786,11 @@ fn shutdown_is_not_held_by_open_envd_streams() {
     }
     let (mut d, E2bListeners { api, envd }) = Daemon::start_e2b(&[]);
     let key = d.tenant_key("drain-t");
-    let r = http(
+    let Sbx { id, token, .. } = Sbx::create(
         &api,
-        "POST",
-        "/v2/sandboxes",
-        &[("X-API-KEY", &key), ("Content-Type", "application/json")],
+        &key,
+        envd.clone(),
         br#"{"templateID":"base","timeout":300}"#,
-    );
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-    let v = r.json();
-    let (id, token) = (
-        v["sandboxID"].as_str().unwrap().to_string(),
-        v["envdAccessToken"].as_str().unwrap().to_string(),
     );
     // A stream that stays open: `sleep 600`'s output.
     let mut s = TcpStream::connect(&envd).unwrap();
