@@ -30,11 +30,13 @@ fn sdk_present() -> bool {
         .output()
     {
         Err(e) => {
-            eprintln!("SKIP: python3 is not runnable ({e}); install it (scripts/install-deps.sh)");
+            skip(&format!(
+                "python3 is not runnable ({e}); install it (scripts/install-deps.sh)"
+            ));
             false
         }
         Ok(o) if !o.status.success() => {
-            eprintln!("SKIP: the Python package `e2b` is missing; install it with scripts/install-deps.sh (pip install e2b=={SDK_VERSION})");
+            skip(&format!("the Python package `e2b` is missing; install it with scripts/install-deps.sh (pip install e2b=={SDK_VERSION})"));
             false
         }
         Ok(o) => {
@@ -60,29 +62,8 @@ struct E2b {
 
 impl E2b {
     fn start() -> E2b {
-        let api = format!("127.0.0.1:{}", free_port());
-        let envd = format!("127.0.0.1:{}", free_port());
-        let d = Daemon::start_with(&[
-            "--e2b-listen",
-            &api,
-            "--e2b-sandbox-listen",
-            &envd,
-            "--resync-secs",
-            "1",
-        ]);
-        wait_for(10, "the E2B listeners", || {
-            std::net::TcpStream::connect(&api).is_ok()
-                && std::net::TcpStream::connect(&envd).is_ok()
-        });
-        let key = |t: &str| {
-            d.ok(&["tenant", "create", t])
-                .lines()
-                .next()
-                .unwrap()
-                .trim()
-                .to_string()
-        };
-        let keys = [key("e2b-a"), key("e2b-b")];
+        let (d, E2bListeners { api, envd }) = Daemon::start_e2b(&["--resync-secs", "1"]);
+        let keys = [d.tenant_key("e2b-a"), d.tenant_key("e2b-b")];
         E2b { api, envd, keys, d }
     }
 
@@ -144,14 +125,16 @@ impl E2b {
     /// Kill every sandbox of both tenants through the E2B API.
     fn cleanup(&self) {
         for key in &self.keys {
-            let list = http(&self.api, "GET", "/v2/sandboxes?limit=1000", key);
-            let body = list.split("\r\n\r\n").nth(1).unwrap_or("[]");
-            let body = body.find('[').map(|i| &body[i..]).unwrap_or("[]");
-            let body = &body[..body.rfind(']').map(|i| i + 1).unwrap_or(body.len())];
-            let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+            let auth = [("X-API-KEY", key.as_str())];
+            let list = http::try_request(&self.api, "GET", "/v2/sandboxes?limit=1000", &auth, b"");
+            let v: serde_json::Value = list
+                .ok()
+                .and_then(|r| serde_json::from_slice(&r.body).ok())
+                .unwrap_or_default();
             for sb in v.as_array().into_iter().flatten() {
                 if let Some(id) = sb["sandboxID"].as_str() {
-                    http(&self.api, "DELETE", &format!("/sandboxes/{id}"), key);
+                    let path = format!("/sandboxes/{id}");
+                    let _ = http::try_request(&self.api, "DELETE", &path, &auth, b"");
                 }
             }
         }
@@ -164,20 +147,9 @@ impl Drop for E2b {
     }
 }
 
-/// One HTTP/1.1 request; the raw answer.
-fn http(addr: &str, method: &str, path: &str, key: &str) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return String::new();
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-    let _ = write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nX-API-KEY: {key}\r\nConnection: close\r\n\r\n"
-    );
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
+/// A GET with API key `key`.
+fn get(addr: &str, path: &str, key: &str) -> Response {
+    http::request(addr, "GET", path, &[("X-API-KEY", key)], b"")
 }
 
 fn run(name: &str) {
@@ -233,14 +205,14 @@ fn e2b_npm_sdk() {
     }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/e2b/js");
     if Command::new("node").arg("--version").output().is_err() {
-        eprintln!("SKIP: node is not installed; the npm SDK scenario needs Node 18 or later");
+        skip("node is not installed; the npm SDK scenario needs Node 18 or later");
         return;
     }
     if !dir.join("node_modules/e2b/package.json").exists() {
-        eprintln!(
-            "SKIP: the npm package `e2b` is not installed in {}; run scripts/install-deps.sh (npm install there)",
+        skip(&format!(
+            "the npm package `e2b` is not installed in {}; run scripts/install-deps.sh (npm install there)",
             dir.display()
-        );
+        ));
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
@@ -255,54 +227,28 @@ fn e2b_api_errors_have_e2b_shape() {
     }
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let e = E2b::start();
-    let r = http(&e.api, "GET", "/v2/sandboxes", "dwk_wrong");
-    assert!(r.starts_with("HTTP/1.1 401"), "{r}");
+    let r = get(&e.api, "/v2/sandboxes", "dwk_wrong");
+    assert_eq!(r.status, 401, "{r}");
     assert!(
-        r.contains("\"code\":401") && r.contains("\"message\""),
+        r.text().contains("\"code\":401") && r.text().contains("\"message\""),
         "{r}"
     );
-    let r = http(&e.api, "GET", "/sandboxes/nosuchsandbox", &e.keys[0]);
+    let r = get(&e.api, "/sandboxes/nosuchsandbox", &e.keys[0]);
+    assert!(r.status == 404 && r.text().contains("\"code\":404"), "{r}");
+    let r = get(&e.api, "/v2/sandboxes?state=sleeping", &e.keys[0]);
     assert!(
-        r.starts_with("HTTP/1.1 404") && r.contains("\"code\":404"),
+        r.status == 400 && r.text().contains("running, paused"),
         "{r}"
     );
-    let r = http(&e.api, "GET", "/v2/sandboxes?state=sleeping", &e.keys[0]);
-    assert!(
-        r.starts_with("HTTP/1.1 400") && r.contains("running, paused"),
-        "{r}"
-    );
-    let r = http(&e.api, "GET", "/v2/sandboxes?nextToken=zzz", &e.keys[0]);
-    assert!(
-        r.starts_with("HTTP/1.1 400") && r.contains("X-Next-Token"),
-        "{r}"
-    );
+    let r = get(&e.api, "/v2/sandboxes?nextToken=zzz", &e.keys[0]);
+    assert!(r.status == 400 && r.text().contains("X-Next-Token"), "{r}");
 }
 
-/// One HTTP/1.1 request with a JSON body; (status, body).
+/// One request with API key `key` and a JSON body; (status, body).
 fn http_json(addr: &str, method: &str, path: &str, key: &str, body: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nX-API-KEY: {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let status = out
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
-    // Both listeners answer small bodies with Content-Length or one chunk.
-    let body = match (body.find('{'), body.rfind('}')) {
-        (Some(a), Some(b)) if a <= b => body[a..=b].to_string(),
-        _ => body.to_string(),
-    };
-    (status, body)
+    let headers = [("X-API-KEY", key), ("Content-Type", "application/json")];
+    let r = http::request(addr, method, path, &headers, body.as_bytes());
+    (r.status, r.text())
 }
 
 /// Setting an E2B timeout on a persistent sandbox made with `dwell create`
@@ -317,13 +263,7 @@ fn e2b_timeout_on_a_dwell_sandbox_stops_it_instead_of_deleting() {
     let e = E2b::start();
     let id = e.d.create("keepme", &[]);
     // Sandboxes made on the unix socket belong to the tenant `default`.
-    let key =
-        e.d.ok(&["tenant", "create", "default"])
-            .lines()
-            .next()
-            .unwrap()
-            .trim()
-            .to_string();
+    let key = e.d.tenant_key("default");
     let (st, body) = http_json(
         &e.api,
         "POST",

@@ -10,144 +10,39 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use common::http::request as http;
 use common::*;
 use serde_json::{json, Value};
 
-/// A response: status, lower-cased headers, de-chunked body.
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Resp {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "status {}: body is not JSON ({e}): {}",
-                self.status,
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-
-    fn header(&self, k: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The Connect envelopes of a streaming response: (flags, JSON).
-    fn envelopes(&self) -> Vec<(u8, Value)> {
-        let mut out = Vec::new();
-        let mut b = &self.body[..];
-        while b.len() >= 5 {
-            let len = u32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize;
-            out.push((b[0], serde_json::from_slice(&b[5..5 + len]).unwrap()));
-            b = &b[5 + len..];
-        }
-        assert!(b.is_empty(), "trailing bytes after the envelopes");
-        out
-    }
-}
-
-/// One HTTP/1.1 request with `Connection: close`.
-fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
-        req.push_str(&format!("Host: {addr}\r\n"));
-    }
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a response head");
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let mut body = raw[split + 4..].to_vec();
-    if headers
-        .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
-    {
-        let mut out = Vec::new();
-        let mut b = &body[..];
-        loop {
-            let nl = b.windows(2).position(|w| w == b"\r\n").unwrap();
-            let n =
-                usize::from_str_radix(std::str::from_utf8(&b[..nl]).unwrap().trim(), 16).unwrap();
-            if n == 0 {
-                break;
-            }
-            out.extend_from_slice(&b[nl + 2..nl + 2 + n]);
-            b = &b[nl + 4 + n..];
-        }
-        body = out;
-    }
-    Resp {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn envelope(v: &Value) -> Vec<u8> {
-    let p = serde_json::to_vec(v).unwrap();
-    let mut b = vec![0u8];
-    b.extend_from_slice(&(p.len() as u32).to_be_bytes());
-    b.extend_from_slice(&p);
-    b
-}
-
-fn b64(b: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut s = String::new();
-    for c in b.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        for i in 0..4 {
-            if i <= c.len() {
-                s.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                s.push('=');
-            }
-        }
-    }
-    s
-}
-
-struct Sbx<'a> {
-    envd: &'a str,
+/// One sandbox as an SDK addresses it: envd's address, the sandbox's id
+/// and its access token.
+#[derive(Clone)]
+struct Sbx {
+    envd: String,
     id: String,
     token: String,
 }
 
-impl Sbx<'_> {
+impl Sbx {
+    /// Creates a sandbox through the E2B control plane at `api` with
+    /// tenant key `key` and request `body`.
+    fn create(api: &str, key: &str, envd: String, body: &[u8]) -> Sbx {
+        let r = http(
+            api,
+            "POST",
+            "/v2/sandboxes",
+            &[("X-API-KEY", key), ("Content-Type", "application/json")],
+            body,
+        );
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        let v = r.json();
+        Sbx {
+            envd,
+            id: v["sandboxID"].as_str().unwrap().to_string(),
+            token: v["envdAccessToken"].as_str().unwrap().to_string(),
+        }
+    }
+
     fn hdrs<'b>(&'b self, ct: &'b str) -> Vec<(&'b str, &'b str)> {
         vec![
             ("E2b-Sandbox-Id", self.id.as_str()),
@@ -157,9 +52,9 @@ impl Sbx<'_> {
         ]
     }
 
-    fn unary(&self, method: &str, req: Value) -> Resp {
+    fn unary(&self, method: &str, req: Value) -> Response {
         http(
-            self.envd,
+            &self.envd,
             "POST",
             &format!("/{method}"),
             &self.hdrs("application/json"),
@@ -171,7 +66,7 @@ impl Sbx<'_> {
         let mut h = self.hdrs("application/connect+json");
         h.push(("Keepalive-Ping-Interval", "1"));
         let r = http(
-            self.envd,
+            &self.envd,
             "POST",
             &format!("/{method}"),
             &h,
@@ -179,61 +74,109 @@ impl Sbx<'_> {
         );
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         assert_eq!(r.header("content-type"), Some("application/connect+json"));
-        r.envelopes()
+        envelopes(&r.body)
+    }
+
+    /// An RPC as `user` (HTTP basic auth, as the SDKs send it): enveloped
+    /// for Process.Start, plain JSON otherwise.
+    fn as_user(&self, user: &str, method: &str, req: Value) -> Response {
+        let basic = format!("Basic {}", b64(format!("{user}:").as_bytes()));
+        let mut h = self.hdrs("application/connect+json");
+        h.push(("Authorization", &basic));
+        let body = if method.ends_with("Start") {
+            envelope(&req)
+        } else {
+            h[2].1 = "application/json";
+            serde_json::to_vec(&req).unwrap()
+        };
+        http(&self.envd, "POST", &format!("/{method}"), &h, &body)
     }
 }
 
+/// What a process wrote to stdout, from its stream's envelopes.
+fn stdout_of(ev: &[(u8, Value)]) -> String {
+    ev.iter()
+        .filter_map(|(_, v)| v["event"]["data"]["stdout"].as_str())
+        .map(|s| String::from_utf8_lossy(&unb64(s)).into_owned())
+        .collect()
+}
+
+/// A daemon with both E2B listeners, a tenant's key, and one sandbox
+/// created through the E2B control plane (removed with the daemon, even
+/// when a case fails).
+struct Fixture {
+    api: String,
+    key: String,
+    sb: Sbx,
+    _d: Daemon,
+}
+
+impl Fixture {
+    fn start() -> Fixture {
+        let (d, E2bListeners { api, envd }) = Daemon::start_e2b(&[]);
+        let key = d.tenant_key("envd-t");
+        let sb = Sbx::create(
+            &api,
+            &key,
+            envd,
+            br#"{"templateID":"base","timeout":300,"metadata":{},"envVars":{}}"#,
+        );
+        Fixture {
+            api,
+            key,
+            sb,
+            _d: d,
+        }
+    }
+}
+
+/// The cases run in order on one sandbox: later ones read what earlier
+/// ones wrote (the multipart upload's file, the gzip upload, the user).
 #[test]
 fn envd_wire_protocol_against_a_real_sandbox() {
     if !can_run() {
         return;
     }
-    let api = format!("127.0.0.1:{}", free_port());
-    let envd = format!("127.0.0.1:{}", free_port());
-    let d = Daemon::start_with(&["--e2b-listen", &api, "--e2b-sandbox-listen", &envd]);
-    for _ in 0..200 {
-        if TcpStream::connect(&api).is_ok() && TcpStream::connect(&envd).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let key = d
-        .ok(&["tenant", "create", "envd-t"])
-        .lines()
-        .next()
-        .unwrap()
-        .trim()
-        .to_string();
-    let r = http(
-        &api,
-        "POST",
-        "/v2/sandboxes",
-        &[("X-API-KEY", &key), ("Content-Type", "application/json")],
-        br#"{"templateID":"base","timeout":300,"metadata":{},"envVars":{}}"#,
+    cases!(
+        &Fixture::start();
+        health_and_authentication,
+        process_start_streams_output_then_the_exit,
+        a_pty_process_takes_input_resizes_and_signals,
+        multipart_upload_then_download,
+        gzip_octet_stream_upload,
+        filesystem_rpcs,
+        polled_watcher,
+        a_named_user_runs_as_itself_and_owns_what_it_makes,
+        a_user_keeps_its_own_permissions,
+        file_metadata_is_refused,
+        watch_dir_streams_until_the_directory_goes,
+        a_signed_download_url_routes_itself,
+        a_signed_upload_url_writes_one_file_at_its_path,
+        endless_account_files_are_ignored,
+        a_paused_sandbox_is_not_found_until_connected,
+        a_deleted_sandbox_is_unreachable
     );
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-    let v = r.json();
-    let sb = Sbx {
-        envd: &envd,
-        id: v["sandboxID"].as_str().unwrap().to_string(),
-        token: v["envdAccessToken"].as_str().unwrap().to_string(),
-    };
+}
 
+/// Health and authentication, a codec other than JSON, a listing too deep,
+/// an unknown sandbox, a wrong token, and routing by host name.
+fn health_and_authentication(f: &Fixture) {
+    let (sb, envd) = (&f.sb, f.sb.envd.as_str());
     // Health and authentication: without the sandbox's token a sandbox
     // looks like a missing one.
     let r = http(
-        &envd,
+        envd,
         "GET",
         "/health",
         &[("E2b-Sandbox-Id", &sb.id), ("X-Access-Token", &sb.token)],
         b"",
     );
     assert_eq!(r.status, 204);
-    let r = http(&envd, "GET", "/health", &[("E2b-Sandbox-Id", &sb.id)], b"");
+    let r = http(envd, "GET", "/health", &[("E2b-Sandbox-Id", &sb.id)], b"");
     assert_eq!(r.status, 502);
     // A unary call in another codec: 415.
     let r = http(
-        &envd,
+        envd,
         "POST",
         "/process.Process/List",
         &sb.hdrs("application/proto"),
@@ -247,7 +190,7 @@ fn envd_wire_protocol_against_a_real_sandbox() {
     );
     assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
     let r = http(
-        &envd,
+        envd,
         "GET",
         "/health",
         &[("E2b-Sandbox-Id", "nosuchsandbox")],
@@ -259,7 +202,7 @@ fn envd_wire_protocol_against_a_real_sandbox() {
         .unwrap()
         .contains("was not found"));
     let r = http(
-        &envd,
+        envd,
         "POST",
         "/process.Process/List",
         &[
@@ -273,7 +216,7 @@ fn envd_wire_protocol_against_a_real_sandbox() {
     // Host-name routing: 49983-{id}.{domain}.
     let host = format!("49983-{}.dwell.test", sb.id);
     let r = http(
-        &envd,
+        envd,
         "POST",
         "/process.Process/List",
         &[
@@ -284,7 +227,12 @@ fn envd_wire_protocol_against_a_real_sandbox() {
         b"{}",
     );
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}
 
+/// Process.Start streams the start, stdout and stderr data, keepalives, the
+/// end with the exit code, and the end-of-stream frame.
+fn process_start_streams_output_then_the_exit(f: &Fixture) {
+    let sb = &f.sb;
     // Process.Start: start, stdout/stderr data, end with the exit code, end frame.
     let ev = sb.stream(
         "process.Process/Start",
@@ -312,17 +260,14 @@ fn envd_wire_protocol_against_a_real_sandbox() {
     assert_eq!(end["exitCode"], 3);
     assert_eq!(end["status"], "exit status 3");
     assert_eq!(ev.last().unwrap(), &(2u8, json!({})));
+}
 
-    // A PTY process in the background: input, resize, list, signal.
-    let envd2 = envd.clone();
-    let id2 = sb.id.clone();
-    let tok2 = sb.token.clone();
+/// A PTY process in the background: listed by tag, resized, fed input; a
+/// signal to a missing process is 404.
+fn a_pty_process_takes_input_resizes_and_signals(f: &Fixture) {
+    let sb = &f.sb;
+    let s = sb.clone();
     let bg = std::thread::spawn(move || {
-        let s = Sbx {
-            envd: &envd2,
-            id: id2,
-            token: tok2,
-        };
         s.stream(
             "process.Process/Start",
             json!({"process": {"cmd": "/bin/sh", "args": []}, "pty": {"size": {"cols": 80, "rows": 24}}, "tag": "shell"}),
@@ -371,7 +316,12 @@ fn envd_wire_protocol_against_a_real_sandbox() {
     );
     assert_eq!(r.status, 404, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["code"], "not_found");
+}
 
+/// A multipart upload (the SDK's default) is downloaded again, by absolute
+/// and relative path; a missing file is 404.
+fn multipart_upload_then_download(f: &Fixture) {
+    let (sb, envd) = (&f.sb, f.sb.envd.as_str());
     // Files: multipart upload (the SDK's default), download, 404.
     let boundary = "b0undary";
     let form = format!(
@@ -381,7 +331,7 @@ fn envd_wire_protocol_against_a_real_sandbox() {
     let mut h = sb.hdrs(&ct);
     h.retain(|(k, _)| *k != "Connect-Protocol-Version");
     let r = http(
-        &envd,
+        envd,
         "POST",
         "/files?path=%2Froot%2Fd%2Fa.txt",
         &h,
@@ -393,7 +343,7 @@ fn envd_wire_protocol_against_a_real_sandbox() {
         json!([{"name": "a.txt", "type": "file", "path": "/root/d/a.txt"}])
     );
     let r = http(
-        &envd,
+        envd,
         "GET",
         "/files?path=%2Froot%2Fd%2Fa.txt",
         &sb.hdrs(""),
@@ -403,24 +353,32 @@ fn envd_wire_protocol_against_a_real_sandbox() {
         (r.status, r.body.as_slice()),
         (200, b"persist me".as_slice())
     );
-    let r = http(&envd, "GET", "/files?path=d%2Fa.txt", &sb.hdrs(""), b"");
+    let r = http(envd, "GET", "/files?path=d%2Fa.txt", &sb.hdrs(""), b"");
     assert_eq!(
         r.body, b"persist me",
         "relative paths resolve against root's home"
     );
-    let r = http(&envd, "GET", "/files?path=%2Fnope", &sb.hdrs(""), b"");
+    let r = http(envd, "GET", "/files?path=%2Fnope", &sb.hdrs(""), b"");
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["code"], 404);
+}
 
+/// An octet-stream upload with gzip content encoding.
+fn gzip_octet_stream_upload(f: &Fixture) {
+    let (sb, envd) = (&f.sb, f.sb.envd.as_str());
     // Octet-stream with gzip.
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&vec![b'z'; 100_000]).unwrap();
     let gz = gz.finish().unwrap();
     let mut h = sb.hdrs("application/octet-stream");
     h.push(("Content-Encoding", "gzip"));
-    let r = http(&envd, "POST", "/files?path=%2Ftmp%2Fz.bin", &h, &gz);
+    let r = http(envd, "POST", "/files?path=%2Ftmp%2Fz.bin", &h, &gz);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}
 
+/// Stat (of the gzip upload), MakeDir, Move, ListDir and Remove.
+fn filesystem_rpcs(f: &Fixture) {
+    let sb = &f.sb;
     // Filesystem RPCs.
     let st = sb
         .unary("filesystem.Filesystem/Stat", json!({"path": "/tmp/z.bin"}))
@@ -461,7 +419,11 @@ fn envd_wire_protocol_against_a_real_sandbox() {
         (r.status, r.json()["code"].clone()),
         (404, json!("not_found"))
     );
+}
 
+/// A polled watcher reports a creation and is gone once removed.
+fn polled_watcher(f: &Fixture) {
+    let sb = &f.sb;
     // Polled watcher.
     sb.unary("filesystem.Filesystem/MakeDir", json!({"path": "/tmp/w"}));
     let w = sb
@@ -503,7 +465,12 @@ fn envd_wire_protocol_against_a_real_sandbox() {
         json!({"watcherId": wid}),
     );
     assert_eq!(r.status, 404);
+}
 
+/// A named user that exists runs as itself and owns what envd makes for
+/// it; an unknown one falls back to root.
+fn a_named_user_runs_as_itself_and_owns_what_it_makes(f: &Fixture) {
+    let (sb, envd) = (&f.sb, f.sb.envd.as_str());
     // Users: a named user that exists runs as itself and owns what envd
     // makes for it; an unknown one falls back to root.
     let ev = sb.stream(
@@ -511,30 +478,15 @@ fn envd_wire_protocol_against_a_real_sandbox() {
         json!({"process": {"cmd": "useradd", "args": ["-m", "-u", "1500", "e2buser"]}}),
     );
     assert_eq!(ev[ev.len() - 2].1["event"]["end"]["exitCode"], 0, "{ev:?}");
-    let basic = format!("Basic {}", b64(b"e2buser:"));
-    let as_user = |method: &str, req: Value| {
-        let mut h = sb.hdrs("application/connect+json");
-        h.push(("Authorization", &basic));
-        let body = if method.ends_with("Start") {
-            envelope(&req)
-        } else {
-            h[2].1 = "application/json";
-            serde_json::to_vec(&req).unwrap()
-        };
-        http(&envd, "POST", &format!("/{method}"), &h, &body)
-    };
-    let r = as_user(
+    let r = sb.as_user(
+        "e2buser",
         "process.Process/Start",
         json!({"process": {"cmd": "/bin/sh", "args": ["-c", "id -u; pwd"]}}),
     );
-    let out: String = r
-        .envelopes()
-        .iter()
-        .filter_map(|(_, v)| v["event"]["data"]["stdout"].as_str())
-        .map(|s| String::from_utf8_lossy(&unb64(s)).into_owned())
-        .collect();
+    let out = stdout_of(&envelopes(&r.body));
     assert_eq!(out, "1500\n/home/e2buser\n");
-    let r = as_user(
+    let r = sb.as_user(
+        "e2buser",
         "filesystem.Filesystem/MakeDir",
         json!({"path": "made/deep"}),
     );
@@ -551,7 +503,7 @@ fn envd_wire_protocol_against_a_real_sandbox() {
         "created parents belong to the user too"
     );
     let r = http(
-        &envd,
+        envd,
         "POST",
         "/files?path=up%2Fu.txt&username=e2buser",
         &sb.hdrs("application/octet-stream"),
@@ -572,26 +524,25 @@ fn envd_wire_protocol_against_a_real_sandbox() {
     let nobody = format!("Basic {}", b64(b"user:"));
     h.push(("Authorization", &nobody));
     let r = http(
-        &envd,
+        envd,
         "POST",
         "/process.Process/Start",
         &h,
         &envelope(&json!({"process": {"cmd": "whoami"}})),
     );
-    let out: String = r
-        .envelopes()
-        .iter()
-        .filter_map(|(_, v)| v["event"]["data"]["stdout"].as_str())
-        .map(|s| String::from_utf8_lossy(&unb64(s)).into_owned())
-        .collect();
+    let out = stdout_of(&envelopes(&r.body));
     assert_eq!(
         out, "root\n",
         "E2B's default `user` does not exist here: root"
     );
-    // The user's own permissions apply: no writing where it may not, no
-    // taking over root's files, no following its symlinks into them.
+}
+
+/// A user's own permissions apply: no writing where it may not, no taking
+/// over root's files, no following its symlinks into them.
+fn a_user_keeps_its_own_permissions(f: &Fixture) {
+    let (sb, envd) = (&f.sb, f.sb.envd.as_str());
     let r = http(
-        &envd,
+        envd,
         "POST",
         "/files?path=%2Fetc%2Fplanted&username=e2buser",
         &sb.hdrs("application/octet-stream"),
@@ -603,7 +554,7 @@ fn envd_wire_protocol_against_a_real_sandbox() {
         json!({"process": {"cmd": "/bin/sh", "args": ["-c", "echo root > /tmp/rootfile; chmod 644 /tmp/rootfile"]}}),
     );
     let r = http(
-        &envd,
+        envd,
         "POST",
         "/files?path=%2Ftmp%2Frootfile&username=e2buser",
         &sb.hdrs("application/octet-stream"),
@@ -617,7 +568,8 @@ fn envd_wire_protocol_against_a_real_sandbox() {
         )
         .json();
     assert_eq!(st["entry"]["owner"], "root", "{st}");
-    as_user(
+    sb.as_user(
+        "e2buser",
         "process.Process/Start",
         json!({"process": {"cmd": "ln", "args": ["-s", "/tmp/rootfile", "/home/e2buser/link"]}}),
     );
@@ -627,7 +579,7 @@ fn envd_wire_protocol_against_a_real_sandbox() {
     );
     let ct = format!("multipart/form-data; boundary={boundary}");
     let r = http(
-        &envd,
+        envd,
         "POST",
         "/files?username=e2buser",
         &sb.hdrs(&ct),
@@ -635,34 +587,37 @@ fn envd_wire_protocol_against_a_real_sandbox() {
     );
     assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
     let r = http(
-        &envd,
+        envd,
         "GET",
         "/files?path=%2Ftmp%2Frootfile",
         &sb.hdrs(""),
         b"",
     );
     assert_eq!(r.body, b"root\n");
-    let r = as_user(
+    let r = sb.as_user(
+        "e2buser",
         "filesystem.Filesystem/Remove",
         json!({"path": "/tmp/rootfile"}),
     );
     assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+}
 
+/// An upload with file metadata headers is refused.
+fn file_metadata_is_refused(f: &Fixture) {
+    let (sb, envd) = (&f.sb, f.sb.envd.as_str());
     let mut h = sb.hdrs("application/octet-stream");
     h.push(("X-Metadata-Owner", "me"));
-    let r = http(&envd, "POST", "/files?path=%2Ftmp%2Fmeta", &h, b"x");
+    let r = http(envd, "POST", "/files?path=%2Ftmp%2Fmeta", &h, b"x");
     assert_eq!(r.status, 400, "file metadata is refused");
+}
 
-    // WatchDir streams `start`, then events, and ends (end-of-stream frame)
-    // when the watched directory is removed.
+/// WatchDir streams `start`, then events, and ends (end-of-stream frame)
+/// when the watched directory is removed.
+fn watch_dir_streams_until_the_directory_goes(f: &Fixture) {
+    let (sb, envd) = (&f.sb, f.sb.envd.as_str());
     sb.unary("filesystem.Filesystem/MakeDir", json!({"path": "/tmp/ws"}));
-    let (envd3, id3, tok3) = (envd.clone(), sb.id.clone(), sb.token.clone());
+    let s = sb.clone();
     let watch = std::thread::spawn(move || {
-        let s = Sbx {
-            envd: &envd3,
-            id: id3,
-            token: tok3,
-        };
         s.stream(
             "filesystem.Filesystem/WatchDir",
             json!({"path": "/tmp/ws", "recursive": false}),
@@ -670,7 +625,7 @@ fn envd_wire_protocol_against_a_real_sandbox() {
     });
     std::thread::sleep(Duration::from_millis(500));
     let r = http(
-        &envd,
+        envd,
         "POST",
         "/files?path=%2Ftmp%2Fws%2Fn.txt",
         &sb.hdrs("application/octet-stream"),
@@ -689,92 +644,87 @@ fn envd_wire_protocol_against_a_real_sandbox() {
         "{ev:?}"
     );
     assert_eq!(ev.last().unwrap(), &(2u8, json!({})));
+}
 
-    // A signed download URL routes itself (no sandbox header, no token).
-    let sig = {
-        use sha2::Digest;
-        let raw = format!("/root/d/a.txt:read::{}", sb.token);
-        let d = sha2::Sha256::digest(raw.as_bytes());
-        format!("v1_{}", b64(&d).trim_end_matches('='))
-    };
-    let q = format!(
-        "/files?path=%2Froot%2Fd%2Fa.txt&signature={}",
-        sig.replace('/', "%2F").replace('+', "%2B")
-    );
-    let r = http(&envd, "GET", &q, &[], b"");
+/// A signed download URL routes itself (no sandbox header, no token); a bad
+/// signature is 401.
+fn a_signed_download_url_routes_itself(f: &Fixture) {
+    let (sb, envd) = (&f.sb, f.sb.envd.as_str());
+    let sig = signature(&format!("/root/d/a.txt:read::{}", sb.token));
+    let q = format!("/files?path=%2Froot%2Fd%2Fa.txt&signature={sig}");
+    let r = http(envd, "GET", &q, &[], b"");
     assert_eq!(
         (r.status, r.body.as_slice()),
         (200, b"persist me".as_slice())
     );
     let r = http(
-        &envd,
+        envd,
         "GET",
         "/files?path=%2Froot%2Fd%2Fa.txt&signature=v1_bad",
         &[],
         b"",
     );
     assert_eq!(r.status, 401);
+}
 
-    // A signed upload URL writes exactly one file, at its signed path.
-    let sig = {
-        use sha2::Digest;
-        let raw = format!("/tmp/signed.txt:write::{}", sb.token);
-        let d = sha2::Sha256::digest(raw.as_bytes());
-        format!("v1_{}", b64(&d).trim_end_matches('='))
-    };
-    let q = format!(
-        "/files?path=%2Ftmp%2Fsigned.txt&signature={}",
-        sig.replace('/', "%2F").replace('+', "%2B")
-    );
+/// A signed upload URL writes exactly one file, at its signed path.
+fn a_signed_upload_url_writes_one_file_at_its_path(f: &Fixture) {
+    let (sb, envd) = (&f.sb, f.sb.envd.as_str());
+    let sig = signature(&format!("/tmp/signed.txt:write::{}", sb.token));
+    let q = format!("/files?path=%2Ftmp%2Fsigned.txt&signature={sig}");
     let two = "--q\r\nContent-Disposition: form-data; name=\"file\"; filename=\"/tmp/evil1\"\r\n\r\n1\r\n--q\r\nContent-Disposition: form-data; name=\"file\"; filename=\"/etc/evil2\"\r\n\r\n2\r\n--q--\r\n";
     let mp = [("Content-Type", "multipart/form-data; boundary=q")];
-    let r = http(&envd, "POST", &q, &mp, two.as_bytes());
+    let r = http(envd, "POST", &q, &mp, two.as_bytes());
     assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
-    let r = http(
-        &envd,
-        "GET",
-        "/files?path=%2Fetc%2Fevil2",
-        &sb.hdrs(""),
-        b"",
-    );
+    let r = http(envd, "GET", "/files?path=%2Fetc%2Fevil2", &sb.hdrs(""), b"");
     assert_eq!(r.status, 404, "the second part was not written");
     let one = "--q\r\nContent-Disposition: form-data; name=\"file\"; filename=\"/etc/evil3\"\r\n\r\nsigned\r\n--q--\r\n";
-    let r = http(&envd, "POST", &q, &mp, one.as_bytes());
+    let r = http(envd, "POST", &q, &mp, one.as_bytes());
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()[0]["path"], "/tmp/signed.txt");
     let r = http(
-        &envd,
+        envd,
         "GET",
         "/files?path=%2Ftmp%2Fsigned.txt",
         &sb.hdrs(""),
         b"",
     );
     assert_eq!(r.body, b"signed");
+}
 
-    // Endless account files (a sandbox may point /etc/passwd anywhere) are
-    // ignored, not read into the daemon.
+/// Endless account files (a sandbox may point /etc/passwd anywhere) are
+/// ignored, not read into the daemon.
+fn endless_account_files_are_ignored(f: &Fixture) {
+    let sb = &f.sb;
     sb.stream(
         "process.Process/Start",
         json!({"process": {"cmd": "/bin/sh", "args": ["-c", "cp /etc/passwd /tmp/passwd.bak && ln -sf /dev/zero /etc/passwd"]}}),
     );
-    let r = as_user("filesystem.Filesystem/Stat", json!({"path": "/tmp"}));
+    let r = sb.as_user(
+        "e2buser",
+        "filesystem.Filesystem/Stat",
+        json!({"path": "/tmp"}),
+    );
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     sb.stream(
         "process.Process/Start",
         json!({"process": {"cmd": "/bin/sh", "args": ["-c", "rm /etc/passwd && cp /tmp/passwd.bak /etc/passwd"]}}),
     );
+}
 
-    // A paused sandbox is "not found" to envd (the SDK's SandboxNotRunning)
-    // until it is connected (resumed) again.
+/// A paused sandbox is "not found" to envd (the SDK's SandboxNotRunning)
+/// until it is connected (resumed) again.
+fn a_paused_sandbox_is_not_found_until_connected(f: &Fixture) {
+    let (sb, envd) = (&f.sb, f.sb.envd.as_str());
     let r = http(
-        &api,
+        &f.api,
         "POST",
         &format!("/sandboxes/{}/pause", sb.id),
-        &[("X-API-KEY", &key), ("Content-Type", "application/json")],
+        &[("X-API-KEY", &f.key), ("Content-Type", "application/json")],
         b"{}",
     );
     assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
-    let r = http(&envd, "GET", "/health", &sb.hdrs(""), b"");
+    let r = http(envd, "GET", "/health", &sb.hdrs(""), b"");
     assert_eq!(r.status, 502);
     let r = sb.unary("process.Process/List", json!({}));
     assert_eq!(r.json()["code"], "unavailable");
@@ -783,10 +733,10 @@ fn envd_wire_protocol_against_a_real_sandbox() {
         .unwrap()
         .contains("was not found"));
     let r = http(
-        &api,
+        &f.api,
         "POST",
         &format!("/v2/sandboxes/{}/connect", sb.id),
-        &[("X-API-KEY", &key), ("Content-Type", "application/json")],
+        &[("X-API-KEY", &f.key), ("Content-Type", "application/json")],
         br#"{"timeout":300}"#,
     );
     assert!(
@@ -795,7 +745,7 @@ fn envd_wire_protocol_against_a_real_sandbox() {
         String::from_utf8_lossy(&r.body)
     );
     let r = http(
-        &envd,
+        envd,
         "GET",
         "/files?path=%2Froot%2Fd%2Fa.txt",
         &sb.hdrs(""),
@@ -805,12 +755,16 @@ fn envd_wire_protocol_against_a_real_sandbox() {
         (r.status, r.body.as_slice()),
         (200, b"persist me".as_slice())
     );
+}
 
+/// A sandbox deleted through the E2B API is unreachable through envd.
+fn a_deleted_sandbox_is_unreachable(f: &Fixture) {
+    let sb = &f.sb;
     let r = http(
-        &api,
+        &f.api,
         "DELETE",
         &format!("/sandboxes/{}", sb.id),
-        &[("X-API-KEY", &key)],
+        &[("X-API-KEY", &f.key)],
         b"",
     );
     assert_eq!(r.status, 204);
@@ -822,28 +776,6 @@ fn envd_wire_protocol_against_a_real_sandbox() {
     );
 }
 
-fn unb64(s: &str) -> Vec<u8> {
-    let val = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        _ => 63,
-    };
-    let bytes: Vec<u8> = s.bytes().filter(|&c| c != b'=').map(val).collect();
-    let mut out = Vec::new();
-    for c in bytes.chunks(4) {
-        let mut n = 0u32;
-        for (i, &v) in c.iter().enumerate() {
-            n |= (v as u32) << (18 - 6 * i);
-        }
-        for i in 0..c.len().saturating_sub(1) {
-            out.push((n >> (16 - 8 * i)) as u8);
-        }
-    }
-    out
-}
-
 /// SIGTERM does not wait forever for envd streams that never end by
 /// themselves (a running process's output stream): the listener drains for
 /// a bounded time, then closes them.
@@ -852,31 +784,13 @@ fn shutdown_is_not_held_by_open_envd_streams() {
     if !can_run() {
         return;
     }
-    let api = format!("127.0.0.1:{}", free_port());
-    let envd = format!("127.0.0.1:{}", free_port());
-    let mut d = Daemon::start_with(&["--e2b-listen", &api, "--e2b-sandbox-listen", &envd]);
-    wait_for(10, "the E2B listeners", || {
-        TcpStream::connect(&api).is_ok() && TcpStream::connect(&envd).is_ok()
-    });
-    let key = d
-        .ok(&["tenant", "create", "drain-t"])
-        .lines()
-        .next()
-        .unwrap()
-        .trim()
-        .to_string();
-    let r = http(
+    let (mut d, E2bListeners { api, envd }) = Daemon::start_e2b(&[]);
+    let key = d.tenant_key("drain-t");
+    let Sbx { id, token, .. } = Sbx::create(
         &api,
-        "POST",
-        "/v2/sandboxes",
-        &[("X-API-KEY", &key), ("Content-Type", "application/json")],
+        &key,
+        envd.clone(),
         br#"{"templateID":"base","timeout":300}"#,
-    );
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-    let v = r.json();
-    let (id, token) = (
-        v["sandboxID"].as_str().unwrap().to_string(),
-        v["envdAccessToken"].as_str().unwrap().to_string(),
     );
     // A stream that stays open: `sleep 600`'s output.
     let mut s = TcpStream::connect(&envd).unwrap();
@@ -911,7 +825,7 @@ fn shutdown_is_not_held_by_open_envd_streams() {
     // Back up to delete the other tenant's sandbox (the harness only
     // cleans up the local tenant's).
     d.restart();
-    wait_for(10, "the E2B API", || TcpStream::connect(&api).is_ok());
+    wait_listening(&api, 10);
     let r = http(
         &api,
         "DELETE",

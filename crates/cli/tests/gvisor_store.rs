@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::counter::counter;
-use common::moto::start_moto;
+use common::Moto;
 use common::*;
 
 /// Start the counter, with a file beside it that must stay.
@@ -272,11 +272,10 @@ fn snapshot_of_a_hibernated_sandbox_resumes_on_a_second_daemon_sharing_s3() {
     if !can_run_gvisor() {
         return;
     }
-    let Some(moto) = start_moto() else { return };
-    // The daemons take their credentials from the standard variables.
-    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-    let endpoint = format!("http://127.0.0.1:{}", moto.port);
+    let Some(moto) = Moto::start_for_daemons() else {
+        return;
+    };
+    let endpoint = moto.endpoint();
     // Snapshots are encrypted by default: daemons sharing a store share the
     // snapshot master key (the first one makes it).
     let key_dir = tempfile::tempdir().unwrap();

@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use dwell_testkit::skip;
+
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/install-deps.sh")
 }
@@ -117,7 +119,7 @@ fn this_machine_has_a_source() {
         .unwrap_or_default()
         .contains("bookworm");
     if !bookworm {
-        eprintln!("SKIP: not a bookworm host");
+        skip("not a bookworm host");
         return;
     }
     let out = print_source(Path::new("/etc/apt"));

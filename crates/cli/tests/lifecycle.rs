@@ -251,7 +251,7 @@ fn imported_oci_image_runs_and_is_shared() {
     }
     let busybox = std::path::Path::new("/bin/busybox");
     if !busybox.exists() {
-        eprintln!("SKIP: /bin/busybox (package busybox-static) is needed to build a test image");
+        skip("/bin/busybox (package busybox-static) is needed to build a test image");
         return;
     }
     let d = Daemon::start();

@@ -16,23 +16,12 @@
 
 mod common;
 
-use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::net::{Ipv4Addr, TcpListener};
+use std::process::Command;
 use std::time::Duration;
 
+use common::netns::{self, in_private_netns, Outside, OUTSIDE, PORT, UPLINK};
 use common::*;
-
-const HELPER_ENV: &str = "DWELL_CLI_TEST_NAT_HELPER";
-
-/// The outside service (in the "internet" namespace).
-const OUTSIDE: &str = "192.0.2.1";
-/// The daemon's namespace's address on the link to the outside.
-const UPLINK: &str = "192.0.2.2";
-const PORT: u16 = 4567;
 
 /// Connect from inside a sandbox: prints `connected <local ip>`,
 /// `refused` or `timeout`.
@@ -41,46 +30,6 @@ try:
   s=socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2); print('connected', s.getsockname()[0])
 except ConnectionRefusedError: print('refused')
 except OSError as e: print('timeout', e)";
-
-fn have(tool: &str) -> bool {
-    ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
-        .iter()
-        .any(|d| Path::new(d).join(tool).exists())
-}
-
-fn sh(args: &[&str]) {
-    let st = Command::new(args[0]).args(&args[1..]).status().unwrap();
-    assert!(st.success(), "{args:?} failed");
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Run `helper` of this binary in a private network namespace.
-fn in_private_netns(helper: &str) {
-    for tool in ["unshare", "nsenter", "ip", "nft"] {
-        if !have(tool) {
-            eprintln!("SKIP: {tool} is not installed");
-            return;
-        }
-    }
-    let st = Command::new("unshare")
-        .arg("--net")
-        .arg("--")
-        .arg(std::env::current_exe().unwrap())
-        .args(["--exact", helper, "--ignored", "--test-threads=1"])
-        .env(HELPER_ENV, "1")
-        .stdout(Stdio::inherit())
-        .status()
-        .unwrap();
-    assert!(st.success(), "the NAT checks failed (see the output above)");
-}
 
 #[test]
 fn net_sandboxes_reach_neither_the_host_nor_each_other() {
@@ -103,7 +52,7 @@ fn gvisor_nat_is_refused_without_ip_forward_and_leaves_nothing() {
     }
     let fwd = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
     if fwd.trim() == "1" {
-        eprintln!("SKIP: ip_forward is on here; the refusal cannot be observed");
+        skip("ip_forward is on here; the refusal cannot be observed");
         return;
     }
     let d = Daemon::start();
@@ -125,7 +74,7 @@ fn gvisor_nat_is_refused_without_ip_forward_and_leaves_nothing() {
 #[test]
 #[ignore = "helper of net_sandboxes_reach_neither_the_host_nor_each_other"]
 fn nat_helper_namespace() {
-    if std::env::var(HELPER_ENV).is_ok() {
+    if netns::is_helper() {
         nat_checks("namespace");
     }
 }
@@ -133,85 +82,14 @@ fn nat_helper_namespace() {
 #[test]
 #[ignore = "helper of gvisor_net_sandboxes_reach_the_outside_only_and_survive_hibernation"]
 fn nat_helper_gvisor() {
-    if std::env::var(HELPER_ENV).is_ok() {
+    if netns::is_helper() {
         nat_checks("gvisor");
-    }
-}
-
-/// The outside: a namespace held by a sleeping process, linked to ours by
-/// a veth, with a listener that answers and keeps every connection open
-/// and reports each peer.
-struct Outside {
-    _holder: KillOnDrop,
-    peers: mpsc::Receiver<SocketAddr>,
-}
-
-fn outside() -> Outside {
-    let holder = KillOnDrop(
-        Command::new("unshare")
-            .args(["--net", "sleep", "600"])
-            .spawn()
-            .unwrap(),
-    );
-    let opid = holder.0.id().to_string();
-    let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
-    for _ in 0..400 {
-        if std::fs::read_link(format!("/proc/{opid}/ns/net")).ok() != Some(ours.clone()) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    sh(&[
-        "ip", "link", "add", "up0", "type", "veth", "peer", "name", "out0", "netns", &opid,
-    ]);
-    sh(&["ip", "addr", "add", &format!("{UPLINK}/24"), "dev", "up0"]);
-    sh(&["ip", "link", "set", "up0", "up"]);
-    for args in [
-        vec!["ip", "addr", "add", "192.0.2.1/24", "dev", "out0"],
-        vec!["ip", "link", "set", "out0", "up"],
-        vec!["ip", "link", "set", "lo", "up"],
-    ] {
-        let mut full = vec!["nsenter", "-t", &opid, "-n"];
-        full.extend(args);
-        sh(&full);
-    }
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let (peer_tx, peers) = mpsc::channel();
-    let ns = std::fs::File::open(format!("/proc/{opid}/ns/net")).unwrap();
-    std::thread::spawn(move || {
-        // SAFETY: moves only this thread into the outside namespace.
-        assert_eq!(
-            unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
-            0
-        );
-        let l = TcpListener::bind((OUTSIDE, PORT)).unwrap();
-        ready_tx.send(()).unwrap();
-        let mut open: Vec<TcpStream> = Vec::new();
-        for (mut s, peer) in l.incoming().flatten().filter_map(|s| {
-            let p = s.peer_addr().ok()?;
-            Some((s, p))
-        }) {
-            let _ = writeln!(s, "hello {}", peer.ip());
-            open.push(s);
-            if peer_tx.send(peer).is_err() {
-                return;
-            }
-        }
-    });
-    ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
-    Outside {
-        _holder: holder,
-        peers,
     }
 }
 
 /// The sandbox's and its gateway's addresses, from its network.json.
 fn addrs(d: &Daemon, id: &str) -> (String, String) {
-    let path = d.data.join("sandboxes").join(id).join("network.json");
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| {
-        panic!("{}: {e}", path.display());
-    }))
-    .unwrap();
+    let v = d.network(id);
     (
         v["sandbox_ip"].as_str().unwrap().to_string(),
         v["gateway_ip"].as_str().unwrap().to_string(),
@@ -256,9 +134,8 @@ fn sandbox_network_leftovers() -> Vec<String> {
 
 fn nat_checks(isolation: &str) {
     // Only in this process's private namespace (see the module docs).
-    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").unwrap();
-    sh(&["ip", "link", "set", "lo", "up"]);
-    let outside = outside();
+    netns::enable_forwarding();
+    let outside = Outside::start();
     // A service on every address of the daemon's host.
     let host_service = TcpListener::bind("0.0.0.0:0").unwrap();
     let host_port = host_service.local_addr().unwrap().port();
@@ -356,7 +233,5 @@ fn nat_checks(isolation: &str) {
 
 /// The host-side veth of a sandbox, as network.json names it.
 fn veth_of(d: &Daemon, id: &str) -> String {
-    let path = d.data.join("sandboxes").join(id).join("network.json");
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    v["host_if"].as_str().unwrap().to_string()
+    d.network(id)["host_if"].as_str().unwrap().to_string()
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::moto::start_moto;
+use common::Moto;
 use common::*;
 
 /// Writes a 3 MB random blob and returns its sha256.
@@ -242,11 +242,10 @@ fn s3_object_store_snapshot_restore_fork_archive() {
     if !can_run() {
         return;
     }
-    let Some(moto) = start_moto() else { return };
-    // The daemon takes its credentials from the standard variables.
-    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-    let endpoint = format!("http://127.0.0.1:{}", moto.port);
+    let Some(moto) = Moto::start_for_daemons() else {
+        return;
+    };
+    let endpoint = moto.endpoint();
     let d = Daemon::start_with(&[
         "--object-store",
         "s3://dwell/node1",

@@ -3,50 +3,26 @@
 //! that leaves no container and no mount behind. Skipped (with a printed
 //! reason) when not root or when runsc is not installed.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::os::unix::fs::symlink;
+use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use common::{init_exec, make_layer};
+use dwell_testkit::skip::runsc_path;
+use dwell_testkit::{agent_bin, has_root, has_runsc, skip};
 
 use dwell_runtime::gvisor::{rootfs, state_file, GvisorOptions, GvisorRuntime};
 use dwell_runtime::{
     NetworkMode, Observed, Resources, RootfsSpec, Runtime, SandboxConfig, Started,
 };
 
-const RUNSC: &str = "/usr/bin/runsc";
-
-fn skip() -> bool {
-    // SAFETY: plain syscall.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping: the gVisor runtime tests need root");
-        return true;
-    }
-    if !Path::new(RUNSC).is_file() {
-        eprintln!(
-            "skipping: {RUNSC} is not installed (apt-get install -t bookworm-backports runsc)"
-        );
-        return true;
-    }
-    false
-}
-
-/// A minimal image layer: merged-/usr symlinks and a few files in /etc.
-fn make_layer(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    for (link, target) in [
-        ("bin", "usr/bin"),
-        ("sbin", "usr/sbin"),
-        ("lib", "usr/lib"),
-        ("lib64", "usr/lib64"),
-    ] {
-        symlink(target, dir.join(link)).unwrap();
-    }
-    for d in ["usr", "etc", "tmp", "proc", "sys", "dev", "run", "root"] {
-        std::fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+/// Skip (printing why) unless root and runsc are here.
+fn cannot_run() -> bool {
+    !(has_root("runsc, mounts, cgroups") && has_runsc())
 }
 
 /// One sandbox under its own runsc root; stopped and removed on drop, even
@@ -63,7 +39,7 @@ impl Sandbox {
     }
 
     fn with_agent(name: &str, agent: PathBuf) -> Sandbox {
-        Sandbox::with_runsc(name, agent, PathBuf::from(RUNSC))
+        Sandbox::with_runsc(name, agent, runsc_path())
     }
 
     /// With `runsc` as the runsc executable (a wrapper that injects faults).
@@ -108,15 +84,7 @@ impl Sandbox {
     /// Run a shell command through the test init: (exit code, output).
     fn exec(&self, cmd: &str) -> (i32, String) {
         let sock = self.config.state_dir.join("run/agent.sock");
-        let mut s = UnixStream::connect(&sock).expect("connect to the agent");
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        s.write_all(format!("{cmd}\n").as_bytes()).unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).expect("read command output");
-        let (body, code) = out
-            .rsplit_once("\n__exit=")
-            .unwrap_or_else(|| panic!("no exit line in {out:?}"));
-        (code.trim().parse().unwrap(), body.to_string())
+        init_exec(&sock, cmd, Duration::from_secs(30))
     }
 
     fn ok(&self, cmd: &str) -> String {
@@ -148,7 +116,7 @@ impl Drop for Sandbox {
 
 #[test]
 fn lifecycle() {
-    if skip() {
+    if cannot_run() {
         return;
     }
     let sb = Sandbox::new("life");
@@ -219,7 +187,7 @@ fn lifecycle() {
 
 #[test]
 fn failed_start_leaves_nothing() {
-    if skip() {
+    if cannot_run() {
         return;
     }
     let sb = Sandbox::new("fail");
@@ -233,24 +201,20 @@ fn failed_start_leaves_nothing() {
     assert!(rootfs::mounts_below(&config.state_dir).is_empty());
 }
 
-/// The static dwell-agent built by `PROFILE=dev scripts/build.sh`.
-fn real_agent() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../target/x86_64-unknown-linux-gnu/debug/dwell-agent");
-    p.is_file().then(|| p.canonicalize().unwrap())
+/// The static dwell-agent built by `PROFILE=dev scripts/build.sh` (or
+/// `DWELL_AGENT`); panics with that command when it is not built.
+fn real_agent() -> PathBuf {
+    agent_bin().canonicalize().unwrap()
 }
 
 /// A started sandbox running the real static agent, and a runtime to talk
 /// to it; `None` (with the reason printed) where runsc or the agent is
 /// missing.
 fn real_agent_sandbox(name: &str) -> Option<(Sandbox, Started, tokio::runtime::Runtime)> {
-    if skip() {
+    if cannot_run() {
         return None;
     }
-    let Some(agent) = real_agent() else {
-        eprintln!("skipping: build the static agent first (cd /work/main && PROFILE=dev scripts/build.sh)");
-        return None;
-    };
+    let agent = real_agent();
     let sb = Sandbox::with_agent(name, agent);
     let started = sb
         .rt
@@ -337,11 +301,11 @@ while True:
 /// [`COUNTER_AGENT`] written to `scratch`, or `None` (with the reason
 /// printed) where the test cannot run.
 fn counter_agent(scratch: &Path) -> Option<PathBuf> {
-    if skip() {
+    if cannot_run() {
         return None;
     }
     if !Path::new("/usr/bin/python3").is_file() {
-        eprintln!("skipping: the counter agent needs /usr/bin/python3 on the host");
+        skip("the counter agent needs /usr/bin/python3 on the host");
         return None;
     }
     use std::os::unix::fs::PermissionsExt;
@@ -432,7 +396,8 @@ fn a_failed_delete_after_the_checkpoint_keeps_the_saved_memory() {
     std::fs::write(
         &wrapper,
         format!(
-            "#!/bin/sh\nfor a in \"$@\"; do\n  if [ \"$a\" = delete ] && [ -s {f} ] && [ \"$(cat {f})\" -gt 0 ]; then\n    echo $(( $(cat {f}) - 1 )) > {f}\n    echo 'injected: runsc delete failed' >&2\n    exit 1\n  fi\ndone\nexec {RUNSC} \"$@\"\n",
+            "#!/bin/sh\nfor a in \"$@\"; do\n  if [ \"$a\" = delete ] && [ -s {f} ] && [ \"$(cat {f})\" -gt 0 ]; then\n    echo $(( $(cat {f}) - 1 )) > {f}\n    echo 'injected: runsc delete failed' >&2\n    exit 1\n  fi\ndone\nexec {runsc} \"$@\"\n",
+            runsc = runsc_path().display(),
             f = fails.display()
         ),
     )

@@ -9,8 +9,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{skip_unless_root, TestSandbox};
+use common::{TestSandbox, NEEDS};
 use dwell_runtime::Runtime;
+use dwell_testkit::has_root;
 
 const RUNS: usize = 20;
 
@@ -48,7 +49,7 @@ fn measure(name: &str, sb: &TestSandbox) {
 #[test]
 #[ignore = "a measurement; run with --ignored --nocapture"]
 fn start_latency() {
-    if skip_unless_root() {
+    if !has_root(NEEDS) {
         return;
     }
     let sb = TestSandbox::new("lat");

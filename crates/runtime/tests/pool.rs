@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{skip_unless_root, TestSandbox};
+use common::{TestSandbox, NEEDS};
 use dwell_runtime::ns::pool::POOL_PREFIX;
 use dwell_runtime::ns::{NamespaceRuntime, NsOptions};
 use dwell_runtime::{Observed, Runtime};
+use dwell_testkit::has_root;
 
 /// Pool cgroup directories under the runtime's parent, in every hierarchy.
 fn pool_dirs(rt: &NamespaceRuntime) -> Vec<PathBuf> {
@@ -60,7 +61,7 @@ fn ready_pid(rt: &NamespaceRuntime) -> i32 {
 
 #[test]
 fn start_takes_the_standby_and_the_pool_refills() {
-    if skip_unless_root() {
+    if !has_root(NEEDS) {
         return;
     }
     let sb = TestSandbox::with_options("pooled", own_options("pooled"));
@@ -117,7 +118,7 @@ fn start_takes_the_standby_and_the_pool_refills() {
 
 #[test]
 fn failed_pooled_start_leaves_nothing_behind() {
-    if skip_unless_root() {
+    if !has_root(NEEDS) {
         return;
     }
     let mut sb = TestSandbox::with_options("poolfail", own_options("poolfail"));
@@ -139,7 +140,7 @@ fn failed_pooled_start_leaves_nothing_behind() {
 
 #[test]
 fn dropping_the_runtime_removes_the_pool() {
-    if skip_unless_root() {
+    if !has_root(NEEDS) {
         return;
     }
     let opts = own_options("drop");
@@ -159,7 +160,7 @@ fn dropping_the_runtime_removes_the_pool() {
 
 #[test]
 fn without_a_pool_every_start_boots_fresh() {
-    if skip_unless_root() {
+    if !has_root(NEEDS) {
         return;
     }
     let mut opts = own_options("nopool");
@@ -197,7 +198,7 @@ fn helper_pool_and_hang() {
 
 #[test]
 fn standby_cleans_up_when_its_daemon_dies() {
-    if skip_unless_root() {
+    if !has_root(NEEDS) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

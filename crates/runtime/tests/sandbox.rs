@@ -8,9 +8,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{skip_unless_root, TestSandbox};
+use common::{TestSandbox, NEEDS};
 use dwell_runtime::ns::caps::default_mask;
 use dwell_runtime::{Observed, Runtime};
+use dwell_testkit::has_root;
 
 fn status_field(pid: i32, field: &str) -> String {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -32,7 +33,7 @@ fn host_mounts_below(dir: &Path) -> Vec<String> {
 
 #[test]
 fn isolation_privileges_and_cleanup() {
-    if skip_unless_root() {
+    if !has_root(NEEDS) {
         return;
     }
     let sb = TestSandbox::new("iso");
@@ -151,7 +152,7 @@ fn isolation_privileges_and_cleanup() {
 
 #[test]
 fn memory_limit_oom_kills_a_hog() {
-    if skip_unless_root() {
+    if !has_root(NEEDS) {
         return;
     }
     let mut sb = TestSandbox::new("oom");
@@ -167,7 +168,7 @@ fn memory_limit_oom_kills_a_hog() {
 
 #[test]
 fn pids_limit_stops_a_fork_bomb() {
-    if skip_unless_root() {
+    if !has_root(NEEDS) {
         return;
     }
     let mut sb = TestSandbox::new("pids");
@@ -200,7 +201,7 @@ fn read_counter(path: &Path) -> u64 {
 
 #[test]
 fn pause_freezes_and_resume_thaws() {
-    if skip_unless_root() {
+    if !has_root(NEEDS) {
         return;
     }
     let sb = TestSandbox::new("pause");
@@ -271,7 +272,7 @@ fn helper_start_and_hang() {
 
 #[test]
 fn survives_the_death_of_its_starter() {
-    if skip_unless_root() {
+    if !has_root(NEEDS) {
         return;
     }
     let sb = TestSandbox::new("survive");
@@ -325,7 +326,7 @@ fn survives_the_death_of_its_starter() {
 
 #[test]
 fn failed_start_leaves_nothing_behind() {
-    if skip_unless_root() {
+    if !has_root(NEEDS) {
         return;
     }
     let mut sb = TestSandbox::new("fail");

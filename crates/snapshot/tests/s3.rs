@@ -6,70 +6,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use dwell_snapshot::*;
-
-struct Moto {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_moto() -> Option<Moto> {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = match Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!(
-                "SKIP: cannot run moto_server ({e}); install it with: pip install 'moto[server]'"
-            );
-            return None;
-        }
-    };
-    let moto = Moto { child, port };
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "moto_server did not listen on port {port} within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Some(moto)
-}
-
-/// Creates a bucket with a bare HTTP request (moto does not check signatures).
-fn make_bucket(port: u16, bucket: &str) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    assert!(resp.starts_with("HTTP/1.1 200"), "create bucket: {resp}");
-}
+use dwell_testkit::moto::Moto;
 
 fn s3_store(port: u16, bucket: &str, prefix: &str) -> S3Store {
     let mut cfg = S3Config::from_url(&format!("s3://{bucket}/{prefix}")).unwrap();
@@ -83,8 +24,8 @@ fn s3_store(port: u16, bucket: &str, prefix: &str) -> S3Store {
 
 #[test]
 fn s3_round_trip_incremental_delete_gc_and_corruption() {
-    let Some(moto) = start_moto() else { return };
-    make_bucket(moto.port, "dwell");
+    let Some(moto) = Moto::start() else { return };
+    moto.make_bucket("dwell");
     let store = s3_store(moto.port, "dwell", "snaps/node1");
     assert_eq!(store.describe(), "s3://dwell/snaps/node1");
 
@@ -175,8 +116,8 @@ fn s3_round_trip_incremental_delete_gc_and_corruption() {
 
 #[test]
 fn s3_encrypted_round_trip() {
-    let Some(moto) = start_moto() else { return };
-    make_bucket(moto.port, "enc");
+    let Some(moto) = Moto::start() else { return };
+    moto.make_bucket("enc");
     let store = s3_store(moto.port, "enc", "");
     let d = tempfile::tempdir().unwrap();
     let img = d.path().join("volume.img");

@@ -236,7 +236,7 @@ fn fixture() -> Fixture {
 
 #[test]
 fn oci_and_docker_imports_share_layers_and_whiteouts_work() {
-    if !is_root("oci_and_docker_imports_share_layers_and_whiteouts_work") {
+    if !is_root() {
         return;
     }
     let fx = fixture();
@@ -369,7 +369,7 @@ fn oci_and_docker_imports_share_layers_and_whiteouts_work() {
 /// Imports must fail for each malicious layer and leave nothing behind.
 #[test]
 fn unsafe_layers_are_refused() {
-    if !is_root("unsafe_layers_are_refused") {
+    if !is_root() {
         return;
     }
     let fx = fixture();
@@ -431,7 +431,7 @@ fn unsafe_layers_are_refused() {
 
 #[test]
 fn corrupt_blobs_and_bad_sources_fail_loudly() {
-    if !is_root("corrupt_blobs_and_bad_sources_fail_loudly") {
+    if !is_root() {
         return;
     }
     let fx = fixture();

@@ -61,7 +61,7 @@ fn wait_for_own_namespace(child: &std::process::Child) {
 
 #[test]
 fn create_mount_write_remount_delete() {
-    if !has_loop("create_mount_write_remount_delete") {
+    if !has_loop() {
         return;
     }
     let fx = Fixture::new(VolumeKind::Loop);
@@ -135,7 +135,7 @@ fn create_mount_write_remount_delete() {
 
 #[test]
 fn writing_past_the_limit_gives_enospc() {
-    if !has_loop("writing_past_the_limit_gives_enospc") {
+    if !has_loop() {
         return;
     }
     let fx = Fixture::new(VolumeKind::Loop);
@@ -169,7 +169,7 @@ fn writing_past_the_limit_gives_enospc() {
 
 #[test]
 fn delete_works_while_another_namespace_holds_the_mount() {
-    if !has_loop("delete_works_while_another_namespace_holds_the_mount") {
+    if !has_loop() {
         return;
     }
     let fx = Fixture::new(VolumeKind::Loop);
@@ -202,7 +202,7 @@ fn delete_works_while_another_namespace_holds_the_mount() {
 /// detached the device, so nothing is left for whoever checks right after.
 #[test]
 fn delete_returns_once_the_loop_device_is_detached() {
-    if !has_loop("delete_returns_once_the_loop_device_is_detached") {
+    if !has_loop() {
         return;
     }
     let fx = Fixture::new(VolumeKind::Loop);
@@ -228,7 +228,7 @@ fn delete_returns_once_the_loop_device_is_detached() {
 
 #[test]
 fn remount_reuses_a_device_still_held_elsewhere() {
-    if !has_loop("remount_reuses_a_device_still_held_elsewhere") {
+    if !has_loop() {
         return;
     }
     let fx = Fixture::new(VolumeKind::Loop);
@@ -263,7 +263,7 @@ fn remount_reuses_a_device_still_held_elsewhere() {
 
 #[test]
 fn resize_grows_the_limit() {
-    if !has_loop("resize_grows_the_limit") {
+    if !has_loop() {
         return;
     }
     let fx = Fixture::new(VolumeKind::Loop);
@@ -302,7 +302,7 @@ fn resize_grows_the_limit() {
 
 #[test]
 fn bad_requests_leave_nothing_behind() {
-    if !is_root("bad_requests_leave_nothing_behind") {
+    if !is_root() {
         return;
     }
     let fx = Fixture::new(VolumeKind::Loop);

@@ -133,7 +133,7 @@ fn pretend_made_in_another_boot(mgr: &VolumeManager, id: &str) {
 
 #[test]
 fn template_is_made_once_and_reused() {
-    if !has_loop("template_is_made_once_and_reused") {
+    if !has_loop() {
         return;
     }
     let fx = Fixture::new();
@@ -190,7 +190,7 @@ fn template_is_made_once_and_reused() {
 
 #[test]
 fn copies_have_distinct_uuids_and_fsck_clean() {
-    if !has_loop("copies_have_distinct_uuids_and_fsck_clean") {
+    if !has_loop() {
         return;
     }
     let fx = Fixture::new();
@@ -260,7 +260,7 @@ fn copies_have_distinct_uuids_and_fsck_clean() {
 
 #[test]
 fn another_size_gets_its_own_template_and_exact_limit() {
-    if !has_loop("another_size_gets_its_own_template_and_exact_limit") {
+    if !has_loop() {
         return;
     }
     let fx = Fixture::new();
@@ -317,7 +317,7 @@ fn another_size_gets_its_own_template_and_exact_limit() {
 
 #[test]
 fn a_copy_lost_in_a_crash_is_made_again_but_a_used_volume_is_kept() {
-    if !has_loop("a_copy_lost_in_a_crash_is_made_again_but_a_used_volume_is_kept") {
+    if !has_loop() {
         return;
     }
     let fx = Fixture::new();
@@ -356,7 +356,7 @@ fn a_copy_lost_in_a_crash_is_made_again_but_a_used_volume_is_kept() {
 
 #[test]
 fn a_broken_template_is_formatted_again() {
-    if !has_loop("a_broken_template_is_formatted_again") {
+    if !has_loop() {
         return;
     }
     let fx = Fixture::new();

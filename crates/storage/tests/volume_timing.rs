@@ -11,7 +11,7 @@ use dwell_storage::{VolumeKind, VolumeManager, DEFAULT_VOLUME_SIZE};
 
 #[test]
 fn create_timing_p50_of_20() {
-    if !has_loop("create_timing_p50_of_20") {
+    if !has_loop() {
         return;
     }
     let dir = tempfile::Builder::new()

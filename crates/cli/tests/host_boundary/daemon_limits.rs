@@ -22,14 +22,7 @@ use serde_json::{json, Value};
 use crate::common::*;
 use crate::support::*;
 
-/// Waits until `addr` accepts connections.
-fn wait_listening(addr: &str) {
-    wait_for(20, &format!("{addr} to listen"), || {
-        TcpStream::connect(addr).is_ok()
-    });
-}
-
-/// One HTTP/1.1 request with `Connection: close`: (status, body).
+/// One request: (status, body as text).
 fn http(
     addr: &str,
     method: &str,
@@ -37,68 +30,15 @@ fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    parse_response(&raw)
-}
-
-fn parse_response(raw: &[u8]) -> (u16, String) {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(raw.len());
-    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let mut body = raw.get(split + 4..).unwrap_or_default();
-    if !head.contains("transfer-encoding: chunked") {
-        return (status, String::from_utf8_lossy(body).into_owned());
-    }
-    // De-chunk on bytes: chunk sizes count bytes, and envelope headers
-    // are not text.
-    let mut out = Vec::new();
-    while let Some(nl) = body.windows(2).position(|w| w == b"\r\n") {
-        let size = String::from_utf8_lossy(&body[..nl]);
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        let data = &body[nl + 2..];
-        if n == 0 || data.len() < n {
-            break;
-        }
-        out.extend_from_slice(&data[..n]);
-        body = data[n..].strip_prefix(b"\r\n").unwrap_or(&data[n..]);
-    }
-    (status, String::from_utf8_lossy(&out).into_owned())
+    let r = http::request(addr, method, path, headers, body);
+    (r.status, r.text())
 }
 
 /// A daemon with the E2B listeners; returns it with (api, envd) addresses
 /// and the admin key (whose tenant, `default`, owns `dwell create`'s sandboxes).
 fn e2b_daemon(extra: &[&str]) -> (Daemon, String, String, String) {
-    let api = format!("127.0.0.1:{}", free_port());
-    let envd = format!("127.0.0.1:{}", free_port());
-    let mut args = vec!["--e2b-listen", &api, "--e2b-sandbox-listen", &envd];
-    args.extend_from_slice(extra);
-    let d = Daemon::start_with(&args);
-    wait_listening(&api);
-    wait_listening(&envd);
-    let key = std::fs::read_to_string(d.data.join("admin.key"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let (d, E2bListeners { api, envd }) = Daemon::start_e2b(extra);
+    let key = d.admin_key();
     (d, api, envd, key)
 }
 
@@ -114,15 +54,6 @@ fn envd_token(api: &str, key: &str, id: &str) -> String {
     assert!(status == 200 || status == 201, "connect: {status} {body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     v["envdAccessToken"].as_str().unwrap().to_string()
-}
-
-/// A Connect streaming request envelope.
-fn envelope(v: &Value) -> Vec<u8> {
-    let p = serde_json::to_vec(v).unwrap();
-    let mut b = vec![0u8];
-    b.extend_from_slice(&(p.len() as u32).to_be_bytes());
-    b.extend_from_slice(&p);
-    b
 }
 
 /// A TCP connection to `addr` with a small receive buffer, so that a
@@ -173,7 +104,7 @@ fn read_stream_end(s: &mut TcpStream, mut buf: Vec<u8>, secs: u64) -> (usize, Op
             Err(_) => continue,
         }
     }
-    let (_, body) = parse_response(&buf);
+    let body = http::parse(&buf).text();
     let messages = body.matches("\"filesystem\"").count();
     // The end envelope is the last one: flag 2, then its JSON.
     let end = body
@@ -357,7 +288,7 @@ fn a_revoked_key_is_refused_on_the_rest_and_e2b_listeners() {
     }
     let rest = format!("127.0.0.1:{}", free_port());
     let (d, api, _envd, _admin) = e2b_daemon(&["--listen", &rest]);
-    wait_listening(&rest);
+    wait_listening(&rest, 20);
     let key = d.ok(&["tenant", "create", "acme"]).trim().to_string();
     let bearer = format!("Bearer {key}");
     let (s, b) = http(
@@ -411,23 +342,6 @@ fn a_revoked_key_is_refused_on_the_rest_and_e2b_listeners() {
         "{}",
         stderr(&out)
     );
-}
-
-/// `v1_` + unpadded base64 of sha256(raw), URL-escaped.
-fn signature(raw: &str) -> String {
-    use sha2::Digest;
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let d = sha2::Sha256::digest(raw.as_bytes());
-    let mut s = String::new();
-    for c in d.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        for i in 0..=c.len() {
-            s.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    format!("v1_{s}").replace('/', "%2F").replace('+', "%2B")
 }
 
 #[test]
@@ -487,7 +401,7 @@ fn the_rest_listener_caps_connections_and_drops_slow_headers() {
         "--header-timeout",
         "2s",
     ]);
-    wait_listening(&rest);
+    wait_listening(&rest, 20);
     // wait_listening's probe connections may still hold slots: let the
     // header timeout drop them.
     std::thread::sleep(Duration::from_secs(3));
@@ -521,7 +435,8 @@ fn the_rest_listener_caps_connections_and_drops_slow_headers() {
         .unwrap();
     let mut raw = Vec::new();
     let _ = third.read_to_end(&mut raw);
-    let (status, body) = parse_response(&raw);
+    let r = http::parse(&raw);
+    let (status, body) = (r.status, r.text());
     assert_eq!(
         (status, body.trim()),
         (200, "ok"),

@@ -15,9 +15,10 @@
 
 use std::net::{Ipv6Addr, TcpListener};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::common::netns::{self, in_private_netns, run, OUTSIDE, PORT, UPLINK};
 use crate::common::*;
 use crate::support::*;
 
@@ -232,11 +233,6 @@ fn core_dumps_are_off_and_cannot_be_turned_on_inside() {
 
 // --- Network: metadata and IPv6, inside a private network namespace ---
 
-const HELPER_ENV: &str = "DWELL_HOST_BOUNDARY_NET_HELPER";
-/// The "internet" namespace's address and the daemon namespace's one.
-const OUTSIDE: &str = "192.0.2.1";
-const UPLINK: &str = "192.0.2.2";
-const PORT: u16 = 4567;
 /// Metadata addresses given to the outside namespace: reachable through
 /// the host but for the sandboxes' block list.
 const METADATA: &[&str] = &["169.254.169.254", "100.100.100.200", "168.63.129.16"];
@@ -253,58 +249,18 @@ for i in range(20):
     if e.errno == 99 and i < 19: time.sleep(0.5); continue
     print('failed', e); break";
 
-fn sh(args: &[&str]) {
-    let st = Command::new(args[0]).args(&args[1..]).status().unwrap();
-    assert!(st.success(), "{args:?} failed");
-}
-
 #[test]
 fn nat_sandboxes_reach_no_metadata_service_and_no_host_ipv6() {
     if !can_run() {
         return;
     }
-    for tool in ["unshare", "nsenter", "ip", "nft"] {
-        if Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status()
-            .map_or(true, |s| !s.success())
-        {
-            eprintln!("SKIP: {tool} is not installed");
-            return;
-        }
-    }
-    let st = Command::new("unshare")
-        .args(["--net", "--"])
-        .arg(std::env::current_exe().unwrap())
-        .args(["--exact", "syscalls::network_helper", "--ignored"])
-        .args(["--test-threads=1", "--nocapture"])
-        .env(HELPER_ENV, "1")
-        .output()
-        .unwrap();
-    let text = format!("{}{}", stdout(&st), stderr(&st));
-    eprintln!("{text}");
-    // A filter that matched nothing would pass too: the helper must have run.
-    assert!(
-        st.status.success() && text.contains("1 passed"),
-        "the network checks failed or did not run (see above)"
-    );
-}
-
-/// Kills the outside namespace's holder.
-struct Holder(std::process::Child);
-
-impl Drop for Holder {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    in_private_netns("syscalls::network_helper");
 }
 
 /// The outside: a namespace linked by a veth, holding OUTSIDE and the
 /// metadata addresses, with a listener on all of them.
-fn outside() -> Holder {
-    let holder = Holder(
+fn outside() -> KillOnDrop {
+    let holder = KillOnDrop(
         Command::new("unshare")
             .args(["--net", "python3", "-c"])
             .arg(format!(
@@ -319,20 +275,20 @@ fn outside() -> Holder {
     wait_for(5, "the outside namespace", || {
         std::fs::read_link(format!("/proc/{pid}/ns/net")).is_ok_and(|l| l != ours)
     });
-    sh(&[
+    run(&[
         "ip", "link", "add", "up0", "type", "veth", "peer", "name", "out0", "netns", &pid,
     ]);
-    sh(&["ip", "addr", "add", &format!("{UPLINK}/24"), "dev", "up0"]);
-    sh(&["ip", "link", "set", "up0", "up"]);
+    run(&["ip", "addr", "add", &format!("{UPLINK}/24"), "dev", "up0"]);
+    run(&["ip", "link", "set", "up0", "up"]);
     let inside = |args: &[&str]| {
         let mut full = vec!["nsenter", "-t", &pid, "-n"];
         full.extend_from_slice(args);
-        sh(&full);
+        run(&full);
     };
     inside(&["ip", "addr", "add", &format!("{OUTSIDE}/24"), "dev", "out0"]);
     for m in METADATA {
         inside(&["ip", "addr", "add", &format!("{m}/32"), "dev", "out0"]);
-        sh(&["ip", "route", "add", &format!("{m}/32"), "via", OUTSIDE]);
+        run(&["ip", "route", "add", &format!("{m}/32"), "via", OUTSIDE]);
     }
     inside(&["ip", "link", "set", "out0", "up"]);
     inside(&["ip", "link", "set", "lo", "up"]);
@@ -377,20 +333,17 @@ fn connect(d: &Daemon, sb: &str, addr: &str, port: u16) -> String {
 }
 
 fn host_veth(d: &Daemon, id: &str) -> String {
-    let path = d.data.join("sandboxes").join(id).join("network.json");
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    v["host_if"].as_str().unwrap().to_string()
+    d.network(id)["host_if"].as_str().unwrap().to_string()
 }
 
 #[test]
 #[ignore = "helper of nat_sandboxes_reach_no_metadata_service_and_no_host_ipv6"]
 fn network_helper() {
-    if std::env::var(HELPER_ENV).is_err() {
+    if !netns::is_helper() {
         return;
     }
     // Only in this private namespace (see the test above).
-    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").unwrap();
-    sh(&["ip", "link", "set", "lo", "up"]);
+    netns::enable_forwarding();
     let _outside = outside();
     // A service on every address of the daemon's namespace, v4 and v6.
     let host6 = TcpListener::bind("[::]:0").unwrap();

@@ -78,17 +78,6 @@ print(len(fds), ctypes.get_errno(), flush=True)
 time.sleep(float(sys.argv[1]))
 "#;
 
-/// A child process killed (and reaped) when the test ends, also on a
-/// failed assertion.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// How many inotify instances this (host) process can still open.
 fn host_inotify_free() -> usize {
     let mut fds = Vec::new();
@@ -113,7 +102,7 @@ fn exhausting_inotify_in_a_sandbox_leaves_the_host_and_neighbours_theirs() {
         return;
     }
     if host_inotify_free() == 0 {
-        eprintln!("SKIP: host root has no inotify instance left before the test");
+        skip("host root has no inotify instance left before the test");
         return;
     }
     let d = Daemon::start();

@@ -14,15 +14,8 @@ use std::time::Duration;
 use dwell_runtime::ns::{NamespaceRuntime, NsOptions};
 use dwell_runtime::{NetworkMode, Resources, RootfsSpec, Runtime, SandboxConfig, Started};
 
-/// Skip (return true) unless running as root.
-pub fn skip_unless_root() -> bool {
-    // SAFETY: plain syscall.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping: the namespace runtime tests need root");
-        return true;
-    }
-    false
-}
+/// What the runtime tests need root for (see `dwell_testkit::has_root`).
+pub const NEEDS: &str = "namespaces, cgroups, mounts";
 
 /// A cgroup parent unique to this test binary's run.
 pub fn cgroup_parent() -> String {
@@ -36,7 +29,7 @@ pub fn options() -> NsOptions {
 }
 
 /// A minimal image layer: merged-/usr symlinks and a few files in /etc.
-fn make_layer(dir: &Path) {
+pub fn make_layer(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
     for (link, target) in [
         ("bin", "usr/bin"),
@@ -66,6 +59,21 @@ pub fn test_id_map() -> dwell_runtime::IdMap {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let slot = MAX_SLOTS - 1 - (std::process::id() % 512) * 16 - n % 16;
     range_of_slot(slot).unwrap()
+}
+
+/// Runs a shell command through the test init's one-line protocol on
+/// `sock` (the command, then its output and `__exit=<code>`), waiting at
+/// most `limit` for the answer: (exit code, output).
+pub fn init_exec(sock: &Path, cmd: &str, limit: Duration) -> (i32, String) {
+    let mut s = UnixStream::connect(sock).expect("connect to the test init");
+    s.set_read_timeout(Some(limit)).unwrap();
+    s.write_all(format!("{cmd}\n").as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read command output");
+    let (body, code) = out
+        .rsplit_once("\n__exit=")
+        .unwrap_or_else(|| panic!("no exit line in {out:?}"));
+    (code.trim().parse().unwrap(), body.to_string())
 }
 
 /// One test sandbox; stopped and removed on drop, even when the test fails.
@@ -127,15 +135,7 @@ impl TestSandbox {
     /// Run a shell command in the sandbox: (exit code, output).
     pub fn exec(&self, cmd: &str) -> (i32, String) {
         let sock = self.config.state_dir.join("agent/agent.sock");
-        let mut s = UnixStream::connect(&sock).expect("connect to the test init");
-        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        s.write_all(format!("{cmd}\n").as_bytes()).unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).expect("read command output");
-        let (body, code) = out
-            .rsplit_once("\n__exit=")
-            .unwrap_or_else(|| panic!("no exit line in {out:?}"));
-        (code.trim().parse().unwrap(), body.to_string())
+        init_exec(&sock, cmd, Duration::from_secs(60))
     }
 
     /// Run and expect success; returns trimmed output.

@@ -1,25 +1,24 @@
-//! Helpers shared by the integration tests: root/feature checks and guards.
+//! Helpers shared by the storage integration tests: what they need of the
+//! machine (root, loop devices), mounts and loop devices, and guards.
 #![allow(dead_code)]
 
 use std::path::Path;
 
+/// What the storage tests need root for (see `dwell_testkit::has_root`).
+pub const NEEDS: &str = "mounts, loop devices, trusted xattrs";
+
 /// True when running as root; otherwise prints why the test is skipped.
-pub fn is_root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!("SKIP {test}: needs root (mounts, loop devices, trusted xattrs)");
-    }
-    root
+pub fn is_root() -> bool {
+    dwell_testkit::has_root(NEEDS)
 }
 
 /// True when loop devices can be used; otherwise prints why not.
-pub fn has_loop(test: &str) -> bool {
-    if !is_root(test) {
+pub fn has_loop() -> bool {
+    if !is_root() {
         return false;
     }
     if !Path::new("/dev/loop-control").exists() {
-        eprintln!("SKIP {test}: no /dev/loop-control on this machine");
+        dwell_testkit::skip("no /dev/loop-control on this machine");
         return false;
     }
     true

@@ -1,0 +1,27 @@
+//! What dwell's integration tests share, in one place: a real `dwell serve`
+//! driven through the `dwell` binary ([`daemon`]), bounded child processes
+//! and polling ([`process`]), a small HTTP/1.1 client ([`http`]), a real
+//! S3 server ([`moto`]), private network namespaces with an "outside"
+//! ([`netns`]), and skips that print why ([`skip`]).
+//!
+//! A dev-dependency only: it pulls nothing into the binaries, and needs no
+//! crate of the workspace (its users test those).
+
+pub mod cases;
+pub mod connect;
+pub mod daemon;
+pub mod http;
+pub mod moto;
+pub mod netns;
+pub mod process;
+pub mod skip;
+
+pub use daemon::{
+    agent_bin, can_run, can_run_gvisor, cgroup_leftovers, dwell_bin, isolation, leftovers,
+    runtimes, Daemon, E2bListeners,
+};
+pub use process::{
+    command_deadline, free_port, host_processes_of, output_within, pid_alive, stderr, stdout, tail,
+    wait_for, wait_within, KillOnDrop,
+};
+pub use skip::{has_root, has_runsc, has_tools, skip};
