@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::controller::Inner;
 use crate::error::{Error, Result};
+use crate::model::SandboxSpec;
 
 /// Label of archive snapshots; its value is the sandbox id.
 pub const LABEL: &str = "archive-of";
@@ -190,7 +191,7 @@ pub(crate) fn collect_orphans(inner: &Inner) -> Result<usize> {
         };
         // A sandbox this daemon never had: another daemon sharing the
         // object store archived it, and only that daemon has its pointer.
-        if inner.store.get_sandbox(sb)?.is_none() {
+        if inner.store.get_sandbox::<SandboxSpec>(sb)?.is_none() {
             continue;
         }
         let lock = inner.lock_for(sb);

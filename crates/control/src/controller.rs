@@ -11,12 +11,14 @@ use std::time::Duration;
 use dwell_proto::AgentClient;
 use dwell_runtime::Runtime;
 use dwell_storage::{ImageStore, VolumeManager};
-use dwell_store::{Event, SandboxRecord, Store};
+use dwell_store::{Event, Store};
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::ids::new_id;
-use crate::model::{validate_name, CreateRequest, HostLimits, Mode, Sandbox, State, VolumeView};
+use crate::model::{
+    validate_name, CreateRequest, HostLimits, Mode, Record, Sandbox, SandboxSpec, State, VolumeView,
+};
 use crate::policy::{Policies, PolicyArgs};
 use crate::reconcile;
 
@@ -132,11 +134,11 @@ impl Inner {
 
     /// The runtime of sandbox `id` (as its record names it).
     pub fn runtime_of(&self, id: &str) -> crate::error::Result<Arc<dyn Runtime>> {
-        let rec = self
+        let rec: Record = self
             .store
             .get_sandbox(id)?
             .ok_or_else(|| Error::NotFound(id.to_string()))?;
-        self.runtimes.get(&rec.runtime)
+        self.runtimes.get(rec.runtime.as_str())
     }
 
     pub fn state_dir(&self, id: &str) -> PathBuf {
@@ -274,11 +276,6 @@ impl Controller {
         }
     }
 
-    /// The metadata store (for API keys and events).
-    pub fn store(&self) -> &Store {
-        &self.inner.store
-    }
-
     /// The image store.
     pub fn images(&self) -> &ImageStore {
         &self.inner.images
@@ -366,7 +363,7 @@ impl Controller {
                 .inner
                 .store
                 .find_sandbox(tenant, f)?
-                .filter(|r| r.runtime == crate::runtimes::GVISOR),
+                .filter(|r: &Record| r.runtime.as_str() == crate::runtimes::GVISOR),
             None => None,
         };
         if let Some(t) = &template {
@@ -374,9 +371,7 @@ impl Controller {
             // The same rules as a snapshot with memory: the template's
             // image, runtime and network; its resources unless asked.
             crate::memory::apply(&crate::memory::Description::of(t)?, &req, &mut spec)?;
-            let ts: crate::model::SandboxSpec = serde_json::from_value(t.spec.clone())
-                .map_err(|e| Error::Internal(format!("corrupt spec of {}: {e}", t.name)))?;
-            spec.disk_bytes = ts.disk_bytes;
+            spec.disk_bytes = t.spec.disk_bytes;
         }
         // From a snapshot: its volume size wins over --disk.
         let from = match &req.from {
@@ -466,16 +461,16 @@ impl Controller {
         )
         .await?;
         let now = self.inner.clock.now_ms();
-        let rec = SandboxRecord {
+        let rec = Record {
             id: new_id(),
             name,
             tenant: tenant.to_string(),
             image,
-            mode: mode.as_str().to_string(),
-            runtime: runtime.to_string(),
-            spec: serde_json::to_value(&spec).map_err(|e| Error::Internal(e.to_string()))?,
-            state: State::Creating.as_str().into(),
-            desired_state: State::Running.as_str().into(),
+            mode,
+            runtime: dwell_store::RuntimeName::new(runtime),
+            spec,
+            state: State::Creating,
+            desired_state: State::Running,
             reason: "create requested".into(),
             created_at: now,
             updated_at: now,
@@ -520,7 +515,7 @@ impl Controller {
                 let inner = self.inner.clone();
                 let (id, name, tid) = (rec.id.clone(), rec.name.clone(), t.id.clone());
                 blocking(move || {
-                    let t = inner
+                    let t: Record = inner
                         .store
                         .get_sandbox(&tid)?
                         .ok_or_else(|| Error::NotFound(tid.clone()))?;
@@ -561,12 +556,11 @@ impl Controller {
                             crate::memory::restore(&inner, &*inner.snapshots, &m, &id, &ctx)?;
                         // This host's runtime config: its image store,
                         // paths; the agent version the memory runs.
-                        let spec: crate::model::SandboxSpec = serde_json::from_value(rec2.spec)
-                            .map_err(|e| Error::Internal(e.to_string()))?;
                         let img = inner.images.get(&rec2.image)?;
                         let upper = inner.volumes.mount_path(&id);
-                        let mut cfg =
-                            reconcile::build_config(&inner, &id, &rec2.name, &spec, &img, upper)?;
+                        let mut cfg = reconcile::build_config(
+                            &inner, &id, &rec2.name, &rec2.spec, &img, upper,
+                        )?;
                         if let Some(agent) = agent {
                             cfg.agent_binary = agent;
                         }
@@ -592,9 +586,7 @@ impl Controller {
         if let Err(e) = filled {
             // Nothing half-created stays behind.
             fill.take();
-            self.inner
-                .store
-                .set_desired(&rec.id, State::Deleted.as_str())?;
+            self.inner.store.set_desired(&rec.id, State::Deleted)?;
             reconcile::reconcile(&self.inner, &rec.id).await;
             return Err(e);
         }
@@ -603,9 +595,7 @@ impl Controller {
         let sb = self.get_by_id(&rec.id)?;
         if sb.state == State::Error {
             // Nothing half-created stays behind: undo and report.
-            self.inner
-                .store
-                .set_desired(&rec.id, State::Deleted.as_str())?;
+            self.inner.store.set_desired(&rec.id, State::Deleted)?;
             reconcile::reconcile(&self.inner, &rec.id).await;
             return Err(Error::Conflict(format!(
                 "sandbox {} could not be created: {}",
@@ -640,7 +630,7 @@ impl Controller {
         self.view(&rec)
     }
 
-    fn record(&self, tenant: &str, id_or_name: &str) -> Result<SandboxRecord> {
+    fn record(&self, tenant: &str, id_or_name: &str) -> Result<Record> {
         self.inner
             .store
             .find_sandbox(tenant, id_or_name)?
@@ -652,8 +642,8 @@ impl Controller {
         self.view(&self.record(tenant, id_or_name)?)
     }
 
-    fn view(&self, rec: &SandboxRecord) -> Result<Sandbox> {
-        let mut sb = Sandbox::from_record(rec)?;
+    fn view(&self, rec: &Record) -> Result<Sandbox> {
+        let mut sb = Sandbox::from_record(rec);
         sb.archive = crate::archive::read_ref(&self.inner, &sb.id);
         if sb.state == State::Hibernated {
             sb.saved_state_bytes = reconcile::hibernate::saved_bytes(&self.inner, &sb.id);
@@ -667,14 +657,12 @@ impl Controller {
     /// The secret variables of a sandbox, opened, for the exec requests
     /// sent to its agent (never stored or shown elsewhere).
     pub fn secret_env(&self, id: &str) -> Result<std::collections::BTreeMap<String, String>> {
-        let rec = self
+        let rec: Record = self
             .inner
             .store
             .get_sandbox(id)?
             .ok_or_else(|| Error::NotFound(id.to_string()))?;
-        let spec: crate::model::SandboxSpec =
-            serde_json::from_value(rec.spec).map_err(|e| Error::Internal(e.to_string()))?;
-        match &spec.sealed_env {
+        match &rec.spec.sealed_env {
             None => Ok(Default::default()),
             Some(sealed) => self
                 .inner
@@ -1074,12 +1062,10 @@ impl Controller {
     ) -> Result<Sandbox> {
         let rec = self.record(tenant, id_or_name)?;
         // From the stored spec, not the view: the view hides sealed secrets.
-        let mut spec: crate::model::SandboxSpec =
-            serde_json::from_value(rec.spec.clone()).map_err(|e| Error::Internal(e.to_string()))?;
+        let mut spec = rec.spec;
         args.apply(&mut spec.policies)?;
-        let policies = spec.policies.clone();
-        let spec = serde_json::to_value(&spec).map_err(|e| Error::Internal(e.to_string()))?;
         self.inner.store.set_spec(&rec.id, &spec)?;
+        let policies = spec.policies;
         self.inner.store.add_event(
             &rec.id,
             "request",
@@ -1161,7 +1147,7 @@ impl Controller {
         default_tenant: &str,
     ) -> Result<Vec<(dwell_store::Tenant, crate::quota::Held, bool)>> {
         let mut out = Vec::new();
-        let mut by_tenant: std::collections::BTreeMap<String, Vec<SandboxRecord>> =
+        let mut by_tenant: std::collections::BTreeMap<String, Vec<Record>> =
             std::collections::BTreeMap::new();
         by_tenant.entry(default_tenant.to_string()).or_default();
         for r in self.inner.store.list_sandboxes(None)? {
@@ -1183,7 +1169,7 @@ impl Controller {
         let rows = self.inner.store.usage(tenant, since)?;
         let mut names = HashMap::new();
         for r in &rows {
-            if let Some(rec) = self.inner.store.get_sandbox(&r.sandbox_id)? {
+            if let Some(rec) = self.inner.store.get_sandbox::<SandboxSpec>(&r.sandbox_id)? {
                 names.insert(r.sandbox_id.clone(), rec.name);
             }
         }
@@ -1202,7 +1188,7 @@ impl Controller {
         let inner = self.inner.clone();
         blocking(move || {
             recs.iter()
-                .filter_map(|r| Sandbox::from_record(r).ok())
+                .map(Sandbox::from_record)
                 .map(|sb| {
                     let stats = matches!(sb.state, State::Running | State::Paused)
                         .then(|| {
@@ -1298,9 +1284,9 @@ impl Controller {
             let _g = lock.lock().await;
             // Re-read under the lock: a concurrent transition may have won.
             let rec = self.record(tenant, &rec.id)?;
-            let sb = Sandbox::from_record(&rec)?;
+            let sb = Sandbox::from_record(&rec);
             check(&sb)?;
-            self.inner.store.set_desired(&rec.id, desired.as_str())?;
+            self.inner.store.set_desired(&rec.id, desired)?;
             self.inner
                 .store
                 .add_event(&rec.id, "request", &format!("{what} requested"))?;

@@ -25,6 +25,7 @@
 //! - [`quota`], [`limits`]: per-tenant quotas, the quota of tenants
 //!   without a record and the daemon-wide ceilings of one sandbox.
 
+mod access;
 pub mod agents;
 pub mod archive;
 pub mod clock;

@@ -71,11 +71,10 @@ pub(crate) struct Description {
 }
 
 impl Description {
-    pub(crate) fn of(rec: &dwell_store::SandboxRecord) -> Result<Description> {
-        let spec: crate::model::SandboxSpec = serde_json::from_value(rec.spec.clone())
-            .map_err(|e| Error::Internal(format!("corrupt spec of {}: {e}", rec.name)))?;
+    pub(crate) fn of(rec: &crate::model::Record) -> Result<Description> {
+        let spec = rec.spec.clone();
         Ok(Description {
-            runtime: rec.runtime.clone(),
+            runtime: rec.runtime.to_string(),
             image: rec.image.clone(),
             vcpus: spec.vcpus,
             memory_bytes: spec.memory_bytes,
@@ -182,7 +181,7 @@ pub fn memory_bytes(m: &Manifest) -> Option<u64> {
 /// files and the description), for [`Ctx::attachments`]. Blocking.
 pub(crate) fn attachments(
     inner: &Inner,
-    rec: &dwell_store::SandboxRecord,
+    rec: &crate::model::Record,
 ) -> Result<Vec<(String, PathBuf)>> {
     let dir = hibernate::image_dir(inner, &rec.id);
     let io = |p: &Path, e: std::io::Error| Error::Internal(format!("{}: {e}", p.display()));

@@ -14,12 +14,13 @@ use std::sync::Arc;
 use dwell_runtime::{NetworkMode, Resources, RootfsSpec, SandboxConfig};
 
 use crate::controller::{blocking, Inner};
+use crate::model::{SandboxSpec, State};
 use crate::reconcile::config_of;
 
 /// Clean everything of sandboxes that have no live record. Returns one line
 /// per thing cleaned.
 pub(crate) async fn sweep(inner: &Arc<Inner>) -> Vec<String> {
-    let live: HashSet<String> = match inner.store.list_sandboxes(None) {
+    let live: HashSet<String> = match inner.store.list_sandboxes::<SandboxSpec>(None) {
         Ok(l) => l.into_iter().map(|r| r.id).collect(),
         Err(_) => return Vec::new(),
     };
@@ -42,8 +43,8 @@ fn sweep_blocking(inner: &Inner, live: &HashSet<String>) -> Vec<String> {
             return None;
         }
         let guard = inner.lock_for(id).blocking_lock_owned();
-        match inner.store.get_sandbox(id) {
-            Ok(Some(r)) if r.state != "deleted" => None,
+        match inner.store.get_sandbox::<SandboxSpec>(id) {
+            Ok(Some(r)) if r.state != State::Deleted => None,
             Ok(_) => Some(guard),
             Err(_) => None,
         }

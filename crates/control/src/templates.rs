@@ -7,16 +7,14 @@
 
 use std::path::Path;
 
-use dwell_store::SandboxRecord;
-
 use crate::controller::Inner;
 use crate::error::{Error, Result};
-use crate::model::State;
+use crate::model::{Record, State};
 use crate::reconcile::{config_of, hibernate};
 
 /// Check that `rec` can serve as a template.
-pub(crate) fn check(rec: &SandboxRecord) -> Result<()> {
-    if rec.state != State::Hibernated.as_str() {
+pub(crate) fn check(rec: &Record) -> Result<()> {
+    if rec.state != State::Hibernated {
         return Err(Error::Conflict(format!(
             "sandbox {} is {}; only a hibernated sandbox is a memory template: run \
              `dwell hibernate {}` first",
@@ -29,7 +27,7 @@ pub(crate) fn check(rec: &SandboxRecord) -> Result<()> {
 /// Give sandbox `id` (named `name`) the template's volume, saved state and
 /// runtime config. Blocking; the caller holds the template's lock. On
 /// failure the caller deletes the new sandbox (volume and state dir).
-pub(crate) fn prepare(inner: &Inner, template: &SandboxRecord, id: &str, name: &str) -> Result<()> {
+pub(crate) fn prepare(inner: &Inner, template: &Record, id: &str, name: &str) -> Result<()> {
     if !hibernate::saved(inner, &template.id) {
         return Err(Error::Conflict(format!(
             "sandbox {} has no saved state on disk; resume and hibernate it again",

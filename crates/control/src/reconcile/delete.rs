@@ -4,14 +4,14 @@
 
 use std::sync::Arc;
 
-use dwell_store::SandboxRecord;
+use crate::model::Record;
 
 use super::{record, step_event, stop};
 use crate::controller::{blocking, Inner};
 use crate::error::{Error, Result};
 use crate::model::State;
 
-pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord, reason: &str) -> Result<()> {
+pub(crate) async fn run(inner: &Arc<Inner>, rec: &Record, reason: &str) -> Result<()> {
     step_event(inner, &rec.id, "deleting: stopping processes")?;
     stop::release(inner, &rec.id).await?;
     crate::crashpoint::crashpoint("delete:after-stop");

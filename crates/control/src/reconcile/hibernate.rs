@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use dwell_store::SandboxRecord;
+use crate::model::Record;
 
 use super::{config, config_of, record, step_event};
 use crate::controller::{blocking, Inner};
@@ -125,12 +125,12 @@ fn remove_discarded(state_dir: &std::path::Path) {
 /// Save the running (or paused) sandbox to disk and stop it.
 pub(crate) async fn run(
     inner: &Arc<Inner>,
-    rec: &SandboxRecord,
+    rec: &Record,
     observed: Observed,
     why: &str,
 ) -> Result<()> {
     let t_start = std::time::Instant::now();
-    let runtime = inner.runtimes.get(&rec.runtime)?;
+    let runtime = inner.runtimes.get(rec.runtime.as_str())?;
     step_event(
         inner,
         &rec.id,
@@ -230,7 +230,7 @@ async fn unlisten(inner: &Arc<Inner>, id: &str) {
 /// A sandbox found stopped while it should be hibernated: if its state was
 /// saved (the daemon died right after the checkpoint), record it as
 /// hibernated.
-pub(crate) async fn adopt(inner: &Arc<Inner>, rec: &SandboxRecord) -> Result<bool> {
+pub(crate) async fn adopt(inner: &Arc<Inner>, rec: &Record) -> Result<bool> {
     if !saved(inner, &rec.id) {
         return Ok(false);
     }
@@ -247,8 +247,8 @@ pub(crate) async fn adopt(inner: &Arc<Inner>, rec: &SandboxRecord) -> Result<boo
 }
 
 /// Bring a hibernated sandbox back from its saved state.
-pub(crate) async fn restore(inner: &Arc<Inner>, rec: &SandboxRecord) -> Result<()> {
-    let runtime = inner.runtimes.get(&rec.runtime)?;
+pub(crate) async fn restore(inner: &Arc<Inner>, rec: &Record) -> Result<()> {
+    let runtime = inner.runtimes.get(rec.runtime.as_str())?;
     step_event(inner, &rec.id, "restoring memory and processes from disk")?;
     let inner2 = inner.clone();
     let id = rec.id.clone();
@@ -280,9 +280,9 @@ pub(crate) async fn restore(inner: &Arc<Inner>, rec: &SandboxRecord) -> Result<(
     .await??;
     inner.preconnect_agent(&rec.id).await;
     let ms = t0.elapsed().as_millis();
-    let reason = match rec.state.as_str() {
-        "creating" => format!("created warm from saved memory, restored in {ms} ms"),
-        "archived" => format!("restored from its archive and resumed warm in {ms} ms"),
+    let reason = match rec.state {
+        State::Creating => format!("created warm from saved memory, restored in {ms} ms"),
+        State::Archived => format!("restored from its archive and resumed warm in {ms} ms"),
         _ => format!("resumed from hibernation in {ms} ms"),
     };
     record(inner, &rec.id, State::Running, &reason)

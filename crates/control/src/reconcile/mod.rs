@@ -17,11 +17,10 @@ mod start;
 mod stop;
 
 use dwell_runtime::Observed;
-use dwell_store::SandboxRecord;
 
 use crate::controller::{blocking, Inner};
 use crate::error::Result;
-use crate::model::State;
+use crate::model::{Mode, Record, SandboxSpec, State};
 
 pub(crate) use config::{
     build as build_config, config_of, forget as forget_config, save as save_config,
@@ -56,7 +55,7 @@ pub(crate) async fn reconcile(inner: &std::sync::Arc<Inner>, id: &str) {
 
 /// Reconcile every live sandbox.
 pub(crate) async fn resync_all(inner: &std::sync::Arc<Inner>) {
-    let recs = match inner.store.list_sandboxes(None) {
+    let recs = match inner.store.list_sandboxes::<SandboxSpec>(None) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("resync: cannot list sandboxes: {e}");
@@ -93,20 +92,17 @@ pub(crate) async fn resync_all(inner: &std::sync::Arc<Inner>) {
 }
 
 /// Charge the time since the sandbox's last metering mark.
-async fn meter(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord) {
-    let Ok(spec) = serde_json::from_value::<crate::model::SandboxSpec>(rec.spec.clone()) else {
-        return;
-    };
+async fn meter(inner: &std::sync::Arc<Inner>, rec: &Record) {
     let now = inner.clock.now_ms();
     let last = match inner.store.metered_at(&rec.id) {
         Ok(Some(t)) => t,
         Ok(None) => rec.created_at,
         Err(_) => return,
     };
-    let stats = if matches!(rec.state.as_str(), "running" | "paused") {
+    let stats = if matches!(rec.state, State::Running | State::Paused) {
         let inner2 = inner.clone();
         let id = rec.id.clone();
-        let runtime = inner.runtimes.get(&rec.runtime).ok();
+        let runtime = inner.runtimes.get(rec.runtime.as_str()).ok();
         blocking(move || {
             config_of(&inner2, &id)
                 .ok()
@@ -118,7 +114,7 @@ async fn meter(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord) {
     } else {
         None
     };
-    let d = crate::metering::delta(rec, &spec, stats.as_ref(), &inner.cpu_marks, last, now);
+    let d = crate::metering::delta(rec, &rec.spec, stats.as_ref(), &inner.cpu_marks, last, now);
     if let Err(e) = inner.store.add_usage(&rec.id, &rec.tenant, now, &d) {
         tracing::warn!(sandbox = %rec.id, "metering: {e}");
     }
@@ -126,15 +122,14 @@ async fn meter(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord) {
 
 /// If a lifecycle policy of `rec` has fired, write the desired state it
 /// asks for, with the reason, and say so.
-fn apply_policy(inner: &Inner, rec: &SandboxRecord) -> Option<String> {
-    let spec = serde_json::from_value::<crate::model::SandboxSpec>(rec.spec.clone()).ok()?;
+fn apply_policy(inner: &Inner, rec: &Record) -> Option<String> {
     let now = inner.clock.now_ms();
-    let due = crate::policy::due(rec, &spec.policies, inner.streams_open(&rec.id), now)?;
+    let due = crate::policy::due(rec, &rec.spec.policies, inner.streams_open(&rec.id), now)?;
     let desired = match due.action {
         crate::policy::Action::Pause => State::Paused,
         // Memory can be saved: hibernate instead of stopping.
         crate::policy::Action::Stop
-            if due.policy == "pause_after" && rec.runtime == crate::runtimes::GVISOR =>
+            if due.policy == "pause_after" && rec.runtime.as_str() == crate::runtimes::GVISOR =>
         {
             State::Hibernated
         }
@@ -142,7 +137,7 @@ fn apply_policy(inner: &Inner, rec: &SandboxRecord) -> Option<String> {
         crate::policy::Action::Archive => State::Archived,
         crate::policy::Action::Delete => State::Deleted,
     };
-    if rec.desired_state == desired.as_str() {
+    if rec.desired_state == desired {
         return None;
     }
     let why = format!(
@@ -152,7 +147,7 @@ fn apply_policy(inner: &Inner, rec: &SandboxRecord) -> Option<String> {
         desired.as_str()
     );
     tracing::info!(sandbox = %rec.id, "{why}");
-    let ok = inner.store.set_desired(&rec.id, desired.as_str()).is_ok()
+    let ok = inner.store.set_desired(&rec.id, desired).is_ok()
         && inner.store.add_event(&rec.id, "policy", &why).is_ok();
     ok.then_some(why)
 }
@@ -172,15 +167,15 @@ async fn run(inner: &std::sync::Arc<Inner>, id: &str, trigger: Trigger) {
         let msg = e.to_string();
         tracing::warn!(sandbox = id, "reconcile failed: {msg}");
         let _ = inner.store.add_event(id, "error", &msg);
-        let _ = inner.store.set_state(id, State::Error.as_str(), &msg);
+        let _ = inner.store.set_state(id, State::Error, &msg);
     }
 }
 
 /// What the runtime sees of a sandbox (nothing if it never started).
-async fn observe(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord) -> Result<Observed> {
+async fn observe(inner: &std::sync::Arc<Inner>, rec: &Record) -> Result<Observed> {
     let inner2 = inner.clone();
     let id = rec.id.clone();
-    let runtime = inner.runtimes.get(&rec.runtime)?;
+    let runtime = inner.runtimes.get(rec.runtime.as_str())?;
     blocking(move || match config_of(&inner2, &id) {
         Ok(cfg) => Ok(runtime.observe(&cfg)?),
         Err(_) => Ok(Observed::Stopped),
@@ -188,12 +183,11 @@ async fn observe(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord) -> Result<O
     .await?
 }
 
-async fn step(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord, trigger: &Trigger) -> Result<()> {
-    let state = State::parse(&rec.state)?;
-    let desired = State::parse(&rec.desired_state)?;
+async fn step(inner: &std::sync::Arc<Inner>, rec: &Record, trigger: &Trigger) -> Result<()> {
+    let (state, desired) = (rec.state, rec.desired_state);
     if state == State::Creating && desired != State::Deleted && fill::interrupted(inner, &rec.id) {
         // Nothing half-created stays: the daemon died mid-fill.
-        inner.store.set_desired(&rec.id, State::Deleted.as_str())?;
+        inner.store.set_desired(&rec.id, State::Deleted)?;
         return delete::run(
             inner,
             rec,
@@ -259,8 +253,8 @@ async fn step(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord, trigger: &Trig
             if observed != Observed::Stopped || state != State::Stopped {
                 stop::run(inner, rec, &trigger.why("stopped on request")).await?;
             }
-            if rec.mode == "ephemeral" {
-                inner.store.set_desired(&rec.id, State::Deleted.as_str())?;
+            if rec.mode == Mode::Ephemeral {
+                inner.store.set_desired(&rec.id, State::Deleted)?;
                 let why = trigger.why("ephemeral sandbox stopped");
                 delete::run(inner, rec, &format!("{why}: deleted with its data")).await?;
             }
@@ -280,12 +274,12 @@ async fn step(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord, trigger: &Trig
 /// The sandbox's processes are gone though it should run (crash, OOM of
 /// PID 1, host reboot). Ephemeral sandboxes are deleted; persistent ones
 /// are marked `error` with the reason and keep their volume.
-async fn vanished(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord) -> Result<()> {
+async fn vanished(inner: &std::sync::Arc<Inner>, rec: &Record) -> Result<()> {
     stop::release(inner, &rec.id).await?;
     // It ran past any saved state: the next start is cold.
     hibernate::discard(inner, &rec.id)?;
-    if rec.mode == "ephemeral" {
-        inner.store.set_desired(&rec.id, State::Deleted.as_str())?;
+    if rec.mode == Mode::Ephemeral {
+        inner.store.set_desired(&rec.id, State::Deleted)?;
         return delete::run(
             inner,
             rec,
@@ -293,7 +287,7 @@ async fn vanished(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord) -> Result<
         )
         .await;
     }
-    inner.store.set_desired(&rec.id, State::Stopped.as_str())?;
+    inner.store.set_desired(&rec.id, State::Stopped)?;
     record(
         inner,
         &rec.id,
@@ -304,7 +298,7 @@ async fn vanished(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord) -> Result<
 
 /// Record a transition: the state, its reason, and an event.
 pub(crate) fn record(inner: &Inner, id: &str, state: State, reason: &str) -> Result<()> {
-    inner.store.set_state(id, state.as_str(), reason)?;
+    inner.store.set_state(id, state, reason)?;
     inner
         .store
         .add_event(id, "state", &format!("{}: {reason}", state.as_str()))?;

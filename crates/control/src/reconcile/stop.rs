@@ -4,14 +4,14 @@
 
 use std::sync::Arc;
 
-use dwell_store::SandboxRecord;
+use crate::model::Record;
 
 use super::{config_of, record, step_event};
 use crate::controller::{blocking, Inner};
 use crate::error::Result;
 use crate::model::State;
 
-pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord, why: &str) -> Result<()> {
+pub(crate) async fn run(inner: &Arc<Inner>, rec: &Record, why: &str) -> Result<()> {
     step_event(inner, &rec.id, "stopping processes")?;
     release(inner, &rec.id).await?;
     // A stopped sandbox starts cold: saved memory of a hibernation goes.
