@@ -56,6 +56,25 @@ pub struct Drift {
     pub bytes: u64,
 }
 
+/// The overlays of a sandbox's volume mounted at `root`, over `image`:
+/// the root filesystem's, then one per host dir the image shares.
+pub fn layers(image: &dwell_storage::Image, root: &std::path::Path) -> Vec<Layer> {
+    let mut layers = vec![Layer {
+        upper: root.join("root/upper"),
+        lowers: image.layers.clone(),
+        at: "/".into(),
+    }];
+    for h in &image.host_dirs {
+        let name = dwell_runtime::ns::layout::host_dir_name(h);
+        layers.push(Layer {
+            upper: root.join("host").join(name).join("upper"),
+            lowers: vec![h.clone()],
+            at: h.clone(),
+        });
+    }
+    layers
+}
+
 /// One overlay: where the sandbox's changes are, the lower dirs (topmost
 /// first), and where it appears inside the sandbox.
 pub struct Layer {

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use dwell_snapshot::{ChunkStore, Manifest, RestoreOptions};
 use serde::{Deserialize, Serialize};
 
-use crate::controller::Inner;
+use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::reconcile::hibernate;
 use crate::snapshots::Ctx;
@@ -180,7 +180,7 @@ pub fn memory_bytes(m: &Manifest) -> Option<u64> {
 /// The attachments capturing sandbox `rec`'s saved state (its checkpoint's
 /// files and the description), for [`Ctx::attachments`]. Blocking.
 pub(crate) fn attachments(
-    inner: &Inner,
+    inner: &Context,
     rec: &crate::model::Record,
 ) -> Result<Vec<(String, PathBuf)>> {
     let dir = hibernate::image_dir(inner, &rec.id);
@@ -200,7 +200,7 @@ pub(crate) fn attachments(
         out.push((format!("{PREFIX}{name}"), e.path()));
     }
     out.sort();
-    let agent = crate::reconcile::config_of(inner, &rec.id)?.agent_binary;
+    let agent = crate::reconcile::config::config_of(inner, &rec.id)?.agent_binary;
     let agent_name = agent
         .file_name()
         .and_then(|n| n.to_str())
@@ -220,7 +220,7 @@ pub(crate) fn attachments(
 }
 
 /// Remove what [`attachments`] wrote for the capture.
-pub(crate) fn capture_done(inner: &Inner, id: &str) {
+pub(crate) fn capture_done(inner: &Context, id: &str) {
     let _ = std::fs::remove_file(inner.state_dir(id).join(DESCRIPTION_TMP));
 }
 
@@ -272,7 +272,7 @@ pub(crate) fn description(
 /// made before agents were attached. The content is verified like every
 /// chunk and must match the version its name tags. Blocking.
 pub(crate) fn install_agent(
-    inner: &Inner,
+    inner: &Context,
     store: &dyn ChunkStore,
     m: &Manifest,
     ctx: &Ctx,
@@ -330,7 +330,7 @@ pub(crate) fn install_agent(
 /// never sees half of an image; an older saved state is replaced. When `id`
 /// has a runtime config, it is pointed at that agent. Blocking.
 pub(crate) fn restore(
-    inner: &Inner,
+    inner: &Context,
     store: &dyn ChunkStore,
     m: &Manifest,
     id: &str,
@@ -371,10 +371,10 @@ pub(crate) fn restore(
     }
     r?;
     if let Some(path) = &agent {
-        if let Ok(mut cfg) = crate::reconcile::config_of(inner, id) {
+        if let Ok(mut cfg) = crate::reconcile::config::config_of(inner, id) {
             if &cfg.agent_binary != path {
                 cfg.agent_binary = path.clone();
-                crate::reconcile::save_config(inner, &cfg)?;
+                crate::reconcile::config::save(inner, &cfg)?;
             }
         }
     }

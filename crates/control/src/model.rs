@@ -305,10 +305,29 @@ pub struct Sandbox {
     pub stats: Option<dwell_runtime::Stats>,
     /// Where the volume of an archived sandbox is (snapshot and sizes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub archive: Option<crate::archive::ArchiveRef>,
+    pub archive: Option<ArchiveRef>,
     /// Bytes of saved memory and process state of a hibernated sandbox.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub saved_state_bytes: Option<u64>,
+}
+
+/// Where an archived sandbox's volume is.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ArchiveRef {
+    /// The snapshot holding the volume.
+    pub snapshot: String,
+    /// Size of the volume.
+    pub volume_size: u64,
+    /// Bytes of data in it (holes excluded).
+    pub data_bytes: u64,
+    /// Stored (compressed, shared) bytes of the archive's chunks.
+    pub stored_bytes: u64,
+    /// When the archive was taken (RFC 3339).
+    pub archived_at: String,
+    /// The sandbox was hibernated: its saved memory and processes are in
+    /// the archive too, and it resumes warm.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hibernated: bool,
 }
 
 /// Volume details for `inspect`.

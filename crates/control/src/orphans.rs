@@ -13,13 +13,13 @@ use std::sync::Arc;
 
 use dwell_runtime::{NetworkMode, Resources, RootfsSpec, SandboxConfig};
 
-use crate::controller::{blocking, Inner};
+use crate::context::{blocking, Context};
 use crate::model::{SandboxSpec, State};
-use crate::reconcile::config_of;
+use crate::reconcile::config::config_of;
 
 /// Clean everything of sandboxes that have no live record. Returns one line
 /// per thing cleaned.
-pub(crate) async fn sweep(inner: &Arc<Inner>) -> Vec<String> {
+pub(crate) async fn sweep(inner: &Arc<Context>) -> Vec<String> {
     let live: HashSet<String> = match inner.store.list_sandboxes::<SandboxSpec>(None) {
         Ok(l) => l.into_iter().map(|r| r.id).collect(),
         Err(_) => return Vec::new(),
@@ -34,7 +34,7 @@ pub(crate) async fn sweep(inner: &Arc<Inner>) -> Vec<String> {
     cleaned
 }
 
-fn sweep_blocking(inner: &Inner, live: &HashSet<String>) -> Vec<String> {
+fn sweep_blocking(inner: &Context, live: &HashSet<String>) -> Vec<String> {
     let mut cleaned = Vec::new();
     // A create may have inserted its record after `live` was read: check
     // again, under the sandbox's lock, right before cleaning anything.
@@ -97,7 +97,7 @@ fn sweep_blocking(inner: &Inner, live: &HashSet<String>) -> Vec<String> {
             // A gVisor NAT sandbox's pinned network namespace (a mount),
             // veth and table, when its start failed halfway.
             dwell_runtime::gvisor::network::teardown(&bare_config(inner, &id));
-            crate::reconcile::forget_config(inner, &id);
+            crate::reconcile::config::forget(inner, &id);
             if dwell_hostfs::remove_tree(&path).is_ok() {
                 note(&id, "removed a state dir no record explains".into());
             }
@@ -127,7 +127,7 @@ fn sweep_blocking(inner: &Inner, live: &HashSet<String>) -> Vec<String> {
 
 /// A config naming only what `stop` needs (id and state dir), for sandboxes
 /// whose own config is gone.
-fn bare_config(inner: &Inner, id: &str) -> SandboxConfig {
+fn bare_config(inner: &Context, id: &str) -> SandboxConfig {
     SandboxConfig {
         id: id.to_string(),
         hostname: id.to_string(),

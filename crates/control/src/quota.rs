@@ -8,6 +8,7 @@
 //! compute (creating, running, paused) count towards `vcpus` and `memory`.
 
 use crate::model::{Record, State};
+use crate::transitions::Rules;
 use dwell_store::Tenant;
 use serde::{Deserialize, Serialize};
 
@@ -33,7 +34,7 @@ pub fn held(recs: &[Record]) -> Held {
         if r.state != State::Archived {
             h.storage += spec.disk_bytes;
         }
-        if matches!(r.state, State::Creating | State::Running | State::Paused) {
+        if r.state.holds_compute() {
             h.vcpus += spec.vcpus;
             h.memory += spec.memory_bytes;
         }

@@ -166,7 +166,7 @@ async fn idle_then_paused_then_stopped_then_deleted() {
     assert_eq!(state(&e, &id), State::Stopped);
     after(&e, 30 * 24 * 60 * MIN).await;
     assert_eq!(state(&e, &id), State::Deleted);
-    let events = e.ctl.events("default", &id, 0).unwrap();
+    let events = e.ctl.events("t", &id, 0).unwrap();
     let policy_events: Vec<_> = events
         .iter()
         .filter(|e| e.kind == "policy")

@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use crate::model::Record;
 
-use super::{config, config_of, record, step_event};
-use crate::controller::{blocking, Inner};
+use super::config::{self, config_of};
+use super::journal::{record, step_event};
+use crate::context::{blocking, Context};
 use crate::error::{Error, Result};
 use crate::model::State;
 use dwell_runtime::Observed;
@@ -22,19 +23,19 @@ use dwell_runtime::Observed;
 pub(crate) const IMAGE_DIR: &str = "hibernate";
 
 /// Where sandbox `id`'s saved state lives.
-pub(crate) fn image_dir(inner: &Inner, id: &str) -> PathBuf {
+pub(crate) fn image_dir(inner: &Context, id: &str) -> PathBuf {
     inner.state_dir(id).join(IMAGE_DIR)
 }
 
 /// Whether a complete saved state of `id` is on disk.
-pub(crate) fn saved(inner: &Inner, id: &str) -> bool {
+pub(crate) fn saved(inner: &Context, id: &str) -> bool {
     image_dir(inner, id)
         .join(dwell_runtime::gvisor::hibernate::CHECKPOINT_FILE)
         .is_file()
 }
 
 /// Bytes of the saved state of `id` (disk usage of its files), if any.
-pub(crate) fn saved_bytes(inner: &Inner, id: &str) -> Option<u64> {
+pub(crate) fn saved_bytes(inner: &Context, id: &str) -> Option<u64> {
     if !saved(inner, id) {
         return None;
     }
@@ -57,7 +58,7 @@ const DISCARDED_PREFIX: &str = "hibernate.discarded-";
 /// of MiB takes 0.1-1 s that a resume should not wait for. The thread also
 /// removes what an earlier discard left when the daemon died mid-way; the
 /// sandbox's deletion removes its whole state dir anyway.
-pub(crate) fn discard(inner: &Inner, id: &str) -> Result<()> {
+pub(crate) fn discard(inner: &Context, id: &str) -> Result<()> {
     let dir = image_dir(inner, id);
     let state_dir = inner.state_dir(id);
     let stamp = std::time::SystemTime::now()
@@ -91,7 +92,7 @@ pub(crate) fn discard(inner: &Inner, id: &str) -> Result<()> {
 
 /// Delete what discards set aside and a killed daemon left undeleted, in
 /// every sandbox's state dir (at daemon start). Blocking.
-pub(crate) fn sweep_discarded(inner: &Inner) {
+pub(crate) fn sweep_discarded(inner: &Context) {
     let Ok(rd) = std::fs::read_dir(inner.data_dir.join("sandboxes")) else {
         return;
     };
@@ -124,7 +125,7 @@ fn remove_discarded(state_dir: &std::path::Path) {
 
 /// Save the running (or paused) sandbox to disk and stop it.
 pub(crate) async fn run(
-    inner: &Arc<Inner>,
+    inner: &Arc<Context>,
     rec: &Record,
     observed: Observed,
     why: &str,
@@ -150,7 +151,7 @@ pub(crate) async fn run(
     if observed == Observed::Running {
         unlisten(inner, &rec.id).await;
     }
-    inner.forget_agent(&rec.id).await;
+    crate::connections::forget(inner, &rec.id).await;
     let inner2 = inner.clone();
     let id = rec.id.clone();
     let t0 = std::time::Instant::now();
@@ -192,10 +193,10 @@ pub(crate) async fn run(
 /// a `runsc kill` (30-50 ms). Best effort: on any failure (an agent older
 /// than the request, a hung one) the socket stays, and the runtime sends
 /// its signal.
-async fn unlisten(inner: &Arc<Inner>, id: &str) {
+async fn unlisten(inner: &Arc<Context>, id: &str) {
     use std::time::Duration;
     const BOUND: Duration = Duration::from_secs(1);
-    let sock = inner.agent_socket(id);
+    let sock = crate::state_dir::agent_socket(&inner.data_dir, id);
     // Left by a restore that did not finish: the agent would listen again
     // on seeing it.
     let _ = std::fs::remove_file(
@@ -204,7 +205,10 @@ async fn unlisten(inner: &Arc<Inner>, id: &str) {
             .join(dwell_runtime::gvisor::hibernate::RESTORED_MARKER),
     );
     let asked = tokio::time::timeout(BOUND, async {
-        inner.agent_client(id).await?.unlisten().await
+        crate::connections::client(inner, id)
+            .await?
+            .unlisten()
+            .await
     })
     .await;
     match asked {
@@ -230,7 +234,7 @@ async fn unlisten(inner: &Arc<Inner>, id: &str) {
 /// A sandbox found stopped while it should be hibernated: if its state was
 /// saved (the daemon died right after the checkpoint), record it as
 /// hibernated.
-pub(crate) async fn adopt(inner: &Arc<Inner>, rec: &Record) -> Result<bool> {
+pub(crate) async fn adopt(inner: &Arc<Context>, rec: &Record) -> Result<bool> {
     if !saved(inner, &rec.id) {
         return Ok(false);
     }
@@ -247,7 +251,7 @@ pub(crate) async fn adopt(inner: &Arc<Inner>, rec: &Record) -> Result<bool> {
 }
 
 /// Bring a hibernated sandbox back from its saved state.
-pub(crate) async fn restore(inner: &Arc<Inner>, rec: &Record) -> Result<()> {
+pub(crate) async fn restore(inner: &Arc<Context>, rec: &Record) -> Result<()> {
     let runtime = inner.runtimes.get(rec.runtime.as_str())?;
     step_event(inner, &rec.id, "restoring memory and processes from disk")?;
     let inner2 = inner.clone();
@@ -278,7 +282,7 @@ pub(crate) async fn restore(inner: &Arc<Inner>, rec: &Record) -> Result<()> {
         Ok(())
     })
     .await??;
-    inner.preconnect_agent(&rec.id).await;
+    crate::connections::preconnect(inner, &rec.id).await;
     let ms = t0.elapsed().as_millis();
     let reason = match rec.state {
         State::Creating => format!("created warm from saved memory, restored in {ms} ms"),

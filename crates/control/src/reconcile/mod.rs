@@ -11,6 +11,7 @@ pub(crate) mod config;
 mod delete;
 pub(crate) mod fill;
 pub(crate) mod hibernate;
+mod journal;
 mod pause;
 mod resume;
 mod start;
@@ -18,13 +19,13 @@ mod stop;
 
 use dwell_runtime::Observed;
 
-use crate::controller::{blocking, Inner};
+use crate::context::{blocking, Context};
 use crate::error::Result;
 use crate::model::{Mode, Record, SandboxSpec, State};
+use crate::transitions::Rules;
 
-pub(crate) use config::{
-    build as build_config, config_of, forget as forget_config, save as save_config,
-};
+use config::config_of;
+use journal::record;
 
 /// Who asked for this reconciliation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,12 +50,12 @@ impl Trigger {
 }
 
 /// Reconcile one sandbox after a request.
-pub(crate) async fn reconcile(inner: &std::sync::Arc<Inner>, id: &str) {
+pub(crate) async fn reconcile(inner: &std::sync::Arc<Context>, id: &str) {
     run(inner, id, Trigger::Request).await
 }
 
 /// Reconcile every live sandbox.
-pub(crate) async fn resync_all(inner: &std::sync::Arc<Inner>) {
+pub(crate) async fn resync_all(inner: &std::sync::Arc<Context>) {
     let recs = match inner.store.list_sandboxes::<SandboxSpec>(None) {
         Ok(r) => r,
         Err(e) => {
@@ -92,14 +93,14 @@ pub(crate) async fn resync_all(inner: &std::sync::Arc<Inner>) {
 }
 
 /// Charge the time since the sandbox's last metering mark.
-async fn meter(inner: &std::sync::Arc<Inner>, rec: &Record) {
+async fn meter(inner: &std::sync::Arc<Context>, rec: &Record) {
     let now = inner.clock.now_ms();
     let last = match inner.store.metered_at(&rec.id) {
         Ok(Some(t)) => t,
         Ok(None) => rec.created_at,
         Err(_) => return,
     };
-    let stats = if matches!(rec.state, State::Running | State::Paused) {
+    let stats = if rec.state.has_processes() {
         let inner2 = inner.clone();
         let id = rec.id.clone();
         let runtime = inner.runtimes.get(rec.runtime.as_str()).ok();
@@ -122,7 +123,7 @@ async fn meter(inner: &std::sync::Arc<Inner>, rec: &Record) {
 
 /// If a lifecycle policy of `rec` has fired, write the desired state it
 /// asks for, with the reason, and say so.
-fn apply_policy(inner: &Inner, rec: &Record) -> Option<String> {
+fn apply_policy(inner: &Context, rec: &Record) -> Option<String> {
     let now = inner.clock.now_ms();
     let due = crate::policy::due(rec, &rec.spec.policies, inner.streams_open(&rec.id), now)?;
     let desired = match due.action {
@@ -152,7 +153,7 @@ fn apply_policy(inner: &Inner, rec: &Record) -> Option<String> {
     ok.then_some(why)
 }
 
-async fn run(inner: &std::sync::Arc<Inner>, id: &str, trigger: Trigger) {
+async fn run(inner: &std::sync::Arc<Context>, id: &str, trigger: Trigger) {
     let lock = inner.lock_for(id);
     let _g = lock.lock().await;
     let rec = match inner.store.get_sandbox(id) {
@@ -172,7 +173,7 @@ async fn run(inner: &std::sync::Arc<Inner>, id: &str, trigger: Trigger) {
 }
 
 /// What the runtime sees of a sandbox (nothing if it never started).
-async fn observe(inner: &std::sync::Arc<Inner>, rec: &Record) -> Result<Observed> {
+async fn observe(inner: &std::sync::Arc<Context>, rec: &Record) -> Result<Observed> {
     let inner2 = inner.clone();
     let id = rec.id.clone();
     let runtime = inner.runtimes.get(rec.runtime.as_str())?;
@@ -183,7 +184,7 @@ async fn observe(inner: &std::sync::Arc<Inner>, rec: &Record) -> Result<Observed
     .await?
 }
 
-async fn step(inner: &std::sync::Arc<Inner>, rec: &Record, trigger: &Trigger) -> Result<()> {
+async fn step(inner: &std::sync::Arc<Context>, rec: &Record, trigger: &Trigger) -> Result<()> {
     let (state, desired) = (rec.state, rec.desired_state);
     if state == State::Creating && desired != State::Deleted && fill::interrupted(inner, &rec.id) {
         // Nothing half-created stays: the daemon died mid-fill.
@@ -216,7 +217,7 @@ async fn step(inner: &std::sync::Arc<Inner>, rec: &Record, trigger: &Trigger) ->
         }
         (State::Running, Observed::Paused) => resume::run(inner, rec).await,
         (State::Running, Observed::Stopped) => {
-            if *trigger == Trigger::Resync && matches!(state, State::Running | State::Paused) {
+            if *trigger == Trigger::Resync && state.has_processes() {
                 vanished(inner, rec).await
             } else if archive::warm(inner, &rec.id)? {
                 // Before `saved`: while the pointer exists the local copy
@@ -274,7 +275,7 @@ async fn step(inner: &std::sync::Arc<Inner>, rec: &Record, trigger: &Trigger) ->
 /// The sandbox's processes are gone though it should run (crash, OOM of
 /// PID 1, host reboot). Ephemeral sandboxes are deleted; persistent ones
 /// are marked `error` with the reason and keep their volume.
-async fn vanished(inner: &std::sync::Arc<Inner>, rec: &Record) -> Result<()> {
+async fn vanished(inner: &std::sync::Arc<Context>, rec: &Record) -> Result<()> {
     stop::release(inner, &rec.id).await?;
     // It ran past any saved state: the next start is cold.
     hibernate::discard(inner, &rec.id)?;
@@ -294,18 +295,4 @@ async fn vanished(inner: &std::sync::Arc<Inner>, rec: &Record) -> Result<()> {
         State::Error,
         "its processes ended outside dwell's control (crash, host reboot or PID 1 exit); files are kept: start it again with `dwell start`",
     )
-}
-
-/// Record a transition: the state, its reason, and an event.
-pub(crate) fn record(inner: &Inner, id: &str, state: State, reason: &str) -> Result<()> {
-    inner.store.set_state(id, state, reason)?;
-    inner
-        .store
-        .add_event(id, "state", &format!("{}: {reason}", state.as_str()))?;
-    Ok(())
-}
-
-/// Record a step about to be taken.
-pub(crate) fn step_event(inner: &Inner, id: &str, what: &str) -> Result<()> {
-    Ok(inner.store.add_event(id, "step", what)?)
 }

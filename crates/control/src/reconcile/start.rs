@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use crate::model::Record;
 
-use super::{config, record, step_event};
-use crate::controller::{blocking, Inner};
+use super::config;
+use super::journal::{record, step_event};
+use crate::context::{blocking, Context};
 use crate::error::Result;
 use crate::model::State;
 
-pub(crate) async fn run(inner: &Arc<Inner>, rec: &Record) -> Result<()> {
+pub(crate) async fn run(inner: &Arc<Context>, rec: &Record) -> Result<()> {
     let runtime = inner.runtimes.get(rec.runtime.as_str())?;
     step_event(inner, &rec.id, "preparing volume and image")?;
     let inner2 = inner.clone();
@@ -45,7 +46,7 @@ pub(crate) async fn run(inner: &Arc<Inner>, rec: &Record) -> Result<()> {
         Ok(())
     })
     .await??;
-    inner.preconnect_agent(&rec.id).await;
+    crate::connections::preconnect(inner, &rec.id).await;
     let reason = match rec.state {
         State::Creating => "created and started",
         State::Archived => "restored from its archive and started",
