@@ -9,16 +9,26 @@ use crate::reconcile;
 use crate::transitions::{Request, Rules};
 
 impl Controller {
-    /// Ask for a state and reconcile towards it; `check` says whether the
-    /// request makes sense from the current state.
+    /// Ask for the state `request` targets (see [`Request::target`]) and
+    /// reconcile towards it; `check` says whether the request makes sense
+    /// from the current state (by [`Rules::allows`], and whatever else the
+    /// request needs).
     pub(crate) async fn transition(
         &self,
         tenant: &str,
         id_or_name: &str,
-        desired: State,
-        what: &str,
+        request: Request,
         check: impl FnOnce(&Sandbox) -> Result<()>,
     ) -> Result<Sandbox> {
+        let (what, desired) = match request.target() {
+            Some(t) => (request.name(), t),
+            None => {
+                return Err(Error::Internal(format!(
+                    "{} is not a lifecycle request",
+                    request.name()
+                )))
+            }
+        };
         let rec = self.record(tenant, id_or_name)?;
         let lock = self.inner.lock_for(&rec.id);
         {
@@ -59,7 +69,7 @@ impl Controller {
             )
             .await?;
         }
-        self.transition(tenant, id_or_name, State::Running, "start", |sb| {
+        self.transition(tenant, id_or_name, Request::Start, |sb| {
             if sb.state.allows(Request::Start) {
                 return Ok(());
             }
@@ -74,7 +84,7 @@ impl Controller {
     /// Stop a sandbox: its processes end; a persistent sandbox keeps its
     /// volume, an ephemeral one is deleted.
     pub async fn stop(&self, tenant: &str, id_or_name: &str) -> Result<Sandbox> {
-        self.transition(tenant, id_or_name, State::Stopped, "stop", |sb| {
+        self.transition(tenant, id_or_name, Request::Stop, |sb| {
             if sb.state.allows(Request::Stop) {
                 return Ok(());
             }
@@ -89,25 +99,25 @@ impl Controller {
     /// Archive a sandbox: stop it, move its volume into the snapshot store
     /// and free it locally (`start` brings it back).
     pub async fn archive(&self, tenant: &str, id_or_name: &str) -> Result<Sandbox> {
-        self.transition(tenant, id_or_name, State::Archived, "archive", |sb| match (
-            sb.mode, sb.state,
-        ) {
-            (Mode::Ephemeral, _) => Err(Error::Conflict(format!(
+        self.transition(tenant, id_or_name, Request::Archive, |sb| {
+            match (sb.mode, sb.state) {
+                (Mode::Ephemeral, _) => Err(Error::Conflict(format!(
                 "sandbox {} is ephemeral: its data goes when it stops, there is nothing to archive",
                 sb.name
             ))),
-            (_, s) if !s.allows(Request::Archive) => Err(Error::Conflict(format!(
-                "sandbox {} is still being created",
-                sb.name
-            ))),
-            _ => Ok(()),
+                (_, s) if !s.allows(Request::Archive) => Err(Error::Conflict(format!(
+                    "sandbox {} is still being created",
+                    sb.name
+                ))),
+                _ => Ok(()),
+            }
         })
         .await
     }
 
     /// Freeze every process of a running sandbox.
     pub async fn pause(&self, tenant: &str, id_or_name: &str) -> Result<Sandbox> {
-        self.transition(tenant, id_or_name, State::Paused, "pause", |sb| {
+        self.transition(tenant, id_or_name, Request::Pause, |sb| {
             match sb.state {
                 s if s.allows(Request::Pause) => Ok(()),
                 s => Err(Error::Conflict(format!(
@@ -138,28 +148,21 @@ impl Controller {
             )
             .await?;
         }
-        self.transition(
-            tenant,
-            id_or_name,
-            State::Running,
-            "resume",
-            |sb| match sb.state {
-                s if s.allows(Request::Resume) => Ok(()),
-                // Archived while hibernated: its memory is in the archive.
-                State::Archived
-                    if crate::archive::read_ref(&self.inner, &sb.id)
-                        .is_some_and(|r| r.hibernated) =>
-                {
-                    Ok(())
-                }
-                s => Err(Error::Conflict(format!(
-                    "sandbox {} is {}, not paused; start it with `dwell start {}`",
-                    sb.name,
-                    s.as_str(),
-                    sb.name
-                ))),
-            },
-        )
+        self.transition(tenant, id_or_name, Request::Resume, |sb| match sb.state {
+            s if s.allows(Request::Resume) => Ok(()),
+            // Archived while hibernated: its memory is in the archive.
+            State::Archived
+                if crate::archive::read_ref(&self.inner, &sb.id).is_some_and(|r| r.hibernated) =>
+            {
+                Ok(())
+            }
+            s => Err(Error::Conflict(format!(
+                "sandbox {} is {}, not paused; start it with `dwell start {}`",
+                sb.name,
+                s.as_str(),
+                sb.name
+            ))),
+        })
         .await
     }
 
@@ -167,7 +170,7 @@ impl Controller {
     /// processes, open files); nothing of it stays on the host until
     /// `resume`.
     pub async fn hibernate(&self, tenant: &str, id_or_name: &str) -> Result<Sandbox> {
-        self.transition(tenant, id_or_name, State::Hibernated, "hibernate", |sb| {
+        self.transition(tenant, id_or_name, Request::Hibernate, |sb| {
             if sb.runtime != crate::runtimes::GVISOR {
                 return Err(Error::Runtime(dwell_runtime::not_hibernatable(&sb.runtime)));
             }
@@ -188,21 +191,15 @@ impl Controller {
     /// Delete a sandbox and wipe its volume. A running sandbox needs
     /// `force`.
     pub async fn delete(&self, tenant: &str, id_or_name: &str, force: bool) -> Result<()> {
-        self.transition(
-            tenant,
-            id_or_name,
-            State::Deleted,
-            "delete",
-            |sb| match sb.state {
-                s if !force && !s.allows(Request::Delete) => Err(Error::Conflict(format!(
-                    "sandbox {} is {}; stop it first or remove it anyway with `dwell rm -f {}`",
-                    sb.name,
-                    sb.state.as_str(),
-                    sb.name
-                ))),
-                _ => Ok(()),
-            },
-        )
+        self.transition(tenant, id_or_name, Request::Delete, |sb| match sb.state {
+            s if !force && !s.allows(Request::Delete) => Err(Error::Conflict(format!(
+                "sandbox {} is {}; stop it first or remove it anyway with `dwell rm -f {}`",
+                sb.name,
+                sb.state.as_str(),
+                sb.name
+            ))),
+            _ => Ok(()),
+        })
         .await
         .map(|_| ())
     }

@@ -22,7 +22,7 @@ use dwell_runtime::Observed;
 use crate::context::{blocking, Context};
 use crate::error::Result;
 use crate::model::{Mode, Record, SandboxSpec, State};
-use crate::transitions::Rules;
+use crate::transitions::{plan, settled, Cause, Rules, Step};
 
 use config::config_of;
 use journal::record;
@@ -40,6 +40,14 @@ pub(crate) enum Trigger {
 }
 
 impl Trigger {
+    /// The reconciler's table tells a sweep from a request (or policy).
+    fn cause(&self) -> Cause {
+        match self {
+            Trigger::Resync => Cause::Sweep,
+            Trigger::Request | Trigger::Policy(_) => Cause::Asked,
+        }
+    }
+
     /// The reason recorded with the transition.
     fn why(&self, on_request: &str) -> String {
         match self {
@@ -197,29 +205,24 @@ async fn step(inner: &std::sync::Arc<Context>, rec: &Record, trigger: &Trigger) 
         )
         .await;
     }
-    if state == State::Deleted {
-        return Ok(());
-    }
-    if state == State::Error && *trigger == Trigger::Resync && desired != State::Deleted {
+    let cause = trigger.cause();
+    if settled(state, desired, cause) {
         return Ok(());
     }
     let observed = observe(inner, rec).await?;
-    match (desired, observed) {
-        (State::Running, Observed::Running) => {
-            if state != State::Running {
-                // A saved state left by a daemon killed right after a
-                // restore is older than what runs now: it must never be
-                // restored over the newer volume.
-                hibernate::discard(inner, &rec.id)?;
-                record(inner, &rec.id, State::Running, "running (adopted)")?;
-            }
-            Ok(())
+    match plan(state, desired, observed, rec.mode, cause) {
+        Step::Nothing => Ok(()),
+        Step::Adopt(State::Running) => {
+            // A saved state left by a daemon killed right after a
+            // restore is older than what runs now: it must never be
+            // restored over the newer volume.
+            hibernate::discard(inner, &rec.id)?;
+            record(inner, &rec.id, State::Running, "running (adopted)")
         }
-        (State::Running, Observed::Paused) => resume::run(inner, rec).await,
-        (State::Running, Observed::Stopped) => {
-            if *trigger == Trigger::Resync && state.has_processes() {
-                vanished(inner, rec).await
-            } else if archive::warm(inner, &rec.id)? {
+        Step::Adopt(s) => record(inner, &rec.id, s, &format!("{} (adopted)", s.as_str())),
+        Step::Thaw => resume::run(inner, rec).await,
+        Step::BringUp => {
+            if archive::warm(inner, &rec.id)? {
                 // Before `saved`: while the pointer exists the local copy
                 // is not trusted (a crash may have left it half restored).
                 archive::resume(inner, rec).await
@@ -229,46 +232,35 @@ async fn step(inner: &std::sync::Arc<Context>, rec: &Record, trigger: &Trigger) 
                 start::run(inner, rec).await
             }
         }
-        (State::Paused, Observed::Running) => {
-            pause::run(inner, rec, &trigger.why("paused on request")).await
-        }
-        (State::Paused, Observed::Paused) => {
-            if state != State::Paused {
-                record(inner, &rec.id, State::Paused, "paused (adopted)")?;
-            }
-            Ok(())
-        }
-        (State::Paused, Observed::Stopped) => vanished(inner, rec).await,
-        (State::Hibernated, Observed::Running | Observed::Paused) => {
+        Step::Vanished => vanished(inner, rec).await,
+        Step::Freeze => pause::run(inner, rec, &trigger.why("paused on request")).await,
+        Step::Hibernate => {
             let why = trigger.why("hibernated on request");
             hibernate::run(inner, rec, observed, &why).await
         }
-        (State::Hibernated, Observed::Stopped) => {
-            if state == State::Hibernated || hibernate::adopt(inner, rec).await? {
+        Step::AdoptSaved => {
+            if hibernate::adopt(inner, rec).await? {
                 Ok(())
             } else {
                 vanished(inner, rec).await
             }
         }
-        (State::Stopped, _) => {
-            if observed != Observed::Stopped || state != State::Stopped {
+        Step::Stop {
+            release,
+            then_delete,
+        } => {
+            if release {
                 stop::run(inner, rec, &trigger.why("stopped on request")).await?;
             }
-            if rec.mode == Mode::Ephemeral {
+            if then_delete {
                 inner.store.set_desired(&rec.id, State::Deleted)?;
                 let why = trigger.why("ephemeral sandbox stopped");
                 delete::run(inner, rec, &format!("{why}: deleted with its data")).await?;
             }
             Ok(())
         }
-        (State::Archived, _) => {
-            if observed != Observed::Stopped || state != State::Archived {
-                archive::run(inner, rec, &trigger.why("archived on request")).await?;
-            }
-            Ok(())
-        }
-        (State::Deleted, _) => delete::run(inner, rec, &trigger.why("deleted on request")).await,
-        (State::Creating | State::Error, _) => Ok(()),
+        Step::Archive => archive::run(inner, rec, &trigger.why("archived on request")).await,
+        Step::Delete => delete::run(inner, rec, &trigger.why("deleted on request")).await,
     }
 }
 
