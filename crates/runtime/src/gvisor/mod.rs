@@ -499,6 +499,25 @@ impl Runtime for GvisorRuntime {
         self.connect(config)
     }
 
+    fn capabilities(&self) -> crate::Capabilities {
+        crate::Kind::Gvisor.capabilities()
+    }
+
+    fn agent_listening(&self, config: &SandboxConfig) -> bool {
+        hibernate::is_socket(&layout::state_file(config, layout::AGENT_SOCKET))
+    }
+
+    fn before_unlisten(&self, config: &SandboxConfig) {
+        // The agent would listen again on seeing it.
+        let _ = std::fs::remove_file(layout::state_file(config, hibernate::RESTORED_MARKER));
+    }
+
+    /// The network (a NAT sandbox's pinned namespace, veth and table, when
+    /// its start failed halfway), the rootfs and run dir mounts, the socket.
+    fn release_leftovers(&self, config: &SandboxConfig) {
+        self.release_host(config);
+    }
+
     fn list_host(&self) -> Result<Vec<String>> {
         let out = self.call(&["list", "--quiet"])?;
         Ok(out

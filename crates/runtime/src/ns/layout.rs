@@ -245,16 +245,7 @@ fn check_path(what: &str, p: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Name of a host dir's writable layer: `/usr/local` -> `usr_local`.
-pub fn host_dir_name(dir: &Path) -> String {
-    dir.components()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n.to_string_lossy().into_owned()),
-            _ => None,
-        })
-        .collect::<Vec<_>>()
-        .join("_")
-}
+pub use crate::overlays::host_dir_name;
 
 /// 64-bit FNV-1a, used to derive short, stable names from ids.
 pub fn fnv1a(s: &str) -> u64 {
@@ -277,7 +268,6 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(host_dir_name(Path::new("/usr/local")), "usr_local");
         let v = host_veth("abc");
         assert_eq!(v.len(), 15);
         assert_ne!(v, host_veth("abd"));

@@ -286,6 +286,22 @@ impl Runtime for NamespaceRuntime {
         }
     }
 
+    fn capabilities(&self) -> crate::Capabilities {
+        crate::Kind::Namespace.capabilities()
+    }
+
+    fn agent_listening(&self, config: &SandboxConfig) -> bool {
+        crate::agent_channel::is_socket(&layout::state_file(config, layout::HOST_AGENT_SOCKET))
+    }
+
+    /// Mounts left below the rootfs mount point (the root is mounted in
+    /// the sandbox's own mount namespace; this is for one that leaked).
+    fn release_leftovers(&self, config: &SandboxConfig) {
+        for m in mounts_below(&layout::state_file(config, layout::ROOTFS_DIR)) {
+            let _ = sys::umount2(&m, libc::MNT_DETACH);
+        }
+    }
+
     fn list_host(&self) -> Result<Vec<String>> {
         // Pool cgroups (`pool.<hex>`) are not valid ids: list_ids skips them.
         observe::list_ids(&self.host.parent_dirs(&self.options.cgroup_parent))

@@ -179,30 +179,16 @@ pub(crate) fn mount_overlays(config: &SandboxConfig, rootfs: &Path) -> R<()> {
     let upper_root = &config.rootfs.upper_root;
     // A volume once used in a user namespace keeps user.overlay.* marks.
     let userxattr = super::userxattr::volume_converted(upper_root);
-    let lower = config
-        .rootfs
-        .layers
-        .iter()
-        .map(|l| l.display().to_string())
-        .collect::<Vec<_>>()
-        .join(":");
-    overlay(
-        &lower,
-        &upper_root.join("root/upper"),
-        &upper_root.join("root/work"),
-        rootfs,
-        userxattr,
-    )?;
-    for dir in &config.rootfs.host_dirs {
-        let name = layout::host_dir_name(dir);
-        let target = in_root(rootfs, &dir.to_string_lossy(), true)?;
-        overlay(
-            &dir.display().to_string(),
-            &upper_root.join("host").join(&name).join("upper"),
-            &upper_root.join("host").join(&name).join("work"),
-            &target,
-            userxattr,
-        )?;
+    for o in config.rootfs.overlays() {
+        let lower = o
+            .lowers
+            .iter()
+            .map(|l| l.display().to_string())
+            .collect::<Vec<_>>()
+            .join(":");
+        // The root overlay first: the host dirs' targets are inside it.
+        let target = in_root(rootfs, &o.at.to_string_lossy(), true)?;
+        overlay(&lower, &o.upper, &o.work, &target, userxattr)?;
     }
     Ok(())
 }
