@@ -25,8 +25,10 @@ use serde::{Deserialize, Serialize};
 
 pub mod agent_channel;
 pub mod core_pattern;
+pub mod doctor;
 pub mod error;
 pub mod gvisor;
+pub mod host;
 pub mod kind;
 pub mod ns;
 pub mod overlays;

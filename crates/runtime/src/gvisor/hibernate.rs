@@ -24,10 +24,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::runsc::Output;
-use super::{cpu, headroom, rootfs, GvisorRuntime, BUNDLE_DIR};
+use super::{cpu, headroom, rootfs, run_dir, GvisorRuntime, BUNDLE_DIR};
 pub use crate::agent_channel::is_socket;
 use crate::error::Context;
-use crate::ns::{layout, wait::Backoff};
+use crate::host::{layout, wait::Backoff};
 use crate::{Error, Observed, Result, Runtime, SandboxConfig, Started};
 
 /// Sent to the agent before a checkpoint: close the listener, remove the
@@ -148,7 +148,7 @@ impl GvisorRuntime {
         }
         std::fs::create_dir_all(image_dir)
             .context(|| format!("creating the image dir {}", image_dir.display()))?;
-        let sock = layout::state_file(config, layout::AGENT_SOCKET);
+        let sock = run_dir::agent_socket(config);
         // Left from the last restore, it would make the agent listen again
         // right away.
         let _ = std::fs::remove_file(layout::state_file(config, RESTORED_MARKER));
@@ -175,7 +175,7 @@ impl GvisorRuntime {
     /// polls for it), then the signal if that does not do it soon. Best
     /// effort: the sandbox's own state is not at stake.
     fn listen_again(&self, config: &SandboxConfig) {
-        let sock = layout::state_file(config, layout::AGENT_SOCKET);
+        let sock = run_dir::agent_socket(config);
         if is_socket(&sock) {
             return;
         }
@@ -271,7 +271,7 @@ impl GvisorRuntime {
             Some(_) => self.stop(config)?,
             None => {
                 rootfs::unmount(config);
-                let _ = std::fs::remove_file(layout::state_file(config, layout::AGENT_SOCKET));
+                let _ = std::fs::remove_file(run_dir::agent_socket(config));
             }
         }
         match self.restore_inner(config, image_dir) {
@@ -299,7 +299,7 @@ impl GvisorRuntime {
         let pid_file = layout::state_file(config, PID_FILE);
         let _ = std::fs::remove_file(&pid_file);
         let pid_arg = format!("--pid-file={}", pid_file.display());
-        let sock = layout::state_file(config, layout::AGENT_SOCKET);
+        let sock = run_dir::agent_socket(config);
         let _ = std::fs::remove_file(&sock);
         // The directory is the sandbox's to write: never follow what it
         // may have left there (a symlink to a host file), create anew.

@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use crate::error::Context;
-use crate::ns::{layout, wait::Backoff};
+use crate::host::{layout, wait::Backoff};
 use crate::{Error, NetworkMode, Observed, Result, Runtime, SandboxConfig, Started, Stats};
 use runsc::{Output, Runsc};
 
@@ -65,7 +65,7 @@ pub struct GvisorOptions {
     /// namespace runtime's default, so addresses never collide).
     pub nat_pool: String,
     /// Networks NAT sandboxes may not reach besides the built-in ones
-    /// (see [`crate::ns::blocklist`]).
+    /// (see [`crate::host::blocklist`]).
     pub deny_net: Vec<String>,
 }
 
@@ -79,7 +79,7 @@ impl GvisorOptions {
             cgroup_parent: "dwell-gvisor".into(),
             runsc_timeout: Duration::from_secs(30),
             agent_timeout: Duration::from_secs(10),
-            nat_pool: crate::ns::network::DEFAULT_NAT_POOL.into(),
+            nat_pool: crate::host::network::DEFAULT_NAT_POOL.into(),
             deny_net: Vec::new(),
         }
     }
@@ -97,7 +97,7 @@ pub struct GvisorRuntime {
     /// The host's cgroup mounts: stats are read from the sandbox's cgroup
     /// (microseconds) rather than asked of runsc (tens of ms; every exec
     /// reads the OOM counter).
-    host_cgroups: Option<crate::ns::cgroup::HostCgroups>,
+    host_cgroups: Option<crate::host::cgroup::HostCgroups>,
 }
 
 /// What `runsc state` reports.
@@ -132,8 +132,8 @@ impl GvisorRuntime {
                 "invalid cgroup parent {p:?}: use a relative name such as \"dwell-gvisor\""
             )));
         }
-        crate::ns::network::parse_pool(&options.nat_pool)?;
-        crate::ns::blocklist::validate(&options.deny_net)?;
+        crate::host::network::parse_pool(&options.nat_pool)?;
+        crate::host::blocklist::validate(&options.deny_net)?;
         std::fs::create_dir_all(&options.root)
             .context(|| format!("creating the runsc root {}", options.root.display()))?;
         let mut runsc = Runsc {
@@ -172,7 +172,7 @@ impl GvisorRuntime {
             options,
             runsc,
             files_named_by_id: Default::default(),
-            host_cgroups: crate::ns::cgroup::HostCgroups::detect().ok(),
+            host_cgroups: crate::host::cgroup::HostCgroups::detect().ok(),
         })
     }
 
@@ -264,7 +264,7 @@ impl GvisorRuntime {
         let cgroup = format!("{}/{}", self.options.cgroup_parent, config.id);
         crate::agent_channel::connect(
             &config.state_dir,
-            layout::AGENT_SOCKET,
+            run_dir::AGENT_SOCKET,
             &crate::agent_channel::Expected {
                 id: &config.id,
                 cgroup: &cgroup,
@@ -278,7 +278,7 @@ impl GvisorRuntime {
 
     fn boot(&self, config: &SandboxConfig) -> Result<Started> {
         run_dir::mount(config)?;
-        let sock = layout::state_file(config, layout::AGENT_SOCKET);
+        let sock = run_dir::agent_socket(config);
         let root = rootfs::mount(config)?;
         self.write_bundle(config, &root)?;
         let bundle = layout::state_file(config, BUNDLE_DIR);
@@ -329,7 +329,7 @@ impl GvisorRuntime {
         network::teardown(config);
         rootfs::unmount(config);
         run_dir::unmount(config);
-        let _ = std::fs::remove_file(layout::state_file(config, layout::AGENT_SOCKET));
+        let _ = std::fs::remove_file(run_dir::agent_socket(config));
     }
 
     /// Connect attempts with a backoff (100 µs to 5 ms) until the agent
@@ -399,7 +399,7 @@ impl Runtime for GvisorRuntime {
         layout::validate(config)?;
         crate::core_pattern::check_grants(config)?;
         if config.network == NetworkMode::Nat {
-            crate::ns::network::check_forwarding()?;
+            crate::host::network::check_forwarding()?;
         }
         if self.observe(config)? != Observed::Stopped {
             return Err(Error::Start(format!(
@@ -469,7 +469,7 @@ impl Runtime for GvisorRuntime {
     /// The whole sandbox's host usage (sentry and application) from its
     /// cgroup; runsc's own report when the cgroup cannot be read.
     fn stats(&self, config: &SandboxConfig) -> Result<Stats> {
-        use crate::ns::cgroup::{Cgroup, SandboxCgroup};
+        use crate::host::cgroup::{Cgroup, SandboxCgroup};
         layout::validate_id(&config.id)?;
         if let Some(host) = &self.host_cgroups {
             let cg = SandboxCgroup::new(host, &self.options.cgroup_parent, &config.id);
@@ -504,7 +504,7 @@ impl Runtime for GvisorRuntime {
     }
 
     fn agent_listening(&self, config: &SandboxConfig) -> bool {
-        hibernate::is_socket(&layout::state_file(config, layout::AGENT_SOCKET))
+        hibernate::is_socket(&run_dir::agent_socket(config))
     }
 
     fn before_unlisten(&self, config: &SandboxConfig) {

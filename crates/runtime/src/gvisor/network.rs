@@ -1,8 +1,8 @@
 //! NAT networking of a gVisor sandbox. Before `runsc run` (and `runsc
 //! restore`) the runtime creates a network namespace for the sandbox,
 //! pins it as the file `state_dir/netns` (a bind mount of a thread's
-//! `/proc/thread-self/ns/net`) and sets it up like the namespace runtime
-//! does ([`crate::ns::network`]: veth pair with `eth0` inside, a /30 from
+//! `/proc/thread-self/ns/net`) and sets it up as the namespace runtime
+//! sets up its sandboxes ([`crate::host::network`]: veth pair with `eth0` inside, a /30 from
 //! the NAT pool, an nftables table of its own). The bundle names that file
 //! as the container's network namespace, and runsc runs with
 //! `--network=sandbox`: gVisor's own network stack takes over `eth0`, its
@@ -25,7 +25,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::Context;
-use crate::ns::{layout, network, sys};
+use crate::host::{layout, network, sys};
 use crate::{Error, Result, SandboxConfig};
 
 /// The pinned network namespace of a NAT sandbox (state dir).

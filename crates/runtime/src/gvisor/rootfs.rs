@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::ns::{layout, mounts, sys};
+use crate::host::{layout, mounts, sys};
 use crate::{Error, Result, SandboxConfig};
 
 /// Where the merged root is mounted on the host.
@@ -36,7 +36,7 @@ pub fn mount(config: &SandboxConfig) -> Result<PathBuf> {
 /// Mount points at or below `dir` in the host's mount namespace, deepest
 /// first.
 pub fn mounts_below(dir: &Path) -> Vec<PathBuf> {
-    crate::ns::mounts_below(dir)
+    crate::host::mounts::mounts_below(dir)
 }
 
 /// Unmount everything below the root mount point (best effort: lazily, so

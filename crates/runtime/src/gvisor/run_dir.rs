@@ -8,14 +8,26 @@
 
 use std::path::PathBuf;
 
-use crate::ns::{layout, sys};
+use crate::host::{layout, sys};
 use crate::{Error, Result, SandboxConfig};
+
+/// The run dir, relative to the state dir: bind-mounted at `/run/dwell`
+/// inside the sandbox (the agent creates its socket there).
+pub const RUN_DIR: &str = "run";
+/// The agent's socket, relative to the state dir.
+pub const AGENT_SOCKET: &str = "run/agent.sock";
 
 /// Mount options of the tmpfs.
 pub const TMPFS_OPTIONS: &str = "size=1m,nr_inodes=64,mode=700";
 
+/// The agent's socket on the host.
+pub fn agent_socket(config: &SandboxConfig) -> PathBuf {
+    layout::state_file(config, AGENT_SOCKET)
+}
+
+/// The run dir on the host.
 pub fn path(config: &SandboxConfig) -> PathBuf {
-    layout::state_file(config, layout::RUN_DIR)
+    layout::state_file(config, RUN_DIR)
 }
 
 /// Mount a fresh tmpfs at the run dir (an old one is replaced: nothing of

@@ -16,9 +16,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::cgroup::v1::V1Group;
-use super::cgroup::{Cgroup, HostCgroups, SandboxCgroup};
-use super::{child, layout, network, pidfile, standby, stop, sys, userns};
+use super::{child, layout, pidfile, standby, stop, userns};
+use crate::host::cgroup::v1::V1Group;
+use crate::host::cgroup::{Cgroup, HostCgroups, SandboxCgroup};
+use crate::host::{network, sys};
 use crate::{Error, NetworkMode, Result, SandboxConfig};
 
 /// Runtime options the boot process needs besides the sandbox config

@@ -12,20 +12,17 @@
 //! ([`pool`]) of boot processes started ahead of time and already sitting
 //! in cgroups of their own ([`standby`]); `start` takes one and the pool
 //! refills in the background. The daemon blocks on the boot process's
-//! output until it exits (no polling, see [`wait`]) and then connects to
+//! output until it exits (no polling, see [`crate::host::wait`]) and then connects to
 //! the agent with a backoff of 100 µs to 1 ms.
 
-pub mod blocklist;
 pub mod boot;
 pub mod caps;
-pub mod cgroup;
 pub mod child;
 pub mod dev;
 pub mod doctor;
 pub mod layout;
 pub mod mountapi;
 pub mod mounts;
-pub mod network;
 pub mod observe;
 pub mod pause;
 pub mod pidfile;
@@ -35,19 +32,18 @@ pub mod seccomp;
 pub mod standby;
 pub mod start;
 pub mod stop;
-pub mod sys;
 pub mod userns;
-pub mod userxattr;
-pub mod wait;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::doctor::Check;
+pub use crate::host::network::NetInfo;
 pub use boot::boot_main;
-pub use doctor::{doctor, Check};
-pub use network::NetInfo;
+pub use doctor::doctor;
 
-use cgroup::{Cgroup, HostCgroups, SandboxCgroup};
+use crate::host::cgroup::{Cgroup, HostCgroups, SandboxCgroup};
+use crate::host::{blocklist, mounts::mounts_below, network, sys};
 
 use crate::{Error, Observed, Result, Runtime, SandboxConfig, Started, Stats};
 
@@ -186,21 +182,6 @@ impl NamespaceRuntime {
     }
 }
 
-/// Mount points at or below `dir` in this (the host's) mount namespace.
-/// Mount points at or below `dir` in this mount namespace, deepest first.
-pub(crate) fn mounts_below(dir: &Path) -> Vec<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut v: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(PathBuf::from)
-        .filter(|p| p.starts_with(dir))
-        .collect();
-    // Deepest first.
-    v.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    v
-}
-
 impl Runtime for NamespaceRuntime {
     fn name(&self) -> &'static str {
         "ns"
@@ -279,8 +260,12 @@ impl Runtime for NamespaceRuntime {
             Err(Error::Io { ref source, .. })
                 if config.agent_key.is_none() && source.kind() == std::io::ErrorKind::NotFound =>
             {
-                crate::agent_channel::connect(&config.state_dir, layout::AGENT_SOCKET, &expected)
-                    .or(r)
+                crate::agent_channel::connect(
+                    &config.state_dir,
+                    layout::LEGACY_AGENT_SOCKET,
+                    &expected,
+                )
+                .or(r)
             }
             r => r,
         }

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::cgroup::Cgroup;
-use super::sys;
+use crate::host::cgroup::Cgroup;
+use crate::host::sys;
 use crate::{Error, Result};
 
 /// How long the processes of a killed sandbox may take to exit.
@@ -56,7 +56,7 @@ pub fn kill_and_remove(cg: &dyn Cgroup, timeout: Duration) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ns::cgroup::Cgroup;
+    use crate::host::cgroup::Cgroup;
     use crate::{Resources, Stats};
     use std::cell::RefCell;
 

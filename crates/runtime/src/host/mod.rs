@@ -1,0 +1,16 @@
+//! Host plumbing both runtimes share: thin system call wrappers ([`sys`]),
+//! a sandbox's cgroups ([`cgroup`]), NAT networking and its block list
+//! ([`network`], [`blocklist`]), the overlays of its root filesystem and
+//! other host mounts ([`mounts`], [`userxattr`]), where its files live
+//! ([`layout`]) and bounded waits ([`wait`]). The namespace runtime
+//! (`ns`) and the gVisor runtime (`gvisor`) are built on these; neither
+//! borrows from the other.
+
+pub mod blocklist;
+pub mod cgroup;
+pub mod layout;
+pub mod mounts;
+pub mod network;
+pub mod sys;
+pub mod userxattr;
+pub mod wait;
