@@ -270,7 +270,7 @@ impl GvisorRuntime {
             }
             Some(_) => self.stop(config)?,
             None => {
-                rootfs::unmount(config);
+                rootfs::unmount(&*self.host, config);
                 let _ = std::fs::remove_file(run_dir::agent_socket(config));
             }
         }
@@ -288,8 +288,8 @@ impl GvisorRuntime {
     fn restore_inner(&self, config: &SandboxConfig, image_dir: &Path) -> Result<Started> {
         // A fresh run dir (a copy restored under a new id has none yet).
         let t0 = Instant::now();
-        super::run_dir::mount(config)?;
-        let root = rootfs::mount(config)?;
+        run_dir::mount(&*self.host, config)?;
+        let root = rootfs::mount(&*self.host, config)?;
         self.write_bundle(config, &root)?;
         let t_mount = t0.elapsed();
         let bundle = layout::state_file(config, BUNDLE_DIR).display().to_string();

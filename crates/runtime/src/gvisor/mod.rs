@@ -35,12 +35,13 @@ pub mod state_file;
 use std::borrow::Cow;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
 use crate::error::Context;
-use crate::host::{layout, wait::Backoff};
+use crate::host::{layout, wait::Backoff, Host, Kernel};
 use crate::{Error, NetworkMode, Observed, Result, Runtime, SandboxConfig, Started, Stats};
 use runsc::{Output, Runsc};
 
@@ -98,6 +99,9 @@ pub struct GvisorRuntime {
     /// (microseconds) rather than asked of runsc (tens of ms; every exec
     /// reads the OOM counter).
     host_cgroups: Option<crate::host::cgroup::HostCgroups>,
+    /// Where the mounts and the network go (the kernel; a recording double
+    /// in tests).
+    host: Arc<dyn Host>,
 }
 
 /// What `runsc state` reports.
@@ -126,6 +130,11 @@ pub fn remove_cgroup_parent(parent: &str) {
 impl GvisorRuntime {
     /// Check that runsc runs and create its state root.
     pub fn new(options: GvisorOptions) -> Result<GvisorRuntime> {
+        GvisorRuntime::with_host(options, Arc::new(Kernel))
+    }
+
+    /// [`GvisorRuntime::new`] with the host calls going to `host`.
+    pub fn with_host(options: GvisorOptions, host: Arc<dyn Host>) -> Result<GvisorRuntime> {
         let p = &options.cgroup_parent;
         if p.is_empty() || p.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
             return Err(Error::Other(format!(
@@ -173,6 +182,7 @@ impl GvisorRuntime {
             runsc,
             files_named_by_id: Default::default(),
             host_cgroups: crate::host::cgroup::HostCgroups::detect().ok(),
+            host,
         })
     }
 
@@ -277,9 +287,9 @@ impl GvisorRuntime {
     }
 
     fn boot(&self, config: &SandboxConfig) -> Result<Started> {
-        run_dir::mount(config)?;
+        run_dir::mount(&*self.host, config)?;
         let sock = run_dir::agent_socket(config);
-        let root = rootfs::mount(config)?;
+        let root = rootfs::mount(&*self.host, config)?;
         self.write_bundle(config, &root)?;
         let bundle = layout::state_file(config, BUNDLE_DIR);
         let console = layout::console_path(config);
@@ -311,7 +321,12 @@ impl GvisorRuntime {
         std::fs::create_dir_all(&bundle).context(|| format!("creating {}", bundle.display()))?;
         let mut spec = bundle::spec(config, root, &self.cgroups_path(&config.id));
         if config.network == NetworkMode::Nat {
-            let netns = network::setup(config, &self.options.nat_pool, &self.options.deny_net)?;
+            let netns = network::setup(
+                &*self.host,
+                config,
+                &self.options.nat_pool,
+                &self.options.deny_net,
+            )?;
             network::join_in_spec(&mut spec, &netns);
         }
         let spec_path = bundle.join("config.json");
@@ -322,14 +337,9 @@ impl GvisorRuntime {
         .context(|| format!("writing {}", spec_path.display()))
     }
 
-    /// Remove what the host holds for a sandbox runsc no longer runs: its
-    /// network (network.json stays: a restore tries the same address
-    /// again), its mounts and its agent socket.
+    /// See [`release_host`].
     fn release_host(&self, config: &SandboxConfig) {
-        network::teardown(config);
-        rootfs::unmount(config);
-        run_dir::unmount(config);
-        let _ = std::fs::remove_file(run_dir::agent_socket(config));
+        release_host(&*self.host, config)
     }
 
     /// Connect attempts with a backoff (100 µs to 5 ms) until the agent
@@ -365,6 +375,16 @@ impl GvisorRuntime {
             backoff.sleep_until(deadline);
         }
     }
+}
+
+/// Remove what the host holds for a sandbox runsc no longer runs: its
+/// network (network.json stays: a restore tries the same address again),
+/// its mounts and its agent socket.
+fn release_host(host: &dyn Host, config: &SandboxConfig) {
+    network::teardown_on(host, config);
+    rootfs::unmount(host, config);
+    run_dir::unmount(host, config);
+    let _ = std::fs::remove_file(run_dir::agent_socket(config));
 }
 
 /// The last lines of the console log (runsc's and the agent's output).
@@ -526,5 +546,55 @@ impl Runtime for GvisorRuntime {
             .filter(|l| !l.is_empty())
             .map(String::from)
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::recording::{config, Recording};
+
+    #[test]
+    fn releasing_the_host_removes_network_rootfs_and_run_dir_in_that_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(dir.path());
+        config.network = NetworkMode::Nat;
+        let host = Recording::new();
+        // What a NAT sandbox's start left: its run dir, its root, its
+        // pinned namespace and veth.
+        run_dir::mount(&host, &config).unwrap();
+        rootfs::mount(&host, &config).unwrap();
+        let netns = network::netns_path(&config);
+        std::fs::write(&netns, b"").unwrap();
+        host.pin_netns(&netns).unwrap();
+        host.net_setup(
+            &config.id,
+            crate::host::network::Netns::Path(&netns),
+            crate::host::network::DEFAULT_NAT_POOL,
+            &[],
+            &config.state_dir,
+        )
+        .unwrap();
+        std::fs::write(run_dir::agent_socket(&config), b"").unwrap();
+        host.clear();
+        release_host(&host, &config);
+        let s = dir.path().display();
+        assert_eq!(
+            host.calls(),
+            [
+                "net teardown sb1".to_string(),
+                format!("unmount {s}/netns"),
+                format!("unmount {s}/rootfs/usr"),
+                format!("unmount {s}/rootfs"),
+                format!("unmount {s}/run"),
+                format!("unmount {s}/run"),
+            ]
+        );
+        assert!(host.mounted().is_empty());
+        assert!(!netns.exists());
+        // Idempotent and cheap: no network call when nothing is left.
+        host.clear();
+        release_host(&host, &config);
+        assert_eq!(host.calls(), [format!("unmount {s}/run")]);
     }
 }

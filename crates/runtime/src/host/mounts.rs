@@ -7,7 +7,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use super::sys;
+use super::kernel::{Host, Kernel, Mount};
 use crate::SandboxConfig;
 
 /// Files and directories hidden from the sandbox (OCI defaults).
@@ -44,7 +44,25 @@ pub(crate) fn mnt(
     flags: libc::c_ulong,
     data: Option<&str>,
 ) -> R<()> {
-    sys::mount(source, target, fstype, flags, data).map_err(|e| {
+    let m = Mount {
+        source,
+        target,
+        fstype,
+        flags,
+        data,
+    };
+    mnt_on(&Kernel, &m)
+}
+
+/// `host.mount(m)`, its error naming what was mounted where.
+fn mnt_on(host: &dyn Host, m: &Mount<'_>) -> R<()> {
+    let Mount {
+        source,
+        target,
+        fstype,
+        ..
+    } = *m;
+    host.mount(m).map_err(|e| {
         format!(
             "mounting {} ({}) at {}: {e}",
             source.map_or("none".into(), |s| s.display().to_string()),
@@ -110,7 +128,14 @@ pub fn in_root(root: &Path, path: &str, create_dirs: bool) -> R<PathBuf> {
     Ok(cur)
 }
 
-fn overlay(lower: &str, upper: &Path, work: &Path, target: &Path, userxattr: bool) -> R<()> {
+fn overlay(
+    host: &dyn Host,
+    lower: &str,
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+    userxattr: bool,
+) -> R<()> {
     // The merged dir takes the upper dir's mode; the work dir stays private.
     mkdir_visible(upper)?;
     mkdir_p(work)?;
@@ -125,19 +150,22 @@ fn overlay(lower: &str, upper: &Path, work: &Path, target: &Path, userxattr: boo
     // nodev: with CAP_MKNOD a sandbox could create a node for a host disk;
     // on a nodev mount such a node cannot be opened. nosuid: gVisor mounts
     // this on the host, where a setuid file the sandbox made must stay inert.
-    mnt(
-        Some(Path::new("overlay")),
-        target,
-        Some("overlay"),
-        libc::MS_NODEV | libc::MS_NOSUID,
-        Some(&data),
+    mnt_on(
+        host,
+        &Mount {
+            source: Some(Path::new("overlay")),
+            target,
+            fstype: Some("overlay"),
+            flags: libc::MS_NODEV | libc::MS_NOSUID,
+            data: Some(&data),
+        },
     )
 }
 
 /// The root overlay (image layers under the volume's upper dir) and one
 /// overlay per host dir, at `rootfs`. Shared with the gVisor runtime, which
 /// mounts the same root on the host.
-pub fn mount_overlays(config: &SandboxConfig, rootfs: &Path) -> R<()> {
+pub fn mount_overlays(host: &dyn Host, config: &SandboxConfig, rootfs: &Path) -> R<()> {
     let upper_root = &config.rootfs.upper_root;
     // A volume once used in a user namespace keeps user.overlay.* marks.
     let userxattr = super::userxattr::volume_converted(upper_root);
@@ -150,7 +178,7 @@ pub fn mount_overlays(config: &SandboxConfig, rootfs: &Path) -> R<()> {
             .join(":");
         // The root overlay first: the host dirs' targets are inside it.
         let target = in_root(rootfs, &o.at.to_string_lossy(), true)?;
-        overlay(&lower, &o.upper, &o.work, &target, userxattr)?;
+        overlay(host, &lower, &o.upper, &o.work, &target, userxattr)?;
     }
     Ok(())
 }

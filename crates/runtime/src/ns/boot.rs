@@ -120,7 +120,7 @@ impl Drop for Guard<'_> {
         }
         // Leave the cgroups ourselves before killing what is in them.
         self.host.move_to_root(std::process::id() as i32);
-        let _ = stop::kill_and_remove(self.cg, stop::KILL_TIMEOUT);
+        let _ = stop::kill_and_remove(&crate::host::Kernel, self.cg, stop::KILL_TIMEOUT);
         if self.config.network == NetworkMode::Nat {
             network::teardown(&self.config.id);
         }

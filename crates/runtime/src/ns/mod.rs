@@ -35,6 +35,7 @@ pub mod stop;
 pub mod userns;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::doctor::Check;
@@ -43,7 +44,7 @@ pub use boot::boot_main;
 pub use doctor::doctor;
 
 use crate::host::cgroup::{Cgroup, HostCgroups, SandboxCgroup};
-use crate::host::{blocklist, mounts::mounts_below, network, sys};
+use crate::host::{blocklist, network, Host, Kernel};
 
 use crate::{Error, Observed, Result, Runtime, SandboxConfig, Started, Stats};
 
@@ -97,11 +98,20 @@ pub struct NamespaceRuntime {
     options: NsOptions,
     host: HostCgroups,
     pool: pool::Pool,
+    /// Where the daemon-side kernel calls go (the kernel; a recording
+    /// double in tests).
+    calls: Arc<dyn Host>,
 }
 
 impl NamespaceRuntime {
     /// Detect the host's cgroups and check the options.
     pub fn new(options: NsOptions) -> Result<NamespaceRuntime> {
+        NamespaceRuntime::with_host(options, Arc::new(Kernel))
+    }
+
+    /// [`NamespaceRuntime::new`] with the daemon-side host calls (stop's
+    /// kills, unmounts and network teardown) going to `calls`.
+    pub fn with_host(options: NsOptions, calls: Arc<dyn Host>) -> Result<NamespaceRuntime> {
         let parent = &options.cgroup_parent;
         if parent.is_empty()
             || parent.starts_with('/')
@@ -134,6 +144,7 @@ impl NamespaceRuntime {
             host,
             options,
             pool,
+            calls,
         })
     }
 
@@ -208,28 +219,7 @@ impl Runtime for NamespaceRuntime {
 
     fn stop(&self, config: &SandboxConfig) -> Result<()> {
         layout::validate_id(&config.id)?;
-        let pid_file = layout::state_file(config, layout::PID_FILE);
-        // PID 1 outside its cgroup (cgroups removed by hand): kill it too.
-        let recorded = pidfile::recorded_pid(&pid_file);
-        if let Some(pid) = pidfile::live_pid(&pid_file)? {
-            let _ = sys::kill(pid, libc::SIGKILL);
-        }
-        stop::kill_and_remove(&self.cgroup(&config.id), stop::KILL_TIMEOUT)?;
-        if let Some(pid) = recorded {
-            pidfile::reap(pid);
-        }
-        network::teardown(&config.id);
-        for m in mounts_below(&layout::state_file(config, layout::ROOTFS_DIR)) {
-            let _ = sys::umount2(&m, libc::MNT_DETACH);
-        }
-        for f in [
-            layout::PID_FILE,
-            layout::NETWORK_FILE,
-            layout::HOST_AGENT_SOCKET,
-        ] {
-            let _ = std::fs::remove_file(layout::state_file(config, f));
-        }
-        Ok(())
+        stop::release(&*self.calls, &self.cgroup(&config.id), config)
     }
 
     fn stats(&self, config: &SandboxConfig) -> Result<Stats> {
@@ -282,8 +272,11 @@ impl Runtime for NamespaceRuntime {
     /// Mounts left below the rootfs mount point (the root is mounted in
     /// the sandbox's own mount namespace; this is for one that leaked).
     fn release_leftovers(&self, config: &SandboxConfig) {
-        for m in mounts_below(&layout::state_file(config, layout::ROOTFS_DIR)) {
-            let _ = sys::umount2(&m, libc::MNT_DETACH);
+        for m in self
+            .calls
+            .mounts_below(&layout::state_file(config, layout::ROOTFS_DIR))
+        {
+            let _ = self.calls.unmount(&m, libc::MNT_DETACH);
         }
     }
 

@@ -25,7 +25,7 @@ pub fn build_root(config: &SandboxConfig) -> R<()> {
     )?;
     let rootfs = layout::state_file(config, layout::ROOTFS_DIR);
     mkdir_p(&rootfs)?;
-    mount_overlays(config, &rootfs)?;
+    mount_overlays(&crate::host::Kernel, config, &rootfs)?;
     let sources = DwellSources {
         agent: config.agent_binary.clone(),
     };
