@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dwell_runtime::Runtime;
+use dwell_runtime::Kind;
 use dwell_storage::{ImageStore, VolumeManager};
 use dwell_store::Store;
 
@@ -45,12 +45,12 @@ pub struct ControllerOptions {
     /// Root of everything the daemon keeps (`/var/lib/dwell`).
     pub data_dir: PathBuf,
     pub store: Store,
-    /// The namespace runtime.
-    pub runtime: Arc<dyn Runtime>,
-    /// The gVisor runtime, or why this host cannot run it.
-    pub gvisor: std::result::Result<Arc<dyn Runtime>, String>,
-    /// The runtime of sandboxes created without one (`ns` or `gvisor`).
-    pub default_isolation: String,
+    /// Every runtime the daemon offers, by kind: the runtime, or why this
+    /// host cannot run it. At least one must be available.
+    pub runtimes: Vec<crate::runtimes::Offered>,
+    /// The runtime of sandboxes created without one (when unavailable, the
+    /// first available one is, with a warning).
+    pub default_isolation: Kind,
     pub volumes: VolumeManager,
     pub images: ImageStore,
     /// The static agent binary started as PID 1 in every sandbox.
@@ -95,16 +95,7 @@ impl Controller {
                     let clock = opts.clock.clone();
                     opts.store.with_clock(move || clock.now_ms())
                 },
-                runtimes: crate::runtimes::Runtimes::new(
-                    opts.runtime.clone(),
-                    opts.gvisor.clone(),
-                    &opts.default_isolation,
-                )
-                .unwrap_or_else(|e| {
-                    tracing::warn!("{e}; new sandboxes default to the namespace runtime");
-                    crate::runtimes::Runtimes::new(opts.runtime, opts.gvisor, "ns")
-                        .expect("the namespace runtime is always available")
-                }),
+                runtimes: crate::runtimes::Runtimes::choose(opts.runtimes, opts.default_isolation),
                 volumes: opts.volumes,
                 images: opts.images,
                 agent_binary: opts.agent_binary,

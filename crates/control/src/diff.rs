@@ -58,21 +58,21 @@ pub struct Drift {
 
 /// The overlays of a sandbox's volume mounted at `root`, over `image`:
 /// the root filesystem's, then one per host dir the image shares.
+/// (The runtime says where they are: [`dwell_runtime::RootfsSpec::overlays`].)
 pub fn layers(image: &dwell_storage::Image, root: &std::path::Path) -> Vec<Layer> {
-    let mut layers = vec![Layer {
-        upper: root.join("root/upper"),
-        lowers: image.layers.clone(),
-        at: "/".into(),
-    }];
-    for h in &image.host_dirs {
-        let name = dwell_runtime::ns::layout::host_dir_name(h);
-        layers.push(Layer {
-            upper: root.join("host").join(name).join("upper"),
-            lowers: vec![h.clone()],
-            at: h.clone(),
-        });
+    dwell_runtime::RootfsSpec {
+        layers: image.layers.clone(),
+        host_dirs: image.host_dirs.clone(),
+        upper_root: root.to_path_buf(),
     }
-    layers
+    .overlays()
+    .into_iter()
+    .map(|o| Layer {
+        upper: o.upper,
+        lowers: o.lowers,
+        at: o.at,
+    })
+    .collect()
 }
 
 /// One overlay: where the sandbox's changes are, the lower dirs (topmost

@@ -102,14 +102,14 @@ pub(crate) fn apply(
             format!("the saved memory runs image {}; leave --image out", d.image),
         ));
     }
-    if req
-        .runtime
-        .as_deref()
-        .is_some_and(|r| crate::runtimes::canonical(r).ok() != Some(crate::runtimes::GVISOR))
-    {
+    if req.runtime.as_deref().is_some_and(|r| {
+        crate::runtimes::canonical(r).ok() != crate::runtimes::canonical(&d.runtime).ok()
+    }) {
+        let saver =
+            crate::runtimes::canonical(&d.runtime).map_or(d.runtime.as_str(), |k| k.title());
         return Err(Error::invalid(
             "isolation",
-            "the saved memory is a gVisor sandbox's: its copies run under gVisor too",
+            format!("the saved memory is a {saver} sandbox's: its copies run under {saver} too"),
         ));
     }
     if req.network.is_some_and(|n| n != d.network) {
@@ -157,13 +157,16 @@ pub(crate) fn apply(
     Ok(())
 }
 
-/// Whether snapshot `m` holds a saved memory image.
+/// Whether snapshot `m` holds a complete saved memory image (of any
+/// runtime that hibernates).
 pub(crate) fn has_memory(m: &Manifest) -> bool {
-    m.attachment(&format!(
-        "{PREFIX}{}",
-        dwell_runtime::gvisor::hibernate::CHECKPOINT_FILE
-    ))
-    .is_some()
+    dwell_runtime::Kind::ALL
+        .iter()
+        .filter_map(|k| k.capabilities().hibernate)
+        .any(|f| {
+            m.attachment(&format!("{PREFIX}{}", f.complete_file))
+                .is_some()
+        })
 }
 
 /// Stored bytes of the memory image's files (their apparent size), if any.
@@ -258,9 +261,12 @@ pub(crate) fn description(
             m.id
         ))
     })?;
-    if d.runtime != crate::runtimes::GVISOR {
+    if crate::runtimes::capabilities(&d.runtime)
+        .hibernate
+        .is_none()
+    {
         return Err(Error::Conflict(format!(
-            "snapshot {} holds memory of a {} sandbox; only gVisor memory can be restored",
+            "snapshot {} holds memory of a {} sandbox, a runtime that cannot restore memory",
             m.id, d.runtime
         )));
     }
@@ -386,9 +392,18 @@ mod tests {
     use super::*;
     use crate::model::{CreateRequest, SandboxSpec, SizeArg};
 
+    /// The name of a runtime that saves memory.
+    fn hibernating() -> &'static str {
+        dwell_runtime::Kind::ALL
+            .into_iter()
+            .find(|k| k.capabilities().hibernate.is_some())
+            .expect("a runtime hibernates")
+            .name()
+    }
+
     fn desc() -> Description {
         Description {
-            runtime: crate::runtimes::GVISOR.into(),
+            runtime: hibernating().into(),
             image: "debian".into(),
             vcpus: 2.0,
             memory_bytes: 512 << 20,
@@ -448,7 +463,7 @@ mod tests {
         }
         let same = CreateRequest {
             image: Some("debian".into()),
-            runtime: Some("gvisor".into()),
+            runtime: Some(hibernating().into()),
             ..Default::default()
         };
         let mut s = spec(&same);

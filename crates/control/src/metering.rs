@@ -177,7 +177,7 @@ mod tests {
             tenant: "t".into(),
             image: "host".into(),
             mode: dwell_store::Mode::Persistent,
-            runtime: dwell_store::RuntimeName::new("ns"),
+            runtime: dwell_store::RuntimeName::new(dwell_runtime::Kind::default().name()),
             spec: spec(),
             state,
             desired_state: state,

@@ -89,14 +89,13 @@ fn sweep_blocking(inner: &Context, live: &HashSet<String>) -> Vec<String> {
             let id = e.file_name().to_string_lossy().into_owned();
             let Some(_g) = unexplained(&id) else { continue };
             let path = e.path();
-            let mnt = path.join("rootfs");
-            // SAFETY: umount2 with a NUL-terminated path we own.
-            if let Ok(c) = std::ffi::CString::new(mnt.as_os_str().as_encoded_bytes()) {
-                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            // What a start that failed halfway may have left on the host
+            // (mounts under the state dir, a network): each runtime
+            // releases its own.
+            let bare = bare_config(inner, &id);
+            for runtime in inner.runtimes.available() {
+                runtime.release_leftovers(&bare);
             }
-            // A gVisor NAT sandbox's pinned network namespace (a mount),
-            // veth and table, when its start failed halfway.
-            dwell_runtime::gvisor::network::teardown(&bare_config(inner, &id));
             crate::reconcile::config::forget(inner, &id);
             if dwell_hostfs::remove_tree(&path).is_ok() {
                 note(&id, "removed a state dir no record explains".into());

@@ -245,7 +245,7 @@ mod tests {
             tenant: "t".into(),
             image: "host".into(),
             mode,
-            runtime: dwell_store::RuntimeName::new("ns"),
+            runtime: dwell_store::RuntimeName::new(dwell_runtime::Kind::default().name()),
             spec: crate::model::CreateRequest::default()
                 .to_spec(&crate::model::HostLimits {
                     cpus: 1.0,

@@ -10,10 +10,3 @@ use std::path::{Path, PathBuf};
 pub(crate) fn path(data_dir: &Path, id: &str) -> PathBuf {
     data_dir.join("sandboxes").join(id)
 }
-
-/// Where a sandbox's agent listens on the host (in its run dir); only
-/// looked at, never connected to by path (see
-/// [`crate::connections::connect`]).
-pub(crate) fn agent_socket(data_dir: &Path, id: &str) -> PathBuf {
-    path(data_dir, id).join("run/agent.sock")
-}

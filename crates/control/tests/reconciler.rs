@@ -20,14 +20,32 @@ use dwell_control::clock::ManualClock;
 use dwell_control::model::CreateRequest;
 use dwell_control::policy::PolicyArgs;
 use dwell_control::{Controller, ControllerOptions, Mode, State};
-use dwell_runtime::{Observed, Runtime, SandboxConfig, Started, Stats};
+use dwell_runtime::{Kind, Observed, Runtime, SandboxConfig, Started, Stats};
 use dwell_storage::{ImageStore, VolumeKind, VolumeManager};
 use dwell_store::Store;
 
-/// The file whose presence marks a complete saved state of a runtime that
-/// can hibernate.
+/// A runtime that cannot hibernate (the default) and one that can.
+fn plain() -> Kind {
+    Kind::ALL
+        .into_iter()
+        .find(|k| k.capabilities().hibernate.is_none())
+        .unwrap()
+}
+
+fn hibernating() -> Kind {
+    Kind::ALL
+        .into_iter()
+        .find(|k| k.capabilities().hibernate.is_some())
+        .unwrap()
+}
+
+/// The file whose presence marks a complete saved state.
 fn checkpoint_file() -> &'static str {
-    dwell_runtime::gvisor::hibernate::CHECKPOINT_FILE
+    hibernating()
+        .capabilities()
+        .hibernate
+        .unwrap()
+        .complete_file
 }
 
 /// A runtime double: the observed state of each sandbox (kept in a JSON
@@ -41,7 +59,8 @@ struct Fake {
 }
 
 impl Fake {
-    fn new(name: &'static str, dir: &Path) -> Arc<Fake> {
+    fn new(kind: Kind, dir: &Path) -> Arc<Fake> {
+        let name = kind.name();
         Arc::new(Fake {
             name,
             file: dir.join(format!("fake-{name}.json")),
@@ -170,12 +189,11 @@ struct Env {
 
 impl Env {
     fn open(dir: &Path) -> Env {
-        let (ns, hib) = (Fake::new("ns", dir), Fake::new("gvisor", dir));
+        let (ns, hib) = (Fake::new(plain(), dir), Fake::new(hibernating(), dir));
         let ctl = Controller::new(ControllerOptions {
             store: Store::open(&dir.join("dwell.db")).unwrap(),
-            runtime: ns.clone(),
-            gvisor: Ok(hib.clone()),
-            default_isolation: "ns".into(),
+            runtimes: vec![(plain(), Ok(ns.clone())), (hibernating(), Ok(hib.clone()))],
+            default_isolation: plain(),
             volumes: VolumeManager::with_kind(dir.join("volumes"), VolumeKind::Directory),
             images: ImageStore::open(dir.join("images")).unwrap(),
             agent_binary: dir.join("agent"),
@@ -197,7 +215,7 @@ impl Env {
         }
     }
 
-    async fn create(&self, name: &str, mode: Mode, runtime: &str) -> String {
+    async fn create(&self, name: &str, mode: Mode, runtime: Kind) -> String {
         let sb = self
             .ctl
             .create(
@@ -205,7 +223,7 @@ impl Env {
                 CreateRequest {
                     name: Some(name.into()),
                     mode: Some(mode),
-                    runtime: Some(runtime.into()),
+                    runtime: Some(runtime.name().into()),
                     ..Default::default()
                 },
             )
@@ -243,7 +261,7 @@ fn tmp() -> tempfile::TempDir {
 async fn create_stop_start_pause_resume_delete() {
     let d = tmp();
     let e = Env::open(d.path());
-    let id = e.create("a", Mode::Persistent, "ns").await;
+    let id = e.create("a", Mode::Persistent, plain()).await;
     assert_eq!(e.ns.observed(&id), Observed::Running);
     assert!(e.volume(&id).is_dir(), "create makes the volume");
 
@@ -275,7 +293,7 @@ async fn create_stop_start_pause_resume_delete() {
 async fn the_guards_refuse_what_the_state_does_not_allow() {
     let d = tmp();
     let e = Env::open(d.path());
-    let id = e.create("g", Mode::Persistent, "ns").await;
+    let id = e.create("g", Mode::Persistent, plain()).await;
     let err = e.ctl.delete("t", "g", false).await.unwrap_err();
     assert_eq!(err.code(), "conflict", "{err}");
     e.ctl.pause("t", "g").await.unwrap();
@@ -298,7 +316,7 @@ async fn the_guards_refuse_what_the_state_does_not_allow() {
 async fn a_stopped_ephemeral_sandbox_is_deleted_with_its_data() {
     let d = tmp();
     let e = Env::open(d.path());
-    let id = e.create("job", Mode::Ephemeral, "ns").await;
+    let id = e.create("job", Mode::Ephemeral, plain()).await;
     let err = e.ctl.archive("t", "job").await.unwrap_err();
     assert_eq!(err.code(), "conflict", "nothing to archive: {err}");
     e.ctl.stop("t", "job").await.unwrap();
@@ -310,7 +328,7 @@ async fn a_stopped_ephemeral_sandbox_is_deleted_with_its_data() {
 async fn hibernate_saves_to_disk_and_resume_restores_it() {
     let d = tmp();
     let e = Env::open(d.path());
-    let id = e.create("h", Mode::Persistent, "gvisor").await;
+    let id = e.create("h", Mode::Persistent, hibernating()).await;
     let sb = e.ctl.hibernate("t", "h").await.unwrap();
     assert_eq!(sb.state, State::Hibernated, "{}", sb.reason);
     assert_eq!(e.hib.observed(&id), Observed::Stopped);
@@ -351,7 +369,7 @@ async fn hibernate_saves_to_disk_and_resume_restores_it() {
 async fn archive_needs_a_persistent_sandbox_on_a_loop_volume() {
     let d = tmp();
     let e = Env::open(d.path());
-    let id = e.create("ar", Mode::Persistent, "ns").await;
+    let id = e.create("ar", Mode::Persistent, plain()).await;
     let err = e.ctl.archive("t", "ar").await.unwrap_err();
     assert!(err.to_string().contains("loop-backed"), "{err}");
     // It failed before anything was freed: the volume stays.
@@ -364,7 +382,7 @@ async fn archive_needs_a_persistent_sandbox_on_a_loop_volume() {
 async fn a_template_fill_that_fails_leaves_nothing_behind() {
     let d = tmp();
     let e = Env::open(d.path());
-    e.create("tpl", Mode::Persistent, "gvisor").await;
+    e.create("tpl", Mode::Persistent, hibernating()).await;
     e.ctl.hibernate("t", "tpl").await.unwrap();
     let err = e
         .ctl
@@ -419,7 +437,7 @@ async fn a_create_whose_start_fails_leaves_nothing_behind() {
 async fn a_failing_runtime_marks_the_sandbox_failed_and_only_a_request_retries() {
     let d = tmp();
     let e = Env::open(d.path());
-    let id = e.create("f", Mode::Persistent, "ns").await;
+    let id = e.create("f", Mode::Persistent, plain()).await;
     e.ctl.stop("t", "f").await.unwrap();
     e.ns.fail("start", "no cgroup for you");
     let err = e.ctl.start("t", "f").await.unwrap_err();
@@ -447,8 +465,8 @@ async fn a_failing_runtime_marks_the_sandbox_failed_and_only_a_request_retries()
 async fn processes_that_vanish_are_noticed_by_the_sweep() {
     let d = tmp();
     let e = Env::open(d.path());
-    let kept = e.create("kept", Mode::Persistent, "ns").await;
-    let gone = e.create("gone", Mode::Ephemeral, "ns").await;
+    let kept = e.create("kept", Mode::Persistent, plain()).await;
+    let gone = e.create("gone", Mode::Ephemeral, plain()).await;
     e.ns.set(&kept, Observed::Stopped);
     e.ns.set(&gone, Observed::Stopped);
     e.ctl.sweep().await;
@@ -463,7 +481,7 @@ async fn processes_that_vanish_are_noticed_by_the_sweep() {
     assert!(!e.volume(&gone).exists());
     // A paused one found running (thawed behind the daemon's back) is
     // frozen again.
-    let p = e.create("p", Mode::Persistent, "ns").await;
+    let p = e.create("p", Mode::Persistent, plain()).await;
     e.ctl.pause("t", "p").await.unwrap();
     e.ns.set(&p, Observed::Running);
     e.ctl.sweep().await;
@@ -535,7 +553,7 @@ async fn a_start_killed_before_the_mount_is_started_again() {
     let d = tmp();
     let id = {
         let e = Env::open(d.path());
-        let id = e.create("s", Mode::Persistent, "ns").await;
+        let id = e.create("s", Mode::Persistent, plain()).await;
         e.ctl.stop("t", "s").await.unwrap();
         id
     };
@@ -551,7 +569,7 @@ async fn a_start_killed_after_the_runtime_is_adopted() {
     let d = tmp();
     let id = {
         let e = Env::open(d.path());
-        let id = e.create("s", Mode::Persistent, "ns").await;
+        let id = e.create("s", Mode::Persistent, plain()).await;
         e.ctl.stop("t", "s").await.unwrap();
         id
     };
@@ -570,7 +588,7 @@ async fn a_delete_killed_after_the_stop_is_finished() {
     let d = tmp();
     let id = {
         let e = Env::open(d.path());
-        e.create("x", Mode::Persistent, "ns").await
+        e.create("x", Mode::Persistent, plain()).await
     };
     crash(d.path(), "delete", "x", "delete:after-stop");
     let e = restart(d.path()).await;
@@ -584,7 +602,7 @@ async fn a_hibernate_killed_after_the_checkpoint_is_adopted() {
     let d = tmp();
     let id = {
         let e = Env::open(d.path());
-        e.create("h", Mode::Persistent, "gvisor").await
+        e.create("h", Mode::Persistent, hibernating()).await
     };
     crash(d.path(), "hibernate", "h", "hibernate:after-checkpoint");
     let e = restart(d.path()).await;
@@ -599,7 +617,7 @@ async fn a_restore_killed_after_the_runtime_drops_the_old_image() {
     let d = tmp();
     let id = {
         let e = Env::open(d.path());
-        let id = e.create("r", Mode::Persistent, "gvisor").await;
+        let id = e.create("r", Mode::Persistent, hibernating()).await;
         e.ctl.hibernate("t", "r").await.unwrap();
         id
     };

@@ -41,6 +41,14 @@ impl Kind {
         }
     }
 
+    /// The runtime's name in prose (`namespace`, `gVisor`).
+    pub fn title(self) -> &'static str {
+        match self {
+            Kind::Namespace => "namespace",
+            Kind::Gvisor => "gVisor",
+        }
+    }
+
     /// The runtime a user's word names: its name or an alias
     /// (`namespace`, `namespaces`; `runsc`).
     pub fn parse(word: &str) -> Result<Kind, UnknownRuntime> {

@@ -74,8 +74,10 @@ pub async fn run(a: ServeArgs, socket: PathBuf) -> Result<i32> {
     let ctl = Controller::new(ControllerOptions {
         data_dir: data_dir.clone(),
         store,
-        runtime: runtime.clone(),
-        gvisor,
+        runtimes: vec![
+            (dwell_runtime::Kind::Namespace, Ok(runtime.clone() as _)),
+            (dwell_runtime::Kind::Gvisor, gvisor),
+        ],
         default_isolation,
         volumes,
         images,

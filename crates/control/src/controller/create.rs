@@ -15,13 +15,18 @@ impl Controller {
     pub async fn create(&self, tenant: &str, req: CreateRequest) -> Result<Sandbox> {
         let mut spec = req.to_spec(&self.inner.host)?;
         self.inner.limits.ceilings.clamp_defaults(&req, &mut spec);
-        // From a hibernated gVisor sandbox: a memory-snapshot template.
+        // From a hibernated sandbox of a runtime that saves memory: a
+        // memory-snapshot template.
         let template = match &req.from {
             Some(f) => self
                 .inner
                 .store
                 .find_sandbox(tenant, f)?
-                .filter(|r: &Record| r.runtime.as_str() == crate::runtimes::GVISOR),
+                .filter(|r: &Record| {
+                    crate::runtimes::capabilities(r.runtime.as_str())
+                        .hibernate
+                        .is_some()
+                }),
             None => None,
         };
         if let Some(t) = &template {
@@ -94,14 +99,15 @@ impl Controller {
             blocking(move || inner.images.get(&image).map(|_| ())).await??;
         }
         let mode = req.mode.unwrap_or_default();
-        let runtime = match (&req.runtime, &template) {
-            (_, Some(_)) => crate::runtimes::GVISOR,
-            _ if warm.is_some() => crate::runtimes::GVISOR,
-            (Some(r), None) => crate::runtimes::canonical(r)?,
-            (None, None) => self.inner.runtimes.default_name(),
+        // Saved memory runs on the runtime that saved it.
+        let runtime = match (&req.runtime, &template, &warm) {
+            (_, Some(t), _) => crate::runtimes::canonical(t.runtime.as_str())?,
+            (_, None, Some(d)) => crate::runtimes::canonical(&d.runtime)?,
+            (Some(r), None, None) => crate::runtimes::canonical(r)?,
+            (None, None, None) => self.inner.runtimes.default_kind(),
         };
         // A runtime this host lacks fails now, with how to get it.
-        self.inner.runtimes.get(runtime)?;
+        self.inner.runtimes.of(runtime)?;
         let _quota = self.inner.quota_lock.lock().await;
         // The daemon's ceilings hold for every tenant, admins included.
         self.inner.limits.ceilings.check(
@@ -125,7 +131,7 @@ impl Controller {
             tenant: tenant.to_string(),
             image,
             mode,
-            runtime: dwell_store::RuntimeName::new(runtime),
+            runtime: dwell_store::RuntimeName::new(runtime.name()),
             spec,
             state: State::Creating,
             desired_state: State::Running,

@@ -171,7 +171,10 @@ impl Controller {
     /// `resume`.
     pub async fn hibernate(&self, tenant: &str, id_or_name: &str) -> Result<Sandbox> {
         self.transition(tenant, id_or_name, Request::Hibernate, |sb| {
-            if sb.runtime != crate::runtimes::GVISOR {
+            if crate::runtimes::capabilities(&sb.runtime)
+                .hibernate
+                .is_none()
+            {
                 return Err(Error::Runtime(dwell_runtime::not_hibernatable(&sb.runtime)));
             }
             match sb.state {

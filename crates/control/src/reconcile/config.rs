@@ -80,10 +80,8 @@ pub(crate) fn new_agent_key() -> Result<String> {
 /// is recorded in the store at the first start and kept until deletion.
 /// (The runtime uses it unless `dwell serve --user-namespaces off`.)
 pub(crate) fn id_range(inner: &Context, id: &str) -> Result<IdMap> {
-    let slot = inner
-        .store
-        .reserve_id_range(id, dwell_runtime::ns::userns::MAX_SLOTS)?;
-    dwell_runtime::ns::userns::range_of_slot(slot).map_err(|e| Error::Internal(e.to_string()))
+    let slot = inner.store.reserve_id_range(id, IdMap::SLOTS)?;
+    IdMap::of_slot(slot).map_err(|e| Error::Internal(e.to_string()))
 }
 
 /// Keep the config next to the sandbox's runtime state (and in memory:

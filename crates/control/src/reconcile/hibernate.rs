@@ -17,7 +17,7 @@ use super::journal::{record, step_event};
 use crate::context::{blocking, Context};
 use crate::error::{Error, Result};
 use crate::model::State;
-use dwell_runtime::Observed;
+use dwell_runtime::{Observed, Runtime, SandboxConfig};
 
 /// Directory of the saved state inside a sandbox's state dir.
 pub(crate) const IMAGE_DIR: &str = "hibernate";
@@ -27,11 +27,14 @@ pub(crate) fn image_dir(inner: &Context, id: &str) -> PathBuf {
     inner.state_dir(id).join(IMAGE_DIR)
 }
 
-/// Whether a complete saved state of `id` is on disk.
+/// Whether a complete saved state of `id` is on disk (in the image format
+/// of a runtime that hibernates: the answer needs no runtime installed).
 pub(crate) fn saved(inner: &Context, id: &str) -> bool {
-    image_dir(inner, id)
-        .join(dwell_runtime::gvisor::hibernate::CHECKPOINT_FILE)
-        .is_file()
+    let dir = image_dir(inner, id);
+    dwell_runtime::Kind::ALL
+        .iter()
+        .filter_map(|k| k.capabilities().hibernate)
+        .any(|f| f.is_complete(&dir))
 }
 
 /// Bytes of the saved state of `id` (disk usage of its files), if any.
@@ -149,7 +152,7 @@ pub(crate) async fn run(
     // A running one is asked to over the protocol; a paused one cannot
     // answer, and the runtime signals it after thawing it.
     if observed == Observed::Running {
-        unlisten(inner, &rec.id).await;
+        unlisten(inner, &*runtime, &cfg).await;
     }
     crate::connections::forget(inner, &rec.id).await;
     let inner2 = inner.clone();
@@ -193,17 +196,13 @@ pub(crate) async fn run(
 /// a `runsc kill` (30-50 ms). Best effort: on any failure (an agent older
 /// than the request, a hung one) the socket stays, and the runtime sends
 /// its signal.
-async fn unlisten(inner: &Arc<Context>, id: &str) {
+async fn unlisten(inner: &Arc<Context>, runtime: &dyn Runtime, cfg: &SandboxConfig) {
     use std::time::Duration;
     const BOUND: Duration = Duration::from_secs(1);
-    let sock = crate::state_dir::agent_socket(&inner.data_dir, id);
-    // Left by a restore that did not finish: the agent would listen again
-    // on seeing it.
-    let _ = std::fs::remove_file(
-        inner
-            .state_dir(id)
-            .join(dwell_runtime::gvisor::hibernate::RESTORED_MARKER),
-    );
+    let id = cfg.id.as_str();
+    // What would make the agent listen again at once (a restore that did
+    // not finish) goes first.
+    runtime.before_unlisten(cfg);
     let asked = tokio::time::timeout(BOUND, async {
         crate::connections::client(inner, id)
             .await?
@@ -223,10 +222,9 @@ async fn unlisten(inner: &Arc<Context>, id: &str) {
         }
     }
     let deadline = tokio::time::Instant::now() + BOUND;
-    // The run dir is the sandbox's to write: never follow a symlink there.
-    while dwell_runtime::gvisor::hibernate::is_socket(&sock)
-        && tokio::time::Instant::now() < deadline
-    {
+    // (The runtime never follows a symlink in the run dir, the
+    // sandbox's to write.)
+    while runtime.agent_listening(cfg) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }

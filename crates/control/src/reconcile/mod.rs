@@ -138,7 +138,10 @@ fn apply_policy(inner: &Context, rec: &Record) -> Option<String> {
         crate::policy::Action::Pause => State::Paused,
         // Memory can be saved: hibernate instead of stopping.
         crate::policy::Action::Stop
-            if due.policy == "pause_after" && rec.runtime.as_str() == crate::runtimes::GVISOR =>
+            if due.policy == "pause_after"
+                && crate::runtimes::capabilities(rec.runtime.as_str())
+                    .hibernate
+                    .is_some() =>
         {
             State::Hibernated
         }

@@ -32,7 +32,7 @@ pub(crate) async fn run(inner: &Arc<Context>, rec: &Record) -> Result<()> {
         crate::crashpoint::crashpoint("start:before-mount");
         let upper = inner.volumes.mount(&rec.id)?;
         let mut cfg = config::build(&inner, &rec.id, &rec.name, &rec.spec, &image, upper)?;
-        if runtime.name() == "ns" {
+        if runtime.capabilities().id_map {
             cfg.id_map = Some(config::id_range(&inner, &rec.id)?);
         }
         config::save(&inner, &cfg)?;
