@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 # The gVisor runtime's suites need runsc.
 scripts/install-deps.sh --gvisor
 cargo fmt --all -- --check
+# The control plane stays readable: no import cycle of more than two files.
+python3 scripts/module-cycles.py crates/control
 PROFILE=dev scripts/build.sh
 # The static agent (cargo test rebuilds target/debug/dwell-agent dynamically).
 export DWELL_AGENT="$PWD/target/$(rustc -vV | sed -n 's/^host: //p')/debug/dwell-agent"

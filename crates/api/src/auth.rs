@@ -71,7 +71,7 @@ pub async fn act_for(State(state): State<AppState>, mut req: Request, next: Next
             )
             .into_response_();
         }
-        match state.ctl.store().get_tenant(&tenant) {
+        match state.ctl.tenant(&tenant) {
             Ok(Some(_)) => {}
             Ok(None) if tenant == DEFAULT_TENANT => {}
             Ok(None) => {
@@ -113,7 +113,7 @@ pub async fn api_key(State(state): State<AppState>, mut req: Request, next: Next
         )
         .into_response_();
     };
-    match principal_of_key(state.ctl.store(), key) {
+    match principal_of_key(&state.ctl, key) {
         Ok(KeyLookup::Valid(p)) => {
             req.extensions_mut().insert(p);
             next.run(req).await
@@ -147,14 +147,17 @@ pub fn revoked_message(id: &str) -> String {
 /// keys (the REST API, the E2B control plane), so that a revoked key is
 /// refused on all of them from the moment it is revoked. Records the use
 /// (`last_used_at`, at most once a minute per key).
-pub fn principal_of_key(store: &dwell_store::Store, key: &str) -> dwell_store::Result<KeyLookup> {
-    let Some(k) = store.key_record_by_hash(&hash_key(key))? else {
+pub fn principal_of_key(
+    ctl: &dwell_control::Controller,
+    key: &str,
+) -> dwell_control::Result<KeyLookup> {
+    let Some(k) = ctl.api_key(&hash_key(key))? else {
         return Ok(KeyLookup::Unknown);
     };
     if k.revoked_at.is_some() {
         return Ok(KeyLookup::Revoked { id: k.key.id });
     }
-    if let Err(e) = store.touch_key(&k) {
+    if let Err(e) = ctl.api_key_used(&k) {
         tracing::warn!("cannot record the use of API key {}: {e}", k.key.id);
     }
     Ok(KeyLookup::Valid(Principal {
@@ -192,7 +195,7 @@ pub async fn audit(State(state): State<AppState>, req: Request, next: Next) -> R
         axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
     );
     if let (true, Some(p)) = (changes, who) {
-        if let Err(e) = state.ctl.store().add_audit(
+        if let Err(e) = state.ctl.audit_request(
             &p.tenant,
             &p.key_id,
             method.as_str(),

@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use crate::controller::Inner;
+use crate::context::Context;
 
 /// Prefix of the per-version agent files in the bin dir.
 const PREFIX: &str = "dwell-agent-";
@@ -34,7 +34,7 @@ pub(crate) fn is_file_name(name: &str) -> bool {
 /// Delete the agent versions of `inner`'s bin dir that neither the daemon
 /// nor any sandbox uses. Returns what was deleted. When a sandbox's config
 /// cannot be read, nothing is deleted: it may name any version.
-pub(crate) fn prune(inner: &Inner) -> Vec<PathBuf> {
+pub(crate) fn prune(inner: &Context) -> Vec<PathBuf> {
     let Some(bin) = inner.agent_binary.parent() else {
         return Vec::new();
     };

@@ -22,32 +22,14 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
-
-use crate::controller::Inner;
+use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::model::SandboxSpec;
 
 /// Label of archive snapshots; its value is the sandbox id.
-pub const LABEL: &str = "archive-of";
+pub const LABEL: &str = crate::snapshots::ARCHIVE_LABEL;
 
-/// Where an archived sandbox's volume is.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ArchiveRef {
-    /// The snapshot holding the volume.
-    pub snapshot: String,
-    /// Size of the volume.
-    pub volume_size: u64,
-    /// Bytes of data in it (holes excluded).
-    pub data_bytes: u64,
-    /// Stored (compressed, shared) bytes of the archive's chunks.
-    pub stored_bytes: u64,
-    /// When the archive was taken (RFC 3339).
-    pub archived_at: String,
-    /// The sandbox was hibernated: its saved memory and processes are in
-    /// the archive too, and it resumes warm.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub hibernated: bool,
-}
+pub use crate::model::ArchiveRef;
 
 impl ArchiveRef {
     pub(crate) fn of(m: &dwell_snapshot::Manifest) -> ArchiveRef {
@@ -62,14 +44,14 @@ impl ArchiveRef {
     }
 }
 
-fn path(inner: &Inner, id: &str) -> PathBuf {
+fn path(inner: &Context, id: &str) -> PathBuf {
     inner.data_dir.join("archives").join(format!("{id}.json"))
 }
 
 /// The pointer of sandbox `id`, if it has one. An unreadable pointer is an
 /// error: guessing "not archived" could start the sandbox on an empty
 /// volume.
-pub(crate) fn load_ref(inner: &Inner, id: &str) -> Result<Option<ArchiveRef>> {
+pub(crate) fn load_ref(inner: &Context, id: &str) -> Result<Option<ArchiveRef>> {
     let p = path(inner, id);
     match std::fs::read(&p) {
         Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
@@ -84,7 +66,7 @@ pub(crate) fn load_ref(inner: &Inner, id: &str) -> Result<Option<ArchiveRef>> {
 }
 
 /// The pointer for display (errors are logged, not shown).
-pub(crate) fn read_ref(inner: &Inner, id: &str) -> Option<ArchiveRef> {
+pub(crate) fn read_ref(inner: &Context, id: &str) -> Option<ArchiveRef> {
     load_ref(inner, id).unwrap_or_else(|e| {
         tracing::warn!(sandbox = id, "{e}");
         None
@@ -98,7 +80,7 @@ fn sync_dir(dir: &std::path::Path) -> Result<()> {
 }
 
 /// Write the pointer durably and atomically.
-pub(crate) fn write_ref(inner: &Inner, id: &str, r: &ArchiveRef) -> Result<()> {
+pub(crate) fn write_ref(inner: &Context, id: &str, r: &ArchiveRef) -> Result<()> {
     let p = path(inner, id);
     let dir = p.parent().expect("archives dir").to_path_buf();
     let io = |e: std::io::Error| Error::Internal(format!("cannot write {}: {e}", p.display()));
@@ -113,7 +95,7 @@ pub(crate) fn write_ref(inner: &Inner, id: &str, r: &ArchiveRef) -> Result<()> {
 }
 
 /// Remove the pointer durably.
-pub(crate) fn remove_ref(inner: &Inner, id: &str) -> Result<()> {
+pub(crate) fn remove_ref(inner: &Context, id: &str) -> Result<()> {
     let p = path(inner, id);
     match std::fs::remove_file(&p) {
         Ok(()) => sync_dir(p.parent().expect("archives dir")),
@@ -130,7 +112,7 @@ pub(crate) fn remove_ref(inner: &Inner, id: &str) -> Result<()> {
 /// or corrupt chunk fails the start and leaves the pointer, so the sandbox
 /// never runs on damaged or empty data), then drop the pointer and the
 /// archive snapshot. Blocking. Returns whether it restored.
-pub(crate) fn unarchive(inner: &Inner, id: &str, tenant: &str) -> Result<bool> {
+pub(crate) fn unarchive(inner: &Context, id: &str, tenant: &str) -> Result<bool> {
     let Some(r) = load_ref(inner, id)? else {
         return Ok(false);
     };
@@ -171,7 +153,7 @@ pub(crate) fn unarchive(inner: &Inner, id: &str, tenant: &str) -> Result<bool> {
 
 /// Delete an archive snapshot no pointer names any more (best effort: the
 /// sweep retries).
-pub(crate) fn drop_snapshot(inner: &Inner, snapshot: &str) {
+pub(crate) fn drop_snapshot(inner: &Context, snapshot: &str) {
     let opts = dwell_snapshot::GcOptions::default();
     match dwell_snapshot::delete(&*inner.snapshots, snapshot, None, &opts) {
         Ok(_) | Err(dwell_snapshot::Error::SnapshotNotFound { .. }) => {}
@@ -182,7 +164,7 @@ pub(crate) fn drop_snapshot(inner: &Inner, snapshot: &str) {
 /// Delete archive snapshots that no pointer names (crash leftovers, deleted
 /// sandboxes), skipping sandboxes busy with a transition and those of
 /// other daemons sharing the store. Blocking.
-pub(crate) fn collect_orphans(inner: &Inner) -> Result<usize> {
+pub(crate) fn collect_orphans(inner: &Context) -> Result<usize> {
     let mut n = 0;
     for m in dwell_snapshot::list(&*inner.snapshots, None)? {
         let Some(sb) = m.labels.get(LABEL) else {
@@ -190,7 +172,7 @@ pub(crate) fn collect_orphans(inner: &Inner) -> Result<usize> {
         };
         // A sandbox this daemon never had: another daemon sharing the
         // object store archived it, and only that daemon has its pointer.
-        if inner.store.get_sandbox(sb)?.is_none() {
+        if inner.store.get_sandbox::<SandboxSpec>(sb)?.is_none() {
             continue;
         }
         let lock = inner.lock_for(sb);

@@ -56,6 +56,25 @@ pub struct Drift {
     pub bytes: u64,
 }
 
+/// The overlays of a sandbox's volume mounted at `root`, over `image`:
+/// the root filesystem's, then one per host dir the image shares.
+/// (The runtime says where they are: [`dwell_runtime::RootfsSpec::overlays`].)
+pub fn layers(image: &dwell_storage::Image, root: &std::path::Path) -> Vec<Layer> {
+    dwell_runtime::RootfsSpec {
+        layers: image.layers.clone(),
+        host_dirs: image.host_dirs.clone(),
+        upper_root: root.to_path_buf(),
+    }
+    .overlays()
+    .into_iter()
+    .map(|o| Layer {
+        upper: o.upper,
+        lowers: o.lowers,
+        at: o.at,
+    })
+    .collect()
+}
+
 /// One overlay: where the sandbox's changes are, the lower dirs (topmost
 /// first), and where it appears inside the sandbox.
 pub struct Layer {

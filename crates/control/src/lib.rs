@@ -28,6 +28,8 @@
 pub mod agents;
 pub mod archive;
 pub mod clock;
+mod connections;
+mod context;
 pub mod controller;
 pub mod crashpoint;
 pub mod diff;
@@ -49,8 +51,10 @@ pub mod size;
 pub mod snapshot_gc;
 pub mod snapshot_settings;
 pub mod snapshots;
+mod state_dir;
 mod templates;
 mod thaw;
+pub mod transitions;
 
 pub use controller::{Controller, ControllerOptions};
 pub use error::{Error, Result};

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use dwell_snapshot::{ChunkStore, Manifest, RestoreOptions};
 use serde::{Deserialize, Serialize};
 
-use crate::controller::Inner;
+use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::reconcile::hibernate;
 use crate::snapshots::Ctx;
@@ -71,11 +71,10 @@ pub(crate) struct Description {
 }
 
 impl Description {
-    pub(crate) fn of(rec: &dwell_store::SandboxRecord) -> Result<Description> {
-        let spec: crate::model::SandboxSpec = serde_json::from_value(rec.spec.clone())
-            .map_err(|e| Error::Internal(format!("corrupt spec of {}: {e}", rec.name)))?;
+    pub(crate) fn of(rec: &crate::model::Record) -> Result<Description> {
+        let spec = rec.spec.clone();
         Ok(Description {
-            runtime: rec.runtime.clone(),
+            runtime: rec.runtime.to_string(),
             image: rec.image.clone(),
             vcpus: spec.vcpus,
             memory_bytes: spec.memory_bytes,
@@ -103,14 +102,14 @@ pub(crate) fn apply(
             format!("the saved memory runs image {}; leave --image out", d.image),
         ));
     }
-    if req
-        .runtime
-        .as_deref()
-        .is_some_and(|r| crate::runtimes::canonical(r).ok() != Some(crate::runtimes::GVISOR))
-    {
+    if req.runtime.as_deref().is_some_and(|r| {
+        crate::runtimes::canonical(r).ok() != crate::runtimes::canonical(&d.runtime).ok()
+    }) {
+        let saver =
+            crate::runtimes::canonical(&d.runtime).map_or(d.runtime.as_str(), |k| k.title());
         return Err(Error::invalid(
             "isolation",
-            "the saved memory is a gVisor sandbox's: its copies run under gVisor too",
+            format!("the saved memory is a {saver} sandbox's: its copies run under {saver} too"),
         ));
     }
     if req.network.is_some_and(|n| n != d.network) {
@@ -158,13 +157,16 @@ pub(crate) fn apply(
     Ok(())
 }
 
-/// Whether snapshot `m` holds a saved memory image.
+/// Whether snapshot `m` holds a complete saved memory image (of any
+/// runtime that hibernates).
 pub(crate) fn has_memory(m: &Manifest) -> bool {
-    m.attachment(&format!(
-        "{PREFIX}{}",
-        dwell_runtime::gvisor::hibernate::CHECKPOINT_FILE
-    ))
-    .is_some()
+    dwell_runtime::Kind::ALL
+        .iter()
+        .filter_map(|k| k.capabilities().hibernate)
+        .any(|f| {
+            m.attachment(&format!("{PREFIX}{}", f.complete_file))
+                .is_some()
+        })
 }
 
 /// Stored bytes of the memory image's files (their apparent size), if any.
@@ -181,8 +183,8 @@ pub fn memory_bytes(m: &Manifest) -> Option<u64> {
 /// The attachments capturing sandbox `rec`'s saved state (its checkpoint's
 /// files and the description), for [`Ctx::attachments`]. Blocking.
 pub(crate) fn attachments(
-    inner: &Inner,
-    rec: &dwell_store::SandboxRecord,
+    inner: &Context,
+    rec: &crate::model::Record,
 ) -> Result<Vec<(String, PathBuf)>> {
     let dir = hibernate::image_dir(inner, &rec.id);
     let io = |p: &Path, e: std::io::Error| Error::Internal(format!("{}: {e}", p.display()));
@@ -201,7 +203,7 @@ pub(crate) fn attachments(
         out.push((format!("{PREFIX}{name}"), e.path()));
     }
     out.sort();
-    let agent = crate::reconcile::config_of(inner, &rec.id)?.agent_binary;
+    let agent = crate::reconcile::config::config_of(inner, &rec.id)?.agent_binary;
     let agent_name = agent
         .file_name()
         .and_then(|n| n.to_str())
@@ -221,7 +223,7 @@ pub(crate) fn attachments(
 }
 
 /// Remove what [`attachments`] wrote for the capture.
-pub(crate) fn capture_done(inner: &Inner, id: &str) {
+pub(crate) fn capture_done(inner: &Context, id: &str) {
     let _ = std::fs::remove_file(inner.state_dir(id).join(DESCRIPTION_TMP));
 }
 
@@ -259,9 +261,12 @@ pub(crate) fn description(
             m.id
         ))
     })?;
-    if d.runtime != crate::runtimes::GVISOR {
+    if crate::runtimes::capabilities(&d.runtime)
+        .hibernate
+        .is_none()
+    {
         return Err(Error::Conflict(format!(
-            "snapshot {} holds memory of a {} sandbox; only gVisor memory can be restored",
+            "snapshot {} holds memory of a {} sandbox, a runtime that cannot restore memory",
             m.id, d.runtime
         )));
     }
@@ -273,7 +278,7 @@ pub(crate) fn description(
 /// made before agents were attached. The content is verified like every
 /// chunk and must match the version its name tags. Blocking.
 pub(crate) fn install_agent(
-    inner: &Inner,
+    inner: &Context,
     store: &dyn ChunkStore,
     m: &Manifest,
     ctx: &Ctx,
@@ -331,7 +336,7 @@ pub(crate) fn install_agent(
 /// never sees half of an image; an older saved state is replaced. When `id`
 /// has a runtime config, it is pointed at that agent. Blocking.
 pub(crate) fn restore(
-    inner: &Inner,
+    inner: &Context,
     store: &dyn ChunkStore,
     m: &Manifest,
     id: &str,
@@ -372,10 +377,10 @@ pub(crate) fn restore(
     }
     r?;
     if let Some(path) = &agent {
-        if let Ok(mut cfg) = crate::reconcile::config_of(inner, id) {
+        if let Ok(mut cfg) = crate::reconcile::config::config_of(inner, id) {
             if &cfg.agent_binary != path {
                 cfg.agent_binary = path.clone();
-                crate::reconcile::save_config(inner, &cfg)?;
+                crate::reconcile::config::save(inner, &cfg)?;
             }
         }
     }
@@ -387,9 +392,18 @@ mod tests {
     use super::*;
     use crate::model::{CreateRequest, SandboxSpec, SizeArg};
 
+    /// The name of a runtime that saves memory.
+    fn hibernating() -> &'static str {
+        dwell_runtime::Kind::ALL
+            .into_iter()
+            .find(|k| k.capabilities().hibernate.is_some())
+            .expect("a runtime hibernates")
+            .name()
+    }
+
     fn desc() -> Description {
         Description {
-            runtime: crate::runtimes::GVISOR.into(),
+            runtime: hibernating().into(),
             image: "debian".into(),
             vcpus: 2.0,
             memory_bytes: 512 << 20,
@@ -449,7 +463,7 @@ mod tests {
         }
         let same = CreateRequest {
             image: Some("debian".into()),
-            runtime: Some("gvisor".into()),
+            runtime: Some(hibernating().into()),
             ..Default::default()
         };
         let mut s = spec(&same);

@@ -10,7 +10,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use dwell_store::{SandboxRecord, UsageDelta, UsageRow};
+use crate::model::{Record, State};
+use dwell_store::{UsageDelta, UsageRow};
 use serde::{Deserialize, Serialize};
 
 use crate::model::SandboxSpec;
@@ -44,7 +45,7 @@ pub struct CpuMarks(Mutex<HashMap<String, u64>>);
 
 /// The usage of one sandbox since `last` (Unix ms) until `now`.
 pub fn delta(
-    rec: &SandboxRecord,
+    rec: &Record,
     spec: &SandboxSpec,
     stats: Option<&dwell_runtime::Stats>,
     marks: &CpuMarks,
@@ -54,19 +55,19 @@ pub fn delta(
     let secs = ((now - last).max(0)) as f64 / 1000.0;
     let mut d = UsageDelta {
         // An archived sandbox's volume is in the snapshot store, not on disk.
-        storage_gib_seconds: if rec.state == "archived" {
+        storage_gib_seconds: if rec.state == State::Archived {
             0.0
         } else {
             spec.disk_bytes as f64 / GIB * secs
         },
         ..Default::default()
     };
-    match rec.state.as_str() {
-        "running" => {
+    match rec.state {
+        State::Running => {
             d.vcpu_seconds = spec.vcpus * secs;
             d.memory_gib_seconds = spec.memory_bytes as f64 / GIB * secs;
         }
-        "paused" => d.memory_gib_seconds = spec.memory_bytes as f64 / GIB * secs,
+        State::Paused => d.memory_gib_seconds = spec.memory_bytes as f64 / GIB * secs,
         _ => {}
     }
     if let Some(s) = stats {
@@ -169,17 +170,17 @@ pub fn report(
 mod tests {
     use super::*;
 
-    fn rec(state: &str) -> SandboxRecord {
-        SandboxRecord {
+    fn rec(state: State) -> Record {
+        Record {
             id: "m".into(),
             name: "m".into(),
             tenant: "t".into(),
             image: "host".into(),
-            mode: "persistent".into(),
-            runtime: "ns".into(),
-            spec: serde_json::Value::Null,
-            state: state.into(),
-            desired_state: state.into(),
+            mode: dwell_store::Mode::Persistent,
+            runtime: dwell_store::RuntimeName::new(dwell_runtime::Kind::default().name()),
+            spec: spec(),
+            state,
+            desired_state: state,
             reason: String::new(),
             created_at: 0,
             updated_at: 0,
@@ -218,7 +219,7 @@ mod tests {
             cpu_usage_ns: 1_000_000_000,
             ..Default::default()
         };
-        let d = delta(&rec("running"), &spec(), Some(&stats), &marks, 0, hour);
+        let d = delta(&rec(State::Running), &spec(), Some(&stats), &marks, 0, hour);
         assert_eq!(
             (d.vcpu_seconds, d.memory_gib_seconds, d.storage_gib_seconds),
             (7200.0, 3600.0, 4.0 * 3600.0)
@@ -233,7 +234,7 @@ mod tests {
             ..stats
         };
         let d = delta(
-            &rec("running"),
+            &rec(State::Running),
             &spec(),
             Some(&later),
             &marks,
@@ -241,19 +242,19 @@ mod tests {
             2 * hour,
         );
         assert_eq!(d.cpu_used_seconds, 30.0);
-        let d = delta(&rec("paused"), &spec(), None, &marks, 0, hour);
+        let d = delta(&rec(State::Paused), &spec(), None, &marks, 0, hour);
         assert_eq!(
             (d.vcpu_seconds, d.memory_gib_seconds),
             (0.0, 3600.0),
             "paused: memory held, no CPU"
         );
-        let d = delta(&rec("stopped"), &spec(), None, &marks, 0, hour);
+        let d = delta(&rec(State::Stopped), &spec(), None, &marks, 0, hour);
         assert_eq!(
             (d.vcpu_seconds, d.memory_gib_seconds, d.storage_gib_seconds),
             (0.0, 0.0, 4.0 * 3600.0)
         );
         let t = Totals::from(
-            &delta(&rec("running"), &spec(), None, &marks, 0, hour),
+            &delta(&rec(State::Running), &spec(), None, &marks, 0, hour),
             &Prices::default(),
         );
         let want = 2.0 * 0.01667 + 0.00833 + 4.0 * 0.10 / 730.0;

@@ -4,85 +4,25 @@
 use std::collections::BTreeMap;
 
 use dwell_runtime::NetworkMode;
-use dwell_store::SandboxRecord;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::ids::looks_like_id;
 use crate::size::parse_size;
 
-/// Lifecycle states. `creating -> running <-> paused -> stopped -> deleted`,
-/// plus `error` (the reason says why) and `hibernated` (gVisor sandboxes
-/// saved to disk, memory and processes included; `resume` restores them).
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    Creating,
-    Running,
-    Paused,
-    Stopped,
-    Deleted,
-    Error,
-    /// Stopped, its volume moved into the snapshot store and freed
-    /// locally; `start` brings it back.
-    Archived,
-    /// Frozen to disk (gVisor checkpoint): memory and processes saved,
-    /// nothing running; `resume` restores it.
-    Hibernated,
-}
+pub use dwell_store::{Mode, State};
 
-impl State {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Creating => "creating",
-            State::Running => "running",
-            State::Paused => "paused",
-            State::Stopped => "stopped",
-            State::Deleted => "deleted",
-            State::Error => "error",
-            State::Archived => "archived",
-            State::Hibernated => "hibernated",
-        }
-    }
+/// A sandbox record with its spec, as the store returns it.
+pub type Record = dwell_store::SandboxRecord<SandboxSpec>;
 
-    pub fn parse(s: &str) -> Result<State> {
-        Ok(match s {
-            "creating" => State::Creating,
-            "running" => State::Running,
-            "paused" => State::Paused,
-            "stopped" => State::Stopped,
-            "deleted" => State::Deleted,
-            "error" => State::Error,
-            "archived" => State::Archived,
-            "hibernated" => State::Hibernated,
-            other => {
-                return Err(Error::invalid(
-                    "state",
-                    format!("{other:?} is not a state; use creating, running, paused, hibernated, stopped, archived, deleted or error"),
-                ))
-            }
-        })
-    }
-}
-
-/// Whether a sandbox outlives a stop.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Files, packages and working dirs survive stop/start and restarts.
-    #[default]
-    Persistent,
-    /// Any stop deletes the sandbox and wipes its data.
-    Ephemeral,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Persistent => "persistent",
-            Mode::Ephemeral => "ephemeral",
-        }
-    }
+/// The state a user's word names, or an error that lists them.
+pub fn parse_state(s: &str) -> Result<State> {
+    State::parse(s).ok_or_else(|| {
+        Error::invalid(
+            "state",
+            format!("{s:?} is not a state; use creating, running, paused, hibernated, stopped, archived, deleted or error"),
+        )
+    })
 }
 
 /// Defaults of a new sandbox.
@@ -119,6 +59,12 @@ pub struct SandboxSpec {
     /// for, and refused while the host's core_pattern is a pipe.
     #[serde(default)]
     pub allow_core_dumps: bool,
+}
+
+/// Version 1 is the layout above; records written before specs carried
+/// a version have the same layout.
+impl dwell_store::Spec for SandboxSpec {
+    const VERSION: u32 = 1;
 }
 
 impl SandboxSpec {
@@ -359,10 +305,29 @@ pub struct Sandbox {
     pub stats: Option<dwell_runtime::Stats>,
     /// Where the volume of an archived sandbox is (snapshot and sizes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub archive: Option<crate::archive::ArchiveRef>,
+    pub archive: Option<ArchiveRef>,
     /// Bytes of saved memory and process state of a hibernated sandbox.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub saved_state_bytes: Option<u64>,
+}
+
+/// Where an archived sandbox's volume is.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ArchiveRef {
+    /// The snapshot holding the volume.
+    pub snapshot: String,
+    /// Size of the volume.
+    pub volume_size: u64,
+    /// Bytes of data in it (holes excluded).
+    pub data_bytes: u64,
+    /// Stored (compressed, shared) bytes of the archive's chunks.
+    pub stored_bytes: u64,
+    /// When the archive was taken (RFC 3339).
+    pub archived_at: String,
+    /// The sandbox was hibernated: its saved memory and processes are in
+    /// the archive too, and it resumes warm.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hibernated: bool,
 }
 
 /// Volume details for `inspect`.
@@ -378,26 +343,20 @@ pub struct VolumeView {
 }
 
 impl Sandbox {
-    pub fn from_record(r: &SandboxRecord) -> Result<Sandbox> {
-        let spec: SandboxSpec = serde_json::from_value(r.spec.clone())
-            .map_err(|e| Error::Internal(format!("corrupt spec of sandbox {}: {e}", r.id)))?;
-        let spec_policies = spec.policies.clone();
-        let mut spec = spec;
+    pub fn from_record(r: &Record) -> Sandbox {
+        let mut spec = r.spec.clone();
         spec.sealed_env = None;
-        Ok(Sandbox {
+        Sandbox {
             id: r.id.clone(),
             name: r.name.clone(),
             tenant: r.tenant.clone(),
             image: r.image.clone(),
-            mode: if r.mode == "ephemeral" {
-                Mode::Ephemeral
-            } else {
-                Mode::Persistent
-            },
-            runtime: r.runtime.clone(),
-            state: State::parse(&r.state)?,
-            desired_state: State::parse(&r.desired_state)?,
+            mode: r.mode,
+            runtime: r.runtime.to_string(),
+            state: r.state,
+            desired_state: r.desired_state,
             reason: r.reason.clone(),
+            schedule: crate::policy::schedule(r, &r.spec.policies, false),
             spec,
             created_at: r.created_at,
             updated_at: r.updated_at,
@@ -406,12 +365,11 @@ impl Sandbox {
             stopped_at: r.stopped_at,
             last_activity_at: r.last_activity_at,
             hold_until: r.hold_until,
-            schedule: crate::policy::schedule(r, &spec_policies, false),
             volume: None,
             stats: None,
             archive: None,
             saved_state_bytes: None,
-        })
+        }
     }
 }
 

@@ -13,13 +13,14 @@ use std::sync::Arc;
 
 use dwell_runtime::{NetworkMode, Resources, RootfsSpec, SandboxConfig};
 
-use crate::controller::{blocking, Inner};
-use crate::reconcile::config_of;
+use crate::context::{blocking, Context};
+use crate::model::{SandboxSpec, State};
+use crate::reconcile::config::config_of;
 
 /// Clean everything of sandboxes that have no live record. Returns one line
 /// per thing cleaned.
-pub(crate) async fn sweep(inner: &Arc<Inner>) -> Vec<String> {
-    let live: HashSet<String> = match inner.store.list_sandboxes(None) {
+pub(crate) async fn sweep(inner: &Arc<Context>) -> Vec<String> {
+    let live: HashSet<String> = match inner.store.list_sandboxes::<SandboxSpec>(None) {
         Ok(l) => l.into_iter().map(|r| r.id).collect(),
         Err(_) => return Vec::new(),
     };
@@ -33,7 +34,7 @@ pub(crate) async fn sweep(inner: &Arc<Inner>) -> Vec<String> {
     cleaned
 }
 
-fn sweep_blocking(inner: &Inner, live: &HashSet<String>) -> Vec<String> {
+fn sweep_blocking(inner: &Context, live: &HashSet<String>) -> Vec<String> {
     let mut cleaned = Vec::new();
     // A create may have inserted its record after `live` was read: check
     // again, under the sandbox's lock, right before cleaning anything.
@@ -42,8 +43,8 @@ fn sweep_blocking(inner: &Inner, live: &HashSet<String>) -> Vec<String> {
             return None;
         }
         let guard = inner.lock_for(id).blocking_lock_owned();
-        match inner.store.get_sandbox(id) {
-            Ok(Some(r)) if r.state != "deleted" => None,
+        match inner.store.get_sandbox::<SandboxSpec>(id) {
+            Ok(Some(r)) if r.state != State::Deleted => None,
             Ok(_) => Some(guard),
             Err(_) => None,
         }
@@ -88,15 +89,14 @@ fn sweep_blocking(inner: &Inner, live: &HashSet<String>) -> Vec<String> {
             let id = e.file_name().to_string_lossy().into_owned();
             let Some(_g) = unexplained(&id) else { continue };
             let path = e.path();
-            let mnt = path.join("rootfs");
-            // SAFETY: umount2 with a NUL-terminated path we own.
-            if let Ok(c) = std::ffi::CString::new(mnt.as_os_str().as_encoded_bytes()) {
-                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            // What a start that failed halfway may have left on the host
+            // (mounts under the state dir, a network): each runtime
+            // releases its own.
+            let bare = bare_config(inner, &id);
+            for runtime in inner.runtimes.available() {
+                runtime.release_leftovers(&bare);
             }
-            // A gVisor NAT sandbox's pinned network namespace (a mount),
-            // veth and table, when its start failed halfway.
-            dwell_runtime::gvisor::network::teardown(&bare_config(inner, &id));
-            crate::reconcile::forget_config(inner, &id);
+            crate::reconcile::config::forget(inner, &id);
             if dwell_hostfs::remove_tree(&path).is_ok() {
                 note(&id, "removed a state dir no record explains".into());
             }
@@ -126,7 +126,7 @@ fn sweep_blocking(inner: &Inner, live: &HashSet<String>) -> Vec<String> {
 
 /// A config naming only what `stop` needs (id and state dir), for sandboxes
 /// whose own config is gone.
-fn bare_config(inner: &Inner, id: &str) -> SandboxConfig {
+fn bare_config(inner: &Context, id: &str) -> SandboxConfig {
     SandboxConfig {
         id: id.to_string(),
         hostname: id.to_string(),

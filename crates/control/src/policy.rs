@@ -21,7 +21,7 @@
 //! (`reconcile/archive.rs`); `delete_after` then counts from the archiving, so an
 //! archived sandbox is still deleted on time.
 
-use dwell_store::SandboxRecord;
+use crate::model::{Mode, Record, State};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -141,8 +141,8 @@ pub struct Scheduled {
 
 /// Every policy that applies in the record's current state, with its
 /// deadline, soonest first. `streams_open` suppresses the idle timeout.
-pub fn schedule(rec: &SandboxRecord, p: &Policies, streams_open: bool) -> Vec<Scheduled> {
-    let ephemeral = rec.mode == "ephemeral";
+pub fn schedule(rec: &Record, p: &Policies, streams_open: bool) -> Vec<Scheduled> {
+    let ephemeral = rec.mode == Mode::Ephemeral;
     let end = if ephemeral {
         Action::Delete
     } else {
@@ -157,18 +157,18 @@ pub fn schedule(rec: &SandboxRecord, p: &Policies, streams_open: bool) -> Vec<Sc
             at,
         })
     };
-    match rec.state.as_str() {
-        "running" | "paused" => {
+    match rec.state {
+        State::Running | State::Paused => {
             let ttl_action = p.ttl_action.unwrap_or(end);
             // A paused sandbox has nothing left for a pausing TTL to do.
-            let ttl_applies = !(rec.state == "paused" && ttl_action == Action::Pause);
+            let ttl_applies = !(rec.state == State::Paused && ttl_action == Action::Pause);
             if let (Some(ttl), true) = (p.ttl_ms, ttl_applies) {
                 push("ttl", ttl_action, (rec.created_at + ttl as i64).max(hold));
             }
             if let Some(max) = p.max_lifetime_ms {
                 push("max_lifetime", end, rec.created_at + max as i64);
             }
-            if rec.state == "running" && !streams_open {
+            if rec.state == State::Running && !streams_open {
                 if let Some(idle) = p.idle_timeout_ms {
                     let last = rec
                         .last_activity_at
@@ -181,7 +181,7 @@ pub fn schedule(rec: &SandboxRecord, p: &Policies, streams_open: bool) -> Vec<Sc
                     );
                 }
             }
-            if rec.state == "paused" {
+            if rec.state == State::Paused {
                 if let Some(after) = p.pause_after_ms {
                     push(
                         "pause_after",
@@ -191,8 +191,8 @@ pub fn schedule(rec: &SandboxRecord, p: &Policies, streams_open: bool) -> Vec<Sc
                 }
             }
         }
-        "stopped" | "error" | "archived" | "hibernated" => {
-            if rec.state == "stopped" && rec.mode != "ephemeral" {
+        State::Stopped | State::Error | State::Archived | State::Hibernated => {
+            if rec.state == State::Stopped && !ephemeral {
                 if let Some(after) = p.archive_after_ms {
                     push(
                         "archive_after",
@@ -217,7 +217,7 @@ pub fn schedule(rec: &SandboxRecord, p: &Policies, streams_open: bool) -> Vec<Sc
 
 /// The policy that has fired at `now`, if any (the strongest action among
 /// those due: delete over stop over pause).
-pub fn due(rec: &SandboxRecord, p: &Policies, streams_open: bool, now: i64) -> Option<Scheduled> {
+pub fn due(rec: &Record, p: &Policies, streams_open: bool, now: i64) -> Option<Scheduled> {
     schedule(rec, p, streams_open)
         .into_iter()
         .filter(|s| s.at <= now)
@@ -238,17 +238,22 @@ pub fn human(ms: u64) -> String {
 mod tests {
     use super::*;
 
-    fn rec(state: &str, mode: &str) -> SandboxRecord {
-        SandboxRecord {
+    fn rec(state: State, mode: Mode) -> Record {
+        Record {
             id: "x".into(),
             name: "x".into(),
             tenant: "t".into(),
             image: "host".into(),
-            mode: mode.into(),
-            runtime: "ns".into(),
-            spec: serde_json::Value::Null,
-            state: state.into(),
-            desired_state: state.into(),
+            mode,
+            runtime: dwell_store::RuntimeName::new(dwell_runtime::Kind::default().name()),
+            spec: crate::model::CreateRequest::default()
+                .to_spec(&crate::model::HostLimits {
+                    cpus: 1.0,
+                    memory_bytes: 1 << 30,
+                })
+                .unwrap(),
+            state,
+            desired_state: state,
             reason: String::new(),
             created_at: 1_000_000,
             updated_at: 1_000_000,
@@ -269,7 +274,7 @@ mod tests {
             idle_timeout_ms: Some(10 * MIN as u64),
             ..Default::default()
         };
-        let mut r = rec("running", "persistent");
+        let mut r = rec(State::Running, Mode::Persistent);
         r.last_activity_at = Some(1_000_000 + 5 * MIN);
         assert_eq!(due(&r, &p, false, 1_000_000 + 14 * MIN), None);
         let d = due(&r, &p, false, 1_000_000 + 15 * MIN).unwrap();
@@ -288,17 +293,17 @@ mod tests {
             ttl_ms: Some(15 * MIN as u64),
             ..Default::default()
         };
-        let r = rec("running", "ephemeral");
+        let r = rec(State::Running, Mode::Ephemeral);
         assert_eq!(
             due(&r, &p, true, 1_000_000 + 15 * MIN).unwrap().action,
             Action::Delete
         );
-        let r = rec("paused", "persistent");
+        let r = rec(State::Paused, Mode::Persistent);
         assert_eq!(
             due(&r, &p, false, 1_000_000 + 15 * MIN).unwrap().action,
             Action::Stop
         );
-        let mut r = rec("running", "persistent");
+        let mut r = rec(State::Running, Mode::Persistent);
         r.hold_until = Some(1_000_000 + 20 * MIN);
         assert_eq!(
             due(&r, &p, false, 1_000_000 + 16 * MIN),
@@ -314,10 +319,10 @@ mod tests {
             ttl_action: Some(Action::Pause),
             ..Default::default()
         };
-        let r = rec("running", "persistent");
+        let r = rec(State::Running, Mode::Persistent);
         let d = due(&r, &p, true, 1_000_000 + 15 * MIN).unwrap();
         assert_eq!((d.policy.as_str(), d.action), ("ttl", Action::Pause));
-        let r = rec("paused", "persistent");
+        let r = rec(State::Paused, Mode::Persistent);
         assert_eq!(due(&r, &p, false, 1_000_000 + 60 * MIN), None);
     }
 
@@ -328,20 +333,23 @@ mod tests {
             delete_after_ms: Some(30 * 24 * 60 * MIN as u64),
             ..Default::default()
         };
-        let r = rec("paused", "persistent");
+        let r = rec(State::Paused, Mode::Persistent);
         assert_eq!(due(&r, &p, false, 1_000_000 + 59 * MIN), None);
         assert_eq!(
             due(&r, &p, false, 1_000_000 + 60 * MIN).unwrap().action,
             Action::Stop
         );
-        let r = rec("stopped", "persistent");
+        let r = rec(State::Stopped, Mode::Persistent);
         assert_eq!(
             due(&r, &p, false, 1_000_000 + 30 * 24 * 60 * MIN)
                 .unwrap()
                 .action,
             Action::Delete
         );
-        assert_eq!(schedule(&rec("deleted", "persistent"), &p, false), vec![]);
+        assert_eq!(
+            schedule(&rec(State::Deleted, Mode::Persistent), &p, false),
+            vec![]
+        );
         // Archive fires from stopped (persistent only); delete still counts from the stop.
         let p = Policies {
             archive_after_ms: Some(60 * MIN as u64),
@@ -349,7 +357,7 @@ mod tests {
             ..Default::default()
         };
         let d = due(
-            &rec("stopped", "persistent"),
+            &rec(State::Stopped, Mode::Persistent),
             &p,
             false,
             1_000_000 + 60 * MIN,
@@ -361,7 +369,7 @@ mod tests {
         );
         assert_eq!(
             due(
-                &rec("archived", "persistent"),
+                &rec(State::Archived, Mode::Persistent),
                 &p,
                 false,
                 1_000_000 + 61 * MIN
@@ -370,7 +378,7 @@ mod tests {
         );
         assert_eq!(
             due(
-                &rec("archived", "persistent"),
+                &rec(State::Archived, Mode::Persistent),
                 &p,
                 false,
                 1_000_000 + 120 * MIN
@@ -388,7 +396,7 @@ mod tests {
             idle_timeout_ms: Some(MIN as u64),
             ..Default::default()
         };
-        let mut r = rec("running", "persistent");
+        let mut r = rec(State::Running, Mode::Persistent);
         r.hold_until = Some(i64::MAX);
         let d = due(&r, &p, true, 1_000_000 + 24 * 60 * MIN).unwrap();
         assert_eq!(

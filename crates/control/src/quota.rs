@@ -7,11 +7,12 @@
 //! the tenant's snapshots; sandboxes that hold
 //! compute (creating, running, paused) count towards `vcpus` and `memory`.
 
-use dwell_store::{SandboxRecord, Tenant};
+use crate::model::{Record, State};
+use crate::transitions::Rules;
+use dwell_store::Tenant;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::model::SandboxSpec;
 use crate::size::format_size;
 
 /// What a tenant holds now.
@@ -24,18 +25,16 @@ pub struct Held {
 }
 
 /// Sum what `recs` (one tenant's live sandboxes) hold.
-pub fn held(recs: &[SandboxRecord]) -> Held {
+pub fn held(recs: &[Record]) -> Held {
     let mut h = Held::default();
     for r in recs {
-        let Ok(spec) = serde_json::from_value::<SandboxSpec>(r.spec.clone()) else {
-            continue;
-        };
+        let spec = &r.spec;
         h.sandboxes += 1;
         // An archived volume is counted as its snapshot's stored bytes.
-        if r.state != "archived" {
+        if r.state != State::Archived {
             h.storage += spec.disk_bytes;
         }
-        if matches!(r.state.as_str(), "creating" | "running" | "paused") {
+        if r.state.holds_compute() {
             h.vcpus += spec.vcpus;
             h.memory += spec.memory_bytes;
         }

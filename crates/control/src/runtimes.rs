@@ -1,96 +1,104 @@
-//! The isolation runtimes one daemon offers: the namespace runtime always,
-//! gVisor when runsc is installed. Each sandbox names its runtime in its
-//! record (`ns` or `gvisor`), and every operation on it goes to that one.
+//! The isolation runtimes one daemon offers, by [`Kind`]. Each sandbox
+//! names its runtime in its record, and every operation on it goes to that
+//! one. What a runtime can do beyond the common operations is asked of its
+//! [`Capabilities`], never inferred from its name.
 
 use std::sync::Arc;
 
-use dwell_runtime::Runtime;
+use dwell_runtime::{Capabilities, Kind, Runtime};
 
 use crate::error::{Error, Result};
 
-/// The record's name of the namespace runtime.
-pub const NS: &str = "ns";
-/// The record's name of the gVisor runtime.
-pub const GVISOR: &str = "gvisor";
-
-/// The runtime a user's word names (`namespace`/`ns`, `gvisor`/`runsc`),
-/// as stored in records.
-pub fn canonical(name: &str) -> Result<&'static str> {
-    match name {
-        "ns" | "namespace" | "namespaces" => Ok(NS),
-        "gvisor" | "runsc" => Ok(GVISOR),
-        other => Err(Error::invalid(
-            "isolation",
-            format!("{other:?} is not an isolation runtime; use namespace (ns) or gvisor"),
-        )),
-    }
+/// The runtime a user's word names (a runtime's name or an alias), as
+/// stored in records.
+pub fn canonical(name: &str) -> Result<Kind> {
+    Kind::parse(name).map_err(|e| Error::invalid("isolation", e.to_string()))
 }
+
+/// What the runtime a record names can do, whether or not this host has
+/// it (nothing, for a name no runtime has).
+pub fn capabilities(name: &str) -> Capabilities {
+    Kind::parse(name).map_or_else(|_| Capabilities::default(), Kind::capabilities)
+}
+
+/// A runtime the daemon offers: its kind, and the runtime or why this host
+/// cannot run it.
+pub type Offered = (Kind, std::result::Result<Arc<dyn Runtime>, String>);
 
 /// Every runtime of the daemon, and the one new sandboxes get by default.
 #[derive(Clone)]
 pub struct Runtimes {
-    ns: Arc<dyn Runtime>,
-    /// gVisor, or why this host cannot run it.
-    gvisor: std::result::Result<Arc<dyn Runtime>, String>,
-    default: &'static str,
+    /// Each kind the daemon was given: the runtime, or why this host
+    /// cannot run it.
+    all: Vec<Offered>,
+    default: Kind,
 }
 
 impl Runtimes {
-    /// `gvisor` is the gVisor runtime or why it is unavailable; `default`
-    /// names the runtime of sandboxes created without `--isolation`.
-    pub fn new(
-        ns: Arc<dyn Runtime>,
-        gvisor: std::result::Result<Arc<dyn Runtime>, String>,
-        default: &str,
-    ) -> Result<Runtimes> {
-        let r = Runtimes {
-            ns,
-            gvisor,
-            default: canonical(default)?,
-        };
-        r.get(r.default)?;
+    /// `all` lists the runtimes (or why each is unavailable); `default` is
+    /// the runtime of sandboxes created without one, and must be available.
+    pub fn new(all: Vec<Offered>, default: Kind) -> Result<Runtimes> {
+        let r = Runtimes { all, default };
+        r.of(default)?;
         Ok(r)
     }
 
-    /// Only the namespace runtime (gVisor unavailable for `why`).
-    pub fn ns_only(ns: Arc<dyn Runtime>, why: &str) -> Runtimes {
-        Runtimes {
-            ns,
-            gvisor: Err(why.to_string()),
-            default: NS,
+    /// As [`Runtimes::new`], but when `default` is unavailable the first
+    /// available runtime becomes the default (logged). Panics when none of
+    /// `all` is available: the daemon checks its primary runtime first.
+    pub fn choose(all: Vec<Offered>, default: Kind) -> Runtimes {
+        let r = Runtimes { all, default };
+        if let Err(e) = r.of(default) {
+            let default = r
+                .all
+                .iter()
+                .find(|(_, rt)| rt.is_ok())
+                .expect("the daemon offers at least one available runtime")
+                .0;
+            tracing::warn!(
+                "{e}; new sandboxes default to the {} runtime",
+                default.name()
+            );
+            return Runtimes { default, ..r };
+        }
+        r
+    }
+
+    /// The runtime of `kind`.
+    pub fn of(&self, kind: Kind) -> Result<Arc<dyn Runtime>> {
+        match self.all.iter().find(|(k, _)| *k == kind) {
+            Some((_, Ok(r))) => Ok(r.clone()),
+            Some((_, Err(why))) => Err(Error::Runtime(kind.unavailable(why.clone()))),
+            None => Err(Error::Runtime(
+                kind.unavailable("this daemon was started without it".into()),
+            )),
         }
     }
 
     /// The runtime a record names.
     pub fn get(&self, name: &str) -> Result<Arc<dyn Runtime>> {
-        match canonical(name)? {
-            NS => Ok(self.ns.clone()),
-            _ => self.gvisor.clone().map_err(|why| {
-                Error::Runtime(dwell_runtime::Error::Unsupported {
-                    what: "the gVisor runtime".into(),
-                    why,
-                    fix: "install runsc (`scripts/install-deps.sh --gvisor`) and \
-                          restart the daemon, or create the sandbox with --isolation namespace"
-                        .into(),
-                })
-            }),
-        }
+        self.of(canonical(name)?)
+    }
+
+    /// The default runtime.
+    pub fn default_kind(&self) -> Kind {
+        self.default
     }
 
     /// The default runtime's name.
     pub fn default_name(&self) -> &'static str {
-        self.default
+        self.default.name()
     }
 
     /// The runtimes this daemon can use, default first.
     pub fn available(&self) -> Vec<Arc<dyn Runtime>> {
-        let mut out = vec![self.ns.clone()];
-        if let Ok(g) = &self.gvisor {
-            out.push(g.clone());
-        }
-        if self.default == GVISOR {
-            out.reverse();
-        }
-        out
+        let mut kinds: Vec<Kind> = vec![self.default];
+        kinds.extend(
+            self.all
+                .iter()
+                .map(|(k, _)| *k)
+                .filter(|k| *k != self.default),
+        );
+        kinds.into_iter().filter_map(|k| self.of(k).ok()).collect()
     }
 }

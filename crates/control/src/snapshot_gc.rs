@@ -5,18 +5,11 @@
 //! Runs on request (`dwell snapshot gc`) and from the sweep every
 //! `--snapshot-gc-every`, never twice at once.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::controller::{blocking, Inner};
+use crate::context::{blocking, Context};
 use crate::error::{Error, Result};
-
-/// When the last collection started, and whether one runs now.
-#[derive(Default)]
-pub(crate) struct GcState {
-    last_ms: AtomicI64,
-    running: AtomicBool,
-}
 
 /// What one collection did.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -41,7 +34,7 @@ impl Drop for Running<'_> {
     }
 }
 
-fn collect(inner: &Inner) -> Result<GcSummary> {
+fn collect(inner: &Context) -> Result<GcSummary> {
     if inner.gc_state.running.swap(true, Ordering::SeqCst) {
         return Err(Error::Conflict(
             "a snapshot garbage collection is already running; try again when it ends".into(),
@@ -67,13 +60,13 @@ fn collect(inner: &Inner) -> Result<GcSummary> {
 }
 
 /// Collect now.
-pub(crate) async fn run_now(inner: &Arc<Inner>) -> Result<GcSummary> {
+pub(crate) async fn run_now(inner: &Arc<Context>) -> Result<GcSummary> {
     let inner = inner.clone();
     blocking(move || collect(&inner)).await?
 }
 
 /// Start a collection in the background if one is due.
-pub(crate) fn maybe_spawn(inner: &Arc<Inner>) {
+pub(crate) fn maybe_spawn(inner: &Arc<Context>) {
     let Some(every) = inner.snapshot_settings.gc_every else {
         return;
     };

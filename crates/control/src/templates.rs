@@ -7,16 +7,15 @@
 
 use std::path::Path;
 
-use dwell_store::SandboxRecord;
-
-use crate::controller::Inner;
+use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::model::State;
-use crate::reconcile::{config_of, hibernate};
+use crate::model::{Record, State};
+use crate::reconcile::config::config_of;
+use crate::reconcile::hibernate;
 
 /// Check that `rec` can serve as a template.
-pub(crate) fn check(rec: &SandboxRecord) -> Result<()> {
-    if rec.state != State::Hibernated.as_str() {
+pub(crate) fn check(rec: &Record) -> Result<()> {
+    if rec.state != State::Hibernated {
         return Err(Error::Conflict(format!(
             "sandbox {} is {}; only a hibernated sandbox is a memory template: run \
              `dwell hibernate {}` first",
@@ -29,7 +28,7 @@ pub(crate) fn check(rec: &SandboxRecord) -> Result<()> {
 /// Give sandbox `id` (named `name`) the template's volume, saved state and
 /// runtime config. Blocking; the caller holds the template's lock. On
 /// failure the caller deletes the new sandbox (volume and state dir).
-pub(crate) fn prepare(inner: &Inner, template: &SandboxRecord, id: &str, name: &str) -> Result<()> {
+pub(crate) fn prepare(inner: &Context, template: &Record, id: &str, name: &str) -> Result<()> {
     if !hibernate::saved(inner, &template.id) {
         return Err(Error::Conflict(format!(
             "sandbox {} has no saved state on disk; resume and hibernate it again",
@@ -44,7 +43,7 @@ pub(crate) fn prepare(inner: &Inner, template: &SandboxRecord, id: &str, name: &
     cfg.rootfs.upper_root = inner.volumes.mount_path(id);
     // A key of its own: the restore hands it to the copied agent.
     cfg.agent_key = Some(crate::reconcile::config::new_agent_key()?);
-    crate::reconcile::save_config(inner, &cfg)?;
+    crate::reconcile::config::save(inner, &cfg)?;
     copy_dir(
         &hibernate::image_dir(inner, &template.id),
         &hibernate::image_dir(inner, id),

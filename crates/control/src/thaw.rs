@@ -12,15 +12,16 @@
 
 use std::os::fd::AsRawFd;
 
-use crate::controller::Inner;
+use crate::context::Context;
+use crate::model::SandboxSpec;
 
 /// `_IOWR('X', 120, int)`.
 const FITHAW: libc::c_ulong = 0xC004_5878;
 
 /// Thaw every mounted volume of a live sandbox; returns the ids thawed.
 /// Blocking.
-pub(crate) fn thaw_all(inner: &Inner) -> Vec<String> {
-    let Ok(recs) = inner.store.list_sandboxes(None) else {
+pub(crate) fn thaw_all(inner: &Context) -> Vec<String> {
+    let Ok(recs) = inner.store.list_sandboxes::<SandboxSpec>(None) else {
         return Vec::new();
     };
     let mut thawed = Vec::new();

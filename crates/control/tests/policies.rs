@@ -75,9 +75,8 @@ fn env_with(dir: tempfile::TempDir, runtime: Arc<Double>, clock: Arc<ManualClock
     let data = dir.path().to_path_buf();
     let ctl = Controller::new(ControllerOptions {
         store: Store::open(&data.join("dwell.db")).unwrap(),
-        runtime,
-        gvisor: Err("not used by these tests".into()),
-        default_isolation: "ns".into(),
+        runtimes: vec![(dwell_runtime::Kind::Namespace, Ok(runtime))],
+        default_isolation: dwell_runtime::Kind::Namespace,
         volumes: VolumeManager::with_kind(data.join("volumes"), VolumeKind::Directory),
         images: ImageStore::open(data.join("images")).unwrap(),
         agent_binary: data.join("agent"),
@@ -166,7 +165,7 @@ async fn idle_then_paused_then_stopped_then_deleted() {
     assert_eq!(state(&e, &id), State::Stopped);
     after(&e, 30 * 24 * 60 * MIN).await;
     assert_eq!(state(&e, &id), State::Deleted);
-    let events = e.ctl.store().events(&id, 0, 100).unwrap();
+    let events = e.ctl.events("t", &id, 0).unwrap();
     let policy_events: Vec<_> = events
         .iter()
         .filter(|e| e.kind == "policy")

@@ -30,7 +30,7 @@ pub async fn api_key(State(st): State<E2bState>, mut req: Request, next: Next) -
         )
         .into_response();
     };
-    match dwell_api::auth::principal_of_key(st.ctl.store(), key) {
+    match dwell_api::auth::principal_of_key(&st.ctl, key) {
         Ok(dwell_api::auth::KeyLookup::Valid(p)) => {
             req.extensions_mut().insert(p);
             next.run(req).await

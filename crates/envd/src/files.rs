@@ -51,14 +51,11 @@ pub async fn health(State(envd): State<Arc<Envd>>, h: HeaderMap) -> Response {
         return Reject::not_running(&id, "it does not exist or the access token is not its")
             .into_response();
     }
-    let rec = envd.ctl.store().get_sandbox(&id).ok().flatten();
-    match rec {
-        Some(r) if r.deleted_at.is_none() && r.state == "running" => {
+    match envd.ctl.live_sandbox(&id).ok().flatten() {
+        Some(sb) if sb.state == dwell_control::State::Running => {
             StatusCode::NO_CONTENT.into_response()
         }
-        Some(r) if r.deleted_at.is_none() => {
-            Reject::not_running(&id, &format!("it is {}", r.state)).into_response()
-        }
+        Some(sb) => Reject::not_running(&id, &format!("it is {}", sb.state)).into_response(),
         _ => Reject::not_running(&id, "it does not exist").into_response(),
     }
 }
@@ -146,12 +143,11 @@ async fn authorize(
             let ctl = envd.ctl.clone();
             tokio::task::spawn_blocking(move || -> Result<Option<String>, Reject> {
                 let all = ctl
-                    .store()
-                    .list_sandboxes(None)
+                    .all_sandboxes()
                     .map_err(|e| Reject::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
                 Ok(all
                     .into_iter()
-                    .filter(|r| r.deleted_at.is_none() && r.state == "running")
+                    .filter(|sb| sb.state == dwell_control::State::Running)
                     .take(MAX_SCAN)
                     .map(|r| r.id)
                     .find(|c| ok(c)))

@@ -164,21 +164,19 @@ fn spawn_purger(st: &Arc<Envd>) {
             let Some(st) = weak.upgrade() else { return };
             if st.unexpiring.len() > 0 {
                 let ctl = st.ctl.clone();
-                st.unexpiring.purge(move |id| {
-                    ctl.store()
-                        .get_sandbox(id)
-                        .ok()
-                        .flatten()
-                        .is_some_and(|r| r.deleted_at.is_none())
-                });
+                st.unexpiring
+                    .purge(move |id| ctl.live_sandbox(id).ok().flatten().is_some());
             }
             if st.watchers.len() == 0 {
                 continue;
             }
             let ctl = st.ctl.clone();
             let running = move |id: &str| {
-                ctl.store().get_sandbox(id).ok().flatten().is_some_and(|r| {
-                    r.deleted_at.is_none() && matches!(r.state.as_str(), "running" | "paused")
+                ctl.live_sandbox(id).ok().flatten().is_some_and(|sb| {
+                    matches!(
+                        sb.state,
+                        dwell_control::State::Running | dwell_control::State::Paused
+                    )
                 })
             };
             st.watchers.purge(running);

@@ -130,12 +130,11 @@ pub fn resolve(ctl: &Controller, h: &HeaderMap) -> Result<Target, Reject> {
 
 /// The live sandbox `id` (any state), or 502 "was not found".
 pub fn lookup(ctl: &Controller, id: &str) -> Result<Target, Reject> {
-    let rec = ctl
-        .store()
-        .get_sandbox(id)
+    let sb = ctl
+        .live_sandbox(id)
         .map_err(|e| Reject::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    match rec {
-        Some(r) if r.deleted_at.is_none() => {
+    match sb {
+        Some(r) => {
             ctl.touch(id);
             Ok(Target {
                 id: r.id,

@@ -138,9 +138,40 @@ fn in_cgroup(proc_cgroup: &str, rel: &str) -> bool {
     })
 }
 
+/// Whether `path` is a socket, not following a symlink in its last
+/// component: the socket may lie in a directory the sandbox writes (the
+/// gVisor run dir), and `Path::exists`
+/// would follow a symlink planted there to any host path (an existence
+/// oracle, and a way to make the daemon believe the agent listens).
+pub fn is_socket(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_real_socket_counts_never_what_a_symlink_points_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&real).unwrap();
+        assert!(is_socket(&real));
+        // Planted by the sandbox: a symlink to an existing host path, to a
+        // host socket, a regular file, nothing.
+        let to_host = dir.path().join("agent.sock");
+        std::os::unix::fs::symlink("/etc/passwd", &to_host).unwrap();
+        assert!(to_host.exists(), "the oracle Path::exists would give");
+        assert!(!is_socket(&to_host));
+        let to_socket = dir.path().join("link.sock");
+        std::os::unix::fs::symlink(&real, &to_socket).unwrap();
+        assert!(!is_socket(&to_socket));
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"").unwrap();
+        assert!(!is_socket(&file));
+        assert!(!is_socket(&dir.path().join("missing")));
+    }
     use std::os::unix::net::UnixListener;
 
     #[test]

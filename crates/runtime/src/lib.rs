@@ -8,6 +8,13 @@
 //! `dwell-agent` as PID 1 and hands back a byte stream to it (here: the path
 //! of a unix socket), so the daemon never enters a sandbox by other means.
 //!
+//! What differs between runtimes beyond the common operations is data, not
+//! names: [`Kind`] lists the runtimes and their [`Capabilities`] (which can
+//! hibernate, in which [`ImageFormat`]; which map a sandbox's root to a
+//! host id range), and the trait's methods say what a runtime leaves on the
+//! host ([`Runtime::release_leftovers`]). [`RootfsSpec::overlays`] names
+//! the host directories of a sandbox's root filesystem.
+//!
 //! The trait is synchronous on purpose: its operations are short sequences of
 //! syscalls. The control plane calls it from a blocking thread.
 
@@ -18,11 +25,17 @@ use serde::{Deserialize, Serialize};
 
 pub mod agent_channel;
 pub mod core_pattern;
+pub mod doctor;
 pub mod error;
 pub mod gvisor;
+pub mod host;
+pub mod kind;
 pub mod ns;
+pub mod overlays;
 
 pub use error::{Error, Result};
+pub use kind::{Capabilities, ImageFormat, Kind, UnknownRuntime};
+pub use overlays::Overlay;
 
 /// Environment variable that hands the agent its key (`dwell_proto::auth::KEY_ENV`):
 /// the agent removes it from its environment before it starts anything.
@@ -90,6 +103,18 @@ pub struct Grants {
 pub struct IdMap {
     pub host_base: u32,
     pub count: u32,
+}
+
+impl IdMap {
+    /// How many sandboxes can have a range of their own: slots are
+    /// `0..SLOTS`.
+    pub const SLOTS: u32 = ns::userns::MAX_SLOTS;
+
+    /// The range of slot `slot` (the control plane keeps one slot per
+    /// sandbox, from its first start until it is deleted).
+    pub fn of_slot(slot: u32) -> Result<IdMap> {
+        ns::userns::range_of_slot(slot)
+    }
 }
 
 /// How the root filesystem of a sandbox is assembled.
@@ -209,6 +234,38 @@ pub trait Runtime: Send + Sync {
     fn restore(&self, config: &SandboxConfig, image_dir: &Path) -> Result<Started> {
         let _ = (config, image_dir);
         Err(not_hibernatable(self.name()))
+    }
+
+    /// What this runtime can do beyond the operations above. By default
+    /// what [`Kind::capabilities`] says of the runtime [`Self::name`]
+    /// names (nothing, for a name this crate does not know).
+    fn capabilities(&self) -> Capabilities {
+        Kind::parse(self.name()).map_or_else(|_| Capabilities::default(), Kind::capabilities)
+    }
+
+    /// Whether the agent's socket is on the host, not following a symlink
+    /// (the sandbox may write where it lies). After asking the agent to
+    /// stop listening (the protocol's `unlisten`, before `hibernate`), the
+    /// control plane waits until this is false.
+    fn agent_listening(&self, config: &SandboxConfig) -> bool {
+        let _ = config;
+        false
+    }
+
+    /// Before the control plane asks the agent to stop listening: remove
+    /// what would make it listen again at once (a marker an unfinished
+    /// `restore` left). Best effort.
+    fn before_unlisten(&self, config: &SandboxConfig) {
+        let _ = config;
+    }
+
+    /// Remove what the host may still hold of a sandbox that has neither
+    /// processes nor a record left (a start or a daemon that died
+    /// halfway): its mounts under the state dir, its network. `config` may
+    /// name only the id and the state dir. Best effort, idempotent, cheap
+    /// when there is nothing; the caller removes the state dir afterwards.
+    fn release_leftovers(&self, config: &SandboxConfig) {
+        let _ = config;
     }
 
     /// Connect to the running sandbox's agent socket the safe way (see

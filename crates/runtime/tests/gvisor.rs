@@ -99,7 +99,7 @@ impl Drop for Sandbox {
         if let Err(e) = self.rt.stop(&self.config) {
             eprintln!("cleanup: stopping {} failed: {e}", self.config.id);
         }
-        rootfs::unmount(&self.config);
+        rootfs::unmount(&dwell_runtime::host::Kernel, &self.config);
         // The cgroup parent runsc created for this run (empty by now).
         let parent = &self.rt.options().cgroup_parent;
         for base in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {

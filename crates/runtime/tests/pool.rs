@@ -243,7 +243,7 @@ fn standby_cleans_up_when_its_daemon_dies() {
         Duration::from_secs(10),
         || !alive(pid),
     );
-    let host = dwell_runtime::ns::cgroup::HostCgroups::detect().unwrap();
+    let host = dwell_runtime::host::cgroup::HostCgroups::detect().unwrap();
     let parent = format!("dwelltest-{helper_pid}");
     for root in host.v1.values() {
         wait_until(

@@ -3,8 +3,9 @@
 //! Records are rows in an embedded SQLite database (`dwell.db` in the data
 //! dir) whose schema evolves through numbered migrations ([`migrations`]).
 //! The store knows nothing about runtimes or HTTP: it keeps [`SandboxRecord`]s
-//! (desired and observed state, spec, timestamps, the reason for the last
-//! transition), an append-only event log per sandbox, and hashed API keys.
+//! (desired and observed [`State`], [`Mode`], runtime, a versioned [`Spec`],
+//! timestamps, the reason for the last transition), parsed once as rows are
+//! read, an append-only event log per sandbox, and hashed API keys.
 //!
 //! A scale-out deployment would put PostgreSQL behind the same methods.
 
@@ -13,6 +14,7 @@ mod error;
 mod events;
 mod id_ranges;
 mod keys;
+mod kinds;
 pub mod migrations;
 mod sandboxes;
 mod tenants;
@@ -27,7 +29,8 @@ pub use audit::AuditEntry;
 pub use error::{Error, Result};
 pub use events::Event;
 pub use keys::{ApiKey, KeyRecord};
-pub use sandboxes::SandboxRecord;
+pub use kinds::{Mode, RuntimeName, State};
+pub use sandboxes::{SandboxRecord, Spec};
 pub use tenants::Tenant;
 pub use usage::{UsageDelta, UsageRow};
 

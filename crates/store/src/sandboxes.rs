@@ -2,24 +2,71 @@
 //! what the reconciler last observed (state, reason).
 
 use rusqlite::{params, OptionalExtension, Row};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::kinds::{Mode, RuntimeName, State};
 use crate::{Error, Result, Store};
 
-/// One sandbox as stored. States are strings here; the control plane owns
-/// their meaning.
+/// What a sandbox was created with, as the control plane defines it. The
+/// store keeps it as JSON with a `version` field next to the spec's own
+/// fields, and parses it when a row is read.
+pub trait Spec: Serialize + DeserializeOwned {
+    /// The form this build writes. Rows written before specs carried a
+    /// version read as version 1; a row of a newer version is refused
+    /// rather than misread.
+    const VERSION: u32;
+}
+
+/// The field of the stored JSON that holds the spec's version.
+const VERSION_FIELD: &str = "version";
+
+/// The stored form of `spec`: its fields plus `version`.
+fn encode<S: Spec>(spec: &S) -> Result<String> {
+    let mut v = serde_json::to_value(spec)
+        .map_err(|e| Error::Corrupt(format!("a spec cannot be encoded: {e}")))?;
+    match v.as_object_mut() {
+        Some(obj) => {
+            obj.insert(VERSION_FIELD.into(), S::VERSION.into());
+        }
+        None => return Err(Error::Corrupt("a spec must encode as a JSON object".into())),
+    }
+    Ok(v.to_string())
+}
+
+/// The spec of sandbox `id` from its stored form.
+fn decode<S: Spec>(id: &str, text: &str) -> Result<S> {
+    let corrupt = |what: String| Error::Corrupt(format!("spec of sandbox {id}: {what}"));
+    let mut v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))?;
+    let version = match v.as_object_mut().and_then(|o| o.remove(VERSION_FIELD)) {
+        None => 1,
+        Some(n) => n
+            .as_u64()
+            .ok_or_else(|| corrupt(format!("version {n} is not a number")))?,
+    };
+    if version > u64::from(S::VERSION) {
+        return Err(corrupt(format!(
+            "version {version} was written by a newer dwell (this one reads up to {}); upgrade dwell",
+            S::VERSION
+        )));
+    }
+    serde_json::from_value(v).map_err(|e| corrupt(e.to_string()))
+}
+
+/// One sandbox as stored, its columns typed; `S` is the spec.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct SandboxRecord {
+pub struct SandboxRecord<S> {
     pub id: String,
     pub name: String,
     pub tenant: String,
     pub image: String,
-    pub mode: String,
-    pub runtime: String,
-    /// The full spec (resources, env, labels, network) as JSON.
-    pub spec: serde_json::Value,
-    pub state: String,
-    pub desired_state: String,
+    pub mode: Mode,
+    pub runtime: RuntimeName,
+    /// The full spec (resources, env, labels, network).
+    pub spec: S,
+    pub state: State,
+    pub desired_state: State,
     /// Why the last transition happened (or why it failed).
     pub reason: String,
     pub created_at: i64,
@@ -41,19 +88,27 @@ const COLUMNS: &str =
      created_at, updated_at, state_changed_at, started_at, stopped_at, deleted_at, \
      last_activity_at, hold_until";
 
-fn from_row(row: &Row<'_>) -> rusqlite::Result<(SandboxRecord, String)> {
-    let spec: String = row.get(6)?;
-    Ok((
-        SandboxRecord {
+/// A row as SQLite returns it, before its text columns are parsed.
+struct RawRow {
+    rec: SandboxRecord<()>,
+    mode: String,
+    spec: String,
+    state: String,
+    desired_state: String,
+}
+
+fn from_row(row: &Row<'_>) -> rusqlite::Result<RawRow> {
+    Ok(RawRow {
+        rec: SandboxRecord {
             id: row.get(0)?,
             name: row.get(1)?,
             tenant: row.get(2)?,
             image: row.get(3)?,
-            mode: row.get(4)?,
-            runtime: row.get(5)?,
-            spec: serde_json::Value::Null,
-            state: row.get(7)?,
-            desired_state: row.get(8)?,
+            mode: Mode::default(),
+            runtime: RuntimeName::new(row.get::<_, String>(5)?),
+            spec: (),
+            state: State::Creating,
+            desired_state: State::Creating,
             reason: row.get(9)?,
             created_at: row.get(10)?,
             updated_at: row.get(11)?,
@@ -64,20 +119,56 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<(SandboxRecord, String)> {
             last_activity_at: row.get(16)?,
             hold_until: row.get(17)?,
         },
-        spec,
-    ))
+        mode: row.get(4)?,
+        spec: row.get(6)?,
+        state: row.get(7)?,
+        desired_state: row.get(8)?,
+    })
 }
 
-fn finish((mut rec, spec): (SandboxRecord, String)) -> Result<SandboxRecord> {
-    rec.spec = serde_json::from_str(&spec)
-        .map_err(|e| Error::Corrupt(format!("spec of sandbox {}: {e}", rec.id)))?;
-    Ok(rec)
+/// Parse the text columns of a row: the one place they are read.
+fn finish<S: Spec>(raw: RawRow) -> Result<SandboxRecord<S>> {
+    let RawRow {
+        rec,
+        mode,
+        spec,
+        state,
+        desired_state,
+    } = raw;
+    let id = rec.id.clone();
+    let corrupt = |what: &str, value: &str| {
+        Error::Corrupt(format!(
+            "sandbox {id} has {what} {value:?}, unknown to this dwell"
+        ))
+    };
+    let state_of = |s: &str| State::parse(s).ok_or_else(|| corrupt("state", s));
+    Ok(SandboxRecord {
+        mode: Mode::parse(&mode).ok_or_else(|| corrupt("mode", &mode))?,
+        spec: decode(&rec.id, &spec)?,
+        state: state_of(&state)?,
+        desired_state: state_of(&desired_state)?,
+        id: rec.id,
+        name: rec.name,
+        tenant: rec.tenant,
+        image: rec.image,
+        runtime: rec.runtime,
+        reason: rec.reason,
+        created_at: rec.created_at,
+        updated_at: rec.updated_at,
+        state_changed_at: rec.state_changed_at,
+        started_at: rec.started_at,
+        stopped_at: rec.stopped_at,
+        deleted_at: rec.deleted_at,
+        last_activity_at: rec.last_activity_at,
+        hold_until: rec.hold_until,
+    })
 }
 
 impl Store {
     /// Insert a new record. Fails with [`Error::NameTaken`] when a live
     /// sandbox of the same tenant has that name.
-    pub fn insert_sandbox(&self, rec: &SandboxRecord) -> Result<()> {
+    pub fn insert_sandbox<S: Spec>(&self, rec: &SandboxRecord<S>) -> Result<()> {
+        let spec = encode(&rec.spec)?;
         let conn = self.conn();
         let r = conn.execute(
             &format!(
@@ -89,11 +180,11 @@ impl Store {
                 rec.name,
                 rec.tenant,
                 rec.image,
-                rec.mode,
-                rec.runtime,
-                rec.spec.to_string(),
-                rec.state,
-                rec.desired_state,
+                rec.mode.as_str(),
+                rec.runtime.as_str(),
+                spec,
+                rec.state.as_str(),
+                rec.desired_state.as_str(),
                 rec.reason,
                 rec.created_at,
                 rec.updated_at,
@@ -117,7 +208,7 @@ impl Store {
     }
 
     /// A record by id, whatever its state.
-    pub fn get_sandbox(&self, id: &str) -> Result<Option<SandboxRecord>> {
+    pub fn get_sandbox<S: Spec>(&self, id: &str) -> Result<Option<SandboxRecord<S>>> {
         let conn = self.conn();
         let row = conn
             .query_row(
@@ -130,7 +221,11 @@ impl Store {
     }
 
     /// A live (not deleted) record of `tenant` by id or by name.
-    pub fn find_sandbox(&self, tenant: &str, id_or_name: &str) -> Result<Option<SandboxRecord>> {
+    pub fn find_sandbox<S: Spec>(
+        &self,
+        tenant: &str,
+        id_or_name: &str,
+    ) -> Result<Option<SandboxRecord<S>>> {
         let conn = self.conn();
         let row = conn
             .query_row(
@@ -146,7 +241,7 @@ impl Store {
     }
 
     /// Live records, of one tenant or of all (`None`), oldest first.
-    pub fn list_sandboxes(&self, tenant: Option<&str>) -> Result<Vec<SandboxRecord>> {
+    pub fn list_sandboxes<S: Spec>(&self, tenant: Option<&str>) -> Result<Vec<SandboxRecord<S>>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
             "SELECT {COLUMNS} FROM sandboxes WHERE state != 'deleted' \
@@ -157,11 +252,11 @@ impl Store {
     }
 
     /// Set the desired state (what a request or a policy wants).
-    pub fn set_desired(&self, id: &str, desired: &str) -> Result<()> {
+    pub fn set_desired(&self, id: &str, desired: State) -> Result<()> {
         let conn = self.conn();
         conn.execute(
             "UPDATE sandboxes SET desired_state = ?2, updated_at = ?3 WHERE id = ?1",
-            params![id, desired, self.now()],
+            params![id, desired.as_str(), self.now()],
         )?;
         Ok(())
     }
@@ -169,7 +264,7 @@ impl Store {
     /// Record an observed transition with its reason. Timestamps of the
     /// state are kept (`started_at` for running, `stopped_at` for stopped,
     /// `deleted_at` for deleted).
-    pub fn set_state(&self, id: &str, state: &str, reason: &str) -> Result<()> {
+    pub fn set_state(&self, id: &str, state: State, reason: &str) -> Result<()> {
         let now = self.now();
         let conn = self.conn();
         conn.execute(
@@ -179,7 +274,7 @@ impl Store {
              stopped_at = CASE WHEN ?2 = 'stopped' THEN ?4 ELSE stopped_at END, \
              deleted_at = CASE WHEN ?2 = 'deleted' THEN ?4 ELSE deleted_at END \
              WHERE id = ?1",
-            params![id, state, reason, now],
+            params![id, state.as_str(), reason, now],
         )?;
         Ok(())
     }
@@ -206,11 +301,12 @@ impl Store {
     }
 
     /// Replace the spec of a record.
-    pub fn set_spec(&self, id: &str, spec: &serde_json::Value) -> Result<()> {
+    pub fn set_spec<S: Spec>(&self, id: &str, spec: &S) -> Result<()> {
+        let spec = encode(spec)?;
         let conn = self.conn();
         conn.execute(
             "UPDATE sandboxes SET spec = ?2, updated_at = ?3 WHERE id = ?1",
-            params![id, spec.to_string(), self.now()],
+            params![id, spec, self.now()],
         )?;
         Ok(())
     }
@@ -220,17 +316,29 @@ impl Store {
 mod tests {
     use super::*;
 
-    pub(crate) fn record(id: &str, name: &str) -> SandboxRecord {
+    /// A spec for these tests.
+    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+    struct TestSpec {
+        memory: u64,
+    }
+
+    impl Spec for TestSpec {
+        const VERSION: u32 = 1;
+    }
+
+    type Record = SandboxRecord<TestSpec>;
+
+    fn record(id: &str, name: &str) -> Record {
         SandboxRecord {
             id: id.into(),
             name: name.into(),
             tenant: "default".into(),
             image: "host".into(),
-            mode: "persistent".into(),
-            runtime: "ns".into(),
-            spec: serde_json::json!({"memory": 1}),
-            state: "creating".into(),
-            desired_state: "running".into(),
+            mode: Mode::Persistent,
+            runtime: RuntimeName::new("ns"),
+            spec: TestSpec { memory: 1 },
+            state: State::Creating,
+            desired_state: State::Running,
             reason: "created".into(),
             created_at: 1,
             updated_at: 1,
@@ -243,6 +351,10 @@ mod tests {
         }
     }
 
+    fn get(s: &Store, id: &str) -> Record {
+        s.get_sandbox(id).unwrap().unwrap()
+    }
+
     #[test]
     fn names_are_unique_among_live_sandboxes_only() {
         let s = Store::in_memory().unwrap();
@@ -251,23 +363,65 @@ mod tests {
             s.insert_sandbox(&record("a2", "work")),
             Err(Error::NameTaken(_))
         ));
-        s.set_state("a1", "deleted", "removed").unwrap();
+        s.set_state("a1", State::Deleted, "removed").unwrap();
         s.insert_sandbox(&record("a2", "work")).unwrap();
-        assert_eq!(s.find_sandbox("default", "work").unwrap().unwrap().id, "a2");
-        assert_eq!(s.list_sandboxes(None).unwrap().len(), 1);
+        let found: Record = s.find_sandbox("default", "work").unwrap().unwrap();
+        assert_eq!(found.id, "a2");
+        assert_eq!(s.list_sandboxes::<TestSpec>(None).unwrap().len(), 1);
     }
 
     #[test]
     fn state_timestamps_follow_transitions() {
         let s = Store::in_memory().unwrap();
         s.insert_sandbox(&record("a1", "w")).unwrap();
-        s.set_state("a1", "running", "started").unwrap();
-        let r = s.get_sandbox("a1").unwrap().unwrap();
+        s.set_state("a1", State::Running, "started").unwrap();
+        let r = get(&s, "a1");
         assert!(r.started_at.is_some());
-        assert_eq!(r.reason, "started");
-        assert_eq!(r.spec, serde_json::json!({"memory": 1}));
-        s.set_state("a1", "stopped", "stop requested").unwrap();
-        assert!(s.get_sandbox("a1").unwrap().unwrap().stopped_at.is_some());
-        assert!(s.find_sandbox("other", "a1").unwrap().is_none());
+        assert_eq!((r.state, r.reason.as_str()), (State::Running, "started"));
+        assert_eq!(r.spec, TestSpec { memory: 1 });
+        s.set_state("a1", State::Stopped, "stop requested").unwrap();
+        assert!(get(&s, "a1").stopped_at.is_some());
+        assert!(s.find_sandbox::<TestSpec>("other", "a1").unwrap().is_none());
+    }
+
+    fn set_raw_spec(s: &Store, id: &str, text: &str) {
+        s.conn()
+            .execute(
+                "UPDATE sandboxes SET spec = ?2 WHERE id = ?1",
+                params![id, text],
+            )
+            .unwrap();
+    }
+
+    #[test]
+    fn specs_are_stored_with_their_version_and_old_rows_still_load() {
+        let s = Store::in_memory().unwrap();
+        s.insert_sandbox(&record("a1", "w")).unwrap();
+        let text: String = s
+            .conn()
+            .query_row("SELECT spec FROM sandboxes WHERE id = 'a1'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v, serde_json::json!({"memory": 1, "version": 1}));
+        // A row written before specs had a version.
+        set_raw_spec(&s, "a1", r#"{"memory": 7}"#);
+        assert_eq!(get(&s, "a1").spec, TestSpec { memory: 7 });
+        // A row of a newer dwell is refused, not misread.
+        set_raw_spec(&s, "a1", r#"{"memory": 7, "version": 2}"#);
+        let e = s.get_sandbox::<TestSpec>("a1").unwrap_err().to_string();
+        assert!(e.contains("newer dwell"), "{e}");
+    }
+
+    #[test]
+    fn unknown_states_are_reported_as_corrupt() {
+        let s = Store::in_memory().unwrap();
+        s.insert_sandbox(&record("a1", "w")).unwrap();
+        s.conn()
+            .execute("UPDATE sandboxes SET state = 'melted' WHERE id = 'a1'", [])
+            .unwrap();
+        let e = s.get_sandbox::<TestSpec>("a1").unwrap_err().to_string();
+        assert!(e.contains("state \"melted\""), "{e}");
     }
 }

@@ -33,7 +33,11 @@ pub async fn list(
     Extension(p): Extension<Principal>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Vec<Sandbox>>> {
-    let filter = q.state.as_deref().map(SbState::parse).transpose()?;
+    let filter = q
+        .state
+        .as_deref()
+        .map(dwell_control::model::parse_state)
+        .transpose()?;
     let mut all = st.ctl.list(&p.tenant)?;
     if let Some(f) = filter {
         all.retain(|s| s.state == f);

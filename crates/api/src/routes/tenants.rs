@@ -82,8 +82,7 @@ pub struct Created {
 fn issue_key(st: &AppState, tenant: &str) -> ApiResult<String> {
     let key = new_key();
     st.ctl
-        .store()
-        .insert_key(
+        .add_api_key(
             &ApiKey {
                 id: format!("key-{}", &hash_key(&key)[..12]),
                 tenant: tenant.into(),
@@ -114,8 +113,7 @@ pub async fn create(
     let api_key = issue_key(&st, &t.name)?;
     let tenant = st
         .ctl
-        .store()
-        .get_tenant(&t.name)
+        .tenant(&t.name)
         .map_err(|e| ApiError::internal(e.to_string()))?
         .unwrap_or(t);
     Ok((StatusCode::CREATED, Json(Created { tenant, api_key })))
@@ -134,8 +132,7 @@ pub async fn update(
     st.ctl.update_tenant(&t)?;
     Ok(Json(
         st.ctl
-            .store()
-            .get_tenant(&name)
+            .tenant(&name)
             .map_err(|e| ApiError::internal(e.to_string()))?
             .unwrap_or(t),
     ))
@@ -155,8 +152,7 @@ pub async fn new_api_key(
     admin(&p)?;
     if st
         .ctl
-        .store()
-        .get_tenant(&name)
+        .tenant(&name)
         .map_err(|e| ApiError::internal(e.to_string()))?
         .is_none()
     {
@@ -186,8 +182,7 @@ pub async fn list_keys(
     admin(&p)?;
     Ok(Json(
         st.ctl
-            .store()
-            .list_keys(&name)
+            .api_keys(&name)
             .map_err(|e| ApiError::internal(e.to_string()))?,
     ))
 }
@@ -201,8 +196,7 @@ pub async fn revoke_key(
 ) -> ApiResult<Json<KeyRecord>> {
     admin(&p)?;
     st.ctl
-        .store()
-        .revoke_key(&name, &key)
+        .revoke_api_key(&name, &key)
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map(Json)
         .ok_or_else(|| {
@@ -407,7 +401,6 @@ pub async fn audit(
         .unwrap_or(0);
     let tenant = (!p.admin).then_some(p.tenant.as_str());
     st.ctl
-        .store()
         .audit(tenant, since, q.limit.unwrap_or(1000).min(10_000))
         .map(Json)
         .map_err(|e| ApiError::internal(e.to_string()))

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use dwell_runtime::gvisor::{GvisorOptions, GvisorRuntime};
-use dwell_runtime::Runtime;
+use dwell_runtime::{Kind, Runtime};
 
 /// The cgroup parent of this daemon's gVisor sandboxes.
 pub fn gvisor_cgroup_parent(cgroup_parent: &str) -> String {
@@ -49,9 +49,9 @@ pub fn gvisor(
 pub fn default_isolation(
     given: &str,
     gvisor: &std::result::Result<Arc<dyn Runtime>, String>,
-) -> Result<String> {
-    let name = dwell_control::runtimes::canonical(given).map_err(|e| anyhow::anyhow!("{e}"))?;
-    if name == dwell_control::runtimes::GVISOR {
+) -> Result<Kind> {
+    let kind = dwell_control::runtimes::canonical(given).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if kind == Kind::Gvisor {
         if let Err(why) = gvisor {
             bail!(
                 "--default-isolation gvisor, but gVisor is unavailable: {why}; install runsc \
@@ -59,5 +59,5 @@ pub fn default_isolation(
             );
         }
     }
-    Ok(name.to_string())
+    Ok(kind)
 }

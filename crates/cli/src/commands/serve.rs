@@ -74,8 +74,10 @@ pub async fn run(a: ServeArgs, socket: PathBuf) -> Result<i32> {
     let ctl = Controller::new(ControllerOptions {
         data_dir: data_dir.clone(),
         store,
-        runtime: runtime.clone(),
-        gvisor,
+        runtimes: vec![
+            (dwell_runtime::Kind::Namespace, Ok(runtime.clone() as _)),
+            (dwell_runtime::Kind::Gvisor, gvisor),
+        ],
         default_isolation,
         volumes,
         images,
@@ -306,11 +308,11 @@ async fn bind_unix(socket: &Path) -> Result<tokio::net::UnixListener> {
 /// `<data-dir>/admin.key` (mode 0600); only its hash is in the database.
 pub(crate) fn ensure_admin_key(ctl: &Controller, data_dir: &Path) -> Result<()> {
     let path = data_dir.join("admin.key");
-    if ctl.store().has_admin_key()? && path.exists() {
+    if ctl.has_admin_key()? && path.exists() {
         return Ok(());
     }
     let key = dwell_api::auth::new_key();
-    ctl.store().insert_key(
+    ctl.add_api_key(
         &ApiKey {
             id: format!("key-{}", &dwell_api::auth::hash_key(&key)[..12]),
             tenant: dwell_api::auth::DEFAULT_TENANT.into(),

@@ -10,16 +10,17 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use dwell_store::SandboxRecord;
+use crate::model::Record;
 
-use super::{hibernate, record, step_event, stop};
+use super::journal::{record, step_event};
+use super::{hibernate, stop};
 use crate::archive::{self, ArchiveRef};
-use crate::controller::{blocking, Inner};
+use crate::context::{blocking, Context};
 use crate::error::{Error, Result};
-use crate::model::State;
+use crate::model::{Mode, State};
 
-pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord, why: &str) -> Result<()> {
-    if rec.mode == "ephemeral" {
+pub(crate) async fn run(inner: &Arc<Context>, rec: &Record, why: &str) -> Result<()> {
+    if rec.mode == Mode::Ephemeral {
         return Err(Error::Conflict(
             "an ephemeral sandbox cannot be archived (its data goes when it stops)".into(),
         ));
@@ -37,7 +38,7 @@ pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord, why: &str) -> R
         }
         // Only a hibernated sandbox's saved state is current (one left
         // behind by a crash is older than the volume).
-        let warm = rec2.state == State::Hibernated.as_str() && hibernate::saved(&inner, &id);
+        let warm = rec2.state == State::Hibernated && hibernate::saved(&inner, &id);
         let what = if warm {
             "the volume and the saved memory"
         } else {
@@ -128,14 +129,14 @@ pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord, why: &str) -> R
 
 /// Whether sandbox `id` is archived with its saved memory (it resumes
 /// warm). An unreadable pointer is an error, as for a cold start.
-pub(crate) fn warm(inner: &Inner, id: &str) -> Result<bool> {
+pub(crate) fn warm(inner: &Context, id: &str) -> Result<bool> {
     Ok(archive::load_ref(inner, id)?.is_some_and(|r| r.hibernated))
 }
 
 /// Bring a sandbox archived while hibernated back: its volume and saved
 /// memory from the archive (verified; on failure it stays archived), then
 /// its processes from the memory image.
-pub(crate) async fn resume(inner: &Arc<Inner>, rec: &SandboxRecord) -> Result<()> {
+pub(crate) async fn resume(inner: &Arc<Context>, rec: &Record) -> Result<()> {
     step_event(
         inner,
         &rec.id,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use dwell_runtime::{IdMap, Resources, RootfsSpec, SandboxConfig};
 use dwell_storage::Image;
 
-use crate::controller::Inner;
+use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::model::SandboxSpec;
 
@@ -28,7 +28,7 @@ const BASE_ENV: &[(&str, &str)] = &[
 
 /// Build the config for a start.
 pub(crate) fn build(
-    inner: &Inner,
+    inner: &Context,
     id: &str,
     name: &str,
     spec: &SandboxSpec,
@@ -79,16 +79,14 @@ pub(crate) fn new_agent_key() -> Result<String> {
 /// The host uid/gid range of a sandbox of the namespace runtime: its slot
 /// is recorded in the store at the first start and kept until deletion.
 /// (The runtime uses it unless `dwell serve --user-namespaces off`.)
-pub(crate) fn id_range(inner: &Inner, id: &str) -> Result<IdMap> {
-    let slot = inner
-        .store
-        .reserve_id_range(id, dwell_runtime::ns::userns::MAX_SLOTS)?;
-    dwell_runtime::ns::userns::range_of_slot(slot).map_err(|e| Error::Internal(e.to_string()))
+pub(crate) fn id_range(inner: &Context, id: &str) -> Result<IdMap> {
+    let slot = inner.store.reserve_id_range(id, IdMap::SLOTS)?;
+    IdMap::of_slot(slot).map_err(|e| Error::Internal(e.to_string()))
 }
 
 /// Keep the config next to the sandbox's runtime state (and in memory:
 /// every exec reads it for the sandbox's kernel counters).
-pub(crate) fn save(inner: &Inner, cfg: &SandboxConfig) -> Result<()> {
+pub(crate) fn save(inner: &Context, cfg: &SandboxConfig) -> Result<()> {
     std::fs::create_dir_all(&cfg.state_dir).map_err(|e| io(&cfg.state_dir, e))?;
     let path = cfg.state_dir.join(CONFIG_FILE);
     let tmp = cfg.state_dir.join(format!("{CONFIG_FILE}.tmp"));
@@ -100,7 +98,7 @@ pub(crate) fn save(inner: &Inner, cfg: &SandboxConfig) -> Result<()> {
 }
 
 /// The config a sandbox was last started with.
-pub(crate) fn config_of(inner: &Inner, id: &str) -> Result<SandboxConfig> {
+pub(crate) fn config_of(inner: &Context, id: &str) -> Result<SandboxConfig> {
     if let Some(c) = inner.configs().get(id) {
         return Ok(c.clone());
     }
@@ -113,7 +111,7 @@ pub(crate) fn config_of(inner: &Inner, id: &str) -> Result<SandboxConfig> {
 }
 
 /// Forget the cached config of a sandbox whose state dir is gone.
-pub(crate) fn forget(inner: &Inner, id: &str) {
+pub(crate) fn forget(inner: &Context, id: &str) {
     inner.configs().remove(id);
 }
 

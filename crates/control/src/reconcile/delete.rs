@@ -4,14 +4,15 @@
 
 use std::sync::Arc;
 
-use dwell_store::SandboxRecord;
+use crate::model::Record;
 
-use super::{record, step_event, stop};
-use crate::controller::{blocking, Inner};
+use super::journal::{record, step_event};
+use super::stop;
+use crate::context::{blocking, Context};
 use crate::error::{Error, Result};
 use crate::model::State;
 
-pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord, reason: &str) -> Result<()> {
+pub(crate) async fn run(inner: &Arc<Context>, rec: &Record, reason: &str) -> Result<()> {
     step_event(inner, &rec.id, "deleting: stopping processes")?;
     stop::release(inner, &rec.id).await?;
     crate::crashpoint::crashpoint("delete:after-stop");
@@ -28,7 +29,7 @@ pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord, reason: &str) -
         if let Some(r) = archived {
             crate::archive::drop_snapshot(&inner2, &r.snapshot);
         }
-        super::forget_config(&inner2, &id);
+        super::config::forget(&inner2, &id);
         let dir = inner2.state_dir(&id);
         // The run dir inside is the sandbox's to write: no symlink in it
         // is followed and no mount point crossed.

@@ -8,19 +8,19 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::controller::Inner;
+use crate::context::Context;
 use crate::error::{Error, Result};
 
 /// The marker's name in the sandbox's state dir.
 const MARKER: &str = "filling";
 
-fn marker(inner: &Inner, id: &str) -> PathBuf {
+fn marker(inner: &Context, id: &str) -> PathBuf {
     inner.state_dir(id).join(MARKER)
 }
 
 /// Record that sandbox `id` is about to be filled (durably: it must
 /// survive a power loss as long as the copied data may).
-pub(crate) fn begin(inner: &Inner, id: &str) -> Result<()> {
+pub(crate) fn begin(inner: &Context, id: &str) -> Result<()> {
     let dir = inner.state_dir(id);
     let io =
         |what: &str, e: std::io::Error| Error::Internal(format!("{what} {}: {e}", dir.display()));
@@ -70,7 +70,7 @@ fn sync_tree(dir: &Path) -> Result<()> {
 
 /// The fill of `id` is complete: what was copied (the volume image, the
 /// files of the state dir) is made durable first, then the marker goes.
-pub(crate) fn end(inner: &Inner, id: &str) -> Result<()> {
+pub(crate) fn end(inner: &Context, id: &str) -> Result<()> {
     let sync = |path: &Path| {
         std::fs::File::open(path)
             .and_then(|f| f.sync_all())
@@ -93,6 +93,6 @@ pub(crate) fn end(inner: &Inner, id: &str) -> Result<()> {
 }
 
 /// Whether a fill of `id` began and never ended (its daemon died).
-pub(crate) fn interrupted(inner: &Inner, id: &str) -> bool {
+pub(crate) fn interrupted(inner: &Context, id: &str) -> bool {
     marker(inner, id).exists()
 }

@@ -10,31 +10,35 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use dwell_store::SandboxRecord;
+use crate::model::Record;
 
-use super::{config, config_of, record, step_event};
-use crate::controller::{blocking, Inner};
+use super::config::{self, config_of};
+use super::journal::{record, step_event};
+use crate::context::{blocking, Context};
 use crate::error::{Error, Result};
 use crate::model::State;
-use dwell_runtime::Observed;
+use dwell_runtime::{Observed, Runtime, SandboxConfig};
 
 /// Directory of the saved state inside a sandbox's state dir.
 pub(crate) const IMAGE_DIR: &str = "hibernate";
 
 /// Where sandbox `id`'s saved state lives.
-pub(crate) fn image_dir(inner: &Inner, id: &str) -> PathBuf {
+pub(crate) fn image_dir(inner: &Context, id: &str) -> PathBuf {
     inner.state_dir(id).join(IMAGE_DIR)
 }
 
-/// Whether a complete saved state of `id` is on disk.
-pub(crate) fn saved(inner: &Inner, id: &str) -> bool {
-    image_dir(inner, id)
-        .join(dwell_runtime::gvisor::hibernate::CHECKPOINT_FILE)
-        .is_file()
+/// Whether a complete saved state of `id` is on disk (in the image format
+/// of a runtime that hibernates: the answer needs no runtime installed).
+pub(crate) fn saved(inner: &Context, id: &str) -> bool {
+    let dir = image_dir(inner, id);
+    dwell_runtime::Kind::ALL
+        .iter()
+        .filter_map(|k| k.capabilities().hibernate)
+        .any(|f| f.is_complete(&dir))
 }
 
 /// Bytes of the saved state of `id` (disk usage of its files), if any.
-pub(crate) fn saved_bytes(inner: &Inner, id: &str) -> Option<u64> {
+pub(crate) fn saved_bytes(inner: &Context, id: &str) -> Option<u64> {
     if !saved(inner, id) {
         return None;
     }
@@ -57,7 +61,7 @@ const DISCARDED_PREFIX: &str = "hibernate.discarded-";
 /// of MiB takes 0.1-1 s that a resume should not wait for. The thread also
 /// removes what an earlier discard left when the daemon died mid-way; the
 /// sandbox's deletion removes its whole state dir anyway.
-pub(crate) fn discard(inner: &Inner, id: &str) -> Result<()> {
+pub(crate) fn discard(inner: &Context, id: &str) -> Result<()> {
     let dir = image_dir(inner, id);
     let state_dir = inner.state_dir(id);
     let stamp = std::time::SystemTime::now()
@@ -91,7 +95,7 @@ pub(crate) fn discard(inner: &Inner, id: &str) -> Result<()> {
 
 /// Delete what discards set aside and a killed daemon left undeleted, in
 /// every sandbox's state dir (at daemon start). Blocking.
-pub(crate) fn sweep_discarded(inner: &Inner) {
+pub(crate) fn sweep_discarded(inner: &Context) {
     let Ok(rd) = std::fs::read_dir(inner.data_dir.join("sandboxes")) else {
         return;
     };
@@ -124,13 +128,13 @@ fn remove_discarded(state_dir: &std::path::Path) {
 
 /// Save the running (or paused) sandbox to disk and stop it.
 pub(crate) async fn run(
-    inner: &Arc<Inner>,
-    rec: &SandboxRecord,
+    inner: &Arc<Context>,
+    rec: &Record,
     observed: Observed,
     why: &str,
 ) -> Result<()> {
     let t_start = std::time::Instant::now();
-    let runtime = inner.runtimes.get(&rec.runtime)?;
+    let runtime = inner.runtimes.get(rec.runtime.as_str())?;
     step_event(
         inner,
         &rec.id,
@@ -148,9 +152,9 @@ pub(crate) async fn run(
     // A running one is asked to over the protocol; a paused one cannot
     // answer, and the runtime signals it after thawing it.
     if observed == Observed::Running {
-        unlisten(inner, &rec.id).await;
+        unlisten(inner, &*runtime, &cfg).await;
     }
-    inner.forget_agent(&rec.id).await;
+    crate::connections::forget(inner, &rec.id).await;
     let inner2 = inner.clone();
     let id = rec.id.clone();
     let t0 = std::time::Instant::now();
@@ -192,19 +196,18 @@ pub(crate) async fn run(
 /// a `runsc kill` (30-50 ms). Best effort: on any failure (an agent older
 /// than the request, a hung one) the socket stays, and the runtime sends
 /// its signal.
-async fn unlisten(inner: &Arc<Inner>, id: &str) {
+async fn unlisten(inner: &Arc<Context>, runtime: &dyn Runtime, cfg: &SandboxConfig) {
     use std::time::Duration;
     const BOUND: Duration = Duration::from_secs(1);
-    let sock = inner.agent_socket(id);
-    // Left by a restore that did not finish: the agent would listen again
-    // on seeing it.
-    let _ = std::fs::remove_file(
-        inner
-            .state_dir(id)
-            .join(dwell_runtime::gvisor::hibernate::RESTORED_MARKER),
-    );
+    let id = cfg.id.as_str();
+    // What would make the agent listen again at once (a restore that did
+    // not finish) goes first.
+    runtime.before_unlisten(cfg);
     let asked = tokio::time::timeout(BOUND, async {
-        inner.agent_client(id).await?.unlisten().await
+        crate::connections::client(inner, id)
+            .await?
+            .unlisten()
+            .await
     })
     .await;
     match asked {
@@ -219,10 +222,9 @@ async fn unlisten(inner: &Arc<Inner>, id: &str) {
         }
     }
     let deadline = tokio::time::Instant::now() + BOUND;
-    // The run dir is the sandbox's to write: never follow a symlink there.
-    while dwell_runtime::gvisor::hibernate::is_socket(&sock)
-        && tokio::time::Instant::now() < deadline
-    {
+    // (The runtime never follows a symlink in the run dir, the
+    // sandbox's to write.)
+    while runtime.agent_listening(cfg) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
@@ -230,7 +232,7 @@ async fn unlisten(inner: &Arc<Inner>, id: &str) {
 /// A sandbox found stopped while it should be hibernated: if its state was
 /// saved (the daemon died right after the checkpoint), record it as
 /// hibernated.
-pub(crate) async fn adopt(inner: &Arc<Inner>, rec: &SandboxRecord) -> Result<bool> {
+pub(crate) async fn adopt(inner: &Arc<Context>, rec: &Record) -> Result<bool> {
     if !saved(inner, &rec.id) {
         return Ok(false);
     }
@@ -247,8 +249,8 @@ pub(crate) async fn adopt(inner: &Arc<Inner>, rec: &SandboxRecord) -> Result<boo
 }
 
 /// Bring a hibernated sandbox back from its saved state.
-pub(crate) async fn restore(inner: &Arc<Inner>, rec: &SandboxRecord) -> Result<()> {
-    let runtime = inner.runtimes.get(&rec.runtime)?;
+pub(crate) async fn restore(inner: &Arc<Context>, rec: &Record) -> Result<()> {
+    let runtime = inner.runtimes.get(rec.runtime.as_str())?;
     step_event(inner, &rec.id, "restoring memory and processes from disk")?;
     let inner2 = inner.clone();
     let id = rec.id.clone();
@@ -278,11 +280,11 @@ pub(crate) async fn restore(inner: &Arc<Inner>, rec: &SandboxRecord) -> Result<(
         Ok(())
     })
     .await??;
-    inner.preconnect_agent(&rec.id).await;
+    crate::connections::preconnect(inner, &rec.id).await;
     let ms = t0.elapsed().as_millis();
-    let reason = match rec.state.as_str() {
-        "creating" => format!("created warm from saved memory, restored in {ms} ms"),
-        "archived" => format!("restored from its archive and resumed warm in {ms} ms"),
+    let reason = match rec.state {
+        State::Creating => format!("created warm from saved memory, restored in {ms} ms"),
+        State::Archived => format!("restored from its archive and resumed warm in {ms} ms"),
         _ => format!("resumed from hibernation in {ms} ms"),
     };
     record(inner, &rec.id, State::Running, &reason)

@@ -11,21 +11,21 @@ pub(crate) mod config;
 mod delete;
 pub(crate) mod fill;
 pub(crate) mod hibernate;
+mod journal;
 mod pause;
 mod resume;
 mod start;
 mod stop;
 
 use dwell_runtime::Observed;
-use dwell_store::SandboxRecord;
 
-use crate::controller::{blocking, Inner};
+use crate::context::{blocking, Context};
 use crate::error::Result;
-use crate::model::State;
+use crate::model::{Mode, Record, SandboxSpec, State};
+use crate::transitions::{plan, settled, Cause, Rules, Step};
 
-pub(crate) use config::{
-    build as build_config, config_of, forget as forget_config, save as save_config,
-};
+use config::config_of;
+use journal::record;
 
 /// Who asked for this reconciliation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +40,14 @@ pub(crate) enum Trigger {
 }
 
 impl Trigger {
+    /// The reconciler's table tells a sweep from a request (or policy).
+    fn cause(&self) -> Cause {
+        match self {
+            Trigger::Resync => Cause::Sweep,
+            Trigger::Request | Trigger::Policy(_) => Cause::Asked,
+        }
+    }
+
     /// The reason recorded with the transition.
     fn why(&self, on_request: &str) -> String {
         match self {
@@ -50,13 +58,13 @@ impl Trigger {
 }
 
 /// Reconcile one sandbox after a request.
-pub(crate) async fn reconcile(inner: &std::sync::Arc<Inner>, id: &str) {
+pub(crate) async fn reconcile(inner: &std::sync::Arc<Context>, id: &str) {
     run(inner, id, Trigger::Request).await
 }
 
 /// Reconcile every live sandbox.
-pub(crate) async fn resync_all(inner: &std::sync::Arc<Inner>) {
-    let recs = match inner.store.list_sandboxes(None) {
+pub(crate) async fn resync_all(inner: &std::sync::Arc<Context>) {
+    let recs = match inner.store.list_sandboxes::<SandboxSpec>(None) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("resync: cannot list sandboxes: {e}");
@@ -93,20 +101,17 @@ pub(crate) async fn resync_all(inner: &std::sync::Arc<Inner>) {
 }
 
 /// Charge the time since the sandbox's last metering mark.
-async fn meter(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord) {
-    let Ok(spec) = serde_json::from_value::<crate::model::SandboxSpec>(rec.spec.clone()) else {
-        return;
-    };
+async fn meter(inner: &std::sync::Arc<Context>, rec: &Record) {
     let now = inner.clock.now_ms();
     let last = match inner.store.metered_at(&rec.id) {
         Ok(Some(t)) => t,
         Ok(None) => rec.created_at,
         Err(_) => return,
     };
-    let stats = if matches!(rec.state.as_str(), "running" | "paused") {
+    let stats = if rec.state.has_processes() {
         let inner2 = inner.clone();
         let id = rec.id.clone();
-        let runtime = inner.runtimes.get(&rec.runtime).ok();
+        let runtime = inner.runtimes.get(rec.runtime.as_str()).ok();
         blocking(move || {
             config_of(&inner2, &id)
                 .ok()
@@ -118,7 +123,7 @@ async fn meter(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord) {
     } else {
         None
     };
-    let d = crate::metering::delta(rec, &spec, stats.as_ref(), &inner.cpu_marks, last, now);
+    let d = crate::metering::delta(rec, &rec.spec, stats.as_ref(), &inner.cpu_marks, last, now);
     if let Err(e) = inner.store.add_usage(&rec.id, &rec.tenant, now, &d) {
         tracing::warn!(sandbox = %rec.id, "metering: {e}");
     }
@@ -126,15 +131,17 @@ async fn meter(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord) {
 
 /// If a lifecycle policy of `rec` has fired, write the desired state it
 /// asks for, with the reason, and say so.
-fn apply_policy(inner: &Inner, rec: &SandboxRecord) -> Option<String> {
-    let spec = serde_json::from_value::<crate::model::SandboxSpec>(rec.spec.clone()).ok()?;
+fn apply_policy(inner: &Context, rec: &Record) -> Option<String> {
     let now = inner.clock.now_ms();
-    let due = crate::policy::due(rec, &spec.policies, inner.streams_open(&rec.id), now)?;
+    let due = crate::policy::due(rec, &rec.spec.policies, inner.streams_open(&rec.id), now)?;
     let desired = match due.action {
         crate::policy::Action::Pause => State::Paused,
         // Memory can be saved: hibernate instead of stopping.
         crate::policy::Action::Stop
-            if due.policy == "pause_after" && rec.runtime == crate::runtimes::GVISOR =>
+            if due.policy == "pause_after"
+                && crate::runtimes::capabilities(rec.runtime.as_str())
+                    .hibernate
+                    .is_some() =>
         {
             State::Hibernated
         }
@@ -142,7 +149,7 @@ fn apply_policy(inner: &Inner, rec: &SandboxRecord) -> Option<String> {
         crate::policy::Action::Archive => State::Archived,
         crate::policy::Action::Delete => State::Deleted,
     };
-    if rec.desired_state == desired.as_str() {
+    if rec.desired_state == desired {
         return None;
     }
     let why = format!(
@@ -152,12 +159,12 @@ fn apply_policy(inner: &Inner, rec: &SandboxRecord) -> Option<String> {
         desired.as_str()
     );
     tracing::info!(sandbox = %rec.id, "{why}");
-    let ok = inner.store.set_desired(&rec.id, desired.as_str()).is_ok()
+    let ok = inner.store.set_desired(&rec.id, desired).is_ok()
         && inner.store.add_event(&rec.id, "policy", &why).is_ok();
     ok.then_some(why)
 }
 
-async fn run(inner: &std::sync::Arc<Inner>, id: &str, trigger: Trigger) {
+async fn run(inner: &std::sync::Arc<Context>, id: &str, trigger: Trigger) {
     let lock = inner.lock_for(id);
     let _g = lock.lock().await;
     let rec = match inner.store.get_sandbox(id) {
@@ -172,15 +179,15 @@ async fn run(inner: &std::sync::Arc<Inner>, id: &str, trigger: Trigger) {
         let msg = e.to_string();
         tracing::warn!(sandbox = id, "reconcile failed: {msg}");
         let _ = inner.store.add_event(id, "error", &msg);
-        let _ = inner.store.set_state(id, State::Error.as_str(), &msg);
+        let _ = inner.store.set_state(id, State::Error, &msg);
     }
 }
 
 /// What the runtime sees of a sandbox (nothing if it never started).
-async fn observe(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord) -> Result<Observed> {
+async fn observe(inner: &std::sync::Arc<Context>, rec: &Record) -> Result<Observed> {
     let inner2 = inner.clone();
     let id = rec.id.clone();
-    let runtime = inner.runtimes.get(&rec.runtime)?;
+    let runtime = inner.runtimes.get(rec.runtime.as_str())?;
     blocking(move || match config_of(&inner2, &id) {
         Ok(cfg) => Ok(runtime.observe(&cfg)?),
         Err(_) => Ok(Observed::Stopped),
@@ -188,12 +195,11 @@ async fn observe(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord) -> Result<O
     .await?
 }
 
-async fn step(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord, trigger: &Trigger) -> Result<()> {
-    let state = State::parse(&rec.state)?;
-    let desired = State::parse(&rec.desired_state)?;
+async fn step(inner: &std::sync::Arc<Context>, rec: &Record, trigger: &Trigger) -> Result<()> {
+    let (state, desired) = (rec.state, rec.desired_state);
     if state == State::Creating && desired != State::Deleted && fill::interrupted(inner, &rec.id) {
         // Nothing half-created stays: the daemon died mid-fill.
-        inner.store.set_desired(&rec.id, State::Deleted.as_str())?;
+        inner.store.set_desired(&rec.id, State::Deleted)?;
         return delete::run(
             inner,
             rec,
@@ -202,29 +208,24 @@ async fn step(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord, trigger: &Trig
         )
         .await;
     }
-    if state == State::Deleted {
-        return Ok(());
-    }
-    if state == State::Error && *trigger == Trigger::Resync && desired != State::Deleted {
+    let cause = trigger.cause();
+    if settled(state, desired, cause) {
         return Ok(());
     }
     let observed = observe(inner, rec).await?;
-    match (desired, observed) {
-        (State::Running, Observed::Running) => {
-            if state != State::Running {
-                // A saved state left by a daemon killed right after a
-                // restore is older than what runs now: it must never be
-                // restored over the newer volume.
-                hibernate::discard(inner, &rec.id)?;
-                record(inner, &rec.id, State::Running, "running (adopted)")?;
-            }
-            Ok(())
+    match plan(state, desired, observed, rec.mode, cause) {
+        Step::Nothing => Ok(()),
+        Step::Adopt(State::Running) => {
+            // A saved state left by a daemon killed right after a
+            // restore is older than what runs now: it must never be
+            // restored over the newer volume.
+            hibernate::discard(inner, &rec.id)?;
+            record(inner, &rec.id, State::Running, "running (adopted)")
         }
-        (State::Running, Observed::Paused) => resume::run(inner, rec).await,
-        (State::Running, Observed::Stopped) => {
-            if *trigger == Trigger::Resync && matches!(state, State::Running | State::Paused) {
-                vanished(inner, rec).await
-            } else if archive::warm(inner, &rec.id)? {
+        Step::Adopt(s) => record(inner, &rec.id, s, &format!("{} (adopted)", s.as_str())),
+        Step::Thaw => resume::run(inner, rec).await,
+        Step::BringUp => {
+            if archive::warm(inner, &rec.id)? {
                 // Before `saved`: while the pointer exists the local copy
                 // is not trusted (a crash may have left it half restored).
                 archive::resume(inner, rec).await
@@ -234,58 +235,47 @@ async fn step(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord, trigger: &Trig
                 start::run(inner, rec).await
             }
         }
-        (State::Paused, Observed::Running) => {
-            pause::run(inner, rec, &trigger.why("paused on request")).await
-        }
-        (State::Paused, Observed::Paused) => {
-            if state != State::Paused {
-                record(inner, &rec.id, State::Paused, "paused (adopted)")?;
-            }
-            Ok(())
-        }
-        (State::Paused, Observed::Stopped) => vanished(inner, rec).await,
-        (State::Hibernated, Observed::Running | Observed::Paused) => {
+        Step::Vanished => vanished(inner, rec).await,
+        Step::Freeze => pause::run(inner, rec, &trigger.why("paused on request")).await,
+        Step::Hibernate => {
             let why = trigger.why("hibernated on request");
             hibernate::run(inner, rec, observed, &why).await
         }
-        (State::Hibernated, Observed::Stopped) => {
-            if state == State::Hibernated || hibernate::adopt(inner, rec).await? {
+        Step::AdoptSaved => {
+            if hibernate::adopt(inner, rec).await? {
                 Ok(())
             } else {
                 vanished(inner, rec).await
             }
         }
-        (State::Stopped, _) => {
-            if observed != Observed::Stopped || state != State::Stopped {
+        Step::Stop {
+            release,
+            then_delete,
+        } => {
+            if release {
                 stop::run(inner, rec, &trigger.why("stopped on request")).await?;
             }
-            if rec.mode == "ephemeral" {
-                inner.store.set_desired(&rec.id, State::Deleted.as_str())?;
+            if then_delete {
+                inner.store.set_desired(&rec.id, State::Deleted)?;
                 let why = trigger.why("ephemeral sandbox stopped");
                 delete::run(inner, rec, &format!("{why}: deleted with its data")).await?;
             }
             Ok(())
         }
-        (State::Archived, _) => {
-            if observed != Observed::Stopped || state != State::Archived {
-                archive::run(inner, rec, &trigger.why("archived on request")).await?;
-            }
-            Ok(())
-        }
-        (State::Deleted, _) => delete::run(inner, rec, &trigger.why("deleted on request")).await,
-        (State::Creating | State::Error, _) => Ok(()),
+        Step::Archive => archive::run(inner, rec, &trigger.why("archived on request")).await,
+        Step::Delete => delete::run(inner, rec, &trigger.why("deleted on request")).await,
     }
 }
 
 /// The sandbox's processes are gone though it should run (crash, OOM of
 /// PID 1, host reboot). Ephemeral sandboxes are deleted; persistent ones
 /// are marked `error` with the reason and keep their volume.
-async fn vanished(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord) -> Result<()> {
+async fn vanished(inner: &std::sync::Arc<Context>, rec: &Record) -> Result<()> {
     stop::release(inner, &rec.id).await?;
     // It ran past any saved state: the next start is cold.
     hibernate::discard(inner, &rec.id)?;
-    if rec.mode == "ephemeral" {
-        inner.store.set_desired(&rec.id, State::Deleted.as_str())?;
+    if rec.mode == Mode::Ephemeral {
+        inner.store.set_desired(&rec.id, State::Deleted)?;
         return delete::run(
             inner,
             rec,
@@ -293,25 +283,11 @@ async fn vanished(inner: &std::sync::Arc<Inner>, rec: &SandboxRecord) -> Result<
         )
         .await;
     }
-    inner.store.set_desired(&rec.id, State::Stopped.as_str())?;
+    inner.store.set_desired(&rec.id, State::Stopped)?;
     record(
         inner,
         &rec.id,
         State::Error,
         "its processes ended outside dwell's control (crash, host reboot or PID 1 exit); files are kept: start it again with `dwell start`",
     )
-}
-
-/// Record a transition: the state, its reason, and an event.
-pub(crate) fn record(inner: &Inner, id: &str, state: State, reason: &str) -> Result<()> {
-    inner.store.set_state(id, state.as_str(), reason)?;
-    inner
-        .store
-        .add_event(id, "state", &format!("{}: {reason}", state.as_str()))?;
-    Ok(())
-}
-
-/// Record a step about to be taken.
-pub(crate) fn step_event(inner: &Inner, id: &str, what: &str) -> Result<()> {
-    Ok(inner.store.add_event(id, "step", what)?)
 }

@@ -4,16 +4,17 @@
 
 use std::sync::Arc;
 
-use dwell_store::SandboxRecord;
+use crate::model::Record;
 
-use super::{config_of, record, step_event};
-use crate::controller::{blocking, Inner};
+use super::config::config_of;
+use super::journal::{record, step_event};
+use crate::context::{blocking, Context};
 use crate::error::Result;
 use crate::model::State;
 
-pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord, why: &str) -> Result<()> {
+pub(crate) async fn run(inner: &Arc<Context>, rec: &Record, why: &str) -> Result<()> {
     step_event(inner, &rec.id, "freezing processes")?;
-    let runtime = inner.runtimes.get(&rec.runtime)?;
+    let runtime = inner.runtimes.get(rec.runtime.as_str())?;
     let inner2 = inner.clone();
     let id = rec.id.clone();
     blocking(move || -> Result<()> {

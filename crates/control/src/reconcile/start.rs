@@ -4,17 +4,16 @@
 
 use std::sync::Arc;
 
-use dwell_store::SandboxRecord;
+use crate::model::Record;
 
-use super::{config, record, step_event};
-use crate::controller::{blocking, Inner};
-use crate::error::{Error, Result};
-use crate::model::{SandboxSpec, State};
+use super::config;
+use super::journal::{record, step_event};
+use crate::context::{blocking, Context};
+use crate::error::Result;
+use crate::model::State;
 
-pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord) -> Result<()> {
-    let spec: SandboxSpec = serde_json::from_value(rec.spec.clone())
-        .map_err(|e| Error::Internal(format!("corrupt spec: {e}")))?;
-    let runtime = inner.runtimes.get(&rec.runtime)?;
+pub(crate) async fn run(inner: &Arc<Context>, rec: &Record) -> Result<()> {
+    let runtime = inner.runtimes.get(rec.runtime.as_str())?;
     step_event(inner, &rec.id, "preparing volume and image")?;
     let inner2 = inner.clone();
     let rec2 = rec.clone();
@@ -28,12 +27,12 @@ pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord) -> Result<()> {
                 .add_event(&rec.id, "step", "volume restored from its archive");
         }
         if inner.volumes.info(&rec.id).is_err() {
-            inner.volumes.create(&rec.id, spec.disk_bytes)?;
+            inner.volumes.create(&rec.id, rec.spec.disk_bytes)?;
         }
         crate::crashpoint::crashpoint("start:before-mount");
         let upper = inner.volumes.mount(&rec.id)?;
-        let mut cfg = config::build(&inner, &rec.id, &rec.name, &spec, &image, upper)?;
-        if runtime.name() == "ns" {
+        let mut cfg = config::build(&inner, &rec.id, &rec.name, &rec.spec, &image, upper)?;
+        if runtime.capabilities().id_map {
             cfg.id_map = Some(config::id_range(&inner, &rec.id)?);
         }
         config::save(&inner, &cfg)?;
@@ -47,10 +46,10 @@ pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord) -> Result<()> {
         Ok(())
     })
     .await??;
-    inner.preconnect_agent(&rec.id).await;
-    let reason = match rec.state.as_str() {
-        "creating" => "created and started",
-        "archived" => "restored from its archive and started",
+    crate::connections::preconnect(inner, &rec.id).await;
+    let reason = match rec.state {
+        State::Creating => "created and started",
+        State::Archived => "restored from its archive and started",
         _ => "started on request",
     };
     record(inner, &rec.id, State::Running, reason)

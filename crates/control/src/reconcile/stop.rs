@@ -4,14 +4,15 @@
 
 use std::sync::Arc;
 
-use dwell_store::SandboxRecord;
+use crate::model::Record;
 
-use super::{config_of, record, step_event};
-use crate::controller::{blocking, Inner};
+use super::config::config_of;
+use super::journal::{record, step_event};
+use crate::context::{blocking, Context};
 use crate::error::Result;
 use crate::model::State;
 
-pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord, why: &str) -> Result<()> {
+pub(crate) async fn run(inner: &Arc<Context>, rec: &Record, why: &str) -> Result<()> {
     step_event(inner, &rec.id, "stopping processes")?;
     release(inner, &rec.id).await?;
     // A stopped sandbox starts cold: saved memory of a hibernation goes.
@@ -20,8 +21,8 @@ pub(crate) async fn run(inner: &Arc<Inner>, rec: &SandboxRecord, why: &str) -> R
 }
 
 /// Kill processes, free runtime resources, unmount the volume. Idempotent.
-pub(crate) async fn release(inner: &Arc<Inner>, id: &str) -> Result<()> {
-    inner.forget_agent(id).await;
+pub(crate) async fn release(inner: &Arc<Context>, id: &str) -> Result<()> {
+    crate::connections::forget(inner, id).await;
     let inner2 = inner.clone();
     let id = id.to_string();
     blocking(move || -> Result<()> {

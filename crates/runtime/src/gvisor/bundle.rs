@@ -9,7 +9,8 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::ns::layout;
+use super::run_dir;
+use crate::host::layout;
 use crate::{Grants, SandboxConfig};
 
 /// Capabilities of the agent (and so of everything it starts) inside the
@@ -75,7 +76,7 @@ pub fn spec(config: &SandboxConfig, rootfs: &Path, cgroups_path: &str) -> Value 
         env.push(format!("{}={key}", crate::AGENT_KEY_ENV));
     }
     let r = &config.resources;
-    let run_dir = layout::state_file(config, layout::RUN_DIR);
+    let run_dir = layout::state_file(config, run_dir::RUN_DIR);
     let caps = caps(&config.grants);
     json!({
         "ociVersion": "1.0.2",
@@ -120,8 +121,8 @@ pub fn spec(config: &SandboxConfig, rootfs: &Path, cgroups_path: &str) -> Value 
                 {"type": "pid"}, {"type": "ipc"}, {"type": "uts"},
                 {"type": "mount"}, {"type": "network"},
             ],
-            "maskedPaths": crate::ns::mounts::MASKED_PATHS,
-            "readonlyPaths": crate::ns::mounts::READONLY_PATHS,
+            "maskedPaths": crate::host::mounts::MASKED_PATHS,
+            "readonlyPaths": crate::host::mounts::READONLY_PATHS,
         },
     })
 }

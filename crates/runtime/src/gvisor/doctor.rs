@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::runsc::{Output, Runsc};
-use crate::ns::doctor::Check;
+use crate::doctor::Check;
 
 /// Check the runsc at `binary`: present and answering `--version`.
 pub fn doctor(binary: &Path) -> Check {

@@ -24,9 +24,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::runsc::Output;
-use super::{cpu, headroom, rootfs, GvisorRuntime, BUNDLE_DIR};
+use super::{cpu, headroom, rootfs, run_dir, GvisorRuntime, BUNDLE_DIR};
+pub use crate::agent_channel::is_socket;
 use crate::error::Context;
-use crate::ns::{layout, wait::Backoff};
+use crate::host::{layout, wait::Backoff};
 use crate::{Error, Observed, Result, Runtime, SandboxConfig, Started};
 
 /// Sent to the agent before a checkpoint: close the listener, remove the
@@ -51,6 +52,12 @@ const EXIT_AFTER_CHECKPOINT: Duration = Duration::from_secs(10);
 
 /// The file runsc writes the sandbox's state to inside the image dir.
 pub const CHECKPOINT_FILE: &str = "checkpoint.img";
+
+/// The image dir a checkpoint writes: complete once [`CHECKPOINT_FILE`]
+/// is there.
+pub const IMAGE_FORMAT: crate::ImageFormat = crate::ImageFormat {
+    complete_file: CHECKPOINT_FILE,
+};
 
 /// How checkpoints are written: uncompressed (restore maps the pages
 /// file instead of inflating it: MACHINE.md measured 366 -> 305 ms for
@@ -141,7 +148,7 @@ impl GvisorRuntime {
         }
         std::fs::create_dir_all(image_dir)
             .context(|| format!("creating the image dir {}", image_dir.display()))?;
-        let sock = layout::state_file(config, layout::AGENT_SOCKET);
+        let sock = run_dir::agent_socket(config);
         // Left from the last restore, it would make the agent listen again
         // right away.
         let _ = std::fs::remove_file(layout::state_file(config, RESTORED_MARKER));
@@ -168,7 +175,7 @@ impl GvisorRuntime {
     /// polls for it), then the signal if that does not do it soon. Best
     /// effort: the sandbox's own state is not at stake.
     fn listen_again(&self, config: &SandboxConfig) {
-        let sock = layout::state_file(config, layout::AGENT_SOCKET);
+        let sock = run_dir::agent_socket(config);
         if is_socket(&sock) {
             return;
         }
@@ -263,8 +270,8 @@ impl GvisorRuntime {
             }
             Some(_) => self.stop(config)?,
             None => {
-                rootfs::unmount(config);
-                let _ = std::fs::remove_file(layout::state_file(config, layout::AGENT_SOCKET));
+                rootfs::unmount(&*self.host, config);
+                let _ = std::fs::remove_file(run_dir::agent_socket(config));
             }
         }
         match self.restore_inner(config, image_dir) {
@@ -281,8 +288,8 @@ impl GvisorRuntime {
     fn restore_inner(&self, config: &SandboxConfig, image_dir: &Path) -> Result<Started> {
         // A fresh run dir (a copy restored under a new id has none yet).
         let t0 = Instant::now();
-        super::run_dir::mount(config)?;
-        let root = rootfs::mount(config)?;
+        run_dir::mount(&*self.host, config)?;
+        let root = rootfs::mount(&*self.host, config)?;
         self.write_bundle(config, &root)?;
         let t_mount = t0.elapsed();
         let bundle = layout::state_file(config, BUNDLE_DIR).display().to_string();
@@ -292,7 +299,7 @@ impl GvisorRuntime {
         let pid_file = layout::state_file(config, PID_FILE);
         let _ = std::fs::remove_file(&pid_file);
         let pid_arg = format!("--pid-file={}", pid_file.display());
-        let sock = layout::state_file(config, layout::AGENT_SOCKET);
+        let sock = run_dir::agent_socket(config);
         let _ = std::fs::remove_file(&sock);
         // The directory is the sandbox's to write: never follow what it
         // may have left there (a symlink to a host file), create anew.
@@ -342,15 +349,6 @@ impl GvisorRuntime {
     }
 }
 
-/// Whether `path` is a socket, not following a symlink in its last
-/// component: the run dir is the sandbox's to write, and `Path::exists`
-/// would follow a symlink planted there to any host path (an existence
-/// oracle, and a way to make the daemon believe the agent listens).
-pub fn is_socket(path: &Path) -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
-}
-
 /// Create the restore marker anew (never following what the sandbox may
 /// have put there), mode 0600, holding the sandbox's agent key: a restored
 /// agent takes its key from it, so a warm copy (a new sandbox restored from
@@ -368,30 +366,4 @@ fn write_marker(config: &SandboxConfig, marker: &Path) -> std::io::Result<()> {
         f.write_all(key.as_bytes())?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_a_real_socket_counts_never_what_a_symlink_points_to() {
-        let dir = tempfile::tempdir().unwrap();
-        let real = dir.path().join("real.sock");
-        let _listener = std::os::unix::net::UnixListener::bind(&real).unwrap();
-        assert!(is_socket(&real));
-        // Planted by the sandbox: a symlink to an existing host path, to a
-        // host socket, a regular file, nothing.
-        let to_host = dir.path().join("agent.sock");
-        std::os::unix::fs::symlink("/etc/passwd", &to_host).unwrap();
-        assert!(to_host.exists(), "the oracle Path::exists would give");
-        assert!(!is_socket(&to_host));
-        let to_socket = dir.path().join("link.sock");
-        std::os::unix::fs::symlink(&real, &to_socket).unwrap();
-        assert!(!is_socket(&to_socket));
-        let file = dir.path().join("file");
-        std::fs::write(&file, b"").unwrap();
-        assert!(!is_socket(&file));
-        assert!(!is_socket(&dir.path().join("missing")));
-    }
 }

@@ -35,12 +35,13 @@ pub mod state_file;
 use std::borrow::Cow;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
 use crate::error::Context;
-use crate::ns::{layout, wait::Backoff};
+use crate::host::{layout, wait::Backoff, Host, Kernel};
 use crate::{Error, NetworkMode, Observed, Result, Runtime, SandboxConfig, Started, Stats};
 use runsc::{Output, Runsc};
 
@@ -65,7 +66,7 @@ pub struct GvisorOptions {
     /// namespace runtime's default, so addresses never collide).
     pub nat_pool: String,
     /// Networks NAT sandboxes may not reach besides the built-in ones
-    /// (see [`crate::ns::blocklist`]).
+    /// (see [`crate::host::blocklist`]).
     pub deny_net: Vec<String>,
 }
 
@@ -79,7 +80,7 @@ impl GvisorOptions {
             cgroup_parent: "dwell-gvisor".into(),
             runsc_timeout: Duration::from_secs(30),
             agent_timeout: Duration::from_secs(10),
-            nat_pool: crate::ns::network::DEFAULT_NAT_POOL.into(),
+            nat_pool: crate::host::network::DEFAULT_NAT_POOL.into(),
             deny_net: Vec::new(),
         }
     }
@@ -97,7 +98,10 @@ pub struct GvisorRuntime {
     /// The host's cgroup mounts: stats are read from the sandbox's cgroup
     /// (microseconds) rather than asked of runsc (tens of ms; every exec
     /// reads the OOM counter).
-    host_cgroups: Option<crate::ns::cgroup::HostCgroups>,
+    host_cgroups: Option<crate::host::cgroup::HostCgroups>,
+    /// Where the mounts and the network go (the kernel; a recording double
+    /// in tests).
+    host: Arc<dyn Host>,
 }
 
 /// What `runsc state` reports.
@@ -126,14 +130,19 @@ pub fn remove_cgroup_parent(parent: &str) {
 impl GvisorRuntime {
     /// Check that runsc runs and create its state root.
     pub fn new(options: GvisorOptions) -> Result<GvisorRuntime> {
+        GvisorRuntime::with_host(options, Arc::new(Kernel))
+    }
+
+    /// [`GvisorRuntime::new`] with the host calls going to `host`.
+    pub fn with_host(options: GvisorOptions, host: Arc<dyn Host>) -> Result<GvisorRuntime> {
         let p = &options.cgroup_parent;
         if p.is_empty() || p.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
             return Err(Error::Other(format!(
                 "invalid cgroup parent {p:?}: use a relative name such as \"dwell-gvisor\""
             )));
         }
-        crate::ns::network::parse_pool(&options.nat_pool)?;
-        crate::ns::blocklist::validate(&options.deny_net)?;
+        crate::host::network::parse_pool(&options.nat_pool)?;
+        crate::host::blocklist::validate(&options.deny_net)?;
         std::fs::create_dir_all(&options.root)
             .context(|| format!("creating the runsc root {}", options.root.display()))?;
         let mut runsc = Runsc {
@@ -172,7 +181,8 @@ impl GvisorRuntime {
             options,
             runsc,
             files_named_by_id: Default::default(),
-            host_cgroups: crate::ns::cgroup::HostCgroups::detect().ok(),
+            host_cgroups: crate::host::cgroup::HostCgroups::detect().ok(),
+            host,
         })
     }
 
@@ -264,7 +274,7 @@ impl GvisorRuntime {
         let cgroup = format!("{}/{}", self.options.cgroup_parent, config.id);
         crate::agent_channel::connect(
             &config.state_dir,
-            layout::AGENT_SOCKET,
+            run_dir::AGENT_SOCKET,
             &crate::agent_channel::Expected {
                 id: &config.id,
                 cgroup: &cgroup,
@@ -277,9 +287,9 @@ impl GvisorRuntime {
     }
 
     fn boot(&self, config: &SandboxConfig) -> Result<Started> {
-        run_dir::mount(config)?;
-        let sock = layout::state_file(config, layout::AGENT_SOCKET);
-        let root = rootfs::mount(config)?;
+        run_dir::mount(&*self.host, config)?;
+        let sock = run_dir::agent_socket(config);
+        let root = rootfs::mount(&*self.host, config)?;
         self.write_bundle(config, &root)?;
         let bundle = layout::state_file(config, BUNDLE_DIR);
         let console = layout::console_path(config);
@@ -311,7 +321,12 @@ impl GvisorRuntime {
         std::fs::create_dir_all(&bundle).context(|| format!("creating {}", bundle.display()))?;
         let mut spec = bundle::spec(config, root, &self.cgroups_path(&config.id));
         if config.network == NetworkMode::Nat {
-            let netns = network::setup(config, &self.options.nat_pool, &self.options.deny_net)?;
+            let netns = network::setup(
+                &*self.host,
+                config,
+                &self.options.nat_pool,
+                &self.options.deny_net,
+            )?;
             network::join_in_spec(&mut spec, &netns);
         }
         let spec_path = bundle.join("config.json");
@@ -322,14 +337,9 @@ impl GvisorRuntime {
         .context(|| format!("writing {}", spec_path.display()))
     }
 
-    /// Remove what the host holds for a sandbox runsc no longer runs: its
-    /// network (network.json stays: a restore tries the same address
-    /// again), its mounts and its agent socket.
+    /// See [`release_host`].
     fn release_host(&self, config: &SandboxConfig) {
-        network::teardown(config);
-        rootfs::unmount(config);
-        run_dir::unmount(config);
-        let _ = std::fs::remove_file(layout::state_file(config, layout::AGENT_SOCKET));
+        release_host(&*self.host, config)
     }
 
     /// Connect attempts with a backoff (100 µs to 5 ms) until the agent
@@ -367,6 +377,16 @@ impl GvisorRuntime {
     }
 }
 
+/// Remove what the host holds for a sandbox runsc no longer runs: its
+/// network (network.json stays: a restore tries the same address again),
+/// its mounts and its agent socket.
+fn release_host(host: &dyn Host, config: &SandboxConfig) {
+    network::teardown_on(host, config);
+    rootfs::unmount(host, config);
+    run_dir::unmount(host, config);
+    let _ = std::fs::remove_file(run_dir::agent_socket(config));
+}
+
 /// The last lines of the console log (runsc's and the agent's output).
 fn console_tail(config: &SandboxConfig) -> String {
     layout::console_tail(config, 20)
@@ -399,7 +419,7 @@ impl Runtime for GvisorRuntime {
         layout::validate(config)?;
         crate::core_pattern::check_grants(config)?;
         if config.network == NetworkMode::Nat {
-            crate::ns::network::check_forwarding()?;
+            crate::host::network::check_forwarding()?;
         }
         if self.observe(config)? != Observed::Stopped {
             return Err(Error::Start(format!(
@@ -469,7 +489,7 @@ impl Runtime for GvisorRuntime {
     /// The whole sandbox's host usage (sentry and application) from its
     /// cgroup; runsc's own report when the cgroup cannot be read.
     fn stats(&self, config: &SandboxConfig) -> Result<Stats> {
-        use crate::ns::cgroup::{Cgroup, SandboxCgroup};
+        use crate::host::cgroup::{Cgroup, SandboxCgroup};
         layout::validate_id(&config.id)?;
         if let Some(host) = &self.host_cgroups {
             let cg = SandboxCgroup::new(host, &self.options.cgroup_parent, &config.id);
@@ -499,6 +519,25 @@ impl Runtime for GvisorRuntime {
         self.connect(config)
     }
 
+    fn capabilities(&self) -> crate::Capabilities {
+        crate::Kind::Gvisor.capabilities()
+    }
+
+    fn agent_listening(&self, config: &SandboxConfig) -> bool {
+        hibernate::is_socket(&run_dir::agent_socket(config))
+    }
+
+    fn before_unlisten(&self, config: &SandboxConfig) {
+        // The agent would listen again on seeing it.
+        let _ = std::fs::remove_file(layout::state_file(config, hibernate::RESTORED_MARKER));
+    }
+
+    /// The network (a NAT sandbox's pinned namespace, veth and table, when
+    /// its start failed halfway), the rootfs and run dir mounts, the socket.
+    fn release_leftovers(&self, config: &SandboxConfig) {
+        self.release_host(config);
+    }
+
     fn list_host(&self) -> Result<Vec<String>> {
         let out = self.call(&["list", "--quiet"])?;
         Ok(out
@@ -507,5 +546,55 @@ impl Runtime for GvisorRuntime {
             .filter(|l| !l.is_empty())
             .map(String::from)
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::recording::{config, Recording};
+
+    #[test]
+    fn releasing_the_host_removes_network_rootfs_and_run_dir_in_that_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(dir.path());
+        config.network = NetworkMode::Nat;
+        let host = Recording::new();
+        // What a NAT sandbox's start left: its run dir, its root, its
+        // pinned namespace and veth.
+        run_dir::mount(&host, &config).unwrap();
+        rootfs::mount(&host, &config).unwrap();
+        let netns = network::netns_path(&config);
+        std::fs::write(&netns, b"").unwrap();
+        host.pin_netns(&netns).unwrap();
+        host.net_setup(
+            &config.id,
+            crate::host::network::Netns::Path(&netns),
+            crate::host::network::DEFAULT_NAT_POOL,
+            &[],
+            &config.state_dir,
+        )
+        .unwrap();
+        std::fs::write(run_dir::agent_socket(&config), b"").unwrap();
+        host.clear();
+        release_host(&host, &config);
+        let s = dir.path().display();
+        assert_eq!(
+            host.calls(),
+            [
+                "net teardown sb1".to_string(),
+                format!("unmount {s}/netns"),
+                format!("unmount {s}/rootfs/usr"),
+                format!("unmount {s}/rootfs"),
+                format!("unmount {s}/run"),
+                format!("unmount {s}/run"),
+            ]
+        );
+        assert!(host.mounted().is_empty());
+        assert!(!netns.exists());
+        // Idempotent and cheap: no network call when nothing is left.
+        host.clear();
+        release_host(&host, &config);
+        assert_eq!(host.calls(), [format!("unmount {s}/run")]);
     }
 }

@@ -1,8 +1,8 @@
 //! NAT networking of a gVisor sandbox. Before `runsc run` (and `runsc
 //! restore`) the runtime creates a network namespace for the sandbox,
 //! pins it as the file `state_dir/netns` (a bind mount of a thread's
-//! `/proc/thread-self/ns/net`) and sets it up like the namespace runtime
-//! does ([`crate::ns::network`]: veth pair with `eth0` inside, a /30 from
+//! `/proc/thread-self/ns/net`) and sets it up as the namespace runtime
+//! sets up its sandboxes ([`crate::host::network`]: veth pair with `eth0` inside, a /30 from
 //! the NAT pool, an nftables table of its own). The bundle names that file
 //! as the container's network namespace, and runsc runs with
 //! `--network=sandbox`: gVisor's own network stack takes over `eth0`, its
@@ -25,7 +25,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::Context;
-use crate::ns::{layout, network, sys};
+use crate::host::{layout, network, Host, Kernel};
 use crate::{Error, Result, SandboxConfig};
 
 /// The pinned network namespace of a NAT sandbox (state dir).
@@ -39,63 +39,56 @@ pub fn netns_path(config: &SandboxConfig) -> PathBuf {
 /// Create and pin a network namespace, set up the veth pair, addresses,
 /// routes and the nftables table, and return the namespace file. On error
 /// nothing of it is left.
-pub fn setup(config: &SandboxConfig, pool: &str, deny: &[String]) -> Result<PathBuf> {
+pub fn setup(
+    host: &dyn Host,
+    config: &SandboxConfig,
+    pool: &str,
+    deny: &[String],
+) -> Result<PathBuf> {
     network::check_forwarding()?;
     // Whatever a crash left (a pinned namespace, a veth) goes first.
-    teardown(config);
+    teardown_on(host, config);
     let path = netns_path(config);
-    pin_new_netns(&path)?;
-    if let Err(e) = network::setup(
+    pin_new_netns(host, &path)?;
+    if let Err(e) = host.net_setup(
         &config.id,
         network::Netns::Path(&path),
         pool,
         deny,
         &config.state_dir,
     ) {
-        unpin(&path);
+        unpin(host, &path);
         return Err(e);
     }
     Ok(path)
 }
 
+/// [`teardown_on`] the real host.
+pub fn teardown(config: &SandboxConfig) {
+    teardown_on(&Kernel, config)
+}
+
 /// Remove the veth, the table and the pinned namespace of `config`, if
 /// any exist. Cheap when there is nothing (no process is run).
-pub fn teardown(config: &SandboxConfig) {
+pub fn teardown_on(host: &dyn Host, config: &SandboxConfig) {
     let path = netns_path(config);
-    let veth = Path::new("/sys/class/net").join(layout::host_veth(&config.id));
-    if path.exists() || veth.exists() {
-        network::teardown(&config.id);
-        unpin(&path);
+    if path.exists() || host.has_veth(&config.id) {
+        host.net_teardown(&config.id);
+        unpin(host, &path);
     }
 }
 
 /// Unmount and remove a pinned namespace file.
-fn unpin(path: &Path) {
-    let _ = sys::umount2(path, libc::MNT_DETACH);
+fn unpin(host: &dyn Host, path: &Path) {
+    let _ = host.unmount(path, libc::MNT_DETACH);
     let _ = std::fs::remove_file(path);
 }
 
-/// Make a new network namespace on a thread of its own and bind-mount it
-/// onto `path`. The thread ends right after; the mount keeps the
-/// namespace.
-fn pin_new_netns(path: &Path) -> Result<()> {
+/// Make a new network namespace and bind-mount it onto `path` (created
+/// here; removed again on error).
+fn pin_new_netns(host: &dyn Host, path: &Path) -> Result<()> {
     std::fs::File::create(path).context(|| format!("creating {}", path.display()))?;
-    let target = path.to_path_buf();
-    let pinned = std::thread::spawn(move || -> std::io::Result<()> {
-        // Only this thread moves to the new namespace (it is not shared
-        // with the process's other threads).
-        sys::unshare(libc::CLONE_NEWNET)?;
-        sys::mount(
-            Some(Path::new("/proc/thread-self/ns/net")),
-            &target,
-            None,
-            libc::MS_BIND,
-            None,
-        )
-    })
-    .join()
-    .unwrap_or_else(|_| Err(std::io::Error::other("the thread panicked")));
-    if let Err(e) = pinned {
+    if let Err(e) = host.pin_netns(path) {
         let _ = std::fs::remove_file(path);
         return Err(Error::Io {
             context: format!(
@@ -141,11 +134,11 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("netns");
-        pin_new_netns(&path).unwrap();
+        pin_new_netns(&Kernel, &path).unwrap();
         let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
         let mine = ino(Path::new("/proc/self/ns/net"));
         let pinned = ino(&path);
-        unpin(&path);
+        unpin(&Kernel, &path);
         assert_ne!(mine, pinned);
         assert!(!path.exists());
     }

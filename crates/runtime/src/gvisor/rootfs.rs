@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::ns::{layout, mounts, sys};
+use crate::host::{layout, mounts, Host, Kernel};
 use crate::{Error, Result, SandboxConfig};
 
 /// Where the merged root is mounted on the host.
@@ -20,14 +20,14 @@ pub fn path(config: &SandboxConfig) -> PathBuf {
 /// Mount the root overlay and the host-dir overlays (the same ones the
 /// namespace runtime builds). On error, whatever was mounted is unmounted
 /// again.
-pub fn mount(config: &SandboxConfig) -> Result<PathBuf> {
+pub fn mount(host: &dyn Host, config: &SandboxConfig) -> Result<PathBuf> {
     let root = path(config);
     std::fs::create_dir_all(&root).map_err(|e| Error::Io {
         context: format!("creating {}", root.display()),
         source: e,
     })?;
-    if let Err(e) = mounts::mount_overlays(config, &root) {
-        unmount(config);
+    if let Err(e) = mounts::mount_overlays(host, config, &root) {
+        unmount(host, config);
         return Err(Error::Start(e));
     }
     Ok(root)
@@ -36,13 +36,60 @@ pub fn mount(config: &SandboxConfig) -> Result<PathBuf> {
 /// Mount points at or below `dir` in the host's mount namespace, deepest
 /// first.
 pub fn mounts_below(dir: &Path) -> Vec<PathBuf> {
-    crate::ns::mounts_below(dir)
+    Kernel.mounts_below(dir)
 }
 
 /// Unmount everything below the root mount point (best effort: lazily, so
 /// a busy mount cannot fail a stop).
-pub fn unmount(config: &SandboxConfig) {
-    for m in mounts_below(&path(config)) {
-        let _ = sys::umount2(&m, libc::MNT_DETACH);
+pub fn unmount(host: &dyn Host, config: &SandboxConfig) {
+    for m in host.mounts_below(&path(config)) {
+        let _ = host.unmount(&m, libc::MNT_DETACH);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::recording::{config, Recording};
+
+    #[test]
+    fn the_root_overlay_goes_first_and_comes_off_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let host = Recording::new();
+        let root = mount(&host, &config).unwrap();
+        let r = root.display();
+        assert_eq!(
+            host.calls(),
+            [
+                format!("mount overlay on {r}"),
+                format!("mount overlay on {r}/usr")
+            ]
+        );
+        // The upper dirs the overlays write to are on the volume.
+        let vol = &config.rootfs.upper_root;
+        assert!(vol.join("root/upper").is_dir() && vol.join("host/usr/work").is_dir());
+        host.clear();
+        unmount(&host, &config);
+        assert_eq!(
+            host.calls(),
+            [format!("unmount {r}/usr"), format!("unmount {r}")]
+        );
+    }
+
+    #[test]
+    fn a_mount_failing_midway_unmounts_what_was_mounted() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let host = Recording::new();
+        let root = path(&config);
+        host.fail_on(&format!("mount overlay on {}/usr", root.display()));
+        let e = mount(&host, &config).unwrap_err().to_string();
+        assert!(e.contains("/usr"), "{e}");
+        assert_eq!(
+            host.calls().last().unwrap(),
+            &format!("unmount {}", root.display())
+        );
+        assert!(host.mounted().is_empty());
     }
 }

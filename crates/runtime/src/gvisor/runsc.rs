@@ -15,7 +15,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::error::Context;
-use crate::ns::wait::Backoff;
+use crate::host::wait::Backoff;
 use crate::{Error, Result};
 
 /// How one runsc installation is invoked.
@@ -94,7 +94,7 @@ impl Runsc {
                 cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
             }
             Output::Console(path) => {
-                let log = crate::ns::layout::open_log(path)
+                let log = crate::host::layout::open_log(path)
                     .context(|| format!("opening the console log {}", path.display()))?;
                 let log2 = log
                     .try_clone()
@@ -134,7 +134,7 @@ impl Runsc {
         if !status.success() {
             // Output sent to the console log: its last lines say why.
             let logged = console
-                .map(|p| crate::ns::layout::tail_lines(&p, 4))
+                .map(|p| crate::host::layout::tail_lines(&p, 4))
                 .unwrap_or_default();
             let msg = first_lines(if !stderr.trim().is_empty() {
                 &stderr
@@ -190,7 +190,7 @@ fn wait_until(child: &mut Child, deadline: Instant) -> Result<ExitStatus, WaitEr
         }
         if Instant::now() >= deadline {
             // The child leads its own group (see `command`).
-            let _ = crate::ns::sys::kill(-(child.id() as i32), libc::SIGKILL);
+            let _ = crate::host::sys::kill(-(child.id() as i32), libc::SIGKILL);
             let _ = child.kill();
             let _ = child.wait();
             return Err(WaitError::Timeout);

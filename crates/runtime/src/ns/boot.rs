@@ -16,9 +16,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::cgroup::v1::V1Group;
-use super::cgroup::{Cgroup, HostCgroups, SandboxCgroup};
-use super::{child, layout, network, pidfile, standby, stop, sys, userns};
+use super::{child, layout, pidfile, standby, stop, userns};
+use crate::host::cgroup::v1::V1Group;
+use crate::host::cgroup::{Cgroup, HostCgroups, SandboxCgroup};
+use crate::host::{network, sys};
 use crate::{Error, NetworkMode, Result, SandboxConfig};
 
 /// Runtime options the boot process needs besides the sandbox config
@@ -119,7 +120,7 @@ impl Drop for Guard<'_> {
         }
         // Leave the cgroups ourselves before killing what is in them.
         self.host.move_to_root(std::process::id() as i32);
-        let _ = stop::kill_and_remove(self.cg, stop::KILL_TIMEOUT);
+        let _ = stop::kill_and_remove(&crate::host::Kernel, self.cg, stop::KILL_TIMEOUT);
         if self.config.network == NetworkMode::Nat {
             network::teardown(&self.config.id);
         }

@@ -5,7 +5,7 @@
 
 use caps::{CapSet, Capability, CapsHashSet};
 
-use super::sys;
+use crate::host::sys;
 use crate::Grants;
 
 /// The capabilities every sandbox keeps.

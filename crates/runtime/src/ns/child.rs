@@ -9,7 +9,8 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
-use super::{caps, layout, mounts, network, seccomp, sys, userns};
+use super::{caps, layout, mounts, seccomp, userns};
+use crate::host::{network, sys};
 use crate::SandboxConfig;
 
 /// Run the child side; never returns. `listen` is the agent's bound

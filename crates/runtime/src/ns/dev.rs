@@ -5,7 +5,7 @@
 use std::os::unix::fs::symlink;
 use std::path::Path;
 
-use super::sys;
+use crate::host::sys;
 
 /// Host devices made available inside the sandbox.
 pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
@@ -22,7 +22,7 @@ fn mnt(
 }
 
 pub fn mount_dev(rootfs: &Path) -> Result<(), String> {
-    let dev = super::mounts::in_root(rootfs, "/dev", true)?;
+    let dev = crate::host::mounts::in_root(rootfs, "/dev", true)?;
     // nodev: device nodes created later (CAP_MKNOD) cannot be opened; the
     // bind-mounted host nodes below keep their own mount's flags.
     mnt(

@@ -2,20 +2,8 @@
 
 use std::path::Path;
 
-use serde::Serialize;
-
-use super::cgroup::{CgroupMode, HostCgroups};
-
-/// One finding about the host.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Check {
-    /// Short name ("cgroups", "overlayfs", ...).
-    pub name: String,
-    /// Whether the namespace runtime can use it.
-    pub ok: bool,
-    /// What was found, and how to fix it when not ok.
-    pub detail: String,
-}
+use crate::doctor::Check;
+use crate::host::cgroup::{CgroupMode, HostCgroups};
 
 fn check(name: &str, ok: bool, detail: impl Into<String>) -> Check {
     Check {

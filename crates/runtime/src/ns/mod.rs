@@ -12,20 +12,17 @@
 //! ([`pool`]) of boot processes started ahead of time and already sitting
 //! in cgroups of their own ([`standby`]); `start` takes one and the pool
 //! refills in the background. The daemon blocks on the boot process's
-//! output until it exits (no polling, see [`wait`]) and then connects to
+//! output until it exits (no polling, see [`crate::host::wait`]) and then connects to
 //! the agent with a backoff of 100 µs to 1 ms.
 
-pub mod blocklist;
 pub mod boot;
 pub mod caps;
-pub mod cgroup;
 pub mod child;
 pub mod dev;
 pub mod doctor;
 pub mod layout;
 pub mod mountapi;
 pub mod mounts;
-pub mod network;
 pub mod observe;
 pub mod pause;
 pub mod pidfile;
@@ -35,19 +32,19 @@ pub mod seccomp;
 pub mod standby;
 pub mod start;
 pub mod stop;
-pub mod sys;
 pub mod userns;
-pub mod userxattr;
-pub mod wait;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::doctor::Check;
+pub use crate::host::network::NetInfo;
 pub use boot::boot_main;
-pub use doctor::{doctor, Check};
-pub use network::NetInfo;
+pub use doctor::doctor;
 
-use cgroup::{Cgroup, HostCgroups, SandboxCgroup};
+use crate::host::cgroup::{Cgroup, HostCgroups, SandboxCgroup};
+use crate::host::{blocklist, network, Host, Kernel};
 
 use crate::{Error, Observed, Result, Runtime, SandboxConfig, Started, Stats};
 
@@ -101,11 +98,20 @@ pub struct NamespaceRuntime {
     options: NsOptions,
     host: HostCgroups,
     pool: pool::Pool,
+    /// Where the daemon-side kernel calls go (the kernel; a recording
+    /// double in tests).
+    calls: Arc<dyn Host>,
 }
 
 impl NamespaceRuntime {
     /// Detect the host's cgroups and check the options.
     pub fn new(options: NsOptions) -> Result<NamespaceRuntime> {
+        NamespaceRuntime::with_host(options, Arc::new(Kernel))
+    }
+
+    /// [`NamespaceRuntime::new`] with the daemon-side host calls (stop's
+    /// kills, unmounts and network teardown) going to `calls`.
+    pub fn with_host(options: NsOptions, calls: Arc<dyn Host>) -> Result<NamespaceRuntime> {
         let parent = &options.cgroup_parent;
         if parent.is_empty()
             || parent.starts_with('/')
@@ -138,6 +144,7 @@ impl NamespaceRuntime {
             host,
             options,
             pool,
+            calls,
         })
     }
 
@@ -186,21 +193,6 @@ impl NamespaceRuntime {
     }
 }
 
-/// Mount points at or below `dir` in this (the host's) mount namespace.
-/// Mount points at or below `dir` in this mount namespace, deepest first.
-pub(crate) fn mounts_below(dir: &Path) -> Vec<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut v: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(PathBuf::from)
-        .filter(|p| p.starts_with(dir))
-        .collect();
-    // Deepest first.
-    v.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    v
-}
-
 impl Runtime for NamespaceRuntime {
     fn name(&self) -> &'static str {
         "ns"
@@ -227,28 +219,7 @@ impl Runtime for NamespaceRuntime {
 
     fn stop(&self, config: &SandboxConfig) -> Result<()> {
         layout::validate_id(&config.id)?;
-        let pid_file = layout::state_file(config, layout::PID_FILE);
-        // PID 1 outside its cgroup (cgroups removed by hand): kill it too.
-        let recorded = pidfile::recorded_pid(&pid_file);
-        if let Some(pid) = pidfile::live_pid(&pid_file)? {
-            let _ = sys::kill(pid, libc::SIGKILL);
-        }
-        stop::kill_and_remove(&self.cgroup(&config.id), stop::KILL_TIMEOUT)?;
-        if let Some(pid) = recorded {
-            pidfile::reap(pid);
-        }
-        network::teardown(&config.id);
-        for m in mounts_below(&layout::state_file(config, layout::ROOTFS_DIR)) {
-            let _ = sys::umount2(&m, libc::MNT_DETACH);
-        }
-        for f in [
-            layout::PID_FILE,
-            layout::NETWORK_FILE,
-            layout::HOST_AGENT_SOCKET,
-        ] {
-            let _ = std::fs::remove_file(layout::state_file(config, f));
-        }
-        Ok(())
+        stop::release(&*self.calls, &self.cgroup(&config.id), config)
     }
 
     fn stats(&self, config: &SandboxConfig) -> Result<Stats> {
@@ -279,10 +250,33 @@ impl Runtime for NamespaceRuntime {
             Err(Error::Io { ref source, .. })
                 if config.agent_key.is_none() && source.kind() == std::io::ErrorKind::NotFound =>
             {
-                crate::agent_channel::connect(&config.state_dir, layout::AGENT_SOCKET, &expected)
-                    .or(r)
+                crate::agent_channel::connect(
+                    &config.state_dir,
+                    layout::LEGACY_AGENT_SOCKET,
+                    &expected,
+                )
+                .or(r)
             }
             r => r,
+        }
+    }
+
+    fn capabilities(&self) -> crate::Capabilities {
+        crate::Kind::Namespace.capabilities()
+    }
+
+    fn agent_listening(&self, config: &SandboxConfig) -> bool {
+        crate::agent_channel::is_socket(&layout::state_file(config, layout::HOST_AGENT_SOCKET))
+    }
+
+    /// Mounts left below the rootfs mount point (the root is mounted in
+    /// the sandbox's own mount namespace; this is for one that leaked).
+    fn release_leftovers(&self, config: &SandboxConfig) {
+        for m in self
+            .calls
+            .mounts_below(&layout::state_file(config, layout::ROOTFS_DIR))
+        {
+            let _ = self.calls.unmount(&m, libc::MNT_DETACH);
         }
     }
 

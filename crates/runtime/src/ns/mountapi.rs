@@ -11,7 +11,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
-use super::sys::cstr;
+use crate::host::sys::cstr;
 
 const OPEN_TREE_CLONE: libc::c_uint = 1;
 const AT_EMPTY_PATH: libc::c_uint = 0x1000;

@@ -6,112 +6,13 @@
 //! Runs in the boot child, inside the new mount namespace, before
 //! capabilities are dropped.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use super::dev;
 use super::layout;
-use super::sys;
+use crate::host::mounts::{in_root, mkdir_p, mnt, mount_overlays, MASKED_PATHS, R, READONLY_PATHS};
+use crate::host::sys;
 use crate::SandboxConfig;
-
-/// Files and directories hidden from the sandbox (OCI defaults).
-pub const MASKED_PATHS: &[&str] = &[
-    "/proc/acpi",
-    "/proc/asound",
-    "/proc/interrupts",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/sys/firmware",
-    "/sys/devices/virtual/powercap",
-];
-
-/// Paths the sandbox may read but not write.
-pub const READONLY_PATHS: &[&str] = &[
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
-
-type R<T> = Result<T, String>;
-
-fn mnt(
-    source: Option<&Path>,
-    target: &Path,
-    fstype: Option<&str>,
-    flags: libc::c_ulong,
-    data: Option<&str>,
-) -> R<()> {
-    sys::mount(source, target, fstype, flags, data).map_err(|e| {
-        format!(
-            "mounting {} ({}) at {}: {e}",
-            source.map_or("none".into(), |s| s.display().to_string()),
-            fstype.unwrap_or("bind"),
-            target.display()
-        )
-    })
-}
-
-fn mkdir_p(p: &Path) -> R<()> {
-    std::fs::create_dir_all(p).map_err(|e| format!("creating {}: {e}", p.display()))
-}
-
-/// The mode of a directory the sandbox sees: an overlay's upper dir (the
-/// merged root takes its mode) or a mount point made inside the root.
-const VISIBLE_DIR_MODE: u32 = 0o755;
-
-/// Create the directory `p` (its parents with [`mkdir_p`]) and, only if
-/// this call created it, give it [`VISIBLE_DIR_MODE`] whatever the umask:
-/// the gVisor runtime mounts the root in the daemon, whose umask is 077,
-/// and a 0700 upper dir would make e.g. `/usr` unreadable to every user
-/// but root inside. A directory that exists keeps its mode (the sandbox
-/// may have changed it).
-fn mkdir_visible(p: &Path) -> R<()> {
-    use std::os::unix::fs::PermissionsExt;
-    if let Some(parent) = p.parent() {
-        mkdir_p(parent)?;
-    }
-    match std::fs::create_dir(p) {
-        Ok(()) => std::fs::set_permissions(p, std::fs::Permissions::from_mode(VISIBLE_DIR_MODE))
-            .map_err(|e| format!("setting the mode of {}: {e}", p.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(format!("creating {}: {e}", p.display())),
-    }
-}
-
-/// `root` joined with the absolute in-sandbox path `path`, creating missing
-/// directories and refusing symlinks on the way, so that an image cannot
-/// redirect a mount onto the host (e.g. `/run -> /etc` absolute symlinks
-/// would otherwise be followed relative to the host's root).
-pub fn in_root(root: &Path, path: &str, create_dirs: bool) -> R<PathBuf> {
-    let mut cur = root.to_path_buf();
-    for c in Path::new(path).components() {
-        let Component::Normal(name) = c else {
-            continue;
-        };
-        cur.push(name);
-        match std::fs::symlink_metadata(&cur) {
-            Ok(m) if m.file_type().is_symlink() => {
-                return Err(format!(
-                    "{path} inside the sandbox goes through the symlink {}; the image must \
-                     have a real directory there",
-                    cur.display()
-                ))
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create_dirs => {
-                mkdir_visible(&cur)?;
-            }
-            Err(e) => return Err(format!("{}: {e}", cur.display())),
-        }
-    }
-    Ok(cur)
-}
 
 /// Mount everything under `state_dir/rootfs` and pivot into it.
 pub fn build_root(config: &SandboxConfig) -> R<()> {
@@ -124,7 +25,7 @@ pub fn build_root(config: &SandboxConfig) -> R<()> {
     )?;
     let rootfs = layout::state_file(config, layout::ROOTFS_DIR);
     mkdir_p(&rootfs)?;
-    mount_overlays(config, &rootfs)?;
+    mount_overlays(&crate::host::Kernel, config, &rootfs)?;
     let sources = DwellSources {
         agent: config.agent_binary.clone(),
     };
@@ -146,65 +47,6 @@ pub(crate) fn finish_root(rootfs: &Path, src: &DwellSources) -> R<()> {
     mount_dwell_dirs(rootfs, src)?;
     mask_paths(rootfs)?;
     pivot(rootfs)
-}
-
-fn overlay(lower: &str, upper: &Path, work: &Path, target: &Path, userxattr: bool) -> R<()> {
-    // The merged dir takes the upper dir's mode; the work dir stays private.
-    mkdir_visible(upper)?;
-    mkdir_p(work)?;
-    let mut data = format!(
-        "lowerdir={lower},upperdir={},workdir={}",
-        upper.display(),
-        work.display()
-    );
-    if userxattr {
-        data.push_str(",userxattr");
-    }
-    // nodev: with CAP_MKNOD a sandbox could create a node for a host disk;
-    // on a nodev mount such a node cannot be opened. nosuid: gVisor mounts
-    // this on the host, where a setuid file the sandbox made must stay inert.
-    mnt(
-        Some(Path::new("overlay")),
-        target,
-        Some("overlay"),
-        libc::MS_NODEV | libc::MS_NOSUID,
-        Some(&data),
-    )
-}
-
-/// The root overlay (image layers under the volume's upper dir) and one
-/// overlay per host dir, at `rootfs`. Shared with the gVisor runtime, which
-/// mounts the same root on the host.
-pub(crate) fn mount_overlays(config: &SandboxConfig, rootfs: &Path) -> R<()> {
-    let upper_root = &config.rootfs.upper_root;
-    // A volume once used in a user namespace keeps user.overlay.* marks.
-    let userxattr = super::userxattr::volume_converted(upper_root);
-    let lower = config
-        .rootfs
-        .layers
-        .iter()
-        .map(|l| l.display().to_string())
-        .collect::<Vec<_>>()
-        .join(":");
-    overlay(
-        &lower,
-        &upper_root.join("root/upper"),
-        &upper_root.join("root/work"),
-        rootfs,
-        userxattr,
-    )?;
-    for dir in &config.rootfs.host_dirs {
-        let name = layout::host_dir_name(dir);
-        let target = in_root(rootfs, &dir.to_string_lossy(), true)?;
-        overlay(
-            &dir.display().to_string(),
-            &upper_root.join("host").join(&name).join("upper"),
-            &upper_root.join("host").join(&name).join("work"),
-            &target,
-            userxattr,
-        )?;
-    }
-    Ok(())
 }
 
 const NOSUID_NODEV_NOEXEC: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
@@ -345,63 +187,4 @@ fn pivot(rootfs: &Path) -> R<()> {
     sys::umount2(Path::new("."), libc::MNT_DETACH)
         .map_err(|e| format!("detaching the old root: {e}"))?;
     std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::PermissionsExt;
-
-    fn mode(p: &Path) -> u32 {
-        std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
-    }
-
-    /// Runs `f` in a forked child under umask 077 (the daemon's), so the
-    /// test process keeps its own umask; the child's exit code says
-    /// whether `f` succeeded.
-    fn under_umask_077(f: impl FnOnce() -> R<()>) {
-        // SAFETY: the child makes a few file system calls and _exits.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0, "fork failed");
-        if pid == 0 {
-            // SAFETY: umask and _exit in the child only.
-            unsafe {
-                libc::umask(0o077);
-                libc::_exit(if f().is_ok() { 0 } else { 1 });
-            }
-        }
-        let mut status = 0;
-        // SAFETY: waiting for our own child.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
-        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
-    }
-
-    #[test]
-    fn upper_dirs_and_mount_points_are_0755_under_the_daemons_umask() {
-        let dir = tempfile::tempdir().unwrap();
-        let upper = dir.path().join("vol/host/usr/upper");
-        let root = dir.path().join("root");
-        std::fs::create_dir(&root).unwrap();
-        let (u, r) = (upper.clone(), root.clone());
-        under_umask_077(move || {
-            mkdir_visible(&u)?;
-            in_root(&r, "/opt/tool", true).map(|_| ())
-        });
-        assert_eq!(mode(&upper), 0o755);
-        assert_eq!(mode(&root.join("opt")), 0o755);
-        assert_eq!(mode(&root.join("opt/tool")), 0o755);
-        // Parents stay as the umask made them: only what the sandbox sees
-        // is opened up.
-        assert_eq!(mode(&dir.path().join("vol/host")), 0o700);
-    }
-
-    #[test]
-    fn an_existing_upper_dir_keeps_its_mode() {
-        let dir = tempfile::tempdir().unwrap();
-        let upper = dir.path().join("upper");
-        std::fs::create_dir(&upper).unwrap();
-        std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(0o750)).unwrap();
-        mkdir_visible(&upper).unwrap();
-        assert_eq!(mode(&upper), 0o750);
-    }
 }

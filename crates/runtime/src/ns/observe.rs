@@ -2,9 +2,9 @@
 //! against the process start time, plus the freezer state), its usage
 //! counters, and which sandboxes have cgroups under the parent.
 
-use super::cgroup::Cgroup;
 use super::layout;
 use super::pidfile;
+use crate::host::cgroup::Cgroup;
 use crate::{Observed, Result, SandboxConfig};
 
 /// Running / Paused / Stopped from the pid file and the cgroup.

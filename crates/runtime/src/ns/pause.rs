@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::cgroup::Cgroup;
-use super::wait::Backoff;
+use crate::host::cgroup::Cgroup;
+use crate::host::wait::Backoff;
 use crate::{Error, Result};
 
 /// How long a freeze may take before it is reported as stuck.

@@ -22,11 +22,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::cgroup::v1::V1Group;
-use super::cgroup::HostCgroups;
 use super::standby::{POOL_ENV, READY};
-use super::sys;
-use super::wait::{read_to_end_until, Backoff};
+use crate::host::cgroup::v1::V1Group;
+use crate::host::cgroup::HostCgroups;
+use crate::host::sys;
+use crate::host::wait::{read_to_end_until, Backoff};
 use crate::{Error, Result};
 
 /// Prefix of pool cgroup names ('.' never occurs in a sandbox id).
@@ -231,7 +231,7 @@ impl Drop for Standby {
         }
         for d in &self.dirs {
             if d.exists() {
-                let _ = super::cgroup::rmdir(d);
+                let _ = crate::host::cgroup::rmdir(d);
             }
         }
     }

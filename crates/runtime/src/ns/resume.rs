@@ -2,9 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::cgroup::Cgroup;
 use super::pause::FIRST_NAP;
-use super::wait::Backoff;
+use crate::host::cgroup::Cgroup;
+use crate::host::wait::Backoff;
 use crate::{Error, Result};
 
 /// Thaw and wait (bounded) until the kernel reports it thawed.

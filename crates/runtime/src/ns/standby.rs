@@ -17,8 +17,8 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use super::boot::{self, Placement};
-use super::cgroup::v1::V1Group;
-use super::cgroup::HostCgroups;
+use crate::host::cgroup::v1::V1Group;
+use crate::host::cgroup::HostCgroups;
 
 /// Environment variable that makes [`super::boot_main`] a standby; its
 /// value is the pool cgroup relative to the hierarchy roots
@@ -78,6 +78,6 @@ fn cleanup(host: &HostCgroups, group: Option<&V1Group>) {
     }
     host.move_to_root(std::process::id() as i32);
     for d in busy {
-        let _ = super::cgroup::rmdir(&d);
+        let _ = crate::host::cgroup::rmdir(&d);
     }
 }

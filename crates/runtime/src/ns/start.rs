@@ -7,8 +7,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::boot::{console_tail, BootOptions, BOOT_OPTIONS_FILE};
-use super::{layout, network, pidfile, wait, NamespaceRuntime};
+use super::{layout, pidfile, NamespaceRuntime};
 use crate::error::Context;
+use crate::host::{network, wait};
 use crate::{Error, NetworkMode, Observed, Result, Runtime, SandboxConfig, Started};
 
 /// Extra time the boot process gets beyond the agent timeout (mounts,

@@ -3,9 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::cgroup::Cgroup;
-use super::sys;
-use crate::{Error, Result};
+use super::{layout, pidfile};
+use crate::host::cgroup::Cgroup;
+use crate::host::Host;
+use crate::{Error, Result, SandboxConfig};
 
 /// How long the processes of a killed sandbox may take to exit.
 pub const KILL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -16,7 +17,7 @@ pub const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 /// is frozen first so that nothing can fork between reading the pid list
 /// and signalling it, every pid gets SIGKILL, and the cgroup is thawed so
 /// the signals are delivered.
-pub fn kill_and_remove(cg: &dyn Cgroup, timeout: Duration) -> Result<()> {
+pub fn kill_and_remove(host: &dyn Host, cg: &dyn Cgroup, timeout: Duration) -> Result<()> {
     if !cg.exists() {
         return Ok(());
     }
@@ -35,7 +36,7 @@ pub fn kill_and_remove(cg: &dyn Cgroup, timeout: Duration) -> Result<()> {
         if !cg.kill_all()? {
             let frozen = cg.request_freeze(true).is_ok();
             for pid in cg.procs()? {
-                sys::kill(pid, libc::SIGKILL).map_err(|e| Error::Io {
+                host.kill(pid, libc::SIGKILL).map_err(|e| Error::Io {
                     context: format!("sending SIGKILL to {pid}"),
                     source: e,
                 })?;
@@ -53,24 +54,73 @@ pub fn kill_and_remove(cg: &dyn Cgroup, timeout: Duration) -> Result<()> {
     cg.remove()
 }
 
+/// Stop sandbox `config` whose cgroup is `cg`: SIGKILL its PID 1 (in case
+/// it left its cgroup), kill and remove the cgroup, reap PID 1, then
+/// remove its network, the mounts left below its rootfs and its pid,
+/// network and socket files. When the cgroup cannot be removed the rest
+/// stays for the next stop (the reconciler retries).
+pub fn release(host: &dyn Host, cg: &dyn Cgroup, config: &SandboxConfig) -> Result<()> {
+    let pid_file = layout::state_file(config, layout::PID_FILE);
+    let recorded = pidfile::recorded_pid(&pid_file);
+    if let Some(pid) = pidfile::live_pid(&pid_file)? {
+        let _ = host.kill(pid, libc::SIGKILL);
+    }
+    kill_and_remove(host, cg, KILL_TIMEOUT)?;
+    if let Some(pid) = recorded {
+        pidfile::reap(pid);
+    }
+    host.net_teardown(&config.id);
+    for m in host.mounts_below(&layout::state_file(config, layout::ROOTFS_DIR)) {
+        let _ = host.unmount(&m, libc::MNT_DETACH);
+    }
+    for f in [
+        layout::PID_FILE,
+        layout::NETWORK_FILE,
+        layout::HOST_AGENT_SOCKET,
+    ] {
+        let _ = std::fs::remove_file(layout::state_file(config, f));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ns::cgroup::Cgroup;
+    use crate::host::recording::Recording;
+    use crate::host::Mount;
     use crate::{Resources, Stats};
     use std::cell::RefCell;
+    use std::path::Path;
 
-    /// A cgroup whose processes die when signalled while thawed.
-    #[derive(Default)]
-    struct Double {
+    /// A cgroup whose processes die when signalled while thawed; its
+    /// calls go into the host's log, so one log shows the whole sequence.
+    struct Double<'a> {
+        host: &'a Recording,
         procs: RefCell<Vec<i32>>,
         frozen: RefCell<bool>,
         has_kill: bool,
-        log: RefCell<Vec<String>>,
         removed: RefCell<bool>,
     }
 
-    impl Cgroup for Double {
+    impl<'a> Double<'a> {
+        fn new(host: &'a Recording, has_kill: bool) -> Double<'a> {
+            Double {
+                host,
+                procs: RefCell::default(),
+                frozen: RefCell::default(),
+                has_kill,
+                removed: RefCell::default(),
+            }
+        }
+
+        fn note(&self, line: &str) -> Result<()> {
+            self.host
+                .note(format!("cgroup {line}"))
+                .map_err(|e| Error::Other(e.to_string()))
+        }
+    }
+
+    impl Cgroup for Double<'_> {
         fn create(&self, _: &Resources) -> Result<()> {
             Ok(())
         }
@@ -82,7 +132,7 @@ mod tests {
             Ok(self.procs.borrow().clone())
         }
         fn request_freeze(&self, f: bool) -> Result<()> {
-            self.log.borrow_mut().push(format!("freeze={f}"));
+            self.note(if f { "freeze" } else { "thaw" })?;
             *self.frozen.borrow_mut() = f;
             if !f {
                 // Pending SIGKILLs are delivered on thaw; i32::MAX stands
@@ -95,7 +145,7 @@ mod tests {
             Ok(*self.frozen.borrow())
         }
         fn kill_all(&self) -> Result<bool> {
-            self.log.borrow_mut().push("kill".into());
+            self.note("kill")?;
             if self.has_kill {
                 self.procs.borrow_mut().clear();
             }
@@ -108,6 +158,7 @@ mod tests {
             !*self.removed.borrow()
         }
         fn remove(&self) -> Result<()> {
+            self.note("remove")?;
             *self.removed.borrow_mut() = true;
             Ok(())
         }
@@ -115,44 +166,135 @@ mod tests {
 
     #[test]
     fn uses_cgroup_kill_when_present() {
-        let d = Double {
-            has_kill: true,
-            ..Default::default()
-        };
+        let host = Recording::new();
+        let d = Double::new(&host, true);
         d.add_process(7).unwrap();
-        kill_and_remove(&d, Duration::from_secs(1)).unwrap();
+        kill_and_remove(&host, &d, Duration::from_secs(1)).unwrap();
         assert!(*d.removed.borrow());
-        assert_eq!(d.log.borrow()[0], "kill");
+        assert_eq!(
+            host.calls(),
+            ["cgroup kill", "cgroup thaw", "cgroup remove"]
+        );
         // Idempotent.
-        kill_and_remove(&d, Duration::from_secs(1)).unwrap();
+        kill_and_remove(&host, &d, Duration::from_secs(1)).unwrap();
+        assert_eq!(host.calls().len(), 3);
     }
 
     #[test]
     fn freezes_signals_and_thaws_without_cgroup_kill() {
-        let d = Double::default();
-        // Pids beyond pid_max: the real kill(2) returns ESRCH (success).
-        d.procs.borrow_mut().extend([i32::MAX - 1, i32::MAX - 2]);
-        kill_and_remove(&d, Duration::from_secs(1)).unwrap();
+        let host = Recording::new();
+        let d = Double::new(&host, false);
+        d.procs.borrow_mut().extend([41, 42]);
+        kill_and_remove(&host, &d, Duration::from_secs(1)).unwrap();
         assert!(*d.removed.borrow());
         assert_eq!(
-            &d.log.borrow()[..3],
-            ["kill", "freeze=true", "freeze=false"]
+            host.calls(),
+            [
+                "cgroup kill",
+                "cgroup freeze",
+                "kill 41 9",
+                "kill 42 9",
+                "cgroup thaw",
+                "cgroup remove"
+            ]
         );
     }
 
     #[test]
     fn reports_survivors() {
-        let d = Double {
-            has_kill: false,
-            ..Default::default()
-        };
-        // A pid that never dies in the double and does not exist on the
-        // host (beyond pid_max), so the real kill(2) is harmless.
+        let host = Recording::new();
+        let d = Double::new(&host, false);
         d.procs.borrow_mut().push(i32::MAX);
-        let err = kill_and_remove(&d, Duration::from_millis(50)).unwrap_err();
+        let err = kill_and_remove(&host, &d, Duration::from_millis(50)).unwrap_err();
         assert!(err.to_string().contains("survived"), "{err}");
         assert!(!*d.removed.borrow());
-        let log = d.log.borrow();
-        assert_eq!(&log[..3], ["kill", "freeze=true", "freeze=false"]);
+        assert_eq!(
+            &host.calls()[..4],
+            [
+                "cgroup kill",
+                "cgroup freeze",
+                "kill 2147483647 9",
+                "cgroup thaw"
+            ]
+        );
+    }
+
+    /// A stopped sandbox's state dir: a pid file naming this (live) test
+    /// process, its network and socket files, and two mounts below its
+    /// rootfs.
+    fn sandbox(host: &Recording) -> (tempfile::TempDir, SandboxConfig) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::host::recording::config(dir.path());
+        std::fs::create_dir_all(dir.path().join(layout::HOST_AGENT_DIR)).unwrap();
+        for f in [layout::NETWORK_FILE, layout::HOST_AGENT_SOCKET] {
+            std::fs::write(layout::state_file(&config, f), b"").unwrap();
+        }
+        pidfile::write(
+            &layout::state_file(&config, layout::PID_FILE),
+            std::process::id() as i32,
+        )
+        .unwrap();
+        let rootfs = layout::state_file(&config, layout::ROOTFS_DIR);
+        for target in [rootfs.clone(), rootfs.join("proc")] {
+            host.mount(&Mount {
+                source: None,
+                target: &target,
+                fstype: Some("overlay"),
+                flags: 0,
+                data: None,
+            })
+            .unwrap();
+        }
+        host.clear();
+        (dir, config)
+    }
+
+    #[test]
+    fn stop_kills_pid_1_then_the_cgroup_then_removes_network_mounts_and_files() {
+        let host = Recording::new();
+        let (dir, config) = sandbox(&host);
+        let cg = Double::new(&host, true);
+        // The sandbox's processes besides PID 1.
+        cg.add_process(4242).unwrap();
+        release(&host, &cg, &config).unwrap();
+        let s = dir.path().display();
+        assert_eq!(
+            host.calls(),
+            [
+                format!("kill {} 9", std::process::id()),
+                "cgroup kill".into(),
+                "cgroup thaw".into(),
+                "cgroup remove".into(),
+                "net teardown sb1".into(),
+                format!("unmount {s}/rootfs/proc"),
+                format!("unmount {s}/rootfs"),
+            ]
+        );
+        assert!(host.mounted().is_empty());
+        for f in [
+            layout::PID_FILE,
+            layout::NETWORK_FILE,
+            layout::HOST_AGENT_SOCKET,
+        ] {
+            assert!(!Path::new(&layout::state_file(&config, f)).exists(), "{f}");
+        }
+        // Idempotent: nothing left to kill, unmount or remove.
+        host.clear();
+        release(&host, &cg, &config).unwrap();
+        assert_eq!(host.calls(), ["net teardown sb1"]);
+    }
+
+    #[test]
+    fn a_cgroup_that_cannot_be_removed_fails_the_stop_and_leaves_the_rest_for_the_retry() {
+        let host = Recording::new();
+        let (_dir, config) = sandbox(&host);
+        let cg = Double::new(&host, true);
+        host.fail_on("cgroup remove");
+        assert!(release(&host, &cg, &config).is_err());
+        assert_eq!(host.mounted().len(), 2, "nothing unmounted yet");
+        assert!(!host.calls().iter().any(|c| c.starts_with("net teardown")));
+        // The retry finishes the job.
+        release(&host, &cg, &config).unwrap();
+        assert!(host.mounted().is_empty());
     }
 }

@@ -30,9 +30,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
+use super::layout;
 use super::mountapi::{self, FsContext, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID};
 use super::mounts::{self, DwellSources};
-use super::{layout, userxattr};
+use crate::host::userxattr;
 use crate::{Error, IdMap, Result, SandboxConfig};
 
 /// Ids per sandbox: 0..65535 inside.
@@ -368,7 +369,7 @@ pub fn build_root(config: &SandboxConfig, sock: &UnixStream) -> R<()> {
         .map_err(|_| "wrong number of host descriptors")?;
     let rootfs = layout::state_file(config, layout::ROOTFS_DIR);
     become_root()?;
-    super::sys::mount(
+    crate::host::sys::mount(
         None,
         Path::new("/"),
         None,
@@ -410,7 +411,7 @@ pub fn build_root(config: &SandboxConfig, sock: &UnixStream) -> R<()> {
             &volume,
             &format!("host/{name}"),
         )?;
-        let at = mounts::in_root(here, &dir.to_string_lossy(), true)?;
+        let at = crate::host::mounts::in_root(here, &dir.to_string_lossy(), true)?;
         mountapi::attach_at(&m, &at)
             .map_err(|e| format!("attaching the overlay of {}: {e}", dir.display()))?;
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::Context;
-use crate::ns::sys;
+use crate::host::sys;
 use crate::{Error, Result};
 
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;

@@ -1,5 +1,5 @@
-//! Thin, checked wrappers around the raw system calls the namespace runtime
-//! needs (mount, pivot_root, clone, ...), each returning `io::Result`.
+//! Thin, checked wrappers around the raw system calls the runtimes need
+//! (mount, pivot_root, clone, ...), each returning `io::Result`.
 
 use std::ffi::CString;
 use std::io;

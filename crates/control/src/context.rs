@@ -1,0 +1,122 @@
+//! The control plane's context: what every operation and every
+//! reconciler step reads (the store, the runtimes, volumes, images,
+//! settings) and the small per-sandbox bookkeeping they share (locks,
+//! cached runtime configs, open streams). Data and bookkeeping only: the
+//! operations are in [`crate::controller`]'s modules and [`crate::reconcile`].
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dwell_proto::AgentClient;
+use dwell_runtime::Runtime;
+use dwell_storage::{ImageStore, VolumeManager};
+use dwell_store::Store;
+
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+use crate::model::{HostLimits, Record};
+use crate::policy::PolicyArgs;
+
+pub(crate) struct Context {
+    pub(crate) data_dir: PathBuf,
+    pub(crate) store: Store,
+    pub(crate) runtimes: crate::runtimes::Runtimes,
+    pub(crate) volumes: VolumeManager,
+    pub(crate) images: ImageStore,
+    pub(crate) agent_binary: PathBuf,
+    pub(crate) host: HostLimits,
+    pub(crate) resync_every: Duration,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) default_policies: PolicyArgs,
+    pub(crate) prices: crate::metering::Prices,
+    pub(crate) audit_retention: Duration,
+    pub(crate) snapshots: Arc<dyn dwell_snapshot::ChunkStore>,
+    pub(crate) snapshot_settings: crate::snapshot_settings::SnapshotSettings,
+    pub(crate) limits: crate::limits::DaemonLimits,
+    /// Progress of snapshot operations in flight, by sandbox.
+    pub(crate) progress: crate::progress::Board,
+    pub(crate) gc_state: GcState,
+    pub(crate) cpu_marks: crate::metering::CpuMarks,
+    /// Runtime configs by sandbox id (mirrors `sandboxes/<id>/sandbox.json`).
+    pub(crate) configs: Mutex<HashMap<String, dwell_runtime::SandboxConfig>>,
+    /// Seals secret env vars; `Err` says why secrets cannot be used.
+    pub(crate) sealer: std::result::Result<crate::secrets::Sealer, String>,
+    /// Held while a quota is checked and the request recorded, so two
+    /// concurrent creates cannot both pass the last free slot.
+    pub(crate) quota_lock: tokio::sync::Mutex<()>,
+    /// Open exec/attach streams per sandbox: a sandbox with one is not idle.
+    pub(crate) streams: Mutex<HashMap<String, usize>>,
+    /// When activity was last written per sandbox (to write at most once a
+    /// second).
+    pub(crate) touched: Mutex<HashMap<String, i64>>,
+    /// One lock per sandbox: transitions of a sandbox never overlap.
+    pub(crate) locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Open agent connections, by sandbox id.
+    pub(crate) agents: tokio::sync::Mutex<HashMap<String, AgentClient>>,
+}
+
+impl Context {
+    pub(crate) fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(id.to_string()).or_default().clone()
+    }
+
+    pub(crate) fn configs(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, dwell_runtime::SandboxConfig>> {
+        self.configs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn streams_open(&self, id: &str) -> bool {
+        let m = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(id).copied().unwrap_or(0) > 0
+    }
+
+    /// Record activity, at most one write a second per sandbox.
+    pub(crate) fn touch(&self, id: &str) {
+        let now = self.clock.now_ms();
+        {
+            let mut t = self.touched.lock().unwrap_or_else(|p| p.into_inner());
+            if t.get(id).is_some_and(|last| now - last < 1000) {
+                return;
+            }
+            t.insert(id.to_string(), now);
+        }
+        if let Err(e) = self.store.touch(id, now) {
+            tracing::warn!(sandbox = id, "cannot record activity: {e}");
+        }
+    }
+
+    /// The runtime of sandbox `id` (as its record names it).
+    pub(crate) fn runtime_of(&self, id: &str) -> crate::error::Result<Arc<dyn Runtime>> {
+        let rec: Record = self
+            .store
+            .get_sandbox(id)?
+            .ok_or_else(|| Error::NotFound(id.to_string()))?;
+        self.runtimes.get(rec.runtime.as_str())
+    }
+
+    /// The state dir of sandbox `id` (see [`crate::state_dir`]).
+    pub(crate) fn state_dir(&self, id: &str) -> PathBuf {
+        crate::state_dir::path(&self.data_dir, id)
+    }
+}
+
+/// When the last snapshot-store collection started, and whether one runs
+/// now (see [`crate::snapshot_gc`]).
+#[derive(Default)]
+pub(crate) struct GcState {
+    pub(crate) last_ms: std::sync::atomic::AtomicI64,
+    pub(crate) running: std::sync::atomic::AtomicBool,
+}
+
+/// Run blocking work (syscalls, mkfs, SQLite) off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("a worker thread failed: {e}")))
+}

@@ -1,0 +1,110 @@
+//! Tenants: their records and limits, what each holds, quota checks, and
+//! usage reports.
+
+use std::collections::HashMap;
+
+use super::Controller;
+use crate::context::blocking;
+use crate::error::{Error, Result};
+use crate::model::{Record, SandboxSpec};
+
+impl Controller {
+    pub(crate) async fn check_quota(&self, tenant: &str, more: &crate::quota::Held) -> Result<()> {
+        let t = self.tenant_limits(tenant)?;
+        let mut held = crate::quota::held(&self.inner.store.list_sandboxes(Some(tenant))?);
+        if t.max_storage.is_some() && more.storage > 0 {
+            // Snapshots count towards storage too (their stored bytes);
+            // a request that adds no storage (start, resume) need not
+            // list them.
+            // Listing them may block on the object store (S3): off the
+            // async workers.
+            let store = self.inner.snapshots.clone();
+            let owner = tenant.to_string();
+            held.storage += blocking(move || crate::snapshots::list(&*store, &owner))
+                .await??
+                .iter()
+                .map(|m| m.sizes.uploaded)
+                .sum::<u64>();
+        }
+        crate::quota::check(&t, &held, more)
+    }
+
+    /// Create a tenant with its limits.
+    pub fn create_tenant(&self, t: &dwell_store::Tenant) -> Result<()> {
+        crate::model::validate_name(&t.name).map_err(|_| {
+            Error::invalid(
+                "tenant",
+                format!(
+                    "{:?}: use 1-63 lowercase letters, digits, '-', '_' or '.'",
+                    t.name
+                ),
+            )
+        })?;
+        if self.inner.store.get_tenant(&t.name)?.is_some() {
+            return Err(Error::Conflict(format!(
+                "tenant {:?} already exists; change its limits with `dwell tenant update`",
+                t.name
+            )));
+        }
+        Ok(self.inner.store.insert_tenant(t)?)
+    }
+
+    /// Change a tenant's limits.
+    pub fn update_tenant(&self, t: &dwell_store::Tenant) -> Result<()> {
+        if !self.inner.store.update_tenant(t)? {
+            return Err(Error::NotFound(t.name.clone()));
+        }
+        Ok(())
+    }
+
+    /// The limits `tenant` is held to: its record, or the daemon's
+    /// default quota when it has none.
+    pub fn tenant_limits(&self, tenant: &str) -> Result<dwell_store::Tenant> {
+        Ok(match self.inner.store.get_tenant(tenant)? {
+            Some(t) => t,
+            None => self.inner.limits.default_quota.tenant(tenant),
+        })
+    }
+
+    /// Tenants with what each holds, and whether it is held to the
+    /// daemon's default quota (no record of its own): every recorded
+    /// tenant, `default_tenant`, and any other tenant that holds sandboxes.
+    pub fn tenants(
+        &self,
+        default_tenant: &str,
+    ) -> Result<Vec<(dwell_store::Tenant, crate::quota::Held, bool)>> {
+        let mut out = Vec::new();
+        let mut by_tenant: std::collections::BTreeMap<String, Vec<Record>> =
+            std::collections::BTreeMap::new();
+        by_tenant.entry(default_tenant.to_string()).or_default();
+        for r in self.inner.store.list_sandboxes(None)? {
+            by_tenant.entry(r.tenant.clone()).or_default().push(r);
+        }
+        for t in self.inner.store.list_tenants()? {
+            let recs = by_tenant.remove(&t.name).unwrap_or_default();
+            out.push((t, crate::quota::held(&recs), false));
+        }
+        for (name, recs) in by_tenant {
+            let t = self.inner.limits.default_quota.tenant(&name);
+            out.push((t, crate::quota::held(&recs), true));
+        }
+        Ok(out)
+    }
+
+    /// Usage and cost since `since` (Unix ms), of one tenant or all.
+    pub fn usage(&self, tenant: Option<&str>, since: i64) -> Result<crate::metering::Report> {
+        let rows = self.inner.store.usage(tenant, since)?;
+        let mut names = HashMap::new();
+        for r in &rows {
+            if let Some(rec) = self.inner.store.get_sandbox::<SandboxSpec>(&r.sandbox_id)? {
+                names.insert(r.sandbox_id.clone(), rec.name);
+            }
+        }
+        Ok(crate::metering::report(
+            &rows,
+            &names,
+            &self.inner.prices,
+            since,
+        ))
+    }
+}

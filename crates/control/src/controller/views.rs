@@ -1,0 +1,152 @@
+//! Reading sandboxes: by id or name, lists, `inspect` with volume and live
+//! usage, events, kernel stats, `/metrics` and the progress of snapshot
+//! operations.
+
+use dwell_store::Event;
+
+use super::Controller;
+use crate::context::blocking;
+use crate::error::{Error, Result};
+use crate::model::{Record, Sandbox, State, VolumeView};
+use crate::reconcile;
+use crate::transitions::Rules;
+
+impl Controller {
+    pub(crate) fn get_by_id(&self, id: &str) -> Result<Sandbox> {
+        let rec = self
+            .inner
+            .store
+            .get_sandbox(id)?
+            .ok_or_else(|| Error::NotFound(id.to_string()))?;
+        self.view(&rec)
+    }
+
+    pub(crate) fn record(&self, tenant: &str, id_or_name: &str) -> Result<Record> {
+        self.inner
+            .store
+            .find_sandbox(tenant, id_or_name)?
+            .ok_or_else(|| Error::NotFound(id_or_name.to_string()))
+    }
+
+    /// A sandbox by id or name.
+    pub fn get(&self, tenant: &str, id_or_name: &str) -> Result<Sandbox> {
+        self.view(&self.record(tenant, id_or_name)?)
+    }
+
+    pub(crate) fn view(&self, rec: &Record) -> Result<Sandbox> {
+        let mut sb = Sandbox::from_record(rec);
+        sb.archive = crate::archive::read_ref(&self.inner, &sb.id);
+        if sb.state == State::Hibernated {
+            sb.saved_state_bytes = reconcile::hibernate::saved_bytes(&self.inner, &sb.id);
+        }
+        if self.inner.streams_open(&sb.id) {
+            sb.schedule = crate::policy::schedule(rec, &sb.spec.policies, true);
+        }
+        Ok(sb)
+    }
+
+    /// Live sandboxes of a tenant, oldest first.
+    pub fn list(&self, tenant: &str) -> Result<Vec<Sandbox>> {
+        self.inner
+            .store
+            .list_sandboxes(Some(tenant))?
+            .iter()
+            .map(|r| self.view(r))
+            .collect()
+    }
+
+    /// A sandbox with its volume and live usage.
+    pub async fn inspect(&self, tenant: &str, id_or_name: &str) -> Result<Sandbox> {
+        let mut sb = self.get(tenant, id_or_name)?;
+        let inner = self.inner.clone();
+        let id = sb.id.clone();
+        let running = sb.state.has_processes();
+        let (vol, stats) = blocking(move || {
+            let vol = inner.volumes.info(&id).ok();
+            let stats = if running {
+                reconcile::config::config_of(&inner, &id)
+                    .ok()
+                    .and_then(|c| inner.runtime_of(&id).ok()?.stats(&c).ok())
+            } else {
+                None
+            };
+            (vol, stats)
+        })
+        .await?;
+        sb.volume = vol.map(|v| VolumeView {
+            kind: match v.kind {
+                dwell_storage::VolumeKind::Loop => "loop".to_string(),
+                dwell_storage::VolumeKind::Directory => "directory".to_string(),
+            },
+            size_bytes: v.size_bytes,
+            used_bytes: v.used_bytes,
+            mounted: v.mounted,
+            limit_enforced: v.limit_enforced,
+        });
+        sb.stats = stats;
+        Ok(sb)
+    }
+
+    /// Events of a sandbox after `after` (a sequence number).
+    /// Deleted sandboxes keep their events (the audit trail): ask by id.
+    pub fn events(&self, tenant: &str, id_or_name: &str, after: i64) -> Result<Vec<Event>> {
+        let rec = match self.record(tenant, id_or_name) {
+            Ok(r) => r,
+            Err(Error::NotFound(_)) => self
+                .inner
+                .store
+                .get_sandbox(id_or_name)?
+                .filter(|r| r.tenant == tenant)
+                .ok_or_else(|| Error::NotFound(id_or_name.to_string()))?,
+            Err(e) => return Err(e),
+        };
+        Ok(self.inner.store.events(&rec.id, after, 1000)?)
+    }
+
+    /// Every live sandbox of every tenant with live kernel stats where it
+    /// runs (for `/metrics`).
+    pub async fn metrics(&self) -> Result<Vec<(Sandbox, Option<dwell_runtime::Stats>)>> {
+        let recs = self.inner.store.list_sandboxes(None)?;
+        let inner = self.inner.clone();
+        blocking(move || {
+            recs.iter()
+                .map(Sandbox::from_record)
+                .map(|sb| {
+                    let stats = sb
+                        .state
+                        .has_processes()
+                        .then(|| {
+                            reconcile::config::config_of(&inner, &sb.id)
+                                .ok()
+                                .and_then(|c| inner.runtimes.get(&sb.runtime).ok()?.stats(&c).ok())
+                        })
+                        .flatten();
+                    (sb, stats)
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// Kernel usage counters of a running sandbox.
+    pub async fn stats(&self, sb: &Sandbox) -> Result<dwell_runtime::Stats> {
+        let inner = self.inner.clone();
+        let id = sb.id.clone();
+        let runtime = self.inner.runtimes.get(&sb.runtime)?;
+        blocking(move || {
+            let cfg = reconcile::config::config_of(&inner, &id)?;
+            Ok::<_, Error>(runtime.stats(&cfg)?)
+        })
+        .await?
+    }
+
+    /// Progress of the snapshot operation running on a sandbox, if any.
+    pub fn progress(
+        &self,
+        tenant: &str,
+        id_or_name: &str,
+    ) -> Result<Option<crate::progress::OpProgress>> {
+        let rec = self.record(tenant, id_or_name)?;
+        Ok(self.inner.progress.get(&rec.id))
+    }
+}
