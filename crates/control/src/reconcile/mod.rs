@@ -16,6 +16,8 @@ mod pause;
 mod resume;
 mod start;
 mod stop;
+#[cfg(test)]
+mod tests;
 
 use dwell_runtime::Observed;
 
