@@ -56,7 +56,7 @@ pub(crate) fn load_ref(inner: &Context, id: &str) -> Result<Option<ArchiveRef>> 
     match std::fs::read(&p) {
         Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
             Error::Internal(format!(
-                "the archive pointer {} is corrupt ({e}); the volume is in the snapshot store: find it with `dwell snapshot ls --json` (label {LABEL}) and restore it by hand",
+                "the archive pointer {} is corrupt ({e}); the volume is in the snapshot store: find it by its label {LABEL} and restore it by hand",
                 p.display()
             ))
         }),

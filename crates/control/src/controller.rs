@@ -167,7 +167,7 @@ impl Controller {
         if !done {
             tracing::info!(
                 "recovery of interrupted work is still running after {} s; serving meanwhile \
-                 (`dwell ls` shows the sandboxes still in a transition)",
+                 (listing sandboxes shows those still in a transition)",
                 RECOVERY_WAIT.as_secs()
             );
         }

@@ -1,12 +1,41 @@
-//! Errors of the control plane. Each carries a stable machine code and the
-//! HTTP status the API answers with, and reads as what / why / how to fix.
+//! Errors of the control plane. Each carries a stable machine code, the
+//! HTTP status the API answers with and its structured facts
+//! ([`Error::facts`]: which sandbox, its state, the refused action, the
+//! quota numbers), and reads as what / why / how to fix. Clients word
+//! their own advice from the code and facts.
+
+use std::collections::BTreeMap;
+
+use dwell_store::State;
+
+/// The names of the facts an error may carry ([`Error::facts`]).
+pub mod fact {
+    /// The sandbox's name (or the id or name that was asked for).
+    pub const SANDBOX: &str = "sandbox";
+    /// The sandbox's state when the request was refused.
+    pub const STATE: &str = "state";
+    /// The refused request (`start`, `pause`, `exec`, ...).
+    pub const ACTION: &str = "action";
+    /// The tenant whose quota is concerned.
+    pub const TENANT: &str = "tenant";
+    /// The quota's resource: `sandboxes`, `vcpus`, `memory` or `storage`.
+    pub const RESOURCE: &str = "resource";
+    /// The quota's limit.
+    pub const LIMIT: &str = "limit";
+    /// What the tenant holds.
+    pub const USED: &str = "used";
+    /// What the request adds.
+    pub const ASKED: &str = "asked";
+    /// A name already taken.
+    pub const NAME: &str = "name";
+}
 
 /// A control-plane failure.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// No live sandbox of this tenant has that id or name. Deliberately the
     /// same whether it never existed or belongs to someone else.
-    #[error("no sandbox named or with id {0:?}; list sandboxes with `dwell ls`")]
+    #[error("no sandbox named or with id {0:?}")]
     NotFound(String),
     /// The request is malformed or out of range.
     #[error("invalid {field}: {message}")]
@@ -14,11 +43,21 @@ pub enum Error {
     /// The request does not fit the sandbox's current state.
     #[error("{0}")]
     Conflict(String),
+    /// The sandbox's state does not allow the request (see
+    /// [`crate::transitions`]).
+    #[error("{message}")]
+    Refused {
+        sandbox: String,
+        state: State,
+        /// The refused request (`start`, `pause`, `exec`, ...).
+        action: &'static str,
+        message: String,
+    },
     /// A tenant quota would be exceeded.
-    #[error("{0}")]
-    Quota(String),
+    #[error("{}", .0.message)]
+    Quota(Box<QuotaExceeded>),
     /// A name already used by a live sandbox.
-    #[error("a sandbox named {0:?} already exists; pick another --name or remove it with `dwell rm {0}`")]
+    #[error("a sandbox named {0:?} already exists; pick another name or remove that sandbox")]
     NameTaken(String),
     /// The runtime failed.
     #[error("runtime: {0}")]
@@ -37,6 +76,18 @@ pub enum Error {
     Internal(String),
 }
 
+/// What a refused request would have held beyond a tenant's quota.
+#[derive(Debug)]
+pub struct QuotaExceeded {
+    pub tenant: String,
+    /// `sandboxes`, `vcpus`, `memory` or `storage`.
+    pub resource: String,
+    pub limit: String,
+    pub used: String,
+    pub asked: String,
+    pub message: String,
+}
+
 impl From<dwell_store::Error> for Error {
     fn from(e: dwell_store::Error) -> Self {
         match e {
@@ -53,7 +104,7 @@ impl Error {
             Error::NotFound(_) => "not_found",
             Error::Runtime(dwell_runtime::Error::Unsupported { .. }) => "unsupported",
             Error::Invalid { .. } => "invalid_argument",
-            Error::Conflict(_) => "conflict",
+            Error::Conflict(_) | Error::Refused { .. } => "conflict",
             Error::NameTaken(_) => "name_taken",
             Error::Quota(_) => "quota_exceeded",
             Error::Runtime(_) => "runtime_error",
@@ -69,12 +120,45 @@ impl Error {
         match self {
             Error::NotFound(_) => 404,
             Error::Invalid { .. } => 400,
-            Error::Conflict(_) | Error::NameTaken(_) => 409,
+            Error::Conflict(_) | Error::Refused { .. } | Error::NameTaken(_) => 409,
             Error::Runtime(dwell_runtime::Error::Unsupported { .. }) => 409,
             Error::Quota(_) => 403,
             Error::Agent(_) => 502,
             _ => 500,
         }
+    }
+
+    /// The structured facts of the error, by name ([`fact`]): empty for
+    /// errors that carry none.
+    pub fn facts(&self) -> BTreeMap<&'static str, String> {
+        let mut f = BTreeMap::new();
+        match self {
+            Error::NotFound(id) => {
+                f.insert(fact::SANDBOX, id.clone());
+            }
+            Error::NameTaken(name) => {
+                f.insert(fact::NAME, name.clone());
+            }
+            Error::Refused {
+                sandbox,
+                state,
+                action,
+                ..
+            } => {
+                f.insert(fact::SANDBOX, sandbox.clone());
+                f.insert(fact::STATE, state.as_str().to_string());
+                f.insert(fact::ACTION, action.to_string());
+            }
+            Error::Quota(q) => {
+                f.insert(fact::TENANT, q.tenant.clone());
+                f.insert(fact::RESOURCE, q.resource.clone());
+                f.insert(fact::LIMIT, q.limit.clone());
+                f.insert(fact::USED, q.used.clone());
+                f.insert(fact::ASKED, q.asked.clone());
+            }
+            _ => {}
+        }
+        f
     }
 
     pub(crate) fn invalid(field: &str, message: impl Into<String>) -> Error {

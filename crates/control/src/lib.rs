@@ -10,11 +10,20 @@
 //!
 //! - [`model`]: the sandbox as users see it (spec, state, mode) and input
 //!   validation.
-//! - [`controller`]: the operations behind the API (`create`, `start`,
-//!   `stop`, `pause`, `resume`, `delete`, lookups, agent connections).
-//! - [`reconcile`]: the state machine, one file per transition.
-//! - [`runtimes`]: the isolation runtimes (namespace, gVisor) and which
-//!   one each sandbox uses.
+//! - [`controller`]: the operations behind the API, one module per group
+//!   (create, lifecycle, snapshots, tenants, views, ...) behind a thin
+//!   façade.
+//! - [`error`]: errors with a code, an HTTP status and structured facts.
+//! - [`transitions`]: what each state allows, the one table the request
+//!   guards and the reconciler read.
+//! - [`reconcile`]: the reconciler, one file per transition, executing
+//!   the table's steps.
+//! - [`runtimes`]: the isolation runtimes the daemon offers, by kind, and
+//!   which one each sandbox uses; control asks their capabilities, never
+//!   their names.
+//! - `context` (the data every operation reads), `state_dir` (what lives
+//!   under `sandboxes/<id>/`) and `connections` (the cached connections to
+//!   agents): crate-private plumbing.
 //! - [`policy`]: lifecycle policies (TTL, idle, pause/stop/hibernate/archive/
 //!   delete after), evaluated by the reconciler's sweep against a
 //!   [`clock::Clock`].

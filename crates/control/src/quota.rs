@@ -45,10 +45,17 @@ pub fn held(recs: &[Record]) -> Held {
 /// Check that adding `more` to `held` stays within `t`'s limits.
 pub fn check(t: &Tenant, held: &Held, more: &Held) -> Result<()> {
     let over = |what: &str, limit: String, used: String, asked: String| {
-        Err(Error::Quota(format!(
-            "tenant {} would exceed its {what} quota: limit {limit}, in use {used}, this request adds {asked}; free some (stop or remove sandboxes) or ask an admin to raise it (`dwell tenant update {} --max-{what} ...`; a tenant without a record of its own is held to `dwell serve --default-max-{what}`, or gets one with `dwell tenant create {} --max-{what} ...`)",
-            t.name, t.name, t.name
-        )))
+        Err(Error::Quota(Box::new(crate::error::QuotaExceeded {
+            message: format!(
+                "tenant {} would exceed its {what} quota: limit {limit}, in use {used}, this request adds {asked}; free some (stop or remove sandboxes) or have an admin raise the quota (a tenant without a record of its own is held to the daemon's default quota)",
+                t.name
+            ),
+            tenant: t.name.clone(),
+            resource: what.to_string(),
+            limit,
+            used,
+            asked,
+        })))
     };
     if let Some(max) = t.max_sandboxes {
         if held.sandboxes + more.sandboxes > max {
@@ -108,7 +115,7 @@ mod tests {
             memory: 768 << 20,
             ..Default::default()
         };
-        let e = check(
+        let err = check(
             &t,
             &held,
             &Held {
@@ -116,8 +123,16 @@ mod tests {
                 ..Default::default()
             },
         )
-        .unwrap_err()
-        .to_string();
+        .unwrap_err();
+        assert_eq!(err.code(), "quota_exceeded");
+        let facts = err.facts();
+        assert_eq!(facts["tenant"], "acme");
+        assert_eq!(facts["resource"], "memory");
+        assert_eq!(
+            (&*facts["limit"], &*facts["used"], &*facts["asked"]),
+            ("1GiB", "768MiB", "512MiB")
+        );
+        let e = err.to_string();
         assert!(
             e.contains("memory quota")
                 && e.contains("1GiB")

@@ -321,11 +321,8 @@ pub(crate) fn find(store: &dyn ChunkStore, tenant: &str, id_or_name: &str) -> Re
     all.retain(|m| m.labels.get("name").map(String::as_str) == Some(id_or_name));
     all.retain(|m| !m.labels.contains_key(ARCHIVE_LABEL));
     all.sort_by(|a, b| a.created_at.cmp(&b.created_at));
-    all.pop().ok_or_else(|| {
-        Error::NotFound(format!(
-            "{id_or_name} (no snapshot has that id or name; list them with `dwell snapshot ls`)"
-        ))
-    })
+    all.pop()
+        .ok_or_else(|| Error::NotFound(format!("{id_or_name} (no snapshot has that id or name)")))
 }
 
 /// Restore `m` into the image file `target` (replaced atomically), every

@@ -17,9 +17,9 @@ use crate::reconcile::hibernate;
 pub(crate) fn check(rec: &Record) -> Result<()> {
     if rec.state != State::Hibernated {
         return Err(Error::Conflict(format!(
-            "sandbox {} is {}; only a hibernated sandbox is a memory template: run \
-             `dwell hibernate {}` first",
-            rec.name, rec.state, rec.name
+            "sandbox {} is {}; only a hibernated sandbox is a memory template: hibernate \
+             it first",
+            rec.name, rec.state
         )));
     }
     Ok(())

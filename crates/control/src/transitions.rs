@@ -2,12 +2,13 @@
 //! ([`Rules::allows`], read by the request guards in [`crate::controller`]
 //! and by the quota and metering rules) and which step the reconciler
 //! takes from a recorded and an observed state towards the desired one
-//! ([`plan`], read by [`crate::reconcile`]). A request the table refuses is
+//! (`plan`, read by [`crate::reconcile`]). A request the table refuses is
 //! answered with a conflict; every request it accepts is one the
 //! reconciler's table moves towards (tested below).
 
 use dwell_runtime::Observed;
 
+use crate::error::Error;
 use crate::model::{Mode, State};
 
 /// What a user or a policy asks of a sandbox.
@@ -100,6 +101,17 @@ impl Request {
             Request::Snapshot => "snapshot",
             Request::Restore => "restore",
         }
+    }
+}
+
+/// The error for sandbox `sb`, whose state does not allow `request`;
+/// `message` says so.
+pub(crate) fn refused(sb: &crate::model::Sandbox, request: Request, message: String) -> Error {
+    Error::Refused {
+        sandbox: sb.name.clone(),
+        state: sb.state,
+        action: request.name(),
+        message,
     }
 }
 

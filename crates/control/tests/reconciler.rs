@@ -302,6 +302,12 @@ async fn the_guards_refuse_what_the_state_does_not_allow() {
     e.ctl.stop("t", "g").await.unwrap();
     let err = e.ctl.pause("t", "g").await.unwrap_err();
     assert_eq!(err.code(), "conflict", "{err}");
+    let facts = err.facts();
+    assert_eq!(
+        (&*facts["sandbox"], &*facts["state"], &*facts["action"]),
+        ("g", "stopped", "pause"),
+        "what a client words its advice from"
+    );
     let err = e.ctl.hibernate("t", "g").await.unwrap_err();
     assert_eq!(err.code(), "unsupported", "{err}");
     // Refused requests reach neither the runtime nor the record.

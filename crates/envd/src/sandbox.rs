@@ -150,7 +150,9 @@ pub async fn agent(ctl: &Arc<Controller>, t: &Target) -> Result<AgentClient, Rej
     match ctl.agent(&t.tenant, &t.id).await {
         Ok((_, c)) => Ok(c),
         Err(CtlError::NotFound(_)) => Err(Reject::not_running(&t.id, "it was deleted")),
-        Err(CtlError::Conflict(m)) => Err(Reject::not_running(&t.id, &m)),
+        Err(e @ (CtlError::Conflict(_) | CtlError::Refused { .. })) => {
+            Err(Reject::not_running(&t.id, &e.to_string()))
+        }
         Err(e) => Err(Reject::new(
             StatusCode::BAD_GATEWAY,
             format!("cannot reach the agent of sandbox {}: {e}", t.id),

@@ -3,9 +3,9 @@
 use dwell_proto::AgentClient;
 
 use super::Controller;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::{Sandbox, State};
-use crate::transitions::{Request, Rules};
+use crate::transitions::{refused, Request, Rules};
 
 impl Controller {
     /// The sandbox (which must be running) and a connection to its agent.
@@ -14,20 +14,28 @@ impl Controller {
         match sb.state {
             s if s.allows(Request::Exec) => {}
             State::Paused | State::Hibernated => {
-                return Err(Error::Conflict(format!(
-                    "sandbox {} is {}; resume it with `dwell resume {}`",
-                    sb.name,
-                    sb.state.as_str(),
-                    sb.name
-                )))
+                return Err(refused(
+                    &sb,
+                    Request::Exec,
+                    format!(
+                        "sandbox {} is {}; resume it with `dwell resume {}`",
+                        sb.name,
+                        sb.state.as_str(),
+                        sb.name
+                    ),
+                ))
             }
             s => {
-                return Err(Error::Conflict(format!(
-                    "sandbox {} is {}; start it with `dwell start {}`",
-                    sb.name,
-                    s.as_str(),
-                    sb.name
-                )))
+                return Err(refused(
+                    &sb,
+                    Request::Exec,
+                    format!(
+                        "sandbox {} is {}; start it with `dwell start {}`",
+                        sb.name,
+                        s.as_str(),
+                        sb.name
+                    ),
+                ))
             }
         }
         let client = crate::connections::client(&self.inner, &sb.id).await?;

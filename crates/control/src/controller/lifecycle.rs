@@ -6,7 +6,7 @@ use super::Controller;
 use crate::error::{Error, Result};
 use crate::model::{Mode, Sandbox, State};
 use crate::reconcile;
-use crate::transitions::{Request, Rules};
+use crate::transitions::{refused, Request, Rules};
 
 impl Controller {
     /// Ask for the state `request` targets (see [`Request::target`]) and
@@ -73,10 +73,14 @@ impl Controller {
             if sb.state.allows(Request::Start) {
                 return Ok(());
             }
-            Err(Error::Conflict(format!(
-                "sandbox {} is paused; resume it with `dwell resume {}`",
-                sb.name, sb.name
-            )))
+            Err(refused(
+                sb,
+                Request::Start,
+                format!(
+                    "sandbox {} is paused; a paused sandbox is resumed, not started",
+                    sb.name
+                ),
+            ))
         })
         .await
     }
@@ -88,9 +92,9 @@ impl Controller {
             if sb.state.allows(Request::Stop) {
                 return Ok(());
             }
-            Err(Error::Conflict(format!(
-                "sandbox {} is archived (stopped, its volume in the snapshot store); `dwell start {}` brings it back",
-                sb.name, sb.name
+            Err(refused(sb, Request::Stop, format!(
+                "sandbox {} is archived (stopped, its volume in the snapshot store); starting it brings it back",
+                sb.name
             )))
         })
         .await
@@ -105,10 +109,11 @@ impl Controller {
                 "sandbox {} is ephemeral: its data goes when it stops, there is nothing to archive",
                 sb.name
             ))),
-                (_, s) if !s.allows(Request::Archive) => Err(Error::Conflict(format!(
-                    "sandbox {} is still being created",
-                    sb.name
-                ))),
+                (_, s) if !s.allows(Request::Archive) => Err(refused(
+                    sb,
+                    Request::Archive,
+                    format!("sandbox {} is still being created", sb.name),
+                )),
                 _ => Ok(()),
             }
         })
@@ -117,16 +122,17 @@ impl Controller {
 
     /// Freeze every process of a running sandbox.
     pub async fn pause(&self, tenant: &str, id_or_name: &str) -> Result<Sandbox> {
-        self.transition(tenant, id_or_name, Request::Pause, |sb| {
-            match sb.state {
-                s if s.allows(Request::Pause) => Ok(()),
-                s => Err(Error::Conflict(format!(
-                    "sandbox {} is {}; only a running sandbox can be paused (start it with `dwell start {}`)",
+        self.transition(tenant, id_or_name, Request::Pause, |sb| match sb.state {
+            s if s.allows(Request::Pause) => Ok(()),
+            s => Err(refused(
+                sb,
+                Request::Pause,
+                format!(
+                    "sandbox {} is {}; only a running sandbox can be paused",
                     sb.name,
-                    s.as_str(),
-                    sb.name
-                ))),
-            }
+                    s.as_str()
+                ),
+            )),
         })
         .await
     }
@@ -156,12 +162,15 @@ impl Controller {
             {
                 Ok(())
             }
-            s => Err(Error::Conflict(format!(
-                "sandbox {} is {}, not paused; start it with `dwell start {}`",
-                sb.name,
-                s.as_str(),
-                sb.name
-            ))),
+            s => Err(refused(
+                sb,
+                Request::Resume,
+                format!(
+                    "sandbox {} is {}, not paused or hibernated; it is started, not resumed",
+                    sb.name,
+                    s.as_str()
+                ),
+            )),
         })
         .await
     }
@@ -179,13 +188,15 @@ impl Controller {
             }
             match sb.state {
                 s if s.allows(Request::Hibernate) => Ok(()),
-                s => Err(Error::Conflict(format!(
-                    "sandbox {} is {}; only a running or paused sandbox can be hibernated \
-                         (start it with `dwell start {}`)",
-                    sb.name,
-                    s.as_str(),
-                    sb.name
-                ))),
+                s => Err(refused(
+                    sb,
+                    Request::Hibernate,
+                    format!(
+                        "sandbox {} is {}; only a running or paused sandbox can be hibernated",
+                        sb.name,
+                        s.as_str()
+                    ),
+                )),
             }
         })
         .await
@@ -195,12 +206,16 @@ impl Controller {
     /// `force`.
     pub async fn delete(&self, tenant: &str, id_or_name: &str, force: bool) -> Result<()> {
         self.transition(tenant, id_or_name, Request::Delete, |sb| match sb.state {
-            s if !force && !s.allows(Request::Delete) => Err(Error::Conflict(format!(
-                "sandbox {} is {}; stop it first or remove it anyway with `dwell rm -f {}`",
-                sb.name,
-                sb.state.as_str(),
-                sb.name
-            ))),
+            s if !force && !s.allows(Request::Delete) => Err(refused(
+                sb,
+                Request::Delete,
+                format!(
+                    "sandbox {} is {}; stop it first or remove it anyway with `dwell rm -f {}`",
+                    sb.name,
+                    sb.state.as_str(),
+                    sb.name
+                ),
+            )),
             _ => Ok(()),
         })
         .await

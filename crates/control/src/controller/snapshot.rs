@@ -7,7 +7,7 @@ use crate::context::blocking;
 use crate::error::{Error, Result};
 use crate::model::{validate_name, Sandbox, State};
 use crate::reconcile;
-use crate::transitions::{Request, Rules};
+use crate::transitions::{refused, Request, Rules};
 
 impl Controller {
     /// Snapshot a sandbox's volume. A running sandbox is frozen (processes
@@ -20,9 +20,9 @@ impl Controller {
     ) -> Result<dwell_snapshot::Manifest> {
         let sb = self.get(tenant, id_or_name)?;
         if !sb.state.allows(Request::Snapshot) {
-            return Err(Error::Conflict(format!(
-                "sandbox {} is archived: its files are already in the snapshot store; `dwell start {}` brings it back, then snapshot it",
-                sb.name, sb.name
+            return Err(refused(&sb, Request::Snapshot, format!(
+                "sandbox {} is archived: its files are already in the snapshot store; start it to bring it back, then snapshot it",
+                sb.name
             )));
         }
         if let Some(n) = &name {
@@ -56,10 +56,15 @@ impl Controller {
         // have finished since, and the capture depends on the state.
         let sb = self.get_by_id(&sb.id)?;
         if !sb.state.allows(Request::Snapshot) {
-            return Err(Error::Conflict(format!(
-                "sandbox {} was archived meanwhile: `dwell start {}` brings it back, then snapshot it",
-                sb.name, sb.name
-            )));
+            return Err(refused(
+                &sb,
+                Request::Snapshot,
+                format!(
+                    "sandbox {} was archived meanwhile: start it to bring it back, then \
+                     snapshot it",
+                    sb.name
+                ),
+            ));
         }
         let inner = self.inner.clone();
         let (tenant, id, state) = (tenant.to_string(), sb.id.clone(), sb.state);
@@ -192,21 +197,25 @@ impl Controller {
     pub async fn restore(&self, tenant: &str, id_or_name: &str, snapshot: &str) -> Result<Sandbox> {
         let sb = self.get(tenant, id_or_name)?;
         if !sb.state.allows(Request::Restore) {
-            return Err(Error::Conflict(if sb.state == State::Archived {
-                format!(
-                    "sandbox {} is archived; start it first (`dwell start {}`), then restore",
-                    sb.name, sb.name
-                )
-            } else {
-                // Hibernated: its saved memory holds the state of its
-                // current files.
-                format!(
-                    "sandbox {} is hibernated and its saved memory belongs to its current files; \
-                     `dwell resume {}` (or `dwell stop {}`, which discards the memory) first, then \
-                     restore; `dwell create --from SNAPSHOT` starts a snapshot's memory warm",
-                    sb.name, sb.name, sb.name
-                )
-            }));
+            return Err(refused(
+                &sb,
+                Request::Restore,
+                if sb.state == State::Archived {
+                    format!(
+                        "sandbox {} is archived; start it first, then restore",
+                        sb.name
+                    )
+                } else {
+                    // Hibernated: its saved memory holds the state of its
+                    // current files.
+                    format!(
+                        "sandbox {} is hibernated and its saved memory belongs to its current \
+                         files; resume it (or stop it, which discards the memory) first, then \
+                         restore; a sandbox created from the snapshot starts its memory warm",
+                        sb.name
+                    )
+                },
+            ));
         }
         let m = self.snapshot(tenant, snapshot).await?;
         let was_running = sb.state.has_processes();
@@ -220,7 +229,7 @@ impl Controller {
             let now = self.get_by_id(&sb.id)?;
             if !matches!(now.state, State::Stopped | State::Error) {
                 return Err(Error::Conflict(format!(
-                    "sandbox {} became {} during the restore; run `dwell restore` again",
+                    "sandbox {} became {} during the restore; restore it again",
                     now.name,
                     now.state.as_str()
                 )));
@@ -241,11 +250,10 @@ impl Controller {
                 let info = inner.volumes.info(&id)?;
                 if info.size_bytes != m2.source.volume_size {
                     return Err(Error::Conflict(format!(
-                        "snapshot {} is of a {} volume, this sandbox has {}; create a new sandbox from it with `dwell create --from {}`",
+                        "snapshot {} is of a {} volume, this sandbox has {}; create a new sandbox from it instead",
                         m2.id,
                         crate::size::format_size(m2.source.volume_size),
                         crate::size::format_size(info.size_bytes),
-                        m2.id
                     )));
                 }
                 let image = info.image.ok_or_else(|| Error::Conflict("snapshots need loop-backed volumes".into()))?;

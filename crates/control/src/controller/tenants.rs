@@ -42,7 +42,7 @@ impl Controller {
         })?;
         if self.inner.store.get_tenant(&t.name)?.is_some() {
             return Err(Error::Conflict(format!(
-                "tenant {:?} already exists; change its limits with `dwell tenant update`",
+                "tenant {:?} already exists; update its limits instead",
                 t.name
             )));
         }

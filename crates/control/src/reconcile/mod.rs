@@ -16,6 +16,8 @@ mod pause;
 mod resume;
 mod start;
 mod stop;
+#[cfg(test)]
+mod tests;
 
 use dwell_runtime::Observed;
 
@@ -288,6 +290,6 @@ async fn vanished(inner: &std::sync::Arc<Context>, rec: &Record) -> Result<()> {
         inner,
         &rec.id,
         State::Error,
-        "its processes ended outside dwell's control (crash, host reboot or PID 1 exit); files are kept: start it again with `dwell start`",
+        "its processes ended outside dwell's control (crash, host reboot or PID 1 exit); files are kept: start it again",
     )
 }

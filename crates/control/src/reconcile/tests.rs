@@ -1,0 +1,122 @@
+//! The reconciler's recovery of an interrupted fill, which the
+//! controller-level tests (`tests/reconciler.rs`) cannot reach without
+//! loop volumes: a record still `creating` with the fill marker of a
+//! daemon that died mid-fill is deleted, with everything of it, on the
+//! next pass, and the runtime is never asked to start it.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dwell_runtime::{Kind, Observed, Runtime, SandboxConfig, Started, Stats};
+
+use crate::model::{CreateRequest, Mode, Record, State};
+use crate::{Controller, ControllerOptions};
+
+/// A runtime with nothing running that records what it is asked.
+#[derive(Default)]
+struct Idle(Mutex<Vec<&'static str>>);
+
+impl Runtime for Idle {
+    fn name(&self) -> &'static str {
+        Kind::default().name()
+    }
+    fn start(&self, _: &SandboxConfig) -> dwell_runtime::Result<Started> {
+        self.0.lock().unwrap().push("start");
+        Err(dwell_runtime::Error::Other("not in this test".into()))
+    }
+    fn observe(&self, _: &SandboxConfig) -> dwell_runtime::Result<Observed> {
+        Ok(Observed::Stopped)
+    }
+    fn pause(&self, _: &SandboxConfig) -> dwell_runtime::Result<()> {
+        self.0.lock().unwrap().push("pause");
+        Ok(())
+    }
+    fn resume(&self, _: &SandboxConfig) -> dwell_runtime::Result<()> {
+        self.0.lock().unwrap().push("resume");
+        Ok(())
+    }
+    fn stop(&self, _: &SandboxConfig) -> dwell_runtime::Result<()> {
+        self.0.lock().unwrap().push("stop");
+        Ok(())
+    }
+    fn stats(&self, _: &SandboxConfig) -> dwell_runtime::Result<Stats> {
+        Ok(Stats::default())
+    }
+    fn list_host(&self) -> dwell_runtime::Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+}
+
+fn controller(dir: &std::path::Path, runtime: Arc<Idle>) -> Controller {
+    Controller::new(ControllerOptions {
+        store: dwell_store::Store::open(&dir.join("dwell.db")).unwrap(),
+        runtimes: vec![(Kind::default(), Ok(runtime))],
+        default_isolation: Kind::default(),
+        volumes: dwell_storage::VolumeManager::with_kind(
+            dir.join("volumes"),
+            dwell_storage::VolumeKind::Directory,
+        ),
+        images: dwell_storage::ImageStore::open(dir.join("images")).unwrap(),
+        agent_binary: dir.join("agent"),
+        resync_every: Duration::from_secs(3600),
+        clock: Arc::new(crate::clock::ManualClock::default()),
+        default_policies: Default::default(),
+        prices: Default::default(),
+        audit_retention: Duration::from_secs(86400),
+        snapshots: Arc::new(dwell_snapshot::LocalStore::open(dir.join("snapshots")).unwrap()),
+        snapshot_settings: Default::default(),
+        limits: Default::default(),
+        data_dir: dir.to_path_buf(),
+    })
+}
+
+/// A record as `create` writes it before the fill.
+fn creating(ctl: &Controller, id: &str) -> Record {
+    let spec = CreateRequest::default().to_spec(&ctl.inner.host).unwrap();
+    Record {
+        id: id.into(),
+        name: "half".into(),
+        tenant: "t".into(),
+        image: "host".into(),
+        mode: Mode::Persistent,
+        runtime: dwell_store::RuntimeName::new(Kind::default().name()),
+        spec,
+        state: State::Creating,
+        desired_state: State::Running,
+        reason: "create requested".into(),
+        created_at: 0,
+        updated_at: 0,
+        state_changed_at: 0,
+        started_at: None,
+        stopped_at: None,
+        deleted_at: None,
+        last_activity_at: None,
+        hold_until: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_the_daemon_died_in_is_deleted_not_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Arc::new(Idle::default());
+    let ctl = controller(dir.path(), runtime.clone());
+    let id = "halffilled01";
+    // What the dead daemon left: the marker, a half-copied volume, the
+    // record.
+    super::fill::begin(&ctl.inner, id).unwrap();
+    ctl.inner.volumes.create(id, 64 << 20).unwrap();
+    ctl.inner.store.insert_sandbox(&creating(&ctl, id)).unwrap();
+    assert!(super::fill::interrupted(&ctl.inner, id));
+
+    super::resync_all(&ctl.inner).await;
+
+    let rec: Record = ctl.inner.store.get_sandbox(id).unwrap().unwrap();
+    assert_eq!(rec.state, State::Deleted, "{}", rec.reason);
+    assert!(rec.reason.contains("being filled"), "{}", rec.reason);
+    assert!(!ctl.inner.state_dir(id).exists(), "the marker goes with it");
+    assert!(ctl.inner.volumes.info(id).is_err(), "the half copy goes");
+    assert!(
+        !runtime.0.lock().unwrap().contains(&"start"),
+        "a half-filled volume is never started"
+    );
+}
