@@ -1,9 +1,12 @@
 //! API errors: a stable code, a message that says what / why / how to fix,
-//! and the matching HTTP status. Body: `{"error": {"code", "message"}}`.
+//! and the matching HTTP status. The body is the contract's
+//! [`ErrorBody`]: `{"error": {"code", "message"}}`.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use dwell_contract::error::code;
+use dwell_contract::{ErrorBody, ErrorDetail};
 use dwell_proto::ErrorKind;
 
 #[derive(Debug)]
@@ -22,13 +25,32 @@ impl ApiError {
         }
     }
     pub fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError::new(400, "invalid_argument", message)
+        ApiError::new(400, code::INVALID_ARGUMENT, message)
     }
     pub fn unauthorized(message: impl Into<String>) -> ApiError {
-        ApiError::new(401, "unauthenticated", message)
+        ApiError::new(401, code::UNAUTHENTICATED, message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(403, code::PERMISSION_DENIED, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(404, code::NOT_FOUND, message)
     }
     pub fn internal(message: impl Into<String>) -> ApiError {
-        ApiError::new(500, "internal", message)
+        ApiError::new(500, code::INTERNAL, message)
+    }
+    /// An error with a status chosen by the HTTP layer (a rejected request
+    /// part, an unknown route) and the code that goes with it.
+    pub fn from_status(status: u16, message: impl Into<String>) -> ApiError {
+        let code = match status {
+            404 => code::NOT_FOUND,
+            405 => code::METHOD_NOT_ALLOWED,
+            413 => code::PAYLOAD_TOO_LARGE,
+            415 => code::UNSUPPORTED_MEDIA_TYPE,
+            400..=499 => code::INVALID_ARGUMENT,
+            _ => code::INTERNAL,
+        };
+        ApiError::new(status, code, message)
     }
     /// Response without going through `IntoResponse` (for middleware).
     pub fn into_response_(self) -> Response {
@@ -38,7 +60,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.into(),
+                message: self.message,
+            },
+        };
         (self.status, Json(body)).into_response()
     }
 }
@@ -55,22 +82,42 @@ impl From<dwell_control::Error> for ApiError {
 impl From<dwell_proto::Error> for ApiError {
     fn from(e: dwell_proto::Error) -> Self {
         let (status, code) = match e.remote_kind() {
-            Some(ErrorKind::NotFound) | Some(ErrorKind::NoSuchProcess) => (404, "not_found"),
+            Some(ErrorKind::NotFound) | Some(ErrorKind::NoSuchProcess) => (404, code::NOT_FOUND),
             Some(ErrorKind::PermissionDenied) | Some(ErrorKind::ReadOnly) => {
-                (403, "permission_denied")
+                (403, code::PERMISSION_DENIED)
             }
-            Some(ErrorKind::AlreadyExists) => (409, "already_exists"),
-            Some(ErrorKind::DirectoryNotEmpty) => (409, "directory_not_empty"),
+            Some(ErrorKind::AlreadyExists) => (409, code::ALREADY_EXISTS),
+            Some(ErrorKind::DirectoryNotEmpty) => (409, code::DIRECTORY_NOT_EMPTY),
             Some(ErrorKind::IsADirectory)
             | Some(ErrorKind::NotADirectory)
-            | Some(ErrorKind::InvalidArgument) => (400, "invalid_argument"),
-            Some(ErrorKind::NoSpace) => (507, "no_space"),
-            Some(ErrorKind::TooManyStreams) => (429, "too_many_streams"),
-            Some(_) => (500, "agent_error"),
-            None => (502, "agent_unreachable"),
+            | Some(ErrorKind::InvalidArgument) => (400, code::INVALID_ARGUMENT),
+            Some(ErrorKind::NoSpace) => (507, code::NO_SPACE),
+            Some(ErrorKind::TooManyStreams) => (429, code::TOO_MANY_STREAMS),
+            Some(_) => (500, code::AGENT_ERROR),
+            None => (502, code::AGENT_UNREACHABLE),
         };
         ApiError::new(status, code, e.to_string())
     }
+}
+
+/// The fallback of unknown routes.
+pub async fn no_route(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!(
+        "no route {}; the routes are listed in /openapi.json",
+        uri.path()
+    ))
+}
+
+/// The fallback of a known route called with a method it does not serve.
+pub async fn no_method(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        405,
+        code::METHOD_NOT_ALLOWED,
+        format!(
+            "{} does not serve {method}; its methods are listed in /openapi.json",
+            uri.path()
+        ),
+    )
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;

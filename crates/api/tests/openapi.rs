@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 #[test]
 fn openapi_matches_the_router() {
     let doc: serde_json::Value =
-        serde_json::from_str(dwell_api::OPENAPI).expect("openapi.json is JSON");
+        serde_json::from_str(dwell_api::openapi::json()).expect("the document is JSON");
     let mut documented = BTreeSet::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys() {
@@ -31,6 +31,6 @@ fn openapi_matches_the_router() {
     }
     assert_eq!(
         routed, documented,
-        "routes (left) and openapi.json (right) differ"
+        "routes (left) and the OpenAPI document (right) differ"
     );
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
-use dwell_api::auth::ACT_FOR_HEADER;
+use dwell_contract::ACT_FOR_HEADER;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};

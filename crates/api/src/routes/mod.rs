@@ -1,34 +1,32 @@
 //! The router: every route of the API, one file per resource.
 
-mod exec;
-mod files;
-mod hibernate;
-mod images;
-mod processes;
-mod sandboxes;
+pub(crate) mod exec;
+pub(crate) mod files;
+pub(crate) mod hibernate;
+pub(crate) mod images;
+pub(crate) mod processes;
+pub(crate) mod sandboxes;
 pub mod snapshots;
-mod tenants;
+pub(crate) mod tenants;
 
 use std::future::Future;
 
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
+use dwell_contract::{ErrorBody, Info};
 use dwell_control::Sandbox;
 use dwell_proto::AgentClient;
 
 use crate::auth::Principal;
 use crate::error::ApiResult;
-use crate::types::Info;
-use crate::{AppState, OPENAPI};
+use crate::AppState;
 
-/// Every route. Keep `openapi.json` in step (a test checks it).
+/// Every route. Each handler carries its `#[utoipa::path]` and is listed in
+/// [`crate::openapi`]; a test checks the two agree.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route(
-            "/openapi.json",
-            get(|| async { ([("content-type", "application/json")], OPENAPI) }),
-        )
+        .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi))
         .route("/v1/info", get(info))
         .route(
             "/v1/sandboxes",
@@ -93,10 +91,36 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/usage", get(tenants::usage))
         .route("/v1/audit", get(tenants::audit))
         .route("/metrics", get(tenants::metrics))
+        .fallback(crate::error::no_route)
+        .method_not_allowed_fallback(crate::error::no_method)
         .with_state(state)
 }
 
-async fn info(
+#[utoipa::path(get, path = "/healthz", tag = "meta",
+    summary = "Liveness of the daemon",
+    responses(
+        (status = 200, description = "`ok`", content_type = "text/plain", body = String),
+        (status = "default", description = "Error", body = ErrorBody)))]
+pub(crate) async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+#[utoipa::path(get, path = "/openapi.json", tag = "meta",
+    summary = "This document",
+    responses(
+        (status = 200, description = "The OpenAPI document", content_type = "application/json", body = Object),
+        (status = "default", description = "Error", body = ErrorBody)))]
+pub(crate) async fn openapi() -> ([(&'static str, &'static str); 1], &'static str) {
+    (
+        [("content-type", "application/json")],
+        crate::openapi::json(),
+    )
+}
+
+#[utoipa::path(get, path = "/v1/info", tag = "meta",
+    summary = "The daemon's version and runtime, and the caller's tenant",
+    responses((status = 200, body = Info), (status = "default", description = "Error", body = ErrorBody)))]
+pub(crate) async fn info(
     axum::extract::State(st): axum::extract::State<AppState>,
     axum::Extension(p): axum::Extension<Principal>,
 ) -> Json<Info> {
