@@ -72,8 +72,25 @@ impl IntoResponse for ApiError {
 
 impl From<dwell_control::Error> for ApiError {
     fn from(e: dwell_control::Error) -> Self {
+        use dwell_storage::StorageError as S;
         match e {
             dwell_control::Error::Agent(a) => a.into(),
+            // What the caller named or asked for, refused by the storage
+            // layer: the caller's to fix, not a daemon failure.
+            dwell_control::Error::Storage(
+                ref s @ (S::InvalidName { .. } | S::InvalidSize { .. }),
+            ) => ApiError::new(400, code::INVALID_ARGUMENT, s.to_string()),
+            dwell_control::Error::Storage(ref s @ S::ImageNotFound(_)) => {
+                ApiError::new(404, code::NOT_FOUND, s.to_string())
+            }
+            // A sandbox whose volume is not here (archived) or already is.
+            dwell_control::Error::Storage(
+                ref s @ (S::VolumeNotFound(_) | S::VolumeExists(_)),
+            ) => ApiError::new(
+                409,
+                code::CONFLICT,
+                format!("{s}; the sandbox's volume is not in the state this request needs (an archived sandbox's volume is in the snapshot store: start it first)"),
+            ),
             e => ApiError::new(e.status(), e.code(), e.to_string()),
         }
     }
@@ -93,10 +110,37 @@ impl From<dwell_proto::Error> for ApiError {
             | Some(ErrorKind::InvalidArgument) => (400, code::INVALID_ARGUMENT),
             Some(ErrorKind::NoSpace) => (507, code::NO_SPACE),
             Some(ErrorKind::TooManyStreams) => (429, code::TOO_MANY_STREAMS),
-            Some(_) => (500, code::AGENT_ERROR),
+            // The sandbox's own system refused (a busy mount point, an I/O
+            // error of its volume): about the sandbox, not the daemon.
+            Some(_) => (409, code::AGENT_ERROR),
             None => (502, code::AGENT_UNREACHABLE),
         };
         ApiError::new(status, code, e.to_string())
+    }
+}
+
+/// Middleware: a handler that panics answers the JSON error (500) instead
+/// of a connection closed without a response; the panic itself is logged
+/// by the daemon's panic hook.
+pub async fn catch_panic(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use futures_util::FutureExt;
+    let path = req.uri().path().to_string();
+    match std::panic::AssertUnwindSafe(next.run(req))
+        .catch_unwind()
+        .await
+    {
+        Ok(response) => response,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            ApiError::internal(format!(
+                "the daemon failed while serving {path} ({what}); this is a bug of dwell: report it with the daemon's log"
+            ))
+            .into_response()
+        }
     }
 }
 

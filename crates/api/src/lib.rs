@@ -13,6 +13,7 @@
 //! Routes live in [`routes`], one file per resource.
 
 pub mod auth;
+pub mod bounds;
 pub mod error;
 pub mod extract;
 pub mod openapi;
@@ -35,6 +36,7 @@ pub struct AppState {
 /// acting for another tenant, then the audit log.
 fn routes_for_principals(state: &AppState) -> Router {
     routes::router(state.clone())
+        .layer(axum::middleware::from_fn(error::catch_panic))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::audit,

@@ -219,6 +219,14 @@ pub struct Sandbox {
     pub saved_state_bytes: Option<u64>,
 }
 
+/// The longest duration a request may give: 100 years, in seconds. Longer
+/// ones are refused (400) before they reach arithmetic in milliseconds.
+pub const MAX_DURATION_SECS: u64 = 100 * 365 * 86_400;
+
+/// The largest count or size a request may give: what the metadata
+/// store's signed 64-bit integers hold. Larger ones are refused (400).
+pub const MAX_QUANTITY: u64 = i64::MAX as u64;
+
 /// A size: a number of bytes or a string like `512M`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(untagged)]

@@ -133,6 +133,10 @@ pub(crate) async fn info(
 
 /// Call the agent of a running sandbox; if the cached connection is dead
 /// (the agent restarted with its sandbox), reconnect once and retry.
+///
+/// An agent that cannot be reached because the sandbox is being stopped,
+/// paused or deleted meanwhile is a conflict about the sandbox's state
+/// (409), not a failure of the daemon.
 pub(crate) async fn with_agent<T, F, Fut>(
     st: &AppState,
     p: &Principal,
@@ -143,14 +147,42 @@ where
     F: Fn(AgentClient) -> Fut,
     Fut: Future<Output = dwell_proto::Result<T>>,
 {
-    let (sb, client) = st.ctl.agent(&p.tenant, id).await?;
+    let (sb, client) = match st.ctl.agent(&p.tenant, id).await {
+        Err(dwell_control::Error::Agent(dwell_proto::Error::Unreachable(why))) => {
+            changing_state(st, p, id)?;
+            return Err(dwell_control::Error::Agent(dwell_proto::Error::Unreachable(why)).into());
+        }
+        r => r?,
+    };
     st.ctl.touch(&sb.id);
     match f(client).await {
         Err(dwell_proto::Error::Unreachable(_)) => {
             st.ctl.agent_failed(&sb.id).await;
+            changing_state(st, p, id)?;
             let (sb, client) = st.ctl.agent(&p.tenant, id).await?;
             Ok((sb, f(client).await?))
         }
         r => Ok((sb, r?)),
     }
+}
+
+/// The conflict of a sandbox no longer running, or asked to leave that
+/// state, whose agent just could not be reached.
+fn changing_state(st: &AppState, p: &Principal, id: &str) -> ApiResult<()> {
+    let sb = st.ctl.get(&p.tenant, id)?;
+    if sb.state == dwell_control::State::Running
+        && sb.desired_state == dwell_control::State::Running
+    {
+        return Ok(());
+    }
+    Err(crate::ApiError::new(
+        409,
+        dwell_contract::error::code::CONFLICT,
+        format!(
+            "sandbox {} is {} (asked to be {}) and its agent is gone; send the request again once it runs",
+            sb.name,
+            sb.state.as_str(),
+            sb.desired_state.as_str()
+        ),
+    ))
 }

@@ -3,12 +3,14 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
+use dwell_contract::error::code;
 use dwell_contract::query::{DeleteSandbox, Events, ListSandboxes};
 use dwell_contract::sandbox::{Drift, Event, KeepaliveBody, Stats, UpdateBody};
 use dwell_contract::{CreateRequest, ErrorBody, Sandbox};
 use dwell_control::State as SbState;
 
 use crate::auth::Principal;
+use crate::bounds;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Path, Query};
 use crate::wire;
@@ -30,6 +32,13 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<Sandbox>)> {
     let Json(req) =
         body.map_err(|e| ApiError::bad_request(format!("bad create request: {}", e.body_text())))?;
+    bounds::vcpus("vcpus", req.vcpus)?;
+    bounds::size("memory", &req.memory)?;
+    bounds::size("disk", &req.disk)?;
+    bounds::quantity("pids", req.pids)?;
+    if let Some(policies) = &req.policies {
+        bounds::policies("policies", policies)?;
+    }
     let sb = st.ctl.create(&p.tenant, wire::map(&req)?).await?;
     Ok((StatusCode::CREATED, view(&sb)?))
 }
@@ -151,7 +160,7 @@ pub async fn stats(
     if !matches!(sb.state, SbState::Running | SbState::Paused) {
         return Err(ApiError::new(
             409,
-            "conflict",
+            code::CONFLICT,
             format!(
                 "sandbox {} is {}; stats exist only while it runs",
                 sb.name,
@@ -180,10 +189,11 @@ pub async fn update(
         ))
     })?;
     match b.policies {
-        Some(policies) => view(
+        Some(policies) => view({
+            bounds::policies("policies", &policies)?;
             &st.ctl
-                .update_policies(&p.tenant, &id, &wire::map(&policies)?)?,
-        ),
+                .update_policies(&p.tenant, &id, &wire::map(&policies)?)?
+        }),
         None => view(&st.ctl.get(&p.tenant, &id)?),
     }
 }
@@ -205,6 +215,7 @@ pub async fn keepalive(
             e.body_text()
         ))
     })?;
+    bounds::duration("duration", &b.duration)?;
     let duration: dwell_control::policy::DurationArg = wire::map(&b.duration)?;
     let ms = duration.millis("duration")?.ok_or_else(|| {
         ApiError::bad_request("a keepalive needs a duration above zero, like 30m")
@@ -221,5 +232,16 @@ pub async fn diff(
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Drift>> {
+    let sb = st.ctl.get(&p.tenant, &id)?;
+    if sb.state == SbState::Archived {
+        return Err(ApiError::new(
+            409,
+            code::CONFLICT,
+            format!(
+                "sandbox {} is archived: its volume is in the snapshot store, so there is nothing to compare; start it first",
+                sb.name
+            ),
+        ));
+    }
     wire::map(&st.ctl.diff(&p.tenant, &id).await?).map(Json)
 }

@@ -17,6 +17,7 @@ use dwell_control::size::parse_size;
 use dwell_store::{ApiKey, Tenant};
 
 use crate::auth::{hash_key, new_key, Principal};
+use crate::bounds;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Path, Query};
 use crate::wire;
@@ -45,8 +46,15 @@ fn size(field: &str, v: &Option<SizeArg>) -> ApiResult<Option<u64>> {
 }
 
 fn tenant_of(name: String, b: &LimitsBody) -> ApiResult<Tenant> {
+    bounds::quantity("max_sandboxes", b.max_sandboxes)?;
+    bounds::vcpus("max_vcpus", b.max_vcpus)?;
+    let max_memory = size("max_memory", &b.max_memory)?;
+    bounds::quantity("max_memory", max_memory)?;
+    let max_storage = size("max_storage", &b.max_storage)?;
+    bounds::quantity("max_storage", max_storage)?;
     let default_policies = match &b.default_policies {
         Some(p) => {
+            bounds::policies("default_policies", p)?;
             let p: dwell_control::policy::PolicyArgs = wire::map(p)?;
             // Validate now, so a bad default never breaks a later create.
             p.apply(&mut dwell_control::policy::Policies::default())?;
@@ -59,8 +67,8 @@ fn tenant_of(name: String, b: &LimitsBody) -> ApiResult<Tenant> {
         name,
         max_sandboxes: b.max_sandboxes,
         max_vcpus: b.max_vcpus,
-        max_memory: size("max_memory", &b.max_memory)?,
-        max_storage: size("max_storage", &b.max_storage)?,
+        max_memory,
+        max_storage,
         created_at: 0,
     })
 }
