@@ -1,6 +1,10 @@
-//! API errors: a stable code, a message that says what / why / how to fix,
-//! and the matching HTTP status. The body is the contract's
-//! [`ErrorBody`]: `{"error": {"code", "message"}}`.
+//! API errors: a stable code, a message that says what went wrong, the
+//! structured facts behind it, and the matching HTTP status. The body is
+//! the contract's [`ErrorBody`]: `{"error": {"code", "message", "facts"}}`.
+//! Advice in a client's own terms (a CLI command, an SDK call) is the
+//! client's to word from the code and facts.
+
+use std::collections::BTreeMap;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -14,6 +18,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Named facts of the error ([`dwell_contract::error::fact`]).
+    pub facts: BTreeMap<String, String>,
 }
 
 impl ApiError {
@@ -22,7 +28,13 @@ impl ApiError {
             status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             code,
             message: message.into(),
+            facts: BTreeMap::new(),
         }
+    }
+    /// The same error with one more fact.
+    pub fn with_fact(mut self, name: &str, value: impl Into<String>) -> ApiError {
+        self.facts.insert(name.into(), value.into());
+        self
     }
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(400, code::INVALID_ARGUMENT, message)
@@ -64,14 +76,47 @@ impl IntoResponse for ApiError {
             error: ErrorDetail {
                 code: self.code.into(),
                 message: self.message,
+                facts: self.facts,
             },
         };
         (self.status, Json(body)).into_response()
     }
 }
 
+/// The facts of a control-plane error, by name.
+///
+/// The control plane's errors are getting their own
+/// `dwell_control::Error::facts()` (branch i12-control); at the merge this
+/// body becomes `e.facts().into_iter().map(|(k, v)| (k.to_string(), v)).collect()`.
+/// Until then it gives what the error's variant carries in a field of its
+/// own.
+pub fn facts_of(e: &dwell_control::Error) -> BTreeMap<String, String> {
+    use dwell_contract::error::fact;
+    let mut facts = BTreeMap::new();
+    match e {
+        dwell_control::Error::NotFound(id) => {
+            facts.insert(fact::SANDBOX.to_string(), id.clone());
+        }
+        dwell_control::Error::NameTaken(name) => {
+            facts.insert(fact::NAME.to_string(), name.clone());
+        }
+        _ => {}
+    }
+    facts
+}
+
 impl From<dwell_control::Error> for ApiError {
     fn from(e: dwell_control::Error) -> Self {
+        let facts = facts_of(&e);
+        let mut err = ApiError::from_control(e);
+        err.facts.extend(facts);
+        err
+    }
+}
+
+impl ApiError {
+    /// The status, code and message of a control-plane error.
+    fn from_control(e: dwell_control::Error) -> ApiError {
         use dwell_storage::StorageError as S;
         match e {
             dwell_control::Error::Agent(a) => a.into(),

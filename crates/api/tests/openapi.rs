@@ -34,3 +34,27 @@ fn openapi_matches_the_router() {
         "routes (left) and the OpenAPI document (right) differ"
     );
 }
+
+#[test]
+fn the_error_body_is_documented_with_its_facts() {
+    let doc: serde_json::Value =
+        serde_json::from_str(dwell_api::openapi::json()).expect("the document is JSON");
+    let detail = &doc["components"]["schemas"]["ErrorDetail"];
+    for field in ["code", "message", "facts"] {
+        assert!(
+            detail["properties"].get(field).is_some(),
+            "ErrorDetail documents {field}: {detail}"
+        );
+    }
+    let required: Vec<&str> = detail["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(!required.contains(&"facts"), "facts is optional: {detail}");
+    assert_eq!(
+        detail["properties"]["facts"]["additionalProperties"]["type"], "string",
+        "{detail}"
+    );
+}

@@ -1,9 +1,11 @@
 //! The error body every failing request answers with, and its codes.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// `{"error": {"code", "message"}}`, with the matching HTTP status.
+/// `{"error": {"code", "message", "facts"}}`, with the matching HTTP status.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
@@ -16,7 +18,46 @@ pub struct ErrorDetail {
     /// One of [`CODES`].
     #[schema(example = "not_found")]
     pub code: String,
+    /// What went wrong, in words for a person; clients word their own
+    /// advice from `code` and `facts`.
     pub message: String,
+    /// The structured facts of the error, by name (see [`fact`]): which
+    /// sandbox, its state, the refused action, the tenant and the quota
+    /// numbers. Absent when there are none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(example = json!({"sandbox": "work", "state": "paused", "action": "exec"}))]
+    pub facts: BTreeMap<String, String>,
+}
+
+impl ErrorDetail {
+    /// One fact, if the error carries it.
+    pub fn fact(&self, name: &str) -> Option<&str> {
+        self.facts.get(name).map(String::as_str)
+    }
+}
+
+/// The names of the facts an error may carry.
+pub mod fact {
+    /// The sandbox's name (or the id or name that was asked for).
+    pub const SANDBOX: &str = "sandbox";
+    /// The sandbox's state when the request was refused.
+    pub const STATE: &str = "state";
+    /// The refused request (`exec`, `pause`, `start`, ...).
+    pub const ACTION: &str = "action";
+    /// The tenant whose quota or record is concerned.
+    pub const TENANT: &str = "tenant";
+    /// The quota resource: `sandboxes`, `vcpus`, `memory` or `storage`.
+    pub const RESOURCE: &str = "resource";
+    /// The quota's limit.
+    pub const LIMIT: &str = "limit";
+    /// What the tenant holds.
+    pub const USED: &str = "used";
+    /// What the request adds.
+    pub const ASKED: &str = "asked";
+    /// A snapshot's id or name.
+    pub const SNAPSHOT: &str = "snapshot";
+    /// A name already taken.
+    pub const NAME: &str = "name";
 }
 
 /// Every error code the API answers with.
@@ -70,3 +111,32 @@ pub const CODES: &[&str] = &[
     code::AGENT_UNREACHABLE,
     code::INTERNAL,
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facts_are_omitted_when_empty_and_read_when_absent() {
+        let bare = ErrorBody {
+            error: ErrorDetail {
+                code: code::NOT_FOUND.into(),
+                message: "no sandbox x".into(),
+                facts: BTreeMap::new(),
+            },
+        };
+        let v = serde_json::to_value(&bare).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"error": {"code": "not_found", "message": "no sandbox x"}})
+        );
+        let back: ErrorBody = serde_json::from_value(v).unwrap();
+        assert_eq!(back, bare);
+        let with: ErrorBody = serde_json::from_value(serde_json::json!({
+            "error": {"code": "conflict", "message": "m", "facts": {"sandbox": "w", "state": "paused"}}
+        }))
+        .unwrap();
+        assert_eq!(with.error.fact(fact::STATE), Some("paused"));
+        assert_eq!(with.error.fact(fact::TENANT), None);
+    }
+}

@@ -184,5 +184,7 @@ fn changing_state(st: &AppState, p: &Principal, id: &str) -> ApiResult<()> {
             sb.state.as_str(),
             sb.desired_state.as_str()
         ),
-    ))
+    )
+    .with_fact(dwell_contract::error::fact::SANDBOX, &sb.name)
+    .with_fact(dwell_contract::error::fact::STATE, sb.state.as_str()))
 }

@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use dwell_contract::error::code;
+use dwell_contract::error::{code, fact};
 use dwell_contract::query::{DeleteSandbox, Events, ListSandboxes};
 use dwell_contract::sandbox::{Drift, Event, KeepaliveBody, Stats, UpdateBody};
 use dwell_contract::{CreateRequest, ErrorBody, Sandbox};
@@ -166,7 +166,10 @@ pub async fn stats(
                 sb.name,
                 sb.state.as_str()
             ),
-        ));
+        )
+        .with_fact(fact::SANDBOX, &sb.name)
+        .with_fact(fact::STATE, sb.state.as_str())
+        .with_fact(fact::ACTION, "stats"));
     }
     wire::map(&st.ctl.stats(&sb).await?).map(Json)
 }
@@ -238,10 +241,13 @@ pub async fn diff(
             409,
             code::CONFLICT,
             format!(
-                "sandbox {} is archived: its volume is in the snapshot store, so there is nothing to compare; start it first",
+                "sandbox {} is archived: its volume is in the snapshot store, so there is nothing to compare",
                 sb.name
             ),
-        ));
+        )
+        .with_fact(fact::SANDBOX, &sb.name)
+        .with_fact(fact::STATE, sb.state.as_str())
+        .with_fact(fact::ACTION, "diff"));
     }
     wire::map(&st.ctl.diff(&p.tenant, &id).await?).map(Json)
 }
