@@ -58,3 +58,19 @@ fn the_error_body_is_documented_with_its_facts() {
         "{detail}"
     );
 }
+
+#[test]
+fn only_liveness_and_the_document_are_open_without_a_key() {
+    let doc: serde_json::Value =
+        serde_json::from_str(dwell_api::openapi::json()).expect("the document is JSON");
+    assert_eq!(doc["security"], serde_json::json!([{"apiKey": []}]));
+    let mut open = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if op.get("security") == Some(&serde_json::json!([{}])) {
+                open.push(format!("{} {path}", method.to_uppercase()));
+            }
+        }
+    }
+    assert_eq!(open, ["GET /healthz", "GET /openapi.json"]);
+}

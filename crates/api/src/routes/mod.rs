@@ -97,7 +97,8 @@ pub fn router(state: AppState) -> Router {
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "meta",
-    summary = "Liveness of the daemon",
+    summary = "Liveness of the daemon (no API key needed)",
+    security(()),
     responses(
         (status = 200, description = "`ok`", content_type = "text/plain", body = String),
         (status = "default", description = "Error", body = ErrorBody)))]
@@ -106,7 +107,8 @@ pub(crate) async fn healthz() -> &'static str {
 }
 
 #[utoipa::path(get, path = "/openapi.json", tag = "meta",
-    summary = "This document",
+    summary = "This document (no API key needed)",
+    security(()),
     responses(
         (status = 200, description = "The OpenAPI document", content_type = "application/json", body = Object),
         (status = "default", description = "Error", body = ErrorBody)))]
