@@ -3,7 +3,7 @@
 //!
 //! Requests are authenticated ([`auth`]) into a [`Principal`] (a tenant),
 //! validated, and handed to the [`Controller`]; the API never drives a
-//! runtime itself. Every error is JSON `{"error": {"code", "message"}}` with
+//! runtime itself. Every error is JSON `{"error": {"code", "message", "facts"}}` with
 //! the right status ([`error`]), a rejected query, path or body included
 //! ([`extract`]). Bodies are the contract's types (`dwell_contract`),
 //! mapped from the control plane's at the edge ([`wire`]); the OpenAPI

@@ -12,7 +12,7 @@ use crate::routes::{exec, files, hibernate, images, processes, sandboxes, snapsh
 #[openapi(
     info(
         title = "dwell API",
-        description = "REST+JSON API of the dwell daemon. Local callers use the unix socket (root only); TCP callers send `Authorization: Bearer <API key>`. An admin (an admin key, or the unix socket) may act for another tenant with the header `X-Dwell-Tenant: <tenant>`: the request runs as that tenant's would (403 for other keys, 404 for an unknown tenant). Every error, a malformed query, path or body included, is `{\"error\":{\"code\",\"message\"}}` with its status."
+        description = "REST+JSON API of the dwell daemon. Local callers use the unix socket (root only); TCP callers send `Authorization: Bearer <API key>`. An admin (an admin key, or the unix socket) may act for another tenant with the header `X-Dwell-Tenant: <tenant>`: the request runs as that tenant's would (403 for other keys, 404 for an unknown tenant). Every error, a malformed query, path or body included, is `{\"error\":{\"code\",\"message\",\"facts\"}}` with its status (`facts`, named values such as the sandbox and its state, is omitted when empty)."
     ),
     modifiers(&BearerKey),
     security(("apiKey" = [])),
