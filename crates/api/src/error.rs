@@ -210,3 +210,69 @@ pub async fn no_method(method: axum::http::Method, uri: axum::http::Uri) -> ApiE
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn boom() -> &'static str {
+        panic!("boom in a handler")
+    }
+
+    /// A real server with [`catch_panic`] in front of a handler that
+    /// panics: the client gets the JSON error, not a closed connection.
+    #[tokio::test]
+    async fn a_panicking_handler_answers_the_json_error() {
+        let app = axum::Router::new()
+            .route("/boom", axum::routing::get(boom))
+            .layer(axum::middleware::from_fn(catch_panic));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let answer = tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /boom HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            out
+        })
+        .await
+        .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 500"), "{answer}");
+        assert!(answer.contains("application/json"), "{answer}");
+        assert!(answer.contains(r#""code":"internal""#), "{answer}");
+        assert!(answer.contains("boom in a handler"), "{answer}");
+    }
+
+    #[test]
+    fn control_errors_keep_their_facts_and_storage_refusals_are_the_callers() {
+        let e = ApiError::from(dwell_control::Error::NameTaken("work".into()));
+        assert_eq!((e.status.as_u16(), e.code), (409, code::NAME_TAKEN));
+        assert_eq!(e.facts.get("name").map(String::as_str), Some("work"));
+        let e = ApiError::from(dwell_control::Error::Storage(
+            dwell_storage::StorageError::ImageNotFound("nope".into()),
+        ));
+        assert_eq!((e.status.as_u16(), e.code), (404, code::NOT_FOUND));
+        let e = ApiError::from(dwell_control::Error::Storage(
+            dwell_storage::StorageError::VolumeNotFound("v".into()),
+        ));
+        assert_eq!((e.status.as_u16(), e.code), (409, code::CONFLICT));
+        // The sandbox's own system refusing (EBUSY on a mount point) is
+        // about the sandbox; an agent that cannot be reached is a gateway
+        // failure.
+        let busy = dwell_proto::Error::Remote(dwell_proto::RemoteError {
+            kind: ErrorKind::Other,
+            message: "remove /.dwell: Device or resource busy".into(),
+        });
+        let e = ApiError::from(dwell_control::Error::Agent(busy));
+        assert_eq!((e.status.as_u16(), e.code), (409, code::AGENT_ERROR));
+        let gone = dwell_proto::Error::Unreachable("no socket".into());
+        let e = ApiError::from(dwell_control::Error::Agent(gone));
+        assert_eq!((e.status.as_u16(), e.code), (502, code::AGENT_UNREACHABLE));
+        let e = ApiError::from(dwell_control::Error::Internal("x".into()));
+        assert_eq!((e.status.as_u16(), e.code), (500, code::INTERNAL));
+        assert!(e.facts.is_empty());
+    }
+}
