@@ -74,3 +74,38 @@ fn only_liveness_and_the_document_are_open_without_a_key() {
     }
     assert_eq!(open, ["GET /healthz", "GET /openapi.json"]);
 }
+
+#[test]
+fn file_paths_are_documented_as_required_and_absolute() {
+    let doc: serde_json::Value =
+        serde_json::from_str(dwell_api::openapi::json()).expect("the document is JSON");
+    for (method, path) in [
+        ("get", "/v1/sandboxes/{id}/files"),
+        ("put", "/v1/sandboxes/{id}/files"),
+        ("delete", "/v1/sandboxes/{id}/files"),
+        ("get", "/v1/sandboxes/{id}/fs/list"),
+        ("get", "/v1/sandboxes/{id}/fs/stat"),
+    ] {
+        let params = doc["paths"][path][method]["parameters"].as_array().unwrap();
+        let p = params
+            .iter()
+            .find(|p| p["name"] == "path")
+            .unwrap_or_else(|| panic!("{method} {path} documents no path"));
+        assert_eq!(p["required"], true, "{method} {path}: {p}");
+        assert_eq!(p["schema"]["pattern"], "^/", "{method} {path}: {p}");
+    }
+    // The listing takes a depth, the stat nothing more.
+    let names = |method: &str, path: &str| -> Vec<String> {
+        doc["paths"][path][method]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        names("get", "/v1/sandboxes/{id}/fs/list"),
+        ["id", "path", "depth"]
+    );
+    assert_eq!(names("get", "/v1/sandboxes/{id}/fs/stat"), ["id", "path"]);
+}

@@ -36,7 +36,7 @@ pub struct Events {
 #[into_params(parameter_in = Query)]
 pub struct FilePath {
     /// Absolute path inside the sandbox.
-    #[param(required = true, value_type = String)]
+    #[param(required = true, value_type = String, pattern = "^/")]
     pub path: Option<String>,
 }
 
@@ -45,7 +45,7 @@ pub struct FilePath {
 #[into_params(parameter_in = Query)]
 pub struct Remove {
     /// Absolute path inside the sandbox.
-    #[param(required = true, value_type = String)]
+    #[param(required = true, value_type = String, pattern = "^/")]
     pub path: Option<String>,
     /// Remove a directory and everything under it.
     #[serde(default)]
@@ -57,7 +57,7 @@ pub struct Remove {
 #[into_params(parameter_in = Query)]
 pub struct ListDir {
     /// Absolute path inside the sandbox.
-    #[param(required = true, value_type = String)]
+    #[param(required = true, value_type = String, pattern = "^/")]
     pub path: Option<String>,
     /// How many levels to list (default 1).
     #[serde(default)]
@@ -69,7 +69,7 @@ pub struct ListDir {
 #[into_params(parameter_in = Query)]
 pub struct Upload {
     /// Absolute path inside the sandbox.
-    #[param(required = true, value_type = String)]
+    #[param(required = true, value_type = String, pattern = "^/")]
     pub path: Option<String>,
     /// Append instead of replacing.
     #[serde(default)]

@@ -128,7 +128,7 @@ pub async fn remove(
 
 #[utoipa::path(get, path = "/v1/sandboxes/{id}/fs/list", tag = "files",
     summary = "List a directory",
-    params(("id" = String, Path, description = "Sandbox id or name"), Remove),
+    params(("id" = String, Path, description = "Sandbox id or name"), ListDir),
     responses((status = 200, body = Vec<FileInfo>), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn list(
     State(st): State<AppState>,
@@ -148,7 +148,7 @@ pub async fn list(
 
 #[utoipa::path(get, path = "/v1/sandboxes/{id}/fs/stat", tag = "files",
     summary = "Metadata of a file (not following symlinks)",
-    params(("id" = String, Path, description = "Sandbox id or name"), ListDir),
+    params(("id" = String, Path, description = "Sandbox id or name"), FilePath),
     responses((status = 200, body = FileInfo), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn stat(
     State(st): State<AppState>,
