@@ -88,19 +88,14 @@ impl IntoResponse for ApiError {
 /// The control plane's errors are getting their own
 /// `dwell_control::Error::facts()` (branch i12-control); at the merge this
 /// body becomes `e.facts().into_iter().map(|(k, v)| (k.to_string(), v)).collect()`.
-/// Until then it gives what the error's variant carries in a field of its
-/// own.
+/// Until then it gives only what a variant carries unambiguously: the
+/// taken sandbox name. (`NotFound` is not mapped: control uses it for
+/// sandboxes, snapshots and tenants alike, so its value names no one kind.)
 pub fn facts_of(e: &dwell_control::Error) -> BTreeMap<String, String> {
     use dwell_contract::error::fact;
     let mut facts = BTreeMap::new();
-    match e {
-        dwell_control::Error::NotFound(id) => {
-            facts.insert(fact::SANDBOX.to_string(), id.clone());
-        }
-        dwell_control::Error::NameTaken(name) => {
-            facts.insert(fact::NAME.to_string(), name.clone());
-        }
-        _ => {}
+    if let dwell_control::Error::NameTaken(name) = e {
+        facts.insert(fact::NAME.to_string(), name.clone());
     }
     facts
 }
