@@ -70,10 +70,10 @@ pub async fn run(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
-    body: Result<Json<ExecCall>, axum::extract::rejection::JsonRejection>,
+    body: Result<crate::extract::Json<ExecCall>, crate::extract::BodyRejection>,
 ) -> ApiResult<Json<ExecResult>> {
-    let Json(call) =
-        body.map_err(|e| ApiError::bad_request(format!("bad exec request: {}", e.body_text())))?;
+    let crate::extract::Json(call) =
+        body.map_err(|e| ApiError::bad_request(format!("bad exec request: {}", e.detail)))?;
     let mut req: ExecRequest = wire::map(&call.request)?;
     check(&req)?;
     let t0 = Instant::now();

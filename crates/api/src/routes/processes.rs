@@ -38,12 +38,12 @@ pub async fn signal(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
     Path((id, pid)): Path<(String, u32)>,
-    body: Result<Json<SignalBody>, axum::extract::rejection::JsonRejection>,
+    body: Result<crate::extract::Json<SignalBody>, crate::extract::BodyRejection>,
 ) -> ApiResult<StatusCode> {
-    let Json(b) = body.map_err(|e| {
+    let crate::extract::Json(b) = body.map_err(|e| {
         ApiError::bad_request(format!(
             "bad signal request: {}; send {{\"signal\": 15}}",
-            e.body_text()
+            e.detail
         ))
     })?;
     if !(1..=64).contains(&b.signal) {

@@ -28,10 +28,10 @@ pub(crate) fn view(sb: &dwell_control::Sandbox) -> ApiResult<Json<Sandbox>> {
 pub async fn create(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
-    body: Result<Json<CreateRequest>, axum::extract::rejection::JsonRejection>,
+    body: Result<crate::extract::Json<CreateRequest>, crate::extract::BodyRejection>,
 ) -> ApiResult<(StatusCode, Json<Sandbox>)> {
-    let Json(req) =
-        body.map_err(|e| ApiError::bad_request(format!("bad create request: {}", e.body_text())))?;
+    let crate::extract::Json(req) =
+        body.map_err(|e| ApiError::bad_request(format!("bad create request: {}", e.detail)))?;
     bounds::vcpus("vcpus", req.vcpus)?;
     bounds::size("memory", &req.memory)?;
     bounds::size("disk", &req.disk)?;
@@ -183,12 +183,12 @@ pub async fn update(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
-    body: Result<Json<UpdateBody>, axum::extract::rejection::JsonRejection>,
+    body: Result<crate::extract::Json<UpdateBody>, crate::extract::BodyRejection>,
 ) -> ApiResult<Json<Sandbox>> {
-    let Json(b) = body.map_err(|e| {
+    let crate::extract::Json(b) = body.map_err(|e| {
         ApiError::bad_request(format!(
             "bad update request: {}; send {{\"policies\": {{\"idle_timeout\": \"10m\"}}}}",
-            e.body_text()
+            e.detail
         ))
     })?;
     match b.policies {
@@ -210,12 +210,12 @@ pub async fn keepalive(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
-    body: Result<Json<KeepaliveBody>, axum::extract::rejection::JsonRejection>,
+    body: Result<crate::extract::Json<KeepaliveBody>, crate::extract::BodyRejection>,
 ) -> ApiResult<Json<Sandbox>> {
-    let Json(b) = body.map_err(|e| {
+    let crate::extract::Json(b) = body.map_err(|e| {
         ApiError::bad_request(format!(
             "bad keepalive request: {}; send {{\"duration\": \"30m\"}}",
-            e.body_text()
+            e.detail
         ))
     })?;
     bounds::duration("duration", &b.duration)?;

@@ -54,11 +54,17 @@ pub async fn create(
     let b: SnapshotCreate = if body.iter().all(u8::is_ascii_whitespace) {
         SnapshotCreate::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| {
+        let bad = |why: String| {
             ApiError::bad_request(format!(
-                "bad snapshot request: {e}; send {{\"name\": \"NAME\"}} or nothing"
+                "bad snapshot request: {why}; send {{\"name\": \"NAME\"}} or nothing"
             ))
-        })?
+        };
+        // An object, as every body: serde alone would read `["x"]` too.
+        match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(v) if v.is_object() => serde_json::from_value(v).map_err(|e| bad(e.to_string()))?,
+            Ok(_) => return Err(bad("the body is not a JSON object".into())),
+            Err(e) => return Err(bad(e.to_string())),
+        }
     };
     let m = st.ctl.snapshot_create(&p.tenant, &id, b.name).await?;
     Ok((StatusCode::CREATED, Json(snapshot_view(&m))))
@@ -114,12 +120,12 @@ pub async fn restore(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
-    body: Result<Json<RestoreBody>, axum::extract::rejection::JsonRejection>,
+    body: Result<crate::extract::Json<RestoreBody>, crate::extract::BodyRejection>,
 ) -> ApiResult<Json<Sandbox>> {
-    let Json(b) = body.map_err(|e| {
+    let crate::extract::Json(b) = body.map_err(|e| {
         ApiError::bad_request(format!(
             "bad restore request: {}; send {{\"snapshot\": \"NAME\"}}",
-            e.body_text()
+            e.detail
         ))
     })?;
     view(&st.ctl.restore(&p.tenant, &id, &b.snapshot).await?)

@@ -98,11 +98,11 @@ fn issue_key(st: &AppState, tenant: &str) -> ApiResult<String> {
 pub async fn create(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
-    body: Result<Json<LimitsBody>, axum::extract::rejection::JsonRejection>,
+    body: Result<crate::extract::Json<LimitsBody>, crate::extract::BodyRejection>,
 ) -> ApiResult<(StatusCode, Json<TenantCreated>)> {
     admin(&p)?;
-    let Json(b) =
-        body.map_err(|e| ApiError::bad_request(format!("bad tenant request: {}", e.body_text())))?;
+    let crate::extract::Json(b) =
+        body.map_err(|e| ApiError::bad_request(format!("bad tenant request: {}", e.detail)))?;
     let name = b
         .name
         .clone()
@@ -129,11 +129,11 @@ pub async fn update(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
     Path(name): Path<String>,
-    body: Result<Json<LimitsBody>, axum::extract::rejection::JsonRejection>,
+    body: Result<crate::extract::Json<LimitsBody>, crate::extract::BodyRejection>,
 ) -> ApiResult<Json<TenantBody>> {
     admin(&p)?;
-    let Json(b) =
-        body.map_err(|e| ApiError::bad_request(format!("bad tenant request: {}", e.body_text())))?;
+    let crate::extract::Json(b) =
+        body.map_err(|e| ApiError::bad_request(format!("bad tenant request: {}", e.detail)))?;
     let t = tenant_of(name.clone(), &b)?;
     st.ctl.update_tenant(&t)?;
     let tenant = st
