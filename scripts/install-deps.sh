@@ -140,6 +140,15 @@ if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('e2b') 
     || python3 -m pip install -q --break-system-packages "e2b==$E2B_SDK_VERSION"
 fi
 
+# schemathesis, which tries the REST API from its OpenAPI document
+# (crates/cli/tests/schemathesis.rs), pinned to the version that test was
+# written against.
+SCHEMATHESIS_VERSION=4.32.5
+if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('schemathesis') != '$SCHEMATHESIS_VERSION')" 2>/dev/null; then
+  python3 -m pip install -q "schemathesis==$SCHEMATHESIS_VERSION" 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+
 # The npm E2B SDK for the one Node scenario, when Node is there (pinned in
 # crates/cli/tests/e2b/js/package.json).
 if command -v npm >/dev/null 2>&1 && [ ! -e crates/cli/tests/e2b/js/node_modules/e2b/package.json ]; then

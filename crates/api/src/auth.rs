@@ -37,7 +37,7 @@ pub async fn local(mut req: Request, next: Next) -> Response {
 
 /// The header with which an admin acts for another tenant (the CLI's
 /// `--as-tenant`).
-pub const ACT_FOR_HEADER: &str = "x-dwell-tenant";
+pub use dwell_contract::ACT_FOR_HEADER;
 
 /// Middleware, inside authentication: a request naming a tenant in
 /// [`ACT_FOR_HEADER`] runs as that tenant's own (non-admin) key would, so an

@@ -3,25 +3,28 @@
 //!
 //! Requests are authenticated ([`auth`]) into a [`Principal`] (a tenant),
 //! validated, and handed to the [`Controller`]; the API never drives a
-//! runtime itself. Every error is JSON `{"error": {"code", "message"}}` with
-//! the right status ([`error`]). The OpenAPI document is `openapi.json`,
-//! served at `/openapi.json`; a test keeps it in step with the router.
+//! runtime itself. Every error is JSON `{"error": {"code", "message", "facts"}}` with
+//! the right status ([`error`]), a rejected query, path or body included
+//! ([`extract`]). Bodies are the contract's types (`dwell_contract`),
+//! mapped from the control plane's at the edge ([`wire`]); the OpenAPI
+//! document is generated from them and the handlers ([`openapi`]), served
+//! at `/openapi.json`; a test keeps it in step with the router.
 //!
 //! Routes live in [`routes`], one file per resource.
 
 pub mod auth;
+pub mod bounds;
 pub mod error;
+pub mod extract;
+pub mod openapi;
 pub mod routes;
-pub mod types;
+pub mod wire;
 
 use axum::Router;
 use dwell_control::Controller;
 
 pub use auth::Principal;
 pub use error::ApiError;
-
-/// The OpenAPI document of this API.
-pub const OPENAPI: &str = include_str!("../openapi.json");
 
 /// Shared state of every handler.
 #[derive(Clone)]
@@ -33,6 +36,7 @@ pub struct AppState {
 /// acting for another tenant, then the audit log.
 fn routes_for_principals(state: &AppState) -> Router {
     routes::router(state.clone())
+        .layer(axum::middleware::from_fn(error::catch_panic))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::audit,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
-use dwell_api::auth::ACT_FOR_HEADER;
+use dwell_contract::ACT_FOR_HEADER;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
@@ -40,12 +40,17 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Conn for T {}
 #[derive(Debug)]
 pub struct ApiFailure {
     pub status: StatusCode,
+    /// The error's code (empty when the answer was not the API's error).
+    pub code: String,
     pub message: String,
+    /// The error's facts, which the CLI's hints are worded from.
+    pub facts: std::collections::BTreeMap<String, String>,
 }
 
 impl std::fmt::Display for ApiFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.message)
+        let shown = crate::hints::with_hint(&self.message, &self.code, &self.facts);
+        write!(f, "{shown}")
     }
 }
 
@@ -230,21 +235,17 @@ pub async fn check(resp: Response<Incoming>) -> Result<Response<Incoming>> {
 }
 
 fn failure(status: StatusCode, body: &[u8]) -> ApiFailure {
-    #[derive(serde::Deserialize)]
-    struct E {
-        error: Inner,
-    }
-    #[derive(serde::Deserialize)]
-    struct Inner {
-        message: String,
-    }
-    match serde_json::from_slice::<E>(body) {
+    match serde_json::from_slice::<dwell_contract::ErrorBody>(body) {
         Ok(e) => ApiFailure {
             status,
+            code: e.error.code,
             message: e.error.message,
+            facts: e.error.facts,
         },
         Err(_) => ApiFailure {
             status,
+            code: String::new(),
+            facts: Default::default(),
             message: format!(
                 "the daemon answered {status}: {}",
                 String::from_utf8_lossy(body).trim()

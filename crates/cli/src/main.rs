@@ -10,6 +10,7 @@
 mod cli;
 mod client;
 mod commands;
+mod hints;
 mod output;
 mod progress;
 

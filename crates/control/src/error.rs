@@ -26,6 +26,8 @@ pub mod fact {
     pub const USED: &str = "used";
     /// What the request adds.
     pub const ASKED: &str = "asked";
+    /// The snapshot's id or name (as asked for).
+    pub const SNAPSHOT: &str = "snapshot";
     /// A name already taken.
     pub const NAME: &str = "name";
 }
@@ -37,6 +39,12 @@ pub enum Error {
     /// same whether it never existed or belongs to someone else.
     #[error("no sandbox named or with id {0:?}")]
     NotFound(String),
+    /// No snapshot of this tenant has that id or name.
+    #[error("no snapshot has the id or name {0:?}")]
+    SnapshotNotFound(String),
+    /// No tenant has that name.
+    #[error("no tenant is named {0:?}")]
+    TenantNotFound(String),
     /// The request is malformed or out of range.
     #[error("invalid {field}: {message}")]
     Invalid { field: String, message: String },
@@ -101,7 +109,9 @@ impl Error {
     /// Stable code for API clients.
     pub fn code(&self) -> &'static str {
         match self {
-            Error::NotFound(_) => "not_found",
+            Error::NotFound(_) | Error::SnapshotNotFound(_) | Error::TenantNotFound(_) => {
+                "not_found"
+            }
             Error::Runtime(dwell_runtime::Error::Unsupported { .. }) => "unsupported",
             Error::Invalid { .. } => "invalid_argument",
             Error::Conflict(_) | Error::Refused { .. } => "conflict",
@@ -118,7 +128,7 @@ impl Error {
     /// HTTP status for the API.
     pub fn status(&self) -> u16 {
         match self {
-            Error::NotFound(_) => 404,
+            Error::NotFound(_) | Error::SnapshotNotFound(_) | Error::TenantNotFound(_) => 404,
             Error::Invalid { .. } => 400,
             Error::Conflict(_) | Error::Refused { .. } | Error::NameTaken(_) => 409,
             Error::Runtime(dwell_runtime::Error::Unsupported { .. }) => 409,
@@ -135,6 +145,12 @@ impl Error {
         match self {
             Error::NotFound(id) => {
                 f.insert(fact::SANDBOX, id.clone());
+            }
+            Error::SnapshotNotFound(id) => {
+                f.insert(fact::SNAPSHOT, id.clone());
+            }
+            Error::TenantNotFound(name) => {
+                f.insert(fact::TENANT, name.clone());
             }
             Error::NameTaken(name) => {
                 f.insert(fact::NAME, name.clone());

@@ -41,7 +41,7 @@ const FITHAW: libc::c_ulong = 0xC004_5878;
 impl From<dwell_snapshot::Error> for Error {
     fn from(e: dwell_snapshot::Error) -> Self {
         match e {
-            dwell_snapshot::Error::SnapshotNotFound { id, .. } => Error::NotFound(id),
+            dwell_snapshot::Error::SnapshotNotFound { id, .. } => Error::SnapshotNotFound(id),
             e @ (dwell_snapshot::Error::CorruptChunk { .. }
             | dwell_snapshot::Error::MissingChunk { .. }
             | dwell_snapshot::Error::WrongKey { .. }) => {
@@ -322,7 +322,7 @@ pub(crate) fn find(store: &dyn ChunkStore, tenant: &str, id_or_name: &str) -> Re
     all.retain(|m| !m.labels.contains_key(ARCHIVE_LABEL));
     all.sort_by(|a, b| a.created_at.cmp(&b.created_at));
     all.pop()
-        .ok_or_else(|| Error::NotFound(format!("{id_or_name} (no snapshot has that id or name)")))
+        .ok_or_else(|| Error::SnapshotNotFound(id_or_name.to_string()))
 }
 
 /// Restore `m` into the image file `target` (replaced atomically), every

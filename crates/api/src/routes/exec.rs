@@ -1,14 +1,18 @@
 //! `/v1/sandboxes/{id}/exec`: `POST` runs a command to completion and
 //! returns its output; `GET` upgrades to a WebSocket that streams it (stdin,
-//! stdout, stderr, PTY resize, signals; see [`crate::types`]).
+//! stdout, stderr, PTY resize, signals; see [`dwell_contract::exec`]).
 
 use std::time::Instant;
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::ws::{Message, WebSocket};
+use axum::extract::State;
 use axum::response::Response;
 use axum::{Extension, Json};
 use bytes::Bytes;
+use dwell_contract::exec::{
+    ClientMsg, ExecCall, ExecResult, ExitReport, ServerMsg, CH_STDERR, CH_STDIN, CH_STDOUT,
+};
+use dwell_contract::ErrorBody;
 use dwell_control::Sandbox;
 use dwell_proto::{ExecRequest, ExitStatus, ProcessEvent, ProcessStream};
 use futures_util::{SinkExt, StreamExt};
@@ -16,9 +20,8 @@ use futures_util::{SinkExt, StreamExt};
 use super::with_agent;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
-use crate::types::{
-    ClientMsg, ExecCall, ExecResult, ExitReport, ServerMsg, CH_STDERR, CH_STDIN, CH_STDOUT,
-};
+use crate::extract::{Path, Upgrade};
+use crate::wire;
 use crate::AppState;
 
 /// OOM kills so far in the sandbox (0 when unknown).
@@ -58,19 +61,24 @@ fn check(req: &ExecRequest) -> ApiResult<()> {
     })
 }
 
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/exec", tag = "exec",
+    summary = "Run a command to completion and return its output",
+    params(("id" = String, Path, description = "Sandbox id or name")),
+    request_body = ExecCall,
+    responses((status = 200, body = ExecResult), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn run(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
-    body: Result<Json<ExecCall>, axum::extract::rejection::JsonRejection>,
+    body: Result<crate::extract::Json<ExecCall>, crate::extract::BodyRejection>,
 ) -> ApiResult<Json<ExecResult>> {
-    let Json(call) =
-        body.map_err(|e| ApiError::bad_request(format!("bad exec request: {}", e.body_text())))?;
-    check(&call.request)?;
+    let crate::extract::Json(call) =
+        body.map_err(|e| ApiError::bad_request(format!("bad exec request: {}", e.detail)))?;
+    let mut req: ExecRequest = wire::map(&call.request)?;
+    check(&req)?;
     let t0 = Instant::now();
     let sb = st.ctl.get(&p.tenant, &id)?;
     let oom0 = oom_count(&st, &sb).await;
-    let mut req = call.request.clone();
     req.stdin = call.stdin_data.is_some() || req.stdin;
     with_secrets(&st, &sb.id, &mut req)?;
     let (sb, stream) = with_agent(&st, &p, &id, |c| {
@@ -97,11 +105,16 @@ pub async fn run(
     }))
 }
 
+#[utoipa::path(get, path = "/v1/sandboxes/{id}/exec", tag = "exec",
+    summary = "Streaming exec over WebSocket",
+    description = "Upgrades to a WebSocket. Send the ExecRequest as the first text message; binary messages carry stdin (0), stdout (1), stderr (2) after a channel byte; text messages carry ClientMsg / ServerMsg JSON.",
+    params(("id" = String, Path, description = "Sandbox id or name")),
+    responses((status = 101, description = "Switching Protocols to WebSocket"), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn stream(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
-    ws: WebSocketUpgrade,
+    Upgrade(ws): Upgrade,
 ) -> ApiResult<Response> {
     // Fail before the upgrade when the sandbox cannot run anything.
     let (sb, _) = st.ctl.agent(&p.tenant, &id).await?;
@@ -110,17 +123,22 @@ pub async fn stream(
 
 async fn exec_ws(st: AppState, p: Principal, sb: Sandbox, mut socket: WebSocket) {
     let req: ExecRequest = match socket.recv().await {
-        Some(Ok(Message::Text(t))) => match serde_json::from_str(t.as_str()) {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = send_error(
-                    &mut socket,
-                    &ApiError::bad_request(format!("bad exec request: {e}")),
-                )
-                .await;
-                return;
+        Some(Ok(Message::Text(t))) => {
+            match serde_json::from_str::<dwell_contract::ExecRequest>(t.as_str())
+                .map_err(|e| e.to_string())
+                .and_then(|r| wire::map(&r).map_err(|e| e.message))
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = send_error(
+                        &mut socket,
+                        &ApiError::bad_request(format!("bad exec request: {e}")),
+                    )
+                    .await;
+                    return;
+                }
             }
-        },
+        }
         _ => return,
     };
     let mut req = req;

@@ -4,31 +4,25 @@
 //! stream in both directions; large files never sit in memory.
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::{Extension, Json};
-use dwell_proto::{FileInfo, WriteOptions};
+use dwell_contract::files::{MkdirBody, RenameBody, Written};
+use dwell_contract::query::{FilePath, ListDir, Remove, Upload};
+use dwell_contract::{ErrorBody, FileInfo};
+use dwell_proto::WriteOptions;
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
 
 use super::with_agent;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
-use crate::types::{MkdirBody, RenameBody};
+use crate::extract::{Json as JsonBody, Path, Query};
+use crate::wire;
 use crate::AppState;
 
-#[derive(Deserialize)]
-pub struct PathQuery {
-    path: Option<String>,
-    #[serde(default)]
-    recursive: bool,
-    #[serde(default)]
-    depth: Option<u32>,
-}
-
-fn need_path(q: &PathQuery) -> ApiResult<String> {
-    match &q.path {
+fn need_path(path: &Option<String>) -> ApiResult<String> {
+    match path {
         Some(p) if p.starts_with('/') => Ok(p.clone()),
         Some(p) => Err(ApiError::bad_request(format!(
             "path {p:?} is relative; give an absolute path inside the sandbox, like /root/{p}"
@@ -39,13 +33,19 @@ fn need_path(q: &PathQuery) -> ApiResult<String> {
     }
 }
 
+#[utoipa::path(get, path = "/v1/sandboxes/{id}/files", tag = "files",
+    summary = "Download a file (streamed)",
+    params(("id" = String, Path, description = "Sandbox id or name"), FilePath),
+    responses(
+        (status = 200, description = "The file's bytes", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn download(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
-    Query(q): Query<PathQuery>,
+    Query(q): Query<FilePath>,
 ) -> ApiResult<Response> {
-    let path = need_path(&q)?;
+    let path = need_path(&q.path)?;
     let (_, reader) = with_agent(&st, &p, &id, |c| {
         let path = path.clone();
         async move { c.read_file(&path).await }
@@ -66,34 +66,19 @@ pub async fn download(
         .map_err(|e| ApiError::internal(e.to_string()))
 }
 
-#[derive(Deserialize)]
-pub struct UploadQuery {
-    path: Option<String>,
-    #[serde(default)]
-    append: bool,
-    mode: Option<String>,
-    #[serde(default)]
-    parents: bool,
-}
-
-#[derive(Serialize)]
-pub struct Written {
-    pub path: String,
-    pub bytes: u64,
-}
-
+#[utoipa::path(put, path = "/v1/sandboxes/{id}/files", tag = "files",
+    summary = "Upload a file (streamed)",
+    params(("id" = String, Path, description = "Sandbox id or name"), Upload),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The file's bytes"),
+    responses((status = 201, body = Written), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn upload(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
-    Query(q): Query<UploadQuery>,
+    Query(q): Query<Upload>,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<Written>)> {
-    let path = need_path(&PathQuery {
-        path: q.path.clone(),
-        recursive: false,
-        depth: None,
-    })?;
+    let path = need_path(&q.path)?;
     let mode = match &q.mode {
         Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| {
             ApiError::bad_request(format!(
@@ -121,13 +106,17 @@ pub async fn upload(
     Ok((StatusCode::CREATED, Json(Written { path, bytes })))
 }
 
+#[utoipa::path(delete, path = "/v1/sandboxes/{id}/files", tag = "files",
+    summary = "Remove a file or directory",
+    params(("id" = String, Path, description = "Sandbox id or name"), Remove),
+    responses((status = 204, description = "Removed"), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn remove(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
-    Query(q): Query<PathQuery>,
+    Query(q): Query<Remove>,
 ) -> ApiResult<StatusCode> {
-    let path = need_path(&q)?;
+    let path = need_path(&q.path)?;
     let recursive = q.recursive;
     with_agent(&st, &p, &id, |c| {
         let path = path.clone();
@@ -137,42 +126,55 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(get, path = "/v1/sandboxes/{id}/fs/list", tag = "files",
+    summary = "List a directory",
+    params(("id" = String, Path, description = "Sandbox id or name"), ListDir),
+    responses((status = 200, body = Vec<FileInfo>), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn list(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
-    Query(q): Query<PathQuery>,
+    Query(q): Query<ListDir>,
 ) -> ApiResult<Json<Vec<FileInfo>>> {
-    let path = need_path(&q)?;
+    let path = need_path(&q.path)?;
     let depth = q.depth.unwrap_or(1);
     let (_, entries) = with_agent(&st, &p, &id, |c| {
         let path = path.clone();
         async move { c.list_dir(&path, depth).await }
     })
     .await?;
-    Ok(Json(entries))
+    wire::map_all(&entries).map(Json)
 }
 
+#[utoipa::path(get, path = "/v1/sandboxes/{id}/fs/stat", tag = "files",
+    summary = "Metadata of a file (not following symlinks)",
+    params(("id" = String, Path, description = "Sandbox id or name"), FilePath),
+    responses((status = 200, body = FileInfo), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn stat(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
-    Query(q): Query<PathQuery>,
+    Query(q): Query<FilePath>,
 ) -> ApiResult<Json<FileInfo>> {
-    let path = need_path(&q)?;
+    let path = need_path(&q.path)?;
     let (_, info) = with_agent(&st, &p, &id, |c| {
         let path = path.clone();
         async move { c.stat(&path).await }
     })
     .await?;
-    Ok(Json(info))
+    wire::map(&info).map(Json)
 }
 
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/fs/mkdir", tag = "files",
+    summary = "Make a directory",
+    params(("id" = String, Path, description = "Sandbox id or name")),
+    request_body = MkdirBody,
+    responses((status = 201, description = "Created"), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn mkdir(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
-    Json(b): Json<MkdirBody>,
+    JsonBody(b): JsonBody<MkdirBody>,
 ) -> ApiResult<StatusCode> {
     with_agent(&st, &p, &id, |c| {
         let path = b.path.clone();
@@ -182,11 +184,16 @@ pub async fn mkdir(
     Ok(StatusCode::CREATED)
 }
 
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/fs/rename", tag = "files",
+    summary = "Rename (move) a file or directory",
+    params(("id" = String, Path, description = "Sandbox id or name")),
+    request_body = RenameBody,
+    responses((status = 204, description = "Renamed"), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn rename(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
-    Json(b): Json<RenameBody>,
+    JsonBody(b): JsonBody<RenameBody>,
 ) -> ApiResult<StatusCode> {
     with_agent(&st, &p, &id, |c| {
         let (from, to) = (b.from.clone(), b.to.clone());

@@ -5,26 +5,35 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use dwell_storage::Image;
+use dwell_contract::images::{Image, ImportBody};
+use dwell_contract::ErrorBody;
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
-use crate::types::ImportBody;
+use crate::extract::Json as JsonBody;
+use crate::wire;
 use crate::AppState;
 
+#[utoipa::path(get, path = "/v1/images", tag = "images",
+    summary = "List images",
+    responses((status = 200, body = Vec<Image>), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn list(State(st): State<AppState>) -> ApiResult<Json<Vec<Image>>> {
     let ctl = st.ctl.clone();
     let images = tokio::task::spawn_blocking(move || ctl.images().list())
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(|e| ApiError::new(500, "storage_error", e.to_string()))?;
-    Ok(Json(images))
+    wire::map_all(&images).map(Json)
 }
 
+#[utoipa::path(post, path = "/v1/images", tag = "images",
+    summary = "Import an OCI layout dir or `docker save` tarball on the daemon's host (admin)",
+    request_body = ImportBody,
+    responses((status = 201, body = Image), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn import(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
-    Json(b): Json<ImportBody>,
+    JsonBody(b): JsonBody<ImportBody>,
 ) -> ApiResult<(StatusCode, Json<Image>)> {
     if !p.admin {
         return Err(ApiError::new(
@@ -40,5 +49,5 @@ pub async fn import(
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?
     .map_err(|e| ApiError::new(400, "image_import_failed", e.to_string()))?;
-    Ok((StatusCode::CREATED, Json(image)))
+    Ok((StatusCode::CREATED, Json(wire::map(&image)?)))
 }

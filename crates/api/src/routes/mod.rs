@@ -1,34 +1,32 @@
 //! The router: every route of the API, one file per resource.
 
-mod exec;
-mod files;
-mod hibernate;
-mod images;
-mod processes;
-mod sandboxes;
+pub(crate) mod exec;
+pub(crate) mod files;
+pub(crate) mod hibernate;
+pub(crate) mod images;
+pub(crate) mod processes;
+pub(crate) mod sandboxes;
 pub mod snapshots;
-mod tenants;
+pub(crate) mod tenants;
 
 use std::future::Future;
 
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
+use dwell_contract::{ErrorBody, Info};
 use dwell_control::Sandbox;
 use dwell_proto::AgentClient;
 
 use crate::auth::Principal;
 use crate::error::ApiResult;
-use crate::types::Info;
-use crate::{AppState, OPENAPI};
+use crate::AppState;
 
-/// Every route. Keep `openapi.json` in step (a test checks it).
+/// Every route. Each handler carries its `#[utoipa::path]` and is listed in
+/// [`crate::openapi`]; a test checks the two agree.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route(
-            "/openapi.json",
-            get(|| async { ([("content-type", "application/json")], OPENAPI) }),
-        )
+        .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi))
         .route("/v1/info", get(info))
         .route(
             "/v1/sandboxes",
@@ -93,10 +91,38 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/usage", get(tenants::usage))
         .route("/v1/audit", get(tenants::audit))
         .route("/metrics", get(tenants::metrics))
+        .fallback(crate::error::no_route)
+        .method_not_allowed_fallback(crate::error::no_method)
         .with_state(state)
 }
 
-async fn info(
+#[utoipa::path(get, path = "/healthz", tag = "meta",
+    summary = "Liveness of the daemon (no API key needed)",
+    security(()),
+    responses(
+        (status = 200, description = "`ok`", content_type = "text/plain", body = String),
+        (status = "default", description = "Error", body = ErrorBody)))]
+pub(crate) async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+#[utoipa::path(get, path = "/openapi.json", tag = "meta",
+    summary = "This document (no API key needed)",
+    security(()),
+    responses(
+        (status = 200, description = "The OpenAPI document", content_type = "application/json", body = Object),
+        (status = "default", description = "Error", body = ErrorBody)))]
+pub(crate) async fn openapi() -> ([(&'static str, &'static str); 1], &'static str) {
+    (
+        [("content-type", "application/json")],
+        crate::openapi::json(),
+    )
+}
+
+#[utoipa::path(get, path = "/v1/info", tag = "meta",
+    summary = "The daemon's version and runtime, and the caller's tenant",
+    responses((status = 200, body = Info), (status = "default", description = "Error", body = ErrorBody)))]
+pub(crate) async fn info(
     axum::extract::State(st): axum::extract::State<AppState>,
     axum::Extension(p): axum::Extension<Principal>,
 ) -> Json<Info> {
@@ -109,6 +135,10 @@ async fn info(
 
 /// Call the agent of a running sandbox; if the cached connection is dead
 /// (the agent restarted with its sandbox), reconnect once and retry.
+///
+/// An agent that cannot be reached because the sandbox is being stopped,
+/// paused or deleted meanwhile is a conflict about the sandbox's state
+/// (409), not a failure of the daemon.
 pub(crate) async fn with_agent<T, F, Fut>(
     st: &AppState,
     p: &Principal,
@@ -119,14 +149,44 @@ where
     F: Fn(AgentClient) -> Fut,
     Fut: Future<Output = dwell_proto::Result<T>>,
 {
-    let (sb, client) = st.ctl.agent(&p.tenant, id).await?;
+    let (sb, client) = match st.ctl.agent(&p.tenant, id).await {
+        Err(dwell_control::Error::Agent(dwell_proto::Error::Unreachable(why))) => {
+            changing_state(st, p, id)?;
+            return Err(dwell_control::Error::Agent(dwell_proto::Error::Unreachable(why)).into());
+        }
+        r => r?,
+    };
     st.ctl.touch(&sb.id);
     match f(client).await {
         Err(dwell_proto::Error::Unreachable(_)) => {
             st.ctl.agent_failed(&sb.id).await;
+            changing_state(st, p, id)?;
             let (sb, client) = st.ctl.agent(&p.tenant, id).await?;
             Ok((sb, f(client).await?))
         }
         r => Ok((sb, r?)),
     }
+}
+
+/// The conflict of a sandbox no longer running, or asked to leave that
+/// state, whose agent just could not be reached.
+fn changing_state(st: &AppState, p: &Principal, id: &str) -> ApiResult<()> {
+    let sb = st.ctl.get(&p.tenant, id)?;
+    if sb.state == dwell_control::State::Running
+        && sb.desired_state == dwell_control::State::Running
+    {
+        return Ok(());
+    }
+    Err(crate::ApiError::new(
+        409,
+        dwell_contract::error::code::CONFLICT,
+        format!(
+            "sandbox {} is {} (asked to be {}) and its agent is gone; send the request again once it runs",
+            sb.name,
+            sb.state.as_str(),
+            sb.desired_state.as_str()
+        ),
+    )
+    .with_fact(dwell_contract::error::fact::SANDBOX, &sb.name)
+    .with_fact(dwell_contract::error::fact::STATE, sb.state.as_str()))
 }

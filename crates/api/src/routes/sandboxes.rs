@@ -1,37 +1,56 @@
 //! `/v1/sandboxes`: create, list, inspect, lifecycle, events, stats, delete.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use dwell_control::policy::{DurationArg, PolicyArgs};
-use dwell_control::{CreateRequest, Sandbox, State as SbState};
-use dwell_store::Event;
-use serde::Deserialize;
+use dwell_contract::error::{code, fact};
+use dwell_contract::query::{DeleteSandbox, Events, ListSandboxes};
+use dwell_contract::sandbox::{Drift, Event, KeepaliveBody, Stats, UpdateBody};
+use dwell_contract::{CreateRequest, ErrorBody, Sandbox};
+use dwell_control::State as SbState;
 
 use crate::auth::Principal;
+use crate::bounds;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{Path, Query};
+use crate::wire;
 use crate::AppState;
 
+/// The contract's view of a control-plane sandbox.
+pub(crate) fn view(sb: &dwell_control::Sandbox) -> ApiResult<Json<Sandbox>> {
+    wire::map(sb).map(Json)
+}
+
+#[utoipa::path(post, path = "/v1/sandboxes", tag = "sandboxes",
+    summary = "Create a sandbox (and start it)",
+    request_body = CreateRequest,
+    responses((status = 201, body = Sandbox), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn create(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
-    body: Result<Json<CreateRequest>, axum::extract::rejection::JsonRejection>,
+    body: Result<crate::extract::Json<CreateRequest>, crate::extract::BodyRejection>,
 ) -> ApiResult<(StatusCode, Json<Sandbox>)> {
-    let Json(req) =
-        body.map_err(|e| ApiError::bad_request(format!("bad create request: {}", e.body_text())))?;
-    let sb = st.ctl.create(&p.tenant, req).await?;
-    Ok((StatusCode::CREATED, Json(sb)))
+    let crate::extract::Json(req) =
+        body.map_err(|e| ApiError::bad_request(format!("bad create request: {}", e.detail)))?;
+    bounds::vcpus("vcpus", req.vcpus)?;
+    bounds::size("memory", &req.memory)?;
+    bounds::size("disk", &req.disk)?;
+    bounds::quantity("pids", req.pids)?;
+    if let Some(policies) = &req.policies {
+        bounds::policies("policies", policies)?;
+    }
+    let sb = st.ctl.create(&p.tenant, wire::map(&req)?).await?;
+    Ok((StatusCode::CREATED, view(&sb)?))
 }
 
-#[derive(Deserialize)]
-pub struct ListQuery {
-    state: Option<String>,
-}
-
+#[utoipa::path(get, path = "/v1/sandboxes", tag = "sandboxes",
+    summary = "List the tenant's sandboxes",
+    params(ListSandboxes),
+    responses((status = 200, body = Vec<Sandbox>), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn list(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
-    Query(q): Query<ListQuery>,
+    Query(q): Query<ListSandboxes>,
 ) -> ApiResult<Json<Vec<Sandbox>>> {
     let filter = q
         .state
@@ -42,153 +61,197 @@ pub async fn list(
     if let Some(f) = filter {
         all.retain(|s| s.state == f);
     }
-    Ok(Json(all))
+    wire::map_all(&all).map(Json)
 }
 
+#[utoipa::path(get, path = "/v1/sandboxes/{id}", tag = "sandboxes",
+    summary = "Inspect a sandbox (with volume and live stats)",
+    params(("id" = String, Path, description = "Sandbox id or name")),
+    responses((status = 200, body = Sandbox), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn inspect(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Sandbox>> {
-    Ok(Json(st.ctl.inspect(&p.tenant, &id).await?))
+    view(&st.ctl.inspect(&p.tenant, &id).await?)
 }
 
-#[derive(Deserialize)]
-pub struct DeleteQuery {
-    #[serde(default)]
-    force: bool,
-}
-
+#[utoipa::path(delete, path = "/v1/sandboxes/{id}", tag = "sandboxes",
+    summary = "Delete a sandbox and its data",
+    params(("id" = String, Path, description = "Sandbox id or name"), DeleteSandbox),
+    responses((status = 204, description = "Deleted"), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn delete(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
-    Query(q): Query<DeleteQuery>,
+    Query(q): Query<DeleteSandbox>,
 ) -> ApiResult<StatusCode> {
     st.ctl.delete(&p.tenant, &id, q.force).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/start", tag = "sandboxes",
+    summary = "Start a stopped (or archived) sandbox",
+    params(("id" = String, Path, description = "Sandbox id or name")),
+    responses((status = 200, body = Sandbox), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn start(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Sandbox>> {
-    Ok(Json(st.ctl.start(&p.tenant, &id).await?))
+    view(&st.ctl.start(&p.tenant, &id).await?)
 }
 
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/stop", tag = "sandboxes",
+    summary = "Stop a sandbox (an ephemeral one is deleted)",
+    params(("id" = String, Path, description = "Sandbox id or name")),
+    responses((status = 200, body = Sandbox), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn stop(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Sandbox>> {
-    Ok(Json(st.ctl.stop(&p.tenant, &id).await?))
+    view(&st.ctl.stop(&p.tenant, &id).await?)
 }
 
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/pause", tag = "sandboxes",
+    summary = "Freeze every process of a sandbox",
+    params(("id" = String, Path, description = "Sandbox id or name")),
+    responses((status = 200, body = Sandbox), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn pause(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Sandbox>> {
-    Ok(Json(st.ctl.pause(&p.tenant, &id).await?))
+    view(&st.ctl.pause(&p.tenant, &id).await?)
 }
 
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/resume", tag = "sandboxes",
+    summary = "Thaw a paused sandbox or restore a hibernated one",
+    params(("id" = String, Path, description = "Sandbox id or name")),
+    responses((status = 200, body = Sandbox), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn resume(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Sandbox>> {
-    Ok(Json(st.ctl.resume(&p.tenant, &id).await?))
+    view(&st.ctl.resume(&p.tenant, &id).await?)
 }
 
-#[derive(Deserialize)]
-pub struct EventsQuery {
-    #[serde(default)]
-    after: i64,
-}
-
+#[utoipa::path(get, path = "/v1/sandboxes/{id}/events", tag = "sandboxes",
+    summary = "The sandbox's event log",
+    params(("id" = String, Path, description = "Sandbox id or name"), Events),
+    responses((status = 200, body = Vec<Event>), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn events(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
-    Query(q): Query<EventsQuery>,
+    Query(q): Query<Events>,
 ) -> ApiResult<Json<Vec<Event>>> {
-    Ok(Json(st.ctl.events(&p.tenant, &id, q.after)?))
+    wire::map_all(&st.ctl.events(&p.tenant, &id, q.after)?).map(Json)
 }
 
+#[utoipa::path(get, path = "/v1/sandboxes/{id}/stats", tag = "sandboxes",
+    summary = "Live usage of a running or paused sandbox",
+    params(("id" = String, Path, description = "Sandbox id or name")),
+    responses((status = 200, body = Stats), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn stats(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
-) -> ApiResult<Json<dwell_runtime::Stats>> {
+) -> ApiResult<Json<Stats>> {
     let sb = st.ctl.get(&p.tenant, &id)?;
     if !matches!(sb.state, SbState::Running | SbState::Paused) {
         return Err(ApiError::new(
             409,
-            "conflict",
+            code::CONFLICT,
             format!(
                 "sandbox {} is {}; stats exist only while it runs",
                 sb.name,
                 sb.state.as_str()
             ),
-        ));
+        )
+        .with_fact(fact::SANDBOX, &sb.name)
+        .with_fact(fact::STATE, sb.state.as_str())
+        .with_fact(fact::ACTION, "stats"));
     }
-    Ok(Json(st.ctl.stats(&sb).await?))
+    wire::map(&st.ctl.stats(&sb).await?).map(Json)
 }
 
-/// `PATCH /v1/sandboxes/{id}`: what can change on a live sandbox.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateBody {
-    #[serde(default)]
-    policies: Option<PolicyArgs>,
-}
-
+#[utoipa::path(patch, path = "/v1/sandboxes/{id}", tag = "sandboxes",
+    summary = "Change a live sandbox's policies",
+    params(("id" = String, Path, description = "Sandbox id or name")),
+    request_body = UpdateBody,
+    responses((status = 200, body = Sandbox), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn update(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
-    body: Result<Json<UpdateBody>, axum::extract::rejection::JsonRejection>,
+    body: Result<crate::extract::Json<UpdateBody>, crate::extract::BodyRejection>,
 ) -> ApiResult<Json<Sandbox>> {
-    let Json(b) = body.map_err(|e| {
+    let crate::extract::Json(b) = body.map_err(|e| {
         ApiError::bad_request(format!(
             "bad update request: {}; send {{\"policies\": {{\"idle_timeout\": \"10m\"}}}}",
-            e.body_text()
+            e.detail
         ))
     })?;
     match b.policies {
-        Some(policies) => Ok(Json(st.ctl.update_policies(&p.tenant, &id, &policies)?)),
-        None => Ok(Json(st.ctl.get(&p.tenant, &id)?)),
+        Some(policies) => view({
+            bounds::policies("policies", &policies)?;
+            &st.ctl
+                .update_policies(&p.tenant, &id, &wire::map(&policies)?)?
+        }),
+        None => view(&st.ctl.get(&p.tenant, &id)?),
     }
 }
 
-#[derive(Deserialize)]
-pub struct KeepaliveBody {
-    duration: DurationArg,
-}
-
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/keepalive", tag = "sandboxes",
+    summary = "Hold idle and TTL policies off for a while",
+    params(("id" = String, Path, description = "Sandbox id or name")),
+    request_body = KeepaliveBody,
+    responses((status = 200, body = Sandbox), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn keepalive(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
-    body: Result<Json<KeepaliveBody>, axum::extract::rejection::JsonRejection>,
+    body: Result<crate::extract::Json<KeepaliveBody>, crate::extract::BodyRejection>,
 ) -> ApiResult<Json<Sandbox>> {
-    let Json(b) = body.map_err(|e| {
+    let crate::extract::Json(b) = body.map_err(|e| {
         ApiError::bad_request(format!(
             "bad keepalive request: {}; send {{\"duration\": \"30m\"}}",
-            e.body_text()
+            e.detail
         ))
     })?;
-    let ms = b.duration.millis("duration")?.ok_or_else(|| {
+    bounds::duration("duration", &b.duration)?;
+    let duration: dwell_control::policy::DurationArg = wire::map(&b.duration)?;
+    let ms = duration.millis("duration")?.ok_or_else(|| {
         ApiError::bad_request("a keepalive needs a duration above zero, like 30m")
     })?;
-    Ok(Json(st.ctl.keepalive(&p.tenant, &id, ms)?))
+    view(&st.ctl.keepalive(&p.tenant, &id, ms)?)
 }
 
+#[utoipa::path(get, path = "/v1/sandboxes/{id}/diff", tag = "sandboxes",
+    summary = "Packages and files that differ from the image",
+    params(("id" = String, Path, description = "Sandbox id or name")),
+    responses((status = 200, body = Drift), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn diff(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
-) -> ApiResult<Json<dwell_control::diff::Drift>> {
-    Ok(Json(st.ctl.diff(&p.tenant, &id).await?))
+) -> ApiResult<Json<Drift>> {
+    let sb = st.ctl.get(&p.tenant, &id)?;
+    if sb.state == SbState::Archived {
+        return Err(ApiError::new(
+            409,
+            code::CONFLICT,
+            format!(
+                "sandbox {} is archived: its volume is in the snapshot store, so there is nothing to compare",
+                sb.name
+            ),
+        )
+        .with_fact(fact::SANDBOX, &sb.name)
+        .with_fact(fact::STATE, sb.state.as_str())
+        .with_fact(fact::ACTION, "diff"));
+    }
+    wire::map(&st.ctl.diff(&p.tenant, &id).await?).map(Json)
 }

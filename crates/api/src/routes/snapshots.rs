@@ -3,152 +3,168 @@
 //! archive sandboxes, follow the progress of those operations, and
 //! `/v1/gc/snapshots` (admin) to collect the store.
 
-use axum::extract::{Path, Query, State};
+use axum::body::Bytes;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use dwell_control::Sandbox;
+use dwell_contract::query::ListSnapshots;
+use dwell_contract::sandbox::OpProgress;
+use dwell_contract::snapshots::{
+    GcSummary, RestoreBody, Snapshot, SnapshotCreate, SnapshotDeleted,
+};
+use dwell_contract::{ErrorBody, Sandbox};
 use dwell_snapshot::Manifest;
-use serde::{Deserialize, Serialize};
 
+use super::sandboxes::view;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{Path, Query};
+use crate::wire;
 use crate::AppState;
 
 /// A snapshot as the API shows it (the chunk list stays in the store).
-#[derive(Debug, Serialize, Deserialize)]
-pub struct SnapshotView {
-    pub id: String,
-    pub name: Option<String>,
-    pub tenant: String,
-    pub sandbox: Option<String>,
-    pub created_at: String,
-    pub volume_size: u64,
-    /// Bytes of data in the volume (holes excluded).
-    pub data_bytes: u64,
-    /// Stored bytes of the chunks it references (compressed, shared).
-    pub stored_bytes: u64,
-    /// Stored bytes this snapshot added to the store.
-    pub uploaded_bytes: u64,
-    /// How long the sandbox was frozen for the capture.
-    pub freeze_us: Option<u64>,
-    pub chunks: usize,
-    /// Bytes of saved memory and processes it holds (a snapshot of a
-    /// hibernated gVisor sandbox: `create --from` starts it warm).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory_bytes: Option<u64>,
-}
-
-impl From<&Manifest> for SnapshotView {
-    fn from(m: &Manifest) -> Self {
-        SnapshotView {
-            id: m.id.clone(),
-            name: m.labels.get("name").cloned(),
-            tenant: m.tenant.clone(),
-            sandbox: m.source.sandbox.clone(),
-            created_at: m.created_at.clone(),
-            volume_size: m.source.volume_size,
-            data_bytes: m.sizes.data,
-            stored_bytes: m.sizes.stored,
-            uploaded_bytes: m.sizes.uploaded,
-            freeze_us: m.freeze_us,
-            chunks: m.chunk_ids().len(),
-            memory_bytes: dwell_control::memory::memory_bytes(m),
-        }
+pub fn snapshot_view(m: &Manifest) -> Snapshot {
+    Snapshot {
+        id: m.id.clone(),
+        name: m.labels.get("name").cloned(),
+        tenant: m.tenant.clone(),
+        sandbox: m.source.sandbox.clone(),
+        created_at: m.created_at.clone(),
+        volume_size: m.source.volume_size,
+        data_bytes: m.sizes.data,
+        stored_bytes: m.sizes.stored,
+        uploaded_bytes: m.sizes.uploaded,
+        freeze_us: m.freeze_us,
+        chunks: m.chunk_ids().len(),
+        memory_bytes: dwell_control::memory::memory_bytes(m),
     }
 }
 
-#[derive(Deserialize, Default)]
-pub struct CreateBody {
-    pub name: Option<String>,
-}
-
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/snapshots", tag = "snapshots",
+    summary = "Snapshot a sandbox's volume (the body is optional)",
+    params(("id" = String, Path, description = "Sandbox id or name")),
+    request_body(content = Option<SnapshotCreate>, content_type = "application/json"),
+    responses((status = 201, body = Snapshot), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn create(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
-    body: Option<Json<CreateBody>>,
-) -> ApiResult<(StatusCode, Json<SnapshotView>)> {
-    let name = body.and_then(|Json(b)| b.name);
-    let m = st.ctl.snapshot_create(&p.tenant, &id, name).await?;
-    Ok((StatusCode::CREATED, Json(SnapshotView::from(&m))))
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Snapshot>)> {
+    let b: SnapshotCreate = if body.iter().all(u8::is_ascii_whitespace) {
+        SnapshotCreate::default()
+    } else {
+        let bad = |why: String| {
+            ApiError::bad_request(format!(
+                "bad snapshot request: {why}; send {{\"name\": \"NAME\"}} or nothing"
+            ))
+        };
+        // An object, as every body: serde alone would read `["x"]` too.
+        match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(v) if v.is_object() => serde_json::from_value(v).map_err(|e| bad(e.to_string()))?,
+            Ok(_) => return Err(bad("the body is not a JSON object".into())),
+            Err(e) => return Err(bad(e.to_string())),
+        }
+    };
+    let m = st.ctl.snapshot_create(&p.tenant, &id, b.name).await?;
+    Ok((StatusCode::CREATED, Json(snapshot_view(&m))))
 }
 
-#[derive(Deserialize)]
-pub struct ListQuery {
-    sandbox: Option<String>,
-}
-
+#[utoipa::path(get, path = "/v1/snapshots", tag = "snapshots",
+    summary = "List the tenant's snapshots",
+    params(ListSnapshots),
+    responses((status = 200, body = Vec<Snapshot>), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn list(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
-    Query(q): Query<ListQuery>,
-) -> ApiResult<Json<Vec<SnapshotView>>> {
+    Query(q): Query<ListSnapshots>,
+) -> ApiResult<Json<Vec<Snapshot>>> {
     let all = st.ctl.snapshots(&p.tenant, q.sandbox.as_deref()).await?;
-    Ok(Json(all.iter().map(SnapshotView::from).collect()))
+    Ok(Json(all.iter().map(snapshot_view).collect()))
 }
 
+#[utoipa::path(get, path = "/v1/snapshots/{id}", tag = "snapshots",
+    summary = "Inspect a snapshot",
+    params(("id" = String, Path, description = "Snapshot id or name")),
+    responses((status = 200, body = Snapshot), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn inspect(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
-) -> ApiResult<Json<SnapshotView>> {
-    Ok(Json(SnapshotView::from(
-        &st.ctl.snapshot(&p.tenant, &id).await?,
-    )))
+) -> ApiResult<Json<Snapshot>> {
+    Ok(Json(snapshot_view(&st.ctl.snapshot(&p.tenant, &id).await?)))
 }
 
+#[utoipa::path(delete, path = "/v1/snapshots/{id}", tag = "snapshots",
+    summary = "Delete a snapshot and the chunks only it used",
+    params(("id" = String, Path, description = "Snapshot id or name")),
+    responses((status = 200, body = SnapshotDeleted), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn delete(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<SnapshotDeleted>> {
     let r = st.ctl.snapshot_delete(&p.tenant, &id).await?;
-    Ok(Json(
-        serde_json::json!({"chunks_deleted": r.chunks_deleted, "bytes_freed": r.bytes_freed}),
-    ))
+    Ok(Json(SnapshotDeleted {
+        chunks_deleted: r.chunks_deleted,
+        bytes_freed: r.bytes_freed,
+    }))
 }
 
-#[derive(Deserialize)]
-pub struct RestoreBody {
-    pub snapshot: String,
-}
-
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/restore", tag = "snapshots",
+    summary = "Replace a stopped sandbox's volume with a snapshot",
+    params(("id" = String, Path, description = "Sandbox id or name")),
+    request_body = RestoreBody,
+    responses((status = 200, body = Sandbox), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn restore(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
-    body: Result<Json<RestoreBody>, axum::extract::rejection::JsonRejection>,
+    body: Result<crate::extract::Json<RestoreBody>, crate::extract::BodyRejection>,
 ) -> ApiResult<Json<Sandbox>> {
-    let Json(b) = body.map_err(|e| {
+    let crate::extract::Json(b) = body.map_err(|e| {
         ApiError::bad_request(format!(
             "bad restore request: {}; send {{\"snapshot\": \"NAME\"}}",
-            e.body_text()
+            e.detail
         ))
     })?;
-    Ok(Json(st.ctl.restore(&p.tenant, &id, &b.snapshot).await?))
+    view(&st.ctl.restore(&p.tenant, &id, &b.snapshot).await?)
 }
 
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/archive", tag = "snapshots",
+    summary = "Move a stopped sandbox's volume into the snapshot store",
+    params(("id" = String, Path, description = "Sandbox id or name")),
+    responses((status = 200, body = Sandbox), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn archive(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Sandbox>> {
-    Ok(Json(st.ctl.archive(&p.tenant, &id).await?))
+    view(&st.ctl.archive(&p.tenant, &id).await?)
 }
 
-/// Progress of the operation running on a sandbox (`null` when none).
+#[utoipa::path(get, path = "/v1/sandboxes/{id}/progress", tag = "snapshots",
+    summary = "Progress of the operation running on a sandbox (`null` when none)",
+    params(("id" = String, Path, description = "Sandbox id or name")),
+    responses((status = 200, body = Option<OpProgress>), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn progress(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Option<dwell_control::progress::OpProgress>>> {
-    Ok(Json(st.ctl.progress(&p.tenant, &id)?))
+) -> ApiResult<Json<Option<OpProgress>>> {
+    match st.ctl.progress(&p.tenant, &id)? {
+        Some(op) => Ok(Json(Some(wire::map(&op)?))),
+        None => Ok(Json(None)),
+    }
 }
 
+#[utoipa::path(post, path = "/v1/gc/snapshots", tag = "snapshots",
+    summary = "Collect the snapshot store (admin)",
+    responses((status = 200, body = GcSummary), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn gc(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
-) -> ApiResult<Json<dwell_control::snapshot_gc::GcSummary>> {
+) -> ApiResult<Json<GcSummary>> {
     if !p.admin {
         return Err(ApiError::new(
             403,
@@ -156,5 +172,5 @@ pub async fn gc(
             "collecting the snapshot store spans every tenant: it needs an admin API key",
         ));
     }
-    Ok(Json(st.ctl.snapshot_gc().await?))
+    wire::map(&st.ctl.snapshot_gc().await?).map(Json)
 }

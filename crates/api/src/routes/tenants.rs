@@ -3,17 +3,24 @@
 
 use std::fmt::Write;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use dwell_control::metering::Report;
-use dwell_control::quota::Held;
+use dwell_contract::query::{Audit, Usage};
+use dwell_contract::sandbox::SizeArg;
+use dwell_contract::tenants::{
+    ApiKey as KeyView, AuditEntry, KeyCreated, LimitsBody, Report, Tenant as TenantBody,
+    TenantCreated, TenantView,
+};
+use dwell_contract::ErrorBody;
 use dwell_control::size::parse_size;
-use dwell_store::{ApiKey, KeyRecord, Tenant};
-use serde::{Deserialize, Serialize};
+use dwell_store::{ApiKey, Tenant};
 
 use crate::auth::{hash_key, new_key, Principal};
+use crate::bounds;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{Path, Query};
+use crate::wire;
 use crate::AppState;
 
 fn admin(p: &Principal) -> ApiResult<()> {
@@ -28,21 +35,7 @@ fn admin(p: &Principal) -> ApiResult<()> {
     }
 }
 
-/// Limits in a request: sizes as numbers or strings like `32G`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitsBody {
-    pub name: Option<String>,
-    pub max_sandboxes: Option<u64>,
-    pub max_vcpus: Option<f64>,
-    pub max_memory: Option<dwell_control::model::SizeArg>,
-    pub max_storage: Option<dwell_control::model::SizeArg>,
-    /// Default lifecycle policies of the tenant's sandboxes.
-    pub default_policies: Option<dwell_control::policy::PolicyArgs>,
-}
-
-fn size(field: &str, v: &Option<dwell_control::model::SizeArg>) -> ApiResult<Option<u64>> {
-    use dwell_control::model::SizeArg;
+fn size(field: &str, v: &Option<SizeArg>) -> ApiResult<Option<u64>> {
     match v {
         None => Ok(None),
         Some(SizeArg::Bytes(b)) => Ok(Some(*b)),
@@ -53,8 +46,16 @@ fn size(field: &str, v: &Option<dwell_control::model::SizeArg>) -> ApiResult<Opt
 }
 
 fn tenant_of(name: String, b: &LimitsBody) -> ApiResult<Tenant> {
+    bounds::quantity("max_sandboxes", b.max_sandboxes)?;
+    bounds::vcpus("max_vcpus", b.max_vcpus)?;
+    let max_memory = size("max_memory", &b.max_memory)?;
+    bounds::quantity("max_memory", max_memory)?;
+    let max_storage = size("max_storage", &b.max_storage)?;
+    bounds::quantity("max_storage", max_storage)?;
     let default_policies = match &b.default_policies {
         Some(p) => {
+            bounds::policies("default_policies", p)?;
+            let p: dwell_control::policy::PolicyArgs = wire::map(p)?;
             // Validate now, so a bad default never breaks a later create.
             p.apply(&mut dwell_control::policy::Policies::default())?;
             Some(serde_json::to_value(p).map_err(|e| ApiError::internal(e.to_string()))?)
@@ -66,17 +67,10 @@ fn tenant_of(name: String, b: &LimitsBody) -> ApiResult<Tenant> {
         name,
         max_sandboxes: b.max_sandboxes,
         max_vcpus: b.max_vcpus,
-        max_memory: size("max_memory", &b.max_memory)?,
-        max_storage: size("max_storage", &b.max_storage)?,
+        max_memory,
+        max_storage,
         created_at: 0,
     })
-}
-
-#[derive(Serialize)]
-pub struct Created {
-    pub tenant: Tenant,
-    /// The tenant's first API key; shown once.
-    pub api_key: String,
 }
 
 fn issue_key(st: &AppState, tenant: &str) -> ApiResult<String> {
@@ -96,14 +90,18 @@ fn issue_key(st: &AppState, tenant: &str) -> ApiResult<String> {
     Ok(key)
 }
 
+#[utoipa::path(post, path = "/v1/tenants", tag = "tenants",
+    summary = "Create a tenant and its first API key (admin)",
+    request_body = LimitsBody,
+    responses((status = 201, body = TenantCreated), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn create(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
-    body: Result<Json<LimitsBody>, axum::extract::rejection::JsonRejection>,
-) -> ApiResult<(StatusCode, Json<Created>)> {
+    body: Result<crate::extract::Json<LimitsBody>, crate::extract::BodyRejection>,
+) -> ApiResult<(StatusCode, Json<TenantCreated>)> {
     admin(&p)?;
-    let Json(b) =
-        body.map_err(|e| ApiError::bad_request(format!("bad tenant request: {}", e.body_text())))?;
+    let crate::extract::Json(b) =
+        body.map_err(|e| ApiError::bad_request(format!("bad tenant request: {}", e.detail)))?;
     let name = b
         .name
         .clone()
@@ -116,39 +114,43 @@ pub async fn create(
         .tenant(&t.name)
         .map_err(|e| ApiError::internal(e.to_string()))?
         .unwrap_or(t);
-    Ok((StatusCode::CREATED, Json(Created { tenant, api_key })))
+    let tenant = wire::map(&tenant)?;
+    Ok((StatusCode::CREATED, Json(TenantCreated { tenant, api_key })))
 }
 
+#[utoipa::path(patch, path = "/v1/tenants/{name}", tag = "tenants",
+    summary = "Change a tenant's quota and default policies (admin)",
+    params(("name" = String, Path, description = "Tenant name")),
+    request_body = LimitsBody,
+    responses((status = 200, body = TenantBody), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn update(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
     Path(name): Path<String>,
-    body: Result<Json<LimitsBody>, axum::extract::rejection::JsonRejection>,
-) -> ApiResult<Json<Tenant>> {
+    body: Result<crate::extract::Json<LimitsBody>, crate::extract::BodyRejection>,
+) -> ApiResult<Json<TenantBody>> {
     admin(&p)?;
-    let Json(b) =
-        body.map_err(|e| ApiError::bad_request(format!("bad tenant request: {}", e.body_text())))?;
+    let crate::extract::Json(b) =
+        body.map_err(|e| ApiError::bad_request(format!("bad tenant request: {}", e.detail)))?;
     let t = tenant_of(name.clone(), &b)?;
     st.ctl.update_tenant(&t)?;
-    Ok(Json(
-        st.ctl
-            .tenant(&name)
-            .map_err(|e| ApiError::internal(e.to_string()))?
-            .unwrap_or(t),
-    ))
+    let tenant = st
+        .ctl
+        .tenant(&name)
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .unwrap_or(t);
+    wire::map(&tenant).map(Json)
 }
 
-#[derive(Serialize)]
-pub struct KeyOut {
-    pub tenant: String,
-    pub api_key: String,
-}
-
+#[utoipa::path(post, path = "/v1/tenants/{name}/keys", tag = "tenants",
+    summary = "Issue another API key for a tenant (admin); shown once",
+    params(("name" = String, Path, description = "Tenant name")),
+    responses((status = 201, body = KeyCreated), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn new_api_key(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
     Path(name): Path<String>,
-) -> ApiResult<(StatusCode, Json<KeyOut>)> {
+) -> ApiResult<(StatusCode, Json<KeyCreated>)> {
     admin(&p)?;
     if st
         .ctl
@@ -165,7 +167,7 @@ pub async fn new_api_key(
     let api_key = issue_key(&st, &name)?;
     Ok((
         StatusCode::CREATED,
-        Json(KeyOut {
+        Json(KeyCreated {
             tenant: name,
             api_key,
         }),
@@ -174,73 +176,71 @@ pub async fn new_api_key(
 
 /// `GET /v1/tenants/{name}/keys` (admin): the tenant's keys, revoked ones
 /// too; ids, names and times only, never a secret or its hash.
+#[utoipa::path(get, path = "/v1/tenants/{name}/keys", tag = "tenants",
+    summary = "A tenant's API keys, revoked ones too (admin)",
+    params(("name" = String, Path, description = "Tenant name")),
+    responses((status = 200, body = Vec<KeyView>), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn list_keys(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
     Path(name): Path<String>,
-) -> ApiResult<Json<Vec<KeyRecord>>> {
+) -> ApiResult<Json<Vec<KeyView>>> {
     admin(&p)?;
-    Ok(Json(
-        st.ctl
-            .api_keys(&name)
-            .map_err(|e| ApiError::internal(e.to_string()))?,
-    ))
+    let keys = st
+        .ctl
+        .api_keys(&name)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    wire::map_all(&keys).map(Json)
 }
 
 /// `DELETE /v1/tenants/{name}/keys/{key}` (admin): revoke a key. Every
 /// listener refuses it from the next request on, with 401.
+#[utoipa::path(delete, path = "/v1/tenants/{name}/keys/{key}", tag = "tenants",
+    summary = "Revoke an API key (admin)",
+    params(("name" = String, Path, description = "Tenant name"), ("key" = String, Path, description = "The key's id")),
+    responses((status = 200, body = KeyView), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn revoke_key(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
     Path((name, key)): Path<(String, String)>,
-) -> ApiResult<Json<KeyRecord>> {
+) -> ApiResult<Json<KeyView>> {
     admin(&p)?;
-    st.ctl
+    let revoked = st
+        .ctl
         .revoke_api_key(&name, &key)
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map(Json)
-        .ok_or_else(|| {
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    revoked
+        .map(|k| wire::map(&k).map(Json))
+        .unwrap_or_else(|| {
+            Err(
             ApiError::new(
                 404,
                 "not_found",
                 format!("tenant {name:?} has no API key {key:?}; list its keys with `dwell tenant key ls {name}`"),
-            )
+            ))
         })
 }
 
-#[derive(Serialize)]
-pub struct TenantOut {
-    #[serde(flatten)]
-    pub tenant: Tenant,
-    pub held: Held,
-    /// Held to the daemon's default quota (`dwell serve --default-max-*`):
-    /// the tenant has no record of its own.
-    pub default_quota: bool,
-}
-
+#[utoipa::path(get, path = "/v1/tenants", tag = "tenants",
+    summary = "Tenants with their quotas and what they hold (admin)",
+    responses((status = 200, body = Vec<TenantView>), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn list(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
-) -> ApiResult<Json<Vec<TenantOut>>> {
+) -> ApiResult<Json<Vec<TenantView>>> {
     admin(&p)?;
-    Ok(Json(
-        st.ctl
-            .tenants(crate::auth::DEFAULT_TENANT)?
-            .into_iter()
-            .map(|(tenant, held, default_quota)| TenantOut {
-                tenant,
-                held,
+    st.ctl
+        .tenants(crate::auth::DEFAULT_TENANT)?
+        .into_iter()
+        .map(|(tenant, held, default_quota)| {
+            Ok(TenantView {
+                tenant: wire::map(&tenant)?,
+                held: wire::map(&held)?,
                 default_quota,
             })
-            .collect(),
-    ))
-}
-
-#[derive(Deserialize)]
-pub struct UsageQuery {
-    tenant: Option<String>,
-    /// Unix milliseconds, or a date `2026-11-01` (UTC midnight).
-    since: Option<String>,
+        })
+        .collect::<ApiResult<_>>()
+        .map(Json)
 }
 
 fn parse_since(s: &str) -> ApiResult<i64> {
@@ -261,10 +261,14 @@ fn parse_since(s: &str) -> ApiResult<i64> {
         })
 }
 
+#[utoipa::path(get, path = "/v1/usage", tag = "tenants",
+    summary = "Usage and cost of the tenant's sandboxes (an admin: any tenant's, or all)",
+    params(Usage),
+    responses((status = 200, body = Report), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn usage(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
-    Query(q): Query<UsageQuery>,
+    Query(q): Query<Usage>,
 ) -> ApiResult<Json<Report>> {
     let tenant = match (&q.tenant, p.admin) {
         (Some(t), true) => Some(t.clone()),
@@ -284,7 +288,7 @@ pub async fn usage(
         .map(parse_since)
         .transpose()?
         .unwrap_or(0);
-    Ok(Json(st.ctl.usage(tenant.as_deref(), since)?))
+    wire::map(&st.ctl.usage(tenant.as_deref(), since)?).map(Json)
 }
 
 /// A per-sandbox gauge: name, help, value from kernel stats.
@@ -293,6 +297,11 @@ type StatGauge = (&'static str, &'static str, fn(&dwell_runtime::Stats) -> f64);
 type UsageCounter = (&'static str, fn(&dwell_control::metering::Totals) -> f64);
 
 /// Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "tenants",
+    summary = "Prometheus metrics (admin)",
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
+        (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn metrics(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -380,19 +389,16 @@ pub async fn metrics(
     Ok(([("content-type", "text/plain; version=0.0.4")], out))
 }
 
-#[derive(Deserialize)]
-pub struct AuditQuery {
-    since: Option<String>,
-    #[serde(default)]
-    limit: Option<u32>,
-}
-
 /// The audit log: all tenants for admins, the caller's own otherwise.
+#[utoipa::path(get, path = "/v1/audit", tag = "tenants",
+    summary = "The audit log: every tenant's for an admin, the caller's own otherwise",
+    params(Audit),
+    responses((status = 200, body = Vec<AuditEntry>), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn audit(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
-    Query(q): Query<AuditQuery>,
-) -> ApiResult<Json<Vec<dwell_store::AuditEntry>>> {
+    Query(q): Query<Audit>,
+) -> ApiResult<Json<Vec<AuditEntry>>> {
     let since = q
         .since
         .as_deref()
@@ -400,8 +406,9 @@ pub async fn audit(
         .transpose()?
         .unwrap_or(0);
     let tenant = (!p.admin).then_some(p.tenant.as_str());
-    st.ctl
+    let entries = st
+        .ctl
         .audit(tenant, since, q.limit.unwrap_or(1000).min(10_000))
-        .map(Json)
-        .map_err(|e| ApiError::internal(e.to_string()))
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    wire::map_all(&entries).map(Json)
 }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use dwell_proto::{FileInfo, FileKind};
+use dwell_contract::files::{FileInfo, FileKind};
 use http_body_util::{BodyExt, Empty};
 use hyper::Method;
 use tokio::io::AsyncWriteExt;

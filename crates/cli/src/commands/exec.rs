@@ -4,12 +4,11 @@ use std::io::Write;
 use std::os::fd::AsFd;
 
 use anyhow::{bail, Context, Result};
-use dwell_api::types::{
-    ClientMsg, ExecCall, ExecResult, ExitReport, ServerMsg, SignalBody, CH_STDERR, CH_STDIN,
-    CH_STDOUT,
+use dwell_contract::exec::{
+    ClientMsg, ExecCall, ExecRequest, ExecResult, ExitReport, ProcessInfo, ServerMsg, SignalBody,
+    TtySize, CH_STDERR, CH_STDIN, CH_STDOUT,
 };
-use dwell_proto::{ExecRequest, ProcessInfo, TtySize};
-use dwell_store::Event;
+use dwell_contract::sandbox::Event;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncReadExt;
 use tokio_tungstenite::tungstenite::Message;

@@ -1,8 +1,7 @@
 //! `image ls`, `image import`.
 
 use anyhow::Result;
-use dwell_api::types::ImportBody;
-use dwell_storage::Image;
+use dwell_contract::images::{Image, ImportBody};
 
 use crate::cli::ImageCommand;
 use crate::client::Client;

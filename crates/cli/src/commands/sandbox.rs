@@ -1,12 +1,12 @@
 //! `create`, `ls`, `inspect`, `stats`, `start`/`stop`/`pause`/`resume`, `rm`.
 
 use anyhow::Result;
-use dwell_control::model::SizeArg;
-use dwell_control::{CreateRequest, Mode, Sandbox};
-use dwell_runtime::NetworkMode;
+use dwell_contract::sandbox::{
+    Change, Drift, DurationArg, NetworkMode, PolicyArgs, SandboxSpec, SizeArg,
+};
+use dwell_contract::{CreateRequest, Mode, Sandbox, State};
 
 use super::key_values;
-use dwell_control::policy::{DurationArg, PolicyArgs};
 
 use crate::cli::{
     CreateArgs, KeepaliveArgs, LsArgs, NameJson, Names, PolicyFlags, RmArgs, UpdateArgs,
@@ -307,7 +307,7 @@ pub async fn lifecycle(c: &Client, a: Names, op: &str) -> Result<i32> {
         match res {
             Ok(sb) if a.json => output::json(&sb)?,
             Ok(sb) => {
-                if sb.state == dwell_control::State::Deleted {
+                if sb.state == State::Deleted {
                     println!("{}: deleted (ephemeral)", sb.name);
                 } else {
                     println!("{}: {}", sb.name, sb.state.as_str());
@@ -415,7 +415,7 @@ fn secret_vars(items: &[String]) -> Result<std::collections::BTreeMap<String, St
 }
 
 pub async fn diff(c: &Client, a: NameJson) -> Result<i32> {
-    let d: dwell_control::diff::Drift = c
+    let d: Drift = c
         .get(&format!("/v1/sandboxes/{}/diff", enc(&a.sandbox)))
         .await?;
     if a.json {
@@ -439,13 +439,13 @@ pub async fn diff(c: &Client, a: NameJson) -> Result<i32> {
     }
     for f in &d.files {
         let mark = match f.change {
-            dwell_control::diff::Change::Added => "A",
-            dwell_control::diff::Change::Changed => "C",
-            dwell_control::diff::Change::Deleted => "D",
+            Change::Added => "A",
+            Change::Changed => "C",
+            Change::Deleted => "D",
         };
         if f.dir {
             println!("{mark} {}/", f.path);
-        } else if f.change == dwell_control::diff::Change::Deleted {
+        } else if f.change == Change::Deleted {
             println!("{mark} {}", f.path);
         } else {
             println!("{mark} {} ({})", f.path, output::size(f.size));
@@ -463,7 +463,7 @@ pub async fn diff(c: &Client, a: NameJson) -> Result<i32> {
 }
 
 /// The opt-in privileges of a sandbox, for `inspect`.
-fn privileges(spec: &dwell_control::model::SandboxSpec) -> String {
+fn privileges(spec: &SandboxSpec) -> String {
     let granted: Vec<&str> = [
         (spec.allow_raw_sockets, "raw sockets (CAP_NET_RAW)"),
         (spec.allow_core_dumps, "core dumps"),

@@ -1,14 +1,14 @@
 //! `snapshot create|ls|inspect|rm|gc` and `restore`.
 
 use anyhow::Result;
-use dwell_api::routes::snapshots::SnapshotView;
-use dwell_control::Sandbox;
+use dwell_contract::snapshots::{GcSummary, Snapshot};
+use dwell_contract::Sandbox;
 
 use crate::cli::SnapshotCommand;
 use crate::client::{enc, Client};
 use crate::output;
 
-fn show(s: &SnapshotView) {
+fn show(s: &Snapshot) {
     println!("id:          {}", s.id);
     if let Some(n) = &s.name {
         println!("name:        {n}");
@@ -47,7 +47,7 @@ pub async fn run(c: &Client, cmd: SnapshotCommand) -> Result<i32> {
             name,
             json,
         } => {
-            let s: SnapshotView = crate::progress::track(
+            let s: Snapshot = crate::progress::track(
                 c,
                 &sandbox,
                 c.post(
@@ -75,7 +75,7 @@ pub async fn run(c: &Client, cmd: SnapshotCommand) -> Result<i32> {
             let q = sandbox
                 .map(|s| format!("?sandbox={}", enc(&s)))
                 .unwrap_or_default();
-            let list: Vec<SnapshotView> = c.get(&format!("/v1/snapshots{q}")).await?;
+            let list: Vec<Snapshot> = c.get(&format!("/v1/snapshots{q}")).await?;
             if json {
                 output::json(&list)?;
             } else {
@@ -96,7 +96,7 @@ pub async fn run(c: &Client, cmd: SnapshotCommand) -> Result<i32> {
             }
         }
         SnapshotCommand::Inspect { snapshot, json } => {
-            let s: SnapshotView = c.get(&format!("/v1/snapshots/{}", enc(&snapshot))).await?;
+            let s: Snapshot = c.get(&format!("/v1/snapshots/{}", enc(&snapshot))).await?;
             if json {
                 output::json(&s)?;
             } else {
@@ -124,8 +124,7 @@ pub async fn run(c: &Client, cmd: SnapshotCommand) -> Result<i32> {
             return Ok(if failed > 0 { 1 } else { 0 });
         }
         SnapshotCommand::Gc { json } => {
-            let r: dwell_control::snapshot_gc::GcSummary =
-                c.post("/v1/gc/snapshots", &serde_json::json!({})).await?;
+            let r: GcSummary = c.post("/v1/gc/snapshots", &serde_json::json!({})).await?;
             if json {
                 output::json(&r)?;
             } else {

@@ -1,7 +1,7 @@
 //! `tenant create|update|ls|key [ls|revoke]` and `usage`.
 
 use anyhow::Result;
-use dwell_control::metering::Report;
+use dwell_contract::tenants::{AuditEntry, Report};
 
 use crate::cli::{AuditArgs, KeyArgs, KeyCommand, TenantArgs, TenantCommand, UsageArgs};
 use crate::client::{enc, Client};
@@ -222,7 +222,7 @@ pub async fn audit(c: &Client, a: AuditArgs) -> Result<i32> {
         .as_deref()
         .map(|s| format!("?since={}", enc(s)))
         .unwrap_or_default();
-    let entries: Vec<dwell_store::AuditEntry> = c.get(&format!("/v1/audit{q}")).await?;
+    let entries: Vec<AuditEntry> = c.get(&format!("/v1/audit{q}")).await?;
     if a.json {
         output::json(&entries)?;
         return Ok(0);

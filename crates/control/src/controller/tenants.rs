@@ -52,7 +52,7 @@ impl Controller {
     /// Change a tenant's limits.
     pub fn update_tenant(&self, t: &dwell_store::Tenant) -> Result<()> {
         if !self.inner.store.update_tenant(t)? {
-            return Err(Error::NotFound(t.name.clone()));
+            return Err(Error::TenantNotFound(t.name.clone()));
         }
         Ok(())
     }

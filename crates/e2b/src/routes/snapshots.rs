@@ -75,7 +75,7 @@ pub async fn delete(
 ) -> E2bResult<StatusCode> {
     match st.ctl.snapshot_delete(&p.tenant, &id).await {
         Ok(_) => Ok(StatusCode::NO_CONTENT),
-        Err(dwell_control::Error::NotFound(_)) => Err(E2bError::new(
+        Err(dwell_control::Error::SnapshotNotFound(_)) => Err(E2bError::new(
             404,
             format!("no snapshot {id:?}; dwell's E2B API deletes snapshots only (images with `dwell image rm`)"),
         )),

@@ -1,0 +1,145 @@
+//! The edge between the control plane and the HTTP contract: values of
+//! control's (and the store's, storage's and agent's) types become the
+//! contract's `dwell_contract` types, and requests go the other way.
+//!
+//! Both sides carry the same serde shape, so the mapping goes through
+//! that shape: a field the contract lacks or spells differently fails
+//! here (a 500 that names the type, and the `wire` tests) instead of
+//! silently changing what clients see.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{ApiError, ApiResult};
+
+/// `from`, as the contract (or internal) type `T` with the same JSON shape.
+pub fn map<F: Serialize, T: DeserializeOwned>(from: &F) -> ApiResult<T> {
+    serde_json::to_value(from)
+        .and_then(serde_json::from_value)
+        .map_err(|e| {
+            ApiError::internal(format!(
+                "{} does not map onto {}: {e}",
+                std::any::type_name::<F>(),
+                std::any::type_name::<T>()
+            ))
+        })
+}
+
+/// Every element of `from`, mapped.
+pub fn map_all<F: Serialize, T: DeserializeOwned>(from: &[F]) -> ApiResult<Vec<T>> {
+    from.iter().map(map).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::de::DeserializeOwned;
+    use serde::Serialize;
+    use serde_json::{json, Value};
+
+    /// `v`, read as the internal type `F` and mapped onto the contract's
+    /// `T`, serializes back to `v`: the JSON clients see is unchanged.
+    fn same_shape<F: Serialize + DeserializeOwned, T: Serialize + DeserializeOwned>(v: Value) {
+        let internal: F = serde_json::from_value(v.clone()).expect("the internal type reads it");
+        let wire: T = super::map(&internal).expect("maps onto the contract");
+        assert_eq!(serde_json::to_value(&internal).unwrap(), v, "internal");
+        assert_eq!(serde_json::to_value(&wire).unwrap(), v, "contract");
+    }
+
+    fn sandbox() -> Value {
+        json!({
+            "id": "a1", "name": "work", "tenant": "default", "image": "host",
+            "mode": "persistent", "runtime": "ns", "state": "running",
+            "desired_state": "running", "reason": "started",
+            "spec": {
+                "vcpus": 1.0, "memory_bytes": 536870912u64, "pids": 1024, "disk_bytes": 4294967296u64,
+                "env": {"A": "1"}, "labels": {"team": "x"}, "network": "nat",
+                "policies": {"ttl_ms": 60000, "ttl_action": "archive", "archive_after_ms": 5},
+                "secret_env_names": ["TOKEN"],
+                "allow_raw_sockets": false, "allow_core_dumps": true
+            },
+            "created_at": 1, "updated_at": 2, "state_changed_at": 3,
+            "started_at": 4, "stopped_at": null,
+            "volume": {"kind": "loop", "size_bytes": 10, "used_bytes": 5, "mounted": true, "limit_enforced": true},
+            "last_activity_at": 5, "hold_until": null,
+            "schedule": [{"policy": "ttl", "action": "archive", "at": 9}],
+            "stats": {"memory_bytes": 1, "memory_limit_bytes": 2, "cpu_usage_ns": 3, "pids": 4, "oom_kills": 0},
+            "archive": {"snapshot": "s", "volume_size": 1, "data_bytes": 1, "stored_bytes": 1, "archived_at": "t", "hibernated": true},
+            "saved_state_bytes": 7
+        })
+    }
+
+    #[test]
+    fn sandboxes_keep_their_shape() {
+        same_shape::<dwell_control::Sandbox, dwell_contract::Sandbox>(sandbox());
+        let mut bare = sandbox();
+        for k in ["volume", "stats", "archive", "saved_state_bytes"] {
+            bare.as_object_mut().unwrap().remove(k);
+        }
+        same_shape::<dwell_control::Sandbox, dwell_contract::Sandbox>(bare);
+    }
+
+    #[test]
+    fn requests_keep_their_shape() {
+        same_shape::<dwell_control::CreateRequest, dwell_contract::CreateRequest>(json!({
+            "name": "w", "image": "host", "mode": "ephemeral", "vcpus": 0.5, "memory": "256M",
+            "pids": 64, "disk": 1073741824u64, "env": {"A": "1"}, "labels": {"k": "v"}, "network": "none",
+            "runtime": "gvisor",
+            "policies": {"ttl": "1h", "idle_timeout": 600, "pause_after": null, "archive_after": null,
+                         "delete_after": null, "max_lifetime": null, "ttl_action": "pause"},
+            "secret_env": {"T": "s"}, "from": "snap", "allow_raw_sockets": true, "allow_core_dumps": false
+        }));
+        same_shape::<dwell_proto::ExecRequest, dwell_contract::ExecRequest>(json!({
+            "argv": ["ls"], "shell": null, "env": {"A": "1"}, "cwd": "/", "user": "root",
+            "timeout_ms": 5, "stdin": true, "tty": {"rows": 1, "cols": 2}, "background": false, "tag": "t"
+        }));
+    }
+
+    #[test]
+    fn reports_keep_their_shape() {
+        same_shape::<dwell_control::diff::Drift, dwell_contract::sandbox::Drift>(json!({
+            "packages": {"installed": [{"name": "a", "version": "1"}], "removed": [],
+                         "changed": [{"name": "b", "version": "2", "was": "1"}]},
+            "files": [{"path": "/x", "change": "added", "size": 1, "dir": false}], "bytes": 1
+        }));
+        let totals = json!({"vcpu_hours": 1.0, "memory_gib_hours": 1.0, "storage_gib_hours": 1.0,
+                            "cpu_used_hours": 1.0, "memory_used_gib_hours": 1.0, "cost_usd": 1.0});
+        let mut row = totals.clone();
+        row.as_object_mut().unwrap().extend(
+            json!({"sandbox_id": "a", "name": "w", "tenant": "t"})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+        same_shape::<dwell_control::metering::Report, dwell_contract::tenants::Report>(json!({
+            "since": 0, "prices": {"vcpu_hour": 1.0, "memory_gib_hour": 1.0, "storage_gib_hour": 1.0},
+            "sandboxes": [row], "total": totals
+        }));
+        same_shape::<dwell_store::KeyRecord, dwell_contract::tenants::ApiKey>(json!({
+            "id": "k", "tenant": "t", "name": "api", "admin": false, "created_at": 1,
+            "revoked_at": null, "last_used_at": 2
+        }));
+        same_shape::<dwell_store::Tenant, dwell_contract::tenants::Tenant>(json!({
+            "name": "t", "max_sandboxes": 1, "max_vcpus": 2.0, "max_memory": null, "max_storage": 4,
+            "created_at": 1,
+            "default_policies": {"ttl": "1h", "idle_timeout": null, "pause_after": null, "archive_after": null,
+                                 "delete_after": null, "max_lifetime": null, "ttl_action": null}
+        }));
+        same_shape::<dwell_proto::ProcessInfo, dwell_contract::ProcessInfo>(json!({
+            "pid": 1, "argv": ["sh"], "tag": null, "background": true, "tty": false, "running": false,
+            "exit": {"code": 0, "signal": null, "timed_out": false}, "started_at_ms": 3
+        }));
+        same_shape::<dwell_proto::FileInfo, dwell_contract::FileInfo>(json!({
+            "name": "x", "path": "/x", "kind": "symlink", "size": 1, "mode": 420, "uid": 0, "gid": 0,
+            "modified_ms": 1, "symlink_target": "/y"
+        }));
+        same_shape::<dwell_storage::Image, dwell_contract::Image>(json!({
+            "name": "host", "id": "sha256:0", "layers": ["/a"], "host_dirs": ["/usr"], "created_at": 1,
+            "size_bytes": 2, "source": "host:/", "env": ["A=1"], "entrypoint": [], "cmd": ["sh"],
+            "workdir": null, "user": "root"
+        }));
+        same_shape::<dwell_control::snapshot_gc::GcSummary, dwell_contract::snapshots::GcSummary>(
+            json!({"orphan_archives_deleted": 1, "manifests": 2, "chunks_examined": 3, "chunks_deleted": 4,
+                   "bytes_freed": 5, "kept_leased": 6, "kept_young": 7}),
+        );
+    }
+}

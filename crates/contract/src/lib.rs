@@ -1,0 +1,41 @@
+//! The HTTP contract of dwell's REST API: every request and response body,
+//! the error body and its codes, with their OpenAPI schemas.
+//!
+//! The daemon (`dwell-api`) maps the control plane's types into these at
+//! its edge and the CLI decodes these, so neither side depends on the
+//! other's internals and the OpenAPI document is generated from the very
+//! types on the wire. The JSON shapes are stable: field names and enum
+//! spellings here are what external clients rely on.
+
+pub mod error;
+pub mod exec;
+pub mod files;
+pub mod images;
+pub mod query;
+pub mod sandbox;
+pub mod snapshots;
+pub mod tenants;
+
+pub use error::{ErrorBody, ErrorDetail};
+pub use exec::{ExecCall, ExecRequest, ExecResult, ExitReport, ProcessInfo};
+pub use files::{FileInfo, FileKind};
+pub use images::Image;
+pub use sandbox::{CreateRequest, Mode, Sandbox, SandboxSpec, State};
+pub use snapshots::Snapshot;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// `GET /v1/info`: who answers and for whom.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct Info {
+    pub version: String,
+    /// The daemon's default isolation runtime (`ns` or `gvisor`).
+    pub runtime: String,
+    /// The tenant the request acts for.
+    pub tenant: String,
+}
+
+/// The header with which an admin acts for another tenant: the request runs
+/// as that tenant's own (non-admin) key would.
+pub const ACT_FOR_HEADER: &str = "x-dwell-tenant";
