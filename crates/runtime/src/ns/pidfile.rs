@@ -52,7 +52,7 @@ pub fn reap(pid: i32) {
 pub fn write(path: &Path, pid: i32) -> Result<()> {
     let start = start_time(pid).ok_or_else(|| {
         crate::Error::Start(format!(
-            "the sandbox's PID 1 ({pid}) exited right after starting"
+            "the sandbox's agent (PID 1, host pid {pid}) exited right after starting"
         ))
     })?;
     let tmp = path.with_extension("tmp");

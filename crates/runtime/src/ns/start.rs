@@ -91,7 +91,7 @@ fn boot(rt: &NamespaceRuntime, config: &SandboxConfig) -> Result<Started> {
     let pid =
         pidfile::live_pid(&layout::state_file(config, layout::PID_FILE))?.ok_or_else(|| {
             Error::Start(format!(
-                "the sandbox's PID 1 exited right after starting; its output:\n{}",
+                "the sandbox's agent (PID 1) exited right after starting; its output:\n{}",
                 console_tail(config)
             ))
         })?;
