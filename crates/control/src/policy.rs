@@ -61,16 +61,19 @@ impl DurationArg {
     pub fn millis(&self, field: &str) -> Result<Option<u64>> {
         match self {
             DurationArg::Seconds(0) => Ok(None),
-            DurationArg::Seconds(s) => Ok(Some(s * 1000)),
+            DurationArg::Seconds(s) => s.checked_mul(1000).map(Some).ok_or_else(|| too_long(field)),
             DurationArg::Text(t) if matches!(t.as_str(), "off" | "none" | "0") => Ok(None),
-            DurationArg::Text(t) => humantime::parse_duration(t)
-                .map(|d| Some(d.as_millis() as u64))
-                .map_err(|_| {
+            DurationArg::Text(t) => {
+                let d = humantime::parse_duration(t).map_err(|_| {
                     Error::invalid(
                         field,
                         format!("{t:?} is not a duration; write it like 30s, 10m, 1h30m or 7d (or `off` to clear)"),
                     )
-                }),
+                })?;
+                u64::try_from(d.as_millis())
+                    .map(Some)
+                    .map_err(|_| too_long(field))
+            }
         }
     }
 }
@@ -234,9 +237,31 @@ pub fn human(ms: u64) -> String {
     humantime::format_duration(std::time::Duration::from_millis(ms / 1000 * 1000)).to_string()
 }
 
+/// The refusal of a duration whose milliseconds do not fit in 64 bits.
+fn too_long(field: &str) -> Error {
+    Error::invalid(
+        field,
+        "the duration is longer than this daemon can count (about 584 million years); give a shorter one or `off`",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_duration_past_64_bits_of_milliseconds_is_refused_not_wrapped() {
+        let e = DurationArg::Seconds(u64::MAX / 10)
+            .millis("ttl")
+            .unwrap_err();
+        assert!(e.to_string().contains("ttl"), "{e}");
+        let e = DurationArg::Text("600000000years".into()).millis("idle_timeout");
+        assert!(e.is_err(), "{e:?}");
+        assert_eq!(
+            DurationArg::Seconds(90).millis("ttl").unwrap(),
+            Some(90_000)
+        );
+    }
 
     fn rec(state: State, mode: Mode) -> Record {
         Record {
