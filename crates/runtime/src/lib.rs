@@ -3,8 +3,11 @@
 //!
 //! [`Runtime`] is the seam between the control plane and an isolation
 //! technology. The namespace runtime ([`ns::NamespaceRuntime`]) implements it
-//! with Linux namespaces, cgroups, seccomp and capabilities; the gVisor and
-//! microVM runtimes implement the same trait. Every runtime starts the same
+//! with Linux namespaces, cgroups, seccomp and capabilities; the gVisor
+//! runtime ([`gvisor::GvisorRuntime`]) with runsc. Both are built on the
+//! shared [`host`] plumbing, whose calls that change the host go through
+//! the [`host::Host`] trait (a recording double stands in for the kernel
+//! in unit tests). Every runtime starts the same
 //! `dwell-agent` as PID 1 and hands back a byte stream to it (here: the path
 //! of a unix socket), so the daemon never enters a sandbox by other means.
 //!
