@@ -90,11 +90,11 @@ fn sweep_blocking(inner: &Context, live: &HashSet<String>) -> Vec<String> {
             let Some(_g) = unexplained(&id) else { continue };
             let path = e.path();
             // What a start that failed halfway may have left on the host
-            // (mounts under the state dir, a network): each runtime
-            // releases its own.
+            // (mounts under the state dir, a network): each kind of runtime
+            // releases its own, also one this daemon cannot run any more.
             let bare = bare_config(inner, &id);
-            for runtime in inner.runtimes.available() {
-                runtime.release_leftovers(&bare);
+            for kind in dwell_runtime::Kind::ALL {
+                kind.release_leftovers(&bare);
             }
             crate::reconcile::config::forget(inner, &id);
             if dwell_hostfs::remove_tree(&path).is_ok() {

@@ -29,6 +29,20 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Release what a sandbox of this kind may have left on the host (its
+    /// mounts under the state dir, its network), the way
+    /// [`crate::Runtime::release_leftovers`] does, but without the
+    /// runtime itself: the daemon's orphan sweep cleans a gVisor sandbox's
+    /// leftovers even on a daemon that cannot run gVisor (runsc removed).
+    /// `config` may name only the id and the state dir.
+    pub fn release_leftovers(self, config: &crate::SandboxConfig) {
+        let host = crate::host::Kernel;
+        match self {
+            Kind::Namespace => crate::ns::release_leftovers(&host, config),
+            Kind::Gvisor => crate::gvisor::release_host(&host, config),
+        }
+    }
+
     /// Every runtime of this crate, the default first.
     pub const ALL: [Kind; 2] = [Kind::Namespace, Kind::Gvisor];
 

@@ -241,6 +241,11 @@ impl Store {
     }
 
     /// Live records, of one tenant or of all (`None`), oldest first.
+    ///
+    /// A row this dwell cannot read (a state, mode or spec version written
+    /// by a newer one, a damaged spec) is left out with a warning naming it,
+    /// so one such row fails only itself (`get_sandbox` of it reports why)
+    /// and not the sweep, metering or listing of every other sandbox.
     pub fn list_sandboxes<S: Spec>(&self, tenant: Option<&str>) -> Result<Vec<SandboxRecord<S>>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
@@ -248,7 +253,17 @@ impl Store {
              AND (?1 IS NULL OR tenant = ?1) ORDER BY created_at, id"
         ))?;
         let rows = stmt.query_map([tenant], from_row)?;
-        rows.map(|r| finish(r?)).collect()
+        let mut out = Vec::new();
+        for row in rows {
+            match finish(row?) {
+                Ok(r) => out.push(r),
+                Err(Error::Corrupt(why)) => {
+                    tracing::warn!("left out of the sandbox list: {why}")
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
     }
 
     /// Set the desired state (what a request or a policy wants).
@@ -391,6 +406,29 @@ mod tests {
                 params![id, text],
             )
             .unwrap();
+    }
+
+    #[test]
+    fn a_row_this_dwell_cannot_read_fails_only_itself() {
+        let s = Store::in_memory().unwrap();
+        for (id, name) in [("a1", "one"), ("a2", "two"), ("a3", "three")] {
+            s.insert_sandbox(&record(id, name)).unwrap();
+        }
+        set_raw_spec(&s, "a2", r#"{"version": 99, "memory": 1}"#);
+        s.conn()
+            .execute("UPDATE sandboxes SET state = 'frobbed' WHERE id = 'a3'", [])
+            .unwrap();
+        let ids: Vec<String> = s
+            .list_sandboxes::<TestSpec>(None)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, ["a1"]);
+        let e = s.get_sandbox::<TestSpec>("a2").unwrap_err().to_string();
+        assert!(e.contains("newer dwell"), "{e}");
+        let e = s.get_sandbox::<TestSpec>("a3").unwrap_err().to_string();
+        assert!(e.contains("frobbed"), "{e}");
     }
 
     #[test]

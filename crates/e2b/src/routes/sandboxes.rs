@@ -80,7 +80,7 @@ async fn resolve_template(
     }
     match st.ctl.snapshot(tenant, template).await {
         Ok(m) => Ok((None, Some(m.id))),
-        Err(dwell_control::Error::NotFound(_)) => Err(E2bError::new(
+        Err(dwell_control::Error::SnapshotNotFound(_)) => Err(E2bError::new(
             404,
             format!(
                 "template {template:?} is neither a dwell image nor one of your snapshots; use \"base\" (the host image), an image from `dwell image ls`, or a snapshot id or name from Sandbox.list_snapshots()"

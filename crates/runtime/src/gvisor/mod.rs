@@ -380,7 +380,7 @@ impl GvisorRuntime {
 /// Remove what the host holds for a sandbox runsc no longer runs: its
 /// network (network.json stays: a restore tries the same address again),
 /// its mounts and its agent socket.
-fn release_host(host: &dyn Host, config: &SandboxConfig) {
+pub(crate) fn release_host(host: &dyn Host, config: &SandboxConfig) {
     network::teardown_on(host, config);
     rootfs::unmount(host, config);
     run_dir::unmount(host, config);

@@ -272,16 +272,20 @@ impl Runtime for NamespaceRuntime {
     /// Mounts left below the rootfs mount point (the root is mounted in
     /// the sandbox's own mount namespace; this is for one that leaked).
     fn release_leftovers(&self, config: &SandboxConfig) {
-        for m in self
-            .calls
-            .mounts_below(&layout::state_file(config, layout::ROOTFS_DIR))
-        {
-            let _ = self.calls.unmount(&m, libc::MNT_DETACH);
-        }
+        release_leftovers(&*self.calls, config);
     }
 
     fn list_host(&self) -> Result<Vec<String>> {
         // Pool cgroups (`pool.<hex>`) are not valid ids: list_ids skips them.
         observe::list_ids(&self.host.parent_dirs(&self.options.cgroup_parent))
+    }
+}
+
+/// Mounts a namespace sandbox may have left below its rootfs mount point
+/// (the root is mounted in the sandbox's own mount namespace; this is for
+/// one that leaked). Needs nothing of the runtime but the host.
+pub(crate) fn release_leftovers(host: &dyn Host, config: &SandboxConfig) {
+    for m in host.mounts_below(&layout::state_file(config, layout::ROOTFS_DIR)) {
+        let _ = host.unmount(&m, libc::MNT_DETACH);
     }
 }
