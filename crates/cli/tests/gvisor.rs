@@ -193,7 +193,7 @@ fn a_hibernated_sandbox_is_a_template_for_warm_copies() {
     // without it (and nothing half-made).
     let out = d.run(&["create", "--name", "x", "--from", "tpl", "--net"]);
     assert!(
-        !out.status.success() && stderr(&out).contains("leave --net out"),
+        !out.status.success() && stderr(&out).contains("a copy keeps it"),
         "{}",
         stderr(&out)
     );

@@ -116,7 +116,7 @@ pub(crate) fn apply(
         return Err(Error::invalid(
             "network",
             format!(
-                "the saved memory has network {}; leave --net out",
+                "the saved memory has network {}; a copy keeps it: ask for that network or none",
                 serde_json::to_string(&d.network).expect("serialises")
             ),
         ));

@@ -4,7 +4,7 @@ use dwell_proto::AgentClient;
 
 use super::Controller;
 use crate::error::Result;
-use crate::model::{Sandbox, State};
+use crate::model::Sandbox;
 use crate::transitions::{refused, Request, Rules};
 
 impl Controller {
@@ -13,29 +13,15 @@ impl Controller {
         let sb = self.get(tenant, id_or_name)?;
         match sb.state {
             s if s.allows(Request::Exec) => {}
-            State::Paused | State::Hibernated => {
-                return Err(refused(
-                    &sb,
-                    Request::Exec,
-                    format!(
-                        "sandbox {} is {}; resume it with `dwell resume {}`",
-                        sb.name,
-                        sb.state.as_str(),
-                        sb.name
-                    ),
-                ))
-            }
             s => {
-                return Err(refused(
-                    &sb,
-                    Request::Exec,
-                    format!(
-                        "sandbox {} is {}; start it with `dwell start {}`",
-                        sb.name,
-                        s.as_str(),
-                        sb.name
-                    ),
-                ))
+                // Clients word the way out from the facts (resume a paused
+                // sandbox, start a stopped one).
+                let message = format!(
+                    "sandbox {} is {}; commands and files need it running",
+                    sb.name,
+                    s.as_str()
+                );
+                return Err(refused(&sb, Request::Exec, message));
             }
         }
         let client = crate::connections::client(&self.inner, &sb.id).await?;

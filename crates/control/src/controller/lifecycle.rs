@@ -210,10 +210,9 @@ impl Controller {
                 sb,
                 Request::Delete,
                 format!(
-                    "sandbox {} is {}; stop it first or remove it anyway with `dwell rm -f {}`",
+                    "sandbox {} is {}; only a stopped sandbox is removed without forcing it",
                     sb.name,
-                    sb.state.as_str(),
-                    sb.name
+                    sb.state.as_str()
                 ),
             )),
             _ => Ok(()),
