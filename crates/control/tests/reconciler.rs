@@ -9,6 +9,10 @@
 //! process (this test binary again, its `crash_child` case), which kills
 //! itself at the named point; the test then opens a new controller on the
 //! same data and checks what its first reconcile pass makes of it.
+//!
+//! Sandboxes use a one-layer OCI image built here with files owned by
+//! whoever runs the test (the `host` image copies root-owned files, which
+//! needs root), so the whole file runs as an unprivileged user too.
 
 use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt;
@@ -187,15 +191,97 @@ struct Env {
     hib: Arc<Fake>,
 }
 
+/// The image the test's sandboxes use.
+const IMAGE: &str = "tiny";
+
+/// Import [`IMAGE`] into `images` (once per data dir): an OCI layout with
+/// one uncompressed layer, `etc/hostname` in `etc/`, owned by the user
+/// running the test.
+fn import_tiny_image(images: &ImageStore, dir: &Path) {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::MetadataExt;
+    if images.get(IMAGE).is_ok() {
+        return;
+    }
+    let me = std::fs::metadata(dir).unwrap();
+    let mut tar = tar::Builder::new(Vec::new());
+    for (path, data, kind) in [
+        ("etc", "", tar::EntryType::Directory),
+        ("etc/hostname", "sandbox\n", tar::EntryType::Regular),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(if kind == tar::EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
+        h.set_uid(me.uid().into());
+        h.set_gid(me.gid().into());
+        h.set_mtime(1_700_000_000);
+        h.set_size(data.len() as u64);
+        tar.append_data(&mut h, path, data.as_bytes()).unwrap();
+    }
+    let layer = tar.into_inner().unwrap();
+    let layout = dir.join("tiny-oci");
+    let blobs = layout.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |b: &[u8]| {
+        let h: String = Sha256::digest(b)
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect();
+        std::fs::write(blobs.join(&h), b).unwrap();
+        (format!("sha256:{h}"), b.len())
+    };
+    let (layer_digest, layer_size) = put(&layer);
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Env": ["PATH=/usr/bin:/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]}
+    }))
+    .unwrap();
+    let (config_digest, config_size) = put(&config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config_digest, "size": config_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": layer_digest, "size": layer_size}]
+    }))
+    .unwrap();
+    let (manifest_digest, manifest_size) = put(&manifest);
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "digest": manifest_digest, "size": manifest_size}]
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    images.import(IMAGE, &layout).unwrap();
+}
+
 impl Env {
     fn open(dir: &Path) -> Env {
         let (ns, hib) = (Fake::new(plain(), dir), Fake::new(hibernating(), dir));
+        let images = ImageStore::open(dir.join("images")).unwrap();
+        import_tiny_image(&images, dir);
         let ctl = Controller::new(ControllerOptions {
             store: Store::open(&dir.join("dwell.db")).unwrap(),
             runtimes: vec![(plain(), Ok(ns.clone())), (hibernating(), Ok(hib.clone()))],
             default_isolation: plain(),
             volumes: VolumeManager::with_kind(dir.join("volumes"), VolumeKind::Directory),
-            images: ImageStore::open(dir.join("images")).unwrap(),
+            images,
             agent_binary: dir.join("agent"),
             resync_every: Duration::from_secs(3600),
             clock: Arc::new(ManualClock::default()),
@@ -222,6 +308,7 @@ impl Env {
                 "t",
                 CreateRequest {
                     name: Some(name.into()),
+                    image: Some(IMAGE.into()),
                     mode: Some(mode),
                     runtime: Some(runtime.name().into()),
                     ..Default::default()
@@ -426,6 +513,7 @@ async fn a_create_whose_start_fails_leaves_nothing_behind() {
         .create(
             "t",
             CreateRequest {
+                image: Some(IMAGE.into()),
                 name: Some("f".into()),
                 mode: Some(Mode::Persistent),
                 ..Default::default()
