@@ -59,15 +59,7 @@ impl Controller {
         let _quota = self.inner.quota_lock.lock().await;
         // Its memory and vCPUs count again once it runs.
         if !sb.state.holds_compute() {
-            self.check_quota(
-                tenant,
-                &crate::quota::Held {
-                    vcpus: sb.spec.vcpus,
-                    memory: sb.spec.memory_bytes,
-                    ..Default::default()
-                },
-            )
-            .await?;
+            self.check_compute_quota(tenant, &sb).await?;
         }
         self.transition(tenant, id_or_name, Request::Start, |sb| {
             if sb.state.allows(Request::Start) {
@@ -144,15 +136,7 @@ impl Controller {
         let _quota = self.inner.quota_lock.lock().await;
         if matches!(sb.state, State::Hibernated | State::Archived) {
             // Its memory and vCPUs count again once it runs.
-            self.check_quota(
-                tenant,
-                &crate::quota::Held {
-                    vcpus: sb.spec.vcpus,
-                    memory: sb.spec.memory_bytes,
-                    ..Default::default()
-                },
-            )
-            .await?;
+            self.check_compute_quota(tenant, &sb).await?;
         }
         self.transition(tenant, id_or_name, Request::Resume, |sb| match sb.state {
             s if s.allows(Request::Resume) => Ok(()),
@@ -219,5 +203,19 @@ impl Controller {
         })
         .await
         .map(|_| ())
+    }
+
+    /// Refuse bringing `sb` back to running when its vCPUs and memory
+    /// would take its tenant over quota (they count only while it runs).
+    async fn check_compute_quota(&self, tenant: &str, sb: &Sandbox) -> Result<()> {
+        self.check_quota(
+            tenant,
+            &crate::quota::Held {
+                vcpus: sb.spec.vcpus,
+                memory: sb.spec.memory_bytes,
+                ..Default::default()
+            },
+        )
+        .await
     }
 }
