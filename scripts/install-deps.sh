@@ -148,6 +148,15 @@ if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('schema
   python3 -m pip install -q "schemathesis==$SCHEMATHESIS_VERSION" 2>/dev/null \
     || python3 -m pip install -q --break-system-packages "schemathesis==$SCHEMATHESIS_VERSION"
 fi
+# Under pyenv a new console script is on PATH only once its shim exists;
+# without it the test would skip instead of run.
+if ! command -v schemathesis >/dev/null 2>&1 && command -v pyenv >/dev/null 2>&1; then
+  pyenv rehash
+fi
+if ! command -v schemathesis >/dev/null 2>&1; then
+  echo "install-deps.sh: schemathesis is installed for $(python3 -c 'import sys; print(sys.executable)') but not on PATH; add that Python's bin directory to PATH" >&2
+  exit 1
+fi
 
 # The npm E2B SDK for the one Node scenario, when Node is there (pinned in
 # crates/cli/tests/e2b/js/package.json).
