@@ -205,6 +205,29 @@ pub type ApiResult<T> = Result<T, ApiError>;
 mod tests {
     use super::*;
 
+    /// Control names its facts without depending on the HTTP contract;
+    /// the names it puts in an error body must be the contract's.
+    #[test]
+    fn control_and_the_contract_spell_every_fact_alike() {
+        use dwell_contract::error::fact as wire;
+        use dwell_control::error::fact as ctl;
+        let pairs = [
+            (ctl::SANDBOX, wire::SANDBOX),
+            (ctl::STATE, wire::STATE),
+            (ctl::ACTION, wire::ACTION),
+            (ctl::TENANT, wire::TENANT),
+            (ctl::RESOURCE, wire::RESOURCE),
+            (ctl::LIMIT, wire::LIMIT),
+            (ctl::USED, wire::USED),
+            (ctl::ASKED, wire::ASKED),
+            (ctl::SNAPSHOT, wire::SNAPSHOT),
+            (ctl::NAME, wire::NAME),
+        ];
+        for (c, w) in pairs {
+            assert_eq!(c, w);
+        }
+    }
+
     async fn boom() -> &'static str {
         panic!("boom in a handler")
     }
