@@ -584,7 +584,7 @@ mod tests {
             [
                 "net teardown sb1".to_string(),
                 format!("unmount {s}/netns"),
-                format!("unmount {s}/rootfs/usr"),
+                format!("unmount {s}/rootfs"),
                 format!("unmount {s}/rootfs"),
                 format!("unmount {s}/run"),
                 format!("unmount {s}/run"),
@@ -595,6 +595,9 @@ mod tests {
         // Idempotent and cheap: no network call when nothing is left.
         host.clear();
         release_host(&host, &config);
-        assert_eq!(host.calls(), [format!("unmount {s}/run")]);
+        assert_eq!(
+            host.calls(),
+            [format!("unmount {s}/rootfs"), format!("unmount {s}/run")]
+        );
     }
 }

@@ -25,7 +25,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::Context;
-use crate::host::{layout, network, Host, Kernel};
+use crate::host::{layout, network, Host};
 use crate::{Error, Result, SandboxConfig};
 
 /// The pinned network namespace of a NAT sandbox (state dir).
@@ -61,11 +61,6 @@ pub fn setup(
         return Err(e);
     }
     Ok(path)
-}
-
-/// [`teardown_on`] the real host.
-pub fn teardown(config: &SandboxConfig) {
-    teardown_on(&Kernel, config)
 }
 
 /// Remove the veth, the table and the pinned namespace of `config`, if
@@ -115,6 +110,7 @@ pub fn join_in_spec(spec: &mut serde_json::Value, netns: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::Kernel;
 
     #[test]
     fn spec_joins_the_pinned_namespace() {

@@ -55,15 +55,7 @@ pub fn mount(host: &dyn Host, config: &SandboxConfig) -> Result<PathBuf> {
 /// tmpfs mounts sit there (nothing mounts below them), so unmounting the
 /// path until nothing is mounted on it is enough; no mount table is read.
 pub fn unmount(host: &dyn Host, config: &SandboxConfig) {
-    let dir = path(config);
-    for _ in 0..8 {
-        if host
-            .unmount(&dir, libc::MNT_DETACH | libc::UMOUNT_NOFOLLOW)
-            .is_err()
-        {
-            break;
-        }
-    }
+    crate::host::mounts::unmount_tree(host, &path(config));
 }
 
 fn io(dir: &std::path::Path, what: &str, e: std::io::Error) -> Error {

@@ -183,6 +183,22 @@ pub fn mount_overlays(host: &dyn Host, config: &SandboxConfig, rootfs: &Path) ->
     Ok(())
 }
 
+/// Unmount whatever is mounted on `dir` and below it, without reading the
+/// mount table or resolving any path below `dir` (a sandbox may write
+/// there): a lazy unmount of `dir` detaches every mount under it with it,
+/// and `UMOUNT_NOFOLLOW` refuses a `dir` that is a symlink. Repeats while
+/// mounts are stacked on `dir`; best effort and idempotent.
+pub fn unmount_tree(host: &dyn Host, dir: &Path) {
+    for _ in 0..16 {
+        if host
+            .unmount(dir, libc::MNT_DETACH | libc::UMOUNT_NOFOLLOW)
+            .is_err()
+        {
+            break;
+        }
+    }
+}
+
 /// Mount points at or below `dir` in this mount namespace, deepest first.
 pub fn mounts_below(dir: &Path) -> Vec<PathBuf> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();

@@ -92,12 +92,16 @@ impl Host for Recording {
         Ok(())
     }
 
-    fn unmount(&self, target: &Path, _flags: libc::c_int) -> io::Result<()> {
+    fn unmount(&self, target: &Path, flags: libc::c_int) -> io::Result<()> {
         self.call(format!("unmount {}", target.display()))?;
         let mut s = self.lock();
         match s.mounts.iter().rposition(|m| m == target) {
             Some(i) => {
                 s.mounts.remove(i);
+                // A lazy unmount takes every mount below with it.
+                if flags & libc::MNT_DETACH != 0 {
+                    s.mounts.retain(|m| m == target || !m.starts_with(target));
+                }
                 Ok(())
             }
             // What the kernel says of a path nothing is mounted on.

@@ -285,7 +285,5 @@ impl Runtime for NamespaceRuntime {
 /// (the root is mounted in the sandbox's own mount namespace; this is for
 /// one that leaked). Needs nothing of the runtime but the host.
 pub(crate) fn release_leftovers(host: &dyn Host, config: &SandboxConfig) {
-    for m in host.mounts_below(&layout::state_file(config, layout::ROOTFS_DIR)) {
-        let _ = host.unmount(&m, libc::MNT_DETACH);
-    }
+    crate::host::mounts::unmount_tree(host, &layout::state_file(config, layout::ROOTFS_DIR));
 }

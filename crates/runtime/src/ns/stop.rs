@@ -70,9 +70,7 @@ pub fn release(host: &dyn Host, cg: &dyn Cgroup, config: &SandboxConfig) -> Resu
         pidfile::reap(pid);
     }
     host.net_teardown(&config.id);
-    for m in host.mounts_below(&layout::state_file(config, layout::ROOTFS_DIR)) {
-        let _ = host.unmount(&m, libc::MNT_DETACH);
-    }
+    super::release_leftovers(host, config);
     for f in [
         layout::PID_FILE,
         layout::NETWORK_FILE,
@@ -266,7 +264,7 @@ mod tests {
                 "cgroup thaw".into(),
                 "cgroup remove".into(),
                 "net teardown sb1".into(),
-                format!("unmount {s}/rootfs/proc"),
+                format!("unmount {s}/rootfs"),
                 format!("unmount {s}/rootfs"),
             ]
         );
@@ -278,10 +276,17 @@ mod tests {
         ] {
             assert!(!Path::new(&layout::state_file(&config, f)).exists(), "{f}");
         }
-        // Idempotent: nothing left to kill, unmount or remove.
+        // Idempotent: nothing left to kill or remove; one unmount that
+        // finds nothing mounted.
         host.clear();
         release(&host, &cg, &config).unwrap();
-        assert_eq!(host.calls(), ["net teardown sb1"]);
+        assert_eq!(
+            host.calls(),
+            [
+                "net teardown sb1".to_string(),
+                format!("unmount {s}/rootfs")
+            ]
+        );
     }
 
     #[test]
