@@ -123,7 +123,12 @@ pub async fn api_key(State(state): State<AppState>, mut req: Request, next: Next
             "the API key is not valid; check DWELL_API_KEY (the admin key is in <data-dir>/admin.key)",
         )
         .into_response_(),
-        Err(e) => ApiError::internal(e.to_string()).into_response_(),
+        // The store's error may name files of the data dir: it goes to
+        // the log, not to a caller that has not even shown a valid key.
+        Err(e) => {
+            tracing::error!("looking up an API key: {e}");
+            ApiError::internal("the daemon could not check the API key; see its log").into_response_()
+        }
     }
 }
 
@@ -140,7 +145,7 @@ pub enum KeyLookup {
 
 /// Why a revoked key is refused, and what to do (for every listener).
 pub fn revoked_message(id: &str) -> String {
-    format!("the API key {id} was revoked; ask an admin for a new key (`dwell tenant key TENANT`)")
+    format!("the API key {id} was revoked; ask an admin for a new key")
 }
 
 /// Who an API key belongs to. Shared by every listener that takes API

@@ -22,7 +22,7 @@ pub async fn list(State(st): State<AppState>) -> ApiResult<Json<Vec<Image>>> {
     let images = tokio::task::spawn_blocking(move || ctl.images().list())
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| ApiError::new(500, "storage_error", e.to_string()))?;
+        .map_err(dwell_control::Error::from)?;
     wire::map_all(&images).map(Json)
 }
 

@@ -75,18 +75,16 @@ fn tenant_of(name: String, b: &LimitsBody) -> ApiResult<Tenant> {
 
 fn issue_key(st: &AppState, tenant: &str) -> ApiResult<String> {
     let key = new_key();
-    st.ctl
-        .add_api_key(
-            &ApiKey {
-                id: format!("key-{}", &hash_key(&key)[..12]),
-                tenant: tenant.into(),
-                name: "api".into(),
-                admin: false,
-                created_at: 0,
-            },
-            &hash_key(&key),
-        )
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    st.ctl.add_api_key(
+        &ApiKey {
+            id: format!("key-{}", &hash_key(&key)[..12]),
+            tenant: tenant.into(),
+            name: "api".into(),
+            admin: false,
+            created_at: 0,
+        },
+        &hash_key(&key),
+    )?;
     Ok(key)
 }
 
@@ -109,11 +107,7 @@ pub async fn create(
     let t = tenant_of(name, &b)?;
     st.ctl.create_tenant(&t)?;
     let api_key = issue_key(&st, &t.name)?;
-    let tenant = st
-        .ctl
-        .tenant(&t.name)
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .unwrap_or(t);
+    let tenant = st.ctl.tenant(&t.name)?.unwrap_or(t);
     let tenant = wire::map(&tenant)?;
     Ok((StatusCode::CREATED, Json(TenantCreated { tenant, api_key })))
 }
@@ -134,11 +128,7 @@ pub async fn update(
         body.map_err(|e| ApiError::bad_request(format!("bad tenant request: {}", e.detail)))?;
     let t = tenant_of(name.clone(), &b)?;
     st.ctl.update_tenant(&t)?;
-    let tenant = st
-        .ctl
-        .tenant(&name)
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .unwrap_or(t);
+    let tenant = st.ctl.tenant(&name)?.unwrap_or(t);
     wire::map(&tenant).map(Json)
 }
 
@@ -152,17 +142,8 @@ pub async fn new_api_key(
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<KeyCreated>)> {
     admin(&p)?;
-    if st
-        .ctl
-        .tenant(&name)
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .is_none()
-    {
-        return Err(ApiError::new(
-            404,
-            "not_found",
-            format!("no tenant {name:?}; create it with `dwell tenant create {name}`"),
-        ));
+    if st.ctl.tenant(&name)?.is_none() {
+        return Err(dwell_control::Error::TenantNotFound(name).into());
     }
     let api_key = issue_key(&st, &name)?;
     Ok((
@@ -186,10 +167,7 @@ pub async fn list_keys(
     Path(name): Path<String>,
 ) -> ApiResult<Json<Vec<KeyView>>> {
     admin(&p)?;
-    let keys = st
-        .ctl
-        .api_keys(&name)
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let keys = st.ctl.api_keys(&name)?;
     wire::map_all(&keys).map(Json)
 }
 
@@ -205,20 +183,14 @@ pub async fn revoke_key(
     Path((name, key)): Path<(String, String)>,
 ) -> ApiResult<Json<KeyView>> {
     admin(&p)?;
-    let revoked = st
-        .ctl
-        .revoke_api_key(&name, &key)
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    revoked
-        .map(|k| wire::map(&k).map(Json))
-        .unwrap_or_else(|| {
-            Err(
-            ApiError::new(
-                404,
-                "not_found",
-                format!("tenant {name:?} has no API key {key:?}; list its keys with `dwell tenant key ls {name}`"),
-            ))
-        })
+    let revoked = st.ctl.revoke_api_key(&name, &key)?;
+    revoked.map(|k| wire::map(&k).map(Json)).unwrap_or_else(|| {
+        Err(ApiError::new(
+            404,
+            "not_found",
+            format!("tenant {name:?} has no API key {key:?}; list its keys with `dwell tenant key ls {name}`"),
+        ))
+    })
 }
 
 #[utoipa::path(get, path = "/v1/tenants", tag = "tenants",
@@ -408,7 +380,6 @@ pub async fn audit(
     let tenant = (!p.admin).then_some(p.tenant.as_str());
     let entries = st
         .ctl
-        .audit(tenant, since, q.limit.unwrap_or(1000).min(10_000))
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+        .audit(tenant, since, q.limit.unwrap_or(1000).min(10_000))?;
     wire::map_all(&entries).map(Json)
 }
