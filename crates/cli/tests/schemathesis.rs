@@ -66,9 +66,9 @@ fn generated_requests_get_no_server_error_and_match_the_document() {
         return;
     }
     let Some(version) = schemathesis_version() else {
-        eprintln!(
-            "SKIP: schemathesis is not installed; install it with scripts/install-deps.sh \
-             (pip install schemathesis)"
+        skip(
+            "schemathesis is not installed; install it with scripts/install-deps.sh \
+             (pip install schemathesis)",
         );
         return;
     };
