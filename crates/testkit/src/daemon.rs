@@ -358,12 +358,25 @@ impl Drop for Daemon {
                 let _ = as_t(&["rm", "-f", id]);
             }
         }
+        let mut hung = None;
         if let Some(mut c) = self.child.take() {
             // SAFETY: kill(2) of our own child, not yet reaped.
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            // A daemon that does not stop is killed, not waited for
+            // until CI's limit, and fails the test.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while matches!(c.try_wait(), Ok(None)) {
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    hung = Some("the daemon did not stop within 60 s of SIGTERM (killed)");
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = c.wait();
         }
         let mut leftovers = leftovers(&self.data);
+        leftovers.extend(hung.map(String::from));
         leftovers.extend(cgroup_leftovers(&self.log()));
         if !leftovers.is_empty() && !std::thread::panicking() {
             panic!("the daemon left things behind: {leftovers:?}");
