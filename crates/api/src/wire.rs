@@ -53,7 +53,7 @@ mod tests {
             "spec": {
                 "vcpus": 1.0, "memory_bytes": 536870912u64, "pids": 1024, "disk_bytes": 4294967296u64,
                 "env": {"A": "1"}, "labels": {"team": "x"}, "network": "nat",
-                "policies": {"ttl_ms": 60000, "ttl_action": "archive", "archive_after_ms": 5},
+                "policies": {"ttl_ms": 60000, "ttl_action": "archive", "archive_after_ms": 5, "auto_resume": true},
                 "secret_env_names": ["TOKEN"],
                 "allow_raw_sockets": false, "allow_core_dumps": true
             },
@@ -64,7 +64,7 @@ mod tests {
             "schedule": [{"policy": "ttl", "action": "archive", "at": 9}],
             "stats": {"memory_bytes": 1, "memory_limit_bytes": 2, "cpu_usage_ns": 3, "pids": 4, "oom_kills": 0},
             "archive": {"snapshot": "s", "volume_size": 1, "data_bytes": 1, "stored_bytes": 1, "archived_at": "t", "hibernated": true},
-            "saved_state_bytes": 7
+            "saved_state_bytes": 7, "wakes_on_use": false
         })
     }
 
@@ -72,7 +72,13 @@ mod tests {
     fn sandboxes_keep_their_shape() {
         same_shape::<dwell_control::Sandbox, dwell_contract::Sandbox>(sandbox());
         let mut bare = sandbox();
-        for k in ["volume", "stats", "archive", "saved_state_bytes"] {
+        for k in [
+            "volume",
+            "stats",
+            "archive",
+            "saved_state_bytes",
+            "wakes_on_use",
+        ] {
             bare.as_object_mut().unwrap().remove(k);
         }
         same_shape::<dwell_control::Sandbox, dwell_contract::Sandbox>(bare);
@@ -85,7 +91,8 @@ mod tests {
             "pids": 64, "disk": 1073741824u64, "env": {"A": "1"}, "labels": {"k": "v"}, "network": "none",
             "runtime": "gvisor",
             "policies": {"ttl": "1h", "idle_timeout": 600, "pause_after": null, "archive_after": null,
-                         "delete_after": null, "max_lifetime": null, "ttl_action": "pause"},
+                         "delete_after": null, "max_lifetime": null, "ttl_action": "pause",
+                         "auto_resume": false},
             "secret_env": {"T": "s"}, "from": "snap", "allow_raw_sockets": true, "allow_core_dumps": false
         }));
         same_shape::<dwell_proto::ExecRequest, dwell_contract::ExecRequest>(json!({
@@ -122,7 +129,8 @@ mod tests {
             "name": "t", "max_sandboxes": 1, "max_vcpus": 2.0, "max_memory": null, "max_storage": 4,
             "created_at": 1,
             "default_policies": {"ttl": "1h", "idle_timeout": null, "pause_after": null, "archive_after": null,
-                                 "delete_after": null, "max_lifetime": null, "ttl_action": null}
+                                 "delete_after": null, "max_lifetime": null, "ttl_action": null,
+                                 "auto_resume": null}
         }));
         same_shape::<dwell_proto::ProcessInfo, dwell_contract::ProcessInfo>(json!({
             "pid": 1, "argv": ["sh"], "tag": null, "background": true, "tty": false, "running": false,

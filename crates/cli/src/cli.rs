@@ -198,6 +198,7 @@ impl DefaultPolicyFlags {
             delete_after: d(&self.default_delete_after),
             max_lifetime: d(&self.default_max_lifetime),
             ttl_action: None,
+            auto_resume: self.default_auto_resume,
         }
     }
 }
@@ -255,6 +256,10 @@ pub struct DefaultPolicyFlags {
     /// Default --max-lifetime (like 24h).
     #[arg(long)]
     pub default_max_lifetime: Option<String>,
+    /// Default --auto-resume (wake on use when paused or hibernated):
+    /// `--default-auto-resume` or `--default-auto-resume=false`.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "true|false")]
+    pub default_auto_resume: Option<bool>,
 }
 
 #[derive(Debug, Args)]
@@ -343,6 +348,12 @@ pub struct PolicyFlags {
     /// Hard cap on the sandbox's life from creation (default: none).
     #[arg(long)]
     pub max_lifetime: Option<String>,
+    /// Wake on use: when paused or hibernated, an exec, file operation,
+    /// shell, SSH login or proxied request resumes it first. Default: on
+    /// when a policy (idle timeout, TTL) put it to sleep, off when a user
+    /// paused it. `--auto-resume` or `--auto-resume=false`.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "true|false")]
+    pub auto_resume: Option<bool>,
 }
 
 #[derive(Debug, Args)]

@@ -24,6 +24,12 @@ pub fn hint(code: &str, facts: &BTreeMap<String, String>) -> Option<String> {
                 _ => None,
             }
         }
+        code::SANDBOX_PAUSED => {
+            let sandbox = get(fact::SANDBOX)?;
+            Some(format!(
+                "run `dwell resume {sandbox}`, or set `dwell update {sandbox} --auto-resume` so it wakes on use"
+            ))
+        }
         code::QUOTA_EXCEEDED => {
             let tenant = get(fact::TENANT)?;
             let raise = match get(fact::RESOURCE) {
@@ -82,6 +88,16 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn a_sandbox_that_does_not_wake_on_use_is_resumed_or_set_to() {
+        let f = facts(&[("sandbox", "web"), ("state", "paused"), ("action", "exec")]);
+        assert_eq!(
+            hint("sandbox_paused", &f).as_deref(),
+            Some("run `dwell resume web`, or set `dwell update web --auto-resume` so it wakes on use")
+        );
+        assert_eq!(hint("sandbox_paused", &facts(&[])), None);
     }
 
     #[test]

@@ -835,3 +835,57 @@ fn shutdown_is_not_held_by_open_envd_streams() {
     );
     assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
 }
+
+/// E2B's `autoResume: {enabled: true}` (the SDKs' `lifecycle.autoResume`)
+/// is the sandbox's `auto_resume` policy: a data-plane request wakes the
+/// paused sandbox and is served, as on E2B. Without it, E2B's default,
+/// the sandbox stays paused until `connect`.
+#[test]
+fn an_auto_resume_sandbox_wakes_for_an_envd_request() {
+    if !can_run() {
+        return;
+    }
+    let (d, E2bListeners { api, envd }) = Daemon::start_e2b(&[]);
+    let key = d.tenant_key("wake-t");
+    let sb = Sbx::create(
+        &api,
+        &key,
+        envd.clone(),
+        br#"{"templateID":"base","timeout":300,"autoPause":true,"autoResume":{"enabled":true}}"#,
+    );
+    let plain = Sbx::create(&api, &key, envd, br#"{"templateID":"base","timeout":300}"#);
+    let detail = |id: &str| {
+        let r = http(
+            &api,
+            "GET",
+            &format!("/sandboxes/{id}"),
+            &[("X-API-KEY", &key)],
+            b"",
+        );
+        assert_eq!(r.status, 200, "{r}");
+        r.json()
+    };
+    assert_eq!(detail(&sb.id)["lifecycle"]["autoResume"], true);
+    assert_eq!(detail(&sb.id)["lifecycle"]["onTimeout"], "pause");
+    assert_eq!(detail(&plain.id)["lifecycle"]["autoResume"], false);
+    for s in [&sb, &plain] {
+        let r = http(
+            &api,
+            "POST",
+            &format!("/sandboxes/{}/pause", s.id),
+            &[("X-API-KEY", &key), ("Content-Type", "application/json")],
+            b"{}",
+        );
+        assert_eq!(r.status, 204, "{r}");
+    }
+    let r = sb.unary("filesystem.Filesystem/Stat", json!({"path": "/root"}));
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.json()["entry"]["type"], "FILE_TYPE_DIRECTORY", "{r}");
+    assert_eq!(detail(&sb.id)["state"], "running");
+    assert!(d
+        .ok(&["--as-tenant", "wake-t", "logs", &sb.id])
+        .contains("woken by E2B envd request"));
+    let r = plain.unary("filesystem.Filesystem/Stat", json!({"path": "/root"}));
+    assert_eq!(r.json()["code"], "unavailable", "{r}");
+    assert_eq!(detail(&plain.id)["state"], "paused");
+}

@@ -70,6 +70,10 @@ pub mod code {
     pub const UNSUPPORTED_MEDIA_TYPE: &str = "unsupported_media_type";
     pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";
     pub const CONFLICT: &str = "conflict";
+    /// The sandbox is paused or hibernated and does not wake on use
+    /// (HTTP 409; facts `sandbox`, `state`, `action`): resume it, or turn
+    /// its `auto_resume` policy on.
+    pub const SANDBOX_PAUSED: &str = "sandbox_paused";
     pub const NAME_TAKEN: &str = "name_taken";
     pub const ALREADY_EXISTS: &str = "already_exists";
     pub const DIRECTORY_NOT_EMPTY: &str = "directory_not_empty";
@@ -96,6 +100,7 @@ pub const CODES: &[&str] = &[
     code::UNSUPPORTED_MEDIA_TYPE,
     code::PAYLOAD_TOO_LARGE,
     code::CONFLICT,
+    code::SANDBOX_PAUSED,
     code::NAME_TAKEN,
     code::ALREADY_EXISTS,
     code::DIRECTORY_NOT_EMPTY,

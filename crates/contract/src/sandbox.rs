@@ -99,6 +99,11 @@ pub struct Policies {
     pub ttl_action: Option<Action>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive_after_ms: Option<u64>,
+    /// Wake on use: an exec, file operation, SSH login or proxied request
+    /// resumes the sandbox when it is paused or hibernated. Unset: on when
+    /// a policy paused or hibernated it, off when a user did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_resume: Option<bool>,
 }
 
 /// A policy and when it fires next.
@@ -217,6 +222,11 @@ pub struct Sandbox {
     /// Bytes of saved memory and process state of a hibernated sandbox.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub saved_state_bytes: Option<u64>,
+    /// Of a paused or hibernated sandbox: whether an exec, file operation,
+    /// SSH login or proxied request resumes it first (its `auto_resume`
+    /// policy, else whether a policy rather than a user put it to sleep).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wakes_on_use: Option<bool>,
 }
 
 /// The longest duration a request may give: 100 years, in seconds. Longer
@@ -264,6 +274,10 @@ pub struct PolicyArgs {
     /// What `ttl` does when it fires.
     #[serde(default)]
     pub ttl_action: Option<Action>,
+    /// Wake on use when paused or hibernated (`true`), or never (`false`);
+    /// see [`Policies::auto_resume`].
+    #[serde(default)]
+    pub auto_resume: Option<bool>,
 }
 
 impl PolicyArgs {

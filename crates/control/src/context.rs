@@ -55,6 +55,9 @@ pub(crate) struct Context {
     pub(crate) locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Open agent connections, by sandbox id.
     pub(crate) agents: tokio::sync::Mutex<HashMap<String, AgentClient>>,
+    /// Sandboxes woken on use since the daemon started, by tenant and the
+    /// state they were woken from (`paused`, `hibernated`).
+    pub(crate) wakes: Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
 }
 
 impl Context {

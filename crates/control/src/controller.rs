@@ -22,6 +22,7 @@ mod lifecycle;
 mod snapshot;
 mod tenants;
 mod views;
+mod wake;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -117,6 +118,7 @@ impl Controller {
                 touched: Mutex::new(HashMap::new()),
                 locks: Mutex::new(HashMap::new()),
                 agents: tokio::sync::Mutex::new(HashMap::new()),
+                wakes: Mutex::new(Default::default()),
             }),
         }
     }

@@ -61,6 +61,17 @@ pub enum Error {
         action: &'static str,
         message: String,
     },
+    /// The sandbox is paused or hibernated and does not wake on use (its
+    /// `auto_resume` is off, or a user paused it): it must be resumed
+    /// first.
+    #[error("{message}")]
+    Asleep {
+        sandbox: String,
+        state: State,
+        /// What needed it running (`exec`, `file read`, ...).
+        action: String,
+        message: String,
+    },
     /// A tenant quota would be exceeded.
     #[error("{}", .0.message)]
     Quota(Box<QuotaExceeded>),
@@ -115,6 +126,7 @@ impl Error {
             Error::Runtime(dwell_runtime::Error::Unsupported { .. }) => "unsupported",
             Error::Invalid { .. } => "invalid_argument",
             Error::Conflict(_) | Error::Refused { .. } => "conflict",
+            Error::Asleep { .. } => "sandbox_paused",
             Error::NameTaken(_) => "name_taken",
             Error::Quota(_) => "quota_exceeded",
             Error::Runtime(_) => "runtime_error",
@@ -130,7 +142,10 @@ impl Error {
         match self {
             Error::NotFound(_) | Error::SnapshotNotFound(_) | Error::TenantNotFound(_) => 404,
             Error::Invalid { .. } => 400,
-            Error::Conflict(_) | Error::Refused { .. } | Error::NameTaken(_) => 409,
+            Error::Conflict(_)
+            | Error::Refused { .. }
+            | Error::Asleep { .. }
+            | Error::NameTaken(_) => 409,
             Error::Runtime(dwell_runtime::Error::Unsupported { .. }) => 409,
             Error::Quota(_) => 403,
             Error::Agent(_) => 502,
@@ -164,6 +179,16 @@ impl Error {
                 f.insert(fact::SANDBOX, sandbox.clone());
                 f.insert(fact::STATE, state.as_str().to_string());
                 f.insert(fact::ACTION, action.to_string());
+            }
+            Error::Asleep {
+                sandbox,
+                state,
+                action,
+                ..
+            } => {
+                f.insert(fact::SANDBOX, sandbox.clone());
+                f.insert(fact::STATE, state.as_str().to_string());
+                f.insert(fact::ACTION, action.clone());
             }
             Error::Quota(q) => {
                 f.insert(fact::TENANT, q.tenant.clone());

@@ -309,6 +309,11 @@ pub struct Sandbox {
     /// Bytes of saved memory and process state of a hibernated sandbox.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub saved_state_bytes: Option<u64>,
+    /// Of a paused or hibernated sandbox: whether an exec, file operation,
+    /// SSH login or proxied request resumes it first (its `auto_resume`
+    /// policy, else whether a policy rather than a user put it to sleep).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wakes_on_use: Option<bool>,
 }
 
 /// Where an archived sandbox's volume is.
@@ -369,6 +374,8 @@ impl Sandbox {
             stats: None,
             archive: None,
             saved_state_bytes: None,
+            wakes_on_use: matches!(r.state, State::Paused | State::Hibernated)
+                .then(|| crate::policy::wakes_on_use(&r.spec.policies, &r.reason)),
         }
     }
 }

@@ -45,6 +45,12 @@ pub struct Policies {
     pub ttl_action: Option<Action>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive_after_ms: Option<u64>,
+    /// Whether an exec, file operation, SSH login or proxied request
+    /// resumes the sandbox when it is paused or hibernated (wake on use).
+    /// Unset: on when a policy paused or hibernated it, off when a user
+    /// did ([`wakes_on_use`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_resume: Option<bool>,
 }
 
 /// A duration in a request: a string like `10m`, `1h30m`, `7d`, or `off`
@@ -91,6 +97,9 @@ pub struct PolicyArgs {
     pub max_lifetime: Option<DurationArg>,
     /// `pause`, `stop` or `delete`: what `ttl` does when it fires.
     pub ttl_action: Option<Action>,
+    /// Wake on use: `true` or `false` (see [`Policies::auto_resume`]).
+    #[serde(default)]
+    pub auto_resume: Option<bool>,
 }
 
 impl PolicyArgs {
@@ -109,6 +118,9 @@ impl PolicyArgs {
         set(&mut p.max_lifetime_ms, &self.max_lifetime, "max_lifetime")?;
         if let Some(a) = self.ttl_action {
             p.ttl_action = Some(a);
+        }
+        if let Some(on) = self.auto_resume {
+            p.auto_resume = Some(on);
         }
         set(
             &mut p.archive_after_ms,
@@ -230,6 +242,27 @@ pub fn due(rec: &Record, p: &Policies, streams_open: bool, now: i64) -> Option<S
             Action::Archive => 2,
             Action::Delete => 3,
         })
+}
+
+/// How the reason of every transition a policy made begins (the
+/// reconciler's record of who paused or hibernated a sandbox).
+pub(crate) const POLICY_REASON: &str = "policy ";
+
+/// How the reason of a policy's hibernation of a sandbox a user had paused
+/// ends: the pause was the user's, so it does not wake on use by default.
+pub(crate) const AFTER_USER_PAUSE: &str = "; it had been paused on request";
+
+/// Whether the transition recorded with `reason` was a policy's own (a
+/// policy that hibernated a sandbox a user paused does not count).
+pub fn by_policy(reason: &str) -> bool {
+    reason.starts_with(POLICY_REASON) && !reason.ends_with(AFTER_USER_PAUSE)
+}
+
+/// Whether a sandbox paused or hibernated with `reason` wakes on use: its
+/// `auto_resume` policy when set, else only when a policy put it to sleep
+/// (a user who paused it explicitly resumes it explicitly).
+pub fn wakes_on_use(p: &Policies, reason: &str) -> bool {
+    p.auto_resume.unwrap_or_else(|| by_policy(reason))
 }
 
 /// Human text of a duration in milliseconds.
@@ -443,7 +476,33 @@ mod tests {
         let a: PolicyArgs = serde_json::from_str(r#"{"archive_after":"7d"}"#).unwrap();
         a.apply(&mut p).unwrap();
         assert_eq!(p.archive_after_ms, Some(7 * 24 * 3_600_000));
+        let a: PolicyArgs = serde_json::from_str(r#"{"auto_resume":false}"#).unwrap();
+        a.apply(&mut p).unwrap();
+        assert_eq!(p.auto_resume, Some(false));
+        assert_eq!(p.archive_after_ms, Some(7 * 24 * 3_600_000), "kept");
         let a: PolicyArgs = serde_json::from_str(r#"{"ttl":"soon"}"#).unwrap();
         assert!(a.apply(&mut p).unwrap_err().to_string().contains("30s"));
+    }
+
+    #[test]
+    fn a_policy_pause_wakes_on_use_and_a_user_pause_does_not_unless_set() {
+        let why = format!("{POLICY_REASON}idle_timeout fired (0s late): paused");
+        let p = Policies::default();
+        assert!(wakes_on_use(&p, &why));
+        assert!(!wakes_on_use(&p, "paused on request"));
+        assert!(!wakes_on_use(&p, "paused (adopted)"));
+        let hib =
+            format!("{POLICY_REASON}pause_after fired (0s late): hibernated{AFTER_USER_PAUSE}");
+        assert!(!wakes_on_use(&p, &hib), "the pause was the user's");
+        let on = Policies {
+            auto_resume: Some(true),
+            ..Default::default()
+        };
+        assert!(wakes_on_use(&on, "paused on request"));
+        let off = Policies {
+            auto_resume: Some(false),
+            ..Default::default()
+        };
+        assert!(!wakes_on_use(&off, &why));
     }
 }

@@ -86,7 +86,7 @@ fn worded(code: &str, facts: &BTreeMap<String, String>) -> Option<String> {
     use dwell_contract::error::{code as c, fact};
     let get = |name: &str| facts.get(name).map(String::as_str);
     match code {
-        c::CONFLICT => {
+        c::CONFLICT | c::SANDBOX_PAUSED => {
             let sandbox = get(fact::SANDBOX)?;
             let state = get(fact::STATE)?;
             let what = match get(fact::ACTION) {

@@ -12,6 +12,7 @@
 //! | template `base` / a name | the `host` image / an image, or a snapshot (id or name) to create from |
 //! | `timeout` | the `ttl` policy, with a keepalive hold at the same instant |
 //! | `autoPause` | `ttl_action: pause` (freeze in RAM) instead of `delete` |
+//! | `autoResume: {enabled}` (SDK `lifecycle.autoResume`) | the `auto_resume` policy (off unless enabled): a data-plane request wakes the paused sandbox |
 //! | `metadata` / `envVars` | labels / env of the sandbox |
 //! | pause / connect | pause (cgroup freezer) / resume, or start when stopped |
 //! | metrics | the sandbox's cgroup counters and volume usage |

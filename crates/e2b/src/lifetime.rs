@@ -26,8 +26,11 @@ pub fn check(timeout: u64) -> E2bResult<u64> {
     Ok(timeout)
 }
 
-/// The policies of a new sandbox that times out after `timeout` seconds.
-pub fn create_policies(timeout: u64, auto_pause: bool) -> PolicyArgs {
+/// The policies of a new sandbox that times out after `timeout` seconds,
+/// pausing (`auto_pause`) or deleted then, and woken by the requests that
+/// reach it while paused when `auto_resume` (off unless asked for, as on
+/// E2B; `Sandbox.connect()` resumes it either way).
+pub fn create_policies(timeout: u64, auto_pause: bool, auto_resume: bool) -> PolicyArgs {
     PolicyArgs {
         ttl: Some(DurationArg::Text(format!("{timeout}s"))),
         ttl_action: Some(if auto_pause {
@@ -35,6 +38,7 @@ pub fn create_policies(timeout: u64, auto_pause: bool) -> PolicyArgs {
         } else {
             Action::Delete
         }),
+        auto_resume: Some(auto_resume),
         ..Default::default()
     }
 }
@@ -102,4 +106,46 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dwell_control::policy::Policies;
+
+    /// The create request's `autoPause` and `autoResume.enabled` land on
+    /// `ttl_action` and `auto_resume`; without `autoResume` a paused
+    /// sandbox does not wake (E2B's default), whoever paused it.
+    #[test]
+    fn auto_resume_maps_onto_the_policy_and_is_off_unless_enabled() {
+        let body: crate::wire::NewSandbox = serde_json::from_str(
+            r#"{"templateID":"base","timeout":60,"autoPause":true,"autoResume":{"enabled":true}}"#,
+        )
+        .unwrap();
+        let args = create_policies(
+            60,
+            body.auto_pause.unwrap_or(false),
+            body.auto_resume.is_some_and(|a| a.enabled),
+        );
+        let mut p = Policies::default();
+        args.apply(&mut p).unwrap();
+        assert_eq!(p.ttl_action, Some(Action::Pause));
+        assert_eq!(p.auto_resume, Some(true));
+        assert!(dwell_control::policy::wakes_on_use(&p, "paused on request"));
+
+        let body: crate::wire::NewSandbox =
+            serde_json::from_str(r#"{"templateID":"base","autoPause":true}"#).unwrap();
+        let args = create_policies(
+            60,
+            body.auto_pause.unwrap_or(false),
+            body.auto_resume.is_some_and(|a| a.enabled),
+        );
+        let mut p = Policies::default();
+        args.apply(&mut p).unwrap();
+        assert_eq!(p.auto_resume, Some(false));
+        assert!(!dwell_control::policy::wakes_on_use(
+            &p,
+            "policy ttl fired (0s late): paused"
+        ));
+    }
 }

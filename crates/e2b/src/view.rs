@@ -113,7 +113,11 @@ pub fn detail(
         domain: st.opts.domain.clone(),
         allow_internet_access: sb.spec.network == dwell_runtime::NetworkMode::Nat,
         lifecycle: wire::Lifecycle {
-            auto_resume: false,
+            // Asleep: whether it wakes now; else what its policy says (unset:
+            // it wakes after a policy, such as the timeout, paused it).
+            auto_resume: sb
+                .wakes_on_use
+                .unwrap_or(sb.spec.policies.auto_resume.unwrap_or(true)),
             on_timeout: on_timeout(sb),
         },
         // The namespace runtime freezes processes in RAM: memory is kept.

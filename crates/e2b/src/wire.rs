@@ -14,12 +14,22 @@ pub struct NewSandbox {
     /// Seconds until the sandbox is killed (or paused, with `autoPause`).
     pub timeout: Option<u64>,
     pub auto_pause: Option<bool>,
+    /// `{"enabled": true}`: a paused sandbox resumes when a request reaches
+    /// it (the SDKs' `lifecycle.autoResume` / `lifecycle.auto_resume`).
+    pub auto_resume: Option<AutoResume>,
     pub metadata: Option<BTreeMap<String, String>>,
     pub env_vars: Option<BTreeMap<String, String>>,
     #[serde(rename = "allow_internet_access")]
     pub allow_internet_access: Option<bool>,
     pub mcp: Option<serde_json::Value>,
     pub volume_mounts: Option<Vec<serde_json::Value>>,
+}
+
+/// `SandboxAutoResumeConfig` of a create request.
+#[derive(Debug, Default, Deserialize)]
+pub struct AutoResume {
+    #[serde(default)]
+    pub enabled: bool,
 }
 
 /// `POST /v2/sandboxes/{id}/connect`.

@@ -145,12 +145,13 @@ pub fn lookup(ctl: &Controller, id: &str) -> Result<Target, Reject> {
     }
 }
 
-/// A connection to the running sandbox's agent.
+/// A connection to the running sandbox's agent; a paused or hibernated
+/// sandbox whose auto-resume is on is woken first (E2B's `autoResume`).
 pub async fn agent(ctl: &Arc<Controller>, t: &Target) -> Result<AgentClient, Reject> {
-    match ctl.agent(&t.tenant, &t.id).await {
+    match ctl.agent_for(&t.tenant, &t.id, "E2B envd request").await {
         Ok((_, c)) => Ok(c),
         Err(CtlError::NotFound(_)) => Err(Reject::not_running(&t.id, "it was deleted")),
-        Err(e @ (CtlError::Conflict(_) | CtlError::Refused { .. })) => {
+        Err(e @ (CtlError::Conflict(_) | CtlError::Refused { .. } | CtlError::Asleep { .. })) => {
             Err(Reject::not_running(&t.id, &e.to_string()))
         }
         Err(e) => Err(Reject::new(

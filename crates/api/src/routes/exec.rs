@@ -81,7 +81,7 @@ pub async fn run(
     let oom0 = oom_count(&st, &sb).await;
     req.stdin = call.stdin_data.is_some() || req.stdin;
     with_secrets(&st, &sb.id, &mut req)?;
-    let (sb, stream) = with_agent(&st, &p, &id, |c| {
+    let (sb, stream) = with_agent(&st, &p, &id, "exec", |c| {
         let r = req.clone();
         async move { c.exec(r).await }
     })
@@ -117,7 +117,7 @@ pub async fn stream(
     Upgrade(ws): Upgrade,
 ) -> ApiResult<Response> {
     // Fail before the upgrade when the sandbox cannot run anything.
-    let (sb, _) = st.ctl.agent(&p.tenant, &id).await?;
+    let (sb, _) = st.ctl.agent_for(&p.tenant, &id, "exec").await?;
     Ok(ws.on_upgrade(move |socket| exec_ws(st, p, sb, socket)))
 }
 
@@ -147,7 +147,7 @@ async fn exec_ws(st: AppState, p: Principal, sb: Sandbox, mut socket: WebSocket)
         return;
     }
     let oom0 = oom_count(&st, &sb).await;
-    let opened = with_agent(&st, &p, &sb.id, |c| {
+    let opened = with_agent(&st, &p, &sb.id, "exec", |c| {
         let r = req.clone();
         async move { c.exec(r).await }
     })

@@ -46,7 +46,7 @@ pub async fn download(
     Query(q): Query<FilePath>,
 ) -> ApiResult<Response> {
     let path = need_path(&q.path)?;
-    let (_, reader) = with_agent(&st, &p, &id, |c| {
+    let (_, reader) = with_agent(&st, &p, &id, "file read", |c| {
         let path = path.clone();
         async move { c.read_file(&path).await }
     })
@@ -92,7 +92,7 @@ pub async fn upload(
         mode,
         create_parents: q.parents,
     };
-    let (_, mut writer) = with_agent(&st, &p, &id, |c| {
+    let (_, mut writer) = with_agent(&st, &p, &id, "file write", |c| {
         let (path, opts) = (path.clone(), opts.clone());
         async move { c.write_file(&path, opts).await }
     })
@@ -118,7 +118,7 @@ pub async fn remove(
 ) -> ApiResult<StatusCode> {
     let path = need_path(&q.path)?;
     let recursive = q.recursive;
-    with_agent(&st, &p, &id, |c| {
+    with_agent(&st, &p, &id, "file removal", |c| {
         let path = path.clone();
         async move { c.remove(&path, recursive).await }
     })
@@ -138,7 +138,7 @@ pub async fn list(
 ) -> ApiResult<Json<Vec<FileInfo>>> {
     let path = need_path(&q.path)?;
     let depth = q.depth.unwrap_or(1);
-    let (_, entries) = with_agent(&st, &p, &id, |c| {
+    let (_, entries) = with_agent(&st, &p, &id, "directory listing", |c| {
         let path = path.clone();
         async move { c.list_dir(&path, depth).await }
     })
@@ -157,7 +157,7 @@ pub async fn stat(
     Query(q): Query<FilePath>,
 ) -> ApiResult<Json<FileInfo>> {
     let path = need_path(&q.path)?;
-    let (_, info) = with_agent(&st, &p, &id, |c| {
+    let (_, info) = with_agent(&st, &p, &id, "file stat", |c| {
         let path = path.clone();
         async move { c.stat(&path).await }
     })
@@ -176,7 +176,7 @@ pub async fn mkdir(
     Path(id): Path<String>,
     JsonBody(b): JsonBody<MkdirBody>,
 ) -> ApiResult<StatusCode> {
-    with_agent(&st, &p, &id, |c| {
+    with_agent(&st, &p, &id, "mkdir", |c| {
         let path = b.path.clone();
         async move { c.mkdir(&path, b.parents).await }
     })
@@ -195,7 +195,7 @@ pub async fn rename(
     Path(id): Path<String>,
     JsonBody(b): JsonBody<RenameBody>,
 ) -> ApiResult<StatusCode> {
-    with_agent(&st, &p, &id, |c| {
+    with_agent(&st, &p, &id, "rename", |c| {
         let (from, to) = (b.from.clone(), b.to.clone());
         async move { c.rename(&from, &to).await }
     })

@@ -133,8 +133,11 @@ pub(crate) async fn info(
     })
 }
 
-/// Call the agent of a running sandbox; if the cached connection is dead
-/// (the agent restarted with its sandbox), reconnect once and retry.
+/// Call the agent of a running sandbox for the operation `op` (`exec`,
+/// `file read`, ...: named in the sandbox's events when it wakes the
+/// sandbox, see [`dwell_control::Controller::agent_for`]); if the cached
+/// connection is dead (the agent restarted with its sandbox), reconnect
+/// once and retry.
 ///
 /// An agent that cannot be reached because the sandbox is being stopped,
 /// paused or deleted meanwhile is a conflict about the sandbox's state
@@ -143,13 +146,14 @@ pub(crate) async fn with_agent<T, F, Fut>(
     st: &AppState,
     p: &Principal,
     id: &str,
+    op: &str,
     f: F,
 ) -> ApiResult<(Sandbox, T)>
 where
     F: Fn(AgentClient) -> Fut,
     Fut: Future<Output = dwell_proto::Result<T>>,
 {
-    let (sb, client) = match st.ctl.agent(&p.tenant, id).await {
+    let (sb, client) = match st.ctl.agent_for(&p.tenant, id, op).await {
         Err(dwell_control::Error::Agent(dwell_proto::Error::Unreachable(why))) => {
             changing_state(st, p, id)?;
             return Err(dwell_control::Error::Agent(dwell_proto::Error::Unreachable(why)).into());
@@ -161,7 +165,7 @@ where
         Err(dwell_proto::Error::Unreachable(_)) => {
             st.ctl.agent_failed(&sb.id).await;
             changing_state(st, p, id)?;
-            let (sb, client) = st.ctl.agent(&p.tenant, id).await?;
+            let (sb, client) = st.ctl.agent_for(&p.tenant, id, op).await?;
             Ok((sb, f(client).await?))
         }
         r => Ok((sb, r?)),

@@ -25,7 +25,10 @@ pub async fn list(
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Vec<ProcessInfo>>> {
-    let (_, list) = with_agent(&st, &p, &id, |c| async move { c.processes().await }).await?;
+    let (_, list) = with_agent(&st, &p, &id, "process list", |c| async move {
+        c.processes().await
+    })
+    .await?;
     wire::map_all(&list).map(Json)
 }
 
@@ -52,12 +55,9 @@ pub async fn signal(
             b.signal
         )));
     }
-    with_agent(
-        &st,
-        &p,
-        &id,
-        |c| async move { c.signal(pid, b.signal).await },
-    )
+    with_agent(&st, &p, &id, "signal", |c| async move {
+        c.signal(pid, b.signal).await
+    })
     .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -72,10 +72,18 @@ pub async fn attach(
     Path((id, pid)): Path<(String, u32)>,
     Upgrade(ws): Upgrade,
 ) -> ApiResult<Response> {
-    let (sb, _) = st.ctl.agent(&p.tenant, &id).await?;
+    let (sb, _) = st.ctl.agent_for(&p.tenant, &id, "attach").await?;
     Ok(ws.on_upgrade(move |mut socket| async move {
         let oom0 = oom_count(&st, &sb).await;
-        match with_agent(&st, &p, &sb.id, |c| async move { c.attach(pid).await }).await {
+        match with_agent(
+            &st,
+            &p,
+            &sb.id,
+            "attach",
+            |c| async move { c.attach(pid).await },
+        )
+        .await
+        {
             Ok((sb, stream)) => pump(&st, &sb, socket, stream, oom0).await,
             Err(e) => {
                 let _ = send_error(&mut socket, &e).await;

@@ -358,6 +358,16 @@ pub async fn metrics(
             let _ = writeln!(out, "{name}{{tenant=\"{t}\"}} {}", f(totals));
         }
     }
+    let _ = writeln!(
+        out,
+        "# HELP dwell_wakes_total Sandboxes woken on use (auto-resume) since the daemon started, by the state they slept in.\n# TYPE dwell_wakes_total counter"
+    );
+    for (t, from, n) in st.ctl.wake_counts() {
+        let _ = writeln!(
+            out,
+            "dwell_wakes_total{{tenant=\"{t}\",from=\"{from}\"}} {n}"
+        );
+    }
     Ok(([("content-type", "text/plain; version=0.0.4")], out))
 }
 

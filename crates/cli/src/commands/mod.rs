@@ -70,9 +70,13 @@ pub async fn run(cli: Cli) -> Result<i32> {
 
 /// Exit codes (sysexits): 64 for a request the daemon rejected as invalid,
 /// 77 for a missing or wrong API key, 69 when the daemon cannot be reached,
-/// 1 for everything else.
+/// 75 when the sandbox is paused or hibernated and does not wake on use
+/// (resume it, or turn auto-resume on), 1 for everything else.
 pub fn exit_code_for(e: &anyhow::Error) -> i32 {
     if let Some(f) = e.downcast_ref::<ApiFailure>() {
+        if f.code == dwell_contract::error::code::SANDBOX_PAUSED {
+            return EXIT_ASLEEP;
+        }
         match f.status.as_u16() {
             400 => 64,
             401 | 403 => 77,
@@ -84,6 +88,10 @@ pub fn exit_code_for(e: &anyhow::Error) -> i32 {
         1
     }
 }
+
+/// Exit code of a request refused because the sandbox sleeps and does not
+/// wake on use (EX_TEMPFAIL: it works once the sandbox is resumed).
+pub const EXIT_ASLEEP: i32 = 75;
 
 /// Split `KEY=VALUE` arguments.
 pub fn key_values(

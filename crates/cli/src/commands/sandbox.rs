@@ -235,6 +235,16 @@ pub async fn inspect(c: &Client, a: NameJson) -> Result<i32> {
             set.join(", ")
         }
     );
+    println!(
+        "auto-resume: {}",
+        match (p.auto_resume, sb.wakes_on_use) {
+            (_, Some(true)) => "on: an exec, file operation or connection wakes it",
+            (_, Some(false)) => "off: it stays asleep until resumed",
+            (Some(true), None) => "on (wakes on use when paused or hibernated)",
+            (Some(false), None) => "off (stays asleep until resumed)",
+            (None, None) => "default (wakes on use after a policy paused it, not after a user did)",
+        }
+    );
     for s in &sb.schedule {
         let when = s.at - dwell_store::now_ms();
         let rel = if when <= 0 {
@@ -355,6 +365,7 @@ pub fn policy_args(f: &PolicyFlags) -> PolicyArgs {
         delete_after: d(&f.delete_after),
         max_lifetime: d(&f.max_lifetime),
         ttl_action: None,
+        auto_resume: f.auto_resume,
     }
 }
 

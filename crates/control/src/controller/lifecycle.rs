@@ -207,7 +207,7 @@ impl Controller {
 
     /// Refuse bringing `sb` back to running when its vCPUs and memory
     /// would take its tenant over quota (they count only while it runs).
-    async fn check_compute_quota(&self, tenant: &str, sb: &Sandbox) -> Result<()> {
+    pub(super) async fn check_compute_quota(&self, tenant: &str, sb: &Sandbox) -> Result<()> {
         self.check_quota(
             tenant,
             &crate::quota::Held {

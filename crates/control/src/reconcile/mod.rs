@@ -154,12 +154,18 @@ fn apply_policy(inner: &Context, rec: &Record) -> Option<String> {
     if rec.desired_state == desired {
         return None;
     }
-    let why = format!(
-        "policy {} fired ({} late): {}",
+    let mut why = format!(
+        "{}{} fired ({} late): {}",
+        crate::policy::POLICY_REASON,
         due.policy,
         crate::policy::human((now - due.at).max(0) as u64),
         desired.as_str()
     );
+    // Who put it to sleep decides whether it wakes on use: a policy that
+    // takes a sandbox a user paused further keeps that on record.
+    if rec.state == State::Paused && !crate::policy::by_policy(&rec.reason) {
+        why.push_str(crate::policy::AFTER_USER_PAUSE);
+    }
     tracing::info!(sandbox = %rec.id, "{why}");
     let ok = inner.store.set_desired(&rec.id, desired).is_ok()
         && inner.store.add_event(&rec.id, "policy", &why).is_ok();

@@ -57,6 +57,7 @@ pub async fn create(
                 policies: Some(lifetime::create_policies(
                     timeout,
                     req.auto_pause.unwrap_or(false),
+                    req.auto_resume.is_some_and(|a| a.enabled),
                 )),
                 ..Default::default()
             },

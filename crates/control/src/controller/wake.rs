@@ -1,0 +1,140 @@
+//! Wake on use: an exec, file operation, PTY, E2B envd call, proxied
+//! request or SSH login that reaches a paused or hibernated sandbox
+//! resumes it first when it wakes on use (its `auto_resume` policy, else
+//! whether a policy rather than a user put it to sleep:
+//! [`crate::policy::wakes_on_use`]), then is served.
+//!
+//! A wake takes the path of an explicit `resume`: the desired state
+//! becomes `running` under the sandbox's lock and the reconciler thaws
+//! or restores it. Requests that arrive together share one wake: the
+//! first sets the desired state and records `woken by <op>`; the others
+//! find it set and wait on the same reconciliation. A woken sandbox counts
+//! as active, so the idle timeout does not pause it again at once, and a
+//! TTL that paused it is held off as E2B does after an auto-resume.
+
+use super::Controller;
+use crate::error::{Error, Result};
+use crate::model::{Sandbox, State};
+use crate::policy::{self, Action};
+use crate::reconcile;
+
+/// The least time a sandbox a TTL paused runs after waking before the TTL
+/// may pause it again (E2B's rule: five minutes, or the TTL itself when
+/// longer).
+const TTL_HOLD_AFTER_WAKE_MS: u64 = 5 * 60 * 1000;
+
+impl Controller {
+    /// Resume the sleeping sandbox `sb` for the operation `op`, or say why
+    /// it does not wake on use. Returns the sandbox as it is afterwards.
+    pub(super) async fn wake(&self, tenant: &str, sb: &Sandbox, op: &str) -> Result<Sandbox> {
+        if sb.wakes_on_use != Some(true) {
+            return Err(asleep(sb, op));
+        }
+        // Its vCPUs and memory count again once a hibernated sandbox runs
+        // (a paused one holds them all along): checked as `resume` does,
+        // unless another request has woken it meanwhile.
+        let _quota = if sb.state == State::Hibernated {
+            let g = self.inner.quota_lock.lock().await;
+            let now = self.get_by_id(&sb.id)?;
+            if now.state == State::Hibernated && now.desired_state != State::Running {
+                self.check_compute_quota(tenant, &now).await?;
+            }
+            Some(g)
+        } else {
+            None
+        };
+        let lock = self.inner.lock_for(&sb.id);
+        let woke_from = {
+            let _g = lock.lock().await;
+            // Re-read under the lock: another request may have woken it,
+            // or a user changed its state or policy.
+            let rec = self.record(tenant, &sb.id)?;
+            match rec.state {
+                State::Paused | State::Hibernated
+                    if !policy::wakes_on_use(&rec.spec.policies, &rec.reason) =>
+                {
+                    return Err(asleep(&self.view(&rec)?, op));
+                }
+                // The first request to get here wakes it.
+                s @ (State::Paused | State::Hibernated) if rec.desired_state == s => {
+                    self.inner.store.set_desired(&rec.id, State::Running)?;
+                    self.inner
+                        .store
+                        .add_event(&rec.id, "request", &format!("woken by {op}"))?;
+                    Some(s)
+                }
+                // Being woken by another request (its reconciliation is
+                // waited for below), or going elsewhere: agent() judges
+                // the state it ends in.
+                _ => None,
+            }
+        };
+        reconcile::reconcile(&self.inner, &sb.id).await;
+        let after = self.get_by_id(&sb.id)?;
+        if let Some(from) = woke_from {
+            self.woken(&after, from)?;
+        }
+        if after.state == State::Error {
+            return Err(Error::Conflict(format!(
+                "waking sandbox {} for {op} failed: {}",
+                sb.name, after.reason
+            )));
+        }
+        Ok(after)
+    }
+
+    /// Bookkeeping of a wake this request did: the count for `/metrics`,
+    /// activity now (the idle timeout counts from the wake), and a hold on
+    /// a pausing TTL that has already fired.
+    fn woken(&self, sb: &Sandbox, from: State) -> Result<()> {
+        {
+            let mut w = self.inner.wakes.lock().unwrap_or_else(|p| p.into_inner());
+            *w.entry((sb.tenant.clone(), from.as_str())).or_default() += 1;
+        }
+        if sb.state != State::Running {
+            return Ok(());
+        }
+        let now = self.inner.clock.now_ms();
+        let p = &sb.spec.policies;
+        let ttl_fired = p.ttl_action == Some(Action::Pause)
+            && p.ttl_ms
+                .is_some_and(|ttl| sb.created_at + ttl as i64 <= now);
+        if ttl_fired {
+            let hold = TTL_HOLD_AFTER_WAKE_MS.max(p.ttl_ms.unwrap_or(0)) as i64;
+            let until = (now + hold).max(sb.hold_until.unwrap_or(i64::MIN));
+            self.inner.store.keepalive(&sb.id, now, until)?;
+        } else {
+            // Not through the once-a-second filter of `touch`: the
+            // activity before the sleep may be what it last wrote.
+            self.inner.store.touch(&sb.id, now)?;
+        }
+        Ok(())
+    }
+
+    /// Sandboxes woken on use since the daemon started, by tenant and the
+    /// state they were woken from (`paused`, `hibernated`).
+    pub fn wake_counts(&self) -> Vec<(String, &'static str, u64)> {
+        let w = self.inner.wakes.lock().unwrap_or_else(|p| p.into_inner());
+        w.iter().map(|((t, s), n)| (t.clone(), *s, *n)).collect()
+    }
+}
+
+/// The refusal of an operation on a sandbox that sleeps and does not wake
+/// on use. Clients word the commands (resume it, or turn auto-resume on)
+/// from the code and facts.
+fn asleep(sb: &Sandbox, op: &str) -> Error {
+    let why = match sb.spec.policies.auto_resume {
+        Some(false) => "its auto_resume policy is off",
+        _ => "it was paused on request, and such a sandbox is resumed explicitly unless its auto_resume policy is on",
+    };
+    Error::Asleep {
+        sandbox: sb.name.clone(),
+        state: sb.state,
+        action: op.to_string(),
+        message: format!(
+            "sandbox {} is {} and does not wake on use ({why}); resume it first, or turn its auto_resume policy on",
+            sb.name,
+            sb.state.as_str()
+        ),
+    }
+}
