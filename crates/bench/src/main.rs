@@ -15,6 +15,7 @@ mod machine;
 mod memory;
 mod report;
 mod stats;
+mod wake;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -42,7 +43,10 @@ USAGE: dwell-bench --socket PATH --data-dir DIR --dwell PATH --daemon-pid PID [o
   --warmup N             unmeasured runs before each case [3]
   --gvisor-iterations N  gVisor create and exec runs (0 skips gVisor) [10]
   --gvisor-rounds N      hibernate+resume rounds, dwell and plain runsc, alternating [10]
+  --wake-iterations N    wake-on-use rounds per case: exec on a running sandbox,
+                         then on a paused one that wakes (0 skips the case) [20]
   --only-gvisor yes      run only the gVisor cases; print them, write nothing
+  --only-wake yes        run only the wake-on-use cases; print them, write nothing
 ";
 
 const PREAMBLE: &str = "# Benchmarks
@@ -77,7 +81,9 @@ struct Opts {
     warmup: usize,
     gvisor_iterations: usize,
     gvisor_rounds: usize,
+    wake_iterations: usize,
     only_gvisor: bool,
+    only_wake: bool,
 }
 
 fn parse() -> Result<Opts> {
@@ -96,7 +102,9 @@ fn parse() -> Result<Opts> {
         warmup: 3,
         gvisor_iterations: 10,
         gvisor_rounds: 10,
+        wake_iterations: 20,
         only_gvisor: false,
+        only_wake: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -126,7 +134,9 @@ fn parse() -> Result<Opts> {
             "--warmup" => o.warmup = num(&value)?,
             "--gvisor-iterations" => o.gvisor_iterations = num(&value)?,
             "--gvisor-rounds" => o.gvisor_rounds = num(&value)?.max(1),
+            "--wake-iterations" => o.wake_iterations = num(&value)?,
             "--only-gvisor" => o.only_gvisor = value == "yes",
+            "--only-wake" => o.only_wake = value == "yes",
             _ => return Err(Error::Usage(format!("unknown option {flag}"))),
         }
     }
@@ -188,9 +198,16 @@ async fn run(api: &mut Api, o: &Opts) -> Result<report::Results> {
     let pause = cases::pause_api(api, w, o.pause_iterations).await?;
     step("dwell: idle memory");
     let idle = cases::idle(api, &o.data_dir, o.daemon_pid, o.idle, o.settle).await?;
-    let gvisor = if o.gvisor_iterations > 0 && gvisor::available(api).await {
+    let has_gvisor = o.gvisor_iterations > 0 && gvisor::available(api).await;
+    let gvisor = if has_gvisor {
         step("gVisor: create, exec, hibernate/resume, plain runsc");
         Some(gvisor::run(api, w.min(1), o.gvisor_iterations, o.gvisor_rounds).await?)
+    } else {
+        None
+    };
+    let wake = if o.wake_iterations > 0 {
+        step("dwell: wake on use (exec on a paused or hibernated sandbox)");
+        Some(wake::run(api, has_gvisor, w, o.wake_iterations, o.gvisor_rounds).await?)
     } else {
         None
     };
@@ -209,6 +226,7 @@ async fn run(api: &mut Api, o: &Opts) -> Result<report::Results> {
         freezer_v2,
         idle,
         gvisor,
+        wake,
         elapsed_s: start.elapsed().as_secs_f64(),
         load_after: machine::loadavg(),
     })
@@ -239,6 +257,26 @@ async fn main() {
         let leftovers = api.delete_all().await;
         match r {
             Ok(r) => print!("{}", gvisor::render(&r)),
+            Err(e) => {
+                eprintln!("dwell-bench: {e}");
+                std::process::exit(1);
+            }
+        }
+        std::process::exit(if leftovers.is_empty() { 0 } else { 1 });
+    }
+    if o.only_wake {
+        let has_gvisor = gvisor::available(&mut api).await;
+        let r = wake::run(
+            &mut api,
+            has_gvisor,
+            o.warmup,
+            o.wake_iterations.max(1),
+            o.gvisor_rounds,
+        )
+        .await;
+        let leftovers = api.delete_all().await;
+        match r {
+            Ok(r) => print!("{}", wake::render(&r)),
             Err(e) => {
                 eprintln!("dwell-bench: {e}");
                 std::process::exit(1);

@@ -33,6 +33,8 @@ pub struct Results {
     pub idle: Idle,
     /// gVisor cases (None: runsc or the daemon's gVisor runtime missing).
     pub gvisor: Option<crate::gvisor::GvisorResults>,
+    /// Wake-on-use cases (None: skipped with `--wake-iterations 0`).
+    pub wake: Option<crate::wake::WakeResults>,
     pub elapsed_s: f64,
     pub load_after: String,
 }
@@ -335,6 +337,9 @@ pub fn render(r: &Results) -> String {
     );
     if let Some(g) = &r.gvisor {
         o.push_str(&crate::gvisor::render(g));
+    }
+    if let Some(w) = &r.wake {
+        o.push_str(&crate::wake::render(w));
     }
     let _ = writeln!(o, "{END}");
     o
