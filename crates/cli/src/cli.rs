@@ -45,7 +45,10 @@ pub enum Command {
     Ls(LsArgs),
     /// Show everything about a sandbox.
     Inspect(NameJson),
-    /// Run a command in a sandbox; exits with the command's exit code.
+    /// Run a command in a sandbox; exits with the command's exit code. A
+    /// paused or hibernated sandbox whose auto-resume is on (the default
+    /// after a policy such as --idle-timeout paused it) is resumed first;
+    /// otherwise this exits 75 and says how to resume it.
     Exec(ExecArgs),
     /// Open an interactive shell (a PTY that follows your terminal's size).
     Shell(ShellArgs),
@@ -57,7 +60,9 @@ pub enum Command {
     Ps(NameJson),
     /// Send a signal to a process in a sandbox.
     Kill(KillArgs),
-    /// Freeze every process of a sandbox (memory stays; nothing runs).
+    /// Freeze every process of a sandbox (memory stays; nothing runs). A
+    /// sandbox paused this way is not woken by exec or file operations
+    /// unless its --auto-resume policy is on.
     Pause(Names),
     /// Thaw a paused sandbox, or restore a hibernated one (from disk, or from its archive).
     Resume(Names),
