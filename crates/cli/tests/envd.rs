@@ -885,6 +885,19 @@ fn an_auto_resume_sandbox_wakes_for_an_envd_request() {
     assert!(d
         .ok(&["--as-tenant", "wake-t", "logs", &sb.id])
         .contains("woken by E2B envd request"));
+    // Woken, it has a timeout again (its pausing TTL was kept through the
+    // pause), not none.
+    let info: Value =
+        serde_json::from_str(&d.ok(&["--as-tenant", "wake-t", "inspect", &sb.id, "--json"]))
+            .unwrap();
+    assert!(
+        info["schedule"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["policy"] == "ttl" && s["action"] == "pause"),
+        "{info}"
+    );
     let r = plain.unary("filesystem.Filesystem/Stat", json!({"path": "/root"}));
     assert_eq!(r.json()["code"], "unavailable", "{r}");
     assert_eq!(detail(&plain.id)["state"], "paused");

@@ -87,8 +87,16 @@ pub fn current(sb: &Sandbox) -> PolicyArgs {
 
 /// Drop the timeout (before a pause). Returns the policies to put back if
 /// the pause fails.
+///
+/// A sandbox that wakes on use and pauses on timeout keeps its TTL: a
+/// pausing TTL does nothing while it is paused, and when a request wakes
+/// it the TTL gives it a timeout again (at least five minutes, as E2B's
+/// auto-resume does) instead of none.
 pub fn clear(ctl: &Controller, tenant: &str, sb: &Sandbox) -> E2bResult<PolicyArgs> {
     let before = current(sb);
+    if sb.spec.policies.auto_resume == Some(true) && effective_action(sb) == Action::Pause {
+        return Ok(before);
+    }
     ctl.update_policies(
         tenant,
         &sb.id,
