@@ -217,6 +217,9 @@ pub struct Sandbox {
     /// Bytes of saved memory and process state of a hibernated sandbox.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub saved_state_bytes: Option<u64>,
+    /// Filled by `inspect`: the ports exposed through the port proxy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<crate::ports::PortExposure>,
 }
 
 /// The longest duration a request may give: 100 years, in seconds. Longer

@@ -55,6 +55,8 @@ pub(crate) struct Context {
     pub(crate) locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Open agent connections, by sandbox id.
     pub(crate) agents: tokio::sync::Mutex<HashMap<String, AgentClient>>,
+    /// The port proxy's settings and redeemed login links.
+    pub(crate) ports: crate::ports::PortState,
 }
 
 impl Context {

@@ -19,6 +19,7 @@ mod create;
 mod credentials;
 mod diff;
 mod lifecycle;
+mod ports;
 mod snapshot;
 mod tenants;
 mod views;
@@ -117,6 +118,7 @@ impl Controller {
                 touched: Mutex::new(HashMap::new()),
                 locks: Mutex::new(HashMap::new()),
                 agents: tokio::sync::Mutex::new(HashMap::new()),
+                ports: Default::default(),
             }),
         }
     }
