@@ -196,7 +196,7 @@ async fn route_and_serve(
                 html,
                 "Unauthorized",
                 &format!(
-                    "port {} of this sandbox is private: send its token in the {TOKEN_HEADER} \
+                    "port {} of this sandbox is private: send its token in the X-Dwell-Token \
                      header, or open the one-time link `dwell port SANDBOX {}` prints",
                     route.port, route.port
                 ),
@@ -542,6 +542,9 @@ async fn forward(
     *slot = Some(up);
     let (mut parts, body) = resp.into_parts();
     strip_hop(&mut parts.headers, false);
+    // The client's connection is ours (HTTP/1.1, kept alive), whatever
+    // the server spoke.
+    parts.version = hyper::Version::HTTP_11;
     Ok(Response::from_parts(parts, box_body(body)))
 }
 
@@ -572,6 +575,7 @@ async fn upgrade(
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (mut parts, body) = resp.into_parts();
         strip_hop(&mut parts.headers, false);
+        parts.version = hyper::Version::HTTP_11;
         return Ok(Response::from_parts(parts, box_body(body)));
     }
     let mut resp = resp;
