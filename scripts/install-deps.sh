@@ -110,6 +110,8 @@ pkgs=(
   busybox-static  # a tiny static userland for the OCI image import test
   zstd        # the `tar | zstd` baseline of the snapshot benchmark
   xfsprogs    # reflink-capable data dirs: the snapshot freeze test and benchmark
+  chromium    # headless browser screenshots through the port proxy (tests)
+  curl        # requests through the port proxy (tests)
 )
 missing=()
 for p in "${pkgs[@]}"; do

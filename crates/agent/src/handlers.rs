@@ -74,6 +74,7 @@ pub async fn run(ctx: StreamCtx, req: Request) {
                 crate::server::unlisten_now();
             }
         }
+        Request::Connect { host, port } => crate::tcp::connect(ctx, host, port).await,
         Request::Rename { from, to, user } => {
             let op = move || files::rename(&from, &to);
             ctx.end(files::blocking(move || as_user::run(user, op)).await)

@@ -23,6 +23,7 @@ mod ring;
 mod server;
 mod shutdown;
 mod spawn;
+mod tcp;
 mod user;
 mod watch;
 

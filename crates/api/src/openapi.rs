@@ -6,7 +6,9 @@ use std::sync::OnceLock;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{exec, files, hibernate, images, processes, sandboxes, snapshots, tenants};
+use crate::routes::{
+    exec, files, hibernate, images, ports, processes, sandboxes, snapshots, tenants,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -36,6 +38,10 @@ use crate::routes::{exec, files, hibernate, images, processes, sandboxes, snapsh
         sandboxes::pause,
         sandboxes::resume,
         hibernate::hibernate,
+        ports::expose,
+        ports::list,
+        ports::get,
+        ports::unexpose,
         sandboxes::events,
         sandboxes::stats,
         sandboxes::diff,

@@ -82,6 +82,15 @@ pub enum Command {
     Update(UpdateArgs),
     /// Show the live resource usage of a sandbox.
     Stats(NameJson),
+    /// The URL of a port of a sandbox (exposing it privately first if it is
+    /// not exposed), with a one-time browser link; without PORT, list the
+    /// exposed ports. Needs `dwell serve --proxy-listen`.
+    Port(PortArgs),
+    /// Expose a port of a sandbox through the port proxy: private (a token
+    /// is printed once) unless --public.
+    Expose(ExposeArgs),
+    /// Stop exposing a port (its token, links and cookies stop working).
+    Unexpose(UnexposeArgs),
     /// What a sandbox changed relative to its image: packages and files.
     Diff(NameJson),
     /// Snapshots: point-in-time copies of a sandbox's files.
@@ -133,9 +142,34 @@ pub struct ServeArgs {
     #[arg(long, default_value = "1h")]
     pub signed_url_lifetime: String,
     /// The domain reported to E2B clients; they reach envd at
-    /// `49983-{id}.{domain}` unless E2B_SANDBOX_URL is set.
+    /// `49983-{id}.{domain}` unless E2B_SANDBOX_URL is set. Default with
+    /// `--proxy-listen`: the proxy's `--domain` (and port, unless 80), so
+    /// the SDKs' `getHost(port)` names the proxy.
     #[arg(long)]
     pub e2b_domain: Option<String>,
+    /// Serve the port proxy on TCP (`127.0.0.1:8081`): ports exposed with
+    /// `dwell expose` / `dwell port` are reached as `http://PORT-ID.DOMAIN/`
+    /// (HTTP/1.1, WebSocket, and raw TCP through CONNECT).
+    #[arg(long)]
+    pub proxy_listen: Option<String>,
+    /// The domain of the port proxy's host names (`PORT-ID.DOMAIN`); point
+    /// a wildcard DNS record (`*.DOMAIN`) at the proxy. `localhost` works
+    /// in browsers without DNS.
+    #[arg(long, default_value = "localhost")]
+    pub domain: String,
+    /// The port in URLs the daemon prints for exposed ports (default: the
+    /// `--proxy-listen` port; give 80 when a front proxy serves the domain
+    /// on the standard port).
+    #[arg(long)]
+    pub proxy_url_port: Option<u16>,
+    /// Connections the port proxy holds open to one sandbox at once (kept
+    /// HTTP connections, WebSockets, CONNECT tunnels); more get 503.
+    #[arg(long, default_value_t = 128)]
+    pub proxy_max_per_sandbox: usize,
+    /// A proxied WebSocket or CONNECT tunnel with no traffic for this long is
+    /// closed; also the longest wait for a sandbox server's answer.
+    #[arg(long, default_value = "10m")]
+    pub proxy_idle_timeout: String,
     /// Ceilings of one sandbox and the quota of tenants without a record.
     #[command(flatten)]
     pub limits: LimitFlags,
@@ -371,6 +405,41 @@ pub struct LsArgs {
     /// Print ids only.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PortArgs {
+    /// Sandbox name or id.
+    pub sandbox: String,
+    /// The port a server listens on inside the sandbox.
+    pub port: Option<u16>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExposeArgs {
+    /// Sandbox name or id.
+    pub sandbox: String,
+    /// The port a server listens on inside the sandbox.
+    pub port: u16,
+    /// Anyone who knows the URL may use it, without a token.
+    #[arg(long)]
+    pub public: bool,
+    /// Make a new token for a private port (voids the old one, its links
+    /// and cookies).
+    #[arg(long, conflicts_with = "public")]
+    pub new_token: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UnexposeArgs {
+    /// Sandbox name or id.
+    pub sandbox: String,
+    /// The exposed port.
+    pub port: u16,
 }
 
 #[derive(Debug, Args)]

@@ -58,6 +58,8 @@ pub(crate) struct Context {
     /// Sandboxes woken on use since the daemon started, by tenant and the
     /// state they were woken from (`paused`, `hibernated`).
     pub(crate) wakes: Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
+    /// The port proxy's settings and redeemed login links.
+    pub(crate) ports: crate::ports::PortState,
 }
 
 impl Context {

@@ -19,6 +19,7 @@ mod create;
 mod credentials;
 mod diff;
 mod lifecycle;
+mod ports;
 mod snapshot;
 mod tenants;
 mod views;
@@ -119,6 +120,7 @@ impl Controller {
                 locks: Mutex::new(HashMap::new()),
                 agents: tokio::sync::Mutex::new(HashMap::new()),
                 wakes: Mutex::new(Default::default()),
+                ports: Default::default(),
             }),
         }
     }

@@ -30,6 +30,8 @@ pub mod fact {
     pub const SNAPSHOT: &str = "snapshot";
     /// A name already taken.
     pub const NAME: &str = "name";
+    /// A port inside the sandbox.
+    pub const PORT: &str = "port";
 }
 
 /// A control-plane failure.
@@ -45,6 +47,9 @@ pub enum Error {
     /// No tenant has that name.
     #[error("no tenant is named {0:?}")]
     TenantNotFound(String),
+    /// The port of the sandbox is not exposed through the port proxy.
+    #[error("port {port} of sandbox {sandbox} is not exposed; `dwell port {sandbox}` lists what is, `dwell expose {sandbox} {port}` exposes it")]
+    PortNotExposed { sandbox: String, port: u16 },
     /// The request is malformed or out of range.
     #[error("invalid {field}: {message}")]
     Invalid { field: String, message: String },
@@ -120,9 +125,10 @@ impl Error {
     /// Stable code for API clients.
     pub fn code(&self) -> &'static str {
         match self {
-            Error::NotFound(_) | Error::SnapshotNotFound(_) | Error::TenantNotFound(_) => {
-                "not_found"
-            }
+            Error::NotFound(_)
+            | Error::SnapshotNotFound(_)
+            | Error::TenantNotFound(_)
+            | Error::PortNotExposed { .. } => "not_found",
             Error::Runtime(dwell_runtime::Error::Unsupported { .. }) => "unsupported",
             Error::Invalid { .. } => "invalid_argument",
             Error::Conflict(_) | Error::Refused { .. } => "conflict",
@@ -140,7 +146,10 @@ impl Error {
     /// HTTP status for the API.
     pub fn status(&self) -> u16 {
         match self {
-            Error::NotFound(_) | Error::SnapshotNotFound(_) | Error::TenantNotFound(_) => 404,
+            Error::NotFound(_)
+            | Error::SnapshotNotFound(_)
+            | Error::TenantNotFound(_)
+            | Error::PortNotExposed { .. } => 404,
             Error::Invalid { .. } => 400,
             Error::Conflict(_)
             | Error::Refused { .. }
@@ -169,6 +178,10 @@ impl Error {
             }
             Error::NameTaken(name) => {
                 f.insert(fact::NAME, name.clone());
+            }
+            Error::PortNotExposed { sandbox, port } => {
+                f.insert(fact::SANDBOX, sandbox.clone());
+                f.insert(fact::PORT, port.to_string());
             }
             Error::Refused {
                 sandbox,

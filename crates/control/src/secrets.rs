@@ -23,6 +23,9 @@ pub struct Sealer {
     token_key: [u8; 32],
     /// Root of the per-tenant snapshot keys (derived like `token_key`).
     snapshot_root: [u8; 32],
+    /// Signs the port proxy's one-time login tokens and cookies, and
+    /// derives E2B traffic access tokens (derived like `token_key`).
+    port_key: [u8; 32],
 }
 
 impl Sealer {
@@ -34,6 +37,7 @@ impl Sealer {
                 .map_err(|e| std::io::Error::other(e.to_string()))?,
             token_key: blake3::derive_key("dwell 2026 sandbox access token", &key),
             snapshot_root: blake3::derive_key("dwell 2026 snapshot tenant keys", &key),
+            port_key: blake3::derive_key("dwell 2026 port proxy", &key),
         })
     }
 
@@ -66,6 +70,12 @@ impl Sealer {
             Ok(h) => h == blake3::keyed_hash(&self.token_key, sandbox_id.as_bytes()),
             Err(_) => false,
         }
+    }
+
+    /// A MAC of `msg` under the port proxy's key (compare the
+    /// `blake3::Hash` values: their equality is constant-time).
+    pub fn port_mac(&self, msg: &[u8]) -> blake3::Hash {
+        blake3::keyed_hash(&self.port_key, msg)
     }
 
     /// The snapshot encryption key of `tenant` in format versions 1 and 2: a

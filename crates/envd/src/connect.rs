@@ -147,6 +147,7 @@ impl From<dwell_proto::Error> for ConnectError {
                     | K::NotADirectory
                     | K::DirectoryNotEmpty => Code::InvalidArgument,
                     K::NoSpace | K::TooManyStreams => Code::ResourceExhausted,
+                    K::ConnectionRefused | K::Unreachable => Code::Unavailable,
                     K::Io | K::Other => Code::Internal,
                 };
                 ConnectError::new(code, r.message)

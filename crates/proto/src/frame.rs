@@ -43,7 +43,8 @@ pub enum Kind {
     Stderr = 6,
     /// Raw bytes: file content (both directions) or stdin (client).
     Data = 7,
-    /// Client: end of stdin / end of file content.
+    /// Client: end of stdin / end of file content. Either side on a
+    /// `connect` stream: that direction of the TCP connection is closed.
     Eof = 8,
     /// Client: JSON `Control` (resize, signal) on an open stream.
     Control = 9,

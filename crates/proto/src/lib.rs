@@ -17,7 +17,7 @@ pub mod messages;
 pub use auth::AgentKey;
 pub use client::{
     AgentClient, FileReader, FileWriter, FsEvent, Peer, ProcessEvent, ProcessInput, ProcessOutput,
-    ProcessStream, Watcher,
+    ProcessStream, TcpTunnel, Watcher,
 };
 pub use error::{Error, Result};
 pub use messages::*;

@@ -116,6 +116,23 @@ pub enum Request {
     /// message costs far less than delivering a signal into a gVisor
     /// sandbox. Agents older than this request refuse it as unknown.
     Unlisten,
+    /// Opens a TCP connection from inside the sandbox (its own network
+    /// namespace) to `host:port` and pipes bytes both ways: `Data` frames
+    /// in each direction, `Eof` from either side half-closes its
+    /// direction. The agent answers `connected`, then ends the stream once
+    /// both directions are closed (or with an error when the socket fails).
+    /// Agents older than this request refuse it as unknown.
+    Connect {
+        /// An IP address, `localhost`, or a name in the sandbox's
+        /// `/etc/hosts`. Default `127.0.0.1`.
+        #[serde(default = "default_connect_host")]
+        host: String,
+        port: u16,
+    },
+}
+
+fn default_connect_host() -> String {
+    "127.0.0.1".into()
 }
 
 /// A non-final message from the agent on a stream.
@@ -134,6 +151,9 @@ pub enum Event {
     Watching,
     /// A change under a watched directory; `name` is relative to it.
     Fs { name: String, change: FsChange },
+    /// A `connect` reached its peer; `Data` frames may flow both ways.
+    /// `peer` is the address connected to (`ip:port`).
+    Connected { peer: String },
 }
 
 /// What happened to a watched path (the classes of fsnotify/E2B).
@@ -335,6 +355,11 @@ pub enum ErrorKind {
     ReadOnly,
     NoSuchProcess,
     TooManyStreams,
+    /// A `connect` found nothing listening on the port (ECONNREFUSED).
+    ConnectionRefused,
+    /// A `connect` could not reach the address (no route, timed out,
+    /// unresolvable name).
+    Unreachable,
     Io,
     #[serde(other)]
     Other,
@@ -354,6 +379,8 @@ impl ErrorKind {
             28 | 122 => ErrorKind::NoSpace,                  // ENOSPC, EDQUOT
             30 => ErrorKind::ReadOnly,                       // EROFS
             3 => ErrorKind::NoSuchProcess,                   // ESRCH
+            111 => ErrorKind::ConnectionRefused,             // ECONNREFUSED
+            101 | 113 | 110 => ErrorKind::Unreachable,       // ENETUNREACH, EHOSTUNREACH, ETIMEDOUT
             _ => ErrorKind::Io,
         }
     }
@@ -372,6 +399,8 @@ impl ErrorKind {
             ErrorKind::ReadOnly => "read_only",
             ErrorKind::NoSuchProcess => "no_such_process",
             ErrorKind::TooManyStreams => "too_many_streams",
+            ErrorKind::ConnectionRefused => "connection_refused",
+            ErrorKind::Unreachable => "unreachable",
             ErrorKind::Io => "io",
             ErrorKind::Other => "other",
         }
@@ -428,6 +457,23 @@ mod tests {
         );
         let e: Request = serde_json::from_str(r#"{"op":"exec","shell":"echo hi"}"#).unwrap();
         assert_eq!(e, Request::Exec(ExecRequest::shell("echo hi")));
+    }
+
+    #[test]
+    fn connect_json_shape() {
+        let r: Request = serde_json::from_str(r#"{"op":"connect","port":8080}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::Connect {
+                host: "127.0.0.1".into(),
+                port: 8080
+            }
+        );
+        let e: RemoteError =
+            serde_json::from_str(r#"{"kind":"connection_refused","message":"x"}"#).unwrap();
+        assert_eq!(e.kind, ErrorKind::ConnectionRefused);
+        assert_eq!(ErrorKind::Unreachable.as_str(), "unreachable");
+        assert_eq!(ErrorKind::from_errno(111), ErrorKind::ConnectionRefused);
     }
 
     #[test]

@@ -98,6 +98,18 @@ pub const MIGRATIONS: &[&str] = &[
         slot INTEGER PRIMARY KEY,
         sandbox_id TEXT NOT NULL UNIQUE
     );",
+    // 8: ports of sandboxes exposed through the port proxy: public or
+    // private (then the SHA-256 of its token; the token is shown once).
+    // Port 0 stands for every port (E2B sandboxes). Rows go with the
+    // sandbox when it is deleted.
+    "CREATE TABLE port_exposures (
+        sandbox_id TEXT NOT NULL,
+        port INTEGER NOT NULL,
+        public INTEGER NOT NULL,
+        token_hash TEXT,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (sandbox_id, port)
+    );",
 ];
 
 /// Bring the schema to the newest version.

@@ -4,6 +4,7 @@ pub(crate) mod exec;
 pub(crate) mod files;
 pub(crate) mod hibernate;
 pub(crate) mod images;
+pub(crate) mod ports;
 pub(crate) mod processes;
 pub(crate) mod sandboxes;
 pub mod snapshots;
@@ -58,6 +59,14 @@ pub fn router(state: AppState) -> Router {
             get(snapshots::inspect).delete(snapshots::delete),
         )
         .route("/v1/sandboxes/{id}/exec", post(exec::run).get(exec::stream))
+        .route(
+            "/v1/sandboxes/{id}/ports",
+            post(ports::expose).get(ports::list),
+        )
+        .route(
+            "/v1/sandboxes/{id}/ports/{port}",
+            get(ports::get).delete(ports::unexpose),
+        )
         .route("/v1/sandboxes/{id}/processes", get(processes::list))
         .route(
             "/v1/sandboxes/{id}/processes/{pid}/signal",

@@ -73,7 +73,9 @@ pub async fn inspect(
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Sandbox>> {
-    view(&st.ctl.inspect(&p.tenant, &id).await?)
+    let Json(mut sb) = view(&st.ctl.inspect(&p.tenant, &id).await?)?;
+    sb.ports = super::ports::exposures_of(&st.ctl, &p.tenant, &sb.id)?;
+    Ok(Json(sb))
 }
 
 #[utoipa::path(delete, path = "/v1/sandboxes/{id}", tag = "sandboxes",

@@ -6,11 +6,13 @@ mod exec;
 mod image;
 mod limits;
 mod listener;
+mod ports;
 mod private;
 mod runtimes;
 mod sandbox;
 pub mod serve;
 mod serve_e2b;
+mod serve_proxy;
 mod snapshot;
 pub mod snapstore;
 mod tenant;
@@ -39,6 +41,9 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Ls(a) => sandbox::ls(&client, a).await,
         Command::Inspect(a) => sandbox::inspect(&client, a).await,
         Command::Stats(a) => sandbox::stats(&client, a).await,
+        Command::Port(a) => ports::port(&client, a).await,
+        Command::Expose(a) => ports::expose(&client, a).await,
+        Command::Unexpose(a) => ports::unexpose(&client, a).await,
         Command::Diff(a) => sandbox::diff(&client, a).await,
         Command::Snapshot(c) => snapshot::run(&client, c).await,
         Command::Restore { sandbox, snapshot } => {

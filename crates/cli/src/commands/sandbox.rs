@@ -175,6 +175,21 @@ pub async fn inspect(c: &Client, a: NameJson) -> Result<i32> {
         }
     );
     println!("privileges:  {}", privileges(&sb.spec));
+    for e in &sb.ports {
+        let what = if e.port == 0 {
+            "every port".to_string()
+        } else {
+            format!("port {}", e.port)
+        };
+        println!(
+            "exposed:     {what} ({}){}",
+            if e.public { "public" } else { "private" },
+            e.url
+                .as_deref()
+                .map(|u| format!(" {u}"))
+                .unwrap_or_default()
+        );
+    }
     if let Some(v) = &sb.volume {
         println!(
             "volume:      {} ({}), {} used of {}{}",

@@ -23,7 +23,7 @@ use crate::commands::listener;
 /// cgroup parent so daemons side by side never touch each other's sandboxes.
 const DEFAULT_DATA_DIR: &str = "/var/lib/dwell";
 
-pub async fn run(a: ServeArgs, socket: PathBuf) -> Result<i32> {
+pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
     init_logging();
     if unsafe { libc::geteuid() } != 0 {
         bail!("dwell serve needs root: the namespace runtime creates mounts, cgroups and loop devices (run it with sudo)");
@@ -136,6 +136,8 @@ pub async fn run(a: ServeArgs, socket: PathBuf) -> Result<i32> {
         let app = dwell_api::tcp_router(ctl.clone());
         tasks.spawn(listener::serve_http(tcp, app, "--listen", limits));
     }
+    // Before the E2B listeners: the E2B domain defaults to the proxy's.
+    crate::commands::serve_proxy::spawn(&mut a, &ctl, limits, &mut tasks).await?;
     crate::commands::serve_e2b::spawn(&a, &ctl, &data_dir, limits, &mut tasks).await?;
     while let Some(r) = tasks.join_next().await {
         r??;

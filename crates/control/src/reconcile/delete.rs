@@ -23,6 +23,8 @@ pub(crate) async fn run(inner: &Arc<Context>, rec: &Record, reason: &str) -> Res
         inner2.volumes.delete(&id)?;
         // Its files are gone: the uid range may go to another sandbox.
         inner2.store.release_id_range(&id)?;
+        // Its ports are no longer served.
+        inner2.store.delete_exposures(&id)?;
         // An archived sandbox's data is its archive snapshot.
         let archived = crate::archive::load_ref(&inner2, &id).ok().flatten();
         crate::archive::remove_ref(&inner2, &id)?;

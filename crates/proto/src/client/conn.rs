@@ -34,6 +34,8 @@ pub(crate) enum Inbound {
     Stdout(Bytes),
     Stderr(Bytes),
     Data(Bytes),
+    /// The agent closed its sending direction of a `connect` stream.
+    Eof,
     End(std::result::Result<serde_json::Value, RemoteError>),
 }
 
@@ -236,6 +238,7 @@ impl Conn {
             Kind::Stdout => Queued::Msg(Inbound::Stdout(f.payload)),
             Kind::Stderr => Queued::Msg(Inbound::Stderr(f.payload)),
             Kind::Data => Queued::Msg(Inbound::Data(f.payload)),
+            Kind::Eof => Queued::Msg(Inbound::Eof),
             Kind::Window => {
                 let n = frame::parse_window(&f.payload).map_err(|e| e.to_string())?;
                 if let Some(s) = self.state.lock().unwrap().streams.get(&f.stream) {
@@ -403,6 +406,21 @@ impl Stream {
         }
     }
 
+    /// `recv` for poll-based consumers (an `AsyncRead`).
+    pub(crate) fn poll_recv(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<Inbound>> {
+        match self.rx.poll_recv(cx) {
+            std::task::Poll::Pending => std::task::Poll::Pending,
+            std::task::Poll::Ready(Some(q)) => std::task::Poll::Ready(self.take(q)),
+            std::task::Poll::Ready(None) => {
+                self.done = true;
+                std::task::Poll::Ready(Err(self.conn.dead_error()))
+            }
+        }
+    }
+
     /// Like `recv` but without waiting; `None` when nothing is queued.
     pub(crate) fn try_recv(&mut self) -> Option<Result<Inbound>> {
         match self.rx.try_recv() {
@@ -441,7 +459,7 @@ impl Stream {
                     .fetch_sub(b.len(), Ordering::AcqRel);
                 0
             }
-            Queued::Msg(Inbound::Event(_)) => 0,
+            Queued::Msg(Inbound::Event(_) | Inbound::Eof) => 0,
         };
         if n > 0 && !self.done {
             self.recv_outstanding.fetch_sub(n, Ordering::AcqRel);
@@ -487,7 +505,7 @@ pub(crate) struct StreamSender {
 }
 
 impl StreamSender {
-    fn check_open(&self) -> Result<()> {
+    pub(crate) fn check_open(&self) -> Result<()> {
         if self.conn.stream_alive(self.id) {
             return Ok(());
         }
@@ -513,6 +531,20 @@ impl StreamSender {
                 .send_frame(frame::encode(self.id, Kind::Data, &chunk).expect("a data chunk"))?;
         }
         Ok(())
+    }
+
+    /// The stream's send window (permits are bytes the agent accepts).
+    pub(crate) fn window(&self) -> &Arc<Semaphore> {
+        &self.window
+    }
+
+    /// Sends one chunk of at most [`DATA_CHUNK`] bytes whose window the
+    /// caller already took from [`StreamSender::window`] (and forgot).
+    pub(crate) fn data_with_window(&self, chunk: &[u8]) -> Result<()> {
+        self.check_open()?;
+        let f = frame::encode(self.id, Kind::Data, chunk)
+            .map_err(|e| Error::Invalid(format!("the chunk is too large: {e}")))?;
+        self.conn.send_frame(f)
     }
 
     pub(crate) fn frame(&self, kind: Kind, payload: &[u8]) -> Result<()> {

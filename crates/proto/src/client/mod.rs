@@ -8,6 +8,7 @@
 mod conn;
 mod files;
 mod process;
+mod tunnel;
 mod watch;
 
 use std::path::Path;
@@ -20,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 pub use conn::{MAX_QUEUED_EVENTS, MAX_QUEUED_EVENT_BYTES};
 pub use files::{FileReader, FileWriter};
 pub use process::{ProcessEvent, ProcessInput, ProcessOutput, ProcessStream};
+pub use tunnel::TcpTunnel;
 pub use watch::{FsEvent, Watcher};
 
 use crate::auth::{self, AgentKey, Side};
@@ -413,6 +415,28 @@ impl AgentClient {
             "chown",
         )
         .await
+    }
+
+    /// Connects to `host:port` from inside the sandbox (its own network
+    /// namespace, so `127.0.0.1` is the sandbox's loopback) and returns
+    /// the connection as a byte stream. `host` is an IP address,
+    /// `localhost` or a name in the sandbox's `/etc/hosts`. Nothing
+    /// listening fails with [`Error::Remote`] of kind
+    /// [`ErrorKind::ConnectionRefused`](crate::ErrorKind::ConnectionRefused);
+    /// an address that cannot be reached (within the agent's 10 s connect
+    /// timeout) with kind [`ErrorKind::Unreachable`](crate::ErrorKind::Unreachable).
+    pub async fn connect_tcp(&self, host: &str, port: u16) -> Result<TcpTunnel> {
+        let mut s = self.conn.open(&Request::Connect {
+            host: host.into(),
+            port,
+        })?;
+        match self.first(&mut s, "connect").await? {
+            Inbound::Event(Event::Connected { peer }) => Ok(TcpTunnel::new(s, peer)),
+            Inbound::End(Err(e)) => Err(Error::Remote(e)),
+            _ => Err(Error::Protocol(
+                "connect reply did not start with Connected".into(),
+            )),
+        }
     }
 
     /// Watches a directory (and its subdirectories with `recursive`) for

@@ -96,7 +96,7 @@ impl ProcessStream {
             return match m {
                 Inbound::Stdout(b) => Ok(Some(ProcessEvent::Stdout(b))),
                 Inbound::Stderr(b) => Ok(Some(ProcessEvent::Stderr(b))),
-                Inbound::Data(_) => Err(Error::Protocol(
+                Inbound::Data(_) | Inbound::Eof => Err(Error::Protocol(
                     "agent sent file data on a process stream".into(),
                 )),
                 Inbound::Event(Event::Started { .. } | Event::Attached { .. }) => continue,

@@ -1,0 +1,481 @@
+//! End to end: the port proxy (`dwell serve --proxy-listen --domain`).
+//! A `python3 -m http.server` in a sandbox without a network is reached
+//! through the proxy by host name: with its token, through a one-time
+//! link and its cookie, by name, publicly; wrong tokens get 401, unknown
+//! hosts and another tenant's calls 404, a port nothing listens on a 502
+//! page that names it. A WebSocket-style upgrade and a CONNECT tunnel pipe
+//! bytes both ways. A headless Chromium takes a screenshot of a page a
+//! sandbox serves. Both runtimes (gVisor when runsc is there).
+//!
+//! All traffic goes to the proxy on 127.0.0.1; host names are sent as
+//! `Host` headers (and mapped to 127.0.0.1 for Chromium), never resolved.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+const DOMAIN: &str = "dwell.test";
+
+/// A WebSocket-style server on port 8765, in plain python3: answers an
+/// `Upgrade: websocket` handshake with 101 and the RFC 6455 accept key,
+/// then echoes raw bytes until the client closes.
+const WS_SERVER: &str = r#"
+import base64, hashlib, socket, threading
+def serve(c):
+    data = b''
+    while b'\r\n\r\n' not in data:
+        d = c.recv(4096)
+        if not d: return
+        data += d
+    head, rest = data.split(b'\r\n\r\n', 1)
+    key = ''
+    for line in head.decode().split('\r\n')[1:]:
+        k, _, v = line.partition(':')
+        if k.strip().lower() == 'sec-websocket-key': key = v.strip()
+    acc = base64.b64encode(hashlib.sha1((key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').encode()).digest()).decode()
+    c.sendall(('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n' % acc).encode())
+    if rest: c.sendall(rest)
+    while True:
+        d = c.recv(65536)
+        if not d: break
+        c.sendall(d)
+    c.close()
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('127.0.0.1', 8765)); s.listen(16)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+const PAGE: &str = "<!doctype html><html><head><title>dwell preview</title></head>\
+<body style=\"background:#1e6fd9;color:#fff;font:40px sans-serif\">\
+<h1 id=\"hello\">hello from the sandbox</h1></body></html>";
+
+struct Setup {
+    d: Daemon,
+    proxy: String,
+    api: String,
+    id: String,
+}
+
+fn start(runtime: &str) -> Setup {
+    let proxy = format!("127.0.0.1:{}", free_port());
+    let api = format!("127.0.0.1:{}", free_port());
+    let d = Daemon::start_with(&[
+        "--proxy-listen",
+        &proxy,
+        "--domain",
+        DOMAIN,
+        "--listen",
+        &api,
+    ]);
+    wait_listening(&proxy, 20);
+    wait_listening(&api, 20);
+    assert!(
+        d.log().contains(&format!("port proxy on http://{proxy}")),
+        "the daemon says where the proxy is"
+    );
+    let id = d.create("web", &["--isolation", runtime]);
+    d.sh(
+        "web",
+        &format!("mkdir -p /srv/site && cat > /srv/site/index.html <<'EOF'\n{PAGE}\nEOF"),
+    );
+    d.ok(&[
+        "exec",
+        "-d",
+        "web",
+        "-w",
+        "/srv/site",
+        "--",
+        "python3",
+        "-m",
+        "http.server",
+        "8080",
+        "--bind",
+        "127.0.0.1",
+    ]);
+    d.ok(&["exec", "-d", "web", "--", "python3", "-c", WS_SERVER]);
+    d.sh(
+        "web",
+        "for i in $(seq 100); do python3 -c \"import socket; [socket.create_connection(('127.0.0.1', p)) for p in (8080, 8765)]\" 2>/dev/null && exit 0; sleep 0.1; done; exit 1",
+    );
+    Setup { d, proxy, api, id }
+}
+
+fn get(s: &Setup, host: &str, path: &str, headers: &[(&str, &str)]) -> Response {
+    let mut h = vec![("Host", host)];
+    h.extend_from_slice(headers);
+    http::request(&s.proxy, "GET", path, &h, b"")
+}
+
+fn port_json(s: &Setup, args: &[&str]) -> serde_json::Value {
+    let mut a = args.to_vec();
+    a.push("--json");
+    serde_json::from_str(&s.d.ok(&a)).unwrap()
+}
+
+/// The HTTP part: tokens, links, cookies, names, errors, public, tenants.
+fn http_checks(s: &Setup) {
+    let host = format!("8080-{}.{DOMAIN}", s.id);
+    // Before exposing: 404 naming the port.
+    let r = get(s, &host, "/", &[]);
+    assert_eq!(r.status, 404, "{r}");
+    assert!(
+        r.text().contains("port 8080 of sandbox web is not exposed"),
+        "{r}"
+    );
+
+    // `dwell port` exposes privately and prints URL, token and link.
+    let e = port_json(s, &["port", "web", "8080"]);
+    let proxy_port = s.proxy.rsplit(':').next().unwrap();
+    assert_eq!(
+        e["url"].as_str().unwrap(),
+        format!("http://{host}:{proxy_port}/")
+    );
+    assert_eq!(e["public"], false);
+    let token = e["token"]
+        .as_str()
+        .expect("a new private port's token")
+        .to_string();
+    let link = e["login_url"].as_str().unwrap().to_string();
+
+    let r = get(s, &host, "/", &[("X-Dwell-Token", &token)]);
+    assert_eq!(r.status, 200, "{r}");
+    assert!(r.text().contains("hello from the sandbox"), "{r}");
+    // E2B's header works too; the token never reaches the server.
+    let r = get(
+        s,
+        &host,
+        "/index.html",
+        &[("e2b-traffic-access-token", &token)],
+    );
+    assert_eq!(r.status, 200, "{r}");
+    // Missing or wrong token: 401 that says how.
+    let r = get(s, &host, "/", &[]);
+    assert_eq!(r.status, 401, "{r}");
+    assert!(r.text().contains("X-Dwell-Token"), "{r}");
+    let r = get(s, &host, "/", &[("X-Dwell-Token", &"0".repeat(64))]);
+    assert_eq!(r.status, 401, "{r}");
+    // By name (the default tenant's sandbox `web`).
+    let r = get(
+        s,
+        &format!("8080-web.{DOMAIN}:{proxy_port}"),
+        "/",
+        &[("X-Dwell-Token", &token)],
+    );
+    assert_eq!(r.status, 200, "{r}");
+
+    // The one-time link: a cookie and a redirect to the clean URL, once.
+    let path = &link[link.find("/?").unwrap()..];
+    let r = get(s, &host, path, &[]);
+    assert_eq!(r.status, 303, "{r}");
+    assert_eq!(r.header("location"), Some("/"), "{r}");
+    let cookie = r.header("set-cookie").expect("a cookie").to_string();
+    assert!(
+        cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Lax")
+            && !cookie.contains("Domain"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().unwrap().to_string();
+    let r = get(s, &host, "/", &[("Cookie", &format!("theme=dark; {pair}"))]);
+    assert_eq!(r.status, 200, "{r}");
+    let r = get(s, &host, path, &[]);
+    assert_eq!(r.status, 401, "a link works once: {r}");
+    // The cookie is bound to its host.
+    let r = get(s, &format!("8080-web.{DOMAIN}"), "/", &[("Cookie", &pair)]);
+    assert_eq!(r.status, 401, "{r}");
+    // `dwell port` of an exposed port: a fresh link, no new token.
+    let again = port_json(s, &["port", "web", "8080"]);
+    assert!(again.get("token").is_none(), "{again}");
+    assert_ne!(again["login_url"], e["login_url"]);
+
+    // Keep-alive: two requests on one client connection.
+    let mut c = TcpStream::connect(&s.proxy).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    for _ in 0..2 {
+        write!(
+            c,
+            "GET / HTTP/1.1\r\nHost: {host}\r\nX-Dwell-Token: {token}\r\n\r\n"
+        )
+        .unwrap();
+        let head = read_head(&mut c);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let len: usize = header_of(&head, "content-length").unwrap().parse().unwrap();
+        let mut body = vec![0u8; len];
+        c.read_exact(&mut body).unwrap();
+        assert!(String::from_utf8_lossy(&body).contains("hello from the sandbox"));
+    }
+
+    // Unknown sandbox, unknown host: 404 that reveals nothing.
+    let r = get(s, &format!("8080-abcdefghijkmnpqrstuv.{DOMAIN}"), "/", &[]);
+    assert_eq!(r.status, 404, "{r}");
+    assert!(r.text().contains("no sandbox port is served"), "{r}");
+    let r = get(s, "example.org", "/", &[]);
+    assert_eq!(r.status, 404, "{r}");
+
+    // Exposed, nothing listening: 502 naming sandbox and port.
+    s.d.ok(&["expose", "web", "9090", "--public"]);
+    let r = get(
+        s,
+        &format!("9090-{}.{DOMAIN}", s.id),
+        "/",
+        &[("Accept", "text/html")],
+    );
+    assert_eq!(r.status, 502, "{r}");
+    assert!(
+        r.text()
+            .contains("nothing listens on port 9090 inside sandbox web")
+            && r.text().contains("0.0.0.0 or 127.0.0.1"),
+        "{r}"
+    );
+    assert!(
+        r.header("content-type").unwrap().starts_with("text/html"),
+        "{r}"
+    );
+
+    // inspect and `dwell port SANDBOX` list the exposures.
+    let v = s.d.inspect("web");
+    let ports: Vec<u64> = v["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["port"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ports, [8080, 9090], "{v}");
+    let listed = s.d.ok(&["port", "web"]);
+    assert!(
+        listed.contains("port 9090") && listed.contains("(public)"),
+        "{listed}"
+    );
+    assert!(s
+        .d
+        .ok(&["inspect", "web"])
+        .contains("exposed:     port 8080 (private)"));
+
+    // Another tenant: 404 for the sandbox, its ports and by name.
+    let other = s.d.tenant_key("other");
+    let r = http::request(
+        &s.api,
+        "GET",
+        &format!("/v1/sandboxes/{}/ports", s.id),
+        &[("Authorization", &format!("Bearer {other}"))],
+        b"",
+    );
+    assert_eq!(r.status, 404, "{r}");
+    let r = http::request(
+        &s.api,
+        "POST",
+        &format!("/v1/sandboxes/{}/ports", s.id),
+        &[
+            ("Authorization", &format!("Bearer {other}")),
+            ("Content-Type", "application/json"),
+        ],
+        br#"{"port": 8080, "public": true}"#,
+    );
+    assert_eq!(r.status, 404, "{r}");
+    let r = get(
+        s,
+        &format!("8080-web--other.{DOMAIN}"),
+        "/",
+        &[("X-Dwell-Token", &token)],
+    );
+    assert_eq!(r.status, 404, "{r}");
+
+    // Public: no token needed. Private again: a new token, the old one void.
+    s.d.ok(&["expose", "web", "8080", "--public"]);
+    let r = get(s, &host, "/", &[]);
+    assert_eq!(r.status, 200, "{r}");
+    let e = port_json(s, &["expose", "web", "8080"]);
+    let token2 = e["token"].as_str().unwrap().to_string();
+    assert_ne!(token2, token);
+    assert_eq!(get(s, &host, "/", &[("X-Dwell-Token", &token)]).status, 401);
+    assert_eq!(
+        get(s, &host, "/", &[("X-Dwell-Token", &token2)]).status,
+        200
+    );
+    let out = s.d.run(&["unexpose", "web", "7000"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("port 7000 of sandbox web is not exposed"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+fn read_head(c: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = c.read(&mut b).unwrap();
+        assert_eq!(
+            n,
+            1,
+            "closed in the head: {}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(b[0]);
+    }
+    String::from_utf8(head).unwrap()
+}
+
+fn header_of(head: &str, name: &str) -> Option<String> {
+    head.split("\r\n")
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim().to_string())
+}
+
+/// An upgrade (WebSocket handshake) and a CONNECT tunnel.
+fn tunnel_checks(s: &Setup) {
+    let e = port_json(s, &["expose", "web", "8765"]);
+    let token = e["token"].as_str().unwrap().to_string();
+    let host = format!("8765-{}.{DOMAIN}", s.id);
+    let mut c = TcpStream::connect(&s.proxy).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        c,
+        "GET /chat HTTP/1.1\r\nHost: {host}\r\nX-Dwell-Token: {token}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .unwrap();
+    let head = read_head(&mut c);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert_eq!(
+        header_of(&head, "sec-websocket-accept").as_deref(),
+        Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        "{head}"
+    );
+    for msg in [&b"hello websocket"[..], &[7u8; 200_000][..]] {
+        c.write_all(msg).unwrap();
+        let mut back = vec![0u8; msg.len()];
+        c.read_exact(&mut back).unwrap();
+        assert_eq!(back, msg);
+    }
+    drop(c);
+
+    // CONNECT to the HTTP server's port, then HTTP over the raw tunnel.
+    let e = port_json(s, &["port", "web", "8080"]);
+    let token = e["token"].as_str().map(str::to_string);
+    let token = token.unwrap_or_else(|| {
+        port_json(s, &["expose", "web", "8080", "--new-token"])["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    });
+    let target = format!("8080-{}.{DOMAIN}:80", s.id);
+    let mut c = TcpStream::connect(&s.proxy).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        c,
+        "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nX-Dwell-Token: {token}\r\n\r\n"
+    )
+    .unwrap();
+    let head = read_head(&mut c);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    write!(c, "GET /index.html HTTP/1.0\r\n\r\n").unwrap();
+    let mut all = String::new();
+    c.read_to_string(&mut all).unwrap();
+    assert!(
+        all.starts_with("HTTP/1.0 200") && all.contains("hello from the sandbox"),
+        "{all}"
+    );
+    // CONNECT without the token: 401.
+    let mut c = TcpStream::connect(&s.proxy).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(c, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").unwrap();
+    let head = read_head(&mut c);
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+}
+
+/// A headless Chromium screenshot of the sandbox's page, through the proxy
+/// (public, so the browser needs no header).
+fn screenshot_check(s: &Setup) {
+    let chromium = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|c| skip::have_tool(c));
+    let Some(chromium) = chromium else {
+        skip("chromium is not installed (scripts/install-deps.sh installs it); no screenshot");
+        return;
+    };
+    s.d.ok(&["expose", "web", "8080", "--public"]);
+    let proxy_port = s.proxy.rsplit(':').next().unwrap();
+    let url = format!("http://8080-{}.{DOMAIN}:{proxy_port}/", s.id);
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("shot.png");
+    let rules = format!("--host-resolver-rules=MAP *.{DOMAIN} 127.0.0.1");
+    let base = |c: &mut Command| {
+        c.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-dev-shm-usage",
+            &rules,
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            dir.path().join("profile").display()
+        ));
+    };
+    let mut c = Command::new(chromium);
+    base(&mut c);
+    c.arg(format!("--screenshot={}", png.display()))
+        .arg("--window-size=800,600")
+        .arg(&url);
+    let out = process::output_within(c, "chromium --screenshot", String::new);
+    assert!(png.is_file(), "no screenshot: {}", stderr(&out));
+    let data = std::fs::read(&png).unwrap();
+    assert_eq!(&data[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
+    assert_eq!(&data[12..16], b"IHDR");
+    let w = u32::from_be_bytes(data[16..20].try_into().unwrap());
+    let h = u32::from_be_bytes(data[20..24].try_into().unwrap());
+    assert_eq!((w, h), (800, 600), "the screenshot's size");
+    // A blank page compresses to almost nothing; this one has a colored
+    // background and text.
+    assert!(
+        data.len() > 3000,
+        "the screenshot looks blank ({} bytes)",
+        data.len()
+    );
+    let mut c = Command::new(chromium);
+    base(&mut c);
+    c.arg("--dump-dom").arg(&url);
+    let out = process::output_within(c, "chromium --dump-dom", String::new);
+    let dom = stdout(&out);
+    assert!(
+        dom.contains("<h1 id=\"hello\">hello from the sandbox</h1>"),
+        "the page chromium saw: {dom}\n{}",
+        stderr(&out)
+    );
+}
+
+fn run(runtime: &str) {
+    let s = start(runtime);
+    http_checks(&s);
+    tunnel_checks(&s);
+    screenshot_check(&s);
+    // Exposures die with the sandbox.
+    s.d.ok(&["rm", "-f", "web"]);
+    let r = get(&s, &format!("8080-{}.{DOMAIN}", s.id), "/", &[]);
+    assert_eq!(r.status, 404, "{r}");
+}
+
+#[test]
+fn proxy_serves_a_namespace_sandbox() {
+    if can_run() {
+        run("namespace");
+    }
+}
+
+#[test]
+fn proxy_serves_a_gvisor_sandbox() {
+    if can_run_gvisor() {
+        run("gvisor");
+    }
+}

@@ -1,0 +1,313 @@
+//! Port exposures' naming and credentials, shared by the REST API (which
+//! prints URLs and login links) and the port proxy (which checks them).
+//!
+//! * Host names: `PORT-ID.DOMAIN` (the form E2B's `getHost(port)` builds),
+//!   `PORT-NAME--TENANT.DOMAIN`, and `PORT-NAME.DOMAIN` for a sandbox of
+//!   the `default` tenant (names are unique per tenant only, so a bare name
+//!   never reaches another tenant's sandbox).
+//! * A private exposure has a random token, shown once; only its BLAKE3
+//!   hash is stored. Clients send it in `X-Dwell-Token` (or E2B's
+//!   `e2b-traffic-access-token`).
+//! * One-time login links carry a token signed with the daemon's key
+//!   (sandbox, port, expiry, a nonce, bound to the exposure's token hash);
+//!   the proxy redeems each nonce once and answers with a cookie signed
+//!   the same way, bound to the host name, that lasts [`COOKIE_LIFETIME_MS`].
+//!   Re-exposing or unexposing the port (a new token hash) voids both.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, RwLock};
+
+use dwell_store::Exposure;
+
+use crate::model::Sandbox;
+
+/// The tenant whose sandboxes `PORT-NAME.DOMAIN` names.
+pub const DEFAULT_TENANT: &str = "default";
+/// How long a one-time login link is valid.
+pub const LOGIN_LIFETIME_MS: i64 = 15 * 60 * 1000;
+/// How long the cookie a login link sets is valid.
+pub const COOKIE_LIFETIME_MS: i64 = 24 * 60 * 60 * 1000;
+/// Redeemed login nonces remembered at most (each for its link's life).
+const MAX_REDEEMED: usize = 100_000;
+
+/// Where the port proxy is reached, for the URLs the daemon prints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortSettings {
+    /// The domain under which `PORT-ID.DOMAIN` names are served.
+    pub domain: String,
+    /// The port of URLs (`None`: the scheme's default, 80).
+    pub url_port: Option<u16>,
+}
+
+impl PortSettings {
+    /// `http://LABEL.DOMAIN[:PORT]/` for a host label (`8080-ID`).
+    pub fn url(&self, label: &str) -> String {
+        match self.url_port {
+            Some(p) => format!("http://{label}.{}:{p}/", self.domain),
+            None => format!("http://{label}.{}/", self.domain),
+        }
+    }
+}
+
+/// The proxy's mutable state kept by the controller.
+#[derive(Default)]
+pub(crate) struct PortState {
+    pub(crate) settings: RwLock<Option<PortSettings>>,
+    /// Redeemed login nonces and when their links expire.
+    redeemed: Mutex<HashMap<String, i64>>,
+}
+
+impl PortState {
+    /// Marks `nonce` redeemed; false when it already was.
+    pub(crate) fn redeem(&self, nonce: &str, expires_ms: i64, now_ms: i64) -> bool {
+        let mut m = self.redeemed.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= MAX_REDEEMED {
+            m.retain(|_, exp| *exp > now_ms);
+        }
+        if m.len() >= MAX_REDEEMED || m.contains_key(nonce) {
+            return false;
+        }
+        m.insert(nonce.to_string(), expires_ms);
+        true
+    }
+}
+
+/// The result of exposing a port.
+#[derive(Debug, Clone)]
+pub struct Exposed {
+    pub sandbox: Sandbox,
+    pub exposure: Exposure,
+    /// The new access token of a private exposure (shown only now); `None`
+    /// when the port is public or already was exposed the same way.
+    pub token: Option<String>,
+    /// False when the port already was exposed the same way.
+    pub created: bool,
+}
+
+/// What a proxied host name leads to.
+#[derive(Debug, Clone)]
+pub struct PortRoute {
+    pub sandbox: Sandbox,
+    pub port: u16,
+    /// The exposure that covers the port (its own, or the sandbox's
+    /// every-port exposure); `None` when the port is not exposed.
+    pub exposure: Option<Exposure>,
+}
+
+/// What the sandbox part of a host name says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostTarget {
+    Id(String),
+    Name { name: String, tenant: String },
+}
+
+/// The host label of a port of a sandbox (`8080-ID`).
+pub fn host_label(port: u16, sandbox_id: &str) -> String {
+    format!("{port}-{sandbox_id}")
+}
+
+/// Parses `PORT-X.DOMAIN[:port]` (case-insensitive); `None` when the host
+/// is not under `domain` or not of that shape.
+pub fn parse_host(host: &str, domain: &str) -> Option<(u16, HostTarget)> {
+    let host = host.trim().trim_end_matches('.');
+    // Drop a `:port` (host names here are never IPv6 literals).
+    let host = match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let host = host.to_ascii_lowercase();
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    let label = host.strip_suffix(&domain)?.strip_suffix('.')?;
+    if label.contains('.') {
+        return None;
+    }
+    let (port, rest) = label.split_once('-')?;
+    if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+    if rest.is_empty() {
+        return None;
+    }
+    let target = if crate::ids::looks_like_id(rest) {
+        HostTarget::Id(rest.to_string())
+    } else if let Some((name, tenant)) = rest.rsplit_once("--") {
+        if name.is_empty() || tenant.is_empty() {
+            return None;
+        }
+        HostTarget::Name {
+            name: name.to_string(),
+            tenant: tenant.to_string(),
+        }
+    } else {
+        HostTarget::Name {
+            name: rest.to_string(),
+            tenant: DEFAULT_TENANT.to_string(),
+        }
+    };
+    Some((port, target))
+}
+
+/// A fresh exposure token (64 hex digits) and its stored hash.
+pub fn new_token() -> std::io::Result<(String, String)> {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).map_err(|e| std::io::Error::other(format!("OS random source: {e}")))?;
+    let token: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let hash = token_hash(&token);
+    Ok((token, hash))
+}
+
+/// The stored hash of an exposure token.
+pub fn token_hash(token: &str) -> String {
+    blake3::hash(token.as_bytes()).to_hex().to_string()
+}
+
+/// Whether `token` hashes to `hash` (constant-time comparison of hashes).
+pub fn token_matches(hash: &str, token: &str) -> bool {
+    match blake3::Hash::from_hex(hash) {
+        Ok(h) => h == blake3::hash(token.as_bytes()),
+        Err(_) => false,
+    }
+}
+
+/// What a login token says (before its MAC and nonce are checked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Login {
+    pub(crate) sandbox_id: String,
+    pub(crate) port: u16,
+    pub(crate) expires_ms: i64,
+    pub(crate) nonce: String,
+    pub(crate) mac: String,
+}
+
+impl Login {
+    /// `l1.SANDBOX.PORT.EXPIRES.NONCE.MAC`.
+    pub(crate) fn encode(&self) -> String {
+        format!(
+            "l1.{}.{}.{}.{}.{}",
+            self.sandbox_id, self.port, self.expires_ms, self.nonce, self.mac
+        )
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Login> {
+        let mut it = s.split('.');
+        if it.next()? != "l1" {
+            return None;
+        }
+        let l = Login {
+            sandbox_id: it.next()?.to_string(),
+            port: it.next()?.parse().ok()?,
+            expires_ms: it.next()?.parse().ok()?,
+            nonce: it.next()?.to_string(),
+            mac: it.next()?.to_string(),
+        };
+        it.next().is_none().then_some(l)
+    }
+
+    /// The bytes the MAC covers.
+    pub(crate) fn signed(&self, token_hash: &str) -> Vec<u8> {
+        format!(
+            "login\0{}\0{}\0{}\0{}\0{token_hash}",
+            self.sandbox_id, self.port, self.expires_ms, self.nonce
+        )
+        .into_bytes()
+    }
+}
+
+/// The bytes a proxy cookie's MAC covers.
+pub(crate) fn cookie_signed(
+    host: &str,
+    sandbox_id: &str,
+    port: u16,
+    expires_ms: i64,
+    token_hash: &str,
+) -> Vec<u8> {
+    format!(
+        "cookie\0{}\0{sandbox_id}\0{port}\0{expires_ms}\0{token_hash}",
+        host.to_ascii_lowercase()
+    )
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names_parse() {
+        let id = "abcdefghijkmnpqrstuv";
+        assert_eq!(
+            parse_host(&format!("8080-{id}.localhost:8081"), "localhost"),
+            Some((8080, HostTarget::Id(id.into())))
+        );
+        assert_eq!(
+            parse_host("3000-Web.Example.COM", "example.com"),
+            Some((
+                3000,
+                HostTarget::Name {
+                    name: "web".into(),
+                    tenant: DEFAULT_TENANT.into()
+                }
+            ))
+        );
+        assert_eq!(
+            parse_host("3000-my-app--team-a.example.com.", "example.com"),
+            Some((
+                3000,
+                HostTarget::Name {
+                    name: "my-app".into(),
+                    tenant: "team-a".into()
+                }
+            ))
+        );
+        for bad in [
+            "example.com",
+            "x.example.com",
+            "0-web.example.com",
+            "70000-web.example.com",
+            "8080-.example.com",
+            "8080-web.other.com",
+            "8080-web.a.example.com",
+            "8080-web--.example.com",
+            "8080-web.notexample.com",
+        ] {
+            assert_eq!(parse_host(bad, "example.com"), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn tokens_and_logins() {
+        let (t, h) = new_token().unwrap();
+        assert_eq!(t.len(), 64);
+        assert!(token_matches(&h, &t));
+        assert!(!token_matches(&h, "nope"));
+        assert!(!token_matches("not hex", &t));
+        let l = Login {
+            sandbox_id: "abc".into(),
+            port: 80,
+            expires_ms: 5,
+            nonce: "n1".into(),
+            mac: "m".into(),
+        };
+        assert_eq!(Login::parse(&l.encode()), Some(l));
+        assert_eq!(Login::parse("l1.a.80.5.n"), None);
+        assert_eq!(Login::parse("l2.a.80.5.n.m"), None);
+        let st = PortState::default();
+        assert!(st.redeem("n1", 10, 0));
+        assert!(!st.redeem("n1", 10, 0));
+    }
+
+    #[test]
+    fn urls() {
+        let s = PortSettings {
+            domain: "localhost".into(),
+            url_port: Some(8081),
+        };
+        assert_eq!(s.url("80-x"), "http://80-x.localhost:8081/");
+        let s = PortSettings {
+            domain: "d.io".into(),
+            url_port: None,
+        };
+        assert_eq!(s.url("80-x"), "http://80-x.d.io/");
+    }
+}
