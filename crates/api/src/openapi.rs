@@ -6,7 +6,9 @@ use std::sync::OnceLock;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{exec, files, hibernate, images, processes, sandboxes, snapshots, tenants};
+use crate::routes::{
+    exec, files, hibernate, images, processes, sandboxes, snapshots, ssh_keys, tenants,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -67,6 +69,9 @@ use crate::routes::{exec, files, hibernate, images, processes, sandboxes, snapsh
         tenants::new_api_key,
         tenants::list_keys,
         tenants::revoke_key,
+        ssh_keys::add,
+        ssh_keys::list,
+        ssh_keys::remove,
         tenants::usage,
         tenants::audit,
         tenants::metrics,

@@ -14,6 +14,7 @@ pub mod images;
 pub mod query;
 pub mod sandbox;
 pub mod snapshots;
+pub mod ssh_keys;
 pub mod tenants;
 
 pub use error::{ErrorBody, ErrorDetail};

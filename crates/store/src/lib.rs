@@ -17,6 +17,7 @@ mod keys;
 mod kinds;
 pub mod migrations;
 mod sandboxes;
+mod ssh_keys;
 mod tenants;
 mod usage;
 
@@ -31,6 +32,7 @@ pub use events::Event;
 pub use keys::{ApiKey, KeyRecord};
 pub use kinds::{Mode, RuntimeName, State};
 pub use sandboxes::{SandboxRecord, Spec};
+pub use ssh_keys::SshKey;
 pub use tenants::Tenant;
 pub use usage::{UsageDelta, UsageRow};
 

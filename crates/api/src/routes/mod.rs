@@ -7,6 +7,7 @@ pub(crate) mod images;
 pub(crate) mod processes;
 pub(crate) mod sandboxes;
 pub mod snapshots;
+pub(crate) mod ssh_keys;
 pub(crate) mod tenants;
 
 use std::future::Future;
@@ -87,6 +88,11 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/tenants/{name}/keys/{key}",
             axum::routing::delete(tenants::revoke_key),
+        )
+        .route("/v1/ssh-keys", post(ssh_keys::add).get(ssh_keys::list))
+        .route(
+            "/v1/ssh-keys/{key}",
+            axum::routing::delete(ssh_keys::remove),
         )
         .route("/v1/usage", get(tenants::usage))
         .route("/v1/audit", get(tenants::audit))

@@ -13,6 +13,7 @@ pub mod serve;
 mod serve_e2b;
 mod snapshot;
 pub mod snapstore;
+mod ssh_key;
 mod tenant;
 
 use anyhow::Result;
@@ -61,6 +62,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Cp(a) => cp::run(&client, a).await,
         Command::Image(c) => image::run(&client, c).await,
         Command::Tenant(c) => tenant::run(&client, c).await,
+        Command::SshKey(c) => ssh_key::run(&client, c).await,
         Command::Usage(a) => tenant::usage(&client, a).await,
         Command::Audit(a) => tenant::audit(&client, a).await,
         Command::Doctor(a) => doctor::run(a),
