@@ -7,7 +7,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    exec, files, hibernate, images, ports, processes, sandboxes, snapshots, tenants,
+    exec, files, hibernate, images, ports, processes, sandboxes, snapshots, ssh_keys, tenants,
 };
 
 #[derive(OpenApi)]
@@ -73,6 +73,9 @@ use crate::routes::{
         tenants::new_api_key,
         tenants::list_keys,
         tenants::revoke_key,
+        ssh_keys::add,
+        ssh_keys::list,
+        ssh_keys::remove,
         tenants::usage,
         tenants::audit,
         tenants::metrics,

@@ -109,6 +109,10 @@ pub enum Command {
     /// Manage tenants and their quotas (admin).
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// SSH public keys of your tenant, for `ssh -p PORT SANDBOX@HOST`
+    /// through the daemon's SSH gateway (`dwell serve --ssh-listen`).
+    #[command(subcommand, name = "ssh-key")]
+    SshKey(SshKeyCommand),
     /// Usage and cost: vCPU-hours, GiB-hours of memory and storage.
     Usage(UsageArgs),
     /// The audit log: who did what to which sandbox, when.
@@ -136,6 +140,19 @@ pub struct ServeArgs {
     /// (`127.0.0.1:49983`): the SDKs' `E2B_SANDBOX_URL`.
     #[arg(long)]
     pub e2b_sandbox_listen: Option<String>,
+    /// Serve SSH on TCP (`0.0.0.0:2222`): `ssh -p 2222 SANDBOX@HOST` logs in
+    /// to a sandbox with a key its tenant registered (`dwell ssh-key add`);
+    /// shells, commands, scp/sftp and `ssh -L` forwarding. The host key is
+    /// made once in the data dir (`ssh_host_ed25519_key`); its fingerprint
+    /// is logged at start and shown by `dwell doctor`.
+    #[arg(long, value_name = "ADDR")]
+    pub ssh_listen: Option<String>,
+    /// SSH connections served at once (`--ssh-listen`); more are closed.
+    #[arg(long, default_value_t = 256)]
+    pub ssh_max_connections: usize,
+    /// An SSH connection with no traffic for this long is closed.
+    #[arg(long, default_value = "1h")]
+    pub ssh_idle_timeout: String,
     /// How long an E2B signed file URL without an expiration stays valid
     /// after its first use (the SDK's `download_url`/`upload_url` without
     /// `use_signature_expiration`).
@@ -586,6 +603,32 @@ pub enum ImageCommand {
         name: String,
         /// Path (on the daemon's host) of the OCI layout dir or tarball.
         path: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SshKeyCommand {
+    /// Register a public key: `dwell ssh-key add ~/.ssh/id_ed25519.pub`
+    /// (`-` reads it from stdin). Then `ssh -p 2222 SANDBOX@HOST` logs in
+    /// to any sandbox of your tenant with its private half.
+    Add {
+        /// The public key file (one OpenSSH line), or `-` for stdin.
+        file: String,
+        /// A name for it (default: the key's comment).
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List your tenant's SSH keys: id, name, fingerprint, added, last login.
+    Ls(JsonFlag),
+    /// Remove a key by id or name; logins with it are refused from now on
+    /// (open sessions keep running).
+    Rm {
+        /// The key's id or name, from `dwell ssh-key ls`.
+        key: String,
+        #[arg(long)]
+        json: bool,
     },
 }
 

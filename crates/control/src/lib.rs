@@ -31,6 +31,8 @@
 //!   volumes, archived sandboxes, store garbage collection, and the progress
 //!   of long snapshot operations; [`memory`]: a hibernated sandbox's saved
 //!   memory stored with its volume.
+//! - [`ssh_keys`]: SSH public keys as users register them (parsed and
+//!   fingerprinted) for the SSH gateway.
 //! - [`quota`], [`limits`]: per-tenant quotas, the quota of tenants
 //!   without a record and the daemon-wide ceilings of one sandbox.
 
@@ -61,6 +63,7 @@ pub mod size;
 pub mod snapshot_gc;
 pub mod snapshot_settings;
 pub mod snapshots;
+pub mod ssh_keys;
 mod state_dir;
 mod templates;
 mod thaw;

@@ -18,6 +18,7 @@ mod kinds;
 pub mod migrations;
 mod ports;
 mod sandboxes;
+mod ssh_keys;
 mod tenants;
 mod usage;
 
@@ -33,6 +34,7 @@ pub use keys::{ApiKey, KeyRecord};
 pub use kinds::{Mode, RuntimeName, State};
 pub use ports::Exposure;
 pub use sandboxes::{SandboxRecord, Spec};
+pub use ssh_keys::SshKey;
 pub use tenants::Tenant;
 pub use usage::{UsageDelta, UsageRow};
 

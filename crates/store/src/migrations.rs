@@ -110,6 +110,20 @@ pub const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL,
         PRIMARY KEY (sandbox_id, port)
     );",
+    // 9: SSH public keys registered per tenant (the SSH gateway's logins);
+    // one key at most once per tenant.
+    "CREATE TABLE ssh_keys (
+        id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        name TEXT NOT NULL,
+        public_key TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        last_used_at INTEGER
+    );
+    CREATE UNIQUE INDEX ssh_keys_tenant_fingerprint ON ssh_keys(tenant, fingerprint);
+    CREATE UNIQUE INDEX ssh_keys_tenant_name ON ssh_keys(tenant, name);
+    CREATE INDEX ssh_keys_fingerprint ON ssh_keys(fingerprint);",
 ];
 
 /// Bring the schema to the newest version.

@@ -8,6 +8,7 @@ pub(crate) mod ports;
 pub(crate) mod processes;
 pub(crate) mod sandboxes;
 pub mod snapshots;
+pub(crate) mod ssh_keys;
 pub(crate) mod tenants;
 
 use std::future::Future;
@@ -96,6 +97,11 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/tenants/{name}/keys/{key}",
             axum::routing::delete(tenants::revoke_key),
+        )
+        .route("/v1/ssh-keys", post(ssh_keys::add).get(ssh_keys::list))
+        .route(
+            "/v1/ssh-keys/{key}",
+            axum::routing::delete(ssh_keys::remove),
         )
         .route("/v1/usage", get(tenants::usage))
         .route("/v1/audit", get(tenants::audit))

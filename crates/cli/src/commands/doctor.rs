@@ -1,6 +1,6 @@
 //! `doctor`: what this host supports, and why not the rest: the namespace
 //! runtime's kernel features, and whether gVisor (and so hibernation) is
-//! available.
+//! available, and the fingerprint of the SSH gateway's host key.
 
 use std::path::Path;
 
@@ -34,6 +34,7 @@ pub fn run(a: JsonFlag) -> Result<i32> {
         },
     });
     checks.push(gvisor);
+    checks.push(ssh_host_key());
     if a.json {
         output::json(&checks)?;
     } else {
@@ -48,4 +49,28 @@ pub fn run(a: JsonFlag) -> Result<i32> {
     }
     // gVisor is optional: only the namespace runtime's needs decide.
     Ok(if ns_ok { 0 } else { 1 })
+}
+
+/// The SSH gateway's host key fingerprint, for users to check their first
+/// connection against (informational: never a missing feature).
+fn ssh_host_key() -> dwell_runtime::ns::Check {
+    let dir = std::env::var_os("DWELL_DATA_DIR").unwrap_or_else(|| "/var/lib/dwell".into());
+    let dir = Path::new(&dir);
+    let detail = match dwell_ssh::host_key::fingerprint_in(dir) {
+        Some(fp) => format!(
+            "{fp} ({})",
+            dir.join(format!("{}.pub", dwell_ssh::host_key::FILE))
+                .display()
+        ),
+        None => format!(
+            "none in {} yet (the first `dwell serve --ssh-listen` makes it), or not readable \
+             by this user",
+            dir.display()
+        ),
+    };
+    dwell_runtime::ns::Check {
+        name: "ssh host key".into(),
+        ok: true,
+        detail,
+    }
 }

@@ -15,6 +15,7 @@ mod serve_e2b;
 mod serve_proxy;
 mod snapshot;
 pub mod snapstore;
+mod ssh_key;
 mod tenant;
 
 use anyhow::Result;
@@ -66,6 +67,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Cp(a) => cp::run(&client, a).await,
         Command::Image(c) => image::run(&client, c).await,
         Command::Tenant(c) => tenant::run(&client, c).await,
+        Command::SshKey(c) => ssh_key::run(&client, c).await,
         Command::Usage(a) => tenant::usage(&client, a).await,
         Command::Audit(a) => tenant::audit(&client, a).await,
         Command::Doctor(a) => doctor::run(a),

@@ -139,6 +139,27 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
     // Before the E2B listeners: the E2B domain defaults to the proxy's.
     crate::commands::serve_proxy::spawn(&mut a, &ctl, limits, &mut tasks).await?;
     crate::commands::serve_e2b::spawn(&a, &ctl, &data_dir, limits, &mut tasks).await?;
+    if let Some(addr) = &a.ssh_listen {
+        let idle_timeout = humantime::parse_duration(&a.ssh_idle_timeout).with_context(|| {
+            format!(
+                "--ssh-idle-timeout {:?} is not a duration; write it like 1h",
+                a.ssh_idle_timeout
+            )
+        })?;
+        let host = dwell_ssh::host_key::load_or_create(&data_dir)?;
+        let tcp = listener::bind(addr, "--ssh-listen").await?;
+        tracing::info!(
+            "also serving SSH on {addr}, host key {} ({})",
+            host.fingerprint(),
+            host.path.display()
+        );
+        let opts = dwell_ssh::Options {
+            max_connections: a.ssh_max_connections,
+            idle_timeout,
+            ..Default::default()
+        };
+        tasks.spawn(dwell_ssh::serve(tcp, ctl.clone(), host, opts, shutdown()));
+    }
     while let Some(r) = tasks.join_next().await {
         r??;
     }

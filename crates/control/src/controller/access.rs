@@ -4,10 +4,10 @@
 //! checks the sandbox's own access token, not a tenant's key). Every
 //! gateway goes through these methods; none holds the store.
 
-use dwell_store::{ApiKey, AuditEntry, KeyRecord, Tenant};
+use dwell_store::{ApiKey, AuditEntry, KeyRecord, SshKey, Tenant};
 
 use crate::controller::Controller;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::{Record, Sandbox, SandboxSpec};
 
 impl Controller {
@@ -34,6 +34,81 @@ impl Controller {
     /// Revoke key `id` of `tenant`; `None` when the tenant has no such key.
     pub fn revoke_api_key(&self, tenant: &str, id: &str) -> Result<Option<KeyRecord>> {
         Ok(self.inner.store.revoke_key(tenant, id)?)
+    }
+
+    /// Register an SSH public key (one OpenSSH line) for `tenant`, named
+    /// `name` (default: the key's comment, or its fingerprint's start).
+    pub fn add_ssh_key(&self, tenant: &str, name: Option<&str>, text: &str) -> Result<SshKey> {
+        let parsed = crate::ssh_keys::parse(text)?;
+        let name = match name {
+            Some(n) => {
+                crate::ssh_keys::check_name(n)?;
+                n.to_string()
+            }
+            None => crate::ssh_keys::default_name(&parsed),
+        };
+        let existing = self.inner.store.list_ssh_keys(tenant)?;
+        if let Some(k) = existing
+            .iter()
+            .find(|k| k.fingerprint == parsed.fingerprint)
+        {
+            return Err(Error::Conflict(format!(
+                "this key ({}) is already registered for tenant {tenant} as {:?} ({})",
+                parsed.fingerprint, k.name, k.id
+            )));
+        }
+        if let Some(k) = existing.iter().find(|k| k.name == name) {
+            return Err(Error::Conflict(format!(
+                "tenant {tenant} already has an SSH key named {name:?} ({}); pick another name \
+                 with --name or remove it first",
+                k.id
+            )));
+        }
+        let key = SshKey {
+            id: format!("sshkey-{}", &crate::ids::new_id()[..12]),
+            tenant: tenant.into(),
+            name,
+            public_key: parsed.key,
+            fingerprint: parsed.fingerprint,
+            created_at: 0,
+            last_used_at: None,
+        };
+        if !self.inner.store.insert_ssh_key(&key)? {
+            return Err(Error::Conflict(format!(
+                "tenant {tenant} registered the same key or name meanwhile; list them with \
+                 `dwell ssh-key ls`"
+            )));
+        }
+        let stored = self.inner.store.list_ssh_keys(tenant)?;
+        Ok(stored.into_iter().find(|k| k.id == key.id).unwrap_or(key))
+    }
+
+    /// The SSH keys of `tenant`, oldest first.
+    pub fn ssh_keys(&self, tenant: &str) -> Result<Vec<SshKey>> {
+        Ok(self.inner.store.list_ssh_keys(tenant)?)
+    }
+
+    /// Remove `tenant`'s SSH key by id or name; `None` when it has no such key.
+    pub fn remove_ssh_key(&self, tenant: &str, id_or_name: &str) -> Result<Option<SshKey>> {
+        Ok(self.inner.store.delete_ssh_key(tenant, id_or_name)?)
+    }
+
+    /// The SSH gateway's login check: the registered key with this
+    /// fingerprint whose tenant has the live sandbox `sandbox` (id or name),
+    /// with that sandbox. `None` for an unknown key and for a sandbox of
+    /// another tenant alike. A successful lookup counts as a use of the key.
+    pub fn ssh_login(&self, fingerprint: &str, sandbox: &str) -> Result<Option<(SshKey, Sandbox)>> {
+        for key in self.inner.store.ssh_keys_by_fingerprint(fingerprint)? {
+            match self.get(&key.tenant, sandbox) {
+                Ok(sb) => {
+                    self.inner.store.touch_ssh_key(&key)?;
+                    return Ok(Some((key, sb)));
+                }
+                Err(Error::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
     }
 
     /// Whether an admin API key exists.

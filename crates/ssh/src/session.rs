@@ -1,0 +1,339 @@
+//! Session channels: a shell or a command run through the agent, with or
+//! without a PTY, or the sftp subsystem. The channel's task reads its
+//! requests in order (PTY, environment, then the one that starts
+//! something), runs it, and then carries stdin (and its end), window
+//! changes and signals to the process and its output back, ending with
+//! `exit-status` (or `exit-signal`), EOF and close. A client that closes
+//! the channel first kills the process (its stream is dropped).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use dwell_control::Controller;
+use dwell_proto::{AgentClient, ExecRequest, ProcessEvent, TtySize};
+use russh::server::{Handle, Msg};
+use russh::{Channel, ChannelMsg, ChannelWriteHalf, Sig};
+
+use crate::server::{env_ok, ChannelSlot, Login};
+
+/// The shell of `ssh host` without a command: bash as a login shell when
+/// the image has it, else sh (as `dwell shell` does).
+const LOGIN_SHELL: &str =
+    "if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi";
+
+/// Where shells and commands start (the sandbox's root's home).
+pub const HOME: &str = "/root";
+
+enum Start {
+    Shell,
+    Exec(String),
+    Sftp,
+}
+
+/// The agent of the login's sandbox (woken when its policy allows it), or
+/// a message for the client.
+pub(crate) async fn agent(ctl: &Controller, login: &Login) -> Result<AgentClient, String> {
+    ctl.agent(&login.tenant, &login.sandbox_id)
+        .await
+        .map(|(_, c)| c)
+        .map_err(|e| format!("dwell: sandbox {}: {e}", login.sandbox_name))
+}
+
+/// Runs one session channel to its end.
+pub async fn run(
+    ctl: Controller,
+    login: Arc<Login>,
+    mut channel: Channel<Msg>,
+    handle: Handle,
+    slot: ChannelSlot,
+) {
+    let mut pty: Option<(String, TtySize)> = None;
+    let mut env = BTreeMap::new();
+    let start = loop {
+        match channel.wait().await {
+            Some(ChannelMsg::RequestPty {
+                term,
+                col_width,
+                row_height,
+                ..
+            }) => pty = Some((term, size(col_width, row_height))),
+            Some(ChannelMsg::WindowChange {
+                col_width,
+                row_height,
+                ..
+            }) => {
+                if let Some((_, s)) = &mut pty {
+                    *s = size(col_width, row_height);
+                }
+            }
+            Some(ChannelMsg::SetEnv {
+                variable_name,
+                variable_value,
+                ..
+            }) => {
+                if env_ok(&variable_name, &variable_value, env.len()) {
+                    env.insert(variable_name, variable_value);
+                }
+            }
+            Some(ChannelMsg::RequestShell { .. }) => break Start::Shell,
+            Some(ChannelMsg::Exec { command, .. }) => {
+                break Start::Exec(String::from_utf8_lossy(&command).into_owned())
+            }
+            Some(ChannelMsg::RequestSubsystem { name, .. }) if name == "sftp" => break Start::Sftp,
+            Some(ChannelMsg::Close) | None => return,
+            Some(_) => {}
+        }
+    };
+    // An open channel keeps the sandbox from being idle.
+    let active = ctl.stream_opened(&login.sandbox_id);
+    match start {
+        // The sftp server holds the slot and the activity until it ends.
+        Start::Sftp => return crate::sftp::run(ctl.clone(), login, channel, active, slot),
+        Start::Shell => {
+            let argv = vec!["/bin/sh".into(), "-c".into(), LOGIN_SHELL.into()];
+            exec(&ctl, &login, channel, &handle, argv, pty, env).await
+        }
+        Start::Exec(cmd) => {
+            let argv = vec!["/bin/sh".into(), "-c".into(), cmd];
+            exec(&ctl, &login, channel, &handle, argv, pty, env).await
+        }
+    }
+    drop((active, slot));
+}
+
+fn size(cols: u32, rows: u32) -> TtySize {
+    let clamp = |v: u32, default: u16| match v {
+        0 => default,
+        v => v.min(u16::MAX as u32) as u16,
+    };
+    TtySize {
+        rows: clamp(rows, 24),
+        cols: clamp(cols, 80),
+    }
+}
+
+/// Tells the client why nothing runs, and ends the channel with status 255
+/// (what OpenSSH's client reports for its own errors).
+async fn fail(tx: &ChannelWriteHalf<Msg>, message: &str) {
+    let _ = tx
+        .extended_data_bytes(1, Bytes::from(format!("{message}\r\n")))
+        .await;
+    let _ = tx.exit_status(255).await;
+    let _ = tx.eof().await;
+    let _ = tx.close().await;
+}
+
+async fn exec(
+    ctl: &Controller,
+    login: &Login,
+    channel: Channel<Msg>,
+    handle: &Handle,
+    argv: Vec<String>,
+    pty: Option<(String, TtySize)>,
+    env: BTreeMap<String, String>,
+) {
+    let id = channel.id();
+    let (mut rx, tx) = channel.split();
+    let mut req = ExecRequest {
+        argv,
+        cwd: Some(HOME.into()),
+        stdin: true,
+        ..Default::default()
+    };
+    // The sandbox's secrets first; what the client sends wins.
+    match ctl.secret_env(&login.sandbox_id) {
+        Ok(secrets) => req.env.extend(secrets),
+        Err(e) => {
+            fail(
+                &tx,
+                &format!("dwell: cannot read the sandbox's secrets: {e}"),
+            )
+            .await;
+            return;
+        }
+    }
+    req.env.extend(env);
+    if let Some((term, s)) = pty {
+        if !term.is_empty() {
+            req.env.insert("TERM".into(), term);
+        }
+        req.tty = Some(s);
+    }
+    let mut stream = match start(ctl, login, &req).await {
+        Ok(s) => s,
+        Err(m) => {
+            fail(&tx, &m).await;
+            return;
+        }
+    };
+    let input = stream.input();
+    // Client -> process. Ends when the client closes the channel.
+    let from_client = async {
+        while let Some(msg) = rx.wait().await {
+            let r = match msg {
+                ChannelMsg::Data { data } => input.write_stdin(data).await,
+                ChannelMsg::Eof => input.close_stdin().await,
+                ChannelMsg::WindowChange {
+                    col_width,
+                    row_height,
+                    ..
+                } => {
+                    let s = size(col_width, row_height);
+                    input.resize(s.rows, s.cols).await
+                }
+                ChannelMsg::Signal { signal } => match signal_number(&signal) {
+                    Some(n) => input.signal(n).await,
+                    None => Ok(()),
+                },
+                ChannelMsg::Close => break,
+                _ => Ok(()),
+            };
+            if let Err(e) = r {
+                // The process may have closed its stdin or exited.
+                tracing::debug!("ssh: input to the process: {e}");
+            }
+        }
+    };
+    // Process -> client. Ends with the process.
+    let to_client = async {
+        loop {
+            match stream.try_next().await {
+                Ok(Some(ProcessEvent::Started { .. })) => {}
+                Ok(Some(ProcessEvent::Stdout(b))) => {
+                    if tx.data_bytes(b).await.is_err() {
+                        return None;
+                    }
+                }
+                Ok(Some(ProcessEvent::Stderr(b))) => {
+                    if tx.extended_data_bytes(1, b).await.is_err() {
+                        return None;
+                    }
+                }
+                Ok(Some(ProcessEvent::Exit(status))) => return Some(Ok(status)),
+                Ok(None) => return Some(Err("the process stream ended early".to_string())),
+                Err(e) => return Some(Err(e.to_string())),
+            }
+        }
+    };
+    let ended = tokio::select! {
+        r = to_client => r,
+        () = from_client => None,
+    };
+    match ended {
+        // The client went away: dropping the stream kills the process.
+        None => {}
+        Some(Ok(status)) => {
+            let _ = tx.eof().await;
+            match (status.code, status.signal) {
+                (Some(code), _) => {
+                    let _ = tx.exit_status(code as u32).await;
+                }
+                (None, Some(sig)) => {
+                    let _ = handle
+                        .exit_signal_request(
+                            id,
+                            signal_name(sig),
+                            false,
+                            String::new(),
+                            String::new(),
+                        )
+                        .await;
+                }
+                (None, None) => {
+                    let _ = tx.exit_status(255).await;
+                }
+            }
+            let _ = tx.close().await;
+        }
+        Some(Err(m)) => {
+            let _ = ctl.agent_failed(&login.sandbox_id).await;
+            fail(&tx, &format!("dwell: lost the sandbox's process: {m}")).await;
+        }
+    }
+}
+
+/// Starts the process; a dead cached agent connection is replaced once.
+async fn start(
+    ctl: &Controller,
+    login: &Login,
+    req: &ExecRequest,
+) -> Result<dwell_proto::ProcessStream, String> {
+    let client = agent(ctl, login).await?;
+    match client.exec(req.clone()).await {
+        Ok(s) => Ok(s),
+        Err(dwell_proto::Error::Unreachable(_)) => {
+            ctl.agent_failed(&login.sandbox_id).await;
+            let client = agent(ctl, login).await?;
+            client
+                .exec(req.clone())
+                .await
+                .map_err(|e| format!("dwell: cannot start the command: {e}"))
+        }
+        Err(e) => Err(format!("dwell: cannot start the command: {e}")),
+    }
+}
+
+/// Linux signal numbers of the names SSH uses (RFC 4254 6.10).
+fn signal_number(s: &Sig) -> Option<i32> {
+    Some(match s {
+        Sig::HUP => 1,
+        Sig::INT => 2,
+        Sig::QUIT => 3,
+        Sig::ILL => 4,
+        Sig::ABRT => 6,
+        Sig::FPE => 8,
+        Sig::KILL => 9,
+        Sig::USR1 => 10,
+        Sig::SEGV => 11,
+        Sig::PIPE => 13,
+        Sig::ALRM => 14,
+        Sig::TERM => 15,
+        Sig::Custom(name) => match name.as_str() {
+            "USR2" => 12,
+            "CONT" => 18,
+            "STOP" => 19,
+            "TSTP" => 20,
+            "WINCH" => 28,
+            _ => return None,
+        },
+    })
+}
+
+fn signal_name(n: i32) -> Sig {
+    match n {
+        1 => Sig::HUP,
+        2 => Sig::INT,
+        3 => Sig::QUIT,
+        4 => Sig::ILL,
+        6 => Sig::ABRT,
+        8 => Sig::FPE,
+        9 => Sig::KILL,
+        10 => Sig::USR1,
+        11 => Sig::SEGV,
+        13 => Sig::PIPE,
+        14 => Sig::ALRM,
+        15 => Sig::TERM,
+        12 => Sig::Custom("USR2".into()),
+        n => Sig::Custom(format!("SIG{n}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_round_trip() {
+        for n in [1, 2, 3, 4, 6, 8, 9, 10, 11, 12, 13, 14, 15] {
+            assert_eq!(signal_number(&signal_name(n)), Some(n));
+        }
+        assert_eq!(signal_number(&Sig::Custom("NOPE".into())), None);
+    }
+
+    #[test]
+    fn tty_sizes_are_clamped() {
+        assert_eq!(size(0, 0), TtySize { rows: 24, cols: 80 });
+        assert_eq!(size(100_000, 40).cols, u16::MAX);
+    }
+}
