@@ -55,6 +55,11 @@ pub(crate) struct Context {
     pub(crate) locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Open agent connections, by sandbox id.
     pub(crate) agents: tokio::sync::Mutex<HashMap<String, AgentClient>>,
+    /// The DNS resolver of NAT sandboxes (None: not served, as in tests).
+    pub(crate) dns: Option<Arc<dwell_dns::Resolver>>,
+    /// Egress rules of NAT sandboxes created without rules of their own
+    /// whose tenant has no defaults (`serve --allow-out/--deny-out`).
+    pub(crate) default_egress: dwell_runtime::host::egress::EgressRules,
 }
 
 impl Context {

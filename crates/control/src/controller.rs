@@ -38,7 +38,7 @@ use crate::model::{HostLimits, Mode, Sandbox};
 use crate::policy::PolicyArgs;
 use crate::reconcile;
 
-pub use activity::StreamGuard;
+pub use activity::{EgressChange, StreamGuard};
 
 /// How the daemon wires a controller.
 pub struct ControllerOptions {
@@ -72,6 +72,12 @@ pub struct ControllerOptions {
     pub snapshot_settings: crate::snapshot_settings::SnapshotSettings,
     /// Per-sandbox ceilings and the quota of tenants without a record.
     pub limits: crate::limits::DaemonLimits,
+    /// The DNS resolver of NAT sandboxes (egress domain rules, peer
+    /// names); None serves no DNS (tests without networks).
+    pub dns: Option<Arc<dwell_dns::Resolver>>,
+    /// Egress rules of NAT sandboxes that give none and whose tenant has
+    /// no defaults.
+    pub default_egress: dwell_runtime::host::egress::EgressRules,
 }
 
 /// The control plane. Cheap to clone.
@@ -117,6 +123,8 @@ impl Controller {
                 touched: Mutex::new(HashMap::new()),
                 locks: Mutex::new(HashMap::new()),
                 agents: tokio::sync::Mutex::new(HashMap::new()),
+                dns: opts.dns,
+                default_egress: opts.default_egress,
             }),
         }
     }

@@ -33,6 +33,8 @@
 //!   memory stored with its volume.
 //! - [`quota`], [`limits`]: per-tenant quotas, the quota of tenants
 //!   without a record and the daemon-wide ceilings of one sandbox.
+//! - `egress`: default egress rules and the DNS resolver's attachment to
+//!   running NAT sandboxes.
 
 pub mod agents;
 pub mod archive;
@@ -42,6 +44,7 @@ mod context;
 pub mod controller;
 pub mod crashpoint;
 pub mod diff;
+mod egress;
 pub mod error;
 pub mod ids;
 pub mod keyfile;

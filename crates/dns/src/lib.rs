@@ -229,8 +229,22 @@ impl Resolver {
             }
         }
         self.detach(id);
+        // Another sandbox on this gateway is gone (the kernel never gives
+        // one address to two live sandboxes): its sockets go first.
+        lock(&self.sandboxes).retain(|_, a| a.gateway != gateway);
         let addr = SocketAddr::new(IpAddr::V4(gateway), PORT);
-        let udp = UdpSocket::bind(addr).await?;
+        // Aborted tasks close their sockets at their next poll: retry a
+        // bind that finds the address still in use for a moment.
+        let mut tries = 0;
+        let udp = loop {
+            match UdpSocket::bind(addr).await {
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse && tries < 10 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => break other?,
+            }
+        };
         let tcp = {
             let s = tokio::net::TcpSocket::new_v4()?;
             s.set_reuseaddr(true)?;

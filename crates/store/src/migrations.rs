@@ -98,6 +98,9 @@ pub const MIGRATIONS: &[&str] = &[
         slot INTEGER PRIMARY KEY,
         sandbox_id TEXT NOT NULL UNIQUE
     );",
+    // 11: a tenant's default egress rules (JSON) for its NAT sandboxes
+    // that set none.
+    "ALTER TABLE tenants ADD COLUMN default_egress TEXT;",
 ];
 
 /// Bring the schema to the newest version.
