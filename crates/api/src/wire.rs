@@ -55,7 +55,8 @@ mod tests {
                 "env": {"A": "1"}, "labels": {"team": "x"}, "network": "nat",
                 "policies": {"ttl_ms": 60000, "ttl_action": "archive", "archive_after_ms": 5, "auto_resume": true},
                 "secret_env_names": ["TOKEN"],
-                "allow_raw_sockets": false, "allow_core_dumps": true
+                "allow_raw_sockets": false, "allow_core_dumps": true,
+                "egress": {"allow": ["*.example.com", "10.0.0.0/8"], "deny": ["0.0.0.0/0"], "precedence": "allow_wins"}
             },
             "created_at": 1, "updated_at": 2, "state_changed_at": 3,
             "started_at": 4, "stopped_at": null,
@@ -93,7 +94,8 @@ mod tests {
             "policies": {"ttl": "1h", "idle_timeout": 600, "pause_after": null, "archive_after": null,
                          "delete_after": null, "max_lifetime": null, "ttl_action": "pause",
                          "auto_resume": false},
-            "secret_env": {"T": "s"}, "from": "snap", "allow_raw_sockets": true, "allow_core_dumps": false
+            "secret_env": {"T": "s"}, "from": "snap", "allow_raw_sockets": true, "allow_core_dumps": false,
+            "allow_out": ["pypi.org"], "deny_out": ["0.0.0.0/0"]
         }));
         same_shape::<dwell_proto::ExecRequest, dwell_contract::ExecRequest>(json!({
             "argv": ["ls"], "shell": null, "env": {"A": "1"}, "cwd": "/", "user": "root",
@@ -130,7 +132,8 @@ mod tests {
             "created_at": 1,
             "default_policies": {"ttl": "1h", "idle_timeout": null, "pause_after": null, "archive_after": null,
                                  "delete_after": null, "max_lifetime": null, "ttl_action": null,
-                                 "auto_resume": null}
+                                 "auto_resume": null},
+            "default_egress": {"allow": ["pypi.org"], "deny": ["0.0.0.0/0"], "precedence": "deny_wins"}
         }));
         same_shape::<dwell_proto::ProcessInfo, dwell_contract::ProcessInfo>(json!({
             "pid": 1, "argv": ["sh"], "tag": null, "background": true, "tty": false, "running": false,

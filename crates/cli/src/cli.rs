@@ -235,6 +235,19 @@ pub struct ServeArgs {
     /// 192.0.0.192), the other sandboxes and the host's own addresses.
     #[arg(long, value_delimiter = ',', value_name = "CIDR")]
     pub deny_net: Vec<String>,
+    /// Egress allow list of NAT sandboxes created without rules whose tenant has
+    /// no defaults (CIDRs, domains, *.domain; comma-separated or repeated).
+    #[arg(long, value_delimiter = ',', value_name = "CIDR|DOMAIN")]
+    pub allow_out: Vec<String>,
+    /// Egress deny list of those sandboxes (0.0.0.0/0: deny everything not
+    /// allowed).
+    #[arg(long, value_delimiter = ',', value_name = "CIDR|DOMAIN")]
+    pub deny_out: Vec<String>,
+    /// Where the sandboxes' DNS resolver sends the names it may resolve:
+    /// IP[:PORT], comma-separated or repeated, tried in order. Default: the
+    /// nameservers of this host's /etc/resolv.conf.
+    #[arg(long, value_delimiter = ',', value_name = "IP[:PORT]")]
+    pub dns_upstream: Vec<String>,
     /// Namespace sandboxes in user namespaces of their own (root inside is
     /// an unprivileged host uid range): on or off. Off: sandbox root is
     /// host root (for hosts without idmapped mounts; `dwell doctor` tells).
@@ -357,6 +370,18 @@ pub struct CreateArgs {
     /// Give the sandbox outbound network access (NAT); default: loopback only.
     #[arg(long)]
     pub net: bool,
+    /// With --net: destinations the sandbox may connect to, comma-separated or
+    /// repeated: CIDR blocks (10.1.2.0/24, 2001:db8::/32), addresses, domain names
+    /// (pypi.org) and patterns (*.example.com: names below it). Domains follow DNS:
+    /// the sandbox's resolver lets it reach the addresses it hands out for them.
+    /// Without --allow-out/--deny-out: the tenant's default rules, else the daemon's.
+    #[arg(long, value_delimiter = ',', value_name = "CIDR|DOMAIN")]
+    pub allow_out: Option<Vec<String>>,
+    /// With --net: destinations refused (at once, with a reset). 0.0.0.0/0 denies
+    /// everything --allow-out does not allow; a listed deny wins over an allow.
+    /// The host, cloud metadata and link-local networks are always refused.
+    #[arg(long, value_delimiter = ',', value_name = "CIDR|DOMAIN")]
+    pub deny_out: Option<Vec<String>>,
     /// Isolation: `namespace` (Linux namespaces) or `gvisor` (runsc's user-space kernel;
     /// can hibernate). Default: the daemon's --default-isolation.
     #[arg(long, alias = "runtime")]
@@ -498,6 +523,15 @@ pub struct UpdateArgs {
     pub sandbox: String,
     #[command(flatten)]
     pub policies: PolicyFlags,
+    /// Replace the egress allow list of a --net sandbox (CIDRs, domains,
+    /// *.domain patterns; '' clears it). A running sandbox gets the new rules at
+    /// once, without a restart.
+    #[arg(long, value_delimiter = ',', value_name = "CIDR|DOMAIN")]
+    pub allow_out: Option<Vec<String>>,
+    /// Replace the egress deny list (0.0.0.0/0: deny everything not allowed; ''
+    /// clears it).
+    #[arg(long, value_delimiter = ',', value_name = "CIDR|DOMAIN")]
+    pub deny_out: Option<Vec<String>>,
     #[arg(long)]
     pub json: bool,
 }
@@ -691,6 +725,13 @@ pub struct TenantArgs {
     /// Default policies of the tenant's sandboxes that set none.
     #[command(flatten)]
     pub defaults: DefaultPolicyFlags,
+    /// Default egress allow list of the tenant's --net sandboxes that give no
+    /// rules (CIDRs, domains, *.domain; comma-separated or repeated).
+    #[arg(long, value_delimiter = ',', value_name = "CIDR|DOMAIN")]
+    pub default_allow_out: Vec<String>,
+    /// Default egress deny list (0.0.0.0/0: deny everything not allowed).
+    #[arg(long, value_delimiter = ',', value_name = "CIDR|DOMAIN")]
+    pub default_deny_out: Vec<String>,
     #[arg(long)]
     pub json: bool,
 }

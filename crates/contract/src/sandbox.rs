@@ -140,6 +140,39 @@ pub struct SandboxSpec {
     /// Core dumps allowed.
     #[serde(default)]
     pub allow_core_dumps: bool,
+    /// Egress rules of a NAT sandbox; absent: it may connect anywhere but
+    /// the host and the always-blocked networks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<EgressRules>,
+}
+
+/// Which list wins when an address or name is on both.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Precedence {
+    /// A deny entry beats an allow entry (dwell's API); `0.0.0.0/0` in the
+    /// deny list only makes "not allowed" the default.
+    #[default]
+    DenyWins,
+    /// An allow entry beats every deny entry (sandboxes made through the
+    /// E2B API, as E2B documents it).
+    AllowWins,
+}
+
+/// Egress rules: address blocks (IPv4, IPv6) and domain names
+/// (`pypi.org`, `*.example.com`: names below it). `0.0.0.0/0` in `deny`
+/// denies everything not allowed. Domain rules follow DNS: the sandbox's
+/// resolver answers denied names with NXDOMAIN and lets the sandbox reach
+/// the addresses it returns for allowed ones. The host, cloud metadata and
+/// link-local networks stay blocked whatever the rules say.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct EgressRules {
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+    #[serde(default)]
+    pub precedence: Precedence,
 }
 
 /// Volume details, filled by `inspect`.
@@ -328,14 +361,31 @@ pub struct CreateRequest {
     pub allow_raw_sockets: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_core_dumps: Option<bool>,
+    /// Egress allow list of a NAT sandbox: CIDR blocks and domain names.
+    /// With neither list given, the tenant's default rules apply, else the
+    /// daemon's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_out: Option<Vec<String>>,
+    /// Egress deny list; `0.0.0.0/0` denies everything not allowed. A deny
+    /// entry wins over an allow entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deny_out: Option<Vec<String>>,
 }
 
-/// `PATCH /v1/sandboxes/{id}`: what can change on a live sandbox.
+/// `PATCH /v1/sandboxes/{id}`: what can change on a live sandbox (its
+/// policies and egress rules).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policies: Option<PolicyArgs>,
+    /// Replaces the egress allow list (`[]` clears it); applied to the
+    /// running sandbox at once, without a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_out: Option<Vec<String>>,
+    /// Replaces the egress deny list (`[]` clears it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deny_out: Option<Vec<String>>,
 }
 
 /// `POST /v1/sandboxes/{id}/keepalive`: hold idle and TTL policies off.

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::sandbox::{PolicyArgs, SizeArg};
+use crate::sandbox::{EgressRules, PolicyArgs, SizeArg};
 
 /// `POST /v1/tenants` and `PATCH /v1/tenants/{name}`: limits, sizes as
 /// numbers or strings like `32G`. Absent limits are unlimited (create) or
@@ -26,6 +26,10 @@ pub struct LimitsBody {
     /// Default lifecycle policies of the tenant's sandboxes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_policies: Option<PolicyArgs>,
+    /// Default egress rules of the tenant's NAT sandboxes that give none
+    /// (copied into each at create).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_egress: Option<EgressRules>,
 }
 
 /// A tenant and its quota (`null`: unlimited).
@@ -40,6 +44,8 @@ pub struct Tenant {
     pub created_at: i64,
     #[serde(default)]
     pub default_policies: Option<PolicyArgs>,
+    #[serde(default)]
+    pub default_egress: Option<EgressRules>,
 }
 
 /// What a tenant holds now.

@@ -60,6 +60,11 @@ pub(crate) struct Context {
     pub(crate) wakes: Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
     /// The port proxy's settings and redeemed login links.
     pub(crate) ports: crate::ports::PortState,
+    /// The DNS resolver of NAT sandboxes (None: not served, as in tests).
+    pub(crate) dns: Option<Arc<dwell_dns::Resolver>>,
+    /// Egress rules of NAT sandboxes created without rules of their own
+    /// whose tenant has no defaults (`serve --allow-out/--deny-out`).
+    pub(crate) default_egress: dwell_runtime::host::egress::EgressRules,
 }
 
 impl Context {

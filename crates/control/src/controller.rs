@@ -40,7 +40,7 @@ use crate::model::{HostLimits, Mode, Sandbox};
 use crate::policy::PolicyArgs;
 use crate::reconcile;
 
-pub use activity::StreamGuard;
+pub use activity::{EgressChange, StreamGuard};
 
 /// How the daemon wires a controller.
 pub struct ControllerOptions {
@@ -74,6 +74,12 @@ pub struct ControllerOptions {
     pub snapshot_settings: crate::snapshot_settings::SnapshotSettings,
     /// Per-sandbox ceilings and the quota of tenants without a record.
     pub limits: crate::limits::DaemonLimits,
+    /// The DNS resolver of NAT sandboxes (egress domain rules, peer
+    /// names); None serves no DNS (tests without networks).
+    pub dns: Option<Arc<dwell_dns::Resolver>>,
+    /// Egress rules of NAT sandboxes that give none and whose tenant has
+    /// no defaults.
+    pub default_egress: dwell_runtime::host::egress::EgressRules,
 }
 
 /// The control plane. Cheap to clone.
@@ -121,6 +127,8 @@ impl Controller {
                 agents: tokio::sync::Mutex::new(HashMap::new()),
                 wakes: Mutex::new(Default::default()),
                 ports: Default::default(),
+                dns: opts.dns,
+                default_egress: opts.default_egress,
             }),
         }
     }

@@ -35,6 +35,8 @@
 //!   fingerprinted) for the SSH gateway.
 //! - [`quota`], [`limits`]: per-tenant quotas, the quota of tenants
 //!   without a record and the daemon-wide ceilings of one sandbox.
+//! - `egress`: default egress rules and the DNS resolver's attachment to
+//!   running NAT sandboxes.
 
 pub mod agents;
 pub mod archive;
@@ -44,6 +46,7 @@ mod context;
 pub mod controller;
 pub mod crashpoint;
 pub mod diff;
+mod egress;
 pub mod error;
 pub mod ids;
 pub mod keyfile;

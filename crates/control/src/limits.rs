@@ -199,6 +199,7 @@ impl DefaultQuota {
             max_storage: self.max_storage,
             created_at: 0,
             default_policies: None,
+            default_egress: None,
         }
     }
 }

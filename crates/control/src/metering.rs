@@ -207,6 +207,7 @@ mod tests {
             sealed_env: None,
             allow_raw_sockets: false,
             allow_core_dumps: false,
+            egress: Default::default(),
         }
     }
 

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use dwell_runtime::host::egress::{EgressRules, Precedence};
 use dwell_runtime::NetworkMode;
 use serde::{Deserialize, Serialize};
 
@@ -59,6 +60,9 @@ pub struct SandboxSpec {
     /// for, and refused while the host's core_pattern is a pipe.
     #[serde(default)]
     pub allow_core_dumps: bool,
+    /// Egress rules of a NAT sandbox (changed live by `update`).
+    #[serde(default, skip_serializing_if = "EgressRules::is_open")]
+    pub egress: EgressRules,
 }
 
 /// Version 1 is the layout above; records written before specs carried
@@ -129,6 +133,31 @@ pub struct CreateRequest {
     /// the host's kernel.core_pattern is a pipe.
     #[serde(default)]
     pub allow_core_dumps: Option<bool>,
+    /// Egress allow list (CIDRs and domain names) of a NAT sandbox; with
+    /// neither list given, the tenant's or the daemon's default rules.
+    #[serde(default)]
+    pub allow_out: Option<Vec<String>>,
+    /// Egress deny list; `0.0.0.0/0` denies everything not allowed.
+    #[serde(default)]
+    pub deny_out: Option<Vec<String>>,
+    /// Which list wins (E2B's API: allow; dwell's: deny). Internal: not
+    /// part of dwell's API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_precedence: Option<Precedence>,
+}
+
+/// Check egress rules, naming the bad entry and the field.
+pub fn check_egress(rules: &EgressRules) -> Result<()> {
+    dwell_runtime::host::egress::Policy::compile(rules)
+        .map(|_| ())
+        .map_err(|m| {
+            let field = if m.starts_with("deny-out") {
+                "deny_out"
+            } else {
+                "allow_out"
+            };
+            Error::invalid(field, m)
+        })
 }
 
 /// Limits checked on create, so a typo cannot ask for the impossible.
@@ -254,7 +283,21 @@ impl CreateRequest {
             dwell_runtime::core_pattern::check_host()
                 .map_err(|e| Error::invalid("allow_core_dumps", e.to_string()))?;
         }
+        let egress = EgressRules {
+            allow: self.allow_out.clone().unwrap_or_default(),
+            deny: self.deny_out.clone().unwrap_or_default(),
+            precedence: self.egress_precedence.unwrap_or_default(),
+        };
+        check_egress(&egress)?;
+        if !egress.is_open() && self.network.unwrap_or_default() != NetworkMode::Nat {
+            return Err(Error::invalid(
+                "allow_out",
+                "egress rules apply to sandboxes with a network; add --net (network: nat) or \
+                 drop --allow-out/--deny-out",
+            ));
+        }
         Ok(SandboxSpec {
+            egress,
             allow_raw_sockets: self.allow_raw_sockets.unwrap_or(false),
             allow_core_dumps,
             secret_env_names: self.secret_env.keys().cloned().collect(),

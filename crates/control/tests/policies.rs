@@ -88,6 +88,8 @@ fn env_with(dir: tempfile::TempDir, runtime: Arc<Double>, clock: Arc<ManualClock
         snapshots: Arc::new(dwell_snapshot::LocalStore::open(data.join("snapshots")).unwrap()),
         snapshot_settings: Default::default(),
         limits: Default::default(),
+        dns: None,
+        default_egress: Default::default(),
         data_dir: data,
     });
     Env {

@@ -291,6 +291,8 @@ impl Env {
             snapshots: Arc::new(dwell_snapshot::LocalStore::open(dir.join("snapshots")).unwrap()),
             snapshot_settings: Default::default(),
             limits: Default::default(),
+            dns: None,
+            default_egress: Default::default(),
             data_dir: dir.to_path_buf(),
         });
         Env {

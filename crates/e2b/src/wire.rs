@@ -23,6 +23,30 @@ pub struct NewSandbox {
     pub allow_internet_access: Option<bool>,
     pub mcp: Option<serde_json::Value>,
     pub volume_mounts: Option<Vec<serde_json::Value>>,
+    /// Egress rules (and whether public URLs need the traffic token).
+    pub network: Option<Network>,
+}
+
+/// `network` of a create: allow and deny lists of outbound traffic (allow
+/// wins over deny, as E2B documents; domains only in `allowOut`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Network {
+    pub allow_out: Option<Vec<String>>,
+    pub deny_out: Option<Vec<String>>,
+    /// False: the sandbox's public URLs need the traffic access token.
+    pub allow_public_traffic: Option<bool>,
+}
+
+/// `PUT /sandboxes/{id}/network`: the new egress rules of a running
+/// sandbox (lists not given are cleared).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkUpdate {
+    pub allow_out: Option<Vec<String>>,
+    pub deny_out: Option<Vec<String>>,
+    /// False: deny everything not in `allowOut` (as `denyOut: ["0.0.0.0/0"]`).
+    pub allow_internet_access: Option<bool>,
 }
 
 /// `SandboxAutoResumeConfig` of a create request.

@@ -124,6 +124,9 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX ssh_keys_tenant_fingerprint ON ssh_keys(tenant, fingerprint);
     CREATE UNIQUE INDEX ssh_keys_tenant_name ON ssh_keys(tenant, name);
     CREATE INDEX ssh_keys_fingerprint ON ssh_keys(fingerprint);",
+    // 11: a tenant's default egress rules (JSON) for its NAT sandboxes
+    // that set none.
+    "ALTER TABLE tenants ADD COLUMN default_egress TEXT;",
 ];
 
 /// Bring the schema to the newest version.

@@ -16,10 +16,13 @@ pub struct Tenant {
     /// Default lifecycle policies as JSON (the control plane's format).
     #[serde(default)]
     pub default_policies: Option<serde_json::Value>,
+    /// Default egress rules as JSON (the runtime's `EgressRules`).
+    #[serde(default)]
+    pub default_egress: Option<serde_json::Value>,
 }
 
 const COLUMNS: &str =
-    "name, max_sandboxes, max_vcpus, max_memory, max_storage, created_at, default_policies";
+    "name, max_sandboxes, max_vcpus, max_memory, max_storage, created_at, default_policies, default_egress";
 
 fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Tenant> {
     Ok(Tenant {
@@ -32,6 +35,9 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Tenant> {
         default_policies: r
             .get::<_, Option<String>>(6)?
             .and_then(|s| serde_json::from_str(&s).ok()),
+        default_egress: r
+            .get::<_, Option<String>>(7)?
+            .and_then(|s| serde_json::from_str(&s).ok()),
     })
 }
 
@@ -40,8 +46,8 @@ impl Store {
     pub fn insert_tenant(&self, t: &Tenant) -> Result<()> {
         let conn = self.conn();
         let r = conn.execute(
-            "INSERT INTO tenants (name, max_sandboxes, max_vcpus, max_memory, max_storage, created_at, default_policies) VALUES (?1,?2,?3,?4,?5,?6,?7)",
-            params![t.name, t.max_sandboxes, t.max_vcpus, t.max_memory, t.max_storage, self.now(), t.default_policies.as_ref().map(|v| v.to_string())],
+            "INSERT INTO tenants (name, max_sandboxes, max_vcpus, max_memory, max_storage, created_at, default_policies, default_egress) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
+            params![t.name, t.max_sandboxes, t.max_vcpus, t.max_memory, t.max_storage, self.now(), t.default_policies.as_ref().map(|v| v.to_string()), t.default_egress.as_ref().map(|v| v.to_string())],
         );
         match r {
             Ok(_) => Ok(()),
@@ -61,8 +67,8 @@ impl Store {
     pub fn update_tenant(&self, t: &Tenant) -> Result<bool> {
         let conn = self.conn();
         let n = conn.execute(
-            "UPDATE tenants SET max_sandboxes = ?2, max_vcpus = ?3, max_memory = ?4, max_storage = ?5, default_policies = ?6 WHERE name = ?1",
-            params![t.name, t.max_sandboxes, t.max_vcpus, t.max_memory, t.max_storage, t.default_policies.as_ref().map(|v| v.to_string())],
+            "UPDATE tenants SET max_sandboxes = ?2, max_vcpus = ?3, max_memory = ?4, max_storage = ?5, default_policies = ?6, default_egress = ?7 WHERE name = ?1",
+            params![t.name, t.max_sandboxes, t.max_vcpus, t.max_memory, t.max_storage, t.default_policies.as_ref().map(|v| v.to_string()), t.default_egress.as_ref().map(|v| v.to_string())],
         )?;
         Ok(n > 0)
     }

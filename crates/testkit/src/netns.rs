@@ -88,6 +88,12 @@ pub struct Outside {
 }
 
 impl Outside {
+    /// The pid of the process holding the outside namespace (for
+    /// `nsenter -t PID -n` and `/proc/PID/ns/net`).
+    pub fn pid(&self) -> u32 {
+        self._holder.0.id()
+    }
+
     pub fn start() -> Outside {
         let holder = KillOnDrop(
             Command::new("unshare")

@@ -181,7 +181,7 @@ pub async fn stats(
 }
 
 #[utoipa::path(patch, path = "/v1/sandboxes/{id}", tag = "sandboxes",
-    summary = "Change a live sandbox's policies",
+    summary = "Change a live sandbox's policies and egress rules",
     params(("id" = String, Path, description = "Sandbox id or name")),
     request_body = UpdateBody,
     responses((status = 200, body = Sandbox), (status = "default", description = "Error", body = ErrorBody)))]
@@ -193,16 +193,27 @@ pub async fn update(
 ) -> ApiResult<Json<Sandbox>> {
     let crate::extract::Json(b) = body.map_err(|e| {
         ApiError::bad_request(format!(
-            "bad update request: {}; send {{\"policies\": {{\"idle_timeout\": \"10m\"}}}}",
+            "bad update request: {}; send {{\"policies\": {{\"idle_timeout\": \"10m\"}}}} or \
+             {{\"allow_out\": [\"pypi.org\"], \"deny_out\": [\"0.0.0.0/0\"]}}",
             e.detail
         ))
     })?;
+    if let Some(policies) = &b.policies {
+        bounds::policies("policies", policies)?;
+    }
+    if b.allow_out.is_some() || b.deny_out.is_some() {
+        let change = dwell_control::controller::EgressChange {
+            allow: b.allow_out.clone(),
+            deny: b.deny_out.clone(),
+            precedence: None,
+        };
+        st.ctl.update_egress(&p.tenant, &id, &change).await?;
+    }
     match b.policies {
-        Some(policies) => view({
-            bounds::policies("policies", &policies)?;
+        Some(policies) => view(
             &st.ctl
-                .update_policies(&p.tenant, &id, &wire::map(&policies)?)?
-        }),
+                .update_policies(&p.tenant, &id, &wire::map(&policies)?)?,
+        ),
         None => view(&st.ctl.get(&p.tenant, &id)?),
     }
 }

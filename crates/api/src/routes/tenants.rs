@@ -62,8 +62,18 @@ fn tenant_of(name: String, b: &LimitsBody) -> ApiResult<Tenant> {
         }
         None => None,
     };
+    let default_egress = match &b.default_egress {
+        Some(e) => {
+            let rules: dwell_runtime::host::egress::EgressRules = wire::map(e)?;
+            // Validate now, so a bad default never breaks a later create.
+            dwell_control::model::check_egress(&rules)?;
+            Some(serde_json::to_value(rules).map_err(|e| ApiError::internal(e.to_string()))?)
+        }
+        None => None,
+    };
     Ok(Tenant {
         default_policies,
+        default_egress,
         name,
         max_sandboxes: b.max_sandboxes,
         max_vcpus: b.max_vcpus,

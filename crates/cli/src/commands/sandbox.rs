@@ -2,7 +2,8 @@
 
 use anyhow::Result;
 use dwell_contract::sandbox::{
-    Change, Drift, DurationArg, NetworkMode, PolicyArgs, SandboxSpec, SizeArg,
+    Change, Drift, DurationArg, NetworkMode, PolicyArgs, Precedence, SandboxSpec, SizeArg,
+    UpdateBody,
 };
 use dwell_contract::{CreateRequest, Mode, Sandbox, State};
 
@@ -38,6 +39,8 @@ pub async fn create(c: &Client, a: CreateArgs) -> Result<i32> {
         from: a.from.clone(),
         allow_raw_sockets: a.allow_raw_sockets.then_some(true),
         allow_core_dumps: a.allow_core_dumps.then_some(true),
+        allow_out: a.allow_out.as_deref().map(non_empty),
+        deny_out: a.deny_out.as_deref().map(non_empty),
     };
     if a.count == 0 {
         anyhow::bail!("--count 0 creates nothing; give 1 or more");
@@ -260,6 +263,7 @@ pub async fn inspect(c: &Client, a: NameJson) -> Result<i32> {
             (None, None) => "default (wakes on use after a policy paused it, not after a user did)",
         }
     );
+    print_egress(&sb);
     for s in &sb.schedule {
         let when = s.at - dwell_store::now_ms();
         let rel = if when <= 0 {
@@ -403,22 +407,43 @@ pub async fn keepalive(c: &Client, a: KeepaliveArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// The entries of a list flag, without empty ones (`--allow-out ''` is an
+/// empty list).
+fn non_empty(v: &[String]) -> Vec<String> {
+    v.iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
 pub async fn update(c: &Client, a: UpdateArgs) -> Result<i32> {
     let args = policy_args(&a.policies);
-    if args.is_empty() {
-        anyhow::bail!("nothing to change; give a policy flag like --idle-timeout 10m (see `dwell update --help`)");
+    let egress = a.allow_out.is_some() || a.deny_out.is_some();
+    if args.is_empty() && !egress {
+        anyhow::bail!("nothing to change; give a policy flag like --idle-timeout 10m or egress rules like --allow-out pypi.org (see `dwell update --help`)");
     }
+    let body = UpdateBody {
+        policies: (!args.is_empty()).then_some(args),
+        allow_out: a.allow_out.as_deref().map(non_empty),
+        deny_out: a.deny_out.as_deref().map(non_empty),
+    };
     let sb: Sandbox = c
         .json(
             hyper::Method::PATCH,
             &format!("/v1/sandboxes/{}", enc(&a.sandbox)),
-            Some(&serde_json::json!({ "policies": args })),
+            Some(&body),
         )
         .await?;
     if a.json {
         output::json(&sb)?;
     } else {
-        println!("{}: policies updated", sb.name);
+        if egress {
+            println!("{}: egress rules updated", sb.name);
+            print_egress(&sb);
+        }
+        if body.policies.is_some() {
+            println!("{}: policies updated", sb.name);
+        }
         for s in &sb.schedule {
             println!("  {} -> {:?} at {}", s.policy, s.action, output::time(s.at));
         }
@@ -501,5 +526,30 @@ fn privileges(spec: &SandboxSpec) -> String {
         "default (no raw sockets, no core dumps)".into()
     } else {
         granted.join(", ")
+    }
+}
+
+/// The egress lines of `inspect` (NAT sandboxes only).
+fn print_egress(sb: &Sandbox) {
+    if sb.spec.network != NetworkMode::Nat {
+        return;
+    }
+    match &sb.spec.egress {
+        None => println!("egress:      open (all but the host, metadata and link-local)"),
+        Some(e) => {
+            let list = |l: &[String]| {
+                if l.is_empty() {
+                    "-".to_string()
+                } else {
+                    l.join(", ")
+                }
+            };
+            let wins = match e.precedence {
+                Precedence::DenyWins => "deny wins",
+                Precedence::AllowWins => "allow wins",
+            };
+            println!("allow-out:   {}", list(&e.allow));
+            println!("deny-out:    {} ({wins})", list(&e.deny));
+        }
     }
 }

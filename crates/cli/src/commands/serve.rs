@@ -50,6 +50,14 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
             .context("bad --default-* policy")?;
         args
     };
+    let default_egress = dwell_runtime::host::egress::EgressRules {
+        allow: a.allow_out.clone(),
+        deny: a.deny_out.clone(),
+        precedence: Default::default(),
+    };
+    dwell_runtime::host::egress::Policy::compile(&default_egress)
+        .map_err(|e| anyhow::anyhow!("bad --allow-out/--deny-out: {e}"))?;
+    let dns = dns_resolver(&a.dns_upstream)?;
     let snapshot_settings = a.snapshot_store.settings(&data_dir)?;
     let limits = listener::Limits::from_flags(a.max_connections, &a.header_timeout)?;
     let daemon_limits = super::limits::from_flags(&a.limits, &data_dir)?;
@@ -97,6 +105,8 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
         },
         snapshot_settings,
         limits: daemon_limits,
+        dns: Some(dns),
+        default_egress,
         audit_retention: humantime::parse_duration(&a.audit_retention).with_context(|| {
             format!(
                 "--audit-retention {:?} is not a duration; write it like 90d",
@@ -354,4 +364,31 @@ pub(crate) fn ensure_admin_key(ctl: &Controller, data_dir: &Path) -> Result<()> 
         .with_context(|| format!("cannot write the admin API key to {}", path.display()))?;
     tracing::info!("admin API key written to {}", path.display());
     Ok(())
+}
+
+/// The DNS resolver of NAT sandboxes, forwarding to `--dns-upstream` or
+/// to this host's name servers.
+fn dns_resolver(upstream: &[String]) -> Result<Arc<dwell_dns::Resolver>> {
+    let upstreams = if upstream.is_empty() {
+        let conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let found = dwell_dns::upstreams_from_resolv_conf(&conf);
+        if found.is_empty() {
+            tracing::warn!(
+                "no nameserver in /etc/resolv.conf: NAT sandboxes resolve only peer names \
+                 until the daemon runs with --dns-upstream IP[:PORT]"
+            );
+        }
+        found
+    } else {
+        upstream
+            .iter()
+            .map(|u| {
+                dwell_dns::parse_upstream(u).map_err(|e| anyhow::anyhow!("--dns-upstream: {e}"))
+            })
+            .collect::<Result<_>>()?
+    };
+    Ok(dwell_dns::Resolver::new(dwell_dns::Options {
+        upstreams,
+        ..Default::default()
+    }))
 }

@@ -9,8 +9,13 @@ use crate::output;
 
 fn body(a: &TenantArgs) -> serde_json::Value {
     let defaults = a.defaults.to_args();
+    let egress = !(a.default_allow_out.is_empty() && a.default_deny_out.is_empty());
     serde_json::json!({
         "default_policies": (!defaults.is_empty()).then_some(defaults),
+        "default_egress": egress.then(|| serde_json::json!({
+            "allow": a.default_allow_out,
+            "deny": a.default_deny_out,
+        })),
         "name": a.name,
         "max_sandboxes": a.max_sandboxes,
         "max_vcpus": a.max_vcpus,

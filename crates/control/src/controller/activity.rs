@@ -1,11 +1,14 @@
 //! Activity: exec, file and stream activity that holds the idle timeout
-//! off, keepalives, and changing a live sandbox's policies.
+//! off, keepalives, and changing a live sandbox's policies and egress
+//! rules.
 
 use std::sync::Arc;
 
+use dwell_runtime::host::egress::{self, Precedence};
+
 use super::Controller;
-use crate::context::Context;
-use crate::error::Result;
+use crate::context::{blocking, Context};
+use crate::error::{Error, Result};
 use crate::model::Sandbox;
 use crate::policy::PolicyArgs;
 
@@ -64,6 +67,96 @@ impl Controller {
             &format!(
                 "policies set to {}",
                 serde_json::to_string(&policies).unwrap_or_default()
+            ),
+        )?;
+        self.get_by_id(&rec.id)
+    }
+}
+
+/// A change of a sandbox's egress rules: each list given replaces the
+/// current one (an empty list clears it); absent ones are kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EgressChange {
+    pub allow: Option<Vec<String>>,
+    pub deny: Option<Vec<String>>,
+    pub precedence: Option<Precedence>,
+}
+
+impl Controller {
+    /// Change the egress rules of a NAT sandbox. A running (or paused) one
+    /// gets them at once, without a restart: its nftables sets are
+    /// replaced in one transaction and its DNS resolver decides by them.
+    /// Bad entries change nothing.
+    pub async fn update_egress(
+        &self,
+        tenant: &str,
+        id_or_name: &str,
+        change: &EgressChange,
+    ) -> Result<Sandbox> {
+        let first = self.record(tenant, id_or_name)?;
+        let lock = self.inner.lock_for(&first.id);
+        let _g = lock.lock().await;
+        let rec = self.record(tenant, &first.id)?;
+        if rec.spec.network != dwell_runtime::NetworkMode::Nat {
+            return Err(Error::invalid(
+                "allow_out",
+                format!(
+                    "sandbox {} has no network (it was created without --net), so it has no \
+                     egress to rule; create a sandbox with --net to use egress rules",
+                    rec.name
+                ),
+            ));
+        }
+        let mut rules = rec.spec.egress.clone();
+        if let Some(a) = &change.allow {
+            rules.allow = a.iter().filter(|e| !e.trim().is_empty()).cloned().collect();
+        }
+        if let Some(d) = &change.deny {
+            rules.deny = d.iter().filter(|e| !e.trim().is_empty()).cloned().collect();
+        }
+        if let Some(p) = change.precedence {
+            rules.precedence = p;
+        }
+        crate::model::check_egress(&rules)?;
+        match &self.inner.dns {
+            Some(dns) => dns.update(&rec.id, &rules).await,
+            None => {
+                let r = rules.clone();
+                let table = dwell_runtime::host::network::table_name(&rec.id);
+                blocking(move || {
+                    if !egress::table_exists(&table) {
+                        return Ok(());
+                    }
+                    let p = egress::Policy::compile(&r)?;
+                    egress::apply(&table, &p, &[]).map_err(|e| e.to_string())
+                })
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))?
+            }
+        }
+        .map_err(|e| {
+            Error::Internal(format!(
+                "applying the new egress rules to the running sandbox failed: {e}; its rules \
+                 are unchanged"
+            ))
+        })?;
+        let mut spec = rec.spec;
+        spec.egress = rules.clone();
+        self.inner.store.set_spec(&rec.id, &spec)?;
+        // The saved runtime config too: a restore (hibernated gVisor
+        // sandbox) installs what it holds.
+        if let Ok(mut cfg) = crate::reconcile::config::config_of(&self.inner, &rec.id) {
+            cfg.egress = rules.clone();
+            let _ = crate::reconcile::config::save(&self.inner, &cfg);
+        }
+        self.inner.store.add_event(
+            &rec.id,
+            "request",
+            &format!(
+                "egress rules set: allow [{}], deny [{}], {}",
+                rules.allow.join(", "),
+                rules.deny.join(", "),
+                rules.precedence.as_str()
             ),
         )?;
         self.get_by_id(&rec.id)

@@ -65,6 +65,12 @@ impl Controller {
                 .map_err(|e| Error::Internal(e.clone()))?;
             spec.sealed_env = Some(sealer.seal(&req.secret_env)?);
         }
+        if spec.network == dwell_runtime::NetworkMode::Nat
+            && req.allow_out.is_none()
+            && req.deny_out.is_none()
+        {
+            spec.egress = crate::egress::defaults_for(&self.inner, tenant)?;
+        }
         if spec.policies == Policies::default() {
             // The tenant's defaults, else the daemon's.
             let tenant_defaults = self

@@ -157,6 +157,7 @@ pub(crate) async fn run(
     crate::connections::forget(inner, &rec.id).await;
     let inner2 = inner.clone();
     let id = rec.id.clone();
+    crate::egress::detach(inner, &rec.id);
     let t0 = std::time::Instant::now();
     let t_runtime = blocking(move || -> Result<std::time::Duration> {
         if let Err(e) = runtime.hibernate(&cfg, &image_dir(&inner2, &id)) {
@@ -255,11 +256,14 @@ pub(crate) async fn restore(inner: &Arc<Context>, rec: &Record) -> Result<()> {
     let inner2 = inner.clone();
     let id = rec.id.clone();
     let t0 = std::time::Instant::now();
+    // The record's egress rules are the current ones (they change live).
+    let egress = rec.spec.egress.clone();
     blocking(move || -> Result<()> {
         let mut cfg = config_of(&inner2, &id)?;
         let upper = inner2.volumes.mount(&id)?;
-        if cfg.rootfs.upper_root != upper {
+        if cfg.rootfs.upper_root != upper || cfg.egress != egress {
             cfg.rootfs.upper_root = upper;
+            cfg.egress = egress;
             config::save(&inner2, &cfg)?;
         }
         let t_volume = t0.elapsed();
@@ -281,6 +285,7 @@ pub(crate) async fn restore(inner: &Arc<Context>, rec: &Record) -> Result<()> {
     })
     .await??;
     crate::connections::preconnect(inner, &rec.id).await;
+    crate::egress::attach(inner, rec).await;
     let ms = t0.elapsed().as_millis();
     let reason = match rec.state {
         State::Creating => format!("created warm from saved memory, restored in {ms} ms"),

@@ -93,6 +93,7 @@ pub(crate) async fn resync_all(inner: &std::sync::Arc<Context>) {
         run(inner, &listed.id, trigger).await;
     }
     crate::orphans::sweep(inner).await;
+    crate::egress::sync_all(inner).await;
     crate::snapshot_gc::maybe_spawn(inner);
     let before = inner.clock.now_ms() - inner.audit_retention.as_millis() as i64;
     match inner.store.prune_audit(before) {

@@ -66,6 +66,8 @@ fn controller(dir: &std::path::Path, runtime: Arc<Idle>) -> Controller {
         snapshots: Arc::new(dwell_snapshot::LocalStore::open(dir.join("snapshots")).unwrap()),
         snapshot_settings: Default::default(),
         limits: Default::default(),
+        dns: None,
+        default_egress: Default::default(),
         data_dir: dir.to_path_buf(),
     })
 }

@@ -6,7 +6,7 @@ pub mod sandboxes;
 pub mod snapshots;
 
 use axum::http::{Method, Uri};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 
 use crate::error::E2bError;
@@ -25,6 +25,7 @@ pub fn router(state: E2bState) -> Router {
         )
         .route("/sandboxes/{id}/pause", post(sandboxes::pause))
         .route("/sandboxes/{id}/timeout", post(sandboxes::set_timeout))
+        .route("/sandboxes/{id}/network", put(sandboxes::update_network))
         .route("/sandboxes/{id}/metrics", get(metrics::metrics))
         .route("/sandboxes/{id}/snapshots", post(snapshots::create))
         .route("/snapshots", get(snapshots::list))
@@ -37,7 +38,7 @@ async fn unknown(method: Method, uri: Uri) -> E2bError {
     E2bError::new(
         404,
         format!(
-            "{method} {} is not part of dwell's E2B-compatible API (sandboxes: create, connect, pause, timeout, kill, info, list, metrics; snapshots); use dwell's own API for the rest",
+            "{method} {} is not part of dwell's E2B-compatible API (sandboxes: create, connect, pause, timeout, network, kill, info, list, metrics; snapshots); use dwell's own API for the rest",
             uri.path()
         ),
     )

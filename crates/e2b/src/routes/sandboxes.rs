@@ -6,7 +6,9 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use bytes::Bytes;
 use dwell_api::Principal;
+use dwell_control::controller::EgressChange;
 use dwell_control::{CreateRequest, Mode, Sandbox, State as S};
+use dwell_runtime::host::egress::Precedence;
 
 use crate::error::{json_body, E2bError, E2bResult};
 use crate::{lifetime, view, wire, E2bState};
@@ -42,6 +44,25 @@ pub async fn create(
     }
     let (image, from) = resolve_template(&st, &p.tenant, &template).await?;
     labels.insert(view::LABEL_TEMPLATE.into(), template);
+    let net = req.network.unwrap_or_default();
+    check_deny_out(net.deny_out.as_deref().unwrap_or_default())?;
+    if let Some(public) = net.allow_public_traffic {
+        labels.insert(view::LABEL_PUBLIC_TRAFFIC.into(), public.to_string());
+    }
+    let has_rules = net.allow_out.is_some() || net.deny_out.is_some();
+    // Rules imply internet access unless it is switched off explicitly.
+    let nat = match req.allow_internet_access {
+        Some(on) => on,
+        None => has_rules,
+    };
+    let (allow_out, deny_out) = if nat && has_rules {
+        (
+            Some(net.allow_out.unwrap_or_default()),
+            Some(net.deny_out.unwrap_or_default()),
+        )
+    } else {
+        (None, None)
+    };
     let sb = st
         .ctl
         .create(
@@ -52,8 +73,10 @@ pub async fn create(
                 mode: Some(Mode::Persistent),
                 env: req.env_vars.unwrap_or_default(),
                 labels,
-                network: (req.allow_internet_access == Some(true))
-                    .then_some(dwell_runtime::NetworkMode::Nat),
+                network: nat.then_some(dwell_runtime::NetworkMode::Nat),
+                allow_out,
+                deny_out,
+                egress_precedence: Some(Precedence::AllowWins),
                 policies: Some(lifetime::create_policies(
                     timeout,
                     req.auto_pause.unwrap_or(false),
@@ -202,6 +225,45 @@ pub async fn set_timeout(
         )));
     }
     lifetime::set(&st.ctl, &p.tenant, &sb, t)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// E2B takes only addresses and CIDR blocks in `denyOut`.
+fn check_deny_out(deny: &[String]) -> E2bResult<()> {
+    for d in deny {
+        if let Ok(dwell_runtime::host::egress::Entry::Domain(_)) =
+            dwell_runtime::host::egress::parse_entry("denyOut", d)
+        {
+            return Err(E2bError::bad_request(format!(
+                "denyOut entry {d:?} is a domain name; denyOut takes IP addresses and CIDR blocks \
+                 only (deny everything with \"0.0.0.0/0\" and list the allowed domains in allowOut)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `PUT /sandboxes/{id}/network`: replace the egress rules of a running
+/// sandbox (allow wins over deny); 204. The sandbox keeps running.
+pub async fn update_network(
+    State(st): State<E2bState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> E2bResult<StatusCode> {
+    let req: wire::NetworkUpdate = json_body(&body, "network update")?;
+    let sb = find(&st, &p, &id)?;
+    let mut deny = req.deny_out.unwrap_or_default();
+    check_deny_out(&deny)?;
+    if req.allow_internet_access == Some(false) && !deny.iter().any(|d| d.trim() == "0.0.0.0/0") {
+        deny.push("0.0.0.0/0".into());
+    }
+    let change = EgressChange {
+        allow: Some(req.allow_out.unwrap_or_default()),
+        deny: Some(deny),
+        precedence: Some(Precedence::AllowWins),
+    };
+    st.ctl.update_egress(&p.tenant, &sb.id, &change).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

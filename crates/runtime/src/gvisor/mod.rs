@@ -321,13 +321,13 @@ impl GvisorRuntime {
         std::fs::create_dir_all(&bundle).context(|| format!("creating {}", bundle.display()))?;
         let mut spec = bundle::spec(config, root, &self.cgroups_path(&config.id));
         if config.network == NetworkMode::Nat {
-            let netns = network::setup(
+            let (netns, info) = network::setup(
                 &*self.host,
                 config,
                 &self.options.nat_pool,
                 &self.options.deny_net,
             )?;
-            network::join_in_spec(&mut spec, &netns);
+            network::join_in_spec(&mut spec, &netns, &info);
         }
         let spec_path = bundle.join("config.json");
         std::fs::write(

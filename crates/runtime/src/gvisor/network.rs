@@ -37,30 +37,40 @@ pub fn netns_path(config: &SandboxConfig) -> PathBuf {
 }
 
 /// Create and pin a network namespace, set up the veth pair, addresses,
-/// routes and the nftables table, and return the namespace file. On error
-/// nothing of it is left.
+/// routes and the nftables table (with the sandbox's egress rules), and
+/// return the namespace file and what was set up. On error nothing of it
+/// is left.
 pub fn setup(
     host: &dyn Host,
     config: &SandboxConfig,
     pool: &str,
     deny: &[String],
-) -> Result<PathBuf> {
+) -> Result<(PathBuf, network::NetInfo)> {
     network::check_forwarding()?;
     // Whatever a crash left (a pinned namespace, a veth) goes first.
     teardown_on(host, config);
     let path = netns_path(config);
     pin_new_netns(host, &path)?;
-    if let Err(e) = host.net_setup(
-        &config.id,
-        network::Netns::Path(&path),
-        pool,
-        deny,
-        &config.state_dir,
-    ) {
-        unpin(host, &path);
-        return Err(e);
+    let set_up = host
+        .net_setup(
+            &config.id,
+            network::Netns::Path(&path),
+            pool,
+            deny,
+            &config.state_dir,
+        )
+        .and_then(|info| {
+            crate::host::egress::install(&config.id, &config.egress)?;
+            Ok(info)
+        });
+    match set_up {
+        Ok(info) => Ok((path, info)),
+        Err(e) => {
+            host.net_teardown(&config.id);
+            unpin(host, &path);
+            Err(e)
+        }
     }
-    Ok(path)
 }
 
 /// Remove the veth, the table and the pinned namespace of `config`, if
@@ -96,8 +106,21 @@ fn pin_new_netns(host: &dyn Host, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Give the bundle's network namespace entry the path of `netns`.
-pub fn join_in_spec(spec: &mut serde_json::Value, netns: &Path) {
+/// Give the bundle's network namespace entry the path of `netns`, and
+/// the agent the address of its DNS resolver (the gateway, see
+/// [`crate::DNS_ENV`]).
+pub fn join_in_spec(spec: &mut serde_json::Value, netns: &Path, info: &network::NetInfo) {
+    if let Some(env) = spec["process"]["env"].as_array_mut() {
+        env.retain(|v| {
+            !v.as_str()
+                .is_some_and(|s| s.starts_with(&format!("{}=", crate::DNS_ENV)))
+        });
+        env.push(serde_json::json!(format!(
+            "{}={}",
+            crate::DNS_ENV,
+            info.gateway_ip
+        )));
+    }
     if let Some(list) = spec["linux"]["namespaces"].as_array_mut() {
         for ns in list {
             if ns["type"] == "network" {
@@ -116,9 +139,17 @@ mod tests {
     fn spec_joins_the_pinned_namespace() {
         let mut spec = serde_json::json!({"linux": {"namespaces": [
             {"type": "pid"}, {"type": "network"}
-        ]}});
-        join_in_spec(&mut spec, Path::new("/s/netns"));
+        ]}, "process": {"env": ["A=b"]}});
+        let info = network::NetInfo {
+            host_if: "dw1".into(),
+            table: "dwell_dw1".into(),
+            sandbox_ip: "10.200.0.2".parse().unwrap(),
+            gateway_ip: "10.200.0.1".parse().unwrap(),
+            prefix_len: 30,
+        };
+        join_in_spec(&mut spec, Path::new("/s/netns"), &info);
         assert_eq!(spec["linux"]["namespaces"][1]["path"], "/s/netns");
+        assert_eq!(spec["process"]["env"][1], "DWELL_DNS=10.200.0.1");
         assert!(spec["linux"]["namespaces"][0].get("path").is_none());
     }
 

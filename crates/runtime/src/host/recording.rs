@@ -194,6 +194,7 @@ pub fn config(state_dir: &Path) -> crate::SandboxConfig {
         agent_key: None,
         grants: Default::default(),
         id_map: None,
+        egress: Default::default(),
     }
 }
 

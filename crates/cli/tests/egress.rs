@@ -1,0 +1,452 @@
+//! End to end: egress rules of `--net` sandboxes, both runtimes. An
+//! allow-listed domain resolves (through the daemon's resolver, which
+//! pins its addresses) and connects; a name or address not allowed fails
+//! within a second with a clear error; `dwell update` changes what a live
+//! sandbox reaches without restarting it; a listed deny wins over an allow
+//! on dwell's API, an allow wins on E2B's; the host stays unreachable.
+//!
+//! Like `network.rs`, each test re-runs this binary inside `unshare --net`
+//! (forwarding is switched on only there) and links a second namespace to
+//! it that plays the internet, with documentation-range addresses only:
+//! 192.0.2.10, 198.51.100.10 and 203.0.113.10 each serve a greeting on
+//! port 8080, and 192.0.2.1:53 is an authoritative DNS server this file
+//! starts (allowed.test -> 192.0.2.10, denied.test -> 198.51.100.10,
+//! other.test -> 203.0.113.10, www.wild.test -> 192.0.2.10).
+
+mod common;
+
+use std::io::Write;
+use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use common::netns::{self, in_private_netns, run, Outside, OUTSIDE};
+use common::*;
+use hickory_proto::op::{Message, MessageType, ResponseCode};
+use hickory_proto::rr::{RData, Record, RecordType};
+
+const SERVICE_PORT: u16 = 8080;
+const ALLOWED: &str = "192.0.2.10";
+const DENIED: &str = "198.51.100.10";
+const OTHER: &str = "203.0.113.10";
+
+/// Resolve (unless given an address) and connect from inside a sandbox:
+/// prints `connected IP GREETING`, `refused IP SECS`, `noname SECS` or
+/// `error IP WHAT SECS`.
+const PROBE: &str = "import socket,sys,time
+t=time.time()
+host,port=sys.argv[1],int(sys.argv[2])
+try:
+  ip=socket.gethostbyname(host)
+except OSError as e:
+  print('noname %.2f' % (time.time()-t)); sys.exit()
+t=time.time()
+try:
+  s=socket.create_connection((ip,port),timeout=5); s.settimeout(5); print('connected', ip, s.recv(64).decode().strip())
+except ConnectionRefusedError: print('refused %s %.2f' % (ip, time.time()-t))
+except OSError as e: print('error %s %s %.2f' % (ip, e, time.time()-t))";
+
+#[test]
+fn egress_rules_namespace() {
+    if can_run() {
+        in_private_netns("egress_helper_namespace");
+    }
+}
+
+#[test]
+fn egress_rules_gvisor() {
+    if can_run_gvisor() {
+        in_private_netns("egress_helper_gvisor");
+    }
+}
+
+#[test]
+#[ignore = "helper of egress_rules_namespace"]
+fn egress_helper_namespace() {
+    if netns::is_helper() {
+        checks("namespace");
+    }
+}
+
+#[test]
+#[ignore = "helper of egress_rules_gvisor"]
+fn egress_helper_gvisor() {
+    if netns::is_helper() {
+        checks("gvisor");
+    }
+}
+
+/// Runs `f` on a thread that has joined the outside's network namespace.
+fn in_outside<F: FnOnce() + Send + 'static>(outside: &Outside, f: F) {
+    let ns = std::fs::File::open(format!("/proc/{}/ns/net", outside.pid())).unwrap();
+    std::thread::spawn(move || {
+        // SAFETY: moves only this thread into the outside namespace.
+        assert_eq!(
+            unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+            0
+        );
+        f();
+    });
+}
+
+/// The internet: more addresses outside, routes to them, a greeting on
+/// port 8080 of each and the DNS server.
+fn internet(outside: &Outside) {
+    let pid = outside.pid().to_string();
+    for addr in [ALLOWED, DENIED, OTHER] {
+        run(&[
+            "nsenter",
+            "-t",
+            &pid,
+            "-n",
+            "ip",
+            "addr",
+            "add",
+            &format!("{addr}/32"),
+            "dev",
+            "out0",
+        ]);
+    }
+    for net in ["198.51.100.0/24", "203.0.113.0/24"] {
+        run(&["ip", "route", "add", net, "via", OUTSIDE]);
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let ready = tx.clone();
+    in_outside(outside, move || {
+        let l = TcpListener::bind(("0.0.0.0", SERVICE_PORT)).unwrap();
+        ready.send(()).unwrap();
+        for mut s in l.incoming().flatten() {
+            let local = s.local_addr().unwrap().ip();
+            // One write: the probe reads one segment.
+            let _ = s.write_all(format!("hello-from-{local}\n").as_bytes());
+        }
+    });
+    in_outside(outside, move || {
+        let sock = UdpSocket::bind((OUTSIDE, 53)).unwrap();
+        tx.send(()).unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            let Ok((n, peer)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
+            if let Some(reply) = authoritative(&buf[..n]) {
+                let _ = sock.send_to(&reply, peer);
+            }
+        }
+    });
+    for _ in 0..2 {
+        rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    }
+}
+
+/// The test zone's answer to one query.
+fn authoritative(query: &[u8]) -> Option<Vec<u8>> {
+    let q = Message::from_vec(query).ok()?;
+    let question = q.queries().first()?.clone();
+    let name = question.name().to_lowercase().to_ascii();
+    let addr = match name.trim_end_matches('.') {
+        "allowed.test" | "www.wild.test" => Some(ALLOWED),
+        "denied.test" => Some(DENIED),
+        "other.test" => Some(OTHER),
+        _ => None,
+    };
+    let mut m = Message::new();
+    m.set_id(q.id())
+        .set_message_type(MessageType::Response)
+        .set_op_code(q.op_code())
+        .set_authoritative(true)
+        .set_recursion_desired(q.recursion_desired());
+    m.add_query(question.clone());
+    match addr {
+        Some(a) if question.query_type() == RecordType::A => {
+            let ip: Ipv4Addr = a.parse().unwrap();
+            m.add_answer(Record::from_rdata(
+                question.name().clone(),
+                30,
+                RData::A(ip.into()),
+            ));
+        }
+        Some(_) => {}
+        None => {
+            m.set_response_code(ResponseCode::NXDomain);
+        }
+    }
+    m.to_vec().ok()
+}
+
+fn probe(d: &Daemon, tenant: Option<&str>, sb: &str, host: &str, port: u16) -> String {
+    let port = port.to_string();
+    let mut args = Vec::new();
+    if let Some(t) = tenant {
+        args.extend(["--as-tenant", t]);
+    }
+    args.extend(["exec", sb, "--", "python3", "-c", PROBE, host, &port]);
+    d.ok(&args).trim().to_string()
+}
+
+/// `probe` fails fast: `kind` (`noname` or `refused`) within a second.
+fn fails_fast(out: &str, kind: &str, what: &str) {
+    assert!(
+        out.starts_with(kind),
+        "{what}: expected {kind}, got {out:?}"
+    );
+    let secs: f64 = out.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(secs < 1.0, "{what}: took {secs} s: {out}");
+}
+
+fn connects(out: &str, ip: &str, what: &str) {
+    assert_eq!(
+        out,
+        format!("connected {ip} hello-from-{ip}"),
+        "{what} must connect"
+    );
+}
+
+/// PID 1's start time in the sandbox (field 22 of /proc/1/stat): the same
+/// after an update means the sandbox was not restarted.
+fn pid1_start(d: &Daemon, sb: &str) -> String {
+    let stat = d.ok(&["exec", sb, "--", "cat", "/proc/1/stat"]);
+    let after = stat.rsplit_once(')').unwrap().1;
+    after.split_whitespace().nth(19).unwrap().to_string()
+}
+
+fn checks(isolation: &str) {
+    netns::enable_forwarding();
+    let outside = Outside::start();
+    internet(&outside);
+    // A service on every address of the daemon's host.
+    let host_service = TcpListener::bind("0.0.0.0:0").unwrap();
+    let host_port = host_service.local_addr().unwrap().port();
+
+    // Sandboxes made through the E2B API get the daemon's default
+    // isolation: this run's (the helper runs alone in its process).
+    std::env::set_var("DWELL_TEST_ISOLATION", isolation);
+    let (d, e2b) = Daemon::start_e2b(&["--dns-upstream", OUTSIDE]);
+
+    // Bad entries are refused with what is wrong, and nothing is made.
+    for (flag, bad, says) in [
+        ("--allow-out", "10.0.0.0/33", "not a valid address or CIDR"),
+        ("--deny-out", "exa mple.com", "not a valid domain name"),
+    ] {
+        let out = d.run(&[
+            "create",
+            "--name",
+            "bad",
+            "--net",
+            "--isolation",
+            isolation,
+            flag,
+            bad,
+        ]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains(says), "{}", stderr(&out));
+    }
+    assert!(!d.run(&["inspect", "bad"]).status.success());
+
+    // Only allowed.test: the name resolves and connects ...
+    let id = d.create(
+        "e1",
+        &[
+            "--net",
+            "--isolation",
+            isolation,
+            "--allow-out",
+            "allowed.test",
+            "--deny-out",
+            "0.0.0.0/0",
+        ],
+    );
+    let gw = d.network(&id)["gateway_ip"].as_str().unwrap().to_string();
+    let resolv = d.ok(&["exec", "e1", "--", "cat", "/etc/resolv.conf"]);
+    assert!(
+        resolv.lines().any(|l| l == format!("nameserver {gw}")),
+        "{resolv}"
+    );
+    let spec = &d.inspect("e1")["spec"]["egress"];
+    assert_eq!(spec["allow"], serde_json::json!(["allowed.test"]));
+    assert_eq!(spec["precedence"], "deny_wins");
+    connects(
+        &probe(&d, None, "e1", "allowed.test", SERVICE_PORT),
+        ALLOWED,
+        "allowed.test",
+    );
+    // ... everything else fails at once: a name not listed, an address not
+    // listed, an address of a listed name's subnet that was not handed out.
+    fails_fast(
+        &probe(&d, None, "e1", "denied.test", SERVICE_PORT),
+        "noname",
+        "denied.test",
+    );
+    fails_fast(
+        &probe(&d, None, "e1", OTHER, SERVICE_PORT),
+        "refused",
+        "an address not allowed",
+    );
+    fails_fast(
+        &probe(&d, None, "e1", OUTSIDE, 4567),
+        "refused",
+        "a neighbour of an allowed address",
+    );
+    // DNS sent to another server reaches the daemon's resolver anyway.
+    let direct = d.ok(&[
+        "exec",
+        "e1",
+        "--",
+        "python3",
+        "-c",
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(3)\n\
+         q=bytes([0x12,0x34,1,0,0,1,0,0,0,0,0,0,6])+b'denied'+bytes([4])+b'test'+bytes([0,0,1,0,1])\n\
+         s.sendto(q,('203.0.113.10',53)); r=s.recv(512); print('rcode', r[3]&15)",
+    ]);
+    assert_eq!(
+        direct.trim(),
+        "rcode 3",
+        "NXDOMAIN from the redirected query"
+    );
+    // The host stays unreachable (dropped) but for its resolver.
+    let out = probe(&d, None, "e1", &gw, host_port);
+    assert!(
+        out.starts_with("error"),
+        "the host must be unreachable: {out}"
+    );
+
+    // A live update: other addresses, no restart.
+    let start = pid1_start(&d, "e1");
+    let started_at = d.inspect("e1")["started_at"].clone();
+    d.ok(&[
+        "update",
+        "e1",
+        "--allow-out",
+        "203.0.113.0/24,*.wild.test",
+        "--deny-out",
+        "0.0.0.0/0",
+    ]);
+    connects(
+        &probe(&d, None, "e1", OTHER, SERVICE_PORT),
+        OTHER,
+        "the newly allowed block",
+    );
+    fails_fast(
+        &probe(&d, None, "e1", "allowed.test", SERVICE_PORT),
+        "noname",
+        "the name no longer allowed",
+    );
+    fails_fast(
+        &probe(&d, None, "e1", ALLOWED, SERVICE_PORT),
+        "refused",
+        "the address pinned for a name no longer allowed",
+    );
+    connects(
+        &probe(&d, None, "e1", "www.wild.test", SERVICE_PORT),
+        ALLOWED,
+        "a name below *.wild.test",
+    );
+    assert_eq!(pid1_start(&d, "e1"), start, "PID 1 was not restarted");
+    assert_eq!(d.inspect("e1")["started_at"], started_at);
+    let audit = d.ok(&["audit", "--json"]);
+    assert!(audit.contains("PATCH"), "the update is audited: {audit}");
+
+    // Deny wins on dwell's API ...
+    d.ok(&[
+        "update",
+        "e1",
+        "--allow-out",
+        "198.51.100.0/24",
+        "--deny-out",
+        &format!("{DENIED},203.0.113.0/24"),
+    ]);
+    fails_fast(
+        &probe(&d, None, "e1", DENIED, SERVICE_PORT),
+        "refused",
+        "a denied address inside an allowed block",
+    );
+    fails_fast(
+        &probe(&d, None, "e1", OTHER, SERVICE_PORT),
+        "refused",
+        "a denied block",
+    );
+    // ... and '' clears a list: with no deny-all, anything not denied goes.
+    d.ok(&["update", "e1", "--allow-out", "", "--deny-out", OTHER]);
+    connects(
+        &probe(&d, None, "e1", DENIED, SERVICE_PORT),
+        DENIED,
+        "an address no rule denies",
+    );
+    connects(
+        &probe(&d, None, "e1", "allowed.test", SERVICE_PORT),
+        ALLOWED,
+        "a name no rule denies",
+    );
+
+    // Allow wins on E2B's API (as E2B documents).
+    let key = d.tenant_key("e2b");
+    let body = format!(
+        r#"{{"templateID":"base","network":{{"allowOut":["{DENIED}","allowed.test"],"denyOut":["198.51.100.0/24","0.0.0.0/0"]}}}}"#
+    );
+    let created = e2b_create(&e2b.api, &key, &body);
+    let sb = created["sandboxID"].as_str().unwrap().to_string();
+    let t = Some("e2b");
+    connects(
+        &probe(&d, t, &sb, DENIED, SERVICE_PORT),
+        DENIED,
+        "an allowed address inside a denied block (E2B)",
+    );
+    connects(
+        &probe(&d, t, &sb, "allowed.test", SERVICE_PORT),
+        ALLOWED,
+        "an allowed name (E2B)",
+    );
+    fails_fast(
+        &probe(&d, t, &sb, OTHER, SERVICE_PORT),
+        "refused",
+        "an address not allowed (E2B)",
+    );
+    // E2B's network update replaces the rules of the running sandbox.
+    let (status, text) = http_json(
+        &e2b.api,
+        "PUT",
+        &format!("/sandboxes/{sb}/network"),
+        &key,
+        &format!(r#"{{"allowOut":["{OTHER}"],"denyOut":["0.0.0.0/0"]}}"#),
+    );
+    assert_eq!(status, 204, "{text}");
+    connects(
+        &probe(&d, t, &sb, OTHER, SERVICE_PORT),
+        OTHER,
+        "allowed by the E2B update",
+    );
+    fails_fast(
+        &probe(&d, t, &sb, DENIED, SERVICE_PORT),
+        "refused",
+        "no longer allowed (E2B)",
+    );
+    let (status, text) = http_json(
+        &e2b.api,
+        "PUT",
+        &format!("/sandboxes/{sb}/network"),
+        &key,
+        r#"{"denyOut":["bad.example"]}"#,
+    );
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("denyOut takes IP addresses"), "{text}");
+
+    d.ok(&["--as-tenant", "e2b", "rm", "-f", &sb]);
+    d.ok(&["rm", "-f", "e1"]);
+    drop(d);
+    drop(host_service);
+}
+
+/// Create a sandbox through the E2B API (of the daemon's default
+/// isolation, this run's).
+fn e2b_create(api: &str, key: &str, body: &str) -> serde_json::Value {
+    let (status, text) = http_json(api, "POST", "/v2/sandboxes", key, body);
+    assert_eq!(status, 201, "{text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// One request with API key `key` and a JSON body; (status, body).
+fn http_json(addr: &str, method: &str, path: &str, key: &str, body: &str) -> (u16, String) {
+    let headers = [("X-API-KEY", key), ("Content-Type", "application/json")];
+    let r = http::request(addr, method, path, &headers, body.as_bytes());
+    (r.status, r.text())
+}
