@@ -125,7 +125,7 @@ impl Controller {
 fn asleep(sb: &Sandbox, op: &str) -> Error {
     let why = match sb.spec.policies.auto_resume {
         Some(false) => "its auto_resume policy is off",
-        _ => "it was paused on request, and such a sandbox is resumed explicitly unless its auto_resume policy is on",
+        _ => "a user paused it, and auto_resume is not set",
     };
     Error::Asleep {
         sandbox: sb.name.clone(),
