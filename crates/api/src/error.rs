@@ -269,6 +269,20 @@ mod tests {
         let e = ApiError::from(dwell_control::Error::NameTaken("work".into()));
         assert_eq!((e.status.as_u16(), e.code), (409, code::NAME_TAKEN));
         assert_eq!(e.facts.get("name").map(String::as_str), Some("work"));
+        // A sandbox that sleeps and does not wake on use: its own code,
+        // with the state and what needed it running.
+        let e = ApiError::from(dwell_control::Error::Asleep {
+            sandbox: "web".into(),
+            state: dwell_control::State::Hibernated,
+            action: "file read".into(),
+            message: "sandbox web is hibernated and does not wake on use".into(),
+        });
+        assert_eq!((e.status.as_u16(), e.code), (409, code::SANDBOX_PAUSED));
+        let fact = |k: &str| e.facts.get(k).map(String::as_str);
+        assert_eq!(
+            (fact("sandbox"), fact("state"), fact("action")),
+            (Some("web"), Some("hibernated"), Some("file read"))
+        );
         let e = ApiError::from(dwell_control::Error::Storage(
             dwell_storage::StorageError::ImageNotFound("nope".into()),
         ));

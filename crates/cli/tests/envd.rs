@@ -845,7 +845,7 @@ fn an_auto_resume_sandbox_wakes_for_an_envd_request() {
     if !can_run() {
         return;
     }
-    let (d, E2bListeners { api, envd }) = Daemon::start_e2b(&[]);
+    let (d, E2bListeners { api, envd }) = Daemon::start_e2b(&["--resync-secs", "1"]);
     let key = d.tenant_key("wake-t");
     let sb = Sbx::create(
         &api,
@@ -901,4 +901,32 @@ fn an_auto_resume_sandbox_wakes_for_an_envd_request() {
     let r = plain.unary("filesystem.Filesystem/Stat", json!({"path": "/root"}));
     assert_eq!(r.json()["code"], "unavailable", "{r}");
     assert_eq!(detail(&plain.id)["state"], "paused");
+
+    // Paused by its timeout (autoPause), woken by a request: it gets a new
+    // timeout of at least five minutes (E2B's rule), so the passed deadline
+    // does not pause it again at once.
+    let short = Sbx::create(
+        &api,
+        &key,
+        sb.envd.clone(),
+        br#"{"templateID":"base","timeout":1,"autoPause":true,"autoResume":{"enabled":true}}"#,
+    );
+    wait_for(20, "the timeout to pause it", || {
+        detail(&short.id)["state"] == "paused"
+    });
+    let r = short.unary("filesystem.Filesystem/Stat", json!({"path": "/root"}));
+    assert_eq!(r.status, 200, "{r}");
+    let woke_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    std::thread::sleep(Duration::from_secs(3));
+    let info: Value =
+        serde_json::from_str(&d.ok(&["--as-tenant", "wake-t", "inspect", &short.id, "--json"]))
+            .unwrap();
+    assert_eq!(info["state"], "running", "re-paused: {info}");
+    assert!(
+        info["hold_until"].as_i64().unwrap() >= woke_at + 4 * 60 * 1000,
+        "{info}"
+    );
 }

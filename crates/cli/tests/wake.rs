@@ -254,3 +254,32 @@ fn a_file_read_wakes_a_paused_sandbox() {
     let events = d.ok(&["logs", "files"]);
     assert!(events.contains("woken by file read"), "{events}");
 }
+
+/// `--default-auto-resume` gives a tenant's new sandboxes the policy (and
+/// `dwell update` changes it on one).
+#[test]
+fn tenant_defaults_carry_auto_resume() {
+    if !can_run() {
+        return;
+    }
+    let d = Daemon::start();
+    d.ok(&["tenant", "create", "acme", "--default-auto-resume=false"]);
+    let out = d.ok(&[
+        "--as-tenant",
+        "acme",
+        "create",
+        "--name",
+        "a",
+        "--memory",
+        "256M",
+        "--disk",
+        "512M",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["spec"]["policies"]["auto_resume"], false, "{v}");
+    d.ok(&["--as-tenant", "acme", "update", "a", "--auto-resume"]);
+    let v: serde_json::Value =
+        serde_json::from_str(&d.ok(&["--as-tenant", "acme", "inspect", "a", "--json"])).unwrap();
+    assert_eq!(v["spec"]["policies"]["auto_resume"], true, "{v}");
+}

@@ -11,7 +11,7 @@
 //! | policy | applies while | fires at | action |
 //! |---|---|---|---|
 //! | `ttl` | running, paused | max(created + ttl, keepalive hold) | `ttl_action` if set (`pause` keeps memory; E2B's autoPause), else ephemeral: delete; persistent: stop |
-//! | `idle_timeout` | running, no open stream | max(last activity + idle, hold) | pause |
+//! | `idle_timeout` | running, no open stream | max(max(last activity, became running) + idle, hold) | pause |
 //! | `pause_after` | paused | paused since + pause_after | stop (gVisor: hibernate) |
 //! | `archive_after` | stopped (persistent) | stopped since + archive_after | archive |
 //! | `delete_after` | stopped, error, archived, hibernated | since that state + delete_after | delete |
@@ -185,10 +185,14 @@ pub fn schedule(rec: &Record, p: &Policies, streams_open: bool) -> Vec<Scheduled
             }
             if rec.state == State::Running && !streams_open {
                 if let Some(idle) = p.idle_timeout_ms {
+                    // Coming back to running (a resume, a wake on use)
+                    // counts as activity: a sandbox is never paused again
+                    // for the idleness from before it slept.
                     let last = rec
                         .last_activity_at
                         .unwrap_or(0)
-                        .max(rec.started_at.unwrap_or(rec.created_at));
+                        .max(rec.started_at.unwrap_or(rec.created_at))
+                        .max(rec.state_changed_at);
                     push(
                         "idle_timeout",
                         Action::Pause,
@@ -344,6 +348,10 @@ mod tests {
         assert_eq!(due(&r, &p, true, 1_000_000 + 60 * MIN), None);
         r.hold_until = Some(1_000_000 + 30 * MIN);
         assert_eq!(due(&r, &p, false, 1_000_000 + 29 * MIN), None);
+        // Resumed (or woken) at minute 40: idle counts from then.
+        r.state_changed_at = 1_000_000 + 40 * MIN;
+        assert_eq!(due(&r, &p, false, 1_000_000 + 49 * MIN), None);
+        assert!(due(&r, &p, false, 1_000_000 + 50 * MIN).is_some());
     }
 
     #[test]

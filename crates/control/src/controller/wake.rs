@@ -10,7 +10,9 @@
 //! first sets the desired state and records `woken by <op>`; the others
 //! find it set and wait on the same reconciliation. A woken sandbox counts
 //! as active, so the idle timeout does not pause it again at once, and a
-//! TTL that paused it is held off as E2B does after an auto-resume.
+//! TTL that paused it is held off as E2B does after an auto-resume (both
+//! written before the reconciler runs it, so no sweep in between can put
+//! it back to sleep).
 
 use super::Controller;
 use crate::error::{Error, Result};
@@ -57,6 +59,9 @@ impl Controller {
                 }
                 // The first request to get here wakes it.
                 s @ (State::Paused | State::Hibernated) if rec.desired_state == s => {
+                    // Held before it runs, so no sweep between the wake
+                    // and this request pauses it again.
+                    self.hold_after_wake(&self.view(&rec)?)?;
                     self.inner.store.set_desired(&rec.id, State::Running)?;
                     self.inner
                         .store
@@ -72,7 +77,8 @@ impl Controller {
         reconcile::reconcile(&self.inner, &sb.id).await;
         let after = self.get_by_id(&sb.id)?;
         if let Some(from) = woke_from {
-            self.woken(&after, from)?;
+            let mut w = self.inner.wakes.lock().unwrap_or_else(|p| p.into_inner());
+            *w.entry((after.tenant.clone(), from.as_str())).or_default() += 1;
         }
         if after.state == State::Error {
             return Err(Error::Conflict(format!(
@@ -83,17 +89,11 @@ impl Controller {
         Ok(after)
     }
 
-    /// Bookkeeping of a wake this request did: the count for `/metrics`,
-    /// activity now (the idle timeout counts from the wake), and a hold on
-    /// a pausing TTL that has already fired.
-    fn woken(&self, sb: &Sandbox, from: State) -> Result<()> {
-        {
-            let mut w = self.inner.wakes.lock().unwrap_or_else(|p| p.into_inner());
-            *w.entry((sb.tenant.clone(), from.as_str())).or_default() += 1;
-        }
-        if sb.state != State::Running {
-            return Ok(());
-        }
+    /// A wake counts as activity (the idle timeout also counts from the
+    /// return to running, see [`crate::policy::schedule`]), and a pausing
+    /// TTL that has already fired is held off for max(5 min, the TTL), as
+    /// E2B does after an auto-resume.
+    fn hold_after_wake(&self, sb: &Sandbox) -> Result<()> {
         let now = self.inner.clock.now_ms();
         let p = &sb.spec.policies;
         let ttl_fired = p.ttl_action == Some(Action::Pause)
@@ -125,7 +125,7 @@ impl Controller {
 fn asleep(sb: &Sandbox, op: &str) -> Error {
     let why = match sb.spec.policies.auto_resume {
         Some(false) => "its auto_resume policy is off",
-        _ => "it was paused on request, and such a sandbox is resumed explicitly unless its auto_resume policy is on",
+        _ => "a user paused it, and auto_resume is not set",
     };
     Error::Asleep {
         sandbox: sb.name.clone(),
