@@ -33,6 +33,9 @@ pub struct Network {
     pub deny_out: Option<Vec<String>>,
     /// False: the sandbox's public URLs need the traffic access token.
     pub allow_public_traffic: Option<bool>,
+    /// Per-host request transforms and an egress proxy: not available.
+    pub rules: Option<serde_json::Value>,
+    pub egress_proxy: Option<serde_json::Value>,
 }
 
 /// `PUT /sandboxes/{id}/network`: the new egress rules of a running
@@ -44,6 +47,8 @@ pub struct NetworkUpdate {
     pub deny_out: Option<Vec<String>>,
     /// False: deny everything not in `allowOut` (as `denyOut: ["0.0.0.0/0"]`).
     pub allow_internet_access: Option<bool>,
+    /// Per-host request transforms: not available.
+    pub rules: Option<serde_json::Value>,
 }
 
 /// `POST /v2/sandboxes/{id}/connect`.
