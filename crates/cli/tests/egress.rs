@@ -221,7 +221,8 @@ fn checks(isolation: &str) {
     // Sandboxes made through the E2B API get the daemon's default
     // isolation: this run's (the helper runs alone in its process).
     std::env::set_var("DWELL_TEST_ISOLATION", isolation);
-    let (d, e2b) = Daemon::start_e2b(&["--dns-upstream", OUTSIDE]);
+    // The daemon's default rules: for sandboxes that give none.
+    let (d, e2b) = Daemon::start_e2b(&["--dns-upstream", OUTSIDE, "--deny-out", OTHER]);
 
     // Bad entries are refused with what is wrong, and nothing is made.
     for (flag, bad, says) in [
@@ -377,6 +378,61 @@ fn checks(isolation: &str) {
         ALLOWED,
         "a name no rule denies",
     );
+
+    // Without rules of its own a sandbox gets the daemon's ...
+    d.create("d1", &["--net", "--isolation", isolation]);
+    assert_eq!(
+        d.inspect("d1")["spec"]["egress"]["deny"],
+        serde_json::json!([OTHER])
+    );
+    fails_fast(
+        &probe(&d, None, "d1", OTHER, SERVICE_PORT),
+        "refused",
+        "denied by the daemon's default",
+    );
+    connects(
+        &probe(&d, None, "d1", DENIED, SERVICE_PORT),
+        DENIED,
+        "not denied by the daemon's default",
+    );
+    d.ok(&["rm", "-f", "d1"]);
+    // ... or its tenant's, checked when they are set.
+    let out = d.run(&["tenant", "create", "t2", "--default-deny-out", "300.0.0.1"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not a valid address"),
+        "{}",
+        stderr(&out)
+    );
+    d.ok(&["tenant", "create", "t2"]);
+    d.ok(&[
+        "tenant",
+        "update",
+        "t2",
+        "--default-allow-out",
+        "allowed.test",
+        "--default-deny-out",
+        "0.0.0.0/0",
+    ]);
+    d.ok(&[
+        "--as-tenant",
+        "t2",
+        "create",
+        "--name",
+        "t2sb",
+        "--net",
+        "--isolation",
+        isolation,
+    ]);
+    let e = &d.ok(&["--as-tenant", "t2", "inspect", "t2sb"]);
+    assert!(e.contains("allow-out:   allowed.test"), "{e}");
+    assert!(e.contains("deny-out:    0.0.0.0/0 (deny wins)"), "{e}");
+    fails_fast(
+        &probe(&d, Some("t2"), "t2sb", DENIED, SERVICE_PORT),
+        "refused",
+        "denied by the tenant's default",
+    );
+    d.ok(&["--as-tenant", "t2", "rm", "-f", "t2sb"]);
 
     // Allow wins on E2B's API (as E2B documents).
     let key = d.tenant_key("e2b");

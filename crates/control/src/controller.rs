@@ -138,6 +138,12 @@ impl Controller {
         &self.inner.images
     }
 
+    /// The DNS resolver of NAT sandboxes, if the daemon serves one (to
+    /// install a [`dwell_dns::PeerNames`] hook).
+    pub fn dns(&self) -> Option<&Arc<dwell_dns::Resolver>> {
+        self.inner.dns.as_ref()
+    }
+
     /// The default runtime's name.
     pub fn runtime_name(&self) -> &'static str {
         self.inner.runtimes.default_name()

@@ -435,6 +435,30 @@ mod tests {
     }
 
     #[test]
+    fn egress_rules_need_a_network_and_valid_entries() {
+        let req: CreateRequest =
+            serde_json::from_str(r#"{"allow_out":["pypi.org"],"deny_out":["0.0.0.0/0"]}"#).unwrap();
+        let e = req.to_spec(&host()).unwrap_err();
+        assert!(e.to_string().contains("--net"), "{e}");
+        let req: CreateRequest = serde_json::from_str(
+            r#"{"network":"nat","allow_out":["pypi.org"],"deny_out":["0.0.0.0/0"]}"#,
+        )
+        .unwrap();
+        let spec = req.to_spec(&host()).unwrap();
+        assert_eq!(spec.egress.allow, ["pypi.org"]);
+        assert_eq!(spec.egress.precedence, Precedence::DenyWins);
+        let req: CreateRequest =
+            serde_json::from_str(r#"{"network":"nat","deny_out":["10.0.0.0/40"]}"#).unwrap();
+        match req.to_spec(&host()).unwrap_err() {
+            Error::Invalid { field, message } => {
+                assert_eq!(field, "deny_out");
+                assert!(message.contains("not a valid address or CIDR"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn defaults_and_sizes() {
         let req: CreateRequest =
             serde_json::from_str(r#"{"memory":"256M","disk":1073741824}"#).unwrap();

@@ -217,3 +217,70 @@ fn upstreams_parse() {
         ]
     );
 }
+
+#[tokio::test]
+async fn tcp_queries_are_answered_one_after_the_other() {
+    let (up, _) = upstream().await;
+    let (r, pinned) = resolver(vec![up]);
+    let a = Arc::new(sandbox(&["allowed.test"], &["0.0.0.0/0"]));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (r2, a2) = (r.clone(), a.clone());
+    tokio::spawn(async move {
+        let (conn, _) = l.accept().await.unwrap();
+        let _ = serve_conn(&r2, &a2, conn).await;
+    });
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    for (name, code) in [
+        ("allowed.test.", ResponseCode::NoError),
+        ("denied.test.", ResponseCode::NXDomain),
+    ] {
+        let q = query(name);
+        c.write_u16(q.len() as u16).await.unwrap();
+        c.write_all(&q).await.unwrap();
+        let len = c.read_u16().await.unwrap();
+        let mut buf = vec![0u8; usize::from(len)];
+        c.read_exact(&mut buf).await.unwrap();
+        assert_eq!(
+            Message::from_vec(&buf).unwrap().response_code(),
+            code,
+            "{name}"
+        );
+    }
+    assert_eq!(lock(&pinned).len(), 1);
+}
+
+#[tokio::test]
+async fn an_update_keeps_only_pins_of_names_still_allowed() {
+    let (up, _) = upstream().await;
+    let (r, _) = resolver(vec![up]);
+    let a = Arc::new(sandbox(&["allowed.test", "also.test"], &["0.0.0.0/0"]));
+    lock(&r.sandboxes).insert("sb1".into(), a.clone());
+    decode(answer(&r, &a, &query("allowed.test."), false).await);
+    lock(&a.learned).insert(
+        Ipv4Addr::new(192, 0, 2, 99),
+        ("also.test".into(), Instant::now() + MIN_PIN),
+    );
+    // The table does not exist here: only the bookkeeping changes.
+    let rules = EgressRules {
+        allow: vec!["also.test".into()],
+        deny: vec!["0.0.0.0/0".into()],
+        ..Default::default()
+    };
+    r.update("sb1", &rules).await.unwrap();
+    let learned = lock(&a.learned).clone();
+    assert_eq!(learned.len(), 1, "{learned:?}");
+    assert!(learned.contains_key(&Ipv4Addr::new(192, 0, 2, 99)));
+    assert_eq!(a.policy().name_verdict("allowed.test"), NameVerdict::Deny);
+    assert!(r
+        .update(
+            "sb1",
+            &EgressRules {
+                allow: vec!["bad name".into()],
+                ..Default::default()
+            }
+        )
+        .await
+        .unwrap_err()
+        .contains("not a valid domain name"));
+}

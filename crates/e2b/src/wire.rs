@@ -36,6 +36,9 @@ pub struct Network {
     pub deny_out: Option<Vec<String>>,
     /// False: the sandbox's public URLs need the traffic access token.
     pub allow_public_traffic: Option<bool>,
+    /// Per-host request transforms and an egress proxy: not available.
+    pub rules: Option<serde_json::Value>,
+    pub egress_proxy: Option<serde_json::Value>,
 }
 
 /// `PUT /sandboxes/{id}/network`: the new egress rules of a running
@@ -47,6 +50,8 @@ pub struct NetworkUpdate {
     pub deny_out: Option<Vec<String>>,
     /// False: deny everything not in `allowOut` (as `denyOut: ["0.0.0.0/0"]`).
     pub allow_internet_access: Option<bool>,
+    /// Per-host request transforms: not available.
+    pub rules: Option<serde_json::Value>,
 }
 
 /// `SandboxAutoResumeConfig` of a create request.

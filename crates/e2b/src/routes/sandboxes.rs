@@ -46,6 +46,13 @@ pub async fn create(
     labels.insert(view::LABEL_TEMPLATE.into(), template);
     let net = req.network.unwrap_or_default();
     check_deny_out(net.deny_out.as_deref().unwrap_or_default())?;
+    refuse_transforms(net.rules.as_ref())?;
+    if net.egress_proxy.as_ref().is_some_and(|v| !v.is_null()) {
+        return Err(E2bError::bad_request(
+            "an egress proxy is not available on dwell; create the sandbox without \
+             `network.egressProxy`",
+        ));
+    }
     if let Some(public) = net.allow_public_traffic {
         labels.insert(view::LABEL_PUBLIC_TRAFFIC.into(), public.to_string());
     }
@@ -228,6 +235,22 @@ pub async fn set_timeout(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Per-host request transforms (`network.rules`) are not available.
+fn refuse_transforms(rules: Option<&serde_json::Value>) -> E2bResult<()> {
+    let empty = match rules {
+        None | Some(serde_json::Value::Null) => true,
+        Some(serde_json::Value::Object(m)) => m.is_empty(),
+        Some(_) => false,
+    };
+    if empty {
+        return Ok(());
+    }
+    Err(E2bError::bad_request(
+        "per-host request transforms (`network.rules`) are not available on dwell; list the \
+         hosts in allowOut without rules",
+    ))
+}
+
 /// E2B takes only addresses and CIDR blocks in `denyOut`.
 fn check_deny_out(deny: &[String]) -> E2bResult<()> {
     for d in deny {
@@ -255,6 +278,7 @@ pub async fn update_network(
     let sb = find(&st, &p, &id)?;
     let mut deny = req.deny_out.unwrap_or_default();
     check_deny_out(&deny)?;
+    refuse_transforms(req.rules.as_ref())?;
     if req.allow_internet_access == Some(false) && !deny.iter().any(|d| d.trim() == "0.0.0.0/0") {
         deny.push("0.0.0.0/0".into());
     }
