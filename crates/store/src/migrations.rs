@@ -98,6 +98,28 @@ pub const MIGRATIONS: &[&str] = &[
         slot INTEGER PRIMARY KEY,
         sandbox_id TEXT NOT NULL UNIQUE
     );",
+    // 10: tenant private networks and their members. A member's address
+    // is allocated once, when it joins, and kept until it leaves (stop,
+    // start, pause, hibernate and restore keep it), so peers' names stay
+    // valid. A sandbox leaves every network when it is deleted.
+    "CREATE TABLE networks (
+        id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        name TEXT NOT NULL,
+        subnet TEXT NOT NULL,
+        bridge TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL
+    );
+    CREATE UNIQUE INDEX networks_name ON networks(tenant, name);
+    CREATE TABLE network_members (
+        network_id TEXT NOT NULL REFERENCES networks(id),
+        sandbox_id TEXT NOT NULL,
+        address TEXT NOT NULL,
+        joined_at INTEGER NOT NULL,
+        PRIMARY KEY (network_id, sandbox_id),
+        UNIQUE (network_id, address)
+    );
+    CREATE INDEX network_members_sandbox ON network_members(sandbox_id);",
 ];
 
 /// Bring the schema to the newest version.

@@ -65,6 +65,7 @@ pub(crate) fn build(
         agent_key: Some(new_agent_key()?),
         grants: spec.grants(),
         id_map: None,
+        private_nets: Vec::new(),
     })
 }
 

@@ -8,6 +8,10 @@
 //! `--network=sandbox`: gVisor's own network stack takes over `eth0`, its
 //! address and its routes when the sandbox boots.
 //!
+//! A sandbox on private networks (see [`crate::host::private_net`]) gets
+//! its `ethN` interfaces in the same namespace; without NAT the namespace
+//! holds those and loopback only ([`setup_all`]).
+//!
 //! A checkpoint does not keep the host side: [`teardown`] removes the veth,
 //! the table and the namespace whenever the sandbox stops (hibernation
 //! included), and a restore sets all of it up anew (with the same address
@@ -63,9 +67,50 @@ pub fn setup(
     Ok(path)
 }
 
-/// Remove the veth, the table and the pinned namespace of `config`, if
-/// any exist. Cheap when there is nothing (no process is run).
+/// Whether `config` needs a network namespace of its own (runsc then
+/// runs with `--network=sandbox`): NAT, or any private network.
+pub fn needs_netns(config: &SandboxConfig) -> bool {
+    config.network == crate::NetworkMode::Nat || !config.private_nets.is_empty()
+}
+
+/// [`setup`] for a NAT sandbox, else a pinned namespace with loopback
+/// only; then the private networks' interfaces in it. None when the
+/// sandbox needs no namespace ([`needs_netns`]). On error nothing of it
+/// is left.
+pub fn setup_all(
+    host: &dyn Host,
+    config: &SandboxConfig,
+    pool: &str,
+    deny: &[String],
+) -> Result<Option<PathBuf>> {
+    if !needs_netns(config) {
+        return Ok(None);
+    }
+    let path = if config.network == crate::NetworkMode::Nat {
+        setup(host, config, pool, deny)?
+    } else {
+        teardown_on(host, config);
+        let path = netns_path(config);
+        pin_new_netns(host, &path)?;
+        path
+    };
+    if let Err(e) = host.private_setup(
+        &config.id,
+        network::Netns::Path(&path),
+        &config.private_nets,
+        &config.state_dir,
+    ) {
+        teardown_on(host, config);
+        return Err(e);
+    }
+    Ok(Some(path))
+}
+
+/// Remove the veth, the table, the private networks' ports and the pinned
+/// namespace of `config`, if any exist. Cheap when there is nothing (no
+/// process is run).
 pub fn teardown_on(host: &dyn Host, config: &SandboxConfig) {
+    host.private_teardown(&config.state_dir);
     let path = netns_path(config);
     if path.exists() || host.has_veth(&config.id) {
         host.net_teardown(&config.id);

@@ -1,6 +1,6 @@
 //! The seam between the runtimes' host-side sequences and the kernel: the
 //! [`Host`] trait names each call that changes the host (mount, unmount,
-//! kill, a pinned network namespace, a sandbox's NAT network), [`Kernel`]
+//! kill, a pinned network namespace, a sandbox's NAT and private networks), [`Kernel`]
 //! makes them for real, and tests give a recording double instead (see
 //! `host::recording`), so the order of a start's mounts or a stop's
 //! cleanup is checked without root.
@@ -55,6 +55,19 @@ pub trait Host: Send + Sync + std::fmt::Debug {
     fn net_teardown(&self, id: &str);
     /// Whether the host side of sandbox `id`'s veth pair exists.
     fn has_veth(&self, id: &str) -> bool;
+    /// Put sandbox `id` on its private networks (see
+    /// [`super::private_net::attach`]).
+    fn private_setup(
+        &self,
+        id: &str,
+        netns: Netns<'_>,
+        nets: &[crate::PrivateNet],
+        state_dir: &Path,
+    ) -> Result<()>;
+    /// Remove what [`Host::private_setup`] made for the sandbox whose state
+    /// dir is `state_dir` (see [`super::private_net::teardown`]). Best
+    /// effort; free when there is nothing.
+    fn private_teardown(&self, state_dir: &Path);
 }
 
 /// The real host: each call goes to the kernel (or to `ip`/`nft`).
@@ -116,5 +129,19 @@ impl Host for Kernel {
         Path::new("/sys/class/net")
             .join(super::layout::host_veth(id))
             .exists()
+    }
+
+    fn private_setup(
+        &self,
+        id: &str,
+        netns: Netns<'_>,
+        nets: &[crate::PrivateNet],
+        state_dir: &Path,
+    ) -> Result<()> {
+        super::private_net::attach(id, netns, nets, state_dir)
+    }
+
+    fn private_teardown(&self, state_dir: &Path) {
+        super::private_net::teardown(state_dir)
     }
 }
