@@ -30,6 +30,8 @@ pub mod fact {
     pub const SNAPSHOT: &str = "snapshot";
     /// A name already taken.
     pub const NAME: &str = "name";
+    /// The private network's name (or the id or name asked for).
+    pub const NETWORK: &str = "network";
 }
 
 /// A control-plane failure.
@@ -45,6 +47,13 @@ pub enum Error {
     /// No tenant has that name.
     #[error("no tenant is named {0:?}")]
     TenantNotFound(String),
+    /// No private network of this tenant has that id or name (the same
+    /// whether it never existed or belongs to someone else).
+    #[error("no network named or with id {0:?}; `dwell network ls` lists yours, `dwell network create {0}` makes it")]
+    NetworkNotFound(String),
+    /// The tenant already has a network of that name.
+    #[error("the tenant already has a network named {0:?}; pick another name or remove it with `dwell network rm {0}`")]
+    NetworkNameTaken(String),
     /// The request is malformed or out of range.
     #[error("invalid {field}: {message}")]
     Invalid { field: String, message: String },
@@ -100,6 +109,7 @@ impl From<dwell_store::Error> for Error {
     fn from(e: dwell_store::Error) -> Self {
         match e {
             dwell_store::Error::NameTaken(n) => Error::NameTaken(n),
+            dwell_store::Error::NetworkNameTaken(n) => Error::NetworkNameTaken(n),
             e => Error::Store(e),
         }
     }
@@ -109,13 +119,14 @@ impl Error {
     /// Stable code for API clients.
     pub fn code(&self) -> &'static str {
         match self {
-            Error::NotFound(_) | Error::SnapshotNotFound(_) | Error::TenantNotFound(_) => {
-                "not_found"
-            }
+            Error::NotFound(_)
+            | Error::SnapshotNotFound(_)
+            | Error::TenantNotFound(_)
+            | Error::NetworkNotFound(_) => "not_found",
             Error::Runtime(dwell_runtime::Error::Unsupported { .. }) => "unsupported",
             Error::Invalid { .. } => "invalid_argument",
             Error::Conflict(_) | Error::Refused { .. } => "conflict",
-            Error::NameTaken(_) => "name_taken",
+            Error::NameTaken(_) | Error::NetworkNameTaken(_) => "name_taken",
             Error::Quota(_) => "quota_exceeded",
             Error::Runtime(_) => "runtime_error",
             Error::Storage(_) => "storage_error",
@@ -128,9 +139,15 @@ impl Error {
     /// HTTP status for the API.
     pub fn status(&self) -> u16 {
         match self {
-            Error::NotFound(_) | Error::SnapshotNotFound(_) | Error::TenantNotFound(_) => 404,
+            Error::NotFound(_)
+            | Error::SnapshotNotFound(_)
+            | Error::TenantNotFound(_)
+            | Error::NetworkNotFound(_) => 404,
             Error::Invalid { .. } => 400,
-            Error::Conflict(_) | Error::Refused { .. } | Error::NameTaken(_) => 409,
+            Error::Conflict(_)
+            | Error::Refused { .. }
+            | Error::NameTaken(_)
+            | Error::NetworkNameTaken(_) => 409,
             Error::Runtime(dwell_runtime::Error::Unsupported { .. }) => 409,
             Error::Quota(_) => 403,
             Error::Agent(_) => 502,
@@ -154,6 +171,13 @@ impl Error {
             }
             Error::NameTaken(name) => {
                 f.insert(fact::NAME, name.clone());
+            }
+            Error::NetworkNotFound(name) => {
+                f.insert(fact::NETWORK, name.clone());
+            }
+            Error::NetworkNameTaken(name) => {
+                f.insert(fact::NAME, name.clone());
+                f.insert(fact::NETWORK, name.clone());
             }
             Error::Refused {
                 sandbox,

@@ -31,6 +31,8 @@
 //!   volumes, archived sandboxes, store garbage collection, and the progress
 //!   of long snapshot operations; [`memory`]: a hibernated sandbox's saved
 //!   memory stored with its volume.
+//! - [`networks`]: tenant private networks (members reach each other by
+//!   name).
 //! - [`quota`], [`limits`]: per-tenant quotas, the quota of tenants
 //!   without a record and the daemon-wide ceilings of one sandbox.
 
@@ -49,6 +51,7 @@ pub mod limits;
 pub mod memory;
 pub mod metering;
 pub mod model;
+pub mod networks;
 mod orphans;
 pub mod policy;
 pub mod progress;

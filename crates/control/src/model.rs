@@ -129,6 +129,9 @@ pub struct CreateRequest {
     /// the host's kernel.core_pattern is a pipe.
     #[serde(default)]
     pub allow_core_dumps: Option<bool>,
+    /// Private networks (names or ids) to put the sandbox on.
+    #[serde(default)]
+    pub networks: Vec<String>,
 }
 
 /// Limits checked on create, so a typo cannot ask for the impossible.
@@ -309,6 +312,19 @@ pub struct Sandbox {
     /// Bytes of saved memory and process state of a hibernated sandbox.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub saved_state_bytes: Option<u64>,
+    /// The private networks it is on, with its address on each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<Attachment>,
+}
+
+/// One private network a sandbox is on (see [`crate::networks`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Attachment {
+    pub network: String,
+    pub address: String,
+    pub subnet: String,
+    /// The interface inside the sandbox (`eth1`, `eth2`, ...).
+    pub interface: String,
 }
 
 /// Where an archived sandbox's volume is.
@@ -369,6 +385,7 @@ impl Sandbox {
             stats: None,
             archive: None,
             saved_state_bytes: None,
+            networks: Vec::new(),
         }
     }
 }

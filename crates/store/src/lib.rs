@@ -31,7 +31,7 @@ pub use error::{Error, Result};
 pub use events::Event;
 pub use keys::{ApiKey, KeyRecord};
 pub use kinds::{Mode, RuntimeName, State};
-pub use networks::{Member, Network};
+pub use networks::{parse_subnet, Member, Network};
 pub use sandboxes::{SandboxRecord, Spec};
 pub use tenants::Tenant;
 pub use usage::{UsageDelta, UsageRow};
