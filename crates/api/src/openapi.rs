@@ -6,7 +6,9 @@ use std::sync::OnceLock;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{exec, files, hibernate, images, processes, sandboxes, snapshots, tenants};
+use crate::routes::{
+    exec, files, hibernate, images, networks, processes, sandboxes, snapshots, tenants,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -61,6 +63,12 @@ use crate::routes::{exec, files, hibernate, images, processes, sandboxes, snapsh
         files::rename,
         images::list,
         images::import,
+        networks::create,
+        networks::list,
+        networks::inspect,
+        networks::delete,
+        networks::connect,
+        networks::disconnect,
         tenants::list,
         tenants::create,
         tenants::update,

@@ -11,6 +11,7 @@ pub mod error;
 pub mod exec;
 pub mod files;
 pub mod images;
+pub mod networks;
 pub mod query;
 pub mod sandbox;
 pub mod snapshots;
@@ -20,6 +21,7 @@ pub use error::{ErrorBody, ErrorDetail};
 pub use exec::{ExecCall, ExecRequest, ExecResult, ExitReport, ProcessInfo};
 pub use files::{FileInfo, FileKind};
 pub use images::Image;
+pub use networks::{CreateNetwork, Network, NetworkAttachment, NetworkMember};
 pub use sandbox::{CreateRequest, Mode, Sandbox, SandboxSpec, State};
 pub use snapshots::Snapshot;
 

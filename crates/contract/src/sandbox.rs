@@ -217,6 +217,9 @@ pub struct Sandbox {
     /// Bytes of saved memory and process state of a hibernated sandbox.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub saved_state_bytes: Option<u64>,
+    /// The private networks it is on, with its address on each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<crate::networks::NetworkAttachment>,
 }
 
 /// The longest duration a request may give: 100 years, in seconds. Longer
@@ -311,6 +314,10 @@ pub struct CreateRequest {
     pub allow_raw_sockets: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_core_dumps: Option<bool>,
+    /// Private networks (names or ids) to put the sandbox on; its peers
+    /// there reach it by its name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<String>,
 }
 
 /// `PATCH /v1/sandboxes/{id}`: what can change on a live sandbox.

@@ -130,7 +130,7 @@ pub struct CreateRequest {
     #[serde(default)]
     pub allow_core_dumps: Option<bool>,
     /// Private networks (names or ids) to put the sandbox on.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub networks: Vec<String>,
 }
 
