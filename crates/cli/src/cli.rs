@@ -95,6 +95,9 @@ pub enum Command {
     /// Manage tenants and their quotas (admin).
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// Private networks: sandboxes on one reach each other by name.
+    #[command(subcommand)]
+    Network(NetworkCommand),
     /// Usage and cost: vCPU-hours, GiB-hours of memory and storage.
     Usage(UsageArgs),
     /// The audit log: who did what to which sandbox, when.
@@ -296,6 +299,11 @@ pub struct CreateArgs {
     /// Give the sandbox outbound network access (NAT); default: loopback only.
     #[arg(long)]
     pub net: bool,
+    /// Put the sandbox on this private network (repeatable; `dwell network create`
+    /// makes one). Its peers there reach it as NAME and NAME.NETWORK; a network
+    /// gives no internet access (that is --net).
+    #[arg(long = "network", value_name = "NETWORK")]
+    pub networks: Vec<String>,
     /// Isolation: `namespace` (Linux namespaces) or `gvisor` (runsc's user-space kernel;
     /// can hibernate). Default: the daemon's --default-isolation.
     #[arg(long, alias = "runtime")]
@@ -396,6 +404,13 @@ pub struct UpdateArgs {
     pub sandbox: String,
     #[command(flatten)]
     pub policies: PolicyFlags,
+    /// Put the (stopped) sandbox on this private network (repeatable); its
+    /// interface comes up at its next start.
+    #[arg(long = "network-add", value_name = "NETWORK")]
+    pub network_add: Vec<String>,
+    /// Take the (stopped) sandbox off this private network (repeatable).
+    #[arg(long = "network-rm", value_name = "NETWORK")]
+    pub network_rm: Vec<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -515,6 +530,42 @@ pub enum TenantCommand {
     /// Issue another API key for a tenant (`tenant key NAME`), or list
     /// (`tenant key ls NAME`) and revoke (`tenant key revoke NAME KEY_ID`) its keys.
     Key(KeyArgs),
+}
+
+/// `dwell network ...`.
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// Create a private network. Sandboxes join it with `dwell create --network NAME`
+    /// and reach each other by name (`db`, or `db.NAME`); nothing of other networks,
+    /// other tenants or the host is reachable through it, and it gives no internet
+    /// access (that is `--net`).
+    Create {
+        /// Network name: 1-32 lowercase letters, digits and '-', starting with a letter.
+        name: String,
+        /// IPv4 subnet such as 10.211.5.0/24 (/16 to /29, private ranges).
+        /// Default: the first free /24 of 10.210.0.0/16.
+        #[arg(long)]
+        subnet: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List your private networks with their member counts.
+    #[command(alias = "list")]
+    Ls(JsonFlag),
+    /// Show a network: subnet, bridge, and each member's name, address and state.
+    Inspect {
+        /// Network name or id.
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a network. Refused while sandboxes are on it: remove them (`dwell rm`)
+    /// or take them off while stopped (`dwell update NAME --network-rm NETWORK`) first.
+    Rm {
+        /// Network names or ids.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]

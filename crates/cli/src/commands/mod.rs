@@ -6,6 +6,7 @@ mod exec;
 mod image;
 mod limits;
 mod listener;
+mod network;
 mod private;
 mod runtimes;
 mod sandbox;
@@ -61,6 +62,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Cp(a) => cp::run(&client, a).await,
         Command::Image(c) => image::run(&client, c).await,
         Command::Tenant(c) => tenant::run(&client, c).await,
+        Command::Network(c) => network::run(&client, c).await,
         Command::Usage(a) => tenant::usage(&client, a).await,
         Command::Audit(a) => tenant::audit(&client, a).await,
         Command::Doctor(a) => doctor::run(a),

@@ -38,6 +38,7 @@ pub async fn create(c: &Client, a: CreateArgs) -> Result<i32> {
         from: a.from.clone(),
         allow_raw_sockets: a.allow_raw_sockets.then_some(true),
         allow_core_dumps: a.allow_core_dumps.then_some(true),
+        networks: a.networks.clone(),
     };
     if a.count == 0 {
         anyhow::bail!("--count 0 creates nothing; give 1 or more");
@@ -174,6 +175,12 @@ pub async fn inspect(c: &Client, a: NameJson) -> Result<i32> {
             NetworkMode::Nat => "nat (outbound)",
         }
     );
+    for n in &sb.networks {
+        println!(
+            "private net: {} {} ({} inside, subnet {}); peers reach it as {} and {}.{}",
+            n.network, n.address, n.interface, n.subnet, sb.name, sb.name, n.network
+        );
+    }
     println!("privileges:  {}", privileges(&sb.spec));
     if let Some(v) = &sb.volume {
         println!(
@@ -379,23 +386,47 @@ pub async fn keepalive(c: &Client, a: KeepaliveArgs) -> Result<i32> {
 
 pub async fn update(c: &Client, a: UpdateArgs) -> Result<i32> {
     let args = policy_args(&a.policies);
-    if args.is_empty() {
-        anyhow::bail!("nothing to change; give a policy flag like --idle-timeout 10m (see `dwell update --help`)");
+    let networks = !a.network_add.is_empty() || !a.network_rm.is_empty();
+    if args.is_empty() && !networks {
+        anyhow::bail!("nothing to change; give a policy flag like --idle-timeout 10m or --network-add NETWORK (see `dwell update --help`)");
     }
-    let sb: Sandbox = c
-        .json(
-            hyper::Method::PATCH,
-            &format!("/v1/sandboxes/{}", enc(&a.sandbox)),
-            Some(&serde_json::json!({ "policies": args })),
-        )
-        .await?;
-    if a.json {
-        output::json(&sb)?;
-    } else {
-        println!("{}: policies updated", sb.name);
-        for s in &sb.schedule {
-            println!("  {} -> {:?} at {}", s.policy, s.action, output::time(s.at));
+    let mut last: Option<Sandbox> = None;
+    for (n, method) in a
+        .network_add
+        .iter()
+        .map(|n| (n, hyper::Method::POST))
+        .chain(a.network_rm.iter().map(|n| (n, hyper::Method::DELETE)))
+    {
+        let path = format!("/v1/sandboxes/{}/networks/{}", enc(&a.sandbox), enc(n));
+        let sb: Sandbox = c.json(method.clone(), &path, None::<&()>).await?;
+        if !a.json {
+            let verb = if method == hyper::Method::POST {
+                "joined"
+            } else {
+                "left"
+            };
+            println!("{}: {verb} network {n}", sb.name);
         }
+        last = Some(sb);
+    }
+    if !args.is_empty() {
+        let sb: Sandbox = c
+            .json(
+                hyper::Method::PATCH,
+                &format!("/v1/sandboxes/{}", enc(&a.sandbox)),
+                Some(&serde_json::json!({ "policies": args })),
+            )
+            .await?;
+        if !a.json {
+            println!("{}: policies updated", sb.name);
+            for s in &sb.schedule {
+                println!("  {} -> {:?} at {}", s.policy, s.action, output::time(s.at));
+            }
+        }
+        last = Some(sb);
+    }
+    if let (true, Some(sb)) = (a.json, &last) {
+        output::json(sb)?;
     }
     Ok(0)
 }
