@@ -82,7 +82,13 @@ mod tests {
     fn sandboxes_keep_their_shape() {
         same_shape::<dwell_control::Sandbox, dwell_contract::Sandbox>(sandbox());
         let mut bare = sandbox();
-        for k in ["volume", "stats", "archive", "saved_state_bytes", "networks"] {
+        for k in [
+            "volume",
+            "stats",
+            "archive",
+            "saved_state_bytes",
+            "networks",
+        ] {
             bare.as_object_mut().unwrap().remove(k);
         }
         same_shape::<dwell_control::Sandbox, dwell_contract::Sandbox>(bare);

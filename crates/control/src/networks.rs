@@ -56,7 +56,6 @@ pub struct NetworkView {
     pub members: Vec<MemberView>,
 }
 
-
 /// Check a network name: it is a DNS label (peers are `NAME.NETWORK`).
 pub fn validate_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
@@ -134,10 +133,7 @@ pub fn validate_subnet(subnet: &str) -> Result<String> {
     }
     if overlaps(
         (u32::from(addr), len),
-        (
-            u32::from(Ipv4Addr::new(10, 200, 0, 0)),
-            16,
-        ),
+        (u32::from(Ipv4Addr::new(10, 200, 0, 0)), 16),
     ) {
         return Err(bad("it overlaps the NAT pool 10.200.0.0/16"));
     }
@@ -223,7 +219,10 @@ pub(crate) fn peer_table(inner: &Context, sandbox_id: &str) -> Vec<(Ipv4Addr, Ve
         };
         for m in v.members {
             if let Ok(a) = m.address.parse() {
-                rows.push((a, vec![m.sandbox.clone(), format!("{}.{}", m.sandbox, n.name)]));
+                rows.push((
+                    a,
+                    vec![m.sandbox.clone(), format!("{}.{}", m.sandbox, n.name)],
+                ));
             }
         }
     }
@@ -326,7 +325,10 @@ pub(crate) async fn refresh_hosts(inner: &Context, sandbox_id: &str) {
     }
     .await;
     if let Err(e) = written {
-        tracing::warn!(sandbox = sandbox_id, "writing peer names to /etc/hosts: {e}");
+        tracing::warn!(
+            sandbox = sandbox_id,
+            "writing peer names to /etc/hosts: {e}"
+        );
     }
 }
 

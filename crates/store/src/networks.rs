@@ -147,8 +147,12 @@ impl Store {
     /// Make `sandbox_id` a member of `network` with the lowest free
     /// address (or return its membership when it already is one).
     pub fn join_network(&self, network: &Network, sandbox_id: &str) -> Result<Member> {
-        let (base, len) = parse_subnet(&network.subnet)
-            .ok_or_else(|| Error::Corrupt(format!("network {}: subnet {:?}", network.id, network.subnet)))?;
+        let (base, len) = parse_subnet(&network.subnet).ok_or_else(|| {
+            Error::Corrupt(format!(
+                "network {}: subnet {:?}",
+                network.id, network.subnet
+            ))
+        })?;
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let held = tx
@@ -275,7 +279,10 @@ mod tests {
         let err = s
             .insert_network(&net("n3", "a", "team", "10.2.0.0/24"))
             .unwrap_err();
-        assert!(matches!(err, Error::NetworkNameTaken(ref n) if n == "team"), "{err}");
+        assert!(
+            matches!(err, Error::NetworkNameTaken(ref n) if n == "team"),
+            "{err}"
+        );
         assert_eq!(s.find_network("a", "team").unwrap().unwrap().id, "n1");
         assert_eq!(s.find_network("b", "n2").unwrap().unwrap().name, "team");
         assert!(s.find_network("a", "n2").unwrap().is_none());

@@ -16,7 +16,10 @@ pub async fn run(c: &Client, cmd: NetworkCommand) -> Result<i32> {
             if json {
                 output::json(&n)?;
             } else {
-                println!("{} ({}): `dwell create --network {} ...` puts sandboxes on it", n.name, n.subnet, n.name);
+                println!(
+                    "{} ({}): `dwell create --network {} ...` puts sandboxes on it",
+                    n.name, n.subnet, n.name
+                );
             }
         }
         NetworkCommand::Ls(a) => {

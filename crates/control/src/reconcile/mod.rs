@@ -193,10 +193,7 @@ async fn run(inner: &std::sync::Arc<Context>, id: &str, trigger: Trigger) {
     if rec.state != State::Running
         && rec.state != State::Paused
         && now_running
-        && inner
-            .store
-            .networks_of(id)
-            .is_ok_and(|n| !n.is_empty())
+        && inner.store.networks_of(id).is_ok_and(|n| !n.is_empty())
     {
         crate::networks::refresh_hosts(inner, id).await;
     }

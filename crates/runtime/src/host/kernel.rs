@@ -38,8 +38,8 @@ pub trait Host: Send + Sync + std::fmt::Debug {
     fn mounts_below(&self, dir: &Path) -> Vec<PathBuf>;
     /// `kill(2)`.
     fn kill(&self, pid: i32, signal: libc::c_int) -> io::Result<()>;
-    /// A new network namespace, kept alive by a bind mount on the
-    /// (existing, empty) file `path`.
+    /// A new network namespace with loopback up, kept alive by a bind
+    /// mount on the (existing, empty) file `path`.
     fn pin_netns(&self, path: &Path) -> io::Result<()>;
     /// Sandbox `id`'s NAT network in `netns` (see [`network::setup`]).
     fn net_setup(
@@ -98,6 +98,9 @@ impl Host for Kernel {
             // shared with the process's other threads); it ends right
             // after, and the mount keeps the namespace.
             sys::unshare(libc::CLONE_NEWNET)?;
+            // runsc's network stack takes only the interfaces that are
+            // up: without this a gVisor sandbox had no loopback.
+            super::network::loopback_up().map_err(io::Error::other)?;
             sys::mount(
                 Some(Path::new("/proc/thread-self/ns/net")),
                 &target,

@@ -80,8 +80,17 @@ fn run(cmd: &mut Command, what: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Whether interface `ifname` exists in this process's network namespace
+/// (asked of the kernel: `/sys/class/net` shows the namespace sysfs was
+/// mounted in, which a daemon in a namespace of its own may not share).
 fn exists(ifname: &str) -> bool {
-    Path::new("/sys/class/net").join(ifname).exists()
+    Command::new("ip")
+        .args(["link", "show", "dev", ifname])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Turn IPv6 off on a host interface: no link-local address, so the host
@@ -299,17 +308,6 @@ pub fn remove_bridge(bridge: &str) {
             tracing::warn!("{e}");
         }
     }
-}
-
-/// The private networks' bridges present on the host.
-pub fn bridges() -> Vec<String> {
-    std::fs::read_dir("/sys/class/net")
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .filter(|n| n.starts_with(BRIDGE_PREFIX))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

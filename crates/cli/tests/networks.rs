@@ -1,0 +1,312 @@
+//! End to end: tenant private networks on both runtimes. Two sandboxes on
+//! `team` reach each other by name (`db` and `db.team`); a sandbox of
+//! another network, and one of another tenant's network with the very
+//! same subnet, reach neither (and fail fast); the host has no address a
+//! member can reach through the bridge; a member without `--net` has no
+//! way out; stop/start keeps the address; a stopped sandbox joins a
+//! network with `update --network-add`; `network rm` is refused while
+//! members remain; and nothing (ports, tables, bridges) is left once the
+//! sandboxes and networks are gone.
+//!
+//! Bridges and veths are made in the daemon's network namespace, so each
+//! test re-runs this binary inside `unshare --net` (see
+//! `testkit::netns`) and starts the daemon there: nothing touches the
+//! host's namespace and everything goes away with the helper's.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::netns::{self, in_private_netns};
+use common::*;
+
+/// Connect from inside a sandbox to HOST:PORT (a name or an address):
+/// prints `connected <local ip>`, `refused`, `unreachable` (no route),
+/// `noname` (the name does not resolve) or `timeout`, then the seconds it
+/// took.
+const PROBE: &str = "import socket,sys,time,errno
+t=time.time()
+try:
+  s=socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2); r='connected '+s.getsockname()[0]
+except socket.gaierror: r='noname'
+except ConnectionRefusedError: r='refused'
+except OSError as e: r='unreachable' if e.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH) else 'timeout'
+print(r, round(time.time()-t, 1))";
+
+/// Fetch `http://NAME:PORT/` with urllib: prints the status.
+const FETCH: &str = "import urllib.request,sys
+print(urllib.request.urlopen('http://%s:%s/' % (sys.argv[1], sys.argv[2]), timeout=5).status)";
+
+#[test]
+fn private_networks_connect_members_by_name_and_nothing_else() {
+    if can_run() {
+        in_private_netns("networks_helper_namespace");
+    }
+}
+
+#[test]
+fn gvisor_private_networks_connect_members_by_name_and_nothing_else() {
+    if can_run_gvisor() {
+        in_private_netns("networks_helper_gvisor");
+    }
+}
+
+#[test]
+#[ignore = "helper of private_networks_connect_members_by_name_and_nothing_else"]
+fn networks_helper_namespace() {
+    if netns::is_helper() {
+        checks("namespace");
+    }
+}
+
+#[test]
+#[ignore = "helper of gvisor_private_networks_connect_members_by_name_and_nothing_else"]
+fn networks_helper_gvisor() {
+    if netns::is_helper() {
+        checks("gvisor");
+    }
+}
+
+/// `probe` from `sb` to `host:port`: the verdict without the time, and
+/// the seconds it took.
+fn probe(d: &Daemon, sb: &str, host: &str, port: u16) -> (String, f64) {
+    let out = d.ok(&[
+        "exec",
+        sb,
+        "--",
+        "python3",
+        "-c",
+        PROBE,
+        host,
+        &port.to_string(),
+    ]);
+    let out = out.trim();
+    let (verdict, secs) = out.rsplit_once(' ').unwrap();
+    (verdict.to_string(), secs.parse().unwrap())
+}
+
+fn fetch(d: &Daemon, sb: &str, host: &str) -> String {
+    d.ok(&["exec", sb, "--", "python3", "-c", FETCH, host, "8080"])
+        .trim()
+        .to_string()
+}
+
+/// Serve HTTP on port 8080 in `sb`, and wait until it accepts.
+fn serve(d: &Daemon, sb: &str) {
+    d.ok(&[
+        "exec",
+        "-d",
+        sb,
+        "--",
+        "python3",
+        "-m",
+        "http.server",
+        "8080",
+        "--bind",
+        "0.0.0.0",
+    ]);
+    let t0 = Instant::now();
+    while probe(d, sb, "127.0.0.1", 8080).0 != "connected 127.0.0.1" {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "http.server in {sb} did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The sandbox's address on `network`, from `inspect`.
+fn address(d: &Daemon, sb: &str, network: &str) -> String {
+    let v = d.inspect(sb);
+    v["networks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{sb} is on no network: {v}"))
+        .iter()
+        .find(|n| n["network"] == network)
+        .unwrap_or_else(|| panic!("{sb} is not on {network}: {v}"))["address"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Private network ports, their tables and bridges in this namespace.
+fn leftovers() -> Vec<String> {
+    // (`ip`, not /sys/class/net: sysfs shows the host's namespace here.)
+    let links = Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .unwrap();
+    let mut left: Vec<String> = String::from_utf8_lossy(&links.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .filter(|n| n.starts_with("dp") || n.starts_with("dwb"))
+        .collect();
+    let tables = Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .unwrap();
+    left.extend(
+        String::from_utf8_lossy(&tables.stdout)
+            .lines()
+            .filter(|l| l.contains("dwell_dp"))
+            .map(String::from),
+    );
+    left
+}
+
+fn checks(isolation: &str) {
+    netns::run(&["ip", "link", "set", "lo", "up"]);
+    let d = Daemon::start();
+    let iso = ["--isolation", isolation];
+
+    d.ok(&["network", "create", "team"]);
+    d.ok(&["network", "create", "other"]);
+    let team: serde_json::Value =
+        serde_json::from_str(&d.ok(&["network", "inspect", "team", "--json"])).unwrap();
+    let subnet = team["subnet"].as_str().unwrap().to_string();
+    // A name is unique per tenant; another tenant may use it, here even
+    // with the same subnet (its own bridge keeps them apart).
+    let dup = d.run(&["network", "create", "team"]);
+    assert_eq!(dup.status.code(), Some(1), "{}", stderr(&dup));
+    assert!(
+        stderr(&dup).contains("already has a network named"),
+        "{}",
+        stderr(&dup)
+    );
+    d.tenant_key("t2");
+    let t2 = |args: &[&str]| {
+        let mut v = vec!["--as-tenant", "t2"];
+        v.extend_from_slice(args);
+        v.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let as_t2 = |args: &[&str]| {
+        let a = t2(args);
+        d.ok(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    as_t2(&["network", "create", "team", "--subnet", &subnet]);
+    // Another tenant's network is not found.
+    let a = t2(&["network", "inspect", "other"]);
+    let out = d.run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no network named"),
+        "{}",
+        stderr(&out)
+    );
+
+    let mut args = vec!["--network", "team"];
+    args.extend_from_slice(&iso);
+    d.create("db", &args);
+    d.create("app", &args);
+    let mut args = vec!["--network", "other"];
+    args.extend_from_slice(&iso);
+    d.create("spy", &args);
+    as_t2(&[
+        "create",
+        "--name",
+        "x",
+        "--memory",
+        "256M",
+        "--disk",
+        "512M",
+        "--network",
+        "team",
+        "--isolation",
+        isolation,
+    ]);
+    let db_ip = address(&d, "db", "team");
+    let app_ip = address(&d, "app", "team");
+    assert_ne!(db_ip, app_ip);
+    serve(&d, "db");
+    serve(&d, "app");
+
+    // By name, both ways, plain and qualified; HTTP through urllib.
+    assert_eq!(fetch(&d, "app", "db"), "200");
+    assert_eq!(fetch(&d, "app", "db.team"), "200");
+    assert_eq!(fetch(&d, "db", "app"), "200");
+    assert_eq!(
+        probe(&d, "app", "db", 8080).0,
+        format!("connected {app_ip}")
+    );
+
+    // Another network's member knows no such name and has no path.
+    assert_eq!(probe(&d, "spy", "db", 8080).0, "noname");
+    let (v, secs) = probe(&d, "spy", &db_ip, 8080);
+    assert_eq!(v, "unreachable", "spy reaching db by address");
+    assert!(secs < 1.0, "fails fast, not after {secs} s");
+    // Another tenant's member on the same subnet: no path either.
+    let a = t2(&["exec", "x", "--", "python3", "-c", PROBE, &app_ip, "8080"]);
+    let out = d.ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.starts_with("timeout"), "x reaching app: {out}");
+
+    // No way out without --net: no default route.
+    let (v, secs) = probe(&d, "app", "192.0.2.1", 80);
+    assert_eq!(v, "unreachable", "a network member without --net");
+    assert!(secs < 1.0);
+    // The host keeps no address on the network: one it has elsewhere, in
+    // the network's own subnet, is not reachable through the bridge.
+    let host_ip = subnet.replace(".0/", ".1/").replace("/24", "/32");
+    netns::run(&[
+        "ip",
+        "link",
+        "add",
+        "hostaddr0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "hostaddr1",
+    ]);
+    netns::run(&["ip", "addr", "add", &host_ip, "dev", "hostaddr0"]);
+    netns::run(&["ip", "link", "set", "hostaddr0", "up"]);
+    let host_service = TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = host_service.local_addr().unwrap().port();
+    let (v, _) = probe(&d, "app", host_ip.trim_end_matches("/32"), port);
+    assert_eq!(v, "timeout", "the host reached from a network member");
+
+    // Stop and start keep the address; names work again.
+    d.ok(&["stop", "app"]);
+    d.ok(&["start", "app"]);
+    assert_eq!(address(&d, "app", "team"), app_ip);
+    assert_eq!(fetch(&d, "app", "db"), "200");
+
+    // A stopped sandbox joins a network; a running one is refused.
+    let out = d.run(&["update", "spy", "--network-add", "team"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("only while it is stopped"),
+        "{}",
+        stderr(&out)
+    );
+    d.ok(&["stop", "spy"]);
+    d.ok(&["update", "spy", "--network-add", "team"]);
+    d.ok(&["start", "spy"]);
+    assert_eq!(fetch(&d, "spy", "db.team"), "200");
+    // db learnt spy's name (nothing serves on spy's 8080: refused).
+    assert_eq!(probe(&d, "db", "spy", 8080).0, "refused");
+
+    // A network with members cannot go.
+    let out = d.run(&["network", "rm", "team"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("still has 3 member(s)") && err.contains("db"),
+        "{err}"
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&d.ok(&["network", "ls", "--json"])).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+
+    for sb in ["db", "app", "spy"] {
+        d.ok(&["rm", "-f", sb]);
+    }
+    as_t2(&["rm", "-f", "x"]);
+    d.ok(&["network", "rm", "team", "other"]);
+    as_t2(&["network", "rm", "team"]);
+    let left = leftovers();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    drop(host_service);
+}
