@@ -15,7 +15,7 @@
 
 mod common;
 
-use std::net::TcpListener;
+use std::net::UdpSocket;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,14 @@ except socket.gaierror: r='noname'
 except ConnectionRefusedError: r='refused'
 except OSError as e: r='unreachable' if e.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH) else 'timeout'
 print(r, round(time.time()-t, 1))";
+
+/// Send a few UDP datagrams to HOST:PORT (errors ignored).
+const SEND_UDP: &str = "import socket,sys,time
+s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(10):
+  try: s.sendto(b'hello', (sys.argv[1], int(sys.argv[2])))
+  except OSError: pass
+  time.sleep(0.1)";
 
 /// Fetch `http://NAME:PORT/` with urllib: prints the status.
 const FETCH: &str = "import urllib.request,sys
@@ -262,10 +270,29 @@ fn checks(isolation: &str) {
     ]);
     netns::run(&["ip", "addr", "add", &host_ip, "dev", "hostaddr0"]);
     netns::run(&["ip", "link", "set", "hostaddr0", "up"]);
-    let host_service = TcpListener::bind("0.0.0.0:0").unwrap();
+    // (UDP: one-way delivery is reaching it too; TCP would also need a
+    // route back.)
+    let host_service = UdpSocket::bind("0.0.0.0:0").unwrap();
+    host_service
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
     let port = host_service.local_addr().unwrap().port();
-    let (v, _) = probe(&d, "app", host_ip.trim_end_matches("/32"), port);
-    assert_eq!(v, "timeout", "the host reached from a network member");
+    d.ok(&[
+        "exec",
+        "app",
+        "--",
+        "python3",
+        "-c",
+        SEND_UDP,
+        host_ip.trim_end_matches("/32"),
+        &port.to_string(),
+    ]);
+    let mut buf = [0u8; 16];
+    let got = host_service.recv_from(&mut buf);
+    assert!(
+        got.is_err(),
+        "the host received a datagram from a network member: {got:?}"
+    );
 
     // Stop and start keep the address; names work again.
     d.ok(&["stop", "app"]);

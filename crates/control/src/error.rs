@@ -49,10 +49,14 @@ pub enum Error {
     TenantNotFound(String),
     /// No private network of this tenant has that id or name (the same
     /// whether it never existed or belongs to someone else).
-    #[error("no network named or with id {0:?}; `dwell network ls` lists yours, `dwell network create {0}` makes it")]
+    #[error(
+        "no network named or with id {0:?}; create it first, or name one of the tenant's networks"
+    )]
     NetworkNotFound(String),
     /// The tenant already has a network of that name.
-    #[error("the tenant already has a network named {0:?}; pick another name or remove it with `dwell network rm {0}`")]
+    #[error(
+        "the tenant already has a network named {0:?}; pick another name or remove that network"
+    )]
     NetworkNameTaken(String),
     /// The request is malformed or out of range.
     #[error("invalid {field}: {message}")]

@@ -237,7 +237,7 @@ pub(crate) fn resolve(inner: &Context, sandbox_id: &str, name: &str) -> Option<I
     let name = name.trim_end_matches('.').to_ascii_lowercase();
     peer_table(inner, sandbox_id)
         .into_iter()
-        .find(|(_, names)| names.iter().any(|n| *n == name))
+        .find(|(_, names)| names.contains(&name))
         .map(|(a, _)| IpAddr::V4(a))
 }
 

@@ -2,8 +2,8 @@
 //! networks, and put a stopped sandbox on one or take it off (see
 //! [`crate::networks`]). Removing a network that still has members is
 //! refused (409) with their names: a member's interface and its peers'
-//! names depend on it, so the sandboxes leave first (`dwell rm`, or
-//! `dwell update NAME --network-rm NET` while stopped).
+//! names depend on it, so the sandboxes leave first (deleted, or taken
+//! off while stopped).
 
 use dwell_runtime::host::private_net;
 use dwell_store::Network;
@@ -84,13 +84,11 @@ impl Controller {
         if !v.members.is_empty() {
             let names: Vec<&str> = v.members.iter().map(|m| m.sandbox.as_str()).collect();
             return Err(Error::Conflict(format!(
-                "network {} still has {} member(s): {}; remove them (`dwell rm NAME`) or take \
-                 them off it while stopped (`dwell update NAME --network-rm {}`), then remove \
-                 the network",
+                "network {} still has {} member(s): {}; delete those sandboxes, or stop them \
+                 and take them off the network, then remove it",
                 n.name,
                 names.len(),
                 names.join(", "),
-                n.name
             )));
         }
         // The bridge first: a crash in between leaves a record whose bridge
@@ -171,11 +169,10 @@ impl Controller {
             let rec = self.record(tenant, &rec.id)?;
             if !matches!(rec.state, State::Stopped | State::Archived | State::Error) {
                 return Err(Error::Conflict(format!(
-                    "sandbox {} is {}; networks change only while it is stopped: `dwell stop {}` \
+                    "sandbox {} is {}; its networks change only while it is stopped: stop it \
                      first, then start it again",
                     rec.name,
                     rec.state.as_str(),
-                    rec.name
                 )));
             }
             let n = self.network_record(tenant, network)?;
