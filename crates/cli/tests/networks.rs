@@ -3,7 +3,7 @@
 //! another network, and one of another tenant's network with the very
 //! same subnet, reach neither (and fail fast); the host has no address a
 //! member can reach through the bridge; a member without `--net` has no
-//! way out; stop/start keeps the address; a stopped sandbox joins a
+//! way out; stop/start (and gVisor's hibernate/resume) keeps the address; a stopped sandbox joins a
 //! network with `update --network-add`; `network rm` is refused while
 //! members remain; and nothing (ports, tables, bridges) is left once the
 //! sandboxes and networks are gone.
@@ -299,6 +299,16 @@ fn checks(isolation: &str) {
     d.ok(&["start", "app"]);
     assert_eq!(address(&d, "app", "team"), app_ip);
     assert_eq!(fetch(&d, "app", "db"), "200");
+    serve(&d, "app");
+    assert_eq!(fetch(&d, "db", "app"), "200");
+    if isolation == "gvisor" {
+        // Hibernated and restored: same address, interface set up anew.
+        d.ok(&["hibernate", "app"]);
+        d.ok(&["resume", "app"]);
+        assert_eq!(address(&d, "app", "team"), app_ip);
+        assert_eq!(fetch(&d, "app", "db"), "200");
+        assert_eq!(fetch(&d, "db", "app"), "200");
+    }
 
     // A stopped sandbox joins a network; a running one is refused.
     let out = d.run(&["update", "spy", "--network-add", "team"]);

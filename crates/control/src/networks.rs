@@ -98,6 +98,15 @@ fn overlaps(a: (u32, u8), b: (u32, u8)) -> bool {
     a.0 & mask == b.0 & mask
 }
 
+/// Whether two `a.b.c.d/len` subnets share addresses (unparsable ones
+/// count as overlapping).
+pub fn subnets_overlap(a: &str, b: &str) -> bool {
+    match (dwell_store::parse_subnet(a), dwell_store::parse_subnet(b)) {
+        (Some(a), Some(b)) => overlaps(a, b),
+        _ => true,
+    }
+}
+
 /// Check a subnet a user asked for: `a.b.c.d/len`, /16 to /29, the host
 /// bits zero, inside the private ranges.
 pub fn validate_subnet(subnet: &str) -> Result<String> {
@@ -386,6 +395,13 @@ mod tests {
             let e = validate_subnet(bad).unwrap_err().to_string();
             assert!(e.contains("subnet"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn overlapping_subnets_are_told_apart() {
+        assert!(subnets_overlap("10.1.0.0/16", "10.1.5.0/24"));
+        assert!(!subnets_overlap("10.1.0.0/24", "10.1.1.0/24"));
+        assert!(subnets_overlap("x", "10.1.1.0/24"));
     }
 
     #[test]

@@ -127,6 +127,18 @@ impl Controller {
                     format!("network {} is named twice", n.name),
                 ));
             }
+            if let Some(o) = out
+                .iter()
+                .find(|o| networks::subnets_overlap(&o.subnet, &n.subnet))
+            {
+                return Err(Error::invalid(
+                    "networks",
+                    format!(
+                        "networks {} ({}) and {} ({}) overlap: a sandbox cannot be on both",
+                        o.name, o.subnet, n.name, n.subnet
+                    ),
+                ));
+            }
             out.push(n);
         }
         Ok(out)

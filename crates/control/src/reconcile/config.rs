@@ -71,7 +71,7 @@ pub(crate) fn build(
 
 /// The networks a sandbox is on, for its runtime config (in the order of
 /// its interfaces).
-fn private_nets(inner: &Context, sandbox_id: &str) -> Result<Vec<PrivateNet>> {
+pub(crate) fn private_nets(inner: &Context, sandbox_id: &str) -> Result<Vec<PrivateNet>> {
     inner
         .store
         .networks_of(sandbox_id)?
