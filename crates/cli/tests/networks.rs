@@ -125,6 +125,13 @@ fn serve(d: &Daemon, sb: &str) {
     }
 }
 
+/// `dwell --as-tenant t2 ARGS`, which must succeed.
+fn as_t2(d: &Daemon, args: &[&str]) -> String {
+    let mut v = vec!["--as-tenant", "t2"];
+    v.extend_from_slice(args);
+    d.ok(&v)
+}
+
 /// The sandbox's address on `network`, from `inspect`.
 fn address(d: &Daemon, sb: &str, network: &str) -> String {
     let v = d.inspect(sb);
@@ -167,7 +174,7 @@ fn leftovers() -> Vec<String> {
 
 fn checks(isolation: &str) {
     netns::run(&["ip", "link", "set", "lo", "up"]);
-    let d = Daemon::start();
+    let mut d = Daemon::start();
     let iso = ["--isolation", isolation];
 
     d.ok(&["network", "create", "team"]);
@@ -185,19 +192,9 @@ fn checks(isolation: &str) {
         stderr(&dup)
     );
     d.tenant_key("t2");
-    let t2 = |args: &[&str]| {
-        let mut v = vec!["--as-tenant", "t2"];
-        v.extend_from_slice(args);
-        v.iter().map(|s| s.to_string()).collect::<Vec<_>>()
-    };
-    let as_t2 = |args: &[&str]| {
-        let a = t2(args);
-        d.ok(&a.iter().map(String::as_str).collect::<Vec<_>>())
-    };
-    as_t2(&["network", "create", "team", "--subnet", &subnet]);
+    as_t2(&d, &["network", "create", "team", "--subnet", &subnet]);
     // Another tenant's network is not found.
-    let a = t2(&["network", "inspect", "other"]);
-    let out = d.run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = d.run(&["--as-tenant", "t2", "network", "inspect", "other"]);
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("no network named"),
@@ -212,19 +209,22 @@ fn checks(isolation: &str) {
     let mut args = vec!["--network", "other"];
     args.extend_from_slice(&iso);
     d.create("spy", &args);
-    as_t2(&[
-        "create",
-        "--name",
-        "x",
-        "--memory",
-        "256M",
-        "--disk",
-        "512M",
-        "--network",
-        "team",
-        "--isolation",
-        isolation,
-    ]);
+    as_t2(
+        &d,
+        &[
+            "create",
+            "--name",
+            "x",
+            "--memory",
+            "256M",
+            "--disk",
+            "512M",
+            "--network",
+            "team",
+            "--isolation",
+            isolation,
+        ],
+    );
     let db_ip = address(&d, "db", "team");
     let app_ip = address(&d, "app", "team");
     assert_ne!(db_ip, app_ip);
@@ -246,8 +246,10 @@ fn checks(isolation: &str) {
     assert_eq!(v, "unreachable", "spy reaching db by address");
     assert!(secs < 1.0, "fails fast, not after {secs} s");
     // Another tenant's member on the same subnet: no path either.
-    let a = t2(&["exec", "x", "--", "python3", "-c", PROBE, &app_ip, "8080"]);
-    let out = d.ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = as_t2(
+        &d,
+        &["exec", "x", "--", "python3", "-c", PROBE, &app_ip, "8080"],
+    );
     assert!(out.starts_with("timeout"), "x reaching app: {out}");
 
     // No way out without --net: no default route.
@@ -310,6 +312,16 @@ fn checks(isolation: &str) {
         assert_eq!(fetch(&d, "db", "app"), "200");
     }
 
+    // Members keep talking while the daemon is killed and restarted.
+    d.restart();
+    assert_eq!(fetch(&d, "app", "db.team"), "200");
+    // Every change is in the audit log.
+    let audit = d.ok(&["audit", "--json"]);
+    assert!(
+        audit.contains("/v1/networks") && audit.contains("POST"),
+        "{audit}"
+    );
+
     // A stopped sandbox joins a network; a running one is refused.
     let out = d.run(&["update", "spy", "--network-add", "team"]);
     assert!(!out.status.success());
@@ -340,9 +352,9 @@ fn checks(isolation: &str) {
     for sb in ["db", "app", "spy"] {
         d.ok(&["rm", "-f", sb]);
     }
-    as_t2(&["rm", "-f", "x"]);
+    as_t2(&d, &["rm", "-f", "x"]);
     d.ok(&["network", "rm", "team", "other"]);
-    as_t2(&["network", "rm", "team"]);
+    as_t2(&d, &["network", "rm", "team"]);
     let left = leftovers();
     assert!(left.is_empty(), "left behind: {left:?}");
     drop(host_service);
