@@ -19,6 +19,7 @@ mod process;
 mod pump;
 mod reaper;
 mod registry;
+mod resolv;
 mod ring;
 mod server;
 mod shutdown;
@@ -66,6 +67,9 @@ fn main() {
     if let Err(e) = key::init_from_env() {
         eprintln!("dwell-agent: {e}");
         std::process::exit(2);
+    }
+    if std::process::id() == 1 {
+        resolv::init_from_env();
     }
     memory::init();
     let mode = match parse_args() {

@@ -250,16 +250,17 @@ pub(crate) fn resolve(inner: &Context, sandbox_id: &str, name: &str) -> Option<I
         .map(|(a, _)| IpAddr::V4(a))
 }
 
-/// Peer names for the daemon's DNS resolver (its `PeerNames` hook):
-/// [`Controller::peer_names`](crate::Controller::peer_names). Cheap to
-/// clone; each lookup reads the store.
+/// Peer names for the daemon's DNS resolver: its [`dwell_dns::PeerNames`]
+/// hook (`resolver.set_peer_names(Arc::new(controller.peer_names()))`),
+/// from [`Controller::peer_names`](crate::Controller::peer_names). Cheap
+/// to clone; each lookup reads the store.
 #[derive(Clone)]
 pub struct NetworkPeers(pub(crate) Arc<Context>);
 
-impl NetworkPeers {
+impl dwell_dns::PeerNames for NetworkPeers {
     /// The address of `name` (`PEER` or `PEER.NETWORK`) as sandbox
     /// `sandbox_id` may reach it, or None.
-    pub fn resolve(&self, sandbox_id: &str, name: &str) -> Option<IpAddr> {
+    fn resolve(&self, sandbox_id: &str, name: &str) -> Option<IpAddr> {
         resolve(&self.0, sandbox_id, name)
     }
 }

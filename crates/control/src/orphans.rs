@@ -148,5 +148,6 @@ fn bare_config(inner: &Context, id: &str) -> SandboxConfig {
         grants: Default::default(),
         id_map: None,
         private_nets: Vec::new(),
+        egress: Default::default(),
     }
 }

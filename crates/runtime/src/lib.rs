@@ -44,6 +44,11 @@ pub use overlays::Overlay;
 /// the agent removes it from its environment before it starts anything.
 pub const AGENT_KEY_ENV: &str = "DWELL_AGENT_KEY";
 
+/// The variable that hands a NAT sandbox's agent the address of its DNS
+/// resolver (the gateway); the agent writes it into `/etc/resolv.conf`
+/// and removes the variable.
+pub const DNS_ENV: &str = "DWELL_DNS";
+
 /// Everything a runtime needs to start one sandbox. Written to the
 /// sandbox's state directory so that a restarted daemon can adopt it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -88,6 +93,11 @@ pub struct SandboxConfig {
     /// gives no way out of the host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub private_nets: Vec<PrivateNet>,
+    /// The egress policy of a NAT sandbox, installed in its nftables table
+    /// before it runs (see [`host::egress`]); later changes are applied
+    /// live by the daemon.
+    #[serde(default, skip_serializing_if = "host::egress::EgressRules::is_open")]
+    pub egress: host::egress::EgressRules,
 }
 
 /// One private network a sandbox is on: the host bridge that carries it

@@ -74,6 +74,7 @@ impl Sandbox {
             grants: Default::default(),
             id_map: None,
             private_nets: Vec::new(),
+            egress: Default::default(),
         };
         Sandbox {
             rt: GvisorRuntime::new(opts).unwrap(),

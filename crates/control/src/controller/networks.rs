@@ -239,3 +239,67 @@ impl Controller {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use dwell_dns::PeerNames;
+
+    use crate::error::Error;
+    use crate::reconcile::tests::{controller, creating, Idle};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn peers_resolve_within_their_networks_and_tenants_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctl = controller(dir.path(), Arc::new(Idle::default()));
+        let team = ctl.create_network("t", "team", None).await.unwrap();
+        ctl.create_network("t", "other", None).await.unwrap();
+        // Another tenant: the same name, even the same subnet.
+        ctl.create_network("u", "team", Some(&team.subnet))
+            .await
+            .unwrap();
+        let err = ctl.create_network("t", "team", None).await.unwrap_err();
+        assert!(matches!(err, Error::NetworkNameTaken(_)), "{err}");
+        assert_eq!(err.status(), 409);
+        let err = ctl.network("u", "other").unwrap_err();
+        assert!(matches!(err, Error::NetworkNotFound(_)), "{err}");
+        assert_eq!(err.status(), 404);
+
+        for (id, tenant, name, net) in [
+            ("sbdb", "t", "db", "team"),
+            ("sbapp", "t", "app", "team"),
+            ("sbspy", "t", "spy", "other"),
+            ("sbx", "u", "x", "team"),
+        ] {
+            let mut rec = creating(&ctl, id);
+            rec.tenant = tenant.into();
+            rec.name = name.into();
+            ctl.inner.store.insert_sandbox(&rec).unwrap();
+            let n = ctl.network_record(tenant, net).unwrap();
+            ctl.join(&n, id).unwrap();
+        }
+        let peers = ctl.peer_names();
+        let db = ctl.network("t", "team").unwrap().members[0].address.clone();
+        let db: std::net::IpAddr = db.parse().unwrap();
+        assert_eq!(peers.resolve("sbapp", "db"), Some(db));
+        assert_eq!(peers.resolve("sbapp", "db.team"), Some(db));
+        assert_eq!(peers.resolve("sbapp", "DB.Team."), Some(db));
+        assert_eq!(peers.resolve("sbapp", "db.other"), None);
+        assert_eq!(peers.resolve("sbspy", "db"), None, "another network");
+        assert_eq!(peers.resolve("sbx", "db"), None, "another tenant");
+        assert_eq!(peers.resolve("sbx", "app.team"), None, "another tenant");
+        assert!(peers.resolve("sbx", "x").is_some());
+
+        // Members hold a network; joining twice the same subnet is refused.
+        let err = ctl.delete_network("t", "team").await.unwrap_err();
+        assert!(err.to_string().contains("2 member(s): db, app"), "{err}");
+        let err = ctl
+            .resolve_networks("t", &["team".into(), "team".into()])
+            .unwrap_err();
+        assert_eq!(err.status(), 400);
+        ctl.inner.store.leave_all_networks("sbspy").unwrap();
+        ctl.delete_network("t", "other").await.unwrap();
+        assert!(ctl.network("t", "other").is_err());
+    }
+}

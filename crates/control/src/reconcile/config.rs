@@ -66,6 +66,7 @@ pub(crate) fn build(
         grants: spec.grants(),
         id_map: None,
         private_nets: private_nets(inner, id)?,
+        egress: Default::default(),
     })
 }
 

@@ -17,7 +17,7 @@ mod resume;
 mod start;
 mod stop;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use dwell_runtime::Observed;
 

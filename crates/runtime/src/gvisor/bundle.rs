@@ -156,6 +156,7 @@ mod tests {
             grants: Default::default(),
             id_map: None,
             private_nets: Vec::new(),
+            egress: Default::default(),
         };
         let s = spec(&config, Path::new("/s/rootfs"), "/dwell-gvisor/abc");
         assert_eq!(s["root"]["path"], "/s/rootfs");

@@ -107,6 +107,7 @@ mod tests {
             grants: Default::default(),
             id_map: None,
             private_nets: Vec::new(),
+            egress: Default::default(),
         }
     }
 

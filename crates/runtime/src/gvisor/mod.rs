@@ -322,13 +322,13 @@ impl GvisorRuntime {
         let bundle = layout::state_file(config, BUNDLE_DIR);
         std::fs::create_dir_all(&bundle).context(|| format!("creating {}", bundle.display()))?;
         let mut spec = bundle::spec(config, root, &self.cgroups_path(&config.id));
-        if let Some(netns) = network::setup_all(
+        if let Some((netns, info)) = network::setup_all(
             &*self.host,
             config,
             &self.options.nat_pool,
             &self.options.deny_net,
         )? {
-            network::join_in_spec(&mut spec, &netns);
+            network::join_in_spec(&mut spec, &netns, info.as_ref());
         }
         let spec_path = bundle.join("config.json");
         std::fs::write(

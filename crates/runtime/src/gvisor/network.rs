@@ -41,30 +41,40 @@ pub fn netns_path(config: &SandboxConfig) -> PathBuf {
 }
 
 /// Create and pin a network namespace, set up the veth pair, addresses,
-/// routes and the nftables table, and return the namespace file. On error
-/// nothing of it is left.
+/// routes and the nftables table (with the sandbox's egress rules), and
+/// return the namespace file and what was set up. On error nothing of it
+/// is left.
 pub fn setup(
     host: &dyn Host,
     config: &SandboxConfig,
     pool: &str,
     deny: &[String],
-) -> Result<PathBuf> {
+) -> Result<(PathBuf, network::NetInfo)> {
     network::check_forwarding()?;
     // Whatever a crash left (a pinned namespace, a veth) goes first.
     teardown_on(host, config);
     let path = netns_path(config);
     pin_new_netns(host, &path)?;
-    if let Err(e) = host.net_setup(
-        &config.id,
-        network::Netns::Path(&path),
-        pool,
-        deny,
-        &config.state_dir,
-    ) {
-        unpin(host, &path);
-        return Err(e);
+    let set_up = host
+        .net_setup(
+            &config.id,
+            network::Netns::Path(&path),
+            pool,
+            deny,
+            &config.state_dir,
+        )
+        .and_then(|info| {
+            crate::host::egress::install(&config.id, &config.egress)?;
+            Ok(info)
+        });
+    match set_up {
+        Ok(info) => Ok((path, info)),
+        Err(e) => {
+            host.net_teardown(&config.id);
+            unpin(host, &path);
+            Err(e)
+        }
     }
-    Ok(path)
 }
 
 /// Whether `config` needs a network namespace of its own (runsc then
@@ -74,25 +84,27 @@ pub fn needs_netns(config: &SandboxConfig) -> bool {
 }
 
 /// [`setup`] for a NAT sandbox, else a pinned namespace with loopback
-/// only; then the private networks' interfaces in it. None when the
-/// sandbox needs no namespace ([`needs_netns`]). On error nothing of it
-/// is left.
+/// only; then the private networks' interfaces in it. Returns the
+/// namespace file and the NAT network (None without NAT), or None when
+/// the sandbox needs no namespace ([`needs_netns`]). On error nothing of
+/// it is left.
 pub fn setup_all(
     host: &dyn Host,
     config: &SandboxConfig,
     pool: &str,
     deny: &[String],
-) -> Result<Option<PathBuf>> {
+) -> Result<Option<(PathBuf, Option<network::NetInfo>)>> {
     if !needs_netns(config) {
         return Ok(None);
     }
-    let path = if config.network == crate::NetworkMode::Nat {
-        setup(host, config, pool, deny)?
+    let (path, info) = if config.network == crate::NetworkMode::Nat {
+        let (path, info) = setup(host, config, pool, deny)?;
+        (path, Some(info))
     } else {
         teardown_on(host, config);
         let path = netns_path(config);
         pin_new_netns(host, &path)?;
-        path
+        (path, None)
     };
     if let Err(e) = host.private_setup(
         &config.id,
@@ -103,7 +115,7 @@ pub fn setup_all(
         teardown_on(host, config);
         return Err(e);
     }
-    Ok(Some(path))
+    Ok(Some((path, info)))
 }
 
 /// Remove the veth, the table, the private networks' ports and the pinned
@@ -141,8 +153,22 @@ fn pin_new_netns(host: &dyn Host, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Give the bundle's network namespace entry the path of `netns`.
-pub fn join_in_spec(spec: &mut serde_json::Value, netns: &Path) {
+/// Give the bundle's network namespace entry the path of `netns`, and
+/// the agent the address of its DNS resolver (the gateway of a NAT
+/// sandbox, see [`crate::DNS_ENV`]; a sandbox on private networks only
+/// has none).
+pub fn join_in_spec(spec: &mut serde_json::Value, netns: &Path, info: Option<&network::NetInfo>) {
+    if let (Some(env), Some(info)) = (spec["process"]["env"].as_array_mut(), info) {
+        env.retain(|v| {
+            !v.as_str()
+                .is_some_and(|s| s.starts_with(&format!("{}=", crate::DNS_ENV)))
+        });
+        env.push(serde_json::json!(format!(
+            "{}={}",
+            crate::DNS_ENV,
+            info.gateway_ip
+        )));
+    }
     if let Some(list) = spec["linux"]["namespaces"].as_array_mut() {
         for ns in list {
             if ns["type"] == "network" {
@@ -161,9 +187,17 @@ mod tests {
     fn spec_joins_the_pinned_namespace() {
         let mut spec = serde_json::json!({"linux": {"namespaces": [
             {"type": "pid"}, {"type": "network"}
-        ]}});
-        join_in_spec(&mut spec, Path::new("/s/netns"));
+        ]}, "process": {"env": ["A=b"]}});
+        let info = network::NetInfo {
+            host_if: "dw1".into(),
+            table: "dwell_dw1".into(),
+            sandbox_ip: "10.200.0.2".parse().unwrap(),
+            gateway_ip: "10.200.0.1".parse().unwrap(),
+            prefix_len: 30,
+        };
+        join_in_spec(&mut spec, Path::new("/s/netns"), Some(&info));
         assert_eq!(spec["linux"]["namespaces"][1]["path"], "/s/netns");
+        assert_eq!(spec["process"]["env"][1], "DWELL_DNS=10.200.0.1");
         assert!(spec["linux"]["namespaces"][0].get("path").is_none());
     }
 

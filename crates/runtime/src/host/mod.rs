@@ -10,6 +10,7 @@
 
 pub mod blocklist;
 pub mod cgroup;
+pub mod egress;
 pub mod kernel;
 pub mod layout;
 pub mod mounts;

@@ -6,7 +6,12 @@
 //! IPv6 (a sandbox has no IPv6 route out), drops forwarded IPv4 to other
 //! sandboxes (the pool) and to the block list of [`super::blocklist`]
 //! (cloud metadata, link-local, the host's own addresses, `--deny-net`),
-//! drops spoofed sources, and masquerades the rest.
+//! drops spoofed sources, refuses what the sandbox's egress policy denies
+//! (the sets of [`super::egress`]), and masquerades the rest. Of the host
+//! the sandbox reaches only its DNS resolver, the daemon's, on the
+//! gateway address port 53 ([`DNS_PORT`]); every DNS packet it sends to
+//! any address is redirected there, so the egress policy's domain rules
+//! cannot be bypassed with another name server.
 //! Both runtimes use it: the namespace runtime names the sandbox's network
 //! namespace by its PID 1, the gVisor runtime by a pinned namespace file
 //! (see [`Netns`]).
@@ -21,11 +26,21 @@ use std::process::{Command, Stdio};
 use serde::{Deserialize, Serialize};
 
 use super::blocklist::{self, Cidr};
-use super::layout;
+use super::{egress, layout};
 use crate::{Error, Result};
 
 /// The default pool /30 subnets are taken from.
 pub const DEFAULT_NAT_POOL: &str = "10.200.0.0/16";
+
+/// The port the sandbox's DNS resolver answers on, at the gateway address
+/// (the daemon's resolver; every DNS packet the sandbox sends, to any
+/// address, is redirected there).
+pub const DNS_PORT: u16 = 53;
+
+/// The name of sandbox `id`'s nftables table (family `inet`).
+pub fn table_name(id: &str) -> String {
+    format!("dwell_{}", layout::host_veth(id))
+}
 
 const LOCK_FILE: &str = "/run/dwell-ns-network.lock";
 
@@ -197,19 +212,26 @@ fn ruleset(info: &NetInfo, pool: &str, deny: &[Cidr]) -> Result<String> {
     let v6 = nft_set(&blocks, false)
         .map(|set| format!("    iifname \"{i}\" ip6 daddr {set} drop\n"))
         .unwrap_or_default();
+    let gw = info.gateway_ip;
+    let (egress_sets, egress_rules) = egress::table_parts(i);
     Ok(format!(
         "table {FAMILY} {t} {{
-  chain input {{
+{egress_sets}  chain input {{
     type filter hook input priority filter; policy accept;
     iifname \"{i}\" ct state established,related accept
+    iifname \"{i}\" ip saddr {ip} ip daddr {gw} meta l4proto {{ tcp, udp }} th dport {DNS_PORT} accept
     iifname \"{i}\" drop
+  }}
+  chain prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+    iifname \"{i}\" meta nfproto ipv4 meta l4proto {{ tcp, udp }} th dport {DNS_PORT} dnat ip to {gw}
   }}
   chain forward {{
     type filter hook forward priority filter; policy accept;
     iifname \"{i}\" ip daddr {v4} drop
 {v6}    iifname \"{i}\" meta nfproto ipv6 drop
     iifname \"{i}\" ip saddr != {ip} drop
-    oifname \"{i}\" ct state established,related accept
+{egress_rules}    oifname \"{i}\" ct state established,related accept
     oifname \"{i}\" drop
   }}
   chain postrouting {{
@@ -259,7 +281,7 @@ pub fn setup(
             ))
         })?;
     let info = NetInfo {
-        table: format!("dwell_{host_if}"),
+        table: table_name(id),
         host_if,
         gateway_ip: Ipv4Addr::from(net + 1),
         sandbox_ip: Ipv4Addr::from(net + 2),
@@ -358,7 +380,7 @@ fn configure(info: &NetInfo, netns: Netns<'_>, rules: &str) -> Result<()> {
 /// Remove the veth and the table of sandbox `id` (whatever exists of them).
 pub fn teardown(id: &str) {
     let host_if = layout::host_veth(id);
-    let table = format!("dwell_{host_if}");
+    let table = table_name(id);
     if Path::new("/sys/class/net").join(&host_if).exists() {
         let _ = run(
             Command::new("ip").args(["link", "del", &host_if]),
@@ -473,7 +495,55 @@ mod tests {
         assert!(r.contains("iifname \"dw0123\" ip saddr != 10.200.0.2 drop"));
         // Blocks come before the spoofing check and the v6 drop before any accept.
         let at = |s: &str| r.find(s).unwrap();
-        assert!(at("ip daddr") < at("ip saddr"));
-        assert!(at("nfproto ipv6") < at("oifname \"dw0123\" ct state"));
+        assert!(at("ip daddr {") < at("ip saddr !="));
+        assert!(at("nfproto ipv6 drop") < at("oifname \"dw0123\" ct state"));
+        // The egress sets after the block list, in their order.
+        assert!(at("ip saddr !=") < at("@egress_deny_first"));
+        assert!(at("@egress_deny_first") < at("@egress_allow accept"));
+        assert!(at("@egress_allow accept") < at("@egress_dns accept"));
+        assert!(at("@egress_dns accept") < at("@egress_deny_last"));
+    }
+
+    #[test]
+    fn only_dns_of_the_host_is_reachable_and_all_dns_goes_there() {
+        let info = test_info();
+        let r = ruleset(
+            &info,
+            DEFAULT_NAT_POOL,
+            &blocklist::merge(&[], &[]).unwrap(),
+        )
+        .unwrap();
+        let accept = "iifname \"dw0123\" ip saddr 10.200.0.2 ip daddr 10.200.0.1 meta l4proto \
+                      { tcp, udp } th dport 53 accept";
+        assert!(
+            r.find(accept).unwrap() < r.find("iifname \"dw0123\" drop").unwrap(),
+            "{r}"
+        );
+        assert!(r.contains("th dport 53 dnat ip to 10.200.0.1"), "{r}");
+    }
+
+    #[test]
+    fn the_ruleset_is_accepted_by_nft() {
+        if unsafe { libc::geteuid() } != 0 || !Path::new("/usr/sbin/nft").exists() {
+            eprintln!("SKIP: needs root and nft");
+            return;
+        }
+        let host = ["192.0.2.10".parse().unwrap()];
+        let deny = blocklist::merge(&[], &host).unwrap();
+        let r = ruleset(&test_info(), DEFAULT_NAT_POOL, &deny).unwrap();
+        // -c: check only, nothing is installed.
+        let mut child = Command::new("nft")
+            .args(["-c", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(r.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}\n{r}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -220,6 +220,7 @@ pub fn config(state_dir: &Path) -> crate::SandboxConfig {
         grants: Default::default(),
         id_map: None,
         private_nets: Vec::new(),
+        egress: Default::default(),
     }
 }
 

@@ -260,14 +260,19 @@ pub(crate) fn boot(state_dir: &Path, placement: Placement) -> Result<i32> {
         userns::hand_over(pid, &config, map, &parent)?;
     }
 
+    // The go message: "g", and for a NAT sandbox its DNS resolver's
+    // address (the gateway), which the child hands to the agent.
+    let mut go = b"g".to_vec();
     if config.network == NetworkMode::Nat {
-        network::setup(
+        let info = network::setup(
             &config.id,
             network::Netns::Pid(pid),
             &opts.nat_pool,
             &opts.deny_net,
             state_dir,
         )?;
+        crate::host::egress::install(&config.id, &config.egress)?;
+        go.extend_from_slice(info.gateway_ip.to_string().as_bytes());
     }
     crate::host::private_net::attach(
         &config.id,
@@ -277,7 +282,7 @@ pub(crate) fn boot(state_dir: &Path, placement: Placement) -> Result<i32> {
     )?;
     pidfile::write(&layout::state_file(&config, layout::PID_FILE), pid)?;
     // A failed write means the child already died; its message follows.
-    let _ = go_w.write_all(b"g");
+    let _ = go_w.write_all(&go);
     drop(go_w);
 
     let mut msg = String::new();

@@ -135,11 +135,16 @@ fn prepare_and_exec(
     network::loopback_up()?;
 
     // The parent sets up the host side (pid file, network) meanwhile.
-    let mut byte = [0u8; 1];
-    match go.read(&mut byte) {
-        Ok(1) => {}
+    // "g", then the DNS resolver's address for a NAT sandbox; the parent
+    // closes its end after writing.
+    let mut msg = Vec::new();
+    let _ = Read::by_ref(go).take(64).read_to_end(&mut msg);
+    let dns = match msg.split_first() {
+        Some((b'g', rest)) => std::str::from_utf8(rest)
+            .ok()
+            .and_then(|s| s.parse::<std::net::Ipv4Addr>().ok()),
         _ => return Err("the boot process went away before the sandbox was ready".into()),
-    }
+    };
 
     let fd_arg = layout::AGENT_LISTEN_FD.to_string();
     let argv: Vec<CString> = [layout::SANDBOX_AGENT, "--listen-fd", &fd_arg]
@@ -154,13 +159,16 @@ fn prepare_and_exec(
         );
     }
     for (k, v) in &config.env {
-        if k == crate::AGENT_KEY_ENV {
+        if k == crate::AGENT_KEY_ENV || k == crate::DNS_ENV {
             continue;
         }
         env.push(
             CString::new(format!("{k}={v}"))
                 .map_err(|_| format!("environment variable {k} contains a NUL byte"))?,
         );
+    }
+    if let Some(dns) = dns {
+        env.push(CString::new(format!("{}={dns}", crate::DNS_ENV)).expect("an address has no NUL"));
     }
     // The agent takes its key out of its environment before it starts
     // anything, so no process of the sandbox inherits it.

@@ -118,6 +118,7 @@ impl TestSandbox {
             grants: Default::default(),
             id_map: Some(test_id_map()),
             private_nets: Vec::new(),
+            egress: Default::default(),
         };
         TestSandbox {
             rt: NamespaceRuntime::new(opts).unwrap(),
