@@ -4,7 +4,7 @@
 //! same subnet, reach neither (and fail fast); the host has no address a
 //! member can reach through the bridge; a member without `--net` has no
 //! way out; stop/start (and gVisor's hibernate/resume) keeps the address; a stopped sandbox joins a
-//! network with `update --network-add`; `network rm` is refused while
+//! network with `update --network-add`; a `--net` member has both; `network rm` is refused while
 //! members remain; and nothing (ports, tables, bridges) is left once the
 //! sandboxes and networks are gone.
 //!
@@ -173,7 +173,9 @@ fn leftovers() -> Vec<String> {
 }
 
 fn checks(isolation: &str) {
-    netns::run(&["ip", "link", "set", "lo", "up"]);
+    // Only in this process's private namespace (NAT needs it; see the
+    // module docs).
+    netns::enable_forwarding();
     let mut d = Daemon::start();
     let iso = ["--isolation", isolation];
 
@@ -295,6 +297,25 @@ fn checks(isolation: &str) {
         got.is_err(),
         "the host received a datagram from a network member: {got:?}"
     );
+
+    // NAT and a network together: eth0 out, eth1 to the peers.
+    let mut args = vec!["--net", "--network", "team"];
+    args.extend_from_slice(&iso);
+    d.create("both", &args);
+    assert_eq!(fetch(&d, "both", "db"), "200");
+    assert_eq!(
+        probe(&d, "db", "both", 22).0,
+        "refused",
+        "db resolves and reaches it"
+    );
+    // Its way out leads to no other network's member.
+    let spy_ip = address(&d, "spy", "other");
+    let (v, _) = probe(&d, "both", &spy_ip, 8080);
+    assert!(
+        v == "timeout" || v == "unreachable",
+        "a NAT member reaching another network: {v}"
+    );
+    d.ok(&["rm", "-f", "both"]);
 
     // Stop and start keep the address; names work again.
     d.ok(&["stop", "app"]);
