@@ -146,6 +146,14 @@ fn address(d: &Daemon, sb: &str, network: &str) -> String {
         .to_string()
 }
 
+/// The private network port tables in this namespace.
+fn port_tables() -> Vec<String> {
+    leftovers()
+        .into_iter()
+        .filter(|l| l.contains("dwell_dp"))
+        .collect()
+}
+
 /// Private network ports, their tables and bridges in this namespace.
 fn leftovers() -> Vec<String> {
     // (`ip`, not /sys/class/net: sysfs shows the host's namespace here.)
@@ -369,6 +377,25 @@ fn checks(isolation: &str) {
     let listed: serde_json::Value =
         serde_json::from_str(&d.ok(&["network", "ls", "--json"])).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 2);
+
+    // A member that dies while the daemon is down: the restarted
+    // daemon's reconciler removes its port (and table).
+    let before = port_tables();
+    let db_id = d.inspect("db")["id"].as_str().unwrap().to_string();
+    let pid = d.host_pid(&db_id);
+    d.kill9();
+    netns::run(&["kill", "-9", &pid.to_string()]);
+    d.restart();
+    let t0 = Instant::now();
+    while port_tables().len() != before.len() - 1 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the dead member's port table stays: {:?}",
+            port_tables()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(d.inspect("db")["state"], "error");
 
     for sb in ["db", "app", "spy"] {
         d.ok(&["rm", "-f", sb]);
