@@ -73,7 +73,7 @@ pub enum Command {
     Rm(RmArgs),
     /// Push a sandbox's idle and TTL timers, as an agent's heartbeat would.
     Keepalive(KeepaliveArgs),
-    /// Change the lifecycle policies of a sandbox.
+    /// Change a sandbox's lifecycle policies (live), or its private networks (while stopped).
     Update(UpdateArgs),
     /// Show the live resource usage of a sandbox.
     Stats(NameJson),
@@ -546,6 +546,7 @@ pub enum NetworkCommand {
         /// Default: the first free /24 of 10.210.0.0/16.
         #[arg(long)]
         subnet: Option<String>,
+        /// Print the network as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -556,6 +557,7 @@ pub enum NetworkCommand {
     Inspect {
         /// Network name or id.
         name: String,
+        /// Print the network and its members as JSON.
         #[arg(long)]
         json: bool,
     },
