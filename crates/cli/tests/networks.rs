@@ -325,6 +325,21 @@ fn checks(isolation: &str) {
     );
     d.ok(&["rm", "-f", "both"]);
 
+    // A peer that joins while a member is paused: the member knows its
+    // name once resumed.
+    d.ok(&["pause", "db"]);
+    let mut args = vec!["--network", "team"];
+    args.extend_from_slice(&iso);
+    d.create("late", &args);
+    d.ok(&["resume", "db"]);
+    assert_eq!(probe(&d, "db", "late", 22).0, "refused");
+    d.ok(&["rm", "-f", "late"]);
+    assert_eq!(
+        probe(&d, "db", "late", 22).0,
+        "noname",
+        "forgotten once gone"
+    );
+
     // Stop and start keep the address; names work again.
     d.ok(&["stop", "app"]);
     d.ok(&["start", "app"]);
@@ -387,15 +402,16 @@ fn checks(isolation: &str) {
     netns::run(&["kill", "-9", &pid.to_string()]);
     d.restart();
     let t0 = Instant::now();
-    while port_tables().len() != before.len() - 1 {
+    // (The table goes before the state is recorded: wait for both.)
+    while port_tables().len() != before.len() - 1 || d.inspect("db")["state"] != "error" {
         assert!(
             t0.elapsed() < Duration::from_secs(30),
-            "the dead member's port table stays: {:?}",
-            port_tables()
+            "the dead member's port table stays ({:?}) or it is not marked error:\n{}",
+            port_tables(),
+            d.ok(&["logs", "db"])
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(d.inspect("db")["state"], "error");
 
     for sb in ["db", "app", "spy"] {
         d.ok(&["rm", "-f", sb]);

@@ -184,14 +184,13 @@ async fn run(inner: &std::sync::Arc<Context>, id: &str, trigger: Trigger) {
         let _ = inner.store.set_state(id, State::Error, &msg);
         return;
     }
-    // Up again (started, restored, resumed from an archive): its peers'
-    // names may have changed meanwhile.
+    // Up again (started, resumed, restored, back from an archive): its
+    // peers' names may have changed meanwhile (only a change is written).
     let now_running = matches!(
         inner.store.get_sandbox::<SandboxSpec>(id),
         Ok(Some(r)) if r.state == State::Running
     );
     if rec.state != State::Running
-        && rec.state != State::Paused
         && now_running
         && inner.store.networks_of(id).is_ok_and(|n| !n.is_empty())
     {

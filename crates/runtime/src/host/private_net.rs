@@ -11,8 +11,9 @@
 //! Each host end gets a `bridge`-family nftables table of its own
 //! (`dwell_<port>`): frames from it to the host itself are dropped (so the
 //! host's ARP and addresses are unreachable through the bridge), only IPv4
-//! and ARP pass, and only with the member's own address as source (no
-//! spoofing of a peer, even with raw sockets granted).
+//! and ARP pass, and only with the member's own addresses as source (its
+//! MAC is derived from its IPv4 address, [`mac_of`]; no spoofing of a
+//! peer, even with raw sockets granted).
 //!
 //! What was made is written to `private-nets.json` in the sandbox's state
 //! dir before it is made, so that [`teardown`] (stop, a failed start, crash
@@ -52,6 +53,14 @@ pub fn bridge_name(network_id: &str) -> String {
 /// The host end of sandbox `id`'s veth for its `index`th network.
 pub fn port_name(id: &str, index: usize) -> String {
     format!("dp{:010x}{index}", layout::fnv1a(id) & 0xff_ffff_ffff)
+}
+
+/// The MAC address of the interface that holds `addr`: derived from the
+/// address (locally administered), so a peer's ARP cache stays right when
+/// an address passes to a new member, and checked on every frame.
+pub fn mac_of(addr: Ipv4Addr) -> String {
+    let [a, b, c, d] = addr.octets();
+    format!("02:d1:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
 }
 
 /// The interface of the `index`th network inside the sandbox.
@@ -124,9 +133,10 @@ fn ensure_bridge(bridge: &str) -> Result<()> {
 }
 
 /// The table of one host port: nothing to the host, only IPv4 and ARP with
-/// the member's own address.
+/// the member's own addresses (MAC and IPv4).
 fn port_rules(port: &str, addr: Ipv4Addr) -> String {
     let t = format!("dwell_{port}");
+    let mac = mac_of(addr);
     // `add` then `delete` then the definition: one transaction that
     // replaces a table a crash left.
     format!(
@@ -139,6 +149,7 @@ table bridge {t} {{
   }}
   chain forward {{
     type filter hook forward priority filter; policy accept;
+    iifname \"{port}\" ether saddr != {mac} drop
     iifname \"{port}\" ether type ip ip saddr != {addr} drop
     iifname \"{port}\" ether type arp arp saddr ip != {addr} drop
     iifname \"{port}\" ether type != {{ ip, arp }} drop
@@ -228,6 +239,8 @@ pub fn attach(id: &str, netns: Netns<'_>, nets: &[PrivateNet], state_dir: &Path)
                 "peer",
                 "name",
                 &inside,
+                "address",
+                &mac_of(net.address),
                 "netns",
                 &netns.ip_target(),
             ]),
@@ -331,6 +344,7 @@ mod tests {
         assert!(r.contains("table bridge dwell_dp0 {"), "{r}");
         assert!(r.contains("iifname \"dp0\" drop"), "{r}");
         assert!(r.contains("ip saddr != 10.1.0.2 drop"), "{r}");
+        assert!(r.contains("ether saddr != 02:d1:0a:01:00:02 drop"), "{r}");
         assert!(r.contains("arp saddr ip != 10.1.0.2 drop"), "{r}");
         assert!(r.contains("ether type != { ip, arp } drop"), "{r}");
     }
