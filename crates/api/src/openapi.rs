@@ -7,7 +7,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    exec, files, hibernate, images, ports, processes, sandboxes, snapshots, ssh_keys, tenants,
+    exec, files, hibernate, images, networks, ports, processes, sandboxes, snapshots, ssh_keys,
+    tenants,
 };
 
 #[derive(OpenApi)]
@@ -67,6 +68,12 @@ use crate::routes::{
         files::rename,
         images::list,
         images::import,
+        networks::create,
+        networks::list,
+        networks::inspect,
+        networks::delete,
+        networks::connect,
+        networks::disconnect,
         tenants::list,
         tenants::create,
         tenants::update,

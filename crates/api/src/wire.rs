@@ -65,8 +65,18 @@ mod tests {
             "schedule": [{"policy": "ttl", "action": "archive", "at": 9}],
             "stats": {"memory_bytes": 1, "memory_limit_bytes": 2, "cpu_usage_ns": 3, "pids": 4, "oom_kills": 0},
             "archive": {"snapshot": "s", "volume_size": 1, "data_bytes": 1, "stored_bytes": 1, "archived_at": "t", "hibernated": true},
-            "saved_state_bytes": 7, "wakes_on_use": false
+            "saved_state_bytes": 7, "wakes_on_use": false,
+            "networks": [{"network": "team", "address": "10.210.0.2", "subnet": "10.210.0.0/24", "interface": "eth1"}]
         })
+    }
+
+    #[test]
+    fn networks_keep_their_shape() {
+        same_shape::<dwell_control::networks::NetworkView, dwell_contract::Network>(json!({
+            "id": "n1", "name": "team", "subnet": "10.210.0.0/24", "bridge": "dwb0000abcd",
+            "created_at": 1,
+            "members": [{"sandbox_id": "a1", "sandbox": "db", "address": "10.210.0.2", "state": "stopped"}]
+        }));
     }
 
     #[test]
@@ -79,6 +89,7 @@ mod tests {
             "archive",
             "saved_state_bytes",
             "wakes_on_use",
+            "networks",
         ] {
             bare.as_object_mut().unwrap().remove(k);
         }
@@ -95,7 +106,8 @@ mod tests {
                          "delete_after": null, "max_lifetime": null, "ttl_action": "pause",
                          "auto_resume": false},
             "secret_env": {"T": "s"}, "from": "snap", "allow_raw_sockets": true, "allow_core_dumps": false,
-            "allow_out": ["pypi.org"], "deny_out": ["0.0.0.0/0"]
+            "allow_out": ["pypi.org"], "deny_out": ["0.0.0.0/0"],
+            "networks": ["team", "db"]
         }));
         same_shape::<dwell_proto::ExecRequest, dwell_contract::ExecRequest>(json!({
             "argv": ["ls"], "shell": null, "env": {"A": "1"}, "cwd": "/", "user": "root",

@@ -78,7 +78,7 @@ pub enum Command {
     Rm(RmArgs),
     /// Push a sandbox's idle and TTL timers, as an agent's heartbeat would.
     Keepalive(KeepaliveArgs),
-    /// Change the lifecycle policies of a sandbox.
+    /// Change a sandbox's lifecycle policies (live), or its private networks (while stopped).
     Update(UpdateArgs),
     /// Show the live resource usage of a sandbox.
     Stats(NameJson),
@@ -113,6 +113,9 @@ pub enum Command {
     /// through the daemon's SSH gateway (`dwell serve --ssh-listen`).
     #[command(subcommand, name = "ssh-key")]
     SshKey(SshKeyCommand),
+    /// Private networks: sandboxes on one reach each other by name.
+    #[command(subcommand)]
+    Network(NetworkCommand),
     /// Usage and cost: vCPU-hours, GiB-hours of memory and storage.
     Usage(UsageArgs),
     /// The audit log: who did what to which sandbox, when.
@@ -382,6 +385,11 @@ pub struct CreateArgs {
     /// The host, cloud metadata and link-local networks are always refused.
     #[arg(long, value_delimiter = ',', value_name = "CIDR|DOMAIN")]
     pub deny_out: Option<Vec<String>>,
+    /// Put the sandbox on this private network (repeatable; `dwell network create`
+    /// makes one). Its peers there reach it as NAME and NAME.NETWORK; a network
+    /// gives no internet access (that is --net).
+    #[arg(long = "network", value_name = "NETWORK")]
+    pub networks: Vec<String>,
     /// Isolation: `namespace` (Linux namespaces) or `gvisor` (runsc's user-space kernel;
     /// can hibernate). Default: the daemon's --default-isolation.
     #[arg(long, alias = "runtime")]
@@ -532,6 +540,13 @@ pub struct UpdateArgs {
     /// clears it).
     #[arg(long, value_delimiter = ',', value_name = "CIDR|DOMAIN")]
     pub deny_out: Option<Vec<String>>,
+    /// Put the (stopped) sandbox on this private network (repeatable); its
+    /// interface comes up at its next start.
+    #[arg(long = "network-add", value_name = "NETWORK")]
+    pub network_add: Vec<String>,
+    /// Take the (stopped) sandbox off this private network (repeatable).
+    #[arg(long = "network-rm", value_name = "NETWORK")]
+    pub network_rm: Vec<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -677,6 +692,44 @@ pub enum TenantCommand {
     /// Issue another API key for a tenant (`tenant key NAME`), or list
     /// (`tenant key ls NAME`) and revoke (`tenant key revoke NAME KEY_ID`) its keys.
     Key(KeyArgs),
+}
+
+/// `dwell network ...`.
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// Create a private network. Sandboxes join it with `dwell create --network NAME`
+    /// and reach each other by name (`db`, or `db.NAME`); nothing of other networks,
+    /// other tenants or the host is reachable through it, and it gives no internet
+    /// access (that is `--net`).
+    Create {
+        /// Network name: 1-32 lowercase letters, digits and '-', starting with a letter.
+        name: String,
+        /// IPv4 subnet such as 10.211.5.0/24 (/16 to /29, private ranges).
+        /// Default: the first free /24 of 10.210.0.0/16.
+        #[arg(long)]
+        subnet: Option<String>,
+        /// Print the network as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List your private networks with their member counts.
+    #[command(alias = "list")]
+    Ls(JsonFlag),
+    /// Show a network: subnet, bridge, and each member's name, address and state.
+    Inspect {
+        /// Network name or id.
+        name: String,
+        /// Print the network and its members as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a network. Refused while sandboxes are on it: remove them (`dwell rm`)
+    /// or take them off while stopped (`dwell update NAME --network-rm NETWORK`) first.
+    Rm {
+        /// Network names or ids.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]

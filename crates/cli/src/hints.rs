@@ -42,6 +42,12 @@ pub fn hint(code: &str, facts: &BTreeMap<String, String>) -> Option<String> {
                 "free some (`dwell stop` or `dwell rm` sandboxes), or have an admin raise the quota with {raise} (it replaces all of the tenant's limits)"
             ))
         }
+        code::NAME_TAKEN if get(fact::NETWORK).is_some() => {
+            let name = get(fact::NETWORK)?;
+            Some(format!(
+                "pick another name, or remove the other network with `dwell network rm {name}`"
+            ))
+        }
         code::NAME_TAKEN => {
             let name = get(fact::NAME)?;
             Some(format!(
@@ -51,6 +57,8 @@ pub fn hint(code: &str, facts: &BTreeMap<String, String>) -> Option<String> {
         code::NOT_FOUND => {
             if get(fact::SNAPSHOT).is_some() {
                 Some("list snapshots with `dwell snapshot ls`".into())
+            } else if get(fact::NETWORK).is_some() {
+                Some("list networks with `dwell network ls`".into())
             } else if get(fact::TENANT).is_some() {
                 Some("list tenants with `dwell tenant ls`".into())
             } else if get(fact::SANDBOX).is_some() {
@@ -176,6 +184,18 @@ mod tests {
         assert_eq!(
             hint("not_found", &facts(&[("tenant", "acme")])).as_deref(),
             Some("list tenants with `dwell tenant ls`")
+        );
+        assert_eq!(
+            hint("not_found", &facts(&[("network", "team")])).as_deref(),
+            Some("list networks with `dwell network ls`")
+        );
+        assert_eq!(
+            hint(
+                "name_taken",
+                &facts(&[("name", "team"), ("network", "team")])
+            )
+            .as_deref(),
+            Some("pick another name, or remove the other network with `dwell network rm team`")
         );
         assert_eq!(hint("not_found", &facts(&[])), None);
         assert_eq!(hint("internal", &facts(&[("sandbox", "x")])), None);

@@ -58,6 +58,8 @@ pub mod fact {
     pub const SNAPSHOT: &str = "snapshot";
     /// A name already taken.
     pub const NAME: &str = "name";
+    /// A private network's name (or id) as asked for.
+    pub const NETWORK: &str = "network";
 }
 
 /// Every error code the API answers with.

@@ -12,6 +12,7 @@ pub mod exec;
 pub mod files;
 pub mod images;
 pub mod ports;
+pub mod networks;
 pub mod query;
 pub mod sandbox;
 pub mod snapshots;
@@ -23,6 +24,7 @@ pub use exec::{ExecCall, ExecRequest, ExecResult, ExitReport, ProcessInfo};
 pub use files::{FileInfo, FileKind};
 pub use images::Image;
 pub use ports::{PortExpose, PortExposure};
+pub use networks::{CreateNetwork, Network, NetworkAttachment, NetworkMember};
 pub use sandbox::{CreateRequest, Mode, Sandbox, SandboxSpec, State};
 pub use snapshots::Snapshot;
 

@@ -263,6 +263,9 @@ pub struct Sandbox {
     /// Filled by `inspect`: the ports exposed through the port proxy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<crate::ports::PortExposure>,
+    /// The private networks it is on, with its address on each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<crate::networks::NetworkAttachment>,
 }
 
 /// The longest duration a request may give: 100 years, in seconds. Longer
@@ -370,6 +373,10 @@ pub struct CreateRequest {
     /// entry wins over an allow entry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deny_out: Option<Vec<String>>,
+    /// Private networks (names or ids) to put the sandbox on; its peers
+    /// there reach it by its name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<String>,
 }
 
 /// `PATCH /v1/sandboxes/{id}`: what can change on a live sandbox (its

@@ -8,7 +8,8 @@
 //! over the shared [`Context`]: [`create`], [`lifecycle`] (start, stop,
 //! pause, resume, hibernate, archive, delete), [`snapshot`], [`diff`],
 //! [`views`] (reads, inspect, metrics), [`activity`] (touch, streams,
-//! keepalive, policies), [`tenants`] (limits, quotas, usage), [`access`]
+//! keepalive, policies), [`tenants`] (limits, quotas, usage), [`networks`]
+//! (private networks and their members), [`access`]
 //! (API keys, audit, lookups for the gateways), [`credentials`] and
 //! [`agent`].
 
@@ -20,6 +21,7 @@ mod credentials;
 mod diff;
 mod lifecycle;
 mod ports;
+mod networks;
 mod snapshot;
 mod tenants;
 mod views;

@@ -32,6 +32,8 @@ pub mod fact {
     pub const NAME: &str = "name";
     /// A port inside the sandbox.
     pub const PORT: &str = "port";
+    /// The private network's name (or the id or name asked for).
+    pub const NETWORK: &str = "network";
 }
 
 /// A control-plane failure.
@@ -50,6 +52,17 @@ pub enum Error {
     /// The port of the sandbox is not exposed through the port proxy.
     #[error("port {port} of sandbox {sandbox} is not exposed; `dwell port {sandbox}` lists what is, `dwell expose {sandbox} {port}` exposes it")]
     PortNotExposed { sandbox: String, port: u16 },
+    /// No private network of this tenant has that id or name (the same
+    /// whether it never existed or belongs to someone else).
+    #[error(
+        "no network named or with id {0:?}; create it first, or name one of the tenant's networks"
+    )]
+    NetworkNotFound(String),
+    /// The tenant already has a network of that name.
+    #[error(
+        "the tenant already has a network named {0:?}; pick another name or remove that network"
+    )]
+    NetworkNameTaken(String),
     /// The request is malformed or out of range.
     #[error("invalid {field}: {message}")]
     Invalid { field: String, message: String },
@@ -116,6 +129,7 @@ impl From<dwell_store::Error> for Error {
     fn from(e: dwell_store::Error) -> Self {
         match e {
             dwell_store::Error::NameTaken(n) => Error::NameTaken(n),
+            dwell_store::Error::NetworkNameTaken(n) => Error::NetworkNameTaken(n),
             e => Error::Store(e),
         }
     }
@@ -128,12 +142,13 @@ impl Error {
             Error::NotFound(_)
             | Error::SnapshotNotFound(_)
             | Error::TenantNotFound(_)
-            | Error::PortNotExposed { .. } => "not_found",
+            | Error::PortNotExposed { .. }
+            | Error::NetworkNotFound(_) => "not_found",
             Error::Runtime(dwell_runtime::Error::Unsupported { .. }) => "unsupported",
             Error::Invalid { .. } => "invalid_argument",
             Error::Conflict(_) | Error::Refused { .. } => "conflict",
             Error::Asleep { .. } => "sandbox_paused",
-            Error::NameTaken(_) => "name_taken",
+            Error::NameTaken(_) | Error::NetworkNameTaken(_) => "name_taken",
             Error::Quota(_) => "quota_exceeded",
             Error::Runtime(_) => "runtime_error",
             Error::Storage(_) => "storage_error",
@@ -149,12 +164,14 @@ impl Error {
             Error::NotFound(_)
             | Error::SnapshotNotFound(_)
             | Error::TenantNotFound(_)
-            | Error::PortNotExposed { .. } => 404,
+            | Error::PortNotExposed { .. }
+            | Error::NetworkNotFound(_) => 404,
             Error::Invalid { .. } => 400,
             Error::Conflict(_)
             | Error::Refused { .. }
             | Error::Asleep { .. }
-            | Error::NameTaken(_) => 409,
+            | Error::NameTaken(_)
+            | Error::NetworkNameTaken(_) => 409,
             Error::Runtime(dwell_runtime::Error::Unsupported { .. }) => 409,
             Error::Quota(_) => 403,
             Error::Agent(_) => 502,
@@ -182,6 +199,13 @@ impl Error {
             Error::PortNotExposed { sandbox, port } => {
                 f.insert(fact::SANDBOX, sandbox.clone());
                 f.insert(fact::PORT, port.to_string());
+            }
+            Error::NetworkNotFound(name) => {
+                f.insert(fact::NETWORK, name.clone());
+            }
+            Error::NetworkNameTaken(name) => {
+                f.insert(fact::NAME, name.clone());
+                f.insert(fact::NETWORK, name.clone());
             }
             Error::Refused {
                 sandbox,

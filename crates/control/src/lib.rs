@@ -33,6 +33,8 @@
 //!   memory stored with its volume.
 //! - [`ssh_keys`]: SSH public keys as users register them (parsed and
 //!   fingerprinted) for the SSH gateway.
+//! - [`networks`]: tenant private networks (members reach each other by
+//!   name).
 //! - [`quota`], [`limits`]: per-tenant quotas, the quota of tenants
 //!   without a record and the daemon-wide ceilings of one sandbox.
 //! - `egress`: default egress rules and the DNS resolver's attachment to
@@ -54,6 +56,7 @@ pub mod limits;
 pub mod memory;
 pub mod metering;
 pub mod model;
+pub mod networks;
 mod orphans;
 pub mod policy;
 pub mod ports;

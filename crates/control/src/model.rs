@@ -133,6 +133,9 @@ pub struct CreateRequest {
     /// the host's kernel.core_pattern is a pipe.
     #[serde(default)]
     pub allow_core_dumps: Option<bool>,
+    /// Private networks (names or ids) to put the sandbox on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<String>,
     /// Egress allow list (CIDRs and domain names) of a NAT sandbox; with
     /// neither list given, the tenant's or the daemon's default rules.
     #[serde(default)]
@@ -357,6 +360,19 @@ pub struct Sandbox {
     /// policy, else whether a policy rather than a user put it to sleep).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wakes_on_use: Option<bool>,
+    /// The private networks it is on, with its address on each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<Attachment>,
+}
+
+/// One private network a sandbox is on (see [`crate::networks`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Attachment {
+    pub network: String,
+    pub address: String,
+    pub subnet: String,
+    /// The interface inside the sandbox (`eth1`, `eth2`, ...).
+    pub interface: String,
 }
 
 /// Where an archived sandbox's volume is.
@@ -419,6 +435,7 @@ impl Sandbox {
             saved_state_bytes: None,
             wakes_on_use: matches!(r.state, State::Paused | State::Hibernated)
                 .then(|| crate::policy::wakes_on_use(&r.spec.policies, &r.reason)),
+            networks: Vec::new(),
         }
     }
 }

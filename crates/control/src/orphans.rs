@@ -147,6 +147,7 @@ fn bare_config(inner: &Context, id: &str) -> SandboxConfig {
         agent_key: None,
         grants: Default::default(),
         id_map: None,
+        private_nets: Vec::new(),
         egress: Default::default(),
     }
 }

@@ -43,6 +43,9 @@ pub(crate) fn prepare(inner: &Context, template: &Record, id: &str, name: &str) 
     cfg.rootfs.upper_root = inner.volumes.mount_path(id);
     // A key of its own: the restore hands it to the copied agent.
     cfg.agent_key = Some(crate::reconcile::config::new_agent_key()?);
+    // Its own private networks and addresses, never the template's (the
+    // same address twice on one bridge).
+    cfg.private_nets = crate::reconcile::config::private_nets(inner, id)?;
     crate::reconcile::config::save(inner, &cfg)?;
     copy_dir(
         &hibernate::image_dir(inner, &template.id),

@@ -87,11 +87,29 @@ pub struct SandboxConfig {
     /// user namespaces, or runtimes without them): root is host root.
     #[serde(default)]
     pub id_map: Option<IdMap>,
+    /// The tenant private networks the sandbox is on, in the order of
+    /// their interfaces inside (`eth1`, `eth2`, ...); see
+    /// [`host::private_net`]. Independent of [`NetworkMode`]: a network
+    /// gives no way out of the host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub private_nets: Vec<PrivateNet>,
     /// The egress policy of a NAT sandbox, installed in its nftables table
     /// before it runs (see [`host::egress`]); later changes are applied
     /// live by the daemon.
     #[serde(default, skip_serializing_if = "host::egress::EgressRules::is_open")]
     pub egress: host::egress::EgressRules,
+}
+
+/// One private network a sandbox is on: the host bridge that carries it
+/// and the sandbox's address there.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PrivateNet {
+    /// The network's name (for messages).
+    pub name: String,
+    /// The bridge's interface name ([`host::private_net::bridge_name`]).
+    pub bridge: String,
+    pub address: std::net::Ipv4Addr,
+    pub prefix_len: u8,
 }
 
 /// Privileges a sandbox only has when its creator asked for them. Both

@@ -73,6 +73,7 @@ impl Sandbox {
             agent_key: None,
             grants: Default::default(),
             id_map: None,
+            private_nets: Vec::new(),
             egress: Default::default(),
         };
         Sandbox {

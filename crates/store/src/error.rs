@@ -12,6 +12,8 @@ pub enum Error {
     TooNew { found: i64, supported: i64 },
     #[error("a sandbox named {0:?} already exists; pick another --name or remove it with `dwell rm {0}`")]
     NameTaken(String),
+    #[error("the tenant already has a network named {0:?}")]
+    NetworkNameTaken(String),
     #[error("metadata database error: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("corrupt record in the metadata database: {0}")]

@@ -124,6 +124,28 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX ssh_keys_tenant_fingerprint ON ssh_keys(tenant, fingerprint);
     CREATE UNIQUE INDEX ssh_keys_tenant_name ON ssh_keys(tenant, name);
     CREATE INDEX ssh_keys_fingerprint ON ssh_keys(fingerprint);",
+    // 10: tenant private networks and their members. A member's address
+    // is allocated once, when it joins, and kept until it leaves (stop,
+    // start, pause, hibernate and restore keep it), so peers' names stay
+    // valid. A sandbox leaves every network when it is deleted.
+    "CREATE TABLE networks (
+        id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        name TEXT NOT NULL,
+        subnet TEXT NOT NULL,
+        bridge TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL
+    );
+    CREATE UNIQUE INDEX networks_name ON networks(tenant, name);
+    CREATE TABLE network_members (
+        network_id TEXT NOT NULL REFERENCES networks(id),
+        sandbox_id TEXT NOT NULL,
+        address TEXT NOT NULL,
+        joined_at INTEGER NOT NULL,
+        PRIMARY KEY (network_id, sandbox_id),
+        UNIQUE (network_id, address)
+    );
+    CREATE INDEX network_members_sandbox ON network_members(sandbox_id);",
     // 11: a tenant's default egress rules (JSON) for its NAT sandboxes
     // that set none.
     "ALTER TABLE tenants ADD COLUMN default_egress TEXT;",

@@ -5,6 +5,7 @@ pub(crate) mod files;
 pub(crate) mod hibernate;
 pub(crate) mod images;
 pub(crate) mod ports;
+pub(crate) mod networks;
 pub(crate) mod processes;
 pub(crate) mod sandboxes;
 pub mod snapshots;
@@ -88,6 +89,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sandboxes/{id}/fs/mkdir", post(files::mkdir))
         .route("/v1/sandboxes/{id}/fs/rename", post(files::rename))
         .route("/v1/images", get(images::list).post(images::import))
+        .route("/v1/networks", get(networks::list).post(networks::create))
+        .route(
+            "/v1/networks/{name}",
+            get(networks::inspect).delete(networks::delete),
+        )
+        .route(
+            "/v1/sandboxes/{id}/networks/{network}",
+            post(networks::connect).delete(networks::disconnect),
+        )
         .route("/v1/tenants", get(tenants::list).post(tenants::create))
         .route("/v1/tenants/{name}", patch(tenants::update))
         .route(

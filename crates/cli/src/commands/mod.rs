@@ -7,6 +7,7 @@ mod image;
 mod limits;
 mod listener;
 mod ports;
+mod network;
 mod private;
 mod runtimes;
 mod sandbox;
@@ -68,6 +69,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Image(c) => image::run(&client, c).await,
         Command::Tenant(c) => tenant::run(&client, c).await,
         Command::SshKey(c) => ssh_key::run(&client, c).await,
+        Command::Network(c) => network::run(&client, c).await,
         Command::Usage(a) => tenant::usage(&client, a).await,
         Command::Audit(a) => tenant::audit(&client, a).await,
         Command::Doctor(a) => doctor::run(a),

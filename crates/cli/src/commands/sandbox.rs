@@ -41,6 +41,7 @@ pub async fn create(c: &Client, a: CreateArgs) -> Result<i32> {
         allow_core_dumps: a.allow_core_dumps.then_some(true),
         allow_out: a.allow_out.as_deref().map(non_empty),
         deny_out: a.deny_out.as_deref().map(non_empty),
+        networks: a.networks.clone(),
     };
     if a.count == 0 {
         anyhow::bail!("--count 0 creates nothing; give 1 or more");
@@ -177,6 +178,12 @@ pub async fn inspect(c: &Client, a: NameJson) -> Result<i32> {
             NetworkMode::Nat => "nat (outbound)",
         }
     );
+    for n in &sb.networks {
+        println!(
+            "private net: {} {} ({} inside, subnet {}); peers reach it as {} and {}.{}",
+            n.network, n.address, n.interface, n.subnet, sb.name, sb.name, n.network
+        );
+    }
     println!("privileges:  {}", privileges(&sb.spec));
     for e in &sb.ports {
         let what = if e.port == 0 {
@@ -419,34 +426,58 @@ fn non_empty(v: &[String]) -> Vec<String> {
 pub async fn update(c: &Client, a: UpdateArgs) -> Result<i32> {
     let args = policy_args(&a.policies);
     let egress = a.allow_out.is_some() || a.deny_out.is_some();
-    if args.is_empty() && !egress {
-        anyhow::bail!("nothing to change; give a policy flag like --idle-timeout 10m or egress rules like --allow-out pypi.org (see `dwell update --help`)");
+    let networks = !a.network_add.is_empty() || !a.network_rm.is_empty();
+    if args.is_empty() && !egress && !networks {
+        anyhow::bail!("nothing to change; give a policy flag like --idle-timeout 10m, egress rules like --allow-out pypi.org or --network-add NETWORK (see `dwell update --help`)");
     }
-    let body = UpdateBody {
-        policies: (!args.is_empty()).then_some(args),
-        allow_out: a.allow_out.as_deref().map(non_empty),
-        deny_out: a.deny_out.as_deref().map(non_empty),
-    };
-    let sb: Sandbox = c
-        .json(
-            hyper::Method::PATCH,
-            &format!("/v1/sandboxes/{}", enc(&a.sandbox)),
-            Some(&body),
-        )
-        .await?;
-    if a.json {
-        output::json(&sb)?;
-    } else {
-        if egress {
-            println!("{}: egress rules updated", sb.name);
-            print_egress(&sb);
+    let mut last: Option<Sandbox> = None;
+    for (n, method) in a
+        .network_add
+        .iter()
+        .map(|n| (n, hyper::Method::POST))
+        .chain(a.network_rm.iter().map(|n| (n, hyper::Method::DELETE)))
+    {
+        let path = format!("/v1/sandboxes/{}/networks/{}", enc(&a.sandbox), enc(n));
+        let sb: Sandbox = c.json(method.clone(), &path, None::<&()>).await?;
+        if !a.json {
+            let verb = if method == hyper::Method::POST {
+                "joined"
+            } else {
+                "left"
+            };
+            println!("{}: {verb} network {n}", sb.name);
         }
-        if body.policies.is_some() {
-            println!("{}: policies updated", sb.name);
+        last = Some(sb);
+    }
+    if !args.is_empty() || egress {
+        let body = UpdateBody {
+            policies: (!args.is_empty()).then_some(args),
+            allow_out: a.allow_out.as_deref().map(non_empty),
+            deny_out: a.deny_out.as_deref().map(non_empty),
+        };
+        let sb: Sandbox = c
+            .json(
+                hyper::Method::PATCH,
+                &format!("/v1/sandboxes/{}", enc(&a.sandbox)),
+                Some(&body),
+            )
+            .await?;
+        if !a.json {
+            if egress {
+                println!("{}: egress rules updated", sb.name);
+                print_egress(&sb);
+            }
+            if body.policies.is_some() {
+                println!("{}: policies updated", sb.name);
+            }
+            for s in &sb.schedule {
+                println!("  {} -> {:?} at {}", s.policy, s.action, output::time(s.at));
+            }
         }
-        for s in &sb.schedule {
-            println!("  {} -> {:?} at {}", s.policy, s.action, output::time(s.at));
-        }
+        last = Some(sb);
+    }
+    if let (true, Some(sb)) = (a.json, &last) {
+        output::json(sb)?;
     }
     Ok(0)
 }

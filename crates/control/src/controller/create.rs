@@ -114,6 +114,8 @@ impl Controller {
         };
         // A runtime this host lacks fails now, with how to get it.
         self.inner.runtimes.of(runtime)?;
+        // Unknown (or another tenant's) networks fail before anything is made.
+        let nets = self.resolve_networks(tenant, &req.networks)?;
         let _quota = self.inner.quota_lock.lock().await;
         // The daemon's ceilings hold for every tenant, admins included.
         self.inner.limits.ceilings.check(
@@ -179,6 +181,9 @@ impl Controller {
             self.inner
                 .store
                 .add_event(&rec.id, "request", "create requested")?;
+            for n in &nets {
+                self.join(n, &rec.id)?;
+            }
             if let Some(t) = template {
                 let lock = self.inner.lock_for(&t.id);
                 let _g = lock.lock().await;
@@ -271,6 +276,11 @@ impl Controller {
                 "sandbox {} could not be created: {}",
                 sb.name, sb.reason
             )));
+        }
+        if !nets.is_empty() {
+            // Its peers learn its name.
+            let ids: Vec<String> = nets.iter().map(|n| n.id.clone()).collect();
+            crate::networks::refresh_members(&self.inner, &ids).await;
         }
         Ok(sb)
     }

@@ -35,6 +35,7 @@ impl Controller {
 
     pub(crate) fn view(&self, rec: &Record) -> Result<Sandbox> {
         let mut sb = Sandbox::from_record(rec);
+        sb.networks = crate::networks::attachments(&self.inner, &sb.id)?;
         sb.archive = crate::archive::read_ref(&self.inner, &sb.id);
         if sb.state == State::Hibernated {
             sb.saved_state_bytes = reconcile::hibernate::saved_bytes(&self.inner, &sb.id);

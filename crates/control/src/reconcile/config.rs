@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use dwell_runtime::{IdMap, Resources, RootfsSpec, SandboxConfig};
+use dwell_runtime::{IdMap, PrivateNet, Resources, RootfsSpec, SandboxConfig};
 use dwell_storage::Image;
 
 use crate::context::Context;
@@ -65,8 +65,33 @@ pub(crate) fn build(
         agent_key: Some(new_agent_key()?),
         grants: spec.grants(),
         id_map: None,
+        private_nets: private_nets(inner, id)?,
         egress: spec.egress.clone(),
     })
+}
+
+/// The networks a sandbox is on, for its runtime config (in the order of
+/// its interfaces).
+pub(crate) fn private_nets(inner: &Context, sandbox_id: &str) -> Result<Vec<PrivateNet>> {
+    inner
+        .store
+        .networks_of(sandbox_id)?
+        .into_iter()
+        .map(|(n, m)| {
+            let (_, len) = dwell_store::parse_subnet(&n.subnet)
+                .ok_or_else(|| Error::Internal(format!("network {}: bad subnet", n.id)))?;
+            let address = m
+                .address
+                .parse()
+                .map_err(|_| Error::Internal(format!("network {}: bad address", n.id)))?;
+            Ok(PrivateNet {
+                name: n.name,
+                bridge: n.bridge,
+                address,
+                prefix_len: len,
+            })
+        })
+        .collect()
 }
 
 /// A fresh agent key (hex) for a sandbox's config: every start, and every

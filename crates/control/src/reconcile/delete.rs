@@ -1,6 +1,7 @@
 //! `delete`: stop whatever still runs, wipe and remove the volume, remove
 //! the state dir, and mark the record `deleted` (kept for the audit trail;
-//! its name is free again).
+//! its name is free again). It leaves its private networks, and their
+//! running members forget its name.
 
 use std::sync::Arc;
 
@@ -19,12 +20,20 @@ pub(crate) async fn run(inner: &Arc<Context>, rec: &Record, reason: &str) -> Res
     step_event(inner, &rec.id, "deleting: wiping volume and state")?;
     let inner2 = inner.clone();
     let id = rec.id.clone();
+    let nets: Vec<String> = inner
+        .store
+        .networks_of(&rec.id)?
+        .into_iter()
+        .map(|(n, _)| n.id)
+        .collect();
     blocking(move || -> Result<()> {
         inner2.volumes.delete(&id)?;
         // Its files are gone: the uid range may go to another sandbox.
         inner2.store.release_id_range(&id)?;
         // Its ports are no longer served.
         inner2.store.delete_exposures(&id)?;
+        // Its address on each private network is free again.
+        inner2.store.leave_all_networks(&id)?;
         // An archived sandbox's data is its archive snapshot.
         let archived = crate::archive::load_ref(&inner2, &id).ok().flatten();
         crate::archive::remove_ref(&inner2, &id)?;
@@ -46,5 +55,11 @@ pub(crate) async fn run(inner: &Arc<Context>, rec: &Record, reason: &str) -> Res
         }
     })
     .await??;
-    record(inner, &rec.id, State::Deleted, reason)
+    record(inner, &rec.id, State::Deleted, reason)?;
+    // Its peers forget its name.
+    if !nets.is_empty() {
+        let inner = inner.clone();
+        tokio::spawn(async move { crate::networks::refresh_members(&inner, &nets).await });
+    }
+    Ok(())
 }

@@ -17,7 +17,7 @@ mod resume;
 mod start;
 mod stop;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use dwell_runtime::Observed;
 
@@ -189,6 +189,19 @@ async fn run(inner: &std::sync::Arc<Context>, id: &str, trigger: Trigger) {
         tracing::warn!(sandbox = id, "reconcile failed: {msg}");
         let _ = inner.store.add_event(id, "error", &msg);
         let _ = inner.store.set_state(id, State::Error, &msg);
+        return;
+    }
+    // Up again (started, resumed, restored, back from an archive): its
+    // peers' names may have changed meanwhile (only a change is written).
+    let now_running = matches!(
+        inner.store.get_sandbox::<SandboxSpec>(id),
+        Ok(Some(r)) if r.state == State::Running
+    );
+    if rec.state != State::Running
+        && now_running
+        && inner.store.networks_of(id).is_ok_and(|n| !n.is_empty())
+    {
+        crate::networks::refresh_hosts(inner, id).await;
     }
 }
 

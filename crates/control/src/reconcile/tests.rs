@@ -2,7 +2,8 @@
 //! controller-level tests (`tests/reconciler.rs`) cannot reach without
 //! loop volumes: a record still `creating` with the fill marker of a
 //! daemon that died mid-fill is deleted, with everything of it, on the
-//! next pass, and the runtime is never asked to start it.
+//! next pass, and the runtime is never asked to start it. Its controller
+//! over an idle runtime serves other modules' tests too.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,7 +15,7 @@ use crate::{Controller, ControllerOptions};
 
 /// A runtime with nothing running that records what it is asked.
 #[derive(Default)]
-struct Idle(Mutex<Vec<&'static str>>);
+pub(crate) struct Idle(Mutex<Vec<&'static str>>);
 
 impl Runtime for Idle {
     fn name(&self) -> &'static str {
@@ -47,7 +48,7 @@ impl Runtime for Idle {
     }
 }
 
-fn controller(dir: &std::path::Path, runtime: Arc<Idle>) -> Controller {
+pub(crate) fn controller(dir: &std::path::Path, runtime: Arc<Idle>) -> Controller {
     Controller::new(ControllerOptions {
         store: dwell_store::Store::open(&dir.join("dwell.db")).unwrap(),
         runtimes: vec![(Kind::default(), Ok(runtime))],
@@ -73,7 +74,7 @@ fn controller(dir: &std::path::Path, runtime: Arc<Idle>) -> Controller {
 }
 
 /// A record as `create` writes it before the fill.
-fn creating(ctl: &Controller, id: &str) -> Record {
+pub(crate) fn creating(ctl: &Controller, id: &str) -> Record {
     let spec = CreateRequest::default().to_spec(&ctl.inner.host).unwrap();
     Record {
         id: id.into(),

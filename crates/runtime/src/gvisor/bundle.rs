@@ -155,6 +155,7 @@ mod tests {
             agent_key: None,
             grants: Default::default(),
             id_map: None,
+            private_nets: Vec::new(),
             egress: Default::default(),
         };
         let s = spec(&config, Path::new("/s/rootfs"), "/dwell-gvisor/abc");

@@ -106,6 +106,7 @@ mod tests {
             agent_key: None,
             grants: Default::default(),
             id_map: None,
+            private_nets: Vec::new(),
             egress: Default::default(),
         }
     }

@@ -16,8 +16,9 @@
 //! the socket only through [`crate::agent_channel`] (no symlink followed,
 //! the peer in the sandbox's cgroup) and the agent key handshake.
 //!
-//! Sandboxes in network mode none run with `--network=none` (loopback
-//! only); NAT sandboxes get a network namespace of their own and run with
+//! Sandboxes in network mode none (and on no private network) run with
+//! `--network=none` (loopback only); NAT sandboxes and private network
+//! members get a network namespace of their own and run with
 //! `--network=sandbox` ([`network`]).
 
 pub mod bundle;
@@ -191,16 +192,16 @@ impl GvisorRuntime {
     }
 
     /// How runsc starts (`run`, `restore`) this sandbox: a NAT sandbox
-    /// uses gVisor's network stack on the interfaces of its network
-    /// namespace; a sandbox granted raw sockets gets `--net-raw`. Other
+    /// (or one on private networks) uses gVisor's network stack on the
+    /// interfaces of its network namespace; a sandbox granted raw sockets gets `--net-raw`. Other
     /// commands do not depend on these flags.
     fn runsc_for(&self, config: &SandboxConfig) -> Cow<'_, Runsc> {
-        let nat = config.network == NetworkMode::Nat;
-        if !nat && !config.grants.raw_sockets {
+        let netns = network::needs_netns(config);
+        if !netns && !config.grants.raw_sockets {
             return Cow::Borrowed(&self.runsc);
         }
         let mut r = self.runsc.clone();
-        if nat {
+        if netns {
             for flag in &mut r.global {
                 if flag == "--network=none" {
                     *flag = "--network=sandbox".into();
@@ -315,19 +316,19 @@ impl GvisorRuntime {
     }
 
     /// Write `state_dir/bundle/config.json` with `root` as the root. A NAT
-    /// sandbox's network namespace is set up here too (the spec names it).
+    /// sandbox's (or a private network member's) network namespace is set
+    /// up here too (the spec names it).
     fn write_bundle(&self, config: &SandboxConfig, root: &Path) -> Result<()> {
         let bundle = layout::state_file(config, BUNDLE_DIR);
         std::fs::create_dir_all(&bundle).context(|| format!("creating {}", bundle.display()))?;
         let mut spec = bundle::spec(config, root, &self.cgroups_path(&config.id));
-        if config.network == NetworkMode::Nat {
-            let (netns, info) = network::setup(
-                &*self.host,
-                config,
-                &self.options.nat_pool,
-                &self.options.deny_net,
-            )?;
-            network::join_in_spec(&mut spec, &netns, &info);
+        if let Some((netns, info)) = network::setup_all(
+            &*self.host,
+            config,
+            &self.options.nat_pool,
+            &self.options.deny_net,
+        )? {
+            network::join_in_spec(&mut spec, &netns, info.as_ref());
         }
         let spec_path = bundle.join("config.json");
         std::fs::write(

@@ -8,6 +8,10 @@
 //! `--network=sandbox`: gVisor's own network stack takes over `eth0`, its
 //! address and its routes when the sandbox boots.
 //!
+//! A sandbox on private networks (see [`crate::host::private_net`]) gets
+//! its `ethN` interfaces in the same namespace; without NAT the namespace
+//! holds those and loopback only ([`setup_all`]).
+//!
 //! A checkpoint does not keep the host side: [`teardown`] removes the veth,
 //! the table and the namespace whenever the sandbox stops (hibernation
 //! included), and a restore sets all of it up anew (with the same address
@@ -73,9 +77,52 @@ pub fn setup(
     }
 }
 
-/// Remove the veth, the table and the pinned namespace of `config`, if
-/// any exist. Cheap when there is nothing (no process is run).
+/// Whether `config` needs a network namespace of its own (runsc then
+/// runs with `--network=sandbox`): NAT, or any private network.
+pub fn needs_netns(config: &SandboxConfig) -> bool {
+    config.network == crate::NetworkMode::Nat || !config.private_nets.is_empty()
+}
+
+/// [`setup`] for a NAT sandbox, else a pinned namespace with loopback
+/// only; then the private networks' interfaces in it. Returns the
+/// namespace file and the NAT network (None without NAT), or None when
+/// the sandbox needs no namespace ([`needs_netns`]). On error nothing of
+/// it is left.
+pub fn setup_all(
+    host: &dyn Host,
+    config: &SandboxConfig,
+    pool: &str,
+    deny: &[String],
+) -> Result<Option<(PathBuf, Option<network::NetInfo>)>> {
+    if !needs_netns(config) {
+        return Ok(None);
+    }
+    let (path, info) = if config.network == crate::NetworkMode::Nat {
+        let (path, info) = setup(host, config, pool, deny)?;
+        (path, Some(info))
+    } else {
+        teardown_on(host, config);
+        let path = netns_path(config);
+        pin_new_netns(host, &path)?;
+        (path, None)
+    };
+    if let Err(e) = host.private_setup(
+        &config.id,
+        network::Netns::Path(&path),
+        &config.private_nets,
+        &config.state_dir,
+    ) {
+        teardown_on(host, config);
+        return Err(e);
+    }
+    Ok(Some((path, info)))
+}
+
+/// Remove the veth, the table, the private networks' ports and the pinned
+/// namespace of `config`, if any exist. Cheap when there is nothing (no
+/// process is run).
 pub fn teardown_on(host: &dyn Host, config: &SandboxConfig) {
+    host.private_teardown(&config.state_dir);
     let path = netns_path(config);
     if path.exists() || host.has_veth(&config.id) {
         host.net_teardown(&config.id);
@@ -107,10 +154,11 @@ fn pin_new_netns(host: &dyn Host, path: &Path) -> Result<()> {
 }
 
 /// Give the bundle's network namespace entry the path of `netns`, and
-/// the agent the address of its DNS resolver (the gateway, see
-/// [`crate::DNS_ENV`]).
-pub fn join_in_spec(spec: &mut serde_json::Value, netns: &Path, info: &network::NetInfo) {
-    if let Some(env) = spec["process"]["env"].as_array_mut() {
+/// the agent the address of its DNS resolver (the gateway of a NAT
+/// sandbox, see [`crate::DNS_ENV`]; a sandbox on private networks only
+/// has none).
+pub fn join_in_spec(spec: &mut serde_json::Value, netns: &Path, info: Option<&network::NetInfo>) {
+    if let (Some(env), Some(info)) = (spec["process"]["env"].as_array_mut(), info) {
         env.retain(|v| {
             !v.as_str()
                 .is_some_and(|s| s.starts_with(&format!("{}=", crate::DNS_ENV)))
@@ -147,7 +195,7 @@ mod tests {
             gateway_ip: "10.200.0.1".parse().unwrap(),
             prefix_len: 30,
         };
-        join_in_spec(&mut spec, Path::new("/s/netns"), &info);
+        join_in_spec(&mut spec, Path::new("/s/netns"), Some(&info));
         assert_eq!(spec["linux"]["namespaces"][1]["path"], "/s/netns");
         assert_eq!(spec["process"]["env"][1], "DWELL_DNS=10.200.0.1");
         assert!(spec["linux"]["namespaces"][0].get("path").is_none());

@@ -1,6 +1,6 @@
 //! The seam between the runtimes' host-side sequences and the kernel: the
 //! [`Host`] trait names each call that changes the host (mount, unmount,
-//! kill, a pinned network namespace, a sandbox's NAT network), [`Kernel`]
+//! kill, a pinned network namespace, a sandbox's NAT and private networks), [`Kernel`]
 //! makes them for real, and tests give a recording double instead (see
 //! `host::recording`), so the order of a start's mounts or a stop's
 //! cleanup is checked without root.
@@ -38,8 +38,8 @@ pub trait Host: Send + Sync + std::fmt::Debug {
     fn mounts_below(&self, dir: &Path) -> Vec<PathBuf>;
     /// `kill(2)`.
     fn kill(&self, pid: i32, signal: libc::c_int) -> io::Result<()>;
-    /// A new network namespace, kept alive by a bind mount on the
-    /// (existing, empty) file `path`.
+    /// A new network namespace with loopback up, kept alive by a bind
+    /// mount on the (existing, empty) file `path`.
     fn pin_netns(&self, path: &Path) -> io::Result<()>;
     /// Sandbox `id`'s NAT network in `netns` (see [`network::setup`]).
     fn net_setup(
@@ -55,6 +55,19 @@ pub trait Host: Send + Sync + std::fmt::Debug {
     fn net_teardown(&self, id: &str);
     /// Whether the host side of sandbox `id`'s veth pair exists.
     fn has_veth(&self, id: &str) -> bool;
+    /// Put sandbox `id` on its private networks (see
+    /// [`super::private_net::attach`]).
+    fn private_setup(
+        &self,
+        id: &str,
+        netns: Netns<'_>,
+        nets: &[crate::PrivateNet],
+        state_dir: &Path,
+    ) -> Result<()>;
+    /// Remove what [`Host::private_setup`] made for the sandbox whose state
+    /// dir is `state_dir` (see [`super::private_net::teardown`]). Best
+    /// effort; free when there is nothing.
+    fn private_teardown(&self, state_dir: &Path);
 }
 
 /// The real host: each call goes to the kernel (or to `ip`/`nft`).
@@ -85,6 +98,9 @@ impl Host for Kernel {
             // shared with the process's other threads); it ends right
             // after, and the mount keeps the namespace.
             sys::unshare(libc::CLONE_NEWNET)?;
+            // runsc's network stack takes only the interfaces that are
+            // up: without this a gVisor sandbox had no loopback.
+            super::network::loopback_up().map_err(io::Error::other)?;
             sys::mount(
                 Some(Path::new("/proc/thread-self/ns/net")),
                 &target,
@@ -116,5 +132,19 @@ impl Host for Kernel {
         Path::new("/sys/class/net")
             .join(super::layout::host_veth(id))
             .exists()
+    }
+
+    fn private_setup(
+        &self,
+        id: &str,
+        netns: Netns<'_>,
+        nets: &[crate::PrivateNet],
+        state_dir: &Path,
+    ) -> Result<()> {
+        super::private_net::attach(id, netns, nets, state_dir)
+    }
+
+    fn private_teardown(&self, state_dir: &Path) {
+        super::private_net::teardown(state_dir)
     }
 }

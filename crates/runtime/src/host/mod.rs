@@ -1,6 +1,6 @@
 //! Host plumbing both runtimes share: thin system call wrappers ([`sys`]),
 //! a sandbox's cgroups ([`cgroup`]), NAT networking and its block list
-//! ([`network`], [`blocklist`]), the overlays of its root filesystem and
+//! ([`network`], [`blocklist`]), tenant private networks ([`private_net`]), the overlays of its root filesystem and
 //! other host mounts ([`mounts`], [`userxattr`]), where its files live
 //! ([`layout`]) and bounded waits ([`wait`]). The calls that change the
 //! host go through the [`Host`] trait ([`kernel`]), so tests can record
@@ -15,6 +15,7 @@ pub mod kernel;
 pub mod layout;
 pub mod mounts;
 pub mod network;
+pub mod private_net;
 #[cfg(test)]
 pub mod recording;
 pub mod sys;

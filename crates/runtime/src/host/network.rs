@@ -66,7 +66,7 @@ pub enum Netns<'a> {
 impl Netns<'_> {
     /// The `netns` argument of `ip link`: a pid, or a path (iproute2 opens
     /// names holding a '/' as paths).
-    fn ip_target(&self) -> String {
+    pub(crate) fn ip_target(&self) -> String {
         match self {
             Netns::Pid(pid) => pid.to_string(),
             Netns::Path(p) => p.display().to_string(),
@@ -74,7 +74,7 @@ impl Netns<'_> {
     }
 
     /// `nsenter` arguments that enter this namespace.
-    fn nsenter_args(&self) -> Vec<String> {
+    pub(crate) fn nsenter_args(&self) -> Vec<String> {
         match self {
             Netns::Pid(pid) => vec!["-t".into(), pid.to_string(), "-n".into()],
             Netns::Path(p) => vec![format!("--net={}", p.display())],
@@ -155,10 +155,10 @@ fn host_addrs() -> Result<Vec<u32>> {
         .collect())
 }
 
-struct Lock(File);
+pub(crate) struct Lock(File);
 
 impl Lock {
-    fn take() -> Result<Lock> {
+    pub(crate) fn take() -> Result<Lock> {
         let f = File::create(LOCK_FILE).map_err(|e| Error::Io {
             context: format!("opening {LOCK_FILE}"),
             source: e,

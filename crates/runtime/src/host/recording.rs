@@ -26,6 +26,8 @@ struct State {
     fail: Vec<String>,
     mounts: Vec<PathBuf>,
     veths: Vec<String>,
+    /// State dirs of sandboxes put on private networks.
+    private: Vec<PathBuf>,
 }
 
 impl Recording {
@@ -163,6 +165,29 @@ impl Host for Recording {
     fn has_veth(&self, id: &str) -> bool {
         self.lock().veths.iter().any(|v| v == id)
     }
+
+    fn private_setup(
+        &self,
+        id: &str,
+        _netns: Netns<'_>,
+        nets: &[crate::PrivateNet],
+        state_dir: &Path,
+    ) -> Result<()> {
+        self.call(format!("private setup {id} on {}", nets.len()))
+            .map_err(|e| Error::Other(e.to_string()))?;
+        self.lock().private.push(state_dir.to_path_buf());
+        Ok(())
+    }
+
+    fn private_teardown(&self, state_dir: &Path) {
+        // Like the kernel's: nothing (no call) when nothing was set up.
+        let mut s = self.lock();
+        if s.private.iter().any(|p| p == state_dir) {
+            s.private.retain(|p| p != state_dir);
+            drop(s);
+            let _ = self.call(format!("private teardown {}", state_dir.display()));
+        }
+    }
 }
 
 /// A config of sandbox `sb1` whose state dir is `state_dir`, with one
@@ -194,6 +219,7 @@ pub fn config(state_dir: &Path) -> crate::SandboxConfig {
         agent_key: None,
         grants: Default::default(),
         id_map: None,
+        private_nets: Vec::new(),
         egress: Default::default(),
     }
 }

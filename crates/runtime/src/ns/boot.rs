@@ -124,6 +124,7 @@ impl Drop for Guard<'_> {
         if self.config.network == NetworkMode::Nat {
             network::teardown(&self.config.id);
         }
+        crate::host::private_net::teardown(&self.config.state_dir);
         let _ = std::fs::remove_file(layout::state_file(self.config, layout::PID_FILE));
         let _ = std::fs::remove_file(layout::state_file(self.config, layout::NETWORK_FILE));
         let _ = std::fs::remove_file(layout::state_file(self.config, layout::HOST_AGENT_SOCKET));
@@ -273,6 +274,12 @@ pub(crate) fn boot(state_dir: &Path, placement: Placement) -> Result<i32> {
         crate::host::egress::install(&config.id, &config.egress)?;
         go.extend_from_slice(info.gateway_ip.to_string().as_bytes());
     }
+    crate::host::private_net::attach(
+        &config.id,
+        network::Netns::Pid(pid),
+        &config.private_nets,
+        state_dir,
+    )?;
     pidfile::write(&layout::state_file(&config, layout::PID_FILE), pid)?;
     // A failed write means the child already died; its message follows.
     let _ = go_w.write_all(&go);

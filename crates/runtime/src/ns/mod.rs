@@ -270,7 +270,8 @@ impl Runtime for NamespaceRuntime {
     }
 
     /// Mounts left below the rootfs mount point (the root is mounted in
-    /// the sandbox's own mount namespace; this is for one that leaked).
+    /// the sandbox's own mount namespace; this is for one that leaked) and
+    /// the tables of its private network ports.
     fn release_leftovers(&self, config: &SandboxConfig) {
         release_leftovers(&*self.calls, config);
     }
@@ -286,4 +287,6 @@ impl Runtime for NamespaceRuntime {
 /// one that leaked). Needs nothing of the runtime but the host.
 pub(crate) fn release_leftovers(host: &dyn Host, config: &SandboxConfig) {
     crate::host::mounts::unmount_tree(host, &layout::state_file(config, layout::ROOTFS_DIR));
+    // Private network port tables (the ports went with the namespace).
+    host.private_teardown(&config.state_dir);
 }

@@ -117,6 +117,7 @@ impl TestSandbox {
             agent_key: None,
             grants: Default::default(),
             id_map: Some(test_id_map()),
+            private_nets: Vec::new(),
             egress: Default::default(),
         };
         TestSandbox {
