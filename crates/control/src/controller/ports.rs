@@ -58,7 +58,8 @@ impl Controller {
         let sandbox = self.get(tenant, id_or_name)?;
         let old = self.inner.store.get_exposure(&sandbox.id, port)?;
         if let Some(old) = &old {
-            if old.public == public && !(new_token && !public) {
+            let same = old.public == public && (public || !new_token);
+            if same {
                 return Ok(Exposed {
                     sandbox,
                     exposure: old.clone(),
