@@ -479,3 +479,121 @@ fn proxy_serves_a_gvisor_sandbox() {
         run("gvisor");
     }
 }
+
+/// E2B: a sandbox created with `allowPublicTraffic: false` gets a traffic
+/// access token; every port is served as `PORT-ID.DOMAIN` (the SDK's
+/// `getHost`) with that token; `domain` is the proxy's; the envd port is
+/// the E2B data plane, in-process.
+#[test]
+fn e2b_sandboxes_are_served_on_every_port() {
+    if !can_run() {
+        return;
+    }
+    let proxy = format!("127.0.0.1:{}", free_port());
+    let api = format!("127.0.0.1:{}", free_port());
+    let d = Daemon::start_with(&[
+        "--proxy-listen",
+        &proxy,
+        "--domain",
+        DOMAIN,
+        "--e2b-listen",
+        &api,
+    ]);
+    wait_listening(&proxy, 20);
+    wait_listening(&api, 20);
+    let key = d.admin_key();
+    let auth = ("X-API-KEY", key.as_str());
+    let r = http::request(
+        &api,
+        "POST",
+        "/v2/sandboxes",
+        &[auth, ("Content-Type", "application/json")],
+        br#"{"templateID": "base", "network": {"allowPublicTraffic": false}}"#,
+    );
+    assert_eq!(r.status, 201, "{r}");
+    let v = r.json();
+    let id = v["sandboxID"].as_str().unwrap().to_string();
+    let proxy_port = proxy.rsplit(':').next().unwrap();
+    assert_eq!(v["domain"], format!("{DOMAIN}:{proxy_port}"), "{v}");
+    let traffic = v["trafficAccessToken"]
+        .as_str()
+        .expect("a token")
+        .to_string();
+    let envd_token = v["envdAccessToken"].as_str().unwrap().to_string();
+
+    d.ok(&[
+        "exec",
+        "-d",
+        &id,
+        "--",
+        "python3",
+        "-m",
+        "http.server",
+        "3000",
+        "--bind",
+        "127.0.0.1",
+    ]);
+    d.sh(
+        &id,
+        "for i in $(seq 100); do python3 -c \"import socket; socket.create_connection(('127.0.0.1', 3000))\" 2>/dev/null && exit 0; sleep 0.1; done; exit 1",
+    );
+    // getHost(3000) = 3000-ID.DOMAIN:PORT.
+    let host = format!("3000-{id}.{}", v["domain"].as_str().unwrap());
+    let r = http::request(&proxy, "GET", "/", &[("Host", &host)], b"");
+    assert_eq!(r.status, 401, "{r}");
+    let r = http::request(
+        &proxy,
+        "GET",
+        "/",
+        &[("Host", &host), ("e2b-traffic-access-token", &traffic)],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{r}");
+    // Connect gives the same token again.
+    let r = http::request(
+        &api,
+        "POST",
+        &format!("/v2/sandboxes/{id}/connect"),
+        &[auth, ("Content-Type", "application/json")],
+        br#"{"timeout": 300}"#,
+    );
+    assert!(r.status == 200 || r.status == 201, "{r}");
+    assert_eq!(r.json()["trafficAccessToken"], traffic);
+    // envd through the proxy.
+    let r = http::request(
+        &proxy,
+        "GET",
+        "/health",
+        &[
+            ("Host", &format!("49983-{id}.{DOMAIN}")),
+            ("X-Access-Token", &envd_token),
+        ],
+        b"",
+    );
+    assert!(r.status == 200 || r.status == 204, "{r}");
+
+    // A public one needs no token and has none.
+    let r = http::request(
+        &api,
+        "POST",
+        "/v2/sandboxes",
+        &[auth, ("Content-Type", "application/json")],
+        br#"{"templateID": "base"}"#,
+    );
+    assert_eq!(r.status, 201, "{r}");
+    let v = r.json();
+    assert!(v["trafficAccessToken"].is_null(), "{v}");
+    let open = v["sandboxID"].as_str().unwrap().to_string();
+    let r = http::request(
+        &proxy,
+        "GET",
+        "/",
+        &[("Host", &format!("3000-{open}.{DOMAIN}"))],
+        b"",
+    );
+    assert_eq!(r.status, 502, "public, nothing listening: {r}");
+    for sb in [&id, &open] {
+        let r = http::request(&api, "DELETE", &format!("/sandboxes/{sb}"), &[auth], b"");
+        assert!(r.status < 300, "{r}");
+    }
+}

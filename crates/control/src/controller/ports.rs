@@ -159,6 +159,15 @@ impl Controller {
         Ok(self.sealer()?.port_mac(msg.as_bytes()).to_hex().to_string())
     }
 
+    /// The traffic access token of a sandbox whose every port is exposed
+    /// privately (an E2B sandbox created with `allowPublicTraffic: false`).
+    pub fn traffic_token_of(&self, sandbox_id: &str) -> Result<Option<String>> {
+        match self.inner.store.get_exposure(sandbox_id, 0)? {
+            Some(e) if !e.public => Ok(Some(self.traffic_token(sandbox_id)?)),
+            _ => Ok(None),
+        }
+    }
+
     /// A one-time login token for a private exposure, valid for
     /// [`ports::LOGIN_LIFETIME_MS`]; `None` for a public one.
     pub fn port_login_token(&self, exposure: &Exposure, port: u16) -> Result<Option<String>> {
