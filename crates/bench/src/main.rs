@@ -13,6 +13,7 @@ mod error;
 mod gvisor;
 mod machine;
 mod memory;
+mod proxy;
 mod report;
 mod stats;
 
@@ -43,6 +44,10 @@ USAGE: dwell-bench --socket PATH --data-dir DIR --dwell PATH --daemon-pid PID [o
   --gvisor-iterations N  gVisor create and exec runs (0 skips gVisor) [10]
   --gvisor-rounds N      hibernate+resume rounds, dwell and plain runsc, alternating [10]
   --only-gvisor yes      run only the gVisor cases; print them, write nothing
+  --proxy ADDR           the daemon's --proxy-listen address (skips the proxy case when absent)
+  --proxy-domain D       the daemon's --domain [localhost]
+  --proxy-iterations N   GETs direct and through the proxy [500]
+  --only-proxy yes       run only the port proxy case; print it, write nothing
 ";
 
 const PREAMBLE: &str = "# Benchmarks
@@ -78,6 +83,10 @@ struct Opts {
     gvisor_iterations: usize,
     gvisor_rounds: usize,
     only_gvisor: bool,
+    proxy: Option<std::net::SocketAddr>,
+    proxy_domain: String,
+    proxy_iterations: usize,
+    only_proxy: bool,
 }
 
 fn parse() -> Result<Opts> {
@@ -97,6 +106,10 @@ fn parse() -> Result<Opts> {
         gvisor_iterations: 10,
         gvisor_rounds: 10,
         only_gvisor: false,
+        proxy: None,
+        proxy_domain: "localhost".into(),
+        proxy_iterations: 500,
+        only_proxy: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -127,6 +140,16 @@ fn parse() -> Result<Opts> {
             "--gvisor-iterations" => o.gvisor_iterations = num(&value)?,
             "--gvisor-rounds" => o.gvisor_rounds = num(&value)?.max(1),
             "--only-gvisor" => o.only_gvisor = value == "yes",
+            "--proxy" => {
+                o.proxy = Some(value.parse().map_err(|_| {
+                    Error::Usage(format!(
+                        "--proxy wants an address like 127.0.0.1:8081, not {value:?}"
+                    ))
+                })?)
+            }
+            "--proxy-domain" => o.proxy_domain = value,
+            "--only-proxy" => o.only_proxy = value == "yes",
+            "--proxy-iterations" => o.proxy_iterations = num(&value)?.max(1),
             _ => return Err(Error::Usage(format!("unknown option {flag}"))),
         }
     }
@@ -184,6 +207,20 @@ async fn run(api: &mut Api, o: &Opts) -> Result<report::Results> {
     let create_cli = cases::create_cli(api, &o.dwell, &o.socket, w, o.cli_iterations).await?;
     step("dwell: exec round trip");
     let exec = cases::exec_api(api, &o.dwell, &o.socket, w, n, o.cli_iterations).await?;
+    let proxy = match o.proxy {
+        Some(addr) => {
+            step("dwell: port proxy overhead");
+            let target = proxy::ProxyTarget {
+                addr,
+                domain: o.proxy_domain.clone(),
+            };
+            Some(proxy::run(api, &o.data_dir, &target, w, o.proxy_iterations).await?)
+        }
+        None => {
+            eprintln!("dwell-bench: skipping the port proxy: no --proxy");
+            None
+        }
+    };
     step("dwell: pause + resume");
     let pause = cases::pause_api(api, w, o.pause_iterations).await?;
     step("dwell: idle memory");
@@ -209,6 +246,7 @@ async fn run(api: &mut Api, o: &Opts) -> Result<report::Results> {
         freezer_v2,
         idle,
         gvisor,
+        proxy,
         elapsed_s: start.elapsed().as_secs_f64(),
         load_after: machine::loadavg(),
     })
@@ -239,6 +277,26 @@ async fn main() {
         let leftovers = api.delete_all().await;
         match r {
             Ok(r) => print!("{}", gvisor::render(&r)),
+            Err(e) => {
+                eprintln!("dwell-bench: {e}");
+                std::process::exit(1);
+            }
+        }
+        std::process::exit(if leftovers.is_empty() { 0 } else { 1 });
+    }
+    if o.only_proxy {
+        let Some(addr) = o.proxy else {
+            eprintln!("dwell-bench: --only-proxy needs --proxy ADDR");
+            std::process::exit(2);
+        };
+        let target = proxy::ProxyTarget {
+            addr,
+            domain: o.proxy_domain.clone(),
+        };
+        let r = proxy::run(&mut api, &o.data_dir, &target, o.warmup, o.proxy_iterations).await;
+        let leftovers = api.delete_all().await;
+        match r {
+            Ok(r) => print!("{}", proxy::render(&r)),
             Err(e) => {
                 eprintln!("dwell-bench: {e}");
                 std::process::exit(1);

@@ -33,6 +33,8 @@ pub struct Results {
     pub idle: Idle,
     /// gVisor cases (None: runsc or the daemon's gVisor runtime missing).
     pub gvisor: Option<crate::gvisor::GvisorResults>,
+    /// The port proxy case (None: the daemon runs no proxy).
+    pub proxy: Option<crate::proxy::ProxyResults>,
     pub elapsed_s: f64,
     pub load_after: String,
 }
@@ -333,6 +335,9 @@ pub fn render(r: &Results) -> String {
         mib(procs_pss),
         mib(procs_rss),
     );
+    if let Some(p) = &r.proxy {
+        o.push_str(&crate::proxy::render(p));
+    }
     if let Some(g) = &r.gvisor {
         o.push_str(&crate::gvisor::render(g));
     }
