@@ -393,6 +393,50 @@ fn tunnel_checks(s: &Setup) {
     assert!(head.starts_with("HTTP/1.1 401"), "{head}");
 }
 
+/// curl, as a user would: a Host header, and CONNECT through `-x -p`.
+fn curl_checks(s: &Setup) {
+    if !skip::have_tool("curl") {
+        skip("curl is not installed (scripts/install-deps.sh installs it)");
+        return;
+    }
+    let e = port_json(s, &["expose", "web", "8080", "--new-token"]);
+    let token = e["token"].as_str().unwrap().to_string();
+    let host = format!("8080-{}.{DOMAIN}", s.id);
+    let curl = |args: &[&str]| {
+        let mut c = Command::new("curl");
+        c.args(["-sS", "--max-time", "30"]).args(args);
+        let out = output_within(c, "curl", String::new);
+        (stdout(&out), stderr(&out))
+    };
+    let (out, err) = curl(&[
+        "-H",
+        &format!("Host: {host}"),
+        "-H",
+        &format!("X-Dwell-Token: {token}"),
+        &format!("http://{}/", s.proxy),
+    ]);
+    assert!(out.contains("hello from the sandbox"), "{out}{err}");
+    let (out, err) = curl(&[
+        "-p",
+        "-x",
+        &format!("http://{}", s.proxy),
+        "--proxy-header",
+        &format!("X-Dwell-Token: {token}"),
+        &format!("http://{host}/"),
+    ]);
+    assert!(out.contains("hello from the sandbox"), "{out}{err}");
+    let (out, _) = curl(&[
+        "-H",
+        &format!("Host: {host}"),
+        "-w",
+        "%{http_code}",
+        "-o",
+        "/dev/null",
+        &format!("http://{}/", s.proxy),
+    ]);
+    assert_eq!(out, "401");
+}
+
 /// A headless Chromium screenshot of the sandbox's page, through the proxy
 /// (public, so the browser needs no header).
 fn screenshot_check(s: &Setup) {
@@ -459,6 +503,7 @@ fn run(runtime: &str) {
     let s = start(runtime);
     http_checks(&s);
     tunnel_checks(&s);
+    curl_checks(&s);
     screenshot_check(&s);
     // Exposures die with the sandbox.
     s.d.ok(&["rm", "-f", "web"]);
