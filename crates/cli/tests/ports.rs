@@ -114,9 +114,13 @@ fn get(s: &Setup, host: &str, path: &str, headers: &[(&str, &str)]) -> Response 
 }
 
 fn port_json(s: &Setup, args: &[&str]) -> serde_json::Value {
+    json_of(&s.d, args)
+}
+
+fn json_of(d: &Daemon, args: &[&str]) -> serde_json::Value {
     let mut a = args.to_vec();
     a.push("--json");
-    serde_json::from_str(&s.d.ok(&a)).unwrap()
+    serde_json::from_str(&d.ok(&a)).unwrap()
 }
 
 /// The HTTP part: tokens, links, cookies, names, errors, public, tenants.
@@ -147,7 +151,7 @@ fn http_checks(s: &Setup) {
     let r = get(s, &host, "/", &[("X-Dwell-Token", &token)]);
     assert_eq!(r.status, 200, "{r}");
     assert!(r.text().contains("hello from the sandbox"), "{r}");
-    // E2B's header works too; the token never reaches the server.
+    // E2B's header works too.
     let r = get(
         s,
         &host,
@@ -616,6 +620,21 @@ fn e2b_sandboxes_are_served_on_every_port() {
         b"",
     );
     assert!(r.status == 200 || r.status == 204, "{r}");
+    // `dwell port` of a port the every-port exposure covers: its URL and a
+    // login link, nothing new exposed.
+    let e = json_of(&d, &["port", &id, "3000"]);
+    assert_eq!(e["port"], 3000, "{e}");
+    assert!(
+        e["login_url"].as_str().unwrap().contains("dwell_token="),
+        "{e}"
+    );
+    assert!(e.get("token").is_none(), "{e}");
+    let listed = json_of(&d, &["port", &id]);
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    let login = e["login_url"].as_str().unwrap();
+    let path = &login[login.find("/?").unwrap()..];
+    let r = http::request(&proxy, "GET", path, &[("Host", &host)], b"");
+    assert_eq!(r.status, 303, "the link opens port 3000: {r}");
 
     // A public one needs no token and has none.
     let r = http::request(

@@ -102,7 +102,8 @@ impl Controller {
         Ok((sandbox, list))
     }
 
-    /// The exposure of one port of a sandbox.
+    /// The exposure that covers one port of a sandbox: its own, or the
+    /// sandbox's every-port exposure (then shown with `port` as its port).
     pub fn port_exposure(
         &self,
         tenant: &str,
@@ -111,7 +112,16 @@ impl Controller {
     ) -> Result<(Sandbox, Exposure)> {
         check_port(port)?;
         let sandbox = self.get(tenant, id_or_name)?;
-        match self.inner.store.get_exposure(&sandbox.id, port)? {
+        let own = self.inner.store.get_exposure(&sandbox.id, port)?;
+        let covering = match own {
+            Some(e) => Some(e),
+            None => self
+                .inner
+                .store
+                .get_exposure(&sandbox.id, 0)?
+                .map(|e| Exposure { port, ..e }),
+        };
+        match covering {
             Some(e) => Ok((sandbox, e)),
             None => Err(Error::PortNotExposed {
                 sandbox: sandbox.name,
