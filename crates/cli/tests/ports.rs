@@ -509,6 +509,11 @@ fn run(runtime: &str) {
     tunnel_checks(&s);
     curl_checks(&s);
     screenshot_check(&s);
+    // A stopped sandbox: 503 that says how to start it.
+    s.d.ok(&["stop", "web"]);
+    let r = get(&s, &format!("8080-{}.{DOMAIN}", s.id), "/", &[]);
+    assert_eq!(r.status, 503, "{r}");
+    assert!(r.text().contains("dwell start web"), "{r}");
     // Exposures die with the sandbox.
     s.d.ok(&["rm", "-f", "web"]);
     let r = get(&s, &format!("8080-{}.{DOMAIN}", s.id), "/", &[]);

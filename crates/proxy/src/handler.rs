@@ -312,7 +312,9 @@ async fn tunnel(
         Err(CtlError::NotFound(_)) => {
             return Err(not_found(html, &sb.id, &shared.opts.domain));
         }
-        Err(e @ CtlError::Refused { .. }) => {
+        // Refused by its state (stopped, or paused without auto-resume):
+        // every such error is a 409 of the control plane.
+        Err(e) if e.status() == 409 => {
             return Err(Refusal::new(page(
                 StatusCode::SERVICE_UNAVAILABLE,
                 html,
