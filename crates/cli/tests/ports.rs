@@ -23,7 +23,8 @@ const DOMAIN: &str = "dwell.test";
 
 /// A WebSocket-style server on port 8765, in plain python3: answers an
 /// `Upgrade: websocket` handshake with 101 and the RFC 6455 accept key,
-/// then echoes raw bytes until the client closes.
+/// then echoes raw bytes until the client closes; any other request gets
+/// its own head back (what the proxy passed on).
 const WS_SERVER: &str = r#"
 import base64, hashlib, socket, threading
 def serve(c):
@@ -37,6 +38,10 @@ def serve(c):
     for line in head.decode().split('\r\n')[1:]:
         k, _, v = line.partition(':')
         if k.strip().lower() == 'sec-websocket-key': key = v.strip()
+    if not key:
+        c.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n' % len(head) + head)
+        c.close()
+        return
     acc = base64.b64encode(hashlib.sha1((key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').encode()).digest()).decode()
     c.sendall(('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n' % acc).encode())
     if rest: c.sendall(rest)
@@ -340,6 +345,34 @@ fn tunnel_checks(s: &Setup) {
     let e = port_json(s, &["expose", "web", "8765"]);
     let token = e["token"].as_str().unwrap().to_string();
     let host = format!("8765-{}.{DOMAIN}", s.id);
+    // What reaches the server: no token, not the proxy's cookie, the
+    // client's own cookies, X-Forwarded-*.
+    let r = get(
+        s,
+        &host,
+        "/echo",
+        &[
+            ("X-Dwell-Token", &token),
+            ("Cookie", "theme=dark; dwell_port=123.abc; lang=en"),
+            ("X-App", "kept"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{r}");
+    let seen = r.text().to_ascii_lowercase();
+    assert!(
+        !seen.contains(&token) && !seen.contains("x-dwell-token"),
+        "{seen}"
+    );
+    assert!(!seen.contains("dwell_port"), "{seen}");
+    assert!(seen.contains("cookie: theme=dark; lang=en"), "{seen}");
+    assert!(
+        seen.contains("x-app: kept") && seen.contains("x-forwarded-for: 127.0.0.1"),
+        "{seen}"
+    );
+    assert!(
+        seen.contains(&format!("x-forwarded-host: {host}")),
+        "{seen}"
+    );
     let mut c = TcpStream::connect(&s.proxy).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
