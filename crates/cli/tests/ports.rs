@@ -585,6 +585,8 @@ fn e2b_sandboxes_are_served_on_every_port() {
         DOMAIN,
         "--e2b-listen",
         &api,
+        "--proxy-max-per-sandbox",
+        "2",
     ]);
     wait_listening(&proxy, 20);
     wait_listening(&api, 20);
@@ -636,6 +638,49 @@ fn e2b_sandboxes_are_served_on_every_port() {
         b"",
     );
     assert_eq!(r.status, 200, "{r}");
+    // At most 2 tunnels to one sandbox: a third connection gets 503 while
+    // two CONNECTs are open, and works once they are closed.
+    let open_tunnel = || {
+        let mut c = TcpStream::connect(&proxy).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(
+            c,
+            "CONNECT {host} HTTP/1.1\r\nHost: {host}\r\ne2b-traffic-access-token: {traffic}\r\n\r\n"
+        )
+        .unwrap();
+        let head = read_head(&mut c);
+        (c, head)
+    };
+    let (t1, h1) = open_tunnel();
+    let (t2, h2) = open_tunnel();
+    assert!(
+        h1.starts_with("HTTP/1.1 200") && h2.starts_with("HTTP/1.1 200"),
+        "{h1}{h2}"
+    );
+    let r = http::request(
+        &proxy,
+        "GET",
+        "/",
+        &[("Host", &host), ("e2b-traffic-access-token", &traffic)],
+        b"",
+    );
+    assert_eq!(r.status, 503, "{r}");
+    assert!(
+        r.text().contains("already has 2 proxied connections"),
+        "{r}"
+    );
+    drop((t1, t2));
+    wait_for(20, "the closed tunnels to free their slots", || {
+        http::request(
+            &proxy,
+            "GET",
+            "/",
+            &[("Host", &host), ("e2b-traffic-access-token", &traffic)],
+            b"",
+        )
+        .status
+            == 200
+    });
     // Connect gives the same token again.
     let r = http::request(
         &api,
