@@ -75,7 +75,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-DWELL_LOG=${DWELL_LOG:-info} "$bin/dwell" serve --data-dir "$data" --socket "$sock" 2>"$log" &
+# The port proxy on a free loopback port (its overhead is a case).
+proxy_addr=127.0.0.1:$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+DWELL_LOG=${DWELL_LOG:-info} "$bin/dwell" serve --data-dir "$data" --socket "$sock" \
+  --proxy-listen "$proxy_addr" --domain dwell.bench 2>"$log" &
 daemon=$!
 for _ in $(seq 300); do
   "$bin/dwell" --socket "$sock" ls -q >/dev/null 2>&1 && break
@@ -84,4 +87,5 @@ for _ in $(seq 300); do
 done
 
 "$bin/dwell-bench" --socket "$sock" --data-dir "$data" --dwell "$bin/dwell" \
-  --daemon-pid "$daemon" --out "$root/BENCHMARKS.md" "$@"
+  --daemon-pid "$daemon" --proxy "$proxy_addr" --proxy-domain dwell.bench \
+  --out "$root/BENCHMARKS.md" "$@"

@@ -13,6 +13,7 @@ mod error;
 mod gvisor;
 mod machine;
 mod memory;
+mod proxy;
 mod report;
 mod stats;
 mod wake;
@@ -47,6 +48,10 @@ USAGE: dwell-bench --socket PATH --data-dir DIR --dwell PATH --daemon-pid PID [o
                          then on a paused one that wakes (0 skips the case) [20]
   --only-gvisor yes      run only the gVisor cases; print them, write nothing
   --only-wake yes        run only the wake-on-use cases; print them, write nothing
+  --proxy ADDR           the daemon's --proxy-listen address (skips the proxy case when absent)
+  --proxy-domain D       the daemon's --domain [localhost]
+  --proxy-iterations N   GETs direct and through the proxy [500]
+  --only-proxy yes       run only the port proxy case; print it, write nothing
 ";
 
 const PREAMBLE: &str = "# Benchmarks
@@ -84,6 +89,10 @@ struct Opts {
     wake_iterations: usize,
     only_gvisor: bool,
     only_wake: bool,
+    proxy: Option<std::net::SocketAddr>,
+    proxy_domain: String,
+    proxy_iterations: usize,
+    only_proxy: bool,
 }
 
 fn parse() -> Result<Opts> {
@@ -105,6 +114,10 @@ fn parse() -> Result<Opts> {
         wake_iterations: 20,
         only_gvisor: false,
         only_wake: false,
+        proxy: None,
+        proxy_domain: "localhost".into(),
+        proxy_iterations: 500,
+        only_proxy: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -137,6 +150,16 @@ fn parse() -> Result<Opts> {
             "--wake-iterations" => o.wake_iterations = num(&value)?,
             "--only-gvisor" => o.only_gvisor = value == "yes",
             "--only-wake" => o.only_wake = value == "yes",
+            "--proxy" => {
+                o.proxy = Some(value.parse().map_err(|_| {
+                    Error::Usage(format!(
+                        "--proxy wants an address like 127.0.0.1:8081, not {value:?}"
+                    ))
+                })?)
+            }
+            "--proxy-domain" => o.proxy_domain = value,
+            "--only-proxy" => o.only_proxy = value == "yes",
+            "--proxy-iterations" => o.proxy_iterations = num(&value)?.max(1),
             _ => return Err(Error::Usage(format!("unknown option {flag}"))),
         }
     }
@@ -194,6 +217,20 @@ async fn run(api: &mut Api, o: &Opts) -> Result<report::Results> {
     let create_cli = cases::create_cli(api, &o.dwell, &o.socket, w, o.cli_iterations).await?;
     step("dwell: exec round trip");
     let exec = cases::exec_api(api, &o.dwell, &o.socket, w, n, o.cli_iterations).await?;
+    let proxy = match o.proxy {
+        Some(addr) => {
+            step("dwell: port proxy overhead");
+            let target = proxy::ProxyTarget {
+                addr,
+                domain: o.proxy_domain.clone(),
+            };
+            Some(proxy::run(api, &o.data_dir, &target, w, o.proxy_iterations).await?)
+        }
+        None => {
+            eprintln!("dwell-bench: skipping the port proxy: no --proxy");
+            None
+        }
+    };
     step("dwell: pause + resume");
     let pause = cases::pause_api(api, w, o.pause_iterations).await?;
     step("dwell: idle memory");
@@ -227,6 +264,7 @@ async fn run(api: &mut Api, o: &Opts) -> Result<report::Results> {
         idle,
         gvisor,
         wake,
+        proxy,
         elapsed_s: start.elapsed().as_secs_f64(),
         load_after: machine::loadavg(),
     })
@@ -277,6 +315,26 @@ async fn main() {
         let leftovers = api.delete_all().await;
         match r {
             Ok(r) => print!("{}", wake::render(&r)),
+            Err(e) => {
+                eprintln!("dwell-bench: {e}");
+                std::process::exit(1);
+            }
+        }
+        std::process::exit(if leftovers.is_empty() { 0 } else { 1 });
+    }
+    if o.only_proxy {
+        let Some(addr) = o.proxy else {
+            eprintln!("dwell-bench: --only-proxy needs --proxy ADDR");
+            std::process::exit(2);
+        };
+        let target = proxy::ProxyTarget {
+            addr,
+            domain: o.proxy_domain.clone(),
+        };
+        let r = proxy::run(&mut api, &o.data_dir, &target, o.warmup, o.proxy_iterations).await;
+        let leftovers = api.delete_all().await;
+        match r {
+            Ok(r) => print!("{}", proxy::render(&r)),
             Err(e) => {
                 eprintln!("dwell-bench: {e}");
                 std::process::exit(1);

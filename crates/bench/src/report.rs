@@ -35,6 +35,8 @@ pub struct Results {
     pub gvisor: Option<crate::gvisor::GvisorResults>,
     /// Wake-on-use cases (None: skipped with `--wake-iterations 0`).
     pub wake: Option<crate::wake::WakeResults>,
+    /// The port proxy case (None: the daemon runs no proxy).
+    pub proxy: Option<crate::proxy::ProxyResults>,
     pub elapsed_s: f64,
     pub load_after: String,
 }
@@ -335,6 +337,9 @@ pub fn render(r: &Results) -> String {
         mib(procs_pss),
         mib(procs_rss),
     );
+    if let Some(p) = &r.proxy {
+        o.push_str(&crate::proxy::render(p));
+    }
     if let Some(g) = &r.gvisor {
         o.push_str(&crate::gvisor::render(g));
     }

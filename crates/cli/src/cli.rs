@@ -194,7 +194,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub limits: LimitFlags,
     /// Connections each TCP listener (`--listen`, `--e2b-listen`,
-    /// `--e2b-sandbox-listen`) serves at once; more wait in the backlog.
+    /// `--e2b-sandbox-listen`, `--proxy-listen`) serves at once; more wait
+    /// in the backlog.
     #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
     /// Time a TCP client has to send its request headers (and the idle
@@ -463,6 +464,7 @@ pub struct PortArgs {
     pub sandbox: String,
     /// The port a server listens on inside the sandbox.
     pub port: Option<u16>,
+    /// Print the answer as JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -480,6 +482,7 @@ pub struct ExposeArgs {
     /// and cookies).
     #[arg(long, conflicts_with = "public")]
     pub new_token: bool,
+    /// Print the answer as JSON.
     #[arg(long)]
     pub json: bool,
 }

@@ -23,7 +23,8 @@ const DOMAIN: &str = "dwell.test";
 
 /// A WebSocket-style server on port 8765, in plain python3: answers an
 /// `Upgrade: websocket` handshake with 101 and the RFC 6455 accept key,
-/// then echoes raw bytes until the client closes.
+/// then echoes raw bytes until the client closes; any other request gets
+/// its own head back (what the proxy passed on).
 const WS_SERVER: &str = r#"
 import base64, hashlib, socket, threading
 def serve(c):
@@ -37,6 +38,10 @@ def serve(c):
     for line in head.decode().split('\r\n')[1:]:
         k, _, v = line.partition(':')
         if k.strip().lower() == 'sec-websocket-key': key = v.strip()
+    if not key:
+        c.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n' % len(head) + head)
+        c.close()
+        return
     acc = base64.b64encode(hashlib.sha1((key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').encode()).digest()).decode()
     c.sendall(('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n' % acc).encode())
     if rest: c.sendall(rest)
@@ -114,9 +119,13 @@ fn get(s: &Setup, host: &str, path: &str, headers: &[(&str, &str)]) -> Response 
 }
 
 fn port_json(s: &Setup, args: &[&str]) -> serde_json::Value {
+    json_of(&s.d, args)
+}
+
+fn json_of(d: &Daemon, args: &[&str]) -> serde_json::Value {
     let mut a = args.to_vec();
     a.push("--json");
-    serde_json::from_str(&s.d.ok(&a)).unwrap()
+    serde_json::from_str(&d.ok(&a)).unwrap()
 }
 
 /// The HTTP part: tokens, links, cookies, names, errors, public, tenants.
@@ -147,7 +156,7 @@ fn http_checks(s: &Setup) {
     let r = get(s, &host, "/", &[("X-Dwell-Token", &token)]);
     assert_eq!(r.status, 200, "{r}");
     assert!(r.text().contains("hello from the sandbox"), "{r}");
-    // E2B's header works too; the token never reaches the server.
+    // E2B's header works too.
     let r = get(
         s,
         &host,
@@ -336,6 +345,34 @@ fn tunnel_checks(s: &Setup) {
     let e = port_json(s, &["expose", "web", "8765"]);
     let token = e["token"].as_str().unwrap().to_string();
     let host = format!("8765-{}.{DOMAIN}", s.id);
+    // What reaches the server: no token, not the proxy's cookie, the
+    // client's own cookies, X-Forwarded-*.
+    let r = get(
+        s,
+        &host,
+        "/echo",
+        &[
+            ("X-Dwell-Token", &token),
+            ("Cookie", "theme=dark; dwell_port=123.abc; lang=en"),
+            ("X-App", "kept"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{r}");
+    let seen = r.text().to_ascii_lowercase();
+    assert!(
+        !seen.contains(&token) && !seen.contains("x-dwell-token"),
+        "{seen}"
+    );
+    assert!(!seen.contains("dwell_port"), "{seen}");
+    assert!(seen.contains("cookie: theme=dark; lang=en"), "{seen}");
+    assert!(
+        seen.contains("x-app: kept") && seen.contains("x-forwarded-for: 127.0.0.1"),
+        "{seen}"
+    );
+    assert!(
+        seen.contains(&format!("x-forwarded-host: {host}")),
+        "{seen}"
+    );
     let mut c = TcpStream::connect(&s.proxy).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
@@ -391,6 +428,50 @@ fn tunnel_checks(s: &Setup) {
     write!(c, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").unwrap();
     let head = read_head(&mut c);
     assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+}
+
+/// curl, as a user would: a Host header, and CONNECT through `-x -p`.
+fn curl_checks(s: &Setup) {
+    if !skip::have_tool("curl") {
+        skip("curl is not installed (scripts/install-deps.sh installs it)");
+        return;
+    }
+    let e = port_json(s, &["expose", "web", "8080", "--new-token"]);
+    let token = e["token"].as_str().unwrap().to_string();
+    let host = format!("8080-{}.{DOMAIN}", s.id);
+    let curl = |args: &[&str]| {
+        let mut c = Command::new("curl");
+        c.args(["-sS", "--max-time", "30"]).args(args);
+        let out = output_within(c, "curl", String::new);
+        (stdout(&out), stderr(&out))
+    };
+    let (out, err) = curl(&[
+        "-H",
+        &format!("Host: {host}"),
+        "-H",
+        &format!("X-Dwell-Token: {token}"),
+        &format!("http://{}/", s.proxy),
+    ]);
+    assert!(out.contains("hello from the sandbox"), "{out}{err}");
+    let (out, err) = curl(&[
+        "-p",
+        "-x",
+        &format!("http://{}", s.proxy),
+        "--proxy-header",
+        &format!("X-Dwell-Token: {token}"),
+        &format!("http://{host}/"),
+    ]);
+    assert!(out.contains("hello from the sandbox"), "{out}{err}");
+    let (out, _) = curl(&[
+        "-H",
+        &format!("Host: {host}"),
+        "-w",
+        "%{http_code}",
+        "-o",
+        "/dev/null",
+        &format!("http://{}/", s.proxy),
+    ]);
+    assert_eq!(out, "401");
 }
 
 /// A headless Chromium screenshot of the sandbox's page, through the proxy
@@ -459,7 +540,13 @@ fn run(runtime: &str) {
     let s = start(runtime);
     http_checks(&s);
     tunnel_checks(&s);
+    curl_checks(&s);
     screenshot_check(&s);
+    // A stopped sandbox: 503 that says how to start it.
+    s.d.ok(&["stop", "web"]);
+    let r = get(&s, &format!("8080-{}.{DOMAIN}", s.id), "/", &[]);
+    assert_eq!(r.status, 503, "{r}");
+    assert!(r.text().contains("dwell start web"), "{r}");
     // Exposures die with the sandbox.
     s.d.ok(&["rm", "-f", "web"]);
     let r = get(&s, &format!("8080-{}.{DOMAIN}", s.id), "/", &[]);
@@ -477,5 +564,183 @@ fn proxy_serves_a_namespace_sandbox() {
 fn proxy_serves_a_gvisor_sandbox() {
     if can_run_gvisor() {
         run("gvisor");
+    }
+}
+
+/// E2B: a sandbox created with `allowPublicTraffic: false` gets a traffic
+/// access token; every port is served as `PORT-ID.DOMAIN` (the SDK's
+/// `getHost`) with that token; `domain` is the proxy's; the envd port is
+/// the E2B data plane, in-process.
+#[test]
+fn e2b_sandboxes_are_served_on_every_port() {
+    if !can_run() {
+        return;
+    }
+    let proxy = format!("127.0.0.1:{}", free_port());
+    let api = format!("127.0.0.1:{}", free_port());
+    let d = Daemon::start_with(&[
+        "--proxy-listen",
+        &proxy,
+        "--domain",
+        DOMAIN,
+        "--e2b-listen",
+        &api,
+        "--proxy-max-per-sandbox",
+        "2",
+    ]);
+    wait_listening(&proxy, 20);
+    wait_listening(&api, 20);
+    let key = d.admin_key();
+    let auth = ("X-API-KEY", key.as_str());
+    let r = http::request(
+        &api,
+        "POST",
+        "/v2/sandboxes",
+        &[auth, ("Content-Type", "application/json")],
+        br#"{"templateID": "base", "network": {"allowPublicTraffic": false}}"#,
+    );
+    assert_eq!(r.status, 201, "{r}");
+    let v = r.json();
+    let id = v["sandboxID"].as_str().unwrap().to_string();
+    let proxy_port = proxy.rsplit(':').next().unwrap();
+    assert_eq!(v["domain"], format!("{DOMAIN}:{proxy_port}"), "{v}");
+    let traffic = v["trafficAccessToken"]
+        .as_str()
+        .expect("a token")
+        .to_string();
+    let envd_token = v["envdAccessToken"].as_str().unwrap().to_string();
+
+    d.ok(&[
+        "exec",
+        "-d",
+        &id,
+        "--",
+        "python3",
+        "-m",
+        "http.server",
+        "3000",
+        "--bind",
+        "127.0.0.1",
+    ]);
+    d.sh(
+        &id,
+        "for i in $(seq 100); do python3 -c \"import socket; socket.create_connection(('127.0.0.1', 3000))\" 2>/dev/null && exit 0; sleep 0.1; done; exit 1",
+    );
+    // getHost(3000) = 3000-ID.DOMAIN:PORT.
+    let host = format!("3000-{id}.{}", v["domain"].as_str().unwrap());
+    let r = http::request(&proxy, "GET", "/", &[("Host", &host)], b"");
+    assert_eq!(r.status, 401, "{r}");
+    let r = http::request(
+        &proxy,
+        "GET",
+        "/",
+        &[("Host", &host), ("e2b-traffic-access-token", &traffic)],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{r}");
+    // At most 2 tunnels to one sandbox: a third connection gets 503 while
+    // two CONNECTs are open, and works once they are closed.
+    let open_tunnel = || {
+        let mut c = TcpStream::connect(&proxy).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(
+            c,
+            "CONNECT {host} HTTP/1.1\r\nHost: {host}\r\ne2b-traffic-access-token: {traffic}\r\n\r\n"
+        )
+        .unwrap();
+        let head = read_head(&mut c);
+        (c, head)
+    };
+    let (t1, h1) = open_tunnel();
+    let (t2, h2) = open_tunnel();
+    assert!(
+        h1.starts_with("HTTP/1.1 200") && h2.starts_with("HTTP/1.1 200"),
+        "{h1}{h2}"
+    );
+    let r = http::request(
+        &proxy,
+        "GET",
+        "/",
+        &[("Host", &host), ("e2b-traffic-access-token", &traffic)],
+        b"",
+    );
+    assert_eq!(r.status, 503, "{r}");
+    assert!(
+        r.text().contains("already has 2 proxied connections"),
+        "{r}"
+    );
+    drop((t1, t2));
+    wait_for(20, "the closed tunnels to free their slots", || {
+        http::request(
+            &proxy,
+            "GET",
+            "/",
+            &[("Host", &host), ("e2b-traffic-access-token", &traffic)],
+            b"",
+        )
+        .status
+            == 200
+    });
+    // Connect gives the same token again.
+    let r = http::request(
+        &api,
+        "POST",
+        &format!("/v2/sandboxes/{id}/connect"),
+        &[auth, ("Content-Type", "application/json")],
+        br#"{"timeout": 300}"#,
+    );
+    assert!(r.status == 200 || r.status == 201, "{r}");
+    assert_eq!(r.json()["trafficAccessToken"], traffic);
+    // envd through the proxy.
+    let r = http::request(
+        &proxy,
+        "GET",
+        "/health",
+        &[
+            ("Host", &format!("49983-{id}.{DOMAIN}")),
+            ("X-Access-Token", &envd_token),
+        ],
+        b"",
+    );
+    assert!(r.status == 200 || r.status == 204, "{r}");
+    // `dwell port` of a port the every-port exposure covers: its URL and a
+    // login link, nothing new exposed.
+    let e = json_of(&d, &["port", &id, "3000"]);
+    assert_eq!(e["port"], 3000, "{e}");
+    assert!(
+        e["login_url"].as_str().unwrap().contains("dwell_token="),
+        "{e}"
+    );
+    assert!(e.get("token").is_none(), "{e}");
+    let listed = json_of(&d, &["port", &id]);
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    let login = e["login_url"].as_str().unwrap();
+    let path = &login[login.find("/?").unwrap()..];
+    let r = http::request(&proxy, "GET", path, &[("Host", &host)], b"");
+    assert_eq!(r.status, 303, "the link opens port 3000: {r}");
+
+    // A public one needs no token and has none.
+    let r = http::request(
+        &api,
+        "POST",
+        "/v2/sandboxes",
+        &[auth, ("Content-Type", "application/json")],
+        br#"{"templateID": "base"}"#,
+    );
+    assert_eq!(r.status, 201, "{r}");
+    let v = r.json();
+    assert!(v["trafficAccessToken"].is_null(), "{v}");
+    let open = v["sandboxID"].as_str().unwrap().to_string();
+    let r = http::request(
+        &proxy,
+        "GET",
+        "/",
+        &[("Host", &format!("3000-{open}.{DOMAIN}"))],
+        b"",
+    );
+    assert_eq!(r.status, 502, "public, nothing listening: {r}");
+    for sb in [&id, &open] {
+        let r = http::request(&api, "DELETE", &format!("/sandboxes/{sb}"), &[auth], b"");
+        assert!(r.status < 300, "{r}");
     }
 }

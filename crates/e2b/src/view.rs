@@ -78,7 +78,7 @@ pub fn sandbox(st: &E2bState, sb: &Sandbox) -> Result<wire::Sandbox, dwell_contr
         alias: None,
         envd_version: ENVD_VERSION.into(),
         envd_access_token: st.ctl.sandbox_token(&sb.id)?,
-        traffic_access_token: None,
+        traffic_access_token: st.ctl.traffic_token_of(&sb.id)?,
         domain: st.opts.domain.clone(),
     })
 }

@@ -44,7 +44,13 @@ impl ConnState {
 }
 
 /// A refusal: the page to answer with.
-struct Refusal(Response<Body>);
+struct Refusal(Box<Response<Body>>);
+
+impl Refusal {
+    fn new(r: Response<Body>) -> Refusal {
+        Refusal(Box::new(r))
+    }
+}
 
 type Answer = Result<Response<Body>, Refusal>;
 
@@ -115,12 +121,12 @@ pub(crate) async fn handle(
     let html = wants_html(req.headers());
     Ok(match route_and_serve(&shared, &conn, req, html).await {
         Ok(r) => r,
-        Err(Refusal(r)) => r,
+        Err(Refusal(r)) => *r,
     })
 }
 
 fn not_found(html: bool, host: &str, domain: &str) -> Refusal {
-    Refusal(page(
+    Refusal::new(page(
         StatusCode::NOT_FOUND,
         html,
         "Not Found",
@@ -139,7 +145,7 @@ async fn route_and_serve(
 ) -> Answer {
     let domain = shared.opts.domain.clone();
     let Some(host) = request_host(&req) else {
-        return Err(Refusal(page(
+        return Err(Refusal::new(page(
             StatusCode::BAD_REQUEST,
             html,
             "Bad Request",
@@ -153,7 +159,7 @@ async fn route_and_serve(
         Ok(Ok(None)) => return Err(not_found(html, &host, &domain)),
         Ok(Err(e)) => {
             tracing::warn!("port proxy: looking up {host} failed: {e}");
-            return Err(Refusal(page(
+            return Err(Refusal::new(page(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 html,
                 "Internal Server Error",
@@ -171,7 +177,7 @@ async fn route_and_serve(
         }
     }
     let Some(exposure) = &route.exposure else {
-        return Err(Refusal(page(
+        return Err(Refusal::new(page(
             StatusCode::NOT_FOUND,
             html,
             "Port Not Exposed",
@@ -191,7 +197,7 @@ async fn route_and_serve(
             return login(shared, &route, &host, &token, req.uri(), &rest, html);
         }
         if !authorized(shared, &route, &host, req.headers()) {
-            return Err(Refusal(page(
+            return Err(Refusal::new(page(
                 StatusCode::UNAUTHORIZED,
                 html,
                 "Unauthorized",
@@ -244,7 +250,7 @@ fn login(
     let ok = dwell_control::ports::token_matches(&hash, token)
         || shared.ctl.redeem_port_login(route, token);
     if !ok {
-        return Err(Refusal(page(
+        return Err(Refusal::new(page(
             StatusCode::UNAUTHORIZED,
             html,
             "Unauthorized",
@@ -253,7 +259,7 @@ fn login(
         )));
     }
     let cookie = shared.ctl.port_cookie(route, host).map_err(|e| {
-        Refusal(page(
+        Refusal::new(page(
             StatusCode::INTERNAL_SERVER_ERROR,
             html,
             "Internal Server Error",
@@ -291,7 +297,7 @@ async fn tunnel(
 ) -> Result<(TcpTunnel, OwnedSemaphorePermit), Refusal> {
     let sb = &route.sandbox;
     let Some(permit) = shared.permit(&sb.id) else {
-        return Err(Refusal(page(
+        return Err(Refusal::new(page(
             StatusCode::SERVICE_UNAVAILABLE,
             html,
             "Too Many Connections",
@@ -301,13 +307,17 @@ async fn tunnel(
             ),
         )));
     };
-    let client = match shared.ctl.agent(&sb.tenant, &sb.id).await {
+    let client = match shared.ctl
+        .agent_for(&sb.tenant, &sb.id, "proxied request")
+        .await {
         Ok((_, c)) => c,
         Err(CtlError::NotFound(_)) => {
             return Err(not_found(html, &sb.id, &shared.opts.domain));
         }
-        Err(e @ CtlError::Refused { .. }) => {
-            return Err(Refusal(page(
+        // Refused by its state (stopped, or paused without auto-resume):
+        // every such error is a 409 of the control plane.
+        Err(e) if e.status() == 409 => {
+            return Err(Refusal::new(page(
                 StatusCode::SERVICE_UNAVAILABLE,
                 html,
                 "Sandbox Not Running",
@@ -318,7 +328,7 @@ async fn tunnel(
             )));
         }
         Err(e) => {
-            return Err(Refusal(page(
+            return Err(Refusal::new(page(
                 StatusCode::BAD_GATEWAY,
                 html,
                 "Bad Gateway",
@@ -357,7 +367,7 @@ async fn tunnel(
             } else {
                 StatusCode::BAD_GATEWAY
             };
-            Err(Refusal(page(status, html, "Bad Gateway", &detail)))
+            Err(Refusal::new(page(status, html, "Bad Gateway", &detail)))
         }
     }
 }
@@ -472,7 +482,7 @@ fn box_body(b: Incoming) -> Body {
 }
 
 fn gateway_error(route: &PortRoute, html: bool, e: &str) -> Refusal {
-    Refusal(page(
+    Refusal::new(page(
         StatusCode::BAD_GATEWAY,
         html,
         "Bad Gateway",
@@ -484,7 +494,7 @@ fn gateway_error(route: &PortRoute, html: bool, e: &str) -> Refusal {
 }
 
 fn timed_out(shared: &Shared, route: &PortRoute, html: bool) -> Refusal {
-    Refusal(page(
+    Refusal::new(page(
         StatusCode::GATEWAY_TIMEOUT,
         html,
         "Gateway Timeout",

@@ -34,7 +34,7 @@ enum Start {
 /// The agent of the login's sandbox (woken when its policy allows it), or
 /// a message for the client.
 pub(crate) async fn agent(ctl: &Controller, login: &Login) -> Result<AgentClient, String> {
-    ctl.agent(&login.tenant, &login.sandbox_id)
+    ctl.agent_for(&login.tenant, &login.sandbox_id, "SSH")
         .await
         .map(|(_, c)| c)
         .map_err(|e| format!("dwell: sandbox {}: {e}", login.sandbox_name))

@@ -114,6 +114,10 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
             )
         })?,
     });
+    // Private networks' peers answer by name through the sandboxes' resolver.
+    if let Some(dns) = ctl.dns() {
+        dns.set_peer_names(Arc::new(ctl.peer_names()));
+    }
     // Build the default image now, not on the first create.
     {
         let ctl = ctl.clone();

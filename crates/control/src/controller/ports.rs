@@ -58,7 +58,8 @@ impl Controller {
         let sandbox = self.get(tenant, id_or_name)?;
         let old = self.inner.store.get_exposure(&sandbox.id, port)?;
         if let Some(old) = &old {
-            if old.public == public && !(new_token && !public) {
+            let same = old.public == public && (public || !new_token);
+            if same {
                 return Ok(Exposed {
                     sandbox,
                     exposure: old.clone(),
@@ -101,7 +102,8 @@ impl Controller {
         Ok((sandbox, list))
     }
 
-    /// The exposure of one port of a sandbox.
+    /// The exposure that covers one port of a sandbox: its own, or the
+    /// sandbox's every-port exposure (then shown with `port` as its port).
     pub fn port_exposure(
         &self,
         tenant: &str,
@@ -110,7 +112,16 @@ impl Controller {
     ) -> Result<(Sandbox, Exposure)> {
         check_port(port)?;
         let sandbox = self.get(tenant, id_or_name)?;
-        match self.inner.store.get_exposure(&sandbox.id, port)? {
+        let own = self.inner.store.get_exposure(&sandbox.id, port)?;
+        let covering = match own {
+            Some(e) => Some(e),
+            None => self
+                .inner
+                .store
+                .get_exposure(&sandbox.id, 0)?
+                .map(|e| Exposure { port, ..e }),
+        };
+        match covering {
             Some(e) => Ok((sandbox, e)),
             None => Err(Error::PortNotExposed {
                 sandbox: sandbox.name,
@@ -156,6 +167,15 @@ impl Controller {
     pub fn traffic_token(&self, sandbox_id: &str) -> Result<String> {
         let msg = format!("traffic\0{sandbox_id}");
         Ok(self.sealer()?.port_mac(msg.as_bytes()).to_hex().to_string())
+    }
+
+    /// The traffic access token of a sandbox whose every port is exposed
+    /// privately (an E2B sandbox created with `allowPublicTraffic: false`).
+    pub fn traffic_token_of(&self, sandbox_id: &str) -> Result<Option<String>> {
+        match self.inner.store.get_exposure(sandbox_id, 0)? {
+            Some(e) if !e.public => Ok(Some(self.traffic_token(sandbox_id)?)),
+            _ => Ok(None),
+        }
     }
 
     /// A one-time login token for a private exposure, valid for

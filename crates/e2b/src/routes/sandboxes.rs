@@ -42,6 +42,7 @@ pub async fn create(
             view::RESERVED_PREFIX
         )));
     }
+    let public_traffic = allow_public_traffic(&body)?;
     let (image, from) = resolve_template(&st, &p.tenant, &template).await?;
     labels.insert(view::LABEL_TEMPLATE.into(), template);
     let net = req.network.unwrap_or_default();
@@ -93,7 +94,26 @@ pub async fn create(
             },
         )
         .await?;
+    // Every port is reachable as PORT-ID.DOMAIN through the port proxy:
+    // publicly, or with the traffic access token.
+    if let Err(e) = st.ctl.expose_all_ports(&sb.id, public_traffic) {
+        let _ = st.ctl.delete(&p.tenant, &sb.id, true).await;
+        return Err(e.into());
+    }
     Ok((StatusCode::CREATED, Json(view::sandbox(&st, &sb)?)))
+}
+
+/// E2B's `network.allowPublicTraffic` (default true): whether the
+/// sandbox's ports are reachable without the traffic access token.
+fn allow_public_traffic(body: &[u8]) -> E2bResult<bool> {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    match v.get("network").and_then(|n| n.get("allowPublicTraffic")) {
+        None | Some(serde_json::Value::Null) => Ok(true),
+        Some(serde_json::Value::Bool(b)) => Ok(*b),
+        Some(other) => Err(E2bError::bad_request(format!(
+            "network.allowPublicTraffic must be true or false, not {other}"
+        ))),
+    }
 }
 
 /// A template id as (image, snapshot to create from): `base` is the host
