@@ -307,9 +307,11 @@ async fn tunnel(
             ),
         )));
     };
-    let client = match shared.ctl
+    let client = match shared
+        .ctl
         .agent_for(&sb.tenant, &sb.id, "proxied request")
-        .await {
+        .await
+    {
         Ok((_, c)) => c,
         Err(CtlError::NotFound(_)) => {
             return Err(not_found(html, &sb.id, &shared.opts.domain));
