@@ -64,6 +64,14 @@ pub(crate) async fn attach(inner: &Arc<Context>, rec: &Record) {
     }
 }
 
+/// Answer sandbox `rec` after it started or was restored: its nftables
+/// table is new and holds no pins, so the resolver forgets any it knew
+/// (an address it believed pinned would otherwise not be pinned again).
+pub(crate) async fn attach_started(inner: &Arc<Context>, rec: &Record) {
+    detach(inner, &rec.id);
+    attach(inner, rec).await;
+}
+
 /// After a reconcile pass: answer every running or paused NAT sandbox
 /// (also those a restarted daemon adopted), and no other.
 pub(crate) async fn sync_all(inner: &Arc<Context>) {

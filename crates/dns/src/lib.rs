@@ -8,19 +8,32 @@
 //!    the private-network code fills; [`NoPeers`] until then);
 //! 2. the sandbox's egress policy (`dwell_runtime::host::egress`): a
 //!    denied name gets NXDOMAIN at once; an allowed one is forwarded
-//!    upstream and every IPv4 address of the answer is pinned into the
-//!    sandbox's `dns` allow set, with a timeout of max(TTL, 60 s), BEFORE
-//!    the answer is sent, so a connection right after the lookup passes;
-//!    other names are forwarded and answered as they are (their addresses
-//!    are reachable or not by the address rules).
+//!    upstream and the IPv4 addresses of the answer (at most
+//!    [`MAX_PINS_PER_ANSWER`]; the answer keeps only those) are pinned into
+//!    the sandbox's `dns` allow set, with a timeout of the TTL clamped to
+//!    [`MIN_PIN`]..[`MAX_PIN`], BEFORE the answer is sent, so a connection
+//!    right after the lookup passes; other names are forwarded and
+//!    answered as they are (their addresses are reachable or not by the
+//!    address rules).
+//!
+//! Rule changes and pins never cross: [`Resolver::update`] swaps the
+//! policy (bumping its generation) and then replaces the nftables sets,
+//! holding the sandbox's pin lock; an answer takes the same lock to pin
+//! and decides again by the current policy if the generation moved while
+//! the upstream answered, so a name the update revoked is never pinned
+//! after the update returns. An address pinned with more than half of its
+//! time left is not pinned again (no nft run for repeated queries), and a
+//! sandbox holds at most [`MAX_LEARNED`] pins (the set's size): past that
+//! an allowed name gets SERVFAIL until pins expire.
 //!
 //! Upstreams are the daemon's own name servers (`/etc/resolv.conf`) or
 //! `dwell serve --dns-upstream`. Everything is bounded: a token bucket per
 //! sandbox (queries per second), a cap on queries in flight and on TCP
 //! connections per sandbox, message sizes (UDP datagrams of at most 4 KiB
 //! from the sandbox, answers truncated to what the client takes), a
-//! timeout on every upstream exchange and on idle TCP connections, and at
-//! most [`MAX_LEARNED`] pinned addresses remembered per sandbox.
+//! timeout on every upstream exchange and on idle TCP connections, at
+//! most [`MAX_LEARNED`] pinned addresses per sandbox and
+//! [`MAX_NAMES_PER_ADDR`] names remembered for each.
 
 use std::collections::HashMap;
 use std::io;
@@ -33,7 +46,7 @@ use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::{RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::Semaphore;
+use tokio::sync::{Mutex as AsyncMutex, Semaphore};
 use tokio::task::JoinHandle;
 
 /// Names of a sandbox's private-network peers, asked before the egress
@@ -59,11 +72,19 @@ pub const PORT: u16 = dwell_runtime::host::network::DNS_PORT;
 /// Pinned addresses stay allowed at least this long (a short TTL must not
 /// cut a connection opened right after the lookup).
 pub const MIN_PIN: Duration = Duration::from_secs(60);
-/// And at most this long, whatever the TTL says.
-pub const MAX_PIN: Duration = Duration::from_secs(86_400);
-/// Pinned addresses remembered per sandbox (to keep them across rule
-/// changes that still allow their names).
-pub const MAX_LEARNED: usize = 4096;
+/// And at most this long, whatever the TTL says (the answer's TTLs are
+/// cut to it too): a query after that pins again. Short, so a pin does
+/// not outlive its rule by long if something went wrong.
+pub const MAX_PIN: Duration = Duration::from_secs(3600);
+/// Pinned addresses per sandbox (the size of its `dns` set); they are
+/// remembered to keep them across rule changes that still allow their
+/// names.
+pub const MAX_LEARNED: usize = egress::DNS_SET_SIZE;
+/// IPv4 addresses pinned from one answer; the answer keeps only these.
+pub const MAX_PINS_PER_ANSWER: usize = 32;
+/// Names remembered per pinned address (several names may share one; an
+/// address is kept across a rule change while one of them is allowed).
+pub const MAX_NAMES_PER_ADDR: usize = 8;
 /// The largest UDP query taken from a sandbox.
 const MAX_UDP: usize = 4096;
 /// Answers over UDP without EDNS are at most this long (RFC 1035).
@@ -135,15 +156,33 @@ struct Bucket {
     at: Instant,
 }
 
+/// A sandbox's policy and its generation (bumped at every change).
+#[derive(Clone)]
+struct Rules {
+    generation: u64,
+    policy: Arc<Policy>,
+}
+
+/// One pinned address: the names that brought it and when its element
+/// expires (never before the kernel's).
+#[derive(Debug, Clone)]
+struct Learned {
+    names: Vec<String>,
+    until: Instant,
+}
+
 /// One sandbox the resolver answers.
 struct Attached {
     id: String,
     table: String,
     gateway: Ipv4Addr,
     sandbox_ip: Ipv4Addr,
-    policy: RwLock<Arc<Policy>>,
-    /// Pinned addresses: the name that brought each and when it expires.
-    learned: Mutex<HashMap<Ipv4Addr, (String, Instant)>>,
+    rules: RwLock<Rules>,
+    /// Held while the `dns` set changes (a pin, or an update replacing the
+    /// sets): pins and rule changes happen one after the other.
+    pin_lock: AsyncMutex<()>,
+    /// Pinned addresses (what the `dns` set holds).
+    learned: Mutex<HashMap<Ipv4Addr, Learned>>,
     bucket: Mutex<Bucket>,
     in_flight: Arc<Semaphore>,
     tcp: Arc<Semaphore>,
@@ -209,9 +248,12 @@ impl Resolver {
     }
 
     /// Answer sandbox `id` (address `sandbox_ip`) on `gateway`:53 with
-    /// `rules`. Attaching again with the same addresses only replaces the
-    /// policy the resolver decides names by (the nftables sets are
-    /// [`Resolver::update`]'s); new addresses re-bind.
+    /// `rules`. Attaching again with the same addresses changes nothing:
+    /// live rule changes are [`Resolver::update`]'s alone (a periodic
+    /// re-attach from a record read before an update must not bring back
+    /// the rules it replaced). New addresses re-bind; a sandbox whose
+    /// table was made anew (a start) is detached first, so its pins start
+    /// empty like its set.
     pub async fn attach(
         self: &Arc<Self>,
         id: &str,
@@ -224,7 +266,6 @@ impl Resolver {
         );
         if let Some(a) = lock(&self.sandboxes).get(id) {
             if a.gateway == gateway && a.sandbox_ip == sandbox_ip {
-                *a.policy.write().unwrap_or_else(|p| p.into_inner()) = policy;
                 return Ok(());
             }
         }
@@ -256,7 +297,11 @@ impl Resolver {
             table: dwell_runtime::host::network::table_name(id),
             gateway,
             sandbox_ip,
-            policy: RwLock::new(policy),
+            rules: RwLock::new(Rules {
+                generation: 0,
+                policy,
+            }),
+            pin_lock: AsyncMutex::new(()),
             learned: Mutex::new(HashMap::new()),
             bucket: Mutex::new(Bucket {
                 tokens: f64::from(self.opts.burst),
@@ -280,46 +325,76 @@ impl Resolver {
         lock(&self.sandboxes).remove(id);
     }
 
-    /// Apply `rules` to sandbox `id` live: the nftables sets are replaced
-    /// in one transaction (addresses pinned for names the new rules still
-    /// allow are kept, the others dropped) and the resolver decides by
-    /// them from now on. Nothing is applied to a sandbox without a table
-    /// (not running): its next start installs the rules.
+    /// Apply `rules` to sandbox `id` live: the resolver decides by them
+    /// at once, then the nftables sets are replaced in one transaction
+    /// (addresses pinned for names the new rules still allow are kept, the
+    /// others dropped), under the sandbox's pin lock: when this returns, no
+    /// address of a name the new rules deny is in the set, and none will
+    /// be pinned for it by an answer already in flight. On failure the old
+    /// rules stay. Nothing is applied to a sandbox without a table (not
+    /// running): its next start installs the rules.
     pub async fn update(&self, id: &str, rules: &EgressRules) -> Result<(), String> {
         let policy = Arc::new(Policy::compile(rules)?);
         let attached = lock(&self.sandboxes).get(id).cloned();
         let table = dwell_runtime::host::network::table_name(id);
-        let now = Instant::now();
-        let kept: Vec<Pin> = match &attached {
-            Some(a) => {
-                let mut learned = lock(&a.learned);
-                learned.retain(|_, (name, until)| {
-                    *until > now && policy.name_verdict(name) == NameVerdict::Pin
-                });
-                learned
-                    .iter()
-                    .map(|(addr, (_, until))| Pin {
-                        addr: *addr,
-                        ttl: *until - now,
-                    })
-                    .collect()
-            }
-            None => Vec::new(),
+        let Some(a) = attached else {
+            return apply_sets(table, policy, Vec::new()).await;
         };
-        let p = policy.clone();
-        tokio::task::spawn_blocking(move || {
-            if !egress::table_exists(&table) {
-                return Ok(());
+        let _pins = a.pin_lock.lock().await;
+        let old = a.set_policy(policy.clone());
+        let now = Instant::now();
+        let kept: HashMap<Ipv4Addr, Learned> = lock(&a.learned)
+            .iter()
+            .filter(|(_, l)| l.until > now)
+            .filter_map(|(addr, l)| {
+                let names: Vec<String> = l
+                    .names
+                    .iter()
+                    .filter(|n| policy.name_verdict(n) == NameVerdict::Pin)
+                    .cloned()
+                    .collect();
+                (!names.is_empty()).then(|| {
+                    (
+                        *addr,
+                        Learned {
+                            names,
+                            until: l.until,
+                        },
+                    )
+                })
+            })
+            .collect();
+        let pins: Vec<Pin> = kept
+            .iter()
+            .map(|(addr, l)| Pin {
+                addr: *addr,
+                ttl: l.until - now,
+            })
+            .collect();
+        match apply_sets(table, policy, pins).await {
+            Ok(()) => {
+                *lock(&a.learned) = kept;
+                Ok(())
             }
-            egress::apply(&table, &p, &kept).map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| format!("applying the egress rules: {e}"))??;
-        if let Some(a) = attached {
-            *a.policy.write().unwrap_or_else(|p| p.into_inner()) = policy;
+            Err(e) => {
+                a.set_policy(old);
+                Err(e)
+            }
         }
-        Ok(())
     }
+}
+
+/// Replace the egress sets of `table` (if it exists) with `policy`'s and
+/// `pins`.
+async fn apply_sets(table: String, policy: Arc<Policy>, pins: Vec<Pin>) -> Result<(), String> {
+    tokio::task::spawn_blocking(move || {
+        if !egress::table_exists(&table) {
+            return Ok(());
+        }
+        egress::apply(&table, &policy, &pins).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| format!("applying the egress rules: {e}"))?
 }
 
 impl Attached {
@@ -338,26 +413,117 @@ impl Attached {
         }
     }
 
-    fn policy(&self) -> Arc<Policy> {
-        self.policy
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    /// The rules in force now.
+    fn rules(&self) -> Rules {
+        self.rules.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn learn(&self, name: &str, pins: &[Pin]) {
-        let mut l = lock(&self.learned);
-        let now = Instant::now();
-        if l.len() + pins.len() > MAX_LEARNED {
-            l.retain(|_, (_, until)| *until > now);
-        }
-        for p in pins {
-            if l.len() >= MAX_LEARNED && !l.contains_key(&p.addr) {
-                break;
-            }
-            l.insert(p.addr, (name.to_string(), now + p.ttl));
-        }
+    /// Decide by `policy` from now on (a new generation); the old policy.
+    fn set_policy(&self, policy: Arc<Policy>) -> Arc<Policy> {
+        let mut r = self.rules.write().unwrap_or_else(|p| p.into_inner());
+        r.generation += 1;
+        std::mem::replace(&mut r.policy, policy)
     }
+
+    /// Pin the addresses `wanted` of allowed name `name`, decided by the
+    /// rules of generation `generation`; `Err` is the response code to
+    /// answer instead. Holds the pin lock: if the rules changed since, the
+    /// name is judged again by the current ones (NXDOMAIN if now denied,
+    /// no pin if no longer pinned). Addresses pinned with more than half
+    /// of their time left are not pinned again; if the new ones do not fit
+    /// in [`MAX_LEARNED`], nothing is pinned and the answer is SERVFAIL.
+    async fn pin(
+        &self,
+        r: &Resolver,
+        generation: u64,
+        name: &str,
+        wanted: &[Pin],
+    ) -> Result<(), ResponseCode> {
+        let _pins = self.pin_lock.lock().await;
+        let now = self.rules();
+        if now.generation != generation {
+            match now.policy.name_verdict(name) {
+                NameVerdict::Deny => return Err(ResponseCode::NXDomain),
+                NameVerdict::Pass => return Ok(()),
+                NameVerdict::Pin => {}
+            }
+        }
+        let fresh: Vec<Pin> = {
+            let mut l = lock(&self.learned);
+            let at = Instant::now();
+            let fresh: Vec<Pin> = wanted
+                .iter()
+                .filter(|p| match l.get(&p.addr) {
+                    Some(x) => x.until.saturating_duration_since(at) <= p.ttl / 2,
+                    None => true,
+                })
+                .copied()
+                .collect();
+            let added = |l: &HashMap<Ipv4Addr, Learned>| {
+                fresh
+                    .iter()
+                    .filter(|p| l.get(&p.addr).map(|x| x.until <= at) != Some(false))
+                    .count()
+            };
+            if l.len() + added(&l) > MAX_LEARNED {
+                l.retain(|_, x| x.until > at);
+                if l.len() + added(&l) > MAX_LEARNED {
+                    tracing::warn!(
+                        "sandbox {}: {MAX_LEARNED} addresses are pinned; not pinning those of \
+                         {name} until some expire",
+                        self.id
+                    );
+                    return Err(ResponseCode::ServFail);
+                }
+            }
+            // Already pinned long enough: only the name is remembered.
+            for p in wanted {
+                if let Some(x) = l.get_mut(&p.addr) {
+                    remember(&mut x.names, name);
+                }
+            }
+            fresh
+        };
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        let (table, pinner, p) = (self.table.clone(), r.pinner.clone(), fresh.clone());
+        match tokio::task::spawn_blocking(move || pinner(&table, &p)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!("sandbox {}: pinning the addresses of {name}: {e}", self.id);
+                return Err(ResponseCode::ServFail);
+            }
+            Err(_) => return Err(ResponseCode::ServFail),
+        }
+        // Taken after nft ran: never before the kernel's element expires.
+        let at = Instant::now();
+        let mut l = lock(&self.learned);
+        for p in &fresh {
+            let x = l.entry(p.addr).or_insert_with(|| Learned {
+                names: Vec::new(),
+                until: at,
+            });
+            if x.until <= at {
+                x.names.clear();
+            }
+            x.until = at + p.ttl;
+            remember(&mut x.names, name);
+        }
+        Ok(())
+    }
+}
+
+/// Add `name` to the names of a pinned address (the oldest goes when
+/// there are [`MAX_NAMES_PER_ADDR`]: the address may then be dropped at a
+/// rule change that still allows it, never kept for a revoked name).
+fn remember(names: &mut Vec<String>, name: &str) {
+    if let Some(i) = names.iter().position(|n| n == name) {
+        names.remove(i);
+    } else if names.len() >= MAX_NAMES_PER_ADDR {
+        names.remove(0);
+    }
+    names.push(name.to_string());
 }
 
 async fn serve_udp(r: Arc<Resolver>, sb: std::sync::Weak<Attached>, sock: Arc<UdpSocket>) {
@@ -473,29 +639,31 @@ async fn answer(r: &Resolver, a: &Attached, query: &[u8], tcp: bool) -> Option<V
     if let Some(ip) = peers.resolve(&a.id, &name) {
         return encode(&peer_answer(&q, question.query_type(), ip));
     }
-    let verdict = a.policy().name_verdict(&name);
+    let rules = a.rules();
+    let verdict = rules.policy.name_verdict(&name);
     if verdict == NameVerdict::Deny {
         return encode(&reply_to(&q, ResponseCode::NXDomain));
     }
     let Some(mut resp) = forward(r, &q, tcp).await else {
         return encode(&reply_to(&q, ResponseCode::ServFail));
     };
-    if verdict == NameVerdict::Pin {
-        let pins = pins_of(&resp);
-        if !pins.is_empty() {
-            let table = a.table.clone();
-            let p = pins.clone();
-            let pinner = r.pinner.clone();
-            let done = tokio::task::spawn_blocking(move || pinner(&table, &p)).await;
-            match done {
-                Ok(Ok(())) => a.learn(&name, &pins),
-                Ok(Err(e)) => {
-                    tracing::warn!("sandbox {}: pinning the addresses of {name}: {e}", a.id);
-                    return encode(&reply_to(&q, ResponseCode::ServFail));
-                }
-                Err(_) => return encode(&reply_to(&q, ResponseCode::ServFail)),
-            }
+    let outcome = match verdict {
+        NameVerdict::Pin => {
+            let pins = limit_pins(&mut resp);
+            a.pin(r, rules.generation, &name, &pins).await
         }
+        // The rules may have changed while the upstream answered.
+        _ => match a.rules() {
+            now if now.generation != rules.generation
+                && now.policy.name_verdict(&name) == NameVerdict::Deny =>
+            {
+                Err(ResponseCode::NXDomain)
+            }
+            _ => Ok(()),
+        },
+    };
+    if let Err(code) = outcome {
+        return encode(&reply_to(&q, code));
     }
     resp.set_id(q.id());
     let bytes = encode(&resp)?;
@@ -529,18 +697,30 @@ fn peer_answer(q: &Message, qtype: RecordType, ip: IpAddr) -> Message {
     m
 }
 
-/// The IPv4 addresses of an answer, each pinned for max(TTL, 60 s).
-fn pins_of(resp: &Message) -> Vec<Pin> {
-    resp.answers()
-        .iter()
-        .filter_map(|rec| match rec.data() {
-            RData::A(a) => Some(Pin {
-                addr: a.0,
-                ttl: Duration::from_secs(u64::from(rec.ttl())).clamp(MIN_PIN, MAX_PIN),
-            }),
-            _ => None,
-        })
-        .collect()
+/// The IPv4 addresses of an allowed name's answer to pin, each for its
+/// TTL clamped to [`MIN_PIN`]..[`MAX_PIN`]. The answer keeps only the
+/// first [`MAX_PINS_PER_ANSWER`] distinct addresses (the sandbox never
+/// learns of others it could not reach), and no TTL above [`MAX_PIN`] (a
+/// client caching it re-asks before its pin is gone).
+fn limit_pins(resp: &mut Message) -> Vec<Pin> {
+    let cap = u32::try_from(MAX_PIN.as_secs()).unwrap_or(u32::MAX);
+    let mut pins: Vec<Pin> = Vec::new();
+    let mut kept = Vec::new();
+    for mut rec in resp.take_answers() {
+        rec.set_ttl(rec.ttl().min(cap));
+        if let RData::A(a) = rec.data() {
+            let ttl = Duration::from_secs(u64::from(rec.ttl())).clamp(MIN_PIN, MAX_PIN);
+            let full = pins.len() >= MAX_PINS_PER_ANSWER;
+            match pins.iter_mut().find(|p| p.addr == a.0) {
+                Some(p) => p.ttl = p.ttl.max(ttl),
+                None if !full => pins.push(Pin { addr: a.0, ttl }),
+                None => continue,
+            }
+        }
+        kept.push(rec);
+    }
+    resp.insert_answers(kept);
+    pins
 }
 
 /// Ask the upstreams in turn; the first answer that matches the question

@@ -10,7 +10,13 @@ use super::*;
 /// A fake upstream on loopback: answers every A query with 192.0.2.10,
 /// TTL 5, and counts the queries.
 async fn upstream() -> (SocketAddr, Arc<AtomicUsize>) {
-    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    upstream_with(Duration::ZERO, 5, 1).await
+}
+
+/// A fake upstream that answers after `delay` with `records` addresses
+/// (192.0.2.10 first, then 10.x.y.z), TTL `ttl`, and counts the queries.
+async fn upstream_with(delay: Duration, ttl: u32, records: u32) -> (SocketAddr, Arc<AtomicUsize>) {
+    let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
     let addr = sock.local_addr().unwrap();
     let count = Arc::new(AtomicUsize::new(0));
     let c = count.clone();
@@ -20,14 +26,20 @@ async fn upstream() -> (SocketAddr, Arc<AtomicUsize>) {
             let (n, peer) = sock.recv_from(&mut buf).await.unwrap();
             c.fetch_add(1, Ordering::SeqCst);
             let q = Message::from_vec(&buf[..n]).unwrap();
-            let mut m = reply_to(&q, ResponseCode::NoError);
-            let name = q.queries()[0].name().clone();
-            m.add_answer(Record::from_rdata(
-                name,
-                5,
-                RData::A(Ipv4Addr::new(192, 0, 2, 10).into()),
-            ));
-            sock.send_to(&m.to_vec().unwrap(), peer).await.unwrap();
+            let sock = sock.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let mut m = reply_to(&q, ResponseCode::NoError);
+                let name = q.queries()[0].name().clone();
+                for i in 0..records {
+                    let ip = match i {
+                        0 => Ipv4Addr::new(192, 0, 2, 10),
+                        _ => Ipv4Addr::from(0x0a00_0000 + i),
+                    };
+                    m.add_answer(Record::from_rdata(name.clone(), ttl, RData::A(ip.into())));
+                }
+                sock.send_to(&m.to_vec().unwrap(), peer).await.unwrap();
+            });
         }
     });
     (addr, count)
@@ -36,16 +48,20 @@ async fn upstream() -> (SocketAddr, Arc<AtomicUsize>) {
 type Pinned = Arc<Mutex<Vec<(String, Vec<Pin>)>>>;
 
 fn resolver(upstreams: Vec<SocketAddr>) -> (Arc<Resolver>, Pinned) {
+    resolver_with(Options {
+        upstreams,
+        upstream_timeout: Duration::from_millis(300),
+        rate: 1,
+        burst: 20,
+        ..Options::default()
+    })
+}
+
+fn resolver_with(opts: Options) -> (Arc<Resolver>, Pinned) {
     let pinned: Pinned = Arc::default();
     let p = pinned.clone();
     let r = Resolver::with_pinner(
-        Options {
-            upstreams,
-            upstream_timeout: Duration::from_millis(300),
-            rate: 1,
-            burst: 20,
-            ..Options::default()
-        },
+        opts,
         Arc::new(move |table: &str, pins: &[Pin]| {
             lock(&p).push((table.to_string(), pins.to_vec()));
             Ok(())
@@ -65,7 +81,11 @@ fn sandbox(allow: &[&str], deny: &[&str]) -> Attached {
         table: "dwell_t".into(),
         gateway: Ipv4Addr::new(10, 200, 0, 1),
         sandbox_ip: Ipv4Addr::new(10, 200, 0, 2),
-        policy: RwLock::new(Arc::new(Policy::compile(&rules).unwrap())),
+        rules: RwLock::new(Rules {
+            generation: 0,
+            policy: Arc::new(Policy::compile(&rules).unwrap()),
+        }),
+        pin_lock: AsyncMutex::new(()),
         learned: Mutex::new(HashMap::new()),
         bucket: Mutex::new(Bucket {
             tokens: 20.0,
@@ -259,7 +279,10 @@ async fn an_update_keeps_only_pins_of_names_still_allowed() {
     decode(answer(&r, &a, &query("allowed.test."), false).await);
     lock(&a.learned).insert(
         Ipv4Addr::new(192, 0, 2, 99),
-        ("also.test".into(), Instant::now() + MIN_PIN),
+        Learned {
+            names: vec!["also.test".into()],
+            until: Instant::now() + MIN_PIN,
+        },
     );
     // The table does not exist here: only the bookkeeping changes.
     let rules = EgressRules {
@@ -271,7 +294,10 @@ async fn an_update_keeps_only_pins_of_names_still_allowed() {
     let learned = lock(&a.learned).clone();
     assert_eq!(learned.len(), 1, "{learned:?}");
     assert!(learned.contains_key(&Ipv4Addr::new(192, 0, 2, 99)));
-    assert_eq!(a.policy().name_verdict("allowed.test"), NameVerdict::Deny);
+    assert_eq!(
+        a.rules().policy.name_verdict("allowed.test"),
+        NameVerdict::Deny
+    );
     assert!(r
         .update(
             "sb1",
@@ -283,4 +309,171 @@ async fn an_update_keeps_only_pins_of_names_still_allowed() {
         .await
         .unwrap_err()
         .contains("not a valid domain name"));
+}
+
+fn deny_all_but(allow: &[&str]) -> EgressRules {
+    EgressRules {
+        allow: allow.iter().map(|s| s.to_string()).collect(),
+        deny: vec!["0.0.0.0/0".into()],
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn an_update_refuses_an_answer_in_flight_for_a_name_it_revokes() {
+    // The upstream takes 200 ms (within the 300 ms timeout) and hands out
+    // a day-long TTL.
+    let (up, count) = upstream_with(Duration::from_millis(200), 86_400, 1).await;
+    let (r, pinned) = resolver(vec![up]);
+    let a = Arc::new(sandbox(&["evil.test", "fine.test"], &["0.0.0.0/0"]));
+    lock(&r.sandboxes).insert("sb1".into(), a.clone());
+    let (r2, a2) = (r.clone(), a.clone());
+    let in_flight =
+        tokio::spawn(async move { answer(&r2, &a2, &query("evil.test."), false).await });
+    while count.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The query is at the upstream: revoke the name.
+    r.update("sb1", &deny_all_but(&["fine.test"]))
+        .await
+        .unwrap();
+    let m = decode(in_flight.await.unwrap());
+    assert_eq!(m.response_code(), ResponseCode::NXDomain);
+    assert!(m.answers().is_empty());
+    assert!(
+        lock(&pinned).is_empty(),
+        "pinned after the update: {:?}",
+        lock(&pinned)
+    );
+    assert!(lock(&a.learned).is_empty());
+}
+
+#[tokio::test]
+async fn pins_last_an_hour_at_most_and_so_do_the_answers() {
+    let (up, _) = upstream_with(Duration::ZERO, 86_400, 1).await;
+    let (r, pinned) = resolver(vec![up]);
+    let a = sandbox(&["allowed.test"], &["0.0.0.0/0"]);
+    let m = decode(answer(&r, &a, &query("allowed.test."), false).await);
+    assert_eq!(m.answers()[0].ttl(), 3600);
+    assert_eq!(lock(&pinned)[0].1[0].ttl, MAX_PIN);
+    assert_eq!(MAX_PIN, Duration::from_secs(3600));
+}
+
+#[tokio::test]
+async fn a_huge_answer_pins_and_carries_only_the_first_addresses() {
+    let (up, _) = upstream_with(Duration::ZERO, 300, 1000).await;
+    let (r, pinned) = resolver(vec![up]);
+    let a = sandbox(&["allowed.test"], &["0.0.0.0/0"]);
+    let m = decode(answer(&r, &a, &query("allowed.test."), true).await);
+    assert_eq!(m.response_code(), ResponseCode::NoError);
+    assert_eq!(m.answers().len(), MAX_PINS_PER_ANSWER);
+    let p = lock(&pinned).clone();
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].1.len(), MAX_PINS_PER_ANSWER);
+    let answered: Vec<Ipv4Addr> = m
+        .answers()
+        .iter()
+        .filter_map(|r| match r.data() {
+            RData::A(x) => Some(x.0),
+            _ => None,
+        })
+        .collect();
+    let pins: Vec<Ipv4Addr> = p[0].1.iter().map(|p| p.addr).collect();
+    assert_eq!(
+        answered, pins,
+        "the answer carries exactly the pinned addresses"
+    );
+    assert_eq!(lock(&a.learned).len(), MAX_PINS_PER_ANSWER);
+}
+
+#[tokio::test]
+async fn repeated_queries_for_a_pinned_name_run_no_nft() {
+    let (up, count) = upstream_with(Duration::ZERO, 300, 3).await;
+    let (r, pinned) = resolver_with(Options {
+        upstreams: vec![up],
+        upstream_timeout: Duration::from_millis(300),
+        ..Options::default()
+    });
+    let a = sandbox(&["allowed.test"], &["0.0.0.0/0"]);
+    lock(&a.bucket).tokens = 400.0;
+    for _ in 0..200 {
+        let m = decode(answer(&r, &a, &query("allowed.test."), false).await);
+        assert_eq!(m.response_code(), ResponseCode::NoError);
+        assert_eq!(m.answers().len(), 3);
+    }
+    assert_eq!(count.load(Ordering::SeqCst), 200);
+    assert_eq!(lock(&pinned).len(), 1, "one pinning for 200 answers");
+    // Past half of its time, an address is pinned again.
+    for l in lock(&a.learned).values_mut() {
+        l.until = Instant::now() + Duration::from_secs(100);
+    }
+    decode(answer(&r, &a, &query("allowed.test."), false).await);
+    assert_eq!(lock(&pinned).len(), 2);
+}
+
+#[tokio::test]
+async fn a_full_pin_set_is_servfail_and_pins_nothing() {
+    let (up, _) = upstream().await;
+    let (r, pinned) = resolver(vec![up]);
+    let a = sandbox(&["allowed.test"], &["0.0.0.0/0"]);
+    {
+        let mut l = lock(&a.learned);
+        for i in 0..MAX_LEARNED as u32 {
+            l.insert(
+                Ipv4Addr::from(0x0a00_0000 + i),
+                Learned {
+                    names: vec!["allowed.test".into()],
+                    until: Instant::now() + MIN_PIN,
+                },
+            );
+        }
+    }
+    let m = decode(answer(&r, &a, &query("allowed.test."), false).await);
+    assert_eq!(m.response_code(), ResponseCode::ServFail);
+    assert!(lock(&pinned).is_empty());
+    // Expired pins make room again.
+    for l in lock(&a.learned).values_mut() {
+        l.until = Instant::now();
+    }
+    let m = decode(answer(&r, &a, &query("allowed.test."), false).await);
+    assert_eq!(m.response_code(), ResponseCode::NoError);
+    assert_eq!(lock(&pinned).len(), 1);
+    assert_eq!(lock(&a.learned).len(), 1);
+}
+
+#[tokio::test]
+async fn an_address_shared_by_two_names_stays_while_one_is_allowed() {
+    let (up, _) = upstream().await;
+    let (r, pinned) = resolver(vec![up]);
+    let a = Arc::new(sandbox(&["one.test", "two.test"], &["0.0.0.0/0"]));
+    lock(&r.sandboxes).insert("sb1".into(), a.clone());
+    decode(answer(&r, &a, &query("one.test."), false).await);
+    decode(answer(&r, &a, &query("two.test."), false).await);
+    assert_eq!(lock(&pinned).len(), 1, "the second name pins nothing new");
+    r.update("sb1", &deny_all_but(&["two.test"])).await.unwrap();
+    let l = lock(&a.learned).clone();
+    assert_eq!(l[&Ipv4Addr::new(192, 0, 2, 10)].names, ["two.test"]);
+    r.update("sb1", &deny_all_but(&[])).await.unwrap();
+    assert!(lock(&a.learned).is_empty());
+}
+
+#[tokio::test]
+async fn a_periodic_attach_does_not_bring_back_old_rules() {
+    let (r, _) = resolver(vec![]);
+    let a = Arc::new(sandbox(&["evil.test"], &["0.0.0.0/0"]));
+    lock(&r.sandboxes).insert("sb1".into(), a.clone());
+    r.update("sb1", &deny_all_but(&[])).await.unwrap();
+    // A reconcile pass that read the record before the update.
+    r.attach(
+        "sb1",
+        a.gateway,
+        a.sandbox_ip,
+        &deny_all_but(&["evil.test"]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        a.rules().policy.name_verdict("evil.test"),
+        NameVerdict::Deny
+    );
 }

@@ -285,7 +285,7 @@ pub(crate) async fn restore(inner: &Arc<Context>, rec: &Record) -> Result<()> {
     })
     .await??;
     crate::connections::preconnect(inner, &rec.id).await;
-    crate::egress::attach(inner, rec).await;
+    crate::egress::attach_started(inner, rec).await;
     let ms = t0.elapsed().as_millis();
     let reason = match rec.state {
         State::Creating => format!("created warm from saved memory, restored in {ms} ms"),

@@ -47,7 +47,7 @@ pub(crate) async fn run(inner: &Arc<Context>, rec: &Record) -> Result<()> {
     })
     .await??;
     crate::connections::preconnect(inner, &rec.id).await;
-    crate::egress::attach(inner, rec).await;
+    crate::egress::attach_started(inner, rec).await;
     let reason = match rec.state {
         State::Creating => "created and started",
         State::Archived => "restored from its archive and started",

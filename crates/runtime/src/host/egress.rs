@@ -280,6 +280,10 @@ pub const SET_DENY_FIRST: &str = "egress_deny_first";
 pub const SET_ALLOW: &str = "egress_allow";
 pub const SET_DNS: &str = "egress_dns";
 pub const SET_DENY_LAST: &str = "egress_deny_last";
+/// The most addresses the `dns` set of one sandbox holds: the resolver
+/// refuses (SERVFAIL) to pin more until some expire, and the kernel would
+/// refuse them too.
+pub const DNS_SET_SIZE: usize = 4096;
 /// The chain that refuses a packet with a reset or an ICMP error.
 pub const CHAIN_REFUSE: &str = "egress_refuse";
 
@@ -289,7 +293,7 @@ pub fn table_parts(i: &str) -> (String, String) {
     let decls = format!(
         "  set {SET_DENY_FIRST} {{ type ipv4_addr; flags interval; }}
   set {SET_ALLOW} {{ type ipv4_addr; flags interval; }}
-  set {SET_DNS} {{ type ipv4_addr; flags timeout; }}
+  set {SET_DNS} {{ type ipv4_addr; flags timeout; size {DNS_SET_SIZE}; }}
   set {SET_DENY_LAST} {{ type ipv4_addr; flags interval; }}
   chain {CHAIN_REFUSE} {{
     meta l4proto tcp reject with tcp reset
@@ -530,6 +534,17 @@ mod tests {
         assert!(s.contains("add element inet dwell_x egress_deny_last { 0.0.0.0/0 }"));
         assert!(s.contains("add element inet dwell_x egress_dns { 192.0.2.10 timeout 60s }"));
         assert!(!s.contains("add element inet dwell_x egress_deny_first"));
+    }
+
+    #[test]
+    fn the_pin_set_is_bounded() {
+        let (decls, _) = table_parts("veth0");
+        assert!(
+            decls.contains(&format!(
+                "set {SET_DNS} {{ type ipv4_addr; flags timeout; size {DNS_SET_SIZE}; }}"
+            )),
+            "{decls}"
+        );
     }
 
     #[test]
