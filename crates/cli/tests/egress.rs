@@ -11,7 +11,14 @@
 //! 192.0.2.10, 198.51.100.10 and 203.0.113.10 each serve a greeting on
 //! port 8080, and 192.0.2.1:53 is an authoritative DNS server this file
 //! starts (allowed.test -> 192.0.2.10, denied.test -> 198.51.100.10,
-//! other.test -> 203.0.113.10, www.wild.test -> 192.0.2.10).
+//! other.test -> 203.0.113.10, www.wild.test -> 192.0.2.10, slow.test ->
+//! 198.51.100.20 after a second with a day-long TTL, many.test -> 1000
+//! addresses).
+//!
+//! Attacks from inside a sandbox: querying an allowed name in a loop while
+//! an update revokes it must not leave its address reachable (an answer in
+//! flight pinned after the update); an answer with 1000 addresses pins at
+//! most 32 of them into a bounded set.
 
 mod common;
 
@@ -29,6 +36,12 @@ const SERVICE_PORT: u16 = 8080;
 const ALLOWED: &str = "192.0.2.10";
 const DENIED: &str = "198.51.100.10";
 const OTHER: &str = "203.0.113.10";
+/// slow.test's address (its answer takes a second).
+const SLOW: &str = "198.51.100.20";
+/// How long the zone takes to answer slow.test.
+const SLOW_ANSWER: Duration = Duration::from_secs(1);
+/// Addresses in the answer for many.test.
+const MANY: u32 = 1000;
 
 /// Resolve (unless given an address) and connect from inside a sandbox:
 /// prints `connected IP GREETING`, `refused IP SECS`, `noname SECS` or
@@ -93,7 +106,7 @@ fn in_outside<F: FnOnce() + Send + 'static>(outside: &Outside, f: F) {
 /// port 8080 of each and the DNS server.
 fn internet(outside: &Outside) {
     let pid = outside.pid().to_string();
-    for addr in [ALLOWED, DENIED, OTHER] {
+    for addr in [ALLOWED, DENIED, OTHER, SLOW] {
         run(&[
             "nsenter",
             "-t",
@@ -129,7 +142,17 @@ fn internet(outside: &Outside) {
             let Ok((n, peer)) = sock.recv_from(&mut buf) else {
                 continue;
             };
-            if let Some(reply) = authoritative(&buf[..n]) {
+            let query = buf[..n].to_vec();
+            let Some(reply) = authoritative(&query) else {
+                continue;
+            };
+            if query.windows(4).any(|w| w == b"slow") {
+                let sock = sock.try_clone().unwrap();
+                std::thread::spawn(move || {
+                    std::thread::sleep(SLOW_ANSWER);
+                    let _ = sock.send_to(&reply, peer);
+                });
+            } else {
                 let _ = sock.send_to(&reply, peer);
             }
         }
@@ -144,12 +167,16 @@ fn authoritative(query: &[u8]) -> Option<Vec<u8>> {
     let q = Message::from_vec(query).ok()?;
     let question = q.queries().first()?.clone();
     let name = question.name().to_lowercase().to_ascii();
-    let addr = match name.trim_end_matches('.') {
+    let name = name.trim_end_matches('.');
+    let addr = match name {
         "allowed.test" | "www.wild.test" => Some(ALLOWED),
         "denied.test" => Some(DENIED),
         "other.test" => Some(OTHER),
+        "slow.test" => Some(SLOW),
+        "many.test" => Some("100.64.0.0"),
         _ => None,
     };
+    let ttl = if name == "slow.test" { 86_400 } else { 30 };
     let mut m = Message::new();
     m.set_id(q.id())
         .set_message_type(MessageType::Response)
@@ -158,11 +185,21 @@ fn authoritative(query: &[u8]) -> Option<Vec<u8>> {
         .set_recursion_desired(q.recursion_desired());
     m.add_query(question.clone());
     match addr {
+        Some(_) if question.query_type() == RecordType::A && name == "many.test" => {
+            for i in 0..MANY {
+                let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 0)) + i);
+                m.add_answer(Record::from_rdata(
+                    question.name().clone(),
+                    ttl,
+                    RData::A(ip.into()),
+                ));
+            }
+        }
         Some(a) if question.query_type() == RecordType::A => {
             let ip: Ipv4Addr = a.parse().unwrap();
             m.add_answer(Record::from_rdata(
                 question.name().clone(),
-                30,
+                ttl,
                 RData::A(ip.into()),
             ));
         }
@@ -488,6 +525,9 @@ fn checks(isolation: &str) {
 
     d.ok(&["--as-tenant", "e2b", "rm", "-f", &sb]);
     d.ok(&["rm", "-f", "e1"]);
+
+    revoking_while_the_sandbox_asks(&d, isolation);
+    a_huge_answer_pins_a_few(&d, isolation);
     drop(d);
     drop(host_service);
 }
@@ -505,4 +545,110 @@ fn http_json(addr: &str, method: &str, path: &str, key: &str, body: &str) -> (u1
     let headers = [("X-API-KEY", key), ("Content-Type", "application/json")];
     let r = http::request(addr, method, path, &headers, body.as_bytes());
     (r.status, r.text())
+}
+
+/// Looks up `slow.test` from 8 threads in a loop for `secs` seconds;
+/// prints how many lookups resolved.
+const LOOKUP_LOOP: &str = "import socket,sys,threading,time
+end=time.time()+float(sys.argv[1]); ok=[0]
+def loop():
+  while time.time()<end:
+    try: socket.gethostbyname('slow.test'); ok[0]+=1
+    except OSError: time.sleep(0.05)
+ts=[threading.Thread(target=loop) for _ in range(8)]
+[t.start() for t in ts]; [t.join() for t in ts]
+print(ok[0])";
+
+/// The attack of a sandbox whose allowed name is being revoked: it keeps
+/// asking for it (answers in flight at the upstream while the update runs)
+/// so one of them would pin after the update, for the day-long TTL. After
+/// the update returns and the loop ends, the address is refused.
+fn revoking_while_the_sandbox_asks(d: &Daemon, isolation: &str) {
+    d.create(
+        "r1",
+        &[
+            "--net",
+            "--isolation",
+            isolation,
+            "--allow-out",
+            "slow.test",
+            "--deny-out",
+            "0.0.0.0/0",
+        ],
+    );
+    connects(
+        &probe(d, None, "r1", "slow.test", SERVICE_PORT),
+        SLOW,
+        "slow.test before the update",
+    );
+    std::thread::scope(|s| {
+        let asking = s.spawn(|| d.ok(&["exec", "r1", "--", "python3", "-c", LOOKUP_LOOP, "5"]));
+        // Let lookups pile up at the upstream, then revoke the name.
+        std::thread::sleep(Duration::from_millis(2500));
+        d.ok(&["update", "r1", "--allow-out", "", "--deny-out", "0.0.0.0/0"]);
+        let resolved: u32 = asking.join().unwrap().trim().parse().unwrap();
+        assert!(
+            resolved > 0,
+            "the loop resolved slow.test before the update"
+        );
+    });
+    // Every answer that was in flight is done by now.
+    std::thread::sleep(SLOW_ANSWER * 2);
+    fails_fast(
+        &probe(d, None, "r1", SLOW, SERVICE_PORT),
+        "refused",
+        "the address of a name revoked while the sandbox asked for it",
+    );
+    fails_fast(
+        &probe(d, None, "r1", "slow.test", SERVICE_PORT),
+        "noname",
+        "the revoked name",
+    );
+    d.ok(&["rm", "-f", "r1"]);
+}
+
+/// An allowed name whose answer holds 1000 addresses: the sandbox gets
+/// and reaches at most 32 of them, and its pin set has a bounded size.
+fn a_huge_answer_pins_a_few(d: &Daemon, isolation: &str) {
+    let id = d.create(
+        "m1",
+        &[
+            "--net",
+            "--isolation",
+            isolation,
+            "--allow-out",
+            "many.test",
+            "--deny-out",
+            "0.0.0.0/0",
+        ],
+    );
+    let got = d.ok(&[
+        "exec",
+        "m1",
+        "--",
+        "python3",
+        "-c",
+        "import socket; print(len(socket.gethostbyname_ex('many.test')[2]))",
+    ]);
+    let got: usize = got.trim().parse().unwrap();
+    assert!(
+        (1..=32).contains(&got),
+        "the answer carries {got} addresses"
+    );
+    let table = dwell_runtime::host::network::table_name(&id);
+    let set = String::from_utf8(
+        std::process::Command::new("nft")
+            .args(["list", "set", "inet", &table, "egress_dns"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let pinned = set.matches("100.64.").count();
+    assert!(
+        (1..=32).contains(&pinned),
+        "{pinned} addresses pinned: {set}"
+    );
+    assert!(set.contains("size 4096"), "the set is bounded: {set}");
+    d.ok(&["rm", "-f", "m1"]);
 }

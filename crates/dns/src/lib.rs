@@ -46,7 +46,7 @@ use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::{RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{Mutex as AsyncMutex, Semaphore};
+use tokio::sync::{oneshot, Mutex as AsyncMutex, Semaphore};
 use tokio::task::JoinHandle;
 
 /// Names of a sandbox's private-network peers, asked before the egress
@@ -181,6 +181,8 @@ struct Attached {
     /// Held while the `dns` set changes (a pin, or an update replacing the
     /// sets): pins and rule changes happen one after the other.
     pin_lock: AsyncMutex<()>,
+    /// Answers waiting to pin (at most one per query in flight).
+    pending: Mutex<Vec<PinRequest>>,
     /// Pinned addresses (what the `dns` set holds).
     learned: Mutex<HashMap<Ipv4Addr, Learned>>,
     bucket: Mutex<Bucket>,
@@ -302,6 +304,7 @@ impl Resolver {
                 policy,
             }),
             pin_lock: AsyncMutex::new(()),
+            pending: Mutex::new(Vec::new()),
             learned: Mutex::new(HashMap::new()),
             bucket: Mutex::new(Bucket {
                 tokens: f64::from(self.opts.burst),
@@ -427,11 +430,9 @@ impl Attached {
 
     /// Pin the addresses `wanted` of allowed name `name`, decided by the
     /// rules of generation `generation`; `Err` is the response code to
-    /// answer instead. Holds the pin lock: if the rules changed since, the
-    /// name is judged again by the current ones (NXDOMAIN if now denied,
-    /// no pin if no longer pinned). Addresses pinned with more than half
-    /// of their time left are not pinned again; if the new ones do not fit
-    /// in [`MAX_LEARNED`], nothing is pinned and the answer is SERVFAIL.
+    /// answer instead. The request waits in the sandbox's queue; whoever
+    /// takes the pin lock next pins every request waiting, in one nft run
+    /// ([`Attached::pin_batch`]).
     async fn pin(
         &self,
         r: &Resolver,
@@ -439,66 +440,108 @@ impl Attached {
         name: &str,
         wanted: &[Pin],
     ) -> Result<(), ResponseCode> {
-        let _pins = self.pin_lock.lock().await;
-        let now = self.rules();
-        if now.generation != generation {
-            match now.policy.name_verdict(name) {
-                NameVerdict::Deny => return Err(ResponseCode::NXDomain),
-                NameVerdict::Pass => return Ok(()),
-                NameVerdict::Pin => {}
+        let (done, result) = oneshot::channel();
+        lock(&self.pending).push(PinRequest {
+            generation,
+            name: name.to_string(),
+            wanted: wanted.to_vec(),
+            done,
+        });
+        {
+            let _pins = self.pin_lock.lock().await;
+            let batch = std::mem::take(&mut *lock(&self.pending));
+            if !batch.is_empty() {
+                self.pin_batch(r, batch).await;
             }
         }
-        let fresh: Vec<Pin> = {
-            let mut l = lock(&self.learned);
-            let at = Instant::now();
-            let fresh: Vec<Pin> = wanted
-                .iter()
-                .filter(|p| match l.get(&p.addr) {
-                    Some(x) => x.until.saturating_duration_since(at) <= p.ttl / 2,
-                    None => true,
-                })
-                .copied()
-                .collect();
-            let added = |l: &HashMap<Ipv4Addr, Learned>| {
-                fresh
+        // Answered by now (by this task or the one that took the lock
+        // before); a dropped request (its task aborted) is a failure.
+        result.await.unwrap_or(Err(ResponseCode::ServFail))
+    }
+
+    /// Pin the requests of `batch`, holding the pin lock. A request whose
+    /// generation is not the current one is judged again by the current
+    /// rules (NXDOMAIN if its name is now denied, no pin if it is no
+    /// longer pinned). Addresses pinned with more than half of their time
+    /// left are not pinned again; a request whose new addresses do not fit
+    /// in [`MAX_LEARNED`] pins nothing and gets SERVFAIL.
+    async fn pin_batch(&self, r: &Resolver, batch: Vec<PinRequest>) {
+        let current = self.rules();
+        let at = Instant::now();
+        let mut accepted: Vec<PinRequest> = Vec::new();
+        let mut fresh: Vec<Pin> = Vec::new();
+        {
+            let l = lock(&self.learned);
+            let live = |addr: &Ipv4Addr| l.get(addr).is_some_and(|x| x.until > at);
+            let mut in_use = l.values().filter(|x| x.until > at).count();
+            for req in batch {
+                if req.generation != current.generation {
+                    match current.policy.name_verdict(&req.name) {
+                        NameVerdict::Deny => {
+                            let _ = req.done.send(Err(ResponseCode::NXDomain));
+                            continue;
+                        }
+                        NameVerdict::Pass => {
+                            let _ = req.done.send(Ok(()));
+                            continue;
+                        }
+                        NameVerdict::Pin => {}
+                    }
+                }
+                let mine: Vec<Pin> = req
+                    .wanted
                     .iter()
-                    .filter(|p| l.get(&p.addr).map(|x| x.until <= at) != Some(false))
-                    .count()
-            };
-            if l.len() + added(&l) > MAX_LEARNED {
-                l.retain(|_, x| x.until > at);
-                if l.len() + added(&l) > MAX_LEARNED {
+                    .filter(|p| match l.get(&p.addr) {
+                        Some(x) => x.until.saturating_duration_since(at) <= p.ttl / 2,
+                        None => true,
+                    })
+                    .copied()
+                    .collect();
+                let added = mine
+                    .iter()
+                    .filter(|p| !live(&p.addr) && !fresh.iter().any(|f| f.addr == p.addr))
+                    .count();
+                if in_use + added > MAX_LEARNED {
                     tracing::warn!(
                         "sandbox {}: {MAX_LEARNED} addresses are pinned; not pinning those of \
-                         {name} until some expire",
-                        self.id
+                         {} until some expire",
+                        self.id,
+                        req.name
                     );
-                    return Err(ResponseCode::ServFail);
+                    let _ = req.done.send(Err(ResponseCode::ServFail));
+                    continue;
                 }
-            }
-            // Already pinned long enough: only the name is remembered.
-            for p in wanted {
-                if let Some(x) = l.get_mut(&p.addr) {
-                    remember(&mut x.names, name);
+                in_use += added;
+                for p in mine {
+                    match fresh.iter_mut().find(|f| f.addr == p.addr) {
+                        Some(f) => f.ttl = f.ttl.max(p.ttl),
+                        None => fresh.push(p),
+                    }
                 }
+                accepted.push(req);
             }
-            fresh
-        };
-        if fresh.is_empty() {
-            return Ok(());
         }
-        let (table, pinner, p) = (self.table.clone(), r.pinner.clone(), fresh.clone());
-        match tokio::task::spawn_blocking(move || pinner(&table, &p)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::warn!("sandbox {}: pinning the addresses of {name}: {e}", self.id);
-                return Err(ResponseCode::ServFail);
+        if !fresh.is_empty() {
+            let (table, pinner, p) = (self.table.clone(), r.pinner.clone(), fresh.clone());
+            let failed = match tokio::task::spawn_blocking(move || pinner(&table, &p)).await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e),
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(e) = failed {
+                tracing::warn!("sandbox {}: pinning resolved addresses: {e}", self.id);
+                for req in accepted {
+                    let _ = req.done.send(Err(ResponseCode::ServFail));
+                }
+                return;
             }
-            Err(_) => return Err(ResponseCode::ServFail),
         }
-        // Taken after nft ran: never before the kernel's element expires.
+        // Taken after nft ran: never before the kernel's elements expire.
         let at = Instant::now();
         let mut l = lock(&self.learned);
+        if l.len() + fresh.len() > MAX_LEARNED {
+            l.retain(|_, x| x.until > at);
+        }
         for p in &fresh {
             let x = l.entry(p.addr).or_insert_with(|| Learned {
                 names: Vec::new(),
@@ -508,10 +551,25 @@ impl Attached {
                 x.names.clear();
             }
             x.until = at + p.ttl;
-            remember(&mut x.names, name);
         }
-        Ok(())
+        for req in accepted {
+            for p in &req.wanted {
+                if let Some(x) = l.get_mut(&p.addr) {
+                    remember(&mut x.names, &req.name);
+                }
+            }
+            let _ = req.done.send(Ok(()));
+        }
     }
+}
+
+/// An answer's addresses waiting to be pinned.
+struct PinRequest {
+    /// The generation of the rules that allowed the name.
+    generation: u64,
+    name: String,
+    wanted: Vec<Pin>,
+    done: oneshot::Sender<Result<(), ResponseCode>>,
 }
 
 /// Add `name` to the names of a pinned address (the oldest goes when

@@ -14,7 +14,8 @@ async fn upstream() -> (SocketAddr, Arc<AtomicUsize>) {
 }
 
 /// A fake upstream that answers after `delay` with `records` addresses
-/// (192.0.2.10 first, then 10.x.y.z), TTL `ttl`, and counts the queries.
+/// (192.0.2.10 first, 10.1.0.K for a name `nK.*`; then 10.x.y.z), TTL
+/// `ttl`, and counts the queries.
 async fn upstream_with(delay: Duration, ttl: u32, records: u32) -> (SocketAddr, Arc<AtomicUsize>) {
     let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
     let addr = sock.local_addr().unwrap();
@@ -31,9 +32,14 @@ async fn upstream_with(delay: Duration, ttl: u32, records: u32) -> (SocketAddr, 
                 tokio::time::sleep(delay).await;
                 let mut m = reply_to(&q, ResponseCode::NoError);
                 let name = q.queries()[0].name().clone();
+                let first = name.to_ascii();
+                let k = first
+                    .strip_prefix('n')
+                    .and_then(|t| t.split('.').next()?.parse::<u8>().ok());
                 for i in 0..records {
-                    let ip = match i {
-                        0 => Ipv4Addr::new(192, 0, 2, 10),
+                    let ip = match (i, k) {
+                        (0, Some(k)) => Ipv4Addr::new(10, 1, 0, k),
+                        (0, None) => Ipv4Addr::new(192, 0, 2, 10),
                         _ => Ipv4Addr::from(0x0a00_0000 + i),
                     };
                     m.add_answer(Record::from_rdata(name.clone(), ttl, RData::A(ip.into())));
@@ -58,11 +64,17 @@ fn resolver(upstreams: Vec<SocketAddr>) -> (Arc<Resolver>, Pinned) {
 }
 
 fn resolver_with(opts: Options) -> (Arc<Resolver>, Pinned) {
+    resolver_pinning_in(opts, Duration::ZERO)
+}
+
+/// A resolver whose pinner takes `delay` (an nft run).
+fn resolver_pinning_in(opts: Options, delay: Duration) -> (Arc<Resolver>, Pinned) {
     let pinned: Pinned = Arc::default();
     let p = pinned.clone();
     let r = Resolver::with_pinner(
         opts,
         Arc::new(move |table: &str, pins: &[Pin]| {
+            std::thread::sleep(delay);
             lock(&p).push((table.to_string(), pins.to_vec()));
             Ok(())
         }),
@@ -86,6 +98,7 @@ fn sandbox(allow: &[&str], deny: &[&str]) -> Attached {
             policy: Arc::new(Policy::compile(&rules).unwrap()),
         }),
         pin_lock: AsyncMutex::new(()),
+        pending: Mutex::new(Vec::new()),
         learned: Mutex::new(HashMap::new()),
         bucket: Mutex::new(Bucket {
             tokens: 20.0,
@@ -476,4 +489,39 @@ async fn a_periodic_attach_does_not_bring_back_old_rules() {
         a.rules().policy.name_verdict("evil.test"),
         NameVerdict::Deny
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_waiting_to_pin_are_pinned_in_one_run() {
+    let (up, _) = upstream().await;
+    let (r, pinned) = resolver_pinning_in(
+        Options {
+            upstreams: vec![up],
+            upstream_timeout: Duration::from_millis(500),
+            ..Options::default()
+        },
+        Duration::from_millis(200),
+    );
+    let a = Arc::new(sandbox(&["*.allowed.test"], &["0.0.0.0/0"]));
+    let mut asks = Vec::new();
+    for k in 0..20u8 {
+        let (r, a) = (r.clone(), a.clone());
+        asks.push(tokio::spawn(async move {
+            let q = query(&format!("n{k}.allowed.test."));
+            decode(answer(&r, &a, &q, false).await)
+        }));
+        // The first pin is running when the others come.
+        if k == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    for ask in asks {
+        let m = ask.await.unwrap();
+        assert_eq!(m.response_code(), ResponseCode::NoError);
+    }
+    let runs = lock(&pinned).clone();
+    let addrs: usize = runs.iter().map(|(_, p)| p.len()).sum();
+    assert_eq!(addrs, 20, "{runs:?}");
+    assert!(runs.len() <= 3, "{} nft runs for 20 answers", runs.len());
+    assert_eq!(lock(&a.learned).len(), 20);
 }

@@ -17,7 +17,10 @@
 //!
 //! Domain names are enforced by the resolver: it answers a denied name
 //! with NXDOMAIN and pins the addresses of an allowed one into the `dns`
-//! set ([`pin`]) before it answers. The block list of
+//! set ([`pin`]) before it answers; the set holds at most
+//! [`DNS_SET_SIZE`] addresses. A packet is judged by the sets whatever its
+//! connection's state: an expired pin or a rule change cuts connections
+//! already open, so a revocation holds for them too. The block list of
 //! [`super::blocklist`] (host, metadata, link-local) is checked before any
 //! of this and always applies. IPv6 entries are validated and kept, but
 //! a NAT sandbox has no IPv6 route out: all of its IPv6 is refused anyway.
