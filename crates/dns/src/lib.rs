@@ -84,7 +84,7 @@ pub const MAX_LEARNED: usize = egress::DNS_SET_SIZE;
 pub const MAX_PINS_PER_ANSWER: usize = 32;
 /// Names remembered per pinned address (several names may share one; an
 /// address is kept across a rule change while one of them is allowed).
-pub const MAX_NAMES_PER_ADDR: usize = 8;
+pub const MAX_NAMES_PER_ADDR: usize = 4;
 /// The largest UDP query taken from a sandbox.
 const MAX_UDP: usize = 4096;
 /// Answers over UDP without EDNS are at most this long (RFC 1035).
