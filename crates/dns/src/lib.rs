@@ -356,15 +356,8 @@ impl Resolver {
                     .filter(|n| policy.name_verdict(n) == NameVerdict::Pin)
                     .cloned()
                     .collect();
-                (!names.is_empty()).then(|| {
-                    (
-                        *addr,
-                        Learned {
-                            names,
-                            until: l.until,
-                        },
-                    )
-                })
+                let until = l.until;
+                (!names.is_empty()).then_some((*addr, Learned { names, until }))
             })
             .collect();
         let pins: Vec<Pin> = kept
