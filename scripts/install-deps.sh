@@ -110,6 +110,7 @@ pkgs=(
   busybox-static  # a tiny static userland for the OCI image import test
   zstd        # the `tar | zstd` baseline of the snapshot benchmark
   xfsprogs    # reflink-capable data dirs: the snapshot freeze test and benchmark
+  openssh-client  # ssh, scp, sftp, ssh-keygen: the SSH gateway's tests
 )
 missing=()
 for p in "${pkgs[@]}"; do

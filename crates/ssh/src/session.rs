@@ -88,8 +88,7 @@ pub async fn run(
     // An open channel keeps the sandbox from being idle.
     let active = ctl.stream_opened(&login.sandbox_id);
     match start {
-        // The sftp server holds the slot and the activity until it ends.
-        Start::Sftp => return crate::sftp::run(ctl.clone(), login, channel, active, slot),
+        Start::Sftp => crate::sftp::run(ctl.clone(), login, channel).await,
         Start::Shell => {
             let argv = vec!["/bin/sh".into(), "-c".into(), LOGIN_SHELL.into()];
             exec(&ctl, &login, channel, &handle, argv, pty, env).await
