@@ -61,14 +61,13 @@ pub async fn run(ctl: Controller, login: Arc<Login>, channel: Channel<Msg>) {
     let (mut rx, tx) = channel.split();
     let up = async {
         while let Some(msg) = rx.wait().await {
-            match msg {
-                ChannelMsg::Data { data } => {
-                    if w.write_all(&data).await.is_err() {
-                        break;
-                    }
-                }
+            let written = match msg {
+                ChannelMsg::Data { data } => w.write_all(&data).await,
                 ChannelMsg::Eof | ChannelMsg::Close => break,
-                _ => {}
+                _ => Ok(()),
+            };
+            if written.is_err() {
+                break;
             }
         }
         let _ = w.shutdown().await;
