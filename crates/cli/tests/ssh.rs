@@ -164,6 +164,11 @@ fn sessions_and_files(g: &Gateway, sb: &str) {
     // Stdin, and its end.
     let out = g.ssh(sb, &["wc -c"], b"hello world");
     assert_eq!(stdout(&out).trim(), "11");
+    // A stream both ways larger than every window: `cat` echoes 12 MiB.
+    let big = binary(12 << 20);
+    let out = g.ssh(sb, &["cat"], &big);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.stdout == big, "cat returned {} bytes", out.stdout.len());
     // Environment sent by the client (SetEnv) and the start directory.
     let out = g.run(
         g.ssh_cmd(
