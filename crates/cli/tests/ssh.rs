@@ -491,6 +491,16 @@ fn ssh_gateway_with_the_openssh_client() {
     );
     g.d.ok(&["ssh-key", "rm", "second"]);
     g.refused("stranger", "web");
+    let gone = g.d.run(&["ssh-key", "rm", "second"]);
+    assert!(!gone.status.success());
+    assert!(stderr(&gone).contains("no SSH key"), "{}", stderr(&gone));
+
+    // A stopped sandbox: the login works, the command says why it cannot run.
+    g.d.ok(&["stop", "web"]);
+    let out = g.ssh("web", &["true"], b"");
+    assert_eq!(out.status.code(), Some(255));
+    assert!(stderr(&out).contains("stopped"), "{}", stderr(&out));
+    g.d.ok(&["start", "web"]);
 
     // gVisor, where this host has it.
     if can_run_gvisor() {
