@@ -52,7 +52,7 @@ impl Gateway {
     fn start() -> Gateway {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
-        let d = Daemon::start_with(&["--ssh-listen", &addr]);
+        let d = Daemon::start_with(&["--ssh-listen", &addr, "--ssh-idle-timeout", "8s"]);
         wait_listening(&addr, 30);
         let dir = tempfile::tempdir().unwrap();
         keygen(&dir.path().join("id"));
@@ -508,6 +508,12 @@ fn ssh_gateway_with_the_openssh_client() {
         sessions_and_files(&g, "gv");
         local_forward(&g, "gv");
     }
+
+    // A connection without traffic is closed after --ssh-idle-timeout.
+    let t0 = std::time::Instant::now();
+    let out = g.ssh("web", &["sleep 60"], b"");
+    assert_eq!(out.status.code(), Some(255), "{}", stderr(&out));
+    assert!(t0.elapsed() < Duration::from_secs(40), "{:?}", t0.elapsed());
 
     // The host key survives a restart: the pinned known_hosts still works.
     g.d.restart();
