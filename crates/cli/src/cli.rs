@@ -669,6 +669,7 @@ pub enum SshKeyCommand {
         /// A name for it (default: the key's comment).
         #[arg(long)]
         name: Option<String>,
+        /// Print the registered key as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -679,6 +680,7 @@ pub enum SshKeyCommand {
     Rm {
         /// The key's id or name, from `dwell ssh-key ls`.
         key: String,
+        /// Print the removed key as JSON.
         #[arg(long)]
         json: bool,
     },

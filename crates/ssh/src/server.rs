@@ -75,9 +75,12 @@ pub async fn serve(
         auth_rejection_time_initial: Some(Duration::ZERO),
         keys: vec![host.key],
         max_auth_attempts: MAX_AUTH_ATTEMPTS,
+        // No traffic either way for this long closes the connection. No
+        // keepalives of our own: their answers would count as traffic and
+        // keep idle connections open for ever (a client that wants to stay
+        // sets ServerAliveInterval).
         inactivity_timeout: Some(opts.idle_timeout),
-        keepalive_interval: Some(Duration::from_secs(30)),
-        keepalive_max: 4,
+        keepalive_interval: None,
         nodelay: true,
         ..Default::default()
     });
