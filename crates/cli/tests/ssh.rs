@@ -5,7 +5,11 @@
 //! forwarding to a server inside the sandbox, logins refused alike for a
 //! wrong key, another tenant's sandbox and an unknown one, the audit
 //! record, and a host key that survives restarts. On both runtimes where
-//! this host has them.
+//! this host has them. Then the attacks on the gateway itself (the same on
+//! every runtime: login and channels are decided before the agent): a
+//! tenant that registers another's public key cannot capture their bare
+//! `SANDBOX@` logins, a removed key's live connection is closed and opens
+//! no channel, and anonymous connections cannot take every slot.
 
 mod common;
 
@@ -50,9 +54,15 @@ fn keygen(path: &Path) {
 
 impl Gateway {
     fn start() -> Gateway {
+        Gateway::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Gateway {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
-        let d = Daemon::start_with(&["--ssh-listen", &addr, "--ssh-idle-timeout", "8s"]);
+        let mut args = vec!["--ssh-listen", &addr, "--ssh-idle-timeout", "8s"];
+        args.extend_from_slice(extra);
+        let d = Daemon::start_with(&args);
         wait_listening(&addr, 30);
         let dir = tempfile::tempdir().unwrap();
         keygen(&dir.path().join("id"));
@@ -519,4 +529,209 @@ fn ssh_gateway_with_the_openssh_client() {
     g.d.restart();
     wait_listening(&format!("127.0.0.1:{}", g.port), 30);
     assert_eq!(stdout(&g.ssh("web", &["echo again"], b"")), "again\n");
+}
+
+/// Opens idle TCP connections to the gateway from loopback source
+/// addresses (`plan`: `IP:COUNT`), prints how many of each got the server's
+/// greeting (the rest were closed at once), closes those of the last
+/// address, then prints how many of the others the server closed (the
+/// login grace) and how long that took; exits when its stdin closes.
+const IDLE_CLIENTS: &str = r#"
+import socket, sys, time
+port = int(sys.argv[1])
+conns = []
+for item in sys.argv[2:]:
+    ip, n = item.split(":")
+    for _ in range(int(n)):
+        s = socket.socket()
+        s.bind((ip, 0))
+        s.connect(("127.0.0.1", port))
+        conns.append((ip, s))
+time.sleep(1)
+greeted, counts = [], {}
+for ip, s in conns:
+    s.settimeout(3)
+    try:
+        b = s.recv(64)
+    except OSError:
+        b = b""
+    if b.startswith(b"SSH-"):
+        greeted.append((ip, s))
+        counts[ip] = counts.get(ip, 0) + 1
+last = sys.argv[-1].split(":")[0]
+greeted = [s for ip, s in greeted if ip != last or s.close()]
+time.sleep(1)
+print(" ".join(f"{item.split(':')[0]}={counts.get(item.split(':')[0], 0)}" for item in sys.argv[2:]), flush=True)
+t0 = time.time()
+closed = 0
+for s in greeted:
+    s.settimeout(max(0.1, 40 - (time.time() - t0)))
+    try:
+        while s.recv(4096):
+            pass
+        closed += 1
+    except OSError as e:
+        closed += 1 if not isinstance(e, socket.timeout) else 0
+print(f"closed={closed} after={time.time() - t0:.0f}", flush=True)
+sys.stdin.read()
+"#;
+
+#[test]
+fn ssh_gateway_shared_keys_removed_keys_and_anonymous_floods() {
+    if !can_run() || !have("ssh") || !has_tools(&["python3"]) {
+        return;
+    }
+    let g = Gateway::start_with(&[
+        "--ssh-max-connections",
+        "30",
+        "--ssh-max-startups",
+        "20",
+        "--ssh-max-startups-per-ip",
+        "10",
+        "--ssh-login-grace",
+        "10s",
+    ]);
+    let key = |tenant: Option<&str>, name: &str, file: &str| {
+        let path = g.path(file).display().to_string();
+        let mut args = vec![];
+        if let Some(t) = tenant {
+            args.extend(["--as-tenant", t]);
+        }
+        args.extend(["ssh-key", "add", "--name", name, path.as_str()]);
+        g.d.ok(&args);
+    };
+
+    // 1. Anonymous connections: at most 10 per source address and 20 in
+    // all wait to log in (56 opened against 30 connection slots); once a
+    // few of them go, a user from elsewhere logs in; the waiting ones are
+    // closed after the login grace.
+    key(None, "laptop", "id.pub");
+    g.d.create("main", &[]);
+    let mut py = Command::new("python3");
+    py.arg("-c")
+        .arg(IDLE_CLIENTS)
+        .arg(g.port.to_string())
+        .args(["127.0.0.1:40", "127.0.0.3:8", "127.0.0.4:8"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut flood = py.spawn().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(flood.stdout.take().unwrap()));
+    let flood = KillOnDrop(flood);
+    let counts = lines.next().unwrap().unwrap();
+    assert_eq!(counts, "127.0.0.1=10 127.0.0.3=8 127.0.0.4=2", "{counts}");
+    let out = g.run(
+        g.ssh_cmd("id", "main", &["-o", "BindAddress=127.0.0.2"], &["echo in"]),
+        b"",
+    );
+    assert_eq!(stdout(&out), "in\n", "{}", stderr(&out));
+    let closed = lines.next().unwrap().unwrap();
+    assert!(closed.starts_with("closed=18 "), "{closed}");
+    assert!(g.d.log().contains("--ssh-max-startups-per-ip"));
+    drop(flood);
+
+    // 2. Tenant "attacker" registers the victim's public key (public keys
+    // are public) and makes a sandbox "web"; the victim ("default") has
+    // "main" only. The victim's bare `web@` must not reach the attacker's.
+    g.d.tenant_key("attacker");
+    key(Some("attacker"), "stolen", "id.pub");
+    g.d.ok(&[
+        "--as-tenant",
+        "attacker",
+        "create",
+        "--name",
+        "web",
+        "--memory",
+        "256M",
+        "--disk",
+        "512M",
+    ]);
+    g.d.ok(&[
+        "--as-tenant",
+        "attacker",
+        "exec",
+        "web",
+        "--",
+        "sh",
+        "-c",
+        "echo attacker > /owner",
+    ]);
+    let ambiguous = |user: &str| {
+        let out = g.ssh(user, &["cat /owner; echo reached"], b"");
+        assert_eq!(out.status.code(), Some(255), "{user}: {}", stdout(&out));
+        assert!(
+            !stdout(&out).contains("reached"),
+            "{user}: {}",
+            stdout(&out)
+        );
+        assert!(
+            stderr(&out).contains(&format!("ssh {user}+TENANT@HOST")),
+            "{user}: {}",
+            stderr(&out)
+        );
+    };
+    ambiguous("web");
+    ambiguous("main");
+    // Qualified: only the tenant named, and only if it holds the key.
+    g.refused("id", "web+default");
+    g.refused("id", "web+nobody");
+    g.refused("id", "web+default+attacker");
+    assert_eq!(
+        stdout(&g.ssh("main+default", &["echo mine"], b"")),
+        "mine\n"
+    );
+    // The victim makes its own "web": the bare name is still refused, the
+    // qualified one and the id reach the victim's.
+    let vid = g.d.create("web", &[]);
+    g.d.sh("web", "echo victim > /owner");
+    ambiguous("web");
+    assert_eq!(
+        stdout(&g.ssh("web+default", &["cat /owner"], b"")),
+        "victim\n"
+    );
+    assert_eq!(stdout(&g.ssh(&vid, &["cat /owner"], b"")), "victim\n");
+    assert!(g.d.log().contains("a bare sandbox name is ambiguous"));
+    // A key only one tenant registered still logs in by bare name.
+    key(None, "second", "stranger.pub");
+    assert_eq!(
+        stdout(&g.run(g.ssh_cmd("stranger", "web", &[], &["cat /owner"]), b"")),
+        "victim\n"
+    );
+
+    // 3. A removed key: its live connection opens no new channel and is
+    // closed within seconds (a multiplexed master connection).
+    let ctl = g.path("mux");
+    let ctl_opt = format!("ControlPath={}", ctl.display());
+    let mux = |extra: &[&str], cmd: &[&str]| {
+        let mut v = vec!["-o", ctl_opt.as_str()];
+        v.extend_from_slice(extra);
+        g.run(g.ssh_cmd("stranger", "web", &v, cmd), b"")
+    };
+    let master = g
+        .ssh_cmd(
+            "stranger",
+            "web",
+            &["-o", &ctl_opt, "-o", "ControlMaster=yes", "-N"],
+            &[],
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut master = KillOnDrop(master);
+    wait_for(30, "the ssh master connection", || {
+        mux(&["-O", "check"], &[]).status.success()
+    });
+    let out = mux(&["-o", "ControlMaster=no"], &["echo one"]);
+    assert_eq!(stdout(&out), "one\n", "{}", stderr(&out));
+    g.d.ok(&["ssh-key", "rm", "second"]);
+    let t0 = std::time::Instant::now();
+    wait_for(5, "the removed key's connection to close", || {
+        matches!(master.0.try_wait(), Ok(Some(_)))
+    });
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    let out = mux(&["-o", "ControlMaster=no"], &["echo two"]);
+    assert_ne!(stdout(&out), "two\n");
+    assert!(g.d.log().contains("no longer logs in"));
 }

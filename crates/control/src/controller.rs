@@ -14,6 +14,7 @@
 //! [`agent`].
 
 mod access;
+pub use access::SshLogin;
 mod activity;
 mod agent;
 mod create;
@@ -131,6 +132,7 @@ impl Controller {
                 ports: Default::default(),
                 dns: opts.dns,
                 default_egress: opts.default_egress,
+                ssh_keys_changed: tokio::sync::watch::channel(0).0,
             }),
         }
     }
