@@ -14,7 +14,6 @@
 //! [`agent`].
 
 mod access;
-pub use access::SshLogin;
 mod activity;
 mod agent;
 mod create;

@@ -75,7 +75,8 @@ mod templates;
 mod thaw;
 pub mod transitions;
 
-pub use controller::{Controller, ControllerOptions, SshLogin};
+pub use controller::{Controller, ControllerOptions};
 pub use error::{Error, Result};
 pub use model::{CreateRequest, Mode, Sandbox, SandboxSpec, State};
 pub use ports::{Exposed, PortRoute, PortSettings};
+pub use ssh_keys::SshLogin;

@@ -3,7 +3,8 @@
 //! names the same algorithm) and fingerprinted the way `ssh-keygen -l`
 //! does (`SHA256:` and the unpadded base64 of the blob's SHA-256), which is
 //! how the SSH gateway finds the key a client proves. Also the gateway's
-//! user names: `SANDBOX` or `SANDBOX+TENANT` (see [`LoginName`]).
+//! user names, `SANDBOX` or `SANDBOX+TENANT` (see [`LoginName`]), and what
+//! its login check decides ([`SshLogin`]).
 
 use base64::Engine;
 use sha2::{Digest, Sha256};
@@ -154,6 +155,19 @@ pub fn default_name(k: &PublicKeyLine) -> String {
             format!("key-{fp}")
         }
     }
+}
+
+/// What [`crate::Controller::ssh_login`] decided.
+#[derive(Debug)]
+pub enum SshLogin {
+    /// The key is registered by the sandbox's tenant.
+    Granted(dwell_store::SshKey, Box<crate::model::Sandbox>),
+    /// No tenant that registered the key has such a sandbox (or the user
+    /// name names none).
+    Refused,
+    /// A bare sandbox name while these tenants (two or more) registered
+    /// the key: the client must name the tenant (`SANDBOX+TENANT`).
+    Ambiguous { tenants: Vec<String> },
 }
 
 /// Separates the sandbox from the tenant in a qualified SSH user name

@@ -449,13 +449,17 @@ impl Handler for Conn {
                 self.ctl.touch(&sb.id);
                 let login = Arc::new(Login {
                     tenant: k.tenant,
-                    sandbox_id: sb.id,
-                    sandbox_name: sb.name,
+                    sandbox_id: sb.id.clone(),
+                    sandbox_name: sb.name.clone(),
                     key_id: k.id,
                 });
-                let _ = self.login.set(login.clone());
-                // A key removed between the check and now: the watcher
-                // saw the change before there was a login to check.
+                // Set before the re-check below: a key removed between the
+                // check above and now was seen by the watcher while there
+                // was no login to check. Should the re-check fail, the
+                // login stays set and this connection logs in no more.
+                if self.login.set(login.clone()).is_err() {
+                    return Ok(Auth::reject());
+                }
                 if !holds(&self.ctl, self.peer, &login) {
                     return Ok(Auth::reject());
                 }

@@ -166,6 +166,11 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
                 a.ssh_login_grace
             )
         })?;
+        anyhow::ensure!(
+            !login_grace.is_zero() && a.ssh_max_startups > 0 && a.ssh_max_startups_per_ip > 0,
+            "--ssh-login-grace, --ssh-max-startups and --ssh-max-startups-per-ip must be more \
+             than zero (nobody could log in); the defaults are 20s, 64 and 10"
+        );
         let host = dwell_ssh::host_key::load_or_create(&data_dir)?;
         let tcp = listener::bind(addr, "--ssh-listen").await?;
         tracing::info!(

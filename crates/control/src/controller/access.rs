@@ -9,20 +9,7 @@ use dwell_store::{ApiKey, AuditEntry, KeyRecord, SshKey, Tenant};
 use crate::controller::Controller;
 use crate::error::{Error, Result};
 use crate::model::{Record, Sandbox, SandboxSpec};
-use crate::ssh_keys::LoginName;
-
-/// What [`Controller::ssh_login`] decided.
-#[derive(Debug)]
-pub enum SshLogin {
-    /// The key is registered by the sandbox's tenant.
-    Granted(SshKey, Sandbox),
-    /// No tenant that registered the key has such a sandbox (or the user
-    /// name names none).
-    Refused,
-    /// A bare sandbox name while these tenants (two or more) registered
-    /// the key: the client must name the tenant (`SANDBOX+TENANT`).
-    Ambiguous { tenants: Vec<String> },
-}
+use crate::ssh_keys::{LoginName, SshLogin};
 
 impl Controller {
     /// The API key whose SHA-256 is `hash`, revoked ones included.
@@ -147,7 +134,7 @@ impl Controller {
             match self.get(&key.tenant, sandbox) {
                 Ok(sb) => {
                     self.inner.store.touch_ssh_key(key)?;
-                    return Ok(SshLogin::Granted(key.clone(), sb));
+                    return Ok(SshLogin::Granted(key.clone(), Box::new(sb)));
                 }
                 Err(Error::NotFound(_)) => continue,
                 Err(e) => return Err(e),
