@@ -112,6 +112,7 @@ pkgs=(
   xfsprogs    # reflink-capable data dirs: the snapshot freeze test and benchmark
   chromium    # headless browser screenshots through the port proxy (tests)
   curl        # requests through the port proxy (tests)
+  openssh-client  # ssh, scp, sftp, ssh-keygen: the SSH gateway's tests
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -143,8 +143,10 @@ pub struct ServeArgs {
     /// (`127.0.0.1:49983`): the SDKs' `E2B_SANDBOX_URL`.
     #[arg(long)]
     pub e2b_sandbox_listen: Option<String>,
-    /// Serve SSH on TCP (`0.0.0.0:2222`): `ssh -p 2222 SANDBOX@HOST` logs in
-    /// to a sandbox with a key its tenant registered (`dwell ssh-key add`);
+    /// Serve SSH on TCP (`0.0.0.0:2222`): `ssh -p 2222 SANDBOX@HOST` (or
+    /// `SANDBOX+TENANT@HOST`, needed when several tenants registered the
+    /// key) logs in to a sandbox with a key its tenant registered
+    /// (`dwell ssh-key add`);
     /// shells, commands, scp/sftp and `ssh -L` forwarding. The host key is
     /// made once in the data dir (`ssh_host_ed25519_key`); its fingerprint
     /// is logged at start and shown by `dwell doctor`.
@@ -156,6 +158,17 @@ pub struct ServeArgs {
     /// An SSH connection with no traffic for this long is closed.
     #[arg(long, default_value = "1h")]
     pub ssh_idle_timeout: String,
+    /// How long an SSH client has to log in after connecting.
+    #[arg(long, default_value = "20s")]
+    pub ssh_login_grace: String,
+    /// SSH connections not logged in yet, in all (like OpenSSH's
+    /// MaxStartups); more are closed, so logged-in users keep the rest of
+    /// --ssh-max-connections.
+    #[arg(long, default_value_t = 64)]
+    pub ssh_max_startups: usize,
+    /// SSH connections not logged in yet from one source address.
+    #[arg(long, default_value_t = 10)]
+    pub ssh_max_startups_per_ip: usize,
     /// How long an E2B signed file URL without an expiration stays valid
     /// after its first use (the SDK's `download_url`/`upload_url` without
     /// `use_signature_expiration`).
@@ -662,13 +675,15 @@ pub enum ImageCommand {
 pub enum SshKeyCommand {
     /// Register a public key: `dwell ssh-key add ~/.ssh/id_ed25519.pub`
     /// (`-` reads it from stdin). Then `ssh -p 2222 SANDBOX@HOST` logs in
-    /// to any sandbox of your tenant with its private half.
+    /// to any sandbox of your tenant with its private half (as
+    /// `SANDBOX+TENANT@HOST` when other tenants registered it too).
     Add {
         /// The public key file (one OpenSSH line), or `-` for stdin.
         file: String,
         /// A name for it (default: the key's comment).
         #[arg(long)]
         name: Option<String>,
+        /// Print the registered key as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -679,6 +694,7 @@ pub enum SshKeyCommand {
     Rm {
         /// The key's id or name, from `dwell ssh-key ls`.
         key: String,
+        /// Print the removed key as JSON.
         #[arg(long)]
         json: bool,
     },

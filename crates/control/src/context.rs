@@ -65,6 +65,9 @@ pub(crate) struct Context {
     /// Egress rules of NAT sandboxes created without rules of their own
     /// whose tenant has no defaults (`serve --allow-out/--deny-out`).
     pub(crate) default_egress: dwell_runtime::host::egress::EgressRules,
+    /// Bumped whenever an SSH key is removed (see
+    /// [`crate::Controller::ssh_keys_changed`]).
+    pub(crate) ssh_keys_changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Context {

@@ -131,6 +131,7 @@ impl Controller {
                 ports: Default::default(),
                 dns: opts.dns,
                 default_egress: opts.default_egress,
+                ssh_keys_changed: tokio::sync::watch::channel(0).0,
             }),
         }
     }

@@ -79,3 +79,4 @@ pub use controller::{Controller, ControllerOptions};
 pub use error::{Error, Result};
 pub use model::{CreateRequest, Mode, Sandbox, SandboxSpec, State};
 pub use ports::{Exposed, PortRoute, PortSettings};
+pub use ssh_keys::SshLogin;

@@ -2,7 +2,9 @@
 //! OpenSSH one-line form is checked (a known algorithm, a key blob that
 //! names the same algorithm) and fingerprinted the way `ssh-keygen -l`
 //! does (`SHA256:` and the unpadded base64 of the blob's SHA-256), which is
-//! how the SSH gateway finds the key a client proves.
+//! how the SSH gateway finds the key a client proves. Also the gateway's
+//! user names, `SANDBOX` or `SANDBOX+TENANT` (see [`LoginName`]), and what
+//! its login check decides ([`SshLogin`]).
 
 use base64::Engine;
 use sha2::{Digest, Sha256};
@@ -155,9 +157,69 @@ pub fn default_name(k: &PublicKeyLine) -> String {
     }
 }
 
+/// What [`crate::Controller::ssh_login`] decided.
+#[derive(Debug)]
+pub enum SshLogin {
+    /// The key is registered by the sandbox's tenant.
+    Granted(dwell_store::SshKey, Box<crate::model::Sandbox>),
+    /// No tenant that registered the key has such a sandbox (or the user
+    /// name names none).
+    Refused,
+    /// A bare sandbox name while these tenants (two or more) registered
+    /// the key: the client must name the tenant (`SANDBOX+TENANT`).
+    Ambiguous { tenants: Vec<String> },
+}
+
+/// Separates the sandbox from the tenant in a qualified SSH user name
+/// (`web+acme`). Sandbox and tenant names are `[a-z0-9_.-]` and ids are
+/// `[a-z0-9]` (see [`crate::model::validate_name`]), so it occurs in
+/// neither.
+pub const TENANT_SEPARATOR: char = '+';
+
+/// An SSH user name as the gateway reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginName<'a> {
+    /// `SANDBOX`: a sandbox name or id, of whichever tenant holds the key.
+    Bare(&'a str),
+    /// `SANDBOX+TENANT`: a sandbox name or id of that tenant only.
+    Qualified { sandbox: &'a str, tenant: &'a str },
+}
+
+impl<'a> LoginName<'a> {
+    /// Reads `user`; `None` when it cannot name a sandbox (empty parts,
+    /// more than one separator).
+    pub fn parse(user: &'a str) -> Option<LoginName<'a>> {
+        match user.split_once(TENANT_SEPARATOR) {
+            None if !user.is_empty() => Some(LoginName::Bare(user)),
+            None => None,
+            Some((sandbox, tenant)) => {
+                (!sandbox.is_empty() && !tenant.is_empty() && !tenant.contains(TENANT_SEPARATOR))
+                    .then_some(LoginName::Qualified { sandbox, tenant })
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn login_names() {
+        assert_eq!(LoginName::parse("web"), Some(LoginName::Bare("web")));
+        assert_eq!(
+            LoginName::parse("web+acme"),
+            Some(LoginName::Qualified {
+                sandbox: "web",
+                tenant: "acme"
+            })
+        );
+        for bad in ["", "+acme", "web+", "web+a+b", "+"] {
+            assert_eq!(LoginName::parse(bad), None, "{bad:?}");
+        }
+        // The separator cannot be part of a sandbox or tenant name.
+        assert!(crate::model::validate_name("web+acme").is_err());
+    }
 
     // An ed25519 public key and the fingerprint `ssh-keygen -lf` prints for it.
     const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDk35dvhMBdwo5RmqKhR0fKNuaGx/efjAvJH1Ng0Qnex alice@laptop";

@@ -22,6 +22,9 @@ use crate::server::{env_ok, ChannelSlot, Login};
 const LOGIN_SHELL: &str =
     "if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi";
 
+/// Stdin bytes a session holds that its process has not taken yet.
+pub const STDIN_BUFFER: usize = 16 * 1024 * 1024;
+
 /// Where shells and commands start (the sandbox's root's home).
 pub const HOME: &str = "/root";
 
@@ -88,8 +91,7 @@ pub async fn run(
     // An open channel keeps the sandbox from being idle.
     let active = ctl.stream_opened(&login.sandbox_id);
     match start {
-        // The sftp server holds the slot and the activity until it ends.
-        Start::Sftp => return crate::sftp::run(ctl.clone(), login, channel, active, slot),
+        Start::Sftp => crate::sftp::run(ctl.clone(), login, channel).await,
         Start::Shell => {
             let argv = vec!["/bin/sh".into(), "-c".into(), LOGIN_SHELL.into()];
             exec(&ctl, &login, channel, &handle, argv, pty, env).await
@@ -168,12 +170,30 @@ async fn exec(
         }
     };
     let input = stream.input();
-    // Client -> process. Ends when the client closes the channel.
+    // Client -> process. Ends when the client closes the channel. russh
+    // grants the client window as data arrives, and the connection's other
+    // messages (the client's window for our output among them) wait while
+    // a channel's data is not taken: so stdin is taken at once into a
+    // buffer of up to STDIN_BUFFER bytes that a second loop feeds to the
+    // process, and only a process that leaves that much unread holds the
+    // connection up.
+    let room = Arc::new(tokio::sync::Semaphore::new(STDIN_BUFFER));
+    let (queue, mut queued) = tokio::sync::mpsc::unbounded_channel();
     let from_client = async {
         while let Some(msg) = rx.wait().await {
             let r = match msg {
-                ChannelMsg::Data { data } => input.write_stdin(data).await,
-                ChannelMsg::Eof => input.close_stdin().await,
+                ChannelMsg::Data { data } => {
+                    let n = data.len().clamp(1, STDIN_BUFFER) as u32;
+                    let Ok(permit) = room.clone().acquire_many_owned(n).await else {
+                        break;
+                    };
+                    let _ = queue.send(Some((data, permit)));
+                    Ok(())
+                }
+                ChannelMsg::Eof => {
+                    let _ = queue.send(None);
+                    Ok(())
+                }
                 ChannelMsg::WindowChange {
                     col_width,
                     row_height,
@@ -190,9 +210,30 @@ async fn exec(
                 _ => Ok(()),
             };
             if let Err(e) = r {
-                // The process may have closed its stdin or exited.
+                // The process may have exited.
                 tracing::debug!("ssh: input to the process: {e}");
             }
+        }
+    };
+    let feed = async {
+        while let Some(item) = queued.recv().await {
+            let r = match item {
+                // The permit goes back once the process has the bytes.
+                Some((data, _permit)) => input.write_stdin(data).await,
+                None => input.close_stdin().await,
+            };
+            if let Err(e) = r {
+                // The process may have closed its stdin or exited.
+                tracing::debug!("ssh: stdin of the process: {e}");
+            }
+        }
+        // Waits for the end of the channel (select below) after the queue.
+        std::future::pending::<()>().await
+    };
+    let from_client = async {
+        tokio::select! {
+            () = from_client => {}
+            () = feed => {}
         }
     };
     // Process -> client. Ends with the process.

@@ -14,19 +14,19 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use dwell_control::controller::StreamGuard;
 use dwell_control::Controller;
 use dwell_proto::{
     AgentClient, ErrorKind, FileInfo, FileKind, FileReader, FileWriter, WriteOptions,
 };
 use russh::server::Msg;
-use russh::Channel;
+use russh::{Channel, ChannelMsg};
 use russh_sftp::protocol::{
     Attrs, Data, File, FileAttributes, Handle, Name, OpenFlags, Status, StatusCode, Version,
 };
 use russh_sftp::server::StatusReply;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::server::{ChannelSlot, Login};
+use crate::server::Login;
 use crate::session::HOME;
 
 /// Largest sftp packet a client may send (a write of 256 KiB and its header).
@@ -40,33 +40,59 @@ const DIR_BATCH: usize = 128;
 /// Symlinks followed by `stat`.
 const MAX_LINKS: usize = 8;
 
-/// Starts the sftp server on a session channel; it runs until the client
-/// closes it, holding `active` and `slot` until then.
-pub fn run(
-    ctl: Controller,
-    login: Arc<Login>,
-    channel: Channel<Msg>,
-    active: StreamGuard,
-    slot: ChannelSlot,
-) {
+/// Serves sftp on a session channel until the client ends it, then sends
+/// exit status 0 (what `scp` checks) and closes the channel.
+pub async fn run(ctl: Controller, login: Arc<Login>, channel: Channel<Msg>) {
     let server = Sftp {
         ctl,
         login,
         client: None,
         handles: HashMap::new(),
         next: 0,
-        _active: active,
-        _slot: slot,
     };
     let cfg = russh_sftp::server::Config {
         max_client_packet_len: MAX_PACKET,
     };
-    // Spawns its own task, which owns `server`.
-    tokio::spawn(russh_sftp::server::run_with_config(
-        channel.into_stream(),
-        server,
-        cfg,
-    ));
+    // The server gets one end of a pipe (its task ends with the pipe); the
+    // channel is pumped to and from the other end here.
+    let (ours, theirs) = tokio::io::duplex(MAX_PACKET as usize);
+    russh_sftp::server::run_with_config(theirs, server, cfg).await;
+    let (mut r, mut w) = tokio::io::split(ours);
+    let (mut rx, tx) = channel.split();
+    let up = async {
+        while let Some(msg) = rx.wait().await {
+            let written = match msg {
+                ChannelMsg::Data { data } => w.write_all(&data).await,
+                ChannelMsg::Eof | ChannelMsg::Close => break,
+                _ => Ok(()),
+            };
+            if written.is_err() {
+                break;
+            }
+        }
+        let _ = w.shutdown().await;
+    };
+    let down = async {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match r.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx
+                        .data_bytes(Bytes::copy_from_slice(&buf[..n]))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    tokio::join!(up, down);
+    let _ = tx.exit_status(0).await;
+    let _ = tx.eof().await;
+    let _ = tx.close().await;
 }
 
 enum Open {
@@ -83,6 +109,11 @@ enum Open {
         writer: Option<FileWriter>,
         pos: u64,
         append: bool,
+        /// Set when an existing file opened without truncation is
+        /// rewritten from its start: its old size, whose tail past what is
+        /// written is lost unless the client truncates the file there (as
+        /// scp does).
+        lost_tail: Option<u64>,
     },
     Dir {
         entries: Vec<File>,
@@ -95,8 +126,6 @@ struct Sftp {
     client: Option<AgentClient>,
     handles: HashMap<String, Open>,
     next: u64,
-    _active: StreamGuard,
-    _slot: ChannelSlot,
 }
 
 fn reply(code: StatusCode, message: impl Into<String>) -> StatusReply {
@@ -343,22 +372,30 @@ impl Sftp {
             }
         };
         if lazy {
-            // Opened without truncating: writes may continue at its end.
+            // Opened without truncating: writes may continue at its end, or
+            // rewrite it from the start (scp writes, then truncates).
             let size = self.stat_path(&path).await?.size;
-            if offset != size {
+            if offset != size && offset != 0 {
                 return Err(reply(
                     StatusCode::OpUnsupported,
                     format!(
                         "{path}: writing at offset {offset} of a {size} byte file is not \
-                         supported by the dwell SSH gateway (only appending at its end, or \
-                         rewriting it whole: open it with truncation)"
+                         supported by the dwell SSH gateway (only from its start or its end)"
                     ),
                 ));
             }
-            let w = self.writer(&path, true, None).await?;
-            if let Open::Write { writer, pos, .. } = self.handle(h)? {
+            let rewrite = offset == 0 && size != 0;
+            let w = self.writer(&path, !rewrite, None).await?;
+            if let Open::Write {
+                writer,
+                pos,
+                lost_tail,
+                ..
+            } = self.handle(h)?
+            {
                 *writer = Some(w);
-                *pos = size;
+                *pos = offset;
+                *lost_tail = rewrite.then_some(size);
             }
         }
         let mut failed = None;
@@ -390,7 +427,11 @@ impl Sftp {
             }
         }
         match failed {
-            Some(e) => Err(self.error(&path, e).await),
+            Some(e) => {
+                // Nothing more can be written through this handle.
+                self.handles.remove(h);
+                Err(self.error(&path, e).await)
+            }
             None => Ok(()),
         }
     }
@@ -449,6 +490,7 @@ impl russh_sftp::server::Handler for Sftp {
                     writer: Some(w),
                     pos: size,
                     append: true,
+                    lost_tail: None,
                 }
             } else if pflags.contains(OpenFlags::TRUNCATE) || existing.is_none() {
                 let w = self.writer(&path, false, mode).await?;
@@ -457,6 +499,7 @@ impl russh_sftp::server::Handler for Sftp {
                     writer: Some(w),
                     pos: 0,
                     append: false,
+                    lost_tail: None,
                 }
             } else {
                 Open::Write {
@@ -464,6 +507,7 @@ impl russh_sftp::server::Handler for Sftp {
                     writer: None,
                     pos: 0,
                     append: false,
+                    lost_tail: None,
                 }
             }
         } else {
@@ -487,9 +531,21 @@ impl russh_sftp::server::Handler for Sftp {
             Some(Open::Write {
                 path,
                 writer: Some(w),
+                pos,
+                lost_tail,
                 ..
             }) => match w.finish().await {
-                Ok(_) => Ok(ok(id)),
+                Ok(_) => match lost_tail {
+                    Some(old) if old > pos => Err(reply(
+                        StatusCode::Failure,
+                        format!(
+                            "{path} was rewritten from its start: its old content past byte \
+                             {pos} (of {old}) is gone, as the dwell SSH gateway cannot write \
+                             into the middle of a file"
+                        ),
+                    )),
+                    _ => Ok(ok(id)),
+                },
                 Err(e) => Err(self.error(&path, e).await),
             },
             Some(_) => Ok(ok(id)),
@@ -585,8 +641,24 @@ impl russh_sftp::server::Handler for Sftp {
         handle: String,
         attrs: FileAttributes,
     ) -> Result<Status, Self::Error> {
+        let mut attrs = attrs;
         let path = match self.handle(&handle)? {
-            Open::Read { path, .. } | Open::Write { path, .. } => path.clone(),
+            Open::Read { path, .. } => path.clone(),
+            Open::Write {
+                path,
+                pos,
+                lost_tail,
+                ..
+            } => {
+                // Truncating where the writes ended (scp does): what they
+                // wrote is the file. Compared with what was sent, as the
+                // agent may still be writing it.
+                if attrs.size == Some(*pos) {
+                    attrs.size = None;
+                    *lost_tail = None;
+                }
+                path.clone()
+            }
             Open::Dir { .. } => {
                 return Err(reply(
                     StatusCode::OpUnsupported,
@@ -714,13 +786,24 @@ impl russh_sftp::server::Handler for Sftp {
 }
 
 impl Sftp {
-    /// Owners can change; modes, times and sizes cannot through the agent.
+    /// Owners can change; modes and sizes only to what they are already
+    /// (scp sets the mode it created the file with), times not at all.
     async fn set_attrs(
         &mut self,
         id: u32,
         path: String,
         a: FileAttributes,
     ) -> Result<Status, StatusReply> {
+        let mut a = a;
+        if a.permissions.is_some() || a.size.is_some() {
+            let f = self.stat_path(&path).await?;
+            if a.permissions.map(|p| p & 0o7777) == Some(f.mode & 0o7777) {
+                a.permissions = None;
+            }
+            if a.size == Some(f.size) {
+                a.size = None;
+            }
+        }
         if a.permissions.is_some() || a.atime.is_some() || a.mtime.is_some() || a.size.is_some() {
             return Err(reply(
                 StatusCode::OpUnsupported,

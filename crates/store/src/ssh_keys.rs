@@ -81,6 +81,19 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// The key `id`, of whichever tenant (the SSH gateway checks that a
+    /// live connection's key is still registered).
+    pub fn ssh_key(&self, id: &str) -> Result<Option<SshKey>> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM ssh_keys WHERE id = ?1"),
+                [id],
+                from_row,
+            )
+            .optional()?)
+    }
+
     /// Removes `tenant`'s key whose id or name is `id_or_name`; returns it,
     /// `None` when the tenant has no such key.
     pub fn delete_ssh_key(&self, tenant: &str, id_or_name: &str) -> Result<Option<SshKey>> {
@@ -159,11 +172,13 @@ mod tests {
         assert!(s.list_ssh_keys("acme").unwrap()[0].last_used_at.is_some());
         // Another tenant's key is not found; by name or id.
         assert!(s.delete_ssh_key("nobody", "k1").unwrap().is_none());
+        assert_eq!(s.ssh_key("k1").unwrap().unwrap().tenant, "acme");
         assert_eq!(
             s.delete_ssh_key("acme", "laptop").unwrap().unwrap().id,
             "k1"
         );
         assert!(s.delete_ssh_key("acme", "k1").unwrap().is_none());
+        assert!(s.ssh_key("k1").unwrap().is_none());
         assert_eq!(s.ssh_keys_by_fingerprint("SHA256:a").unwrap().len(), 1);
     }
 }

@@ -160,6 +160,17 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
                 a.ssh_idle_timeout
             )
         })?;
+        let login_grace = humantime::parse_duration(&a.ssh_login_grace).with_context(|| {
+            format!(
+                "--ssh-login-grace {:?} is not a duration; write it like 20s",
+                a.ssh_login_grace
+            )
+        })?;
+        anyhow::ensure!(
+            !login_grace.is_zero() && a.ssh_max_startups > 0 && a.ssh_max_startups_per_ip > 0,
+            "--ssh-login-grace, --ssh-max-startups and --ssh-max-startups-per-ip must be more \
+             than zero (nobody could log in); the defaults are 20s, 64 and 10"
+        );
         let host = dwell_ssh::host_key::load_or_create(&data_dir)?;
         let tcp = listener::bind(addr, "--ssh-listen").await?;
         tracing::info!(
@@ -170,7 +181,9 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
         let opts = dwell_ssh::Options {
             max_connections: a.ssh_max_connections,
             idle_timeout,
-            ..Default::default()
+            login_grace,
+            max_startups: a.ssh_max_startups,
+            max_startups_per_ip: a.ssh_max_startups_per_ip,
         };
         tasks.spawn(dwell_ssh::serve(tcp, ctl.clone(), host, opts, shutdown()));
     }

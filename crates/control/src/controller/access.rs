@@ -9,6 +9,7 @@ use dwell_store::{ApiKey, AuditEntry, KeyRecord, SshKey, Tenant};
 use crate::controller::Controller;
 use crate::error::{Error, Result};
 use crate::model::{Record, Sandbox, SandboxSpec};
+use crate::ssh_keys::{LoginName, SshLogin};
 
 impl Controller {
     /// The API key whose SHA-256 is `hash`, revoked ones included.
@@ -90,25 +91,82 @@ impl Controller {
 
     /// Remove `tenant`'s SSH key by id or name; `None` when it has no such key.
     pub fn remove_ssh_key(&self, tenant: &str, id_or_name: &str) -> Result<Option<SshKey>> {
-        Ok(self.inner.store.delete_ssh_key(tenant, id_or_name)?)
+        let removed = self.inner.store.delete_ssh_key(tenant, id_or_name)?;
+        if removed.is_some() {
+            // After the row is gone: the gateway re-checks what it sees.
+            self.inner.ssh_keys_changed.send_modify(|n| *n += 1);
+        }
+        Ok(removed)
     }
 
-    /// The SSH gateway's login check: the registered key with this
-    /// fingerprint whose tenant has the live sandbox `sandbox` (id or name),
-    /// with that sandbox. `None` for an unknown key and for a sandbox of
-    /// another tenant alike. A successful lookup counts as a use of the key.
-    pub fn ssh_login(&self, fingerprint: &str, sandbox: &str) -> Result<Option<(SshKey, Sandbox)>> {
-        for key in self.inner.store.ssh_keys_by_fingerprint(fingerprint)? {
+    /// The SSH gateway's login check for a client that proved the key with
+    /// this fingerprint and asked for `user` ([`LoginName`]: `SANDBOX` or
+    /// `SANDBOX+TENANT`, the sandbox by name or id).
+    ///
+    /// A qualified name logs in only when that tenant registered the key.
+    /// A bare sandbox id names one sandbox, whose tenant must hold the key.
+    /// A bare sandbox name is ambiguous when several tenants registered the
+    /// key (public keys are public: anyone may register anyone's), so it is
+    /// refused then rather than resolved to one of them. Unknown keys,
+    /// sandboxes and another tenant's sandboxes are refused alike. A login
+    /// counts as a use of the key.
+    pub fn ssh_login(&self, fingerprint: &str, user: &str) -> Result<SshLogin> {
+        let Some(name) = LoginName::parse(user) else {
+            return Ok(SshLogin::Refused);
+        };
+        let keys = self.inner.store.ssh_keys_by_fingerprint(fingerprint)?;
+        let (sandbox, candidates): (&str, Vec<&SshKey>) = match name {
+            LoginName::Qualified { sandbox, tenant } => (
+                sandbox,
+                keys.iter().filter(|k| k.tenant == tenant).collect(),
+            ),
+            LoginName::Bare(sandbox) => {
+                let mut tenants: Vec<String> = keys.iter().map(|k| k.tenant.clone()).collect();
+                tenants.sort();
+                tenants.dedup();
+                if tenants.len() > 1 && !crate::ids::looks_like_id(sandbox) {
+                    return Ok(SshLogin::Ambiguous { tenants });
+                }
+                (sandbox, keys.iter().collect())
+            }
+        };
+        for key in candidates {
             match self.get(&key.tenant, sandbox) {
                 Ok(sb) => {
-                    self.inner.store.touch_ssh_key(&key)?;
-                    return Ok(Some((key, sb)));
+                    self.inner.store.touch_ssh_key(key)?;
+                    return Ok(SshLogin::Granted(key.clone(), Box::new(sb)));
                 }
                 Err(Error::NotFound(_)) => continue,
                 Err(e) => return Err(e),
             }
         }
-        Ok(None)
+        Ok(SshLogin::Refused)
+    }
+
+    /// Whether a live SSH login still holds: key `key_id` is still
+    /// registered, by `tenant`, and `tenant` still has the live sandbox
+    /// `sandbox_id`. The gateway asks before every new channel and when
+    /// keys change ([`Self::ssh_keys_changed`]).
+    pub fn ssh_login_holds(&self, key_id: &str, tenant: &str, sandbox_id: &str) -> Result<bool> {
+        let key_ok = self
+            .inner
+            .store
+            .ssh_key(key_id)?
+            .is_some_and(|k| k.tenant == tenant);
+        if !key_ok {
+            return Ok(false);
+        }
+        match self.record(tenant, sandbox_id) {
+            Ok(rec) => Ok(rec.id == sandbox_id),
+            Err(Error::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A receiver that sees a new value whenever an SSH key is removed, so
+    /// the gateway can close the connections logged in with it.
+    pub fn ssh_keys_changed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.ssh_keys_changed.subscribe()
     }
 
     /// Whether an admin API key exists.
