@@ -199,33 +199,6 @@ impl Shared {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn connections_are_counted_per_address() {
-        let per = Arc::new(PerIp {
-            max: 2,
-            open: Mutex::default(),
-        });
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let s1 = per.acquire(a).unwrap();
-        let _s2 = per.acquire("::ffff:10.0.0.1".parse().unwrap()).unwrap();
-        assert!(per.acquire(a).is_none(), "a third from one address");
-        assert!(per.acquire("10.0.0.2".parse().unwrap()).is_some());
-        drop(s1);
-        assert!(per.acquire(a).is_some(), "a slot is given back");
-        let _v1 = per.acquire("2001:db8::1".parse().unwrap()).unwrap();
-        let _v2 = per.acquire("2001:db8::2".parse().unwrap()).unwrap();
-        assert!(
-            per.acquire("2001:db8::ffff:1".parse().unwrap()).is_none(),
-            "one /64"
-        );
-        assert!(per.acquire("2001:db8:0:1::1".parse().unwrap()).is_some());
-    }
-}
-
 /// Serves the proxy on `tcp` until `stop` completes; open connections
 /// then get `drain` to finish.
 pub async fn serve(
@@ -316,4 +289,31 @@ pub async fn serve(
         conns.abort_all();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_are_counted_per_address() {
+        let per = Arc::new(PerIp {
+            max: 2,
+            open: Mutex::default(),
+        });
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let s1 = per.acquire(a).unwrap();
+        let _s2 = per.acquire("::ffff:10.0.0.1".parse().unwrap()).unwrap();
+        assert!(per.acquire(a).is_none(), "a third from one address");
+        assert!(per.acquire("10.0.0.2".parse().unwrap()).is_some());
+        drop(s1);
+        assert!(per.acquire(a).is_some(), "a slot is given back");
+        let _v1 = per.acquire("2001:db8::1".parse().unwrap()).unwrap();
+        let _v2 = per.acquire("2001:db8::2".parse().unwrap()).unwrap();
+        assert!(
+            per.acquire("2001:db8::ffff:1".parse().unwrap()).is_none(),
+            "one /64"
+        );
+        assert!(per.acquire("2001:db8:0:1::1".parse().unwrap()).is_some());
+    }
 }
