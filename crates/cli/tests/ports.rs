@@ -950,6 +950,18 @@ fn e2b_sandboxes_are_served_on_every_port() {
         b"",
     );
     assert!(r.status == 200 || r.status == 204, "{r}");
+    // By name, envd is not served: its answers would tell that a sandbox
+    // of that name exists.
+    let name = d.inspect(&id)["name"].as_str().unwrap().to_string();
+    let r = http::request(
+        &proxy,
+        "GET",
+        "/health",
+        &[("Host", &format!("49983-{name}.{DOMAIN}"))],
+        b"",
+    );
+    assert_eq!(r.status, 404, "{r}");
+    assert!(r.text().contains("no sandbox port is served"), "{r}");
     // `dwell port` of a port the every-port exposure covers: its URL and a
     // login link, nothing new exposed.
     let e = json_of(&d, &["port", &id, "3000"]);
