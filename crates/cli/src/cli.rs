@@ -199,6 +199,11 @@ pub struct ServeArgs {
     /// HTTP connections, WebSockets, CONNECT tunnels); more get 503.
     #[arg(long, default_value_t = 128)]
     pub proxy_max_per_sandbox: usize,
+    /// Connections the port proxy serves at once from one client address
+    /// (IPv6: one /64); more get 503, so one client cannot take all of
+    /// `--max-connections`.
+    #[arg(long, default_value_t = 64)]
+    pub proxy_max_per_ip: usize,
     /// A proxied WebSocket or CONNECT tunnel with no traffic for this long is
     /// closed; also the longest wait for a sandbox server's answer.
     #[arg(long, default_value = "10m")]

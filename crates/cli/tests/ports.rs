@@ -1,11 +1,16 @@
 //! End to end: the port proxy (`dwell serve --proxy-listen --domain`).
 //! A `python3 -m http.server` in a sandbox without a network is reached
 //! through the proxy by host name: with its token, through a one-time
-//! link and its cookie, by name, publicly; wrong tokens get 401, unknown
-//! hosts and another tenant's calls 404, a port nothing listens on a 502
-//! page that names it. A WebSocket-style upgrade and a CONNECT tunnel pipe
-//! bytes both ways. A headless Chromium takes a screenshot of a page a
-//! sandbox serves. Both runtimes (gVisor when runsc is there).
+//! link and its cookie, by name, publicly; wrong tokens get 401 by id,
+//! and by name the same 404 as unknown hosts, ports not exposed and another
+//! tenant's calls; a port nothing listens on a 502 page that names it. A
+//! WebSocket-style upgrade and a CONNECT tunnel pipe bytes both ways. The
+//! attacks of a sandbox (or another site's page) on the proxy's cookie are
+//! refused: cross-origin cookie POSTs and WebSocket handshakes (403), a
+//! server planting the cookie, a login link redirecting off the host, a
+//! used link replayed after a restart, and one client taking every
+//! connection. A headless Chromium takes a screenshot of a page a sandbox
+//! serves. Both runtimes (gVisor when runsc is there).
 //!
 //! All traffic goes to the proxy on 127.0.0.1; host names are sent as
 //! `Host` headers (and mapped to 127.0.0.1 for Chromium), never resolved.
@@ -38,12 +43,13 @@ def serve(c):
     for line in head.decode().split('\r\n')[1:]:
         k, _, v = line.partition(':')
         if k.strip().lower() == 'sec-websocket-key': key = v.strip()
+    planted = b'Set-Cookie: dwell_port=planted; Domain=dwell.test; Path=/\r\nSet-Cookie: DWELL_PORT=p2\r\nSet-Cookie: app=1\r\n'
     if not key:
-        c.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n' % len(head) + head)
+        c.sendall(b'HTTP/1.1 200 OK\r\n' + planted + b'Content-Length: %d\r\nConnection: close\r\n\r\n' % len(head) + head)
         c.close()
         return
     acc = base64.b64encode(hashlib.sha1((key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').encode()).digest()).decode()
-    c.sendall(('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n' % acc).encode())
+    c.sendall(('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n' % acc).encode() + planted + b'\r\n')
     if rest: c.sendall(rest)
     while True:
         d = c.recv(65536)
@@ -128,16 +134,25 @@ fn json_of(d: &Daemon, args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&d.ok(&a)).unwrap()
 }
 
+/// The 404 for `host`, with the host name taken out: every host that
+/// serves nothing to the client gets this same page.
+fn generic_404(s: &Setup, host: &str, headers: &[(&str, &str)]) -> String {
+    let r = get(s, host, "/", headers);
+    assert_eq!(r.status, 404, "{host}: {r}");
+    let text = r.text().replace(host, "HOST");
+    assert!(text.contains("no sandbox port is served at HOST"), "{r}");
+    text
+}
+
 /// The HTTP part: tokens, links, cookies, names, errors, public, tenants.
 fn http_checks(s: &Setup) {
     let host = format!("8080-{}.{DOMAIN}", s.id);
-    // Before exposing: 404 naming the port.
-    let r = get(s, &host, "/", &[]);
-    assert_eq!(r.status, 404, "{r}");
-    assert!(
-        r.text().contains("port 8080 of sandbox web is not exposed"),
-        "{r}"
-    );
+    // Before exposing, by id or name: the 404 of an unknown host, naming
+    // neither sandbox nor port.
+    let unknown = generic_404(s, &format!("8080-nosuchname.{DOMAIN}"), &[]);
+    assert_eq!(generic_404(s, &host, &[]), unknown);
+    assert_eq!(generic_404(s, &format!("8080-web.{DOMAIN}"), &[]), unknown);
+    assert!(!unknown.contains("web") && !unknown.contains(&s.id));
 
     // `dwell port` exposes privately and prints URL, token and link.
     let e = port_json(s, &["port", "web", "8080"]);
@@ -164,12 +179,23 @@ fn http_checks(s: &Setup) {
         &[("e2b-traffic-access-token", &token)],
     );
     assert_eq!(r.status, 200, "{r}");
-    // Missing or wrong token: 401 that says how.
+    // Missing or wrong token: by id (unguessable) 401 that says how; by
+    // name the 404 of an unknown name, so names do not tell who exists.
     let r = get(s, &host, "/", &[]);
     assert_eq!(r.status, 401, "{r}");
     assert!(r.text().contains("X-Dwell-Token"), "{r}");
     let r = get(s, &host, "/", &[("X-Dwell-Token", &"0".repeat(64))]);
     assert_eq!(r.status, 401, "{r}");
+    let by_name = format!("8080-web.{DOMAIN}");
+    assert_eq!(generic_404(s, &by_name, &[]), unknown);
+    assert_eq!(
+        generic_404(s, &by_name, &[("X-Dwell-Token", &"0".repeat(64))]),
+        unknown
+    );
+    assert_eq!(
+        generic_404(s, &format!("8080-web--default.{DOMAIN}"), &[]),
+        unknown
+    );
     // By name (the default tenant's sandbox `web`).
     let r = get(
         s,
@@ -198,7 +224,15 @@ fn http_checks(s: &Setup) {
     assert_eq!(r.status, 401, "a link works once: {r}");
     // The cookie is bound to its host.
     let r = get(s, &format!("8080-web.{DOMAIN}"), "/", &[("Cookie", &pair)]);
-    assert_eq!(r.status, 401, "{r}");
+    assert_eq!(r.status, 404, "{r}");
+    // A login link never sends the browser off the host: `//evil.example`
+    // as the path would be another host in `Location`.
+    let fresh = port_json(s, &["port", "web", "8080"]);
+    let link = fresh["login_url"].as_str().unwrap();
+    let query = &link[link.find('?').unwrap()..];
+    let r = get(s, &host, &format!("//evil.example/x{query}"), &[]);
+    assert_eq!(r.status, 303, "{r}");
+    assert_eq!(r.header("location"), Some("/evil.example/x"), "{r}");
     // `dwell port` of an exposed port: a fresh link, no new token.
     let again = port_json(s, &["port", "web", "8080"]);
     assert!(again.get("token").is_none(), "{again}");
@@ -221,12 +255,17 @@ fn http_checks(s: &Setup) {
         assert!(String::from_utf8_lossy(&body).contains("hello from the sandbox"));
     }
 
-    // Unknown sandbox, unknown host: 404 that reveals nothing.
-    let r = get(s, &format!("8080-abcdefghijkmnpqrstuv.{DOMAIN}"), "/", &[]);
-    assert_eq!(r.status, 404, "{r}");
-    assert!(r.text().contains("no sandbox port is served"), "{r}");
-    let r = get(s, "example.org", "/", &[]);
-    assert_eq!(r.status, 404, "{r}");
+    // Unknown sandbox, unknown host, a port not exposed: the same 404.
+    assert_eq!(
+        generic_404(s, &format!("8080-abcdefghijkmnpqrstuv.{DOMAIN}"), &[]),
+        unknown
+    );
+    assert_eq!(generic_404(s, "example.org", &[]), unknown);
+    assert_eq!(
+        generic_404(s, &format!("7777-{}.{DOMAIN}", s.id), &[]),
+        unknown
+    );
+    assert_eq!(generic_404(s, &format!("7777-web.{DOMAIN}"), &[]), unknown);
 
     // Exposed, nothing listening: 502 naming sandbox and port.
     s.d.ok(&["expose", "web", "9090", "--public"]);
@@ -295,6 +334,21 @@ fn http_checks(s: &Setup) {
         &[("X-Dwell-Token", &token)],
     );
     assert_eq!(r.status, 404, "{r}");
+    // `--` separates name and tenant in host names: new names may not
+    // hold it (a sandbox `a--other` of `default` would read as sandbox `a`
+    // of tenant `other`).
+    for args in [
+        &["create", "--name", "web--other"][..],
+        &["tenant", "create", "team--x"][..],
+    ] {
+        let out = s.d.run(args);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(
+            stderr(&out).contains("separates sandbox name and tenant"),
+            "{}",
+            stderr(&out)
+        );
+    }
 
     // Public: no token needed. Private again: a new token, the old one void.
     s.d.ok(&["expose", "web", "8080", "--public"]);
@@ -373,6 +427,15 @@ fn tunnel_checks(s: &Setup) {
         seen.contains(&format!("x-forwarded-host: {host}")),
         "{seen}"
     );
+    // The server cannot set the proxy's cookie (for this host or, with
+    // Domain=, for every other); its own cookies pass.
+    let set: Vec<&str> = r
+        .headers
+        .iter()
+        .filter(|(k, _)| k == "set-cookie")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(set, ["app=1"], "{r}");
     let mut c = TcpStream::connect(&s.proxy).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
@@ -383,6 +446,11 @@ fn tunnel_checks(s: &Setup) {
     .unwrap();
     let head = read_head(&mut c);
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let lower = head.to_ascii_lowercase();
+    assert!(
+        !lower.contains("dwell_port") && lower.contains("set-cookie: app=1"),
+        "{head}"
+    );
     assert_eq!(
         header_of(&head, "sec-websocket-accept").as_deref(),
         Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
@@ -395,6 +463,7 @@ fn tunnel_checks(s: &Setup) {
         assert_eq!(back, msg);
     }
     drop(c);
+    cross_site_checks(s, &host, &token);
 
     // CONNECT to the HTTP server's port, then HTTP over the raw tunnel.
     let e = port_json(s, &["port", "web", "8080"]);
@@ -428,6 +497,109 @@ fn tunnel_checks(s: &Setup) {
     write!(c, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").unwrap();
     let head = read_head(&mut c);
     assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+}
+
+/// A WebSocket handshake to `host` with `headers`; the answer's head.
+fn ws_handshake(s: &Setup, host: &str, headers: &[(&str, &str)]) -> String {
+    let mut c = TcpStream::connect(&s.proxy).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!(
+        "GET /chat HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    c.write_all(req.as_bytes()).unwrap();
+    read_head(&mut c)
+}
+
+/// Another sandbox's page (`8080-other.D`, same-site with every preview
+/// host) cannot use this host's login cookie for POSTs or WebSockets.
+fn cross_site_checks(s: &Setup, host: &str, token: &str) {
+    let proxy_port = s.proxy.rsplit(':').next().unwrap();
+    let with_port = format!("{host}:{proxy_port}");
+    let e = port_json(s, &["port", "web", "8765"]);
+    let link = e["login_url"].as_str().unwrap();
+    let r = get(s, &with_port, &link[link.find("/?").unwrap()..], &[]);
+    assert_eq!(r.status, 303, "{r}");
+    let set = r.header("set-cookie").unwrap();
+    let cookie = set.split(';').next().unwrap().to_string();
+    let evil = format!("http://8080-other.{DOMAIN}:{proxy_port}");
+    let own = format!("http://{with_port}");
+    let post = |headers: &[(&str, &str)]| {
+        let mut h = vec![("Host", with_port.as_str())];
+        h.extend_from_slice(headers);
+        http::request(&s.proxy, "POST", "/transfer", &h, b"")
+    };
+    // A sandbox (its page, or its server) may also have planted a
+    // `dwell_port` cookie for the whole domain: the valid one still counts.
+    let planted = format!("dwell_port=planted; {cookie}");
+    for h in [
+        vec![("Cookie", cookie.as_str()), ("Origin", evil.as_str())],
+        vec![("Cookie", planted.as_str()), ("Origin", evil.as_str())],
+        vec![("Cookie", cookie.as_str()), ("Sec-Fetch-Site", "same-site")],
+        vec![("Cookie", cookie.as_str()), ("Origin", "null")],
+    ] {
+        let r = post(&h);
+        assert_eq!(r.status, 403, "{h:?}: {r}");
+        assert!(r.text().contains("another site's page"), "{r}");
+        let head = ws_handshake(s, &with_port, &h);
+        assert!(head.starts_with("HTTP/1.1 403"), "{h:?}: {head}");
+    }
+    // Its own pages, tools (no Origin), token holders and plain GETs pass.
+    for h in [
+        vec![("Cookie", cookie.as_str()), ("Origin", own.as_str())],
+        vec![
+            ("Cookie", planted.as_str()),
+            ("Sec-Fetch-Site", "same-origin"),
+        ],
+        vec![("Cookie", cookie.as_str())],
+        vec![("X-Dwell-Token", token), ("Origin", evil.as_str())],
+    ] {
+        let r = post(&h);
+        assert_eq!(r.status, 200, "{h:?}: {r}");
+        let head = ws_handshake(s, &with_port, &h);
+        assert!(head.starts_with("HTTP/1.1 101"), "{h:?}: {head}");
+    }
+    let r = get(
+        s,
+        &with_port,
+        "/",
+        &[("Cookie", &cookie), ("Origin", &evil)],
+    );
+    assert_eq!(r.status, 200, "{r}");
+}
+
+/// A login link, used, is refused after a daemon restart too (its nonce
+/// was only remembered in memory; links are signed per daemon process).
+fn restart_checks(s: &mut Setup) {
+    let host = format!("8080-{}.{DOMAIN}", s.id);
+    let used = port_json(s, &["port", "web", "8080"]);
+    let unused = port_json(s, &["port", "web", "8080"]);
+    let path = |e: &serde_json::Value| {
+        let l = e["login_url"].as_str().unwrap().to_string();
+        l[l.find("/?").unwrap()..].to_string()
+    };
+    let r = get(s, &host, &path(&used), &[]);
+    assert_eq!(r.status, 303, "{r}");
+    let cookie = r
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    s.d.restart();
+    wait_listening(&s.proxy, 20);
+    for e in [&used, &unused] {
+        let r = get(s, &host, &path(e), &[]);
+        assert_eq!(r.status, 401, "a link from before the restart: {r}");
+    }
+    // Cookies outlive restarts.
+    let r = get(s, &host, "/", &[("Cookie", &cookie)]);
+    assert_eq!(r.status, 200, "{r}");
 }
 
 /// curl, as a user would: a Host header, and CONNECT through `-x -p`.
@@ -472,6 +644,47 @@ fn curl_checks(s: &Setup) {
         &format!("http://{}/", s.proxy),
     ]);
     assert_eq!(out, "401");
+    // A browser-like cross-site POST with the login cookie: 403.
+    let e = port_json(s, &["port", "web", "8080"]);
+    let link = e["login_url"].as_str().unwrap();
+    let (head, _) = curl(&[
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        "-H",
+        &format!("Host: {host}"),
+        &format!("http://{}{}", s.proxy, &link[link.find("/?").unwrap()..]),
+    ]);
+    let cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .unwrap_or_else(|| panic!("no cookie: {head}"))
+        .to_string();
+    let post = |origin: &str| {
+        curl(&[
+            "-X",
+            "POST",
+            "-d",
+            "x=1",
+            "-w",
+            "%{http_code}",
+            "-o",
+            "/dev/null",
+            "-H",
+            &format!("Host: {host}"),
+            "-b",
+            &cookie,
+            "-H",
+            &format!("Origin: {origin}"),
+            &format!("http://{}/", s.proxy),
+        ])
+        .0
+    };
+    assert_eq!(post(&format!("http://8080-other.{DOMAIN}")), "403");
+    // Same origin: reaches the server (http.server does not do POST: 501).
+    assert_eq!(post(&format!("http://{host}")), "501");
 }
 
 /// A headless Chromium screenshot of the sandbox's page, through the proxy
@@ -537,10 +750,11 @@ fn screenshot_check(s: &Setup) {
 }
 
 fn run(runtime: &str) {
-    let s = start(runtime);
+    let mut s = start(runtime);
     http_checks(&s);
     tunnel_checks(&s);
     curl_checks(&s);
+    restart_checks(&mut s);
     screenshot_check(&s);
     // A stopped sandbox: 503 that says how to start it.
     s.d.ok(&["stop", "web"]);
@@ -565,6 +779,39 @@ fn proxy_serves_a_gvisor_sandbox() {
     if can_run_gvisor() {
         run("gvisor");
     }
+}
+
+/// One client address cannot take every connection slot of the proxy:
+/// over `--proxy-max-per-ip` it gets 503 at once, and is served again when
+/// its connections close.
+#[test]
+fn one_client_cannot_take_every_connection() {
+    if !can_run() {
+        return;
+    }
+    let proxy = format!("127.0.0.1:{}", free_port());
+    let _d = Daemon::start_with(&[
+        "--proxy-listen",
+        &proxy,
+        "--domain",
+        DOMAIN,
+        "--proxy-max-per-ip",
+        "2",
+    ]);
+    wait_listening(&proxy, 20);
+    // wait_listening's probe connection may still be counted for a moment.
+    let idle: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(&proxy).unwrap())
+        .collect();
+    wait_for(20, "a third connection to be refused", || {
+        let r = http::try_request(&proxy, "GET", "/", &[("Host", "x.example")], b"");
+        matches!(r, Ok(r) if r.status == 503 && r.text().contains("--proxy-max-per-ip"))
+    });
+    drop(idle);
+    wait_for(20, "the closed connections to free their slots", || {
+        let r = http::try_request(&proxy, "GET", "/", &[("Host", "x.example")], b"");
+        matches!(r, Ok(r) if r.status == 404)
+    });
 }
 
 /// E2B: a sandbox created with `allowPublicTraffic: false` gets a traffic
@@ -703,6 +950,18 @@ fn e2b_sandboxes_are_served_on_every_port() {
         b"",
     );
     assert!(r.status == 200 || r.status == 204, "{r}");
+    // By name, envd is not served: its answers would tell that a sandbox
+    // of that name exists.
+    let name = d.inspect(&id)["name"].as_str().unwrap().to_string();
+    let r = http::request(
+        &proxy,
+        "GET",
+        "/health",
+        &[("Host", &format!("49983-{name}.{DOMAIN}"))],
+        b"",
+    );
+    assert_eq!(r.status, 404, "{r}");
+    assert!(r.text().contains("no sandbox port is served"), "{r}");
     // `dwell port` of a port the every-port exposure covers: its URL and a
     // login link, nothing new exposed.
     let e = json_of(&d, &["port", &id, "3000"]);

@@ -213,6 +213,23 @@ pub fn validate_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Refuse a new sandbox or tenant name with `--` in it: `--` separates the
+/// sandbox name from the tenant in port proxy host names
+/// (`PORT-NAME--TENANT.DOMAIN`), so such a name would be ambiguous there.
+/// (Older names with `--` still work, and are reached there by id.)
+pub fn check_no_separator(field: &str, name: &str) -> Result<()> {
+    if name.contains("--") {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "{name:?} contains \"--\", which separates sandbox name and tenant in preview \
+                 host names (PORT-NAME--TENANT.DOMAIN); use a single '-' instead"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl CreateRequest {
     /// Check every field and fill in defaults.
     pub fn to_spec(&self, host: &HostLimits) -> Result<SandboxSpec> {
@@ -521,5 +538,10 @@ mod tests {
         assert!(validate_name("Work").is_err());
         assert!(validate_name("-x").is_err());
         assert!(validate_name(&crate::ids::new_id()).is_err());
+        assert!(check_no_separator("name", "my-app").is_ok());
+        let e = check_no_separator("name", "my--app")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("separates sandbox name and tenant"), "{e}");
     }
 }

@@ -13,9 +13,17 @@
 //!   the proxy redeems each nonce once and answers with a cookie signed
 //!   the same way, bound to the host name, that lasts [`COOKIE_LIFETIME_MS`].
 //!   Re-exposing or unexposing the port (a new token hash) voids both.
+//! * Redeemed nonces are kept in memory, per exposure (at most
+//!   [`MAX_REDEEMED_PER_EXPOSURE`] unexpired ones: more links of that
+//!   exposure are refused until some expire; other exposures are not
+//!   affected). A link's MAC also covers a random key of the daemon process,
+//!   so links minted before a restart are void after it and a used link
+//!   cannot be replayed once the daemon forgot it. Cookies survive restarts.
+//! * `--` separates name and tenant in host names, so new sandbox and tenant
+//!   names may not contain it; older names that do are reached by id only.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Mutex, OnceLock, RwLock};
 
 use dwell_store::Exposure;
 
@@ -27,8 +35,9 @@ pub const DEFAULT_TENANT: &str = "default";
 pub const LOGIN_LIFETIME_MS: i64 = 15 * 60 * 1000;
 /// How long the cookie a login link sets is valid.
 pub const COOKIE_LIFETIME_MS: i64 = 24 * 60 * 60 * 1000;
-/// Redeemed login nonces remembered at most (each for its link's life).
-const MAX_REDEEMED: usize = 100_000;
+/// Unexpired redeemed login nonces remembered per exposure (sandbox and
+/// port); while that many are, more links of that exposure are refused.
+pub const MAX_REDEEMED_PER_EXPOSURE: usize = 1000;
 
 /// Where the port proxy is reached, for the URLs the daemon prints.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,22 +62,53 @@ impl PortSettings {
 #[derive(Default)]
 pub(crate) struct PortState {
     pub(crate) settings: RwLock<Option<PortSettings>>,
-    /// Redeemed login nonces and when their links expire.
-    redeemed: Mutex<HashMap<String, i64>>,
+    /// Redeemed login nonces and when their links expire, per exposure
+    /// (sandbox id and port).
+    redeemed: Mutex<HashMap<(String, u16), HashMap<String, i64>>>,
+    /// A random key of this process that login links' MACs cover.
+    boot_key: OnceLock<[u8; 32]>,
 }
 
 impl PortState {
-    /// Marks `nonce` redeemed; false when it already was.
-    pub(crate) fn redeem(&self, nonce: &str, expires_ms: i64, now_ms: i64) -> bool {
-        let mut m = self.redeemed.lock().unwrap_or_else(|p| p.into_inner());
-        if m.len() >= MAX_REDEEMED {
+    /// Marks `nonce` of the exposure `(sandbox_id, port)` redeemed; false
+    /// when it already was, or when that exposure has
+    /// [`MAX_REDEEMED_PER_EXPOSURE`] unexpired redeemed links.
+    pub(crate) fn redeem(
+        &self,
+        sandbox_id: &str,
+        port: u16,
+        nonce: &str,
+        expires_ms: i64,
+        now_ms: i64,
+    ) -> bool {
+        let mut all = self.redeemed.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget expired links (and exposures left with none) now and then.
+        if all.len() > 1024 {
+            all.retain(|_, m| {
+                m.retain(|_, exp| *exp > now_ms);
+                !m.is_empty()
+            });
+        }
+        let m = all.entry((sandbox_id.to_string(), port)).or_default();
+        if m.len() >= MAX_REDEEMED_PER_EXPOSURE {
             m.retain(|_, exp| *exp > now_ms);
         }
-        if m.len() >= MAX_REDEEMED || m.contains_key(nonce) {
+        if m.len() >= MAX_REDEEMED_PER_EXPOSURE || m.contains_key(nonce) {
             return false;
         }
         m.insert(nonce.to_string(), expires_ms);
         true
+    }
+
+    /// This process's random key for login links (made on first use).
+    pub(crate) fn boot_key(&self) -> std::io::Result<[u8; 32]> {
+        if let Some(k) = self.boot_key.get() {
+            return Ok(*k);
+        }
+        let mut k = [0u8; 32];
+        getrandom::fill(&mut k)
+            .map_err(|e| std::io::Error::other(format!("OS random source: {e}")))?;
+        Ok(*self.boot_key.get_or_init(|| k))
     }
 }
 
@@ -92,6 +132,10 @@ pub struct PortRoute {
     /// The exposure that covers the port (its own, or the sandbox's
     /// every-port exposure); `None` when the port is not exposed.
     pub exposure: Option<Exposure>,
+    /// Whether the host named the sandbox by id (unguessable) rather than
+    /// by name (guessable: the proxy then says no more than for an unknown
+    /// host to a client without access).
+    pub by_id: bool,
 }
 
 /// What the sandbox part of a host name says.
@@ -204,10 +248,12 @@ impl Login {
         it.next().is_none().then_some(l)
     }
 
-    /// The bytes the MAC covers.
-    pub(crate) fn signed(&self, token_hash: &str) -> Vec<u8> {
+    /// The bytes the MAC covers: the link's fields, the exposure's token
+    /// hash and the daemon process's random key (so a restart voids links).
+    pub(crate) fn signed(&self, token_hash: &str, boot_key: &[u8; 32]) -> Vec<u8> {
+        let boot: String = boot_key.iter().map(|b| format!("{b:02x}")).collect();
         format!(
-            "login\0{}\0{}\0{}\0{}\0{token_hash}",
+            "login\0{}\0{}\0{}\0{}\0{token_hash}\0{boot}",
             self.sandbox_id, self.port, self.expires_ms, self.nonce
         )
         .into_bytes()
@@ -289,12 +335,33 @@ mod tests {
             nonce: "n1".into(),
             mac: "m".into(),
         };
-        assert_eq!(Login::parse(&l.encode()), Some(l));
+        assert_eq!(Login::parse(&l.encode()), Some(l.clone()));
         assert_eq!(Login::parse("l1.a.80.5.n"), None);
         assert_eq!(Login::parse("l2.a.80.5.n.m"), None);
         let st = PortState::default();
-        assert!(st.redeem("n1", 10, 0));
-        assert!(!st.redeem("n1", 10, 0));
+        assert!(st.redeem("a", 80, "n1", 10, 0));
+        assert!(!st.redeem("a", 80, "n1", 10, 0));
+        // Another process signs differently.
+        let k = st.boot_key().unwrap();
+        assert_eq!(st.boot_key().unwrap(), k);
+        assert_ne!(PortState::default().boot_key().unwrap(), k);
+        assert_ne!(l.signed("h", &k), l.signed("h", &[0; 32]));
+    }
+
+    #[test]
+    fn redeemed_links_are_capped_per_exposure() {
+        let st = PortState::default();
+        for i in 0..MAX_REDEEMED_PER_EXPOSURE {
+            assert!(st.redeem("a", 80, &format!("n{i}"), 100, 0));
+        }
+        // This exposure is full while its links are valid ...
+        assert!(!st.redeem("a", 80, "more", 100, 0));
+        // ... other exposures are not affected ...
+        assert!(st.redeem("a", 81, "more", 100, 0));
+        assert!(st.redeem("b", 80, "more", 100, 0));
+        // ... and once they expired, it takes new ones (old ones stay void
+        // by their expiry).
+        assert!(st.redeem("a", 80, "more", 300, 200));
     }
 
     #[test]

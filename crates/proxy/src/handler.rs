@@ -1,6 +1,22 @@
 //! One request: find the sandbox port its host names, check access, reach
 //! the port through the agent, and pass the request on (or pipe bytes for
 //! an upgrade or a CONNECT).
+//!
+//! What a client without access learns: nothing about names. An unknown
+//! host, an unknown sandbox, a port that is not exposed and a private port
+//! asked for by name without valid credentials all get the same 404; only
+//! the id form (`PORT-ID.D`, an unguessable id) answers 401 for a private
+//! port. Pages naming sandbox and port (502, 503) are for clients with
+//! access.
+//!
+//! Cross-site requests: every preview host shares one registrable domain,
+//! so a page another sandbox serves is "same-site" with this one and the
+//! browser sends this host's (SameSite=Lax) cookie with its scripted POSTs
+//! and WebSocket handshakes. A request authorized by the cookie alone that
+//! is not a safe method (GET, HEAD, OPTIONS) or is an upgrade must
+//! therefore come from this very origin: an `Origin` header naming another
+//! origin, or `Sec-Fetch-Site` other than `same-origin`/`none`, gets 403.
+//! Token headers are not sent by browsers on their own and are not checked.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -79,18 +95,91 @@ fn request_host(req: &Request<Incoming>) -> Option<String> {
     (!host.is_empty()).then(|| host.trim_end_matches('.').to_ascii_lowercase())
 }
 
-fn cookie_value(h: &HeaderMap, name: &str) -> Option<String> {
+/// Every value of the cookies named `name` (another host of the domain may
+/// have set one too, so there can be several).
+fn cookie_values(h: &HeaderMap, name: &str) -> Vec<String> {
+    let mut out = Vec::new();
     for v in h.get_all(header::COOKIE) {
         let Ok(s) = v.to_str() else { continue };
         for part in s.split(';') {
             if let Some((k, val)) = part.trim().split_once('=') {
                 if k == name {
-                    return Some(val.to_string());
+                    out.push(val.to_string());
                 }
             }
         }
     }
-    None
+    out
+}
+
+/// The host and port as the client wrote them (`Host`, or the authority
+/// of a CONNECT or absolute-form request).
+fn raw_authority(req: &Request<Incoming>) -> Option<String> {
+    if req.method() == Method::CONNECT {
+        return req.uri().authority().map(|a| a.as_str().to_string());
+    }
+    req.headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_string()))
+}
+
+/// Splits `host[:port]` into the lower-case host (no trailing dot) and the
+/// port, if one is written.
+fn split_authority(a: &str) -> (String, Option<u16>) {
+    let a = a.trim();
+    let (h, p) = match a.rsplit_once(':') {
+        Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+            (h, p.parse().ok())
+        }
+        _ => (a, None),
+    };
+    (h.trim_end_matches('.').to_ascii_lowercase(), p)
+}
+
+/// Whether an `Origin` value is the origin of the request to `authority`
+/// (`scheme://host[:port]` the client saw; the scheme may be https when a
+/// front proxy terminates TLS, the port is then that scheme's default
+/// unless written).
+fn origin_matches(origin: &str, authority: &str) -> bool {
+    let Some((scheme, rest)) = origin.trim().split_once("://") else {
+        return false; // `null` and the like
+    };
+    let default = match scheme.to_ascii_lowercase().as_str() {
+        "http" => 80,
+        "https" => 443,
+        _ => return false,
+    };
+    if rest.contains(['/', '?', '#', '@']) {
+        return false;
+    }
+    let (oh, op) = split_authority(rest);
+    let (rh, rp) = split_authority(authority);
+    !oh.is_empty() && oh == rh && op.unwrap_or(default) == rp.unwrap_or(default)
+}
+
+/// Whether a browser made this request from the page's own origin (or
+/// from no page at all), judged by `Sec-Fetch-Site` and `Origin` when sent;
+/// a client that sends neither is not a browser running another site's
+/// script.
+fn same_origin(h: &HeaderMap, authority: &str) -> bool {
+    let site_ok = h
+        .get("sec-fetch-site")
+        .map(|v| v.to_str().is_ok_and(|s| s == "same-origin" || s == "none"))
+        .unwrap_or(true);
+    let origin_ok = h
+        .get(header::ORIGIN)
+        .map(|v| v.to_str().is_ok_and(|o| origin_matches(o, authority)))
+        .unwrap_or(true);
+    site_ok && origin_ok
+}
+
+/// Whether a request can change state or open a two-way channel (and so
+/// must not be made by another site's script with this host's cookie).
+fn unsafe_request(req: &Request<Incoming>) -> bool {
+    !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+        || is_upgrade(req.headers())
 }
 
 /// The login parameter of a query and the query without it.
@@ -125,14 +214,18 @@ pub(crate) async fn handle(
     })
 }
 
+/// The one 404 for every host that serves nothing to this client: unknown
+/// host or sandbox, a port not exposed, a private port by name without
+/// access. It says nothing about which of these it is.
 fn not_found(html: bool, host: &str, domain: &str) -> Refusal {
     Refusal::new(page(
         StatusCode::NOT_FOUND,
         html,
         "Not Found",
         &format!(
-            "no sandbox port is served at {host}. Host names look like PORT-ID.{domain} \
-             (or PORT-NAME.{domain}); `dwell port SANDBOX` prints them"
+            "no sandbox port is served at {host} to this client. Host names look like \
+             PORT-ID.{domain} (or PORT-NAME.{domain}); `dwell port SANDBOX PORT` exposes a \
+             port and prints its URL, token and a one-time login link"
         ),
     ))
 }
@@ -171,23 +264,15 @@ async fn route_and_serve(
             return Err(not_found(html, &host, &domain));
         }
     };
-    if route.port == ENVD_PORT {
+    // The E2B data plane is reached by id (as the SDKs do); by name it
+    // would tell who has a sandbox of that name.
+    if route.port == ENVD_PORT && route.by_id {
         if let Some(envd) = &shared.opts.envd {
             return Ok(serve_envd(envd.clone(), req).await);
         }
     }
     let Some(exposure) = &route.exposure else {
-        return Err(Refusal::new(page(
-            StatusCode::NOT_FOUND,
-            html,
-            "Port Not Exposed",
-            &format!(
-                "port {port} of sandbox {name} is not exposed. Expose it with \
-                 `dwell expose {name} {port}` (or `dwell port {name} {port}`)",
-                port = route.port,
-                name = route.sandbox.name
-            ),
-        )));
+        return Err(not_found(html, &host, &domain));
     };
     if !exposure.public {
         // A one-time link (or the token itself) in the query: a cookie,
@@ -196,17 +281,42 @@ async fn route_and_serve(
         if let Some(token) = token {
             return login(shared, &route, &host, &token, req.uri(), &rest, html);
         }
-        if !authorized(shared, &route, &host, req.headers()) {
-            return Err(Refusal::new(page(
-                StatusCode::UNAUTHORIZED,
-                html,
-                "Unauthorized",
-                &format!(
-                    "port {} of this sandbox is private: send its token in the X-Dwell-Token \
-                     header, or open the one-time link `dwell port SANDBOX {}` prints",
-                    route.port, route.port
-                ),
-            )));
+        match authorized(shared, &route, &host, req.headers()) {
+            Auth::Token => {}
+            Auth::Cookie => {
+                let authority = raw_authority(&req).unwrap_or_default();
+                if unsafe_request(&req) && !same_origin(req.headers(), &authority) {
+                    return Err(Refusal::new(page(
+                        StatusCode::FORBIDDEN,
+                        html,
+                        "Forbidden",
+                        &format!(
+                            "this {} request comes from another site's page (its Origin or \
+                             Sec-Fetch-Site header says so) and carries only the access cookie \
+                             of this port; only pages of this host may make such requests with \
+                             it. Scripts and tools send the X-Dwell-Token header instead",
+                            if is_upgrade(req.headers()) {
+                                "upgrade (WebSocket)"
+                            } else {
+                                req.method().as_str()
+                            }
+                        ),
+                    )));
+                }
+            }
+            Auth::None if !route.by_id => return Err(not_found(html, &host, &domain)),
+            Auth::None => {
+                return Err(Refusal::new(page(
+                    StatusCode::UNAUTHORIZED,
+                    html,
+                    "Unauthorized",
+                    &format!(
+                        "port {} of this sandbox is private: send its token in the X-Dwell-Token \
+                         header, or open the one-time link `dwell port SANDBOX {}` prints",
+                        route.port, route.port
+                    ),
+                )));
+            }
         }
     }
     if req.method() == Method::CONNECT {
@@ -218,19 +328,37 @@ async fn route_and_serve(
     forward(shared, conn, &route, req, html).await
 }
 
-/// Whether the request carries a valid token or cookie for `route`.
-fn authorized(shared: &Shared, route: &PortRoute, host: &str, h: &HeaderMap) -> bool {
+/// What grants a request access to a private port.
+enum Auth {
+    /// Nothing valid.
+    None,
+    /// A token header (browsers never send it on their own).
+    Token,
+    /// Only the login cookie (browsers do send it on their own).
+    Cookie,
+}
+
+/// Whether the request carries a valid token, or any valid cookie, for
+/// `route`.
+fn authorized(shared: &Shared, route: &PortRoute, host: &str, h: &HeaderMap) -> Auth {
     let Some(hash) = route.exposure.as_ref().and_then(|e| e.token_hash.as_ref()) else {
-        return false;
+        return Auth::None;
     };
     for name in [TOKEN_HEADER, E2B_TOKEN_HEADER] {
         if let Some(t) = h.get(name).and_then(|v| v.to_str().ok()) {
             if dwell_control::ports::token_matches(hash, t.trim()) {
-                return true;
+                return Auth::Token;
             }
         }
     }
-    cookie_value(h, COOKIE).is_some_and(|c| shared.ctl.port_cookie_valid(route, host, &c))
+    if cookie_values(h, COOKIE)
+        .iter()
+        .any(|c| shared.ctl.port_cookie_valid(route, host, c))
+    {
+        Auth::Cookie
+    } else {
+        Auth::None
+    }
 }
 
 fn login(
@@ -249,6 +377,9 @@ fn login(
         .unwrap_or_default();
     let ok = dwell_control::ports::token_matches(&hash, token)
         || shared.ctl.redeem_port_login(route, token);
+    if !ok && !route.by_id {
+        return Err(not_found(html, host, &shared.opts.domain));
+    }
     if !ok {
         return Err(Refusal::new(page(
             StatusCode::UNAUTHORIZED,
@@ -266,16 +397,49 @@ fn login(
             &format!("cannot sign the access cookie: {e}"),
         ))
     })?;
-    let location = if rest.is_empty() {
-        uri.path().to_string()
-    } else {
-        format!("{}?{rest}", uri.path())
-    };
+    let location = local_location(uri.path(), rest);
     let max_age = dwell_control::ports::COOKIE_LIFETIME_MS / 1000;
     Ok(login_redirect(
         &location,
         &format!("{COOKIE}={cookie}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax"),
     ))
+}
+
+/// Where a login sends the browser: a path on this host. `//x` and `/\\x`
+/// would be read as another host, so the path gets exactly one leading `/`.
+fn local_location(path: &str, rest: &str) -> String {
+    let path = format!("/{}", path.trim_start_matches(['/', '\\']));
+    if rest.is_empty() {
+        path
+    } else {
+        format!("{path}?{rest}")
+    }
+}
+
+/// Removes the `Set-Cookie`s of a server's answer that would set the
+/// proxy's own cookie (name compared case-insensitively), so a sandbox
+/// cannot plant or override the login cookie of this or any other host.
+fn strip_our_cookie(h: &mut HeaderMap) {
+    let kept: Vec<HeaderValue> = h
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|v| {
+            let name = v
+                .as_bytes()
+                .split(|b| *b == b'=' || *b == b';')
+                .next()
+                .unwrap_or_default();
+            !name.trim_ascii().eq_ignore_ascii_case(COOKIE.as_bytes())
+        })
+        .cloned()
+        .collect();
+    if kept.len() == h.get_all(header::SET_COOKIE).iter().count() {
+        return;
+    }
+    h.remove(header::SET_COOKIE);
+    for v in kept {
+        h.append(header::SET_COOKIE, v);
+    }
 }
 
 fn is_upgrade(h: &HeaderMap) -> bool {
@@ -554,6 +718,7 @@ async fn forward(
     *slot = Some(up);
     let (mut parts, body) = resp.into_parts();
     strip_hop(&mut parts.headers, false);
+    strip_our_cookie(&mut parts.headers);
     // The client's connection is ours (HTTP/1.1, kept alive), whatever
     // the server spoke.
     parts.version = hyper::Version::HTTP_11;
@@ -578,19 +743,19 @@ async fn upgrade(
     });
     let client_side = hyper::upgrade::on(&mut req);
     let req = outbound(conn, req, true);
-    let resp = match tokio::time::timeout(shared.opts.idle_timeout, sender.send_request(req)).await
-    {
-        Err(_) => return Err(timed_out(shared, route, html)),
-        Ok(Err(e)) => return Err(gateway_error(route, html, &e.to_string())),
-        Ok(Ok(r)) => r,
-    };
+    let mut resp =
+        match tokio::time::timeout(shared.opts.idle_timeout, sender.send_request(req)).await {
+            Err(_) => return Err(timed_out(shared, route, html)),
+            Ok(Err(e)) => return Err(gateway_error(route, html, &e.to_string())),
+            Ok(Ok(r)) => r,
+        };
+    strip_our_cookie(resp.headers_mut());
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (mut parts, body) = resp.into_parts();
         strip_hop(&mut parts.headers, false);
         parts.version = hyper::Version::HTTP_11;
         return Ok(Response::from_parts(parts, box_body(body)));
     }
-    let mut resp = resp;
     let server_side = hyper::upgrade::on(&mut resp);
     let idle = shared.opts.idle_timeout;
     let what = format!("upgrade to port {} of {}", route.port, route.sandbox.name);
@@ -663,7 +828,66 @@ mod tests {
             header::COOKIE,
             HeaderValue::from_static("a=1; dwell_port=v.w; b=2"),
         );
-        assert_eq!(cookie_value(&h, COOKIE).as_deref(), Some("v.w"));
-        assert_eq!(cookie_value(&h, "c"), None);
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("dwell_port=planted"),
+        );
+        assert_eq!(cookie_values(&h, COOKIE), ["v.w", "planted"]);
+        assert!(cookie_values(&h, "c").is_empty());
+    }
+
+    #[test]
+    fn origins_must_be_the_requests_own() {
+        for (origin, authority, same) in [
+            ("http://8080-x.d.test", "8080-x.d.test", true),
+            ("http://8080-x.d.test:8081", "8080-X.d.test:8081", true),
+            ("https://8080-x.d.test", "8080-x.d.test", true),
+            ("http://8080-x.d.test:80", "8080-x.d.test", true),
+            ("http://8080-other.d.test:8081", "8080-x.d.test:8081", false),
+            ("http://8080-x.d.test:8082", "8080-x.d.test:8081", false),
+            ("https://8080-x.d.test", "8080-x.d.test:80", false),
+            ("null", "8080-x.d.test", false),
+            ("ftp://8080-x.d.test", "8080-x.d.test", false),
+            ("http://evil@8080-x.d.test", "8080-x.d.test", false),
+        ] {
+            assert_eq!(
+                origin_matches(origin, authority),
+                same,
+                "{origin} {authority}"
+            );
+        }
+        let mut h = HeaderMap::new();
+        assert!(same_origin(&h, "a.d"), "no browser headers");
+        h.insert("sec-fetch-site", HeaderValue::from_static("same-site"));
+        assert!(!same_origin(&h, "a.d"));
+        h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
+        assert!(same_origin(&h, "a.d"));
+        h.insert(header::ORIGIN, HeaderValue::from_static("http://b.d"));
+        assert!(!same_origin(&h, "a.d"));
+    }
+
+    #[test]
+    fn logins_stay_on_this_host() {
+        assert_eq!(local_location("/", ""), "/");
+        assert_eq!(local_location("//evil.com", ""), "/evil.com");
+        assert_eq!(local_location("/\\evil.com", "a=1"), "/evil.com?a=1");
+        assert_eq!(local_location("/app/x", "a=1"), "/app/x?a=1");
+    }
+
+    #[test]
+    fn the_servers_cannot_set_our_cookie() {
+        let mut h = HeaderMap::new();
+        for c in [
+            "dwell_port=x; Domain=d.test",
+            "app=1",
+            " DWELL_PORT=y",
+            "dwell_port",
+            "dwell_portal=2",
+        ] {
+            h.append(header::SET_COOKIE, HeaderValue::from_static(c));
+        }
+        strip_our_cookie(&mut h);
+        let left: Vec<_> = h.get_all(header::SET_COOKIE).iter().collect();
+        assert_eq!(left, ["app=1", "dwell_portal=2"]);
     }
 }

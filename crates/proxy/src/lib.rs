@@ -16,11 +16,16 @@
 //! * Raw TCP: `CONNECT PORT-ID.D:ANY` answers 200 and pipes bytes.
 //! * Private ports need their token (`X-Dwell-Token` or E2B's
 //!   `e2b-traffic-access-token` header), or the cookie a one-time link
-//!   (`?dwell_token=...`) sets; wrong or missing: 401. Unknown hosts and
-//!   sandboxes: 404 without saying whether they exist; a port that is not
-//!   exposed: 404 naming it; nothing listening: 502 naming sandbox and port.
-//! * Bounded: connections at once, header size and time, tunnels per
-//!   sandbox, idle time of tunnels and of waits for an answer.
+//!   (`?dwell_token=...`) sets; wrong or missing: 401 by id, and by name the
+//!   same 404 as unknown hosts, unknown sandboxes and ports not exposed (so
+//!   nothing says which names exist); nothing listening: 502 naming sandbox
+//!   and port. Cookie-only requests that are not GET/HEAD/OPTIONS or are
+//!   upgrades must come from the host's own origin (403 otherwise), since
+//!   every preview host is "same-site" with every other. A server's
+//!   `Set-Cookie` for the proxy's cookie is dropped.
+//! * Bounded: connections at once and per client address (IPv6: per /64),
+//!   header size and time, tunnels per sandbox, idle time of tunnels and of
+//!   waits for an answer.
 //! * With an envd router (the E2B data plane), `49983-ID.D` is served by it,
 //!   as the E2B SDK expects when the E2B domain is the proxy's.
 
@@ -30,6 +35,7 @@ mod pipe;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -64,6 +70,10 @@ pub struct Options {
     pub domain: String,
     /// Client connections served at once; more wait in the listen backlog.
     pub max_connections: usize,
+    /// Client connections served at once from one address (IPv4) or /64
+    /// (IPv6); more get 503 and are closed, so one client cannot take
+    /// every slot.
+    pub max_per_ip: usize,
     /// Tunnels (kept HTTP connections, WebSockets, CONNECTs) open at once
     /// to one sandbox; more get 503.
     pub per_sandbox: usize,
@@ -85,6 +95,7 @@ impl Options {
         Options {
             domain: domain.into(),
             max_connections: 1024,
+            max_per_ip: 64,
             per_sandbox: 128,
             header_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(600),
@@ -118,6 +129,63 @@ impl Limiter {
     }
 }
 
+/// Client connections open per source address.
+struct PerIp {
+    max: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One counted client connection; uncounted when dropped.
+struct IpSlot {
+    per: Arc<PerIp>,
+    key: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut m = self.per.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// The address a client is counted under: IPv4 as is (also when mapped
+/// into IPv6), IPv6 by its /64 (one host usually has a whole /64).
+fn ip_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+    }
+}
+
+impl PerIp {
+    fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+        let key = ip_key(ip);
+        let mut m = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(key).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            per: self.clone(),
+            key,
+        })
+    }
+}
+
+/// The answer to a connection over its address's limit.
+const PER_IP_REFUSAL: &str = "503 Too Many Connections\nthis client address already has the \
+most connections open that the port proxy serves to one address (--proxy-max-per-ip); close some \
+and retry\n";
+
 /// What every request handler shares.
 pub(crate) struct Shared {
     pub(crate) ctl: Controller,
@@ -149,6 +217,10 @@ pub async fn serve(
         opts,
     });
     let slots = Arc::new(Semaphore::new(shared.opts.max_connections.max(1)));
+    let per_ip = Arc::new(PerIp {
+        max: shared.opts.max_per_ip.max(1),
+        open: Mutex::default(),
+    });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut conns = JoinSet::new();
     tokio::pin!(stop);
@@ -169,11 +241,24 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
+        let Some(ip_slot) = per_ip.acquire(peer.ip()) else {
+            // Answer without waiting (what does not fit in the socket
+            // buffer is not sent) and close.
+            let head = format!(
+                "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{PER_IP_REFUSAL}",
+                PER_IP_REFUSAL.len()
+            );
+            let _ = stream.try_write(head.as_bytes());
+            tracing::debug!("port proxy: {peer} is over --proxy-max-per-ip");
+            continue;
+        };
         while conns.try_join_next().is_some() {}
         let shared = shared.clone();
         let mut stop_rx = stop_rx.clone();
         conns.spawn(async move {
             let _permit = permit;
+            let _ip_slot = ip_slot;
             let conn_state = Arc::new(handler::ConnState::new(peer));
             let svc = {
                 let shared = shared.clone();
@@ -204,4 +289,31 @@ pub async fn serve(
         conns.abort_all();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_are_counted_per_address() {
+        let per = Arc::new(PerIp {
+            max: 2,
+            open: Mutex::default(),
+        });
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let s1 = per.acquire(a).unwrap();
+        let _s2 = per.acquire("::ffff:10.0.0.1".parse().unwrap()).unwrap();
+        assert!(per.acquire(a).is_none(), "a third from one address");
+        assert!(per.acquire("10.0.0.2".parse().unwrap()).is_some());
+        drop(s1);
+        assert!(per.acquire(a).is_some(), "a slot is given back");
+        let _v1 = per.acquire("2001:db8::1".parse().unwrap()).unwrap();
+        let _v2 = per.acquire("2001:db8::2".parse().unwrap()).unwrap();
+        assert!(
+            per.acquire("2001:db8::ffff:1".parse().unwrap()).is_none(),
+            "one /64"
+        );
+        assert!(per.acquire("2001:db8:0:1::1".parse().unwrap()).is_some());
+    }
 }

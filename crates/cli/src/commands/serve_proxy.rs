@@ -58,6 +58,9 @@ pub async fn spawn(
             "--proxy-max-per-sandbox 0 would refuse every request; give at least 1 (default 128)"
         );
     }
+    if a.proxy_max_per_ip == 0 {
+        bail!("--proxy-max-per-ip 0 would refuse every client; give at least 1 (default 64)");
+    }
     let tcp = bind(&addr, "--proxy-listen").await?;
     let port = tcp
         .local_addr()
@@ -83,6 +86,7 @@ pub async fn spawn(
     opts.max_connections = limits.max_connections;
     opts.header_timeout = limits.header_timeout;
     opts.per_sandbox = a.proxy_max_per_sandbox;
+    opts.max_per_ip = a.proxy_max_per_ip;
     opts.idle_timeout = idle;
     if a.e2b_listen.is_some() || a.e2b_sandbox_listen.is_some() {
         // The SDKs reach envd at 49983-ID.DOMAIN: the E2B data plane.

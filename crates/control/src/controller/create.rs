@@ -87,6 +87,7 @@ impl Controller {
         let name = match &req.name {
             Some(n) => {
                 validate_name(n)?;
+                crate::model::check_no_separator("name", n)?;
                 n.clone()
             }
             None => format!("sandbox-{}", &new_id()[..6]),

@@ -194,9 +194,14 @@ impl Controller {
             nonce: nonce.iter().map(|b| format!("{b:02x}")).collect(),
             mac: String::new(),
         };
+        let boot = self
+            .inner
+            .ports
+            .boot_key()
+            .map_err(|e| Error::Internal(format!("cannot sign a login link: {e}")))?;
         login.mac = self
             .sealer()?
-            .port_mac(&login.signed(hash))
+            .port_mac(&login.signed(hash, &boot))
             .to_hex()
             .to_string();
         Ok(Some(login.encode()))
@@ -208,6 +213,7 @@ impl Controller {
         let Some((port, target)) = ports::parse_host(host, domain) else {
             return Ok(None);
         };
+        let by_id = matches!(target, HostTarget::Id(_));
         let sandbox = match target {
             HostTarget::Id(id) => match self.live_sandbox(&id)? {
                 Some(s) => s,
@@ -227,6 +233,7 @@ impl Controller {
             sandbox,
             port,
             exposure,
+            by_id,
         }))
     }
 
@@ -239,7 +246,7 @@ impl Controller {
         let Some(hash) = &exp.token_hash else {
             return false;
         };
-        let Ok(sealer) = self.sealer() else {
+        let (Ok(sealer), Ok(boot)) = (self.sealer(), self.inner.ports.boot_key()) else {
             return false;
         };
         let now = self.inner.clock.now_ms();
@@ -247,8 +254,15 @@ impl Controller {
             && login.port == route.port
             && login.expires_ms > now
             && blake3::Hash::from_hex(&login.mac)
-                .is_ok_and(|m| m == sealer.port_mac(&login.signed(hash)));
-        valid && self.inner.ports.redeem(&login.nonce, login.expires_ms, now)
+                .is_ok_and(|m| m == sealer.port_mac(&login.signed(hash, &boot)));
+        valid
+            && self.inner.ports.redeem(
+                &route.sandbox.id,
+                route.port,
+                &login.nonce,
+                login.expires_ms,
+                now,
+            )
     }
 
     /// A cookie value granting `host` access to `route` for

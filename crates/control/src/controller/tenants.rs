@@ -40,6 +40,7 @@ impl Controller {
                 ),
             )
         })?;
+        crate::model::check_no_separator("tenant", &t.name)?;
         if self.inner.store.get_tenant(&t.name)?.is_some() {
             return Err(Error::Conflict(format!(
                 "tenant {:?} already exists; update its limits instead",
