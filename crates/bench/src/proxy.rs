@@ -187,7 +187,7 @@ pub async fn run(
 /// The report's section.
 pub fn render(r: &ProxyResults) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "### Port proxy: request overhead\n");
+    let _ = writeln!(o, "### 7. Port proxy: request overhead\n");
     let _ = writeln!(
         o,
         "Small GETs (`ok`, HTTP/1.1 keep-alive, one connection each) to a Python \

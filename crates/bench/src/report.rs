@@ -337,14 +337,14 @@ pub fn render(r: &Results) -> String {
         mib(procs_pss),
         mib(procs_rss),
     );
-    if let Some(p) = &r.proxy {
-        o.push_str(&crate::proxy::render(p));
-    }
     if let Some(g) = &r.gvisor {
         o.push_str(&crate::gvisor::render(g));
     }
     if let Some(w) = &r.wake {
         o.push_str(&crate::wake::render(w));
+    }
+    if let Some(p) = &r.proxy {
+        o.push_str(&crate::proxy::render(p));
     }
     let _ = writeln!(o, "{END}");
     o
