@@ -26,7 +26,6 @@
 //! a NAT sandbox has no IPv6 route out: all of its IPv6 is refused anyway.
 
 use std::fmt;
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -367,7 +366,7 @@ pub fn pin_script(table: &str, pins: &[Pin]) -> String {
 /// Replace the egress sets of `table` with `policy` and `pins`, in one
 /// transaction.
 pub fn apply(table: &str, policy: &Policy, pins: &[Pin]) -> Result<()> {
-    nft_script(
+    super::nft::run_script(
         &apply_script(table, policy, pins),
         "applying the egress rules",
     )
@@ -389,7 +388,7 @@ pub fn pin(table: &str, pins: &[Pin]) -> Result<()> {
     if pins.is_empty() {
         return Ok(());
     }
-    nft_script(
+    super::nft::run_script(
         &pin_script(table, pins),
         "adding resolved addresses to the egress allow set",
     )
@@ -404,39 +403,6 @@ pub fn table_exists(table: &str) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
-}
-
-fn nft_script(script: &str, what: &str) -> Result<()> {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::Io {
-            context: format!("{what}: running nft (install the nftables package)"),
-            source: e,
-        })?;
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(script.as_bytes())
-        .map_err(|e| Error::Io {
-            context: format!("{what}: writing to nft"),
-            source: e,
-        })?;
-    let out = child.wait_with_output().map_err(|e| Error::Io {
-        context: format!("{what}: waiting for nft"),
-        source: e,
-    })?;
-    if !out.status.success() {
-        return Err(Error::Other(format!(
-            "{what} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

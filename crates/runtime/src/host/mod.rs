@@ -15,6 +15,7 @@ pub mod kernel;
 pub mod layout;
 pub mod mounts;
 pub mod network;
+mod nft;
 pub mod private_net;
 #[cfg(test)]
 pub mod recording;

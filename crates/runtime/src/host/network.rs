@@ -17,7 +17,6 @@
 //! (see [`Netns`]).
 
 use std::fs::File;
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -345,35 +344,7 @@ fn configure(info: &NetInfo, netns: Netns<'_>, rules: &str) -> Result<()> {
         ],
         "adding the default route",
     )?;
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::Io {
-            context: "running nft (install the nftables package)".into(),
-            source: e,
-        })?;
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(rules.as_bytes())
-        .map_err(|e| Error::Io {
-            context: "writing the nftables ruleset".into(),
-            source: e,
-        })?;
-    let out = child.wait_with_output().map_err(|e| Error::Io {
-        context: "waiting for nft".into(),
-        source: e,
-    })?;
-    if !out.status.success() {
-        return Err(Error::Other(format!(
-            "installing the sandbox's nftables table failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
+    super::nft::run_script(rules, "installing the sandbox's nftables table")?;
     Ok(())
 }
 
@@ -532,6 +503,7 @@ mod tests {
         let deny = blocklist::merge(&[], &host).unwrap();
         let r = ruleset(&test_info(), DEFAULT_NAT_POOL, &deny).unwrap();
         // -c: check only, nothing is installed.
+        use std::io::Write;
         let mut child = Command::new("nft")
             .args(["-c", "-f", "-"])
             .stdin(Stdio::piped())

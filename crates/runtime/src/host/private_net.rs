@@ -22,7 +22,6 @@
 //! a pinned namespace's pairs are removed here. Bridges live as long as
 //! their network: [`remove_bridge`] when it is deleted.
 
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -159,39 +158,6 @@ table bridge {t} {{
     )
 }
 
-fn nft(script: &str, what: &str) -> Result<()> {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::Io {
-            context: "running nft (install the nftables package)".into(),
-            source: e,
-        })?;
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(script.as_bytes())
-        .map_err(|e| Error::Io {
-            context: format!("{what}: writing the nftables script"),
-            source: e,
-        })?;
-    let out = child.wait_with_output().map_err(|e| Error::Io {
-        context: "waiting for nft".into(),
-        source: e,
-    })?;
-    if !out.status.success() {
-        return Err(Error::Other(format!(
-            "{what}: nft failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(())
-}
-
 /// Put sandbox `id` (whose network namespace is `netns`) on `nets`: a
 /// bridge per network (made if missing), a veth pair each, addresses and
 /// the port tables. On error the caller runs [`teardown`].
@@ -247,7 +213,7 @@ pub fn attach(id: &str, netns: Netns<'_>, nets: &[PrivateNet], state_dir: &Path)
             "creating a private network's veth pair",
         )?;
         no_ipv6(port);
-        nft(
+        super::nft::run_script(
             &port_rules(port, net.address),
             "installing a private network port's table",
         )?;
@@ -303,7 +269,7 @@ pub fn teardown(state_dir: &Path) {
         script.push_str(&format!("add table bridge {t}\ndelete table bridge {t}\n"));
     }
     if !script.is_empty() {
-        if let Err(e) = nft(&script, "removing private network port tables") {
+        if let Err(e) = super::nft::run_script(&script, "removing private network port tables") {
             tracing::warn!("{e}");
         }
     }
