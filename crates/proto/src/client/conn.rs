@@ -11,7 +11,9 @@
 //! an `other` error that says so, and cancelled in the agent; the
 //! connection and its other streams go on. An event above
 //! [`frame::MAX_EVENT_PAYLOAD`] is refused before it is parsed, as a
-//! protocol violation that ends the connection. Events and `End` messages
+//! protocol violation that ends the connection, and so are an empty data
+//! frame (it would queue without counting against the window) and a second
+//! `Eof` or any data after `Eof` on a stream (nothing reads them). Events and `End` messages
 //! wait as the agent's raw JSON and are parsed when the consumer takes
 //! them, so the bytes counted are the bytes held.
 
@@ -83,6 +85,9 @@ struct Slot {
     /// Events sent to `tx` and not yet taken ([`MAX_QUEUED_EVENTS`],
     /// [`MAX_QUEUED_EVENT_BYTES`]).
     queued_events: Arc<EventQueue>,
+    /// The agent already sent `Eof`: its sending direction is closed, so
+    /// another `Eof` or more data is a protocol violation.
+    eof: bool,
 }
 
 #[derive(Default)]
@@ -202,6 +207,7 @@ impl Conn {
                     send_window: send_window.clone(),
                     recv_outstanding: recv_outstanding.clone(),
                     queued_events: queued_events.clone(),
+                    eof: false,
                 },
             );
             id
@@ -251,6 +257,32 @@ impl Conn {
         let mut st = self.state.lock().unwrap();
         if f.kind == Kind::Event && self.event_overflows(&mut st, f.stream, data_len) {
             return Ok(());
+        }
+        if f.kind.is_data() && data_len == 0 {
+            // Only data counts against the window; an empty frame would
+            // queue at no cost, so a flood of them could fill memory.
+            return Err(format!(
+                "agent sent an empty {:?} frame on stream {} (a compromised or broken agent: \
+                 data frames carry at least one byte)",
+                f.kind, f.stream
+            ));
+        }
+        if f.kind == Kind::Eof || f.kind.is_data() {
+            if let Some(slot) = st.streams.get_mut(&f.stream) {
+                if slot.eof {
+                    return Err(format!(
+                        "agent sent {} on stream {} after its Eof (a compromised or broken \
+                         agent: Eof closes its sending direction for good)",
+                        if f.kind == Kind::Eof {
+                            "a second Eof".to_string()
+                        } else {
+                            format!("a {:?} frame", f.kind)
+                        },
+                        f.stream
+                    ));
+                }
+                slot.eof = f.kind == Kind::Eof;
+            }
         }
         let is_end = f.kind == Kind::End;
         if f.kind.is_data() {

@@ -298,7 +298,7 @@ impl AgentClient {
     pub async fn read_file(&self, path: &str) -> Result<FileReader> {
         let mut s = self.conn.open(&Request::ReadFile { path: path.into() })?;
         match self.first(&mut s, "read_file").await? {
-            Inbound::Event(Event::Opened { size }) => Ok(FileReader::new(s, size)),
+            Inbound::Event(Event::Opened { size }) => Ok(FileReader::new(s, path, size)),
             Inbound::End(Err(e)) => Err(Error::Remote(e)),
             _ => Err(Error::Protocol(
                 "read_file reply did not start with Opened".into(),
