@@ -130,6 +130,16 @@ impl ApiError {
 
 impl From<dwell_proto::Error> for ApiError {
     fn from(e: dwell_proto::Error) -> Self {
+        if let dwell_proto::Error::TooLarge { .. } = e {
+            return ApiError::new(
+                413,
+                code::PAYLOAD_TOO_LARGE,
+                format!(
+                    "{e}; stream it instead (the streaming exec, or a file download), or make it \
+                     smaller"
+                ),
+            );
+        }
         let (status, code) = match e.remote_kind() {
             Some(ErrorKind::NotFound) | Some(ErrorKind::NoSuchProcess) => (404, code::NOT_FOUND),
             Some(ErrorKind::PermissionDenied) | Some(ErrorKind::ReadOnly) => {
