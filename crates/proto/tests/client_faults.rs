@@ -591,3 +591,47 @@ async fn collected_output_is_held_to_its_cap() {
     assert!(matches!(e, Error::TooLarge { max: 1000, .. }), "{e}");
     assert!(e.to_string().contains("output of process 7"), "{e}");
 }
+
+#[tokio::test]
+async fn a_flood_of_tiny_data_frames_is_held_to_the_frame_cap() {
+    use dwell_proto::client::MAX_QUEUED_DATA_FRAMES;
+    let (client, (mut r, mut w)) = fake_agent_handshaken().await;
+    let c = client.await.unwrap();
+    let c2 = c.clone();
+    let exec = tokio::spawn(async move { c2.exec(ExecRequest::shell("x")).await });
+    let req = r.next().await.unwrap().unwrap();
+    w.write_all(&encode(req.stream, Kind::Event, br#"{"event":"started","pid":7}"#).unwrap())
+        .await
+        .unwrap();
+    let mut p = within(exec).await.unwrap().unwrap();
+    // One-byte frames, well within the byte window, nobody reads.
+    let one = encode(req.stream, Kind::Stdout, b"y").unwrap();
+    for _ in 0..MAX_QUEUED_DATA_FRAMES + 100 {
+        w.write_all(&one).await.unwrap();
+    }
+    let cancel = within(async {
+        loop {
+            let f = r.next().await.unwrap().unwrap();
+            if f.kind == Kind::Cancel {
+                return f;
+            }
+        }
+    })
+    .await;
+    assert_eq!(cancel.stream, req.stream);
+    let mut got = 0;
+    let err = loop {
+        match within(p.try_next()).await {
+            Ok(Some(dwell_proto::ProcessEvent::Started { .. })) => {}
+            Ok(Some(_)) => got += 1,
+            Ok(None) => panic!("the stream ended without an error"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(got, MAX_QUEUED_DATA_FRAMES);
+    assert!(
+        err.to_string()
+            .contains(&format!("fell {MAX_QUEUED_DATA_FRAMES} data frames behind")),
+        "{err}"
+    );
+}
