@@ -24,7 +24,7 @@ async fn exit_codes_signals_and_errors() {
         .exec(ExecRequest::argv(["echo", "a b", "c"]))
         .await
         .unwrap()
-        .output()
+        .output(1 << 24)
         .await
         .unwrap();
     assert_eq!(s(&o.stdout), "a b c\n");
@@ -276,7 +276,7 @@ async fn pty_exec_with_resize() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     input.close_stdin().await.unwrap();
-    let o = tokio::time::timeout(Duration::from_secs(10), p.output())
+    let o = tokio::time::timeout(Duration::from_secs(10), p.output(1 << 24))
         .await
         .unwrap()
         .unwrap();
@@ -355,7 +355,7 @@ async fn attach_to_a_process_with_a_huge_command_line_fits_the_event_limit() {
         .exec(ExecRequest::argv(argv))
         .await
         .unwrap()
-        .output()
+        .output(1 << 24)
         .await
         .unwrap();
     assert_eq!(s(&o.stdout), "ok\n");
