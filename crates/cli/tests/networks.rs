@@ -488,7 +488,8 @@ fn hosts_of(d: &Daemon, sb: &str) -> String {
 /// a symlink to `/dev/zero`; a peer joining makes the daemon refresh the
 /// member's peer names. The daemon must not read that file into memory
 /// (its peak RSS stays put) and the member must still get the names (the
-/// file is replaced by dwell's block alone).
+/// file is replaced by dwell's block alone). Last, a synchronous exec of
+/// endless output is refused at its cap.
 fn hosts_checks(isolation: &str) {
     const HUGE: &str = "3G";
     /// More than the daemon may grow while it refreshes the names.
@@ -549,6 +550,22 @@ fn hosts_checks(isolation: &str) {
     );
     let hosts = hosts_of(&d, "m");
     assert!(hosts.contains("p2.team"), "{hosts}");
+
+    // The same class: a synchronous exec's output is what the daemon
+    // holds for its JSON answer; endless output is refused at the cap.
+    let before = peak_rss(&d);
+    let out = d.run(&["exec", "--json", "m", "--", "cat", "/dev/zero"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("16777216 byte limit"),
+        "{}",
+        stderr(&out)
+    );
+    let grew = peak_rss(&d).saturating_sub(before);
+    assert!(
+        grew < MAX_GROWTH,
+        "the daemon's peak RSS grew by {grew} bytes"
+    );
 
     for sb in ["m", "p1", "p2"] {
         d.ok(&["rm", "-f", sb]);
