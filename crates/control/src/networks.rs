@@ -350,7 +350,26 @@ async fn current_hosts(
 /// through its agent. Best effort: a sandbox that is not running gets it
 /// at its next start. A file dwell cannot keep (see [`current_hosts`]) is
 /// replaced by the managed block alone, so the peer names still work.
+/// Bounded in time: a member's agent that stalls (the sandbox is root's
+/// to break) must not hold up the start or the create that refreshes it.
 pub(crate) async fn refresh_hosts(inner: &Context, sandbox_id: &str) {
+    if tokio::time::timeout(REFRESH_TIMEOUT, write_hosts(inner, sandbox_id))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            sandbox = sandbox_id,
+            "peer names not written: its agent did not finish within {} s",
+            REFRESH_TIMEOUT.as_secs()
+        );
+    }
+}
+
+/// How long [`refresh_hosts`] may take for one sandbox.
+const REFRESH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// [`refresh_hosts`] without its time bound.
+async fn write_hosts(inner: &Context, sandbox_id: &str) {
     let rows = peer_table(inner, sandbox_id);
     let client = match crate::connections::client(inner, sandbox_id).await {
         Ok(c) => c,
