@@ -24,7 +24,7 @@ async fn exit_codes_signals_and_errors() {
         .exec(ExecRequest::argv(["echo", "a b", "c"]))
         .await
         .unwrap()
-        .output()
+        .output(1 << 24)
         .await
         .unwrap();
     assert_eq!(s(&o.stdout), "a b c\n");
@@ -53,14 +53,14 @@ async fn env_cwd_user_and_streams() {
     r.env.insert("FOO".into(), "bar".into());
     r.cwd = Some("/tmp".into());
     r.user = Some("65534:65534".into());
-    let o = c.exec(r).await.unwrap().output().await.unwrap();
+    let o = c.exec(r).await.unwrap().output(1 << 24).await.unwrap();
     let out = s(&o.stdout);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(&lines[..4], ["out", "bar", "/tmp", "65534"], "{out}");
     assert_eq!(s(&o.stderr), "err\n");
     let mut r = ExecRequest::shell("id -un; echo $HOME");
     r.user = Some("root".into());
-    let o = c.exec(r).await.unwrap().output().await.unwrap();
+    let o = c.exec(r).await.unwrap().output(1 << 24).await.unwrap();
     assert_eq!(s(&o.stdout), "root\n/root\n");
     let mut r = ExecRequest::shell("true");
     r.user = Some("no-such-user-xyz".into());
@@ -81,7 +81,7 @@ async fn stdin_is_streamed_and_closed() {
     let big = Bytes::from(vec![b'x'; 3 * 1024 * 1024 + 7]);
     input.write_stdin(big).await.unwrap();
     input.close_stdin().await.unwrap();
-    let o = p.output().await.unwrap();
+    let o = p.output(1 << 24).await.unwrap();
     assert_eq!(
         s(&o.stdout).split_whitespace().collect::<Vec<_>>(),
         ["3145735", "done"]
@@ -98,7 +98,7 @@ async fn timeout_kills_and_reports() {
     let mut r = ExecRequest::shell("echo before; sleep 30");
     r.timeout_ms = Some(300);
     let t = Instant::now();
-    let o = c.exec(r).await.unwrap().output().await.unwrap();
+    let o = c.exec(r).await.unwrap().output(1 << 24).await.unwrap();
     assert!(t.elapsed() < Duration::from_secs(5));
     assert!(o.status.timed_out);
     assert_eq!(o.status.signal, Some(9));
@@ -197,7 +197,7 @@ async fn background_outlives_connection_and_reattaches() {
     assert_eq!(s(&o.1), "warn\n");
     assert_eq!(o.2.code, Some(0));
     // Attaching after the exit replays and reports the exit.
-    let o = c2.attach(pid).await.unwrap().output().await.unwrap();
+    let o = c2.attach(pid).await.unwrap().output(1 << 24).await.unwrap();
     assert_eq!(
         (s(&o.stdout).as_str(), o.status.code),
         ("start\nend\n", Some(0))
@@ -212,11 +212,14 @@ async fn signal_by_pid_and_by_handle() {
     let c = a.client().await;
     let p = c.exec(ExecRequest::shell("sleep 30")).await.unwrap();
     c.signal(p.pid(), libc::SIGTERM).await.unwrap();
-    let o = p.output().await.unwrap();
+    let o = p.output(1 << 24).await.unwrap();
     assert_eq!(o.status.signal, Some(libc::SIGTERM));
     let p = c.exec(ExecRequest::argv(["sleep", "30"])).await.unwrap();
     p.input().signal(libc::SIGUSR1).await.unwrap();
-    assert_eq!(p.output().await.unwrap().status.signal, Some(libc::SIGUSR1));
+    assert_eq!(
+        p.output(1 << 24).await.unwrap().status.signal,
+        Some(libc::SIGUSR1)
+    );
     assert!(c.signal(12345678, 15).await.is_err());
     assert_eq!(
         c.signal(2, 0).await.err().unwrap().remote_kind(),
@@ -273,7 +276,7 @@ async fn pty_exec_with_resize() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     input.close_stdin().await.unwrap();
-    let o = tokio::time::timeout(Duration::from_secs(10), p.output())
+    let o = tokio::time::timeout(Duration::from_secs(10), p.output(1 << 24))
         .await
         .unwrap()
         .unwrap();
@@ -299,7 +302,7 @@ async fn stdin_by_pid_from_another_connection() {
         .await
         .unwrap();
     c2.close_stdin(pid).await.unwrap();
-    let o = c2.attach(pid).await.unwrap().output().await.unwrap();
+    let o = c2.attach(pid).await.unwrap().output(1 << 24).await.unwrap();
     let out = s(&o.stdout);
     // The ring keeps the last 64 KiB; the end of the stream must be there.
     assert!(
@@ -327,7 +330,7 @@ async fn exit_is_not_held_back_by_descendants_holding_the_pipe() {
         .await
         .unwrap();
     let pid = p.pid();
-    let o = p.output().await.unwrap();
+    let o = p.output(1 << 24).await.unwrap();
     assert!(
         t.elapsed() < Duration::from_millis(350),
         "exit waited for the descendant"
@@ -335,7 +338,7 @@ async fn exit_is_not_held_back_by_descendants_holding_the_pipe() {
     assert_eq!((s(&o.stdout).as_str(), o.status.code), ("early\n", Some(0)));
     // The descendant's later output lands in the replay buffer (no SIGPIPE).
     tokio::time::sleep(Duration::from_millis(2000)).await;
-    let o = c.attach(pid).await.unwrap().output().await.unwrap();
+    let o = c.attach(pid).await.unwrap().output(1 << 24).await.unwrap();
     assert_eq!(s(&o.stdout), "early\nlate\n");
 }
 
@@ -352,7 +355,7 @@ async fn attach_to_a_process_with_a_huge_command_line_fits_the_event_limit() {
         .exec(ExecRequest::argv(argv))
         .await
         .unwrap()
-        .output()
+        .output(1 << 24)
         .await
         .unwrap();
     assert_eq!(s(&o.stdout), "ok\n");
@@ -375,6 +378,6 @@ async fn attach_to_a_process_with_a_huge_command_line_fits_the_event_limit() {
         info.argv.len()
     );
     assert!(serde_json::to_vec(&info).unwrap().len() < MAX_EVENT_PAYLOAD);
-    let o = att.output().await.unwrap();
+    let o = att.output(1 << 24).await.unwrap();
     assert_eq!((s(&o.stdout).as_str(), o.status.code), ("ok\n", Some(0)));
 }

@@ -130,6 +130,16 @@ impl ApiError {
 
 impl From<dwell_proto::Error> for ApiError {
     fn from(e: dwell_proto::Error) -> Self {
+        if let dwell_proto::Error::TooLarge { .. } = e {
+            return ApiError::new(
+                413,
+                code::PAYLOAD_TOO_LARGE,
+                format!(
+                    "{e}; stream it instead (the streaming exec, or a file download), or make it \
+                     smaller"
+                ),
+            );
+        }
         let (status, code) = match e.remote_kind() {
             Some(ErrorKind::NotFound) | Some(ErrorKind::NoSuchProcess) => (404, code::NOT_FOUND),
             Some(ErrorKind::PermissionDenied) | Some(ErrorKind::ReadOnly) => {
@@ -303,6 +313,14 @@ mod tests {
         let gone = dwell_proto::Error::Unreachable("no socket".into());
         let e = ApiError::from(dwell_control::Error::Agent(gone));
         assert_eq!((e.status.as_u16(), e.code), (502, code::AGENT_UNREACHABLE));
+        // More than the daemon holds for one answer (a sync exec's output).
+        let big = dwell_proto::Error::TooLarge {
+            what: "the output of process 7".into(),
+            max: 16,
+        };
+        let e = ApiError::from(big);
+        assert_eq!((e.status.as_u16(), e.code), (413, code::PAYLOAD_TOO_LARGE));
+        assert!(e.message.contains("16 byte limit"), "{}", e.message);
         let e = ApiError::from(dwell_control::Error::Internal("x".into()));
         assert_eq!((e.status.as_u16(), e.code), (500, code::INTERNAL));
         assert!(e.facts.is_empty());

@@ -6,7 +6,10 @@
 //! way out; stop/start (and gVisor's hibernate/resume) keeps the address; a stopped sandbox joins a
 //! network with `update --network-add`; a `--net` member has both; `network rm` is refused while
 //! members remain; and nothing (ports, tables, bridges) is left once the
-//! sandboxes and networks are gone.
+//! sandboxes and networks are gone. A member whose root makes its
+//! `/etc/hosts` gigabytes large, or a symlink to `/dev/zero`, does not
+//! make the daemon read it (its peak RSS stays put) and still gets its
+//! peers' names.
 //!
 //! Bridges and veths are made in the daemon's network namespace, so each
 //! test re-runs this binary inside `unshare --net` (see
@@ -422,4 +425,150 @@ fn checks(isolation: &str) {
     let left = leftovers();
     assert!(left.is_empty(), "left behind: {left:?}");
     drop(host_service);
+}
+
+#[test]
+fn a_members_huge_or_endless_hosts_file_is_not_read_into_the_daemon() {
+    if can_run() {
+        in_private_netns("hosts_helper_namespace");
+    }
+}
+
+#[test]
+fn gvisor_a_members_huge_or_endless_hosts_file_is_not_read_into_the_daemon() {
+    if can_run_gvisor() {
+        in_private_netns("hosts_helper_gvisor");
+    }
+}
+
+#[test]
+#[ignore = "helper of a_members_huge_or_endless_hosts_file_is_not_read_into_the_daemon"]
+fn hosts_helper_namespace() {
+    if netns::is_helper() {
+        hosts_checks("namespace");
+    }
+}
+
+#[test]
+#[ignore = "helper of gvisor_a_members_huge_or_endless_hosts_file_is_not_read_into_the_daemon"]
+fn hosts_helper_gvisor() {
+    if netns::is_helper() {
+        hosts_checks("gvisor");
+    }
+}
+
+/// The daemon's peak resident memory so far (`VmHWM`), in bytes.
+fn peak_rss(d: &Daemon) -> u64 {
+    let pid = d.pid().expect("the daemon runs");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status"));
+    kb * 1024
+}
+
+/// `sb`'s `/etc/hosts` when it is a regular file of at most 64 KiB, else
+/// what it is instead.
+fn hosts_of(d: &Daemon, sb: &str) -> String {
+    d.ok(&[
+        "exec",
+        sb,
+        "--",
+        "sh",
+        "-c",
+        "if [ -L /etc/hosts ]; then echo symlink; \
+         elif [ $(stat -c %s /etc/hosts) -gt 65536 ]; then echo huge; \
+         else cat /etc/hosts; fi",
+    ])
+}
+
+/// Root in a member makes its `/etc/hosts` a sparse file of gigabytes, or
+/// a symlink to `/dev/zero`; a peer joining makes the daemon refresh the
+/// member's peer names. The daemon must not read that file into memory
+/// (its peak RSS stays put) and the member must still get the names (the
+/// file is replaced by dwell's block alone). Last, a synchronous exec of
+/// endless output is refused at its cap.
+fn hosts_checks(isolation: &str) {
+    const HUGE: &str = "3G";
+    /// More than the daemon may grow while it refreshes the names.
+    const MAX_GROWTH: u64 = 256 << 20;
+    let d = Daemon::start();
+    let net = ["--network", "team", "--isolation", isolation];
+    d.ok(&["network", "create", "team"]);
+    d.create("m", &net);
+
+    // A sparse file of gigabytes.
+    d.ok(&["exec", "m", "--", "truncate", "-s", HUGE, "/etc/hosts"]);
+    assert_eq!(hosts_of(&d, "m").trim(), "huge");
+    let before = peak_rss(&d);
+    d.create("p1", &net);
+    let grew = peak_rss(&d).saturating_sub(before);
+    assert!(
+        grew < MAX_GROWTH,
+        "the daemon's peak RSS grew by {grew} bytes refreshing a member with a {HUGE} /etc/hosts"
+    );
+    let hosts = hosts_of(&d, "m");
+    assert!(hosts.contains("p1.team"), "{hosts}");
+    assert!(hosts.contains("127.0.0.1\tlocalhost"), "{hosts}");
+
+    // A symlink to an endless device (its size says 0).
+    d.ok(&[
+        "exec",
+        "m",
+        "--",
+        "sh",
+        "-c",
+        "rm -f /etc/hosts && ln -s /dev/zero /etc/hosts",
+    ]);
+    assert_eq!(hosts_of(&d, "m").trim(), "symlink");
+    let before = peak_rss(&d);
+    d.create("p2", &net);
+    let grew = peak_rss(&d).saturating_sub(before);
+    assert!(
+        grew < MAX_GROWTH,
+        "the daemon's peak RSS grew by {grew} bytes refreshing a member whose /etc/hosts is /dev/zero"
+    );
+    let hosts = hosts_of(&d, "m");
+    assert!(
+        hosts.contains("p1.team") && hosts.contains("p2.team"),
+        "{hosts}"
+    );
+    // The name works (nothing serves on p2's 8080: refused).
+    assert_eq!(probe(&d, "m", "p2", 8080).0, "refused");
+
+    // The member's own start refreshes it too (the reconciler's path).
+    d.ok(&["exec", "m", "--", "truncate", "-s", HUGE, "/etc/hosts"]);
+    d.ok(&["stop", "m"]);
+    let before = peak_rss(&d);
+    d.ok(&["start", "m"]);
+    let grew = peak_rss(&d).saturating_sub(before);
+    assert!(
+        grew < MAX_GROWTH,
+        "the daemon's peak RSS grew by {grew} bytes"
+    );
+    let hosts = hosts_of(&d, "m");
+    assert!(hosts.contains("p2.team"), "{hosts}");
+
+    // The same class: a synchronous exec's output is what the daemon
+    // holds for its JSON answer; endless output is refused at the cap.
+    let before = peak_rss(&d);
+    let out = d.run(&["exec", "--json", "m", "--", "cat", "/dev/zero"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("16777216 byte limit"),
+        "{}",
+        stderr(&out)
+    );
+    let grew = peak_rss(&d).saturating_sub(before);
+    assert!(
+        grew < MAX_GROWTH,
+        "the daemon's peak RSS grew by {grew} bytes"
+    );
+
+    for sb in ["m", "p1", "p2"] {
+        d.ok(&["rm", "-f", sb]);
+    }
+    d.ok(&["network", "rm", "team"]);
 }

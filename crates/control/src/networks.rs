@@ -302,10 +302,74 @@ pub fn with_block(hosts: &str, rows: &[(Ipv4Addr, Vec<String>)]) -> String {
     out
 }
 
+/// The largest `/etc/hosts` whose lines dwell keeps around its managed
+/// block; the sandbox owns the file and may make it any size, so a larger
+/// one (or one that is not a regular file) is replaced by the block alone
+/// rather than read into the daemon's memory.
+pub const MAX_HOSTS_FILE: u64 = 1 << 20;
+
+/// The sandbox's `/etc/hosts` as it is, if dwell can keep its lines: a
+/// regular file of at most [`MAX_HOSTS_FILE`] bytes. `Ok(None)` when it does
+/// not exist; `Err(why)` when it must be replaced (`Some(kind)`: it is not
+/// a regular file, so it is removed before the new one is written).
+async fn current_hosts(
+    client: &dwell_proto::AgentClient,
+) -> std::result::Result<Option<String>, (String, bool)> {
+    use dwell_proto::{ErrorKind, FileKind};
+    let fi = match client.stat("/etc/hosts").await {
+        Ok(fi) => fi,
+        Err(e) if e.remote_kind() == Some(ErrorKind::NotFound) => return Ok(None),
+        Err(e) => return Err((format!("cannot stat it: {e}"), false)),
+    };
+    if fi.kind != FileKind::File {
+        return Err((format!("it is a {:?}, not a regular file", fi.kind), true));
+    }
+    if fi.size > MAX_HOSTS_FILE {
+        return Err((
+            format!(
+                "it is {} bytes, above the {MAX_HOSTS_FILE} byte limit",
+                fi.size
+            ),
+            false,
+        ));
+    }
+    let read = async {
+        client
+            .read_file("/etc/hosts")
+            .await?
+            .read_to_end(MAX_HOSTS_FILE)
+            .await
+    };
+    match read.await {
+        Ok(b) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
+        Err(e) => Err((format!("cannot read it: {e}"), false)),
+    }
+}
+
 /// Rewrite the managed block of `/etc/hosts` in sandbox `sandbox_id`
 /// through its agent. Best effort: a sandbox that is not running gets it
-/// at its next start.
+/// at its next start. A file dwell cannot keep (see [`current_hosts`]) is
+/// replaced by the managed block alone, so the peer names still work.
+/// Bounded in time: a member's agent that stalls (the sandbox is root's
+/// to break) must not hold up the start or the create that refreshes it.
 pub(crate) async fn refresh_hosts(inner: &Context, sandbox_id: &str) {
+    if tokio::time::timeout(REFRESH_TIMEOUT, write_hosts(inner, sandbox_id))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            sandbox = sandbox_id,
+            "peer names not written: its agent did not finish within {} s",
+            REFRESH_TIMEOUT.as_secs()
+        );
+    }
+}
+
+/// How long [`refresh_hosts`] may take for one sandbox.
+const REFRESH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// [`refresh_hosts`] without its time bound.
+async fn write_hosts(inner: &Context, sandbox_id: &str) {
     let rows = peer_table(inner, sandbox_id);
     let client = match crate::connections::client(inner, sandbox_id).await {
         Ok(c) => c,
@@ -314,13 +378,23 @@ pub(crate) async fn refresh_hosts(inner: &Context, sandbox_id: &str) {
             return;
         }
     };
-    let current = match client.read_file("/etc/hosts").await {
-        Ok(r) => r.read_to_end().await.unwrap_or_default(),
-        Err(_) => Vec::new(),
+    let (current, replace) = match current_hosts(&client).await {
+        Ok(c) => (c.unwrap_or_default(), false),
+        Err((why, remove)) => {
+            tracing::warn!(
+                sandbox = sandbox_id,
+                "/etc/hosts in the sandbox is replaced by dwell's peer names alone: {why}"
+            );
+            if remove {
+                if let Err(e) = client.remove("/etc/hosts", false).await {
+                    tracing::warn!(sandbox = sandbox_id, "removing /etc/hosts: {e}");
+                }
+            }
+            (String::new(), true)
+        }
     };
-    let current = String::from_utf8_lossy(&current);
     let next = with_block(&current, &rows);
-    if next == current {
+    if next == current && !replace {
         return;
     }
     let opts = dwell_proto::WriteOptions {

@@ -154,6 +154,7 @@ impl From<dwell_proto::Error> for ConnectError {
             }
             E::Invalid(m) => ConnectError::invalid(m),
             E::Timeout { .. } => ConnectError::new(Code::DeadlineExceeded, e.to_string()),
+            E::TooLarge { .. } => ConnectError::new(Code::ResourceExhausted, e.to_string()),
             e => ConnectError::new(Code::Unavailable, e.to_string()),
         }
     }

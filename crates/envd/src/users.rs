@@ -187,15 +187,8 @@ pub(crate) async fn read_capped(
     if fi.size > max as u64 {
         return Err(format!("it is larger than {max} bytes"));
     }
-    let mut r = agent.read_file(path).await.map_err(|e| e.to_string())?;
-    let mut v = Vec::with_capacity(fi.size as usize);
-    while let Some(c) = r.next_chunk().await.map_err(|e| e.to_string())? {
-        if v.len() + c.len() > max {
-            return Err(format!("it grew beyond {max} bytes while being read"));
-        }
-        v.extend_from_slice(&c);
-    }
-    Ok(v)
+    let r = agent.read_file(path).await.map_err(|e| e.to_string())?;
+    r.read_to_end(max as u64).await.map_err(|e| e.to_string())
 }
 
 /// The user named by `Authorization: Basic base64("user:")`, if any.

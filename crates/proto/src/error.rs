@@ -25,6 +25,11 @@ pub enum Error {
     /// The caller used the API wrongly (e.g. wrote to a finished stream).
     #[error("invalid use: {0}")]
     Invalid(String),
+    /// What the agent sent is more than the caller set out to hold in
+    /// memory (a file read whole, a process's collected output); reading
+    /// stopped at the limit and the stream was cancelled.
+    #[error("{what} is larger than the {max} byte limit of this operation")]
+    TooLarge { what: String, max: u64 },
 }
 
 impl Error {

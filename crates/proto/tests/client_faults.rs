@@ -423,3 +423,215 @@ async fn an_undecodable_event_or_end_ends_the_connection_when_taken() {
     let e = within(c.health()).await.unwrap_err();
     assert!(matches!(e, Error::Protocol(_)), "{e}");
 }
+
+/// Opens a `connect` stream the fake agent answers as connected.
+async fn open_tunnel(c: &AgentClient, fake: &mut Fake) -> (dwell_proto::client::TcpTunnel, u32) {
+    let c2 = c.clone();
+    let open = tokio::spawn(async move { c2.connect_tcp("127.0.0.1", 80).await });
+    let (r, w) = fake;
+    let req = r.next().await.unwrap().unwrap();
+    w.write_all(
+        &encode(
+            req.stream,
+            Kind::Event,
+            br#"{"event":"connected","peer":"127.0.0.1:80"}"#,
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    (within(open).await.unwrap().unwrap(), req.stream)
+}
+
+/// Sends `frame` up to `times` times; returns how many were sent before
+/// the client stopped reading (it closed the connection).
+async fn flood(w: &mut WriteHalf<DuplexStream>, frame: &[u8], times: usize) -> usize {
+    for i in 0..times {
+        if w.write_all(frame).await.is_err() {
+            return i;
+        }
+    }
+    times
+}
+
+/// Floods frames that would queue without counting against the flow
+/// window: the connection must end with a protocol error naming the
+/// violation (so the client stops reading and holds nothing more), not
+/// take them all.
+async fn flood_ends_the_connection(
+    first: Option<Kind>,
+    kind: Kind,
+    payload: &[u8],
+    expect: &str,
+    exec: bool,
+) {
+    const TIMES: usize = 1_000_000;
+    let (client, mut fake) = fake_agent_handshaken().await;
+    let c = client.await.unwrap();
+    // The stream is kept open (not read from) while it is flooded.
+    let (_open, id): (Box<dyn std::any::Any + Send>, u32) = if exec {
+        let c2 = c.clone();
+        let open = tokio::spawn(async move { c2.exec(ExecRequest::shell("x")).await });
+        let req = fake.0.next().await.unwrap().unwrap();
+        fake.1
+            .write_all(&encode(req.stream, Kind::Event, br#"{"event":"started","pid":7}"#).unwrap())
+            .await
+            .unwrap();
+        (Box::new(within(open).await.unwrap().unwrap()), req.stream)
+    } else {
+        let (t, id) = open_tunnel(&c, &mut fake).await;
+        (Box::new(t), id)
+    };
+    let (_r, w) = &mut fake;
+    if let Some(k) = first {
+        w.write_all(&encode(id, k, b"").unwrap()).await.unwrap();
+    }
+    let sent = within(flood(w, &encode(id, kind, payload).unwrap(), TIMES)).await;
+    assert!(sent < TIMES, "the client took all {TIMES} {kind:?} frames");
+    let e = within(c.health()).await.unwrap_err();
+    assert!(matches!(e, Error::Protocol(_)), "{e}");
+    assert!(e.to_string().contains(expect), "{e}");
+}
+
+#[tokio::test]
+async fn an_eof_flood_ends_the_connection() {
+    flood_ends_the_connection(None, Kind::Eof, b"", "a second Eof", false).await;
+}
+
+#[tokio::test]
+async fn data_after_eof_ends_the_connection() {
+    flood_ends_the_connection(Some(Kind::Eof), Kind::Data, b"x", "a Data frame", false).await;
+}
+
+#[tokio::test]
+async fn an_empty_data_flood_ends_the_connection() {
+    flood_ends_the_connection(None, Kind::Data, b"", "empty Data frame", false).await;
+    flood_ends_the_connection(None, Kind::Stdout, b"", "empty Stdout frame", true).await;
+    flood_ends_the_connection(None, Kind::Stderr, b"", "empty Stderr frame", true).await;
+}
+
+#[tokio::test]
+async fn a_file_read_whole_is_held_to_its_cap() {
+    // The size the agent states when opening...
+    let (client, (mut r, mut w)) = fake_agent_handshaken().await;
+    let c = client.await.unwrap();
+    let c2 = c.clone();
+    let reader = tokio::spawn(async move { c2.read_file("/etc/hosts").await });
+    let req = r.next().await.unwrap().unwrap();
+    w.write_all(
+        &encode(
+            req.stream,
+            Kind::Event,
+            br#"{"event":"opened","size":4294967296}"#,
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let fr = within(reader).await.unwrap().unwrap();
+    let e = within(fr.read_to_end(1024)).await.unwrap_err();
+    assert!(matches!(e, Error::TooLarge { max: 1024, .. }), "{e}");
+    assert!(
+        e.to_string().contains("/etc/hosts (4294967296 bytes)"),
+        "{e}"
+    );
+    // ...and what it sends when that size was a lie (/dev/zero says 0).
+    let c2 = c.clone();
+    let reader = tokio::spawn(async move { c2.read_file("/etc/hosts").await });
+    let req = loop {
+        let f = r.next().await.unwrap().unwrap();
+        if f.kind == Kind::Request {
+            break f;
+        }
+    };
+    w.write_all(&encode(req.stream, Kind::Event, br#"{"event":"opened","size":0}"#).unwrap())
+        .await
+        .unwrap();
+    let fr = within(reader).await.unwrap().unwrap();
+    let feed = tokio::spawn(async move {
+        let chunk = encode(req.stream, Kind::Data, &[0u8; 600]).unwrap();
+        for _ in 0..4 {
+            w.write_all(&chunk).await.unwrap();
+        }
+        (r, w)
+    });
+    let e = within(fr.read_to_end(1024)).await.unwrap_err();
+    assert!(e.to_string().contains("sent more than it said"), "{e}");
+    let (mut r, _w) = feed.await.unwrap();
+    // The read was cancelled in the agent.
+    let cancel = within(async {
+        loop {
+            let f = r.next().await.unwrap().unwrap();
+            if f.kind == Kind::Cancel {
+                return f;
+            }
+        }
+    })
+    .await;
+    assert_eq!(cancel.stream, req.stream);
+}
+
+#[tokio::test]
+async fn collected_output_is_held_to_its_cap() {
+    let (client, (mut r, mut w)) = fake_agent_handshaken().await;
+    let c = client.await.unwrap();
+    let c2 = c.clone();
+    let exec = tokio::spawn(async move { c2.exec(ExecRequest::shell("yes")).await });
+    let req = r.next().await.unwrap().unwrap();
+    w.write_all(&encode(req.stream, Kind::Event, br#"{"event":"started","pid":7}"#).unwrap())
+        .await
+        .unwrap();
+    let p = within(exec).await.unwrap().unwrap();
+    for k in [Kind::Stdout, Kind::Stderr, Kind::Stdout] {
+        w.write_all(&encode(req.stream, k, &[b'y'; 400]).unwrap())
+            .await
+            .unwrap();
+    }
+    let e = within(p.output(1000)).await.unwrap_err();
+    assert!(matches!(e, Error::TooLarge { max: 1000, .. }), "{e}");
+    assert!(e.to_string().contains("output of process 7"), "{e}");
+}
+
+#[tokio::test]
+async fn a_flood_of_tiny_data_frames_is_held_to_the_frame_cap() {
+    use dwell_proto::client::MAX_QUEUED_DATA_FRAMES;
+    let (client, (mut r, mut w)) = fake_agent_handshaken().await;
+    let c = client.await.unwrap();
+    let c2 = c.clone();
+    let exec = tokio::spawn(async move { c2.exec(ExecRequest::shell("x")).await });
+    let req = r.next().await.unwrap().unwrap();
+    w.write_all(&encode(req.stream, Kind::Event, br#"{"event":"started","pid":7}"#).unwrap())
+        .await
+        .unwrap();
+    let mut p = within(exec).await.unwrap().unwrap();
+    // One-byte frames, well within the byte window, nobody reads.
+    let one = encode(req.stream, Kind::Stdout, b"y").unwrap();
+    for _ in 0..MAX_QUEUED_DATA_FRAMES + 100 {
+        w.write_all(&one).await.unwrap();
+    }
+    let cancel = within(async {
+        loop {
+            let f = r.next().await.unwrap().unwrap();
+            if f.kind == Kind::Cancel {
+                return f;
+            }
+        }
+    })
+    .await;
+    assert_eq!(cancel.stream, req.stream);
+    let mut got = 0;
+    let err = loop {
+        match within(p.try_next()).await {
+            Ok(Some(dwell_proto::ProcessEvent::Started { .. })) => {}
+            Ok(Some(_)) => got += 1,
+            Ok(None) => panic!("the stream ended without an error"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(got, MAX_QUEUED_DATA_FRAMES);
+    assert!(
+        err.to_string()
+            .contains(&format!("fell {MAX_QUEUED_DATA_FRAMES} data frames behind")),
+        "{err}"
+    );
+}

@@ -243,7 +243,7 @@ fn real_agent_over_the_protocol() {
                 .exec(dwell_proto::ExecRequest::shell(cmd))
                 .await
                 .expect("exec")
-                .output()
+                .output(1 << 24)
                 .await
                 .expect("exec output")
         })
@@ -459,7 +459,7 @@ fn real_agent_hibernates_and_resumes() {
                 .exec(req)
                 .await
                 .expect("exec")
-                .output()
+                .output(1 << 24)
                 .await
                 .expect("output");
             String::from_utf8_lossy(&out.stdout).into_owned()

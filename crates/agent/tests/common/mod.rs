@@ -86,7 +86,7 @@ pub async fn sh(c: &AgentClient, cmd: &str) -> ProcessOutput {
     c.exec(ExecRequest::shell(cmd))
         .await
         .expect("exec")
-        .output()
+        .output(1 << 24)
         .await
         .expect("output")
 }

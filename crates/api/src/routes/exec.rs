@@ -61,8 +61,14 @@ fn check(req: &ExecRequest) -> ApiResult<()> {
     })
 }
 
+/// The stdout and stderr together that a synchronous exec collects in the
+/// daemon's memory for its JSON answer; a command that prints more fails
+/// with 413 `payload_too_large` (the streaming exec has no such limit).
+pub const MAX_RUN_OUTPUT: u64 = 16 << 20;
+
 #[utoipa::path(post, path = "/v1/sandboxes/{id}/exec", tag = "exec",
     summary = "Run a command to completion and return its output",
+    description = "Stdout and stderr together are limited to 16 MiB (413 payload_too_large above); use the streaming exec (GET, WebSocket) for more.",
     params(("id" = String, Path, description = "Sandbox id or name")),
     request_body = ExecCall,
     responses((status = 200, body = ExecResult), (status = "default", description = "Error", body = ErrorBody)))]
@@ -94,7 +100,7 @@ pub async fn run(
     } else if req.stdin {
         stream.input().close_stdin().await?;
     }
-    let out = stream.output().await?;
+    let out = stream.output(MAX_RUN_OUTPUT).await?;
     let exit = report(&st, &sb, out.status, oom0).await;
     Ok(Json(ExecResult {
         pid,

@@ -134,11 +134,19 @@ impl Controller {
     pub async fn resume(&self, tenant: &str, id_or_name: &str) -> Result<Sandbox> {
         let sb = self.get(tenant, id_or_name)?;
         let _quota = self.inner.quota_lock.lock().await;
-        if matches!(sb.state, State::Hibernated | State::Archived) {
+        let checked = matches!(sb.state, State::Hibernated | State::Archived);
+        if checked {
             // Its memory and vCPUs count again once it runs.
             self.check_compute_quota(tenant, &sb).await?;
         }
         self.transition(tenant, id_or_name, Request::Resume, |sb| match sb.state {
+            // Hibernated (by a policy) since it was read above, so its
+            // compute was not checked: refuse rather than skip the quota.
+            State::Hibernated | State::Archived if !checked => Err(Error::Conflict(format!(
+                "sandbox {} was {} while this resume was being checked; resume it again",
+                sb.name,
+                sb.state.as_str()
+            ))),
             s if s.allows(Request::Resume) => Ok(()),
             // Archived while hibernated: its memory is in the archive.
             State::Archived

@@ -32,21 +32,16 @@ impl Controller {
         if sb.wakes_on_use != Some(true) {
             return Err(asleep(sb, op));
         }
+        let lock = self.inner.lock_for(&sb.id);
         // Its vCPUs and memory count again once a hibernated sandbox runs
         // (a paused one holds them all along): checked as `resume` does,
-        // unless another request has woken it meanwhile.
-        let _quota = if sb.state == State::Hibernated {
-            let g = self.inner.quota_lock.lock().await;
-            let now = self.get_by_id(&sb.id)?;
-            if now.state == State::Hibernated && now.desired_state != State::Running {
-                self.check_compute_quota(tenant, &now).await?;
-            }
-            Some(g)
-        } else {
-            None
-        };
-        let lock = self.inner.lock_for(&sb.id);
-        let woke_from = {
+        // under the quota lock, and decided from the record read under the
+        // sandbox's lock (a policy may hibernate it at any moment before).
+        // The quota lock comes first, as in `resume`: when the locked record
+        // turns out hibernated without it, let go, take both in that order
+        // and read again.
+        let mut quota = None;
+        let woke_from = loop {
             let _g = lock.lock().await;
             // Re-read under the lock: another request may have woken it,
             // or a user changed its state or policy.
@@ -59,6 +54,14 @@ impl Controller {
                 }
                 // The first request to get here wakes it.
                 s @ (State::Paused | State::Hibernated) if rec.desired_state == s => {
+                    if s == State::Hibernated {
+                        if quota.is_none() {
+                            drop(_g);
+                            quota = Some(self.inner.quota_lock.lock().await);
+                            continue;
+                        }
+                        self.check_compute_quota(tenant, &self.view(&rec)?).await?;
+                    }
                     // Held before it runs, so no sweep between the wake
                     // and this request pauses it again.
                     self.hold_after_wake(&self.view(&rec)?)?;
@@ -66,12 +69,12 @@ impl Controller {
                     self.inner
                         .store
                         .add_event(&rec.id, "request", &format!("woken by {op}"))?;
-                    Some(s)
+                    break Some(s);
                 }
                 // Being woken by another request (its reconciliation is
                 // waited for below), or going elsewhere: agent() judges
                 // the state it ends in.
-                _ => None,
+                _ => break None,
             }
         };
         reconcile::reconcile(&self.inner, &sb.id).await;
@@ -136,5 +139,57 @@ fn asleep(sb: &Sandbox, op: &str) -> Error {
             sb.name,
             sb.state.as_str()
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::model::{Record, State};
+    use crate::reconcile::tests::{controller, creating, Idle};
+    use crate::Error;
+
+    /// A record of tenant `t` with 2 vCPUs, waking on use, in `state`.
+    fn record(ctl: &crate::Controller, id: &str, state: State) -> Record {
+        let mut r = creating(ctl, id);
+        r.name = id.into();
+        r.spec.vcpus = 2.0;
+        r.spec.policies.auto_resume = Some(true);
+        r.state = state;
+        r.desired_state = state;
+        r.reason = "idle timeout".into();
+        r
+    }
+
+    /// A policy hibernates the sandbox after a request read it paused and
+    /// before the wake took its lock: the wake decides from the locked
+    /// record, so the hibernated sandbox's compute is checked against the
+    /// quota (here it is over: it is not woken).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sandbox_hibernated_after_it_was_read_paused_is_quota_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctl = controller(dir.path(), Arc::new(Idle::default()));
+        ctl.create_tenant(&dwell_store::Tenant {
+            name: "t".into(),
+            max_vcpus: Some(3.0),
+            ..Default::default()
+        })
+        .unwrap();
+        // What the request read: paused (its 2 vCPUs held all along).
+        let stale = ctl.view(&record(&ctl, "sleeper", State::Paused)).unwrap();
+        // What it is by the time the wake locks it: hibernated by a
+        // policy, and another sandbox took the vCPUs it gave back.
+        let now = record(&ctl, "sleeper", State::Hibernated);
+        ctl.inner.store.insert_sandbox(&now).unwrap();
+        ctl.inner
+            .store
+            .insert_sandbox(&record(&ctl, "other", State::Running))
+            .unwrap();
+
+        let e = ctl.wake("t", &stale, "exec").await.unwrap_err();
+        assert!(matches!(e, Error::Quota(_)), "{e}");
+        let after: Record = ctl.inner.store.get_sandbox("sleeper").unwrap().unwrap();
+        assert_eq!(after.desired_state, State::Hibernated, "it was not woken");
     }
 }

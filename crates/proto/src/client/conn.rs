@@ -4,14 +4,17 @@
 //!
 //! Nothing the agent sends can make the daemon queue without bound: data
 //! (`Stdout`, `Stderr`, `Data`) is held to the stream's flow-control
-//! window, and events, which have no window, to [`MAX_QUEUED_EVENTS`] and
+//! window (and their number to [`MAX_QUEUED_DATA_FRAMES`]), and events,
+//! which have no window, to [`MAX_QUEUED_EVENTS`] and
 //! [`MAX_QUEUED_EVENT_BYTES`] not yet taken by the stream's consumer. A
 //! stream whose consumer falls that far behind (a watch whose HTTP client
 //! stopped reading while the sandbox makes files without end) is ended with
 //! an `other` error that says so, and cancelled in the agent; the
 //! connection and its other streams go on. An event above
 //! [`frame::MAX_EVENT_PAYLOAD`] is refused before it is parsed, as a
-//! protocol violation that ends the connection. Events and `End` messages
+//! protocol violation that ends the connection, and so are an empty data
+//! frame (it would queue without counting against the window) and a second
+//! `Eof` or any data after `Eof` on a stream (nothing reads them). Events and `End` messages
 //! wait as the agent's raw JSON and are parsed when the consumer takes
 //! them, so the bytes counted are the bytes held.
 
@@ -44,6 +47,11 @@ pub const MAX_QUEUED_EVENTS: usize = 4096;
 /// Event payload bytes a stream may hold that its consumer has not taken
 /// yet (parsed events take about as much memory as their JSON).
 pub const MAX_QUEUED_EVENT_BYTES: usize = 4 * 1024 * 1024;
+/// Data frames a stream may hold that its consumer has not taken yet. The
+/// window bounds their bytes, not their number, and each costs the queue
+/// far more than a byte: a window's worth of one-byte frames would take
+/// tens of MiB.
+pub const MAX_QUEUED_DATA_FRAMES: usize = 16 * 1024;
 
 /// What travels to a stream. `Event` and `End` stay raw JSON until the
 /// consumer takes them, so what a stream holds is the agent's bytes, not
@@ -69,11 +77,14 @@ fn decode(id: u32, q: Queued) -> std::result::Result<Inbound, String> {
     }
 }
 
-/// Events queued for one stream and not yet taken by its consumer.
+/// Events and data frames queued for one stream and not yet taken by its
+/// consumer.
 #[derive(Default)]
 struct EventQueue {
     count: AtomicUsize,
     bytes: AtomicUsize,
+    /// Data frames (their bytes are held to the flow-control window).
+    data_frames: AtomicUsize,
 }
 
 struct Slot {
@@ -83,6 +94,9 @@ struct Slot {
     /// Events sent to `tx` and not yet taken ([`MAX_QUEUED_EVENTS`],
     /// [`MAX_QUEUED_EVENT_BYTES`]).
     queued_events: Arc<EventQueue>,
+    /// The agent already sent `Eof`: its sending direction is closed, so
+    /// another `Eof` or more data is a protocol violation.
+    eof: bool,
 }
 
 #[derive(Default)]
@@ -202,6 +216,7 @@ impl Conn {
                     send_window: send_window.clone(),
                     recv_outstanding: recv_outstanding.clone(),
                     queued_events: queued_events.clone(),
+                    eof: false,
                 },
             );
             id
@@ -252,7 +267,36 @@ impl Conn {
         if f.kind == Kind::Event && self.event_overflows(&mut st, f.stream, data_len) {
             return Ok(());
         }
+        if f.kind.is_data() && data_len == 0 {
+            // Only data counts against the window; an empty frame would
+            // queue at no cost, so a flood of them could fill memory.
+            return Err(format!(
+                "agent sent an empty {:?} frame on stream {} (a compromised or broken agent: \
+                 data frames carry at least one byte)",
+                f.kind, f.stream
+            ));
+        }
+        if f.kind == Kind::Eof || f.kind.is_data() {
+            if let Some(slot) = st.streams.get_mut(&f.stream) {
+                if slot.eof {
+                    return Err(format!(
+                        "agent sent {} on stream {} after its Eof (a compromised or broken \
+                         agent: Eof closes its sending direction for good)",
+                        if f.kind == Kind::Eof {
+                            "a second Eof".to_string()
+                        } else {
+                            format!("a {:?} frame", f.kind)
+                        },
+                        f.stream
+                    ));
+                }
+                slot.eof = f.kind == Kind::Eof;
+            }
+        }
         let is_end = f.kind == Kind::End;
+        if f.kind.is_data() && self.data_overflows(&mut st, f.stream) {
+            return Ok(());
+        }
         if f.kind.is_data() {
             if let Some(slot) = st.streams.get(&f.stream) {
                 let n = slot.recv_outstanding.fetch_add(data_len, Ordering::AcqRel) + data_len;
@@ -302,18 +346,51 @@ impl Conn {
         } else {
             return false;
         };
-        let slot = st.streams.remove(&stream).expect("looked up above");
+        self.end_behind(st, stream, &behind, "or watch a smaller tree");
+        true
+    }
+
+    /// Counts one more queued data frame on `stream`; above
+    /// [`MAX_QUEUED_DATA_FRAMES`] ends the stream as
+    /// [`Conn::event_overflows`] does and returns true (drop the frame).
+    fn data_overflows(&self, st: &mut State, stream: u32) -> bool {
+        let Some(slot) = st.streams.get(&stream) else {
+            return false;
+        };
+        let n = slot
+            .queued_events
+            .data_frames
+            .fetch_add(1, Ordering::AcqRel)
+            + 1;
+        if n <= MAX_QUEUED_DATA_FRAMES {
+            return false;
+        }
+        let behind = format!("{MAX_QUEUED_DATA_FRAMES} data frames");
+        self.end_behind(
+            st,
+            stream,
+            &behind,
+            "or have the sandbox write larger pieces",
+        );
+        true
+    }
+
+    /// Ends `stream` for its consumer with the error that it fell `behind`
+    /// and cancels it in the agent; the connection goes on.
+    fn end_behind(&self, st: &mut State, stream: u32, behind: &str, advice: &str) {
+        let Some(slot) = st.streams.remove(&stream) else {
+            return;
+        };
         let end = Inbound::End(Err(RemoteError::new(
             crate::messages::ErrorKind::Other,
             format!(
                 "the stream was closed: its reader fell {behind} behind the sandbox \
-                 (read the stream faster, or watch a smaller tree); open it again to go on"
+                 (read the stream faster, {advice}); open it again to go on"
             ),
         )));
         let _ = slot.tx.send(Queued::Msg(end));
         slot.send_window.close();
         let _ = self.send_frame(frame::encode(stream, Kind::Cancel, b"").expect("an empty frame"));
-        true
     }
 }
 
@@ -447,7 +524,12 @@ impl Stream {
 
     fn account(&mut self, q: &Queued) {
         let n = match q {
-            Queued::Msg(Inbound::Stdout(b) | Inbound::Stderr(b) | Inbound::Data(b)) => b.len(),
+            Queued::Msg(Inbound::Stdout(b) | Inbound::Stderr(b) | Inbound::Data(b)) => {
+                self.queued_events
+                    .data_frames
+                    .fetch_sub(1, Ordering::AcqRel);
+                b.len()
+            }
             Queued::Msg(Inbound::End(_)) | Queued::End(_) => {
                 self.done = true;
                 0

@@ -11,20 +11,23 @@ use crate::frame::Kind;
 /// Chunks of a file being read; dropping it early cancels the read.
 pub struct FileReader {
     stream: Stream,
+    path: String,
     size: u64,
     finished: bool,
 }
 
 impl FileReader {
-    pub(crate) fn new(stream: Stream, size: u64) -> Self {
+    pub(crate) fn new(stream: Stream, path: &str, size: u64) -> Self {
         FileReader {
             stream,
+            path: path.to_string(),
             size,
             finished: false,
         }
     }
 
-    /// The file size when it was opened.
+    /// The file size when it was opened (what the sandbox says: a special
+    /// file or one still growing may send more, or less).
     pub fn size(&self) -> u64 {
         self.size
     }
@@ -54,10 +57,26 @@ impl FileReader {
         }
     }
 
-    /// Reads the rest of the file into memory (only for small files).
-    pub async fn read_to_end(mut self) -> Result<Vec<u8>> {
-        let mut v = Vec::with_capacity(self.size.min(16 << 20) as usize);
+    /// Reads the rest of the file into memory, at most `max` bytes: a file
+    /// whose size when opened is above `max`, or that sends more than `max`
+    /// bytes (one growing while it is read, `/dev/zero`, a FIFO: the size
+    /// is only what the sandbox says), is [`Error::TooLarge`] naming the
+    /// file and the limit, and the read is cancelled in the agent. Whoever
+    /// holds the whole file in memory must bound it this way, since a
+    /// sandbox can make any file as large as it likes.
+    pub async fn read_to_end(mut self, max: u64) -> Result<Vec<u8>> {
+        let too_large = |what: String| Error::TooLarge { what, max };
+        if self.size > max {
+            return Err(too_large(format!("{} ({} bytes)", self.path, self.size)));
+        }
+        let mut v = Vec::with_capacity(self.size as usize);
         while let Some(c) = self.next_chunk().await? {
+            if (v.len() + c.len()) as u64 > max {
+                return Err(too_large(format!(
+                    "{} (it sent more than it said when opened)",
+                    self.path
+                )));
+            }
             v.extend_from_slice(&c);
         }
         Ok(v)

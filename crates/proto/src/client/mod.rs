@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-pub use conn::{MAX_QUEUED_EVENTS, MAX_QUEUED_EVENT_BYTES};
+pub use conn::{MAX_QUEUED_DATA_FRAMES, MAX_QUEUED_EVENTS, MAX_QUEUED_EVENT_BYTES};
 pub use files::{FileReader, FileWriter};
 pub use process::{ProcessEvent, ProcessInput, ProcessOutput, ProcessStream};
 pub use tunnel::TcpTunnel;
@@ -298,7 +298,7 @@ impl AgentClient {
     pub async fn read_file(&self, path: &str) -> Result<FileReader> {
         let mut s = self.conn.open(&Request::ReadFile { path: path.into() })?;
         match self.first(&mut s, "read_file").await? {
-            Inbound::Event(Event::Opened { size }) => Ok(FileReader::new(s, size)),
+            Inbound::Event(Event::Opened { size }) => Ok(FileReader::new(s, path, size)),
             Inbound::End(Err(e)) => Err(Error::Remote(e)),
             _ => Err(Error::Protocol(
                 "read_file reply did not start with Opened".into(),

@@ -127,8 +127,12 @@ impl ProcessStream {
         }
     }
 
-    /// Collects all output until the process exits.
-    pub async fn output(mut self) -> Result<ProcessOutput> {
+    /// Collects all output until the process exits, at most `max` bytes of
+    /// stdout and stderr together: more is [`Error::TooLarge`] (the stream
+    /// is dropped, which cancels it in the agent; the process goes on). A
+    /// process in a sandbox can print without end, so whoever holds its
+    /// output in memory must bound it this way.
+    pub async fn output(mut self, max: u64) -> Result<ProcessOutput> {
         let mut out = ProcessOutput {
             stdout: Vec::new(),
             stderr: Vec::new(),
@@ -137,6 +141,14 @@ impl ProcessStream {
         while let Some(ev) = self.try_next().await? {
             match ev {
                 ProcessEvent::Started { .. } => {}
+                ProcessEvent::Stdout(b) | ProcessEvent::Stderr(b)
+                    if (out.stdout.len() + out.stderr.len() + b.len()) as u64 > max =>
+                {
+                    return Err(Error::TooLarge {
+                        what: format!("the output of process {}", self.pid()),
+                        max,
+                    });
+                }
                 ProcessEvent::Stdout(b) => out.stdout.extend_from_slice(&b),
                 ProcessEvent::Stderr(b) => out.stderr.extend_from_slice(&b),
                 ProcessEvent::Exit(s) => {
