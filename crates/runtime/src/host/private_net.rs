@@ -71,6 +71,11 @@ pub fn inside_name(index: usize) -> String {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 struct Made {
     ports: Vec<String>,
+    /// The bridges the ports were put on: [`teardown`] deletes each that
+    /// has no port left, so a bridge lives while its network has running
+    /// members (and [`attach`] makes it again for the next one).
+    #[serde(default)]
+    bridges: Vec<String>,
 }
 
 fn run(cmd: &mut Command, what: &str) -> Result<String> {
@@ -173,6 +178,7 @@ pub fn attach(id: &str, netns: Netns<'_>, nets: &[PrivateNet], state_dir: &Path)
     }
     let made = Made {
         ports: (0..nets.len()).map(|i| port_name(id, i)).collect(),
+        bridges: nets.iter().map(|n| n.bridge.clone()).collect(),
     };
     // Written first: a crash halfway still leaves the list for teardown.
     let file = state_dir.join(PRIVATE_NETS_FILE);
@@ -253,6 +259,11 @@ pub fn teardown(state_dir: &Path) {
         return;
     };
     let made: Made = serde_json::from_slice(&bytes).unwrap_or_default();
+    // Under the lock attach takes, so a bridge found empty below is not
+    // one another member is being put on.
+    let _lock = super::network::Lock::take()
+        .map_err(|e| tracing::warn!("private network teardown without the lock: {e}"))
+        .ok();
     let mut script = String::new();
     for port in &made.ports {
         // Only names this module makes (the file is the daemon's own).
@@ -273,11 +284,28 @@ pub fn teardown(state_dir: &Path) {
             tracing::warn!("{e}");
         }
     }
+    for bridge in &made.bridges {
+        if bridge.starts_with(BRIDGE_PREFIX) && exists(bridge) && !has_ports(bridge) {
+            remove_bridge(bridge);
+        }
+    }
     let _ = std::fs::remove_file(file);
 }
 
-/// Delete a network's bridge (its network was removed). Best effort;
-/// nothing when it does not exist.
+/// Whether any interface is enslaved to `bridge` (true when that cannot be
+/// told: a bridge is never deleted under a member).
+fn has_ports(bridge: &str) -> bool {
+    match run(
+        Command::new("ip").args(["-o", "link", "show", "master", bridge]),
+        "listing a bridge's ports",
+    ) {
+        Ok(out) => !out.trim().is_empty(),
+        Err(_) => true,
+    }
+}
+
+/// Delete a network's bridge (its network was removed, or its last
+/// running member left). Best effort; nothing when it does not exist.
 pub fn remove_bridge(bridge: &str) {
     if bridge.starts_with(BRIDGE_PREFIX) && exists(bridge) {
         if let Err(e) = run(
