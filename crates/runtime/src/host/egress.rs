@@ -18,9 +18,11 @@
 //! Domain names are enforced by the resolver: it answers a denied name
 //! with NXDOMAIN and pins the addresses of an allowed one into the `dns`
 //! set ([`pin`]) before it answers; the set holds at most
-//! [`DNS_SET_SIZE`] addresses. A packet is judged by the sets whatever its
-//! connection's state: an expired pin or a rule change cuts connections
-//! already open, so a revocation holds for them too. The block list of
+//! [`DNS_SET_SIZE`] addresses. A new connection needs a live pin; one
+//! already open to a pinned address goes on for [`CONN_GRACE`] after its
+//! pin expires (the `dns_conn` set), so a long download does not break
+//! when the name's TTL runs out. A rule change replaces both sets, so a
+//! revocation cuts open connections too. The block list of
 //! [`super::blocklist`] (host, metadata, link-local) is checked before any
 //! of this and always applies. IPv6 entries are validated and kept, but
 //! a NAT sandbox has no IPv6 route out: all of its IPv6 is refused anyway.
@@ -282,6 +284,14 @@ pub const SET_DENY_FIRST: &str = "egress_deny_first";
 pub const SET_ALLOW: &str = "egress_allow";
 pub const SET_DNS: &str = "egress_dns";
 pub const SET_DENY_LAST: &str = "egress_deny_last";
+/// Addresses pinned for allowed names, held [`CONN_GRACE`] longer than
+/// their pin: connections already open to them go on after the pin
+/// expires (a long download), while new ones need a live pin. A rule
+/// change replaces this set with the `dns` set, so a revocation still cuts
+/// open connections.
+pub const SET_DNS_CONN: &str = "egress_dns_conn";
+/// How long an open connection to a pinned address outlives its pin.
+pub const CONN_GRACE: Duration = Duration::from_secs(6 * 3600);
 /// The most addresses the `dns` set of one sandbox holds: the resolver
 /// refuses (SERVFAIL) to pin more until some expire, and the kernel would
 /// refuse them too.
@@ -297,6 +307,7 @@ pub fn table_parts(i: &str) -> (String, String) {
   set {SET_ALLOW} {{ type ipv4_addr; flags interval; }}
   set {SET_DNS} {{ type ipv4_addr; flags timeout; size {DNS_SET_SIZE}; }}
   set {SET_DENY_LAST} {{ type ipv4_addr; flags interval; }}
+  set {SET_DNS_CONN} {{ type ipv4_addr; flags timeout; size {DNS_SET_SIZE}; }}
   chain {CHAIN_REFUSE} {{
     meta l4proto tcp reject with tcp reset
     reject with icmpx type admin-prohibited
@@ -307,6 +318,7 @@ pub fn table_parts(i: &str) -> (String, String) {
         "    iifname \"{i}\" ip daddr @{SET_DENY_FIRST} jump {CHAIN_REFUSE}
     iifname \"{i}\" ip daddr @{SET_ALLOW} accept
     iifname \"{i}\" ip daddr @{SET_DNS} accept
+    iifname \"{i}\" ct state established,related ip daddr @{SET_DNS_CONN} accept
     iifname \"{i}\" ip daddr @{SET_DENY_LAST} jump {CHAIN_REFUSE}
 "
     );
@@ -340,25 +352,28 @@ pub fn apply_script(table: &str, policy: &Policy, pins: &[Pin]) -> String {
         }
     }
     s.push_str(&format!("flush set inet {table} {SET_DNS}\n"));
+    s.push_str(&format!("flush set inet {table} {SET_DNS_CONN}\n"));
     s.push_str(&pin_script(table, pins));
     s
 }
 
 /// The nft script that adds `pins` to the `dns` set, each with its own
-/// timeout (an element already there is replaced, so its timeout starts
-/// anew).
+/// timeout, and to the `dns_conn` set with [`CONN_GRACE`] more (an element
+/// already there is replaced, so its timeout starts anew).
 pub fn pin_script(table: &str, pins: &[Pin]) -> String {
     let mut s = String::new();
     for p in pins {
         let secs = p.ttl.as_secs().max(1);
-        // add (a no-op if present), delete, add: works on every kernel
-        // whether or not a re-add refreshes an element's timeout.
-        s.push_str(&format!(
-            "add element inet {table} {SET_DNS} {{ {a} }}\n\
-             delete element inet {table} {SET_DNS} {{ {a} }}\n\
-             add element inet {table} {SET_DNS} {{ {a} timeout {secs}s }}\n",
-            a = p.addr
-        ));
+        for (set, secs) in [(SET_DNS, secs), (SET_DNS_CONN, secs + CONN_GRACE.as_secs())] {
+            // add (a no-op if present), delete, add: works on every kernel
+            // whether or not a re-add refreshes an element's timeout.
+            s.push_str(&format!(
+                "add element inet {table} {set} {{ {a} }}\n\
+                 delete element inet {table} {set} {{ {a} }}\n\
+                 add element inet {table} {set} {{ {a} timeout {secs}s }}\n",
+                a = p.addr
+            ));
+        }
     }
     s
 }
