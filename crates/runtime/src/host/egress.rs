@@ -532,6 +532,50 @@ mod tests {
     }
 
     #[test]
+    fn open_connections_outlive_their_pin_until_a_rule_change() {
+        let (decls, rules) = table_parts("veth0");
+        assert!(decls.contains(&format!("set {SET_DNS_CONN} {{")), "{decls}");
+        // Only established flows, and after the explicit denies.
+        let conn = rules
+            .lines()
+            .position(|l| {
+                l.contains(&format!(
+                    "ct state established,related ip daddr @{SET_DNS_CONN} accept"
+                ))
+            })
+            .expect("the dns_conn rule");
+        let deny_first = rules
+            .lines()
+            .position(|l| l.contains(SET_DENY_FIRST))
+            .unwrap();
+        assert!(deny_first < conn, "{rules}");
+        let pin = Pin {
+            addr: "192.0.2.7".parse().unwrap(),
+            ttl: Duration::from_secs(60),
+        };
+        let s = pin_script("dwell_x", &[pin]);
+        assert!(
+            s.contains(&format!("{SET_DNS} {{ 192.0.2.7 timeout 60s }}")),
+            "{s}"
+        );
+        let grace = 60 + CONN_GRACE.as_secs();
+        assert!(
+            s.contains(&format!("{SET_DNS_CONN} {{ 192.0.2.7 timeout {grace}s }}")),
+            "{s}"
+        );
+        // A rule change starts both sets anew from the pins still allowed.
+        let a = apply_script("dwell_x", &rules_of(&[], &["0.0.0.0/0"]), &[]);
+        assert!(
+            a.contains(&format!("flush set inet dwell_x {SET_DNS_CONN}")),
+            "{a}"
+        );
+    }
+
+    fn rules_of(allow: &[&str], deny: &[&str]) -> Policy {
+        rules(allow, deny, Precedence::DenyWins)
+    }
+
+    #[test]
     fn too_many_entries_are_refused() {
         let many: Vec<String> = (0..=MAX_ENTRIES).map(|i| format!("h{i}.test")).collect();
         let e = Policy::compile(&EgressRules {
