@@ -118,7 +118,31 @@ impl Controller {
             rules.precedence = p;
         }
         crate::model::check_egress(&rules)?;
-        match &self.inner.dns {
+        // The record and the saved runtime config first (a restore of a
+        // hibernated gVisor sandbox installs what the config holds), then
+        // the live sets; a failure on the way puts the old rules back, so
+        // what runs, what `inspect` shows and what a restore installs never
+        // disagree.
+        let old_spec = rec.spec.clone();
+        let mut spec = rec.spec;
+        spec.egress = rules.clone();
+        self.inner.store.set_spec(&rec.id, &spec)?;
+        let saved = crate::reconcile::config::config_of(&self.inner, &rec.id).ok();
+        let restore = |inner: &crate::context::Context| {
+            let _ = inner.store.set_spec(&rec.id, &old_spec);
+            if let Some(cfg) = &saved {
+                let _ = crate::reconcile::config::save(inner, cfg);
+            }
+        };
+        if let Some(cfg) = &saved {
+            let mut cfg = cfg.clone();
+            cfg.egress = rules.clone();
+            if let Err(e) = crate::reconcile::config::save(&self.inner, &cfg) {
+                restore(&self.inner);
+                return Err(e);
+            }
+        }
+        let applied = match &self.inner.dns {
             Some(dns) => dns.update(&rec.id, &rules).await,
             None => {
                 let r = rules.clone();
@@ -133,21 +157,13 @@ impl Controller {
                 .await
                 .map_err(|e| Error::Internal(e.to_string()))?
             }
-        }
-        .map_err(|e| {
-            Error::Internal(format!(
+        };
+        if let Err(e) = applied {
+            restore(&self.inner);
+            return Err(Error::Internal(format!(
                 "applying the new egress rules to the running sandbox failed: {e}; its rules \
                  are unchanged"
-            ))
-        })?;
-        let mut spec = rec.spec;
-        spec.egress = rules.clone();
-        self.inner.store.set_spec(&rec.id, &spec)?;
-        // The saved runtime config too: a restore (hibernated gVisor
-        // sandbox) installs what it holds.
-        if let Ok(mut cfg) = crate::reconcile::config::config_of(&self.inner, &rec.id) {
-            cfg.egress = rules.clone();
-            let _ = crate::reconcile::config::save(&self.inner, &cfg);
+            )));
         }
         self.inner.store.add_event(
             &rec.id,
