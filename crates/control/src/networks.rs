@@ -402,12 +402,30 @@ async fn write_hosts(inner: &Context, sandbox_id: &str) {
         mode: Some(0o644),
         create_parents: true,
     };
-    let written = async {
-        let mut w = client.write_file("/etc/hosts", opts).await?;
-        w.write(bytes::Bytes::from(next.into_bytes())).await?;
-        w.finish().await
-    }
-    .await;
+    let data = bytes::Bytes::from(next.into_bytes());
+    let write = |path: &'static str| {
+        let (client, data, opts) = (client.clone(), data.clone(), opts.clone());
+        async move {
+            let mut w = client.write_file(path, opts).await?;
+            w.write(data).await?;
+            w.finish().await
+        }
+    };
+    // Beside it, then renamed over it: readers never see a truncated file
+    // (no moment when localhost or a peer does not resolve). In place
+    // when the rename cannot be done (e.g. /etc/hosts is a mount point).
+    const NEXT: &str = "/etc/.hosts.dwell-next";
+    let renamed = match write(NEXT).await {
+        Ok(_) => client.rename(NEXT, "/etc/hosts").await,
+        Err(e) => Err(e),
+    };
+    let written = match renamed {
+        Ok(()) => Ok(0),
+        Err(_) => {
+            let _ = client.remove(NEXT, false).await;
+            write("/etc/hosts").await
+        }
+    };
     if let Err(e) = written {
         tracing::warn!(
             sandbox = sandbox_id,
