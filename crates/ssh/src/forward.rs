@@ -35,9 +35,11 @@ pub fn open(
                 .await;
             return;
         };
-        let host = match host.as_str() {
-            "" | "localhost" | "ip6-localhost" => "127.0.0.1".to_string(),
-            h => h.to_string(),
+        // Loopback by name: 127.0.0.1 first, then ::1 (a server bound to
+        // IPv6 loopback only), as the port proxy does.
+        let (host, fallback) = match host.as_str() {
+            "" | "localhost" | "ip6-localhost" => ("127.0.0.1".to_string(), Some("::1")),
+            h => (h.to_string(), None),
         };
         let client = match crate::session::agent(&ctl, &login).await {
             Ok(c) => c,
@@ -46,7 +48,13 @@ pub fn open(
                 return;
             }
         };
-        let tunnel = match client.connect_tcp(&host, port).await {
+        let mut tunnel = client.connect_tcp(&host, port).await;
+        if let (Err(dwell_proto::Error::Remote(r)), Some(v6)) = (&tunnel, fallback) {
+            if r.kind == ErrorKind::ConnectionRefused {
+                tunnel = client.connect_tcp(v6, port).await;
+            }
+        }
+        let tunnel = match tunnel {
             Ok(t) => t,
             Err(e) => {
                 let why = match &e {
