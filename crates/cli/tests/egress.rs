@@ -221,14 +221,24 @@ fn probe(d: &Daemon, tenant: Option<&str>, sb: &str, host: &str, port: u16) -> S
     d.ok(&args).trim().to_string()
 }
 
-/// `probe` fails fast: `kind` (`noname` or `refused`) within a second.
-fn fails_fast(out: &str, kind: &str, what: &str) {
-    assert!(
-        out.starts_with(kind),
-        "{what}: expected {kind}, got {out:?}"
-    );
-    let secs: f64 = out.rsplit(' ').next().unwrap().parse().unwrap();
-    assert!(secs < 1.0, "{what}: took {secs} s: {out}");
+/// `probe` fails fast: `kind` (`noname` or `refused`) both times it is run,
+/// the faster of the two within a second (one probe on a loaded machine may
+/// be descheduled for longer; a policy that lets the probe hang until a
+/// timeout makes both slow).
+fn fails_fast(probe: impl Fn() -> String, kind: &str, what: &str) {
+    let secs: Vec<f64> = (0..2)
+        .map(|_| {
+            let out = probe();
+            assert!(
+                out.starts_with(kind),
+                "{what}: expected {kind}, got {out:?}"
+            );
+            out.rsplit(' ').next().unwrap().parse().unwrap()
+        })
+        .collect();
+    println!("{what}: {kind} in {} s and {} s", secs[0], secs[1]);
+    let best = secs[0].min(secs[1]);
+    assert!(best < 1.0, "{what}: took {secs:?} s");
 }
 
 fn connects(out: &str, ip: &str, what: &str) {
@@ -311,17 +321,17 @@ fn checks(isolation: &str) {
     // ... everything else fails at once: a name not listed, an address not
     // listed, an address of a listed name's subnet that was not handed out.
     fails_fast(
-        &probe(&d, None, "e1", "denied.test", SERVICE_PORT),
+        || probe(&d, None, "e1", "denied.test", SERVICE_PORT),
         "noname",
         "denied.test",
     );
     fails_fast(
-        &probe(&d, None, "e1", OTHER, SERVICE_PORT),
+        || probe(&d, None, "e1", OTHER, SERVICE_PORT),
         "refused",
         "an address not allowed",
     );
     fails_fast(
-        &probe(&d, None, "e1", OUTSIDE, 4567),
+        || probe(&d, None, "e1", OUTSIDE, 4567),
         "refused",
         "a neighbour of an allowed address",
     );
@@ -365,12 +375,12 @@ fn checks(isolation: &str) {
         "the newly allowed block",
     );
     fails_fast(
-        &probe(&d, None, "e1", "allowed.test", SERVICE_PORT),
+        || probe(&d, None, "e1", "allowed.test", SERVICE_PORT),
         "noname",
         "the name no longer allowed",
     );
     fails_fast(
-        &probe(&d, None, "e1", ALLOWED, SERVICE_PORT),
+        || probe(&d, None, "e1", ALLOWED, SERVICE_PORT),
         "refused",
         "the address pinned for a name no longer allowed",
     );
@@ -394,12 +404,12 @@ fn checks(isolation: &str) {
         &format!("{DENIED},203.0.113.0/24"),
     ]);
     fails_fast(
-        &probe(&d, None, "e1", DENIED, SERVICE_PORT),
+        || probe(&d, None, "e1", DENIED, SERVICE_PORT),
         "refused",
         "a denied address inside an allowed block",
     );
     fails_fast(
-        &probe(&d, None, "e1", OTHER, SERVICE_PORT),
+        || probe(&d, None, "e1", OTHER, SERVICE_PORT),
         "refused",
         "a denied block",
     );
@@ -423,7 +433,7 @@ fn checks(isolation: &str) {
         serde_json::json!([OTHER])
     );
     fails_fast(
-        &probe(&d, None, "d1", OTHER, SERVICE_PORT),
+        || probe(&d, None, "d1", OTHER, SERVICE_PORT),
         "refused",
         "denied by the daemon's default",
     );
@@ -457,6 +467,12 @@ fn checks(isolation: &str) {
         "create",
         "--name",
         "t2sb",
+        // Small, as testkit's create makes them: a loaded CI disk may not
+        // have the default 4 GiB free.
+        "--memory",
+        "256M",
+        "--disk",
+        "512M",
         "--net",
         "--isolation",
         isolation,
@@ -465,7 +481,7 @@ fn checks(isolation: &str) {
     assert!(e.contains("allow-out:   allowed.test"), "{e}");
     assert!(e.contains("deny-out:    0.0.0.0/0 (deny wins)"), "{e}");
     fails_fast(
-        &probe(&d, Some("t2"), "t2sb", DENIED, SERVICE_PORT),
+        || probe(&d, Some("t2"), "t2sb", DENIED, SERVICE_PORT),
         "refused",
         "denied by the tenant's default",
     );
@@ -490,7 +506,7 @@ fn checks(isolation: &str) {
         "an allowed name (E2B)",
     );
     fails_fast(
-        &probe(&d, t, &sb, OTHER, SERVICE_PORT),
+        || probe(&d, t, &sb, OTHER, SERVICE_PORT),
         "refused",
         "an address not allowed (E2B)",
     );
@@ -509,7 +525,7 @@ fn checks(isolation: &str) {
         "allowed by the E2B update",
     );
     fails_fast(
-        &probe(&d, t, &sb, DENIED, SERVICE_PORT),
+        || probe(&d, t, &sb, DENIED, SERVICE_PORT),
         "refused",
         "no longer allowed (E2B)",
     );
@@ -547,13 +563,16 @@ fn http_json(addr: &str, method: &str, path: &str, key: &str, body: &str) -> (u1
     (r.status, r.text())
 }
 
-/// Looks up `slow.test` from 8 threads in a loop for `secs` seconds;
-/// prints how many lookups resolved.
-const LOOKUP_LOOP: &str = "import socket,sys,threading,time
+/// Looks up `slow.test` from 8 threads in a loop until /tmp/stop exists
+/// (or `argv[1]` seconds pass); writes /tmp/resolved after the first lookup
+/// that resolved; prints how many lookups resolved.
+const LOOKUP_LOOP: &str = "import os,socket,sys,threading,time
 end=time.time()+float(sys.argv[1]); ok=[0]
 def loop():
-  while time.time()<end:
-    try: socket.gethostbyname('slow.test'); ok[0]+=1
+  while time.time()<end and not os.path.exists('/tmp/stop'):
+    try:
+      socket.gethostbyname('slow.test'); ok[0]+=1
+      if ok[0]==1: open('/tmp/resolved','w').close()
     except OSError: time.sleep(0.05)
 ts=[threading.Thread(target=loop) for _ in range(8)]
 [t.start() for t in ts]; [t.join() for t in ts]
@@ -582,10 +601,19 @@ fn revoking_while_the_sandbox_asks(d: &Daemon, isolation: &str) {
         "slow.test before the update",
     );
     std::thread::scope(|s| {
-        let asking = s.spawn(|| d.ok(&["exec", "r1", "--", "python3", "-c", LOOKUP_LOOP, "5"]));
-        // Let lookups pile up at the upstream, then revoke the name.
-        std::thread::sleep(Duration::from_millis(2500));
+        let asking = s.spawn(|| d.ok(&["exec", "r1", "--", "python3", "-c", LOOKUP_LOOP, "120"]));
+        // Once the loop resolves the name (so lookups are in flight at the
+        // upstream, each answered after SLOW_ANSWER), revoke it.
+        wait_for(60, "the loop to resolve slow.test", || {
+            d.run(&["exec", "r1", "--", "test", "-e", "/tmp/resolved"])
+                .status
+                .success()
+        });
+        std::thread::sleep(SLOW_ANSWER / 2);
         d.ok(&["update", "r1", "--allow-out", "", "--deny-out", "0.0.0.0/0"]);
+        // The loop goes on asking after the update, then stops.
+        std::thread::sleep(SLOW_ANSWER * 2);
+        d.ok(&["exec", "r1", "--", "touch", "/tmp/stop"]);
         let resolved: u32 = asking.join().unwrap().trim().parse().unwrap();
         assert!(
             resolved > 0,
@@ -595,12 +623,12 @@ fn revoking_while_the_sandbox_asks(d: &Daemon, isolation: &str) {
     // Every answer that was in flight is done by now.
     std::thread::sleep(SLOW_ANSWER * 2);
     fails_fast(
-        &probe(d, None, "r1", SLOW, SERVICE_PORT),
+        || probe(d, None, "r1", SLOW, SERVICE_PORT),
         "refused",
         "the address of a name revoked while the sandbox asked for it",
     );
     fails_fast(
-        &probe(d, None, "r1", "slow.test", SERVICE_PORT),
+        || probe(d, None, "r1", "slow.test", SERVICE_PORT),
         "noname",
         "the revoked name",
     );

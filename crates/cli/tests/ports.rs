@@ -1003,3 +1003,82 @@ fn e2b_sandboxes_are_served_on_every_port() {
         assert!(r.status < 300, "{r}");
     }
 }
+
+/// A proxied request wakes a sandbox its idle timeout paused (auto-resume
+/// is on by default after a policy's pause) and is served; one a user
+/// paused with auto-resume turned off stays asleep, and the request gets
+/// the 503 page naming its state.
+#[test]
+fn a_proxied_request_wakes_a_policy_paused_sandbox() {
+    if !can_run() {
+        return;
+    }
+    let proxy = format!("127.0.0.1:{}", free_port());
+    let d = Daemon::start_with(&[
+        "--proxy-listen",
+        &proxy,
+        "--domain",
+        DOMAIN,
+        "--resync-secs",
+        "1",
+    ]);
+    wait_listening(&proxy, 20);
+    let id = d.create("web", &["--idle-timeout", "2s"]);
+    d.ok(&[
+        "exec",
+        "-d",
+        "web",
+        "--",
+        "python3",
+        "-m",
+        "http.server",
+        "8080",
+        "--bind",
+        "127.0.0.1",
+        "--directory",
+        "/etc",
+    ]);
+    d.sh(
+        "web",
+        "for i in $(seq 100); do python3 -c \"import socket; socket.create_connection(('127.0.0.1', 8080))\" 2>/dev/null && exit 0; sleep 0.1; done; exit 1",
+    );
+    let token = json_of(&d, &["port", "web", "8080"])["token"]
+        .as_str()
+        .expect("a private port's token")
+        .to_string();
+    let hostname = d.sh("web", "cat /etc/hostname");
+    let state = |d: &Daemon| d.inspect("web")["state"].as_str().unwrap().to_string();
+    wait_for(15, "idle -> paused", || state(&d) == "paused");
+    // No second idle pause between the calls below on a slow machine; the
+    // pause stays the policy's.
+    d.ok(&["update", "web", "--idle-timeout", "1h"]);
+    assert_eq!(d.inspect("web")["wakes_on_use"], true);
+    let host = format!("8080-{id}.{DOMAIN}");
+    let proxied = || {
+        http::request(
+            &proxy,
+            "GET",
+            "/hostname",
+            &[("Host", host.as_str()), ("X-Dwell-Token", token.as_str())],
+            b"",
+        )
+    };
+    let r = proxied();
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.text(), hostname);
+    assert_eq!(state(&d), "running");
+    let events = d.ok(&["logs", "web"]);
+    assert!(events.contains("woken by proxied request"), "{events}");
+
+    // Paused by its user, auto-resume off: not woken.
+    d.ok(&["pause", "web"]);
+    d.ok(&["update", "web", "--auto-resume=false"]);
+    let r = proxied();
+    assert_eq!(r.status, 503, "{r}");
+    assert!(
+        r.text().contains("sandbox web is paused") && r.text().contains("does not wake on use"),
+        "{r}"
+    );
+    assert_eq!(state(&d), "paused");
+    assert_eq!(d.ok(&["logs", "web"]).matches("woken by").count(), 1);
+}

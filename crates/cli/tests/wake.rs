@@ -45,6 +45,27 @@ fn state(d: &Daemon, sb: &str) -> String {
         .to_string()
 }
 
+/// Widen the idle timeout of a sandbox its short one just paused, so that
+/// no second idle pause falls between the CLI calls of a slow test run.
+/// It changes no state and no reason: the pause stays the policy's and it
+/// still wakes on use.
+fn keep_awake_once_woken(d: &Daemon, sb: &str) {
+    let before = d.inspect(sb);
+    d.ok(&["update", sb, "--idle-timeout", "1h"]);
+    let after = d.inspect(sb);
+    for field in ["state", "wakes_on_use", "state_changed_at"] {
+        assert_eq!(before[field], after[field], "{field}: {before} -> {after}");
+    }
+}
+
+/// Milliseconds since the epoch (the daemon's clock is the host's).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
 /// How many times the sandbox's events say it was woken.
 fn wakes(d: &Daemon, sb: &str) -> usize {
     d.ok(&["logs", sb]).matches("woken by").count()
@@ -62,13 +83,20 @@ fn an_idle_paused_sandbox_wakes_for_exec_with_its_memory() {
     let d = Daemon::start_with(&["--resync-secs", "1"]);
     d.create("web", &["--idle-timeout", "2s"]);
     let pid = start_counter(&d, "web");
+    let t0 = now_ms();
+    let n0 = count(&d, "web");
     wait_for(15, "idle -> paused", || state(&d, "web") == "paused");
+    keep_awake_once_woken(&d, "web");
     let info = d.inspect("web");
     assert_eq!(info["wakes_on_use"], true, "{info}");
     assert!(
         d.ok(&["inspect", "web"]).contains("auto-resume: on"),
         "inspect says it wakes on use"
     );
+    // Asleep for a while: a counter left running would count on meanwhile.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let paused_at = info["state_changed_at"].as_i64().unwrap();
+    let t1 = now_ms();
     let before = d
         .ok(&[
             "exec",
@@ -81,12 +109,22 @@ fn an_idle_paused_sandbox_wakes_for_exec_with_its_memory() {
         .trim()
         .parse::<u64>()
         .unwrap();
-    assert_eq!(state(&d, "web"), "running", "the exec woke it");
-    let after = count(&d, "web");
+    let t2 = now_ms();
+    // The same process (kill -0) with its count from before the pause, and
+    // it did not count while asleep: at most 10 a second (a slow machine
+    // counts fewer, never more) while it ran, before the pause and after
+    // the wake, plus one in progress.
+    let awake_ms = (paused_at - t0) + (t2 - t1);
+    let most = n0 + (awake_ms.max(0) as u64).div_ceil(100) + 1;
     assert!(
-        after >= before,
-        "the counter went on from {before}: {after}"
+        (n0..=most).contains(&before),
+        "the count went from {n0} to {before} (at most {most} unless it counted while paused)"
     );
+    assert_eq!(state(&d, "web"), "running", "the exec woke it");
+    // Thawed: it counts on from there.
+    wait_for(10, "the counter to count on after the wake", || {
+        count(&d, "web") > before
+    });
     let events = d.ok(&["logs", "web"]);
     assert!(events.contains("woken by exec"), "{events}");
     assert_eq!(wakes(&d, "web"), 1, "{events}");
@@ -147,6 +185,7 @@ fn a_hibernated_gvisor_sandbox_wakes_for_exec_with_its_memory() {
     wait_for(60, "idle -> paused -> hibernated", || {
         state(&d, "hib") == "hibernated"
     });
+    keep_awake_once_woken(&d, "hib");
     assert_eq!(d.inspect("hib")["wakes_on_use"], true);
     let out = d.ok(&[
         "exec",
@@ -201,6 +240,7 @@ fn a_user_paused_sandbox_stays_asleep_unless_auto_resume_is_set() {
     // Off keeps a sandbox a policy paused asleep too.
     d.create("off", &["--idle-timeout", "2s", "--auto-resume=false"]);
     wait_for(15, "idle -> paused", || state(&d, "off") == "paused");
+    keep_awake_once_woken(&d, "off");
     let out = d.run(&["exec", "off", "--", "true"]);
     assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
     assert!(d.ok(&["inspect", "off"]).contains("auto-resume: off"));
@@ -218,6 +258,7 @@ fn concurrent_execs_wake_a_sandbox_once() {
     let d = Daemon::start_with(&["--resync-secs", "1"]);
     d.create("busy", &["--idle-timeout", "2s"]);
     wait_for(15, "idle -> paused", || state(&d, "busy") == "paused");
+    keep_awake_once_woken(&d, "busy");
     let outs: Vec<_> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..6)
             .map(|i| {
@@ -247,6 +288,7 @@ fn a_file_read_wakes_a_paused_sandbox() {
     d.create("files", &["--idle-timeout", "2s"]);
     d.sh("files", "echo kept > /root/f");
     wait_for(15, "idle -> paused", || state(&d, "files") == "paused");
+    keep_awake_once_woken(&d, "files");
     let dst = d.dir.path().join("f");
     d.ok(&["cp", "files:/root/f", dst.to_str().unwrap()]);
     assert_eq!(std::fs::read_to_string(&dst).unwrap(), "kept\n");
