@@ -122,7 +122,9 @@ fn candidates(pool: (u32, u8), id: &str) -> impl Iterator<Item = u32> {
     (0..count).map(move |i| pool.0 + (((start + i) % count) as u32) * 4)
 }
 
-fn run(cmd: &mut Command, what: &str) -> Result<String> {
+/// Run a host command to success and return its stdout; its stderr goes
+/// into the error with `what` was being done.
+pub(super) fn run(cmd: &mut Command, what: &str) -> Result<String> {
     let out = cmd.stdin(Stdio::null()).output().map_err(|e| Error::Io {
         context: format!("{what}: running {:?} (is it installed?)", cmd.get_program()),
         source: e,

@@ -78,21 +78,6 @@ struct Made {
     bridges: Vec<String>,
 }
 
-fn run(cmd: &mut Command, what: &str) -> Result<String> {
-    let out = cmd.stdin(Stdio::null()).output().map_err(|e| Error::Io {
-        context: format!("{what}: running {:?} (is it installed?)", cmd.get_program()),
-        source: e,
-    })?;
-    if !out.status.success() {
-        return Err(Error::Other(format!(
-            "{what}: {:?} failed: {}",
-            cmd,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// Whether interface `ifname` exists in this process's network namespace
 /// (asked of the kernel: `/sys/class/net` shows the namespace sysfs was
 /// mounted in, which a daemon in a namespace of its own may not share).
@@ -123,13 +108,13 @@ fn ensure_bridge(bridge: &str) -> Result<()> {
         )));
     }
     if !exists(bridge) {
-        run(
+        super::network::run(
             Command::new("ip").args(["link", "add", bridge, "type", "bridge"]),
             "creating the private network's bridge",
         )?;
     }
     no_ipv6(bridge);
-    run(
+    super::network::run(
         Command::new("ip").args(["link", "set", bridge, "up"]),
         "bringing the private network's bridge up",
     )?;
@@ -195,13 +180,13 @@ pub fn attach(id: &str, netns: Netns<'_>, nets: &[PrivateNet], state_dir: &Path)
         ensure_bridge(&net.bridge)?;
         let port = &made.ports[i];
         if exists(port) {
-            let _ = run(
+            let _ = super::network::run(
                 Command::new("ip").args(["link", "del", port]),
                 "removing a stale port",
             );
         }
         let inside = inside_name(i);
-        run(
+        super::network::run(
             Command::new("ip").args([
                 "link",
                 "add",
@@ -223,13 +208,13 @@ pub fn attach(id: &str, netns: Netns<'_>, nets: &[PrivateNet], state_dir: &Path)
             &port_rules(port, net.address),
             "installing a private network port's table",
         )?;
-        run(
+        super::network::run(
             Command::new("ip").args(["link", "set", port, "master", &net.bridge, "up"]),
             "connecting the veth to the private network's bridge",
         )?;
         let addr = format!("{}/{}", net.address, net.prefix_len);
         let nsenter = |args: &[&str], what: &str| -> Result<String> {
-            run(
+            super::network::run(
                 Command::new("nsenter")
                     .args(netns.nsenter_args())
                     .arg("ip")
@@ -271,7 +256,7 @@ pub fn teardown(state_dir: &Path) {
             continue;
         }
         if exists(port) {
-            let _ = run(
+            let _ = super::network::run(
                 Command::new("ip").args(["link", "del", port]),
                 "deleting a private network port",
             );
@@ -295,7 +280,7 @@ pub fn teardown(state_dir: &Path) {
 /// Whether any interface is enslaved to `bridge` (true when that cannot be
 /// told: a bridge is never deleted under a member).
 fn has_ports(bridge: &str) -> bool {
-    match run(
+    match super::network::run(
         Command::new("ip").args(["-o", "link", "show", "master", bridge]),
         "listing a bridge's ports",
     ) {
@@ -308,7 +293,7 @@ fn has_ports(bridge: &str) -> bool {
 /// running member left). Best effort; nothing when it does not exist.
 pub fn remove_bridge(bridge: &str) {
     if bridge.starts_with(BRIDGE_PREFIX) && exists(bridge) {
-        if let Err(e) = run(
+        if let Err(e) = super::network::run(
             Command::new("ip").args(["link", "del", bridge]),
             "deleting a private network's bridge",
         ) {
