@@ -397,6 +397,19 @@ impl Conn {
         }
     }
 
+    /// What a new channel needs: the login (re-checked) and a channel slot,
+    /// or the reason to refuse the channel.
+    fn admit(
+        &self,
+        session: &mut Session,
+    ) -> Result<(Arc<Login>, ChannelSlot), ChannelOpenFailure> {
+        let login = self
+            .login_or_reject(session)
+            .ok_or(ChannelOpenFailure::AdministrativelyProhibited)?;
+        let slot = ChannelSlot::take(&self.open).ok_or(ChannelOpenFailure::ResourceShortage)?;
+        Ok((login, slot))
+    }
+
     /// The login, re-checked (the key may have been removed since): when
     /// it no longer holds, the connection is closed with the reason.
     fn login_or_reject(&self, session: &mut Session) -> Option<Arc<Login>> {
@@ -517,15 +530,12 @@ impl Handler for Conn {
         reply: ChannelOpenHandle,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let Some(login) = self.login_or_reject(session) else {
-            reply
-                .reject(ChannelOpenFailure::AdministrativelyProhibited)
-                .await;
-            return Ok(());
-        };
-        let Some(slot) = ChannelSlot::take(&self.open) else {
-            reply.reject(ChannelOpenFailure::ResourceShortage).await;
-            return Ok(());
+        let (login, slot) = match self.admit(session) {
+            Ok(admitted) => admitted,
+            Err(why) => {
+                reply.reject(why).await;
+                return Ok(());
+            }
         };
         reply.accept().await;
         self.chans.insert(channel.id(), ChanReqs::default());
@@ -546,15 +556,12 @@ impl Handler for Conn {
         reply: ChannelOpenHandle,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let Some(login) = self.login_or_reject(session) else {
-            reply
-                .reject(ChannelOpenFailure::AdministrativelyProhibited)
-                .await;
-            return Ok(());
-        };
-        let Some(slot) = ChannelSlot::take(&self.open) else {
-            reply.reject(ChannelOpenFailure::ResourceShortage).await;
-            return Ok(());
+        let (login, slot) = match self.admit(session) {
+            Ok(admitted) => admitted,
+            Err(why) => {
+                reply.reject(why).await;
+                return Ok(());
+            }
         };
         crate::forward::open(
             self.ctl.clone(),
