@@ -60,6 +60,22 @@ impl Store {
             .optional()?)
     }
 
+    /// The exposure that covers `port` of a sandbox: the port's own, else
+    /// the sandbox's every-port exposure (port 0). One query.
+    pub fn covering_exposure(&self, sandbox_id: &str, port: u16) -> Result<Option<Exposure>> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!(
+                    "SELECT {COLUMNS} FROM port_exposures \
+                     WHERE sandbox_id = ?1 AND port IN (?2, 0) ORDER BY port DESC LIMIT 1"
+                ),
+                params![sandbox_id, port],
+                from_row,
+            )
+            .optional()?)
+    }
+
     /// Every exposure of a sandbox, by port.
     pub fn list_exposures(&self, sandbox_id: &str) -> Result<Vec<Exposure>> {
         let conn = self.conn();

@@ -112,15 +112,11 @@ impl Controller {
     ) -> Result<(Sandbox, Exposure)> {
         check_port(port)?;
         let sandbox = self.get(tenant, id_or_name)?;
-        let own = self.inner.store.get_exposure(&sandbox.id, port)?;
-        let covering = match own {
-            Some(e) => Some(e),
-            None => self
-                .inner
-                .store
-                .get_exposure(&sandbox.id, 0)?
-                .map(|e| Exposure { port, ..e }),
-        };
+        let covering = self
+            .inner
+            .store
+            .covering_exposure(&sandbox.id, port)?
+            .map(|e| Exposure { port, ..e });
         match covering {
             Some(e) => Ok((sandbox, e)),
             None => Err(Error::PortNotExposed {
@@ -225,10 +221,7 @@ impl Controller {
                 Err(e) => return Err(e),
             },
         };
-        let exposure = match self.inner.store.get_exposure(&sandbox.id, port)? {
-            Some(e) => Some(e),
-            None => self.inner.store.get_exposure(&sandbox.id, 0)?,
-        };
+        let exposure = self.inner.store.covering_exposure(&sandbox.id, port)?;
         Ok(Some(PortRoute {
             sandbox,
             port,
