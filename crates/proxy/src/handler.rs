@@ -78,21 +78,8 @@ fn wants_html(h: &HeaderMap) -> bool {
 
 /// The host a request is for, lower-case, without a port.
 fn request_host(req: &Request<Incoming>) -> Option<String> {
-    let raw = if req.method() == Method::CONNECT {
-        req.uri().authority().map(|a| a.as_str().to_string())
-    } else {
-        req.headers()
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .or_else(|| req.uri().authority().map(|a| a.as_str().to_string()))
-    }?;
-    let raw = raw.trim().trim_end_matches('.');
-    let host = match raw.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => raw,
-    };
-    (!host.is_empty()).then(|| host.trim_end_matches('.').to_ascii_lowercase())
+    let (host, _) = split_authority(&raw_authority(req)?);
+    (!host.is_empty()).then_some(host)
 }
 
 /// Every value of the cookies named `name` (another host of the domain may
@@ -128,7 +115,7 @@ fn raw_authority(req: &Request<Incoming>) -> Option<String> {
 /// Splits `host[:port]` into the lower-case host (no trailing dot) and the
 /// port, if one is written.
 fn split_authority(a: &str) -> (String, Option<u16>) {
-    let a = a.trim();
+    let a = a.trim().trim_end_matches('.');
     let (h, p) = match a.rsplit_once(':') {
         Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
             (h, p.parse().ok())
@@ -385,8 +372,12 @@ fn login(
             StatusCode::UNAUTHORIZED,
             html,
             "Unauthorized",
-            "this link is not valid: it was used already, has expired (links last 15 minutes), \
-             or the port was exposed again since. `dwell port SANDBOX PORT` prints a new one",
+            &format!(
+                "this link is not valid: it was used already, has expired (links last {} \
+                 minutes), or the port was exposed again since. `dwell port SANDBOX PORT` \
+                 prints a new one",
+                dwell_control::ports::LOGIN_LIFETIME_MS / 60_000
+            ),
         )));
     }
     let cookie = shared.ctl.port_cookie(route, host).map_err(|e| {
