@@ -11,8 +11,6 @@ use crate::{E2bState, CLIENT_ID, ENVD_VERSION};
 pub const LABEL_TEMPLATE: &str = "e2b.template";
 /// Prefix of the labels reserved for this layer.
 pub const RESERVED_PREFIX: &str = "e2b.";
-/// `network.allowPublicTraffic` of the create, for the port proxy.
-pub const LABEL_PUBLIC_TRAFFIC: &str = "e2b.allow-public-traffic";
 
 /// The end of time as E2B's `endAt` (a sandbox without a deadline).
 const NO_DEADLINE_MS: i64 = 253_402_300_799_000;

@@ -42,7 +42,6 @@ pub async fn create(
             view::RESERVED_PREFIX
         )));
     }
-    let public_traffic = allow_public_traffic(&body)?;
     let (image, from) = resolve_template(&st, &p.tenant, &template).await?;
     labels.insert(view::LABEL_TEMPLATE.into(), template);
     let net = req.network.unwrap_or_default();
@@ -54,9 +53,7 @@ pub async fn create(
              `network.egressProxy`",
         ));
     }
-    if let Some(public) = net.allow_public_traffic {
-        labels.insert(view::LABEL_PUBLIC_TRAFFIC.into(), public.to_string());
-    }
+    let public_traffic = net.allow_public_traffic.unwrap_or(true);
     let has_rules = net.allow_out.is_some() || net.deny_out.is_some();
     // Rules imply internet access unless it is switched off explicitly.
     let nat = match req.allow_internet_access {
@@ -101,19 +98,6 @@ pub async fn create(
         return Err(e.into());
     }
     Ok((StatusCode::CREATED, Json(view::sandbox(&st, &sb)?)))
-}
-
-/// E2B's `network.allowPublicTraffic` (default true): whether the
-/// sandbox's ports are reachable without the traffic access token.
-fn allow_public_traffic(body: &[u8]) -> E2bResult<bool> {
-    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-    match v.get("network").and_then(|n| n.get("allowPublicTraffic")) {
-        None | Some(serde_json::Value::Null) => Ok(true),
-        Some(serde_json::Value::Bool(b)) => Ok(*b),
-        Some(other) => Err(E2bError::bad_request(format!(
-            "network.allowPublicTraffic must be true or false, not {other}"
-        ))),
-    }
 }
 
 /// A template id as (image, snapshot to create from): `base` is the host
