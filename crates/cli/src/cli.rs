@@ -695,7 +695,7 @@ pub enum SshKeyCommand {
     /// List your tenant's SSH keys: id, name, fingerprint, added, last login.
     Ls(JsonFlag),
     /// Remove a key by id or name; logins with it are refused from now on
-    /// (open sessions keep running).
+    /// and connections logged in with it are closed at once.
     Rm {
         /// The key's id or name, from `dwell ssh-key ls`.
         key: String,

@@ -247,7 +247,8 @@ pub async fn serve(
 }
 
 /// Closes a connection not logged in by `deadline`, and a logged-in one
-/// as soon as its login no longer holds (its key removed: `changes`).
+/// as soon as its key is removed (`changes`); a login that stops holding
+/// otherwise (its sandbox deleted) is caught at its next channel open.
 async fn watch(
     ctl: Controller,
     peer: SocketAddr,

@@ -24,8 +24,13 @@ pub async fn create(
     Extension(p): Extension<Principal>,
     body: Result<crate::extract::Json<CreateNetwork>, crate::extract::BodyRejection>,
 ) -> ApiResult<(StatusCode, Json<Network>)> {
-    let crate::extract::Json(req) =
-        body.map_err(|e| ApiError::bad_request(format!("bad network request: {}", e.detail)))?;
+    let crate::extract::Json(req) = body.map_err(|e| {
+        ApiError::bad_request(format!(
+            "bad network request: {}; send {{\"name\": \"team\", \"subnet\": \"10.211.5.0/24\"}} \
+             (subnet optional)",
+            e.detail
+        ))
+    })?;
     let n = st
         .ctl
         .create_network(&p.tenant, &req.name, req.subnet.as_deref())

@@ -47,7 +47,7 @@ pub async fn list(
 }
 
 #[utoipa::path(delete, path = "/v1/ssh-keys/{key}", tag = "ssh",
-    summary = "Remove an SSH public key of the tenant (by id or name); its next login is refused",
+    summary = "Remove an SSH public key of the tenant (by id or name); its logins are refused and its open connections closed",
     params(("key" = String, Path, description = "The key's id or name")),
     responses((status = 200, body = SshKey), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn remove(

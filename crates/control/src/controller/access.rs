@@ -54,8 +54,10 @@ impl Controller {
             .find(|k| k.fingerprint == parsed.fingerprint)
         {
             return Err(Error::Conflict(format!(
-                "this key ({}) is already registered for tenant {tenant} as {:?} ({})",
-                parsed.fingerprint, k.name, k.id
+                "this key ({}) is already registered for tenant {tenant} as {:?} ({}); it \
+                 logs in already, or remove it first (`dwell ssh-key rm {}`) to register it \
+                 under another name",
+                parsed.fingerprint, k.name, k.id, k.id
             )));
         }
         if let Some(k) = existing.iter().find(|k| k.name == name) {
