@@ -129,9 +129,7 @@ impl Host for Kernel {
     }
 
     fn has_veth(&self, id: &str) -> bool {
-        Path::new("/sys/class/net")
-            .join(super::layout::host_veth(id))
-            .exists()
+        super::network::link_exists(&super::layout::host_veth(id))
     }
 
     fn private_setup(

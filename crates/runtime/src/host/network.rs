@@ -350,11 +350,24 @@ fn configure(info: &NetInfo, netns: Netns<'_>, rules: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether interface `ifname` exists in this process's network namespace
+/// (asked of the kernel: `/sys/class/net` shows the namespace sysfs was
+/// mounted in, which a daemon in a namespace of its own may not share).
+pub(crate) fn link_exists(ifname: &str) -> bool {
+    Command::new("ip")
+        .args(["link", "show", "dev", ifname])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// Remove the veth and the table of sandbox `id` (whatever exists of them).
 pub fn teardown(id: &str) {
     let host_if = layout::host_veth(id);
     let table = table_name(id);
-    if Path::new("/sys/class/net").join(&host_if).exists() {
+    if link_exists(&host_if) {
         let _ = run(
             Command::new("ip").args(["link", "del", &host_if]),
             "deleting veth",

@@ -24,7 +24,7 @@
 
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
@@ -78,19 +78,6 @@ struct Made {
     bridges: Vec<String>,
 }
 
-/// Whether interface `ifname` exists in this process's network namespace
-/// (asked of the kernel: `/sys/class/net` shows the namespace sysfs was
-/// mounted in, which a daemon in a namespace of its own may not share).
-fn exists(ifname: &str) -> bool {
-    Command::new("ip")
-        .args(["link", "show", "dev", ifname])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// Turn IPv6 off on a host interface: no link-local address, so the host
 /// has no address of any family on a private network.
 fn no_ipv6(ifname: &str) {
@@ -107,7 +94,7 @@ fn ensure_bridge(bridge: &str) -> Result<()> {
             "{bridge:?} is not a private network's bridge name"
         )));
     }
-    if !exists(bridge) {
+    if !super::network::link_exists(bridge) {
         super::network::run(
             Command::new("ip").args(["link", "add", bridge, "type", "bridge"]),
             "creating the private network's bridge",
@@ -179,7 +166,7 @@ pub fn attach(id: &str, netns: Netns<'_>, nets: &[PrivateNet], state_dir: &Path)
     for (i, net) in nets.iter().enumerate() {
         ensure_bridge(&net.bridge)?;
         let port = &made.ports[i];
-        if exists(port) {
+        if super::network::link_exists(port) {
             let _ = super::network::run(
                 Command::new("ip").args(["link", "del", port]),
                 "removing a stale port",
@@ -255,7 +242,7 @@ pub fn teardown(state_dir: &Path) {
         if !port.starts_with("dp") || port.len() > 15 {
             continue;
         }
-        if exists(port) {
+        if super::network::link_exists(port) {
             let _ = super::network::run(
                 Command::new("ip").args(["link", "del", port]),
                 "deleting a private network port",
@@ -270,7 +257,10 @@ pub fn teardown(state_dir: &Path) {
         }
     }
     for bridge in &made.bridges {
-        if bridge.starts_with(BRIDGE_PREFIX) && exists(bridge) && !has_ports(bridge) {
+        if bridge.starts_with(BRIDGE_PREFIX)
+            && super::network::link_exists(bridge)
+            && !has_ports(bridge)
+        {
             remove_bridge(bridge);
         }
     }
@@ -292,7 +282,7 @@ fn has_ports(bridge: &str) -> bool {
 /// Delete a network's bridge (its network was removed, or its last
 /// running member left). Best effort; nothing when it does not exist.
 pub fn remove_bridge(bridge: &str) {
-    if bridge.starts_with(BRIDGE_PREFIX) && exists(bridge) {
+    if bridge.starts_with(BRIDGE_PREFIX) && super::network::link_exists(bridge) {
         if let Err(e) = super::network::run(
             Command::new("ip").args(["link", "del", bridge]),
             "deleting a private network's bridge",

@@ -70,7 +70,7 @@ pub fn release(host: &dyn Host, cg: &dyn Cgroup, config: &SandboxConfig) -> Resu
         pidfile::reap(pid);
     }
     host.net_teardown(&config.id);
-    host.private_teardown(&config.state_dir);
+    // Also the private networks' ports and tables.
     super::release_leftovers(host, config);
     for f in [
         layout::PID_FILE,
