@@ -148,11 +148,8 @@ impl Controller {
                 let r = rules.clone();
                 let table = dwell_runtime::host::network::table_name(&rec.id);
                 blocking(move || {
-                    if !egress::table_exists(&table) {
-                        return Ok(());
-                    }
                     let p = egress::Policy::compile(&r)?;
-                    egress::apply(&table, &p, &[]).map_err(|e| e.to_string())
+                    egress::apply_if_present(&table, &p, &[]).map_err(|e| e.to_string())
                 })
                 .await
                 .map_err(|e| Error::Internal(e.to_string()))?

@@ -387,6 +387,15 @@ pub fn apply(table: &str, policy: &Policy, pins: &[Pin]) -> Result<()> {
     )
 }
 
+/// [`apply`] to a sandbox's table if it has one (a sandbox that is not
+/// running has none; its rules are installed at its next start).
+pub fn apply_if_present(table: &str, policy: &Policy, pins: &[Pin]) -> Result<()> {
+    if !table_exists(table) {
+        return Ok(());
+    }
+    apply(table, policy, pins)
+}
+
 /// Install `rules` in sandbox `id`'s table at start (nothing to do for
 /// open rules: the sets start empty).
 pub fn install(id: &str, rules: &EgressRules) -> Result<()> {
