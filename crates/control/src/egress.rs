@@ -84,12 +84,15 @@ pub(crate) async fn sync_all(inner: &Arc<Context>) {
     };
     let live: Vec<&Record> = recs.iter().filter(|r| serves_dns(r)).collect();
     let ids: HashSet<&str> = live.iter().map(|r| r.id.as_str()).collect();
-    for id in dns.attached() {
+    let attached: HashSet<String> = dns.attached().into_iter().collect();
+    for id in &attached {
         if !ids.contains(id.as_str()) {
-            dns.detach(&id);
+            dns.detach(id);
         }
     }
-    for rec in live {
+    // Only those not served yet (a daemon restart): an attached sandbox's
+    // addresses change only at a start or restore, which re-attach it.
+    for rec in live.into_iter().filter(|r| !attached.contains(&r.id)) {
         attach(inner, rec).await;
     }
 }

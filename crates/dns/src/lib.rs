@@ -263,14 +263,14 @@ impl Resolver {
         sandbox_ip: Ipv4Addr,
         rules: &EgressRules,
     ) -> io::Result<()> {
-        let policy = Arc::new(
-            Policy::compile(rules).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
-        );
         if let Some(a) = lock(&self.sandboxes).get(id) {
             if a.gateway == gateway && a.sandbox_ip == sandbox_ip {
                 return Ok(());
             }
         }
+        let policy = Arc::new(
+            Policy::compile(rules).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+        );
         self.detach(id);
         // Another sandbox on this gateway is gone (the kernel never gives
         // one address to two live sandboxes): its sockets go first.
@@ -384,10 +384,7 @@ impl Resolver {
 /// `pins`.
 async fn apply_sets(table: String, policy: Arc<Policy>, pins: Vec<Pin>) -> Result<(), String> {
     tokio::task::spawn_blocking(move || {
-        if !egress::table_exists(&table) {
-            return Ok(());
-        }
-        egress::apply(&table, &policy, &pins).map_err(|e| e.to_string())
+        egress::apply_if_present(&table, &policy, &pins).map_err(|e| e.to_string())
     })
     .await
     .map_err(|e| format!("applying the egress rules: {e}"))?
