@@ -212,7 +212,7 @@ fn sessions_and_files(g: &Gateway, sb: &str) {
 
     // A real terminal (python's pty): its size at login, then a resize.
     let script = r#"
-import fcntl, os, pty, select, struct, sys, termios, time
+import fcntl, os, pty, select, signal, struct, sys, termios, time
 def size(fd, rows, cols):
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 pid, fd = pty.fork()
@@ -238,9 +238,15 @@ os.write(fd, b"stty size; echo first-$((1+1))\n")
 read_until(b"first-2", 60)
 size(fd, 40, 120)
 # The window-change travels client -> gateway -> agent: on a loaded machine
-# it may take longer than a fixed wait, so ask until it has arrived.
+# it may take longer than a fixed wait, so ask until it has arrived. The
+# kernel's SIGWINCH to the client is sent again each round: a client that
+# missed it (busy machine) sends the new size when it gets one.
 end = time.time() + 30
 while b"40 120" not in out and time.time() < end:
+    try:
+        os.kill(pid, signal.SIGWINCH)
+    except OSError:
+        pass
     os.write(fd, b"stty size\n")
     read_until(b"40 120", 1)
 os.write(fd, b"stty size; echo second-$((2+2)); exit\n")
