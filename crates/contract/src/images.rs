@@ -31,6 +31,33 @@ pub struct Image {
     pub workdir: Option<String>,
     #[serde(default)]
     pub user: Option<String>,
+    /// Labels from the image config.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Exposed ports from the image config (`8080/tcp`).
+    #[serde(default)]
+    pub exposed_ports: Vec<String>,
+    /// Health check from the image config.
+    #[serde(default)]
+    pub healthcheck: Option<Healthcheck>,
+    /// Signal that stops the start command (`SIGTERM` when unset).
+    #[serde(default)]
+    pub stop_signal: Option<String>,
+}
+
+/// A health check: `["CMD", arg...]` or `["CMD-SHELL", "command"]`, with
+/// its timing in milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Healthcheck {
+    pub test: Vec<String>,
+    #[serde(default)]
+    pub interval_ms: Option<u64>,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub start_period_ms: Option<u64>,
+    #[serde(default)]
+    pub retries: Option<u32>,
 }
 
 /// `POST /v1/images`: import an OCI layout dir or `docker save` tarball

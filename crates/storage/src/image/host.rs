@@ -123,6 +123,10 @@ pub(crate) fn get_or_build(store: &ImageStore) -> Result<Image> {
         cmd: vec!["/bin/bash".to_string()],
         workdir: Some("/root".to_string()),
         user: None,
+        labels: Default::default(),
+        exposed_ports: Vec::new(),
+        healthcheck: None,
+        stop_signal: None,
     };
     let json = serde_json::to_vec_pretty(&image).expect("image metadata serializes");
     atomic_write(&meta, &json)?;

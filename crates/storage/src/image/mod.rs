@@ -19,7 +19,7 @@ mod extract;
 mod host;
 mod oci;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -65,6 +65,33 @@ pub struct Image {
     /// User from the image config.
     #[serde(default)]
     pub user: Option<String>,
+    /// Labels from the image config.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Exposed ports from the image config (`8080/tcp`).
+    #[serde(default)]
+    pub exposed_ports: Vec<String>,
+    /// Health check from the image config.
+    #[serde(default)]
+    pub healthcheck: Option<Healthcheck>,
+    /// Signal that stops the image's start command (`SIGTERM` when unset).
+    #[serde(default)]
+    pub stop_signal: Option<String>,
+}
+
+/// A health check, as an image config (or a create request) states it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Healthcheck {
+    /// `["CMD", arg...]` or `["CMD-SHELL", "command"]`.
+    pub test: Vec<String>,
+    #[serde(default)]
+    pub interval_ms: Option<u64>,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub start_period_ms: Option<u64>,
+    #[serde(default)]
+    pub retries: Option<u32>,
 }
 
 /// Builds, imports, lists and removes images under one root directory.

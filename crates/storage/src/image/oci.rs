@@ -6,6 +6,7 @@
 //! layers against the config's `rootfs.diff_ids`. Layers are extracted
 //! once per uncompressed digest into `layers/<hex>/` and shared.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::extract;
-use super::{Image, ImageStore};
+use super::{Healthcheck, Image, ImageStore};
 use crate::error::{IoContext, Result, StorageError};
 use crate::fsutil::{disk_usage, hex, now_secs, remove_any, sha256_hex};
 
@@ -86,6 +87,46 @@ struct RunConfig {
     workdir: Option<String>,
     #[serde(rename = "User", default)]
     user: Option<String>,
+    #[serde(rename = "Labels", default)]
+    labels: Option<BTreeMap<String, String>>,
+    #[serde(rename = "ExposedPorts", default)]
+    exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
+    #[serde(rename = "Healthcheck", default)]
+    healthcheck: Option<HealthcheckConfig>,
+    #[serde(rename = "StopSignal", default)]
+    stop_signal: Option<String>,
+}
+
+/// `config.Healthcheck` as Docker writes it (durations in nanoseconds).
+#[derive(Deserialize, Default)]
+struct HealthcheckConfig {
+    #[serde(rename = "Test", default)]
+    test: Option<Vec<String>>,
+    #[serde(rename = "Interval", default)]
+    interval: Option<u64>,
+    #[serde(rename = "Timeout", default)]
+    timeout: Option<u64>,
+    #[serde(rename = "StartPeriod", default)]
+    start_period: Option<u64>,
+    #[serde(rename = "Retries", default)]
+    retries: Option<u32>,
+}
+
+impl HealthcheckConfig {
+    /// `None` for no test or `["NONE"]` (health checks turned off).
+    fn into_healthcheck(self) -> Option<Healthcheck> {
+        let test = self.test.filter(|t| !t.is_empty())?;
+        if test[0] == "NONE" {
+            return None;
+        }
+        Some(Healthcheck {
+            test,
+            interval_ms: self.interval.map(|n| n / 1_000_000).filter(|&n| n > 0),
+            timeout_ms: self.timeout.map(|n| n / 1_000_000).filter(|&n| n > 0),
+            start_period_ms: self.start_period.map(|n| n / 1_000_000).filter(|&n| n > 0),
+            retries: self.retries.filter(|&n| n > 0),
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -189,6 +230,15 @@ pub(crate) fn import(store: &ImageStore, name: &str, source: &Path) -> Result<Im
         cmd: run.cmd.unwrap_or_default(),
         workdir: run.workdir.filter(|w| !w.is_empty()),
         user: run.user.filter(|u| !u.is_empty()),
+        labels: run.labels.unwrap_or_default(),
+        exposed_ports: run
+            .exposed_ports
+            .map(|m| m.into_keys().collect())
+            .unwrap_or_default(),
+        healthcheck: run
+            .healthcheck
+            .and_then(HealthcheckConfig::into_healthcheck),
+        stop_signal: run.stop_signal.filter(|s| !s.is_empty()),
     })
 }
 
