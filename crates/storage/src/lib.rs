@@ -17,6 +17,6 @@ pub mod volume;
 pub use error::{Result, StorageError};
 pub use image::{Healthcheck, Image, ImageStore, HOST_IMAGE};
 pub use volume::{
-    detach_loop, loop_bindings, LoopBinding, VolumeInfo, VolumeKind, VolumeManager,
-    DEFAULT_VOLUME_SIZE, MAX_VOLUME_SIZE, MIN_VOLUME_SIZE,
+    detach_loop, has_cap_sys_resource, loop_bindings, LoopBinding, VolumeInfo, VolumeKind,
+    VolumeManager, DEFAULT_VOLUME_SIZE, MAX_NAMED_VOLUME_SIZE, MAX_VOLUME_SIZE, MIN_VOLUME_SIZE,
 };

@@ -280,24 +280,120 @@ fn resize_grows_the_limit() {
             .success()
     };
     assert!(!write(48), "48 MiB must not fit in 32 MiB");
-    assert!(
-        matches!(fx.mgr.resize("g", 96 << 20), Err(StorageError::Loop(_))),
-        "a mounted volume is not resized"
-    );
+    // Offline: unmounted and detached.
     fx.mgr.unmount("g").unwrap();
     wait_no_loop(&fx.mgr.info("g").unwrap().image.unwrap());
     let info = fx.mgr.resize("g", 96 << 20).unwrap();
     assert_eq!(info.size_bytes, 96 << 20);
     assert!(!info.mounted);
-    fx.mgr.mount("g").unwrap();
+    let mnt = fx.mgr.mount("g").unwrap();
     assert!(write(48), "48 MiB fits after growing to 96 MiB");
     assert!(matches!(
         fx.mgr.resize("g", 32 << 20),
         Err(StorageError::InvalidSize { .. })
     ));
+    // Online: mounted here, the filesystem grows in place (given
+    // CAP_SYS_RESOURCE; without it the refusal says so and changes nothing).
+    let before = statfs_total(&mnt);
     let img = info.image.unwrap();
+    if dwell_storage::has_cap_sys_resource() {
+        let info = fx.mgr.resize("g", 256 << 20).unwrap();
+        assert!(info.mounted);
+        let after = statfs_total(&mnt);
+        assert!(
+            after > before + (128 << 20),
+            "online growth: {before} -> {after} bytes"
+        );
+    } else {
+        let e = fx.mgr.resize("g", 256 << 20).unwrap_err().to_string();
+        assert!(e.contains("CAP_SYS_RESOURCE"), "{e}");
+        assert_eq!(fx.mgr.info("g").unwrap().size_bytes, 96 << 20);
+        assert_eq!(fs::metadata(&img).unwrap().len(), 96 << 20);
+        assert_eq!(statfs_total(&mnt), before);
+    }
+    assert!(mnt.join("big").is_file(), "data survives the online resize");
     fx.mgr.delete("g").unwrap();
     assert!(wait_no_loop(&img).is_empty());
+}
+
+/// Total bytes of the filesystem mounted at `p`.
+fn statfs_total(p: &std::path::Path) -> u64 {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statfs(c.as_ptr(), &mut st) }, 0);
+    st.f_blocks as u64 * st.f_frsize as u64
+}
+
+/// The top of the named-volume range: a 64 TiB volume is made and mounted
+/// without writing data. The image is sparse (the ext4 metadata of
+/// 64 TiB is about 1 GiB), so it lives on tmpfs (/dev/shm), whose files may
+/// be that large; an ext4 data dir cannot hold it (files end at 16 TiB) and
+/// says so.
+#[test]
+fn sixty_four_tib_on_a_filesystem_that_holds_it() {
+    if !has_loop() {
+        return;
+    }
+    const TIB: u64 = 1 << 40;
+    let shm = std::path::Path::new("/dev/shm");
+    let free = {
+        let c = std::ffi::CString::new("/dev/shm").unwrap();
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+            0
+        } else {
+            st.f_bavail as u64 * st.f_frsize as u64
+        }
+    };
+    if free < 4 << 30 {
+        eprintln!("SKIP: /dev/shm has less than 4 GiB free for the 64 TiB volume's metadata");
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("dwell-vol-64t")
+        .tempdir_in(shm)
+        .unwrap();
+    let mgr = VolumeManager::with_kind(dir.path().join("volumes"), VolumeKind::Loop)
+        .with_max_size(dwell_storage::MAX_NAMED_VOLUME_SIZE);
+    struct Cleanup<'a>(&'a VolumeManager);
+    impl Drop for Cleanup<'_> {
+        fn drop(&mut self) {
+            for id in self.0.list().unwrap_or_default() {
+                let _ = self.0.delete(&id);
+            }
+        }
+    }
+    let _c = Cleanup(&mgr);
+    // Past the top is refused with the range.
+    let e = mgr.create("over", 64 * TIB + 4096).unwrap_err();
+    assert!(e.to_string().contains("64 TiB"), "{e}");
+    // The top itself: made, mounted, written to, without filling it.
+    let info = mgr.create("big", 64 * TIB).unwrap();
+    assert_eq!(info.size_bytes, 64 * TIB);
+    let mnt = mgr.mount("big").unwrap();
+    let total = statfs_total(&mnt);
+    assert!(total > 63 * TIB, "a 64 TiB ext4: {total}");
+    fs::write(mnt.join("hello"), b"hi").unwrap();
+    assert!(mgr.resize("big", 64 * TIB + 4096).is_err(), "past the top");
+    let img = info.image.unwrap();
+    mgr.delete("big").unwrap();
+    assert!(wait_no_loop(&img).is_empty());
+    // The same range on an ext4 data dir (when /var/tmp is ext4): refused
+    // with the reason and the fix.
+    let fx = Fixture::new(VolumeKind::Loop);
+    let mgr = VolumeManager::with_kind(fx.mgr.root().to_path_buf(), VolumeKind::Loop)
+        .with_max_size(dwell_storage::MAX_NAMED_VOLUME_SIZE);
+    match mgr.create("huge", 20 * TIB) {
+        Err(e @ StorageError::InvalidSize { .. }) => {
+            assert!(e.to_string().contains("16 TiB"), "{e}");
+            assert!(mgr.list().unwrap().is_empty());
+        }
+        Ok(_) => {
+            // /var/tmp is not ext4 here: it held the file.
+            mgr.delete("huge").unwrap();
+        }
+        Err(e) => panic!("{e}"),
+    }
 }
 
 #[test]

@@ -16,6 +16,7 @@ const LOOP_CONTROL: &str = "/dev/loop-control";
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
 const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
 const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
+const LOOP_SET_CAPACITY: libc::c_ulong = 0x4C07;
 const LO_FLAGS_AUTOCLEAR: u32 = 4;
 const LO_NAME_SIZE: usize = 64;
 const LO_KEY_SIZE: usize = 32;
@@ -245,6 +246,26 @@ pub fn detach(device: &Path) -> Result<()> {
                 device.display()
             )));
         }
+    }
+    Ok(())
+}
+
+/// Tells loop device `device` to re-read its backing file's size (after the
+/// file grew), so a filesystem on it can grow online.
+pub fn set_capacity(device: &Path) -> Result<()> {
+    let dev = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(device)
+        .map_err(|e| StorageError::Loop(format!("open {}: {e}", device.display())))?;
+    // SAFETY: an ioctl without an argument on an owned descriptor.
+    let rc = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_SET_CAPACITY as _, 0) };
+    if rc != 0 {
+        return Err(StorageError::Loop(format!(
+            "LOOP_SET_CAPACITY {}: {}",
+            device.display(),
+            io::Error::last_os_error()
+        )));
     }
     Ok(())
 }

@@ -52,8 +52,17 @@ pub use loopdev::{bindings as loop_bindings, detach as detach_loop, LoopBinding}
 pub const DEFAULT_VOLUME_SIZE: u64 = 4 << 30;
 /// Smallest volume accepted (ext4 with a journal needs some room).
 pub const MIN_VOLUME_SIZE: u64 = 16 << 20;
-/// Largest volume accepted (ext4 with 4 KiB blocks tops out at 16 TiB).
+/// Largest sandbox volume accepted by default. ext4 with 4 KiB blocks and
+/// without the `64bit` feature tops out at 16 TiB (2^32 blocks); the
+/// templates are formatted with `64bit` (mke2fs's default for ext4), so the
+/// filesystem itself goes further, but an image file on an ext4 data dir
+/// cannot exceed 16 TiB (ext4's largest file with 4 KiB blocks). Managers
+/// of bigger volumes raise the cap with [`VolumeManager::with_max_size`].
 pub const MAX_VOLUME_SIZE: u64 = 16 << 40;
+/// The largest named volume (the range of the issue: 32 MiB .. 64 TiB).
+/// Needs a data dir whose filesystem holds files that large (xfs, btrfs,
+/// tmpfs; not ext4, whose files end at 16 TiB).
+pub const MAX_NAMED_VOLUME_SIZE: u64 = 64 << 40;
 
 const META: &str = "volume.json";
 const IMAGE: &str = "volume.img";
@@ -116,6 +125,7 @@ pub struct VolumeInfo {
 pub struct VolumeManager {
     root: PathBuf,
     kind: VolumeKind,
+    max_size: u64,
     lock: Mutex<()>,
 }
 
@@ -139,10 +149,23 @@ impl VolumeManager {
         let m = Self {
             root,
             kind,
+            max_size: MAX_VOLUME_SIZE,
             lock: Mutex::new(()),
         };
         m.remove_leftovers();
         m
+    }
+
+    /// The same manager with a different largest size (at most
+    /// [`MAX_NAMED_VOLUME_SIZE`]).
+    pub fn with_max_size(mut self, max_size: u64) -> Self {
+        self.max_size = max_size.min(MAX_NAMED_VOLUME_SIZE);
+        self
+    }
+
+    /// The largest volume this manager creates or grows to.
+    pub fn max_size(&self) -> u64 {
+        self.max_size
     }
 
     /// The root directory.
@@ -165,13 +188,13 @@ impl VolumeManager {
     /// new volume is not mounted.
     pub fn create(&self, id: &str, size_bytes: u64) -> Result<VolumeInfo> {
         validate_name("volume id", id)?;
-        if !(MIN_VOLUME_SIZE..=MAX_VOLUME_SIZE).contains(&size_bytes) {
+        if !(MIN_VOLUME_SIZE..=self.max_size).contains(&size_bytes) {
             return Err(StorageError::InvalidSize {
                 size: size_bytes,
                 reason: format!(
                     "volumes must be between {} MiB and {} TiB",
                     MIN_VOLUME_SIZE >> 20,
-                    MAX_VOLUME_SIZE >> 40
+                    self.max_size >> 40
                 ),
             });
         }
@@ -384,20 +407,26 @@ impl VolumeManager {
     }
 
     /// Raises volume `id`'s size limit to `new_size` bytes (rounded up to
-    /// 4 KiB). The volume must not be in use: a loop volume is grown
-    /// offline (`e2fsck -f`, `resize2fs` on the image), which needs no
-    /// privilege beyond the file, unlike online growth (CAP_SYS_RESOURCE).
-    /// Shrinking is refused.
+    /// 4 KiB). Shrinking is refused. A loop volume that is not attached is
+    /// grown offline (`e2fsck -f`, `resize2fs` on the image); one mounted
+    /// here (in this process's mount namespace) is grown online: the image
+    /// file is extended, the loop device told its new capacity
+    /// (LOOP_SET_CAPACITY) and `resize2fs` grows the mounted ext4, which
+    /// its users see at once. One attached but mounted only elsewhere (in a
+    /// sandbox's namespace after a daemon restart) is refused: resize2fs
+    /// would take it for unmounted. Online growth needs CAP_SYS_RESOURCE;
+    /// without it a mounted volume is refused with that reason.
     pub fn resize(&self, id: &str, new_size: u64) -> Result<VolumeInfo> {
         let mut meta = self.meta(id)?;
         let new_size = new_size.div_ceil(4096) * 4096;
-        if new_size < meta.size_bytes || new_size > MAX_VOLUME_SIZE {
+        if new_size < meta.size_bytes || new_size > self.max_size {
             return Err(StorageError::InvalidSize {
                 size: new_size,
                 reason: format!(
-                    "volumes can only grow (now {} bytes) up to {} TiB",
+                    "volumes can only grow (now {} bytes) up to {} TiB; shrinking is not \
+                     supported (copy the data to a smaller volume instead)",
                     meta.size_bytes,
-                    MAX_VOLUME_SIZE >> 40
+                    self.max_size >> 40
                 ),
             });
         }
@@ -405,23 +434,36 @@ impl VolumeManager {
         if meta.kind == VolumeKind::Loop && new_size > meta.size_bytes {
             let img = self.root.join(id).join(IMAGE);
             let canonical = img.canonicalize().ctx("resolve volume image", &img)?;
-            if let Some(b) = loopdev::bindings()
+            let attached = loopdev::bindings()
                 .into_iter()
-                .find(|b| b.backing_file == canonical && !b.backing_deleted)
-            {
+                .find(|b| b.backing_file == canonical && !b.backing_deleted);
+            let online = match &attached {
+                Some(b) if mount::is_mountpoint(&self.mount_path(id)) => Some(b.device.clone()),
+                Some(b) => {
+                    return Err(StorageError::Loop(format!(
+                        "volume {id:?} is in use ({} is attached, mounted in a sandbox but \
+                         not here); stop its users before resizing",
+                        b.device.display()
+                    )));
+                }
+                None => None,
+            };
+            if online.is_some() && !has_cap_sys_resource() {
                 return Err(StorageError::Loop(format!(
-                    "volume {id:?} is in use ({} is attached, mounted here or in a sandbox); \
-                     stop its users and unmount it before resizing",
-                    b.device.display()
+                    "volume {id:?} is mounted (in use), and growing a mounted ext4 needs the \
+                     CAP_SYS_RESOURCE capability, which this daemon does not have; stop the \
+                     sandboxes that use it and resize again (it then grows offline), or run \
+                     the daemon with CAP_SYS_RESOURCE"
                 )));
             }
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&img)
-                .ctx("open", &img)?;
-            f.set_len(new_size).ctx("grow volume image", &img)?;
-            drop(f);
-            ext4::grow_offline(&img)?;
+            grow_file(&img, new_size)?;
+            match online {
+                Some(dev) => {
+                    loopdev::set_capacity(&dev)?;
+                    ext4::grow_online(&dev)?;
+                }
+                None => ext4::grow_offline(&img)?,
+            }
         }
         meta.size_bytes = new_size;
         let json = serde_json::to_vec_pretty(&meta).expect("volume metadata serializes");
@@ -527,6 +569,48 @@ fn wait_loop_detached(img: &Path, max: std::time::Duration) {
         && t0.elapsed() < max
     {
         std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Whether this process may grow a mounted ext4 (the kernel's online
+/// resize asks for CAP_SYS_RESOURCE).
+pub fn has_cap_sys_resource() -> bool {
+    const CAP_SYS_RESOURCE: u32 = 24;
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0)
+}
+
+/// Extends a sparse image file to `size` bytes; a data dir whose
+/// filesystem cannot hold a file that large is named with the fix.
+fn grow_file(img: &Path, size: u64) -> Result<()> {
+    let f = OpenOptions::new().write(true).open(img).ctx("open", img)?;
+    f.set_len(size).map_err(|e| too_large(img, size, e))
+}
+
+/// EFBIG from extending an image: the data dir's filesystem caps file
+/// sizes (ext4: 16 TiB).
+pub(crate) fn too_large(img: &Path, size: u64, e: io::Error) -> StorageError {
+    if e.raw_os_error() == Some(libc::EFBIG) {
+        return StorageError::InvalidSize {
+            size,
+            reason: format!(
+                "the filesystem holding {} cannot hold a file that large (ext4 files end at \
+                 16 TiB); put the volumes on xfs or btrfs for volumes above 16 TiB, or choose \
+                 a smaller size",
+                img.parent().unwrap_or(img).display()
+            ),
+        };
+    }
+    StorageError::Io {
+        op: "grow volume image",
+        path: img.to_path_buf(),
+        source: e,
     }
 }
 

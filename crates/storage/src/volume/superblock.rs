@@ -289,7 +289,9 @@ pub(crate) fn restamp(image: &File, id: &Identity) -> Result<(), SbError> {
     let mut copies = Vec::new();
     for (off, group) in primary.copy_offsets() {
         let sb = Superblock::read_at(image, off)?;
-        let group_ok = group == 0 || u32::from(sb.u16(S_BLOCK_GROUP_NR)) == group;
+        // s_block_group_nr is 16 bits wide: mke2fs writes 65535 in the
+        // backups of groups past it (volumes over about 9.5 TiB have some).
+        let group_ok = group == 0 || u32::from(sb.u16(S_BLOCK_GROUP_NR)) == group.min(0xFFFF);
         if !sb.is_ext4() || sb.uuid() != old || !group_ok {
             return Err(SbError::Unsupported(format!(
                 "expected a backup superblock of group {group} at byte {off}, found none"

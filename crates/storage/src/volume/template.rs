@@ -110,7 +110,8 @@ fn format(root: &Path, size_bytes: u64) -> Result<()> {
     let tmp = dir.join(format!("{TMP}{}-{size_bytes}.img", nonce()));
     let result = (|| {
         let f = File::create(&tmp).ctx("create template", &tmp)?;
-        f.set_len(size_bytes).ctx("size template", &tmp)?;
+        f.set_len(size_bytes)
+            .map_err(|e| super::too_large(&tmp, size_bytes, e))?;
         ext4::mkfs_template(&tmp)?;
         f.sync_all().ctx("fsync template", &tmp)?;
         drop(f);
