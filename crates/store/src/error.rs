@@ -14,6 +14,8 @@ pub enum Error {
     NameTaken(String),
     #[error("the tenant already has a network named {0:?}")]
     NetworkNameTaken(String),
+    #[error("the tenant already has a volume named {0:?}")]
+    VolumeNameTaken(String),
     #[error("metadata database error: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("corrupt record in the metadata database: {0}")]

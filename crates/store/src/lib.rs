@@ -22,6 +22,7 @@ mod sandboxes;
 mod ssh_keys;
 mod tenants;
 mod usage;
+mod volumes;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -39,6 +40,7 @@ pub use sandboxes::{SandboxRecord, Spec};
 pub use ssh_keys::SshKey;
 pub use tenants::Tenant;
 pub use usage::{UsageDelta, UsageRow};
+pub use volumes::NamedVolume;
 
 /// A handle on the metadata database. Cheap operations; callers in async
 /// code may call it directly (each statement is a few microseconds) or from

@@ -149,6 +149,18 @@ pub const MIGRATIONS: &[&str] = &[
     // 11: a tenant's default egress rules (JSON) for its NAT sandboxes
     // that set none.
     "ALTER TABLE tenants ADD COLUMN default_egress TEXT;",
+    // 13: named volumes of a tenant (name unique per tenant); which
+    // sandboxes use one is in their specs (`volumes`). `metered_at` is
+    // the volume's metering mark, as sandboxes have one.
+    "CREATE TABLE volumes (
+        id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        name TEXT NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        metered_at INTEGER
+    );
+    CREATE UNIQUE INDEX volumes_name ON volumes(tenant, name);",
 ];
 
 /// Bring the schema to the newest version.
