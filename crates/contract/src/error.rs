@@ -60,6 +60,8 @@ pub mod fact {
     pub const NAME: &str = "name";
     /// A private network's name (or id) as asked for.
     pub const NETWORK: &str = "network";
+    /// A named volume's name as asked for.
+    pub const VOLUME: &str = "volume";
 }
 
 /// Every error code the API answers with.
@@ -77,6 +79,9 @@ pub mod code {
     /// its `auto_resume` policy on.
     pub const SANDBOX_PAUSED: &str = "sandbox_paused";
     pub const NAME_TAKEN: &str = "name_taken";
+    /// A named volume is used by sandboxes (HTTP 409; facts `volume` and
+    /// `sandbox`, their names comma-separated): delete them first.
+    pub const VOLUME_IN_USE: &str = "volume_in_use";
     pub const ALREADY_EXISTS: &str = "already_exists";
     pub const DIRECTORY_NOT_EMPTY: &str = "directory_not_empty";
     pub const UNSUPPORTED: &str = "unsupported";
@@ -104,6 +109,7 @@ pub const CODES: &[&str] = &[
     code::CONFLICT,
     code::SANDBOX_PAUSED,
     code::NAME_TAKEN,
+    code::VOLUME_IN_USE,
     code::ALREADY_EXISTS,
     code::DIRECTORY_NOT_EMPTY,
     code::UNSUPPORTED,

@@ -24,6 +24,12 @@ pub(crate) struct Context {
     pub(crate) store: Store,
     pub(crate) runtimes: crate::runtimes::Runtimes,
     pub(crate) volumes: VolumeManager,
+    /// Named volumes (`<data dir>/named-volumes`, by record id).
+    pub(crate) named: VolumeManager,
+    /// Which running sandboxes use each named volume (by volume id): the
+    /// volume stays mounted on the host while the set is not empty (see
+    /// [`crate::volumes`]).
+    pub(crate) named_users: Mutex<HashMap<String, std::collections::BTreeSet<String>>>,
     pub(crate) images: ImageStore,
     pub(crate) agent_binary: PathBuf,
     pub(crate) host: HostLimits,

@@ -25,6 +25,7 @@ mod ports;
 mod snapshot;
 mod tenants;
 mod views;
+mod volumes;
 mod wake;
 
 use std::collections::HashMap;
@@ -96,6 +97,11 @@ pub const RECOVERY_WAIT: Duration = Duration::from_secs(5);
 
 impl Controller {
     pub fn new(opts: ControllerOptions) -> Controller {
+        let named = VolumeManager::with_kind(
+            opts.data_dir.join(crate::volumes::DIR),
+            opts.volumes.kind(),
+        )
+        .with_max_size(dwell_storage::MAX_NAMED_VOLUME_SIZE);
         Controller {
             inner: Arc::new(Context {
                 sealer: crate::secrets::Sealer::load_or_create(&opts.data_dir.join("secret.key"))
@@ -106,6 +112,8 @@ impl Controller {
                     opts.store.with_clock(move || clock.now_ms())
                 },
                 runtimes: crate::runtimes::Runtimes::choose(opts.runtimes, opts.default_isolation),
+                named,
+                named_users: Mutex::new(HashMap::new()),
                 volumes: opts.volumes,
                 images: opts.images,
                 agent_binary: opts.agent_binary,
@@ -165,6 +173,7 @@ impl Controller {
             let inner = self.inner.clone();
             blocking(move || {
                 crate::thaw::thaw_all(&inner);
+                crate::volumes::remove_unrecorded(&inner);
                 reconcile::hibernate::sweep_discarded(&inner);
             })
             .await

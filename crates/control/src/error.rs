@@ -34,6 +34,8 @@ pub mod fact {
     pub const PORT: &str = "port";
     /// The private network's name (or the id or name asked for).
     pub const NETWORK: &str = "network";
+    /// A named volume's name as asked for.
+    pub const VOLUME: &str = "volume";
 }
 
 /// A control-plane failure.
@@ -63,6 +65,16 @@ pub enum Error {
         "the tenant already has a network named {0:?}; pick another name or remove that network"
     )]
     NetworkNameTaken(String),
+    /// No named volume of this tenant has that name (the same whether it
+    /// never existed or belongs to someone else).
+    #[error("no volume named {0:?}; create it first with `dwell volume create {0} --size 10G` (`dwell volume ls` lists the tenant's volumes)")]
+    VolumeNotFound(String),
+    /// The tenant already has a volume of that name.
+    #[error("the tenant already has a volume named {0:?}; pick another name or remove that volume")]
+    VolumeNameTaken(String),
+    /// The volume is used by sandboxes (running or not).
+    #[error("volume {volume} is used by {} sandbox(es): {}; delete those sandboxes first (a volume outlives the sandboxes that use it, and is never removed with them)", .users.len(), .users.join(", "))]
+    VolumeInUse { volume: String, users: Vec<String> },
     /// The request is malformed or out of range.
     #[error("invalid {field}: {message}")]
     Invalid { field: String, message: String },
@@ -130,6 +142,7 @@ impl From<dwell_store::Error> for Error {
         match e {
             dwell_store::Error::NameTaken(n) => Error::NameTaken(n),
             dwell_store::Error::NetworkNameTaken(n) => Error::NetworkNameTaken(n),
+            dwell_store::Error::VolumeNameTaken(n) => Error::VolumeNameTaken(n),
             e => Error::Store(e),
         }
     }
@@ -143,12 +156,16 @@ impl Error {
             | Error::SnapshotNotFound(_)
             | Error::TenantNotFound(_)
             | Error::PortNotExposed { .. }
-            | Error::NetworkNotFound(_) => "not_found",
+            | Error::NetworkNotFound(_)
+            | Error::VolumeNotFound(_) => "not_found",
+            Error::VolumeInUse { .. } => "volume_in_use",
             Error::Runtime(dwell_runtime::Error::Unsupported { .. }) => "unsupported",
             Error::Invalid { .. } => "invalid_argument",
             Error::Conflict(_) | Error::Refused { .. } => "conflict",
             Error::Asleep { .. } => "sandbox_paused",
-            Error::NameTaken(_) | Error::NetworkNameTaken(_) => "name_taken",
+            Error::NameTaken(_) | Error::NetworkNameTaken(_) | Error::VolumeNameTaken(_) => {
+                "name_taken"
+            }
             Error::Quota(_) => "quota_exceeded",
             Error::Runtime(_) => "runtime_error",
             Error::Storage(_) => "storage_error",
@@ -165,13 +182,16 @@ impl Error {
             | Error::SnapshotNotFound(_)
             | Error::TenantNotFound(_)
             | Error::PortNotExposed { .. }
-            | Error::NetworkNotFound(_) => 404,
+            | Error::NetworkNotFound(_)
+            | Error::VolumeNotFound(_) => 404,
             Error::Invalid { .. } => 400,
             Error::Conflict(_)
             | Error::Refused { .. }
             | Error::Asleep { .. }
             | Error::NameTaken(_)
-            | Error::NetworkNameTaken(_) => 409,
+            | Error::NetworkNameTaken(_)
+            | Error::VolumeNameTaken(_)
+            | Error::VolumeInUse { .. } => 409,
             Error::Runtime(dwell_runtime::Error::Unsupported { .. }) => 409,
             Error::Quota(_) => 403,
             Error::Agent(_) => 502,
@@ -206,6 +226,17 @@ impl Error {
             Error::NetworkNameTaken(name) => {
                 f.insert(fact::NAME, name.clone());
                 f.insert(fact::NETWORK, name.clone());
+            }
+            Error::VolumeNotFound(name) => {
+                f.insert(fact::VOLUME, name.clone());
+            }
+            Error::VolumeNameTaken(name) => {
+                f.insert(fact::NAME, name.clone());
+                f.insert(fact::VOLUME, name.clone());
+            }
+            Error::VolumeInUse { volume, users } => {
+                f.insert(fact::VOLUME, volume.clone());
+                f.insert(fact::SANDBOX, users.join(","));
             }
             Error::Refused {
                 sandbox,

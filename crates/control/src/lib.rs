@@ -37,6 +37,8 @@
 //!   name).
 //! - [`quota`], [`limits`]: per-tenant quotas, the quota of tenants
 //!   without a record and the daemon-wide ceilings of one sandbox.
+//! - [`volumes`]: a tenant's named volumes, bound into the sandboxes that
+//!   name them and mounted on the host while one of those runs.
 //! - `egress`: default egress rules and the DNS resolver's attachment to
 //!   running NAT sandboxes.
 
@@ -74,6 +76,7 @@ mod state_dir;
 mod templates;
 mod thaw;
 pub mod transitions;
+pub mod volumes;
 
 pub use controller::{Controller, ControllerOptions};
 pub use error::{Error, Result};

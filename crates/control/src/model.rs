@@ -63,6 +63,22 @@ pub struct SandboxSpec {
     /// Egress rules of a NAT sandbox (changed live by `update`).
     #[serde(default, skip_serializing_if = "EgressRules::is_open")]
     pub egress: EgressRules,
+    /// Named volumes of the tenant bound into the sandbox (see
+    /// [`crate::volumes`]); kept across stop, start, pause, hibernation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeMount>,
+}
+
+/// A named volume bound into a sandbox: `NAME:/path[:ro]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeMount {
+    /// The tenant's volume (name).
+    pub name: String,
+    /// Absolute path inside the sandbox.
+    pub path: String,
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 /// Version 1 is the layout above; records written before specs carried
@@ -147,6 +163,9 @@ pub struct CreateRequest {
     /// part of dwell's API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress_precedence: Option<Precedence>,
+    /// Named volumes to bind in (`NAME:/path[:ro]` on the command line).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeMount>,
 }
 
 /// Check egress rules, naming the bad entry and the field.
@@ -330,6 +349,7 @@ impl CreateRequest {
             env: self.env.clone(),
             labels: self.labels.clone(),
             network: self.network.unwrap_or_default(),
+            volumes: crate::volumes::check_mounts(&self.volumes)?,
         })
     }
 }

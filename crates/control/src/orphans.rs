@@ -149,5 +149,6 @@ fn bare_config(inner: &Context, id: &str) -> SandboxConfig {
         id_map: None,
         private_nets: Vec::new(),
         egress: Default::default(),
+        binds: Vec::new(),
     }
 }

@@ -98,6 +98,26 @@ pub struct SandboxConfig {
     /// live by the daemon.
     #[serde(default, skip_serializing_if = "host::egress::EgressRules::is_open")]
     pub egress: host::egress::EgressRules,
+    /// Named volumes bound into the sandbox: each a host directory (the
+    /// volume's mount point, kept mounted by the daemon while the sandbox
+    /// runs) bound at `target` inside.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub binds: Vec<Bind>,
+}
+
+/// A host directory bound into a sandbox (a named volume). The namespace
+/// runtime binds an idmapped copy of the mount at `target`, whose
+/// directories it creates inside the sandbox's root without following a
+/// symlink (see [`host::mounts::in_root`]); gVisor gets it as an OCI bind
+/// mount served by its gofer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Bind {
+    /// The host directory (a mount point owned by the daemon).
+    pub source: PathBuf,
+    /// The absolute path inside the sandbox.
+    pub target: String,
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 /// One private network a sandbox is on: the host bridge that carries it

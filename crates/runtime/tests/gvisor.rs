@@ -75,6 +75,7 @@ impl Sandbox {
             id_map: None,
             private_nets: Vec::new(),
             egress: Default::default(),
+            binds: Vec::new(),
         };
         Sandbox {
             rt: GvisorRuntime::new(opts).unwrap(),

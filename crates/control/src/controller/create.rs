@@ -118,6 +118,14 @@ impl Controller {
         // Unknown (or another tenant's) networks fail before anything is made.
         let nets = self.resolve_networks(tenant, &req.networks)?;
         let _quota = self.inner.quota_lock.lock().await;
+        // Named volumes must exist (no volume is made on the fly: its size
+        // would be a guess, and it would count towards the quota unasked);
+        // checked under the quota lock, which their removal takes too.
+        for m in &spec.volumes {
+            if self.inner.store.find_volume(tenant, &m.name)?.is_none() {
+                return Err(Error::VolumeNotFound(m.name.clone()));
+            }
+        }
         // The daemon's ceilings hold for every tenant, admins included.
         self.inner.limits.ceilings.check(
             &spec,

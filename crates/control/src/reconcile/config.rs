@@ -67,6 +67,8 @@ pub(crate) fn build(
         id_map: None,
         private_nets: private_nets(inner, id)?,
         egress: spec.egress.clone(),
+        // Filled by the start (crate::volumes::attach), which mounts them.
+        binds: Vec::new(),
     })
 }
 

@@ -167,6 +167,7 @@ pub(crate) async fn run(
         }
         let t_runtime = t0.elapsed();
         crate::crashpoint::crashpoint("hibernate:after-checkpoint");
+        crate::volumes::detach(&inner2, &id);
         inner2.volumes.unmount(&id)?;
         Ok(t_runtime)
     })
@@ -239,7 +240,11 @@ pub(crate) async fn adopt(inner: &Arc<Context>, rec: &Record) -> Result<bool> {
     }
     let inner2 = inner.clone();
     let id = rec.id.clone();
-    blocking(move || inner2.volumes.unmount(&id)).await??;
+    blocking(move || {
+        crate::volumes::detach(&inner2, &id);
+        inner2.volumes.unmount(&id)
+    })
+    .await??;
     record(
         inner,
         &rec.id,
@@ -258,16 +263,27 @@ pub(crate) async fn restore(inner: &Arc<Context>, rec: &Record) -> Result<()> {
     let t0 = std::time::Instant::now();
     // The record's egress rules are the current ones (they change live).
     let egress = rec.spec.egress.clone();
+    let rec2 = rec.clone();
     blocking(move || -> Result<()> {
         let mut cfg = config_of(&inner2, &id)?;
         let upper = inner2.volumes.mount(&id)?;
-        if cfg.rootfs.upper_root != upper || cfg.egress != egress {
+        // Its named volumes, mounted again where they were.
+        let binds = match crate::volumes::attach(&inner2, &rec2) {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = inner2.volumes.unmount(&id);
+                return Err(e);
+            }
+        };
+        if cfg.rootfs.upper_root != upper || cfg.egress != egress || cfg.binds != binds {
             cfg.rootfs.upper_root = upper;
             cfg.egress = egress;
+            cfg.binds = binds;
             config::save(&inner2, &cfg)?;
         }
         let t_volume = t0.elapsed();
         if let Err(e) = runtime.restore(&cfg, &image_dir(&inner2, &id)) {
+            crate::volumes::detach(&inner2, &id);
             let _ = inner2.volumes.unmount(&id);
             return Err(e.into());
         }

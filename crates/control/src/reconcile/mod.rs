@@ -93,6 +93,18 @@ pub(crate) async fn resync_all(inner: &std::sync::Arc<Context>) {
         run(inner, &listed.id, trigger).await;
     }
     crate::orphans::sweep(inner).await;
+    {
+        // Which running sandboxes hold each named volume, from the records
+        // as they are now; volumes none holds are unmounted.
+        let inner = inner.clone();
+        let _ = blocking(move || {
+            if let Ok(recs) = inner.store.list_sandboxes::<SandboxSpec>(None) {
+                crate::volumes::resync(&inner, &recs);
+            }
+            crate::volumes::meter(&inner);
+        })
+        .await;
+    }
     crate::egress::sync_all(inner).await;
     crate::snapshot_gc::maybe_spawn(inner);
     let before = inner.clock.now_ms() - inner.audit_retention.as_millis() as i64;

@@ -35,12 +35,24 @@ pub(crate) async fn run(inner: &Arc<Context>, rec: &Record) -> Result<()> {
         if runtime.capabilities().id_map {
             cfg.id_map = Some(config::id_range(&inner, &rec.id)?);
         }
-        config::save(&inner, &cfg)?;
-        let _ = inner.store.add_event(&rec.id, "step", "starting processes");
-        if let Err(e) = runtime.start(&cfg) {
+        // Its named volumes: mounted on the host (if no other sandbox
+        // has them mounted already) and bound in.
+        cfg.binds = match crate::volumes::attach(&inner, &rec) {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = inner.volumes.unmount(&rec.id);
+                return Err(e);
+            }
+        };
+        let started = config::save(&inner, &cfg).and_then(|()| {
+            let _ = inner.store.add_event(&rec.id, "step", "starting processes");
+            runtime.start(&cfg).map_err(Into::into)
+        });
+        if let Err(e) = started {
             let _ = runtime.stop(&cfg);
+            crate::volumes::detach(&inner, &rec.id);
             let _ = inner.volumes.unmount(&rec.id);
-            return Err(e.into());
+            return Err(e);
         }
         crate::crashpoint::crashpoint("start:after-runtime");
         Ok(())

@@ -30,6 +30,9 @@ pub(crate) async fn release(inner: &Arc<Context>, id: &str) -> Result<()> {
         if let Ok(cfg) = config_of(&inner2, &id) {
             inner2.runtime_of(&id)?.stop(&cfg)?;
         }
+        // Named volumes stay (a sandbox's stop or delete never removes
+        // one); the last sandbox using one unmounts it.
+        crate::volumes::detach(&inner2, &id);
         match inner2.volumes.unmount(&id) {
             // An archived sandbox has no local volume.
             Err(dwell_storage::StorageError::VolumeNotFound(_)) => Ok(()),

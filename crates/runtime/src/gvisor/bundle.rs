@@ -78,7 +78,7 @@ pub fn spec(config: &SandboxConfig, rootfs: &Path, cgroups_path: &str) -> Value 
     let r = &config.resources;
     let run_dir = layout::state_file(config, run_dir::RUN_DIR);
     let caps = caps(&config.grants);
-    json!({
+    let mut spec = json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
@@ -124,7 +124,17 @@ pub fn spec(config: &SandboxConfig, rootfs: &Path, cgroups_path: &str) -> Value 
             "maskedPaths": crate::host::mounts::MASKED_PATHS,
             "readonlyPaths": crate::host::mounts::READONLY_PATHS,
         },
-    })
+    });
+    // Named volumes: bind mounts the gofer serves (the sentry resolves
+    // the destination inside the sandbox; no host path is followed).
+    if let Some(mounts) = spec["mounts"].as_array_mut() {
+        for b in &config.binds {
+            let mode = if b.read_only { "ro" } else { "rw" };
+            mounts.push(json!({"destination": b.target, "type": "bind",
+                "source": b.source, "options": ["bind", mode, "nosuid", "nodev"]}));
+        }
+    }
+    spec
 }
 
 #[cfg(test)]
@@ -157,6 +167,7 @@ mod tests {
             id_map: None,
             private_nets: Vec::new(),
             egress: Default::default(),
+            binds: Vec::new(),
         };
         let s = spec(&config, Path::new("/s/rootfs"), "/dwell-gvisor/abc");
         assert_eq!(s["root"]["path"], "/s/rootfs");
@@ -169,6 +180,22 @@ mod tests {
         let env = s["process"]["env"].as_array().unwrap();
         assert!(env.iter().any(|e| e == "A=b"));
         let mounts = s["mounts"].as_array().unwrap();
+        assert!(!mounts.iter().any(|m| m["destination"] == "/data"));
+        let mut with_volume = config.clone();
+        with_volume.binds.push(crate::Bind {
+            source: "/v/mnt".into(),
+            target: "/data".into(),
+            read_only: true,
+        });
+        let sv = spec(&with_volume, Path::new("/r"), "/c");
+        let m = sv["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/data")
+            .unwrap();
+        assert_eq!(m["source"], "/v/mnt");
+        assert!(m["options"].as_array().unwrap().iter().any(|o| o == "ro"));
         assert!(mounts
             .iter()
             .any(|m| m["destination"] == "/run/dwell" && m["source"] == "/s/run"));

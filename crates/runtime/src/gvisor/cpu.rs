@@ -108,6 +108,7 @@ mod tests {
             id_map: None,
             private_nets: Vec::new(),
             egress: Default::default(),
+            binds: Vec::new(),
         }
     }
 

@@ -221,6 +221,7 @@ pub fn config(state_dir: &Path) -> crate::SandboxConfig {
         id_map: None,
         private_nets: Vec::new(),
         egress: Default::default(),
+        binds: Vec::new(),
     }
 }
 

@@ -90,6 +90,28 @@ pub fn set_idmap(mnt: &OwnedFd, userns: &OwnedFd) -> io::Result<()> {
     })
 }
 
+/// `MOUNT_ATTR_RDONLY`.
+pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
+
+/// Set mount attributes (`MOUNT_ATTR_*`) on the detached mount `mnt`.
+pub fn set_attrs(mnt: &OwnedFd, attrs: u64) -> io::Result<()> {
+    let attr = MountAttr {
+        attr_set: attrs,
+        ..Default::default()
+    };
+    // SAFETY: `attr` outlives the call and its size is passed along.
+    unit_result(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            mnt.as_raw_fd(),
+            c"".as_ptr(),
+            AT_EMPTY_PATH,
+            std::ptr::addr_of!(attr),
+            std::mem::size_of::<MountAttr>(),
+        )
+    })
+}
+
 /// Attach the detached mount `mnt` on the directory (or file) `target`
 /// refers to; both are descriptors, no path is looked up.
 pub fn attach(mnt: &OwnedFd, target: RawFd) -> io::Result<()> {

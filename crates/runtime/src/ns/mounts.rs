@@ -26,10 +26,30 @@ pub fn build_root(config: &SandboxConfig) -> R<()> {
     let rootfs = layout::state_file(config, layout::ROOTFS_DIR);
     mkdir_p(&rootfs)?;
     mount_overlays(&crate::host::Kernel, config, &rootfs)?;
+    mount_binds(&rootfs, &config.binds)?;
     let sources = DwellSources {
         agent: config.agent_binary.clone(),
     };
     finish_root(&rootfs, &sources)
+}
+
+/// Named volumes (without user namespaces): a bind of each at its target,
+/// whose directories are made in the sandbox's root without following a
+/// symlink, then remounted nosuid, nodev and, when asked, read-only.
+fn mount_binds(rootfs: &Path, binds: &[crate::Bind]) -> R<()> {
+    for b in binds {
+        let at = in_root(rootfs, &b.target, true)?;
+        mnt(Some(&b.source), &at, None, libc::MS_BIND, None)?;
+        let ro = if b.read_only { libc::MS_RDONLY } else { 0 };
+        mnt(
+            None,
+            &at,
+            None,
+            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NOSUID | libc::MS_NODEV | ro,
+            None,
+        )?;
+    }
+    Ok(())
 }
 
 /// Where the host-side source of the sandbox's agent binary is: a host

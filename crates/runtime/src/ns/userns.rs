@@ -179,6 +179,22 @@ pub fn hand_over(pid: i32, config: &SandboxConfig, map: IdMap, sock: &UnixStream
     for src in sources {
         fds.push(idmapped(src, &userns)?);
     }
+    // Named volumes: idmapped like the sandbox's own volume (0-based on
+    // disk, so every sandbox sharing one sees the same owners), made
+    // read-only here when asked, before the sandbox holds them.
+    for b in &config.binds {
+        let m = idmapped(&b.source, &userns)?;
+        let attrs = mountapi::MOUNT_ATTR_NOSUID as u64
+            | mountapi::MOUNT_ATTR_NODEV as u64
+            | if b.read_only { mountapi::MOUNT_ATTR_RDONLY } else { 0 };
+        mountapi::set_attrs(&m, attrs).map_err(|e| {
+            Error::Start(format!(
+                "restricting the mount of volume {}: {e}",
+                b.source.display()
+            ))
+        })?;
+        fds.push(m);
+    }
     send_fds(sock, &fds).map_err(|e| Error::Start(format!("passing mounts to the sandbox: {e}")))
 }
 
@@ -361,9 +377,14 @@ fn overlay(lowers: &[OwnedFd], volume: &OwnedFd, rel: &str) -> R<OwnedFd> {
 
 /// Child side: build the root inside the user namespace and pivot into it.
 pub fn build_root(config: &SandboxConfig, sock: &UnixStream) -> R<()> {
-    let n = HOST_FDS + 1 + config.rootfs.layers.len() + config.rootfs.host_dirs.len();
+    let n = HOST_FDS
+        + 1
+        + config.rootfs.layers.len()
+        + config.rootfs.host_dirs.len()
+        + config.binds.len();
     let mut fds = recv_fds(sock, n).map_err(|e| format!("receiving the sandbox's mounts: {e}"))?;
     let mut mounts = fds.split_off(HOST_FDS);
+    let binds = mounts.split_off(mounts.len() - config.binds.len());
     let [target, agent]: [OwnedFd; HOST_FDS] = fds
         .try_into()
         .map_err(|_| "wrong number of host descriptors")?;
@@ -414,6 +435,13 @@ pub fn build_root(config: &SandboxConfig, sock: &UnixStream) -> R<()> {
         let at = crate::host::mounts::in_root(here, &dir.to_string_lossy(), true)?;
         mountapi::attach_at(&m, &at)
             .map_err(|e| format!("attaching the overlay of {}: {e}", dir.display()))?;
+    }
+    for (b, m) in config.binds.iter().zip(binds) {
+        // Directories made in the sandbox's own root, never through a
+        // symlink of the image (the root is private until the pivot).
+        let at = crate::host::mounts::in_root(here, &b.target, true)?;
+        mountapi::attach_at(&m, &at)
+            .map_err(|e| format!("attaching volume {} at {}: {e}", b.source.display(), b.target))?;
     }
     let sources = DwellSources {
         agent: PathBuf::from(format!("/proc/self/fd/{}", agent.as_raw_fd())),

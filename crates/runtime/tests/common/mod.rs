@@ -119,6 +119,7 @@ impl TestSandbox {
             id_map: Some(test_id_map()),
             private_nets: Vec::new(),
             egress: Default::default(),
+            binds: Vec::new(),
         };
         TestSandbox {
             rt: NamespaceRuntime::new(opts).unwrap(),
