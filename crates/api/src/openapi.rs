@@ -8,7 +8,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
     exec, files, hibernate, images, networks, ports, processes, sandboxes, snapshots, ssh_keys,
-    tenants,
+    tenants, volumes,
 };
 
 #[derive(OpenApi)]
@@ -74,6 +74,11 @@ use crate::routes::{
         networks::delete,
         networks::connect,
         networks::disconnect,
+        volumes::create,
+        volumes::list,
+        volumes::inspect,
+        volumes::resize,
+        volumes::delete,
         tenants::list,
         tenants::create,
         tenants::update,

@@ -116,6 +116,10 @@ pub enum Command {
     /// Private networks: sandboxes on one reach each other by name.
     #[command(subcommand)]
     Network(NetworkCommand),
+    /// Named volumes: storage that lives on its own and is bound into sandboxes
+    /// (`dwell create --volume NAME:/path[:ro]`).
+    #[command(subcommand)]
+    Volume(VolumeCommand),
     /// Usage and cost: vCPU-hours, GiB-hours of memory and storage.
     Usage(UsageArgs),
     /// The audit log: who did what to which sandbox, when.
@@ -409,6 +413,12 @@ pub struct CreateArgs {
     /// gives no internet access (that is --net).
     #[arg(long = "network", value_name = "NETWORK")]
     pub networks: Vec<String>,
+    /// Bind a named volume (`dwell volume create` makes one) at /path inside,
+    /// read-only with `:ro` (repeatable). Several sandboxes may bind one volume
+    /// read-write at once: they share its files. The volume must exist; it
+    /// outlives the sandbox.
+    #[arg(long = "volume", short = 'v', value_name = "NAME:/PATH[:ro]")]
+    pub volumes: Vec<String>,
     /// Isolation: `namespace` (Linux namespaces) or `gvisor` (runsc's user-space kernel;
     /// can hibernate). Default: the daemon's --default-isolation.
     #[arg(long, alias = "runtime")]
@@ -751,6 +761,54 @@ pub enum NetworkCommand {
     /// or take them off while stopped (`dwell update NAME --network-rm NETWORK`) first.
     Rm {
         /// Network names or ids.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+/// `dwell volume ...`.
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Create a named volume: an ext4 filesystem with a hard size limit (writes past
+    /// it fail with "no space"), counted in your storage quota whether used or not.
+    Create {
+        /// Volume name: 1-63 lowercase letters, digits, '-', '_' or '.'.
+        name: String,
+        /// Size limit, 32M to 64T (e.g. 20G). Volumes above 16T need the daemon's
+        /// data dir on xfs or btrfs (ext4 files end at 16 TiB).
+        #[arg(long)]
+        size: String,
+        /// Print the volume as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List your named volumes: size, use, and how many sandboxes use each.
+    #[command(alias = "list")]
+    Ls(JsonFlag),
+    /// Show a volume: size, bytes used, whether mounted, the sandboxes that use it.
+    Inspect {
+        /// Volume name or id.
+        name: String,
+        /// Print the volume as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Grow a volume. While sandboxes use it, it grows online where the host allows
+    /// (the daemon needs CAP_SYS_RESOURCE), else stop them first. Never shrinks.
+    Resize {
+        /// Volume name or id.
+        name: String,
+        /// The new size limit (e.g. 40G), not smaller than the current one.
+        #[arg(long)]
+        size: String,
+        /// Print the volume as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove volumes and their data. Refused while any sandbox (running or
+    /// stopped) uses one: the error names them; delete those sandboxes first.
+    Rm {
+        /// Volume names or ids.
         #[arg(required = true)]
         names: Vec<String>,
     },

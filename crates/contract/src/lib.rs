@@ -18,6 +18,7 @@ pub mod sandbox;
 pub mod snapshots;
 pub mod ssh_keys;
 pub mod tenants;
+pub mod volumes;
 
 pub use error::{ErrorBody, ErrorDetail};
 pub use exec::{ExecCall, ExecRequest, ExecResult, ExitReport, ProcessInfo};
@@ -27,6 +28,7 @@ pub use networks::{CreateNetwork, Network, NetworkAttachment, NetworkMember};
 pub use ports::{PortExpose, PortExposure};
 pub use sandbox::{CreateRequest, Mode, Sandbox, SandboxSpec, State};
 pub use snapshots::Snapshot;
+pub use volumes::{CreateVolume, NamedVolume, ResizeVolume, VolumeMount};
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

@@ -144,6 +144,9 @@ pub struct SandboxSpec {
     /// the host and the always-blocked networks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<EgressRules>,
+    /// Named volumes bound in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<crate::volumes::VolumeMount>,
 }
 
 /// Which list wins when an address or name is on both.
@@ -377,6 +380,10 @@ pub struct CreateRequest {
     /// there reach it by its name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub networks: Vec<String>,
+    /// Named volumes of the tenant to bind in (they must exist: `POST
+    /// /v1/volumes`). Several sandboxes may bind one read-write at once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<crate::volumes::VolumeMount>,
 }
 
 /// `PATCH /v1/sandboxes/{id}`: what can change on a live sandbox (its

@@ -44,6 +44,7 @@ use crate::policy::PolicyArgs;
 use crate::reconcile;
 
 pub use activity::{EgressChange, StreamGuard};
+pub use volumes::NamedVolumeView;
 
 /// How the daemon wires a controller.
 pub struct ControllerOptions {
@@ -97,11 +98,9 @@ pub const RECOVERY_WAIT: Duration = Duration::from_secs(5);
 
 impl Controller {
     pub fn new(opts: ControllerOptions) -> Controller {
-        let named = VolumeManager::with_kind(
-            opts.data_dir.join(crate::volumes::DIR),
-            opts.volumes.kind(),
-        )
-        .with_max_size(dwell_storage::MAX_NAMED_VOLUME_SIZE);
+        let named =
+            VolumeManager::with_kind(opts.data_dir.join(crate::volumes::DIR), opts.volumes.kind())
+                .with_max_size(dwell_storage::MAX_NAMED_VOLUME_SIZE);
         Controller {
             inner: Arc::new(Context {
                 sealer: crate::secrets::Sealer::load_or_create(&opts.data_dir.join("secret.key"))

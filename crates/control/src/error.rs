@@ -70,7 +70,9 @@ pub enum Error {
     #[error("no volume named {0:?}; create it first with `dwell volume create {0} --size 10G` (`dwell volume ls` lists the tenant's volumes)")]
     VolumeNotFound(String),
     /// The tenant already has a volume of that name.
-    #[error("the tenant already has a volume named {0:?}; pick another name or remove that volume")]
+    #[error(
+        "the tenant already has a volume named {0:?}; pick another name or remove that volume"
+    )]
     VolumeNameTaken(String),
     /// The volume is used by sandboxes (running or not).
     #[error("volume {volume} is used by {} sandbox(es): {}; delete those sandboxes first (a volume outlives the sandboxes that use it, and is never removed with them)", .users.len(), .users.join(", "))]

@@ -97,7 +97,10 @@ pub fn check_path(path: &str) -> Result<()> {
     if path == "/" || parts.iter().all(|p| p.is_empty()) {
         return bad("is the sandbox's root; mount the volume on a directory such as /data");
     }
-    if parts.iter().any(|p| p.is_empty() || *p == "." || *p == "..") {
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || *p == "." || *p == "..")
+    {
         return bad("must be normalized (no '//', '.', '..' or trailing '/')");
     }
     for r in RESERVED {
@@ -118,7 +121,10 @@ pub fn check_mounts(mounts: &[VolumeMount]) -> Result<Vec<VolumeMount>> {
     if mounts.len() > MAX_MOUNTS {
         return Err(Error::invalid(
             "volumes",
-            format!("{} volumes; a sandbox binds at most {MAX_MOUNTS}", mounts.len()),
+            format!(
+                "{} volumes; a sandbox binds at most {MAX_MOUNTS}",
+                mounts.len()
+            ),
         ));
     }
     for (i, m) in mounts.iter().enumerate() {
@@ -342,16 +348,28 @@ mod tests {
         );
         assert!(!parse_mount("a:/data").unwrap().read_only);
         for bad in [
-            "a", "a:data", "a:/", "a:/proc", "a:/proc/x", "a:/dev", "a:/sys/fs", "a:/run/dwell",
-            "a:/.dwell", "a:/x/../y", "a:/x//y", "a:/x/", "a:/x:rx", "A:/x", ":/x",
+            "a",
+            "a:data",
+            "a:/",
+            "a:/proc",
+            "a:/proc/x",
+            "a:/dev",
+            "a:/sys/fs",
+            "a:/run/dwell",
+            "a:/.dwell",
+            "a:/x/../y",
+            "a:/x//y",
+            "a:/x/",
+            "a:/x:rx",
+            "A:/x",
+            ":/x",
         ] {
             assert!(parse_mount(bad).is_err(), "{bad}");
         }
         // /proc-like names that are not /proc are fine.
         parse_mount("a:/process").unwrap();
-        let two = |a: &str, b: &str| {
-            check_mounts(&[parse_mount(a).unwrap(), parse_mount(b).unwrap()])
-        };
+        let two =
+            |a: &str, b: &str| check_mounts(&[parse_mount(a).unwrap(), parse_mount(b).unwrap()]);
         assert!(two("a:/data", "b:/data").is_err());
         assert!(two("a:/data", "b:/data/x").is_err());
         assert!(two("a:/data/x", "b:/data").is_err());

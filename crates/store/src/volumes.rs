@@ -162,7 +162,10 @@ mod tests {
         assert!(s.find_volume("a", "v2").unwrap().is_none());
         assert_eq!(s.list_volumes(Some("b")).unwrap().len(), 1);
         s.set_volume_size("v1", 2 << 30).unwrap();
-        assert_eq!(s.find_volume("a", "v1").unwrap().unwrap().size_bytes, 2 << 30);
+        assert_eq!(
+            s.find_volume("a", "v1").unwrap().unwrap().size_bytes,
+            2 << 30
+        );
         s.add_volume_usage("v1", "a", 10_000, 1.5).unwrap();
         assert_eq!(s.volume_metered_at("v1").unwrap(), Some(10_000));
         assert!(s.delete_volume("v1").unwrap());

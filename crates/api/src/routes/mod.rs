@@ -11,6 +11,7 @@ pub(crate) mod sandboxes;
 pub mod snapshots;
 pub(crate) mod ssh_keys;
 pub(crate) mod tenants;
+pub(crate) mod volumes;
 
 use std::future::Future;
 
@@ -98,6 +99,12 @@ pub fn router(state: AppState) -> Router {
             "/v1/sandboxes/{id}/networks/{network}",
             post(networks::connect).delete(networks::disconnect),
         )
+        .route("/v1/volumes", get(volumes::list).post(volumes::create))
+        .route(
+            "/v1/volumes/{name}",
+            get(volumes::inspect).delete(volumes::delete),
+        )
+        .route("/v1/volumes/{name}/resize", post(volumes::resize))
         .route("/v1/tenants", get(tenants::list).post(tenants::create))
         .route("/v1/tenants/{name}", patch(tenants::update))
         .route(

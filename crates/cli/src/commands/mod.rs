@@ -18,6 +18,7 @@ mod snapshot;
 pub mod snapstore;
 mod ssh_key;
 mod tenant;
+mod volume;
 
 use anyhow::Result;
 
@@ -70,6 +71,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Tenant(c) => tenant::run(&client, c).await,
         Command::SshKey(c) => ssh_key::run(&client, c).await,
         Command::Network(c) => network::run(&client, c).await,
+        Command::Volume(c) => volume::run(&client, c).await,
         Command::Usage(a) => tenant::usage(&client, a).await,
         Command::Audit(a) => tenant::audit(&client, a).await,
         Command::Doctor(a) => doctor::run(a),

@@ -42,6 +42,11 @@ pub async fn create(c: &Client, a: CreateArgs) -> Result<i32> {
         allow_out: a.allow_out.as_deref().map(non_empty),
         deny_out: a.deny_out.as_deref().map(non_empty),
         networks: a.networks.clone(),
+        volumes: a
+            .volumes
+            .iter()
+            .map(|v| volume_mount(v))
+            .collect::<Result<_>>()?,
     };
     if a.count == 0 {
         anyhow::bail!("--count 0 creates nothing; give 1 or more");
@@ -182,6 +187,14 @@ pub async fn inspect(c: &Client, a: NameJson) -> Result<i32> {
         println!(
             "private net: {} {} ({} inside, subnet {}); peers reach it as {} and {}.{}",
             n.network, n.address, n.interface, n.subnet, sb.name, sb.name, n.network
+        );
+    }
+    for v in &sb.spec.volumes {
+        println!(
+            "volume:      {} at {}{}",
+            v.name,
+            v.path,
+            if v.read_only { " (read-only)" } else { "" }
         );
     }
     println!("privileges:  {}", privileges(&sb.spec));
@@ -583,4 +596,14 @@ fn print_egress(sb: &Sandbox) {
             println!("deny-out:    {} ({wins})", list(&e.deny));
         }
     }
+}
+
+/// `NAME:/path[:ro]` of `--volume`, checked as the daemon checks it.
+fn volume_mount(s: &str) -> Result<dwell_contract::VolumeMount> {
+    let m = dwell_control::volumes::parse_mount(s).map_err(|e| anyhow::anyhow!("--volume {e}"))?;
+    Ok(dwell_contract::VolumeMount {
+        name: m.name,
+        path: m.path,
+        read_only: m.read_only,
+    })
 }

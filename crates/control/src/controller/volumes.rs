@@ -14,7 +14,7 @@ use crate::volumes;
 
 /// A named volume as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct VolumeView {
+pub struct NamedVolumeView {
     pub id: String,
     pub name: String,
     /// The size limit in bytes.
@@ -38,9 +38,9 @@ impl Controller {
             .ok_or_else(|| Error::VolumeNotFound(name.to_string()))
     }
 
-    fn volume_view(&self, v: &NamedVolume) -> Result<VolumeView> {
+    fn volume_view(&self, v: &NamedVolume) -> Result<NamedVolumeView> {
         let info = self.inner.named.info(&v.id)?;
-        Ok(VolumeView {
+        Ok(NamedVolumeView {
             id: v.id.clone(),
             name: v.name.clone(),
             size_bytes: v.size_bytes,
@@ -52,7 +52,12 @@ impl Controller {
     }
 
     /// Create a named volume of `size` bytes for `tenant`.
-    pub async fn create_volume(&self, tenant: &str, name: &str, size: u64) -> Result<VolumeView> {
+    pub async fn create_volume(
+        &self,
+        tenant: &str,
+        name: &str,
+        size: u64,
+    ) -> Result<NamedVolumeView> {
         volumes::validate_name(name)?;
         volumes::check_size(size)?;
         let size = size.div_ceil(4096) * 4096;
@@ -94,7 +99,7 @@ impl Controller {
     }
 
     /// The tenant's named volumes, by name.
-    pub fn volumes(&self, tenant: &str) -> Result<Vec<VolumeView>> {
+    pub fn volumes(&self, tenant: &str) -> Result<Vec<NamedVolumeView>> {
         self.inner
             .store
             .list_volumes(Some(tenant))?
@@ -104,14 +109,19 @@ impl Controller {
     }
 
     /// One named volume.
-    pub fn volume(&self, tenant: &str, name: &str) -> Result<VolumeView> {
+    pub fn volume(&self, tenant: &str, name: &str) -> Result<NamedVolumeView> {
         self.volume_view(&self.volume_record(tenant, name)?)
     }
 
     /// Grow a named volume to `size` bytes: online while sandboxes use it
     /// (where the daemon may: CAP_SYS_RESOURCE), offline otherwise.
     /// Shrinking is refused.
-    pub async fn resize_volume(&self, tenant: &str, name: &str, size: u64) -> Result<VolumeView> {
+    pub async fn resize_volume(
+        &self,
+        tenant: &str,
+        name: &str,
+        size: u64,
+    ) -> Result<NamedVolumeView> {
         volumes::check_size(size)?;
         let size = size.div_ceil(4096) * 4096;
         let _q = self.inner.quota_lock.lock().await;
@@ -146,7 +156,12 @@ impl Controller {
             let _users = inner.named_users.lock().unwrap_or_else(|p| p.into_inner());
             inner.named.resize(&id, size)
         })
-        .await??;
+        .await?
+        .map_err(|e| match e {
+            // In use where it cannot grow online: the caller's to settle.
+            dwell_storage::StorageError::Loop(m) => Error::Conflict(m),
+            e => e.into(),
+        })?;
         self.inner.store.set_volume_size(&v.id, size)?;
         drop(_q);
         self.volume(tenant, &v.name)

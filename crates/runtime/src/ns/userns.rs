@@ -186,7 +186,11 @@ pub fn hand_over(pid: i32, config: &SandboxConfig, map: IdMap, sock: &UnixStream
         let m = idmapped(&b.source, &userns)?;
         let attrs = mountapi::MOUNT_ATTR_NOSUID as u64
             | mountapi::MOUNT_ATTR_NODEV as u64
-            | if b.read_only { mountapi::MOUNT_ATTR_RDONLY } else { 0 };
+            | if b.read_only {
+                mountapi::MOUNT_ATTR_RDONLY
+            } else {
+                0
+            };
         mountapi::set_attrs(&m, attrs).map_err(|e| {
             Error::Start(format!(
                 "restricting the mount of volume {}: {e}",
@@ -440,8 +444,13 @@ pub fn build_root(config: &SandboxConfig, sock: &UnixStream) -> R<()> {
         // Directories made in the sandbox's own root, never through a
         // symlink of the image (the root is private until the pivot).
         let at = crate::host::mounts::in_root(here, &b.target, true)?;
-        mountapi::attach_at(&m, &at)
-            .map_err(|e| format!("attaching volume {} at {}: {e}", b.source.display(), b.target))?;
+        mountapi::attach_at(&m, &at).map_err(|e| {
+            format!(
+                "attaching volume {} at {}: {e}",
+                b.source.display(),
+                b.target
+            )
+        })?;
     }
     let sources = DwellSources {
         agent: PathBuf::from(format!("/proc/self/fd/{}", agent.as_raw_fd())),
