@@ -98,7 +98,7 @@ fn named_volumes_are_shared_outlive_sandboxes_and_stay_inside() {
     if !can_run() || (isolation() == "gvisor" && !can_run_gvisor()) {
         return;
     }
-    let mut d = Daemon::start_with(&["--default-isolation", &isolation()]);
+    let mut d = Daemon::start();
     let mut vols = Volumes {
         socket: d.socket.clone(),
         tenant: None,
@@ -194,9 +194,12 @@ fn named_volumes_are_shared_outlive_sandboxes_and_stay_inside() {
 
     // A sandbox that swaps its mount point's parent for a symlink to `/`
     // cannot have its next start bind the volume onto the host.
+    // (A parent the image lacks: made in the sandbox's own layer, where
+    // the sandbox can rename it while the volume is bound below it.)
     let escape = format!("dwell-volume-escape-{}", std::process::id());
-    d.create("vp", &["--volume", &format!("shared:/mnt/{escape}")]);
-    d.sh("vp", "mv /mnt /mnt.old && ln -s / /mnt");
+    let parent = format!("/vp-{}", std::process::id());
+    d.create("vp", &["--volume", &format!("shared:{parent}/{escape}")]);
+    d.sh("vp", &format!("mv {parent} {parent}.old && ln -s / {parent}"));
     d.ok(&["stop", "vp"]);
     let o = d.run(&["start", "vp"]);
     let host_path = Path::new("/").join(&escape);
@@ -245,7 +248,7 @@ fn named_volume_limits_quota_and_tenants() {
     if !can_run() || (isolation() == "gvisor" && !can_run_gvisor()) {
         return;
     }
-    let d = Daemon::start_with(&["--default-isolation", &isolation()]);
+    let d = Daemon::start();
     d.ok(&["tenant", "create", "vq", "--max-storage", "1G"]);
     let vols = Volumes {
         socket: d.socket.clone(),
