@@ -56,7 +56,8 @@ mod tests {
                 "policies": {"ttl_ms": 60000, "ttl_action": "archive", "archive_after_ms": 5, "auto_resume": true},
                 "secret_env_names": ["TOKEN"],
                 "allow_raw_sockets": false, "allow_core_dumps": true,
-                "egress": {"allow": ["*.example.com", "10.0.0.0/8"], "deny": ["0.0.0.0/0"], "precedence": "allow_wins"}
+                "egress": {"allow": ["*.example.com", "10.0.0.0/8"], "deny": ["0.0.0.0/0"], "precedence": "allow_wins"},
+                "volumes": [{"name": "pgdata", "path": "/data", "read_only": false}]
             },
             "created_at": 1, "updated_at": 2, "state_changed_at": 3,
             "started_at": 4, "stopped_at": null,
@@ -72,6 +73,10 @@ mod tests {
 
     #[test]
     fn networks_keep_their_shape() {
+        same_shape::<dwell_control::volumes::NamedVolumeView, dwell_contract::NamedVolume>(json!({
+            "id": "v1", "name": "pgdata", "size_bytes": 1, "used_bytes": 2, "mounted": true,
+            "used_by": ["db"], "created_at": 3
+        }));
         same_shape::<dwell_control::networks::NetworkView, dwell_contract::Network>(json!({
             "id": "n1", "name": "team", "subnet": "10.210.0.0/24", "bridge": "dwb0000abcd",
             "created_at": 1,
@@ -107,7 +112,8 @@ mod tests {
                          "auto_resume": false},
             "secret_env": {"T": "s"}, "from": "snap", "allow_raw_sockets": true, "allow_core_dumps": false,
             "allow_out": ["pypi.org"], "deny_out": ["0.0.0.0/0"],
-            "networks": ["team", "db"]
+            "networks": ["team", "db"],
+            "volumes": [{"name": "pgdata", "path": "/data", "read_only": true}]
         }));
         same_shape::<dwell_proto::ExecRequest, dwell_contract::ExecRequest>(json!({
             "argv": ["ls"], "shell": null, "env": {"A": "1"}, "cwd": "/", "user": "root",

@@ -104,17 +104,20 @@ fn named_volumes_are_shared_outlive_sandboxes_and_stay_inside() {
         tenant: None,
         names: vec!["shared".into()],
     };
-    let v: serde_json::Value = serde_json::from_str(&d.ok(&[
-        "volume", "create", "shared", "--size", "64M", "--json",
-    ]))
-    .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&d.ok(&["volume", "create", "shared", "--size", "64M", "--json"]))
+            .unwrap();
     assert_eq!(v["size_bytes"], 64u64 << 20);
     assert_eq!(v["mounted"], false);
     let vid = v["id"].as_str().unwrap().to_string();
     assert!(d.ok(&["volume", "ls"]).contains("shared"));
     // A second volume of the same name is refused.
     let o = d.run(&["volume", "create", "shared", "--size", "64M"]);
-    assert!(!o.status.success() && text(&o).contains("already has a volume"), "{}", text(&o));
+    assert!(
+        !o.status.success() && text(&o).contains("already has a volume"),
+        "{}",
+        text(&o)
+    );
 
     d.create("va", &["--volume", "shared:/data"]);
     d.create("vb", &["--volume", "shared:/srv/shared"]);
@@ -186,11 +189,18 @@ fn named_volumes_are_shared_outlive_sandboxes_and_stay_inside() {
         }
     }
     let after = df_kib(&d, "va", "/data");
-    assert!(after > before + 80 * 1024, "df: {before} KiB -> {after} KiB");
+    assert!(
+        after > before + 80 * 1024,
+        "df: {before} KiB -> {after} KiB"
+    );
     assert_eq!(df_kib(&d, "vb", "/srv/shared"), after);
     // Shrinking is refused.
     let o = d.run(&["volume", "resize", "shared", "--size", "64M"]);
-    assert!(!o.status.success() && text(&o).contains("only grow"), "{}", text(&o));
+    assert!(
+        !o.status.success() && text(&o).contains("only grow"),
+        "{}",
+        text(&o)
+    );
 
     // A sandbox that swaps its mount point's parent for a symlink to `/`
     // cannot have its next start bind the volume onto the host.
@@ -199,7 +209,10 @@ fn named_volumes_are_shared_outlive_sandboxes_and_stay_inside() {
     let escape = format!("dwell-volume-escape-{}", std::process::id());
     let parent = format!("/vp-{}", std::process::id());
     d.create("vp", &["--volume", &format!("shared:{parent}/{escape}")]);
-    d.sh("vp", &format!("mv {parent} {parent}.old && ln -s / {parent}"));
+    d.sh(
+        "vp",
+        &format!("mv {parent} {parent}.old && ln -s / {parent}"),
+    );
     d.ok(&["stop", "vp"]);
     let o = d.run(&["start", "vp"]);
     let host_path = Path::new("/").join(&escape);
@@ -207,7 +220,11 @@ fn named_volumes_are_shared_outlive_sandboxes_and_stay_inside() {
     if on_host {
         let _ = std::fs::remove_dir(&host_path);
     }
-    assert!(!on_host, "the start made {} on the host", host_path.display());
+    assert!(
+        !on_host,
+        "the start made {} on the host",
+        host_path.display()
+    );
     if o.status.success() {
         // gVisor resolves the path inside the sandbox: it lands in the
         // sandbox's own root.
@@ -224,17 +241,26 @@ fn named_volumes_are_shared_outlive_sandboxes_and_stay_inside() {
     let v = volume(&d, "shared");
     assert_eq!(v["mounted"], false);
     assert!(v["used_by"].as_array().unwrap().is_empty());
-    wait_for(|| loops_of(&d.data).is_empty(), "the volume's loop device to go");
+    wait_for(
+        || loops_of(&d.data).is_empty(),
+        "the volume's loop device to go",
+    );
 
     // It survives a daemon restart, with its data; a restarted daemon
     // re-derives who holds the mount and unmounts it after the last.
     d.create("vd", &["--volume", "shared:/data"]);
     d.restart();
-    assert_eq!(d.sh("vd", "cat /data/a.txt /data/b.txt"), "from-a\nfrom-b\n");
+    assert_eq!(
+        d.sh("vd", "cat /data/a.txt /data/b.txt"),
+        "from-a\nfrom-b\n"
+    );
     assert_eq!(volume(&d, "shared")["mounted"], true);
     d.ok(&["rm", "-f", "vd"]);
     assert_eq!(volume(&d, "shared")["mounted"], false);
-    wait_for(|| loops_of(&d.data).is_empty(), "the volume's loop device to go");
+    wait_for(
+        || loops_of(&d.data).is_empty(),
+        "the volume's loop device to go",
+    );
 
     d.ok(&["volume", "rm", "shared"]);
     vols.names.clear();
@@ -259,36 +285,77 @@ fn named_volume_limits_quota_and_tenants() {
     // The range.
     for (size, why) in [("16M", "32MiB to 64TiB"), ("65T", "32MiB to 64TiB")] {
         let o = t(&["volume", "create", "one", "--size", size]);
-        assert!(!o.status.success() && text(&o).contains(why), "{size}: {}", text(&o));
+        assert!(
+            !o.status.success() && text(&o).contains(why),
+            "{size}: {}",
+            text(&o)
+        );
     }
     let o = t(&["volume", "create", "Bad Name", "--size", "64M"]);
     assert!(!o.status.success(), "{}", text(&o));
     // The quota counts volumes, used or not.
-    assert!(t(&["volume", "create", "one", "--size", "600M"]).status.success());
+    assert!(t(&["volume", "create", "one", "--size", "600M"])
+        .status
+        .success());
     let o = t(&["volume", "create", "two", "--size", "600M"]);
     assert!(!o.status.success());
     assert!(text(&o).contains("storage quota"), "{}", text(&o));
     // A sandbox's disk counts on top of them.
     let o = t(&[
-        "create", "--name", "big", "--disk", "512M", "--volume", "one:/data",
+        "create",
+        "--name",
+        "big",
+        "--disk",
+        "512M",
+        "--volume",
+        "one:/data",
     ]);
-    assert!(!o.status.success() && text(&o).contains("storage quota"), "{}", text(&o));
+    assert!(
+        !o.status.success() && text(&o).contains("storage quota"),
+        "{}",
+        text(&o)
+    );
     // Growing past the quota is refused too.
     let o = t(&["volume", "resize", "one", "--size", "2G"]);
-    assert!(!o.status.success() && text(&o).contains("storage quota"), "{}", text(&o));
+    assert!(
+        !o.status.success() && text(&o).contains("storage quota"),
+        "{}",
+        text(&o)
+    );
     // Another tenant's volume does not exist for the default tenant.
     let o = d.run(&["volume", "inspect", "one"]);
-    assert!(!o.status.success() && text(&o).contains("no volume named"), "{}", text(&o));
+    assert!(
+        !o.status.success() && text(&o).contains("no volume named"),
+        "{}",
+        text(&o)
+    );
     let o = d.run(&["create", "--name", "thief", "--volume", "one:/data"]);
-    assert!(!o.status.success() && text(&o).contains("no volume named"), "{}", text(&o));
+    assert!(
+        !o.status.success() && text(&o).contains("no volume named"),
+        "{}",
+        text(&o)
+    );
     // Unknown volumes and reserved paths.
     let o = t(&["create", "--name", "x", "--volume", "nope:/data"]);
-    assert!(!o.status.success() && text(&o).contains("volume create"), "{}", text(&o));
-    for bad in ["one:/proc", "one:/", "one:/run/dwell", "one:data", "one:/a/../b"] {
+    assert!(
+        !o.status.success() && text(&o).contains("volume create"),
+        "{}",
+        text(&o)
+    );
+    for bad in [
+        "one:/proc",
+        "one:/",
+        "one:/run/dwell",
+        "one:data",
+        "one:/a/../b",
+    ] {
         let o = t(&["create", "--name", "x", "--volume", bad]);
         assert!(!o.status.success(), "{bad} was accepted");
     }
-    assert!(t(&["ls", "-q"]).stdout.is_empty(), "a refused create left a sandbox");
+    assert!(
+        t(&["ls", "-q"]).stdout.is_empty(),
+        "a refused create left a sandbox"
+    );
     drop(vols);
     assert!(loops_of(&d.data).is_empty());
 }

@@ -44,7 +44,6 @@ use crate::policy::PolicyArgs;
 use crate::reconcile;
 
 pub use activity::{EgressChange, StreamGuard};
-pub use volumes::NamedVolumeView;
 
 /// How the daemon wires a controller.
 pub struct ControllerOptions {

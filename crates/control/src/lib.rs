@@ -38,7 +38,8 @@
 //! - [`quota`], [`limits`]: per-tenant quotas, the quota of tenants
 //!   without a record and the daemon-wide ceilings of one sandbox.
 //! - [`volumes`]: a tenant's named volumes, bound into the sandboxes that
-//!   name them and mounted on the host while one of those runs.
+//!   name them and mounted on the host while one of those runs;
+//!   [`volume_spec`]: how a sandbox's spec names them, and the checks.
 //! - `egress`: default egress rules and the DNS resolver's attachment to
 //!   running NAT sandboxes.
 
@@ -76,6 +77,7 @@ mod state_dir;
 mod templates;
 mod thaw;
 pub mod transitions;
+pub mod volume_spec;
 pub mod volumes;
 
 pub use controller::{Controller, ControllerOptions};

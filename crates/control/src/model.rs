@@ -69,17 +69,7 @@ pub struct SandboxSpec {
     pub volumes: Vec<VolumeMount>,
 }
 
-/// A named volume bound into a sandbox: `NAME:/path[:ro]`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct VolumeMount {
-    /// The tenant's volume (name).
-    pub name: String,
-    /// Absolute path inside the sandbox.
-    pub path: String,
-    #[serde(default)]
-    pub read_only: bool,
-}
+pub use crate::volume_spec::VolumeMount;
 
 /// Version 1 is the layout above; records written before specs carried
 /// a version have the same layout.
@@ -349,7 +339,7 @@ impl CreateRequest {
             env: self.env.clone(),
             labels: self.labels.clone(),
             network: self.network.unwrap_or_default(),
-            volumes: crate::volumes::check_mounts(&self.volumes)?,
+            volumes: crate::volume_spec::check_mounts(&self.volumes)?,
         })
     }
 }

@@ -4,31 +4,12 @@
 //! (running or not) is not removed, and another tenant's is not found.
 
 use dwell_store::NamedVolume;
-use serde::{Deserialize, Serialize};
 
 use super::Controller;
 use crate::context::blocking;
 use crate::error::{Error, Result};
 use crate::ids::new_id;
-use crate::volumes;
-
-/// A named volume as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct NamedVolumeView {
-    pub id: String,
-    pub name: String,
-    /// The size limit in bytes.
-    pub size_bytes: u64,
-    /// Bytes in use (the filesystem's while mounted, else the image's
-    /// allocated blocks).
-    pub used_bytes: u64,
-    /// Mounted on the host now (a sandbox that uses it runs).
-    pub mounted: bool,
-    /// Names of the tenant's sandboxes that use it.
-    pub used_by: Vec<String>,
-    /// Unix milliseconds.
-    pub created_at: i64,
-}
+use crate::volumes::{self, NamedVolumeView};
 
 impl Controller {
     fn volume_record(&self, tenant: &str, name: &str) -> Result<NamedVolume> {
