@@ -78,6 +78,8 @@ use crate::routes::{
         volumes::list,
         volumes::inspect,
         volumes::resize,
+        volumes::snapshot,
+        volumes::restore,
         volumes::delete,
         tenants::list,
         tenants::create,

@@ -775,9 +775,13 @@ pub enum VolumeCommand {
         /// Volume name: 1-63 lowercase letters, digits, '-', '_' or '.'.
         name: String,
         /// Size limit, 32M to 64T (e.g. 20G). Volumes above 16T need the daemon's
-        /// data dir on xfs or btrfs (ext4 files end at 16 TiB).
+        /// data dir on xfs or btrfs (ext4 files end at 16 TiB). Required unless --from.
+        #[arg(long, required_unless_present = "from")]
+        size: Option<String>,
+        /// Fill it from a volume snapshot (`dwell volume snapshot`); it gets the
+        /// snapshot's size.
         #[arg(long)]
-        size: String,
+        from: Option<String>,
         /// Print the volume as JSON.
         #[arg(long)]
         json: bool,
@@ -804,6 +808,26 @@ pub enum VolumeCommand {
         /// Print the volume as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Snapshot a volume into the snapshot store (listed by `dwell snapshot ls`,
+    /// removed by `dwell snapshot rm`). A volume in use is frozen while it is read.
+    Snapshot {
+        /// Volume name or id.
+        name: String,
+        /// A name for the snapshot.
+        #[arg(long = "name", value_name = "SNAPSHOT")]
+        snapshot_name: Option<String>,
+        /// Print the snapshot as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a volume back to a snapshot of it (of the same size). Refused while a
+    /// sandbox that uses it runs: stop those first.
+    Restore {
+        /// Volume name or id.
+        name: String,
+        /// Snapshot id or name.
+        snapshot: String,
     },
     /// Remove volumes and their data. Refused while any sandbox (running or
     /// stopped) uses one: the error names them; delete those sandboxes first.

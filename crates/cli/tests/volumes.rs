@@ -10,7 +10,9 @@
 //! that plants symlinks in the volume, or swaps its own mount point's
 //! parent for a symlink to `/`, makes nothing happen outside. Quotas count
 //! volumes; sizes outside 32 MiB .. 64 TiB, unknown volumes, reserved
-//! paths and another tenant's volume are refused clearly. Nothing (mounts,
+//! paths and another tenant's volume are refused clearly. A volume is
+//! snapshotted while in use, restored once its users stop, copied into a
+//! new volume, and its snapshot is refused where a sandbox's is needed. Nothing (mounts,
 //! loop devices) is left behind: the daemon harness checks on drop, and
 //! the volumes a test made are removed even when it fails.
 
@@ -358,6 +360,65 @@ fn named_volume_limits_quota_and_tenants() {
     );
     drop(vols);
     assert!(loops_of(&d.data).is_empty());
+}
+
+#[test]
+fn named_volume_snapshots_restore_and_copy() {
+    if !can_run() || (isolation() == "gvisor" && !can_run_gvisor()) {
+        return;
+    }
+    let d = Daemon::start();
+    let mut vols = Volumes {
+        socket: d.socket.clone(),
+        tenant: None,
+        names: vec!["snapv".into(), "copy".into()],
+    };
+    d.ok(&["volume", "create", "snapv", "--size", "64M"]);
+    d.create("s1", &["--volume", "snapv:/data"]);
+    d.sh("s1", "echo one > /data/f && sync");
+    // Taken while in use (frozen for the capture).
+    let snap: serde_json::Value =
+        serde_json::from_str(&d.ok(&["volume", "snapshot", "snapv", "--name", "snap1", "--json"]))
+            .unwrap();
+    let sid = snap["id"].as_str().unwrap().to_string();
+    d.sh("s1", "echo two > /data/f");
+    // Not while a user runs.
+    let o = d.run(&["volume", "restore", "snapv", "snap1"]);
+    assert!(
+        !o.status.success() && text(&o).contains("stop them"),
+        "{}",
+        text(&o)
+    );
+    d.ok(&["stop", "s1"]);
+    d.ok(&["volume", "restore", "snapv", "snap1"]);
+    d.ok(&["start", "s1"]);
+    assert_eq!(d.sh("s1", "cat /data/f").trim(), "one");
+    // A new volume from it, of its size.
+    let v: serde_json::Value =
+        serde_json::from_str(&d.ok(&["volume", "create", "copy", "--from", &sid, "--json"]))
+            .unwrap();
+    assert_eq!(v["size_bytes"], 64u64 << 20);
+    d.create("s2", &["--volume", "copy:/c:ro"]);
+    assert_eq!(d.sh("s2", "cat /c/f").trim(), "one");
+    // A volume's snapshot is no sandbox's.
+    let o = d.run(&["create", "--name", "nope", "--from", "snap1"]);
+    assert!(
+        !o.status.success() && text(&o).contains("volume restore"),
+        "{}",
+        text(&o)
+    );
+    let o = d.run(&["restore", "s1", "snap1"]);
+    assert!(
+        !o.status.success() && text(&o).contains("named volume"),
+        "{}",
+        text(&o)
+    );
+    d.ok(&["rm", "-f", "s1", "s2"]);
+    for n in std::mem::take(&mut vols.names) {
+        d.ok(&["volume", "rm", &n]);
+    }
+    d.ok(&["snapshot", "rm", &sid]);
+    wait_for(|| loops_of(&d.data).is_empty(), "loop devices to go");
 }
 
 fn wait_for(mut f: impl FnMut() -> bool, what: &str) {

@@ -1,5 +1,7 @@
 //! Named volumes: `POST/GET /v1/volumes`, `GET/DELETE /v1/volumes/{name}`,
-//! `POST /v1/volumes/{name}/resize`. A tenant's volume lives on its own
+//! `POST /v1/volumes/{name}/resize`, `POST /v1/volumes/{name}/snapshots`
+//! (body as a sandbox snapshot's) and `POST /v1/volumes/{name}/restore`
+//! (body `{"snapshot": ...}`). A tenant's volume lives on its own
 //! (32 MiB to 64 TiB, counted in the tenant's storage quota), is bound into
 //! sandboxes at create (`volumes` of the create request) and outlives them;
 //! another tenant's is not found (404).
@@ -16,8 +18,13 @@ pub struct CreateVolume {
     /// 1-63 lowercase letters, digits, '-', '_' or '.', starting with a
     /// letter or digit; unique among the tenant's volumes.
     pub name: String,
-    /// 32 MiB to 64 TiB: bytes, or a string like `20G`.
-    pub size: SizeArg,
+    /// 32 MiB to 64 TiB: bytes, or a string like `20G`. Required unless
+    /// `from` is given (the new volume then has the snapshot's size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<SizeArg>,
+    /// A snapshot of a named volume (id or name) to fill it from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
 }
 
 /// `POST /v1/volumes/{name}/resize`: the new size, not smaller than the

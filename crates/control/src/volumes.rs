@@ -50,6 +50,28 @@ pub struct NamedVolumeView {
     pub created_at: i64,
 }
 
+/// The label that marks a snapshot as one of a named volume (its id);
+/// `volume` holds the volume's name when it was taken.
+pub const SNAPSHOT_LABEL: &str = "volume-of";
+
+/// Refuse a named volume's snapshot where a sandbox's is needed (its
+/// image holds files, not a sandbox's overlay layout).
+pub(crate) fn not_a_volume_snapshot(m: &dwell_snapshot::Manifest) -> Result<()> {
+    if m.labels.contains_key(SNAPSHOT_LABEL) {
+        let vol = m.labels.get("volume").cloned().unwrap_or_default();
+        return Err(Error::invalid(
+            "from",
+            format!(
+                "snapshot {} is of the named volume {vol:?}, not of a sandbox; restore it with \
+                 `dwell volume restore {vol} {}` or make a new volume from it with `dwell volume \
+                 create NAME --from {}`",
+                m.id, m.id, m.id
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The live sandboxes of `tenant` that name volume `name`, by name.
 pub(crate) fn users(inner: &Context, tenant: &str, name: &str) -> Result<Vec<String>> {
     let mut v: Vec<String> = inner

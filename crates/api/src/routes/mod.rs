@@ -105,6 +105,8 @@ pub fn router(state: AppState) -> Router {
             get(volumes::inspect).delete(volumes::delete),
         )
         .route("/v1/volumes/{name}/resize", post(volumes::resize))
+        .route("/v1/volumes/{name}/snapshots", post(volumes::snapshot))
+        .route("/v1/volumes/{name}/restore", post(volumes::restore))
         .route("/v1/tenants", get(tenants::list).post(tenants::create))
         .route("/v1/tenants/{name}", patch(tenants::update))
         .route(

@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use dwell_contract::sandbox::SizeArg;
+use dwell_contract::snapshots::{RestoreBody, Snapshot, SnapshotCreate};
 use dwell_contract::{CreateVolume, ErrorBody, NamedVolume, ResizeVolume};
 
 use crate::auth::Principal;
@@ -33,12 +34,16 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<NamedVolume>)> {
     let crate::extract::Json(req) = body.map_err(|e| {
         ApiError::bad_request(format!(
-            "bad volume request: {}; send {{\"name\": \"pgdata\", \"size\": \"20G\"}}",
+            "bad volume request: {}; send {{\"name\": \"pgdata\", \"size\": \"20G\"}} or \
+             {{\"name\": \"copy\", \"from\": \"SNAPSHOT\"}}",
             e.detail
         ))
     })?;
-    let size = bytes(&req.size)?;
-    let v = st.ctl.create_volume(&p.tenant, &req.name, size).await?;
+    let size = req.size.as_ref().map(bytes).transpose()?;
+    let v = st
+        .ctl
+        .create_volume_from(&p.tenant, &req.name, size, req.from.as_deref())
+        .await?;
     Ok((StatusCode::CREATED, Json(wire::map(&v)?)))
 }
 
@@ -97,4 +102,60 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     st.ctl.delete_volume(&p.tenant, &name).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/v1/volumes/{name}/snapshots", tag = "volumes",
+    summary = "Snapshot a named volume into the snapshot store (frozen for the capture while in use)",
+    params(("name" = String, Path, description = "Volume name or id")),
+    request_body(content = SnapshotCreate, description = "Optional: a name for the snapshot"),
+    responses((status = 201, body = Snapshot), (status = "default", description = "Error", body = ErrorBody)))]
+pub async fn snapshot(
+    State(st): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<Snapshot>)> {
+    let b: SnapshotCreate = if body.iter().all(u8::is_ascii_whitespace) {
+        SnapshotCreate::default()
+    } else {
+        let bad = |why: String| {
+            ApiError::bad_request(format!(
+                "bad snapshot request: {why}; send {{\"name\": \"NAME\"}} or nothing"
+            ))
+        };
+        match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(v) if v.is_object() => serde_json::from_value(v).map_err(|e| bad(e.to_string()))?,
+            Ok(_) => return Err(bad("the body is not a JSON object".into())),
+            Err(e) => return Err(bad(e.to_string())),
+        }
+    };
+    let m = st.ctl.snapshot_volume(&p.tenant, &name, b.name).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(super::snapshots::snapshot_view(&m)),
+    ))
+}
+
+#[utoipa::path(post, path = "/v1/volumes/{name}/restore", tag = "volumes",
+    summary = "Put a named volume back to one of its snapshots (409 while a sandbox using it runs)",
+    params(("name" = String, Path, description = "Volume name or id")),
+    request_body = RestoreBody,
+    responses((status = 200, body = NamedVolume), (status = "default", description = "Error", body = ErrorBody)))]
+pub async fn restore(
+    State(st): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+    body: Result<crate::extract::Json<RestoreBody>, crate::extract::BodyRejection>,
+) -> ApiResult<Json<NamedVolume>> {
+    let crate::extract::Json(req) = body.map_err(|e| {
+        ApiError::bad_request(format!(
+            "bad restore request: {}; send {{\"snapshot\": \"SNAPSHOT\"}}",
+            e.detail
+        ))
+    })?;
+    let v = st
+        .ctl
+        .restore_volume(&p.tenant, &name, &req.snapshot)
+        .await?;
+    wire::map(&v).map(Json)
 }

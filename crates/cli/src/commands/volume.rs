@@ -1,7 +1,9 @@
-//! `dwell volume create|ls|inspect|resize|rm`: a tenant's named volumes.
+//! `dwell volume create|ls|inspect|resize|snapshot|restore|rm`: a tenant's
+//! named volumes.
 
 use anyhow::Result;
 use dwell_contract::sandbox::SizeArg;
+use dwell_contract::snapshots::{RestoreBody, Snapshot, SnapshotCreate};
 use dwell_contract::{CreateVolume, NamedVolume, ResizeVolume};
 
 use crate::cli::VolumeCommand;
@@ -10,13 +12,19 @@ use crate::output;
 
 pub async fn run(c: &Client, cmd: VolumeCommand) -> Result<i32> {
     match cmd {
-        VolumeCommand::Create { name, size, json } => {
+        VolumeCommand::Create {
+            name,
+            size,
+            from,
+            json,
+        } => {
             let v: NamedVolume = c
                 .post(
                     "/v1/volumes",
                     &CreateVolume {
                         name,
-                        size: SizeArg::Text(size),
+                        size: size.map(SizeArg::Text),
+                        from,
                     },
                 )
                 .await?;
@@ -77,6 +85,39 @@ pub async fn run(c: &Client, cmd: VolumeCommand) -> Result<i32> {
             } else {
                 println!("{} is now {}", v.name, output::size(v.size_bytes));
             }
+        }
+        VolumeCommand::Snapshot {
+            name,
+            snapshot_name,
+            json,
+        } => {
+            let s: Snapshot = c
+                .post(
+                    &format!("/v1/volumes/{}/snapshots", enc(&name)),
+                    &SnapshotCreate {
+                        name: snapshot_name,
+                    },
+                )
+                .await?;
+            if json {
+                output::json(&s)?;
+            } else {
+                println!(
+                    "{}{}: snapshot of volume {name}; `dwell volume restore {name} {}` puts it back",
+                    s.id,
+                    s.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default(),
+                    s.id
+                );
+            }
+        }
+        VolumeCommand::Restore { name, snapshot } => {
+            let v: NamedVolume = c
+                .post(
+                    &format!("/v1/volumes/{}/restore", enc(&name)),
+                    &RestoreBody { snapshot },
+                )
+                .await?;
+            println!("{} restored", v.name);
         }
         VolumeCommand::Rm { names } => {
             for name in names {

@@ -43,6 +43,7 @@ impl Controller {
                 let store = self.inner.snapshots.clone();
                 let (t, s) = (tenant.to_string(), snap.clone());
                 let m = blocking(move || crate::snapshots::find(&*store, &t, &s)).await??;
+                crate::volumes::not_a_volume_snapshot(&m)?;
                 spec.disk_bytes = m.source.volume_size;
                 Some(m)
             }

@@ -218,6 +218,7 @@ impl Controller {
             ));
         }
         let m = self.snapshot(tenant, snapshot).await?;
+        crate::volumes::not_a_volume_snapshot(&m)?;
         let was_running = sb.state.has_processes();
         if was_running {
             self.stop(tenant, &sb.id).await?;

@@ -1,5 +1,9 @@
-//! Named volume requests: create, list, inspect, resize and remove a
-//! tenant's volumes (see [`crate::volumes`]). Sizes count towards the
+//! Named volume requests: create (empty or from a volume snapshot), list,
+//! inspect, resize, snapshot, restore and remove a tenant's volumes (see
+//! [`crate::volumes`]). Snapshots go to the snapshot store like a
+//! sandbox's (chunked, deduplicated, encrypted with the tenant's key),
+//! labelled as the volume's; one of a volume in use is taken with its
+//! filesystem frozen (FIFREEZE) for a consistent image. Sizes count towards the
 //! tenant's storage quota from create on; a volume some sandbox uses
 //! (running or not) is not removed, and another tenant's is not found.
 
@@ -39,7 +43,47 @@ impl Controller {
         name: &str,
         size: u64,
     ) -> Result<NamedVolumeView> {
+        self.create_volume_from(tenant, name, Some(size), None)
+            .await
+    }
+
+    /// Create a named volume for `tenant`: empty, of `size` bytes, or a
+    /// copy of the volume snapshot `from` (its size; `size` must then be
+    /// absent or equal).
+    pub async fn create_volume_from(
+        &self,
+        tenant: &str,
+        name: &str,
+        size: Option<u64>,
+        from: Option<&str>,
+    ) -> Result<NamedVolumeView> {
         volumes::validate_name(name)?;
+        let snap = match from {
+            Some(f) => Some(self.volume_snapshot_of(tenant, f).await?),
+            None => None,
+        };
+        let size = match (&snap, size) {
+            (Some(m), None) => m.source.volume_size,
+            (Some(m), Some(s)) if s.div_ceil(4096) * 4096 == m.source.volume_size => s,
+            (Some(m), Some(_)) => {
+                return Err(Error::invalid(
+                    "size",
+                    format!(
+                        "snapshot {} is of a {} volume: leave --size out (grow the new volume \
+                         afterwards with `dwell volume resize`)",
+                        m.id,
+                        crate::size::format_size(m.source.volume_size)
+                    ),
+                ))
+            }
+            (None, Some(s)) => s,
+            (None, None) => {
+                return Err(Error::invalid(
+                    "size",
+                    "give the volume's size (e.g. --size 20G), or --from a volume snapshot",
+                ))
+            }
+        };
         volumes::check_size(size)?;
         let size = size.div_ceil(4096) * 4096;
         // The quota check and the record in one step: two creates cannot
@@ -68,7 +112,27 @@ impl Controller {
         // without data.
         let inner = self.inner.clone();
         let id = v.id.clone();
-        blocking(move || inner.named.create(&id, size)).await??;
+        let t = tenant.to_string();
+        blocking(move || -> Result<()> {
+            let info = inner.named.create(&id, size)?;
+            let Some(m) = snap else { return Ok(()) };
+            let filled = (|| -> Result<()> {
+                let image = info.image.ok_or_else(|| {
+                    Error::Conflict(
+                        "volume snapshots need loop-backed volumes; this host gives directory \
+                         volumes"
+                            .into(),
+                    )
+                })?;
+                let ctx = inner.snap_ctx(&t, false, None)?;
+                crate::snapshots::restore_into(&*inner.snapshots, &m, &image, &ctx)
+            })();
+            if filled.is_err() {
+                let _ = inner.named.delete(&id);
+            }
+            filled
+        })
+        .await??;
         if let Err(e) = self.inner.store.insert_volume(&v) {
             let inner = self.inner.clone();
             let id = v.id.clone();
@@ -146,6 +210,147 @@ impl Controller {
         self.inner.store.set_volume_size(&v.id, size)?;
         drop(_q);
         self.volume(tenant, &v.name)
+    }
+
+    /// A volume snapshot of `tenant` by id or name.
+    async fn volume_snapshot_of(
+        &self,
+        tenant: &str,
+        id_or_name: &str,
+    ) -> Result<dwell_snapshot::Manifest> {
+        let store = self.inner.snapshots.clone();
+        let (t, s) = (tenant.to_string(), id_or_name.to_string());
+        let m = blocking(move || crate::snapshots::find(&*store, &t, &s)).await??;
+        if !m.labels.contains_key(volumes::SNAPSHOT_LABEL) {
+            return Err(Error::invalid(
+                "snapshot",
+                format!(
+                    "snapshot {id_or_name} is of a sandbox, not of a named volume; `dwell create \
+                     --from {id_or_name}` makes a sandbox from it"
+                ),
+            ));
+        }
+        Ok(m)
+    }
+
+    /// Snapshot a named volume into the snapshot store. A volume in use is
+    /// frozen (FIFREEZE) while its image is read; its users' starts and
+    /// stops wait meanwhile.
+    pub async fn snapshot_volume(
+        &self,
+        tenant: &str,
+        name: &str,
+        snapshot_name: Option<String>,
+    ) -> Result<dwell_snapshot::Manifest> {
+        if let Some(n) = &snapshot_name {
+            crate::model::validate_name(n).map_err(|_| {
+                Error::invalid(
+                    "name",
+                    format!("{n:?}: use 1-63 lowercase letters, digits, '-', '_' or '.'"),
+                )
+            })?;
+        }
+        let v = self.volume_record(tenant, name)?;
+        let used = self
+            .inner
+            .named
+            .info(&v.id)
+            .map(|i| i.used_bytes)
+            .unwrap_or(0);
+        self.check_quota(
+            tenant,
+            &crate::quota::Held {
+                storage: used,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let inner = self.inner.clone();
+        let t = tenant.to_string();
+        blocking(move || -> Result<dwell_snapshot::Manifest> {
+            let _users = inner.named_users.lock().unwrap_or_else(|p| p.into_inner());
+            let info = inner.named.info(&v.id)?;
+            let image = info.image.clone().ok_or_else(|| {
+                Error::Conflict(
+                    "volume snapshots need loop-backed volumes; this host gives directory volumes"
+                        .into(),
+                )
+            })?;
+            let parent = crate::snapshots::list(&*inner.snapshots, &t)?
+                .into_iter()
+                .filter(|m| m.labels.get(volumes::SNAPSHOT_LABEL) == Some(&v.id))
+                .max_by(|a, b| a.created_at.cmp(&b.created_at));
+            let mut ctx = inner.snap_ctx(&t, true, None)?;
+            ctx.labels
+                .insert(volumes::SNAPSHOT_LABEL.to_string(), v.id.clone());
+            ctx.labels.insert("volume".to_string(), v.name.clone());
+            let t0 = std::time::Instant::now();
+            let _frozen = if info.mounted {
+                crate::snapshots::preflush(&info.path, &image);
+                Some(crate::snapshots::FsFreeze::new(&info.path)?)
+            } else {
+                None
+            };
+            let freeze = info.mounted.then(|| t0.elapsed());
+            crate::snapshots::capture(
+                &*inner.snapshots,
+                &image,
+                &t,
+                &v.id,
+                snapshot_name.as_deref(),
+                parent.as_ref(),
+                freeze,
+                &ctx,
+            )
+        })
+        .await?
+    }
+
+    /// Put a named volume back to a snapshot of it (any volume snapshot of
+    /// the tenant of the same size). Refused while a sandbox that uses it
+    /// runs: its files would change under it.
+    pub async fn restore_volume(
+        &self,
+        tenant: &str,
+        name: &str,
+        snapshot: &str,
+    ) -> Result<NamedVolumeView> {
+        let v = self.volume_record(tenant, name)?;
+        let m = self.volume_snapshot_of(tenant, snapshot).await?;
+        if m.source.volume_size != v.size_bytes {
+            return Err(Error::invalid(
+                "snapshot",
+                format!(
+                    "snapshot {} is of a {} volume and {} is {}; make a new volume from it with \
+                     `dwell volume create NAME --from {}`",
+                    m.id,
+                    crate::size::format_size(m.source.volume_size),
+                    v.name,
+                    crate::size::format_size(v.size_bytes),
+                    m.id
+                ),
+            ));
+        }
+        let inner = self.inner.clone();
+        let t = tenant.to_string();
+        let vid = v.id.clone();
+        let vname = v.name.clone();
+        blocking(move || -> Result<()> {
+            let users = inner.named_users.lock().unwrap_or_else(|p| p.into_inner());
+            let info = inner.named.info(&vid)?;
+            if info.mounted || users.get(&vid).is_some_and(|u| !u.is_empty()) {
+                return Err(Error::Conflict(format!(
+                    "volume {vname} is in use by running sandboxes; stop them, then restore"
+                )));
+            }
+            let image = info.image.ok_or_else(|| {
+                Error::Conflict("volume snapshots need loop-backed volumes".into())
+            })?;
+            let ctx = inner.snap_ctx(&t, false, None)?;
+            crate::snapshots::restore_into(&*inner.snapshots, &m, &image, &ctx)
+        })
+        .await??;
+        self.volume_view(&v)
     }
 
     /// Remove a named volume and its data; refused while any live sandbox
