@@ -421,6 +421,59 @@ fn named_volume_snapshots_restore_and_copy() {
     wait_for(|| loops_of(&d.data).is_empty(), "loop devices to go");
 }
 
+/// The namespace runtime without user namespaces binds volumes with plain
+/// bind mounts (`ns::mounts`): shared, read-only on request, and a symlink
+/// on the path refused.
+#[test]
+fn named_volumes_without_user_namespaces() {
+    if !can_run() || isolation() == "gvisor" {
+        return;
+    }
+    let d = Daemon::start_with(&["--user-namespaces", "off"]);
+    let _vols = Volumes {
+        socket: d.socket.clone(),
+        tenant: None,
+        names: vec!["plain".into()],
+    };
+    d.ok(&["volume", "create", "plain", "--size", "32M"]);
+    d.create("pa", &["--volume", "plain:/data"]);
+    d.create("pb", &["--volume", "plain:/data:ro"]);
+    d.sh("pa", "echo hi > /data/x");
+    assert_eq!(d.sh("pb", "cat /data/x").trim(), "hi");
+    let w = d.run(&["exec", "pb", "--", "sh", "-c", "echo x > /data/y"]);
+    assert!(
+        !w.status.success() && text(&w).to_lowercase().contains("read-only"),
+        "{}",
+        text(&w)
+    );
+    let escape = format!("dwell-volume-escape-plain-{}", std::process::id());
+    let parent = format!("/pp-{}", std::process::id());
+    d.create("pc", &["--volume", &format!("plain:{parent}/{escape}")]);
+    d.sh(
+        "pc",
+        &format!("mv {parent} {parent}.old && ln -s / {parent}"),
+    );
+    d.ok(&["stop", "pc"]);
+    let o = d.run(&["start", "pc"]);
+    let host_path = Path::new("/").join(&escape);
+    let on_host = host_path.exists();
+    if on_host {
+        let _ = std::fs::remove_dir(&host_path);
+    }
+    assert!(
+        !on_host,
+        "the start made {} on the host",
+        host_path.display()
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("symlink"),
+        "{}",
+        text(&o)
+    );
+    d.ok(&["rm", "-f", "pa", "pb", "pc"]);
+    wait_for(|| loops_of(&d.data).is_empty(), "loop devices to go");
+}
+
 fn wait_for(mut f: impl FnMut() -> bool, what: &str) {
     let t0 = std::time::Instant::now();
     while !f() {
