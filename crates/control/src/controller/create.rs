@@ -35,6 +35,11 @@ impl Controller {
             // image, runtime and network; its resources unless asked.
             crate::memory::apply(&crate::memory::Description::of(t)?, &req, &mut spec)?;
             spec.disk_bytes = t.spec.disk_bytes;
+            // Its saved memory has the template's named volumes open: the
+            // copy binds the same ones (unless it names its own).
+            if spec.volumes.is_empty() {
+                spec.volumes = t.spec.volumes.clone();
+            }
         }
         // From a snapshot: its volume size wins over --disk.
         let from = match &req.from {
