@@ -83,13 +83,21 @@ impl Controller {
         for r in self.inner.store.list_sandboxes(None)? {
             by_tenant.entry(r.tenant.clone()).or_default().push(r);
         }
+        // Named volumes hold storage too.
+        let held = |tenant: &str, recs: &[Record]| -> Result<crate::quota::Held> {
+            let mut h = crate::quota::held(recs);
+            h.storage += crate::volumes::held_bytes(&self.inner, tenant)?;
+            Ok(h)
+        };
         for t in self.inner.store.list_tenants()? {
             let recs = by_tenant.remove(&t.name).unwrap_or_default();
-            out.push((t, crate::quota::held(&recs), false));
+            let h = held(&t.name, &recs)?;
+            out.push((t, h, false));
         }
         for (name, recs) in by_tenant {
             let t = self.inner.limits.default_quota.tenant(&name);
-            out.push((t, crate::quota::held(&recs), true));
+            let h = held(&name, &recs)?;
+            out.push((t, h, true));
         }
         Ok(out)
     }
@@ -98,9 +106,13 @@ impl Controller {
     pub fn usage(&self, tenant: Option<&str>, since: i64) -> Result<crate::metering::Report> {
         let rows = self.inner.store.usage(tenant, since)?;
         let mut names = HashMap::new();
+        let vols = self.inner.store.list_volumes(tenant)?;
         for r in &rows {
             if let Some(rec) = self.inner.store.get_sandbox::<SandboxSpec>(&r.sandbox_id)? {
                 names.insert(r.sandbox_id.clone(), rec.name);
+            } else if let Some(v) = vols.iter().find(|v| v.id == r.sandbox_id) {
+                // A named volume's storage row.
+                names.insert(r.sandbox_id.clone(), format!("volume:{}", v.name));
             }
         }
         Ok(crate::metering::report(
