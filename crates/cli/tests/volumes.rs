@@ -474,6 +474,47 @@ fn named_volumes_without_user_namespaces() {
     wait_for(|| loops_of(&d.data).is_empty(), "loop devices to go");
 }
 
+/// The attachment outlives pause/resume, stop/start and (gVisor)
+/// hibernation; an ephemeral sandbox's stop deletes the sandbox, never the
+/// volume.
+#[test]
+fn named_volumes_keep_their_attachment_through_the_lifecycle() {
+    if !can_run() || (isolation() == "gvisor" && !can_run_gvisor()) {
+        return;
+    }
+    let d = Daemon::start();
+    let _vols = Volumes {
+        socket: d.socket.clone(),
+        tenant: None,
+        names: vec!["life".into()],
+    };
+    d.ok(&["volume", "create", "life", "--size", "32M"]);
+    d.create("lp", &["--volume", "life:/data"]);
+    d.sh("lp", "echo kept > /data/k");
+    d.ok(&["pause", "lp"]);
+    d.ok(&["resume", "lp"]);
+    assert_eq!(d.sh("lp", "cat /data/k").trim(), "kept");
+    if isolation() == "gvisor" {
+        d.ok(&["hibernate", "lp"]);
+        d.ok(&["resume", "lp"]);
+        assert_eq!(d.sh("lp", "cat /data/k").trim(), "kept");
+        d.sh("lp", "echo after > /data/h");
+    }
+    d.ok(&["stop", "lp"]);
+    assert_eq!(volume(&d, "life")["mounted"], false);
+    d.ok(&["start", "lp"]);
+    assert_eq!(d.sh("lp", "cat /data/k").trim(), "kept");
+    // Ephemeral: its stop deletes it, the volume and its data stay.
+    d.create("le", &["--ephemeral", "--volume", "life:/v"]);
+    d.sh("le", "echo eph > /v/e");
+    d.ok(&["stop", "le"]);
+    assert_eq!(d.sh("lp", "cat /data/e").trim(), "eph");
+    let users = volume(&d, "life")["used_by"].clone();
+    assert_eq!(users, serde_json::json!(["lp"]));
+    d.ok(&["rm", "-f", "lp"]);
+    wait_for(|| loops_of(&d.data).is_empty(), "loop devices to go");
+}
+
 fn wait_for(mut f: impl FnMut() -> bool, what: &str) {
     let t0 = std::time::Instant::now();
     while !f() {

@@ -165,11 +165,14 @@ pub(crate) fn resync(inner: &Context, recs: &[Record]) {
             .map(|r| r.id.clone())
             .collect();
         let set = users.entry(v.id.clone()).or_default();
+        // (A sandbox in `error` is settled: it no longer runs.)
         set.retain(|id| {
             holders.contains(id)
-                || recs
-                    .iter()
-                    .any(|r| &r.id == id && r.desired_state != r.state)
+                || recs.iter().any(|r| {
+                    &r.id == id
+                        && r.desired_state != r.state
+                        && r.state != crate::model::State::Error
+                })
         });
         set.extend(holders);
         if set.is_empty() {

@@ -1,5 +1,6 @@
 //! Volumes: the unit of persistence. Each sandbox's writable layer lives in
-//! its own volume with a hard size limit.
+//! its own volume with a hard size limit; a tenant's named volumes are
+//! volumes of a second manager (up to [`MAX_NAMED_VOLUME_SIZE`]).
 //!
 //! Layout under the manager's root (e.g. `/var/lib/dwell/volumes`):
 //!
