@@ -67,7 +67,7 @@ pub fn check_size(bytes: u64) -> Result<()> {
 }
 
 /// Check a path inside the sandbox for a volume: absolute, normalized, not
-/// `/` nor a reserved path or below one.
+/// `/` nor a reserved path, below one or above one.
 pub fn check_path(path: &str) -> Result<()> {
     let bad = |why: &str| {
         Err(Error::invalid(
@@ -92,6 +92,12 @@ pub fn check_path(path: &str) -> Result<()> {
         return bad("must be normalized (no '//', '.', '..' or trailing '/')");
     }
     for r in RESERVED {
+        if r.starts_with(&format!("{path}/")) {
+            return bad(&format!(
+                "would cover {r}, which belongs to the kernel or to dwell's agent; choose \
+                 another directory"
+            ));
+        }
         if path == *r || path.starts_with(&format!("{r}/")) {
             return bad(&format!(
                 "is reserved ({r} belongs to the kernel or to dwell's agent); choose another \
@@ -192,6 +198,7 @@ mod tests {
         }
         // /proc-like names that are not /proc are fine.
         parse_mount("a:/process").unwrap();
+        parse_mount("a:/run/postgresql").unwrap();
         let two =
             |a: &str, b: &str| check_mounts(&[parse_mount(a).unwrap(), parse_mount(b).unwrap()]);
         assert!(two("a:/data", "b:/data").is_err());
