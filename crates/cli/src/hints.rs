@@ -42,6 +42,18 @@ pub fn hint(code: &str, facts: &BTreeMap<String, String>) -> Option<String> {
                 "free some (`dwell stop` or `dwell rm` sandboxes), or have an admin raise the quota with {raise} (it replaces all of the tenant's limits)"
             ))
         }
+        code::NAME_TAKEN if get(fact::VOLUME).is_some() => {
+            let name = get(fact::VOLUME)?;
+            Some(format!(
+                "pick another name, or remove the other volume with `dwell volume rm {name}`"
+            ))
+        }
+        code::VOLUME_IN_USE => {
+            let users = get(fact::SANDBOX)?.replace(',', " ");
+            Some(format!(
+                "remove the sandboxes that use it first with `dwell rm -f {users}` (the volume stays)"
+            ))
+        }
         code::NAME_TAKEN if get(fact::NETWORK).is_some() => {
             let name = get(fact::NETWORK)?;
             Some(format!(
@@ -59,6 +71,8 @@ pub fn hint(code: &str, facts: &BTreeMap<String, String>) -> Option<String> {
                 Some("list snapshots with `dwell snapshot ls`".into())
             } else if get(fact::NETWORK).is_some() {
                 Some("list networks with `dwell network ls`".into())
+            } else if get(fact::VOLUME).is_some() {
+                Some("list volumes with `dwell volume ls`".into())
             } else if get(fact::TENANT).is_some() {
                 Some("list tenants with `dwell tenant ls`".into())
             } else if get(fact::SANDBOX).is_some() {
@@ -196,6 +210,29 @@ mod tests {
             )
             .as_deref(),
             Some("pick another name, or remove the other network with `dwell network rm team`")
+        );
+        assert_eq!(
+            hint("not_found", &facts(&[("volume", "pgdata")])).as_deref(),
+            Some("list volumes with `dwell volume ls`")
+        );
+        assert_eq!(
+            hint(
+                "name_taken",
+                &facts(&[("name", "pgdata"), ("volume", "pgdata")])
+            )
+            .as_deref(),
+            Some("pick another name, or remove the other volume with `dwell volume rm pgdata`")
+        );
+        assert_eq!(
+            hint(
+                "volume_in_use",
+                &facts(&[("volume", "pgdata"), ("sandbox", "db,reader")])
+            )
+            .as_deref(),
+            Some(
+                "remove the sandboxes that use it first with `dwell rm -f db reader` (the volume \
+                 stays)"
+            )
         );
         assert_eq!(hint("not_found", &facts(&[])), None);
         assert_eq!(hint("internal", &facts(&[("sandbox", "x")])), None);

@@ -58,8 +58,8 @@ pub struct NamedVolume {
 pub struct VolumeMount {
     /// The tenant's volume.
     pub name: String,
-    /// Absolute path inside the sandbox; not `/`, nor under /proc, /sys,
-    /// /dev, /run/dwell or /.dwell.
+    /// Absolute, normalized path inside the sandbox; not `/`, nor at,
+    /// under or above /proc, /sys, /dev, /run/dwell or /.dwell.
     pub path: String,
     #[serde(default)]
     pub read_only: bool,
