@@ -99,7 +99,8 @@ impl Controller {
     pub fn new(opts: ControllerOptions) -> Controller {
         let named =
             VolumeManager::with_kind(opts.data_dir.join(crate::volumes::DIR), opts.volumes.kind())
-                .with_max_size(dwell_storage::MAX_NAMED_VOLUME_SIZE);
+                .with_max_size(dwell_storage::MAX_NAMED_VOLUME_SIZE)
+                .without_template_cache();
         Controller {
             inner: Arc::new(Context {
                 sealer: crate::secrets::Sealer::load_or_create(&opts.data_dir.join("secret.key"))

@@ -354,7 +354,8 @@ fn sixty_four_tib_on_a_filesystem_that_holds_it() {
         .tempdir_in(shm)
         .unwrap();
     let mgr = VolumeManager::with_kind(dir.path().join("volumes"), VolumeKind::Loop)
-        .with_max_size(dwell_storage::MAX_NAMED_VOLUME_SIZE);
+        .with_max_size(dwell_storage::MAX_NAMED_VOLUME_SIZE)
+        .without_template_cache();
     struct Cleanup<'a>(&'a VolumeManager);
     impl Drop for Cleanup<'_> {
         fn drop(&mut self) {
@@ -370,6 +371,11 @@ fn sixty_four_tib_on_a_filesystem_that_holds_it() {
     // The top itself: made, mounted, written to, without filling it.
     let info = mgr.create("big", 64 * TIB).unwrap();
     assert_eq!(info.size_bytes, 64 * TIB);
+    // No template (its ~1 GiB of metadata) stays behind.
+    let templates: Vec<_> = fs::read_dir(mgr.root().join(".templates"))
+        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(templates.is_empty(), "{templates:?}");
     let mnt = mgr.mount("big").unwrap();
     let total = statfs_total(&mnt);
     assert!(total > 63 * TIB, "a 64 TiB ext4: {total}");

@@ -127,6 +127,11 @@ pub struct VolumeManager {
     root: PathBuf,
     kind: VolumeKind,
     max_size: u64,
+    /// Keep each size's formatted template for the next create of that
+    /// size (sandbox volumes: few sizes, many creates). Off for managers
+    /// whose callers pick arbitrary sizes (named volumes), whose templates
+    /// would pile up: each create formats afresh.
+    cache_templates: bool,
     lock: Mutex<()>,
 }
 
@@ -151,6 +156,7 @@ impl VolumeManager {
             root,
             kind,
             max_size: MAX_VOLUME_SIZE,
+            cache_templates: true,
             lock: Mutex::new(()),
         };
         m.remove_leftovers();
@@ -161,6 +167,13 @@ impl VolumeManager {
     /// [`MAX_NAMED_VOLUME_SIZE`]).
     pub fn with_max_size(mut self, max_size: u64) -> Self {
         self.max_size = max_size.min(MAX_NAMED_VOLUME_SIZE);
+        self
+    }
+
+    /// The same manager keeping no template once a create is done (see
+    /// `cache_templates`).
+    pub fn without_template_cache(mut self) -> Self {
+        self.cache_templates = false;
         self
     }
 
@@ -237,7 +250,13 @@ impl VolumeManager {
         match self.kind {
             VolumeKind::Loop => {
                 let img = tmp.join(IMAGE);
-                template::instantiate(&self.root, size_bytes, &img)?;
+                let made = template::instantiate(&self.root, size_bytes, &img);
+                if !self.cache_templates {
+                    // (Under the manager's lock: no other create of this
+                    // manager uses it meanwhile.)
+                    let _ = fs::remove_file(template::path(&self.root, size_bytes));
+                }
+                made?;
                 // Without a boot id a lost copy could not be recognised
                 // after a crash: make it durable now instead.
                 unsynced_boot = template::boot_id();
@@ -320,6 +339,9 @@ impl VolumeManager {
                     .join(format!(".{IMAGE}.recopy-{}", nonce()));
                 let made = template::instantiate(&self.root, meta.size_bytes, &fresh)
                     .and_then(|_| fs::rename(&fresh, &img).ctx("replace lost volume image", &img));
+                if !self.cache_templates {
+                    let _ = fs::remove_file(template::path(&self.root, meta.size_bytes));
+                }
                 if made.is_err() {
                     let _ = fs::remove_file(&fresh);
                 }
