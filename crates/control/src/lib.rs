@@ -37,6 +37,8 @@
 //!   name).
 //! - [`quota`], [`limits`]: per-tenant quotas, the quota of tenants
 //!   without a record and the daemon-wide ceilings of one sandbox.
+//! - [`service`]: the sandbox's service (the image's start command the
+//!   agent supervises): resolved at create, sent to the agent at start.
 //! - `egress`: default egress rules and the DNS resolver's attachment to
 //!   running NAT sandboxes.
 
@@ -65,6 +67,8 @@ pub mod quota;
 pub mod reconcile;
 pub mod runtimes;
 pub mod secrets;
+pub mod service;
+mod service_book;
 pub mod size;
 pub mod snapshot_gc;
 pub mod snapshot_settings;

@@ -14,6 +14,7 @@ mod sandbox;
 pub mod serve;
 mod serve_e2b;
 mod serve_proxy;
+mod service;
 mod snapshot;
 pub mod snapstore;
 mod ssh_key;
@@ -61,6 +62,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Keepalive(a) => sandbox::keepalive(&client, a).await,
         Command::Update(a) => sandbox::update(&client, a).await,
         Command::Logs(a) => exec::logs(&client, a).await,
+        Command::Service(cmd) => service::run(&client, cmd).await,
         Command::Exec(a) => exec::exec(&client, a).await,
         Command::Shell(a) => exec::shell(&client, a).await,
         Command::Ps(a) => exec::ps(&client, a).await,
