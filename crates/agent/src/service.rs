@@ -263,8 +263,11 @@ fn launch() {
         Some((generation, c.spec.clone(), c.stop.clone(), done_tx))
     });
     if let Some((generation, spec, stop, done)) = started {
+        // The first start happens now, so the status the caller gets back
+        // already says whether it runs.
+        let first = begin(generation, &spec);
         tokio::spawn(async move {
-            supervise(generation, spec, stop).await;
+            supervise(generation, spec, stop, first).await;
             let _ = done.send(true);
         });
     }
@@ -326,11 +329,16 @@ enum Ended {
 }
 
 /// Runs the service until the policy or a stop ends it.
-async fn supervise(generation: u64, spec: ServiceSpec, stop: Arc<Notify>) {
+async fn supervise(generation: u64, spec: ServiceSpec, stop: Arc<Notify>, first: Started) {
     let mut backoff = BACKOFF_MIN;
     let mut retries = 0u32;
+    let mut next = Some(first);
     loop {
-        let ended = run_once(generation, &spec, &stop).await;
+        let started = match next.take() {
+            Some(s) => s,
+            None => begin(generation, &spec),
+        };
+        let ended = follow(generation, &spec, &stop, started).await;
         let (exit, ran) = match ended {
             Ended::Stopped => {
                 with(|g| {
@@ -406,10 +414,13 @@ async fn supervise(generation: u64, spec: ServiceSpec, stop: Arc<Notify>) {
     }
 }
 
-/// Starts the process once and follows it to its end.
-async fn run_once(generation: u64, spec: &ServiceSpec, stop: &Arc<Notify>) -> Ended {
+/// A start: the process and its output, or `None` when it could not start.
+type Started = Option<(u32, tokio::sync::mpsc::Receiver<Output>, Instant)>;
+
+/// Starts the process once and records it.
+fn begin(generation: u64, spec: &ServiceSpec) -> Started {
     let req = exec_request(spec, spec.command.clone(), TAG);
-    let (pid, mut live) = match crate::process::start(&req) {
+    let (pid, live) = match crate::process::start(&req) {
         Ok(v) => v,
         Err(e) => {
             with(|g| {
@@ -422,10 +433,9 @@ async fn run_once(generation: u64, spec: &ServiceSpec, stop: &Arc<Notify>) -> En
                 }
                 g.push_log(true, Bytes::from(format!("dwell: {}\n", e.message)));
             });
-            return Ended::Exit(None, Duration::ZERO);
+            return None;
         }
     };
-    let started = Instant::now();
     with(|g| {
         if let Some(c) = g.owned(generation) {
             c.status.state = ServiceState::Running;
@@ -443,6 +453,14 @@ async fn run_once(generation: u64, spec: &ServiceSpec, stop: &Arc<Notify>) -> En
     if let Some(hc) = &spec.healthcheck {
         tokio::spawn(health_loop(generation, pid, spec.clone(), hc.clone()));
     }
+    Some((pid, live, Instant::now()))
+}
+
+/// Follows a start to its end.
+async fn follow(generation: u64, spec: &ServiceSpec, stop: &Arc<Notify>, s: Started) -> Ended {
+    let Some((pid, mut live, started)) = s else {
+        return Ended::Exit(None, Duration::ZERO);
+    };
     let exit = loop {
         tokio::select! {
             o = live.recv() => match o {

@@ -457,11 +457,11 @@ pub struct ServiceFlags {
     /// Replace the image's ENTRYPOINT (its CMD is dropped unless --cmd is
     /// given too, as in Docker). With the `host` image, this (or --cmd)
     /// makes a service.
-    #[arg(long, value_name = "PROGRAM")]
+    #[arg(long, value_name = "PROGRAM", allow_hyphen_values = true)]
     pub entrypoint: Option<String>,
     /// Replace the image's CMD: a command line split like a shell would
     /// (`--cmd 'python3 -m http.server 8000'`).
-    #[arg(long, value_name = "COMMAND")]
+    #[arg(long, value_name = "COMMAND", allow_hyphen_values = true)]
     pub cmd: Option<String>,
     /// Run no service, whatever the image says.
     #[arg(long, conflicts_with_all = ["entrypoint", "cmd", "restart", "health_cmd"])]

@@ -96,15 +96,19 @@ pub fn resolve(image: &Image, args: Option<&ServiceArgs>) -> Result<Option<Servi
     if a.disabled {
         return Ok(None);
     }
-    let entrypoint = a
-        .entrypoint
-        .clone()
-        .unwrap_or_else(|| image.entrypoint.clone());
+    // The built-in `host` image's CMD (a shell) is for interactive use,
+    // not a service: only the request makes one there.
+    let (image_entrypoint, image_cmd) = if image.name == dwell_storage::HOST_IMAGE {
+        (Vec::new(), Vec::new())
+    } else {
+        (image.entrypoint.clone(), image.cmd.clone())
+    };
+    let entrypoint = a.entrypoint.clone().unwrap_or(image_entrypoint);
     let cmd = match (&a.cmd, &a.entrypoint) {
         (Some(c), _) => c.clone(),
         // A new entrypoint drops the image's CMD (as Docker does).
         (None, Some(_)) => Vec::new(),
-        (None, None) => image.cmd.clone(),
+        (None, None) => image_cmd,
     };
     let command: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
     if command.is_empty() {
@@ -331,6 +335,21 @@ mod tests {
     #[test]
     fn no_command_no_service() {
         assert_eq!(resolve(&image(&[], &[]), None).unwrap(), None);
+        let mut host = image(&[], &["/bin/bash"]);
+        host.name = dwell_storage::HOST_IMAGE.into();
+        assert_eq!(
+            resolve(&host, None).unwrap(),
+            None,
+            "host's shell is no service"
+        );
+        let a = ServiceArgs {
+            cmd: Some(vec!["sleep".into(), "9".into()]),
+            ..Default::default()
+        };
+        assert_eq!(
+            resolve(&host, Some(&a)).unwrap().unwrap().command,
+            ["sleep", "9"]
+        );
         let off = ServiceArgs {
             disabled: true,
             ..Default::default()
