@@ -39,7 +39,7 @@ pub enum Command {
     /// Run the daemon.
     Serve(Box<ServeArgs>),
     /// Create a sandbox and start it.
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List sandboxes.
     #[command(alias = "list")]
     Ls(LsArgs),

@@ -512,6 +512,36 @@ mod tests {
     }
 
     #[test]
+    fn service_json_shape() {
+        let r: Request = serde_json::from_str(
+            r#"{"op":"service_set","service":{"command":["sleep","9"],"restart":"on_failure"}}"#,
+        )
+        .unwrap();
+        let Request::ServiceSet { service: Some(s) } = r else {
+            panic!("not a service_set")
+        };
+        assert_eq!(s.restart, crate::RestartPolicy::OnFailure);
+        assert!(s.validate().is_ok());
+        let r: Request = serde_json::from_str(r#"{"op":"service_logs"}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::ServiceLogs {
+                follow: false,
+                tail: None,
+                since_ms: None
+            }
+        );
+        // A health from an agent before the defaults decodes.
+        let h: Health = serde_json::from_str(
+            r#"{"protocol":2,"version":"x","uptime_ms":1,"pid_count":1,"processes_running":0}"#,
+        )
+        .unwrap();
+        assert_eq!(h.defaults_error, None);
+        let bad = crate::ServiceSpec::default();
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
     fn unknown_error_kind_is_other() {
         let e: RemoteError = serde_json::from_str(r#"{"kind":"brand_new","message":"x"}"#).unwrap();
         assert_eq!(e.kind, ErrorKind::Other);

@@ -40,7 +40,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
     let client = Client::new(endpoint, cli.as_tenant.clone())?;
     match cli.command {
         Command::Serve(a) => serve::run(*a, cli.socket).await,
-        Command::Create(a) => sandbox::create(&client, a).await,
+        Command::Create(a) => sandbox::create(&client, *a).await,
         Command::Ls(a) => sandbox::ls(&client, a).await,
         Command::Inspect(a) => sandbox::inspect(&client, a).await,
         Command::Stats(a) => sandbox::stats(&client, a).await,
