@@ -15,7 +15,12 @@ use crate::model::State;
 /// Checks the image's USER and WORKDIR (at create) and gives the agent
 /// the service's definition.
 async fn defaults_and_service(inner: &Arc<Context>, rec: &Record) -> Result<()> {
-    if rec.state == State::Creating {
+    // Only an image that names a USER or WORKDIR has defaults to check.
+    let has_defaults = config::config_of(inner, &rec.id).is_ok_and(|c| {
+        c.env.contains_key(dwell_proto::DEFAULT_USER_ENV)
+            || c.env.contains_key(dwell_proto::DEFAULT_WORKDIR_ENV)
+    });
+    if rec.state == State::Creating && has_defaults {
         crate::service::check_defaults(inner, rec).await?;
     }
     if rec.spec.service.is_some() {
