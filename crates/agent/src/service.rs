@@ -51,7 +51,7 @@ pub const STABLE_RUN: Duration = Duration::from_secs(10);
 /// Bytes of a health check's output kept in the status.
 const HEALTH_OUTPUT: usize = 4096;
 /// Live chunks a follower may fall behind by before it misses some.
-const FOLLOW_QUEUE: usize = 1024;
+const FOLLOW_QUEUE: usize = 256;
 
 /// The process tag of the service (see `processes`).
 pub const TAG: &str = "service";

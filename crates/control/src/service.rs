@@ -257,21 +257,38 @@ pub(crate) async fn status(inner: &Context, id: &str) -> Result<Option<ServiceSt
     Ok(st)
 }
 
+/// Longest service event text copied into the timeline.
+const MAX_EVENT_TEXT: usize = 512;
+
+/// `s` cut to at most `max` bytes on a character boundary.
+fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
 /// Copies the agent's service events not copied yet into the timeline.
 pub(crate) fn record_events(inner: &Context, id: &str, st: &ServiceStatus) {
     let mut seen = lock(&inner.services.seen);
     let first = !seen.contains_key(id);
     let last = seen.get(id).copied().unwrap_or(0);
     let mut newest = last;
-    for e in &st.events {
+    for e in st.events.iter().rev().take(64).rev() {
         if e.seq <= last || (first && e.at_ms < inner.services.since_ms) {
             newest = newest.max(e.seq);
             continue;
         }
         newest = newest.max(e.seq);
+        // What the agent says is the sandbox's to say: kept short.
+        let text = format!("{}: {}", e.kind, e.message);
         let _ = inner
             .store
-            .add_event(id, "service", &format!("{}: {}", e.kind, e.message));
+            .add_event(id, "service", &cut(&text, MAX_EVENT_TEXT));
     }
     seen.insert(id.to_string(), newest);
 }
