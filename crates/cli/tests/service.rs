@@ -446,6 +446,13 @@ fn the_service_survives_pause_daemon_restarts_and_stop_start() {
 
     // Stop/start of a persistent sandbox starts it again.
     d.ok(&["stop", "svc"]);
+    // Stopped: `logs` says where the output went and shows the events,
+    // without starting the sandbox.
+    let out = d.run(&["logs", "svc"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is stopped"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("service"));
+    assert_eq!(d.inspect("svc")["state"], "stopped");
     d.ok(&["start", "svc"]);
     wait_for(&d, "svc", "running after start", |v| state(v) == "running");
     assert_eq!(service_processes(&d, "svc"), 1);

@@ -326,15 +326,27 @@ pub async fn logs(c: &Client, a: LogsArgs) -> Result<i32> {
         stdout.flush()?;
         return Ok(0);
     }
+    if a.events && (a.tail.is_some() || a.since.is_some()) {
+        bail!("--tail and --since apply to a service's output, not to --events");
+    }
     if !a.events {
         let sb: dwell_contract::Sandbox =
             c.get(&format!("/v1/sandboxes/{}", enc(&a.sandbox))).await?;
-        if sb.spec.service.is_some() {
-            return service_logs(c, &a).await;
+        if sb.spec.service.is_none() && (a.tail.is_some() || a.since.is_some()) {
+            bail!("--tail and --since apply to a service's output; sandbox {} has no service (see `dwell logs --help`)", sb.name);
         }
-    }
-    if a.tail.is_some() || a.since.is_some() {
-        bail!("--tail and --since apply to a service's output; this sandbox has no service (see `dwell logs --help`)");
+        if sb.spec.service.is_some() {
+            if sb.state == dwell_contract::State::Running {
+                return service_logs(c, &a).await;
+            }
+            // The output lives in the sandbox's agent: reading it must
+            // not wake the sandbox up.
+            eprintln!(
+                "dwell: sandbox {} is {}; its service's output is kept while it runs. Its events:",
+                sb.name,
+                sb.state.as_str()
+            );
+        }
     }
     let mut after = 0i64;
     loop {

@@ -41,6 +41,16 @@ impl Controller {
         Ok(st)
     }
 
+    /// Whether the image of sandbox `id` (as it was started) gives
+    /// commands a default user or working directory (its USER/WORKDIR):
+    /// then a command should name neither, and get those.
+    pub fn has_command_defaults(&self, id: &str) -> bool {
+        crate::reconcile::config::config_of(&self.inner, id).is_ok_and(|c| {
+            c.env.contains_key(dwell_proto::DEFAULT_USER_ENV)
+                || c.env.contains_key(dwell_proto::DEFAULT_WORKDIR_ENV)
+        })
+    }
+
     /// The state of a running sandbox's service; `None` without one.
     pub async fn service_status(
         &self,
