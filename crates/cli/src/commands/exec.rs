@@ -329,9 +329,15 @@ pub async fn logs(c: &Client, a: LogsArgs) -> Result<i32> {
     if a.events && (a.tail.is_some() || a.since.is_some()) {
         bail!("--tail and --since apply to a service's output, not to --events");
     }
-    if !a.events {
-        let sb: dwell_contract::Sandbox =
-            c.get(&format!("/v1/sandboxes/{}", enc(&a.sandbox))).await?;
+    // A deleted sandbox is not found here but keeps its events (by id).
+    let found = match a.events {
+        true => None,
+        false => c
+            .get::<dwell_contract::Sandbox>(&format!("/v1/sandboxes/{}", enc(&a.sandbox)))
+            .await
+            .ok(),
+    };
+    if let Some(sb) = found {
         if sb.spec.service.is_none() && (a.tail.is_some() || a.since.is_some()) {
             bail!("--tail and --since apply to a service's output; sandbox {} has no service (see `dwell logs --help`)", sb.name);
         }
