@@ -49,6 +49,9 @@ pub enum Error {
     /// No tenant has that name.
     #[error("no tenant is named {0:?}")]
     TenantNotFound(String),
+    /// The sandbox has no service (see [`crate::service`]).
+    #[error("sandbox {0} has no service: its image has no start command, or it was created with --no-service; create one with --entrypoint/--cmd (or `-- CMD`)")]
+    NoService(String),
     /// The port of the sandbox is not exposed through the port proxy.
     #[error("port {port} of sandbox {sandbox} is not exposed; `dwell port {sandbox}` lists what is, `dwell expose {sandbox} {port}` exposes it")]
     PortNotExposed { sandbox: String, port: u16 },
@@ -143,6 +146,7 @@ impl Error {
             | Error::SnapshotNotFound(_)
             | Error::TenantNotFound(_)
             | Error::PortNotExposed { .. }
+            | Error::NoService(_)
             | Error::NetworkNotFound(_) => "not_found",
             Error::Runtime(dwell_runtime::Error::Unsupported { .. }) => "unsupported",
             Error::Invalid { .. } => "invalid_argument",
@@ -165,6 +169,7 @@ impl Error {
             | Error::SnapshotNotFound(_)
             | Error::TenantNotFound(_)
             | Error::PortNotExposed { .. }
+            | Error::NoService(_)
             | Error::NetworkNotFound(_) => 404,
             Error::Invalid { .. } => 400,
             Error::Conflict(_)
@@ -186,6 +191,9 @@ impl Error {
         match self {
             Error::NotFound(id) => {
                 f.insert(fact::SANDBOX, id.clone());
+            }
+            Error::NoService(name) => {
+                f.insert(fact::SANDBOX, name.clone());
             }
             Error::SnapshotNotFound(id) => {
                 f.insert(fact::SNAPSHOT, id.clone());

@@ -16,12 +16,8 @@ use crate::extract::{Json as JsonBody, Path, Query};
 use crate::wire;
 use crate::AppState;
 
-fn no_service(id: &str) -> ApiError {
-    dwell_control::Error::NotFound(format!(
-        "sandbox {id} has no service: its image has no start command, or it was created with \
-         --no-service; create one with --entrypoint/--cmd"
-    ))
-    .into()
+fn no_service(name: &str) -> ApiError {
+    dwell_control::Error::NoService(name.to_string()).into()
 }
 
 #[utoipa::path(get, path = "/v1/sandboxes/{id}/service", tag = "sandboxes",
@@ -40,15 +36,12 @@ pub async fn status(
             if sb.spec.service.is_none() {
                 return Err(no_service(&sb.name));
             }
-            Err(ApiError::new(
-                409,
-                "conflict",
-                format!(
-                    "sandbox {} is {}; its service runs while it runs (`dwell start`/`resume` it)",
-                    sb.name,
-                    sb.state.as_str()
-                ),
+            Err(dwell_control::Error::Conflict(format!(
+                "sandbox {} is {}; its service runs while it runs (`dwell start`/`resume` it)",
+                sb.name,
+                sb.state.as_str()
             ))
+            .into())
         }
     }
 }

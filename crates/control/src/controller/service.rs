@@ -17,11 +17,7 @@ impl Controller {
     ) -> Result<ServiceStatus> {
         let (sb, client) = self.agent_for(tenant, id_or_name, "service").await?;
         if sb.spec.service.is_none() {
-            return Err(Error::NotFound(format!(
-                "sandbox {} has no service: its image has no start command, or it was created \
-                 with --no-service; create one with --entrypoint/--cmd",
-                sb.name
-            )));
+            return Err(Error::NoService(sb.name));
         }
         // An agent started before the daemon knew the definition gets it now.
         if let Ok(Some(rec)) = self.inner.store.get_sandbox(&sb.id) {
