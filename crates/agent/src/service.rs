@@ -94,6 +94,11 @@ static G: LazyLock<Mutex<Global>> = LazyLock::new(|| {
     })
 });
 
+/// Held through each `set` and `control`: two requests at once (a daemon
+/// resending the definition while a user restarts the service) never
+/// interleave their stops and starts into a second copy.
+static OPS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Set while the agent shuts down: nothing restarts.
 static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
 
@@ -182,6 +187,7 @@ pub fn status() -> Option<ServiceStatus> {
 
 /// Sets, replaces (with a different definition) or removes the service.
 pub async fn set(spec: Option<ServiceSpec>) -> Result<Option<ServiceStatus>, RemoteError> {
+    let _one_at_a_time = OPS.lock().await;
     if let Some(s) = &spec {
         s.validate()
             .map_err(|m| RemoteError::new(ErrorKind::InvalidArgument, m))?;
@@ -220,6 +226,7 @@ pub async fn set(spec: Option<ServiceSpec>) -> Result<Option<ServiceStatus>, Rem
 
 /// Starts, stops or restarts the service.
 pub async fn control(action: ServiceAction) -> Result<ServiceStatus, RemoteError> {
+    let _one_at_a_time = OPS.lock().await;
     let none = || {
         RemoteError::new(
             ErrorKind::NotFound,
