@@ -7,8 +7,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    exec, files, hibernate, images, networks, ports, processes, sandboxes, snapshots, ssh_keys,
-    tenants, volumes,
+    exec, files, hibernate, images, networks, ports, processes, sandboxes, service, snapshots,
+    ssh_keys, tenants, volumes,
 };
 
 #[derive(OpenApi)]
@@ -56,6 +56,9 @@ use crate::routes::{
         snapshots::delete,
         exec::run,
         exec::stream,
+        service::status,
+        service::control,
+        service::logs,
         processes::list,
         processes::signal,
         processes::attach,

@@ -51,6 +51,9 @@ pub enum Error {
     /// No tenant has that name.
     #[error("no tenant is named {0:?}")]
     TenantNotFound(String),
+    /// The sandbox has no service (see [`crate::service`]).
+    #[error("sandbox {0} has no service: its image has no start command, or it was created with --no-service; create one with --entrypoint/--cmd (or `-- CMD`)")]
+    NoService(String),
     /// The port of the sandbox is not exposed through the port proxy.
     #[error("port {port} of sandbox {sandbox} is not exposed; `dwell port {sandbox}` lists what is, `dwell expose {sandbox} {port}` exposes it")]
     PortNotExposed { sandbox: String, port: u16 },
@@ -158,6 +161,7 @@ impl Error {
             | Error::SnapshotNotFound(_)
             | Error::TenantNotFound(_)
             | Error::PortNotExposed { .. }
+            | Error::NoService(_)
             | Error::NetworkNotFound(_)
             | Error::VolumeNotFound(_) => "not_found",
             Error::VolumeInUse { .. } => "volume_in_use",
@@ -184,6 +188,7 @@ impl Error {
             | Error::SnapshotNotFound(_)
             | Error::TenantNotFound(_)
             | Error::PortNotExposed { .. }
+            | Error::NoService(_)
             | Error::NetworkNotFound(_)
             | Error::VolumeNotFound(_) => 404,
             Error::Invalid { .. } => 400,
@@ -208,6 +213,9 @@ impl Error {
         match self {
             Error::NotFound(id) => {
                 f.insert(fact::SANDBOX, id.clone());
+            }
+            Error::NoService(name) => {
+                f.insert(fact::SANDBOX, name.clone());
             }
             Error::SnapshotNotFound(id) => {
                 f.insert(fact::SNAPSHOT, id.clone());

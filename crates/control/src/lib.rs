@@ -40,6 +40,8 @@
 //! - [`volumes`]: a tenant's named volumes, bound into the sandboxes that
 //!   name them and mounted on the host while one of those runs;
 //!   [`volume_spec`]: how a sandbox's spec names them, and the checks.
+//! - [`service`]: the sandbox's service (the image's start command the
+//!   agent supervises): resolved at create, sent to the agent at start.
 //! - `egress`: default egress rules and the DNS resolver's attachment to
 //!   running NAT sandboxes.
 
@@ -68,6 +70,8 @@ pub mod quota;
 pub mod reconcile;
 pub mod runtimes;
 pub mod secrets;
+pub mod service;
+mod service_book;
 pub mod size;
 pub mod snapshot_gc;
 pub mod snapshot_settings;

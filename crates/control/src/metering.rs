@@ -209,6 +209,7 @@ mod tests {
             allow_core_dumps: false,
             egress: Default::default(),
             volumes: Vec::new(),
+            service: None,
         }
     }
 

@@ -139,7 +139,9 @@ async fn exec(
     let (mut rx, tx) = channel.split();
     let mut req = ExecRequest {
         argv,
-        cwd: Some(HOME.into()),
+        // An image with a USER or WORKDIR: the agent starts there, as that
+        // user (root's home may be closed to them).
+        cwd: (!ctl.has_command_defaults(&login.sandbox_id)).then(|| HOME.into()),
         stdin: true,
         ..Default::default()
     };

@@ -45,6 +45,25 @@ pub(crate) fn build(
         }
     }
     env.extend(spec.env.clone());
+    // The image's WORKDIR and USER: the agent's defaults for commands
+    // that name none (it takes these out of its environment). The `host`
+    // image's config describes an interactive shell; its sandboxes keep
+    // the agent's own defaults (`/`, root).
+    env.remove(dwell_proto::DEFAULT_WORKDIR_ENV);
+    env.remove(dwell_proto::DEFAULT_USER_ENV);
+    if image.name != dwell_storage::HOST_IMAGE {
+        if let Some(w) = image.workdir.as_deref().map(str::trim) {
+            if !w.is_empty() && w != "/" {
+                env.insert(dwell_proto::DEFAULT_WORKDIR_ENV.into(), w.into());
+            }
+        }
+        if let Some(u) = image.user.as_deref().map(str::trim) {
+            // Root is what commands get anyway.
+            if !matches!(u, "" | "root" | "0" | "0:0" | "root:root") {
+                env.insert(dwell_proto::DEFAULT_USER_ENV.into(), u.into());
+            }
+        }
+    }
     Ok(SandboxConfig {
         id: id.to_string(),
         hostname: name.to_string(),
