@@ -19,6 +19,7 @@ mod agent;
 mod create;
 mod credentials;
 mod diff;
+mod images;
 mod lifecycle;
 mod networks;
 mod ports;

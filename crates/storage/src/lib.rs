@@ -17,8 +17,7 @@ pub mod volume;
 pub use error::{Result, StorageError};
 pub use image::{
     digest_hex, ExportFormat, Healthcheck, Image, ImageStore, Pulled, Reference, StoreLock,
-    HOST_IMAGE,
-    MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES,
+    HOST_IMAGE, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES,
 };
 pub use volume::{
     detach_loop, loop_bindings, LoopBinding, VolumeInfo, VolumeKind, VolumeManager,

@@ -427,9 +427,15 @@ fn references_blobs_export_and_prune() {
         "1"
     );
     assert!(out.join("oci-layout").is_file());
-    assert!(fx.store.export_layout("team/tool:1", &out).is_err(), "not empty");
+    assert!(
+        fx.store.export_layout("team/tool:1", &out).is_err(),
+        "not empty"
+    );
     let b = fx.store.import("copy:1", &out).unwrap();
-    assert_eq!((b.id.clone(), b.layers.clone()), (a.id.clone(), a.layers.clone()));
+    assert_eq!(
+        (b.id.clone(), b.layers.clone()),
+        (a.id.clone(), a.layers.clone())
+    );
     assert_eq!(b.digest, a.digest);
     assert_eq!(fs::read_dir(&blobs).unwrap().count(), 5, "shared");
 
@@ -442,7 +448,10 @@ fn references_blobs_export_and_prune() {
     drop(f);
     let c = fx.store.import("from-archive:1", &tarball).unwrap();
     assert_eq!(c.id, a.id);
-    assert!(fx.store.export_layout("host", &fx.dir.path().join("h")).is_err());
+    assert!(fx
+        .store
+        .export_layout("host", &fx.dir.path().join("h"))
+        .is_err());
 
     // An image stored before references: found by its old name.
     let mut legacy = a.clone();
@@ -456,7 +465,10 @@ fn references_blobs_export_and_prune() {
     )
     .unwrap();
     assert_eq!(fx.store.get("Old_Name").unwrap().name, "Old_Name");
-    assert_eq!(fx.store.key_of("Old_Name").unwrap().as_deref(), Some("Old_Name"));
+    assert_eq!(
+        fx.store.key_of("Old_Name").unwrap().as_deref(),
+        Some("Old_Name")
+    );
     assert_eq!(
         fx.store.key_of("docker.io/team/tool:1").unwrap(),
         fx.store.key_of(&format!("team/tool@{digest}")).unwrap()
@@ -472,7 +484,9 @@ fn references_blobs_export_and_prune() {
     fx.store.remove("copy:1").unwrap();
     assert_eq!(fs::read_dir(&blobs).unwrap().count(), 0);
     assert_eq!(
-        fs::read_dir(fx.store.root().join("layers")).unwrap().count(),
+        fs::read_dir(fx.store.root().join("layers"))
+            .unwrap()
+            .count(),
         0
     );
 }

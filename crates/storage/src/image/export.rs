@@ -147,17 +147,20 @@ impl ImageStore {
     }
 
     fn plan(&self, img: &Image) -> Result<Plan> {
-        let digest = img.digest.as_deref().ok_or_else(|| StorageError::BadImage {
-            source_path: img.name.clone().into(),
-            reason: if img.host_dirs.is_empty() {
-                "it was imported before dwell kept image blobs; import it again to export it"
-                    .to_string()
-            } else {
-                "the built-in image \"host\" is a view of this host's /usr and cannot be \
+        let digest = img
+            .digest
+            .as_deref()
+            .ok_or_else(|| StorageError::BadImage {
+                source_path: img.name.clone().into(),
+                reason: if img.host_dirs.is_empty() {
+                    "it was imported before dwell kept image blobs; import it again to export it"
+                        .to_string()
+                } else {
+                    "the built-in image \"host\" is a view of this host's /usr and cannot be \
                  exported"
-                    .to_string()
-            },
-        })?;
+                        .to_string()
+                },
+            })?;
         let bytes = self.read_blob(digest, MAX_MANIFEST_BYTES)?;
         let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| StorageError::BadImage {
             source_path: img.name.clone().into(),
@@ -189,7 +192,8 @@ impl ImageStore {
                 "annotations": annotations,
             }],
         });
-        let blob_name = |d: &str| format!("blobs/sha256/{}", super::digest_hex(d).unwrap_or_default());
+        let blob_name =
+            |d: &str| format!("blobs/sha256/{}", super::digest_hex(d).unwrap_or_default());
         let repo_tags: Vec<String> = r
             .as_ref()
             .filter(|r| r.tag.is_some())

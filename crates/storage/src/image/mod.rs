@@ -141,7 +141,14 @@ impl ImageStore {
     /// Opens (creating if needed) the store at `root` and clears staging
     /// left over by a crash.
     pub fn open(root: PathBuf) -> Result<Self> {
-        for sub in ["images", "layers", "host", "tmp", "blobs/sha256", "downloads"] {
+        for sub in [
+            "images",
+            "layers",
+            "host",
+            "tmp",
+            "blobs/sha256",
+            "downloads",
+        ] {
             let p = root.join(sub);
             fs::create_dir_all(&p).ctx("create image store directory", &p)?;
         }

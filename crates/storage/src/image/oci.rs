@@ -221,7 +221,8 @@ pub(crate) fn import(
                 .clone()
                 .unwrap_or_else(|| layer.path.display().to_string())
         );
-        let (digest, size) = store.put_blob_file(&layer.path, layer.blob_digest.as_deref(), &what)?;
+        let (digest, size) =
+            store.put_blob_file(&layer.path, layer.blob_digest.as_deref(), &what)?;
         let path = store.blob_path(&digest)?;
         let media_type = match &layer.media_type {
             Some(m) => m.clone(),

@@ -194,8 +194,7 @@ fn check_tag(t: &str) -> std::result::Result<(), String> {
     let ok = !t.is_empty()
         && t.len() <= 128
         && (t.as_bytes()[0].is_ascii_alphanumeric() || t.as_bytes()[0] == b'_')
-        && t
-            .bytes()
+        && t.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
     if ok {
         Ok(())
@@ -331,7 +330,10 @@ mod tests {
             format!("docker.io/library/python@{d}")
         );
         assert_eq!(
-            norm(&format!("python:3@{}", d.to_uppercase().replace("SHA", "sha"))),
+            norm(&format!(
+                "python:3@{}",
+                d.to_uppercase().replace("SHA", "sha")
+            )),
             format!("docker.io/library/python:3@{d}")
         );
         let r = Reference::parse(&format!("python:3@{d}")).unwrap();
@@ -351,7 +353,10 @@ mod tests {
             assert_eq!(r.familiar(), s);
             assert_eq!(Reference::parse(&r.familiar()).unwrap(), r);
         }
-        assert_eq!(Reference::parse("python").unwrap().familiar(), "python:latest");
+        assert_eq!(
+            Reference::parse("python").unwrap().familiar(),
+            "python:latest"
+        );
         assert_eq!(
             Reference::parse("docker.io/library/python:3")
                 .unwrap()
