@@ -20,6 +20,8 @@ use crate::model::{HostLimits, Record};
 use crate::policy::PolicyArgs;
 
 pub(crate) struct Context {
+    /// Registry mirrors and plain-HTTP hosts (set by the daemon at start).
+    pub(crate) registry: Mutex<crate::registry::RegistrySettings>,
     pub(crate) data_dir: PathBuf,
     pub(crate) store: Store,
     pub(crate) runtimes: crate::runtimes::Runtimes,

@@ -99,6 +99,10 @@ impl Controller {
     pub fn new(opts: ControllerOptions) -> Controller {
         Controller {
             inner: Arc::new(Context {
+                registry: Mutex::new(crate::registry::RegistrySettings {
+                    parallel: 4,
+                    ..Default::default()
+                }),
                 sealer: crate::secrets::Sealer::load_or_create(&opts.data_dir.join("secret.key"))
                     .map_err(|e| format!("the daemon's secret key is unusable: {e}")),
                 data_dir: opts.data_dir,
@@ -135,6 +139,24 @@ impl Controller {
                 ssh_keys_changed: tokio::sync::watch::channel(0).0,
             }),
         }
+    }
+
+    /// Sets registry mirrors and plain-HTTP hosts for pulls.
+    pub fn set_registry_settings(&self, s: crate::registry::RegistrySettings) {
+        *self
+            .inner
+            .registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = s;
+    }
+
+    /// The registry settings pulls use.
+    pub fn registry_settings(&self) -> crate::registry::RegistrySettings {
+        self.inner
+            .registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The image store.

@@ -36,6 +36,8 @@ pub mod fact {
     pub const NETWORK: &str = "network";
     /// The image reference concerned.
     pub const IMAGE: &str = "image";
+    /// The registry host concerned.
+    pub const REGISTRY: &str = "registry";
 }
 
 /// A control-plane failure.
@@ -105,6 +107,22 @@ pub enum Error {
         /// `tenant/name` of each sandbox using it.
         sandboxes: Vec<String>,
     },
+    /// The tenant has no stored login to that registry.
+    #[error("no login to registry {0} is stored for this tenant; `dwell registry ls` lists them")]
+    RegistryLoginNotFound(String),
+    /// The registry refused the pull's credentials, or needs some.
+    #[error("{message}")]
+    RegistryAuth {
+        registry: String,
+        image: String,
+        message: String,
+    },
+    /// The registry has no such repository, tag or digest.
+    #[error("{message}")]
+    NotInRegistry { image: String, message: String },
+    /// A pull failed (unreachable registry, bad or tampered content).
+    #[error("{message}")]
+    PullFailed { image: String, message: String },
     /// A name already used by a live sandbox.
     #[error("a sandbox named {0:?} already exists; pick another name or remove that sandbox")]
     NameTaken(String),
@@ -164,6 +182,10 @@ impl Error {
             Error::Quota(_) => "quota_exceeded",
             Error::Runtime(_) => "runtime_error",
             Error::ImageInUse { .. } => "image_in_use",
+            Error::RegistryLoginNotFound(_) => "not_found",
+            Error::RegistryAuth { .. } => "registry_auth_failed",
+            Error::NotInRegistry { .. } => "image_not_in_registry",
+            Error::PullFailed { .. } => "image_pull_failed",
             Error::Storage(dwell_storage::StorageError::ImageNotFound(_)) => "image_not_found",
             Error::Storage(dwell_storage::StorageError::InvalidReference { .. }) => {
                 "invalid_image_reference"
@@ -186,6 +208,9 @@ impl Error {
             | Error::NetworkNotFound(_)
             | Error::Storage(dwell_storage::StorageError::ImageNotFound(_)) => 404,
             Error::Storage(dwell_storage::StorageError::InvalidReference { .. }) => 400,
+            Error::RegistryLoginNotFound(_) | Error::NotInRegistry { .. } => 404,
+            Error::RegistryAuth { .. } => 401,
+            Error::PullFailed { .. } => 502,
             Error::ImageInUse { .. }
             | Error::Storage(dwell_storage::StorageError::ImageExists(_)) => 409,
             Error::Invalid { .. } => 400,
@@ -225,8 +250,19 @@ impl Error {
             Error::NetworkNotFound(name) => {
                 f.insert(fact::NETWORK, name.clone());
             }
-            Error::ImageInUse { image, .. } => {
+            Error::ImageInUse { image, .. }
+            | Error::NotInRegistry { image, .. }
+            | Error::PullFailed { image, .. } => {
                 f.insert(fact::IMAGE, image.clone());
+            }
+            Error::RegistryAuth {
+                registry, image, ..
+            } => {
+                f.insert(fact::REGISTRY, registry.clone());
+                f.insert(fact::IMAGE, image.clone());
+            }
+            Error::RegistryLoginNotFound(registry) => {
+                f.insert(fact::REGISTRY, registry.clone());
             }
             Error::Storage(dwell_storage::StorageError::ImageNotFound(image)) => {
                 f.insert(fact::IMAGE, image.clone());

@@ -114,6 +114,18 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
             )
         })?,
     });
+    {
+        let mut reg = dwell_control::registry::RegistrySettings {
+            parallel: a.pull_parallel.max(1),
+            ..Default::default()
+        };
+        for m in &a.registry_mirror {
+            reg.add_mirror(m)
+                .map_err(|e| anyhow::anyhow!("--registry-mirror: {e}"))?;
+        }
+        reg.insecure.extend(a.insecure_registry.iter().cloned());
+        ctl.set_registry_settings(reg);
+    }
     // Private networks' peers answer by name through the sandboxes' resolver.
     if let Some(dns) = ctl.dns() {
         dns.set_peer_names(Arc::new(ctl.peer_names()));
