@@ -437,12 +437,7 @@ impl Controller {
         let inner = self.inner.clone();
         let image = blocking(move || inner.images.add_pulled(pulled))
             .await?
-            .map_err(|e| match e {
-                e @ (dwell_storage::StorageError::DigestMismatch { .. }
-                | dwell_storage::StorageError::UnsafePath { .. }
-                | dwell_storage::StorageError::BadImage { .. }) => bad(&shown, e.to_string()),
-                e => e.into(),
-            })?;
+            .map_err(|e| bad(&shown, e.to_string()))?;
         send(PullEvent::Done {
             image: Box::new(image.clone()),
             fetched_bytes: fetched.load(Ordering::Relaxed),
