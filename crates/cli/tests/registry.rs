@@ -560,3 +560,176 @@ fn a_killed_pull_resumes_where_it_stopped() {
     d.create("big", &["--image", &r]);
     assert_eq!(d.sh("big", "wc -c < /data/big"), format!("{}\n", 160 << 20));
 }
+
+/// A bearer-token front for a registry, as Docker Hub works: `/v2/`
+/// requests without the token get 401 with a `Bearer realm=...` challenge;
+/// the realm hands out the token for basic credentials `user:pass`; with
+/// the token, requests go through to the registry (one per connection).
+struct TokenFront {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+const TOKEN: &str = "t0k3n-for-tests";
+
+impl TokenFront {
+    fn start(upstream: u16, user: &str, pass: &str) -> TokenFront {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let basic = format!("Basic {}", b64(format!("{user}:{pass}").as_bytes()));
+        let halt = stop.clone();
+        std::thread::spawn(move || {
+            while !halt.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        let basic = basic.clone();
+                        std::thread::spawn(move || serve_front(conn, upstream, port, &basic));
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+                }
+            }
+        });
+        TokenFront { port, stop }
+    }
+}
+
+impl Drop for TokenFront {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn serve_front(mut conn: std::net::TcpStream, upstream: u16, port: u16, basic: &str) {
+    use std::io::Read;
+    conn.set_nonblocking(false).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match conn.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let path = text.split(' ').nth(1).unwrap_or("").to_string();
+    let auth = text
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("authorization")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    let reply = |conn: &mut std::net::TcpStream, status: &str, extra: &str, body: &str| {
+        let _ = write!(
+            conn,
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+             Connection: close\r\n{extra}\r\n{body}",
+            body.len()
+        );
+    };
+    if path.starts_with("/token") {
+        if auth == basic {
+            reply(
+                &mut conn,
+                "200 OK",
+                "",
+                &format!("{{\"token\":\"{TOKEN}\"}}"),
+            );
+        } else {
+            reply(
+                &mut conn,
+                "401 Unauthorized",
+                "",
+                "{\"details\":\"bad credentials\"}",
+            );
+        }
+        return;
+    }
+    if auth != format!("Bearer {TOKEN}") {
+        let challenge = format!(
+            "WWW-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"dwell-test\"\r\n"
+        );
+        reply(
+            &mut conn,
+            "401 Unauthorized",
+            &challenge,
+            "{\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"authentication required\"}]}",
+        );
+        return;
+    }
+    let Ok(mut up) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+        return;
+    };
+    let mut forwarded = String::new();
+    for line in text.trim_end().lines() {
+        let lower = line.to_ascii_lowercase();
+        if lower.starts_with("connection:") || lower.starts_with("authorization:") {
+            continue;
+        }
+        forwarded.push_str(line);
+        forwarded.push_str("\r\n");
+    }
+    forwarded.push_str("Connection: close\r\n\r\n");
+    if up.write_all(forwarded.as_bytes()).is_err() {
+        return;
+    }
+    let _ = std::io::copy(&mut up, &mut conn);
+}
+
+#[test]
+fn bearer_token_auth() {
+    if !can_run() {
+        return;
+    }
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let work = tmpdir("reg-bearer");
+    let a = work.path().join("a");
+    simple_image(&a, &[("etc/motd", b"behind a token\n", 0o644)], "WHICH=t");
+    reg.push_layout(&a, "team/tokened:1");
+    let front = TokenFront::start(reg.port, "carol", "pw");
+    let host = format!("127.0.0.1:{}", front.port);
+    let r = format!("{host}/team/tokened:1");
+    let d = Daemon::start();
+
+    let out = d.run(&["image", "pull", &r]);
+    assert_eq!(out.status.code(), Some(77), "{}", stderr_of(&out));
+    let login = |pass: &str| {
+        let mut cmd = d.cmd(&[
+            "registry",
+            "login",
+            &host,
+            "-u",
+            "carol",
+            "--password-stdin",
+        ]);
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(pass.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+    };
+    login("not-it");
+    let out = d.run(&["image", "pull", &r]);
+    assert_eq!(out.status.code(), Some(77), "{}", stderr_of(&out));
+    login("pw");
+    let img: serde_json::Value =
+        serde_json::from_str(&d.ok(&["image", "pull", &r, "--json"])).unwrap();
+    assert_eq!(img["layers"].as_array().unwrap().len(), 2);
+    d.create("t", &["--image", &r]);
+    assert_eq!(
+        d.ok(&["exec", "t", "--", "cat", "/etc/motd"]),
+        "behind a token\n"
+    );
+}
