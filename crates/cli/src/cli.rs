@@ -147,6 +147,10 @@ pub struct ServeArgs {
     /// Layers one pull downloads at once.
     #[arg(long, default_value_t = 4)]
     pub pull_parallel: usize,
+    /// Pull only from these registry hosts (comma-separated `HOST[:PORT]`;
+    /// `loopback` allows every loopback address); unset: any registry.
+    #[arg(long, env = "DWELL_ALLOWED_REGISTRIES", value_delimiter = ',')]
+    pub allowed_registries: Option<Vec<String>>,
     /// Also listen on TCP (`127.0.0.1:7070`); every request there needs an API key.
     #[arg(long)]
     pub listen: Option<String>,

@@ -117,6 +117,12 @@ pub enum Error {
         image: String,
         message: String,
     },
+    /// This daemon may not pull from that registry (`--allowed-registries`).
+    #[error(
+        "this daemon does not pull from registry {registry} (image {image}); its operator allows \
+         only the registries named with `dwell serve --allowed-registries`"
+    )]
+    RegistryNotAllowed { registry: String, image: String },
     /// The registry has no such repository, tag or digest.
     #[error("{message}")]
     NotInRegistry { image: String, message: String },
@@ -183,6 +189,7 @@ impl Error {
             Error::Runtime(_) => "runtime_error",
             Error::ImageInUse { .. } => "image_in_use",
             Error::RegistryLoginNotFound(_) => "not_found",
+            Error::RegistryNotAllowed { .. } => "permission_denied",
             Error::RegistryAuth { .. } => "registry_auth_failed",
             Error::NotInRegistry { .. } => "image_not_in_registry",
             Error::PullFailed { .. } => "image_pull_failed",
@@ -210,6 +217,7 @@ impl Error {
             Error::Storage(dwell_storage::StorageError::InvalidReference { .. }) => 400,
             Error::RegistryLoginNotFound(_) | Error::NotInRegistry { .. } => 404,
             Error::RegistryAuth { .. } => 401,
+            Error::RegistryNotAllowed { .. } => 403,
             Error::PullFailed { .. } => 502,
             Error::ImageInUse { .. }
             | Error::Storage(dwell_storage::StorageError::ImageExists(_)) => 409,
@@ -257,7 +265,8 @@ impl Error {
             }
             Error::RegistryAuth {
                 registry, image, ..
-            } => {
+            }
+            | Error::RegistryNotAllowed { registry, image } => {
                 f.insert(fact::REGISTRY, registry.clone());
                 f.insert(fact::IMAGE, image.clone());
             }

@@ -124,6 +124,12 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
                 .map_err(|e| anyhow::anyhow!("--registry-mirror: {e}"))?;
         }
         reg.insecure.extend(a.insecure_registry.iter().cloned());
+        reg.allowed = a.allowed_registries.as_ref().map(|v| {
+            v.iter()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .collect()
+        });
         ctl.set_registry_settings(reg);
     }
     // Private networks' peers answer by name through the sandboxes' resolver.

@@ -40,6 +40,9 @@ pub struct RegistrySettings {
     pub insecure: BTreeSet<String>,
     /// Layers downloaded at once per pull.
     pub parallel: usize,
+    /// When set, the only registry hosts pulls may contact (mirrors
+    /// included); `loopback` in the list allows every loopback address.
+    pub allowed: Option<BTreeSet<String>>,
 }
 
 impl RegistrySettings {
@@ -74,6 +77,14 @@ impl RegistrySettings {
                 plain_http,
             });
         Ok(())
+    }
+
+    /// Whether pulls may contact `host` (see [`Self::allowed`]).
+    pub fn is_allowed(&self, host: &str) -> bool {
+        match &self.allowed {
+            None => true,
+            Some(a) => a.contains(host) || (a.contains("loopback") && is_loopback(host)),
+        }
     }
 
     /// Whether `host` is reached over plain HTTP: named insecure, a mirror
@@ -127,5 +138,9 @@ mod tests {
         assert!(s.add_mirror("nonsense").is_err());
         assert!(s.add_mirror("docker.io=http://h/path").is_err());
         assert_eq!(s.mirrors["docker.io"][0].host, "mirror.local:5000");
+        assert!(s.is_allowed("docker.io"));
+        s.allowed = Some(["loopback".to_string(), "reg.local:5000".to_string()].into());
+        assert!(s.is_allowed("127.0.0.1:5000") && s.is_allowed("reg.local:5000"));
+        assert!(!s.is_allowed("docker.io"));
     }
 }

@@ -143,6 +143,13 @@ impl Controller {
             host: r.registry.clone(),
             mirror: false,
         });
+        sources.retain(|s| settings.is_allowed(&s.host));
+        if sources.is_empty() {
+            return Err(Error::RegistryNotAllowed {
+                registry: r.registry.clone(),
+                image: r.familiar(),
+            });
+        }
         let mut last = None;
         for s in sources {
             let session = self.session(tenant, &s.host, &settings)?;
