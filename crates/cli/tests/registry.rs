@@ -733,3 +733,56 @@ fn bearer_token_auth() {
         "behind a token\n"
     );
 }
+
+#[test]
+fn daemons_share_pulled_layers_through_the_object_store() {
+    if !can_run() {
+        return;
+    }
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let Some(moto) = Moto::start_for_daemons() else {
+        return;
+    };
+    let work = tmpdir("reg-share");
+    let a = work.path().join("a");
+    simple_image(&a, &[("etc/motd", b"shared\n", 0o644)], "WHICH=s");
+    reg.push_layout(&a, "team/shared:1");
+    let endpoint = moto.endpoint();
+    let flags = [
+        "--object-store",
+        "s3://dwell/images",
+        "--s3-endpoint",
+        &endpoint,
+    ];
+    let one = Daemon::start_with(&flags);
+    let two = Daemon::start_with(&flags);
+    let r = format!("{}/team/shared:1", reg.host());
+    one.ok(&["image", "pull", &r]);
+    // Tamper with every layer in the registry: the second daemon can only
+    // succeed by taking the layers from the object store (the registry
+    // still answers the manifest and config, as it decides access).
+    let idx: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(a.join("index.json")).unwrap()).unwrap();
+    let md = idx["manifests"][0]["digest"].as_str().unwrap().to_string();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(a.join("blobs/sha256").join(&md[7..])).unwrap())
+            .unwrap();
+    for l in manifest["layers"].as_array().unwrap() {
+        let blob = reg.blob_file(l["digest"].as_str().unwrap());
+        let mut data = std::fs::read(&blob).unwrap();
+        let n = data.len();
+        data[n / 2] ^= 0xff;
+        std::fs::write(&blob, &data).unwrap();
+    }
+    let out = two.run(&["image", "pull", &r]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("2 from the object store"),
+        "{}",
+        stderr_of(&out)
+    );
+    two.create("s", &["--image", &r]);
+    assert_eq!(two.ok(&["exec", "s", "--", "cat", "/etc/motd"]), "shared\n");
+}

@@ -153,6 +153,9 @@ pub enum PullEvent {
         fetched_bytes: u64,
         /// Layers that were already in the store.
         reused_layers: usize,
+        /// Layers taken from the object store, shared by another daemon.
+        #[serde(default)]
+        shared_layers: usize,
     },
     /// The pull failed.
     Error {

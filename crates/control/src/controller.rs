@@ -99,6 +99,7 @@ impl Controller {
     pub fn new(opts: ControllerOptions) -> Controller {
         Controller {
             inner: Arc::new(Context {
+                image_share: Mutex::new(None),
                 registry: Mutex::new(crate::registry::RegistrySettings {
                     parallel: 4,
                     ..Default::default()
@@ -148,6 +149,29 @@ impl Controller {
             .registry
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = s;
+    }
+
+    /// Where snapshots (and shared image blobs) go.
+    pub fn snapshot_store(&self) -> Arc<dyn dwell_snapshot::ChunkStore> {
+        self.inner.snapshots.clone()
+    }
+
+    /// Shares pulled image blobs through `store` (an object store other
+    /// daemons use too).
+    pub fn set_image_share(&self, store: Option<Arc<dyn dwell_snapshot::ChunkStore>>) {
+        *self
+            .inner
+            .image_share
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = store;
+    }
+
+    pub(crate) fn image_share(&self) -> Option<Arc<dyn dwell_snapshot::ChunkStore>> {
+        self.inner
+            .image_share
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The registry settings pulls use.

@@ -179,6 +179,7 @@ pub async fn pull(
                 image: Box::new(wire::map(&img)?),
                 fetched_bytes: 0,
                 reused_layers: img.layers.len(),
+                shared_layers: 0,
             };
             return ndjson(futures_util::stream::iter([Ok::<_, std::io::Error>(line(
                 &done,

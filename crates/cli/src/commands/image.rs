@@ -143,11 +143,17 @@ pub async fn pull(c: &Client, reference: &str, if_missing: bool, bar: bool) -> R
                     image,
                     fetched_bytes,
                     reused_layers,
+                    shared_layers,
                 } => {
                     progress.finish();
                     if bar {
+                        let shared = if shared_layers > 0 {
+                            format!(", {shared_layers} from the object store")
+                        } else {
+                            String::new()
+                        };
                         eprintln!(
-                            "pulled {} ({} layers, {} reused, {} downloaded)",
+                            "pulled {} ({} layers, {} reused{shared}, {} downloaded)",
                             image.name,
                             image.layers.len(),
                             reused_layers,

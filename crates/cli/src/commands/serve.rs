@@ -131,6 +131,11 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
                 .collect()
         });
         ctl.set_registry_settings(reg);
+        // Pulled layers are shared with other daemons through the object
+        // store, when snapshots go to one.
+        if a.snapshot_store.object_store.is_some() {
+            ctl.set_image_share(Some(ctl.snapshot_store()));
+        }
     }
     // Private networks' peers answer by name through the sandboxes' resolver.
     if let Some(dns) = ctl.dns() {

@@ -15,10 +15,14 @@
 //! pull. An image pulled with credentials is recorded as usable by that
 //! tenant only; another tenant gets it after its own pull succeeds against
 //! the registry (with its own credentials, or anonymously), which adds it.
+//!
+//! With an object store, pulled blobs are shared with other daemons
+//! ([`share`]).
 
 pub mod credentials;
 pub mod download;
 pub mod pull;
+pub mod share;
 
 use std::collections::{BTreeMap, BTreeSet};
 

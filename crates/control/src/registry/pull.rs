@@ -61,6 +61,7 @@ pub enum PullEvent {
         image: Box<Image>,
         fetched_bytes: u64,
         reused_layers: usize,
+        shared_layers: usize,
     },
 }
 
@@ -362,6 +363,8 @@ impl Controller {
 
         // Download what is missing, a few layers at once.
         let fetched = Arc::new(AtomicU64::new(0));
+        let shared = Arc::new(AtomicU64::new(0));
+        let share = self.image_share();
         let dir = images.downloads_dir();
         let parallel = self.registry_settings().parallel.max(1);
         let missing: Vec<(String, u64)> = layers
@@ -372,8 +375,21 @@ impl Controller {
         let mut jobs = Vec::with_capacity(missing.len());
         for (digest, size) in missing {
             let (fetched, dir, target) = (fetched.clone(), dir.clone(), target.clone());
+            let (shared, share) = (shared.clone(), share.clone());
             let shown = shown.clone();
             jobs.push(Box::pin(async move {
+                // Another daemon may have shared it through the object store.
+                if let Some(store) = share {
+                    let (d, dir) = (digest.clone(), dir.clone());
+                    let hit = tokio::task::spawn_blocking(move || {
+                        super::share::fetch(&store, &d, size, &dir)
+                    })
+                    .await
+                    .unwrap_or(false);
+                    if hit {
+                        shared.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 let progress = |done: u64| {
                     if let Some(tx) = events {
                         let _ = tx.try_send(PullEvent::Progress {
@@ -445,10 +461,15 @@ impl Controller {
         let image = blocking(move || inner.images.add_pulled(pulled))
             .await?
             .map_err(|e| bad(&shown, e.to_string()))?;
+        if let Some(store) = share {
+            let (inner, blobs) = (self.inner.clone(), image.blobs.clone());
+            blocking(move || super::share::publish(&store, &inner.images, &blobs)).await?;
+        }
         send(PullEvent::Done {
             image: Box::new(image.clone()),
             fetched_bytes: fetched.load(Ordering::Relaxed),
             reused_layers: reused,
+            shared_layers: shared.load(Ordering::Relaxed) as usize,
         })
         .await;
         Ok(image)
