@@ -220,8 +220,7 @@ async fn pull(api: &mut Api, reference: &str) -> Result<()> {
         .await?;
     let last = bytes
         .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .next_back()
+        .rfind(|l| !l.is_empty())
         .unwrap_or_default();
     let v: serde_json::Value = serde_json::from_slice(last).map_err(|e| Error::BadAnswer {
         what: "POST /v1/images/pull".into(),
