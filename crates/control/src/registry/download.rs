@@ -101,12 +101,15 @@ pub async fn fetch(
         hasher = Sha256::new();
         have = 0;
     }
-    let mut file = tokio::fs::OpenOptions::new()
+    let file = tokio::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&partial)
         .await
         .map_err(|e| io("open", &partial, e))?;
+    // Large writes: each write of a tokio file is a trip to a blocking
+    // thread, and the network hands over small chunks.
+    let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
     progress(have);
 
     let mut fetched = 0u64;
@@ -143,7 +146,8 @@ pub async fn fetch(
         }
     }
     file.flush().await.map_err(|e| io("write", &partial, e))?;
-    file.sync_all()
+    file.get_mut()
+        .sync_all()
         .await
         .map_err(|e| io("fsync", &partial, e))?;
     drop(file);
@@ -166,7 +170,7 @@ pub async fn fetch(
 async fn stream_once(
     b: &Blob<'_>,
     desc: &OciDescriptor,
-    file: &mut tokio::fs::File,
+    file: &mut tokio::io::BufWriter<tokio::fs::File>,
     hasher: &mut Sha256,
     have: &mut u64,
     fetched: &mut u64,
@@ -182,7 +186,11 @@ async fn stream_once(
         BlobResponse::Full(s) => {
             // The registry ignored the range: start over.
             if *have > 0 {
-                file.set_len(0)
+                file.flush()
+                    .await
+                    .map_err(|e| Failure::Other(format!("write downloaded blob: {e}")))?;
+                file.get_mut()
+                    .set_len(0)
                     .await
                     .map_err(|e| Failure::Other(format!("truncate partial blob: {e}")))?;
                 *hasher = Sha256::new();
