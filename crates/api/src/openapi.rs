@@ -7,8 +7,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    exec, files, hibernate, images, networks, ports, processes, sandboxes, service, snapshots,
-    ssh_keys, tenants, volumes,
+    exec, files, hibernate, images, networks, ports, processes, registries, sandboxes, service,
+    snapshots, ssh_keys, tenants, volumes,
 };
 
 #[derive(OpenApi)]
@@ -71,6 +71,13 @@ use crate::routes::{
         files::rename,
         images::list,
         images::import,
+        images::remove,
+        images::prune,
+        images::export,
+        images::pull,
+        registries::list,
+        registries::login,
+        registries::logout,
         networks::create,
         networks::list,
         networks::inspect,

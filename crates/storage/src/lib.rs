@@ -15,7 +15,10 @@ pub mod image;
 pub mod volume;
 
 pub use error::{Result, StorageError};
-pub use image::{Healthcheck, Image, ImageStore, HOST_IMAGE};
+pub use image::{
+    digest_hex, ExportFormat, Healthcheck, Image, ImageStore, Pulled, Reference, StoreLock,
+    HOST_IMAGE, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES,
+};
 pub use volume::{
     detach_loop, has_cap_sys_resource, loop_bindings, LoopBinding, VolumeInfo, VolumeKind,
     VolumeManager, DEFAULT_VOLUME_SIZE, MAX_NAMED_VOLUME_SIZE, MAX_VOLUME_SIZE, MIN_VOLUME_SIZE,

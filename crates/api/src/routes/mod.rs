@@ -7,6 +7,7 @@ pub(crate) mod images;
 pub(crate) mod networks;
 pub(crate) mod ports;
 pub(crate) mod processes;
+pub(crate) mod registries;
 pub(crate) mod sandboxes;
 pub(crate) mod service;
 pub mod snapshots;
@@ -95,7 +96,21 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sandboxes/{id}/fs/stat", get(files::stat))
         .route("/v1/sandboxes/{id}/fs/mkdir", post(files::mkdir))
         .route("/v1/sandboxes/{id}/fs/rename", post(files::rename))
-        .route("/v1/images", get(images::list).post(images::import))
+        .route(
+            "/v1/images",
+            get(images::list)
+                .post(images::import)
+                .delete(images::remove),
+        )
+        .route("/v1/images/prune", post(images::prune))
+        .route("/v1/images/pull", post(images::pull))
+        .route(
+            "/v1/registries/logins",
+            get(registries::list)
+                .post(registries::login)
+                .delete(registries::logout),
+        )
+        .route("/v1/images/export", get(images::export))
         .route("/v1/networks", get(networks::list).post(networks::create))
         .route(
             "/v1/networks/{name}",
