@@ -26,7 +26,9 @@ pub mod error;
 pub mod lifetime;
 pub mod paging;
 pub mod routes;
+pub mod template_wire;
 pub mod time;
+pub mod translate;
 pub mod view;
 pub mod wire;
 
