@@ -158,7 +158,11 @@ fn usage(dir: &Path) -> u64 {
     if let Ok(rd) = fs::read_dir(dir) {
         for e in rd.flatten() {
             if let Ok(m) = e.metadata() {
-                n += if m.is_dir() { usage(&e.path()) } else { m.len() };
+                n += if m.is_dir() {
+                    usage(&e.path())
+                } else {
+                    m.len()
+                };
             }
         }
     }

@@ -142,8 +142,9 @@ pub fn plan<'t>(
     ignore: Option<&Ignore>,
 ) -> Result<Vec<Item<'t>>, BuildError> {
     let dest_abs = args.dest.clone();
-    let dest_rel = clean_src(&dest_abs)
-        .map_err(|_| BuildError::Invalid(format!("destination {dest_abs:?} is not a clean path")))?;
+    let dest_rel = clean_src(&dest_abs).map_err(|_| {
+        BuildError::Invalid(format!("destination {dest_abs:?} is not a clean path"))
+    })?;
     let mut sources = Vec::new();
     for s in &args.srcs {
         if is_url(s) {
@@ -210,7 +211,11 @@ pub fn plan<'t>(
                     "a file cannot be copied to / itself; name a path".into(),
                 ));
             }
-            out.push(Item { found, dest, unpack });
+            out.push(Item {
+                found,
+                dest,
+                unpack,
+            });
         }
         if out.len() > MAX_ITEMS {
             return Err(BuildError::TooLarge(format!(
@@ -243,11 +248,15 @@ fn walk_dir<'t>(
         for (name, st) in list.into_iter().rev() {
             let from = dir.join(&name);
             if let Some(i) = ignore {
-                if i.excluded(&from.to_string_lossy()) && !(st.kind == FileKind::Dir && i.has_exceptions()) {
+                if i.excluded(&from.to_string_lossy())
+                    && !(st.kind == FileKind::Dir && i.has_exceptions())
+                {
                     continue;
                 }
             }
-            let Some(found) = src.stat(&from)? else { continue };
+            let Some(found) = src.stat(&from)? else {
+                continue;
+            };
             let target = to.join(&name);
             if st.kind == FileKind::Dir {
                 let excluded_dir = ignore.is_some_and(|i| i.excluded(&from.to_string_lossy()));
@@ -286,7 +295,21 @@ pub fn hash(items: &[Item<'_>], args: &CopyArgs) -> Result<String, BuildError> {
         h.update(it.dest.as_os_str().as_encoded_bytes());
         h.update(b"\0");
         h.update(it.found.rel.as_os_str().as_encoded_bytes());
-        h.update(format!("\0{:?}{}{}{}{}\0", st.kind, st.mode, st.size, it.unpack, if args.from_context { 0 } else { st.uid as u64 * 65536 + st.gid as u64 }).as_bytes());
+        h.update(
+            format!(
+                "\0{:?}{}{}{}{}\0",
+                st.kind,
+                st.mode,
+                st.size,
+                it.unpack,
+                if args.from_context {
+                    0
+                } else {
+                    st.uid as u64 * 65536 + st.gid as u64
+                }
+            )
+            .as_bytes(),
+        );
         match st.kind {
             FileKind::File => {
                 let mut f = Tree::open_file(&it.found)?.take(st.size);
@@ -322,7 +345,12 @@ fn meta(st: &Stat, args: &CopyArgs) -> Meta {
 }
 
 /// Parent dirs of `rel` (outermost first), as the image has them.
-pub fn parents(image: &Tree, rel: &Path, done: &mut BTreeSet<PathBuf>, w: &mut LayerWriter) -> Result<(), BuildError> {
+pub fn parents(
+    image: &Tree,
+    rel: &Path,
+    done: &mut BTreeSet<PathBuf>,
+    w: &mut LayerWriter,
+) -> Result<(), BuildError> {
     let mut chain: Vec<&Path> = rel.ancestors().skip(1).collect();
     chain.reverse();
     for p in chain {
@@ -356,7 +384,12 @@ pub fn parents(image: &Tree, rel: &Path, done: &mut BTreeSet<PathBuf>, w: &mut L
 }
 
 /// Write `items` into `w`.
-pub fn write(items: &[Item<'_>], image: &Tree, args: &CopyArgs, w: &mut LayerWriter) -> Result<(), BuildError> {
+pub fn write(
+    items: &[Item<'_>],
+    image: &Tree,
+    args: &CopyArgs,
+    w: &mut LayerWriter,
+) -> Result<(), BuildError> {
     let mut done = BTreeSet::new();
     for it in items {
         parents(image, &it.dest, &mut done, w)?;
@@ -391,10 +424,17 @@ pub fn write(items: &[Item<'_>], image: &Tree, args: &CopyArgs, w: &mut LayerWri
 }
 
 /// ADD of a local archive: its entries below `it.dest`, each path checked.
-fn unpack(it: &Item<'_>, args: &CopyArgs, done: &mut BTreeSet<PathBuf>, w: &mut LayerWriter) -> Result<(), BuildError> {
+fn unpack(
+    it: &Item<'_>,
+    args: &CopyArgs,
+    done: &mut BTreeSet<PathBuf>,
+    w: &mut LayerWriter,
+) -> Result<(), BuildError> {
     let name = it.found.rel.display().to_string();
     let refuse = |entry: &str, why: &str| {
-        BuildError::Refused(format!("archive {name}: entry {entry:?} {why}; ADD refuses it"))
+        BuildError::Refused(format!(
+            "archive {name}: entry {entry:?} {why}; ADD refuses it"
+        ))
     };
     let f = Tree::open_file(&it.found)?;
     let mut head = [0u8; 2];
@@ -406,10 +446,19 @@ fn unpack(it: &Item<'_>, args: &CopyArgs, done: &mut BTreeSet<PathBuf>, w: &mut 
     } else {
         Box::new(BufReader::new(f))
     };
-    let bad = |e: std::io::Error| BuildError::Invalid(format!("archive {name} is not a valid tar: {e}"));
+    let bad =
+        |e: std::io::Error| BuildError::Invalid(format!("archive {name} is not a valid tar: {e}"));
     let mut ar = tar::Archive::new(r);
     if !it.dest.as_os_str().is_empty() && done.insert(it.dest.clone()) {
-        w.dir(&it.dest, Meta { mode: 0o755, uid: 0, gid: 0, mtime: 0 })?;
+        w.dir(
+            &it.dest,
+            Meta {
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                mtime: 0,
+            },
+        )?;
     }
     for e in ar.entries().map_err(bad)? {
         let mut e = e.map_err(bad)?;
@@ -428,10 +477,9 @@ fn unpack(it: &Item<'_>, args: &CopyArgs, done: &mut BTreeSet<PathBuf>, w: &mut 
         }
         let dest = it.dest.join(&rel);
         let h = e.header();
-        let (uid, gid) = args.chown.unwrap_or((
-            h.uid().unwrap_or(0) as u32,
-            h.gid().unwrap_or(0) as u32,
-        ));
+        let (uid, gid) = args
+            .chown
+            .unwrap_or((h.uid().unwrap_or(0) as u32, h.gid().unwrap_or(0) as u32));
         let m = Meta {
             mode: args.chmod.unwrap_or(h.mode().unwrap_or(0o644) & 0o7777),
             uid,

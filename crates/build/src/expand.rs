@@ -165,11 +165,7 @@ fn dollar(chars: &[char], i: usize, vars: &Vars, out: &mut String) -> Result<usi
 /// `KEY=value` pairs (ENV, LABEL, ARG with defaults); a word without `=`
 /// is a key without a value. The legacy `ENV KEY value with spaces` form is
 /// accepted when `legacy` is set and the first word has no `=`.
-pub fn pairs(
-    s: &str,
-    vars: &Vars,
-    legacy: bool,
-) -> Result<Vec<(String, Option<String>)>, String> {
+pub fn pairs(s: &str, vars: &Vars, legacy: bool) -> Result<Vec<(String, Option<String>)>, String> {
     let t = s.trim();
     let first = t.split_whitespace().next().unwrap_or("");
     if legacy && !first.contains('=') {
@@ -209,7 +205,12 @@ mod tests {
     #[test]
     fn words_quotes_and_vars() {
         assert_eq!(
-            words(r#"a "$B c" '$A' ${A}x $NOPE\ y ${E:-d} ${A:+alt}"#, &v(), true).unwrap(),
+            words(
+                r#"a "$B c" '$A' ${A}x $NOPE\ y ${E:-d} ${A:+alt}"#,
+                &v(),
+                true
+            )
+            .unwrap(),
             vec!["a", "two words c", "$A", "1x", " y", "d", "alt"]
         );
         assert_eq!(words("$A", &v(), false).unwrap(), vec!["$A"]);

@@ -57,7 +57,10 @@ fn seg(p: &[char], s: &[char]) -> bool {
 
 /// Whether the glob `pat` matches the whole relative path `path`.
 pub fn path_match(pat: &str, path: &str) -> bool {
-    let p: Vec<&str> = pat.split('/').filter(|s| !s.is_empty() && *s != ".").collect();
+    let p: Vec<&str> = pat
+        .split('/')
+        .filter(|s| !s.is_empty() && *s != ".")
+        .collect();
     let s: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     segs(&p, &s)
 }

@@ -91,7 +91,10 @@ pub struct LayerWriter {
 }
 
 fn bad_path(p: &Path) -> BuildError {
-    BuildError::Internal(format!("layer entry {} is not a clean relative path", p.display()))
+    BuildError::Internal(format!(
+        "layer entry {} is not a clean relative path",
+        p.display()
+    ))
 }
 
 fn check_rel(p: &Path) -> Result<(), BuildError> {
@@ -134,7 +137,12 @@ impl LayerWriter {
         })
     }
 
-    fn header(&mut self, kind: tar::EntryType, m: Meta, size: u64) -> Result<tar::Header, BuildError> {
+    fn header(
+        &mut self,
+        kind: tar::EntryType,
+        m: Meta,
+        size: u64,
+    ) -> Result<tar::Header, BuildError> {
         self.entries += 1;
         if self.entries > self.limits.entries {
             return Err(BuildError::TooLarge(format!(
@@ -166,7 +174,13 @@ impl LayerWriter {
 
     /// A regular file of exactly `size` bytes read from `data` (a shorter
     /// source is padded with zeros, a longer one cut).
-    pub fn file(&mut self, rel: &Path, m: Meta, size: u64, data: impl Read) -> Result<(), BuildError> {
+    pub fn file(
+        &mut self,
+        rel: &Path,
+        m: Meta,
+        size: u64,
+        data: impl Read,
+    ) -> Result<(), BuildError> {
         check_rel(rel)?;
         self.bytes = self.bytes.saturating_add(size);
         if self.bytes > self.limits.bytes {
@@ -182,7 +196,9 @@ impl LayerWriter {
             inner: data.take(size),
             left: size,
         };
-        self.tar.append_data(&mut h, rel, exact).map_err(|e| self.io(e))
+        self.tar
+            .append_data(&mut h, rel, exact)
+            .map_err(|e| self.io(e))
     }
 
     pub fn symlink(&mut self, rel: &Path, m: Meta, target: &Path) -> Result<(), BuildError> {
@@ -225,7 +241,9 @@ impl LayerWriter {
             mtime: 0,
         };
         let mut h = self.header(tar::EntryType::Regular, zero, 0)?;
-        self.tar.append_data(&mut h, p, io::empty()).map_err(|e| self.io(e))
+        self.tar
+            .append_data(&mut h, p, io::empty())
+            .map_err(|e| self.io(e))
     }
 
     /// The dir `rel` hides everything below it in lower layers.
@@ -238,7 +256,9 @@ impl LayerWriter {
             mtime: 0,
         };
         let mut h = self.header(tar::EntryType::Regular, zero, 0)?;
-        self.tar.append_data(&mut h, p, io::empty()).map_err(|e| self.io(e))
+        self.tar
+            .append_data(&mut h, p, io::empty())
+            .map_err(|e| self.io(e))
     }
 
     pub fn skip(&mut self, what: String) {
@@ -397,7 +417,9 @@ pub fn first_entry(upper: &Path) -> Result<Option<String>, BuildError> {
     let mut rd = b.read_dir("").map_err(hostfs_err)?;
     match rd.next() {
         None => Ok(None),
-        Some(e) => Ok(Some(e.map_err(hostfs_err)?.name.to_string_lossy().into_owned())),
+        Some(e) => Ok(Some(
+            e.map_err(hostfs_err)?.name.to_string_lossy().into_owned(),
+        )),
     }
 }
 
@@ -416,9 +438,7 @@ mod tests {
                     e.path().unwrap().display().to_string(),
                     e.header().entry_type(),
                     e.header().size().unwrap(),
-                    e.link_name()
-                        .unwrap()
-                        .map(|l| l.display().to_string()),
+                    e.link_name().unwrap().map(|l| l.display().to_string()),
                 )
             })
             .collect()
@@ -458,7 +478,14 @@ mod tests {
         let blob = w.finish().unwrap();
         let e = read_entries(&out);
         let names: Vec<&str> = e.iter().map(|x| x.0.as_str()).collect();
-        let mut want = vec!["escape", "etc", "fifo", "etc/a", "etc/shadow-link", "etc/sub"];
+        let mut want = vec![
+            "escape",
+            "etc",
+            "fifo",
+            "etc/a",
+            "etc/shadow-link",
+            "etc/sub",
+        ];
         if root {
             want = vec![
                 "escape",

@@ -31,7 +31,12 @@ pub fn arch() -> &'static str {
 }
 
 /// The image config JSON.
-pub fn config_json(run: &RunConfig, layers: &[Layer], history: &[History], created: &str) -> Vec<u8> {
+pub fn config_json(
+    run: &RunConfig,
+    layers: &[Layer],
+    history: &[History],
+    created: &str,
+) -> Vec<u8> {
     let v = json!({
         "architecture": arch(),
         "os": "linux",

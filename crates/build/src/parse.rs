@@ -23,7 +23,11 @@ pub struct ParseError {
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.column {
-            Some(c) => write!(f, "Dockerfile line {}, column {}: {}", self.line, c, self.message),
+            Some(c) => write!(
+                f,
+                "Dockerfile line {}, column {}: {}",
+                self.line, c, self.message
+            ),
             None => write!(f, "Dockerfile line {}: {}", self.line, self.message),
         }
     }
@@ -355,8 +359,7 @@ fn heredoc_words(args: &str) -> Vec<(String, bool)> {
                     _ => None,
                 };
                 let s = j;
-                while j < b.len()
-                    && (b[j].is_ascii_alphanumeric() || b[j] == b'_' || b[j] == b'-')
+                while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_' || b[j] == b'-')
                 {
                     j += 1;
                 }
@@ -379,7 +382,13 @@ fn heredoc_words(args: &str) -> Vec<(String, bool)> {
 /// Argument counts and forms that can be checked before any expansion.
 fn check_shape(ins: &Instruction) -> Result<(), ParseError> {
     let a = ins.args.trim();
-    let need = |ok: bool, what: &str| if ok { Ok(()) } else { Err(ins.err(what.to_string())) };
+    let need = |ok: bool, what: &str| {
+        if ok {
+            Ok(())
+        } else {
+            Err(ins.err(what.to_string()))
+        }
+    };
     match ins.keyword.as_str() {
         "FROM" => need(!a.is_empty(), "needs an image: FROM IMAGE [AS NAME]"),
         "RUN" | "CMD" | "ENTRYPOINT" => {
@@ -448,8 +457,10 @@ mod tests {
 
     #[test]
     fn heredocs_and_escape_directive() {
-        let f = parse("FROM x\nRUN <<EOF\necho one\necho two\nEOF\nRUN cat <<-'X' > /f\n\thello\n\tX\n")
-            .unwrap();
+        let f = parse(
+            "FROM x\nRUN <<EOF\necho one\necho two\nEOF\nRUN cat <<-'X' > /f\n\thello\n\tX\n",
+        )
+        .unwrap();
         assert_eq!(f[1].heredocs[0].body, "echo one\necho two\n");
         assert_eq!(f[2].heredocs[0].word, "X");
         assert_eq!(f[2].heredocs[0].body, "hello\n");

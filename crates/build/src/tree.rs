@@ -61,8 +61,8 @@ impl Tree {
         for h in host_dirs {
             // The daemon's own host dirs: a symlinked one (`/lib` ->
             // `usr/lib`) is resolved here, once.
-            let real = std::fs::canonicalize(h)
-                .map_err(|e| BuildError::io("resolve host dir", h, e))?;
+            let real =
+                std::fs::canonicalize(h).map_err(|e| BuildError::io("resolve host dir", h, e))?;
             let inside: PathBuf = h.components().skip(1).collect();
             t.host_dirs.push((inside, open(&real)?));
         }

@@ -510,7 +510,9 @@ impl Beneath {
             let e = std::io::Error::last_os_error();
             return match e.raw_os_error() {
                 Some(libc::ENODATA) | Some(libc::ENOTSUP) => Ok(None),
-                Some(libc::ERANGE) => Err(self.err("getxattr", rel, Reason::TooLarge { cap: 4096 })),
+                Some(libc::ERANGE) => {
+                    Err(self.err("getxattr", rel, Reason::TooLarge { cap: 4096 }))
+                }
                 _ => Err(self.err("getxattr", rel, Reason::Io(e))),
             };
         }

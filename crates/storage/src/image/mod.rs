@@ -328,6 +328,14 @@ impl ImageStore {
     }
 }
 
+/// Unpack an untrusted tar (a build context) into the existing empty
+/// directory `dest` with the image extractor's rules: absolute paths and
+/// `..` refused, nothing created through a symlink, hard links only within
+/// the archive, device nodes skipped. Returns the bytes of regular files.
+pub fn unpack_untrusted<R: io::Read>(archive: R, dest: &Path, what: &str) -> Result<u64> {
+    extract::unpack(archive, dest, what, false).map(|u| u.bytes)
+}
+
 /// Holds the store's exclusive lock until dropped (closing releases it).
 pub(crate) struct StoreLock {
     _file: File,
