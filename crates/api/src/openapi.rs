@@ -7,8 +7,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    exec, files, hibernate, images, networks, ports, processes, sandboxes, snapshots, ssh_keys,
-    tenants,
+    builds, exec, files, hibernate, images, networks, ports, processes, sandboxes, snapshots,
+    ssh_keys, tenants,
 };
 
 #[derive(OpenApi)]
@@ -68,6 +68,7 @@ use crate::routes::{
         files::rename,
         images::list,
         images::import,
+        builds::build,
         networks::create,
         networks::list,
         networks::inspect,

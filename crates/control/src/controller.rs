@@ -16,6 +16,7 @@
 mod access;
 mod activity;
 mod agent;
+mod build;
 mod create;
 mod credentials;
 mod diff;

@@ -37,11 +37,14 @@
 //!   name).
 //! - [`quota`], [`limits`]: per-tenant quotas, the quota of tenants
 //!   without a record and the daemon-wide ceilings of one sandbox.
+//! - [`build`]: Dockerfile builds (request, events, result); RUN steps run
+//!   in sandboxes of the building tenant.
 //! - `egress`: default egress rules and the DNS resolver's attachment to
 //!   running NAT sandboxes.
 
 pub mod agents;
 pub mod archive;
+pub mod build;
 pub mod clock;
 mod connections;
 mod context;

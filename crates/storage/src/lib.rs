@@ -15,7 +15,7 @@ pub mod image;
 pub mod volume;
 
 pub use error::{Result, StorageError};
-pub use image::{Healthcheck, Image, ImageStore, HOST_IMAGE};
+pub use image::{unpack_untrusted, Healthcheck, Image, ImageStore, HOST_IMAGE};
 pub use volume::{
     detach_loop, loop_bindings, LoopBinding, VolumeInfo, VolumeKind, VolumeManager,
     DEFAULT_VOLUME_SIZE, MAX_VOLUME_SIZE, MIN_VOLUME_SIZE,

@@ -1,5 +1,6 @@
 //! The router: every route of the API, one file per resource.
 
+pub(crate) mod builds;
 pub(crate) mod exec;
 pub(crate) mod files;
 pub(crate) mod hibernate;
@@ -89,6 +90,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sandboxes/{id}/fs/mkdir", post(files::mkdir))
         .route("/v1/sandboxes/{id}/fs/rename", post(files::rename))
         .route("/v1/images", get(images::list).post(images::import))
+        .route("/v1/builds", post(builds::build))
         .route("/v1/networks", get(networks::list).post(networks::create))
         .route(
             "/v1/networks/{name}",

@@ -160,6 +160,57 @@ impl ImageStore {
         Ok(image)
     }
 
+    /// Imports the OCI image layout `source` as `name`, stacked over
+    /// `base`: the result's layers are the layout's (topmost first) and
+    /// then `base`'s, and it shares `base`'s host dirs. This is how a
+    /// build adds its result (and the intermediate images its RUN steps
+    /// run in) without copying the base. With `replace`, an image already
+    /// called `name` is replaced (its metadata swapped atomically, its
+    /// layers dropped when nothing else uses them); the caller checks that
+    /// no sandbox uses it.
+    pub fn import_over(
+        &self,
+        name: &str,
+        source: &Path,
+        base: &Image,
+        replace: bool,
+    ) -> Result<Image> {
+        validate_name("image name", name)?;
+        if name == HOST_IMAGE {
+            return Err(StorageError::InvalidName {
+                what: "image name",
+                name: name.to_string(),
+                reason: "\"host\" is the built-in image; choose another name".to_string(),
+            });
+        }
+        let _lock = self.lock()?;
+        let existed = self.meta_path(name).exists();
+        if existed && !replace {
+            return Err(StorageError::InvalidName {
+                what: "image name",
+                name: name.to_string(),
+                reason: "an image with this name exists; remove it first or pick another name"
+                    .to_string(),
+            });
+        }
+        let mut image = match oci::import(self, name, source) {
+            Ok(i) => i,
+            Err(e) => {
+                let _ = self.collect_layers();
+                return Err(e);
+            }
+        };
+        image.layers.extend(base.layers.iter().cloned());
+        image.host_dirs = base.host_dirs.clone();
+        image.size_bytes += base.size_bytes;
+        let json = serde_json::to_vec_pretty(&image).expect("image metadata serializes");
+        atomic_write(&self.meta_path(name), &json)?;
+        if existed {
+            self.collect_layers()?;
+        }
+        Ok(image)
+    }
+
     /// The image called `name` ("host" or an imported name).
     pub fn get(&self, name: &str) -> Result<Image> {
         if name == HOST_IMAGE {
@@ -275,6 +326,14 @@ impl ImageStore {
         }
         Ok(StoreLock { _file: f })
     }
+}
+
+/// Unpack an untrusted tar (a build context) into the existing empty
+/// directory `dest` with the image extractor's rules: absolute paths and
+/// `..` refused, nothing created through a symlink, hard links only within
+/// the archive, device nodes skipped. Returns the bytes of regular files.
+pub fn unpack_untrusted<R: io::Read>(archive: R, dest: &Path, what: &str) -> Result<u64> {
+    extract::unpack(archive, dest, what, false).map(|u| u.bytes)
 }
 
 /// Holds the store's exclusive lock until dropped (closing releases it).
