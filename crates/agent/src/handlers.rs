@@ -75,6 +75,14 @@ pub async fn run(ctx: StreamCtx, req: Request) {
             }
         }
         Request::Connect { host, port } => crate::tcp::connect(ctx, host, port).await,
+        Request::ServiceSet { service } => ctx.end(crate::service::set(service).await).await,
+        Request::ServiceStatus => ctx.end(Ok(crate::service::status())).await,
+        Request::ServiceControl { action } => ctx.end(crate::service::control(action).await).await,
+        Request::ServiceLogs {
+            follow,
+            tail,
+            since_ms,
+        } => crate::service::logs(ctx, follow, tail, since_ms).await,
         Request::Rename { from, to, user } => {
             let op = move || files::rename(&from, &to);
             ctx.end(files::blocking(move || as_user::run(user, op)).await)
@@ -104,6 +112,9 @@ fn health() -> Health {
         uptime_ms: STARTED.get_or_init(Instant::now).elapsed().as_millis() as u64,
         pid_count: pid_count(),
         processes_running: registry::with(|r| r.running_count()) as u32,
+        default_workdir: crate::defaults::workdir(),
+        default_user: crate::defaults::user(),
+        defaults_error: crate::defaults::problem(),
     }
 }
 

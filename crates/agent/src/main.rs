@@ -9,6 +9,7 @@
 
 mod as_user;
 mod conn;
+mod defaults;
 mod fdio;
 mod files;
 mod handlers;
@@ -22,6 +23,7 @@ mod registry;
 mod resolv;
 mod ring;
 mod server;
+mod service;
 mod shutdown;
 mod spawn;
 mod tcp;
@@ -72,6 +74,7 @@ fn main() {
     if std::process::id() == 1 {
         resolv::init_from_env();
     }
+    defaults::init_from_env();
     memory::init();
     let mode = match parse_args() {
         Ok(m) => m,

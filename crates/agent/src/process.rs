@@ -71,7 +71,7 @@ async fn feed_stdin(pid: u32, b: bytes::Bytes, credit: crate::conn::Credit) {
 }
 
 /// Starts the process and its supervisor; returns its pid and live output.
-fn start(req: &ExecRequest) -> Result<(u32, mpsc::Receiver<Output>), RemoteError> {
+pub(crate) fn start(req: &ExecRequest) -> Result<(u32, mpsc::Receiver<Output>), RemoteError> {
     let sp = spawn::spawn(req)?;
     let pid = sp.pid;
     let tty = req.tty.is_some();

@@ -159,6 +159,15 @@ impl Registry {
         subs
     }
 
+    /// Forgets an exited process at once (a health check's, so checks do
+    /// not push users' processes out of the remembered ones).
+    pub fn forget_exited(&mut self, pid: u32) {
+        if self.procs.get(&pid).is_some_and(|p| !p.info.running) {
+            self.procs.remove(&pid);
+            self.exited.retain(|p| *p != pid);
+        }
+    }
+
     /// Subscribes to a process's output, with a replay of what it printed recently.
     pub fn attach(&mut self, pid: u32) -> Result<Attachment, RemoteError> {
         let p = self.procs.get_mut(&pid).ok_or_else(|| no_such(pid))?;

@@ -56,6 +56,7 @@ pub async fn run(cleanup: impl FnOnce()) {
         _ = int.recv() => "SIGINT",
     };
     crate::debug!("{which}: stopping all processes");
+    crate::service::shutting_down();
     terminate_all(libc::SIGTERM);
     let deadline = tokio::time::Instant::now() + GRACE;
     while anything_left() && tokio::time::Instant::now() < deadline {

@@ -95,10 +95,12 @@ pub fn spawn(req: &ExecRequest) -> Result<Spawned, RemoteError> {
     let argv = req
         .command_line()
         .map_err(|m| RemoteError::new(ErrorKind::InvalidArgument, m))?;
-    let creds: Option<Credentials> = req.user.as_deref().map(user::resolve).transpose()?;
+    // Unset: the sandbox's defaults (the image's USER and WORKDIR).
+    let user = req.user.clone().or_else(crate::defaults::user);
+    let creds: Option<Credentials> = user.as_deref().map(user::resolve).transpose()?;
 
-    let cwd = match (&req.cwd, &creds) {
-        (Some(c), _) => c.clone(),
+    let cwd = match (req.cwd.clone().or_else(crate::defaults::workdir), &creds) {
+        (Some(c), _) => c,
         (None, Some(Credentials { home: Some(h), .. })) if std::path::Path::new(h).is_dir() => {
             h.clone()
         }

@@ -56,6 +56,14 @@ fn groups_of(text: &str, name: &str, primary: u32) -> Vec<u32> {
     g
 }
 
+/// The gid of group `name` in /etc/group text.
+fn gid_of(text: &str, name: &str) -> Option<u32> {
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 3 && f[0] == name).then(|| f[2].parse().ok())?
+    })
+}
+
 /// Resolves `spec` against the given passwd and group file contents.
 pub fn resolve_with(spec: &str, passwd: &str, group: &str) -> Result<Credentials, RemoteError> {
     let entries = parse_passwd(passwd);
@@ -87,18 +95,36 @@ pub fn resolve_with(spec: &str, passwd: &str, group: &str) -> Result<Credentials
             home: e.map(|e| e.home.clone()),
         });
     }
-    if numeric.1.is_some() {
-        return Err(RemoteError::new(
-            ErrorKind::InvalidArgument,
-            format!("user {spec:?} is neither a user name nor numeric uid[:gid]"),
-        ));
-    }
+    // `name[:group]`, the group a name or a gid (as an image's USER may say).
+    let (name, group_override) = numeric;
+    let gid_override = match group_override {
+        None => None,
+        Some(g) => Some(match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => gid_of(group, g).ok_or_else(|| {
+                RemoteError::new(
+                    ErrorKind::NotFound,
+                    format!("user {spec:?}: group {g:?} does not exist in the sandbox's /etc/group; create it or pass a numeric gid"),
+                )
+            })?,
+        }),
+    };
+    let spec = name;
     let e = entries.iter().find(|e| e.name == spec).ok_or_else(|| {
         RemoteError::new(
             ErrorKind::NotFound,
             format!("user {spec:?} does not exist in the sandbox's /etc/passwd; create it or pass a numeric uid"),
         )
     })?;
+    if let Some(gid) = gid_override {
+        return Ok(Credentials {
+            uid: e.uid,
+            gid,
+            groups: vec![gid],
+            name: Some(e.name.clone()),
+            home: Some(e.home.clone()),
+        });
+    }
     Ok(Credentials {
         uid: e.uid,
         gid: e.gid,
@@ -162,6 +188,20 @@ mod tests {
         assert_eq!(c.name.as_deref(), Some("alice"));
         let c = resolve_with("4242:77", PASSWD, GROUP).unwrap();
         assert_eq!((c.uid, c.gid, c.groups, c.home), (4242, 77, vec![77], None));
+    }
+
+    #[test]
+    fn name_and_group() {
+        let c = resolve_with("alice:wheel", PASSWD, GROUP).unwrap();
+        assert_eq!((c.uid, c.gid, c.groups), (1000, 10, vec![10]));
+        let c = resolve_with("alice:5", PASSWD, GROUP).unwrap();
+        assert_eq!((c.uid, c.gid), (1000, 5));
+        assert_eq!(
+            resolve_with("alice:nogroup", PASSWD, GROUP)
+                .unwrap_err()
+                .kind,
+            ErrorKind::NotFound
+        );
     }
 
     #[test]

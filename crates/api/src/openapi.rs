@@ -7,7 +7,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    builds, exec, files, hibernate, images, networks, ports, processes, sandboxes, snapshots,
+    builds, exec, files, hibernate, images, networks, ports, processes, sandboxes, service,
+    snapshots,
     ssh_keys, tenants,
 };
 
@@ -56,6 +57,9 @@ use crate::routes::{
         snapshots::delete,
         exec::run,
         exec::stream,
+        service::status,
+        service::control,
+        service::logs,
         processes::list,
         processes::signal,
         processes::attach,

@@ -107,7 +107,22 @@ mod tests {
                          "auto_resume": false},
             "secret_env": {"T": "s"}, "from": "snap", "allow_raw_sockets": true, "allow_core_dumps": false,
             "allow_out": ["pypi.org"], "deny_out": ["0.0.0.0/0"],
-            "networks": ["team", "db"]
+            "networks": ["team", "db"],
+            "service": {"entrypoint": ["sh"], "cmd": ["-c", "x"], "disabled": false,
+                        "restart": "on-failure:3", "no_healthcheck": false,
+                        "healthcheck": {"test": ["CMD-SHELL", "true"], "interval_ms": 5},
+                        "stop_signal": "SIGINT", "stop_timeout_ms": 7}
+        }));
+        same_shape::<dwell_proto::ServiceStatus, dwell_contract::service::ServiceStatus>(json!({
+            "state": "backing_off", "pid": 4, "restarts": 2, "started_at_ms": 1,
+            "last_exit": {"code": null, "signal": 9, "timed_out": false}, "last_exit_at_ms": 2,
+            "next_start_at_ms": 3, "error": "e", "health": "unhealthy", "health_failures": 3,
+            "health_output": "o", "events": [{"seq": 1, "at_ms": 1, "kind": "started", "message": "m"}]
+        }));
+        same_shape::<dwell_proto::ServiceSpec, dwell_contract::service::ServiceSpec>(json!({
+            "command": ["a"], "env": {"A": "1"}, "workdir": "/w", "user": "u", "restart": "always",
+            "max_retries": 1, "healthcheck": {"test": ["CMD", "x"], "interval_ms": 1, "timeout_ms": 2,
+            "start_period_ms": 3, "retries": 4}, "stop_signal": 2, "stop_timeout_ms": 5
         }));
         same_shape::<dwell_proto::ExecRequest, dwell_contract::ExecRequest>(json!({
             "argv": ["ls"], "shell": null, "env": {"A": "1"}, "cwd": "/", "user": "root",
@@ -158,7 +173,10 @@ mod tests {
         same_shape::<dwell_storage::Image, dwell_contract::Image>(json!({
             "name": "host", "id": "sha256:0", "layers": ["/a"], "host_dirs": ["/usr"], "created_at": 1,
             "size_bytes": 2, "source": "host:/", "env": ["A=1"], "entrypoint": [], "cmd": ["sh"],
-            "workdir": null, "user": "root"
+            "workdir": null, "user": "root", "labels": {"k": "v"}, "exposed_ports": ["80/tcp"],
+            "healthcheck": {"test": ["CMD", "true"], "interval_ms": 1, "timeout_ms": null,
+                            "start_period_ms": null, "retries": 2},
+            "stop_signal": "SIGINT"
         }));
         same_shape::<dwell_control::snapshot_gc::GcSummary, dwell_contract::snapshots::GcSummary>(
             json!({"orphan_archives_deleted": 1, "manifests": 2, "chunks_examined": 3, "chunks_deleted": 4,

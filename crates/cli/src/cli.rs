@@ -39,7 +39,7 @@ pub enum Command {
     /// Run the daemon.
     Serve(Box<ServeArgs>),
     /// Create a sandbox and start it.
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List sandboxes.
     #[command(alias = "list")]
     Ls(LsArgs),
@@ -54,8 +54,15 @@ pub enum Command {
     Shell(ShellArgs),
     /// Copy a file between this machine and a sandbox: `cp ./a.txt work:/root/` or `cp work:/root/a.txt .`
     Cp(CpArgs),
-    /// Show a sandbox's lifecycle events, or a process's output with --pid.
+    /// Show a sandbox's service output (its image's start command; see
+    /// `create --restart`), else its lifecycle events (also with --events),
+    /// or a process's output with --pid.
     Logs(LogsArgs),
+    /// Start, stop or restart a sandbox's service (stop: its stop signal,
+    /// then SIGKILL after the stop timeout; it stays stopped until started
+    /// or until the sandbox starts again).
+    #[command(subcommand)]
+    Service(ServiceCommand),
     /// List processes started in a sandbox (by exec, shell, or in the background).
     Ps(NameJson),
     /// Send a signal to a process in a sandbox.
@@ -480,10 +487,63 @@ pub struct CreateArgs {
     #[arg(long, default_value_t = 1)]
     pub count: u32,
     #[command(flatten)]
+    pub service: ServiceFlags,
+    #[command(flatten)]
     pub policies: PolicyFlags,
     /// Print the sandbox as JSON.
     #[arg(long)]
     pub json: bool,
+    /// After `--`: the service's CMD, as separate words (like --cmd).
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// The sandbox's service: the image's start command (ENTRYPOINT + CMD),
+/// run and supervised by the sandbox's agent from the start; `dwell logs`
+/// shows its output, `inspect` its state. A service sandbox serving
+/// connections the daemon cannot see should have no (or a long)
+/// --idle-timeout: only execs, files, the port proxy and SSH count as use.
+#[derive(Debug, Args, Default)]
+pub struct ServiceFlags {
+    /// Replace the image's ENTRYPOINT (its CMD is dropped unless --cmd is
+    /// given too, as in Docker). With the `host` image, this (or --cmd)
+    /// makes a service.
+    #[arg(long, value_name = "PROGRAM", allow_hyphen_values = true)]
+    pub entrypoint: Option<String>,
+    /// Replace the image's CMD: a command line split like a shell would
+    /// (`--cmd 'python3 -m http.server 8000'`).
+    #[arg(long, value_name = "COMMAND", allow_hyphen_values = true)]
+    pub cmd: Option<String>,
+    /// Run no service, whatever the image says.
+    #[arg(long, conflicts_with_all = ["entrypoint", "cmd", "restart", "health_cmd"])]
+    pub no_service: bool,
+    /// Restart policy: no (default), on-failure, on-failure:N (at most N
+    /// restarts) or always. Restarts back off from 100 ms, doubling to 30 s.
+    #[arg(long, value_name = "POLICY")]
+    pub restart: Option<String>,
+    /// Health check command run with /bin/sh -c on an interval (replaces
+    /// the image's); `none` disables the image's.
+    #[arg(long, value_name = "COMMAND")]
+    pub health_cmd: Option<String>,
+    /// Time between health checks (default 30s).
+    #[arg(long, value_name = "DURATION")]
+    pub health_interval: Option<String>,
+    /// A check running longer fails (default 30s).
+    #[arg(long, value_name = "DURATION")]
+    pub health_timeout: Option<String>,
+    /// Consecutive failures that make it unhealthy (default 3).
+    #[arg(long, value_name = "N")]
+    pub health_retries: Option<u32>,
+    /// Failures in this time after a start do not count (default 0s).
+    #[arg(long, value_name = "DURATION")]
+    pub health_start_period: Option<String>,
+    /// Signal that stops the service (name or number; default the image's
+    /// STOPSIGNAL, else SIGTERM).
+    #[arg(long, value_name = "SIGNAL")]
+    pub stop_signal: Option<String>,
+    /// Grace after the stop signal before SIGKILL (default 10s).
+    #[arg(long, value_name = "DURATION")]
+    pub stop_timeout: Option<String>,
 }
 
 /// Lifecycle policies (durations like 30s, 10m, 1h30m, 7d; `off` clears).
@@ -694,13 +754,35 @@ pub struct LogsArgs {
     /// Sandbox name or id.
     pub sandbox: String,
     /// Show the output of this process (recent output, then live with --follow).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "events")]
     pub pid: Option<u32>,
+    /// Show the lifecycle events, also of a sandbox with a service (whose
+    /// output `logs` shows otherwise).
+    #[arg(long)]
+    pub events: bool,
     /// Keep following.
     #[arg(long, short = 'f')]
     pub follow: bool,
+    /// Service output: only the last N lines recorded.
+    #[arg(long, value_name = "N")]
+    pub tail: Option<u64>,
+    /// Service output: only what came in this long ago or later (`10m`, `1h`).
+    #[arg(long, value_name = "DURATION")]
+    pub since: Option<String>,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Start the service if it is not running.
+    Start(NameJson),
+    /// Stop the service (no restart until started).
+    Stop(NameJson),
+    /// Stop, then start the service.
+    Restart(NameJson),
+    /// Show the service's state.
+    Status(NameJson),
 }
 
 #[derive(Debug, Args)]

@@ -16,6 +16,7 @@ pub mod networks;
 pub mod ports;
 pub mod query;
 pub mod sandbox;
+pub mod service;
 pub mod snapshots;
 pub mod ssh_keys;
 pub mod tenants;

@@ -109,3 +109,18 @@ pub struct Audit {
     #[serde(default)]
     pub limit: Option<u32>,
 }
+
+/// `GET /v1/sandboxes/{id}/service/logs`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ServiceLogs {
+    /// Keep the response open and send new output as it comes.
+    #[serde(default)]
+    pub follow: bool,
+    /// Only the newest this many lines of what was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail: Option<u64>,
+    /// Only output recorded at or after this time (Unix milliseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_ms: Option<u64>,
+}

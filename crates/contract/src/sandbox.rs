@@ -144,6 +144,9 @@ pub struct SandboxSpec {
     /// the host and the always-blocked networks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<EgressRules>,
+    /// The command the agent runs and supervises as the sandbox's service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<crate::service::ServiceSpec>,
 }
 
 /// Which list wins when an address or name is on both.
@@ -266,6 +269,12 @@ pub struct Sandbox {
     /// The private networks it is on, with its address on each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub networks: Vec<crate::networks::NetworkAttachment>,
+    /// Filled by `inspect` of a running sandbox with a service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<crate::service::ServiceStatus>,
+    /// Filled by `inspect`: what the image's config says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_config: Option<crate::service::ImageConfigView>,
 }
 
 /// The longest duration a request may give: 100 years, in seconds. Longer
@@ -377,6 +386,10 @@ pub struct CreateRequest {
     /// there reach it by its name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub networks: Vec<String>,
+    /// The service: overrides of the image's start command, restart
+    /// policy and health check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<crate::service::ServiceArgs>,
 }
 
 /// `PATCH /v1/sandboxes/{id}`: what can change on a live sandbox (its

@@ -68,6 +68,8 @@ pub(crate) struct Context {
     /// Bumped whenever an SSH key is removed (see
     /// [`crate::Controller::ssh_keys_changed`]).
     pub(crate) ssh_keys_changed: tokio::sync::watch::Sender<u64>,
+    /// What agents were told about, and said of, their services.
+    pub(crate) services: crate::service_book::Bookkeeping,
 }
 
 impl Context {

@@ -23,6 +23,7 @@ mod diff;
 mod lifecycle;
 mod networks;
 mod ports;
+mod service;
 mod snapshot;
 mod tenants;
 mod views;
@@ -133,6 +134,7 @@ impl Controller {
                 dns: opts.dns,
                 default_egress: opts.default_egress,
                 ssh_keys_changed: tokio::sync::watch::channel(0).0,
+                services: Default::default(),
             }),
         }
     }

@@ -39,6 +39,8 @@
 //!   without a record and the daemon-wide ceilings of one sandbox.
 //! - [`build`]: Dockerfile builds (request, events, result); RUN steps run
 //!   in sandboxes of the building tenant.
+//! - [`service`]: the sandbox's service (the image's start command the
+//!   agent supervises): resolved at create, sent to the agent at start.
 //! - `egress`: default egress rules and the DNS resolver's attachment to
 //!   running NAT sandboxes.
 
@@ -68,6 +70,8 @@ pub mod quota;
 pub mod reconcile;
 pub mod runtimes;
 pub mod secrets;
+pub mod service;
+mod service_book;
 pub mod size;
 pub mod snapshot_gc;
 pub mod snapshot_settings;

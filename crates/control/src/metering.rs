@@ -208,6 +208,7 @@ mod tests {
             allow_raw_sockets: false,
             allow_core_dumps: false,
             egress: Default::default(),
+            service: None,
         }
     }
 

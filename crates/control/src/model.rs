@@ -63,6 +63,10 @@ pub struct SandboxSpec {
     /// Egress rules of a NAT sandbox (changed live by `update`).
     #[serde(default, skip_serializing_if = "EgressRules::is_open")]
     pub egress: EgressRules,
+    /// The command the agent runs and supervises as the sandbox's service
+    /// (the image's entrypoint + cmd unless the create said otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<dwell_proto::ServiceSpec>,
 }
 
 /// Version 1 is the layout above; records written before specs carried
@@ -147,6 +151,10 @@ pub struct CreateRequest {
     /// part of dwell's API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress_precedence: Option<Precedence>,
+    /// The service: overrides of the image's start command, restart
+    /// policy, health check (see [`ServiceArgs`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceArgs>,
 }
 
 /// Check egress rules, naming the bad entry and the field.
@@ -330,8 +338,41 @@ impl CreateRequest {
             env: self.env.clone(),
             labels: self.labels.clone(),
             network: self.network.unwrap_or_default(),
+            // Resolved against the image by `create`.
+            service: None,
         })
     }
+}
+
+/// The service part of a create request: overrides of what the image says.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceArgs {
+    /// Replaces the image's ENTRYPOINT; the image's CMD is then dropped
+    /// unless `cmd` is given too (as Docker does). `[]` clears it.
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
+    /// Replaces the image's CMD.
+    #[serde(default)]
+    pub cmd: Option<Vec<String>>,
+    /// No service, whatever the image says.
+    #[serde(default)]
+    pub disabled: bool,
+    /// `no` (default), `on-failure`, `on-failure:N` (at most N restarts) or `always`.
+    #[serde(default)]
+    pub restart: Option<String>,
+    /// Replaces the image's health check.
+    #[serde(default)]
+    pub healthcheck: Option<dwell_proto::HealthCheckSpec>,
+    /// No health check, whatever the image says.
+    #[serde(default)]
+    pub no_healthcheck: bool,
+    /// Signal that stops it: a name (`SIGINT`, `INT`) or number.
+    #[serde(default)]
+    pub stop_signal: Option<String>,
+    /// Grace after the stop signal before SIGKILL, in milliseconds (default 10 s).
+    #[serde(default)]
+    pub stop_timeout_ms: Option<u64>,
 }
 
 /// A sandbox as the API returns it.
@@ -380,6 +421,52 @@ pub struct Sandbox {
     /// The private networks it is on, with its address on each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub networks: Vec<Attachment>,
+    /// Filled by `inspect` of a running sandbox with a service: its state
+    /// as the agent reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<dwell_proto::ServiceStatus>,
+    /// Filled by `inspect`: what the image's config says (its labels are
+    /// shown here, apart from the sandbox's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_config: Option<ImageConfigView>,
+}
+
+/// The parts of an image's config `inspect` shows.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ImageConfigView {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entrypoint: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cmd: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Ports the image declares (`5432/tcp`); `dwell port` suggests them.
+    /// Nothing is exposed until asked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exposed_ports: Vec<String>,
+}
+
+impl ImageConfigView {
+    /// The view of `image`'s config.
+    pub fn of(image: &dwell_storage::Image) -> ImageConfigView {
+        ImageConfigView {
+            entrypoint: image.entrypoint.clone(),
+            cmd: image.cmd.clone(),
+            workdir: image.workdir.clone(),
+            user: image.user.clone(),
+            labels: image.labels.clone(),
+            exposed_ports: image.exposed_ports.clone(),
+        }
+    }
+
+    /// Whether it says nothing.
+    pub fn is_empty(&self) -> bool {
+        self == &ImageConfigView::default()
+    }
 }
 
 /// One private network a sandbox is on (see [`crate::networks`]).
@@ -453,6 +540,8 @@ impl Sandbox {
             wakes_on_use: matches!(r.state, State::Paused | State::Hibernated)
                 .then(|| crate::policy::wakes_on_use(&r.spec.policies, &r.reason)),
             networks: Vec::new(),
+            service: None,
+            image_config: None,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! * [`frame`]: the length-prefixed, multiplexed frame codec (see `PROTOCOL.md`).
 //! * [`messages`]: the JSON control messages and the request/response types
 //!   (all `serde`, reused by the daemon's REST API).
+//! * [`service`]: the sandbox's supervised service (definition, status).
 //! * [`client`]: [`AgentClient`], an async, cheaply clonable client that runs
 //!   many concurrent requests and process streams over one connection.
 
@@ -13,14 +14,16 @@ pub mod client;
 pub mod error;
 pub mod frame;
 pub mod messages;
+pub mod service;
 
 pub use auth::AgentKey;
 pub use client::{
-    AgentClient, FileReader, FileWriter, FsEvent, Peer, ProcessEvent, ProcessInput, ProcessOutput,
-    ProcessStream, TcpTunnel, Watcher,
+    AgentClient, FileReader, FileWriter, FsEvent, LogChunk, Peer, ProcessEvent, ProcessInput,
+    ProcessOutput, ProcessStream, ServiceLogs, TcpTunnel, Watcher,
 };
 pub use error::{Error, Result};
 pub use messages::*;
+pub use service::*;
 
 /// The protocol version this crate speaks; both ends must agree on it in the handshake.
 pub const PROTOCOL_VERSION: u32 = 2;

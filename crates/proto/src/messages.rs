@@ -129,6 +129,31 @@ pub enum Request {
         host: String,
         port: u16,
     },
+    /// Sets the sandbox's service (see [`crate::service`]): starts it,
+    /// replaces a different one (stopping it first), or removes it with
+    /// `null`. The same definition again changes nothing (a restarted
+    /// daemon resends it). Answers the `ServiceStatus` (or `null`).
+    /// Agents older than this request refuse it as unknown.
+    ServiceSet {
+        service: Option<crate::service::ServiceSpec>,
+    },
+    /// The service's `ServiceStatus`, or `null` when there is none.
+    ServiceStatus,
+    /// The service's output: `ready`, then Stdout/Stderr frames of what
+    /// it printed (newest `tail` lines, since `since_ms`), then live output
+    /// with `follow` until the client cancels; End `null` otherwise.
+    ServiceLogs {
+        #[serde(default)]
+        follow: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tail: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since_ms: Option<u64>,
+    },
+    /// Starts, stops or restarts the service; answers its `ServiceStatus`.
+    ServiceControl {
+        action: crate::service::ServiceAction,
+    },
 }
 
 fn default_connect_host() -> String {
@@ -298,6 +323,16 @@ pub struct Health {
     pub pid_count: u32,
     /// Processes started through the agent that are still running.
     pub processes_running: u32,
+    /// The default working directory of commands (the image's WORKDIR).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_workdir: Option<String>,
+    /// The default user of commands (the image's USER).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_user: Option<String>,
+    /// Why the default user or working directory cannot be used (the
+    /// user is not in the sandbox's /etc/passwd, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defaults_error: Option<String>,
 }
 
 /// File type.
@@ -474,6 +509,36 @@ mod tests {
         assert_eq!(e.kind, ErrorKind::ConnectionRefused);
         assert_eq!(ErrorKind::Unreachable.as_str(), "unreachable");
         assert_eq!(ErrorKind::from_errno(111), ErrorKind::ConnectionRefused);
+    }
+
+    #[test]
+    fn service_json_shape() {
+        let r: Request = serde_json::from_str(
+            r#"{"op":"service_set","service":{"command":["sleep","9"],"restart":"on_failure"}}"#,
+        )
+        .unwrap();
+        let Request::ServiceSet { service: Some(s) } = r else {
+            panic!("not a service_set")
+        };
+        assert_eq!(s.restart, crate::RestartPolicy::OnFailure);
+        assert!(s.validate().is_ok());
+        let r: Request = serde_json::from_str(r#"{"op":"service_logs"}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::ServiceLogs {
+                follow: false,
+                tail: None,
+                since_ms: None
+            }
+        );
+        // A health from an agent before the defaults decodes.
+        let h: Health = serde_json::from_str(
+            r#"{"protocol":2,"version":"x","uptime_ms":1,"pid_count":1,"processes_running":0}"#,
+        )
+        .unwrap();
+        assert_eq!(h.defaults_error, None);
+        let bad = crate::ServiceSpec::default();
+        assert!(bad.validate().is_err());
     }
 
     #[test]

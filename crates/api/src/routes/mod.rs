@@ -9,6 +9,7 @@ pub(crate) mod networks;
 pub(crate) mod ports;
 pub(crate) mod processes;
 pub(crate) mod sandboxes;
+pub(crate) mod service;
 pub mod snapshots;
 pub(crate) mod ssh_keys;
 pub(crate) mod tenants;
@@ -70,6 +71,11 @@ pub fn router(state: AppState) -> Router {
             "/v1/sandboxes/{id}/ports/{port}",
             get(ports::get).delete(ports::unexpose),
         )
+        .route(
+            "/v1/sandboxes/{id}/service",
+            get(service::status).post(service::control),
+        )
+        .route("/v1/sandboxes/{id}/service/logs", get(service::logs))
         .route("/v1/sandboxes/{id}/processes", get(processes::list))
         .route(
             "/v1/sandboxes/{id}/processes/{pid}/signal",

@@ -326,6 +326,16 @@ pub async fn logs(c: &Client, a: LogsArgs) -> Result<i32> {
         stdout.flush()?;
         return Ok(0);
     }
+    if !a.events {
+        let sb: dwell_contract::Sandbox =
+            c.get(&format!("/v1/sandboxes/{}", enc(&a.sandbox))).await?;
+        if sb.spec.service.is_some() {
+            return service_logs(c, &a).await;
+        }
+    }
+    if a.tail.is_some() || a.since.is_some() {
+        bail!("--tail and --since apply to a service's output; this sandbox has no service (see `dwell logs --help`)");
+    }
     let mut after = 0i64;
     loop {
         let events: Vec<Event> = c
@@ -347,6 +357,39 @@ pub async fn logs(c: &Client, a: LogsArgs) -> Result<i32> {
         }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
+}
+
+/// The service's output, raw as it came (stdout and stderr interleaved).
+async fn service_logs(c: &Client, a: &LogsArgs) -> Result<i32> {
+    use http_body_util::BodyExt;
+    let mut q = format!("follow={}", a.follow);
+    if let Some(n) = a.tail {
+        q.push_str(&format!("&tail={n}"));
+    }
+    if let Some(s) = &a.since {
+        let d = humantime::parse_duration(s.trim())
+            .map_err(|_| anyhow::anyhow!("--since {s:?} is not a duration; use e.g. 10m, 1h"))?;
+        let since = (dwell_store::now_ms() as u64).saturating_sub(d.as_millis() as u64);
+        q.push_str(&format!("&since_ms={since}"));
+    }
+    let resp = c
+        .send(
+            hyper::Method::GET,
+            &format!("/v1/sandboxes/{}/service/logs?{q}", enc(&a.sandbox)),
+            "application/json",
+            http_body_util::Empty::<bytes::Bytes>::new(),
+        )
+        .await?;
+    let mut body = crate::client::check(resp).await?.into_body();
+    let mut out = std::io::stdout();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.context("the daemon broke off the service's output")?;
+        if let Ok(data) = frame.into_data() {
+            out.write_all(&data)?;
+            out.flush()?;
+        }
+    }
+    Ok(0)
 }
 
 pub async fn ps(c: &Client, a: NameJson) -> Result<i32> {

@@ -15,6 +15,7 @@ mod sandbox;
 pub mod serve;
 mod serve_e2b;
 mod serve_proxy;
+mod service;
 mod snapshot;
 pub mod snapstore;
 mod ssh_key;
@@ -40,7 +41,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
     let client = Client::new(endpoint, cli.as_tenant.clone())?;
     match cli.command {
         Command::Serve(a) => serve::run(*a, cli.socket).await,
-        Command::Create(a) => sandbox::create(&client, a).await,
+        Command::Create(a) => sandbox::create(&client, *a).await,
         Command::Ls(a) => sandbox::ls(&client, a).await,
         Command::Inspect(a) => sandbox::inspect(&client, a).await,
         Command::Stats(a) => sandbox::stats(&client, a).await,
@@ -62,6 +63,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Keepalive(a) => sandbox::keepalive(&client, a).await,
         Command::Update(a) => sandbox::update(&client, a).await,
         Command::Logs(a) => exec::logs(&client, a).await,
+        Command::Service(cmd) => service::run(&client, cmd).await,
         Command::Exec(a) => exec::exec(&client, a).await,
         Command::Shell(a) => exec::shell(&client, a).await,
         Command::Ps(a) => exec::ps(&client, a).await,

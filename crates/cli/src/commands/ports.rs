@@ -50,6 +50,9 @@ pub async fn port(c: &Client, a: PortArgs) -> Result<i32> {
                 show(e);
             }
         }
+        if !a.json {
+            suggest(c, &a.sandbox, &list).await;
+        }
         return Ok(0);
     };
     let got: Result<PortExposure> = c.get(&format!("{}/{port}", path(&a.sandbox))).await;
@@ -80,6 +83,28 @@ pub async fn port(c: &Client, a: PortArgs) -> Result<i32> {
         show(&e);
     }
     Ok(0)
+}
+
+/// Names the ports the sandbox's image declares (EXPOSE) that are not
+/// exposed yet; nothing is exposed without being asked.
+async fn suggest(c: &Client, sandbox: &str, list: &[PortExposure]) {
+    let Ok(sb) = c
+        .get::<dwell_contract::Sandbox>(&format!("/v1/sandboxes/{}", enc(sandbox)))
+        .await
+    else {
+        return;
+    };
+    let declared = sb.image_config.map(|i| i.exposed_ports).unwrap_or_default();
+    for p in declared {
+        let number = p.split('/').next().unwrap_or("");
+        let Ok(n) = number.parse::<u16>() else {
+            continue;
+        };
+        if p.ends_with("/udp") || list.iter().any(|e| e.port == n || e.port == 0) {
+            continue;
+        }
+        eprintln!("the image declares port {p}: `dwell port {sandbox} {n}` exposes it (privately)");
+    }
 }
 
 /// `dwell expose SANDBOX PORT [--public] [--new-token]`.

@@ -42,6 +42,7 @@ pub async fn create(c: &Client, a: CreateArgs) -> Result<i32> {
         allow_out: a.allow_out.as_deref().map(non_empty),
         deny_out: a.deny_out.as_deref().map(non_empty),
         networks: a.networks.clone(),
+        service: super::service::args(&a.service, &a.command)?,
     };
     if a.count == 0 {
         anyhow::bail!("--count 0 creates nothing; give 1 or more");
@@ -238,6 +239,45 @@ pub async fn inspect(c: &Client, a: NameJson) -> Result<i32> {
     }
     for (k, v) in &sb.spec.labels {
         println!("label:       {k}={v}");
+    }
+    if let Some(ic) = &sb.image_config {
+        for (k, v) in &ic.labels {
+            println!("image label: {k}={v}");
+        }
+        if let Some(w) = &ic.workdir {
+            println!("workdir:     {w} (the image's; default of commands)");
+        }
+        if let Some(u) = &ic.user {
+            println!("user:        {u} (the image's; default of commands)");
+        }
+        if !ic.exposed_ports.is_empty() {
+            println!(
+                "image ports: {} (declared by the image; `dwell port {} PORT` exposes one)",
+                ic.exposed_ports.join(", "),
+                sb.name
+            );
+        }
+    }
+    if let Some(svc) = &sb.spec.service {
+        println!(
+            "command:     {} (restart {}{})",
+            svc.command.join(" "),
+            match svc.restart {
+                dwell_contract::service::RestartPolicy::No => "no",
+                dwell_contract::service::RestartPolicy::OnFailure => "on-failure",
+                dwell_contract::service::RestartPolicy::Always => "always",
+            },
+            svc.max_retries
+                .map(|n| format!(", at most {n} times"))
+                .unwrap_or_default()
+        );
+        match &sb.service {
+            Some(st) => println!("service:     {}", super::service::summary(st)),
+            None => println!(
+                "service:     not running (the sandbox is {})",
+                sb.state.as_str()
+            ),
+        }
     }
     let p = &sb.spec.policies;
     let human = |ms: Option<u64>| ms.map(dwell_control::policy::human);

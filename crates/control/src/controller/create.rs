@@ -100,11 +100,17 @@ impl Controller {
             (None, None) => req.image.clone().unwrap_or_else(|| "host".to_string()),
         };
         // Resolve the image now so a typo fails before anything is made.
-        {
+        let img = {
             let inner = self.inner.clone();
             let image = image.clone();
-            blocking(move || inner.images.get(&image).map(|_| ())).await??;
-        }
+            blocking(move || inner.images.get(&image)).await??
+        };
+        // Its start command runs as the service (a template's copy keeps
+        // the template's, unless the request says otherwise).
+        spec.service = match (&template, &req.service) {
+            (Some(t), None) => t.spec.service.clone(),
+            _ => crate::service::resolve(&img, req.service.as_ref())?,
+        };
         let mode = req.mode.unwrap_or_default();
         // Saved memory runs on the runtime that saved it.
         let runtime = match (&req.runtime, &template, &warm) {

@@ -62,7 +62,14 @@ impl Controller {
         let inner = self.inner.clone();
         let id = sb.id.clone();
         let running = sb.state.has_processes();
-        let (vol, stats) = blocking(move || {
+        let image = sb.image.clone();
+        let (vol, stats, image_config) = blocking(move || {
+            let image_config = inner
+                .images
+                .get(&image)
+                .ok()
+                .map(|i| crate::model::ImageConfigView::of(&i))
+                .filter(|v| !v.is_empty());
             let vol = inner.volumes.info(&id).ok();
             let stats = if running {
                 reconcile::config::config_of(&inner, &id)
@@ -71,9 +78,16 @@ impl Controller {
             } else {
                 None
             };
-            (vol, stats)
+            (vol, stats, image_config)
         })
         .await?;
+        sb.image_config = image_config;
+        if sb.state == State::Running && sb.spec.service.is_some() {
+            match crate::service::status(&self.inner, &sb.id).await {
+                Ok(s) => sb.service = s,
+                Err(e) => tracing::debug!(sandbox = %sb.id, "service status: {e}"),
+            }
+        }
         sb.volume = vol.map(|v| VolumeView {
             kind: match v.kind {
                 dwell_storage::VolumeKind::Loop => "loop".to_string(),

@@ -45,6 +45,18 @@ pub(crate) fn build(
         }
     }
     env.extend(spec.env.clone());
+    // The image's WORKDIR and USER: the agent's defaults for commands
+    // that name none (it takes these out of its environment).
+    let defaults = [
+        (dwell_proto::DEFAULT_WORKDIR_ENV, &image.workdir),
+        (dwell_proto::DEFAULT_USER_ENV, &image.user),
+    ];
+    for (k, v) in defaults {
+        match v.as_deref().map(str::trim) {
+            Some(v) if !v.is_empty() => env.insert(k.to_string(), v.to_string()),
+            _ => env.remove(k),
+        };
+    }
     Ok(SandboxConfig {
         id: id.to_string(),
         hostname: name.to_string(),

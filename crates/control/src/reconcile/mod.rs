@@ -91,6 +91,9 @@ pub(crate) async fn resync_all(inner: &std::sync::Arc<Context>) {
             }
         };
         run(inner, &listed.id, trigger).await;
+        if let Ok(Some(rec)) = inner.store.get_sandbox::<SandboxSpec>(&listed.id) {
+            crate::service::sweep(inner, &rec).await;
+        }
     }
     crate::orphans::sweep(inner).await;
     crate::egress::sync_all(inner).await;

@@ -12,6 +12,26 @@ use crate::context::{blocking, Context};
 use crate::error::Result;
 use crate::model::State;
 
+/// Checks the image's USER and WORKDIR (at create) and gives the agent
+/// the service's definition.
+async fn defaults_and_service(inner: &Arc<Context>, rec: &Record) -> Result<()> {
+    if rec.state == State::Creating {
+        crate::service::check_defaults(inner, rec).await?;
+    }
+    if rec.spec.service.is_some() {
+        crate::service::send_at_start(inner, rec).await?;
+        let _ = inner.store.add_event(&rec.id, "step", "service started");
+    }
+    Ok(())
+}
+
+/// Stops what `run` started, and unmounts the volume.
+async fn undo(inner: &Arc<Context>, rec: &Record) {
+    if let Err(e) = super::stop::release(inner, &rec.id).await {
+        tracing::warn!(sandbox = %rec.id, "undoing a failed start: {e}");
+    }
+}
+
 pub(crate) async fn run(inner: &Arc<Context>, rec: &Record) -> Result<()> {
     let runtime = inner.runtimes.get(rec.runtime.as_str())?;
     step_event(inner, &rec.id, "preparing volume and image")?;
@@ -48,6 +68,18 @@ pub(crate) async fn run(inner: &Arc<Context>, rec: &Record) -> Result<()> {
     .await??;
     crate::connections::preconnect(inner, &rec.id).await;
     crate::egress::attach_started(inner, rec).await;
+    if let Err(e) = defaults_and_service(inner, rec).await {
+        if rec.state == State::Creating {
+            // A new sandbox whose image cannot run as it says is not made.
+            undo(inner, rec).await;
+            return Err(e);
+        }
+        // A sandbox that ran before starts anyway; the service's state
+        // says what is wrong.
+        let _ = inner
+            .store
+            .add_event(&rec.id, "error", &format!("service: {e}"));
+    }
     let reason = match rec.state {
         State::Creating => "created and started",
         State::Archived => "restored from its archive and started",

@@ -23,6 +23,7 @@ pub(crate) async fn run(inner: &Arc<Context>, rec: &Record, why: &str) -> Result
 /// Kill processes, free runtime resources, unmount the volume. Idempotent.
 pub(crate) async fn release(inner: &Arc<Context>, id: &str) -> Result<()> {
     crate::connections::forget(inner, id).await;
+    crate::service::forget(inner, id);
     crate::egress::detach(inner, id);
     let inner2 = inner.clone();
     let id = id.to_string();

@@ -8,6 +8,7 @@
 mod conn;
 mod files;
 mod process;
+mod service;
 mod tunnel;
 mod watch;
 
@@ -21,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 pub use conn::{MAX_QUEUED_DATA_FRAMES, MAX_QUEUED_EVENTS, MAX_QUEUED_EVENT_BYTES};
 pub use files::{FileReader, FileWriter};
 pub use process::{ProcessEvent, ProcessInput, ProcessOutput, ProcessStream};
+pub use service::{LogChunk, ServiceLogs};
 pub use tunnel::TcpTunnel;
 pub use watch::{FsEvent, Watcher};
 
@@ -435,6 +437,52 @@ impl AgentClient {
             Inbound::End(Err(e)) => Err(Error::Remote(e)),
             _ => Err(Error::Protocol(
                 "connect reply did not start with Connected".into(),
+            )),
+        }
+    }
+
+    /// Sets (or with `None` removes) the sandbox's service; the same
+    /// definition again changes nothing. `Ok(None)` when none is set.
+    pub async fn service_set(
+        &self,
+        service: Option<crate::service::ServiceSpec>,
+    ) -> Result<Option<crate::service::ServiceStatus>> {
+        self.call(Request::ServiceSet { service }, "service_set")
+            .await
+    }
+
+    /// The service's state, `None` when the sandbox has none.
+    pub async fn service_status(&self) -> Result<Option<crate::service::ServiceStatus>> {
+        self.call(Request::ServiceStatus, "service_status").await
+    }
+
+    /// Starts, stops or restarts the service.
+    pub async fn service_control(
+        &self,
+        action: crate::service::ServiceAction,
+    ) -> Result<crate::service::ServiceStatus> {
+        self.call(Request::ServiceControl { action }, "service_control")
+            .await
+    }
+
+    /// The service's recorded output (the newest `tail` lines, since
+    /// `since_ms`), then with `follow` its live output.
+    pub async fn service_logs(
+        &self,
+        follow: bool,
+        tail: Option<u64>,
+        since_ms: Option<u64>,
+    ) -> Result<ServiceLogs> {
+        let mut s = self.conn.open(&Request::ServiceLogs {
+            follow,
+            tail,
+            since_ms,
+        })?;
+        match self.first(&mut s, "service_logs").await? {
+            Inbound::Event(Event::Ready) => Ok(ServiceLogs::new(s)),
+            Inbound::End(Err(e)) => Err(Error::Remote(e)),
+            _ => Err(Error::Protocol(
+                "service_logs reply did not start with Ready".into(),
             )),
         }
     }
