@@ -8,8 +8,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
     builds, exec, files, hibernate, images, networks, ports, processes, sandboxes, service,
-    snapshots,
-    ssh_keys, tenants,
+    snapshots, ssh_keys, tenants,
 };
 
 #[derive(OpenApi)]

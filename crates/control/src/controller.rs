@@ -144,6 +144,19 @@ impl Controller {
         &self.inner.images
     }
 
+    /// The metadata store, for the E2B layer's own records (templates
+    /// and their builds); sandbox records are written only through the
+    /// controller's operations.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The daemon's data directory (`--data-dir`), under which a layer
+    /// keeps its own files in a directory of its own.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.inner.data_dir
+    }
+
     /// The DNS resolver of NAT sandboxes, if the daemon serves one (to
     /// install a [`dwell_dns::PeerNames`] hook).
     pub fn dns(&self) -> Option<&Arc<dwell_dns::Resolver>> {
