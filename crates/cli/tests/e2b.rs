@@ -304,3 +304,166 @@ fn e2b_timeout_on_a_dwell_sandbox_stops_it_instead_of_deleting() {
         "{info}"
     );
 }
+
+/// The Template SDK's build flow end to end (tests/e2b/templates.py):
+/// build, status and logs, exists, tags, a sandbox from the template with
+/// its start command serving, a cached rebuild, a failing run_cmd.
+#[test]
+fn e2b_templates() {
+    run("templates");
+}
+
+/// The template routes' errors: an unknown template or build is 404,
+/// another tenant's template is 404 too, a bad step list is 400 naming
+/// the step, an upload URL works once.
+#[test]
+fn e2b_template_route_errors() {
+    if !can_run() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let e = E2b::start();
+    let (a, b) = (&e.keys[0], &e.keys[1]);
+    let (s, body) = http_json(&e.api, "GET", "/templates/nosuch/builds/x/status", a, "");
+    assert!(s == 404 && body.contains("\"code\":404"), "{s} {body}");
+    let (s, body) = http_json(&e.api, "GET", "/templates/aliases/nosuch", a, "");
+    assert_eq!(s, 404, "{body}");
+    let (s, body) = http_json(&e.api, "POST", "/v3/templates", a, "{}");
+    assert!(s == 400 && body.contains("no template name"), "{s} {body}");
+    let (s, body) = http_json(&e.api, "POST", "/v3/templates", a, r#"{"name":"base"}"#);
+    assert!(s == 400 && body.contains("built-in"), "{s} {body}");
+    let (s, body) = http_json(&e.api, "POST", "/v3/templates", a, r#"{"name":"bad name"}"#);
+    assert!(s == 400 && body.contains("not valid"), "{s} {body}");
+
+    let (s, body) = http_json(&e.api, "POST", "/v3/templates", a, r#"{"name":"errs:v1"}"#);
+    assert_eq!(s, 202, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let (tid, bid) = (
+        v["templateID"].as_str().unwrap(),
+        v["buildID"].as_str().unwrap(),
+    );
+    assert_eq!(v["tags"], serde_json::json!(["v1"]), "{body}");
+    let start = format!("/v2/templates/{tid}/builds/{bid}");
+    let status = format!("/templates/{tid}/builds/{bid}/status");
+
+    // Another tenant: every route answers 404 for the template.
+    let hash = "ab".repeat(32);
+    for (method, path) in [
+        ("GET", status.clone()),
+        ("GET", format!("/templates/{tid}/files/{hash}")),
+        ("GET", format!("/templates/{tid}/tags")),
+        ("GET", "/templates/aliases/errs".to_string()),
+        ("DELETE", format!("/templates/{tid}")),
+    ] {
+        let (s, body) = http_json(&e.api, method, &path, b, "");
+        assert_eq!(s, 404, "{method} {path} by another tenant: {body}");
+    }
+    let (s, body) = http_json(
+        &e.api,
+        "POST",
+        &start,
+        b,
+        r#"{"fromImage":"host","steps":[]}"#,
+    );
+    assert_eq!(s, 404, "start by another tenant: {body}");
+    let (s, body) = http_json(
+        &e.api,
+        "POST",
+        "/v2/sandboxes",
+        b,
+        r#"{"templateID":"errs"}"#,
+    );
+    assert_eq!(s, 404, "a sandbox from another tenant's template: {body}");
+
+    // Bad step lists: 400 naming the step; the build stays waiting.
+    for (spec, want) in [
+        (
+            r#"{"fromImage":"host","steps":[{"type":"ADD","args":["x"]}]}"#,
+            "step 1 has type",
+        ),
+        (
+            r#"{"fromImage":"host","steps":[{"type":"RUN","args":["true"]},{"type":"ENV","args":["A"]}]}"#,
+            "step 2 (ENV)",
+        ),
+        (
+            r#"{"fromImage":"host","steps":[{"type":"COPY","args":["../x","/y"],"filesHash":"HASH"}]}"#,
+            "leaves",
+        ),
+        (
+            r#"{"fromImage":"host","steps":[{"type":"COPY","args":["x","/y"],"filesHash":"HASH"}]}"#,
+            "not uploaded",
+        ),
+        (r#"{"steps":[]}"#, "no base"),
+        (r#"{"fromImage":"host","steps":"nope"}"#, "not valid JSON"),
+        (r#"{"fromTemplate":"nosuch","steps":[]}"#, "not found"),
+    ] {
+        let spec = spec.replace("HASH", &hash);
+        let (s, body) = http_json(&e.api, "POST", &start, a, &spec);
+        assert!(s == 400 || s == 404, "{spec}: {s} {body}");
+        assert!(body.contains(want), "{spec}: {body}");
+    }
+    let (s, body) = http_json(&e.api, "GET", &status, a, "");
+    assert!(
+        s == 200 && body.contains("\"status\":\"waiting\""),
+        "{body}"
+    );
+    let (s, body) = http_json(
+        &e.api,
+        "GET",
+        &format!("/templates/{tid}/builds/nosuch/status"),
+        a,
+        "",
+    );
+    assert_eq!(s, 404, "{body}");
+    let (s, body) = http_json(&e.api, "GET", &format!("{status}?limit=1000"), a, "");
+    assert!(s == 400 && body.contains("limit"), "{body}");
+
+    // An upload URL takes one upload; its files are then present.
+    let (s, body) = http_json(
+        &e.api,
+        "GET",
+        &format!("/templates/{tid}/files/{hash}"),
+        a,
+        "",
+    );
+    assert_eq!(s, 201, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["present"], false, "{body}");
+    let url = v["url"].as_str().unwrap();
+    let path = &url[url.find("/templates/").unwrap()..];
+    let tar = {
+        let mut t = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_mode(0o644);
+        h.set_cksum();
+        t.append_data(&mut h, "x", &b"hi"[..]).unwrap();
+        t.into_inner().unwrap()
+    };
+    let r = http::request(&e.api, "PUT", path, &[], &tar);
+    assert_eq!(r.status, 200, "{r}");
+    let r = http::request(&e.api, "PUT", path, &[], &tar);
+    assert_eq!(r.status, 404, "an upload URL works once: {r}");
+    let (_, body) = http_json(
+        &e.api,
+        "GET",
+        &format!("/templates/{tid}/files/{hash}"),
+        a,
+        "",
+    );
+    assert!(body.contains("\"present\":true"), "{body}");
+    let (_, body) = http_json(
+        &e.api,
+        "GET",
+        &format!("/templates/{tid}/files/{hash}"),
+        b,
+        "",
+    );
+    assert!(body.contains("404"), "another tenant: {body}");
+
+    // Deleting the template: gone for its owner too.
+    let (s, body) = http_json(&e.api, "DELETE", &format!("/templates/{tid}"), a, "");
+    assert_eq!(s, 204, "{body}");
+    let (s, _) = http_json(&e.api, "GET", &status, a, "");
+    assert_eq!(s, 404);
+}

@@ -192,13 +192,26 @@ async fn build(
     .await
     .map_err(|e| (format!("unpacking the files failed: {e}"), None))?
     .map_err(|e| (e, Some(translate::BASE_STEP.to_string())))?;
+    // RUN steps reach the internet, as on E2B (pip, apt, npm), when this
+    // host can give sandboxes NAT; else they run without a network and
+    // the log says why.
+    let network = match dwell_runtime::host::network::check_forwarding() {
+        Ok(()) => dwell_runtime::NetworkMode::Nat,
+        Err(e) => {
+            log.line(
+                "warn",
+                Some(translate::BASE_STEP),
+                &format!("RUN steps have no internet access on this server: {e}"),
+            );
+            dwell_runtime::NetworkMode::None
+        }
+    };
     let req = BuildRequest {
         dockerfile: plan.dockerfile.clone(),
         context_dir: context,
         tags: vec![image.to_string()],
         no_cache: plan.no_cache,
-        // RUN steps reach the internet, as on E2B (pip, apt, npm).
-        network: Some(dwell_runtime::NetworkMode::Nat),
+        network: Some(network),
         ..Default::default()
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel(256);
@@ -296,8 +309,10 @@ async fn build(
             ..
         })) => {
             let message = match exit_code {
-                Some(c) => format!("{message} (exit code {c})"),
-                None => message,
+                Some(c) if !message.contains(&format!("code {c}")) => {
+                    format!("{message} (exit code {c})")
+                }
+                _ => message,
             };
             Err((message, Some(label(step.max(1)))))
         }
