@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 
 /// The largest upload (one COPY step's tar, as sent).
 pub const MAX_UPLOAD: u64 = 2 << 30;
+/// The most bytes of uploaded template files one tenant keeps.
+pub const MAX_TENANT_FILES: u64 = 16 << 30;
 /// The most bytes a build's context may unpack to.
 pub const MAX_UNPACKED: u64 = 8 << 30;
 /// How long an upload URL is good for.
@@ -44,6 +46,19 @@ pub fn tenant_dir(data_dir: &Path, tenant: &str) -> PathBuf {
 /// Where the files of `hash` uploaded by `tenant` are.
 pub fn upload_path(data_dir: &Path, tenant: &str, hash: &str) -> PathBuf {
     tenant_dir(data_dir, tenant).join(hash)
+}
+
+/// The bytes of uploads `tenant` keeps (blocking).
+pub fn tenant_usage(data_dir: &Path, tenant: &str) -> u64 {
+    let Ok(entries) = fs::read_dir(tenant_dir(data_dir, tenant)) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
 }
 
 /// A build's context directory.

@@ -415,6 +415,18 @@ impl Store {
         Ok(Some(builds))
     }
 
+    /// Whether a live sandbox (of any tenant) runs on `image` (by name, or
+    /// pinned to a digest: `image@sha256:...`).
+    pub fn e2b_image_used_by_sandbox(&self, image: &str) -> Result<bool> {
+        let n: i64 = self.conn().query_row(
+            "SELECT COUNT(*) FROM sandboxes WHERE state != 'deleted'
+             AND (image = ?1 OR substr(image, 1, length(?1) + 1) = ?1 || '@')",
+            [image],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
     /// Whether any template build (of any tenant) made `image`.
     pub fn e2b_image_in_use(&self, image: &str) -> Result<bool> {
         let n: i64 = self.conn().query_row(
@@ -505,6 +517,17 @@ mod tests {
         );
         assert_eq!(s.e2b_latest_ready("t1").unwrap().unwrap().id, "b1");
         assert!(s.e2b_image_in_use("img:1").unwrap());
+        assert!(!s.e2b_image_used_by_sandbox("img:1").unwrap());
+        s.conn()
+            .execute(
+                "INSERT INTO sandboxes (id, name, tenant, image, mode, runtime, spec, state,
+                 desired_state, created_at, updated_at, state_changed_at)
+                 VALUES ('s1','s1','a','img:1@sha256:00','persistent','ns','{}','running','running',0,0,0)",
+                [],
+            )
+            .unwrap();
+        assert!(s.e2b_image_used_by_sandbox("img:1").unwrap(), "pinned by digest");
+        assert!(!s.e2b_image_used_by_sandbox("img").unwrap());
 
         s.e2b_assign_tags("t1", "b1", &["prod".into()]).unwrap();
         assert_eq!(s.e2b_tags("t1").unwrap().len(), 2);

@@ -20,7 +20,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::error::{json_body, E2bError, E2bResult};
 use crate::routes::list::query_map;
-use crate::template_files::{self as files, MAX_UPLOAD};
+use crate::template_files::{self as files, MAX_TENANT_FILES, MAX_UPLOAD};
 use crate::template_wire as w;
 use crate::{time, translate, E2bState};
 
@@ -253,8 +253,13 @@ pub async fn upload(
     tokio::fs::create_dir_all(&dir)
         .await
         .map_err(|e| E2bError::new(500, format!("cannot make {}: {e}", dir.display())))?;
+    let (data_dir, tenant) = (st.ctl.data_dir().to_path_buf(), grant.tenant.clone());
+    let used = tokio::task::spawn_blocking(move || files::tenant_usage(&data_dir, &tenant))
+        .await
+        .unwrap_or(0);
+    let cap = MAX_UPLOAD.min(MAX_TENANT_FILES.saturating_sub(used));
     let tmp = dir.join(format!(".upload-{}", files::random_hex(8)));
-    let r = receive(body, &tmp).await;
+    let r = receive(body, &tmp, cap).await;
     if let Err(e) = r {
         let _ = tokio::fs::remove_file(&tmp).await;
         return Err(e);
@@ -270,7 +275,7 @@ pub async fn upload(
     Ok(StatusCode::OK)
 }
 
-async fn receive(body: Body, tmp: &std::path::Path) -> E2bResult<()> {
+async fn receive(body: Body, tmp: &std::path::Path, cap: u64) -> E2bResult<()> {
     let io = |e: std::io::Error| E2bError::new(500, format!("cannot write the upload: {e}"));
     let mut f = tokio::fs::File::create(tmp).await.map_err(io)?;
     let mut stream = body.into_data_stream();
@@ -279,12 +284,10 @@ async fn receive(body: Body, tmp: &std::path::Path) -> E2bResult<()> {
         let chunk =
             chunk.map_err(|e| E2bError::bad_request(format!("the upload broke off: {e}")))?;
         n += chunk.len() as u64;
-        if n > MAX_UPLOAD {
+        if n > cap {
             return Err(E2bError::new(
                 413,
-                format!(
-                    "the upload is larger than {MAX_UPLOAD} bytes; copy fewer files in one step"
-                ),
+                format!("the upload is larger than {cap} bytes (one upload takes at most {MAX_UPLOAD}, a tenant keeps at most {MAX_TENANT_FILES} of template files); copy fewer files, or delete templates you no longer need"),
             ));
         }
         f.write_all(&chunk).await.map_err(io)?;
@@ -459,12 +462,67 @@ pub async fn delete(st: &E2bState, tenant: &str, id: &str) -> E2bResult<Option<S
         .map_err(store_err)?;
     for b in builds {
         if let Some(image) = b.image {
+            // An image a sandbox still runs on stays (its layers are the
+            // sandbox's); `dwell image rm` removes it later.
+            match store.e2b_image_used_by_sandbox(&image) {
+                Ok(false) => {}
+                Ok(true) => {
+                    tracing::info!("template {}: image {image} stays, sandboxes use it", t.id);
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!("template {}: image {image} stays: {e}", t.id);
+                    continue;
+                }
+            }
             if let Err(e) = st.ctl.images().remove(&image) {
                 tracing::warn!("template {}: removing image {image} failed: {e}", t.id);
             }
         }
     }
+    if let Err(e) = gc_files(st, tenant).await {
+        tracing::warn!("tenant {tenant}: removing unused template files failed: {e}");
+    }
     Ok(Some(StatusCode::NO_CONTENT))
+}
+
+/// Remove `tenant`'s uploaded files that no build of its templates uses
+/// any more (those younger than an upload URL's lifetime stay: a build may
+/// be about to start with them).
+async fn gc_files(st: &E2bState, tenant: &str) -> Result<(), String> {
+    let store = st.ctl.store();
+    let mut used = std::collections::HashSet::new();
+    for t in store.e2b_templates(tenant).map_err(|e| e.to_string())? {
+        for b in store.e2b_builds(&t.id).map_err(|e| e.to_string())? {
+            let Some(spec) = b.spec.as_deref() else {
+                continue;
+            };
+            if let Ok(spec) = serde_json::from_str::<w::BuildStart>(spec) {
+                used.extend(spec.steps.into_iter().filter_map(|s| s.files_hash));
+            }
+        }
+    }
+    let dir = files::tenant_dir(st.ctl.data_dir(), tenant);
+    tokio::task::spawn_blocking(move || {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(());
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .is_some_and(|age| age > files::UPLOAD_LIFETIME);
+            if old && !used.contains(&name) {
+                std::fs::remove_file(e.path()).map_err(|err| format!("{name}: {err}"))?;
+            }
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }
 
 /// `POST /templates/tags` `{target: "name:tag", tags}`: 201; the tags now
