@@ -467,3 +467,90 @@ fn e2b_template_route_errors() {
     let (s, _) = http_json(&e.api, "GET", &status, a, "");
     assert_eq!(s, 404);
 }
+
+/// A template build the daemon was killed in is marked failed when it
+/// comes back (nothing resumes it), its context directory is gone, and a
+/// new build of the template works.
+#[test]
+fn e2b_template_build_killed_midway_fails_cleanly() {
+    if !can_run() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut e = E2b::start();
+    let a = e.keys[0].clone();
+    let (s, body) = http_json(&e.api, "POST", "/v3/templates", &a, r#"{"name":"killed"}"#);
+    assert_eq!(s, 202, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let (tid, bid) = (
+        v["templateID"].as_str().unwrap(),
+        v["buildID"].as_str().unwrap(),
+    );
+    let spec =
+        r#"{"fromImage":"host","steps":[{"type":"RUN","args":["echo started; sleep 300"]}]}"#;
+    let (s, body) = http_json(
+        &e.api,
+        "POST",
+        &format!("/v2/templates/{tid}/builds/{bid}"),
+        &a,
+        spec,
+    );
+    assert_eq!(s, 202, "{body}");
+    let status = format!("/templates/{tid}/builds/{bid}/status");
+    let t0 = Instant::now();
+    loop {
+        let (_, body) = http_json(&e.api, "GET", &status, &a, "");
+        if body.contains("started") {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the RUN step never started: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let contexts = e.d.data.join("e2b-templates/builds");
+    assert!(
+        contexts.join(bid).is_dir(),
+        "the build has its context meanwhile"
+    );
+    e.d.restart();
+    http::wait_listening(&e.api, 30);
+    let (s, body) = http_json(&e.api, "GET", &status, &a, "");
+    assert!(s == 200 && body.contains("\"status\":\"error\""), "{body}");
+    assert!(body.contains("restarted during the build"), "{body}");
+    assert!(
+        !contexts.join(bid).exists(),
+        "the context is removed at start"
+    );
+
+    // The template builds again.
+    let (s, body) = http_json(&e.api, "POST", "/v3/templates", &a, r#"{"name":"killed"}"#);
+    assert_eq!(s, 202, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["templateID"].as_str(), Some(tid), "same template");
+    let bid2 = v["buildID"].as_str().unwrap();
+    let spec = r#"{"fromImage":"host","steps":[{"type":"RUN","args":["echo ok > /tmp/ok"]}]}"#;
+    let (s, body) = http_json(
+        &e.api,
+        "POST",
+        &format!("/v2/templates/{tid}/builds/{bid2}"),
+        &a,
+        spec,
+    );
+    assert_eq!(s, 202, "{body}");
+    let status2 = format!("/templates/{tid}/builds/{bid2}/status");
+    let t0 = Instant::now();
+    loop {
+        let (_, body) = http_json(&e.api, "GET", &status2, &a, "");
+        if body.contains("\"status\":\"ready\"") {
+            break;
+        }
+        assert!(!body.contains("\"status\":\"error\""), "{body}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "no ready build: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

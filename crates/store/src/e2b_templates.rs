@@ -526,7 +526,10 @@ mod tests {
                 [],
             )
             .unwrap();
-        assert!(s.e2b_image_used_by_sandbox("img:1").unwrap(), "pinned by digest");
+        assert!(
+            s.e2b_image_used_by_sandbox("img:1").unwrap(),
+            "pinned by digest"
+        );
         assert!(!s.e2b_image_used_by_sandbox("img").unwrap());
 
         s.e2b_assign_tags("t1", "b1", &["prod".into()]).unwrap();
