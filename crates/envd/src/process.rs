@@ -274,14 +274,10 @@ pub async fn start(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> R
     let exec = ExecRequest {
         argv,
         env: req.process.envs,
-        // No cwd: the agent's default, the image's WORKDIR (an E2B
-        // template's set_workdir) or else the user's home.
-        cwd: req
-            .process
-            .cwd
-            .as_deref()
-            .filter(|c| !c.is_empty())
-            .map(|c| resolve_path(c, &ctx.user)),
+        cwd: Some(resolve_path(
+            req.process.cwd.as_deref().unwrap_or(""),
+            &ctx.user,
+        )),
         user: Some(ctx.user.name.clone()),
         stdin: req.stdin.unwrap_or(true),
         tty,
