@@ -54,12 +54,10 @@ pub fn clean_src(src: &str) -> Result<PathBuf, BuildError> {
     for c in Path::new(src).components() {
         match c {
             Component::Normal(n) => out.push(n),
-            Component::ParentDir => {
-                if !out.pop() {
-                    return Err(BuildError::Invalid(format!(
-                        "source {src:?} is outside the build context; copy only files inside it"
-                    )));
-                }
+            Component::ParentDir if !out.pop() => {
+                return Err(BuildError::Invalid(format!(
+                    "source {src:?} is outside the build context; copy only files inside it"
+                )));
             }
             _ => {}
         }
