@@ -156,9 +156,10 @@ mod tests {
             "modified_ms": 1, "symlink_target": "/y"
         }));
         same_shape::<dwell_storage::Image, dwell_contract::Image>(json!({
-            "name": "host", "id": "sha256:0", "layers": ["/a"], "host_dirs": ["/usr"], "created_at": 1,
+            "name": "host", "reference": null, "digest": null, "id": "sha256:0", "layers": ["/a"], "host_dirs": ["/usr"], "created_at": 1,
             "size_bytes": 2, "source": "host:/", "env": ["A=1"], "entrypoint": [], "cmd": ["sh"],
-            "workdir": null, "user": "root"
+            "workdir": null, "user": "root", "labels": {"a": "b"}, "exposed_ports": ["80/tcp"],
+            "healthcheck": null, "stop_signal": null
         }));
         same_shape::<dwell_control::snapshot_gc::GcSummary, dwell_contract::snapshots::GcSummary>(
             json!({"orphan_archives_deleted": 1, "manifests": 2, "chunks_examined": 3, "chunks_deleted": 4,

@@ -20,6 +20,7 @@ mod build;
 mod create;
 mod credentials;
 mod diff;
+mod images;
 mod lifecycle;
 mod networks;
 mod ports;

@@ -370,20 +370,23 @@ impl Run<'_> {
                      and build FROM the image it uses, copying what you need",
                 ));
             }
-            let ctl = self.ctl.clone();
-            let name = image_ref.clone();
-            let base = blocking(move || ctl.images().get(&name))
-                .await?
+            // Only an image this tenant may use (another tenant's is "not found").
+            let pinned = self
+                .ctl
+                .image_for_tenant(self.tenant, &image_ref)
+                .await
                 .map_err(|e| match e {
-                    dwell_storage::StorageError::ImageNotFound(_) => invalid(
+                    Error::Storage(dwell_storage::StorageError::ImageNotFound(_)) => invalid(
                         index,
                         format!(
-                            "image {image_ref:?} not found on this daemon; import or pull it \
+                            "image {image_ref:?} not found on this daemon; pull or import it \
                              first (dwell image ls lists images)"
                         ),
                     ),
-                    e => Error::from(e),
+                    e => e,
                 })?;
+            let ctl = self.ctl.clone();
+            let base = blocking(move || ctl.images().get(&pinned)).await??;
             Stage {
                 name: None,
                 key: cache::key("", &["FROM", &base.id]),
@@ -669,11 +672,16 @@ impl Run<'_> {
             self.cache.clone(),
         );
         let n = name.clone();
+        let tenant = self.tenant.to_string();
         let img = blocking(move || -> Result<Image> {
             let dir = cache.tmp_path("layout");
             let r = oci::write_layout(&dir, &cfg, &layers)
                 .map_err(|e| step_error(0, e))
-                .and_then(|_| Ok(ctl.images().import_over(&n, &dir, &base, false)?));
+                .and_then(|_| {
+                    Ok(ctl
+                        .images()
+                        .import_over(&n, &dir, &base, false, Some(vec![tenant]))?)
+                });
             let _ = std::fs::remove_dir_all(&dir);
             r
         })
@@ -1140,26 +1148,16 @@ impl Run<'_> {
     async fn finish(&mut self, mut stage: Stage) -> Result<BuildOutput> {
         let cfg = oci::config_json(&stage.config, &stage.layers, &stage.history, &now_rfc3339());
         let digest = format!("sha256:{}", dwell_build::sha256_hex(&cfg));
-        // Replacing a tag a sandbox runs from would change its root.
-        let users = self.ctl.all_sandboxes()?;
+        // A tag is this tenant's to move only when the image under it is
+        // its own (another tenant's, or one every tenant shares, stays).
         for t in &self.req.tags {
-            if let Some(sb) = users.iter().find(|s| &s.image == t) {
-                let same = self
-                    .ctl
-                    .images()
-                    .get(t)
-                    .map(|i| i.id == digest)
-                    .unwrap_or(false);
-                if !same {
-                    // Another tenant's sandbox is not named.
-                    let which = if sb.tenant == self.tenant {
-                        format!("sandbox {}", sb.name)
-                    } else {
-                        "a sandbox".to_string()
-                    };
+            let (ctl, t2) = (self.ctl.clone(), t.clone());
+            let existing = blocking(move || ctl.images().lookup(&t2)).await??;
+            if let Some(old) = existing {
+                if old.tenants.as_deref() != Some(&[self.tenant.to_string()][..]) {
                     return Err(Error::Conflict(format!(
-                        "image {t} is used by {which} and cannot be replaced; delete that \
-                         sandbox or build under another tag"
+                        "the image name {t} is taken by an image this build may not replace \
+                         (another tenant's, or shared with every tenant); build under another tag"
                     )));
                 }
             }
@@ -1171,13 +1169,20 @@ impl Run<'_> {
             self.cache.clone(),
             self.req.tags.clone(),
         );
+        let tenant = self.tenant.to_string();
         let image = blocking(move || -> Result<Image> {
             let dir = cache.tmp_path("layout");
             let r = (|| -> Result<Image> {
                 oci::write_layout(&dir, &cfg, &layers).map_err(|e| step_error(0, e))?;
                 let mut first = None;
                 for t in &tags {
-                    let img = ctl.images().import_over(t, &dir, &base, true)?;
+                    let img = ctl.images().import_over(
+                        t,
+                        &dir,
+                        &base,
+                        true,
+                        Some(vec![tenant.clone()]),
+                    )?;
                     first.get_or_insert(img);
                 }
                 Ok(first.expect("at least one tag"))
