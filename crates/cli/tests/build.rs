@@ -67,7 +67,20 @@ fn built(d: &Daemon, ctx: &Ctx, extra: &[&str]) -> serde_json::Value {
 }
 
 fn images(d: &Daemon) -> Vec<serde_json::Value> {
-    serde_json::from_str::<serde_json::Value>(&d.ok(&["image", "ls", "--json"]))
+    images_of(d, "default")
+}
+
+/// The images `tenant` sees (built images are the building tenant's).
+fn images_of(d: &Daemon, tenant: &str) -> Vec<serde_json::Value> {
+    let mut c = d.cmd(&["image", "ls", "--json"]);
+    c.env("DWELL_AS_TENANT", tenant);
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
         .unwrap()
         .as_array()
         .unwrap()
@@ -535,7 +548,12 @@ fn hostile_build_contexts_are_refused_or_copied_as_links() {
     let text = r.text();
     let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     assert_eq!(last["event"], "done", "{text}");
-    let img = image(&d, "ctx:1").unwrap();
+    let img = images_of(&d, "builder")
+        .into_iter()
+        .find(|i| i["name"] == "ctx:1")
+        .expect("the tenant sees its image");
+    // Another tenant does not.
+    assert!(image(&d, "ctx:1").is_none());
     let p = top_layer(&img).join("opt/c/hostfile");
     assert!(p.symlink_metadata().unwrap().file_type().is_symlink());
     // The staged contexts are gone.

@@ -58,6 +58,32 @@ struct Stage {
     cmd_set: bool,
     /// Materialized image of the current layers: (layer count, image).
     image: Option<(usize, Image)>,
+    /// The base as an OCI image (layers and config), for a base that is a
+    /// stored OCI image: results then hold its layers too (a complete
+    /// image that exports and pushes). `None` for `host`.
+    base_oci: Option<Arc<oci::BaseImage>>,
+}
+
+impl Stage {
+    /// The config, every layer of the image and the base to stack it on.
+    fn parts(&self) -> (Vec<u8>, Vec<Layer>, Image) {
+        match &self.base_oci {
+            Some(b) => {
+                let cfg = oci::config_over(b, &self.config, &self.layers, &self.history);
+                let layers = b.layers.iter().chain(&self.layers).cloned().collect();
+                let mut empty = self.base.clone();
+                empty.layers.clear();
+                empty.host_dirs.clear();
+                empty.size_bytes = 0;
+                (cfg, layers, empty)
+            }
+            None => (
+                oci::config_json(&self.config, &self.layers, &self.history),
+                self.layers.clone(),
+                self.base.clone(),
+            ),
+        }
+    }
 }
 
 /// A stage definition: its FROM and the instructions after it.
@@ -75,6 +101,8 @@ struct Run<'a> {
     events: &'a Sender<BuildEvent>,
     cache: Arc<Cache>,
     tmp_images: Vec<String>,
+    /// Staging dirs (exported base layouts) removed when the build ends.
+    tmp_dirs: Vec<PathBuf>,
     sandboxes: Vec<String>,
     cached: usize,
     steps: usize,
@@ -110,32 +138,6 @@ fn base_config(img: &Image) -> RunConfig {
 
 fn invalid(step: usize, m: impl Into<String>) -> Error {
     step_error(step, BuildError::Invalid(m.into()))
-}
-
-fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0) as i64;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 /// Split instructions into global ARGs and stages.
@@ -255,6 +257,7 @@ impl Controller {
             events: &events,
             cache,
             tmp_images: Vec::new(),
+            tmp_dirs: Vec::new(),
             sandboxes: Vec::new(),
             cached: 0,
             steps: 0,
@@ -387,6 +390,21 @@ impl Run<'_> {
                 })?;
             let ctl = self.ctl.clone();
             let base = blocking(move || ctl.images().get(&pinned)).await??;
+            // A stored OCI image: its layout, so results are complete images.
+            let base_oci = if base.digest.is_some() && base.host_dirs.is_empty() {
+                let dir = self.cache.tmp_path("base");
+                self.tmp_dirs.push(dir.clone());
+                let (ctl, r) = (self.ctl.clone(), base.name.clone());
+                let r = base.reference.clone().unwrap_or(r);
+                let b = blocking(move || -> Result<oci::BaseImage> {
+                    ctl.images().export_layout(&r, &dir)?;
+                    oci::read_layout(&dir).map_err(|e| step_error(0, e))
+                })
+                .await??;
+                Some(Arc::new(b))
+            } else {
+                None
+            };
             Stage {
                 name: None,
                 key: cache::key("", &["FROM", &base.id]),
@@ -397,6 +415,7 @@ impl Run<'_> {
                 args: Vars::new(),
                 cmd_set: false,
                 image: None,
+                base_oci,
             }
         };
         stage.name = def.name.clone();
@@ -664,13 +683,8 @@ impl Run<'_> {
         }
         let name = format!("{TMP_IMAGE_PREFIX}{}", dwell_build::nonce());
         self.tmp_images.push(name.clone());
-        let cfg = oci::config_json(&stage.config, &stage.layers, &stage.history, &now_rfc3339());
-        let (ctl, layers, base, cache) = (
-            self.ctl.clone(),
-            stage.layers.clone(),
-            stage.base.clone(),
-            self.cache.clone(),
-        );
+        let (cfg, layers, base) = stage.parts();
+        let (ctl, cache) = (self.ctl.clone(), self.cache.clone());
         let n = name.clone();
         let tenant = self.tenant.to_string();
         let img = blocking(move || -> Result<Image> {
@@ -1146,7 +1160,7 @@ impl Run<'_> {
 
     /// The final image, under each tag.
     async fn finish(&mut self, mut stage: Stage) -> Result<BuildOutput> {
-        let cfg = oci::config_json(&stage.config, &stage.layers, &stage.history, &now_rfc3339());
+        let (cfg, layers, base) = stage.parts();
         let digest = format!("sha256:{}", dwell_build::sha256_hex(&cfg));
         // A tag is this tenant's to move only when the image under it is
         // its own (another tenant's, or one every tenant shares, stays).
@@ -1162,13 +1176,7 @@ impl Run<'_> {
                 }
             }
         }
-        let (ctl, layers, base, cache, tags) = (
-            self.ctl.clone(),
-            stage.layers.clone(),
-            stage.base.clone(),
-            self.cache.clone(),
-            self.req.tags.clone(),
-        );
+        let (ctl, cache, tags) = (self.ctl.clone(), self.cache.clone(), self.req.tags.clone());
         let tenant = self.tenant.to_string();
         let image = blocking(move || -> Result<Image> {
             let dir = cache.tmp_path("layout");
@@ -1206,7 +1214,11 @@ impl Run<'_> {
             self.remove_sandbox(&id).await;
         }
         let (ctl, names) = (self.ctl.clone(), std::mem::take(&mut self.tmp_images));
+        let dirs = std::mem::take(&mut self.tmp_dirs);
         let _ = blocking(move || {
+            for d in dirs {
+                let _ = std::fs::remove_dir_all(d);
+            }
             for n in names {
                 if let Err(e) = ctl.images().remove(&n) {
                     tracing::warn!(
