@@ -565,3 +565,91 @@ fn hostile_build_contexts_are_refused_or_copied_as_links() {
     assert!(staged.is_empty(), "{staged:?}");
     nothing_left(&d);
 }
+
+/// Import a busybox image (`tiny:1`, one layer) for builds that need an
+/// OCI base; `false` (with a skip) without /bin/busybox.
+fn import_busybox(d: &Daemon) -> bool {
+    if !Path::new("/bin/busybox").exists() {
+        skip("/bin/busybox (package busybox-static) is needed to build a test image");
+        return false;
+    }
+    let dir = d.dir.path().join("img");
+    let script = r#"
+set -e
+cd "$1"
+mkdir -p l1/bin l1/etc l1/tmp
+cp /bin/busybox l1/bin/busybox
+for t in sh echo cat ls id rm mkdir stat test; do ln -s busybox l1/bin/$t; done
+echo base > l1/etc/base-file
+echo 'root:x:0:0:root:/root:/bin/sh' > l1/etc/passwd
+echo 'root:x:0:' > l1/etc/group
+mkdir -p out/a
+tar -C l1 -cf out/a/layer.tar .
+d1=$(sha256sum out/a/layer.tar | cut -d' ' -f1)
+printf '{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"history":[{"created_by":"test base"}]}' $d1 > out/config.json
+printf '[{"Config":"config.json","RepoTags":["tiny:1"],"Layers":["a/layer.tar"]}]' > out/manifest.json
+tar -C out -cf image.tar manifest.json config.json a
+"#;
+    std::fs::create_dir_all(&dir).unwrap();
+    let st = std::process::Command::new("sh")
+        .args(["-c", script, "sh", dir.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    d.ok(&[
+        "image",
+        "import",
+        "tiny:1",
+        dir.join("image.tar").to_str().unwrap(),
+    ]);
+    true
+}
+
+#[test]
+fn builds_on_an_imported_image_are_complete_oci_images() {
+    if !can_run() {
+        return;
+    }
+    let d = Daemon::start();
+    if !import_busybox(&d) {
+        return;
+    }
+    let ctx = Ctx::new(
+        "FROM tiny:1\n\
+         RUN rm /etc/base-file && echo built > /etc/built\n\
+         COPY app.txt /app/\n\
+         CMD [\"cat\", \"/app/app.txt\"]\n",
+    );
+    ctx.file("app.txt", "app\n");
+    let done = built(&d, &ctx, &["-t", "onbase:1"]);
+    d.create("b", &["--image", "onbase:1"]);
+    assert_eq!(d.sh("b", "cat /etc/built /app/app.txt"), "built\napp\n");
+    assert_eq!(
+        d.sh("b", "test -e /etc/base-file && echo there || echo gone"),
+        "gone\n"
+    );
+    d.ok(&["rm", "-f", "b"]);
+    // Exported, it holds the base's layer and its own, and the history.
+    let out = d.dir.path().join("export");
+    d.ok(&["image", "export", "onbase:1", "-o", out.to_str().unwrap()]);
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
+    let blob = |digest: &str| {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        serde_json::from_slice::<serde_json::Value>(
+            &std::fs::read(out.join("blobs/sha256").join(hex)).unwrap(),
+        )
+        .unwrap()
+    };
+    let manifest = blob(index["manifests"][0]["digest"].as_str().unwrap());
+    assert_eq!(manifest["layers"].as_array().unwrap().len(), 3);
+    let config = blob(manifest["config"]["digest"].as_str().unwrap());
+    assert_eq!(manifest["config"]["digest"], done["digest"], "the image id");
+    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 3);
+    assert_eq!(config["history"][0]["created_by"], "test base");
+    assert_eq!(
+        config["config"]["Cmd"],
+        serde_json::json!(["cat", "/app/app.txt"])
+    );
+    nothing_left(&d);
+}
