@@ -653,3 +653,44 @@ fn builds_on_an_imported_image_are_complete_oci_images() {
     );
     nothing_left(&d);
 }
+
+#[test]
+fn a_build_cut_short_by_a_daemon_kill_leaves_nothing_after_restart() {
+    if !can_run() {
+        return;
+    }
+    let mut d = Daemon::start();
+    let ctx = Ctx::new("FROM host\nRUN echo a > /opt/a\nRUN sleep 120\n");
+    let p = ctx.path().to_string_lossy().into_owned();
+    let mut child = d
+        .cmd(&[
+            "build", "-t", "cut:1", "--memory", "256M", "--disk", "512M", &p,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The second RUN's sandbox is up (the first RUN's image is stored).
+    wait_for(120, "the sleeping RUN step's sandbox", || {
+        let ids = d.ok(&["ls", "-q"]);
+        !ids.trim().is_empty()
+            && images(&d)
+                .iter()
+                .any(|i| i["name"].as_str().unwrap_or("").starts_with("dwell-build-"))
+    });
+    d.kill9();
+    let _ = child.kill();
+    let _ = child.wait();
+    d.restart();
+    wait_for(60, "the interrupted build's leftovers removed", || {
+        d.ok(&["ls", "-q"]).trim().is_empty()
+            && !images(&d)
+                .iter()
+                .any(|i| i["name"].as_str().unwrap_or("").starts_with("dwell-build-"))
+    });
+    assert!(image(&d, "cut:1").is_none());
+    // The cache still works for the step that finished.
+    let ctx2 = Ctx::new("FROM host\nRUN echo a > /opt/a\n");
+    let done = built(&d, &ctx2, &["-t", "cut:2"]);
+    assert_eq!(done["cached"], 2);
+}

@@ -191,7 +191,53 @@ fn stage_ref(defs: &[StageDef], before: usize, word: &str) -> Option<usize> {
     w.parse::<usize>().ok().filter(|&i| i < before)
 }
 
+/// The label that marks a build's RUN sandboxes.
+const BUILD_LABEL: &str = "dwell.build";
+
 impl Controller {
+    /// Remove what builds interrupted by a daemon stop left: RUN sandboxes
+    /// and intermediate images made before `before_ms` (this daemon's
+    /// start; a build never outlives its daemon, and builds started since
+    /// are left alone).
+    pub async fn sweep_build_leftovers(&self, before_ms: i64) {
+        let Ok(all) = self.all_sandboxes() else {
+            return;
+        };
+        for sb in all {
+            if sb.spec.labels.contains_key(BUILD_LABEL) && sb.created_at < before_ms {
+                match self.delete(&sb.tenant, &sb.id, true).await {
+                    Ok(()) => {
+                        tracing::info!(sandbox = sb.id, "removed an interrupted build's sandbox")
+                    }
+                    Err(e) => tracing::warn!(
+                        sandbox = sb.id,
+                        "removing an interrupted build's sandbox failed: {e}"
+                    ),
+                }
+            }
+        }
+        let ctl = self.clone();
+        let _ = blocking(move || {
+            let Ok(images) = ctl.images().stored() else {
+                return;
+            };
+            for img in images {
+                if img.name.starts_with(TMP_IMAGE_PREFIX)
+                    && (img.created_at as i64) * 1000 < before_ms
+                {
+                    let r = img.reference.clone().unwrap_or(img.name.clone());
+                    if let Err(e) = ctl.images().remove(&r) {
+                        tracing::warn!(
+                            image = img.name,
+                            "removing an interrupted build's image failed: {e}"
+                        );
+                    }
+                }
+            }
+        })
+        .await;
+    }
+
     /// Build an image from a Dockerfile; progress goes to `events`.
     pub async fn build(
         &self,
@@ -1023,7 +1069,7 @@ impl Run<'_> {
             deny_out: self.req.deny_out.clone(),
             disk: self.req.disk.clone(),
             memory: self.req.memory.clone(),
-            labels: [("dwell.build".to_string(), "run".to_string())].into(),
+            labels: [(BUILD_LABEL.to_string(), "run".to_string())].into(),
             ..Default::default()
         };
         let sb = self
