@@ -694,3 +694,31 @@ fn a_build_cut_short_by_a_daemon_kill_leaves_nothing_after_restart() {
     let done = built(&d, &ctx2, &["-t", "cut:2"]);
     assert_eq!(done["cached"], 2);
 }
+
+#[test]
+fn a_client_that_goes_away_cancels_its_build() {
+    if !can_run() {
+        return;
+    }
+    let d = Daemon::start();
+    let ctx = Ctx::new("FROM host\nRUN sleep 300\n");
+    let p = ctx.path().to_string_lossy().into_owned();
+    let mut child = d
+        .cmd(&[
+            "build", "-t", "gone:1", "--memory", "256M", "--disk", "512M", &p,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(120, "the RUN step's sandbox", || {
+        !d.ok(&["ls", "-q"]).trim().is_empty()
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    wait_for(60, "the cancelled build's sandbox removed", || {
+        d.ok(&["ls", "-q"]).trim().is_empty()
+    });
+    assert!(image(&d, "gone:1").is_none());
+    nothing_left(&d);
+}

@@ -143,13 +143,22 @@ pub async fn build(
     let (out_tx, out_rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(256);
     let ctl = st.ctl.clone();
     let tenant = p.tenant.clone();
-    // The build runs to its end (and cleans up) even if the client leaves.
+    // The build task cleans up whatever happens; a client that leaves
+    // cancels it.
     tokio::spawn(async move {
         let _staged = staged;
         let fwd_tx = out_tx.clone();
+        // A client that goes away drops `rx`, which cancels the build.
         let forward = tokio::spawn(async move {
-            while let Some(e) = rx.recv().await {
-                let _ = fwd_tx.send(Ok(line(&e))).await;
+            loop {
+                let e = tokio::select! {
+                    e = rx.recv() => e,
+                    _ = fwd_tx.closed() => break,
+                };
+                let Some(e) = e else { break };
+                if fwd_tx.send(Ok(line(&e))).await.is_err() {
+                    break;
+                }
             }
         });
         let r = ctl.build(&tenant, req, tx).await;

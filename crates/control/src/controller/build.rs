@@ -191,6 +191,15 @@ fn stage_ref(defs: &[StageDef], before: usize, word: &str) -> Option<usize> {
     w.parse::<usize>().ok().filter(|&i| i < before)
 }
 
+fn cancelled(step: usize) -> Error {
+    Error::BuildFailed {
+        step,
+        exit_code: None,
+        message: format!("step {step}: the build was cancelled (its client went away)"),
+        status: 499,
+    }
+}
+
 /// The label that marks a build's RUN sandboxes.
 const BUILD_LABEL: &str = "dwell.build";
 
@@ -239,6 +248,9 @@ impl Controller {
     }
 
     /// Build an image from a Dockerfile; progress goes to `events`.
+    /// Dropping the receiver cancels the build (a running RUN is killed);
+    /// either way the build's sandboxes and intermediate images are removed
+    /// before this returns.
     pub async fn build(
         &self,
         tenant: &str,
@@ -318,6 +330,14 @@ impl Controller {
 }
 
 impl Run<'_> {
+    /// Fail with "cancelled" when the caller dropped its receiver.
+    fn check_cancelled(&self, index: usize) -> Result<()> {
+        if self.events.is_closed() {
+            return Err(cancelled(index));
+        }
+        Ok(())
+    }
+
     async fn emit(&self, e: BuildEvent) {
         // A client that went away does not stop the build's cleanup.
         let _ = self.events.send(e).await;
@@ -475,6 +495,7 @@ impl Run<'_> {
         .await;
         for ins in &def.steps {
             let index = self.next_index();
+            self.check_cancelled(index)?;
             let t0 = Instant::now();
             self.emit(BuildEvent::Step {
                 index,
@@ -1091,7 +1112,14 @@ impl Run<'_> {
         let (_, client) = self.ctl.agent_for(self.tenant, &sb.id, "build").await?;
         let mut stream = client.exec(exec).await?;
         let mut status = None;
-        while let Some(ev) = stream.next().await {
+        loop {
+            // A caller that dropped its receiver cancelled the build: the
+            // command is killed (dropping the stream) and cleanup runs.
+            let ev = tokio::select! {
+                ev = stream.next() => ev,
+                _ = self.events.closed() => return Err(cancelled(index)),
+            };
+            let Some(ev) = ev else { break };
             match ev {
                 ProcessEvent::Started { .. } => {}
                 ProcessEvent::Stdout(b) => {
@@ -1275,6 +1303,17 @@ impl Run<'_> {
             }
         })
         .await;
+    }
+}
+
+impl Controller {
+    /// Drop the build cache (for `image prune`); waits for running builds.
+    /// Returns the bytes freed.
+    pub async fn prune_build_cache(&self) -> Result<u64> {
+        let root = self.inner.images.root().to_path_buf();
+        blocking(move || cache::prune(&root))
+            .await?
+            .map_err(|e| Error::Internal(format!("pruning the build cache: {e}")))
     }
 }
 
