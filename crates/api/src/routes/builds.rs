@@ -27,6 +27,8 @@ use crate::AppState;
 
 /// The largest build context accepted (compressed bytes as sent).
 pub const MAX_CONTEXT: u64 = 2 << 30;
+/// The most bytes a build context unpacks to.
+pub const MAX_UNPACKED: u64 = 8 << 30;
 /// The largest Dockerfile read from the context.
 const MAX_DOCKERFILE: u64 = 1 << 20;
 
@@ -207,23 +209,7 @@ fn nonce() -> String {
 }
 
 fn unpack(tar: &Path, dir: &Path) -> ApiResult<()> {
-    let f = std::fs::File::open(tar)
-        .map_err(|e| ApiError::internal(format!("reading the staged context: {e}")))?;
-    let mut head = [0u8; 2];
-    let gz = {
-        use std::io::Read;
-        let mut g = std::fs::File::open(tar)
-            .map_err(|e| ApiError::internal(format!("reading the staged context: {e}")))?;
-        g.read(&mut head).unwrap_or(0) == 2 && head == [0x1f, 0x8b]
-    };
-    let reader: Box<dyn std::io::Read> = if gz {
-        Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(
-            f,
-        )))
-    } else {
-        Box::new(std::io::BufReader::new(f))
-    };
-    dwell_storage::unpack_untrusted(reader, dir, "the build context").map_err(|e| {
+    dwell_storage::unpack_untrusted(tar, dir, "the build context", MAX_UNPACKED).map_err(|e| {
         ApiError::bad_request(format!("the build context is not a usable tar: {e}"))
     })?;
     Ok(())
