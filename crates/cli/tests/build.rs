@@ -291,6 +291,19 @@ fn dockerignore_and_chown_and_add_of_a_tar() {
     assert_eq!(d.sh("i", "stat -c %U:%a /opt/owned"), "nobody:640\n");
     assert_eq!(d.sh("i", "cat /opt/unpacked/inner/file"), "abc");
     d.ok(&["rm", "-f", "i"]);
+    // -f with a Dockerfile outside the context: it is not copied with it.
+    let outside = d.dir.path().join("Outside.Dockerfile");
+    std::fs::write(&outside, "FROM host\nCOPY . /opt/c2/\n").unwrap();
+    built(&d, &ctx, &["-t", "ign:2", "-f", outside.to_str().unwrap()]);
+    d.create("j", &["--image", "ign:2"]);
+    assert_eq!(
+        d.sh(
+            "j",
+            "cat /opt/c2/keep.txt; ls -a /opt/c2 | grep -c dwell-build || true"
+        ),
+        "keep\n0\n"
+    );
+    d.ok(&["rm", "-f", "j"]);
     nothing_left(&d);
 }
 

@@ -27,6 +27,9 @@ use crate::AppState;
 
 /// The largest build context accepted (compressed bytes as sent).
 pub const MAX_CONTEXT: u64 = 2 << 30;
+/// Where `dwell build` puts a Dockerfile from outside the context (removed
+/// from the context once read).
+pub const OUTSIDE_DOCKERFILE: &str = ".dwell-build.Dockerfile";
 /// The most bytes a build context unpacks to.
 pub const MAX_UNPACKED: u64 = 8 << 30;
 /// The largest Dockerfile read from the context.
@@ -114,9 +117,9 @@ pub async fn build(
     let _ = std::fs::remove_file(&tar_path);
     // The Dockerfile, read without following a symlink.
     let clean = dockerfile_rel.trim_start_matches('/').to_string();
-    let d = dir.clone();
+    let (d, c) = (dir.clone(), clean.clone());
     let dockerfile = tokio::task::spawn_blocking(move || {
-        dwell_hostfs::Beneath::open(&d).and_then(|b| b.read_string_capped(&clean, MAX_DOCKERFILE))
+        dwell_hostfs::Beneath::open(&d).and_then(|b| b.read_string_capped(&c, MAX_DOCKERFILE))
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?
@@ -125,6 +128,10 @@ pub async fn build(
             "cannot read the Dockerfile {dockerfile_rel:?} from the context: {e}"
         ))
     })?;
+    // A Dockerfile the CLI sent from outside the context is not part of it.
+    if clean == OUTSIDE_DOCKERFILE {
+        let _ = std::fs::remove_file(dir.join(OUTSIDE_DOCKERFILE));
+    }
     let disk = q.disk.clone().map(dwell_control::model::SizeArg::Text);
     let memory = q.memory.clone().map(dwell_control::model::SizeArg::Text);
     let req = BuildRequest {
