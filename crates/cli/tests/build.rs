@@ -113,8 +113,8 @@ fn builds_run_copy_and_config_and_a_sandbox_sees_them() {
          ENV APP_HOME=/opt/app\n\
          WORKDIR $APP_HOME\n\
          COPY --chown=1000:1001 hello.txt ./\n\
-         RUN echo \"$GREETING\" > greeting && mkdir -p sub && echo x > sub/gone && echo x > keep\n\
-         RUN [\"/bin/sh\", \"-c\", \"rm sub/gone && echo exec > /opt/app/exec\"]\n\
+         RUN echo \"$GREETING\" > greeting && mkdir -p sub odir && echo x > sub/gone && echo x > keep && echo old > odir/old\n\
+         RUN [\"/bin/sh\", \"-c\", \"rm sub/gone && echo exec > /opt/app/exec && rm -rf odir && mkdir odir && echo new > odir/new\"]\n\
          LABEL org.example.team=\"build team\"\n\
          EXPOSE 8080 53/udp\n\
          USER nobody\n\
@@ -161,6 +161,8 @@ fn builds_run_copy_and_config_and_a_sandbox_sees_them() {
         "gone\n"
     );
     assert_eq!(d.sh("t1", "cat /opt/app/keep"), "x\n");
+    // A dir deleted and made again hides what it held (an opaque dir).
+    assert_eq!(d.sh("t1", "ls /opt/app/odir"), "new\n");
     assert_eq!(d.sh("t1", "echo $APP_HOME"), "/opt/app\n");
     d.ok(&["rm", "-f", "t1"]);
 }
