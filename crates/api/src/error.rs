@@ -113,7 +113,7 @@ impl ApiError {
                 ref s @ (S::InvalidName { .. } | S::InvalidSize { .. }),
             ) => ApiError::new(400, code::INVALID_ARGUMENT, s.to_string()),
             dwell_control::Error::Storage(ref s @ S::ImageNotFound(_)) => {
-                ApiError::new(404, code::NOT_FOUND, s.to_string())
+                ApiError::new(404, code::IMAGE_NOT_FOUND, s.to_string())
             }
             // A sandbox whose volume is not here (archived) or already is.
             dwell_control::Error::Storage(

@@ -171,7 +171,7 @@ mod tests {
             "modified_ms": 1, "symlink_target": "/y"
         }));
         same_shape::<dwell_storage::Image, dwell_contract::Image>(json!({
-            "name": "host", "id": "sha256:0", "layers": ["/a"], "host_dirs": ["/usr"], "created_at": 1,
+            "name": "host", "reference": null, "digest": null, "id": "sha256:0", "layers": ["/a"], "host_dirs": ["/usr"], "created_at": 1,
             "size_bytes": 2, "source": "host:/", "env": ["A=1"], "entrypoint": [], "cmd": ["sh"],
             "workdir": null, "user": "root", "labels": {"k": "v"}, "exposed_ports": ["80/tcp"],
             "healthcheck": {"test": ["CMD", "true"], "interval_ms": 1, "timeout_ms": null,

@@ -54,12 +54,10 @@ pub fn clean_src(src: &str) -> Result<PathBuf, BuildError> {
     for c in Path::new(src).components() {
         match c {
             Component::Normal(n) => out.push(n),
-            Component::ParentDir => {
-                if !out.pop() {
-                    return Err(BuildError::Invalid(format!(
-                        "source {src:?} is outside the build context; copy only files inside it"
-                    )));
-                }
+            Component::ParentDir if !out.pop() => {
+                return Err(BuildError::Invalid(format!(
+                    "source {src:?} is outside the build context; copy only files inside it"
+                )));
             }
             _ => {}
         }
@@ -245,35 +243,30 @@ fn walk_dir<'t>(
     }
     while let Some((dir, to)) = stack.pop() {
         let list = src.list(&dir)?;
-        for (name, st) in list.into_iter().rev() {
+        let mut subdirs = Vec::new();
+        for (name, st) in list {
             let from = dir.join(&name);
-            if let Some(i) = ignore {
-                if i.excluded(&from.to_string_lossy())
-                    && !(st.kind == FileKind::Dir && i.has_exceptions())
-                {
-                    continue;
-                }
+            let excluded = ignore.is_some_and(|i| i.excluded(&from.to_string_lossy()));
+            // An excluded dir is still walked when `!` rules may take
+            // files below it back.
+            let walk = st.kind == FileKind::Dir
+                && (!excluded || ignore.is_some_and(|i| i.has_exceptions()));
+            if excluded && !walk {
+                continue;
             }
             let Some(found) = src.stat(&from)? else {
                 continue;
             };
             let target = to.join(&name);
-            if st.kind == FileKind::Dir {
-                let excluded_dir = ignore.is_some_and(|i| i.excluded(&from.to_string_lossy()));
-                if !excluded_dir {
-                    out.push(Item {
-                        found,
-                        dest: target.clone(),
-                        unpack: false,
-                    });
-                }
-                stack.push((from, target));
-            } else {
+            if !excluded {
                 out.push(Item {
                     found,
-                    dest: target,
+                    dest: target.clone(),
                     unpack: false,
                 });
+            }
+            if walk {
+                subdirs.push((from, target));
             }
             if out.len() > MAX_ITEMS {
                 return Err(BuildError::TooLarge(format!(
@@ -281,6 +274,8 @@ fn walk_dir<'t>(
                 )));
             }
         }
+        // Popped in name order.
+        stack.extend(subdirs.into_iter().rev());
     }
     Ok(())
 }
@@ -561,4 +556,80 @@ pub fn chown(spec: &str, image: &Tree) -> Result<(u32, u32), BuildError> {
         None => primary.unwrap_or(uid),
     };
     Ok((uid, gid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> (tempfile::TempDir, Tree, Tree) {
+        let t = tempfile::tempdir().unwrap();
+        let c = t.path().join("ctx");
+        std::fs::create_dir_all(c.join("src/sub")).unwrap();
+        std::fs::write(c.join("a.txt"), "a").unwrap();
+        std::fs::write(c.join("b.txt"), "b").unwrap();
+        std::fs::write(c.join("src/main.rs"), "m").unwrap();
+        std::fs::write(c.join("src/sub/x"), "x").unwrap();
+        let img = t.path().join("img");
+        std::fs::create_dir_all(img.join("opt/app")).unwrap();
+        let (ct, it) = (Tree::dir(&c).unwrap(), Tree::image(&[img], &[]).unwrap());
+        (t, ct, it)
+    }
+
+    fn dests(items: &[Item<'_>]) -> Vec<String> {
+        items.iter().map(|i| i.dest.display().to_string()).collect()
+    }
+
+    fn args(srcs: &[&str], dest: &str) -> CopyArgs {
+        CopyArgs {
+            srcs: srcs.iter().map(|s| s.to_string()).collect(),
+            dest: dest.into(),
+            from_context: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn destinations_follow_docker_rules() {
+        let (_t, c, i) = ctx();
+        // A file to a path, to a dir (trailing / or existing dir).
+        assert_eq!(
+            dests(&plan(&c, &i, &args(&["a.txt"], "/opt/f"), None).unwrap()),
+            ["opt/f"]
+        );
+        assert_eq!(
+            dests(&plan(&c, &i, &args(&["a.txt"], "/opt/new/"), None).unwrap()),
+            ["opt/new/a.txt"]
+        );
+        assert_eq!(
+            dests(&plan(&c, &i, &args(&["a.txt"], "/opt/app"), None).unwrap()),
+            ["opt/app/a.txt"]
+        );
+        // A dir copies its contents.
+        let d = dests(&plan(&c, &i, &args(&["src"], "/s"), None).unwrap());
+        assert_eq!(d, ["s", "s/main.rs", "s/sub", "s/sub/x"]);
+        // Globs and several sources need a dir destination.
+        let d = dests(&plan(&c, &i, &args(&["*.txt"], "/t/"), None).unwrap());
+        assert_eq!(d, ["t/a.txt", "t/b.txt"]);
+        assert!(plan(&c, &i, &args(&["a.txt", "b.txt"], "/t"), None).is_err());
+        // Missing, outside the context, URLs.
+        let e = plan(&c, &i, &args(&["nope"], "/x"), None).err().unwrap();
+        assert!(e.to_string().contains("not found"), "{e}");
+        let e = plan(&c, &i, &args(&["../etc/passwd"], "/x"), None)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("outside the build context"), "{e}");
+        let mut a = args(&["https://example.com/x"], "/x");
+        a.add = true;
+        let e = plan(&c, &i, &a, None).err().unwrap();
+        assert!(e.to_string().contains("URL"), "{e}");
+        // .dockerignore hides files.
+        let ign = Ignore::parse("src/sub\n");
+        let d = dests(&plan(&c, &i, &args(&["src"], "/s"), Some(&ign)).unwrap());
+        assert_eq!(d, ["s", "s/main.rs"]);
+        let e = plan(&c, &i, &args(&["src/sub/x"], "/x"), Some(&ign))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains(".dockerignore"), "{e}");
+    }
 }

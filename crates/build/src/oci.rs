@@ -30,17 +30,12 @@ pub fn arch() -> &'static str {
     }
 }
 
-/// The image config JSON.
-pub fn config_json(
-    run: &RunConfig,
-    layers: &[Layer],
-    history: &[History],
-    created: &str,
-) -> Vec<u8> {
+/// The image config JSON. It has no `created` time, so that the same
+/// steps give the same image id on every rebuild.
+pub fn config_json(run: &RunConfig, layers: &[Layer], history: &[History]) -> Vec<u8> {
     let v = json!({
         "architecture": arch(),
         "os": "linux",
-        "created": created,
         "config": run,
         "rootfs": {
             "type": "layers",
@@ -108,4 +103,115 @@ pub fn write_layout(dir: &Path, config: &[u8], layers: &[Layer]) -> Result<Strin
     let p = dir.join("oci-layout");
     fs::write(&p, br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(io("write", &p))?;
     Ok(config_hex)
+}
+
+/// An image read from an OCI layout: its layers (bottom first) and config.
+#[derive(Debug, Clone)]
+pub struct BaseImage {
+    pub layers: Vec<Layer>,
+    pub config: serde_json::Value,
+}
+
+/// The most bytes of an index, manifest or config read from a layout.
+const MAX_META: u64 = 8 << 20;
+
+fn hex_of(digest: &str) -> Result<String, BuildError> {
+    match digest.strip_prefix("sha256:") {
+        Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Ok(h.to_ascii_lowercase())
+        }
+        _ => Err(BuildError::Invalid(format!(
+            "the base image names a blob {digest:?} that is not a sha256 digest"
+        ))),
+    }
+}
+
+fn read_meta(path: &Path) -> Result<serde_json::Value, BuildError> {
+    use std::io::Read;
+    let f = fs::File::open(path).map_err(|e| BuildError::io("open", path, e))?;
+    let mut buf = Vec::new();
+    f.take(MAX_META + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| BuildError::io("read", path, e))?;
+    if buf.len() as u64 > MAX_META {
+        return Err(BuildError::Invalid(format!(
+            "{} is larger than {MAX_META} bytes",
+            path.display()
+        )));
+    }
+    serde_json::from_slice(&buf)
+        .map_err(|e| BuildError::Invalid(format!("{} is not valid JSON: {e}", path.display())))
+}
+
+/// Read the image of the layout `dir` (as the image store exports it:
+/// one manifest).
+pub fn read_layout(dir: &Path) -> Result<BaseImage, BuildError> {
+    let bad = |m: &str| BuildError::Invalid(format!("the base image's layout: {m}"));
+    let index = read_meta(&dir.join("index.json"))?;
+    let mdigest = index["manifests"][0]["digest"]
+        .as_str()
+        .ok_or_else(|| bad("index.json names no manifest"))?;
+    let blob =
+        |d: &str| -> Result<PathBuf, BuildError> { Ok(dir.join("blobs/sha256").join(hex_of(d)?)) };
+    let manifest = read_meta(&blob(mdigest)?)?;
+    let cdigest = manifest["config"]["digest"]
+        .as_str()
+        .ok_or_else(|| bad("the manifest names no config"))?;
+    let config = read_meta(&blob(cdigest)?)?;
+    let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let descs = manifest["layers"].as_array().cloned().unwrap_or_default();
+    if descs.len() != diff_ids.len() {
+        return Err(bad(
+            "the manifest and the config list different numbers of layers",
+        ));
+    }
+    let mut layers = Vec::new();
+    for (d, diff) in descs.iter().zip(&diff_ids) {
+        let digest = d["digest"]
+            .as_str()
+            .ok_or_else(|| bad("a layer has no digest"))?;
+        layers.push(Layer {
+            blob: blob(digest)?,
+            digest: hex_of(digest)?,
+            diff_id: hex_of(diff)?,
+            size: d["size"].as_u64().unwrap_or(0),
+        });
+    }
+    Ok(BaseImage { layers, config })
+}
+
+/// The config of an image made of `base`'s layers and then `own`, with
+/// `run` as its runtime config and `history` after the base's (the base's
+/// `created` time is kept, so rebuilds give the same image id).
+pub fn config_over(
+    base: &BaseImage,
+    run: &RunConfig,
+    own: &[Layer],
+    history: &[History],
+) -> Vec<u8> {
+    let mut v = base.config.clone();
+    let all: Vec<Layer> = base.layers.iter().chain(own).cloned().collect();
+    v["config"] = serde_json::to_value(run).expect("config serializes");
+    v["rootfs"] = json!({
+        "type": "layers",
+        "diff_ids": all.iter().map(|l| format!("sha256:{}", l.diff_id)).collect::<Vec<_>>(),
+    });
+    let mut h = base.config["history"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    h.extend(
+        history
+            .iter()
+            .map(|x| serde_json::to_value(x).expect("history serializes")),
+    );
+    v["history"] = json!(h);
+    serde_json::to_vec(&v).expect("config serializes")
 }

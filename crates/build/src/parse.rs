@@ -300,11 +300,11 @@ pub fn parse(text: &str) -> Result<Vec<Instruction>, ParseError> {
     Ok(out)
 }
 
+/// `--name=value` flags in order.
+type Flags = Vec<(String, String)>;
+
 /// Leading `--name=value` flags (only those `allowed`), then the rest.
-fn split_flags<'a>(
-    mut rest: &'a str,
-    allowed: &[&str],
-) -> Result<(Vec<(String, String)>, &'a str), String> {
+fn split_flags<'a>(mut rest: &'a str, allowed: &[&str]) -> Result<(Flags, &'a str), String> {
     let mut flags = Vec::new();
     while let Some(f) = rest.strip_prefix("--") {
         let end = f.find(char::is_whitespace).unwrap_or(f.len());

@@ -802,10 +802,35 @@ pub enum ImageCommand {
     Ls(JsonFlag),
     /// Import an OCI image layout directory or a `docker save` tarball.
     Import {
-        /// Name to give the image.
+        /// Reference to give the image (`mytool:1`; short names are
+        /// Docker Hub's: `mytool:1` is `docker.io/library/mytool:1`).
         name: String,
         /// Path (on the daemon's host) of the OCI layout dir or tarball.
         path: PathBuf,
+    },
+    /// Remove an image no sandbox uses (admin).
+    Rm {
+        /// Image reference (`python:3.12`, `app@sha256:...`).
+        reference: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove every image no sandbox uses, and the blobs and layers no
+    /// image needs (admin).
+    Prune(JsonFlag),
+    /// Export an image: an OCI image layout directory (`-o DIR`), or a tar
+    /// archive (`-o FILE.tar`, or `-o -` for stdout) that `skopeo`
+    /// (`oci-archive:`) and, with `--format docker`, `docker load` read.
+    Export {
+        /// Image reference.
+        reference: String,
+        /// Output: a new (or empty) directory, or a file ending in .tar.
+        #[arg(long, short = 'o')]
+        output: PathBuf,
+        /// `oci` (OCI image layout) or `docker` (adds docker save's
+        /// manifest.json; always a tar file).
+        #[arg(long, default_value = "oci")]
+        format: String,
     },
 }
 

@@ -67,7 +67,20 @@ fn built(d: &Daemon, ctx: &Ctx, extra: &[&str]) -> serde_json::Value {
 }
 
 fn images(d: &Daemon) -> Vec<serde_json::Value> {
-    serde_json::from_str::<serde_json::Value>(&d.ok(&["image", "ls", "--json"]))
+    images_of(d, "default")
+}
+
+/// The images `tenant` sees (built images are the building tenant's).
+fn images_of(d: &Daemon, tenant: &str) -> Vec<serde_json::Value> {
+    let mut c = d.cmd(&["image", "ls", "--json"]);
+    c.env("DWELL_AS_TENANT", tenant);
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
         .unwrap()
         .as_array()
         .unwrap()
@@ -100,8 +113,8 @@ fn builds_run_copy_and_config_and_a_sandbox_sees_them() {
          ENV APP_HOME=/opt/app\n\
          WORKDIR $APP_HOME\n\
          COPY --chown=1000:1001 hello.txt ./\n\
-         RUN echo \"$GREETING\" > greeting && mkdir -p sub && echo x > sub/gone && echo x > keep\n\
-         RUN [\"/bin/sh\", \"-c\", \"rm sub/gone && echo exec > /opt/app/exec\"]\n\
+         RUN echo \"$GREETING\" > greeting && mkdir -p sub odir && echo x > sub/gone && echo x > keep && echo old > odir/old\n\
+         RUN [\"/bin/sh\", \"-c\", \"rm sub/gone && echo exec > /opt/app/exec && rm -rf odir && mkdir odir && echo new > odir/new\"]\n\
          LABEL org.example.team=\"build team\"\n\
          EXPOSE 8080 53/udp\n\
          USER nobody\n\
@@ -148,6 +161,8 @@ fn builds_run_copy_and_config_and_a_sandbox_sees_them() {
         "gone\n"
     );
     assert_eq!(d.sh("t1", "cat /opt/app/keep"), "x\n");
+    // A dir deleted and made again hides what it held (an opaque dir).
+    assert_eq!(d.sh("t1", "ls /opt/app/odir"), "new\n");
     assert_eq!(d.sh("t1", "echo $APP_HOME"), "/opt/app\n");
     d.ok(&["rm", "-f", "t1"]);
 }
@@ -278,6 +293,19 @@ fn dockerignore_and_chown_and_add_of_a_tar() {
     assert_eq!(d.sh("i", "stat -c %U:%a /opt/owned"), "nobody:640\n");
     assert_eq!(d.sh("i", "cat /opt/unpacked/inner/file"), "abc");
     d.ok(&["rm", "-f", "i"]);
+    // -f with a Dockerfile outside the context: it is not copied with it.
+    let outside = d.dir.path().join("Outside.Dockerfile");
+    std::fs::write(&outside, "FROM host\nCOPY . /opt/c2/\n").unwrap();
+    built(&d, &ctx, &["-t", "ign:2", "-f", outside.to_str().unwrap()]);
+    d.create("j", &["--image", "ign:2"]);
+    assert_eq!(
+        d.sh(
+            "j",
+            "cat /opt/c2/keep.txt; ls -a /opt/c2 | grep -c dwell-build || true"
+        ),
+        "keep\n0\n"
+    );
+    d.ok(&["rm", "-f", "j"]);
     nothing_left(&d);
 }
 
@@ -535,7 +563,12 @@ fn hostile_build_contexts_are_refused_or_copied_as_links() {
     let text = r.text();
     let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     assert_eq!(last["event"], "done", "{text}");
-    let img = image(&d, "ctx:1").unwrap();
+    let img = images_of(&d, "builder")
+        .into_iter()
+        .find(|i| i["name"] == "ctx:1")
+        .expect("the tenant sees its image");
+    // Another tenant does not.
+    assert!(image(&d, "ctx:1").is_none());
     let p = top_layer(&img).join("opt/c/hostfile");
     assert!(p.symlink_metadata().unwrap().file_type().is_symlink());
     // The staged contexts are gone.
@@ -545,5 +578,162 @@ fn hostile_build_contexts_are_refused_or_copied_as_links() {
         .map(|e| e.file_name())
         .collect();
     assert!(staged.is_empty(), "{staged:?}");
+    nothing_left(&d);
+}
+
+/// Import a busybox image (`tiny:1`, one layer) for builds that need an
+/// OCI base; `false` (with a skip) without /bin/busybox.
+fn import_busybox(d: &Daemon) -> bool {
+    if !Path::new("/bin/busybox").exists() {
+        skip("/bin/busybox (package busybox-static) is needed to build a test image");
+        return false;
+    }
+    let dir = d.dir.path().join("img");
+    let script = r#"
+set -e
+cd "$1"
+mkdir -p l1/bin l1/etc l1/tmp
+cp /bin/busybox l1/bin/busybox
+for t in sh echo cat ls id rm mkdir stat test; do ln -s busybox l1/bin/$t; done
+echo base > l1/etc/base-file
+echo 'root:x:0:0:root:/root:/bin/sh' > l1/etc/passwd
+echo 'root:x:0:' > l1/etc/group
+mkdir -p out/a
+tar -C l1 -cf out/a/layer.tar .
+d1=$(sha256sum out/a/layer.tar | cut -d' ' -f1)
+printf '{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"history":[{"created_by":"test base"}]}' $d1 > out/config.json
+printf '[{"Config":"config.json","RepoTags":["tiny:1"],"Layers":["a/layer.tar"]}]' > out/manifest.json
+tar -C out -cf image.tar manifest.json config.json a
+"#;
+    std::fs::create_dir_all(&dir).unwrap();
+    let st = std::process::Command::new("sh")
+        .args(["-c", script, "sh", dir.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    d.ok(&[
+        "image",
+        "import",
+        "tiny:1",
+        dir.join("image.tar").to_str().unwrap(),
+    ]);
+    true
+}
+
+#[test]
+fn builds_on_an_imported_image_are_complete_oci_images() {
+    if !can_run() {
+        return;
+    }
+    let d = Daemon::start();
+    if !import_busybox(&d) {
+        return;
+    }
+    let ctx = Ctx::new(
+        "FROM tiny:1\n\
+         RUN rm /etc/base-file && echo built > /etc/built\n\
+         COPY app.txt /app/\n\
+         CMD [\"cat\", \"/app/app.txt\"]\n",
+    );
+    ctx.file("app.txt", "app\n");
+    let done = built(&d, &ctx, &["-t", "onbase:1"]);
+    d.create("b", &["--image", "onbase:1"]);
+    assert_eq!(d.sh("b", "cat /etc/built /app/app.txt"), "built\napp\n");
+    assert_eq!(
+        d.sh("b", "test -e /etc/base-file && echo there || echo gone"),
+        "gone\n"
+    );
+    d.ok(&["rm", "-f", "b"]);
+    // Exported, it holds the base's layer and its own, and the history.
+    let out = d.dir.path().join("export");
+    d.ok(&["image", "export", "onbase:1", "-o", out.to_str().unwrap()]);
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
+    let blob = |digest: &str| {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        serde_json::from_slice::<serde_json::Value>(
+            &std::fs::read(out.join("blobs/sha256").join(hex)).unwrap(),
+        )
+        .unwrap()
+    };
+    let manifest = blob(index["manifests"][0]["digest"].as_str().unwrap());
+    assert_eq!(manifest["layers"].as_array().unwrap().len(), 3);
+    let config = blob(manifest["config"]["digest"].as_str().unwrap());
+    assert_eq!(manifest["config"]["digest"], done["digest"], "the image id");
+    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 3);
+    assert_eq!(config["history"][0]["created_by"], "test base");
+    assert_eq!(
+        config["config"]["Cmd"],
+        serde_json::json!(["cat", "/app/app.txt"])
+    );
+    nothing_left(&d);
+}
+
+#[test]
+fn a_build_cut_short_by_a_daemon_kill_leaves_nothing_after_restart() {
+    if !can_run() {
+        return;
+    }
+    let mut d = Daemon::start();
+    let ctx = Ctx::new("FROM host\nRUN echo a > /opt/a\nRUN sleep 120\n");
+    let p = ctx.path().to_string_lossy().into_owned();
+    let mut child = d
+        .cmd(&[
+            "build", "-t", "cut:1", "--memory", "256M", "--disk", "512M", &p,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The second RUN's sandbox is up (the first RUN's image is stored).
+    wait_for(120, "the sleeping RUN step's sandbox", || {
+        let ids = d.ok(&["ls", "-q"]);
+        !ids.trim().is_empty()
+            && images(&d)
+                .iter()
+                .any(|i| i["name"].as_str().unwrap_or("").starts_with("dwell-build-"))
+    });
+    d.kill9();
+    let _ = child.kill();
+    let _ = child.wait();
+    d.restart();
+    wait_for(60, "the interrupted build's leftovers removed", || {
+        d.ok(&["ls", "-q"]).trim().is_empty()
+            && !images(&d)
+                .iter()
+                .any(|i| i["name"].as_str().unwrap_or("").starts_with("dwell-build-"))
+    });
+    assert!(image(&d, "cut:1").is_none());
+    // The cache still works for the step that finished.
+    let ctx2 = Ctx::new("FROM host\nRUN echo a > /opt/a\n");
+    let done = built(&d, &ctx2, &["-t", "cut:2"]);
+    assert_eq!(done["cached"], 2);
+}
+
+#[test]
+fn a_client_that_goes_away_cancels_its_build() {
+    if !can_run() {
+        return;
+    }
+    let d = Daemon::start();
+    let ctx = Ctx::new("FROM host\nRUN sleep 300\n");
+    let p = ctx.path().to_string_lossy().into_owned();
+    let mut child = d
+        .cmd(&[
+            "build", "-t", "gone:1", "--memory", "256M", "--disk", "512M", &p,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(120, "the RUN step's sandbox", || {
+        !d.ok(&["ls", "-q"]).trim().is_empty()
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    wait_for(60, "the cancelled build's sandbox removed", || {
+        d.ok(&["ls", "-q"]).trim().is_empty()
+    });
+    assert!(image(&d, "gone:1").is_none());
     nothing_left(&d);
 }

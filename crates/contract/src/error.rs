@@ -64,6 +64,10 @@ pub mod fact {
     pub const STEP: &str = "step";
     /// The exit code of a build's failing RUN step.
     pub const EXIT_CODE: &str = "exit_code";
+    /// An image reference as asked for.
+    pub const IMAGE: &str = "image";
+    /// A registry host.
+    pub const REGISTRY: &str = "registry";
 }
 
 /// Every error code the API answers with.
@@ -88,6 +92,22 @@ pub mod code {
     pub const TOO_MANY_STREAMS: &str = "too_many_streams";
     pub const NO_SPACE: &str = "no_space";
     pub const IMAGE_IMPORT_FAILED: &str = "image_import_failed";
+    /// No image is stored under that reference (HTTP 404; fact `image`).
+    pub const IMAGE_NOT_FOUND: &str = "image_not_found";
+    /// The image reference cannot be parsed (HTTP 400).
+    pub const INVALID_IMAGE_REFERENCE: &str = "invalid_image_reference";
+    /// An image is already stored under that reference (HTTP 409).
+    pub const IMAGE_EXISTS: &str = "image_exists";
+    /// Live sandboxes use the image (HTTP 409; fact `image`).
+    pub const IMAGE_IN_USE: &str = "image_in_use";
+    /// The registry refused the credentials, or needs some (HTTP 401;
+    /// facts `registry`, `image`): `dwell registry login`.
+    pub const REGISTRY_AUTH_FAILED: &str = "registry_auth_failed";
+    /// The registry has no such repository, tag or digest (HTTP 404).
+    pub const IMAGE_NOT_IN_REGISTRY: &str = "image_not_in_registry";
+    /// The pull failed: registry unreachable, bad content, digest
+    /// mismatch (HTTP 502).
+    pub const IMAGE_PULL_FAILED: &str = "image_pull_failed";
     pub const RUNTIME_ERROR: &str = "runtime_error";
     pub const STORAGE_ERROR: &str = "storage_error";
     pub const STORE_ERROR: &str = "store_error";
@@ -119,6 +139,13 @@ pub const CODES: &[&str] = &[
     code::TOO_MANY_STREAMS,
     code::NO_SPACE,
     code::IMAGE_IMPORT_FAILED,
+    code::IMAGE_NOT_FOUND,
+    code::INVALID_IMAGE_REFERENCE,
+    code::IMAGE_EXISTS,
+    code::IMAGE_IN_USE,
+    code::REGISTRY_AUTH_FAILED,
+    code::IMAGE_NOT_IN_REGISTRY,
+    code::IMAGE_PULL_FAILED,
     code::RUNTIME_ERROR,
     code::STORAGE_ERROR,
     code::STORE_ERROR,

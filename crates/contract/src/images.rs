@@ -1,13 +1,21 @@
 //! `/v1/images`: root filesystem images, shared by all tenants.
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 /// A root filesystem image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Image {
-    /// The image's name (`host` or the name given at import).
+    /// The image's familiar reference (`python:3.12`, `host`).
     pub name: String,
+    /// The normalized reference it is stored under
+    /// (`docker.io/library/python:3.12`); null for `host` and images stored
+    /// before references.
+    #[serde(default)]
+    pub reference: Option<String>,
+    /// Digest of its manifest (`sha256:...`), as a registry names it.
+    #[serde(default)]
+    pub digest: Option<String>,
     /// Content digest, `sha256:<hex>` (the config digest for imports).
     pub id: String,
     /// Overlay lower directories on the daemon's host, topmost first.
@@ -67,4 +75,25 @@ pub struct ImportBody {
     pub name: String,
     /// A path on the daemon's host.
     pub path: String,
+}
+
+/// `DELETE /v1/images?ref=`: the image to act on.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ImageRef {
+    /// Image reference (`python:3.12`, `registry.local:5000/team/app:1`,
+    /// `app@sha256:...`).
+    pub r#ref: String,
+}
+
+/// `GET /v1/images/export`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ExportQuery {
+    /// Image reference.
+    pub r#ref: String,
+    /// `oci` (an OCI image layout, the default) or `docker` (the same plus
+    /// `docker save`'s `manifest.json`).
+    #[serde(default)]
+    pub format: Option<String>,
 }

@@ -20,6 +20,7 @@ mod build;
 mod create;
 mod credentials;
 mod diff;
+mod images;
 mod lifecycle;
 mod networks;
 mod ports;
@@ -177,6 +178,13 @@ impl Controller {
     /// unreachable meanwhile. Lifecycle requests for a sandbox still being
     /// recovered wait for it (the per-sandbox lock); reads show its state.
     pub async fn start_background(&self) {
+        // What builds interrupted by the last stop left (in the background:
+        // deleting sandboxes waits for their recovery).
+        {
+            let ctl = self.clone();
+            let started = self.inner.clock.now_ms();
+            tokio::spawn(async move { ctl.sweep_build_leftovers(started).await });
+        }
         {
             let inner = self.inner.clone();
             blocking(move || {

@@ -38,6 +38,8 @@ pub mod fact {
     pub const STEP: &str = "step";
     /// The exit code of a build's failing RUN step.
     pub const EXIT_CODE: &str = "exit_code";
+    /// The image reference concerned.
+    pub const IMAGE: &str = "image";
 }
 
 /// A control-plane failure.
@@ -97,6 +99,16 @@ pub enum Error {
     /// A tenant quota would be exceeded.
     #[error("{}", .0.message)]
     Quota(Box<QuotaExceeded>),
+    /// An image that live sandboxes use cannot be removed.
+    #[error(
+        "image {image} is used by sandboxes {}; delete them first, then remove the image",
+        .sandboxes.join(", ")
+    )]
+    ImageInUse {
+        image: String,
+        /// `tenant/name` of each sandbox using it.
+        sandboxes: Vec<String>,
+    },
     /// A name already used by a live sandbox.
     #[error("a sandbox named {0:?} already exists; pick another name or remove that sandbox")]
     NameTaken(String),
@@ -165,6 +177,12 @@ impl Error {
             Error::NameTaken(_) | Error::NetworkNameTaken(_) => "name_taken",
             Error::Quota(_) => "quota_exceeded",
             Error::Runtime(_) => "runtime_error",
+            Error::ImageInUse { .. } => "image_in_use",
+            Error::Storage(dwell_storage::StorageError::ImageNotFound(_)) => "image_not_found",
+            Error::Storage(dwell_storage::StorageError::InvalidReference { .. }) => {
+                "invalid_image_reference"
+            }
+            Error::Storage(dwell_storage::StorageError::ImageExists(_)) => "image_exists",
             Error::Storage(_) => "storage_error",
             Error::Agent(_) => "agent_error",
             Error::Store(_) => "store_error",
@@ -180,7 +198,11 @@ impl Error {
             | Error::SnapshotNotFound(_)
             | Error::TenantNotFound(_)
             | Error::PortNotExposed { .. }
-            | Error::NetworkNotFound(_) => 404,
+            | Error::NetworkNotFound(_)
+            | Error::Storage(dwell_storage::StorageError::ImageNotFound(_)) => 404,
+            Error::Storage(dwell_storage::StorageError::InvalidReference { .. }) => 400,
+            Error::ImageInUse { .. }
+            | Error::Storage(dwell_storage::StorageError::ImageExists(_)) => 409,
             Error::Invalid { .. } => 400,
             Error::Conflict(_)
             | Error::Refused { .. }
@@ -218,6 +240,12 @@ impl Error {
             }
             Error::NetworkNotFound(name) => {
                 f.insert(fact::NETWORK, name.clone());
+            }
+            Error::ImageInUse { image, .. } => {
+                f.insert(fact::IMAGE, image.clone());
+            }
+            Error::Storage(dwell_storage::StorageError::ImageNotFound(image)) => {
+                f.insert(fact::IMAGE, image.clone());
             }
             Error::NetworkNameTaken(name) => {
                 f.insert(fact::NAME, name.clone());

@@ -40,8 +40,24 @@ pub enum StorageError {
         reason: String,
     },
 
+    /// An image reference cannot be parsed.
+    #[error("invalid image reference {reference:?}: {reason}")]
+    InvalidReference {
+        /// The reference as given.
+        reference: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// An image is already stored under this reference.
+    #[error("image {0:?} already exists; remove it first (`dwell image rm`) or pick another name")]
+    ImageExists(String),
+
     /// The image name names no image.
-    #[error("image {0:?} does not exist; import it first, or use the built-in image \"host\"")]
+    #[error(
+        "image {0:?} does not exist; pull or import it first (`dwell image pull`), or use the \
+         built-in image \"host\""
+    )]
     ImageNotFound(String),
 
     /// An operating-system call on a path failed.

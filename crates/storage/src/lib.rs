@@ -15,7 +15,10 @@ pub mod image;
 pub mod volume;
 
 pub use error::{Result, StorageError};
-pub use image::{unpack_untrusted, Healthcheck, Image, ImageStore, HOST_IMAGE};
+pub use image::{
+    digest_hex, unpack_untrusted, ExportFormat, Healthcheck, Image, ImageStore, Pulled, Reference,
+    StoreLock, HOST_IMAGE, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES,
+};
 pub use volume::{
     detach_loop, loop_bindings, LoopBinding, VolumeInfo, VolumeKind, VolumeManager,
     DEFAULT_VOLUME_SIZE, MAX_VOLUME_SIZE, MIN_VOLUME_SIZE,

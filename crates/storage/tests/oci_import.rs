@@ -11,7 +11,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use common::{is_root, MountGuard};
-use dwell_storage::{ImageStore, StorageError};
+use dwell_storage::{ExportFormat, ImageStore, StorageError};
 use sha2::{Digest, Sha256};
 
 fn sha(b: &[u8]) -> String {
@@ -339,10 +339,10 @@ fn oci_and_docker_imports_share_layers_and_whiteouts_work() {
         .into_iter()
         .map(|i| i.name)
         .collect();
-    assert_eq!(names, vec!["host", "from-docker:v1", "from-oci"]);
+    assert_eq!(names, vec!["host", "from-docker:v1", "from-oci:latest"]);
     assert!(matches!(
-        fx.store.import("from-oci", &oci),
-        Err(StorageError::InvalidName { .. })
+        fx.store.import("docker.io/library/from-oci", &oci),
+        Err(StorageError::ImageExists(_))
     ));
     fx.store.remove("from-oci").unwrap();
     assert!(
@@ -362,6 +362,131 @@ fn oci_and_docker_imports_share_layers_and_whiteouts_work() {
     );
     assert_eq!(
         fs::read_dir(fx.store.root().join("tmp")).unwrap().count(),
+        0
+    );
+    assert_eq!(
+        fs::read_dir(fx.store.root().join("blobs/sha256"))
+            .unwrap()
+            .count(),
+        0,
+        "blobs are collected with their last image"
+    );
+}
+
+/// References find images under every spelling; blobs are kept once and
+/// exported back as an OCI layout or a docker-save archive that imports
+/// again; images stored before references keep working; prune keeps what
+/// is in use.
+#[test]
+fn references_blobs_export_and_prune() {
+    if !is_root() {
+        return;
+    }
+    let fx = fixture();
+    let layers = test_layers();
+    let oci = fx.dir.path().join("oci");
+    write_oci(&oci, &layers);
+    let a = fx.store.import("team/tool:1", &oci).unwrap();
+    assert_eq!(a.name, "team/tool:1");
+    assert_eq!(a.reference.as_deref(), Some("docker.io/team/tool:1"));
+    let digest = a.digest.clone().unwrap();
+    for r in [
+        "team/tool:1".to_string(),
+        "docker.io/team/tool:1".to_string(),
+        "index.docker.io/team/tool:1".to_string(),
+        format!("team/tool@{digest}"),
+        format!("docker.io/team/tool:9@{digest}"),
+    ] {
+        assert_eq!(fx.store.get(&r).unwrap().id, a.id, "{r}");
+    }
+    assert!(matches!(
+        fx.store.get("team/tool:2"),
+        Err(StorageError::ImageNotFound(_))
+    ));
+    let unknown = format!("team/tool@sha256:{}", "0".repeat(64));
+    assert!(matches!(
+        fx.store.get(&unknown),
+        Err(StorageError::ImageNotFound(_))
+    ));
+    assert!(matches!(
+        fx.store.get("Bad//Ref"),
+        Err(StorageError::InvalidReference { .. })
+    ));
+    // 3 layers + config + manifest, once each.
+    let blobs = fx.store.root().join("blobs/sha256");
+    assert_eq!(fs::read_dir(&blobs).unwrap().count(), 5);
+
+    // Export as a layout (hard links) and import it back under a new name.
+    let out = fx.dir.path().join("exported");
+    fx.store.export_layout("team/tool:1", &out).unwrap();
+    let idx: serde_json::Value =
+        serde_json::from_slice(&fs::read(out.join("index.json")).unwrap()).unwrap();
+    assert_eq!(idx["manifests"][0]["digest"], digest.as_str());
+    assert_eq!(
+        idx["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"],
+        "1"
+    );
+    assert!(out.join("oci-layout").is_file());
+    assert!(
+        fx.store.export_layout("team/tool:1", &out).is_err(),
+        "not empty"
+    );
+    let b = fx.store.import("copy:1", &out).unwrap();
+    assert_eq!(
+        (b.id.clone(), b.layers.clone()),
+        (a.id.clone(), a.layers.clone())
+    );
+    assert_eq!(b.digest, a.digest);
+    assert_eq!(fs::read_dir(&blobs).unwrap().count(), 5, "shared");
+
+    // A docker-save archive of it imports too.
+    let tarball = fx.dir.path().join("saved.tar");
+    let mut f = fs::File::create(&tarball).unwrap();
+    fx.store
+        .export_archive("copy:1", ExportFormat::Docker, &mut f)
+        .unwrap();
+    drop(f);
+    let c = fx.store.import("from-archive:1", &tarball).unwrap();
+    assert_eq!(c.id, a.id);
+    assert!(fx
+        .store
+        .export_layout("host", &fx.dir.path().join("h"))
+        .is_err());
+
+    // An image stored before references: found by its old name.
+    let mut legacy = a.clone();
+    legacy.name = "Old_Name".to_string();
+    legacy.reference = None;
+    legacy.digest = None;
+    legacy.blobs.clear();
+    fs::write(
+        fx.store.root().join("images/Old_Name.json"),
+        serde_json::to_vec(&legacy).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(fx.store.get("Old_Name").unwrap().name, "Old_Name");
+    assert_eq!(
+        fx.store.key_of("Old_Name").unwrap().as_deref(),
+        Some("Old_Name")
+    );
+    assert_eq!(
+        fx.store.key_of("docker.io/team/tool:1").unwrap(),
+        fx.store.key_of(&format!("team/tool@{digest}")).unwrap()
+    );
+
+    // Prune keeps what is in use (here: copy:1) and collects the rest.
+    let removed = fx.store.prune(&|i| i.name == "copy:1").unwrap();
+    let mut names: Vec<String> = removed.into_iter().map(|i| i.name).collect();
+    names.sort();
+    assert_eq!(names, vec!["Old_Name", "from-archive:1", "team/tool:1"]);
+    assert_eq!(fs::read_dir(&blobs).unwrap().count(), 5);
+    assert!(b.layers.iter().all(|l| l.is_dir()));
+    fx.store.remove("copy:1").unwrap();
+    assert_eq!(fs::read_dir(&blobs).unwrap().count(), 0);
+    assert_eq!(
+        fs::read_dir(fx.store.root().join("layers"))
+            .unwrap()
+            .count(),
         0
     );
 }
@@ -472,8 +597,8 @@ fn corrupt_blobs_and_bad_sources_fail_loudly() {
         Err(StorageError::InvalidName { .. })
     ));
     assert!(matches!(
-        fx.store.import("a/b", &oci),
-        Err(StorageError::InvalidName { .. })
+        fx.store.import("A//b", &oci),
+        Err(StorageError::InvalidReference { .. })
     ));
     assert!(matches!(
         fx.store.import("missing", Path::new("/nonexistent/dwell")),

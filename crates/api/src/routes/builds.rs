@@ -27,6 +27,11 @@ use crate::AppState;
 
 /// The largest build context accepted (compressed bytes as sent).
 pub const MAX_CONTEXT: u64 = 2 << 30;
+/// Where `dwell build` puts a Dockerfile from outside the context (removed
+/// from the context once read).
+pub const OUTSIDE_DOCKERFILE: &str = ".dwell-build.Dockerfile";
+/// The most bytes a build context unpacks to.
+pub const MAX_UNPACKED: u64 = 8 << 30;
 /// The largest Dockerfile read from the context.
 const MAX_DOCKERFILE: u64 = 1 << 20;
 
@@ -112,9 +117,9 @@ pub async fn build(
     let _ = std::fs::remove_file(&tar_path);
     // The Dockerfile, read without following a symlink.
     let clean = dockerfile_rel.trim_start_matches('/').to_string();
-    let d = dir.clone();
+    let (d, c) = (dir.clone(), clean.clone());
     let dockerfile = tokio::task::spawn_blocking(move || {
-        dwell_hostfs::Beneath::open(&d).and_then(|b| b.read_string_capped(&clean, MAX_DOCKERFILE))
+        dwell_hostfs::Beneath::open(&d).and_then(|b| b.read_string_capped(&c, MAX_DOCKERFILE))
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?
@@ -123,6 +128,10 @@ pub async fn build(
             "cannot read the Dockerfile {dockerfile_rel:?} from the context: {e}"
         ))
     })?;
+    // A Dockerfile the CLI sent from outside the context is not part of it.
+    if clean == OUTSIDE_DOCKERFILE {
+        let _ = std::fs::remove_file(dir.join(OUTSIDE_DOCKERFILE));
+    }
     let disk = q.disk.clone().map(dwell_control::model::SizeArg::Text);
     let memory = q.memory.clone().map(dwell_control::model::SizeArg::Text);
     let req = BuildRequest {
@@ -143,13 +152,22 @@ pub async fn build(
     let (out_tx, out_rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(256);
     let ctl = st.ctl.clone();
     let tenant = p.tenant.clone();
-    // The build runs to its end (and cleans up) even if the client leaves.
+    // The build task cleans up whatever happens; a client that leaves
+    // cancels it.
     tokio::spawn(async move {
         let _staged = staged;
         let fwd_tx = out_tx.clone();
+        // A client that goes away drops `rx`, which cancels the build.
         let forward = tokio::spawn(async move {
-            while let Some(e) = rx.recv().await {
-                let _ = fwd_tx.send(Ok(line(&e))).await;
+            loop {
+                let e = tokio::select! {
+                    e = rx.recv() => e,
+                    _ = fwd_tx.closed() => break,
+                };
+                let Some(e) = e else { break };
+                if fwd_tx.send(Ok(line(&e))).await.is_err() {
+                    break;
+                }
             }
         });
         let r = ctl.build(&tenant, req, tx).await;
@@ -198,23 +216,7 @@ fn nonce() -> String {
 }
 
 fn unpack(tar: &Path, dir: &Path) -> ApiResult<()> {
-    let f = std::fs::File::open(tar)
-        .map_err(|e| ApiError::internal(format!("reading the staged context: {e}")))?;
-    let mut head = [0u8; 2];
-    let gz = {
-        use std::io::Read;
-        let mut g = std::fs::File::open(tar)
-            .map_err(|e| ApiError::internal(format!("reading the staged context: {e}")))?;
-        g.read(&mut head).unwrap_or(0) == 2 && head == [0x1f, 0x8b]
-    };
-    let reader: Box<dyn std::io::Read> = if gz {
-        Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(
-            f,
-        )))
-    } else {
-        Box::new(std::io::BufReader::new(f))
-    };
-    dwell_storage::unpack_untrusted(reader, dir, "the build context").map_err(|e| {
+    dwell_storage::unpack_untrusted(tar, dir, "the build context", MAX_UNPACKED).map_err(|e| {
         ApiError::bad_request(format!("the build context is not a usable tar: {e}"))
     })?;
     Ok(())

@@ -95,7 +95,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sandboxes/{id}/fs/stat", get(files::stat))
         .route("/v1/sandboxes/{id}/fs/mkdir", post(files::mkdir))
         .route("/v1/sandboxes/{id}/fs/rename", post(files::rename))
-        .route("/v1/images", get(images::list).post(images::import))
+        .route(
+            "/v1/images",
+            get(images::list)
+                .post(images::import)
+                .delete(images::remove),
+        )
+        .route("/v1/images/prune", post(images::prune))
+        .route("/v1/images/export", get(images::export))
         .route("/v1/builds", post(builds::build))
         .route("/v1/networks", get(networks::list).post(networks::create))
         .route(

@@ -73,6 +73,9 @@ fn tar_context(ctx: &Path, dockerfile: &Path, out: std::fs::File) -> Result<Stri
             let mut h = tar::Header::new_gnu();
             h.set_size(data.len() as u64);
             h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
             h.set_cksum();
             b.append_data(&mut h, OUTSIDE_DOCKERFILE, data.as_slice())?;
             OUTSIDE_DOCKERFILE.to_string()

@@ -1,10 +1,13 @@
-//! `image ls`, `image import`.
+//! `image ls`, `image import`, `image rm`, `image prune`, `image export`.
 
-use anyhow::Result;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
 use dwell_contract::images::{Image, ImportBody};
+use http_body_util::BodyExt;
 
 use crate::cli::ImageCommand;
-use crate::client::Client;
+use crate::client::{check, enc, Client};
 use crate::output;
 
 pub async fn run(c: &Client, cmd: ImageCommand) -> Result<i32> {
@@ -48,6 +51,116 @@ pub async fn run(c: &Client, cmd: ImageCommand) -> Result<i32> {
                 output::size(img.size_bytes)
             );
         }
+        ImageCommand::Rm { reference, json } => {
+            let img: Image = c
+                .json(
+                    hyper::Method::DELETE,
+                    &format!("/v1/images?ref={}", enc(&reference)),
+                    None::<&()>,
+                )
+                .await?;
+            if json {
+                output::json(&img)?;
+            } else {
+                println!("removed {}", img.name);
+            }
+        }
+        ImageCommand::Prune(a) => {
+            let removed: Vec<Image> = c.post("/v1/images/prune", &()).await?;
+            if a.json {
+                output::json(&removed)?;
+            } else {
+                for i in &removed {
+                    println!("removed {}", i.name);
+                }
+                eprintln!("{} images removed", removed.len());
+            }
+        }
+        ImageCommand::Export {
+            reference,
+            output,
+            format,
+        } => export(c, &reference, &output, &format).await?,
     }
     Ok(0)
+}
+
+async fn export(c: &Client, reference: &str, out: &Path, format: &str) -> Result<()> {
+    let to_stdout = out == Path::new("-");
+    let as_file = to_stdout
+        || format == "docker"
+        || out.extension().is_some_and(|e| e == "tar" || e == "TAR");
+    if !as_file {
+        if let Ok(mut rd) = std::fs::read_dir(out) {
+            if rd.next().is_some() {
+                bail!(
+                    "{} is a directory that is not empty; name a new or empty directory, or a \
+                     file ending in .tar",
+                    out.display()
+                );
+            }
+        }
+    } else if !to_stdout && out.exists() {
+        bail!("{} exists; remove it or name another file", out.display());
+    }
+    let resp = c
+        .send(
+            hyper::Method::GET,
+            &format!(
+                "/v1/images/export?ref={}&format={}",
+                enc(reference),
+                enc(format)
+            ),
+            "application/json",
+            http_body_util::Empty::<bytes::Bytes>::new(),
+        )
+        .await?;
+    let mut body = check(resp).await?.into_body();
+    // Spool the archive to a temporary file next to the output, then move
+    // it into place (or unpack it): a broken transfer leaves nothing.
+    let dir = if to_stdout {
+        std::env::temp_dir()
+    } else {
+        out.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf()
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(&dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    let mut bytes = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.context("the export broke off; try again")?;
+        if let Some(d) = frame.data_ref() {
+            std::io::Write::write_all(&mut tmp, d)?;
+            bytes += d.len() as u64;
+        }
+    }
+    std::io::Write::flush(&mut tmp)?;
+    let shown = if to_stdout {
+        let mut f = std::fs::File::open(tmp.path())?;
+        std::io::copy(&mut f, &mut std::io::stdout().lock())?;
+        "stdout".to_string()
+    } else if as_file {
+        tmp.persist_noclobber(out)
+            .map_err(|e| e.error)
+            .with_context(|| format!("cannot write {}", out.display()))?;
+        out.display().to_string()
+    } else {
+        std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+        let mut ar = tar::Archive::new(std::fs::File::open(tmp.path())?);
+        for entry in ar.entries()? {
+            let mut entry = entry?;
+            let kind = entry.header().entry_type();
+            if !(kind.is_file() || kind.is_dir()) {
+                bail!("the daemon sent an archive with an unexpected entry; try again");
+            }
+            if !entry.unpack_in(out)? {
+                bail!("the daemon sent an archive with an unsafe path; try again");
+            }
+        }
+        out.display().to_string()
+    };
+    eprintln!("exported {reference} to {shown} ({})", output::size(bytes));
+    Ok(())
 }

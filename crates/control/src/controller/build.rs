@@ -58,6 +58,32 @@ struct Stage {
     cmd_set: bool,
     /// Materialized image of the current layers: (layer count, image).
     image: Option<(usize, Image)>,
+    /// The base as an OCI image (layers and config), for a base that is a
+    /// stored OCI image: results then hold its layers too (a complete
+    /// image that exports and pushes). `None` for `host`.
+    base_oci: Option<Arc<oci::BaseImage>>,
+}
+
+impl Stage {
+    /// The config, every layer of the image and the base to stack it on.
+    fn parts(&self) -> (Vec<u8>, Vec<Layer>, Image) {
+        match &self.base_oci {
+            Some(b) => {
+                let cfg = oci::config_over(b, &self.config, &self.layers, &self.history);
+                let layers = b.layers.iter().chain(&self.layers).cloned().collect();
+                let mut empty = self.base.clone();
+                empty.layers.clear();
+                empty.host_dirs.clear();
+                empty.size_bytes = 0;
+                (cfg, layers, empty)
+            }
+            None => (
+                oci::config_json(&self.config, &self.layers, &self.history),
+                self.layers.clone(),
+                self.base.clone(),
+            ),
+        }
+    }
 }
 
 /// A stage definition: its FROM and the instructions after it.
@@ -75,6 +101,8 @@ struct Run<'a> {
     events: &'a Sender<BuildEvent>,
     cache: Arc<Cache>,
     tmp_images: Vec<String>,
+    /// Staging dirs (exported base layouts) removed when the build ends.
+    tmp_dirs: Vec<PathBuf>,
     sandboxes: Vec<String>,
     cached: usize,
     steps: usize,
@@ -110,32 +138,6 @@ fn base_config(img: &Image) -> RunConfig {
 
 fn invalid(step: usize, m: impl Into<String>) -> Error {
     step_error(step, BuildError::Invalid(m.into()))
-}
-
-fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0) as i64;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 /// Split instructions into global ARGs and stages.
@@ -189,8 +191,66 @@ fn stage_ref(defs: &[StageDef], before: usize, word: &str) -> Option<usize> {
     w.parse::<usize>().ok().filter(|&i| i < before)
 }
 
+fn cancelled(step: usize) -> Error {
+    Error::BuildFailed {
+        step,
+        exit_code: None,
+        message: format!("step {step}: the build was cancelled (its client went away)"),
+        status: 499,
+    }
+}
+
+/// The label that marks a build's RUN sandboxes.
+const BUILD_LABEL: &str = "dwell.build";
+
 impl Controller {
+    /// Remove what builds interrupted by a daemon stop left: RUN sandboxes
+    /// and intermediate images made before `before_ms` (this daemon's
+    /// start; a build never outlives its daemon, and builds started since
+    /// are left alone).
+    pub async fn sweep_build_leftovers(&self, before_ms: i64) {
+        let Ok(all) = self.all_sandboxes() else {
+            return;
+        };
+        for sb in all {
+            if sb.spec.labels.contains_key(BUILD_LABEL) && sb.created_at < before_ms {
+                match self.delete(&sb.tenant, &sb.id, true).await {
+                    Ok(()) => {
+                        tracing::info!(sandbox = sb.id, "removed an interrupted build's sandbox")
+                    }
+                    Err(e) => tracing::warn!(
+                        sandbox = sb.id,
+                        "removing an interrupted build's sandbox failed: {e}"
+                    ),
+                }
+            }
+        }
+        let ctl = self.clone();
+        let _ = blocking(move || {
+            let Ok(images) = ctl.images().stored() else {
+                return;
+            };
+            for img in images {
+                if img.name.starts_with(TMP_IMAGE_PREFIX)
+                    && (img.created_at as i64) * 1000 < before_ms
+                {
+                    let r = img.reference.clone().unwrap_or(img.name.clone());
+                    if let Err(e) = ctl.images().remove(&r) {
+                        tracing::warn!(
+                            image = img.name,
+                            "removing an interrupted build's image failed: {e}"
+                        );
+                    }
+                }
+            }
+        })
+        .await;
+    }
+
     /// Build an image from a Dockerfile; progress goes to `events`.
+    /// Dropping the receiver cancels the build (a running RUN is killed);
+    /// either way the build's sandboxes and intermediate images are removed
+    /// before this returns.
     pub async fn build(
         &self,
         tenant: &str,
@@ -255,6 +315,7 @@ impl Controller {
             events: &events,
             cache,
             tmp_images: Vec::new(),
+            tmp_dirs: Vec::new(),
             sandboxes: Vec::new(),
             cached: 0,
             steps: 0,
@@ -269,6 +330,14 @@ impl Controller {
 }
 
 impl Run<'_> {
+    /// Fail with "cancelled" when the caller dropped its receiver.
+    fn check_cancelled(&self, index: usize) -> Result<()> {
+        if self.events.is_closed() {
+            return Err(cancelled(index));
+        }
+        Ok(())
+    }
+
     async fn emit(&self, e: BuildEvent) {
         // A client that went away does not stop the build's cleanup.
         let _ = self.events.send(e).await;
@@ -370,20 +439,38 @@ impl Run<'_> {
                      and build FROM the image it uses, copying what you need",
                 ));
             }
-            let ctl = self.ctl.clone();
-            let name = image_ref.clone();
-            let base = blocking(move || ctl.images().get(&name))
-                .await?
+            // Only an image this tenant may use (another tenant's is "not found").
+            let pinned = self
+                .ctl
+                .image_for_tenant(self.tenant, &image_ref)
+                .await
                 .map_err(|e| match e {
-                    dwell_storage::StorageError::ImageNotFound(_) => invalid(
+                    Error::Storage(dwell_storage::StorageError::ImageNotFound(_)) => invalid(
                         index,
                         format!(
-                            "image {image_ref:?} not found on this daemon; import or pull it \
+                            "image {image_ref:?} not found on this daemon; pull or import it \
                              first (dwell image ls lists images)"
                         ),
                     ),
-                    e => Error::from(e),
+                    e => e,
                 })?;
+            let ctl = self.ctl.clone();
+            let base = blocking(move || ctl.images().get(&pinned)).await??;
+            // A stored OCI image: its layout, so results are complete images.
+            let base_oci = if base.digest.is_some() && base.host_dirs.is_empty() {
+                let dir = self.cache.tmp_path("base");
+                self.tmp_dirs.push(dir.clone());
+                let (ctl, r) = (self.ctl.clone(), base.name.clone());
+                let r = base.reference.clone().unwrap_or(r);
+                let b = blocking(move || -> Result<oci::BaseImage> {
+                    ctl.images().export_layout(&r, &dir)?;
+                    oci::read_layout(&dir).map_err(|e| step_error(0, e))
+                })
+                .await??;
+                Some(Arc::new(b))
+            } else {
+                None
+            };
             Stage {
                 name: None,
                 key: cache::key("", &["FROM", &base.id]),
@@ -394,6 +481,7 @@ impl Run<'_> {
                 args: Vars::new(),
                 cmd_set: false,
                 image: None,
+                base_oci,
             }
         };
         stage.name = def.name.clone();
@@ -407,6 +495,7 @@ impl Run<'_> {
         .await;
         for ins in &def.steps {
             let index = self.next_index();
+            self.check_cancelled(index)?;
             let t0 = Instant::now();
             self.emit(BuildEvent::Step {
                 index,
@@ -661,19 +750,19 @@ impl Run<'_> {
         }
         let name = format!("{TMP_IMAGE_PREFIX}{}", dwell_build::nonce());
         self.tmp_images.push(name.clone());
-        let cfg = oci::config_json(&stage.config, &stage.layers, &stage.history, &now_rfc3339());
-        let (ctl, layers, base, cache) = (
-            self.ctl.clone(),
-            stage.layers.clone(),
-            stage.base.clone(),
-            self.cache.clone(),
-        );
+        let (cfg, layers, base) = stage.parts();
+        let (ctl, cache) = (self.ctl.clone(), self.cache.clone());
         let n = name.clone();
+        let tenant = self.tenant.to_string();
         let img = blocking(move || -> Result<Image> {
             let dir = cache.tmp_path("layout");
             let r = oci::write_layout(&dir, &cfg, &layers)
                 .map_err(|e| step_error(0, e))
-                .and_then(|_| Ok(ctl.images().import_over(&n, &dir, &base, false)?));
+                .and_then(|_| {
+                    Ok(ctl
+                        .images()
+                        .import_over(&n, &dir, &base, false, Some(vec![tenant]))?)
+                });
             let _ = std::fs::remove_dir_all(&dir);
             r
         })
@@ -1001,7 +1090,7 @@ impl Run<'_> {
             deny_out: self.req.deny_out.clone(),
             disk: self.req.disk.clone(),
             memory: self.req.memory.clone(),
-            labels: [("dwell.build".to_string(), "run".to_string())].into(),
+            labels: [(BUILD_LABEL.to_string(), "run".to_string())].into(),
             ..Default::default()
         };
         let sb = self
@@ -1023,7 +1112,14 @@ impl Run<'_> {
         let (_, client) = self.ctl.agent_for(self.tenant, &sb.id, "build").await?;
         let mut stream = client.exec(exec).await?;
         let mut status = None;
-        while let Some(ev) = stream.next().await {
+        loop {
+            // A caller that dropped its receiver cancelled the build: the
+            // command is killed (dropping the stream) and cleanup runs.
+            let ev = tokio::select! {
+                ev = stream.next() => ev,
+                _ = self.events.closed() => return Err(cancelled(index)),
+            };
+            let Some(ev) = ev else { break };
             match ev {
                 ProcessEvent::Started { .. } => {}
                 ProcessEvent::Stdout(b) => {
@@ -1138,46 +1234,37 @@ impl Run<'_> {
 
     /// The final image, under each tag.
     async fn finish(&mut self, mut stage: Stage) -> Result<BuildOutput> {
-        let cfg = oci::config_json(&stage.config, &stage.layers, &stage.history, &now_rfc3339());
+        let (cfg, layers, base) = stage.parts();
         let digest = format!("sha256:{}", dwell_build::sha256_hex(&cfg));
-        // Replacing a tag a sandbox runs from would change its root.
-        let users = self.ctl.all_sandboxes()?;
+        // A tag is this tenant's to move only when the image under it is
+        // its own (another tenant's, or one every tenant shares, stays).
         for t in &self.req.tags {
-            if let Some(sb) = users.iter().find(|s| &s.image == t) {
-                let same = self
-                    .ctl
-                    .images()
-                    .get(t)
-                    .map(|i| i.id == digest)
-                    .unwrap_or(false);
-                if !same {
-                    // Another tenant's sandbox is not named.
-                    let which = if sb.tenant == self.tenant {
-                        format!("sandbox {}", sb.name)
-                    } else {
-                        "a sandbox".to_string()
-                    };
+            let (ctl, t2) = (self.ctl.clone(), t.clone());
+            let existing = blocking(move || ctl.images().lookup(&t2)).await??;
+            if let Some(old) = existing {
+                if old.tenants.as_deref() != Some(&[self.tenant.to_string()][..]) {
                     return Err(Error::Conflict(format!(
-                        "image {t} is used by {which} and cannot be replaced; delete that \
-                         sandbox or build under another tag"
+                        "the image name {t} is taken by an image this build may not replace \
+                         (another tenant's, or shared with every tenant); build under another tag"
                     )));
                 }
             }
         }
-        let (ctl, layers, base, cache, tags) = (
-            self.ctl.clone(),
-            stage.layers.clone(),
-            stage.base.clone(),
-            self.cache.clone(),
-            self.req.tags.clone(),
-        );
+        let (ctl, cache, tags) = (self.ctl.clone(), self.cache.clone(), self.req.tags.clone());
+        let tenant = self.tenant.to_string();
         let image = blocking(move || -> Result<Image> {
             let dir = cache.tmp_path("layout");
             let r = (|| -> Result<Image> {
                 oci::write_layout(&dir, &cfg, &layers).map_err(|e| step_error(0, e))?;
                 let mut first = None;
                 for t in &tags {
-                    let img = ctl.images().import_over(t, &dir, &base, true)?;
+                    let img = ctl.images().import_over(
+                        t,
+                        &dir,
+                        &base,
+                        true,
+                        Some(vec![tenant.clone()]),
+                    )?;
                     first.get_or_insert(img);
                 }
                 Ok(first.expect("at least one tag"))
@@ -1201,7 +1288,11 @@ impl Run<'_> {
             self.remove_sandbox(&id).await;
         }
         let (ctl, names) = (self.ctl.clone(), std::mem::take(&mut self.tmp_images));
+        let dirs = std::mem::take(&mut self.tmp_dirs);
         let _ = blocking(move || {
+            for d in dirs {
+                let _ = std::fs::remove_dir_all(d);
+            }
             for n in names {
                 if let Err(e) = ctl.images().remove(&n) {
                     tracing::warn!(
@@ -1212,6 +1303,17 @@ impl Run<'_> {
             }
         })
         .await;
+    }
+}
+
+impl Controller {
+    /// Drop the build cache (for `image prune`); waits for running builds.
+    /// Returns the bytes freed.
+    pub async fn prune_build_cache(&self) -> Result<u64> {
+        let root = self.inner.images.root().to_path_buf();
+        blocking(move || cache::prune(&root))
+            .await?
+            .map_err(|e| Error::Internal(format!("pruning the build cache: {e}")))
     }
 }
 

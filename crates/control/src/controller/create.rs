@@ -97,7 +97,10 @@ impl Controller {
             // A template's copy runs the template's image (its config is
             // copied as is).
             (None, Some(t)) => t.image.clone(),
-            (None, None) => req.image.clone().unwrap_or_else(|| "host".to_string()),
+            (None, None) => {
+                let asked = req.image.clone().unwrap_or_else(|| "host".to_string());
+                self.image_for_create(tenant, &asked).await?
+            }
         };
         // Resolve the image now so a typo fails before anything is made.
         let img = {

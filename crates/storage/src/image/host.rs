@@ -108,6 +108,10 @@ pub(crate) fn get_or_build(store: &ImageStore) -> Result<Image> {
     }
     let image = Image {
         name: HOST_IMAGE.to_string(),
+        reference: None,
+        digest: None,
+        blobs: Vec::new(),
+        tenants: None,
         id: format!("sha256:{digest}"),
         layers: vec![skeleton.clone()],
         host_dirs: host_dirs(),

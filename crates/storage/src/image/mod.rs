@@ -3,21 +3,31 @@
 //! Layout under the store's root (e.g. `/var/lib/dwell/images`):
 //!
 //! ```text
-//! images/<name>.json   metadata of an imported image (atomic writes)
+//! images/<sha256 of ref>.json  metadata of an image, named by the hash of its
+//!                      normalized reference (the reference is inside);
+//!                      `images/<name>.json` of images stored before
+//!                      references are still read
+//! blobs/sha256/<hex>   manifests, configs and compressed layers, kept once
 //! layers/<sha256>/     one extracted layer, keyed by its uncompressed
 //!                      digest (diff_id) and shared by all images using it
+//! downloads/           blobs being pulled (partial ones resume)
 //! host/<digest>/       skeleton layer of the built-in "host" image
 //! host/<digest>.json   its metadata
 //! tmp/                 staging; nothing here is ever referenced
 //! ```
 //!
-//! The namespace runtime mounts an image as an overlay of [`Image::layers`]
-//! (topmost first) and, separately, one overlay per [`Image::host_dirs`]
-//! entry at the same path inside.
+//! Images are found by reference ([`reference::Reference`]): `python:3.12`,
+//! `docker.io/library/python:3.12` and `index.docker.io/library/python:3.12`
+//! are the same image. The namespace runtime mounts an image as an overlay
+//! of [`Image::layers`] (topmost first) and, separately, one overlay per
+//! [`Image::host_dirs`] entry at the same path inside.
 
+mod blobs;
+mod export;
 mod extract;
 mod host;
 mod oci;
+pub mod reference;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
@@ -27,17 +37,44 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use blobs::digest_hex;
+pub use export::ExportFormat;
+pub(crate) use oci::{assemble, Assembly};
+pub use reference::Reference;
+
 use crate::error::{IoContext, Result, StorageError};
-use crate::fsutil::{atomic_write, nonce, validate_name};
+use crate::fsutil::{atomic_write, nonce, sha256_hex, validate_name};
 
 /// Name of the built-in image made from the host's own `/usr`.
 pub const HOST_IMAGE: &str = "host";
 
+/// Largest manifest or index read from a registry or the store.
+pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
+/// Largest image config read from a registry or the store.
+pub const MAX_CONFIG_BYTES: u64 = 8 << 20;
+
 /// A root filesystem image, ready to be stacked by a runtime.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Image {
-    /// The image's name ("host" or the name given at import).
+    /// The image's familiar reference (`python:3.12`, `host`, or a name
+    /// stored before references).
     pub name: String,
+    /// The normalized reference it is stored under
+    /// (`docker.io/library/python:3.12`); `None` for "host" and for images
+    /// stored before references.
+    #[serde(default)]
+    pub reference: Option<String>,
+    /// Digest of its manifest (kept in the store's blobs); `None` for
+    /// "host" and images imported before blobs were kept.
+    #[serde(default)]
+    pub digest: Option<String>,
+    /// Every blob it needs (config, manifest, layers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blobs: Vec<String>,
+    /// Tenants that may use it: set for images pulled with a tenant's
+    /// registry credentials; `None` means every tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenants: Option<Vec<String>>,
     /// Content digest, `sha256:<hex>` (the config digest for imports).
     pub id: String,
     /// Overlay lower directories, TOPMOST FIRST.
@@ -104,7 +141,14 @@ impl ImageStore {
     /// Opens (creating if needed) the store at `root` and clears staging
     /// left over by a crash.
     pub fn open(root: PathBuf) -> Result<Self> {
-        for sub in ["images", "layers", "host", "tmp"] {
+        for sub in [
+            "images",
+            "layers",
+            "host",
+            "tmp",
+            "blobs/sha256",
+            "downloads",
+        ] {
             let p = root.join(sub);
             fs::create_dir_all(&p).ctx("create image store directory", &p)?;
         }
@@ -121,6 +165,12 @@ impl ImageStore {
         &self.root
     }
 
+    /// Where pulls keep blobs being downloaded (kept across restarts so
+    /// that a killed pull resumes).
+    pub fn downloads_dir(&self) -> PathBuf {
+        self.root.join("downloads")
+    }
+
     /// The built-in image: built on first use, rebuilt when the host's
     /// package database (`/var/lib/dpkg/status`) changed.
     pub fn host(&self) -> Result<Image> {
@@ -128,128 +178,321 @@ impl ImageStore {
     }
 
     /// Imports an OCI image layout directory or a `docker save` tarball
-    /// (optionally gzip-compressed) as `name`. Fails if `name` exists.
-    pub fn import(&self, name: &str, source: &Path) -> Result<Image> {
-        validate_name("image name", name)?;
-        if name == HOST_IMAGE {
-            return Err(StorageError::InvalidName {
-                what: "image name",
-                name: name.to_string(),
-                reason: "\"host\" is the built-in image; choose another name".to_string(),
-            });
-        }
+    /// (optionally gzip-compressed) as `reference` (e.g. `mytool:1`).
+    /// Fails if an image is stored under that reference.
+    pub fn import(&self, reference: &str, source: &Path) -> Result<Image> {
+        let r = parse_new(reference)?;
         let _lock = self.lock()?;
-        if self.meta_path(name).exists() {
-            return Err(StorageError::InvalidName {
-                what: "image name",
-                name: name.to_string(),
-                reason: "an image with this name exists; remove it first or pick another name"
-                    .to_string(),
-            });
+        if self.find(reference)?.is_some() {
+            return Err(StorageError::ImageExists(r.familiar()));
         }
-        let image = match oci::import(self, name, source) {
+        let image = match oci::import(self, &r.familiar(), &r.key(), source) {
             Ok(i) => i,
             Err(e) => {
-                // Layers extracted before the failure belong to no image.
-                let _ = self.collect_layers();
+                // Blobs and layers stored before the failure belong to no
+                // image.
+                let _ = self.collect();
                 return Err(e);
             }
         };
-        let json = serde_json::to_vec_pretty(&image).expect("image metadata serializes");
-        atomic_write(&self.meta_path(name), &json)?;
+        self.write_meta(&image)?;
         Ok(image)
     }
 
-    /// Imports the OCI image layout `source` as `name`, stacked over
+    /// Imports the OCI image layout `source` as `reference`, stacked over
     /// `base`: the result's layers are the layout's (topmost first) and
     /// then `base`'s, and it shares `base`'s host dirs. This is how a
     /// build adds its result (and the intermediate images its RUN steps
     /// run in) without copying the base. With `replace`, an image already
-    /// called `name` is replaced (its metadata swapped atomically, its
-    /// layers dropped when nothing else uses them); the caller checks that
-    /// no sandbox uses it.
+    /// stored under `reference` is replaced (its metadata swapped
+    /// atomically, its blobs and layers dropped when nothing else uses
+    /// them); the caller checks that no sandbox uses it. `tenants` as in
+    /// [`Image::tenants`].
     pub fn import_over(
         &self,
-        name: &str,
+        reference: &str,
         source: &Path,
         base: &Image,
         replace: bool,
+        tenants: Option<Vec<String>>,
     ) -> Result<Image> {
-        validate_name("image name", name)?;
-        if name == HOST_IMAGE {
-            return Err(StorageError::InvalidName {
-                what: "image name",
-                name: name.to_string(),
-                reason: "\"host\" is the built-in image; choose another name".to_string(),
-            });
-        }
+        let r = parse_new(reference)?;
         let _lock = self.lock()?;
-        let existed = self.meta_path(name).exists();
-        if existed && !replace {
-            return Err(StorageError::InvalidName {
-                what: "image name",
-                name: name.to_string(),
-                reason: "an image with this name exists; remove it first or pick another name"
-                    .to_string(),
-            });
+        let existing = self.find(reference)?;
+        if existing.is_some() && !replace {
+            return Err(StorageError::ImageExists(r.familiar()));
         }
-        let mut image = match oci::import(self, name, source) {
+        let mut image = match oci::import(self, &r.familiar(), &r.key(), source) {
             Ok(i) => i,
             Err(e) => {
-                let _ = self.collect_layers();
+                let _ = self.collect();
                 return Err(e);
             }
         };
         image.layers.extend(base.layers.iter().cloned());
         image.host_dirs = base.host_dirs.clone();
         image.size_bytes += base.size_bytes;
-        let json = serde_json::to_vec_pretty(&image).expect("image metadata serializes");
-        atomic_write(&self.meta_path(name), &json)?;
-        if existed {
-            self.collect_layers()?;
+        image.tenants = tenants;
+        if let Some((path, old)) = &existing {
+            // A legacy metadata file of the same image goes with it.
+            if *path != self.meta_path(&r.key()) {
+                fs::remove_file(path).ctx("remove image metadata", path)?;
+            }
+            // The tag moves: the old content stays under its digest (as for
+            // pulls), so sandboxes pinned to it keep their layers; `prune`
+            // drops it once unused.
+            if let (Some(old_digest), true) = (&old.digest, old.digest != image.digest) {
+                let pinned = r.with_digest(old_digest);
+                let mut kept = old.clone();
+                kept.reference = Some(pinned.key());
+                let mut shown = pinned.clone();
+                shown.tag = None;
+                kept.name = shown.familiar();
+                if load(&self.meta_path(&pinned.key()))?.is_none() {
+                    self.write_meta(&kept)?;
+                }
+            }
+        }
+        self.write_meta(&image)?;
+        if existing.is_some() {
+            self.collect()?;
         }
         Ok(image)
     }
 
-    /// The image called `name` ("host" or an imported name).
-    pub fn get(&self, name: &str) -> Result<Image> {
-        if name == HOST_IMAGE {
-            return self.host();
+    /// Adds a pulled image: moves its downloaded layer blobs into the
+    /// store (each already verified by the caller against its digest),
+    /// stores manifest and config, extracts the layers once per diff_id and
+    /// writes the metadata, all under the store lock. When the reference's
+    /// tag pointed at other content, that image stays, pinned by digest
+    /// (`repo@sha256:...`), so sandboxes on it keep their layers. Pulling
+    /// content that is already stored merges `tenants` (`None` wins).
+    pub fn add_pulled(&self, p: Pulled) -> Result<Image> {
+        let _lock = self.lock()?;
+        let key = p.reference.key();
+        for (digest, file) in &p.layers {
+            match file {
+                Some(f) => {
+                    self.adopt_blob(f, digest)?;
+                }
+                None if self.has_blob(digest) => {}
+                None => {
+                    return Err(StorageError::BadImage {
+                        source_path: p.source.clone().into(),
+                        reason: format!(
+                            "layer blob {digest} vanished from the store during the pull \
+                             (an image was removed meanwhile); pull again"
+                        ),
+                    })
+                }
+            }
         }
-        validate_name("image name", name)?;
-        load(&self.meta_path(name))?.ok_or_else(|| StorageError::ImageNotFound(name.to_string()))
+        let manifest_digest = self.put_blob_bytes(&p.manifest)?;
+        self.put_blob_bytes(&p.config)?;
+        let existing = load(&self.meta_path(&key))?;
+        let mut tenants = p.tenants;
+        if let Some(old) = &existing {
+            if old.digest.as_deref() == Some(manifest_digest.as_str()) {
+                tenants = match (tenants, &old.tenants) {
+                    (None, _) | (_, None) => None,
+                    (Some(mut a), Some(b)) => {
+                        a.extend(b.iter().cloned());
+                        a.sort();
+                        a.dedup();
+                        Some(a)
+                    }
+                };
+            } else if let Some(old_digest) = &old.digest {
+                // The tag moved: keep the old content under its digest.
+                let pinned = p.reference.with_digest(old_digest);
+                let mut kept = old.clone();
+                kept.reference = Some(pinned.key());
+                let mut shown = pinned.clone();
+                shown.tag = None;
+                kept.name = shown.familiar();
+                if load(&self.meta_path(&pinned.key()))?.is_none() {
+                    self.write_meta(&kept)?;
+                }
+            }
+        }
+        let shown = p.reference.familiar();
+        let mut image = match assemble(
+            self,
+            Assembly {
+                name: &shown,
+                reference: &key,
+                source_label: p.source.clone(),
+                config_bytes: &p.config,
+                manifest_digest,
+                layers: p.layers.iter().map(|(d, _)| d.clone()).collect(),
+            },
+            Path::new(&p.source),
+        ) {
+            Ok(i) => i,
+            Err(e) => {
+                let _ = self.collect();
+                return Err(e);
+            }
+        };
+        image.tenants = tenants;
+        if let Some(old) = existing.filter(|o| o.digest == image.digest) {
+            image.created_at = old.created_at;
+        }
+        self.write_meta(&image)?;
+        Ok(image)
     }
 
-    /// All images, "host" first, then imported ones by name.
+    fn write_meta(&self, image: &Image) -> Result<()> {
+        let key = image.reference.as_deref().unwrap_or(&image.name);
+        let json = serde_json::to_vec_pretty(image).expect("image metadata serializes");
+        atomic_write(&self.meta_path(key), &json)
+    }
+
+    /// The image `reference` names ("host", a reference, or a name stored
+    /// before references).
+    pub fn get(&self, reference: &str) -> Result<Image> {
+        if reference == HOST_IMAGE {
+            return self.host();
+        }
+        match self.find(reference)? {
+            Some((_, img)) => Ok(img),
+            None => Err(StorageError::ImageNotFound(reference.to_string())),
+        }
+    }
+
+    /// The image `reference` names, if stored (never "host").
+    pub fn lookup(&self, reference: &str) -> Result<Option<Image>> {
+        if reference == HOST_IMAGE {
+            return Ok(None);
+        }
+        Ok(self.find(reference)?.map(|(_, i)| i))
+    }
+
+    /// Finds a stored image and its metadata file: by normalized reference,
+    /// then (for a digest) any image of that repository with that manifest
+    /// digest, then by the names images had before references.
+    fn find(&self, reference: &str) -> Result<Option<(PathBuf, Image)>> {
+        let parsed = Reference::parse(reference);
+        let mut legacy = Vec::new();
+        match &parsed {
+            Ok(r) => {
+                let p = self.meta_path(&r.key());
+                if let Some(img) = load(&p)? {
+                    return Ok(Some((p, img)));
+                }
+                if let Some(d) = &r.digest {
+                    let name = r.name();
+                    for (p, img) in self.imported_with_paths()? {
+                        let same_repo = img
+                            .reference
+                            .as_deref()
+                            .and_then(|k| Reference::parse(k).ok())
+                            .is_some_and(|k| k.name() == name);
+                        if same_repo && img.digest.as_deref() == Some(d.as_str()) {
+                            return Ok(Some((p, img)));
+                        }
+                    }
+                }
+                let fam = r.familiar();
+                if let Some(short) = fam.strip_suffix(":latest") {
+                    legacy.push(short.to_string());
+                }
+                legacy.push(fam);
+                legacy.push(reference.to_string());
+            }
+            Err(_) => legacy.push(reference.to_string()),
+        }
+        for name in legacy {
+            if validate_name("image name", &name).is_err() {
+                continue;
+            }
+            let p = self.legacy_meta_path(&name);
+            if let Some(img) = load(&p)? {
+                if img.reference.is_none() {
+                    return Ok(Some((p, img)));
+                }
+            }
+        }
+        match parsed {
+            Ok(_) => Ok(None),
+            Err(e) if validate_name("image name", reference).is_err() => Err(e),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// The key the image `reference` is stored under (its normalized
+    /// reference, or its old name), if it is stored; `host` for "host".
+    /// Two references naming the same stored image have the same key.
+    pub fn key_of(&self, reference: &str) -> Result<Option<String>> {
+        if reference == HOST_IMAGE {
+            return Ok(Some(HOST_IMAGE.to_string()));
+        }
+        Ok(self
+            .find(reference)?
+            .map(|(_, i)| i.reference.unwrap_or(i.name)))
+    }
+
+    /// All images, "host" first, then stored ones by name.
     pub fn list(&self) -> Result<Vec<Image>> {
         let mut out = vec![self.host()?];
         out.extend(self.imported()?);
         Ok(out)
     }
 
-    /// Removes image `name` and every layer no other image uses. Callers
-    /// must check that no sandbox still uses it. Removing "host" drops its
-    /// built skeletons (it is rebuilt on next use). A missing image is an
-    /// error.
-    pub fn remove(&self, name: &str) -> Result<()> {
+    /// Stored images (not "host"), sorted by name.
+    pub fn stored(&self) -> Result<Vec<Image>> {
+        self.imported()
+    }
+
+    /// Removes the image `reference` names and every blob and layer no
+    /// other image uses. Callers must check that no sandbox still uses it.
+    /// Removing "host" drops its built skeletons (it is rebuilt on next
+    /// use). A missing image is an error. Returns the removed image.
+    pub fn remove(&self, reference: &str) -> Result<Image> {
         let _lock = self.lock()?;
-        if name == HOST_IMAGE {
-            return host::remove_all(self);
+        if reference == HOST_IMAGE {
+            let img = self.host()?;
+            host::remove_all(self)?;
+            return Ok(img);
         }
-        validate_name("image name", name)?;
-        let path = self.meta_path(name);
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(StorageError::ImageNotFound(name.to_string()))
+        let Some((path, img)) = self.find(reference)? else {
+            return Err(StorageError::ImageNotFound(reference.to_string()));
+        };
+        fs::remove_file(&path).ctx("remove image metadata", &path)?;
+        self.collect()?;
+        Ok(img)
+    }
+
+    /// Removes every stored image for which `in_use` is false, then every
+    /// blob, layer and download no image uses. Returns the removed images.
+    pub fn prune(&self, in_use: &dyn Fn(&Image) -> bool) -> Result<Vec<Image>> {
+        let _lock = self.lock()?;
+        let mut removed = Vec::new();
+        for (path, img) in self.imported_with_paths()? {
+            if in_use(&img) {
+                continue;
             }
-            Err(e) => return Err(e).ctx("remove image metadata", &path),
+            fs::remove_file(&path).ctx("remove image metadata", &path)?;
+            removed.push(img);
         }
-        self.collect_layers()
+        self.collect()?;
+        let dl = self.downloads_dir();
+        for e in fs::read_dir(&dl).ctx("list downloads in", &dl)?.flatten() {
+            let _ = crate::fsutil::remove_any(&e.path());
+        }
+        Ok(removed)
     }
 
     /// Imported images, sorted by name.
     fn imported(&self) -> Result<Vec<Image>> {
+        Ok(self
+            .imported_with_paths()?
+            .into_iter()
+            .map(|(_, i)| i)
+            .collect())
+    }
+
+    fn imported_with_paths(&self) -> Result<Vec<(PathBuf, Image)>> {
         let dir = self.root.join("images");
         let mut out = Vec::new();
         for e in fs::read_dir(&dir).ctx("list images in", &dir)?.flatten() {
@@ -261,20 +504,18 @@ impl ImageStore {
                 continue;
             }
             if let Some(img) = load(&e.path())? {
-                out.push(img);
+                out.push((e.path(), img));
             }
         }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out.sort_by(|a, b| a.1.name.cmp(&b.1.name));
         Ok(out)
     }
 
-    /// Deletes layer directories no imported image references.
-    fn collect_layers(&self) -> Result<()> {
-        let used: HashSet<PathBuf> = self
-            .imported()?
-            .into_iter()
-            .flat_map(|i| i.layers)
-            .collect();
+    /// Deletes layer directories and blobs no stored image references.
+    /// The caller holds the lock.
+    fn collect(&self) -> Result<()> {
+        let images = self.imported()?;
+        let used: HashSet<PathBuf> = images.iter().flat_map(|i| i.layers.clone()).collect();
         let dir = self.root.join("layers");
         for e in fs::read_dir(&dir).ctx("list layers in", &dir)?.flatten() {
             let p = e.path();
@@ -285,10 +526,29 @@ impl ImageStore {
             fs::rename(&p, &trash).ctx("move unused layer aside", &p)?;
             fs::remove_dir_all(&trash).ctx("remove unused layer", &trash)?;
         }
+        let used_blobs: HashSet<String> = images
+            .iter()
+            .flat_map(|i| i.blobs.iter().filter_map(|d| digest_hex(d)))
+            .collect();
+        let dir = self.root.join("blobs/sha256");
+        for e in fs::read_dir(&dir).ctx("list blobs in", &dir)?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !used_blobs.contains(&name) {
+                fs::remove_file(e.path()).ctx("remove unused blob", &e.path())?;
+            }
+        }
         Ok(())
     }
 
-    fn meta_path(&self, name: &str) -> PathBuf {
+    /// Metadata file of the image stored under normalized reference `key`.
+    fn meta_path(&self, key: &str) -> PathBuf {
+        self.root
+            .join("images")
+            .join(format!("{}.json", sha256_hex(key.as_bytes())))
+    }
+
+    /// Metadata file of an image stored before references, by name.
+    fn legacy_meta_path(&self, name: &str) -> PathBuf {
         self.root.join("images").join(format!("{name}.json"))
     }
 
@@ -312,7 +572,7 @@ impl ImageStore {
     }
 
     /// Serialises mutations across processes sharing this store.
-    pub(crate) fn lock(&self) -> Result<StoreLock> {
+    pub fn lock(&self) -> Result<StoreLock> {
         let path = self.root.join(".lock");
         let f = File::options()
             .create(true)
@@ -328,16 +588,78 @@ impl ImageStore {
     }
 }
 
-/// Unpack an untrusted tar (a build context) into the existing empty
-/// directory `dest` with the image extractor's rules: absolute paths and
-/// `..` refused, nothing created through a symlink, hard links only within
-/// the archive, device nodes skipped. Returns the bytes of regular files.
-pub fn unpack_untrusted<R: io::Read>(archive: R, dest: &Path, what: &str) -> Result<u64> {
-    extract::unpack(archive, dest, what, false).map(|u| u.bytes)
+/// Unpack the untrusted tar file `archive` (plain or gzip: a build
+/// context) into the existing empty directory `dest` with the image
+/// extractor's rules: absolute paths and `..` refused, nothing created
+/// through a symlink, hard links only within the archive, device nodes
+/// skipped. A first pass over the headers refuses an archive whose files
+/// add up to more than `max_bytes` (sparse entries count their full size),
+/// before anything is written. Returns the bytes of regular files.
+pub fn unpack_untrusted(archive: &Path, dest: &Path, what: &str, max_bytes: u64) -> Result<u64> {
+    let open = || -> Result<Box<dyn io::Read>> {
+        let f = File::open(archive).ctx("open", archive)?;
+        let mut head = [0u8; 2];
+        let n = io::Read::read(&mut File::open(archive).ctx("open", archive)?, &mut head)
+            .ctx("read", archive)?;
+        Ok(if n == 2 && head == [0x1f, 0x8b] {
+            Box::new(flate2::read::MultiGzDecoder::new(io::BufReader::new(f)))
+        } else {
+            Box::new(io::BufReader::new(f))
+        })
+    };
+    let bad = |e: io::Error| StorageError::BadImage {
+        source_path: archive.to_path_buf(),
+        reason: format!("{what} is not a valid tar: {e}"),
+    };
+    let mut total: u64 = 0;
+    let mut ar = tar::Archive::new(open()?);
+    for entry in ar.entries().map_err(bad)? {
+        let entry = entry.map_err(bad)?;
+        total = total.saturating_add(entry.size());
+        if total > max_bytes {
+            return Err(StorageError::BadImage {
+                source_path: archive.to_path_buf(),
+                reason: format!(
+                    "{what} unpacks to more than {max_bytes} bytes; send less (.dockerignore)"
+                ),
+            });
+        }
+    }
+    extract::unpack(open()?, dest, what, false).map(|u| u.bytes)
+}
+
+/// A pulled image, handed to [`ImageStore::add_pulled`].
+#[derive(Debug)]
+pub struct Pulled {
+    /// The reference it was pulled as.
+    pub reference: Reference,
+    /// The manifest's bytes (verified against its digest by the caller).
+    pub manifest: Vec<u8>,
+    /// The config's bytes (verified).
+    pub config: Vec<u8>,
+    /// Layer blob digests, bottom first, each with the verified downloaded
+    /// file to move into the store (`None` when the store had it already).
+    pub layers: Vec<(String, Option<PathBuf>)>,
+    /// Where it came from, e.g. `registry:docker.io/library/python`.
+    pub source: String,
+    /// Tenants that may use it (`None`: every tenant).
+    pub tenants: Option<Vec<String>>,
+}
+
+/// Parses a reference for a new image; "host" is refused.
+fn parse_new(reference: &str) -> Result<Reference> {
+    if reference == HOST_IMAGE {
+        return Err(StorageError::InvalidName {
+            what: "image name",
+            name: reference.to_string(),
+            reason: "\"host\" is the built-in image; choose another name".to_string(),
+        });
+    }
+    Reference::parse(reference)
 }
 
 /// Holds the store's exclusive lock until dropped (closing releases it).
-pub(crate) struct StoreLock {
+pub struct StoreLock {
     _file: File,
 }
 
@@ -354,4 +676,41 @@ pub(crate) fn load(path: &Path) -> Result<Option<Image>> {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })
+}
+
+#[cfg(test)]
+mod unpack_untrusted_tests {
+    use super::*;
+
+    fn tar_with(files: &[(&str, usize)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, size) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(*size as u64);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            h.set_cksum();
+            b.append_data(&mut h, name, &vec![7u8; *size][..]).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn an_archive_over_the_cap_is_refused_before_anything_is_written() {
+        let t = tempfile::tempdir().unwrap();
+        let tar = t.path().join("c.tar");
+        std::fs::write(&tar, tar_with(&[("a", 60), ("b", 60)])).unwrap();
+        let dest = t.path().join("d");
+        std::fs::create_dir(&dest).unwrap();
+        let e = unpack_untrusted(&tar, &dest, "the context", 100).unwrap_err();
+        assert!(e.to_string().contains("more than 100 bytes"), "{e}");
+        assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 0);
+        assert_eq!(
+            unpack_untrusted(&tar, &dest, "the context", 1000).unwrap(),
+            120
+        );
+        assert_eq!(std::fs::read(dest.join("b")).unwrap().len(), 60);
+    }
 }

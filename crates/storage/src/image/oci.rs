@@ -141,7 +141,19 @@ struct LayerSource {
     path: PathBuf,
     /// Digest of the blob as stored (compressed), if the format names it.
     blob_digest: Option<String>,
+    /// Media type, if the format names it.
+    media_type: Option<String>,
 }
+
+/// What a source holds: config bytes, layers bottom first, and the
+/// manifest when the format has one.
+type Parts = (Vec<u8>, Vec<LayerSource>, Option<Vec<u8>>);
+
+/// Media types of the manifests and blobs dwell writes.
+pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub(crate) const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub(crate) const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub(crate) const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 
 /// Removes a staging path when dropped.
 struct Staging(PathBuf);
@@ -152,9 +164,15 @@ impl Drop for Staging {
     }
 }
 
-/// Imports `source` as image `name`; the caller holds the store lock and
-/// writes the metadata.
-pub(crate) fn import(store: &ImageStore, name: &str, source: &Path) -> Result<Image> {
+/// Imports `source` as image `name` (its familiar reference, stored under
+/// `reference`): its blobs go into the store's blobs, its layers are
+/// extracted. The caller holds the store lock and writes the metadata.
+pub(crate) fn import(
+    store: &ImageStore,
+    name: &str,
+    reference: &str,
+    source: &Path,
+) -> Result<Image> {
     let bad = |reason: String| StorageError::BadImage {
         source_path: source.to_path_buf(),
         reason,
@@ -179,12 +197,10 @@ pub(crate) fn import(store: &ImageStore, name: &str, source: &Path) -> Result<Im
         d
     };
 
-    let (kind, config_bytes, layers) = if dir.join("index.json").is_file() {
-        let (c, l) = read_oci(&dir, source)?;
-        ("oci-layout", c, l)
+    let (kind, (config_bytes, layers, manifest)) = if dir.join("index.json").is_file() {
+        ("oci-layout", read_oci(&dir, source)?)
     } else if dir.join("manifest.json").is_file() {
-        let (c, l) = read_docker(&dir, source)?;
-        ("docker-archive", c, l)
+        ("docker-archive", read_docker(&dir, source)?)
     } else {
         return Err(bad(
             "it has neither index.json (OCI image layout) nor manifest.json (docker save); \
@@ -192,24 +208,102 @@ pub(crate) fn import(store: &ImageStore, name: &str, source: &Path) -> Result<Im
                 .to_string(),
         ));
     };
-    let config: Config = serde_json::from_slice(&config_bytes)
+    // Keep every blob (verified on the way in), then extract the layers
+    // from the store's copies.
+    let config_digest = store.put_blob_bytes(&config_bytes)?;
+    let mut stored = Vec::with_capacity(layers.len());
+    let mut descriptors = Vec::with_capacity(layers.len());
+    for layer in &layers {
+        let what = format!(
+            "layer {}",
+            layer
+                .blob_digest
+                .clone()
+                .unwrap_or_else(|| layer.path.display().to_string())
+        );
+        let (digest, size) =
+            store.put_blob_file(&layer.path, layer.blob_digest.as_deref(), &what)?;
+        let path = store.blob_path(&digest)?;
+        let media_type = match &layer.media_type {
+            Some(m) => m.clone(),
+            None if magic(&path)?.starts_with(&[0x1f, 0x8b]) => OCI_LAYER_GZIP.to_string(),
+            None => OCI_LAYER_TAR.to_string(),
+        };
+        descriptors.push(serde_json::json!({
+            "mediaType": media_type, "digest": digest, "size": size,
+        }));
+        stored.push(digest);
+    }
+    let manifest_bytes = match manifest {
+        Some(bytes) => bytes,
+        None => synthesize_manifest(&config_digest, config_bytes.len() as u64, descriptors),
+    };
+    let manifest_digest = store.put_blob_bytes(&manifest_bytes)?;
+    assemble(
+        store,
+        Assembly {
+            name,
+            reference,
+            source_label: format!("{kind}:{}", source.display()),
+            config_bytes: &config_bytes,
+            manifest_digest,
+            layers: stored,
+        },
+        source,
+    )
+}
+
+/// An image whose blobs are all in the store, ready to be extracted.
+pub(crate) struct Assembly<'a> {
+    /// Familiar name shown.
+    pub name: &'a str,
+    /// Normalized reference it is stored under.
+    pub reference: &'a str,
+    /// Where it came from (`oci-layout:/path`, `registry:host/repo`).
+    pub source_label: String,
+    /// The config (already stored as a blob).
+    pub config_bytes: &'a [u8],
+    /// The manifest's digest (already stored).
+    pub manifest_digest: String,
+    /// Layer blob digests, bottom first (already stored).
+    pub layers: Vec<String>,
+}
+
+/// Extracts the layers of `a` (once per diff_id) from the store's blobs
+/// and builds its metadata. `source` names the origin in errors.
+pub(crate) fn assemble(store: &ImageStore, a: Assembly<'_>, source: &Path) -> Result<Image> {
+    let bad = |reason: String| StorageError::BadImage {
+        source_path: source.to_path_buf(),
+        reason,
+    };
+    let config: Config = serde_json::from_slice(a.config_bytes)
         .map_err(|e| bad(format!("image config is not valid JSON: {e}")))?;
     let diff_ids = config
         .rootfs
         .as_ref()
         .map(|r| r.diff_ids.clone())
         .unwrap_or_default();
-    if !diff_ids.is_empty() && diff_ids.len() != layers.len() {
+    if !diff_ids.is_empty() && diff_ids.len() != a.layers.len() {
         return Err(bad(format!(
             "the manifest lists {} layers but the config's rootfs.diff_ids lists {}",
-            layers.len(),
+            a.layers.len(),
             diff_ids.len()
         )));
     }
-
-    let mut paths = Vec::with_capacity(layers.len());
+    let config_digest = format!("sha256:{}", sha256_hex(a.config_bytes));
+    let mut blobs = vec![config_digest.clone(), a.manifest_digest.clone()];
+    let mut stored = Vec::with_capacity(a.layers.len());
+    for d in &a.layers {
+        blobs.push(d.clone());
+        stored.push(LayerSource {
+            path: store.blob_path(d)?,
+            blob_digest: Some(d.clone()),
+            media_type: None,
+        });
+    }
+    let mut paths = Vec::with_capacity(stored.len());
     let mut size = 0;
-    for (i, layer) in layers.iter().enumerate() {
+    for (i, layer) in stored.iter().enumerate() {
         let path = apply_layer(store, layer, diff_ids.get(i).map(String::as_str), source)?;
         size += disk_usage(&path);
         paths.push(path);
@@ -218,13 +312,17 @@ pub(crate) fn import(store: &ImageStore, name: &str, source: &Path) -> Result<Im
 
     let run = config.config.unwrap_or_default();
     Ok(Image {
-        name: name.to_string(),
-        id: format!("sha256:{}", sha256_hex(&config_bytes)),
+        name: a.name.to_string(),
+        reference: Some(a.reference.to_string()),
+        digest: Some(a.manifest_digest),
+        blobs,
+        tenants: None,
+        id: config_digest,
         layers: paths,
         host_dirs: Vec::new(),
         created_at: now_secs(),
         size_bytes: size,
-        source: format!("{kind}:{}", source.display()),
+        source: a.source_label,
         env: run.env.unwrap_or_default(),
         entrypoint: run.entrypoint.unwrap_or_default(),
         cmd: run.cmd.unwrap_or_default(),
@@ -242,8 +340,25 @@ pub(crate) fn import(store: &ImageStore, name: &str, source: &Path) -> Result<Im
     })
 }
 
-/// Reads an OCI layout: returns the config bytes and the layers.
-fn read_oci(dir: &Path, source: &Path) -> Result<(Vec<u8>, Vec<LayerSource>)> {
+/// An OCI image manifest for a config and layers (for `docker save`
+/// archives, which have none).
+pub(crate) fn synthesize_manifest(
+    config_digest: &str,
+    config_size: u64,
+    layers: Vec<serde_json::Value>,
+) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": config_size},
+        "layers": layers,
+    }))
+    .expect("manifest serializes")
+}
+
+/// Reads an OCI layout: returns the config bytes, the layers and the
+/// manifest.
+fn read_oci(dir: &Path, source: &Path) -> Result<Parts> {
     let index: Index = parse(
         &read_file(dir, Path::new("index.json"), source)?,
         "index.json",
@@ -283,9 +398,10 @@ fn read_oci(dir: &Path, source: &Path) -> Result<(Vec<u8>, Vec<LayerSource>)> {
             layers.push(LayerSource {
                 path: blob_path(dir, &l.digest, source)?,
                 blob_digest: Some(l.digest.clone()),
+                media_type: Some(l.media_type.clone()).filter(|m| !m.is_empty()),
             });
         }
-        return Ok((config_bytes, layers));
+        return Ok((config_bytes, layers, Some(bytes)));
     }
     Err(StorageError::BadImage {
         source_path: source.to_path_buf(),
@@ -294,7 +410,7 @@ fn read_oci(dir: &Path, source: &Path) -> Result<(Vec<u8>, Vec<LayerSource>)> {
 }
 
 /// Reads a `docker save` archive: returns the config bytes and the layers.
-fn read_docker(dir: &Path, source: &Path) -> Result<(Vec<u8>, Vec<LayerSource>)> {
+fn read_docker(dir: &Path, source: &Path) -> Result<Parts> {
     let entries: Vec<DockerEntry> = parse(
         &read_file(dir, Path::new("manifest.json"), source)?,
         "manifest.json",
@@ -326,9 +442,13 @@ fn read_docker(dir: &Path, source: &Path) -> Result<(Vec<u8>, Vec<LayerSource>)>
         let blob_digest = l
             .strip_prefix("blobs/sha256/")
             .map(|h| format!("sha256:{h}"));
-        layers.push(LayerSource { path, blob_digest });
+        layers.push(LayerSource {
+            path,
+            blob_digest,
+            media_type: None,
+        });
     }
-    Ok((config_bytes, layers))
+    Ok((config_bytes, layers, None))
 }
 
 /// Extracts one layer (or reuses it) and returns its directory.

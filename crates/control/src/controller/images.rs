@@ -1,0 +1,115 @@
+//! Image removal and pruning: an image a live sandbox uses (by any
+//! reference that resolves to it) is never removed.
+
+use std::collections::BTreeMap;
+
+use dwell_storage::{Image, Reference};
+
+use super::Controller;
+use crate::context::blocking;
+use crate::error::{Error, Result};
+use crate::model::SandboxSpec;
+
+/// The reference a sandbox records for `img`: pinned to the manifest
+/// digest when there is one (`python:3.12@sha256:...`), so that a tag
+/// moved by a later pull never changes the layers under a sandbox.
+pub(crate) fn pinned(img: &Image) -> String {
+    match (&img.reference, &img.digest) {
+        (Some(r), Some(d)) => match Reference::parse(r) {
+            Ok(r) if r.digest.is_none() => r.with_digest(d).familiar(),
+            _ => img.name.clone(),
+        },
+        _ => img.name.clone(),
+    }
+}
+
+/// Whether `tenant` may use `img` (images pulled with a tenant's
+/// registry credentials are that tenant's until another one proves access).
+pub(crate) fn usable_by(img: &Image, tenant: &str) -> bool {
+    img.tenants
+        .as_ref()
+        .is_none_or(|t| t.iter().any(|x| x == tenant))
+}
+
+impl Controller {
+    /// Resolves the image a new sandbox of `tenant` asks for and returns
+    /// the reference to record (see [`pinned`]).
+    pub(crate) async fn image_for_create(&self, tenant: &str, asked: &str) -> Result<String> {
+        self.image_for_tenant(tenant, asked).await
+    }
+
+    /// The stored image `reference` names, as `tenant` may see it; the
+    /// digest-pinned reference of it (see [`pinned`]). An image only
+    /// other tenants may use is "not found".
+    pub async fn image_for_tenant(&self, tenant: &str, reference: &str) -> Result<String> {
+        let inner = self.inner.clone();
+        let a = reference.to_string();
+        let img = blocking(move || inner.images.get(&a)).await?;
+        match img {
+            Ok(img) if usable_by(&img, tenant) => Ok(pinned(&img)),
+            Ok(_) | Err(dwell_storage::StorageError::ImageNotFound(_)) => {
+                Err(dwell_storage::StorageError::ImageNotFound(reference.to_string()).into())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every image `tenant` may use, "host" first (blocking).
+    pub fn images_for(&self, tenant: &str) -> Result<Vec<Image>> {
+        let mut all = self.inner.images.list()?;
+        all.retain(|i| usable_by(i, tenant));
+        Ok(all)
+    }
+
+    /// Live sandboxes by the store key of the image they run (`host` for
+    /// the built-in image). Sandboxes whose image is gone are left out.
+    fn image_users(&self) -> Result<BTreeMap<String, Vec<String>>> {
+        let mut users: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for rec in self.inner.store.list_sandboxes::<SandboxSpec>(None)? {
+            if let Ok(Some(key)) = self.inner.images.key_of(&rec.image) {
+                users
+                    .entry(key)
+                    .or_default()
+                    .push(format!("{}/{}", rec.tenant, rec.name));
+            }
+        }
+        Ok(users)
+    }
+
+    /// Removes the image `reference` names (admin); refused while a live
+    /// sandbox uses it.
+    pub async fn remove_image(&self, reference: &str) -> Result<Image> {
+        let this = self.clone();
+        let reference = reference.to_string();
+        blocking(move || {
+            let key = this
+                .inner
+                .images
+                .key_of(&reference)?
+                .ok_or_else(|| dwell_storage::StorageError::ImageNotFound(reference.clone()))?;
+            if let Some(users) = this.image_users()?.remove(&key) {
+                return Err(Error::ImageInUse {
+                    image: reference.clone(),
+                    sandboxes: users,
+                });
+            }
+            Ok(this.inner.images.remove(&reference)?)
+        })
+        .await?
+    }
+
+    /// Removes every stored image no live sandbox uses, then the blobs,
+    /// layers and downloads no image needs (admin). Returns what went.
+    pub async fn prune_images(&self) -> Result<Vec<Image>> {
+        let this = self.clone();
+        blocking(move || {
+            let users = this.image_users()?;
+            let in_use = |i: &Image| {
+                let key = i.reference.clone().unwrap_or_else(|| i.name.clone());
+                users.contains_key(&key)
+            };
+            Ok(this.inner.images.prune(&in_use)?)
+        })
+        .await?
+    }
+}
