@@ -16,7 +16,6 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -171,94 +170,20 @@ pub fn prepare_context(
     let mut budget = MAX_UNPACKED;
     for hash in hashes {
         let src = upload_path(data_dir, tenant, hash);
-        let f = fs::File::open(&src).map_err(|e| {
-            format!("the files of hash {hash} were not uploaded ({e}); build again (the SDK uploads them)")
-        })?;
+        if !src.is_file() {
+            return Err(format!(
+                "the files of hash {hash} were not uploaded; build again (the SDK uploads them)"
+            ));
+        }
         let dest = dir.join("files").join(hash);
         fs::create_dir(&dest).map_err(|e| format!("cannot make {}: {e}", dest.display()))?;
-        let mut head = [0u8; 2];
-        let n =
-            read_head(&f, &mut head).map_err(|e| format!("cannot read the upload {hash}: {e}"))?;
-        let f = fs::File::open(&src).map_err(|e| format!("cannot open the upload {hash}: {e}"))?;
         let what = format!("the uploaded files {hash}");
-        let capped = Capped {
-            inner: f,
-            left: MAX_UPLOAD,
-        };
-        let used = if n == 2 && head == [0x1f, 0x8b] {
-            let gz = flate2::read::GzDecoder::new(capped);
-            unpack_counted(gz, &dest, &what, budget)?
-        } else {
-            unpack_counted(capped, &dest, &what, budget)?
-        };
+        let used = dwell_storage::unpack_untrusted(&src, &dest, &what, budget).map_err(|e| {
+            format!("{what} cannot be unpacked (at most {MAX_UNPACKED} bytes in all, no paths leaving the directory): {e}")
+        })?;
         budget = budget.saturating_sub(used);
     }
     Ok(dir)
-}
-
-fn read_head(mut f: &fs::File, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
-}
-
-/// Unpack through a byte counter; an archive past the budget fails.
-fn unpack_counted<R: Read>(r: R, dest: &Path, what: &str, limit: u64) -> Result<u64, String> {
-    let mut counter = Counted {
-        inner: r,
-        n: 0,
-        limit,
-    };
-    dwell_storage::unpack_untrusted(&mut counter, dest, what).map_err(|e| {
-        if counter.n > counter.limit {
-            format!(
-                "the template's files unpack to more than {MAX_UNPACKED} bytes; copy fewer files"
-            )
-        } else {
-            format!("{what} are not a usable tar archive: {e}")
-        }
-    })?;
-    Ok(counter.n)
-}
-
-/// A reader that fails once more than `left` bytes were read.
-struct Capped<R> {
-    inner: R,
-    left: u64,
-}
-
-impl<R: Read> Read for Capped<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n as u64 > self.left {
-            return Err(io::Error::other("the upload is larger than allowed"));
-        }
-        self.left -= n as u64;
-        Ok(n)
-    }
-}
-
-/// Counts the (decompressed) bytes read and fails past `limit`.
-struct Counted<R> {
-    inner: R,
-    n: u64,
-    limit: u64,
-}
-
-impl<R: Read> Read for Counted<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let k = self.inner.read(buf)?;
-        self.n += k as u64;
-        if self.n > self.limit {
-            return Err(io::Error::other("the files are larger than allowed"));
-        }
-        Ok(k)
-    }
 }
 
 /// Remove the contexts of builds the daemon no longer runs (at start).
@@ -313,7 +238,7 @@ mod tests {
         )
         .unwrap();
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        io::Write::write_all(&mut enc, &tar_of(&[("y.txt", b"yo")])).unwrap();
+        std::io::Write::write_all(&mut enc, &tar_of(&[("y.txt", b"yo")])).unwrap();
         fs::write(upload_path(data.path(), tenant, &gz), enc.finish().unwrap()).unwrap();
         fs::write(
             upload_path(data.path(), tenant, &evil),
@@ -332,7 +257,7 @@ mod tests {
         );
 
         let e = prepare_context(data.path(), tenant, "b2", &[evil]).unwrap_err();
-        assert!(e.contains("not a usable tar"), "{e}");
+        assert!(e.contains("cannot be unpacked"), "{e}");
         assert!(!data.path().join("e2b-templates/builds/escape.txt").exists());
         // Another tenant's uploads are not found.
         let e = prepare_context(data.path(), "other", "b3", &[ok]).unwrap_err();
