@@ -78,6 +78,17 @@ impl E2b {
     /// Run `PROGRAM SCRIPT` with the E2B variables set; panics with its
     /// output if it fails.
     fn run_script(&self, program: &str, script: &std::path::Path, name: &str) {
+        self.run_script_with(program, script, name, &[]);
+    }
+
+    /// [`E2b::run_script`] with more environment variables.
+    fn run_script_with(
+        &self,
+        program: &str,
+        script: &std::path::Path,
+        name: &str,
+        env: &[(&str, &str)],
+    ) {
         let out_path = self
             .d
             .dir
@@ -93,6 +104,7 @@ impl E2b {
             .env_remove("E2B_DOMAIN")
             .env_remove("E2B_DEBUG")
             .env("PYTHONUNBUFFERED", "1")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -553,4 +565,121 @@ fn e2b_template_build_killed_midway_fails_cleanly() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// An OCI layout in `dir` of a busybox image (sh, cat, echo, sleep, pwd)
+/// with /hello.txt; returns nothing, the layout is complete.
+fn busybox_layout(dir: &std::path::Path) {
+    use sha2::{Digest, Sha256};
+    let sha = |b: &[u8]| {
+        let h: String = Sha256::digest(b)
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect();
+        format!("sha256:{h}")
+    };
+    let put = |data: &[u8]| {
+        let d = sha(data);
+        let p = dir.join("blobs/sha256");
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::write(p.join(&d[7..]), data).unwrap();
+        d
+    };
+    let mut b = tar::Builder::new(Vec::new());
+    let entry = |kind: tar::EntryType, mode: u32, size: u64| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(size);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        h
+    };
+    for d in ["bin/", "etc/", "tmp/"] {
+        b.append_data(&mut entry(tar::EntryType::Directory, 0o755, 0), d, &[][..])
+            .unwrap();
+    }
+    let bb = std::fs::read("/bin/busybox").expect("/bin/busybox (busybox-static)");
+    b.append_data(
+        &mut entry(tar::EntryType::Regular, 0o755, bb.len() as u64),
+        "bin/busybox",
+        &bb[..],
+    )
+    .unwrap();
+    for app in ["sh", "cat", "echo", "sleep", "pwd", "mkdir", "ls"] {
+        let mut h = entry(tar::EntryType::Symlink, 0o777, 0);
+        b.append_link(&mut h, format!("bin/{app}"), "busybox")
+            .unwrap();
+    }
+    let passwd = b"root:x:0:0:root:/root:/bin/sh\n";
+    b.append_data(
+        &mut entry(tar::EntryType::Regular, 0o644, passwd.len() as u64),
+        "etc/passwd",
+        &passwd[..],
+    )
+    .unwrap();
+    let hello = b"hello from the registry image\n";
+    b.append_data(
+        &mut entry(tar::EntryType::Regular, 0o644, hello.len() as u64),
+        "hello.txt",
+        &hello[..],
+    )
+    .unwrap();
+    let layer = b.into_inner().unwrap();
+    let diff_id = sha(&layer);
+    let ld = put(&layer);
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]}
+    }))
+    .unwrap();
+    let cd = put(&config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld, "size": layer.len()}]
+    }))
+    .unwrap();
+    let md = put(&manifest);
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": manifest.len()}
+        ]}))
+        .unwrap(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+/// A template from an image in a registry (a local `docker-registry` fed
+/// with a busybox image): the build pulls it and a sandbox starts from the
+/// result (tests/e2b/templates_registry.py).
+#[test]
+fn e2b_template_from_a_registry_image() {
+    if !can_run() || !sdk_present() {
+        return;
+    }
+    let Some(reg) = dwell_testkit::registry::Registry::start(None) else {
+        return;
+    };
+    let layout = tempfile::Builder::new()
+        .prefix("dwell-e2b-layout-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    busybox_layout(layout.path());
+    reg.push_layout(layout.path(), "busy:1");
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let e = E2b::start();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/e2b/templates_registry.py");
+    let image = format!("{}/busy:1", reg.host());
+    e.run_script_with(
+        "python3",
+        &script,
+        "templates_registry.py",
+        &[("REGISTRY_IMAGE", &image)],
+    );
 }

@@ -127,7 +127,8 @@ async fn resolve_template(
         return Ok(r);
     }
     // Template images are reached through their templates only.
-    if !template.starts_with(template_start::IMAGE_PREFIX) && st.ctl.images().get(template).is_ok()
+    if !template.starts_with(template_start::IMAGE_PREFIX)
+        && st.ctl.image_for_tenant(tenant, template).await.is_ok()
     {
         return Ok(Resolved {
             image: Some(template.to_string()),

@@ -60,12 +60,15 @@ pub async fn start(
             b.status
         )));
     }
-    let base = match translate::base_of(&spec).map_err(E2bError::bad_request)? {
-        Base::Image(i) => i,
+    let (base, pull) = match translate::base_of(&spec).map_err(E2bError::bad_request)? {
+        Base::Image(i) => {
+            let pull = i != "host";
+            (i, pull)
+        }
         Base::Template(name) => {
             let (_, from) =
                 ready_build(&st, &p.tenant, &name)?.ok_or_else(|| template_not_found(&name))?;
-            from.image.unwrap_or_default()
+            (from.image.unwrap_or_default(), false)
         }
     };
     let plan = translate::plan(&spec, &base).map_err(E2bError::bad_request)?;
@@ -85,7 +88,7 @@ pub async fn start(
             "build {build} of template {id:?} was started already"
         )));
     }
-    tokio::spawn(run(st.clone(), p.tenant.clone(), t, b, plan, base));
+    tokio::spawn(run(st.clone(), p.tenant.clone(), t, b, plan, base, pull));
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -128,7 +131,15 @@ impl Log<'_> {
 
 /// Run a started build to its end: ready with its image, or failed with
 /// the reason and step.
-async fn run(st: E2bState, tenant: String, t: E2bTemplate, b: E2bBuild, plan: Plan, base: String) {
+async fn run(
+    st: E2bState,
+    tenant: String,
+    t: E2bTemplate,
+    b: E2bBuild,
+    plan: Plan,
+    base: String,
+    pull: bool,
+) {
     let mut log = Log {
         st: &st,
         build: b.id.clone(),
@@ -140,7 +151,10 @@ async fn run(st: E2bState, tenant: String, t: E2bTemplate, b: E2bBuild, plan: Pl
         &format!("Building template {} (build {}) from {base}", t.name, b.id),
     );
     let image = image_name(&t.id, &b.id);
-    let result = build(&st, &tenant, &b, &plan, &image, &mut log).await;
+    let result = match pull_base(&st, &tenant, &base, pull, &mut log).await {
+        Ok(()) => build(&st, &tenant, &b, &plan, &image, &mut log).await,
+        Err(e) => Err(e),
+    };
     let store = st.ctl.store();
     let ended = match result {
         Ok(()) => {
@@ -168,6 +182,40 @@ async fn run(st: E2bState, tenant: String, t: E2bTemplate, b: E2bBuild, plan: Pl
         if e.kind() != std::io::ErrorKind::NotFound {
             tracing::warn!("cannot remove the build context {}: {e}", dir.display());
         }
+    }
+}
+
+/// Pull the base image from its registry unless the tenant has it.
+async fn pull_base(
+    st: &E2bState,
+    tenant: &str,
+    base: &str,
+    pull: bool,
+    log: &mut Log<'_>,
+) -> Result<(), (String, Option<String>)> {
+    if !pull {
+        return Ok(());
+    }
+    let step = Some(translate::BASE_STEP.to_string());
+    match st.ctl.image_for_tenant(tenant, base).await {
+        Ok(_) => return Ok(()),
+        Err(dwell_control::Error::Storage(dwell_storage::StorageError::ImageNotFound(_))) => {}
+        Err(e) => return Err((e.to_string(), step)),
+    }
+    log.line("info", step.as_deref(), &format!("Pulling {base}"));
+    match st.ctl.pull_image(tenant, base, None).await {
+        Ok(img) => {
+            log.line(
+                "info",
+                step.as_deref(),
+                &format!(
+                    "Pulled {base} ({})",
+                    img.digest.as_deref().unwrap_or(&img.id)
+                ),
+            );
+            Ok(())
+        }
+        Err(e) => Err((format!("cannot pull the base image {base}: {e}"), step)),
     }
 }
 
