@@ -355,6 +355,10 @@ fn e2b_template_route_errors() {
         v["buildID"].as_str().unwrap(),
     );
     assert_eq!(v["tags"], serde_json::json!(["v1"]), "{body}");
+    let (s, body) = http_json(&e.api, "GET", "/templates", a, "");
+    assert!(s == 200 && body.contains("\"names\":[\"errs\"]"), "{body}");
+    let (_, body) = http_json(&e.api, "GET", "/templates", b, "");
+    assert_eq!(body, "[]", "another tenant lists none");
     let start = format!("/v2/templates/{tid}/builds/{bid}");
     let status = format!("/templates/{tid}/builds/{bid}/status");
 

@@ -104,6 +104,22 @@ try:
     with sandbox(template=f"{name}:v2") as s:
         check(s.files.read("/srv/built.txt") == "built\n", "a sandbox starts from name:tag")
 
+    # A template on top of another one. It has a ready command but no
+    # start command: the ready command runs until it succeeds before the
+    # create answers.
+    child = (
+        Template()
+        .from_template(name)
+        .run_cmd("cat /srv/built.txt > /srv/child.txt")
+        .set_ready_cmd("touch /tmp/ready-ran")
+    )
+    Template.build(child, f"{name}-child")
+    with sandbox(template=f"{name}-child") as s:
+        check(s.files.read("/srv/child.txt") == "built\n", "from_template starts from the other template")
+        check(s.files.exists("/tmp/ready-ran"), "a ready command without a start command ran")
+        r = s.commands.run("cat /tmp/start-env 2>/dev/null || echo none", user="root")
+        check(r.stdout == "none\n", "the child runs no start command of its own")
+
     # A failing run_cmd ends the build with an error and its log.
     bad = (
         Template(file_context_path=ctx)

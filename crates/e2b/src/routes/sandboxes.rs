@@ -101,8 +101,8 @@ pub async fn create(
         let _ = st.ctl.delete(&p.tenant, &sb.id, true).await;
         return Err(e.into());
     }
-    if let Some(ready) = &resolved.ready_cmd {
-        if let Err(e) = template_start::wait_ready(&st, &p.tenant, &sb.id, ready).await {
+    if let Some(ready) = &resolved.ready {
+        if let Err(e) = template_start::wait(&st, &p.tenant, &sb.id, ready).await {
             let _ = st.ctl.delete(&p.tenant, &sb.id, true).await;
             return Err(e);
         }

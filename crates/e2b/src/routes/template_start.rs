@@ -5,7 +5,8 @@
 //! and the create answers once the check passed (the command exited 0),
 //! as E2B's does, or fails after [`READY_TIMEOUT`] (the sandbox is then
 //! deleted). A template without a start command starts no service, even
-//! when its base image has a start command.
+//! when its base image has a start command; its ready command, if any, is
+//! run until it exits 0 before the create answers.
 
 use std::time::{Duration, Instant};
 
@@ -32,7 +33,57 @@ pub struct Resolved {
     pub vcpus: Option<f64>,
     pub memory: Option<SizeArg>,
     pub service: Option<ServiceArgs>,
-    pub ready_cmd: Option<String>,
+    pub ready: Option<Ready>,
+}
+
+/// What a create waits for before it answers.
+#[derive(Debug)]
+pub enum Ready {
+    /// The service's health check (this ready command) passed.
+    Service(String),
+    /// This ready command (of a template without a start command) exited 0.
+    Command(String),
+}
+
+/// Wait for `ready` in sandbox `id`.
+pub async fn wait(st: &E2bState, tenant: &str, id: &str, ready: &Ready) -> E2bResult<()> {
+    match ready {
+        Ready::Service(c) => wait_ready(st, tenant, id, c).await,
+        Ready::Command(c) => poll_command(st, tenant, id, c).await,
+    }
+}
+
+/// Run `cmd` in the sandbox until it exits 0 (each run at most 30 s).
+async fn poll_command(st: &E2bState, tenant: &str, id: &str, cmd: &str) -> E2bResult<()> {
+    let t0 = Instant::now();
+    loop {
+        let (_, agent) = st.ctl.agent(tenant, id).await?;
+        let req = dwell_proto::ExecRequest {
+            shell: Some(cmd.to_string()),
+            timeout_ms: Some(30_000),
+            ..Default::default()
+        };
+        let ok = match agent.exec(req).await {
+            Ok(stream) => stream
+                .output(64 << 10)
+                .await
+                .is_ok_and(|o| o.status.code == Some(0)),
+            Err(_) => false,
+        };
+        if ok {
+            return Ok(());
+        }
+        if t0.elapsed() > READY_TIMEOUT {
+            return Err(E2bError::new(
+                500,
+                format!(
+                    "the template's ready command {cmd:?} did not succeed within {} s; fix set_ready_cmd and build the template again",
+                    READY_TIMEOUT.as_secs()
+                ),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(READY_INTERVAL_MS)).await;
+    }
 }
 
 /// `template` as one of `tenant`'s templates; `Ok(None)` when it is none.
@@ -76,10 +127,11 @@ pub fn from_template(st: &E2bState, tenant: &str, template: &str) -> E2bResult<O
         memory: t
             .memory_mb
             .map(|m| SizeArg::Bytes((m as u64).saturating_mul(1 << 20))),
-        // Without a start command the ready command has nothing to check
-        // that a service would run; it is run by the health check only
-        // when there is one.
-        ready_cmd: start.and(ready),
+        ready: match (&start, ready) {
+            (_, None) => None,
+            (Some(_), Some(r)) => Some(Ready::Service(r)),
+            (None, Some(r)) => Some(Ready::Command(r)),
+        },
         service: Some(service),
     }))
 }
