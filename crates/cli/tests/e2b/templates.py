@@ -83,6 +83,11 @@ try:
     check(any("CACHED" in e.message for e in logs2), "the rebuild reports cached steps")
     check(second < max(first, 4.0), f"the rebuild ({second:.1f}s) is faster than the first build ({first:.1f}s)")
 
+    # skip_cache builds every step again.
+    logs3 = []
+    Template.build(tpl, name, skip_cache=True, on_build_logs=logs3.append)
+    check(not any("CACHED" in e.message for e in logs3), "skip_cache uses no cached step")
+
     # In the background, with a tag; the status is polled with log offsets.
     bg = Template.build_in_background(tpl, f"{name}:v2")
     offset, seen, status = 0, [], None
