@@ -7,8 +7,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    exec, files, hibernate, images, networks, ports, processes, registries, sandboxes, service,
-    snapshots, ssh_keys, tenants, volumes,
+    builds, exec, files, hibernate, images, networks, ports, processes, registries, sandboxes,
+    service, snapshots, ssh_keys, tenants, volumes,
 };
 
 #[derive(OpenApi)]
@@ -71,6 +71,7 @@ use crate::routes::{
         files::rename,
         images::list,
         images::import,
+        builds::build,
         images::remove,
         images::prune,
         images::export,

@@ -113,6 +113,10 @@ pub enum Command {
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Build an image from a Dockerfile: RUN steps run in sandboxes of your
+    /// tenant (no network unless --net), each step becomes a layer, and an
+    /// unchanged step is taken from the cache.
+    Build(BuildArgs),
     /// Registry logins of your tenant, used by its pulls.
     #[command(subcommand)]
     Registry(RegistryCommand),
@@ -139,6 +143,53 @@ pub enum Command {
     /// Internal: builds a sandbox's namespaces (started by the daemon).
     #[command(name = "__ns-boot", hide = true)]
     NsBoot { state_dir: PathBuf },
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Name of the image, NAME:TAG (repeatable: several tags).
+    #[arg(short = 't', long = "tag", required = true, value_name = "NAME:TAG")]
+    pub tags: Vec<String>,
+    /// The Dockerfile (default: CONTEXT/Dockerfile).
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// Build argument KEY=VALUE for ARG (repeatable); KEY alone takes the
+    /// value from this environment.
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    pub build_args: Vec<String>,
+    /// Build up to this stage (FROM ... AS STAGE).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Run every step, ignoring the cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Isolation of the RUN steps: `ns` or `gvisor` (default: the daemon's).
+    #[arg(long)]
+    pub isolation: Option<String>,
+    /// Give RUN steps outbound network access (NAT); default: none.
+    #[arg(long)]
+    pub net: bool,
+    /// With --net: destinations RUN steps may connect to (as for `create`).
+    #[arg(long, value_delimiter = ',', value_name = "CIDR|DOMAIN")]
+    pub allow_out: Option<Vec<String>>,
+    /// With --net: destinations refused (as for `create`).
+    #[arg(long, value_delimiter = ',', value_name = "CIDR|DOMAIN")]
+    pub deny_out: Option<Vec<String>>,
+    /// Disk of each RUN sandbox (e.g. 4G); also the most one layer may hold.
+    #[arg(long)]
+    pub disk: Option<String>,
+    /// Memory of each RUN sandbox (e.g. 1G).
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// Print only the image digest.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Print the build's events as JSON lines.
+    #[arg(long)]
+    pub json: bool,
+    /// The build context: a directory sent to the daemon (less what
+    /// .dockerignore excludes).
+    pub context: PathBuf,
 }
 
 #[derive(Debug, Args)]

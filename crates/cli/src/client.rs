@@ -268,7 +268,7 @@ pub fn enc(s: &str) -> String {
 }
 
 /// A reader as a stream of chunks (64 KiB).
-mod tokio_util_like {
+pub(crate) mod tokio_util_like {
     use bytes::Bytes;
     use futures_util::Stream;
     use tokio::io::{AsyncRead, AsyncReadExt};

@@ -78,6 +78,17 @@ impl E2b {
     /// Run `PROGRAM SCRIPT` with the E2B variables set; panics with its
     /// output if it fails.
     fn run_script(&self, program: &str, script: &std::path::Path, name: &str) {
+        self.run_script_with(program, script, name, &[]);
+    }
+
+    /// [`E2b::run_script`] with more environment variables.
+    fn run_script_with(
+        &self,
+        program: &str,
+        script: &std::path::Path,
+        name: &str,
+        env: &[(&str, &str)],
+    ) {
         let out_path = self
             .d
             .dir
@@ -93,6 +104,7 @@ impl E2b {
             .env_remove("E2B_DOMAIN")
             .env_remove("E2B_DEBUG")
             .env("PYTHONUNBUFFERED", "1")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -302,5 +314,376 @@ fn e2b_timeout_on_a_dwell_sandbox_stops_it_instead_of_deleting() {
             .iter()
             .all(|s| s["action"] != "delete"),
         "{info}"
+    );
+}
+
+/// The Template SDK's build flow end to end (tests/e2b/templates.py):
+/// build, status and logs, exists, tags, a sandbox from the template with
+/// its start command serving, a cached rebuild, a failing run_cmd.
+#[test]
+fn e2b_templates() {
+    run("templates");
+}
+
+/// The template routes' errors: an unknown template or build is 404,
+/// another tenant's template is 404 too, a bad step list is 400 naming
+/// the step, an upload URL works once.
+#[test]
+fn e2b_template_route_errors() {
+    if !can_run() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let e = E2b::start();
+    let (a, b) = (&e.keys[0], &e.keys[1]);
+    let (s, body) = http_json(&e.api, "GET", "/templates/nosuch/builds/x/status", a, "");
+    assert!(s == 404 && body.contains("\"code\":404"), "{s} {body}");
+    let (s, body) = http_json(&e.api, "GET", "/templates/aliases/nosuch", a, "");
+    assert_eq!(s, 404, "{body}");
+    let (s, body) = http_json(&e.api, "POST", "/v3/templates", a, "{}");
+    assert!(s == 400 && body.contains("no template name"), "{s} {body}");
+    let (s, body) = http_json(&e.api, "POST", "/v3/templates", a, r#"{"name":"base"}"#);
+    assert!(s == 400 && body.contains("built-in"), "{s} {body}");
+    let (s, body) = http_json(&e.api, "POST", "/v3/templates", a, r#"{"name":"bad name"}"#);
+    assert!(s == 400 && body.contains("not valid"), "{s} {body}");
+
+    let (s, body) = http_json(&e.api, "POST", "/v3/templates", a, r#"{"name":"errs:v1"}"#);
+    assert_eq!(s, 202, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let (tid, bid) = (
+        v["templateID"].as_str().unwrap(),
+        v["buildID"].as_str().unwrap(),
+    );
+    assert_eq!(v["tags"], serde_json::json!(["v1"]), "{body}");
+    let (s, body) = http_json(&e.api, "GET", "/templates", a, "");
+    assert!(s == 200 && body.contains("\"names\":[\"errs\"]"), "{body}");
+    let (_, body) = http_json(&e.api, "GET", "/templates", b, "");
+    assert_eq!(body, "[]", "another tenant lists none");
+    let start = format!("/v2/templates/{tid}/builds/{bid}");
+    let status = format!("/templates/{tid}/builds/{bid}/status");
+
+    // Another tenant: every route answers 404 for the template.
+    let hash = "ab".repeat(32);
+    for (method, path) in [
+        ("GET", status.clone()),
+        ("GET", format!("/templates/{tid}/files/{hash}")),
+        ("GET", format!("/templates/{tid}/tags")),
+        ("GET", "/templates/aliases/errs".to_string()),
+        ("DELETE", format!("/templates/{tid}")),
+    ] {
+        let (s, body) = http_json(&e.api, method, &path, b, "");
+        assert_eq!(s, 404, "{method} {path} by another tenant: {body}");
+    }
+    let (s, body) = http_json(
+        &e.api,
+        "POST",
+        &start,
+        b,
+        r#"{"fromImage":"host","steps":[]}"#,
+    );
+    assert_eq!(s, 404, "start by another tenant: {body}");
+    let (s, body) = http_json(
+        &e.api,
+        "POST",
+        "/v2/sandboxes",
+        b,
+        r#"{"templateID":"errs"}"#,
+    );
+    assert_eq!(s, 404, "a sandbox from another tenant's template: {body}");
+
+    // Bad step lists: 400 naming the step; the build stays waiting.
+    for (spec, want) in [
+        (
+            r#"{"fromImage":"host","steps":[{"type":"ADD","args":["x"]}]}"#,
+            "step 1 has type",
+        ),
+        (
+            r#"{"fromImage":"host","steps":[{"type":"RUN","args":["true"]},{"type":"ENV","args":["A"]}]}"#,
+            "step 2 (ENV)",
+        ),
+        (
+            r#"{"fromImage":"host","steps":[{"type":"COPY","args":["../x","/y"],"filesHash":"HASH"}]}"#,
+            "leaves",
+        ),
+        (
+            r#"{"fromImage":"host","steps":[{"type":"COPY","args":["x","/y"],"filesHash":"HASH"}]}"#,
+            "not uploaded",
+        ),
+        (r#"{"steps":[]}"#, "no base"),
+        (r#"{"fromImage":"host","steps":"nope"}"#, "not valid JSON"),
+        (r#"{"fromTemplate":"nosuch","steps":[]}"#, "not found"),
+    ] {
+        let spec = spec.replace("HASH", &hash);
+        let (s, body) = http_json(&e.api, "POST", &start, a, &spec);
+        assert!(s == 400 || s == 404, "{spec}: {s} {body}");
+        assert!(body.contains(want), "{spec}: {body}");
+    }
+    let (s, body) = http_json(&e.api, "GET", &status, a, "");
+    assert!(
+        s == 200 && body.contains("\"status\":\"waiting\""),
+        "{body}"
+    );
+    let (s, body) = http_json(
+        &e.api,
+        "GET",
+        &format!("/templates/{tid}/builds/nosuch/status"),
+        a,
+        "",
+    );
+    assert_eq!(s, 404, "{body}");
+    let (s, body) = http_json(&e.api, "GET", &format!("{status}?limit=1000"), a, "");
+    assert!(s == 400 && body.contains("limit"), "{body}");
+
+    // An upload URL takes one upload; its files are then present.
+    let (s, body) = http_json(
+        &e.api,
+        "GET",
+        &format!("/templates/{tid}/files/{hash}"),
+        a,
+        "",
+    );
+    assert_eq!(s, 201, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["present"], false, "{body}");
+    let url = v["url"].as_str().unwrap();
+    let path = &url[url.find("/templates/").unwrap()..];
+    let tar = {
+        let mut t = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_mode(0o644);
+        h.set_cksum();
+        t.append_data(&mut h, "x", &b"hi"[..]).unwrap();
+        t.into_inner().unwrap()
+    };
+    let r = http::request(&e.api, "PUT", path, &[], &tar);
+    assert_eq!(r.status, 200, "{r}");
+    let r = http::request(&e.api, "PUT", path, &[], &tar);
+    assert_eq!(r.status, 404, "an upload URL works once: {r}");
+    let (_, body) = http_json(
+        &e.api,
+        "GET",
+        &format!("/templates/{tid}/files/{hash}"),
+        a,
+        "",
+    );
+    assert!(body.contains("\"present\":true"), "{body}");
+    let (_, body) = http_json(
+        &e.api,
+        "GET",
+        &format!("/templates/{tid}/files/{hash}"),
+        b,
+        "",
+    );
+    assert!(body.contains("404"), "another tenant: {body}");
+
+    // Deleting the template: gone for its owner too.
+    let (s, body) = http_json(&e.api, "DELETE", &format!("/templates/{tid}"), a, "");
+    assert_eq!(s, 204, "{body}");
+    let (s, _) = http_json(&e.api, "GET", &status, a, "");
+    assert_eq!(s, 404);
+}
+
+/// A template build the daemon was killed in is marked failed when it
+/// comes back (nothing resumes it), its context directory is gone, and a
+/// new build of the template works.
+#[test]
+fn e2b_template_build_killed_midway_fails_cleanly() {
+    if !can_run() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut e = E2b::start();
+    let a = e.keys[0].clone();
+    let (s, body) = http_json(&e.api, "POST", "/v3/templates", &a, r#"{"name":"killed"}"#);
+    assert_eq!(s, 202, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let (tid, bid) = (
+        v["templateID"].as_str().unwrap(),
+        v["buildID"].as_str().unwrap(),
+    );
+    let spec =
+        r#"{"fromImage":"host","steps":[{"type":"RUN","args":["echo started; sleep 300"]}]}"#;
+    let (s, body) = http_json(
+        &e.api,
+        "POST",
+        &format!("/v2/templates/{tid}/builds/{bid}"),
+        &a,
+        spec,
+    );
+    assert_eq!(s, 202, "{body}");
+    let status = format!("/templates/{tid}/builds/{bid}/status");
+    let t0 = Instant::now();
+    loop {
+        let (_, body) = http_json(&e.api, "GET", &status, &a, "");
+        if body.contains("started") {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the RUN step never started: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let contexts = e.d.data.join("e2b-templates/builds");
+    assert!(
+        contexts.join(bid).is_dir(),
+        "the build has its context meanwhile"
+    );
+    e.d.restart();
+    http::wait_listening(&e.api, 30);
+    let (s, body) = http_json(&e.api, "GET", &status, &a, "");
+    assert!(s == 200 && body.contains("\"status\":\"error\""), "{body}");
+    assert!(body.contains("restarted during the build"), "{body}");
+    assert!(
+        !contexts.join(bid).exists(),
+        "the context is removed at start"
+    );
+
+    // The template builds again.
+    let (s, body) = http_json(&e.api, "POST", "/v3/templates", &a, r#"{"name":"killed"}"#);
+    assert_eq!(s, 202, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["templateID"].as_str(), Some(tid), "same template");
+    let bid2 = v["buildID"].as_str().unwrap();
+    let spec = r#"{"fromImage":"host","steps":[{"type":"RUN","args":["echo ok > /tmp/ok"]}]}"#;
+    let (s, body) = http_json(
+        &e.api,
+        "POST",
+        &format!("/v2/templates/{tid}/builds/{bid2}"),
+        &a,
+        spec,
+    );
+    assert_eq!(s, 202, "{body}");
+    let status2 = format!("/templates/{tid}/builds/{bid2}/status");
+    let t0 = Instant::now();
+    loop {
+        let (_, body) = http_json(&e.api, "GET", &status2, &a, "");
+        if body.contains("\"status\":\"ready\"") {
+            break;
+        }
+        assert!(!body.contains("\"status\":\"error\""), "{body}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "no ready build: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// An OCI layout in `dir` of a busybox image (sh, cat, echo, sleep, pwd)
+/// with /hello.txt; returns nothing, the layout is complete.
+fn busybox_layout(dir: &std::path::Path) {
+    use sha2::{Digest, Sha256};
+    let sha = |b: &[u8]| {
+        let h: String = Sha256::digest(b)
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect();
+        format!("sha256:{h}")
+    };
+    let put = |data: &[u8]| {
+        let d = sha(data);
+        let p = dir.join("blobs/sha256");
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::write(p.join(&d[7..]), data).unwrap();
+        d
+    };
+    let mut b = tar::Builder::new(Vec::new());
+    let entry = |kind: tar::EntryType, mode: u32, size: u64| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(size);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        h
+    };
+    for d in ["bin/", "etc/", "tmp/"] {
+        b.append_data(&mut entry(tar::EntryType::Directory, 0o755, 0), d, &[][..])
+            .unwrap();
+    }
+    let bb = std::fs::read("/bin/busybox").expect("/bin/busybox (busybox-static)");
+    b.append_data(
+        &mut entry(tar::EntryType::Regular, 0o755, bb.len() as u64),
+        "bin/busybox",
+        &bb[..],
+    )
+    .unwrap();
+    for app in ["sh", "cat", "echo", "sleep", "pwd", "mkdir", "ls"] {
+        let mut h = entry(tar::EntryType::Symlink, 0o777, 0);
+        b.append_link(&mut h, format!("bin/{app}"), "busybox")
+            .unwrap();
+    }
+    let passwd = b"root:x:0:0:root:/root:/bin/sh\n";
+    b.append_data(
+        &mut entry(tar::EntryType::Regular, 0o644, passwd.len() as u64),
+        "etc/passwd",
+        &passwd[..],
+    )
+    .unwrap();
+    let hello = b"hello from the registry image\n";
+    b.append_data(
+        &mut entry(tar::EntryType::Regular, 0o644, hello.len() as u64),
+        "hello.txt",
+        &hello[..],
+    )
+    .unwrap();
+    let layer = b.into_inner().unwrap();
+    let diff_id = sha(&layer);
+    let ld = put(&layer);
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]}
+    }))
+    .unwrap();
+    let cd = put(&config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld, "size": layer.len()}]
+    }))
+    .unwrap();
+    let md = put(&manifest);
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": manifest.len()}
+        ]}))
+        .unwrap(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+/// A template from an image in a registry (a local `docker-registry` fed
+/// with a busybox image): the build pulls it and a sandbox starts from the
+/// result (tests/e2b/templates_registry.py).
+#[test]
+fn e2b_template_from_a_registry_image() {
+    if !can_run() || !sdk_present() {
+        return;
+    }
+    let Some(reg) = dwell_testkit::registry::Registry::start(None) else {
+        return;
+    };
+    let layout = tempfile::Builder::new()
+        .prefix("dwell-e2b-layout-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    busybox_layout(layout.path());
+    reg.push_layout(layout.path(), "busy:1");
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let e = E2b::start();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/e2b/templates_registry.py");
+    let image = format!("{}/busy:1", reg.host());
+    e.run_script_with(
+        "python3",
+        &script,
+        "templates_registry.py",
+        &[("REGISTRY_IMAGE", &image)],
     );
 }

@@ -62,6 +62,10 @@ pub mod fact {
     pub const NETWORK: &str = "network";
     /// A named volume's name as asked for.
     pub const VOLUME: &str = "volume";
+    /// The failing step of a build (1-based).
+    pub const STEP: &str = "step";
+    /// The exit code of a build's failing RUN step.
+    pub const EXIT_CODE: &str = "exit_code";
     /// An image reference as asked for.
     pub const IMAGE: &str = "image";
     /// A registry host.
@@ -115,11 +119,15 @@ pub mod code {
     pub const AGENT_ERROR: &str = "agent_error";
     pub const AGENT_UNREACHABLE: &str = "agent_unreachable";
     pub const INTERNAL: &str = "internal";
+    /// A build step failed (HTTP 422; facts `step`, and `exit_code` for a
+    /// RUN that exited non-zero): fix the Dockerfile or the context.
+    pub const BUILD_FAILED: &str = "build_failed";
 }
 
 /// The codes of [`code`], for documentation and tests.
 pub const CODES: &[&str] = &[
     code::INVALID_ARGUMENT,
+    code::BUILD_FAILED,
     code::UNAUTHENTICATED,
     code::PERMISSION_DENIED,
     code::NOT_FOUND,

@@ -7,6 +7,7 @@
 //! types on the wire. The JSON shapes are stable: field names and enum
 //! spellings here are what external clients rely on.
 
+pub mod builds;
 pub mod error;
 pub mod exec;
 pub mod files;

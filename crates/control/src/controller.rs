@@ -16,6 +16,7 @@
 mod access;
 mod activity;
 mod agent;
+mod build;
 mod create;
 mod credentials;
 mod diff;
@@ -197,6 +198,19 @@ impl Controller {
         &self.inner.images
     }
 
+    /// The metadata store, for the E2B layer's own records (templates
+    /// and their builds); sandbox records are written only through the
+    /// controller's operations.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The daemon's data directory (`--data-dir`), under which a layer
+    /// keeps its own files in a directory of its own.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.inner.data_dir
+    }
+
     /// The DNS resolver of NAT sandboxes, if the daemon serves one (to
     /// install a [`dwell_dns::PeerNames`] hook).
     pub fn dns(&self) -> Option<&Arc<dwell_dns::Resolver>> {
@@ -217,6 +231,13 @@ impl Controller {
     /// unreachable meanwhile. Lifecycle requests for a sandbox still being
     /// recovered wait for it (the per-sandbox lock); reads show its state.
     pub async fn start_background(&self) {
+        // What builds interrupted by the last stop left (in the background:
+        // deleting sandboxes waits for their recovery).
+        {
+            let ctl = self.clone();
+            let started = self.inner.clock.now_ms();
+            tokio::spawn(async move { ctl.sweep_build_leftovers(started).await });
+        }
         {
             let inner = self.inner.clone();
             blocking(move || {

@@ -36,6 +36,10 @@ pub mod fact {
     pub const NETWORK: &str = "network";
     /// A named volume's name as asked for.
     pub const VOLUME: &str = "volume";
+    /// The failing step of a build (1-based).
+    pub const STEP: &str = "step";
+    /// The exit code of a build's failing RUN step.
+    pub const EXIT_CODE: &str = "exit_code";
     /// The image reference concerned.
     pub const IMAGE: &str = "image";
     /// The registry host concerned.
@@ -164,6 +168,16 @@ pub enum Error {
     /// Something else went wrong inside the daemon.
     #[error("{0}")]
     Internal(String),
+    /// A build step failed: a RUN exited non-zero (`exit_code`), a COPY
+    /// source is missing, a step wrote something refused. `status` is the
+    /// HTTP status (422, or 413 for a step over the build's limits).
+    #[error("{message}")]
+    BuildFailed {
+        step: usize,
+        exit_code: Option<i32>,
+        message: String,
+        status: u16,
+    },
 }
 
 /// What a refused request would have held beyond a tenant's quota.
@@ -225,6 +239,7 @@ impl Error {
             Error::Agent(_) => "agent_error",
             Error::Store(_) => "store_error",
             Error::Internal(_) => "internal",
+            Error::BuildFailed { .. } => "build_failed",
         }
     }
 
@@ -257,6 +272,7 @@ impl Error {
             Error::Runtime(dwell_runtime::Error::Unsupported { .. }) => 409,
             Error::Quota(_) => 403,
             Error::Agent(_) => 502,
+            Error::BuildFailed { status, .. } => *status,
             _ => 500,
         }
     }
@@ -347,6 +363,14 @@ impl Error {
                 f.insert(fact::LIMIT, q.limit.clone());
                 f.insert(fact::USED, q.used.clone());
                 f.insert(fact::ASKED, q.asked.clone());
+            }
+            Error::BuildFailed {
+                step, exit_code, ..
+            } => {
+                f.insert(fact::STEP, step.to_string());
+                if let Some(c) = exit_code {
+                    f.insert(fact::EXIT_CODE, c.to_string());
+                }
             }
             _ => {}
         }

@@ -40,6 +40,8 @@
 //! - [`volumes`]: a tenant's named volumes, bound into the sandboxes that
 //!   name them and mounted on the host while one of those runs;
 //!   [`volume_spec`]: how a sandbox's spec names them, and the checks.
+//! - [`build`]: Dockerfile builds (request, events, result); RUN steps run
+//!   in sandboxes of the building tenant.
 //! - [`service`]: the sandbox's service (the image's start command the
 //!   agent supervises): resolved at create, sent to the agent at start.
 //! - `egress`: default egress rules and the DNS resolver's attachment to
@@ -47,6 +49,7 @@
 
 pub mod agents;
 pub mod archive;
+pub mod build;
 pub mod clock;
 mod connections;
 mod context;

@@ -100,7 +100,7 @@ pub enum SizeArg {
 }
 
 impl SizeArg {
-    fn bytes(&self, field: &str) -> Result<u64> {
+    pub(crate) fn bytes(&self, field: &str) -> Result<u64> {
         match self {
             SizeArg::Bytes(b) => Ok(*b),
             SizeArg::Text(s) => parse_size(s).map_err(|m| Error::invalid(field, m)),

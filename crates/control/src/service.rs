@@ -300,6 +300,10 @@ mod tests {
     fn image(entrypoint: &[&str], cmd: &[&str]) -> Image {
         Image {
             name: "t".into(),
+            reference: None,
+            digest: None,
+            blobs: vec![],
+            tenants: None,
             id: "sha256:0".into(),
             layers: vec![],
             host_dirs: vec![],

@@ -26,7 +26,10 @@ pub mod error;
 pub mod lifetime;
 pub mod paging;
 pub mod routes;
+pub mod template_files;
+pub mod template_wire;
 pub mod time;
+pub mod translate;
 pub mod view;
 pub mod wire;
 
@@ -66,19 +69,43 @@ pub struct E2bState {
     /// Last CPU sample per sandbox (time in ms, CPU ns), for `cpuUsedPct`;
     /// pruned of stale entries once it holds [`CPU_SAMPLES_PRUNE_AT`].
     pub cpu_samples: Arc<Mutex<HashMap<String, (i64, u64)>>>,
+    /// Outstanding upload URLs of template files.
+    pub uploads: Arc<template_files::Uploads>,
 }
 
-/// The E2B control-plane router. Every request needs an API key.
+/// The E2B control-plane router. Every request needs an API key, except
+/// the upload of a template's files, whose one-time URL is the grant.
+///
+/// Template builds that were running when the daemon stopped are marked
+/// failed here (nothing resumes them) and their contexts removed.
 pub fn router(ctl: Controller, opts: Options) -> Router {
+    match ctl.store().e2b_fail_interrupted_builds(
+        "the server restarted during the build; build the template again",
+    ) {
+        Ok(stuck) if !stuck.is_empty() => {
+            tracing::warn!(
+                "{} E2B template builds were interrupted by a restart",
+                stuck.len()
+            )
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!("cannot mark interrupted E2B template builds: {e}"),
+    }
+    template_files::clear_contexts(ctl.data_dir());
     let state = E2bState {
         ctl: ctl.clone(),
         opts: Arc::new(opts),
         cpu_samples: Default::default(),
+        uploads: Default::default(),
     };
     routes::router(state.clone())
         .layer(axum::middleware::from_fn_with_state(
             dwell_api::AppState { ctl },
             dwell_api::auth::audit,
         ))
-        .layer(axum::middleware::from_fn_with_state(state, auth::api_key))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::api_key,
+        ))
+        .merge(routes::unauthenticated(state))
 }

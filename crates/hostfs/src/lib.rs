@@ -94,6 +94,8 @@ pub struct Stat {
     pub ino: u64,
     /// The device number of a device node (0 for an overlay whiteout).
     pub rdev: u64,
+    /// Last modification, seconds since the Unix epoch.
+    pub mtime: i64,
 }
 
 impl Stat {
@@ -108,6 +110,7 @@ impl Stat {
             dev: st.st_dev,
             ino: st.st_ino,
             rdev: st.st_rdev,
+            mtime: st.st_mtime,
         }
     }
 
@@ -457,6 +460,64 @@ impl Beneath {
             return Err(self.err("chown", rel, last_io()));
         }
         Ok(())
+    }
+
+    /// The target of the symlink `rel` (read as text, never followed),
+    /// refused when longer than `cap` bytes.
+    pub fn read_link(&self, rel: impl AsRef<Path>, cap: usize) -> Result<std::ffi::OsString> {
+        use std::os::unix::ffi::OsStringExt;
+        let rel = rel.as_ref();
+        let (dir, name) = self.parent("readlink", rel)?;
+        let mut buf = vec![0u8; cap.saturating_add(1)];
+        // SAFETY: a valid dir fd, C string and buffer of the given length.
+        let n = unsafe {
+            libc::readlinkat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if n < 0 {
+            return Err(self.err("readlink", rel, last_io()));
+        }
+        let n = n as usize;
+        if n > cap {
+            return Err(self.err("readlink", rel, Reason::TooLarge { cap: cap as u64 }));
+        }
+        buf.truncate(n);
+        Ok(std::ffi::OsString::from_vec(buf))
+    }
+
+    /// The extended attribute `attr` of the directory `rel` (the root for
+    /// an empty path), `None` when it has none; values over 4 KiB are
+    /// refused. A symlink or a special file is refused, never followed.
+    pub fn dir_xattr(&self, rel: impl AsRef<Path>, attr: &str) -> Result<Option<Vec<u8>>> {
+        let rel = rel.as_ref();
+        let fd = self.resolve("getxattr", rel, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        let attr_c = CString::new(attr).map_err(|_| self.err("getxattr", rel, Reason::Escape))?;
+        let mut buf = vec![0u8; 4096];
+        // SAFETY: a valid fd, C string and buffer of the given length.
+        let n = unsafe {
+            libc::fgetxattr(
+                fd.as_raw_fd(),
+                attr_c.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::ENODATA) | Some(libc::ENOTSUP) => Ok(None),
+                Some(libc::ERANGE) => {
+                    Err(self.err("getxattr", rel, Reason::TooLarge { cap: 4096 }))
+                }
+                _ => Err(self.err("getxattr", rel, Reason::Io(e))),
+            };
+        }
+        buf.truncate(n as usize);
+        Ok(Some(buf))
     }
 
     /// Create the directory `rel` (its parent must exist).

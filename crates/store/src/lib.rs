@@ -10,6 +10,7 @@
 //! A scale-out deployment would put PostgreSQL behind the same methods.
 
 mod audit;
+mod e2b_templates;
 mod error;
 mod events;
 mod id_ranges;
@@ -31,6 +32,10 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::Connection;
 
 pub use audit::AuditEntry;
+pub use e2b_templates::{
+    BuildRequest as E2bBuildRequest, E2bBuild, E2bLogLine, E2bTag, E2bTemplate, BUILD_BUILDING,
+    BUILD_ERROR, BUILD_READY, BUILD_WAITING,
+};
 pub use error::{Error, Result};
 pub use events::Event;
 pub use keys::{ApiKey, KeyRecord};

@@ -172,6 +172,48 @@ pub const MIGRATIONS: &[&str] = &[
         metered_at INTEGER
     );
     CREATE UNIQUE INDEX volumes_name ON volumes(tenant, name);",
+    // 14: E2B templates (per tenant, by name), their builds (status, the
+    // step list, the image they made, start and ready commands), each
+    // build's log lines, and tags naming a template's builds.
+    "CREATE TABLE e2b_templates (
+        id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        name TEXT NOT NULL,
+        cpu_count INTEGER,
+        memory_mb INTEGER,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        UNIQUE (tenant, name)
+    );
+    CREATE TABLE e2b_builds (
+        id TEXT PRIMARY KEY,
+        template_id TEXT NOT NULL REFERENCES e2b_templates(id) ON DELETE CASCADE,
+        status TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        spec TEXT,
+        image TEXT,
+        reason TEXT,
+        reason_step TEXT,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX e2b_builds_template ON e2b_builds(template_id, created_at);
+    CREATE TABLE e2b_build_logs (
+        build_id TEXT NOT NULL REFERENCES e2b_builds(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        at INTEGER NOT NULL,
+        level TEXT NOT NULL,
+        step TEXT,
+        message TEXT NOT NULL,
+        PRIMARY KEY (build_id, seq)
+    );
+    CREATE TABLE e2b_template_tags (
+        template_id TEXT NOT NULL REFERENCES e2b_templates(id) ON DELETE CASCADE,
+        tag TEXT NOT NULL,
+        build_id TEXT NOT NULL REFERENCES e2b_builds(id) ON DELETE CASCADE,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (template_id, tag)
+    );",
 ];
 
 /// Bring the schema to the newest version.

@@ -1,5 +1,6 @@
 //! The router: every route of the API, one file per resource.
 
+pub(crate) mod builds;
 pub(crate) mod exec;
 pub(crate) mod files;
 pub(crate) mod hibernate;
@@ -111,6 +112,7 @@ pub fn router(state: AppState) -> Router {
                 .delete(registries::logout),
         )
         .route("/v1/images/export", get(images::export))
+        .route("/v1/builds", post(builds::build))
         .route("/v1/networks", get(networks::list).post(networks::create))
         .route(
             "/v1/networks/{name}",

@@ -1,5 +1,6 @@
 //! One file per group of subcommands.
 
+mod build;
 mod cp;
 mod doctor;
 mod exec;
@@ -71,6 +72,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Kill(a) => exec::kill(&client, a).await,
         Command::Cp(a) => cp::run(&client, a).await,
         Command::Image(c) => image::run(&client, c).await,
+        Command::Build(a) => build::run(&client, a).await,
         Command::Registry(c) => registry::run(&client, c).await,
         Command::Tenant(c) => tenant::run(&client, c).await,
         Command::SshKey(c) => ssh_key::run(&client, c).await,

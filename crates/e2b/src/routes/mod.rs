@@ -4,6 +4,9 @@ pub mod list;
 pub mod metrics;
 pub mod sandboxes;
 pub mod snapshots;
+pub mod template_builds;
+pub mod template_start;
+pub mod templates;
 
 use axum::http::{Method, Uri};
 use axum::routing::{delete, get, post, put};
@@ -30,7 +33,32 @@ pub fn router(state: E2bState) -> Router {
         .route("/sandboxes/{id}/snapshots", post(snapshots::create))
         .route("/snapshots", get(snapshots::list))
         .route("/templates/{id}", delete(snapshots::delete))
+        .route("/v3/templates", post(templates::request_build))
+        .route("/templates", get(templates::list))
+        .route("/templates/{id}/files/{hash}", get(templates::upload_link))
+        .route(
+            "/v2/templates/{id}/builds/{build}",
+            post(template_builds::start),
+        )
+        .route(
+            "/templates/{id}/builds/{build}/status",
+            get(templates::status),
+        )
+        .route("/templates/aliases/{alias}", get(templates::alias))
+        .route(
+            "/templates/tags",
+            post(templates::assign_tags).delete(templates::remove_tags),
+        )
+        .route("/templates/{id}/tags", get(templates::tags))
         .fallback(unknown)
+        .with_state(state)
+}
+
+/// Routes authorized by what their URL carries, not by an API key: the
+/// one-time upload URLs of template files.
+pub fn unauthenticated(state: E2bState) -> Router {
+    Router::new()
+        .route("/templates/files/upload/{token}", put(templates::upload))
         .with_state(state)
 }
 
@@ -38,7 +66,7 @@ async fn unknown(method: Method, uri: Uri) -> E2bError {
     E2bError::new(
         404,
         format!(
-            "{method} {} is not part of dwell's E2B-compatible API (sandboxes: create, connect, pause, timeout, network, kill, info, list, metrics; snapshots); use dwell's own API for the rest",
+            "{method} {} is not part of dwell's E2B-compatible API (sandboxes: create, connect, pause, timeout, network, kill, info, list, metrics; snapshots; templates: build, status, aliases, tags, list, delete); use dwell's own API for the rest",
             uri.path()
         ),
     )

@@ -11,6 +11,7 @@ use dwell_control::{CreateRequest, Mode, Sandbox, State as S};
 use dwell_runtime::host::egress::Precedence;
 
 use crate::error::{json_body, E2bError, E2bResult};
+use crate::routes::template_start;
 use crate::{lifetime, view, wire, E2bState};
 
 /// `POST /v2/sandboxes`: 201 with the new sandbox.
@@ -42,7 +43,7 @@ pub async fn create(
             view::RESERVED_PREFIX
         )));
     }
-    let (image, from) = resolve_template(&st, &p.tenant, &template).await?;
+    let resolved = resolve_template(&st, &p.tenant, &template).await?;
     labels.insert(view::LABEL_TEMPLATE.into(), template);
     let net = req.network.unwrap_or_default();
     check_deny_out(net.deny_out.as_deref().unwrap_or_default())?;
@@ -73,8 +74,11 @@ pub async fn create(
         .create(
             &p.tenant,
             CreateRequest {
-                image,
-                from,
+                image: resolved.image,
+                from: resolved.from,
+                vcpus: resolved.vcpus,
+                memory: resolved.memory,
+                service: resolved.service,
                 mode: Some(Mode::Persistent),
                 env: req.env_vars.unwrap_or_default(),
                 labels,
@@ -97,28 +101,49 @@ pub async fn create(
         let _ = st.ctl.delete(&p.tenant, &sb.id, true).await;
         return Err(e.into());
     }
+    if let Some(ready) = &resolved.ready {
+        if let Err(e) = template_start::wait(&st, &p.tenant, &sb.id, ready).await {
+            let _ = st.ctl.delete(&p.tenant, &sb.id, true).await;
+            return Err(e);
+        }
+    }
     Ok((StatusCode::CREATED, Json(view::sandbox(&st, &sb)?)))
 }
 
-/// A template id as (image, snapshot to create from): `base` is the host
-/// image; otherwise an image of that name, else a snapshot of the tenant.
+/// A template id as what a sandbox starts from: `base` is the host image;
+/// otherwise one of the tenant's templates (`name`, `name:tag` or its
+/// id: the image its build made, with its start and ready commands), an
+/// image of that name, else a snapshot of the tenant.
 async fn resolve_template(
     st: &E2bState,
     tenant: &str,
     template: &str,
-) -> E2bResult<(Option<String>, Option<String>)> {
+) -> E2bResult<template_start::Resolved> {
+    use template_start::Resolved;
     if template == "base" || template == "host" {
-        return Ok((None, None));
+        return Ok(Resolved::default());
     }
-    if st.ctl.images().get(template).is_ok() {
-        return Ok((Some(template.to_string()), None));
+    if let Some(r) = template_start::from_template(st, tenant, template)? {
+        return Ok(r);
+    }
+    // Template images are reached through their templates only.
+    if !template.starts_with(template_start::IMAGE_PREFIX)
+        && st.ctl.image_for_tenant(tenant, template).await.is_ok()
+    {
+        return Ok(Resolved {
+            image: Some(template.to_string()),
+            ..Default::default()
+        });
     }
     match st.ctl.snapshot(tenant, template).await {
-        Ok(m) => Ok((None, Some(m.id))),
+        Ok(m) => Ok(Resolved {
+            from: Some(m.id),
+            ..Default::default()
+        }),
         Err(dwell_control::Error::SnapshotNotFound(_)) => Err(E2bError::new(
             404,
             format!(
-                "template {template:?} is neither a dwell image nor one of your snapshots; use \"base\" (the host image), an image from `dwell image ls`, or a snapshot id or name from Sandbox.list_snapshots()"
+                "template {template:?} is none of your templates, no dwell image and none of your snapshots; use \"base\" (the host image), a template you built with Template.build, an image from `dwell image ls`, or a snapshot id or name from Sandbox.list_snapshots()"
             ),
         )),
         Err(e) => Err(e.into()),

@@ -68,16 +68,21 @@ pub async fn list(
     Ok((headers, Json(page.iter().map(view).collect())))
 }
 
+/// `DELETE /templates/{id}`: the caller's template of that id or name,
+/// else its snapshot.
 pub async fn delete(
     State(st): State<E2bState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
 ) -> E2bResult<StatusCode> {
+    if let Some(done) = crate::routes::templates::delete(&st, &p.tenant, &id).await? {
+        return Ok(done);
+    }
     match st.ctl.snapshot_delete(&p.tenant, &id).await {
         Ok(_) => Ok(StatusCode::NO_CONTENT),
         Err(dwell_control::Error::SnapshotNotFound(_)) => Err(E2bError::new(
             404,
-            format!("no snapshot {id:?}; dwell's E2B API deletes snapshots only (images with `dwell image rm`)"),
+            format!("no template or snapshot {id:?} (an API key sees only its own tenant's)"),
         )),
         Err(e) => Err(e.into()),
     }

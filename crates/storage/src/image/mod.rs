@@ -199,6 +199,67 @@ impl ImageStore {
         Ok(image)
     }
 
+    /// Imports the OCI image layout `source` as `reference`, stacked over
+    /// `base`: the result's layers are the layout's (topmost first) and
+    /// then `base`'s, and it shares `base`'s host dirs. This is how a
+    /// build adds its result (and the intermediate images its RUN steps
+    /// run in) without copying the base. With `replace`, an image already
+    /// stored under `reference` is replaced (its metadata swapped
+    /// atomically, its blobs and layers dropped when nothing else uses
+    /// them); the caller checks that no sandbox uses it. `tenants` as in
+    /// [`Image::tenants`].
+    pub fn import_over(
+        &self,
+        reference: &str,
+        source: &Path,
+        base: &Image,
+        replace: bool,
+        tenants: Option<Vec<String>>,
+    ) -> Result<Image> {
+        let r = parse_new(reference)?;
+        let _lock = self.lock()?;
+        let existing = self.find(reference)?;
+        if existing.is_some() && !replace {
+            return Err(StorageError::ImageExists(r.familiar()));
+        }
+        let mut image = match oci::import(self, &r.familiar(), &r.key(), source) {
+            Ok(i) => i,
+            Err(e) => {
+                let _ = self.collect();
+                return Err(e);
+            }
+        };
+        image.layers.extend(base.layers.iter().cloned());
+        image.host_dirs = base.host_dirs.clone();
+        image.size_bytes += base.size_bytes;
+        image.tenants = tenants;
+        if let Some((path, old)) = &existing {
+            // A legacy metadata file of the same image goes with it.
+            if *path != self.meta_path(&r.key()) {
+                fs::remove_file(path).ctx("remove image metadata", path)?;
+            }
+            // The tag moves: the old content stays under its digest (as for
+            // pulls), so sandboxes pinned to it keep their layers; `prune`
+            // drops it once unused.
+            if let (Some(old_digest), true) = (&old.digest, old.digest != image.digest) {
+                let pinned = r.with_digest(old_digest);
+                let mut kept = old.clone();
+                kept.reference = Some(pinned.key());
+                let mut shown = pinned.clone();
+                shown.tag = None;
+                kept.name = shown.familiar();
+                if load(&self.meta_path(&pinned.key()))?.is_none() {
+                    self.write_meta(&kept)?;
+                }
+            }
+        }
+        self.write_meta(&image)?;
+        if existing.is_some() {
+            self.collect()?;
+        }
+        Ok(image)
+    }
+
     /// Adds a pulled image: moves its downloaded layer blobs into the
     /// store (each already verified by the caller against its digest),
     /// stores manifest and config, extracts the layers once per diff_id and
@@ -527,6 +588,46 @@ impl ImageStore {
     }
 }
 
+/// Unpack the untrusted tar file `archive` (plain or gzip: a build
+/// context) into the existing empty directory `dest` with the image
+/// extractor's rules: absolute paths and `..` refused, nothing created
+/// through a symlink, hard links only within the archive, device nodes
+/// skipped. A first pass over the headers refuses an archive whose files
+/// add up to more than `max_bytes` (sparse entries count their full size),
+/// before anything is written. Returns the bytes of regular files.
+pub fn unpack_untrusted(archive: &Path, dest: &Path, what: &str, max_bytes: u64) -> Result<u64> {
+    let open = || -> Result<Box<dyn io::Read>> {
+        let f = File::open(archive).ctx("open", archive)?;
+        let mut head = [0u8; 2];
+        let n = io::Read::read(&mut File::open(archive).ctx("open", archive)?, &mut head)
+            .ctx("read", archive)?;
+        Ok(if n == 2 && head == [0x1f, 0x8b] {
+            Box::new(flate2::read::MultiGzDecoder::new(io::BufReader::new(f)))
+        } else {
+            Box::new(io::BufReader::new(f))
+        })
+    };
+    let bad = |e: io::Error| StorageError::BadImage {
+        source_path: archive.to_path_buf(),
+        reason: format!("{what} is not a valid tar: {e}"),
+    };
+    let mut total: u64 = 0;
+    let mut ar = tar::Archive::new(open()?);
+    for entry in ar.entries().map_err(bad)? {
+        let entry = entry.map_err(bad)?;
+        total = total.saturating_add(entry.size());
+        if total > max_bytes {
+            return Err(StorageError::BadImage {
+                source_path: archive.to_path_buf(),
+                reason: format!(
+                    "{what} unpacks to more than {max_bytes} bytes; send less (.dockerignore)"
+                ),
+            });
+        }
+    }
+    extract::unpack(open()?, dest, what, false).map(|u| u.bytes)
+}
+
 /// A pulled image, handed to [`ImageStore::add_pulled`].
 #[derive(Debug)]
 pub struct Pulled {
@@ -575,4 +676,41 @@ pub(crate) fn load(path: &Path) -> Result<Option<Image>> {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })
+}
+
+#[cfg(test)]
+mod unpack_untrusted_tests {
+    use super::*;
+
+    fn tar_with(files: &[(&str, usize)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, size) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(*size as u64);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            h.set_cksum();
+            b.append_data(&mut h, name, &vec![7u8; *size][..]).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn an_archive_over_the_cap_is_refused_before_anything_is_written() {
+        let t = tempfile::tempdir().unwrap();
+        let tar = t.path().join("c.tar");
+        std::fs::write(&tar, tar_with(&[("a", 60), ("b", 60)])).unwrap();
+        let dest = t.path().join("d");
+        std::fs::create_dir(&dest).unwrap();
+        let e = unpack_untrusted(&tar, &dest, "the context", 100).unwrap_err();
+        assert!(e.to_string().contains("more than 100 bytes"), "{e}");
+        assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 0);
+        assert_eq!(
+            unpack_untrusted(&tar, &dest, "the context", 1000).unwrap(),
+            120
+        );
+        assert_eq!(std::fs::read(dest.join("b")).unwrap().len(), 60);
+    }
 }
