@@ -319,10 +319,6 @@ mod tests {
             exposed_ports: vec![],
             healthcheck: None,
             stop_signal: Some("SIGINT".into()),
-            reference: None,
-            digest: None,
-            blobs: vec![],
-            tenants: None,
         }
     }
 
