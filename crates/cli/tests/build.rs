@@ -364,7 +364,20 @@ fn hostile_run_steps_do_not_reach_the_host() {
     if !can_run() {
         return;
     }
-    let d = Daemon::start();
+    hostile_run_steps(Daemon::start());
+}
+
+/// Sandbox root as host root (no user namespace): device nodes can be made
+/// inside (where the runtime lets it), and still never reach the host.
+#[test]
+fn hostile_run_steps_without_user_namespaces() {
+    if !can_run() {
+        return;
+    }
+    hostile_run_steps(Daemon::start_with(&["--user-namespaces", "off"]));
+}
+
+fn hostile_run_steps(d: Daemon) {
     let marker = d.dir.path().join("host-marker");
     std::fs::write(&marker, "host secret\n").unwrap();
     let ctx = Ctx::new(&format!(
@@ -380,7 +393,14 @@ fn hostile_run_steps_do_not_reach_the_host() {
           && ln /etc/passwd pw-hardlink\n",
         m = marker.display()
     ));
-    built(&d, &ctx, &["-t", "hostile:1"]);
+    let out = build(&d, &ctx, &["-t", "hostile:1"]);
+    let ev = events(&out);
+    assert_eq!(ev.last().unwrap()["event"], "done", "{ev:?}");
+    // Where the sandbox could make device nodes, they were left out.
+    for w in ev.iter().filter(|e| e["event"] == "warning") {
+        eprintln!("warning: {}", w["message"]);
+        assert!(w["message"].as_str().unwrap().contains("device"), "{w}");
+    }
     let img = image(&d, "hostile:1").unwrap();
     let layer = top_layer(&img).join("opt/x");
     // Symlinks stay symlinks: their targets were never read.
