@@ -757,3 +757,35 @@ fn a_client_that_goes_away_cancels_its_build() {
     assert!(image(&d, "gone:1").is_none());
     nothing_left(&d);
 }
+
+#[test]
+fn two_builds_at_once_share_the_cache_without_harm() {
+    if !can_run() {
+        return;
+    }
+    let d = Daemon::start();
+    let ctx = Ctx::new("FROM host\nCOPY f /opt/f\nRUN cat /opt/f > /opt/g\n");
+    ctx.file("f", "same\n");
+    let p = ctx.path().to_string_lossy().into_owned();
+    let spawn = |tag: &str| {
+        d.cmd(&[
+            "build", "--json", "-t", tag, "--memory", "256M", "--disk", "512M", &p,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+    };
+    let (a, b) = (spawn("twin:a"), spawn("twin:b"));
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let (ea, eb) = (events(&a), events(&b));
+    let (la, lb) = (ea.last().unwrap(), eb.last().unwrap());
+    assert_eq!(la["event"], "done", "{ea:?}");
+    assert_eq!(lb["event"], "done", "{eb:?}");
+    let again = built(&d, &ctx, &["-t", "twin:c"]);
+    assert_eq!(again["cached"], 3);
+    d.create("tw", &["--image", "twin:c"]);
+    assert_eq!(d.sh("tw", "cat /opt/g"), "same\n");
+    d.ok(&["rm", "-f", "tw"]);
+    nothing_left(&d);
+}

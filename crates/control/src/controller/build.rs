@@ -439,17 +439,18 @@ impl Run<'_> {
                      and build FROM the image it uses, copying what you need",
                 ));
             }
-            // Only an image this tenant may use (another tenant's is "not found").
+            // Only an image this tenant may use (another tenant's is "not
+            // found"); one not stored yet is pulled, as for create.
             let pinned = self
                 .ctl
-                .image_for_tenant(self.tenant, &image_ref)
+                .image_for_create(self.tenant, &image_ref)
                 .await
                 .map_err(|e| match e {
                     Error::Storage(dwell_storage::StorageError::ImageNotFound(_)) => invalid(
                         index,
                         format!(
-                            "image {image_ref:?} not found on this daemon; pull or import it \
-                             first (dwell image ls lists images)"
+                            "image {image_ref:?} not found (dwell image ls lists the images \
+                             you may use; pull or import it)"
                         ),
                     ),
                     e => e,
