@@ -155,7 +155,7 @@ pub struct BuildArgs {
     /// Give RUN steps outbound network access (NAT); default: none.
     #[arg(long)]
     pub net: bool,
-    /// With --net: destinations RUN steps may connect to (as for `create`).
+    /// Destinations RUN steps may connect to (as for `create`; implies --net).
     #[arg(long, value_delimiter = ',', value_name = "CIDR|DOMAIN")]
     pub allow_out: Option<Vec<String>>,
     /// With --net: destinations refused (as for `create`).
