@@ -183,6 +183,17 @@ fn multi_stage_copy_from_and_target() {
          CMD [\"cat\", \"/opt/bin/artifact\"]\n",
     );
     let done = built(&d, &ctx, &["-t", "multi:1"]);
+    // RUN steps have no network by default: loopback only.
+    let net = Ctx::new("FROM host\nRUN cat /proc/net/dev > /opt/netdev\n");
+    built(&d, &net, &["-t", "nonet:1"]);
+    d.create("n", &["--image", "nonet:1"]);
+    let ifaces: Vec<String> = d
+        .sh("n", "tail -n +3 /opt/netdev | cut -d: -f1 | tr -d ' '")
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(ifaces, ["lo"], "a build without --net saw {ifaces:?}");
+    d.ok(&["rm", "-f", "n"]);
     // The unused stage is not built.
     assert_eq!(done["steps"], 5);
     d.create("m", &["--image", "multi:1"]);
