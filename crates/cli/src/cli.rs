@@ -149,7 +149,7 @@ pub struct BuildArgs {
     /// Run every step, ignoring the cache.
     #[arg(long)]
     pub no_cache: bool,
-    /// Isolation of the RUN steps: `ns` or `gvisor` (default: the daemon's).
+    /// Isolation of the RUN steps: `namespace` or `gvisor` (default: the daemon's).
     #[arg(long)]
     pub isolation: Option<String>,
     /// Give RUN steps outbound network access (NAT); default: none.

@@ -194,6 +194,15 @@ fn multi_stage_copy_from_and_target() {
         .collect();
     assert_eq!(ifaces, ["lo"], "a build without --net saw {ifaces:?}");
     d.ok(&["rm", "-f", "n"]);
+    // --isolation picks the RUN steps' runtime.
+    for iso in runtimes() {
+        let done = built(
+            &d,
+            &net,
+            &["-t", "nonet:2", "--no-cache", "--isolation", iso],
+        );
+        assert_eq!(done["cached"], 0, "{iso}");
+    }
     // The unused stage is not built.
     assert_eq!(done["steps"], 5);
     d.create("m", &["--image", "multi:1"]);

@@ -23,7 +23,7 @@ pub struct BuildQuery {
     /// Build up to this stage.
     #[serde(default)]
     pub target: Option<String>,
-    /// Isolation runtime of the RUN steps (`ns` or `gvisor`).
+    /// Isolation runtime of the RUN steps (`namespace` or `gvisor`).
     #[serde(default)]
     pub isolation: Option<String>,
     /// Ignore the step cache.
