@@ -113,6 +113,8 @@ pkgs=(
   chromium    # headless browser screenshots through the port proxy (tests)
   curl        # requests through the port proxy (tests)
   openssh-client  # ssh, scp, sftp, ssh-keygen: the SSH gateway's tests
+  docker-registry # a real OCI registry (distribution v2) for the pull tests
+  skopeo      # pushes test images to it, and reads exported images back
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -296,7 +296,7 @@ mod tests {
         let e = ApiError::from(dwell_control::Error::Storage(
             dwell_storage::StorageError::ImageNotFound("nope".into()),
         ));
-        assert_eq!((e.status.as_u16(), e.code), (404, code::NOT_FOUND));
+        assert_eq!((e.status.as_u16(), e.code), (404, code::IMAGE_NOT_FOUND));
         let e = ApiError::from(dwell_control::Error::Storage(
             dwell_storage::StorageError::VolumeNotFound("v".into()),
         ));

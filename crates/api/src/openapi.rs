@@ -7,8 +7,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    builds, exec, files, hibernate, images, networks, ports, processes, sandboxes, snapshots,
-    ssh_keys, tenants,
+    builds, exec, files, hibernate, images, networks, ports, processes, registries, sandboxes,
+    snapshots, ssh_keys, tenants,
 };
 
 #[derive(OpenApi)]
@@ -72,6 +72,10 @@ use crate::routes::{
         images::remove,
         images::prune,
         images::export,
+        images::pull,
+        registries::list,
+        registries::login,
+        registries::logout,
         networks::create,
         networks::list,
         networks::inspect,

@@ -62,6 +62,24 @@ impl Api {
         body: Option<&Value>,
     ) -> Result<Value> {
         let what = format!("{method} {path}");
+        let bytes = self.call_raw(method, path, body).await?;
+        if bytes.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&bytes).map_err(|e| Error::BadAnswer {
+            what,
+            detail: e.to_string(),
+        })
+    }
+
+    /// Send one request and return the answer's bytes (a success status).
+    pub async fn call_raw(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Bytes> {
+        let what = format!("{method} {path}");
         let payload = body.map(|b| b.to_string()).unwrap_or_default();
         // A kept-alive connection the daemon closed in between fails before
         // anything is sent; retry once on a new one.
@@ -103,13 +121,7 @@ impl Api {
                     body: String::from_utf8_lossy(&bytes).into_owned(),
                 });
             }
-            if bytes.is_empty() {
-                return Ok(Value::Null);
-            }
-            return serde_json::from_slice(&bytes).map_err(|e| Error::BadAnswer {
-                what,
-                detail: e.to_string(),
-            });
+            return Ok(bytes);
         }
         Err(Error::Other(format!(
             "{what}: the daemon closed the connection twice in a row"

@@ -14,6 +14,7 @@ mod gvisor;
 mod machine;
 mod memory;
 mod proxy;
+mod pull;
 mod report;
 mod stats;
 mod wake;
@@ -52,6 +53,10 @@ USAGE: dwell-bench --socket PATH --data-dir DIR --dwell PATH --daemon-pid PID [o
   --proxy-domain D       the daemon's --domain [localhost]
   --proxy-iterations N   GETs direct and through the proxy [500]
   --only-proxy yes       run only the port proxy case; print it, write nothing
+  --pull-mib N           size of the registry pull case's image (0 skips the case) [100]
+  --pull-rounds N        pulls each way, dwell and skopeo, alternating [5]
+  --pull-iterations N    create-to-first-exec runs from the pulled and the host image [30]
+  --only-pull yes        run only the registry pull case; print it, write nothing
 ";
 
 const PREAMBLE: &str = "# Benchmarks
@@ -93,6 +98,10 @@ struct Opts {
     proxy_domain: String,
     proxy_iterations: usize,
     only_proxy: bool,
+    pull_mib: usize,
+    pull_rounds: usize,
+    pull_iterations: usize,
+    only_pull: bool,
 }
 
 fn parse() -> Result<Opts> {
@@ -118,6 +127,10 @@ fn parse() -> Result<Opts> {
         proxy_domain: "localhost".into(),
         proxy_iterations: 500,
         only_proxy: false,
+        pull_mib: 100,
+        pull_rounds: 5,
+        pull_iterations: 30,
+        only_pull: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -160,6 +173,10 @@ fn parse() -> Result<Opts> {
             "--proxy-domain" => o.proxy_domain = value,
             "--only-proxy" => o.only_proxy = value == "yes",
             "--proxy-iterations" => o.proxy_iterations = num(&value)?.max(1),
+            "--pull-mib" => o.pull_mib = num(&value)?,
+            "--pull-rounds" => o.pull_rounds = num(&value)?.max(1),
+            "--pull-iterations" => o.pull_iterations = num(&value)?.max(1),
+            "--only-pull" => o.only_pull = value == "yes",
             _ => return Err(Error::Usage(format!("unknown option {flag}"))),
         }
     }
@@ -249,7 +266,15 @@ async fn run(api: &mut Api, o: &Opts) -> Result<report::Results> {
         None
     };
 
+    let pull = if o.pull_mib > 0 && pull::available() {
+        step("dwell: registry pull vs skopeo, create from a pulled image");
+        Some(pull::run(api, o.pull_mib, o.pull_rounds, w, o.pull_iterations).await?)
+    } else {
+        None
+    };
+
     Ok(report::Results {
+        pull,
         machine,
         create,
         create_cli,
@@ -315,6 +340,29 @@ async fn main() {
         let leftovers = api.delete_all().await;
         match r {
             Ok(r) => print!("{}", wake::render(&r)),
+            Err(e) => {
+                eprintln!("dwell-bench: {e}");
+                std::process::exit(1);
+            }
+        }
+        std::process::exit(if leftovers.is_empty() { 0 } else { 1 });
+    }
+    if o.only_pull {
+        let r = if pull::available() {
+            pull::run(
+                &mut api,
+                o.pull_mib.max(1),
+                o.pull_rounds,
+                o.warmup,
+                o.pull_iterations,
+            )
+            .await
+        } else {
+            Err(Error::Other("docker-registry or skopeo is missing".into()))
+        };
+        let leftovers = api.delete_all().await;
+        match r {
+            Ok(r) => print!("{}", pull::render(&r)),
             Err(e) => {
                 eprintln!("dwell-bench: {e}");
                 std::process::exit(1);

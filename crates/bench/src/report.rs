@@ -37,6 +37,8 @@ pub struct Results {
     pub wake: Option<crate::wake::WakeResults>,
     /// The port proxy case (None: the daemon runs no proxy).
     pub proxy: Option<crate::proxy::ProxyResults>,
+    /// Registry pulls (None: skipped, or docker-registry/skopeo missing).
+    pub pull: Option<crate::pull::PullResults>,
     pub elapsed_s: f64,
     pub load_after: String,
 }
@@ -345,6 +347,9 @@ pub fn render(r: &Results) -> String {
     }
     if let Some(p) = &r.proxy {
         o.push_str(&crate::proxy::render(p));
+    }
+    if let Some(p) = &r.pull {
+        o.push_str(&crate::pull::render(p));
     }
     let _ = writeln!(o, "{END}");
     o

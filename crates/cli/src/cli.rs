@@ -110,6 +110,9 @@ pub enum Command {
     /// tenant (no network unless --net), each step becomes a layer, and an
     /// unchanged step is taken from the cache.
     Build(BuildArgs),
+    /// Registry logins of your tenant, used by its pulls.
+    #[command(subcommand)]
+    Registry(RegistryCommand),
     /// Manage tenants and their quotas (admin).
     #[command(subcommand)]
     Tenant(TenantCommand),
@@ -183,6 +186,22 @@ pub struct ServeArgs {
     /// Where the daemon keeps its database, volumes and images.
     #[arg(long, env = "DWELL_DATA_DIR", default_value = "/var/lib/dwell")]
     pub data_dir: PathBuf,
+    /// A mirror pulls try before a registry: `REGISTRY=URL`, e.g.
+    /// `docker.io=http://127.0.0.1:5000` (repeatable; an `http://` mirror
+    /// is reached over plain HTTP).
+    #[arg(long, value_name = "REGISTRY=URL")]
+    pub registry_mirror: Vec<String>,
+    /// A registry reached over plain HTTP (`HOST:PORT`, repeatable).
+    /// Loopback addresses always are, as in Docker.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub insecure_registry: Vec<String>,
+    /// Layers one pull downloads at once.
+    #[arg(long, default_value_t = 4)]
+    pub pull_parallel: usize,
+    /// Pull only from these registry hosts (comma-separated `HOST[:PORT]`;
+    /// `loopback` allows every loopback address); unset: any registry.
+    #[arg(long, env = "DWELL_ALLOWED_REGISTRIES", value_delimiter = ',')]
+    pub allowed_registries: Option<Vec<String>>,
     /// Also listen on TCP (`127.0.0.1:7070`); every request there needs an API key.
     #[arg(long)]
     pub listen: Option<String>,
@@ -409,7 +428,9 @@ pub struct CreateArgs {
     /// Name (lowercase letters, digits, '-', '_', '.'); generated when omitted.
     #[arg(long)]
     pub name: Option<String>,
-    /// Image: `host` (a read-only view of this host's system) or an imported image.
+    /// Image: `host` (a read-only view of this host's system), a stored
+    /// image, or a registry reference (`python:3.12`), pulled first when
+    /// missing.
     #[arg(long, default_value = "host")]
     pub image: String,
     /// Keep files across stop/start (the default).
@@ -726,6 +747,16 @@ pub enum ImageCommand {
         /// Path (on the daemon's host) of the OCI layout dir or tarball.
         path: PathBuf,
     },
+    /// Pull an image from its registry (`python:3.12`,
+    /// `registry.local:5000/team/app:1`, `app@sha256:...`); layers already
+    /// stored are not downloaded again, an interrupted pull resumes.
+    Pull {
+        /// Image reference.
+        reference: String,
+        /// Print the pulled image as JSON (no progress bar).
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove an image no sandbox uses (admin).
     Rm {
         /// Image reference (`python:3.12`, `app@sha256:...`).
@@ -750,6 +781,32 @@ pub enum ImageCommand {
         #[arg(long, default_value = "oci")]
         format: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegistryCommand {
+    /// Store a login for a registry (the password is sealed; only your
+    /// tenant's pulls use it): `echo $TOKEN | dwell registry login
+    /// registry.local:5000 -u me --password-stdin`.
+    Login {
+        /// Registry host (`HOST[:PORT]`, `docker.io`).
+        registry: String,
+        /// User name.
+        #[arg(long, short = 'u')]
+        username: String,
+        /// Read the password from stdin (the only way to give it).
+        #[arg(long)]
+        password_stdin: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget the login for a registry.
+    Logout {
+        /// Registry host.
+        registry: String,
+    },
+    /// List your tenant's registry logins (no passwords).
+    Ls(JsonFlag),
 }
 
 #[derive(Debug, Subcommand)]

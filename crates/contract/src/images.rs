@@ -97,3 +97,98 @@ pub struct ExportQuery {
     #[serde(default)]
     pub format: Option<String>,
 }
+
+/// `POST /v1/images/pull`: pull an image from its registry. The answer is
+/// a stream of [`PullEvent`]s, one JSON object a line
+/// (`application/x-ndjson`), ending with `done` or `error`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct PullBody {
+    /// Image reference (`python:3.12`, `registry.local:5000/team/app:1`,
+    /// `app@sha256:...`).
+    pub reference: String,
+    /// Only pull when no image this tenant may use is stored under the
+    /// reference (what `create` does).
+    #[serde(default)]
+    pub if_missing: bool,
+}
+
+/// One layer of a pull.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct PullLayer {
+    pub digest: String,
+    pub size: u64,
+    /// Already in the store: not downloaded.
+    pub present: bool,
+}
+
+/// A step of a pull.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum PullEvent {
+    /// The manifest was fetched: what will be downloaded.
+    Resolved {
+        /// Where it comes from (`registry.local:5000/team/app`, a mirror's
+        /// host when a mirror served it).
+        source: String,
+        /// The manifest's digest.
+        digest: String,
+        layers: Vec<PullLayer>,
+    },
+    /// Bytes of a layer downloaded so far (including bytes a resumed pull
+    /// had already).
+    Progress {
+        digest: String,
+        done: u64,
+        total: u64,
+    },
+    /// A layer is downloaded and verified.
+    Downloaded { digest: String },
+    /// Layers are being extracted.
+    Extracting,
+    /// The image is stored.
+    Done {
+        image: Box<Image>,
+        /// Bytes fetched from the registry by this pull (layers resumed
+        /// from an earlier, interrupted pull count only their rest).
+        fetched_bytes: u64,
+        /// Layers that were already in the store.
+        reused_layers: usize,
+        /// Layers taken from the object store, shared by another daemon.
+        #[serde(default)]
+        shared_layers: usize,
+    },
+    /// The pull failed.
+    Error {
+        code: String,
+        message: String,
+        /// HTTP status the same failure has as a plain answer.
+        status: u16,
+    },
+}
+
+/// `POST /v1/registries/login`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct LoginBody {
+    /// Registry host (`registry.local:5000`, `docker.io`).
+    pub registry: String,
+    pub username: String,
+    /// Password or token; stored sealed, never shown.
+    pub password: String,
+}
+
+/// A tenant's stored registry login (the password is never shown).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct RegistryLogin {
+    pub registry: String,
+    pub username: String,
+    /// Unix ms.
+    pub created_at: i64,
+}
+
+/// `DELETE /v1/registries/login?registry=`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RegistryQuery {
+    /// Registry host.
+    pub registry: String,
+}

@@ -20,6 +20,11 @@ use crate::model::{HostLimits, Record};
 use crate::policy::PolicyArgs;
 
 pub(crate) struct Context {
+    /// Registry mirrors and plain-HTTP hosts (set by the daemon at start).
+    pub(crate) registry: Mutex<crate::registry::RegistrySettings>,
+    /// Where pulled image blobs are shared with other daemons (the object
+    /// store, when the daemon keeps snapshots in one).
+    pub(crate) image_share: Mutex<Option<Arc<dyn dwell_snapshot::ChunkStore>>>,
     pub(crate) data_dir: PathBuf,
     pub(crate) store: Store,
     pub(crate) runtimes: crate::runtimes::Runtimes,

@@ -100,6 +100,11 @@ impl Controller {
     pub fn new(opts: ControllerOptions) -> Controller {
         Controller {
             inner: Arc::new(Context {
+                image_share: Mutex::new(None),
+                registry: Mutex::new(crate::registry::RegistrySettings {
+                    parallel: 4,
+                    ..Default::default()
+                }),
                 sealer: crate::secrets::Sealer::load_or_create(&opts.data_dir.join("secret.key"))
                     .map_err(|e| format!("the daemon's secret key is unusable: {e}")),
                 data_dir: opts.data_dir,
@@ -136,6 +141,47 @@ impl Controller {
                 ssh_keys_changed: tokio::sync::watch::channel(0).0,
             }),
         }
+    }
+
+    /// Sets registry mirrors and plain-HTTP hosts for pulls.
+    pub fn set_registry_settings(&self, s: crate::registry::RegistrySettings) {
+        *self
+            .inner
+            .registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = s;
+    }
+
+    /// Where snapshots (and shared image blobs) go.
+    pub fn snapshot_store(&self) -> Arc<dyn dwell_snapshot::ChunkStore> {
+        self.inner.snapshots.clone()
+    }
+
+    /// Shares pulled image blobs through `store` (an object store other
+    /// daemons use too).
+    pub fn set_image_share(&self, store: Option<Arc<dyn dwell_snapshot::ChunkStore>>) {
+        *self
+            .inner
+            .image_share
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = store;
+    }
+
+    pub(crate) fn image_share(&self) -> Option<Arc<dyn dwell_snapshot::ChunkStore>> {
+        self.inner
+            .image_share
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The registry settings pulls use.
+    pub fn registry_settings(&self) -> crate::registry::RegistrySettings {
+        self.inner
+            .registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The image store.

@@ -40,6 +40,8 @@ pub mod fact {
     pub const EXIT_CODE: &str = "exit_code";
     /// The image reference concerned.
     pub const IMAGE: &str = "image";
+    /// The registry host concerned.
+    pub const REGISTRY: &str = "registry";
 }
 
 /// A control-plane failure.
@@ -109,6 +111,28 @@ pub enum Error {
         /// `tenant/name` of each sandbox using it.
         sandboxes: Vec<String>,
     },
+    /// The tenant has no stored login to that registry.
+    #[error("no login to registry {0} is stored for this tenant; `dwell registry ls` lists them")]
+    RegistryLoginNotFound(String),
+    /// The registry refused the pull's credentials, or needs some.
+    #[error("{message}")]
+    RegistryAuth {
+        registry: String,
+        image: String,
+        message: String,
+    },
+    /// This daemon may not pull from that registry (`--allowed-registries`).
+    #[error(
+        "this daemon does not pull from registry {registry} (image {image}); its operator allows \
+         only the registries named with `dwell serve --allowed-registries`"
+    )]
+    RegistryNotAllowed { registry: String, image: String },
+    /// The registry has no such repository, tag or digest.
+    #[error("{message}")]
+    NotInRegistry { image: String, message: String },
+    /// A pull failed (unreachable registry, bad or tampered content).
+    #[error("{message}")]
+    PullFailed { image: String, message: String },
     /// A name already used by a live sandbox.
     #[error("a sandbox named {0:?} already exists; pick another name or remove that sandbox")]
     NameTaken(String),
@@ -178,6 +202,11 @@ impl Error {
             Error::Quota(_) => "quota_exceeded",
             Error::Runtime(_) => "runtime_error",
             Error::ImageInUse { .. } => "image_in_use",
+            Error::RegistryLoginNotFound(_) => "not_found",
+            Error::RegistryNotAllowed { .. } => "permission_denied",
+            Error::RegistryAuth { .. } => "registry_auth_failed",
+            Error::NotInRegistry { .. } => "image_not_in_registry",
+            Error::PullFailed { .. } => "image_pull_failed",
             Error::Storage(dwell_storage::StorageError::ImageNotFound(_)) => "image_not_found",
             Error::Storage(dwell_storage::StorageError::InvalidReference { .. }) => {
                 "invalid_image_reference"
@@ -201,6 +230,10 @@ impl Error {
             | Error::NetworkNotFound(_)
             | Error::Storage(dwell_storage::StorageError::ImageNotFound(_)) => 404,
             Error::Storage(dwell_storage::StorageError::InvalidReference { .. }) => 400,
+            Error::RegistryLoginNotFound(_) | Error::NotInRegistry { .. } => 404,
+            Error::RegistryAuth { .. } => 401,
+            Error::RegistryNotAllowed { .. } => 403,
+            Error::PullFailed { .. } => 502,
             Error::ImageInUse { .. }
             | Error::Storage(dwell_storage::StorageError::ImageExists(_)) => 409,
             Error::Invalid { .. } => 400,
@@ -241,8 +274,20 @@ impl Error {
             Error::NetworkNotFound(name) => {
                 f.insert(fact::NETWORK, name.clone());
             }
-            Error::ImageInUse { image, .. } => {
+            Error::ImageInUse { image, .. }
+            | Error::NotInRegistry { image, .. }
+            | Error::PullFailed { image, .. } => {
                 f.insert(fact::IMAGE, image.clone());
+            }
+            Error::RegistryAuth {
+                registry, image, ..
+            }
+            | Error::RegistryNotAllowed { registry, image } => {
+                f.insert(fact::REGISTRY, registry.clone());
+                f.insert(fact::IMAGE, image.clone());
+            }
+            Error::RegistryLoginNotFound(registry) => {
+                f.insert(fact::REGISTRY, registry.clone());
             }
             Error::Storage(dwell_storage::StorageError::ImageNotFound(image)) => {
                 f.insert(fact::IMAGE, image.clone());

@@ -66,6 +66,7 @@ pub mod ports;
 pub mod progress;
 pub mod quota;
 pub mod reconcile;
+pub mod registry;
 pub mod runtimes;
 pub mod secrets;
 pub mod size;

@@ -149,6 +149,17 @@ pub const MIGRATIONS: &[&str] = &[
     // 11: a tenant's default egress rules (JSON) for its NAT sandboxes
     // that set none.
     "ALTER TABLE tenants ADD COLUMN default_egress TEXT;",
+    // 12: registry credentials per tenant and registry host (`dwell
+    // registry login`); the password is sealed with the daemon key like
+    // secret environment variables.
+    "CREATE TABLE registry_credentials (
+        tenant TEXT NOT NULL,
+        registry TEXT NOT NULL,
+        username TEXT NOT NULL,
+        sealed TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (tenant, registry)
+    );",
 ];
 
 /// Bring the schema to the newest version.

@@ -177,6 +177,9 @@ impl Daemon {
             .arg(isolation())
             .args(&self.extra_args)
             .env("DWELL_LOG", "debug")
+            // Tests pull only from registries they start on loopback: a
+            // reference to anywhere else fails at once, without traffic.
+            .env("DWELL_ALLOWED_REGISTRIES", "loopback")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

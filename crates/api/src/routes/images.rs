@@ -149,3 +149,89 @@ impl std::io::Write for ChannelWriter {
         Ok(())
     }
 }
+
+#[utoipa::path(post, path = "/v1/images/pull", tag = "images",
+    summary = "Pull an image from its registry; streams progress events (NDJSON), ending with `done` or `error`",
+    request_body = dwell_contract::images::PullBody,
+    responses(
+        (status = 200, description = "One PullEvent a line", content_type = "application/x-ndjson", body = dwell_contract::images::PullEvent),
+        (status = "default", description = "Error", body = ErrorBody)))]
+pub async fn pull(
+    State(st): State<AppState>,
+    Extension(p): Extension<Principal>,
+    JsonBody(b): JsonBody<dwell_contract::images::PullBody>,
+) -> ApiResult<Response> {
+    use dwell_contract::images::PullEvent;
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
+    let line = |e: &PullEvent| {
+        let mut v = serde_json::to_vec(e).unwrap_or_default();
+        v.push(b'\n');
+        bytes::Bytes::from(v)
+    };
+    if b.if_missing {
+        if let Ok(reference) = st.ctl.image_for_tenant(&p.tenant, &b.reference).await {
+            let ctl = st.ctl.clone();
+            let img = tokio::task::spawn_blocking(move || ctl.images().get(&reference))
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))?
+                .map_err(dwell_control::Error::from)?;
+            let done = PullEvent::Done {
+                image: Box::new(wire::map(&img)?),
+                fetched_bytes: 0,
+                reused_layers: img.layers.len(),
+                shared_layers: 0,
+            };
+            return ndjson(futures_util::stream::iter([Ok::<_, std::io::Error>(line(
+                &done,
+            ))]));
+        }
+    }
+    // A malformed reference fails before anything streams.
+    if b.reference == dwell_storage::HOST_IMAGE {
+        return Err(ApiError::bad_request(
+            "\"host\" is the built-in image; it is never pulled",
+        ));
+    }
+    dwell_storage::Reference::parse(&b.reference).map_err(dwell_control::Error::from)?;
+    let ctl = st.ctl.clone();
+    let tenant = p.tenant.clone();
+    tokio::spawn(async move {
+        let (etx, mut erx) = tokio::sync::mpsc::channel(256);
+        let fwd_tx = tx.clone();
+        let forward = tokio::spawn(async move {
+            while let Some(ev) = erx.recv().await {
+                let Ok(ev) = wire::map::<_, PullEvent>(&ev) else {
+                    continue;
+                };
+                if fwd_tx.send(line(&ev)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let res = ctl.pull_image(&tenant, &b.reference, Some(etx)).await;
+        let _ = forward.await;
+        if let Err(e) = res {
+            let err = ApiError::from(e);
+            let ev = PullEvent::Error {
+                code: err.code.to_string(),
+                message: err.message.clone(),
+                status: err.status.as_u16(),
+            };
+            let _ = tx.send(line(&ev)).await;
+        }
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
+    });
+    ndjson(body)
+}
+
+fn ndjson<S>(body: S) -> ApiResult<Response>
+where
+    S: futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
+{
+    Response::builder()
+        .header("content-type", "application/x-ndjson")
+        .body(Body::from_stream(body))
+        .map_err(|e| ApiError::internal(e.to_string()))
+}

@@ -8,6 +8,7 @@ pub(crate) mod images;
 pub(crate) mod networks;
 pub(crate) mod ports;
 pub(crate) mod processes;
+pub(crate) mod registries;
 pub(crate) mod sandboxes;
 pub mod snapshots;
 pub(crate) mod ssh_keys;
@@ -96,6 +97,13 @@ pub fn router(state: AppState) -> Router {
                 .delete(images::remove),
         )
         .route("/v1/images/prune", post(images::prune))
+        .route("/v1/images/pull", post(images::pull))
+        .route(
+            "/v1/registries/logins",
+            get(registries::list)
+                .post(registries::login)
+                .delete(registries::logout),
+        )
         .route("/v1/images/export", get(images::export))
         .route("/v1/builds", post(builds::build))
         .route("/v1/networks", get(networks::list).post(networks::create))

@@ -1,4 +1,5 @@
-//! `image ls`, `image import`, `image rm`, `image prune`, `image export`.
+//! `image ls`, `image import`, `image pull`, `image rm`, `image prune`,
+//! `image export`.
 
 use std::path::Path;
 
@@ -51,6 +52,14 @@ pub async fn run(c: &Client, cmd: ImageCommand) -> Result<i32> {
                 output::size(img.size_bytes)
             );
         }
+        ImageCommand::Pull { reference, json } => {
+            let img = pull(c, &reference, false, !json).await?;
+            if json {
+                output::json(&img)?;
+            } else {
+                println!("{}", img.name);
+            }
+        }
         ImageCommand::Rm { reference, json } => {
             let img: Image = c
                 .json(
@@ -83,6 +92,150 @@ pub async fn run(c: &Client, cmd: ImageCommand) -> Result<i32> {
         } => export(c, &reference, &output, &format).await?,
     }
     Ok(0)
+}
+
+/// Pulls `reference` through the daemon (only when missing with
+/// `if_missing`), drawing a progress bar on a terminal stderr when `bar`.
+pub async fn pull(c: &Client, reference: &str, if_missing: bool, bar: bool) -> Result<Image> {
+    use dwell_contract::images::{PullBody, PullEvent};
+    use std::io::IsTerminal;
+    let body = serde_json::to_vec(&PullBody {
+        reference: reference.to_string(),
+        if_missing,
+    })?;
+    let resp = c
+        .send(
+            hyper::Method::POST,
+            "/v1/images/pull",
+            "application/json",
+            http_body_util::Full::new(bytes::Bytes::from(body)),
+        )
+        .await?;
+    let mut body = check(resp).await?.into_body();
+    let draw = bar && std::io::stderr().is_terminal();
+    let mut progress = Progress::default();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut result = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.context("the pull's progress stream broke off; pull again to resume")?;
+        let Some(d) = frame.data_ref() else { continue };
+        buf.extend_from_slice(d);
+        while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=nl).collect();
+            let ev: PullEvent = match serde_json::from_slice(&line) {
+                Ok(ev) => ev,
+                Err(_) => continue,
+            };
+            match ev {
+                PullEvent::Resolved {
+                    source,
+                    digest,
+                    layers,
+                } => {
+                    if draw {
+                        progress.start(&source, &digest, &layers);
+                    }
+                }
+                PullEvent::Progress { digest, done, .. } => progress.set(&digest, done),
+                PullEvent::Downloaded { .. } => {}
+                PullEvent::Extracting => progress.extracting(),
+                PullEvent::Done {
+                    image,
+                    fetched_bytes,
+                    reused_layers,
+                    shared_layers,
+                } => {
+                    progress.finish();
+                    if bar {
+                        let shared = if shared_layers > 0 {
+                            format!(", {shared_layers} from the object store")
+                        } else {
+                            String::new()
+                        };
+                        eprintln!(
+                            "pulled {} ({} layers, {} reused{shared}, {} downloaded)",
+                            image.name,
+                            image.layers.len(),
+                            reused_layers,
+                            output::size(fetched_bytes)
+                        );
+                    }
+                    result = Some(*image);
+                }
+                PullEvent::Error {
+                    code,
+                    message,
+                    status,
+                } => {
+                    progress.finish();
+                    return Err(crate::client::ApiFailure {
+                        status: hyper::StatusCode::from_u16(status)
+                            .unwrap_or(hyper::StatusCode::BAD_GATEWAY),
+                        code,
+                        message,
+                        facts: Default::default(),
+                    }
+                    .into());
+                }
+            }
+        }
+    }
+    progress.finish();
+    result.ok_or_else(|| {
+        anyhow::anyhow!("the daemon ended the pull without a result; pull again to resume")
+    })
+}
+
+/// The pull's progress bar: bytes of all layers to download.
+#[derive(Default)]
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    done: std::collections::HashMap<String, u64>,
+}
+
+impl Progress {
+    fn start(&mut self, source: &str, digest: &str, layers: &[dwell_contract::images::PullLayer]) {
+        let total: u64 = layers.iter().filter(|l| !l.present).map(|l| l.size).sum();
+        let fetch = layers.iter().filter(|l| !l.present).count();
+        eprintln!(
+            "pulling {source} ({}, {} of {} layers to download)",
+            &digest[..digest.len().min(19)],
+            fetch,
+            layers.len()
+        );
+        let b = indicatif::ProgressBar::with_draw_target(
+            Some(total),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        b.set_message("downloading");
+        self.bar = Some(b);
+    }
+
+    fn set(&mut self, digest: &str, done: u64) {
+        self.done.insert(digest.to_string(), done);
+        if let Some(b) = &self.bar {
+            b.set_position(self.done.values().sum());
+        }
+    }
+
+    fn extracting(&mut self) {
+        if let Some(b) = &self.bar {
+            b.set_message("extracting");
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
 }
 
 async fn export(c: &Client, reference: &str, out: &Path, format: &str) -> Result<()> {

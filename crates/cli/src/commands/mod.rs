@@ -10,6 +10,7 @@ mod listener;
 mod network;
 mod ports;
 mod private;
+mod registry;
 mod runtimes;
 mod sandbox;
 pub mod serve;
@@ -69,6 +70,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Cp(a) => cp::run(&client, a).await,
         Command::Image(c) => image::run(&client, c).await,
         Command::Build(a) => build::run(&client, a).await,
+        Command::Registry(c) => registry::run(&client, c).await,
         Command::Tenant(c) => tenant::run(&client, c).await,
         Command::SshKey(c) => ssh_key::run(&client, c).await,
         Command::Network(c) => network::run(&client, c).await,

@@ -114,6 +114,29 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
             )
         })?,
     });
+    {
+        let mut reg = dwell_control::registry::RegistrySettings {
+            parallel: a.pull_parallel.max(1),
+            ..Default::default()
+        };
+        for m in &a.registry_mirror {
+            reg.add_mirror(m)
+                .map_err(|e| anyhow::anyhow!("--registry-mirror: {e}"))?;
+        }
+        reg.insecure.extend(a.insecure_registry.iter().cloned());
+        reg.allowed = a.allowed_registries.as_ref().map(|v| {
+            v.iter()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .collect()
+        });
+        ctl.set_registry_settings(reg);
+        // Pulled layers are shared with other daemons through the object
+        // store, when snapshots go to one.
+        if a.snapshot_store.object_store.is_some() {
+            ctl.set_image_share(Some(ctl.snapshot_store()));
+        }
+    }
     // Private networks' peers answer by name through the sandboxes' resolver.
     if let Some(dns) = ctl.dns() {
         dns.set_peer_names(Arc::new(ctl.peer_names()));

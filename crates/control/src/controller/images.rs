@@ -34,8 +34,18 @@ pub(crate) fn usable_by(img: &Image, tenant: &str) -> bool {
 impl Controller {
     /// Resolves the image a new sandbox of `tenant` asks for and returns
     /// the reference to record (see [`pinned`]).
+    /// An image not stored yet (or pulled by another tenant with its
+    /// credentials) is pulled first, with this tenant's logins.
     pub(crate) async fn image_for_create(&self, tenant: &str, asked: &str) -> Result<String> {
-        self.image_for_tenant(tenant, asked).await
+        match self.image_for_tenant(tenant, asked).await {
+            Err(Error::Storage(dwell_storage::StorageError::ImageNotFound(_)))
+                if asked != dwell_storage::HOST_IMAGE =>
+            {
+                let img = self.pull_image(tenant, asked, None).await?;
+                Ok(pinned(&img))
+            }
+            other => other,
+        }
     }
 
     /// The stored image `reference` names, as `tenant` may see it; the

@@ -143,6 +143,9 @@ struct LayerSource {
     blob_digest: Option<String>,
     /// Media type, if the format names it.
     media_type: Option<String>,
+    /// The store's own blob, verified against its digest when it entered
+    /// the store: a compressed one is not hashed again while extracting.
+    trusted: bool,
 }
 
 /// What a source holds: config bytes, layers bottom first, and the
@@ -299,6 +302,7 @@ pub(crate) fn assemble(store: &ImageStore, a: Assembly<'_>, source: &Path) -> Re
             path: store.blob_path(d)?,
             blob_digest: Some(d.clone()),
             media_type: None,
+            trusted: true,
         });
     }
     let mut paths = Vec::with_capacity(stored.len());
@@ -399,6 +403,7 @@ fn read_oci(dir: &Path, source: &Path) -> Result<Parts> {
                 path: blob_path(dir, &l.digest, source)?,
                 blob_digest: Some(l.digest.clone()),
                 media_type: Some(l.media_type.clone()).filter(|m| !m.is_empty()),
+                trusted: false,
             });
         }
         return Ok((config_bytes, layers, Some(bytes)));
@@ -446,6 +451,7 @@ fn read_docker(dir: &Path, source: &Path) -> Result<Parts> {
             path,
             blob_digest,
             media_type: None,
+            trusted: false,
         });
     }
     Ok((config_bytes, layers, None))
@@ -484,6 +490,19 @@ fn apply_layer(
     }
     let file = File::open(&layer.path).ctx("open layer", &layer.path)?;
     let mut outer = HashReader::new(BufReader::new(file));
+    let gzipped = gz.starts_with(&[0x1f, 0x8b]);
+    // A trusted blob needs no second hash of its own: compressed, only
+    // the uncompressed stream is hashed (the diff_id, checked below);
+    // uncompressed with its digest equal to the diff_id, nothing is.
+    let blob_hex = match &layer.blob_digest {
+        Some(d) => Some(sha256_of(d, "layer digest", source)?),
+        None => None,
+    };
+    let trusted_diff = match (&blob_hex, &diff_hex) {
+        (Some(b), Some(d)) if layer.trusted && !gzipped && b == d => Some(b.clone()),
+        _ => None,
+    };
+    outer.enabled = !(layer.trusted && gzipped) && trusted_diff.is_none();
     let unpacked = if gz.starts_with(&[0x1f, 0x8b]) {
         let mut inner = HashReader::new(MultiGzDecoder::new(&mut outer));
         extract::unpack(&mut inner, &staging.0, &what, true)
@@ -492,13 +511,17 @@ fn apply_layer(
     } else {
         extract::unpack(&mut outer, &staging.0, &what, true)
             .and_then(|_| io::copy(&mut outer, &mut io::sink()).ctx("read layer", &layer.path))
-            .map(|_| outer.clone_digest())
+            .map(|_| match &trusted_diff {
+                Some(d) => d.clone(),
+                None => outer.clone_digest(),
+            })
     };
     // Hash the whole blob even when extraction failed: a corrupt blob is
     // reported as a digest mismatch, not as whatever broke in the tar.
     let drained = io::copy(&mut outer, &mut io::sink());
+    let outer_enabled = outer.enabled;
     let blob_actual = outer.finish();
-    if let Some(expected) = &layer.blob_digest {
+    if let (Some(expected), true) = (&layer.blob_digest, outer_enabled) {
         let want = sha256_of(expected, "layer digest", source)?;
         if want != blob_actual && drained.is_ok() {
             return Err(StorageError::DigestMismatch {
@@ -508,7 +531,6 @@ fn apply_layer(
             });
         }
     }
-    let gzipped = gz.starts_with(&[0x1f, 0x8b]);
     if let (Err(_), Some(want), false, true) = (&unpacked, &diff_hex, gzipped, drained.is_ok()) {
         if *want != blob_actual {
             return Err(StorageError::DigestMismatch {
@@ -655,6 +677,8 @@ fn magic(path: &Path) -> Result<Vec<u8>> {
 struct HashReader<R> {
     inner: R,
     hasher: Sha256,
+    /// Off: the bytes pass through unhashed.
+    enabled: bool,
 }
 
 impl<R: Read> HashReader<R> {
@@ -662,6 +686,7 @@ impl<R: Read> HashReader<R> {
         Self {
             inner,
             hasher: Sha256::new(),
+            enabled: true,
         }
     }
 
@@ -677,7 +702,9 @@ impl<R: Read> HashReader<R> {
 impl<R: Read> Read for HashReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        if self.enabled {
+            self.hasher.update(&buf[..n]);
+        }
         Ok(n)
     }
 }

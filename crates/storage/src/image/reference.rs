@@ -174,6 +174,11 @@ impl fmt::Display for Reference {
     }
 }
 
+/// Lower-case hex of a byte string (digests).
+pub fn hex_lower(bytes: &[u8]) -> String {
+    crate::fsutil::hex(bytes)
+}
+
 /// `sha256:<64 hex>`, lower-cased.
 fn parse_digest(d: &str) -> std::result::Result<String, String> {
     let Some(hex) = d.strip_prefix("sha256:") else {
