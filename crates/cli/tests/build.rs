@@ -809,3 +809,38 @@ fn two_builds_at_once_share_the_cache_without_harm() {
     d.ok(&["rm", "-f", "tw"]);
     nothing_left(&d);
 }
+
+#[test]
+fn builds_from_an_image_pulled_from_a_registry() {
+    if !can_run() {
+        return;
+    }
+    let Some(reg) = dwell_testkit::registry::Registry::start(None) else {
+        return;
+    };
+    let d = Daemon::start();
+    if !import_busybox(&d) {
+        return;
+    }
+    // The base goes to the registry and leaves the daemon: the build pulls it.
+    let lay = d.dir.path().join("layout");
+    d.ok(&["image", "export", "tiny:1", "-o", lay.to_str().unwrap()]);
+    reg.push_layout(&lay, "test/tiny:1");
+    d.ok(&["image", "rm", "tiny:1"]);
+    let base = format!("{}/test/tiny:1", reg.host());
+    let ctx = Ctx::new(&format!(
+        "FROM {base}\nRUN echo from-registry > /hi\nCMD [\"cat\", \"/hi\"]\n"
+    ));
+    let done = built(&d, &ctx, &["-t", "fromreg:1"]);
+    assert_eq!(done["cached"], 0);
+    d.create("r", &["--image", "fromreg:1"]);
+    assert_eq!(d.sh("r", "cat /hi"), "from-registry\n");
+    d.ok(&["rm", "-f", "r"]);
+    let img = image(&d, "fromreg:1").unwrap();
+    assert_eq!(img["layers"].as_array().unwrap().len(), 2);
+    // The pulled base is stored now: a rebuild is all cache.
+    let again = built(&d, &ctx, &["-t", "fromreg:1"]);
+    assert_eq!(again["cached"], again["steps"]);
+    assert_eq!(again["digest"], done["digest"]);
+    nothing_left(&d);
+}
