@@ -673,12 +673,15 @@ fn builds_on_an_imported_image_are_complete_oci_images() {
         "FROM tiny:1\n\
          RUN rm /etc/base-file && echo built > /etc/built\n\
          COPY app.txt /app/\n\
+         COPY --from=tiny:1 /etc/base-file /app/from-image\n\
          CMD [\"cat\", \"/app/app.txt\"]\n",
     );
     ctx.file("app.txt", "app\n");
     let done = built(&d, &ctx, &["-t", "onbase:1"]);
     d.create("b", &["--image", "onbase:1"]);
     assert_eq!(d.sh("b", "cat /etc/built /app/app.txt"), "built\napp\n");
+    // COPY --from an image (not a stage) reads the image as stored.
+    assert_eq!(d.sh("b", "cat /app/from-image"), "base\n");
     assert_eq!(
         d.sh("b", "test -e /etc/base-file && echo there || echo gone"),
         "gone\n"
@@ -697,10 +700,10 @@ fn builds_on_an_imported_image_are_complete_oci_images() {
         .unwrap()
     };
     let manifest = blob(index["manifests"][0]["digest"].as_str().unwrap());
-    assert_eq!(manifest["layers"].as_array().unwrap().len(), 3);
+    assert_eq!(manifest["layers"].as_array().unwrap().len(), 4);
     let config = blob(manifest["config"]["digest"].as_str().unwrap());
     assert_eq!(manifest["config"]["digest"], done["digest"], "the image id");
-    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 3);
+    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 4);
     assert_eq!(config["history"][0]["created_by"], "test base");
     assert_eq!(
         config["config"]["Cmd"],

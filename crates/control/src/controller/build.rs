@@ -910,24 +910,35 @@ impl Run<'_> {
             None => None,
         };
         let from = ins.flag("from").map(str::to_string);
-        let from_stage = match &from {
-            Some(f) => match stage_ref(defs, si, f) {
-                Some(j) => Some(j),
-                None => {
-                    return Err(bad(format!(
-                        "--from={f}: no earlier stage has that name or index"
-                    )))
-                }
-            },
-            None => None,
-        };
-        let src_img = match from_stage {
-            Some(j) => {
-                let mut s = built[&j].clone();
-                Some((self.materialize(&mut s).await?, s.key.clone()))
-            }
-            None => None,
-        };
+        // --from: an earlier stage, else an image this tenant may use.
+        let src_img =
+            match &from {
+                Some(f) => match stage_ref(defs, si, f) {
+                    Some(j) => {
+                        let mut s = built[&j].clone();
+                        Some((self.materialize(&mut s).await?, s.key.clone()))
+                    }
+                    None => {
+                        let pinned = self.ctl.image_for_create(self.tenant, f).await.map_err(
+                            |e| match e {
+                                Error::Storage(dwell_storage::StorageError::ImageNotFound(_)) => {
+                                    bad(format!(
+                                        "--from={f}: no earlier stage has that name or index, and \
+                                     no image you may use has that name"
+                                    ))
+                                }
+                                e => e,
+                            },
+                        )?;
+                        let ctl = self.ctl.clone();
+                        let i = blocking(move || ctl.images().get(&pinned)).await??;
+                        let key = format!("image {}", i.id);
+                        Some((i, key))
+                    }
+                },
+                None => None,
+            };
+        let from_context = src_img.is_none();
         let img = self.materialize(stage).await?;
         let args = CopyArgs {
             srcs: w.clone(),
@@ -935,7 +946,7 @@ impl Run<'_> {
             chown: None,
             chmod,
             add: ins.keyword == "ADD",
-            from_context: from_stage.is_none(),
+            from_context,
         };
         let chown = ins.flag("chown").map(str::to_string);
         let ctx = self.req.context_dir.clone();
