@@ -847,3 +847,44 @@ fn builds_from_an_image_pulled_from_a_registry() {
     assert_eq!(again["digest"], done["digest"]);
     nothing_left(&d);
 }
+
+#[test]
+fn the_cache_is_per_tenant() {
+    if !can_run() {
+        return;
+    }
+    let d = Daemon::start();
+    d.tenant_key("other");
+    let ctx = Ctx::new("FROM host\nRUN echo mine > /opt/f\n");
+    let mine = built(&d, &ctx, &["-t", "t:1"]);
+    assert_eq!(mine["cached"], 0);
+    let p = ctx.path().to_string_lossy().into_owned();
+    let as_other = |tag: &str| {
+        let mut c = d.cmd(&[
+            "build", "--json", "-t", tag, "--memory", "256M", "--disk", "512M", &p,
+        ]);
+        c.env("DWELL_AS_TENANT", "other");
+        events(&c.output().unwrap()).pop().unwrap()
+    };
+    // Image names are one namespace: another tenant's tag is not taken over.
+    let last = as_other("t:1");
+    assert_eq!(last["event"], "error", "{last}");
+    assert_eq!(last["code"], "conflict", "{last}");
+    let last = as_other("t:2");
+    assert_eq!(last["event"], "done", "{last}");
+    assert_eq!(
+        last["cached"], 0,
+        "another tenant's steps are not cache hits"
+    );
+    // Each tenant sees its own image only.
+    let names = |t: &str| -> Vec<String> {
+        images_of(&d, t)
+            .iter()
+            .filter_map(|i| i["name"].as_str().map(String::from))
+            .collect()
+    };
+    assert!(names("other").contains(&"t:2".to_string()));
+    assert!(!names("other").contains(&"t:1".to_string()));
+    assert!(!names("default").contains(&"t:2".to_string()));
+    nothing_left(&d);
+}

@@ -345,6 +345,7 @@ impl Run<'_> {
 
     async fn all(&mut self, instructions: Vec<Instruction>) -> Result<BuildOutput> {
         let (globals, defs) = stages(instructions)?;
+        self.check_tags().await?;
         // Global ARGs: values for FROM lines.
         let mut global_args = Vars::new();
         for g in &globals {
@@ -474,7 +475,10 @@ impl Run<'_> {
             };
             Stage {
                 name: None,
-                key: cache::key("", &["FROM", &base.id]),
+                // Keys are per tenant: a step's result depends on more than
+                // its text (the network a RUN reached), so one tenant's
+                // layers are never another's cache hits.
+                key: cache::key("", &["FROM", &base.id, self.tenant]),
                 config: base_config(&base),
                 base,
                 layers: Vec::new(),
@@ -1244,12 +1248,10 @@ impl Run<'_> {
         }
     }
 
-    /// The final image, under each tag.
-    async fn finish(&mut self, mut stage: Stage) -> Result<BuildOutput> {
-        let (cfg, layers, base) = stage.parts();
-        let digest = format!("sha256:{}", dwell_build::sha256_hex(&cfg));
-        // A tag is this tenant's to move only when the image under it is
-        // its own (another tenant's, or one every tenant shares, stays).
+    /// A tag is this tenant's to move only when the image under it is its
+    /// own (another tenant's, or one every tenant shares, stays). Checked
+    /// before any step runs and again before the result is stored.
+    async fn check_tags(&self) -> Result<()> {
         for t in &self.req.tags {
             let (ctl, t2) = (self.ctl.clone(), t.clone());
             let existing = blocking(move || ctl.images().lookup(&t2)).await??;
@@ -1262,6 +1264,14 @@ impl Run<'_> {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The final image, under each tag.
+    async fn finish(&mut self, mut stage: Stage) -> Result<BuildOutput> {
+        let (cfg, layers, base) = stage.parts();
+        let digest = format!("sha256:{}", dwell_build::sha256_hex(&cfg));
+        self.check_tags().await?;
         let (ctl, cache, tags) = (self.ctl.clone(), self.cache.clone(), self.req.tags.clone());
         let tenant = self.tenant.to_string();
         let image = blocking(move || -> Result<Image> {
