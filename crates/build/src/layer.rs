@@ -101,6 +101,16 @@ fn check_rel(p: &Path) -> Result<(), BuildError> {
     if p.as_os_str().is_empty() || !p.components().all(|c| matches!(c, Component::Normal(_))) {
         return Err(bad_path(p));
     }
+    // In a layer such a name is a deletion, not a file.
+    if p.file_name()
+        .is_some_and(|n| n.as_encoded_bytes().starts_with(b".wh."))
+    {
+        return Err(BuildError::Refused(format!(
+            "/{}: names starting with .wh. are reserved for deletions in image layers; \
+             rename it",
+            p.display()
+        )));
+    }
     Ok(())
 }
 
@@ -375,6 +385,14 @@ pub fn capture(upper: &Beneath, w: &mut LayerWriter) -> Result<(), BuildError> {
             let rel = dir.join(&e.name);
             let st = e.stat;
             let m = meta_of(&st);
+            if !st.is_whiteout() && e.name.as_encoded_bytes().starts_with(b".wh.") {
+                // In a layer such a name is a deletion, not a file.
+                return Err(BuildError::Refused(format!(
+                    "/{}: names starting with .wh. are reserved for deletions in image \
+                     layers; rename it",
+                    rel.display()
+                )));
+            }
             match st.kind {
                 _ if st.is_whiteout() => w.whiteout(&rel)?,
                 FileKind::Dir => {
@@ -504,6 +522,17 @@ mod tests {
         assert_eq!(link.3.as_deref(), Some("/etc/shadow"));
         assert_eq!(e.iter().find(|x| x.0 == "etc/a").unwrap().2, 5);
         assert_eq!(blob.entries, want.len());
+    }
+
+    #[test]
+    fn a_file_named_like_a_whiteout_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let up = t.path().join("upper");
+        std::fs::create_dir_all(&up).unwrap();
+        std::fs::write(up.join(".wh.etc"), "").unwrap();
+        let mut w = LayerWriter::create(&t.path().join("l"), LIM).unwrap();
+        let e = capture(&Beneath::open(&up).unwrap(), &mut w).unwrap_err();
+        assert!(e.to_string().contains("reserved"), "{e}");
     }
 
     #[test]

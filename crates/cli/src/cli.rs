@@ -163,13 +163,13 @@ pub struct BuildArgs {
     /// Run every step, ignoring the cache.
     #[arg(long)]
     pub no_cache: bool,
-    /// Isolation of the RUN steps: `ns` or `gvisor` (default: the daemon's).
+    /// Isolation of the RUN steps: `namespace` or `gvisor` (default: the daemon's).
     #[arg(long)]
     pub isolation: Option<String>,
     /// Give RUN steps outbound network access (NAT); default: none.
     #[arg(long)]
     pub net: bool,
-    /// With --net: destinations RUN steps may connect to (as for `create`).
+    /// Destinations RUN steps may connect to (as for `create`; implies --net).
     #[arg(long, value_delimiter = ',', value_name = "CIDR|DOMAIN")]
     pub allow_out: Option<Vec<String>>,
     /// With --net: destinations refused (as for `create`).

@@ -183,6 +183,26 @@ fn multi_stage_copy_from_and_target() {
          CMD [\"cat\", \"/opt/bin/artifact\"]\n",
     );
     let done = built(&d, &ctx, &["-t", "multi:1"]);
+    // RUN steps have no network by default: loopback only.
+    let net = Ctx::new("FROM host\nRUN cat /proc/net/dev > /opt/netdev\n");
+    built(&d, &net, &["-t", "nonet:1"]);
+    d.create("n", &["--image", "nonet:1"]);
+    let ifaces: Vec<String> = d
+        .sh("n", "tail -n +3 /opt/netdev | cut -d: -f1 | tr -d ' '")
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(ifaces, ["lo"], "a build without --net saw {ifaces:?}");
+    d.ok(&["rm", "-f", "n"]);
+    // --isolation picks the RUN steps' runtime.
+    for iso in runtimes() {
+        let done = built(
+            &d,
+            &net,
+            &["-t", "nonet:2", "--no-cache", "--isolation", iso],
+        );
+        assert_eq!(done["cached"], 0, "{iso}");
+    }
     // The unused stage is not built.
     assert_eq!(done["steps"], 5);
     d.create("m", &["--image", "multi:1"]);
@@ -364,7 +384,20 @@ fn hostile_run_steps_do_not_reach_the_host() {
     if !can_run() {
         return;
     }
-    let d = Daemon::start();
+    hostile_run_steps(Daemon::start());
+}
+
+/// Sandbox root as host root (no user namespace): device nodes can be made
+/// inside (where the runtime lets it), and still never reach the host.
+#[test]
+fn hostile_run_steps_without_user_namespaces() {
+    if !can_run() {
+        return;
+    }
+    hostile_run_steps(Daemon::start_with(&["--user-namespaces", "off"]));
+}
+
+fn hostile_run_steps(d: Daemon) {
     let marker = d.dir.path().join("host-marker");
     std::fs::write(&marker, "host secret\n").unwrap();
     let ctx = Ctx::new(&format!(
@@ -380,7 +413,14 @@ fn hostile_run_steps_do_not_reach_the_host() {
           && ln /etc/passwd pw-hardlink\n",
         m = marker.display()
     ));
-    built(&d, &ctx, &["-t", "hostile:1"]);
+    let out = build(&d, &ctx, &["-t", "hostile:1"]);
+    let ev = events(&out);
+    assert_eq!(ev.last().unwrap()["event"], "done", "{ev:?}");
+    // Where the sandbox could make device nodes, they were left out.
+    for w in ev.iter().filter(|e| e["event"] == "warning") {
+        eprintln!("warning: {}", w["message"]);
+        assert!(w["message"].as_str().unwrap().contains("device"), "{w}");
+    }
     let img = image(&d, "hostile:1").unwrap();
     let layer = top_layer(&img).join("opt/x");
     // Symlinks stay symlinks: their targets were never read.
@@ -633,12 +673,15 @@ fn builds_on_an_imported_image_are_complete_oci_images() {
         "FROM tiny:1\n\
          RUN rm /etc/base-file && echo built > /etc/built\n\
          COPY app.txt /app/\n\
+         COPY --from=tiny:1 /etc/base-file /app/from-image\n\
          CMD [\"cat\", \"/app/app.txt\"]\n",
     );
     ctx.file("app.txt", "app\n");
     let done = built(&d, &ctx, &["-t", "onbase:1"]);
     d.create("b", &["--image", "onbase:1"]);
     assert_eq!(d.sh("b", "cat /etc/built /app/app.txt"), "built\napp\n");
+    // COPY --from an image (not a stage) reads the image as stored.
+    assert_eq!(d.sh("b", "cat /app/from-image"), "base\n");
     assert_eq!(
         d.sh("b", "test -e /etc/base-file && echo there || echo gone"),
         "gone\n"
@@ -657,10 +700,10 @@ fn builds_on_an_imported_image_are_complete_oci_images() {
         .unwrap()
     };
     let manifest = blob(index["manifests"][0]["digest"].as_str().unwrap());
-    assert_eq!(manifest["layers"].as_array().unwrap().len(), 3);
+    assert_eq!(manifest["layers"].as_array().unwrap().len(), 4);
     let config = blob(manifest["config"]["digest"].as_str().unwrap());
     assert_eq!(manifest["config"]["digest"], done["digest"], "the image id");
-    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 3);
+    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 4);
     assert_eq!(config["history"][0]["created_by"], "test base");
     assert_eq!(
         config["config"]["Cmd"],
@@ -735,5 +778,113 @@ fn a_client_that_goes_away_cancels_its_build() {
         d.ok(&["ls", "-q"]).trim().is_empty()
     });
     assert!(image(&d, "gone:1").is_none());
+    nothing_left(&d);
+}
+
+#[test]
+fn two_builds_at_once_share_the_cache_without_harm() {
+    if !can_run() {
+        return;
+    }
+    let d = Daemon::start();
+    let ctx = Ctx::new("FROM host\nCOPY f /opt/f\nRUN cat /opt/f > /opt/g\n");
+    ctx.file("f", "same\n");
+    let p = ctx.path().to_string_lossy().into_owned();
+    let spawn = |tag: &str| {
+        d.cmd(&[
+            "build", "--json", "-t", tag, "--memory", "256M", "--disk", "512M", &p,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+    };
+    let (a, b) = (spawn("twin:a"), spawn("twin:b"));
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let (ea, eb) = (events(&a), events(&b));
+    let (la, lb) = (ea.last().unwrap(), eb.last().unwrap());
+    assert_eq!(la["event"], "done", "{ea:?}");
+    assert_eq!(lb["event"], "done", "{eb:?}");
+    let again = built(&d, &ctx, &["-t", "twin:c"]);
+    assert_eq!(again["cached"], 3);
+    d.create("tw", &["--image", "twin:c"]);
+    assert_eq!(d.sh("tw", "cat /opt/g"), "same\n");
+    d.ok(&["rm", "-f", "tw"]);
+    nothing_left(&d);
+}
+
+#[test]
+fn builds_from_an_image_pulled_from_a_registry() {
+    if !can_run() {
+        return;
+    }
+    let Some(reg) = dwell_testkit::registry::Registry::start(None) else {
+        return;
+    };
+    let d = Daemon::start();
+    if !import_busybox(&d) {
+        return;
+    }
+    // The base goes to the registry and leaves the daemon: the build pulls it.
+    let lay = d.dir.path().join("layout");
+    d.ok(&["image", "export", "tiny:1", "-o", lay.to_str().unwrap()]);
+    reg.push_layout(&lay, "test/tiny:1");
+    d.ok(&["image", "rm", "tiny:1"]);
+    let base = format!("{}/test/tiny:1", reg.host());
+    let ctx = Ctx::new(&format!(
+        "FROM {base}\nRUN echo from-registry > /hi\nCMD [\"cat\", \"/hi\"]\n"
+    ));
+    let done = built(&d, &ctx, &["-t", "fromreg:1"]);
+    assert_eq!(done["cached"], 0);
+    d.create("r", &["--image", "fromreg:1"]);
+    assert_eq!(d.sh("r", "cat /hi"), "from-registry\n");
+    d.ok(&["rm", "-f", "r"]);
+    let img = image(&d, "fromreg:1").unwrap();
+    assert_eq!(img["layers"].as_array().unwrap().len(), 2);
+    // The pulled base is stored now: a rebuild is all cache.
+    let again = built(&d, &ctx, &["-t", "fromreg:1"]);
+    assert_eq!(again["cached"], again["steps"]);
+    assert_eq!(again["digest"], done["digest"]);
+    nothing_left(&d);
+}
+
+#[test]
+fn the_cache_is_per_tenant() {
+    if !can_run() {
+        return;
+    }
+    let d = Daemon::start();
+    d.tenant_key("other");
+    let ctx = Ctx::new("FROM host\nRUN echo mine > /opt/f\n");
+    let mine = built(&d, &ctx, &["-t", "t:1"]);
+    assert_eq!(mine["cached"], 0);
+    let p = ctx.path().to_string_lossy().into_owned();
+    let as_other = |tag: &str| {
+        let mut c = d.cmd(&[
+            "build", "--json", "-t", tag, "--memory", "256M", "--disk", "512M", &p,
+        ]);
+        c.env("DWELL_AS_TENANT", "other");
+        events(&c.output().unwrap()).pop().unwrap()
+    };
+    // Image names are one namespace: another tenant's tag is not taken over.
+    let last = as_other("t:1");
+    assert_eq!(last["event"], "error", "{last}");
+    assert_eq!(last["code"], "conflict", "{last}");
+    let last = as_other("t:2");
+    assert_eq!(last["event"], "done", "{last}");
+    assert_eq!(
+        last["cached"], 0,
+        "another tenant's steps are not cache hits"
+    );
+    // Each tenant sees its own image only.
+    let names = |t: &str| -> Vec<String> {
+        images_of(&d, t)
+            .iter()
+            .filter_map(|i| i["name"].as_str().map(String::from))
+            .collect()
+    };
+    assert!(names("other").contains(&"t:2".to_string()));
+    assert!(!names("other").contains(&"t:1".to_string()));
+    assert!(!names("default").contains(&"t:2".to_string()));
     nothing_left(&d);
 }

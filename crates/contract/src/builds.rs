@@ -23,7 +23,7 @@ pub struct BuildQuery {
     /// Build up to this stage.
     #[serde(default)]
     pub target: Option<String>,
-    /// Isolation runtime of the RUN steps (`ns` or `gvisor`).
+    /// Isolation runtime of the RUN steps (`namespace` or `gvisor`).
     #[serde(default)]
     pub isolation: Option<String>,
     /// Ignore the step cache.
@@ -32,7 +32,7 @@ pub struct BuildQuery {
     /// Give RUN steps outbound network (NAT); none without it.
     #[serde(default)]
     pub net: bool,
-    /// Egress allow list of a networked build, comma-separated.
+    /// Egress allow list of the RUN steps, comma-separated (implies `net`).
     #[serde(default)]
     pub allow_out: Option<String>,
     /// Egress deny list of a networked build, comma-separated.

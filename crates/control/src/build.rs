@@ -33,7 +33,7 @@ pub struct BuildRequest {
     pub build_args: BTreeMap<String, String>,
     /// Build up to this stage (default: the last).
     pub target: Option<String>,
-    /// Isolation runtime of the RUN sandboxes (`ns`, `gvisor`).
+    /// Isolation runtime of the RUN sandboxes (`namespace`, `gvisor`).
     pub isolation: Option<String>,
     /// Ignore the cache (results are still recorded in it).
     pub no_cache: bool,

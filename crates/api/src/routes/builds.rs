@@ -142,7 +142,8 @@ pub async fn build(
         target: q.target.clone(),
         isolation: q.isolation.clone(),
         no_cache: q.no_cache,
-        network: q.net.then_some(dwell_runtime::NetworkMode::Nat),
+        // Egress rules ask for network: --allow-out implies --net.
+        network: (q.net || q.allow_out.is_some()).then_some(dwell_runtime::NetworkMode::Nat),
         allow_out: list(&q.allow_out),
         deny_out: list(&q.deny_out),
         disk,

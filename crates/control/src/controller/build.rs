@@ -345,6 +345,7 @@ impl Run<'_> {
 
     async fn all(&mut self, instructions: Vec<Instruction>) -> Result<BuildOutput> {
         let (globals, defs) = stages(instructions)?;
+        self.check_tags().await?;
         // Global ARGs: values for FROM lines.
         let mut global_args = Vars::new();
         for g in &globals {
@@ -439,17 +440,18 @@ impl Run<'_> {
                      and build FROM the image it uses, copying what you need",
                 ));
             }
-            // Only an image this tenant may use (another tenant's is "not found").
+            // Only an image this tenant may use (another tenant's is "not
+            // found"); one not stored yet is pulled, as for create.
             let pinned = self
                 .ctl
-                .image_for_tenant(self.tenant, &image_ref)
+                .image_for_create(self.tenant, &image_ref)
                 .await
                 .map_err(|e| match e {
                     Error::Storage(dwell_storage::StorageError::ImageNotFound(_)) => invalid(
                         index,
                         format!(
-                            "image {image_ref:?} not found on this daemon; pull or import it \
-                             first (dwell image ls lists images)"
+                            "image {image_ref:?} not found (dwell image ls lists the images \
+                             you may use; pull or import it)"
                         ),
                     ),
                     e => e,
@@ -473,7 +475,10 @@ impl Run<'_> {
             };
             Stage {
                 name: None,
-                key: cache::key("", &["FROM", &base.id]),
+                // Keys are per tenant: a step's result depends on more than
+                // its text (the network a RUN reached), so one tenant's
+                // layers are never another's cache hits.
+                key: cache::key("", &["FROM", &base.id, self.tenant]),
                 config: base_config(&base),
                 base,
                 layers: Vec::new(),
@@ -909,24 +914,35 @@ impl Run<'_> {
             None => None,
         };
         let from = ins.flag("from").map(str::to_string);
-        let from_stage = match &from {
-            Some(f) => match stage_ref(defs, si, f) {
-                Some(j) => Some(j),
-                None => {
-                    return Err(bad(format!(
-                        "--from={f}: no earlier stage has that name or index"
-                    )))
-                }
-            },
-            None => None,
-        };
-        let src_img = match from_stage {
-            Some(j) => {
-                let mut s = built[&j].clone();
-                Some((self.materialize(&mut s).await?, s.key.clone()))
-            }
-            None => None,
-        };
+        // --from: an earlier stage, else an image this tenant may use.
+        let src_img =
+            match &from {
+                Some(f) => match stage_ref(defs, si, f) {
+                    Some(j) => {
+                        let mut s = built[&j].clone();
+                        Some((self.materialize(&mut s).await?, s.key.clone()))
+                    }
+                    None => {
+                        let pinned = self.ctl.image_for_create(self.tenant, f).await.map_err(
+                            |e| match e {
+                                Error::Storage(dwell_storage::StorageError::ImageNotFound(_)) => {
+                                    bad(format!(
+                                        "--from={f}: no earlier stage has that name or index, and \
+                                     no image you may use has that name"
+                                    ))
+                                }
+                                e => e,
+                            },
+                        )?;
+                        let ctl = self.ctl.clone();
+                        let i = blocking(move || ctl.images().get(&pinned)).await??;
+                        let key = format!("image {}", i.id);
+                        Some((i, key))
+                    }
+                },
+                None => None,
+            };
+        let from_context = src_img.is_none();
         let img = self.materialize(stage).await?;
         let args = CopyArgs {
             srcs: w.clone(),
@@ -934,7 +950,7 @@ impl Run<'_> {
             chown: None,
             chmod,
             add: ins.keyword == "ADD",
-            from_context: from_stage.is_none(),
+            from_context,
         };
         let chown = ins.flag("chown").map(str::to_string);
         let ctx = self.req.context_dir.clone();
@@ -1232,12 +1248,10 @@ impl Run<'_> {
         }
     }
 
-    /// The final image, under each tag.
-    async fn finish(&mut self, mut stage: Stage) -> Result<BuildOutput> {
-        let (cfg, layers, base) = stage.parts();
-        let digest = format!("sha256:{}", dwell_build::sha256_hex(&cfg));
-        // A tag is this tenant's to move only when the image under it is
-        // its own (another tenant's, or one every tenant shares, stays).
+    /// A tag is this tenant's to move only when the image under it is its
+    /// own (another tenant's, or one every tenant shares, stays). Checked
+    /// before any step runs and again before the result is stored.
+    async fn check_tags(&self) -> Result<()> {
         for t in &self.req.tags {
             let (ctl, t2) = (self.ctl.clone(), t.clone());
             let existing = blocking(move || ctl.images().lookup(&t2)).await??;
@@ -1250,6 +1264,14 @@ impl Run<'_> {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The final image, under each tag.
+    async fn finish(&mut self, mut stage: Stage) -> Result<BuildOutput> {
+        let (cfg, layers, base) = stage.parts();
+        let digest = format!("sha256:{}", dwell_build::sha256_hex(&cfg));
+        self.check_tags().await?;
         let (ctl, cache, tags) = (self.ctl.clone(), self.cache.clone(), self.req.tags.clone());
         let tenant = self.tenant.to_string();
         let image = blocking(move || -> Result<Image> {

@@ -203,11 +203,11 @@ impl ImageStore {
     /// `base`: the result's layers are the layout's (topmost first) and
     /// then `base`'s, and it shares `base`'s host dirs. This is how a
     /// build adds its result (and the intermediate images its RUN steps
-    /// run in) without copying the base. With `replace`, an image already
-    /// stored under `reference` is replaced (its metadata swapped
-    /// atomically, its blobs and layers dropped when nothing else uses
-    /// them); the caller checks that no sandbox uses it. `tenants` as in
-    /// [`Image::tenants`].
+    /// run in) without copying the base. `tenants` as in [`Image::tenants`].
+    /// With `replace`, an image already stored under `reference` with the
+    /// same `tenants` is replaced (one of other owners never is): its
+    /// metadata is swapped atomically and the old content stays pinned by
+    /// digest for the sandboxes that use it.
     pub fn import_over(
         &self,
         reference: &str,
@@ -219,8 +219,12 @@ impl ImageStore {
         let r = parse_new(reference)?;
         let _lock = self.lock()?;
         let existing = self.find(reference)?;
-        if existing.is_some() && !replace {
-            return Err(StorageError::ImageExists(r.familiar()));
+        // Only an image of the same owners is replaced (checked under the
+        // lock, so no other import slips in between).
+        if let Some((_, old)) = &existing {
+            if !replace || old.tenants != tenants {
+                return Err(StorageError::ImageExists(r.familiar()));
+            }
         }
         let mut image = match oci::import(self, &r.familiar(), &r.key(), source) {
             Ok(i) => i,
