@@ -109,17 +109,21 @@ impl Controller {
     }
 
     /// Removes every stored image no live sandbox uses, then the blobs,
-    /// layers and downloads no image needs (admin). Returns what went.
+    /// layers and downloads no image needs, and the build cache (it waits
+    /// for running builds) (admin). Returns the images that went.
     pub async fn prune_images(&self) -> Result<Vec<Image>> {
         let this = self.clone();
-        blocking(move || {
+        let gone = blocking(move || {
             let users = this.image_users()?;
             let in_use = |i: &Image| {
                 let key = i.reference.clone().unwrap_or_else(|| i.name.clone());
                 users.contains_key(&key)
             };
-            Ok(this.inner.images.prune(&in_use)?)
+            Ok::<_, Error>(this.inner.images.prune(&in_use)?)
         })
-        .await?
+        .await??;
+        let freed = self.prune_build_cache().await?;
+        tracing::info!(images = gone.len(), build_cache_bytes = freed, "image prune");
+        Ok(gone)
     }
 }
