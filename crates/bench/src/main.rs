@@ -14,6 +14,7 @@ mod gvisor;
 mod machine;
 mod memory;
 mod proxy;
+mod build;
 mod pull;
 mod report;
 mod stats;
@@ -57,6 +58,8 @@ USAGE: dwell-bench --socket PATH --data-dir DIR --dwell PATH --daemon-pid PID [o
   --pull-rounds N        pulls each way, dwell and skopeo, alternating [5]
   --pull-iterations N    create-to-first-exec runs from the pulled and the host image [30]
   --only-pull yes        run only the registry pull case; print it, write nothing
+  --build-iterations N   Dockerfile builds of each kind (0 skips the case) [5]
+  --only-build yes       run only the build case; print it, write nothing
 ";
 
 const PREAMBLE: &str = "# Benchmarks
@@ -102,6 +105,8 @@ struct Opts {
     pull_rounds: usize,
     pull_iterations: usize,
     only_pull: bool,
+    build_iterations: usize,
+    only_build: bool,
 }
 
 fn parse() -> Result<Opts> {
@@ -131,6 +136,8 @@ fn parse() -> Result<Opts> {
         pull_rounds: 5,
         pull_iterations: 30,
         only_pull: false,
+        build_iterations: 5,
+        only_build: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -177,6 +184,8 @@ fn parse() -> Result<Opts> {
             "--pull-rounds" => o.pull_rounds = num(&value)?.max(1),
             "--pull-iterations" => o.pull_iterations = num(&value)?.max(1),
             "--only-pull" => o.only_pull = value == "yes",
+            "--build-iterations" => o.build_iterations = num(&value)?,
+            "--only-build" => o.only_build = value == "yes",
             _ => return Err(Error::Usage(format!("unknown option {flag}"))),
         }
     }
@@ -273,8 +282,16 @@ async fn run(api: &mut Api, o: &Opts) -> Result<report::Results> {
         None
     };
 
+    let build = if o.build_iterations > 0 {
+        step("dwell: Dockerfile builds (first, unchanged, one RUN changed)");
+        Some(build::run(&o.dwell, &o.socket, w.min(1), o.build_iterations)?)
+    } else {
+        None
+    };
+
     Ok(report::Results {
         pull,
+        build,
         machine,
         create,
         create_cli,
@@ -346,6 +363,16 @@ async fn main() {
             }
         }
         std::process::exit(if leftovers.is_empty() { 0 } else { 1 });
+    }
+    if o.only_build {
+        match build::run(&o.dwell, &o.socket, o.warmup.min(1), o.build_iterations.max(1)) {
+            Ok(r) => print!("{}", build::render(&r)),
+            Err(e) => {
+                eprintln!("dwell-bench: {e}");
+                std::process::exit(1);
+            }
+        }
+        std::process::exit(0);
     }
     if o.only_pull {
         let r = if pull::available() {

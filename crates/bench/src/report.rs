@@ -39,6 +39,8 @@ pub struct Results {
     pub proxy: Option<crate::proxy::ProxyResults>,
     /// Registry pulls (None: skipped, or docker-registry/skopeo missing).
     pub pull: Option<crate::pull::PullResults>,
+    /// Dockerfile builds (None: skipped).
+    pub build: Option<crate::build::BuildResults>,
     pub elapsed_s: f64,
     pub load_after: String,
 }
@@ -350,6 +352,9 @@ pub fn render(r: &Results) -> String {
     }
     if let Some(p) = &r.pull {
         o.push_str(&crate::pull::render(p));
+    }
+    if let Some(b) = &r.build {
+        o.push_str(&crate::build::render(b));
     }
     let _ = writeln!(o, "{END}");
     o
