@@ -126,7 +126,10 @@ fn run_in(
         // Change the last RUN only.
         let df = std::fs::read_to_string(dir.join("Dockerfile"))
             .map_err(|e| Error::Other(format!("read the Dockerfile: {e}")))?
-            .replace(&format!("echo first-{i} >>"), &format!("echo changed-{i} >>"));
+            .replace(
+                &format!("echo first-{i} >>"),
+                &format!("echo changed-{i} >>"),
+            );
         std::fs::write(dir.join("Dockerfile"), df)
             .map_err(|e| Error::Other(format!("write the Dockerfile: {e}")))?;
         let t = Instant::now();

@@ -8,13 +8,13 @@
 
 mod api;
 mod baseline;
+mod build;
 mod cases;
 mod error;
 mod gvisor;
 mod machine;
 mod memory;
 mod proxy;
-mod build;
 mod pull;
 mod report;
 mod stats;
@@ -284,7 +284,12 @@ async fn run(api: &mut Api, o: &Opts) -> Result<report::Results> {
 
     let build = if o.build_iterations > 0 {
         step("dwell: Dockerfile builds (first, unchanged, one RUN changed)");
-        Some(build::run(&o.dwell, &o.socket, w.min(1), o.build_iterations)?)
+        Some(build::run(
+            &o.dwell,
+            &o.socket,
+            w.min(1),
+            o.build_iterations,
+        )?)
     } else {
         None
     };
@@ -365,7 +370,12 @@ async fn main() {
         std::process::exit(if leftovers.is_empty() { 0 } else { 1 });
     }
     if o.only_build {
-        match build::run(&o.dwell, &o.socket, o.warmup.min(1), o.build_iterations.max(1)) {
+        match build::run(
+            &o.dwell,
+            &o.socket,
+            o.warmup.min(1),
+            o.build_iterations.max(1),
+        ) {
             Ok(r) => print!("{}", build::render(&r)),
             Err(e) => {
                 eprintln!("dwell-bench: {e}");

@@ -123,7 +123,11 @@ impl Controller {
         })
         .await??;
         let freed = self.prune_build_cache().await?;
-        tracing::info!(images = gone.len(), build_cache_bytes = freed, "image prune");
+        tracing::info!(
+            images = gone.len(),
+            build_cache_bytes = freed,
+            "image prune"
+        );
         Ok(gone)
     }
 }
