@@ -332,9 +332,18 @@ impl Controller {
             }
         }
 
-        // The config: from the store, or fetched (capped, verified).
+        // What this tenant may reuse from the store: content that entered
+        // it through another tenant's credentialed pull is downloaded again
+        // (with this tenant's session, which proves it may read it).
+        let access = {
+            let inner = self.inner.clone();
+            blocking(move || inner.images.access()).await??
+        };
         let images = &self.inner.images;
-        let config = if images.has_blob(&config_desc.digest) {
+        let reusable = |d: &str| images.has_blob(d) && access.blob(d, tenant);
+
+        // The config: from the store, or fetched (capped, verified).
+        let config = if reusable(&config_desc.digest) {
             let (inner, d) = (self.inner.clone(), config_desc.digest.clone());
             blocking(move || inner.images.read_blob(&d, MAX_CONFIG_BYTES)).await??
         } else {
@@ -344,7 +353,7 @@ impl Controller {
         let layers: Vec<(String, u64, bool)> = manifest
             .layers
             .iter()
-            .map(|l| (l.digest.clone(), l.size, images.has_blob(&l.digest)))
+            .map(|l| (l.digest.clone(), l.size, reusable(&l.digest)))
             .collect();
         let reused = layers.iter().filter(|l| l.2).count();
         send(PullEvent::Resolved {
@@ -365,7 +374,17 @@ impl Controller {
         let fetched = Arc::new(AtomicU64::new(0));
         let shared = Arc::new(AtomicU64::new(0));
         let share = self.image_share();
-        let dir = images.downloads_dir();
+        // Per tenant: a download (complete or partial) left by another
+        // tenant's pull is neither reused as proof of access nor resumed.
+        let dir = images
+            .downloads_dir()
+            .join(&hex(&Sha256::digest(tenant.as_bytes()))[..32]);
+        tokio::fs::create_dir_all(&dir).await.map_err(|e| {
+            bad(
+                &shown,
+                format!("creating the download directory {}: {e}", dir.display()),
+            )
+        })?;
         let parallel = self.registry_settings().parallel.max(1);
         let missing: Vec<(String, u64)> = layers
             .iter()
@@ -456,12 +475,15 @@ impl Controller {
                 .collect(),
             source: format!("registry:{}/{}", s.host, r.repository),
             tenants: s.with_credentials.then(|| vec![tenant.to_string()]),
+            tenant: tenant.to_string(),
         };
         let inner = self.inner.clone();
         let image = blocking(move || inner.images.add_pulled(pulled))
             .await?
             .map_err(|e| bad(&shown, e.to_string()))?;
-        if let Some(store) = share {
+        // Only public content goes to the object store, which any daemon's
+        // pull of any tenant reads from.
+        if let (Some(store), None) = (share, &image.tenants) {
             let (inner, blobs) = (self.inner.clone(), image.blobs.clone());
             blocking(move || super::share::publish(&store, &inner.images, &blobs)).await?;
         }
