@@ -22,6 +22,26 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// The files under the store's `downloads/` (kept in one directory per
+/// tenant).
+fn download_files(downloads: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(downloads).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            out.extend(
+                std::fs::read_dir(e.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|f| f.path()),
+            );
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
 /// A tar layer of `files` (path, content, mode) and `links` (path, target).
 fn layer(files: &[(&str, &[u8], u32)], links: &[(&str, &str)]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
@@ -471,12 +491,7 @@ fn index_resolves_to_amd64_and_tampered_blobs_are_refused() {
     assert!(!out.status.success());
     assert!(stderr_of(&out).contains("digest"), "{}", stderr_of(&out));
     assert!(!d.ok(&["image", "ls"]).contains("bad/image"));
-    let downloads = d.data.join("images/downloads");
-    let left: Vec<_> = std::fs::read_dir(&downloads)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    let left = download_files(&d.data.join("images/downloads"));
     assert!(left.is_empty(), "downloads left: {left:?}");
     assert!(!d.data.join("images/blobs/sha256").join(&top[7..]).exists());
 }
@@ -518,11 +533,10 @@ fn a_killed_pull_resumes_where_it_stopped() {
     let child = KillOnDrop(pull.spawn().unwrap());
     // Kill the daemon once part of the big layer is on disk.
     let partial_len = || {
-        std::fs::read_dir(&downloads)
-            .ok()?
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
-            .filter_map(|e| e.metadata().ok())
+        download_files(&downloads)
+            .into_iter()
+            .filter(|p| p.to_string_lossy().ends_with(".partial"))
+            .filter_map(|p| std::fs::metadata(p).ok())
             .map(|m| m.len())
             .max()
     };
@@ -785,4 +799,127 @@ fn daemons_share_pulled_layers_through_the_object_store() {
     );
     two.create("s", &["--image", &r]);
     assert_eq!(two.ok(&["exec", "s", "--", "cat", "/etc/motd"]), "shared\n");
+}
+
+/// The layer digests of the image manifest `digest` in the layout `dir`.
+fn layer_digests(dir: &Path, digest: &str) -> Vec<String> {
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("blobs/sha256").join(&digest[7..])).unwrap(),
+    )
+    .unwrap();
+    m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn private_layers_never_reach_another_tenant_by_digest() {
+    if !can_run() {
+        return;
+    }
+    let Some(private) = Registry::start(Some(("alice", "s3cret"))) else {
+        return;
+    };
+    let Some(own) = Registry::start(None) else {
+        return;
+    };
+    let work = tmpdir("reg-leak");
+    let secret: &[u8] = b"top secret of the default tenant\n";
+    let a = work.path().join("a");
+    let digest_a = simple_image(&a, &[("etc/secret", secret, 0o644)], "WHICH=a");
+    private.push_layout(&a, "team/private:1");
+    let d = Daemon::start();
+    let mut cmd = d.cmd(&[
+        "registry",
+        "login",
+        &private.host(),
+        "-u",
+        "alice",
+        "--password-stdin",
+    ]);
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    d.ok(&[
+        "image",
+        "pull",
+        &format!("{}/team/private:1", private.host()),
+    ]);
+
+    // The attacker's own anonymous registry serves a manifest (with its
+    // own config) naming the private layers, whose blobs it does not have.
+    let b = work.path().join("b");
+    let digest_b = simple_image(&b, &[("etc/secret", secret, 0o644)], "WHICH=b");
+    own.push_layout(&b, "bob/steal:1");
+    let layers = layer_digests(&b, &digest_b);
+    assert_eq!(
+        layers,
+        layer_digests(&a, &digest_a),
+        "same layers as the private image"
+    );
+    for l in &layers {
+        std::fs::remove_file(own.blob_file(l)).unwrap();
+    }
+    let stolen = format!("{}/bob/steal:1", own.host());
+    d.ok(&["tenant", "create", "bob"]);
+    let out = d.run(&["--as-tenant", "bob", "image", "pull", &stolen]);
+    assert!(
+        !out.status.success(),
+        "bob's pull reused the private layers: {}",
+        stderr_of(&out)
+    );
+    let ls = d.ok(&["--as-tenant", "bob", "image", "ls"]);
+    assert!(!ls.contains("bob/steal"), "{ls}");
+    let out = d.run(&[
+        "--as-tenant",
+        "bob",
+        "create",
+        "--name",
+        "b",
+        "--image",
+        &stolen,
+    ]);
+    assert!(!out.status.success(), "{}", stderr_of(&out));
+
+    // By digest, with no login: the private registry says no.
+    let by_digest = format!("{}/team/private@{digest_a}", private.host());
+    let out = d.run(&["--as-tenant", "bob", "image", "pull", &by_digest]);
+    assert_eq!(out.status.code(), Some(77), "{}", stderr_of(&out));
+    assert!(!d
+        .ok(&["--as-tenant", "bob", "image", "ls"])
+        .contains("team/private"));
+
+    // The owner may reuse its own layers through the same manifest; the
+    // image stays the owner's, so bob still cannot use or export it.
+    let out = d.run(&["image", "pull", &stolen]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(
+        reused(&stderr_of(&out)),
+        layers.len(),
+        "{}",
+        stderr_of(&out)
+    );
+    let ls = d.ok(&["--as-tenant", "bob", "image", "ls"]);
+    assert!(!ls.contains("bob/steal"), "{ls}");
+    let file = work.path().join("stolen.tar");
+    let out = d.run(&[
+        "--as-tenant",
+        "bob",
+        "image",
+        "export",
+        &stolen,
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(!file.exists());
+    let out = d.run(&["--as-tenant", "bob", "image", "pull", &stolen]);
+    assert!(!out.status.success(), "{}", stderr_of(&out));
 }

@@ -292,7 +292,19 @@ impl Controller {
                         ),
                     }
                 })?;
-                want = Some(pick.to_string());
+                // oci-client reads a manifest whole before dwell sees it;
+                // at least refuse one the index already says is too big.
+                if pick.size > MAX_MANIFEST_BYTES {
+                    return Err(bad(
+                        &shown,
+                        format!(
+                            "the index names a linux/amd64 manifest of {} bytes, more than the \
+                             {MAX_MANIFEST_BYTES} allowed",
+                            pick.size
+                        ),
+                    ));
+                }
+                want = Some(pick.digest.clone());
                 target = oref(want.as_deref());
             }
         };
@@ -332,9 +344,18 @@ impl Controller {
             }
         }
 
-        // The config: from the store, or fetched (capped, verified).
+        // What this tenant may reuse from the store: content that entered
+        // it through another tenant's credentialed pull is downloaded again
+        // (with this tenant's session, which proves it may read it).
+        let access = {
+            let inner = self.inner.clone();
+            blocking(move || inner.images.access()).await??
+        };
         let images = &self.inner.images;
-        let config = if images.has_blob(&config_desc.digest) {
+        let reusable = |d: &str| images.has_blob(d) && access.blob(d, tenant);
+
+        // The config: from the store, or fetched (capped, verified).
+        let config = if reusable(&config_desc.digest) {
             let (inner, d) = (self.inner.clone(), config_desc.digest.clone());
             blocking(move || inner.images.read_blob(&d, MAX_CONFIG_BYTES)).await??
         } else {
@@ -344,7 +365,7 @@ impl Controller {
         let layers: Vec<(String, u64, bool)> = manifest
             .layers
             .iter()
-            .map(|l| (l.digest.clone(), l.size, images.has_blob(&l.digest)))
+            .map(|l| (l.digest.clone(), l.size, reusable(&l.digest)))
             .collect();
         let reused = layers.iter().filter(|l| l.2).count();
         send(PullEvent::Resolved {
@@ -365,7 +386,17 @@ impl Controller {
         let fetched = Arc::new(AtomicU64::new(0));
         let shared = Arc::new(AtomicU64::new(0));
         let share = self.image_share();
-        let dir = images.downloads_dir();
+        // Per tenant: a download (complete or partial) left by another
+        // tenant's pull is neither reused as proof of access nor resumed.
+        let dir = images
+            .downloads_dir()
+            .join(&hex(&Sha256::digest(tenant.as_bytes()))[..32]);
+        tokio::fs::create_dir_all(&dir).await.map_err(|e| {
+            bad(
+                &shown,
+                format!("creating the download directory {}: {e}", dir.display()),
+            )
+        })?;
         let parallel = self.registry_settings().parallel.max(1);
         let missing: Vec<(String, u64)> = layers
             .iter()
@@ -456,12 +487,15 @@ impl Controller {
                 .collect(),
             source: format!("registry:{}/{}", s.host, r.repository),
             tenants: s.with_credentials.then(|| vec![tenant.to_string()]),
+            tenant: tenant.to_string(),
         };
         let inner = self.inner.clone();
         let image = blocking(move || inner.images.add_pulled(pulled))
             .await?
             .map_err(|e| bad(&shown, e.to_string()))?;
-        if let Some(store) = share {
+        // Only public content goes to the object store, which any daemon's
+        // pull of any tenant reads from.
+        if let (Some(store), None) = (share, &image.tenants) {
             let (inner, blobs) = (self.inner.clone(), image.blobs.clone());
             blocking(move || super::share::publish(&store, &inner.images, &blobs)).await?;
         }
@@ -519,18 +553,16 @@ async fn fetch_small(
 }
 
 /// linux/amd64 (no variant or v1) from an index.
-fn pick_platform(list: &[Desc]) -> Option<&str> {
-    list.iter()
-        .find(|d| {
-            d.platform.as_ref().is_some_and(|p| {
-                p.os == "linux"
-                    && p.architecture == "amd64"
-                    && p.variant
-                        .as_deref()
-                        .is_none_or(|v| v == "v1" || v.is_empty())
-            })
+fn pick_platform(list: &[Desc]) -> Option<&Desc> {
+    list.iter().find(|d| {
+        d.platform.as_ref().is_some_and(|p| {
+            p.os == "linux"
+                && p.architecture == "amd64"
+                && p.variant
+                    .as_deref()
+                    .is_none_or(|v| v == "v1" || v.is_empty())
         })
-        .map(|d| d.digest.as_str())
+    })
 }
 
 fn check_digest(shown: &str, d: &str) -> Result<()> {
@@ -580,14 +612,14 @@ fn classify(e: OciDistributionError, host: &str, shown: &str, with_credentials: 
     };
     match e {
         OciDistributionError::UnauthorizedError { url } => auth(format!("401 for {url}")),
-        OciDistributionError::AuthenticationFailure(m) => auth(m),
+        OciDistributionError::AuthenticationFailure(m) => auth(echoed(&m)),
         OciDistributionError::RegistryError { envelope, .. } => {
             let codes: Vec<String> = envelope
                 .errors
                 .iter()
                 .map(|e| format!("{:?}", e.code))
                 .collect();
-            let text = envelope.to_string();
+            let text = echoed(&envelope.to_string());
             let has = |c: &str| codes.iter().any(|x| x.eq_ignore_ascii_case(c));
             if has("Unauthorized") || has("Denied") {
                 auth(text)
@@ -599,12 +631,12 @@ fn classify(e: OciDistributionError, host: &str, shown: &str, with_credentials: 
         }
         OciDistributionError::ServerError { code, message, .. } => match code {
             401 | 403 => auth(format!("HTTP {code}")),
-            404 => missing(format!("HTTP 404 {}", message.trim())),
+            404 => missing(format!("HTTP 404 {}", echoed(&message))),
             _ => Error::PullFailed {
                 image: shown.to_string(),
                 message: format!(
                     "pulling {shown}: registry {host} answered HTTP {code}: {}; try again later",
-                    message.trim()
+                    echoed(&message)
                 ),
             },
         },
@@ -619,9 +651,10 @@ fn classify(e: OciDistributionError, host: &str, shown: &str, with_credentials: 
             Error::PullFailed {
                 image: shown.to_string(),
                 message: format!(
-                    "pulling {shown}: cannot reach registry {host}: {r}; check the host name and \
+                    "pulling {shown}: cannot reach registry {host}: {}; check the host name and \
                      port, and whether it speaks HTTPS (plain-HTTP registries must be named with \
-                     `dwell serve --insecure-registry {host}`)"
+                     `dwell serve --insecure-registry {host}`)",
+                    echoed(&r.to_string())
                 ),
             }
         }
@@ -632,6 +665,55 @@ fn classify(e: OciDistributionError, host: &str, shown: &str, with_credentials: 
              tampered with"
         ),
         ),
-        other => bad(shown, other.to_string()),
+        other => bad(shown, echoed(&other.to_string())),
+    }
+}
+
+/// Most bytes of a registry's own text passed on to the tenant.
+const ECHOED_BYTES: usize = 512;
+
+/// A registry's text as it may reach the tenant: control characters
+/// replaced by spaces, trimmed, cut at [`ECHOED_BYTES`] (on a character
+/// boundary) with a marker, so a registry can neither flood the error nor
+/// smuggle terminal escapes into it.
+fn echoed(text: &str) -> String {
+    let clean: String = text
+        .trim()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if clean.len() <= ECHOED_BYTES {
+        return clean;
+    }
+    let mut end = ECHOED_BYTES;
+    while !clean.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… (cut)", &clean[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echoed_registry_text_is_cut_and_has_no_control_characters() {
+        let hostile = format!("\x1b[2Jroot:x:0:0\r\n{}", "é".repeat(2000));
+        let out = echoed(&hostile);
+        assert!(!out.chars().any(char::is_control), "{out:?}");
+        assert!(out.len() <= ECHOED_BYTES + "… (cut)".len(), "{}", out.len());
+        assert!(out.ends_with("… (cut)"));
+        assert_eq!(echoed("  blob unknown\n"), "blob unknown");
+        let e = classify(
+            OciDistributionError::ServerError {
+                code: 500,
+                url: "http://r/v2/".into(),
+                message: "x".repeat(1 << 20),
+            },
+            "r",
+            "r/x:1",
+            false,
+        );
+        assert!(e.to_string().len() < 2048, "{}", e.to_string().len());
     }
 }

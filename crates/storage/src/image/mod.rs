@@ -22,6 +22,7 @@
 //! of [`Image::layers`] (topmost first) and, separately, one overlay per
 //! [`Image::host_dirs`] entry at the same path inside.
 
+mod access;
 mod blobs;
 mod export;
 mod extract;
@@ -37,6 +38,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use access::Access;
 pub use blobs::digest_hex;
 pub use export::ExportFormat;
 pub(crate) use oci::{assemble, Assembly};
@@ -274,12 +276,27 @@ impl ImageStore {
     pub fn add_pulled(&self, p: Pulled) -> Result<Image> {
         let _lock = self.lock()?;
         let key = p.reference.key();
+        // Decided under the lock: what this tenant may reuse (see access).
+        let access = self.access()?;
+        let mut restricted = false;
         for (digest, file) in &p.layers {
             match file {
                 Some(f) => {
                     self.adopt_blob(f, digest)?;
                 }
-                None if self.has_blob(digest) => {}
+                None if self.has_blob(digest) && access.blob(digest, &p.tenant) => {
+                    restricted |= !access.blob_is_public(digest);
+                }
+                None if self.has_blob(digest) => {
+                    return Err(StorageError::BadImage {
+                        source_path: p.source.clone().into(),
+                        reason: format!(
+                            "layer blob {digest} was not downloaded by this pull and belongs to \
+                             images this tenant may not use (it changed during the pull); pull \
+                             again"
+                        ),
+                    })
+                }
                 None => {
                     return Err(StorageError::BadImage {
                         source_path: p.source.clone().into(),
@@ -294,19 +311,11 @@ impl ImageStore {
         let manifest_digest = self.put_blob_bytes(&p.manifest)?;
         self.put_blob_bytes(&p.config)?;
         let existing = load(&self.meta_path(&key))?;
-        let mut tenants = p.tenants;
-        if let Some(old) = &existing {
-            if old.digest.as_deref() == Some(manifest_digest.as_str()) {
-                tenants = match (tenants, &old.tenants) {
-                    (None, _) | (_, None) => None,
-                    (Some(mut a), Some(b)) => {
-                        a.extend(b.iter().cloned());
-                        a.sort();
-                        a.dedup();
-                        Some(a)
-                    }
-                };
-            } else if let Some(old_digest) = &old.digest {
+        let same_content = existing
+            .as_ref()
+            .filter(|o| o.digest.as_deref() == Some(manifest_digest.as_str()));
+        if let Some(old) = existing.as_ref().filter(|_| same_content.is_none()) {
+            if let Some(old_digest) = &old.digest {
                 // The tag moved: keep the old content under its digest.
                 let pinned = p.reference.with_digest(old_digest);
                 let mut kept = old.clone();
@@ -320,6 +329,11 @@ impl ImageStore {
             }
         }
         let shown = p.reference.familiar();
+        let reuse = oci::Reuse {
+            access: &access,
+            tenant: &p.tenant,
+            restricted: std::cell::Cell::new(false),
+        };
         let mut image = match assemble(
             self,
             Assembly {
@@ -329,6 +343,7 @@ impl ImageStore {
                 config_bytes: &p.config,
                 manifest_digest,
                 layers: p.layers.iter().map(|(d, _)| d.clone()).collect(),
+                reuse: Some(&reuse),
             },
             Path::new(&p.source),
         ) {
@@ -338,6 +353,23 @@ impl ImageStore {
                 return Err(e);
             }
         };
+        // An anonymous pull that reused content not public proves nothing
+        // for other tenants: the image stays this tenant's.
+        let mut tenants = p.tenants.clone();
+        if tenants.is_none() && (restricted || reuse.restricted.get()) {
+            tenants = Some(vec![p.tenant.clone()]);
+        }
+        if let Some(old) = same_content {
+            tenants = match (tenants, &old.tenants) {
+                (None, _) | (_, None) => None,
+                (Some(mut a), Some(b)) => {
+                    a.extend(b.iter().cloned());
+                    a.sort();
+                    a.dedup();
+                    Some(a)
+                }
+            };
+        }
         image.tenants = tenants;
         if let Some(old) = existing.filter(|o| o.digest == image.digest) {
             image.created_at = old.created_at;
@@ -648,6 +680,9 @@ pub struct Pulled {
     pub source: String,
     /// Tenants that may use it (`None`: every tenant).
     pub tenants: Option<Vec<String>>,
+    /// The tenant pulling it: layer blobs and extracted layers already in
+    /// the store are reused only when this tenant may use them.
+    pub tenant: String,
 }
 
 /// Parses a reference for a new image; "host" is refused.

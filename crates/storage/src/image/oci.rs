@@ -251,6 +251,7 @@ pub(crate) fn import(
             config_bytes: &config_bytes,
             manifest_digest,
             layers: stored,
+            reuse: None,
         },
         source,
     )
@@ -270,6 +271,22 @@ pub(crate) struct Assembly<'a> {
     pub manifest_digest: String,
     /// Layer blob digests, bottom first (already stored).
     pub layers: Vec<String>,
+    /// For a tenant's pull: which extracted layers that tenant may reuse.
+    /// `None` (an admin import) reuses any layer with the same diff_id.
+    pub reuse: Option<&'a Reuse<'a>>,
+}
+
+/// Limits the reuse of already extracted layers to those a tenant may use
+/// (see [`super::access`]); any other layer is extracted again from the
+/// tenant's own verified blob and checked against its diff_id before the
+/// stored copy is referenced.
+pub(crate) struct Reuse<'a> {
+    /// Who may use what, under the store lock.
+    pub access: &'a super::Access,
+    /// The pulling tenant.
+    pub tenant: &'a str,
+    /// Set when a layer not public was reused without extraction.
+    pub restricted: std::cell::Cell<bool>,
 }
 
 /// Extracts the layers of `a` (once per diff_id) from the store's blobs
@@ -308,7 +325,8 @@ pub(crate) fn assemble(store: &ImageStore, a: Assembly<'_>, source: &Path) -> Re
     let mut paths = Vec::with_capacity(stored.len());
     let mut size = 0;
     for (i, layer) in stored.iter().enumerate() {
-        let path = apply_layer(store, layer, diff_ids.get(i).map(String::as_str), source)?;
+        let diff_id = diff_ids.get(i).map(String::as_str);
+        let path = apply_layer(store, layer, diff_id, a.reuse, source)?;
         size += disk_usage(&path);
         paths.push(path);
     }
@@ -462,6 +480,7 @@ fn apply_layer(
     store: &ImageStore,
     layer: &LayerSource,
     diff_id: Option<&str>,
+    reuse: Option<&Reuse<'_>>,
     source: &Path,
 ) -> Result<PathBuf> {
     let diff_hex = match diff_id {
@@ -471,7 +490,19 @@ fn apply_layer(
     if let Some(h) = &diff_hex {
         let existing = store.layer_path(h);
         if existing.is_dir() {
-            return Ok(existing);
+            match reuse {
+                None => return Ok(existing),
+                Some(r) if r.access.layer(&existing, r.tenant) => {
+                    if !r.access.layer_is_public(&existing) {
+                        r.restricted.set(true);
+                    }
+                    return Ok(existing);
+                }
+                // Not this tenant's to reuse: extract its own blob and
+                // check it against the diff_id; the stored copy is then
+                // referenced (the staging copy is dropped below).
+                Some(_) => {}
+            }
         }
     }
     let what = layer
