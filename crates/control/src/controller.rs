@@ -138,6 +138,8 @@ impl Controller {
                 cpu_marks: Default::default(),
                 configs: Mutex::new(HashMap::new()),
                 quota_lock: tokio::sync::Mutex::new(()),
+                quota_pending: Default::default(),
+                named_busy: Default::default(),
                 streams: Mutex::new(HashMap::new()),
                 touched: Mutex::new(HashMap::new()),
                 locks: Mutex::new(HashMap::new()),

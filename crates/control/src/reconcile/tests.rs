@@ -184,3 +184,54 @@ async fn a_lying_agent_cannot_flood_the_timeline() {
         .iter()
         .all(|e| e.message.len() < 600));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volume_work_outside_the_lock_still_counts_against_the_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = controller(dir.path(), Default::default());
+    ctl.create_tenant(&dwell_store::Tenant {
+        name: "t".into(),
+        max_sandboxes: None,
+        max_vcpus: None,
+        max_memory: None,
+        max_storage: Some(1 << 30),
+        created_at: 0,
+        default_policies: None,
+        default_egress: None,
+    })
+    .unwrap();
+    let more = crate::quota::Held {
+        storage: 1 << 20,
+        ..Default::default()
+    };
+    // A resize holding the whole quota, its e2fsck running unlocked.
+    let held =
+        crate::volumes::Pending::reserve(&ctl.inner, "resize:v1".into(), "t", 1 << 30).unwrap();
+    assert!(
+        ctl.inner.quota_lock.try_lock().is_ok(),
+        "the quota lock is free"
+    );
+    assert!(
+        crate::volumes::Pending::reserve(&ctl.inner, "resize:v1".into(), "t", 1).is_none(),
+        "a second resize of the same volume"
+    );
+    assert!(
+        ctl.check_quota("t", &more).await.is_err(),
+        "the running resize's bytes were not counted"
+    );
+    assert!(ctl.check_quota("other", &more).await.is_ok());
+    drop(held);
+    assert!(ctl.check_quota("t", &more).await.is_ok());
+    assert_eq!(crate::volumes::pending_bytes(&ctl.inner, "t"), 0);
+}
+
+#[test]
+fn a_volume_under_maintenance_is_not_mounted() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = controller(dir.path(), Default::default());
+    let b = crate::volumes::Busy::mark(&ctl.inner, "v1").unwrap();
+    assert!(crate::volumes::Busy::mark(&ctl.inner, "v1").is_none());
+    assert!(ctl.inner.named_busy.lock().unwrap().contains("v1"));
+    drop(b);
+    assert!(ctl.inner.named_busy.lock().unwrap().is_empty());
+}
