@@ -360,6 +360,49 @@ fn policies_fire_in_real_time_and_keepalive_pushes_them() {
     assert!(events.contains("policy idle_timeout fired"), "{events}");
 }
 
+/// Sends SIGCONT to the stopped processes when dropped, so a failing test
+/// leaves nothing frozen behind.
+struct Frozen(Vec<i32>);
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        for &p in &self.0 {
+            unsafe { libc::kill(p, libc::SIGCONT) };
+        }
+    }
+}
+
+#[test]
+fn a_stalled_agent_does_not_delay_other_sandboxes_policies() {
+    if !can_run() {
+        return;
+    }
+    // A hostile sandbox's agent that never answers (here: stopped from the
+    // host; PID 1 is the agent, or gVisor's sandbox process) must not hold
+    // up the periodic pass that fires every tenant's policies.
+    let d = Daemon::start_with(&["--resync-secs", "1"]);
+    let mut stalled = Vec::new();
+    for i in 0..3 {
+        let name = format!("stall{i}");
+        let id = d.create(&name, &["--entrypoint", "sleep", "--", "100000"]);
+        stalled.push(id);
+    }
+    let frozen = Frozen(stalled.iter().map(|id| d.host_pid(id)).collect());
+    for &p in &frozen.0 {
+        assert_eq!(unsafe { libc::kill(p, libc::SIGSTOP) }, 0);
+    }
+    let t0 = std::time::Instant::now();
+    let id = d.create("victim", &["--idle-timeout", "2s"]);
+    wait_for(20, "idle -> paused", || d.inspect(&id)["state"] == "paused");
+    let took = t0.elapsed();
+    // Before the fix each stalled agent added 10 s to every pass.
+    assert!(
+        took < std::time::Duration::from_secs(8),
+        "the idle timeout fired {took:?} after create: stalled agents held up the pass"
+    );
+    drop(frozen);
+}
+
 #[test]
 fn a_daemon_killed_mid_create_or_mid_delete_finishes_the_work_on_restart() {
     if !can_run() {

@@ -57,6 +57,17 @@ pub(crate) struct Context {
     /// Held while a quota is checked and the request recorded, so two
     /// concurrent creates cannot both pass the last free slot.
     pub(crate) quota_lock: tokio::sync::Mutex<()>,
+    /// Storage held by named-volume work still running outside
+    /// `quota_lock` (a create, a create from a snapshot, a resize): by
+    /// key (`create:<tenant>/<name>`, `resize:<volume id>`), the tenant
+    /// and its bytes. The quota check counts them, so the slow part (a
+    /// restore, e2fsck + resize2fs) never holds the lock every tenant's
+    /// create and start wait on.
+    pub(crate) quota_pending: Mutex<HashMap<String, (String, u64)>>,
+    /// Named volumes under slow maintenance (a resize, a restore in
+    /// place): no sandbox may mount them meanwhile, and they are not
+    /// unmounted under the work (see [`crate::volumes`]).
+    pub(crate) named_busy: Mutex<std::collections::HashSet<String>>,
     /// Open exec/attach streams per sandbox: a sandbox with one is not idle.
     pub(crate) streams: Mutex<HashMap<String, usize>>,
     /// When activity was last written per sandbox (to write at most once a

@@ -138,6 +138,8 @@ impl Controller {
                 cpu_marks: Default::default(),
                 configs: Mutex::new(HashMap::new()),
                 quota_lock: tokio::sync::Mutex::new(()),
+                quota_pending: Default::default(),
+                named_busy: Default::default(),
                 streams: Mutex::new(HashMap::new()),
                 touched: Mutex::new(HashMap::new()),
                 locks: Mutex::new(HashMap::new()),
@@ -270,6 +272,25 @@ impl Controller {
                 RECOVERY_WAIT.as_secs()
             );
         }
+        {
+            // The agents' service status, in a loop of its own: an agent
+            // lives in its sandbox and may stall, which must never hold up
+            // the reconcile passes (policies, metering) of every tenant.
+            let inner = self.inner.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(inner.resync_every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let pass = inner.clone();
+                    if let Err(e) =
+                        tokio::spawn(async move { crate::service::sweep_all(&pass).await }).await
+                    {
+                        tracing::error!("a service sweep failed: {e}; the next one runs as usual");
+                    }
+                }
+            });
+        }
         let inner = self.inner.clone();
         tokio::spawn(async move {
             if !done {
@@ -306,6 +327,7 @@ impl Controller {
     /// clock).
     pub async fn sweep(&self) {
         reconcile::resync_all(&self.inner).await;
+        crate::service::sweep_all(&self.inner).await;
     }
 
     /// Whether a sandbox is ephemeral.

@@ -19,8 +19,25 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::model::{Record, ServiceArgs};
 
-/// How long the daemon waits for the agent's answer about the service.
+/// How long the daemon waits for the agent's answer about the service
+/// on a user's request.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the periodic sweep waits for one agent (connect + call): the
+/// agent runs inside the sandbox and may never answer.
+const POLL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How many agents the periodic sweep asks at once.
+const SWEEP_PARALLEL: usize = 16;
+
+/// The most passes a sandbox whose agent did not answer is skipped for.
+const MAX_SKIP: u32 = 16;
+
+/// The most service events copied into one sandbox's timeline per call.
+pub(crate) const MAX_EVENTS_PER_CALL: usize = 16;
+
+/// The most service events copied into one sandbox's timeline per minute.
+pub(crate) const MAX_EVENTS_PER_MINUTE: usize = 64;
 
 /// A restart policy as `no`, `on-failure[:N]` or `always`.
 pub fn parse_restart(s: &str) -> Result<(RestartPolicy, Option<u32>)> {
@@ -181,14 +198,14 @@ fn unreachable(id: &str, e: impl std::fmt::Display) -> Error {
 /// agent's events start over.
 pub(crate) async fn send_at_start(inner: &Context, rec: &Record) -> Result<()> {
     lock(&inner.services.seen).insert(rec.id.clone(), 0);
-    send(inner, rec).await
+    send(inner, rec, CALL_TIMEOUT).await
 }
 
-async fn send(inner: &Context, rec: &Record) -> Result<()> {
+async fn send(inner: &Context, rec: &Record, wait: Duration) -> Result<()> {
     let client = crate::connections::client(inner, &rec.id)
         .await
         .map_err(|e| unreachable(&rec.id, e))?
-        .with_call_timeout(CALL_TIMEOUT);
+        .with_call_timeout(wait);
     let r = client.service_set(rec.spec.service.clone()).await;
     match r {
         Ok(_) => {
@@ -222,31 +239,109 @@ pub(crate) async fn check_defaults(inner: &Context, rec: &Record) -> Result<()> 
 /// Forgets a sandbox that stopped: its next agent needs the definition.
 pub(crate) fn forget(inner: &Context, id: &str) {
     lock(&inner.services.sent).remove(id);
+    lock(&inner.services.backoff).remove(id);
 }
 
-/// For the periodic pass: a running sandbox with a service gets its
-/// definition once per daemon life, and its agent's new service events
-/// go into its timeline.
-pub(crate) async fn sweep(inner: &Context, rec: &Record) {
-    if rec.spec.service.is_none() || rec.state != crate::model::State::Running {
-        return;
-    }
-    if !lock(&inner.services.sent).contains(&rec.id) {
-        if let Err(e) = send(inner, rec).await {
-            tracing::warn!(sandbox = %rec.id, "service: {e}");
+/// The periodic service pass, run in a task of its own beside the
+/// reconcile passes (an agent lives in its sandbox and may stall, so it
+/// must never hold up policies or metering): every running sandbox with
+/// a service gets its definition once per daemon life and has its
+/// agent's new events copied into its timeline. Agents are asked
+/// [`SWEEP_PARALLEL`] at a time, each given [`POLL_TIMEOUT`]; one that
+/// does not answer is skipped for a growing number of passes.
+pub(crate) async fn sweep_all(inner: &std::sync::Arc<Context>) {
+    use futures_util::StreamExt;
+    let recs = match inner
+        .store
+        .list_sandboxes::<crate::model::SandboxSpec>(None)
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("service sweep: cannot list sandboxes: {e}");
             return;
         }
+    };
+    {
+        let live: std::collections::HashSet<&str> = recs.iter().map(|r| r.id.as_str()).collect();
+        lock(&inner.services.backoff).retain(|id, _| live.contains(id.as_str()));
+        lock(&inner.services.copied).retain(|id, _| live.contains(id.as_str()));
+        lock(&inner.services.seen).retain(|id, _| live.contains(id.as_str()));
     }
-    let _ = status(inner, &rec.id).await;
+    let due: Vec<Record> = recs
+        .into_iter()
+        .filter(|r| r.spec.service.is_some() && r.state == crate::model::State::Running)
+        .filter(|r| {
+            let mut b = lock(&inner.services.backoff);
+            match b.get_mut(&r.id) {
+                Some((skip, _)) if *skip > 0 => {
+                    *skip -= 1;
+                    false
+                }
+                _ => true,
+            }
+        })
+        .collect();
+    futures_util::stream::iter(due)
+        .map(|rec| async move {
+            let ok = tokio::time::timeout(POLL_TIMEOUT, sweep(inner, &rec))
+                .await
+                .unwrap_or(false);
+            let mut b = lock(&inner.services.backoff);
+            if ok {
+                b.remove(&rec.id);
+            } else {
+                let e = b.entry(rec.id.clone()).or_insert((0, 0));
+                e.1 = e.1.saturating_add(1);
+                e.0 = 1u32.checked_shl(e.1 - 1).unwrap_or(MAX_SKIP).min(MAX_SKIP);
+                tracing::warn!(
+                    sandbox = %rec.id,
+                    "service: the agent did not answer within {} s; asking again in {} passes",
+                    POLL_TIMEOUT.as_secs(),
+                    e.0
+                );
+            }
+        })
+        .buffer_unordered(SWEEP_PARALLEL)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+/// On a user's request: a running sandbox whose agent has not got its
+/// service definition in this daemon's life gets it now.
+pub(crate) async fn ensure_sent(inner: &Context, rec: &Record) {
+    if rec.spec.service.is_none()
+        || rec.state != crate::model::State::Running
+        || lock(&inner.services.sent).contains(&rec.id)
+    {
+        return;
+    }
+    if let Err(e) = send(inner, rec, CALL_TIMEOUT).await {
+        tracing::warn!(sandbox = %rec.id, "service: {e}");
+    }
+}
+
+/// One sandbox's part of [`sweep_all`]; whether its agent answered.
+async fn sweep(inner: &Context, rec: &Record) -> bool {
+    if !lock(&inner.services.sent).contains(&rec.id) {
+        if let Err(e) = send(inner, rec, POLL_TIMEOUT).await {
+            tracing::warn!(sandbox = %rec.id, "service: {e}");
+            return false;
+        }
+    }
+    status_within(inner, &rec.id, POLL_TIMEOUT).await.is_ok()
 }
 
 /// The service's status from the agent (its new events copied into the
 /// timeline on the way).
 pub(crate) async fn status(inner: &Context, id: &str) -> Result<Option<ServiceStatus>> {
+    status_within(inner, id, CALL_TIMEOUT).await
+}
+
+async fn status_within(inner: &Context, id: &str, wait: Duration) -> Result<Option<ServiceStatus>> {
     let client = crate::connections::client(inner, id)
         .await
         .map_err(|e| unreachable(id, e))?
-        .with_call_timeout(CALL_TIMEOUT);
+        .with_call_timeout(wait);
     let st = client
         .service_status()
         .await
@@ -273,24 +368,52 @@ fn cut(s: &str, max: usize) -> String {
 }
 
 /// Copies the agent's service events not copied yet into the timeline.
+///
+/// The agent is the sandbox's and may lie: only events past the last seq
+/// copied count, at most [`MAX_EVENTS_PER_CALL`] of them (the newest) per
+/// call and [`MAX_EVENTS_PER_MINUTE`] per sandbox per minute; the rest is
+/// dropped with one line saying so.
 pub(crate) fn record_events(inner: &Context, id: &str, st: &ServiceStatus) {
+    let minute = inner.clock.now_ms() / 60_000;
     let mut seen = lock(&inner.services.seen);
     let first = !seen.contains_key(id);
     let last = seen.get(id).copied().unwrap_or(0);
-    let mut newest = last;
-    for e in st.events.iter().rev().take(64).rev() {
-        if e.seq <= last || (first && e.at_ms < inner.services.since_ms) {
-            newest = newest.max(e.seq);
-            continue;
+    let fresh: Vec<_> = st
+        .events
+        .iter()
+        .filter(|e| e.seq > last && !(first && e.at_ms < inner.services.since_ms))
+        .collect();
+    let newest = st.events.iter().map(|e| e.seq).fold(last, u64::max);
+    seen.insert(id.to_string(), newest);
+    drop(seen);
+    let room = {
+        let mut copied = lock(&inner.services.copied);
+        let c = copied.entry(id.to_string()).or_insert((minute, 0));
+        if c.0 != minute {
+            *c = (minute, 0);
         }
-        newest = newest.max(e.seq);
+        let room = MAX_EVENTS_PER_MINUTE
+            .saturating_sub(c.1)
+            .min(MAX_EVENTS_PER_CALL)
+            .min(fresh.len());
+        c.1 += room;
+        room
+    };
+    let dropped = fresh.len() - room;
+    for e in &fresh[fresh.len() - room..] {
         // What the agent says is the sandbox's to say: kept short.
         let text = format!("{}: {}", e.kind, e.message);
         let _ = inner
             .store
             .add_event(id, "service", &cut(&text, MAX_EVENT_TEXT));
     }
-    seen.insert(id.to_string(), newest);
+    if dropped > 0 && room > 0 {
+        let _ = inner.store.add_event(
+            id,
+            "service",
+            &format!("{dropped} older service events not copied (too many at once)"),
+        );
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,14 @@ pub(crate) struct Bookkeeping {
     /// When this daemon started (Unix ms): agent events older than that
     /// are not copied (a previous daemon may have copied them).
     pub(crate) since_ms: u64,
+    /// Sandboxes whose agent did not answer the periodic sweep in time:
+    /// how many passes to skip before asking again, and how many times in
+    /// a row it failed (the skip doubles, up to a cap).
+    pub(crate) backoff: Mutex<HashMap<String, (u32, u32)>>,
+    /// Timeline rows copied from each sandbox's agent in the current
+    /// minute (minute, rows): a fake agent that makes up events every
+    /// call cannot flood the shared event log.
+    pub(crate) copied: Mutex<HashMap<String, (i64, usize)>>,
 }
 
 impl Default for Bookkeeping {
@@ -21,6 +29,8 @@ impl Default for Bookkeeping {
         Bookkeeping {
             sent: Default::default(),
             seen: Default::default(),
+            backoff: Default::default(),
+            copied: Default::default(),
             since_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)

@@ -85,6 +85,106 @@ pub(crate) fn users(inner: &Context, tenant: &str, name: &str) -> Result<Vec<Str
     Ok(v)
 }
 
+/// Storage `tenant`'s running named-volume work holds (see
+/// `Context::quota_pending`).
+pub(crate) fn pending_bytes(inner: &Context, tenant: &str) -> u64 {
+    inner
+        .quota_pending
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .filter(|(t, _)| t == tenant)
+        .map(|(_, b)| *b)
+        .sum()
+}
+
+/// Storage set aside in `Context::quota_pending` until dropped: the work
+/// it was for has then recorded what it made (or failed).
+pub(crate) struct Pending {
+    inner: std::sync::Arc<Context>,
+    key: String,
+}
+
+impl Pending {
+    /// Sets aside `bytes` of `tenant`'s storage under `key`; `None` when
+    /// work under the same key is already running. Called under
+    /// `quota_lock`, after the quota check.
+    pub(crate) fn reserve(
+        inner: &std::sync::Arc<Context>,
+        key: String,
+        tenant: &str,
+        bytes: u64,
+    ) -> Option<Pending> {
+        let mut p = inner
+            .quota_pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if p.contains_key(&key) {
+            return None;
+        }
+        p.insert(key.clone(), (tenant.to_string(), bytes));
+        Some(Pending {
+            inner: inner.clone(),
+            key,
+        })
+    }
+
+    /// Whether work under `key` is running.
+    pub(crate) fn running(inner: &Context, key: &str) -> bool {
+        inner
+            .quota_pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(key)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.inner
+            .quota_pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+    }
+}
+
+/// Marks a named volume busy (see `Context::named_busy`) until dropped.
+pub(crate) struct Busy {
+    inner: std::sync::Arc<Context>,
+    id: String,
+}
+
+impl Busy {
+    /// Marks volume `id` busy; `None` when it already is. Called with the
+    /// users lock held, so no sandbox mounts it in between.
+    pub(crate) fn mark(inner: &std::sync::Arc<Context>, id: &str) -> Option<Busy> {
+        let mut b = inner.named_busy.lock().unwrap_or_else(|p| p.into_inner());
+        b.insert(id.to_string()).then(|| Busy {
+            inner: inner.clone(),
+            id: id.to_string(),
+        })
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.inner
+            .named_busy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
+}
+
+fn busy(inner: &Context, id: &str) -> bool {
+    inner
+        .named_busy
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(id)
+}
+
 /// Mount the named volumes of `rec` on the host (those not mounted yet)
 /// and count it as a user of each; returns the binds for its runtime
 /// config. On failure nothing it counted or mounted stays.
@@ -104,6 +204,15 @@ pub(crate) fn attach(inner: &Context, rec: &Record) -> Result<Vec<Bind>> {
         };
         let mounted = {
             let mut users = inner.named_users.lock().unwrap_or_else(|p| p.into_inner());
+            if busy(inner, &vol.id) {
+                drop(users);
+                detach(inner, &rec.id);
+                return Err(Error::Conflict(format!(
+                    "volume {} is being resized or restored; start the sandbox again when that \
+                     finishes",
+                    m.name
+                )));
+            }
             users
                 .entry(vol.id.clone())
                 .or_default()
@@ -138,6 +247,10 @@ pub(crate) fn detach(inner: &Context, id: &str) {
     }
     for vol in emptied {
         users.remove(&vol);
+        // (Under a resize it stays: the periodic pass unmounts it later.)
+        if busy(inner, &vol) {
+            continue;
+        }
         if let Err(e) = inner.named.unmount(&vol) {
             tracing::warn!(volume = %vol, "unmounting a named volume no sandbox runs with: {e}");
         }
@@ -177,7 +290,7 @@ pub(crate) fn resync(inner: &Context, recs: &[Record]) {
         set.extend(holders);
         if set.is_empty() {
             users.remove(&v.id);
-            if inner.named.info(&v.id).is_ok_and(|i| i.mounted) {
+            if !busy(inner, &v.id) && inner.named.info(&v.id).is_ok_and(|i| i.mounted) {
                 match inner.named.unmount(&v.id) {
                     Ok(()) => tracing::info!(
                         volume = %v.name, tenant = %v.tenant,

@@ -28,8 +28,9 @@ pub const MAX_TENANT_FILES: u64 = 16 << 30;
 pub const MAX_UNPACKED: u64 = 8 << 30;
 /// How long an upload URL is good for.
 pub const UPLOAD_LIFETIME: Duration = Duration::from_secs(3600);
-/// The most upload URLs outstanding at once (older ones are dropped).
-pub const MAX_PENDING_UPLOADS: usize = 10_000;
+/// The most upload URLs one tenant has outstanding at once (its older
+/// ones are dropped; never another tenant's).
+pub const MAX_PENDING_UPLOADS: usize = 256;
 
 /// The layer's root directory.
 pub fn root(data_dir: &Path) -> PathBuf {
@@ -111,10 +112,38 @@ pub struct Grant {
     expires: Instant,
 }
 
-/// Outstanding upload URLs, by token.
+/// Outstanding upload URLs, by token, and the bytes each tenant's
+/// running uploads may still write.
 #[derive(Default)]
 pub struct Uploads {
     pending: Mutex<HashMap<String, Grant>>,
+    reserved: Mutex<HashMap<String, u64>>,
+}
+
+/// Bytes set aside for one running upload of a tenant, given back when
+/// dropped (by then the upload is on disk, where
+/// [`tenant_usage`] counts it, or is gone).
+pub struct Reservation {
+    uploads: std::sync::Arc<Uploads>,
+    tenant: String,
+    /// The most bytes this upload may write.
+    pub bytes: u64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut r = self
+            .uploads
+            .reserved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = r.get_mut(&self.tenant) {
+            *n = n.saturating_sub(self.bytes);
+            if *n == 0 {
+                r.remove(&self.tenant);
+            }
+        }
+    }
 }
 
 impl Uploads {
@@ -124,9 +153,11 @@ impl Uploads {
         let now = Instant::now();
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         p.retain(|_, g| g.expires > now);
-        if p.len() >= MAX_PENDING_UPLOADS {
+        let mine = p.values().filter(|g| g.tenant == tenant).count();
+        if mine >= MAX_PENDING_UPLOADS {
             if let Some(oldest) = p
                 .iter()
+                .filter(|(_, g)| g.tenant == tenant)
                 .min_by_key(|(_, g)| g.expires)
                 .map(|(k, _)| k.clone())
             {
@@ -142,6 +173,31 @@ impl Uploads {
             },
         );
         token
+    }
+
+    /// Sets aside room for one upload of `tenant`: at most [`MAX_UPLOAD`]
+    /// bytes, and no more than what [`MAX_TENANT_FILES`] leaves after the
+    /// tenant's files on disk and its other running uploads; `None` when
+    /// nothing is left. Blocking (it reads the tenant's directory while it
+    /// holds the reservations, so two uploads never see the same room).
+    pub fn reserve(
+        self: &std::sync::Arc<Self>,
+        data_dir: &Path,
+        tenant: &str,
+    ) -> Option<Reservation> {
+        let mut r = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
+        let used = tenant_usage(data_dir, tenant);
+        let running = r.get(tenant).copied().unwrap_or(0);
+        let bytes = MAX_UPLOAD.min(MAX_TENANT_FILES.saturating_sub(used.saturating_add(running)));
+        if bytes == 0 {
+            return None;
+        }
+        *r.entry(tenant.to_string()).or_insert(0) += bytes;
+        Some(Reservation {
+            uploads: self.clone(),
+            tenant: tenant.to_string(),
+            bytes,
+        })
     }
 
     /// The grant of `token` if it is still good; it is used up.
@@ -276,5 +332,43 @@ mod tests {
         let id = new_uuid();
         assert_eq!(id.len(), 36);
         assert_eq!(&id[14..15], "4");
+    }
+
+    #[test]
+    fn one_tenant_cannot_evict_anothers_upload_urls() {
+        let u = Uploads::default();
+        let victim = u.grant("victim", "h");
+        for i in 0..MAX_PENDING_UPLOADS * 3 {
+            u.grant("flood", &format!("h{i}"));
+        }
+        assert_eq!(
+            u.take(&victim).map(|g| g.tenant),
+            Some("victim".to_string()),
+            "another tenant's flood of upload URLs dropped this one"
+        );
+        let p = u.pending.lock().unwrap();
+        assert!(p.len() <= MAX_PENDING_UPLOADS, "{} grants kept", p.len());
+    }
+
+    #[test]
+    fn concurrent_uploads_share_the_tenant_cap() {
+        let data = tempfile::tempdir().unwrap();
+        let u = std::sync::Arc::new(Uploads::default());
+        // As many uploads at once as the cap allows whole, and one more.
+        let n = (MAX_TENANT_FILES / MAX_UPLOAD) as usize;
+        let held: Vec<_> = (0..n)
+            .map(|_| u.reserve(data.path(), "t").expect("room for this upload"))
+            .collect();
+        assert!(held.iter().all(|r| r.bytes == MAX_UPLOAD));
+        assert!(
+            u.reserve(data.path(), "t").is_none(),
+            "running uploads together may pass the tenant's cap"
+        );
+        // Another tenant has its own room.
+        assert!(u.reserve(data.path(), "other").is_some());
+        // An upload that ends gives its room back.
+        drop(held);
+        assert_eq!(u.reserve(data.path(), "t").unwrap().bytes, MAX_UPLOAD);
+        assert!(u.reserved.lock().unwrap().is_empty());
     }
 }

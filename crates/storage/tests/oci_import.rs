@@ -183,8 +183,14 @@ fn write_oci(dir: &Path, layers: &[Vec<u8>]) {
 
 /// Writes a `docker save` tarball with `layers` (uncompressed).
 fn write_docker_save(file: &Path, layers: &[Vec<u8>]) {
+    write_docker_save_with(file, layers, config)
+}
+
+/// Writes a `docker save` tarball whose config `make_config` makes from
+/// the diff_ids.
+fn write_docker_save_with(file: &Path, layers: &[Vec<u8>], make_config: fn(&[String]) -> Vec<u8>) {
     let diff_ids: Vec<String> = layers.iter().map(|l| sha(l)).collect();
-    let cfg = config(&diff_ids);
+    let cfg = make_config(&diff_ids);
     let cfg_name = format!("{}.json", sha(&cfg));
     let mut b = tar::Builder::new(fs::File::create(file).unwrap());
     let mut add = |name: &str, data: &[u8]| {
@@ -608,4 +614,48 @@ fn corrupt_blobs_and_bad_sources_fail_loudly() {
         fs::read_dir(fx.store.root().join("tmp")).unwrap().count(),
         0
     );
+}
+
+#[test]
+fn a_config_with_huge_env_or_labels_is_refused() {
+    if !is_root() {
+        return;
+    }
+    // What a hostile registry or tarball would put in the metadata every
+    // listing parses: 5 000 env entries, or 1 MiB of labels.
+    fn many_env(diff_ids: &[String]) -> Vec<u8> {
+        let mut c: serde_json::Value = serde_json::from_slice(&config(diff_ids)).unwrap();
+        c["config"]["Env"] = (0..5000).map(|i| format!("V{i}=x")).collect();
+        serde_json::to_vec(&c).unwrap()
+    }
+    fn big_labels(diff_ids: &[String]) -> Vec<u8> {
+        let mut c: serde_json::Value = serde_json::from_slice(&config(diff_ids)).unwrap();
+        c["config"]["Labels"] = serde_json::json!({"a": "x".repeat(1 << 20)});
+        serde_json::to_vec(&c).unwrap()
+    }
+    let f = fixture();
+    for (i, (make, says)) in [
+        (many_env as fn(&[String]) -> Vec<u8>, "Env has 5000 entries"),
+        (big_labels, "Labels has 1 entries"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let tar = f.dir.path().join(format!("bad{i}.tar"));
+        write_docker_save_with(&tar, &test_layers()[..1], make);
+        let e = f
+            .store
+            .import(&format!("bad{i}"), &tar)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(says), "{e}");
+        assert!(
+            f.store.get(&format!("bad{i}")).is_err(),
+            "the image was kept"
+        );
+    }
+    // The usual config still imports.
+    let ok = f.dir.path().join("ok.tar");
+    write_docker_save(&ok, &test_layers()[..1]);
+    f.store.import("ok", &ok).unwrap();
 }

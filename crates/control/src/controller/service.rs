@@ -21,7 +21,7 @@ impl Controller {
         }
         // An agent started before the daemon knew the definition gets it now.
         if let Ok(Some(rec)) = self.inner.store.get_sandbox(&sb.id) {
-            crate::service::sweep(&self.inner, &rec).await;
+            crate::service::ensure_sent(&self.inner, &rec).await;
         }
         let st = client.service_control(action).await?;
         let verb = match action {

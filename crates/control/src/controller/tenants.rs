@@ -14,6 +14,8 @@ impl Controller {
         let mut held = crate::quota::held(&self.inner.store.list_sandboxes(Some(tenant))?);
         // Named volumes hold their size limit, used by sandboxes or not.
         held.storage += crate::volumes::held_bytes(&self.inner, tenant)?;
+        // ... and named-volume work still running (a create, a resize).
+        held.storage += crate::volumes::pending_bytes(&self.inner, tenant);
         if t.max_storage.is_some() && more.storage > 0 {
             // Snapshots count towards storage too (their stored bytes);
             // a request that adds no storage (start, resume) need not

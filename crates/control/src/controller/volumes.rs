@@ -86,10 +86,15 @@ impl Controller {
         };
         volumes::check_size(size)?;
         let size = size.div_ceil(4096) * 4096;
-        // The quota check and the record in one step: two creates cannot
-        // both take the last free bytes.
-        let _q = self.inner.quota_lock.lock().await;
-        if self.inner.store.find_volume(tenant, name)?.is_some() {
+        // The quota check and a reservation in one step: two creates
+        // cannot both take the last free bytes. The slow part (making the
+        // file system, a restore) runs without the lock every tenant's
+        // create and start wait on; the reservation counts meanwhile.
+        let q = self.inner.quota_lock.lock().await;
+        let key = format!("create:{tenant}/{name}");
+        if self.inner.store.find_volume(tenant, name)?.is_some()
+            || volumes::Pending::running(&self.inner, &key)
+        {
             return Err(Error::VolumeNameTaken(name.to_string()));
         }
         self.check_quota(
@@ -100,6 +105,9 @@ impl Controller {
             },
         )
         .await?;
+        let reserved = volumes::Pending::reserve(&self.inner, key, tenant, size)
+            .ok_or_else(|| Error::VolumeNameTaken(name.to_string()))?;
+        drop(q);
         let v = NamedVolume {
             id: new_id(),
             tenant: tenant.to_string(),
@@ -133,13 +141,19 @@ impl Controller {
             filled
         })
         .await??;
+        // The record takes over from the reservation under the lock, so
+        // the bytes count all along.
+        let q = self.inner.quota_lock.lock().await;
         if let Err(e) = self.inner.store.insert_volume(&v) {
+            drop(reserved);
+            drop(q);
             let inner = self.inner.clone();
             let id = v.id.clone();
             let _ = blocking(move || inner.named.delete(&id)).await;
             return Err(e.into());
         }
-        drop(_q);
+        drop(reserved);
+        drop(q);
         self.volume_view(&v)
     }
 
@@ -169,7 +183,7 @@ impl Controller {
     ) -> Result<NamedVolumeView> {
         volumes::check_size(size)?;
         let size = size.div_ceil(4096) * 4096;
-        let _q = self.inner.quota_lock.lock().await;
+        let q = self.inner.quota_lock.lock().await;
         let v = self.volume_record(tenant, name)?;
         if size < v.size_bytes {
             return Err(Error::invalid(
@@ -185,21 +199,40 @@ impl Controller {
         if size == v.size_bytes {
             return self.volume_view(&v);
         }
+        let extra = size - v.size_bytes;
         self.check_quota(
             tenant,
             &crate::quota::Held {
-                storage: size - v.size_bytes,
+                storage: extra,
                 ..Default::default()
             },
         )
         .await?;
-        // Not while a sandbox that uses it starts or stops (its mount
-        // comes and goes under the users lock).
+        let busy = || {
+            Error::Conflict(format!(
+                "volume {} is already being resized or restored; wait for that to finish",
+                v.name
+            ))
+        };
+        // The growth is held by a reservation while e2fsck/resize2fs run,
+        // without the lock every tenant's create and start wait on.
+        let reserved =
+            volumes::Pending::reserve(&self.inner, format!("resize:{}", v.id), tenant, extra)
+                .ok_or_else(busy)?;
+        drop(q);
+        // No sandbox that uses it starts meanwhile (the volume is marked
+        // busy under the users lock, which is not held during the work).
         let inner = self.inner.clone();
         let id = v.id.clone();
-        blocking(move || {
-            let _users = inner.named_users.lock().unwrap_or_else(|p| p.into_inner());
-            inner.named.resize(&id, size)
+        let grown = blocking(move || {
+            let marked = {
+                let _users = inner.named_users.lock().unwrap_or_else(|p| p.into_inner());
+                volumes::Busy::mark(&inner, &id)
+            };
+            let Some(_marked) = marked else {
+                return Ok(false);
+            };
+            inner.named.resize(&id, size).map(|_| true)
         })
         .await?
         .map_err(|e| match e {
@@ -207,8 +240,13 @@ impl Controller {
             dwell_storage::StorageError::Loop(m) => Error::Conflict(m),
             e => e.into(),
         })?;
+        if !grown {
+            return Err(busy());
+        }
+        let q = self.inner.quota_lock.lock().await;
         self.inner.store.set_volume_size(&v.id, size)?;
-        drop(_q);
+        drop(reserved);
+        drop(q);
         self.volume(tenant, &v.name)
     }
 
@@ -336,13 +374,24 @@ impl Controller {
         let vid = v.id.clone();
         let vname = v.name.clone();
         blocking(move || -> Result<()> {
-            let users = inner.named_users.lock().unwrap_or_else(|p| p.into_inner());
+            // Marked busy under the users lock (no sandbox mounts it
+            // meanwhile), which is not held through the restore.
+            let marked = {
+                let users = inner.named_users.lock().unwrap_or_else(|p| p.into_inner());
+                let info = inner.named.info(&vid)?;
+                if info.mounted || users.get(&vid).is_some_and(|u| !u.is_empty()) {
+                    return Err(Error::Conflict(format!(
+                        "volume {vname} is in use by running sandboxes; stop them, then restore"
+                    )));
+                }
+                volumes::Busy::mark(&inner, &vid).ok_or_else(|| {
+                    Error::Conflict(format!(
+                        "volume {vname} is being resized or restored; wait for that to finish"
+                    ))
+                })?
+            };
+            let _marked = marked;
             let info = inner.named.info(&vid)?;
-            if info.mounted || users.get(&vid).is_some_and(|u| !u.is_empty()) {
-                return Err(Error::Conflict(format!(
-                    "volume {vname} is in use by running sandboxes; stop them, then restore"
-                )));
-            }
             let image = info.image.ok_or_else(|| {
                 Error::Conflict("volume snapshots need loop-backed volumes".into())
             })?;
@@ -360,6 +409,19 @@ impl Controller {
         // can start using it between the check and the removal.
         let _q = self.inner.quota_lock.lock().await;
         let v = self.volume_record(tenant, name)?;
+        if volumes::Pending::running(&self.inner, &format!("resize:{}", v.id))
+            || self
+                .inner
+                .named_busy
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&v.id)
+        {
+            return Err(Error::Conflict(format!(
+                "volume {} is being resized or restored; remove it when that finishes",
+                v.name
+            )));
+        }
         let users = volumes::users(&self.inner, tenant, &v.name)?;
         if !users.is_empty() {
             return Err(Error::VolumeInUse {

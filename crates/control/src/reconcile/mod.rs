@@ -90,10 +90,9 @@ pub(crate) async fn resync_all(inner: &std::sync::Arc<Context>) {
                 None => Trigger::Resync,
             }
         };
+        // (The agents' service events are swept in a task of their own:
+        // see `crate::service::sweep_all`.)
         run(inner, &listed.id, trigger).await;
-        if let Ok(Some(rec)) = inner.store.get_sandbox::<SandboxSpec>(&listed.id) {
-            crate::service::sweep(inner, &rec).await;
-        }
     }
     crate::orphans::sweep(inner).await;
     {

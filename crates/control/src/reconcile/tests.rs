@@ -123,3 +123,115 @@ async fn a_fill_the_daemon_died_in_is_deleted_not_started() {
         "a half-filled volume is never started"
     );
 }
+
+/// A status as a lying agent gives it: `n` events from seq `from` on.
+fn status_with(from: u64, n: u64) -> dwell_proto::ServiceStatus {
+    dwell_proto::ServiceStatus {
+        state: dwell_proto::ServiceState::Running,
+        pid: None,
+        restarts: 0,
+        started_at_ms: None,
+        last_exit: None,
+        last_exit_at_ms: None,
+        next_start_at_ms: None,
+        error: None,
+        health: None,
+        health_failures: 0,
+        health_output: None,
+        events: (from..from + n)
+            .map(|seq| dwell_proto::ServiceEvent {
+                seq,
+                at_ms: u64::MAX / 2,
+                kind: "started".into(),
+                message: "x".repeat(4096),
+            })
+            .collect(),
+    }
+}
+
+#[tokio::test]
+async fn a_lying_agent_cannot_flood_the_timeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = controller(dir.path(), Default::default());
+    let id = "liar00000001";
+    let rows = || ctl.inner.store.events(id, 0, 10_000).unwrap().len();
+    let st = status_with(1, 64);
+    crate::service::record_events(&ctl.inner, id, &st);
+    let first = rows();
+    assert!(first > 0, "nothing was copied at all");
+    assert!(
+        first <= crate::service::MAX_EVENTS_PER_CALL + 1,
+        "{first} rows from one call"
+    );
+    // The same events again copy nothing.
+    crate::service::record_events(&ctl.inner, id, &st);
+    assert_eq!(rows(), first, "events already seen were copied again");
+    // Ever new seqs, call after call: capped per minute.
+    for i in 1..20 {
+        crate::service::record_events(&ctl.inner, id, &status_with(1 + 64 * i, 64));
+    }
+    let n = rows();
+    assert!(
+        n <= crate::service::MAX_EVENTS_PER_MINUTE
+            + crate::service::MAX_EVENTS_PER_MINUTE / crate::service::MAX_EVENTS_PER_CALL,
+        "{n} rows in a minute"
+    );
+    assert!(ctl
+        .inner
+        .store
+        .events(id, 0, 10_000)
+        .unwrap()
+        .iter()
+        .all(|e| e.message.len() < 600));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volume_work_outside_the_lock_still_counts_against_the_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = controller(dir.path(), Default::default());
+    ctl.create_tenant(&dwell_store::Tenant {
+        name: "t".into(),
+        max_sandboxes: None,
+        max_vcpus: None,
+        max_memory: None,
+        max_storage: Some(1 << 30),
+        created_at: 0,
+        default_policies: None,
+        default_egress: None,
+    })
+    .unwrap();
+    let more = crate::quota::Held {
+        storage: 1 << 20,
+        ..Default::default()
+    };
+    // A resize holding the whole quota, its e2fsck running unlocked.
+    let held =
+        crate::volumes::Pending::reserve(&ctl.inner, "resize:v1".into(), "t", 1 << 30).unwrap();
+    assert!(
+        ctl.inner.quota_lock.try_lock().is_ok(),
+        "the quota lock is free"
+    );
+    assert!(
+        crate::volumes::Pending::reserve(&ctl.inner, "resize:v1".into(), "t", 1).is_none(),
+        "a second resize of the same volume"
+    );
+    assert!(
+        ctl.check_quota("t", &more).await.is_err(),
+        "the running resize's bytes were not counted"
+    );
+    assert!(ctl.check_quota("other", &more).await.is_ok());
+    drop(held);
+    assert!(ctl.check_quota("t", &more).await.is_ok());
+    assert_eq!(crate::volumes::pending_bytes(&ctl.inner, "t"), 0);
+}
+
+#[test]
+fn a_volume_under_maintenance_is_not_mounted() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = controller(dir.path(), Default::default());
+    let b = crate::volumes::Busy::mark(&ctl.inner, "v1").unwrap();
+    assert!(crate::volumes::Busy::mark(&ctl.inner, "v1").is_none());
+    assert!(ctl.inner.named_busy.lock().unwrap().contains("v1"));
+    drop(b);
+    assert!(ctl.inner.named_busy.lock().unwrap().is_empty());
+}

@@ -253,11 +253,25 @@ pub async fn upload(
     tokio::fs::create_dir_all(&dir)
         .await
         .map_err(|e| E2bError::new(500, format!("cannot make {}: {e}", dir.display())))?;
-    let (data_dir, tenant) = (st.ctl.data_dir().to_path_buf(), grant.tenant.clone());
-    let used = tokio::task::spawn_blocking(move || files::tenant_usage(&data_dir, &tenant))
+    // Room set aside for this upload (with the tenant's other running
+    // uploads counted), given back when this returns: by then the file is
+    // on disk, where the next reservation counts it, or is removed.
+    let (uploads, data_dir, tenant) = (
+        st.uploads.clone(),
+        st.ctl.data_dir().to_path_buf(),
+        grant.tenant.clone(),
+    );
+    let reservation = tokio::task::spawn_blocking(move || uploads.reserve(&data_dir, &tenant))
         .await
-        .unwrap_or(0);
-    let cap = MAX_UPLOAD.min(MAX_TENANT_FILES.saturating_sub(used));
+        .ok()
+        .flatten()
+        .ok_or_else(|| {
+        E2bError::new(
+            413,
+            format!("this tenant already keeps (or is uploading) {MAX_TENANT_FILES} bytes of template files; delete templates you no longer need, or wait for running uploads"),
+        )
+    })?;
+    let cap = reservation.bytes;
     let tmp = dir.join(format!(".upload-{}", files::random_hex(8)));
     let r = receive(body, &tmp, cap).await;
     if let Err(e) = r {

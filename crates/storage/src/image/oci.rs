@@ -97,6 +97,70 @@ struct RunConfig {
     stop_signal: Option<String>,
 }
 
+/// The most entries an image config may give in each of env, labels,
+/// entrypoint + cmd and exposed ports (they are copied into the image's
+/// metadata, which every listing reads, and into every sandbox's env).
+pub const MAX_CONFIG_ENTRIES: usize = 1000;
+/// The most bytes each of those lists may hold in total.
+pub const MAX_CONFIG_LIST_BYTES: usize = 64 << 10;
+/// The most bytes of each single string of the run config (working dir,
+/// user, stop signal).
+pub const MAX_CONFIG_STRING: usize = 4096;
+
+impl RunConfig {
+    /// Refuses a run config whose env, labels, command, ports or strings
+    /// are over the caps above, saying which and by how much.
+    fn check(&self) -> std::result::Result<(), String> {
+        let list = |what: &str, n: usize, bytes: usize| {
+            if n > MAX_CONFIG_ENTRIES || bytes > MAX_CONFIG_LIST_BYTES {
+                return Err(format!(
+                    "the image config's {what} has {n} entries of {bytes} bytes in all; at most \
+                     {MAX_CONFIG_ENTRIES} entries and {MAX_CONFIG_LIST_BYTES} bytes are kept: \
+                     trim it in the image (or set it on the sandbox instead)"
+                ));
+            }
+            Ok(())
+        };
+        let strings = |v: &Option<Vec<String>>| {
+            v.as_deref()
+                .map_or((0, 0), |v| (v.len(), v.iter().map(String::len).sum()))
+        };
+        let (n, b) = strings(&self.env);
+        list("Env", n, b)?;
+        let (n1, b1) = strings(&self.entrypoint);
+        let (n2, b2) = strings(&self.cmd);
+        list("Entrypoint + Cmd", n1 + n2, b1 + b2)?;
+        let labels = self.labels.as_ref();
+        list(
+            "Labels",
+            labels.map_or(0, |l| l.len()),
+            labels.map_or(0, |l| l.iter().map(|(k, v)| k.len() + v.len()).sum()),
+        )?;
+        let ports = self.exposed_ports.as_ref();
+        list(
+            "ExposedPorts",
+            ports.map_or(0, |p| p.len()),
+            ports.map_or(0, |p| p.keys().map(String::len).sum()),
+        )?;
+        for (what, s) in [
+            ("WorkingDir", &self.workdir),
+            ("User", &self.user),
+            ("StopSignal", &self.stop_signal),
+        ] {
+            if s.as_ref().is_some_and(|s| s.len() > MAX_CONFIG_STRING) {
+                return Err(format!(
+                    "the image config's {what} is longer than {MAX_CONFIG_STRING} bytes"
+                ));
+            }
+        }
+        if let Some(h) = &self.healthcheck {
+            let (n, b) = strings(&h.test);
+            list("Healthcheck.Test", n, b)?;
+        }
+        Ok(())
+    }
+}
+
 /// `config.Healthcheck` as Docker writes it (durations in nanoseconds).
 #[derive(Deserialize, Default)]
 struct HealthcheckConfig {
@@ -298,6 +362,11 @@ pub(crate) fn assemble(store: &ImageStore, a: Assembly<'_>, source: &Path) -> Re
     };
     let config: Config = serde_json::from_slice(a.config_bytes)
         .map_err(|e| bad(format!("image config is not valid JSON: {e}")))?;
+    // Before any layer is extracted: what the config says goes into the
+    // metadata every listing reads.
+    if let Some(run) = &config.config {
+        run.check().map_err(bad)?;
+    }
     let diff_ids = config
         .rootfs
         .as_ref()

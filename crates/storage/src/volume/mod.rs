@@ -133,6 +133,10 @@ pub struct VolumeManager {
     /// would pile up: each create formats afresh.
     cache_templates: bool,
     lock: Mutex<()>,
+    /// Volumes being grown: the slow part (e2fsck, resize2fs) runs
+    /// without `lock`, so mounts and creates of other volumes go on;
+    /// these volumes are not mounted or deleted meanwhile.
+    resizing: Mutex<std::collections::HashSet<String>>,
 }
 
 impl VolumeManager {
@@ -158,6 +162,7 @@ impl VolumeManager {
             max_size: MAX_VOLUME_SIZE,
             cache_templates: true,
             lock: Mutex::new(()),
+            resizing: Default::default(),
         };
         m.remove_leftovers();
         m
@@ -310,6 +315,7 @@ impl VolumeManager {
         if mount::is_mountpoint(&mnt) {
             return Ok(mnt);
         }
+        self.not_resizing(id)?;
         if !loopdev::supported() {
             return Err(StorageError::Loop(format!(
                 "volume {id:?} is a loop volume but this process cannot use loop devices \
@@ -374,6 +380,7 @@ impl VolumeManager {
     pub fn delete(&self, id: &str) -> Result<()> {
         validate_name("volume id", id)?;
         let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.not_resizing(id)?;
         let dir = self.root.join(id);
         if fs::symlink_metadata(&dir).is_err() {
             return Ok(());
@@ -440,7 +447,7 @@ impl VolumeManager {
     /// would take it for unmounted. Online growth needs CAP_SYS_RESOURCE;
     /// without it a mounted volume is refused with that reason.
     pub fn resize(&self, id: &str, new_size: u64) -> Result<VolumeInfo> {
-        let mut meta = self.meta(id)?;
+        let meta = self.meta(id)?;
         let new_size = new_size.div_ceil(4096) * 4096;
         if new_size < meta.size_bytes || new_size > self.max_size {
             return Err(StorageError::InvalidSize {
@@ -453,7 +460,8 @@ impl VolumeManager {
                 ),
             });
         }
-        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.not_resizing(id)?;
         if meta.kind == VolumeKind::Loop && new_size > meta.size_bytes {
             let img = self.root.join(id).join(IMAGE);
             let canonical = img.canonicalize().ctx("resolve volume image", &img)?;
@@ -479,20 +487,63 @@ impl VolumeManager {
                      the daemon with CAP_SYS_RESOURCE"
                 )));
             }
-            grow_file(&img, new_size)?;
-            match online {
-                Some(dev) => {
-                    loopdev::set_capacity(&dev)?;
-                    ext4::grow_online(&dev)?;
+            // The slow part without the manager's lock: this volume is
+            // marked, so nothing mounts or deletes it meanwhile; other
+            // volumes carry on.
+            self.resizing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id.to_string());
+            drop(g);
+            let grown = (|| -> Result<()> {
+                grow_file(&img, new_size)?;
+                match online {
+                    Some(dev) => {
+                        loopdev::set_capacity(&dev)?;
+                        ext4::grow_online(&dev)
+                    }
+                    None => ext4::grow_offline(&img),
                 }
-                None => ext4::grow_offline(&img)?,
-            }
+            })();
+            let g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.resizing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(id);
+            grown?;
+            return self.write_size(id, meta, new_size, g);
         }
+        self.write_size(id, meta, new_size, g)
+    }
+
+    /// Records volume `id`'s new size (with the manager's lock `g`).
+    fn write_size(
+        &self,
+        id: &str,
+        mut meta: VolumeMeta,
+        new_size: u64,
+        g: std::sync::MutexGuard<'_, ()>,
+    ) -> Result<VolumeInfo> {
         meta.size_bytes = new_size;
         let json = serde_json::to_vec_pretty(&meta).expect("volume metadata serializes");
         atomic_write(&self.root.join(id).join(META), &json)?;
-        drop(_g);
+        drop(g);
         self.info(id)
+    }
+
+    /// Fails when volume `id` is being grown.
+    fn not_resizing(&self, id: &str) -> Result<()> {
+        if self
+            .resizing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(id)
+        {
+            return Err(StorageError::Loop(format!(
+                "volume {id:?} is being resized; try again when that finishes"
+            )));
+        }
+        Ok(())
     }
 
     /// The ids of all volumes, sorted.
