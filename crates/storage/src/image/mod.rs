@@ -629,8 +629,16 @@ pub fn unpack_untrusted(archive: &Path, dest: &Path, what: &str, max_bytes: u64)
             });
         }
     }
-    extract::unpack(open()?, dest, what, false).map(|u| u.bytes)
+    let limits = extract::Limits {
+        bytes: max_bytes,
+        entries: MAX_CONTEXT_ENTRIES,
+    };
+    extract::unpack(open()?, dest, what, false, limits).map(|u| u.bytes)
 }
+
+/// The most entries a build context may hold (each is an inode on the
+/// image store's disk).
+pub const MAX_CONTEXT_ENTRIES: u64 = 1_000_000;
 
 /// A pulled image, handed to [`ImageStore::add_pulled`].
 #[derive(Debug)]
