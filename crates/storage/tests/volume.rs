@@ -456,8 +456,8 @@ fn mount_opts(mnt: &std::path::Path) -> String {
     let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
     let at = mnt.to_str().unwrap();
     info.lines()
-        .filter(|l| l.split(' ').nth(4) == Some(at))
-        .last()
+        .rev()
+        .find(|l| l.split(' ').nth(4) == Some(at))
         .map(|l| l.split(' ').nth(5).unwrap_or("").to_string())
         .unwrap_or_else(|| panic!("{at} is not mounted"))
 }
