@@ -152,6 +152,14 @@ impl ImageStore {
             let p = root.join(sub);
             fs::create_dir_all(&p).ctx("create image store directory", &p)?;
         }
+        // Extracted layers keep their set-id bits and root-owned files (they
+        // are sandbox lowers); only root may reach them, whatever the modes
+        // of the directories above.
+        for p in [root.clone(), root.join("layers")] {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o700))
+                .ctx("make the image store private (0700)", &p)?;
+        }
         let store = Self { root };
         {
             let _lock = store.lock()?;
@@ -724,5 +732,28 @@ mod unpack_untrusted_tests {
             120
         );
         assert_eq!(std::fs::read(dest.join("b")).unwrap().len(), 60);
+    }
+}
+
+#[cfg(test)]
+mod store_mode_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// Extracted layers hold set-id files: the store root and `layers/` are
+    /// 0700 even when made under a permissive umask or loosened later.
+    #[test]
+    fn the_store_and_its_layers_are_private() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("images");
+        fs::create_dir_all(root.join("layers")).unwrap();
+        for p in [&root, &root.join("layers")] {
+            fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        ImageStore::open(root.clone()).unwrap();
+        for p in [&root, &root.join("layers")] {
+            let m = fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(m, 0o700, "{}", p.display());
+        }
     }
 }
