@@ -888,3 +888,114 @@ fn the_cache_is_per_tenant() {
     assert!(!names("default").contains(&"t:2".to_string()));
     nothing_left(&d);
 }
+
+/// Review 14 F0: a build context (any tenant) whose directory entries carry
+/// set-id modes and another owner, and whose later entries put a symlink in
+/// place of those directories, pointing at host paths. The context's
+/// extractor once applied the deferred directory owner/mode through the
+/// symlink (chmod 04777 of a host file, chown to 1000). The host files must
+/// keep their content, mode and owner, and the daemon must keep serving.
+#[test]
+fn a_context_cannot_chmod_host_files_through_a_later_symlink() {
+    if !can_run() {
+        return;
+    }
+    let port = 20000 + ((std::process::id() + 7) % 20000) as u16;
+    let addr = format!("127.0.0.1:{port}");
+    let d = Daemon::start_with(&["--listen", &addr]);
+    wait_for(10, "admin key and TCP listener", || {
+        d.data.join("admin.key").exists() && std::net::TcpStream::connect(&addr).is_ok()
+    });
+    let bearer = format!("Bearer {}", d.tenant_key("builder"));
+    let outside = d.dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let victim = outside.join("victim");
+    std::fs::write(&victim, "host data\n").unwrap();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // (name, kind, mode, uid, link)
+    let tar_of = |entries: &[(&str, tar::EntryType, u32, u64, Option<&str>)]| {
+        let mut b = tar::Builder::new(Vec::new());
+        let df = b"FROM host\nCOPY . /opt/c/\n";
+        let mut h = tar::Header::new_gnu();
+        h.set_path("Dockerfile").unwrap();
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_mode(0o644);
+        h.set_size(df.len() as u64);
+        h.set_cksum();
+        b.append(&h, &df[..]).unwrap();
+        for (name, kind, mode, uid, link) in entries {
+            let mut h = tar::Header::new_old();
+            h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+            if let Some(l) = link {
+                h.as_old_mut().linkname[..l.len()].copy_from_slice(l.as_bytes());
+            }
+            h.set_entry_type(*kind);
+            h.set_uid(*uid);
+            h.set_gid(*uid);
+            h.set_mtime(0);
+            h.set_mode(*mode);
+            h.set_size(0);
+            h.set_cksum();
+            b.append(&h, &[][..]).unwrap();
+        }
+        b.into_inner().unwrap()
+    };
+    let v = victim.to_str().unwrap().to_string();
+    let o = outside.to_str().unwrap().to_string();
+    let attacks = [
+        // A set-id directory, then a symlink in its place to a host file.
+        tar_of(&[
+            ("x/", tar::EntryType::Directory, 0o4777, 1000, None),
+            ("x", tar::EntryType::Symlink, 0o777, 0, Some(&v)),
+        ]),
+        // A child directory named like the host file, then its parent
+        // replaced by a symlink to the host file's directory.
+        tar_of(&[
+            ("a/", tar::EntryType::Directory, 0o755, 0, None),
+            ("a/victim/", tar::EntryType::Directory, 0o6777, 1000, None),
+            ("a/", tar::EntryType::Directory, 0o777, 1000, None),
+            ("a", tar::EntryType::Symlink, 0o777, 0, Some(&o)),
+        ]),
+    ];
+    for (i, t) in attacks.iter().enumerate() {
+        let r = http::request(
+            &addr,
+            "POST",
+            "/v1/builds?t=evil:1&memory=256M&disk=512M",
+            &[("Authorization", &bearer)],
+            t,
+        );
+        // The context is accepted (a later entry replaces an earlier one,
+        // as in Docker); the build itself may end either way.
+        assert_eq!(r.status, 200, "attack {i}: {r}");
+        let m = std::fs::metadata(&victim).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "host data\n");
+        assert_eq!(
+            m.mode() & 0o7777,
+            0o644,
+            "attack {i} changed the host file's mode"
+        );
+        assert_eq!((m.uid(), m.gid()), (0, 0), "attack {i} changed its owner");
+        let m = std::fs::metadata(&outside).unwrap();
+        assert_eq!(
+            m.mode() & 0o7777,
+            0o755,
+            "attack {i} changed the host dir's mode"
+        );
+        assert_eq!((m.uid(), m.gid()), (0, 0), "attack {i} changed its owner");
+    }
+    // The daemon still serves.
+    let r = http::request(
+        &addr,
+        "GET",
+        "/v1/images",
+        &[("Authorization", &bearer)],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{r}");
+    nothing_left(&d);
+}

@@ -129,6 +129,33 @@ fn named_volumes_are_shared_outlive_sandboxes_and_stay_inside() {
     d.sh("vb", "echo from-b > /srv/shared/b.txt");
     assert_eq!(d.sh("va", "cat /data/b.txt").trim(), "from-b");
 
+    // Review 14 F11: a setuid-root program the sandbox writes into the
+    // volume is inert on the host: the host-side mount is nosuid,nodev.
+    d.sh(
+        "va",
+        "cp /bin/true /data/suid && chown 0:0 /data/suid && chmod 4755 /data/suid",
+    );
+    let mnt = d.data.join("named-volumes").join(&vid).join("mnt");
+    let host_file = mnt.join("suid");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&host_file).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o4000, 0o4000, "the sandbox's setuid file is there");
+    let pid = d.pid().expect("daemon running");
+    let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    let at = mnt.to_str().unwrap();
+    let opts = info
+        .lines()
+        .rev()
+        .find(|l| l.split(' ').nth(4) == Some(at))
+        .and_then(|l| l.split(' ').nth(5))
+        .unwrap_or_else(|| panic!("{at} is not mounted host-side:\n{info}"));
+    let o: Vec<&str> = opts.split(',').collect();
+    assert!(
+        o.contains(&"nosuid") && o.contains(&"nodev"),
+        "named volume mounted host-side with {opts}"
+    );
+
     // Read-only: reads work, writes fail with EROFS.
     d.create("vc", &["--volume", "shared:/data:ro"]);
     assert_eq!(d.sh("vc", "cat /data/a.txt").trim(), "from-a");

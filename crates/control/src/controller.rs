@@ -103,7 +103,8 @@ impl Controller {
         let named =
             VolumeManager::with_kind(opts.data_dir.join(crate::volumes::DIR), opts.volumes.kind())
                 .with_max_size(dwell_storage::MAX_NAMED_VOLUME_SIZE)
-                .without_template_cache();
+                .without_template_cache()
+                .with_nosuid();
         Controller {
             inner: Arc::new(Context {
                 image_share: Mutex::new(None),

@@ -145,27 +145,6 @@ pub(crate) fn set_times(path: &Path, atime: i64, mtime: i64) -> io::Result<()> {
     }
 }
 
-/// Sets an extended attribute on `path` (not following symlinks).
-pub(crate) fn set_xattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
-    let c = cpath(path)?;
-    let n = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: valid C strings and a buffer of `value.len()` bytes.
-    let rc = unsafe {
-        libc::lsetxattr(
-            c.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 /// Removes whatever is at `path` (file, symlink or directory tree); a
 /// missing path is not an error.
 pub(crate) fn remove_any(path: &Path) -> io::Result<()> {

@@ -449,3 +449,80 @@ fn directory_fallback_accounts_usage() {
     assert!(!p.exists());
     fx.mgr.delete("d1").unwrap();
 }
+
+/// The options of the mount at `mnt`, from /proc/self/mountinfo (mount
+/// options, then superblock options).
+fn mount_opts(mnt: &std::path::Path) -> String {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let at = mnt.to_str().unwrap();
+    info.lines()
+        .rev()
+        .find(|l| l.split(' ').nth(4) == Some(at))
+        .map(|l| l.split(' ').nth(5).unwrap_or("").to_string())
+        .unwrap_or_else(|| panic!("{at} is not mounted"))
+}
+
+/// Runs `prog` as uid/gid 65534 and returns what it prints (`id -u`).
+fn euid_as_nobody(prog: &std::path::Path) -> String {
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(prog)
+        .arg("-u")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Review 14 F11: a setuid-root program a sandbox writes into a named
+/// volume (sandbox root is uid 0 on disk) is inert host-side: the volume is
+/// mounted nosuid,nodev. The same program on a volume mounted without the
+/// flag does run as root, so the check can fail.
+#[test]
+fn nosuid_volumes_make_setuid_files_inert() {
+    if !has_loop() || !std::path::Path::new("/usr/bin/setpriv").exists() {
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("dwell-vol-test")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let mut fxs = Vec::new();
+    for (name, nosuid) in [("plain", false), ("named", true)] {
+        let root = dir.path().join(name);
+        let mut mgr = VolumeManager::with_kind(root.clone(), VolumeKind::Loop);
+        if nosuid {
+            mgr = mgr.with_nosuid();
+        }
+        mgr.create("v", 64 << 20).unwrap();
+        let fx = Fixture {
+            mgr,
+            _dir: tempfile::tempdir().unwrap(),
+        };
+        let mnt = fx.mgr.mount("v").unwrap();
+        // Let uid 65534 reach the program (the data dir is 0700 in real
+        // use; this test checks the mount, not the directory modes).
+        let mut p = mnt.clone();
+        while p != std::path::Path::new("/var/tmp") {
+            let mut perm = fs::metadata(&p).unwrap().permissions();
+            std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+            fs::set_permissions(&p, perm).unwrap();
+            p.pop();
+        }
+        let prog = mnt.join("suid-id");
+        fs::copy("/usr/bin/id", &prog).unwrap();
+        std::os::unix::fs::chown(&prog, Some(0), Some(0)).unwrap();
+        fs::set_permissions(&prog, std::os::unix::fs::PermissionsExt::from_mode(0o4755)).unwrap();
+        let opts = mount_opts(&mnt);
+        let o: Vec<&str> = opts.split(',').collect();
+        assert!(o.contains(&"nodev"), "{name}: {opts}");
+        let euid = euid_as_nobody(&prog);
+        if nosuid {
+            assert!(o.contains(&"nosuid"), "{name}: {opts}");
+            assert_eq!(euid, "65534", "setuid file on a nosuid volume ran as root");
+        } else {
+            assert_eq!(euid, "0", "control: setuid should work without nosuid");
+        }
+        fxs.push(fx);
+    }
+}

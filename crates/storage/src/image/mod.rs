@@ -154,6 +154,14 @@ impl ImageStore {
             let p = root.join(sub);
             fs::create_dir_all(&p).ctx("create image store directory", &p)?;
         }
+        // Extracted layers keep their set-id bits and root-owned files (they
+        // are sandbox lowers); only root may reach them, whatever the modes
+        // of the directories above.
+        for p in [root.clone(), root.join("layers")] {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o700))
+                .ctx("make the image store private (0700)", &p)?;
+        }
         let store = Self { root };
         {
             let _lock = store.lock()?;
@@ -661,8 +669,16 @@ pub fn unpack_untrusted(archive: &Path, dest: &Path, what: &str, max_bytes: u64)
             });
         }
     }
-    extract::unpack(open()?, dest, what, false).map(|u| u.bytes)
+    let limits = extract::Limits {
+        bytes: max_bytes,
+        entries: MAX_CONTEXT_ENTRIES,
+    };
+    extract::unpack(open()?, dest, what, false, limits).map(|u| u.bytes)
 }
+
+/// The most entries a build context may hold (each is an inode on the
+/// image store's disk).
+pub const MAX_CONTEXT_ENTRIES: u64 = 1_000_000;
 
 /// A pulled image, handed to [`ImageStore::add_pulled`].
 #[derive(Debug)]
@@ -751,5 +767,28 @@ mod unpack_untrusted_tests {
             120
         );
         assert_eq!(std::fs::read(dest.join("b")).unwrap().len(), 60);
+    }
+}
+
+#[cfg(test)]
+mod store_mode_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// Extracted layers hold set-id files: the store root and `layers/` are
+    /// 0700 even when made under a permissive umask or loosened later.
+    #[test]
+    fn the_store_and_its_layers_are_private() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("images");
+        fs::create_dir_all(root.join("layers")).unwrap();
+        for p in [&root, &root.join("layers")] {
+            fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        ImageStore::open(root.clone()).unwrap();
+        for p in [&root, &root.join("layers")] {
+            let m = fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(m, 0o700, "{}", p.display());
+        }
     }
 }

@@ -258,7 +258,13 @@ pub(crate) fn import(
         } else {
             Box::new(BufReader::new(f))
         };
-        extract::unpack(reader, &s.0, &source.display().to_string(), false)?;
+        extract::unpack(
+            reader,
+            &s.0,
+            &source.display().to_string(),
+            false,
+            extract::Limits::LAYER,
+        )?;
         let d = s.0.clone();
         _staging = Some(s);
         d
@@ -605,11 +611,11 @@ fn apply_layer(
     outer.enabled = !(layer.trusted && gzipped) && trusted_diff.is_none();
     let unpacked = if gz.starts_with(&[0x1f, 0x8b]) {
         let mut inner = HashReader::new(MultiGzDecoder::new(&mut outer));
-        extract::unpack(&mut inner, &staging.0, &what, true)
+        extract::unpack(&mut inner, &staging.0, &what, true, extract::Limits::LAYER)
             .and_then(|_| io::copy(&mut inner, &mut io::sink()).ctx("read layer", &layer.path))
             .map(|_| inner.finish())
     } else {
-        extract::unpack(&mut outer, &staging.0, &what, true)
+        extract::unpack(&mut outer, &staging.0, &what, true, extract::Limits::LAYER)
             .and_then(|_| io::copy(&mut outer, &mut io::sink()).ctx("read layer", &layer.path))
             .map(|_| match &trusted_diff {
                 Some(d) => d.clone(),

@@ -132,6 +132,10 @@ pub struct VolumeManager {
     /// whose callers pick arbitrary sizes (named volumes), whose templates
     /// would pile up: each create formats afresh.
     cache_templates: bool,
+    /// Mount with `nosuid` as well as `nodev` (named volumes: what a
+    /// sandbox writes there must not be set-id on the host; the binds given
+    /// to sandboxes are nosuid anyway).
+    nosuid: bool,
     lock: Mutex<()>,
     /// Volumes being grown: the slow part (e2fsck, resize2fs) runs
     /// without `lock`, so mounts and creates of other volumes go on;
@@ -161,6 +165,7 @@ impl VolumeManager {
             kind,
             max_size: MAX_VOLUME_SIZE,
             cache_templates: true,
+            nosuid: false,
             lock: Mutex::new(()),
             resizing: Default::default(),
         };
@@ -179,6 +184,14 @@ impl VolumeManager {
     /// `cache_templates`).
     pub fn without_template_cache(mut self) -> Self {
         self.cache_templates = false;
+        self
+    }
+
+    /// The same manager mounting its volumes host-side with `nosuid` (set-id
+    /// files a sandbox writes are inert on the host). A volume already
+    /// mounted keeps its flags until it is next mounted.
+    pub fn with_nosuid(mut self) -> Self {
+        self.nosuid = true;
         self
     }
 
@@ -332,7 +345,7 @@ impl VolumeManager {
             .into_iter()
             .find(|b| b.backing_file == canonical && !b.backing_deleted);
         if let Some(b) = attached {
-            if mount::mount_ext4(&b.device, &mnt, ext4::MOUNT_OPTIONS).is_ok() {
+            if mount::mount_ext4(&b.device, &mnt, ext4::MOUNT_OPTIONS, self.nosuid).is_ok() {
                 return Ok(mnt);
             }
             // It went away meanwhile (autoclear): attach afresh below.
@@ -355,7 +368,7 @@ impl VolumeManager {
             }
         }
         let dev = loopdev::attach(&img)?;
-        mount::mount_ext4(dev.path(), &mnt, ext4::MOUNT_OPTIONS)?;
+        mount::mount_ext4(dev.path(), &mnt, ext4::MOUNT_OPTIONS, self.nosuid)?;
         // Dropping `dev` closes our handle; the mount keeps the device, and
         // autoclear detaches it when the filesystem is finally released.
         drop(dev);

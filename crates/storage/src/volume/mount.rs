@@ -8,9 +8,12 @@ use std::path::Path;
 use crate::error::{Result, StorageError};
 use crate::fsutil::cpath;
 
-/// Mounts block device `dev` (ext4) on `target` with `nodev`; set-id
-/// programs stay usable (a sandbox may install sudo).
-pub(crate) fn mount_ext4(dev: &Path, target: &Path, options: &str) -> Result<()> {
+/// Mounts block device `dev` (ext4) on `target` with `nodev`, and with
+/// `nosuid` when `nosuid` is set (named volumes, whose host-side mount must
+/// not make a sandbox's set-id files usable by host users). Sandbox root
+/// volumes keep set-id programs usable (a sandbox may install sudo): they
+/// are only reached through the sandbox's own overlay.
+pub(crate) fn mount_ext4(dev: &Path, target: &Path, options: &str, nosuid: bool) -> Result<()> {
     let err = |source| StorageError::Mount {
         op: "mount ext4 volume on",
         path: target.to_path_buf(),
@@ -25,7 +28,7 @@ pub(crate) fn mount_ext4(dev: &Path, target: &Path, options: &str) -> Result<()>
             src.as_ptr(),
             tgt.as_ptr(),
             c"ext4".as_ptr(),
-            libc::MS_NODEV,
+            libc::MS_NODEV | if nosuid { libc::MS_NOSUID } else { 0 },
             opts.as_ptr().cast(),
         )
     };
