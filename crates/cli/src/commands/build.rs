@@ -26,9 +26,10 @@ const OUTSIDE_DOCKERFILE: &str = ".dwell-build.Dockerfile";
 /// Write the context into the tar file `out`; returns the Dockerfile's
 /// path inside it.
 fn tar_context(ctx: &Path, dockerfile: &Path, out: std::fs::File) -> Result<String> {
-    let ignore = std::fs::read_to_string(ctx.join(".dockerignore"))
-        .map(|t| Ignore::parse(&t))
-        .unwrap_or_default();
+    let ignore = match std::fs::read_to_string(ctx.join(".dockerignore")) {
+        Ok(t) => Ignore::parse(&t).map_err(anyhow::Error::msg)?,
+        Err(_) => Ignore::default(),
+    };
     let mut b = tar::Builder::new(std::io::BufWriter::new(out));
     b.follow_symlinks(false);
     let df_abs = std::fs::canonicalize(dockerfile)

@@ -140,6 +140,30 @@ fn invalid(step: usize, m: impl Into<String>) -> Error {
     step_error(step, BuildError::Invalid(m.into()))
 }
 
+/// The most bytes a stage's ARGs, ENVs and LABELs may hold together.
+const MAX_STAGE_VARS: usize = 4 << 20;
+
+/// Refuse a stage whose ARG/ENV/LABEL values grew past [`MAX_STAGE_VARS`]
+/// (each value is capped at expansion; many of them are capped here).
+fn check_vars_size(stage: &Stage) -> std::result::Result<(), String> {
+    let args: usize = stage.args.iter().map(|(k, v)| k.len() + v.len()).sum();
+    let env: usize = stage.config.env.iter().map(|e| e.len()).sum();
+    let labels: usize = stage
+        .config
+        .labels
+        .iter()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    let total = args + env + labels;
+    if total > MAX_STAGE_VARS {
+        return Err(format!(
+            "the stage's ARG, ENV and LABEL values total {total} bytes, over the limit of \
+             {MAX_STAGE_VARS}; keep them short (put data in files)"
+        ));
+    }
+    Ok(())
+}
+
 /// Split instructions into global ARGs and stages.
 fn stages(ins: Vec<Instruction>) -> Result<(Vec<Instruction>, Vec<StageDef>)> {
     let mut globals = Vec::new();
@@ -298,9 +322,11 @@ impl Controller {
                 let t = Tree::dir(&ctx).map_err(|e| {
                     Error::invalid("context_dir", format!("cannot read the build context: {e}"))
                 })?;
-                Ok(t.read_capped(Path::new(".dockerignore"), 1 << 20)
+                t.read_capped(Path::new(".dockerignore"), 1 << 20)
                     .map_err(|e| step_error(0, e))?
-                    .map(|b| dwell_build::ignore::Ignore::parse(&String::from_utf8_lossy(&b))))
+                    .map(|b| dwell_build::ignore::Ignore::parse(&String::from_utf8_lossy(&b)))
+                    .transpose()
+                    .map_err(|e| Error::invalid("context_dir", e))
             })
             .await??
         };
@@ -358,6 +384,16 @@ impl Run<'_> {
                     .or(v)
                     .unwrap_or_default();
                 global_args.insert(k, val);
+            }
+            let total: usize = global_args.iter().map(|(k, v)| k.len() + v.len()).sum();
+            if total > MAX_STAGE_VARS {
+                return Err(invalid(
+                    0,
+                    format!(
+                        "the global ARG values total {total} bytes, over the limit of \
+                         {MAX_STAGE_VARS}; keep them short"
+                    ),
+                ));
             }
         }
         let target = match &self.req.target {
@@ -585,6 +621,7 @@ impl Run<'_> {
                     stage.args.insert(k, val);
                 }
                 text = format!("ARG {}", shown.join(" "));
+                check_vars_size(stage).map_err(bad)?;
             }
             "ENV" => {
                 let mut shown = Vec::new();
@@ -594,6 +631,7 @@ impl Run<'_> {
                     shown.push(format!("{k}={v}"));
                 }
                 text = format!("ENV {}", shown.join(" "));
+                check_vars_size(stage).map_err(bad)?;
             }
             "LABEL" | "MAINTAINER" => {
                 let list = if ins.keyword == "MAINTAINER" {
@@ -608,6 +646,7 @@ impl Run<'_> {
                     stage.config.labels.insert(k, v);
                 }
                 text = format!("LABEL {}", shown.join(" "));
+                check_vars_size(stage).map_err(bad)?;
             }
             "EXPOSE" => {
                 let mut shown = Vec::new();
