@@ -128,6 +128,7 @@ pub async fn run(c: &Client, a: BuildArgs) -> Result<i32> {
         ("deny_out", a.deny_out.as_ref().map(|v| v.join(","))),
         ("disk", a.disk.clone()),
         ("memory", a.memory.clone()),
+        ("timeout", a.timeout.map(|t| t.to_string())),
     ] {
         if let Some(v) = v {
             q.push_str(&format!("&{k}={}", enc(&v)));

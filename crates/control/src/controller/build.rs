@@ -13,9 +13,10 @@
 //! its own, so a caller that goes away does not cut the cleanup short.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dwell_build::cache::{self, Cache, Entry};
 use dwell_build::config::{duration_ns, Health, History, RunConfig};
@@ -28,10 +29,11 @@ use dwell_build::tree::Tree;
 use dwell_build::BuildError;
 use dwell_proto::{ExecRequest, ProcessEvent};
 use dwell_storage::Image;
+use futures_util::FutureExt;
 use tokio::sync::mpsc::Sender;
 
 use super::Controller;
-use crate::build::{step_error, BuildEvent, BuildOutput, BuildRequest, Stream};
+use crate::build::{step_error, BuildEvent, BuildOutput, BuildRequest, Stream, MAX_BUILD_TIMEOUT};
 use crate::context::blocking;
 use crate::error::{Error, Result};
 use crate::model::{CreateRequest, Mode};
@@ -224,6 +226,9 @@ fn cancelled(step: usize) -> Error {
     }
 }
 
+/// How long `image prune` waits for running builds to release the cache.
+const PRUNE_WAIT: Duration = Duration::from_secs(10);
+
 /// The label that marks a build's RUN sandboxes.
 const BUILD_LABEL: &str = "dwell.build";
 
@@ -281,11 +286,15 @@ impl Controller {
         req: BuildRequest,
         events: Sender<BuildEvent>,
     ) -> Result<BuildOutput> {
+        let permit = self.build_permit(tenant)?;
         let ctl = self.clone();
         let tenant = tenant.to_string();
-        tokio::spawn(async move { ctl.build_task(&tenant, req, events).await })
-            .await
-            .map_err(|e| Error::Internal(format!("the build task failed: {e}")))?
+        tokio::spawn(async move {
+            let _permit = permit;
+            ctl.build_task(&tenant, req, events).await
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("the build task failed: {e}")))?
     }
 
     async fn build_task(
@@ -349,9 +358,66 @@ impl Controller {
             ignore,
             disk_bytes,
         };
-        let result = run.all(instructions).await;
+        let deadline = self.build_deadline(&req)?;
+        // A panic (a bug) or the deadline ends `all`; cleanup runs anyway,
+        // removing the build's sandboxes (which kills a running step) and
+        // intermediate images.
+        let outcome = tokio::time::timeout(
+            deadline,
+            AssertUnwindSafe(run.all(instructions)).catch_unwind(),
+        )
+        .await;
+        let result = match outcome {
+            Ok(Ok(r)) => r,
+            Ok(Err(panic)) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(tenant, "a build panicked: {what}");
+                Err(Error::Internal(format!(
+                    "the build stopped on an internal error ({what}); its sandboxes and \
+                     intermediate images were removed. Please report this"
+                )))
+            }
+            Err(_) => Err(Error::BuildFailed {
+                step: run.steps,
+                exit_code: None,
+                message: format!(
+                    "step {}: the build ran past its deadline of {}s and was stopped; give it \
+                     more time with --timeout (up to {}s) or make the step faster",
+                    run.steps,
+                    deadline.as_secs(),
+                    MAX_BUILD_TIMEOUT.as_secs()
+                ),
+                status: 422,
+            }),
+        };
         run.cleanup().await;
         result
+    }
+}
+
+impl Controller {
+    /// The deadline of a build: its own (at most [`MAX_BUILD_TIMEOUT`]) or
+    /// the daemon's default.
+    fn build_deadline(&self, req: &BuildRequest) -> Result<Duration> {
+        match req.timeout_secs {
+            None => Ok(self.build_limits().timeout),
+            Some(0) => Err(Error::invalid(
+                "timeout",
+                "a build timeout of 0 seconds is not allowed; give a positive number of seconds",
+            )),
+            Some(s) if s > MAX_BUILD_TIMEOUT.as_secs() => Err(Error::invalid(
+                "timeout",
+                format!(
+                    "a build timeout of {s}s is over the limit of {}s; give a smaller one",
+                    MAX_BUILD_TIMEOUT.as_secs()
+                ),
+            )),
+            Some(s) => Ok(Duration::from_secs(s)),
+        }
     }
 }
 
@@ -415,8 +481,13 @@ impl Run<'_> {
             if !needed.insert(i) {
                 continue;
             }
-            let from_word = defs[i].from.args.split_whitespace().next().unwrap_or("");
-            if let Some(j) = stage_ref(&defs, i, from_word) {
+            // Expanded as `stage()` does, so `FROM $ARG` naming a stage
+            // builds that stage first.
+            let raw = defs[i].from.args.split_whitespace().next().unwrap_or("");
+            let from_word = words(raw, &global_args, true)
+                .map(|w| w.join(""))
+                .unwrap_or_else(|_| raw.to_string());
+            if let Some(j) = stage_ref(&defs, i, &from_word) {
                 todo.push(j);
             }
             for s in &defs[i].steps {
@@ -433,7 +504,9 @@ impl Run<'_> {
             let stage = self.stage(&defs, i, &global_args, &built).await?;
             built.insert(i, stage);
         }
-        let stage = built.remove(&target).expect("the target was built");
+        let stage = built
+            .remove(&target)
+            .ok_or_else(|| Error::Internal(format!("stage {target} was not built")))?;
         self.finish(stage).await
     }
 
@@ -463,7 +536,12 @@ impl Run<'_> {
             .map_err(|m| invalid(index, m))?
             .join("");
         let mut stage = if let Some(j) = stage_ref(defs, i, &image_ref) {
-            let mut s = built[&j].clone();
+            let mut s = built.get(&j).cloned().ok_or_else(|| {
+                invalid(
+                    index,
+                    format!("FROM {image_ref}: stage {j} was not built before this one"),
+                )
+            })?;
             s.key = cache::key(&s.key, &["FROM-STAGE"]);
             s.cmd_set = false;
             s.args = Vars::new();
@@ -927,7 +1005,9 @@ impl Run<'_> {
         if w.len() < 2 {
             return Err(bad("needs at least one source and a destination".into()));
         }
-        let dest = w.pop().expect("two words");
+        let Some(dest) = w.pop() else {
+            return Err(bad("needs at least one source and a destination".into()));
+        };
         let dest = if dest.starts_with('/') {
             dest
         } else {
@@ -958,7 +1038,11 @@ impl Run<'_> {
             match &from {
                 Some(f) => match stage_ref(defs, si, f) {
                     Some(j) => {
-                        let mut s = built[&j].clone();
+                        let mut s = built.get(&j).cloned().ok_or_else(|| {
+                            bad(format!(
+                                "--from={f}: stage {j} was not built before this one"
+                            ))
+                        })?;
                         Some((self.materialize(&mut s).await?, s.key.clone()))
                     }
                     None => {
@@ -1368,13 +1452,23 @@ impl Run<'_> {
 }
 
 impl Controller {
-    /// Drop the build cache (for `image prune`); waits for running builds.
-    /// Returns the bytes freed.
+    /// Drop the build cache (for `image prune`). Waits for running builds
+    /// at most [`PRUNE_WAIT`], then fails with a 409 (a build may run for
+    /// hours). Returns the bytes freed.
     pub async fn prune_build_cache(&self) -> Result<u64> {
         let root = self.inner.images.root().to_path_buf();
-        blocking(move || cache::prune(&root))
+        blocking(move || cache::prune(&root, PRUNE_WAIT))
             .await?
-            .map_err(|e| Error::Internal(format!("pruning the build cache: {e}")))
+            .map_err(|e| match e {
+                BuildError::Io { err, .. } if err.kind() == std::io::ErrorKind::WouldBlock => {
+                    Error::Conflict(
+                        "a build is running, so the build cache cannot be pruned now; nothing \
+                         was pruned: run image prune again when the builds finish (or cancel them)"
+                            .into(),
+                    )
+                }
+                e => Error::Internal(format!("pruning the build cache: {e}")),
+            })
     }
 }
 
