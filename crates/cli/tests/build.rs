@@ -1049,3 +1049,29 @@ fn build_deadline_concurrency_cap_and_prune_while_building() {
     built(&d, &Ctx::new("FROM host\nRUN true\n"), &["-t", "quick:1"]);
     d.ok(&["image", "prune"]);
 }
+
+/// Review 14 F17: a build task that panics (a bug; forced here with the
+/// test panic point) still removes its intermediate images, fails with a
+/// clear error, and the daemon keeps serving.
+#[test]
+fn a_build_that_panics_still_cleans_up() {
+    if !can_run() {
+        return;
+    }
+    let mut d = Daemon::start();
+    d.env = vec![("DWELL_PANIC_AT".into(), "build:next-stage".into())];
+    d.restart();
+    let ctx = Ctx::new(
+        "FROM host AS s1\nRUN echo one > /o\nRUN cat /o > /p\nFROM host\nCOPY --from=s1 /p /p\n",
+    );
+    let out = build(&d, &ctx, &["-t", "panics:1"]);
+    assert!(!out.status.success());
+    assert!(
+        failure(&out).contains("internal error"),
+        "{}",
+        failure(&out)
+    );
+    assert!(image(&d, "panics:1").is_none());
+    nothing_left(&d);
+    d.ok(&["ls", "-q"]);
+}

@@ -501,6 +501,9 @@ impl Run<'_> {
         self.count = needed.iter().map(|&i| 1 + defs[i].steps.len()).sum();
         let mut built: BTreeMap<usize, Stage> = BTreeMap::new();
         for &i in &needed {
+            if !built.is_empty() {
+                crate::crashpoint::panicpoint("build:next-stage");
+            }
             let stage = self.stage(&defs, i, &global_args, &built).await?;
             built.insert(i, stage);
         }
