@@ -169,15 +169,29 @@ fn usage(dir: &Path) -> u64 {
     n
 }
 
-/// Drop the whole build cache under `images_root` (waits for running
-/// builds to finish). Returns the bytes freed.
-pub fn prune(images_root: &Path) -> Result<u64, BuildError> {
+/// Drop the whole build cache under `images_root`. Running builds hold
+/// the cache lock shared: this waits for them at most `wait`, then fails
+/// with an I/O error of kind `WouldBlock` (a build may run for hours).
+/// Returns the bytes freed.
+pub fn prune(images_root: &Path, wait: std::time::Duration) -> Result<u64, BuildError> {
     let dir = images_root.join(DIR);
     if !dir.is_dir() {
         return Ok(0);
     }
     let lock = lock_file(&dir)?;
-    flock(&lock, libc::LOCK_EX).map_err(|e| BuildError::io("lock", &dir, e))?;
+    let until = std::time::Instant::now() + wait;
+    loop {
+        match flock(&lock, libc::LOCK_EX | libc::LOCK_NB) {
+            Ok(()) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if std::time::Instant::now() >= until {
+                    return Err(BuildError::io("lock", &dir, e));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => return Err(BuildError::io("lock", &dir, e)),
+        }
+    }
     let mut freed = 0;
     for sub in ["index", "blobs", "tmp"] {
         let p = dir.join(sub);
@@ -210,8 +224,17 @@ mod tests {
         )
         .unwrap();
         assert!(c.get(&k2).is_none());
+        // F15: a running build (holding the cache) makes prune fail fast
+        // instead of waiting forever.
+        let t0 = std::time::Instant::now();
+        let e = prune(t.path(), std::time::Duration::from_millis(200)).unwrap_err();
+        assert!(
+            matches!(&e, BuildError::Io { err, .. } if err.kind() == std::io::ErrorKind::WouldBlock),
+            "{e}"
+        );
+        assert!(t0.elapsed() < std::time::Duration::from_secs(5));
         drop(c);
-        prune(t.path()).unwrap();
+        prune(t.path(), std::time::Duration::ZERO).unwrap();
         let c = Cache::open(t.path()).unwrap();
         assert!(c.get(&k).is_none());
     }

@@ -16,7 +16,7 @@ use std::path::{Component, Path, PathBuf};
 use dwell_hostfs::{FileKind, Stat};
 use sha2::{Digest, Sha256};
 
-use crate::ignore::{has_glob, segment_match, Ignore};
+use crate::ignore::{has_glob, segment_match, Ignore, MAX_PATTERN};
 use crate::layer::{hex, LayerWriter, Meta, MAX_LINK};
 use crate::tree::{Found, Tree};
 use crate::BuildError;
@@ -71,6 +71,12 @@ fn is_url(s: &str) -> bool {
 
 /// Expand a source (glob or plain) into paths present in `tree`.
 fn matches(tree: &Tree, pat: &Path, ignore: Option<&Ignore>) -> Result<Vec<PathBuf>, BuildError> {
+    let len = pat.as_os_str().len();
+    if len > MAX_PATTERN {
+        return Err(BuildError::Invalid(format!(
+            "a COPY/ADD source is {len} bytes, over the limit of {MAX_PATTERN}; shorten it"
+        )));
+    }
     let segs: Vec<String> = pat
         .components()
         .map(|c| c.as_os_str().to_string_lossy().into_owned())
@@ -624,7 +630,7 @@ mod tests {
         let e = plan(&c, &i, &a, None).err().unwrap();
         assert!(e.to_string().contains("URL"), "{e}");
         // .dockerignore hides files.
-        let ign = Ignore::parse("src/sub\n");
+        let ign = Ignore::parse("src/sub\n").unwrap();
         let d = dests(&plan(&c, &i, &args(&["src"], "/s"), Some(&ign)).unwrap());
         assert_eq!(d, ["s", "s/main.rs"]);
         let e = plan(&c, &i, &args(&["src/sub/x"], "/x"), Some(&ign))

@@ -8,6 +8,30 @@ use std::collections::BTreeMap;
 /// Variables in scope at one step.
 pub type Vars = BTreeMap<String, String>;
 
+/// The most bytes one expanded word or value may hold: expansion stops
+/// with an error before growing past it (`ENV a=$a$a` repeated would
+/// otherwise double without bound inside the daemon).
+pub const MAX_VALUE: usize = 1 << 20;
+/// The most bytes all the words of one instruction may expand to.
+pub const MAX_EXPANDED: usize = 4 << 20;
+
+fn too_long() -> String {
+    format!(
+        "a value expands to more than {MAX_VALUE} bytes (or the instruction to more than \
+         {MAX_EXPANDED}); variables that repeat themselves (ENV a=$a$a) grow without bound, \
+         keep values short"
+    )
+}
+
+/// Append `v` to `out`, refusing to grow it past [`MAX_VALUE`].
+fn push_capped(out: &mut String, v: &str) -> Result<(), String> {
+    if out.len() + v.len() > MAX_VALUE {
+        return Err(too_long());
+    }
+    out.push_str(v);
+    Ok(())
+}
+
 /// Split `s` into words, expanding variables (unless `expand` is false).
 pub fn words(s: &str, vars: &Vars, expand: bool) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
@@ -15,11 +39,17 @@ pub fn words(s: &str, vars: &Vars, expand: bool) -> Result<Vec<String>, String> 
     let mut in_word = false;
     let chars: Vec<char> = s.chars().collect();
     let mut i = 0;
+    // Bytes of the finished words.
+    let mut done = 0usize;
     while i < chars.len() {
+        if done + cur.len() > MAX_EXPANDED {
+            return Err(too_long());
+        }
         let c = chars[i];
         match c {
             c if c.is_whitespace() => {
                 if in_word {
+                    done += cur.len();
                     out.push(std::mem::take(&mut cur));
                     in_word = false;
                 }
@@ -128,14 +158,14 @@ fn dollar(chars: &[char], i: usize, vars: &Vars, out: &mut String) -> Result<usi
             }
             let val = vars.get(name).filter(|v| !v.is_empty());
             match op {
-                None => out.push_str(vars.get(name).map(String::as_str).unwrap_or("")),
+                None => push_capped(out, vars.get(name).map(String::as_str).unwrap_or(""))?,
                 Some(o) if o.starts_with(":-") => match val {
-                    Some(v) => out.push_str(v),
-                    None => out.push_str(&expand_str(&o[2..], vars)?),
+                    Some(v) => push_capped(out, v)?,
+                    None => push_capped(out, &expand_str(&o[2..], vars)?)?,
                 },
                 Some(o) if o.starts_with(":+") => {
                     if val.is_some() {
-                        out.push_str(&expand_str(&o[2..], vars)?);
+                        push_capped(out, &expand_str(&o[2..], vars)?)?;
                     }
                 }
                 Some(o) => {
@@ -152,7 +182,7 @@ fn dollar(chars: &[char], i: usize, vars: &Vars, out: &mut String) -> Result<usi
                 j += 1;
             }
             let name: String = chars[i + 1..j].iter().collect();
-            out.push_str(vars.get(&name).map(String::as_str).unwrap_or(""));
+            push_capped(out, vars.get(&name).map(String::as_str).unwrap_or(""))?;
             Ok(j)
         }
         _ => {
@@ -232,5 +262,34 @@ mod tests {
             pairs("PATH /a:$A  b", &v(), true).unwrap(),
             vec![("PATH".to_string(), Some("/a:1 b".to_string()))]
         );
+    }
+
+    /// F12: a self-doubling variable stops at the cap with an error
+    /// instead of growing until the daemon aborts.
+    #[test]
+    fn expansion_is_capped() {
+        let mut vars = Vars::new();
+        vars.insert("a".into(), "x".repeat(1024));
+        let mut err = None;
+        for _ in 0..40 {
+            match pairs("a=$a$a", &vars, true) {
+                Ok(p) => {
+                    let v = p[0].1.clone().unwrap();
+                    assert!(v.len() <= MAX_VALUE);
+                    vars.insert("a".into(), v);
+                }
+                Err(e) => {
+                    err = Some(e);
+                    break;
+                }
+            }
+        }
+        assert!(err.unwrap().contains("expands to more than"));
+        // Many copies of a big value in one instruction hit the total cap.
+        vars.insert("a".into(), "x".repeat(MAX_VALUE / 2));
+        let many = "k=$a ".repeat(20);
+        assert!(pairs(&many, &vars, false).is_err());
+        assert!(expand_str(&"${a}".repeat(4), &vars).is_err());
+        assert!(words("${b:-$a$a$a}", &vars, true).is_err());
     }
 }

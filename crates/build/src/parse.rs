@@ -154,6 +154,9 @@ const KNOWN: &[(&str, &[&str])] = &[
 /// The most bytes of Dockerfile parsed (a larger one is refused).
 pub const MAX_DOCKERFILE: usize = 1 << 20;
 
+/// The most instructions a Dockerfile may hold.
+pub const MAX_INSTRUCTIONS: usize = 10_000;
+
 /// Parse a Dockerfile.
 pub fn parse(text: &str) -> Result<Vec<Instruction>, ParseError> {
     if text.len() > MAX_DOCKERFILE {
@@ -202,6 +205,16 @@ pub fn parse(text: &str) -> Result<Vec<Instruction>, ParseError> {
         let t = first.trim_start();
         if t.is_empty() || t.starts_with('#') {
             continue;
+        }
+        if out.len() >= MAX_INSTRUCTIONS {
+            return Err(ParseError {
+                line: start + 1,
+                column: None,
+                message: format!(
+                    "the Dockerfile has more than {MAX_INSTRUCTIONS} instructions; merge steps \
+                     (one RUN with &&) or split the build"
+                ),
+            });
         }
         // Join continuations; comment and empty lines inside are dropped.
         let mut joined = String::new();

@@ -181,6 +181,10 @@ pub struct BuildArgs {
     /// Memory of each RUN sandbox (e.g. 1G).
     #[arg(long)]
     pub memory: Option<String>,
+    /// Seconds the whole build may take (default: the daemon's, 1 h
+    /// unless changed; at most 86400). Past it the build is stopped.
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
     /// Print only the image digest.
     #[arg(short = 'q', long)]
     pub quiet: bool,
@@ -209,6 +213,13 @@ pub struct ServeArgs {
     /// Layers one pull downloads at once.
     #[arg(long, default_value_t = 4)]
     pub pull_parallel: usize,
+    /// Builds one tenant may run at once (more are refused with a 409).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_builds_per_tenant: u64,
+    /// Seconds a build may take when it does not ask for its own limit
+    /// (`dwell build --timeout`); at most 86400.
+    #[arg(long, default_value_t = 3600, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub build_timeout: u64,
     /// Pull only from these registry hosts (comma-separated `HOST[:PORT]`;
     /// `loopback` allows every loopback address); unset: any registry.
     #[arg(long, env = "DWELL_ALLOWED_REGISTRIES", value_delimiter = ',')]

@@ -999,3 +999,190 @@ fn a_context_cannot_chmod_host_files_through_a_later_symlink() {
     assert_eq!(r.status, 200, "{r}");
     nothing_left(&d);
 }
+
+/// The text of a failed build: its error event or stderr.
+fn failure(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Review 14 F12/F13/F17: hostile Dockerfiles, `.dockerignore` files and
+/// COPY sources sent straight to `POST /v1/builds` (a self-doubling ENV, a
+/// 200k-star glob, exponential backtracking, a `FROM $ARG` stage
+/// reference) get a clear error or a normal build, fast, and the daemon
+/// stays up with nothing left behind.
+#[test]
+fn hostile_dockerfiles_get_clear_errors_and_the_daemon_stays_up() {
+    if !can_run() {
+        return;
+    }
+    let port = 40000 + (std::process::id() % 20000) as u16;
+    let addr = format!("127.0.0.1:{port}");
+    let d = Daemon::start_with(&["--listen", &addr]);
+    wait_for(10, "admin key and TCP listener", || {
+        d.data.join("admin.key").exists() && std::net::TcpStream::connect(&addr).is_ok()
+    });
+    let bearer = format!("Bearer {}", d.tenant_key("builder"));
+    let post = |files: &[(&str, &[u8])]| {
+        let entries: Vec<_> = files
+            .iter()
+            .map(|(n, data)| (*n, tar::EntryType::Regular, *data, None))
+            .collect();
+        let r = http::request(
+            &addr,
+            "POST",
+            "/v1/builds?t=hostile:1&memory=256M&disk=512M",
+            &[("Authorization", &bearer)],
+            &raw_tar(&entries),
+        );
+        r.text()
+    };
+    let alive = |d: &Daemon| {
+        d.ok(&["ls", "-q"]);
+    };
+    // F12: 40 doubling ENV lines.
+    let mut df = format!("FROM host\nENV a={}\n", "x".repeat(1024));
+    for _ in 0..40 {
+        df.push_str("ENV a=$a$a\n");
+    }
+    let t = post(&[("Dockerfile", df.as_bytes())]);
+    assert!(t.contains("expands to more than"), "{t}");
+    alive(&d);
+    // F13: a 200k-star .dockerignore line is refused.
+    let stars = "*".repeat(200_000);
+    let copy_all = b"FROM host\nCOPY . /x\n" as &[u8];
+    let t = post(&[
+        ("Dockerfile", copy_all),
+        (".dockerignore", stars.as_bytes()),
+    ]);
+    assert!(t.contains("over the limit"), "{t}");
+    alive(&d);
+    // ... and a 200k-star COPY source.
+    let df = format!("FROM host\nCOPY {stars} /x\n");
+    let t = post(&[("Dockerfile", df.as_bytes())]);
+    assert!(t.contains("over the limit"), "{t}");
+    alive(&d);
+    // F13: a backtracking bomb (a 99-char name: the raw tar's limit).
+    let bomb = format!("{}b\n", "*a".repeat(14));
+    let name = "a".repeat(99);
+    let t0 = std::time::Instant::now();
+    let t = post(&[
+        ("Dockerfile", copy_all),
+        (".dockerignore", bomb.as_bytes()),
+        (&name, b"kept\n"),
+    ]);
+    assert!(t.contains("\"done\""), "{t}");
+    assert!(t0.elapsed() < std::time::Duration::from_secs(120));
+    alive(&d);
+    // F17: `FROM $B` naming a stage the target needs builds it.
+    let ctx = Ctx::new(
+        "ARG B=0\nFROM host\nRUN echo zero > /z\nFROM host AS s1\nRUN echo one > /o\n\
+         FROM $B\nCOPY --from=s1 /o /o\n",
+    );
+    built(&d, &ctx, &["-t", "fromarg:1"]);
+    d.create("fa", &["--image", "fromarg:1"]);
+    assert_eq!(d.sh("fa", "cat /z /o"), "zero\none\n");
+    d.ok(&["rm", "-f", "fa"]);
+    nothing_left(&d);
+    let left: Vec<_> = images_of(&d, "builder")
+        .into_iter()
+        .filter(|i| i["name"].as_str().unwrap_or("").starts_with("dwell-build-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// Review 14 F15/F6: a build past its deadline is stopped and cleaned up;
+/// a tenant over its concurrent-build cap gets a 409; `image prune` does
+/// not wait forever on a running build.
+#[test]
+fn build_deadline_concurrency_cap_and_prune_while_building() {
+    if !can_run() {
+        return;
+    }
+    let d = Daemon::start_with(&["--max-builds-per-tenant", "1"]);
+    let ctx = Ctx::new("FROM host\nRUN sleep 300\n");
+    let t0 = std::time::Instant::now();
+    let out = build(&d, &ctx, &["-t", "slow:1", "--timeout", "5"]);
+    assert!(!out.status.success());
+    assert!(failure(&out).contains("deadline"), "{}", failure(&out));
+    assert!(t0.elapsed() < std::time::Duration::from_secs(120));
+    assert!(image(&d, "slow:1").is_none());
+    nothing_left(&d);
+    // One build runs; a second one of the same tenant is refused.
+    let p = ctx.path().to_string_lossy().into_owned();
+    let mut child = d
+        .cmd(&[
+            "build",
+            "-t",
+            "slow:2",
+            "--memory",
+            "256M",
+            "--disk",
+            "512M",
+            "--timeout",
+            "200",
+            &p,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(120, "the RUN step's sandbox", || {
+        !d.ok(&["ls", "-q"]).trim().is_empty()
+    });
+    let out = build(&d, &ctx, &["-t", "slow:3"]);
+    assert!(!out.status.success());
+    assert!(
+        failure(&out).contains("already runs 1 builds"),
+        "{}",
+        failure(&out)
+    );
+    // prune answers (409) instead of blocking on the running build.
+    let t0 = std::time::Instant::now();
+    let out = d.run(&["image", "prune"]);
+    assert!(!out.status.success());
+    assert!(
+        failure(&out).contains("a build is running"),
+        "{}",
+        failure(&out)
+    );
+    assert!(t0.elapsed() < std::time::Duration::from_secs(60));
+    let _ = child.kill();
+    let _ = child.wait();
+    wait_for(60, "the cancelled build's sandbox removed", || {
+        d.ok(&["ls", "-q"]).trim().is_empty()
+    });
+    nothing_left(&d);
+    // The slot is free again.
+    built(&d, &Ctx::new("FROM host\nRUN true\n"), &["-t", "quick:1"]);
+    d.ok(&["image", "prune"]);
+}
+
+/// Review 14 F17: a build task that panics (a bug; forced here with the
+/// test panic point) still removes its intermediate images, fails with a
+/// clear error, and the daemon keeps serving.
+#[test]
+fn a_build_that_panics_still_cleans_up() {
+    if !can_run() {
+        return;
+    }
+    let mut d = Daemon::start();
+    d.env = vec![("DWELL_PANIC_AT".into(), "build:next-stage".into())];
+    d.restart();
+    let ctx = Ctx::new(
+        "FROM host AS s1\nRUN echo one > /o\nRUN cat /o > /p\nFROM host\nCOPY --from=s1 /p /p\n",
+    );
+    let out = build(&d, &ctx, &["-t", "panics:1"]);
+    assert!(!out.status.success());
+    assert!(
+        failure(&out).contains("internal error"),
+        "{}",
+        failure(&out)
+    );
+    assert!(image(&d, "panics:1").is_none());
+    nothing_left(&d);
+    d.ok(&["ls", "-q"]);
+}

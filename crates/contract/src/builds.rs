@@ -44,6 +44,11 @@ pub struct BuildQuery {
     /// Memory of the RUN sandboxes (`1G`).
     #[serde(default)]
     pub memory: Option<String>,
+    /// Seconds the whole build may take (the daemon's default, 1 h unless
+    /// set by `serve --build-timeout`, when unset; at most 24 h). Past it
+    /// the running step is killed and the build fails.
+    #[serde(default)]
+    pub timeout: Option<u64>,
 }
 
 /// Which output stream a chunk came from.

@@ -10,13 +10,15 @@
 //! layer. Everything else (COPY, ADD, metadata) is done host-side without
 //! a sandbox. A step whose cache key is known reuses its layer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::model::SizeArg;
+use crate::Controller;
 use dwell_runtime::NetworkMode;
 
 /// What to build.
@@ -48,6 +50,94 @@ pub struct BuildRequest {
     pub disk: Option<SizeArg>,
     /// Memory of the RUN sandboxes.
     pub memory: Option<SizeArg>,
+    /// Seconds the whole build may take (the daemon's default when unset,
+    /// at most [`MAX_BUILD_TIMEOUT`]); past it the running step is killed
+    /// and the build fails.
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+}
+
+/// The longest deadline a build may ask for.
+pub const MAX_BUILD_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// Limits on builds, set by the daemon (`serve`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuildLimits {
+    /// Builds one tenant may run at once (more are refused with a 409).
+    pub per_tenant: usize,
+    /// The deadline of a build that gives none.
+    pub timeout: Duration,
+}
+
+impl Default for BuildLimits {
+    fn default() -> Self {
+        BuildLimits {
+            per_tenant: 4,
+            timeout: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Builds running per tenant, and the limits.
+#[derive(Debug, Default)]
+pub(crate) struct BuildSlots {
+    pub(crate) limits: BuildLimits,
+    pub(crate) running: HashMap<String, usize>,
+}
+
+/// One running build of a tenant: its slot is freed on drop (also when
+/// the build task panics or is cancelled).
+pub struct BuildPermit {
+    ctl: Controller,
+    tenant: String,
+}
+
+impl Drop for BuildPermit {
+    fn drop(&mut self) {
+        let mut b = self.ctl.build_slots();
+        if let Some(n) = b.running.get_mut(&self.tenant) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                b.running.remove(&self.tenant);
+            }
+        }
+    }
+}
+
+impl Controller {
+    fn build_slots(&self) -> std::sync::MutexGuard<'_, BuildSlots> {
+        self.inner.builds.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The daemon's build limits.
+    pub fn build_limits(&self) -> BuildLimits {
+        self.build_slots().limits
+    }
+
+    /// Set the daemon's build limits (`serve --max-builds-per-tenant`,
+    /// `--build-timeout`).
+    pub fn set_build_limits(&self, limits: BuildLimits) {
+        self.build_slots().limits = limits;
+    }
+
+    /// Take one of `tenant`'s build slots, or fail with a 409 when it runs
+    /// as many builds as allowed.
+    pub fn build_permit(&self, tenant: &str) -> Result<BuildPermit, Error> {
+        let mut b = self.build_slots();
+        let max = b.limits.per_tenant;
+        let n = b.running.entry(tenant.to_string()).or_default();
+        if *n >= max {
+            return Err(Error::Conflict(format!(
+                "tenant {tenant} already runs {max} builds, the most allowed at once; wait for \
+                 one to finish (or cancel one) and retry"
+            )));
+        }
+        *n += 1;
+        Ok(BuildPermit {
+            ctl: self.clone(),
+            tenant: tenant.to_string(),
+        })
+    }
 }
 
 /// Which output stream a chunk came from.
@@ -129,5 +219,32 @@ pub(crate) fn step_error(step: usize, e: dwell_build::BuildError) -> Error {
         exit_code: None,
         message: format!("step {step}: {message}"),
         status,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::tests::{controller, Idle};
+    use std::sync::Arc;
+
+    /// F6: a tenant's builds beyond the cap are refused with a 409; other
+    /// tenants are not affected, and a finished build frees its slot.
+    #[tokio::test]
+    async fn build_slots_are_per_tenant_and_freed_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctl = controller(dir.path(), Arc::new(Idle::default()));
+        ctl.set_build_limits(BuildLimits {
+            per_tenant: 2,
+            timeout: Duration::from_secs(60),
+        });
+        let a1 = ctl.build_permit("a").unwrap();
+        let _a2 = ctl.build_permit("a").unwrap();
+        let e = ctl.build_permit("a").err().unwrap();
+        assert_eq!(e.status(), 409);
+        assert!(e.to_string().contains("already runs 2 builds"), "{e}");
+        let _b = ctl.build_permit("b").unwrap();
+        drop(a1);
+        let _a3 = ctl.build_permit("a").unwrap();
     }
 }

@@ -92,6 +92,8 @@ pub(crate) struct Context {
     pub(crate) ssh_keys_changed: tokio::sync::watch::Sender<u64>,
     /// What agents were told about, and said of, their services.
     pub(crate) services: crate::service_book::Bookkeeping,
+    /// Builds running per tenant and the build limits.
+    pub(crate) builds: Mutex<crate::build::BuildSlots>,
 }
 
 impl Context {

@@ -151,6 +151,7 @@ impl Controller {
                 default_egress: opts.default_egress,
                 ssh_keys_changed: tokio::sync::watch::channel(0).0,
                 services: Default::default(),
+                builds: Default::default(),
             }),
         }
     }

@@ -78,6 +78,9 @@ pub async fn build(
         None => Default::default(),
     };
     let dockerfile_rel = q.dockerfile.clone().unwrap_or_else(|| "Dockerfile".into());
+    // Refuse a build over the tenant's concurrent-build cap before its
+    // context is staged (the build itself holds the slot it takes).
+    drop(st.ctl.build_permit(&p.tenant)?);
     // Stage the context.
     let root = st.ctl.images().root().join("tmp");
     let staged = Staged(root.join(format!("build-context-{}", nonce())));
@@ -148,6 +151,7 @@ pub async fn build(
         deny_out: list(&q.deny_out),
         disk,
         memory,
+        timeout_secs: q.timeout,
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel::<dwell_control::build::BuildEvent>(256);
     let (out_tx, out_rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(256);

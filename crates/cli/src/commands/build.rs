@@ -26,9 +26,10 @@ const OUTSIDE_DOCKERFILE: &str = ".dwell-build.Dockerfile";
 /// Write the context into the tar file `out`; returns the Dockerfile's
 /// path inside it.
 fn tar_context(ctx: &Path, dockerfile: &Path, out: std::fs::File) -> Result<String> {
-    let ignore = std::fs::read_to_string(ctx.join(".dockerignore"))
-        .map(|t| Ignore::parse(&t))
-        .unwrap_or_default();
+    let ignore = match std::fs::read_to_string(ctx.join(".dockerignore")) {
+        Ok(t) => Ignore::parse(&t).map_err(anyhow::Error::msg)?,
+        Err(_) => Ignore::default(),
+    };
     let mut b = tar::Builder::new(std::io::BufWriter::new(out));
     b.follow_symlinks(false);
     let df_abs = std::fs::canonicalize(dockerfile)
@@ -127,6 +128,7 @@ pub async fn run(c: &Client, a: BuildArgs) -> Result<i32> {
         ("deny_out", a.deny_out.as_ref().map(|v| v.join(","))),
         ("disk", a.disk.clone()),
         ("memory", a.memory.clone()),
+        ("timeout", a.timeout.map(|t| t.to_string())),
     ] {
         if let Some(v) = v {
             q.push_str(&format!("&{k}={}", enc(&v)));

@@ -131,6 +131,10 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
                 .collect()
         });
         ctl.set_registry_settings(reg);
+        ctl.set_build_limits(dwell_control::build::BuildLimits {
+            per_tenant: a.max_builds_per_tenant as usize,
+            timeout: std::time::Duration::from_secs(a.build_timeout),
+        });
         // Pulled layers are shared with other daemons through the object
         // store, when snapshots go to one.
         if a.snapshot_store.object_store.is_some() {

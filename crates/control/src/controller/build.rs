@@ -13,9 +13,10 @@
 //! its own, so a caller that goes away does not cut the cleanup short.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dwell_build::cache::{self, Cache, Entry};
 use dwell_build::config::{duration_ns, Health, History, RunConfig};
@@ -28,10 +29,11 @@ use dwell_build::tree::Tree;
 use dwell_build::BuildError;
 use dwell_proto::{ExecRequest, ProcessEvent};
 use dwell_storage::Image;
+use futures_util::FutureExt;
 use tokio::sync::mpsc::Sender;
 
 use super::Controller;
-use crate::build::{step_error, BuildEvent, BuildOutput, BuildRequest, Stream};
+use crate::build::{step_error, BuildEvent, BuildOutput, BuildRequest, Stream, MAX_BUILD_TIMEOUT};
 use crate::context::blocking;
 use crate::error::{Error, Result};
 use crate::model::{CreateRequest, Mode};
@@ -140,6 +142,30 @@ fn invalid(step: usize, m: impl Into<String>) -> Error {
     step_error(step, BuildError::Invalid(m.into()))
 }
 
+/// The most bytes a stage's ARGs, ENVs and LABELs may hold together.
+const MAX_STAGE_VARS: usize = 4 << 20;
+
+/// Refuse a stage whose ARG/ENV/LABEL values grew past [`MAX_STAGE_VARS`]
+/// (each value is capped at expansion; many of them are capped here).
+fn check_vars_size(stage: &Stage) -> std::result::Result<(), String> {
+    let args: usize = stage.args.iter().map(|(k, v)| k.len() + v.len()).sum();
+    let env: usize = stage.config.env.iter().map(|e| e.len()).sum();
+    let labels: usize = stage
+        .config
+        .labels
+        .iter()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    let total = args + env + labels;
+    if total > MAX_STAGE_VARS {
+        return Err(format!(
+            "the stage's ARG, ENV and LABEL values total {total} bytes, over the limit of \
+             {MAX_STAGE_VARS}; keep them short (put data in files)"
+        ));
+    }
+    Ok(())
+}
+
 /// Split instructions into global ARGs and stages.
 fn stages(ins: Vec<Instruction>) -> Result<(Vec<Instruction>, Vec<StageDef>)> {
     let mut globals = Vec::new();
@@ -200,6 +226,9 @@ fn cancelled(step: usize) -> Error {
     }
 }
 
+/// How long `image prune` waits for running builds to release the cache.
+const PRUNE_WAIT: Duration = Duration::from_secs(10);
+
 /// The label that marks a build's RUN sandboxes.
 const BUILD_LABEL: &str = "dwell.build";
 
@@ -257,11 +286,15 @@ impl Controller {
         req: BuildRequest,
         events: Sender<BuildEvent>,
     ) -> Result<BuildOutput> {
+        let permit = self.build_permit(tenant)?;
         let ctl = self.clone();
         let tenant = tenant.to_string();
-        tokio::spawn(async move { ctl.build_task(&tenant, req, events).await })
-            .await
-            .map_err(|e| Error::Internal(format!("the build task failed: {e}")))?
+        tokio::spawn(async move {
+            let _permit = permit;
+            ctl.build_task(&tenant, req, events).await
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("the build task failed: {e}")))?
     }
 
     async fn build_task(
@@ -298,9 +331,11 @@ impl Controller {
                 let t = Tree::dir(&ctx).map_err(|e| {
                     Error::invalid("context_dir", format!("cannot read the build context: {e}"))
                 })?;
-                Ok(t.read_capped(Path::new(".dockerignore"), 1 << 20)
+                t.read_capped(Path::new(".dockerignore"), 1 << 20)
                     .map_err(|e| step_error(0, e))?
-                    .map(|b| dwell_build::ignore::Ignore::parse(&String::from_utf8_lossy(&b))))
+                    .map(|b| dwell_build::ignore::Ignore::parse(&String::from_utf8_lossy(&b)))
+                    .transpose()
+                    .map_err(|e| Error::invalid("context_dir", e))
             })
             .await??
         };
@@ -323,9 +358,66 @@ impl Controller {
             ignore,
             disk_bytes,
         };
-        let result = run.all(instructions).await;
+        let deadline = self.build_deadline(&req)?;
+        // A panic (a bug) or the deadline ends `all`; cleanup runs anyway,
+        // removing the build's sandboxes (which kills a running step) and
+        // intermediate images.
+        let outcome = tokio::time::timeout(
+            deadline,
+            AssertUnwindSafe(run.all(instructions)).catch_unwind(),
+        )
+        .await;
+        let result = match outcome {
+            Ok(Ok(r)) => r,
+            Ok(Err(panic)) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(tenant, "a build panicked: {what}");
+                Err(Error::Internal(format!(
+                    "the build stopped on an internal error ({what}); its sandboxes and \
+                     intermediate images were removed. Please report this"
+                )))
+            }
+            Err(_) => Err(Error::BuildFailed {
+                step: run.steps,
+                exit_code: None,
+                message: format!(
+                    "step {}: the build ran past its deadline of {}s and was stopped; give it \
+                     more time with --timeout (up to {}s) or make the step faster",
+                    run.steps,
+                    deadline.as_secs(),
+                    MAX_BUILD_TIMEOUT.as_secs()
+                ),
+                status: 422,
+            }),
+        };
         run.cleanup().await;
         result
+    }
+}
+
+impl Controller {
+    /// The deadline of a build: its own (at most [`MAX_BUILD_TIMEOUT`]) or
+    /// the daemon's default.
+    fn build_deadline(&self, req: &BuildRequest) -> Result<Duration> {
+        match req.timeout_secs {
+            None => Ok(self.build_limits().timeout),
+            Some(0) => Err(Error::invalid(
+                "timeout",
+                "a build timeout of 0 seconds is not allowed; give a positive number of seconds",
+            )),
+            Some(s) if s > MAX_BUILD_TIMEOUT.as_secs() => Err(Error::invalid(
+                "timeout",
+                format!(
+                    "a build timeout of {s}s is over the limit of {}s; give a smaller one",
+                    MAX_BUILD_TIMEOUT.as_secs()
+                ),
+            )),
+            Some(s) => Ok(Duration::from_secs(s)),
+        }
     }
 }
 
@@ -359,6 +451,16 @@ impl Run<'_> {
                     .unwrap_or_default();
                 global_args.insert(k, val);
             }
+            let total: usize = global_args.iter().map(|(k, v)| k.len() + v.len()).sum();
+            if total > MAX_STAGE_VARS {
+                return Err(invalid(
+                    0,
+                    format!(
+                        "the global ARG values total {total} bytes, over the limit of \
+                         {MAX_STAGE_VARS}; keep them short"
+                    ),
+                ));
+            }
         }
         let target = match &self.req.target {
             Some(t) => defs
@@ -379,8 +481,13 @@ impl Run<'_> {
             if !needed.insert(i) {
                 continue;
             }
-            let from_word = defs[i].from.args.split_whitespace().next().unwrap_or("");
-            if let Some(j) = stage_ref(&defs, i, from_word) {
+            // Expanded as `stage()` does, so `FROM $ARG` naming a stage
+            // builds that stage first.
+            let raw = defs[i].from.args.split_whitespace().next().unwrap_or("");
+            let from_word = words(raw, &global_args, true)
+                .map(|w| w.join(""))
+                .unwrap_or_else(|_| raw.to_string());
+            if let Some(j) = stage_ref(&defs, i, &from_word) {
                 todo.push(j);
             }
             for s in &defs[i].steps {
@@ -394,10 +501,15 @@ impl Run<'_> {
         self.count = needed.iter().map(|&i| 1 + defs[i].steps.len()).sum();
         let mut built: BTreeMap<usize, Stage> = BTreeMap::new();
         for &i in &needed {
+            if !built.is_empty() {
+                crate::crashpoint::panicpoint("build:next-stage");
+            }
             let stage = self.stage(&defs, i, &global_args, &built).await?;
             built.insert(i, stage);
         }
-        let stage = built.remove(&target).expect("the target was built");
+        let stage = built
+            .remove(&target)
+            .ok_or_else(|| Error::Internal(format!("stage {target} was not built")))?;
         self.finish(stage).await
     }
 
@@ -427,7 +539,12 @@ impl Run<'_> {
             .map_err(|m| invalid(index, m))?
             .join("");
         let mut stage = if let Some(j) = stage_ref(defs, i, &image_ref) {
-            let mut s = built[&j].clone();
+            let mut s = built.get(&j).cloned().ok_or_else(|| {
+                invalid(
+                    index,
+                    format!("FROM {image_ref}: stage {j} was not built before this one"),
+                )
+            })?;
             s.key = cache::key(&s.key, &["FROM-STAGE"]);
             s.cmd_set = false;
             s.args = Vars::new();
@@ -585,6 +702,7 @@ impl Run<'_> {
                     stage.args.insert(k, val);
                 }
                 text = format!("ARG {}", shown.join(" "));
+                check_vars_size(stage).map_err(bad)?;
             }
             "ENV" => {
                 let mut shown = Vec::new();
@@ -594,6 +712,7 @@ impl Run<'_> {
                     shown.push(format!("{k}={v}"));
                 }
                 text = format!("ENV {}", shown.join(" "));
+                check_vars_size(stage).map_err(bad)?;
             }
             "LABEL" | "MAINTAINER" => {
                 let list = if ins.keyword == "MAINTAINER" {
@@ -608,6 +727,7 @@ impl Run<'_> {
                     stage.config.labels.insert(k, v);
                 }
                 text = format!("LABEL {}", shown.join(" "));
+                check_vars_size(stage).map_err(bad)?;
             }
             "EXPOSE" => {
                 let mut shown = Vec::new();
@@ -888,7 +1008,9 @@ impl Run<'_> {
         if w.len() < 2 {
             return Err(bad("needs at least one source and a destination".into()));
         }
-        let dest = w.pop().expect("two words");
+        let Some(dest) = w.pop() else {
+            return Err(bad("needs at least one source and a destination".into()));
+        };
         let dest = if dest.starts_with('/') {
             dest
         } else {
@@ -919,7 +1041,11 @@ impl Run<'_> {
             match &from {
                 Some(f) => match stage_ref(defs, si, f) {
                     Some(j) => {
-                        let mut s = built[&j].clone();
+                        let mut s = built.get(&j).cloned().ok_or_else(|| {
+                            bad(format!(
+                                "--from={f}: stage {j} was not built before this one"
+                            ))
+                        })?;
                         Some((self.materialize(&mut s).await?, s.key.clone()))
                     }
                     None => {
@@ -1329,13 +1455,23 @@ impl Run<'_> {
 }
 
 impl Controller {
-    /// Drop the build cache (for `image prune`); waits for running builds.
-    /// Returns the bytes freed.
+    /// Drop the build cache (for `image prune`). Waits for running builds
+    /// at most [`PRUNE_WAIT`], then fails with a 409 (a build may run for
+    /// hours). Returns the bytes freed.
     pub async fn prune_build_cache(&self) -> Result<u64> {
         let root = self.inner.images.root().to_path_buf();
-        blocking(move || cache::prune(&root))
+        blocking(move || cache::prune(&root, PRUNE_WAIT))
             .await?
-            .map_err(|e| Error::Internal(format!("pruning the build cache: {e}")))
+            .map_err(|e| match e {
+                BuildError::Io { err, .. } if err.kind() == std::io::ErrorKind::WouldBlock => {
+                    Error::Conflict(
+                        "a build is running, so the build cache cannot be pruned now; nothing \
+                         was pruned: run image prune again when the builds finish (or cancel them)"
+                            .into(),
+                    )
+                }
+                e => Error::Internal(format!("pruning the build cache: {e}")),
+            })
     }
 }
 

@@ -109,9 +109,11 @@ impl Controller {
     }
 
     /// Removes every stored image no live sandbox uses, then the blobs,
-    /// layers and downloads no image needs, and the build cache (it waits
-    /// for running builds) (admin). Returns the images that went.
+    /// layers and downloads no image needs, and the build cache (admin).
+    /// While a build runs nothing is pruned: a 409 says so after a short
+    /// wait. Returns the images that went.
     pub async fn prune_images(&self) -> Result<Vec<Image>> {
+        let freed = self.prune_build_cache().await?;
         let this = self.clone();
         let gone = blocking(move || {
             let users = this.image_users()?;
@@ -122,7 +124,6 @@ impl Controller {
             Ok::<_, Error>(this.inner.images.prune(&in_use)?)
         })
         .await??;
-        let freed = self.prune_build_cache().await?;
         tracing::info!(
             images = gone.len(),
             build_cache_bytes = freed,

@@ -632,14 +632,31 @@ impl ImageStore {
     }
 }
 
+/// The most entries (files, dirs, links) [`unpack_untrusted`] accepts: a
+/// tar of empty entries would otherwise use millions of inodes within its
+/// byte cap.
+pub const MAX_UNTRUSTED_ENTRIES: usize = 1_000_000;
+
 /// Unpack the untrusted tar file `archive` (plain or gzip: a build
 /// context) into the existing empty directory `dest` with the image
 /// extractor's rules: absolute paths and `..` refused, nothing created
 /// through a symlink, hard links only within the archive, device nodes
 /// skipped. A first pass over the headers refuses an archive whose files
 /// add up to more than `max_bytes` (sparse entries count their full size),
-/// before anything is written. Returns the bytes of regular files.
+/// or more than [`MAX_UNTRUSTED_ENTRIES`] entries, before anything is
+/// written. Returns the bytes of regular files.
 pub fn unpack_untrusted(archive: &Path, dest: &Path, what: &str, max_bytes: u64) -> Result<u64> {
+    unpack_untrusted_with(archive, dest, what, max_bytes, MAX_UNTRUSTED_ENTRIES)
+}
+
+/// [`unpack_untrusted`] with the entry cap given.
+fn unpack_untrusted_with(
+    archive: &Path,
+    dest: &Path,
+    what: &str,
+    max_bytes: u64,
+    max_entries: usize,
+) -> Result<u64> {
     let open = || -> Result<Box<dyn io::Read>> {
         let f = File::open(archive).ctx("open", archive)?;
         let mut head = [0u8; 2];
@@ -657,8 +674,17 @@ pub fn unpack_untrusted(archive: &Path, dest: &Path, what: &str, max_bytes: u64)
     };
     let mut total: u64 = 0;
     let mut ar = tar::Archive::new(open()?);
-    for entry in ar.entries().map_err(bad)? {
+    for (n, entry) in ar.entries().map_err(bad)?.enumerate() {
         let entry = entry.map_err(bad)?;
+        if n >= max_entries {
+            return Err(StorageError::BadImage {
+                source_path: archive.to_path_buf(),
+                reason: format!(
+                    "{what} holds more than {max_entries} files and dirs; send fewer \
+                     (.dockerignore, or pack many small files into one archive)"
+                ),
+            });
+        }
         total = total.saturating_add(entry.size());
         if total > max_bytes {
             return Err(StorageError::BadImage {
@@ -790,5 +816,42 @@ mod store_mode_tests {
             let m = fs::metadata(p).unwrap().permissions().mode() & 0o777;
             assert_eq!(m, 0o700, "{}", p.display());
         }
+    }
+}
+
+#[cfg(test)]
+mod untrusted_tests {
+    use super::*;
+
+    /// F6: a context of many empty entries is refused before anything is
+    /// written, however small its bytes.
+    #[test]
+    fn entry_cap_refuses_before_writing() {
+        let t = tempfile::tempdir().unwrap();
+        let tar_path = t.path().join("ctx.tar");
+        {
+            let mut b = tar::Builder::new(File::create(&tar_path).unwrap());
+            for i in 0..50 {
+                let mut h = tar::Header::new_gnu();
+                h.set_size(0);
+                h.set_mode(0o644);
+                h.set_uid(0);
+                h.set_gid(0);
+                h.set_mtime(0);
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_cksum();
+                b.append_data(&mut h, format!("f{i}"), io::empty()).unwrap();
+            }
+            b.finish().unwrap();
+        }
+        let dest = t.path().join("out");
+        std::fs::create_dir(&dest).unwrap();
+        let e = unpack_untrusted_with(&tar_path, &dest, "the build context", 1 << 20, 10)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("more than 10 files"), "{e}");
+        assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 0);
+        unpack_untrusted_with(&tar_path, &dest, "the build context", 1 << 20, 50).unwrap();
+        assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 50);
     }
 }
