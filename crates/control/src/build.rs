@@ -221,30 +221,3 @@ pub(crate) fn step_error(step: usize, e: dwell_build::BuildError) -> Error {
         status,
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::reconcile::tests::{controller, Idle};
-    use std::sync::Arc;
-
-    /// F6: a tenant's builds beyond the cap are refused with a 409; other
-    /// tenants are not affected, and a finished build frees its slot.
-    #[tokio::test]
-    async fn build_slots_are_per_tenant_and_freed_on_drop() {
-        let dir = tempfile::tempdir().unwrap();
-        let ctl = controller(dir.path(), Arc::new(Idle::default()));
-        ctl.set_build_limits(BuildLimits {
-            per_tenant: 2,
-            timeout: Duration::from_secs(60),
-        });
-        let a1 = ctl.build_permit("a").unwrap();
-        let _a2 = ctl.build_permit("a").unwrap();
-        let e = ctl.build_permit("a").err().unwrap();
-        assert_eq!(e.status(), 409);
-        assert!(e.to_string().contains("already runs 2 builds"), "{e}");
-        let _b = ctl.build_permit("b").unwrap();
-        drop(a1);
-        let _a3 = ctl.build_permit("a").unwrap();
-    }
-}

@@ -235,3 +235,23 @@ fn a_volume_under_maintenance_is_not_mounted() {
     drop(b);
     assert!(ctl.inner.named_busy.lock().unwrap().is_empty());
 }
+
+/// F6: a tenant's builds beyond the cap are refused with a 409; other
+/// tenants are not affected, and a finished build frees its slot.
+#[tokio::test]
+async fn build_slots_are_per_tenant_and_freed_on_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = controller(dir.path(), Arc::new(Idle::default()));
+    ctl.set_build_limits(crate::build::BuildLimits {
+        per_tenant: 2,
+        timeout: Duration::from_secs(60),
+    });
+    let a1 = ctl.build_permit("a").unwrap();
+    let _a2 = ctl.build_permit("a").unwrap();
+    let e = ctl.build_permit("a").err().unwrap();
+    assert_eq!(e.status(), 409);
+    assert!(e.to_string().contains("already runs 2 builds"), "{e}");
+    let _b = ctl.build_permit("b").unwrap();
+    drop(a1);
+    let _a3 = ctl.build_permit("a").unwrap();
+}
