@@ -58,7 +58,7 @@ fn list(s: &Option<String>) -> Option<Vec<String>> {
     summary = "Build an image from a Dockerfile (context as a tar body; NDJSON progress)",
     description = "RUN steps run in sandboxes of the caller's tenant (counted in its quota), without network unless `net` is set. The answer is one JSON event per line; the last is `done` (the image's digest) or `error` (code, message, failing step, exit code).",
     params(BuildQuery),
-    request_body(content = Vec<u8>, content_type = "application/x-tar", description = "The build context"),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The build context: a tar archive, gzip-compressed or not"),
     responses((status = 200, description = "NDJSON stream of build events", content_type = "application/x-ndjson", body = BuildEvent),
         (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn build(
