@@ -68,16 +68,31 @@ impl Moto {
 
     /// Creates `bucket` with a bare HTTP request (moto checks no
     /// signatures); panics unless moto answers 200.
+    /// A connection reset (moto still starting its workers on a loaded
+    /// machine) is retried for up to 10 s.
     pub fn make_bucket(&self, bucket: &str) {
         let port = self.port;
-        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        write!(
-            s,
-            "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).unwrap();
+        let once = || -> std::io::Result<String> {
+            let mut s = TcpStream::connect(("127.0.0.1", port))?;
+            write!(
+                s,
+                "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )?;
+            let mut resp = String::new();
+            s.read_to_string(&mut resp)?;
+            Ok(resp)
+        };
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let resp = loop {
+            match once() {
+                Ok(r) => break r,
+                Err(e) if std::time::Instant::now() < end => {
+                    eprintln!("moto: create bucket {bucket}: {e}; retrying");
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                Err(e) => panic!("create bucket {bucket}: {e}"),
+            }
+        };
         assert!(resp.starts_with("HTTP/1.1 200"), "create bucket: {resp}");
     }
 }
