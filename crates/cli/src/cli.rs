@@ -181,9 +181,10 @@ pub struct BuildArgs {
     /// Memory of each RUN sandbox (e.g. 1G).
     #[arg(long)]
     pub memory: Option<String>,
-    /// Seconds the whole build may take (default: the daemon's, 1 h
-    /// unless changed; at most 86400). Past it the build is stopped.
-    #[arg(long, value_name = "SECONDS")]
+    /// How long the whole build may take: `30m`, `2h`, or seconds
+    /// (default: the daemon's, 1 h unless changed; at most 24h). Past it
+    /// the build is stopped.
+    #[arg(long, value_name = "DURATION", value_parser = build_timeout_secs)]
     pub timeout: Option<u64>,
     /// Print only the image digest.
     #[arg(short = 'q', long)]
@@ -1180,4 +1181,14 @@ pub enum SnapshotCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `--timeout` of `dwell build`: plain seconds or a duration (`30m`).
+fn build_timeout_secs(v: &str) -> Result<u64, String> {
+    if let Ok(n) = v.parse::<u64>() {
+        return Ok(n);
+    }
+    humantime::parse_duration(v)
+        .map(|d| d.as_secs())
+        .map_err(|e| format!("{e}; give seconds or a duration such as 30m or 2h"))
 }
