@@ -156,7 +156,7 @@ pub fn principal_of_key(
     ctl: &dwell_control::Controller,
     key: &str,
 ) -> dwell_control::Result<KeyLookup> {
-    let Some(k) = ctl.api_key(&hash_key(key))? else {
+    let Some(k) = ctl.api_key(&hash_key(&canonical_key(key)))? else {
         return Ok(KeyLookup::Unknown);
     };
     if k.revoked_at.is_some() {
@@ -170,6 +170,28 @@ pub fn principal_of_key(
         admin: k.key.admin,
         key_id: k.key.id,
     }))
+}
+
+/// The prefix of a key's E2B form: the E2B SDKs refuse, before sending
+/// anything, a key that is not `e2b_` and hex, so every dwell key is also
+/// accepted as `e2b_` + its hex (the same secret, another spelling).
+pub const E2B_KEY_PREFIX: &str = "e2b_";
+
+/// A key as it is stored: its E2B form (`e2b_HEX`) is the dwell key
+/// `dwk_HEX`; anything else is itself.
+pub fn canonical_key(key: &str) -> std::borrow::Cow<'_, str> {
+    match key.strip_prefix(E2B_KEY_PREFIX) {
+        Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            format!("dwk_{hex}").into()
+        }
+        _ => key.into(),
+    }
+}
+
+/// A dwell key's E2B form (`dwk_HEX` → `e2b_HEX`), for E2B_API_KEY.
+pub fn e2b_form(key: &str) -> Option<String> {
+    key.strip_prefix("dwk_")
+        .map(|hex| format!("{E2B_KEY_PREFIX}{hex}"))
 }
 
 /// SHA-256 of a key, hex.
@@ -211,4 +233,24 @@ pub async fn audit(State(state): State<AppState>, req: Request, next: Next) -> R
         }
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_e2b_form_of_a_key_is_the_same_key() {
+        let k = new_key();
+        let e = e2b_form(&k).unwrap();
+        assert!(e.starts_with("e2b_") && e.len() == k.len());
+        assert_eq!(canonical_key(&e), k);
+        assert_eq!(hash_key(&canonical_key(&e)), hash_key(&k));
+        // Anything else is looked up as it is (and then is unknown).
+        for other in ["e2b_", "e2b_abc", "e2b_zz", "dwk_x", "nope"] {
+            assert_eq!(canonical_key(other), other);
+        }
+        let upper = format!("e2b_{}", "A".repeat(64));
+        assert_eq!(canonical_key(&upper), format!("dwk_{}", "A".repeat(64)));
+    }
 }

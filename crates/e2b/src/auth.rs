@@ -1,5 +1,5 @@
 //! The `X-API-KEY` header of the E2B SDKs, resolved against dwell's API
-//! keys: the key's tenant owns every sandbox made with it, and never sees
+//! keys (`dwk_HEX`, or `e2b_HEX`, the form the SDKs accept): the key's tenant owns every sandbox made with it, and never sees
 //! another tenant's (their ids answer 404).
 
 use axum::extract::{Request, State};
@@ -26,7 +26,7 @@ pub async fn api_key(State(st): State<E2bState>, mut req: Request, next: Next) -
     let Some(key) = key else {
         return E2bError::new(
             401,
-            "this request has no API key; set E2B_API_KEY to a dwell API key (`dwell tenant create NAME` prints one)",
+            "this request has no API key; set E2B_API_KEY to a dwell API key (`dwell tenant create NAME` prints one; the SDKs want it spelled `e2b_` + its hex)",
         )
         .into_response();
     };
@@ -40,7 +40,7 @@ pub async fn api_key(State(st): State<E2bState>, mut req: Request, next: Next) -
         }
         Ok(dwell_api::auth::KeyLookup::Unknown) => E2bError::new(
             401,
-            "the API key is not a dwell API key; set E2B_API_KEY to a key from `dwell tenant create` (or <data-dir>/admin.key)",
+            "the API key is not a dwell API key; set E2B_API_KEY to a key from `dwell tenant create` (or <data-dir>/admin.key), as `dwk_HEX` or as `e2b_HEX`",
         )
         .into_response(),
         Err(e) => E2bError::new(500, e.to_string()).into_response(),

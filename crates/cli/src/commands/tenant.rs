@@ -39,7 +39,7 @@ pub async fn run(c: &Client, cmd: TenantCommand) -> Result<i32> {
                 output::json(&v)?;
             } else {
                 println!("{}", v["api_key"].as_str().unwrap_or_default());
-                eprintln!("created tenant {}; the line above is its API key, shown once (use it as DWELL_API_KEY)", a.name);
+                eprintln!("created tenant {}; the line above is its API key, shown once (use it as DWELL_API_KEY; the E2B SDKs take it as E2B_API_KEY with `e2b_` in place of `dwk_`)", a.name);
             }
         }
         TenantCommand::Update(a) => {

@@ -18,6 +18,8 @@ use crate::E2bState;
 pub fn router(state: E2bState) -> Router {
     Router::new()
         .route("/v2/sandboxes", post(sandboxes::create).get(list::list))
+        // What SDKs before the v2 create route call (Python e2b 2.45).
+        .route("/sandboxes", post(sandboxes::create))
         .route("/v2/sandboxes/{id}/connect", post(sandboxes::connect))
         // What older SDKs call to resume or connect.
         .route("/sandboxes/{id}/connect", post(sandboxes::connect))
