@@ -63,7 +63,9 @@ struct E2b {
 impl E2b {
     fn start() -> E2b {
         let (d, E2bListeners { api, envd }) = Daemon::start_e2b(&["--resync-secs", "1"]);
-        let keys = [d.tenant_key("e2b-a"), d.tenant_key("e2b-b")];
+        // The E2B form of the keys (`e2b_HEX`): the SDKs refuse any other.
+        let e2b = |k: String| format!("e2b_{}", k.strip_prefix("dwk_").expect("a dwell key"));
+        let keys = [e2b(d.tenant_key("e2b-a")), e2b(d.tenant_key("e2b-b"))];
         E2b { api, envd, keys, d }
     }
 
