@@ -77,8 +77,13 @@ trap 'exit 130' INT TERM
 
 # The port proxy on a free loopback port (its overhead is a case).
 proxy_addr=127.0.0.1:$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# The E2B listeners (E2B create to first command is a case).
+e2b_addr=127.0.0.1:$(free_port)
+envd_addr=127.0.0.1:$(free_port)
 DWELL_LOG=${DWELL_LOG:-info} "$bin/dwell" serve --data-dir "$data" --socket "$sock" \
-  --proxy-listen "$proxy_addr" --domain dwell.bench 2>"$log" &
+  --proxy-listen "$proxy_addr" --domain dwell.bench \
+  --e2b-listen "$e2b_addr" --e2b-sandbox-listen "$envd_addr" 2>"$log" &
 daemon=$!
 for _ in $(seq 300); do
   "$bin/dwell" --socket "$sock" ls -q >/dev/null 2>&1 && break
@@ -88,4 +93,5 @@ done
 
 "$bin/dwell-bench" --socket "$sock" --data-dir "$data" --dwell "$bin/dwell" \
   --daemon-pid "$daemon" --proxy "$proxy_addr" --proxy-domain dwell.bench \
+  --e2b "$e2b_addr" --e2b-envd "$envd_addr" --e2b-key-file "$data/admin.key" \
   --out "$root/BENCHMARKS.md" "$@"

@@ -10,6 +10,7 @@ mod api;
 mod baseline;
 mod build;
 mod cases;
+mod e2b;
 mod error;
 mod gvisor;
 mod machine;
@@ -60,6 +61,11 @@ USAGE: dwell-bench --socket PATH --data-dir DIR --dwell PATH --daemon-pid PID [o
   --only-pull yes        run only the registry pull case; print it, write nothing
   --build-iterations N   Dockerfile builds of each kind (0 skips the case) [5]
   --only-build yes       run only the build case; print it, write nothing
+  --e2b ADDR             the daemon's --e2b-listen address (skips the E2B case when absent)
+  --e2b-envd ADDR        the daemon's --e2b-sandbox-listen address
+  --e2b-key-file FILE    an API key of the daemon (its admin.key)
+  --e2b-iterations N     E2B create+run and dwell create+exec rounds, alternating [30]
+  --only-e2b yes         run only the E2B case; print it, write nothing
 ";
 
 const PREAMBLE: &str = "# Benchmarks
@@ -107,6 +113,11 @@ struct Opts {
     only_pull: bool,
     build_iterations: usize,
     only_build: bool,
+    e2b: Option<std::net::SocketAddr>,
+    e2b_envd: Option<std::net::SocketAddr>,
+    e2b_key_file: Option<PathBuf>,
+    e2b_iterations: usize,
+    only_e2b: bool,
 }
 
 fn parse() -> Result<Opts> {
@@ -138,6 +149,11 @@ fn parse() -> Result<Opts> {
         only_pull: false,
         build_iterations: 5,
         only_build: false,
+        e2b: None,
+        e2b_envd: None,
+        e2b_key_file: None,
+        e2b_iterations: 30,
+        only_e2b: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -186,6 +202,11 @@ fn parse() -> Result<Opts> {
             "--only-pull" => o.only_pull = value == "yes",
             "--build-iterations" => o.build_iterations = num(&value)?,
             "--only-build" => o.only_build = value == "yes",
+            "--e2b" => o.e2b = Some(addr("--e2b", &value)?),
+            "--e2b-envd" => o.e2b_envd = Some(addr("--e2b-envd", &value)?),
+            "--e2b-key-file" => o.e2b_key_file = Some(value.into()),
+            "--e2b-iterations" => o.e2b_iterations = num(&value)?.max(1),
+            "--only-e2b" => o.only_e2b = value == "yes",
             _ => return Err(Error::Usage(format!("unknown option {flag}"))),
         }
     }
@@ -200,6 +221,35 @@ fn parse() -> Result<Opts> {
         }
     }
     Ok(o)
+}
+
+/// An address option's value.
+fn addr(flag: &str, value: &str) -> Result<std::net::SocketAddr> {
+    value.parse().map_err(|_| {
+        Error::Usage(format!(
+            "{flag} wants an address like 127.0.0.1:3000, not {value:?}"
+        ))
+    })
+}
+
+/// The E2B case's target when `--e2b`, `--e2b-envd` and `--e2b-key-file`
+/// are all given; the key is sent in its `e2b_` form, as the SDKs send it.
+fn e2b_target(o: &Opts) -> Result<Option<e2b::E2bTarget>> {
+    let (Some(api), Some(envd), Some(file)) = (o.e2b, o.e2b_envd, &o.e2b_key_file) else {
+        return Ok(None);
+    };
+    let key = std::fs::read_to_string(file).map_err(|e| {
+        Error::Usage(format!(
+            "cannot read --e2b-key-file {}: {e}",
+            file.display()
+        ))
+    })?;
+    let key = key.trim();
+    let key = match key.strip_prefix("dwk_") {
+        Some(hex) => format!("e2b_{hex}"),
+        None => key.to_string(),
+    };
+    Ok(Some(e2b::E2bTarget { api, envd, key }))
 }
 
 fn step(what: &str) {
@@ -294,7 +344,19 @@ async fn run(api: &mut Api, o: &Opts) -> Result<report::Results> {
         None
     };
 
+    let e2b = match e2b_target(o)? {
+        Some(t) => {
+            step("dwell: E2B create to first command vs dwell create + exec");
+            Some(e2b::run(api, &t, w, o.e2b_iterations).await?)
+        }
+        None => {
+            eprintln!("dwell-bench: skipping the E2B case: no --e2b/--e2b-envd/--e2b-key-file");
+            None
+        }
+    };
+
     Ok(report::Results {
+        e2b,
         pull,
         build,
         machine,
@@ -362,6 +424,24 @@ async fn main() {
         let leftovers = api.delete_all().await;
         match r {
             Ok(r) => print!("{}", wake::render(&r)),
+            Err(e) => {
+                eprintln!("dwell-bench: {e}");
+                std::process::exit(1);
+            }
+        }
+        std::process::exit(if leftovers.is_empty() { 0 } else { 1 });
+    }
+    if o.only_e2b {
+        let r = match e2b_target(&o) {
+            Ok(Some(t)) => e2b::run(&mut api, &t, o.warmup, o.e2b_iterations).await,
+            Ok(None) => Err(Error::Usage(
+                "--only-e2b needs --e2b, --e2b-envd and --e2b-key-file".into(),
+            )),
+            Err(e) => Err(e),
+        };
+        let leftovers = api.delete_all().await;
+        match r {
+            Ok(r) => print!("{}", e2b::render(&r)),
             Err(e) => {
                 eprintln!("dwell-bench: {e}");
                 std::process::exit(1);

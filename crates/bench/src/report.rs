@@ -37,6 +37,8 @@ pub struct Results {
     pub wake: Option<crate::wake::WakeResults>,
     /// The port proxy case (None: the daemon runs no proxy).
     pub proxy: Option<crate::proxy::ProxyResults>,
+    /// E2B create to first command (None: no E2B listeners given).
+    pub e2b: Option<crate::e2b::E2bResults>,
     /// Registry pulls (None: skipped, or docker-registry/skopeo missing).
     pub pull: Option<crate::pull::PullResults>,
     /// Dockerfile builds (None: skipped).
@@ -355,6 +357,9 @@ pub fn render(r: &Results) -> String {
     }
     if let Some(b) = &r.build {
         o.push_str(&crate::build::render(b));
+    }
+    if let Some(e) = &r.e2b {
+        o.push_str(&crate::e2b::render(e));
     }
     let _ = writeln!(o, "{END}");
     o
