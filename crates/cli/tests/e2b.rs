@@ -258,6 +258,45 @@ fn e2b_api_errors_have_e2b_shape() {
     assert!(r.status == 400 && r.text().contains("X-Next-Token"), "{r}");
 }
 
+/// Keys work in both spellings (`e2b_HEX`, which the SDKs insist on, and
+/// dwell's `dwk_HEX`), a near miss in either is refused, and the create
+/// route of SDKs before v2 (`POST /sandboxes`) creates as `/v2` does.
+#[test]
+fn e2b_key_forms_and_the_pre_v2_create_route() {
+    if !can_run() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let e = E2b::start();
+    let e2b_form = e.keys[0].clone();
+    let dwk_form = format!("dwk_{}", &e2b_form["e2b_".len()..]);
+    assert_eq!(get(&e.api, "/v2/sandboxes", &dwk_form).status, 200);
+    let mut wrong = e2b_form.clone().into_bytes();
+    let last = wrong.len() - 1;
+    wrong[last] = if wrong[last] == b'0' { b'1' } else { b'0' };
+    let wrong = String::from_utf8(wrong).unwrap();
+    let r = get(&e.api, "/v2/sandboxes", &wrong);
+    assert_eq!(r.status, 401, "{r}");
+    let (status, body) = http_json(
+        &e.api,
+        "POST",
+        "/sandboxes",
+        &e2b_form,
+        r#"{"templateID":"base","timeout":60,"metadata":{"route":"v1"}}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let id = v["sandboxID"].as_str().expect("a sandbox id").to_string();
+    let r = get(&e.api, &format!("/sandboxes/{id}"), &e2b_form);
+    assert!(
+        r.status == 200 && r.text().contains("\"route\":\"v1\""),
+        "{r}"
+    );
+    // The other tenant does not see it in either spelling of its key.
+    let other = format!("dwk_{}", &e.keys[1]["e2b_".len()..]);
+    assert_eq!(get(&e.api, &format!("/sandboxes/{id}"), &other).status, 404);
+}
+
 /// One request with API key `key` and a JSON body; (status, body).
 fn http_json(addr: &str, method: &str, path: &str, key: &str, body: &str) -> (u16, String) {
     let headers = [("X-API-KEY", key), ("Content-Type", "application/json")];
