@@ -41,6 +41,84 @@ pub struct E2bTarget {
 pub struct E2bResults {
     pub e2b: Samples,
     pub dwell: Samples,
+    /// Through the Python SDK itself (None: `python3 -c "import e2b"` fails).
+    pub sdk: Option<Samples>,
+}
+
+/// One round per line read: `Sandbox.create()` + `commands.run("true")`,
+/// timed, then `kill()` untimed; prints the milliseconds or `error: ...`.
+const SDK_SCRIPT: &str = r#"
+import sys, time
+from e2b import Sandbox
+for line in sys.stdin:
+    try:
+        t0 = time.perf_counter()
+        s = Sandbox.create("base", timeout=300)
+        r = s.commands.run("true")
+        ms = (time.perf_counter() - t0) * 1e3
+        s.kill()
+        print(ms if r.exit_code == 0 else "error: exit %d" % r.exit_code, flush=True)
+    except Exception as e:
+        print("error: %r" % (e,), flush=True)
+"#;
+
+/// The Python SDK in a child process, driven a round at a time.
+struct Sdk {
+    child: std::process::Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Sdk {
+    fn start(t: &E2bTarget) -> Option<Sdk> {
+        use std::process::{Command, Stdio};
+        let ok = Command::new("python3")
+            .args(["-c", "import e2b"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("dwell-bench: skipping the E2B SDK row: the Python package e2b is missing");
+            return None;
+        }
+        let mut child = Command::new("python3")
+            .args(["-c", SDK_SCRIPT])
+            .env("E2B_API_URL", format!("http://{}", t.api))
+            .env("E2B_SANDBOX_URL", format!("http://{}", t.envd))
+            .env("E2B_API_KEY", &t.key)
+            .env_remove("E2B_DEBUG")
+            .env_remove("E2B_DOMAIN")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .ok()?;
+        let out = std::io::BufReader::new(child.stdout.take()?);
+        Some(Sdk { child, out })
+    }
+
+    fn round(&mut self) -> Result<std::time::Duration> {
+        use std::io::{BufRead, Write};
+        let stdin = self.child.stdin.as_mut().expect("piped");
+        stdin
+            .write_all(b"go\n")
+            .and_then(|_| stdin.flush())
+            .map_err(|e| other("driving the Python SDK", e))?;
+        let mut line = String::new();
+        self.out
+            .read_line(&mut line)
+            .map_err(|e| other("reading the Python SDK's answer", e))?;
+        let ms: f64 = line
+            .trim()
+            .parse()
+            .map_err(|_| other("the Python SDK round", line.trim()))?;
+        Ok(std::time::Duration::from_secs_f64(ms / 1e3))
+    }
+}
+
+impl Drop for Sdk {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
 }
 
 fn other(what: &str, e: impl std::fmt::Display) -> Error {
@@ -209,9 +287,11 @@ async fn e2b_kill(t: &E2bTarget, api: &mut Conn, id: &str) -> Result<()> {
 
 /// Alternating rounds; every sandbox is removed, also when a round fails.
 pub async fn run(api: &mut Api, t: &E2bTarget, warmup: usize, n: usize) -> Result<E2bResults> {
+    let mut sdk = Sdk::start(t);
     let mut r = E2bResults {
         e2b: Samples::default(),
         dwell: Samples::default(),
+        sdk: sdk.as_ref().map(|_| Samples::default()),
     };
     let mut e2b_api = Conn::new(t.api);
     let mut envd = Conn::new(t.envd);
@@ -227,9 +307,17 @@ pub async fn run(api: &mut Api, t: &E2bTarget, warmup: usize, n: usize) -> Resul
         // which removes every sandbox of its daemon.
         let (id, ms) = e2b_once(t, &mut e2b_api, &mut envd).await?;
         e2b_kill(t, &mut e2b_api, &id).await?;
+        let via_sdk = match &mut sdk {
+            // The SDK blocks this thread for its round: nothing else runs.
+            Some(sdk) => Some(sdk.round()?),
+            None => None,
+        };
         if i >= warmup {
             r.dwell.push(d);
             r.e2b.push(std::time::Duration::from_secs_f64(ms / 1e3));
+            if let (Some(s), Some(v)) = (r.sdk.as_mut(), via_sdk) {
+                s.push(v);
+            }
         }
     }
     Ok(r)
@@ -246,11 +334,16 @@ pub fn render(r: &E2bResults) -> String {
          unix-socket connection) and through the E2B layer as the SDKs do it (`POST \
          /v2/sandboxes` with template `base`, then envd's `process.Process/Start` streamed \
          to its end event, kept-alive TCP connections). Both run `/bin/bash -l -c true`, \
-         what `commands.run` runs. Deleting is not timed.\n"
+         what `commands.run` runs. The last row is the Python SDK itself (`Sandbox.create()` \
+         + `commands.run(\"true\")` in one long-lived `python3`, the client's own time \
+         included). Deleting is not timed.\n"
     );
     crate::report::header(&mut o);
     crate::report::row(&mut o, "dwell API: create + exec", &r.dwell);
-    crate::report::row(&mut o, "E2B: create + commands.run", &r.e2b);
+    crate::report::row(&mut o, "E2B wire protocol: create + commands.run", &r.e2b);
+    if let Some(s) = &r.sdk {
+        crate::report::row(&mut o, "E2B Python SDK: create + commands.run", s);
+    }
     if let (Some(d), Some(e)) = (r.dwell.summary(), r.e2b.summary()) {
         let _ = writeln!(
             o,
