@@ -1,0 +1,103 @@
+//! TLS of the port proxy (`--proxy-tls-cert PEM --proxy-tls-key PEM`):
+//! rustls with the ring provider, TLS 1.2 and 1.3, ALPN `http/1.1` only
+//! (the proxy speaks HTTP/1.1; clients that also offer h2, like the E2B
+//! SDKs' reqwest and httpx transports, fall back to it).
+//!
+//! The certificate and key are read once, at startup: a file that cannot
+//! be read, holds no PEM certificate or key, or a key that is not the
+//! certificate's stops the daemon with a message naming the file. They are
+//! not reloaded; a renewed certificate takes a restart of `dwell serve`
+//! (sandboxes keep running across it).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+/// The ALPN protocols the proxy offers.
+pub const ALPN: &[&[u8]] = &[b"http/1.1"];
+
+/// The server side of the proxy's TLS, from a PEM certificate chain (leaf
+/// first) and its PEM private key (PKCS#8, PKCS#1 or SEC1).
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
+    let chain = read_chain(cert)?;
+    let key_der = read_key(key)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("cannot set up TLS: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| {
+            format!(
+                "--proxy-tls-key {} does not go with the certificate in --proxy-tls-cert {} ({e}); \
+                 give the private key the certificate was issued for",
+                key.display(),
+                cert.display()
+            )
+        })?;
+    cfg.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(cfg))
+}
+
+fn read(path: &Path, flag: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| {
+        format!(
+            "cannot read {flag} {}: {e}; give a readable PEM file",
+            path.display()
+        )
+    })
+}
+
+/// The certificates of a PEM file, leaf first.
+pub fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = read(path, "--proxy-tls-cert")?;
+    let chain = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            format!(
+                "--proxy-tls-cert {} is not a valid PEM certificate file: {e}",
+                path.display()
+            )
+        })?;
+    if chain.is_empty() {
+        return Err(format!(
+            "--proxy-tls-cert {} holds no certificate (no `BEGIN CERTIFICATE` block); give the \
+             PEM certificate chain, the server's certificate first",
+            path.display()
+        ));
+    }
+    Ok(chain)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    let pem = read(path, "--proxy-tls-key")?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+        format!(
+            "--proxy-tls-key {} holds no usable private key ({e}); give the PEM private key \
+             (`BEGIN PRIVATE KEY`, `BEGIN RSA PRIVATE KEY` or `BEGIN EC PRIVATE KEY`) of the \
+             certificate",
+            path.display()
+        )
+    })
+}
+
+/// The names of `names` the leaf certificate of `chain` is not valid for
+/// (a wildcard `*.DOMAIN` covers every `LABEL.DOMAIN`).
+pub fn uncovered(chain: &[CertificateDer<'_>], names: &[String]) -> Vec<String> {
+    let Some(leaf) = chain.first() else {
+        return names.to_vec();
+    };
+    let Ok(ee) = webpki::EndEntityCert::try_from(leaf) else {
+        return names.to_vec();
+    };
+    names
+        .iter()
+        .filter(|n| {
+            !ServerName::try_from(n.as_str())
+                .is_ok_and(|sn| ee.verify_is_valid_for_subject_name(&sn).is_ok())
+        })
+        .cloned()
+        .collect()
+}
