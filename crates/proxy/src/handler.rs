@@ -448,7 +448,7 @@ fn authorized(
     if cookies
         && cookie_values(h, COOKIE)
             .iter()
-        .any(|c| shared.ctl.port_cookie_valid(route, host, c))
+            .any(|c| shared.ctl.port_cookie_valid(route, host, c))
     {
         Auth::Cookie
     } else {

@@ -240,11 +240,7 @@ pub async fn serve(
         max: shared.opts.max_per_ip.max(1),
         open: Mutex::default(),
     });
-    let tls = shared
-        .opts
-        .tls
-        .clone()
-        .map(tokio_rustls::TlsAcceptor::from);
+    let tls = shared.opts.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut conns = JoinSet::new();
     tokio::pin!(stop);
