@@ -6,8 +6,9 @@
 //! are made for the test with `openssl`; every request goes to 127.0.0.1
 //! with the host name in SNI and `Host`, no DNS. Wrong and missing envd
 //! tokens are refused the same way for sandboxes that exist and ids that
-//! do not; a client that never finishes its handshake is dropped; bad
-//! certificate flags stop the daemon with a message naming the problem.
+//! do not; a client that never finishes its handshake is dropped, one over
+//! the per-address cap gets the 503 that says so over TLS; bad certificate
+//! flags stop the daemon with a message naming the problem.
 
 mod common;
 
@@ -62,6 +63,8 @@ fn tls_proxy_serves_ports_envd_and_the_api_by_host_name() {
         ca.cert.to_str().unwrap(),
         "--proxy-tls-key",
         ca.key.to_str().unwrap(),
+        "--proxy-max-per-ip",
+        "3",
     ]);
     wait_listening(&proxy, 20);
     assert!(
@@ -220,6 +223,36 @@ fn tls_proxy_serves_ports_envd_and_the_api_by_host_name() {
         idle_since.elapsed() < Duration::from_secs(25),
         "within the handshake limit"
     );
+
+    // Over the per-address cap, a TLS client still gets the 503 that says
+    // why (after the handshake), not just a closed connection.
+    std::thread::sleep(Duration::from_millis(300));
+    let cfg = ca.client(&[b"http/1.1"]);
+    let mut held = Vec::new();
+    let mut refused = None;
+    for _ in 0..5 {
+        let mut c = common::tls::connect(cfg.clone(), &proxy, &host).unwrap();
+        c.sock
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut got = Vec::new();
+        let _ = c.read_to_end(&mut got);
+        if !got.is_empty() {
+            refused = Some(http::parse(&got));
+            break;
+        }
+        c.sock
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        held.push(c);
+    }
+    let refused = refused.expect("a connection over --proxy-max-per-ip 3 is refused");
+    assert!(
+        refused.status == 503 && refused.text().contains("--proxy-max-per-ip"),
+        "{refused}"
+    );
+    assert!(held.len() >= 2, "{} held before the refusal", held.len());
+    drop(held);
 
     let r = http::request(
         &_e2b.api,

@@ -262,19 +262,36 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let Some(ip_slot) = per_ip.acquire(peer.ip()) else {
-            if tls.is_none() {
+            tracing::debug!("port proxy: {peer} is over --proxy-max-per-ip");
+            let head = format!(
+                "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{PER_IP_REFUSAL}",
+                PER_IP_REFUSAL.len()
+            );
+            match &tls {
                 // Answer without waiting (what does not fit in the socket
                 // buffer is not sent) and close.
-                let head = format!(
-                    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
-                     Content-Length: {}\r\nConnection: close\r\n\r\n{PER_IP_REFUSAL}",
-                    PER_IP_REFUSAL.len()
-                );
-                let _ = stream.try_write(head.as_bytes());
+                None => {
+                    let _ = stream.try_write(head.as_bytes());
+                }
+                // Over TLS the answer needs a handshake first (else the
+                // client sees only a closed connection); it holds one of
+                // the connection slots meanwhile, and is bounded in time.
+                Some(acceptor) => {
+                    let acceptor = acceptor.clone();
+                    let limit = shared.opts.handshake_timeout;
+                    conns.spawn(async move {
+                        let _permit = permit;
+                        let _ = tokio::time::timeout(limit, async move {
+                            use tokio::io::AsyncWriteExt;
+                            let mut s = acceptor.accept(stream).await?;
+                            s.write_all(head.as_bytes()).await?;
+                            s.shutdown().await
+                        })
+                        .await;
+                    });
+                }
             }
-            // Over TLS an answer would cost a handshake: the connection is
-            // just closed.
-            tracing::debug!("port proxy: {peer} is over --proxy-max-per-ip");
             continue;
         };
         while conns.try_join_next().is_some() {}
