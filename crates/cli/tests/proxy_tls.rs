@@ -102,6 +102,36 @@ fn tls_proxy_serves_ports_envd_and_the_api_by_host_name() {
     let token = v["envdAccessToken"].as_str().unwrap().to_string();
     assert_eq!(v["domain"], format!("{DOMAIN}:{port}"), "{v}");
 
+    // URLs the control plane hands out through api.D are https ones.
+    let r = https(
+        &ca,
+        &proxy,
+        &api,
+        "POST",
+        "/v3/templates",
+        &[("X-API-KEY", &key), ("Content-Type", "application/json")],
+        br#"{"name":"tls-upload"}"#,
+    );
+    assert_eq!(r.status, 202, "{r}");
+    let tid = r.json()["templateID"].as_str().unwrap().to_string();
+    let r = https(
+        &ca,
+        &proxy,
+        &api,
+        "GET",
+        &format!("/templates/{tid}/files/{}", "ab".repeat(32)),
+        &[("X-API-KEY", &key)],
+        b"",
+    );
+    assert_eq!(r.status, 201, "{r}");
+    let upload = r.json()["url"].as_str().unwrap().to_string();
+    assert!(
+        upload.starts_with(&format!(
+            "https://api.{DOMAIN}:{port}/templates/files/upload/"
+        )),
+        "{upload}"
+    );
+
     // A server on a port: PORT-ID.D over https (E2B sandboxes' ports are
     // public unless made otherwise).
     d.sh(

@@ -242,7 +242,7 @@ async fn route_and_serve(
         .and_then(|l| l.strip_suffix('.'))
     {
         match (label, &shared.opts.api) {
-            ("api", Some(api)) => return Ok(serve_router(api.clone(), req).await),
+            ("api", Some(api)) => return Ok(serve_router(api.clone(), conn, req).await),
             ("sandbox", _) => return sandbox_host(shared, conn, req, html).await,
             _ => {}
         }
@@ -252,7 +252,7 @@ async fn route_and_serve(
     // an id that does not exist is not told apart from a wrong token.
     if let Some(envd) = &shared.opts.envd {
         if let Some((ENVD_PORT, HostTarget::Id(_))) = parse_host(&host, &domain) {
-            return Ok(serve_router(envd.clone(), req).await);
+            return Ok(serve_router(envd.clone(), conn, req).await);
         }
     }
     let route = lookup(shared, &host, html).await?;
@@ -334,7 +334,7 @@ async fn sandbox_host(
     };
     if port == ENVD_PORT {
         if let Some(envd) = &shared.opts.envd {
-            return Ok(serve_router(envd.clone(), req).await);
+            return Ok(serve_router(envd.clone(), conn, req).await);
         }
     }
     // Ids only: a name here would tell who has a sandbox of that name.
@@ -875,9 +875,17 @@ async fn upgrade(
 }
 
 /// A request served in-process by one of the E2B routers (envd, or the
-/// control plane).
-async fn serve_router(router: axum::Router, req: Request<Incoming>) -> Response<Body> {
+/// control plane), with `X-Forwarded-Proto` saying how the client came
+/// (URLs the routers hand out, like template upload links, use it).
+async fn serve_router(
+    router: axum::Router,
+    conn: &ConnState,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
     use hyper::service::Service;
+    let proto = if conn.tls { "https" } else { "http" };
+    req.headers_mut()
+        .insert("x-forwarded-proto", HeaderValue::from_static(proto));
     let svc = hyper_util::service::TowerToHyperService::new(router);
     match svc.call(req).await {
         Ok(r) => r.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync()),

@@ -164,8 +164,8 @@ pub fn connect(
     Ok(s)
 }
 
-/// One HTTPS/1.1 request to `addr` for `host` (SNI and `Host`), trusting
-/// only `ca`; `Connection: close`.
+/// One HTTPS/1.1 request to `addr` for `host` (SNI, and `Host` with the
+/// port of `addr`), trusting only `ca`; `Connection: close`.
 pub fn request(
     ca: &TestCa,
     addr: &str,
@@ -181,8 +181,13 @@ pub fn request(
         Some(&b"http/1.1"[..]),
         "the proxy picks HTTP/1.1 from h2 and http/1.1"
     );
+    // `Host` as a browser writes it: with the port unless it is 443.
+    let authority = match addr.rsplit_once(':') {
+        Some((_, "443")) | None => host.to_string(),
+        Some((_, port)) => format!("{host}:{port}"),
+    };
     let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
     for (k, v) in headers {
