@@ -702,11 +702,14 @@ fn e2b_template_from_a_registry_image() {
     );
 }
 
+/// Environment variables of a scenario.
+type Env = Vec<(String, String)>;
+
 /// A daemon whose TLS port proxy serves `dwell.test` (a CA and certificate
 /// made for the test), and the environment that makes the SDKs reach it
 /// as they reach E2B: by host name over https, with neither
 /// E2B_API_URL nor E2B_SANDBOX_URL.
-fn https_hosts() -> Option<(E2b, common::tls::TestCa, Vec<(String, String)>)> {
+fn https_hosts() -> Option<(E2b, common::tls::TestCa, Env)> {
     if !common::tls::have_openssl() {
         skip("the openssl command is missing (Debian package openssl): it makes the test CA");
         return None;
