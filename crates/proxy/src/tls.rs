@@ -101,3 +101,55 @@ pub fn uncovered(chain: &[CertificateDer<'_>], names: &[String]) -> Vec<String> 
         .cloned()
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate for `*.d.test` and `d.test` with its key,
+    /// and another key (test material only, made with openssl).
+    fn data(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/testdata")
+            .join(name)
+    }
+
+    #[test]
+    fn a_certificate_and_its_key_load() {
+        let cfg = server_config(&data("wildcard.pem"), &data("wildcard.key")).unwrap();
+        assert_eq!(cfg.alpn_protocols, vec![b"http/1.1".to_vec()]);
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_the_reason() {
+        let (cert, key) = (data("wildcard.pem"), data("wildcard.key"));
+        let e = server_config(&cert, &data("other.key")).unwrap_err();
+        assert!(e.contains("does not go with the certificate"), "{e}");
+        let e = server_config(&key, &key).unwrap_err();
+        assert!(e.contains("holds no certificate"), "{e}");
+        let e = server_config(&cert, &cert).unwrap_err();
+        assert!(e.contains("holds no usable private key"), "{e}");
+        let e = server_config(&data("missing.pem"), &key).unwrap_err();
+        assert!(
+            e.contains("cannot read --proxy-tls-cert") && e.contains("missing.pem"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn names_the_certificate_does_not_cover_are_found() {
+        let chain = read_chain(&data("wildcard.pem")).unwrap();
+        let names = [
+            "8080-abc.d.test".to_string(),
+            "api.d.test".to_string(),
+            "d.test".to_string(),
+            "api.other.test".to_string(),
+            "a.b.d.test".to_string(),
+        ];
+        assert_eq!(
+            uncovered(&chain, &names),
+            ["api.other.test".to_string(), "a.b.d.test".to_string()]
+        );
+        assert_eq!(uncovered(&[], &names[..1]), names[..1].to_vec());
+    }
+}
