@@ -276,7 +276,9 @@ pub struct ServeArgs {
     pub e2b_domain: Option<String>,
     /// Serve the port proxy on TCP (`127.0.0.1:8081`): ports exposed with
     /// `dwell expose` / `dwell port` are reached as `http://PORT-ID.DOMAIN/`
-    /// (HTTP/1.1, WebSocket, and raw TCP through CONNECT).
+    /// (HTTP/1.1, WebSocket, and raw TCP through CONNECT; https with
+    /// --proxy-tls-cert). With the E2B listeners it also serves
+    /// `api.DOMAIN`, `sandbox.DOMAIN` and `49983-ID.DOMAIN` for the SDKs.
     #[arg(long)]
     pub proxy_listen: Option<String>,
     /// The domain of the port proxy's host names (`PORT-ID.DOMAIN`); point
