@@ -297,7 +297,8 @@ pub struct ServeArgs {
     /// certificate chain (server certificate first); it should cover
     /// `*.DOMAIN` (the E2B SDKs reach `PORT-ID.DOMAIN`, `api.DOMAIN`,
     /// `sandbox.DOMAIN` over https). Needs --proxy-tls-key. Read at startup
-    /// only: a renewed certificate takes a restart of `dwell serve`.
+    /// and again on SIGHUP (a renewed certificate; if the files do not load
+    /// then, the one in use stays).
     #[arg(long)]
     pub proxy_tls_cert: Option<PathBuf>,
     /// The PEM private key of --proxy-tls-cert.

@@ -7,7 +7,8 @@
 //! with the host name in SNI and `Host`, no DNS. Wrong and missing envd
 //! tokens are refused the same way for sandboxes that exist and ids that
 //! do not; a client that never finishes its handshake is dropped, one over
-//! the per-address cap gets the 503 that says so over TLS; bad certificate
+//! the per-address cap gets the 503 that says so over TLS; a renewed
+//! certificate is taken on SIGHUP (a broken one is not); bad certificate
 //! flags stop the daemon with a message naming the problem.
 
 mod common;
@@ -17,7 +18,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::tls::{have_openssl, TestCa};
+use common::tls::{have_openssl, presented, TestCa};
 use common::*;
 
 const DOMAIN: &str = "dwell.test";
@@ -283,6 +284,33 @@ fn tls_proxy_serves_ports_envd_and_the_api_by_host_name() {
     );
     assert!(held.len() >= 2, "{} held before the refusal", held.len());
     drop(held);
+
+    // A renewed certificate is presented to new connections after SIGHUP;
+    // files that do not load leave the one in use.
+    let hup = || {
+        let pid = d.pid().expect("the daemon runs") as i32;
+        // SAFETY: kill with a pid and a signal number only.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    };
+    let first = presented(&ca, &proxy, &host);
+    ca.reissue();
+    hup();
+    wait_for(20, "the renewed certificate", || {
+        presented(&ca, &proxy, &host) != first
+    });
+    let second = presented(&ca, &proxy, &host);
+    assert!(d
+        .log()
+        .contains("SIGHUP: reloaded the port proxy's certificate"));
+    std::fs::write(&ca.key, "not a key\n").unwrap();
+    hup();
+    wait_for(20, "the failed reload to be logged", || {
+        d.log()
+            .contains("cannot reload the port proxy's certificate")
+    });
+    assert_eq!(presented(&ca, &proxy, &host), second, "the old one stays");
+    let r = https(&ca, &proxy, &host, "GET", "/hello.txt", &[], b"");
+    assert_eq!(r.status, 200, "still served: {r}");
 
     let r = http::request(
         &_e2b.api,

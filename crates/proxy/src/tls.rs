@@ -3,40 +3,104 @@
 //! (the proxy speaks HTTP/1.1; clients that also offer h2, like the E2B
 //! SDKs' reqwest and httpx transports, fall back to it).
 //!
-//! The certificate and key are read once, at startup: a file that cannot
-//! be read, holds no PEM certificate or key, or a key that is not the
-//! certificate's stops the daemon with a message naming the file. They are
-//! not reloaded; a renewed certificate takes a restart of `dwell serve`
-//! (sandboxes keep running across it).
+//! The certificate and key are read at startup: a file that cannot be
+//! read, holds no PEM certificate or key, or a key that is not the
+//! certificate's stops the daemon with a message naming the file.
+//! [`Certificate::reload`] reads them again (the daemon does on SIGHUP):
+//! new handshakes then present the new certificate, connections already
+//! open keep theirs, and files that do not load leave the old certificate
+//! in use.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 
 /// The ALPN protocols the proxy offers.
 pub const ALPN: &[&[u8]] = &[b"http/1.1"];
 
-/// The server side of the proxy's TLS, from a PEM certificate chain (leaf
-/// first) and its PEM private key (PKCS#8, PKCS#1 or SEC1).
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
+/// The certificate the proxy presents, from its two files; replaceable
+/// while the proxy serves ([`Certificate::reload`]).
+#[derive(Debug)]
+pub struct Certificate {
+    cert: PathBuf,
+    key: PathBuf,
+    provider: Arc<CryptoProvider>,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl Certificate {
+    /// Reads a PEM certificate chain (leaf first) and its PEM private key
+    /// (PKCS#8, PKCS#1 or SEC1), checking that they belong together.
+    pub fn load(cert: &Path, key: &Path) -> Result<Arc<Certificate>, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let current = certified(cert, key, &provider)?;
+        Ok(Arc::new(Certificate {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            provider,
+            current: RwLock::new(Arc::new(current)),
+        }))
+    }
+
+    /// Reads the files again; on success new handshakes present what they
+    /// hold now, on failure the certificate in use stays (and the error
+    /// says why).
+    pub fn reload(&self) -> Result<(), String> {
+        let fresh = certified(&self.cert, &self.key, &self.provider)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
+        Ok(())
+    }
+
+    /// The certificate chain in use.
+    pub fn chain(&self) -> Vec<CertificateDer<'static>> {
+        self.now().cert.clone()
+    }
+
+    /// The certificate file (`--proxy-tls-cert`).
+    pub fn cert_path(&self) -> &Path {
+        &self.cert
+    }
+
+    fn now(&self) -> Arc<CertifiedKey> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl ResolvesServerCert for Certificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.now())
+    }
+}
+
+/// The certificate and key of two files, checked to belong together.
+fn certified(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<CertifiedKey, String> {
     let chain = read_chain(cert)?;
     let key_der = read_key(key)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+    CertifiedKey::from_der(chain, key_der, provider).map_err(|e| {
+        format!(
+            "--proxy-tls-key {} does not go with the certificate in --proxy-tls-cert {} ({e}); \
+             give the private key the certificate was issued for",
+            key.display(),
+            cert.display()
+        )
+    })
+}
+
+/// The server side of the proxy's TLS, presenting `cert`.
+pub fn server_config(cert: &Arc<Certificate>) -> Result<Arc<rustls::ServerConfig>, String> {
+    let mut cfg = rustls::ServerConfig::builder_with_provider(cert.provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("cannot set up TLS: {e}"))?
         .with_no_client_auth()
-        .with_single_cert(chain, key_der)
-        .map_err(|e| {
-            format!(
-                "--proxy-tls-key {} does not go with the certificate in --proxy-tls-cert {} ({e}); \
-                 give the private key the certificate was issued for",
-                key.display(),
-                cert.display()
-            )
-        })?;
+        .with_cert_resolver(cert.clone());
     cfg.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(cfg))
 }
@@ -116,24 +180,45 @@ mod tests {
 
     #[test]
     fn a_certificate_and_its_key_load() {
-        let cfg = server_config(&data("wildcard.pem"), &data("wildcard.key")).unwrap();
+        let cert = Certificate::load(&data("wildcard.pem"), &data("wildcard.key")).unwrap();
+        let cfg = server_config(&cert).unwrap();
         assert_eq!(cfg.alpn_protocols, vec![b"http/1.1".to_vec()]);
+        assert_eq!(cert.chain(), read_chain(&data("wildcard.pem")).unwrap());
     }
 
     #[test]
     fn bad_files_are_refused_with_the_reason() {
         let (cert, key) = (data("wildcard.pem"), data("wildcard.key"));
-        let e = server_config(&cert, &data("other.key")).unwrap_err();
+        let e = Certificate::load(&cert, &data("other.key")).unwrap_err();
         assert!(e.contains("does not go with the certificate"), "{e}");
-        let e = server_config(&key, &key).unwrap_err();
+        let e = Certificate::load(&key, &key).unwrap_err();
         assert!(e.contains("holds no certificate"), "{e}");
-        let e = server_config(&cert, &cert).unwrap_err();
+        let e = Certificate::load(&cert, &cert).unwrap_err();
         assert!(e.contains("holds no usable private key"), "{e}");
-        let e = server_config(&data("missing.pem"), &key).unwrap_err();
+        let e = Certificate::load(&data("missing.pem"), &key).unwrap_err();
         assert!(
             e.contains("cannot read --proxy-tls-cert") && e.contains("missing.pem"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_failed_reload_keeps_the_certificate_in_use() {
+        let dir = std::env::temp_dir().join(format!("dwell-proxy-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = (dir.join("c.pem"), dir.join("k.pem"));
+        std::fs::copy(data("wildcard.pem"), &cert).unwrap();
+        std::fs::copy(data("wildcard.key"), &key).unwrap();
+        let c = Certificate::load(&cert, &key).unwrap();
+        let before = c.chain();
+        std::fs::copy(data("other.key"), &key).unwrap();
+        let e = c.reload().unwrap_err();
+        assert!(e.contains("does not go with"), "{e}");
+        assert_eq!(c.chain(), before, "the old certificate stays");
+        std::fs::copy(data("wildcard.key"), &key).unwrap();
+        c.reload().unwrap();
+        assert_eq!(c.chain(), before);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

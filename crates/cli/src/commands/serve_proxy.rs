@@ -4,7 +4,7 @@
 //! E2B domain unless `--e2b-domain` says otherwise, and serves
 //! `dwell-proxy` until shutdown, with the E2B routers of the daemon
 //! (envd for `49983-ID.D` and `sandbox.D`, the control plane for `api.D`)
-//! served in-process.
+//! served in-process. With TLS, SIGHUP reloads the certificate.
 
 use std::sync::Arc;
 
@@ -38,9 +38,16 @@ fn check_domain(d: &str) -> Result<String> {
     Ok(d)
 }
 
+/// The proxy's TLS: its configuration and the certificate it presents.
+pub struct ProxyTls {
+    config: Arc<rustls::ServerConfig>,
+    cert: Arc<dwell_proxy::tls::Certificate>,
+    domain: String,
+}
+
 /// The TLS configuration `--proxy-tls-cert`/`--proxy-tls-key` ask for,
 /// checked (files, key, names) before the daemon starts anything.
-pub fn tls_config(a: &ServeArgs) -> Result<Option<Arc<rustls::ServerConfig>>> {
+pub fn tls_config(a: &ServeArgs) -> Result<Option<ProxyTls>> {
     let (cert, key) = match (&a.proxy_tls_cert, &a.proxy_tls_key) {
         (None, None) => return Ok(None),
         (Some(c), Some(k)) => (c, k),
@@ -55,29 +62,71 @@ pub fn tls_config(a: &ServeArgs) -> Result<Option<Arc<rustls::ServerConfig>>> {
         bail!("--proxy-tls-cert and --proxy-tls-key are for the port proxy: give --proxy-listen ADDR too");
     }
     let domain = check_domain(&a.domain)?;
-    let cfg = dwell_proxy::tls::server_config(cert, key).map_err(anyhow::Error::msg)?;
-    let chain = dwell_proxy::tls::read_chain(cert).map_err(anyhow::Error::msg)?;
-    let names = [
-        format!("8080-sandboxid.{domain}"),
-        format!("api.{domain}"),
-        format!("sandbox.{domain}"),
-    ];
-    let missing = dwell_proxy::tls::uncovered(&chain, &names);
-    if !missing.is_empty() {
-        tracing::warn!(
-            "the certificate in --proxy-tls-cert {} is not valid for {} (clients will refuse \
-             the connection); it should cover *.{domain}",
-            cert.display(),
-            missing.join(", ")
-        );
+    let cert = dwell_proxy::tls::Certificate::load(cert, key).map_err(anyhow::Error::msg)?;
+    let config = dwell_proxy::tls::server_config(&cert).map_err(anyhow::Error::msg)?;
+    let tls = ProxyTls {
+        config,
+        cert,
+        domain,
+    };
+    tls.check_names();
+    Ok(Some(tls))
+}
+
+impl ProxyTls {
+    /// Warns when the certificate does not cover the names clients ask for.
+    fn check_names(&self) {
+        let d = &self.domain;
+        let names = [
+            format!("8080-sandboxid.{d}"),
+            format!("api.{d}"),
+            format!("sandbox.{d}"),
+        ];
+        let missing = dwell_proxy::tls::uncovered(&self.cert.chain(), &names);
+        if !missing.is_empty() {
+            tracing::warn!(
+                "the certificate in --proxy-tls-cert {} is not valid for {} (clients will refuse \
+                 the connection); it should cover *.{d}",
+                self.cert.cert_path().display(),
+                missing.join(", ")
+            );
+        }
     }
-    Ok(Some(cfg))
+
+    /// Reloads the certificate on every SIGHUP until shutdown.
+    async fn reload_on_hangup(self) -> std::io::Result<()> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = signal(SignalKind::hangup())?;
+        let stop = shutdown();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => return Ok(()),
+                _ = hup.recv() => {}
+            }
+            match self.cert.reload() {
+                Ok(()) => {
+                    tracing::info!(
+                        "SIGHUP: reloaded the port proxy's certificate from {}",
+                        self.cert.cert_path().display()
+                    );
+                    self.check_names();
+                }
+                Err(e) => tracing::error!(
+                    "SIGHUP: cannot reload the port proxy's certificate, the one loaded before \
+                     stays in use: {e}"
+                ),
+            }
+        }
+    }
 }
 
 /// The bound proxy, waiting for the E2B routers.
 pub struct Prepared {
     tcp: TcpListener,
     opts: dwell_proxy::Options,
+    /// Reloaded on SIGHUP, with TLS.
+    tls: Option<ProxyTls>,
     /// `SCHEME://api.DOMAIN[:PORT]`, for the log.
     api_url: String,
 }
@@ -89,7 +138,7 @@ pub async fn prepare(
     a: &mut ServeArgs,
     ctl: &Controller,
     limits: Limits,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<ProxyTls>,
 ) -> Result<Option<Prepared>> {
     let Some(addr) = a.proxy_listen.clone() else {
         return Ok(None);
@@ -142,9 +191,14 @@ pub async fn prepare(
     opts.per_sandbox = a.proxy_max_per_sandbox;
     opts.max_per_ip = a.proxy_max_per_ip;
     opts.idle_timeout = idle;
-    opts.tls = tls;
+    opts.tls = tls.as_ref().map(|t| t.config.clone());
     let api_url = settings.url("api").trim_end_matches('/').to_string();
-    Ok(Some(Prepared { tcp, opts, api_url }))
+    Ok(Some(Prepared {
+        tcp,
+        opts,
+        tls,
+        api_url,
+    }))
 }
 
 impl Prepared {
@@ -160,8 +214,12 @@ impl Prepared {
         let Prepared {
             tcp,
             mut opts,
+            tls,
             api_url,
         } = self;
+        if let Some(tls) = tls {
+            tasks.spawn(tls.reload_on_hangup());
+        }
         if let Some(api) = &routers.api {
             tracing::info!("the E2B API is also served at {api_url} (E2B_API_URL)");
             opts.api = Some(api.clone());

@@ -22,6 +22,8 @@ pub struct TestCa {
     pub cert: PathBuf,
     /// The server's private key (PEM).
     pub key: PathBuf,
+    /// The domain of the certificate.
+    pub domain: String,
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -74,6 +76,21 @@ impl TestCa {
                 "keyUsage=critical,keyCertSign,cRLSign",
             ],
         );
+        let ca = TestCa {
+            ca: d.join("ca.pem"),
+            cert: d.join("cert.pem"),
+            key: d.join("key.pem"),
+            domain: domain.to_string(),
+            dir,
+        };
+        ca.reissue();
+        ca
+    }
+
+    /// A new key and certificate for the domain, over the old files.
+    pub fn reissue(&self) {
+        let d = self.dir.path();
+        let domain = &self.domain;
         openssl(
             d,
             &[
@@ -119,12 +136,6 @@ impl TestCa {
                 "ext.cnf",
             ],
         );
-        TestCa {
-            ca: d.join("ca.pem"),
-            cert: d.join("cert.pem"),
-            key: d.join("key.pem"),
-            dir,
-        }
     }
 
     /// A client configuration trusting only this CA, offering `alpn`.
@@ -143,6 +154,12 @@ impl TestCa {
         cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Arc::new(cfg)
     }
+}
+
+/// The certificate the server at `addr` presents for `sni` (DER).
+pub fn presented(ca: &TestCa, addr: &str, sni: &str) -> Vec<u8> {
+    let s = connect(ca.client(&[b"http/1.1"]), addr, sni).unwrap();
+    s.conn.peer_certificates().unwrap()[0].to_vec()
 }
 
 /// A TLS connection to `addr` for host name `sni`.
