@@ -268,14 +268,17 @@ pub struct ServeArgs {
     #[arg(long, default_value = "1h")]
     pub signed_url_lifetime: String,
     /// The domain reported to E2B clients; they reach envd at
-    /// `49983-{id}.{domain}` unless E2B_SANDBOX_URL is set. Default with
-    /// `--proxy-listen`: the proxy's `--domain` (and port, unless 80), so
-    /// the SDKs' `getHost(port)` names the proxy.
+    /// `https://49983-{id}.{domain}` unless E2B_SANDBOX_URL is set. Default
+    /// with `--proxy-listen`: the proxy's `--domain` (and port, unless it
+    /// is the scheme's default, 443 with TLS or 80), so the SDKs'
+    /// `getHost(port)` names the proxy.
     #[arg(long)]
     pub e2b_domain: Option<String>,
     /// Serve the port proxy on TCP (`127.0.0.1:8081`): ports exposed with
     /// `dwell expose` / `dwell port` are reached as `http://PORT-ID.DOMAIN/`
-    /// (HTTP/1.1, WebSocket, and raw TCP through CONNECT).
+    /// (HTTP/1.1, WebSocket, and raw TCP through CONNECT; https with
+    /// --proxy-tls-cert). With the E2B listeners it also serves
+    /// `api.DOMAIN`, `sandbox.DOMAIN` and `49983-ID.DOMAIN` for the SDKs.
     #[arg(long)]
     pub proxy_listen: Option<String>,
     /// The domain of the port proxy's host names (`PORT-ID.DOMAIN`); point
@@ -283,11 +286,24 @@ pub struct ServeArgs {
     /// in browsers without DNS.
     #[arg(long, default_value = "localhost")]
     pub domain: String,
-    /// The port in URLs the daemon prints for exposed ports (default: the
-    /// `--proxy-listen` port; give 80 when a front proxy serves the domain
-    /// on the standard port).
+    /// The port in URLs the daemon prints for exposed ports and in the
+    /// domain reported to E2B clients (default: the `--proxy-listen` port;
+    /// give 443 (with TLS) or 80 when the domain is served on the standard
+    /// port, e.g. by a front proxy or a port forward; that port is then
+    /// left out of URLs).
     #[arg(long)]
     pub proxy_url_port: Option<u16>,
+    /// Serve the port proxy over TLS (HTTPS, HTTP/1.1) with this PEM
+    /// certificate chain (server certificate first); it should cover
+    /// `*.DOMAIN` (the E2B SDKs reach `PORT-ID.DOMAIN`, `api.DOMAIN`,
+    /// `sandbox.DOMAIN` over https). Needs --proxy-tls-key. Read at startup
+    /// and again on SIGHUP (a renewed certificate; if the files do not load
+    /// then, the one in use stays).
+    #[arg(long)]
+    pub proxy_tls_cert: Option<PathBuf>,
+    /// The PEM private key of --proxy-tls-cert.
+    #[arg(long)]
+    pub proxy_tls_key: Option<PathBuf>,
     /// Connections the port proxy holds open to one sandbox at once (kept
     /// HTTP connections, WebSockets, CONNECT tunnels); more get 503.
     #[arg(long, default_value_t = 128)]

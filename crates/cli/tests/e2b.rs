@@ -62,7 +62,14 @@ struct E2b {
 
 impl E2b {
     fn start() -> E2b {
-        let (d, E2bListeners { api, envd }) = Daemon::start_e2b(&["--resync-secs", "1"]);
+        Self::start_with(&[])
+    }
+
+    /// [`E2b::start`] with more flags of `dwell serve`.
+    fn start_with(extra: &[&str]) -> E2b {
+        let mut args = vec!["--resync-secs", "1"];
+        args.extend_from_slice(extra);
+        let (d, E2bListeners { api, envd }) = Daemon::start_e2b(&args);
         // The E2B form of the keys (`e2b_HEX`): the SDKs refuse any other.
         let e2b = |k: String| format!("e2b_{}", k.strip_prefix("dwk_").expect("a dwell key"));
         let keys = [e2b(d.tenant_key("e2b-a")), e2b(d.tenant_key("e2b-b"))];
@@ -83,7 +90,8 @@ impl E2b {
         self.run_script_with(program, script, name, &[]);
     }
 
-    /// [`E2b::run_script`] with more environment variables.
+    /// [`E2b::run_script`] with more environment variables (an empty value
+    /// removes the variable).
     fn run_script_with(
         &self,
         program: &str,
@@ -97,8 +105,8 @@ impl E2b {
             .path()
             .join(format!("{}.out", name.replace(['/', '.'], "-")));
         let out = std::fs::File::create(&out_path).unwrap();
-        let mut child = Command::new(program)
-            .arg(script)
+        let mut cmd = Command::new(program);
+        cmd.arg(script)
             .env("E2B_API_URL", format!("http://{}", self.api))
             .env("E2B_SANDBOX_URL", format!("http://{}", self.envd))
             .env("E2B_API_KEY", &self.keys[0])
@@ -106,7 +114,11 @@ impl E2b {
             .env_remove("E2B_DOMAIN")
             .env_remove("E2B_DEBUG")
             .env("PYTHONUNBUFFERED", "1")
-            .envs(env.iter().copied())
+            .envs(env.iter().copied().filter(|(_, v)| !v.is_empty()));
+        for (k, _) in env.iter().filter(|(_, v)| v.is_empty()) {
+            cmd.env_remove(k);
+        }
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -727,4 +739,82 @@ fn e2b_template_from_a_registry_image() {
         "templates_registry.py",
         &[("REGISTRY_IMAGE", &image)],
     );
+}
+
+/// Environment variables of a scenario.
+type Env = Vec<(String, String)>;
+
+/// A daemon whose TLS port proxy serves `dwell.test` (a CA and certificate
+/// made for the test), and the environment that makes the SDKs reach it
+/// as they reach E2B: by host name over https, with neither
+/// E2B_API_URL nor E2B_SANDBOX_URL.
+fn https_hosts() -> Option<(E2b, common::tls::TestCa, Env)> {
+    if !common::tls::have_openssl() {
+        skip("the openssl command is missing (Debian package openssl): it makes the test CA");
+        return None;
+    }
+    let domain = "dwell.test";
+    let ca = common::tls::TestCa::make(domain);
+    let proxy = format!("127.0.0.1:{}", free_port());
+    let e = E2b::start_with(&[
+        "--proxy-listen",
+        &proxy,
+        "--domain",
+        domain,
+        "--proxy-tls-cert",
+        ca.cert.to_str().unwrap(),
+        "--proxy-tls-key",
+        ca.key.to_str().unwrap(),
+    ]);
+    wait_listening(&proxy, 20);
+    let port = proxy.rsplit(':').next().unwrap();
+    let ca_file = ca.ca.to_str().unwrap().to_string();
+    let env = vec![
+        ("E2B_API_URL".into(), String::new()),
+        ("E2B_SANDBOX_URL".into(), String::new()),
+        ("E2B_DOMAIN".into(), format!("{domain}:{port}")),
+        ("SSL_CERT_FILE".into(), ca_file.clone()),
+        ("NODE_EXTRA_CA_CERTS".into(), ca_file),
+    ];
+    Some((e, ca, env))
+}
+
+/// The Python SDK over HTTPS by host name through the TLS proxy
+/// (tests/e2b/hosts.py): api.D, envd at 49983-ID.D and sandbox.D,
+/// get_host(port), refused tokens, auto-resume by an https request.
+#[test]
+fn e2b_https_hosts() {
+    if !can_run() || !sdk_present() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let Some((e, _ca, env)) = https_hosts() else {
+        return;
+    };
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/e2b/hosts.py");
+    e.run_script_with("python3", &script, "hosts.py", &env);
+}
+
+/// The npm SDK's counterpart (tests/e2b/js/hosts.mjs).
+#[test]
+fn e2b_npm_sdk_https_hosts() {
+    if !can_run() {
+        return;
+    }
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/e2b/js");
+    if Command::new("node").arg("--version").output().is_err()
+        || !dir.join("node_modules/e2b/package.json").exists()
+    {
+        skip(
+            "node or the npm package `e2b` (tests/e2b/js) is missing; run scripts/install-deps.sh",
+        );
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let Some((e, _ca, env)) = https_hosts() else {
+        return;
+    };
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    e.run_script_with("node", &dir.join("hosts.mjs"), "js/hosts.mjs", &env);
 }

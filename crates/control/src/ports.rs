@@ -44,16 +44,19 @@ pub const MAX_REDEEMED_PER_EXPOSURE: usize = 1000;
 pub struct PortSettings {
     /// The domain under which `PORT-ID.DOMAIN` names are served.
     pub domain: String,
-    /// The port of URLs (`None`: the scheme's default, 80).
+    /// The port of URLs (`None`: the scheme's default, 80 or 443).
     pub url_port: Option<u16>,
+    /// Whether the proxy serves TLS (`https://` URLs).
+    pub tls: bool,
 }
 
 impl PortSettings {
-    /// `http://LABEL.DOMAIN[:PORT]/` for a host label (`8080-ID`).
+    /// `http[s]://LABEL.DOMAIN[:PORT]/` for a host label (`8080-ID`).
     pub fn url(&self, label: &str) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
         match self.url_port {
-            Some(p) => format!("http://{label}.{}:{p}/", self.domain),
-            None => format!("http://{label}.{}/", self.domain),
+            Some(p) => format!("{scheme}://{label}.{}:{p}/", self.domain),
+            None => format!("{scheme}://{label}.{}/", self.domain),
         }
     }
 }
@@ -369,12 +372,20 @@ mod tests {
         let s = PortSettings {
             domain: "localhost".into(),
             url_port: Some(8081),
+            tls: false,
         };
         assert_eq!(s.url("80-x"), "http://80-x.localhost:8081/");
         let s = PortSettings {
             domain: "d.io".into(),
             url_port: None,
+            tls: false,
         };
         assert_eq!(s.url("80-x"), "http://80-x.d.io/");
+        let s = PortSettings {
+            domain: "d.io".into(),
+            url_port: Some(8443),
+            tls: true,
+        };
+        assert_eq!(s.url("80-x"), "https://80-x.d.io:8443/");
     }
 }

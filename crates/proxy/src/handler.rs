@@ -21,6 +21,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use dwell_control::ports::{parse_host, HostTarget};
 use dwell_control::{Error as CtlError, PortRoute};
 use dwell_proto::{ErrorKind, TcpTunnel};
 use http_body_util::BodyExt;
@@ -47,13 +48,16 @@ struct Upstream {
 /// What one client connection keeps between its requests.
 pub(crate) struct ConnState {
     peer: SocketAddr,
+    /// Whether the client came over TLS (`X-Forwarded-Proto`).
+    tls: bool,
     upstream: tokio::sync::Mutex<Option<Upstream>>,
 }
 
 impl ConnState {
-    pub(crate) fn new(peer: SocketAddr) -> ConnState {
+    pub(crate) fn new(peer: SocketAddr, tls: bool) -> ConnState {
         ConnState {
             peer,
+            tls,
             upstream: tokio::sync::Mutex::new(None),
         }
     }
@@ -232,32 +236,129 @@ async fn route_and_serve(
             &format!("the request names no host; ask for http://PORT-ID.{domain}/"),
         )));
     };
+    // The E2B hosts of the domain: `api.D` and `sandbox.D`.
+    if let Some(label) = host
+        .strip_suffix(domain.as_str())
+        .and_then(|l| l.strip_suffix('.'))
+    {
+        match (label, &shared.opts.api) {
+            ("api", Some(api)) => return Ok(serve_router(api.clone(), conn, req).await),
+            ("sandbox", _) => return sandbox_host(shared, conn, req, html).await,
+            _ => {}
+        }
+    }
+    // The E2B data plane by id (as the SDKs reach it): envd checks the
+    // sandbox's access token itself, the same way for every id, so that
+    // an id that does not exist is not told apart from a wrong token.
+    if let Some(envd) = &shared.opts.envd {
+        if let Some((ENVD_PORT, HostTarget::Id(_))) = parse_host(&host, &domain) {
+            return Ok(serve_router(envd.clone(), conn, req).await);
+        }
+    }
+    let route = lookup(shared, &host, html).await?;
+    serve_route(shared, conn, route, &host, true, req, html).await
+}
+
+/// The route of a `PORT-ID.D` / `PORT-NAME.D` host, or the 404.
+async fn lookup(shared: &Arc<Shared>, host: &str, html: bool) -> Result<PortRoute, Refusal> {
+    let domain = shared.opts.domain.clone();
     let ctl = shared.ctl.clone();
-    let (h, d) = (host.clone(), domain.clone());
-    let route = match tokio::task::spawn_blocking(move || ctl.port_route(&h, &d)).await {
-        Ok(Ok(Some(r))) => r,
-        Ok(Ok(None)) => return Err(not_found(html, &host, &domain)),
+    let (h, d) = (host.to_string(), domain.clone());
+    match tokio::task::spawn_blocking(move || ctl.port_route(&h, &d)).await {
+        Ok(Ok(Some(r))) => Ok(r),
+        Ok(Ok(None)) => Err(not_found(html, host, &domain)),
         Ok(Err(e)) => {
             tracing::warn!("port proxy: looking up {host} failed: {e}");
-            return Err(Refusal::new(page(
+            Err(Refusal::new(page(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 html,
                 "Internal Server Error",
                 "the daemon could not look the sandbox up; see its log",
-            )));
+            )))
         }
         Err(e) => {
             tracing::warn!("port proxy: the lookup of {host} failed: {e}");
-            return Err(not_found(html, &host, &domain));
-        }
-    };
-    // The E2B data plane is reached by id (as the SDKs do); by name it
-    // would tell who has a sandbox of that name.
-    if route.port == ENVD_PORT && route.by_id {
-        if let Some(envd) = &shared.opts.envd {
-            return Ok(serve_envd(envd.clone(), req).await);
+            Err(not_found(html, host, &domain))
         }
     }
+}
+
+/// E2B's routing header naming the sandbox on `sandbox.D`.
+const SANDBOX_ID_HEADER: &str = "e2b-sandbox-id";
+/// E2B's routing header naming the port on `sandbox.D`.
+const SANDBOX_PORT_HEADER: &str = "e2b-sandbox-port";
+
+/// `sandbox.D`: the sandbox and port come from E2B's routing headers.
+/// Port 49983 goes to envd (when served); another port is that sandbox's
+/// exposed port, by id only and with token headers only (a cookie of this
+/// shared host name would be one for every sandbox).
+async fn sandbox_host(
+    shared: &Arc<Shared>,
+    conn: &Arc<ConnState>,
+    req: Request<Incoming>,
+    html: bool,
+) -> Answer {
+    let domain = shared.opts.domain.clone();
+    let header = |n: &str| {
+        req.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let Some(id) = header(SANDBOX_ID_HEADER) else {
+        return Err(Refusal::new(page(
+            StatusCode::BAD_REQUEST,
+            html,
+            "Bad Request",
+            &format!(
+                "requests to sandbox.{domain} name their sandbox in the E2b-Sandbox-Id header \
+                 and its port in E2b-Sandbox-Port (as the E2B SDKs do); or ask for \
+                 PORT-ID.{domain}"
+            ),
+        )));
+    };
+    let port = match header(SANDBOX_PORT_HEADER) {
+        None => ENVD_PORT,
+        Some(p) => match p.parse::<u16>() {
+            Ok(p) if p != 0 => p,
+            _ => {
+                return Err(Refusal::new(page(
+                    StatusCode::BAD_REQUEST,
+                    html,
+                    "Bad Request",
+                    &format!("E2b-Sandbox-Port {p:?} is not a port number (1-65535)"),
+                )))
+            }
+        },
+    };
+    if port == ENVD_PORT {
+        if let Some(envd) = &shared.opts.envd {
+            return Ok(serve_router(envd.clone(), conn, req).await);
+        }
+    }
+    // Ids only: a name here would tell who has a sandbox of that name.
+    let host = format!("{port}-{id}.{domain}");
+    if !dwell_control::ids::looks_like_id(&id) {
+        return Err(not_found(html, &format!("sandbox.{domain}"), &domain));
+    }
+    let route = lookup(shared, &host, html).await?;
+    serve_route(shared, conn, route, &host, false, req, html).await
+}
+
+/// Serves a found route: access checks, then the request. `cookies`:
+/// whether login links and the access cookie count (not on `sandbox.D`).
+async fn serve_route(
+    shared: &Arc<Shared>,
+    conn: &Arc<ConnState>,
+    route: PortRoute,
+    host: &str,
+    cookies: bool,
+    req: Request<Incoming>,
+    html: bool,
+) -> Answer {
+    let domain = shared.opts.domain.clone();
+    let host = host.to_string();
     let Some(exposure) = &route.exposure else {
         return Err(not_found(html, &host, &domain));
     };
@@ -265,10 +366,10 @@ async fn route_and_serve(
         // A one-time link (or the token itself) in the query: a cookie,
         // and back to the clean URL.
         let (token, rest) = split_login(req.uri().query());
-        if let Some(token) = token {
+        if let (Some(token), true) = (token, cookies) {
             return login(shared, &route, &host, &token, req.uri(), &rest, html);
         }
-        match authorized(shared, &route, &host, req.headers()) {
+        match authorized(shared, &route, &host, req.headers(), cookies) {
             Auth::Token => {}
             Auth::Cookie => {
                 let authority = raw_authority(&req).unwrap_or_default();
@@ -327,7 +428,13 @@ enum Auth {
 
 /// Whether the request carries a valid token, or any valid cookie, for
 /// `route`.
-fn authorized(shared: &Shared, route: &PortRoute, host: &str, h: &HeaderMap) -> Auth {
+fn authorized(
+    shared: &Shared,
+    route: &PortRoute,
+    host: &str,
+    h: &HeaderMap,
+    cookies: bool,
+) -> Auth {
     let Some(hash) = route.exposure.as_ref().and_then(|e| e.token_hash.as_ref()) else {
         return Auth::None;
     };
@@ -338,9 +445,10 @@ fn authorized(shared: &Shared, route: &PortRoute, host: &str, h: &HeaderMap) -> 
             }
         }
     }
-    if cookie_values(h, COOKIE)
-        .iter()
-        .any(|c| shared.ctl.port_cookie_valid(route, host, c))
+    if cookies
+        && cookie_values(h, COOKIE)
+            .iter()
+            .any(|c| shared.ctl.port_cookie_valid(route, host, c))
     {
         Auth::Cookie
     } else {
@@ -630,7 +738,8 @@ fn outbound(conn: &ConnState, mut req: Request<Incoming>, upgrade: bool) -> Requ
     if let Some(host) = host {
         h.insert("x-forwarded-host", host);
     }
-    h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    let proto = if conn.tls { "https" } else { "http" };
+    h.insert("x-forwarded-proto", HeaderValue::from_static(proto));
     req
 }
 
@@ -765,10 +874,19 @@ async fn upgrade(
     Ok(Response::from_parts(parts, crate::pages::full("")))
 }
 
-/// A request for the envd port, served by the E2B data plane in-process.
-async fn serve_envd(envd: axum::Router, req: Request<Incoming>) -> Response<Body> {
+/// A request served in-process by one of the E2B routers (envd, or the
+/// control plane), with `X-Forwarded-Proto` saying how the client came
+/// (URLs the routers hand out, like template upload links, use it).
+async fn serve_router(
+    router: axum::Router,
+    conn: &ConnState,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
     use hyper::service::Service;
-    let svc = hyper_util::service::TowerToHyperService::new(envd);
+    let proto = if conn.tls { "https" } else { "http" };
+    req.headers_mut()
+        .insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    let svc = hyper_util::service::TowerToHyperService::new(router);
     match svc.call(req).await {
         Ok(r) => r.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync()),
         Err(never) => match never {},

@@ -27,11 +27,20 @@
 //!   header size and time, tunnels per sandbox, idle time of tunnels and of
 //!   waits for an answer.
 //! * With an envd router (the E2B data plane), `49983-ID.D` is served by it,
-//!   as the E2B SDK expects when the E2B domain is the proxy's.
+//!   as the E2B SDK expects when the E2B domain is the proxy's; so is
+//!   `sandbox.D` (E2B's host for its own domains), which names the sandbox
+//!   and port in the `E2b-Sandbox-Id` and `E2b-Sandbox-Port` headers: port
+//!   49983 is envd, any other the exposed port under the rules above (by
+//!   token header only: no cookies or login links on a shared host name).
+//! * With an E2B control-plane router, `api.D` is served by it (the SDKs'
+//!   `https://api.{domain}` when `E2B_API_URL` is unset).
+//! * TLS when given a certificate ([`tls`]): the handshake has
+//!   [`Options::handshake_timeout`]; everything else is the same over it.
 
 mod handler;
 mod pages;
 mod pipe;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -85,8 +94,15 @@ pub struct Options {
     pub idle_timeout: Duration,
     /// The largest request head (request line and headers).
     pub max_header_bytes: usize,
-    /// Serves `49983-ID.DOMAIN` (the E2B envd data plane), when set.
+    /// Serves `49983-ID.DOMAIN` and `sandbox.DOMAIN` (the E2B envd data
+    /// plane), when set.
     pub envd: Option<axum::Router>,
+    /// Serves `api.DOMAIN` (the E2B control plane), when set.
+    pub api: Option<axum::Router>,
+    /// Serve over TLS with this configuration ([`tls::server_config`]).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Time a client has to complete the TLS handshake.
+    pub handshake_timeout: Duration,
 }
 
 impl Options {
@@ -101,6 +117,9 @@ impl Options {
             idle_timeout: Duration::from_secs(600),
             max_header_bytes: 64 * 1024,
             envd: None,
+            api: None,
+            tls: None,
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -221,6 +240,7 @@ pub async fn serve(
         max: shared.opts.max_per_ip.max(1),
         open: Mutex::default(),
     });
+    let tls = shared.opts.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut conns = JoinSet::new();
     tokio::pin!(stop);
@@ -242,43 +262,68 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let Some(ip_slot) = per_ip.acquire(peer.ip()) else {
-            // Answer without waiting (what does not fit in the socket
-            // buffer is not sent) and close.
+            tracing::debug!("port proxy: {peer} is over --proxy-max-per-ip");
             let head = format!(
                 "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
                  Content-Length: {}\r\nConnection: close\r\n\r\n{PER_IP_REFUSAL}",
                 PER_IP_REFUSAL.len()
             );
-            let _ = stream.try_write(head.as_bytes());
-            tracing::debug!("port proxy: {peer} is over --proxy-max-per-ip");
+            match &tls {
+                // Answer without waiting (what does not fit in the socket
+                // buffer is not sent) and close.
+                None => {
+                    let _ = stream.try_write(head.as_bytes());
+                }
+                // Over TLS the answer needs a handshake first (else the
+                // client sees only a closed connection); it holds one of
+                // the connection slots meanwhile, and is bounded in time.
+                Some(acceptor) => {
+                    let acceptor = acceptor.clone();
+                    let limit = shared.opts.handshake_timeout;
+                    conns.spawn(async move {
+                        let _permit = permit;
+                        let _ = tokio::time::timeout(limit, async move {
+                            use tokio::io::AsyncWriteExt;
+                            let mut s = acceptor.accept(stream).await?;
+                            s.write_all(head.as_bytes()).await?;
+                            s.shutdown().await
+                        })
+                        .await;
+                    });
+                }
+            }
             continue;
         };
         while conns.try_join_next().is_some() {}
         let shared = shared.clone();
         let mut stop_rx = stop_rx.clone();
+        let tls = tls.clone();
         conns.spawn(async move {
             let _permit = permit;
             let _ip_slot = ip_slot;
-            let conn_state = Arc::new(handler::ConnState::new(peer));
-            let svc = {
-                let shared = shared.clone();
-                hyper::service::service_fn(move |req| {
-                    handler::handle(shared.clone(), conn_state.clone(), req)
-                })
+            let Some(acceptor) = tls else {
+                serve_conn(shared, peer, false, stream, stop_rx).await;
+                return;
             };
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(shared.opts.header_timeout)
-                .max_buf_size(shared.opts.max_header_bytes.max(8192))
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => return,
-                _ = stop_rx.wait_for(|s| *s) => {}
-            }
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+            let handshake = tokio::time::timeout(
+                shared.opts.handshake_timeout,
+                acceptor.accept(stream),
+            );
+            let stream = tokio::select! {
+                r = handshake => match r {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!("port proxy: TLS handshake with {peer} failed: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!("port proxy: {peer} did not finish the TLS handshake in time");
+                        return;
+                    }
+                },
+                _ = stop_rx.wait_for(|s| *s) => return,
+            };
+            serve_conn(shared, peer, true, stream, stop_rx).await;
         });
     }
     drop(tcp);
@@ -289,6 +334,39 @@ pub async fn serve(
         conns.abort_all();
     }
     Ok(())
+}
+
+/// Serves HTTP/1.1 on one client connection (plain or TLS) until it ends;
+/// on shutdown it finishes the request in flight.
+async fn serve_conn<S>(
+    shared: Arc<Shared>,
+    peer: std::net::SocketAddr,
+    tls: bool,
+    stream: S,
+    mut stop_rx: tokio::sync::watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn_state = Arc::new(handler::ConnState::new(peer, tls));
+    let svc = {
+        let shared = shared.clone();
+        hyper::service::service_fn(move |req| {
+            handler::handle(shared.clone(), conn_state.clone(), req)
+        })
+    };
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(shared.opts.header_timeout)
+        .max_buf_size(shared.opts.max_header_bytes.max(8192))
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = stop_rx.wait_for(|s| *s) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = conn.await;
 }
 
 #[cfg(test)]

@@ -60,6 +60,7 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
     let dns = dns_resolver(&a.dns_upstream)?;
     let snapshot_settings = a.snapshot_store.settings(&data_dir)?;
     let limits = listener::Limits::from_flags(a.max_connections, &a.header_timeout)?;
+    let proxy_tls = super::serve_proxy::tls_config(&a)?;
     let daemon_limits = super::limits::from_flags(&a.limits, &data_dir)?;
     let cgroup_parent = cgroup_parent(&data_dir);
     let exe = std::env::current_exe().context("cannot find this binary's path")?;
@@ -177,9 +178,13 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
         let app = dwell_api::tcp_router(ctl.clone());
         tasks.spawn(listener::serve_http(tcp, app, "--listen", limits));
     }
-    // Before the E2B listeners: the E2B domain defaults to the proxy's.
-    crate::commands::serve_proxy::spawn(&mut a, &ctl, limits, &mut tasks).await?;
-    crate::commands::serve_e2b::spawn(&a, &ctl, &data_dir, limits, &mut tasks).await?;
+    // Before the E2B listeners: the E2B domain defaults to the proxy's;
+    // after them, the proxy serves their routers too.
+    let proxy = crate::commands::serve_proxy::prepare(&mut a, &ctl, limits, proxy_tls).await?;
+    let e2b = crate::commands::serve_e2b::spawn(&a, &ctl, &data_dir, limits, &mut tasks).await?;
+    if let Some(proxy) = proxy {
+        proxy.spawn(&ctl, &e2b, &mut tasks);
+    }
     if let Some(addr) = &a.ssh_listen {
         let idle_timeout = humantime::parse_duration(&a.ssh_idle_timeout).with_context(|| {
             format!(

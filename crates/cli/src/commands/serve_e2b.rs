@@ -4,7 +4,10 @@
 //! (`dwell-envd`, the SDKs' `E2B_SANDBOX_URL`). Both are plain HTTP/1.1.
 //!
 //! Both are served like the REST listener, under the daemon's connection
-//! cap and header timeout (`listener.rs`).
+//! cap and header timeout (`listener.rs`). The same routers (one state
+//! each) are also served by the port proxy (`serve_proxy.rs`) for
+//! `api.DOMAIN`, `sandbox.DOMAIN` and `49983-ID.DOMAIN`, over TLS when it
+//! has a certificate.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,14 +20,35 @@ use crate::cli::ServeArgs;
 use crate::commands::listener::{bind, serve_http, Limits};
 use crate::commands::serve::ensure_admin_key;
 
-/// Bind what the flags ask for and serve it on `tasks`.
+/// The E2B routers of the daemon, for the port proxy too.
+#[derive(Default)]
+pub struct E2bRouters {
+    /// The control plane, with `--e2b-listen`.
+    pub api: Option<axum::Router>,
+    /// The envd data plane, with `--e2b-sandbox-listen`, or `--e2b-listen`
+    /// and `--proxy-listen`.
+    pub envd: Option<axum::Router>,
+}
+
+/// Bind what the flags ask for and serve it on `tasks`; the routers
+/// made are returned for the port proxy.
 pub async fn spawn(
     a: &ServeArgs,
     ctl: &Controller,
     data_dir: &Path,
     limits: Limits,
     tasks: &mut JoinSet<std::io::Result<()>>,
-) -> Result<()> {
+) -> Result<E2bRouters> {
+    let mut routers = E2bRouters::default();
+    // envd for its listener, or for the proxy when E2B clients use it.
+    if a.e2b_sandbox_listen.is_some() || (a.e2b_listen.is_some() && a.proxy_listen.is_some()) {
+        routers.envd = Some(dwell_envd::router_with(
+            Arc::new(ctl.clone()),
+            dwell_envd::Options {
+                signed_url_lifetime: signed_url_lifetime(&a.signed_url_lifetime)?,
+            },
+        ));
+    }
     if let Some(addr) = &a.e2b_listen {
         // E2B clients need a key: make the admin key if there is none yet.
         ensure_admin_key(ctl, data_dir)?;
@@ -36,20 +60,15 @@ pub async fn spawn(
                 domain: a.e2b_domain.clone(),
             },
         );
+        routers.api = Some(app.clone());
         tasks.spawn(serve_http(tcp, app, "--e2b-listen", limits));
     }
-    if let Some(addr) = &a.e2b_sandbox_listen {
+    if let (Some(addr), Some(app)) = (&a.e2b_sandbox_listen, &routers.envd) {
         let tcp = bind(addr, "--e2b-sandbox-listen").await?;
         tracing::info!("E2B sandbox API (envd) on http://{addr} (E2B_SANDBOX_URL)");
-        let app = dwell_envd::router_with(
-            Arc::new(ctl.clone()),
-            dwell_envd::Options {
-                signed_url_lifetime: signed_url_lifetime(&a.signed_url_lifetime)?,
-            },
-        );
-        tasks.spawn(serve_http(tcp, app, "--e2b-sandbox-listen", limits));
+        tasks.spawn(serve_http(tcp, app.clone(), "--e2b-sandbox-listen", limits));
     }
-    Ok(())
+    Ok(routers)
 }
 
 /// `--signed-url-lifetime`, checked.
