@@ -304,6 +304,12 @@ pub struct ServeArgs {
     /// The PEM private key of --proxy-tls-cert.
     #[arg(long)]
     pub proxy_tls_key: Option<PathBuf>,
+    /// Also serve the E2B control plane (--e2b-listen's API, same API keys)
+    /// on the port proxy as `api.DOMAIN`, so the E2B SDKs need only
+    /// `E2B_DOMAIN`. Off by default: the proxy is often reachable from
+    /// where --e2b-listen, bound to loopback, is not.
+    #[arg(long)]
+    pub proxy_e2b_api: bool,
     /// Connections the port proxy holds open to one sandbox at once (kept
     /// HTTP connections, WebSockets, CONNECT tunnels); more get 503.
     #[arg(long, default_value_t = 128)]

@@ -761,6 +761,7 @@ fn https_hosts() -> Option<(E2b, common::tls::TestCa, Env)> {
         &proxy,
         "--domain",
         domain,
+        "--proxy-e2b-api",
         "--proxy-tls-cert",
         ca.cert.to_str().unwrap(),
         "--proxy-tls-key",

@@ -873,6 +873,16 @@ fn e2b_sandboxes_are_served_on_every_port() {
         &id,
         "for i in $(seq 100); do python3 -c \"import socket; socket.create_connection(('127.0.0.1', 3000))\" 2>/dev/null && exit 0; sleep 0.1; done; exit 1",
     );
+    // Without --proxy-e2b-api the control plane is not on the proxy.
+    let api_host = format!("api.{DOMAIN}:{proxy_port}");
+    let r = http::request(
+        &proxy,
+        "GET",
+        "/v2/sandboxes",
+        &[("Host", &api_host), auth],
+        b"",
+    );
+    assert_eq!(r.status, 404, "{r}");
     // getHost(3000) = 3000-ID.DOMAIN:PORT.
     let host = format!("3000-{id}.{}", v["domain"].as_str().unwrap());
     let r = http::request(&proxy, "GET", "/", &[("Host", &host)], b"");

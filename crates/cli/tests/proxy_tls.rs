@@ -60,6 +60,7 @@ fn tls_proxy_serves_ports_envd_and_the_api_by_host_name() {
         &proxy,
         "--domain",
         DOMAIN,
+        "--proxy-e2b-api",
         "--proxy-tls-cert",
         ca.cert.to_str().unwrap(),
         "--proxy-tls-key",
@@ -401,4 +402,6 @@ fn bad_tls_flags_stop_the_daemon_with_the_reason() {
         &["--proxy-tls-cert", cert, "--proxy-tls-key", key].map(String::from),
         "give --proxy-listen ADDR too",
     );
+    // The control plane goes on the proxy only with --e2b-listen.
+    serve_fails(&with(&["--proxy-e2b-api"]), "give --e2b-listen ADDR too");
 }

@@ -129,6 +129,8 @@ pub struct Prepared {
     tls: Option<ProxyTls>,
     /// `SCHEME://api.DOMAIN[:PORT]`, for the log.
     api_url: String,
+    /// `--proxy-e2b-api`: serve the E2B control plane as `api.DOMAIN`.
+    e2b_api: bool,
 }
 
 /// Binds the proxy when `--proxy-listen` is given and configures the
@@ -140,7 +142,15 @@ pub async fn prepare(
     limits: Limits,
     tls: Option<ProxyTls>,
 ) -> Result<Option<Prepared>> {
+    if a.proxy_e2b_api && a.e2b_listen.is_none() {
+        bail!(
+            "--proxy-e2b-api serves the E2B control plane on the proxy: give --e2b-listen ADDR too"
+        );
+    }
     let Some(addr) = a.proxy_listen.clone() else {
+        if a.proxy_e2b_api {
+            bail!("--proxy-e2b-api is for the port proxy: give --proxy-listen ADDR too");
+        }
         return Ok(None);
     };
     let domain = check_domain(&a.domain)?;
@@ -198,13 +208,14 @@ pub async fn prepare(
         opts,
         tls,
         api_url,
+        e2b_api: a.proxy_e2b_api,
     }))
 }
 
 impl Prepared {
     /// Serves the proxy on `tasks` until shutdown, with the E2B routers:
     /// envd for `49983-ID.D` and `sandbox.D`, the control plane for
-    /// `api.D`.
+    /// `api.D` when `--proxy-e2b-api` asks for it.
     pub fn spawn(
         self,
         ctl: &Controller,
@@ -216,11 +227,12 @@ impl Prepared {
             mut opts,
             tls,
             api_url,
+            e2b_api,
         } = self;
         if let Some(tls) = tls {
             tasks.spawn(tls.reload_on_hangup());
         }
-        if let Some(api) = &routers.api {
+        if let Some(api) = routers.api.as_ref().filter(|_| e2b_api) {
             tracing::info!("the E2B API is also served at {api_url} (E2B_API_URL)");
             opts.api = Some(api.clone());
         }
