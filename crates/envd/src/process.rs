@@ -202,7 +202,11 @@ fn pump(
     keepalive: Duration,
 ) -> Response {
     let (tx, rx) = mpsc::channel::<Bytes>(16);
+    // Set when the sandbox went away under the stream: the response is
+    // then cut off (see `going_away`) rather than ended.
+    let (cut_tx, cut_rx) = tokio::sync::oneshot::channel::<()>();
     let guard = envd.ctl.stream_opened(id);
+    let (ctl, sid) = (envd.ctl.clone(), id.to_string());
     tokio::spawn(async move {
         let _guard = guard;
         let start = tokio::time::Instant::now() + keepalive;
@@ -231,7 +235,11 @@ fn pump(
                         return;
                     }
                     Err(e) => {
-                        let _ = tx.send(ConnectError::from(e).end_frame()).await;
+                        if going_away(&ctl, &sid, &e) {
+                            let _ = cut_tx.send(());
+                        } else {
+                            let _ = tx.send(ConnectError::from(e).end_frame()).await;
+                        }
                         return;
                     }
                 },
@@ -243,7 +251,58 @@ fn pump(
             }
         }
     });
-    connect::stream_response(rx)
+    cut_off_response(rx, cut_rx)
+}
+
+/// Whether a process stream failed because its sandbox is going away (it
+/// is being killed, stopped or paused, or is gone): the agent's connection
+/// was lost and the sandbox is no longer meant to run.
+fn going_away(ctl: &dwell_control::Controller, id: &str, e: &dwell_proto::Error) -> bool {
+    if !matches!(e, dwell_proto::Error::Unreachable(_)) {
+        return false;
+    }
+    match ctl.live_sandbox(id) {
+        Ok(Some(sb)) => {
+            sb.state != dwell_control::State::Running
+                || sb.desired_state != dwell_control::State::Running
+        }
+        Ok(None) => true,
+        Err(_) => false,
+    }
+}
+
+/// A streaming response of the frames from `rx`; when `cut` fires, the
+/// body fails instead of ending, so the connection drops mid-stream, as
+/// it does when a sandbox is killed under a running command on E2B. The
+/// SDKs then ask `/health`, and its 502 makes them report the sandbox as
+/// killed or at its end of life (a `TimeoutException`), not as an error of
+/// the command.
+fn cut_off_response(rx: mpsc::Receiver<Bytes>, cut: tokio::sync::oneshot::Receiver<()>) -> Response {
+    let s = futures_util::stream::unfold((rx, Some(cut)), |(mut rx, cut)| async move {
+        match rx.recv().await {
+            Some(b) => Some((Ok::<Bytes, std::io::Error>(b), (rx, cut))),
+            None => {
+                // The producer ended: cut off if it asked for that.
+                let mut cut = cut?;
+                match cut.try_recv() {
+                    Ok(()) => Some((
+                        Err(std::io::Error::new(
+                            std::io::ErrorKind::ConnectionAborted,
+                            "the sandbox went away under the stream",
+                        )),
+                        (rx, None),
+                    )),
+                    Err(_) => None,
+                }
+            }
+        }
+    });
+    let mut r = Response::new(Body::from_stream(s));
+    r.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static(connect::STREAM_JSON),
+    );
+    r
 }
 
 /// `Start`: runs a process and streams its events.
