@@ -161,8 +161,12 @@ mod tests {
         )
         .unwrap();
         let resume = body.auto_resume.is_some_and(|a| a.enabled);
-        let action =
-            on_timeout(body.auto_pause.unwrap_or(false), body.auto_pause_memory, resume).unwrap();
+        let action = on_timeout(
+            body.auto_pause.unwrap_or(false),
+            body.auto_pause_memory,
+            resume,
+        )
+        .unwrap();
         let args = create_policies(60, action, resume);
         let mut p = Policies::default();
         args.apply(&mut p).unwrap();
@@ -173,8 +177,12 @@ mod tests {
         let body: crate::wire::NewSandbox =
             serde_json::from_str(r#"{"templateID":"base","autoPause":true}"#).unwrap();
         let resume = body.auto_resume.is_some_and(|a| a.enabled);
-        let action =
-            on_timeout(body.auto_pause.unwrap_or(false), body.auto_pause_memory, resume).unwrap();
+        let action = on_timeout(
+            body.auto_pause.unwrap_or(false),
+            body.auto_pause_memory,
+            resume,
+        )
+        .unwrap();
         let args = create_policies(60, action, resume);
         let mut p = Policies::default();
         args.apply(&mut p).unwrap();
@@ -192,7 +200,10 @@ mod tests {
         assert_eq!(on_timeout(true, Some(false), false).unwrap(), Action::Stop);
         assert_eq!(on_timeout(true, None, false).unwrap(), Action::Pause);
         assert_eq!(on_timeout(true, Some(true), true).unwrap(), Action::Pause);
-        assert_eq!(on_timeout(false, Some(false), false).unwrap(), Action::Delete);
+        assert_eq!(
+            on_timeout(false, Some(false), false).unwrap(),
+            Action::Delete
+        );
         assert!(on_timeout(true, Some(false), true).is_err());
         assert!(check_new(0).is_ok(), "a timeout of 0 times it out now");
         assert!(check_new(MAX_TIMEOUT_SECS + 1).is_err());

@@ -14,6 +14,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use bytes::Bytes;
 use dwell_proto::{AgentClient, ExecRequest, ExitStatus, ProcessEvent, ProcessStream, TtySize};
 use serde::Deserialize;
@@ -200,6 +201,7 @@ fn pump(
     mut stream: ProcessStream,
     tty: bool,
     keepalive: Duration,
+    conn: Option<crate::ConnectionReset>,
 ) -> Response {
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     // Set when the sandbox went away under the stream: the response is
@@ -236,6 +238,9 @@ fn pump(
                     }
                     Err(e) => {
                         if going_away(&ctl, &sid, &e) {
+                            if let Some(c) = &conn {
+                                c.arm();
+                            }
                             let _ = cut_tx.send(());
                         } else {
                             let _ = tx.send(ConnectError::from(e).end_frame()).await;
@@ -272,12 +277,15 @@ fn going_away(ctl: &dwell_control::Controller, id: &str, e: &dwell_proto::Error)
 }
 
 /// A streaming response of the frames from `rx`; when `cut` fires, the
-/// body fails instead of ending, so the connection drops mid-stream, as
-/// it does when a sandbox is killed under a running command on E2B. The
-/// SDKs then ask `/health`, and its 502 makes them report the sandbox as
-/// killed or at its end of life (a `TimeoutException`), not as an error of
-/// the command.
-fn cut_off_response(rx: mpsc::Receiver<Bytes>, cut: tokio::sync::oneshot::Receiver<()>) -> Response {
+/// body fails instead of ending, so the connection drops mid-stream (reset,
+/// when the listener gave a [`crate::ConnectionReset`]), as it does when a
+/// sandbox is killed under a running command on E2B. The SDKs then ask
+/// `/health`, and its 502 makes them report the sandbox as killed or at
+/// its end of life (a `TimeoutException`), not as an error of the command.
+fn cut_off_response(
+    rx: mpsc::Receiver<Bytes>,
+    cut: tokio::sync::oneshot::Receiver<()>,
+) -> Response {
     let s = futures_util::stream::unfold((rx, Some(cut)), |(mut rx, cut)| async move {
         match rx.recv().await {
             Some(b) => Some((Ok::<Bytes, std::io::Error>(b), (rx, cut))),
@@ -306,7 +314,12 @@ fn cut_off_response(rx: mpsc::Receiver<Bytes>, cut: tokio::sync::oneshot::Receiv
 }
 
 /// `Start`: runs a process and streams its events.
-pub async fn start(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> Response {
+pub async fn start(
+    State(envd): State<Arc<Envd>>,
+    conn: Option<Extension<crate::ConnectionReset>>,
+    h: HeaderMap,
+    body: Body,
+) -> Response {
     if let Err(why) = connect::check_codec(&h, true) {
         return connect::unsupported_codec(why);
     }
@@ -351,13 +364,19 @@ pub async fn start(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> R
             s,
             tty.is_some(),
             connect::keepalive_interval(&h),
+            conn.map(|Extension(c)| c),
         ),
         Err(e) => connect::stream_error(&e.into()),
     }
 }
 
 /// `Connect`: re-attaches to a running process.
-pub async fn connect_process(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> Response {
+pub async fn connect_process(
+    State(envd): State<Arc<Envd>>,
+    conn: Option<Extension<crate::ConnectionReset>>,
+    h: HeaderMap,
+    body: Body,
+) -> Response {
     if let Err(why) = connect::check_codec(&h, true) {
         return connect::unsupported_codec(why);
     }
@@ -382,6 +401,7 @@ pub async fn connect_process(State(envd): State<Arc<Envd>>, h: HeaderMap, body: 
                 s,
                 tty,
                 connect::keepalive_interval(&h),
+                conn.map(|Extension(c)| c),
             )
         }
         Err(e) => connect::stream_error(&e.into()),

@@ -49,11 +49,7 @@ impl Runtime for Idle {
 }
 
 pub(crate) fn controller(dir: &std::path::Path, runtime: Arc<Idle>) -> Controller {
-    controller_with(
-        dir,
-        runtime,
-        Arc::new(crate::clock::ManualClock::default()),
-    )
+    controller_with(dir, runtime, Arc::new(crate::clock::ManualClock::default()))
 }
 
 /// [`controller`] with a clock of the test's choice (sweeps every hour).
@@ -308,7 +304,10 @@ async fn a_ttl_fires_within_a_second_of_its_deadline_not_at_the_sweep() {
                 if r.desired_state == State::Stopped {
                     return t - deadline;
                 }
-                assert!(t < deadline + 3000, "{id}: the TTL had not fired 3 s after its deadline");
+                assert!(
+                    t < deadline + 3000,
+                    "{id}: the TTL had not fired 3 s after its deadline"
+                );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }

@@ -364,7 +364,10 @@ pub async fn fork(
         )),
         ..Default::default()
     };
-    let forks = st.ctl.fork(&p.tenant, &src.id, count as usize, &copy).await?;
+    let forks = st
+        .ctl
+        .fork(&p.tenant, &src.id, count as usize, &copy)
+        .await?;
     let mut out = Vec::with_capacity(forks.len());
     for f in forks {
         let made = match f {
