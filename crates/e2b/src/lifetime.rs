@@ -77,7 +77,8 @@ pub fn create_policies(timeout: u64, action: Action, auto_resume: bool) -> Polic
 pub fn set(ctl: &Controller, tenant: &str, sb: &Sandbox, timeout: u64) -> E2bResult<Sandbox> {
     let now = now_ms();
     let end = now + (timeout as i64) * 1000;
-    let ttl_ms = (end - sb.created_at).max(1000);
+    // (At least 1 ms: a TTL of 0 would mean none.)
+    let ttl_ms = (end - sb.created_at).max(1);
     ctl.update_policies(
         tenant,
         &sb.id,

@@ -238,6 +238,9 @@ fn pump(
                     }
                     Err(e) => {
                         if going_away(&ctl, &sid, &e) {
+                            // Cut off once it is gone: a client that asks
+                            // `/health` then learns that it is.
+                            settled(&ctl, &sid).await;
                             if let Some(c) = &conn {
                                 c.arm();
                             }
@@ -273,6 +276,21 @@ fn going_away(ctl: &dwell_control::Controller, id: &str, e: &dwell_proto::Error)
         }
         Ok(None) => true,
         Err(_) => false,
+    }
+}
+
+/// How long a stream of a sandbox going away waits for it to be gone.
+const SETTLE: Duration = Duration::from_secs(10);
+
+/// Wait (at most [`SETTLE`]) until sandbox `id` no longer runs.
+async fn settled(ctl: &dwell_control::Controller, id: &str) {
+    let t0 = tokio::time::Instant::now();
+    while t0.elapsed() < SETTLE {
+        match ctl.live_sandbox(id) {
+            Ok(Some(sb)) if sb.state == dwell_control::State::Running => {}
+            _ => return,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
