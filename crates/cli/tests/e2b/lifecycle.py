@@ -17,7 +17,7 @@ import urllib.parse
 import urllib.request
 import uuid
 
-from _common import check, log, sandbox, wait_until
+from _common import check, log, other_key, sandbox, wait_until
 from e2b import Sandbox, SandboxQuery, SandboxState
 from e2b.exceptions import SandboxException, SandboxNotFoundException, TimeoutException
 
@@ -184,6 +184,11 @@ with sandbox(metadata={"suite": tag, "case": "fork"}) as s:
         for x in many:
             if isinstance(x, Sandbox):
                 x.kill()
+    try:
+        Sandbox.fork(s.sandbox_id, api_key=other_key())
+        check(False, "another tenant cannot fork it")
+    except SandboxNotFoundException:
+        log("ok: another tenant's fork of it is not found")
     st, body = api("POST", f"/sandboxes/{s.sandbox_id}/fork", {"count": 0})
     check(st == 400, f"count 0 is refused ({st} {body})")
     left = Sandbox.list(query=SandboxQuery(metadata={"suite": tag, "case": "fork"})).next_items()

@@ -364,22 +364,34 @@ pub async fn fork(
         )),
         ..Default::default()
     };
-    let forks = st
-        .ctl
-        .fork(&p.tenant, &src.id, count as usize, &copy)
-        .await?;
+    // In a task of its own: a client that goes away midway must not cut a
+    // fork short (a half-made fork, a snapshot not deleted, a source left
+    // hibernated). What it makes then times out as asked.
+    let (ctl, tenant, src_id) = (st.ctl.clone(), p.tenant.clone(), src.id.clone());
+    let forks = tokio::spawn(async move {
+        let forks = ctl.fork(&tenant, &src_id, count as usize, &copy).await?;
+        let mut out = Vec::with_capacity(forks.len());
+        for f in forks {
+            out.push(match f {
+                Ok(sb) => match ctl.expose_all_ports(&sb.id, public_traffic) {
+                    Ok(()) => Ok(sb),
+                    Err(e) => {
+                        let _ = ctl.delete(&tenant, &sb.id, true).await;
+                        Err(e)
+                    }
+                },
+                Err(e) => Err(e),
+            });
+        }
+        Ok::<_, dwell_control::Error>(out)
+    })
+    .await
+    .map_err(|e| E2bError::new(500, format!("the fork failed: {e}")))??;
     let mut out = Vec::with_capacity(forks.len());
     for f in forks {
-        let made = match f {
-            Ok(sb) => match st.ctl.expose_all_ports(&sb.id, public_traffic) {
-                Ok(()) => view::sandbox(&st, &sb).map_err(E2bError::from),
-                Err(e) => {
-                    let _ = st.ctl.delete(&p.tenant, &sb.id, true).await;
-                    Err(e.into())
-                }
-            },
-            Err(e) => Err(E2bError::from(e)),
-        };
+        let made = f
+            .map_err(E2bError::from)
+            .and_then(|sb| view::sandbox(&st, &sb).map_err(E2bError::from));
         out.push(match made {
             Ok(sb) => wire::ForkResult {
                 sandbox: Some(sb),
