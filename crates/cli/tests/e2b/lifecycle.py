@@ -165,6 +165,10 @@ with sandbox(metadata={"suite": tag}) as s:
 # Fork: one (warm or cold copy), many, by id; a killed one is not found.
 with sandbox(metadata={"suite": tag, "case": "fork"}) as s:
     s.files.write("/root/state.txt", "before fork")
+    # Under gVisor a fork is a warm copy: its processes go on in the fork.
+    warm = os.environ.get("DWELL_TEST_ISOLATION") == "gvisor"
+    if warm:
+        s.commands.run("sleep 1234", background=True)
     forks = s.fork()
     check(len(forks) == 1 and isinstance(forks[0], Sandbox), f"one fork ({forks})")
     f = forks[0]
@@ -174,6 +178,10 @@ with sandbox(metadata={"suite": tag, "case": "fork"}) as s:
         f.files.write("/root/state.txt", "in fork")
         check(s.files.read("/root/state.txt") == "before fork", "and is independent")
         check(f.get_info().metadata.get("case") == "fork", "the fork keeps the metadata")
+        if warm:
+            ps = f.commands.run("ps -eo args").stdout
+            check("sleep 1234" in ps, f"a warm fork has the source's processes ({ps})")
+            check(s.get_info().state == SandboxState.RUNNING, "the source runs again after the fork")
     finally:
         f.kill()
     many = Sandbox.fork(s.sandbox_id, count=2, timeout=60)
