@@ -96,6 +96,15 @@ with sandbox(metadata={"suite": tag}) as s:
           "connect sets the sandbox's routing headers")
     c.files.write("/tmp/through-connect", "yes")
     check(s.files.read("/tmp/through-connect") == "yes", "requests through the connected handle reach it")
+    # Logs: the sandbox's lifecycle events, v1 and v2.
+    st, logs = api("GET", f"/sandboxes/{s.sandbox_id}/logs")
+    check(st == 200 and logs["logs"] and len(logs["logs"]) == len(logs["logEntries"]),
+          f"GET /sandboxes/{{id}}/logs has its events ({st})")
+    st, v2 = api("GET", f"/v2/sandboxes/{s.sandbox_id}/logs?direction=backward&limit=1")
+    check(st == 200 and len(v2["logs"]) == 1 and v2["logs"][0]["message"] == logs["logEntries"][-1]["message"],
+          "v2 backward, limit 1: the newest event")
+    st, v2 = api("GET", f"/v2/sandboxes/{s.sandbox_id}/logs?level=error")
+    check(st == 200 and all(e["level"] == "error" for e in v2["logs"]), "v2 level=error: errors only")
     # Refresh (older SDKs): extends, never shortens.
     end0 = s.get_info().end_at
     st, _ = api("POST", f"/sandboxes/{s.sandbox_id}/refreshes", {"duration": 10})

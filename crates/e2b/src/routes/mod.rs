@@ -1,6 +1,7 @@
 //! The routes of the E2B control plane, one file per concern.
 
 pub mod list;
+pub mod logs;
 pub mod metrics;
 pub mod sandboxes;
 pub mod snapshots;
@@ -38,6 +39,8 @@ pub fn router(state: E2bState) -> Router {
         .route("/sandboxes/{id}/fork", post(sandboxes::fork))
         .route("/sandboxes/{id}/network", put(sandboxes::update_network))
         .route("/sandboxes/{id}/metrics", get(metrics::metrics))
+        .route("/sandboxes/{id}/logs", get(logs::v1))
+        .route("/v2/sandboxes/{id}/logs", get(logs::v2))
         .route("/sandboxes/{id}/snapshots", post(snapshots::create))
         .route("/snapshots", get(snapshots::list))
         .route("/templates/{id}", delete(snapshots::delete))
@@ -74,7 +77,7 @@ async fn unknown(method: Method, uri: Uri) -> E2bError {
     E2bError::new(
         404,
         format!(
-            "{method} {} is not part of dwell's E2B-compatible API (sandboxes: create, connect, pause, timeout, refresh, fork, network, kill, info, list, metrics; snapshots; templates: build, status, aliases, tags, list, delete); use dwell's own API for the rest",
+            "{method} {} is not part of dwell's E2B-compatible API (sandboxes: create, connect, pause, timeout, refresh, fork, network, kill, info, list, metrics, logs; snapshots; templates: build, status, aliases, tags, list, delete); use dwell's own API for the rest",
             uri.path()
         ),
     )
