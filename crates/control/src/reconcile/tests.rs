@@ -265,9 +265,10 @@ async fn build_slots_are_per_tenant_and_freed_on_drop() {
     let _a3 = ctl.build_permit("a").unwrap();
 }
 
-/// A TTL fires within a second of its deadline, by the deadline timer,
-/// not at the next sweep (here an hour away); a TTL shortened while the
-/// timer sleeps towards a far deadline fires at its new time too.
+/// A TTL and an idle timeout fire within a second of their deadlines, by
+/// the deadline timer, not at the next sweep (here an hour away); a TTL
+/// shortened while the timer sleeps towards a far deadline fires at its new
+/// time too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ttl_fires_within_a_second_of_its_deadline_not_at_the_sweep() {
     let dir = tempfile::tempdir().unwrap();
@@ -289,30 +290,50 @@ async fn a_ttl_fires_within_a_second_of_its_deadline_not_at_the_sweep() {
     far.name = "far".into();
     far.spec.policies.ttl_ms = Some(3_600_000);
     ctl.inner.store.insert_sandbox(&far).unwrap();
+    // dwell's own idle timeout too: pause 1.2 s after the last activity.
+    let mut idle = rec.clone();
+    idle.id = "idlesoon0001".into();
+    idle.name = "idle".into();
+    (idle.state, idle.desired_state) = (State::Running, State::Running);
+    (idle.started_at, idle.last_activity_at) = (Some(now), Some(now));
+    idle.spec.policies.ttl_ms = None;
+    idle.spec.policies.idle_timeout_ms = Some(1200);
+    ctl.inner.store.insert_sandbox(&idle).unwrap();
     tokio::spawn(super::deadlines::timer(ctl.inner.clone()));
 
     let desired = |id: &str| -> State {
         let r: Record = ctl.inner.store.get_sandbox(id).unwrap().unwrap();
         r.desired_state
     };
-    let fired_within = |id: &'static str, deadline: i64| {
+    // When `policy` fired on `id` (its event), less `deadline`.
+    let fired_within = |id: &'static str, deadline: i64, policy: &'static str| {
         let ctl = ctl.clone();
         async move {
             loop {
-                let r: Record = ctl.inner.store.get_sandbox(id).unwrap().unwrap();
-                let t = dwell_store::now_ms();
-                if r.desired_state == State::Stopped {
-                    return t - deadline;
+                let fired = ctl
+                    .inner
+                    .store
+                    .events(id, 0, 100)
+                    .unwrap()
+                    .into_iter()
+                    .find(|e| e.kind == "policy" && e.message.contains(policy));
+                if let Some(e) = fired {
+                    return e.at - deadline;
                 }
                 assert!(
-                    t < deadline + 3000,
-                    "{id}: the TTL had not fired 3 s after its deadline"
+                    dwell_store::now_ms() < deadline + 3000,
+                    "{id}: {policy} had not fired 3 s after its deadline"
                 );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
     };
-    let late = fired_within("ttlsoon00001", now + 1500).await;
+    let late = fired_within("idlesoon0001", now + 1200, "idle_timeout fired").await;
+    assert!(
+        (-50..=1000).contains(&late),
+        "the idle timeout fired {late} ms after its deadline"
+    );
+    let late = fired_within("ttlsoon00001", now + 1500, "ttl fired").await;
     assert!(
         (-50..=1000).contains(&late),
         "fired {late} ms after its deadline"
@@ -333,7 +354,7 @@ async fn a_ttl_fires_within_a_second_of_its_deadline_not_at_the_sweep() {
         },
     )
     .unwrap();
-    let late = fired_within("ttlfar000001", asked + 1000).await;
+    let late = fired_within("ttlfar000001", asked + 1000, "ttl fired").await;
     assert!(
         (-50..=1000).contains(&late),
         "the shortened TTL fired {late} ms after its deadline"
