@@ -8,7 +8,8 @@
 //! periodic sweep still fires anything the timer missed (a daemon that was
 //! down, a clock that jumped).
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::context::Context;
@@ -20,10 +21,28 @@ use super::{apply_policy, run, Trigger};
 /// wall clock that jumps; deadlines are wall-clock instants).
 pub(crate) const MAX_SLEEP: Duration = Duration::from_secs(30);
 
+/// Sandboxes whose due policy is being fired (one firing each at a time:
+/// a transition that holds a sandbox's lock for minutes must not gather
+/// a waiting firing per wake of the timer).
+type InFlight = Arc<Mutex<HashSet<String>>>;
+
+/// Takes a sandbox out of the [`InFlight`] set when dropped.
+struct Done(InFlight, String);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.1);
+    }
+}
+
 /// Run the timer for as long as the daemon runs.
 pub(crate) async fn timer(inner: Arc<Context>) {
+    let inflight = InFlight::default();
     loop {
-        let next = fire_due(&inner).await;
+        let next = fire_due(&inner, &inflight).await;
         let now = inner.clock.now_ms();
         let wait = match next {
             // A few ms past the instant, so that it is due when we look.
@@ -40,7 +59,7 @@ pub(crate) async fn timer(inner: Arc<Context>) {
 /// Fire every policy that is due now, each in a task of its own (a slow
 /// delete must not hold up another sandbox's deadline), and return the
 /// nearest deadline still ahead.
-pub(crate) async fn fire_due(inner: &Arc<Context>) -> Option<i64> {
+async fn fire_due(inner: &Arc<Context>, inflight: &InFlight) -> Option<i64> {
     let recs = {
         let inner = inner.clone();
         match crate::context::blocking(move || inner.store.list_sandboxes::<SandboxSpec>(None))
@@ -61,9 +80,18 @@ pub(crate) async fn fire_due(inner: &Arc<Context>) -> Option<i64> {
     let mut next: Option<i64> = None;
     for rec in recs {
         let sched = crate::policy::schedule(&rec, &rec.spec.policies, inner.streams_open(&rec.id));
-        if sched.iter().any(|s| s.at <= now) {
-            let inner = inner.clone();
-            tokio::spawn(async move { fire(&inner, &rec).await });
+        let first = sched.iter().any(|s| s.at <= now)
+            && inflight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(rec.id.clone());
+        if first {
+            let (inner, inflight) = (inner.clone(), inflight.clone());
+            tokio::spawn(async move {
+                // Out of the set however the firing ends (a panic too).
+                let _done = Done(inflight, rec.id.clone());
+                fire(&inner, &rec).await;
+            });
         }
         if let Some(at) = sched.iter().map(|s| s.at).filter(|at| *at > now).min() {
             next = Some(next.map_or(at, |n| n.min(at)));
