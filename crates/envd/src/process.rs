@@ -263,8 +263,8 @@ fn pump(
 }
 
 /// Whether a process stream failed because its sandbox is going away (it
-/// is being killed, stopped or paused, or is gone): the agent's connection
-/// was lost and the sandbox is no longer meant to run.
+/// is being killed, stopped or hibernated, or is gone): the agent's
+/// connection was lost and the sandbox is no longer meant to run.
 fn going_away(ctl: &dwell_control::Controller, id: &str, e: &dwell_proto::Error) -> bool {
     if !matches!(e, dwell_proto::Error::Unreachable(_)) {
         return false;
