@@ -65,9 +65,13 @@ impl E2b {
         Self::start_with(&[])
     }
 
-    /// [`E2b::start`] with more flags of `dwell serve`.
+    /// [`E2b::start`] with more flags of `dwell serve`; a 1 s sweep unless
+    /// they set `--resync-secs` themselves.
     fn start_with(extra: &[&str]) -> E2b {
-        let mut args = vec!["--resync-secs", "1"];
+        let mut args = vec![];
+        if !extra.contains(&"--resync-secs") {
+            args.extend_from_slice(&["--resync-secs", "1"]);
+        }
         args.extend_from_slice(extra);
         let (d, E2bListeners { api, envd }) = Daemon::start_e2b(&args);
         // The E2B form of the keys (`e2b_HEX`): the SDKs refuse any other.
@@ -222,28 +226,63 @@ fn e2b_pause_connect_cycles_keep_data() {
     run("persistence");
 }
 
-/// The npm SDK for one scenario, when Node and the SDK (installed into
-/// `tests/e2b/js` by scripts/install-deps.sh) are there.
+/// The sandbox lifecycle (tests/e2b/lifecycle.py): paging over running
+/// and paused sandboxes, connect, timeouts on time, metrics ranges,
+/// lifecycle options, fork, MCP, a kill under a command. The daemon sweeps
+/// only every minute: timeouts must fire by the deadline timer.
 #[test]
-fn e2b_npm_sdk() {
-    if !can_run() {
+fn e2b_lifecycle() {
+    if !can_run() || !sdk_present() {
         return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let e = E2b::start_with(&["--resync-secs", "60"]);
+    e.scenario("lifecycle");
+}
+
+/// `tests/e2b/js`, when Node and the npm SDK (installed there by
+/// scripts/install-deps.sh) are there.
+fn npm_sdk_dir() -> Option<PathBuf> {
+    if !can_run() {
+        return None;
     }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/e2b/js");
     if Command::new("node").arg("--version").output().is_err() {
         skip("node is not installed; the npm SDK scenario needs Node 18 or later");
-        return;
+        return None;
     }
     if !dir.join("node_modules/e2b/package.json").exists() {
         skip(&format!(
             "the npm package `e2b` is not installed in {}; run scripts/install-deps.sh (npm install there)",
             dir.display()
         ));
-        return;
+        return None;
     }
+    Some(dir)
+}
+
+/// The npm SDK for one scenario, when Node and the SDK are there.
+#[test]
+fn e2b_npm_sdk() {
+    let Some(dir) = npm_sdk_dir() else {
+        return;
+    };
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let e = E2b::start();
     e.run_script("node", &dir.join("scenario.mjs"), "js/scenario.mjs");
+}
+
+/// The Node SDK's side of the lifecycle (tests/e2b/js/lifecycle.mjs):
+/// listing newest first, timeouts on time (the sweep is a minute away),
+/// a kill under a command, fork, metrics ranges.
+#[test]
+fn e2b_npm_lifecycle() {
+    let Some(dir) = npm_sdk_dir() else {
+        return;
+    };
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let e = E2b::start_with(&["--resync-secs", "60"]);
+    e.run_script("node", &dir.join("lifecycle.mjs"), "js/lifecycle.mjs");
 }
 
 #[test]

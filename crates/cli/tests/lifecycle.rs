@@ -586,3 +586,37 @@ fn snapshots_restore_in_place_and_fork_many() {
     d.ok(&["snapshot", "rm", "after", "before"]);
     assert!(!d.ok(&["snapshot", "ls"]).contains("before"));
 }
+
+/// Each start of a sandbox has a kernel boot id of its own: not the
+/// host's, the same across a pause, new after a stop and start (as a VM's
+/// would be), and read-only inside.
+#[test]
+fn each_start_has_its_own_boot_id() {
+    if !can_run() {
+        return;
+    }
+    let d = Daemon::start();
+    d.create("boots", &["--persistent"]);
+    let read = || d.sh("boots", "cat /proc/sys/kernel/random/boot_id");
+    let host = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let first = read();
+    assert_eq!(first.trim().len(), 36, "a UUID: {first:?}");
+    assert_ne!(first, host, "not the host's boot id");
+    d.ok(&["pause", "boots"]);
+    d.ok(&["resume", "boots"]);
+    assert_eq!(read(), first, "a pause keeps the boot");
+    d.ok(&["stop", "boots"]);
+    d.ok(&["start", "boots"]);
+    let second = read();
+    assert_ne!(second, first, "a stop and start boots again");
+    let out = d.run(&[
+        "exec",
+        "boots",
+        "--",
+        "sh",
+        "-c",
+        "echo x > /proc/sys/kernel/random/boot_id",
+    ]);
+    assert!(!out.status.success(), "the boot id is read-only");
+    assert_eq!(read(), second);
+}

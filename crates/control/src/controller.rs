@@ -6,7 +6,7 @@
 //!
 //! The operations live one group per module, each an `impl Controller`
 //! over the shared [`Context`]: [`create`], [`lifecycle`] (start, stop,
-//! pause, resume, hibernate, archive, delete), [`snapshot`], [`diff`],
+//! pause, resume, hibernate, archive, delete), [`snapshot`], [`fork`], [`diff`],
 //! [`views`] (reads, inspect, metrics), [`activity`] (touch, streams,
 //! keepalive, policies), [`tenants`] (limits, quotas, usage), [`networks`]
 //! (private networks and their members), [`access`]
@@ -20,6 +20,7 @@ mod build;
 mod create;
 mod credentials;
 mod diff;
+mod fork;
 mod images;
 mod lifecycle;
 mod networks;
@@ -152,6 +153,7 @@ impl Controller {
                 ssh_keys_changed: tokio::sync::watch::channel(0).0,
                 services: Default::default(),
                 builds: Default::default(),
+                deadlines: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -293,6 +295,8 @@ impl Controller {
                 }
             });
         }
+        // Policies fire at their deadlines, not only at the sweeps.
+        tokio::spawn(reconcile::deadlines::timer(self.inner.clone()));
         let inner = self.inner.clone();
         tokio::spawn(async move {
             if !done {

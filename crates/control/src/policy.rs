@@ -4,9 +4,11 @@
 //! Every deadline is derived from timestamps in the sandbox's record
 //! (creation, last activity, last keepalive, the last state change), never
 //! from an in-memory timer, so policies survive daemon restarts and fire
-//! late rather than never. The reconciler's periodic sweep asks [`due`]
-//! which policy, if any, has fired, writes the resulting desired state with
-//! the reason, and reconciles.
+//! late rather than never. The reconciler's deadline timer
+//! (`reconcile/deadlines.rs`) wakes at the nearest deadline of [`schedule`]
+//! (within a second of it) and its periodic sweep catches anything missed:
+//! both ask [`due`] which policy, if any, has fired, write the resulting
+//! desired state with the reason, and reconcile.
 //!
 //! | policy | applies while | fires at | action |
 //! |---|---|---|---|

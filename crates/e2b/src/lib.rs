@@ -10,12 +10,14 @@
 //! | API key (`X-API-KEY`) | a dwell API key; its tenant owns the sandboxes |
 //! | sandbox id | the dwell sandbox id |
 //! | template `base` / a name | the `host` image / an image, or a snapshot (id or name) to create from |
-//! | `timeout` | the `ttl` policy, with a keepalive hold at the same instant |
-//! | `autoPause` | `ttl_action: pause` (freeze in RAM) instead of `delete` |
+//! | `timeout` | the `ttl` policy, with a keepalive hold at the same instant (fired by dwell's deadline timer) |
+//! | `autoPause` | `ttl_action: pause` (freeze in RAM) instead of `delete`; with `autoPauseMemory: false`, `stop` (files only) |
 //! | `autoResume: {enabled}` (SDK `lifecycle.autoResume`) | the `auto_resume` policy (off unless enabled): a data-plane request wakes the paused sandbox |
 //! | `metadata` / `envVars` | labels / env of the sandbox |
-//! | pause / connect | pause (cgroup freezer) / resume, or start when stopped |
+//! | pause / connect | pause (cgroup freezer; `memory: false`: stop) / resume, or start when stopped |
+//! | fork | dwell's fork ([`dwell_control::Controller::fork`]): warm or cold copies |
 //! | metrics | the sandbox's cgroup counters and volume usage |
+//! | logs | the sandbox's lifecycle events |
 //! | snapshots | dwell snapshots (content-addressed volume captures) |
 //!
 //! Routes are in [`routes`]; errors have E2B's shape `{"code","message"}`

@@ -1,9 +1,12 @@
 //! E2B's sandbox timeout on dwell's policies. A timeout is an instant:
 //! `ttl` is set so that `created + ttl` is that instant, and a keepalive
 //! hold at the same instant replaces any earlier, longer hold (so a timeout
-//! can be shortened too). `ttl_action` says what happens then: `delete`
-//! (E2B's kill) or `pause` (autoPause). A paused sandbox has no timeout, as
-//! on E2B: pausing clears `ttl`, connecting sets it again.
+//! can be shortened too, down to now). `ttl_action` says what happens then:
+//! `delete` (E2B's kill), `pause` (autoPause, memory kept) or `stop`
+//! (autoPause with `keep_memory=False`: the files only; connect boots the
+//! sandbox again). A paused sandbox has no timeout, as on E2B: pausing
+//! clears `ttl`, connecting sets it again. dwell's deadline timer fires it
+//! within a second of its time.
 
 use dwell_control::policy::{Action, DurationArg, PolicyArgs};
 use dwell_control::{Controller, Sandbox};
@@ -16,6 +19,37 @@ pub const DEFAULT_TIMEOUT_SECS: u64 = 300;
 /// The longest timeout accepted (30 days).
 pub const MAX_TIMEOUT_SECS: u64 = 30 * 24 * 3600;
 
+/// Check a new timeout of a running sandbox (seconds): 0 times it out now,
+/// as on E2B.
+pub fn check_new(timeout: u64) -> E2bResult<u64> {
+    if timeout > MAX_TIMEOUT_SECS {
+        return Err(E2bError::bad_request(format!(
+            "timeout {timeout} is out of range; give 0 (now) to {MAX_TIMEOUT_SECS} seconds"
+        )));
+    }
+    Ok(timeout)
+}
+
+/// What a sandbox does at its timeout, from a create request's `autoPause`
+/// and `autoPauseMemory` (E2B's `lifecycle.on_timeout` and `keep_memory`):
+/// delete (kill), pause with memory, or stop (a pause that keeps the
+/// files only). Waking on use needs the memory kept.
+pub fn on_timeout(
+    auto_pause: bool,
+    keep_memory: Option<bool>,
+    auto_resume: bool,
+) -> E2bResult<Action> {
+    match (auto_pause, keep_memory) {
+        (false, _) => Ok(Action::Delete),
+        (true, Some(false)) if auto_resume => Err(E2bError::bad_request(
+            "autoResume needs the memory kept: a filesystem-only pause (autoPauseMemory: false) \
+             is resumed by connect only; drop one of the two",
+        )),
+        (true, Some(false)) => Ok(Action::Stop),
+        (true, _) => Ok(Action::Pause),
+    }
+}
+
 /// Check a requested timeout (seconds).
 pub fn check(timeout: u64) -> E2bResult<u64> {
     if timeout == 0 || timeout > MAX_TIMEOUT_SECS {
@@ -27,17 +61,13 @@ pub fn check(timeout: u64) -> E2bResult<u64> {
 }
 
 /// The policies of a new sandbox that times out after `timeout` seconds,
-/// pausing (`auto_pause`) or deleted then, and woken by the requests that
+/// doing `action` then (see [`on_timeout`]), and woken by the requests that
 /// reach it while paused when `auto_resume` (off unless asked for, as on
 /// E2B; `Sandbox.connect()` resumes it either way).
-pub fn create_policies(timeout: u64, auto_pause: bool, auto_resume: bool) -> PolicyArgs {
+pub fn create_policies(timeout: u64, action: Action, auto_resume: bool) -> PolicyArgs {
     PolicyArgs {
         ttl: Some(DurationArg::Text(format!("{timeout}s"))),
-        ttl_action: Some(if auto_pause {
-            Action::Pause
-        } else {
-            Action::Delete
-        }),
+        ttl_action: Some(action),
         auto_resume: Some(auto_resume),
         ..Default::default()
     }
@@ -47,7 +77,8 @@ pub fn create_policies(timeout: u64, auto_pause: bool, auto_resume: bool) -> Pol
 pub fn set(ctl: &Controller, tenant: &str, sb: &Sandbox, timeout: u64) -> E2bResult<Sandbox> {
     let now = now_ms();
     let end = now + (timeout as i64) * 1000;
-    let ttl_ms = (end - sb.created_at).max(1000);
+    // (At least 1 ms: a TTL of 0 would mean none.)
+    let ttl_ms = (end - sb.created_at).max(1);
     ctl.update_policies(
         tenant,
         &sb.id,
@@ -130,11 +161,14 @@ mod tests {
             r#"{"templateID":"base","timeout":60,"autoPause":true,"autoResume":{"enabled":true}}"#,
         )
         .unwrap();
-        let args = create_policies(
-            60,
+        let resume = body.auto_resume.is_some_and(|a| a.enabled);
+        let action = on_timeout(
             body.auto_pause.unwrap_or(false),
-            body.auto_resume.is_some_and(|a| a.enabled),
-        );
+            body.auto_pause_memory,
+            resume,
+        )
+        .unwrap();
+        let args = create_policies(60, action, resume);
         let mut p = Policies::default();
         args.apply(&mut p).unwrap();
         assert_eq!(p.ttl_action, Some(Action::Pause));
@@ -143,11 +177,14 @@ mod tests {
 
         let body: crate::wire::NewSandbox =
             serde_json::from_str(r#"{"templateID":"base","autoPause":true}"#).unwrap();
-        let args = create_policies(
-            60,
+        let resume = body.auto_resume.is_some_and(|a| a.enabled);
+        let action = on_timeout(
             body.auto_pause.unwrap_or(false),
-            body.auto_resume.is_some_and(|a| a.enabled),
-        );
+            body.auto_pause_memory,
+            resume,
+        )
+        .unwrap();
+        let args = create_policies(60, action, resume);
         let mut p = Policies::default();
         args.apply(&mut p).unwrap();
         assert_eq!(p.auto_resume, Some(false));
@@ -155,5 +192,21 @@ mod tests {
             &p,
             "policy ttl fired (0s late): paused"
         ));
+    }
+
+    /// `keep_memory=False` (autoPauseMemory false) pauses by stopping
+    /// (files only); absent or null keeps memory; it cannot wake on use.
+    #[test]
+    fn keep_memory_false_stops_and_refuses_auto_resume() {
+        assert_eq!(on_timeout(true, Some(false), false).unwrap(), Action::Stop);
+        assert_eq!(on_timeout(true, None, false).unwrap(), Action::Pause);
+        assert_eq!(on_timeout(true, Some(true), true).unwrap(), Action::Pause);
+        assert_eq!(
+            on_timeout(false, Some(false), false).unwrap(),
+            Action::Delete
+        );
+        assert!(on_timeout(true, Some(false), true).is_err());
+        assert!(check_new(0).is_ok(), "a timeout of 0 times it out now");
+        assert!(check_new(MAX_TIMEOUT_SECS + 1).is_err());
     }
 }

@@ -14,6 +14,9 @@ pub struct NewSandbox {
     /// Seconds until the sandbox is killed (or paused, with `autoPause`).
     pub timeout: Option<u64>,
     pub auto_pause: Option<bool>,
+    /// False: the timeout's pause keeps the files only (dwell's stop) and
+    /// `connect` boots the sandbox again; absent or true: memory too.
+    pub auto_pause_memory: Option<bool>,
     /// `{"enabled": true}`: a paused sandbox resumes when a request reaches
     /// it (the SDKs' `lifecycle.autoResume` / `lifecycle.auto_resume`).
     pub auto_resume: Option<AutoResume>,
@@ -71,6 +74,46 @@ pub struct Connect {
 #[derive(Debug, Default, Deserialize)]
 pub struct Timeout {
     pub timeout: Option<u64>,
+}
+
+/// `POST /sandboxes/{id}/pause`: `memory: false` keeps only the files
+/// (the sandbox is stopped; `connect` boots it again).
+#[derive(Debug, Default, Deserialize)]
+pub struct Pause {
+    pub memory: Option<bool>,
+}
+
+/// `POST /sandboxes/{id}/refreshes`: keep the sandbox alive for
+/// `duration` more seconds.
+#[derive(Debug, Default, Deserialize)]
+pub struct Refresh {
+    pub duration: Option<u64>,
+}
+
+/// `POST /sandboxes/{id}/fork`.
+#[derive(Debug, Default, Deserialize)]
+pub struct Fork {
+    /// Seconds until each fork times out.
+    pub timeout: Option<u64>,
+    /// How many forks.
+    pub count: Option<u64>,
+}
+
+/// One fork of a `POST /sandboxes/{id}/fork` answer: the new sandbox, or
+/// why that fork failed.
+#[derive(Debug, Serialize)]
+pub struct ForkResult {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<Sandbox>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+/// E2B's error object.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody {
+    pub code: u16,
+    pub message: String,
 }
 
 /// `POST /sandboxes/{id}/snapshots`.

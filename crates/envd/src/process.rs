@@ -14,6 +14,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use bytes::Bytes;
 use dwell_proto::{AgentClient, ExecRequest, ExitStatus, ProcessEvent, ProcessStream, TtySize};
 use serde::Deserialize;
@@ -200,9 +201,14 @@ fn pump(
     mut stream: ProcessStream,
     tty: bool,
     keepalive: Duration,
+    conn: Option<crate::ConnectionReset>,
 ) -> Response {
     let (tx, rx) = mpsc::channel::<Bytes>(16);
+    // Set when the sandbox went away under the stream: the response is
+    // then cut off (see `going_away`) rather than ended.
+    let (cut_tx, cut_rx) = tokio::sync::oneshot::channel::<()>();
     let guard = envd.ctl.stream_opened(id);
+    let (ctl, sid) = (envd.ctl.clone(), id.to_string());
     tokio::spawn(async move {
         let _guard = guard;
         let start = tokio::time::Instant::now() + keepalive;
@@ -231,7 +237,17 @@ fn pump(
                         return;
                     }
                     Err(e) => {
-                        let _ = tx.send(ConnectError::from(e).end_frame()).await;
+                        if going_away(&ctl, &sid, &e) {
+                            // Cut off once it is gone: a client that asks
+                            // `/health` then learns that it is.
+                            settled(&ctl, &sid).await;
+                            if let Some(c) = &conn {
+                                c.arm();
+                            }
+                            let _ = cut_tx.send(());
+                        } else {
+                            let _ = tx.send(ConnectError::from(e).end_frame()).await;
+                        }
                         return;
                     }
                 },
@@ -243,11 +259,85 @@ fn pump(
             }
         }
     });
-    connect::stream_response(rx)
+    cut_off_response(rx, cut_rx)
+}
+
+/// Whether a process stream failed because its sandbox is going away (it
+/// is being killed, stopped or hibernated, or is gone): the agent's
+/// connection was lost and the sandbox is no longer meant to run.
+fn going_away(ctl: &dwell_control::Controller, id: &str, e: &dwell_proto::Error) -> bool {
+    if !matches!(e, dwell_proto::Error::Unreachable(_)) {
+        return false;
+    }
+    match ctl.live_sandbox(id) {
+        Ok(Some(sb)) => {
+            sb.state != dwell_control::State::Running
+                || sb.desired_state != dwell_control::State::Running
+        }
+        Ok(None) => true,
+        Err(_) => false,
+    }
+}
+
+/// How long a stream of a sandbox going away waits for it to be gone.
+const SETTLE: Duration = Duration::from_secs(10);
+
+/// Wait (at most [`SETTLE`]) until sandbox `id` no longer runs.
+async fn settled(ctl: &dwell_control::Controller, id: &str) {
+    let t0 = tokio::time::Instant::now();
+    while t0.elapsed() < SETTLE {
+        match ctl.live_sandbox(id) {
+            Ok(Some(sb)) if sb.state == dwell_control::State::Running => {}
+            _ => return,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A streaming response of the frames from `rx`; when `cut` fires, the
+/// body fails instead of ending, so the connection drops mid-stream (reset,
+/// when the listener gave a [`crate::ConnectionReset`]), as it does when a
+/// sandbox is killed under a running command on E2B. The SDKs then ask
+/// `/health`, and its 502 makes them report the sandbox as killed or at
+/// its end of life (a `TimeoutException`), not as an error of the command.
+fn cut_off_response(
+    rx: mpsc::Receiver<Bytes>,
+    cut: tokio::sync::oneshot::Receiver<()>,
+) -> Response {
+    let s = futures_util::stream::unfold((rx, Some(cut)), |(mut rx, cut)| async move {
+        match rx.recv().await {
+            Some(b) => Some((Ok::<Bytes, std::io::Error>(b), (rx, cut))),
+            None => {
+                // The producer ended: cut off if it asked for that.
+                let mut cut = cut?;
+                match cut.try_recv() {
+                    Ok(()) => Some((
+                        Err(std::io::Error::new(
+                            std::io::ErrorKind::ConnectionAborted,
+                            "the sandbox went away under the stream",
+                        )),
+                        (rx, None),
+                    )),
+                    Err(_) => None,
+                }
+            }
+        }
+    });
+    let mut r = Response::new(Body::from_stream(s));
+    r.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static(connect::STREAM_JSON),
+    );
+    r
 }
 
 /// `Start`: runs a process and streams its events.
-pub async fn start(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> Response {
+pub async fn start(
+    State(envd): State<Arc<Envd>>,
+    conn: Option<Extension<crate::ConnectionReset>>,
+    h: HeaderMap,
+    body: Body,
+) -> Response {
     if let Err(why) = connect::check_codec(&h, true) {
         return connect::unsupported_codec(why);
     }
@@ -292,13 +382,19 @@ pub async fn start(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> R
             s,
             tty.is_some(),
             connect::keepalive_interval(&h),
+            conn.map(|Extension(c)| c),
         ),
         Err(e) => connect::stream_error(&e.into()),
     }
 }
 
 /// `Connect`: re-attaches to a running process.
-pub async fn connect_process(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> Response {
+pub async fn connect_process(
+    State(envd): State<Arc<Envd>>,
+    conn: Option<Extension<crate::ConnectionReset>>,
+    h: HeaderMap,
+    body: Body,
+) -> Response {
     if let Err(why) = connect::check_codec(&h, true) {
         return connect::unsupported_codec(why);
     }
@@ -323,6 +419,7 @@ pub async fn connect_process(State(envd): State<Arc<Envd>>, h: HeaderMap, body: 
                 s,
                 tty,
                 connect::keepalive_interval(&h),
+                conn.map(|Extension(c)| c),
             )
         }
         Err(e) => connect::stream_error(&e.into()),

@@ -45,6 +45,7 @@ impl Controller {
             "request",
             &format!("keepalive for {}", crate::policy::human(duration_ms)),
         )?;
+        self.inner.deadlines.notify_one();
         self.get_by_id(&rec.id)
     }
 
@@ -69,6 +70,8 @@ impl Controller {
                 serde_json::to_string(&policies).unwrap_or_default()
             ),
         )?;
+        // A deadline may be nearer now (a shortened timeout).
+        self.inner.deadlines.notify_one();
         self.get_by_id(&rec.id)
     }
 }
@@ -194,5 +197,7 @@ impl Drop for StreamGuard {
         }
         drop(m);
         self.inner.touch(&self.id);
+        // The idle timeout counts again from now on.
+        self.inner.deadlines.notify_one();
     }
 }

@@ -5,9 +5,11 @@
 //! [`hibernate`] (and its restore), [`archive`], [`delete`]. [`reconcile`] decides which to
 //! run; [`resync_all`] runs it for every live sandbox (at daemon start and periodically), which is how a
 //! restarted daemon adopts running sandboxes and finishes half-done work.
+//! [`deadlines`] fires lifecycle policies at their time in between.
 
 mod archive;
 pub(crate) mod config;
+pub(crate) mod deadlines;
 mod delete;
 pub(crate) mod fill;
 pub(crate) mod hibernate;
@@ -198,7 +200,10 @@ async fn run(inner: &std::sync::Arc<Context>, id: &str, trigger: Trigger) {
             return;
         }
     };
-    if let Err(e) = step(inner, &rec, &trigger).await {
+    let stepped = step(inner, &rec, &trigger).await;
+    // Its deadlines may have moved with its state: the timer looks again.
+    inner.deadlines.notify_one();
+    if let Err(e) = stepped {
         let msg = e.to_string();
         tracing::warn!(sandbox = id, "reconcile failed: {msg}");
         let _ = inner.store.add_event(id, "error", &msg);

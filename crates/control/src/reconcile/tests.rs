@@ -49,6 +49,15 @@ impl Runtime for Idle {
 }
 
 pub(crate) fn controller(dir: &std::path::Path, runtime: Arc<Idle>) -> Controller {
+    controller_with(dir, runtime, Arc::new(crate::clock::ManualClock::default()))
+}
+
+/// [`controller`] with a clock of the test's choice (sweeps every hour).
+pub(crate) fn controller_with(
+    dir: &std::path::Path,
+    runtime: Arc<Idle>,
+    clock: Arc<dyn crate::clock::Clock>,
+) -> Controller {
     Controller::new(ControllerOptions {
         store: dwell_store::Store::open(&dir.join("dwell.db")).unwrap(),
         runtimes: vec![(Kind::default(), Ok(runtime))],
@@ -60,7 +69,7 @@ pub(crate) fn controller(dir: &std::path::Path, runtime: Arc<Idle>) -> Controlle
         images: dwell_storage::ImageStore::open(dir.join("images")).unwrap(),
         agent_binary: dir.join("agent"),
         resync_every: Duration::from_secs(3600),
-        clock: Arc::new(crate::clock::ManualClock::default()),
+        clock,
         default_policies: Default::default(),
         prices: Default::default(),
         audit_retention: Duration::from_secs(86400),
@@ -254,4 +263,100 @@ async fn build_slots_are_per_tenant_and_freed_on_drop() {
     let _b = ctl.build_permit("b").unwrap();
     drop(a1);
     let _a3 = ctl.build_permit("a").unwrap();
+}
+
+/// A TTL and an idle timeout fire within a second of their deadlines, by
+/// the deadline timer, not at the next sweep (here an hour away); a TTL
+/// shortened while the timer sleeps towards a far deadline fires at its new
+/// time too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ttl_fires_within_a_second_of_its_deadline_not_at_the_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = controller_with(
+        dir.path(),
+        Arc::new(Idle::default()),
+        Arc::new(crate::clock::SystemClock),
+    );
+    let now = dwell_store::now_ms();
+    let mut rec = creating(&ctl, "ttlsoon00001");
+    rec.tenant = "t".into();
+    (rec.state, rec.desired_state) = (State::Paused, State::Paused);
+    (rec.created_at, rec.state_changed_at) = (now, now);
+    // Stop at the TTL (a persistent sandbox's default).
+    rec.spec.policies.ttl_ms = Some(1500);
+    ctl.inner.store.insert_sandbox(&rec).unwrap();
+    let mut far = rec.clone();
+    far.id = "ttlfar000001".into();
+    far.name = "far".into();
+    far.spec.policies.ttl_ms = Some(3_600_000);
+    ctl.inner.store.insert_sandbox(&far).unwrap();
+    // dwell's own idle timeout too: pause 1.2 s after the last activity.
+    let mut idle = rec.clone();
+    idle.id = "idlesoon0001".into();
+    idle.name = "idle".into();
+    (idle.state, idle.desired_state) = (State::Running, State::Running);
+    (idle.started_at, idle.last_activity_at) = (Some(now), Some(now));
+    idle.spec.policies.ttl_ms = None;
+    idle.spec.policies.idle_timeout_ms = Some(1200);
+    ctl.inner.store.insert_sandbox(&idle).unwrap();
+    tokio::spawn(super::deadlines::timer(ctl.inner.clone()));
+
+    let desired = |id: &str| -> State {
+        let r: Record = ctl.inner.store.get_sandbox(id).unwrap().unwrap();
+        r.desired_state
+    };
+    // When `policy` fired on `id` (its event), less `deadline`.
+    let fired_within = |id: &'static str, deadline: i64, policy: &'static str| {
+        let ctl = ctl.clone();
+        async move {
+            loop {
+                let fired = ctl
+                    .inner
+                    .store
+                    .events(id, 0, 100)
+                    .unwrap()
+                    .into_iter()
+                    .find(|e| e.kind == "policy" && e.message.contains(policy));
+                if let Some(e) = fired {
+                    return e.at - deadline;
+                }
+                assert!(
+                    dwell_store::now_ms() < deadline + 3000,
+                    "{id}: {policy} had not fired 3 s after its deadline"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let late = fired_within("idlesoon0001", now + 1200, "idle_timeout fired").await;
+    assert!(
+        (-50..=1000).contains(&late),
+        "the idle timeout fired {late} ms after its deadline"
+    );
+    let late = fired_within("ttlsoon00001", now + 1500, "ttl fired").await;
+    assert!(
+        (-50..=1000).contains(&late),
+        "fired {late} ms after its deadline"
+    );
+    assert_eq!(desired("ttlfar000001"), State::Paused, "the far one waits");
+
+    // Shortened to 1 s from now while the timer sleeps towards an hour.
+    let asked = dwell_store::now_ms();
+    ctl.update_policies(
+        "t",
+        "ttlfar000001",
+        &crate::policy::PolicyArgs {
+            ttl: Some(crate::policy::DurationArg::Text(format!(
+                "{}ms",
+                asked + 1000 - now
+            ))),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let late = fired_within("ttlfar000001", asked + 1000, "ttl fired").await;
+    assert!(
+        (-50..=1000).contains(&late),
+        "the shortened TTL fired {late} ms after its deadline"
+    );
 }

@@ -1,6 +1,8 @@
 //! `GET /v2/sandboxes`: the tenant's sandboxes, filtered by state,
-//! metadata, start time and template, sorted by start time, in pages
-//! linked by the `X-Next-Token` header.
+//! metadata, start time and template, sorted by start time (newest first
+//! unless `order=asc`, as on E2B), in pages linked by the `X-Next-Token`
+//! header. `GET /sandboxes` (the list route before v2): the running ones,
+//! filtered by metadata, newest first, in one answer.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -71,15 +73,44 @@ pub async fn list(
     let q = query_map(raw.as_deref());
     let f = filter(&q)?;
     let limit = paging::limit(q.get("limit").map(String::as_str))?;
+    // Without an order, newest first (E2B's default).
     let descending = match q.get("order").map(String::as_str) {
-        None | Some("") | Some("asc") => false,
-        Some("desc") => true,
+        Some("asc") => false,
+        None | Some("") | Some("desc") => true,
         Some(o) => {
             return Err(E2bError::bad_request(format!(
                 "order {o:?} is not a sort order; use asc or desc"
             )))
         }
     };
+    let items = select(&st, &p, &f, descending)?;
+    let (page, next) = paging::page(
+        items,
+        key,
+        q.get("nextToken").map(String::as_str),
+        descending,
+        limit,
+    )?;
+    let headers = paging::next_header(next)?;
+    Ok((
+        headers,
+        Json(page.iter().map(|(sb, s)| view::listed(sb, s)).collect()),
+    ))
+}
+
+/// The sort key of a listed sandbox: its start, then its id.
+fn key(x: &(dwell_control::Sandbox, &'static str)) -> (i64, String) {
+    (x.0.created_at, x.0.id.clone())
+}
+
+/// The tenant's sandboxes that pass `f`, with their E2B state, sorted by
+/// start time (newest first when `descending`).
+fn select(
+    st: &E2bState,
+    p: &Principal,
+    f: &Filter,
+    descending: bool,
+) -> E2bResult<Vec<(dwell_control::Sandbox, &'static str)>> {
     let mut items: Vec<(dwell_control::Sandbox, &'static str)> = st
         .ctl
         .list(&p.tenant)?
@@ -97,22 +128,26 @@ pub async fn list(
             keep.then_some((sb, state))
         })
         .collect();
-    let key = |x: &(dwell_control::Sandbox, &'static str)| (x.0.created_at, x.0.id.clone());
     items.sort_by_key(key);
     if descending {
         items.reverse();
     }
-    let (page, next) = paging::page(
-        items,
-        key,
-        q.get("nextToken").map(String::as_str),
-        descending,
-        limit,
-    )?;
-    let headers = paging::next_header(next)?;
-    Ok((
-        headers,
-        Json(page.iter().map(|(sb, s)| view::listed(sb, s)).collect()),
+    Ok(items)
+}
+
+/// `GET /sandboxes`: the running sandboxes of the tenant (filtered by
+/// `metadata`), newest first, unpaged, as the list route before v2 answers.
+pub async fn list_running(
+    State(st): State<E2bState>,
+    Extension(p): Extension<Principal>,
+    RawQuery(raw): RawQuery,
+) -> E2bResult<Json<Vec<wire::Listed>>> {
+    let q = query_map(raw.as_deref());
+    let mut f = filter(&q)?;
+    f.states = vec!["running".to_string()];
+    let items = select(&st, &p, &f, true)?;
+    Ok(Json(
+        items.iter().map(|(sb, s)| view::listed(sb, s)).collect(),
     ))
 }
 

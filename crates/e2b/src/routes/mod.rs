@@ -1,6 +1,7 @@
 //! The routes of the E2B control plane, one file per concern.
 
 pub mod list;
+pub mod logs;
 pub mod metrics;
 pub mod sandboxes;
 pub mod snapshots;
@@ -19,7 +20,11 @@ pub fn router(state: E2bState) -> Router {
     Router::new()
         .route("/v2/sandboxes", post(sandboxes::create).get(list::list))
         // What SDKs before the v2 create route call (Python e2b 2.45).
-        .route("/sandboxes", post(sandboxes::create))
+        .route(
+            "/sandboxes",
+            post(sandboxes::create).get(list::list_running),
+        )
+        .route("/sandboxes/metrics", get(metrics::many))
         .route("/v2/sandboxes/{id}/connect", post(sandboxes::connect))
         // What older SDKs call to resume or connect.
         .route("/sandboxes/{id}/connect", post(sandboxes::connect))
@@ -30,8 +35,12 @@ pub fn router(state: E2bState) -> Router {
         )
         .route("/sandboxes/{id}/pause", post(sandboxes::pause))
         .route("/sandboxes/{id}/timeout", post(sandboxes::set_timeout))
+        .route("/sandboxes/{id}/refreshes", post(sandboxes::refresh))
+        .route("/sandboxes/{id}/fork", post(sandboxes::fork))
         .route("/sandboxes/{id}/network", put(sandboxes::update_network))
         .route("/sandboxes/{id}/metrics", get(metrics::metrics))
+        .route("/sandboxes/{id}/logs", get(logs::v1))
+        .route("/v2/sandboxes/{id}/logs", get(logs::v2))
         .route("/sandboxes/{id}/snapshots", post(snapshots::create))
         .route("/snapshots", get(snapshots::list))
         .route("/templates/{id}", delete(snapshots::delete))
@@ -68,7 +77,7 @@ async fn unknown(method: Method, uri: Uri) -> E2bError {
     E2bError::new(
         404,
         format!(
-            "{method} {} is not part of dwell's E2B-compatible API (sandboxes: create, connect, pause, timeout, network, kill, info, list, metrics; snapshots; templates: build, status, aliases, tags, list, delete); use dwell's own API for the rest",
+            "{method} {} is not part of dwell's E2B-compatible API (sandboxes: create, connect, pause, timeout, refresh, fork, network, kill, info, list, metrics, logs; snapshots; templates: build, status, aliases, tags, list, delete); use dwell's own API for the rest",
             uri.path()
         ),
     )

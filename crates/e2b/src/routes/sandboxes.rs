@@ -1,5 +1,9 @@
-//! Create, connect (resume), pause, set the timeout of, inspect and kill
-//! a sandbox.
+//! Create, connect (resume), pause, set the timeout of, refresh, fork,
+//! inspect and kill a sandbox.
+//!
+//! `mcp` on create is accepted and left to the SDK, which starts the
+//! `mcp-gateway` of the template inside the new sandbox itself and kills
+//! the sandbox when that fails; dwell keeps nothing of it.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -21,11 +25,21 @@ pub async fn create(
     body: Bytes,
 ) -> E2bResult<(StatusCode, Json<wire::Sandbox>)> {
     let req: wire::NewSandbox = json_body(&body, "create")?;
-    if req.mcp.as_ref().is_some_and(|m| !m.is_null()) {
+    if req
+        .mcp
+        .as_ref()
+        .is_some_and(|m| !m.is_null() && !m.is_object())
+    {
         return Err(E2bError::bad_request(
-            "MCP gateways are not available on dwell; create the sandbox without `mcp`",
+            "`mcp` is an object of MCP server settings (the SDK's `mcp=` option); give one or leave it out",
         ));
     }
+    let auto_resume = req.auto_resume.as_ref().is_some_and(|a| a.enabled);
+    let action = lifetime::on_timeout(
+        req.auto_pause.unwrap_or(false),
+        req.auto_pause_memory,
+        auto_resume,
+    )?;
     if req.volume_mounts.as_ref().is_some_and(|v| !v.is_empty()) {
         return Err(E2bError::bad_request(
             "E2B volumes are not available on dwell; create the sandbox without `volume_mounts` (its own files persist across pause and connect)",
@@ -86,11 +100,7 @@ pub async fn create(
                 allow_out,
                 deny_out,
                 egress_precedence: Some(Precedence::AllowWins),
-                policies: Some(lifetime::create_policies(
-                    timeout,
-                    req.auto_pause.unwrap_or(false),
-                    req.auto_resume.is_some_and(|a| a.enabled),
-                )),
+                policies: Some(lifetime::create_policies(timeout, action, auto_resume)),
                 ..Default::default()
             },
         )
@@ -216,7 +226,17 @@ pub async fn pause(
     State(st): State<E2bState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
+    body: Bytes,
 ) -> E2bResult<StatusCode> {
+    // `{"memory": false}`: keep the files only (E2B's filesystem-only
+    // pause): the sandbox is stopped, and connect boots it again.
+    let keep_memory = if body.iter().all(u8::is_ascii_whitespace) {
+        true
+    } else {
+        json_body::<wire::Pause>(&body, "pause")?
+            .memory
+            .unwrap_or(true)
+    };
     let sb = find(&st, &p, &id)?;
     match sb.state {
         S::Running => {}
@@ -235,7 +255,12 @@ pub async fn pause(
         }
     }
     let before = lifetime::clear(&st.ctl, &p.tenant, &sb)?;
-    if let Err(e) = st.ctl.pause(&p.tenant, &sb.id).await {
+    let r = if keep_memory {
+        st.ctl.pause(&p.tenant, &sb.id).await
+    } else {
+        st.ctl.stop(&p.tenant, &sb.id).await
+    };
+    if let Err(e) = r {
         let _ = st.ctl.update_policies(&p.tenant, &sb.id, &before);
         return Err(e.into());
     }
@@ -251,7 +276,7 @@ pub async fn set_timeout(
     body: Bytes,
 ) -> E2bResult<StatusCode> {
     let req: wire::Timeout = json_body(&body, "timeout")?;
-    let t = lifetime::check(req.timeout.ok_or_else(|| {
+    let t = lifetime::check_new(req.timeout.ok_or_else(|| {
         E2bError::bad_request("the body needs the new timeout: {\"timeout\": SECONDS}")
     })?)?;
     let sb = find(&st, &p, &id)?;
@@ -262,6 +287,126 @@ pub async fn set_timeout(
     }
     lifetime::set(&st.ctl, &p.tenant, &sb, t)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The longest `POST /sandboxes/{id}/refreshes` (seconds), as on E2B.
+pub const MAX_REFRESH_SECS: u64 = 3600;
+
+/// `POST /sandboxes/{id}/refreshes`: keep a running sandbox alive for
+/// `duration` more seconds from now; a later timeout stays (204).
+pub async fn refresh(
+    State(st): State<E2bState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> E2bResult<StatusCode> {
+    let req: wire::Refresh = if body.iter().all(u8::is_ascii_whitespace) {
+        wire::Refresh::default()
+    } else {
+        json_body(&body, "refresh")?
+    };
+    let d = req.duration.ok_or_else(|| {
+        E2bError::bad_request("the body needs how long to keep it alive: {\"duration\": SECONDS}")
+    })?;
+    if d > MAX_REFRESH_SECS {
+        return Err(E2bError::bad_request(format!(
+            "duration {d} is out of range; give 0 to {MAX_REFRESH_SECS} seconds (set_timeout sets longer ones)"
+        )));
+    }
+    let sb = find(&st, &p, &id)?;
+    if !matches!(sb.state, S::Running | S::Creating) {
+        return Err(E2bError::conflict(format!(
+            "sandbox {id} is paused and has no timeout; resume it with Sandbox.connect({id:?})"
+        )));
+    }
+    if lifetime::now_ms() + d as i64 * 1000 > view::end_ms(&sb) {
+        lifetime::set(&st.ctl, &p.tenant, &sb, d)?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The most forks one request makes.
+pub const MAX_FORKS: u64 = 20;
+
+/// `POST /sandboxes/{id}/fork`: `count` new sandboxes that start from this
+/// one (dwell's fork: a warm copy where the runtime saves memory, else a
+/// cold copy of its files), each with the source's metadata, template and
+/// timeout behaviour and its own `timeout`; 201 with one result per fork,
+/// the sandbox or why it failed (a failed one leaves nothing).
+pub async fn fork(
+    State(st): State<E2bState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> E2bResult<(StatusCode, Json<Vec<wire::ForkResult>>)> {
+    let req: wire::Fork = if body.iter().all(u8::is_ascii_whitespace) {
+        wire::Fork::default()
+    } else {
+        json_body(&body, "fork")?
+    };
+    let count = req.count.unwrap_or(1);
+    if count == 0 || count > MAX_FORKS {
+        return Err(E2bError::bad_request(format!(
+            "count {count} is out of range; give 1 to {MAX_FORKS} forks"
+        )));
+    }
+    let timeout = lifetime::check(req.timeout.unwrap_or(lifetime::DEFAULT_TIMEOUT_SECS))?;
+    let src = find(&st, &p, &id)?;
+    let public_traffic = st.ctl.traffic_token_of(&src.id)?.is_none();
+    let copy = CreateRequest {
+        mode: Some(Mode::Persistent),
+        env: src.spec.env.clone(),
+        labels: src.spec.labels.clone(),
+        policies: Some(lifetime::create_policies(
+            timeout,
+            lifetime::effective_action(&src),
+            src.spec.policies.auto_resume.unwrap_or(false),
+        )),
+        ..Default::default()
+    };
+    // In a task of its own: a client that goes away midway must not cut a
+    // fork short (a half-made fork, a snapshot not deleted, a source left
+    // hibernated). What it makes then times out as asked.
+    let (ctl, tenant, src_id) = (st.ctl.clone(), p.tenant.clone(), src.id.clone());
+    let forks = tokio::spawn(async move {
+        let forks = ctl.fork(&tenant, &src_id, count as usize, &copy).await?;
+        let mut out = Vec::with_capacity(forks.len());
+        for f in forks {
+            out.push(match f {
+                Ok(sb) => match ctl.expose_all_ports(&sb.id, public_traffic) {
+                    Ok(()) => Ok(sb),
+                    Err(e) => {
+                        let _ = ctl.delete(&tenant, &sb.id, true).await;
+                        Err(e)
+                    }
+                },
+                Err(e) => Err(e),
+            });
+        }
+        Ok::<_, dwell_control::Error>(out)
+    })
+    .await
+    .map_err(|e| E2bError::new(500, format!("the fork failed: {e}")))??;
+    let mut out = Vec::with_capacity(forks.len());
+    for f in forks {
+        let made = f
+            .map_err(E2bError::from)
+            .and_then(|sb| view::sandbox(&st, &sb).map_err(E2bError::from));
+        out.push(match made {
+            Ok(sb) => wire::ForkResult {
+                sandbox: Some(sb),
+                error: None,
+            },
+            Err(e) => wire::ForkResult {
+                sandbox: None,
+                error: Some(wire::ErrorBody {
+                    code: e.status.as_u16(),
+                    message: e.message,
+                }),
+            },
+        });
+    }
+    Ok((StatusCode::CREATED, Json(out)))
 }
 
 /// Per-host request transforms (`network.rules`) are not available.

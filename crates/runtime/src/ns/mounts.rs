@@ -1,7 +1,7 @@
 //! The sandbox's mount namespace: the root overlay, one overlay per host
 //! directory, /proc, a read-only /sys with the sandbox's cgroup2 view,
 //! masked and read-only kernel paths, the agent and its socket directory,
-//! and finally pivot_root into the new root.
+//! a boot id of the sandbox's own, and finally pivot_root into the new root.
 //!
 //! Runs in the boot child, inside the new mount namespace, before
 //! capabilities are dropped.
@@ -127,6 +127,7 @@ fn mount_dwell_dirs(rootfs: &Path, src: &DwellSources) -> R<()> {
         NOSUID_NODEV_NOEXEC,
         Some(layout::SANDBOX_RUN_TMPFS),
     )?;
+    boot_id(rootfs, &run_dst)?;
 
     // The agent lives on a small tmpfs so nothing of it lands in the
     // sandbox's writable layer.
@@ -154,6 +155,52 @@ fn mount_dwell_dirs(rootfs: &Path, src: &DwellSources) -> R<()> {
         None,
         libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
         Some("size=16k,mode=755"),
+    )
+}
+
+/// Where a sandbox's kernel boot id is read.
+const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+
+/// Give the sandbox a boot id of its own, new at every start (as a VM's
+/// kernel would), instead of the host's: what runs inside tells a restart
+/// (a stop and start) from a pause and resume by it. Written to the
+/// sandbox's `/run/dwell` tmpfs and bound read-only over
+/// `/proc/sys/kernel/random/boot_id`.
+fn boot_id(rootfs: &Path, run_dir: &Path) -> R<()> {
+    let target = rootfs.join(BOOT_ID.trim_start_matches('/'));
+    if !target.exists() {
+        return Ok(()); // a kernel without one: nothing to replace
+    }
+    let mut b = [0u8; 16];
+    // SAFETY: getrandom writes at most `b.len()` bytes into `b`.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        return Err(format!(
+            "reading random bytes for the boot id: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // A version 4 UUID, as the kernel writes it.
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let uuid = format!(
+        "{}-{}-{}-{}-{}\n",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    );
+    let file = run_dir.join("boot_id");
+    std::fs::write(&file, uuid).map_err(|e| format!("writing {}: {e}", file.display()))?;
+    mnt(Some(&file), &target, None, libc::MS_BIND, None)?;
+    mnt(
+        None,
+        &target,
+        None,
+        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | NOSUID_NODEV_NOEXEC,
+        None,
     )
 }
 
