@@ -158,13 +158,7 @@ pub fn apply(fd: BorrowedFd, shown: &str, want: &XattrSet) -> Result<(), RemoteE
         })?;
         // SAFETY: the value is valid for its length; the name is NUL-terminated.
         let r = unsafe {
-            libc::fsetxattr(
-                fd.as_raw_fd(),
-                name.as_ptr(),
-                v.as_ptr().cast(),
-                v.len(),
-                0,
-            )
+            libc::fsetxattr(fd.as_raw_fd(), name.as_ptr(), v.as_ptr().cast(), v.len(), 0)
         };
         if r < 0 {
             return Err(fail(
@@ -189,7 +183,10 @@ mod tests {
         let f = std::fs::File::create(&p).unwrap();
         let mut set = XattrSet {
             prefix: "user.t.".into(),
-            set: BTreeMap::from([("user.t.a".into(), "1".into()), ("user.t.b".into(), "2".into())]),
+            set: BTreeMap::from([
+                ("user.t.a".into(), "1".into()),
+                ("user.t.b".into(), "2".into()),
+            ]),
         };
         match apply(f.as_fd(), "f", &set) {
             Ok(()) => {}

@@ -205,6 +205,19 @@ fn e2b_files() {
     run("files");
 }
 
+/// The file API details of E2B's own suite (entry info, metadata, gzip,
+/// signed URL expiry, watch, early refusals): `tests/e2b/files2.py`.
+#[test]
+fn e2b_files2() {
+    run("files2");
+}
+
+/// The same with the npm SDK: `tests/e2b/js/files2.mjs`.
+#[test]
+fn e2b_files2_npm_sdk() {
+    node_scenario("files2.mjs");
+}
+
 #[test]
 fn e2b_pause_connect_cycles_keep_data() {
     run("persistence");
@@ -214,6 +227,12 @@ fn e2b_pause_connect_cycles_keep_data() {
 /// `tests/e2b/js` by scripts/install-deps.sh) are there.
 #[test]
 fn e2b_npm_sdk() {
+    node_scenario("scenario.mjs");
+}
+
+/// Runs `tests/e2b/js/<script>` with Node against a fresh daemon (skips
+/// without Node or the npm SDK).
+fn node_scenario(script: &str) {
     if !can_run() {
         return;
     }
@@ -231,7 +250,7 @@ fn e2b_npm_sdk() {
     }
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let e = E2b::start();
-    e.run_script("node", &dir.join("scenario.mjs"), "js/scenario.mjs");
+    e.run_script("node", &dir.join(script), &format!("js/{script}"));
 }
 
 #[test]

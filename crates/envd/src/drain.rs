@@ -1,11 +1,12 @@
-//! Reading what is left of a refused upload's body before answering. A
-//! server that answers an upload early (bad metadata, a paused sandbox, no
-//! access) and closes the connection leaves a client that is still
-//! sending with a broken pipe instead of the answer. So the rest of the
-//! body is read and dropped, at most [`DRAIN_MAX`] bytes for at most
-//! [`DRAIN_TIME`]. A client that sent `Expect: 100-continue` has not sent
-//! the body yet when nothing read it: it gets the answer at once (the
-//! server never asks for the body).
+//! Reading what is left of a refused upload's body. A server that answers
+//! an upload early (bad metadata, a paused sandbox, no access) and closes
+//! the connection leaves a client that is still sending with a broken
+//! pipe instead of the answer (a client that sends its whole body before
+//! reading never sees it). So the refusal is answered at once and the
+//! rest of the body is read and dropped behind it, at most [`DRAIN_MAX`]
+//! bytes for at most [`DRAIN_TIME`]. A client that sent `Expect:
+//! 100-continue` has not sent the body yet when nothing read it: it gets
+//! the answer and nothing is read (the server never asks for the body).
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,25 +57,33 @@ impl Shared {
         ))
     }
 
-    /// Reads and drops the rest of the body (bounded); nothing when the
-    /// client waits for `100 Continue` that was never asked for.
-    pub async fn drain(&self, h: &HeaderMap) {
+    /// Reads and drops the rest of the body (bounded), in the background
+    /// while the refusal is answered: a client that reads answers early
+    /// gets it at once, one that first sends its whole body finds the
+    /// answer waiting, and neither has the connection closed under it.
+    /// Nothing is read when the client waits for a `100 Continue` that was
+    /// never asked for.
+    pub fn drain(&self, h: &HeaderMap) {
         if expects_continue(h) && !self.started.load(Ordering::Relaxed) {
             return;
         }
         let inner = self.inner.clone();
-        let _ = tokio::time::timeout(DRAIN_TIME, async move {
-            let mut s = inner.lock().await;
-            let mut seen = 0u64;
-            while let Some(Ok(c)) = s.next().await {
-                seen += c.len() as u64;
-                if seen > DRAIN_MAX {
-                    return;
-                }
-            }
-        })
-        .await;
+        tokio::spawn(drain_stream(inner));
     }
+}
+
+async fn drain_stream(inner: Arc<Mutex<BodyDataStream>>) {
+    let _ = tokio::time::timeout(DRAIN_TIME, async move {
+        let mut s = inner.lock().await;
+        let mut seen = 0u64;
+        while let Some(Ok(c)) = s.next().await {
+            seen += c.len() as u64;
+            if seen > DRAIN_MAX {
+                return;
+            }
+        }
+    })
+    .await;
 }
 
 /// Whether the request carries `Expect: 100-continue`.
@@ -97,7 +106,7 @@ mod tests {
         let mut s = shared.stream();
         assert_eq!(s.next().await.unwrap().unwrap().len(), 1000);
         drop(s);
-        shared.drain(&HeaderMap::new()).await;
+        drain_stream(shared.inner.clone()).await;
         assert!(shared.inner.lock().await.next().await.is_none());
     }
 
@@ -106,7 +115,8 @@ mod tests {
         let shared = Shared::new(Body::from("x"));
         let mut h = HeaderMap::new();
         h.insert(header::EXPECT, "100-continue".parse().unwrap());
-        shared.drain(&h).await;
+        shared.drain(&h);
+        tokio::task::yield_now().await;
         assert!(shared.inner.lock().await.next().await.is_some());
     }
 }

@@ -36,9 +36,9 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use crate::filesystem::META_PREFIX;
 use crate::sandbox::{self, Reject, Target};
 use crate::users::resolve_path;
-use crate::filesystem::META_PREFIX;
 use crate::{drain, gunzip, gzip, multipart, signature, Ctx, Envd};
 
 #[derive(Debug, Default, Deserialize)]
@@ -329,9 +329,9 @@ fn accepts_gzip(h: &HeaderMap) -> bool {
 
 /// `POST /files`: writes one file (octet-stream, `?path=`) or the files of
 /// a multipart form (each part's filename is its path unless `?path=`).
-/// A refused upload has its body read (and dropped, see [`drain`]) before
-/// the answer, so that a client still sending it reads the refusal
-/// instead of a connection closed under it.
+/// A refused upload has the rest of its body read and dropped behind the
+/// answer (see [`drain`]), so that a client still sending it reads the
+/// refusal instead of a connection closed under it.
 pub async fn upload(
     State(envd): State<Arc<Envd>>,
     h: HeaderMap,
@@ -342,7 +342,7 @@ pub async fn upload(
     match upload_inner(&envd, &h, &q, body.stream()).await {
         Ok(list) => axum::Json(list).into_response(),
         Err(r) => {
-            body.drain(&h).await;
+            body.drain(&h);
             r.into_response()
         }
     }
@@ -368,7 +368,9 @@ fn metadata_headers(h: &HeaderMap) -> Result<BTreeMap<String, String>, Reject> {
             continue;
         };
         if key.is_empty() {
-            return Err(bad("a metadata header names no key (X-Metadata- alone)".into()));
+            return Err(bad(
+                "a metadata header names no key (X-Metadata- alone)".into()
+            ));
         }
         if META_PREFIX.len() + key.len() > MAX_XATTR_NAME {
             return Err(bad(format!(

@@ -232,7 +232,8 @@ pub async fn remove(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> 
                 .remove_as(&path, true, ctx.user.agent_user())
                 .await
             {
-                Err(dwell_proto::Error::Remote(r)) if r.kind == dwell_proto::ErrorKind::NotFound => {}
+                Err(dwell_proto::Error::Remote(r))
+                    if r.kind == dwell_proto::ErrorKind::NotFound => {}
                 r => r?,
             }
             Ok(json!({}))
