@@ -288,8 +288,10 @@ pub async fn write(
             let (f, created) = match o.open(&p) {
                 Ok(f) => (f, true),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    // Also a dangling symlink, whose target is created as
+                    // before (with the umask's say on its mode).
                     let mut o = OpenOptions::new();
-                    o.write(true).append(opts.append);
+                    o.write(true).create(true).mode(mode).append(opts.append);
                     (
                         o.open(&p).map_err(|e| ctx_err("open for writing", &p, e))?,
                         false,
