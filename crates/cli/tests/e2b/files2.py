@@ -138,7 +138,7 @@ with sandbox() as s:
     # Watch: a new file gives create, chmod, write; entries carry info.
     s.files.make_dir(f"{D}/w")
     h = s.files.watch_dir(f"{D}/w", include_entry=True)
-    s.files.write(f"{D}/w/n.txt", "new", metadata={"k": "v"})
+    s.files.write(f"{D}/w/n.txt", "new")
     evs = events_until(h, lambda g: any(e.type == FilesystemEventType.WRITE for e in g))
     kinds = [e.type.name for e in evs]
     check(kinds == ["CREATE", "CHMOD", "WRITE"], f"a new file: create, chmod, write: {kinds}")
