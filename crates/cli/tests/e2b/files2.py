@@ -88,6 +88,17 @@ with sandbox() as s:
     s.commands.run(f"python3 -c \"import os; os.setxattr('{D}/x.txt', 'user.e2b.Author', b'mish'); os.setxattr('{D}/x.txt', 'user.other', b'no')\"")
     check(s.files.get_info(f"{D}/x.txt").metadata == {"Author": "mish"},
           "user.e2b.* attributes set in the sandbox are metadata (others are not)")
+    # A sandbox's own attributes are read within bounds: at most 64, none
+    # over 4 KiB (the big one may not fit the file system at all).
+    s.files.write(f"{D}/many-attrs.txt", "x")
+    s.commands.run(
+        "python3 -c \"import os\n"
+        f"p='{D}/many-attrs.txt'\n"
+        "for i in range(80): os.setxattr(p, 'user.e2b.k%02d' % i, b'v')\n"
+        "try: os.setxattr(p, 'user.e2b.big', b'b' * 5000)\n"
+        "except OSError: pass\n\"")
+    got = s.files.get_info(f"{D}/many-attrs.txt").metadata
+    check(len(got) == 64 and "big" not in got, f"a sandbox's 80 attributes: {len(got)} reported")
     try:
         s.files.write(f"{D}/bad.txt", "x", metadata={"bad key": "v"})
         check(False, "a bad key is refused")
