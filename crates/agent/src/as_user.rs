@@ -45,7 +45,9 @@ pub fn run<T: Send + 'static>(
 }
 
 /// Sets this thread's file-system identity; verified, since `setfsuid`
-/// reports no errors.
+/// reports no errors. Where the kernel has no `setfsuid` (gVisor answers
+/// ENOSYS), the thread's effective ids are set instead, which the
+/// file-system ids follow; the thread ends with the operation either way.
 fn become_user(uid: u32, gid: u32, groups: &[u32]) -> Result<(), String> {
     // The raw syscall: libc's setgroups() changes every thread of the
     // process, the kernel call only this one.
@@ -57,12 +59,17 @@ fn become_user(uid: u32, gid: u32, groups: &[u32]) -> Result<(), String> {
             std::io::Error::last_os_error()
         ));
     }
+    // An invalid id (-1) changes nothing and returns the current one; -1
+    // itself means the call is not there.
+    // SAFETY: plain per-thread syscall on an integer id.
+    if unsafe { libc::setfsuid(u32::MAX) } == -1 {
+        return become_effective(uid, gid);
+    }
     // SAFETY: plain per-thread syscalls on integer ids.
     unsafe {
         libc::setfsgid(gid);
         libc::setfsuid(uid);
     }
-    // An invalid id (-1) changes nothing and returns the current one.
     // SAFETY: as above.
     let (now_uid, now_gid) = unsafe {
         (
@@ -73,6 +80,43 @@ fn become_user(uid: u32, gid: u32, groups: &[u32]) -> Result<(), String> {
     if (now_uid, now_gid) != (uid, gid) {
         return Err(format!(
             "the kernel kept fsuid {now_uid} fsgid {now_gid} instead of {uid}:{gid} (is the id mapped in the sandbox's user namespace?)"
+        ));
+    }
+    Ok(())
+}
+
+/// [`become_user`] without `setfsuid`: this thread's effective gid, then
+/// uid (raw syscalls: libc's wrappers change every thread of the process;
+/// the real and saved ids stay, so nothing but this thread is affected,
+/// and its effective capabilities go with the effective uid).
+fn become_effective(uid: u32, gid: u32) -> Result<(), String> {
+    let keep = u32::MAX as libc::c_long;
+    // SAFETY: per-thread credential syscalls on integer ids.
+    let r = unsafe { libc::syscall(libc::SYS_setresgid, keep, gid as libc::c_long, keep) };
+    if r != 0 {
+        return Err(format!(
+            "setting the effective gid {gid}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: as above.
+    let r = unsafe { libc::syscall(libc::SYS_setresuid, keep, uid as libc::c_long, keep) };
+    if r != 0 {
+        return Err(format!(
+            "setting the effective uid {uid}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: plain per-thread getters.
+    let (now_uid, now_gid) = unsafe {
+        (
+            libc::syscall(libc::SYS_geteuid) as u32,
+            libc::syscall(libc::SYS_getegid) as u32,
+        )
+    };
+    if (now_uid, now_gid) != (uid, gid) {
+        return Err(format!(
+            "the kernel kept euid {now_uid} egid {now_gid} instead of {uid}:{gid} (is the id mapped in the sandbox's user namespace?)"
         ));
     }
     Ok(())
@@ -132,5 +176,45 @@ mod tests {
         // Root and no user run directly.
         assert!(run(None, || Ok(1)).is_ok());
         assert!(run(Some("0".into()), || Ok(1)).is_ok());
+    }
+
+    #[test]
+    fn the_effective_id_fallback_acts_as_the_user_on_its_thread_only() {
+        // SAFETY: getuid has no preconditions.
+        if unsafe { libc::getuid() } != 0 {
+            eprintln!("SKIP: needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .unwrap();
+        let (denied, mine) = (dir.path().join("x"), open.join("mine"));
+        let (d, m) = (denied.clone(), mine.clone());
+        std::thread::spawn(move || {
+            become_effective(4321, 4322).unwrap();
+            assert!(
+                std::fs::write(&d, b"x").is_err(),
+                "the user may not write there"
+            );
+            std::fs::write(&m, b"x").unwrap();
+        })
+        .join()
+        .unwrap();
+        let md = std::fs::metadata(&mine).unwrap();
+        assert_eq!((md.uid(), md.gid()), (4321, 4322));
+        assert!(!denied.exists());
+        // SAFETY: plain getter.
+        assert_eq!(
+            unsafe { libc::syscall(libc::SYS_geteuid) },
+            0,
+            "this thread is still root"
+        );
     }
 }

@@ -4,12 +4,13 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use bytes::Bytes;
 use dwell_proto::frame::{Kind, DATA_CHUNK};
-use dwell_proto::{ErrorKind, Event, FileInfo, FileKind, RemoteError, WriteOptions};
+use dwell_proto::{ErrorKind, Event, FileInfo, FileKind, RemoteError, WriteOptions, XattrSet};
 
 use crate::conn::{ClientMsg, StreamCtx};
 
@@ -29,7 +30,7 @@ fn ctx_err(op: &str, path: &str, e: std::io::Error) -> RemoteError {
     RemoteError::from_io(&format!("{op} {path}"), &e)
 }
 
-fn file_info(path: &Path, md: &fs::Metadata) -> FileInfo {
+fn file_info(path: &Path, md: &fs::Metadata, xattrs: Option<&str>) -> FileInfo {
     let ft = md.file_type();
     let kind = if ft.is_symlink() {
         FileKind::Symlink
@@ -57,13 +58,32 @@ fn file_info(path: &Path, md: &fs::Metadata) -> FileInfo {
                 .map(|t| t.to_string_lossy().into_owned())
                 .unwrap_or_default()
         }),
+        target_kind: if ft.is_symlink() {
+            fs::metadata(path).ok().map(|t| {
+                let t = t.file_type();
+                if t.is_dir() {
+                    FileKind::Dir
+                } else if t.is_file() {
+                    FileKind::File
+                } else {
+                    FileKind::Other
+                }
+            })
+        } else {
+            None
+        },
+        xattrs: match xattrs {
+            Some(prefix) if !ft.is_symlink() => crate::xattr::read(path, prefix),
+            _ => Default::default(),
+        },
     }
 }
 
-/// Metadata of `path` (not following symlinks).
-pub fn stat(path: &str) -> Result<FileInfo, RemoteError> {
+/// Metadata of `path` (not following symlinks), with its extended
+/// attributes under `xattrs` when asked.
+pub fn stat(path: &str, xattrs: Option<&str>) -> Result<FileInfo, RemoteError> {
     let md = fs::symlink_metadata(path).map_err(|e| ctx_err("stat", path, e))?;
-    Ok(file_info(Path::new(path), &md))
+    Ok(file_info(Path::new(path), &md, xattrs))
 }
 
 /// Bytes of entries one listing may return: its answer must fit in one
@@ -75,6 +95,8 @@ struct Listing {
     entries: Vec<FileInfo>,
     bytes: usize,
     root: String,
+    /// The extended attribute prefix to report, if any.
+    xattrs: Option<String>,
 }
 
 impl Listing {
@@ -107,7 +129,8 @@ fn walk(dir: &Path, depth: u32, out: &mut Listing) -> Result<(), RemoteError> {
             continue; // vanished while listing
         };
         let is_dir = md.file_type().is_dir();
-        out.push(file_info(&p, &md))?;
+        let fi = file_info(&p, &md, out.xattrs.as_deref());
+        out.push(fi)?;
         if is_dir && depth > 1 {
             // Unreadable subdirectories are listed but not descended into;
             // a listing that grows too large fails as a whole.
@@ -120,8 +143,13 @@ fn walk(dir: &Path, depth: u32, out: &mut Listing) -> Result<(), RemoteError> {
     Ok(())
 }
 
-/// Entries of a directory, `depth` levels deep (0 counts as 1).
-pub fn list_dir(path: &str, depth: u32) -> Result<Vec<FileInfo>, RemoteError> {
+/// Entries of a directory, `depth` levels deep (0 counts as 1), with
+/// their extended attributes under `xattrs` when asked.
+pub fn list_dir(
+    path: &str,
+    depth: u32,
+    xattrs: Option<String>,
+) -> Result<Vec<FileInfo>, RemoteError> {
     let md = fs::metadata(path).map_err(|e| ctx_err("list", path, e))?;
     if !md.is_dir() {
         return Err(RemoteError::new(
@@ -133,6 +161,7 @@ pub fn list_dir(path: &str, depth: u32) -> Result<Vec<FileInfo>, RemoteError> {
         entries: Vec::new(),
         bytes: 0,
         root: path.to_string(),
+        xattrs,
     };
     walk(Path::new(path), depth.max(1), &mut out)?;
     Ok(out.entries)
@@ -227,8 +256,18 @@ pub async fn read(ctx: StreamCtx, path: String) {
 }
 
 /// Receives a file from the client; with `user`, the file is opened (and
-/// its parents made) with that user's permissions.
-pub async fn write(mut ctx: StreamCtx, path: String, opts: WriteOptions, user: Option<String>) {
+/// its parents made) with that user's permissions. A file it creates gets
+/// exactly `opts.mode` (whatever the umask). With `xattrs`, the file's
+/// extended attributes under the prefix are replaced before it is
+/// truncated; when that fails, a file this request created is removed and
+/// an existing one is left as it was.
+pub async fn write(
+    mut ctx: StreamCtx,
+    path: String,
+    opts: WriteOptions,
+    user: Option<String>,
+    xattrs: Option<XattrSet>,
+) {
     let p = path.clone();
     let opened = blocking(move || {
         crate::as_user::run(user, move || {
@@ -240,14 +279,46 @@ pub async fn write(mut ctx: StreamCtx, path: String, opts: WriteOptions, user: O
                     }
                 }
             }
+            let mode = opts.mode.unwrap_or(0o644) & 0o7777;
             let mut o = OpenOptions::new();
-            o.write(true).create(true).mode(opts.mode.unwrap_or(0o644));
+            o.write(true).create_new(true).mode(mode);
             if opts.append {
                 o.append(true);
-            } else {
-                o.truncate(true);
             }
-            o.open(&p).map_err(|e| ctx_err("open for writing", &p, e))
+            let (f, created) = match o.open(&p) {
+                Ok(f) => (f, true),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    // Also a dangling symlink, whose target is created as
+                    // before (with the umask's say on its mode).
+                    let mut o = OpenOptions::new();
+                    o.write(true).create(true).mode(mode).append(opts.append);
+                    (
+                        o.open(&p).map_err(|e| ctx_err("open for writing", &p, e))?,
+                        false,
+                    )
+                }
+                Err(e) => return Err(ctx_err("open for writing", &p, e)),
+            };
+            let prepared = (|| {
+                if created {
+                    f.set_permissions(fs::Permissions::from_mode(mode))
+                        .map_err(|e| ctx_err("set the mode of", &p, e))?;
+                }
+                if let Some(x) = &xattrs {
+                    crate::xattr::apply(f.as_fd(), &p, x)?;
+                }
+                if !opts.append && !created {
+                    f.set_len(0).map_err(|e| ctx_err("truncate", &p, e))?;
+                }
+                Ok(())
+            })();
+            if let Err(e) = prepared {
+                if created {
+                    let _ = fs::remove_file(&p);
+                }
+                return Err(e);
+            }
+            Ok(f)
         })
     })
     .await;
@@ -317,12 +388,12 @@ mod tests {
             )
             .unwrap();
         }
-        let e = list_dir(dir.path().to_str().unwrap(), 1).unwrap_err();
+        let e = list_dir(dir.path().to_str().unwrap(), 1, None).unwrap_err();
         assert!(e.message.contains("too many entries"), "{}", e.message);
         assert!(e.message.contains("list a subdirectory or lower the depth"));
         std::fs::create_dir(dir.path().join("small")).unwrap();
         File::create(dir.path().join("small/x")).unwrap();
-        let l = list_dir(dir.path().join("small").to_str().unwrap(), 5).unwrap();
+        let l = list_dir(dir.path().join("small").to_str().unwrap(), 5, None).unwrap();
         assert_eq!(l.len(), 1);
     }
 }

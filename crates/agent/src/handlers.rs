@@ -28,19 +28,24 @@ pub async fn run(ctx: StreamCtx, req: Request) {
             path,
             options,
             user,
-        } => files::write(ctx, path, options, user).await,
+            xattrs,
+        } => files::write(ctx, path, options, user, xattrs).await,
         Request::Health => ctx.end(Ok(health())).await,
         Request::Processes => ctx.end(Ok(registry::with(|r| r.list()))).await,
         Request::Signal { pid, signal } => ctx.end(send_signal(pid, signal)).await,
         Request::WriteStdin { pid } => process::write_stdin(ctx, pid).await,
         Request::CloseStdin { pid } => ctx.end(close_stdin(pid)).await,
         Request::Resize { pid, rows, cols } => ctx.end(resize(pid, rows, cols)).await,
-        Request::ListDir { path, depth } => {
-            ctx.end(files::blocking(move || files::list_dir(&path, depth)).await)
+        Request::ListDir {
+            path,
+            depth,
+            xattrs,
+        } => {
+            ctx.end(files::blocking(move || files::list_dir(&path, depth, xattrs)).await)
                 .await
         }
-        Request::Stat { path } => {
-            ctx.end(files::blocking(move || files::stat(&path)).await)
+        Request::Stat { path, xattrs } => {
+            ctx.end(files::blocking(move || files::stat(&path, xattrs.as_deref())).await)
                 .await
         }
         Request::Mkdir {
@@ -115,6 +120,7 @@ fn health() -> Health {
         default_workdir: crate::defaults::workdir(),
         default_user: crate::defaults::user(),
         defaults_error: crate::defaults::problem(),
+        features: vec![dwell_proto::FEATURE_XATTRS.to_string()],
     }
 }
 

@@ -29,6 +29,7 @@ mod spawn;
 mod tcp;
 mod user;
 mod watch;
+mod xattr;
 
 use std::path::PathBuf;
 

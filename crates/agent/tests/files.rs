@@ -182,3 +182,93 @@ async fn hundred_mib_streams_both_ways() {
     drop(r);
     assert!(c.health().await.is_ok());
 }
+
+/// `write_file` with `xattrs` replaces the attributes under the prefix
+/// before the data, `stat`/`list_dir` report them; a refused set leaves no
+/// new file and an existing one untouched; symlinks report their target's
+/// kind; `health` names the feature.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_attributes_and_symlink_kinds() {
+    use dwell_proto::XattrSet;
+    let a = Agent::start();
+    let c = a.client().await;
+    let h = c.health().await.unwrap();
+    assert!(h.features.iter().any(|f| f == dwell_proto::FEATURE_XATTRS));
+    let root = a.dir.path().join("x");
+    std::fs::create_dir(&root).unwrap();
+    let f = format!("{}/m.txt", root.display());
+    let set = |pairs: &[(&str, &str)]| XattrSet {
+        prefix: "user.t.".into(),
+        set: pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
+    let write = |xs: XattrSet, data: &'static [u8]| {
+        let c = c.clone();
+        let f = f.clone();
+        async move {
+            let mut w = c
+                .write_file_with(&f, WriteOptions::default(), None, Some(xs))
+                .await?;
+            w.write(Bytes::from_static(data)).await?;
+            w.finish().await
+        }
+    };
+    match write(set(&[("user.t.a", "1"), ("user.t.b", "2")]), b"one").await {
+        Ok(_) => {}
+        // The test directory's file system has no user attributes: the
+        // error says so and the new file is gone.
+        Err(e)
+            if e.to_string()
+                .contains("does not support user extended attributes") =>
+        {
+            assert!(!std::path::Path::new(&f).exists());
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    }
+    let st = c.stat_with(&f, Some("user.t.")).await.unwrap();
+    assert_eq!(st.xattrs.len(), 2);
+    assert_eq!(st.xattrs["user.t.a"], "1");
+    assert!(
+        c.stat(&f).await.unwrap().xattrs.is_empty(),
+        "only when asked"
+    );
+    write(set(&[("user.t.b", "3")]), b"two").await.unwrap();
+    let l = c
+        .list_dir_with(root.to_str().unwrap(), 1, Some("user.t."))
+        .await
+        .unwrap();
+    assert_eq!(l[0].xattrs.len(), 1);
+    assert_eq!(l[0].xattrs["user.t.b"], "3");
+    // Refused: a name outside the prefix. The existing file is untouched.
+    let e = write(set(&[("user.other", "x")]), b"three")
+        .await
+        .unwrap_err();
+    assert_eq!(e.remote_kind(), Some(ErrorKind::InvalidArgument), "{e}");
+    assert_eq!(std::fs::read(&f).unwrap(), b"two");
+    // Refused on a new file: nothing is left.
+    let g = format!("{}/new.txt", root.display());
+    let big = XattrSet {
+        prefix: "user.t.".into(),
+        set: [("user.t.a".to_string(), "x".repeat(5000))].into(),
+    };
+    let e = c
+        .write_file_with(&g, WriteOptions::default(), None, Some(big))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.remote_kind(), Some(ErrorKind::InvalidArgument), "{e}");
+    assert!(!std::path::Path::new(&g).exists());
+    // Symlinks: their target's kind; none when dangling.
+    std::os::unix::fs::symlink("m.txt", root.join("l")).unwrap();
+    std::os::unix::fs::symlink("gone", root.join("d")).unwrap();
+    let l = c.stat(&format!("{}/l", root.display())).await.unwrap();
+    assert_eq!(
+        (l.kind, l.target_kind),
+        (FileKind::Symlink, Some(FileKind::File))
+    );
+    let d = c.stat(&format!("{}/d", root.display())).await.unwrap();
+    assert_eq!(d.target_kind, None);
+}

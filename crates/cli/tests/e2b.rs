@@ -221,6 +221,19 @@ fn e2b_files() {
     run("files");
 }
 
+/// The file API details of E2B's own suite (entry info, metadata, gzip,
+/// signed URL expiry, watch, early refusals): `tests/e2b/files2.py`.
+#[test]
+fn e2b_files2() {
+    run("files2");
+}
+
+/// The same with the npm SDK: `tests/e2b/js/files2.mjs`.
+#[test]
+fn e2b_files2_npm_sdk() {
+    node_scenario("files2.mjs");
+}
+
 #[test]
 fn e2b_pause_connect_cycles_keep_data() {
     run("persistence");
@@ -261,15 +274,21 @@ fn npm_sdk_dir() -> Option<PathBuf> {
     Some(dir)
 }
 
-/// The npm SDK for one scenario, when Node and the SDK are there.
-#[test]
-fn e2b_npm_sdk() {
+/// Runs `tests/e2b/js/<script>` with Node against a fresh daemon (skips
+/// without Node or the npm SDK).
+fn node_scenario(script: &str) {
     let Some(dir) = npm_sdk_dir() else {
         return;
     };
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let e = E2b::start();
-    e.run_script("node", &dir.join("scenario.mjs"), "js/scenario.mjs");
+    e.run_script("node", &dir.join(script), &format!("js/{script}"));
+}
+
+/// The npm SDK for one scenario, when Node and the SDK are there.
+#[test]
+fn e2b_npm_sdk() {
+    node_scenario("scenario.mjs");
 }
 
 /// The Node SDK's side of the lifecycle (tests/e2b/js/lifecycle.mjs):

@@ -148,7 +148,7 @@ fn envd_wire_protocol_against_a_real_sandbox() {
         polled_watcher,
         a_named_user_runs_as_itself_and_owns_what_it_makes,
         a_user_keeps_its_own_permissions,
-        file_metadata_is_refused,
+        file_metadata_on_the_wire,
         watch_dir_streams_until_the_directory_goes,
         a_signed_download_url_routes_itself,
         a_signed_upload_url_writes_one_file_at_its_path,
@@ -602,13 +602,78 @@ fn a_user_keeps_its_own_permissions(f: &Fixture) {
     assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
 }
 
-/// An upload with file metadata headers is refused.
-fn file_metadata_is_refused(f: &Fixture) {
+/// Upload metadata (`X-Metadata-*`) on the wire: answered, in Stat and
+/// ListDir, cleared by a plain overwrite; bad or too many keys are a 400
+/// that leaves no file. Modes are E2B's (permission bits alone); removing
+/// a missing path is no error.
+fn file_metadata_on_the_wire(f: &Fixture) {
     let (sb, envd) = (&f.sb, f.sb.envd.as_str());
     let mut h = sb.hdrs("application/octet-stream");
     h.push(("X-Metadata-Owner", "me"));
-    let r = http(envd, "POST", "/files?path=%2Ftmp%2Fmeta", &h, b"x");
-    assert_eq!(r.status, 400, "file metadata is refused");
+    let r = http(envd, "POST", "/files?path=%2Ftmp%2Fmd%2Fmeta", &h, b"x");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()[0]["metadata"], json!({"owner": "me"}));
+    let st = sb
+        .unary(
+            "filesystem.Filesystem/Stat",
+            json!({"path": "/tmp/md/meta"}),
+        )
+        .json();
+    assert_eq!(st["entry"]["metadata"], json!({"owner": "me"}));
+    assert_eq!(st["entry"]["mode"], 0o644);
+    let l = sb
+        .unary("filesystem.Filesystem/ListDir", json!({"path": "/tmp"}))
+        .json();
+    let md = l["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "md")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (md["mode"].clone(), md.get("metadata")),
+        (json!(0o755), None)
+    );
+    let r = http(
+        envd,
+        "POST",
+        "/files?path=%2Ftmp%2Fmd%2Fmeta",
+        &sb.hdrs("application/octet-stream"),
+        b"y",
+    );
+    assert_eq!(r.json()[0].get("metadata"), None);
+    let st = sb
+        .unary(
+            "filesystem.Filesystem/Stat",
+            json!({"path": "/tmp/md/meta"}),
+        )
+        .json();
+    assert_eq!(st["entry"].get("metadata"), None, "an overwrite clears it");
+    let mut many = sb.hdrs("application/octet-stream");
+    let keys: Vec<String> = (0..65).map(|i| format!("X-Metadata-K{i}")).collect();
+    for k in &keys {
+        many.push((k.as_str(), "v"));
+    }
+    let long = "v".repeat(5000);
+    let mut big = sb.hdrs("application/octet-stream");
+    big.push(("X-Metadata-Big", long.as_str()));
+    for (what, h) in [("65 keys", many), ("a 5000-byte value", big)] {
+        let r = http(envd, "POST", "/files?path=%2Ftmp%2Fmd%2Fno", &h, b"x");
+        assert_eq!(
+            r.status,
+            400,
+            "{what}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    let r = sb.unary("filesystem.Filesystem/Stat", json!({"path": "/tmp/md/no"}));
+    assert_eq!(r.status, 404, "a refused upload made no file");
+    let r = sb.unary(
+        "filesystem.Filesystem/Remove",
+        json!({"path": "/tmp/md/no"}),
+    );
+    assert_eq!(r.status, 200, "removing a missing path is no error");
 }
 
 /// WatchDir streams `start`, then events, and ends (end-of-stream frame)

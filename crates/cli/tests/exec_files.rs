@@ -203,3 +203,42 @@ fn cp_round_trips_files_and_the_file_api_stays_inside() {
     let out = d.run(&["cp", "f:relative", "x"]);
     assert!(stderr(&out).contains("absolute"));
 }
+
+/// A large upload the daemon refuses before reading it (the sandbox is
+/// paused and does not wake on use) ends with the daemon's refusal, not
+/// with a broken pipe from a connection closed while the file was still
+/// being sent.
+#[test]
+fn cp_of_a_large_file_to_a_paused_sandbox_shows_the_refusal() {
+    if !can_run() {
+        return;
+    }
+    let d = Daemon::start();
+    d.create("p", &[]);
+    d.ok(&["pause", "p"]);
+    let big = d.dir.path().join("big.bin");
+    // Sparse: 400 MiB to send without 400 MiB of disk.
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(400 << 20)
+        .unwrap();
+    for dest in ["p:/root/big.bin", "p:/root/", "p:/root/again.bin"] {
+        let out = d.run(&["cp", big.to_str().unwrap(), dest]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(75), "{dest}: {err}");
+        assert!(
+            err.contains("is paused") && !err.contains("Broken pipe"),
+            "{dest}: {err}"
+        );
+    }
+    let _ = std::fs::remove_file(&big);
+    d.ok(&["resume", "p"]);
+    assert_eq!(
+        d.sh(
+            "p",
+            "test ! -e /root/big.bin && test ! -e /root/again.bin && echo none"
+        ),
+        "none\n",
+        "a refused upload left a file"
+    );
+}

@@ -3,6 +3,10 @@
 //! as an octet-stream body, optionally gzip-encoded, streamed to the
 //! agent). Errors are `{"code": <status>, "message": ..}` as the SDK
 //! expects (404 → FileNotFoundException, 507 → NotEnoughSpace).
+//! Downloads are gzip-encoded when the client accepts it (`gzip.rs`).
+//! Uploads carry file metadata as `X-Metadata-<key>` headers, kept as the
+//! file's `user.e2b.<key>` extended attributes (set by the agent inside
+//! the sandbox); an upload without them clears the file's old ones.
 //!
 //! Uploads are streamed: multipart forms are parsed as they arrive
 //! (`multipart.rs`) and gzip bodies inflated in bounded pieces
@@ -21,15 +25,21 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use dwell_proto::{ErrorKind, FileKind, WriteOptions};
+use std::collections::BTreeMap;
+
+use dwell_proto::{
+    ErrorKind, FileKind, WriteOptions, XattrSet, FEATURE_XATTRS, MAX_XATTRS, MAX_XATTR_NAME,
+    MAX_XATTR_VALUE,
+};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use crate::filesystem::META_PREFIX;
 use crate::sandbox::{self, Reject, Target};
 use crate::users::resolve_path;
-use crate::{gunzip, multipart, signature, Ctx, Envd};
+use crate::{drain, gunzip, gzip, multipart, signature, Ctx, Envd};
 
 #[derive(Debug, Default, Deserialize)]
 pub struct FilesQuery {
@@ -109,9 +119,10 @@ async fn authorize(
     }
     if let Some(exp) = q.signature_expiration {
         if exp < now_secs() {
+            // The wording is E2B's (its SDK tests compare it).
             return Err(Reject::new(
                 StatusCode::UNAUTHORIZED,
-                "the signed URL has expired; ask the SDK for a new one",
+                "signature is already expired",
             ));
         }
     }
@@ -250,18 +261,27 @@ async fn download_inner(
         .read_file(&path)
         .await
         .map_err(|e| file_error(e, &format!("cannot read {path}")))?;
+    let gzip = accepts_gzip(h);
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let guard = envd.ctl.stream_opened(&ctx.target.id);
     tokio::spawn(async move {
         let _guard = guard;
+        let mut enc = gzip.then(gzip::Encoder::new);
         loop {
             let item = match reader.next_chunk().await {
-                Ok(Some(b)) => Ok(b),
-                Ok(None) => return,
+                Ok(Some(b)) => match enc.as_mut() {
+                    Some(z) => z.push(&b),
+                    None => Ok(b),
+                },
+                Ok(None) => match enc.take() {
+                    Some(z) => z.finish(),
+                    None => return,
+                },
                 Err(e) => Err(std::io::Error::other(format!("reading {path} failed: {e}"))),
             };
-            let stop = item.is_err();
-            if tx.send(item).await.is_err() || stop {
+            let last = item.is_err() || (gzip && enc.is_none());
+            let empty = item.as_ref().is_ok_and(|b| b.is_empty());
+            if (!empty && tx.send(item).await.is_err()) || last {
                 return;
             }
         }
@@ -273,6 +293,12 @@ async fn download_inner(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
+    r.headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    if gzip {
+        r.headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
     if let Ok(v) = HeaderValue::from_str(&format!(
         "attachment; filename=\"{}\"",
         fi.name.replace('"', "")
@@ -282,38 +308,141 @@ async fn download_inner(
     Ok(r)
 }
 
+/// Whether the client takes a gzip-encoded answer (`Accept-Encoding:
+/// gzip`, not with `q=0`).
+fn accepts_gzip(h: &HeaderMap) -> bool {
+    h.get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            let coding = parts.next().unwrap_or("");
+            let q_zero = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0))
+            });
+            (coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip"))
+                && !q_zero
+        })
+}
+
 /// `POST /files`: writes one file (octet-stream, `?path=`) or the files of
 /// a multipart form (each part's filename is its path unless `?path=`).
+/// A refused upload has the rest of its body read and dropped behind the
+/// answer (see [`drain`]), so that a client still sending it reads the
+/// refusal instead of a connection closed under it.
 pub async fn upload(
     State(envd): State<Arc<Envd>>,
     h: HeaderMap,
     Query(q): Query<FilesQuery>,
     body: Body,
 ) -> Response {
-    match upload_inner(&envd, &h, &q, body).await {
+    let body = drain::Shared::new(body);
+    match upload_inner(&envd, &h, &q, body.stream()).await {
         Ok(list) => axum::Json(list).into_response(),
-        Err(r) => r.into_response(),
+        Err(r) => {
+            body.drain(&h);
+            r.into_response()
+        }
     }
 }
 
-fn written(path: &str) -> serde_json::Value {
+/// The answer's entry for a written file (`metadata` when it has some).
+fn written(path: &str, meta: &BTreeMap<String, String>) -> serde_json::Value {
     let name = path.rsplit('/').next().unwrap_or(path);
-    json!({"name": name, "type": "file", "path": path})
+    let mut v = json!({"name": name, "type": "file", "path": path});
+    if !meta.is_empty() {
+        v["metadata"] = json!(meta);
+    }
+    v
+}
+
+/// The `X-Metadata-<key>: <value>` headers of an upload: keys (lower-case,
+/// HTTP token characters), values (printable ASCII), in bounds.
+fn metadata_headers(h: &HeaderMap) -> Result<BTreeMap<String, String>, Reject> {
+    let bad = |m: String| Reject::new(StatusCode::BAD_REQUEST, m);
+    let mut out = BTreeMap::new();
+    for (name, value) in h {
+        let Some(key) = name.as_str().strip_prefix("x-metadata-") else {
+            continue;
+        };
+        if key.is_empty() {
+            return Err(bad(
+                "a metadata header names no key (X-Metadata- alone)".into()
+            ));
+        }
+        if META_PREFIX.len() + key.len() > MAX_XATTR_NAME {
+            return Err(bad(format!(
+                "metadata key {key:?} is too long: at most {} bytes",
+                MAX_XATTR_NAME - META_PREFIX.len()
+            )));
+        }
+        let v = value
+            .to_str()
+            .ok()
+            .filter(|v| v.bytes().all(|b| (0x20..=0x7e).contains(&b)))
+            .ok_or_else(|| {
+                bad(format!(
+                    "the value of metadata key {key:?} is not printable US-ASCII"
+                ))
+            })?;
+        if v.len() > MAX_XATTR_VALUE {
+            return Err(bad(format!(
+                "the value of metadata key {key:?} is {} bytes; at most {MAX_XATTR_VALUE} are allowed",
+                v.len()
+            )));
+        }
+        if out.insert(key.to_string(), v.to_string()).is_some() {
+            return Err(bad(format!("metadata key {key:?} is given twice")));
+        }
+    }
+    if out.len() > MAX_XATTRS {
+        return Err(bad(format!(
+            "{} metadata keys given; a file carries at most {MAX_XATTRS}",
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
+/// The upload's metadata as the extended attributes that replace the
+/// file's (an empty set clears what an earlier upload left).
+fn xattr_set(meta: &BTreeMap<String, String>) -> XattrSet {
+    XattrSet {
+        prefix: META_PREFIX.to_string(),
+        set: meta
+            .iter()
+            .map(|(k, v)| (format!("{META_PREFIX}{k}"), v.clone()))
+            .collect(),
+    }
 }
 
 async fn upload_inner(
     envd: &Arc<Envd>,
     h: &HeaderMap,
     q: &FilesQuery,
-    body: Body,
+    body: drain::BodyStream,
 ) -> Result<Vec<serde_json::Value>, Reject> {
-    if h.keys().any(|k| k.as_str().starts_with("x-metadata-")) {
-        return Err(Reject::new(
-            StatusCode::BAD_REQUEST,
-            "file metadata (X-Metadata-* headers) is not supported by dwell; write the file without metadata",
-        ));
-    }
+    let meta = metadata_headers(h)?;
     let (ctx, proof) = open(envd, h, q, "write").await?;
+    if !meta.is_empty() {
+        let health = ctx
+            .agent
+            .health()
+            .await
+            .map_err(|e| file_error(e, "asking the sandbox's agent what it supports failed"))?;
+        if !health.features.iter().any(|f| f == FEATURE_XATTRS) {
+            return Err(Reject::new(
+                StatusCode::NOT_IMPLEMENTED,
+                format!(
+                    "sandbox {}'s agent predates file metadata; restart the sandbox so it runs the current agent, or write without metadata",
+                    ctx.target.id
+                ),
+            ));
+        }
+    }
+    let xattrs = xattr_set(&meta);
     let _slot = envd.upload_slot().await?;
     let _guard = envd.ctl.stream_opened(&ctx.target.id);
     let ct = h
@@ -328,7 +457,7 @@ async fn upload_inner(
         ));
     }
     if let Some(b) = multipart::boundary(ct) {
-        return upload_form(&ctx, query_path, &b, body).await;
+        return upload_form(&ctx, query_path, &b, body, &meta).await;
     }
     let raw = query_path
         .ok_or_else(|| Reject::new(StatusCode::BAD_REQUEST, "missing the path query parameter"))?;
@@ -347,9 +476,9 @@ async fn upload_inner(
             ))
         }
     };
-    let mut w = open_writer(&ctx, &path).await?;
+    let mut w = open_writer(&ctx, &path, &xattrs).await?;
     let fail = |e: dwell_proto::Error| file_error(e, &format!("writing {path} failed"));
-    let mut stream = body.into_data_stream();
+    let mut stream = body;
     if gzip {
         let mut rx = gunzip::decode(stream);
         while let Some(piece) = rx.recv().await {
@@ -375,7 +504,7 @@ async fn upload_inner(
         }
     }
     w.finish().await.map_err(fail)?;
-    Ok(vec![written(&path)])
+    Ok(vec![written(&path, &meta)])
 }
 
 /// A file being written from a form part.
@@ -392,11 +521,13 @@ async fn upload_form(
     ctx: &Ctx,
     query_path: Option<String>,
     boundary: &str,
-    body: Body,
+    body: drain::BodyStream,
+    meta: &BTreeMap<String, String>,
 ) -> Result<Vec<serde_json::Value>, Reject> {
     let bad = |m: String| Reject::new(StatusCode::BAD_REQUEST, m);
     let mut parser = multipart::Parser::new(boundary).map_err(bad)?;
-    let mut stream = body.into_data_stream();
+    let mut stream = body;
+    let xattrs = xattr_set(meta);
     let mut out = Vec::new();
     let mut files = 0usize;
     // `None` while outside a part or inside a part that is not a file.
@@ -421,7 +552,7 @@ async fn upload_form(
                         })?,
                     };
                     let path = resolve_path(&raw, &ctx.user);
-                    let w = open_writer(ctx, &path).await?;
+                    let w = open_writer(ctx, &path, &xattrs).await?;
                     cur = Some(Open { path, w });
                 }
                 multipart::Event::Data(b) => {
@@ -436,7 +567,7 @@ async fn upload_form(
                         o.w.finish()
                             .await
                             .map_err(|e| file_error(e, &format!("writing {} failed", o.path)))?;
-                        out.push(written(&o.path));
+                        out.push(written(&o.path, meta));
                     }
                 }
             }
@@ -459,14 +590,21 @@ async fn upload_form(
     Ok(out)
 }
 
-async fn open_writer(ctx: &Ctx, path: &str) -> Result<dwell_proto::FileWriter, Reject> {
+/// Opens `path` for writing as the request's user, its metadata replaced
+/// by `xattrs` first (on an agent that predates metadata, only an empty
+/// set reaches here, which it ignores).
+async fn open_writer(
+    ctx: &Ctx,
+    path: &str,
+    xattrs: &XattrSet,
+) -> Result<dwell_proto::FileWriter, Reject> {
     let opts = WriteOptions {
         append: false,
         mode: Some(0o644),
         create_parents: true,
     };
     ctx.agent
-        .write_file_as(path, opts, ctx.user.agent_user())
+        .write_file_with(path, opts, ctx.user.agent_user(), Some(xattrs.clone()))
         .await
         .map_err(|e| file_error(e, &format!("cannot write {path}")))
 }

@@ -52,16 +52,34 @@ pub fn file_type(k: FileKind) -> &'static str {
     }
 }
 
-/// The `EntryInfo` JSON of a file.
+/// The extended attributes that hold a file's E2B metadata: `user.e2b.`
+/// and the (lower-case) key.
+pub const META_PREFIX: &str = "user.e2b.";
+
+/// The metadata map of a file: its `user.e2b.*` attributes, prefix cut.
+pub fn metadata(fi: &FileInfo) -> serde_json::Map<String, Value> {
+    fi.xattrs
+        .iter()
+        .filter_map(|(k, v)| {
+            let key = k.strip_prefix(META_PREFIX)?;
+            (!key.is_empty()).then(|| (key.to_string(), json!(v)))
+        })
+        .collect()
+}
+
+/// The `EntryInfo` JSON of a file. `type` is what a symlink points to
+/// (`FILE_TYPE_SYMLINK` only when it dangles), `mode` the permission bits
+/// alone (a 0755 directory is 493) and `permissions` Go's rendering with
+/// the type letter; `metadata` is present when the file has some.
 pub fn entry_info(fi: &FileInfo, acc: &Accounts) -> Value {
-    let mode = go_mode(fi.kind, fi.mode);
+    let go = go_mode(fi.kind, fi.mode);
     let mut v = json!({
         "name": fi.name,
-        "type": file_type(fi.kind),
+        "type": file_type(fi.target_kind.unwrap_or(fi.kind)),
         "path": fi.path,
         "size": fi.size.to_string(),
-        "mode": mode,
-        "permissions": permissions(mode),
+        "mode": fi.mode & 0o777,
+        "permissions": permissions(go),
         "owner": acc.user_name(fi.uid),
         "group": acc.group_name(fi.gid),
         "modifiedTime": timestamp(fi.modified_ms),
@@ -75,6 +93,10 @@ pub fn entry_info(fi: &FileInfo, acc: &Accounts) -> Value {
         };
         v["symlinkTarget"] = json!(abs);
         v["isSymlink"] = json!(true);
+    }
+    let meta = metadata(fi);
+    if !meta.is_empty() {
+        v["metadata"] = Value::Object(meta);
     }
     v
 }
@@ -94,7 +116,7 @@ pub async fn stat(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> Re
             require_path(&req.path)?;
             let ctx = envd.ctx_for(target, basic_user(&h)).await?;
             let path = resolve_path(&req.path, &ctx.user);
-            let fi = ctx.agent.stat(&path).await?;
+            let fi = ctx.agent.stat_with(&path, Some(META_PREFIX)).await?;
             Ok(json!({"entry": entry_info(&fi, &ctx.accounts)}))
         }
         .await,
@@ -127,7 +149,7 @@ pub async fn make_dir(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -
             ctx.agent
                 .mkdir_as(&path, true, ctx.user.agent_user())
                 .await?;
-            let fi = ctx.agent.stat(&path).await?;
+            let fi = ctx.agent.stat_with(&path, Some(META_PREFIX)).await?;
             Ok(json!({"entry": entry_info(&fi, &ctx.accounts)}))
         }
         .await,
@@ -155,7 +177,7 @@ pub async fn move_entry(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body)
             ctx.agent
                 .rename_as(&from, &to, ctx.user.agent_user())
                 .await?;
-            let fi = ctx.agent.stat(&to).await?;
+            let fi = ctx.agent.stat_with(&to, Some(META_PREFIX)).await?;
             Ok(json!({"entry": entry_info(&fi, &ctx.accounts)}))
         }
         .await,
@@ -182,7 +204,10 @@ pub async fn list_dir(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -
                     "path {path} is not a directory"
                 )));
             }
-            let entries = ctx.agent.list_dir(&path, req.depth.max(1)).await?;
+            let entries = ctx
+                .agent
+                .list_dir_with(&path, req.depth.max(1), Some(META_PREFIX))
+                .await?;
             let list: Vec<Value> = entries
                 .iter()
                 .map(|e| entry_info(e, &ctx.accounts))
@@ -193,7 +218,8 @@ pub async fn list_dir(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -
     )
 }
 
-/// `Remove`: a file, symlink or directory with its contents.
+/// `Remove`: a file, symlink or directory with its contents; a path that
+/// does not exist is already removed (no error, as E2B's envd answers).
 pub async fn remove(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> Response {
     connect::unary(
         async {
@@ -201,9 +227,15 @@ pub async fn remove(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> 
             require_path(&req.path)?;
             let ctx = envd.ctx_for(target, basic_user(&h)).await?;
             let path = resolve_path(&req.path, &ctx.user);
-            ctx.agent
+            match ctx
+                .agent
                 .remove_as(&path, true, ctx.user.agent_user())
-                .await?;
+                .await
+            {
+                Err(dwell_proto::Error::Remote(r))
+                    if r.kind == dwell_proto::ErrorKind::NotFound => {}
+                r => r?,
+            }
             Ok(json!({}))
         }
         .await,
@@ -227,13 +259,37 @@ mod tests {
             gid: 0,
             modified_ms: 0,
             symlink_target: Some("a.txt".into()),
+            target_kind: None,
+            xattrs: Default::default(),
         };
         let v = entry_info(&fi, &acc);
         assert_eq!(v["type"], "FILE_TYPE_SYMLINK");
+        assert_eq!(v["mode"], 0o777);
+        assert!(v.get("metadata").is_none());
         assert_eq!(v["size"], "5");
         assert_eq!(v["permissions"], "Lrwxrwxrwx");
         assert_eq!(v["owner"], "root");
         assert_eq!(v["symlinkTarget"], "/tmp/a.txt");
         assert_eq!(v["modifiedTime"], "1970-01-01T00:00:00.000Z");
+        let mut to_file = fi.clone();
+        to_file.target_kind = Some(FileKind::File);
+        assert_eq!(entry_info(&to_file, &acc)["type"], "FILE_TYPE_FILE");
+        let dir = FileInfo {
+            name: "d".into(),
+            path: "/tmp/d".into(),
+            kind: FileKind::Dir,
+            mode: 0o755,
+            symlink_target: None,
+            xattrs: [
+                ("user.e2b.author".to_string(), "mish".to_string()),
+                ("user.other".to_string(), "x".to_string()),
+            ]
+            .into(),
+            ..fi
+        };
+        let v = entry_info(&dir, &acc);
+        assert_eq!(v["mode"], 493);
+        assert_eq!(v["permissions"], "drwxr-xr-x");
+        assert_eq!(v["metadata"], json!({"author": "mish"}));
     }
 }

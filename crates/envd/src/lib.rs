@@ -17,9 +17,11 @@
 //! Go file modes) are in [`pbjson`].
 
 pub mod connect;
+pub mod drain;
 mod files;
 mod filesystem;
 mod gunzip;
+mod gzip;
 mod multipart;
 pub mod pbjson;
 mod process;

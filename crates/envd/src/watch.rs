@@ -73,7 +73,10 @@ async fn fs_event(e: &FsEvent, root: &str, entry: Option<(&AgentClient, &Account
     if let Some((agent, acc)) = entry {
         if !matches!(e.change, FsChange::Remove | FsChange::Rename) {
             let full = format!("{}/{}", root.trim_end_matches('/'), e.name);
-            if let Ok(fi) = agent.stat(&full).await {
+            if let Ok(fi) = agent
+                .stat_with(&full, Some(crate::filesystem::META_PREFIX))
+                .await
+            {
                 v["entry"] = entry_info(&fi, acc);
             }
         }

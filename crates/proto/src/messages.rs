@@ -64,13 +64,26 @@ pub enum Request {
         /// absent.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         user: Option<String>,
+        /// Replace the file's extended attributes under a prefix (see
+        /// [`XattrSet`]) once it is open, before any data is accepted.
+        /// An agent older than this field ignores it (the daemon checks
+        /// the agent's `Health::features` first: [`FEATURE_XATTRS`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        xattrs: Option<XattrSet>,
     },
     ListDir {
         path: String,
         depth: u32,
+        /// Report each entry's extended attributes whose names start with
+        /// this prefix (in [`FileInfo::xattrs`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        xattrs: Option<String>,
     },
     Stat {
         path: String,
+        /// As `ListDir`'s: the extended attributes under this prefix.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        xattrs: Option<String>,
     },
     Mkdir {
         path: String,
@@ -333,6 +346,10 @@ pub struct Health {
     /// user is not in the sandbox's /etc/passwd, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub defaults_error: Option<String>,
+    /// Optional abilities added within the protocol version, by name
+    /// ([`FEATURE_XATTRS`]); an older agent reports none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
 }
 
 /// File type.
@@ -361,6 +378,76 @@ pub struct FileInfo {
     /// Modification time, Unix milliseconds.
     pub modified_ms: i64,
     pub symlink_target: Option<String>,
+    /// For a symlink, the kind of what it points to (followed to the end);
+    /// `None` for anything else and for a dangling link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_kind: Option<FileKind>,
+    /// The extended attributes asked for (`stat`/`list_dir` with an
+    /// `xattrs` prefix): full names to values (lossy UTF-8), at most
+    /// [`MAX_XATTRS`] of them, values of at most [`MAX_XATTR_VALUE`] bytes
+    /// (larger ones are left out).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub xattrs: BTreeMap<String, String>,
+}
+
+/// Most extended attributes one `XattrSet` sets or one `FileInfo` reports.
+pub const MAX_XATTRS: usize = 64;
+/// Longest extended attribute name, in bytes (the kernel's `XATTR_NAME_MAX`).
+pub const MAX_XATTR_NAME: usize = 255;
+/// Largest extended attribute value set or reported, in bytes.
+pub const MAX_XATTR_VALUE: usize = 4096;
+/// The `Health::features` entry of an agent that applies `write_file`'s
+/// `xattrs` and reports `stat`/`list_dir` ones; an older agent ignores
+/// both fields.
+pub const FEATURE_XATTRS: &str = "xattrs";
+
+/// Replaces a file's extended attributes under `prefix` by `set`: those
+/// under the prefix that `set` lacks are removed, the others written.
+/// Every name in `set` starts with `prefix`, which starts with `user.`
+/// (the namespace unprivileged files may carry).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct XattrSet {
+    pub prefix: String,
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+}
+
+impl XattrSet {
+    /// Checks the bounds and names: the reason it is refused, if it is.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.prefix.starts_with("user.") {
+            return Err(format!(
+                "extended attribute prefix {:?} is outside the user. namespace",
+                self.prefix
+            ));
+        }
+        if self.set.len() > MAX_XATTRS {
+            return Err(format!(
+                "{} extended attributes given; at most {MAX_XATTRS} may be set on a file",
+                self.set.len()
+            ));
+        }
+        for (k, v) in &self.set {
+            if !k.starts_with(&self.prefix) || k.len() == self.prefix.len() {
+                return Err(format!(
+                    "extended attribute {k:?} is not a name under {:?}",
+                    self.prefix
+                ));
+            }
+            if k.len() > MAX_XATTR_NAME || k.contains('\0') {
+                return Err(format!(
+                    "extended attribute name {k:?} is too long (at most {MAX_XATTR_NAME} bytes) or holds a NUL"
+                ));
+            }
+            if v.len() > MAX_XATTR_VALUE {
+                return Err(format!(
+                    "the value of extended attribute {k:?} is {} bytes; at most {MAX_XATTR_VALUE} are allowed",
+                    v.len()
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// How `write_file` opens its file.

@@ -1,11 +1,12 @@
 //! `/v1/sandboxes/{id}/files` and `/fs/*`: file operations carried out by
 //! the agent inside the sandbox, so a path (even `../../etc/shadow` or a
 //! symlink pointing out) can only name the sandbox's own files. Contents
-//! stream in both directions; large files never sit in memory.
+//! stream in both directions; large files never sit in memory. A refused
+//! upload has the rest of its body read (bounded) behind the answer.
 
-use axum::body::Body;
+use axum::body::{Body, BodyDataStream};
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::{Extension, Json};
 use dwell_contract::files::{MkdirBody, RenameBody, Written};
@@ -76,7 +77,55 @@ pub async fn upload(
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
     Query(q): Query<Upload>,
+    headers: HeaderMap,
     body: Body,
+) -> ApiResult<(StatusCode, Json<Written>)> {
+    let mut stream = body.into_data_stream();
+    let mut started = false;
+    let r = upload_inner(&st, &p, &id, &q, &mut stream, &mut started).await;
+    if r.is_err() && (started || !expects_continue(&headers)) {
+        tokio::spawn(drain(stream));
+    }
+    r
+}
+
+/// Most bytes of a refused upload read (and dropped) before the answer.
+const DRAIN_MAX: u64 = 256 << 20;
+/// Longest a refused upload is read for.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Reads and drops what is left of a refused upload (at most
+/// [`DRAIN_MAX`] bytes for [`DRAIN_TIME`]) behind the answer, so that a
+/// client still sending reads the refusal instead of a connection closed
+/// under it.
+async fn drain(mut stream: BodyDataStream) {
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        let mut seen = 0u64;
+        while let Some(Ok(c)) = stream.next().await {
+            seen += c.len() as u64;
+            if seen > DRAIN_MAX {
+                return;
+            }
+        }
+    })
+    .await;
+}
+
+/// Whether the client waits for `100 Continue` before sending the body
+/// (then a refusal sent before reading anything reaches it at once).
+fn expects_continue(h: &HeaderMap) -> bool {
+    h.get(header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"))
+}
+
+async fn upload_inner(
+    st: &AppState,
+    p: &Principal,
+    id: &str,
+    q: &Upload,
+    stream: &mut BodyDataStream,
+    started: &mut bool,
 ) -> ApiResult<(StatusCode, Json<Written>)> {
     let path = need_path(&q.path)?;
     let mode = match &q.mode {
@@ -92,12 +141,12 @@ pub async fn upload(
         mode,
         create_parents: q.parents,
     };
-    let (_, mut writer) = with_agent(&st, &p, &id, "file write", |c| {
+    let (_, mut writer) = with_agent(st, p, id, "file write", |c| {
         let (path, opts) = (path.clone(), opts.clone());
         async move { c.write_file(&path, opts).await }
     })
     .await?;
-    let mut stream = body.into_data_stream();
+    *started = true;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| ApiError::bad_request(format!("upload interrupted: {e}")))?;
         writer.write(chunk).await?;

@@ -54,6 +54,27 @@ pub async fn run(c: &Client, a: CpArgs) -> Result<i32> {
     }
 }
 
+/// An upload that failed without the daemon's answer (the connection went
+/// while the file was still being sent, past what the daemon reads of a
+/// refused upload) says why when the sandbox is the reason; the daemon's
+/// own errors are shown as they are.
+async fn explain_failed_upload(c: &Client, sandbox: &str, e: anyhow::Error) -> anyhow::Error {
+    if e.downcast_ref::<crate::client::ApiFailure>().is_some() {
+        return e;
+    }
+    let sb = c
+        .get::<dwell_contract::Sandbox>(&format!("/v1/sandboxes/{}", enc(sandbox)))
+        .await;
+    match sb {
+        Ok(sb) if sb.state != dwell_contract::State::Running => e.context(format!(
+            "sandbox {sandbox} is {}, so the daemon refused the upload; start or resume it (`dwell resume {sandbox}` / `dwell start {sandbox}`) and copy again",
+            sb.state.as_str()
+        )),
+        Err(why) => e.context(format!("the upload failed, and so did asking about sandbox {sandbox}: {why}")),
+        Ok(_) => e,
+    }
+}
+
 async fn upload(c: &Client, src: &Path, sandbox: &str, dest: &str) -> Result<i32> {
     let meta = tokio::fs::metadata(src)
         .await
@@ -90,16 +111,20 @@ async fn upload(c: &Client, src: &Path, sandbox: &str, dest: &str) -> Result<i32
     let file = tokio::fs::File::open(src)
         .await
         .with_context(|| format!("cannot open {}", src.display()))?;
-    c.upload(
-        &format!(
-            "/v1/sandboxes/{}/files?path={}&mode={:o}",
-            enc(sandbox),
-            enc(&target),
-            mode
-        ),
-        file,
-    )
-    .await?;
+    let sent = c
+        .upload(
+            &format!(
+                "/v1/sandboxes/{}/files?path={}&mode={:o}",
+                enc(sandbox),
+                enc(&target),
+                mode
+            ),
+            file,
+        )
+        .await;
+    if let Err(e) = sent {
+        return Err(explain_failed_upload(c, sandbox, e).await);
+    }
     eprintln!(
         "{} -> {sandbox}:{target} ({} bytes)",
         src.display(),

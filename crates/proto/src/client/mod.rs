@@ -321,10 +321,25 @@ impl AgentClient {
         opts: WriteOptions,
         user: Option<&str>,
     ) -> Result<FileWriter> {
+        self.write_file_with(path, opts, user, None).await
+    }
+
+    /// [`AgentClient::write_file_as`] that also replaces the file's
+    /// extended attributes under a prefix before any data is sent (the
+    /// agent must report [`crate::FEATURE_XATTRS`]; an older one ignores
+    /// `xattrs`).
+    pub async fn write_file_with(
+        &self,
+        path: &str,
+        opts: WriteOptions,
+        user: Option<&str>,
+        xattrs: Option<crate::XattrSet>,
+    ) -> Result<FileWriter> {
         let mut s = self.conn.open(&Request::WriteFile {
             path: path.into(),
             options: opts,
             user: user.map(Into::into),
+            xattrs,
         })?;
         match self.first(&mut s, "write_file").await? {
             Inbound::Event(Event::Ready) => Ok(FileWriter::new(s, self.call_timeout)),
@@ -337,10 +352,22 @@ impl AgentClient {
 
     /// Lists a directory; `depth` 0 or 1 lists direct entries, 2 also their children, ...
     pub async fn list_dir(&self, path: &str, depth: u32) -> Result<Vec<FileInfo>> {
+        self.list_dir_with(path, depth, None).await
+    }
+
+    /// [`AgentClient::list_dir`] reporting each entry's extended attributes
+    /// whose names start with `xattrs`.
+    pub async fn list_dir_with(
+        &self,
+        path: &str,
+        depth: u32,
+        xattrs: Option<&str>,
+    ) -> Result<Vec<FileInfo>> {
         self.call(
             Request::ListDir {
                 path: path.into(),
                 depth,
+                xattrs: xattrs.map(Into::into),
             },
             "list_dir",
         )
@@ -349,7 +376,20 @@ impl AgentClient {
 
     /// Metadata of a path (symlinks are not followed).
     pub async fn stat(&self, path: &str) -> Result<FileInfo> {
-        self.call(Request::Stat { path: path.into() }, "stat").await
+        self.stat_with(path, None).await
+    }
+
+    /// [`AgentClient::stat`] reporting the extended attributes whose names
+    /// start with `xattrs`.
+    pub async fn stat_with(&self, path: &str, xattrs: Option<&str>) -> Result<FileInfo> {
+        self.call(
+            Request::Stat {
+                path: path.into(),
+                xattrs: xattrs.map(Into::into),
+            },
+            "stat",
+        )
+        .await
     }
 
     /// Creates a directory (and its parents with `parents`, which also accepts an existing one).
