@@ -7,20 +7,29 @@
 //! * a line the agent wrote at an earlier start (it ends with
 //!   [`MARK`]) is dropped: the sandbox may have a new name since;
 //! * when no other line maps the hostname, one is added, the Debian way:
-//!   `127.0.1.1 HOSTNAME`;
+//!   `127.0.1.1 HOSTNAME`; the daemon's block of private-network peer
+//!   names does not count (it changes while the sandbox runs, and may drop
+//!   the sandbox's own name);
 //! * every other line (the image's, what a user added) stays as it is,
 //!   and a mapping of the hostname a user wrote wins over the agent's;
 //! * no file at all: one with the usual localhost lines is made.
 //!
 //! The file is the sandbox's own and this runs inside it, so a symlink at
 //! `/etc/hosts` is the sandbox's business: it is read through and replaced
-//! by a file (as `/etc/resolv.conf` is). A failure is reported, not fatal.
+//! by a file (as `/etc/resolv.conf` is). Something that is not a regular
+//! file of at most [`MAX_BYTES`] is left alone (the agent would otherwise
+//! read `/dev/zero` for ever at boot). A failure is reported, not fatal.
+
+use std::io::Read;
 
 /// The file.
 const PATH: &str = "/etc/hosts";
 
 /// The comment that ends the line the agent writes.
 pub const MARK: &str = "# dwell: this sandbox's hostname";
+
+/// The largest file the agent reads and rewrites.
+pub const MAX_BYTES: u64 = 1 << 20;
 
 /// The lines of a file made from nothing, before the hostname's.
 const FRESH: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
@@ -38,9 +47,8 @@ pub fn init() {
         eprintln!("dwell-agent: the hostname {host:?} cannot go into {PATH}; left as it is");
         return;
     }
-    let old = match std::fs::read_to_string(PATH) {
-        Ok(s) => Some(s),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+    let old = match read() {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("dwell-agent: reading {PATH}: {e}; left as it is");
             return;
@@ -53,6 +61,29 @@ pub fn init() {
     if let Err(e) = write(&new) {
         eprintln!("dwell-agent: writing {PATH}: {e}; the hostname {host} may not resolve");
     }
+}
+
+/// The file's content; None when there is none.
+fn read() -> std::io::Result<Option<String>> {
+    let f = match std::fs::File::open(PATH) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let m = f.metadata()?;
+    if !m.is_file() || m.len() > MAX_BYTES {
+        return Err(std::io::Error::other(format!(
+            "not a regular file of at most {MAX_BYTES} bytes"
+        )));
+    }
+    let mut s = String::new();
+    f.take(MAX_BYTES + 1).read_to_string(&mut s)?;
+    if s.len() as u64 > MAX_BYTES {
+        return Err(std::io::Error::other(format!(
+            "grew past {MAX_BYTES} bytes while read"
+        )));
+    }
+    Ok(Some(s))
 }
 
 /// The kernel's hostname of this sandbox (its UTS namespace).
@@ -83,15 +114,22 @@ fn usable(host: &str) -> bool {
 pub fn content(old: Option<&str>, host: &str) -> String {
     let mut out = String::new();
     let mut mapped = false;
+    let mut in_block = false;
     for line in old.unwrap_or(FRESH).lines() {
         if line.trim_end().ends_with(MARK) {
             continue;
         }
+        if line == dwell_proto::HOSTS_BLOCK_BEGIN {
+            in_block = true;
+        } else if line == dwell_proto::HOSTS_BLOCK_END {
+            in_block = false;
+        }
         let names = line.split('#').next().unwrap_or("");
-        if names
-            .split_whitespace()
-            .skip(1)
-            .any(|n| n.eq_ignore_ascii_case(host))
+        if !in_block
+            && names
+                .split_whitespace()
+                .skip(1)
+                .any(|n| n.eq_ignore_ascii_case(host))
         {
             mapped = true;
         }
@@ -110,7 +148,12 @@ fn write(content: &str) -> std::io::Result<()> {
     let _ = std::fs::remove_file(tmp);
     std::fs::write(tmp, content)?;
     std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o644))?;
-    std::fs::rename(tmp, PATH)
+    if std::fs::rename(tmp, PATH).is_ok() {
+        return Ok(());
+    }
+    // A mount point (a bind-mounted file) is not replaced: write into it.
+    let _ = std::fs::remove_file(tmp);
+    std::fs::write(PATH, content)
 }
 
 #[cfg(test)]
@@ -141,6 +184,18 @@ mod tests {
         assert!(content(Some(commented), "work").contains(MARK));
         // Nor does a line's address.
         assert!(content(Some("work localhost\n"), "work").contains(MARK));
+    }
+
+    #[test]
+    fn the_network_block_does_not_count() {
+        let old = format!(
+            "127.0.0.1 localhost\n{}\n10.0.0.2\twork work.team\n{}\n",
+            dwell_proto::HOSTS_BLOCK_BEGIN,
+            dwell_proto::HOSTS_BLOCK_END
+        );
+        let c = content(Some(&old), "work");
+        assert!(c.starts_with(&old), "{c}");
+        assert!(c.ends_with(&format!("127.0.1.1\twork\t{MARK}\n")), "{c}");
     }
 
     #[test]
