@@ -13,6 +13,7 @@ mod defaults;
 mod fdio;
 mod files;
 mod handlers;
+mod hosts;
 mod key;
 mod log;
 mod memory;
@@ -74,6 +75,7 @@ fn main() {
     }
     if std::process::id() == 1 {
         resolv::init_from_env();
+        hosts::init();
     }
     defaults::init_from_env();
     memory::init();

@@ -35,6 +35,36 @@ fn persistent_files_survive_stop_start_and_daemon_restart() {
     );
 }
 
+/// The sandbox's own hostname resolves (sudo and friends look it up), at
+/// every start, and what a user put into /etc/hosts stays.
+#[test]
+fn the_sandbox_hostname_resolves_and_user_hosts_entries_stay() {
+    if !can_run() {
+        return;
+    }
+    let d = Daemon::start();
+    d.create("named-box", &["--persistent"]);
+    assert_eq!(d.sh("named-box", "hostname"), "named-box\n");
+    let got = d.sh("named-box", "getent hosts \"$(hostname)\"");
+    assert!(
+        got.split_whitespace().any(|w| w == "named-box")
+            && got.starts_with("127.0.1.1")
+            && got.lines().count() == 1,
+        "{got:?}"
+    );
+    d.sh("named-box", "echo '192.0.2.7 mydb' >> /etc/hosts");
+    d.ok(&["stop", "named-box"]);
+    d.ok(&["start", "named-box"]);
+    assert_eq!(
+        d.sh(
+            "named-box",
+            "getent hosts mydb | awk '{print $1, $2}' && getent hosts named-box >/dev/null \
+             && grep -c named-box /etc/hosts"
+        ),
+        "192.0.2.7 mydb\n1\n"
+    );
+}
+
 #[test]
 fn ephemeral_sandbox_and_its_data_are_gone_after_stop() {
     if !can_run() {

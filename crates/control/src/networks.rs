@@ -265,8 +265,8 @@ impl dwell_dns::PeerNames for NetworkPeers {
     }
 }
 
-const BEGIN: &str = "# dwell private networks: managed by dwell, replaced on every change";
-const END: &str = "# end of dwell private networks";
+const BEGIN: &str = dwell_proto::HOSTS_BLOCK_BEGIN;
+const END: &str = dwell_proto::HOSTS_BLOCK_END;
 
 /// `hosts` with its managed block replaced by `rows` (removed when there
 /// are none).

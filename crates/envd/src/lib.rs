@@ -25,6 +25,7 @@ mod gzip;
 mod multipart;
 pub mod pbjson;
 mod process;
+mod reset;
 mod sandbox;
 mod signature;
 mod users;
@@ -37,29 +38,9 @@ use axum::routing::{get, post};
 use dwell_control::Controller;
 use dwell_proto::AgentClient;
 
+pub use reset::{ConnectionReset, ResettableTcp};
 pub use sandbox::{id_from_host, ENVD_PORT};
 pub use signature::sign;
-
-/// The connection a request came on, as its listener hands it to the
-/// handlers (a request extension): a handler arms it to have the
-/// connection reset (a TCP RST) instead of closed when the connection
-/// ends. A process stream of a sandbox that went away ends so, as on
-/// E2B, where the SDKs read a reset as "the sandbox is gone" (they then
-/// ask `/health`), and an orderly close as a broken response.
-#[derive(Debug, Clone, Default)]
-pub struct ConnectionReset(Arc<std::sync::atomic::AtomicBool>);
-
-impl ConnectionReset {
-    /// Reset the connection when it ends.
-    pub fn arm(&self) {
-        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// Whether [`Self::arm`] was called.
-    pub fn armed(&self) -> bool {
-        self.0.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
 
 /// The envd version whose behaviour this implementation matches; the
 /// control plane reports it as `envdVersion` so that the SDK's feature

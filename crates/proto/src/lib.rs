@@ -33,3 +33,11 @@ pub const PROTOCOL_VERSION: u32 = 2;
 /// keys existed (running or hibernated across an upgrade) stay reachable,
 /// and an agent without a key accepts it.
 pub const UNAUTHENTICATED_PROTOCOL_VERSION: u32 = 1;
+
+/// The first line of the block of peer names the daemon keeps in a
+/// sandbox's `/etc/hosts` (its private networks), written through the
+/// agent; the agent leaves the block to the daemon.
+pub const HOSTS_BLOCK_BEGIN: &str =
+    "# dwell private networks: managed by dwell, replaced on every change";
+/// The last line of that block.
+pub const HOSTS_BLOCK_END: &str = "# end of dwell private networks";

@@ -50,14 +50,21 @@ pub(crate) struct ConnState {
     peer: SocketAddr,
     /// Whether the client came over TLS (`X-Forwarded-Proto`).
     tls: bool,
+    /// Armed by an envd handler to have the connection reset.
+    reset: dwell_envd::ConnectionReset,
     upstream: tokio::sync::Mutex<Option<Upstream>>,
 }
 
 impl ConnState {
-    pub(crate) fn new(peer: SocketAddr, tls: bool) -> ConnState {
+    pub(crate) fn new(
+        peer: SocketAddr,
+        tls: bool,
+        reset: dwell_envd::ConnectionReset,
+    ) -> ConnState {
         ConnState {
             peer,
             tls,
+            reset,
             upstream: tokio::sync::Mutex::new(None),
         }
     }
@@ -876,7 +883,9 @@ async fn upgrade(
 
 /// A request served in-process by one of the E2B routers (envd, or the
 /// control plane), with `X-Forwarded-Proto` saying how the client came
-/// (URLs the routers hand out, like template upload links, use it).
+/// (URLs the routers hand out, like template upload links, use it) and
+/// the connection's [`dwell_envd::ConnectionReset`] (a process stream of a
+/// sandbox that went away arms it).
 async fn serve_router(
     router: axum::Router,
     conn: &ConnState,
@@ -886,6 +895,7 @@ async fn serve_router(
     let proto = if conn.tls { "https" } else { "http" };
     req.headers_mut()
         .insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    req.extensions_mut().insert(conn.reset.clone());
     let svc = hyper_util::service::TowerToHyperService::new(router);
     match svc.call(req).await {
         Ok(r) => r.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync()),

@@ -36,6 +36,10 @@
 //!   `https://api.{domain}` when `E2B_API_URL` is unset).
 //! * TLS when given a certificate ([`tls`]): the handshake has
 //!   [`Options::handshake_timeout`]; everything else is the same over it.
+//! * A process stream of a sandbox that goes away resets the client's
+//!   connection (beneath TLS, if any), as on the daemon's own envd
+//!   listener: the E2B SDKs read that as "the sandbox was killed"
+//!   ([`dwell_envd::ConnectionReset`]).
 
 mod handler;
 mod pages;
@@ -301,8 +305,12 @@ pub async fn serve(
         conns.spawn(async move {
             let _permit = permit;
             let _ip_slot = ip_slot;
+            // Beneath TLS, if any: an envd stream of a sandbox that went
+            // away resets the client's TCP connection.
+            let reset = dwell_envd::ConnectionReset::default();
+            let stream = dwell_envd::ResettableTcp::new(stream, reset.clone());
             let Some(acceptor) = tls else {
-                serve_conn(shared, peer, false, stream, stop_rx).await;
+                serve_conn(shared, peer, false, reset, stream, stop_rx).await;
                 return;
             };
             let handshake = tokio::time::timeout(
@@ -323,7 +331,7 @@ pub async fn serve(
                 },
                 _ = stop_rx.wait_for(|s| *s) => return,
             };
-            serve_conn(shared, peer, true, stream, stop_rx).await;
+            serve_conn(shared, peer, true, reset, stream, stop_rx).await;
         });
     }
     drop(tcp);
@@ -337,17 +345,19 @@ pub async fn serve(
 }
 
 /// Serves HTTP/1.1 on one client connection (plain or TLS) until it ends;
-/// on shutdown it finishes the request in flight.
+/// on shutdown it finishes the request in flight. `reset` is the
+/// connection's, handed to the requests the envd router serves.
 async fn serve_conn<S>(
     shared: Arc<Shared>,
     peer: std::net::SocketAddr,
     tls: bool,
+    reset: dwell_envd::ConnectionReset,
     stream: S,
     mut stop_rx: tokio::sync::watch::Receiver<bool>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let conn_state = Arc::new(handler::ConnState::new(peer, tls));
+    let conn_state = Arc::new(handler::ConnState::new(peer, tls, reset));
     let svc = {
         let shared = shared.clone();
         hyper::service::service_fn(move |req| {

@@ -13,7 +13,8 @@
 //! * on SIGTERM/SIGINT open requests run on for at most [`DRAIN`]: exec
 //!   and envd streams (process output, watches) never end by themselves;
 //! * a handler may have its connection reset rather than closed (see
-//!   [`dwell_envd::ConnectionReset`], which every request carries).
+//!   [`dwell_envd::ConnectionReset`], which every request carries, and
+//!   [`dwell_envd::ResettableTcp`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,10 +112,7 @@ pub async fn serve_http(
         conns.spawn(async move {
             let _permit = permit;
             let reset = dwell_envd::ConnectionReset::default();
-            let stream = Resettable {
-                io: stream,
-                reset: reset.clone(),
-            };
+            let stream = dwell_envd::ResettableTcp::new(stream, reset.clone());
             let app = hyper_util::service::TowerToHyperService::new(app);
             let svc = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
@@ -149,93 +147,6 @@ pub async fn serve_http(
         conns.abort_all();
     }
     Ok(())
-}
-
-/// A served connection that ends with a reset (RST) instead of an orderly
-/// close once a handler armed its [`dwell_envd::ConnectionReset`]: no FIN
-/// is sent on shutdown, and the socket is closed with a zero linger.
-struct Resettable {
-    io: tokio::net::TcpStream,
-    reset: dwell_envd::ConnectionReset,
-}
-
-impl tokio::io::AsyncRead for Resettable {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for Resettable {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        if self.reset.armed() {
-            // No FIN: the drop resets the connection.
-            return std::task::Poll::Ready(Ok(()));
-        }
-        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
-impl Drop for Resettable {
-    fn drop(&mut self) {
-        if !self.reset.armed() {
-            return;
-        }
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        // SAFETY: the descriptor is this open socket's (closed only after
-        // this drop); `linger` is a valid `struct linger` of the size given.
-        let rc = unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&self.io),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&linger as *const libc::linger).cast(),
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            tracing::debug!(
-                "cannot reset a connection: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-    }
 }
 
 #[cfg(test)]

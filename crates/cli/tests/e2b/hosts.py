@@ -12,11 +12,13 @@ DNS: this process sends its HTTPS through a CONNECT forwarder of its own
 Checks: the control plane at https://api.DOMAIN, commands and files over
 https://49983-ID.DOMAIN, get_host(port) serving a python http.server,
 sandbox.DOMAIN routed by E2b-Sandbox-Id/E2b-Sandbox-Port, a wrong or
-missing envd token refused, and auto-resume by an HTTPS request.
+missing envd token refused, a sandbox killed under a running command
+(E2B's TimeoutException), and auto-resume by an HTTPS request.
 """
 import contextlib
 import os
 import socket
+import struct
 import threading
 import time
 
@@ -31,17 +33,24 @@ for v in ("E2B_SANDBOX_URL", "E2B_API_URL"):
 
 
 def _pipe(a, b):
+    """Copies a to b; a reset of a is passed on to b as a reset (the SDK
+    reads a reset as "the sandbox is gone", an end of stream as a broken
+    response), the other direction woken without a byte sent."""
     try:
         while True:
             d = a.recv(65536)
             if not d:
                 break
             b.sendall(d)
+    except ConnectionResetError:
+        with contextlib.suppress(OSError):
+            b.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            b.shutdown(socket.SHUT_RD)
+        return
     except OSError:
         pass
-    finally:
-        with contextlib.suppress(OSError):
-            b.shutdown(socket.SHUT_WR)
+    with contextlib.suppress(OSError):
+        b.shutdown(socket.SHUT_WR)
 
 
 def _serve(c):
@@ -85,7 +94,7 @@ for v in ("NO_PROXY", "no_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
     os.environ.pop(v, None)
 
 from _common import check, log, sandbox, wait_until  # noqa: E402
-from e2b import Sandbox, SandboxState  # noqa: E402
+from e2b import Sandbox, SandboxState, TimeoutException  # noqa: E402
 
 base = f"https://{{}}.{DOMAIN_PORT}"
 
@@ -145,6 +154,18 @@ with sandbox() as s:
     check(r.status_code == 401, "an id that does not exist answers as a wrong token does")
     r = httpx.get(f"{sbx}/health", timeout=10)
     check(r.status_code == 400 and "E2b-Sandbox-Id" in r.text, "sandbox.DOMAIN without headers says what to send")
+
+# A sandbox killed under a running command, over the TLS proxy: the
+# stream's connection is reset beneath TLS, so the SDK reports E2B's error
+# kind and words.
+with sandbox() as s:
+    cmd = s.commands.run("sleep 60", background=True)
+    s.kill()
+    try:
+        cmd.wait()
+        check(False, "waiting on a command of a killed sandbox raises")
+    except TimeoutException as e:
+        check("sandbox was killed or reached its end of life" in str(e), f"E2B's words over TLS ({e})")
 
 # Auto-resume: a paused sandbox wakes on an HTTPS request to its port.
 with sandbox(timeout=3, lifecycle={"on_timeout": "pause", "auto_resume": True}) as s:

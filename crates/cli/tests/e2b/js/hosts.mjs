@@ -18,7 +18,7 @@ dns.lookup = function (host, opts, cb) {
   return lookup.call(this, host, opts, cb)
 }
 
-const { Sandbox } = await import('e2b')
+const { Sandbox, TimeoutError } = await import('e2b')
 const ok = (what) => console.log('ok:', what)
 const base = (label) => `https://${label}.${domainPort}`
 
@@ -46,5 +46,23 @@ try {
   assert.equal(bad.status, 401); ok('a wrong envd token through sandbox.DOMAIN is refused')
 } finally {
   await Sandbox.kill(sbx.sandboxId).catch(() => {})
+}
+
+// A kill under a running command, over the TLS proxy: the stream's
+// connection is reset beneath TLS, which the SDK reports as E2B does.
+const k = await Sandbox.create({ timeoutMs: 300_000 })
+try {
+  const cmd = await k.commands.run('sleep 60', { background: true })
+  await k.kill()
+  try {
+    await cmd.wait()
+    assert.fail('waiting on a command of a killed sandbox throws')
+  } catch (e) {
+    assert.ok(e instanceof TimeoutError, `a TimeoutError: ${e}`)
+    assert.ok(String(e.message).includes('sandbox was killed or reached its end of life'), `${e.message}`)
+    ok('a killed sandbox ends its command with E2B\'s TimeoutError and words over TLS')
+  }
+} finally {
+  await Sandbox.kill(k.sandboxId).catch(() => {})
 }
 console.log('PASS')
