@@ -625,21 +625,58 @@ pub fn x32_filter() -> BpfProgram {
     ]
 }
 
-/// Install every filter on the calling thread (no_new_privs must be set or
-/// CAP_SYS_ADMIN held). The order matters: see the module doc.
-/// `core_dumps_granted`: see [`deny_filter`].
-pub fn install(core_dumps_granted: bool) -> Result<(), String> {
-    let programs = [
-        allow_filter()?,
-        deny_filter(core_dumps_granted)?,
-        clone3_filter()?,
+/// The filters in installation order. The order matters: see the module
+/// doc.
+fn programs(core_dumps_granted: bool) -> Result<Vec<(&'static str, BpfProgram)>, String> {
+    let mut out = vec![
+        ("allow", allow_filter()?),
+        ("deny", deny_filter(core_dumps_granted)?),
+        ("clone3", clone3_filter()?),
     ];
-    for p in &programs {
-        seccompiler::apply_filter(p).map_err(|e| format!("installing seccomp filter: {e}"))?;
-    }
     if cfg!(target_arch = "x86_64") {
-        seccompiler::apply_filter(&x32_filter())
-            .map_err(|e| format!("installing the x32 seccomp filter: {e}"))?;
+        out.push(("x32", x32_filter()));
+    }
+    Ok(out)
+}
+
+/// Install every filter on the calling thread, setting no_new_privs first
+/// (seccompiler does). `core_dumps_granted`: see [`deny_filter`].
+pub fn install(core_dumps_granted: bool) -> Result<(), String> {
+    for (name, p) in programs(core_dumps_granted)? {
+        seccompiler::apply_filter(&p)
+            .map_err(|e| format!("installing the {name} seccomp filter: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Install every filter on the calling thread without setting
+/// no_new_privs: the kernel then wants CAP_SYS_ADMIN in the caller's user
+/// namespace (EACCES otherwise), so this runs before the capabilities are
+/// dropped. `core_dumps_granted`: see [`deny_filter`].
+pub fn install_without_no_new_privs(core_dumps_granted: bool) -> Result<(), String> {
+    for (name, p) in programs(core_dumps_granted)? {
+        let prog = libc::sock_fprog {
+            len: u16::try_from(p.len())
+                .map_err(|_| format!("the {name} seccomp filter is too long"))?,
+            // seccompiler's sock_filter has libc's layout.
+            filter: p.as_ptr() as *mut libc::sock_filter,
+        };
+        // SAFETY: the kernel copies the program from valid memory that
+        // outlives the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &prog as *const libc::sock_fprog,
+            )
+        };
+        if rc != 0 {
+            return Err(format!(
+                "installing the {name} seccomp filter: {} (without no_new_privs the process needs CAP_SYS_ADMIN in its user namespace)",
+                std::io::Error::last_os_error()
+            ));
+        }
     }
     Ok(())
 }
