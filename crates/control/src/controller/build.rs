@@ -310,7 +310,7 @@ impl Controller {
             ));
         }
         for t in &req.tags {
-            if t == dwell_storage::HOST_IMAGE || t.starts_with(TMP_IMAGE_PREFIX) {
+            if dwell_storage::is_builtin(t) || t.starts_with(TMP_IMAGE_PREFIX) {
                 return Err(Error::invalid(
                     "tags",
                     format!("{t:?} is reserved; choose another name"),
