@@ -4,11 +4,14 @@
 //! and `/etc/group` through the agent, cached for a few seconds.
 //!
 //! The user comes from `Authorization: Basic base64("user:")` on RPCs and
-//! the `username` query parameter on `/files`. When none is named, or the
-//! named user does not exist in the sandbox's image (E2B's templates have a
-//! `user` account that most images do not), the request runs as `root`
-//! with home `/root`: dwell sandboxes are isolated, root inside them is
-//! their normal user. A non-root user's writes, directories, removals and
+//! the `username` query parameter on `/files`. When none is named the
+//! request runs as the sandbox's default user, as on E2B: the account
+//! [`DEFAULT_USER`] (`user`, which E2B's base template and dwell's
+//! `host-user` image have) when the sandbox has it, else `root` with home
+//! `/root` (dwell images without that account keep root, their normal user
+//! inside an isolated sandbox). A named user the sandbox's image does not
+//! have runs as root too (SDKs before envd 0.4 name `user` on every
+//! request). A non-root user's writes, directories, removals and
 //! moves are done by the agent as that user ([`Account::agent_user`]), with
 //! its permissions, and what they create is its own.
 
@@ -18,6 +21,10 @@ use std::time::{Duration, Instant};
 
 use axum::http::{header, HeaderMap};
 use dwell_proto::{AgentClient, FileKind};
+
+/// The account a request that names no user runs as, when the sandbox
+/// has it.
+pub const DEFAULT_USER: &str = "user";
 
 /// How long a sandbox's parsed account files are reused.
 const TTL: Duration = Duration::from_secs(5);
@@ -95,9 +102,13 @@ impl Accounts {
         self.users.iter().any(|a| a.name == name)
     }
 
-    /// The account a request runs as: `name` if it exists, else root.
+    /// The account a request runs as: `name` if it exists, else root; for
+    /// no name, [`DEFAULT_USER`] if it exists, else root.
     pub fn select(&self, name: Option<&str>) -> Account {
-        name.and_then(|n| self.users.iter().find(|a| a.name == n))
+        let name = name.unwrap_or(DEFAULT_USER);
+        self.users
+            .iter()
+            .find(|a| a.name == name)
             .cloned()
             .unwrap_or_else(Account::root)
     }
@@ -249,7 +260,14 @@ mod tests {
         let a = Accounts::parse(PASSWD, GROUP);
         assert_eq!(a.select(Some("user")).home, "/home/user");
         assert_eq!(a.select(Some("nobody-here")), Account::root());
-        assert_eq!(a.select(None), Account::root());
+        assert_eq!(
+            a.select(None).name,
+            "user",
+            "the default user when it exists"
+        );
+        assert_eq!(a.select(Some("root")), Account::root());
+        let no_user = Accounts::parse("root:x:0:0:root:/root:/bin/bash\n", "root:x:0:\n");
+        assert_eq!(no_user.select(None), Account::root());
         assert_eq!(a.user_name(1000), "user");
         assert_eq!(a.group_name(0), "root");
         assert_eq!(a.group_name(77), "77");
