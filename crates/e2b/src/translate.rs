@@ -88,25 +88,40 @@ impl Setup {
     }
 }
 
-/// Adds the account `user` (the first free id from 1000, bash when the
-/// image has it, a locked password), `/home/user` owned by it and, where
-/// the image has `/etc/sudoers.d`, passwordless sudo; an existing `user`
-/// is kept. Plain POSIX sh and coreutils/busybox only.
+/// Adds the account `user` (the first id from 1000 that neither
+/// `/etc/passwd` nor `/etc/group` uses, bash when the image has it, a
+/// locked password) and its group, `/home/user` owned by it and, where the
+/// image has `/etc/sudoers.d`, passwordless sudo; an existing `user` is
+/// kept. Shell builtins and `mkdir` only (`chown`/`chmod` where the image
+/// has them), so that minimal images take it too.
 const PROVISION: &str = r#"set -e
-if ! grep -q '^user:' /etc/passwd 2>/dev/null; then
-  id=1000
-  while cut -d: -f3 /etc/passwd /etc/group 2>/dev/null | grep -qx "$id"; do id=$((id+1)); done
-  grep -q '^user:' /etc/group 2>/dev/null || echo "user:x:$id:" >> /etc/group
-  gid=$(grep '^user:' /etc/group | head -n1 | cut -d: -f3)
-  sh=/bin/sh; [ -x /bin/bash ] && sh=/bin/bash
-  echo "user:x:$id:$gid::/home/user:$sh" >> /etc/passwd
+mkdir -p /etc /home/user
+ids=" "; uu=; ug=; gg=
+if [ -f /etc/passwd ]; then
+  while IFS=: read -r n _ u g _; do
+    ids="$ids$u "
+    if [ "$n" = user ]; then uu=$u; ug=$g; fi
+  done < /etc/passwd
+fi
+if [ -f /etc/group ]; then
+  while IFS=: read -r n _ g _; do
+    ids="$ids$g "
+    if [ "$n" = user ]; then gg=$g; fi
+  done < /etc/group
+fi
+if [ -z "$uu" ]; then
+  uu=1000
+  while case "$ids" in *" $uu "*) true ;; *) false ;; esac; do uu=$((uu + 1)); done
+  if [ -z "$gg" ]; then gg=$uu; echo "user:x:$gg:" >> /etc/group; fi
+  ug=$gg
+  sh=/bin/sh; if [ -x /bin/bash ]; then sh=/bin/bash; fi
+  echo "user:x:$uu:$ug::/home/user:$sh" >> /etc/passwd
   if [ -f /etc/shadow ]; then echo 'user:*:19000:0:99999:7:::' >> /etc/shadow; fi
 fi
-mkdir -p /home/user
-chown user:"$(id -gn user)" /home/user
+if command -v chown >/dev/null 2>&1; then chown "$uu:$ug" /home/user; fi
 if [ -d /etc/sudoers.d ]; then
   echo 'user ALL=(ALL:ALL) NOPASSWD: ALL' > /etc/sudoers.d/user
-  chmod 0440 /etc/sudoers.d/user
+  if command -v chmod >/dev/null 2>&1; then chmod 0440 /etc/sudoers.d/user; fi
 fi"#;
 
 /// A step list ready for the build.
