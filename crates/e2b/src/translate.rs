@@ -138,6 +138,10 @@ pub struct Plan {
     pub no_cache: bool,
     pub start_cmd: Option<String>,
     pub ready_cmd: Option<String>,
+    /// RUN instructions with a user of their own (`run_cmd(user=)`), by
+    /// their 1-based Dockerfile index (FROM is 1): the command and user, to
+    /// word a failure as E2B does.
+    pub run_users: std::collections::BTreeMap<usize, (String, String)>,
 }
 
 /// The base of a step list; `e2bdev/base` (the SDK's default) and the
@@ -204,6 +208,7 @@ pub fn plan(start: &BuildStart, base_image: &str, setup: &Setup) -> Result<Plan,
         no_cache: start.force,
         start_cmd: None,
         ready_cmd: None,
+        run_users: Default::default(),
     };
     if setup.provision {
         for line in [
@@ -219,6 +224,7 @@ pub fn plan(start: &BuildStart, base_image: &str, setup: &Setup) -> Result<Plan,
     }
     // The user the steps run as (RUN steps with their own user switch
     // back to it): the base's, until a USER step sets another.
+    let mut run_users = std::collections::BTreeMap::new();
     let mut user: String = if setup.provision {
         E2B_USER.to_string()
     } else {
@@ -237,6 +243,7 @@ pub fn plan(start: &BuildStart, base_image: &str, setup: &Setup) -> Result<Plan,
             }
         }
         p.no_cache |= step.force;
+        let before = p.step_of.len();
         let mut emit = |line: String| {
             p.dockerfile.push_str(&line);
             p.dockerfile.push('\n');
@@ -258,6 +265,10 @@ pub fn plan(start: &BuildStart, base_image: &str, setup: &Setup) -> Result<Plan,
                     emit(format!("USER {u}"));
                 }
                 emit(format!("RUN {}", json_array(&["/bin/sh", "-c", cmd])));
+                if let Some(u) = as_user {
+                    // After FROM and the steps so far: this step's USER, then the RUN.
+                    run_users.insert(before + 2, (cmd.to_string(), u.to_string()));
+                }
                 if as_user.is_some() {
                     emit(format!("USER {user}"));
                 }
@@ -372,6 +383,7 @@ pub fn plan(start: &BuildStart, base_image: &str, setup: &Setup) -> Result<Plan,
             }
         }
     }
+    p.run_users = run_users;
     p.start_cmd = start.start_cmd.clone().filter(|c| !c.trim().is_empty());
     p.ready_cmd = start.ready_cmd.clone().filter(|c| !c.trim().is_empty());
     Ok(p)
@@ -537,6 +549,12 @@ mod tests {
             ]
         );
         assert_eq!(&p.step_of[..5], ["base"; 5]);
+        // FROM, 4 setup lines, USER root, then the RUN as 7th instruction.
+        assert_eq!(
+            p.run_users.get(&7),
+            Some(&("apt-get update".to_string(), "root".to_string()))
+        );
+        assert_eq!(lines[6], "RUN [\"/bin/sh\",\"-c\",\"apt-get update\"]");
         // host-user already has it: nothing is added, and a RUN as root
         // switches back to user.
         let p = plan(&s, "host-user", &Setup::for_base("host-user", None, false)).unwrap();

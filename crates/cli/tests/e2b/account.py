@@ -10,6 +10,7 @@ import shutil
 import tempfile
 
 from e2b import Template
+from e2b.exceptions import BuildException
 
 from _common import check, log, sandbox
 
@@ -51,6 +52,7 @@ try:
         .from_template("base")
         .copy("folder/*", "folder")
         .run_cmd("cat folder/a.txt folder/b.txt > joined.txt; whoami > who.txt; pwd > where.txt")
+        .run_cmd('test "$(whoami)" = "root"', user="root")
     )
     Template.build(tpl, name)
     with sandbox(template=name) as s:
@@ -58,6 +60,14 @@ try:
         check(s.files.read("/home/user/who.txt") == "user\n", "build steps run as user")
         check(s.files.read("/home/user/where.txt") == "/home/user\n", "build steps run in /home/user")
         check(s.commands.run("id -un").stdout == "user\n", "its sandboxes default to user")
+
+    bad = Template().from_base_image().run_cmd("whoami", user="root123")
+    try:
+        Template.build(bad, f"account-bad-{os.getpid()}")
+        raise AssertionError("a run_cmd as a missing user built")
+    except BuildException as e:
+        want = "failed to run command 'whoami': command failed: unauthenticated: invalid username: 'root123'"
+        check(want in str(e), f"a missing run_cmd user fails with E2B's wording: {e}")
 finally:
     shutil.rmtree(ctx, ignore_errors=True)
 log("account: all checks passed")

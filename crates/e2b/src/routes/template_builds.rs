@@ -373,6 +373,14 @@ async fn build(
                 }
                 _ => message,
             };
+            let message = match plan.run_users.get(&step) {
+                // E2B's wording for a run_cmd(user=) whose user the image
+                // lacks (the SDK's users match on it), then dwell's.
+                Some((cmd, user)) if message.contains("does not exist") => format!(
+                    "failed to run command '{cmd}': command failed: unauthenticated: invalid username: '{user}' ({message})"
+                ),
+                _ => message,
+            };
             Err((message, Some(label(step.max(1)))))
         }
         Ok(Err(e)) => Err((e.to_string(), None)),
