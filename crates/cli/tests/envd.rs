@@ -115,11 +115,14 @@ impl Fixture {
     fn start() -> Fixture {
         let (d, E2bListeners { api, envd }) = Daemon::start_e2b(&[]);
         let key = d.tenant_key("envd-t");
+        // dwell's plain `host` image: no account `user`, so requests that
+        // name none run as root (the `base` template's default user is
+        // covered by the e2b scenarios).
         let sb = Sbx::create(
             &api,
             &key,
             envd,
-            br#"{"templateID":"base","timeout":300,"metadata":{},"envVars":{}}"#,
+            br#"{"templateID":"host","timeout":300,"metadata":{},"envVars":{}}"#,
         );
         Fixture {
             api,
