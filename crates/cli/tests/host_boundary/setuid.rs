@@ -5,6 +5,8 @@
 //! nested user namespace, and the host sees an unprivileged uid. Without a
 //! user namespace (root inside would be host root), and on gVisor (runsc
 //! always sets it), no_new_privs stays on and set-user-id gives nothing.
+//! The host image's skeleton, under host-user's account layer, cannot be
+//! removed from under a running sandbox.
 
 use crate::common::*;
 use crate::support::*;
@@ -157,4 +159,29 @@ fn setuid_gives_nothing_without_a_user_namespace() {
     assert_eq!(d.sh("r", "/opt/suid-id -u").trim(), "1000");
     let out = d.run(&["exec", "r", "--", "sudo", "-n", "true"]);
     assert!(!out.status.success(), "sudo worked with no_new_privs");
+}
+
+/// host-user's account layer sits on the host image's skeleton: removing
+/// `host` is refused while a sandbox runs on host-user, naming it; once it
+/// is gone both images can go and come back.
+#[test]
+fn the_host_image_stays_while_host_user_sandboxes_run() {
+    if !can_run() {
+        return;
+    }
+    let d = Daemon::start();
+    d.create("hu", &["--image", "host-user"]);
+    for image in ["host", "host-user"] {
+        let out = d.run(&["image", "rm", image]);
+        assert!(
+            !out.status.success(),
+            "{image} removed under a running sandbox"
+        );
+        assert!(stderr(&out).contains("hu"), "{}", stderr(&out));
+    }
+    d.ok(&["rm", "-f", "hu"]);
+    d.ok(&["image", "rm", "host-user"]);
+    d.ok(&["image", "rm", "host"]);
+    d.create("again", &["--image", "host-user"]);
+    assert_eq!(d.sh("again", "id -un"), "user\n");
 }
