@@ -2,7 +2,8 @@
 //! user (an unprivileged host uid range, see [`userns`]), mount, pid, uts,
 //! ipc, net and cgroup namespaces, rooted in an overlay,
 //! limited by cgroups, with reduced capabilities and a seccomp filter
-//! (no_new_privs too without a user namespace; see [`child`]). See SECURITY.md in this crate for what each layer stops.
+//! (no_new_privs too without a user namespace; see [`child`]). See
+//! SECURITY.md in this crate for what each layer stops.
 //!
 //! The daemon never forks to build a sandbox: [`NamespaceRuntime::start`]
 //! runs a boot process (an exec of the daemon binary calling

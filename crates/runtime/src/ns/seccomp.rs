@@ -866,6 +866,50 @@ mod tests {
         }
     }
 
+    /// With CAP_SYS_ADMIN (the test runs as root) the filters go on
+    /// without no_new_privs, and they filter all the same.
+    #[test]
+    fn filters_install_without_no_new_privs_and_filter() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        // SAFETY: the child only makes raw syscalls and _exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let code = (|| {
+                if install_without_no_new_privs(false).is_err() {
+                    return 2;
+                }
+                // SAFETY: prctl and raw syscalls with valid arguments.
+                unsafe {
+                    if libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 0 {
+                        return 3;
+                    }
+                    // kcmp of our own descriptor 0 with itself: 0 unfiltered.
+                    let me = libc::getpid();
+                    if libc::syscall(libc::SYS_kcmp, me, me, 0, 0, 0) != -1
+                        || *libc::__errno_location() != libc::EPERM
+                    {
+                        return 4;
+                    }
+                    if libc::syscall(libc::SYS_getpid) <= 0 {
+                        return 5;
+                    }
+                }
+                0
+            })();
+            // SAFETY: leaving the forked child without running destructors.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(libc::WIFEXITED(status), "child died: {status}");
+        assert_eq!(libc::WEXITSTATUS(status), 0, "see the codes above");
+    }
+
     #[test]
     fn core_limit_changes_are_refused_unless_granted_and_reads_pass() {
         let probes: Vec<fn() -> i64> = vec![
