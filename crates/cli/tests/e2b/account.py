@@ -21,6 +21,16 @@ with sandbox() as s:
     check(s.commands.run("sudo -n true").exit_code == 0, "sudo -n true")
     check(s.commands.run("python --version").exit_code == 0, "python is there (python-is-python3)")
     check(s.commands.run("whoami", user="root").stdout == "root\n", "user=root still runs as root")
+    for call in (
+        lambda: s.commands.run("whoami", user="root123"),
+        lambda: s.files.write("/tmp/x.txt", "x", user="root123"),
+    ):
+        try:
+            call()
+            raise AssertionError("a request as a missing user ran")
+        except Exception as e:  # the SDK's AuthenticationException
+            check("invalid username: 'root123'" in str(e), f"a missing user is refused, never root: {e}")
+    check(not s.files.exists("/tmp/x.txt"), "nothing was written for the missing user")
 
     info = s.files.write("note.txt", "mine")
     check(info.path == "/home/user/note.txt", f"a relative path is in user's home: {info.path}")
