@@ -6,6 +6,12 @@
 //! the fsuid away from 0 also drops the file capabilities (DAC override,
 //! chown, fowner) from that thread. The thread ends with the operation, so
 //! no identity leaks into other work.
+//!
+//! Where the kernel has no `setfsuid` (gVisor answers it with an error),
+//! the thread takes the user's effective ids instead (the raw
+//! `setresgid`/`setresuid` calls, which change only the calling thread):
+//! the file-system ids follow them, and leaving uid 0 clears the thread's
+//! effective capabilities just the same.
 
 use dwell_proto::{ErrorKind, RemoteError};
 
@@ -70,9 +76,51 @@ fn become_user(uid: u32, gid: u32, groups: &[u32]) -> Result<(), String> {
             libc::setfsgid(u32::MAX) as u32,
         )
     };
+    if (now_uid, now_gid) == (u32::MAX, u32::MAX) {
+        // No setfsuid here (it answered -1): the thread's effective ids.
+        return become_user_by_effective_ids(uid, gid);
+    }
     if (now_uid, now_gid) != (uid, gid) {
         return Err(format!(
             "the kernel kept fsuid {now_uid} fsgid {now_gid} instead of {uid}:{gid} (is the id mapped in the sandbox's user namespace?)"
+        ));
+    }
+    Ok(())
+}
+
+/// [`become_user`] where the kernel lacks `setfsuid`: this thread's
+/// effective (and so file-system) ids become the user's, group first while
+/// the thread may still change it; verified through the thread's own ids.
+fn become_user_by_effective_ids(uid: u32, gid: u32) -> Result<(), String> {
+    let keep = u32::MAX; // -1: leave the real and saved ids
+                         // The raw syscalls: libc's wrappers change every thread of the
+                         // process, the kernel calls only this one.
+                         // SAFETY: per-thread syscalls on integer ids.
+    let r = unsafe { libc::syscall(libc::SYS_setresgid, keep, gid, keep) };
+    if r != 0 {
+        return Err(format!(
+            "setresgid(-1, {gid}, -1): {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: as above.
+    let r = unsafe { libc::syscall(libc::SYS_setresuid, keep, uid, keep) };
+    if r != 0 {
+        return Err(format!(
+            "setresuid(-1, {uid}, -1): {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: reading this thread's ids.
+    let (now_uid, now_gid) = unsafe {
+        (
+            libc::syscall(libc::SYS_geteuid) as u32,
+            libc::syscall(libc::SYS_getegid) as u32,
+        )
+    };
+    if (now_uid, now_gid) != (uid, gid) {
+        return Err(format!(
+            "the thread's effective ids are {now_uid}:{now_gid} instead of {uid}:{gid}"
         ));
     }
     Ok(())
@@ -129,6 +177,22 @@ mod tests {
         // The caller's thread keeps its identity.
         // SAFETY: as in become_user.
         assert_eq!(unsafe { libc::setfsuid(u32::MAX) }, 0);
+        // The fallback (kernels without setfsuid) acts the same, on its own
+        // thread only.
+        let p = open.join("by-euid").to_string_lossy().into_owned();
+        let q = p.clone();
+        std::thread::spawn(move || {
+            become_user_by_effective_ids(4331, 4332).unwrap();
+            std::fs::write(&q, b"x").unwrap();
+            let denied = root_owned.join("y");
+            assert!(std::fs::write(denied, b"y").is_err(), "wrote as root");
+        })
+        .join()
+        .unwrap();
+        let md = std::fs::metadata(&p).unwrap();
+        assert_eq!((md.uid(), md.gid()), (4331, 4332));
+        // SAFETY: reading this thread's effective uid.
+        assert_eq!(unsafe { libc::syscall(libc::SYS_geteuid) }, 0);
         // Root and no user run directly.
         assert!(run(None, || Ok(1)).is_ok());
         assert!(run(Some("0".into()), || Ok(1)).is_ok());
