@@ -116,6 +116,8 @@ pkgs=(
   openssh-client  # ssh, scp, sftp, ssh-keygen: the SSH gateway's tests
   docker-registry # a real OCI registry (distribution v2) for the pull tests
   skopeo      # pushes test images to it, and reads exported images back
+  sudo        # the host-user image's passwordless sudo (E2B's base template)
+  python-is-python3  # `python` in sandboxes on the host images, as E2B's base has
 )
 missing=()
 for p in "${pkgs[@]}"; do

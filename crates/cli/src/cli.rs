@@ -473,9 +473,10 @@ pub struct CreateArgs {
     /// Name (lowercase letters, digits, '-', '_', '.'); generated when omitted.
     #[arg(long)]
     pub name: Option<String>,
-    /// Image: `host` (a read-only view of this host's system), a stored
-    /// image, or a registry reference (`python:3.12`), pulled first when
-    /// missing.
+    /// Image: `host` (a read-only view of this host's system), `host-user`
+    /// (the same with an account `user`, uid 1000, passwordless sudo, as
+    /// the default user: E2B's base), a stored image, or a registry
+    /// reference (`python:3.12`), pulled first when missing.
     #[arg(long, default_value = "host")]
     pub image: String,
     /// Keep files across stop/start (the default).

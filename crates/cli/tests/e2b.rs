@@ -304,6 +304,37 @@ fn e2b_npm_lifecycle() {
     e.run_script("node", &dir.join("lifecycle.mjs"), "js/lifecycle.mjs");
 }
 
+/// The default account: `user` with its home and passwordless sudo, files
+/// it writes are its own, the base template exists, a wildcard copy goes
+/// into a directory.
+#[test]
+fn e2b_default_account() {
+    run("account");
+}
+
+/// [`e2b_default_account`] with the npm SDK.
+#[test]
+fn e2b_npm_default_account() {
+    if !can_run() {
+        return;
+    }
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/e2b/js");
+    if Command::new("node").arg("--version").output().is_err() {
+        skip("node is not installed; the npm SDK scenario needs Node 18 or later");
+        return;
+    }
+    if !dir.join("node_modules/e2b/package.json").exists() {
+        skip(&format!(
+            "the npm package `e2b` is not installed in {}; run scripts/install-deps.sh (npm install there)",
+            dir.display()
+        ));
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let e = E2b::start();
+    e.run_script("node", &dir.join("account.mjs"), "js/account.mjs");
+}
+
 #[test]
 fn e2b_api_errors_have_e2b_shape() {
     if !can_run() {
@@ -711,8 +742,8 @@ fn busybox_layout(dir: &std::path::Path) {
         h.set_mtime(1_700_000_000);
         h
     };
-    for d in ["bin/", "etc/", "tmp/"] {
-        b.append_data(&mut entry(tar::EntryType::Directory, 0o755, 0), d, &[][..])
+    for (d, mode) in [("bin/", 0o755), ("etc/", 0o755), ("tmp/", 0o1777)] {
+        b.append_data(&mut entry(tar::EntryType::Directory, mode, 0), d, &[][..])
             .unwrap();
     }
     let bb = std::fs::read("/bin/busybox").expect("/bin/busybox (busybox-static)");
@@ -722,7 +753,9 @@ fn busybox_layout(dir: &std::path::Path) {
         &bb[..],
     )
     .unwrap();
-    for app in ["sh", "cat", "echo", "sleep", "pwd", "mkdir", "ls"] {
+    for app in [
+        "sh", "cat", "echo", "sleep", "pwd", "mkdir", "ls", "whoami", "chown",
+    ] {
         let mut h = entry(tar::EntryType::Symlink, 0o777, 0);
         b.append_link(&mut h, format!("bin/{app}"), "busybox")
             .unwrap();

@@ -115,11 +115,14 @@ impl Fixture {
     fn start() -> Fixture {
         let (d, E2bListeners { api, envd }) = Daemon::start_e2b(&[]);
         let key = d.tenant_key("envd-t");
+        // dwell's plain `host` image: no account `user`, so requests that
+        // name none run as root (the `base` template's default user is
+        // covered by the e2b scenarios).
         let sb = Sbx::create(
             &api,
             &key,
             envd,
-            br#"{"templateID":"base","timeout":300,"metadata":{},"envVars":{}}"#,
+            br#"{"templateID":"host","timeout":300,"metadata":{},"envVars":{}}"#,
         );
         Fixture {
             api,
@@ -468,11 +471,12 @@ fn polled_watcher(f: &Fixture) {
 }
 
 /// A named user that exists runs as itself and owns what envd makes for
-/// it; an unknown one falls back to root.
+/// it; `user` (which old SDKs always name) falls back to root where the
+/// image lacks it; any other unknown name is refused (401), never root.
 fn a_named_user_runs_as_itself_and_owns_what_it_makes(f: &Fixture) {
     let (sb, envd) = (&f.sb, f.sb.envd.as_str());
     // Users: a named user that exists runs as itself and owns what envd
-    // makes for it; an unknown one falls back to root.
+    // makes for it.
     let ev = sb.stream(
         "process.Process/Start",
         json!({"process": {"cmd": "useradd", "args": ["-m", "-u", "1500", "e2buser"]}}),
@@ -535,6 +539,13 @@ fn a_named_user_runs_as_itself_and_owns_what_it_makes(f: &Fixture) {
         out, "root\n",
         "E2B's default `user` does not exist here: root"
     );
+    let r = sb.as_user(
+        "nosuchname",
+        "filesystem.Filesystem/Stat",
+        json!({"path": "/tmp"}),
+    );
+    assert_eq!(r.status, 401, "{}", String::from_utf8_lossy(&r.body));
+    assert!(String::from_utf8_lossy(&r.body).contains("invalid username: 'nosuchname'"));
 }
 
 /// A user's own permissions apply: no writing where it may not, no taking

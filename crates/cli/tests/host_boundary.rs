@@ -15,6 +15,8 @@ mod daemon_limits;
 mod host_files;
 #[path = "host_boundary/paths.rs"]
 mod paths;
+#[path = "host_boundary/setuid.rs"]
+mod setuid;
 #[path = "host_boundary/support.rs"]
 mod support;
 #[path = "host_boundary/syscalls.rs"]

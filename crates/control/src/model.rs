@@ -87,6 +87,7 @@ impl SandboxSpec {
         dwell_runtime::Grants {
             raw_sockets: self.allow_raw_sockets,
             core_dumps: self.allow_core_dumps,
+            no_new_privs: false,
         }
     }
 }

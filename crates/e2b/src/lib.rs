@@ -9,7 +9,7 @@
 //! |---|---|
 //! | API key (`X-API-KEY`) | a dwell API key; its tenant owns the sandboxes |
 //! | sandbox id | the dwell sandbox id |
-//! | template `base` / a name | the `host` image / an image, or a snapshot (id or name) to create from |
+//! | template `base` / a name | the built-in `host-user` image (the host image with the account `user`, uid 1000, passwordless sudo, its default user) / an image, or a snapshot (id or name) to create from |
 //! | `timeout` | the `ttl` policy, with a keepalive hold at the same instant (fired by dwell's deadline timer) |
 //! | `autoPause` | `ttl_action: pause` (freeze in RAM) instead of `delete`; with `autoPauseMemory: false`, `stop` (files only) |
 //! | `autoResume: {enabled}` (SDK `lifecycle.autoResume`) | the `auto_resume` policy (off unless enabled): a data-plane request wakes the paused sandbox |
@@ -44,6 +44,9 @@ use dwell_control::Controller;
 /// The envd version reported to the SDKs: the data plane's
 /// (`dwell-envd`), which the SDKs gate features on.
 pub use dwell_envd::ENVD_VERSION;
+
+/// E2B's built-in template: the `host-user` image.
+pub const BASE_TEMPLATE: &str = "base";
 
 /// The `clientID` of every sandbox (E2B reports the node; dwell has one).
 pub const CLIENT_ID: &str = "dwell";

@@ -16,6 +16,17 @@
 //!
 //! A COPY step's files were uploaded as a tar keyed by its `filesHash`;
 //! the build unpacks that tar into `files/HASH/` of its context directory.
+//! A source with a wildcard always copies into its destination as a
+//! directory (as E2B's builder does), so a destination without a trailing
+//! `/` gets one.
+//!
+//! The steps run as E2B's builder runs them: as the account `user` in
+//! `/home/user` unless a step says otherwise. The `host-user` image (E2B's
+//! base) and templates built by this translation have that account and
+//! default already; an image from a registry gets it first ([`Setup`]:
+//! `user`, its group, `/home/user`, passwordless sudo where the image has
+//! sudo, then `USER user` and `WORKDIR /home/user`, labelled as the base
+//! step). The built-in `host` image keeps root.
 //! The start and ready commands are not part of the image: they are kept
 //! with the build and run when a sandbox is created from it.
 
@@ -40,6 +51,79 @@ pub enum Base {
     Template(String),
 }
 
+/// The account E2B's builder runs steps as and leaves as the default.
+pub const E2B_USER: &str = "user";
+
+/// How the base is prepared before the user's steps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Setup {
+    /// The user the base image runs commands as (its config's USER; root
+    /// when it names none).
+    pub user: String,
+    /// Add the account [`E2B_USER`] and make it the default (images that
+    /// do not come from this translation or `host-user`).
+    pub provision: bool,
+}
+
+impl Setup {
+    /// The setup of a base: `host-user` has the account as its default,
+    /// `host` keeps root, a registry image is provisioned, a template's
+    /// image keeps its config's `user` (`None`: root).
+    pub fn for_base(base_image: &str, config_user: Option<&str>, from_template: bool) -> Setup {
+        let user = config_user
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .unwrap_or("root")
+            .to_string();
+        if base_image == dwell_storage::HOST_USER_IMAGE {
+            return Setup {
+                user: E2B_USER.to_string(),
+                provision: false,
+            };
+        }
+        Setup {
+            user,
+            provision: !from_template && !dwell_storage::is_builtin(base_image),
+        }
+    }
+}
+
+/// Adds the account `user` (the first id from 1000 that neither
+/// `/etc/passwd` nor `/etc/group` uses, bash when the image has it, a
+/// locked password) and its group, `/home/user` owned by it and, where the
+/// image has `/etc/sudoers.d`, passwordless sudo; an existing `user` is
+/// kept. Shell builtins and `mkdir` only (`chown`/`chmod` where the image
+/// has them), so that minimal images take it too.
+const PROVISION: &str = r#"set -e
+mkdir -p /etc /home/user
+ids=" "; uu=; ug=; gg=
+if [ -f /etc/passwd ]; then
+  while IFS=: read -r n _ u g _; do
+    ids="$ids$u "
+    if [ "$n" = user ]; then uu=$u; ug=$g; fi
+  done < /etc/passwd
+fi
+if [ -f /etc/group ]; then
+  while IFS=: read -r n _ g _; do
+    ids="$ids$g "
+    if [ "$n" = user ]; then gg=$g; fi
+  done < /etc/group
+fi
+if [ -z "$uu" ]; then
+  uu=1000
+  while case "$ids" in *" $uu "*) true ;; *) false ;; esac; do uu=$((uu + 1)); done
+  if [ -z "$gg" ]; then gg=$uu; echo "user:x:$gg:" >> /etc/group; fi
+  ug=$gg
+  sh=/bin/sh; if [ -x /bin/bash ]; then sh=/bin/bash; fi
+  echo "user:x:$uu:$ug::/home/user:$sh" >> /etc/passwd
+  if [ -f /etc/shadow ]; then echo 'user:*:19000:0:99999:7:::' >> /etc/shadow; fi
+fi
+if command -v chown >/dev/null 2>&1; then chown "$uu:$ug" /home/user; fi
+if [ -d /etc/sudoers.d ]; then
+  echo 'user ALL=(ALL:ALL) NOPASSWD: ALL' > /etc/sudoers.d/user
+  if command -v chmod >/dev/null 2>&1; then chmod 0440 /etc/sudoers.d/user; fi
+fi"#;
+
 /// A step list ready for the build.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
@@ -54,10 +138,14 @@ pub struct Plan {
     pub no_cache: bool,
     pub start_cmd: Option<String>,
     pub ready_cmd: Option<String>,
+    /// RUN instructions with a user of their own (`run_cmd(user=)`), by
+    /// their 1-based Dockerfile index (FROM is 1): the command and user, to
+    /// word a failure as E2B does.
+    pub run_users: std::collections::BTreeMap<usize, (String, String)>,
 }
 
-/// The base of a step list; `e2bdev/base` (the SDK's default) is dwell's
-/// `host` image, as the `base` template is.
+/// The base of a step list; `e2bdev/base` (the SDK's default) and the
+/// template `base` are dwell's built-in `host-user` image.
 pub fn base_of(start: &BuildStart) -> Result<Base, String> {
     if start
         .from_image_registry
@@ -87,7 +175,7 @@ pub fn base_of(start: &BuildStart) -> Result<Base, String> {
             let bare = image.strip_prefix("docker.io/").unwrap_or(image);
             Ok(Base::Image(
                 if matches!(bare, "e2bdev/base" | "e2bdev/base:latest") {
-                    "host".to_string()
+                    dwell_storage::HOST_USER_IMAGE.to_string()
                 } else {
                     image.to_string()
                 },
@@ -95,14 +183,17 @@ pub fn base_of(start: &BuildStart) -> Result<Base, String> {
         }
         (None, Some(t)) => {
             check_line("fromTemplate", t)?;
+            if matches!(t, "base" | "base:latest" | "base:default") {
+                return Ok(Base::Image(dwell_storage::HOST_USER_IMAGE.to_string()));
+            }
             Ok(Base::Template(t.to_string()))
         }
     }
 }
 
 /// Translate `start` into a Dockerfile on `base_image` (the resolved base:
-/// an image reference the build can use in FROM).
-pub fn plan(start: &BuildStart, base_image: &str) -> Result<Plan, String> {
+/// an image reference the build can use in FROM), prepared as `setup` says.
+pub fn plan(start: &BuildStart, base_image: &str, setup: &Setup) -> Result<Plan, String> {
     if start.steps.len() > MAX_STEPS {
         return Err(format!(
             "the template has {} steps; dwell takes at most {MAX_STEPS}: join run_cmd calls (run_cmd takes a list of commands)",
@@ -117,10 +208,28 @@ pub fn plan(start: &BuildStart, base_image: &str) -> Result<Plan, String> {
         no_cache: start.force,
         start_cmd: None,
         ready_cmd: None,
+        run_users: Default::default(),
     };
-    // The user the steps run as, once a USER step set it (RUN steps with
-    // their own user switch back to it; `root` before any USER step).
-    let mut user: Option<String> = None;
+    if setup.provision {
+        for line in [
+            "USER root".to_string(),
+            format!("RUN {}", json_array(&["/bin/sh", "-c", PROVISION])),
+            format!("USER {E2B_USER}"),
+            format!("WORKDIR /home/{E2B_USER}"),
+        ] {
+            p.dockerfile.push_str(&line);
+            p.dockerfile.push('\n');
+            p.step_of.push(BASE_STEP.to_string());
+        }
+    }
+    // The user the steps run as (RUN steps with their own user switch
+    // back to it): the base's, until a USER step sets another.
+    let mut run_users = std::collections::BTreeMap::new();
+    let mut user: String = if setup.provision {
+        E2B_USER.to_string()
+    } else {
+        setup.user.clone()
+    };
     for (i, step) in start.steps.iter().enumerate() {
         let n = i + 1;
         let label = n.to_string();
@@ -134,6 +243,7 @@ pub fn plan(start: &BuildStart, base_image: &str) -> Result<Plan, String> {
             }
         }
         p.no_cache |= step.force;
+        let before = p.step_of.len();
         let mut emit = |line: String| {
             p.dockerfile.push_str(&line);
             p.dockerfile.push('\n');
@@ -155,8 +265,12 @@ pub fn plan(start: &BuildStart, base_image: &str) -> Result<Plan, String> {
                     emit(format!("USER {u}"));
                 }
                 emit(format!("RUN {}", json_array(&["/bin/sh", "-c", cmd])));
+                if let Some(u) = as_user {
+                    // After FROM and the steps so far: this step's USER, then the RUN.
+                    run_users.insert(before + 2, (cmd.to_string(), u.to_string()));
+                }
                 if as_user.is_some() {
-                    emit(format!("USER {}", user.as_deref().unwrap_or("root")));
+                    emit(format!("USER {user}"));
                 }
             }
             "COPY" => {
@@ -193,8 +307,14 @@ pub fn plan(start: &BuildStart, base_image: &str) -> Result<Plan, String> {
                 } else {
                     format!("files/{hash}/{src}")
                 };
+                // Wildcards copy into the destination as a directory.
+                let dest = if src.contains(['*', '?', '[']) && !dest.ends_with('/') {
+                    format!("{dest}/")
+                } else {
+                    dest.to_string()
+                };
                 line.push(' ');
-                line.push_str(&json_array(&[&from, dest]));
+                line.push_str(&json_array(&[&from, &dest]));
                 emit(line);
                 if !p.files.iter().any(|h| h == hash) {
                     p.files.push(hash.to_string());
@@ -241,7 +361,7 @@ pub fn plan(start: &BuildStart, base_image: &str) -> Result<Plan, String> {
                 };
                 check_user(u).map_err(bad)?;
                 emit(format!("USER {u}"));
-                user = Some(u.clone());
+                user = u.clone();
             }
             other => {
                 return Err(format!(
@@ -263,6 +383,7 @@ pub fn plan(start: &BuildStart, base_image: &str) -> Result<Plan, String> {
             }
         }
     }
+    p.run_users = run_users;
     p.start_cmd = start.start_cmd.clone().filter(|c| !c.trim().is_empty());
     p.ready_cmd = start.ready_cmd.clone().filter(|c| !c.trim().is_empty());
     Ok(p)
@@ -379,6 +500,69 @@ mod tests {
         }
     }
 
+    fn root() -> Setup {
+        Setup {
+            user: "root".into(),
+            provision: false,
+        }
+    }
+
+    #[test]
+    fn setups_of_bases() {
+        let s = Setup::for_base("host-user", None, false);
+        assert_eq!((s.user.as_str(), s.provision), ("user", false));
+        let s = Setup::for_base("host", Some("/root"), false);
+        assert!(!s.provision);
+        let s = Setup::for_base("python:3.12", None, false);
+        assert_eq!((s.user.as_str(), s.provision), ("root", true));
+        let s = Setup::for_base("dwell-e2b/x", Some("user"), true);
+        assert_eq!((s.user.as_str(), s.provision), ("user", false));
+    }
+
+    #[test]
+    fn a_registry_image_gets_the_account_and_steps_run_as_it() {
+        let s = start(vec![
+            step("RUN", &["apt-get update", "root"]),
+            copy("folder/*", "folder", "", ""),
+            copy("a?.txt", "dir/", "", ""),
+        ]);
+        let p = plan(
+            &s,
+            "ubuntu:22.04",
+            &Setup::for_base("ubuntu:22.04", None, false),
+        )
+        .unwrap();
+        let lines: Vec<&str> = p.dockerfile.lines().collect();
+        assert_eq!(lines[0], "FROM ubuntu:22.04");
+        assert_eq!(lines[1], "USER root");
+        assert!(lines[2].starts_with("RUN [\"/bin/sh\",\"-c\",\"set -e"));
+        assert!(lines[2].contains("/etc/sudoers.d/user"));
+        assert_eq!(&lines[3..5], ["USER user", "WORKDIR /home/user"]);
+        assert_eq!(
+            &lines[5..],
+            [
+                "USER root",
+                "RUN [\"/bin/sh\",\"-c\",\"apt-get update\"]",
+                "USER user",
+                &format!("COPY [\"files/{HASH}/folder/*\",\"folder/\"]"),
+                &format!("COPY [\"files/{HASH}/a?.txt\",\"dir/\"]"),
+            ]
+        );
+        assert_eq!(&p.step_of[..5], ["base"; 5]);
+        // FROM, 4 setup lines, USER root, then the RUN as 7th instruction.
+        assert_eq!(
+            p.run_users.get(&7),
+            Some(&("apt-get update".to_string(), "root".to_string()))
+        );
+        assert_eq!(lines[6], "RUN [\"/bin/sh\",\"-c\",\"apt-get update\"]");
+        // host-user already has it: nothing is added, and a RUN as root
+        // switches back to user.
+        let p = plan(&s, "host-user", &Setup::for_base("host-user", None, false)).unwrap();
+        assert!(p.dockerfile.starts_with(
+            "FROM host-user\nUSER root\nRUN [\"/bin/sh\",\"-c\",\"apt-get update\"]\nUSER user\n"
+        ));
+    }
+
     const HASH: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
     fn copy(src: &str, dest: &str, user: &str, mode: &str) -> Step {
@@ -412,7 +596,7 @@ mod tests {
                 step("RUN", &["id", "root"]),
             ])
         };
-        let p = plan(&s, "python:3.12").unwrap();
+        let p = plan(&s, "python:3.12", &root()).unwrap();
         let want = format!(
             r#"FROM python:3.12
 RUN ["/bin/sh","-c","echo \"hi\" > /x\nls"]
@@ -444,10 +628,10 @@ USER nobody
     fn force_anywhere_skips_the_cache() {
         let mut s = start(vec![step("RUN", &["true"])]);
         s.steps[0].force = true;
-        assert!(plan(&s, "x").unwrap().no_cache);
+        assert!(plan(&s, "x", &root()).unwrap().no_cache);
         let mut s = start(vec![]);
         s.force = true;
-        assert!(plan(&s, "x").unwrap().no_cache);
+        assert!(plan(&s, "x", &root()).unwrap().no_cache);
     }
 
     #[test]
@@ -455,7 +639,10 @@ USER nobody
         let mut s = start(vec![]);
         assert_eq!(base_of(&s).unwrap(), Base::Image("python:3.12".into()));
         s.from_image = Some("e2bdev/base".into());
-        assert_eq!(base_of(&s).unwrap(), Base::Image("host".into()));
+        assert_eq!(base_of(&s).unwrap(), Base::Image("host-user".into()));
+        s.from_image = None;
+        s.from_template = Some("base".into());
+        assert_eq!(base_of(&s).unwrap(), Base::Image("host-user".into()));
         s.from_image = None;
         s.from_template = Some("other:v1".into());
         assert_eq!(base_of(&s).unwrap(), Base::Template("other:v1".into()));
@@ -495,11 +682,11 @@ USER nobody
             ),
         ];
         for (st, want) in cases {
-            let e = plan(&start(vec![st.clone()]), "x").unwrap_err();
+            let e = plan(&start(vec![st.clone()]), "x", &root()).unwrap_err();
             assert!(e.contains(want), "{st:?}: {e}");
             assert!(e.starts_with("step 1"), "{e}");
         }
         let many = start(vec![step("RUN", &["true"]); MAX_STEPS + 1]);
-        assert!(plan(&many, "x").unwrap_err().contains("at most"));
+        assert!(plan(&many, "x", &root()).unwrap_err().contains("at most"));
     }
 }

@@ -33,7 +33,7 @@ pub fn e2b_state(s: State) -> Option<&'static str> {
 pub fn template_of(sb: &Sandbox) -> String {
     match sb.spec.labels.get(LABEL_TEMPLATE) {
         Some(t) => t.clone(),
-        None if sb.image == "host" => "base".to_string(),
+        None if dwell_storage::is_builtin(&sb.image) => crate::BASE_TEMPLATE.to_string(),
         None => sb.image.clone(),
     }
 }

@@ -123,7 +123,9 @@ impl Envd {
     ) -> Result<Ctx, sandbox::Reject> {
         let agent = sandbox::agent(&self.ctl, &target).await?;
         let accounts = self.users.get(&target.id, &agent, user.as_deref()).await;
-        let user = accounts.select(user.as_deref());
+        let user = accounts
+            .resolve(user.as_deref())
+            .map_err(|m| sandbox::Reject::new(axum::http::StatusCode::UNAUTHORIZED, m))?;
         Ok(Ctx {
             target,
             agent,

@@ -4,11 +4,15 @@
 //! and `/etc/group` through the agent, cached for a few seconds.
 //!
 //! The user comes from `Authorization: Basic base64("user:")` on RPCs and
-//! the `username` query parameter on `/files`. When none is named, or the
-//! named user does not exist in the sandbox's image (E2B's templates have a
-//! `user` account that most images do not), the request runs as `root`
-//! with home `/root`: dwell sandboxes are isolated, root inside them is
-//! their normal user. A non-root user's writes, directories, removals and
+//! the `username` query parameter on `/files`. When none is named the
+//! request runs as the sandbox's default user, as on E2B: the account
+//! [`DEFAULT_USER`] (`user`, which E2B's base template and dwell's
+//! `host-user` image have) when the sandbox has it, else `root` with home
+//! `/root` (dwell images without that account keep root, their normal user
+//! inside an isolated sandbox). A named `user` the sandbox does not have
+//! runs as root too (SDKs before envd 0.4 name it on every request); any
+//! other name the sandbox does not have is refused as E2B's envd refuses
+//! it (401, `invalid username: 'NAME'`), never run as root. A non-root user's writes, directories, removals and
 //! moves are done by the agent as that user ([`Account::agent_user`]), with
 //! its permissions, and what they create is its own.
 
@@ -18,6 +22,10 @@ use std::time::{Duration, Instant};
 
 use axum::http::{header, HeaderMap};
 use dwell_proto::{AgentClient, FileKind};
+
+/// The account a request that names no user runs as, when the sandbox
+/// has it.
+pub const DEFAULT_USER: &str = "user";
 
 /// How long a sandbox's parsed account files are reused.
 const TTL: Duration = Duration::from_secs(5);
@@ -95,9 +103,25 @@ impl Accounts {
         self.users.iter().any(|a| a.name == name)
     }
 
-    /// The account a request runs as: `name` if it exists, else root.
+    /// The account a request naming `name` runs as (see the module doc),
+    /// or why it may not run.
+    pub fn resolve(&self, name: Option<&str>) -> Result<Account, String> {
+        match name {
+            Some(n) if n != DEFAULT_USER && n != "root" && !self.has(n) => Err(format!(
+                "invalid username: '{n}': the sandbox has no such account (its /etc/passwd); \
+                 create it (useradd {n}) or name an existing user"
+            )),
+            _ => Ok(self.select(name)),
+        }
+    }
+
+    /// The account a request runs as: `name` if it exists, else root; for
+    /// no name, [`DEFAULT_USER`] if it exists, else root.
     pub fn select(&self, name: Option<&str>) -> Account {
-        name.and_then(|n| self.users.iter().find(|a| a.name == n))
+        let name = name.unwrap_or(DEFAULT_USER);
+        self.users
+            .iter()
+            .find(|a| a.name == name)
             .cloned()
             .unwrap_or_else(Account::root)
     }
@@ -129,11 +153,15 @@ pub struct Cache {
 impl Cache {
     /// The accounts of sandbox `id`, read through `agent` when not cached.
     /// Missing files give an empty set (everything runs as root).
-    /// A user named but not found in a copy older than [`RECHECK`] is looked
-    /// up afresh (it may just have been created).
+    /// A user named but not found is looked up afresh (it may just have
+    /// been created); [`DEFAULT_USER`] only in a copy older than [`RECHECK`].
     pub async fn get(&self, id: &str, agent: &AgentClient, wanted: Option<&str>) -> Arc<Accounts> {
         if let Some((at, a)) = self.map.lock().unwrap().get(id) {
-            let stale_miss = wanted.is_some_and(|n| !a.has(n)) && at.elapsed() >= RECHECK;
+            // A missing name is looked up afresh: at once unless it is the
+            // default user (which old SDKs name on every request and most
+            // images lack, so a miss of it is re-read at most every RECHECK).
+            let stale_miss =
+                wanted.is_some_and(|n| !a.has(n) && (n != DEFAULT_USER || at.elapsed() >= RECHECK));
             if at.elapsed() < TTL && !stale_miss {
                 return a.clone();
             }
@@ -249,7 +277,20 @@ mod tests {
         let a = Accounts::parse(PASSWD, GROUP);
         assert_eq!(a.select(Some("user")).home, "/home/user");
         assert_eq!(a.select(Some("nobody-here")), Account::root());
-        assert_eq!(a.select(None), Account::root());
+        assert_eq!(
+            a.select(None).name,
+            "user",
+            "the default user when it exists"
+        );
+        assert_eq!(a.select(Some("root")), Account::root());
+        let no_user = Accounts::parse("root:x:0:0:root:/root:/bin/bash\n", "root:x:0:\n");
+        assert_eq!(no_user.select(None), Account::root());
+        assert_eq!(a.resolve(Some("user")).unwrap().uid, 1000);
+        assert_eq!(a.resolve(None).unwrap().name, "user");
+        let e = a.resolve(Some("root123")).unwrap_err();
+        assert!(e.starts_with("invalid username: 'root123'"), "{e}");
+        assert_eq!(no_user.resolve(Some("user")).unwrap(), Account::root());
+        assert_eq!(no_user.resolve(Some("root")).unwrap(), Account::root());
         assert_eq!(a.user_name(1000), "user");
         assert_eq!(a.group_name(0), "root");
         assert_eq!(a.group_name(77), "77");

@@ -145,6 +145,16 @@ pub struct Grants {
     /// (see [`core_pattern::check`]).
     #[serde(default)]
     pub core_dumps: bool,
+    /// A restriction rather than a grant: set no_new_privs on the agent,
+    /// so that no process of the sandbox gains privileges through exec
+    /// (set-user-id binaries such as `sudo` stop working). Off by default:
+    /// namespace sandboxes in a user namespace get set-user-id root only
+    /// as their own root, within the capability bounding set already
+    /// reduced; one without a user namespace always has it (its root would
+    /// be host root), and so does every gVisor sandbox (runsc always sets
+    /// it).
+    #[serde(default)]
+    pub no_new_privs: bool,
 }
 
 /// A sandbox's user namespace mapping: ids `0..count` inside are host ids

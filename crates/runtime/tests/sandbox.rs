@@ -73,7 +73,9 @@ fn isolation_privileges_and_cleanup() {
         assert_eq!(status_field(pid, field), mask, "{field}");
     }
     assert_eq!(status_field(pid, "CapAmb"), "0000000000000000");
-    assert_eq!(status_field(pid, "NoNewPrivs"), "1");
+    // In its user namespace set-user-id binaries may work (sandbox root
+    // only): no_new_privs is off, the filters are on all the same.
+    assert_eq!(status_field(pid, "NoNewPrivs"), "0");
     assert_eq!(status_field(pid, "Seccomp"), "2");
     assert_eq!(sb.ok("grep CapEff /proc/self/status | cut -f2"), mask);
 
@@ -148,6 +150,30 @@ fn isolation_privileges_and_cleanup() {
     assert!(host_mounts_below(&sb.config.state_dir).is_empty());
     assert!(!started.agent_socket.exists());
     sb.rt.stop(&sb.config).unwrap();
+}
+
+/// no_new_privs is set when the grants ask for it and, always, without a
+/// user namespace (root inside is host root there); the capability drop
+/// and the filters are the same either way.
+#[test]
+fn no_new_privs_when_asked_and_without_a_user_namespace() {
+    if !has_root(NEEDS) {
+        return;
+    }
+    let mask = format!("{:016x}", default_mask());
+    for (name, asked, userns) in [("nnpask", true, true), ("nnproot", false, false)] {
+        let mut sb = TestSandbox::new(name);
+        sb.config.grants.no_new_privs = asked;
+        if !userns {
+            sb.config.id_map = None;
+        }
+        let pid = sb.start().pid;
+        assert_eq!(status_field(pid, "NoNewPrivs"), "1", "{name}");
+        assert_eq!(status_field(pid, "Seccomp"), "2", "{name}");
+        assert_eq!(status_field(pid, "CapBnd"), mask, "{name}");
+        assert_eq!(sb.ok("grep NoNewPrivs /proc/self/status | cut -f2"), "1");
+        sb.rt.stop(&sb.config).unwrap();
+    }
 }
 
 #[test]

@@ -16,8 +16,9 @@ pub mod volume;
 
 pub use error::{Result, StorageError};
 pub use image::{
-    digest_hex, unpack_untrusted, Access, ExportFormat, Healthcheck, Image, ImageStore, Pulled,
-    Reference, StoreLock, HOST_IMAGE, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, MAX_UNTRUSTED_ENTRIES,
+    digest_hex, is_builtin, unpack_untrusted, Access, ExportFormat, Healthcheck, Image, ImageStore,
+    Pulled, Reference, StoreLock, HOST_IMAGE, HOST_USER_ACCOUNT, HOST_USER_ACCOUNT_ID,
+    HOST_USER_IMAGE, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, MAX_UNTRUSTED_ENTRIES,
 };
 pub use volume::{
     detach_loop, has_cap_sys_resource, loop_bindings, LoopBinding, VolumeInfo, VolumeKind,

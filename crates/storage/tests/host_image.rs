@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use common::is_root;
-use dwell_storage::{ImageStore, HOST_IMAGE};
+use dwell_storage::{ImageStore, HOST_IMAGE, HOST_USER_IMAGE};
 
 #[test]
 fn host_image_is_a_safe_view_of_the_host() {
@@ -133,6 +133,97 @@ fn host_image_is_a_safe_view_of_the_host() {
         fs::read_dir(dir.path().join("images/tmp")).unwrap().count(),
         0,
         "staging is empty"
+    );
+}
+
+/// host-user: the host skeleton plus an account layer with `user` (1000),
+/// its home and passwordless sudo; built once, cached, never the host's own
+/// files; its name cannot be taken by an import.
+#[test]
+fn host_user_is_the_host_image_with_an_account() {
+    if !is_root() {
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("dwell-img-test")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let store = ImageStore::open(dir.path().join("images")).unwrap();
+    let host_passwd = fs::read("/etc/passwd").unwrap();
+    let img = store.get(HOST_USER_IMAGE).unwrap();
+    let host = store.host().unwrap();
+    assert_eq!(img.name, HOST_USER_IMAGE);
+    assert_eq!(img.layers.len(), 2);
+    assert_eq!(
+        img.layers[1], host.layers[0],
+        "stacked on the host skeleton"
+    );
+    assert_eq!(img.host_dirs, host.host_dirs);
+    assert_eq!(img.user.as_deref(), Some("user"));
+    assert_eq!(img.workdir.as_deref(), Some("/home/user"));
+    assert!(img.env.contains(&"HOME=/home/user".to_string()));
+    assert!(img.cmd.is_empty(), "no service");
+    assert_ne!(img.id, host.id);
+    assert!(dwell_storage::is_builtin(HOST_USER_IMAGE) && dwell_storage::is_builtin("host"));
+
+    let layer = &img.layers[0];
+    let passwd = fs::read_to_string(layer.join("etc/passwd")).unwrap();
+    let users: Vec<&str> = passwd
+        .lines()
+        .filter(|l| l.split(':').nth(2) == Some("1000"))
+        .collect();
+    assert_eq!(
+        users,
+        ["user:x:1000:1000::/home/user:/bin/bash"],
+        "{passwd}"
+    );
+    let group = fs::read_to_string(layer.join("etc/group")).unwrap();
+    assert!(group.lines().any(|l| l == "user:x:1000:"));
+    assert_eq!(
+        group
+            .lines()
+            .filter(|l| l.split(':').nth(2) == Some("1000"))
+            .count(),
+        1
+    );
+    assert!(fs::read_to_string(layer.join("etc/shadow"))
+        .unwrap()
+        .contains("user:*:"));
+    let sudoers = layer.join("etc/sudoers.d/user");
+    let m = fs::metadata(&sudoers).unwrap();
+    assert_eq!((m.mode() & 0o7777, m.uid()), (0o440, 0));
+    assert!(fs::read_to_string(&sudoers)
+        .unwrap()
+        .starts_with("user ALL=(ALL:ALL) NOPASSWD: ALL\n"));
+    let home = fs::metadata(layer.join("home/user")).unwrap();
+    assert_eq!(
+        (home.uid(), home.gid(), home.mode() & 0o777),
+        (1000, 1000, 0o755)
+    );
+    assert_eq!(
+        fs::metadata(layer.join("etc")).unwrap().mode() & 0o777,
+        0o755
+    );
+    // The host's own account files are untouched.
+    assert_eq!(fs::read("/etc/passwd").unwrap(), host_passwd);
+
+    // Cached: the same image again; removing it drops only its layer.
+    assert_eq!(store.host_user().unwrap(), img);
+    assert_eq!(
+        store.key_of(HOST_USER_IMAGE).unwrap().as_deref(),
+        Some(HOST_USER_IMAGE)
+    );
+    assert!(store.lookup(HOST_USER_IMAGE).unwrap().is_none());
+    store.remove(HOST_USER_IMAGE).unwrap();
+    assert!(!layer.exists() && host.layers[0].exists());
+    assert_eq!(
+        store.host_user().unwrap().layers,
+        img.layers,
+        "rebuilt in place"
+    );
+    assert!(
+        store.import(HOST_USER_IMAGE, dir.path()).is_err(),
+        "the name is reserved"
     );
 }
 

@@ -187,10 +187,11 @@ pub async fn pull(
         }
     }
     // A malformed reference fails before anything streams.
-    if b.reference == dwell_storage::HOST_IMAGE {
-        return Err(ApiError::bad_request(
-            "\"host\" is the built-in image; it is never pulled",
-        ));
+    if dwell_storage::is_builtin(&b.reference) {
+        return Err(ApiError::bad_request(format!(
+            "{:?} is a built-in image; it is never pulled",
+            b.reference
+        )));
     }
     dwell_storage::Reference::parse(&b.reference).map_err(dwell_control::Error::from)?;
     let ctl = st.ctl.clone();

@@ -18,7 +18,7 @@ use crate::output;
 pub async fn create(c: &Client, a: CreateArgs) -> Result<i32> {
     // A registry image not stored yet is pulled first, with a progress bar
     // (the daemon would pull it anyway, without one).
-    if a.image != "host" && a.from.is_none() {
+    if !dwell_storage::is_builtin(&a.image) && a.from.is_none() {
         super::image::pull(c, &a.image, true, !a.json).await?;
     }
     let req = CreateRequest {

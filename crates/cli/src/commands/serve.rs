@@ -146,12 +146,15 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
     if let Some(dns) = ctl.dns() {
         dns.set_peer_names(Arc::new(ctl.peer_names()));
     }
-    // Build the default image now, not on the first create.
+    // Build the default image (and host-user, E2B's base, on it) now, not
+    // on the first create.
     {
         let ctl = ctl.clone();
         tokio::task::spawn_blocking(move || {
             if let Err(e) = ctl.images().host() {
                 tracing::warn!("cannot build the default image: {e}");
+            } else if let Err(e) = ctl.images().host_user() {
+                tracing::warn!("cannot build the host-user image: {e}");
             }
         });
     }

@@ -310,7 +310,7 @@ impl Controller {
             ));
         }
         for t in &req.tags {
-            if t == dwell_storage::HOST_IMAGE || t.starts_with(TMP_IMAGE_PREFIX) {
+            if dwell_storage::is_builtin(t) || t.starts_with(TMP_IMAGE_PREFIX) {
                 return Err(Error::invalid(
                     "tags",
                     format!("{t:?} is reserved; choose another name"),
@@ -1252,7 +1252,14 @@ impl Run<'_> {
         // One layer holds at most what the sandbox's disk can.
         self.disk_bytes = sb.spec.disk_bytes;
         let (_, client) = self.ctl.agent_for(self.tenant, &sb.id, "build").await?;
-        let mut stream = client.exec(exec).await?;
+        // A command the agent refuses to start (its USER is not in the
+        // image, its workdir cannot be made) fails this step, named.
+        let mut stream = client.exec(exec).await.map_err(|e| Error::BuildFailed {
+            step: index,
+            exit_code: None,
+            message: format!("step {index}: cannot start the RUN command: {e}"),
+            status: 422,
+        })?;
         let mut status = None;
         loop {
             // A caller that dropped its receiver cancelled the build: the

@@ -39,7 +39,7 @@ impl Controller {
     pub(crate) async fn image_for_create(&self, tenant: &str, asked: &str) -> Result<String> {
         match self.image_for_tenant(tenant, asked).await {
             Err(Error::Storage(dwell_storage::StorageError::ImageNotFound(_)))
-                if asked != dwell_storage::HOST_IMAGE =>
+                if !dwell_storage::is_builtin(asked) =>
             {
                 let img = self.pull_image(tenant, asked, None).await?;
                 Ok(pinned(&img))
@@ -97,7 +97,16 @@ impl Controller {
                 .images
                 .key_of(&reference)?
                 .ok_or_else(|| dwell_storage::StorageError::ImageNotFound(reference.clone()))?;
-            if let Some(users) = this.image_users()?.remove(&key) {
+            let mut all = this.image_users()?;
+            let mut users = all.remove(&key).unwrap_or_default();
+            // host-user's layers sit on the host image's skeleton.
+            if key == dwell_storage::HOST_IMAGE {
+                users.extend(
+                    all.remove(dwell_storage::HOST_USER_IMAGE)
+                        .unwrap_or_default(),
+                );
+            }
+            if !users.is_empty() {
                 return Err(Error::ImageInUse {
                     image: reference.clone(),
                     sandboxes: users,

@@ -122,10 +122,10 @@ impl Controller {
         reference: &str,
         events: Option<mpsc::Sender<PullEvent>>,
     ) -> Result<Image> {
-        if reference == dwell_storage::HOST_IMAGE {
+        if dwell_storage::is_builtin(reference) {
             return Err(Error::invalid(
                 "reference",
-                "\"host\" is the built-in image; it is never pulled",
+                format!("{reference:?} is a built-in image; it is never pulled"),
             ));
         }
         let r = Reference::parse(reference)?;

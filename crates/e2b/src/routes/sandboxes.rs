@@ -120,7 +120,9 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view::sandbox(&st, &sb)?)))
 }
 
-/// A template id as what a sandbox starts from: `base` is the host image;
+/// A template id as what a sandbox starts from: `base` is the built-in
+/// `host-user` image (the host image with E2B's account `user`), `host`
+/// the plain host image;
 /// otherwise one of the tenant's templates (`name`, `name:tag` or its
 /// id: the image its build made, with its start and ready commands), an
 /// image of that name, else a snapshot of the tenant.
@@ -130,8 +132,15 @@ async fn resolve_template(
     template: &str,
 ) -> E2bResult<template_start::Resolved> {
     use template_start::Resolved;
-    if template == "base" || template == "host" {
+    if template == "host" {
         return Ok(Resolved::default());
+    }
+    // E2B's base template has the account `user` as its default user.
+    if template == crate::BASE_TEMPLATE {
+        return Ok(Resolved {
+            image: Some(dwell_storage::HOST_USER_IMAGE.to_string()),
+            ..Default::default()
+        });
     }
     if let Some(r) = template_start::from_template(st, tenant, template)? {
         return Ok(r);
@@ -153,7 +162,7 @@ async fn resolve_template(
         Err(dwell_control::Error::SnapshotNotFound(_)) => Err(E2bError::new(
             404,
             format!(
-                "template {template:?} is none of your templates, no dwell image and none of your snapshots; use \"base\" (the host image), a template you built with Template.build, an image from `dwell image ls`, or a snapshot id or name from Sandbox.list_snapshots()"
+                "template {template:?} is none of your templates, no dwell image and none of your snapshots; use \"base\" (the host image with the account user), a template you built with Template.build, an image from `dwell image ls`, or a snapshot id or name from Sandbox.list_snapshots()"
             ),
         )),
         Err(e) => Err(e.into()),

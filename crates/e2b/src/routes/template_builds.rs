@@ -60,18 +60,29 @@ pub async fn start(
             b.status
         )));
     }
-    let (base, pull) = match translate::base_of(&spec).map_err(E2bError::bad_request)? {
+    let (base, pull, setup) = match translate::base_of(&spec).map_err(E2bError::bad_request)? {
         Base::Image(i) => {
-            let pull = i != "host";
-            (i, pull)
+            let pull = !dwell_storage::is_builtin(&i);
+            let setup = translate::Setup::for_base(&i, None, false);
+            (i, pull, setup)
         }
         Base::Template(name) => {
             let (_, from) =
                 ready_build(&st, &p.tenant, &name)?.ok_or_else(|| template_not_found(&name))?;
-            (from.image.unwrap_or_default(), false)
+            let image = from.image.unwrap_or_default();
+            // Steps start as the user that template's image ends with.
+            let ctl = st.ctl.clone();
+            let key = image.clone();
+            let user = tokio::task::spawn_blocking(move || ctl.images().lookup(&key))
+                .await
+                .map_err(|e| E2bError::new(500, e.to_string()))?
+                .map_err(|e| E2bError::new(500, e.to_string()))?
+                .and_then(|img| img.user);
+            let setup = translate::Setup::for_base(&image, user.as_deref(), true);
+            (image, false, setup)
         }
     };
-    let plan = translate::plan(&spec, &base).map_err(E2bError::bad_request)?;
+    let plan = translate::plan(&spec, &base, &setup).map_err(E2bError::bad_request)?;
     for hash in &plan.files {
         if !files::upload_path(st.ctl.data_dir(), &p.tenant, hash).is_file() {
             return Err(E2bError::bad_request(format!(
@@ -360,6 +371,14 @@ async fn build(
                 Some(c) if !message.contains(&format!("code {c}")) => {
                     format!("{message} (exit code {c})")
                 }
+                _ => message,
+            };
+            let message = match plan.run_users.get(&step) {
+                // E2B's wording for a run_cmd(user=) whose user the image
+                // lacks (the SDK's users match on it), then dwell's.
+                Some((cmd, user)) if message.contains("does not exist") => format!(
+                    "failed to run command '{cmd}': command failed: unauthenticated: invalid username: '{user}' ({message})"
+                ),
                 _ => message,
             };
             Err((message, Some(label(step.max(1)))))

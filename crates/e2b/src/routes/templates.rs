@@ -397,13 +397,20 @@ pub async fn status(
 }
 
 /// `GET /templates/aliases/{alias}`: 200 when the caller's tenant has a
-/// template of that name, else 404.
+/// template of that name (or it is the built-in `base`), else 404.
 pub async fn alias(
     State(st): State<E2bState>,
     Extension(p): Extension<Principal>,
     Path(alias): Path<String>,
 ) -> E2bResult<Json<w::AliasFound>> {
     let (name, _) = split_name(&alias);
+    // The built-in base template exists for every tenant.
+    if name == crate::BASE_TEMPLATE {
+        return Ok(Json(w::AliasFound {
+            template_id: crate::BASE_TEMPLATE.to_string(),
+            public: true,
+        }));
+    }
     let t = st
         .ctl
         .store()

@@ -92,6 +92,9 @@ pub fn spec(config: &SandboxConfig, rootfs: &Path, cgroups_path: &str) -> Value 
                 "permitted": caps,
             },
             "rlimits": rlimits(&config.grants),
+            // gVisor (as of 20240729) always sets no_new_privs, whatever the
+            // spec says ("PR_SET_NO_NEW_PRIVS is assumed to always be set"):
+            // set-user-id binaries give nothing there.
             "noNewPrivileges": true,
         },
         "root": {"path": rootfs, "readonly": false},
@@ -221,6 +224,7 @@ mod tests {
         let granted = Grants {
             raw_sockets: true,
             core_dumps: true,
+            ..Default::default()
         };
         assert!(has_raw(&granted));
         assert!(core(&granted).is_none());

@@ -47,8 +47,10 @@ pub fn mask(grants: &Grants) -> u64 {
         .fold(0, |a, b| a | b)
 }
 
-/// Reduce the calling process to [`kept`]. Must run before no_new_privs
-/// and seccomp, while CAP_SETPCAP is still effective.
+/// Reduce the calling process to [`kept`]. Must run while CAP_SETPCAP is
+/// still effective: before no_new_privs and seccomp, or (in a user
+/// namespace, without no_new_privs) right after seccomp, whose filters
+/// allow the calls made here.
 pub fn drop_to(grants: &Grants) -> Result<(), String> {
     let keep: CapsHashSet = kept(grants).into_iter().collect();
     // The bounding set by number up to the kernel's last capability, so a

@@ -2,6 +2,11 @@
 //! the root filesystem, waits for the boot parent's go, drops privileges and
 //! execs the agent. Any failure is written to the error pipe, which the
 //! parent reads; a successful exec closes the pipe (close-on-exec).
+//!
+//! no_new_privs is set only for a sandbox without a user namespace (its
+//! root is host root) or whose grants ask for it; in a user namespace
+//! set-user-id binaries work and give sandbox root, bounded by the reduced
+//! capability bounding set.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -193,9 +198,24 @@ fn prepare_and_exec(
         ));
     }
     limit_core_dumps(config)?;
-    caps::drop_to(&config.grants)?;
-    sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).map_err(|e| format!("setting no_new_privs: {e}"))?;
-    seccomp::install(config.grants.core_dumps)?;
+    if userns.is_some() && !config.grants.no_new_privs {
+        // In its own user namespace the sandbox's root is an unprivileged
+        // host uid, so a set-user-id binary (`sudo`) only gives sandbox
+        // root, within the bounding set dropped below: no_new_privs is not
+        // needed. Without it the kernel takes a seccomp filter only from a
+        // process holding CAP_SYS_ADMIN in its user namespace, so the
+        // filters go first, then the capabilities (the filters allow the
+        // prctl, capset and /proc reads the drop makes).
+        seccomp::install_without_no_new_privs(config.grants.core_dumps)?;
+        caps::drop_to(&config.grants)?;
+    } else {
+        // Without a user namespace root inside is host root: nothing may
+        // gain privileges through exec.
+        caps::drop_to(&config.grants)?;
+        sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1)
+            .map_err(|e| format!("setting no_new_privs: {e}"))?;
+        seccomp::install(config.grants.core_dumps)?;
+    }
     // SAFETY: argv and envp are NULL-terminated arrays of valid C strings.
     unsafe { libc::execve(argv_p[0], argv_p.as_ptr(), env_p.as_ptr()) };
     Err(format!(

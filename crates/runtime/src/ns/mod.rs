@@ -1,8 +1,9 @@
 //! The namespace runtime: each sandbox is a tree of processes in its own
 //! user (an unprivileged host uid range, see [`userns`]), mount, pid, uts,
 //! ipc, net and cgroup namespaces, rooted in an overlay,
-//! limited by cgroups, with reduced capabilities, no_new_privs and a
-//! seccomp filter. See SECURITY.md in this crate for what each layer stops.
+//! limited by cgroups, with reduced capabilities and a seccomp filter
+//! (no_new_privs too without a user namespace; see [`child`]). See
+//! SECURITY.md in this crate for what each layer stops.
 //!
 //! The daemon never forks to build a sandbox: [`NamespaceRuntime::start`]
 //! runs a boot process (an exec of the daemon binary calling

@@ -625,21 +625,58 @@ pub fn x32_filter() -> BpfProgram {
     ]
 }
 
-/// Install every filter on the calling thread (no_new_privs must be set or
-/// CAP_SYS_ADMIN held). The order matters: see the module doc.
-/// `core_dumps_granted`: see [`deny_filter`].
-pub fn install(core_dumps_granted: bool) -> Result<(), String> {
-    let programs = [
-        allow_filter()?,
-        deny_filter(core_dumps_granted)?,
-        clone3_filter()?,
+/// The filters in installation order. The order matters: see the module
+/// doc.
+fn programs(core_dumps_granted: bool) -> Result<Vec<(&'static str, BpfProgram)>, String> {
+    let mut out = vec![
+        ("allow", allow_filter()?),
+        ("deny", deny_filter(core_dumps_granted)?),
+        ("clone3", clone3_filter()?),
     ];
-    for p in &programs {
-        seccompiler::apply_filter(p).map_err(|e| format!("installing seccomp filter: {e}"))?;
-    }
     if cfg!(target_arch = "x86_64") {
-        seccompiler::apply_filter(&x32_filter())
-            .map_err(|e| format!("installing the x32 seccomp filter: {e}"))?;
+        out.push(("x32", x32_filter()));
+    }
+    Ok(out)
+}
+
+/// Install every filter on the calling thread, setting no_new_privs first
+/// (seccompiler does). `core_dumps_granted`: see [`deny_filter`].
+pub fn install(core_dumps_granted: bool) -> Result<(), String> {
+    for (name, p) in programs(core_dumps_granted)? {
+        seccompiler::apply_filter(&p)
+            .map_err(|e| format!("installing the {name} seccomp filter: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Install every filter on the calling thread without setting
+/// no_new_privs: the kernel then wants CAP_SYS_ADMIN in the caller's user
+/// namespace (EACCES otherwise), so this runs before the capabilities are
+/// dropped. `core_dumps_granted`: see [`deny_filter`].
+pub fn install_without_no_new_privs(core_dumps_granted: bool) -> Result<(), String> {
+    for (name, p) in programs(core_dumps_granted)? {
+        let prog = libc::sock_fprog {
+            len: u16::try_from(p.len())
+                .map_err(|_| format!("the {name} seccomp filter is too long"))?,
+            // seccompiler's sock_filter has libc's layout.
+            filter: p.as_ptr() as *mut libc::sock_filter,
+        };
+        // SAFETY: the kernel copies the program from valid memory that
+        // outlives the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &prog as *const libc::sock_fprog,
+            )
+        };
+        if rc != 0 {
+            return Err(format!(
+                "installing the {name} seccomp filter: {} (without no_new_privs the process needs CAP_SYS_ADMIN in its user namespace)",
+                std::io::Error::last_os_error()
+            ));
+        }
     }
     Ok(())
 }
@@ -827,6 +864,50 @@ mod tests {
             libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
             libc::syscall(libc::SYS_prlimit64, 0, libc::RLIMIT_NOFILE, &r, 0usize)
         }
+    }
+
+    /// With CAP_SYS_ADMIN (the test runs as root) the filters go on
+    /// without no_new_privs, and they filter all the same.
+    #[test]
+    fn filters_install_without_no_new_privs_and_filter() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        // SAFETY: the child only makes raw syscalls and _exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let code = (|| {
+                if install_without_no_new_privs(false).is_err() {
+                    return 2;
+                }
+                // SAFETY: prctl and raw syscalls with valid arguments.
+                unsafe {
+                    if libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 0 {
+                        return 3;
+                    }
+                    // kcmp of our own descriptor 0 with itself: 0 unfiltered.
+                    let me = libc::getpid();
+                    if libc::syscall(libc::SYS_kcmp, me, me, 0, 0, 0) != -1
+                        || *libc::__errno_location() != libc::EPERM
+                    {
+                        return 4;
+                    }
+                    if libc::syscall(libc::SYS_getpid) <= 0 {
+                        return 5;
+                    }
+                }
+                0
+            })();
+            // SAFETY: leaving the forked child without running destructors.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(libc::WIFEXITED(status), "child died: {status}");
+        assert_eq!(libc::WEXITSTATUS(status), 0, "see the codes above");
     }
 
     #[test]

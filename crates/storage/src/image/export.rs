@@ -156,9 +156,11 @@ impl ImageStore {
                     "it was imported before dwell kept image blobs; import it again to export it"
                         .to_string()
                 } else {
-                    "the built-in image \"host\" is a view of this host's /usr and cannot be \
-                 exported"
-                        .to_string()
+                    format!(
+                        "the built-in image {:?} is a view of this host's /usr and cannot be \
+                         exported",
+                        img.name
+                    )
                 },
             })?;
         let bytes = self.read_blob(digest, MAX_MANIFEST_BYTES)?;

@@ -9,6 +9,12 @@
 //! directory and are renamed into place, so a crash never leaves a half
 //! image. Older skeletons stay (sandboxes may still use them) until the
 //! image is removed.
+//!
+//! The built-in image "host-user" is the host image plus a thin layer with
+//! an account `user` (uid/gid 1000, home `/home/user`, passwordless sudo
+//! through `/etc/sudoers.d/user`, `/etc/sudo.conf` with core dumps left as
+//! the runtime set them) as its default user, built once per skeleton from
+//! the skeleton's account files.
 
 use std::fs;
 use std::io;
@@ -141,6 +147,22 @@ pub(crate) fn get_or_build(store: &ImageStore) -> Result<Image> {
 pub(crate) fn remove_all(store: &ImageStore) -> Result<()> {
     let dir = store.root.join("host");
     for e in fs::read_dir(&dir).ctx("list", &dir)?.flatten() {
+        let trash = store.tmp_path("gc");
+        fs::rename(e.path(), &trash).ctx("move aside", &e.path())?;
+        remove_any(&trash).ctx("remove", &trash)?;
+    }
+    Ok(())
+}
+
+/// Removes every built account layer of [`super::HOST_USER_IMAGE`] (the
+/// next `host_user()` rebuilds); the host skeletons stay.
+pub(crate) fn remove_user_layers(store: &ImageStore) -> Result<()> {
+    let dir = store.root.join("host");
+    for e in fs::read_dir(&dir).ctx("list", &dir)?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.contains(ACCOUNT_LAYER_MARK) {
+            continue;
+        }
         let trash = store.tmp_path("gc");
         fs::rename(e.path(), &trash).ctx("move aside", &e.path())?;
         remove_any(&trash).ctx("remove", &trash)?;
@@ -418,4 +440,249 @@ fn mkdir(p: &Path, mode: u32) -> Result<()> {
 fn ensure_dirs(root: &Path, rel: &Path) -> Result<()> {
     let p = root.join(rel);
     fs::create_dir_all(&p).ctx("create directory", &p)
+}
+
+/// Bump when the account layer's recipe changes, so old ones are rebuilt
+/// (it names the layer: `host/<digest>-dwell-host-user-vN/`).
+const ACCOUNT_RECIPE: &str = "dwell-host-user-v2";
+/// What every account layer's (and its metadata's) name contains.
+const ACCOUNT_LAYER_MARK: &str = "-dwell-host-user-";
+/// The account of [`super::HOST_USER_IMAGE`], its uid and gid.
+pub const ACCOUNT: &str = "user";
+pub const ACCOUNT_ID: u32 = 1000;
+/// Its sudoers drop-in (mode 0440): passwordless sudo, and RLIMIT_CORE
+/// left as it is (the sandbox's seccomp filter refuses changes of it).
+const SUDOERS_LINE: &str = "user ALL=(ALL:ALL) NOPASSWD: ALL\nDefaults rlimit_core=default\n";
+
+/// Returns the host image with an account `user` on top: the current
+/// host skeleton plus a thin layer (its own `/etc/passwd`, `group`,
+/// `shadow`, `gshadow`, a sudoers drop-in and `/home/user`), built once per
+/// skeleton and cached next to it.
+pub(crate) fn get_or_build_user(store: &ImageStore) -> Result<Image> {
+    let host = get_or_build(store)?;
+    let digest = host.id.trim_start_matches("sha256:");
+    let dir = store.root.join("host");
+    let skeleton = host
+        .layers
+        .first()
+        .cloned()
+        .ok_or_else(|| crate::error::StorageError::Metadata {
+            path: dir.join(format!("{digest}.json")),
+            reason: "the host image has no skeleton layer; remove it (dwell image rm host) so it is rebuilt".into(),
+        })?;
+    let layer = dir.join(format!("{digest}-{ACCOUNT_RECIPE}"));
+    let meta = dir.join(format!("{digest}-{ACCOUNT_RECIPE}.json"));
+    if layer.is_dir() {
+        if let Some(img) = load(&meta)? {
+            return Ok(img);
+        }
+    }
+    let _lock = store.lock()?;
+    if !layer.is_dir() {
+        let staging = store.tmp_path("host-user");
+        let built = build_account_layer(&skeleton, &staging).and_then(|()| {
+            fs::rename(&staging, &layer).ctx("move the account layer into place at", &layer)
+        });
+        if let Err(e) = built {
+            let _ = remove_any(&staging);
+            return Err(e);
+        }
+    } else if let Some(img) = load(&meta)? {
+        return Ok(img);
+    }
+    let image = Image {
+        name: super::HOST_USER_IMAGE.to_string(),
+        id: format!(
+            "sha256:{}",
+            sha256_hex(format!("{ACCOUNT_RECIPE}\n{digest}").as_bytes())
+        ),
+        layers: vec![layer.clone(), skeleton],
+        size_bytes: host.size_bytes + disk_usage(&layer),
+        created_at: now_secs(),
+        source: format!("host:{DPKG_STATUS} + account {ACCOUNT}"),
+        env: vec![
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+            format!("HOME=/home/{ACCOUNT}"),
+            "LANG=C.UTF-8".to_string(),
+        ],
+        // No command: like `host`, it is not a service image.
+        cmd: Vec::new(),
+        workdir: Some(format!("/home/{ACCOUNT}")),
+        user: Some(ACCOUNT.to_string()),
+        ..host
+    };
+    let json = serde_json::to_vec_pretty(&image).expect("image metadata serializes");
+    atomic_write(&meta, &json)?;
+    Ok(image)
+}
+
+/// Writes the account layer over `skeleton` into `out` (which must not
+/// exist). Whatever account or group had uid/gid 1000 in the skeleton's
+/// copy of the host's files is renumbered to a free id in the copy (the
+/// host's own files are never touched).
+fn build_account_layer(skeleton: &Path, out: &Path) -> Result<()> {
+    let sk_etc = skeleton.join("etc");
+    let read = |name: &str| -> Result<String> {
+        let p = sk_etc.join(name);
+        match fs::read_to_string(&p) {
+            Ok(s) => Ok(s),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
+            Err(e) => Err(e).ctx("read", &p),
+        }
+    };
+    let (passwd, group) = with_account(&read("passwd")?, &read("group")?);
+    let shadow = with_line(&read("shadow")?, &format!("{ACCOUNT}:*:19000:0:99999:7:::"));
+    let gshadow = with_line(&read("gshadow")?, &format!("{ACCOUNT}:!::"));
+    let shadow_gid = fs::metadata(sk_etc.join("shadow"))
+        .map(|m| m.gid())
+        .unwrap_or(0);
+
+    mkdir(out, 0o755)?;
+    let etc = out.join("etc");
+    mkdir(&etc, 0o755)?;
+    let put = |p: &Path, data: &str, mode: u32, uid: u32, gid: u32| -> Result<()> {
+        fs::write(p, data).ctx("write", p)?;
+        lchown(p, uid, gid).ctx("chown", p)?;
+        fs::set_permissions(p, fs::Permissions::from_mode(mode)).ctx("chmod", p)
+    };
+    put(&etc.join("passwd"), &passwd, 0o644, 0, 0)?;
+    put(&etc.join("group"), &group, 0o644, 0, 0)?;
+    put(&etc.join("shadow"), &shadow, 0o640, 0, shadow_gid)?;
+    put(&etc.join("gshadow"), &gshadow, 0o640, 0, shadow_gid)?;
+    let sudoers = etc.join("sudoers.d");
+    mkdir(&sudoers, 0o755)?;
+    put(&sudoers.join(ACCOUNT), SUDOERS_LINE, 0o440, 0, 0)?;
+    // sudo lowers RLIMIT_CORE to 0 around the command, which the sandbox's
+    // seccomp filter refuses (0 would pipe core dumps again; the runtime
+    // keeps it at 1): without this every sudo warns about it.
+    let mut conf = read("sudo.conf")?;
+    if !conf.is_empty() && !conf.ends_with('\n') {
+        conf.push('\n');
+    }
+    conf.push_str("# dwell: the sandbox keeps RLIMIT_CORE at 1 and refuses changes\nSet disable_coredump false\n");
+    put(&etc.join("sudo.conf"), &conf, 0o644, 0, 0)?;
+
+    let home = out.join("home");
+    mkdir(&home, 0o755)?;
+    let user_home = home.join(ACCOUNT);
+    mkdir(&user_home, 0o755)?;
+    lchown(&user_home, ACCOUNT_ID, ACCOUNT_ID).ctx("chown", &user_home)?;
+    // The shell's start files, from the skeleton's copy of /etc/skel.
+    let skel = sk_etc.join("skel");
+    if skel.is_dir() {
+        for e in fs::read_dir(&skel).ctx("list", &skel)?.flatten() {
+            let m = fs::symlink_metadata(e.path()).ctx("stat", &e.path())?;
+            if !m.is_file() {
+                continue;
+            }
+            let to = user_home.join(e.file_name());
+            fs::copy(e.path(), &to).ctx("copy", &to)?;
+            lchown(&to, ACCOUNT_ID, ACCOUNT_ID).ctx("chown", &to)?;
+            fs::set_permissions(&to, fs::Permissions::from_mode(m.mode() & 0o777))
+                .ctx("chmod", &to)?;
+        }
+    }
+    Ok(())
+}
+
+/// `text` without a line for [`ACCOUNT`], plus `line`.
+fn with_line(text: &str, line: &str) -> String {
+    let mut out: String = text
+        .lines()
+        .filter(|l| l.split(':').next() != Some(ACCOUNT))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    out.push_str(line);
+    out.push('\n');
+    out
+}
+
+/// passwd and group contents with the account `user` (uid and gid
+/// [`ACCOUNT_ID`], home `/home/user`, bash) and its group: an existing
+/// `user` entry is replaced; another account or group holding id 1000 is
+/// moved to the first id from 1001 that neither file uses (a user whose
+/// primary group moved follows it).
+pub(crate) fn with_account(passwd: &str, group: &str) -> (String, String) {
+    let fields = |l: &str| -> Vec<String> { l.split(':').map(str::to_string).collect() };
+    let mut users: Vec<Vec<String>> = passwd
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(fields)
+        .filter(|f| f[0] != ACCOUNT)
+        .collect();
+    let mut groups: Vec<Vec<String>> = group
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(fields)
+        .filter(|f| f[0] != ACCOUNT)
+        .collect();
+    let id = ACCOUNT_ID.to_string();
+    let taken = |users: &[Vec<String>], groups: &[Vec<String>], n: u32| {
+        let s = n.to_string();
+        users.iter().any(|f| f.get(2) == Some(&s)) || groups.iter().any(|f| f.get(2) == Some(&s))
+    };
+    let free = |users: &[Vec<String>], groups: &[Vec<String>]| {
+        (ACCOUNT_ID + 1..60000)
+            .find(|n| !taken(users, groups, *n))
+            .unwrap_or(60000)
+    };
+    if groups.iter().any(|f| f.get(2) == Some(&id)) {
+        let new = free(&users, &groups).to_string();
+        for g in groups.iter_mut().filter(|f| f.get(2) == Some(&id)) {
+            g[2] = new.clone();
+        }
+        for u in users.iter_mut().filter(|f| f.get(3) == Some(&id)) {
+            u[3] = new.clone();
+        }
+    }
+    if users.iter().any(|f| f.get(2) == Some(&id)) {
+        let new = free(&users, &groups).to_string();
+        for u in users.iter_mut().filter(|f| f.get(2) == Some(&id)) {
+            u[2] = new.clone();
+        }
+    }
+    let join = |rows: &[Vec<String>]| -> String {
+        rows.iter().map(|f| format!("{}\n", f.join(":"))).collect()
+    };
+    let mut p = join(&users);
+    p.push_str(&format!(
+        "{ACCOUNT}:x:{ACCOUNT_ID}:{ACCOUNT_ID}::/home/{ACCOUNT}:/bin/bash\n"
+    ));
+    let mut g = join(&groups);
+    g.push_str(&format!("{ACCOUNT}:x:{ACCOUNT_ID}:\n"));
+    (p, g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_account_takes_id_1000_and_a_clash_moves() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n\
+                      cloudsdk:x:1000:1000::/home/cloudsdk:/bin/bash\n\
+                      other:x:1001:1000::/home/other:/bin/sh\n\
+                      user:x:1500:1500::/old:/bin/sh\n";
+        let group = "root:x:0:\ncloudsdk:x:1000:\nsudo:x:27:cloudsdk\nuser:x:1500:\n";
+        let (p, g) = with_account(passwd, group);
+        assert_eq!(
+            p,
+            "root:x:0:0:root:/root:/bin/bash\n\
+             cloudsdk:x:1003:1002::/home/cloudsdk:/bin/bash\n\
+             other:x:1001:1002::/home/other:/bin/sh\n\
+             user:x:1000:1000::/home/user:/bin/bash\n"
+        );
+        assert_eq!(
+            g,
+            "root:x:0:\ncloudsdk:x:1002:\nsudo:x:27:cloudsdk\nuser:x:1000:\n"
+        );
+        // Without a clash nothing else changes.
+        let (p, g) = with_account("root:x:0:0::/root:/bin/sh\n", "root:x:0:\n");
+        assert!(p.ends_with("user:x:1000:1000::/home/user:/bin/bash\n"));
+        assert_eq!(g, "root:x:0:\nuser:x:1000:\n");
+        assert_eq!(
+            with_line("root:*:1::\nuser:old\n", "user:*:2::"),
+            "root:*:1::\nuser:*:2::\n"
+        );
+    }
 }

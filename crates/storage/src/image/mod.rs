@@ -13,6 +13,9 @@
 //! downloads/           blobs being pulled (partial ones resume)
 //! host/<digest>/       skeleton layer of the built-in "host" image
 //! host/<digest>.json   its metadata
+//! host/<digest>-dwell-host-user-vN/  account layer of the built-in
+//!                      "host-user" image (N: its recipe), and `.json` its
+//!                      metadata
 //! tmp/                 staging; nothing here is ever referenced
 //! ```
 //!
@@ -49,6 +52,17 @@ use crate::fsutil::{atomic_write, nonce, sha256_hex, validate_name};
 
 /// Name of the built-in image made from the host's own `/usr`.
 pub const HOST_IMAGE: &str = "host";
+/// Name of the built-in image that is [`HOST_IMAGE`] plus an unprivileged
+/// account `user` (uid and gid 1000, home `/home/user`, passwordless
+/// sudo) as its default user.
+pub const HOST_USER_IMAGE: &str = "host-user";
+pub use host::{ACCOUNT as HOST_USER_ACCOUNT, ACCOUNT_ID as HOST_USER_ACCOUNT_ID};
+
+/// Whether `reference` names a built-in image (never pulled, stored or
+/// built over).
+pub fn is_builtin(reference: &str) -> bool {
+    matches!(reference, HOST_IMAGE | HOST_USER_IMAGE)
+}
 
 /// Largest manifest or index read from a registry or the store.
 pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
@@ -185,6 +199,12 @@ impl ImageStore {
     /// package database (`/var/lib/dpkg/status`) changed.
     pub fn host(&self) -> Result<Image> {
         host::get_or_build(self)
+    }
+
+    /// The built-in [`HOST_USER_IMAGE`]: the host image with an account
+    /// layer on top, built once per host skeleton.
+    pub fn host_user(&self) -> Result<Image> {
+        host::get_or_build_user(self)
     }
 
     /// Imports an OCI image layout directory or a `docker save` tarball
@@ -398,6 +418,9 @@ impl ImageStore {
         if reference == HOST_IMAGE {
             return self.host();
         }
+        if reference == HOST_USER_IMAGE {
+            return self.host_user();
+        }
         match self.find(reference)? {
             Some((_, img)) => Ok(img),
             None => Err(StorageError::ImageNotFound(reference.to_string())),
@@ -406,7 +429,7 @@ impl ImageStore {
 
     /// The image `reference` names, if stored (never "host").
     pub fn lookup(&self, reference: &str) -> Result<Option<Image>> {
-        if reference == HOST_IMAGE {
+        if is_builtin(reference) {
             return Ok(None);
         }
         Ok(self.find(reference)?.map(|(_, i)| i))
@@ -468,8 +491,8 @@ impl ImageStore {
     /// reference, or its old name), if it is stored; `host` for "host".
     /// Two references naming the same stored image have the same key.
     pub fn key_of(&self, reference: &str) -> Result<Option<String>> {
-        if reference == HOST_IMAGE {
-            return Ok(Some(HOST_IMAGE.to_string()));
+        if is_builtin(reference) {
+            return Ok(Some(reference.to_string()));
         }
         Ok(self
             .find(reference)?
@@ -493,6 +516,12 @@ impl ImageStore {
     /// Removing "host" drops its built skeletons (it is rebuilt on next
     /// use). A missing image is an error. Returns the removed image.
     pub fn remove(&self, reference: &str) -> Result<Image> {
+        if reference == HOST_USER_IMAGE {
+            let img = self.host_user()?;
+            let _lock = self.lock()?;
+            host::remove_user_layers(self)?;
+            return Ok(img);
+        }
         let _lock = self.lock()?;
         if reference == HOST_IMAGE {
             let img = self.host()?;
@@ -727,13 +756,13 @@ pub struct Pulled {
     pub tenant: String,
 }
 
-/// Parses a reference for a new image; "host" is refused.
+/// Parses a reference for a new image; the built-in names are refused.
 fn parse_new(reference: &str) -> Result<Reference> {
-    if reference == HOST_IMAGE {
+    if is_builtin(reference) {
         return Err(StorageError::InvalidName {
             what: "image name",
             name: reference.to_string(),
-            reason: "\"host\" is the built-in image; choose another name".to_string(),
+            reason: format!("{reference:?} is a built-in image; choose another name"),
         });
     }
     Reference::parse(reference)

@@ -17,11 +17,11 @@ try {
   } catch (e) {
     assert.equal(e.exitCode, 7); ok('CommandExitError with exit code 7')
   }
-  await sbx.files.write('/root/js.txt', 'from node')
-  assert.equal(await sbx.files.read('/root/js.txt'), 'from node'); ok('files write/read')
+  await sbx.files.write('/home/user/js.txt', 'from node')
+  assert.equal(await sbx.files.read('/home/user/js.txt'), 'from node'); ok('files write/read')
   assert.equal(await sbx.pause(), true); ok('pause')
   const again = await Sandbox.connect(sbx.sandboxId)
-  assert.equal(await again.files.read('/root/js.txt'), 'from node'); ok('file survives pause/connect')
+  assert.equal(await again.files.read('/home/user/js.txt'), 'from node'); ok('file survives pause/connect')
   const listed = await Sandbox.list({ query: { metadata: { suite: tag } } }).nextItems()
   assert.deepEqual(listed.map((s) => s.sandboxId), [sbx.sandboxId]); ok('list by metadata')
   assert.equal(await again.kill(), true); ok('kill')
