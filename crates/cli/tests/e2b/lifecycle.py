@@ -152,28 +152,28 @@ with sandbox(timeout=60, metadata={"suite": tag},
 # boots it again.
 with sandbox(timeout=3, metadata={"suite": tag},
              lifecycle={"on_timeout": {"action": "pause", "keep_memory": False}}) as s:
-    s.files.write("/root/marker.txt", "fs-only")
+    s.files.write("/home/user/marker.txt", "fs-only")
     before = boot_id(s)
     gone_within(s, time.time() + 3, 1.5, "the filesystem-only auto-pause fires on time")
     check(s.get_info().state == SandboxState.PAUSED, "shown paused")
     r = s.connect()
-    check(r.files.read("/root/marker.txt") == "fs-only", "its files survive")
+    check(r.files.read("/home/user/marker.txt") == "fs-only", "its files survive")
     check(boot_id(r) != before, "connect booted it again (a new boot id)")
 
 # pause(keep_memory=False) explicitly: the same.
 with sandbox(metadata={"suite": tag}) as s:
-    s.files.write("/root/marker.txt", "explicit")
+    s.files.write("/home/user/marker.txt", "explicit")
     before = boot_id(s)
     check(s.pause(keep_memory=False) is True, "a filesystem-only pause")
     check(not s.is_running(), "not running after it")
     r = s.connect()
-    check(r.files.read("/root/marker.txt") == "explicit" and boot_id(r) != before,
+    check(r.files.read("/home/user/marker.txt") == "explicit" and boot_id(r) != before,
           "connect boots it again with its files")
     check(r.pause() is True and r.connect().is_running(), "a memory pause of it still works")
 
 # Fork: one (warm or cold copy), many, by id; a killed one is not found.
 with sandbox(metadata={"suite": tag, "case": "fork"}) as s:
-    s.files.write("/root/state.txt", "before fork")
+    s.files.write("/home/user/state.txt", "before fork")
     # Under gVisor a fork is a warm copy: its processes go on in the fork.
     warm = os.environ.get("DWELL_TEST_ISOLATION") == "gvisor"
     if warm:
@@ -183,9 +183,9 @@ with sandbox(metadata={"suite": tag, "case": "fork"}) as s:
     f = forks[0]
     try:
         check(f.sandbox_id != s.sandbox_id and s.is_running() and f.is_running(), "both run")
-        check(f.files.read("/root/state.txt") == "before fork", "the fork has the files")
-        f.files.write("/root/state.txt", "in fork")
-        check(s.files.read("/root/state.txt") == "before fork", "and is independent")
+        check(f.files.read("/home/user/state.txt") == "before fork", "the fork has the files")
+        f.files.write("/home/user/state.txt", "in fork")
+        check(s.files.read("/home/user/state.txt") == "before fork", "and is independent")
         check(f.get_info().metadata.get("case") == "fork", "the fork keeps the metadata")
         if warm:
             ps = f.commands.run("ps -eo args").stdout

@@ -68,13 +68,13 @@ try {
   assert.deepEqual(past, []); ok('nothing for a range before the sandbox')
 
   // Fork: the files, independent, many.
-  await m.files.write('/root/state.txt', 'before fork')
+  await m.files.write('/home/user/state.txt', 'before fork')
   const [f] = await m.fork()
   assert.ok(f instanceof Sandbox, `a fork: ${f}`)
   made.push(f.sandboxId)
-  assert.equal(await f.files.read('/root/state.txt'), 'before fork'); ok('the fork has the files')
-  await f.files.write('/root/state.txt', 'in fork')
-  assert.equal(await m.files.read('/root/state.txt'), 'before fork'); ok('and is independent')
+  assert.equal(await f.files.read('/home/user/state.txt'), 'before fork'); ok('the fork has the files')
+  await f.files.write('/home/user/state.txt', 'in fork')
+  assert.equal(await m.files.read('/home/user/state.txt'), 'before fork'); ok('and is independent')
   const two = await Sandbox.fork(m.sandboxId, { count: 2 })
   for (const x of two) if (x instanceof Sandbox) made.push(x.sandboxId)
   assert.equal(two.filter((x) => x instanceof Sandbox).length, 2); ok('two forks by id')
