@@ -762,6 +762,8 @@ fn sdk_checks(isolation: &str, node: bool) {
         ("NET_PROXY", proxy.clone()),
     ];
     sdk_scenario(&d, "python3", &dir.join("network.py"), &env);
+    let mut d = d;
+    mask_survives_a_restart(&mut d, &e2b.api, &proxy);
     if node {
         let js = dir.join("js");
         if !js.join("node_modules/e2b/package.json").exists()
@@ -818,4 +820,53 @@ fn sdk_scenario(d: &Daemon, program: &str, script: &std::path::Path, env: &[(&st
         "{program} {name} failed ({status:?}); its output is above; daemon log tail:\n{}",
         tail(&d.log(), 40)
     );
+}
+
+/// Answers every GET on port 8080 with the Host header it got.
+const ECHO_HOST: &str = "import http.server
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        b=('host='+self.headers.get('Host','')).encode()
+        self.send_response(200); self.send_header('Content-Length',str(len(b))); self.end_headers()
+        self.wfile.write(b)
+    def log_message(self,*a): pass
+http.server.HTTPServer(('',8080),H).serve_forever()";
+
+/// A sandbox's `maskRequestHost` is kept across a daemon crash: the
+/// restarted daemon shows it and its port proxy still masks the Host.
+fn mask_survives_a_restart(d: &mut Daemon, api: &str, proxy: &str) {
+    let key = d.tenant_key("e2b-mask");
+    let body =
+        r#"{"templateID":"base","network":{"maskRequestHost":"${PORT}-masked.example.com"}}"#;
+    let created = e2b_create(api, &key, body);
+    let sb = created["sandboxID"].as_str().unwrap().to_string();
+    d.kill9();
+    d.restart();
+    wait_listening(api, 30);
+    wait_listening(proxy, 30);
+    let (status, text) = http_json(api, "GET", &format!("/sandboxes/{sb}"), &key, "");
+    assert_eq!(status, 200, "{text}");
+    let info: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        info["network"]["maskRequestHost"], "${PORT}-masked.example.com",
+        "{info}"
+    );
+    let t = ["--as-tenant", "e2b-mask"];
+    let mut args = t.to_vec();
+    args.extend(["exec", "-d", &sb, "--", "python3", "-c", ECHO_HOST]);
+    d.ok(&args);
+    let host = format!("8080-{sb}.dwell.test");
+    let t0 = std::time::Instant::now();
+    let r = loop {
+        let r = http::request(proxy, "GET", "/", &[("Host", host.as_str())], b"");
+        if r.status == 200 || t0.elapsed() > Duration::from_secs(20) {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "host=8080-masked.example.com");
+    let mut args = t.to_vec();
+    args.extend(["rm", "-f", &sb]);
+    d.ok(&args);
 }
