@@ -19,6 +19,10 @@
 //! an update revokes it must not leave its address reachable (an answer in
 //! flight pinned after the update); an answer with 1000 addresses pins at
 //! most 32 of them into a bounded set.
+//!
+//! E2B's own network tests reach public addresses; `e2b_sdk_network_*` runs
+//! their behaviours as SDK scenarios against this internet instead
+//! (`tests/e2b/network.py`, `tests/e2b/js/network.mjs`).
 
 mod common;
 
@@ -679,4 +683,190 @@ fn a_huge_answer_pins_a_few(d: &Daemon, isolation: &str) {
     );
     assert!(set.contains("size 4096"), "the set is bounded: {set}");
     d.ok(&["rm", "-f", "m1"]);
+}
+
+/// E2B's network tests, which reach public addresses, as SDK scenarios
+/// against this file's internet: `tests/e2b/network.py` (the PyPI SDK) on
+/// both runtimes and `tests/e2b/js/network.mjs` (the npm SDK) on the
+/// namespace runtime, with the port proxy on loopback over plain HTTP.
+#[test]
+fn e2b_sdk_network_namespace() {
+    if can_run() && python_sdk_present() {
+        in_private_netns("e2b_sdk_network_helper_namespace");
+    }
+}
+
+#[test]
+fn e2b_sdk_network_gvisor() {
+    if can_run_gvisor() && python_sdk_present() {
+        in_private_netns("e2b_sdk_network_helper_gvisor");
+    }
+}
+
+#[test]
+#[ignore = "helper of e2b_sdk_network_namespace"]
+fn e2b_sdk_network_helper_namespace() {
+    if netns::is_helper() {
+        sdk_checks("namespace", true);
+    }
+}
+
+#[test]
+#[ignore = "helper of e2b_sdk_network_gvisor"]
+fn e2b_sdk_network_helper_gvisor() {
+    if netns::is_helper() {
+        sdk_checks("gvisor", false);
+    }
+}
+
+/// Whether python3 has the `e2b` package (skips with why when not).
+fn python_sdk_present() -> bool {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", "import e2b"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        skip("python3 or its package `e2b` is missing; install them with scripts/install-deps.sh");
+    }
+    ok
+}
+
+/// The SDK scenarios against a daemon in this namespace: E2B API, envd
+/// and port proxy listeners on loopback, DNS through the outside.
+fn sdk_checks(isolation: &str, node: bool) {
+    netns::enable_forwarding();
+    let outside = Outside::start();
+    internet(&outside);
+    std::env::set_var("DWELL_TEST_ISOLATION", isolation);
+    let proxy = format!("127.0.0.1:{}", free_port());
+    let (d, e2b) = Daemon::start_e2b(&[
+        "--dns-upstream",
+        OUTSIDE,
+        "--proxy-listen",
+        &proxy,
+        "--domain",
+        "dwell.test",
+    ]);
+    wait_listening(&proxy, 20);
+    let key = d.tenant_key("e2b");
+    let key = format!("e2b_{}", key.strip_prefix("dwk_").expect("a dwell key"));
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/e2b");
+    let env = [
+        ("E2B_API_URL", format!("http://{}", e2b.api)),
+        ("E2B_SANDBOX_URL", format!("http://{}", e2b.envd)),
+        ("E2B_API_KEY", key),
+        ("NET_ALLOWED", ALLOWED.to_string()),
+        ("NET_DENIED", DENIED.to_string()),
+        ("NET_OTHER", OTHER.to_string()),
+        ("NET_SERVICE_PORT", SERVICE_PORT.to_string()),
+        ("NET_PROXY", proxy.clone()),
+    ];
+    sdk_scenario(&d, "python3", &dir.join("network.py"), &env);
+    let mut d = d;
+    mask_survives_a_restart(&mut d, &e2b.api, &proxy);
+    if node {
+        let js = dir.join("js");
+        if !js.join("node_modules/e2b/package.json").exists()
+            || std::process::Command::new("node")
+                .arg("--version")
+                .output()
+                .is_err()
+        {
+            skip("node or the npm package `e2b` (tests/e2b/js) is missing; run scripts/install-deps.sh");
+        } else {
+            sdk_scenario(&d, "node", &js.join("network.mjs"), &env);
+        }
+    }
+    drop(d);
+}
+
+/// Runs one scenario script; panics with its output (and the daemon log's
+/// tail) unless it exits 0 within 5 minutes.
+fn sdk_scenario(d: &Daemon, program: &str, script: &std::path::Path, env: &[(&str, String)]) {
+    let name = script.file_name().unwrap().to_string_lossy().to_string();
+    let out_path = d.dir.path().join(format!("{program}-{name}.out"));
+    let out = std::fs::File::create(&out_path).unwrap();
+    let mut child = std::process::Command::new(program)
+        .arg(script)
+        .current_dir(script.parent().unwrap())
+        .env_remove("E2B_DOMAIN")
+        .env_remove("E2B_DEBUG")
+        .env("PYTHONUNBUFFERED", "1")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if t0.elapsed() > Duration::from_secs(300) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let output = std::fs::read_to_string(&out_path).unwrap_or_default();
+    eprintln!(
+        "--- {program} {name} ({:.1}s) ---\n{output}",
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{program} {name} failed ({status:?}); its output is above; daemon log tail:\n{}",
+        tail(&d.log(), 40)
+    );
+}
+
+/// Answers every GET on port 8080 with the Host header it got.
+const ECHO_HOST: &str = "import http.server
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        b=('host='+self.headers.get('Host','')).encode()
+        self.send_response(200); self.send_header('Content-Length',str(len(b))); self.end_headers()
+        self.wfile.write(b)
+    def log_message(self,*a): pass
+http.server.HTTPServer(('',8080),H).serve_forever()";
+
+/// A sandbox's `maskRequestHost` is kept across a daemon crash: the
+/// restarted daemon shows it and its port proxy still masks the Host.
+fn mask_survives_a_restart(d: &mut Daemon, api: &str, proxy: &str) {
+    let key = d.tenant_key("e2b-mask");
+    let body =
+        r#"{"templateID":"base","network":{"maskRequestHost":"${PORT}-masked.example.com"}}"#;
+    let created = e2b_create(api, &key, body);
+    let sb = created["sandboxID"].as_str().unwrap().to_string();
+    d.kill9();
+    d.restart();
+    wait_listening(api, 30);
+    wait_listening(proxy, 30);
+    let (status, text) = http_json(api, "GET", &format!("/sandboxes/{sb}"), &key, "");
+    assert_eq!(status, 200, "{text}");
+    let info: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        info["network"]["maskRequestHost"], "${PORT}-masked.example.com",
+        "{info}"
+    );
+    let t = ["--as-tenant", "e2b-mask"];
+    let mut args = t.to_vec();
+    args.extend(["exec", "-d", &sb, "--", "python3", "-c", ECHO_HOST]);
+    d.ok(&args);
+    let host = format!("8080-{sb}.dwell.test");
+    let t0 = std::time::Instant::now();
+    let r = loop {
+        let r = http::request(proxy, "GET", "/", &[("Host", host.as_str())], b"");
+        if r.status == 200 || t0.elapsed() > Duration::from_secs(20) {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "host=8080-masked.example.com");
+    let mut args = t.to_vec();
+    args.extend(["rm", "-f", &sb]);
+    d.ok(&args);
 }

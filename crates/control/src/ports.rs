@@ -19,6 +19,10 @@
 //!   affected). A link's MAC also covers a random key of the daemon process,
 //!   so links minted before a restart are void after it and a used link
 //!   cannot be replayed once the daemon forgot it. Cookies survive restarts.
+//! * An exposure may name the `Host` header its server gets instead of the
+//!   client's ([`check_host_header`]: `host[:port]`, where `${PORT}` stands
+//!   for the port; E2B's `maskRequestHost`). `X-Forwarded-Host` keeps the
+//!   client's.
 //! * `--` separates name and tenant in host names, so new sandbox and tenant
 //!   names may not contain it; older names that do are reached by id only.
 
@@ -217,6 +221,72 @@ pub fn token_matches(hash: &str, token: &str) -> bool {
     }
 }
 
+/// What stands for the port in an exposure's host header.
+pub const PORT_VAR: &str = "${PORT}";
+
+/// The longest host header an exposure may name (a DNS name's 253, a port).
+pub const MAX_HOST_HEADER_LEN: usize = 260;
+
+/// Checks an exposure's host header: `host[:port]`, a DNS name or IPv4
+/// address (letters, digits, `-`, `.`) with an optional numeric port,
+/// where `${PORT}` may stand anywhere for the port the request goes to.
+/// The error says what is wrong, to be shown as is.
+pub fn check_host_header(mask: &str) -> Result<(), String> {
+    let example = "app.example.com:${PORT} or ${PORT}-app.example.com";
+    if mask.is_empty() {
+        return Err(format!(
+            "the host is empty; give host[:port], such as {example}"
+        ));
+    }
+    if mask.len() > MAX_HOST_HEADER_LEN {
+        return Err(format!(
+            "the host is {} bytes long; give at most {MAX_HOST_HEADER_LEN}",
+            mask.len()
+        ));
+    }
+    // The longest port stands in for the variable.
+    let host = mask.replace(PORT_VAR, "65535");
+    if let Some(c) = host
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':')))
+    {
+        let what = if c == '$' || c == '{' || c == '}' {
+            format!("{c:?} outside of {PORT_VAR}, the only variable")
+        } else {
+            format!("the character {c:?}")
+        };
+        return Err(format!(
+            "{mask:?} has {what}; give host[:port] with letters, digits, '-' and '.', such as \
+             {example}"
+        ));
+    }
+    let (name, port) = match host.split_once(':') {
+        Some((n, p)) => (n, Some(p)),
+        None => (host.as_str(), None),
+    };
+    if let Some(p) = port {
+        if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "{mask:?} has no port number after its ':'; give host:PORT with a number or \
+                 {PORT_VAR}, such as {example}"
+            ));
+        }
+    }
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty() || name.split('.').any(|l| l.is_empty() || l.len() > 63) {
+        return Err(format!(
+            "{mask:?} is not a host name: its dot-separated labels must be 1 to 63 characters \
+             long; give host[:port], such as {example}"
+        ));
+    }
+    Ok(())
+}
+
+/// The host header an exposure names, for a request to `port`.
+pub fn host_header_for(mask: &str, port: u16) -> String {
+    mask.replace(PORT_VAR, &port.to_string())
+}
+
 /// What a login token says (before its MAC and nonce are checked).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Login {
@@ -280,6 +350,43 @@ pub(crate) fn cookie_signed(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn host_headers_are_host_and_port_with_the_port_variable() {
+        for ok in [
+            "custom-host.example.com:${PORT}",
+            "${PORT}-myapp.example.com",
+            "example.com",
+            "example.com.",
+            "10.0.0.1:8080",
+            "localhost",
+        ] {
+            assert_eq!(check_host_header(ok), Ok(()), "{ok}");
+        }
+        let long = format!("{}.com", "a.".repeat(130));
+        for bad in [
+            "",
+            "a b.com",
+            "x.com/path",
+            "x.com:",
+            "x.com:abc",
+            "x.com:1:2",
+            "$HOME.com",
+            "${HOST}.com",
+            "a..b",
+            ":80",
+            "x.com\r\nX-Evil: 1",
+            long.as_str(),
+        ] {
+            assert!(check_host_header(bad).is_err(), "{bad:?} passed");
+        }
+        assert_eq!(
+            host_header_for("h.example.com:${PORT}", 8080),
+            "h.example.com:8080"
+        );
+        assert_eq!(host_header_for("${PORT}-a.b", 3000), "3000-a.b");
+    }
+
     use super::*;
 
     #[test]

@@ -127,6 +127,12 @@ pub fn detail(
             State::Stopped => Some("filesystem"),
             _ => None,
         },
+        network: wire::NetworkInfo {
+            allow_out: sb.spec.egress.allow.clone(),
+            deny_out: sb.spec.egress.deny.clone(),
+            allow_public_traffic: st.ctl.traffic_token_of(&sb.id)?.is_none(),
+            mask_request_host: st.ctl.all_ports_host_header(&sb.id)?,
+        },
     });
     Ok(l)
 }

@@ -39,6 +39,9 @@ pub struct Network {
     pub deny_out: Option<Vec<String>>,
     /// False: the sandbox's public URLs need the traffic access token.
     pub allow_public_traffic: Option<bool>,
+    /// The `Host` header the sandbox's servers get through the port proxy
+    /// (`${PORT}` stands for the port).
+    pub mask_request_host: Option<String>,
     /// Per-host request transforms and an egress proxy: not available.
     pub rules: Option<serde_json::Value>,
     pub egress_proxy: Option<serde_json::Value>,
@@ -52,6 +55,8 @@ pub struct NetworkUpdate {
     pub allow_out: Option<Vec<String>>,
     pub deny_out: Option<Vec<String>>,
     /// False: deny everything not in `allowOut` (as `denyOut: ["0.0.0.0/0"]`).
+    /// The SDKs send it in snake case, as on create.
+    #[serde(rename = "allow_internet_access", alias = "allowInternetAccess")]
     pub allow_internet_access: Option<bool>,
     /// Per-host request transforms: not available.
     pub rules: Option<serde_json::Value>,
@@ -176,6 +181,21 @@ pub struct Detail {
     pub lifecycle: Lifecycle,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pause_mode: Option<&'static str>,
+    pub network: NetworkInfo,
+}
+
+/// `network` of `GET /sandboxes/{id}`: the egress rules and how the port
+/// proxy serves the sandbox.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkInfo {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow_out: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deny_out: Vec<String>,
+    pub allow_public_traffic: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask_request_host: Option<String>,
 }
 
 #[derive(Debug, Serialize)]

@@ -708,8 +708,14 @@ fn strip_hop(h: &mut HeaderMap, upgrade: bool) {
 }
 
 /// The request as the sandbox's server gets it: origin-form, no proxy
-/// credentials, `X-Forwarded-*` set.
-fn outbound(conn: &ConnState, mut req: Request<Incoming>, upgrade: bool) -> Request<Incoming> {
+/// credentials, `X-Forwarded-*` set (`X-Forwarded-Host`: the client's
+/// host), `Host` replaced when the route's exposure names one.
+fn outbound(
+    conn: &ConnState,
+    route: &PortRoute,
+    mut req: Request<Incoming>,
+    upgrade: bool,
+) -> Request<Incoming> {
     let pq = req
         .uri()
         .path_and_query()
@@ -744,6 +750,13 @@ fn outbound(conn: &ConnState, mut req: Request<Incoming>, upgrade: bool) -> Requ
     }
     if let Some(host) = host {
         h.insert("x-forwarded-host", host);
+    }
+    if let Some(mask) = route.exposure.as_ref().and_then(|e| e.host_header.as_ref()) {
+        // Checked when it was stored: a header value.
+        let masked = dwell_control::ports::host_header_for(mask, route.port);
+        if let Ok(v) = HeaderValue::from_str(&masked) {
+            h.insert(header::HOST, v);
+        }
     }
     let proto = if conn.tls { "https" } else { "http" };
     h.insert("x-forwarded-proto", HeaderValue::from_static(proto));
@@ -815,7 +828,7 @@ async fn forward(
         });
     }
     let mut up = up.expect("set above");
-    let req = outbound(conn, req, false);
+    let req = outbound(conn, route, req, false);
     let resp = tokio::time::timeout(shared.opts.idle_timeout, up.sender.send_request(req)).await;
     let resp = match resp {
         Err(_) => return Err(timed_out(shared, route, html)),
@@ -849,7 +862,7 @@ async fn upgrade(
         let _ = c.with_upgrades().await;
     });
     let client_side = hyper::upgrade::on(&mut req);
-    let req = outbound(conn, req, true);
+    let req = outbound(conn, route, req, true);
     let mut resp =
         match tokio::time::timeout(shared.opts.idle_timeout, sender.send_request(req)).await {
             Err(_) => return Err(timed_out(shared, route, html)),

@@ -214,6 +214,10 @@ pub const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL,
         PRIMARY KEY (template_id, tag)
     );",
+    // 15: the Host header a sandbox's server gets through the port proxy
+    // instead of the client's (E2B's `network.maskRequestHost`); NULL keeps
+    // the client's.
+    "ALTER TABLE port_exposures ADD COLUMN host_header TEXT;",
 ];
 
 /// Bring the schema to the newest version.

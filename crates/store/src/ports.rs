@@ -19,9 +19,13 @@ pub struct Exposure {
     pub token_hash: Option<String>,
     /// Unix ms.
     pub created_at: i64,
+    /// The `Host` header the sandbox's server gets instead of the one the
+    /// client sent (`${PORT}` in it stands for the port); `None` keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_header: Option<String>,
 }
 
-const COLUMNS: &str = "sandbox_id, port, public, token_hash, created_at";
+const COLUMNS: &str = "sandbox_id, port, public, token_hash, created_at, host_header";
 
 fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Exposure> {
     Ok(Exposure {
@@ -30,6 +34,7 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Exposure> {
         public: r.get(2)?,
         token_hash: r.get(3)?,
         created_at: r.get(4)?,
+        host_header: r.get(5)?,
     })
 }
 
@@ -37,11 +42,19 @@ impl Store {
     /// Adds or replaces the exposure of `(sandbox_id, port)`.
     pub fn put_exposure(&self, e: &Exposure) -> Result<()> {
         self.conn().execute(
-            "INSERT INTO port_exposures (sandbox_id, port, public, token_hash, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5) \
+            "INSERT INTO port_exposures \
+             (sandbox_id, port, public, token_hash, created_at, host_header) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
              ON CONFLICT (sandbox_id, port) DO UPDATE SET public = ?3, token_hash = ?4, \
-             created_at = ?5",
-            params![e.sandbox_id, e.port, e.public, e.token_hash, e.created_at],
+             created_at = ?5, host_header = ?6",
+            params![
+                e.sandbox_id,
+                e.port,
+                e.public,
+                e.token_hash,
+                e.created_at,
+                e.host_header
+            ],
         )?;
         Ok(())
     }
@@ -115,6 +128,7 @@ mod tests {
             public,
             token_hash: (!public).then(|| "ab".repeat(32)),
             created_at: 5,
+            host_header: None,
         }
     }
 
@@ -144,5 +158,18 @@ mod tests {
         s.delete_exposures("a").unwrap();
         assert!(s.list_exposures("a").unwrap().is_empty());
         assert_eq!(s.list_exposures("b").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_host_header_is_kept_and_replaced() {
+        let s = Store::in_memory().unwrap();
+        let masked = Exposure {
+            host_header: Some("app.example.com:${PORT}".into()),
+            ..exp("a", 0, true)
+        };
+        s.put_exposure(&masked).unwrap();
+        assert_eq!(s.covering_exposure("a", 8080).unwrap(), Some(masked));
+        s.put_exposure(&exp("a", 0, false)).unwrap();
+        assert_eq!(s.get_exposure("a", 0).unwrap().unwrap().host_header, None);
     }
 }

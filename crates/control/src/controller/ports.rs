@@ -81,6 +81,7 @@ impl Controller {
             public,
             token_hash,
             created_at: self.inner.clock.now_ms(),
+            host_header: old.and_then(|o| o.host_header),
         };
         self.inner.store.put_exposure(&exposure)?;
         Ok(Exposed {
@@ -141,8 +142,20 @@ impl Controller {
 
     /// Exposes every port of a sandbox (E2B's model: any port is reachable
     /// as `PORT-ID.DOMAIN`), public or behind the sandbox's traffic access
-    /// token ([`Self::traffic_token`]).
-    pub fn expose_all_ports(&self, sandbox_id: &str, public: bool) -> Result<()> {
+    /// token ([`Self::traffic_token`]); `host_header`: the `Host` its
+    /// servers get instead of the client's ([`ports::check_host_header`]).
+    pub fn expose_all_ports(
+        &self,
+        sandbox_id: &str,
+        public: bool,
+        host_header: Option<&str>,
+    ) -> Result<()> {
+        if let Some(h) = host_header {
+            ports::check_host_header(h).map_err(|message| Error::Invalid {
+                field: "host_header".into(),
+                message,
+            })?;
+        }
         let token_hash = if public {
             None
         } else {
@@ -154,6 +167,7 @@ impl Controller {
             public,
             token_hash,
             created_at: self.inner.clock.now_ms(),
+            host_header: host_header.map(str::to_string),
         })?;
         Ok(())
     }
@@ -172,6 +186,15 @@ impl Controller {
             Some(e) if !e.public => Ok(Some(self.traffic_token(sandbox_id)?)),
             _ => Ok(None),
         }
+    }
+
+    /// The host header of a sandbox's every-port exposure, when it names one.
+    pub fn all_ports_host_header(&self, sandbox_id: &str) -> Result<Option<String>> {
+        Ok(self
+            .inner
+            .store
+            .get_exposure(sandbox_id, 0)?
+            .and_then(|e| e.host_header))
     }
 
     /// A one-time login token for a private exposure, valid for

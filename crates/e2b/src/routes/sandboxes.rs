@@ -1,6 +1,9 @@
 //! Create, connect (resume), pause, set the timeout of, refresh, fork,
 //! inspect and kill a sandbox.
 //!
+//! `network.maskRequestHost` is kept with the sandbox's every-port
+//! exposure: the port proxy gives its servers that `Host` (forks keep it).
+//!
 //! `mcp` on create is accepted and left to the SDK, which starts the
 //! `mcp-gateway` of the template inside the new sandbox itself and kills
 //! the sandbox when that fails; dwell keeps nothing of it.
@@ -69,6 +72,15 @@ pub async fn create(
         ));
     }
     let public_traffic = net.allow_public_traffic.unwrap_or(true);
+    let mask = net.mask_request_host.as_deref();
+    if let Some(m) = mask {
+        dwell_control::ports::check_host_header(m).map_err(|e| {
+            E2bError::bad_request(format!(
+                "network.maskRequestHost is not valid: {e} (${{PORT}} is replaced by the port \
+                 a request goes to)"
+            ))
+        })?;
+    }
     let has_rules = net.allow_out.is_some() || net.deny_out.is_some();
     // Rules imply internet access unless it is switched off explicitly.
     let nat = match req.allow_internet_access {
@@ -107,7 +119,7 @@ pub async fn create(
         .await?;
     // Every port is reachable as PORT-ID.DOMAIN through the port proxy:
     // publicly, or with the traffic access token.
-    if let Err(e) = st.ctl.expose_all_ports(&sb.id, public_traffic) {
+    if let Err(e) = st.ctl.expose_all_ports(&sb.id, public_traffic, mask) {
         let _ = st.ctl.delete(&p.tenant, &sb.id, true).await;
         return Err(e.into());
     }
@@ -362,6 +374,7 @@ pub async fn fork(
     let timeout = lifetime::check(req.timeout.unwrap_or(lifetime::DEFAULT_TIMEOUT_SECS))?;
     let src = find(&st, &p, &id)?;
     let public_traffic = st.ctl.traffic_token_of(&src.id)?.is_none();
+    let mask = st.ctl.all_ports_host_header(&src.id)?;
     let copy = CreateRequest {
         mode: Some(Mode::Persistent),
         env: src.spec.env.clone(),
@@ -382,7 +395,7 @@ pub async fn fork(
         let mut out = Vec::with_capacity(forks.len());
         for f in forks {
             out.push(match f {
-                Ok(sb) => match ctl.expose_all_ports(&sb.id, public_traffic) {
+                Ok(sb) => match ctl.expose_all_ports(&sb.id, public_traffic, mask.as_deref()) {
                     Ok(()) => Ok(sb),
                     Err(e) => {
                         let _ = ctl.delete(&tenant, &sb.id, true).await;
