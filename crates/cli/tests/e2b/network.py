@@ -127,10 +127,10 @@ with sandbox(allow_internet_access=True) as sb:
     check(sb.get_info().network is not None, "get_info has the network settings")
 with sandbox(allow_internet_access=False) as sb:
     blocked(sb, OTHER, "allow_internet_access=False")
-# Left out, the SDK sends nothing: dwell gives no internet then (E2B does);
-# any egress rule, or allow_internet_access=True, gives it.
+# Left out, the SDK sends nothing: internet, as on E2B, where the host
+# routes (this namespace forwards).
 with sandbox() as sb:
-    blocked(sb, OTHER, "allow_internet_access left out (dwell's default: no internet)")
+    reaches(sb, OTHER, "allow_internet_access left out: internet, as on E2B")
 
 # test_update_network_applies_restrictions / _clears_existing_rules
 with sandbox(allow_internet_access=True) as sb:

@@ -83,9 +83,12 @@ pub async fn create(
     }
     let has_rules = net.allow_out.is_some() || net.deny_out.is_some();
     // Rules imply internet access unless it is switched off explicitly.
+    // Left out, a sandbox has internet as on E2B, where this host can route
+    // it (IPv4 forwarding on; dwell never turns it on): asked for
+    // explicitly on a host that cannot, create fails with the reason.
     let nat = match req.allow_internet_access {
         Some(on) => on,
-        None => has_rules,
+        None => has_rules || dwell_runtime::host::network::check_forwarding().is_ok(),
     };
     let (allow_out, deny_out) = if nat && has_rules {
         (
