@@ -80,6 +80,7 @@ impl DeadlineWakes {
     }
 
     /// How many full rescans the timer has made since the daemon started.
+    #[cfg(test)]
     pub(crate) fn full_scans(&self) -> u64 {
         self.full_scans.load(Ordering::Relaxed)
     }
