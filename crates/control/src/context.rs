@@ -94,9 +94,9 @@ pub(crate) struct Context {
     pub(crate) services: crate::service_book::Bookkeeping,
     /// Builds running per tenant and the build limits.
     pub(crate) builds: Mutex<crate::build::BuildSlots>,
-    /// Wakes the deadline timer ([`crate::reconcile::deadlines`]) when a
-    /// deadline may have moved.
-    pub(crate) deadlines: tokio::sync::Notify,
+    /// Tells the deadline timer ([`crate::reconcile::deadlines`]) which
+    /// sandboxes' deadlines may have moved.
+    pub(crate) deadlines: crate::deadline_wakes::DeadlineWakes,
 }
 
 impl Context {

@@ -153,7 +153,7 @@ impl Controller {
                 ssh_keys_changed: tokio::sync::watch::channel(0).0,
                 services: Default::default(),
                 builds: Default::default(),
-                deadlines: tokio::sync::Notify::new(),
+                deadlines: Default::default(),
             }),
         }
     }

@@ -55,6 +55,7 @@ mod connections;
 mod context;
 pub mod controller;
 pub mod crashpoint;
+mod deadline_wakes;
 pub mod diff;
 mod egress;
 pub mod error;

@@ -37,7 +37,7 @@ pub use e2b_templates::{
     BUILD_ERROR, BUILD_READY, BUILD_WAITING,
 };
 pub use error::{Error, Result};
-pub use events::Event;
+pub use events::{Event, EventQuery, EVENTS_KEPT};
 pub use keys::{ApiKey, KeyRecord};
 pub use kinds::{Mode, RuntimeName, State};
 pub use networks::{parse_subnet, Member, Network};

@@ -45,7 +45,7 @@ impl Controller {
             "request",
             &format!("keepalive for {}", crate::policy::human(duration_ms)),
         )?;
-        self.inner.deadlines.notify_one();
+        self.inner.deadlines.changed(&rec.id);
         self.get_by_id(&rec.id)
     }
 
@@ -71,7 +71,7 @@ impl Controller {
             ),
         )?;
         // A deadline may be nearer now (a shortened timeout).
-        self.inner.deadlines.notify_one();
+        self.inner.deadlines.changed(&rec.id);
         self.get_by_id(&rec.id)
     }
 }
@@ -189,15 +189,20 @@ pub struct StreamGuard {
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         let mut m = self.inner.streams.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = false;
         if let Some(n) = m.get_mut(&self.id) {
             *n = n.saturating_sub(1);
             if *n == 0 {
                 m.remove(&self.id);
+                last = true;
             }
         }
         drop(m);
         self.inner.touch(&self.id);
-        // The idle timeout counts again from now on.
-        self.inner.deadlines.notify_one();
+        if last {
+            // The idle timeout counts again from now on (while another
+            // stream is open it does not count at all).
+            self.inner.deadlines.changed(&self.id);
+        }
     }
 }

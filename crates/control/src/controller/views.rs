@@ -105,17 +105,38 @@ impl Controller {
     /// Events of a sandbox after `after` (a sequence number).
     /// Deleted sandboxes keep their events (the audit trail): ask by id.
     pub fn events(&self, tenant: &str, id_or_name: &str, after: i64) -> Result<Vec<Event>> {
-        let rec = match self.record(tenant, id_or_name) {
-            Ok(r) => r,
-            Err(Error::NotFound(_)) => self
+        let id = self.event_owner(tenant, id_or_name)?;
+        Ok(self.inner.store.events(&id, after, 1000)?)
+    }
+
+    /// The events of a sandbox that match `q` (filtered and limited by
+    /// the store, among the sandbox's newest
+    /// [`dwell_store::EVENTS_KEPT`]). Blocking (SQLite): call it off the
+    /// async threads. Deleted sandboxes keep their events: ask by id.
+    pub fn find_events(
+        &self,
+        tenant: &str,
+        id_or_name: &str,
+        q: &dwell_store::EventQuery,
+    ) -> Result<Vec<Event>> {
+        let id = self.event_owner(tenant, id_or_name)?;
+        Ok(self.inner.store.find_events(&id, q)?)
+    }
+
+    /// The id of the caller's sandbox `id_or_name`, live or (by id)
+    /// deleted, whose events may be read.
+    fn event_owner(&self, tenant: &str, id_or_name: &str) -> Result<String> {
+        match self.record(tenant, id_or_name) {
+            Ok(r) => Ok(r.id),
+            Err(Error::NotFound(_)) => Ok(self
                 .inner
                 .store
-                .get_sandbox(id_or_name)?
+                .get_sandbox::<crate::model::SandboxSpec>(id_or_name)?
                 .filter(|r| r.tenant == tenant)
-                .ok_or_else(|| Error::NotFound(id_or_name.to_string()))?,
-            Err(e) => return Err(e),
-        };
-        Ok(self.inner.store.events(&rec.id, after, 1000)?)
+                .ok_or_else(|| Error::NotFound(id_or_name.to_string()))?
+                .id),
+            Err(e) => Err(e),
+        }
     }
 
     /// Every live sandbox of every tenant with live kernel stats where it

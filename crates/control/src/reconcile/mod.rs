@@ -202,7 +202,7 @@ async fn run(inner: &std::sync::Arc<Context>, id: &str, trigger: Trigger) {
     };
     let stepped = step(inner, &rec, &trigger).await;
     // Its deadlines may have moved with its state: the timer looks again.
-    inner.deadlines.notify_one();
+    inner.deadlines.changed(id);
     if let Err(e) = stepped {
         let msg = e.to_string();
         tracing::warn!(sandbox = id, "reconcile failed: {msg}");

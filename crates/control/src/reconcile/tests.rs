@@ -360,3 +360,91 @@ async fn a_ttl_fires_within_a_second_of_its_deadline_not_at_the_sweep() {
         "the shortened TTL fired {late} ms after its deadline"
     );
 }
+
+/// A burst of activity (streams closing, keepalives) costs the deadline
+/// timer a read of the sandboxes it names, never a read of every sandbox
+/// per wake: many wakes make no full rescan, and a deadline the activity
+/// moved still fires within a second of its new time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_activity_does_not_make_the_deadline_timer_rescan_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = controller_with(
+        dir.path(),
+        Arc::new(Idle::default()),
+        Arc::new(crate::clock::SystemClock),
+    );
+    let now = dwell_store::now_ms();
+    let mut idle = creating(&ctl, "idleburst001");
+    (idle.state, idle.desired_state) = (State::Running, State::Running);
+    (idle.created_at, idle.state_changed_at) = (now, now);
+    (idle.started_at, idle.last_activity_at) = (Some(now), Some(now));
+    idle.spec.policies.ttl_ms = None;
+    idle.spec.policies.idle_timeout_ms = Some(1500);
+    ctl.inner.store.insert_sandbox(&idle).unwrap();
+    // Others that the burst must not make the timer read.
+    for i in 0..50 {
+        let mut other = idle.clone();
+        other.id = format!("other{i:07}");
+        other.name = format!("other{i}");
+        other.spec.policies.idle_timeout_ms = Some(3_600_000);
+        ctl.inner.store.insert_sandbox(&other).unwrap();
+    }
+    tokio::spawn(super::deadlines::timer(ctl.inner.clone()));
+    let scans = || ctl.inner.deadlines.full_scans();
+    while scans() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let before = scans();
+
+    // Spread out, as a client's requests come: each finds the timer idle.
+    const N: u64 = 200;
+    for i in 0..N {
+        drop(ctl.stream_opened("idleburst001"));
+        if i % 20 == 0 {
+            ctl.keepalive("t", "idleburst001", 0).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let made = scans() - before;
+    assert!(
+        made <= 1,
+        "{N} activity wakes made {made} full rescans of the store"
+    );
+
+    // The idle timeout counts from the last activity written.
+    let rec: Record = ctl
+        .inner
+        .store
+        .get_sandbox("idleburst001")
+        .unwrap()
+        .unwrap();
+    let deadline = rec.last_activity_at.unwrap() + 1500;
+    let fired = loop {
+        let fired = ctl
+            .inner
+            .store
+            .events("idleburst001", 0, 1000)
+            .unwrap()
+            .into_iter()
+            .find(|e| e.kind == "policy" && e.message.contains("idle_timeout fired"));
+        if let Some(e) = fired {
+            break e.at;
+        }
+        assert!(
+            dwell_store::now_ms() < deadline + 3000,
+            "the idle timeout had not fired 3 s after its deadline"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let late = fired - deadline;
+    assert!(
+        (-50..=1000).contains(&late),
+        "the idle timeout fired {late} ms after its deadline"
+    );
+    assert!(
+        scans() - before <= 1,
+        "firing made {} full rescans",
+        scans() - before
+    );
+}

@@ -8,7 +8,9 @@
 //! `logs` (`{timestamp, line}`) and `logEntries`. v2: `cursor` (Unix ms),
 //! `limit`, `direction` (`forward` from the cursor, or `backward` up to
 //! it, newest first), `level` (the lowest level returned) and `search` (a
-//! substring of the message).
+//! substring of the message). The store filters and limits (off the async
+//! threads), among the sandbox's newest [`dwell_store::EVENTS_KEPT`]
+//! events, the most it keeps.
 
 use axum::extract::{Path, RawQuery, State};
 use axum::{Extension, Json};
@@ -20,7 +22,7 @@ use crate::routes::list::query_map;
 use crate::E2bState;
 
 /// The most entries one answer has (and the default).
-const MAX_LIMIT: usize = 1000;
+const MAX_LIMIT: u32 = 1000;
 
 /// The levels, lowest first.
 const LEVELS: [&str; 4] = ["debug", "info", "warn", "error"];
@@ -31,6 +33,10 @@ fn level_of(kind: &str) -> &'static str {
     } else {
         "info"
     }
+}
+
+fn level_index(level: &str) -> usize {
+    LEVELS.iter().position(|x| *x == level).unwrap_or(0)
 }
 
 fn number(q: &std::collections::HashMap<String, String>, name: &str) -> E2bResult<Option<i64>> {
@@ -44,31 +50,30 @@ fn number(q: &std::collections::HashMap<String, String>, name: &str) -> E2bResul
         .transpose()
 }
 
-fn limit(q: &std::collections::HashMap<String, String>) -> E2bResult<usize> {
+fn limit(q: &std::collections::HashMap<String, String>) -> E2bResult<u32> {
     match number(q, "limit")? {
         None => Ok(MAX_LIMIT),
         Some(n) if n < 0 => Err(E2bError::bad_request(format!(
             "limit {n} is negative; give 0 to {MAX_LIMIT}"
         ))),
-        Some(n) => Ok((n as usize).min(MAX_LIMIT)),
+        Some(n) => Ok(n.min(i64::from(MAX_LIMIT)) as u32),
     }
 }
 
-/// Every event of the caller's sandbox `id`, oldest first.
-fn events(st: &E2bState, p: &Principal, id: &str) -> E2bResult<Vec<dwell_store::Event>> {
-    let mut all = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = st.ctl.events(&p.tenant, id, after)?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        let full = page.len() >= MAX_LIMIT;
-        all.extend(page);
-        if !full {
-            break;
-        }
-    }
-    Ok(all)
+/// The events of the caller's sandbox `id` that match `q`, searched by
+/// the store off the async threads (it reads at most the sandbox's newest
+/// [`dwell_store::EVENTS_KEPT`] rows).
+async fn events(
+    st: &E2bState,
+    p: &Principal,
+    id: &str,
+    q: dwell_store::EventQuery,
+) -> E2bResult<Vec<dwell_store::Event>> {
+    let (ctl, tenant, id) = (st.ctl.clone(), p.tenant.clone(), id.to_string());
+    tokio::task::spawn_blocking(move || ctl.find_events(&tenant, &id, &q))
+        .await
+        .map_err(|e| E2bError::new(500, format!("reading the sandbox's events failed: {e}")))?
+        .map_err(E2bError::from)
 }
 
 fn entry(e: &dwell_store::Event) -> Value {
@@ -90,11 +95,12 @@ pub async fn v1(
     let q = query_map(raw.as_deref());
     let start = number(&q, "start")?.unwrap_or(0);
     let n = limit(&q)?;
-    let picked: Vec<_> = events(&st, &p, &id)?
-        .into_iter()
-        .filter(|e| e.at >= start)
-        .take(n)
-        .collect();
+    let q = dwell_store::EventQuery {
+        from: Some(start),
+        limit: n,
+        ..Default::default()
+    };
+    let picked = events(&st, &p, &id, q).await?;
     let logs: Vec<Value> = picked
         .iter()
         .map(|e| json!({"timestamp": crate::time::format_ms(e.at), "line": e.message}))
@@ -130,21 +136,18 @@ pub async fn v2(
             ))
         })?,
     };
-    let search = q.get("search").filter(|s| !s.is_empty());
-    let mut picked: Vec<_> = events(&st, &p, &id)?
-        .into_iter()
-        .filter(|e| match (cursor, backward) {
-            (None, _) => true,
-            (Some(c), false) => e.at >= c,
-            (Some(c), true) => e.at <= c,
-        })
-        .filter(|e| LEVELS.iter().position(|x| *x == level_of(&e.kind)) >= Some(min_level))
-        .filter(|e| search.is_none_or(|s| e.message.contains(s.as_str())))
-        .collect();
-    if backward {
-        picked.reverse();
-    }
-    picked.truncate(n);
+    let search = q.get("search").filter(|s| !s.is_empty()).cloned();
+    // Only `error` events are above `info`.
+    let kind = (min_level > level_index("info")).then(|| "error".to_string());
+    let q = dwell_store::EventQuery {
+        from: cursor.filter(|_| !backward),
+        to: cursor.filter(|_| backward),
+        kind,
+        contains: search,
+        newest_first: backward,
+        limit: n,
+    };
+    let picked = events(&st, &p, &id, q).await?;
     Ok(Json(
         json!({"logs": picked.iter().map(entry).collect::<Vec<_>>()}),
     ))

@@ -64,9 +64,19 @@ pub async fn metrics(
     let Some(m) = sample(&st, &p, &id).await? else {
         return Ok(Json(Vec::new()));
     };
-    let at = m.timestamp_unix * 1000;
-    let inside = start.is_none_or(|a| at >= a) && end.is_none_or(|b| at <= b + END_SLACK_MS);
-    Ok(Json(if inside { vec![m] } else { Vec::new() }))
+    let at = m.timestamp_unix.saturating_mul(1000);
+    Ok(Json(if inside(at, start, end) {
+        vec![m]
+    } else {
+        Vec::new()
+    }))
+}
+
+/// Whether a sample taken at `at` (Unix ms) answers a query for
+/// `start..=end` (Unix ms, either open), with [`END_SLACK_MS`] after `end`
+/// (saturating: an `end` near the largest time is no overflow).
+fn inside(at: i64, start: Option<i64>, end: Option<i64>) -> bool {
+    start.is_none_or(|a| at >= a) && end.is_none_or(|b| at <= b.saturating_add(END_SLACK_MS))
 }
 
 /// `GET /sandboxes/metrics?sandbox_ids=a,b`: `{"sandboxes": {id: sample}}`
@@ -152,4 +162,29 @@ async fn sample(st: &E2bState, p: &Principal, id: &str) -> E2bResult<Option<wire
         disk_used,
         disk_total,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_range_at_the_ends_of_time_is_no_overflow() {
+        let now = 1_767_225_600_000;
+        let q: std::collections::HashMap<String, String> =
+            [("end".to_string(), "9223372036854775".to_string())].into();
+        let end = seconds(&q, "end").unwrap();
+        assert!(inside(now, None, end), "a range ending far ahead holds now");
+        assert!(inside(now, Some(i64::MIN), Some(i64::MAX)));
+        assert!(!inside(now, Some(i64::MAX), Some(i64::MAX)));
+        assert!(!inside(now, None, Some(i64::MIN)));
+        assert!(inside(now, Some(now), Some(now - END_SLACK_MS)));
+        assert!(!inside(now, None, Some(now - END_SLACK_MS - 1)));
+        let q: std::collections::HashMap<String, String> =
+            [("end".to_string(), "9223372036854776".to_string())].into();
+        assert!(
+            seconds(&q, "end").is_err(),
+            "past i64 milliseconds: refused"
+        );
+    }
 }
