@@ -405,3 +405,89 @@ fn bad_tls_flags_stop_the_daemon_with_the_reason() {
     // The control plane goes on the proxy only with --e2b-listen.
     serve_fails(&with(&["--proxy-e2b-api"]), "give --e2b-listen ADDR too");
 }
+
+/// A TCP connection to `dst` from the local address `src` (another
+/// loopback address stands for another client).
+fn connect_from(src: std::net::Ipv4Addr, dst: &str) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let dst: std::net::SocketAddrV4 = dst.parse().unwrap();
+    let sin = |a: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(a).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: a new socket, bound and connected with valid sockaddr_in
+    // values of the given length; the descriptor is owned by the stream.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let stream = TcpStream::from_raw_fd(fd);
+        let a = sin(src, 0);
+        let r = libc::bind(fd, &a as *const _ as *const libc::sockaddr, len);
+        assert_eq!(r, 0, "bind {src}: {}", std::io::Error::last_os_error());
+        let b = sin(*dst.ip(), dst.port());
+        let r = libc::connect(fd, &b as *const _ as *const libc::sockaddr, len);
+        assert_eq!(r, 0, "connect {dst}: {}", std::io::Error::last_os_error());
+        stream
+    }
+}
+
+/// One address holding many idle connections (no TLS handshake started)
+/// over its --proxy-max-per-ip cap takes no connection slots from other
+/// clients: another address is served at once, and the idle ones are
+/// closed.
+#[test]
+fn idle_tls_connections_over_the_per_address_cap_do_not_lock_others_out() {
+    if !usable() {
+        return;
+    }
+    let ca = TestCa::make(DOMAIN);
+    let proxy = format!("127.0.0.1:{}", free_port());
+    let (_d, _e2b) = Daemon::start_e2b(&[
+        "--proxy-listen",
+        &proxy,
+        "--domain",
+        DOMAIN,
+        "--proxy-e2b-api",
+        "--proxy-tls-cert",
+        ca.cert.to_str().unwrap(),
+        "--proxy-tls-key",
+        ca.key.to_str().unwrap(),
+        "--proxy-max-per-ip",
+        "2",
+        "--max-connections",
+        "8",
+    ]);
+    wait_listening(&proxy, 20);
+    let attacker = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    let idle: Vec<TcpStream> = (0..40).map(|_| connect_from(attacker, &proxy)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let api = format!("api.{DOMAIN}");
+    let start = Instant::now();
+    let r = https(&ca, &proxy, &api, "GET", "/v2/sandboxes", &[], b"");
+    assert_eq!(r.status, 401, "another client is answered: {r}");
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "another client waited {:?} behind idle connections over the cap",
+        start.elapsed()
+    );
+
+    // The ones over the cap are closed within a few seconds (the two
+    // within it have the 10 s handshake limit).
+    let mut closed = 0;
+    for mut s in idle.into_iter().skip(2) {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf) {
+            Ok(0) => closed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => closed += 1,
+            other => panic!("an idle connection over the cap: {other:?}"),
+        }
+    }
+    assert_eq!(closed, 38);
+}

@@ -3,26 +3,89 @@
 //! the connection leaves a client that is still sending with a broken
 //! pipe instead of the answer (a client that sends its whole body before
 //! reading never sees it). So the refusal is answered at once and the
-//! rest of the body is read and dropped behind it, at most [`DRAIN_MAX`]
-//! bytes for at most [`DRAIN_TIME`]. A client that sent `Expect:
-//! 100-continue` has not sent the body yet when nothing read it: it gets
-//! the answer and nothing is read (the server never asks for the body).
+//! rest of the body is read and dropped behind it, bounded: at most
+//! [`DRAIN_MAX`] bytes when the request was authorized and
+//! [`DRAIN_MAX_UNAUTHORIZED`] when not (wrong token, unknown sandbox: no
+//! stranger makes the daemon read much), for at most [`DRAIN_TIME`],
+//! ended when no byte comes for [`DRAIN_STALL`], and at most
+//! [`MAX_DRAINS`] at once in the whole process (beyond that the body is
+//! dropped and the connection closed behind the answer). A client that
+//! sent `Expect: 100-continue` has not sent the body yet when nothing
+//! read it: it gets the answer and nothing is read (the server never asks
+//! for the body).
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use axum::body::{Body, BodyDataStream};
 use axum::http::{header, HeaderMap};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 
-/// Most bytes of a refused body read and dropped.
+/// Most bytes of a refused, authorized body read and dropped.
 pub const DRAIN_MAX: u64 = 256 << 20;
+/// Most bytes of a refused body read and dropped when the request was
+/// not authorized.
+pub const DRAIN_MAX_UNAUTHORIZED: u64 = 1 << 20;
 /// Longest a refused body is read for.
 pub const DRAIN_TIME: Duration = Duration::from_secs(15);
+/// A drain with no byte coming for this long ends.
+pub const DRAIN_STALL: Duration = Duration::from_secs(2);
+/// Drains running at once in the process; more are not started.
+pub const MAX_DRAINS: usize = 16;
+
+/// The process-wide drain slots.
+static DRAINS: LazyLock<Arc<Semaphore>> = LazyLock::new(|| Arc::new(Semaphore::new(MAX_DRAINS)));
+
+/// Reads and drops `body` in the background, at most `max` bytes (see
+/// the module doc for the other bounds). False when [`MAX_DRAINS`] are
+/// already running: then `body` is dropped unread.
+pub fn spawn<S, E: Send + 'static>(body: S, max: u64) -> bool
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
+{
+    spawn_under(&DRAINS, body, max)
+}
+
+fn spawn_under<S, E: Send + 'static>(slots: &Arc<Semaphore>, body: S, max: u64) -> bool
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
+{
+    let Ok(permit) = slots.clone().try_acquire_owned() else {
+        tracing::debug!("not draining a refused upload: {MAX_DRAINS} drains are running");
+        return false;
+    };
+    tokio::spawn(drain_stream(body, max, permit));
+    true
+}
+
+/// Reads `body` until it ends, `max` bytes have come, no byte comes for
+/// [`DRAIN_STALL`] or [`DRAIN_TIME`] has passed; returns the bytes read.
+async fn drain_stream<S, E>(mut body: S, max: u64, _slot: OwnedSemaphorePermit) -> u64
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    let end = tokio::time::Instant::now() + DRAIN_TIME;
+    let mut seen = 0u64;
+    loop {
+        let left = end.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return seen;
+        }
+        match tokio::time::timeout(left.min(DRAIN_STALL), body.next()).await {
+            Ok(Some(Ok(c))) => {
+                seen += c.len() as u64;
+                if seen > max {
+                    return seen;
+                }
+            }
+            _ => return seen,
+        }
+    }
+}
 
 /// An upload body as a stream of chunks.
 pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, axum::Error>> + Send>>;
@@ -57,33 +120,23 @@ impl Shared {
         ))
     }
 
-    /// Reads and drops the rest of the body (bounded), in the background
-    /// while the refusal is answered: a client that reads answers early
-    /// gets it at once, one that first sends its whole body finds the
-    /// answer waiting, and neither has the connection closed under it.
-    /// Nothing is read when the client waits for a `100 Continue` that was
-    /// never asked for.
-    pub fn drain(&self, h: &HeaderMap) {
+    /// Reads and drops the rest of the body (bounded; less when not
+    /// `authorized`), in the background while the refusal is answered: a
+    /// client that reads answers early gets it at once, one that first
+    /// sends its whole body finds the answer waiting, and neither has the
+    /// connection closed under it. Nothing is read when the client waits
+    /// for a `100 Continue` that was never asked for.
+    pub fn drain(&self, h: &HeaderMap, authorized: bool) {
         if expects_continue(h) && !self.started.load(Ordering::Relaxed) {
             return;
         }
-        let inner = self.inner.clone();
-        tokio::spawn(drain_stream(inner));
+        let max = if authorized {
+            DRAIN_MAX
+        } else {
+            DRAIN_MAX_UNAUTHORIZED
+        };
+        spawn(self.stream(), max);
     }
-}
-
-async fn drain_stream(inner: Arc<Mutex<BodyDataStream>>) {
-    let _ = tokio::time::timeout(DRAIN_TIME, async move {
-        let mut s = inner.lock().await;
-        let mut seen = 0u64;
-        while let Some(Ok(c)) = s.next().await {
-            seen += c.len() as u64;
-            if seen > DRAIN_MAX {
-                return;
-            }
-        }
-    })
-    .await;
 }
 
 /// Whether the request carries `Expect: 100-continue`.
@@ -97,6 +150,10 @@ pub fn expects_continue(h: &HeaderMap) -> bool {
 mod tests {
     use super::*;
 
+    fn slots(n: usize) -> Arc<Semaphore> {
+        Arc::new(Semaphore::new(n))
+    }
+
     #[tokio::test]
     async fn drains_what_the_handler_left() {
         let chunks: Vec<Result<Bytes, std::io::Error>> =
@@ -106,8 +163,56 @@ mod tests {
         let mut s = shared.stream();
         assert_eq!(s.next().await.unwrap().unwrap().len(), 1000);
         drop(s);
-        drain_stream(shared.inner.clone()).await;
+        let permit = slots(1).try_acquire_owned().unwrap();
+        assert_eq!(drain_stream(shared.stream(), DRAIN_MAX, permit).await, 9000);
         assert!(shared.inner.lock().await.next().await.is_none());
+    }
+
+    /// An endless body: chunks of 64 KiB for ever.
+    fn endless() -> BodyStream {
+        Box::pin(futures_util::stream::repeat_with(|| {
+            Ok(Bytes::from(vec![0u8; 64 << 10]))
+        }))
+    }
+
+    #[tokio::test]
+    async fn a_drain_stops_at_its_byte_cap() {
+        let permit = slots(1).try_acquire_owned().unwrap();
+        let n = drain_stream(endless(), DRAIN_MAX_UNAUTHORIZED, permit).await;
+        assert!(
+            n > DRAIN_MAX_UNAUTHORIZED && n <= DRAIN_MAX_UNAUTHORIZED + (64 << 10),
+            "{n}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_drain_without_progress_ends() {
+        // One chunk, then nothing ever again.
+        let body: BodyStream = Box::pin(
+            futures_util::stream::iter([Ok(Bytes::from_static(b"abc"))])
+                .chain(futures_util::stream::pending()),
+        );
+        let start = tokio::time::Instant::now();
+        let permit = slots(1).try_acquire_owned().unwrap();
+        assert_eq!(drain_stream(body, DRAIN_MAX, permit).await, 3);
+        let took = start.elapsed();
+        assert!(took >= DRAIN_STALL && took < DRAIN_STALL * 2, "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn drains_beyond_the_cap_are_not_started() {
+        let slots = slots(2);
+        let stalled = || -> BodyStream { Box::pin(futures_util::stream::pending()) };
+        assert!(spawn_under(&slots, stalled(), DRAIN_MAX));
+        assert!(spawn_under(&slots, stalled(), DRAIN_MAX));
+        assert!(
+            !spawn_under(&slots, stalled(), DRAIN_MAX),
+            "a third at once"
+        );
+        // The stalled ones end and give their slots back.
+        tokio::time::sleep(DRAIN_STALL + Duration::from_millis(500)).await;
+        assert_eq!(slots.available_permits(), 2);
+        assert!(spawn_under(&slots, stalled(), DRAIN_MAX));
     }
 
     #[tokio::test]
@@ -115,7 +220,7 @@ mod tests {
         let shared = Shared::new(Body::from("x"));
         let mut h = HeaderMap::new();
         h.insert(header::EXPECT, "100-continue".parse().unwrap());
-        shared.drain(&h);
+        shared.drain(&h, true);
         tokio::task::yield_now().await;
         assert!(shared.inner.lock().await.next().await.is_some());
     }

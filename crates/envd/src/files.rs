@@ -331,7 +331,8 @@ fn accepts_gzip(h: &HeaderMap) -> bool {
 /// a multipart form (each part's filename is its path unless `?path=`).
 /// A refused upload has the rest of its body read and dropped behind the
 /// answer (see [`drain`]), so that a client still sending it reads the
-/// refusal instead of a connection closed under it.
+/// refusal instead of a connection closed under it; only a little of it
+/// when the request was not authorized.
 pub async fn upload(
     State(envd): State<Arc<Envd>>,
     h: HeaderMap,
@@ -339,10 +340,11 @@ pub async fn upload(
     body: Body,
 ) -> Response {
     let body = drain::Shared::new(body);
-    match upload_inner(&envd, &h, &q, body.stream()).await {
+    let mut authorized = false;
+    match upload_inner(&envd, &h, &q, body.stream(), &mut authorized).await {
         Ok(list) => axum::Json(list).into_response(),
         Err(r) => {
-            body.drain(&h);
+            body.drain(&h, authorized);
             r.into_response()
         }
     }
@@ -423,9 +425,12 @@ async fn upload_inner(
     h: &HeaderMap,
     q: &FilesQuery,
     body: drain::BodyStream,
+    authorized: &mut bool,
 ) -> Result<Vec<serde_json::Value>, Reject> {
     let meta = metadata_headers(h)?;
-    let (ctx, proof) = open(envd, h, q, "write").await?;
+    let (target, proof) = authorize(envd, h, q, "write").await?;
+    *authorized = true;
+    let ctx = envd.ctx_for(target, q.username.clone()).await?;
     if !meta.is_empty() {
         let health = ctx
             .agent

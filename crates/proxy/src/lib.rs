@@ -36,6 +36,9 @@
 //!   `https://api.{domain}` when `E2B_API_URL` is unset).
 //! * TLS when given a certificate ([`tls`]): the handshake has
 //!   [`Options::handshake_timeout`]; everything else is the same over it.
+//!   A connection over its address's limit gives its connection slot back
+//!   before its handshake and 503, which run under a small cap of their
+//!   own for at most 2 s (beyond the cap it is just closed).
 //! * A process stream of a sandbox that goes away resets the client's
 //!   connection (beneath TLS, if any), as on the daemon's own envd
 //!   listener: the E2B SDKs read that as "the sandbox was killed"
@@ -209,6 +212,12 @@ const PER_IP_REFUSAL: &str = "503 Too Many Connections\nthis client address alre
 most connections open that the port proxy serves to one address (--proxy-max-per-ip); close some \
 and retry\n";
 
+/// TLS connections over their address's limit answered at once (each
+/// needs a handshake before its 503); more are closed without an answer.
+const MAX_TLS_REFUSALS: usize = 16;
+/// Longest the handshake and 503 of a refused TLS connection may take.
+const REFUSAL_TIME: Duration = Duration::from_secs(2);
+
 /// What every request handler shares.
 pub(crate) struct Shared {
     pub(crate) ctl: Controller,
@@ -244,6 +253,7 @@ pub async fn serve(
         max: shared.opts.max_per_ip.max(1),
         open: Mutex::default(),
     });
+    let refusals = Arc::new(Semaphore::new(MAX_TLS_REFUSALS));
     let tls = shared.opts.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut conns = JoinSet::new();
@@ -265,6 +275,7 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
+        while conns.try_join_next().is_some() {}
         let Some(ip_slot) = per_ip.acquire(peer.ip()) else {
             tracing::debug!("port proxy: {peer} is over --proxy-max-per-ip");
             let head = format!(
@@ -279,13 +290,24 @@ pub async fn serve(
                     let _ = stream.try_write(head.as_bytes());
                 }
                 // Over TLS the answer needs a handshake first (else the
-                // client sees only a closed connection); it holds one of
-                // the connection slots meanwhile, and is bounded in time.
+                // client sees only a closed connection). It gives its
+                // connection slot back at once (an address opening idle
+                // sockets must not take the slots of everyone else) and
+                // is answered under its own small cap, for a short time;
+                // beyond the cap it is closed without an answer.
                 Some(acceptor) => {
+                    drop(permit);
+                    let Ok(refusing) = refusals.clone().try_acquire_owned() else {
+                        tracing::debug!(
+                            "port proxy: closing {peer} without an answer: \
+                             {MAX_TLS_REFUSALS} refusals are already being answered"
+                        );
+                        continue;
+                    };
                     let acceptor = acceptor.clone();
-                    let limit = shared.opts.handshake_timeout;
+                    let limit = shared.opts.handshake_timeout.min(REFUSAL_TIME);
                     conns.spawn(async move {
-                        let _permit = permit;
+                        let _refusing = refusing;
                         let _ = tokio::time::timeout(limit, async move {
                             use tokio::io::AsyncWriteExt;
                             let mut s = acceptor.accept(stream).await?;
@@ -298,7 +320,6 @@ pub async fn serve(
             }
             continue;
         };
-        while conns.try_join_next().is_some() {}
         let shared = shared.clone();
         let mut stop_rx = stop_rx.clone();
         let tls = tls.clone();

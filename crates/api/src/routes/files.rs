@@ -2,11 +2,12 @@
 //! the agent inside the sandbox, so a path (even `../../etc/shadow` or a
 //! symlink pointing out) can only name the sandbox's own files. Contents
 //! stream in both directions; large files never sit in memory. A refused
-//! upload has the rest of its body read (bounded) behind the answer.
+//! upload has the rest of its body read (bounded, see
+//! [`dwell_envd::drain`]) behind the answer.
 
 use axum::body::{Body, BodyDataStream};
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::{Extension, Json};
 use dwell_contract::files::{MkdirBody, RenameBody, Written};
@@ -83,40 +84,13 @@ pub async fn upload(
     let mut stream = body.into_data_stream();
     let mut started = false;
     let r = upload_inner(&st, &p, &id, &q, &mut stream, &mut started).await;
-    if r.is_err() && (started || !expects_continue(&headers)) {
-        tokio::spawn(drain(stream));
+    if r.is_err() && (started || !dwell_envd::drain::expects_continue(&headers)) {
+        // The caller is authenticated (the middleware let it through), so
+        // the drain may read the authorized amount; it shares the
+        // process-wide drain slots and limits with the E2B envd uploads.
+        dwell_envd::drain::spawn(stream, dwell_envd::drain::DRAIN_MAX);
     }
     r
-}
-
-/// Most bytes of a refused upload read (and dropped) before the answer.
-const DRAIN_MAX: u64 = 256 << 20;
-/// Longest a refused upload is read for.
-const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(15);
-
-/// Reads and drops what is left of a refused upload (at most
-/// [`DRAIN_MAX`] bytes for [`DRAIN_TIME`]) behind the answer, so that a
-/// client still sending reads the refusal instead of a connection closed
-/// under it.
-async fn drain(mut stream: BodyDataStream) {
-    let _ = tokio::time::timeout(DRAIN_TIME, async {
-        let mut seen = 0u64;
-        while let Some(Ok(c)) = stream.next().await {
-            seen += c.len() as u64;
-            if seen > DRAIN_MAX {
-                return;
-            }
-        }
-    })
-    .await;
-}
-
-/// Whether the client waits for `100 Continue` before sending the body
-/// (then a refusal sent before reading anything reaches it at once).
-fn expects_continue(h: &HeaderMap) -> bool {
-    h.get(header::EXPECT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"))
 }
 
 async fn upload_inner(
