@@ -65,6 +65,48 @@ fn the_sandbox_hostname_resolves_and_user_hosts_entries_stay() {
     );
 }
 
+/// A sandbox that puts a FIFO nobody writes to at /etc/hosts (or a link to
+/// one) still starts and serves: the agent, as PID 1, leaves such a file
+/// alone instead of waiting on it before it serves anything.
+#[test]
+fn a_fifo_at_etc_hosts_does_not_hold_the_next_start() {
+    if !can_run() {
+        return;
+    }
+    let d = Daemon::start();
+    d.create("fifo-box", &["--persistent"]);
+    d.sh("fifo-box", "rm -f /etc/hosts && mkfifo /etc/hosts");
+    d.ok(&["stop", "fifo-box"]);
+    let t = std::time::Instant::now();
+    d.ok(&["start", "fifo-box"]);
+    assert_eq!(
+        d.sh(
+            "fifo-box",
+            "echo up; test -p /etc/hosts && echo still-a-fifo"
+        ),
+        "up\nstill-a-fifo\n"
+    );
+    // A link to a FIFO elsewhere is left alone too.
+    d.sh(
+        "fifo-box",
+        "rm /etc/hosts && mkfifo /root/pipe && ln -s /root/pipe /etc/hosts",
+    );
+    d.ok(&["stop", "fifo-box"]);
+    d.ok(&["start", "fifo-box"]);
+    assert_eq!(
+        d.sh(
+            "fifo-box",
+            "readlink /etc/hosts; test -p /root/pipe && echo fifo"
+        ),
+        "/root/pipe\nfifo\n"
+    );
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(60),
+        "the starts took {:?}",
+        t.elapsed()
+    );
+}
+
 #[test]
 fn ephemeral_sandbox_and_its_data_are_gone_after_stop() {
     if !can_run() {
