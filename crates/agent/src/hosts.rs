@@ -15,12 +15,17 @@
 //! * no file at all: one with the usual localhost lines is made.
 //!
 //! The file is the sandbox's own and this runs inside it, so a symlink at
-//! `/etc/hosts` is the sandbox's business: it is read through and replaced
-//! by a file (as `/etc/resolv.conf` is). Something that is not a regular
-//! file of at most [`MAX_BYTES`] is left alone (the agent would otherwise
-//! read `/dev/zero` for ever at boot). A failure is reported, not fatal.
+//! `/etc/hosts` is the sandbox's business (images link it legitimately): it
+//! is read through and replaced by a file (as `/etc/resolv.conf` is).
+//! Something that is not a regular file of at most [`MAX_BYTES`] (a FIFO,
+//! a device, a directory, or a link to one) is left alone, with a log line,
+//! and never opened: a FIFO would hold PID 1 here, before it serves
+//! anything, at every start ([`crate::small_file`]). A failure is reported,
+//! not fatal: boot goes on.
 
-use std::io::Read;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 
 /// The file.
 const PATH: &str = "/etc/hosts";
@@ -63,27 +68,15 @@ pub fn init() {
     }
 }
 
-/// The file's content; None when there is none.
+/// The file's content; None when there is none. Only a regular file is
+/// opened, and without blocking ([`crate::small_file::read`]).
 fn read() -> std::io::Result<Option<String>> {
-    let f = match std::fs::File::open(PATH) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let m = f.metadata()?;
-    if !m.is_file() || m.len() > MAX_BYTES {
-        return Err(std::io::Error::other(format!(
-            "not a regular file of at most {MAX_BYTES} bytes"
-        )));
+    match crate::small_file::read(Path::new(PATH), MAX_BYTES)? {
+        None => Ok(None),
+        Some(b) => String::from_utf8(b)
+            .map(Some)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8")),
     }
-    let mut s = String::new();
-    f.take(MAX_BYTES + 1).read_to_string(&mut s)?;
-    if s.len() as u64 > MAX_BYTES {
-        return Err(std::io::Error::other(format!(
-            "grew past {MAX_BYTES} bytes while read"
-        )));
-    }
-    Ok(Some(s))
 }
 
 /// The kernel's hostname of this sandbox (its UTS namespace).
@@ -142,18 +135,40 @@ pub fn content(old: Option<&str>, host: &str) -> String {
     out
 }
 
+/// Replaces the file by one with `content`, or (a bind-mounted file,
+/// which cannot be replaced) writes into it when it is a regular file.
 fn write(content: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
     let tmp = "/etc/.hosts.dwell";
     let _ = std::fs::remove_file(tmp);
-    std::fs::write(tmp, content)?;
-    std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o644))?;
+    // A new file (O_EXCL: nothing left at `tmp` is followed or reused).
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(tmp)?;
+    let written = f
+        .write_all(content.as_bytes())
+        .and_then(|()| f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644)));
+    drop(f);
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(tmp);
+        return Err(e);
+    }
     if std::fs::rename(tmp, PATH).is_ok() {
         return Ok(());
     }
-    // A mount point (a bind-mounted file) is not replaced: write into it.
     let _ = std::fs::remove_file(tmp);
-    std::fs::write(PATH, content)
+    // A mount point is not replaced: write into it, when it is a regular
+    // file (checked before the open and on the descriptor; opened without
+    // blocking).
+    crate::small_file::check(&std::fs::metadata(PATH)?, u64::MAX)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(PATH)?;
+    crate::small_file::check(&f.metadata()?, u64::MAX)?;
+    f.set_len(0)?;
+    f.write_all(content.as_bytes())
 }
 
 #[cfg(test)]

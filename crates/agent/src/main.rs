@@ -26,6 +26,7 @@ mod ring;
 mod server;
 mod service;
 mod shutdown;
+mod small_file;
 mod spawn;
 mod tcp;
 mod user;

@@ -61,15 +61,13 @@ fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, RemoteError> {
 
 /// The addresses `/etc/hosts` gives `name` (case-insensitive), in file order.
 fn hosts_file_lookup(name: &str) -> Vec<IpAddr> {
-    use std::io::Read;
-    let mut text = String::new();
-    let Ok(f) = std::fs::File::open("/etc/hosts") else {
+    // Only a regular file is read, and never waited on (a FIFO there must
+    // not hold the agent).
+    let Ok(Some(b)) = crate::small_file::read(std::path::Path::new("/etc/hosts"), MAX_HOSTS_FILE)
+    else {
         return Vec::new();
     };
-    if f.take(MAX_HOSTS_FILE).read_to_string(&mut text).is_err() {
-        return Vec::new();
-    }
-    parse_hosts(&text, name)
+    parse_hosts(&String::from_utf8_lossy(&b), name)
 }
 
 fn parse_hosts(text: &str, name: &str) -> Vec<IpAddr> {

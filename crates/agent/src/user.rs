@@ -139,23 +139,13 @@ pub fn resolve_with(spec: &str, passwd: &str, group: &str) -> Result<Credentials
 const MAX_ACCOUNT_FILE: u64 = 1 << 20;
 
 /// An account file's text; empty when missing, not a regular file or
-/// larger than [`MAX_ACCOUNT_FILE`].
+/// larger than [`MAX_ACCOUNT_FILE`] (a FIFO there is never opened, so it
+/// cannot hold the agent: [`crate::small_file::read`]).
 fn read_account_file(path: &str) -> String {
-    use std::io::Read;
-    let Ok(f) = std::fs::File::open(path) else {
-        return String::new();
-    };
-    match f.metadata() {
-        Ok(md) if md.is_file() && md.len() <= MAX_ACCOUNT_FILE => {}
-        _ => return String::new(),
+    match crate::small_file::read(std::path::Path::new(path), MAX_ACCOUNT_FILE) {
+        Ok(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
+        _ => String::new(),
     }
-    let mut buf = Vec::new();
-    if f.take(MAX_ACCOUNT_FILE + 1).read_to_end(&mut buf).is_err()
-        || buf.len() as u64 > MAX_ACCOUNT_FILE
-    {
-        return String::new();
-    }
-    String::from_utf8_lossy(&buf).into_owned()
 }
 
 /// Resolves `spec` against this sandbox's /etc/passwd and /etc/group.

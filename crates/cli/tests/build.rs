@@ -1186,3 +1186,37 @@ fn a_build_that_panics_still_cleans_up() {
     nothing_left(&d);
     d.ok(&["ls", "-q"]);
 }
+
+/// An image built FROM a built-in image stacks on the built-in's own
+/// layer directories, so `dwell image rm host-user` (and `host`) is refused
+/// while it is stored, naming it and the way out; the built image still
+/// starts afterwards, and once it is gone the built-in image goes.
+#[test]
+fn a_builtin_image_with_a_build_on_it_is_not_removed() {
+    if !can_run() {
+        return;
+    }
+    let d = Daemon::start();
+    let ctx = Ctx::new("FROM host-user\nRUN echo built > /home/user/mark\n");
+    built(&d, &ctx, &["-t", "onuser:1"]);
+    nothing_left(&d);
+    for builtin in ["host-user", "host"] {
+        let out = d.run(&["image", "rm", builtin]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{builtin} was removed");
+        assert!(
+            err.contains("onuser:1") && err.contains("dwell image rm") && err.contains("base"),
+            "{builtin}: {err}"
+        );
+    }
+    d.create("on", &["--image", "onuser:1"]);
+    assert_eq!(d.sh("on", "cat /home/user/mark; id -un"), "built\nuser\n");
+    d.ok(&["rm", "-f", "on"]);
+    d.ok(&["image", "rm", "onuser:1"]);
+    d.ok(&["image", "rm", "host-user"]);
+    d.ok(&["image", "rm", "host"]);
+    // Both come back on next use.
+    d.create("again", &["--image", "host-user"]);
+    assert_eq!(d.sh("again", "id -un"), "user\n");
+    d.ok(&["rm", "-f", "again"]);
+}

@@ -65,6 +65,60 @@ fn the_sandbox_hostname_resolves_and_user_hosts_entries_stay() {
     );
 }
 
+/// A sandbox that puts a FIFO nobody writes to at /etc/hosts (or a link to
+/// one) still starts and serves: the agent, as PID 1, leaves such a file
+/// alone instead of waiting on it before it serves anything.
+#[test]
+fn a_fifo_at_etc_hosts_does_not_hold_the_next_start() {
+    if !can_run() {
+        return;
+    }
+    // The namespace runtime keeps a FIFO across a restart, and the agent
+    // leaves it alone; gVisor's file system does not keep it (the agent then
+    // finds no file and writes one): on both, what counts is the start.
+    let keeps_fifos = isolation() != "gvisor";
+    let d = Daemon::start();
+    d.create("fifo-box", &["--persistent"]);
+    let before = d.sh(
+        "fifo-box",
+        "rm -f /etc/hosts && mkfifo /etc/hosts && test -p /etc/hosts && echo fifo",
+    );
+    assert_eq!(before, "fifo\n");
+    d.ok(&["stop", "fifo-box"]);
+    let t = std::time::Instant::now();
+    d.ok(&["start", "fifo-box"]);
+    let after = d.sh(
+        "fifo-box",
+        "echo up; test -p /etc/hosts && echo still-a-fifo; true",
+    );
+    if keeps_fifos {
+        assert_eq!(after, "up\nstill-a-fifo\n");
+    } else {
+        assert!(after.starts_with("up\n"), "{after:?}");
+    }
+    // A link to a FIFO elsewhere is left alone too.
+    d.sh(
+        "fifo-box",
+        "rm -f /etc/hosts && mkfifo /root/pipe && ln -s /root/pipe /etc/hosts",
+    );
+    d.ok(&["stop", "fifo-box"]);
+    d.ok(&["start", "fifo-box"]);
+    let after = d.sh(
+        "fifo-box",
+        "echo up; readlink /etc/hosts; test -p /root/pipe && echo fifo; true",
+    );
+    if keeps_fifos {
+        assert_eq!(after, "up\n/root/pipe\nfifo\n");
+    } else {
+        assert!(after.starts_with("up\n"), "{after:?}");
+    }
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(60),
+        "the starts took {:?}",
+        t.elapsed()
+    );
+}
+
 #[test]
 fn ephemeral_sandbox_and_its_data_are_gone_after_stop() {
     if !can_run() {

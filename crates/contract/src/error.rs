@@ -103,7 +103,8 @@ pub mod code {
     pub const INVALID_IMAGE_REFERENCE: &str = "invalid_image_reference";
     /// An image is already stored under that reference (HTTP 409).
     pub const IMAGE_EXISTS: &str = "image_exists";
-    /// Live sandboxes use the image (HTTP 409; fact `image`).
+    /// Live sandboxes use the image, or (for a built-in image) stored
+    /// images are built on it (HTTP 409; fact `image`).
     pub const IMAGE_IN_USE: &str = "image_in_use";
     /// The registry refused the credentials, or needs some (HTTP 401;
     /// facts `registry`, `image`): `dwell registry login`.

@@ -224,7 +224,8 @@ impl Error {
             }
             Error::Quota(_) => "quota_exceeded",
             Error::Runtime(_) => "runtime_error",
-            Error::ImageInUse { .. } => "image_in_use",
+            Error::ImageInUse { .. }
+            | Error::Storage(dwell_storage::StorageError::ImageIsBase { .. }) => "image_in_use",
             Error::RegistryLoginNotFound(_) => "not_found",
             Error::RegistryNotAllowed { .. } => "permission_denied",
             Error::RegistryAuth { .. } => "registry_auth_failed",
@@ -260,7 +261,8 @@ impl Error {
             Error::RegistryNotAllowed { .. } => 403,
             Error::PullFailed { .. } => 502,
             Error::ImageInUse { .. }
-            | Error::Storage(dwell_storage::StorageError::ImageExists(_)) => 409,
+            | Error::Storage(dwell_storage::StorageError::ImageExists(_))
+            | Error::Storage(dwell_storage::StorageError::ImageIsBase { .. }) => 409,
             Error::Invalid { .. } => 400,
             Error::Conflict(_)
             | Error::Refused { .. }
@@ -319,7 +321,8 @@ impl Error {
             Error::RegistryLoginNotFound(registry) => {
                 f.insert(fact::REGISTRY, registry.clone());
             }
-            Error::Storage(dwell_storage::StorageError::ImageNotFound(image)) => {
+            Error::Storage(dwell_storage::StorageError::ImageNotFound(image))
+            | Error::Storage(dwell_storage::StorageError::ImageIsBase { image, .. }) => {
                 f.insert(fact::IMAGE, image.clone());
             }
             Error::NetworkNameTaken(name) => {

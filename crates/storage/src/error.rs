@@ -60,6 +60,16 @@ pub enum StorageError {
     )]
     ImageNotFound(String),
 
+    /// A built-in image cannot be removed while stored images are built on
+    /// it: their layers include its own.
+    #[error("{}", image_is_base(image, dependents))]
+    ImageIsBase {
+        /// The built-in image asked to be removed.
+        image: String,
+        /// Names of the stored images built on it.
+        dependents: Vec<String>,
+    },
+
     /// An operating-system call on a path failed.
     #[error("{op} {path}: {source}")]
     Io {
@@ -139,6 +149,32 @@ pub enum StorageError {
         /// The parse error.
         reason: String,
     },
+}
+
+/// The message of [`StorageError::ImageIsBase`]: names the first few
+/// dependents, and the way out.
+fn image_is_base(image: &str, dependents: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut names = dependents
+        .iter()
+        .take(SHOWN)
+        .map(|d| format!("{d:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if dependents.len() > SHOWN {
+        names.push_str(&format!(" and {} more", dependents.len() - SHOWN));
+    }
+    let (s, them) = if dependents.len() == 1 {
+        ("", "it")
+    } else {
+        ("s", "them")
+    };
+    format!(
+        "image {image:?} is the base of stored image{s} {names}: {them} use{verb} its layers, \
+         so removing it would break {them}; remove {them} first (`dwell image rm NAME`, or \
+         delete the E2B template that built {them}), then remove {image:?}",
+        verb = if dependents.len() == 1 { "s" } else { "" },
+    )
 }
 
 /// Attaches an operation and a path to `io::Error`s.

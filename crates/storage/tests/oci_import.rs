@@ -659,3 +659,75 @@ fn a_config_with_huge_env_or_labels_is_refused() {
     write_docker_save(&ok, &test_layers()[..1]);
     f.store.import("ok", &ok).unwrap();
 }
+
+/// An image built over a built-in image shares the built-in's own layer
+/// directories, so removing the built-in one is refused while such an
+/// image is stored (naming it); once it is gone, the removal goes through.
+/// An image built over `host` blocks `host` but not `host-user`.
+#[test]
+fn a_builtin_image_with_images_built_on_it_is_not_removed() {
+    if !is_root() {
+        return;
+    }
+    let fx = fixture();
+    let oci = fx.dir.path().join("oci");
+    write_oci(&oci, &test_layers()[..1]);
+    let user = fx.store.host_user().unwrap();
+    let host = fx.store.host().unwrap();
+    let built = fx
+        .store
+        .import_over("team/app:1", &oci, &user, false, None)
+        .unwrap();
+    assert!(built.layers.ends_with(&user.layers), "{:?}", built.layers);
+
+    for builtin in ["host-user", "host"] {
+        let e = fx.store.remove(builtin).unwrap_err();
+        match &e {
+            StorageError::ImageIsBase { image, dependents } => {
+                assert_eq!(image, builtin);
+                assert_eq!(dependents, &["team/app:1".to_string()]);
+            }
+            other => panic!("{builtin}: {other:?}"),
+        }
+        let msg = e.to_string();
+        assert!(
+            msg.contains("\"team/app:1\"") && msg.contains("dwell image rm"),
+            "{msg}"
+        );
+    }
+    for l in &built.layers {
+        assert!(l.is_dir(), "{} went", l.display());
+    }
+    assert_eq!(fx.store.get("team/app:1").unwrap(), built);
+
+    // Over `host` only: `host-user` may go (its layer is not shared), `host`
+    // may not.
+    fx.store.remove("team/app:1").unwrap();
+    let on_host = fx
+        .store
+        .import_over("team/plain:1", &oci, &host, false, None)
+        .unwrap();
+    fx.store.remove("host-user").unwrap();
+    assert!(!user.layers[0].exists(), "the account layer stayed");
+    assert!(matches!(
+        fx.store.remove("host"),
+        Err(StorageError::ImageIsBase { .. })
+    ));
+    assert!(on_host.layers.iter().all(|l| l.is_dir()));
+
+    // A base whose layers went meanwhile is refused, not stacked on.
+    let e = fx
+        .store
+        .import_over("team/late:1", &oci, &user, false, None)
+        .unwrap_err();
+    assert!(
+        matches!(e, StorageError::BadImage { .. }) && e.to_string().contains("build again"),
+        "{e}"
+    );
+    assert!(fx.store.get("team/late:1").is_err());
+
+    // No dependents left: both go.
+    fx.store.remove("team/plain:1").unwrap();
+    fx.store.remove("host").unwrap();
+    assert!(!host.layers[0].exists());
+}

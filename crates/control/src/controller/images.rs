@@ -87,7 +87,8 @@ impl Controller {
     }
 
     /// Removes the image `reference` names (admin); refused while a live
-    /// sandbox uses it.
+    /// sandbox uses it, and (for a built-in image) while a stored image is
+    /// built on it (the storage layer checks that under its lock).
     pub async fn remove_image(&self, reference: &str) -> Result<Image> {
         let this = self.clone();
         let reference = reference.to_string();

@@ -159,8 +159,7 @@ pub(crate) fn remove_all(store: &ImageStore) -> Result<()> {
 pub(crate) fn remove_user_layers(store: &ImageStore) -> Result<()> {
     let dir = store.root.join("host");
     for e in fs::read_dir(&dir).ctx("list", &dir)?.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !name.contains(ACCOUNT_LAYER_MARK) {
+        if !is_account_layer(&e.path()) {
             continue;
         }
         let trash = store.tmp_path("gc");
@@ -168,6 +167,19 @@ pub(crate) fn remove_user_layers(store: &ImageStore) -> Result<()> {
         remove_any(&trash).ctx("remove", &trash)?;
     }
     Ok(())
+}
+
+/// Whether `path` (a layer of some image) is one of the built-in images'
+/// own: under the store's `host/` directory, which [`remove_all`] empties.
+pub(crate) fn is_builtin_layer(store: &ImageStore, path: &Path) -> bool {
+    path.parent() == Some(store.root.join("host").as_path())
+}
+
+/// Whether `path` (a layer of some image) is an account layer of
+/// [`super::HOST_USER_IMAGE`] ([`remove_user_layers`] removes those).
+pub(crate) fn is_account_layer(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| n.to_string_lossy().contains(ACCOUNT_LAYER_MARK))
 }
 
 /// The host directories a sandbox sees through per-directory overlays:

@@ -248,6 +248,19 @@ impl ImageStore {
     ) -> Result<Image> {
         let r = parse_new(reference)?;
         let _lock = self.lock()?;
+        // `base` was read before the lock: its layers may have gone since
+        // (a built-in image removed meanwhile). Stacking on them would
+        // store an image no sandbox can start.
+        if let Some(gone) = base.layers.iter().find(|l| !l.is_dir()) {
+            return Err(StorageError::BadImage {
+                source_path: source.to_path_buf(),
+                reason: format!(
+                    "its base image {:?} was removed meanwhile (layer {} is gone); build again",
+                    base.name,
+                    gone.display()
+                ),
+            });
+        }
         let existing = self.find(reference)?;
         // Only an image of the same owners is replaced (checked under the
         // lock, so no other import slips in between).
@@ -515,16 +528,26 @@ impl ImageStore {
     /// other image uses. Callers must check that no sandbox still uses it.
     /// Removing "host" drops its built skeletons (it is rebuilt on next
     /// use). A missing image is an error. Returns the removed image.
+    ///
+    /// A built-in image is refused ([`StorageError::ImageIsBase`]) while a
+    /// stored image is built on it: a build's result (or an E2B template's)
+    /// stacks its layers over the built-in image's own directories rather
+    /// than copying them, so removing those would break every sandbox
+    /// start from that image.
     pub fn remove(&self, reference: &str) -> Result<Image> {
         if reference == HOST_USER_IMAGE {
             let img = self.host_user()?;
             let _lock = self.lock()?;
+            self.refuse_if_base(HOST_USER_IMAGE, &|p| {
+                host::is_builtin_layer(self, p) && host::is_account_layer(p)
+            })?;
             host::remove_user_layers(self)?;
             return Ok(img);
         }
         let _lock = self.lock()?;
         if reference == HOST_IMAGE {
             let img = self.host()?;
+            self.refuse_if_base(HOST_IMAGE, &|p| host::is_builtin_layer(self, p))?;
             host::remove_all(self)?;
             return Ok(img);
         }
@@ -534,6 +557,25 @@ impl ImageStore {
         fs::remove_file(&path).ctx("remove image metadata", &path)?;
         self.collect()?;
         Ok(img)
+    }
+
+    /// Fails with [`StorageError::ImageIsBase`] when a stored image has a
+    /// layer for which `built_on` is true (the layers of the built-in image
+    /// `builtin`). The caller holds the lock.
+    fn refuse_if_base(&self, builtin: &str, built_on: &dyn Fn(&Path) -> bool) -> Result<()> {
+        let dependents: Vec<String> = self
+            .imported()?
+            .into_iter()
+            .filter(|i| i.layers.iter().any(|l| built_on(l)))
+            .map(|i| i.name)
+            .collect();
+        if dependents.is_empty() {
+            return Ok(());
+        }
+        Err(StorageError::ImageIsBase {
+            image: builtin.to_string(),
+            dependents,
+        })
     }
 
     /// Removes every stored image for which `in_use` is false, then every
