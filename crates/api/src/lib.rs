@@ -14,6 +14,7 @@
 
 pub mod auth;
 pub mod bounds;
+pub mod drain;
 pub mod error;
 pub mod extract;
 pub mod openapi;

@@ -39,7 +39,8 @@ use tokio::sync::mpsc;
 use crate::filesystem::META_PREFIX;
 use crate::sandbox::{self, Reject, Target};
 use crate::users::resolve_path;
-use crate::{drain, gunzip, gzip, multipart, signature, Ctx, Envd};
+use crate::{gunzip, gzip, multipart, signature, Ctx, Envd};
+use dwell_api::drain;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct FilesQuery {

@@ -17,7 +17,6 @@
 //! Go file modes) are in [`pbjson`].
 
 pub mod connect;
-pub mod drain;
 mod files;
 mod filesystem;
 mod gunzip;

@@ -3,7 +3,7 @@
 //! symlink pointing out) can only name the sandbox's own files. Contents
 //! stream in both directions; large files never sit in memory. A refused
 //! upload has the rest of its body read (bounded, see
-//! [`dwell_envd::drain`]) behind the answer.
+//! [`crate::drain`]) behind the answer.
 
 use axum::body::{Body, BodyDataStream};
 use axum::extract::State;
@@ -84,11 +84,11 @@ pub async fn upload(
     let mut stream = body.into_data_stream();
     let mut started = false;
     let r = upload_inner(&st, &p, &id, &q, &mut stream, &mut started).await;
-    if r.is_err() && (started || !dwell_envd::drain::expects_continue(&headers)) {
+    if r.is_err() && (started || !crate::drain::expects_continue(&headers)) {
         // The caller is authenticated (the middleware let it through), so
         // the drain may read the authorized amount; it shares the
         // process-wide drain slots and limits with the E2B envd uploads.
-        dwell_envd::drain::spawn(stream, dwell_envd::drain::DRAIN_MAX);
+        crate::drain::spawn(stream, crate::drain::DRAIN_MAX);
     }
     r
 }
