@@ -9,7 +9,7 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -103,12 +103,6 @@ impl E2b {
         name: &str,
         env: &[(&str, &str)],
     ) {
-        let out_path = self
-            .d
-            .dir
-            .path()
-            .join(format!("{}.out", name.replace(['/', '.'], "-")));
-        let out = std::fs::File::create(&out_path).unwrap();
         let mut cmd = Command::new(program);
         cmd.arg(script)
             .env("E2B_API_URL", format!("http://{}", self.api))
@@ -117,39 +111,12 @@ impl E2b {
             .env("E2B_API_KEY_OTHER", &self.keys[1])
             .env_remove("E2B_DOMAIN")
             .env_remove("E2B_DEBUG")
-            .env("PYTHONUNBUFFERED", "1")
             .envs(env.iter().copied().filter(|(_, v)| !v.is_empty()));
         for (k, _) in env.iter().filter(|(_, v)| v.is_empty()) {
             cmd.env_remove(k);
         }
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-        let t0 = Instant::now();
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break Some(s);
-            }
-            if t0.elapsed() > Duration::from_secs(240) {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        let output = std::fs::read_to_string(&out_path).unwrap_or_default();
-        eprintln!(
-            "--- {name} ({:.1}s) ---\n{output}",
-            t0.elapsed().as_secs_f64()
-        );
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "scenario {name} failed ({status:?}); its output is above; daemon log tail:\n{}",
-            tail(&self.d.log(), 40)
-        );
+        let out_name = format!("{}.out", name.replace(['/', '.'], "-"));
+        common::script::run_scenario(cmd, name, &out_name, &self.d, Duration::from_secs(240));
     }
 
     /// Kill every sandbox of both tenants through the E2B API.

@@ -783,42 +783,19 @@ fn sdk_checks(isolation: &str, node: bool) {
 /// Runs one scenario script; panics with its output (and the daemon log's
 /// tail) unless it exits 0 within 5 minutes.
 fn sdk_scenario(d: &Daemon, program: &str, script: &std::path::Path, env: &[(&str, String)]) {
-    let name = script.file_name().unwrap().to_string_lossy().to_string();
-    let out_path = d.dir.path().join(format!("{program}-{name}.out"));
-    let out = std::fs::File::create(&out_path).unwrap();
-    let mut child = std::process::Command::new(program)
-        .arg(script)
+    let name = common::script::script_name(script);
+    let mut cmd = std::process::Command::new(program);
+    cmd.arg(script)
         .current_dir(script.parent().unwrap())
         .env_remove("E2B_DOMAIN")
         .env_remove("E2B_DEBUG")
-        .env("PYTHONUNBUFFERED", "1")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdin(std::process::Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    let t0 = std::time::Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if t0.elapsed() > Duration::from_secs(300) {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let output = std::fs::read_to_string(&out_path).unwrap_or_default();
-    eprintln!(
-        "--- {program} {name} ({:.1}s) ---\n{output}",
-        t0.elapsed().as_secs_f64()
-    );
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "{program} {name} failed ({status:?}); its output is above; daemon log tail:\n{}",
-        tail(&d.log(), 40)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    common::script::run_scenario(
+        cmd,
+        &format!("{program} {name}"),
+        &format!("{program}-{name}.out"),
+        d,
+        Duration::from_secs(300),
     );
 }
 

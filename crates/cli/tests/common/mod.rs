@@ -6,6 +6,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod counter;
+pub mod script;
 pub mod tls;
 
 pub use dwell_testkit::connect::{b64, envelope, envelopes, signature, unb64};
