@@ -596,6 +596,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn watch_flush_fields_are_optional_both_ways() {
+        // An old agent's `watching` means no flushes; a new one says so
+        // only when asked, and an old client's request asks nothing.
+        let w: Event = serde_json::from_str(r#"{"event":"watching"}"#).unwrap();
+        assert_eq!(w, Event::Watching { flush: false });
+        assert_eq!(
+            serde_json::to_string(&Event::Watching { flush: false }).unwrap(),
+            r#"{"event":"watching"}"#
+        );
+        let r: Request =
+            serde_json::from_str(r#"{"op":"watch","path":"/d","recursive":true}"#).unwrap();
+        assert!(matches!(r, Request::Watch { flush: false, .. }));
+        let r = Request::Watch {
+            path: "/d".into(),
+            recursive: false,
+            flush: true,
+        };
+        assert!(serde_json::to_string(&r)
+            .unwrap()
+            .contains(r#""flush":true"#));
+        assert_eq!(
+            serde_json::to_string(&Control::Flush { seq: 3 }).unwrap(),
+            r#"{"control":"flush","seq":3}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Event::Flushed { seq: 3 }).unwrap(),
+            r#"{"event":"flushed","seq":3}"#
+        );
+    }
+
+    #[test]
     fn request_json_shape() {
         let r = Request::Signal { pid: 4, signal: 9 };
         assert_eq!(
