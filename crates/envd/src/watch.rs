@@ -347,6 +347,8 @@ pub async fn create_watcher(State(envd): State<Arc<Envd>>, h: HeaderMap, body: B
                             seq += 1;
                             // On failure `done` is dropped: the poll answers at once.
                             if flusher.as_ref().is_some_and(|f| f.flush(seq).is_ok()) {
+                                // Polls that gave up waiting are forgotten.
+                                waiting.retain(|(_, d)| !d.is_closed());
                                 waiting.push((seq, done));
                             }
                             continue;
