@@ -70,7 +70,11 @@ pub async fn run(ctx: StreamCtx, req: Request) {
             ctx.end(files::blocking(move || files::chown(&path, uid, gid)).await)
                 .await
         }
-        Request::Watch { path, recursive } => crate::watch::watch(ctx, path, recursive).await,
+        Request::Watch {
+            path,
+            recursive,
+            flush,
+        } => crate::watch::watch(ctx, path, recursive, flush).await,
         Request::Unlisten => {
             let can = crate::server::can_unlisten();
             let yes = can.is_ok();

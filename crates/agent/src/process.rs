@@ -244,6 +244,7 @@ async fn follow(
                         crate::debug!("signal to {pid} failed: {}", e.message);
                     }
                 }
+                Some(ClientMsg::Control(Control::Flush { .. })) => {} // for watch streams
             },
         }
     };

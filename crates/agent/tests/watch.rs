@@ -1,13 +1,14 @@
 //! Directory watches through the real agent: create, write, chmod, rename
 //! and remove under a recursive watch, a new subdirectory being picked up,
-//! the watch ending when its directory goes, and errors for bad paths.
+//! the watch ending when its directory goes, and errors for bad paths;
+//! flushes, and what a directory already holds when it joins the watch.
 
 mod common;
 
 use std::time::Duration;
 
 use common::Agent;
-use dwell_proto::{ErrorKind, FsChange, FsEvent, Watcher};
+use dwell_proto::{ErrorKind, FsChange, FsEvent, WatchItem, Watcher};
 
 /// Events until `want` is seen (or 5 s pass).
 async fn until(w: &mut Watcher, want: &FsEvent) -> Vec<FsEvent> {
@@ -128,4 +129,53 @@ async fn huge_trees_fail_and_pseudo_filesystems_are_skipped() {
     // /proc itself can be watched directly.
     let w = c.watch("/proc", false).await;
     assert!(w.is_ok(), "{:?}", w.err());
+}
+
+/// Items until the answer to flush `seq` (or 5 s pass).
+async fn until_flushed(w: &mut Watcher, seq: u64) -> Vec<FsEvent> {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(deadline, w.next_item()).await {
+            Ok(Ok(Some(WatchItem::Fs(e)))) => seen.push(e),
+            Ok(Ok(Some(WatchItem::Flushed(n)))) if n == seq => return seen,
+            Ok(Ok(Some(WatchItem::Flushed(_)))) => {}
+            other => panic!("waiting for flush {seq}: got {other:?} after {seen:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_answers_after_every_change_made_before_it() {
+    let a = Agent::start();
+    let c = a.client().await;
+    let root = a.dir.path().join("flushed");
+    std::fs::create_dir_all(&root).unwrap();
+    let mut w = c.watch(root.to_str().unwrap(), true).await.unwrap();
+    assert!(w.can_flush());
+    let f = w.flusher().unwrap();
+    for i in 0..20u64 {
+        // A directory made and filled at once: its file may be written
+        // before the agent watches it, and is reported all the same.
+        let sub = format!("d{i}");
+        std::fs::create_dir_all(root.join(&sub).join("deep")).unwrap();
+        std::fs::write(root.join(&sub).join("deep/f.txt"), b"x").unwrap();
+        f.flush(i).unwrap();
+        let seen = until_flushed(&mut w, i).await;
+        for want in [
+            ev(&sub, FsChange::Create),
+            ev(&format!("{sub}/deep"), FsChange::Create),
+            ev(&format!("{sub}/deep/f.txt"), FsChange::Create),
+            ev(&format!("{sub}/deep/f.txt"), FsChange::Write),
+        ] {
+            assert!(seen.contains(&want), "round {i}: {want:?} not in {seen:?}");
+        }
+        for name in [sub.clone(), format!("{sub}/deep")] {
+            let creates = seen
+                .iter()
+                .filter(|e| **e == ev(&name, FsChange::Create))
+                .count();
+            assert_eq!(creates, 1, "round {i}: {name} in {seen:?}");
+        }
+    }
 }

@@ -149,6 +149,7 @@ fn envd_wire_protocol_against_a_real_sandbox() {
         gzip_octet_stream_upload,
         filesystem_rpcs,
         polled_watcher,
+        a_poll_reports_every_change_made_before_it,
         a_named_user_runs_as_itself_and_owns_what_it_makes,
         a_user_keeps_its_own_permissions,
         file_metadata_on_the_wire,
@@ -468,6 +469,107 @@ fn polled_watcher(f: &Fixture) {
         json!({"watcherId": wid}),
     );
     assert_eq!(r.status, 404);
+}
+
+/// A poll reports every change made before it, even in a directory made
+/// just before (whose files may exist before the agent watches it): the
+/// E2B suite's "recursive watch after a nested folder addition", 20 times;
+/// and a `WatchDir` stream reports the same.
+fn a_poll_reports_every_change_made_before_it(f: &Fixture) {
+    let (sb, envd) = (&f.sb, f.sb.envd.as_str());
+    for i in 0..20 {
+        let dir = format!("/tmp/pw{i}");
+        sb.unary("filesystem.Filesystem/MakeDir", json!({"path": dir}));
+        let w = sb
+            .unary(
+                "filesystem.Filesystem/CreateWatcher",
+                json!({"path": dir, "recursive": true}),
+            )
+            .json();
+        let wid = w["watcherId"].as_str().unwrap().to_string();
+        let r = sb.unary(
+            "filesystem.Filesystem/MakeDir",
+            json!({"path": format!("{dir}/sub")}),
+        );
+        assert_eq!(r.status, 200);
+        let r = http(
+            envd,
+            "POST",
+            &format!("/files?path=%2Ftmp%2Fpw{i}%2Fsub%2Ff.txt"),
+            &sb.hdrs("application/octet-stream"),
+            b"watched",
+        );
+        assert_eq!(r.status, 200);
+        let e = sb
+            .unary(
+                "filesystem.Filesystem/GetWatcherEvents",
+                json!({"watcherId": wid}),
+            )
+            .json();
+        let events = e["events"].as_array().unwrap();
+        let has =
+            |name: &str, ty: &str| events.iter().any(|e| e["name"] == name && e["type"] == ty);
+        assert!(has("sub", "EVENT_TYPE_CREATE"), "round {i}: {events:?}");
+        assert!(
+            has("sub/f.txt", "EVENT_TYPE_WRITE"),
+            "round {i}: {events:?}"
+        );
+        let creates = events
+            .iter()
+            .filter(|e| e["name"] == "sub" && e["type"] == "EVENT_TYPE_CREATE")
+            .count();
+        assert_eq!(creates, 1, "round {i}: {events:?}");
+        let r = sb.unary(
+            "filesystem.Filesystem/RemoveWatcher",
+            json!({"watcherId": wid}),
+        );
+        assert_eq!(r.status, 200);
+        sb.unary("filesystem.Filesystem/Remove", json!({"path": dir}));
+    }
+    // The stream: a directory moved in whole reports what it holds.
+    for i in 0..3 {
+        let dir = format!("/tmp/pws{i}");
+        sb.unary(
+            "filesystem.Filesystem/MakeDir",
+            json!({"path": format!("{dir}/w")}),
+        );
+        let r = http(
+            envd,
+            "POST",
+            &format!("/files?path=%2Ftmp%2Fpws{i}%2Fout%2Fin%2Fg.txt"),
+            &sb.hdrs("application/octet-stream"),
+            b"moved",
+        );
+        assert_eq!(r.status, 200);
+        let s = sb.clone();
+        let wdir = format!("{dir}/w");
+        let watch = std::thread::spawn(move || {
+            s.stream(
+                "filesystem.Filesystem/WatchDir",
+                json!({"path": wdir, "recursive": true}),
+            )
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let r = sb.unary(
+            "filesystem.Filesystem/Move",
+            json!({"source": format!("{dir}/out"), "destination": format!("{dir}/w/out")}),
+        );
+        assert_eq!(r.status, 200);
+        std::thread::sleep(Duration::from_millis(300));
+        sb.unary("filesystem.Filesystem/Remove", json!({"path": dir}));
+        let ev = watch.join().unwrap();
+        for (name, ty) in [
+            ("out", "EVENT_TYPE_CREATE"),
+            ("out/in", "EVENT_TYPE_CREATE"),
+            ("out/in/g.txt", "EVENT_TYPE_CREATE"),
+            ("out/in/g.txt", "EVENT_TYPE_WRITE"),
+        ] {
+            assert!(
+                ev.contains(&(0, json!({"filesystem": {"name": name, "type": ty}}))),
+                "round {i}: {name} {ty}: {ev:?}"
+            );
+        }
+    }
 }
 
 /// A named user that exists runs as itself and owns what envd makes for

@@ -7,6 +7,11 @@
 //! longer runs ([`Watchers::purge`], run every [`PURGE_EVERY`]). A sandbox
 //! has at most [`MAX_PER_SANDBOX`] polled watchers and as many `WatchDir`
 //! streams; the daemon at most [`MAX_TOTAL`] polled watchers.
+//!
+//! A poll first asks the agent to flush the watch (read everything the
+//! kernel queued, then answer through the same ordered stream) and waits
+//! for that answer at most [`FLUSH_WAIT`], so it reports every change made
+//! before it; an agent older than flushes is polled as before.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,10 +23,10 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use dwell_proto::{AgentClient, FsChange, FsEvent};
+use dwell_proto::{AgentClient, FsChange, FsEvent, WatchItem};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 use crate::connect::{self, Code, ConnectError};
@@ -41,6 +46,11 @@ pub const MAX_TOTAL: usize = 1024;
 pub const PURGE_EVERY: Duration = Duration::from_secs(30);
 /// How long an ended watcher waits for its last poll.
 const ENDED_KEPT: Duration = Duration::from_secs(60);
+/// How long a poll waits for the agent to flush the watch (to report every
+/// change made before the poll) before it answers with what it has.
+pub const FLUSH_WAIT: Duration = Duration::from_millis(200);
+/// Polls of one watcher waiting for a flush at once.
+const MAX_FLUSH_WAITERS: usize = 64;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
@@ -167,6 +177,9 @@ struct Polled {
     sandbox: String,
     events: Arc<Mutex<PolledEvents>>,
     task: AbortHandle,
+    /// Asks the watcher's task for a flush; the sender is told when it is
+    /// done. `None` when the agent cannot flush.
+    flush: Option<mpsc::Sender<oneshot::Sender<()>>>,
 }
 
 #[derive(Default)]
@@ -278,12 +291,28 @@ impl Watchers {
     }
 
     fn take(&self, sandbox: &str, id: &str) -> Result<Arc<Mutex<PolledEvents>>, ConnectError> {
+        self.get(sandbox, id).map(|(e, _)| e)
+    }
+
+    /// A watcher's events and its flush requests.
+    #[allow(clippy::type_complexity)]
+    fn get(
+        &self,
+        sandbox: &str,
+        id: &str,
+    ) -> Result<
+        (
+            Arc<Mutex<PolledEvents>>,
+            Option<mpsc::Sender<oneshot::Sender<()>>>,
+        ),
+        ConnectError,
+    > {
         self.map
             .lock()
             .unwrap()
             .get(id)
             .filter(|p| p.sandbox == sandbox)
-            .map(|p| p.events.clone())
+            .map(|p| (p.events.clone(), p.flush.clone()))
             .ok_or_else(|| ConnectError::new(Code::NotFound, format!("watcher {id:?} not found")))
     }
 }
@@ -304,11 +333,35 @@ pub async fn create_watcher(State(envd): State<Arc<Envd>>, h: HeaderMap, body: B
             let sandbox = ctx.target.id.clone();
             let sink = events.clone();
             let include = req.include_entry;
+            let flusher = w.flusher();
+            let (flush_tx, mut flush_rx) = mpsc::channel::<oneshot::Sender<()>>(MAX_FLUSH_WAITERS);
+            let flush_tx = flusher.is_some().then_some(flush_tx);
             let task = tokio::spawn(async move {
+                // Flushes asked of the agent, by number, with who waits.
+                let mut seq = 0u64;
+                let mut waiting: Vec<(u64, oneshot::Sender<()>)> = Vec::new();
                 loop {
-                    let r = w.next().await;
+                    let r = tokio::select! {
+                        r = w.next_item() => r,
+                        Some(done) = flush_rx.recv(), if flusher.is_some() => {
+                            seq += 1;
+                            // On failure `done` is dropped: the poll answers at once.
+                            if flusher.as_ref().is_some_and(|f| f.flush(seq).is_ok()) {
+                                // Polls that gave up waiting are forgotten.
+                                waiting.retain(|(_, d)| !d.is_closed());
+                                waiting.push((seq, done));
+                            }
+                            continue;
+                        }
+                    };
                     let v = match r {
-                        Ok(Some(e)) => {
+                        Ok(Some(WatchItem::Flushed(n))) => {
+                            for (_, done) in waiting.extract_if(.., |(s, _)| *s <= n) {
+                                let _ = done.send(());
+                            }
+                            continue;
+                        }
+                        Ok(Some(WatchItem::Fs(e))) => {
                             let entry = include.then_some((&ctx.agent, &*ctx.accounts));
                             fs_event(&e, &root, entry).await
                         }
@@ -338,6 +391,7 @@ pub async fn create_watcher(State(envd): State<Arc<Envd>>, h: HeaderMap, body: B
                     sandbox,
                     events,
                     task: task.abort_handle(),
+                    flush: flush_tx,
                 },
             );
             Ok(json!({ "watcherId": id }))
@@ -357,7 +411,14 @@ pub async fn get_watcher_events(
             let (target, req): (_, WatcherIdRequest) =
                 crate::unary_request(&envd.ctl, &h, body).await?;
             let t = target;
-            let events = envd.watchers.take(&t.id, &req.watcher_id)?;
+            let (events, flush) = envd.watchers.get(&t.id, &req.watcher_id)?;
+            if let Some(flush) = flush {
+                // Bounded: a busy or stuck agent costs a poll FLUSH_WAIT.
+                let (done, wait) = oneshot::channel();
+                if flush.try_send(done).is_ok() {
+                    let _ = tokio::time::timeout(FLUSH_WAIT, wait).await;
+                }
+            }
             let mut s = events.lock().unwrap();
             s.last_poll = Some(Instant::now());
             let list: Vec<Value> = s.queue.drain(..).collect();
@@ -404,6 +465,7 @@ mod tests {
                     ..Default::default()
                 })),
                 task: task.abort_handle(),
+                flush: None,
             },
         );
     }

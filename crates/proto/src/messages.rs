@@ -123,6 +123,11 @@ pub enum Request {
         path: String,
         #[serde(default)]
         recursive: bool,
+        /// Ask for flush support: the agent answers `watching` with
+        /// `flush: true` and then honours `Control::Flush` on the stream
+        /// (an older agent ignores the field and answers plain `watching`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        flush: bool,
     },
     /// Stop listening, as on SIGUSR1: close the socket and every
     /// connection (this one too, after the answer). For a checkpoint; a
@@ -185,8 +190,16 @@ pub enum Event {
     Opened { size: u64 },
     /// A file (or a process's stdin) is open for writing; the client may now send `Data` frames.
     Ready,
-    /// A watch is set up; `fs` events follow.
-    Watching,
+    /// A watch is set up; `fs` events follow. `flush` when the agent
+    /// honours `Control::Flush` on this stream (asked for by the request).
+    Watching {
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        flush: bool,
+    },
+    /// The answer to `Control::Flush { seq }` on a watch stream: every
+    /// change the kernel reported before the flush arrived was sent before
+    /// this event.
+    Flushed { seq: u64 },
     /// A change under a watched directory; `name` is relative to it.
     Fs { name: String, change: FsChange },
     /// A `connect` reached its peer; `Data` frames may flow both ways.
@@ -218,12 +231,24 @@ pub enum Outcome {
     Err(RemoteError),
 }
 
-/// A client control message on an open exec or attach stream.
+/// A client control message on an open exec or attach stream, or (only
+/// `Flush`, and only when the agent answered `watching` with `flush: true`)
+/// on a watch stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "control", rename_all = "snake_case")]
 pub enum Control {
-    Resize { rows: u16, cols: u16 },
-    Signal { signal: i32 },
+    Resize {
+        rows: u16,
+        cols: u16,
+    },
+    Signal {
+        signal: i32,
+    },
+    /// Watch streams: read every event the kernel has queued, send them,
+    /// then answer `Event::Flushed { seq }`.
+    Flush {
+        seq: u64,
+    },
 }
 
 /// Terminal size of a PTY.
@@ -569,6 +594,37 @@ impl RemoteError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watch_flush_fields_are_optional_both_ways() {
+        // An old agent's `watching` means no flushes; a new one says so
+        // only when asked, and an old client's request asks nothing.
+        let w: Event = serde_json::from_str(r#"{"event":"watching"}"#).unwrap();
+        assert_eq!(w, Event::Watching { flush: false });
+        assert_eq!(
+            serde_json::to_string(&Event::Watching { flush: false }).unwrap(),
+            r#"{"event":"watching"}"#
+        );
+        let r: Request =
+            serde_json::from_str(r#"{"op":"watch","path":"/d","recursive":true}"#).unwrap();
+        assert!(matches!(r, Request::Watch { flush: false, .. }));
+        let r = Request::Watch {
+            path: "/d".into(),
+            recursive: false,
+            flush: true,
+        };
+        assert!(serde_json::to_string(&r)
+            .unwrap()
+            .contains(r#""flush":true"#));
+        assert_eq!(
+            serde_json::to_string(&Control::Flush { seq: 3 }).unwrap(),
+            r#"{"control":"flush","seq":3}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Event::Flushed { seq: 3 }).unwrap(),
+            r#"{"event":"flushed","seq":3}"#
+        );
+    }
 
     #[test]
     fn request_json_shape() {

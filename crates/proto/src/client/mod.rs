@@ -24,7 +24,7 @@ pub use files::{FileReader, FileWriter};
 pub use process::{ProcessEvent, ProcessInput, ProcessOutput, ProcessStream};
 pub use service::{LogChunk, ServiceLogs};
 pub use tunnel::TcpTunnel;
-pub use watch::{FsEvent, Watcher};
+pub use watch::{FsEvent, WatchFlusher, WatchItem, Watcher};
 
 use crate::auth::{self, AgentKey, Side};
 use crate::error::{Error, Result};
@@ -533,9 +533,10 @@ impl AgentClient {
         let mut s = self.conn.open(&Request::Watch {
             path: path.into(),
             recursive,
+            flush: true,
         })?;
         match self.first(&mut s, "watch").await? {
-            Inbound::Event(Event::Watching) => Ok(Watcher::new(s)),
+            Inbound::Event(Event::Watching { flush }) => Ok(Watcher::new(s, flush)),
             Inbound::End(Err(e)) => Err(Error::Remote(e)),
             _ => Err(Error::Protocol(
                 "watch reply did not start with Watching".into(),
