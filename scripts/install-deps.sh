@@ -112,7 +112,7 @@ pkgs=(
   xfsprogs    # reflink-capable data dirs: the snapshot freeze test and benchmark
   chromium    # headless browser screenshots through the port proxy (tests)
   curl        # requests through the port proxy (tests)
-  openssl     # the test CA and certificates of the TLS port proxy (tests, run-tls)
+  openssl     # the test CA and certificates of the TLS port proxy (tests, e2b-suite.sh)
   openssh-client  # ssh, scp, sftp, ssh-keygen: the SSH gateway's tests
   docker-registry # a real OCI registry (distribution v2) for the pull tests
   skopeo      # pushes test images to it, and reads exported images back
