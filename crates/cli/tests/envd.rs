@@ -264,6 +264,36 @@ fn process_start_streams_output_then_the_exit(f: &Fixture) {
     assert_eq!(end["exitCode"], 3);
     assert_eq!(end["status"], "exit status 3");
     assert_eq!(ev.last().unwrap(), &(2u8, json!({})));
+
+    // The call's deadline (Connect-Timeout-Ms, what the SDKs send for a
+    // command's `timeout`) ends the stream with deadline_exceeded on time;
+    // the process goes on and can be re-attached.
+    let mut h = sb.hdrs("application/connect+json");
+    h.push(("Connect-Timeout-Ms", "700"));
+    let t0 = std::time::Instant::now();
+    let r = http(
+        &sb.envd,
+        "POST",
+        "/process.Process/Start",
+        &h,
+        &envelope(
+            &json!({"process": {"cmd": "/bin/sh", "args": ["-c", "sleep 4; echo late"]}, "tag": "deadline", "stdin": false}),
+        ),
+    );
+    let took = t0.elapsed();
+    let ev = envelopes(&r.body);
+    let last = ev.last().expect("an end frame");
+    assert_eq!(last.0, 2, "{ev:?}");
+    assert_eq!(last.1["error"]["code"], "deadline_exceeded", "{ev:?}");
+    assert!(
+        took >= std::time::Duration::from_millis(600) && took < std::time::Duration::from_secs(3),
+        "the deadline fired after {took:?}"
+    );
+    let ev = sb.stream(
+        "process.Process/Connect",
+        json!({"process": {"tag": "deadline"}}),
+    );
+    assert_eq!(stdout_of(&ev), "late\n", "the process went on: {ev:?}");
 }
 
 /// A PTY process in the background: listed by tag, resized, fed input; a

@@ -379,6 +379,37 @@ pub fn stream_error(e: &ConnectError) -> Response {
     r
 }
 
+/// The deadline of a call (`Connect-Timeout-Ms`, Connect's header: a
+/// positive integer of at most 10 digits), from when it was read; `None`
+/// when absent, zero or malformed (no deadline, as the protocol says for a
+/// header the server cannot read).
+pub fn deadline(h: &HeaderMap) -> Option<tokio::time::Instant> {
+    let v = h.get("connect-timeout-ms")?.to_str().ok()?.trim();
+    if v.is_empty() || v.len() > 10 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let ms: u64 = v.parse().ok()?;
+    (ms > 0).then(|| tokio::time::Instant::now() + Duration::from_millis(ms))
+}
+
+/// The end frame of a stream whose deadline passed.
+pub fn deadline_frame() -> Bytes {
+    ConnectError::new(
+        Code::DeadlineExceeded,
+        "the call's deadline (Connect-Timeout-Ms) passed; the process or watch goes on, \
+         re-attach or poll again to see more",
+    )
+    .end_frame()
+}
+
+/// Sleeps until `deadline`, or forever without one (for `select!`).
+pub async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The keepalive interval the client asked for (`Keepalive-Ping-Interval`,
 /// seconds), clamped to 1..=3600 s (a huge value would overflow the
 /// timer's deadline); 50 s when absent.
@@ -394,6 +425,23 @@ pub fn keepalive_interval(h: &HeaderMap) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deadlines_are_read_as_connect_writes_them() {
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("connect-timeout-ms", HeaderValue::from_str(v).unwrap());
+            deadline(&h)
+        };
+        let t0 = tokio::time::Instant::now();
+        let d = with("2000").expect("a deadline");
+        assert!(d >= t0 + Duration::from_millis(2000) && d < t0 + Duration::from_secs(3));
+        for bad in ["0", "", "-5", "1e3", "12345678901", " x"] {
+            assert!(with(bad).is_none(), "{bad:?}");
+        }
+        assert!(deadline(&HeaderMap::new()).is_none());
+        assert!(String::from_utf8_lossy(&deadline_frame()).contains("deadline_exceeded"));
+    }
 
     #[test]
     fn envelope_roundtrip_in_pieces() {

@@ -201,6 +201,7 @@ fn pump(
     mut stream: ProcessStream,
     tty: bool,
     keepalive: Duration,
+    deadline: Option<tokio::time::Instant>,
     conn: Option<crate::ConnectionReset>,
 ) -> Response {
     let (tx, rx) = mpsc::channel::<Bytes>(16);
@@ -252,6 +253,11 @@ fn pump(
                     }
                 },
                 _ = tick.tick() => connect::message_frame(&json!({"event": {"keepalive": {}}})),
+                // The call's deadline: its stream ends; the process goes on.
+                _ = connect::until(deadline) => {
+                    let _ = tx.send(connect::deadline_frame()).await;
+                    return;
+                }
                 _ = tx.closed() => return,
             };
             if tx.send(frame).await.is_err() {
@@ -338,6 +344,8 @@ pub async fn start(
     h: HeaderMap,
     body: Body,
 ) -> Response {
+    // The call's deadline counts from its arrival.
+    let deadline = connect::deadline(&h);
     if let Err(why) = connect::check_codec(&h, true) {
         return connect::unsupported_codec(why);
     }
@@ -382,6 +390,7 @@ pub async fn start(
             s,
             tty.is_some(),
             connect::keepalive_interval(&h),
+            deadline,
             conn.map(|Extension(c)| c),
         ),
         Err(e) => connect::stream_error(&e.into()),
@@ -395,6 +404,8 @@ pub async fn connect_process(
     h: HeaderMap,
     body: Body,
 ) -> Response {
+    // The call's deadline counts from its arrival.
+    let deadline = connect::deadline(&h);
     if let Err(why) = connect::check_codec(&h, true) {
         return connect::unsupported_codec(why);
     }
@@ -419,6 +430,7 @@ pub async fn connect_process(
                 s,
                 tty,
                 connect::keepalive_interval(&h),
+                deadline,
                 conn.map(|Extension(c)| c),
             )
         }

@@ -112,6 +112,8 @@ async fn start(
 
 /// `WatchDir`: a stream of `start`, then `filesystem` events and keepalives.
 pub async fn watch_dir(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) -> Response {
+    // The call's deadline counts from its arrival.
+    let deadline = connect::deadline(&h);
     if let Err(why) = connect::check_codec(&h, true) {
         return connect::unsupported_codec(why);
     }
@@ -162,6 +164,10 @@ pub async fn watch_dir(State(envd): State<Arc<Envd>>, h: HeaderMap, body: Body) 
                     }
                 },
                 _ = tick.tick() => connect::message_frame(&json!({"keepalive": {}})),
+                _ = connect::until(deadline) => {
+                    let _ = tx.send(connect::deadline_frame()).await;
+                    return;
+                }
                 _ = tx.closed() => return,
             };
             if tx.send(frame).await.is_err() {
