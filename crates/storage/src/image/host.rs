@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{load, Image, ImageStore, HOST_IMAGE};
+use super::{load, Image, ImageStore, StoreLock, HOST_IMAGE};
 use crate::error::{IoContext, Result};
 use crate::fsutil::{
     atomic_write, disk_usage, lchown, now_secs, remove_any, set_times, sha256_hex,
@@ -88,30 +88,58 @@ struct StatusStamp {
     digest: String,
 }
 
+/// What [`cached_dir`] found.
+enum Cached {
+    /// The directory and its metadata were stored.
+    Stored(Box<Image>),
+    /// The directory is there (built now, or earlier without metadata);
+    /// the store stays locked while the caller writes the metadata.
+    Built(StoreLock),
+}
+
+/// A directory of the host images, built once: `dir` with its metadata
+/// `meta` when both are stored; otherwise, under the store's lock, `build`
+/// into a staging directory (`what` names it) renamed into place, and
+/// removed on failure.
+fn cached_dir(
+    store: &ImageStore,
+    dir: &Path,
+    meta: &Path,
+    what: &str,
+    build: impl FnOnce(&Path) -> Result<()>,
+) -> Result<Cached> {
+    if dir.is_dir() {
+        if let Some(img) = load(meta)? {
+            return Ok(Cached::Stored(Box::new(img)));
+        }
+    }
+    let lock = store.lock()?;
+    if dir.is_dir() {
+        return Ok(match load(meta)? {
+            Some(img) => Cached::Stored(Box::new(img)),
+            None => Cached::Built(lock),
+        });
+    }
+    let staging = store.tmp_path(what);
+    let built = build(&staging)
+        .and_then(|()| fs::rename(&staging, dir).ctx("move a built host layer into place at", dir));
+    if let Err(e) = built {
+        let _ = remove_any(&staging);
+        return Err(e);
+    }
+    Ok(Cached::Built(lock))
+}
+
 /// Returns the current host image, building its skeleton when needed.
 pub(crate) fn get_or_build(store: &ImageStore) -> Result<Image> {
     let digest = current_digest(store)?;
     let dir = store.root.join("host");
     let skeleton = dir.join(&digest);
     let meta = dir.join(format!("{digest}.json"));
-    if skeleton.is_dir() {
-        if let Some(img) = load(&meta)? {
-            return Ok(img);
-        }
-    }
-    let _lock = store.lock()?;
-    if !skeleton.is_dir() {
-        let staging = store.tmp_path("host");
-        let built = build(&staging).and_then(|()| {
-            fs::rename(&staging, &skeleton).ctx("move host skeleton into place at", &skeleton)
-        });
-        if let Err(e) = built {
-            let _ = remove_any(&staging);
-            return Err(e);
-        }
-    } else if let Some(img) = load(&meta)? {
-        return Ok(img);
-    }
+    let _lock = match cached_dir(store, &skeleton, &meta, "host", build)? {
+        Cached::Stored(img) => return Ok(*img),
+        Cached::Built(lock) => lock,
+    };
     let image = Image {
         name: HOST_IMAGE.to_string(),
         reference: None,
@@ -484,24 +512,13 @@ pub(crate) fn get_or_build_user(store: &ImageStore) -> Result<Image> {
         })?;
     let layer = dir.join(format!("{digest}-{ACCOUNT_RECIPE}"));
     let meta = dir.join(format!("{digest}-{ACCOUNT_RECIPE}.json"));
-    if layer.is_dir() {
-        if let Some(img) = load(&meta)? {
-            return Ok(img);
-        }
-    }
-    let _lock = store.lock()?;
-    if !layer.is_dir() {
-        let staging = store.tmp_path("host-user");
-        let built = build_account_layer(&skeleton, &staging).and_then(|()| {
-            fs::rename(&staging, &layer).ctx("move the account layer into place at", &layer)
-        });
-        if let Err(e) = built {
-            let _ = remove_any(&staging);
-            return Err(e);
-        }
-    } else if let Some(img) = load(&meta)? {
-        return Ok(img);
-    }
+    let built = cached_dir(store, &layer, &meta, "host-user", |staging| {
+        build_account_layer(&skeleton, staging)
+    })?;
+    let _lock = match built {
+        Cached::Stored(img) => return Ok(*img),
+        Cached::Built(lock) => lock,
+    };
     let image = Image {
         name: super::HOST_USER_IMAGE.to_string(),
         id: format!(
