@@ -127,11 +127,14 @@ pub fn detail(
             State::Stopped => Some("filesystem"),
             _ => None,
         },
-        network: wire::NetworkInfo {
-            allow_out: sb.spec.egress.allow.clone(),
-            deny_out: sb.spec.egress.deny.clone(),
-            allow_public_traffic: st.ctl.traffic_token_of(&sb.id)?.is_none(),
-            mask_request_host: st.ctl.all_ports_host_header(&sb.id)?,
+        network: {
+            let all_ports = st.ctl.all_ports_exposure(&sb.id)?;
+            wire::NetworkInfo {
+                allow_out: sb.spec.egress.allow.clone(),
+                deny_out: sb.spec.egress.deny.clone(),
+                allow_public_traffic: all_ports.as_ref().is_none_or(|e| e.public),
+                mask_request_host: all_ports.and_then(|e| e.host_header),
+            }
         },
     });
     Ok(l)

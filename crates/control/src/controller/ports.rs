@@ -188,13 +188,10 @@ impl Controller {
         }
     }
 
-    /// The host header of a sandbox's every-port exposure, when it names one.
-    pub fn all_ports_host_header(&self, sandbox_id: &str) -> Result<Option<String>> {
-        Ok(self
-            .inner
-            .store
-            .get_exposure(sandbox_id, 0)?
-            .and_then(|e| e.host_header))
+    /// A sandbox's every-port exposure (E2B's), when it has one: whether it
+    /// is public and the host header it names.
+    pub fn all_ports_exposure(&self, sandbox_id: &str) -> Result<Option<Exposure>> {
+        Ok(self.inner.store.get_exposure(sandbox_id, 0)?)
     }
 
     /// A one-time login token for a private exposure, valid for

@@ -254,13 +254,9 @@ pub async fn pause(
 ) -> E2bResult<StatusCode> {
     // `{"memory": false}`: keep the files only (E2B's filesystem-only
     // pause): the sandbox is stopped, and connect boots it again.
-    let keep_memory = if body.iter().all(u8::is_ascii_whitespace) {
-        true
-    } else {
-        json_body::<wire::Pause>(&body, "pause")?
-            .memory
-            .unwrap_or(true)
-    };
+    let keep_memory = json_body::<wire::Pause>(&body, "pause")?
+        .memory
+        .unwrap_or(true);
     let sb = find(&st, &p, &id)?;
     match sb.state {
         S::Running => {}
@@ -324,11 +320,7 @@ pub async fn refresh(
     Path(id): Path<String>,
     body: Bytes,
 ) -> E2bResult<StatusCode> {
-    let req: wire::Refresh = if body.iter().all(u8::is_ascii_whitespace) {
-        wire::Refresh::default()
-    } else {
-        json_body(&body, "refresh")?
-    };
+    let req: wire::Refresh = json_body(&body, "refresh")?;
     let d = req.duration.ok_or_else(|| {
         E2bError::bad_request("the body needs how long to keep it alive: {\"duration\": SECONDS}")
     })?;
@@ -363,11 +355,7 @@ pub async fn fork(
     Path(id): Path<String>,
     body: Bytes,
 ) -> E2bResult<(StatusCode, Json<Vec<wire::ForkResult>>)> {
-    let req: wire::Fork = if body.iter().all(u8::is_ascii_whitespace) {
-        wire::Fork::default()
-    } else {
-        json_body(&body, "fork")?
-    };
+    let req: wire::Fork = json_body(&body, "fork")?;
     let count = req.count.unwrap_or(1);
     if count == 0 || count > MAX_FORKS {
         return Err(E2bError::bad_request(format!(
@@ -376,8 +364,9 @@ pub async fn fork(
     }
     let timeout = lifetime::check(req.timeout.unwrap_or(lifetime::DEFAULT_TIMEOUT_SECS))?;
     let src = find(&st, &p, &id)?;
-    let public_traffic = st.ctl.traffic_token_of(&src.id)?.is_none();
-    let mask = st.ctl.all_ports_host_header(&src.id)?;
+    let all_ports = st.ctl.all_ports_exposure(&src.id)?;
+    let public_traffic = all_ports.as_ref().is_none_or(|e| e.public);
+    let mask = all_ports.and_then(|e| e.host_header);
     let copy = CreateRequest {
         mode: Some(Mode::Persistent),
         env: src.spec.env.clone(),
