@@ -30,7 +30,7 @@ pub const DEFAULT_USER: &str = "user";
 /// How long a sandbox's parsed account files are reused.
 const TTL: Duration = Duration::from_secs(5);
 /// How old a copy may be before a missing user makes it re-read.
-const RECHECK: Duration = Duration::from_millis(500);
+const RECHECK: Duration = Duration::from_millis(200);
 /// Largest account file read: the files are the sandbox's own, so a
 /// sandbox could make them endless (`ln -sf /dev/zero /etc/passwd`).
 pub const MAX_ACCOUNT_FILE: usize = 1 << 20;
@@ -154,16 +154,20 @@ impl Cache {
     /// The accounts of sandbox `id`, read through `agent` when not cached.
     /// Missing files give an empty set (everything runs as root).
     /// A user named but not found is looked up afresh (it may just have
-    /// been created); [`DEFAULT_USER`] only in a copy older than [`RECHECK`].
+    /// been created), at most every [`RECHECK`] (a miss sooner waits for
+    /// it), so that a client naming unknown users in a loop cannot make
+    /// every request re-read the sandbox's account files.
     pub async fn get(&self, id: &str, agent: &AgentClient, wanted: Option<&str>) -> Arc<Accounts> {
-        if let Some((at, a)) = self.map.lock().unwrap().get(id) {
-            // A missing name is looked up afresh: at once unless it is the
-            // default user (which old SDKs name on every request and most
-            // images lack, so a miss of it is re-read at most every RECHECK).
-            let stale_miss =
-                wanted.is_some_and(|n| !a.has(n) && (n != DEFAULT_USER || at.elapsed() >= RECHECK));
-            if at.elapsed() < TTL && !stale_miss {
-                return a.clone();
+        let cached = self.map.lock().unwrap().get(id).cloned();
+        if let Some((at, a)) = cached {
+            let miss = wanted.is_some_and(|n| !a.has(n));
+            if at.elapsed() < TTL && !miss {
+                return a;
+            }
+            // A missing name is looked up afresh, but the files are read
+            // at most every RECHECK: a request that misses sooner waits.
+            if miss {
+                tokio::time::sleep(RECHECK.saturating_sub(at.elapsed())).await;
             }
         }
         let (p, g) = tokio::join!(
