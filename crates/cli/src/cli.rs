@@ -277,8 +277,9 @@ pub struct ServeArgs {
     /// Serve the port proxy on TCP (`127.0.0.1:8081`): ports exposed with
     /// `dwell expose` / `dwell port` are reached as `http://PORT-ID.DOMAIN/`
     /// (HTTP/1.1, WebSocket, and raw TCP through CONNECT; https with
-    /// --proxy-tls-cert). With the E2B listeners it also serves
-    /// `api.DOMAIN`, `sandbox.DOMAIN` and `49983-ID.DOMAIN` for the SDKs.
+    /// --proxy-tls-cert). With the E2B listeners it also serves envd as
+    /// `sandbox.DOMAIN` and `49983-ID.DOMAIN` for the SDKs; with
+    /// --proxy-e2b-api, the control plane as `api.DOMAIN` too.
     #[arg(long)]
     pub proxy_listen: Option<String>,
     /// The domain of the port proxy's host names (`PORT-ID.DOMAIN`); point
@@ -1211,7 +1212,30 @@ fn build_timeout_secs(v: &str) -> Result<u64, String> {
     if let Ok(n) = v.parse::<u64>() {
         return Ok(n);
     }
-    humantime::parse_duration(v)
-        .map(|d| d.as_secs())
-        .map_err(|e| format!("{e}; give seconds or a duration such as 30m or 2h"))
+    let d = humantime::parse_duration(v)
+        .map_err(|e| format!("{e}; give seconds or a duration such as 30m or 2h"))?;
+    if d.as_secs() == 0 {
+        return Err(format!(
+            "{v} is under a second; a build needs at least 1s (give e.g. 30m)"
+        ));
+    }
+    Ok(d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::build_timeout_secs;
+
+    #[test]
+    fn build_timeouts_take_seconds_or_durations_of_at_least_a_second() {
+        assert_eq!(build_timeout_secs("90"), Ok(90));
+        assert_eq!(build_timeout_secs("30m"), Ok(1800));
+        assert_eq!(build_timeout_secs("2h"), Ok(7200));
+        assert!(build_timeout_secs("500ms")
+            .unwrap_err()
+            .contains("at least 1s"));
+        assert!(build_timeout_secs("soon")
+            .unwrap_err()
+            .contains("30m or 2h"));
+    }
 }
