@@ -17,7 +17,9 @@
 # certificate for $DOMAIN are trusted there only (bind mounts over the CA
 # bundles), a small DNS responder answers *.$DOMAIN with 127.0.0.1, and
 # dwell's port proxy serves TLS on 443. The files that reach public
-# addresses are left out (--ignore); run nothing here that needs them.
+# addresses are left out (--ignore); run nothing here that needs them. The
+# template tests that build from_image("ubuntu:22.04") fail here: they need
+# docker.io, which this namespace cannot reach (add -k 'not ...' to skip).
 set -euo pipefail
 if [ -z "${DWELL_E2B_SUITE_INNER:-}" ]; then
   [ $# -ge 1 ] && [ -d "$1/packages/python-sdk/tests/sync" ] || {
@@ -42,7 +44,12 @@ fi
 ip link set lo up
 echo 1 > /proc/sys/net/ipv4/ip_forward   # this namespace's own setting
 BIN=${BIN:-$ROOT/target/debug/dwell}
-AGENT=${AGENT:-$ROOT/target/$(rustc -vV | sed -n 's/^host: //p')/debug/dwell-agent}
+# The static agent scripts/build.sh makes (target/<triple>/debug; the copy
+# beside dwell is replaced by a dynamic one whenever cargo builds it all).
+if [ -z "${AGENT:-}" ]; then
+  for a in "$ROOT"/target/*-linux-*/debug/dwell-agent; do [ -x "$a" ] && AGENT=$a && break; done
+fi
+[ -x "${AGENT:-}" ] || { echo "no static dwell-agent under $ROOT/target/<triple>/debug: run PROFILE=dev scripts/build.sh (or set AGENT)" >&2; exit 1; }
 ISO=${ISO:-namespace}
 DOMAIN=${DOMAIN:-dwell.test}
 D=$(mktemp -d /tmp/dwell-e2b-suite-XXXX)
@@ -117,7 +124,11 @@ DWELL_ALLOWED_REGISTRIES=loopback "$BIN" serve --data-dir "$D/data" --socket "$D
   --proxy-tls-cert "$D/tls/cert.pem" --proxy-tls-key "$D/tls/key.pem" \
   --proxy-max-per-ip 4096 > "$D/daemon.log" 2>&1 &
 daemon=$!
-for _ in $(seq 300); do [ -S "$D/s.sock" ] && break; sleep 0.1; done
+for _ in $(seq 300); do
+  DWELL_SOCKET=$D/s.sock "$BIN" ls -q >/dev/null 2>&1 && break
+  kill -0 "$daemon" 2>/dev/null || { echo "dwell serve exited:" >&2; cat "$D/daemon.log" >&2; daemon=; exit 1; }
+  sleep 0.1
+done
 key=$(DWELL_SOCKET=$D/s.sock "$BIN" tenant create e2b-suite | head -n1)
 unset E2B_SANDBOX_URL E2B_API_URL E2B_DEBUG HTTPS_PROXY https_proxy HTTP_PROXY http_proxy ALL_PROXY all_proxy
 export E2B_DOMAIN=$DOMAIN E2B_API_KEY=e2b_${key#dwk_}
