@@ -171,23 +171,24 @@ pub(crate) fn get_or_build(store: &ImageStore) -> Result<Image> {
     Ok(image)
 }
 
-/// Removes every built skeleton (the next `host()` rebuilds).
+/// Removes every built layer of the host images (they are rebuilt on
+/// next use).
 pub(crate) fn remove_all(store: &ImageStore) -> Result<()> {
-    let dir = store.root.join("host");
-    for e in fs::read_dir(&dir).ctx("list", &dir)?.flatten() {
-        let trash = store.tmp_path("gc");
-        fs::rename(e.path(), &trash).ctx("move aside", &e.path())?;
-        remove_any(&trash).ctx("remove", &trash)?;
-    }
-    Ok(())
+    remove_where(store, |_| true)
 }
 
 /// Removes every built account layer of [`super::HOST_USER_IMAGE`] (the
 /// next `host_user()` rebuilds); the host skeletons stay.
 pub(crate) fn remove_user_layers(store: &ImageStore) -> Result<()> {
+    remove_where(store, is_account_layer)
+}
+
+/// Removes the entries of the store's `host/` directory that `chosen`
+/// picks, each moved aside first so a crash leaves no half-removed layer.
+fn remove_where(store: &ImageStore, chosen: impl Fn(&Path) -> bool) -> Result<()> {
     let dir = store.root.join("host");
     for e in fs::read_dir(&dir).ctx("list", &dir)?.flatten() {
-        if !is_account_layer(&e.path()) {
+        if !chosen(&e.path()) {
             continue;
         }
         let trash = store.tmp_path("gc");
