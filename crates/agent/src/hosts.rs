@@ -161,12 +161,11 @@ fn write(content: &str) -> std::io::Result<()> {
     // A mount point is not replaced: write into it, when it is a regular
     // file (checked before the open and on the descriptor; opened without
     // blocking).
-    crate::small_file::check(&std::fs::metadata(PATH)?, u64::MAX)?;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(PATH)?;
-    crate::small_file::check(&f.metadata()?, u64::MAX)?;
+    let Some(mut f) = crate::small_file::open(Path::new(PATH), true, u64::MAX)? else {
+        return Err(std::io::Error::other(format!(
+            "{PATH} vanished while being replaced"
+        )));
+    };
     f.set_len(0)?;
     f.write_all(content.as_bytes())
 }

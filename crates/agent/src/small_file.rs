@@ -22,21 +22,9 @@ use std::path::Path;
 /// nowhere). Anything else is an error saying what was found, and was
 /// never opened (or, when swapped after the check, never read).
 pub fn read(path: &Path, max: u64) -> io::Result<Option<Vec<u8>>> {
-    match std::fs::metadata(path) {
-        Ok(m) => check(&m, max)?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let f = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
+    let Some(f) = open(path, false, max)? else {
+        return Ok(None);
     };
-    check(&f.metadata()?, max)?;
     let mut buf = Vec::new();
     f.take(max + 1).read_to_end(&mut buf)?;
     if buf.len() as u64 > max {
@@ -45,6 +33,30 @@ pub fn read(path: &Path, max: u64) -> io::Result<Option<Vec<u8>>> {
         )));
     }
     Ok(Some(buf))
+}
+
+/// `path` opened for reading, or for writing when `write` (links
+/// followed), when it is a regular file of at most `max` bytes: checked
+/// before the open, opened without blocking or taking a terminal, checked
+/// again on the descriptor. `None` when nothing is there.
+pub fn open(path: &Path, write: bool, max: u64) -> io::Result<Option<std::fs::File>> {
+    match std::fs::metadata(path) {
+        Ok(m) => check(&m, max)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let f = match std::fs::OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    check(&f.metadata()?, max)?;
+    Ok(Some(f))
 }
 
 /// Ok for a regular file of at most `max` bytes; otherwise an error naming
