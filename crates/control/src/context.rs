@@ -20,6 +20,13 @@ use crate::model::{HostLimits, Record};
 use crate::policy::PolicyArgs;
 
 pub(crate) struct Context {
+    /// This context, for what must outlive a borrow of it (wake hooks).
+    pub(crate) me: std::sync::Weak<Context>,
+    /// Idle sandboxes doze after this long (see [`crate::doze`]); None:
+    /// never.
+    pub(crate) doze_after: Mutex<Option<Duration>>,
+    /// What the doze timer knows of each sandbox.
+    pub(crate) dozing: crate::doze::Dozing,
     /// Registry mirrors and plain-HTTP hosts (set by the daemon at start).
     pub(crate) registry: Mutex<crate::registry::RegistrySettings>,
     /// Where pulled image blobs are shared with other daemons (the object

@@ -107,7 +107,10 @@ impl Controller {
                 .without_template_cache()
                 .with_nosuid();
         Controller {
-            inner: Arc::new(Context {
+            inner: Arc::new_cyclic(|me| Context {
+                me: me.clone(),
+                doze_after: Mutex::new(None),
+                dozing: Default::default(),
                 image_share: Mutex::new(None),
                 registry: Mutex::new(crate::registry::RegistrySettings {
                     parallel: 4,
@@ -156,6 +159,23 @@ impl Controller {
                 deadlines: Default::default(),
             }),
         }
+    }
+
+    /// Doze idle sandboxes after this long on runtimes whose idle
+    /// sandboxes cost CPU (None: never; see [`crate::doze`]). Takes effect
+    /// at [`Controller::start`].
+    pub fn set_doze_after(&self, after: Option<Duration>) {
+        *self
+            .inner
+            .doze_after
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = after;
+    }
+
+    /// How many sandboxes doze right now, and how many times a call has
+    /// woken one since the daemon started.
+    pub fn doze_counts(&self) -> (usize, u64) {
+        (self.inner.dozing.count(), self.inner.dozing.wakes())
     }
 
     /// Sets registry mirrors and plain-HTTP hosts for pulls.
@@ -297,6 +317,8 @@ impl Controller {
         }
         // Policies fire at their deadlines, not only at the sweeps.
         tokio::spawn(reconcile::deadlines::timer(self.inner.clone()));
+        // Idle sandboxes of runtimes that cost CPU while idle doze.
+        tokio::spawn(crate::doze::timer(self.inner.clone()));
         let inner = self.inner.clone();
         tokio::spawn(async move {
             if !done {

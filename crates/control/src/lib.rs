@@ -57,6 +57,7 @@ pub mod controller;
 pub mod crashpoint;
 mod deadline_wakes;
 pub mod diff;
+mod doze;
 mod egress;
 pub mod error;
 pub mod ids;

@@ -79,10 +79,14 @@ impl Kind {
             Kind::Namespace => Capabilities {
                 hibernate: None,
                 id_map: true,
+                // An idle namespace sandbox costs no CPU: its processes
+                // sleep in the host kernel.
+                doze: false,
             },
             Kind::Gvisor => Capabilities {
                 hibernate: Some(crate::gvisor::hibernate::IMAGE_FORMAT),
                 id_map: false,
+                doze: true,
             },
         }
     }
@@ -142,6 +146,11 @@ pub struct Capabilities {
     /// [`IdMap::of_slot`](crate::IdMap::of_slot). Other runtimes ignore the
     /// field.
     pub id_map: bool,
+    /// A running sandbox with nothing to do costs CPU unless frozen:
+    /// [`Runtime::doze`](crate::Runtime::doze) freezes it and
+    /// [`Runtime::wake`](crate::Runtime::wake) thaws it. The control plane
+    /// dozes such a sandbox when only its agent runs and nobody uses it.
+    pub doze: bool,
 }
 
 /// The directory `hibernate` writes: what makes it complete, what it holds.

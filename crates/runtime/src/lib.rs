@@ -329,6 +329,26 @@ pub trait Runtime: Send + Sync {
         let _ = config;
     }
 
+    /// Freeze a running sandbox that has nothing to do, so that it costs
+    /// no CPU while idle (see [`Capabilities::doze`]); the sandbox stays
+    /// `Running`. Every operation of the runtime on the sandbox, and
+    /// [`Runtime::connect_agent`], thaws it first. Runtimes whose idle
+    /// sandboxes cost nothing refuse.
+    fn doze(&self, config: &SandboxConfig) -> Result<()> {
+        let _ = config;
+        Err(Error::Other(format!(
+            "the {} runtime does not doze idle sandboxes (they cost no CPU)",
+            self.name()
+        )))
+    }
+
+    /// Thaw a sandbox [`Runtime::doze`] froze; nothing when it is not
+    /// dozing. Idempotent.
+    fn wake(&self, config: &SandboxConfig) -> Result<()> {
+        let _ = config;
+        Ok(())
+    }
+
     /// Connect to the running sandbox's agent socket the safe way (see
     /// [`agent_channel`]: no symlink followed, a socket, served from the
     /// sandbox's own cgroup). The handshake with the agent key follows.

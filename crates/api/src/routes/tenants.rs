@@ -378,6 +378,11 @@ pub async fn metrics(
             "dwell_wakes_total{{tenant=\"{t}\",from=\"{from}\"}} {n}"
         );
     }
+    let (dozing, doze_wakes) = st.ctl.doze_counts();
+    let _ = writeln!(
+        out,
+        "# HELP dwell_sandboxes_dozing Running sandboxes frozen while idle (gVisor: see --doze-after).\n# TYPE dwell_sandboxes_dozing gauge\ndwell_sandboxes_dozing {dozing}\n# HELP dwell_doze_wakes_total Dozing sandboxes thawed by a call since the daemon started.\n# TYPE dwell_doze_wakes_total counter\ndwell_doze_wakes_total {doze_wakes}"
+    );
     Ok(([("content-type", "text/plain; version=0.0.4")], out))
 }
 

@@ -115,6 +115,7 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
             )
         })?,
     });
+    ctl.set_doze_after(parse_doze_after(&a.doze_after)?);
     {
         let mut reg = dwell_control::registry::RegistrySettings {
             parallel: a.pull_parallel.max(1),
@@ -443,4 +444,40 @@ fn dns_resolver(upstream: &[String]) -> Result<Arc<dwell_dns::Resolver>> {
         upstreams,
         ..Default::default()
     }))
+}
+
+/// `--doze-after`: a duration of at least 100 ms, or `off`.
+fn parse_doze_after(v: &str) -> anyhow::Result<Option<std::time::Duration>> {
+    if v == "off" {
+        return Ok(None);
+    }
+    let d = humantime::parse_duration(v).map_err(|e| {
+        anyhow::anyhow!("--doze-after {v:?} is not a duration ({e}); write it like 2s, or off")
+    })?;
+    if d < std::time::Duration::from_millis(100) {
+        anyhow::bail!(
+            "--doze-after {v} is too short: a sandbox would freeze between two calls; \
+             give 100ms or more, or off"
+        );
+    }
+    Ok(Some(d))
+}
+
+#[cfg(test)]
+mod doze_after_tests {
+    use super::parse_doze_after;
+    use std::time::Duration;
+
+    #[test]
+    fn doze_after_takes_a_duration_or_off_and_refuses_too_short_ones() {
+        assert_eq!(
+            parse_doze_after("2s").unwrap(),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(parse_doze_after("off").unwrap(), None);
+        let e = parse_doze_after("10ms").unwrap_err().to_string();
+        assert!(e.contains("too short") && e.contains("off"), "{e}");
+        let e = parse_doze_after("soon").unwrap_err().to_string();
+        assert!(e.contains("not a duration"), "{e}");
+    }
 }

@@ -111,6 +111,8 @@ pub(crate) struct Conn {
     state: Mutex<State>,
     next_id: AtomicU32,
     tasks: Mutex<Vec<AbortHandle>>,
+    /// Whether the agent may be frozen (see [`super::sleep`]).
+    pub(crate) sleep: super::sleep::SleepGate,
 }
 
 impl Drop for Conn {
@@ -134,6 +136,7 @@ impl Conn {
             state: Mutex::new(State::default()),
             next_id: AtomicU32::new(1),
             tasks: Mutex::new(Vec::new()),
+            sleep: Default::default(),
         });
         let r = tokio::spawn(read_loop(reader, Arc::downgrade(&conn)));
         let w = tokio::spawn(write_loop(writer, out_rx, Arc::downgrade(&conn)));
@@ -177,6 +180,11 @@ impl Conn {
 
     pub(crate) fn send_frame(&self, f: Bytes) -> Result<()> {
         self.out.send(f).map_err(|_| self.dead_error())
+    }
+
+    /// Streams open on the connection.
+    pub(crate) fn open_streams(&self) -> usize {
+        self.state.lock().unwrap().streams.len()
     }
 
     fn stream_alive(&self, id: u32) -> bool {

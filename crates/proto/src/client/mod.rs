@@ -9,6 +9,7 @@ mod conn;
 mod files;
 mod process;
 mod service;
+mod sleep;
 mod tunnel;
 mod watch;
 
@@ -23,6 +24,7 @@ pub use conn::{MAX_QUEUED_DATA_FRAMES, MAX_QUEUED_EVENTS, MAX_QUEUED_EVENT_BYTES
 pub use files::{FileReader, FileWriter};
 pub use process::{ProcessEvent, ProcessInput, ProcessOutput, ProcessStream};
 pub use service::{LogChunk, ServiceLogs};
+pub use sleep::WakeHook;
 pub use tunnel::TcpTunnel;
 pub use watch::{FsEvent, WatchFlusher, WatchItem, Watcher};
 
@@ -183,6 +185,47 @@ impl AgentClient {
         !self.conn.is_dead()
     }
 
+    /// Opens a stream for `req`, waking a sleeping agent first (see
+    /// [`sleep`]).
+    async fn open(&self, req: &Request) -> Result<Stream> {
+        let _opening = self.conn.sleep.enter().await?;
+        self.conn.open(req)
+    }
+
+    /// Install what wakes this connection's agent when a call finds it
+    /// asleep (see [`AgentClient::fall_asleep`]).
+    pub fn set_wake_hook(&self, hook: WakeHook) {
+        self.conn.sleep.set_hook(hook);
+    }
+
+    /// Calls ever started on this connection: a caller that reads it twice
+    /// knows whether the connection was used in between.
+    pub fn calls_started(&self) -> u64 {
+        self.conn.sleep.started()
+    }
+
+    /// Mark the agent asleep so that the next call wakes it first: refused
+    /// (false) when a call is open or being opened, when one started since
+    /// [`AgentClient::calls_started`] returned `started`, or when no wake
+    /// hook is installed. After true the caller may freeze the agent; it
+    /// must call [`AgentClient::woke`] if it does not.
+    pub fn fall_asleep(&self, started: u64) -> bool {
+        self.conn
+            .sleep
+            .fall_asleep(started, || self.conn.open_streams())
+    }
+
+    /// The agent runs again (thawed, or never frozen after
+    /// [`AgentClient::fall_asleep`]).
+    pub fn woke(&self) {
+        self.conn.sleep.woke()
+    }
+
+    /// Whether the connection is marked asleep.
+    pub fn is_asleep(&self) -> bool {
+        self.conn.sleep.is_asleep()
+    }
+
     /// Waits for the first message of a stream, bounded by the call timeout.
     async fn first(&self, s: &mut Stream, what: &str) -> Result<Inbound> {
         match tokio::time::timeout(self.call_timeout, s.recv()).await {
@@ -195,7 +238,7 @@ impl AgentClient {
     }
 
     async fn call<T: DeserializeOwned>(&self, req: Request, what: &str) -> Result<T> {
-        let mut s = self.conn.open(&req)?;
+        let mut s = self.open(&req).await?;
         match self.first(&mut s, what).await? {
             Inbound::End(Ok(v)) => serde_json::from_value(v)
                 .map_err(|e| Error::Protocol(format!("undecodable reply to {what}: {e}"))),
@@ -214,7 +257,7 @@ impl AgentClient {
     /// Starts a process. Dropping the returned stream kills a foreground process.
     pub async fn exec(&self, req: ExecRequest) -> Result<ProcessStream> {
         req.command_line().map_err(Error::Invalid)?;
-        let mut s = self.conn.open(&Request::Exec(req))?;
+        let mut s = self.open(&Request::Exec(req)).await?;
         match self.first(&mut s, "exec").await? {
             Inbound::Event(Event::Started { pid }) => Ok(ProcessStream::new(s, pid, None)),
             Inbound::End(Err(e)) => Err(Error::Remote(e)),
@@ -227,7 +270,7 @@ impl AgentClient {
     /// Attaches to a process started through the agent: replays its recent
     /// output, then streams live output and its exit.
     pub async fn attach(&self, pid: u32) -> Result<ProcessStream> {
-        let mut s = self.conn.open(&Request::Attach { pid })?;
+        let mut s = self.open(&Request::Attach { pid }).await?;
         match self.first(&mut s, "attach").await? {
             Inbound::Event(Event::Attached { process }) => {
                 Ok(ProcessStream::new(s, process.pid, Some(process)))
@@ -246,7 +289,7 @@ impl AgentClient {
     /// error (nothing was sent).
     pub async fn unlisten(&self) -> Result<()> {
         // Fails when the connection is known to be down: nothing was sent.
-        let mut s = self.conn.open(&Request::Unlisten)?;
+        let mut s = self.open(&Request::Unlisten).await?;
         match self.first(&mut s, "unlisten").await {
             Ok(Inbound::End(Ok(_))) | Err(Error::Unreachable(_)) => Ok(()),
             Ok(Inbound::End(Err(e))) => Err(Error::Remote(e)),
@@ -270,7 +313,7 @@ impl AgentClient {
     /// Writes to the stdin of a process started through the agent (with
     /// `stdin: true` or a tty), without attaching to its output.
     pub async fn write_stdin(&self, pid: u32, data: bytes::Bytes) -> Result<()> {
-        let mut s = self.conn.open(&Request::WriteStdin { pid })?;
+        let mut s = self.open(&Request::WriteStdin { pid }).await?;
         match self.first(&mut s, "write_stdin").await? {
             Inbound::Event(Event::Ready) => {}
             Inbound::End(Err(e)) => return Err(Error::Remote(e)),
@@ -298,7 +341,7 @@ impl AgentClient {
 
     /// Opens a file for streamed reading.
     pub async fn read_file(&self, path: &str) -> Result<FileReader> {
-        let mut s = self.conn.open(&Request::ReadFile { path: path.into() })?;
+        let mut s = self.open(&Request::ReadFile { path: path.into() }).await?;
         match self.first(&mut s, "read_file").await? {
             Inbound::Event(Event::Opened { size }) => Ok(FileReader::new(s, path, size)),
             Inbound::End(Err(e)) => Err(Error::Remote(e)),
@@ -335,12 +378,14 @@ impl AgentClient {
         user: Option<&str>,
         xattrs: Option<crate::XattrSet>,
     ) -> Result<FileWriter> {
-        let mut s = self.conn.open(&Request::WriteFile {
-            path: path.into(),
-            options: opts,
-            user: user.map(Into::into),
-            xattrs,
-        })?;
+        let mut s = self
+            .open(&Request::WriteFile {
+                path: path.into(),
+                options: opts,
+                user: user.map(Into::into),
+                xattrs,
+            })
+            .await?;
         match self.first(&mut s, "write_file").await? {
             Inbound::Event(Event::Ready) => Ok(FileWriter::new(s, self.call_timeout)),
             Inbound::End(Err(e)) => Err(Error::Remote(e)),
@@ -468,10 +513,12 @@ impl AgentClient {
     /// an address that cannot be reached (within the agent's 10 s connect
     /// timeout) with kind [`ErrorKind::Unreachable`](crate::ErrorKind::Unreachable).
     pub async fn connect_tcp(&self, host: &str, port: u16) -> Result<TcpTunnel> {
-        let mut s = self.conn.open(&Request::Connect {
-            host: host.into(),
-            port,
-        })?;
+        let mut s = self
+            .open(&Request::Connect {
+                host: host.into(),
+                port,
+            })
+            .await?;
         match self.first(&mut s, "connect").await? {
             Inbound::Event(Event::Connected { peer }) => Ok(TcpTunnel::new(s, peer)),
             Inbound::End(Err(e)) => Err(Error::Remote(e)),
@@ -513,11 +560,13 @@ impl AgentClient {
         tail: Option<u64>,
         since_ms: Option<u64>,
     ) -> Result<ServiceLogs> {
-        let mut s = self.conn.open(&Request::ServiceLogs {
-            follow,
-            tail,
-            since_ms,
-        })?;
+        let mut s = self
+            .open(&Request::ServiceLogs {
+                follow,
+                tail,
+                since_ms,
+            })
+            .await?;
         match self.first(&mut s, "service_logs").await? {
             Inbound::Event(Event::Ready) => Ok(ServiceLogs::new(s)),
             Inbound::End(Err(e)) => Err(Error::Remote(e)),
@@ -530,11 +579,13 @@ impl AgentClient {
     /// Watches a directory (and its subdirectories with `recursive`) for
     /// changes; the watch lasts until the [`Watcher`] is dropped.
     pub async fn watch(&self, path: &str, recursive: bool) -> Result<Watcher> {
-        let mut s = self.conn.open(&Request::Watch {
-            path: path.into(),
-            recursive,
-            flush: true,
-        })?;
+        let mut s = self
+            .open(&Request::Watch {
+                path: path.into(),
+                recursive,
+                flush: true,
+            })
+            .await?;
         match self.first(&mut s, "watch").await? {
             Inbound::Event(Event::Watching { flush }) => Ok(Watcher::new(s, flush)),
             Inbound::End(Err(e)) => Err(Error::Remote(e)),

@@ -84,6 +84,8 @@ impl GvisorRuntime {
     /// is sent.
     pub fn hibernate(&self, config: &SandboxConfig, image_dir: &Path) -> Result<()> {
         layout::validate_id(&config.id)?;
+        // A dozing sentry cannot write its checkpoint.
+        self.wake_sandbox(config)?;
         let t0 = Instant::now();
         if let Err(e) = self.before_checkpoint(config, image_dir) {
             // The caller may have made the agent stop listening already: a

@@ -24,6 +24,7 @@
 pub mod bundle;
 pub mod cpu;
 pub mod doctor;
+pub mod doze;
 pub mod headroom;
 pub mod hibernate;
 pub mod network;
@@ -272,6 +273,8 @@ impl GvisorRuntime {
     /// of the sandbox's cgroup.
     fn connect(&self, config: &SandboxConfig) -> Result<UnixStream> {
         layout::validate_id(&config.id)?;
+        // A dozing agent would take the connection and never answer.
+        self.wake_sandbox(config)?;
         let cgroup = format!("{}/{}", self.options.cgroup_parent, config.id);
         crate::agent_channel::connect(
             &config.state_dir,
@@ -281,6 +284,28 @@ impl GvisorRuntime {
                 cgroup: &cgroup,
             },
         )
+    }
+
+    /// The sandbox's cgroups (those runsc made), when the host's cgroup
+    /// mounts are known. On a hybrid host runsc makes v1 cgroups only: the
+    /// unified one counts only where it exists, so the freezer used is the
+    /// one that holds the sandbox.
+    fn cgroup(&self, id: &str) -> Option<crate::host::cgroup::SandboxCgroup> {
+        let host = self.host_cgroups.as_ref()?;
+        let mut cg = crate::host::cgroup::SandboxCgroup::new(host, &self.options.cgroup_parent, id);
+        if cg.v1.is_some() && cg.v2.as_ref().is_some_and(|g| !g.exists()) {
+            cg.v2 = None;
+        }
+        Some(cg)
+    }
+
+    /// Thaw the sandbox if it dozes (see [`doze`]): before anything that
+    /// needs its sentry to run.
+    pub(crate) fn wake_sandbox(&self, config: &SandboxConfig) -> Result<()> {
+        match self.cgroup(&config.id) {
+            Some(cg) => doze::wake(&cg),
+            None => Ok(()),
+        }
     }
 
     fn cgroups_path(&self, id: &str) -> String {
@@ -465,11 +490,22 @@ impl Runtime for GvisorRuntime {
 
     fn pause(&self, config: &SandboxConfig) -> Result<()> {
         layout::validate_id(&config.id)?;
-        self.call(&["pause", &config.id]).map(drop)
+        self.wake_sandbox(config)?;
+        self.call(&["pause", &config.id])?;
+        // runsc's pause stops the sandbox's tasks, not the sentry's own
+        // polling (see [`doze`]): freeze the rest too, so a paused sandbox
+        // costs no CPU. Best effort: it is paused either way.
+        if let Some(cg) = self.cgroup(&config.id) {
+            if let Err(e) = doze::doze(&cg) {
+                tracing::warn!(id = %config.id, error = %e, "freezing a paused sandbox");
+            }
+        }
+        Ok(())
     }
 
     fn resume(&self, config: &SandboxConfig) -> Result<()> {
         layout::validate_id(&config.id)?;
+        self.wake_sandbox(config)?;
         self.call(&["resume", &config.id]).map(drop)
     }
 
@@ -479,7 +515,14 @@ impl Runtime for GvisorRuntime {
         // (and the cgroup runsc made). The host's share is released even
         // when runsc fails.
         let deleted = match self.state(&config.id) {
-            Ok(Some(_)) => self.call(&["delete", "--force", &config.id]).map(drop),
+            Ok(Some(_)) => {
+                // Under cgroup v1 a frozen process dies of SIGKILL only
+                // once thawed. (A failed thaw is logged: delete anyway.)
+                if let Err(e) = self.wake_sandbox(config) {
+                    tracing::warn!(id = %config.id, error = %e, "thawing before the delete");
+                }
+                self.call(&["delete", "--force", &config.id]).map(drop)
+            }
             Ok(None) => Ok(()),
             Err(e) => Err(e),
         };
@@ -504,6 +547,7 @@ impl Runtime for GvisorRuntime {
                 config.id
             )));
         }
+        self.wake_sandbox(config)?;
         let out = self.call(&["events", "--stats", &config.id])?;
         parse_stats(&out, &config.id)
     }
@@ -518,6 +562,21 @@ impl Runtime for GvisorRuntime {
 
     fn connect_agent(&self, config: &SandboxConfig) -> Result<UnixStream> {
         self.connect(config)
+    }
+
+    fn doze(&self, config: &SandboxConfig) -> Result<()> {
+        layout::validate_id(&config.id)?;
+        let Some(cg) = self.cgroup(&config.id) else {
+            return Err(Error::Other(
+                "cannot doze: this host's cgroup mounts were not found".into(),
+            ));
+        };
+        doze::doze(&cg)
+    }
+
+    fn wake(&self, config: &SandboxConfig) -> Result<()> {
+        layout::validate_id(&config.id)?;
+        self.wake_sandbox(config)
     }
 
     fn capabilities(&self) -> crate::Capabilities {
