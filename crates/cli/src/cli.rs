@@ -374,6 +374,13 @@ pub struct ServeArgs {
     /// millisecond. `off` never freezes.
     #[arg(long, default_value = "2s")]
     pub doze_after: String,
+    /// How gVisor's sentry intercepts system calls: systrap (fast system
+    /// calls; an idle sandbox with a process of its own costs ~27 ms of CPU
+    /// a second), ptrace (10-20x slower system calls; idle costs nothing)
+    /// or kvm (needs a host whose KVM runs runsc's guest). Applies to
+    /// sandboxes started (or resumed) afterwards.
+    #[arg(long, default_value = "systrap")]
+    pub gvisor_platform: dwell_runtime::gvisor::platform::Platform,
     /// Networks NAT sandboxes may not reach (CIDR or address, comma-separated or
     /// repeated), on top of those always blocked: cloud metadata (169.254.0.0/16,
     /// fe80::/10, fd00:ec2::254, fd20:ce::254, 100.100.100.200, 168.63.129.16,

@@ -176,3 +176,30 @@ fn a_gvisor_sandbox_with_a_process_of_its_own_never_dozes() {
     d.ok(&["exec", "busy", "--", "pkill", "-f", "while true"]);
     wait_dozing(&id);
 }
+
+#[test]
+fn on_ptrace_a_gvisor_sandbox_with_a_sleeping_process_costs_nothing_while_idle() {
+    if !can_run_gvisor() {
+        return;
+    }
+    let d = Daemon::start_with(&["--gvisor-platform", "ptrace"]);
+    let id = d.create("pt", &["--isolation", "gvisor"]);
+    // A process of its own: the sandbox never dozes.
+    d.ok(&["exec", "-d", "pt", "--", "sleep", "1000"]);
+    let sentry = host_processes_of(&id).into_iter().any(|pid| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains("--platform=ptrace"))
+    });
+    assert!(sentry, "no process of {id} runs with --platform=ptrace");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_ne!(freezer_state(&id), "FROZEN");
+    let before = cpu_ns(&d, "pt");
+    std::thread::sleep(Duration::from_secs(10));
+    let used = cpu_ns(&d, "pt") - before;
+    assert!(
+        used <= IDLE_CPU_BUDGET_NS,
+        "an idle ptrace sandbox with a sleeping process used {:.2} ms of CPU in 10 s",
+        used as f64 / 1e6
+    );
+    assert_eq!(d.sh("pt", "echo still").trim(), "still");
+}

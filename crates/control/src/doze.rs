@@ -29,17 +29,31 @@ use crate::reconcile::config::config_of;
 
 /// How long the agent may take to answer the health call that decides.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest wait between two asks of a sandbox found running processes
+/// of its own (the wait doubles from `--doze-after` each time: asking
+/// costs the sandbox CPU too).
+const MAX_RECHECK: Duration = Duration::from_secs(60);
 /// Every this many ticks, running sandboxes that may doze but have no
 /// agent connection (adopted after a daemon restart) are connected, so
 /// that they can doze too.
 const ADOPT_EVERY: u32 = 30;
 
+/// How long a sandbox's agent connection has gone unused.
+#[derive(Debug, Clone, Copy)]
+struct Quiet {
+    /// Its call count.
+    started: u64,
+    since: Instant,
+    /// Unused this long, it is asked whether it may doze.
+    wait: Duration,
+}
+
 /// What the doze timer knows per sandbox.
 #[derive(Default)]
 pub(crate) struct Dozing {
     /// Per sandbox: the agent connection's call count when last seen to
-    /// change, and since when it has not.
-    quiet: Mutex<HashMap<String, (u64, Instant)>>,
+    /// change, since when it has not, and how long it must stay so.
+    quiet: Mutex<HashMap<String, Quiet>>,
     /// Per sandbox: held while it is frozen or thawed.
     gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Sandboxes frozen by the timer and not woken since (for metrics).
@@ -165,13 +179,20 @@ async fn pass_once(ctx: &Arc<Context>, after: Duration) {
             }
             let started = client.calls_started();
             match quiet.get(id) {
-                Some(&(seen, since)) if seen == started => {
-                    if now.duration_since(since) >= after {
+                Some(q) if q.started == started => {
+                    if now.duration_since(q.since) >= q.wait {
                         due.push((id.clone(), client.clone()));
                     }
                 }
                 _ => {
-                    quiet.insert(id.clone(), (started, now));
+                    quiet.insert(
+                        id.clone(),
+                        Quiet {
+                            started,
+                            since: now,
+                            wait: after,
+                        },
+                    );
                 }
             }
         }
@@ -199,8 +220,15 @@ async fn try_doze(ctx: &Arc<Context>, id: &str, client: &AgentClient) -> Result<
         .get(rec.runtime.as_str())
         .map_err(|e| e.to_string())?;
     if !dozes(ctx, &*runtime) {
-        // Never asked again: its call count stays the same.
-        lock(&ctx.dozing.quiet).insert(id.to_string(), (u64::MAX, Instant::now()));
+        // Never asked again.
+        lock(&ctx.dozing.quiet).insert(
+            id.to_string(),
+            Quiet {
+                started: client.calls_started(),
+                since: Instant::now(),
+                wait: Duration::MAX,
+            },
+        );
         return Err(format!("the {} runtime does not doze", runtime.name()));
     }
     let gate = ctx.dozing.gate(id);
@@ -213,7 +241,22 @@ async fn try_doze(ctx: &Arc<Context>, id: &str, client: &AgentClient) -> Result<
     // The health call itself counts: quiet from after it.
     let started = client.calls_started();
     if health.pid_count > 1 || health.processes_running > 0 {
-        lock(&ctx.dozing.quiet).insert(id.to_string(), (started, Instant::now()));
+        // Asked again later, and less often each time it is found busy.
+        let floor = doze_after(ctx).unwrap_or(MAX_RECHECK);
+        let mut quiet = lock(&ctx.dozing.quiet);
+        let wait = quiet
+            .get(id)
+            .map_or(Duration::ZERO, |q| q.wait)
+            .saturating_mul(2)
+            .clamp(floor, MAX_RECHECK.max(floor));
+        quiet.insert(
+            id.to_string(),
+            Quiet {
+                started,
+                since: Instant::now(),
+                wait,
+            },
+        );
         return Err(format!("{} processes run in it", health.pid_count));
     }
     if !client.fall_asleep(started) {

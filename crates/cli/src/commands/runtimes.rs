@@ -20,17 +20,22 @@ pub fn gvisor(
     data_dir: &Path,
     cgroup_parent: &str,
     runsc: &Path,
+    platform: dwell_runtime::gvisor::platform::Platform,
     deny_net: &[String],
 ) -> std::result::Result<Arc<dyn Runtime>, String> {
     let opts = GvisorOptions {
         runsc: runsc.to_path_buf(),
+        platform,
         deny_net: deny_net.to_vec(),
         cgroup_parent: gvisor_cgroup_parent(cgroup_parent),
         ..GvisorOptions::new(data_dir.join("runsc"))
     };
     match GvisorRuntime::new(opts) {
         Ok(rt) => {
-            tracing::info!("gVisor runtime available ({})", runsc.display());
+            tracing::info!(
+                "gVisor runtime available ({}, platform {platform})",
+                runsc.display()
+            );
             Ok(Arc::new(rt))
         }
         Err(e) => {

@@ -76,7 +76,13 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
         runtime: runtime.clone(),
         gvisor: super::runtimes::gvisor_cgroup_parent(&cgroup_parent),
     };
-    let gvisor = super::runtimes::gvisor(&data_dir, &cgroup_parent, &a.runsc, &a.deny_net);
+    let gvisor = super::runtimes::gvisor(
+        &data_dir,
+        &cgroup_parent,
+        &a.runsc,
+        a.gvisor_platform,
+        &a.deny_net,
+    );
     let default_isolation = super::runtimes::default_isolation(&a.default_isolation, &gvisor)?;
     let volumes = VolumeManager::new(data_dir.join("volumes"));
     let images = ImageStore::open(data_dir.join("images"))?;

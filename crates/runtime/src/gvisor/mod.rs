@@ -28,6 +28,7 @@ pub mod doze;
 pub mod headroom;
 pub mod hibernate;
 pub mod network;
+pub mod platform;
 mod reap;
 pub mod rootfs;
 pub mod run_dir;
@@ -70,6 +71,8 @@ pub struct GvisorOptions {
     /// Networks NAT sandboxes may not reach besides the built-in ones
     /// (see [`crate::host::blocklist`]).
     pub deny_net: Vec<String>,
+    /// How the sentry intercepts system calls (see [`platform`]).
+    pub platform: platform::Platform,
 }
 
 impl GvisorOptions {
@@ -84,6 +87,7 @@ impl GvisorOptions {
             agent_timeout: Duration::from_secs(10),
             nat_pool: crate::host::network::DEFAULT_NAT_POOL.into(),
             deny_net: Vec::new(),
+            platform: platform::Platform::default(),
         }
     }
 }
@@ -166,6 +170,7 @@ impl GvisorRuntime {
                 // of host root with CAP_DAC_OVERRIDE, CAP_SETUID, ... (see
                 // SECURITY.md).
                 "--directfs=false".into(),
+                format!("--platform={}", options.platform),
             ],
             hide_sysctl_net: false,
         };
