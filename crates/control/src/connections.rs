@@ -56,6 +56,7 @@ pub(crate) async fn connect(
     let client = AgentClient::from_stream_to(stream, &peer).await?;
     if crate::doze::dozes(ctx, &*runtime_for_doze) {
         client.set_wake_hook(crate::doze::wake_hook(ctx, id));
+        ctx.dozing.connected(id);
     }
     ctx.agents
         .lock()

@@ -77,6 +77,12 @@ impl Dozing {
         self.wakes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// A new agent connection to sandbox `id`: connecting thawed it.
+    pub(crate) fn connected(&self, id: &str) {
+        lock(&self.quiet).remove(id);
+        lock(&self.asleep).remove(id);
+    }
+
     /// Forget a sandbox that stopped or went away.
     pub(crate) fn forget(&self, id: &str) {
         lock(&self.quiet).remove(id);
