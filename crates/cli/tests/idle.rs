@@ -127,10 +127,17 @@ fn a_dozing_gvisor_sandbox_answers_every_call_and_every_lifecycle_operation() {
     let local = d.dir.path().join("f");
     d.ok(&["cp", "dz:/root/f", local.to_str().unwrap()]);
     assert_eq!(std::fs::read_to_string(&local).unwrap().trim(), "kept");
-    // Pause and resume, hibernate and resume, from a doze.
+    // Pause and resume, hibernate and resume, from a doze. Resumed and
+    // left alone, it dozes again without a call.
     wait_dozing(&id);
     d.ok(&["pause", "dz"]);
+    assert_eq!(
+        freezer_state(&id),
+        "FROZEN",
+        "a paused gVisor sandbox is frozen too"
+    );
     d.ok(&["resume", "dz"]);
+    wait_dozing(&id);
     assert_eq!(d.sh("dz", "cat /root/f").trim(), "kept");
     wait_dozing(&id);
     d.ok(&["hibernate", "dz"]);

@@ -9,7 +9,6 @@ use crate::reconcile::config::config_of;
 /// Drop the cached connection to sandbox `id`'s agent.
 pub(crate) async fn forget(ctx: &Context, id: &str) {
     ctx.agents.lock().await.remove(id);
-    ctx.dozing.forget(id);
 }
 
 /// Connect to a sandbox's agent and keep the connection for later
@@ -28,7 +27,11 @@ pub(crate) async fn connect(
     let unreachable = |e: String| dwell_proto::Error::Unreachable(e);
     let cfg = config_of(ctx, id).map_err(|e| unreachable(e.to_string()))?;
     let runtime = ctx.runtime_of(id).map_err(|e| unreachable(e.to_string()))?;
-    let runtime_for_doze = runtime.clone();
+    let doze = if crate::doze::dozes(ctx, &*runtime) {
+        Some(crate::doze::before_connect(ctx, id).await)
+    } else {
+        None
+    };
     let key = match &cfg.agent_key {
         Some(k) => Some(dwell_proto::AgentKey::from_hex(k).map_err(|e| {
             unreachable(format!(
@@ -54,9 +57,8 @@ pub(crate) async fn connect(
         key,
     };
     let client = AgentClient::from_stream_to(stream, &peer).await?;
-    if crate::doze::dozes(ctx, &*runtime_for_doze) {
-        client.set_wake_hook(crate::doze::wake_hook(ctx, id));
-        ctx.dozing.connected(id);
+    if let Some((gate, _held)) = doze {
+        crate::doze::connected(ctx, id, gate, &client);
     }
     ctx.agents
         .lock()

@@ -2,26 +2,32 @@
 //! whose idle sandboxes cost CPU ([`Capabilities::doze`]: gVisor, whose
 //! sentry polls every 400 µs forever; see `dwell_runtime::gvisor::doze`).
 //!
-//! A sandbox dozes when, for [`Context::doze_after`] in a row, no call to
-//! its agent started or stayed open, and its agent then reports that it is
-//! the only process in the sandbox (so nothing of the user's, not even a
-//! sleeping background job or a server waiting for connections, is ever
-//! held up). It stays `running` to every client: its agent connection is
-//! marked asleep ([`AgentClient::fall_asleep`]), and the next call on it,
-//! whatever it is (exec, files, PTY, E2B envd, port proxy, SSH, service
-//! status), first runs the wake hook installed here, which thaws the
-//! sandbox; a new connection thaws it in the runtime. Runtime operations
-//! (stop, pause, hibernate) thaw it themselves.
+//! A sandbox dozes when its agent has been unused for `--doze-after` (no
+//! call started, open or ended on any of its connections) and then reports
+//! that it is the only process in the sandbox, so nothing of the user's
+//! (a sleeping background job, a server waiting for connections) is held
+//! up. The report comes from inside the sandbox: a sandbox that lies about
+//! it only freezes itself. A dozing sandbox stays `running` to every
+//! client. Every connection to its agent shares the sandbox's
+//! [`SleepGate`], which is marked asleep before the freeze; the next call
+//! on any of them, whatever it is (exec, files, PTY, E2B envd, port proxy,
+//! SSH, service status), first runs the wake hook installed here, which
+//! thaws the sandbox. A new connection thaws it in the runtime; runtime
+//! operations (stop, pause, resume, hibernate) thaw it themselves.
 //!
-//! Freezing and waking one sandbox take its doze gate, so a wake never
-//! runs halfway through a freeze: it waits for the freeze, then thaws.
+//! Ordering: the timer freezes a sandbox only holding the sandbox's
+//! transition lock (taken with `try_lock`: a sandbox in a transition or a
+//! live snapshot is skipped) and its doze lock, which connecting and the
+//! wake hook take too, so no freeze lands inside a transition, a
+//! handshake or a wake.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dwell_proto::{AgentClient, WakeHook};
+use dwell_proto::{AgentClient, SleepGate, WakeHook};
 use dwell_runtime::Runtime;
+use futures_util::StreamExt;
 
 use crate::context::{blocking, Context};
 use crate::model::{Record, State};
@@ -29,47 +35,68 @@ use crate::reconcile::config::config_of;
 
 /// How long the agent may take to answer the health call that decides.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
-/// The longest wait between two asks of a sandbox found running processes
-/// of its own (the wait doubles from `--doze-after` each time: asking
-/// costs the sandbox CPU too).
+/// The longest wait between two tries on a sandbox found busy (processes
+/// of its own, a transition) or failing: the wait doubles from
+/// `--doze-after` each time, since asking costs the sandbox CPU too.
 const MAX_RECHECK: Duration = Duration::from_secs(60);
-/// Every this many ticks, running sandboxes that may doze but have no
-/// agent connection (adopted after a daemon restart) are connected, so
-/// that they can doze too.
-const ADOPT_EVERY: u32 = 30;
+/// Every this many ticks, dozing sandboxes are checked to be still frozen
+/// (a runtime operation such as pause + resume may have thawed them).
+const RECHECK_EVERY: u32 = 4;
+/// Every this many ticks, running sandboxes with no agent connection
+/// (adopted after a restart) are connected so that they can doze, and
+/// what is known of gone sandboxes is dropped.
+const SWEEP_EVERY: u32 = 30;
+/// Sandboxes handled at once by a pass.
+const PARALLEL: usize = 8;
 
-/// How long a sandbox's agent connection has gone unused.
+/// How long a sandbox's agent has gone unused.
 #[derive(Debug, Clone, Copy)]
 struct Quiet {
-    /// Its call count.
-    started: u64,
+    /// The gate's activity count when last seen to change.
+    activity: u64,
     since: Instant,
     /// Unused this long, it is asked whether it may doze.
     wait: Duration,
 }
 
-/// What the doze timer knows per sandbox.
+/// What the doze timer knows of one sandbox.
+struct Entry {
+    gate: Arc<SleepGate>,
+    /// Held while the sandbox is frozen, thawed or connected to.
+    lock: Arc<tokio::sync::Mutex<()>>,
+    quiet: Option<Quiet>,
+}
+
+/// What the doze timer knows, per sandbox of a runtime that dozes.
 #[derive(Default)]
 pub(crate) struct Dozing {
-    /// Per sandbox: the agent connection's call count when last seen to
-    /// change, since when it has not, and how long it must stay so.
-    quiet: Mutex<HashMap<String, Quiet>>,
-    /// Per sandbox: held while it is frozen or thawed.
-    gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Sandboxes frozen by the timer and not woken since (for metrics).
-    asleep: Mutex<std::collections::HashSet<String>>,
+    entries: Mutex<HashMap<String, Entry>>,
     /// Dozing sandboxes woken by a call since the daemon started.
     wakes: std::sync::atomic::AtomicU64,
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Dozing {
-    fn gate(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        lock(&self.gates).entry(id.to_string()).or_default().clone()
+    /// Sandbox `id`'s sleep gate and doze lock (made on first use).
+    fn entry(&self, ctx: &Context, id: &str) -> (Arc<SleepGate>, Arc<tokio::sync::Mutex<()>>) {
+        let mut entries = lock(&self.entries);
+        let e = entries.entry(id.to_string()).or_insert_with(|| Entry {
+            gate: SleepGate::new(wake_hook(ctx, id)),
+            lock: Default::default(),
+            quiet: None,
+        });
+        (e.gate.clone(), e.lock.clone())
     }
 
     /// How many sandboxes doze right now.
     pub(crate) fn count(&self) -> usize {
-        lock(&self.asleep).len()
+        lock(&self.entries)
+            .values()
+            .filter(|e| e.gate.is_asleep())
+            .count()
     }
 
     /// Dozing sandboxes woken by a call since the daemon started.
@@ -77,22 +104,27 @@ impl Dozing {
         self.wakes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// A new agent connection to sandbox `id`: connecting thawed it.
-    pub(crate) fn connected(&self, id: &str) {
-        lock(&self.quiet).remove(id);
-        lock(&self.asleep).remove(id);
+    fn set_quiet(&self, id: &str, quiet: Option<Quiet>) {
+        if let Some(e) = lock(&self.entries).get_mut(id) {
+            e.quiet = quiet;
+        }
     }
 
-    /// Forget a sandbox that stopped or went away.
-    pub(crate) fn forget(&self, id: &str) {
-        lock(&self.quiet).remove(id);
-        lock(&self.gates).remove(id);
-        lock(&self.asleep).remove(id);
+    /// Try again later, twice as late as last time (see [`MAX_RECHECK`]).
+    fn back_off(&self, id: &str, activity: u64, floor: Duration) {
+        if let Some(e) = lock(&self.entries).get_mut(id) {
+            let wait = e
+                .quiet
+                .map_or(Duration::ZERO, |q| q.wait)
+                .saturating_mul(2)
+                .clamp(floor, MAX_RECHECK.max(floor));
+            e.quiet = Some(Quiet {
+                activity,
+                since: Instant::now(),
+                wait,
+            });
+        }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Whether sandboxes of `runtime` doze when idle on this daemon.
@@ -104,10 +136,31 @@ fn doze_after(ctx: &Context) -> Option<Duration> {
     *lock(&ctx.doze_after)
 }
 
-/// The hook that wakes sandbox `id` when a call finds its connection
-/// asleep: thaw under the doze gate.
-pub(crate) fn wake_hook(ctx: &Context, id: &str) -> WakeHook {
-    let weak: Weak<Context> = ctx.me.clone();
+/// Before connecting to sandbox `id`'s agent (the runtime's connect thaws
+/// a dozing sandbox): its sleep gate, and its doze lock, held until the
+/// handshake is done so that no freeze lands inside it.
+pub(crate) async fn before_connect(
+    ctx: &Context,
+    id: &str,
+) -> (Arc<SleepGate>, tokio::sync::OwnedMutexGuard<()>) {
+    let (gate, doze_lock) = ctx.dozing.entry(ctx, id);
+    (gate, doze_lock.lock_owned().await)
+}
+
+/// A new connection to sandbox `id`'s agent: its calls pass the sandbox's
+/// gate, which is awake (the runtime thawed the sandbox to connect; a
+/// paused one stays frozen, and its agent answers nothing until resumed,
+/// as without dozing).
+pub(crate) fn connected(ctx: &Context, id: &str, gate: Arc<SleepGate>, client: &AgentClient) {
+    client.use_sleep_gate(gate.clone());
+    gate.woke();
+    ctx.dozing.set_quiet(id, None);
+}
+
+/// The hook that wakes sandbox `id` when a call finds its gate asleep:
+/// thaw under the doze lock.
+fn wake_hook(ctx: &Context, id: &str) -> WakeHook {
+    let weak = ctx.me.clone();
     let id = id.to_string();
     Arc::new(move || {
         let weak = weak.clone();
@@ -123,8 +176,12 @@ pub(crate) fn wake_hook(ctx: &Context, id: &str) -> WakeHook {
 
 /// Thaw sandbox `id` if it dozes.
 async fn wake(ctx: &Arc<Context>, id: &str) -> Result<(), String> {
-    let gate = ctx.dozing.gate(id);
-    let _held = gate.lock().await;
+    let (gate, doze_lock) = ctx.dozing.entry(ctx, id);
+    let _held = doze_lock.lock().await;
+    if !gate.is_asleep() {
+        // Another call woke it while this one waited.
+        return Ok(());
+    }
     let cfg = config_of(ctx, id).map_err(|e| e.to_string())?;
     let runtime = ctx.runtime_of(id).map_err(|e| e.to_string())?;
     let t0 = Instant::now();
@@ -132,19 +189,17 @@ async fn wake(ctx: &Arc<Context>, id: &str) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    if lock(&ctx.dozing.asleep).remove(id) {
-        ctx.dozing
-            .wakes
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::debug!(sandbox = id, "woke from doze in {:?}", t0.elapsed());
-    }
-    // It counts as quiet from now on again.
-    lock(&ctx.dozing.quiet).remove(id);
+    gate.woke();
+    ctx.dozing
+        .wakes
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    ctx.dozing.set_quiet(id, None);
+    tracing::debug!(sandbox = id, "woke from doze in {:?}", t0.elapsed());
     Ok(())
 }
 
 /// The doze timer: every tick, each sandbox that may doze and has been
-/// quiet long enough is asked whether only its agent runs, and frozen if
+/// unused long enough is asked whether only its agent runs, and frozen if
 /// so.
 pub(crate) async fn timer(ctx: Arc<Context>) {
     let Some(after) = doze_after(&ctx) else {
@@ -155,64 +210,71 @@ pub(crate) async fn timer(ctx: Arc<Context>) {
     loop {
         tokio::time::sleep(tick).await;
         n = n.wrapping_add(1);
-        if n % ADOPT_EVERY == 1 {
-            connect_unconnected(&ctx).await;
-        }
         let pass = ctx.clone();
-        if let Err(e) = tokio::spawn(async move { pass_once(&pass, after).await }).await {
+        let sweep = n % SWEEP_EVERY == 1;
+        let recheck = n.is_multiple_of(RECHECK_EVERY);
+        let r = tokio::spawn(async move {
+            if sweep {
+                sweep_all(&pass).await;
+            } else if recheck {
+                recheck_asleep(&pass).await;
+            }
+            pass_once(&pass, after).await;
+        })
+        .await;
+        if let Err(e) = r {
             tracing::error!("a doze pass failed: {e}; the next one runs as usual");
         }
     }
 }
 
-/// One pass over the cached agent connections.
+/// One pass: the sandboxes unused for long enough try to doze.
 async fn pass_once(ctx: &Arc<Context>, after: Duration) {
-    let clients: Vec<(String, AgentClient)> = ctx
-        .agents
-        .lock()
-        .await
-        .iter()
-        .map(|(id, c)| (id.clone(), c.clone()))
-        .collect();
     let now = Instant::now();
     let mut due = Vec::new();
     {
-        let mut quiet = lock(&ctx.dozing.quiet);
-        quiet.retain(|id, _| clients.iter().any(|(c, _)| c == id));
-        for (id, client) in &clients {
-            if client.is_asleep() || !client.is_connected() {
+        let mut entries = lock(&ctx.dozing.entries);
+        for (id, e) in entries.iter_mut() {
+            if e.gate.is_asleep() || e.gate.busy() {
                 continue;
             }
-            let started = client.calls_started();
-            match quiet.get(id) {
-                Some(q) if q.started == started => {
+            let activity = e.gate.activity();
+            match e.quiet {
+                Some(q) if q.activity == activity => {
                     if now.duration_since(q.since) >= q.wait {
-                        due.push((id.clone(), client.clone()));
+                        due.push(id.clone());
                     }
                 }
                 _ => {
-                    quiet.insert(
-                        id.clone(),
-                        Quiet {
-                            started,
-                            since: now,
-                            wait: after,
-                        },
-                    );
+                    e.quiet = Some(Quiet {
+                        activity,
+                        since: now,
+                        wait: after,
+                    })
                 }
             }
         }
     }
-    for (id, client) in due {
-        if let Err(why) = try_doze(ctx, &id, &client).await {
-            tracing::debug!(sandbox = %id, "not dozing: {why}");
-        }
-    }
+    futures_util::stream::iter(due)
+        .for_each_concurrent(PARALLEL, |id| async move {
+            let (gate, _) = ctx.dozing.entry(ctx, &id);
+            let activity = gate.activity();
+            if let Err(why) = try_doze(ctx, &id).await {
+                tracing::debug!(sandbox = %id, "not dozing: {why}");
+                ctx.dozing
+                    .back_off(&id, gate.activity().max(activity), after);
+            }
+        })
+        .await;
 }
 
-/// Freeze sandbox `id` if it may doze and only its agent runs. Err says
-/// why not (for the debug log).
-async fn try_doze(ctx: &Arc<Context>, id: &str, client: &AgentClient) -> Result<(), String> {
+/// Freeze sandbox `id` if it is running, in no transition, unused, and
+/// only its agent runs. Err says why not (for the debug log).
+async fn try_doze(ctx: &Arc<Context>, id: &str) -> Result<(), String> {
+    // No freeze inside a transition or a live snapshot: they hold it.
+    let Ok(_transition) = ctx.lock_for(id).try_lock_owned() else {
+        return Err("a transition is running".into());
+    };
     let rec: Record = ctx
         .store
         .get_sandbox(id)
@@ -226,58 +288,38 @@ async fn try_doze(ctx: &Arc<Context>, id: &str, client: &AgentClient) -> Result<
         .get(rec.runtime.as_str())
         .map_err(|e| e.to_string())?;
     if !dozes(ctx, &*runtime) {
-        // Never asked again.
-        lock(&ctx.dozing.quiet).insert(
-            id.to_string(),
-            Quiet {
-                started: client.calls_started(),
-                since: Instant::now(),
-                wait: Duration::MAX,
-            },
-        );
         return Err(format!("the {} runtime does not doze", runtime.name()));
     }
-    let gate = ctx.dozing.gate(id);
-    let _held = gate.lock().await;
+    let Some(client) = ctx.agents.lock().await.get(id).cloned() else {
+        return Err("no agent connection".into());
+    };
+    let (gate, doze_lock) = ctx.dozing.entry(ctx, id);
+    let _held = doze_lock.lock().await;
+    if gate.is_asleep() || gate.busy() {
+        return Err("a call is open".into());
+    }
     let health = client
         .with_call_timeout(HEALTH_TIMEOUT)
         .health()
         .await
         .map_err(|e| format!("its agent did not answer: {e}"))?;
-    // The health call itself counts: quiet from after it.
-    let started = client.calls_started();
+    // The health call itself is activity: quiet from after it.
+    let activity = gate.activity();
     if health.pid_count > 1 || health.processes_running > 0 {
-        // Asked again later, and less often each time it is found busy.
-        let floor = doze_after(ctx).unwrap_or(MAX_RECHECK);
-        let mut quiet = lock(&ctx.dozing.quiet);
-        let wait = quiet
-            .get(id)
-            .map_or(Duration::ZERO, |q| q.wait)
-            .saturating_mul(2)
-            .clamp(floor, MAX_RECHECK.max(floor));
-        quiet.insert(
-            id.to_string(),
-            Quiet {
-                started,
-                since: Instant::now(),
-                wait,
-            },
-        );
         return Err(format!("{} processes run in it", health.pid_count));
     }
-    if !client.fall_asleep(started) {
+    if !gate.fall_asleep(activity) {
         return Err("a call started meanwhile".into());
     }
     let cfg = match config_of(ctx, id) {
         Ok(c) => c,
         Err(e) => {
-            client.woke();
+            gate.woke();
             return Err(e.to_string());
         }
     };
     match blocking(move || runtime.doze(&cfg)).await {
         Ok(Ok(())) => {
-            lock(&ctx.dozing.asleep).insert(id.to_string());
             tracing::debug!(
                 sandbox = id,
                 "dozing: only its agent runs and nobody used it"
@@ -285,43 +327,90 @@ async fn try_doze(ctx: &Arc<Context>, id: &str, client: &AgentClient) -> Result<
             Ok(())
         }
         Ok(Err(e)) => {
-            client.woke();
+            gate.woke();
             Err(format!("the freeze failed: {e}"))
         }
         Err(e) => {
-            client.woke();
+            gate.woke();
             Err(e.to_string())
         }
     }
 }
 
-/// Connect to running sandboxes that may doze but have no cached agent
-/// connection (adopted after a restart): only a connection can doze.
-async fn connect_unconnected(ctx: &Arc<Context>) {
-    let ids: Vec<String> = {
-        let recs = match ctx.store.list_sandboxes::<crate::model::SandboxSpec>(None) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!("doze: cannot list sandboxes: {e}");
-                return;
+/// Wake the gates of dozing sandboxes that are not frozen any more (see
+/// [`RECHECK_EVERY`]).
+async fn recheck_asleep(ctx: &Arc<Context>) {
+    let asleep: Vec<String> = lock(&ctx.dozing.entries)
+        .iter()
+        .filter(|(_, e)| e.gate.is_asleep())
+        .map(|(id, _)| id.clone())
+        .collect();
+    futures_util::stream::iter(asleep)
+        .for_each_concurrent(PARALLEL, |id| async move {
+            if let Ok(runtime) = ctx.runtime_of(&id) {
+                sweep_one(ctx, &id, runtime, true).await;
             }
-        };
-        recs.into_iter()
-            .filter(|r| r.state == State::Running && r.desired_state == State::Running)
-            .filter(|r| {
-                ctx.runtimes
-                    .get(r.runtime.as_str())
-                    .is_ok_and(|rt| dozes(ctx, &*rt))
-            })
-            .map(|r| r.id)
-            .collect()
-    };
-    for id in ids {
-        if ctx.agents.lock().await.contains_key(&id) {
-            continue;
+        })
+        .await;
+}
+
+/// The periodic sweep (see [`SWEEP_EVERY`]).
+async fn sweep_all(ctx: &Arc<Context>) {
+    let recs = match ctx.store.list_sandboxes::<crate::model::SandboxSpec>(None) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("doze: cannot list sandboxes: {e}");
+            return;
         }
-        if let Err(e) = crate::connections::client(ctx, &id).await {
-            tracing::debug!(sandbox = %id, "doze: cannot connect to the agent: {e}");
+    };
+    let running: Vec<(String, Arc<dyn Runtime>)> = recs
+        .into_iter()
+        .filter(|r| r.state == State::Running && r.desired_state == State::Running)
+        .filter_map(|r| {
+            let rt = ctx.runtimes.get(r.runtime.as_str()).ok()?;
+            dozes(ctx, &*rt).then_some((r.id, rt))
+        })
+        .collect();
+    // Forget sandboxes that are gone and that no connection uses.
+    lock(&ctx.dozing.entries)
+        .retain(|id, e| running.iter().any(|(r, _)| r == id) || Arc::strong_count(&e.gate) > 1);
+    let connected: std::collections::HashSet<String> =
+        ctx.agents.lock().await.keys().cloned().collect();
+    futures_util::stream::iter(running)
+        .for_each_concurrent(PARALLEL, |(id, runtime)| {
+            let connected = &connected;
+            async move { sweep_one(ctx, &id, runtime, connected.contains(&id)).await }
+        })
+        .await;
+}
+
+/// One sandbox of the sweep: a gate marked asleep over a sandbox a runtime
+/// operation thawed wakes (it may doze again); an unconnected sandbox that
+/// is not frozen is connected (a frozen one stays so until used).
+async fn sweep_one(ctx: &Arc<Context>, id: &str, runtime: Arc<dyn Runtime>, connected: bool) {
+    let Ok(cfg) = config_of(ctx, id) else {
+        return;
+    };
+    let frozen = {
+        let rt = runtime.clone();
+        let cfg = cfg.clone();
+        blocking(move || rt.dozing(&cfg)).await.unwrap_or(false)
+    };
+    let (gate, doze_lock) = ctx.dozing.entry(ctx, id);
+    if gate.is_asleep() && !frozen {
+        let _held = doze_lock.lock().await;
+        if gate.is_asleep() && !blocking(move || runtime.dozing(&cfg)).await.unwrap_or(true) {
+            gate.woke();
+            ctx.dozing.set_quiet(id, None);
+        }
+        return;
+    }
+    if !connected && !frozen {
+        let connect = crate::connections::client(ctx, id);
+        match tokio::time::timeout(dwell_proto::client::CONNECT_TIMEOUT, connect).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::debug!(sandbox = %id, "doze: cannot connect: {e}"),
+            Err(_) => tracing::debug!(sandbox = %id, "doze: connecting timed out"),
         }
     }
 }

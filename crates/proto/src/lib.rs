@@ -19,8 +19,8 @@ pub mod service;
 pub use auth::AgentKey;
 pub use client::{
     AgentClient, FileReader, FileWriter, FsEvent, LogChunk, Peer, ProcessEvent, ProcessInput,
-    ProcessOutput, ProcessStream, ServiceLogs, TcpTunnel, WakeHook, WatchFlusher, WatchItem,
-    Watcher,
+    ProcessOutput, ProcessStream, ServiceLogs, SleepGate, TcpTunnel, WakeHook, WatchFlusher,
+    WatchItem, Watcher,
 };
 pub use error::{Error, Result};
 pub use messages::*;

@@ -343,10 +343,17 @@ pub trait Runtime: Send + Sync {
     }
 
     /// Thaw a sandbox [`Runtime::doze`] froze; nothing when it is not
-    /// dozing. Idempotent.
+    /// frozen, and a paused sandbox stays paused (and frozen). Idempotent.
     fn wake(&self, config: &SandboxConfig) -> Result<()> {
         let _ = config;
         Ok(())
+    }
+
+    /// Whether the sandbox is frozen right now (dozing, or paused on a
+    /// runtime that also freezes paused sandboxes).
+    fn dozing(&self, config: &SandboxConfig) -> bool {
+        let _ = config;
+        false
     }
 
     /// Connect to the running sandbox's agent socket the safe way (see

@@ -23,6 +23,14 @@ pub fn gvisor(
     platform: dwell_runtime::gvisor::platform::Platform,
     deny_net: &[String],
 ) -> std::result::Result<Arc<dyn Runtime>, String> {
+    if platform == dwell_runtime::gvisor::platform::Platform::Kvm && !Path::new("/dev/kvm").exists()
+    {
+        let why = "--gvisor-platform kvm needs /dev/kvm, which this host lacks: use \
+                   --gvisor-platform systrap (the default) or ptrace"
+            .to_string();
+        tracing::info!("gVisor runtime unavailable: {why}");
+        return Err(why);
+    }
     let opts = GvisorOptions {
         runsc: runsc.to_path_buf(),
         platform,

@@ -27,6 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::AbortHandle;
 
+use super::sleep::{OpenStream, SleepGate};
 use crate::error::{Error, Result};
 use crate::frame::{self, CodecError, Frame, FrameReader, Kind, DATA_CHUNK, INITIAL_WINDOW};
 use crate::messages::{Event, Outcome, RemoteError, Request};
@@ -97,6 +98,8 @@ struct Slot {
     /// The agent already sent `Eof`: its sending direction is closed, so
     /// another `Eof` or more data is a protocol violation.
     eof: bool,
+    /// Keeps the sandbox's sleep gate awake while the stream is open.
+    _open: OpenStream,
 }
 
 #[derive(Default)]
@@ -111,8 +114,9 @@ pub(crate) struct Conn {
     state: Mutex<State>,
     next_id: AtomicU32,
     tasks: Mutex<Vec<AbortHandle>>,
-    /// Whether the agent may be frozen (see [`super::sleep`]).
-    pub(crate) sleep: super::sleep::SleepGate,
+    /// Whether the agent may be frozen (see [`super::sleep`]): the
+    /// sandbox's gate, or one of the connection's own that never sleeps.
+    pub(crate) sleep: Mutex<Arc<SleepGate>>,
 }
 
 impl Drop for Conn {
@@ -136,7 +140,7 @@ impl Conn {
             state: Mutex::new(State::default()),
             next_id: AtomicU32::new(1),
             tasks: Mutex::new(Vec::new()),
-            sleep: Default::default(),
+            sleep: Mutex::new(Arc::new(SleepGate::default())),
         });
         let r = tokio::spawn(read_loop(reader, Arc::downgrade(&conn)));
         let w = tokio::spawn(write_loop(writer, out_rx, Arc::downgrade(&conn)));
@@ -182,17 +186,18 @@ impl Conn {
         self.out.send(f).map_err(|_| self.dead_error())
     }
 
-    /// Streams open on the connection.
-    pub(crate) fn open_streams(&self) -> usize {
-        self.state.lock().unwrap().streams.len()
+    /// The sleep gate calls on this connection pass.
+    pub(crate) fn gate(&self) -> Arc<SleepGate> {
+        self.sleep.lock().unwrap().clone()
     }
 
     fn stream_alive(&self, id: u32) -> bool {
         self.state.lock().unwrap().streams.contains_key(&id)
     }
 
-    /// Opens a stream by sending `req`.
-    pub(crate) fn open(self: &Arc<Self>, req: &Request) -> Result<Stream> {
+    /// Opens a stream by sending `req`; it counts as open in `gate` (the
+    /// one the call entered) until it ends.
+    pub(crate) fn open(self: &Arc<Self>, req: &Request, gate: &Arc<SleepGate>) -> Result<Stream> {
         let payload = serde_json::to_vec(req).expect("requests always serialize");
         if payload.len() > frame::MAX_PAYLOAD {
             return Err(Error::Invalid(format!(
@@ -225,6 +230,7 @@ impl Conn {
                     recv_outstanding: recv_outstanding.clone(),
                     queued_events: queued_events.clone(),
                     eof: false,
+                    _open: gate.stream_opened(),
                 },
             );
             id

@@ -24,7 +24,7 @@ pub use conn::{MAX_QUEUED_DATA_FRAMES, MAX_QUEUED_EVENTS, MAX_QUEUED_EVENT_BYTES
 pub use files::{FileReader, FileWriter};
 pub use process::{ProcessEvent, ProcessInput, ProcessOutput, ProcessStream};
 pub use service::{LogChunk, ServiceLogs};
-pub use sleep::WakeHook;
+pub use sleep::{SleepGate, WakeHook};
 pub use tunnel::TcpTunnel;
 pub use watch::{FsEvent, WatchFlusher, WatchItem, Watcher};
 
@@ -188,42 +188,16 @@ impl AgentClient {
     /// Opens a stream for `req`, waking a sleeping agent first (see
     /// [`sleep`]).
     async fn open(&self, req: &Request) -> Result<Stream> {
-        let _opening = self.conn.sleep.enter().await?;
-        self.conn.open(req)
+        let gate = self.conn.gate();
+        let _opening = gate.enter().await?;
+        self.conn.open(req, &gate)
     }
 
-    /// Install what wakes this connection's agent when a call finds it
-    /// asleep (see [`AgentClient::fall_asleep`]).
-    pub fn set_wake_hook(&self, hook: WakeHook) {
-        self.conn.sleep.set_hook(hook);
-    }
-
-    /// Calls ever started on this connection: a caller that reads it twice
-    /// knows whether the connection was used in between.
-    pub fn calls_started(&self) -> u64 {
-        self.conn.sleep.started()
-    }
-
-    /// Mark the agent asleep so that the next call wakes it first: refused
-    /// (false) when a call is open or being opened, when one started since
-    /// [`AgentClient::calls_started`] returned `started`, or when no wake
-    /// hook is installed. After true the caller may freeze the agent; it
-    /// must call [`AgentClient::woke`] if it does not.
-    pub fn fall_asleep(&self, started: u64) -> bool {
-        self.conn
-            .sleep
-            .fall_asleep(started, || self.conn.open_streams())
-    }
-
-    /// The agent runs again (thawed, or never frozen after
-    /// [`AgentClient::fall_asleep`]).
-    pub fn woke(&self) {
-        self.conn.sleep.woke()
-    }
-
-    /// Whether the connection is marked asleep.
-    pub fn is_asleep(&self) -> bool {
-        self.conn.sleep.is_asleep()
+    /// Make this connection's calls pass `gate`, the sleep gate of its
+    /// sandbox shared by all its connections (see [`sleep`]). Give it
+    /// before the first call.
+    pub fn use_sleep_gate(&self, gate: Arc<SleepGate>) {
+        *self.conn.sleep.lock().unwrap() = gate;
     }
 
     /// Waits for the first message of a stream, bounded by the call timeout.

@@ -15,11 +15,12 @@
 //! The control plane decides when a sandbox dozes (only its agent runs, no
 //! call is open, and it has been quiet for a while) and wakes it before any
 //! call reaches its agent. This module freezes and thaws; the runtime
-//! thaws first in every operation that needs the sentry to run: connecting
-//! to the agent, `pause`, `hibernate`, runsc's `events`, and `stop` (under
-//! cgroup v1 a frozen process does not die of SIGKILL until thawed). A
-//! user's pause is `runsc pause`, not the freezer, so waking never undoes
-//! one.
+//! thaws first in every operation that needs the sentry to run: `pause`,
+//! `resume`, `hibernate`, runsc's `events`, and `stop` (under cgroup v1 a
+//! frozen process does not die of SIGKILL until thawed), and connecting to
+//! the agent. A paused sandbox (`runsc pause`) is frozen as well, so that it
+//! costs nothing either; waking for a connection leaves a paused sandbox
+//! frozen (its agent could not answer anyway): only `resume` thaws it.
 
 use std::time::Duration;
 
@@ -36,15 +37,25 @@ pub fn doze(cg: &dyn Cgroup) -> Result<()> {
     pause::freeze(cg, TIMEOUT)
 }
 
-/// Thaw the sandbox's cgroup if it is frozen (or half-way there); nothing
-/// when it has no cgroup (not running) or is not frozen.
+/// Thaw the sandbox's cgroup if it is frozen; nothing when it has no
+/// cgroup (not running), no freezer, or is not frozen, so a host without a
+/// writable freezer runs gVisor sandboxes as before (they never doze).
 pub fn wake(cg: &dyn Cgroup) -> Result<()> {
-    if !cg.exists() {
+    if !frozen(cg) {
         return Ok(());
     }
-    // Writing "thawed" to a thawed freezer does nothing, and it also ends
-    // a freeze that never completed (v1 FREEZING reads as not frozen).
-    resume::thaw(cg, TIMEOUT)
+    resume::thaw(cg, TIMEOUT).map_err(|e| {
+        crate::Error::Other(format!(
+            "{e}; the sandbox cannot run until it thaws: stop and start it \
+             (`dwell stop` / `dwell start`)"
+        ))
+    })
+}
+
+/// Whether the sandbox's cgroup is frozen (false without a cgroup or a
+/// freezer).
+pub fn frozen(cg: &dyn Cgroup) -> bool {
+    cg.exists() && cg.is_frozen().unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -112,5 +123,16 @@ mod tests {
         wake(&cg).unwrap();
         assert!(cg.asked.borrow().is_empty());
         assert!(doze(&cg).is_err());
+    }
+
+    #[test]
+    fn waking_a_sandbox_that_is_not_frozen_writes_nothing() {
+        let cg = Double {
+            exists: true,
+            ..Default::default()
+        };
+        wake(&cg).unwrap();
+        assert!(cg.asked.borrow().is_empty());
+        assert!(!frozen(&cg));
     }
 }

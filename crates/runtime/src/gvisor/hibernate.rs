@@ -85,7 +85,7 @@ impl GvisorRuntime {
     pub fn hibernate(&self, config: &SandboxConfig, image_dir: &Path) -> Result<()> {
         layout::validate_id(&config.id)?;
         // A dozing sentry cannot write its checkpoint.
-        self.wake_sandbox(config)?;
+        self.wake_sandbox(config, true)?;
         let t0 = Instant::now();
         if let Err(e) = self.before_checkpoint(config, image_dir) {
             // The caller may have made the agent stop listening already: a

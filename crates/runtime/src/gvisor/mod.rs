@@ -279,7 +279,7 @@ impl GvisorRuntime {
     fn connect(&self, config: &SandboxConfig) -> Result<UnixStream> {
         layout::validate_id(&config.id)?;
         // A dozing agent would take the connection and never answer.
-        self.wake_sandbox(config)?;
+        self.wake_sandbox(config, false)?;
         let cgroup = format!("{}/{}", self.options.cgroup_parent, config.id);
         crate::agent_channel::connect(
             &config.state_dir,
@@ -305,12 +305,19 @@ impl GvisorRuntime {
     }
 
     /// Thaw the sandbox if it dozes (see [`doze`]): before anything that
-    /// needs its sentry to run.
-    pub(crate) fn wake_sandbox(&self, config: &SandboxConfig) -> Result<()> {
-        match self.cgroup(&config.id) {
-            Some(cg) => doze::wake(&cg),
-            None => Ok(()),
+    /// needs its sentry to run. A paused sandbox stays frozen unless
+    /// `paused_too` (pause, resume, stop and hibernate thaw it; a
+    /// connection does not).
+    pub(crate) fn wake_sandbox(&self, config: &SandboxConfig, paused_too: bool) -> Result<()> {
+        let Some(cg) = self.cgroup(&config.id) else {
+            return Ok(());
+        };
+        if !paused_too
+            && state_file::live_status(&self.options.root, &config.id).as_deref() == Some("paused")
+        {
+            return Ok(());
         }
+        doze::wake(&cg)
     }
 
     fn cgroups_path(&self, id: &str) -> String {
@@ -495,7 +502,7 @@ impl Runtime for GvisorRuntime {
 
     fn pause(&self, config: &SandboxConfig) -> Result<()> {
         layout::validate_id(&config.id)?;
-        self.wake_sandbox(config)?;
+        self.wake_sandbox(config, true)?;
         self.call(&["pause", &config.id])?;
         // runsc's pause stops the sandbox's tasks, not the sentry's own
         // polling (see [`doze`]): freeze the rest too, so a paused sandbox
@@ -510,7 +517,7 @@ impl Runtime for GvisorRuntime {
 
     fn resume(&self, config: &SandboxConfig) -> Result<()> {
         layout::validate_id(&config.id)?;
-        self.wake_sandbox(config)?;
+        self.wake_sandbox(config, true)?;
         self.call(&["resume", &config.id]).map(drop)
     }
 
@@ -519,15 +526,14 @@ impl Runtime for GvisorRuntime {
         // `delete --force` kills the sandbox and removes runsc's record
         // (and the cgroup runsc made). The host's share is released even
         // when runsc fails.
+        // Under cgroup v1 a frozen process dies of SIGKILL only once
+        // thawed; a frozen cgroup left behind would also freeze the next
+        // start in it. (A failed thaw is logged: delete anyway.)
+        if let Err(e) = self.wake_sandbox(config, true) {
+            tracing::warn!(id = %config.id, error = %e, "thawing before the delete");
+        }
         let deleted = match self.state(&config.id) {
-            Ok(Some(_)) => {
-                // Under cgroup v1 a frozen process dies of SIGKILL only
-                // once thawed. (A failed thaw is logged: delete anyway.)
-                if let Err(e) = self.wake_sandbox(config) {
-                    tracing::warn!(id = %config.id, error = %e, "thawing before the delete");
-                }
-                self.call(&["delete", "--force", &config.id]).map(drop)
-            }
+            Ok(Some(_)) => self.call(&["delete", "--force", &config.id]).map(drop),
             Ok(None) => Ok(()),
             Err(e) => Err(e),
         };
@@ -552,7 +558,7 @@ impl Runtime for GvisorRuntime {
                 config.id
             )));
         }
-        self.wake_sandbox(config)?;
+        self.wake_sandbox(config, true)?;
         let out = self.call(&["events", "--stats", &config.id])?;
         parse_stats(&out, &config.id)
     }
@@ -581,7 +587,12 @@ impl Runtime for GvisorRuntime {
 
     fn wake(&self, config: &SandboxConfig) -> Result<()> {
         layout::validate_id(&config.id)?;
-        self.wake_sandbox(config)
+        self.wake_sandbox(config, false)
+    }
+
+    fn dozing(&self, config: &SandboxConfig) -> bool {
+        layout::validate_id(&config.id).is_ok()
+            && self.cgroup(&config.id).is_some_and(|cg| doze::frozen(&cg))
     }
 
     fn capabilities(&self) -> crate::Capabilities {
