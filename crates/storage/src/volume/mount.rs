@@ -67,7 +67,42 @@ pub(crate) fn unmount_all(target: &Path) -> Result<()> {
 }
 
 /// Whether `path` is a mount point in this process's mount namespace.
+/// Asked of `path` itself (statx's mount-root attribute, not following a
+/// symlink): constant time, where a scan of `/proc/self/mountinfo` grows
+/// with every sandbox on the host (and callers such as the loop-device
+/// sweep ask once per volume: quadratic at a thousand sandboxes). The
+/// scan remains for kernels without the attribute (before 5.8).
 pub(crate) fn is_mountpoint(path: &Path) -> bool {
+    match is_mount_root(path) {
+        Some(answer) => answer,
+        None => listed_in_mountinfo(path),
+    }
+}
+
+/// statx's answer, or None when this kernel does not report it.
+fn is_mount_root(path: &Path) -> Option<bool> {
+    let c = cpath(path).ok()?;
+    // SAFETY: statx only writes the struct it is given.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid C string and a struct of the right type.
+    let rc = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT,
+            0,
+            &mut stx,
+        )
+    };
+    if rc != 0 {
+        let e = io::Error::last_os_error().raw_os_error();
+        return matches!(e, Some(libc::ENOENT) | Some(libc::ENOTDIR)).then_some(false);
+    }
+    let bit = libc::STATX_ATTR_MOUNT_ROOT as u64;
+    (stx.stx_attributes_mask & bit != 0).then_some(stx.stx_attributes & bit != 0)
+}
+
+fn listed_in_mountinfo(path: &Path) -> bool {
     let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
         return false;
     };
@@ -104,7 +139,18 @@ fn unescape(s: &str) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::unescape;
+    use super::{is_mountpoint, listed_in_mountinfo, unescape};
+    use std::path::Path;
+
+    #[test]
+    fn a_mount_point_is_told_by_statx_as_by_mountinfo() {
+        for p in ["/", "/proc", "/sys", "/etc", "/no/such/path", "/proc/self"] {
+            let p = Path::new(p);
+            assert_eq!(is_mountpoint(p), listed_in_mountinfo(p), "{}", p.display());
+        }
+        assert!(is_mountpoint(Path::new("/proc")));
+        assert!(!is_mountpoint(Path::new("/etc/hostname/x")));
+    }
 
     #[test]
     fn mountinfo_escapes() {
