@@ -199,6 +199,8 @@ pub struct LoopBinding {
 }
 
 /// Lists every attached loop device with its backing file (from sysfs).
+/// One read per loop device on the host: callers that wait on one device
+/// find it here once, then ask [`binding_of`].
 pub fn bindings() -> Vec<LoopBinding> {
     let mut out = Vec::new();
     let Ok(rd) = fs::read_dir("/sys/block") else {
@@ -206,25 +208,36 @@ pub fn bindings() -> Vec<LoopBinding> {
     };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if !name.starts_with("loop") {
-            continue;
+        if let Some(b) = read_binding(&name) {
+            out.push(b);
         }
-        let Ok(raw) = fs::read_to_string(e.path().join("loop/backing_file")) else {
-            continue;
-        };
-        let raw = raw.trim_end_matches('\n');
-        let (file, deleted) = match raw.strip_suffix(" (deleted)") {
-            Some(f) => (f, true),
-            None => (raw, false),
-        };
-        out.push(LoopBinding {
-            device: PathBuf::from(format!("/dev/{name}")),
-            backing_file: PathBuf::from(file),
-            backing_deleted: deleted,
-        });
     }
     out.sort_by(|a, b| a.device.cmp(&b.device));
     out
+}
+
+/// What loop device `device` (`/dev/loopN`) is bound to now; None when it
+/// is not bound (or not a loop device).
+pub fn binding_of(device: &Path) -> Option<LoopBinding> {
+    read_binding(device.file_name()?.to_str()?)
+}
+
+/// The binding of block device `name` (`loopN`) from sysfs.
+fn read_binding(name: &str) -> Option<LoopBinding> {
+    if !name.starts_with("loop") || name.contains('/') {
+        return None;
+    }
+    let raw = fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")).ok()?;
+    let raw = raw.trim_end_matches('\n');
+    let (file, deleted) = match raw.strip_suffix(" (deleted)") {
+        Some(f) => (f, true),
+        None => (raw, false),
+    };
+    Some(LoopBinding {
+        device: PathBuf::from(format!("/dev/{name}")),
+        backing_file: PathBuf::from(file),
+        backing_deleted: deleted,
+    })
 }
 
 /// Detaches a loop device (`LOOP_CLR_FD`). A device still in use (mounted)

@@ -649,12 +649,14 @@ fn wait_loop_detached(img: &Path, max: std::time::Duration) {
     let Ok(img) = img.canonicalize() else {
         return; // no image: nothing was attached
     };
+    let bound = |b: &loopdev::LoopBinding| b.backing_file == img && !b.backing_deleted;
+    // One scan of every loop device finds it; then only it is watched
+    // (a scan per poll grew with the sandboxes on the host).
+    let Some(dev) = loopdev::bindings().into_iter().find(|b| bound(b)) else {
+        return;
+    };
     let t0 = std::time::Instant::now();
-    while loopdev::bindings()
-        .iter()
-        .any(|b| b.backing_file == img && !b.backing_deleted)
-        && t0.elapsed() < max
-    {
+    while loopdev::binding_of(&dev.device).is_some_and(|b| bound(&b)) && t0.elapsed() < max {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
