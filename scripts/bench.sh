@@ -42,6 +42,7 @@ data=$tmp/data
 sock=$tmp/dwell.sock
 log=$tmp/daemon.log
 daemon=
+bench=
 # A second daemon without a warm gVisor pool: the cold column of the density
 # case's gVisor create to first exec (only when `serve` has --gvisor-pool).
 cold_data=$tmp/cold-data
@@ -75,7 +76,14 @@ stop_daemon() {
 cleanup() {
   local rc=$?
   set +e
-  trap - EXIT INT TERM
+  # Deleting a thousand sandboxes takes a while: a second Ctrl-C must not
+  # leave them behind half-way.
+  trap - EXIT
+  trap '' INT TERM
+  if [ -n "$bench" ] && kill -0 "$bench" 2>/dev/null; then
+    kill -TERM "$bench"
+    wait "$bench" 2>/dev/null
+  fi
   stop_daemon "$daemon" "$sock" "$log"
   stop_daemon "$cold_daemon" "$cold_sock" "$cold_log"
   if [ -n "${DWELL_LOG:-}" ] && [ -f "$log" ]; then
@@ -113,21 +121,28 @@ wait_ready() {
     sleep 0.1
   done
 }
-DWELL_LOG=${DWELL_LOG:-info} "$bin/dwell" serve --data-dir "$data" --socket "$sock" \
+# Each daemon runs in a session of its own: a Ctrl-C in the terminal (SIGINT
+# to the whole foreground process group) must not stop it before the cleanup
+# has deleted its sandboxes, which outlive a stopped daemon.
+DWELL_LOG=${DWELL_LOG:-info} setsid "$bin/dwell" serve --data-dir "$data" --socket "$sock" \
   --proxy-listen "$proxy_addr" --domain dwell.bench "${quota[@]}" \
   --e2b-listen "$e2b_addr" --e2b-sandbox-listen "$envd_addr" 2>"$log" &
 daemon=$!
 wait_ready "$daemon" "$sock" "$log"
 cold=()
 if "$bin/dwell" serve --help | grep -q -- --gvisor-pool; then
-  DWELL_LOG=${DWELL_LOG:-info} "$bin/dwell" serve --data-dir "$cold_data" --socket "$cold_sock" \
+  DWELL_LOG=${DWELL_LOG:-info} setsid "$bin/dwell" serve --data-dir "$cold_data" --socket "$cold_sock" \
     --gvisor-pool 0 "${quota[@]}" 2>"$cold_log" &
   cold_daemon=$!
   wait_ready "$cold_daemon" "$cold_sock" "$cold_log"
   cold=(--cold-socket "$cold_sock")
 fi
 
+# In the background, waited for: a signal runs the cleanup at once (bash
+# defers traps until a foreground command ends), which stops it first.
 "$bin/dwell-bench" --socket "$sock" --data-dir "$data" --dwell "$bin/dwell" \
   --daemon-pid "$daemon" --proxy "$proxy_addr" --proxy-domain dwell.bench \
   --e2b "$e2b_addr" --e2b-envd "$envd_addr" --e2b-key-file "$data/admin.key" \
-  "${cold[@]}" --out "$root/BENCHMARKS.md" "$@"
+  "${cold[@]}" --out "$root/BENCHMARKS.md" "$@" &
+bench=$!
+wait "$bench"

@@ -72,6 +72,8 @@ pub struct Fill {
     /// of them idle.
     pub host_used_before: u64,
     pub host_used_after: u64,
+    /// The same once they are all deleted.
+    pub host_used_end: u64,
     pub daemon_rss_before: u64,
     pub daemon_rss_after: u64,
     /// Per sandbox: its memory cgroup's usage and anonymous part.
@@ -90,6 +92,9 @@ pub struct Fill {
     pub teardown_total: Duration,
     pub teardown: Samples,
     pub delete_errors: Vec<String>,
+    /// What the leftover search found while the sandboxes still ran: the
+    /// proof that it can find something.
+    pub live: Leftovers,
     pub leftovers: Leftovers,
 }
 
@@ -170,6 +175,7 @@ pub async fn run(
         exec_spread: Samples::default(),
         host_used_before: memory::host_used(),
         host_used_after: 0,
+        host_used_end: 0,
         daemon_rss_before: memory::proc_mem(daemon_pid).map_or(0, |m| m.rss),
         daemon_rss_after: 0,
         cg_usage: Vec::new(),
@@ -182,6 +188,7 @@ pub async fn run(
         teardown_total: Duration::ZERO,
         teardown: Samples::default(),
         delete_errors: Vec::new(),
+        live: Leftovers::default(),
         leftovers: Leftovers::default(),
     };
     let claims_before = super::pool_claims(api).await;
@@ -266,6 +273,7 @@ pub async fn run(
     f.exec_full = execs(api, &ids[..1], o.exec).await?;
     f.exec_spread = execs(api, &ids, o.exec).await?;
 
+    f.live = host::leftovers(&ids);
     // Teardown, one by one; a failed delete is reported and the rest go on.
     eprintln!(
         "dwell-bench: density: deleting {} {} sandboxes",
@@ -291,6 +299,7 @@ pub async fn run(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    f.host_used_end = memory::host_used();
     Ok(f)
 }
 

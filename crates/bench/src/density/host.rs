@@ -115,7 +115,17 @@ impl Leftovers {
         self.cgroups.is_empty() && self.mounts.is_empty() && self.loops.is_empty()
     }
 
-    /// `3 cgroups, 0 mounts, 1 loop device` (and the first few of each).
+    /// `3 cgroups, 0 mounts, 1 loop devices`.
+    pub fn counts(&self) -> String {
+        format!(
+            "{} cgroups, {} mounts, {} loop devices",
+            self.cgroups.len(),
+            self.mounts.len(),
+            self.loops.len()
+        )
+    }
+
+    /// [`Leftovers::counts`] and the first few of each.
     pub fn describe(&self) -> String {
         let part = |n: &str, v: &[String]| {
             let mut s = format!("{} {n}", v.len());
