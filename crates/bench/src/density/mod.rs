@@ -136,6 +136,12 @@ pub async fn pool_claims(api: &mut Api) -> Option<u64> {
     metric(&metrics(api).await?, "dwell_gvisor_pool_claims_total").map(|v| v as u64)
 }
 
+/// The memory limit of the pool's sandboxes, in bytes: only creates with
+/// exactly this `--memory` are served warm.
+pub async fn pool_memory(api: &mut Api) -> Option<u64> {
+    metric(&metrics(api).await?, "dwell_gvisor_pool_memory_bytes").map(|v| v as u64)
+}
+
 /// Ready sandboxes in the daemon's warm gVisor pool.
 pub async fn pool_ready(api: &mut Api) -> Option<f64> {
     metric(&metrics(api).await?, "dwell_gvisor_pool_ready")

@@ -474,12 +474,15 @@ fn create_table(o: &mut String, fills: &[&Fill]) {
 fn starts(o: &mut String, s: &Starts) {
     let _ = writeln!(
         o,
-        "gVisor create to first exec (`--memory 256M`; create, then exec `true`, through the API), \
-         cold (a daemon with `--gvisor-pool 0`) and warm (the bench daemon's pool; each warm \
+        "gVisor create to first exec (`--memory {}`, the warm pool's size when there is one; \
+         create, then exec `true`, through the API), \
+         cold (a daemon without a warm pool: the second one bench.sh starts with `--gvisor-pool 0`, \
+         or the bench daemon if it has none) and warm (the bench daemon's pool; each warm \
          create waits untimed for a ready pooled sandbox, and counts only if the pool's claim \
          counter went up), beside plain `runsc run` of `true` in a hand-written bundle (host \
-         root read-only, tmpfs /tmp, 256 MiB limit) to its exit; {} rounds, the order rotating \
-         each round.\n",
+         root read-only, tmpfs /tmp, the same memory limit) to its exit; {} rounds, the order \
+         rotating each round.\n",
+        s.memory,
         s.rounds
     );
     header(o);
@@ -606,6 +609,7 @@ mod tests {
             gvisor_skipped: None,
             starts: Some(Starts {
                 rounds: 1,
+                memory: "256M".into(),
                 cold: Column::Measured(Samples::default()),
                 warm: Column::NotAvailable("not available: no pool".into()),
                 warm_fallbacks: 0,

@@ -10,10 +10,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::{pool_claims, pool_ready};
+use super::{pool_claims, pool_memory, pool_ready};
 use crate::api::Api;
 use crate::error::Result;
-use crate::gvisor::{self, Baseline, MEMORY};
+use crate::gvisor::{self, Baseline};
 use crate::stats::Samples;
 
 /// How long a warm round waits for the pool to hold a ready sandbox.
@@ -27,6 +27,8 @@ pub enum Column {
 
 pub struct Starts {
     pub rounds: usize,
+    /// `--memory` of every sandbox and of the floor's bundle.
+    pub memory: String,
     pub cold: Column,
     pub warm: Column,
     /// Warm creates the pool did not serve (it was empty): not samples.
@@ -41,13 +43,12 @@ fn name(kind: &str, i: usize) -> String {
     format!("bench-{}-ds-{kind}-{i}", std::process::id())
 }
 
-/// Create a gVisor sandbox (`--memory 256M`, as section 5's) and run the
-/// first `true` in it; returns the
-/// time from the create call to the exec's answer. The sandbox is deleted
-/// (untimed).
-async fn create_exec(api: &mut Api, name: &str) -> Result<Duration> {
+/// Create a gVisor sandbox with `--memory memory` and run the first
+/// `true` in it; returns the time from the create call to the exec's
+/// answer. The sandbox is deleted (untimed).
+async fn create_exec(api: &mut Api, name: &str, memory: &str) -> Result<Duration> {
     let t = Instant::now();
-    let id = gvisor::create(api, name, MEMORY).await?;
+    let id = gvisor::create(api, name, memory).await?;
     let r = api.exec(&id, &["true"]).await;
     let elapsed = t.elapsed();
     api.delete(&id).await?;
@@ -63,6 +64,13 @@ pub async fn run(
     rounds: usize,
 ) -> Result<Starts> {
     let main_has_pool = pool_claims(main).await.is_some();
+    // The pool serves only creates with its own memory limit: every column
+    // uses it (section 5's 256 MiB without a pool), the floor included.
+    let memory_bytes = match pool_memory(main).await {
+        Some(b) if b > 0 => b,
+        _ => 256 << 20,
+    };
+    let memory = format!("{}M", memory_bytes >> 20);
     // Where cold creates go: the pool-less daemon, else the main one when
     // it has no pool itself.
     let cold_note = if cold.is_none() && main_has_pool {
@@ -78,7 +86,7 @@ pub async fn run(
     let mut runsc_s = Samples::default();
     let (mut fallbacks, mut cold_pooled) = (0, 0);
     let args = ["true".to_string()];
-    let base = Baseline::with_process("start", &args, 256 << 20)?;
+    let base = Baseline::with_process("start", &args, memory_bytes)?;
     for i in 0..warmup + rounds {
         let keep = i >= warmup;
         for k in 0..3 {
@@ -91,7 +99,7 @@ pub async fn run(
                     // A daemon with a pool of 0 still counts claims: a
                     // create it served warm is not a cold sample.
                     let before = pool_claims(api).await;
-                    let d = create_exec(api, &name("cold", i)).await?;
+                    let d = create_exec(api, &name("cold", i), &memory).await?;
                     let after = pool_claims(api).await;
                     let pooled = matches!((before, after), (Some(a), Some(b)) if b > a);
                     if keep && !pooled {
@@ -103,7 +111,7 @@ pub async fn run(
                 1 if main_has_pool => {
                     wait_for_pool(main).await;
                     let before = pool_claims(main).await;
-                    let d = create_exec(main, &name("warm", i)).await?;
+                    let d = create_exec(main, &name("warm", i), &memory).await?;
                     let after = pool_claims(main).await;
                     let warm = matches!((before, after), (Some(a), Some(b)) if b > a);
                     if keep && warm {
@@ -144,6 +152,7 @@ pub async fn run(
     };
     Ok(Starts {
         rounds,
+        memory,
         cold,
         warm,
         warm_fallbacks: fallbacks,
