@@ -72,7 +72,7 @@ USAGE: dwell-bench --socket PATH --data-dir DIR --dwell PATH --daemon-pid PID [o
   --density-memory SIZE  --memory of each density sandbox [64M]
   --density-disk SIZE    --disk of each density sandbox [1G]
   --density-exec N       execs per exec measurement of the density case [100]
-  --density-settle-ms MS idle time before the idle-CPU window [3000]
+  --density-settle-ms MS idle time before the idle-CPU window [5000]
   --density-window-ms MS the idle-CPU window [10000]
   --density-starts N     rounds of gVisor create to first exec, cold / warm / plain runsc (0 skips) [20]
   --cold-socket PATH     a second daemon started with `--gvisor-pool 0` (the cold column)

@@ -86,6 +86,8 @@ pub struct Fill {
     /// The quiet window and, per sandbox, its cgroup's CPU time over it.
     pub window: Duration,
     pub cpu_ns: Vec<u64>,
+    /// Sandboxes whose cgroup was frozen (asleep) when the window opened.
+    pub frozen: usize,
     /// The daemon's own CPU time over the window.
     pub daemon_cpu_ns: Option<u64>,
     /// Deleting them all, one by one.
@@ -184,6 +186,7 @@ pub async fn run(
         settle: o.settle,
         window: o.window,
         cpu_ns: Vec::new(),
+        frozen: 0,
         daemon_cpu_ns: None,
         teardown_total: Duration::ZERO,
         teardown: Samples::default(),
@@ -246,6 +249,10 @@ pub async fn run(
         .map(|id| host::cgroup_cpu_ns(&f.cgroup_parent, id))
         .collect();
     let daemon0 = host::proc_cpu_ns(daemon_pid);
+    f.frozen = ids
+        .iter()
+        .filter(|id| host::is_frozen(&f.cgroup_parent, id))
+        .count();
     let t_window = Instant::now();
     tokio::time::sleep(o.window).await;
     let cpu1: Vec<Option<u64>> = ids

@@ -45,6 +45,18 @@ pub fn cgroup_cpu_ns(parent: &str, id: &str) -> Option<u64> {
     usage_usec(&stat).map(|us| us * 1000)
 }
 
+/// Whether cgroup `<parent>/<id>` is frozen (a paused or dozing sandbox):
+/// v1 `freezer.state` FROZEN, or `cgroup.freeze` 1 in the unified
+/// hierarchy (hybrid hosts) or at the root (pure v2).
+pub fn is_frozen(parent: &str, id: &str) -> bool {
+    let rel = Path::new(parent).join(id);
+    let read = |p: PathBuf| std::fs::read_to_string(p).unwrap_or_default();
+    let root = Path::new(CGROUP_ROOT);
+    read(root.join("freezer").join(&rel).join("freezer.state")).trim() == "FROZEN"
+        || read(root.join("unified").join(&rel).join("cgroup.freeze")).trim() == "1"
+        || read(root.join(&rel).join("cgroup.freeze")).trim() == "1"
+}
+
 /// `usage_usec` of a v2 `cpu.stat`.
 pub fn usage_usec(stat: &str) -> Option<u64> {
     stat.lines().find_map(|l| {
@@ -230,6 +242,31 @@ mod tests {
         assert!(x != 1);
         assert!(proc_cpu_ns(std::process::id()).is_some());
         assert!(proc_cpu_ns(u32::MAX).is_none());
+    }
+
+    #[test]
+    fn tells_a_frozen_cgroup() {
+        use crate::baseline::{Freezer, FreezerKind};
+        // SAFETY: geteuid has no side effects.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: making cgroups needs root");
+            return;
+        }
+        let name = format!("dwell-bench-{}", std::process::id());
+        let mut tried = 0;
+        for kind in [FreezerKind::V1, FreezerKind::V2] {
+            if Freezer::root(kind).is_none() {
+                continue;
+            }
+            tried += 1;
+            let f = Freezer::new(kind).unwrap();
+            assert!(!is_frozen("", &name), "{kind:?}");
+            f.set(true).unwrap();
+            assert!(is_frozen("", &name), "{kind:?}");
+            f.set(false).unwrap();
+            assert!(!is_frozen("", &name), "{kind:?}");
+        }
+        assert!(tried > 0, "no freezer hierarchy on this host");
     }
 
     #[test]

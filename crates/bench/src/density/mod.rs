@@ -30,7 +30,9 @@ pub struct DensityOpts {
     pub disk: String,
     /// Execs per exec measurement.
     pub exec: usize,
-    /// Idle time before the CPU window and after the warm-up sandbox.
+    /// Idle time before the CPU window and after the warm-up sandbox: long
+    /// enough for the daemon to put idle sandboxes to sleep (gVisor dozes
+    /// after 2 s without calls by default).
     pub settle: Duration,
     /// The window over which idle CPU is read.
     pub window: Duration,
@@ -46,7 +48,7 @@ impl Default for DensityOpts {
             memory: "64M".into(),
             disk: "1G".into(),
             exec: 100,
-            settle: Duration::from_secs(3),
+            settle: Duration::from_secs(5),
             window: Duration::from_secs(10),
             starts: 20,
         }

@@ -336,6 +336,9 @@ fn table(o: &mut String, fills: &[&Fill]) {
     add("daemon RSS growth / sandbox", &|f| {
         mib((f.daemon_rss_after as f64 - f.daemon_rss_before as f64) / f.created.max(1) as f64)
     });
+    add("asleep (cgroup frozen) when the window opened", &|f| {
+        format!("{} of {}", f.frozen, f.created)
+    });
     add("idle CPU / sandbox per 10 s (cgroup cpuacct, mean)", &|f| {
         format!("{:.2} ms", ms_per_10s(mean(&f.cpu_ns), f.window))
     });
@@ -592,6 +595,7 @@ mod tests {
             settle: Duration::from_secs(3),
             window: Duration::from_secs(10),
             cpu_ns: vec![cpu_ms * 1_000_000; n],
+            frozen: 0,
             daemon_cpu_ns: Some(5_000_000),
             teardown_total: Duration::from_secs(1),
             teardown: s(10),
