@@ -130,7 +130,7 @@ DWELL_LOG=${DWELL_LOG:-info} setsid "$bin/dwell" serve --data-dir "$data" --sock
 daemon=$!
 wait_ready "$daemon" "$sock" "$log"
 cold=()
-if "$bin/dwell" serve --help | grep -q -- --gvisor-pool; then
+if grep -q -- --gvisor-pool <<<"$("$bin/dwell" serve --help)"; then
   DWELL_LOG=${DWELL_LOG:-info} setsid "$bin/dwell" serve --data-dir "$cold_data" --socket "$cold_sock" \
     --gvisor-pool 0 "${quota[@]}" 2>"$cold_log" &
   cold_daemon=$!
