@@ -155,6 +155,12 @@ pub async fn run(
     o: &DensityOpts,
     daemon_pid: u32,
 ) -> Result<Fill> {
+    if asked == 0 {
+        return Err(Error::Usage(format!(
+            "a {} density fill needs at least one sandbox",
+            rt.label()
+        )));
+    }
     // One unmeasured sandbox first: the daemon's caches and allocator, the
     // image and the cgroup parents are warm before anything is measured.
     let w = create(api, rt, &name(rt, usize::MAX), &o.memory, &o.disk).await?;
