@@ -257,7 +257,7 @@ pub fn render(r: &DensityResults) -> String {
             o,
             "Per runtime: one unmeasured warm-up sandbox, then sandboxes \
              (`--memory {} --disk {}`) created one by one through the API, each running one \
-             `true` (gVisor: as many as fit, up to the number asked; filling stops before the \
+             `true`, as many as fit up to the number asked (filling stops before the \
              host's MemAvailable falls under 2 GiB or at the first failed create). With all of \
              them idle for {:?} more, a quiet window of {:.1} s with no API traffic, over which \
              each sandbox's cgroup CPU time (cpuacct) and the daemon's own CPU time are read; \
