@@ -90,7 +90,7 @@ fn name(kind: &str, i: usize) -> String {
     format!("bench-{}-gv{kind}-{i}", std::process::id())
 }
 
-async fn create(api: &mut Api, name: &str, memory: &str) -> Result<String> {
+pub(crate) async fn create(api: &mut Api, name: &str, memory: &str) -> Result<String> {
     let body = serde_json::json!({ "name": name, "runtime": "gvisor", "memory": memory });
     let v = api.call(Method::POST, "/v1/sandboxes", Some(&body)).await?;
     let id = v["id"].as_str().ok_or_else(|| Error::BadAnswer {
@@ -291,22 +291,31 @@ fn floor_limit(memory_bytes: u64) -> u64 {
 }
 
 /// A plain runsc container (host root read-only, tmpfs /tmp) under its own
-/// runsc root; deleted with everything it made on drop.
-struct Baseline {
+/// runsc root; deleted with everything it made on drop. Also the floor of
+/// the density case's create to first exec ([`Baseline::with_process`]).
+pub(crate) struct Baseline {
     dir: PathBuf,
     id: String,
 }
 
 impl Baseline {
     fn new(case: Case) -> Result<Baseline> {
-        let dir = std::env::temp_dir().join(format!("dwell-bench-runsc-{}", std::process::id()));
+        let args = ["python3".to_string(), "-c".into(), workload(case.data_mib)];
+        Baseline::with_process("ckpt", &args, floor_limit(case.memory_bytes))
+    }
+
+    /// A bundle whose process is `args`, limited to `memory_limit` bytes;
+    /// `tag` keeps its directory apart from other baselines of this run.
+    pub(crate) fn with_process(tag: &str, args: &[String], memory_limit: u64) -> Result<Baseline> {
+        let dir =
+            std::env::temp_dir().join(format!("dwell-bench-runsc-{}-{tag}", std::process::id()));
         let bundle = dir.join("bundle");
         std::fs::create_dir_all(&bundle).map_err(|e| Error::Other(format!("{e}")))?;
         let spec = serde_json::json!({
             "ociVersion": "1.0.2",
             "process": {
                 "user": {"uid": 0, "gid": 0},
-                "args": ["python3", "-c", workload(case.data_mib)],
+                "args": args,
                 "env": ["PATH=/usr/bin:/bin"],
                 "cwd": "/"
             },
@@ -317,7 +326,7 @@ impl Baseline {
                 {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}
             ],
             "linux": {
-                "resources": {"memory": {"limit": floor_limit(case.memory_bytes)}},
+                "resources": {"memory": {"limit": memory_limit}},
                 "namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "ipc"}, {"type": "uts"}, {"type": "network"}]
             }
         });
@@ -325,8 +334,14 @@ impl Baseline {
             .map_err(|e| Error::Other(format!("writing the baseline bundle: {e}")))?;
         Ok(Baseline {
             dir,
-            id: format!("bench-runsc-{}", std::process::id()),
+            id: format!("bench-runsc-{}-{tag}", std::process::id()),
         })
+    }
+
+    /// `runsc run` in the foreground: returns when the process has exited
+    /// and runsc has torn its sandbox down.
+    pub(crate) fn run_to_exit(&self) -> Result<()> {
+        self.runsc(&["run", "--bundle", &self.bundle(), &self.id])
     }
 
     fn image(&self) -> PathBuf {
@@ -397,7 +412,7 @@ impl Baseline {
     }
 
     /// Free the host after a checkpoint (the sandbox process exits).
-    fn delete(&self) -> Result<()> {
+    pub(crate) fn delete(&self) -> Result<()> {
         self.runsc(&["delete", "--force", &self.id])
     }
 

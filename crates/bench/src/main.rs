@@ -10,6 +10,7 @@ mod api;
 mod baseline;
 mod build;
 mod cases;
+mod density;
 mod e2b;
 mod error;
 mod gvisor;
@@ -66,6 +67,16 @@ USAGE: dwell-bench --socket PATH --data-dir DIR --dwell PATH --daemon-pid PID [o
   --e2b-key-file FILE    an API key of the daemon (its admin.key)
   --e2b-iterations N     E2B create+run and dwell create+exec rounds, alternating [30]
   --only-e2b yes         run only the E2B case; print it, write nothing
+  --density-ns N         idle namespace sandboxes of the density case (0 skips) [1000]
+  --density-gvisor N     idle gVisor sandboxes to aim for, fewer if they do not fit (0 skips) [100]
+  --density-memory SIZE  --memory of each density sandbox [64M]
+  --density-disk SIZE    --disk of each density sandbox [1G]
+  --density-exec N       execs per exec measurement of the density case [100]
+  --density-settle-ms MS idle time before the idle-CPU window [5000]
+  --density-window-ms MS the idle-CPU window [10000]
+  --density-starts N     rounds of gVisor create to first exec, cold / warm / plain runsc (0 skips) [20]
+  --cold-socket PATH     a second daemon started with `--gvisor-pool 0` (the cold column)
+  --only-density yes     run only the density case; print it, write nothing
 ";
 
 const PREAMBLE: &str = "# Benchmarks
@@ -118,6 +129,9 @@ struct Opts {
     e2b_key_file: Option<PathBuf>,
     e2b_iterations: usize,
     only_e2b: bool,
+    density: density::DensityOpts,
+    cold_socket: Option<PathBuf>,
+    only_density: bool,
 }
 
 fn parse() -> Result<Opts> {
@@ -154,6 +168,9 @@ fn parse() -> Result<Opts> {
         e2b_key_file: None,
         e2b_iterations: 30,
         only_e2b: false,
+        density: density::DensityOpts::default(),
+        cold_socket: None,
+        only_density: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -207,6 +224,18 @@ fn parse() -> Result<Opts> {
             "--e2b-key-file" => o.e2b_key_file = Some(value.into()),
             "--e2b-iterations" => o.e2b_iterations = num(&value)?.max(1),
             "--only-e2b" => o.only_e2b = value == "yes",
+            "--density-ns" => o.density.ns = num(&value)?,
+            "--density-gvisor" => o.density.gvisor = num(&value)?,
+            "--density-memory" => o.density.memory = value,
+            "--density-disk" => o.density.disk = value,
+            "--density-exec" => o.density.exec = num(&value)?.max(1),
+            "--density-settle-ms" => o.density.settle = Duration::from_millis(num(&value)? as u64),
+            "--density-window-ms" => {
+                o.density.window = Duration::from_millis(num(&value)?.max(1) as u64)
+            }
+            "--density-starts" => o.density.starts = num(&value)?,
+            "--cold-socket" => o.cold_socket = Some(value.into()),
+            "--only-density" => o.only_density = value == "yes",
             _ => return Err(Error::Usage(format!("unknown option {flag}"))),
         }
     }
@@ -355,7 +384,15 @@ async fn run(api: &mut Api, o: &Opts) -> Result<report::Results> {
         }
     };
 
+    let density = if o.density.ns + o.density.gvisor + o.density.starts > 0 {
+        step("density: idle sandboxes per node");
+        Some(run_density(api, o).await?)
+    } else {
+        None
+    };
+
     Ok(report::Results {
+        density,
         e2b,
         pull,
         build,
@@ -377,6 +414,19 @@ async fn run(api: &mut Api, o: &Opts) -> Result<report::Results> {
         elapsed_s: start.elapsed().as_secs_f64(),
         load_after: machine::loadavg(),
     })
+}
+
+/// The density case, with the pool-less daemon of `--cold-socket` if given.
+async fn run_density(api: &mut Api, o: &Opts) -> Result<density::DensityResults> {
+    let mut cold = o.cold_socket.as_deref().map(Api::new);
+    density::run(
+        api,
+        cold.as_mut(),
+        &o.density,
+        o.daemon_pid,
+        o.warmup.min(1),
+    )
+    .await
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -424,6 +474,21 @@ async fn main() {
         let leftovers = api.delete_all().await;
         match r {
             Ok(r) => print!("{}", wake::render(&r)),
+            Err(e) => {
+                eprintln!("dwell-bench: {e}");
+                std::process::exit(1);
+            }
+        }
+        std::process::exit(if leftovers.is_empty() { 0 } else { 1 });
+    }
+    if o.only_density {
+        let r = run_density(&mut api, &o).await;
+        let leftovers = api.delete_all().await;
+        for e in &leftovers {
+            eprintln!("dwell-bench: cleanup: {e}");
+        }
+        match r {
+            Ok(r) => print!("{}", density::render::render(&r)),
             Err(e) => {
                 eprintln!("dwell-bench: {e}");
                 std::process::exit(1);

@@ -41,6 +41,8 @@ pub struct Results {
     pub e2b: Option<crate::e2b::E2bResults>,
     /// Registry pulls (None: skipped, or docker-registry/skopeo missing).
     pub pull: Option<crate::pull::PullResults>,
+    /// Idle sandboxes per node (None: skipped with every `--density-*` count 0).
+    pub density: Option<crate::density::DensityResults>,
     /// Dockerfile builds (None: skipped).
     pub build: Option<crate::build::BuildResults>,
     pub elapsed_s: f64,
@@ -360,6 +362,9 @@ pub fn render(r: &Results) -> String {
     }
     if let Some(e) = &r.e2b {
         o.push_str(&crate::e2b::render(e));
+    }
+    if let Some(d) = &r.density {
+        o.push_str(&crate::density::render::render(d));
     }
     let _ = writeln!(o, "{END}");
     o
