@@ -52,7 +52,9 @@ pub(crate) async fn run(inner: &Arc<Context>, rec: &Record) -> Result<()> {
                 .add_event(&rec.id, "step", "volume restored from its archive");
         }
         if inner.volumes.info(&rec.id).is_err() {
-            inner.volumes.create(&rec.id, rec.spec.disk_bytes)?;
+            // A new volume comes mounted, from the pool when it holds one
+            // of this size (`mount` below then only finds it mounted).
+            inner.volumes.create_mounted(&rec.id, rec.spec.disk_bytes)?;
         }
         crate::crashpoint::crashpoint("start:before-mount");
         let upper = inner.volumes.mount(&rec.id)?;
