@@ -11,7 +11,9 @@
 //! - end of file (the daemon dropped the pool, or died, even by SIGKILL):
 //!   it leaves and removes its cgroups and exits.
 //!
-//! stdin, stdout and stderr are one unix socket to the daemon.
+//! stdin, stdout and stderr are one unix socket to the daemon. Its write
+//! side is shut down right after the report, so the daemon reads the whole
+//! report without waiting for this process to exit.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -53,10 +55,18 @@ pub fn main(rel: &Path) -> i32 {
     let got = std::io::stdin().lock().read_line(&mut line);
     let dir = line.trim_end_matches('\n');
     let code = match got {
-        Ok(n) if n > 0 && !dir.is_empty() => boot::report(boot::boot(
-            Path::new(dir),
-            Placement::Pooled(group.as_ref()),
-        )),
+        Ok(n) if n > 0 && !dir.is_empty() => {
+            let code = boot::report(boot::boot(
+                Path::new(dir),
+                Placement::Pooled(group.as_ref()),
+            ));
+            // The report is all the daemon waits for: end it now, so the
+            // daemon goes on while this process exits (tearing down the
+            // daemon binary's mappings takes a while).
+            // SAFETY: shutdown(2) of our own stdout socket.
+            unsafe { libc::shutdown(1, libc::SHUT_WR) };
+            code
+        }
         _ => 0,
     };
     cleanup(&host, group.as_ref());
