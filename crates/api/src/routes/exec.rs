@@ -26,6 +26,10 @@ use crate::AppState;
 
 /// OOM kills so far in the sandbox (0 when unknown).
 pub(crate) async fn oom_count(st: &AppState, sb: &Sandbox) -> u64 {
+    // Read before every exec: one cgroup file where the runtime can.
+    if let Some(n) = st.ctl.oom_kills_now(sb) {
+        return n;
+    }
     st.ctl.stats(sb).await.map(|s| s.oom_kills).unwrap_or(0)
 }
 

@@ -277,6 +277,11 @@ impl Runtime for NamespaceRuntime {
         release_leftovers(&*self.calls, config);
     }
 
+    fn oom_kills_now(&self, id: &str) -> Option<u64> {
+        layout::validate_id(id).ok()?;
+        self.cgroup(id).oom_kills()
+    }
+
     fn list_host(&self) -> Result<Vec<String>> {
         // Pool cgroups (`pool.<hex>`) are not valid ids: list_ids skips them.
         observe::list_ids(&self.host.parent_dirs(&self.options.cgroup_parent))
