@@ -12,6 +12,16 @@ use common::*;
 
 /// Loop devices backing the pooled volumes of data dir `data`.
 fn pooled_loops(data: &Path) -> BTreeSet<String> {
+    pooled(data).into_iter().map(|(dev, _)| dev).collect()
+}
+
+/// The image files of the pooled volumes attached now.
+fn pooled_images(data: &Path) -> BTreeSet<String> {
+    pooled(data).into_iter().map(|(_, img)| img).collect()
+}
+
+/// (loop device, image) of each attached pooled volume of `data`.
+fn pooled(data: &Path) -> BTreeSet<(String, String)> {
     let vols = data.join("volumes");
     let mut found = BTreeSet::new();
     for e in std::fs::read_dir("/sys/block").unwrap().flatten() {
@@ -20,7 +30,7 @@ fn pooled_loops(data: &Path) -> BTreeSet<String> {
         };
         let b = b.trim();
         if b.starts_with(&format!("{}/.pooled-", vols.display())) && !b.ends_with("(deleted)") {
-            found.insert(e.file_name().to_string_lossy().into_owned());
+            found.insert((e.file_name().to_string_lossy().into_owned(), b.to_string()));
         }
     }
     found
@@ -110,18 +120,23 @@ fn pooled_volumes_are_fresh_limited_and_cleaned_up() {
 
     // A daemon killed with its pool mounted: the next one removes that
     // pool, adopts the sandbox, and makes a pool of its own.
-    let before = wait_pool(&d, 2);
+    wait_pool(&d, 2);
+    let before = pooled_images(&d.data);
     d.kill9();
     d.restart();
     let t0 = Instant::now();
-    while !pooled_loops(&d.data).is_disjoint(&before) && t0.elapsed() < Duration::from_secs(30) {
+    while !pooled_images(&d.data).is_disjoint(&before) && t0.elapsed() < Duration::from_secs(30) {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(
-        pooled_loops(&d.data).is_disjoint(&before),
+        pooled_images(&d.data).is_disjoint(&before),
         "the dead daemon's pool is still attached: {:?}",
-        pooled_loops(&d.data)
+        pooled_images(&d.data)
     );
+    for img in &before {
+        let dir = Path::new(img).parent().unwrap();
+        assert!(!dir.exists(), "{} is left", dir.display());
+    }
     assert_eq!(d.sh("b", "echo ok"), "ok\n");
     wait_pool(&d, 2);
     // Dropping the daemon (SIGTERM) drains the pool; the harness fails the
