@@ -41,7 +41,7 @@ impl Controller {
         self.inner.volumes.pool_status()
     }
 
-    /// Unmount and delete the pooled volumes (the daemon stops; sandboxes
+    /// Delete the pooled volumes (the daemon stops; sandboxes
     /// keep theirs).
     pub fn drain_volume_pool(&self) {
         self.inner.volumes.drain_pool();

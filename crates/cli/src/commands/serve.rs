@@ -118,7 +118,7 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
             )
         })?,
     });
-    // However `serve` ends, the pooled volumes are unmounted and deleted.
+    // However `serve` ends, the pooled volumes are deleted.
     let _volume_pool = VolumePool(ctl.clone());
     {
         let mut reg = dwell_control::registry::RegistrySettings {

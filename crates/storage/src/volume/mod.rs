@@ -143,7 +143,7 @@ pub struct VolumeManager {
     /// without `lock`, so mounts and creates of other volumes go on;
     /// these volumes are not mounted or deleted meanwhile.
     resizing: Mutex<std::collections::HashSet<String>>,
-    /// Volumes made and mounted ahead of time (see [`pool`]).
+    /// Volumes made ahead of time (see [`pool`]).
     pool: Option<pool::Pool>,
 }
 

@@ -1,27 +1,27 @@
-//! A pool of sandbox volumes made ahead of time: formatted (a template
-//! copy with its own UUID), attached to a loop device and mounted, so that a
-//! sandbox created with the pool's size skips the copy, the loop setup and
-//! the ext4 mount on its start path.
+//! A pool of sandbox volumes made ahead of time: a template copy with its
+//! own UUID and its `volume.json`, so that a sandbox created with the
+//! pool's size skips the copy and the metadata's fsyncs on its start path
+//! (only the loop device and the mount remain).
 //!
 //! Each pooled volume lives in `<root>/.pooled-<pid>-<n>-<t>/` (the same
 //! files as a volume: `volume.json`, `volume.img`, `mnt`) until a create
-//! claims it by renaming that directory to the sandbox's id, mount and all:
-//! the volume is used by that one sandbox and deleted with it, never
-//! returned to the pool, so nothing written by one tenant can reach another.
-//! A pooled volume was never handed out, so it holds nothing but a fresh
-//! filesystem. Only the pool's exact size is claimed; other sizes are made
-//! as before.
+//! claims it by renaming that directory to the sandbox's id: the volume is
+//! used by that one sandbox and deleted with it, never returned to the
+//! pool, so nothing written by one tenant can reach another. A pooled
+//! volume was never attached or mounted, so it holds nothing but a fresh
+//! filesystem, and the pool holds no mount and no loop device. Only the
+//! pool's exact size is claimed; other sizes are made as before.
 //!
 //! Cleanup: [`VolumeManager::drain_pool`] (daemon shutdown, and drop)
-//! unmounts and deletes what is left; after a crash the next manager on the
-//! same root finds the directories of a dead process and removes them
-//! (see `remove_leftovers`), and autoclear detaches their loop devices.
+//! deletes what is left; after a crash the next manager on the same root
+//! finds the directories of a dead process and removes them (see
+//! `remove_leftovers`).
 
 use std::fs;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use super::{ext4, loopdev, mount, VolumeManager, MNT};
+use super::{ext4, loopdev, mount, VolumeManager, IMAGE, MNT};
 use crate::error::{IoContext, Result, StorageError};
 use crate::fsutil::{nonce, rename_noreplace, validate_name};
 
@@ -72,9 +72,9 @@ impl Pool {
 }
 
 impl VolumeManager {
-    /// The same manager keeping `count` volumes of `size_bytes` made and
-    /// mounted ahead of time (0 turns the pool off). Loop volumes only; the
-    /// pool is filled by [`VolumeManager::fill_pool`].
+    /// The same manager keeping `count` volumes of `size_bytes` made ahead
+    /// of time (0 turns the pool off). Loop volumes only; the pool is
+    /// filled by [`VolumeManager::fill_pool`].
     pub fn with_pool(mut self, count: usize, size_bytes: u64) -> Self {
         self.pool = (count > 0
             && self.kind == super::VolumeKind::Loop
@@ -124,17 +124,13 @@ impl VolumeManager {
         result
     }
 
-    /// One pooled volume: built like a create, then attached and mounted.
+    /// One pooled volume, built like a create (not attached, not mounted).
     fn make_pooled(&self, pool: &Pool) -> Result<()> {
         let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         fs::create_dir_all(&self.root).ctx("create volume root", &self.root)?;
         let name = format!("{POOLED}{}", nonce());
         let dir = self.root.join(&name);
-        let made = self.build(&dir, pool.size_bytes).and_then(|()| {
-            let dev = loopdev::attach(&dir.join(super::IMAGE))?;
-            mount::mount_ext4(dev.path(), &dir.join(MNT), ext4::MOUNT_OPTIONS, self.nosuid)
-        });
-        if let Err(e) = made {
+        if let Err(e) = self.build(&dir, pool.size_bytes) {
             remove_pooled(&dir);
             return Err(e);
         }
@@ -159,11 +155,24 @@ impl VolumeManager {
     pub fn create_mounted(&self, id: &str, size_bytes: u64) -> Result<bool> {
         validate_name("volume id", id)?;
         if self.claim(id, size_bytes)? {
+            // Never attached before: no device to look for, attach anew
+            // (on failure `mount` below says why, after its own checks).
+            if self.mount_claimed(id).is_err() {
+                self.mount(id)?;
+            }
             return Ok(true);
         }
         self.create(id, size_bytes)?;
         self.mount(id)?;
         Ok(false)
+    }
+
+    /// Attaches and mounts a volume just claimed from the pool.
+    fn mount_claimed(&self, id: &str) -> Result<()> {
+        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = self.root.join(id);
+        let dev = loopdev::attach(&dir.join(IMAGE))?;
+        mount::mount_ext4(dev.path(), &dir.join(MNT), ext4::MOUNT_OPTIONS, self.nosuid)
     }
 
     /// Moves a ready pooled volume into place as `id`, if there is one of
@@ -184,14 +193,6 @@ impl VolumeManager {
             return Ok(false);
         };
         let pooled = self.root.join(&name);
-        // Still mounted where it was made (nothing in this process unmounts
-        // pooled volumes but `drain_pool`): else it is not handed out.
-        if !mount::is_mountpoint(&pooled.join(MNT)) {
-            remove_pooled(&pooled);
-            return Ok(false);
-        }
-        // A directory holding a mount point can be renamed; the mount moves
-        // with it (mountinfo and the loop device's backing file follow).
         if let Err(e) = rename_noreplace(&pooled, &dir) {
             remove_pooled(&pooled);
             return Err(StorageError::Io {
@@ -203,7 +204,7 @@ impl VolumeManager {
         Ok(true)
     }
 
-    /// Unmounts and deletes every pooled volume, and makes no more.
+    /// Deletes every pooled volume, and makes no more.
     pub fn drain_pool(&self) {
         let Some(pool) = &self.pool else {
             return;
@@ -217,11 +218,8 @@ impl VolumeManager {
     }
 }
 
-/// Unmounts (lazily) and deletes one pooled volume's directory; the loop
-/// device autoclears once the filesystem is released. A pooled volume was
-/// never handed out: there is no data to discard.
+/// Deletes one pooled volume's directory. A pooled volume was never handed
+/// out, attached or mounted: there is no data to discard.
 pub(crate) fn remove_pooled(dir: &std::path::Path) {
-    let _ = mount::unmount_all(&dir.join(MNT));
-    super::wait_loop_detached(&dir.join(super::IMAGE), super::LOOP_DETACH_WAIT);
     let _ = dwell_hostfs::remove_tree(dir);
 }
