@@ -57,8 +57,9 @@ pub fn run(a: JsonFlag) -> Result<i32> {
 fn volume_pool() -> dwell_runtime::ns::Check {
     let n = std::env::var("DWELL_VOLUME_POOL").unwrap_or_else(|_| "2".into());
     let detail = match n.trim() {
-        "0" => "off (`dwell serve --volume-pool 0`): each create copies its volume's image"
-            .to_string(),
+        "0" => {
+            "off (`dwell serve --volume-pool 0`): each create copies its volume's image".to_string()
+        }
         n => format!(
             "{n} default-size volumes kept formatted ahead (`dwell serve --volume-pool N`); \
              each is used by one sandbox, never reused"
