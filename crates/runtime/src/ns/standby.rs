@@ -1,7 +1,8 @@
 //! The warm-pool side of the boot process ("standby"): a boot process the
 //! daemon starts ahead of time (see [`super::pool`]). It creates its own
 //! v1 cgroups `<parent>/pool.<hex>` and moves itself in, paying the slow
-//! first migration before any sandbox is asked for, prints `ready`, and
+//! first migration before any sandbox is asked for, compiles the seccomp
+//! filters, prints `ready`, and
 //! blocks reading one line from stdin:
 //!
 //! - a state dir: it boots that sandbox exactly like a fresh boot process,
@@ -46,6 +47,8 @@ pub fn main(rel: &Path) -> i32 {
             return boot::report(Err(e));
         }
     }
+    // Compiled now, not on the start path: PID 1 is a fork of this process.
+    super::seccomp::warm();
     let mut out = std::io::stdout();
     if writeln!(out, "{READY}").and_then(|_| out.flush()).is_err() {
         cleanup(&host, group.as_ref());
