@@ -62,6 +62,7 @@ pub fn main(rel: &Path) -> i32 {
             let code = boot::report(boot::boot(
                 Path::new(dir),
                 Placement::Pooled(group.as_ref()),
+                Some(&host),
             ));
             // The report is all the daemon waits for: end it now, so the
             // daemon goes on while this process exits (tearing down the
