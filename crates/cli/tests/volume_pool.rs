@@ -23,6 +23,17 @@ fn pooled(data: &Path) -> BTreeSet<u64> {
         .collect()
 }
 
+/// The pooled volumes' directory names (they name the daemon's pid).
+fn pooled_dirs(data: &Path) -> BTreeSet<String> {
+    let Ok(rd) = std::fs::read_dir(data.join("volumes")) else {
+        return BTreeSet::new();
+    };
+    rd.flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".pooled-"))
+        .collect()
+}
+
 /// The inode of sandbox `id`'s volume image.
 fn volume_ino(data: &Path, id: &str) -> u64 {
     std::fs::metadata(data.join("volumes").join(id).join("volume.img"))
@@ -104,16 +115,18 @@ fn pooled_volumes_are_fresh_limited_and_cleaned_up() {
 
     // A daemon killed with a full pool: the next one removes that pool,
     // adopts the sandbox, and makes a pool of its own.
-    let before = wait_pool(&d, 2);
+    wait_pool(&d, 2);
+    let before = pooled_dirs(&d.data);
     d.kill9();
     d.restart();
     let t0 = Instant::now();
-    while !pooled(&d.data).is_disjoint(&before) && t0.elapsed() < Duration::from_secs(30) {
+    while !pooled_dirs(&d.data).is_disjoint(&before) && t0.elapsed() < Duration::from_secs(30) {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(
-        pooled(&d.data).is_disjoint(&before),
-        "the dead daemon's pool is still there"
+        pooled_dirs(&d.data).is_disjoint(&before),
+        "the dead daemon's pool {before:?} is still there: {:?}",
+        pooled_dirs(&d.data)
     );
     assert_eq!(d.sh("b", "echo ok"), "ok\n");
     wait_pool(&d, 2);
