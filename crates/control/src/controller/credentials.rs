@@ -18,7 +18,10 @@ impl Controller {
     }
 
     /// A sandbox by id or name and its secret variables, opened, from one
-    /// read of its record (what every exec needs before it starts).
+    /// read of its record (what every exec needs before it starts). The
+    /// sandbox is its record alone: no network or archive details, which
+    /// running a command does not need (they cost a query and a file
+    /// lookup per exec).
     pub fn sandbox_with_secrets(
         &self,
         tenant: &str,
@@ -28,7 +31,8 @@ impl Controller {
         std::collections::BTreeMap<String, String>,
     )> {
         let rec = self.record(tenant, id_or_name)?;
-        Ok((self.view(&rec)?, self.open_secrets(&rec)?))
+        let secrets = self.open_secrets(&rec)?;
+        Ok((crate::model::Sandbox::from_record(&rec), secrets))
     }
 
     fn open_secrets(&self, rec: &Record) -> Result<std::collections::BTreeMap<String, String>> {
