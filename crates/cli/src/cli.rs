@@ -405,6 +405,11 @@ pub struct ServeArgs {
     /// host root (for hosts without idmapped mounts; `dwell doctor` tells).
     #[arg(long, env = "DWELL_USER_NAMESPACES", default_value = "on", value_parser = ["on", "off"])]
     pub user_namespaces: String,
+    /// Sandbox volumes of the default size kept formatted ahead of time
+    /// (image files, not mounted), so a create skips copying one (each is
+    /// used by one sandbox, never reused; 0 turns the pool off).
+    #[arg(long, env = "DWELL_VOLUME_POOL", default_value_t = 2, value_parser = clap::value_parser!(u16).range(0..=64))]
+    pub volume_pool: u16,
 }
 
 impl DefaultPolicyFlags {

@@ -274,6 +274,8 @@ impl Controller {
             .await
             .ok();
         }
+        // The pool of ready volumes, beside the first pass.
+        tokio::spawn(crate::volume_pool::fill(self.inner.clone()));
         let inner = self.inner.clone();
         let mut first = tokio::spawn(async move {
             reconcile::resync_all(&inner).await;

@@ -87,6 +87,7 @@ mod state_dir;
 mod templates;
 mod thaw;
 pub mod transitions;
+mod volume_pool;
 pub mod volume_spec;
 pub mod volumes;
 

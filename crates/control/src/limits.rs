@@ -88,6 +88,12 @@ impl Ceilings {
         }
     }
 
+    /// The disk a sandbox gets when it does not ask (the size the volume
+    /// pool keeps).
+    pub fn default_disk(&self) -> u64 {
+        crate::model::DEFAULT_DISK.min(self.disk.unwrap_or(u64::MAX))
+    }
+
     /// Checks `spec` against the ceilings; `free_disk` is the free space
     /// of the data dir now (`None` when it cannot be read).
     pub fn check(&self, spec: &SandboxSpec, free_disk: Option<u64>) -> Result<()> {

@@ -278,6 +278,14 @@ pub trait Runtime: Send + Sync {
     /// Current usage from the kernel.
     fn stats(&self, config: &SandboxConfig) -> Result<Stats>;
 
+    /// [`Stats::oom_kills`] of sandbox `id` when this runtime reads it
+    /// without blocking (one small kernel file, for every exec); `None`:
+    /// ask [`Runtime::stats`] instead (off the async threads).
+    fn oom_kills_now(&self, id: &str) -> Option<u64> {
+        let _ = id;
+        None
+    }
+
     /// Ids of sandboxes that have something alive on this host (cgroups,
     /// processes), whether or not a record explains them.
     fn list_host(&self) -> Result<Vec<String>>;

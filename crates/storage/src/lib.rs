@@ -21,6 +21,7 @@ pub use image::{
     HOST_USER_IMAGE, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, MAX_UNTRUSTED_ENTRIES,
 };
 pub use volume::{
-    detach_loop, has_cap_sys_resource, loop_bindings, LoopBinding, VolumeInfo, VolumeKind,
-    VolumeManager, DEFAULT_VOLUME_SIZE, MAX_NAMED_VOLUME_SIZE, MAX_VOLUME_SIZE, MIN_VOLUME_SIZE,
+    detach_loop, has_cap_sys_resource, loop_bindings, LoopBinding, PoolStatus, VolumeInfo,
+    VolumeKind, VolumeManager, DEFAULT_VOLUME_SIZE, MAX_NAMED_VOLUME_SIZE, MAX_VOLUME_SIZE,
+    MIN_VOLUME_SIZE,
 };

@@ -60,6 +60,34 @@ impl Store {
         Ok(())
     }
 
+    /// [`Store::set_state`] and [`Store::add_event`] in one transaction:
+    /// a transition and its event are one commit.
+    pub fn set_state_with_event(
+        &self,
+        id: &str,
+        state: crate::kinds::State,
+        reason: &str,
+        kind: &str,
+        message: &str,
+    ) -> Result<()> {
+        let now = self.now();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            crate::sandboxes::SET_STATE,
+            params![id, state.as_str(), reason, now],
+        )?;
+        tx.execute(
+            "INSERT INTO events (sandbox_id, at, kind, message) VALUES (?1, ?2, ?3, ?4)",
+            params![id, now, kind, message],
+        )?;
+        if tx.last_insert_rowid() % PRUNE_EVERY == 0 {
+            prune(&tx, id)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Events of a sandbox matching `q`, among its newest
     /// [`EVENTS_KEPT`] (the most rows one search reads), in the order `q`
     /// asks.

@@ -164,6 +164,15 @@ fn finish<S: Spec>(raw: RawRow) -> Result<SandboxRecord<S>> {
     })
 }
 
+/// [`Store::set_state`]'s statement: `?1` id, `?2` state, `?3` reason,
+/// `?4` now.
+pub(crate) const SET_STATE: &str = "UPDATE sandboxes SET state = ?2, reason = ?3, updated_at = ?4, \
+     state_changed_at = CASE WHEN state = ?2 THEN state_changed_at ELSE ?4 END, \
+     started_at = CASE WHEN ?2 = 'running' AND state NOT IN ('running','paused') THEN ?4 ELSE started_at END, \
+     stopped_at = CASE WHEN ?2 = 'stopped' THEN ?4 ELSE stopped_at END, \
+     deleted_at = CASE WHEN ?2 = 'deleted' THEN ?4 ELSE deleted_at END \
+     WHERE id = ?1";
+
 impl Store {
     /// Insert a new record. Fails with [`Error::NameTaken`] when a live
     /// sandbox of the same tenant has that name.
@@ -282,15 +291,7 @@ impl Store {
     pub fn set_state(&self, id: &str, state: State, reason: &str) -> Result<()> {
         let now = self.now();
         let conn = self.conn();
-        conn.execute(
-            "UPDATE sandboxes SET state = ?2, reason = ?3, updated_at = ?4, \
-             state_changed_at = CASE WHEN state = ?2 THEN state_changed_at ELSE ?4 END, \
-             started_at = CASE WHEN ?2 = 'running' AND state NOT IN ('running','paused') THEN ?4 ELSE started_at END, \
-             stopped_at = CASE WHEN ?2 = 'stopped' THEN ?4 ELSE stopped_at END, \
-             deleted_at = CASE WHEN ?2 = 'deleted' THEN ?4 ELSE deleted_at END \
-             WHERE id = ?1",
-            params![id, state.as_str(), reason, now],
-        )?;
+        conn.execute(SET_STATE, params![id, state.as_str(), reason, now])?;
         Ok(())
     }
 
@@ -383,6 +384,24 @@ mod tests {
         let found: Record = s.find_sandbox("default", "work").unwrap().unwrap();
         assert_eq!(found.id, "a2");
         assert_eq!(s.list_sandboxes::<TestSpec>(None).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_transition_and_its_event_are_written_together() {
+        let s = Store::in_memory().unwrap();
+        s.insert_sandbox(&record("a1", "w")).unwrap();
+        s.set_state_with_event("a1", State::Running, "started", "state", "running: started")
+            .unwrap();
+        let r = get(&s, "a1");
+        assert_eq!((r.state, r.reason.as_str()), (State::Running, "started"));
+        assert!(r.started_at.is_some());
+        let ev = s.events("a1", 0, 10).unwrap();
+        assert_eq!(
+            ev.iter()
+                .map(|e| (e.kind.as_str(), e.message.as_str()))
+                .collect::<Vec<_>>(),
+            [("state", "running: started")]
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use dwell_control::Sandbox;
 use dwell_proto::{ExecRequest, ExitStatus, ProcessEvent, ProcessStream};
 use futures_util::{SinkExt, StreamExt};
 
-use super::with_agent;
+use super::{with_agent, with_agent_of};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Path, Upgrade};
@@ -26,6 +26,10 @@ use crate::AppState;
 
 /// OOM kills so far in the sandbox (0 when unknown).
 pub(crate) async fn oom_count(st: &AppState, sb: &Sandbox) -> u64 {
+    // Read before every exec: one cgroup file where the runtime can.
+    if let Some(n) = st.ctl.oom_kills_now(sb) {
+        return n;
+    }
     st.ctl.stats(sb).await.map(|s| s.oom_kills).unwrap_or(0)
 }
 
@@ -83,11 +87,14 @@ pub async fn run(
     let mut req: ExecRequest = wire::map(&call.request)?;
     check(&req)?;
     let t0 = Instant::now();
-    let sb = st.ctl.get(&p.tenant, &id)?;
+    // One read of the record: the sandbox and its secret variables.
+    let (sb, secrets) = st.ctl.sandbox_with_secrets(&p.tenant, &id)?;
     let oom0 = oom_count(&st, &sb).await;
     req.stdin = call.stdin_data.is_some() || req.stdin;
-    with_secrets(&st, &sb.id, &mut req)?;
-    let (sb, stream) = with_agent(&st, &p, &id, "exec", |c| {
+    for (k, v) in secrets {
+        req.env.entry(k).or_insert(v);
+    }
+    let (sb, stream) = with_agent_of(&st, &p, sb, "exec", |c| {
         let r = req.clone();
         async move { c.exec(r).await }
     })

@@ -35,6 +35,7 @@ pub fn run(a: JsonFlag) -> Result<i32> {
     });
     checks.push(gvisor);
     checks.push(ssh_host_key());
+    checks.push(volume_pool());
     if a.json {
         output::json(&checks)?;
     } else {
@@ -49,6 +50,26 @@ pub fn run(a: JsonFlag) -> Result<i32> {
     }
     // gVisor is optional: only the namespace runtime's needs decide.
     Ok(if ns_ok { 0 } else { 1 })
+}
+
+/// The pool of sandbox volumes `dwell serve` keeps made ahead
+/// (`--volume-pool`, read from `DWELL_VOLUME_POOL` as serve does).
+fn volume_pool() -> dwell_runtime::ns::Check {
+    let n = std::env::var("DWELL_VOLUME_POOL").unwrap_or_else(|_| "2".into());
+    let detail = match n.trim() {
+        "0" => {
+            "off (`dwell serve --volume-pool 0`): each create copies its volume's image".to_string()
+        }
+        n => format!(
+            "{n} default-size volumes kept formatted ahead (`dwell serve --volume-pool N`); \
+             each is used by one sandbox, never reused"
+        ),
+    };
+    dwell_runtime::ns::Check {
+        name: "volume pool".into(),
+        ok: true,
+        detail,
+    }
 }
 
 /// The SSH gateway's host key fingerprint, for users to check their first

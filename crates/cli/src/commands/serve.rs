@@ -84,7 +84,10 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
         &a.deny_net,
     );
     let default_isolation = super::runtimes::default_isolation(&a.default_isolation, &gvisor)?;
-    let volumes = VolumeManager::new(data_dir.join("volumes"));
+    let volumes = VolumeManager::new(data_dir.join("volumes")).with_pool(
+        a.volume_pool as usize,
+        daemon_limits.ceilings.default_disk(),
+    );
     let images = ImageStore::open(data_dir.join("images"))?;
     let ctl = Controller::new(ControllerOptions {
         data_dir: data_dir.clone(),
@@ -122,6 +125,8 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
         })?,
     });
     ctl.set_doze_after(parse_doze_after(&a.doze_after)?);
+    // However `serve` ends, the pooled volumes are deleted.
+    let _volume_pool = VolumePool(ctl.clone());
     {
         let mut reg = dwell_control::registry::RegistrySettings {
             parallel: a.pull_parallel.max(1),
@@ -251,6 +256,16 @@ impl Drop for CgroupParents {
         self.runtime.shutdown_pool();
         self.runtime.remove_cgroup_parent();
         dwell_runtime::gvisor::remove_cgroup_parent(&self.gvisor);
+    }
+}
+
+/// Drains the pool of ready volumes when `serve` ends (they belong to no
+/// sandbox; a crash leaves them to the next start, which removes them).
+struct VolumePool(Controller);
+
+impl Drop for VolumePool {
+    fn drop(&mut self) {
+        self.0.drain_volume_pool();
     }
 }
 

@@ -27,7 +27,18 @@ impl Controller {
         id_or_name: &str,
         op: &str,
     ) -> Result<(Sandbox, AgentClient)> {
-        let mut sb = self.get(tenant, id_or_name)?;
+        let sb = self.get(tenant, id_or_name)?;
+        self.agent_for_sandbox(tenant, sb, op).await
+    }
+
+    /// [`Controller::agent_for`] of a sandbox the caller just read (its
+    /// record is not read again unless it has to be woken first).
+    pub async fn agent_for_sandbox(
+        &self,
+        tenant: &str,
+        mut sb: Sandbox,
+        op: &str,
+    ) -> Result<(Sandbox, AgentClient)> {
         if matches!(sb.state, State::Paused | State::Hibernated) {
             sb = self.wake(tenant, &sb, op).await?;
         }

@@ -291,6 +291,8 @@ impl Controller {
         }
         drop(fill);
         reconcile::reconcile(&self.inner, &rec.id).await;
+        // Its volume may have come from the pool: make the next one.
+        crate::volume_pool::refill_soon(&self.inner);
         let sb = self.get_by_id(&rec.id)?;
         if sb.state == State::Error {
             // Nothing half-created stays behind: undo and report.

@@ -14,6 +14,28 @@ impl Controller {
             .store
             .get_sandbox(id)?
             .ok_or_else(|| Error::NotFound(id.to_string()))?;
+        self.open_secrets(&rec)
+    }
+
+    /// A sandbox by id or name and its secret variables, opened, from one
+    /// read of its record (what every exec needs before it starts). The
+    /// sandbox is its record alone: no network or archive details, which
+    /// running a command does not need (they cost a query and a file
+    /// lookup per exec).
+    pub fn sandbox_with_secrets(
+        &self,
+        tenant: &str,
+        id_or_name: &str,
+    ) -> Result<(
+        crate::model::Sandbox,
+        std::collections::BTreeMap<String, String>,
+    )> {
+        let rec = self.record(tenant, id_or_name)?;
+        let secrets = self.open_secrets(&rec)?;
+        Ok((crate::model::Sandbox::from_record(&rec), secrets))
+    }
+
+    fn open_secrets(&self, rec: &Record) -> Result<std::collections::BTreeMap<String, String>> {
         match &rec.spec.sealed_env {
             None => Ok(Default::default()),
             Some(sealed) => self

@@ -176,6 +176,17 @@ impl Controller {
         .await?
     }
 
+    /// The sandbox's OOM kill count when its runtime reads it without
+    /// blocking (see [`dwell_runtime::Runtime::oom_kills_now`]); `None`:
+    /// use [`Controller::stats`].
+    pub fn oom_kills_now(&self, sb: &Sandbox) -> Option<u64> {
+        self.inner
+            .runtimes
+            .get(&sb.runtime)
+            .ok()?
+            .oom_kills_now(&sb.id)
+    }
+
     /// Progress of the snapshot operation running on a sandbox, if any.
     pub fn progress(
         &self,

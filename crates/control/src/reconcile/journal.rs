@@ -8,10 +8,14 @@ use crate::model::State;
 
 /// Record a transition: the state, its reason, and an event.
 pub(crate) fn record(inner: &Context, id: &str, state: State, reason: &str) -> Result<()> {
-    inner.store.set_state(id, state, reason)?;
-    inner
-        .store
-        .add_event(id, "state", &format!("{}: {reason}", state.as_str()))?;
+    // One commit for both.
+    inner.store.set_state_with_event(
+        id,
+        state,
+        reason,
+        "state",
+        &format!("{}: {reason}", state.as_str()),
+    )?;
     Ok(())
 }
 

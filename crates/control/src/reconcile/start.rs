@@ -51,11 +51,16 @@ pub(crate) async fn run(inner: &Arc<Context>, rec: &Record) -> Result<()> {
                 .store
                 .add_event(&rec.id, "step", "volume restored from its archive");
         }
-        if inner.volumes.info(&rec.id).is_err() {
-            inner.volumes.create(&rec.id, rec.spec.disk_bytes)?;
-        }
-        crate::crashpoint::crashpoint("start:before-mount");
-        let upper = inner.volumes.mount(&rec.id)?;
+        let upper = if inner.volumes.info(&rec.id).is_err() {
+            crate::crashpoint::crashpoint("start:before-mount");
+            // A new volume comes mounted, from the pool when it holds one
+            // of this size (no look at every mount and loop device).
+            inner.volumes.create_mounted(&rec.id, rec.spec.disk_bytes)?;
+            inner.volumes.mount_path(&rec.id)
+        } else {
+            crate::crashpoint::crashpoint("start:before-mount");
+            inner.volumes.mount(&rec.id)?
+        };
         let mut cfg = config::build(&inner, &rec.id, &rec.name, &rec.spec, &image, upper)?;
         if runtime.capabilities().id_map {
             cfg.id_map = Some(config::id_range(&inner, &rec.id)?);

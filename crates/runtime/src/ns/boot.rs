@@ -73,7 +73,7 @@ pub fn boot_main(state_dir: &Path) -> i32 {
     if let Some(spec) = std::env::var_os(standby::POOL_ENV) {
         return standby::main(Path::new(&spec));
     }
-    report(boot(state_dir, Placement::Fresh))
+    report(boot(state_dir, Placement::Fresh, None))
 }
 
 /// Print the pid (success) or the error and return the exit code. Write
@@ -156,7 +156,11 @@ fn bind_agent_socket(config: &SandboxConfig) -> Result<std::os::fd::OwnedFd> {
 }
 
 /// Build the sandbox described in `state_dir`; returns PID 1's host pid.
-pub(crate) fn boot(state_dir: &Path, placement: Placement) -> Result<i32> {
+pub(crate) fn boot(
+    state_dir: &Path,
+    placement: Placement,
+    detected: Option<&HostCgroups>,
+) -> Result<i32> {
     // Own session: signals for the daemon's process group miss us.
     // SAFETY: plain syscall; failure (already a leader) is harmless.
     unsafe { libc::setsid() };
@@ -166,7 +170,11 @@ pub(crate) fn boot(state_dir: &Path, placement: Placement) -> Result<i32> {
     if config.network == NetworkMode::Nat {
         network::check_forwarding()?;
     }
-    let host = HostCgroups::detect()?;
+    // (A pool boot process detected them while it waited.)
+    let host = match detected {
+        Some(h) => h.clone(),
+        None => HostCgroups::detect()?,
+    };
     let cg = SandboxCgroup::new(&host, &opts.cgroup_parent, &config.id);
     if cg.exists() && !cg.procs()?.is_empty() {
         return Err(Error::Start(format!(

@@ -13,8 +13,9 @@
 //! ([`pool`]) of boot processes started ahead of time and already sitting
 //! in cgroups of their own ([`standby`]); `start` takes one and the pool
 //! refills in the background. The daemon blocks on the boot process's
-//! output until it exits (no polling, see [`crate::host::wait`]) and then connects to
-//! the agent with a backoff of 100 µs to 1 ms.
+//! output until it ends (no polling, see [`crate::host::wait`]; a pooled
+//! one ends it with its report, before its exit) and then connects to the
+//! agent every 100 µs until it listens (backing off after 20 ms).
 
 pub mod boot;
 pub mod caps;
@@ -275,6 +276,11 @@ impl Runtime for NamespaceRuntime {
     /// the tables of its private network ports.
     fn release_leftovers(&self, config: &SandboxConfig) {
         release_leftovers(&*self.calls, config);
+    }
+
+    fn oom_kills_now(&self, id: &str) -> Option<u64> {
+        layout::validate_id(id).ok()?;
+        self.cgroup(id).oom_kills()
     }
 
     fn list_host(&self) -> Result<Vec<String>> {

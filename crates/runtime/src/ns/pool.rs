@@ -15,6 +15,7 @@
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -189,13 +190,22 @@ impl Standby {
         }
         let mut child = self.child.take().expect("checked above");
         Some(match read_to_end_until(&mut self.sock, deadline) {
-            Ok(output) => child
-                .wait()
-                .map(|status| (status, output))
-                .map_err(|e| Error::Io {
-                    context: "waiting for the boot process".into(),
-                    source: e,
-                }),
+            Ok(output) => match child.try_wait() {
+                Ok(Some(status)) => Ok((status, output)),
+                // It reported success (its pid; it made everything and
+                // undoes nothing more) and is exiting: reaped aside.
+                Ok(None) if reported_pid(&output) => {
+                    reap_aside(child);
+                    Ok((ExitStatus::from_raw(0), output))
+                }
+                _ => child
+                    .wait()
+                    .map(|status| (status, output))
+                    .map_err(|e| Error::Io {
+                        context: "waiting for the boot process".into(),
+                        source: e,
+                    }),
+            },
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -204,6 +214,34 @@ impl Standby {
                 ))
             }
         })
+    }
+}
+
+/// Whether a boot process's output is its success report: PID 1's pid
+/// alone on one line (errors are words).
+fn reported_pid(output: &str) -> bool {
+    output
+        .strip_suffix('\n')
+        .is_some_and(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Reap an exiting boot process on a thread of its own (it is never left a
+/// zombie); inline if no thread can be made.
+fn reap_aside(child: Child) {
+    let shared = Arc::new(Mutex::new(Some(child)));
+    let theirs = shared.clone();
+    let spawned = std::thread::Builder::new()
+        .name("dwell-ns-reap".into())
+        .spawn(move || {
+            if let Some(mut c) = theirs.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                let _ = c.wait();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::debug!("reaping a boot process inline: {e}");
+        if let Some(mut c) = shared.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = c.wait();
+        }
     }
 }
 

@@ -625,9 +625,32 @@ pub fn x32_filter() -> BpfProgram {
     ]
 }
 
+/// The compiled filters, per `core_dumps_granted`: a warm-pool boot
+/// process compiles them while it waits ([`warm`]), so the sandbox's PID 1
+/// (a fork of it) installs them without compiling on the start path.
+static COMPILED: [std::sync::OnceLock<Result<Programs, String>>; 2] =
+    [std::sync::OnceLock::new(), std::sync::OnceLock::new()];
+
+type Programs = Vec<(&'static str, BpfProgram)>;
+
+/// Compile both variants of the filters now (see [`COMPILED`]).
+pub fn warm() {
+    for granted in [false, true] {
+        let _ = programs(granted);
+    }
+}
+
+/// The filters in installation order (compiled once per process).
+fn programs(core_dumps_granted: bool) -> Result<&'static Programs, String> {
+    COMPILED[usize::from(core_dumps_granted)]
+        .get_or_init(|| compile_all(core_dumps_granted))
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
 /// The filters in installation order. The order matters: see the module
 /// doc.
-fn programs(core_dumps_granted: bool) -> Result<Vec<(&'static str, BpfProgram)>, String> {
+fn compile_all(core_dumps_granted: bool) -> Result<Programs, String> {
     let mut out = vec![
         ("allow", allow_filter()?),
         ("deny", deny_filter(core_dumps_granted)?),
@@ -643,7 +666,7 @@ fn programs(core_dumps_granted: bool) -> Result<Vec<(&'static str, BpfProgram)>,
 /// (seccompiler does). `core_dumps_granted`: see [`deny_filter`].
 pub fn install(core_dumps_granted: bool) -> Result<(), String> {
     for (name, p) in programs(core_dumps_granted)? {
-        seccompiler::apply_filter(&p)
+        seccompiler::apply_filter(p)
             .map_err(|e| format!("installing the {name} seccomp filter: {e}"))?;
     }
     Ok(())
@@ -684,6 +707,17 @@ pub fn install_without_no_new_privs(core_dumps_granted: bool) -> Result<(), Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warmed_filters_are_compiled_once_and_the_same() {
+        warm();
+        for granted in [false, true] {
+            let a = programs(granted).unwrap();
+            assert!(std::ptr::eq(a, programs(granted).unwrap()));
+            assert_eq!(*a, compile_all(granted).unwrap());
+        }
+        assert_ne!(*programs(false).unwrap(), *programs(true).unwrap());
+    }
 
     fn allowed() -> BTreeSet<i64> {
         allowed_syscalls().into_iter().map(|(_, n)| n).collect()

@@ -1,7 +1,8 @@
 //! The warm-pool side of the boot process ("standby"): a boot process the
 //! daemon starts ahead of time (see [`super::pool`]). It creates its own
 //! v1 cgroups `<parent>/pool.<hex>` and moves itself in, paying the slow
-//! first migration before any sandbox is asked for, prints `ready`, and
+//! first migration before any sandbox is asked for, compiles the seccomp
+//! filters, prints `ready`, and
 //! blocks reading one line from stdin:
 //!
 //! - a state dir: it boots that sandbox exactly like a fresh boot process,
@@ -11,7 +12,9 @@
 //! - end of file (the daemon dropped the pool, or died, even by SIGKILL):
 //!   it leaves and removes its cgroups and exits.
 //!
-//! stdin, stdout and stderr are one unix socket to the daemon.
+//! stdin, stdout and stderr are one unix socket to the daemon. Its write
+//! side is shut down right after the report, so the daemon reads the whole
+//! report without waiting for this process to exit.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -44,6 +47,8 @@ pub fn main(rel: &Path) -> i32 {
             return boot::report(Err(e));
         }
     }
+    // Compiled now, not on the start path: PID 1 is a fork of this process.
+    super::seccomp::warm();
     let mut out = std::io::stdout();
     if writeln!(out, "{READY}").and_then(|_| out.flush()).is_err() {
         cleanup(&host, group.as_ref());
@@ -53,10 +58,19 @@ pub fn main(rel: &Path) -> i32 {
     let got = std::io::stdin().lock().read_line(&mut line);
     let dir = line.trim_end_matches('\n');
     let code = match got {
-        Ok(n) if n > 0 && !dir.is_empty() => boot::report(boot::boot(
-            Path::new(dir),
-            Placement::Pooled(group.as_ref()),
-        )),
+        Ok(n) if n > 0 && !dir.is_empty() => {
+            let code = boot::report(boot::boot(
+                Path::new(dir),
+                Placement::Pooled(group.as_ref()),
+                Some(&host),
+            ));
+            // The report is all the daemon waits for: end it now, so the
+            // daemon goes on while this process exits (tearing down the
+            // daemon binary's mappings takes a while).
+            // SAFETY: shutdown(2) of our own stdout socket.
+            unsafe { libc::shutdown(1, libc::SHUT_WR) };
+            code
+        }
         _ => 0,
     };
     cleanup(&host, group.as_ref());

@@ -104,8 +104,9 @@ fn boot(rt: &NamespaceRuntime, config: &SandboxConfig) -> Result<Started> {
 }
 
 /// Wait until the agent accepts a connection on `sock`: connect attempts
-/// with a backoff from 100 µs to 1 ms (the agent binds a few milliseconds
-/// after its exec), failing early when PID 1 dies. (The boot process does
+/// every 100 µs for the first 20 ms, then with a backoff to 1 ms (the agent
+/// listens about a millisecond after its exec, which is when the boot
+/// process reports), failing early when PID 1 dies. (The boot process does
 /// not wait with inotify itself: closing an inotify instance waits for an
 /// SRCU grace period, 20+ ms, which its exit would add to every start.)
 fn wait_for_agent(
@@ -115,7 +116,8 @@ fn wait_for_agent(
     sock: &std::path::Path,
     timeout: Duration,
 ) -> Result<()> {
-    let deadline = Instant::now() + timeout;
+    let t0 = Instant::now();
+    let deadline = t0 + timeout;
     let mut backoff = wait::Backoff::new(Duration::from_micros(100), Duration::from_millis(1));
     loop {
         let err = match rt.connect_agent(config) {
@@ -142,9 +144,18 @@ fn wait_for_agent(
                 console_tail(config)
             )));
         }
-        backoff.sleep_until(deadline);
+        if t0.elapsed() < STEADY_POLL {
+            // The agent listens within a millisecond or so of its exec: a
+            // doubling wait would overshoot that by as much again.
+            std::thread::sleep(Duration::from_micros(100));
+        } else {
+            backoff.sleep_until(deadline);
+        }
     }
 }
+
+/// How long [`wait_for_agent`] polls every 100 µs before backing off.
+const STEADY_POLL: Duration = Duration::from_millis(20);
 
 /// Run a fresh boot process and wait (blocking, bounded by `deadline`)
 /// until it exits: its stderr closes when it does. Returns its status and

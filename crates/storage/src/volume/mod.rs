@@ -29,6 +29,7 @@ mod ext4;
 #[path = "loop.rs"]
 mod loopdev;
 mod mount;
+mod pool;
 mod sparse_copy;
 mod superblock;
 mod template;
@@ -48,6 +49,7 @@ use crate::fsutil::{
 };
 
 pub use loopdev::{bindings as loop_bindings, detach as detach_loop, LoopBinding};
+pub use pool::PoolStatus;
 
 /// Default size limit of a sandbox volume: 4 GiB.
 pub const DEFAULT_VOLUME_SIZE: u64 = 4 << 30;
@@ -141,6 +143,15 @@ pub struct VolumeManager {
     /// without `lock`, so mounts and creates of other volumes go on;
     /// these volumes are not mounted or deleted meanwhile.
     resizing: Mutex<std::collections::HashSet<String>>,
+    /// Volumes made ahead of time (see [`pool`]).
+    pool: Option<pool::Pool>,
+}
+
+impl Drop for VolumeManager {
+    /// Pooled volumes go with their manager (nothing else would claim them).
+    fn drop(&mut self) {
+        self.drain_pool();
+    }
 }
 
 impl VolumeManager {
@@ -168,6 +179,7 @@ impl VolumeManager {
             nosuid: false,
             lock: Mutex::new(()),
             resizing: Default::default(),
+            pool: None,
         };
         m.remove_leftovers();
         m
@@ -605,7 +617,8 @@ impl VolumeManager {
     }
 
     /// Removes staging and trash directories of operations interrupted by a
-    /// crash (their process no longer exists).
+    /// crash, and pooled volumes (unmounted first) of a daemon that died
+    /// (their process no longer exists).
     fn remove_leftovers(&self) {
         template::remove_leftovers(&self.root);
         let Ok(rd) = fs::read_dir(&self.root) else {
@@ -616,6 +629,7 @@ impl VolumeManager {
             let Some(rest) = name
                 .strip_prefix(CREATING)
                 .or_else(|| name.strip_prefix(DELETING))
+                .or_else(|| name.strip_prefix(pool::POOLED))
             else {
                 continue;
             };
@@ -624,14 +638,28 @@ impl VolumeManager {
                 .next()
                 .and_then(|p| p.parse().ok())
                 .unwrap_or(0);
-            // SAFETY: kill with signal 0 only checks for existence.
-            let alive = pid > 0 && unsafe { libc::kill(pid, 0) } == 0;
-            if !alive {
+            if !process_alive(pid) {
                 let p = e.path();
                 let _ = mount::unmount_all(&p.join(MNT));
                 let _ = dwell_hostfs::remove_tree(&p);
             }
         }
+    }
+}
+
+/// Whether process `pid` exists and has not exited: a killed daemon whose
+/// parent has not reaped it yet (a zombie) made its last volume already.
+fn process_alive(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 only checks for existence.
+    if pid <= 0 || unsafe { libc::kill(pid, 0) } != 0 {
+        return false;
+    }
+    // The state follows the command name's closing parenthesis.
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| matches!(rest.trim_start().chars().next(), Some('Z' | 'X'))),
+        Err(_) => false,
     }
 }
 

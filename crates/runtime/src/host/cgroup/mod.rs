@@ -62,6 +62,16 @@ impl SandboxCgroup {
         }
     }
 
+    /// The OOM kill count, as [`Cgroup::stats`] reports it, from one file
+    /// read; `None` when it cannot be read (no such cgroup).
+    pub fn oom_kills(&self) -> Option<u64> {
+        match (&self.v1, &self.v2) {
+            (Some(v1), _) => v1.oom_kills(),
+            (None, Some(v2)) => v2.oom_kills(),
+            _ => None,
+        }
+    }
+
     fn freezer_is_v2(&self) -> bool {
         self.v2.as_ref().is_some_and(|g| g.can_freeze())
     }

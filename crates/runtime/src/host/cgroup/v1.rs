@@ -149,6 +149,15 @@ impl V1Group {
         Ok(self.freezer_state()?.as_deref() == Some("FROZEN"))
     }
 
+    /// The memory cgroup's OOM kill count alone (one file read).
+    pub fn oom_kills(&self) -> Option<u64> {
+        let mem = self.dir("memory")?;
+        read_opt(&mem.join("memory.oom_control"))
+            .ok()
+            .flatten()
+            .and_then(|c| keyed(&c, "oom_kill"))
+    }
+
     pub fn stats(&self) -> Result<Stats> {
         let mut s = Stats::default();
         if let Some(mem) = self.dir("memory") {

@@ -132,6 +132,14 @@ impl V2Group {
         Ok(true)
     }
 
+    /// The OOM kill count alone (one file read).
+    pub fn oom_kills(&self) -> Option<u64> {
+        read_opt(&self.dir.join("memory.events"))
+            .ok()
+            .flatten()
+            .and_then(|c| keyed(&c, "oom_kill"))
+    }
+
     pub fn stats(&self) -> Result<Stats> {
         let get = |f: &str| -> Result<Option<String>> { read_opt(&self.dir.join(f)) };
         Ok(Stats {
