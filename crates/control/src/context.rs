@@ -26,7 +26,7 @@ pub(crate) struct Context {
     /// never.
     pub(crate) doze_after: Mutex<Option<Duration>>,
     /// What the doze timer knows of each sandbox.
-    pub(crate) dozing: crate::doze::Dozing,
+    pub(crate) dozing: crate::doze_book::Dozing,
     /// Registry mirrors and plain-HTTP hosts (set by the daemon at start).
     pub(crate) registry: Mutex<crate::registry::RegistrySettings>,
     /// Where pulled image blobs are shared with other daemons (the object

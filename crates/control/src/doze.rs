@@ -21,8 +21,7 @@
 //! wake hook take too, so no freeze lands inside a transition, a
 //! handshake or a wake.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dwell_proto::{AgentClient, SleepGate, WakeHook};
@@ -30,15 +29,12 @@ use dwell_runtime::Runtime;
 use futures_util::StreamExt;
 
 use crate::context::{blocking, Context};
+use crate::doze_book::{lock, Quiet};
 use crate::model::{Record, State};
 use crate::reconcile::config::config_of;
 
 /// How long the agent may take to answer the health call that decides.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
-/// The longest wait between two tries on a sandbox found busy (processes
-/// of its own, a transition) or failing: the wait doubles from
-/// `--doze-after` each time, since asking costs the sandbox CPU too.
-const MAX_RECHECK: Duration = Duration::from_secs(60);
 /// Every this many ticks, dozing sandboxes are checked to be still frozen
 /// (a runtime operation such as pause + resume may have thawed them).
 const RECHECK_EVERY: u32 = 4;
@@ -48,84 +44,6 @@ const RECHECK_EVERY: u32 = 4;
 const SWEEP_EVERY: u32 = 30;
 /// Sandboxes handled at once by a pass.
 const PARALLEL: usize = 8;
-
-/// How long a sandbox's agent has gone unused.
-#[derive(Debug, Clone, Copy)]
-struct Quiet {
-    /// The gate's activity count when last seen to change.
-    activity: u64,
-    since: Instant,
-    /// Unused this long, it is asked whether it may doze.
-    wait: Duration,
-}
-
-/// What the doze timer knows of one sandbox.
-struct Entry {
-    gate: Arc<SleepGate>,
-    /// Held while the sandbox is frozen, thawed or connected to.
-    lock: Arc<tokio::sync::Mutex<()>>,
-    quiet: Option<Quiet>,
-}
-
-/// What the doze timer knows, per sandbox of a runtime that dozes.
-#[derive(Default)]
-pub(crate) struct Dozing {
-    entries: Mutex<HashMap<String, Entry>>,
-    /// Dozing sandboxes woken by a call since the daemon started.
-    wakes: std::sync::atomic::AtomicU64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Dozing {
-    /// Sandbox `id`'s sleep gate and doze lock (made on first use).
-    fn entry(&self, ctx: &Context, id: &str) -> (Arc<SleepGate>, Arc<tokio::sync::Mutex<()>>) {
-        let mut entries = lock(&self.entries);
-        let e = entries.entry(id.to_string()).or_insert_with(|| Entry {
-            gate: SleepGate::new(wake_hook(ctx, id)),
-            lock: Default::default(),
-            quiet: None,
-        });
-        (e.gate.clone(), e.lock.clone())
-    }
-
-    /// How many sandboxes doze right now.
-    pub(crate) fn count(&self) -> usize {
-        lock(&self.entries)
-            .values()
-            .filter(|e| e.gate.is_asleep())
-            .count()
-    }
-
-    /// Dozing sandboxes woken by a call since the daemon started.
-    pub(crate) fn wakes(&self) -> u64 {
-        self.wakes.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    fn set_quiet(&self, id: &str, quiet: Option<Quiet>) {
-        if let Some(e) = lock(&self.entries).get_mut(id) {
-            e.quiet = quiet;
-        }
-    }
-
-    /// Try again later, twice as late as last time (see [`MAX_RECHECK`]).
-    fn back_off(&self, id: &str, activity: u64, floor: Duration) {
-        if let Some(e) = lock(&self.entries).get_mut(id) {
-            let wait = e
-                .quiet
-                .map_or(Duration::ZERO, |q| q.wait)
-                .saturating_mul(2)
-                .clamp(floor, MAX_RECHECK.max(floor));
-            e.quiet = Some(Quiet {
-                activity,
-                since: Instant::now(),
-                wait,
-            });
-        }
-    }
-}
 
 /// Whether sandboxes of `runtime` doze when idle on this daemon.
 pub(crate) fn dozes(ctx: &Context, runtime: &dyn Runtime) -> bool {
@@ -143,7 +61,7 @@ pub(crate) async fn before_connect(
     ctx: &Context,
     id: &str,
 ) -> (Arc<SleepGate>, tokio::sync::OwnedMutexGuard<()>) {
-    let (gate, doze_lock) = ctx.dozing.entry(ctx, id);
+    let (gate, doze_lock) = ctx.dozing.entry(id, || wake_hook(ctx, id));
     (gate, doze_lock.lock_owned().await)
 }
 
@@ -176,7 +94,7 @@ fn wake_hook(ctx: &Context, id: &str) -> WakeHook {
 
 /// Thaw sandbox `id` if it dozes.
 async fn wake(ctx: &Arc<Context>, id: &str) -> Result<(), String> {
-    let (gate, doze_lock) = ctx.dozing.entry(ctx, id);
+    let (gate, doze_lock) = ctx.dozing.entry(id, || wake_hook(ctx, id));
     let _held = doze_lock.lock().await;
     if !gate.is_asleep() {
         // Another call woke it while this one waited.
@@ -257,7 +175,7 @@ async fn pass_once(ctx: &Arc<Context>, after: Duration) {
     }
     futures_util::stream::iter(due)
         .for_each_concurrent(PARALLEL, |id| async move {
-            let (gate, _) = ctx.dozing.entry(ctx, &id);
+            let (gate, _) = ctx.dozing.entry(&id, || wake_hook(ctx, &id));
             let activity = gate.activity();
             if let Err(why) = try_doze(ctx, &id).await {
                 tracing::debug!(sandbox = %id, "not dozing: {why}");
@@ -293,7 +211,7 @@ async fn try_doze(ctx: &Arc<Context>, id: &str) -> Result<(), String> {
     let Some(client) = ctx.agents.lock().await.get(id).cloned() else {
         return Err("no agent connection".into());
     };
-    let (gate, doze_lock) = ctx.dozing.entry(ctx, id);
+    let (gate, doze_lock) = ctx.dozing.entry(id, || wake_hook(ctx, id));
     let _held = doze_lock.lock().await;
     if gate.is_asleep() || gate.busy() {
         return Err("a call is open".into());
@@ -396,7 +314,7 @@ async fn sweep_one(ctx: &Arc<Context>, id: &str, runtime: Arc<dyn Runtime>, conn
         let cfg = cfg.clone();
         blocking(move || rt.dozing(&cfg)).await.unwrap_or(false)
     };
-    let (gate, doze_lock) = ctx.dozing.entry(ctx, id);
+    let (gate, doze_lock) = ctx.dozing.entry(id, || wake_hook(ctx, id));
     if gate.is_asleep() && !frozen {
         let _held = doze_lock.lock().await;
         if gate.is_asleep() && !blocking(move || runtime.dozing(&cfg)).await.unwrap_or(true) {

@@ -58,6 +58,7 @@ pub mod crashpoint;
 mod deadline_wakes;
 pub mod diff;
 mod doze;
+mod doze_book;
 mod egress;
 pub mod error;
 pub mod ids;
