@@ -367,6 +367,27 @@ pub struct ServeArgs {
     /// The runsc binary of the gVisor runtime (gVisor is off when it is missing).
     #[arg(long, env = "DWELL_RUNSC", default_value = "/usr/bin/runsc")]
     pub runsc: PathBuf,
+    /// gVisor sandboxes kept started ahead (frozen, no CPU) so that a gVisor create
+    /// only adds its container to one (0: every gVisor create boots a sandbox).
+    #[arg(long, env = "DWELL_GVISOR_POOL", default_value_t = 2, value_name = "N")]
+    pub gvisor_pool: usize,
+    /// Memory limit of each pooled gVisor sandbox; only creates with exactly this
+    /// memory start from the pool (the default is the default sandbox memory).
+    #[arg(
+        long,
+        env = "DWELL_GVISOR_POOL_MEMORY",
+        default_value = "512M",
+        value_name = "SIZE"
+    )]
+    pub gvisor_pool_memory: String,
+    /// How long the pool waits after a warm create before it starts the replacement.
+    #[arg(
+        long,
+        env = "DWELL_GVISOR_POOL_REFILL_DELAY",
+        default_value = "0s",
+        value_name = "DURATION"
+    )]
+    pub gvisor_pool_refill_delay: String,
     /// Networks NAT sandboxes may not reach (CIDR or address, comma-separated or
     /// repeated), on top of those always blocked: cloud metadata (169.254.0.0/16,
     /// fe80::/10, fd00:ec2::254, fd20:ce::254, 100.100.100.200, 168.63.129.16,

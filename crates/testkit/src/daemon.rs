@@ -175,6 +175,7 @@ impl Daemon {
             .arg(&self.agent)
             .arg("--default-isolation")
             .arg(isolation())
+            .args(self.pool_args())
             .args(&self.extra_args)
             .env("DWELL_LOG", "debug")
             // Tests pull only from registries they start on loopback: a
@@ -204,6 +205,23 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("daemon did not come up in 90 s; log:\n{}", self.log());
+    }
+
+    /// The gVisor warm pool (2 sandboxes by default) costs every daemon's
+    /// start two runsc boots: off unless the test asks for it, gVisor is the
+    /// tested isolation, or DWELL_GVISOR_POOL says otherwise.
+    fn pool_args(&self) -> Vec<&'static str> {
+        let asked = self
+            .extra_args
+            .iter()
+            .any(|a| a.starts_with("--gvisor-pool"))
+            || std::env::var_os("DWELL_GVISOR_POOL").is_some()
+            || isolation() == "gvisor";
+        if asked {
+            vec![]
+        } else {
+            vec!["--gvisor-pool", "0"]
+        }
     }
 
     pub fn log(&self) -> String {
