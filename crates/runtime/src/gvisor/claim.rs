@@ -266,8 +266,11 @@ impl GvisorRuntime {
         let cg = self.cgroups_path(&config.id);
         let mem = config.resources.memory_bytes;
         let pids = config.resources.pids;
-        // The hostname comes back with the rest of the kernel's state.
-        pool::write_root_bundle(&dir, agent, |r, _| pool::root_spec(r, None, &cg, mem, pids))?;
+        // The same mounts as at the checkpoint (runsc matches them); the
+        // process and the hostname come back from the image.
+        pool::write_root_bundle(&dir, agent, |r, ctl| {
+            pool::root_spec(r, Some(ctl), &cg, mem, pids)
+        })?;
         let name = format!(
             "{POOL_PREFIX}{:016x}",
             crate::host::sys::random_u64().context(|| "reading random bytes".to_string())?
