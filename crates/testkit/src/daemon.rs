@@ -236,6 +236,11 @@ impl Daemon {
         }
     }
 
+    /// Replace the extra `serve` flags of the next (re)start.
+    pub fn set_args(&mut self, args: &[&str]) {
+        self.extra_args = args.iter().map(|s| s.to_string()).collect();
+    }
+
     /// Start it again on the same data dir.
     pub fn restart(&mut self) {
         self.kill9();

@@ -197,6 +197,9 @@ impl GvisorRuntime {
         // --- warm pool (see `pool` and `claim`) ---
         if rt.options.pool.size > 0 {
             rt.pool = pool::WarmPool::start(rt.pool_ctx())?;
+        } else {
+            // What a daemon that had a pool left still goes.
+            pool::sweep_in_background(rt.pool_ctx());
         }
         Ok(rt)
     }

@@ -556,6 +556,16 @@ pub fn containers_by_sandbox(root: &Path) -> std::collections::BTreeMap<String, 
     map
 }
 
+/// [`sweep`] on a thread of its own (a daemon without a pool).
+pub fn sweep_in_background(ctx: PoolCtx) {
+    let r = std::thread::Builder::new()
+        .name("dwell-gvisor-pool-sweep".into())
+        .spawn(move || sweep(&ctx));
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "cannot sweep the gVisor pool's leftovers");
+    }
+}
+
 /// Delete what an earlier daemon left of its pool: pool sandboxes that
 /// hold only their placeholder (never claimed), their cgroups, their
 /// directories. Claimed ones belong to their dwell sandboxes and stay.
