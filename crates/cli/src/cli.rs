@@ -380,11 +380,13 @@ pub struct ServeArgs {
         value_name = "SIZE"
     )]
     pub gvisor_pool_memory: String,
-    /// How long the pool waits after a warm create before it starts the replacement.
+    /// How long the pool waits after a warm create before it starts the replacement
+    /// (booting one takes a few hundred ms of CPU, which the new sandbox's first
+    /// commands would share).
     #[arg(
         long,
         env = "DWELL_GVISOR_POOL_REFILL_DELAY",
-        default_value = "0s",
+        default_value = "1s",
         value_name = "DURATION"
     )]
     pub gvisor_pool_refill_delay: String,

@@ -148,12 +148,13 @@ impl GvisorRuntime {
         let r = self.claim(config, &name);
         match &r {
             Ok(_) => {
-                pool.claimed();
+                pool.done(true);
                 tracing::info!(id = %config.id, pool = %name, "gvisor sandbox started warm from the pool in {:?}", t0.elapsed());
             }
             Err(e) => {
                 tracing::warn!(id = %config.id, error = %e, "starting from the gVisor pool failed");
                 self.unclaim(config, &name);
+                pool.done(false);
             }
         }
         Some(r)

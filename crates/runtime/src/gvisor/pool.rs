@@ -62,9 +62,10 @@ pub struct PoolOptions {
     /// exactly this limit start from the pool (the sentry sizes its kernel,
     /// /proc/meminfo included, by the limit it boots with).
     pub memory_bytes: u64,
-    /// How long the pool waits after a claim before it starts the
-    /// replacement (0: at once), so that a burst of creates does not share
-    /// the CPU with the refill.
+    /// How long the pool waits before it starts a sandbox (the
+    /// replacement of a claimed one, or one of the first fill; 0: at once),
+    /// so that a new sandbox's first commands do not share the CPU with
+    /// the refill.
     pub refill_delay: Duration,
     /// The agent binary (the placeholder init). Without one, no pool.
     pub agent: Option<PathBuf>,
@@ -207,19 +208,21 @@ impl WarmPool {
     }
 
     /// A ready pool sandbox's name (the caller owns it from now on: it
-    /// claims it or discards it), or None when none is ready.
+    /// claims it or discards it, then calls [`WarmPool::done`]), or None
+    /// when none is ready.
     pub fn take(&self) -> Option<String> {
-        let name = self.shared.lock().ready.pop_front();
-        if name.is_some() {
-            self.shared.cond.notify_all();
-        }
-        name
+        self.shared.lock().ready.pop_front()
     }
 
-    /// Count a claim that succeeded.
-    pub fn claimed(&self) {
-        self.shared.claimed.fetch_add(1, Ordering::Relaxed);
+    /// The claim of a taken sandbox is over (`ok`: it succeeded): the
+    /// refill may start its replacement. Not earlier: booting a runsc
+    /// sandbox takes a few hundred ms of CPU, which the claim would share.
+    pub fn done(&self, ok: bool) {
+        if ok {
+            self.shared.claimed.fetch_add(1, Ordering::Relaxed);
+        }
         self.shared.publish();
+        self.shared.cond.notify_all();
     }
 
     pub fn status(&self) -> PoolStatus {
