@@ -208,17 +208,20 @@ impl Daemon {
     }
 
     /// The gVisor warm pool (2 sandboxes by default) costs every daemon's
-    /// start two runsc boots: off unless the test asks for it, gVisor is the
-    /// tested isolation, or DWELL_GVISOR_POOL says otherwise.
+    /// start two runsc boots: off unless the test asks for it or
+    /// DWELL_GVISOR_POOL says otherwise. With gVisor as the tested isolation
+    /// it is on, for the memory [`Daemon::create`] gives, so that the suite
+    /// runs on pooled sandboxes.
     fn pool_args(&self) -> Vec<&'static str> {
         let asked = self
             .extra_args
             .iter()
             .any(|a| a.starts_with("--gvisor-pool"))
-            || std::env::var_os("DWELL_GVISOR_POOL").is_some()
-            || isolation() == "gvisor";
+            || std::env::var_os("DWELL_GVISOR_POOL").is_some();
         if asked {
             vec![]
+        } else if isolation() == "gvisor" {
+            vec!["--gvisor-pool-memory", "256M"]
         } else {
             vec!["--gvisor-pool", "0"]
         }
