@@ -41,6 +41,8 @@ const USAGE: &str = "usage: dwell-agent --listen <socket path> | --listen-fd <fd
   --listen PATH  serve on a unix socket (parent directory created, mode 0600)
   --listen-fd N  serve on the bound unix socket passed as descriptor N (>= 3)
   --stdio        serve one connection on stdin/stdout
+  --idle [PATH]  the init of a pooled gVisor sandbox's placeholder container: with PATH, first
+                 take one hostname on a unix socket there and set it; then do nothing until killed
 environment: DWELL_AGENT_LOG=debug logs to stderr;
   DWELL_AGENT_KEY=<64 hex digits> requires clients to prove this key (removed from the
   environment at start)";
@@ -69,6 +71,12 @@ fn parse_args() -> Result<Mode, String> {
 }
 
 fn main() {
+    // The placeholder init of a warm-pool gVisor sandbox (see the runtime's
+    // gvisor::pool): it must touch nothing, not even /etc, and cost no CPU.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--idle") && args.len() <= 2 {
+        idle(args.get(1).map(std::path::Path::new))
+    }
     log::init();
     if let Err(e) = key::init_from_env() {
         eprintln!("dwell-agent: {e}");
@@ -165,4 +173,52 @@ fn main() {
         }
     });
     std::process::exit(code);
+}
+
+/// `--idle [PATH]`: with PATH, serve one connection on a unix socket
+/// there: read a hostname (up to 64 bytes), set it (the sandbox's
+/// containers share this UTS namespace), answer `ok` (or the error). Then
+/// block in pause(2) forever.
+fn idle(ctl: Option<&std::path::Path>) -> ! {
+    if let Some(path) = ctl {
+        if let Err(e) = set_hostname_once(path) {
+            eprintln!("dwell-agent --idle: {e}");
+        }
+    }
+    loop {
+        // SAFETY: pause only blocks until a signal arrives.
+        unsafe { libc::pause() };
+    }
+}
+
+fn set_hostname_once(path: &std::path::Path) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let listener = std::os::unix::net::UnixListener::bind(path)?;
+    let (mut conn, _) = listener.accept()?;
+    drop(listener);
+    let _ = std::fs::remove_file(path);
+    let mut buf = [0u8; 65];
+    let mut n = 0;
+    while n < buf.len() {
+        match conn.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+        if buf[..n].contains(&b'\n') {
+            break;
+        }
+    }
+    let name = buf[..n].strip_suffix(b"\n").unwrap_or(&buf[..n]);
+    let reply = if name.is_empty() || name.len() > 64 {
+        "bad hostname\n".to_string()
+    } else {
+        // SAFETY: name points to name.len() readable bytes.
+        let r = unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) };
+        if r == 0 {
+            "ok\n".to_string()
+        } else {
+            format!("sethostname: {}\n", std::io::Error::last_os_error())
+        }
+    };
+    conn.write_all(reply.as_bytes())
 }

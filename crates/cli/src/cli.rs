@@ -381,6 +381,29 @@ pub struct ServeArgs {
     /// sandboxes started (or resumed) afterwards.
     #[arg(long, default_value = "systrap")]
     pub gvisor_platform: dwell_runtime::gvisor::platform::Platform,
+    /// gVisor sandboxes kept started ahead (frozen, no CPU) so that a gVisor create
+    /// only adds its container to one (0: every gVisor create boots a sandbox).
+    #[arg(long, env = "DWELL_GVISOR_POOL", default_value_t = 2, value_name = "N")]
+    pub gvisor_pool: usize,
+    /// Memory limit of each pooled gVisor sandbox; only creates with exactly this
+    /// memory start from the pool (the default is the default sandbox memory).
+    #[arg(
+        long,
+        env = "DWELL_GVISOR_POOL_MEMORY",
+        default_value = "512M",
+        value_name = "SIZE"
+    )]
+    pub gvisor_pool_memory: String,
+    /// How long the pool waits after a warm create before it starts the replacement
+    /// (booting one takes a few hundred ms of CPU, which the new sandbox's first
+    /// commands would share).
+    #[arg(
+        long,
+        env = "DWELL_GVISOR_POOL_REFILL_DELAY",
+        default_value = "1s",
+        value_name = "DURATION"
+    )]
+    pub gvisor_pool_refill_delay: String,
     /// Networks NAT sandboxes may not reach (CIDR or address, comma-separated or
     /// repeated), on top of those always blocked: cloud metadata (169.254.0.0/16,
     /// fe80::/10, fd00:ec2::254, fd20:ce::254, 100.100.100.200, 168.63.129.16,

@@ -243,6 +243,16 @@ impl Controller {
         self.inner.dns.as_ref()
     }
 
+    /// The warm pools of the daemon's runtimes (by runtime name).
+    pub fn warm_pools(&self) -> Vec<(&'static str, dwell_runtime::gvisor::pool::PoolStatus)> {
+        self.inner
+            .runtimes
+            .available()
+            .iter()
+            .filter_map(|r| r.warm_pool().map(|p| (r.name(), p)))
+            .collect()
+    }
+
     /// The default runtime's name.
     pub fn runtime_name(&self) -> &'static str {
         self.inner.runtimes.default_name()

@@ -290,6 +290,12 @@ pub trait Runtime: Send + Sync {
     /// processes), whether or not a record explains them.
     fn list_host(&self) -> Result<Vec<String>>;
 
+    /// The counters of the runtime's warm pool of pre-started sandboxes
+    /// (None: it has none, or it is off).
+    fn warm_pool(&self) -> Option<gvisor::pool::PoolStatus> {
+        None
+    }
+
     /// Save the whole running sandbox (processes, memory, open files) to
     /// `image_dir` and stop it: afterwards nothing of it runs on the host.
     /// Runtimes that cannot save memory to disk refuse.

@@ -175,6 +175,7 @@ impl Daemon {
             .arg(&self.agent)
             .arg("--default-isolation")
             .arg(isolation())
+            .args(self.pool_args())
             .args(&self.extra_args)
             .env("DWELL_LOG", "debug")
             // Tests pull only from registries they start on loopback: a
@@ -206,6 +207,26 @@ impl Daemon {
         panic!("daemon did not come up in 90 s; log:\n{}", self.log());
     }
 
+    /// The gVisor warm pool (2 sandboxes by default) costs every daemon's
+    /// start two runsc boots: off unless the test asks for it or
+    /// DWELL_GVISOR_POOL says otherwise. With gVisor as the tested isolation
+    /// it is on, for the memory [`Daemon::create`] gives, so that the suite
+    /// runs on pooled sandboxes.
+    fn pool_args(&self) -> Vec<&'static str> {
+        let asked = self
+            .extra_args
+            .iter()
+            .any(|a| a.starts_with("--gvisor-pool"))
+            || std::env::var_os("DWELL_GVISOR_POOL").is_some();
+        if asked {
+            vec![]
+        } else if isolation() == "gvisor" {
+            vec!["--gvisor-pool-memory", "256M"]
+        } else {
+            vec!["--gvisor-pool", "0"]
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
     }
@@ -216,6 +237,11 @@ impl Daemon {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Replace the extra `serve` flags of the next (re)start.
+    pub fn set_args(&mut self, args: &[&str]) {
+        self.extra_args = args.iter().map(|s| s.to_string()).collect();
     }
 
     /// Start it again on the same data dir.

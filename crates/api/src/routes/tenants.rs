@@ -378,6 +378,50 @@ pub async fn metrics(
             "dwell_wakes_total{{tenant=\"{t}\",from=\"{from}\"}} {n}"
         );
     }
+    let pools = st.ctl.warm_pools();
+    type PoolSeries = (
+        &'static str,
+        &'static str,
+        fn(&dwell_runtime::gvisor::pool::PoolStatus) -> u64,
+    );
+    let pool_series: [PoolSeries; 5] = [
+        (
+            "dwell_gvisor_pool_size",
+            "Configured size of the warm pool (--gvisor-pool).",
+            |p| p.size,
+        ),
+        (
+            "dwell_gvisor_pool_ready",
+            "Pre-started sandboxes waiting in the warm pool.",
+            |p| p.ready,
+        ),
+        (
+            "dwell_gvisor_pool_memory_bytes",
+            "Memory limit of each pooled sandbox (--gvisor-pool-memory).",
+            |p| p.memory_bytes,
+        ),
+        (
+            "dwell_gvisor_pool_claims_total",
+            "Creates served warm from the pool since the daemon started.",
+            |p| p.claimed_total,
+        ),
+        (
+            "dwell_gvisor_pool_refill_failures_total",
+            "Pool sandboxes that failed to start since the daemon started.",
+            |p| p.refill_failures_total,
+        ),
+    ];
+    for (name, help, f) in pool_series {
+        let kind = if name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (runtime, p) in &pools {
+            let _ = writeln!(out, "{name}{{runtime=\"{runtime}\"}} {}", f(p));
+        }
+    }
     let (dozing, doze_wakes) = st.ctl.doze_counts();
     let _ = writeln!(
         out,

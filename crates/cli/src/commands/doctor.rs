@@ -34,6 +34,8 @@ pub fn run(a: JsonFlag) -> Result<i32> {
         },
     });
     checks.push(gvisor);
+    let data = std::env::var_os("DWELL_DATA_DIR").unwrap_or_else(|| "/var/lib/dwell".into());
+    checks.push(dwell_runtime::gvisor::doctor::pool(Path::new(&data)));
     checks.push(ssh_host_key());
     checks.push(volume_pool());
     if a.json {

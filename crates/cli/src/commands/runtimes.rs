@@ -6,8 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
+use dwell_runtime::gvisor::pool::PoolOptions;
 use dwell_runtime::gvisor::{GvisorOptions, GvisorRuntime};
-use dwell_runtime::{Kind, Runtime};
+use dwell_runtime::Kind;
 
 /// The cgroup parent of this daemon's gVisor sandboxes.
 pub fn gvisor_cgroup_parent(cgroup_parent: &str) -> String {
@@ -15,14 +16,16 @@ pub fn gvisor_cgroup_parent(cgroup_parent: &str) -> String {
 }
 
 /// The gVisor runtime of this daemon (runsc state under the data dir,
-/// cgroups under `<cgroup_parent>-gvisor`), or why it is unavailable.
+/// cgroups under `<cgroup_parent>-gvisor`, its warm pool as `pool` says
+/// with `runsc-pool` under the data dir), or why it is unavailable.
 pub fn gvisor(
     data_dir: &Path,
     cgroup_parent: &str,
     runsc: &Path,
     platform: dwell_runtime::gvisor::platform::Platform,
     deny_net: &[String],
-) -> std::result::Result<Arc<dyn Runtime>, String> {
+    pool: PoolOptions,
+) -> std::result::Result<Arc<GvisorRuntime>, String> {
     if platform == dwell_runtime::gvisor::platform::Platform::Kvm && !Path::new("/dev/kvm").exists()
     {
         let why = "--gvisor-platform kvm needs /dev/kvm, which this host lacks: use \
@@ -36,6 +39,10 @@ pub fn gvisor(
         platform,
         deny_net: deny_net.to_vec(),
         cgroup_parent: gvisor_cgroup_parent(cgroup_parent),
+        pool: PoolOptions {
+            dir: data_dir.join("runsc-pool"),
+            ..pool
+        },
         ..GvisorOptions::new(data_dir.join("runsc"))
     };
     match GvisorRuntime::new(opts) {
@@ -44,6 +51,13 @@ pub fn gvisor(
                 "gVisor runtime available ({}, platform {platform})",
                 runsc.display()
             );
+            if let Some(p) = rt.pool_status() {
+                tracing::info!(
+                    "gVisor warm pool: {} sandboxes of {} MiB (creates with that memory start warm)",
+                    p.size,
+                    p.memory_bytes >> 20
+                );
+            }
             Ok(Arc::new(rt))
         }
         Err(e) => {
@@ -61,7 +75,7 @@ pub fn gvisor(
 /// Check `--default-isolation` against what this host offers.
 pub fn default_isolation(
     given: &str,
-    gvisor: &std::result::Result<Arc<dyn Runtime>, String>,
+    gvisor: &std::result::Result<Arc<GvisorRuntime>, String>,
 ) -> Result<Kind> {
     let kind = dwell_control::runtimes::canonical(given).map_err(|e| anyhow::anyhow!("{e}"))?;
     if kind == Kind::Gvisor {

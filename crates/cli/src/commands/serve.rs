@@ -72,9 +72,25 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
     })?);
     // From here on, however `serve` ends (a bad flag, a busy port, or a
     // shutdown), the warm pool stops and empty cgroup parents go.
-    let _parents = CgroupParents {
+    let mut _parents = CgroupParents {
         runtime: runtime.clone(),
         gvisor: super::runtimes::gvisor_cgroup_parent(&cgroup_parent),
+        gvisor_runtime: None,
+    };
+    let gvisor_pool = dwell_runtime::gvisor::pool::PoolOptions {
+        size: a.gvisor_pool,
+        memory_bytes: dwell_control::size::parse_size(&a.gvisor_pool_memory)
+            .map_err(|e| anyhow::anyhow!("--gvisor-pool-memory: {e}"))?,
+        refill_delay: humantime::parse_duration(&a.gvisor_pool_refill_delay).with_context(
+            || {
+                format!(
+                    "--gvisor-pool-refill-delay {:?} is not a duration; write it like 0s or 200ms",
+                    a.gvisor_pool_refill_delay
+                )
+            },
+        )?,
+        agent: Some(agent.clone()),
+        ..dwell_runtime::gvisor::pool::PoolOptions::disabled(&data_dir.join("runsc"))
     };
     let gvisor = super::runtimes::gvisor(
         &data_dir,
@@ -82,7 +98,9 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
         &a.runsc,
         a.gvisor_platform,
         &a.deny_net,
+        gvisor_pool,
     );
+    _parents.gvisor_runtime = gvisor.as_ref().ok().cloned();
     let default_isolation = super::runtimes::default_isolation(&a.default_isolation, &gvisor)?;
     let volumes = VolumeManager::new(data_dir.join("volumes")).with_pool(
         a.volume_pool as usize,
@@ -94,7 +112,10 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
         store,
         runtimes: vec![
             (dwell_runtime::Kind::Namespace, Ok(runtime.clone() as _)),
-            (dwell_runtime::Kind::Gvisor, gvisor),
+            (
+                dwell_runtime::Kind::Gvisor,
+                gvisor.map(|g| g as Arc<dyn dwell_runtime::Runtime>),
+            ),
         ],
         default_isolation,
         volumes,
@@ -249,11 +270,16 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
 struct CgroupParents {
     runtime: Arc<NamespaceRuntime>,
     gvisor: String,
+    /// Its warm pool's waiting sandboxes go before the parent.
+    gvisor_runtime: Option<Arc<dwell_runtime::gvisor::GvisorRuntime>>,
 }
 
 impl Drop for CgroupParents {
     fn drop(&mut self) {
         self.runtime.shutdown_pool();
+        if let Some(g) = &self.gvisor_runtime {
+            g.shutdown_pool();
+        }
         self.runtime.remove_cgroup_parent();
         dwell_runtime::gvisor::remove_cgroup_parent(&self.gvisor);
     }

@@ -1,5 +1,6 @@
 //! `dwell doctor` for the gVisor runtime: whether runsc is installed and
-//! runs, so users learn which isolation levels this host offers.
+//! runs, so users learn which isolation levels this host offers, and what
+//! the running daemon's warm pool holds.
 
 use std::path::Path;
 use std::time::Duration;
@@ -40,6 +41,41 @@ pub fn doctor(binary: &Path) -> Check {
     Check {
         name: "runtime gvisor".into(),
         ok,
+        detail,
+    }
+}
+
+/// The warm pool of the daemon whose runsc root is `<data_dir>/runsc`,
+/// from the status file it keeps (see [`super::pool`]). Informational.
+pub fn pool(data_dir: &Path) -> Check {
+    let file = data_dir.join("runsc-pool").join(super::pool::STATUS_FILE);
+    let status = std::fs::read(&file)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<super::pool::PoolStatus>(&b).ok());
+    let cgroup2_only = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let detail = match status {
+        Some(p) => format!(
+            "size {} (--gvisor-pool), {} ready, {} MiB per pooled sandbox \
+             (--gvisor-pool-memory: gVisor creates with that memory start warm; --net, private \
+             networks and raw sockets start cold), {} warm creates, {} failed refills",
+            p.size,
+            p.ready,
+            p.memory_bytes >> 20,
+            p.claimed_total,
+            p.refill_failures_total
+        ),
+        None if cgroup2_only => "off: this host has only cgroup2, and a claim renames the pool \
+             sandbox's cgroup (cgroup v1 only); every gVisor create starts cold"
+            .into(),
+        None => format!(
+            "no running daemon with a pool here ({} is missing): `dwell serve --gvisor-pool N` \
+             (default 2; 0 is off)",
+            file.display()
+        ),
+    };
+    Check {
+        name: "gvisor warm pool".into(),
+        ok: true,
         detail,
     }
 }

@@ -95,6 +95,12 @@ impl GvisorRuntime {
             }
             return Err(e);
         }
+        // A sandbox started from the warm pool: the image holds two
+        // containers (see `super::claim`).
+        let pool_root = super::claim::pool_root(&self.options.root, &config.id);
+        if let Some(root) = &pool_root {
+            self.mark_pooled_image(image_dir, root)?;
+        }
         let image = format!("--image-path={}", image_dir.display());
         // The sentry needs memory of its own to save the application's.
         let extra = headroom::for_checkpoint(config.resources.memory_bytes);
@@ -113,7 +119,11 @@ impl GvisorRuntime {
         let t_checkpoint = t0.elapsed();
         // The checkpoint ends the sandbox; remove runsc's record (it is
         // known to exist: no `runsc state` first) and the host mounts.
-        if let Err(e) = self.call(&["delete", "--force", &config.id]) {
+        let deleted = match &pool_root {
+            Some(root) => self.stop_pooled(config, root),
+            None => self.call(&["delete", "--force", &config.id]).map(drop),
+        };
+        if let Err(e) = deleted {
             self.teardown_after_checkpoint(config, e)?;
         }
         self.release_host(config);
@@ -279,6 +289,7 @@ impl GvisorRuntime {
         match self.restore_inner(config, image_dir) {
             Ok(s) => Ok(s),
             Err(e) => {
+                self.discard_restored_pool_root(config);
                 if let Err(cleanup) = self.stop(config) {
                     tracing::warn!(id = %config.id, error = %cleanup, "cleanup after a failed restore");
                 }
@@ -292,7 +303,15 @@ impl GvisorRuntime {
         let t0 = Instant::now();
         run_dir::mount(&*self.host, config)?;
         let root = rootfs::mount(&*self.host, config)?;
-        self.write_bundle(config, &root)?;
+        // A pooled sandbox's image: its placeholder first, then the
+        // sandbox's container into it (see `super::claim`).
+        match self.restore_pool_root(config, image_dir)? {
+            Some(sandbox) => super::claim::write_spec(
+                config,
+                &super::claim::container_spec(config, &root, &sandbox),
+            )?,
+            None => self.write_bundle(config, &root)?,
+        }
         let t_mount = t0.elapsed();
         let bundle = layout::state_file(config, BUNDLE_DIR).display().to_string();
         let image = format!("--image-path={}", image_dir.display());

@@ -22,6 +22,7 @@
 //! `--network=sandbox` ([`network`]).
 
 pub mod bundle;
+pub mod claim;
 pub mod cpu;
 pub mod doctor;
 pub mod doze;
@@ -29,6 +30,7 @@ pub mod headroom;
 pub mod hibernate;
 pub mod network;
 pub mod platform;
+pub mod pool;
 mod reap;
 pub mod rootfs;
 pub mod run_dir;
@@ -73,15 +75,19 @@ pub struct GvisorOptions {
     pub deny_net: Vec<String>,
     /// How the sentry intercepts system calls (see [`platform`]).
     pub platform: platform::Platform,
+    /// The warm pool ([`pool`]; size 0: none).
+    pub pool: pool::PoolOptions,
 }
 
 impl GvisorOptions {
     /// Defaults: `/usr/bin/runsc`, cgroup parent `dwell-gvisor`, 30 s per
     /// runsc call, 10 s for the agent.
     pub fn new(root: impl Into<PathBuf>) -> GvisorOptions {
+        let root = root.into();
         GvisorOptions {
             runsc: PathBuf::from("/usr/bin/runsc"),
-            root: root.into(),
+            pool: pool::PoolOptions::disabled(&root),
+            root,
             cgroup_parent: "dwell-gvisor".into(),
             runsc_timeout: Duration::from_secs(30),
             agent_timeout: Duration::from_secs(10),
@@ -108,6 +114,8 @@ pub struct GvisorRuntime {
     /// Where the mounts and the network go (the kernel; a recording double
     /// in tests).
     host: Arc<dyn Host>,
+    /// The warm pool, when configured ([`pool`], [`claim`]).
+    pool: Option<pool::WarmPool>,
 }
 
 /// What `runsc state` reports.
@@ -184,13 +192,35 @@ impl GvisorRuntime {
             ));
         }
         runsc.run(&["--version"], Output::Capture, options.runsc_timeout)?;
-        Ok(GvisorRuntime {
+        let mut rt = GvisorRuntime {
             options,
             runsc,
             files_named_by_id: Default::default(),
             host_cgroups: crate::host::cgroup::HostCgroups::detect().ok(),
             host,
-        })
+            pool: None,
+        };
+        // --- warm pool (see `pool` and `claim`) ---
+        if rt.options.pool.size > 0 {
+            rt.pool = pool::WarmPool::start(rt.pool_ctx())?;
+        } else {
+            // What a daemon that had a pool left still goes.
+            pool::sweep_in_background(rt.pool_ctx());
+        }
+        Ok(rt)
+    }
+
+    /// The warm pool's counters (None: no pool).
+    pub fn pool_status(&self) -> Option<pool::PoolStatus> {
+        self.pool.as_ref().map(|p| p.status())
+    }
+
+    /// Stop the warm pool and delete its waiting sandboxes (the daemon's
+    /// exit). Idempotent.
+    pub fn shutdown_pool(&self) {
+        if let Some(p) = &self.pool {
+            p.shutdown();
+        }
     }
 
     pub fn options(&self) -> &GvisorOptions {
@@ -325,6 +355,12 @@ impl GvisorRuntime {
     }
 
     fn boot(&self, config: &SandboxConfig) -> Result<Started> {
+        // --- warm pool: a claim when it can, a cold start otherwise ---
+        match self.boot_warm(config) {
+            Some(Ok(started)) => return Ok(started),
+            Some(Err(_)) => self.release_host(config),
+            None => {}
+        }
         run_dir::mount(&*self.host, config)?;
         let sock = run_dir::agent_socket(config);
         let root = rootfs::mount(&*self.host, config)?;
@@ -492,6 +528,12 @@ impl Runtime for GvisorRuntime {
             // (its cgroup gone); that is not an error of the observation.
             let path = self.cgroups_path(&config.id);
             if !cpu::limited(&path) {
+                // --- warm pool: a claim a dead daemon left halfway ---
+                if let Some(root) = claim::pool_root(&self.options.root, &config.id) {
+                    if let Err(e) = self.finish_claim(config, &root) {
+                        tracing::warn!(id = %config.id, error = %e, "finishing a claim from the gVisor pool");
+                    }
+                }
                 if let Err(e) = cpu::apply(config, &path) {
                     tracing::warn!(id = %config.id, error = %e, "re-applying the CPU limit");
                 }
@@ -533,7 +575,11 @@ impl Runtime for GvisorRuntime {
             tracing::warn!(id = %config.id, error = %e, "thawing before the delete");
         }
         let deleted = match self.state(&config.id) {
-            Ok(Some(_)) => self.call(&["delete", "--force", &config.id]).map(drop),
+            // --- warm pool: the runsc sandbox is the pool sandbox ---
+            Ok(Some(_)) => match claim::pool_root(&self.options.root, &config.id) {
+                Some(root) => self.stop_pooled(config, &root),
+                None => self.call(&["delete", "--force", &config.id]).map(drop),
+            },
             Ok(None) => Ok(()),
             Err(e) => Err(e),
         };
@@ -614,14 +660,24 @@ impl Runtime for GvisorRuntime {
         self.release_host(config);
     }
 
+    fn warm_pool(&self) -> Option<pool::PoolStatus> {
+        self.pool_status()
+    }
+
+    /// Every container runsc's root has a record of (what `runsc list`
+    /// prints), read from its state file names: `runsc list` asks each
+    /// sandbox for its state and hangs on a frozen one (the warm pool's).
+    /// Pool sandboxes are left out (see [`pool`]).
     fn list_host(&self) -> Result<Vec<String>> {
-        let out = self.call(&["list", "--quiet"])?;
-        Ok(out
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(String::from)
-            .collect())
+        std::fs::metadata(&self.options.root)
+            .context(|| format!("reading the runsc root {}", self.options.root.display()))?;
+        let mut ids: Vec<String> = pool::containers_by_sandbox(&self.options.root)
+            .into_values()
+            .flatten()
+            .filter(|c| !c.starts_with(pool::POOL_PREFIX))
+            .collect();
+        ids.sort();
+        Ok(ids)
     }
 }
 

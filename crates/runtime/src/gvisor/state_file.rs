@@ -10,6 +10,9 @@
 //! under our root for this id. Anything else (no file, another file
 //! layout, a dead or reused pid, a status other than running or paused)
 //! yields `None`, and the caller asks runsc, whose answer is authoritative.
+//! A sandbox started from the warm pool (see `super::claim`) always gets
+//! `None`: its runsc sandbox outlives its container (the pool's placeholder
+//! keeps it up), so a live sandbox process says nothing about the container.
 
 use std::path::Path;
 
