@@ -308,3 +308,53 @@ fn after_a_daemon_kill9_claimed_sandboxes_are_adopted_and_unclaimed_ones_removed
     assert!(pool_dirs.is_empty(), "{pool_dirs:?}");
     assert!(leftovers(&d.data).is_empty(), "{:?}", leftovers(&d.data));
 }
+
+/// Whether gVisor sandbox `id`'s v1 freezer cgroup is frozen.
+fn frozen(id: &str) -> bool {
+    std::fs::read_dir("/sys/fs/cgroup/freezer")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            std::fs::read_to_string(e.path().join(id).join("freezer.state"))
+                .is_ok_and(|s| s.trim() == "FROZEN")
+        })
+}
+
+#[test]
+fn a_pooled_sandbox_dozes_and_is_observed_paused_stopped_and_removed_without_asking_runsc() {
+    if !can_run_gvisor() {
+        return;
+    }
+    // `runsc state` of a frozen pooled sandbox hangs: the daemon must tell
+    // its state from runsc's record, and thaw before every runsc call.
+    let d = pooled_daemon(&["--doze-after", "500ms", "--resync-secs", "1"]);
+    wait_ready(&d, 2);
+    let id = d.create("pd", &["--isolation", "gvisor"]);
+    assert_eq!(claims(&d), 1, "not served from the pool");
+    wait_for(15, "the pooled sandbox to doze", || frozen(&id));
+    // Several reconcile passes observe it while it dozes.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(d.inspect("pd")["state"], "running");
+    assert_eq!(d.sh("pd", "echo awake").trim(), "awake");
+    wait_for(15, "the pooled sandbox to doze again", || frozen(&id));
+    let t0 = Instant::now();
+    d.ok(&["pause", "pd"]);
+    d.ok(&["resume", "pd"]);
+    wait_for(15, "the pooled sandbox to doze after a resume", || {
+        frozen(&id)
+    });
+    d.ok(&["stop", "pd"]);
+    d.ok(&["rm", "-f", "pd"]);
+    assert!(
+        t0.elapsed() < Duration::from_secs(25),
+        "pause, resume, stop and rm of a dozing pooled sandbox took {:?}",
+        t0.elapsed()
+    );
+    assert!(host_processes_of(&id).is_empty());
+    assert!(
+        !d.log().contains("timed out"),
+        "a runsc call timed out: {}",
+        tail(&d.log(), 30)
+    );
+}

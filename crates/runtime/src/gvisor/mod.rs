@@ -266,6 +266,13 @@ impl GvisorRuntime {
         if named && self.root_mentions(id) == Some(false) {
             return Ok(None);
         }
+        // A frozen sandbox (dozing, or paused) cannot answer runsc: its
+        // processes are there, and runsc's record says which it is.
+        if self.cgroup(id).is_some_and(|cg| doze::frozen(&cg)) {
+            if let Some(status) = state_file::recorded_status(&self.options.root, id) {
+                return Ok(Some(State { status }));
+            }
+        }
         // A live sandbox is told from runsc's state file and its process,
         // without the tens of ms of a runsc call.
         // (Found by its id, that file also shows runsc's naming.)
@@ -343,7 +350,9 @@ impl GvisorRuntime {
             return Ok(());
         };
         if !paused_too
-            && state_file::live_status(&self.options.root, &config.id).as_deref() == Some("paused")
+            && doze::frozen(&cg)
+            && state_file::recorded_status(&self.options.root, &config.id).as_deref()
+                == Some("paused")
         {
             return Ok(());
         }

@@ -36,6 +36,27 @@ pub fn live_status(root: &Path, id: &str) -> Option<String> {
     status_if_live(&text, |pid| is_sandbox_process(pid, root, id))
 }
 
+/// The status runsc recorded for container `id` (`running` or `paused`),
+/// whichever runsc sandbox holds it, without checking any process: for a
+/// sandbox whose cgroup is frozen (dozing or paused), whose processes are
+/// there but cannot answer a runsc call (`runsc state` of a frozen pooled
+/// sandbox hangs). `None` when no such file says so.
+pub fn recorded_status(root: &Path, id: &str) -> Option<String> {
+    let prefix = format!("{id}_sandbox:");
+    let rd = std::fs::read_dir(root).ok()?;
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !(name.starts_with(&prefix) && name.ends_with(".state")) {
+            continue;
+        }
+        let text = std::fs::read_to_string(e.path()).ok()?;
+        let state: StateFile = serde_json::from_str(&text).ok()?;
+        return (state.status == "running" || state.status == "paused").then_some(state.status);
+    }
+    None
+}
+
 /// The status in state file `text` when it is `running` or `paused` and
 /// `is_sandbox` says the pid it names is the live sandbox.
 fn status_if_live(text: &str, is_sandbox: impl FnOnce(i32) -> bool) -> Option<String> {
@@ -82,6 +103,31 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join(format!("{id}_sandbox:{id}.state")), body).unwrap();
         d
+    }
+
+    #[test]
+    fn the_recorded_status_is_found_whichever_sandbox_holds_the_container() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, status: &str| {
+            std::fs::write(
+                dir.path().join(name),
+                format!(r#"{{"status":"{status}","sandbox":{{"pid":1}}}}"#),
+            )
+            .unwrap()
+        };
+        write("sb1_sandbox:gvpool.ab.state", "paused");
+        write("sb2_sandbox:sb2.state", "running");
+        write("sb3_sandbox:sb3.state", "stopped");
+        assert_eq!(
+            recorded_status(dir.path(), "sb1").as_deref(),
+            Some("paused")
+        );
+        assert_eq!(
+            recorded_status(dir.path(), "sb2").as_deref(),
+            Some("running")
+        );
+        assert_eq!(recorded_status(dir.path(), "sb3"), None);
+        assert_eq!(recorded_status(dir.path(), "sb"), None);
     }
 
     #[test]
