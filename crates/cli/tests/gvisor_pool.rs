@@ -101,7 +101,9 @@ fn pooled_sandboxes_start_warm_are_isolated_and_go_through_the_lifecycle() {
     if !can_run_gvisor() {
         return;
     }
-    let d = pooled_daemon(&[]);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let d = pooled_daemon(&["--listen", &addr]);
+    wait_listening(&addr, 20);
     wait_ready(&d, 2);
     d.tenant_key("pa");
     d.tenant_key("pb");
@@ -237,6 +239,21 @@ fn pooled_sandboxes_start_warm_are_isolated_and_go_through_the_lifecycle() {
         "the counter does not go on after resume"
     );
     assert_eq!(d.sh("wc", "hostname").trim(), "wc");
+    // The pool's counters are in the metrics (wa's start after its stop
+    // came from the pool too).
+    assert!(claims(&d) >= 3);
+    let bearer = format!("Bearer {}", d.admin_key());
+    let metrics =
+        http::request(&addr, "GET", "/metrics", &[("Authorization", &bearer)], b"").text();
+    assert!(
+        metrics.contains(&format!(
+            "dwell_gvisor_pool_claims_total{{runtime=\"gvisor\"}} {}",
+            claims(&d)
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains("dwell_gvisor_pool_size{runtime=\"gvisor\"} 2"));
+    assert!(metrics.contains("dwell_gvisor_pool_ready{runtime=\"gvisor\"}"));
     for (t, n) in [("pa", "wa"), ("pb", "wb")] {
         as_tenant(t, &["rm", "-f", n]);
     }
