@@ -236,6 +236,13 @@ impl GvisorRuntime {
             }
         }
         let deleted = self.call(&["delete", "--force", root]).map(drop);
+        if deleted.is_err() {
+            // The container's record below is the only link to the runsc
+            // sandbox: end its processes (all in the sandbox's cgroup)
+            // before it goes, so nothing runs on unseen.
+            pool::kill_cgroup_processes(parent, &config.id);
+            pool::kill_cgroup_processes(parent, root);
+        }
         let _ = self.call(&["delete", "--force", &config.id]);
         pool::remove_cgroups(parent, &config.id);
         pool::remove_cgroups(parent, root);

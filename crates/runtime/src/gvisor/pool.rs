@@ -514,8 +514,38 @@ pub fn discard(ctx: &PoolCtx, name: &str) {
 /// Remove the (empty) cgroup `<parent>/<name>` from every hierarchy
 /// under `/sys/fs/cgroup` (symlinked co-mounts are visited once).
 pub fn remove_cgroups(parent: &str, name: &str) {
+    // A cgroup whose last process just died stays busy for a moment:
+    // retry EBUSY for up to 2 s (a cgroup left behind would be reused,
+    // without limits, by the next start under the same name).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     for dir in hierarchy_dirs(parent, name) {
-        let _ = std::fs::remove_dir(dir);
+        loop {
+            match std::fs::remove_dir(&dir) {
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EBUSY)
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                _ => break,
+            }
+        }
+    }
+}
+
+/// SIGKILL every process in cgroup `<parent>/<name>` (of every hierarchy):
+/// what ends a pooled sandbox's runsc sandbox when runsc could not.
+pub fn kill_cgroup_processes(parent: &str, name: &str) {
+    for dir in hierarchy_dirs(parent, name) {
+        let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) else {
+            continue;
+        };
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            if pid > 1 {
+                // SAFETY: kill(2) with a pid read from the sandbox's cgroup.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
     }
 }
 
@@ -586,13 +616,34 @@ pub fn sweep(ctx: &PoolCtx) {
             kept.insert(sandbox.clone());
         }
     }
-    // Directories and cgroups of pool sandboxes runsc no longer knows.
+    // Directories and cgroups of pool sandboxes runsc does not know. One
+    // may be a `runsc run` the dead daemon started and that is still
+    // finishing (runsc outlives the daemon): it is discarded again once
+    // any runsc call would have timed out, so it cannot run on unseen.
+    let mut unknown = Vec::new();
     if let Ok(rd) = std::fs::read_dir(&ctx.options.dir) {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(POOL_PREFIX) && !sandboxes.contains_key(&name) {
+                unknown.push(name.clone());
+            }
             if name.starts_with(POOL_PREFIX) && !kept.contains(&name) {
                 let _ = std::fs::remove_dir_all(e.path());
             }
+        }
+    }
+    if !unknown.is_empty() {
+        let late = ctx.clone();
+        let r = std::thread::Builder::new()
+            .name("dwell-gvisor-pool-late-sweep".into())
+            .spawn(move || {
+                std::thread::sleep(late.timeout + Duration::from_secs(5));
+                for name in unknown {
+                    discard(&late, &name);
+                }
+            });
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "cannot schedule the late sweep of the gVisor pool");
         }
     }
     for parent_dir in hierarchy_dirs(&ctx.cgroup_parent, "") {
