@@ -651,7 +651,13 @@ impl Runtime for GvisorRuntime {
     }
 
     fn capabilities(&self) -> crate::Capabilities {
-        crate::Kind::Gvisor.capabilities()
+        crate::Capabilities {
+            // On ptrace an idle sentry does not poll: nothing to save, and
+            // asking a busy sandbox whether it may doze costs it (slow)
+            // system calls.
+            doze: self.options.platform != platform::Platform::Ptrace,
+            ..crate::Kind::Gvisor.capabilities()
+        }
     }
 
     fn agent_listening(&self, config: &SandboxConfig) -> bool {
