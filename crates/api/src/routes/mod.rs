@@ -199,6 +199,21 @@ pub(crate) async fn info(
 /// An agent that cannot be reached because the sandbox is being stopped,
 /// paused or deleted meanwhile is a conflict about the sandbox's state
 /// (409), not a failure of the daemon.
+pub(crate) async fn with_agent<T, F, Fut>(
+    st: &AppState,
+    p: &Principal,
+    id: &str,
+    op: &str,
+    f: F,
+) -> ApiResult<(Sandbox, T)>
+where
+    F: Fn(AgentClient) -> Fut,
+    Fut: Future<Output = dwell_proto::Result<T>>,
+{
+    let sb = st.ctl.get(&p.tenant, id)?;
+    with_agent_of(st, p, sb, op, f).await
+}
+
 /// [`with_agent`] for a sandbox the handler just read: the first attempt
 /// does not read its record again.
 pub(crate) async fn with_agent_of<T, F, Fut>(
@@ -226,36 +241,6 @@ where
             st.ctl.agent_failed(&sb.id).await;
             changing_state(st, p, &id)?;
             let (sb, client) = st.ctl.agent_for(&p.tenant, &id, op).await?;
-            Ok((sb, f(client).await?))
-        }
-        r => Ok((sb, r?)),
-    }
-}
-
-pub(crate) async fn with_agent<T, F, Fut>(
-    st: &AppState,
-    p: &Principal,
-    id: &str,
-    op: &str,
-    f: F,
-) -> ApiResult<(Sandbox, T)>
-where
-    F: Fn(AgentClient) -> Fut,
-    Fut: Future<Output = dwell_proto::Result<T>>,
-{
-    let (sb, client) = match st.ctl.agent_for(&p.tenant, id, op).await {
-        Err(dwell_control::Error::Agent(dwell_proto::Error::Unreachable(why))) => {
-            changing_state(st, p, id)?;
-            return Err(dwell_control::Error::Agent(dwell_proto::Error::Unreachable(why)).into());
-        }
-        r => r?,
-    };
-    st.ctl.touch(&sb.id);
-    match f(client).await {
-        Err(dwell_proto::Error::Unreachable(_)) => {
-            st.ctl.agent_failed(&sb.id).await;
-            changing_state(st, p, id)?;
-            let (sb, client) = st.ctl.agent_for(&p.tenant, id, op).await?;
             Ok((sb, f(client).await?))
         }
         r => Ok((sb, r?)),
