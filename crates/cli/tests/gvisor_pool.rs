@@ -137,7 +137,12 @@ fn pooled_sandboxes_start_warm_are_isolated_and_go_through_the_lifecycle() {
     let before = claims(&d);
     create("pa", "wa");
     create("pb", "wb");
-    assert_eq!(claims(&d), before + 2, "both creates came from the pool");
+    assert_eq!(
+        claims(&d) - before,
+        2,
+        "both creates came from the pool; log:\n{}",
+        tail(&d.log(), 40)
+    );
     // Each has its own hostname although the pool booted them alike.
     assert_eq!(
         as_tenant("pa", &["exec", "wa", "--", "hostname"]).trim(),

@@ -469,7 +469,21 @@ pub fn set_hostname(ctx: &PoolCtx, name: &str, hostname: &str) -> Result<()> {
         ),
         source: e,
     };
-    let mut conn = std::os::unix::net::UnixStream::connect(&sock).map_err(io)?;
+    // The pool saw the socket's file, which bind() makes before listen():
+    // a pool sandbox frozen between the two refuses for a moment after
+    // the thaw.
+    let deadline = std::time::Instant::now() + CTL_TIMEOUT;
+    let mut conn = loop {
+        match std::os::unix::net::UnixStream::connect(&sock) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ConnectionRefused
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            r => break r.map_err(io)?,
+        }
+    };
     conn.set_read_timeout(Some(CTL_TIMEOUT)).map_err(io)?;
     conn.write_all(format!("{hostname}\n").as_bytes())
         .map_err(io)?;
