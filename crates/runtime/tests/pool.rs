@@ -83,6 +83,12 @@ fn start_takes_the_standby_and_the_pool_refills() {
     let started = sb.start();
     let status = sb.rt.pool_status();
     assert_eq!(status.taken, 1, "{status:?}");
+    // Start goes on once the standby reported; it exits (and is reaped on
+    // a thread of its own) just after.
+    let t0 = std::time::Instant::now();
+    while alive(first) && t0.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     assert!(
         !alive(first),
         "the standby should have exited after booting"
