@@ -130,12 +130,14 @@ impl Api {
 
     /// `POST /v1/sandboxes`; returns the new sandbox's id.
     pub async fn create(&mut self, name: &str) -> Result<String> {
+        self.create_with(serde_json::json!({ "name": name })).await
+    }
+
+    /// `POST /v1/sandboxes` with `body`; returns the new sandbox's id and
+    /// tracks it (deleted at the end of the run).
+    pub async fn create_with(&mut self, body: Value) -> Result<String> {
         let v = self
-            .call(
-                Method::POST,
-                "/v1/sandboxes",
-                Some(&serde_json::json!({ "name": name })),
-            )
+            .call(Method::POST, "/v1/sandboxes", Some(&body))
             .await?;
         let id = v["id"].as_str().ok_or_else(|| Error::BadAnswer {
             what: "POST /v1/sandboxes".into(),

@@ -91,14 +91,8 @@ fn name(kind: &str, i: usize) -> String {
 }
 
 pub(crate) async fn create(api: &mut Api, name: &str, memory: &str) -> Result<String> {
-    let body = serde_json::json!({ "name": name, "runtime": "gvisor", "memory": memory });
-    let v = api.call(Method::POST, "/v1/sandboxes", Some(&body)).await?;
-    let id = v["id"].as_str().ok_or_else(|| Error::BadAnswer {
-        what: "POST /v1/sandboxes".into(),
-        detail: format!("no \"id\" in {v}"),
-    })?;
-    api.track(id.to_string());
-    Ok(id.to_string())
+    api.create_with(serde_json::json!({ "name": name, "runtime": "gvisor", "memory": memory }))
+        .await
 }
 
 /// Whether runsc is here and the daemon runs gVisor sandboxes.

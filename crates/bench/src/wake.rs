@@ -12,7 +12,7 @@ use std::time::Instant;
 use hyper::Method;
 
 use crate::api::Api;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::report::{header, row};
 use crate::stats::Samples;
 
@@ -35,13 +35,7 @@ async fn create(api: &mut Api, name: &str, runtime: Option<&str>) -> Result<Stri
     if let Some(r) = runtime {
         body["runtime"] = r.into();
     }
-    let v = api.call(Method::POST, "/v1/sandboxes", Some(&body)).await?;
-    let id = v["id"].as_str().ok_or_else(|| Error::BadAnswer {
-        what: "POST /v1/sandboxes".into(),
-        detail: format!("no \"id\" in {v}"),
-    })?;
-    api.track(id.to_string());
-    Ok(id.to_string())
+    api.create_with(body).await
 }
 
 /// `rounds` rounds of one case (after `warmup` unmeasured ones); `sleep`

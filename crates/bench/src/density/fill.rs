@@ -7,7 +7,6 @@
 
 use std::time::{Duration, Instant};
 
-use hyper::Method;
 
 use super::host::{self, Leftovers};
 use super::DensityOpts;
@@ -115,13 +114,7 @@ pub async fn create(
     let body = serde_json::json!({
         "name": name, "runtime": rt.api_name(), "memory": memory, "disk": disk
     });
-    let v = api.call(Method::POST, "/v1/sandboxes", Some(&body)).await?;
-    let id = v["id"].as_str().ok_or_else(|| Error::BadAnswer {
-        what: "POST /v1/sandboxes".into(),
-        detail: format!("no \"id\" in {v}"),
-    })?;
-    api.track(id.to_string());
-    Ok(id.to_string())
+    api.create_with(body).await
 }
 
 /// `n` execs of `true`, over `ids` in turn (evenly spread when there are
