@@ -7,7 +7,6 @@
 
 use std::time::{Duration, Instant};
 
-
 use super::host::{self, Leftovers};
 use super::DensityOpts;
 use crate::api::Api;

@@ -266,19 +266,20 @@ impl GvisorRuntime {
         if named && self.root_mentions(id) == Some(false) {
             return Ok(None);
         }
-        // A frozen sandbox (dozing, or paused) cannot answer runsc: its
-        // processes are there, and runsc's record says which it is.
-        if self.cgroup(id).is_some_and(|cg| doze::frozen(&cg)) {
-            if let Some(status) = state_file::recorded_status(&self.options.root, id) {
-                return Ok(Some(State { status }));
-            }
-        }
         // A live sandbox is told from runsc's state file and its process,
         // without the tens of ms of a runsc call.
         // (Found by its id, that file also shows runsc's naming.)
         if let Some(status) = state_file::live_status(&self.options.root, id) {
             self.files_named_by_id.store(true, Ordering::Relaxed);
             return Ok(Some(State { status }));
+        }
+        // A frozen pooled sandbox (dozing, or paused), which the file above
+        // does not tell, cannot answer runsc: its processes are there, and
+        // runsc's record says which it is.
+        if self.cgroup(id).is_some_and(|cg| doze::frozen(&cg)) {
+            if let Some(status) = state_file::recorded_status(&self.options.root, id) {
+                return Ok(Some(State { status }));
+            }
         }
         match self.call(&["state", id]) {
             Ok(out) => {
