@@ -372,7 +372,7 @@ pub struct ServeArgs {
     /// sentry otherwise burns ~27 ms of CPU a second doing nothing. It
     /// stays `running` and thaws on the next call, in about a
     /// millisecond. `off` never freezes.
-    #[arg(long, default_value = "2s")]
+    #[arg(long, default_value = "2s", value_name = "DURATION|off")]
     pub doze_after: String,
     /// How gVisor's sentry intercepts system calls: systrap (fast system
     /// calls; an idle sandbox with a process of its own costs ~27 ms of CPU
@@ -431,7 +431,7 @@ pub struct ServeArgs {
     /// Sandbox volumes of the default size kept formatted ahead of time
     /// (image files, not mounted), so a create skips copying one (each is
     /// used by one sandbox, never reused; 0 turns the pool off).
-    #[arg(long, env = "DWELL_VOLUME_POOL", default_value_t = 2, value_parser = clap::value_parser!(u16).range(0..=64))]
+    #[arg(long, env = "DWELL_VOLUME_POOL", default_value_t = 2, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=64))]
     pub volume_pool: u16,
 }
 
