@@ -13,6 +13,11 @@
 //! sent `Expect: 100-continue` has not sent the body yet when nothing
 //! read it: it gets the answer and nothing is read (the server never asks
 //! for the body).
+//!
+//! [`refused_bodies`] does this for every route of the REST API: a
+//! request with a body that is answered with an error (an over-quota
+//! build, a bad key, an unknown sandbox) has the rest of its body drained
+//! behind the answer, whichever layer refused it.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -139,6 +144,44 @@ impl Shared {
     }
 }
 
+/// Middleware: every request that carries a body reads it through a
+/// [`Shared`], and an error answer (4xx or 5xx) has what the handler left
+/// of it drained behind the answer (bounded as the module doc says; the
+/// small bound for 401 and 403). Requests without a body pass untouched.
+pub async fn refused_bodies(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if !has_body(req.headers()) {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let shared = Shared::new(body);
+    let headers = parts.headers.clone();
+    let req = axum::extract::Request::from_parts(parts, Body::from_stream(shared.stream()));
+    let response = next.run(req).await;
+    let status = response.status();
+    if status.is_client_error() || status.is_server_error() {
+        let authorized = !matches!(
+            status,
+            axum::http::StatusCode::UNAUTHORIZED | axum::http::StatusCode::FORBIDDEN
+        );
+        shared.drain(&headers, authorized);
+    }
+    response
+}
+
+/// Whether a request's headers announce a body: a non-zero
+/// `Content-Length` or any `Transfer-Encoding`.
+fn has_body(h: &HeaderMap) -> bool {
+    if h.contains_key(header::TRANSFER_ENCODING) {
+        return true;
+    }
+    h.get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim() != "0")
+}
+
 /// Whether the request carries `Expect: 100-continue`.
 pub fn expects_continue(h: &HeaderMap) -> bool {
     h.get(header::EXPECT)
@@ -213,6 +256,60 @@ mod tests {
         tokio::time::sleep(DRAIN_STALL + Duration::from_millis(500)).await;
         assert_eq!(slots.available_permits(), 2);
         assert!(spawn_under(&slots, stalled(), DRAIN_MAX));
+    }
+
+    /// A client that sends all of a 32 MiB body before it reads, to a
+    /// unix-socket server whose handler refuses without reading it: with
+    /// [`refused_bodies`] in front it gets the refusal; without, its write
+    /// breaks (the case the layer exists for).
+    async fn send_all_then_read(with_layer: bool) -> std::io::Result<String> {
+        async fn refuse() -> (axum::http::StatusCode, &'static str) {
+            (axum::http::StatusCode::CONFLICT, "over the cap")
+        }
+        let dir =
+            std::env::temp_dir().join(format!("dwell-drain-{}-{}", std::process::id(), with_layer));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("api.sock");
+        let mut app = axum::Router::new().route("/up", axum::routing::put(refuse));
+        if with_layer {
+            app = app.layer(axum::middleware::from_fn(refused_bodies));
+        }
+        let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let answer = tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Write};
+            let mut s = std::os::unix::net::UnixStream::connect(&sock)?;
+            let size = 32usize << 20;
+            write!(
+                s,
+                "PUT /up HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n"
+            )?;
+            let chunk = vec![0u8; 1 << 20];
+            for _ in 0..size / chunk.len() {
+                s.write_all(&chunk)?;
+            }
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            Ok(out)
+        })
+        .await
+        .unwrap();
+        server.abort();
+        let _ = std::fs::remove_dir_all(&dir);
+        answer
+    }
+
+    #[tokio::test]
+    async fn a_refused_upload_gets_its_answer_after_sending_everything() {
+        let answer = send_all_then_read(true)
+            .await
+            .expect("the client is answered");
+        assert!(answer.starts_with("HTTP/1.1 409"), "{answer}");
+        assert!(answer.contains("over the cap"), "{answer}");
+        // Without the layer the same client loses the answer: the test
+        // can fail.
+        assert!(send_all_then_read(false).await.is_err());
     }
 
     #[tokio::test]

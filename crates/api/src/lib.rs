@@ -52,11 +52,15 @@ fn routes_for_principals(state: &AppState) -> Router {
 /// permissions: root only) acts as the default tenant's admin.
 pub fn unix_router(ctl: Controller) -> Router {
     let state = AppState { ctl };
-    routes_for_principals(&state).layer(axum::middleware::from_fn(auth::local))
+    routes_for_principals(&state)
+        .layer(axum::middleware::from_fn(auth::local))
+        .layer(axum::middleware::from_fn(drain::refused_bodies))
 }
 
 /// The router for TCP: every request needs an API key.
 pub fn tcp_router(ctl: Controller) -> Router {
     let state = AppState { ctl };
-    routes_for_principals(&state).layer(axum::middleware::from_fn_with_state(state, auth::api_key))
+    routes_for_principals(&state)
+        .layer(axum::middleware::from_fn_with_state(state, auth::api_key))
+        .layer(axum::middleware::from_fn(drain::refused_bodies))
 }

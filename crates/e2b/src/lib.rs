@@ -113,4 +113,5 @@ pub fn router(ctl: Controller, opts: Options) -> Router {
             auth::api_key,
         ))
         .merge(routes::unauthenticated(state))
+        .layer(axum::middleware::from_fn(dwell_api::drain::refused_bodies))
 }
