@@ -2,12 +2,8 @@
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot open the metadata database {path}: {source}; check that the data dir exists and is writable by the daemon")]
-    Open {
-        path: String,
-        #[source]
-        source: rusqlite::Error,
-    },
+    #[error("cannot open the metadata database {path}: {reason}; check that the data dir exists and is writable by the daemon (or, for --cluster, that PostgreSQL runs and takes the URL's user)")]
+    Open { path: String, reason: String },
     #[error("the metadata database has schema version {found}, newer than this dwell ({supported}); upgrade dwell or use another --data-dir")]
     TooNew { found: i64, supported: i64 },
     #[error("a sandbox named {0:?} already exists; pick another --name or remove it with `dwell rm {0}`")]
@@ -17,11 +13,20 @@ pub enum Error {
     #[error("the tenant already has a volume named {0:?}")]
     VolumeNameTaken(String),
     #[error("metadata database error: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Sql(String),
+    /// A uniqueness, foreign-key or not-null rule refused a write.
+    #[error("metadata database refused a write: {0}")]
+    Constraint(String),
     #[error("corrupt record in the metadata database: {0}")]
     Corrupt(String),
     #[error("{0}")]
     Exhausted(String),
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Error {
+        crate::db::sqlite::error(e)
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

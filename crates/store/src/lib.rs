@@ -1,15 +1,16 @@
 //! The metadata store: the daemon's only source of truth about sandboxes.
 //!
 //! Records are rows in an embedded SQLite database (`dwell.db` in the data
-//! dir) whose schema evolves through numbered migrations ([`migrations`]).
+//! dir) or, for a cluster of nodes, in PostgreSQL ([`Store::postgres`]);
+//! one schema history serves both ([`migrations`]) and every method is
+//! written once, in the SQL both read ([`db`]).
 //! The store knows nothing about runtimes or HTTP: it keeps [`SandboxRecord`]s
 //! (desired and observed [`State`], [`Mode`], runtime, a versioned [`Spec`],
 //! timestamps, the reason for the last transition), parsed once as rows are
 //! read, an append-only event log per sandbox, and hashed API keys.
-//!
-//! A scale-out deployment would put PostgreSQL behind the same methods.
 
 mod audit;
+pub mod db;
 mod e2b_templates;
 mod error;
 mod events;
@@ -31,6 +32,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::Connection;
 
+use db::{Conn, Row, ToValue};
+
 pub use audit::AuditEntry;
 pub use e2b_templates::{
     BuildRequest as E2bBuildRequest, E2bBuild, E2bLogLine, E2bTag, E2bTemplate, BUILD_BUILDING,
@@ -50,11 +53,84 @@ pub use usage::{UsageDelta, UsageRow};
 pub use volumes::NamedVolume;
 
 /// A handle on the metadata database. Cheap operations; callers in async
-/// code may call it directly (each statement is a few microseconds) or from
-/// a blocking thread.
+/// code may call it directly (a statement is a few microseconds on SQLite,
+/// a round trip on PostgreSQL) or from a blocking thread.
 pub struct Store {
-    conn: Mutex<Connection>,
+    backend: Backend,
     clock: Box<dyn Fn() -> i64 + Send + Sync>,
+}
+
+/// Where the records live.
+enum Backend {
+    /// The embedded database: one connection, one writer at a time.
+    Sqlite(Mutex<Connection>),
+    /// A PostgreSQL server shared by the nodes of a cluster.
+    Postgres(db::postgres::Pool),
+}
+
+/// A connection of the store for the length of a method (or of a
+/// transaction, [`Store::tx`]).
+pub(crate) enum Session<'a> {
+    Sqlite(MutexGuard<'a, Connection>),
+    Postgres(db::postgres::Session<'a>),
+}
+
+impl Conn for Session<'_> {
+    fn execute(&mut self, sql: &str, args: &[&dyn ToValue]) -> Result<u64> {
+        match self {
+            Session::Sqlite(c) => Conn::execute(&mut **c, sql, args),
+            Session::Postgres(s) => s.execute(sql, args),
+        }
+    }
+
+    fn query(&mut self, sql: &str, args: &[&dyn ToValue]) -> Result<Vec<Row>> {
+        match self {
+            Session::Sqlite(c) => Conn::query(&mut **c, sql, args),
+            Session::Postgres(s) => s.query(sql, args),
+        }
+    }
+
+    fn batch(&mut self, sql: &str) -> Result<()> {
+        match self {
+            Session::Sqlite(c) => Conn::batch(&mut **c, sql),
+            Session::Postgres(s) => s.batch(sql),
+        }
+    }
+}
+
+/// A transaction in progress: rolled back when dropped uncommitted (an
+/// error or a panic in its body).
+pub(crate) struct Tx<'a> {
+    session: Session<'a>,
+    open: bool,
+}
+
+impl<'a> std::ops::Deref for Tx<'a> {
+    type Target = Session<'a>;
+    fn deref(&self) -> &Session<'a> {
+        &self.session
+    }
+}
+
+impl<'a> std::ops::DerefMut for Tx<'a> {
+    fn deref_mut(&mut self) -> &mut Session<'a> {
+        &mut self.session
+    }
+}
+
+impl Tx<'_> {
+    pub(crate) fn commit(mut self) -> Result<()> {
+        self.open = false;
+        self.session.batch("COMMIT")
+    }
+}
+
+impl Drop for Tx<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            let _ = self.session.batch("ROLLBACK");
+        }
+    }
 }
 
 impl Store {
@@ -63,7 +139,7 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store> {
         let conn = Connection::open(path).map_err(|e| Error::Open {
             path: path.display().to_string(),
-            source: e,
+            reason: e.to_string(),
         })?;
         Self::init(conn)
     }
@@ -80,9 +156,35 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrations::apply(&mut conn)?;
         Ok(Store {
-            conn: Mutex::new(conn),
+            backend: Backend::Sqlite(Mutex::new(conn)),
             clock: Box::new(now_ms),
         })
+    }
+
+    /// The store of a cluster: the PostgreSQL database at `url`
+    /// (`postgres://USER:PASSWORD@HOST:PORT/DATABASE`), its schema brought
+    /// up to date (one node at a time when several start together).
+    pub fn postgres(url: &str) -> Result<Store> {
+        let pool = db::postgres::Pool::new(url)?;
+        {
+            let mut s = pool.session().map_err(|e| Error::Open {
+                path: pool.shown().to_string(),
+                reason: e.to_string(),
+            })?;
+            migrations::apply_postgres(&mut s)?;
+        }
+        Ok(Store {
+            backend: Backend::Postgres(pool),
+            clock: Box::new(now_ms),
+        })
+    }
+
+    /// Which engine keeps the records: `sqlite` or `postgres`.
+    pub fn engine(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
     }
 
     /// Take timestamps from `clock` instead of the system time (the control
@@ -97,10 +199,35 @@ impl Store {
         (self.clock)()
     }
 
+    /// A connection for one method.
+    pub(crate) fn db(&self) -> Result<Session<'_>> {
+        Ok(match &self.backend {
+            // A panic while holding the lock leaves SQLite consistent
+            // (every write is a statement or a transaction, and a
+            // transaction is rolled back as it unwinds), so poisoning is
+            // ignored.
+            Backend::Sqlite(m) => Session::Sqlite(m.lock().unwrap_or_else(|p| p.into_inner())),
+            Backend::Postgres(p) => Session::Postgres(p.session()?),
+        })
+    }
+
+    /// A transaction: commit it with [`Tx::commit`]; dropped, it rolls
+    /// back.
+    pub(crate) fn tx(&self) -> Result<Tx<'_>> {
+        let mut session = self.db()?;
+        session.batch("BEGIN")?;
+        Ok(Tx {
+            session,
+            open: true,
+        })
+    }
+
+    /// The SQLite connection, for code not yet written against [`Conn`].
     fn conn(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock leaves SQLite consistent (every
-        // write is a statement or a transaction), so poisoning is ignored.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        match &self.backend {
+            Backend::Sqlite(m) => m.lock().unwrap_or_else(|p| p.into_inner()),
+            Backend::Postgres(_) => panic!("this store method runs on SQLite only"),
+        }
     }
 }
 
@@ -110,4 +237,21 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Stores for tests: every method's tests run on both engines.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::Store;
+
+    /// A fresh store of each engine: SQLite in memory and, where
+    /// PostgreSQL is installed, a new database on this test process's
+    /// server (skipped with the reason printed where it is not).
+    pub fn stores() -> Vec<Store> {
+        let mut out = vec![Store::in_memory().unwrap()];
+        if let Some(pg) = dwell_testkit::postgres::Postgres::shared() {
+            out.push(Store::postgres(&pg.database("store")).unwrap());
+        }
+        out
+    }
 }

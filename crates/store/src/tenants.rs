@@ -1,9 +1,9 @@
 //! Tenants and their quotas. `None` means unlimited.
 
-use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result, Store};
+use crate::db::{Conn, Row};
+use crate::{args, Error, Result, Store};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Tenant {
@@ -24,7 +24,7 @@ pub struct Tenant {
 const COLUMNS: &str =
     "name, max_sandboxes, max_vcpus, max_memory, max_storage, created_at, default_policies, default_egress";
 
-fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Tenant> {
+fn from_row(r: &Row) -> Result<Tenant> {
     Ok(Tenant {
         name: r.get(0)?,
         max_sandboxes: r.get(1)?,
@@ -33,10 +33,10 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Tenant> {
         max_storage: r.get(4)?,
         created_at: r.get(5)?,
         default_policies: r
-            .get::<_, Option<String>>(6)?
+            .get::<Option<String>>(6)?
             .and_then(|s| serde_json::from_str(&s).ok()),
         default_egress: r
-            .get::<_, Option<String>>(7)?
+            .get::<Option<String>>(7)?
             .and_then(|s| serde_json::from_str(&s).ok()),
     })
 }
@@ -44,50 +44,78 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Tenant> {
 impl Store {
     /// Create a tenant; fails if the name is taken.
     pub fn insert_tenant(&self, t: &Tenant) -> Result<()> {
-        let conn = self.conn();
-        let r = conn.execute(
+        let r = self.db()?.execute(
             "INSERT INTO tenants (name, max_sandboxes, max_vcpus, max_memory, max_storage, created_at, default_policies, default_egress) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
-            params![t.name, t.max_sandboxes, t.max_vcpus, t.max_memory, t.max_storage, self.now(), t.default_policies.as_ref().map(|v| v.to_string()), t.default_egress.as_ref().map(|v| v.to_string())],
+            args![t.name, t.max_sandboxes, t.max_vcpus, t.max_memory, t.max_storage, self.now(), t.default_policies.as_ref().map(|v| v.to_string()), t.default_egress.as_ref().map(|v| v.to_string())],
         );
         match r {
             Ok(_) => Ok(()),
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                Err(Error::Corrupt(format!(
-                    "tenant {:?} already exists",
-                    t.name
-                )))
-            }
-            Err(e) => Err(e.into()),
+            Err(Error::Constraint(_)) => Err(Error::Corrupt(format!(
+                "tenant {:?} already exists",
+                t.name
+            ))),
+            Err(e) => Err(e),
         }
     }
 
     /// Replace a tenant's limits.
     pub fn update_tenant(&self, t: &Tenant) -> Result<bool> {
-        let conn = self.conn();
-        let n = conn.execute(
+        let n = self.db()?.execute(
             "UPDATE tenants SET max_sandboxes = ?2, max_vcpus = ?3, max_memory = ?4, max_storage = ?5, default_policies = ?6, default_egress = ?7 WHERE name = ?1",
-            params![t.name, t.max_sandboxes, t.max_vcpus, t.max_memory, t.max_storage, t.default_policies.as_ref().map(|v| v.to_string()), t.default_egress.as_ref().map(|v| v.to_string())],
+            args![t.name, t.max_sandboxes, t.max_vcpus, t.max_memory, t.max_storage, t.default_policies.as_ref().map(|v| v.to_string()), t.default_egress.as_ref().map(|v| v.to_string())],
         )?;
         Ok(n > 0)
     }
 
     pub fn get_tenant(&self, name: &str) -> Result<Option<Tenant>> {
-        let conn = self.conn();
-        Ok(conn
-            .query_row(
+        self.db()?
+            .query_opt(
                 &format!("SELECT {COLUMNS} FROM tenants WHERE name = ?1"),
-                [name],
-                from_row,
-            )
-            .optional()?)
+                args![name],
+            )?
+            .map(|r| from_row(&r))
+            .transpose()
     }
 
     pub fn list_tenants(&self) -> Result<Vec<Tenant>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM tenants ORDER BY name"))?;
-        let rows = stmt.query_map([], from_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.db()?
+            .query(
+                &format!("SELECT {COLUMNS} FROM tenants ORDER BY name"),
+                args![],
+            )?
+            .iter()
+            .map(from_row)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenants_round_trip_on_both_engines() {
+        for s in crate::testing::stores() {
+            let t = Tenant {
+                name: "acme".into(),
+                max_sandboxes: Some(3),
+                max_vcpus: Some(1.5),
+                max_memory: Some(u64::MAX),
+                default_policies: Some(serde_json::json!({"idle": "5m"})),
+                ..Default::default()
+            };
+            s.insert_tenant(&t).unwrap();
+            let e = s.insert_tenant(&t).unwrap_err().to_string();
+            assert!(e.contains("already exists"), "{}: {e}", s.engine());
+            let got = s.get_tenant("acme").unwrap().unwrap();
+            assert_eq!(got.max_vcpus, Some(1.5), "{}", s.engine());
+            assert_eq!(got.max_memory, Some(i64::MAX as u64));
+            assert_eq!(got.default_policies, t.default_policies);
+            assert!(s.get_tenant("nobody").unwrap().is_none());
+            let mut t2 = got.clone();
+            t2.max_sandboxes = None;
+            assert!(s.update_tenant(&t2).unwrap());
+            assert_eq!(s.list_tenants().unwrap(), vec![t2]);
+        }
     }
 }

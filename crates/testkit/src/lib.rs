@@ -1,7 +1,7 @@
 //! What dwell's integration tests share, in one place: a real `dwell serve`
 //! driven through the `dwell` binary ([`daemon`]), bounded child processes
 //! and polling ([`process`]), a small HTTP/1.1 client ([`http`]), a real
-//! S3 server ([`moto`]), a real OCI registry ([`registry`]), private network namespaces with an "outside"
+//! S3 server ([`moto`]), a real PostgreSQL ([`postgres`]), a real OCI registry ([`registry`]), private network namespaces with an "outside"
 //! ([`netns`]), and skips that print why ([`skip`]).
 //!
 //! A dev-dependency only: it pulls nothing into the binaries, and needs no
@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod http;
 pub mod moto;
 pub mod netns;
+pub mod postgres;
 pub mod process;
 pub mod registry;
 pub mod skip;
