@@ -249,7 +249,7 @@ pub fn apply(conn: &mut Connection) -> Result<()> {
 
 /// The advisory lock that serializes migrations of one PostgreSQL
 /// database ("dwell" in ASCII).
-const MIGRATION_LOCK: i64 = 0x6477_656c_6c;
+const MIGRATION_LOCK: i64 = 0x0064_7765_6c6c;
 
 /// Bring a PostgreSQL schema to the newest version.
 pub fn apply_postgres(c: &mut dyn Conn) -> Result<()> {
