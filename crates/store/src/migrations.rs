@@ -226,6 +226,31 @@ pub const MIGRATIONS: &[&str] = &[
     // instead of the client's (E2B's `network.maskRequestHost`); NULL keeps
     // the client's.
     "ALTER TABLE port_exposures ADD COLUMN host_header TEXT;",
+    // 16: the nodes of a cluster (one PostgreSQL database shared by
+    // several daemons): where each is reached, what it has and holds, and
+    // its lease (renewed by heartbeats; `epoch` grows at each start and
+    // fences a node that lost its lease). A sandbox's `node` is its owner;
+    // NULL on a single node.
+    "CREATE TABLE nodes (
+        name TEXT PRIMARY KEY,
+        advertise TEXT NOT NULL,
+        labels TEXT NOT NULL DEFAULT '{}',
+        vcpus REAL NOT NULL,
+        memory INTEGER NOT NULL,
+        disk INTEGER NOT NULL,
+        allocated_vcpus REAL NOT NULL DEFAULT 0,
+        allocated_memory INTEGER NOT NULL DEFAULT 0,
+        allocated_disk INTEGER NOT NULL DEFAULT 0,
+        sandboxes INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL,
+        epoch INTEGER NOT NULL,
+        version TEXT NOT NULL DEFAULT '',
+        started_at INTEGER NOT NULL,
+        heartbeat_at INTEGER NOT NULL,
+        lease_until INTEGER NOT NULL
+    );
+    ALTER TABLE sandboxes ADD COLUMN node TEXT;
+    CREATE INDEX sandboxes_node ON sandboxes(node);",
 ];
 
 /// Bring the schema to the newest version.

@@ -73,10 +73,12 @@ impl<'a> FromSql<'a> for Value {
             Type::FLOAT4 => Value::Real(f32::from_sql(ty, raw)?.into()),
             Type::BYTEA => Value::Blob(raw.to_vec()),
             ref t if is_text(t) => Value::Text(String::from_sql(ty, raw)?),
-            ref t => return Err(format!(
+            ref t => {
+                return Err(format!(
                 "a column of type {t} (cast it to BIGINT, DOUBLE PRECISION or TEXT in the query)"
             )
-            .into()),
+                .into())
+            }
         })
     }
 
