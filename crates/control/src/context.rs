@@ -104,9 +104,18 @@ pub(crate) struct Context {
     /// Tells the deadline timer ([`crate::reconcile::deadlines`]) which
     /// sandboxes' deadlines may have moved.
     pub(crate) deadlines: crate::deadline_wakes::DeadlineWakes,
+    /// This daemon as a node of a cluster (unset on a single node): see
+    /// [`crate::cluster`].
+    pub(crate) cluster: std::sync::OnceLock<crate::cluster::Membership>,
 }
 
 impl Context {
+    /// The live sandboxes this daemon looks after: all of them on a single
+    /// node, those it owns in a cluster. Background passes walk these.
+    pub(crate) fn own_sandboxes(&self) -> Result<Vec<Record>> {
+        crate::cluster::node::owned(self)
+    }
+
     pub(crate) fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         locks.entry(id.to_string()).or_default().clone()

@@ -10,13 +10,14 @@
 //! [`views`] (reads, inspect, metrics), [`activity`] (touch, streams,
 //! keepalive, policies), [`tenants`] (limits, quotas, usage), [`networks`]
 //! (private networks and their members), [`access`]
-//! (API keys, audit, lookups for the gateways), [`credentials`] and
-//! [`agent`].
+//! (API keys, audit, lookups for the gateways), [`credentials`],
+//! [`agent`] and [`cluster`] (joining a cluster, nodes, placement, owners).
 
 mod access;
 mod activity;
 mod agent;
 mod build;
+mod cluster;
 mod create;
 mod credentials;
 mod diff;
@@ -157,6 +158,7 @@ impl Controller {
                 services: Default::default(),
                 builds: Default::default(),
                 deadlines: Default::default(),
+                cluster: Default::default(),
             }),
         }
     }
@@ -327,6 +329,8 @@ impl Controller {
                 }
             });
         }
+        // This node's lease, renewed while the daemon runs.
+        tokio::spawn(crate::cluster::node::heartbeats(self.inner.clone()));
         // Policies fire at their deadlines, not only at the sweeps.
         tokio::spawn(reconcile::deadlines::timer(self.inner.clone()));
         // Idle sandboxes of runtimes that cost CPU while idle doze.

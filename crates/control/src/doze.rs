@@ -274,7 +274,7 @@ async fn recheck_asleep(ctx: &Arc<Context>) {
 
 /// The periodic sweep (see [`SWEEP_EVERY`]).
 async fn sweep_all(ctx: &Arc<Context>) {
-    let recs = match ctx.store.list_sandboxes::<crate::model::SandboxSpec>(None) {
+    let recs = match ctx.own_sandboxes() {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!("doze: cannot list sandboxes: {e}");

@@ -76,10 +76,7 @@ pub(crate) async fn attach_started(inner: &Arc<Context>, rec: &Record) {
 /// (also those a restarted daemon adopted), and no other.
 pub(crate) async fn sync_all(inner: &Arc<Context>) {
     let Some(dns) = &inner.dns else { return };
-    let Ok(recs) = inner
-        .store
-        .list_sandboxes::<crate::model::SandboxSpec>(None)
-    else {
+    let Ok(recs) = inner.own_sandboxes() else {
         return;
     };
     let live: Vec<&Record> = recs.iter().filter(|r| serves_dns(r)).collect();

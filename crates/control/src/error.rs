@@ -168,6 +168,10 @@ pub enum Error {
     /// Something else went wrong inside the daemon.
     #[error("{0}")]
     Internal(String),
+    /// No node of the cluster can take the request now (placement found
+    /// no room, or the owner of a sandbox is unreachable or lost).
+    #[error("{0}")]
+    Unavailable(String),
     /// A build step failed: a RUN exited non-zero (`exit_code`), a COPY
     /// source is missing, a step wrote something refused. `status` is the
     /// HTTP status (422, or 413 for a step over the build's limits).
@@ -240,6 +244,7 @@ impl Error {
             Error::Agent(_) => "agent_error",
             Error::Store(_) => "store_error",
             Error::Internal(_) => "internal",
+            Error::Unavailable(_) => "unavailable",
             Error::BuildFailed { .. } => "build_failed",
         }
     }
@@ -274,6 +279,7 @@ impl Error {
             Error::Runtime(dwell_runtime::Error::Unsupported { .. }) => 409,
             Error::Quota(_) => 403,
             Error::Agent(_) => 502,
+            Error::Unavailable(_) => 503,
             Error::BuildFailed { status, .. } => *status,
             _ => 500,
         }

@@ -18,6 +18,8 @@
 //!   guards and the reconciler read.
 //! - [`reconcile`]: the reconciler, one file per transition, executing
 //!   the table's steps.
+//! - [`cluster`]: this daemon as a node of a cluster (registration,
+//!   leases, placement); a single node has none.
 //! - [`runtimes`]: the isolation runtimes the daemon offers, by kind, and
 //!   which one each sandbox uses; control asks their capabilities, never
 //!   their names.
@@ -51,6 +53,7 @@ pub mod agents;
 pub mod archive;
 pub mod build;
 pub mod clock;
+pub mod cluster;
 mod connections;
 mod context;
 pub mod controller;

@@ -251,10 +251,7 @@ pub(crate) fn forget(inner: &Context, id: &str) {
 /// does not answer is skipped for a growing number of passes.
 pub(crate) async fn sweep_all(inner: &std::sync::Arc<Context>) {
     use futures_util::StreamExt;
-    let recs = match inner
-        .store
-        .list_sandboxes::<crate::model::SandboxSpec>(None)
-    {
+    let recs = match inner.own_sandboxes() {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!("service sweep: cannot list sandboxes: {e}");

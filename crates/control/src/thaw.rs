@@ -13,7 +13,6 @@
 use std::os::fd::AsRawFd;
 
 use crate::context::Context;
-use crate::model::SandboxSpec;
 
 /// `_IOWR('X', 120, int)`.
 const FITHAW: libc::c_ulong = 0xC004_5878;
@@ -21,7 +20,7 @@ const FITHAW: libc::c_ulong = 0xC004_5878;
 /// Thaw every mounted volume of a live sandbox; returns the ids thawed.
 /// Blocking.
 pub(crate) fn thaw_all(inner: &Context) -> Vec<String> {
-    let Ok(recs) = inner.store.list_sandboxes::<SandboxSpec>(None) else {
+    let Ok(recs) = inner.own_sandboxes() else {
         return Vec::new();
     };
     let mut thawed = Vec::new();

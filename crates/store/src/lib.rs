@@ -67,7 +67,7 @@ enum Backend {
     /// The embedded database: one connection, one writer at a time.
     Sqlite(Mutex<Connection>),
     /// A PostgreSQL server shared by the nodes of a cluster.
-    Postgres(db::postgres::Pool),
+    Postgres(Box<db::postgres::Pool>),
 }
 
 /// A connection of the store for the length of a method (or of a
@@ -176,7 +176,7 @@ impl Store {
             migrations::apply_postgres(&mut s)?;
         }
         Ok(Store {
-            backend: Backend::Postgres(pool),
+            backend: Backend::Postgres(Box::new(pool)),
             clock: Box::new(now_ms),
         })
     }

@@ -200,6 +200,7 @@ impl Controller {
             }
             return Err(e.into());
         }
+        self.claim_new(&rec.id)?;
         drop(_quota);
         let filled: Result<()> = async {
             self.inner

@@ -195,7 +195,7 @@ pub(crate) async fn timer(inner: Arc<Context>) {
 /// next look tries again).
 async fn list_all(inner: &Arc<Context>) -> Option<Vec<Record>> {
     let inner = inner.clone();
-    match crate::context::blocking(move || inner.store.list_sandboxes::<SandboxSpec>(None)).await {
+    match crate::context::blocking(move || inner.own_sandboxes()).await {
         Ok(Ok(r)) => Some(r),
         Ok(Err(e)) => {
             tracing::warn!("deadline timer: cannot list sandboxes: {e}");

@@ -68,7 +68,7 @@ pub(crate) async fn reconcile(inner: &std::sync::Arc<Context>, id: &str) {
 
 /// Reconcile every live sandbox.
 pub(crate) async fn resync_all(inner: &std::sync::Arc<Context>) {
-    let recs = match inner.store.list_sandboxes::<SandboxSpec>(None) {
+    let recs = match inner.own_sandboxes() {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("resync: cannot list sandboxes: {e}");
@@ -102,7 +102,7 @@ pub(crate) async fn resync_all(inner: &std::sync::Arc<Context>) {
         // as they are now; volumes none holds are unmounted.
         let inner = inner.clone();
         let _ = blocking(move || {
-            if let Ok(recs) = inner.store.list_sandboxes::<SandboxSpec>(None) {
+            if let Ok(recs) = inner.own_sandboxes() {
                 crate::volumes::resync(&inner, &recs);
             }
             crate::volumes::meter(&inner);

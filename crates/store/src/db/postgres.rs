@@ -92,14 +92,27 @@ impl<'a> FromSql<'a> for Value {
 }
 
 /// A postgres error as the store's: integrity violations (SQLSTATE class
-/// 23) apart.
+/// 23) apart; the message is the server's, or the whole chain of causes
+/// (a parameter that could not be sent says why).
 fn error(e: postgres::Error) -> Error {
+    let text = match e.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(d) => format!("PostgreSQL: {} ({d})", db.message()),
+            None => format!("PostgreSQL: {}", db.message()),
+        },
+        None => {
+            let mut t = format!("PostgreSQL: {e}");
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                t.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            t
+        }
+    };
     match e.code() {
-        Some(c) if c.code().starts_with("23") => Error::Constraint(e.to_string()),
-        _ => Error::Sql(match e.as_db_error() {
-            Some(db) => format!("PostgreSQL: {}", db.message()),
-            None => format!("PostgreSQL: {e}"),
-        }),
+        Some(c) if c.code().starts_with("23") => Error::Constraint(text),
+        _ => Error::Sql(text),
     }
 }
 

@@ -1,0 +1,76 @@
+//! This daemon as a node of a cluster (`serve --cluster postgres://...`).
+//!
+//! The nodes share one PostgreSQL store and one object store. Each node
+//! registers itself and keeps a lease alive ([`node`]); each sandbox has
+//! one owner node (the record's `node`), and only the owner's control
+//! plane touches it: every background pass of this daemon looks at the
+//! sandboxes it owns ([`Membership::owns`]). A new sandbox goes where
+//! [`placement`] finds room; requests for a sandbox owned elsewhere are
+//! forwarded to its owner by the API layer (`dwell-cluster`).
+//!
+//! A single daemon (SQLite, no `--cluster`) has no membership: it owns
+//! every record.
+
+pub mod node;
+pub mod placement;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+/// How a daemon joins a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// This node's name, unique in the cluster.
+    pub node: String,
+    /// `host:port` where the other nodes reach this one.
+    pub advertise: String,
+    /// Labels placement can select on (`zone=a`, `gpu=none`).
+    pub labels: BTreeMap<String, String>,
+    /// What this node offers to placement.
+    pub capacity: Capacity,
+    /// How long a lease lasts without a heartbeat; heartbeats go every
+    /// third of it.
+    pub lease: Duration,
+}
+
+/// What a node offers: vCPUs, memory and disk bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Capacity {
+    pub vcpus: f64,
+    pub memory: u64,
+    pub disk: u64,
+}
+
+/// This daemon's membership, once registered.
+pub(crate) struct Membership {
+    pub(crate) opts: ClusterOptions,
+    /// The epoch of this incarnation's registration (0 before).
+    epoch: AtomicI64,
+}
+
+impl Membership {
+    pub(crate) fn new(opts: ClusterOptions) -> Membership {
+        Membership {
+            opts,
+            epoch: AtomicI64::new(0),
+        }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.opts.node
+    }
+
+    pub(crate) fn epoch(&self) -> i64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn set_epoch(&self, e: i64) {
+        self.epoch.store(e, Ordering::SeqCst)
+    }
+
+    /// Whether this node owns a sandbox whose record names `owner`.
+    pub(crate) fn owns(&self, owner: Option<&str>) -> bool {
+        owner == Some(self.opts.node.as_str())
+    }
+}

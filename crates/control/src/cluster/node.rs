@@ -1,0 +1,139 @@
+//! This node's registration and lease: registered before the first
+//! reconcile pass, renewed every third of the lease with what the node
+//! holds (for placement), and, on every tick, other nodes whose lease ran
+//! out are declared lost (one node wins each declaration).
+
+use std::sync::Arc;
+
+use dwell_store::{NodeLoad, NodeRecord, NodeState};
+
+use crate::context::{blocking, Context};
+use crate::error::{Error, Result};
+use crate::model::{Record, SandboxSpec};
+use crate::transitions::Rules;
+
+/// The dwell version nodes report.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What the sandboxes `recs` (this node's) hold.
+pub(crate) fn load_of(recs: &[Record]) -> NodeLoad {
+    let mut l = NodeLoad::default();
+    for r in recs {
+        if r.state.holds_compute() {
+            l.sandboxes += 1;
+            l.allocated_vcpus += r.spec.vcpus;
+            l.allocated_memory += r.spec.memory_bytes;
+        }
+        if r.state != crate::model::State::Archived {
+            l.allocated_disk += r.spec.disk_bytes;
+        }
+    }
+    l
+}
+
+/// This node's live sandboxes.
+pub(crate) fn owned(inner: &Context) -> Result<Vec<Record>> {
+    let recs = inner.store.list_sandboxes::<SandboxSpec>(None)?;
+    let Some(m) = inner.cluster.get() else {
+        return Ok(recs);
+    };
+    let mine: std::collections::HashSet<String> = inner
+        .store
+        .sandboxes_of_node(m.name())?
+        .into_iter()
+        .collect();
+    Ok(recs.into_iter().filter(|r| mine.contains(&r.id)).collect())
+}
+
+/// Registers this node; returns what became of its previous incarnation.
+pub(crate) fn register(inner: &Context) -> Result<dwell_store::Registration> {
+    let m = inner
+        .cluster
+        .get()
+        .ok_or_else(|| Error::Internal("not a node of a cluster".into()))?;
+    let now = inner.clock.now_ms();
+    let rec = NodeRecord {
+        name: m.opts.node.clone(),
+        advertise: m.opts.advertise.clone(),
+        labels: m.opts.labels.clone(),
+        vcpus: m.opts.capacity.vcpus,
+        memory: m.opts.capacity.memory,
+        disk: m.opts.capacity.disk,
+        load: load_of(&owned(inner)?),
+        state: NodeState::Up,
+        epoch: 0,
+        version: VERSION.into(),
+        started_at: now,
+        heartbeat_at: now,
+        lease_until: now,
+    };
+    let reg = inner
+        .store
+        .register_node(&rec, now + m.opts.lease.as_millis() as i64)?;
+    m.set_epoch(reg.epoch);
+    tracing::info!(
+        node = m.name(),
+        epoch = reg.epoch,
+        "registered as a node of the cluster ({})",
+        match reg.previous {
+            None => "new".to_string(),
+            Some((state, lease)) if state == NodeState::Lost || lease < now =>
+                "back after its lease ended".to_string(),
+            Some((state, _)) => format!("restarted, was {}", state.as_str()),
+        }
+    );
+    Ok(reg)
+}
+
+/// One heartbeat: renews the lease with the node's load and declares
+/// lost the nodes whose lease ended. False when this incarnation lost its
+/// lease (another registration of the name, or declared lost).
+pub(crate) fn beat(inner: &Context) -> Result<bool> {
+    let Some(m) = inner.cluster.get() else {
+        return Ok(true);
+    };
+    let now = inner.clock.now_ms();
+    let load = load_of(&owned(inner)?);
+    let kept = inner.store.heartbeat_node(
+        m.name(),
+        m.epoch(),
+        now + m.opts.lease.as_millis() as i64,
+        &load,
+    )?;
+    for lost in inner.store.expire_nodes(now)? {
+        tracing::warn!(
+            node = lost,
+            "declared node {lost} lost: its lease ended without a heartbeat"
+        );
+    }
+    Ok(kept)
+}
+
+/// The heartbeat loop of this node.
+pub(crate) async fn heartbeats(inner: Arc<Context>) {
+    let Some(m) = inner.cluster.get() else {
+        return;
+    };
+    let every = m.opts.lease / 3;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut lost = false;
+    loop {
+        tick.tick().await;
+        let pass = inner.clone();
+        match blocking(move || beat(&pass)).await {
+            Ok(Ok(true)) => lost = false,
+            Ok(Ok(false)) if !lost => {
+                lost = true;
+                tracing::error!(
+                    "this node's lease is no longer its own (declared lost after missing \
+                     heartbeats, or another daemon registered the name {}); it stops its \
+                     sandboxes' background work until it registers again",
+                    inner.cluster.get().map(|m| m.name()).unwrap_or("")
+                );
+            }
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) | Err(e) => tracing::warn!("heartbeat failed: {e}; retrying"),
+        }
+    }
+}

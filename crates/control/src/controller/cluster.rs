@@ -1,0 +1,162 @@
+//! Joining a cluster, its nodes, and where requests are served: the owner
+//! of an existing sandbox, the node placement picks for a new one.
+
+use dwell_store::{NodeRecord, NodeState};
+
+use super::Controller;
+use crate::cluster::placement::{self, Needs};
+use crate::cluster::{ClusterOptions, Membership};
+use crate::context::blocking;
+use crate::error::{Error, Result};
+
+/// A node that serves a request instead of this one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Elsewhere {
+    pub node: String,
+    /// Where its node listener is (`host:port`).
+    pub advertise: String,
+}
+
+impl Controller {
+    /// Makes this daemon node `opts.node` of the cluster whose store it
+    /// was given, and registers it (a lease that `start_background`
+    /// renews). Called once, before `start_background`.
+    pub async fn join_cluster(&self, opts: ClusterOptions) -> Result<()> {
+        if self.inner.store.engine() != "postgres" {
+            return Err(Error::Invalid {
+                field: "cluster".into(),
+                message: "a cluster keeps its records in PostgreSQL: pass --cluster postgres://..."
+                    .into(),
+            });
+        }
+        if self.inner.cluster.set(Membership::new(opts)).is_err() {
+            return Err(Error::Internal(
+                "this daemon already joined a cluster".into(),
+            ));
+        }
+        let inner = self.inner.clone();
+        blocking(move || crate::cluster::node::register(&inner)).await??;
+        Ok(())
+    }
+
+    /// This node's name in its cluster; None on a single node.
+    pub fn node_name(&self) -> Option<&str> {
+        self.inner.cluster.get().map(|m| m.name())
+    }
+
+    /// The nodes of the cluster (none on a single node).
+    pub fn nodes(&self) -> Result<Vec<NodeRecord>> {
+        if self.inner.cluster.get().is_none() {
+            return Ok(Vec::new());
+        }
+        Ok(self.inner.store.list_nodes()?)
+    }
+
+    /// Sets node `name` draining (new sandboxes avoid it) or up again.
+    pub fn set_node_state(&self, name: &str, state: NodeState) -> Result<NodeRecord> {
+        if self.inner.cluster.get().is_none() {
+            return Err(Error::Conflict(
+                "this daemon is not a node of a cluster (serve --cluster ...)".into(),
+            ));
+        }
+        if state == NodeState::Lost {
+            return Err(Error::Invalid {
+                field: "state".into(),
+                message: "a node is declared lost only when its lease ends".into(),
+            });
+        }
+        if !self.inner.store.set_node_state(name, state)? {
+            return Err(match self.inner.store.get_node(name)? {
+                None => Error::Invalid {
+                    field: "node".into(),
+                    message: format!("no node is named {name:?}; `dwell node ls` lists them"),
+                },
+                Some(_) => Error::Conflict(format!(
+                    "node {name} is lost; it comes back by starting its daemon again"
+                )),
+            });
+        }
+        self.inner
+            .store
+            .get_node(name)?
+            .ok_or_else(|| Error::Internal(format!("node {name} vanished")))
+    }
+
+    /// Which node serves requests for sandbox `id_or_name` of `tenant`:
+    /// None when this one does (its owner, or a single node, or no such
+    /// sandbox: this node answers the 404).
+    pub fn owner(&self, tenant: &str, id_or_name: &str) -> Result<Option<Elsewhere>> {
+        let Some(me) = self.inner.cluster.get() else {
+            return Ok(None);
+        };
+        let Some(rec) = self
+            .inner
+            .store
+            .find_sandbox::<crate::model::SandboxSpec>(tenant, id_or_name)?
+        else {
+            return Ok(None);
+        };
+        let owner = self.inner.store.sandbox_node(&rec.id)?;
+        if me.owns(owner.as_deref()) {
+            return Ok(None);
+        }
+        let Some(owner) = owner else {
+            return Err(Error::Unavailable(format!(
+                "sandbox {} has no owner node (it was created outside the cluster); an admin \
+                 can move it to a node with `dwell move {} --to NODE`",
+                rec.name, rec.name
+            )));
+        };
+        self.elsewhere(&owner, &format!("sandbox {}", rec.name))
+    }
+
+    /// The node `name` as a forwarding target; refused when it is lost.
+    fn elsewhere(&self, name: &str, what: &str) -> Result<Option<Elsewhere>> {
+        let node = self.inner.store.get_node(name)?.ok_or_else(|| {
+            Error::Unavailable(format!(
+                "{what} belongs to node {name}, which is not registered"
+            ))
+        })?;
+        if node.state == NodeState::Lost {
+            return Err(Error::Unavailable(format!(
+                "{what} belongs to node {name}, which is lost (no heartbeat since {}); it runs \
+                 again when that node comes back, or elsewhere from its last backup",
+                node.heartbeat_at
+            )));
+        }
+        Ok(Some(Elsewhere {
+            node: node.name,
+            advertise: node.advertise,
+        }))
+    }
+
+    /// Where a new sandbox needing `needs` goes: None for this node.
+    pub fn place(&self, needs: &Needs) -> Result<Option<Elsewhere>> {
+        let Some(me) = self.inner.cluster.get() else {
+            return Ok(None);
+        };
+        let nodes = self.inner.store.list_nodes()?;
+        let chosen = placement::choose(&nodes, needs, self.inner.clock.now_ms())?;
+        if chosen.name == me.name() {
+            return Ok(None);
+        }
+        Ok(Some(Elsewhere {
+            node: chosen.name.clone(),
+            advertise: chosen.advertise.clone(),
+        }))
+    }
+
+    /// Records this node as the owner of the new sandbox `id` (a no-op on
+    /// a single node).
+    pub(crate) fn claim_new(&self, id: &str) -> Result<()> {
+        let Some(me) = self.inner.cluster.get() else {
+            return Ok(());
+        };
+        if !self.inner.store.set_sandbox_node(id, None, me.name())? {
+            return Err(Error::Internal(format!(
+                "sandbox {id} was claimed by another node as it was created"
+            )));
+        }
+        Ok(())
+    }
+}
