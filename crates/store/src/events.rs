@@ -5,10 +5,10 @@
 //! the log without bound, and a search of one sandbox's log
 //! ([`Store::find_events`]) reads at most that many rows.
 
-use rusqlite::params;
 use serde::{Deserialize, Serialize};
 
-use crate::{Result, Store};
+use crate::db::{Conn, Row};
+use crate::{args, Result, Store};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Event {
@@ -49,15 +49,7 @@ impl Store {
     /// Append an event (and, now and then, prune the sandbox's oldest past
     /// [`EVENTS_KEPT`]).
     pub fn add_event(&self, sandbox_id: &str, kind: &str, message: &str) -> Result<()> {
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO events (sandbox_id, at, kind, message) VALUES (?1, ?2, ?3, ?4)",
-            params![sandbox_id, self.now(), kind, message],
-        )?;
-        if conn.last_insert_rowid() % PRUNE_EVERY == 0 {
-            prune(&conn, sandbox_id)?;
-        }
-        Ok(())
+        append(&mut self.db()?, sandbox_id, self.now(), kind, message)
     }
 
     /// [`Store::set_state`] and [`Store::add_event`] in one transaction:
@@ -71,21 +63,13 @@ impl Store {
         message: &str,
     ) -> Result<()> {
         let now = self.now();
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let mut tx = self.tx()?;
         tx.execute(
             crate::sandboxes::SET_STATE,
-            params![id, state.as_str(), reason, now],
+            args![id, state.as_str(), reason, now],
         )?;
-        tx.execute(
-            "INSERT INTO events (sandbox_id, at, kind, message) VALUES (?1, ?2, ?3, ?4)",
-            params![id, now, kind, message],
-        )?;
-        if tx.last_insert_rowid() % PRUNE_EVERY == 0 {
-            prune(&tx, id)?;
-        }
-        tx.commit()?;
-        Ok(())
+        append(&mut *tx, id, now, kind, message)?;
+        tx.commit()
     }
 
     /// Events of a sandbox matching `q`, among its newest
@@ -93,44 +77,54 @@ impl Store {
     /// asks.
     pub fn find_events(&self, sandbox_id: &str, q: &EventQuery) -> Result<Vec<Event>> {
         let order = if q.newest_first { "DESC" } else { "ASC" };
+        // Where `?6` is in the message, from 1 (0: nowhere): no function
+        // does it on both engines, and LIKE would need its wildcards
+        // escaped and is blind to case on SQLite.
+        let position = match self.engine() {
+            "postgres" => "strpos(message, ?6)",
+            _ => "instr(message, ?6)",
+        };
         let sql = format!(
             "SELECT seq, sandbox_id, at, kind, message FROM ( \
                  SELECT seq, sandbox_id, at, kind, message FROM events \
-                 WHERE sandbox_id = ?1 ORDER BY seq DESC LIMIT ?2) \
-             WHERE at >= ?3 AND at <= ?4 AND (?5 IS NULL OR kind = ?5) \
-               AND (?6 IS NULL OR instr(message, ?6) > 0) \
+                 WHERE sandbox_id = ?1 ORDER BY seq DESC LIMIT ?2) AS newest \
+             WHERE at >= ?3 AND at <= ?4 AND (CAST(?5 AS TEXT) IS NULL OR kind = ?5) \
+               AND (CAST(?6 AS TEXT) IS NULL OR {position} > 0) \
              ORDER BY seq {order} LIMIT ?7"
         );
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(
-            params![
-                sandbox_id,
-                EVENTS_KEPT,
-                q.from.unwrap_or(i64::MIN),
-                q.to.unwrap_or(i64::MAX),
-                q.kind,
-                q.contains,
-                q.limit
-            ],
-            row,
-        )?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.db()?
+            .query(
+                &sql,
+                args![
+                    sandbox_id,
+                    EVENTS_KEPT,
+                    q.from.unwrap_or(i64::MIN),
+                    q.to.unwrap_or(i64::MAX),
+                    q.kind,
+                    q.contains,
+                    q.limit
+                ],
+            )?
+            .iter()
+            .map(row)
+            .collect()
     }
 
     /// Events of a sandbox after `after_seq`, oldest first.
     pub fn events(&self, sandbox_id: &str, after_seq: i64, limit: u32) -> Result<Vec<Event>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT seq, sandbox_id, at, kind, message FROM events \
-             WHERE sandbox_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-        )?;
-        let rows = stmt.query_map(params![sandbox_id, after_seq, limit], row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.db()?
+            .query(
+                "SELECT seq, sandbox_id, at, kind, message FROM events \
+                 WHERE sandbox_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                args![sandbox_id, after_seq, limit],
+            )?
+            .iter()
+            .map(row)
+            .collect()
     }
 }
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
+fn row(r: &Row) -> Result<Event> {
     Ok(Event {
         seq: r.get(0)?,
         sandbox_id: r.get(1)?,
@@ -140,138 +134,245 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
     })
 }
 
+/// Insert one event on `c` (a session or a transaction's) and prune the
+/// sandbox's log when the new sequence number says it is time.
+fn append(c: &mut dyn Conn, sandbox_id: &str, at: i64, kind: &str, message: &str) -> Result<()> {
+    let seq: i64 = c
+        .query_one(
+            "INSERT INTO events (sandbox_id, at, kind, message) VALUES (?1, ?2, ?3, ?4) \
+             RETURNING seq",
+            args![sandbox_id, at, kind, message],
+        )?
+        .get(0)?;
+    if seq % PRUNE_EVERY == 0 {
+        prune(c, sandbox_id)?;
+    }
+    Ok(())
+}
+
 /// Delete the events of `sandbox_id` older than its newest [`EVENTS_KEPT`].
-fn prune(conn: &rusqlite::Connection, sandbox_id: &str) -> Result<()> {
-    conn.execute(
+fn prune(c: &mut dyn Conn, sandbox_id: &str) -> Result<()> {
+    // The offset is computed here: PostgreSQL would type `?2 - 1` from the
+    // literal, as a 32-bit integer.
+    c.execute(
         "DELETE FROM events WHERE sandbox_id = ?1 AND seq < ( \
              SELECT seq FROM events WHERE sandbox_id = ?1 \
-             ORDER BY seq DESC LIMIT 1 OFFSET ?2 - 1)",
-        params![sandbox_id, EVENTS_KEPT],
+             ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+        args![sandbox_id, i64::from(EVENTS_KEPT) - 1],
     )?;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{EventQuery, EVENTS_KEPT};
-    use crate::Store;
+    use super::{EventQuery, EVENTS_KEPT, PRUNE_EVERY};
+    use crate::db::Conn;
+    use crate::{args, Store};
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::Arc;
 
     #[test]
     fn events_come_back_in_order() {
-        let s = Store::in_memory().unwrap();
-        s.add_event("x", "state", "one").unwrap();
-        s.add_event("y", "state", "other").unwrap();
-        s.add_event("x", "state", "two").unwrap();
-        let ev = s.events("x", 0, 10).unwrap();
-        assert_eq!(
-            ev.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(),
-            ["one", "two"]
-        );
-        assert!(s.events("x", ev[1].seq, 10).unwrap().is_empty());
+        for s in crate::testing::stores() {
+            let e = s.engine();
+            s.add_event("x", "state", "one").unwrap();
+            s.add_event("y", "state", "other").unwrap();
+            s.add_event("x", "state", "two").unwrap();
+            let ev = s.events("x", 0, 10).unwrap();
+            assert_eq!(
+                ev.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(),
+                ["one", "two"],
+                "{e}"
+            );
+            assert!(ev[0].seq < ev[1].seq, "{e}");
+            assert_eq!(s.events("x", 0, 1).unwrap().len(), 1, "{e}");
+            assert!(s.events("x", ev[1].seq, 10).unwrap().is_empty(), "{e}");
+            assert!(s.events("z", 0, 10).unwrap().is_empty(), "{e}");
+        }
+    }
+
+    /// A store whose clock reads `t`.
+    fn clocked(s: Store, t: &Arc<AtomicI64>) -> Store {
+        let clock = t.clone();
+        s.with_clock(move || clock.load(Ordering::SeqCst))
     }
 
     #[test]
     fn a_search_filters_orders_and_limits_in_the_database() {
-        let t = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(1000));
-        let clock = t.clone();
-        let s = Store::in_memory()
-            .unwrap()
-            .with_clock(move || clock.load(std::sync::atomic::Ordering::SeqCst));
-        for (at, kind, msg) in [
-            (1000, "state", "started"),
-            (2000, "error", "disk full"),
-            (3000, "request", "keepalive"),
-            (4000, "error", "agent lost"),
-        ] {
-            t.store(at, std::sync::atomic::Ordering::SeqCst);
-            s.add_event("x", kind, msg).unwrap();
-            s.add_event("y", kind, "other sandbox").unwrap();
+        let t = Arc::new(AtomicI64::new(1000));
+        for s in crate::testing::stores() {
+            let s = clocked(s, &t);
+            let e = s.engine();
+            for (at, kind, msg) in [
+                (1000, "state", "started"),
+                (2000, "error", "disk full"),
+                (3000, "request", "keepalive"),
+                (4000, "error", "agent lost"),
+                (5000, "step", "100% of 5_0"),
+            ] {
+                t.store(at, Ordering::SeqCst);
+                s.add_event("x", kind, msg).unwrap();
+                s.add_event("y", kind, "other sandbox").unwrap();
+            }
+            let msgs = |q: EventQuery| -> Vec<String> {
+                s.find_events("x", &q)
+                    .unwrap()
+                    .into_iter()
+                    .map(|e| e.message)
+                    .collect()
+            };
+            let all = EventQuery {
+                to: Some(4000),
+                limit: 100,
+                ..Default::default()
+            };
+            assert_eq!(
+                msgs(all.clone()),
+                ["started", "disk full", "keepalive", "agent lost"],
+                "{e}"
+            );
+            assert_eq!(
+                msgs(EventQuery {
+                    from: Some(2000),
+                    limit: 2,
+                    ..all.clone()
+                }),
+                ["disk full", "keepalive"],
+                "{e}"
+            );
+            assert_eq!(
+                msgs(EventQuery {
+                    to: Some(3000),
+                    newest_first: true,
+                    ..all.clone()
+                }),
+                ["keepalive", "disk full", "started"],
+                "{e}"
+            );
+            assert_eq!(
+                msgs(EventQuery {
+                    kind: Some("error".into()),
+                    ..all.clone()
+                }),
+                ["disk full", "agent lost"],
+                "{e}"
+            );
+            assert_eq!(
+                msgs(EventQuery {
+                    contains: Some("ee".into()),
+                    ..all.clone()
+                }),
+                ["keepalive"],
+                "{e}"
+            );
+            // The text is matched as it is: case counts and `%`, `_` are
+            // no wildcards.
+            assert!(msgs(EventQuery {
+                contains: Some("Disk".into()),
+                ..all.clone()
+            })
+            .is_empty());
+            for text in ["%", "5_0", "100% of"] {
+                assert_eq!(
+                    msgs(EventQuery {
+                        to: None,
+                        contains: Some(text.into()),
+                        ..all.clone()
+                    }),
+                    ["100% of 5_0"],
+                    "{e}: {text}"
+                );
+            }
+            assert!(msgs(EventQuery {
+                contains: Some("_".into()),
+                ..all.clone()
+            })
+            .is_empty());
+            assert_eq!(
+                msgs(EventQuery {
+                    to: None,
+                    newest_first: true,
+                    limit: 1,
+                    ..all.clone()
+                }),
+                ["100% of 5_0"],
+                "{e}"
+            );
+            assert!(msgs(EventQuery { limit: 0, ..all }).is_empty(), "{e}");
         }
-        let msgs = |q: EventQuery| -> Vec<String> {
-            s.find_events("x", &q)
-                .unwrap()
-                .into_iter()
-                .map(|e| e.message)
-                .collect()
-        };
-        let all = EventQuery {
-            limit: 100,
-            ..Default::default()
-        };
-        assert_eq!(
-            msgs(all.clone()),
-            ["started", "disk full", "keepalive", "agent lost"]
-        );
-        assert_eq!(
-            msgs(EventQuery {
-                from: Some(2000),
-                limit: 2,
-                ..all.clone()
-            }),
-            ["disk full", "keepalive"]
-        );
-        assert_eq!(
-            msgs(EventQuery {
-                to: Some(3000),
-                newest_first: true,
-                ..all.clone()
-            }),
-            ["keepalive", "disk full", "started"]
-        );
-        assert_eq!(
-            msgs(EventQuery {
-                kind: Some("error".into()),
-                ..all.clone()
-            }),
-            ["disk full", "agent lost"]
-        );
-        assert_eq!(
-            msgs(EventQuery {
-                contains: Some("ee".into()),
-                ..all.clone()
-            }),
-            ["keepalive"]
-        );
-        assert!(msgs(EventQuery { limit: 0, ..all }).is_empty());
+    }
+
+    #[test]
+    fn a_transition_without_its_sandbox_still_logs_and_commits() {
+        for s in crate::testing::stores() {
+            // No such sandbox: the update changes no row, the event is
+            // written all the same (the reconciler logs what it saw).
+            s.set_state_with_event("ghost", crate::State::Deleted, "gone", "state", "deleted")
+                .unwrap();
+            assert_eq!(s.events("ghost", 0, 10).unwrap().len(), 1, "{}", s.engine());
+        }
+    }
+
+    fn count(s: &Store, id: &str) -> usize {
+        s.db()
+            .unwrap()
+            .query_one(
+                "SELECT COUNT(*) FROM events WHERE sandbox_id = ?1",
+                args![id],
+            )
+            .unwrap()
+            .get::<u64>(0)
+            .unwrap() as usize
     }
 
     #[test]
     fn a_sandbox_keeps_its_newest_events_only() {
-        let s = Store::in_memory().unwrap();
-        let n = EVENTS_KEPT as usize + 500;
-        for i in 0..n {
-            s.add_event("x", "request", &format!("e{i}")).unwrap();
-            if i % 100 == 0 {
-                s.add_event("y", "request", "other").unwrap();
+        for s in crate::testing::stores() {
+            let e = s.engine();
+            let n = EVENTS_KEPT as usize + 500;
+            for i in 0..n {
+                // Every other event with a transition: pruning runs in
+                // transactions too.
+                if i % 2 == 0 {
+                    s.add_event("x", "request", &format!("e{i}")).unwrap();
+                } else {
+                    s.set_state_with_event(
+                        "x",
+                        crate::State::Running,
+                        "r",
+                        "state",
+                        &format!("e{i}"),
+                    )
+                    .unwrap();
+                }
+                if i % 100 == 0 {
+                    s.add_event("y", "request", "other").unwrap();
+                }
             }
+            let kept = count(&s, "x");
+            assert!(
+                (EVENTS_KEPT as usize..EVENTS_KEPT as usize + PRUNE_EVERY as usize).contains(&kept),
+                "{e}: {kept} events kept"
+            );
+            let newest = s
+                .find_events(
+                    "x",
+                    &EventQuery {
+                        newest_first: true,
+                        limit: 1,
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+            assert_eq!(newest[0].message, format!("e{}", n - 1), "{e}");
+            let oldest = s.events("x", 0, 1).unwrap();
+            let first: usize = oldest[0].message[1..].parse().unwrap();
+            assert_eq!(first, n - kept, "{e}: the oldest were pruned, no more");
+            assert_eq!(
+                count(&s, "y"),
+                n.div_ceil(100),
+                "{e}: another sandbox keeps its own"
+            );
         }
-        let count = |id: &str| -> usize {
-            let conn = s.conn();
-            conn.query_row(
-                "SELECT COUNT(*) FROM events WHERE sandbox_id = ?1",
-                [id],
-                |r| r.get::<_, i64>(0),
-            )
-            .unwrap() as usize
-        };
-        let kept = count("x");
-        assert!(
-            (EVENTS_KEPT as usize..EVENTS_KEPT as usize + 64).contains(&kept),
-            "{kept} events kept"
-        );
-        let newest = s
-            .find_events(
-                "x",
-                &EventQuery {
-                    newest_first: true,
-                    limit: 1,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-        assert_eq!(newest[0].message, format!("e{}", n - 1));
-        let oldest = s.events("x", 0, 1).unwrap();
-        assert!(oldest[0].message != "e0", "the oldest were pruned");
-        assert_eq!(count("y"), n.div_ceil(100), "another sandbox keeps its own");
     }
 }

@@ -1,12 +1,12 @@
 //! Sandbox records: what the user asked for (desired state, spec) next to
 //! what the reconciler last observed (state, reason).
 
-use rusqlite::{params, OptionalExtension, Row};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::db::{Conn, Row};
 use crate::kinds::{Mode, RuntimeName, State};
-use crate::{Error, Result, Store};
+use crate::{args, Error, Result, Store};
 
 /// What a sandbox was created with, as the control plane defines it. The
 /// store keeps it as JSON with a `version` field next to the spec's own
@@ -88,7 +88,7 @@ const COLUMNS: &str =
      created_at, updated_at, state_changed_at, started_at, stopped_at, deleted_at, \
      last_activity_at, hold_until";
 
-/// A row as SQLite returns it, before its text columns are parsed.
+/// A row as the database returns it, before its text columns are parsed.
 struct RawRow {
     rec: SandboxRecord<()>,
     mode: String,
@@ -97,7 +97,7 @@ struct RawRow {
     desired_state: String,
 }
 
-fn from_row(row: &Row<'_>) -> rusqlite::Result<RawRow> {
+fn from_row(row: &Row) -> Result<RawRow> {
     Ok(RawRow {
         rec: SandboxRecord {
             id: row.get(0)?,
@@ -105,7 +105,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<RawRow> {
             tenant: row.get(2)?,
             image: row.get(3)?,
             mode: Mode::default(),
-            runtime: RuntimeName::new(row.get::<_, String>(5)?),
+            runtime: RuntimeName::new(row.get::<String>(5)?),
             spec: (),
             state: State::Creating,
             desired_state: State::Creating,
@@ -178,13 +178,12 @@ impl Store {
     /// sandbox of the same tenant has that name.
     pub fn insert_sandbox<S: Spec>(&self, rec: &SandboxRecord<S>) -> Result<()> {
         let spec = encode(&rec.spec)?;
-        let conn = self.conn();
-        let r = conn.execute(
+        let r = self.db()?.execute(
             &format!(
                 "INSERT INTO sandboxes ({COLUMNS}) VALUES \
                  (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)"
             ),
-            params![
+            args![
                 rec.id,
                 rec.name,
                 rec.tenant,
@@ -207,26 +206,20 @@ impl Store {
         );
         match r {
             Ok(_) => Ok(()),
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                Err(Error::NameTaken(rec.name.clone()))
-            }
-            Err(e) => Err(e.into()),
+            Err(Error::Constraint(_)) => Err(Error::NameTaken(rec.name.clone())),
+            Err(e) => Err(e),
         }
     }
 
     /// A record by id, whatever its state.
     pub fn get_sandbox<S: Spec>(&self, id: &str) -> Result<Option<SandboxRecord<S>>> {
-        let conn = self.conn();
-        let row = conn
-            .query_row(
+        self.db()?
+            .query_opt(
                 &format!("SELECT {COLUMNS} FROM sandboxes WHERE id = ?1"),
-                [id],
-                from_row,
-            )
-            .optional()?;
-        row.map(finish).transpose()
+                args![id],
+            )?
+            .map(|r| from_row(&r).and_then(finish))
+            .transpose()
     }
 
     /// A live (not deleted) record of `tenant` by id or by name.
@@ -235,18 +228,19 @@ impl Store {
         tenant: &str,
         id_or_name: &str,
     ) -> Result<Option<SandboxRecord<S>>> {
-        let conn = self.conn();
-        let row = conn
-            .query_row(
+        // A record whose id matches comes before one whose name does (a
+        // sandbox may be named like another's id).
+        self.db()?
+            .query_opt(
                 &format!(
                     "SELECT {COLUMNS} FROM sandboxes WHERE tenant = ?1 AND state != 'deleted' \
-                     AND (id = ?2 OR name = ?2) ORDER BY id = ?2 DESC LIMIT 1"
+                     AND (id = ?2 OR name = ?2) \
+                     ORDER BY CASE WHEN id = ?2 THEN 0 ELSE 1 END LIMIT 1"
                 ),
-                params![tenant, id_or_name],
-                from_row,
-            )
-            .optional()?;
-        row.map(finish).transpose()
+                args![tenant, id_or_name],
+            )?
+            .map(|r| from_row(&r).and_then(finish))
+            .transpose()
     }
 
     /// Live records, of one tenant or of all (`None`), oldest first.
@@ -256,15 +250,16 @@ impl Store {
     /// so one such row fails only itself (`get_sandbox` of it reports why)
     /// and not the sweep, metering or listing of every other sandbox.
     pub fn list_sandboxes<S: Spec>(&self, tenant: Option<&str>) -> Result<Vec<SandboxRecord<S>>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {COLUMNS} FROM sandboxes WHERE state != 'deleted' \
-             AND (?1 IS NULL OR tenant = ?1) ORDER BY created_at, id"
-        ))?;
-        let rows = stmt.query_map([tenant], from_row)?;
-        let mut out = Vec::new();
-        for row in rows {
-            match finish(row?) {
+        let rows = self.db()?.query(
+            &format!(
+                "SELECT {COLUMNS} FROM sandboxes WHERE state != 'deleted' \
+                 AND (CAST(?1 AS TEXT) IS NULL OR tenant = ?1) ORDER BY created_at, id"
+            ),
+            args![tenant],
+        )?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            match from_row(row).and_then(finish) {
                 Ok(r) => out.push(r),
                 Err(Error::Corrupt(why)) => {
                     tracing::warn!("left out of the sandbox list: {why}")
@@ -277,10 +272,9 @@ impl Store {
 
     /// Set the desired state (what a request or a policy wants).
     pub fn set_desired(&self, id: &str, desired: State) -> Result<()> {
-        let conn = self.conn();
-        conn.execute(
+        self.db()?.execute(
             "UPDATE sandboxes SET desired_state = ?2, updated_at = ?3 WHERE id = ?1",
-            params![id, desired.as_str(), self.now()],
+            args![id, desired.as_str(), self.now()],
         )?;
         Ok(())
     }
@@ -290,17 +284,17 @@ impl Store {
     /// `deleted_at` for deleted).
     pub fn set_state(&self, id: &str, state: State, reason: &str) -> Result<()> {
         let now = self.now();
-        let conn = self.conn();
-        conn.execute(SET_STATE, params![id, state.as_str(), reason, now])?;
+        self.db()?
+            .execute(SET_STATE, args![id, state.as_str(), reason, now])?;
         Ok(())
     }
 
-    /// Note activity (an exec, a file operation, a connection).
+    /// Note activity (an exec, a file operation, a connection); an earlier
+    /// time than the one kept leaves it.
     pub fn touch(&self, id: &str, at: i64) -> Result<()> {
-        let conn = self.conn();
-        conn.execute(
-            "UPDATE sandboxes SET last_activity_at = MAX(COALESCE(last_activity_at, 0), ?2) WHERE id = ?1",
-            params![id, at],
+        self.db()?.execute(
+            &format!("UPDATE sandboxes SET last_activity_at = {LATER_ACTIVITY} WHERE id = ?1"),
+            args![id, at],
         )?;
         Ok(())
     }
@@ -308,10 +302,12 @@ impl Store {
     /// A keepalive: activity now, and idle/TTL policies held off until
     /// `until`.
     pub fn keepalive(&self, id: &str, at: i64, until: i64) -> Result<()> {
-        let conn = self.conn();
-        conn.execute(
-            "UPDATE sandboxes SET last_activity_at = MAX(COALESCE(last_activity_at, 0), ?2), hold_until = ?3 WHERE id = ?1",
-            params![id, at, until],
+        self.db()?.execute(
+            &format!(
+                "UPDATE sandboxes SET last_activity_at = {LATER_ACTIVITY}, hold_until = ?3 \
+                 WHERE id = ?1"
+            ),
+            args![id, at, until],
         )?;
         Ok(())
     }
@@ -319,14 +315,19 @@ impl Store {
     /// Replace the spec of a record.
     pub fn set_spec<S: Spec>(&self, id: &str, spec: &S) -> Result<()> {
         let spec = encode(spec)?;
-        let conn = self.conn();
-        conn.execute(
+        self.db()?.execute(
             "UPDATE sandboxes SET spec = ?2, updated_at = ?3 WHERE id = ?1",
-            params![id, spec, self.now()],
+            args![id, spec, self.now()],
         )?;
         Ok(())
     }
 }
+
+/// The later of the kept activity time (none counting as 0) and `?2`:
+/// SQLite's two-argument `MAX` and PostgreSQL's `GREATEST` in the form
+/// both read.
+const LATER_ACTIVITY: &str = "CASE WHEN COALESCE(last_activity_at, 0) >= ?2 \
+     THEN COALESCE(last_activity_at, 0) ELSE ?2 END";
 
 #[cfg(test)]
 mod tests {
@@ -373,112 +374,293 @@ mod tests {
 
     #[test]
     fn names_are_unique_among_live_sandboxes_only() {
-        let s = Store::in_memory().unwrap();
-        s.insert_sandbox(&record("a1", "work")).unwrap();
-        assert!(matches!(
-            s.insert_sandbox(&record("a2", "work")),
-            Err(Error::NameTaken(_))
-        ));
-        s.set_state("a1", State::Deleted, "removed").unwrap();
-        s.insert_sandbox(&record("a2", "work")).unwrap();
-        let found: Record = s.find_sandbox("default", "work").unwrap().unwrap();
-        assert_eq!(found.id, "a2");
-        assert_eq!(s.list_sandboxes::<TestSpec>(None).unwrap().len(), 1);
+        for s in crate::testing::stores() {
+            let e = s.engine();
+            s.insert_sandbox(&record("a1", "work")).unwrap();
+            assert!(
+                matches!(
+                    s.insert_sandbox(&record("a2", "work")),
+                    Err(Error::NameTaken(_))
+                ),
+                "{e}"
+            );
+            // Another tenant may use the name.
+            let mut other = record("b1", "work");
+            other.tenant = "other".into();
+            s.insert_sandbox(&other).unwrap();
+            s.set_state("a1", State::Deleted, "removed").unwrap();
+            s.insert_sandbox(&record("a2", "work")).unwrap();
+            let found: Record = s.find_sandbox("default", "work").unwrap().unwrap();
+            assert_eq!(found.id, "a2", "{e}");
+            assert_eq!(s.list_sandboxes::<TestSpec>(None).unwrap().len(), 2, "{e}");
+            let mine = s.list_sandboxes::<TestSpec>(Some("default")).unwrap();
+            assert_eq!(
+                mine.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+                ["a2"],
+                "{e}"
+            );
+            assert!(s
+                .list_sandboxes::<TestSpec>(Some("nobody"))
+                .unwrap()
+                .is_empty());
+            // The deleted record is still there by id, with its time.
+            let gone = get(&s, "a1");
+            assert_eq!(gone.state, State::Deleted, "{e}");
+            assert!(gone.deleted_at.is_some(), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_record_round_trips_every_column() {
+        for s in crate::testing::stores() {
+            let e = s.engine();
+            let mut r = record("a1", "w");
+            r.mode = Mode::Ephemeral;
+            r.runtime = RuntimeName::new("gvisor");
+            r.spec = TestSpec {
+                memory: u64::from(u32::MAX) * 4,
+            };
+            r.created_at = 1_700_000_000_000;
+            r.started_at = Some(1_700_000_000_001);
+            r.stopped_at = Some(i64::MAX);
+            r.last_activity_at = Some(-5);
+            r.hold_until = Some(0);
+            s.insert_sandbox(&r).unwrap();
+            assert_eq!(get(&s, "a1"), r, "{e}");
+            assert!(s.get_sandbox::<TestSpec>("nope").unwrap().is_none(), "{e}");
+        }
+    }
+
+    #[test]
+    fn an_id_is_found_before_a_name_that_looks_like_it() {
+        for s in crate::testing::stores() {
+            let e = s.engine();
+            // Inserted first, so it would come first without the order.
+            s.insert_sandbox(&record("zz", "a2")).unwrap();
+            s.insert_sandbox(&record("a2", "w")).unwrap();
+            let r: Record = s.find_sandbox("default", "a2").unwrap().unwrap();
+            assert_eq!(r.id, "a2", "{e}");
+            let r: Record = s.find_sandbox("default", "zz").unwrap().unwrap();
+            assert_eq!(r.id, "zz", "{e}");
+            assert!(s
+                .find_sandbox::<TestSpec>("default", "x")
+                .unwrap()
+                .is_none());
+        }
+    }
+
+    #[test]
+    fn listing_is_oldest_first_then_by_id() {
+        for s in crate::testing::stores() {
+            let e = s.engine();
+            for (id, at) in [("c", 5), ("b", 1), ("a", 5)] {
+                let mut r = record(id, id);
+                r.created_at = at;
+                s.insert_sandbox(&r).unwrap();
+            }
+            let ids: Vec<String> = s
+                .list_sandboxes::<TestSpec>(None)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.id)
+                .collect();
+            assert_eq!(ids, ["b", "a", "c"], "{e}");
+        }
+    }
+
+    #[test]
+    fn desired_state_and_spec_are_replaced() {
+        let t = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(50));
+        for s in crate::testing::stores() {
+            t.store(50, std::sync::atomic::Ordering::SeqCst);
+            let clock = t.clone();
+            let s = s.with_clock(move || clock.load(std::sync::atomic::Ordering::SeqCst));
+            let e = s.engine();
+            s.insert_sandbox(&record("a1", "w")).unwrap();
+            s.set_desired("a1", State::Stopped).unwrap();
+            let r = get(&s, "a1");
+            assert_eq!((r.desired_state, r.updated_at), (State::Stopped, 50), "{e}");
+            t.store(60, std::sync::atomic::Ordering::SeqCst);
+            s.set_spec("a1", &TestSpec { memory: 9 }).unwrap();
+            let r = get(&s, "a1");
+            assert_eq!((r.spec.memory, r.updated_at), (9, 60), "{e}");
+            assert_eq!(r.state, State::Creating, "{e}");
+        }
+    }
+
+    #[test]
+    fn activity_only_moves_forward_and_a_keepalive_holds() {
+        for s in crate::testing::stores() {
+            let e = s.engine();
+            s.insert_sandbox(&record("a1", "w")).unwrap();
+            s.touch("a1", 1_700_000_000_000).unwrap();
+            assert_eq!(
+                get(&s, "a1").last_activity_at,
+                Some(1_700_000_000_000),
+                "{e}"
+            );
+            s.touch("a1", 1_600_000_000_000).unwrap();
+            assert_eq!(
+                get(&s, "a1").last_activity_at,
+                Some(1_700_000_000_000),
+                "{e}"
+            );
+            s.keepalive("a1", 1_800_000_000_000, 1_900_000_000_000)
+                .unwrap();
+            let r = get(&s, "a1");
+            assert_eq!(
+                (r.last_activity_at, r.hold_until),
+                (Some(1_800_000_000_000), Some(1_900_000_000_000)),
+                "{e}"
+            );
+            // An older keepalive still sets the hold, not the activity.
+            s.keepalive("a1", 5, 7).unwrap();
+            let r = get(&s, "a1");
+            assert_eq!(
+                (r.last_activity_at, r.hold_until),
+                (Some(1_800_000_000_000), Some(7)),
+                "{e}"
+            );
+            // Touching an unknown sandbox changes nothing and is no error.
+            s.touch("nope", 1).unwrap();
+        }
     }
 
     #[test]
     fn a_transition_and_its_event_are_written_together() {
-        let s = Store::in_memory().unwrap();
-        s.insert_sandbox(&record("a1", "w")).unwrap();
-        s.set_state_with_event("a1", State::Running, "started", "state", "running: started")
-            .unwrap();
-        let r = get(&s, "a1");
-        assert_eq!((r.state, r.reason.as_str()), (State::Running, "started"));
-        assert!(r.started_at.is_some());
-        let ev = s.events("a1", 0, 10).unwrap();
-        assert_eq!(
-            ev.iter()
-                .map(|e| (e.kind.as_str(), e.message.as_str()))
-                .collect::<Vec<_>>(),
-            [("state", "running: started")]
-        );
+        for s in crate::testing::stores() {
+            let e = s.engine();
+            s.insert_sandbox(&record("a1", "w")).unwrap();
+            s.set_state_with_event("a1", State::Running, "started", "state", "running: started")
+                .unwrap();
+            let r = get(&s, "a1");
+            assert_eq!(
+                (r.state, r.reason.as_str()),
+                (State::Running, "started"),
+                "{e}"
+            );
+            assert!(r.started_at.is_some(), "{e}");
+            let ev = s.events("a1", 0, 10).unwrap();
+            assert_eq!(
+                ev.iter()
+                    .map(|e| (e.kind.as_str(), e.message.as_str()))
+                    .collect::<Vec<_>>(),
+                [("state", "running: started")],
+                "{e}"
+            );
+        }
     }
 
     #[test]
     fn state_timestamps_follow_transitions() {
-        let s = Store::in_memory().unwrap();
-        s.insert_sandbox(&record("a1", "w")).unwrap();
-        s.set_state("a1", State::Running, "started").unwrap();
-        let r = get(&s, "a1");
-        assert!(r.started_at.is_some());
-        assert_eq!((r.state, r.reason.as_str()), (State::Running, "started"));
-        assert_eq!(r.spec, TestSpec { memory: 1 });
-        s.set_state("a1", State::Stopped, "stop requested").unwrap();
-        assert!(get(&s, "a1").stopped_at.is_some());
-        assert!(s.find_sandbox::<TestSpec>("other", "a1").unwrap().is_none());
+        let t = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(100));
+        for s in crate::testing::stores() {
+            t.store(100, std::sync::atomic::Ordering::SeqCst);
+            let clock = t.clone();
+            let s = s.with_clock(move || clock.load(std::sync::atomic::Ordering::SeqCst));
+            let at = |ms: i64| t.store(ms, std::sync::atomic::Ordering::SeqCst);
+            let e = s.engine();
+            s.insert_sandbox(&record("a1", "w")).unwrap();
+            s.set_state("a1", State::Running, "started").unwrap();
+            let r = get(&s, "a1");
+            assert_eq!((r.started_at, r.state_changed_at), (Some(100), 100), "{e}");
+            assert_eq!(
+                (r.state, r.reason.as_str()),
+                (State::Running, "started"),
+                "{e}"
+            );
+            assert_eq!(r.spec, TestSpec { memory: 1 });
+            // The same state again keeps when it changed.
+            at(150);
+            s.set_state("a1", State::Running, "still").unwrap();
+            let r = get(&s, "a1");
+            assert_eq!((r.state_changed_at, r.updated_at), (100, 150), "{e}");
+            // Running after paused is not a new start.
+            at(200);
+            s.set_state("a1", State::Paused, "paused").unwrap();
+            at(300);
+            s.set_state("a1", State::Running, "resumed").unwrap();
+            let r = get(&s, "a1");
+            assert_eq!((r.started_at, r.state_changed_at), (Some(100), 300), "{e}");
+            at(400);
+            s.set_state("a1", State::Stopped, "stop requested").unwrap();
+            assert_eq!(get(&s, "a1").stopped_at, Some(400), "{e}");
+            at(500);
+            s.set_state("a1", State::Running, "started").unwrap();
+            assert_eq!(get(&s, "a1").started_at, Some(500), "{e}");
+            assert!(s.find_sandbox::<TestSpec>("other", "a1").unwrap().is_none());
+        }
     }
 
-    fn set_raw_spec(s: &Store, id: &str, text: &str) {
-        s.conn()
+    fn set_raw(s: &Store, column: &str, id: &str, text: &str) {
+        s.db()
+            .unwrap()
             .execute(
-                "UPDATE sandboxes SET spec = ?2 WHERE id = ?1",
-                params![id, text],
+                &format!("UPDATE sandboxes SET {column} = ?2 WHERE id = ?1"),
+                args![id, text],
             )
             .unwrap();
     }
 
     #[test]
     fn a_row_this_dwell_cannot_read_fails_only_itself() {
-        let s = Store::in_memory().unwrap();
-        for (id, name) in [("a1", "one"), ("a2", "two"), ("a3", "three")] {
-            s.insert_sandbox(&record(id, name)).unwrap();
+        for s in crate::testing::stores() {
+            let e = s.engine();
+            for (id, name) in [("a1", "one"), ("a2", "two"), ("a3", "three")] {
+                s.insert_sandbox(&record(id, name)).unwrap();
+            }
+            set_raw(&s, "spec", "a2", r#"{"version": 99, "memory": 1}"#);
+            set_raw(&s, "state", "a3", "frobbed");
+            let ids: Vec<String> = s
+                .list_sandboxes::<TestSpec>(None)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.id)
+                .collect();
+            assert_eq!(ids, ["a1"], "{e}");
+            let err = s.get_sandbox::<TestSpec>("a2").unwrap_err().to_string();
+            assert!(err.contains("newer dwell"), "{e}: {err}");
+            let err = s.get_sandbox::<TestSpec>("a3").unwrap_err().to_string();
+            assert!(err.contains("frobbed"), "{e}: {err}");
         }
-        set_raw_spec(&s, "a2", r#"{"version": 99, "memory": 1}"#);
-        s.conn()
-            .execute("UPDATE sandboxes SET state = 'frobbed' WHERE id = 'a3'", [])
-            .unwrap();
-        let ids: Vec<String> = s
-            .list_sandboxes::<TestSpec>(None)
-            .unwrap()
-            .into_iter()
-            .map(|r| r.id)
-            .collect();
-        assert_eq!(ids, ["a1"]);
-        let e = s.get_sandbox::<TestSpec>("a2").unwrap_err().to_string();
-        assert!(e.contains("newer dwell"), "{e}");
-        let e = s.get_sandbox::<TestSpec>("a3").unwrap_err().to_string();
-        assert!(e.contains("frobbed"), "{e}");
     }
 
     #[test]
     fn specs_are_stored_with_their_version_and_old_rows_still_load() {
-        let s = Store::in_memory().unwrap();
-        s.insert_sandbox(&record("a1", "w")).unwrap();
-        let text: String = s
-            .conn()
-            .query_row("SELECT spec FROM sandboxes WHERE id = 'a1'", [], |r| {
-                r.get(0)
-            })
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(v, serde_json::json!({"memory": 1, "version": 1}));
-        // A row written before specs had a version.
-        set_raw_spec(&s, "a1", r#"{"memory": 7}"#);
-        assert_eq!(get(&s, "a1").spec, TestSpec { memory: 7 });
-        // A row of a newer dwell is refused, not misread.
-        set_raw_spec(&s, "a1", r#"{"memory": 7, "version": 2}"#);
-        let e = s.get_sandbox::<TestSpec>("a1").unwrap_err().to_string();
-        assert!(e.contains("newer dwell"), "{e}");
+        for s in crate::testing::stores() {
+            let e = s.engine();
+            s.insert_sandbox(&record("a1", "w")).unwrap();
+            let text: String = s
+                .db()
+                .unwrap()
+                .query_one("SELECT spec FROM sandboxes WHERE id = 'a1'", args![])
+                .unwrap()
+                .get(0)
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(v, serde_json::json!({"memory": 1, "version": 1}), "{e}");
+            // A row written before specs had a version.
+            set_raw(&s, "spec", "a1", r#"{"memory": 7}"#);
+            assert_eq!(get(&s, "a1").spec, TestSpec { memory: 7 }, "{e}");
+            // A row of a newer dwell is refused, not misread.
+            set_raw(&s, "spec", "a1", r#"{"memory": 7, "version": 2}"#);
+            let err = s.get_sandbox::<TestSpec>("a1").unwrap_err().to_string();
+            assert!(err.contains("newer dwell"), "{e}: {err}");
+        }
     }
 
     #[test]
     fn unknown_states_are_reported_as_corrupt() {
-        let s = Store::in_memory().unwrap();
-        s.insert_sandbox(&record("a1", "w")).unwrap();
-        s.conn()
-            .execute("UPDATE sandboxes SET state = 'melted' WHERE id = 'a1'", [])
-            .unwrap();
-        let e = s.get_sandbox::<TestSpec>("a1").unwrap_err().to_string();
-        assert!(e.contains("state \"melted\""), "{e}");
+        for s in crate::testing::stores() {
+            let e = s.engine();
+            s.insert_sandbox(&record("a1", "w")).unwrap();
+            set_raw(&s, "state", "a1", "melted");
+            let err = s.get_sandbox::<TestSpec>("a1").unwrap_err().to_string();
+            assert!(err.contains("state \"melted\""), "{e}: {err}");
+            set_raw(&s, "state", "a1", "running");
+            set_raw(&s, "mode", "a1", "sideways");
+            let err = s.get_sandbox::<TestSpec>("a1").unwrap_err().to_string();
+            assert!(err.contains("mode \"sideways\""), "{e}: {err}");
+        }
     }
 }
