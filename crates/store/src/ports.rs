@@ -3,10 +3,10 @@
 //! kept. Port 0 stands for every port of the sandbox (how E2B sandboxes
 //! are reached). Exposures are deleted with their sandbox.
 
-use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
-use crate::{Result, Store};
+use crate::db::{Conn, Row};
+use crate::{args, Result, Store};
 
 /// One exposed port of a sandbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,7 +27,7 @@ pub struct Exposure {
 
 const COLUMNS: &str = "sandbox_id, port, public, token_hash, created_at, host_header";
 
-fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Exposure> {
+fn from_row(r: &Row) -> Result<Exposure> {
     Ok(Exposure {
         sandbox_id: r.get(0)?,
         port: r.get(1)?,
@@ -41,13 +41,14 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Exposure> {
 impl Store {
     /// Adds or replaces the exposure of `(sandbox_id, port)`.
     pub fn put_exposure(&self, e: &Exposure) -> Result<()> {
-        self.conn().execute(
+        self.db()?.execute(
             "INSERT INTO port_exposures \
              (sandbox_id, port, public, token_hash, created_at, host_header) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-             ON CONFLICT (sandbox_id, port) DO UPDATE SET public = ?3, token_hash = ?4, \
-             created_at = ?5, host_header = ?6",
-            params![
+             ON CONFLICT (sandbox_id, port) DO UPDATE SET public = excluded.public, \
+             token_hash = excluded.token_hash, created_at = excluded.created_at, \
+             host_header = excluded.host_header",
+            args![
                 e.sandbox_id,
                 e.port,
                 e.public,
@@ -61,57 +62,59 @@ impl Store {
 
     /// The exposure of `port` of a sandbox (exactly that port, not port 0).
     pub fn get_exposure(&self, sandbox_id: &str, port: u16) -> Result<Option<Exposure>> {
-        Ok(self
-            .conn()
-            .query_row(
+        self.db()?
+            .query_opt(
                 &format!(
                     "SELECT {COLUMNS} FROM port_exposures WHERE sandbox_id = ?1 AND port = ?2"
                 ),
-                params![sandbox_id, port],
-                from_row,
-            )
-            .optional()?)
+                args![sandbox_id, port],
+            )?
+            .map(|r| from_row(&r))
+            .transpose()
     }
 
     /// The exposure that covers `port` of a sandbox: the port's own, else
     /// the sandbox's every-port exposure (port 0). One query.
     pub fn covering_exposure(&self, sandbox_id: &str, port: u16) -> Result<Option<Exposure>> {
-        Ok(self
-            .conn()
-            .query_row(
+        self.db()?
+            .query_opt(
                 &format!(
                     "SELECT {COLUMNS} FROM port_exposures \
                      WHERE sandbox_id = ?1 AND port IN (?2, 0) ORDER BY port DESC LIMIT 1"
                 ),
-                params![sandbox_id, port],
-                from_row,
-            )
-            .optional()?)
+                args![sandbox_id, port],
+            )?
+            .map(|r| from_row(&r))
+            .transpose()
     }
 
     /// Every exposure of a sandbox, by port.
     pub fn list_exposures(&self, sandbox_id: &str) -> Result<Vec<Exposure>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {COLUMNS} FROM port_exposures WHERE sandbox_id = ?1 ORDER BY port"
-        ))?;
-        let rows = stmt.query_map([sandbox_id], from_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.db()?
+            .query(
+                &format!(
+                    "SELECT {COLUMNS} FROM port_exposures WHERE sandbox_id = ?1 ORDER BY port"
+                ),
+                args![sandbox_id],
+            )?
+            .iter()
+            .map(from_row)
+            .collect()
     }
 
     /// Removes one exposure; whether there was one.
     pub fn delete_exposure(&self, sandbox_id: &str, port: u16) -> Result<bool> {
-        Ok(self.conn().execute(
+        Ok(self.db()?.execute(
             "DELETE FROM port_exposures WHERE sandbox_id = ?1 AND port = ?2",
-            params![sandbox_id, port],
+            args![sandbox_id, port],
         )? > 0)
     }
 
     /// Removes every exposure of a (deleted) sandbox.
     pub fn delete_exposures(&self, sandbox_id: &str) -> Result<()> {
-        self.conn().execute(
+        self.db()?.execute(
             "DELETE FROM port_exposures WHERE sandbox_id = ?1",
-            params![sandbox_id],
+            args![sandbox_id],
         )?;
         Ok(())
     }
@@ -134,42 +137,88 @@ mod tests {
 
     #[test]
     fn exposures_are_kept_per_sandbox_and_port() {
-        let s = Store::in_memory().unwrap();
-        s.put_exposure(&exp("a", 8080, false)).unwrap();
-        s.put_exposure(&exp("a", 3000, true)).unwrap();
-        s.put_exposure(&exp("b", 8080, true)).unwrap();
-        assert_eq!(
-            s.get_exposure("a", 8080).unwrap(),
-            Some(exp("a", 8080, false))
-        );
-        assert_eq!(s.get_exposure("a", 1).unwrap(), None);
-        // Re-exposing replaces.
-        s.put_exposure(&exp("a", 8080, true)).unwrap();
-        assert!(s.get_exposure("a", 8080).unwrap().unwrap().public);
-        let ports: Vec<u16> = s
-            .list_exposures("a")
-            .unwrap()
-            .iter()
-            .map(|e| e.port)
-            .collect();
-        assert_eq!(ports, [3000, 8080]);
-        assert!(s.delete_exposure("a", 3000).unwrap());
-        assert!(!s.delete_exposure("a", 3000).unwrap());
-        s.delete_exposures("a").unwrap();
-        assert!(s.list_exposures("a").unwrap().is_empty());
-        assert_eq!(s.list_exposures("b").unwrap().len(), 1);
+        for s in crate::testing::stores() {
+            let e = s.engine();
+            s.put_exposure(&exp("a", 8080, false)).unwrap();
+            s.put_exposure(&exp("a", 3000, true)).unwrap();
+            s.put_exposure(&exp("b", 8080, true)).unwrap();
+            assert_eq!(
+                s.get_exposure("a", 8080).unwrap(),
+                Some(exp("a", 8080, false)),
+                "{e}"
+            );
+            assert_eq!(s.get_exposure("a", 1).unwrap(), None, "{e}");
+            // Re-exposing replaces.
+            s.put_exposure(&exp("a", 8080, true)).unwrap();
+            assert_eq!(
+                s.get_exposure("a", 8080).unwrap(),
+                Some(exp("a", 8080, true)),
+                "{e}"
+            );
+            let ports: Vec<u16> = s
+                .list_exposures("a")
+                .unwrap()
+                .iter()
+                .map(|x| x.port)
+                .collect();
+            assert_eq!(ports, [3000, 8080], "{e}");
+            assert!(s.delete_exposure("a", 3000).unwrap(), "{e}");
+            assert!(!s.delete_exposure("a", 3000).unwrap(), "{e}");
+            s.delete_exposures("a").unwrap();
+            assert!(s.list_exposures("a").unwrap().is_empty(), "{e}");
+            assert_eq!(s.list_exposures("b").unwrap().len(), 1, "{e}");
+        }
     }
 
     #[test]
     fn the_host_header_is_kept_and_replaced() {
-        let s = Store::in_memory().unwrap();
-        let masked = Exposure {
-            host_header: Some("app.example.com:${PORT}".into()),
-            ..exp("a", 0, true)
-        };
-        s.put_exposure(&masked).unwrap();
-        assert_eq!(s.covering_exposure("a", 8080).unwrap(), Some(masked));
-        s.put_exposure(&exp("a", 0, false)).unwrap();
-        assert_eq!(s.get_exposure("a", 0).unwrap().unwrap().host_header, None);
+        for s in crate::testing::stores() {
+            let e = s.engine();
+            let masked = Exposure {
+                host_header: Some("app.example.com:${PORT}".into()),
+                ..exp("a", 0, true)
+            };
+            s.put_exposure(&masked).unwrap();
+            assert_eq!(s.covering_exposure("a", 8080).unwrap(), Some(masked), "{e}");
+            s.put_exposure(&exp("a", 0, false)).unwrap();
+            assert_eq!(
+                s.get_exposure("a", 0).unwrap(),
+                Some(exp("a", 0, false)),
+                "{e}: the replacement drops the header and sets the token"
+            );
+        }
+    }
+
+    #[test]
+    fn a_port_of_its_own_covers_before_every_port() {
+        for s in crate::testing::stores() {
+            let e = s.engine();
+            assert_eq!(s.covering_exposure("a", 8080).unwrap(), None, "{e}");
+            s.put_exposure(&exp("a", 0, false)).unwrap();
+            assert_eq!(
+                s.covering_exposure("a", 8080).unwrap().map(|x| x.port),
+                Some(0),
+                "{e}"
+            );
+            s.put_exposure(&exp("a", 8080, true)).unwrap();
+            s.put_exposure(&exp("a", 65535, true)).unwrap();
+            assert_eq!(
+                s.covering_exposure("a", 8080).unwrap(),
+                Some(exp("a", 8080, true)),
+                "{e}"
+            );
+            assert_eq!(
+                s.covering_exposure("a", 65535).unwrap().map(|x| x.port),
+                Some(65535),
+                "{e}"
+            );
+            // Another sandbox's exposures cover nothing here.
+            assert_eq!(s.covering_exposure("b", 8080).unwrap(), None, "{e}");
+            assert_eq!(
+                s.get_exposure("a", 0).unwrap().map(|x| x.port),
+                Some(0),
+                "{e}"
+            );
+        }
     }
 }
