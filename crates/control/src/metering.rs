@@ -190,6 +190,7 @@ mod tests {
             deleted_at: None,
             last_activity_at: None,
             hold_until: None,
+            node: None,
         }
     }
 

@@ -328,6 +328,7 @@ mod tests {
             deleted_at: None,
             last_activity_at: None,
             hold_until: None,
+            node: None,
         }
     }
 

@@ -81,12 +81,15 @@ pub struct SandboxRecord<S> {
     /// A keepalive holds idle and TTL policies off until this time.
     #[serde(default)]
     pub hold_until: Option<i64>,
+    /// The node of a cluster that owns it; None on a single node.
+    #[serde(default)]
+    pub node: Option<String>,
 }
 
 const COLUMNS: &str =
     "id, name, tenant, image, mode, runtime, spec, state, desired_state, reason, \
      created_at, updated_at, state_changed_at, started_at, stopped_at, deleted_at, \
-     last_activity_at, hold_until";
+     last_activity_at, hold_until, node";
 
 /// A row as the database returns it, before its text columns are parsed.
 struct RawRow {
@@ -118,6 +121,7 @@ fn from_row(row: &Row) -> Result<RawRow> {
             deleted_at: row.get(15)?,
             last_activity_at: row.get(16)?,
             hold_until: row.get(17)?,
+            node: row.get(18)?,
         },
         mode: row.get(4)?,
         spec: row.get(6)?,
@@ -161,6 +165,7 @@ fn finish<S: Spec>(raw: RawRow) -> Result<SandboxRecord<S>> {
         deleted_at: rec.deleted_at,
         last_activity_at: rec.last_activity_at,
         hold_until: rec.hold_until,
+        node: rec.node,
     })
 }
 
@@ -181,7 +186,7 @@ impl Store {
         let r = self.db()?.execute(
             &format!(
                 "INSERT INTO sandboxes ({COLUMNS}) VALUES \
-                 (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)"
+                 (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)"
             ),
             args![
                 rec.id,
@@ -201,7 +206,8 @@ impl Store {
                 rec.stopped_at,
                 rec.deleted_at,
                 rec.last_activity_at,
-                rec.hold_until
+                rec.hold_until,
+                rec.node
             ],
         );
         match r {
@@ -365,6 +371,7 @@ mod tests {
             deleted_at: None,
             last_activity_at: None,
             hold_until: None,
+            node: None,
         }
     }
 

@@ -145,18 +145,4 @@ impl Controller {
             advertise: chosen.advertise.clone(),
         }))
     }
-
-    /// Records this node as the owner of the new sandbox `id` (a no-op on
-    /// a single node).
-    pub(crate) fn claim_new(&self, id: &str) -> Result<()> {
-        let Some(me) = self.inner.cluster.get() else {
-            return Ok(());
-        };
-        if !self.inner.store.set_sandbox_node(id, None, me.name())? {
-            return Err(Error::Internal(format!(
-                "sandbox {id} was claimed by another node as it was created"
-            )));
-        }
-        Ok(())
-    }
 }

@@ -176,6 +176,8 @@ impl Controller {
             deleted_at: None,
             last_activity_at: None,
             hold_until: None,
+            // The owner, in the same insert: no record is ever unowned.
+            node: self.node_name().map(String::from),
         };
         // Held (from before the record exists) while the volume and saved
         // memory are filled in: a resync must not start the sandbox cold on
@@ -200,7 +202,6 @@ impl Controller {
             }
             return Err(e.into());
         }
-        self.claim_new(&rec.id)?;
         drop(_quota);
         let filled: Result<()> = async {
             self.inner

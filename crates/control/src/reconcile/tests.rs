@@ -104,6 +104,7 @@ pub(crate) fn creating(ctl: &Controller, id: &str) -> Record {
         deleted_at: None,
         last_activity_at: None,
         hold_until: None,
+        node: None,
     }
 }
 
