@@ -37,12 +37,10 @@ pub(crate) fn owned(inner: &Context) -> Result<Vec<Record>> {
     let Some(m) = inner.cluster.get() else {
         return Ok(recs);
     };
-    let mine: std::collections::HashSet<String> = inner
-        .store
-        .sandboxes_of_node(m.name())?
+    Ok(recs
         .into_iter()
-        .collect();
-    Ok(recs.into_iter().filter(|r| mine.contains(&r.id)).collect())
+        .filter(|r| m.owns(r.node.as_deref()))
+        .collect())
 }
 
 /// Registers this node; returns what became of its previous incarnation.

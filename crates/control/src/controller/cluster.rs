@@ -96,7 +96,7 @@ impl Controller {
         else {
             return Ok(None);
         };
-        let owner = self.inner.store.sandbox_node(&rec.id)?;
+        let owner = rec.node.clone();
         if me.owns(owner.as_deref()) {
             return Ok(None);
         }
