@@ -223,14 +223,6 @@ impl Store {
             open: true,
         })
     }
-
-    /// The SQLite connection, for code not yet written against [`Conn`].
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        match &self.backend {
-            Backend::Sqlite(m) => m.lock().unwrap_or_else(|p| p.into_inner()),
-            Backend::Postgres(_) => panic!("this store method runs on SQLite only"),
-        }
-    }
 }
 
 /// Milliseconds since the Unix epoch, the store's time unit.
