@@ -7,8 +7,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    builds, exec, files, hibernate, images, networks, ports, processes, registries, sandboxes,
-    service, snapshots, ssh_keys, tenants, volumes,
+    builds, exec, files, hibernate, images, networks, nodes, ports, processes, registries,
+    sandboxes, service, snapshots, ssh_keys, tenants, volumes,
 };
 
 #[derive(OpenApi)]
@@ -101,6 +101,9 @@ use crate::routes::{
         ssh_keys::add,
         ssh_keys::list,
         ssh_keys::remove,
+        nodes::list,
+        nodes::drain,
+        nodes::undrain,
         tenants::usage,
         tenants::audit,
         tenants::metrics,

@@ -130,6 +130,9 @@ pub enum Command {
     /// Private networks: sandboxes on one reach each other by name.
     #[command(subcommand)]
     Network(NetworkCommand),
+    /// The nodes of a cluster (`dwell serve --cluster ...`; admin).
+    #[command(subcommand)]
+    Node(NodeCommand),
     /// Named volumes: storage that lives on its own and is bound into sandboxes
     /// (`dwell create --volume NAME:/path[:ro]`).
     #[command(subcommand)]
@@ -361,6 +364,9 @@ pub struct ServeArgs {
     /// Snapshot store, encryption and collection.
     #[command(flatten)]
     pub snapshot_store: crate::commands::snapstore::StoreFlags,
+    /// Joining a cluster of nodes.
+    #[command(flatten)]
+    pub cluster: crate::commands::cluster_flags::ClusterFlags,
     /// Isolation of sandboxes created without --isolation: namespace or gvisor.
     #[arg(long, env = "DWELL_DEFAULT_ISOLATION", default_value = "namespace")]
     pub default_isolation: String,
@@ -977,6 +983,26 @@ pub enum RegistryCommand {
     },
     /// List your tenant's registry logins (no passwords).
     Ls(JsonFlag),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// List the nodes: state, address, capacity and what is held of it,
+    /// sandboxes, last heartbeat, labels.
+    Ls(JsonFlag),
+    /// Set a node draining: it keeps what it runs, new sandboxes go to
+    /// the other nodes.
+    Drain {
+        node: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a draining node up again: it takes new sandboxes.
+    Undrain {
+        node: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

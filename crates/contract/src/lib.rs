@@ -13,6 +13,7 @@ pub mod exec;
 pub mod files;
 pub mod images;
 pub mod networks;
+pub mod nodes;
 pub mod ports;
 pub mod query;
 pub mod sandbox;

@@ -6,6 +6,7 @@ pub(crate) mod files;
 pub(crate) mod hibernate;
 pub(crate) mod images;
 pub(crate) mod networks;
+pub(crate) mod nodes;
 pub(crate) mod ports;
 pub(crate) mod processes;
 pub(crate) mod registries;
@@ -145,6 +146,9 @@ pub fn router(state: AppState) -> Router {
             "/v1/ssh-keys/{key}",
             axum::routing::delete(ssh_keys::remove),
         )
+        .route("/v1/nodes", get(nodes::list))
+        .route("/v1/nodes/{name}/drain", post(nodes::drain))
+        .route("/v1/nodes/{name}/undrain", post(nodes::undrain))
         .route("/v1/usage", get(tenants::usage))
         .route("/v1/audit", get(tenants::audit))
         .route("/metrics", get(tenants::metrics))

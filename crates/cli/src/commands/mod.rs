@@ -1,6 +1,7 @@
 //! One file per group of subcommands.
 
 mod build;
+pub mod cluster_flags;
 mod cp;
 mod doctor;
 mod exec;
@@ -8,6 +9,7 @@ mod image;
 mod limits;
 mod listener;
 mod network;
+mod node;
 mod ports;
 mod private;
 mod registry;
@@ -76,6 +78,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Registry(c) => registry::run(&client, c).await,
         Command::Tenant(c) => tenant::run(&client, c).await,
         Command::SshKey(c) => ssh_key::run(&client, c).await,
+        Command::Node(c) => node::run(&client, c).await,
         Command::Network(c) => network::run(&client, c).await,
         Command::Volume(c) => volume::run(&client, c).await,
         Command::Usage(a) => tenant::usage(&client, a).await,

@@ -42,7 +42,13 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
     let data_dir = prepare_dir(&a.data_dir)?;
     super::private::narrow_existing(&data_dir);
     let agent = install_agent(&data_dir, a.agent.as_deref())?;
-    let store = Store::open(&data_dir.join("dwell.db"))?;
+    let joining = a
+        .cluster
+        .joining(&data_dir, a.snapshot_store.object_store.as_deref())?;
+    let store = match &joining {
+        Some(j) => Store::postgres(&j.url)?,
+        None => Store::open(&data_dir.join("dwell.db"))?,
+    };
     let default_policies = {
         let args = a.default_policies.to_args();
         // Validate now: a typo must stop the daemon, not every create.
@@ -190,6 +196,11 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
                 tracing::warn!("cannot build the host-user image: {e}");
             }
         });
+    }
+    if let Some(j) = &joining {
+        ctl.join_cluster(j.options.clone())
+            .await
+            .with_context(|| format!("cannot join the cluster as node {}", j.options.node))?;
     }
     ctl.start_background().await;
 
