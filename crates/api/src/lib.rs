@@ -17,6 +17,7 @@ pub mod bounds;
 pub mod drain;
 pub mod error;
 pub mod extract;
+pub mod forward;
 pub mod openapi;
 pub mod routes;
 pub mod wire;
@@ -31,12 +32,25 @@ pub use error::ApiError;
 #[derive(Clone)]
 pub struct AppState {
     pub ctl: Controller,
+    /// In a cluster: how requests reach other nodes ([`forward`]).
+    pub forward: Option<forward::ForwardFn>,
+}
+
+impl AppState {
+    /// The state of a single daemon (no forwarding).
+    pub fn new(ctl: Controller) -> AppState {
+        AppState { ctl, forward: None }
+    }
 }
 
 /// The routes with what every listener runs once the caller is known:
 /// acting for another tenant, then the audit log.
 fn routes_for_principals(state: &AppState) -> Router {
     routes::router(state.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            forward::to_owner,
+        ))
         .layer(axum::middleware::from_fn(error::catch_panic))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -51,7 +65,13 @@ fn routes_for_principals(state: &AppState) -> Router {
 /// The router for the local unix socket: whoever can open the socket (file
 /// permissions: root only) acts as the default tenant's admin.
 pub fn unix_router(ctl: Controller) -> Router {
-    let state = AppState { ctl };
+    unix_router_in(ctl, None)
+}
+
+/// [`unix_router`] of a cluster's node: requests for other nodes'
+/// sandboxes are forwarded with `forward`.
+pub fn unix_router_in(ctl: Controller, forward: Option<forward::ForwardFn>) -> Router {
+    let state = AppState { ctl, forward };
     routes_for_principals(&state)
         .layer(axum::middleware::from_fn(auth::local))
         .layer(axum::middleware::from_fn(drain::refused_bodies))
@@ -59,8 +79,28 @@ pub fn unix_router(ctl: Controller) -> Router {
 
 /// The router for TCP: every request needs an API key.
 pub fn tcp_router(ctl: Controller) -> Router {
-    let state = AppState { ctl };
+    tcp_router_in(ctl, None)
+}
+
+/// [`tcp_router`] of a cluster's node (see [`unix_router_in`]).
+pub fn tcp_router_in(ctl: Controller, forward: Option<forward::ForwardFn>) -> Router {
+    let state = AppState { ctl, forward };
     routes_for_principals(&state)
         .layer(axum::middleware::from_fn_with_state(state, auth::api_key))
+        .layer(axum::middleware::from_fn(drain::refused_bodies))
+}
+
+/// The router of a cluster's node listener, which serves only other nodes
+/// (mutual TLS): the caller comes in the forwarded request's headers
+/// ([`forward::from_node`]); nothing is forwarded further, and nothing is
+/// audited again (the node the client reached did).
+pub fn node_router(ctl: Controller) -> Router {
+    let state = AppState::new(ctl);
+    routes::router(state.clone())
+        .layer(axum::middleware::from_fn(error::catch_panic))
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            forward::from_node,
+        ))
         .layer(axum::middleware::from_fn(drain::refused_bodies))
 }

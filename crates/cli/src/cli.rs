@@ -552,6 +552,10 @@ pub struct CreateArgs {
     /// Label KEY=VALUE (repeatable).
     #[arg(long = "label", short = 'l')]
     pub labels: Vec<String>,
+    /// In a cluster: only a node with this label (KEY=VALUE, as its
+    /// `serve --node-label`; repeatable: all of them).
+    #[arg(long = "node-selector", value_name = "KEY=VALUE")]
+    pub node_selector: Vec<String>,
     /// Secret variable KEY=VALUE, or KEY to take the value from this
     /// environment (repeatable): sealed at rest, never shown, given to every exec.
     #[arg(long = "secret-env")]

@@ -150,6 +150,9 @@ pub struct SandboxSpec {
     /// The command the agent runs and supervises as the sandbox's service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<crate::service::ServiceSpec>,
+    /// Labels its node must carry (a cluster's placement and moves).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
 }
 
 /// Which list wins when an address or name is on both.
@@ -397,6 +400,10 @@ pub struct CreateRequest {
     /// policy and health check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<crate::service::ServiceArgs>,
+    /// In a cluster: place the sandbox only on a node with all these
+    /// labels (`dwell serve --node-label`); moves keep to them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
 }
 
 /// `PATCH /v1/sandboxes/{id}`: what can change on a live sandbox (its

@@ -49,6 +49,7 @@ use crate::policy::PolicyArgs;
 use crate::reconcile;
 
 pub use activity::{EgressChange, StreamGuard};
+pub use cluster::Elsewhere;
 
 /// How the daemon wires a controller.
 pub struct ControllerOptions {

@@ -71,6 +71,9 @@ pub struct SandboxSpec {
     /// (the image's entrypoint + cmd unless the create said otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<dwell_proto::ServiceSpec>,
+    /// Labels its node must carry (a cluster's placement and moves).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
 }
 
 pub use crate::volume_spec::VolumeMount;
@@ -165,6 +168,9 @@ pub struct CreateRequest {
     /// policy, health check (see [`ServiceArgs`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<ServiceArgs>,
+    /// In a cluster: only nodes with all these labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
 }
 
 /// Check egress rules, naming the bad entry and the field.
@@ -351,6 +357,7 @@ impl CreateRequest {
             volumes: crate::volume_spec::check_mounts(&self.volumes)?,
             // Resolved against the image by `create`.
             service: None,
+            node_selector: self.node_selector.clone(),
         })
     }
 }

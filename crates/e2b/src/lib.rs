@@ -105,7 +105,7 @@ pub fn router(ctl: Controller, opts: Options) -> Router {
     };
     routes::router(state.clone())
         .layer(axum::middleware::from_fn_with_state(
-            dwell_api::AppState { ctl },
+            dwell_api::AppState::new(ctl),
             dwell_api::auth::audit,
         ))
         .layer(axum::middleware::from_fn_with_state(

@@ -130,6 +130,20 @@ impl Controller {
         }))
     }
 
+    /// What a create request needs of a node: its resources as the
+    /// create will resolve them (defaults, this daemon's ceilings), and
+    /// its node selector.
+    pub fn needs_of(&self, req: &crate::model::CreateRequest) -> Result<Needs> {
+        let mut spec = req.to_spec(&self.inner.host)?;
+        self.inner.limits.ceilings.clamp_defaults(req, &mut spec);
+        Ok(Needs {
+            vcpus: spec.vcpus,
+            memory: spec.memory_bytes,
+            disk: spec.disk_bytes,
+            selector: req.node_selector.clone(),
+        })
+    }
+
     /// Where a new sandbox needing `needs` goes: None for this node.
     pub fn place(&self, needs: &Needs) -> Result<Option<Elsewhere>> {
         let Some(me) = self.inner.cluster.get() else {
