@@ -172,8 +172,15 @@ pub(crate) fn collect_orphans(inner: &Context) -> Result<usize> {
         };
         // A sandbox this daemon never had: another daemon sharing the
         // object store archived it, and only that daemon has its pointer.
-        if inner.store.get_sandbox::<SandboxSpec>(sb)?.is_none() {
+        let Some(rec) = inner.store.get_sandbox::<SandboxSpec>(sb)? else {
             continue;
+        };
+        // In a cluster: another node's sandbox (its pointer is there), or
+        // one handed to this node whose pointer is still in its record.
+        if let Some(me) = inner.cluster.get() {
+            if !me.owns(rec.node.as_deref()) || inner.store.handoff_of(sb)?.is_some() {
+                continue;
+            }
         }
         let lock = inner.lock_for(sb);
         let Ok(_g) = lock.try_lock() else { continue };

@@ -251,6 +251,10 @@ pub const MIGRATIONS: &[&str] = &[
     );
     ALTER TABLE sandboxes ADD COLUMN node TEXT;
     CREATE INDEX sandboxes_node ON sandboxes(node);",
+    // 17: what a sandbox's new owner node must take over (JSON: the
+    // archive it restores from, set in the same statement that changes
+    // the owner, cleared once the new owner has it).
+    "ALTER TABLE sandboxes ADD COLUMN handoff TEXT;",
 ];
 
 /// Bring the schema to the newest version.

@@ -293,6 +293,51 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Hands sandbox `id` from node `from` to node `to` with what `to`
+    /// must take over (`handoff`, JSON), in one statement: false when
+    /// `from` no longer owns it.
+    pub fn hand_over(&self, id: &str, from: &str, to: &str, handoff: &str) -> Result<bool> {
+        let n = self.db()?.execute(
+            "UPDATE sandboxes SET node = ?3, handoff = ?4, updated_at = ?5 \
+             WHERE id = ?1 AND node = ?2",
+            args![id, from, to, handoff, self.now()],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// What sandbox `id`'s owner has still to take over, if anything.
+    pub fn handoff_of(&self, id: &str) -> Result<Option<String>> {
+        Ok(self
+            .db()?
+            .query_opt("SELECT handoff FROM sandboxes WHERE id = ?1", args![id])?
+            .map(|r| r.get::<Option<String>>(0))
+            .transpose()?
+            .flatten())
+    }
+
+    /// Ids and handoffs of the live sandboxes `node` owns and has still to
+    /// take over.
+    pub fn handoffs_of_node(&self, node: &str) -> Result<Vec<(String, String)>> {
+        self.db()?
+            .query(
+                "SELECT id, handoff FROM sandboxes WHERE node = ?1 AND handoff IS NOT NULL \
+                 AND state != 'deleted' ORDER BY id",
+                args![node],
+            )?
+            .iter()
+            .map(|r| Ok((r.get(0)?, r.get(1)?)))
+            .collect()
+    }
+
+    /// Marks sandbox `id`'s handoff taken by its owner `node`.
+    pub fn clear_handoff(&self, id: &str, node: &str) -> Result<bool> {
+        let n = self.db()?.execute(
+            "UPDATE sandboxes SET handoff = NULL WHERE id = ?1 AND node = ?2",
+            args![id, node],
+        )?;
+        Ok(n == 1)
+    }
+
     /// Ids of the live sandboxes `node` owns.
     pub fn sandboxes_of_node(&self, node: &str) -> Result<Vec<String>> {
         self.db()?
@@ -377,6 +422,37 @@ mod tests {
             assert_eq!(names, ["n1", "n2"]);
             assert!(s.remove_node("n2").unwrap());
             assert!(s.get_node("n2").unwrap().is_none());
+        }
+    }
+
+    #[test]
+    fn ownership_moves_with_its_handoff_on_both_engines() {
+        for s in crate::testing::stores() {
+            let e = s.engine();
+            s.db()
+                .unwrap()
+                .execute(
+                    "INSERT INTO sandboxes (id, name, tenant, image, mode, runtime, spec, state, \
+                     desired_state, created_at, updated_at, state_changed_at, node) VALUES \
+                     ('a1', 'w', 't', 'host', 'persistent', 'ns', '{}', 'archived', 'running', \
+                     1, 1, 1, 'n1')",
+                    args![],
+                )
+                .unwrap();
+            assert!(!s.hand_over("a1", "n2", "n3", "{}").unwrap(), "{e}");
+            assert!(s.hand_over("a1", "n1", "n2", r#"{"x":1}"#).unwrap(), "{e}");
+            assert_eq!(s.sandbox_node("a1").unwrap().as_deref(), Some("n2"));
+            assert_eq!(s.sandboxes_of_node("n2").unwrap(), ["a1"]);
+            assert_eq!(
+                s.handoffs_of_node("n2").unwrap(),
+                vec![("a1".to_string(), r#"{"x":1}"#.to_string())]
+            );
+            assert!(!s.clear_handoff("a1", "n1").unwrap(), "{e}");
+            assert!(s.clear_handoff("a1", "n2").unwrap(), "{e}");
+            assert!(s.handoff_of("a1").unwrap().is_none());
+            assert!(s.handoffs_of_node("n2").unwrap().is_empty());
+            assert!(!s.set_sandbox_node("a1", Some("n1"), "n3").unwrap());
+            assert!(s.set_sandbox_node("a1", Some("n2"), "n3").unwrap());
         }
     }
 }

@@ -11,6 +11,7 @@
 //! A single daemon (SQLite, no `--cluster`) has no membership: it owns
 //! every record.
 
+pub mod handoff;
 pub mod node;
 pub mod placement;
 

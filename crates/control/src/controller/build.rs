@@ -238,10 +238,11 @@ impl Controller {
     /// start; a build never outlives its daemon, and builds started since
     /// are left alone).
     pub async fn sweep_build_leftovers(&self, before_ms: i64) {
-        let Ok(all) = self.all_sandboxes() else {
+        // Only this node's: in a cluster, other nodes' builds are theirs.
+        let Ok(all) = self.inner.own_sandboxes() else {
             return;
         };
-        for sb in all {
+        for sb in all.iter().map(crate::model::Sandbox::from_record) {
             if sb.spec.labels.contains_key(BUILD_LABEL) && sb.created_at < before_ms {
                 match self.delete(&sb.tenant, &sb.id, true).await {
                     Ok(()) => {

@@ -139,10 +139,11 @@ impl Controller {
         }
     }
 
-    /// Every live sandbox of every tenant with live kernel stats where it
-    /// runs (for `/metrics`).
+    /// Every live sandbox of every tenant on this node, with live kernel
+    /// stats where it runs (for `/metrics`).
     pub async fn metrics(&self) -> Result<Vec<(Sandbox, Option<dwell_runtime::Stats>)>> {
-        let recs = self.inner.store.list_sandboxes(None)?;
+        // This node's (in a cluster, each node reports what it runs).
+        let recs = self.inner.own_sandboxes()?;
         let inner = self.inner.clone();
         blocking(move || {
             recs.iter()

@@ -68,6 +68,8 @@ pub(crate) async fn reconcile(inner: &std::sync::Arc<Context>, id: &str) {
 
 /// Reconcile every live sandbox.
 pub(crate) async fn resync_all(inner: &std::sync::Arc<Context>) {
+    // In a cluster: sandboxes handed to this node first.
+    crate::cluster::handoff::take_all(inner).await;
     let recs = match inner.own_sandboxes() {
         Ok(r) => r,
         Err(e) => {
