@@ -7,10 +7,15 @@
 //! request. An HTTP/1.1 upgrade (a WebSocket) is passed on with its
 //! `Connection: upgrade` and `Upgrade` headers; when the node answers `101`
 //! the two upgraded connections, the caller's and the node's, are joined
-//! both ways until either side closes. A request that met a kept
-//! connection just as the node closed it is sent again on a new one (hyper
-//! hands back a request it has not begun to send); one that was sent is
-//! never sent twice.
+//! both ways until either side closes.
+//!
+//! A kept connection can be closed by the node (a restart, its idle limit)
+//! just as a request is put on it. A request hyper had not begun to send
+//! is sent again on a new connection; one that was written is sent again
+//! only if it is idempotent and has no body (RFC 9110 section 9.2.2: GET,
+//! HEAD, OPTIONS, TRACE, PUT, DELETE) and the connection closed with no
+//! answer begun; any other is a [`ForwardFailure::Dropped`], never sent
+//! twice.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -215,6 +220,16 @@ impl Forwarder {
         };
         loop {
             let reused = kept.is_some();
+            // What it takes to send again an idempotent request without a
+            // body, should the kept connection turn out to be closed.
+            let replay = (reused && replayable(&req)).then(|| {
+                let mut copy = hyper::Request::new(Body::empty());
+                *copy.method_mut() = req.method().clone();
+                *copy.uri_mut() = req.uri().clone();
+                *copy.version_mut() = req.version();
+                *copy.headers_mut() = req.headers().clone();
+                copy
+            });
             let mut sender = match kept.take() {
                 Some(s) => s,
                 None => self.pool.connect(node, addr).await?,
@@ -236,6 +251,14 @@ impl Forwarder {
                             e.error()
                         );
                         req = unsent;
+                    }
+                    None if replay.is_some() && closed_unanswered(e.error()) => {
+                        tracing::debug!(
+                            "node channel to {node} at {addr}: kept connection closed under \
+                             the request ({}); sending it again on a new one",
+                            e.error()
+                        );
+                        req = replay.expect("checked");
                     }
                     _ => return Err(describe_hyper(e.error())),
                 },
@@ -294,6 +317,44 @@ impl HttpBody for Tracked {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// Whether `req` may be sent again if a kept connection closed under it
+/// before any answer (RFC 9110 section 9.2.2): an idempotent method, and
+/// no body (a streamed body cannot be sent twice).
+fn replayable(req: &hyper::Request<Body>) -> bool {
+    use axum::http::Method;
+    let idempotent = [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::PUT,
+        Method::DELETE,
+    ];
+    idempotent.contains(req.method()) && req.body().is_end_stream()
+}
+
+/// Whether a kept connection was found closed (by the other side, while
+/// idle) once the request was written to it: no answer began.
+fn closed_unanswered(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as K;
+            // A clean close is `is_incomplete_message`; without TLS's
+            // close_notify it is an unexpected EOF.
+            return matches!(
+                io.kind(),
+                K::ConnectionReset | K::BrokenPipe | K::UnexpectedEof
+            );
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// A hyper client error as a failure, with what lies beneath it.

@@ -70,6 +70,7 @@ fn router(hits: Arc<AtomicUsize>) -> Router {
         .route("/who", get(who))
         .route("/up", get(up))
         .route("/panic", get(panics))
+        .route("/flaky", any(flaky))
         .route("/big", get(big))
         .with_state(hits)
 }
@@ -125,6 +126,20 @@ async fn who(
 async fn panics(State(hits): State<Arc<AtomicUsize>>) -> &'static str {
     hits.fetch_add(1, Ordering::SeqCst);
     panic!("this test handler panics on purpose, dropping its connection");
+}
+
+/// Calls of `/flaky` (only one test uses it).
+static FLAKY: AtomicUsize = AtomicUsize::new(0);
+
+/// Answers its n-th call with n, except the 2nd and 5th, which drop the
+/// connection unanswered (as a node does when it stops under a request).
+async fn flaky(State(hits): State<Arc<AtomicUsize>>) -> String {
+    hits.fetch_add(1, Ordering::SeqCst);
+    let n = FLAKY.fetch_add(1, Ordering::SeqCst) + 1;
+    if n == 2 || n == 5 {
+        panic!("this test handler drops its connection on purpose (call {n})");
+    }
+    n.to_string()
 }
 
 /// 8 MiB made as it is sent, in 64 KiB chunks.
@@ -274,12 +289,33 @@ async fn a_forwarded_request_arrives_whole_and_both_bodies_stream() {
     n2.stop().await;
 }
 
+/// A TCP relay to `target` that counts the connections it accepts.
+async fn counting_relay(target: String) -> (String, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let accepts = Arc::new(AtomicUsize::new(0));
+    let count = accepts.clone();
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = l.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let target = target.clone();
+            tokio::spawn(async move {
+                let mut s = TcpStream::connect(target).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut c, &mut s).await;
+            });
+        }
+    });
+    (addr, accepts)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_answer_comes_back_and_requests_share_one_connection() {
     let n2 = Node::start(SECRET, "n2").await;
+    // The node seen through a relay that counts the connections made.
+    let (addr, accepts) = counting_relay(n2.addr.clone()).await;
     let fwd = forwarder(SECRET, "n1");
 
-    let resp = fwd.forward("n2", &n2.addr, get_req("/big")).await.unwrap();
+    let resp = fwd.forward("n2", &addr, get_req("/big")).await.unwrap();
     assert!(
         resp.headers().get(header::CONTENT_LENGTH).is_none(),
         "chunked"
@@ -289,66 +325,117 @@ async fn a_streamed_answer_comes_back_and_requests_share_one_connection() {
     assert!(body[..] == pattern(0, body.len())[..]);
 
     // Every later request comes on the same connection (one client
-    // address seen), and the forwarder keeps just that one.
-    let first = text(fwd.forward("n2", &n2.addr, get_req("/who")).await.unwrap()).await;
+    // address seen, one connection accepted), and the forwarder keeps
+    // just that one.
+    let first = text(fwd.forward("n2", &addr, get_req("/who")).await.unwrap()).await;
     assert!(first.starts_with("n1 127.0.0.1:"), "{first}");
     let mut times = Vec::new();
     for _ in 0..200 {
         let t = Instant::now();
-        let who = text(fwd.forward("n2", &n2.addr, get_req("/who")).await.unwrap()).await;
+        let who = text(fwd.forward("n2", &addr, get_req("/who")).await.unwrap()).await;
         times.push(t.elapsed());
         assert_eq!(who, first, "a kept connection is reused");
     }
-    assert_eq!(fwd.kept_connections(&n2.addr), 1);
+    assert_eq!(accepts.load(Ordering::SeqCst), 1);
+    assert_eq!(fwd.kept_connections(&addr), 1);
     times.sort();
     eprintln!(
         "forwarded GET on a kept connection (debug build): p50 {:?}, p90 {:?}",
         times[100], times[180]
     );
 
-    // A clone shares the pool.
+    // A clone shares the pool; an answer left unread does not spoil it.
+    let unread = fwd
+        .clone()
+        .forward("n2", &addr, get_req("/big"))
+        .await
+        .unwrap();
+    drop(unread);
     let again = text(
         fwd.clone()
-            .forward("n2", &n2.addr, get_req("/who"))
+            .forward("n2", &addr, get_req("/who"))
             .await
             .unwrap(),
     )
     .await;
-    assert_eq!(again, first);
+    assert!(again.starts_with("n1 127.0.0.1:"), "{again}");
+    let accepted = accepts.load(Ordering::SeqCst);
+    assert!(accepted <= 2, "{accepted}");
 
     // Two at once need two connections, and both are kept.
+    let slow_body = futures_util::stream::unfold(0, |i| async move {
+        if i > 0 {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Some((
+            Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"late")),
+            1,
+        ))
+    });
     let slow = Request::builder()
         .method(Method::POST)
         .uri("/echo/slow")
-        .body(Body::from_stream(futures_util::stream::unfold(
-            0,
-            |i| async move {
-                if i == 0 {
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                    Some((
-                        Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"late")),
-                        1,
-                    ))
-                } else {
-                    None
-                }
-            },
-        )))
+        .body(Body::from_stream(slow_body))
         .unwrap();
     let (a, b) = tokio::join!(
-        async { text(fwd.forward("n2", &n2.addr, slow).await.unwrap()).await },
+        async { text(fwd.forward("n2", &addr, slow).await.unwrap()).await },
         async {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            text(fwd.forward("n2", &n2.addr, get_req("/who")).await.unwrap()).await
+            text(fwd.forward("n2", &addr, get_req("/who")).await.unwrap()).await
         }
     );
     assert_eq!(a, "late");
-    assert_ne!(b, first, "the busy connection is not used");
-    assert_eq!(fwd.kept_connections(&n2.addr), 2);
+    assert!(b.starts_with("n1 127.0.0.1:"), "{b}");
+    assert_eq!(
+        accepts.load(Ordering::SeqCst),
+        accepted + 1,
+        "the busy one is not used"
+    );
+    assert_eq!(fwd.kept_connections(&addr), 2);
 
-    fwd.forget(&n2.addr);
-    assert_eq!(fwd.kept_connections(&n2.addr), 0);
+    fwd.forget(&addr);
+    assert_eq!(fwd.kept_connections(&addr), 0);
     n2.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_a_request_in_flight_finish() {
+    let n2 = Node::start(SECRET, "n2").await;
+    let fwd = forwarder(SECRET, "n1");
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(1);
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|c| (Ok::<_, std::io::Error>(bytes::Bytes::from(c)), rx))
+    });
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/echo/in-flight")
+        .body(Body::from_stream(body))
+        .unwrap();
+    let resp = fwd.forward("n2", &n2.addr, req).await.unwrap();
+    let (addr, hits) = (n2.addr.clone(), n2.hits.clone());
+    let stopping = tokio::spawn(n2.stop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!stopping.is_finished(), "waits for the request in flight");
+    tx.send(b"still served".to_vec()).await.unwrap();
+    drop(tx);
+    assert_eq!(text(resp).await, "still served");
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    // And nothing listens there any more.
+    let e = fwd.forward("n2", &addr, get_req("/who")).await.unwrap_err();
+    assert!(
+        matches!(
+            e.failure,
+            ForwardFailure::Connect(_) | ForwardFailure::Dropped(_)
+        ),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -645,5 +732,52 @@ async fn a_node_that_restarts_is_reached_on_a_new_connection() {
     assert!(after.starts_with("n1 127.0.0.1:"), "{after}");
     assert_ne!(after, before, "a new connection");
     assert_eq!(fwd.kept_connections(&n2.addr), 1, "the dead one is gone");
+    n2.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_idempotent_requests_without_a_body_are_sent_again() {
+    let n2 = Node::start(SECRET, "n2").await;
+    let (addr, accepts) = counting_relay(n2.addr.clone()).await;
+    let fwd = forwarder(SECRET, "n1");
+    let call = |method: Method, body: &'static str| {
+        Request::builder()
+            .method(method)
+            .uri("/flaky")
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let got = text(
+        fwd.forward("n2", &addr, call(Method::GET, ""))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(got, "1");
+    // The kept connection closes under the 2nd call: a GET goes again on
+    // a new connection.
+    let got = text(
+        fwd.forward("n2", &addr, call(Method::GET, ""))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(got, "3");
+    assert_eq!(accepts.load(Ordering::SeqCst), 2);
+    let got = text(
+        fwd.forward("n2", &addr, call(Method::DELETE, ""))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(got, "4");
+    // A POST is not sent twice.
+    let e = fwd
+        .forward("n2", &addr, call(Method::POST, "once"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e.failure, ForwardFailure::Dropped(_)), "{e}");
+    assert_eq!(FLAKY.load(Ordering::SeqCst), 5);
+    assert_eq!(n2.hits.load(Ordering::SeqCst), 5);
     n2.stop().await;
 }
