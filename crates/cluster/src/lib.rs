@@ -14,7 +14,7 @@
 //! * [`Forwarder`] ([`forward`]): sends a request to a node and returns the
 //!   answer, bodies streamed and upgrades (WebSockets) joined, on
 //!   kept-alive connections ([`pool`]) with hop-by-hop headers handled
-//!   ([`headers`]).
+//!   (`headers`).
 
 pub mod forward;
 mod headers;

@@ -4,7 +4,7 @@
 //!
 //! A connection goes back to the pool as soon as its answer's head has
 //! come, with a flag the answer's body sets when it has been read to its
-//! end ([`Finished`]). A request takes a kept connection that is ready; or
+//! end. A request takes a kept connection that is ready; or
 //! else one whose answer was read to the end but whose hyper task has not
 //! yet noticed (the usual case for back-to-back requests), waiting a moment
 //! ([`FINISH_WAIT`]) for it; or else it opens a new one. So concurrent

@@ -5,7 +5,7 @@
 //! else), speak TLS 1.3 only (every peer is a dwell node of the same
 //! build family) with the ring provider, and offer ALPN `http/1.1`. The
 //! server requires a client certificate that chains to the CA; the client
-//! verifies the server's certificate for [`SERVER_NAME`]. Node names are
+//! verifies the server's certificate for [`SERVER_NAME`](crate::identity::SERVER_NAME). Node names are
 //! read from the common name of the (already verified) peer certificate.
 
 use std::sync::Arc;
