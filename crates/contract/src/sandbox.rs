@@ -269,6 +269,9 @@ pub struct Sandbox {
     /// policy, else whether a policy rather than a user put it to sleep).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wakes_on_use: Option<bool>,
+    /// In a cluster: the node that owns and runs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// Filled by `inspect`: the ports exposed through the port proxy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<crate::ports::PortExposure>,

@@ -436,6 +436,9 @@ pub struct Sandbox {
     /// policy, else whether a policy rather than a user put it to sleep).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wakes_on_use: Option<bool>,
+    /// In a cluster: the node that owns and runs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// The private networks it is on, with its address on each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub networks: Vec<Attachment>,
@@ -560,6 +563,7 @@ impl Sandbox {
             networks: Vec::new(),
             service: None,
             image_config: None,
+            node: r.node.clone(),
         }
     }
 }

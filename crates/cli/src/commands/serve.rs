@@ -45,6 +45,14 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
     let joining = a
         .cluster
         .joining(&data_dir, a.snapshot_store.object_store.as_deref())?;
+    // The cluster's secret is checked before anything else of the cluster.
+    let cluster_tls = match &joining {
+        Some(j) => Some(Arc::new(
+            dwell_cluster::ClusterTls::from_secret_file(&j.secret_file, &j.options.node)
+                .context("--cluster-secret-file")?,
+        )),
+        None => None,
+    };
     let store = match &joining {
         Some(j) => Store::postgres(&j.url)?,
         None => Store::open(&data_dir.join("dwell.db"))?,
@@ -211,8 +219,30 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
         socket.display(),
         data_dir.display()
     );
-    let unix_app = dwell_api::unix_router(ctl.clone());
     let mut tasks = tokio::task::JoinSet::new();
+    // In a cluster: the node listener (other nodes only, mutual TLS), and
+    // the forwarding of requests that another node serves.
+    let forward = match (&joining, &cluster_tls) {
+        (Some(j), Some(tls)) => {
+            let tcp = listener::bind(&j.listen, "--node-listen").await?;
+            tracing::info!(
+                "node {} of cluster {}: serving other nodes on {} (advertised as {})",
+                j.options.node,
+                tls.cluster_id(),
+                j.listen,
+                j.options.advertise
+            );
+            tasks.spawn(dwell_cluster::serve_nodes(
+                tcp,
+                tls.clone(),
+                dwell_api::node_router(ctl.clone()),
+                shutdown(),
+            ));
+            Some(forward_fn(dwell_cluster::Forwarder::new(tls.clone())))
+        }
+        _ => None,
+    };
+    let unix_app = dwell_api::unix_router_in(ctl.clone(), forward.clone());
     tasks.spawn(async move {
         axum::serve(unix, unix_app)
             .with_graceful_shutdown(shutdown())
@@ -222,7 +252,7 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
         ensure_admin_key(&ctl, &data_dir)?;
         let tcp = listener::bind(addr, "--listen").await?;
         tracing::info!("also serving on http://{addr} (API key required)");
-        let app = dwell_api::tcp_router(ctl.clone());
+        let app = dwell_api::tcp_router_in(ctl.clone(), forward.clone());
         tasks.spawn(listener::serve_http(tcp, app, "--listen", limits));
     }
     // Before the E2B listeners: the E2B domain defaults to the proxy's;
@@ -272,6 +302,20 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
     let _ = std::fs::remove_file(&socket);
     tracing::info!("stopped; sandboxes keep running and are adopted on the next start");
     Ok(0)
+}
+
+/// Requests for other nodes, sent with `fwd`; a node that cannot be
+/// reached is a 502 that names it.
+fn forward_fn(fwd: dwell_cluster::Forwarder) -> dwell_api::forward::ForwardFn {
+    Arc::new(move |to: dwell_control::controller::Elsewhere, req| {
+        let fwd = fwd.clone();
+        Box::pin(async move {
+            match fwd.forward(&to.node, &to.advertise, req).await {
+                Ok(r) => r,
+                Err(e) => dwell_api::forward::unreachable(&to.node, &e.failure.to_string()),
+            }
+        })
+    })
 }
 
 /// The daemon's cgroup parents (namespace and gVisor), removed when
