@@ -118,6 +118,7 @@ pkgs=(
   skopeo      # pushes test images to it, and reads exported images back
   sudo        # the host-user image's passwordless sudo (E2B's base template)
   python-is-python3  # `python` in sandboxes on the host images, as E2B's base has
+  systemd     # systemd-analyze verify checks the units in deploy/systemd (tests)
 )
 missing=()
 for p in "${pkgs[@]}"; do
@@ -163,6 +164,22 @@ if ! command -v schemathesis >/dev/null 2>&1 && command -v pyenv >/dev/null 2>&1
 fi
 if ! command -v schemathesis >/dev/null 2>&1; then
   echo "install-deps.sh: schemathesis is installed for $(python3 -c 'import sys; print(sys.executable)') but not on PATH; add that Python's bin directory to PATH" >&2
+  exit 1
+fi
+
+# kubernetes-validate, which checks the manifests in deploy/kubernetes
+# against the Kubernetes schemas it carries (no network once installed;
+# crates/cli/tests/deploy.rs), pinned to the version they were checked with.
+KUBERNETES_VALIDATE_VERSION=1.37.0
+if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('kubernetes-validate') != '$KUBERNETES_VALIDATE_VERSION')" 2>/dev/null; then
+  python3 -m pip install -q "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+fi
+if ! command -v kubernetes-validate >/dev/null 2>&1 && command -v pyenv >/dev/null 2>&1; then
+  pyenv rehash
+fi
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+  echo "install-deps.sh: kubernetes-validate is installed for $(python3 -c 'import sys; print(sys.executable)') but not on PATH; add that Python's bin directory to PATH" >&2
   exit 1
 fi
 
