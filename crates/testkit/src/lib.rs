@@ -1,13 +1,15 @@
 //! What dwell's integration tests share, in one place: a real `dwell serve`
 //! driven through the `dwell` binary ([`daemon`]), bounded child processes
 //! and polling ([`process`]), a small HTTP/1.1 client ([`http`]), a real
-//! S3 server ([`moto`]), a real PostgreSQL ([`postgres`]), a real OCI registry ([`registry`]), private network namespaces with an "outside"
+//! S3 server ([`moto`]), a real PostgreSQL ([`postgres`]) and
+//! clusters of daemons on it ([`cluster`]), a real OCI registry ([`registry`]), private network namespaces with an "outside"
 //! ([`netns`]), and skips that print why ([`skip`]).
 //!
 //! A dev-dependency only: it pulls nothing into the binaries, and needs no
 //! crate of the workspace (its users test those).
 
 pub mod cases;
+pub mod cluster;
 pub mod connect;
 pub mod daemon;
 pub mod http;

@@ -1,0 +1,157 @@
+//! A cluster of three dwell daemons on one PostgreSQL and one S3 bucket
+//! (moto), on this machine: nodes register and show in `node ls`;
+//! placement puts a new sandbox on the node with room (and the labels
+//! asked for), never on a draining one; every request for a sandbox is
+//! served by its owner through whichever node the client reached (exec,
+//! streams, files, lifecycle, remove); quotas hold across nodes.
+
+mod common;
+
+use common::*;
+use dwell_testkit::cluster::Cluster;
+
+/// Three nodes: n1 small (1 GiB), n2 big (8 GiB, zone=b), n3 medium (4 GiB).
+fn three() -> Option<Cluster> {
+    Cluster::start(3, |i| {
+        let (mem, zone) = [("1G", "a"), ("8G", "b"), ("4G", "a")][i];
+        vec![
+            "--node-capacity".into(),
+            format!("vcpus=8,memory={mem},disk=50G"),
+            "--node-label".into(),
+            format!("zone={zone}"),
+        ]
+    })
+}
+
+#[test]
+fn placement_forwarding_drain_and_quotas_across_nodes() {
+    if !can_run() {
+        return;
+    }
+    let Some(c) = three() else { return };
+    let (n1, n2, n3) = (c.node(0), c.node(1), c.node(2));
+    // Every node sees every node, up.
+    let nodes = c.node_list(2);
+    let names: Vec<&str> = nodes.iter().map(|n| n["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["n1", "n2", "n3"]);
+    assert!(nodes.iter().all(|n| n["state"] == "up"), "{nodes:?}");
+    assert_eq!(
+        nodes.iter().filter(|n| n["this_node"] == true).count(),
+        1,
+        "{nodes:?}"
+    );
+
+    // Placement: the node with the most room left (n2), whichever node
+    // took the request.
+    n1.create("w", &[]);
+    assert_eq!(c.owner(0, "w"), "n2");
+    assert_eq!(c.owner(2, "w"), "n2");
+    // Served by its owner through any node: exec, files, lifecycle.
+    assert_eq!(n1.sh("w", "echo hi from $(hostname)"), "hi from w\n");
+    n3.sh("w", "echo kept > /root/f");
+    assert_eq!(n1.sh("w", "cat /root/f"), "kept\n");
+    let local = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(local.path(), b"up through n3\n").unwrap();
+    n3.ok(&["cp", local.path().to_str().unwrap(), "w:/root/up"]);
+    assert_eq!(n1.sh("w", "cat /root/up"), "up through n3\n");
+    n1.ok(&["stop", "w"]);
+    assert_eq!(n3.inspect("w")["state"], "stopped");
+    n3.ok(&["start", "w"]);
+    assert_eq!(n1.sh("w", "cat /root/f"), "kept\n");
+    // A streamed exec (WebSocket) through a node that does not own it.
+    let out = n3.run(&[
+        "exec",
+        "w",
+        "--",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo $i; done; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "1\n2\n3\n");
+    // Lists are the cluster's, from any node.
+    assert!(n3
+        .ok(&["ls", "-q"])
+        .contains(&n1.inspect("w")["id"].as_str().unwrap().to_string()));
+
+    // Labels: a selector places on a node that has them.
+    n1.create("z", &["--node-selector", "zone=a"]);
+    assert_eq!(c.owner(1, "z"), "n3", "n3 has the most room of zone a");
+    let out = n1.run(&[
+        "create",
+        "--name",
+        "nowhere",
+        "--node-selector",
+        "zone=c",
+        "--memory",
+        "256M",
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no label zone=c"), "{}", stderr(&out));
+
+    // Draining n2: new sandboxes go elsewhere; n2 keeps what it runs.
+    n3.ok(&["node", "drain", "n2"]);
+    let n2_state = c
+        .node_list(0)
+        .into_iter()
+        .find(|n| n["name"] == "n2")
+        .unwrap()["state"]
+        .clone();
+    assert_eq!(n2_state, "draining");
+    n2.create("v", &[]);
+    assert_ne!(c.owner(0, "v"), "n2");
+    assert_eq!(n2.sh("w", "cat /root/f"), "kept\n");
+    n1.ok(&["node", "undrain", "n2"]);
+
+    // Too big for any node: refused, naming why for each.
+    let out = n1.run(&["create", "--name", "huge", "--memory", "16G"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no node of the cluster can take"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Removal through a node that does not own it.
+    for sb in ["w", "z", "v"] {
+        n1.ok(&["rm", "-f", sb]);
+    }
+    assert!(n2.ok(&["ls", "-q"]).trim().is_empty());
+}
+
+#[test]
+fn quotas_hold_across_nodes() {
+    if !can_run() {
+        return;
+    }
+    let Some(c) = Cluster::start(2, |_| Vec::new()) else {
+        return;
+    };
+    let (n1, n2) = (c.node(0), c.node(1));
+    n1.ok(&["tenant", "create", "acme", "--max-sandboxes", "2"]);
+    let as_acme = |d: &Daemon, args: &[&str]| {
+        let mut cmd = d.cmd(args);
+        cmd.env("DWELL_AS_TENANT", "acme");
+        cmd.output().unwrap()
+    };
+    for (d, name) in [(n1, "a1"), (n2, "a2")] {
+        let out = as_acme(
+            d,
+            &[
+                "create", "--name", name, "--memory", "256M", "--disk", "512M",
+            ],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let out = as_acme(
+        n2,
+        &[
+            "create", "--name", "a3", "--memory", "256M", "--disk", "512M",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("quota"), "{}", stderr(&out));
+    // Both are the tenant's, whichever node lists them.
+    let out = as_acme(n1, &["ls", "-q"]);
+    assert_eq!(stdout(&out).lines().count(), 2);
+}
