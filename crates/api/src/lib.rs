@@ -92,10 +92,12 @@ pub fn tcp_router_in(ctl: Controller, forward: Option<forward::ForwardFn>) -> Ro
 
 /// The router of a cluster's node listener, which serves only other nodes
 /// (mutual TLS): the caller comes in the forwarded request's headers
-/// ([`forward::from_node`]); nothing is forwarded further, and nothing is
-/// audited again (the node the client reached did).
-pub fn node_router(ctl: Controller) -> Router {
-    let state = AppState::new(ctl);
+/// ([`forward::from_node`]); nothing is forwarded further by the layer,
+/// and nothing is audited again (the node the client reached did).
+/// Handlers that must call another node themselves (a move hands the
+/// sandbox to its new owner) have `forward` in their state.
+pub fn node_router(ctl: Controller, forward: Option<forward::ForwardFn>) -> Router {
+    let state = AppState { ctl, forward };
     routes::router(state.clone())
         .layer(axum::middleware::from_fn(error::catch_panic))
         .layer(axum::middleware::from_fn_with_state(

@@ -232,13 +232,14 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
                 j.listen,
                 j.options.advertise
             );
+            let forward = forward_fn(dwell_cluster::Forwarder::new(tls.clone()));
             tasks.spawn(dwell_cluster::serve_nodes(
                 tcp,
                 tls.clone(),
-                dwell_api::node_router(ctl.clone()),
+                dwell_api::node_router(ctl.clone(), Some(forward.clone())),
                 shutdown(),
             ));
-            Some(forward_fn(dwell_cluster::Forwarder::new(tls.clone())))
+            Some(forward)
         }
         _ => None,
     };
