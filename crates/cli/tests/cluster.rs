@@ -154,4 +154,39 @@ fn quotas_hold_across_nodes() {
     // Both are the tenant's, whichever node lists them.
     let out = as_acme(n1, &["ls", "-q"]);
     assert_eq!(stdout(&out).lines().count(), 2);
+    // Racing for the last slot through two nodes at once: one wins.
+    for name in ["a1", "a2"] {
+        assert!(as_acme(n1, &["rm", "-f", name]).status.success());
+    }
+    n2.ok(&["tenant", "update", "acme", "--max-sandboxes", "1"]);
+    for round in 0..3 {
+        let outs: Vec<std::process::Output> = std::thread::scope(|s| {
+            let hs: Vec<_> = [(n1, "r1"), (n2, "r2")]
+                .into_iter()
+                .map(|(d, name)| {
+                    let name = format!("{name}-{round}");
+                    s.spawn(move || {
+                        as_acme(
+                            d,
+                            &[
+                                "create", "--name", &name, "--memory", "256M", "--disk", "512M",
+                            ],
+                        )
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let won = outs.iter().filter(|o| o.status.success()).count();
+        assert_eq!(
+            won,
+            1,
+            "round {round}: {:?}",
+            outs.iter().map(stderr).collect::<Vec<_>>()
+        );
+        let ids = stdout(&as_acme(n1, &["ls", "-q"]));
+        for id in ids.lines() {
+            assert!(as_acme(n2, &["rm", "-f", id]).status.success());
+        }
+    }
 }
