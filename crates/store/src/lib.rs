@@ -62,6 +62,9 @@ pub use volumes::NamedVolume;
 pub struct Store {
     backend: Backend,
     clock: Box<dyn Fn() -> i64 + Send + Sync>,
+    /// In a cluster: this daemon's node name, stamped on work that only
+    /// the node running it may declare interrupted (E2B builds).
+    node: std::sync::OnceLock<String>,
 }
 
 /// Where the records live.
@@ -162,6 +165,7 @@ impl Store {
         Ok(Store {
             backend: Backend::Sqlite(Mutex::new(conn)),
             clock: Box::new(now_ms),
+            node: Default::default(),
         })
     }
 
@@ -180,6 +184,7 @@ impl Store {
         Ok(Store {
             backend: Backend::Postgres(Box::new(pool)),
             clock: Box::new(now_ms),
+            node: Default::default(),
         })
     }
 
@@ -196,6 +201,16 @@ impl Store {
     pub fn with_clock(mut self, clock: impl Fn() -> i64 + Send + Sync + 'static) -> Store {
         self.clock = Box::new(clock);
         self
+    }
+
+    /// Names this daemon's node (once; in a cluster).
+    pub fn set_node(&self, name: &str) {
+        let _ = self.node.set(name.to_string());
+    }
+
+    /// This daemon's node in a cluster.
+    pub fn node(&self) -> Option<&str> {
+        self.node.get().map(String::as_str)
     }
 
     /// "Now" for timestamps written by the store.

@@ -29,6 +29,7 @@ impl Controller {
                     .into(),
             });
         }
+        self.inner.store.set_node(&opts.node);
         if self.inner.cluster.set(Membership::new(opts)).is_err() {
             return Err(Error::Internal(
                 "this daemon already joined a cluster".into(),
