@@ -221,7 +221,10 @@ fn forwarded_requests_carry_the_callers_own_identity() {
     ]);
     cmd.env("DWELL_AS_TENANT", "alice");
     assert!(cmd.output().unwrap().status.success());
-    assert!(!n1.run(&["inspect", "secret"]).status.success(), "not the default tenant's");
+    assert!(
+        !n1.run(&["inspect", "secret"]).status.success(),
+        "not the default tenant's"
+    );
     let auth = |k: &str| format!("Bearer {k}");
     // Bob through n1, claiming to be alice (and an admin) in the headers
     // nodes use between themselves.

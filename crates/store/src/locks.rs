@@ -12,15 +12,24 @@ use crate::{Backend, Result, Store};
 /// A tenant's cluster-wide lock; released when dropped.
 pub struct TenantLock<'a> {
     /// A PostgreSQL connection (Send: the guard is held across awaits).
-    session: crate::db::postgres::Session<'a>,
+    session: Option<crate::db::postgres::Session<'a>>,
     key: i64,
 }
 
 impl Drop for TenantLock<'_> {
     fn drop(&mut self) {
-        let _ = self
-            .session
-            .batch(&format!("SELECT pg_advisory_unlock({})", self.key));
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        let unlocked = session.batch(&format!("SELECT pg_advisory_unlock({})", self.key));
+        if let Err(e) = unlocked {
+            tracing::warn!("cannot release a tenant lock ({e}); closing its connection instead");
+            // The lock goes with the connection: never back to the pool
+            // holding it.
+            if let Some(s) = self.session.take() {
+                s.discard();
+            }
+        }
     }
 }
 
@@ -43,8 +52,16 @@ impl Store {
         };
         let key = key_of(&format!("tenant:{tenant}"));
         let mut session = pool.session()?;
-        session.batch(&format!("SELECT pg_advisory_lock({key})"))?;
-        Ok(Some(TenantLock { session, key }))
+        if let Err(e) = session.batch(&format!("SELECT pg_advisory_lock({key})")) {
+            return Err(crate::Error::Sql(format!(
+                "tenant {tenant}'s quota lock was not free within the lock timeout (another node \
+                 holds it: {e}); retry"
+            )));
+        }
+        Ok(Some(TenantLock {
+            session: Some(session),
+            key,
+        }))
     }
 }
 

@@ -35,6 +35,7 @@ impl Controller {
             let _g = lock.lock().await;
             // Re-read under the lock: a concurrent transition may have won.
             let rec = self.record(tenant, &rec.id)?;
+            self.here(rec.node.as_deref(), &rec.name)?;
             let sb = Sandbox::from_record(&rec);
             check(&sb)?;
             self.inner.store.set_desired(&rec.id, desired)?;

@@ -194,7 +194,7 @@ fn apply_policy(inner: &Context, rec: &Record) -> Option<String> {
 async fn run(inner: &std::sync::Arc<Context>, id: &str, trigger: Trigger) {
     let lock = inner.lock_for(id);
     let _g = lock.lock().await;
-    let rec = match inner.store.get_sandbox(id) {
+    let rec = match inner.store.get_sandbox::<SandboxSpec>(id) {
         Ok(Some(r)) => r,
         Ok(None) => return,
         Err(e) => {
@@ -202,6 +202,13 @@ async fn run(inner: &std::sync::Arc<Context>, id: &str, trigger: Trigger) {
             return;
         }
     };
+    // In a cluster only the owner ever acts on a sandbox.
+    if let Some(me) = inner.cluster.get() {
+        if !me.owns(rec.node.as_deref()) {
+            tracing::debug!(sandbox = id, "not reconciled here: owned by another node");
+            return;
+        }
+    }
     let stepped = step(inner, &rec, &trigger).await;
     // Its deadlines may have moved with its state: the timer looks again.
     inner.deadlines.changed(id);
