@@ -211,6 +211,8 @@ mod tests {
             egress: Default::default(),
             volumes: Vec::new(),
             service: None,
+            node_selector: Default::default(),
+            backup_every_ms: None,
         }
     }
 

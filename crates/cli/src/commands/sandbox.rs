@@ -54,6 +54,7 @@ pub async fn create(c: &Client, a: CreateArgs) -> Result<i32> {
             .collect::<Result<_>>()?,
         service: super::service::args(&a.service, &a.command)?,
         node_selector: key_values(&a.node_selector, "node-selector")?,
+        backup_every: a.backup_every.clone().map(DurationArg::Text),
     };
     if a.count == 0 {
         anyhow::bail!("--count 0 creates nothing; give 1 or more");

@@ -103,6 +103,8 @@ pub(crate) fn beat(inner: &Context) -> Result<bool> {
             node = lost,
             "declared node {lost} lost: its lease ended without a heartbeat"
         );
+        // Its sandboxes with a copy in the object store run elsewhere.
+        super::recovery::spawn(inner, lost);
     }
     Ok(kept)
 }
@@ -121,16 +123,23 @@ pub(crate) async fn heartbeats(inner: Arc<Context>) {
         let pass = inner.clone();
         match blocking(move || beat(&pass)).await {
             Ok(Ok(true)) => lost = false,
-            Ok(Ok(false)) if !lost => {
-                lost = true;
-                tracing::error!(
-                    "this node's lease is no longer its own (declared lost after missing \
-                     heartbeats, or another daemon registered the name {}); it stops its \
-                     sandboxes' background work until it registers again",
-                    inner.cluster.get().map(|m| m.name()).unwrap_or("")
-                );
+            Ok(Ok(false)) => {
+                // Declared lost: stale copies stop at once, then the node
+                // registers again (see `recovery::rejoin`).
+                match super::recovery::rejoin(&inner).await {
+                    Ok(true) => lost = false,
+                    Ok(false) if !lost => {
+                        lost = true;
+                        tracing::error!(
+                            "this node's lease is no longer its own: another daemon registered \
+                             the name {}; give each daemon its own --node-name",
+                            inner.cluster.get().map(|m| m.name()).unwrap_or("")
+                        );
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!("cannot register again yet: {e}; retrying"),
+                }
             }
-            Ok(Ok(false)) => {}
             Ok(Err(e)) | Err(e) => tracing::warn!("heartbeat failed: {e}; retrying"),
         }
     }

@@ -35,7 +35,13 @@ impl Controller {
             ));
         }
         let inner = self.inner.clone();
-        blocking(move || crate::cluster::node::register(&inner)).await??;
+        blocking(move || {
+            // Copies of sandboxes other nodes own now (recovered while this
+            // node was away) stop before it registers and serves.
+            crate::cluster::recovery::fence(&inner);
+            crate::cluster::node::register(&inner)
+        })
+        .await??;
         Ok(())
     }
 
