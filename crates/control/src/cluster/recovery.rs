@@ -284,6 +284,29 @@ fn fence_one(inner: &Context, me: &str, id: &str, owner: &str) -> String {
     )
 }
 
+/// After this node registered again: its sandboxes whose reason says it
+/// was lost say it came back (they run here again: the reconcile passes
+/// adopt them). Blocking.
+pub(crate) fn came_back(inner: &Context) {
+    let Some(m) = inner.cluster.get() else {
+        return;
+    };
+    let lost = format!("node {} lost", m.name());
+    let Ok(recs) = inner.own_sandboxes() else {
+        return;
+    };
+    let why = format!(
+        "node {} came back at {}; it runs here again",
+        m.name(),
+        rfc3339(inner.clock.now_ms())
+    );
+    for r in recs.iter().filter(|r| r.reason.starts_with(&lost)) {
+        let _ = inner
+            .store
+            .set_state_with_event(&r.id, r.state, &why, "node", &why);
+    }
+}
+
 /// After a heartbeat found this node's lease gone: if the cluster declared
 /// it lost, fence, then register again (a new epoch). When another daemon
 /// registered the same name, nothing is done but say so.
@@ -306,6 +329,7 @@ pub(crate) async fn rejoin(inner: &Arc<Context>) -> Result<bool> {
             lines.len()
         );
         super::node::register(&i)?;
+        came_back(&i);
         m.set_fenced(false);
         Ok(true)
     })

@@ -39,7 +39,9 @@ impl Controller {
             // Copies of sandboxes other nodes own now (recovered while this
             // node was away) stop before it registers and serves.
             crate::cluster::recovery::fence(&inner);
-            crate::cluster::node::register(&inner)
+            crate::cluster::node::register(&inner)?;
+            crate::cluster::recovery::came_back(&inner);
+            Ok::<_, Error>(())
         })
         .await??;
         Ok(())
