@@ -382,6 +382,63 @@ mod tests {
         assert!(is_backup(&more[0]) && !is_backup(&more[2]));
     }
 
+    fn rec(state: State, every_ms: Option<u64>, stopped_at: Option<i64>) -> Record {
+        let spec: SandboxSpec = serde_json::from_value(serde_json::json!({
+            "vcpus": 1.0, "memory_bytes": 1, "pids": 8, "disk_bytes": 1,
+            "backup_every_ms": every_ms,
+        }))
+        .expect("a spec");
+        Record {
+            id: "sb1".into(),
+            name: "w".into(),
+            tenant: "t".into(),
+            image: "host".into(),
+            mode: dwell_store::Mode::Persistent,
+            runtime: dwell_store::RuntimeName::new(dwell_runtime::Kind::default().name()),
+            spec,
+            state,
+            desired_state: state,
+            reason: String::new(),
+            created_at: 0,
+            updated_at: 0,
+            state_changed_at: 0,
+            started_at: None,
+            stopped_at,
+            deleted_at: None,
+            last_activity_at: None,
+            hold_until: None,
+            node: None,
+        }
+    }
+
+    #[test]
+    fn backups_are_due_by_interval_while_running_and_once_after_a_stop() {
+        let hour: i64 = 3_600_000;
+        let every = Some(hour as u64);
+        // Never backed up: at once; then once the interval has passed.
+        assert!(due(&rec(State::Running, every, None), None, 10));
+        assert!(!due(&rec(State::Running, every, None), Some(10), hour));
+        assert!(due(&rec(State::Paused, every, None), Some(10), hour + 10));
+        // No backup_every: never.
+        assert!(!due(&rec(State::Running, None, None), None, 10));
+        // Stopped: once after it stopped, not again.
+        assert!(due(&rec(State::Stopped, every, Some(50)), Some(10), 60));
+        assert!(!due(
+            &rec(State::Stopped, every, Some(50)),
+            Some(55),
+            10 * hour
+        ));
+        // Archived (already a copy), hibernated, creating: not backed up.
+        for s in [
+            State::Archived,
+            State::Hibernated,
+            State::Creating,
+            State::Deleted,
+        ] {
+            assert!(!due(&rec(s, every, None), None, 10), "{s:?}");
+        }
+    }
+
     #[test]
     fn node_loss_policies_parse_and_say_what_they_take() {
         assert_eq!(OnNodeLoss::parse("keep"), Ok(OnNodeLoss::Keep));
