@@ -12,6 +12,10 @@ use crate::error::{Error, Result};
 use crate::model::{Record, SandboxSpec};
 use crate::transitions::Rules;
 
+/// Every this many heartbeats, sandboxes of lost nodes that no recovery
+/// looked at are recovered (see `recovery::recover_leftovers`).
+const LEFTOVERS_EVERY: u64 = 30;
+
 /// The dwell version nodes report.
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -118,8 +122,18 @@ pub(crate) async fn heartbeats(inner: Arc<Context>) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut lost = false;
+    let mut ticks: u64 = 0;
     loop {
         tick.tick().await;
+        ticks += 1;
+        if ticks.is_multiple_of(LEFTOVERS_EVERY) {
+            // Lost nodes' sandboxes a recovery missed.
+            let pass = inner.clone();
+            match blocking(move || super::recovery::recover_leftovers(&pass)).await {
+                Ok(Ok(lines)) => lines.iter().for_each(|l| tracing::warn!("{l}")),
+                Ok(Err(e)) | Err(e) => tracing::warn!("cannot look for missed recoveries: {e}"),
+            }
+        }
         let pass = inner.clone();
         match blocking(move || beat(&pass)).await {
             Ok(Ok(true)) => lost = false,

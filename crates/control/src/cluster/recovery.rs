@@ -77,6 +77,40 @@ pub(crate) fn spawn(inner: &Context, lost: String) {
 /// docs); one line per sandbox. Blocking.
 pub(crate) fn recover(inner: &Context, lost: &str) -> Result<Vec<String>> {
     let ids = inner.store.sandboxes_of_node(lost)?;
+    recover_ids(inner, lost, ids)
+}
+
+/// How long after its lease ended a lost node's sandboxes that no
+/// recovery looked at are taken as missed (see [`recover_leftovers`]).
+const LEFTOVER_AFTER_MS: i64 = 30_000;
+
+/// The sandboxes of lost nodes that no recovery looked at (the node that
+/// declared their node lost stopped before it did): recovered now, by
+/// whichever node gets there (a sandbox changes hands once: only from its
+/// lost owner). One line per sandbox. Blocking.
+pub(crate) fn recover_leftovers(inner: &Context) -> Result<Vec<String>> {
+    let now = inner.clock.now_ms();
+    let mut lines = Vec::new();
+    for n in inner.store.list_nodes()? {
+        if n.state != NodeState::Lost || n.lease_until + LEFTOVER_AFTER_MS > now {
+            continue;
+        }
+        let seen = format!("node {} lost", n.name);
+        let mut ids = Vec::new();
+        for id in inner.store.sandboxes_of_node(&n.name)? {
+            if let Some(r) = inner.store.get_sandbox::<SandboxSpec>(&id)? {
+                if !r.reason.starts_with(&seen) {
+                    ids.push(id);
+                }
+            }
+        }
+        lines.extend(recover_ids(inner, &n.name, ids)?);
+    }
+    Ok(lines)
+}
+
+/// [`recover`] of the sandboxes `ids` of node `lost`.
+fn recover_ids(inner: &Context, lost: &str, ids: Vec<String>) -> Result<Vec<String>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
