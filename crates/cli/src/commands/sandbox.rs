@@ -248,6 +248,16 @@ pub async fn inspect(c: &Client, a: NameJson) -> Result<i32> {
             if a.hibernated { " and resumes its processes" } else { "" }
         );
     }
+    if let Some(every) = sb.spec.backup_every_ms {
+        println!(
+            "backups:     every {}, the newest 2 kept; {}",
+            humantime::format_duration(std::time::Duration::from_millis(every / 1000 * 1000)),
+            match sb.last_backup_at {
+                Some(t) => format!("last {} ({})", output::time(t), output::ago(t)),
+                None => "none yet".to_string(),
+            }
+        );
+    }
     if let Some(s) = &sb.stats {
         println!(
             "usage:       {} memory, {:.1}s CPU, {} pids, {} OOM kills",
