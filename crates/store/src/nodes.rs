@@ -309,7 +309,8 @@ impl Store {
     /// from a copy in the object store (`handoff`, JSON): the owner, the
     /// handoff, the state `archived` (its volume is that copy now), its
     /// desired state and the reason, in one statement and with an event.
-    /// False when `from` no longer owns it or it was deleted.
+    /// False when `from` no longer owns it, it was deleted, or `from` is
+    /// no longer lost (it came back first: its sandboxes stay its own).
     pub fn recover_sandbox(
         &self,
         id: &str,
@@ -325,7 +326,8 @@ impl Store {
             "UPDATE sandboxes SET node = ?3, handoff = ?4, desired_state = ?5, reason = ?6, \
              updated_at = ?7, state_changed_at = CASE WHEN state = 'archived' \
              THEN state_changed_at ELSE ?7 END, state = 'archived' \
-             WHERE id = ?1 AND node = ?2 AND state != 'deleted'",
+             WHERE id = ?1 AND node = ?2 AND state != 'deleted' \
+             AND EXISTS (SELECT 1 FROM nodes WHERE name = ?2 AND state = 'lost')",
             args![id, from, to, handoff, desired.as_str(), reason, now],
         )?;
         if n == 1 {
@@ -509,6 +511,12 @@ mod tests {
                 )
                 .unwrap();
             let why = "node n3 lost; restored from the backup of T0";
+            // Not while n3 is up.
+            s.register_node(&node("n3"), 10_000).unwrap();
+            assert!(!s
+                .recover_sandbox("b1", "n3", "n1", "{}", crate::State::Running, why)
+                .unwrap());
+            assert_eq!(s.expire_nodes(20_000).unwrap(), ["n3"], "{e}");
             assert!(!s
                 .recover_sandbox("b1", "n2", "n1", "{}", crate::State::Running, why)
                 .unwrap());

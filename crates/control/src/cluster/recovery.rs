@@ -363,6 +363,7 @@ pub(crate) async fn rejoin(inner: &Arc<Context>) -> Result<bool> {
             lines.len()
         );
         super::node::register(&i)?;
+        fence(&i);
         came_back(&i);
         m.set_fenced(false);
         Ok(true)

@@ -40,6 +40,9 @@ impl Controller {
             // node was away) stop before it registers and serves.
             crate::cluster::recovery::fence(&inner);
             crate::cluster::node::register(&inner)?;
+            // And those recovered while it registered (none can be after:
+            // only a lost node's sandboxes are recovered).
+            crate::cluster::recovery::fence(&inner);
             crate::cluster::recovery::came_back(&inner);
             Ok::<_, Error>(())
         })
