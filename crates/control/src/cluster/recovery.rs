@@ -256,6 +256,18 @@ pub(crate) fn fence(inner: &Context) -> Vec<String> {
             .ok()
             .flatten()
             .unwrap_or_default();
+        // Only a state dir left (a sandbox moved off this node as usual):
+        // removed without a word.
+        let running = inner
+            .runtimes
+            .available()
+            .iter()
+            .any(|r| r.list_host().unwrap_or_default().contains(&id));
+        if !running && inner.volumes.info(&id).is_err() {
+            crate::reconcile::config::forget(inner, &id);
+            let _ = dwell_hostfs::remove_tree(inner.state_dir(&id));
+            continue;
+        }
         let line = fence_one(inner, &me, &id, &owner);
         let _ = inner.store.add_event(&id, "node", &line);
         tracing::warn!(sandbox = id, "{line}");
