@@ -208,3 +208,65 @@ fn a_lost_nodes_backed_up_sandbox_runs_elsewhere_and_the_node_fences_its_copy() 
     // The recovered one still runs where it went, from the same files.
     assert_eq!(n1.sh("backed", "cat /root/a"), "before\n");
 }
+
+#[test]
+fn with_on_node_loss_keep_a_backed_up_sandbox_waits_for_its_node() {
+    if !can_run() {
+        return;
+    }
+    // n2 is the big node: the sandbox goes there.
+    let Some(mut c) = Cluster::start(2, |i| {
+        let mem = ["2G", "8G"][i];
+        vec![
+            "--node-capacity".into(),
+            format!("vcpus=8,memory={mem},disk=50G"),
+            "--min-backup-every".into(),
+            "2s".into(),
+            "--on-node-loss".into(),
+            "keep".into(),
+        ]
+    }) else {
+        return;
+    };
+    let n1 = c.node(0);
+    n1.create("kept", &["--backup-every", "1h"]);
+    assert_eq!(c.owner(0, "kept"), "n2");
+    n1.sh("kept", "echo later > /root/k");
+    wait_for(Duration::from_secs(30), "a first backup", || {
+        n1.inspect("kept")["last_backup_at"].as_i64()
+    });
+    c.nodes[1].kill9();
+    let n1 = c.node(0);
+    // Declared lost, and kept with n2 although it has a backup.
+    let reason = wait_for(Duration::from_secs(30), "n2 declared lost", || {
+        let all: serde_json::Value = serde_json::from_str(&n1.ok(&["ls", "--json"])).ok()?;
+        let sb = all
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == "kept")?
+            .clone();
+        let r = sb["reason"].as_str()?.to_string();
+        r.starts_with("node n2 lost").then_some((r, sb))
+    });
+    assert!(reason.0.contains("--on-node-loss keep"), "{}", reason.0);
+    assert_eq!(reason.1["node"], "n2");
+    // Still there a few heartbeats later.
+    std::thread::sleep(Duration::from_secs(3));
+    let out = n1.run(&["exec", "kept", "--", "true"]);
+    assert!(
+        stderr(&out).contains("n2") && stderr(&out).contains("lost"),
+        "{}",
+        stderr(&out)
+    );
+    // n2 comes back with it, files and all.
+    c.nodes[1].restart();
+    let n1 = c.node(0);
+    wait_for(Duration::from_secs(30), "kept running on n2 again", || {
+        n1.run(&["exec", "kept", "--", "true"])
+            .status
+            .success()
+            .then_some(())
+    });
+    assert_eq!(n1.sh("kept", "cat /root/k"), "later\n");
+    assert_eq!(c.owner(0, "kept"), "n2");
+}
