@@ -3,7 +3,8 @@
 //! it, its reason saying what was lost; one without answers 503 naming its
 //! node until that node comes back; the node that comes back stops its
 //! stale copy of the recovered sandbox and keeps that copy's volume aside,
-//! and runs the other one again.
+//! and runs the other one again. With `--on-node-loss keep`, even a
+//! backed-up sandbox waits for its node.
 
 mod common;
 
