@@ -27,7 +27,7 @@ mod lifecycle;
 mod networks;
 mod ports;
 mod service;
-mod snapshot;
+pub(crate) mod snapshot;
 mod tenants;
 mod views;
 mod volumes;
@@ -160,6 +160,7 @@ impl Controller {
                 builds: Default::default(),
                 deadlines: Default::default(),
                 cluster: Default::default(),
+                backups: Default::default(),
             }),
         }
     }
@@ -173,6 +174,12 @@ impl Controller {
             .doze_after
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = after;
+    }
+
+    /// The shortest `backup_every` and what becomes of a lost node's
+    /// sandboxes (see [`crate::backup`]).
+    pub fn set_backup_settings(&self, s: crate::backup::BackupSettings) {
+        self.inner.backups.set(s)
     }
 
     /// How many sandboxes doze right now, and how many times a call has
@@ -336,6 +343,8 @@ impl Controller {
         tokio::spawn(reconcile::deadlines::timer(self.inner.clone()));
         // Idle sandboxes of runtimes that cost CPU while idle doze.
         tokio::spawn(crate::doze::timer(self.inner.clone()));
+        // Sandboxes with `backup_every` are backed up by their owner.
+        tokio::spawn(crate::backup::timer(self.inner.clone()));
         let inner = self.inner.clone();
         tokio::spawn(async move {
             if !done {

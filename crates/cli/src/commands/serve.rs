@@ -160,6 +160,19 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
         })?,
     });
     ctl.set_doze_after(parse_doze_after(&a.doze_after)?);
+    ctl.set_backup_settings(dwell_control::backup::BackupSettings {
+        min_every: humantime::parse_duration(&a.min_backup_every)
+            .ok()
+            .filter(|d| *d >= std::time::Duration::from_secs(1))
+            .with_context(|| {
+                format!(
+                    "--min-backup-every {:?} is not a duration of 1s or more; write it like 1m",
+                    a.min_backup_every
+                )
+            })?,
+        on_node_loss: dwell_control::backup::OnNodeLoss::parse(&a.on_node_loss)
+            .map_err(|e| anyhow::anyhow!("--on-node-loss: {e}"))?,
+    });
     // However `serve` ends, the pooled volumes are deleted.
     let _volume_pool = VolumePool(ctl.clone());
     {
