@@ -33,6 +33,11 @@ use crate::AppState;
 pub const PRINCIPAL_HEADERS: [&str; 3] = ["x-dwell-tenant", "x-dwell-admin", "x-dwell-key-id"];
 /// Set by the owner on a 409 for a sandbox it does not own (anymore).
 pub const NOT_OWNER_HEADER: &str = "x-dwell-not-owner";
+/// Set by a forwarding node to say which of its listeners a request came
+/// to (`e2b`, `envd`, `proxy`; absent: the REST API), so that the owner's
+/// node listener serves it with the same plane. It is only read on the
+/// node listener (nodes only): a client's value never counts.
+pub const PLANE_HEADER: &str = "x-dwell-plane";
 
 /// Sends a request to another node and returns its answer (errors are
 /// answers too: a 502/503 that names the node).
@@ -86,7 +91,7 @@ fn percent_decode(s: &str) -> String {
 
 /// `req` with the principal in [`PRINCIPAL_HEADERS`] (whatever the client
 /// sent under those names dropped first).
-fn with_principal(mut req: Request, p: &Principal) -> Request {
+pub fn with_principal(mut req: Request, p: &Principal) -> Request {
     set_principal(req.headers_mut(), p);
     req
 }
@@ -183,18 +188,8 @@ async fn create(
 /// [`PRINCIPAL_HEADERS`] (the listener serves only nodes of the cluster),
 /// and a refusal for a sandbox this node does not own.
 pub async fn from_node(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
-    let h = req.headers();
-    let get = |i: usize| h.get(PRINCIPAL_HEADERS[i]).and_then(|v| v.to_str().ok());
-    let (Some(tenant), Some(admin), Some(key_id)) = (get(0), get(1), get(2)) else {
-        return ApiError::bad_request(
-            "a forwarded request must carry its caller (x-dwell-tenant, x-dwell-admin, x-dwell-key-id)",
-        )
-        .into_response();
-    };
-    let p = Principal {
-        tenant: tenant.to_string(),
-        admin: admin == "1",
-        key_id: key_id.to_string(),
+    let Some(p) = principal_of(req.headers()) else {
+        return ApiError::bad_request(MISSING_PRINCIPAL).into_response();
     };
     if let About::Sandbox(id) = about(req.method(), req.uri().path()) {
         let ctl = st.ctl.clone();
@@ -218,6 +213,24 @@ pub async fn from_node(State(st): State<AppState>, mut req: Request, next: Next)
     }
     req.extensions_mut().insert(p);
     next.run(req).await
+}
+
+/// What a node listener answers to a forwarded request without its caller.
+pub const MISSING_PRINCIPAL: &str =
+    "a forwarded request must carry its caller (x-dwell-tenant, x-dwell-admin, x-dwell-key-id)";
+
+/// The caller a forwarding node put in [`PRINCIPAL_HEADERS`] (read on the
+/// node listener only).
+pub fn principal_of(h: &HeaderMap) -> Option<Principal> {
+    let get = |i: usize| h.get(PRINCIPAL_HEADERS[i]).and_then(|v| v.to_str().ok());
+    let (Some(tenant), Some(admin), Some(key_id)) = (get(0), get(1), get(2)) else {
+        return None;
+    };
+    Some(Principal {
+        tenant: tenant.to_string(),
+        admin: admin == "1",
+        key_id: key_id.to_string(),
+    })
 }
 
 /// An answer for a request that could not reach `node`.
