@@ -224,6 +224,7 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
     // the forwarding of requests that another node serves.
     // (It is served once the other planes' routers exist.)
     let mut node_listener = None;
+    let mut ssh_remote = None;
     let forward = match (&joining, &cluster_tls) {
         (Some(j), Some(tls)) => {
             let tcp = listener::bind(&j.listen, "--node-listen").await?;
@@ -234,9 +235,10 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
                 j.listen,
                 j.options.advertise
             );
-            let forward = forward_fn(dwell_cluster::Forwarder::new(tls.clone()));
+            let forwarder = dwell_cluster::Forwarder::new(tls.clone());
+            ssh_remote = Some(super::serve_planes::ssh_remote(forwarder.clone()));
             node_listener = Some((tcp, tls.clone(), j.options.node.clone()));
-            Some(forward)
+            Some(forward_fn(forwarder))
         }
         _ => None,
     };
@@ -269,7 +271,7 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
         tasks.spawn(dwell_cluster::serve_nodes(
             tcp,
             tls,
-            super::serve_planes::node_router(rest, planes, &node),
+            super::serve_planes::node_router(ctl.clone(), rest, planes, &node),
             shutdown(),
         ));
     }
@@ -304,6 +306,7 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
             login_grace,
             max_startups: a.ssh_max_startups,
             max_startups_per_ip: a.ssh_max_startups_per_ip,
+            remote: ssh_remote,
         };
         tasks.spawn(dwell_ssh::serve(tcp, ctl.clone(), host, opts, shutdown()));
     }
