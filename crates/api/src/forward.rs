@@ -101,6 +101,9 @@ fn set_principal(h: &mut HeaderMap, p: &Principal) {
         h.remove(name);
     }
     h.remove(NOT_OWNER_HEADER);
+    // The owner serves a request with the plane its forwarder names; one
+    // that came to the REST API is for the REST API.
+    h.remove(PLANE_HEADER);
     let put = |h: &mut HeaderMap, name: &'static str, v: &str| {
         if let Ok(v) = HeaderValue::from_str(v) {
             h.insert(name, v);
@@ -270,6 +273,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-dwell-tenant", HeaderValue::from_static("victim"));
         h.insert("x-dwell-admin", HeaderValue::from_static("1"));
+        h.insert(PLANE_HEADER, HeaderValue::from_static("agent"));
         set_principal(
             &mut h,
             &Principal {
@@ -281,5 +285,6 @@ mod tests {
         assert_eq!(h["x-dwell-tenant"], "me");
         assert_eq!(h["x-dwell-admin"], "0");
         assert_eq!(h.get_all("x-dwell-tenant").iter().count(), 1);
+        assert!(h.get(PLANE_HEADER).is_none());
     }
 }

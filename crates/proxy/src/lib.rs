@@ -486,6 +486,13 @@ async fn serve_conn<S>(
     let _ = conn.await;
 }
 
+/// The node listener runs [`NodeSide::serve`] on any thread: its future
+/// must be `Send` with axum's body (which is not `Sync`), checked here.
+fn _node_side_is_send(n: NodeSide, r: axum::extract::Request) {
+    fn is_send<T: Send>(_: T) {}
+    is_send(async move { n.serve(r).await });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -511,10 +518,4 @@ mod tests {
         );
         assert!(per.acquire("2001:db8:0:1::1".parse().unwrap()).is_some());
     }
-}
-/// The node listener runs [`NodeSide::serve`] on any thread: its future
-/// must be `Send` with axum's body (which is not `Sync`), checked here.
-fn _node_side_is_send(n: NodeSide, r: axum::extract::Request) {
-    fn is_send<T: Send>(_: T) {}
-    is_send(async move { n.serve(r).await });
 }

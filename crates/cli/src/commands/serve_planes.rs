@@ -80,11 +80,13 @@ async fn dispatch(
             &planes.envd,
             "--e2b-sandbox-listen (or --e2b-listen with --proxy-listen)",
         ),
-        other => return dwell_api::ApiError::bad_request(format!(
+        other => {
+            return dwell_api::ApiError::bad_request(format!(
             "x-dwell-plane {:?} is none of e2b, envd, proxy, agent (a node of a newer version?)",
             String::from_utf8_lossy(other)
         ))
-        .into_response(),
+            .into_response()
+        }
     };
     match router {
         Some(r) => call(r.clone(), req).await,
@@ -279,7 +281,7 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
