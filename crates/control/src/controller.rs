@@ -16,6 +16,7 @@
 mod access;
 mod activity;
 mod agent;
+mod agent_link;
 mod build;
 mod cluster;
 mod create;
@@ -49,6 +50,7 @@ use crate::policy::PolicyArgs;
 use crate::reconcile;
 
 pub use activity::{EgressChange, StreamGuard};
+pub use agent_link::AgentLink;
 pub use cluster::Elsewhere;
 
 /// How the daemon wires a controller.
