@@ -283,3 +283,38 @@ fn forwarded_requests_carry_the_callers_own_identity() {
     );
     assert_eq!(r.status, 403, "{}", r.text());
 }
+
+/// A second daemon given a node name another daemon holds (its lease
+/// live) is refused at start, naming the fix; the holder keeps its lease.
+#[test]
+fn a_node_name_in_use_is_refused() {
+    if !can_run() {
+        return;
+    }
+    let Some(c) = Cluster::start(1, |_| Vec::new()) else {
+        return;
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("dwell-e2e-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let args = c.node_args("n1", &format!("127.0.0.1:{}", free_port()));
+    let mut cmd = std::process::Command::new(dwell_bin());
+    cmd.arg("serve")
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--socket")
+        .arg(dir.path().join("s.sock"))
+        .arg("--agent")
+        .arg(agent_bin())
+        .args(["--gvisor-pool", "0"])
+        .args(&args);
+    let out = output_within(cmd, "a second serve as n1", String::new);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("held by another daemon"), "{err}");
+    assert!(err.contains("--node-name"), "{err}");
+    let nodes = c.node_list(0);
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(nodes[0]["state"], "up");
+}

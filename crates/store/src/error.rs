@@ -21,6 +21,9 @@ pub enum Error {
     Corrupt(String),
     #[error("{0}")]
     Exhausted(String),
+    /// Another daemon holds this node name, its lease still live.
+    #[error("node name {name:?} is held by another daemon (another data dir) whose lease runs {left_ms} ms more; give this daemon its own --node-name, or stop the other one and wait for its lease to end")]
+    NodeNameTaken { name: String, left_ms: i64 },
 }
 
 impl From<rusqlite::Error> for Error {

@@ -258,6 +258,9 @@ pub const MIGRATIONS: &[&str] = &[
     // 18: the node an E2B template build runs on (NULL on a single node):
     // a restarted node fails only its own interrupted builds.
     "ALTER TABLE e2b_builds ADD COLUMN node TEXT;",
+    // 19: which daemon (its data dir's instance id) holds a node's name:
+    // another daemon may not take the name while its lease is live.
+    "ALTER TABLE nodes ADD COLUMN instance TEXT NOT NULL DEFAULT '';",
 ];
 
 /// Bring the schema to the newest version.

@@ -127,15 +127,39 @@ impl Store {
     /// `lease_until`: a new epoch; a draining node stays draining, a lost
     /// or up one comes back up. `node.epoch`, `state` and the times are
     /// set here.
-    pub fn register_node(&self, node: &NodeRecord, lease_until: i64) -> Result<Registration> {
-        let now = self.now();
+    /// `instance` names the daemon (its data dir): another instance may not
+    /// take a name whose lease is live ([`Error::NodeNameTaken`]); `now` is
+    /// `node.heartbeat_at` (the cluster's clock, [`Store::db_now`]).
+    pub fn register_node(
+        &self,
+        node: &NodeRecord,
+        instance: &str,
+        lease_until: i64,
+    ) -> Result<Registration> {
+        let now = node.heartbeat_at;
         let labels = serde_json::to_string(&node.labels)
             .map_err(|e| Error::Corrupt(format!("labels: {e}")))?;
         let mut tx = self.tx()?;
+        // The row is locked until the commit on PostgreSQL: two daemons
+        // registering one name at once take turns.
+        let lock = if self.engine() == "postgres" {
+            " FOR UPDATE"
+        } else {
+            ""
+        };
         let before = tx.query_opt(
-            "SELECT state, lease_until, epoch FROM nodes WHERE name = ?1",
+            &format!("SELECT state, lease_until, epoch, instance FROM nodes WHERE name = ?1{lock}"),
             args![node.name],
         )?;
+        if let Some(r) = &before {
+            let (state, until, holder): (String, i64, String) = (r.get(0)?, r.get(1)?, r.get(3)?);
+            if !holder.is_empty() && holder != instance && state != "lost" && until >= now {
+                return Err(Error::NodeNameTaken {
+                    name: node.name.clone(),
+                    left_ms: until - now,
+                });
+            }
+        }
         let previous = match &before {
             Some(r) => {
                 let s: String = r.get(0)?;
@@ -153,12 +177,12 @@ impl Store {
         };
         tx.execute(
             &format!(
-                "INSERT INTO nodes ({COLUMNS}) VALUES \
-                 (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16) \
+                "INSERT INTO nodes ({COLUMNS}, instance) VALUES \
+                 (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17) \
                  ON CONFLICT (name) DO UPDATE SET advertise = ?2, labels = ?3, vcpus = ?4, \
                  memory = ?5, disk = ?6, allocated_vcpus = ?7, allocated_memory = ?8, \
                  allocated_disk = ?9, sandboxes = ?10, state = ?11, epoch = ?12, version = ?13, \
-                 started_at = ?14, heartbeat_at = ?15, lease_until = ?16"
+                 started_at = ?14, heartbeat_at = ?15, lease_until = ?16, instance = ?17"
             ),
             args![
                 node.name,
@@ -176,11 +200,27 @@ impl Store {
                 node.version,
                 now,
                 now,
-                lease_until
+                lease_until,
+                instance
             ],
         )?;
         tx.commit()?;
         Ok(Registration { epoch, previous })
+    }
+
+    /// Now on the cluster's clock: the database server's (leases are
+    /// compared across nodes, whose own clocks may disagree); the store's
+    /// clock on SQLite.
+    pub fn db_now(&self) -> Result<i64> {
+        if self.engine() != "postgres" {
+            return Ok(self.now());
+        }
+        self.db()?
+            .query_one(
+                "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+                args![],
+            )?
+            .get(0)
     }
 
     /// Renews `name`'s lease for incarnation `epoch` and records its load.
@@ -410,7 +450,7 @@ mod tests {
     fn leases_epochs_and_expiry_on_both_engines() {
         for s in crate::testing::stores() {
             let e = s.engine();
-            let r1 = s.register_node(&node("n1"), 10_000).unwrap();
+            let r1 = s.register_node(&node("n1"), "i1", 10_000).unwrap();
             assert_eq!((r1.epoch, r1.previous), (1, None), "{e}");
             let load = NodeLoad {
                 sandboxes: 3,
@@ -425,7 +465,7 @@ mod tests {
             // Draining survives a restart; a restart bumps the epoch and
             // the old incarnation's heartbeats stop counting.
             assert!(s.set_node_state("n1", NodeState::Draining).unwrap());
-            let r2 = s.register_node(&node("n1"), 30_000).unwrap();
+            let r2 = s.register_node(&node("n1"), "i1", 30_000).unwrap();
             assert_eq!(r2.epoch, 2);
             assert_eq!(r2.previous, Some((NodeState::Draining, 20_000)));
             assert_eq!(
@@ -434,7 +474,7 @@ mod tests {
             );
             assert!(!s.heartbeat_node("n1", 1, 40_000, &load).unwrap(), "{e}");
             // Expiry: each lost node is declared once.
-            s.register_node(&node("n2"), 50_000).unwrap();
+            s.register_node(&node("n2"), "i1", 50_000).unwrap();
             assert_eq!(
                 s.expire_nodes(35_000).unwrap(),
                 vec!["n1".to_string()],
@@ -444,7 +484,20 @@ mod tests {
             assert!(!s.heartbeat_node("n1", 2, 60_000, &load).unwrap(), "{e}");
             assert!(!s.set_node_state("n1", NodeState::Up).unwrap());
             // Coming back after being lost: told so, and up again.
-            let r3 = s.register_node(&node("n1"), 70_000).unwrap();
+            let r3 = s.register_node(&node("n1"), "i1", 70_000).unwrap();
+            // Another daemon may not take the name while the lease lives...
+            let e2 = s.register_node(&node("n1"), "i2", 90_000).unwrap_err();
+            assert!(matches!(e2, Error::NodeNameTaken { .. }), "{e}: {e2}");
+            assert!(e2.to_string().contains("--node-name"), "{e2}");
+            // ... and may once it ended.
+            let mut later = node("n1");
+            later.heartbeat_at = 80_000;
+            assert!(s.register_node(&later, "i2", 95_000).is_ok(), "{e}");
+            assert!(s.register_node(&node("n1"), "i1", 99_000).is_err(), "{e}");
+            s.register_node(&later, "i1", 99_000).unwrap_err();
+            let mut much_later = node("n1");
+            much_later.heartbeat_at = 100_000;
+            s.register_node(&much_later, "i1", 110_000).unwrap();
             assert_eq!(r3.previous.map(|p| p.0), Some(NodeState::Lost), "{e}");
             let names: Vec<_> = s
                 .list_nodes()
@@ -514,7 +567,7 @@ mod tests {
                 .unwrap();
             let why = "node n3 lost; restored from the backup of T0";
             // Not while n3 is up.
-            s.register_node(&node("n3"), 10_000).unwrap();
+            s.register_node(&node("n3"), "i1", 10_000).unwrap();
             assert!(!s
                 .recover_sandbox("b1", "n3", "n1", "{}", crate::State::Running, why)
                 .unwrap());

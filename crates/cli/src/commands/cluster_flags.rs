@@ -153,11 +153,42 @@ impl ClusterFlags {
                 labels,
                 capacity: capacity(self.node_capacity.as_deref(), data_dir)?,
                 lease,
+                instance: instance_id(data_dir)?,
             },
             secret_file,
             listen,
         }))
     }
+}
+
+/// The id of this data dir's daemon (`<data-dir>/node-instance`, made
+/// once): what tells a restart of this node from another daemon given the
+/// same --node-name.
+fn instance_id(data_dir: &Path) -> Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let p = data_dir.join("node-instance");
+    if let Ok(s) = std::fs::read_to_string(&p) {
+        let s = s.trim();
+        if s.len() == 32 && s.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Ok(s.to_string());
+        }
+    }
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("cannot make a node instance id: {e}"))?;
+    let id: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let tmp = data_dir.join("node-instance.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(id.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &p).with_context(|| format!("cannot write {}", p.display()))?;
+    Ok(id)
 }
 
 /// A node name: 1-63 of `a-z 0-9 . _ -`, starting with a letter or digit.
@@ -242,8 +273,13 @@ mod tests {
 
     #[test]
     fn a_cluster_needs_its_pieces_and_says_which() {
-        let dir = std::env::temp_dir();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
         let j = flags().joining(&dir, Some("s3://b/p")).unwrap().unwrap();
+        // The instance id is made once and kept.
+        assert_eq!(j.options.instance.len(), 32);
+        let again = flags().joining(&dir, Some("s3://b/p")).unwrap().unwrap();
+        assert_eq!(again.options.instance, j.options.instance);
         assert_eq!(j.listen, "0.0.0.0:7071");
         assert_eq!(j.options.node, "n1");
         let e = flags().joining(&dir, None).err().unwrap().to_string();

@@ -34,6 +34,9 @@ pub struct ClusterOptions {
     /// How long a lease lasts without a heartbeat; heartbeats go every
     /// third of it.
     pub lease: Duration,
+    /// This daemon's instance (its data dir's id): another daemon may not
+    /// take the node name while this one's lease lives.
+    pub instance: String,
 }
 
 /// What a node offers: vCPUs, memory and disk bytes.

@@ -53,7 +53,8 @@ pub(crate) fn register(inner: &Context) -> Result<dwell_store::Registration> {
         .cluster
         .get()
         .ok_or_else(|| Error::Internal("not a node of a cluster".into()))?;
-    let now = inner.clock.now_ms();
+    // Leases are on the cluster's clock (the database's), not this host's.
+    let now = inner.store.db_now()?;
     let rec = NodeRecord {
         name: m.opts.node.clone(),
         advertise: m.opts.advertise.clone(),
@@ -69,9 +70,11 @@ pub(crate) fn register(inner: &Context) -> Result<dwell_store::Registration> {
         heartbeat_at: now,
         lease_until: now,
     };
-    let reg = inner
-        .store
-        .register_node(&rec, now + m.opts.lease.as_millis() as i64)?;
+    let reg = inner.store.register_node(
+        &rec,
+        &m.opts.instance,
+        now + m.opts.lease.as_millis() as i64,
+    )?;
     m.set_epoch(reg.epoch);
     tracing::info!(
         node = m.name(),
@@ -94,7 +97,7 @@ pub(crate) fn beat(inner: &Context) -> Result<bool> {
     let Some(m) = inner.cluster.get() else {
         return Ok(true);
     };
-    let now = inner.clock.now_ms();
+    let now = inner.store.db_now()?;
     let load = load_of(&owned(inner)?);
     let kept = inner.store.heartbeat_node(
         m.name(),

@@ -89,7 +89,8 @@ const LEFTOVER_AFTER_MS: i64 = 30_000;
 /// whichever node gets there (a sandbox changes hands once: only from its
 /// lost owner). One line per sandbox. Blocking.
 pub(crate) fn recover_leftovers(inner: &Context) -> Result<Vec<String>> {
-    let now = inner.clock.now_ms();
+    // Leases are on the cluster's clock.
+    let now = inner.store.db_now()?;
     let mut lines = Vec::new();
     for n in inner.store.list_nodes()? {
         if n.state != NodeState::Lost || n.lease_until + LEFTOVER_AFTER_MS > now {

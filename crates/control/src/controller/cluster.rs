@@ -162,7 +162,7 @@ impl Controller {
             return Ok(None);
         };
         let nodes = self.inner.store.list_nodes()?;
-        let chosen = placement::choose(&nodes, needs, self.inner.clock.now_ms())?;
+        let chosen = placement::choose(&nodes, needs, self.inner.store.db_now()?)?;
         if chosen.name == me.name() {
             return Ok(None);
         }
