@@ -194,6 +194,16 @@ fn apply_policy(inner: &Context, rec: &Record) -> Option<String> {
 async fn run(inner: &std::sync::Arc<Context>, id: &str, trigger: Trigger) {
     let lock = inner.lock_for(id);
     let _g = lock.lock().await;
+    run_locked(inner, id, trigger).await
+}
+
+/// Reconcile one sandbox after a request, for a caller that already holds
+/// its lock (a move takes several steps under one lock).
+pub(crate) async fn reconcile_locked(inner: &std::sync::Arc<Context>, id: &str) {
+    run_locked(inner, id, Trigger::Request).await
+}
+
+async fn run_locked(inner: &std::sync::Arc<Context>, id: &str, trigger: Trigger) {
     let rec = match inner.store.get_sandbox(id) {
         Ok(Some(r)) => r,
         Ok(None) => return,
