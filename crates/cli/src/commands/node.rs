@@ -136,7 +136,7 @@ async fn wait_drained(c: &Client, node: &str, timeout: Duration) -> Result<Node>
                 ));
             }
             bail!(
-                "node {node} still owns {} sandbox(es) after {}: {}; see `dwell events SANDBOX` \
+                "node {node} still owns {} sandbox(es) after {}: {}; see `dwell logs SANDBOX --events` \
                  for why each did not move (ephemeral sandboxes, members of private networks and \
                  sandboxes with named volumes stay: remove or move them by hand)",
                 n.owned,
