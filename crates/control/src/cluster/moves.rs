@@ -167,7 +167,7 @@ pub(crate) fn check_target(
         )));
     }
     placement::choose(std::slice::from_ref(node), needs, inner.clock.now_ms())
-        .map(Clone::clone)
+        .cloned()
         .map_err(|e| Error::Conflict(format!("node {name} cannot take this sandbox: {e}")))
 }
 
@@ -195,7 +195,7 @@ fn target(inner: &Context, me: &str, rec: &Record, to: Option<&str>) -> Result<N
         .filter(|n| n.name != me)
         .collect();
     placement::choose(&others, &needs, inner.clock.now_ms())
-        .map(Clone::clone)
+        .cloned()
         .map_err(|e| {
             Error::Unavailable(format!("no other node can take sandbox {}: {e}", rec.name))
         })
