@@ -123,6 +123,22 @@ impl ApiError {
                 code::CONFLICT,
                 format!("{s}; the sandbox's volume is not in the state this request needs (an archived sandbox's volume is in the snapshot store: start it first)"),
             ),
+            // The database itself failed (unreachable, refused a
+            // statement): what it said names hosts and users, so it goes to
+            // the log, and the caller learns only that it happened.
+            dwell_control::Error::Store(
+                ref st @ (dwell_store::Error::Sql(_)
+                | dwell_store::Error::Open { .. }
+                | dwell_store::Error::Constraint(_)),
+            ) => {
+                tracing::error!("metadata store: {st}");
+                ApiError::new(
+                    500,
+                    "store_error",
+                    "the daemon's metadata store failed (the daemon's log says how); retry, and \
+                     tell the operator if it goes on",
+                )
+            }
             e => ApiError::new(e.status(), e.code(), e.to_string()),
         }
     }

@@ -30,7 +30,11 @@ use crate::error::ApiError;
 use crate::AppState;
 
 /// The headers that carry the caller to the owner node.
-pub const PRINCIPAL_HEADERS: [&str; 3] = ["x-dwell-tenant", "x-dwell-admin", "x-dwell-key-id"];
+pub const PRINCIPAL_HEADERS: [&str; 3] = [
+    "x-dwell-forwarded-tenant",
+    "x-dwell-forwarded-admin",
+    "x-dwell-forwarded-key-id",
+];
 /// Set by the owner on a 409 for a sandbox it does not own (anymore).
 pub const NOT_OWNER_HEADER: &str = "x-dwell-not-owner";
 
@@ -85,7 +89,9 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// `req` with the principal in [`PRINCIPAL_HEADERS`] (whatever the client
-/// sent under those names dropped first).
+/// sent under those names dropped first). The caller is the effective one:
+/// an admin acting for a tenant (`x-dwell-tenant`, see `auth::act_for`)
+/// is that tenant, not an admin, on the owner too.
 fn with_principal(mut req: Request, p: &Principal) -> Request {
     set_principal(req.headers_mut(), p);
     req
@@ -187,7 +193,7 @@ pub async fn from_node(State(st): State<AppState>, mut req: Request, next: Next)
     let get = |i: usize| h.get(PRINCIPAL_HEADERS[i]).and_then(|v| v.to_str().ok());
     let (Some(tenant), Some(admin), Some(key_id)) = (get(0), get(1), get(2)) else {
         return ApiError::bad_request(
-            "a forwarded request must carry its caller (x-dwell-tenant, x-dwell-admin, x-dwell-key-id)",
+            "a forwarded request must carry its caller (x-dwell-forwarded-tenant, -admin and -key-id)",
         )
         .into_response();
     };
@@ -255,8 +261,8 @@ mod tests {
     #[test]
     fn a_client_cannot_send_its_own_principal() {
         let mut h = HeaderMap::new();
-        h.insert("x-dwell-tenant", HeaderValue::from_static("victim"));
-        h.insert("x-dwell-admin", HeaderValue::from_static("1"));
+        h.insert(PRINCIPAL_HEADERS[0], HeaderValue::from_static("victim"));
+        h.insert(PRINCIPAL_HEADERS[1], HeaderValue::from_static("1"));
         set_principal(
             &mut h,
             &Principal {
@@ -265,8 +271,8 @@ mod tests {
                 key_id: "k1".into(),
             },
         );
-        assert_eq!(h["x-dwell-tenant"], "me");
-        assert_eq!(h["x-dwell-admin"], "0");
-        assert_eq!(h.get_all("x-dwell-tenant").iter().count(), 1);
+        assert_eq!(h[PRINCIPAL_HEADERS[0]], "me");
+        assert_eq!(h[PRINCIPAL_HEADERS[1]], "0");
+        assert_eq!(h.get_all(PRINCIPAL_HEADERS[0]).iter().count(), 1);
     }
 }

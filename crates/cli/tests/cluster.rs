@@ -154,4 +154,132 @@ fn quotas_hold_across_nodes() {
     // Both are the tenant's, whichever node lists them.
     let out = as_acme(n1, &["ls", "-q"]);
     assert_eq!(stdout(&out).lines().count(), 2);
+    // Racing for the last slot through two nodes at once: one wins.
+    for name in ["a1", "a2"] {
+        assert!(as_acme(n1, &["rm", "-f", name]).status.success());
+    }
+    n2.ok(&["tenant", "update", "acme", "--max-sandboxes", "1"]);
+    for round in 0..3 {
+        let outs: Vec<std::process::Output> = std::thread::scope(|s| {
+            let hs: Vec<_> = [(n1, "r1"), (n2, "r2")]
+                .into_iter()
+                .map(|(d, name)| {
+                    let name = format!("{name}-{round}");
+                    s.spawn(move || {
+                        as_acme(
+                            d,
+                            &[
+                                "create", "--name", &name, "--memory", "256M", "--disk", "512M",
+                            ],
+                        )
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let won = outs.iter().filter(|o| o.status.success()).count();
+        assert_eq!(
+            won,
+            1,
+            "round {round}: {:?}",
+            outs.iter().map(stderr).collect::<Vec<_>>()
+        );
+        let ids = stdout(&as_acme(n1, &["ls", "-q"]));
+        for id in ids.lines() {
+            assert!(as_acme(n2, &["rm", "-f", id]).status.success());
+        }
+    }
+}
+
+/// A tenant reaching a node over TCP cannot pass for another tenant or an
+/// admin on the owner: whatever it sends as the forwarded caller is
+/// replaced by its own; an admin acting for a tenant is that tenant on the
+/// owner too; another tenant's sandbox is not found, through any node.
+#[test]
+fn forwarded_requests_carry_the_callers_own_identity() {
+    if !can_run() {
+        return;
+    }
+    let ports = [free_port(), free_port()];
+    let Some(c) = Cluster::start(2, |i| {
+        vec![
+            "--listen".into(),
+            format!("127.0.0.1:{}", ports[i]),
+            "--node-capacity".into(),
+            ["vcpus=8,memory=1G", "vcpus=8,memory=8G"][i].into(),
+        ]
+    }) else {
+        return;
+    };
+    let n1 = c.node(0);
+    let api1 = format!("127.0.0.1:{}", ports[0]);
+    let alice = n1.tenant_key("alice");
+    let bob = n1.tenant_key("bob");
+    // Alice's sandbox, owned by n2.
+    let mut cmd = n1.cmd(&[
+        "create", "--name", "secret", "--memory", "256M", "--disk", "512M",
+    ]);
+    cmd.env("DWELL_AS_TENANT", "alice");
+    assert!(cmd.output().unwrap().status.success());
+    assert!(
+        !n1.run(&["inspect", "secret"]).status.success(),
+        "not the default tenant's"
+    );
+    let auth = |k: &str| format!("Bearer {k}");
+    // Bob through n1, claiming to be alice (and an admin) in the headers
+    // nodes use between themselves.
+    let bob_auth = auth(&bob);
+    for path in ["/v1/sandboxes/secret", "/v1/sandboxes/secret/exec"] {
+        let r = http::request(
+            &api1,
+            if path.ends_with("exec") {
+                "POST"
+            } else {
+                "GET"
+            },
+            path,
+            &[
+                ("authorization", &bob_auth),
+                ("x-dwell-forwarded-tenant", "alice"),
+                ("x-dwell-forwarded-admin", "1"),
+                ("x-dwell-forwarded-key-id", "local"),
+                ("content-type", "application/json"),
+            ],
+            br#"{"argv": ["cat", "/etc/hostname"]}"#,
+        );
+        assert_eq!(r.status, 404, "{path}: {}", r.text());
+    }
+    // Alice reaches her sandbox through n1 (served by n2).
+    let alice_auth = auth(&alice);
+    let r = http::request(
+        &api1,
+        "GET",
+        "/v1/sandboxes/secret",
+        &[("authorization", &alice_auth)],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["node"], "n2");
+    // The admin, acting for bob, does not see alice's sandbox either, and
+    // bob's key cannot drain nodes.
+    let admin = format!("Bearer {}", n1.admin_key());
+    let r = http::request(
+        &api1,
+        "GET",
+        "/v1/sandboxes/secret",
+        &[("authorization", &admin), ("x-dwell-tenant", "bob")],
+        b"",
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+    let r = http::request(
+        &api1,
+        "POST",
+        "/v1/nodes/n2/drain",
+        &[
+            ("authorization", &bob_auth),
+            ("x-dwell-forwarded-admin", "1"),
+        ],
+        b"",
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
 }

@@ -323,6 +323,15 @@ fn check_file(path: &Path, meta: &std::fs::Metadata) -> anyhow::Result<()> {
             how_to_make(path)
         );
     }
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        bail!(
+            "the cluster secret file {p} belongs to uid {}, not to the daemon's user (uid {me}): \
+             its owner could replace it and act as a node of the cluster; `chown {me} {p}`",
+            meta.uid()
+        );
+    }
     let mode = meta.mode() & 0o7777;
     if mode & 0o077 != 0 {
         bail!(

@@ -8,9 +8,10 @@
 //! connection is served HTTP/1.1 with keep-alive and upgrades, each request
 //! carrying the peer's node name as a [`PeerNode`] extension.
 //!
-//! Handshakes in progress are capped ([`MAX_HANDSHAKES`]; past it new
-//! connections are closed at once), so a flood of idle connections cannot
-//! take the listener. Connections get TCP_NODELAY and TCP keepalives, so a
+//! Handshakes in progress are capped, in all ([`MAX_HANDSHAKES`]) and per
+//! peer address ([`MAX_HANDSHAKES_PER_IP`]; past either, new connections
+//! are closed at once), and each has [`HANDSHAKE_TIMEOUT`], so a flood of
+//! idle connections from one place cannot shut other nodes out. Connections get TCP_NODELAY and TCP keepalives, so a
 //! peer that vanished without closing is noticed within about a minute.
 
 use std::future::Future;
@@ -29,10 +30,50 @@ use tokio::task::JoinSet;
 
 use crate::ClusterTls;
 
-/// Time a connection has to complete the TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a connection has to complete the TLS handshake (nodes do it in
+/// milliseconds).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 /// TLS handshakes in progress at once.
 pub const MAX_HANDSHAKES: usize = 128;
+/// TLS handshakes in progress at once from one IP address.
+pub const MAX_HANDSHAKES_PER_IP: usize = 8;
+
+/// Handshakes in progress by peer address.
+#[derive(Default)]
+struct PerIp(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// One handshake slot of an address, given back when dropped.
+struct IpSlot {
+    table: Arc<PerIp>,
+    ip: std::net::IpAddr,
+}
+
+impl PerIp {
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<IpSlot> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= MAX_HANDSHAKES_PER_IP {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            table: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut m = self.table.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
 /// A kept-alive connection with no request for this long is closed (and
 /// the time a request's head has to arrive). Longer than the forwarder
 /// keeps idle connections, so a node's forwarder closes first and never
@@ -74,6 +115,7 @@ pub async fn serve_nodes(
 ) -> std::io::Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let per_ip = Arc::new(PerIp::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
     tokio::pin!(shutdown);
@@ -97,6 +139,14 @@ pub async fn serve_nodes(
                     );
                     continue;
                 };
+                let Some(ip_slot) = per_ip.take(addr.ip()) else {
+                    tracing::debug!(
+                        "node listener: {MAX_HANDSHAKES_PER_IP} TLS handshakes from {} in progress; \
+                         closing the connection from {addr}",
+                        addr.ip()
+                    );
+                    continue;
+                };
                 tune(&tcp);
                 let acceptor = acceptor.clone();
                 let router = router.clone();
@@ -105,17 +155,18 @@ pub async fn serve_nodes(
                     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
-                            tracing::info!("node listener: refused {addr}: {e}");
+                            tracing::debug!("node listener: refused {addr}: {e}");
                             return;
                         }
                         Err(_) => {
-                            tracing::info!(
+                            tracing::debug!(
                                 "node listener: refused {addr}: no TLS handshake within {HANDSHAKE_TIMEOUT:?}"
                             );
                             return;
                         }
                     };
                     drop(permit);
+                    drop(ip_slot);
                     let peer = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
                         Some(cert) => match crate::tls::node_name_of(cert) {
                             Ok(n) => n,
@@ -176,5 +227,25 @@ async fn serve_connection(
     conn.as_mut().graceful_shutdown();
     if let Err(e) = conn.await {
         tracing::debug!("node listener: connection ended: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_address_gets_a_few_handshakes_at_once() {
+        let t = Arc::new(PerIp::default());
+        let ip: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+        let other: std::net::IpAddr = "192.0.2.8".parse().unwrap();
+        let held: Vec<IpSlot> = (0..MAX_HANDSHAKES_PER_IP)
+            .map(|_| t.take(ip).unwrap())
+            .collect();
+        assert!(t.take(ip).is_none());
+        assert!(t.take(other).is_some(), "another address is not shut out");
+        drop(held);
+        assert!(t.take(ip).is_some());
+        assert!(t.0.lock().unwrap().len() <= 1);
     }
 }

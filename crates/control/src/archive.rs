@@ -209,6 +209,17 @@ pub(crate) fn collect_orphans(inner: &Context) -> Result<usize> {
         if load_ref(inner, sb)?.is_some_and(|r| r.snapshot == m.id) {
             continue;
         }
+        // Again under the lock: in a cluster the sandbox may have been
+        // handed to another node (or to this one) meanwhile; a snapshot
+        // any handoff names is never collected.
+        if inner.cluster.get().is_some() {
+            let owner = inner.store.sandbox_node(sb)?;
+            let handoff = inner.store.handoff_of(sb)?;
+            let me = inner.cluster.get().expect("checked");
+            if !me.owns(owner.as_deref()) || handoff.is_some_and(|h| h.contains(&m.id)) {
+                continue;
+            }
+        }
         tracing::info!(sandbox = %sb, "deleting archive snapshot {} that nothing points at", m.id);
         drop_snapshot(inner, &m.id);
         n += 1;

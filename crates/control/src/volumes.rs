@@ -328,7 +328,16 @@ pub(crate) fn meter(inner: &Context) {
         return;
     };
     let now = inner.clock.now_ms();
+    // Named volumes live on the node that made them: in a cluster, each
+    // node meters those it has (the records are everyone's).
+    let here: Option<std::collections::HashSet<String>> = inner
+        .cluster
+        .get()
+        .map(|_| inner.named.list().unwrap_or_default().into_iter().collect());
     for v in vols {
+        if here.as_ref().is_some_and(|h| !h.contains(&v.id)) {
+            continue;
+        }
         let last = match inner.store.volume_metered_at(&v.id) {
             Ok(Some(t)) => t,
             Ok(None) => v.created_at,

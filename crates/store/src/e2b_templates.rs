@@ -149,11 +149,11 @@ impl Store {
         let tags = serde_json::to_string(req.tags).expect("strings serialize");
         let b = tx.query_one(
             &format!(
-                "INSERT INTO e2b_builds (id, template_id, status, tags, created_at, updated_at)
-                 VALUES (?1,?2,?3,?4,?5,?5)
+                "INSERT INTO e2b_builds (id, template_id, status, tags, created_at, updated_at, node)
+                 VALUES (?1,?2,?3,?4,?5,?5,?6)
                  RETURNING {BUILD_COLUMNS}"
             ),
-            args![req.build_id, t.id, BUILD_WAITING, tags, now],
+            args![req.build_id, t.id, BUILD_WAITING, tags, now, self.node()],
         )?;
         let b = build_row(&b)?;
         tx.commit()?;
@@ -333,8 +333,12 @@ impl Store {
         let stuck: Vec<E2bBuild> = self
             .db()?
             .query(
-                &format!("SELECT {BUILD_COLUMNS} FROM e2b_builds WHERE status = ?1"),
-                args![BUILD_BUILDING],
+                // This node's only: in a cluster, other nodes' builds run on.
+                &format!(
+                    "SELECT {BUILD_COLUMNS} FROM e2b_builds WHERE status = ?1 \
+                     AND COALESCE(node, '') = ?2"
+                ),
+                args![BUILD_BUILDING, self.node().unwrap_or_default()],
             )?
             .iter()
             .map(build_row)
@@ -896,5 +900,33 @@ mod tests {
             );
             assert_eq!(s.e2b_tags("t1").unwrap()[0].tag, "b", "{e}");
         }
+    }
+
+    /// Two nodes on one database: a restarted node fails only the builds
+    /// it was running, not another node's.
+    #[test]
+    fn a_node_fails_only_its_own_interrupted_builds() {
+        let Some(pg) = dwell_testkit::postgres::Postgres::shared() else {
+            return;
+        };
+        let url = pg.database("e2bnodes");
+        let (n1, n2) = (
+            Store::postgres(&url).unwrap(),
+            Store::postgres(&url).unwrap(),
+        );
+        n1.set_node("n1");
+        n2.set_node("n2");
+        let tags = ["default".to_string()];
+        n1.e2b_request_build(&request("a", "py", "t1", "b1", &tags))
+            .unwrap();
+        assert!(n1.e2b_start_build("b1", "{}").unwrap());
+        assert!(n2
+            .e2b_fail_interrupted_builds("restarted")
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            n1.e2b_fail_interrupted_builds("restarted").unwrap().len(),
+            1
+        );
     }
 }

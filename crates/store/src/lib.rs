@@ -17,6 +17,7 @@ mod events;
 mod id_ranges;
 mod keys;
 mod kinds;
+mod locks;
 pub mod migrations;
 mod networks;
 mod nodes;
@@ -44,6 +45,7 @@ pub use error::{Error, Result};
 pub use events::{Event, EventQuery, EVENTS_KEPT};
 pub use keys::{ApiKey, KeyRecord};
 pub use kinds::{Mode, RuntimeName, State};
+pub use locks::TenantLock;
 pub use networks::{parse_subnet, Member, Network};
 pub use nodes::{NodeLoad, NodeRecord, NodeState, Registration};
 pub use ports::Exposure;
@@ -60,6 +62,9 @@ pub use volumes::NamedVolume;
 pub struct Store {
     backend: Backend,
     clock: Box<dyn Fn() -> i64 + Send + Sync>,
+    /// In a cluster: this daemon's node name, stamped on work that only
+    /// the node running it may declare interrupted (E2B builds).
+    node: std::sync::OnceLock<String>,
 }
 
 /// Where the records live.
@@ -160,6 +165,7 @@ impl Store {
         Ok(Store {
             backend: Backend::Sqlite(Mutex::new(conn)),
             clock: Box::new(now_ms),
+            node: Default::default(),
         })
     }
 
@@ -178,6 +184,7 @@ impl Store {
         Ok(Store {
             backend: Backend::Postgres(Box::new(pool)),
             clock: Box::new(now_ms),
+            node: Default::default(),
         })
     }
 
@@ -194,6 +201,16 @@ impl Store {
     pub fn with_clock(mut self, clock: impl Fn() -> i64 + Send + Sync + 'static) -> Store {
         self.clock = Box::new(clock);
         self
+    }
+
+    /// Names this daemon's node (once; in a cluster).
+    pub fn set_node(&self, name: &str) {
+        let _ = self.node.set(name.to_string());
+    }
+
+    /// This daemon's node in a cluster.
+    pub fn node(&self) -> Option<&str> {
+        self.node.get().map(String::as_str)
     }
 
     /// "Now" for timestamps written by the store.

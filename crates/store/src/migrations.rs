@@ -255,6 +255,9 @@ pub const MIGRATIONS: &[&str] = &[
     // archive it restores from, set in the same statement that changes
     // the owner, cleared once the new owner has it).
     "ALTER TABLE sandboxes ADD COLUMN handoff TEXT;",
+    // 18: the node an E2B template build runs on (NULL on a single node):
+    // a restarted node fails only its own interrupted builds.
+    "ALTER TABLE e2b_builds ADD COLUMN node TEXT;",
 ];
 
 /// Bring the schema to the newest version.

@@ -329,11 +329,12 @@ impl Store {
             .collect()
     }
 
-    /// Marks sandbox `id`'s handoff taken by its owner `node`.
-    pub fn clear_handoff(&self, id: &str, node: &str) -> Result<bool> {
+    /// Marks sandbox `id`'s handoff `taken` (as read) taken by its owner
+    /// `node`: false when the owner or the handoff changed meanwhile.
+    pub fn clear_handoff(&self, id: &str, node: &str, taken: &str) -> Result<bool> {
         let n = self.db()?.execute(
-            "UPDATE sandboxes SET handoff = NULL WHERE id = ?1 AND node = ?2",
-            args![id, node],
+            "UPDATE sandboxes SET handoff = NULL WHERE id = ?1 AND node = ?2 AND handoff = ?3",
+            args![id, node, taken],
         )?;
         Ok(n == 1)
     }
@@ -447,8 +448,9 @@ mod tests {
                 s.handoffs_of_node("n2").unwrap(),
                 vec![("a1".to_string(), r#"{"x":1}"#.to_string())]
             );
-            assert!(!s.clear_handoff("a1", "n1").unwrap(), "{e}");
-            assert!(s.clear_handoff("a1", "n2").unwrap(), "{e}");
+            assert!(!s.clear_handoff("a1", "n1", r#"{"x":1}"#).unwrap(), "{e}");
+            assert!(!s.clear_handoff("a1", "n2", r#"{"x":2}"#).unwrap(), "{e}");
+            assert!(s.clear_handoff("a1", "n2", r#"{"x":1}"#).unwrap(), "{e}");
             assert!(s.handoff_of("a1").unwrap().is_none());
             assert!(s.handoffs_of_node("n2").unwrap().is_empty());
             assert!(!s.set_sandbox_node("a1", Some("n1"), "n3").unwrap());

@@ -65,7 +65,12 @@ pub(crate) fn take_over(inner: &Context, id: &str) -> Result<Option<Handoff>> {
         .map_err(|e| Error::Internal(format!("cannot make the state dir of {id}: {e}")))?;
     crate::archive::write_ref(inner, id, &h.archive)?;
     crate::crashpoint::crashpoint("handoff:after-pointer");
-    inner.store.clear_handoff(id, me.name())?;
+    if !inner.store.clear_handoff(id, me.name(), &text)? {
+        return Err(Error::Conflict(format!(
+            "the handoff of sandbox {id} changed while this node took it over; the next pass \
+             looks again"
+        )));
+    }
     let _ = inner.store.add_event(
         id,
         "node",

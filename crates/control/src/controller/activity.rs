@@ -97,6 +97,7 @@ impl Controller {
         change: &EgressChange,
     ) -> Result<Sandbox> {
         let first = self.record(tenant, id_or_name)?;
+        self.here(first.node.as_deref(), &first.name)?;
         let lock = self.inner.lock_for(&first.id);
         let _g = lock.lock().await;
         let rec = self.record(tenant, &first.id)?;

@@ -39,6 +39,7 @@ impl Controller {
         mut sb: Sandbox,
         op: &str,
     ) -> Result<(Sandbox, AgentClient)> {
+        self.here(sb.node.as_deref(), &sb.name)?;
         if matches!(sb.state, State::Paused | State::Hibernated) {
             sb = self.wake(tenant, &sb, op).await?;
         }

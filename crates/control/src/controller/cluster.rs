@@ -29,6 +29,7 @@ impl Controller {
                     .into(),
             });
         }
+        self.inner.store.set_node(&opts.node);
         if self.inner.cluster.set(Membership::new(opts)).is_err() {
             return Err(Error::Internal(
                 "this daemon already joined a cluster".into(),
@@ -158,5 +159,24 @@ impl Controller {
             node: chosen.name.clone(),
             advertise: chosen.advertise.clone(),
         }))
+    }
+
+    /// Refuses work on a sandbox another node owns: only its owner runs
+    /// it (requests reach the owner through the forwarding of the API; a
+    /// path that does not forward must not act on it here). Ok on a single
+    /// node.
+    pub(crate) fn here(&self, owner: Option<&str>, name: &str) -> Result<()> {
+        let Some(me) = self.inner.cluster.get() else {
+            return Ok(());
+        };
+        if me.owns(owner) {
+            return Ok(());
+        }
+        Err(Error::Unavailable(format!(
+            "sandbox {name} runs on node {}, not on this one ({}); send the request through the \
+             cluster's REST API, which any node forwards to the sandbox's node",
+            owner.unwrap_or("(none)"),
+            me.name()
+        )))
     }
 }

@@ -132,7 +132,7 @@ impl Controller {
         self.inner.runtimes.of(runtime)?;
         // Unknown (or another tenant's) networks fail before anything is made.
         let nets = self.resolve_networks(tenant, &req.networks)?;
-        let _quota = self.inner.quota_lock.lock().await;
+        let _quota = self.quota_guard(tenant).await?;
         // Named volumes must exist (no volume is made on the fly: its size
         // would be a guess, and it would count towards the quota unasked);
         // checked under the quota lock, which their removal takes too.

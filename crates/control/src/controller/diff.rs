@@ -10,6 +10,7 @@ impl Controller {
     /// and deleted (with sizes) and packages installed, removed and changed.
     pub async fn diff(&self, tenant: &str, id_or_name: &str) -> Result<crate::diff::Drift> {
         let sb = self.get(tenant, id_or_name)?;
+        self.here(sb.node.as_deref(), &sb.name)?;
         let lock = self.inner.lock_for(&sb.id);
         let _g = lock.lock().await;
         let inner = self.inner.clone();

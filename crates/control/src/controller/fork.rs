@@ -30,6 +30,7 @@ impl Controller {
             return Err(Error::invalid("count", "give at least 1 fork"));
         }
         let src = self.get(tenant, id_or_name)?;
+        self.here(src.node.as_deref(), &src.name)?;
         let saves_memory = crate::runtimes::capabilities(&src.runtime)
             .hibernate
             .is_some();

@@ -35,6 +35,7 @@ impl Controller {
             let _g = lock.lock().await;
             // Re-read under the lock: a concurrent transition may have won.
             let rec = self.record(tenant, &rec.id)?;
+            self.here(rec.node.as_deref(), &rec.name)?;
             let sb = Sandbox::from_record(&rec);
             check(&sb)?;
             self.inner.store.set_desired(&rec.id, desired)?;
@@ -56,7 +57,7 @@ impl Controller {
     /// Start a stopped (or failed) sandbox.
     pub async fn start(&self, tenant: &str, id_or_name: &str) -> Result<Sandbox> {
         let sb = self.get(tenant, id_or_name)?;
-        let _quota = self.inner.quota_lock.lock().await;
+        let _quota = self.quota_guard(tenant).await?;
         // Its memory and vCPUs count again once it runs.
         if !sb.state.holds_compute() {
             self.check_compute_quota(tenant, &sb).await?;
@@ -133,7 +134,7 @@ impl Controller {
     /// from its archive, when it was archived while hibernated).
     pub async fn resume(&self, tenant: &str, id_or_name: &str) -> Result<Sandbox> {
         let sb = self.get(tenant, id_or_name)?;
-        let _quota = self.inner.quota_lock.lock().await;
+        let _quota = self.quota_guard(tenant).await?;
         let checked = matches!(sb.state, State::Hibernated | State::Archived);
         if checked {
             // Its memory and vCPUs count again once it runs.

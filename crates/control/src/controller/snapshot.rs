@@ -19,6 +19,7 @@ impl Controller {
         name: Option<String>,
     ) -> Result<dwell_snapshot::Manifest> {
         let sb = self.get(tenant, id_or_name)?;
+        self.here(sb.node.as_deref(), &sb.name)?;
         if !sb.state.allows(Request::Snapshot) {
             return Err(refused(&sb, Request::Snapshot, format!(
                 "sandbox {} is archived: its files are already in the snapshot store; start it to bring it back, then snapshot it",
@@ -196,6 +197,7 @@ impl Controller {
     /// if it was running.
     pub async fn restore(&self, tenant: &str, id_or_name: &str, snapshot: &str) -> Result<Sandbox> {
         let sb = self.get(tenant, id_or_name)?;
+        self.here(sb.node.as_deref(), &sb.name)?;
         if !sb.state.allows(Request::Restore) {
             return Err(refused(
                 &sb,

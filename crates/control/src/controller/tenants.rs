@@ -8,7 +8,30 @@ use crate::context::blocking;
 use crate::error::{Error, Result};
 use crate::model::{Record, SandboxSpec};
 
+/// A tenant's quota lock: this daemon's, and in a cluster the tenant's
+/// across nodes (so that a check and the write it allows never interleave
+/// with another node's).
+pub(crate) struct QuotaGuard<'a> {
+    _local: tokio::sync::MutexGuard<'a, ()>,
+    _cluster: Option<dwell_store::TenantLock<'a>>,
+}
+
 impl Controller {
+    /// Takes `tenant`'s quota lock (see [`QuotaGuard`]).
+    pub(crate) async fn quota_guard(&self, tenant: &str) -> Result<QuotaGuard<'_>> {
+        let local = self.inner.quota_lock.lock().await;
+        // Waiting for another node blocks this thread: tell the runtime.
+        let cluster = if self.inner.store.engine() == "postgres" {
+            tokio::task::block_in_place(|| self.inner.store.tenant_lock(tenant))?
+        } else {
+            None
+        };
+        Ok(QuotaGuard {
+            _local: local,
+            _cluster: cluster,
+        })
+    }
+
     pub(crate) async fn check_quota(&self, tenant: &str, more: &crate::quota::Held) -> Result<()> {
         let t = self.tenant_limits(tenant)?;
         let mut held = crate::quota::held(&self.inner.store.list_sandboxes(Some(tenant))?);

@@ -90,7 +90,7 @@ impl Controller {
         // cannot both take the last free bytes. The slow part (making the
         // file system, a restore) runs without the lock every tenant's
         // create and start wait on; the reservation counts meanwhile.
-        let q = self.inner.quota_lock.lock().await;
+        let q = self.quota_guard(tenant).await?;
         let key = format!("create:{tenant}/{name}");
         if self.inner.store.find_volume(tenant, name)?.is_some()
             || volumes::Pending::running(&self.inner, &key)
@@ -143,7 +143,7 @@ impl Controller {
         .await??;
         // The record takes over from the reservation under the lock, so
         // the bytes count all along.
-        let q = self.inner.quota_lock.lock().await;
+        let q = self.quota_guard(tenant).await?;
         if let Err(e) = self.inner.store.insert_volume(&v) {
             drop(reserved);
             drop(q);
@@ -183,7 +183,7 @@ impl Controller {
     ) -> Result<NamedVolumeView> {
         volumes::check_size(size)?;
         let size = size.div_ceil(4096) * 4096;
-        let q = self.inner.quota_lock.lock().await;
+        let q = self.quota_guard(tenant).await?;
         let v = self.volume_record(tenant, name)?;
         if size < v.size_bytes {
             return Err(Error::invalid(
@@ -243,7 +243,7 @@ impl Controller {
         if !grown {
             return Err(busy());
         }
-        let q = self.inner.quota_lock.lock().await;
+        let q = self.quota_guard(tenant).await?;
         self.inner.store.set_volume_size(&v.id, size)?;
         drop(reserved);
         drop(q);
@@ -407,7 +407,7 @@ impl Controller {
     pub async fn delete_volume(&self, tenant: &str, name: &str) -> Result<()> {
         // Creates record their volumes under this lock too: no sandbox
         // can start using it between the check and the removal.
-        let _q = self.inner.quota_lock.lock().await;
+        let _q = self.quota_guard(tenant).await?;
         let v = self.volume_record(tenant, name)?;
         if volumes::Pending::running(&self.inner, &format!("resize:{}", v.id))
             || self

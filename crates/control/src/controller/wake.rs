@@ -57,7 +57,7 @@ impl Controller {
                     if s == State::Hibernated {
                         if quota.is_none() {
                             drop(_g);
-                            quota = Some(self.inner.quota_lock.lock().await);
+                            quota = Some(self.quota_guard(tenant).await?);
                             continue;
                         }
                         self.check_compute_quota(tenant, &self.view(&rec)?).await?;

@@ -204,7 +204,7 @@ pub(crate) async fn reconcile_locked(inner: &std::sync::Arc<Context>, id: &str) 
 }
 
 async fn run_locked(inner: &std::sync::Arc<Context>, id: &str, trigger: Trigger) {
-    let rec = match inner.store.get_sandbox(id) {
+    let rec = match inner.store.get_sandbox::<SandboxSpec>(id) {
         Ok(Some(r)) => r,
         Ok(None) => return,
         Err(e) => {
@@ -212,6 +212,8 @@ async fn run_locked(inner: &std::sync::Arc<Context>, id: &str, trigger: Trigger)
             return;
         }
     };
+    // In a cluster only the owner ever acts on a sandbox, and one just
+    // handed to this node is taken over first.
     if !ready_here(inner, &rec).await {
         return;
     }

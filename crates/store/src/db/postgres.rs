@@ -163,7 +163,12 @@ fn serve(
     for job in jobs {
         if client.as_ref().is_none_or(|c| c.is_closed()) {
             prepared.clear();
-            match config.connect(NoTls) {
+            match config.connect(NoTls).and_then(|mut c| {
+                // No lock (a tenant's quota lock held by a stalled node)
+                // is waited for without end.
+                c.batch_execute("SET lock_timeout = '30s'")?;
+                Ok(c)
+            }) {
                 Ok(c) => client = Some(c),
                 Err(e) => {
                     client = None;
@@ -240,8 +245,7 @@ impl Pool {
     pub fn new(url: &str) -> Result<Pool> {
         let mut config: postgres::Config = url.parse().map_err(|e| {
             Error::Sql(format!(
-                "--cluster {}: not a PostgreSQL URL ({e}); write postgres://USER:PASSWORD@HOST:PORT/DATABASE",
-                redact(url)
+                "--cluster: not a PostgreSQL URL ({e}); write postgres://USER:PASSWORD@HOST:PORT/DATABASE"
             ))
         })?;
         if config.get_connect_timeout().is_none() {
@@ -253,8 +257,8 @@ impl Pool {
             config.application_name("dwell");
         }
         Ok(Pool {
+            shown: shown(&config),
             config,
-            shown: redact(url),
             idle: Mutex::new(Idle {
                 workers: Vec::new(),
                 made: 0,
@@ -311,31 +315,25 @@ impl Pool {
     }
 }
 
-/// `url` with its password replaced by `***`.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url
-            .split_whitespace()
-            .map(|kv| {
-                if kv.starts_with("password=") {
-                    "password=***"
-                } else {
-                    kv
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(" ");
-    };
-    let (auth, host) = match rest.rsplit_once('@') {
-        Some(p) => p,
-        None => return url.to_string(),
-    };
-    let user = auth.split(':').next().unwrap_or("");
-    if auth.contains(':') {
-        format!("{scheme}://{user}:***@{host}")
-    } else {
-        url.to_string()
-    }
+/// Where `config` connects, for messages: user, hosts, ports and
+/// database, never the password (whichever way the URL gave it).
+fn shown(config: &postgres::Config) -> String {
+    use postgres::config::Host;
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .zip(config.get_ports().iter().chain(std::iter::repeat(&5432)))
+        .map(|(h, p)| match h {
+            Host::Tcp(h) => format!("{h}:{p}"),
+            Host::Unix(path) => format!("{}:{p}", path.display()),
+        })
+        .collect();
+    format!(
+        "postgres://{}@{}/{}",
+        config.get_user().unwrap_or(""),
+        hosts.join(","),
+        config.get_dbname().unwrap_or("")
+    )
 }
 
 /// One pooled connection, held until dropped.
@@ -360,6 +358,16 @@ impl Session<'_> {
                 Err(gone())
             }
         }
+    }
+}
+
+impl Session<'_> {
+    /// Closes this connection instead of giving it back (it may hold a
+    /// session-level lock that could not be released).
+    pub fn discard(mut self) {
+        // Dropping the worker ends its thread, which closes the
+        // connection; the server releases what the session held.
+        self.worker = None;
     }
 }
 
@@ -403,19 +411,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn passwords_stay_out_of_messages() {
-        assert_eq!(
-            redact("postgres://dwell:s3cret@db:5432/dwell"),
-            "postgres://dwell:***@db:5432/dwell"
-        );
-        assert_eq!(
-            redact("postgres://dwell@db/dwell"),
-            "postgres://dwell@db/dwell"
-        );
-        assert_eq!(
-            redact("host=db password=s3cret user=dwell"),
-            "host=db password=*** user=dwell"
-        );
+    fn messages_name_the_server_never_the_password() {
+        for url in [
+            "postgres://dwell:s3cret@db:5433/dwell",
+            "postgres://dwell@db:5433/dwell?password=s3cret",
+            "postgres://db:5433/dwell?user=dwell&password=s3cret",
+            "host=db port=5433 user=dwell password='s3 cret' dbname=dwell",
+        ] {
+            let p = Pool::new(url).unwrap();
+            assert_eq!(p.shown(), "postgres://dwell@db:5433/dwell", "{url}");
+        }
     }
 
     #[test]
