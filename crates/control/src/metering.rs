@@ -211,6 +211,7 @@ mod tests {
             egress: Default::default(),
             volumes: Vec::new(),
             service: None,
+            node_selector: Default::default(),
         }
     }
 
