@@ -310,6 +310,57 @@ fn a_drain_moves_every_sandbox_off_and_says_what_stays() {
     }
 }
 
+/// Node `i` killed at crash point `at` by the next move: restarted with
+/// it set, and again without it once it died.
+fn crash_during_move(c: &mut Cluster, i: usize, at: &str, via: usize, args: &[&str]) {
+    c.nodes[i].env = vec![("DWELL_CRASH_AT".into(), at.into())];
+    c.nodes[i].restart();
+    let mut a = vec!["move"];
+    a.extend_from_slice(args);
+    let out = c.node(via).run(&a);
+    assert!(!out.status.success(), "the crash point {at} did not fire");
+    c.nodes[i].wait_exit();
+    c.nodes[i].env.clear();
+    c.nodes[i].restart();
+}
+
+#[test]
+fn a_move_cut_short_by_a_crash_leaves_the_sandbox_with_one_node() {
+    if !can_run() {
+        return;
+    }
+    let Some(mut c) = three() else { return };
+    let id = c.node(0).create("w", &[]);
+    put_on(&c, "w", "n2");
+    c.node(0).sh("w", "echo kept > /root/f");
+    // Archived, not handed over yet: it stays with n2, which starts it
+    // again (from the archive) once it is back.
+    crash_during_move(&mut c, 1, "move:before-handover", 0, &["w", "--to", "n1"]);
+    wait_for(60, "w running on n2 again", || {
+        let v = c.node(2).inspect("w");
+        v["node"] == "n2" && v["state"] == "running"
+    });
+    assert_eq!(c.node(0).sh("w", "cat /root/f"), "kept\n");
+    // Handed over, the move's answer never sent: n1's next pass takes
+    // it over and starts it.
+    crash_during_move(&mut c, 1, "move:after-handover", 2, &["w", "--to", "n1"]);
+    wait_for(60, "w running on n1", || {
+        let v = c.node(2).inspect("w");
+        v["node"] == "n1" && v["state"] == "running"
+    });
+    assert_eq!(c.node(1).sh("w", "cat /root/f"), "kept\n");
+    let ev = events(c.node(0), "w");
+    assert!(ev.contains("taken over by node n1 from node n2"), "{ev}");
+    // Restored on n1: its pointer there is gone with the restore.
+    assert!(!c
+        .node(0)
+        .data
+        .join("archives")
+        .join(format!("{id}.json"))
+        .exists());
+    c.node(0).ok(&["rm", "-f", "w"]);
+}
+
 /// `dwell move` of a sandbox with 1 GiB of random data written, against a
 /// raw upload of the same bytes to the same S3 endpoint (moto): prints
 /// both, in seconds and MB/s. Run with `--ignored --nocapture`.
