@@ -37,6 +37,11 @@ pub const PRINCIPAL_HEADERS: [&str; 3] = [
 ];
 /// Set by the owner on a 409 for a sandbox it does not own (anymore).
 pub const NOT_OWNER_HEADER: &str = "x-dwell-not-owner";
+/// Set by a forwarding node to say which of its listeners a request came
+/// to (`e2b`, `envd`, `proxy`; absent: the REST API), so that the owner's
+/// node listener serves it with the same plane. It is only read on the
+/// node listener (nodes only): a client's value never counts.
+pub const PLANE_HEADER: &str = "x-dwell-plane";
 
 /// Sends a request to another node and returns its answer (errors are
 /// answers too: a 502/503 that names the node).
@@ -92,7 +97,7 @@ fn percent_decode(s: &str) -> String {
 /// sent under those names dropped first). The caller is the effective one:
 /// an admin acting for a tenant (`x-dwell-tenant`, see `auth::act_for`)
 /// is that tenant, not an admin, on the owner too.
-fn with_principal(mut req: Request, p: &Principal) -> Request {
+pub fn with_principal(mut req: Request, p: &Principal) -> Request {
     set_principal(req.headers_mut(), p);
     req
 }
@@ -102,6 +107,9 @@ fn set_principal(h: &mut HeaderMap, p: &Principal) {
         h.remove(name);
     }
     h.remove(NOT_OWNER_HEADER);
+    // The owner serves a request with the plane its forwarder names; one
+    // that came to the REST API is for the REST API.
+    h.remove(PLANE_HEADER);
     let put = |h: &mut HeaderMap, name: &'static str, v: &str| {
         if let Ok(v) = HeaderValue::from_str(v) {
             h.insert(name, v);
@@ -189,18 +197,8 @@ async fn create(
 /// [`PRINCIPAL_HEADERS`] (the listener serves only nodes of the cluster),
 /// and a refusal for a sandbox this node does not own.
 pub async fn from_node(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
-    let h = req.headers();
-    let get = |i: usize| h.get(PRINCIPAL_HEADERS[i]).and_then(|v| v.to_str().ok());
-    let (Some(tenant), Some(admin), Some(key_id)) = (get(0), get(1), get(2)) else {
-        return ApiError::bad_request(
-            "a forwarded request must carry its caller (x-dwell-forwarded-tenant, -admin and -key-id)",
-        )
-        .into_response();
-    };
-    let p = Principal {
-        tenant: tenant.to_string(),
-        admin: admin == "1",
-        key_id: key_id.to_string(),
+    let Some(p) = principal_of(req.headers()) else {
+        return ApiError::bad_request(MISSING_PRINCIPAL).into_response();
     };
     if let About::Sandbox(id) = about(req.method(), req.uri().path()) {
         let ctl = st.ctl.clone();
@@ -224,6 +222,24 @@ pub async fn from_node(State(st): State<AppState>, mut req: Request, next: Next)
     }
     req.extensions_mut().insert(p);
     next.run(req).await
+}
+
+/// What a node listener answers to a forwarded request without its caller.
+pub const MISSING_PRINCIPAL: &str =
+    "a forwarded request must carry its caller (x-dwell-forwarded-tenant, -admin and -key-id)";
+
+/// The caller a forwarding node put in [`PRINCIPAL_HEADERS`] (read on the
+/// node listener only).
+pub fn principal_of(h: &HeaderMap) -> Option<Principal> {
+    let get = |i: usize| h.get(PRINCIPAL_HEADERS[i]).and_then(|v| v.to_str().ok());
+    let (Some(tenant), Some(admin), Some(key_id)) = (get(0), get(1), get(2)) else {
+        return None;
+    };
+    Some(Principal {
+        tenant: tenant.to_string(),
+        admin: admin == "1",
+        key_id: key_id.to_string(),
+    })
 }
 
 /// An answer for a request that could not reach `node`.
@@ -263,6 +279,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(PRINCIPAL_HEADERS[0], HeaderValue::from_static("victim"));
         h.insert(PRINCIPAL_HEADERS[1], HeaderValue::from_static("1"));
+        h.insert(PLANE_HEADER, HeaderValue::from_static("agent"));
         set_principal(
             &mut h,
             &Principal {
@@ -274,5 +291,6 @@ mod tests {
         assert_eq!(h[PRINCIPAL_HEADERS[0]], "me");
         assert_eq!(h[PRINCIPAL_HEADERS[1]], "0");
         assert_eq!(h.get_all(PRINCIPAL_HEADERS[0]).iter().count(), 1);
+        assert!(h.get(PLANE_HEADER).is_none());
     }
 }

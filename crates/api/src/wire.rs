@@ -57,7 +57,8 @@ mod tests {
                 "secret_env_names": ["TOKEN"],
                 "allow_raw_sockets": false, "allow_core_dumps": true,
                 "egress": {"allow": ["*.example.com", "10.0.0.0/8"], "deny": ["0.0.0.0/0"], "precedence": "allow_wins"},
-                "volumes": [{"name": "pgdata", "path": "/data", "read_only": false}]
+                "volumes": [{"name": "pgdata", "path": "/data", "read_only": false}],
+                "backup_every_ms": 900000
             },
             "created_at": 1, "updated_at": 2, "state_changed_at": 3,
             "started_at": 4, "stopped_at": null,
@@ -66,7 +67,7 @@ mod tests {
             "schedule": [{"policy": "ttl", "action": "archive", "at": 9}],
             "stats": {"memory_bytes": 1, "memory_limit_bytes": 2, "cpu_usage_ns": 3, "pids": 4, "oom_kills": 0},
             "archive": {"snapshot": "s", "volume_size": 1, "data_bytes": 1, "stored_bytes": 1, "archived_at": "t", "hibernated": true},
-            "saved_state_bytes": 7, "wakes_on_use": false,
+            "saved_state_bytes": 7, "wakes_on_use": false, "last_backup_at": 8,
             "networks": [{"network": "team", "address": "10.210.0.2", "subnet": "10.210.0.0/24", "interface": "eth1"}]
         })
     }
@@ -95,6 +96,7 @@ mod tests {
             "saved_state_bytes",
             "wakes_on_use",
             "networks",
+            "last_backup_at",
         ] {
             bare.as_object_mut().unwrap().remove(k);
         }
@@ -106,7 +108,7 @@ mod tests {
         same_shape::<dwell_control::CreateRequest, dwell_contract::CreateRequest>(json!({
             "name": "w", "image": "host", "mode": "ephemeral", "vcpus": 0.5, "memory": "256M",
             "pids": 64, "disk": 1073741824u64, "env": {"A": "1"}, "labels": {"k": "v"}, "network": "none",
-            "runtime": "gvisor",
+            "runtime": "gvisor", "backup_every": "15m",
             "policies": {"ttl": "1h", "idle_timeout": 600, "pause_after": null, "archive_after": null,
                          "delete_after": null, "max_lifetime": null, "ttl_action": "pause",
                          "auto_resume": false},

@@ -383,6 +383,15 @@ pub struct ServeArgs {
     /// millisecond. `off` never freezes.
     #[arg(long, default_value = "2s", value_name = "DURATION|off")]
     pub doze_after: String,
+    /// The shortest `create --backup-every` this daemon takes.
+    #[arg(long, default_value = "1m", value_name = "DURATION")]
+    pub min_backup_every: String,
+    /// In a cluster, what becomes of a lost node's sandboxes: `restart`
+    /// runs those with a backup or an archive on another node from the
+    /// newest of them (changes after it are lost); `keep` leaves them with
+    /// their node until it comes back.
+    #[arg(long, default_value = "restart", value_name = "restart|keep")]
+    pub on_node_loss: String,
     /// How gVisor's sentry intercepts system calls: systrap (fast system
     /// calls; an idle sandbox with a process of its own costs ~27 ms of CPU
     /// a second), ptrace (10-20x slower system calls; idle costs nothing)
@@ -559,6 +568,11 @@ pub struct CreateArgs {
     /// `serve --node-label`; repeatable: all of them).
     #[arg(long = "node-selector", value_name = "KEY=VALUE")]
     pub node_selector: Vec<String>,
+    /// Back the sandbox up into the object store this often (`15m`, `1h`;
+    /// `off`: never): in a cluster, it runs again on another node from its
+    /// last backup when its node is lost. The newest two are kept.
+    #[arg(long, value_name = "DURATION|off")]
+    pub backup_every: Option<String>,
     /// Secret variable KEY=VALUE, or KEY to take the value from this
     /// environment (repeatable): sealed at rest, never shown, given to every exec.
     #[arg(long = "secret-env")]

@@ -195,6 +195,56 @@ impl Forwarder {
         Ok(resp.map(Body::new))
     }
 
+    /// Opens an upgraded connection to `node` at `advertise` for this
+    /// node's own use (no caller's connection to join): `req` must ask for
+    /// an upgrade (`Connection: upgrade` and `Upgrade`) and is sent as
+    /// [`Forwarder::forward`] sends. On `101` the answer's headers and the
+    /// upgraded connection come back; any other answer is the `Err` side,
+    /// as the node gave it.
+    pub async fn upgrade(
+        &self,
+        node: &str,
+        advertise: &str,
+        req: Request,
+    ) -> Result<
+        Result<(axum::http::HeaderMap, TokioIo<hyper::upgrade::Upgraded>), Response>,
+        ForwardError,
+    > {
+        let fail = |failure| ForwardError {
+            node: node.to_string(),
+            address: advertise.to_string(),
+            failure,
+        };
+        let (mut parts, body) = req.into_parts();
+        if !parts.headers.contains_key(header::HOST) {
+            parts.headers.insert(
+                header::HOST,
+                HeaderValue::from_static(crate::identity::SERVER_NAME),
+            );
+        }
+        strip_hop_by_hop(&mut parts.headers, true, true);
+        let mut out = hyper::Request::new(body);
+        *out.method_mut() = parts.method;
+        *out.uri_mut() = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .parse::<Uri>()
+            .unwrap_or_else(|_| Uri::from_static("/"));
+        *out.version_mut() = Version::HTTP_11;
+        *out.headers_mut() = parts.headers;
+        let mut resp = self.send(node, advertise, out, true).await.map_err(fail)?;
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            strip_hop_by_hop(resp.headers_mut(), false, false);
+            return Ok(Err(resp.map(Body::new)));
+        }
+        let headers = resp.headers().clone();
+        let upgraded = hyper::upgrade::on(&mut resp)
+            .await
+            .map_err(|e| fail(ForwardFailure::Dropped(format!("the upgrade failed: {e}"))))?;
+        Ok(Ok((headers, TokioIo::new(upgraded))))
+    }
+
     /// Sends `req` on a kept connection, or a new one; a request a kept
     /// connection gave back unsent goes again on a new one.
     async fn send(

@@ -153,6 +153,9 @@ pub struct SandboxSpec {
     /// Labels its node must carry (a cluster's placement and moves).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
+    /// How often it is backed up into the object store, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_every_ms: Option<u64>,
 }
 
 /// Which list wins when an address or name is on both.
@@ -272,6 +275,9 @@ pub struct Sandbox {
     /// In a cluster: the node that owns and runs it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// When its last backup was taken (Unix ms), if it is backed up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup_at: Option<i64>,
     /// Filled by `inspect`: the ports exposed through the port proxy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<crate::ports::PortExposure>,
@@ -407,6 +413,11 @@ pub struct CreateRequest {
     /// labels (`dwell serve --node-label`); moves keep to them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
+    /// Back it up into the object store this often (`15m`, or seconds;
+    /// `off`: never). In a cluster it runs again on another node from its
+    /// newest backup when its node is lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_every: Option<DurationArg>,
 }
 
 /// `PATCH /v1/sandboxes/{id}`: what can change on a live sandbox (its

@@ -111,7 +111,7 @@ pub(crate) fn remove_ref(inner: &Context, id: &str) -> Result<()> {
 /// if it was hibernated) from the archive (every chunk verified; a missing
 /// or corrupt chunk fails the start and leaves the pointer, so the sandbox
 /// never runs on damaged or empty data), then drop the pointer and the
-/// archive snapshot. Blocking. Returns whether it restored.
+/// archive snapshot (not a backup: see [`crate::backup`]). Blocking. Returns whether it restored.
 pub(crate) fn unarchive(inner: &Context, id: &str, tenant: &str) -> Result<bool> {
     let Some(r) = load_ref(inner, id)? else {
         return Ok(false);
@@ -152,7 +152,11 @@ pub(crate) fn unarchive(inner: &Context, id: &str, tenant: &str) -> Result<bool>
     crate::crashpoint::crashpoint("unarchive:after-restore");
     remove_ref(inner, id)?;
     crate::crashpoint::crashpoint("unarchive:after-unref");
-    drop_snapshot(inner, &m.id);
+    // A backup restored from (a lost node's sandbox) stays one of the
+    // sandbox's backups.
+    if !crate::backup::is_backup(&m) {
+        drop_snapshot(inner, &m.id);
+    }
     Ok(true)
 }
 

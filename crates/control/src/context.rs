@@ -107,6 +107,8 @@ pub(crate) struct Context {
     /// This daemon as a node of a cluster (unset on a single node): see
     /// [`crate::cluster`].
     pub(crate) cluster: std::sync::OnceLock<crate::cluster::Membership>,
+    /// Backup settings (see [`crate::backup`]).
+    pub(crate) backups: crate::backup::Backups,
 }
 
 impl Context {

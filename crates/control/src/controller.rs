@@ -17,6 +17,7 @@
 mod access;
 mod activity;
 mod agent;
+mod agent_link;
 mod build;
 mod cluster;
 mod create;
@@ -29,7 +30,7 @@ mod moves;
 mod networks;
 mod ports;
 mod service;
-mod snapshot;
+pub(crate) mod snapshot;
 mod tenants;
 mod views;
 mod volumes;
@@ -51,6 +52,7 @@ use crate::policy::PolicyArgs;
 use crate::reconcile;
 
 pub use activity::{EgressChange, StreamGuard};
+pub use agent_link::AgentLink;
 pub use cluster::Elsewhere;
 
 /// How the daemon wires a controller.
@@ -162,6 +164,7 @@ impl Controller {
                 builds: Default::default(),
                 deadlines: Default::default(),
                 cluster: Default::default(),
+                backups: Default::default(),
             }),
         }
     }
@@ -175,6 +178,12 @@ impl Controller {
             .doze_after
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = after;
+    }
+
+    /// The shortest `backup_every` and what becomes of a lost node's
+    /// sandboxes (see [`crate::backup`]).
+    pub fn set_backup_settings(&self, s: crate::backup::BackupSettings) {
+        self.inner.backups.set(s)
     }
 
     /// How many sandboxes doze right now, and how many times a call has
@@ -338,6 +347,8 @@ impl Controller {
         tokio::spawn(reconcile::deadlines::timer(self.inner.clone()));
         // Idle sandboxes of runtimes that cost CPU while idle doze.
         tokio::spawn(crate::doze::timer(self.inner.clone()));
+        // Sandboxes with `backup_every` are backed up by their owner.
+        tokio::spawn(crate::backup::timer(self.inner.clone()));
         let inner = self.inner.clone();
         tokio::spawn(async move {
             if !done {

@@ -51,6 +51,7 @@
 
 pub mod agents;
 pub mod archive;
+pub mod backup;
 pub mod build;
 pub mod clock;
 pub mod cluster;

@@ -212,6 +212,7 @@ mod tests {
             volumes: Vec::new(),
             service: None,
             node_selector: Default::default(),
+            backup_every_ms: None,
         }
     }
 

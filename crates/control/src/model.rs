@@ -74,6 +74,10 @@ pub struct SandboxSpec {
     /// Labels its node must carry (a cluster's placement and moves).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
+    /// Take a backup (a snapshot kept in the object store) this often, in
+    /// milliseconds; None: no backups (see [`crate::backup`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_every_ms: Option<u64>,
 }
 
 pub use crate::volume_spec::VolumeMount;
@@ -171,6 +175,9 @@ pub struct CreateRequest {
     /// In a cluster: only nodes with all these labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
+    /// Back the sandbox up this often (`15m`, or seconds; `off`: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_every: Option<crate::policy::DurationArg>,
 }
 
 /// Check egress rules, naming the bad entry and the field.
@@ -358,6 +365,10 @@ impl CreateRequest {
             // Resolved against the image by `create`.
             service: None,
             node_selector: self.node_selector.clone(),
+            backup_every_ms: match &self.backup_every {
+                Some(d) => d.millis("backup_every")?,
+                None => None,
+            },
         })
     }
 }
@@ -439,6 +450,10 @@ pub struct Sandbox {
     /// In a cluster: the node that owns and runs it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// When its last backup was taken (Unix ms); filled by `inspect` of a
+    /// sandbox with `backup_every`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup_at: Option<i64>,
     /// The private networks it is on, with its address on each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub networks: Vec<Attachment>,
@@ -564,6 +579,7 @@ impl Sandbox {
             service: None,
             image_config: None,
             node: r.node.clone(),
+            last_backup_at: None,
         }
     }
 }

@@ -35,7 +35,9 @@ pub(crate) async fn sweep(inner: &Arc<Context>) -> Vec<String> {
 }
 
 fn sweep_blocking(inner: &Context, live: &HashSet<String>) -> Vec<String> {
-    let mut cleaned = Vec::new();
+    // In a cluster: copies of sandboxes another node owns stop, and their
+    // volumes are set aside, never deleted (see `cluster::recovery`).
+    let mut cleaned = crate::cluster::recovery::fence(inner);
     // A create may have inserted its record after `live` was read: check
     // again, under the sandbox's lock, right before cleaning anything.
     let unexplained = |id: &str| -> Option<tokio::sync::OwnedMutexGuard<()>> {
@@ -126,7 +128,7 @@ fn sweep_blocking(inner: &Context, live: &HashSet<String>) -> Vec<String> {
 
 /// A config naming only what `stop` needs (id and state dir), for sandboxes
 /// whose own config is gone.
-fn bare_config(inner: &Context, id: &str) -> SandboxConfig {
+pub(crate) fn bare_config(inner: &Context, id: &str) -> SandboxConfig {
     SandboxConfig {
         id: id.to_string(),
         hostname: id.to_string(),

@@ -45,7 +45,7 @@ fn collect(inner: &Context) -> Result<GcSummary> {
         .gc_state
         .last_ms
         .store(inner.clock.now_ms(), Ordering::SeqCst);
-    let orphans = crate::archive::collect_orphans(inner)?;
+    let orphans = crate::archive::collect_orphans(inner)? + crate::backup::collect_orphans(inner)?;
     crate::crashpoint::crashpoint("gc:after-orphans");
     let r = dwell_snapshot::gc(&*inner.snapshots, &dwell_snapshot::GcOptions::default())?;
     Ok(GcSummary {

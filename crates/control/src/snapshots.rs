@@ -34,6 +34,12 @@ pub(crate) use live::{capture_live, Processes};
 /// tenant's (see [`crate::archive`]).
 pub const ARCHIVE_LABEL: &str = "archive-of";
 
+/// Whether `m` belongs to its sandbox rather than to the tenant's list:
+/// an archive or a backup.
+pub(crate) fn hidden(m: &Manifest) -> bool {
+    m.labels.contains_key(ARCHIVE_LABEL) || m.labels.contains_key(crate::backup::LABEL)
+}
+
 /// `_IOWR('X', 119, int)` and `_IOWR('X', 120, int)`.
 const FIFREEZE: libc::c_ulong = 0xC004_5877;
 const FITHAW: libc::c_ulong = 0xC004_5878;
@@ -312,14 +318,14 @@ pub(crate) fn capture(
 pub(crate) fn find(store: &dyn ChunkStore, tenant: &str, id_or_name: &str) -> Result<Manifest> {
     if dwell_snapshot::validate_id(id_or_name).is_ok() {
         if let Ok(m) = dwell_snapshot::load(store, id_or_name, Some(tenant)) {
-            if !m.labels.contains_key(ARCHIVE_LABEL) {
+            if !hidden(&m) {
                 return Ok(m);
             }
         }
     }
     let mut all = dwell_snapshot::list(store, Some(tenant))?;
     all.retain(|m| m.labels.get("name").map(String::as_str) == Some(id_or_name));
-    all.retain(|m| !m.labels.contains_key(ARCHIVE_LABEL));
+    all.retain(|m| !hidden(m));
     all.sort_by(|a, b| a.created_at.cmp(&b.created_at));
     all.pop()
         .ok_or_else(|| Error::SnapshotNotFound(id_or_name.to_string()))

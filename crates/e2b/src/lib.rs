@@ -21,10 +21,12 @@
 //! | snapshots | dwell snapshots (content-addressed volume captures) |
 //!
 //! Routes are in [`routes`]; errors have E2B's shape `{"code","message"}`
-//! ([`error`]).
+//! ([`error`]). In a cluster, requests about another node's sandbox are
+//! served by that node ([`forward`], [`routers`]).
 
 pub mod auth;
 pub mod error;
+pub mod forward;
 pub mod lifetime;
 pub mod paging;
 pub mod routes;
@@ -76,6 +78,17 @@ pub struct E2bState {
     pub cpu_samples: Arc<Mutex<HashMap<String, (i64, u64)>>>,
     /// Outstanding upload URLs of template files.
     pub uploads: Arc<template_files::Uploads>,
+    /// In a cluster: how requests reach other nodes ([`forward`]).
+    pub forward: Option<dwell_api::forward::ForwardFn>,
+}
+
+/// The control plane's routers of a cluster's node, with one state.
+pub struct Routers {
+    /// For clients (API key), forwarding what another node serves.
+    pub public: Router,
+    /// For the node listener (`x-dwell-plane: e2b`): the caller from the
+    /// principal headers, this node's sandboxes only.
+    pub node: Router,
 }
 
 /// The E2B control-plane router. Every request needs an API key, except
@@ -84,6 +97,16 @@ pub struct E2bState {
 /// Template builds that were running when the daemon stopped are marked
 /// failed here (nothing resumes them) and their contexts removed.
 pub fn router(ctl: Controller, opts: Options) -> Router {
+    routers(ctl, opts, None).public
+}
+
+/// [`router`], and the node listener's router; with `forward`, requests
+/// about another node's sandbox (and creates placed elsewhere) go there.
+pub fn routers(
+    ctl: Controller,
+    opts: Options,
+    forward: Option<dwell_api::forward::ForwardFn>,
+) -> Routers {
     match ctl.store().e2b_fail_interrupted_builds(
         "the server restarted during the build; build the template again",
     ) {
@@ -102,8 +125,22 @@ pub fn router(ctl: Controller, opts: Options) -> Router {
         opts: Arc::new(opts),
         cpu_samples: Default::default(),
         uploads: Default::default(),
+        forward: forward.clone(),
     };
-    routes::router(state.clone())
+    let node = routes::router(state.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            forward::from_node,
+        ))
+        .layer(axum::middleware::from_fn(dwell_api::drain::refused_bodies));
+    let mut public = routes::router(state.clone());
+    if forward.is_some() {
+        public = public.layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            forward::to_owner,
+        ));
+    }
+    let public = public
         .layer(axum::middleware::from_fn_with_state(
             dwell_api::AppState::new(ctl),
             dwell_api::auth::audit,
@@ -113,5 +150,6 @@ pub fn router(ctl: Controller, opts: Options) -> Router {
             auth::api_key,
         ))
         .merge(routes::unauthenticated(state))
-        .layer(axum::middleware::from_fn(dwell_api::drain::refused_bodies))
+        .layer(axum::middleware::from_fn(dwell_api::drain::refused_bodies));
+    Routers { public, node }
 }

@@ -13,9 +13,12 @@
 //! (`sandbox.rs`); the user comes from Basic auth or `username`
 //! (`users.rs`); the agent does a non-root user's file changes as that
 //! user. The version reported to the SDK is [`ENVD_VERSION`].
+//! In a cluster, requests for another node's sandbox are served by that
+//! node ([`routers`], `cluster.rs`).
 //! proto3 JSON details (int64 as strings, base64 bytes, RFC 3339 times,
 //! Go file modes) are in [`pbjson`].
 
+mod cluster;
 pub mod connect;
 mod files;
 mod filesystem;
@@ -197,6 +200,35 @@ pub fn router(ctl: Arc<Controller>) -> axum::Router {
 
 /// [`router`] with settings.
 pub fn router_with(ctl: Arc<Controller>, opts: Options) -> axum::Router {
+    routes(new_state(ctl, opts))
+}
+
+/// The envd routers of a cluster's node, with one state: the one for
+/// clients sends requests for other nodes' sandboxes to their owner with
+/// `forward`; the one for the node listener (other nodes' forwarded
+/// requests, `x-dwell-plane: envd`) serves this node's sandboxes only.
+pub fn routers(
+    ctl: Arc<Controller>,
+    opts: Options,
+    forward: dwell_api::forward::ForwardFn,
+) -> (axum::Router, axum::Router) {
+    let st = new_state(ctl.clone(), opts);
+    let layer = |forward| {
+        axum::middleware::from_fn_with_state(
+            cluster::Route {
+                ctl: ctl.clone(),
+                forward,
+            },
+            cluster::to_owner,
+        )
+    };
+    (
+        routes(st.clone()).layer(layer(Some(forward))),
+        routes(st).layer(layer(None)),
+    )
+}
+
+fn new_state(ctl: Arc<Controller>, opts: Options) -> Arc<Envd> {
     let st = Arc::new(Envd {
         ctl,
         users: users::Cache::default(),
@@ -206,6 +238,10 @@ pub fn router_with(ctl: Arc<Controller>, opts: Options) -> axum::Router {
         unexpiring: signature::Unexpiring::new(opts.signed_url_lifetime),
     });
     spawn_purger(&st);
+    st
+}
+
+fn routes(st: Arc<Envd>) -> axum::Router {
     axum::Router::new()
         .route("/health", get(files::health))
         .route("/files", get(files::download).post(files::upload))

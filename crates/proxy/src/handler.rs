@@ -34,40 +34,72 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::pages::{login_redirect, page};
 use crate::{
-    Body, BoxError, Shared, COOKIE, E2B_TOKEN_HEADER, ENVD_PORT, LOGIN_PARAM, TOKEN_HEADER,
+    Body, BoxError, Shared, CLIENT_HEADER, CLIENT_TLS_HEADER, CONNECT_UPGRADE, COOKIE,
+    E2B_TOKEN_HEADER, ENVD_PORT, LOGIN_PARAM, TOKEN_HEADER,
 };
+use dwell_api::forward::{NOT_OWNER_HEADER, PLANE_HEADER};
+use dwell_control::controller::Elsewhere;
 
 /// A kept upstream HTTP connection of one client connection.
-struct Upstream {
+struct Upstream<B> {
     sandbox: String,
     port: u16,
-    sender: SendRequest<Incoming>,
+    sender: SendRequest<B>,
     _permit: OwnedSemaphorePermit,
 }
 
 /// What one client connection keeps between its requests.
-pub(crate) struct ConnState {
+pub(crate) struct ConnState<B> {
     peer: SocketAddr,
     /// Whether the client came over TLS (`X-Forwarded-Proto`).
     tls: bool,
     /// Armed by an envd handler to have the connection reset.
     reset: dwell_envd::ConnectionReset,
-    upstream: tokio::sync::Mutex<Option<Upstream>>,
+    upstream: tokio::sync::Mutex<Option<Upstream<B>>>,
+    /// Whether the request came from another node of the cluster (over
+    /// its node listener): served here, never forwarded again.
+    from_node: bool,
 }
 
-impl ConnState {
+impl<B> ConnState<B> {
     pub(crate) fn new(
         peer: SocketAddr,
         tls: bool,
         reset: dwell_envd::ConnectionReset,
-    ) -> ConnState {
+    ) -> ConnState<B> {
         ConnState {
             peer,
             tls,
             reset,
             upstream: tokio::sync::Mutex::new(None),
+            from_node: false,
         }
     }
+
+    /// The state of one request another node forwarded (its client's
+    /// address and scheme come in headers the forwarding node set).
+    pub(crate) fn forwarded(
+        peer: SocketAddr,
+        tls: bool,
+        reset: dwell_envd::ConnectionReset,
+    ) -> ConnState<B> {
+        ConnState {
+            from_node: true,
+            ..ConnState::new(peer, tls, reset)
+        }
+    }
+}
+
+/// A request body the proxy passes on: hyper's own for its listener, axum's
+/// for requests other nodes forward.
+pub(crate) trait ReqBody:
+    hyper::body::Body<Data = bytes::Bytes, Error: Into<BoxError>> + Send + Unpin + 'static
+{
+}
+
+impl<T> ReqBody for T where
+    T: hyper::body::Body<Data = bytes::Bytes, Error: Into<BoxError>> + Send + Unpin + 'static
+{
 }
 
 /// A refusal: the page to answer with.
@@ -88,7 +120,7 @@ fn wants_html(h: &HeaderMap) -> bool {
 }
 
 /// The host a request is for, lower-case, without a port.
-fn request_host(req: &Request<Incoming>) -> Option<String> {
+fn request_host<B: ReqBody>(req: &Request<B>) -> Option<String> {
     let (host, _) = split_authority(&raw_authority(req)?);
     (!host.is_empty()).then_some(host)
 }
@@ -112,7 +144,7 @@ fn cookie_values(h: &HeaderMap, name: &str) -> Vec<String> {
 
 /// The host and port as the client wrote them (`Host`, or the authority
 /// of a CONNECT or absolute-form request).
-fn raw_authority(req: &Request<Incoming>) -> Option<String> {
+fn raw_authority<B: ReqBody>(req: &Request<B>) -> Option<String> {
     if req.method() == Method::CONNECT {
         return req.uri().authority().map(|a| a.as_str().to_string());
     }
@@ -175,7 +207,7 @@ fn same_origin(h: &HeaderMap, authority: &str) -> bool {
 
 /// Whether a request can change state or open a two-way channel (and so
 /// must not be made by another site's script with this host's cookie).
-fn unsafe_request(req: &Request<Incoming>) -> bool {
+fn unsafe_request<B: ReqBody>(req: &Request<B>) -> bool {
     !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
         || is_upgrade(req.headers())
 }
@@ -200,10 +232,10 @@ fn split_login(query: Option<&str>) -> (Option<String>, String) {
 }
 
 /// Handles one request; never fails (errors are pages).
-pub(crate) async fn handle(
+pub(crate) async fn handle<B: ReqBody>(
     shared: Arc<Shared>,
-    conn: Arc<ConnState>,
-    req: Request<Incoming>,
+    conn: Arc<ConnState<B>>,
+    req: Request<B>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let html = wants_html(req.headers());
     Ok(match route_and_serve(&shared, &conn, req, html).await {
@@ -228,10 +260,10 @@ fn not_found(html: bool, host: &str, domain: &str) -> Refusal {
     ))
 }
 
-async fn route_and_serve(
+async fn route_and_serve<B: ReqBody>(
     shared: &Arc<Shared>,
-    conn: &Arc<ConnState>,
-    req: Request<Incoming>,
+    conn: &Arc<ConnState<B>>,
+    req: Request<B>,
     html: bool,
 ) -> Answer {
     let domain = shared.opts.domain.clone();
@@ -263,7 +295,128 @@ async fn route_and_serve(
         }
     }
     let route = lookup(shared, &host, html).await?;
+    if let Some(owner) = owner_of(shared, conn, &route, html).await? {
+        return to_owner(shared, conn, owner, req).await;
+    }
     serve_route(shared, conn, route, &host, true, req, html).await
+}
+
+/// The node that owns the route's sandbox, when it is not this one (in a
+/// cluster, for a client of this node's proxy); a request that another
+/// node forwarded for a sandbox this one does not own (moved meanwhile)
+/// is refused with 409 and the owner's name.
+async fn owner_of<B>(
+    shared: &Arc<Shared>,
+    conn: &ConnState<B>,
+    route: &PortRoute,
+    html: bool,
+) -> Result<Option<Elsewhere>, Refusal> {
+    if shared.opts.forward.is_none() && !conn.from_node {
+        return Ok(None);
+    }
+    let ctl = shared.ctl.clone();
+    let (tenant, id) = (route.sandbox.tenant.clone(), route.sandbox.id.clone());
+    let owner = match tokio::task::spawn_blocking(move || ctl.owner(&tenant, &id)).await {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => {
+            return Err(Refusal::new(page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                html,
+                "Service Unavailable",
+                &e.to_string(),
+            )))
+        }
+        Err(e) => {
+            return Err(Refusal::new(page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                html,
+                "Internal Server Error",
+                &format!(
+                    "the owner lookup of sandbox {} failed: {e}",
+                    route.sandbox.name
+                ),
+            )))
+        }
+    };
+    match owner {
+        Some(e) if conn.from_node => {
+            let mut r = page(
+                StatusCode::CONFLICT,
+                html,
+                "Conflict",
+                &format!(
+                    "sandbox {} is owned by node {} now; retry the request",
+                    route.sandbox.name, e.node
+                ),
+            );
+            if let Ok(v) = HeaderValue::from_str(&e.node) {
+                r.headers_mut().insert(NOT_OWNER_HEADER, v);
+            }
+            Err(Refusal::new(r))
+        }
+        o => Ok(o),
+    }
+}
+
+/// The whole request, to the proxy of the node that owns its sandbox
+/// (access checks included: they are that node's). The client's address
+/// and scheme go along in [`CLIENT_HEADER`] and [`CLIENT_TLS_HEADER`]. A
+/// `CONNECT` goes as an upgrade to [`CONNECT_UPGRADE`] (the node channel
+/// carries upgrades); once that node switched, the client gets its 200.
+async fn to_owner<B: ReqBody>(
+    shared: &Arc<Shared>,
+    conn: &ConnState<B>,
+    owner: Elsewhere,
+    mut req: Request<B>,
+) -> Answer {
+    let Some(forward) = shared.opts.forward.clone() else {
+        return Err(Refusal::new(page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            false,
+            "Internal Server Error",
+            &format!(
+                "sandbox port owned by node {} and no way to reach it",
+                owner.node
+            ),
+        )));
+    };
+    let connect = req.method() == Method::CONNECT;
+    if connect {
+        let authority = raw_authority(&req).unwrap_or_default();
+        *req.method_mut() = Method::GET;
+        *req.uri_mut() = Uri::from_static("/");
+        let h = req.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&authority) {
+            h.insert(header::HOST, v);
+        }
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static(CONNECT_UPGRADE));
+    }
+    let h = req.headers_mut();
+    h.insert(PLANE_HEADER, HeaderValue::from_static("proxy"));
+    if let Ok(v) = HeaderValue::from_str(&conn.peer.ip().to_string()) {
+        h.insert(CLIENT_HEADER, v);
+    }
+    h.insert(
+        CLIENT_TLS_HEADER,
+        HeaderValue::from_static(if conn.tls { "1" } else { "0" }),
+    );
+    let resp = forward(owner, req.map(axum::body::Body::new)).await;
+    if connect && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(Response::new(crate::pages::full("")));
+    }
+    Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync()))
+}
+
+/// Whether a request another node forwarded stands for a `CONNECT`
+/// ([`to_owner`]).
+fn connect_upgrade<B>(conn: &ConnState<B>, req: &Request<B>) -> bool {
+    conn.from_node
+        && req.method() == Method::GET
+        && req.headers().get(header::UPGRADE).is_some_and(|v| {
+            v.as_bytes()
+                .eq_ignore_ascii_case(CONNECT_UPGRADE.as_bytes())
+        })
 }
 
 /// The route of a `PORT-ID.D` / `PORT-NAME.D` host, or the 404.
@@ -299,21 +452,25 @@ const SANDBOX_PORT_HEADER: &str = "e2b-sandbox-port";
 /// Port 49983 goes to envd (when served); another port is that sandbox's
 /// exposed port, by id only and with token headers only (a cookie of this
 /// shared host name would be one for every sandbox).
-async fn sandbox_host(
+async fn sandbox_host<B: ReqBody>(
     shared: &Arc<Shared>,
-    conn: &Arc<ConnState>,
-    req: Request<Incoming>,
+    conn: &Arc<ConnState<B>>,
+    req: Request<B>,
     html: bool,
 ) -> Answer {
     let domain = shared.opts.domain.clone();
-    let header = |n: &str| {
-        req.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
+    // (Read before any wait: a request body need not be shareable.)
+    let (id, port) = {
+        let header = |n: &str| {
+            req.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        (header(SANDBOX_ID_HEADER), header(SANDBOX_PORT_HEADER))
     };
-    let Some(id) = header(SANDBOX_ID_HEADER) else {
+    let Some(id) = id else {
         return Err(Refusal::new(page(
             StatusCode::BAD_REQUEST,
             html,
@@ -325,7 +482,7 @@ async fn sandbox_host(
             ),
         )));
     };
-    let port = match header(SANDBOX_PORT_HEADER) {
+    let port = match port {
         None => ENVD_PORT,
         Some(p) => match p.parse::<u16>() {
             Ok(p) if p != 0 => p,
@@ -350,18 +507,21 @@ async fn sandbox_host(
         return Err(not_found(html, &format!("sandbox.{domain}"), &domain));
     }
     let route = lookup(shared, &host, html).await?;
+    if let Some(owner) = owner_of(shared, conn, &route, html).await? {
+        return to_owner(shared, conn, owner, req).await;
+    }
     serve_route(shared, conn, route, &host, false, req, html).await
 }
 
 /// Serves a found route: access checks, then the request. `cookies`:
 /// whether login links and the access cookie count (not on `sandbox.D`).
-async fn serve_route(
+async fn serve_route<B: ReqBody>(
     shared: &Arc<Shared>,
-    conn: &Arc<ConnState>,
+    conn: &Arc<ConnState<B>>,
     route: PortRoute,
     host: &str,
     cookies: bool,
-    req: Request<Incoming>,
+    req: Request<B>,
     html: bool,
 ) -> Answer {
     let domain = shared.opts.domain.clone();
@@ -414,7 +574,7 @@ async fn serve_route(
             }
         }
     }
-    if req.method() == Method::CONNECT {
+    if req.method() == Method::CONNECT || connect_upgrade(conn, &req) {
         return connect(shared, &route, req, html).await;
     }
     if is_upgrade(req.headers()) {
@@ -645,15 +805,17 @@ async fn tunnel(
 }
 
 /// `CONNECT`: 200, then raw bytes both ways.
-async fn connect(
+async fn connect<B: ReqBody>(
     shared: &Arc<Shared>,
     route: &PortRoute,
-    req: Request<Incoming>,
+    req: Request<B>,
     html: bool,
 ) -> Answer {
     let (tunnel, permit) = tunnel(shared, route, html).await?;
     let idle = shared.opts.idle_timeout;
     let what = format!("CONNECT to port {} of {}", route.port, route.sandbox.name);
+    // Another node's CONNECT comes as an upgrade: it switches with a 101.
+    let switch = req.method() != Method::CONNECT;
     tokio::spawn(async move {
         let _permit = permit;
         match hyper::upgrade::on(req).await {
@@ -665,7 +827,14 @@ async fn connect(
             Err(e) => tracing::debug!("{what}: the client did not switch: {e}"),
         }
     });
-    Ok(Response::new(crate::pages::full("")))
+    let mut resp = Response::new(crate::pages::full(""));
+    if switch {
+        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = resp.headers_mut();
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static(CONNECT_UPGRADE));
+    }
+    Ok(resp)
 }
 
 /// Headers that concern one hop, never passed on.
@@ -710,12 +879,12 @@ fn strip_hop(h: &mut HeaderMap, upgrade: bool) {
 /// The request as the sandbox's server gets it: origin-form, no proxy
 /// credentials, `X-Forwarded-*` set (`X-Forwarded-Host`: the client's
 /// host), `Host` replaced when the route's exposure names one.
-fn outbound(
-    conn: &ConnState,
+fn outbound<B: ReqBody>(
+    conn: &ConnState<B>,
     route: &PortRoute,
-    mut req: Request<Incoming>,
+    mut req: Request<B>,
     upgrade: bool,
-) -> Request<Incoming> {
+) -> Request<B> {
     let pq = req
         .uri()
         .path_and_query()
@@ -795,11 +964,11 @@ fn timed_out(shared: &Shared, route: &PortRoute, html: bool) -> Refusal {
 
 /// A plain request, over the client connection's kept upstream connection
 /// when it goes to the same port and is still open.
-async fn forward(
+async fn forward<B: ReqBody>(
     shared: &Arc<Shared>,
-    conn: &Arc<ConnState>,
+    conn: &Arc<ConnState<B>>,
     route: &PortRoute,
-    req: Request<Incoming>,
+    req: Request<B>,
     html: bool,
 ) -> Answer {
     let mut slot = conn.upstream.lock().await;
@@ -847,11 +1016,11 @@ async fn forward(
 
 /// An `Upgrade` (WebSocket): the handshake over a fresh upstream
 /// connection; on 101 the two upgraded connections are piped.
-async fn upgrade(
+async fn upgrade<B: ReqBody>(
     shared: &Arc<Shared>,
-    conn: &Arc<ConnState>,
+    conn: &Arc<ConnState<B>>,
     route: &PortRoute,
-    mut req: Request<Incoming>,
+    mut req: Request<B>,
     html: bool,
 ) -> Answer {
     let (t, permit) = tunnel(shared, route, html).await?;
@@ -899,10 +1068,10 @@ async fn upgrade(
 /// (URLs the routers hand out, like template upload links, use it) and
 /// the connection's [`dwell_envd::ConnectionReset`] (a process stream of a
 /// sandbox that went away arms it).
-async fn serve_router(
+async fn serve_router<B: ReqBody>(
     router: axum::Router,
-    conn: &ConnState,
-    mut req: Request<Incoming>,
+    conn: &ConnState<B>,
+    mut req: Request<B>,
 ) -> Response<Body> {
     use hyper::service::Service;
     let proto = if conn.tls { "https" } else { "http" };

@@ -39,6 +39,11 @@
 //!   A connection over its address's limit gives its connection slot back
 //!   before its handshake and 503, which run under a small cap of their
 //!   own for at most 2 s (beyond the cap it is just closed).
+//! * In a cluster ([`Options::forward`]), a request for a sandbox another
+//!   node owns goes, whole, to that node's proxy over the node channel
+//!   (plain requests, upgrades, and a `CONNECT` as an upgrade to
+//!   [`CONNECT_UPGRADE`]); that node serves it with [`NodeSide`] and does
+//!   every check itself.
 //! * A process stream of a sandbox that goes away resets the client's
 //!   connection (beneath TLS, if any), as on the daemon's own envd
 //!   listener: the E2B SDKs read that as "the sandbox was killed"
@@ -78,6 +83,13 @@ pub const LOGIN_PARAM: &str = "dwell_token";
 pub const COOKIE: &str = "dwell_port";
 /// The E2B envd port, served by the envd router when one is given.
 pub const ENVD_PORT: u16 = 49983;
+/// Set by a node forwarding a request to the owner's proxy: the client's
+/// address (for `X-Forwarded-For`).
+pub const CLIENT_HEADER: &str = "x-dwell-client";
+/// Set with [`CLIENT_HEADER`]: `1` when the client came over TLS.
+pub const CLIENT_TLS_HEADER: &str = "x-dwell-client-tls";
+/// The `Upgrade` protocol a forwarded `CONNECT` asks for.
+pub const CONNECT_UPGRADE: &str = "dwell-connect";
 
 /// How the proxy serves.
 #[derive(Clone)]
@@ -110,6 +122,8 @@ pub struct Options {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Time a client has to complete the TLS handshake.
     pub handshake_timeout: Duration,
+    /// In a cluster: how requests for other nodes' sandboxes reach them.
+    pub forward: Option<dwell_api::forward::ForwardFn>,
 }
 
 impl Options {
@@ -127,6 +141,7 @@ impl Options {
             api: None,
             tls: None,
             handshake_timeout: Duration::from_secs(10),
+            forward: None,
         }
     }
 }
@@ -240,14 +255,85 @@ pub async fn serve(
     stop: impl Future<Output = ()>,
     drain: Duration,
 ) -> std::io::Result<()> {
-    let shared = Arc::new(Shared {
-        limiter: Limiter {
-            per: opts.per_sandbox.max(1),
-            map: Mutex::default(),
-        },
-        ctl,
-        opts,
-    });
+    Proxy::new(ctl, opts).serve(tcp, stop, drain).await
+}
+
+/// The proxy: served on its listener ([`Proxy::serve`]) and, in a
+/// cluster, to other nodes ([`Proxy::node_side`]), with one set of limits.
+pub struct Proxy {
+    shared: Arc<Shared>,
+}
+
+/// The proxy as a node's listener serves it to the other nodes of its
+/// cluster: requests they forwarded for this node's sandboxes.
+#[derive(Clone)]
+pub struct NodeSide {
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    pub fn new(ctl: Controller, opts: Options) -> Proxy {
+        Proxy {
+            shared: Arc::new(Shared {
+                limiter: Limiter {
+                    per: opts.per_sandbox.max(1),
+                    map: Mutex::default(),
+                },
+                ctl,
+                opts,
+            }),
+        }
+    }
+
+    /// What the node listener serves for `x-dwell-plane: proxy`.
+    pub fn node_side(&self) -> NodeSide {
+        NodeSide {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Serves the proxy on `tcp` until `stop` completes; open connections
+    /// then get `drain` to finish.
+    pub async fn serve(
+        self,
+        tcp: TcpListener,
+        stop: impl Future<Output = ()>,
+        drain: Duration,
+    ) -> std::io::Result<()> {
+        serve_shared(self.shared, tcp, stop, drain).await
+    }
+}
+
+impl NodeSide {
+    /// Serves one request another node forwarded ([`Options::forward`]):
+    /// as if its client had come here, from the address in
+    /// [`CLIENT_HEADER`]; never forwarded again.
+    pub async fn serve(&self, mut req: axum::extract::Request) -> axum::response::Response {
+        let h = req.headers_mut();
+        let ip = h
+            .get(CLIENT_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<IpAddr>().ok())
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let tls = h.get(CLIENT_TLS_HEADER).is_some_and(|v| v == "1");
+        h.remove(CLIENT_HEADER);
+        h.remove(CLIENT_TLS_HEADER);
+        let conn = Arc::new(handler::ConnState::forwarded(
+            std::net::SocketAddr::new(ip, 0),
+            tls,
+            dwell_envd::ConnectionReset::default(),
+        ));
+        let Ok(resp) = handler::handle(self.shared.clone(), conn, req).await;
+        resp.map(axum::body::Body::new)
+    }
+}
+
+async fn serve_shared(
+    shared: Arc<Shared>,
+    tcp: TcpListener,
+    stop: impl Future<Output = ()>,
+    drain: Duration,
+) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(shared.opts.max_connections.max(1)));
     let per_ip = Arc::new(PerIp {
         max: shared.opts.max_per_ip.max(1),
@@ -398,6 +484,13 @@ async fn serve_conn<S>(
     }
     conn.as_mut().graceful_shutdown();
     let _ = conn.await;
+}
+
+/// The node listener runs [`NodeSide::serve`] on any thread: its future
+/// must be `Send` with axum's body (which is not `Sync`), checked here.
+fn _node_side_is_send(n: NodeSide, r: axum::extract::Request) {
+    fn is_send<T: Send>(_: T) {}
+    is_send(async move { n.serve(r).await });
 }
 
 #[cfg(test)]

@@ -15,6 +15,9 @@
 //! - [`forward`]: local port forwarding (`direct-tcpip`, `ssh -L`) through
 //!   the agent's TCP streams.
 //!
+//! In a cluster, a login to a sandbox another node runs drives its agent
+//! through that node ([`remote`]).
+//!
 //! [`server`] accepts connections and authenticates them; [`host_key`] keeps
 //! the gateway's ed25519 host key in the data dir. Every login is in the
 //! audit log and counts as activity of its sandbox; open channels keep it
@@ -24,9 +27,11 @@
 
 pub mod forward;
 pub mod host_key;
+pub mod remote;
 pub mod server;
 pub mod session;
 pub mod sftp;
 
 pub use host_key::HostKey;
+pub use remote::{Asker, Remote, RemoteAgent};
 pub use server::{serve, Options};

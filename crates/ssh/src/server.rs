@@ -44,6 +44,8 @@ pub struct Options {
     pub max_startups: usize,
     /// Connections not yet logged in from one source address.
     pub max_startups_per_ip: usize,
+    /// In a cluster: how sandboxes of other nodes are reached.
+    pub remote: Option<crate::Remote>,
 }
 
 impl Default for Options {
@@ -54,6 +56,7 @@ impl Default for Options {
             login_grace: Duration::from_secs(20),
             max_startups: 64,
             max_startups_per_ip: 10,
+            remote: None,
         }
     }
 }
@@ -132,6 +135,8 @@ pub struct Login {
     pub sandbox_id: String,
     pub sandbox_name: String,
     pub key_id: String,
+    /// In a cluster: how the sandbox is reached when another node runs it.
+    pub remote: Option<crate::Remote>,
 }
 
 /// Serves SSH on `listener` until `shutdown` completes.
@@ -202,6 +207,7 @@ pub async fn serve(
         let ctl = ctl.clone();
         let config = config.clone();
         let grace = opts.login_grace;
+        let remote = opts.remote.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let deadline = tokio::time::Instant::now() + grace;
@@ -211,6 +217,7 @@ pub async fn serve(
             let changes = ctl.ssh_keys_changed();
             let conn = Conn {
                 ctl: ctl.clone(),
+                remote: remote.clone(),
                 peer,
                 login: login.clone(),
                 startup: Some(startup),
@@ -329,6 +336,7 @@ struct ChanReqs {
 /// One connection.
 struct Conn {
     ctl: Controller,
+    remote: Option<crate::Remote>,
     peer: SocketAddr,
     /// Set once, at login.
     login: Arc<OnceLock<Arc<Login>>>,
@@ -466,6 +474,7 @@ impl Handler for Conn {
                     sandbox_id: sb.id.clone(),
                     sandbox_name: sb.name.clone(),
                     key_id: k.id,
+                    remote: self.remote.clone(),
                 });
                 // Set before the re-check below: a key removed between the
                 // check above and now was seen by the watcher while there

@@ -37,10 +37,54 @@ enum Start {
 /// The agent of the login's sandbox (woken when its policy allows it), or
 /// a message for the client.
 pub(crate) async fn agent(ctl: &Controller, login: &Login) -> Result<AgentClient, String> {
-    ctl.agent_for(&login.tenant, &login.sandbox_id, "SSH")
+    Ok(reach(ctl, login).await?.client)
+}
+
+/// The login's sandbox reached: its agent, and, when another node runs
+/// it, what that node told of it (None: read here).
+struct Reached {
+    client: AgentClient,
+    command_defaults: Option<bool>,
+    secrets: Option<BTreeMap<String, String>>,
+}
+
+/// The agent of the login's sandbox, here or (in a cluster) through the
+/// node that runs it.
+async fn reach(ctl: &Controller, login: &Login) -> Result<Reached, String> {
+    let failed = |e: String| format!("dwell: sandbox {}: {e}", login.sandbox_name);
+    if let Some(remote) = &login.remote {
+        let c = ctl.clone();
+        let (tenant, id) = (login.tenant.clone(), login.sandbox_id.clone());
+        let owner = tokio::task::spawn_blocking(move || c.owner(&tenant, &id))
+            .await
+            .map_err(|e| failed(e.to_string()))?
+            .map_err(|e| failed(e.to_string()))?;
+        if let Some(owner) = owner {
+            let node = owner.node.clone();
+            let asker = crate::Asker {
+                tenant: login.tenant.clone(),
+                key_id: login.key_id.clone(),
+                sandbox_id: login.sandbox_id.clone(),
+            };
+            let r = (remote.0)(owner, asker)
+                .await
+                .map_err(|e| failed(format!("through node {node}, which runs it: {e}")))?;
+            return Ok(Reached {
+                client: r.client,
+                command_defaults: Some(r.command_defaults),
+                secrets: Some(r.secrets),
+            });
+        }
+    }
+    let (_, client) = ctl
+        .agent_for(&login.tenant, &login.sandbox_id, "SSH")
         .await
-        .map(|(_, c)| c)
-        .map_err(|e| format!("dwell: sandbox {}: {e}", login.sandbox_name))
+        .map_err(|e| failed(e.to_string()))?;
+    Ok(Reached {
+        client,
+        command_defaults: None,
+        secrets: None,
+    })
 }
 
 /// Runs one session channel to its end.
@@ -137,16 +181,31 @@ async fn exec(
 ) {
     let id = channel.id();
     let (mut rx, tx) = channel.split();
+    let reached = match reach(ctl, login).await {
+        Ok(r) => r,
+        Err(m) => {
+            fail(&tx, &m).await;
+            return;
+        }
+    };
+    let command_defaults = match reached.command_defaults {
+        Some(d) => d,
+        None => ctl.has_command_defaults(&login.sandbox_id),
+    };
     let mut req = ExecRequest {
         argv,
         // An image with a USER or WORKDIR: the agent starts there, as that
         // user (root's home may be closed to them).
-        cwd: (!ctl.has_command_defaults(&login.sandbox_id)).then(|| HOME.into()),
+        cwd: (!command_defaults).then(|| HOME.into()),
         stdin: true,
         ..Default::default()
     };
+    let secrets = match reached.secrets {
+        Some(s) => Ok(s),
+        None => ctl.secret_env(&login.sandbox_id),
+    };
     // The sandbox's secrets first; what the client sends wins.
-    match ctl.secret_env(&login.sandbox_id) {
+    match secrets {
         Ok(secrets) => req.env.extend(secrets),
         Err(e) => {
             fail(
@@ -164,7 +223,7 @@ async fn exec(
         }
         req.tty = Some(s);
     }
-    let mut stream = match start(ctl, login, &req).await {
+    let mut stream = match start(ctl, login, &req, reached.client).await {
         Ok(s) => s,
         Err(m) => {
             fail(&tx, &m).await;
@@ -301,8 +360,8 @@ async fn start(
     ctl: &Controller,
     login: &Login,
     req: &ExecRequest,
+    client: AgentClient,
 ) -> Result<dwell_proto::ProcessStream, String> {
-    let client = agent(ctl, login).await?;
     match client.exec(req.clone()).await {
         Ok(s) => Ok(s),
         Err(dwell_proto::Error::Unreachable(_)) => {

@@ -134,6 +134,17 @@ fn row(r: &Row) -> Result<Event> {
     })
 }
 
+/// [`append`] for other modules' transactions.
+pub(crate) fn append_in(
+    c: &mut dyn Conn,
+    sandbox_id: &str,
+    at: i64,
+    kind: &str,
+    message: &str,
+) -> Result<()> {
+    append(c, sandbox_id, at, kind, message)
+}
+
 /// Insert one event on `c` (a session or a transaction's) and prune the
 /// sandbox's log when the new sequence number says it is time.
 fn append(c: &mut dyn Conn, sandbox_id: &str, at: i64, kind: &str, message: &str) -> Result<()> {

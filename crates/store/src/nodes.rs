@@ -305,6 +305,38 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Hands sandbox `id` of the lost node `from` to `to`, to run again
+    /// from a copy in the object store (`handoff`, JSON): the owner, the
+    /// handoff, the state `archived` (its volume is that copy now), its
+    /// desired state and the reason, in one statement and with an event.
+    /// False when `from` no longer owns it, it was deleted, or `from` is
+    /// no longer lost (it came back first: its sandboxes stay its own).
+    pub fn recover_sandbox(
+        &self,
+        id: &str,
+        from: &str,
+        to: &str,
+        handoff: &str,
+        desired: crate::State,
+        reason: &str,
+    ) -> Result<bool> {
+        let now = self.now();
+        let mut tx = self.tx()?;
+        let n = tx.execute(
+            "UPDATE sandboxes SET node = ?3, handoff = ?4, desired_state = ?5, reason = ?6, \
+             updated_at = ?7, state_changed_at = CASE WHEN state = 'archived' \
+             THEN state_changed_at ELSE ?7 END, state = 'archived' \
+             WHERE id = ?1 AND node = ?2 AND state != 'deleted' \
+             AND EXISTS (SELECT 1 FROM nodes WHERE name = ?2 AND state = 'lost')",
+            args![id, from, to, handoff, desired.as_str(), reason, now],
+        )?;
+        if n == 1 {
+            crate::events::append_in(&mut *tx, id, now, "node", reason)?;
+        }
+        tx.commit()?;
+        Ok(n == 1)
+    }
+
     /// What sandbox `id`'s owner has still to take over, if anything.
     pub fn handoff_of(&self, id: &str) -> Result<Option<String>> {
         Ok(self
@@ -455,6 +487,58 @@ mod tests {
             assert!(s.handoffs_of_node("n2").unwrap().is_empty());
             assert!(!s.set_sandbox_node("a1", Some("n1"), "n3").unwrap());
             assert!(s.set_sandbox_node("a1", Some("n2"), "n3").unwrap());
+        }
+    }
+
+    /// A spec with nothing in it.
+    #[derive(Serialize, Deserialize)]
+    struct Bare {}
+
+    impl crate::Spec for Bare {
+        const VERSION: u32 = 1;
+    }
+
+    #[test]
+    fn a_lost_nodes_sandbox_is_recovered_once_on_both_engines() {
+        for s in crate::testing::stores() {
+            let e = s.engine();
+            s.db()
+                .unwrap()
+                .execute(
+                    "INSERT INTO sandboxes (id, name, tenant, image, mode, runtime, spec, state, \
+                     desired_state, created_at, updated_at, state_changed_at, node) VALUES \
+                     ('b1', 'w', 't', 'host', 'persistent', 'ns', '{}', 'running', 'running', \
+                     1, 1, 1, 'n3')",
+                    args![],
+                )
+                .unwrap();
+            let why = "node n3 lost; restored from the backup of T0";
+            // Not while n3 is up.
+            s.register_node(&node("n3"), 10_000).unwrap();
+            assert!(!s
+                .recover_sandbox("b1", "n3", "n1", "{}", crate::State::Running, why)
+                .unwrap());
+            assert_eq!(s.expire_nodes(20_000).unwrap(), ["n3"], "{e}");
+            assert!(!s
+                .recover_sandbox("b1", "n2", "n1", "{}", crate::State::Running, why)
+                .unwrap());
+            assert!(
+                s.recover_sandbox("b1", "n3", "n1", r#"{"h":1}"#, crate::State::Running, why)
+                    .unwrap(),
+                "{e}"
+            );
+            // Once only: n3 no longer owns it.
+            assert!(!s
+                .recover_sandbox("b1", "n3", "n2", "{}", crate::State::Running, why)
+                .unwrap());
+            let r = s.get_sandbox::<Bare>("b1").unwrap().unwrap();
+            assert_eq!(r.state, crate::State::Archived, "{e}");
+            assert_eq!(r.desired_state, crate::State::Running, "{e}");
+            assert_eq!((r.reason.as_str(), r.node.as_deref()), (why, Some("n1")));
+            assert_eq!(s.handoff_of("b1").unwrap().as_deref(), Some(r#"{"h":1}"#));
+            let ev = s.events("b1", 0, 10).unwrap();
+            assert_eq!(ev.len(), 1, "{e}");
+            assert_eq!((ev[0].kind.as_str(), ev[0].message.as_str()), ("node", why));
         }
     }
 }

@@ -17,6 +17,7 @@ mod runtimes;
 mod sandbox;
 pub mod serve;
 mod serve_e2b;
+mod serve_planes;
 mod serve_proxy;
 mod service;
 mod snapshot;

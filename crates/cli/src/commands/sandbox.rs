@@ -54,6 +54,7 @@ pub async fn create(c: &Client, a: CreateArgs) -> Result<i32> {
             .collect::<Result<_>>()?,
         service: super::service::args(&a.service, &a.command)?,
         node_selector: key_values(&a.node_selector, "node-selector")?,
+        backup_every: a.backup_every.clone().map(DurationArg::Text),
     };
     if a.count == 0 {
         anyhow::bail!("--count 0 creates nothing; give 1 or more");
@@ -245,6 +246,16 @@ pub async fn inspect(c: &Client, a: NameJson) -> Result<i32> {
             a.archived_at,
             sb.name,
             if a.hibernated { " and resumes its processes" } else { "" }
+        );
+    }
+    if let Some(every) = sb.spec.backup_every_ms {
+        println!(
+            "backups:     every {}, the newest 2 kept; {}",
+            humantime::format_duration(std::time::Duration::from_millis(every / 1000 * 1000)),
+            match sb.last_backup_at {
+                Some(t) => format!("last {} ({})", output::time(t), output::ago(t)),
+                None => "none yet".to_string(),
+            }
         );
     }
     if let Some(s) = &sb.stats {

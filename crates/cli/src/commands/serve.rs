@@ -160,6 +160,19 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
         })?,
     });
     ctl.set_doze_after(parse_doze_after(&a.doze_after)?);
+    ctl.set_backup_settings(dwell_control::backup::BackupSettings {
+        min_every: humantime::parse_duration(&a.min_backup_every)
+            .ok()
+            .filter(|d| *d >= std::time::Duration::from_secs(1))
+            .with_context(|| {
+                format!(
+                    "--min-backup-every {:?} is not a duration of 1s or more; write it like 1m",
+                    a.min_backup_every
+                )
+            })?,
+        on_node_loss: dwell_control::backup::OnNodeLoss::parse(&a.on_node_loss)
+            .map_err(|e| anyhow::anyhow!("--on-node-loss: {e}"))?,
+    });
     // However `serve` ends, the pooled volumes are deleted.
     let _volume_pool = VolumePool(ctl.clone());
     {
@@ -222,6 +235,9 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
     let mut tasks = tokio::task::JoinSet::new();
     // In a cluster: the node listener (other nodes only, mutual TLS), and
     // the forwarding of requests that another node serves.
+    // (It is served once the other planes' routers exist.)
+    let mut node_listener = None;
+    let mut ssh_remote = None;
     let forward = match (&joining, &cluster_tls) {
         (Some(j), Some(tls)) => {
             let tcp = listener::bind(&j.listen, "--node-listen").await?;
@@ -232,14 +248,10 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
                 j.listen,
                 j.options.advertise
             );
-            let forward = forward_fn(dwell_cluster::Forwarder::new(tls.clone()));
-            tasks.spawn(dwell_cluster::serve_nodes(
-                tcp,
-                tls.clone(),
-                dwell_api::node_router(ctl.clone(), Some(forward.clone())),
-                shutdown(),
-            ));
-            Some(forward)
+            let forwarder = dwell_cluster::Forwarder::new(tls.clone());
+            ssh_remote = Some(super::serve_planes::ssh_remote(forwarder.clone()));
+            node_listener = Some((tcp, tls.clone(), j.options.node.clone()));
+            Some(forward_fn(forwarder))
         }
         _ => None,
     };
@@ -259,9 +271,22 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
     // Before the E2B listeners: the E2B domain defaults to the proxy's;
     // after them, the proxy serves their routers too.
     let proxy = crate::commands::serve_proxy::prepare(&mut a, &ctl, limits, proxy_tls).await?;
-    let e2b = crate::commands::serve_e2b::spawn(&a, &ctl, &data_dir, limits, &mut tasks).await?;
-    if let Some(proxy) = proxy {
-        proxy.spawn(&ctl, &e2b, &mut tasks);
+    let e2b = crate::commands::serve_e2b::spawn(&a, &ctl, &data_dir, limits, &forward, &mut tasks)
+        .await?;
+    let proxy = proxy.and_then(|p| p.spawn(&ctl, &e2b, forward.clone(), &mut tasks));
+    if let Some((tcp, tls, node)) = node_listener {
+        let planes = super::serve_planes::Planes {
+            e2b: e2b.node_api,
+            envd: e2b.node_envd,
+            proxy,
+        };
+        let rest = dwell_api::node_router(ctl.clone(), forward.clone());
+        tasks.spawn(dwell_cluster::serve_nodes(
+            tcp,
+            tls,
+            super::serve_planes::node_router(ctl.clone(), rest, planes, &node),
+            shutdown(),
+        ));
     }
     if let Some(addr) = &a.ssh_listen {
         let idle_timeout = humantime::parse_duration(&a.ssh_idle_timeout).with_context(|| {
@@ -294,6 +319,7 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
             login_grace,
             max_startups: a.ssh_max_startups,
             max_startups_per_ip: a.ssh_max_startups_per_ip,
+            remote: ssh_remote,
         };
         tasks.spawn(dwell_ssh::serve(tcp, ctl.clone(), host, opts, shutdown()));
     }

@@ -28,6 +28,10 @@ pub struct E2bRouters {
     /// The envd data plane, with `--e2b-sandbox-listen`, or `--e2b-listen`
     /// and `--proxy-listen`.
     pub envd: Option<axum::Router>,
+    /// In a cluster, what the node listener serves other nodes for the
+    /// control plane and envd (`serve_planes.rs`).
+    pub node_api: Option<axum::Router>,
+    pub node_envd: Option<axum::Router>,
 }
 
 /// Bind what the flags ask for and serve it on `tasks`; the routers
@@ -37,30 +41,40 @@ pub async fn spawn(
     ctl: &Controller,
     data_dir: &Path,
     limits: Limits,
+    forward: &Option<dwell_api::forward::ForwardFn>,
     tasks: &mut JoinSet<std::io::Result<()>>,
 ) -> Result<E2bRouters> {
     let mut routers = E2bRouters::default();
     // envd for its listener, or for the proxy when E2B clients use it.
     if a.e2b_sandbox_listen.is_some() || (a.e2b_listen.is_some() && a.proxy_listen.is_some()) {
-        routers.envd = Some(dwell_envd::router_with(
-            Arc::new(ctl.clone()),
-            dwell_envd::Options {
-                signed_url_lifetime: signed_url_lifetime(&a.signed_url_lifetime)?,
-            },
-        ));
+        let opts = dwell_envd::Options {
+            signed_url_lifetime: signed_url_lifetime(&a.signed_url_lifetime)?,
+        };
+        let ctl = Arc::new(ctl.clone());
+        match forward {
+            None => routers.envd = Some(dwell_envd::router_with(ctl, opts)),
+            Some(f) => {
+                let (public, node) = dwell_envd::routers(ctl, opts, f.clone());
+                routers.envd = Some(public);
+                routers.node_envd = Some(node);
+            }
+        }
     }
     if let Some(addr) = &a.e2b_listen {
         // E2B clients need a key: make the admin key if there is none yet.
         ensure_admin_key(ctl, data_dir)?;
         let tcp = bind(addr, "--e2b-listen").await?;
         tracing::info!("E2B API on http://{addr} (E2B_API_URL; E2B_API_KEY is a dwell API key)");
-        let app = dwell_e2b::router(
+        let made = dwell_e2b::routers(
             ctl.clone(),
             dwell_e2b::Options {
                 domain: a.e2b_domain.clone(),
             },
+            forward.clone(),
         );
+        let app = made.public;
         routers.api = Some(app.clone());
+        routers.node_api = forward.as_ref().map(|_| made.node);
         tasks.spawn(serve_http(tcp, app, "--e2b-listen", limits));
     }
     if let (Some(addr), Some(app)) = (&a.e2b_sandbox_listen, &routers.envd) {

@@ -216,12 +216,15 @@ impl Prepared {
     /// Serves the proxy on `tasks` until shutdown, with the E2B routers:
     /// envd for `49983-ID.D` and `sandbox.D`, the control plane for
     /// `api.D` when `--proxy-e2b-api` asks for it.
+    /// In a cluster (`forward`), requests for other nodes' sandboxes go to
+    /// them, and what the node listener serves for theirs is returned.
     pub fn spawn(
         self,
         ctl: &Controller,
         routers: &E2bRouters,
+        forward: Option<dwell_api::forward::ForwardFn>,
         tasks: &mut JoinSet<std::io::Result<()>>,
-    ) {
+    ) -> Option<dwell_proxy::NodeSide> {
         let Prepared {
             tcp,
             mut opts,
@@ -237,13 +240,12 @@ impl Prepared {
             opts.api = Some(api.clone());
         }
         opts.envd = routers.envd.clone();
-        tasks.spawn(dwell_proxy::serve(
-            tcp,
-            ctl.clone(),
-            opts,
-            shutdown(),
-            DRAIN,
-        ));
+        let clustered = forward.is_some();
+        opts.forward = forward;
+        let proxy = dwell_proxy::Proxy::new(ctl.clone(), opts);
+        let node_side = clustered.then(|| proxy.node_side());
+        tasks.spawn(proxy.serve(tcp, shutdown(), DRAIN));
+        node_side
     }
 }
 

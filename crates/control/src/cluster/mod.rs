@@ -15,9 +15,10 @@ pub mod handoff;
 pub mod moves;
 pub mod node;
 pub mod placement;
+pub mod recovery;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 /// How a daemon joins a cluster.
@@ -49,6 +50,9 @@ pub(crate) struct Membership {
     pub(crate) opts: ClusterOptions,
     /// The epoch of this incarnation's registration (0 before).
     epoch: AtomicI64,
+    /// Set while this node's lease is gone and it fences itself: its
+    /// background work (backups) waits.
+    fenced: AtomicBool,
 }
 
 impl Membership {
@@ -56,6 +60,7 @@ impl Membership {
         Membership {
             opts,
             epoch: AtomicI64::new(0),
+            fenced: AtomicBool::new(false),
         }
     }
 
@@ -69,6 +74,14 @@ impl Membership {
 
     pub(crate) fn set_epoch(&self, e: i64) {
         self.epoch.store(e, Ordering::SeqCst)
+    }
+
+    pub(crate) fn fenced(&self) -> bool {
+        self.fenced.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn set_fenced(&self, f: bool) {
+        self.fenced.store(f, Ordering::SeqCst)
     }
 
     /// Whether this node owns a sandbox whose record names `owner`.

@@ -12,6 +12,10 @@ use crate::error::{Error, Result};
 use crate::model::{Record, SandboxSpec};
 use crate::transitions::Rules;
 
+/// Every this many heartbeats, sandboxes of lost nodes that no recovery
+/// looked at are recovered (see `recovery::recover_leftovers`).
+const LEFTOVERS_EVERY: u64 = 30;
+
 /// The dwell version nodes report.
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -103,6 +107,8 @@ pub(crate) fn beat(inner: &Context) -> Result<bool> {
             node = lost,
             "declared node {lost} lost: its lease ended without a heartbeat"
         );
+        // Its sandboxes with a copy in the object store run elsewhere.
+        super::recovery::spawn(inner, lost);
     }
     Ok(kept)
 }
@@ -116,21 +122,38 @@ pub(crate) async fn heartbeats(inner: Arc<Context>) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut lost = false;
+    let mut ticks: u64 = 0;
     loop {
         tick.tick().await;
+        ticks += 1;
+        if ticks.is_multiple_of(LEFTOVERS_EVERY) {
+            // Lost nodes' sandboxes a recovery missed.
+            let pass = inner.clone();
+            match blocking(move || super::recovery::recover_leftovers(&pass)).await {
+                Ok(Ok(lines)) => lines.iter().for_each(|l| tracing::warn!("{l}")),
+                Ok(Err(e)) | Err(e) => tracing::warn!("cannot look for missed recoveries: {e}"),
+            }
+        }
         let pass = inner.clone();
         match blocking(move || beat(&pass)).await {
             Ok(Ok(true)) => lost = false,
-            Ok(Ok(false)) if !lost => {
-                lost = true;
-                tracing::error!(
-                    "this node's lease is no longer its own (declared lost after missing \
-                     heartbeats, or another daemon registered the name {}); it stops its \
-                     sandboxes' background work until it registers again",
-                    inner.cluster.get().map(|m| m.name()).unwrap_or("")
-                );
+            Ok(Ok(false)) => {
+                // Declared lost: stale copies stop at once, then the node
+                // registers again (see `recovery::rejoin`).
+                match super::recovery::rejoin(&inner).await {
+                    Ok(true) => lost = false,
+                    Ok(false) if !lost => {
+                        lost = true;
+                        tracing::error!(
+                            "this node's lease is no longer its own: another daemon registered \
+                             the name {}; give each daemon its own --node-name",
+                            inner.cluster.get().map(|m| m.name()).unwrap_or("")
+                        );
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!("cannot register again yet: {e}; retrying"),
+                }
             }
-            Ok(Ok(false)) => {}
             Ok(Err(e)) | Err(e) => tracing::warn!("heartbeat failed: {e}; retrying"),
         }
     }

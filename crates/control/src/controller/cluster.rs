@@ -36,7 +36,18 @@ impl Controller {
             ));
         }
         let inner = self.inner.clone();
-        blocking(move || crate::cluster::node::register(&inner)).await??;
+        blocking(move || {
+            // Copies of sandboxes other nodes own now (recovered while this
+            // node was away) stop before it registers and serves.
+            crate::cluster::recovery::fence(&inner);
+            crate::cluster::node::register(&inner)?;
+            // And those recovered while it registered (none can be after:
+            // only a lost node's sandboxes are recovered).
+            crate::cluster::recovery::fence(&inner);
+            crate::cluster::recovery::came_back(&inner);
+            Ok::<_, Error>(())
+        })
+        .await??;
         Ok(())
     }
 

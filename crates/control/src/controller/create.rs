@@ -15,6 +15,7 @@ impl Controller {
     pub async fn create(&self, tenant: &str, req: CreateRequest) -> Result<Sandbox> {
         let mut spec = req.to_spec(&self.inner.host)?;
         self.inner.limits.ceilings.clamp_defaults(&req, &mut spec);
+        crate::backup::check_every(&self.inner, spec.backup_every_ms)?;
         // From a hibernated sandbox of a runtime that saves memory: a
         // memory-snapshot template.
         let template = match &req.from {

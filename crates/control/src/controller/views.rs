@@ -37,6 +37,9 @@ impl Controller {
         let mut sb = Sandbox::from_record(rec);
         sb.networks = crate::networks::attachments(&self.inner, &sb.id)?;
         sb.archive = crate::archive::read_ref(&self.inner, &sb.id);
+        if rec.spec.backup_every_ms.is_some() {
+            sb.last_backup_at = crate::backup::last_at(&self.inner, &sb.id);
+        }
         if sb.state == State::Hibernated {
             sb.saved_state_bytes = reconcile::hibernate::saved_bytes(&self.inner, &sb.id);
         }

@@ -26,6 +26,7 @@ pub(crate) async fn run(inner: &Arc<Context>, rec: &Record, reason: &str) -> Res
         .into_iter()
         .map(|(n, _)| n.id)
         .collect();
+    let backups = rec.spec.backup_every_ms.is_some();
     blocking(move || -> Result<()> {
         inner2.volumes.delete(&id)?;
         // Its files are gone: the uid range may go to another sandbox.
@@ -39,6 +40,9 @@ pub(crate) async fn run(inner: &Arc<Context>, rec: &Record, reason: &str) -> Res
         crate::archive::remove_ref(&inner2, &id)?;
         if let Some(r) = archived {
             crate::archive::drop_snapshot(&inner2, &r.snapshot);
+        }
+        if backups {
+            crate::backup::drop_all(&inner2, &id);
         }
         super::config::forget(&inner2, &id);
         let dir = inner2.state_dir(&id);

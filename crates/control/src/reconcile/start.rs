@@ -104,6 +104,8 @@ pub(crate) async fn run(inner: &Arc<Context>, rec: &Record) -> Result<()> {
     }
     let reason = match rec.state {
         State::Creating => "created and started",
+        // A lost node's sandbox keeps saying what was lost.
+        State::Archived if crate::cluster::recovery::is_recovery(&rec.reason) => &rec.reason,
         State::Archived => "restored from its archive and started",
         _ => "started on request",
     };

@@ -135,6 +135,36 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view::sandbox(&st, &sb)?)))
 }
 
+/// What the create request `body` of `p` needs of a node, for placement
+/// in a cluster; None when it does not parse or its template is not
+/// found (the create, served where it arrived, then says why).
+pub(crate) async fn needs_of(
+    st: &E2bState,
+    p: &Principal,
+    body: &[u8],
+) -> Option<dwell_control::cluster::placement::Needs> {
+    let req: wire::NewSandbox = serde_json::from_slice(body).ok()?;
+    let template = req
+        .template_id
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| crate::BASE_TEMPLATE.to_string());
+    let resolved = resolve_template(st, &p.tenant, &template).await.ok()?;
+    let create = CreateRequest {
+        image: resolved.image,
+        from: resolved.from,
+        vcpus: resolved.vcpus,
+        memory: resolved.memory,
+        service: resolved.service,
+        mode: Some(Mode::Persistent),
+        ..Default::default()
+    };
+    let ctl = st.ctl.clone();
+    tokio::task::spawn_blocking(move || ctl.needs_of(&create).ok())
+        .await
+        .ok()
+        .flatten()
+}
+
 /// A template id as what a sandbox starts from: `base` is the built-in
 /// `host-user` image (the host image with E2B's account `user`), `host`
 /// the plain host image;
