@@ -99,6 +99,7 @@ pub fn tcp_router_in(ctl: Controller, forward: Option<forward::ForwardFn>) -> Ro
 pub fn node_router(ctl: Controller, forward: Option<forward::ForwardFn>) -> Router {
     let state = AppState { ctl, forward };
     routes::router(state.clone())
+        .merge(routes::moves::node_routes(state.clone()))
         .layer(axum::middleware::from_fn(error::catch_panic))
         .layer(axum::middleware::from_fn_with_state(
             state,

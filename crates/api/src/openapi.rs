@@ -7,7 +7,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    builds, exec, files, hibernate, images, networks, nodes, ports, processes, registries,
+    builds, exec, files, hibernate, images, moves, networks, nodes, ports, processes, registries,
     sandboxes, service, snapshots, ssh_keys, tenants, volumes,
 };
 
@@ -104,6 +104,7 @@ use crate::routes::{
         nodes::list,
         nodes::drain,
         nodes::undrain,
+        moves::move_sandbox,
         tenants::usage,
         tenants::audit,
         tenants::metrics,

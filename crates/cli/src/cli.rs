@@ -133,6 +133,9 @@ pub enum Command {
     /// The nodes of a cluster (`dwell serve --cluster ...`; admin).
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Move a sandbox to another node of the cluster (admin): cold (its files move, its
+    /// processes start again) or --warm (a running gVisor sandbox keeps memory and processes).
+    Move(MoveArgs),
     /// Named volumes: storage that lives on its own and is bound into sandboxes
     /// (`dwell create --volume NAME:/path[:ro]`).
     #[command(subcommand)]
@@ -1014,6 +1017,12 @@ pub enum NodeCommand {
         node: String,
         #[arg(long)]
         json: bool,
+        /// Wait until every sandbox of the node has moved to another node.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits (`30s`, `10m`).
+        #[arg(long, default_value = "30m")]
+        timeout: String,
     },
     /// Set a draining node up again: it takes new sandboxes.
     Undrain {
@@ -1021,6 +1030,20 @@ pub enum NodeCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct MoveArgs {
+    /// The sandbox (id or name).
+    pub sandbox: String,
+    /// The node to move it to (default: the node placement picks).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Keep its memory and processes (gVisor: hibernate, move, resume).
+    #[arg(long)]
+    pub warm: bool,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -89,8 +89,9 @@ fn placement_forwarding_drain_and_quotas_across_nodes() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("no label zone=c"), "{}", stderr(&out));
 
-    // Draining n2: new sandboxes go elsewhere; n2 keeps what it runs.
-    n3.ok(&["node", "drain", "n2"]);
+    // Draining n2: new sandboxes go elsewhere, and what it runs moves off
+    // (`cluster_moves` tests moves and drains in depth).
+    n3.ok(&["node", "drain", "n2", "--wait", "--timeout", "120s"]);
     let n2_state = c
         .node_list(0)
         .into_iter()
@@ -100,6 +101,7 @@ fn placement_forwarding_drain_and_quotas_across_nodes() {
     assert_eq!(n2_state, "draining");
     n2.create("v", &[]);
     assert_ne!(c.owner(0, "v"), "n2");
+    assert_ne!(c.owner(0, "w"), "n2");
     assert_eq!(n2.sh("w", "cat /root/f"), "kept\n");
     n1.ok(&["node", "undrain", "n2"]);
 

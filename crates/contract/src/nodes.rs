@@ -34,4 +34,32 @@ pub struct Node {
     pub lease_until: i64,
     /// Whether this is the node that answered.
     pub this_node: bool,
+    /// The live sandboxes it owns, in any state (a drain is done when
+    /// this is 0).
+    #[serde(default)]
+    pub owned: u64,
+}
+
+/// `POST /v1/sandboxes/{id}/move`: move a sandbox to another node (admin).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MoveRequest {
+    /// The node to move to; omitted: placement picks one (never the
+    /// sandbox's own node).
+    #[serde(default)]
+    pub to: Option<String>,
+    /// Keep memory and processes: a running gVisor sandbox is hibernated,
+    /// moved and resumed. Without it the move is cold: the files move and
+    /// its processes start again.
+    #[serde(default)]
+    pub warm: bool,
+}
+
+/// The node-only take-over request a moving node sends the new owner.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TakeOver {
+    /// The state to bring the sandbox to (`running`, `stopped`,
+    /// `hibernated`, `archived`); omitted: its recorded desired state.
+    #[serde(default)]
+    pub reach: Option<String>,
 }

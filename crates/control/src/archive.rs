@@ -142,7 +142,12 @@ pub(crate) fn unarchive(inner: &Context, id: &str, tenant: &str) -> Result<bool>
     let ctx = inner.snap_ctx(tenant, false, Some(&tracker))?;
     crate::snapshots::restore_into(store, &m, &image, &ctx)?;
     if crate::memory::has_memory(&m) {
-        crate::memory::restore(inner, store, &m, id, &ctx)?;
+        let agent = crate::memory::restore(inner, store, &m, id, &ctx)?;
+        if crate::reconcile::config::config_of(inner, id).is_err() {
+            // Archived on another node (a move, a recovery): this host's
+            // runtime config, as a warm create from a snapshot makes it.
+            write_config(inner, id, agent)?;
+        }
     }
     crate::crashpoint::crashpoint("unarchive:after-restore");
     remove_ref(inner, id)?;
@@ -153,6 +158,23 @@ pub(crate) fn unarchive(inner: &Context, id: &str, tenant: &str) -> Result<bool>
         drop_snapshot(inner, &m.id);
     }
     Ok(true)
+}
+
+/// The runtime config of sandbox `id` on this host (its image store, its
+/// paths; the agent version its saved memory runs), for a warm archive
+/// another node made.
+fn write_config(inner: &Context, id: &str, agent: Option<PathBuf>) -> Result<()> {
+    let rec = inner
+        .store
+        .get_sandbox::<SandboxSpec>(id)?
+        .ok_or_else(|| Error::NotFound(id.to_string()))?;
+    let img = inner.images.get(&rec.image)?;
+    let upper = inner.volumes.mount_path(id);
+    let mut cfg = crate::reconcile::config::build(inner, id, &rec.name, &rec.spec, &img, upper)?;
+    if let Some(agent) = agent {
+        cfg.agent_binary = agent;
+    }
+    crate::reconcile::config::save(inner, &cfg)
 }
 
 /// Delete an archive snapshot no pointer names any more (best effort: the

@@ -11,7 +11,8 @@
 //! keepalive, policies), [`tenants`] (limits, quotas, usage), [`networks`]
 //! (private networks and their members), [`access`]
 //! (API keys, audit, lookups for the gateways), [`credentials`],
-//! [`agent`] and [`cluster`] (joining a cluster, nodes, placement, owners).
+//! [`agent`], [`cluster`] (joining a cluster, nodes, placement, owners) and
+//! [`moves`] (moving sandboxes between nodes).
 
 mod access;
 mod activity;
@@ -25,6 +26,7 @@ mod diff;
 mod fork;
 mod images;
 mod lifecycle;
+mod moves;
 mod networks;
 mod ports;
 mod service;

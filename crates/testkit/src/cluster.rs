@@ -117,6 +117,11 @@ impl Cluster {
         self.nodes.last().unwrap()
     }
 
+    /// The S3 endpoint (moto) the nodes keep their object store at.
+    pub fn s3_endpoint(&self) -> String {
+        self.moto.endpoint()
+    }
+
     /// Node `i` (0-based: `node(0)` is `n1`).
     pub fn node(&self, i: usize) -> &Daemon {
         &self.nodes[i]

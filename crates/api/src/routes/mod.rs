@@ -1,10 +1,12 @@
 //! The router: every route of the API, one file per resource.
 
 pub(crate) mod builds;
+pub(crate) mod drain_node;
 pub(crate) mod exec;
 pub(crate) mod files;
 pub(crate) mod hibernate;
 pub(crate) mod images;
+pub(crate) mod moves;
 pub(crate) mod networks;
 pub(crate) mod nodes;
 pub(crate) mod ports;
@@ -52,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sandboxes/{id}/pause", post(sandboxes::pause))
         .route("/v1/sandboxes/{id}/resume", post(sandboxes::resume))
         .route("/v1/sandboxes/{id}/hibernate", post(hibernate::hibernate))
+        .route("/v1/sandboxes/{id}/move", post(moves::move_sandbox))
         .route("/v1/sandboxes/{id}/events", get(sandboxes::events))
         .route("/v1/sandboxes/{id}/stats", get(sandboxes::stats))
         .route("/v1/sandboxes/{id}/diff", get(sandboxes::diff))

@@ -1,5 +1,6 @@
-//! `/v1/nodes`: the nodes of the cluster (admin): list them, set one
-//! draining (new sandboxes avoid it) or up again.
+//! `/v1/nodes`: the nodes of the cluster (admin): list them, drain one
+//! (new sandboxes avoid it, and every sandbox it owns moves off, one at a
+//! time, in a task of the node that took the request) or set it up again.
 
 use axum::extract::State;
 use axum::{Extension, Json};
@@ -24,8 +25,9 @@ fn admin(p: &Principal) -> ApiResult<()> {
     }
 }
 
-fn view(n: NodeRecord, me: Option<&str>) -> Node {
+fn view(n: NodeRecord, me: Option<&str>, owned: u64) -> Node {
     Node {
+        owned,
         this_node: me == Some(n.name.as_str()),
         name: n.name,
         advertise: n.advertise,
@@ -55,13 +57,21 @@ pub async fn list(
     admin(&p)?;
     let me = st.ctl.node_name().map(String::from);
     let nodes = st.ctl.nodes()?;
+    let owned = st.ctl.owned_counts()?;
     Ok(Json(
-        nodes.into_iter().map(|n| view(n, me.as_deref())).collect(),
+        nodes
+            .into_iter()
+            .map(|n| {
+                let c = owned.get(&n.name).copied().unwrap_or(0);
+                view(n, me.as_deref(), c)
+            })
+            .collect(),
     ))
 }
 
 #[utoipa::path(post, path = "/v1/nodes/{name}/drain", tag = "nodes",
-    summary = "Set a node draining: new sandboxes are placed elsewhere",
+    summary = "Drain a node: new sandboxes are placed elsewhere, and every sandbox it owns moves to another node",
+    description = "Answers at once; the sandboxes move one at a time in the background (as `POST /v1/sandboxes/{id}/move` each, cold unless the sandbox is hibernated). The node's `owned` count reaches 0 when all have moved; a sandbox that cannot move (ephemeral, in a private network, with named volumes) stays and says why in its events.",
     params(("name" = String, Path, description = "The node's name")),
     responses((status = 200, body = Node), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn drain(
@@ -71,7 +81,11 @@ pub async fn drain(
 ) -> ApiResult<Json<Node>> {
     admin(&p)?;
     let n = st.ctl.set_node_state(&name, NodeState::Draining)?;
-    Ok(Json(view(n, st.ctl.node_name())))
+    let owned = st.ctl.owned_by(&name).await?.len() as u64;
+    if owned > 0 {
+        super::drain_node::spawn(st.clone(), p.clone(), name.clone());
+    }
+    Ok(Json(view(n, st.ctl.node_name(), owned)))
 }
 
 #[utoipa::path(post, path = "/v1/nodes/{name}/undrain", tag = "nodes",
@@ -85,5 +99,6 @@ pub async fn undrain(
 ) -> ApiResult<Json<Node>> {
     admin(&p)?;
     let n = st.ctl.set_node_state(&name, NodeState::Up)?;
-    Ok(Json(view(n, st.ctl.node_name())))
+    let owned = st.ctl.owned_by(&name).await?.len() as u64;
+    Ok(Json(view(n, st.ctl.node_name(), owned)))
 }

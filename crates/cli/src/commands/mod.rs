@@ -80,6 +80,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Tenant(c) => tenant::run(&client, c).await,
         Command::SshKey(c) => ssh_key::run(&client, c).await,
         Command::Node(c) => node::run(&client, c).await,
+        Command::Move(a) => node::move_sandbox(&client, a).await,
         Command::Network(c) => network::run(&client, c).await,
         Command::Volume(c) => volume::run(&client, c).await,
         Command::Usage(a) => tenant::usage(&client, a).await,

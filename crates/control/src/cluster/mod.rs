@@ -12,6 +12,7 @@
 //! every record.
 
 pub mod handoff;
+pub mod moves;
 pub mod node;
 pub mod placement;
 pub mod recovery;

@@ -194,6 +194,16 @@ fn apply_policy(inner: &Context, rec: &Record) -> Option<String> {
 async fn run(inner: &std::sync::Arc<Context>, id: &str, trigger: Trigger) {
     let lock = inner.lock_for(id);
     let _g = lock.lock().await;
+    run_locked(inner, id, trigger).await
+}
+
+/// Reconcile one sandbox after a request, for a caller that already holds
+/// its lock (a move takes several steps under one lock).
+pub(crate) async fn reconcile_locked(inner: &std::sync::Arc<Context>, id: &str) {
+    run_locked(inner, id, Trigger::Request).await
+}
+
+async fn run_locked(inner: &std::sync::Arc<Context>, id: &str, trigger: Trigger) {
     let rec = match inner.store.get_sandbox::<SandboxSpec>(id) {
         Ok(Some(r)) => r,
         Ok(None) => return,
@@ -202,12 +212,10 @@ async fn run(inner: &std::sync::Arc<Context>, id: &str, trigger: Trigger) {
             return;
         }
     };
-    // In a cluster only the owner ever acts on a sandbox.
-    if let Some(me) = inner.cluster.get() {
-        if !me.owns(rec.node.as_deref()) {
-            tracing::debug!(sandbox = id, "not reconciled here: owned by another node");
-            return;
-        }
+    // In a cluster only the owner ever acts on a sandbox, and one just
+    // handed to this node is taken over first.
+    if !ready_here(inner, &rec).await {
+        return;
     }
     let stepped = step(inner, &rec, &trigger).await;
     // Its deadlines may have moved with its state: the timer looks again.
@@ -230,6 +238,36 @@ async fn run(inner: &std::sync::Arc<Context>, id: &str, trigger: Trigger) {
         && inner.store.networks_of(id).is_ok_and(|n| !n.is_empty())
     {
         crate::networks::refresh_hosts(inner, id).await;
+    }
+}
+
+/// In a cluster, whether this node may act on `rec` now: only its owner
+/// does (a timer or a request of the node it moved from acts on nothing),
+/// and a sandbox just handed to this node is taken over first (its archive
+/// pointer written), so nothing starts it on an empty volume.
+async fn ready_here(inner: &std::sync::Arc<Context>, rec: &Record) -> bool {
+    let Some(me) = inner.cluster.get() else {
+        return true;
+    };
+    if !me.owns(rec.node.as_deref()) {
+        tracing::debug!(sandbox = %rec.id, "reconcile: owned by node {:?}, not this one", rec.node);
+        return false;
+    }
+    let i = inner.clone();
+    let id = rec.id.clone();
+    match blocking(move || -> Result<bool> {
+        if i.store.handoff_of(&id)?.is_none() {
+            return Ok(true);
+        }
+        Ok(crate::cluster::handoff::take_over(&i, &id)?.is_some())
+    })
+    .await
+    {
+        Ok(Ok(ok)) => ok,
+        Ok(Err(e)) | Err(e) => {
+            tracing::warn!(sandbox = %rec.id, "reconcile: cannot take it over yet: {e}");
+            false
+        }
     }
 }
 
