@@ -66,7 +66,17 @@ pub struct MoveRound {
 }
 
 pub enum Moves {
-    Measured { mib: usize, rounds: Vec<MoveRound> },
+    Measured {
+        mib: usize,
+        rounds: Vec<MoveRound>,
+    },
+    /// A move failed (or lost data): the rounds before it, and why. The
+    /// report says so rather than losing the rest of a full run.
+    Failed {
+        mib: usize,
+        rounds: Vec<MoveRound>,
+        error: String,
+    },
     Skipped(String),
 }
 
@@ -77,6 +87,16 @@ pub struct ClusterResults {
     pub direct: Samples,
     pub forwarded: Samples,
     pub moves: Moves,
+}
+
+impl ClusterResults {
+    /// Why a move failed, if one did.
+    pub fn failure(&self) -> Option<&str> {
+        match &self.moves {
+            Moves::Failed { error, .. } => Some(error),
+            _ => None,
+        }
+    }
 }
 
 fn other(what: &str, e: impl std::fmt::Display) -> Error {
@@ -233,13 +253,41 @@ async fn moves(
     }
 
     let mut rounds = Vec::new();
+    match move_rounds(direct, forwarded, names, t, o, &id, &mut rounds).await {
+        Ok(Some(why)) => return Ok(Moves::Skipped(why)),
+        Ok(None) => {}
+        Err(e) => {
+            return Ok(Moves::Failed {
+                mib,
+                rounds,
+                error: e.to_string(),
+            });
+        }
+    }
+    direct.delete(&id).await?;
+    Ok(Moves::Measured { mib, rounds })
+}
+
+/// Move sandbox `id` back and forth, pushing each round to `rounds`;
+/// `Some(why)` when the daemon has no move route after all.
+async fn move_rounds(
+    direct: &mut Api,
+    forwarded: &mut Api,
+    names: [&String; 2],
+    t: &ClusterTarget,
+    o: &ClusterOpts,
+    id: &str,
+    rounds: &mut Vec<MoveRound>,
+) -> Result<Option<String>> {
+    let mib = o.move_mib;
+    let path = format!("/v1/sandboxes/{id}/move");
     for round in 0..o.move_rounds.max(1) {
         // Even rounds go from the owner (`direct`) to the other node, odd ones back.
         let (from, to) = if round % 2 == 0 { (0, 1) } else { (1, 0) };
         let apis: [&mut Api; 2] = [&mut *direct, &mut *forwarded];
         let [a0, a1] = apis;
         let (src, dst) = if from == 0 { (a0, a1) } else { (a1, a0) };
-        let written = write_random(src, &id, mib).await?;
+        let written = write_random(src, id, mib).await?;
         let (raw_put, raw_get) = raw_transfer(t, mib, round)?;
 
         let t0 = Instant::now();
@@ -247,7 +295,7 @@ async fn moves(
             .request(Method::POST, &path, Some(&json!({ "to": names[to] })))
             .await?;
         if let Some(why) = no_route(status, &body) {
-            return Ok(Moves::Skipped(why));
+            return Ok(Some(why));
         }
         if !(200..300).contains(&status) {
             return Err(Error::Api {
@@ -258,11 +306,11 @@ async fn moves(
         }
         let answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         if !runs_on(&answer, names[to]) {
-            wait_running(dst, &id, names[to], mib).await?;
+            wait_running(dst, id, names[to], mib).await?;
         }
         let moved = t0.elapsed();
 
-        let now = checksum(dst, &id).await?;
+        let now = checksum(dst, id).await?;
         if now != written {
             return Err(other(
                 &format!("the move of {id} from {} to {}", names[from], names[to]),
@@ -289,8 +337,7 @@ async fn moves(
             raw_get.as_secs_f64()
         );
     }
-    direct.delete(&id).await?;
-    Ok(Moves::Measured { mib, rounds })
+    Ok(None)
 }
 
 /// Whether sandbox view `v` runs on `node`.
@@ -344,8 +391,18 @@ async fn write_random(api: &mut Api, id: &str, mib: usize) -> Result<String> {
     checksum(api, id).await
 }
 
+/// The sha256 of /root/big in the sandbox, or `missing`.
 async fn checksum(api: &mut Api, id: &str) -> Result<String> {
-    let v = api.exec(id, &["sha256sum", "/root/big"]).await?;
+    let v = api
+        .exec(
+            id,
+            &[
+                "sh",
+                "-c",
+                "sha256sum /root/big 2>/dev/null || echo missing",
+            ],
+        )
+        .await?;
     let out = v["stdout"].as_str().unwrap_or_default();
     out.split_whitespace()
         .next()
@@ -513,66 +570,74 @@ pub fn render(r: &ClusterResults) -> String {
         Moves::Skipped(why) => {
             let _ = writeln!(o, "Cold move: not measured: {why}.\n");
         }
-        Moves::Measured { mib, rounds } => {
-            let _ = writeln!(
-                o,
-                "Cold move: a running namespace sandbox with {mib} MiB of fresh random data \
-                 written to its volume (`dd if=/dev/urandom`, flushed; new data every round, so \
-                 no chunk is in the store already) moves to the other node with `POST \
-                 /v1/sandboxes/{{id}}/move` (timed from the request until it runs on the \
-                 target; the data's sha256 is checked after), next to a raw upload and \
-                 download of {mib} MiB of random bytes to the same S3 endpoint (boto3 \
-                 `upload_file` / `download_file`, what `aws s3 cp` does: 8 MiB parts, 10 at a \
-                 time), alternating; each round moves it back the other way.\n"
-            );
-            o.push_str(
-                "| round | move | answer | dwell move s | MiB/s | raw PUT s | MiB/s | raw GET s | MiB/s |\n\
-                 |---:|---|---:|---:|---:|---:|---:|---:|---:|\n",
-            );
-            for (i, m) in rounds.iter().enumerate() {
-                let _ = writeln!(
-                    o,
-                    "| {} | {} -> {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
-                    i + 1,
-                    m.from,
-                    m.to,
-                    m.status,
-                    m.moved.as_secs_f64(),
-                    mib_s(*mib, m.moved),
-                    m.raw_put.as_secs_f64(),
-                    mib_s(*mib, m.raw_put),
-                    m.raw_get.as_secs_f64(),
-                    mib_s(*mib, m.raw_get),
-                );
-            }
-            let mv = median(rounds.iter().map(|m| mib_s(*mib, m.moved)).collect());
-            let put = median(rounds.iter().map(|m| mib_s(*mib, m.raw_put)).collect());
-            let both = median(
-                rounds
-                    .iter()
-                    .map(|m| mib_s(*mib, m.raw_put + m.raw_get))
-                    .collect(),
-            );
-            let _ = writeln!(
-                o,
-                "\nMedian over {} rounds: dwell move {mv:.1} MiB/s = {:.0}% of the raw upload's \
-                 {put:.1} MiB/s, {:.0}% of a raw upload then download ({both:.1} MiB/s).\n",
-                rounds.len(),
-                100.0 * mv / put,
-                100.0 * mv / both
-            );
-            o.push_str(
-                "What differs: a move stops the sandbox, archives its volume (1 MiB chunks of the \
-                 volume image that hold data, each hashed, zstd-compressed, encrypted and \
-                 uploaded), hands it over in PostgreSQL, and the target downloads and verifies every chunk, \
-                 restores the volume and starts the sandbox: an upload and a download plus the \
-                 stop and start. A raw PUT only uploads bytes from a file (answer 200: the move \
-                 answered once the sandbox ran on the target; 202: the target took it over in \
-                 its next pass and the bench polled).\n\n",
-            );
-        }
+        Moves::Measured { mib, rounds } => render_moves(&mut o, *mib, rounds, None),
+        Moves::Failed { mib, rounds, error } => render_moves(&mut o, *mib, rounds, Some(error)),
     }
     o
+}
+
+/// The cold move part: what was done, the rounds, and a failure if any.
+fn render_moves(o: &mut String, mib: usize, rounds: &[MoveRound], error: Option<&String>) {
+    let _ = writeln!(
+        o,
+        "Cold move: a running namespace sandbox with {mib} MiB of fresh random data written to \
+         its volume (`dd if=/dev/urandom`, flushed; new data every round, so no chunk is in the \
+         store already) moves to the other node with `POST /v1/sandboxes/{{id}}/move` (timed \
+         from the request until it runs on the target; the data's sha256 is checked after), \
+         next to a raw upload and download of {mib} MiB of random bytes to the same S3 endpoint \
+         (boto3 `upload_file` / `download_file`, what `aws s3 cp` does: 8 MiB parts, 10 at a \
+         time), alternating; each round moves it back the other way.\n"
+    );
+    if let Some(e) = error {
+        let _ = writeln!(o, "**Failed** in round {}: {e}\n", rounds.len() + 1);
+    }
+    if rounds.is_empty() {
+        return;
+    }
+    o.push_str(
+        "| round | move | answer | dwell move s | MiB/s | raw PUT s | MiB/s | raw GET s | MiB/s |\n\
+         |---:|---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for (i, m) in rounds.iter().enumerate() {
+        let _ = writeln!(
+            o,
+            "| {} | {} -> {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            i + 1,
+            m.from,
+            m.to,
+            m.status,
+            m.moved.as_secs_f64(),
+            mib_s(mib, m.moved),
+            m.raw_put.as_secs_f64(),
+            mib_s(mib, m.raw_put),
+            m.raw_get.as_secs_f64(),
+            mib_s(mib, m.raw_get),
+        );
+    }
+    let mv = median(rounds.iter().map(|m| mib_s(mib, m.moved)).collect());
+    let put = median(rounds.iter().map(|m| mib_s(mib, m.raw_put)).collect());
+    let both = median(
+        rounds
+            .iter()
+            .map(|m| mib_s(mib, m.raw_put + m.raw_get))
+            .collect(),
+    );
+    let _ = writeln!(
+        o,
+        "\nMedian over {} round(s): dwell move {mv:.1} MiB/s = {:.0}% of the raw upload's \
+         {put:.1} MiB/s, {:.0}% of a raw upload then download ({both:.1} MiB/s).\n",
+        rounds.len(),
+        100.0 * mv / put,
+        100.0 * mv / both
+    );
+    o.push_str(
+        "What differs: a move stops the sandbox, archives its volume (1 MiB chunks of the volume \
+         image that hold data, each hashed, zstd-compressed, encrypted and uploaded), hands it \
+         over in PostgreSQL, and the target downloads and verifies every chunk, restores the \
+         volume and starts the sandbox: an upload and a download plus the stop and start. A raw \
+         PUT only uploads bytes from a file. Answer 200: the move answered once the sandbox ran \
+         on the target; 202: the target took it over in its next pass and the bench polled.\n\n",
+    );
 }
 
 #[cfg(test)]
@@ -622,7 +687,7 @@ mod tests {
             "{s}"
         );
         assert!(
-            s.contains("dwell move 64.0 MiB/s = 50% of the raw upload's 128.0 MiB/s"),
+            s.contains("round(s): dwell move 64.0 MiB/s = 50% of the raw upload's 128.0 MiB/s"),
             "{s}"
         );
         let r = ClusterResults {
@@ -630,6 +695,22 @@ mod tests {
             ..r
         };
         assert!(render(&r).contains("Cold move: not measured: no route."));
+        assert!(r.failure().is_none());
+        let r = ClusterResults {
+            moves: Moves::Failed {
+                mib: 64,
+                rounds: Vec::new(),
+                error: "/root/big changed".into(),
+            },
+            ..r
+        };
+        let s = render(&r);
+        assert!(
+            s.contains("**Failed** in round 1: /root/big changed"),
+            "{s}"
+        );
+        assert!(!s.contains("| round |"), "{s}");
+        assert_eq!(r.failure(), Some("/root/big changed"));
     }
 
     #[test]

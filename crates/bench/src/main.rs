@@ -589,7 +589,13 @@ async fn main() {
             Err(e) => Err(e),
         };
         match r {
-            Ok(r) => print!("{}", cluster::render(&r)),
+            Ok(r) => {
+                print!("{}", cluster::render(&r));
+                if let Some(e) = r.failure() {
+                    eprintln!("dwell-bench: cluster: a move failed: {e}");
+                    std::process::exit(1);
+                }
+            }
             Err(e) => {
                 eprintln!("dwell-bench: {e}");
                 std::process::exit(1);
@@ -688,6 +694,11 @@ async fn main() {
                 std::process::exit(1);
             }
             eprintln!("dwell-bench: wrote {}", o.out.display());
+            // Written, so the rest of the run is kept, but not a success.
+            if let Some(e) = r.cluster.as_ref().and_then(|c| c.failure()) {
+                eprintln!("dwell-bench: cluster: a move failed (see section 12): {e}");
+                std::process::exit(1);
+            }
             if !leftovers.is_empty() {
                 std::process::exit(1);
             }
