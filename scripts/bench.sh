@@ -103,8 +103,9 @@ sweep_node() {
   local dir=$1 l=$2 parent ids id d m
   parent=$(sed -n 's/.*cgroup parent \(dwell-[0-9a-f]*\)).*/\1/p' "$l" 2>/dev/null | head -n1)
   ids=$(ls "$dir/sandboxes" 2>/dev/null)
-  [ -n "$parent" ] && [ -n "$ids" ] || return 0
-  echo "bench.sh: node data dir $dir still holds sandbox(es) $(echo $ids) that no record names (a dwell bug); removing them" >&2
+  m=$(findmnt -rn -o TARGET | grep -c "^$dir/")
+  [ -n "$parent" ] && { [ -n "$ids" ] || [ "$m" != 0 ]; } || return 0
+  echo "bench.sh: node data dir $dir still holds sandbox(es) [$(echo $ids)] and $m mount(s) that no record explains (a dwell bug); removing them" >&2
   for id in $ids; do
     # A frozen process dies only once thawed.
     d=/sys/fs/cgroup/freezer/$parent/$id
