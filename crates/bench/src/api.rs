@@ -209,6 +209,11 @@ impl Api {
         self.created.push(id);
     }
 
+    /// Forget a sandbox another client deleted.
+    pub fn untrack(&mut self, id: &str) {
+        self.created.retain(|c| c != id);
+    }
+
     /// Delete every sandbox this client created; returns the failures.
     pub async fn delete_all(&mut self) -> Vec<Error> {
         let mut errors = Vec::new();

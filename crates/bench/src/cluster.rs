@@ -10,9 +10,10 @@
 //!   until it runs on the target, next to a raw upload and download of as
 //!   many random bytes to the same S3 endpoint (boto3's `upload_file` /
 //!   `download_file`, what `aws s3 cp` does: 8 MiB parts, 10 at a time).
-//!   Each round writes new data (chunks already in the store would not be
-//!   uploaded again) and moves the sandbox back the other way. Skipped, with
-//!   the reason printed, when the daemon has no move route.
+//!   Each round is a new sandbox with new data (chunks already in the store
+//!   need no upload; a file rewritten in place leaves old blocks in the
+//!   volume image, which a move carries too). Skipped, with the reason
+//!   printed, when the daemon has no move route.
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -50,7 +51,7 @@ pub struct ClusterOpts {
     pub iterations: usize,
     /// MiB written before each move (0 skips the moves).
     pub move_mib: usize,
-    /// Moves (each the other way) and raw transfers, alternating.
+    /// Moves (a new sandbox each) and raw transfers, alternating.
     pub move_rounds: usize,
 }
 
@@ -227,10 +228,10 @@ async fn moves(
     o: &ClusterOpts,
 ) -> Result<Moves> {
     let mib = o.move_mib;
-    let id = direct.create_with(json!({ "name": name("mv") })).await?;
-    let path = format!("/v1/sandboxes/{id}/move");
     // Ask the route first with a node that does not exist, so that a daemon
     // without moves costs no gigabyte written.
+    let id = direct.create_with(json!({ "name": name("mv0") })).await?;
+    let path = format!("/v1/sandboxes/{id}/move");
     let (status, body) = direct
         .request(
             Method::POST,
@@ -238,8 +239,8 @@ async fn moves(
             Some(&json!({ "to": "dwell-bench-no-such-node" })),
         )
         .await?;
+    direct.delete(&id).await?;
     if let Some(why) = no_route(status, &body) {
-        direct.delete(&id).await?;
         return Ok(Moves::Skipped(why));
     }
     if (200..300).contains(&status) {
@@ -253,91 +254,90 @@ async fn moves(
     }
 
     let mut rounds = Vec::new();
-    match move_rounds(direct, forwarded, names, t, o, &id, &mut rounds).await {
-        Ok(Some(why)) => return Ok(Moves::Skipped(why)),
-        Ok(None) => {}
-        Err(e) => {
-            return Ok(Moves::Failed {
-                mib,
-                rounds,
-                error: e.to_string(),
-            });
+    for round in 0..o.move_rounds.max(1) {
+        match move_round(direct, forwarded, names, t, mib, round).await {
+            Ok(Ok(r)) => rounds.push(r),
+            Ok(Err(why)) => return Ok(Moves::Skipped(why)),
+            Err(e) => {
+                return Ok(Moves::Failed {
+                    mib,
+                    rounds,
+                    error: e.to_string(),
+                })
+            }
         }
     }
-    direct.delete(&id).await?;
     Ok(Moves::Measured { mib, rounds })
 }
 
-/// Move sandbox `id` back and forth, pushing each round to `rounds`;
-/// `Some(why)` when the daemon has no move route after all.
-async fn move_rounds(
+/// One round: a new sandbox on the owner (`direct`) with `mib` MiB written
+/// moves to the other node; the raw transfers run just before. A new
+/// sandbox each time, so that every move carries the data written and no
+/// more (a file rewritten in place leaves its old blocks in the volume
+/// image, which an archive carries too). `Err(why)` inside: no move route.
+async fn move_round(
     direct: &mut Api,
     forwarded: &mut Api,
     names: [&String; 2],
     t: &ClusterTarget,
-    o: &ClusterOpts,
-    id: &str,
-    rounds: &mut Vec<MoveRound>,
-) -> Result<Option<String>> {
-    let mib = o.move_mib;
+    mib: usize,
+    round: usize,
+) -> Result<std::result::Result<MoveRound, String>> {
+    let [from, to] = names;
+    let id = direct
+        .create_with(json!({ "name": name(&format!("mv{}", round + 1)) }))
+        .await?;
     let path = format!("/v1/sandboxes/{id}/move");
-    for round in 0..o.move_rounds.max(1) {
-        // Even rounds go from the owner (`direct`) to the other node, odd ones back.
-        let (from, to) = if round % 2 == 0 { (0, 1) } else { (1, 0) };
-        let apis: [&mut Api; 2] = [&mut *direct, &mut *forwarded];
-        let [a0, a1] = apis;
-        let (src, dst) = if from == 0 { (a0, a1) } else { (a1, a0) };
-        let written = write_random(src, id, mib).await?;
-        let (raw_put, raw_get) = raw_transfer(t, mib, round)?;
+    let written = write_random(direct, &id, mib).await?;
+    let (raw_put, raw_get) = raw_transfer(t, mib, round)?;
 
-        let t0 = Instant::now();
-        let (status, body) = src
-            .request(Method::POST, &path, Some(&json!({ "to": names[to] })))
-            .await?;
-        if let Some(why) = no_route(status, &body) {
-            return Ok(Some(why));
-        }
-        if !(200..300).contains(&status) {
-            return Err(Error::Api {
-                what: format!("POST {path} {{\"to\": {:?}}}", names[to]),
-                status,
-                body: String::from_utf8_lossy(&body).into_owned(),
-            });
-        }
-        let answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        if !runs_on(&answer, names[to]) {
-            wait_running(dst, id, names[to], mib).await?;
-        }
-        let moved = t0.elapsed();
-
-        let now = checksum(dst, id).await?;
-        if now != written {
-            return Err(other(
-                &format!("the move of {id} from {} to {}", names[from], names[to]),
-                format!(
-                    "/root/big changed: sha256 {written} before, {now} after; the daemons' \
-                     logs say why"
-                ),
-            ));
-        }
-        rounds.push(MoveRound {
-            from: names[from].clone(),
-            to: names[to].clone(),
-            status,
-            moved,
-            raw_put,
-            raw_get,
-        });
-        eprintln!(
-            "dwell-bench: cluster: moved {mib} MiB {} -> {} in {:.1} s (raw PUT {:.1} s, GET {:.1} s)",
-            names[from],
-            names[to],
-            moved.as_secs_f64(),
-            raw_put.as_secs_f64(),
-            raw_get.as_secs_f64()
-        );
+    let t0 = Instant::now();
+    let (status, body) = direct
+        .request(Method::POST, &path, Some(&json!({ "to": to })))
+        .await?;
+    if let Some(why) = no_route(status, &body) {
+        return Ok(Err(why));
     }
-    Ok(None)
+    if !(200..300).contains(&status) {
+        return Err(Error::Api {
+            what: format!("POST {path} {{\"to\": {to:?}}}"),
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        });
+    }
+    let answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if !runs_on(&answer, to) {
+        wait_running(forwarded, &id, to, mib).await?;
+    }
+    let moved = t0.elapsed();
+
+    let now = checksum(forwarded, &id).await?;
+    if now != written {
+        return Err(other(
+            &format!("the move of {id} from {from} to {to}"),
+            format!(
+                "/root/big changed: sha256 {written} before, {now} after; the daemons' logs say why"
+            ),
+        ));
+    }
+    eprintln!(
+        "dwell-bench: cluster: moved {mib} MiB {from} -> {to} in {:.1} s (raw PUT {:.1} s, GET {:.1} s)",
+        moved.as_secs_f64(),
+        raw_put.as_secs_f64(),
+        raw_get.as_secs_f64()
+    );
+    // Through the node it runs on now (the direct client would forward).
+    forwarded.track(id.clone());
+    forwarded.delete(&id).await?;
+    direct.untrack(&id);
+    Ok(Ok(MoveRound {
+        from: from.clone(),
+        to: to.clone(),
+        status,
+        moved,
+        raw_put,
+        raw_get,
+    }))
 }
 
 /// Whether sandbox view `v` runs on `node`.
@@ -586,7 +586,8 @@ fn render_moves(o: &mut String, mib: usize, rounds: &[MoveRound], error: Option<
          from the request until it runs on the target; the data's sha256 is checked after), \
          next to a raw upload and download of {mib} MiB of random bytes to the same S3 endpoint \
          (boto3 `upload_file` / `download_file`, what `aws s3 cp` does: 8 MiB parts, 10 at a \
-         time), alternating; each round moves it back the other way.\n"
+         time), alternating; each round a new sandbox moves from the node that owns it to \
+         the other.\n"
     );
     if let Some(e) = error {
         let _ = writeln!(o, "**Failed** in round {}: {e}\n", rounds.len() + 1);

@@ -86,7 +86,7 @@ USAGE: dwell-bench --socket PATH --data-dir DIR --dwell PATH --daemon-pid PID [o
   --cluster-scratch DIR  where the raw transfers' file of random bytes is made [$TMPDIR]
   --cluster-iterations N execs each way, direct and forwarded, alternating [200]
   --cluster-move-mib N   MiB written before each cold move (0 skips the moves) [1024]
-  --cluster-move-rounds N  moves (each back the other way) and raw transfers [2]
+  --cluster-move-rounds N  moves (a new sandbox each) and raw transfers [2]
   --only-cluster yes     run only the cluster case; print it, write nothing
 ";
 
