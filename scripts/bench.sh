@@ -7,11 +7,20 @@
 #   SKIP_BUILD=1 BENCH_BIN_DIR=target/debug scripts/bench.sh ...  # debug binaries
 #                                        # (a quick check: timings are only indicative)
 #   DWELL_LOG=debug scripts/bench.sh     # keep a debug log of the daemon
+#                                        # (and of the cluster nodes)
 #   scripts/bench.sh --only-density yes --density-ns 50 --density-gvisor 5
 #                                        # a quick density run, printed only
+#   scripts/bench.sh --only-cluster yes --cluster-move-mib 64
+#                                        # a quick cluster run, printed only
 # Needs root, bubblewrap and util-linux. Starts a private daemon with its own
 # data dir and socket under a temp dir; on exit (also on failure or Ctrl-C)
 # it deletes every sandbox that daemon has, stops it and removes the temp dir.
+# When `dwell serve` has --cluster (and no other --only-* case is asked for),
+# it also starts a private PostgreSQL server (Debian's postgresql, run as the
+# postgres user in a dir of its own), moto_server (pip install 'moto[server]')
+# with a bucket, and two cluster nodes n1 and n2 for the cluster case; the
+# same exit path removes their sandboxes and stops them all. Without
+# PostgreSQL, moto_server or boto3 the cluster case is skipped, saying why.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -49,6 +58,19 @@ cold_data=$tmp/cold-data
 cold_sock=$tmp/cold.sock
 cold_log=$tmp/cold-daemon.log
 cold_daemon=
+# The cluster case: two nodes (n2 has more memory, so placement puts the
+# sandboxes there; n1 forwards to it), their PostgreSQL server and moto.
+n1_sock=$tmp/n1.sock
+n1_log=$tmp/n1.log
+n1_daemon=
+n2_sock=$tmp/n2.sock
+n2_log=$tmp/n2.log
+n2_daemon=
+pg_bin=
+pg_dir=
+moto=
+# moto's credentials, for the nodes and the bench's raw S3 transfers.
+s3_env=(AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1)
 
 # Delete every sandbox of the daemon (pid $1, socket $2, log $3), stop it
 # and remove its cgroup parents.
@@ -73,6 +95,39 @@ stop_daemon() {
   fi
 }
 
+# What a stopped cluster node (data dir $1, log $2) left on the host although
+# its records are gone (a sandbox a move did not free on its old node, say):
+# its processes are killed, its mounts unmounted, its loop devices detached
+# and its cgroups removed, saying so, since that is a bug of dwell's.
+sweep_node() {
+  local dir=$1 l=$2 parent ids id d m
+  parent=$(sed -n 's/.*cgroup parent \(dwell-[0-9a-f]*\)).*/\1/p' "$l" 2>/dev/null | head -n1)
+  ids=$(ls "$dir/sandboxes" 2>/dev/null)
+  m=$(findmnt -rn -o TARGET | grep -c "^$dir/")
+  [ -n "$parent" ] && { [ -n "$ids" ] || [ "$m" != 0 ]; } || return 0
+  echo "bench.sh: node data dir $dir still holds sandbox(es) [$(echo $ids)] and $m mount(s) that no record explains (a dwell bug); removing them" >&2
+  for id in $ids; do
+    # A frozen process dies only once thawed.
+    d=/sys/fs/cgroup/freezer/$parent/$id
+    [ -f "$d/freezer.state" ] && echo THAWED >"$d/freezer.state"
+    for d in /sys/fs/cgroup/unified/$parent/$id /sys/fs/cgroup/$parent/$id; do
+      [ -f "$d/cgroup.freeze" ] && echo 0 >"$d/cgroup.freeze"
+    done
+    for _ in $(seq 50); do
+      m=$(cat /sys/fs/cgroup/*/"$parent/$id"/cgroup.procs /sys/fs/cgroup/"$parent/$id"/cgroup.procs 2>/dev/null | sort -u)
+      [ -z "$m" ] && break
+      # shellcheck disable=SC2086
+      kill -9 $m 2>/dev/null
+      sleep 0.1
+    done
+  done
+  findmnt -rn -o TARGET | grep "^$dir/" | sort -r | while read -r m; do umount "$m"; done
+  losetup -a | grep -F "($dir/" | cut -d: -f1 | while read -r d; do losetup -d "$d"; done
+  for d in /sys/fs/cgroup/*/"$parent" /sys/fs/cgroup/"$parent"; do
+    [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null
+  done
+}
+
 cleanup() {
   local rc=$?
   set +e
@@ -86,9 +141,30 @@ cleanup() {
   fi
   stop_daemon "$daemon" "$sock" "$log"
   stop_daemon "$cold_daemon" "$cold_sock" "$cold_log"
+  # n1 first: it lists the whole cluster's sandboxes and removes them
+  # through their owners, n2 among them.
+  stop_daemon "$n1_daemon" "$n1_sock" "$n1_log"
+  stop_daemon "$n2_daemon" "$n2_sock" "$n2_log"
+  sweep_node "$tmp/n1-data" "$n1_log"
+  sweep_node "$tmp/n2-data" "$n2_log"
+  if [ -n "$moto" ] && kill -0 "$moto" 2>/dev/null; then
+    kill -TERM "$moto"
+    wait "$moto" 2>/dev/null
+  fi
+  if [ -n "$pg_dir" ]; then
+    if [ -f "$pg_dir/data/postmaster.pid" ]; then
+      runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_dir/data" -m fast -w stop >/dev/null 2>&1
+    fi
+    rm -rf "$pg_dir"
+  fi
   if [ -n "${DWELL_LOG:-}" ] && [ -f "$log" ]; then
     cp "$log" /tmp/dwell-bench-daemon.log && echo "bench.sh: daemon log kept in /tmp/dwell-bench-daemon.log" >&2
   fi
+  for n in n1 n2; do
+    if [ -n "${DWELL_LOG:-}" ] && [ -f "$tmp/$n.log" ]; then
+      cp "$tmp/$n.log" "/tmp/dwell-bench-$n.log" && echo "bench.sh: cluster node $n's log kept in /tmp/dwell-bench-$n.log" >&2
+    fi
+  done
   # Never rm -r through a mount a failed sandbox may have left.
   if findmnt -rn -o TARGET | grep -q "^$tmp"; then
     echo "bench.sh: mounts remain under $tmp; not removing it (umount them, then rm -r $tmp)" >&2
@@ -138,11 +214,119 @@ if grep -q -- --gvisor-pool <<<"$("$bin/dwell" serve --help)"; then
   cold=(--cold-socket "$cold_sock")
 fi
 
+# The cluster case: wanted when `serve` has --cluster, unless another
+# --only-* case is asked for.
+cluster_wanted() {
+  local a
+  grep -qE -- '--cluster[ =<]' <<<"$("$bin/dwell" serve --help)" || return 1
+  for a in "$@"; do
+    case $a in
+      --only-cluster) return 0 ;;
+      --only-*) return 1 ;;
+    esac
+  done
+  return 0
+}
+# Why the cluster case cannot run here (nothing when it can).
+cluster_missing() {
+  if [ ! -x "$pg_bin/initdb" ] || ! id postgres >/dev/null 2>&1; then
+    echo "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb or no postgres user; apt-get install postgresql)"
+  elif ! command -v moto_server >/dev/null; then
+    echo "moto_server is not installed (pip install 'moto[server]')"
+  elif ! python3 -c 'import boto3' 2>/dev/null; then
+    echo "python3 has no boto3 (pip install boto3)"
+  fi
+}
+# A private PostgreSQL server on a free loopback port with the database
+# `dwell` (trust auth for the role dwell); sets pg_port. The server refuses
+# root: it runs as postgres in a dir of its own, in its own session (pg_ctl
+# detaches it) so that a Ctrl-C leaves it to the cleanup.
+start_postgres() {
+  pg_dir=$(mktemp -d /tmp/dwell-bench-pg.XXXXXX)
+  chown postgres:postgres "$pg_dir"
+  runuser -u postgres -- "$pg_bin/initdb" -D "$pg_dir/data" -U dwell -A trust -E UTF8 \
+    --no-sync >"$pg_dir/initdb.log" 2>&1 || {
+    echo "bench.sh: initdb failed:" >&2
+    cat "$pg_dir/initdb.log" >&2
+    exit 1
+  }
+  pg_port=$(free_port)
+  setsid runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/log" -w -t 60 \
+    -o "-p $pg_port -k $pg_dir -c listen_addresses=127.0.0.1" start >/dev/null || {
+    echo "bench.sh: PostgreSQL did not start:" >&2
+    cat "$pg_dir/log" >&2
+    exit 1
+  }
+  "$pg_bin/createdb" -h 127.0.0.1 -p "$pg_port" -U dwell dwell
+}
+# moto_server on a free loopback port with the bucket dwell-bench; sets
+# moto_url.
+start_moto() {
+  local port
+  port=$(free_port)
+  moto_url=http://127.0.0.1:$port
+  setsid moto_server -H 127.0.0.1 -p "$port" >"$tmp/moto.log" 2>&1 &
+  moto=$!
+  for _ in $(seq 300); do
+    curl -s -o /dev/null "$moto_url/" && break
+    kill -0 "$moto" 2>/dev/null || { echo "bench.sh: moto_server exited:" >&2; cat "$tmp/moto.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  curl -sf -X PUT "$moto_url/dwell-bench" >/dev/null || {
+    echo "bench.sh: moto_server at $moto_url did not make the bucket dwell-bench:" >&2
+    cat "$tmp/moto.log" >&2
+    exit 1
+  }
+}
+# Node $1 with --node-capacity memory $2; sets node_pid.
+start_node() {
+  local port
+  port=$(free_port)
+  env "${s3_env[@]}" DWELL_LOG="${DWELL_LOG:-info}" setsid "$bin/dwell" serve \
+    --data-dir "$tmp/$1-data" --socket "$tmp/$1.sock" \
+    --cluster "postgres://dwell@127.0.0.1:$pg_port/dwell" --node-name "$1" \
+    --advertise "127.0.0.1:$port" --node-listen "127.0.0.1:$port" \
+    --cluster-secret-file "$tmp/cluster.key" --node-capacity "vcpus=8,memory=$2,disk=100G" \
+    --object-store s3://dwell-bench/nodes --s3-endpoint "$moto_url" \
+    --snapshot-key "$tmp/snapshot.key" "${nopool[@]}" 2>"$tmp/$1.log" &
+  node_pid=$!
+}
+cluster=()
+if cluster_wanted "$@"; then
+  pg_bin=$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin 2>/dev/null | sort -V | tail -n1)
+  why=$(cluster_missing)
+  if [ -n "$why" ]; then
+    case " $* " in
+      *" --only-cluster "*) echo "bench.sh: cannot run the cluster case: $why" >&2; exit 1 ;;
+    esac
+    echo "bench.sh: skipping the cluster case: $why" >&2
+  else
+    start_postgres
+    start_moto
+    (umask 077 && head -c 32 /dev/urandom >"$tmp/cluster.key" && head -c 32 /dev/urandom >"$tmp/snapshot.key")
+    nopool=()
+    grep -q -- --gvisor-pool <<<"$("$bin/dwell" serve --help)" && nopool=(--gvisor-pool 0)
+    start_node n1 4G
+    n1_daemon=$node_pid
+    start_node n2 16G
+    n2_daemon=$node_pid
+    wait_ready "$n1_daemon" "$n1_sock" "$n1_log"
+    wait_ready "$n2_daemon" "$n2_sock" "$n2_log"
+    # Both nodes registered before the first placement.
+    for _ in $(seq 100); do
+      "$bin/dwell" --socket "$n1_sock" node ls --json 2>/dev/null | grep -q '"n2"' && break
+      sleep 0.1
+    done
+    cluster=(--cluster-direct "$n2_sock" --cluster-forwarded "$n1_sock" --cluster-s3 "$moto_url"
+      --cluster-bucket dwell-bench --cluster-scratch "$tmp")
+  fi
+fi
+
 # In the background, waited for: a signal runs the cleanup at once (bash
 # defers traps until a foreground command ends), which stops it first.
-"$bin/dwell-bench" --socket "$sock" --data-dir "$data" --dwell "$bin/dwell" \
+env "${s3_env[@]}" "$bin/dwell-bench" --socket "$sock" --data-dir "$data" --dwell "$bin/dwell" \
   --daemon-pid "$daemon" --proxy "$proxy_addr" --proxy-domain dwell.bench \
   --e2b "$e2b_addr" --e2b-envd "$envd_addr" --e2b-key-file "$data/admin.key" \
-  "${cold[@]}" --out "$root/BENCHMARKS.md" "$@" &
+  "${cold[@]}" "${cluster[@]}" --out "$root/BENCHMARKS.md" "$@" &
 bench=$!
 wait "$bench"

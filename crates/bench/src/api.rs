@@ -80,6 +80,27 @@ impl Api {
         body: Option<&Value>,
     ) -> Result<Bytes> {
         let what = format!("{method} {path}");
+        let (status, bytes) = self.request(method, path, body).await?;
+        if !(200..300).contains(&status) {
+            return Err(Error::Api {
+                what,
+                status,
+                body: String::from_utf8_lossy(&bytes).into_owned(),
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Send one request and return the answer's status and bytes, whatever
+    /// the status (for callers that tell answers apart, like a 202 or the
+    /// 404 of a route the daemon lacks).
+    pub async fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Bytes)> {
+        let what = format!("{method} {path}");
         let payload = body.map(|b| b.to_string()).unwrap_or_default();
         // A kept-alive connection the daemon closed in between fails before
         // anything is sent; retry once on a new one.
@@ -114,14 +135,7 @@ impl Api {
                 })?
                 .to_bytes();
             self.conn = Some(sender);
-            if !status.is_success() {
-                return Err(Error::Api {
-                    what,
-                    status: status.as_u16(),
-                    body: String::from_utf8_lossy(&bytes).into_owned(),
-                });
-            }
-            return Ok(bytes);
+            return Ok((status.as_u16(), bytes));
         }
         Err(Error::Other(format!(
             "{what}: the daemon closed the connection twice in a row"
@@ -193,6 +207,11 @@ impl Api {
     /// Remember a sandbox made by other means (the CLI) for [`Api::delete_all`].
     pub fn track(&mut self, id: String) {
         self.created.push(id);
+    }
+
+    /// Forget a sandbox another client deleted.
+    pub fn untrack(&mut self, id: &str) {
+        self.created.retain(|c| c != id);
     }
 
     /// Delete every sandbox this client created; returns the failures.

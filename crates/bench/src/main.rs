@@ -10,6 +10,7 @@ mod api;
 mod baseline;
 mod build;
 mod cases;
+mod cluster;
 mod density;
 mod e2b;
 mod error;
@@ -77,6 +78,16 @@ USAGE: dwell-bench --socket PATH --data-dir DIR --dwell PATH --daemon-pid PID [o
   --density-starts N     rounds of gVisor create to first exec, cold / warm / plain runsc (0 skips) [20]
   --cold-socket PATH     a second daemon started with `--gvisor-pool 0` (the cold column)
   --only-density yes     run only the density case; print it, write nothing
+  --cluster-direct PATH  the socket of the cluster node that owns the sandboxes (placement
+                         puts them there; skips the cluster case when absent)
+  --cluster-forwarded PATH  the socket of another node of that cluster (forwards to the owner)
+  --cluster-s3 URL       the nodes' --s3-endpoint (raw transfers go there too)
+  --cluster-bucket NAME  the bucket of the nodes' --object-store [dwell-bench]
+  --cluster-scratch DIR  where the raw transfers' file of random bytes is made [$TMPDIR]
+  --cluster-iterations N execs each way, direct and forwarded, alternating [200]
+  --cluster-move-mib N   MiB written before each cold move (0 skips the moves) [1024]
+  --cluster-move-rounds N  moves (a new sandbox each) and raw transfers [2]
+  --only-cluster yes     run only the cluster case; print it, write nothing
 ";
 
 const PREAMBLE: &str = "# Benchmarks
@@ -91,9 +102,11 @@ How to reproduce (as root, needs `bubblewrap` and util-linux):
 
 It builds release binaries, starts a private daemon (own `--data-dir` and
 `--socket` under a temp dir), runs `dwell-bench`, deletes every sandbox it
-made, stops the daemon and rewrites the generated block below. Percentiles
-are nearest-rank over the stated number of runs, after 3 unmeasured warm-up
-runs per case.
+made, stops the daemon and rewrites the generated block below. When `dwell
+serve` has `--cluster`, it also starts two cluster nodes on a private
+PostgreSQL server and a `moto_server` S3 endpoint for the cluster section, and
+tears them down the same way. Percentiles are nearest-rank over the stated
+number of runs, after 3 unmeasured warm-up runs per case.
 ";
 
 struct Opts {
@@ -132,6 +145,15 @@ struct Opts {
     density: density::DensityOpts,
     cold_socket: Option<PathBuf>,
     only_density: bool,
+    cluster_direct: Option<PathBuf>,
+    cluster_forwarded: Option<PathBuf>,
+    cluster_s3: Option<String>,
+    cluster_bucket: String,
+    cluster_scratch: PathBuf,
+    cluster_iterations: usize,
+    cluster_move_mib: usize,
+    cluster_move_rounds: usize,
+    only_cluster: bool,
 }
 
 fn parse() -> Result<Opts> {
@@ -171,6 +193,15 @@ fn parse() -> Result<Opts> {
         density: density::DensityOpts::default(),
         cold_socket: None,
         only_density: false,
+        cluster_direct: None,
+        cluster_forwarded: None,
+        cluster_s3: None,
+        cluster_bucket: "dwell-bench".into(),
+        cluster_scratch: std::env::temp_dir(),
+        cluster_iterations: 200,
+        cluster_move_mib: 1024,
+        cluster_move_rounds: 2,
+        only_cluster: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -236,6 +267,15 @@ fn parse() -> Result<Opts> {
             "--density-starts" => o.density.starts = num(&value)?,
             "--cold-socket" => o.cold_socket = Some(value.into()),
             "--only-density" => o.only_density = value == "yes",
+            "--cluster-direct" => o.cluster_direct = Some(value.into()),
+            "--cluster-forwarded" => o.cluster_forwarded = Some(value.into()),
+            "--cluster-s3" => o.cluster_s3 = Some(value),
+            "--cluster-bucket" => o.cluster_bucket = value,
+            "--cluster-scratch" => o.cluster_scratch = value.into(),
+            "--cluster-iterations" => o.cluster_iterations = num(&value)?.max(1),
+            "--cluster-move-mib" => o.cluster_move_mib = num(&value)?,
+            "--cluster-move-rounds" => o.cluster_move_rounds = num(&value)?.max(1),
+            "--only-cluster" => o.only_cluster = value == "yes",
             _ => return Err(Error::Usage(format!("unknown option {flag}"))),
         }
     }
@@ -259,6 +299,34 @@ fn addr(flag: &str, value: &str) -> Result<std::net::SocketAddr> {
             "{flag} wants an address like 127.0.0.1:3000, not {value:?}"
         ))
     })
+}
+
+/// The cluster case's nodes when `--cluster-direct` and
+/// `--cluster-forwarded` are both given.
+fn cluster_target(o: &Opts) -> Result<Option<cluster::ClusterTarget>> {
+    match (&o.cluster_direct, &o.cluster_forwarded) {
+        (Some(direct), Some(forwarded)) => Ok(Some(cluster::ClusterTarget {
+            direct: direct.clone(),
+            forwarded: forwarded.clone(),
+            s3: o.cluster_s3.clone(),
+            bucket: o.cluster_bucket.clone(),
+            scratch: o.cluster_scratch.clone(),
+        })),
+        (None, None) => Ok(None),
+        _ => Err(Error::Usage(
+            "--cluster-direct and --cluster-forwarded go together".into(),
+        )),
+    }
+}
+
+/// The cluster case's counts.
+fn cluster_opts(o: &Opts) -> cluster::ClusterOpts {
+    cluster::ClusterOpts {
+        warmup: o.warmup,
+        iterations: o.cluster_iterations,
+        move_mib: o.cluster_move_mib,
+        move_rounds: o.cluster_move_rounds,
+    }
 }
 
 /// The E2B case's target when `--e2b`, `--e2b-envd` and `--e2b-key-file`
@@ -391,7 +459,21 @@ async fn run(api: &mut Api, o: &Opts) -> Result<report::Results> {
         None
     };
 
+    let cluster = match cluster_target(o)? {
+        Some(t) => {
+            step("cluster: forwarded exec, cold moves vs raw S3 transfers");
+            Some(cluster::run(&t, &cluster_opts(o)).await?)
+        }
+        None => {
+            eprintln!(
+                "dwell-bench: skipping the cluster case: no --cluster-direct/--cluster-forwarded"
+            );
+            None
+        }
+    };
+
     Ok(report::Results {
+        cluster,
         density,
         e2b,
         pull,
@@ -496,6 +578,31 @@ async fn main() {
         }
         std::process::exit(if leftovers.is_empty() { 0 } else { 1 });
     }
+    if o.only_cluster {
+        let r = match cluster_target(&o) {
+            Ok(Some(t)) => cluster::run(&t, &cluster_opts(&o)).await,
+            Ok(None) => Err(Error::Usage(
+                "--only-cluster needs --cluster-direct and --cluster-forwarded (scripts/bench.sh \
+                 gives them when `dwell serve --help` lists --cluster)"
+                    .into(),
+            )),
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(r) => {
+                print!("{}", cluster::render(&r));
+                if let Some(e) = r.failure() {
+                    eprintln!("dwell-bench: cluster: a move failed: {e}");
+                    std::process::exit(1);
+                }
+            }
+            Err(e) => {
+                eprintln!("dwell-bench: {e}");
+                std::process::exit(1);
+            }
+        }
+        std::process::exit(0);
+    }
     if o.only_e2b {
         let r = match e2b_target(&o) {
             Ok(Some(t)) => e2b::run(&mut api, &t, o.warmup, o.e2b_iterations).await,
@@ -587,6 +694,11 @@ async fn main() {
                 std::process::exit(1);
             }
             eprintln!("dwell-bench: wrote {}", o.out.display());
+            // Written, so the rest of the run is kept, but not a success.
+            if let Some(e) = r.cluster.as_ref().and_then(|c| c.failure()) {
+                eprintln!("dwell-bench: cluster: a move failed (see section 12): {e}");
+                std::process::exit(1);
+            }
             if !leftovers.is_empty() {
                 std::process::exit(1);
             }

@@ -43,6 +43,8 @@ pub struct Results {
     pub pull: Option<crate::pull::PullResults>,
     /// Idle sandboxes per node (None: skipped with every `--density-*` count 0).
     pub density: Option<crate::density::DensityResults>,
+    /// Forwarded exec and cold moves between two nodes (None: no cluster).
+    pub cluster: Option<crate::cluster::ClusterResults>,
     /// Dockerfile builds (None: skipped).
     pub build: Option<crate::build::BuildResults>,
     pub elapsed_s: f64,
@@ -365,6 +367,9 @@ pub fn render(r: &Results) -> String {
     }
     if let Some(d) = &r.density {
         o.push_str(&crate::density::render::render(d));
+    }
+    if let Some(c) = &r.cluster {
+        o.push_str(&crate::cluster::render(c));
     }
     let _ = writeln!(o, "{END}");
     o
