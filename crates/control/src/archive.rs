@@ -154,7 +154,7 @@ pub(crate) fn unarchive(inner: &Context, id: &str, tenant: &str) -> Result<bool>
     crate::crashpoint::crashpoint("unarchive:after-unref");
     // A backup restored from (a lost node's sandbox) stays one of the
     // sandbox's backups.
-    if !crate::backup::is_backup(&m) {
+    if !crate::snapshots::is_backup(&m) {
         drop_snapshot(inner, &m.id);
     }
     Ok(true)

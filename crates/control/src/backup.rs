@@ -18,7 +18,7 @@
 //! deletes it: it stays one of the sandbox's newest.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dwell_snapshot::Manifest;
@@ -29,74 +29,15 @@ use crate::model::{Record, SandboxSpec, State};
 use crate::transitions::{Request, Rules};
 
 /// The label of backup snapshots; its value is the sandbox id.
-pub const LABEL: &str = "backup-of";
+pub const LABEL: &str = crate::snapshots::BACKUP_LABEL;
 
 /// Backups kept per sandbox (its newest).
 pub const KEEP: usize = 2;
 
-/// The shortest `backup_every` unless `serve --min-backup-every` says
-/// otherwise.
-pub const DEFAULT_MIN_EVERY: Duration = Duration::from_secs(60);
-
 /// The event kind of backups.
 const EVENT: &str = "backup";
 
-/// What becomes of a lost node's sandboxes (`serve --on-node-loss`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OnNodeLoss {
-    /// Those with a backup or an archive run again on another node from
-    /// the newest of them.
-    #[default]
-    Restart,
-    /// They wait for their node to come back.
-    Keep,
-}
-
-impl OnNodeLoss {
-    pub fn parse(s: &str) -> std::result::Result<OnNodeLoss, String> {
-        match s {
-            "restart" => Ok(OnNodeLoss::Restart),
-            "keep" => Ok(OnNodeLoss::Keep),
-            other => Err(format!(
-                "{other:?} is not a node-loss policy; use restart (run a lost node's backed-up \
-                 sandboxes elsewhere) or keep (wait for the node)"
-            )),
-        }
-    }
-}
-
-/// The daemon's backup settings.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BackupSettings {
-    /// The shortest `backup_every` a create may ask for.
-    pub min_every: Duration,
-    pub on_node_loss: OnNodeLoss,
-}
-
-impl Default for BackupSettings {
-    fn default() -> Self {
-        BackupSettings {
-            min_every: DEFAULT_MIN_EVERY,
-            on_node_loss: OnNodeLoss::Restart,
-        }
-    }
-}
-
-/// The settings as the daemon holds them.
-#[derive(Default)]
-pub(crate) struct Backups {
-    settings: Mutex<BackupSettings>,
-}
-
-impl Backups {
-    pub(crate) fn get(&self) -> BackupSettings {
-        *self.settings.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn set(&self, s: BackupSettings) {
-        *self.settings.lock().unwrap_or_else(|e| e.into_inner()) = s;
-    }
-}
+pub use crate::backup_settings::{BackupSettings, OnNodeLoss, DEFAULT_MIN_EVERY};
 
 /// Refuses a `backup_every` shorter than the daemon allows.
 pub(crate) fn check_every(inner: &Context, every_ms: Option<u64>) -> Result<()> {
@@ -142,7 +83,7 @@ pub(crate) fn newest_copy<'a>(manifests: &'a [Manifest], id: &str) -> Option<&'a
 
 /// Whether `m` is a backup (which a restore keeps).
 pub(crate) fn is_backup(m: &Manifest) -> bool {
-    m.labels.contains_key(LABEL)
+    crate::snapshots::is_backup(m)
 }
 
 /// When sandbox `id`'s last backup was taken (Unix ms), from its events.
@@ -252,14 +193,7 @@ pub(crate) async fn take(inner: &Arc<Context>, id: &str) -> Result<Option<Manife
             return Ok(None);
         }
         let labels = BTreeMap::from([(LABEL.to_string(), id.clone())]);
-        let m = crate::controller::snapshot::capture_now(
-            &i,
-            &rec.tenant,
-            &id,
-            rec.state,
-            None,
-            labels,
-        )?;
+        let m = crate::snapshots::take::capture_now(&i, &rec.tenant, &id, rec.state, None, labels)?;
         i.store.add_event(
             &id,
             EVENT,

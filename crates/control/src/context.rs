@@ -108,14 +108,23 @@ pub(crate) struct Context {
     /// [`crate::cluster`].
     pub(crate) cluster: std::sync::OnceLock<crate::cluster::Membership>,
     /// Backup settings (see [`crate::backup`]).
-    pub(crate) backups: crate::backup::Backups,
+    pub(crate) backups: crate::backup_settings::Backups,
 }
 
 impl Context {
     /// The live sandboxes this daemon looks after: all of them on a single
     /// node, those it owns in a cluster. Background passes walk these.
     pub(crate) fn own_sandboxes(&self) -> Result<Vec<Record>> {
-        crate::cluster::node::owned(self)
+        let recs = self
+            .store
+            .list_sandboxes::<crate::model::SandboxSpec>(None)?;
+        let Some(m) = self.cluster.get() else {
+            return Ok(recs);
+        };
+        Ok(recs
+            .into_iter()
+            .filter(|r| m.owns(r.node.as_deref()))
+            .collect())
     }
 
     pub(crate) fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {

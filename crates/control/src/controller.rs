@@ -51,9 +51,8 @@ use crate::model::{HostLimits, Mode, Sandbox};
 use crate::policy::PolicyArgs;
 use crate::reconcile;
 
+pub use crate::cluster::{AgentLink, Elsewhere};
 pub use activity::{EgressChange, StreamGuard};
-pub use agent_link::AgentLink;
-pub use cluster::Elsewhere;
 
 /// How the daemon wires a controller.
 pub struct ControllerOptions {

@@ -52,6 +52,7 @@
 pub mod agents;
 pub mod archive;
 pub mod backup;
+pub mod backup_settings;
 pub mod build;
 pub mod clock;
 pub mod cluster;

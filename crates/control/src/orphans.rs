@@ -11,11 +11,9 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use dwell_runtime::{NetworkMode, Resources, RootfsSpec, SandboxConfig};
-
 use crate::context::{blocking, Context};
 use crate::model::{SandboxSpec, State};
-use crate::reconcile::config::config_of;
+use crate::reconcile::config::{bare_config, config_of};
 
 /// Clean everything of sandboxes that have no live record. Returns one line
 /// per thing cleaned.
@@ -124,33 +122,4 @@ fn sweep_blocking(inner: &Context, live: &HashSet<String>) -> Vec<String> {
         }
     }
     cleaned
-}
-
-/// A config naming only what `stop` needs (id and state dir), for sandboxes
-/// whose own config is gone.
-pub(crate) fn bare_config(inner: &Context, id: &str) -> SandboxConfig {
-    SandboxConfig {
-        id: id.to_string(),
-        hostname: id.to_string(),
-        rootfs: RootfsSpec {
-            layers: Vec::new(),
-            host_dirs: Vec::new(),
-            upper_root: inner.data_dir.join("volumes").join(id),
-        },
-        resources: Resources {
-            vcpus: 1.0,
-            memory_bytes: 0,
-            pids: 0,
-        },
-        env: Default::default(),
-        network: NetworkMode::None,
-        state_dir: inner.state_dir(id),
-        agent_binary: inner.agent_binary.clone(),
-        agent_key: None,
-        grants: Default::default(),
-        id_map: None,
-        private_nets: Vec::new(),
-        egress: Default::default(),
-        binds: Vec::new(),
-    }
 }

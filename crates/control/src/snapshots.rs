@@ -28,16 +28,26 @@ use crate::error::{Error, Result};
 mod keys;
 mod live;
 pub(crate) use live::{capture_live, Processes};
+pub(crate) mod take;
 
 /// The label that marks a snapshot as the archive of a sandbox (its id):
 /// such snapshots belong to their sandbox and are not listed as the
 /// tenant's (see [`crate::archive`]).
 pub const ARCHIVE_LABEL: &str = "archive-of";
 
+/// The label that marks a snapshot as a backup of a sandbox (its id; see
+/// [`crate::backup`]).
+pub const BACKUP_LABEL: &str = "backup-of";
+
+/// Whether `m` is a backup.
+pub(crate) fn is_backup(m: &Manifest) -> bool {
+    m.labels.contains_key(BACKUP_LABEL)
+}
+
 /// Whether `m` belongs to its sandbox rather than to the tenant's list:
 /// an archive or a backup.
 pub(crate) fn hidden(m: &Manifest) -> bool {
-    m.labels.contains_key(ARCHIVE_LABEL) || m.labels.contains_key(crate::backup::LABEL)
+    m.labels.contains_key(ARCHIVE_LABEL) || is_backup(m)
 }
 
 /// `_IOWR('X', 119, int)` and `_IOWR('X', 120, int)`.

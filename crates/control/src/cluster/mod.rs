@@ -40,6 +40,24 @@ pub struct ClusterOptions {
     pub instance: String,
 }
 
+/// A node that serves a request instead of this one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Elsewhere {
+    pub node: String,
+    /// Where its node listener is (`host:port`).
+    pub advertise: String,
+}
+
+/// A connected, not yet handshaken, stream to an agent.
+pub struct AgentLink {
+    pub stream: tokio::net::UnixStream,
+    /// The agent key (hex) the handshake must prove, when it has one.
+    pub key: Option<String>,
+    /// Whether the image sets a default user or working directory for
+    /// commands (see `Controller::has_command_defaults`).
+    pub command_defaults: bool,
+}
+
 /// What a node offers: vCPUs, memory and disk bytes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Capacity {

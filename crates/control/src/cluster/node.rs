@@ -9,7 +9,7 @@ use dwell_store::{NodeLoad, NodeRecord, NodeState};
 
 use crate::context::{blocking, Context};
 use crate::error::{Error, Result};
-use crate::model::{Record, SandboxSpec};
+use crate::model::Record;
 use crate::transitions::Rules;
 
 /// Every this many heartbeats, sandboxes of lost nodes that no recovery
@@ -35,18 +35,6 @@ pub(crate) fn load_of(recs: &[Record]) -> NodeLoad {
     l
 }
 
-/// This node's live sandboxes.
-pub(crate) fn owned(inner: &Context) -> Result<Vec<Record>> {
-    let recs = inner.store.list_sandboxes::<SandboxSpec>(None)?;
-    let Some(m) = inner.cluster.get() else {
-        return Ok(recs);
-    };
-    Ok(recs
-        .into_iter()
-        .filter(|r| m.owns(r.node.as_deref()))
-        .collect())
-}
-
 /// Registers this node; returns what became of its previous incarnation.
 pub(crate) fn register(inner: &Context) -> Result<dwell_store::Registration> {
     let m = inner
@@ -62,7 +50,7 @@ pub(crate) fn register(inner: &Context) -> Result<dwell_store::Registration> {
         vcpus: m.opts.capacity.vcpus,
         memory: m.opts.capacity.memory,
         disk: m.opts.capacity.disk,
-        load: load_of(&owned(inner)?),
+        load: load_of(&inner.own_sandboxes()?),
         state: NodeState::Up,
         epoch: 0,
         version: VERSION.into(),
@@ -98,7 +86,7 @@ pub(crate) fn beat(inner: &Context) -> Result<bool> {
         return Ok(true);
     };
     let now = inner.store.db_now()?;
-    let load = load_of(&owned(inner)?);
+    let load = load_of(&inner.own_sandboxes()?);
     let kept = inner.store.heartbeat_node(
         m.name(),
         m.epoch(),

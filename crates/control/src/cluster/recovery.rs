@@ -279,7 +279,7 @@ pub(crate) fn fence(inner: &Context) -> Vec<String> {
 
 fn fence_one(inner: &Context, me: &str, id: &str, owner: &str) -> String {
     let cfg = crate::reconcile::config::config_of(inner, id)
-        .unwrap_or_else(|_| crate::orphans::bare_config(inner, id));
+        .unwrap_or_else(|_| crate::reconcile::config::bare_config(inner, id));
     let mut problems = Vec::new();
     for runtime in inner.runtimes.available() {
         if let Err(e) = runtime.stop(&cfg) {

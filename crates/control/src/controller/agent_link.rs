@@ -5,18 +5,9 @@
 //! of the cluster only), and drives the agent as if it were local.
 
 use super::Controller;
+use crate::cluster::AgentLink;
 use crate::error::{Error, Result};
 use crate::reconcile::config::config_of;
-
-/// A connected, not yet handshaken, stream to an agent.
-pub struct AgentLink {
-    pub stream: tokio::net::UnixStream,
-    /// The agent key (hex) the handshake must prove, when it has one.
-    pub key: Option<String>,
-    /// Whether the image sets a default user or working directory for
-    /// commands (see [`Controller::has_command_defaults`]).
-    pub command_defaults: bool,
-}
 
 impl Controller {
     /// A new raw connection to the agent of sandbox `id_or_name` of

@@ -5,17 +5,9 @@ use dwell_store::{NodeRecord, NodeState};
 
 use super::Controller;
 use crate::cluster::placement::{self, Needs};
-use crate::cluster::{ClusterOptions, Membership};
+use crate::cluster::{ClusterOptions, Elsewhere, Membership};
 use crate::context::blocking;
 use crate::error::{Error, Result};
-
-/// A node that serves a request instead of this one.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Elsewhere {
-    pub node: String,
-    /// Where its node listener is (`host:port`).
-    pub advertise: String,
-}
 
 impl Controller {
     /// Makes this daemon node `opts.node` of the cluster whose store it

@@ -165,3 +165,32 @@ pub(crate) fn forget(inner: &Context, id: &str) {
 fn io(path: &Path, e: std::io::Error) -> Error {
     Error::Internal(format!("{}: {e}", path.display()))
 }
+
+/// A config naming only what `stop` needs (id and state dir), for sandboxes
+/// whose own config is gone.
+pub(crate) fn bare_config(inner: &Context, id: &str) -> SandboxConfig {
+    SandboxConfig {
+        id: id.to_string(),
+        hostname: id.to_string(),
+        rootfs: dwell_runtime::RootfsSpec {
+            layers: Vec::new(),
+            host_dirs: Vec::new(),
+            upper_root: inner.data_dir.join("volumes").join(id),
+        },
+        resources: dwell_runtime::Resources {
+            vcpus: 1.0,
+            memory_bytes: 0,
+            pids: 0,
+        },
+        env: Default::default(),
+        network: dwell_runtime::NetworkMode::None,
+        state_dir: inner.state_dir(id),
+        agent_binary: inner.agent_binary.clone(),
+        agent_key: None,
+        grants: Default::default(),
+        id_map: None,
+        private_nets: Vec::new(),
+        egress: Default::default(),
+        binds: Vec::new(),
+    }
+}
