@@ -75,7 +75,7 @@ fn about(method: &Method, path: &str) -> About {
 
 /// `%XX` escapes of a path segment decoded (a name is plain ASCII; a bad
 /// escape is kept as written, and then matches no sandbox).
-fn percent_decode(s: &str) -> String {
+pub fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -103,11 +103,13 @@ impl Sealer {
     }
 }
 
-fn hex(b: &[u8]) -> String {
+/// `b` as lowercase hex.
+pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
+/// Hex text as bytes; None when it is not even-length hex.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;
     }

@@ -38,7 +38,9 @@ fn about(method: &Method, path: &str) -> About {
     match (parts.next(), parts.next()) {
         // `/sandboxes/metrics` is the metrics of many sandboxes.
         (Some("sandboxes"), Some(id)) if !id.is_empty() && id != "metrics" => {
-            About::Sandbox(id.to_string())
+            // Decoded as the route's path extractor decodes it: both name
+            // the same sandbox.
+            About::Sandbox(dwell_api::forward::percent_decode(id))
         }
         (Some("sandboxes"), None) if method == Method::POST => About::Create,
         _ => About::Here,

@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use dwell_api::forward::{principal_of, NOT_OWNER_HEADER, PLANE_HEADER, PRINCIPAL_HEADERS};
 use dwell_control::controller::Elsewhere;
+use dwell_control::secrets::{hex, unhex};
 use dwell_control::Controller;
 use hyper::service::Service;
 
@@ -274,20 +275,6 @@ async fn remote_agent(
         command_defaults: text(COMMAND_DEFAULTS_HEADER) == Some("1"),
         secrets,
     })
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]
