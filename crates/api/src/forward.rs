@@ -203,8 +203,18 @@ pub async fn from_node(State(st): State<AppState>, mut req: Request, next: Next)
     if let About::Sandbox(id) = about(req.method(), req.uri().path()) {
         let ctl = st.ctl.clone();
         let tenant = p.tenant.clone();
-        if let Ok(Ok(Some(e))) = tokio::task::spawn_blocking(move || ctl.owner(&tenant, &id)).await
-        {
+        let owner = tokio::task::spawn_blocking(move || ctl.owner(&tenant, &id)).await;
+        // Served here only when this node is known to own it: a failed
+        // lookup is an answer, never a fall-through.
+        let e = match owner {
+            Ok(Ok(None)) => None,
+            Ok(Ok(Some(e))) => Some(e),
+            Ok(Err(e)) => return ApiError::from(e).into_response(),
+            Err(e) => {
+                return ApiError::internal(format!("owner lookup failed: {e}")).into_response()
+            }
+        };
+        if let Some(e) = e {
             let mut r = ApiError::new(
                 409,
                 "conflict",

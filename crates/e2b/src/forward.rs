@@ -111,8 +111,17 @@ pub async fn from_node(State(st): State<E2bState>, mut req: Request, next: Next)
     if let About::Sandbox(id) = about(req.method(), req.uri().path()) {
         let ctl = st.ctl.clone();
         let tenant = p.tenant.clone();
-        if let Ok(Ok(Some(e))) = tokio::task::spawn_blocking(move || ctl.owner(&tenant, &id)).await
-        {
+        let owner = tokio::task::spawn_blocking(move || ctl.owner(&tenant, &id)).await;
+        // Served here only when this node is known to own it.
+        let e = match owner {
+            Ok(Ok(None)) => None,
+            Ok(Ok(Some(e))) => Some(e),
+            Ok(Err(e)) => return E2bError::from(e).into_response(),
+            Err(e) => {
+                return E2bError::new(500, format!("owner lookup failed: {e}")).into_response()
+            }
+        };
+        if let Some(e) = e {
             let mut r = E2bError::conflict(format!(
                 "this sandbox is owned by node {} now; retry the request",
                 e.node

@@ -166,7 +166,7 @@ pub(crate) fn check_target(
             node.state.as_str()
         )));
     }
-    placement::choose(std::slice::from_ref(node), needs, inner.clock.now_ms())
+    placement::choose(std::slice::from_ref(node), needs, inner.store.db_now()?)
         .cloned()
         .map_err(|e| Error::Conflict(format!("node {name} cannot take this sandbox: {e}")))
 }
@@ -194,7 +194,7 @@ fn target(inner: &Context, me: &str, rec: &Record, to: Option<&str>) -> Result<N
         .into_iter()
         .filter(|n| n.name != me)
         .collect();
-    placement::choose(&others, &needs, inner.clock.now_ms())
+    placement::choose(&others, &needs, inner.store.db_now()?)
         .cloned()
         .map_err(|e| {
             Error::Unavailable(format!("no other node can take sandbox {}: {e}", rec.name))
@@ -312,9 +312,15 @@ pub(crate) async fn move_out(
         crate::archive::remove_ref(&i, &sid)?;
         i.configs().remove(&sid);
         let dir = crate::state_dir::path(&i.data_dir, &sid);
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        // Mounts a runtime may have left under it go first; the removal
+        // itself never crosses a mount.
+        let bare = crate::reconcile::config::bare_config(&i, &sid);
+        for kind in dwell_runtime::Kind::ALL {
+            kind.release_leftovers(&bare);
+        }
+        match dwell_hostfs::remove_tree(&dir) {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
             Err(e) => {
                 tracing::warn!(sandbox = sid, "cannot remove {}: {e}", dir.display());
                 Ok(())

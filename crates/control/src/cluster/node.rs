@@ -93,7 +93,11 @@ pub(crate) fn beat(inner: &Context) -> Result<bool> {
         now + m.opts.lease.as_millis() as i64,
         &load,
     )?;
-    for lost in inner.store.expire_nodes(now)? {
+    // Half a lease of grace after a lease ends: the node itself freezes
+    // its sandboxes when its lease ends (see `heartbeats`), before any
+    // other node may run them.
+    let grace = m.opts.lease.as_millis() as i64 / 2;
+    for lost in inner.store.expire_nodes(now - grace)? {
         tracing::warn!(
             node = lost,
             "declared node {lost} lost: its lease ended without a heartbeat"
@@ -110,6 +114,14 @@ pub(crate) async fn heartbeats(inner: Arc<Context>) {
         return;
     };
     let every = m.opts.lease / 3;
+    let lease = m.opts.lease;
+    // When this node last renewed its lease, on its own monotonic clock,
+    // taken before the heartbeat was sent (the database set the lease
+    // from a later instant): past `renewed + lease` another node may
+    // declare this one lost and run its sandboxes, so they are frozen
+    // here first, without needing the database (see `freeze_all`).
+    let mut renewed = std::time::Instant::now();
+    let mut frozen: Vec<String> = Vec::new();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut lost = false;
@@ -126,13 +138,28 @@ pub(crate) async fn heartbeats(inner: Arc<Context>) {
             }
         }
         let pass = inner.clone();
+        let sent = std::time::Instant::now();
         match blocking(move || beat(&pass)).await {
-            Ok(Ok(true)) => lost = false,
+            Ok(Ok(true)) => {
+                lost = false;
+                renewed = sent;
+                if !frozen.is_empty() {
+                    thaw_all(&inner, std::mem::take(&mut frozen)).await;
+                }
+            }
             Ok(Ok(false)) => {
                 // Declared lost: stale copies stop at once, then the node
                 // registers again (see `recovery::rejoin`).
                 match super::recovery::rejoin(&inner).await {
-                    Ok(true) => lost = false,
+                    Ok(true) => {
+                        lost = false;
+                        renewed = std::time::Instant::now();
+                        // Copies now owned elsewhere were stopped by the
+                        // rejoin; the rest are this node's again.
+                        if !frozen.is_empty() {
+                            thaw_all(&inner, std::mem::take(&mut frozen)).await;
+                        }
+                    }
                     Ok(false) if !lost => {
                         lost = true;
                         tracing::error!(
@@ -147,5 +174,68 @@ pub(crate) async fn heartbeats(inner: Arc<Context>) {
             }
             Ok(Err(e)) | Err(e) => tracing::warn!("heartbeat failed: {e}; retrying"),
         }
+        if frozen.is_empty() && renewed.elapsed() >= lease {
+            let pass = inner.clone();
+            frozen = blocking(move || freeze_all(&pass))
+                .await
+                .unwrap_or_default();
+            tracing::error!(
+                "no heartbeat of this node reached the database for {lease:?} (its lease): froze \
+                 its {} running sandboxes until one does, since another node may run them now",
+                frozen.len()
+            );
+        }
     }
+}
+
+/// Freezes every running sandbox on this host (the runtimes' own view:
+/// no database needed) and marks the node fenced; the ids frozen.
+/// Blocking.
+fn freeze_all(inner: &Context) -> Vec<String> {
+    if let Some(m) = inner.cluster.get() {
+        m.set_fenced(true);
+    }
+    let mut frozen = Vec::new();
+    for runtime in inner.runtimes.available() {
+        for id in runtime.list_host().unwrap_or_default() {
+            let Ok(cfg) = crate::reconcile::config::config_of(inner, &id) else {
+                continue;
+            };
+            // Only what runs: a sandbox paused already stays paused after.
+            if !matches!(runtime.observe(&cfg), Ok(dwell_runtime::Observed::Running)) {
+                continue;
+            }
+            match runtime.pause(&cfg) {
+                Ok(()) => frozen.push(id),
+                Err(e) => tracing::error!(sandbox = id, "cannot freeze it: {e}"),
+            }
+        }
+    }
+    frozen
+}
+
+/// Thaws what [`freeze_all`] froze that still has a config here (a copy
+/// fenced meanwhile is gone), and lifts the fence.
+async fn thaw_all(inner: &Arc<Context>, ids: Vec<String>) {
+    let pass = inner.clone();
+    let n = ids.len();
+    let _ = blocking(move || {
+        for id in ids {
+            let Ok(cfg) = crate::reconcile::config::config_of(&pass, &id) else {
+                continue;
+            };
+            for runtime in pass.runtimes.available() {
+                if runtime.list_host().unwrap_or_default().contains(&id) {
+                    if let Err(e) = runtime.resume(&cfg) {
+                        tracing::error!(sandbox = id, "cannot thaw it: {e}");
+                    }
+                }
+            }
+        }
+        if let Some(m) = pass.cluster.get() {
+            m.set_fenced(false);
+        }
+    })
+    .await;
+    tracing::warn!("the lease is this node's again: thawed {n} sandboxes");
 }

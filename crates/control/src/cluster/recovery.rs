@@ -116,7 +116,7 @@ fn recover_ids(inner: &Context, lost: &str, ids: Vec<String>) -> Result<Vec<Stri
         return Ok(Vec::new());
     }
     let policy = inner.backups.get().on_node_loss;
-    let now = inner.clock.now_ms();
+    let now = inner.store.db_now()?;
     let at = rfc3339(now);
     let copies = match policy {
         OnNodeLoss::Restart => dwell_snapshot::list(&*inner.snapshots, None)?,
@@ -265,8 +265,19 @@ pub(crate) fn fence(inner: &Context) -> Vec<String> {
             .iter()
             .any(|r| r.list_host().unwrap_or_default().contains(&id));
         if !running && inner.volumes.info(&id).is_err() {
+            // What a start may have left under it (mounts) first: the
+            // removal never crosses a mount.
+            let bare = crate::reconcile::config::bare_config(inner, &id);
+            for kind in dwell_runtime::Kind::ALL {
+                kind.release_leftovers(&bare);
+            }
             crate::reconcile::config::forget(inner, &id);
-            let _ = dwell_hostfs::remove_tree(inner.state_dir(&id));
+            if let Err(e) = dwell_hostfs::remove_tree(inner.state_dir(&id)) {
+                tracing::warn!(
+                    sandbox = id,
+                    "cannot remove the state dir of a moved sandbox: {e}"
+                );
+            }
             continue;
         }
         let line = fence_one(inner, &me, &id, &owner);
