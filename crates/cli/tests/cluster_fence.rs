@@ -69,6 +69,20 @@ impl Relay {
     }
 }
 
+impl Drop for Relay {
+    /// Mended before the cluster is torn down (it is dropped first), also
+    /// when the test failed while cut: the cut-off node then gets a few
+    /// leases to register again and thaw, so that its sandboxes can be
+    /// removed through the other node and nothing is left behind.
+    fn drop(&mut self) {
+        let was_cut = self.cut.load(Ordering::SeqCst);
+        self.mend();
+        if was_cut {
+            std::thread::sleep(std::time::Duration::from_secs(12));
+        }
+    }
+}
+
 /// Whether sandbox `id`'s cgroup is frozen, by the v1 freezer or the v2
 /// `cgroup.freeze` (whichever the runtime used): "FROZEN" or "THAWED" ("" when
 /// no cgroup of it is found).
