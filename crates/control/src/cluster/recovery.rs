@@ -44,6 +44,19 @@ pub(crate) fn is_recovery(reason: &str) -> bool {
     reason.starts_with("node ") && reason.contains(RESTORED)
 }
 
+/// Whether snapshot `m` was taken before `ms` (Unix; None: never).
+fn older_than(m: &dwell_snapshot::Manifest, ms: Option<i64>) -> bool {
+    let Some(ms) = ms else { return false };
+    match humantime::parse_rfc3339_weak(&m.created_at) {
+        Ok(t) => t
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| (d.as_millis() as i64) < ms)
+            .unwrap_or(true),
+        // A time that does not parse: not trusted as current.
+        Err(_) => true,
+    }
+}
+
 /// `ms` (Unix) as RFC 3339, to the second.
 fn rfc3339(ms: i64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
@@ -137,7 +150,15 @@ fn recover_ids(inner: &Context, lost: &str, ids: Vec<String>) -> Result<Vec<Stri
                 .set_state_with_event(&id, rec.state, &why, "node", &why)?;
             Ok(format!("sandbox {} ({id}): {why}", rec.name))
         };
-        let copy = backup::newest_copy(&copies, &id);
+        // An archive taken before the sandbox's last start is a leftover
+        // (a start restores from its archive and deletes it, best effort):
+        // not a copy of what ran since.
+        let current: Vec<dwell_snapshot::Manifest> = copies
+            .iter()
+            .filter(|m| backup::is_backup(m) || !older_than(m, rec.started_at))
+            .cloned()
+            .collect();
+        let copy = backup::newest_copy(&current, &id);
         let Some(m) = copy.filter(|_| policy == OnNodeLoss::Restart) else {
             lines.push(stays(match policy {
                 OnNodeLoss::Keep => format!(
@@ -398,6 +419,30 @@ pub(crate) async fn rejoin(inner: &Arc<Context>) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_archive_from_before_the_last_start_is_no_copy() {
+        let m: dwell_snapshot::Manifest = serde_json::from_value(serde_json::json!({
+            "version": 2,
+            "id": "a",
+            "created_at": "2026-12-05T10:00:00Z",
+            "tenant": "default",
+            "source": {"volume_size": 1048576},
+            "chunk_size": 4194304,
+            "compression": "zstd",
+            "sizes": {"total": 0, "data": 0, "stored": 0, "uploaded": 0},
+            "extents": []
+        }))
+        .expect("a manifest");
+        let at = humantime::parse_rfc3339("2026-12-05T10:00:00Z")
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        assert!(older_than(&m, Some(at + 1)));
+        assert!(!older_than(&m, Some(at)));
+        assert!(!older_than(&m, None));
+    }
 
     #[test]
     fn recovery_reasons_are_told_from_others() {
