@@ -119,6 +119,7 @@ pkgs=(
   sudo        # the host-user image's passwordless sudo (E2B's base template)
   python-is-python3  # `python` in sandboxes on the host images, as E2B's base has
   systemd     # systemd-analyze verify checks the units in deploy/systemd (tests)
+  postgresql  # initdb + pg_ctl: the cluster's store tests start their own server in a temp dir
 )
 missing=()
 for p in "${pkgs[@]}"; do
