@@ -173,7 +173,13 @@ impl Store {
     /// (`postgres://USER:PASSWORD@HOST:PORT/DATABASE`), its schema brought
     /// up to date (one node at a time when several start together).
     pub fn postgres(url: &str) -> Result<Store> {
-        let pool = db::postgres::Pool::new(url)?;
+        Store::postgres_with_ca(url, None)
+    }
+
+    /// [`Store::postgres`] over TLS, the server's certificate checked
+    /// against the PEM CA certificates `ca` (None: plain connections).
+    pub fn postgres_with_ca(url: &str, ca: Option<&[u8]>) -> Result<Store> {
+        let pool = db::postgres::Pool::with_ca(url, ca)?;
         {
             let mut s = pool.session().map_err(|e| Error::Open {
                 path: pool.shown().to_string(),

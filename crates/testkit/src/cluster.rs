@@ -2,7 +2,9 @@
 //! database (on the test process's server, [`crate::postgres`]), one moto
 //! bucket for the object store, one cluster secret and snapshot key, and
 //! nodes `n1..nN`, each a [`Daemon`] with its own data dir and socket and
-//! its node listener on a free loopback port, with a short lease. Dropped,
+//! its node listener on a free loopback port, with a short lease; the
+//! nodes reach the database over TLS (the test server's CA) where openssl
+//! made it one. Dropped,
 //! the nodes go in order (the first removes every sandbox, forwarding to
 //! their owners), then moto. Tests skip with the reason printed when
 //! PostgreSQL or moto is missing.
@@ -29,6 +31,8 @@ pub struct Cluster {
     pub advertise: Vec<String>,
     secret: PathBuf,
     snapshot_key: PathBuf,
+    /// The database server's CA (PEM file): nodes reach it over TLS.
+    ca: Option<PathBuf>,
     prefix: String,
     moto: Moto,
     _dir: tempfile::TempDir,
@@ -62,12 +66,18 @@ impl Cluster {
         let secret = key("cluster.key");
         let snapshot_key = key("snapshot.key");
         let prefix = url.rsplit('/').next().unwrap().to_string();
+        let ca = pg.ca_pem.as_ref().map(|pem| {
+            let p = dir.path().join("pg-ca.pem");
+            std::fs::write(&p, pem).unwrap();
+            p
+        });
         let mut c = Cluster {
             nodes: Vec::new(),
             url,
             advertise: Vec::new(),
             secret,
             snapshot_key,
+            ca,
             prefix,
             moto,
             _dir: dir,
@@ -80,7 +90,7 @@ impl Cluster {
 
     /// The flags of node `name` listening on `advertise`.
     pub fn node_args(&self, name: &str, advertise: &str) -> Vec<String> {
-        [
+        let mut args: Vec<String> = [
             "--cluster",
             &self.url,
             "--node-name",
@@ -102,7 +112,13 @@ impl Cluster {
         ]
         .iter()
         .map(|s| s.to_string())
-        .collect()
+        .collect();
+        // Over TLS, checked against the test server's CA, when it has one.
+        if let Some(ca) = &self.ca {
+            args.push("--cluster-ca".into());
+            args.push(ca.to_string_lossy().into_owned());
+        }
+        args
     }
 
     /// Starts one more node, `n{len+1}`, with `extra` flags.

@@ -19,6 +19,10 @@ use crate::skip::skip;
 /// A running server.
 pub struct Postgres {
     pub port: u16,
+    /// The PEM certificate of the CA that signed the server's TLS
+    /// certificate (for 127.0.0.1); None when openssl is missing (the
+    /// server then speaks no TLS).
+    pub ca_pem: Option<Vec<u8>>,
     bin: PathBuf,
     dir: PathBuf,
     databases: AtomicU32,
@@ -67,6 +71,88 @@ fn run(mut c: Command, what: &str) -> Result<(), String> {
             String::from_utf8_lossy(&out.stderr)
         ))
     }
+}
+
+/// A test CA and a server certificate for 127.0.0.1 signed by it, in
+/// `dir` (the key readable by the postgres user only); the CA's PEM.
+fn make_certificates(dir: &Path) -> Result<Vec<u8>, String> {
+    let ext = dir.join("server.ext");
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .map_err(|e| e.to_string())?;
+    let d = dir.to_string_lossy();
+    let steps: [&[&str]; 3] = [
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{d}/ca.key"),
+            "-out",
+            &format!("{d}/ca.crt"),
+            "-subj",
+            "/CN=dwell test CA",
+            "-days",
+            "2",
+        ],
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{d}/server.key"),
+            "-out",
+            &format!("{d}/server.csr"),
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{d}/server.csr"),
+            "-CA",
+            &format!("{d}/ca.crt"),
+            "-CAkey",
+            &format!("{d}/ca.key"),
+            "-CAcreateserial",
+            "-out",
+            &format!("{d}/server.crt"),
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{d}/server.ext"),
+        ],
+    ];
+    for args in steps {
+        let mut c = Command::new("openssl");
+        c.args(args).stdout(Stdio::null());
+        run(c, "openssl")?;
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let mut c = Command::new("chown");
+        c.arg("postgres:postgres")
+            .arg(dir.join("server.key"))
+            .arg(dir.join("server.crt"));
+        run(c, "chown of the server's key")?;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.join("server.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .map_err(|e| e.to_string())?;
+    std::fs::read(dir.join("ca.crt")).map_err(|e| e.to_string())
 }
 
 impl Postgres {
@@ -124,6 +210,15 @@ impl Postgres {
             .arg(&data)
             .args(["-U", "dwell", "-A", "trust", "-E", "UTF8", "--no-sync"]);
         run(init, "initdb")?;
+        let ca_pem = make_certificates(&dir).ok();
+        let tls = if ca_pem.is_some() {
+            format!(
+                " -c ssl=on -c ssl_cert_file={0}/server.crt -c ssl_key_file={0}/server.key",
+                dir.display()
+            )
+        } else {
+            String::new()
+        };
         let mut last = String::new();
         for _ in 0..3 {
             let port = free_port();
@@ -140,7 +235,7 @@ impl Postgres {
                     "-o",
                     &format!(
                         "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
-                     -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
+                     -c synchronous_commit=off -c full_page_writes=off -c max_connections=300{tls}",
                         dir.display()
                     ),
                     "start",
@@ -149,6 +244,7 @@ impl Postgres {
                 Ok(()) => {
                     return Ok(Postgres {
                         port,
+                        ca_pem,
                         bin,
                         dir,
                         databases: AtomicU32::new(0),

@@ -47,6 +47,17 @@ pub struct ClusterFlags {
         requires = "cluster"
     )]
     pub node_listen: Option<String>,
+    /// The CA certificate(s) of the PostgreSQL server (PEM): the store's
+    /// connections then use TLS and check the server's certificate and
+    /// name against it. Without it they are plain (keep the database on a
+    /// trusted network), and a URL with `sslmode=require` is refused.
+    #[arg(
+        long,
+        env = "DWELL_CLUSTER_CA",
+        value_name = "FILE",
+        requires = "cluster"
+    )]
+    pub cluster_ca: Option<PathBuf>,
     /// The cluster's shared secret (32 bytes or more, mode 0600, the same
     /// file on every node): only daemons holding it are nodes. Make one
     /// with `head -c 32 /dev/urandom > FILE && chmod 600 FILE`.
@@ -85,6 +96,8 @@ pub struct ClusterFlags {
 /// A cluster membership as `serve` starts it.
 pub struct Joining {
     pub url: String,
+    /// The PostgreSQL server's CA certificates (PEM), for TLS.
+    pub ca: Option<Vec<u8>>,
     pub options: ClusterOptions,
     pub secret_file: PathBuf,
     /// Where the node listener binds.
@@ -145,8 +158,23 @@ impl ClusterFlags {
             .node_listen
             .clone()
             .unwrap_or_else(|| format!("0.0.0.0:{port}"));
+        let ca = match &self.cluster_ca {
+            Some(p) => {
+                let meta = std::fs::metadata(p)
+                    .with_context(|| format!("--cluster-ca {}", p.display()))?;
+                if !meta.is_file() || meta.len() > 1 << 20 {
+                    bail!(
+                        "--cluster-ca {}: give a PEM file of CA certificates (at most 1 MiB)",
+                        p.display()
+                    );
+                }
+                Some(std::fs::read(p).with_context(|| format!("--cluster-ca {}", p.display()))?)
+            }
+            None => None,
+        };
         Ok(Some(Joining {
             url: url.clone(),
+            ca,
             options: ClusterOptions {
                 node,
                 advertise,

@@ -54,7 +54,7 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
         None => None,
     };
     let store = match &joining {
-        Some(j) => Store::postgres(&j.url)?,
+        Some(j) => Store::postgres_with_ca(&j.url, j.ca.as_deref())?,
         None => Store::open(&data_dir.join("dwell.db"))?,
     };
     let default_policies = {

@@ -136,12 +136,12 @@ struct Worker {
 }
 
 impl Worker {
-    fn spawn(config: postgres::Config, shown: String) -> Result<Worker> {
+    fn spawn(config: postgres::Config, tls: Tls, shown: String) -> Result<Worker> {
         let (jobs, job_rx) = mpsc::channel();
         let (done_tx, done) = mpsc::channel();
         std::thread::Builder::new()
             .name("dwell-pg".into())
-            .spawn(move || serve(config, shown, job_rx, done_tx))
+            .spawn(move || serve(config, tls, shown, job_rx, done_tx))
             .map_err(|e| Error::Sql(format!("cannot start a PostgreSQL connection thread: {e}")))?;
         Ok(Worker { jobs, done })
     }
@@ -154,6 +154,7 @@ const PREPARED_MAX: usize = 512;
 /// jobs until its session pool is dropped.
 fn serve(
     config: postgres::Config,
+    tls: Tls,
     shown: String,
     jobs: mpsc::Receiver<Job>,
     done: mpsc::Sender<Result<Done>>,
@@ -163,7 +164,11 @@ fn serve(
     for job in jobs {
         if client.as_ref().is_none_or(|c| c.is_closed()) {
             prepared.clear();
-            match config.connect(NoTls).and_then(|mut c| {
+            let connected = match &tls {
+                Tls::Plain => config.connect(NoTls),
+                Tls::Rustls(m) => config.connect(m.clone()),
+            };
+            match connected.and_then(|mut c| {
                 // No lock (a tenant's quota lock held by a stalled node)
                 // is waited for without end.
                 c.batch_execute("SET lock_timeout = '30s'")?;
@@ -172,8 +177,15 @@ fn serve(
                 Ok(c) => client = Some(c),
                 Err(e) => {
                     client = None;
+                    let mut why = e.to_string();
+                    let mut cause = std::error::Error::source(&e);
+                    while let Some(c) = cause {
+                        why.push_str(&format!(": {c}"));
+                        cause = c.source();
+                    }
                     let _ = done.send(Err(Error::Sql(format!(
-                        "cannot connect to PostgreSQL at {shown}: {e}; check --cluster and that the server runs"
+                        "cannot connect to PostgreSQL at {shown}: {why}; check --cluster (and \
+                         --cluster-ca) and that the server runs"
                     ))));
                     continue;
                 }
@@ -223,6 +235,7 @@ fn run_job(c: &mut Client, prepared: &mut HashMap<String, Statement>, job: Job) 
 /// Connections to one PostgreSQL database.
 pub struct Pool {
     config: postgres::Config,
+    tls: Tls,
     /// The URL without its password, for messages.
     shown: String,
     idle: Mutex<Idle>,
@@ -243,6 +256,14 @@ impl Pool {
     /// A pool for `url` (`postgres://user:password@host:port/db`, or the
     /// `key=value` form). Nothing connects until the first statement.
     pub fn new(url: &str) -> Result<Pool> {
+        Pool::with_ca(url, None)
+    }
+
+    /// A pool for `url` whose connections use TLS, verifying the server's
+    /// certificate (and its name) against the PEM CA certificates `ca`;
+    /// without `ca`, connections are plain, and a URL that asks for TLS
+    /// (`sslmode=require`) is refused.
+    pub fn with_ca(url: &str, ca: Option<&[u8]>) -> Result<Pool> {
         let mut config: postgres::Config = url.parse().map_err(|e| {
             Error::Sql(format!(
                 "--cluster: not a PostgreSQL URL ({e}); write postgres://USER:PASSWORD@HOST:PORT/DATABASE"
@@ -256,8 +277,28 @@ impl Pool {
         if config.get_application_name().is_none() {
             config.application_name("dwell");
         }
+        let tls = match ca {
+            Some(pem) => {
+                config.ssl_mode(postgres::config::SslMode::Require);
+                Tls::Rustls(rustls_connector(pem)?)
+            }
+            None if config.get_ssl_mode() == postgres::config::SslMode::Require => {
+                return Err(Error::Sql(
+                    "--cluster asks for TLS (sslmode=require): give the CA certificate of the \
+                     PostgreSQL server with --cluster-ca FILE (PEM)"
+                        .into(),
+                ))
+            }
+            None => {
+                // Not `prefer`: without a CA to check the server against,
+                // TLS would only look safe.
+                config.ssl_mode(postgres::config::SslMode::Disable);
+                Tls::Plain
+            }
+        };
         Ok(Pool {
             shown: shown(&config),
+            tls,
             config,
             idle: Mutex::new(Idle {
                 workers: Vec::new(),
@@ -286,7 +327,11 @@ impl Pool {
             if idle.made < Self::MAX {
                 idle.made += 1;
                 drop(idle);
-                return match Worker::spawn(self.config.clone(), self.shown.clone()) {
+                return match Worker::spawn(
+                    self.config.clone(),
+                    self.tls.clone(),
+                    self.shown.clone(),
+                ) {
                     Ok(w) => Ok(Session {
                         pool: self,
                         worker: Some(w),
@@ -313,6 +358,38 @@ impl Pool {
                 .0;
         }
     }
+}
+
+/// How connections are made: plain, or TLS checked against a CA.
+#[derive(Clone)]
+enum Tls {
+    Plain,
+    Rustls(tokio_postgres_rustls::MakeRustlsConnect),
+}
+
+/// A TLS connector that trusts only the CA certificates in `pem`.
+fn rustls_connector(pem: &[u8]) -> Result<tokio_postgres_rustls::MakeRustlsConnect> {
+    use rustls_pki_types::pem::PemObject;
+    let bad = |what: String| Error::Sql(format!("--cluster-ca: {what}"));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| bad(format!("not PEM certificates ({e})")))?;
+        roots
+            .add(cert)
+            .map_err(|e| bad(format!("a certificate rustls refuses ({e})")))?;
+    }
+    if roots.is_empty() {
+        return Err(bad(
+            "no certificate in the file (PEM, BEGIN CERTIFICATE)".into()
+        ));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
 /// Where `config` connects, for messages: user, hosts, ports and
@@ -427,5 +504,49 @@ mod tests {
     fn a_bad_url_says_what_to_write() {
         let e = Pool::new("postgres://[::1").err().unwrap().to_string();
         assert!(e.contains("postgres://USER:PASSWORD@HOST"), "{e}");
+    }
+
+    /// Against a real server with TLS (the test server's CA): the
+    /// connection is encrypted and the server checked; another CA, or a
+    /// URL asking for TLS without a CA, is refused.
+    #[test]
+    fn tls_with_the_servers_ca_only() {
+        let Some(pg) = dwell_testkit::postgres::Postgres::shared() else {
+            return;
+        };
+        let Some(ca) = pg.ca_pem.clone() else {
+            dwell_testkit::skip("openssl is missing: the test server speaks no TLS");
+            return;
+        };
+        let url = pg.database("tls");
+        let store = crate::Store::postgres_with_ca(&url, Some(&ca)).unwrap_or_else(|e| {
+            panic!(
+                "{e}; server log:\n{}",
+                std::fs::read_to_string(pg.dir().join("log")).unwrap_or_default()
+            )
+        });
+        let mut s = store.db().unwrap();
+        let row = s
+            .query_one(
+                "SELECT CAST(ssl AS TEXT) FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .unwrap();
+        assert_eq!(row.get::<String>(0).unwrap(), "true");
+        drop(s);
+        // A CA that did not sign the server's certificate.
+        let other = std::fs::read(pg.dir().join("server.crt")).unwrap();
+        let e = crate::Store::postgres_with_ca(&url, Some(&other))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("PostgreSQL") || e.contains("cannot"), "{e}");
+        let e = crate::Store::postgres(&format!("{url}?sslmode=require"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("--cluster-ca"), "{e}");
+        // Plain as before without a CA.
+        crate::Store::postgres(&url).unwrap();
     }
 }
