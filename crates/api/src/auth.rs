@@ -22,6 +22,19 @@ pub struct Principal {
     pub key_id: String,
 }
 
+/// Refuses `p` unless it is an admin; `what` names the refused request
+/// (`importing images`, `the nodes of a cluster`).
+pub(crate) fn require_admin(p: &Principal, what: &str) -> Result<(), ApiError> {
+    if p.admin {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        403,
+        "permission_denied",
+        format!("{what} is for admins: this needs an admin API key"),
+    ))
+}
+
 /// The tenant of local (unix socket) callers.
 pub const DEFAULT_TENANT: &str = "default";
 

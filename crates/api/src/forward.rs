@@ -49,7 +49,20 @@ pub type ForwardFn =
     Arc<dyn Fn(Elsewhere, Request) -> Pin<Box<dyn Future<Output = Response> + Send>> + Send + Sync>;
 
 /// Most bytes of a create request read to place it.
-const CREATE_BODY_MAX: usize = 2 << 20;
+pub const CREATE_BODY_MAX: usize = 2 << 20;
+
+/// The node that serves sandbox `id` of `tenant` (None: this one), asked
+/// of the store off the async threads.
+pub async fn owner_of(
+    ctl: &dwell_control::Controller,
+    tenant: &str,
+    id: String,
+) -> Result<Option<Elsewhere>, dwell_control::Error> {
+    let (ctl, tenant) = (ctl.clone(), tenant.to_string());
+    tokio::task::spawn_blocking(move || ctl.owner(&tenant, &id))
+        .await
+        .map_err(|e| dwell_control::Error::Internal(format!("owner lookup failed: {e}")))?
+}
 
 /// What a request is about, for forwarding.
 #[derive(Debug, PartialEq)]
@@ -131,14 +144,9 @@ pub async fn to_owner(State(st): State<AppState>, req: Request, next: Next) -> R
     match about(req.method(), req.uri().path()) {
         About::Here => next.run(req).await,
         About::Sandbox(id) => {
-            let ctl = st.ctl.clone();
-            let tenant = p.tenant.clone();
-            let owner = match tokio::task::spawn_blocking(move || ctl.owner(&tenant, &id)).await {
-                Ok(Ok(o)) => o,
-                Ok(Err(e)) => return ApiError::from(e).into_response(),
-                Err(e) => {
-                    return ApiError::internal(format!("owner lookup failed: {e}")).into_response()
-                }
+            let owner = match owner_of(&st.ctl, &p.tenant, id).await {
+                Ok(o) => o,
+                Err(e) => return ApiError::from(e).into_response(),
             };
             match owner {
                 None => next.run(req).await,
@@ -201,18 +209,11 @@ pub async fn from_node(State(st): State<AppState>, mut req: Request, next: Next)
         return ApiError::bad_request(MISSING_PRINCIPAL).into_response();
     };
     if let About::Sandbox(id) = about(req.method(), req.uri().path()) {
-        let ctl = st.ctl.clone();
-        let tenant = p.tenant.clone();
-        let owner = tokio::task::spawn_blocking(move || ctl.owner(&tenant, &id)).await;
         // Served here only when this node is known to own it: a failed
         // lookup is an answer, never a fall-through.
-        let e = match owner {
-            Ok(Ok(None)) => None,
-            Ok(Ok(Some(e))) => Some(e),
-            Ok(Err(e)) => return ApiError::from(e).into_response(),
-            Err(e) => {
-                return ApiError::internal(format!("owner lookup failed: {e}")).into_response()
-            }
+        let e = match owner_of(&st.ctl, &p.tenant, id).await {
+            Ok(e) => e,
+            Err(e) => return ApiError::from(e).into_response(),
         };
         if let Some(e) = e {
             let mut r = ApiError::new(

@@ -20,8 +20,7 @@ use dwell_api::Principal;
 use crate::error::E2bError;
 use crate::E2bState;
 
-/// Most bytes of a create request read to place it.
-const CREATE_BODY_MAX: usize = 2 << 20;
+use dwell_api::forward::{owner_of, CREATE_BODY_MAX};
 
 /// What a request is about.
 #[derive(Debug, PartialEq)]
@@ -65,16 +64,11 @@ pub async fn to_owner(State(st): State<E2bState>, req: Request, next: Next) -> R
     };
     match about(req.method(), req.uri().path()) {
         About::Here => next.run(req).await,
-        About::Sandbox(id) => {
-            let ctl = st.ctl.clone();
-            let tenant = p.tenant.clone();
-            match tokio::task::spawn_blocking(move || ctl.owner(&tenant, &id)).await {
-                Ok(Ok(None)) => next.run(req).await,
-                Ok(Ok(Some(e))) => forward(e, marked(req, &p)).await,
-                Ok(Err(e)) => E2bError::from(e).into_response(),
-                Err(e) => E2bError::new(500, format!("owner lookup failed: {e}")).into_response(),
-            }
-        }
+        About::Sandbox(id) => match owner_of(&st.ctl, &p.tenant, id).await {
+            Ok(None) => next.run(req).await,
+            Ok(Some(e)) => forward(e, marked(req, &p)).await,
+            Err(e) => E2bError::from(e).into_response(),
+        },
         About::Create => {
             let (parts, body) = req.into_parts();
             let Ok(bytes) = axum::body::to_bytes(body, CREATE_BODY_MAX).await else {
@@ -109,17 +103,10 @@ pub async fn from_node(State(st): State<E2bState>, mut req: Request, next: Next)
         return E2bError::bad_request(dwell_api::forward::MISSING_PRINCIPAL).into_response();
     };
     if let About::Sandbox(id) = about(req.method(), req.uri().path()) {
-        let ctl = st.ctl.clone();
-        let tenant = p.tenant.clone();
-        let owner = tokio::task::spawn_blocking(move || ctl.owner(&tenant, &id)).await;
         // Served here only when this node is known to own it.
-        let e = match owner {
-            Ok(Ok(None)) => None,
-            Ok(Ok(Some(e))) => Some(e),
-            Ok(Err(e)) => return E2bError::from(e).into_response(),
-            Err(e) => {
-                return E2bError::new(500, format!("owner lookup failed: {e}")).into_response()
-            }
+        let e = match owner_of(&st.ctl, &p.tenant, id).await {
+            Ok(e) => e,
+            Err(e) => return E2bError::from(e).into_response(),
         };
         if let Some(e) = e {
             let mut r = E2bError::conflict(format!(

@@ -19,18 +19,6 @@ use crate::extract::{Json as JsonBody, Query};
 use crate::wire;
 use crate::AppState;
 
-fn need_admin(p: &Principal, what: &str) -> ApiResult<()> {
-    if p.admin {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            403,
-            "permission_denied",
-            format!("{what} needs an admin API key"),
-        ))
-    }
-}
-
 #[utoipa::path(get, path = "/v1/images", tag = "images",
     summary = "List images",
     responses((status = 200, body = Vec<Image>), (status = "default", description = "Error", body = ErrorBody)))]
@@ -55,7 +43,7 @@ pub async fn import(
     Extension(p): Extension<Principal>,
     JsonBody(b): JsonBody<ImportBody>,
 ) -> ApiResult<(StatusCode, Json<Image>)> {
-    need_admin(&p, "importing images")?;
+    crate::auth::require_admin(&p, "importing images")?;
     let ctl = st.ctl.clone();
     let image = tokio::task::spawn_blocking(move || {
         ctl.images().import(&b.name, std::path::Path::new(&b.path))
@@ -80,7 +68,7 @@ pub async fn remove(
     Extension(p): Extension<Principal>,
     Query(q): Query<ImageRef>,
 ) -> ApiResult<Json<Image>> {
-    need_admin(&p, "removing images")?;
+    crate::auth::require_admin(&p, "removing images")?;
     let img = st.ctl.remove_image(&q.r#ref).await?;
     Ok(Json(wire::map(&img)?))
 }
@@ -92,7 +80,7 @@ pub async fn prune(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
 ) -> ApiResult<Json<Vec<Image>>> {
-    need_admin(&p, "pruning images")?;
+    crate::auth::require_admin(&p, "pruning images")?;
     let removed = st.ctl.prune_images().await?;
     wire::map_all(&removed).map(Json)
 }

@@ -39,21 +39,6 @@ pub fn node_routes(state: AppState) -> Router {
         .with_state(state)
 }
 
-pub(crate) fn admin(p: &Principal, what: &str) -> ApiResult<()> {
-    if p.admin {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            403,
-            "permission_denied",
-            format!(
-                "{what} is for admins (it decides which node runs what): this needs an admin API \
-                 key"
-            ),
-        ))
-    }
-}
-
 #[utoipa::path(post, path = "/v1/sandboxes/{id}/move", tag = "nodes",
     summary = "Move a sandbox to another node of the cluster (admin)",
     description = "The sandbox's owner stops it (a cold move) or hibernates it (`warm`: a running gVisor sandbox keeps its memory and processes), archives it into the object store, hands it to the node (`to`, or the one placement picks) in one transaction, and that node restores it (every chunk verified) and brings it back to the state it had. Refused, with nothing changed, for ephemeral sandboxes, members of private networks and sandboxes with named volumes (node-local resources). 202: handed over, but the new owner could not be reached; it takes the sandbox over on its next pass.",
@@ -90,7 +75,7 @@ pub(crate) async fn move_here(
     id: &str,
     req: &MoveRequest,
 ) -> ApiResult<Response> {
-    admin(p, "moving a sandbox")?;
+    crate::auth::require_admin(p, "moving a sandbox")?;
     let by = if p.key_id.is_empty() {
         "an admin".to_string()
     } else {
@@ -169,7 +154,7 @@ async fn take_over(
     Path(id): Path<String>,
     body: Result<crate::extract::Json<TakeOver>, crate::extract::BodyRejection>,
 ) -> ApiResult<Json<Sandbox>> {
-    admin(&p, "taking a sandbox over")?;
+    crate::auth::require_admin(&p, "taking a sandbox over")?;
     let crate::extract::Json(req) =
         body.map_err(|e| ApiError::bad_request(format!("bad take-over request: {}", e.detail)))?;
     let reach = req

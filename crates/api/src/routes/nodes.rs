@@ -9,21 +9,9 @@ use dwell_contract::ErrorBody;
 use dwell_store::{NodeRecord, NodeState};
 
 use crate::auth::Principal;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::extract::Path;
 use crate::AppState;
-
-fn admin(p: &Principal) -> ApiResult<()> {
-    if p.admin {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            403,
-            "permission_denied",
-            "the nodes of a cluster are for admins: this needs an admin API key",
-        ))
-    }
-}
 
 fn view(n: NodeRecord, me: Option<&str>, owned: u64) -> Node {
     Node {
@@ -54,7 +42,7 @@ pub async fn list(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
 ) -> ApiResult<Json<Vec<Node>>> {
-    admin(&p)?;
+    crate::auth::require_admin(&p, "the nodes of a cluster")?;
     let me = st.ctl.node_name().map(String::from);
     let nodes = st.ctl.nodes()?;
     let owned = st.ctl.owned_counts()?;
@@ -79,7 +67,7 @@ pub async fn drain(
     Extension(p): Extension<Principal>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Node>> {
-    admin(&p)?;
+    crate::auth::require_admin(&p, "the nodes of a cluster")?;
     let n = st.ctl.set_node_state(&name, NodeState::Draining)?;
     let owned = st.ctl.owned_by(&name).await?.len() as u64;
     if owned > 0 {
@@ -97,7 +85,7 @@ pub async fn undrain(
     Extension(p): Extension<Principal>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Node>> {
-    admin(&p)?;
+    crate::auth::require_admin(&p, "the nodes of a cluster")?;
     let n = st.ctl.set_node_state(&name, NodeState::Up)?;
     let owned = st.ctl.owned_by(&name).await?.len() as u64;
     Ok(Json(view(n, st.ctl.node_name(), owned)))

@@ -23,18 +23,6 @@ use crate::extract::{Path, Query};
 use crate::wire;
 use crate::AppState;
 
-fn admin(p: &Principal) -> ApiResult<()> {
-    if p.admin {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            403,
-            "permission_denied",
-            "this needs an admin API key",
-        ))
-    }
-}
-
 fn size(field: &str, v: &Option<SizeArg>) -> ApiResult<Option<u64>> {
     match v {
         None => Ok(None),
@@ -107,7 +95,7 @@ pub async fn create(
     Extension(p): Extension<Principal>,
     body: Result<crate::extract::Json<LimitsBody>, crate::extract::BodyRejection>,
 ) -> ApiResult<(StatusCode, Json<TenantCreated>)> {
-    admin(&p)?;
+    crate::auth::require_admin(&p, "managing tenants and their keys")?;
     let crate::extract::Json(b) =
         body.map_err(|e| ApiError::bad_request(format!("bad tenant request: {}", e.detail)))?;
     let name = b
@@ -133,7 +121,7 @@ pub async fn update(
     Path(name): Path<String>,
     body: Result<crate::extract::Json<LimitsBody>, crate::extract::BodyRejection>,
 ) -> ApiResult<Json<TenantBody>> {
-    admin(&p)?;
+    crate::auth::require_admin(&p, "managing tenants and their keys")?;
     let crate::extract::Json(b) =
         body.map_err(|e| ApiError::bad_request(format!("bad tenant request: {}", e.detail)))?;
     let t = tenant_of(name.clone(), &b)?;
@@ -151,7 +139,7 @@ pub async fn new_api_key(
     Extension(p): Extension<Principal>,
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<KeyCreated>)> {
-    admin(&p)?;
+    crate::auth::require_admin(&p, "managing tenants and their keys")?;
     if st.ctl.tenant(&name)?.is_none() {
         return Err(dwell_control::Error::TenantNotFound(name).into());
     }
@@ -176,7 +164,7 @@ pub async fn list_keys(
     Extension(p): Extension<Principal>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Vec<KeyView>>> {
-    admin(&p)?;
+    crate::auth::require_admin(&p, "managing tenants and their keys")?;
     let keys = st.ctl.api_keys(&name)?;
     wire::map_all(&keys).map(Json)
 }
@@ -192,7 +180,7 @@ pub async fn revoke_key(
     Extension(p): Extension<Principal>,
     Path((name, key)): Path<(String, String)>,
 ) -> ApiResult<Json<KeyView>> {
-    admin(&p)?;
+    crate::auth::require_admin(&p, "managing tenants and their keys")?;
     let revoked = st.ctl.revoke_api_key(&name, &key)?;
     revoked.map(|k| wire::map(&k).map(Json)).unwrap_or_else(|| {
         Err(ApiError::new(
@@ -210,7 +198,7 @@ pub async fn list(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
 ) -> ApiResult<Json<Vec<TenantView>>> {
-    admin(&p)?;
+    crate::auth::require_admin(&p, "managing tenants and their keys")?;
     st.ctl
         .tenants(crate::auth::DEFAULT_TENANT)?
         .into_iter()
@@ -288,7 +276,7 @@ pub async fn metrics(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
 ) -> ApiResult<([(&'static str, &'static str); 1], String)> {
-    admin(&p)?;
+    crate::auth::require_admin(&p, "the daemon's metrics")?;
     let all = st.ctl.metrics().await?;
     let usage = st.ctl.usage(None, 0)?;
     let mut out = String::new();
