@@ -1042,6 +1042,7 @@ pub struct MoveArgs {
     /// Keep its memory and processes (gVisor: hibernate, move, resume).
     #[arg(long)]
     pub warm: bool,
+    /// Print the moved sandbox as JSON.
     #[arg(long)]
     pub json: bool,
 }
