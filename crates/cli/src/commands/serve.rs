@@ -264,8 +264,11 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
     if let Some(addr) = &a.listen {
         ensure_admin_key(&ctl, &data_dir)?;
         let tcp = listener::bind(addr, "--listen").await?;
-        tracing::info!("also serving on http://{addr} (API key required)");
-        let app = dwell_api::tcp_router_in(ctl.clone(), forward.clone());
+        tracing::info!("also serving on http://{addr} (API key required; the web console at /ui/)");
+        // The console's files need no key; everything it does goes through
+        // the API's routes, with the session cookie it logs in to.
+        let app =
+            dwell_api::tcp_router_in(ctl.clone(), forward.clone()).merge(dwell_console::router());
         tasks.spawn(listener::serve_http(tcp, app, "--listen", limits));
     }
     // Before the E2B listeners: the E2B domain defaults to the proxy's;
