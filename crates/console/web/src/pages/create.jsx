@@ -296,7 +296,7 @@ export default function CreateSandbox() {
               <label for="c-runtime">Isolation</label>
               <select {...field("runtime")} onChange={set("runtime")}>
                 <option value="">the daemon's default</option>
-                <option value="namespace">namespace (Linux namespaces)</option>
+                <option value="ns">namespaces (Linux namespaces)</option>
                 <option value="gvisor">gVisor (can hibernate)</option>
               </select>
             </div>

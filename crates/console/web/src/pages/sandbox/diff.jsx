@@ -78,7 +78,7 @@ export default function Diff({ sb }) {
                   </thead>
                   <tbody>
                     {(all ? files : files.slice(0, SHOWN)).map((f) => (
-                      <tr class={`chg-${f.change}`}>
+                      <tr>
                         <td>
                           <span class={`badge chg-${f.change}`}>{f.change}</span>
                         </td>

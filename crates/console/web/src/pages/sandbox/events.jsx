@@ -61,8 +61,8 @@ export default function Events({ sb }) {
         <ol class="timeline" aria-live="polite" aria-relevant="additions" data-testid="events">
           {(all ? list : list.slice(0, SHOWN)).map((e) => (
             <li class={`ev-${e.kind}`} key={e.seq}>
-              <time datetime={new Date(e.at).toISOString()} title={time(e.at)}>
-                {relative(e.at)}
+              <time datetime={new Date(e.at).toISOString()} title={relative(Math.min(e.at, Date.now()))}>
+                {time(e.at)}
               </time>
               <span class={`badge kind-${e.kind}`}>{e.kind}</span>
               <span class="msg">{e.message}</span>
