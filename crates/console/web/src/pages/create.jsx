@@ -288,8 +288,8 @@ export default function CreateSandbox() {
             <div class="field">
               <label for="c-mode">Mode</label>
               <select {...field("mode")} onChange={set("mode")}>
-                <option value="persistent">persistent — files survive stop/start</option>
-                <option value="ephemeral">ephemeral — deleted when it stops</option>
+                <option value="persistent">persistent</option>
+                <option value="ephemeral">ephemeral (deleted on stop)</option>
               </select>
             </div>
             <div class="field">
@@ -364,12 +364,12 @@ export default function CreateSandbox() {
 
         <fieldset>
           <legend>Policies</legend>
-          <p class="hint">Durations like 30s, 10m, 1h30m, 7d. Empty: the tenant's (or the daemon's) defaults.</p>
+          <p class="hint">Durations like 30s, 10m, 1h30m, 7d. Leave them all empty for the tenant's (or the daemon's) defaults; wake on use by default resumes a sandbox a policy put to sleep.</p>
           <div class="grid">
             {POLICIES.map(([k, label, help]) => (
               <div class="field">
                 <label for={`c-${k}`}>{label}</label>
-                <input {...field(k)} placeholder="off" title={help} aria-describedby={`c-${k}-help`} />
+                <input {...field(k)} placeholder="default" title={help} aria-describedby={`c-${k}-help`} />
                 <span class="hint" id={`c-${k}-help`}>
                   {help}
                 </span>
@@ -378,7 +378,7 @@ export default function CreateSandbox() {
             <div class="field">
               <label for="c-ttl_action">When the TTL fires</label>
               <select {...field("ttl_action")} onChange={set("ttl_action")}>
-                <option value="">default (stop; ephemeral: delete)</option>
+                <option value="">default: stop (ephemeral: delete)</option>
                 <option value="pause">pause</option>
                 <option value="stop">stop</option>
                 <option value="archive">archive</option>
@@ -388,7 +388,7 @@ export default function CreateSandbox() {
             <div class="field">
               <label for="c-auto_resume">Wake on use</label>
               <select {...field("auto_resume")} onChange={set("auto_resume")}>
-                <option value="">default (when a policy put it to sleep)</option>
+                <option value="">default</option>
                 <option value="on">on</option>
                 <option value="off">off</option>
               </select>
