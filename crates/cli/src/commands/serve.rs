@@ -596,25 +596,6 @@ fn parse_doze_after(v: &str) -> anyhow::Result<Option<std::time::Duration>> {
     Ok(Some(d))
 }
 
-#[cfg(test)]
-mod doze_after_tests {
-    use super::parse_doze_after;
-    use std::time::Duration;
-
-    #[test]
-    fn doze_after_takes_a_duration_or_off_and_refuses_too_short_ones() {
-        assert_eq!(
-            parse_doze_after("2s").unwrap(),
-            Some(Duration::from_secs(2))
-        );
-        assert_eq!(parse_doze_after("off").unwrap(), None);
-        let e = parse_doze_after("10ms").unwrap_err().to_string();
-        assert!(e.contains("too short") && e.contains("off"), "{e}");
-        let e = parse_doze_after("soon").unwrap_err().to_string();
-        assert!(e.contains("not a duration"), "{e}");
-    }
-}
-
 /// Where browsers reach the web console and how long its sessions live.
 fn console_settings(a: &ServeArgs) -> Result<dwell_api::session::ConsoleSettings> {
     if let Some(u) = &a.console_url {
@@ -637,4 +618,23 @@ fn console_settings(a: &ServeArgs) -> Result<dwell_api::session::ConsoleSettings
         session_ttl: Duration::from_millis(a.console_session_ttl),
         idle_timeout: Duration::from_millis(a.console_idle_timeout),
     })
+}
+
+#[cfg(test)]
+mod doze_after_tests {
+    use super::parse_doze_after;
+    use std::time::Duration;
+
+    #[test]
+    fn doze_after_takes_a_duration_or_off_and_refuses_too_short_ones() {
+        assert_eq!(
+            parse_doze_after("2s").unwrap(),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(parse_doze_after("off").unwrap(), None);
+        let e = parse_doze_after("10ms").unwrap_err().to_string();
+        assert!(e.contains("too short") && e.contains("off"), "{e}");
+        let e = parse_doze_after("soon").unwrap_err().to_string();
+        assert!(e.contains("not a duration"), "{e}");
+    }
 }
