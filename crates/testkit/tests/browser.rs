@@ -189,6 +189,18 @@ fn browser_drives_a_local_page_and_leaves_nothing_behind() {
     assert_eq!(width, 390);
     std::fs::remove_file(&shot).unwrap();
 
+    // No host name resolves, not even localhost (which /etc/hosts has),
+    // while 127.0.0.1 is reached.
+    let fetch = |host: &str| {
+        browser.eval(&format!(
+            "try {{ await fetch('http://{host}:{port}/', {{mode: 'no-cors'}}); return 'reached' }} \
+             catch (e) {{ return 'failed' }}",
+            port = url.trim_end_matches('/').rsplit(':').next().unwrap()
+        ))
+    };
+    assert_eq!(fetch("127.0.0.1"), "reached");
+    assert_eq!(fetch("localhost"), "failed");
+
     // Only 127.0.0.1 may be browsed.
     let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         browser.goto("http://example.com/")
