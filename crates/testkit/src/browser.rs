@@ -404,8 +404,19 @@ rm -rf -- "$DWELL_BROWSER_DIR"
         path: &'static str,
         body: Option<Value>,
     ) -> Value {
+        self.try_raw(method, path, body)
+            .unwrap_or_else(|e| panic!("browser: {what}: {e}"))
+    }
+
+    /// [`Browser::raw`] returning the failure instead.
+    fn try_raw(
+        &self,
+        method: hyper::Method,
+        path: &'static str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
         let cmd = Raw { method, path, body };
-        self.run(what, self.client().issue_cmd(cmd))
+        self.try_run(self.client().issue_cmd(cmd))
     }
 
     /// Sets the page's viewport to exactly `viewport` (a headless window
@@ -513,6 +524,27 @@ rm -rf -- "$DWELL_BROWSER_DIR"
         })
     }
 
+    /// Polls until `js` (run as [`Browser::eval`] runs it) returns a
+    /// truthy value, and returns that value: `return
+    /// document.querySelectorAll('.row').length >= 3 && true`.
+    pub fn wait_js(&self, js: &str, timeout: Duration) -> Result<Value, String> {
+        self.poll(timeout, || {
+            let v = self.try_eval(js)?;
+            let truthy = match &v {
+                Value::Null => false,
+                Value::Bool(b) => *b,
+                Value::Number(n) => n.as_f64() != Some(0.0),
+                Value::String(s) => !s.is_empty(),
+                Value::Array(_) | Value::Object(_) => true,
+            };
+            if truthy {
+                Ok(Some(v))
+            } else {
+                Err(format!("the script still returns {v}: {js}"))
+            }
+        })
+    }
+
     /// Calls `step` every 100 ms until it gives a value or `timeout`
     /// passes; the error is the last step's, with the page's URL.
     fn poll<T>(
@@ -532,7 +564,19 @@ rm -rf -- "$DWELL_BROWSER_DIR"
                     .try_run(self.client().current_url())
                     .map(|u| u.to_string())
                     .unwrap_or_else(|e| format!("(URL unknown: {e})"));
-                return Err(format!("{last} after {timeout:?} (page {url})"));
+                let errors: Vec<String> = self
+                    .try_console_log()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|e| e.level == "SEVERE")
+                    .map(|e| e.message)
+                    .collect();
+                let errors = if errors.is_empty() {
+                    String::new()
+                } else {
+                    format!("; the page's console errors: {}", errors.join(" | "))
+                };
+                return Err(format!("{last} after {timeout:?} (page {url}){errors}"));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -570,6 +614,13 @@ rm -rf -- "$DWELL_BROWSER_DIR"
     pub fn text(&self, css: &str) -> String {
         let el = self.find(css);
         self.run(&format!("read the text of `{css}`"), el.text())
+    }
+
+    /// The current value of the input, textarea or select matching `css`.
+    pub fn value(&self, css: &str) -> String {
+        let el = self.find(css);
+        self.run(&format!("read the value of `{css}`"), el.prop("value"))
+            .unwrap_or_default()
     }
 
     /// Runs `js` in the page as the body of an async function and returns
@@ -629,15 +680,20 @@ rm -rf -- "$DWELL_BROWSER_DIR"
     }
 
     /// The browser console's entries since the last call: `console.*`
-    /// output and uncaught errors of the page.
+    /// output and uncaught errors of the page. (A failed wait reports the
+    /// errors among them, and so takes them.)
     pub fn console_log(&self) -> Vec<LogEntry> {
-        let v = self.raw(
-            "read the console log",
+        self.try_console_log()
+            .unwrap_or_else(|e| panic!("browser: read the console log: {e}"))
+    }
+
+    fn try_console_log(&self) -> Result<Vec<LogEntry>, String> {
+        let v = self.try_raw(
             hyper::Method::POST,
             "se/log",
             Some(json!({ "type": "browser" })),
-        );
-        v.as_array()
+        )?;
+        Ok(v.as_array()
             .cloned()
             .unwrap_or_default()
             .iter()
@@ -645,7 +701,7 @@ rm -rf -- "$DWELL_BROWSER_DIR"
                 level: e["level"].as_str().unwrap_or_default().to_string(),
                 message: e["message"].as_str().unwrap_or_default().to_string(),
             })
-            .collect()
+            .collect())
     }
 
     /// The processes of this browser: chromedriver's process group

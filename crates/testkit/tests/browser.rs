@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dwell_testkit::browser::{ENTER, ESCAPE};
+use dwell_testkit::browser::{BACKSPACE, ENTER, ESCAPE};
 use dwell_testkit::{pid_alive, screenshot_dir, Browser, Viewport};
 
 const PAGE: &str = r#"<!doctype html>
@@ -102,25 +102,39 @@ fn browser_drives_a_local_page_and_leaves_nothing_behind() {
     browser.wait_text("#out", "hello, dwell", wait).unwrap();
     assert_eq!(browser.text("#out"), "hello, dwell");
 
-    // Special keys reach the page as key events.
-    browser.type_into("#cmd", &format!("ls -la{ENTER}"));
-    assert_eq!(
-        browser.wait_text("#ran", "ran", wait).unwrap(),
-        "ran ls -la"
-    );
-    browser.type_into("#cmd", ESCAPE);
-
     // Waiting for what never comes fails, naming it.
     let err = browser
         .wait_for("#never", Duration::from_millis(300))
         .unwrap_err();
     assert!(err.contains("#never") && err.contains(&url), "{err}");
+    // ... with the page's console errors, to see why.
+    assert!(err.contains("page says boom"), "{err}");
     let err = browser
         .wait_text("#out", "goodbye", Duration::from_millis(300))
         .unwrap_err();
     assert!(err.contains("hello, dwell"), "{err}");
     assert!(!browser.exists("#never"));
     browser.wait_gone("#never", wait).unwrap();
+
+    // Special keys reach the page as key events.
+    browser.type_into("#cmd", &format!("ls -la{ENTER}"));
+    assert_eq!(
+        browser.wait_text("#ran", "ran", wait).unwrap(),
+        "ran ls -la"
+    );
+    assert_eq!(browser.value("#cmd"), "ls -la");
+    browser.clear("#cmd");
+    assert_eq!(browser.value("#cmd"), "");
+    browser.type_into("#cmd", &format!("lx{BACKSPACE}s{ESCAPE}"));
+    assert_eq!(browser.value("#cmd"), "ls");
+
+    // A script condition polled until it holds.
+    browser.eval("setTimeout(() => { window.ready = 'yes' }, 200); return null");
+    assert_eq!(browser.wait_js("return window.ready", wait).unwrap(), "yes");
+    let err = browser
+        .wait_js("return window.never", Duration::from_millis(300))
+        .unwrap_err();
+    assert!(err.contains("window.never"), "{err}");
 
     // A file input: the page sees the file's name, and an async script
     // reads its content.
@@ -162,13 +176,19 @@ fn browser_drives_a_local_page_and_leaves_nothing_behind() {
     assert_eq!(sid.same_site.as_deref(), Some("Strict"));
     assert_eq!(browser.eval("return document.cookie"), "");
 
-    // The console log holds the page's console.error.
-    let log = browser.console_log();
-    assert!(
-        log.iter()
-            .any(|e| e.level == "SEVERE" && e.message.contains("page says boom")),
-        "{log:?}"
+    // The console log holds the page's console calls and uncaught errors.
+    browser.eval(
+        "console.warn('a warning'); setTimeout(() => { throw new Error('uncaught one') }); \
+         await new Promise(r => setTimeout(r, 100)); return null",
     );
+    let log = browser.console_log();
+    let has = |level: &str, text: &str| {
+        log.iter()
+            .any(|e| e.level == level && e.message.contains(text))
+    };
+    assert!(has("WARNING", "a warning"), "{log:?}");
+    assert!(has("SEVERE", "uncaught one"), "{log:?}");
+    assert!(browser.console_log().is_empty(), "read once");
 
     // Viewports: the desktop default, then a phone.
     let size = |b: &Browser| b.eval("return [innerWidth, innerHeight]");
