@@ -18,6 +18,18 @@
 //! removes the dir; a reaper in its own process group does the same when
 //! the test process dies without unwinding. Tests skip with the reason
 //! printed when chromium or chromedriver is not installed.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use dwell_testkit::browser::{screenshot_dir, Browser, ENTER};
+//!
+//! let Some(b) = Browser::start() else { return }; // skipped, reason printed
+//! b.goto("http://127.0.0.1:8080/");
+//! b.wait_for("#login", Duration::from_secs(10)).unwrap();
+//! b.type_into("#token", &format!("secret{ENTER}"));
+//! b.wait_text("h1", "Sandboxes", Duration::from_secs(10)).unwrap();
+//! b.screenshot(&screenshot_dir("console").join("list.png"));
+//! ```
 
 use std::io::Write;
 use std::os::unix::process::CommandExt;

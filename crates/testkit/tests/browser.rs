@@ -21,6 +21,7 @@ const PAGE: &str = r#"<!doctype html>
 <p id="ran"></p>
 <input type="file" id="file" onchange="document.getElementById('chosen').textContent = this.files[0].name">
 <p id="chosen"></p>
+<input type="file" id="hidden-file" style="display: none">
 <script>console.error("page says boom");</script>
 </body></html>"#;
 
@@ -154,6 +155,12 @@ fn browser_drives_a_local_page_and_leaves_nothing_behind() {
     assert_eq!(
         browser.eval("return await document.getElementById('file').files[0].text()"),
         "file body"
+    );
+    // A hidden file input (behind a styled button, say) takes one too.
+    browser.set_file_input("#hidden-file", upload.path());
+    assert_eq!(
+        browser.eval("return document.getElementById('hidden-file').files[0].name"),
+        name
     );
     // A promise is awaited; an exception is an error.
     assert_eq!(
