@@ -28,7 +28,7 @@
 //! b.wait_for("#login", Duration::from_secs(10)).unwrap();
 //! b.type_into("#token", &format!("secret{ENTER}"));
 //! b.wait_text("h1", "Sandboxes", Duration::from_secs(10)).unwrap();
-//! b.screenshot(&screenshot_dir("console").join("list.png"));
+//! b.screenshot(screenshot_dir("console").join("list.png"));
 //! ```
 
 use std::io::Write;
@@ -652,7 +652,8 @@ rm -rf -- "$DWELL_BROWSER_DIR"
     }
 
     /// Saves a PNG of the viewport at `path` (its directory is created).
-    pub fn screenshot(&self, path: &Path) {
+    pub fn screenshot(&self, path: impl AsRef<Path>) {
+        let path = path.as_ref();
         let png = self.run("take a screenshot", self.client().screenshot());
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
@@ -664,7 +665,8 @@ rm -rf -- "$DWELL_BROWSER_DIR"
 
     /// Chooses `file` in the `<input type=file>` matching `css` (as a user
     /// picking it would; the page gets its change event).
-    pub fn set_file_input(&self, css: &str, file: &Path) {
+    pub fn set_file_input(&self, css: &str, file: impl AsRef<Path>) {
+        let file = file.as_ref();
         let abs = std::fs::canonicalize(file)
             .unwrap_or_else(|e| panic!("cannot choose {}: {e}", file.display()));
         let el = self.find(css);
