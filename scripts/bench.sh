@@ -12,9 +12,12 @@
 #                                        # a quick density run, printed only
 #   scripts/bench.sh --only-cluster yes --cluster-move-mib 64
 #                                        # a quick cluster run, printed only
-# Needs root, bubblewrap and util-linux. Starts a private daemon with its own
-# data dir and socket under a temp dir; on exit (also on failure or Ctrl-C)
-# it deletes every sandbox that daemon has, stops it and removes the temp dir.
+# Needs root, bubblewrap and util-linux; the web console's case needs
+# chromium and chromium-driver (skipped, saying why, without them). Starts
+# a private daemon with its own data dir and socket under a temp dir (it
+# also listens on a free loopback port, where it serves the console); on
+# exit (also on failure or Ctrl-C) it deletes every sandbox that daemon has,
+# stops it and removes the temp dir.
 # When `dwell serve` has --cluster (and no other --only-* case is asked for),
 # it also starts a private PostgreSQL server (Debian's postgresql, run as the
 # postgres user in a dir of its own), moto_server (pip install 'moto[server]')
@@ -183,6 +186,9 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # The E2B listeners (E2B create to first command is a case).
 e2b_addr=127.0.0.1:$(free_port)
 envd_addr=127.0.0.1:$(free_port)
+# The REST API on TCP, where the daemon serves the web console at /ui/
+# (measured in headless Chromium during the density case).
+listen_addr=127.0.0.1:$(free_port)
 # The density case holds 1,000 sandboxes at once: lift the default tenant's
 # quota (1,000 sandboxes, 64 vCPUs per host CPU, ...) and raise the open-file
 # limit to its hard limit (each sandbox holds a few descriptors).
@@ -201,7 +207,7 @@ wait_ready() {
 # to the whole foreground process group) must not stop it before the cleanup
 # has deleted its sandboxes, which outlive a stopped daemon.
 DWELL_LOG=${DWELL_LOG:-info} setsid "$bin/dwell" serve --data-dir "$data" --socket "$sock" \
-  --proxy-listen "$proxy_addr" --domain dwell.bench "${quota[@]}" \
+  --proxy-listen "$proxy_addr" --domain dwell.bench --listen "$listen_addr" "${quota[@]}" \
   --e2b-listen "$e2b_addr" --e2b-sandbox-listen "$envd_addr" 2>"$log" &
 daemon=$!
 wait_ready "$daemon" "$sock" "$log"
@@ -327,6 +333,7 @@ fi
 env "${s3_env[@]}" "$bin/dwell-bench" --socket "$sock" --data-dir "$data" --dwell "$bin/dwell" \
   --daemon-pid "$daemon" --proxy "$proxy_addr" --proxy-domain dwell.bench \
   --e2b "$e2b_addr" --e2b-envd "$envd_addr" --e2b-key-file "$data/admin.key" \
+  --console "$listen_addr" \
   "${cold[@]}" "${cluster[@]}" --out "$root/BENCHMARKS.md" "$@" &
 bench=$!
 wait "$bench"

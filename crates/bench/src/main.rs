@@ -11,6 +11,7 @@ mod baseline;
 mod build;
 mod cases;
 mod cluster;
+mod console;
 mod density;
 mod e2b;
 mod error;
@@ -78,6 +79,9 @@ USAGE: dwell-bench --socket PATH --data-dir DIR --dwell PATH --daemon-pid PID [o
   --density-starts N     rounds of gVisor create to first exec, cold / warm / plain runsc (0 skips) [20]
   --cold-socket PATH     a second daemon started with `--gvisor-pool 0` (the cold column)
   --only-density yes     run only the density case; print it, write nothing
+  --console ADDR         the daemon's --listen address: the web console's first load and
+                         its list of the density case's namespace sandboxes are measured
+                         there in headless Chromium (skipped when absent)
   --cluster-direct PATH  the socket of the cluster node that owns the sandboxes (placement
                          puts them there; skips the cluster case when absent)
   --cluster-forwarded PATH  the socket of another node of that cluster (forwards to the owner)
@@ -267,6 +271,7 @@ fn parse() -> Result<Opts> {
             "--density-starts" => o.density.starts = num(&value)?,
             "--cold-socket" => o.cold_socket = Some(value.into()),
             "--only-density" => o.only_density = value == "yes",
+            "--console" => o.density.console = Some(addr("--console", &value)?),
             "--cluster-direct" => o.cluster_direct = Some(value.into()),
             "--cluster-forwarded" => o.cluster_forwarded = Some(value.into()),
             "--cluster-s3" => o.cluster_s3 = Some(value),
@@ -569,14 +574,23 @@ async fn main() {
         for e in &leftovers {
             eprintln!("dwell-bench: cleanup: {e}");
         }
-        match r {
-            Ok(r) => print!("{}", density::render::render(&r)),
+        let console_failed = match r {
+            Ok(r) => {
+                print!("{}", density::render::render(&r));
+                let c = report::console_of(Some(&r));
+                print!("{}", console::render(&c));
+                c.failure().is_some()
+            }
             Err(e) => {
                 eprintln!("dwell-bench: {e}");
                 std::process::exit(1);
             }
-        }
-        std::process::exit(if leftovers.is_empty() { 0 } else { 1 });
+        };
+        std::process::exit(if leftovers.is_empty() && !console_failed {
+            0
+        } else {
+            1
+        });
     }
     if o.only_cluster {
         let r = match cluster_target(&o) {
@@ -697,6 +711,10 @@ async fn main() {
             // Written, so the rest of the run is kept, but not a success.
             if let Some(e) = r.cluster.as_ref().and_then(|c| c.failure()) {
                 eprintln!("dwell-bench: cluster: a move failed (see section 12): {e}");
+                std::process::exit(1);
+            }
+            if let Some(e) = report::console_of(r.density.as_ref()).failure() {
+                eprintln!("dwell-bench: console: the measurement failed (see section 13): {e}");
                 std::process::exit(1);
             }
             if !leftovers.is_empty() {

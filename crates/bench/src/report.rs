@@ -371,8 +371,21 @@ pub fn render(r: &Results) -> String {
     if let Some(c) = &r.cluster {
         o.push_str(&crate::cluster::render(c));
     }
+    o.push_str(&crate::console::render(&console_of(r.density.as_ref())));
     let _ = writeln!(o, "{END}");
     o
+}
+
+/// The web console's outcome: measured during the density case's
+/// namespace fill, so skipped without one.
+pub fn console_of(d: Option<&crate::density::DensityResults>) -> crate::console::Console {
+    d.and_then(|d| d.console.clone()).unwrap_or_else(|| {
+        crate::console::Console::Skipped(
+            "the console is measured with the density case's namespace sandboxes, and no \
+             namespace fill ran (--density-ns 0)"
+                .into(),
+        )
+    })
 }
 
 /// Replace the generated block of `path` (or create the file around it).

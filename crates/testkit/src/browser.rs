@@ -738,6 +738,30 @@ rm -rf -- "$DWELL_BROWSER_DIR"
     pub fn dir(&self) -> &Path {
         &self.dir_path
     }
+
+    /// Runs one Chrome DevTools Protocol command on the page (through
+    /// chromedriver's `goog/cdp/execute`) and returns its result, or the
+    /// failure: `cdp("Network.setCacheDisabled", json!({"cacheDisabled": true}))`.
+    pub fn cdp(&self, cmd: &str, params: Value) -> Result<Value, String> {
+        self.try_raw(
+            hyper::Method::POST,
+            "goog/cdp/execute",
+            Some(json!({ "cmd": cmd, "params": params })),
+        )
+    }
+
+    /// Runs `js` in every document the page loads from now on, before any
+    /// of the document's own scripts (DevTools'
+    /// `Page.addScriptToEvaluateOnNewDocument`; the page's CSP does not
+    /// apply): to watch a page from its very start, e.g. with a
+    /// MutationObserver that records when elements appear.
+    pub fn on_new_document(&self, js: &str) -> Result<(), String> {
+        self.cdp(
+            "Page.addScriptToEvaluateOnNewDocument",
+            json!({ "source": js }),
+        )
+        .map(drop)
+    }
 }
 
 /// The `--window-size` flag for `viewport`.

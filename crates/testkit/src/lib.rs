@@ -6,8 +6,10 @@
 //! ([`netns`]), a real headless Chromium for the web console ([`browser`]),
 //! and skips that print why ([`skip`]).
 //!
-//! A dev-dependency only: it pulls nothing into the binaries, and needs no
-//! crate of the workspace (its users test those).
+//! A dev-dependency only (and a dependency of the benchmark tool
+//! `dwell-bench`, for the browser): it pulls nothing into the `dwell` and
+//! `dwell-agent` binaries, and needs no crate of the workspace (its users
+//! test those).
 
 pub mod browser;
 pub mod cases;

@@ -216,6 +216,28 @@ fn browser_drives_a_local_page_and_leaves_nothing_behind() {
     assert_eq!(width, 390);
     std::fs::remove_file(&shot).unwrap();
 
+    // A script added for new documents runs in the next one before the
+    // page's own (no script element parsed yet), not in the current one.
+    browser
+        .on_new_document("window.early = document.scripts.length;")
+        .unwrap();
+    assert_eq!(browser.eval("return window.early ?? 'unset'"), "unset");
+    browser.goto(&url);
+    assert_eq!(browser.eval("return window.early"), 0);
+    assert_eq!(browser.eval("return document.scripts.length"), 1);
+    // A DevTools command answers; an unknown one is an error.
+    let evaluated = browser
+        .cdp(
+            "Runtime.evaluate",
+            serde_json::json!({"expression": "6 * 7"}),
+        )
+        .unwrap();
+    assert_eq!(evaluated["result"]["value"], 42, "{evaluated}");
+    let err = browser
+        .cdp("No.suchCommand", serde_json::json!({}))
+        .unwrap_err();
+    assert!(err.contains("No.suchCommand"), "{err}");
+
     // No host name resolves, not even localhost (which /etc/hosts has),
     // while 127.0.0.1 is reached.
     let fetch = |host: &str| {

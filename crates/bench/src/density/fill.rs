@@ -96,6 +96,9 @@ pub struct Fill {
     /// proof that it can find something.
     pub live: Leftovers,
     pub leftovers: Leftovers,
+    /// The web console, measured with all the namespace sandboxes in
+    /// place (namespace fills only).
+    pub console: Option<crate::console::Console>,
 }
 
 fn name(rt: Runtime, i: usize) -> String {
@@ -191,6 +194,7 @@ pub async fn run(
         delete_errors: Vec::new(),
         live: Leftovers::default(),
         leftovers: Leftovers::default(),
+        console: None,
     };
     let claims_before = super::pool_claims(api).await;
     let mut ids: Vec<String> = Vec::with_capacity(asked);
@@ -277,6 +281,11 @@ pub async fn run(
     // the empty-node figure), then spread over all of them.
     f.exec_full = execs(api, &ids[..1], o.exec).await?;
     f.exec_spread = execs(api, &ids, o.exec).await?;
+    // The web console's list of all of them, before they go (after the
+    // quiet window: its polling would disturb it).
+    if rt == Runtime::Namespace {
+        f.console = Some(crate::console::run(api, o.console).await);
+    }
 
     f.live = host::leftovers(&ids);
     // Teardown, one by one; a failed delete is reported and the rest go on.

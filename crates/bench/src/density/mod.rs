@@ -38,6 +38,9 @@ pub struct DensityOpts {
     pub window: Duration,
     /// Rounds of gVisor create to first exec, cold / warm / runsc (0 skips).
     pub starts: usize,
+    /// The daemon's `--listen` address, where the web console is measured
+    /// while the namespace sandboxes exist (`None`: that is skipped).
+    pub console: Option<std::net::SocketAddr>,
 }
 
 impl Default for DensityOpts {
@@ -51,6 +54,7 @@ impl Default for DensityOpts {
             settle: Duration::from_secs(5),
             window: Duration::from_secs(10),
             starts: 20,
+            console: None,
         }
     }
 }
@@ -61,6 +65,9 @@ pub struct DensityResults {
     /// Why the gVisor parts did not run.
     pub gvisor_skipped: Option<String>,
     pub starts: Option<start::Starts>,
+    /// The web console measured with the namespace sandboxes in place
+    /// (`None`: no namespace fill ran).
+    pub console: Option<crate::console::Console>,
 }
 
 /// The whole case on the daemon behind `api`; `cold` is a second daemon
@@ -79,9 +86,12 @@ pub async fn run(
         gvisor: None,
         gvisor_skipped: None,
         starts: None,
+        console: None,
     };
     if o.ns > 0 {
-        r.ns = Some(fill::run(api, fill::Runtime::Namespace, o.ns, o, daemon_pid).await?);
+        let mut f = fill::run(api, fill::Runtime::Namespace, o.ns, o, daemon_pid).await?;
+        r.console = f.console.take();
+        r.ns = Some(f);
     }
     let gvisor = (o.gvisor > 0 || o.starts > 0) && crate::gvisor::available(api).await;
     if !gvisor {

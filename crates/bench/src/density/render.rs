@@ -602,6 +602,7 @@ mod tests {
             delete_errors: Vec::new(),
             live: Leftovers::default(),
             leftovers: Leftovers::default(),
+            console: None,
         }
     }
 
@@ -620,6 +621,7 @@ mod tests {
                 cold_pooled: 0,
                 runsc: Samples::default(),
             }),
+            console: None,
         };
         let b = bars(&r);
         assert!(
@@ -658,6 +660,7 @@ mod tests {
             gvisor: None,
             gvisor_skipped: Some("skipped".into()),
             starts: None,
+            console: None,
         };
         let b = bars(&r);
         let line = b
@@ -681,6 +684,7 @@ mod tests {
             gvisor: Some(g),
             gvisor_skipped: None,
             starts: None,
+            console: None,
         };
         let b = bars(&r);
         assert!(b[0].contains("**met**"), "{b:?}");
