@@ -106,6 +106,7 @@ use crate::routes::{
         nodes::undrain,
         moves::move_sandbox,
         tenants::usage,
+        tenants::usage_series,
         tenants::audit,
         tenants::metrics,
         console::login_link,

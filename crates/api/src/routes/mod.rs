@@ -166,6 +166,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/console/sessions/{session}", delete(console::revoke))
         .route("/v1/usage", get(tenants::usage))
+        .route("/v1/usage/series", get(tenants::usage_series))
         .route("/v1/audit", get(tenants::audit))
         .route("/metrics", get(tenants::metrics))
         .fallback(crate::error::no_route)
