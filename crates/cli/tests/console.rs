@@ -208,6 +208,39 @@ fn login_links_work_once_and_sessions_see_only_their_tenant() {
     assert_eq!(r.status, 200, "{r}");
     let r = c.call(&s, "POST", "/v1/sandboxes/mine/resume", "");
     assert_eq!(r.status, 200, "{r}");
+    // A page the sandbox wrote, fetched with the session (a browser that
+    // opens the download URL): bytes, never a document of the console's
+    // origin.
+    let out = c.cli(
+        &acme,
+        &[
+            "exec",
+            "mine",
+            "--",
+            "sh",
+            "-c",
+            "echo '<script>alert(1)</script>' > /root/evil.html",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = c.call(
+        &s,
+        "GET",
+        "/v1/sandboxes/mine/files?path=/root/evil.html",
+        "",
+    );
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/octet-stream"),
+        "{r}"
+    );
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "{r}");
+    assert!(
+        r.header("content-security-policy")
+            .is_some_and(|v| v.contains("sandbox")),
+        "{r}"
+    );
     let _ = c.cli(&acme, &["rm", "-f", "mine"]);
 }
 
