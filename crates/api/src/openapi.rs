@@ -95,6 +95,7 @@ use crate::routes::{
         tenants::list,
         tenants::create,
         tenants::update,
+        tenants::inspect,
         tenants::new_api_key,
         tenants::list_keys,
         tenants::revoke_key,

@@ -213,6 +213,42 @@ pub async fn list(
         .map(Json)
 }
 
+#[utoipa::path(get, path = "/v1/tenants/{name}", tag = "tenants",
+    summary = "One tenant with its quota and what it holds: any tenant for an admin, a key's own tenant for the key",
+    params(("name" = String, Path, description = "Tenant name")),
+    responses((status = 200, body = TenantView), (status = "default", description = "Error", body = ErrorBody)))]
+pub async fn inspect(
+    State(st): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<TenantView>> {
+    if !p.admin && p.tenant != name {
+        return Err(ApiError::new(
+            403,
+            "permission_denied",
+            format!(
+                "a tenant's key may read only its own tenant ({:?}); reading {name:?} needs an admin key",
+                p.tenant
+            ),
+        ));
+    }
+    let found = st
+        .ctl
+        .tenants(crate::auth::DEFAULT_TENANT)?
+        .into_iter()
+        .find(|(t, _, _)| t.name == name);
+    let Some((tenant, held, default_quota)) = found else {
+        return Err(ApiError::not_found(format!(
+            "no tenant named {name:?}; list them with `dwell tenant ls`"
+        )));
+    };
+    Ok(Json(TenantView {
+        tenant: wire::map(&tenant)?,
+        held: wire::map(&held)?,
+        default_quota,
+    }))
+}
+
 fn parse_since(s: &str) -> ApiResult<i64> {
     if let Ok(ms) = s.parse::<i64>() {
         return Ok(ms);
@@ -241,6 +277,7 @@ pub async fn usage(
     Query(q): Query<Usage>,
 ) -> ApiResult<Json<Report>> {
     let tenant = match (&q.tenant, p.admin) {
+        (Some(t), true) if t == "*" => None,
         (Some(t), true) => Some(t.clone()),
         (None, true) => None,
         (Some(t), false) if *t != p.tenant => {
