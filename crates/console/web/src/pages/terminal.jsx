@@ -8,7 +8,7 @@ import { useEffect, useRef, useState } from "preact/hooks";
 import { Terminal } from "@xterm/xterm";
 import { FitAddon } from "@xterm/addon-fit";
 import xtermCss from "@xterm/xterm/css/xterm.css" with { type: "text" };
-import { actFor, get, wsUrl } from "../api.js";
+import { actFor, get, post, wsUrl } from "../api.js";
 import { ErrorBox } from "../ui.jsx";
 import { injectCss } from "./inject-css.js";
 
@@ -37,9 +37,9 @@ function pidKey(sandbox) {
 }
 
 function exitText(m) {
-  if (m.oom_killed) return "killed: out of memory (the sandbox hit its memory limit)";
-  if (m.timed_out) return "killed: its timeout expired";
-  if (m.signal != null) return `killed by signal ${m.signal}`;
+  if (m.oom_killed) return "was killed: out of memory (the sandbox hit its memory limit)";
+  if (m.timed_out) return "was killed: its timeout expired";
+  if (m.signal != null) return `was killed by signal ${m.signal}`;
   return `exited with code ${m.code ?? "?"}`;
 }
 
@@ -147,7 +147,7 @@ class Conn {
         } else if (m.type === "exit") {
           this.ended = true;
           sessionStorage.removeItem(pidKey(this.sandbox));
-          this.term.write(`\r\n\x1b[2m[${exitText(m)}]\x1b[0m\r\n`);
+          this.term.write(`\r\n\x1b[2m[the shell ${exitText(m)}]\x1b[0m\r\n`);
           this.onStatus("exited", { text: exitText(m), code: m.code });
         } else if (m.type === "error") {
           this.ended = true;
@@ -271,6 +271,7 @@ export default function TerminalPage({ sandbox }) {
   const [status, setStatus] = useState("connecting");
   const [info, setInfo] = useState({});
   const [note, setNote] = useState(null);
+  const [resuming, setResuming] = useState(false);
 
   useEffect(() => {
     injectCss("xterm", xtermCss);
@@ -363,6 +364,18 @@ export default function TerminalPage({ sandbox }) {
     }
     termRef.current.focus();
   };
+  const resume = async () => {
+    setResuming(true);
+    try {
+      await post(`/v1/sandboxes/${encodeURIComponent(sandbox.id)}/resume`);
+      conn.current.fresh();
+    } catch (e) {
+      setStatus("failed");
+      setInfo({ code: e.code, message: e.message });
+    } finally {
+      setResuming(false);
+    }
+  };
   const endSession = () => {
     // SIGHUP, as closing a terminal window sends its shell.
     conn.current.control({ type: "signal", signal: 1 });
@@ -390,6 +403,11 @@ export default function TerminalPage({ sandbox }) {
           {failed && info.lost ? (
             <button type="button" onClick={() => conn.current.retry()} data-testid="terminal-reconnect">
               Reconnect
+            </button>
+          ) : null}
+          {failed && /^sandbox_(paused|hibernated)$/.test(info.code || "") ? (
+            <button type="button" class="primary" onClick={resume} disabled={resuming} data-testid="terminal-resume">
+              {resuming ? "Resuming…" : "Resume and open a shell"}
             </button>
           ) : null}
           {status === "exited" || failed ? (
