@@ -43,7 +43,7 @@ const result = await esbuild.build({
 // The entry's JS and CSS, by their hashed names.
 let js, css;
 for (const [file, meta] of Object.entries(result.metafile.outputs)) {
-  // Chunks of a dynamic import() carry an entryPoint too: take main.jsx's.
+  // Modules loaded with import() are entry points too: take main.jsx's.
   if (meta.entryPoint && basename(meta.entryPoint) === "main.jsx" && file.endsWith(".js")) js = basename(file);
   if (meta.entryPoint === undefined && file.endsWith(".css") && basename(file).startsWith("main-")) css = basename(file);
 }
