@@ -110,7 +110,8 @@ pkgs=(
   busybox-static  # a tiny static userland for the OCI image import test
   zstd        # the `tar | zstd` baseline of the snapshot benchmark
   xfsprogs    # reflink-capable data dirs: the snapshot freeze test and benchmark
-  chromium    # headless browser screenshots through the port proxy (tests)
+  chromium    # headless browser: port proxy screenshots, the web console's tests
+  chromium-driver  # chromedriver: WebDriver for the web console's tests (testkit browser)
   curl        # requests through the port proxy (tests)
   openssl     # the test CA and certificates of the TLS port proxy (tests, e2b-suite.sh)
   openssh-client  # ssh, scp, sftp, ssh-keygen: the SSH gateway's tests
@@ -121,6 +122,12 @@ pkgs=(
   systemd     # systemd-analyze verify checks the units in deploy/systemd (tests)
   postgresql  # initdb + pg_ctl: the cluster's store tests start their own server in a temp dir
 )
+# Node.js and npm bundle the web console at build time (crates/console/
+# build.rs). A Node.js of another origin (e.g. NodeSource's, which bundles
+# npm and conflicts with Debian's npm package) is used as it is.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  pkgs+=(nodejs npm)
+fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -59,10 +59,17 @@ pub use dwell_contract::ACT_FOR_HEADER;
 /// records the request under that tenant with the admin's key id marked
 /// `admin:<id>`.
 pub async fn act_for(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let Some(value) = req.headers().get(ACT_FOR_HEADER) else {
-        return next.run(req).await;
+    let tenant = match req.headers().get(ACT_FOR_HEADER) {
+        Some(value) => value.to_str().map(|v| v.trim().to_string()),
+        // Browsers set no headers on a WebSocket: the web console names
+        // the tenant in the upgrade's query instead.
+        None if crate::session::is_upgrade(req.headers()) => match ws_act_for(req.uri()) {
+            Some(t) => Ok(t),
+            None => return next.run(req).await,
+        },
+        None => return next.run(req).await,
     };
-    let Ok(tenant) = value.to_str().map(|v| v.trim().to_string()) else {
+    let Ok(tenant) = tenant else {
         return ApiError::bad_request(format!(
             "the {ACT_FOR_HEADER} header is not text; send a tenant name"
         ))
@@ -106,10 +113,28 @@ pub async fn act_for(State(state): State<AppState>, mut req: Request, next: Next
     next.run(req).await
 }
 
-/// Middleware for TCP: resolve the API key or answer 401.
+/// The query parameter with which a WebSocket upgrade acts for a tenant
+/// (what [`ACT_FOR_HEADER`] is elsewhere).
+pub const ACT_FOR_QUERY: &str = "as_tenant";
+
+fn ws_act_for(uri: &axum::http::Uri) -> Option<String> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(uri.query()?).ok()?;
+    pairs
+        .into_iter()
+        .find(|(k, _)| k == ACT_FOR_QUERY)
+        .map(|(_, v)| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// Middleware for TCP: resolve the API key (or the web console's session
+/// cookie, [`crate::session`]) or answer 401.
 pub async fn api_key(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path();
     if path == "/healthz" || path == "/openapi.json" {
+        return next.run(req).await;
+    }
+    // Logging in to the console is how a browser gets its credential.
+    if path == "/v1/console/sessions" && req.method() == axum::http::Method::POST {
         return next.run(req).await;
     }
     let headers = req.headers();
@@ -121,6 +146,16 @@ pub async fn api_key(State(state): State<AppState>, mut req: Request, next: Next
         .map(str::trim)
         .filter(|k| !k.is_empty());
     let Some(key) = key else {
+        if let Some(secret) = crate::session::cookie(headers) {
+            return match crate::session::principal(&state, secret, req.method(), headers) {
+                Ok((p, session)) => {
+                    req.extensions_mut().insert(p);
+                    req.extensions_mut().insert(session);
+                    next.run(req).await
+                }
+                Err(e) => e.into_response_(),
+            };
+        }
         return ApiError::unauthorized(
             "this request has no API key; send it as `Authorization: Bearer <key>` (the CLI reads DWELL_API_KEY)",
         )

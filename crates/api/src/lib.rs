@@ -20,6 +20,7 @@ pub mod extract;
 pub mod forward;
 pub mod openapi;
 pub mod routes;
+pub mod session;
 pub mod wire;
 
 use axum::Router;
@@ -34,12 +35,18 @@ pub struct AppState {
     pub ctl: Controller,
     /// In a cluster: how requests reach other nodes ([`forward`]).
     pub forward: Option<forward::ForwardFn>,
+    /// How the web console's logins work ([`session`]).
+    pub console: std::sync::Arc<session::ConsoleSettings>,
 }
 
 impl AppState {
     /// The state of a single daemon (no forwarding).
     pub fn new(ctl: Controller) -> AppState {
-        AppState { ctl, forward: None }
+        AppState {
+            ctl,
+            forward: None,
+            console: Default::default(),
+        }
     }
 }
 
@@ -65,26 +72,44 @@ fn routes_for_principals(state: &AppState) -> Router {
 /// The router for the local unix socket: whoever can open the socket (file
 /// permissions: root only) acts as the default tenant's admin.
 pub fn unix_router(ctl: Controller) -> Router {
-    unix_router_in(ctl, None)
+    unix_router_in(ctl, None, Default::default())
 }
 
 /// [`unix_router`] of a cluster's node: requests for other nodes'
 /// sandboxes are forwarded with `forward`.
-pub fn unix_router_in(ctl: Controller, forward: Option<forward::ForwardFn>) -> Router {
-    let state = AppState { ctl, forward };
+/// `console` says where browsers reach the console (for `dwell ui`'s links).
+pub fn unix_router_in(
+    ctl: Controller,
+    forward: Option<forward::ForwardFn>,
+    console: session::ConsoleSettings,
+) -> Router {
+    let state = AppState {
+        ctl,
+        forward,
+        console: console.into(),
+    };
     routes_for_principals(&state)
         .layer(axum::middleware::from_fn(auth::local))
         .layer(axum::middleware::from_fn(drain::refused_bodies))
 }
 
-/// The router for TCP: every request needs an API key.
+/// The router for TCP: every request needs an API key, or the web
+/// console's session cookie ([`session`]).
 pub fn tcp_router(ctl: Controller) -> Router {
-    tcp_router_in(ctl, None)
+    tcp_router_in(ctl, None, Default::default())
 }
 
 /// [`tcp_router`] of a cluster's node (see [`unix_router_in`]).
-pub fn tcp_router_in(ctl: Controller, forward: Option<forward::ForwardFn>) -> Router {
-    let state = AppState { ctl, forward };
+pub fn tcp_router_in(
+    ctl: Controller,
+    forward: Option<forward::ForwardFn>,
+    console: session::ConsoleSettings,
+) -> Router {
+    let state = AppState {
+        ctl,
+        forward,
+        console: console.into(),
+    };
     routes_for_principals(&state)
         .layer(axum::middleware::from_fn_with_state(state, auth::api_key))
         .layer(axum::middleware::from_fn(drain::refused_bodies))
@@ -97,7 +122,11 @@ pub fn tcp_router_in(ctl: Controller, forward: Option<forward::ForwardFn>) -> Ro
 /// Handlers that must call another node themselves (a move hands the
 /// sandbox to its new owner) have `forward` in their state.
 pub fn node_router(ctl: Controller, forward: Option<forward::ForwardFn>) -> Router {
-    let state = AppState { ctl, forward };
+    let state = AppState {
+        ctl,
+        forward,
+        console: Default::default(),
+    };
     routes::router(state.clone())
         .merge(routes::moves::node_routes(state.clone()))
         .layer(axum::middleware::from_fn(error::catch_panic))

@@ -7,8 +7,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    builds, exec, files, hibernate, images, moves, networks, nodes, ports, processes, registries,
-    sandboxes, service, snapshots, ssh_keys, tenants, volumes,
+    builds, console, exec, files, hibernate, images, moves, networks, nodes, ports, processes,
+    registries, sandboxes, service, snapshots, ssh_keys, tenants, volumes,
 };
 
 #[derive(OpenApi)]
@@ -108,6 +108,13 @@ use crate::routes::{
         tenants::usage,
         tenants::audit,
         tenants::metrics,
+        console::login_link,
+        console::login,
+        console::current,
+        console::logout,
+        console::list,
+        console::revoke,
+        console::revoke_all,
     )
 )]
 struct ApiDoc;

@@ -130,6 +130,10 @@ pub enum Command {
     /// Private networks: sandboxes on one reach each other by name.
     #[command(subcommand)]
     Network(NetworkCommand),
+    /// The web console (served by `dwell serve --listen` at /ui/): print a
+    /// one-time login URL for you (and open it where a browser is at hand);
+    /// `ui sessions` lists your tenant's console sessions, `ui revoke` ends them.
+    Ui(UiArgs),
     /// The nodes of a cluster (`dwell serve --cluster ...`; admin).
     #[command(subcommand)]
     Node(NodeCommand),
@@ -231,9 +235,22 @@ pub struct ServeArgs {
     /// `loopback` allows every loopback address); unset: any registry.
     #[arg(long, env = "DWELL_ALLOWED_REGISTRIES", value_delimiter = ',')]
     pub allowed_registries: Option<Vec<String>>,
-    /// Also listen on TCP (`127.0.0.1:7070`); every request there needs an API key.
+    /// Also listen on TCP (`127.0.0.1:7070`); every request there needs an
+    /// API key (or a web console session). The web console is served there
+    /// at /ui/ (`dwell ui` prints a login URL).
     #[arg(long)]
     pub listen: Option<String>,
+    /// Where browsers reach the web console, if not at `http://<--listen>`
+    /// (e.g. `https://dwell.example.com` behind a TLS proxy; an https URL
+    /// makes the session cookie `Secure`).
+    #[arg(long, value_name = "URL")]
+    pub console_url: Option<String>,
+    /// How long a web console session lives at most.
+    #[arg(long, value_name = "DURATION", default_value = "12h", value_parser = duration_ms)]
+    pub console_session_ttl: u64,
+    /// A web console session ends after this long without a request.
+    #[arg(long, value_name = "DURATION", default_value = "2h", value_parser = duration_ms)]
+    pub console_idle_timeout: u64,
     /// Serve the E2B-compatible control plane on TCP (`127.0.0.1:3000`):
     /// the E2B SDKs' `E2B_API_URL`, with a dwell API key as `E2B_API_KEY`.
     #[arg(long)]
@@ -1045,6 +1062,56 @@ pub struct MoveArgs {
     /// Print the moved sandbox as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct UiArgs {
+    #[command(subcommand)]
+    pub command: Option<UiCommand>,
+    /// How long the login URL may be used (once): `5m`, `1h`, at most `24h`.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = ui_valid_secs)]
+    pub valid: u64,
+    /// Only print the URL; do not try to open a browser.
+    #[arg(long)]
+    pub no_open: bool,
+    /// Print the login link as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UiCommand {
+    /// Your tenant's live console sessions: id, key, started, last seen, ends.
+    Sessions(JsonFlag),
+    /// End a console session (its next request is refused), or all of them.
+    Revoke {
+        /// The session's id, from `dwell ui sessions`.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        session: Option<String>,
+        /// Every console session of your tenant.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+fn ui_valid_secs(v: &str) -> Result<u64, String> {
+    let d = humantime::parse_duration(v)
+        .map_err(|e| format!("{e}; give a duration such as 5m or 1h"))?;
+    match d.as_secs() {
+        0 => Err(format!("{v} is under a second; give e.g. 5m")),
+        s if s > 86_400 => Err(format!("{v} is over 24h, the longest a login URL may live")),
+        s => Ok(s),
+    }
+}
+
+fn duration_ms(v: &str) -> Result<u64, String> {
+    let d = humantime::parse_duration(v)
+        .map_err(|e| format!("{e}; give a duration such as 30m or 12h"))?;
+    if d.as_secs() < 60 {
+        return Err(format!("{v} is under a minute; give e.g. 30m"));
+    }
+    Ok(d.as_millis() as u64)
 }
 
 #[derive(Debug, Subcommand)]

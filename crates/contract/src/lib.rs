@@ -8,6 +8,7 @@
 //! spellings here are what external clients rely on.
 
 pub mod builds;
+pub mod console;
 pub mod error;
 pub mod exec;
 pub mod files;

@@ -11,6 +11,10 @@ pub struct ListSandboxes {
     #[param(value_type = Option<crate::State>)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
+    /// Fill each sandbox's `volume` and, if it runs, its live `stats` (as
+    /// inspect does; in a cluster, of the sandboxes the answering node runs).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stats: bool,
 }
 
 /// `DELETE /v1/sandboxes/{id}`.

@@ -59,6 +59,17 @@ impl Store {
             .transpose()
     }
 
+    /// The key `id`, revoked or not.
+    pub fn key_record_by_id(&self, id: &str) -> Result<Option<KeyRecord>> {
+        self.db()?
+            .query_opt(
+                &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"),
+                args![id],
+            )?
+            .map(|r| key_from_row(&r))
+            .transpose()
+    }
+
     /// `tenant`'s keys, oldest first.
     pub fn list_keys(&self, tenant: &str) -> Result<Vec<KeyRecord>> {
         self.db()?

@@ -10,6 +10,7 @@
 //! read, an append-only event log per sandbox, and hashed API keys.
 
 mod audit;
+mod console;
 pub mod db;
 mod e2b_templates;
 mod error;
@@ -37,6 +38,7 @@ use rusqlite::Connection;
 use db::{Conn, Row, ToValue};
 
 pub use audit::AuditEntry;
+pub use console::{ConsoleSession, LoginGrant, LoginRefusal, SessionLookup};
 pub use e2b_templates::{
     BuildRequest as E2bBuildRequest, E2bBuild, E2bLogLine, E2bTag, E2bTemplate, BUILD_BUILDING,
     BUILD_ERROR, BUILD_READY, BUILD_WAITING,

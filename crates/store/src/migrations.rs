@@ -261,6 +261,32 @@ pub const MIGRATIONS: &[&str] = &[
     // 19: which daemon (its data dir's instance id) holds a node's name:
     // another daemon may not take the name while its lease is live.
     "ALTER TABLE nodes ADD COLUMN instance TEXT NOT NULL DEFAULT '';",
+    // 20: the web console's one-time login tokens and sessions, by the
+    // SHA-256 of their secrets (see console.rs).
+    "CREATE TABLE console_logins (
+        hash TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        admin INTEGER NOT NULL,
+        key_id TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        used_at INTEGER
+    );
+    CREATE TABLE console_sessions (
+        id TEXT PRIMARY KEY,
+        hash TEXT NOT NULL UNIQUE,
+        csrf TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        admin INTEGER NOT NULL,
+        key_id TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        idle_ms INTEGER NOT NULL,
+        last_seen_at INTEGER NOT NULL,
+        revoked_at INTEGER,
+        user_agent TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX console_sessions_tenant ON console_sessions(tenant);",
 ];
 
 /// Bring the schema to the newest version.

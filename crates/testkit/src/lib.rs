@@ -3,11 +3,13 @@
 //! and polling ([`process`]), a small HTTP/1.1 client ([`http`]), a real
 //! S3 server ([`moto`]), a real PostgreSQL ([`postgres`]) and
 //! clusters of daemons on it ([`cluster`]), a real OCI registry ([`registry`]), private network namespaces with an "outside"
-//! ([`netns`]), and skips that print why ([`skip`]).
+//! ([`netns`]), a real headless Chromium for the web console ([`browser`]),
+//! and skips that print why ([`skip`]).
 //!
 //! A dev-dependency only: it pulls nothing into the binaries, and needs no
 //! crate of the workspace (its users test those).
 
+pub mod browser;
 pub mod cases;
 pub mod cluster;
 pub mod connect;
@@ -20,6 +22,7 @@ pub mod process;
 pub mod registry;
 pub mod skip;
 
+pub use browser::{screenshot_dir, Browser, Viewport};
 pub use daemon::{
     agent_bin, can_run, can_run_gvisor, cgroup_leftovers, dwell_bin, isolation, leftovers,
     runtimes, Daemon, E2bListeners,

@@ -1,6 +1,7 @@
 //! The router: every route of the API, one file per resource.
 
 pub(crate) mod builds;
+pub(crate) mod console;
 pub(crate) mod drain_node;
 pub(crate) mod exec;
 pub(crate) mod files;
@@ -21,7 +22,7 @@ pub(crate) mod volumes;
 
 use std::future::Future;
 
-use axum::routing::{get, patch, post};
+use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
 use dwell_contract::{ErrorBody, Info};
 use dwell_control::Sandbox;
@@ -152,6 +153,18 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/nodes", get(nodes::list))
         .route("/v1/nodes/{name}/drain", post(nodes::drain))
         .route("/v1/nodes/{name}/undrain", post(nodes::undrain))
+        .route("/v1/console/logins", post(console::login_link))
+        .route(
+            "/v1/console/sessions",
+            post(console::login)
+                .get(console::list)
+                .delete(console::revoke_all),
+        )
+        .route(
+            "/v1/console/session",
+            get(console::current).delete(console::logout),
+        )
+        .route("/v1/console/sessions/{session}", delete(console::revoke))
         .route("/v1/usage", get(tenants::usage))
         .route("/v1/audit", get(tenants::audit))
         .route("/metrics", get(tenants::metrics))

@@ -57,7 +57,11 @@ pub async fn list(
         .as_deref()
         .map(dwell_control::model::parse_state)
         .transpose()?;
-    let mut all = st.ctl.list(&p.tenant)?;
+    let mut all = if q.stats {
+        st.ctl.list_with_stats(&p.tenant).await?
+    } else {
+        st.ctl.list(&p.tenant)?
+    };
     if let Some(f) = filter {
         all.retain(|s| s.state == f);
     }

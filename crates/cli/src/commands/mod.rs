@@ -24,6 +24,7 @@ mod snapshot;
 pub mod snapstore;
 mod ssh_key;
 mod tenant;
+mod ui;
 mod volume;
 
 use anyhow::Result;
@@ -79,6 +80,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Registry(c) => registry::run(&client, c).await,
         Command::Tenant(c) => tenant::run(&client, c).await,
         Command::SshKey(c) => ssh_key::run(&client, c).await,
+        Command::Ui(a) => ui::run(&client, a).await,
         Command::Node(c) => node::run(&client, c).await,
         Command::Move(a) => node::move_sandbox(&client, a).await,
         Command::Network(c) => network::run(&client, c).await,

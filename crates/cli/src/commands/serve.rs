@@ -255,7 +255,8 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
         }
         _ => None,
     };
-    let unix_app = dwell_api::unix_router_in(ctl.clone(), forward.clone());
+    let console = console_settings(&a)?;
+    let unix_app = dwell_api::unix_router_in(ctl.clone(), forward.clone(), console.clone());
     tasks.spawn(async move {
         axum::serve(unix, unix_app)
             .with_graceful_shutdown(shutdown())
@@ -267,8 +268,8 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
         tracing::info!("also serving on http://{addr} (API key required; the web console at /ui/)");
         // The console's files need no key; everything it does goes through
         // the API's routes, with the session cookie it logs in to.
-        let app =
-            dwell_api::tcp_router_in(ctl.clone(), forward.clone()).merge(dwell_console::router());
+        let app = dwell_api::tcp_router_in(ctl.clone(), forward.clone(), console)
+            .merge(dwell_console::router());
         tasks.spawn(listener::serve_http(tcp, app, "--listen", limits));
     }
     // Before the E2B listeners: the E2B domain defaults to the proxy's;
@@ -593,6 +594,30 @@ fn parse_doze_after(v: &str) -> anyhow::Result<Option<std::time::Duration>> {
         );
     }
     Ok(Some(d))
+}
+
+/// Where browsers reach the web console and how long its sessions live.
+fn console_settings(a: &ServeArgs) -> Result<dwell_api::session::ConsoleSettings> {
+    if let Some(u) = &a.console_url {
+        if !(u.starts_with("http://") || u.starts_with("https://")) || u.contains(['?', '#', ' ']) {
+            bail!("--console-url {u:?} is not an http(s) URL of the console's host (e.g. https://dwell.example.com)");
+        }
+    }
+    let url = a.console_url.clone().or_else(|| {
+        a.listen.as_deref().map(|addr| {
+            // A wildcard address is no place to send a browser: this
+            // host's loopback is (--console-url says otherwise).
+            let addr = addr
+                .replacen("0.0.0.0:", "127.0.0.1:", 1)
+                .replacen("[::]:", "[::1]:", 1);
+            format!("http://{addr}")
+        })
+    });
+    Ok(dwell_api::session::ConsoleSettings {
+        url,
+        session_ttl: Duration::from_millis(a.console_session_ttl),
+        idle_timeout: Duration::from_millis(a.console_idle_timeout),
+    })
 }
 
 #[cfg(test)]

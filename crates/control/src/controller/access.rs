@@ -1,10 +1,13 @@
 //! What the gateways (REST API, E2B API, envd, `dwell serve`) read and
 //! write besides sandbox operations: API keys, tenant records, the audit
-//! log, and sandboxes looked up by id alone (envd routes by sandbox id and
+//! log, the web console's login tokens and sessions, and sandboxes looked up by id alone (envd routes by sandbox id and
 //! checks the sandbox's own access token, not a tenant's key). Every
 //! gateway goes through these methods; none holds the store.
 
-use dwell_store::{ApiKey, AuditEntry, KeyRecord, SshKey, Tenant};
+use dwell_store::{
+    ApiKey, AuditEntry, ConsoleSession, KeyRecord, LoginGrant, LoginRefusal, SessionLookup, SshKey,
+    Tenant,
+};
 
 use crate::controller::Controller;
 use crate::error::{Error, Result};
@@ -12,6 +15,57 @@ use crate::model::{Record, Sandbox, SandboxSpec};
 use crate::ssh_keys::{LoginName, SshLogin};
 
 impl Controller {
+    /// The API key `id`, revoked or not.
+    pub fn api_key_by_id(&self, id: &str) -> Result<Option<KeyRecord>> {
+        Ok(self.inner.store.key_record_by_id(id)?)
+    }
+
+    /// Keeps a one-time console login token (by the hash of its secret).
+    pub fn add_console_login(&self, hash: &str, grant: &LoginGrant, ttl_ms: i64) -> Result<()> {
+        Ok(self.inner.store.insert_console_login(hash, grant, ttl_ms)?)
+    }
+
+    /// Spends a console login token: who it logs in, or why it is refused.
+    pub fn take_console_login(
+        &self,
+        hash: &str,
+    ) -> Result<std::result::Result<LoginGrant, LoginRefusal>> {
+        Ok(self.inner.store.take_console_login(hash)?)
+    }
+
+    /// Starts a console session.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_console_session(
+        &self,
+        id: &str,
+        hash: &str,
+        csrf: &str,
+        grant: &LoginGrant,
+        ttl_ms: i64,
+        idle_ms: i64,
+        user_agent: &str,
+    ) -> Result<ConsoleSession> {
+        Ok(self
+            .inner
+            .store
+            .insert_console_session(id, hash, csrf, grant, ttl_ms, idle_ms, user_agent)?)
+    }
+
+    /// The console session whose cookie hashes to `hash`.
+    pub fn console_session(&self, hash: &str) -> Result<SessionLookup> {
+        Ok(self.inner.store.console_session(hash)?)
+    }
+
+    /// `tenant`'s live console sessions, newest first.
+    pub fn console_sessions(&self, tenant: &str) -> Result<Vec<ConsoleSession>> {
+        Ok(self.inner.store.console_sessions(tenant)?)
+    }
+
+    /// Revokes `tenant`'s console session `id`, or all of them.
+    pub fn revoke_console_sessions(&self, tenant: &str, id: Option<&str>) -> Result<u64> {
+        Ok(self.inner.store.revoke_console_sessions(tenant, id)?)
+    }
+
     /// The API key whose SHA-256 is `hash`, revoked ones included.
     pub fn api_key(&self, hash: &str) -> Result<Option<KeyRecord>> {
         Ok(self.inner.store.key_record_by_hash(hash)?)

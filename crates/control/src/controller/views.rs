@@ -59,6 +59,42 @@ impl Controller {
             .collect()
     }
 
+    /// `tenant`'s sandboxes, each with its volume's size and use and, if it
+    /// runs, its live usage (one read of its cgroup). In a cluster only the
+    /// sandboxes this node runs have them: the others' are their nodes'.
+    pub async fn list_with_stats(&self, tenant: &str) -> Result<Vec<Sandbox>> {
+        let mut all = self.list(tenant)?;
+        let wanted: Vec<(usize, String, bool)> = all
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| self.here(s.node.as_deref(), &s.name).is_ok())
+            .map(|(i, s)| (i, s.id.clone(), s.state.has_processes()))
+            .collect();
+        let inner = self.inner.clone();
+        let found = blocking(move || {
+            wanted
+                .into_iter()
+                .map(|(i, id, running)| {
+                    let vol = inner.volumes.info(&id).ok();
+                    let stats = if running {
+                        reconcile::config::config_of(&inner, &id)
+                            .ok()
+                            .and_then(|c| inner.runtime_of(&id).ok()?.stats(&c).ok())
+                    } else {
+                        None
+                    };
+                    (i, vol, stats)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await?;
+        for (i, vol, stats) in found {
+            all[i].volume = vol.map(volume_view);
+            all[i].stats = stats;
+        }
+        Ok(all)
+    }
+
     /// A sandbox with its volume and live usage.
     pub async fn inspect(&self, tenant: &str, id_or_name: &str) -> Result<Sandbox> {
         let mut sb = self.get(tenant, id_or_name)?;
@@ -91,16 +127,7 @@ impl Controller {
                 Err(e) => tracing::debug!(sandbox = %sb.id, "service status: {e}"),
             }
         }
-        sb.volume = vol.map(|v| VolumeView {
-            kind: match v.kind {
-                dwell_storage::VolumeKind::Loop => "loop".to_string(),
-                dwell_storage::VolumeKind::Directory => "directory".to_string(),
-            },
-            size_bytes: v.size_bytes,
-            used_bytes: v.used_bytes,
-            mounted: v.mounted,
-            limit_enforced: v.limit_enforced,
-        });
+        sb.volume = vol.map(volume_view);
         sb.stats = stats;
         Ok(sb)
     }
@@ -199,5 +226,19 @@ impl Controller {
     ) -> Result<Option<crate::progress::OpProgress>> {
         let rec = self.record(tenant, id_or_name)?;
         Ok(self.inner.progress.get(&rec.id))
+    }
+}
+
+/// What inspect shows of a sandbox's volume.
+fn volume_view(v: dwell_storage::VolumeInfo) -> VolumeView {
+    VolumeView {
+        kind: match v.kind {
+            dwell_storage::VolumeKind::Loop => "loop".to_string(),
+            dwell_storage::VolumeKind::Directory => "directory".to_string(),
+        },
+        size_bytes: v.size_bytes,
+        used_bytes: v.used_bytes,
+        mounted: v.mounted,
+        limit_enforced: v.limit_enforced,
     }
 }
