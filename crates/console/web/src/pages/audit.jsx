@@ -5,7 +5,7 @@
 // actor and tenant, shows the newest first and pages through them, and moves
 // on to the next 10,000 from the last one when there are more.
 import { useMemo, useState } from "preact/hooks";
-import { get } from "../api.js";
+import { actFor, get } from "../api.js";
 import { time, usePoll, ErrorBox, Empty, Loading } from "../ui.jsx";
 
 const FETCH = 10000;
@@ -33,6 +33,8 @@ export default function AuditPage({ session }) {
   const [failedOnly, setFailedOnly] = useState(false);
   const [page, setPage] = useState(0);
 
+  // An admin acting for a tenant reads that tenant's log only.
+  const allTenants = session.admin && !actFor();
   const sinceMs = since ? new Date(since).getTime() : 0;
   const from = cursor ? cursor.at : sinceMs;
   const { data, error, loading, reload } = usePoll(
@@ -107,7 +109,7 @@ export default function AuditPage({ session }) {
             ))}
           </datalist>
         </label>
-        {session.admin && tenants.length > 1 ? (
+        {allTenants && tenants.length > 1 ? (
           <label>
             Tenant{" "}
             <select value={tenant} onChange={filter(setTenant)} data-testid="audit-tenant">
@@ -156,7 +158,7 @@ export default function AuditPage({ session }) {
               <thead>
                 <tr>
                   <th scope="col">Time</th>
-                  {session.admin ? <th scope="col">Tenant</th> : null}
+                  {allTenants ? <th scope="col">Tenant</th> : null}
                   <th scope="col">Actor</th>
                   <th scope="col">Request</th>
                   <th scope="col" class="num">
@@ -168,7 +170,7 @@ export default function AuditPage({ session }) {
                 {shown.map((e) => (
                   <tr data-testid="audit-row" key={e.seq}>
                     <td class="nowrap">{time(e.at)}</td>
-                    {session.admin ? <td>{e.tenant}</td> : null}
+                    {allTenants ? <td>{e.tenant}</td> : null}
                     <td>
                       <code>{e.key_id}</code>
                     </td>
