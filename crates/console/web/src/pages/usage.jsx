@@ -202,7 +202,7 @@ function Quotas({ session }) {
   const only = actFor();
   const list = (data || []).filter((t) => !only || t.name === only);
   if (!list.length) return <Empty>No tenants yet.</Empty>;
-  const num = (v) => (Number.isInteger(v) ? String(v) : v.toFixed(2));
+  const num = (v) => String(Number.isInteger(v) ? v : +v.toFixed(2));
   return (
     <div class="quota-grid">
       {list.map((t) => (
