@@ -43,7 +43,8 @@ const result = await esbuild.build({
 // The entry's JS and CSS, by their hashed names.
 let js, css;
 for (const [file, meta] of Object.entries(result.metafile.outputs)) {
-  if (meta.entryPoint && file.endsWith(".js")) js = basename(file);
+  // Modules loaded with import() are entry points too: take main.jsx's.
+  if (meta.entryPoint && basename(meta.entryPoint) === "main.jsx" && file.endsWith(".js")) js = basename(file);
   if (meta.entryPoint === undefined && file.endsWith(".css") && basename(file).startsWith("main-")) css = basename(file);
 }
 if (!js) throw new Error("esbuild wrote no entry script");
