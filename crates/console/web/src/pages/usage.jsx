@@ -1,13 +1,13 @@
 // Usage and cost over time, per tenant, as charts (uPlot), and each tenant's
-// quota against what it holds. `GET /v1/usage?since=` answers the usage
-// accumulated since a time (the store keeps hourly buckets), so the series
-// is built from one report per bucket boundary: the usage of the bucket
-// [b_i, b_i+1) is report(since b_i) minus report(since b_i+1). Quotas come from
-// `GET /v1/tenants` (admin keys only). Loaded on demand, with uPlot.
+// quota against what it holds. `GET /v1/usage/series` gives the metered
+// usage per tenant in hourly or daily (UTC) buckets; `GET /v1/usage` the
+// same window per sandbox; quotas come from `GET /v1/tenants` (an admin's
+// view of every tenant) or `GET /v1/tenants/{name}` (a tenant's own).
+// Loaded on demand, with uPlot.
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import uPlot from "uplot";
 import uplotCss from "uplot/dist/uPlot.min.css" with { type: "text" };
-import { actFor, get, headers, ApiError } from "../api.js";
+import { actFor, get } from "../api.js";
 import { bytes, time, usePoll, ErrorBox, Empty, Loading } from "../ui.jsx";
 import { injectCss } from "./inject-css.js";
 
@@ -29,33 +29,13 @@ const METRICS = [
 
 const PALETTE = ["#0b5fff", "#1b7f3b", "#a15c00", "#c62828", "#7b1fa2", "#00838f", "#5d4037", "#546e7a"];
 
-/** Bucket starts (Unix ms, oldest first): whole local hours or days. */
+/** Bucket starts (Unix ms, oldest first): whole UTC hours or days, as the
+ * daemon buckets them. */
 function boundaries(range, now = Date.now()) {
   const { n, step } = RANGES[range];
-  const d = new Date(now);
-  if (step === "hour") {
-    d.setMinutes(0, 0, 0);
-    const last = d.getTime();
-    return Array.from({ length: n }, (_, i) => last - (n - 1 - i) * HOUR);
-  }
-  d.setHours(0, 0, 0, 0);
-  const out = [];
-  for (let i = n - 1; i >= 0; i--) {
-    const x = new Date(d);
-    x.setDate(d.getDate() - i);
-    out.push(x.getTime());
-  }
-  return out;
-}
-
-/** Sums a report's rows per tenant: {tenant: {vcpu_hours, ...}}. */
-function perTenant(report) {
-  const out = {};
-  for (const r of report.sandboxes || []) {
-    const t = (out[r.tenant] ||= Object.fromEntries(METRICS.map((m) => [m.key, 0])));
-    for (const m of METRICS) t[m.key] += r[m.key] || 0;
-  }
-  return out;
+  const ms = step === "hour" ? HOUR : DAY;
+  const last = Math.floor(now / ms) * ms;
+  return Array.from({ length: n }, (_, i) => last - (n - 1 - i) * ms);
 }
 
 /** The tenant the page reports on: `undefined` = every tenant (an admin's own view). */
@@ -63,24 +43,6 @@ function scopeOf(session, chosen) {
   if (actFor()) return actFor();
   if (!session.admin) return session.tenant;
   return chosen || undefined;
-}
-
-/** `GET /v1/tenants` as the admin itself, even while it acts for a tenant. */
-async function tenantsAsAdmin() {
-  if (!actFor()) return get("/v1/tenants");
-  const h = headers("GET");
-  delete h["X-Dwell-Tenant"];
-  const res = await fetch("/v1/tenants", { headers: h, credentials: "same-origin" });
-  if (!res.ok) {
-    let e = { code: "error", message: `${res.status} ${res.statusText}` };
-    try {
-      e = (await res.json()).error || e;
-    } catch (_) {
-      /* not JSON */
-    }
-    throw new ApiError(res.status, e.code, e.message);
-  }
-  return res.json();
 }
 
 function fmt(v, m) {
@@ -188,19 +150,18 @@ function Bar({ label, held, limit, show }) {
 }
 
 function Quotas({ session }) {
-  const canRead = session.admin;
-  const { data, error, loading } = usePoll(() => (canRead ? tenantsAsAdmin() : Promise.resolve(null)), [canRead], 10000);
-  if (!canRead)
-    return (
-      <p class="hint" data-testid="quota-note">
-        Quotas are set and read by an admin (<code>GET /v1/tenants</code> needs an admin key); ask yours for this
-        tenant's limits. Creating past a limit is refused with the limit named.
-      </p>
-    );
+  // An admin's own view lists every tenant; a tenant (or an admin acting
+  // for one) reads its own.
+  const own = !session.admin || actFor();
+  const name = actFor() || session.tenant;
+  const { data, error, loading } = usePoll(
+    () => (own ? get(`/v1/tenants/${encodeURIComponent(name)}`).then((t) => [t]) : get("/v1/tenants")),
+    [own, name],
+    10000
+  );
   if (error) return <ErrorBox error={error} title="Cannot read the quotas" />;
   if (loading && !data) return <Loading what="quotas" />;
-  const only = actFor();
-  const list = (data || []).filter((t) => !only || t.name === only);
+  const list = data || [];
   if (!list.length) return <Empty>No tenants yet.</Empty>;
   const num = (v) => String(Number.isInteger(v) ? v : +v.toFixed(2));
   return (
@@ -230,27 +191,31 @@ export default function UsagePage({ session }) {
 
   const load = async () => {
     const bs = boundaries(range);
-    const reports = await Promise.all(bs.map((b) => get("/v1/usage", { since: b, tenant: scope })));
-    return { bs, reports, at: Date.now() };
+    const step = RANGES[range].step;
+    const until = bs[bs.length - 1] + (step === "hour" ? HOUR : DAY);
+    const [series, report] = await Promise.all([
+      get("/v1/usage/series", { since: bs[0], until, step, tenant: scope }),
+      get("/v1/usage", { since: bs[0], tenant: scope }),
+    ]);
+    return { bs, series, report, at: Date.now() };
   };
   const { data, error, loading, reload } = usePoll(load, [range, scope], 60000);
 
   const view = useMemo(() => {
     if (!data) return null;
-    const sums = data.reports.map(perTenant);
-    const tenants = Array.from(new Set(sums.flatMap((s) => Object.keys(s)))).sort();
+    const index = new Map(data.bs.map((b, i) => [b, i]));
+    const tenants = Array.from(new Set(data.series.points.map((p) => p.tenant))).sort();
     const per = {};
     for (const m of METRICS) {
       per[m.key] = {};
-      for (const t of tenants) {
-        per[m.key][t] = sums.map((s, i) => {
-          const here = (s[t] && s[t][m.key]) || 0;
-          const next = i + 1 < sums.length ? (sums[i + 1][t] && sums[i + 1][t][m.key]) || 0 : 0;
-          return Math.max(0, here - next);
-        });
-      }
+      for (const t of tenants) per[m.key][t] = data.bs.map(() => 0);
     }
-    return { tenants, per, first: data.reports[0] };
+    for (const p of data.series.points) {
+      const i = index.get(p.start);
+      if (i === undefined) continue;
+      for (const m of METRICS) per[m.key][p.tenant][i] += p[m.key] || 0;
+    }
+    return { tenants, per, first: { ...data.report, prices: data.series.prices || data.report.prices } };
   }, [data]);
 
   const tenantOptions = view ? view.tenants : [];
