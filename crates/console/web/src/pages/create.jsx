@@ -268,7 +268,9 @@ export default function CreateSandbox() {
                 <option value={n} />
               ))}
             </datalist>
-            <p class="hint">A stored image, `host`, or a registry reference like python:3.12 (pulled when missing).</p>
+            <p class="hint">
+              A stored image, <code>host</code>, or a registry reference like <code>python:3.12</code> (pulled when missing).
+            </p>
             <ErrorBox error={images.error} title="Could not list the images" />
           </div>
         </fieldset>

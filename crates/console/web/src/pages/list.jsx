@@ -64,6 +64,7 @@ export default function SandboxList() {
   const clustered = useMemo(() => all.some((sb) => sb.node), [all]);
 
   if (loading && !data) return <Loading what="sandboxes" />;
+  if (!data) return <ErrorBox error={error} title="Could not list the sandboxes" />;
   const now = data ? data.at : Date.now();
   return (
     <section class="sb-list" aria-labelledby="list-title">

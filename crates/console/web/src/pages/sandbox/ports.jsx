@@ -94,7 +94,7 @@ export default function Ports({ sb, onChange }) {
       {data && data.length === 0 ? <Empty>No port of {sb.name} is exposed.</Empty> : null}
       {data && data.length ? (
         <div class="table-wrap">
-          <table data-testid="ports">
+          <table class="stack" data-testid="ports">
             <thead>
               <tr>
                 <th scope="col">Port</th>
@@ -109,8 +109,8 @@ export default function Ports({ sb, onChange }) {
             <tbody>
               {data.map((p) => (
                 <tr data-testid="port-row" data-port={p.port}>
-                  <td class="num">{p.port === 0 ? "all" : p.port}</td>
-                  <td>{p.public ? "public" : "private (token)"}</td>
+                  <td class="num" data-label="Port">{p.port === 0 ? "all" : p.port}</td>
+                  <td data-label="Access">{p.public ? "public" : "private (token)"}</td>
                   <td class="wrap">
                     {p.url ? (
                       <a href={p.url} target="_blank" rel="noopener" class="mono">
@@ -120,7 +120,7 @@ export default function Ports({ sb, onChange }) {
                       <span class="sub">no proxy URL</span>
                     )}
                   </td>
-                  <td>{time(p.created_at)}</td>
+                  <td data-label="Since">{time(p.created_at)}</td>
                   <td class="nowrap">
                     {p.url ? (
                       <button type="button" onClick={() => open(p)} disabled={!!busy}>
