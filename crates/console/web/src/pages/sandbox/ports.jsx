@@ -39,13 +39,25 @@ export default function Ports({ sb, onChange }) {
       setPort("");
     });
   };
-  const open = (p) =>
+  const open = (p) => {
+    // Opened now, in the click (a window opened after an await is a
+    // blocked pop-up), and sent to the fresh one-time link once it is made.
+    const w = window.open("about:blank", "_blank");
     act(`open-${p.port}`, async () => {
-      const x = await get(`${base}/${p.port}`);
-      const href = x.login_url || x.url;
-      if (!href) throw new Error("the daemon runs no port proxy (dwell serve --proxy-listen), so the port has no URL");
-      window.open(href, "_blank", "noopener");
+      try {
+        const x = await get(`${base}/${p.port}`);
+        const href = x.login_url || x.url;
+        if (!href) throw new Error("the daemon runs no port proxy (dwell serve --proxy-listen), so the port has no URL");
+        if (w) {
+          w.opener = null;
+          w.location.href = href;
+        } else window.open(href, "_blank", "noopener");
+      } catch (e) {
+        if (w) w.close();
+        throw e;
+      }
     });
+  };
   const declared = sb.image_config && sb.image_config.exposed_ports;
   return (
     <section aria-labelledby="ports-title">
