@@ -156,3 +156,101 @@ export function Lazy({ load, ...props }) {
   if (!C) return <Loading />;
   return <C {...props} />;
 }
+
+/* pages: list, create, sandbox — shared pieces of the sandbox pages. */
+
+/** Milliseconds as a duration the API reads back: `1h30m`, `45s`, `7d`. */
+export function duration(ms) {
+  if (ms === null || ms === undefined) return "";
+  let s = Math.round(Number(ms) / 1000);
+  if (s <= 0) return "0s";
+  const parts = [];
+  for (const [unit, n] of [
+    ["d", 86400],
+    ["h", 3600],
+    ["m", 60],
+    ["s", 1],
+  ]) {
+    if (s >= n) {
+      parts.push(`${Math.floor(s / n)}${unit}`);
+      s %= n;
+    }
+  }
+  return parts.join("");
+}
+
+/**
+ * A duration typed by a user (`30s`, `1h30m`, `500ms`, `2d`, or plain
+ * seconds) in milliseconds; throws an Error naming the field otherwise.
+ */
+export function parseDuration(text, field) {
+  const t = String(text).trim();
+  if (/^\d+$/.test(t)) return Number(t) * 1000;
+  const re = /(\d+(?:\.\d+)?)(ms|d|h|m|s)/gy;
+  let ms = 0;
+  let m;
+  let end = 0;
+  const scale = { ms: 1, s: 1000, m: 60000, h: 3600000, d: 86400000 };
+  while ((m = re.exec(t))) {
+    ms += Number(m[1]) * scale[m[2]];
+    end = re.lastIndex;
+  }
+  if (!t || end !== t.length) throw new Error(`${field}: "${t}" is not a duration; write it like 30s, 10m, 1h30m or 7d`);
+  return Math.round(ms);
+}
+
+/** A sandbox's state as a coloured badge (the text says it too). */
+export function StateBadge({ state, ...rest }) {
+  return (
+    <span class={`badge state-${state}`} {...rest}>
+      {state}
+    </span>
+  );
+}
+
+/** The soonest scheduled policy of a sandbox (`schedule[0]`) as text. */
+export function nextDeadline(schedule, now = Date.now()) {
+  const s = schedule && schedule[0];
+  if (!s) return null;
+  return `${s.action} ${relative(s.at, now)}`;
+}
+
+/** `KEY=VALUE` lines (or comma-separated) as an object; throws on a bad line. */
+export function keyValues(text, field) {
+  const out = {};
+  for (const line of String(text || "").split(/\n/)) {
+    const l = line.trim();
+    if (!l) continue;
+    const i = l.indexOf("=");
+    if (i <= 0) throw new Error(`${field}: "${l}" is not KEY=VALUE`);
+    out[l.slice(0, i).trim()] = l.slice(i + 1);
+  }
+  return out;
+}
+
+/** Entries separated by commas, spaces or new lines. */
+export function splitList(text) {
+  return String(text || "")
+    .split(/[\s,]+/)
+    .map((s) => s.trim())
+    .filter(Boolean);
+}
+
+/**
+ * CPU use from two samples of a cumulative counter: percent of one core
+ * between the previous call for `key` and this one. `memo` is a Map kept by
+ * the caller (a ref) across polls.
+ */
+export function cpuPercent(memo, key, cpuNs, at) {
+  if (cpuNs === undefined || cpuNs === null) {
+    memo.delete(key);
+    return null;
+  }
+  const prev = memo.get(key);
+  let pct = prev ? prev.pct : null;
+  if (prev && at > prev.at) {
+    pct = cpuNs >= prev.ns ? ((cpuNs - prev.ns) / ((at - prev.at) * 1e6)) * 100 : null;
+  }
+  if (!prev || at > prev.at) memo.set(key, { ns: cpuNs, at, pct });
+  return pct;
+}
