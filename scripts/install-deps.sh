@@ -122,6 +122,12 @@ pkgs=(
   systemd     # systemd-analyze verify checks the units in deploy/systemd (tests)
   postgresql  # initdb + pg_ctl: the cluster's store tests start their own server in a temp dir
 )
+# Node.js and npm bundle the web console at build time (crates/console/
+# build.rs). A Node.js of another origin (e.g. NodeSource's, which bundles
+# npm and conflicts with Debian's npm package) is used as it is.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  pkgs+=(nodejs npm)
+fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

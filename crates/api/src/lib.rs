@@ -21,6 +21,7 @@ pub mod forward;
 pub mod openapi;
 pub mod routes;
 pub mod session;
+pub mod web;
 pub mod wire;
 
 use axum::Router;
@@ -113,6 +114,7 @@ pub fn tcp_router_in(
     routes_for_principals(&state)
         .layer(axum::middleware::from_fn_with_state(state, auth::api_key))
         .layer(axum::middleware::from_fn(drain::refused_bodies))
+        .layer(axum::middleware::from_fn(web::answers))
 }
 
 /// The router of a cluster's node listener, which serves only other nodes

@@ -158,6 +158,20 @@ mod tests {
             "since": 0, "prices": {"vcpu_hour": 1.0, "memory_gib_hour": 1.0, "storage_gib_hour": 1.0},
             "sandboxes": [row], "total": totals
         }));
+        let mut point = totals.clone();
+        point.as_object_mut().unwrap().extend(
+            json!({"start": 0, "tenant": "t"})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+        same_shape::<dwell_control::metering::Series, dwell_contract::tenants::UsageSeries>(
+            json!({
+                "since": 0, "until": 1, "step_secs": 3600,
+                "prices": {"vcpu_hour": 1.0, "memory_gib_hour": 1.0, "storage_gib_hour": 1.0},
+                "points": [point]
+            }),
+        );
         same_shape::<dwell_store::KeyRecord, dwell_contract::tenants::ApiKey>(json!({
             "id": "k", "tenant": "t", "name": "api", "admin": false, "created_at": 1,
             "revoked_at": null, "last_used_at": 2

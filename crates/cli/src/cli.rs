@@ -1331,6 +1331,10 @@ pub struct UsageArgs {
     /// From this date (2026-11-01) or time (RFC 3339).
     #[arg(long)]
     pub since: Option<String>,
+    /// Over time instead of per sandbox: a row per tenant and `hour` or
+    /// `day` (the last 30 days unless --since).
+    #[arg(long, value_name = "STEP", value_parser = ["hour", "day"])]
+    pub by: Option<String>,
     #[arg(long)]
     pub json: bool,
 }

@@ -50,3 +50,35 @@ pub struct Info {
 /// The header with which an admin acts for another tenant: the request runs
 /// as that tenant's own (non-admin) key would.
 pub const ACT_FOR_HEADER: &str = "x-dwell-tenant";
+
+/// Whether `Accept-Encoding` values (every header line) accept gzip: named,
+/// or `*`, and not with `q=0`. The daemon gzips the web console's files
+/// and large JSON answers for such clients.
+pub fn accepts_gzip<'a>(values: impl IntoIterator<Item = &'a str>) -> bool {
+    values.into_iter().flat_map(|v| v.split(',')).any(|enc| {
+        let mut parts = enc.split(';');
+        let name = parts.next().unwrap_or("").trim();
+        let refused = parts.any(|p| {
+            p.trim()
+                .strip_prefix("q=")
+                .and_then(|q| q.trim().parse::<f32>().ok())
+                .is_some_and(|q| q <= 0.0)
+        });
+        (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn gzip_is_accepted_only_when_named_without_q_zero() {
+        use super::accepts_gzip;
+        assert!(!accepts_gzip([]));
+        assert!(accepts_gzip(["br, gzip;q=0.8"]));
+        assert!(accepts_gzip(["deflate", "GZIP"]));
+        assert!(accepts_gzip(["*"]));
+        assert!(!accepts_gzip(["gzip;q=0, br"]));
+        assert!(!accepts_gzip(["gzip; q=0.000"]));
+        assert!(!accepts_gzip(["identity"]));
+    }
+}

@@ -103,6 +103,20 @@ pub struct Usage {
     pub since: Option<String>,
 }
 
+/// `GET /v1/usage/series`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UsageSeriesQuery {
+    /// Another tenant's usage (admin), or `*` for every tenant's.
+    pub tenant: Option<String>,
+    /// Unix milliseconds, or a date `2026-11-01` (UTC midnight); default: 30 days before `until`.
+    pub since: Option<String>,
+    /// Unix milliseconds, or a date; default: now.
+    pub until: Option<String>,
+    /// `hour` or `day` (default).
+    pub step: Option<String>,
+}
+
 /// `GET /v1/audit`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -136,6 +136,29 @@ pub struct Report {
     pub total: Totals,
 }
 
+/// `GET /v1/usage/series`: usage and cost per tenant over time.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct UsageSeries {
+    /// Unix milliseconds: the window, `[since, until)`.
+    pub since: i64,
+    pub until: i64,
+    /// The length of each bucket (3600: hours, 86400: days).
+    pub step_secs: u64,
+    pub prices: Option<Prices>,
+    /// Oldest first; buckets without usage are left out.
+    pub points: Vec<UsagePoint>,
+}
+
+/// One tenant's usage in one bucket.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct UsagePoint {
+    /// Unix milliseconds of the bucket's start.
+    pub start: i64,
+    pub tenant: String,
+    #[serde(flatten)]
+    pub totals: Totals,
+}
+
 /// One request in the audit log.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct AuditEntry {

@@ -111,7 +111,7 @@ pub struct Totals {
 }
 
 impl Totals {
-    fn from(u: &UsageDelta, p: &Prices) -> Totals {
+    pub(crate) fn from(u: &UsageDelta, p: &Prices) -> Totals {
         let t = Totals {
             vcpu_hours: u.vcpu_seconds / 3600.0,
             memory_gib_hours: u.memory_gib_seconds / 3600.0,
@@ -139,6 +139,49 @@ impl Totals {
 }
 
 /// Build a report from stored rows; `names` maps ids to names.
+/// Usage and cost per tenant over time.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Series {
+    pub since: i64,
+    pub until: i64,
+    pub step_secs: u64,
+    pub prices: Option<Prices>,
+    pub points: Vec<SeriesPoint>,
+}
+
+/// A tenant's usage in one bucket of a [`Series`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SeriesPoint {
+    pub start: i64,
+    pub tenant: String,
+    #[serde(flatten)]
+    pub totals: Totals,
+}
+
+/// Prices the store's buckets.
+pub fn series(
+    buckets: &[dwell_store::UsageBucket],
+    prices: &Prices,
+    since: i64,
+    until: i64,
+    step_ms: i64,
+) -> Series {
+    Series {
+        since,
+        until,
+        step_secs: (step_ms / 1000) as u64,
+        prices: Some(*prices),
+        points: buckets
+            .iter()
+            .map(|b| SeriesPoint {
+                start: b.start,
+                tenant: b.tenant.clone(),
+                totals: Totals::from(&b.usage, prices),
+            })
+            .collect(),
+    }
+}
+
 pub fn report(
     rows: &[UsageRow],
     names: &HashMap<String, String>,

@@ -55,7 +55,7 @@ pub use registry_credentials::RegistryCredential;
 pub use sandboxes::{SandboxRecord, Spec};
 pub use ssh_keys::SshKey;
 pub use tenants::Tenant;
-pub use usage::{UsageDelta, UsageRow};
+pub use usage::{UsageBucket, UsageDelta, UsageRow};
 pub use volumes::NamedVolume;
 
 /// A handle on the metadata database. Cheap operations; callers in async

@@ -94,6 +94,53 @@ impl Store {
     }
 }
 
+/// Usage summed over one bucket of time (of a tenant).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct UsageBucket {
+    /// Unix ms of the bucket's start (a multiple of its step).
+    pub start: i64,
+    pub tenant: String,
+    #[serde(flatten)]
+    pub usage: UsageDelta,
+}
+
+impl Store {
+    /// Usage per tenant (one tenant's with `Some`) in buckets of `step_ms`
+    /// (a multiple of an hour) whose hours fall in `[since, until)`, oldest
+    /// first.
+    pub fn usage_series(
+        &self,
+        tenant: Option<&str>,
+        since: i64,
+        until: i64,
+        step_ms: i64,
+    ) -> Result<Vec<UsageBucket>> {
+        let step = step_ms.max(3_600_000);
+        self.db()?
+            .query(
+                "SELECT (hour / ?4) * ?4 AS bucket, tenant, SUM(vcpu_seconds), SUM(memory_gib_seconds), SUM(cpu_used_seconds), SUM(memory_used_gib_seconds), SUM(storage_gib_seconds)
+                 FROM usage WHERE hour >= ?1 AND hour < ?2 AND (CAST(?3 AS TEXT) IS NULL OR tenant = ?3)
+                 GROUP BY bucket, tenant ORDER BY bucket, tenant",
+                args![since.div_euclid(step) * step, until, tenant, step],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(UsageBucket {
+                    start: r.get(0)?,
+                    tenant: r.get(1)?,
+                    usage: UsageDelta {
+                        vcpu_seconds: r.get(2)?,
+                        memory_gib_seconds: r.get(3)?,
+                        cpu_used_seconds: r.get(4)?,
+                        memory_used_gib_seconds: r.get(5)?,
+                        storage_gib_seconds: r.get(6)?,
+                    },
+                })
+            })
+            .collect()
+    }
+}
+
 fn usage_row(r: &Row) -> Result<UsageRow> {
     Ok(UsageRow {
         sandbox_id: r.get(0)?,
@@ -112,6 +159,54 @@ fn usage_row(r: &Row) -> Result<UsageRow> {
 mod tests {
     use super::*;
     use crate::db::Conn;
+
+    #[test]
+    fn usage_series_sums_hours_into_buckets_per_tenant() {
+        for s in crate::testing::stores() {
+            let e = s.engine();
+            let h = 3_600_000i64;
+            let day = 24 * h;
+            s.add_usage("sb-1", "acme", 10 * day + 3 * h, &delta(10.0))
+                .unwrap();
+            s.add_usage("sb-1", "acme", 10 * day + 5 * h, &delta(20.0))
+                .unwrap();
+            s.add_usage("sb-2", "acme", 10 * day + 5 * h + 10, &delta(1.0))
+                .unwrap();
+            s.add_usage("sb-3", "other", 11 * day, &delta(7.0)).unwrap();
+            let hours = s.usage_series(Some("acme"), 0, 20 * day, h).unwrap();
+            let got: Vec<(i64, f64)> = hours
+                .iter()
+                .map(|b| (b.start, b.usage.vcpu_seconds))
+                .collect();
+            assert_eq!(
+                got,
+                [(10 * day + 3 * h, 10.0), (10 * day + 5 * h, 21.0)],
+                "{e}"
+            );
+            let days = s.usage_series(None, 0, 20 * day, day).unwrap();
+            let got: Vec<(i64, &str, f64)> = days
+                .iter()
+                .map(|b| (b.start, b.tenant.as_str(), b.usage.vcpu_seconds))
+                .collect();
+            assert_eq!(
+                got,
+                [(10 * day, "acme", 31.0), (11 * day, "other", 7.0)],
+                "{e}"
+            );
+            // The window: buckets of the hours in [since, until).
+            assert!(
+                s.usage_series(None, 12 * day, 20 * day, day)
+                    .unwrap()
+                    .is_empty(),
+                "{e}"
+            );
+            assert_eq!(
+                s.usage_series(None, 0, 10 * day + 4 * h, h).unwrap().len(),
+                1,
+                "{e}"
+            );
+        }
+    }
 
     fn delta(v: f64) -> UsageDelta {
         UsageDelta {

@@ -136,7 +136,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/volumes/{name}/snapshots", post(volumes::snapshot))
         .route("/v1/volumes/{name}/restore", post(volumes::restore))
         .route("/v1/tenants", get(tenants::list).post(tenants::create))
-        .route("/v1/tenants/{name}", patch(tenants::update))
+        .route(
+            "/v1/tenants/{name}",
+            get(tenants::inspect).patch(tenants::update),
+        )
         .route(
             "/v1/tenants/{name}/keys",
             post(tenants::new_api_key).get(tenants::list_keys),
@@ -166,6 +169,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/console/sessions/{session}", delete(console::revoke))
         .route("/v1/usage", get(tenants::usage))
+        .route("/v1/usage/series", get(tenants::usage_series))
         .route("/v1/audit", get(tenants::audit))
         .route("/metrics", get(tenants::metrics))
         .fallback(crate::error::no_route)

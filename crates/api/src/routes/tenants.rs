@@ -6,11 +6,11 @@ use std::fmt::Write;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use dwell_contract::query::{Audit, Usage};
+use dwell_contract::query::{Audit, Usage, UsageSeriesQuery};
 use dwell_contract::sandbox::SizeArg;
 use dwell_contract::tenants::{
     ApiKey as KeyView, AuditEntry, KeyCreated, LimitsBody, Report, Tenant as TenantBody,
-    TenantCreated, TenantView,
+    TenantCreated, TenantView, UsageSeries,
 };
 use dwell_contract::ErrorBody;
 use dwell_control::size::parse_size;
@@ -213,6 +213,42 @@ pub async fn list(
         .map(Json)
 }
 
+#[utoipa::path(get, path = "/v1/tenants/{name}", tag = "tenants",
+    summary = "One tenant with its quota and what it holds: any tenant for an admin, a key's own tenant for the key",
+    params(("name" = String, Path, description = "Tenant name")),
+    responses((status = 200, body = TenantView), (status = "default", description = "Error", body = ErrorBody)))]
+pub async fn inspect(
+    State(st): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<TenantView>> {
+    if !p.admin && p.tenant != name {
+        return Err(ApiError::new(
+            403,
+            "permission_denied",
+            format!(
+                "a tenant's key may read only its own tenant ({:?}); reading {name:?} needs an admin key",
+                p.tenant
+            ),
+        ));
+    }
+    let found = st
+        .ctl
+        .tenants(crate::auth::DEFAULT_TENANT)?
+        .into_iter()
+        .find(|(t, _, _)| t.name == name);
+    let Some((tenant, held, default_quota)) = found else {
+        return Err(ApiError::not_found(format!(
+            "no tenant named {name:?}; list them with `dwell tenant ls`"
+        )));
+    };
+    Ok(Json(TenantView {
+        tenant: wire::map(&tenant)?,
+        held: wire::map(&held)?,
+        default_quota,
+    }))
+}
+
 fn parse_since(s: &str) -> ApiResult<i64> {
     if let Ok(ms) = s.parse::<i64>() {
         return Ok(ms);
@@ -241,6 +277,7 @@ pub async fn usage(
     Query(q): Query<Usage>,
 ) -> ApiResult<Json<Report>> {
     let tenant = match (&q.tenant, p.admin) {
+        (Some(t), true) if t == "*" => None,
         (Some(t), true) => Some(t.clone()),
         (None, true) => None,
         (Some(t), false) if *t != p.tenant => {
@@ -259,6 +296,62 @@ pub async fn usage(
         .transpose()?
         .unwrap_or(0);
     wire::map(&st.ctl.usage(tenant.as_deref(), since)?).map(Json)
+}
+
+#[utoipa::path(get, path = "/v1/usage/series", tag = "tenants",
+    summary = "Usage and cost per tenant over time, in hourly or daily buckets (an admin: every tenant's, or one's)",
+    params(UsageSeriesQuery),
+    responses((status = 200, body = UsageSeries), (status = "default", description = "Error", body = ErrorBody)))]
+pub async fn usage_series(
+    State(st): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Query(q): Query<UsageSeriesQuery>,
+) -> ApiResult<Json<UsageSeries>> {
+    let tenant = match (q.tenant.as_deref(), p.admin) {
+        (Some("*") | None, true) => None,
+        (Some(t), true) => Some(t.to_string()),
+        (Some(t), false) if t != p.tenant => {
+            return Err(ApiError::new(
+                403,
+                "permission_denied",
+                "only an admin key can see another tenant's usage",
+            ))
+        }
+        _ => Some(p.tenant.clone()),
+    };
+    const HOUR: i64 = 3_600_000;
+    let step = match q.step.as_deref().unwrap_or("day") {
+        "hour" => HOUR,
+        "day" => 24 * HOUR,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "step {other:?} is not a bucket size; use `hour` or `day`"
+            )))
+        }
+    };
+    let until = match q.until.as_deref() {
+        Some(u) => parse_since(u)?,
+        None => dwell_store::now_ms(),
+    };
+    let since = match q.since.as_deref() {
+        Some(s) => parse_since(s)?,
+        None => until - 30 * 24 * HOUR,
+    };
+    if since >= until {
+        return Err(ApiError::bad_request(
+            "since must be before until: the window is [since, until)",
+        ));
+    }
+    // Hourly buckets over years would be a very long answer.
+    if (until - since) / step > 24 * 400 {
+        return Err(ApiError::bad_request(format!(
+            "that window holds {} buckets, more than {}: narrow it or use step=day",
+            (until - since) / step,
+            24 * 400
+        )));
+    }
+    let series = st.ctl.usage_series(tenant.as_deref(), since, until, step)?;
+    wire::map(&series).map(Json)
 }
 
 /// A per-sandbox gauge: name, help, value from kernel stats.

@@ -1,7 +1,7 @@
 //! `tenant create|update|ls|key [ls|revoke]` and `usage`.
 
 use anyhow::Result;
-use dwell_contract::tenants::{AuditEntry, Report};
+use dwell_contract::tenants::{AuditEntry, Report, UsageSeries};
 
 use crate::cli::{AuditArgs, KeyArgs, KeyCommand, TenantArgs, TenantCommand, UsageArgs};
 use crate::client::{enc, Client};
@@ -177,6 +177,10 @@ pub async fn usage(c: &Client, a: UsageArgs) -> Result<i32> {
     if let Some(s) = &a.since {
         q.push(format!("since={}", enc(s)));
     }
+    if let Some(step) = &a.by {
+        q.push(format!("step={step}"));
+        return usage_series(c, &q, a.json).await;
+    }
     let r: Report = c.get(&format!("/v1/usage?{}", q.join("&"))).await?;
     if a.json {
         output::json(&r)?;
@@ -245,5 +249,46 @@ pub async fn audit(c: &Client, a: AuditArgs) -> Result<i32> {
         })
         .collect();
     output::table(&["TIME", "TENANT", "KEY", "STATUS", "REQUEST"], &rows);
+    Ok(0)
+}
+
+/// `usage --by hour|day`: a row per tenant and bucket.
+async fn usage_series(c: &Client, q: &[String], json: bool) -> Result<i32> {
+    let r: UsageSeries = c.get(&format!("/v1/usage/series?{}", q.join("&"))).await?;
+    if json {
+        output::json(&r)?;
+        return Ok(0);
+    }
+    let rows: Vec<Vec<String>> = r
+        .points
+        .iter()
+        .map(|p| {
+            vec![
+                output::time(p.start),
+                p.tenant.clone(),
+                format!("{:.4}", p.totals.vcpu_hours),
+                format!("{:.4}", p.totals.memory_gib_hours),
+                format!("{:.4}", p.totals.storage_gib_hours),
+                format!("{:.4}", p.totals.cpu_used_hours),
+                format!("${:.4}", p.totals.cost_usd),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        eprintln!("no usage metered in that window");
+        return Ok(0);
+    }
+    output::table(
+        &[
+            "FROM",
+            "TENANT",
+            "VCPU-H",
+            "GIB-H",
+            "STORAGE GIB-H",
+            "CPU USED-H",
+            "COST",
+        ],
+        &rows,
+    );
     Ok(0)
 }

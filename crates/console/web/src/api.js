@@ -42,19 +42,21 @@ function url(path, query) {
   return s ? `${path}?${s}` : path;
 }
 
-/** Headers every request carries. */
-export function headers(method, extra = {}) {
+/** Headers every request carries (`asSelf`: an admin's own, not acting
+ * for the tenant it picked). */
+export function headers(method, extra = {}, asSelf = false) {
   const h = { ...extra };
   if (method !== "GET" && method !== "HEAD" && state.csrf) h["X-Dwell-CSRF"] = state.csrf;
-  if (state.actFor) h["X-Dwell-Tenant"] = state.actFor;
+  if (state.actFor && !asSelf) h["X-Dwell-Tenant"] = state.actFor;
   return h;
 }
 
 /**
  * Calls the API. `body` is sent as JSON unless it is a Blob/File/ArrayBuffer
- * (sent as is); the answer is parsed as JSON unless `raw` (then the Response).
+ * (sent as is); the answer is parsed as JSON unless `raw` (then the Response);
+ * `asSelf` leaves out the tenant an admin acts for.
  */
-export async function api(method, path, { body, query, raw, signal } = {}) {
+export async function api(method, path, { body, query, raw, signal, asSelf } = {}) {
   const extra = {};
   let payload;
   if (body instanceof Blob || body instanceof ArrayBuffer) {
@@ -69,7 +71,7 @@ export async function api(method, path, { body, query, raw, signal } = {}) {
     res = await fetch(url(path, query), {
       method,
       body: payload,
-      headers: headers(method, extra),
+      headers: headers(method, extra, asSelf),
       credentials: "same-origin",
       signal,
     });

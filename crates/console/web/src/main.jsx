@@ -77,7 +77,8 @@ function Login({ onSession }) {
 function TenantPicker({ session }) {
   const [tenants, setTenants] = useState([]);
   useEffect(() => {
-    get("/v1/tenants").then(
+    // The admin's own list, also while it acts for a tenant.
+    get("/v1/tenants", undefined, { asSelf: true }).then(
       (t) => setTenants(t || []),
       () => setTenants([])
     );

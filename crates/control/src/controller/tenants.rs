@@ -147,4 +147,26 @@ impl Controller {
             since,
         ))
     }
+
+    /// Usage and cost per tenant (of `tenant` with `Some`) over time, in
+    /// buckets of `step_ms`, in `[since, until)`.
+    pub fn usage_series(
+        &self,
+        tenant: Option<&str>,
+        since: i64,
+        until: i64,
+        step_ms: i64,
+    ) -> Result<crate::metering::Series> {
+        let buckets = self
+            .inner
+            .store
+            .usage_series(tenant, since, until, step_ms)?;
+        Ok(crate::metering::series(
+            &buckets,
+            &self.inner.prices,
+            since,
+            until,
+            step_ms,
+        ))
+    }
 }

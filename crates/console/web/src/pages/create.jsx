@@ -163,7 +163,7 @@ const initial = () => {
   return {
     source: q.get("from") ? "snapshot" : "image",
     from: q.get("from") || "",
-    image: q.get("image") || "host",
+    image: q.get("image") || (q.get("from") ? "" : "host"),
     name: "",
     count: "1",
     mode: "persistent",
@@ -200,6 +200,15 @@ export default function CreateSandbox() {
   const set = (k) => (e) => {
     const t = e.currentTarget;
     setF((old) => ({ ...old, [k]: t.type === "checkbox" ? t.checked : t.value }));
+  };
+  // A snapshot with saved memory fixes the image: start with none asked.
+  const source = (e) => {
+    const v = e.currentTarget.value;
+    setF((old) => ({
+      ...old,
+      source: v,
+      image: v === "snapshot" && old.image === "host" ? "" : v === "image" && !old.image ? "host" : old.image,
+    }));
   };
   const field = (k) => ({ id: `c-${k}`, name: k, value: f[k] ?? "", onInput: set(k) });
   const check = (k) => ({ id: `c-${k}`, name: k, type: "checkbox", checked: !!f[k], onChange: set(k) });
@@ -238,10 +247,10 @@ export default function CreateSandbox() {
           <legend>Start from</legend>
           <div class="radios">
             <label>
-              <input type="radio" name="source" value="image" checked={f.source === "image"} onChange={set("source")} /> an image
+              <input type="radio" name="source" value="image" checked={f.source === "image"} onChange={source} /> an image
             </label>
             <label>
-              <input type="radio" name="source" value="snapshot" checked={f.source === "snapshot"} onChange={set("source")} /> a snapshot
+              <input type="radio" name="source" value="snapshot" checked={f.source === "snapshot"} onChange={source} /> a snapshot
             </label>
           </div>
           {f.source === "snapshot" ? (
@@ -251,24 +260,35 @@ export default function CreateSandbox() {
                 <option value="">— pick one —</option>
                 {(snapshots.data || []).map((s) => (
                   <option value={s.id}>
-                    {s.name || s.id.slice(0, 12)} {s.sandbox ? `of ${s.sandbox}` : ""} · {bytes(s.data_bytes)} · {s.created_at}
+                    {s.name || s.id.slice(0, 12)} {s.sandbox ? `of ${s.sandbox}` : ""} · {bytes(s.data_bytes)} · {new Date(s.created_at).toLocaleString()}
                   </option>
                 ))}
                 {f.from && !(snapshots.data || []).some((s) => s.id === f.from) ? <option value={f.from}>{f.from}</option> : null}
               </select>
               <ErrorBox error={snapshots.error} title="Could not list the snapshots" />
-              <p class="hint">Its files (and volume size) fill the new sandbox; a snapshot with saved memory starts it warm.</p>
+              <p class="hint">
+                Its files (and volume size) fill the new sandbox. A snapshot with saved memory starts it warm, with the image,
+                isolation and network it was taken with.
+              </p>
             </div>
           ) : null}
           <div class="field">
             <label for="c-image">{f.source === "snapshot" ? "Image it runs on" : "Image"}</label>
-            <input {...field("image")} list="c-images" autocomplete="off" data-testid="create-image" />
+            <input
+              {...field("image")}
+              list="c-images"
+              autocomplete="off"
+              placeholder={f.source === "snapshot" ? "the saved memory's, else host" : "host"}
+              data-testid="create-image"
+            />
             <datalist id="c-images">
               {imageNames.map((n) => (
                 <option value={n} />
               ))}
             </datalist>
-            <p class="hint">A stored image, `host`, or a registry reference like python:3.12 (pulled when missing).</p>
+            <p class="hint">
+              A stored image, <code>host</code>, or a registry reference like <code>python:3.12</code> (pulled when missing).
+            </p>
             <ErrorBox error={images.error} title="Could not list the images" />
           </div>
         </fieldset>

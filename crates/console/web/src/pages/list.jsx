@@ -64,6 +64,7 @@ export default function SandboxList() {
   const clustered = useMemo(() => all.some((sb) => sb.node), [all]);
 
   if (loading && !data) return <Loading what="sandboxes" />;
+  if (!data) return <ErrorBox error={error} title="Could not list the sandboxes" />;
   const now = data ? data.at : Date.now();
   return (
     <section class="sb-list" aria-labelledby="list-title">
@@ -160,9 +161,12 @@ function Row({ sb, cpu, now, clustered }) {
         <Link href={`/sandboxes/${encodeURIComponent(sb.name)}`}>{sb.name}</Link>
         <div class="sub mono">{sb.id}</div>
       </th>
-      <td data-testid="state" title={sb.reason || undefined}>
+      {/* Only the state in this cell (tests read it); where it is going and why in its title. */}
+      <td
+        data-testid="state"
+        title={[sb.desired_state !== sb.state ? `asked to be ${sb.desired_state}` : "", sb.reason].filter(Boolean).join(": ") || undefined}
+      >
         <StateBadge state={sb.state} />
-        {sb.desired_state !== sb.state && sb.state !== "error" ? <div class="sub">→ {sb.desired_state}</div> : null}
       </td>
       <td>{sb.mode}</td>
       <td>{sb.runtime}</td>

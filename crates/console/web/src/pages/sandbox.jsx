@@ -38,6 +38,7 @@ export default function SandboxPage({ id, tab }) {
     2000
   );
   const cpuMemo = useRef(new Map());
+  const stable = useRef(null);
   if (loading && !data) return <Loading what={`sandbox ${id}`} />;
   if (!data || (error && error.status === 404)) {
     return (
@@ -51,6 +52,11 @@ export default function SandboxPage({ id, tab }) {
     );
   }
   const sb = data.sb;
+  // The files and terminal tabs get the same object until the sandbox's
+  // id, name or state changes: a poll does not re-run their effects.
+  const s0 = stable.current;
+  if (!s0 || s0.id !== sb.id || s0.name !== sb.name || s0.state !== sb.state) stable.current = sb;
+  const steady = stable.current;
   const cpu = cpuPercent(cpuMemo.current, sb.id, sb.stats ? sb.stats.cpu_usage_ns : null, data.at);
   const base = `/sandboxes/${encodeURIComponent(id)}`;
   const known = TABS.some(([t]) => t === tab);
@@ -88,11 +94,11 @@ export default function SandboxPage({ id, tab }) {
         {tab === "overview" || !known ? <Overview sb={sb} cpu={cpu} onChange={reload} /> : null}
         {tab === "events" ? <Events sb={sb} /> : null}
         {tab === "processes" ? <Processes sb={sb} /> : null}
-        {tab === "files" ? <Files sandbox={sb} /> : null}
+        {tab === "files" ? <Files sandbox={steady} /> : null}
         {tab === "diff" ? <Diff sb={sb} /> : null}
         {tab === "snapshots" ? <Snapshots sb={sb} onChange={reload} /> : null}
         {tab === "ports" ? <Ports sb={sb} onChange={reload} /> : null}
-        {tab === "terminal" ? <Lazy load={loadTerminal} sandbox={sb} /> : null}
+        {tab === "terminal" ? <Lazy load={loadTerminal} sandbox={steady} /> : null}
       </div>
       <p class="sub updated">Updated {time(data.at)}</p>
     </section>

@@ -79,7 +79,7 @@ export default function Overview({ sb, cpu, onChange }) {
             ["Node", sb.node],
             ["Created", when(sb.created_at)],
             ["Started", when(sb.started_at)],
-            ["Stopped", when(sb.stopped_at)],
+            ["Stopped", sb.stopped_at && !(sb.started_at > sb.stopped_at) ? when(sb.stopped_at) : null],
             ["State since", when(sb.state_changed_at)],
             ["Last activity", when(sb.last_activity_at)],
             ["Held until", sb.hold_until && sb.hold_until > Date.now() ? when(sb.hold_until) : null],

@@ -39,13 +39,25 @@ export default function Ports({ sb, onChange }) {
       setPort("");
     });
   };
-  const open = (p) =>
+  const open = (p) => {
+    // Opened now, in the click (a window opened after an await is a
+    // blocked pop-up), and sent to the fresh one-time link once it is made.
+    const w = window.open("about:blank", "_blank");
     act(`open-${p.port}`, async () => {
-      const x = await get(`${base}/${p.port}`);
-      const href = x.login_url || x.url;
-      if (!href) throw new Error("the daemon runs no port proxy (dwell serve --proxy-listen), so the port has no URL");
-      window.open(href, "_blank", "noopener");
+      try {
+        const x = await get(`${base}/${p.port}`);
+        const href = x.login_url || x.url;
+        if (!href) throw new Error("the daemon runs no port proxy (dwell serve --proxy-listen), so the port has no URL");
+        if (w) {
+          w.opener = null;
+          w.location.href = href;
+        } else window.open(href, "_blank", "noopener");
+      } catch (e) {
+        if (w) w.close();
+        throw e;
+      }
     });
+  };
   const declared = sb.image_config && sb.image_config.exposed_ports;
   return (
     <section aria-labelledby="ports-title">
@@ -94,7 +106,7 @@ export default function Ports({ sb, onChange }) {
       {data && data.length === 0 ? <Empty>No port of {sb.name} is exposed.</Empty> : null}
       {data && data.length ? (
         <div class="table-wrap">
-          <table data-testid="ports">
+          <table class="stack" data-testid="ports">
             <thead>
               <tr>
                 <th scope="col">Port</th>
@@ -109,8 +121,8 @@ export default function Ports({ sb, onChange }) {
             <tbody>
               {data.map((p) => (
                 <tr data-testid="port-row" data-port={p.port}>
-                  <td class="num">{p.port === 0 ? "all" : p.port}</td>
-                  <td>{p.public ? "public" : "private (token)"}</td>
+                  <td class="num" data-label="Port">{p.port === 0 ? "all" : p.port}</td>
+                  <td data-label="Access">{p.public ? "public" : "private (token)"}</td>
                   <td class="wrap">
                     {p.url ? (
                       <a href={p.url} target="_blank" rel="noopener" class="mono">
@@ -120,7 +132,7 @@ export default function Ports({ sb, onChange }) {
                       <span class="sub">no proxy URL</span>
                     )}
                   </td>
-                  <td>{time(p.created_at)}</td>
+                  <td data-label="Since">{time(p.created_at)}</td>
                   <td class="nowrap">
                     {p.url ? (
                       <button type="button" onClick={() => open(p)} disabled={!!busy}>

@@ -39,7 +39,7 @@ export default function Processes({ sb }) {
         <Empty>No process was started through the API yet.</Empty>
       ) : (
         <div class="table-wrap">
-          <table data-testid="processes">
+          <table class="stack" data-testid="processes">
             <thead>
               <tr>
                 <th scope="col">PID</th>
@@ -55,15 +55,17 @@ export default function Processes({ sb }) {
             <tbody>
               {list.map((p) => (
                 <tr data-testid="process-row" data-pid={p.pid}>
-                  <td class="num">{p.pid}</td>
+                  <td class="num" data-label="PID">{p.pid}</td>
                   <td class="mono wrap">{p.argv.join(" ")}</td>
                   <td>
                     {p.tag || ""}
                     {p.tty ? <span class="sub"> tty</span> : null}
                     {p.background ? <span class="sub"> bg</span> : null}
                   </td>
-                  <td title={time(p.started_at_ms)}>{relative(p.started_at_ms)}</td>
-                  <td>{p.running ? "running" : exitText(p.exit) || "ended"}</td>
+                  <td title={time(p.started_at_ms)} data-label="Started">
+                    {relative(p.started_at_ms)}
+                  </td>
+                  <td data-label="Status">{p.running ? "running" : exitText(p.exit) || "ended"}</td>
                   <td class="nowrap">
                     {p.running ? (
                       <>

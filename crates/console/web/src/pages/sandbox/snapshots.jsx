@@ -90,7 +90,7 @@ export default function Snapshots({ sb, onChange }) {
       {data && list.length === 0 ? <Empty>No snapshot of {sb.name} yet.</Empty> : null}
       {list.length ? (
         <div class="table-wrap">
-          <table data-testid="snapshots">
+          <table class="stack" data-testid="snapshots">
             <thead>
               <tr>
                 <th scope="col">Snapshot</th>
@@ -110,12 +110,12 @@ export default function Snapshots({ sb, onChange }) {
                     <div class="sub mono">{s.id}</div>
                     {s.memory_bytes ? <div class="sub">with {bytes(s.memory_bytes)} of memory: forks start warm</div> : null}
                   </td>
-                  <td>{new Date(s.created_at).toLocaleString()}</td>
-                  <td class="num">
+                  <td data-label="Taken">{new Date(s.created_at).toLocaleString()}</td>
+                  <td class="num" data-label="Data">
                     {bytes(s.data_bytes)}
                     <div class="sub">of {bytes(s.volume_size)}</div>
                   </td>
-                  <td class="num">
+                  <td class="num" data-label="Stored">
                     {bytes(s.stored_bytes)}
                     <div class="sub">{bytes(s.uploaded_bytes)} new</div>
                   </td>
