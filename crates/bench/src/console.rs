@@ -296,9 +296,17 @@ fn browse(login: &str, addr: SocketAddr) -> Result<Browsed, String> {
 /// Waits until the page shows its list rows; when they came.
 fn rendered(b: &dwell_testkit::browser::Browser) -> Result<Render, String> {
     let js = RENDERED_JS.replace("STABLE", &STABLE_MS.to_string());
-    let v = b
-        .wait_js(&js, PAGE_LIMIT)
-        .map_err(|e| format!("the sandbox list did not show its rows: {e}"))?;
+    let t0 = std::time::Instant::now();
+    let v = loop {
+        let v = b.try_eval(&js).map_err(|e| redact(&e))?;
+        if !v.is_null() {
+            break v;
+        }
+        if t0.elapsed() > PAGE_LIMIT {
+            return Err(not_rendered(b));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let ms = |k: &str| v[k].as_f64();
     Ok(Render {
         dom_ms: ms("dom").ok_or("no row time")?,
@@ -315,6 +323,50 @@ fn rendered(b: &dwell_testkit::browser::Browser) -> Result<Render, String> {
             decoded: l["decoded"].as_u64().unwrap_or(0),
         }),
     })
+}
+
+/// What the page showed when its rows did not come: its path, its row
+/// count, the start of its text and its console errors.
+fn not_rendered(b: &dwell_testkit::browser::Browser) -> String {
+    let state = b
+        .try_eval(
+            "return { path: location.pathname, \
+               rows: document.querySelectorAll('[data-testid=sandbox-row]').length, \
+               text: document.body ? document.body.innerText.slice(0, 300) : '' }",
+        )
+        .unwrap_or_default();
+    let errors: Vec<String> = b
+        .console_log()
+        .into_iter()
+        .filter(|e| e.level == "SEVERE")
+        .map(|e| e.message)
+        .collect();
+    redact(&format!(
+        "the sandbox list did not show its rows within {PAGE_LIMIT:?}: the page {} had {} \
+         `[data-testid=sandbox-row]` rows and read {:?}; its console errors: {}",
+        state["path"].as_str().unwrap_or("?"),
+        state["rows"],
+        state["text"].as_str().unwrap_or_default(),
+        if errors.is_empty() {
+            "none".to_string()
+        } else {
+            errors.join(" | ")
+        }
+    ))
+}
+
+/// `text` without the token of a login URL (`#token=...`).
+fn redact(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("#token=") {
+        out.push_str(&rest[..i]);
+        out.push_str("#token=(redacted)");
+        rest = &rest[i + "#token=".len()..];
+        rest = rest.trim_start_matches(|c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    }
+    out.push_str(rest);
+    out
 }
 
 /// One performance entry (as ENTRIES_JS gives it) as a [`Transfer`].
@@ -496,32 +548,29 @@ pub fn render(c: &Console) -> String {
     line(&mut o, "total", &all);
     let json = m.list_json_bytes as u64;
     let list_wire = m.first.list.as_ref().map_or(0, |l| l.transfer);
+    // Compressed when clearly smaller on the wire than decoded.
+    let gzipped = list_wire + 1024 < json;
     let _ = write!(
         o,
         "\nThe API's JSON of the list of {} sandboxes (`GET /v1/sandboxes?stats=true`) is {} \
-         ({} bytes, {} bytes a sandbox); the browser received it as {} on the wire.",
+         decoded ({} bytes, {} bytes a sandbox); the browser received it as {} on the wire ({}).",
         m.listed,
         kib(json),
         json,
         json / m.listed.max(1) as u64,
-        kib(list_wire)
+        kib(list_wire),
+        if gzipped { "gzip" } else { "uncompressed" }
     );
-    if json >= FIRST_LOAD_BAR_BYTES || json > files_wire {
+    if json >= FIRST_LOAD_BAR_BYTES {
+        o.push_str(" Decoded, it is more than 1 MiB on its own.");
+    }
+    if list_wire > files_wire {
         let _ = write!(
             o,
-            " That is more than {}, and it is fetched again at every refresh of the list: \
-             the bar counts the console's files only, but the list's data is the larger part \
-             of what a first load transfers{}.",
-            if json >= FIRST_LOAD_BAR_BYTES {
-                "1 MiB on its own".to_string()
-            } else {
-                format!("the console's own files ({})", kib(files_wire))
-            },
-            if list_wire + 1024 >= json {
-                " (the daemon sends it uncompressed)"
-            } else {
-                ""
-            }
+            " On the wire it is more than the console's own files ({}), and it is fetched again \
+             at every refresh of the list: the bar counts the console's files only, but the \
+             list's data is the larger part of what a first load transfers.",
+            kib(files_wire)
         );
     }
     o.push_str("\n\n");
@@ -644,6 +693,15 @@ mod tests {
     }
 
     #[test]
+    fn login_tokens_are_redacted() {
+        assert_eq!(
+            redact("page http://127.0.0.1:1/ui/login#token=dwl_ab12-_x); next #token="),
+            "page http://127.0.0.1:1/ui/login#token=(redacted)); next #token=(redacted)"
+        );
+        assert_eq!(redact("nothing here"), "nothing here");
+    }
+
+    #[test]
     fn a_transfer_needs_every_field() {
         let v = serde_json::json!({"name": "http://127.0.0.1:1/ui/", "start": 0.0, "end": 3.5,
             "transfer": 700, "encoded": 400, "decoded": 1200});
@@ -653,7 +711,7 @@ mod tests {
         assert!(transfer(&w).is_none());
     }
 
-    fn measured(files_wire: u64, painted: [f64; 5], json: usize) -> Console {
+    fn measured(files_wire: u64, painted: [f64; 5], json: usize, list_wire: u64) -> Console {
         Console::Measured(Box::new(Measured {
             browser: "HeadlessChrome".into(),
             listed: 1000,
@@ -666,8 +724,8 @@ mod tests {
                 json as u64,
             )],
             other: vec![],
-            first: render_at(900.0, json as u64),
-            visits: painted.iter().map(|&p| render_at(p, json as u64)).collect(),
+            first: render_at(900.0, list_wire),
+            visits: painted.iter().map(|&p| render_at(p, list_wire)).collect(),
         }))
     }
 
@@ -676,6 +734,7 @@ mod tests {
         let good = render(&measured(
             200 << 10,
             [300.0, 310.0, 290.0, 305.0, 600.0],
+            500,
             500,
         ));
         assert!(good.starts_with("### 13. Web console"), "{good}");
@@ -688,10 +747,12 @@ mod tests {
             "{good}"
         );
         assert!(good.contains("says it lists 1000 sandboxes"), "{good}");
-        assert!(!good.contains("uncompressed"), "{good}");
+        assert!(good.contains("(uncompressed)"), "{good}");
+        assert!(!good.contains("the larger part"), "{good}");
         let bad = render(&measured(
             2 << 20,
             [900.0, 1200.0, 950.0, 980.0, 990.0],
+            2 << 20,
             2 << 20,
         ));
         assert!(bad.contains("console's files: **missed**"), "{bad}");
@@ -700,7 +761,15 @@ mod tests {
             "{bad}"
         );
         assert!(bad.contains("more than 1 MiB on its own"), "{bad}");
-        assert!(bad.contains("uncompressed"), "{bad}");
+        assert!(bad.contains("(uncompressed)"), "{bad}");
+        assert!(
+            !bad.contains("the larger part"),
+            "no larger than the files: {bad}"
+        );
+        let gz = render(&measured(30 << 10, [300.0; 5], 800 << 10, 60 << 10));
+        assert!(gz.contains("on the wire (gzip)"), "{gz}");
+        assert!(!gz.contains("more than 1 MiB"), "{gz}");
+        assert!(gz.contains("the larger part"), "{gz}");
     }
 
     #[test]
