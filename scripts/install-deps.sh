@@ -110,8 +110,8 @@ pkgs=(
   busybox-static  # a tiny static userland for the OCI image import test
   zstd        # the `tar | zstd` baseline of the snapshot benchmark
   xfsprogs    # reflink-capable data dirs: the snapshot freeze test and benchmark
-  chromium    # headless browser: port proxy screenshots, the web console's tests
-  chromium-driver  # chromedriver: WebDriver for the web console's tests (testkit browser)
+  chromium    # headless browser: port proxy screenshots, the web console's tests and benchmark
+  chromium-driver  # chromedriver: WebDriver for the web console's tests and benchmark (testkit browser)
   curl        # requests through the port proxy (tests)
   openssl     # the test CA and certificates of the TLS port proxy (tests, e2b-suite.sh)
   openssh-client  # ssh, scp, sftp, ssh-keygen: the SSH gateway's tests

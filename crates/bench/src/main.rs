@@ -109,8 +109,11 @@ It builds release binaries, starts a private daemon (own `--data-dir` and
 made, stops the daemon and rewrites the generated block below. When `dwell
 serve` has `--cluster`, it also starts two cluster nodes on a private
 PostgreSQL server and a `moto_server` S3 endpoint for the cluster section, and
-tears them down the same way. Percentiles are nearest-rank over the stated
-number of runs, after 3 unmeasured warm-up runs per case.
+tears them down the same way. The web console's section measures the console
+the daemon serves on its `--listen` address in headless Chromium (Debian's
+`chromium` and `chromium-driver`; skipped, saying why, without them).
+Percentiles are nearest-rank over the stated number of runs, after 3
+unmeasured warm-up runs per case.
 ";
 
 struct Opts {
