@@ -182,6 +182,17 @@ fn a_tenant_drives_its_sandbox_from_the_browser() {
     );
     assert_eq!(found, "uploaded through the console\n");
 
+    // Usage over time as charts, once the sandbox has been metered.
+    wait_for(60, "web1's usage metered", || {
+        let v: serde_json::Value =
+            serde_json::from_str(&c.cli(&acme, &["usage", "--by", "hour", "--json"])).unwrap();
+        v["points"].as_array().is_some_and(|p| !p.is_empty())
+    });
+    b.goto(&format!("http://{}/ui/usage", c.addr));
+    b.wait_for("[data-testid=chart-vcpu_hours] .uplot", WAIT)
+        .unwrap();
+    b.wait_for("[data-testid=quota][data-tenant=acme]", WAIT)
+        .unwrap();
     // The other pages render (screenshots for review).
     for (path, name) in [
         ("/ui/usage", "usage"),

@@ -104,6 +104,7 @@ pub async fn login_link(
     summary = "Log in to the web console: spend a login link's token, or show an API key; sets the session cookie",
     description = "Needs no other authentication. The answer sets an HttpOnly, SameSite=Strict cookie and carries the session's CSRF token, which every later state-changing request of the session sends in X-Dwell-CSRF. A used, expired or unknown token is refused (401); so is a request from another site's page (403).",
     request_body = SessionLogin,
+    security(()),
     responses((status = 201, body = SessionInfo), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn login(
     State(st): State<AppState>,
