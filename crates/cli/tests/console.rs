@@ -338,6 +338,26 @@ fn cross_site_requests_and_missing_csrf_tokens_are_refused() {
         c.post_login(&format!(r#"{{"api_key":"{acme}"}}"#), &[("Origin", evil)]),
         "cross_site",
     );
+    // A sibling page (a sandbox's preview on the same site) plants a
+    // second session cookie ahead of the user's: neither is used.
+    let planted = format!("dwell_session=0000; {}", s.cookie);
+    let r = http::request(
+        &c.addr,
+        "GET",
+        "/v1/sandboxes",
+        &[("Cookie", &planted)],
+        b"",
+    );
+    assert_eq!(r.status, 401, "{r}");
+    assert!(r.text().contains("two dwell_session cookies"), "{r}");
+    assert!(
+        r.header("set-cookie")
+            .is_some_and(|v| v.contains("Max-Age=0")),
+        "{r}"
+    );
+    // A session cannot mint login links that would outlive it.
+    let r = c.call(&s, "POST", "/v1/console/logins", "{}");
+    assert_eq!(r.status, 403, "{r}");
     // None of it happened.
     let v: serde_json::Value =
         serde_json::from_str(&c.d.ok(&["--as-tenant", "acme", "inspect", "target", "--json"]))

@@ -62,9 +62,12 @@ fn shot(b: &Browser, name: &str) {
     b.screenshot(screenshot_dir("browser").join(format!("{name}.png")));
 }
 
-/// Logs `b` in with `url` and waits for the sandbox list.
+/// Logs `b` in with `url` (the page asks first) and waits for the
+/// sandbox list.
 fn log_in(b: &Browser, url: &str) {
     b.goto(url);
+    b.wait_for("[data-testid=link-login]", WAIT).unwrap();
+    b.click("[data-testid=link-login]");
     b.wait_js(
         "return location.pathname === '/ui/' && !!document.querySelector('header nav')",
         WAIT,
@@ -215,14 +218,32 @@ fn a_tenant_drives_its_sandbox_from_the_browser() {
     // The same URL again is refused: the login page says why.
     let again = Browser::start().unwrap();
     again.goto(&url);
+    again.wait_for("[data-testid=link-login]", WAIT).unwrap();
+    // The token is out of the address bar before anything is sent.
+    assert!(
+        !again.current_url().contains("token="),
+        "{}",
+        again.current_url()
+    );
+    again.click("[data-testid=link-login]");
     again
         .wait_text("[data-testid=error]", "already used", WAIT)
         .unwrap();
     shot(&again, "reused-link");
     drop(again);
 
-    // Another tenant's session sees none of it.
+    // A link someone else made, opened in a logged-in browser: the page
+    // names the session it would replace and spends nothing unasked.
     let other = c.d.tenant_key("other");
+    let foreign = c.login_url(&other);
+    b.goto(&foreign);
+    b.wait_text("[data-testid=current-session]", "acme", WAIT)
+        .unwrap();
+    shot(&b, "foreign-link");
+    b.goto(&format!("http://{}/ui/", c.addr));
+    b.wait_for(&row("web1"), WAIT).unwrap();
+
+    // Another tenant's session sees none of it.
     let o = Browser::start_with(Viewport::PHONE).unwrap();
     log_in(&o, &c.login_url(&other));
     o.wait_for("[data-testid=empty]", WAIT).unwrap();

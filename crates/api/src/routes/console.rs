@@ -46,14 +46,24 @@ fn view(s: &dwell_store::ConsoleSession, current: Option<&str>) -> ConsoleSessio
 
 #[utoipa::path(post, path = "/v1/console/logins", tag = "console",
     summary = "A one-time login link to the web console for the caller (what `dwell ui` prints)",
-    description = "The link logs a browser in once, as the caller (an admin acting for a tenant: as that tenant), and is refused after use or after `valid_secs` (default 300). 409 when the daemon serves no TCP listener for browsers to reach.",
+    description = "The link logs a browser in once, as the caller (an admin acting for a tenant: as that tenant), and is refused after use or after `valid_secs` (default 300). 409 when the daemon serves no TCP listener for browsers to reach; 403 for a console session (links come from API keys and the unix socket).",
     request_body(content = Option<LoginLinkRequest>),
     responses((status = 201, body = LoginLink), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn login_link(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
+    session: Option<Extension<dwell_store::ConsoleSession>>,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<LoginLink>)> {
+    // A session must not mint its own successors: links would outlive its
+    // logout, revocation and end.
+    if session.is_some() {
+        return Err(ApiError::new(
+            403,
+            "permission_denied",
+            "a console session cannot make login links; use `dwell ui` with an API key or on the daemon's host",
+        ));
+    }
     let req: LoginLinkRequest = if body.iter().all(u8::is_ascii_whitespace) {
         LoginLinkRequest::default()
     } else {
