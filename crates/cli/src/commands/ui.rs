@@ -146,10 +146,10 @@ fn redirect_file(url: &str) -> std::io::Result<std::path::PathBuf> {
         .create_new(true)
         .mode(0o600)
         .open(&path)?;
-    write!(
+    writeln!(
         f,
         "<!doctype html><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"0;url={escaped}\">\
-         <title>dwell console</title><p><a href=\"{escaped}\">Open the dwell console</a></p>\n"
+         <title>dwell console</title><p><a href=\"{escaped}\">Open the dwell console</a></p>"
     )?;
     Ok(path)
 }
