@@ -17,38 +17,12 @@ use dwell_testkit::browser::{screenshot_dir, Browser, Viewport, ENTER};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-struct Console {
-    d: Daemon,
-    addr: String,
-}
+use common::console::Console;
 
 impl Console {
-    fn start() -> Option<Console> {
-        if !can_run() {
-            return None;
-        }
-        let addr = format!("127.0.0.1:{}", process::free_port());
-        let d = Daemon::start_with(&["--listen", &addr]);
-        wait_listening(&addr, 20);
-        Some(Console { d, addr })
-    }
-
-    /// `dwell <args>` over TCP with `key`, which must succeed.
-    fn cli(&self, key: &str, args: &[&str]) -> String {
-        let out = self
-            .d
-            .cmd(args)
-            .env("DWELL_HOST", &self.addr)
-            .env("DWELL_API_KEY", key)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "dwell {args:?}: {}", stderr(&out));
-        stdout(&out)
-    }
-
     /// A one-time login URL from `dwell ui`, as `key`'s tenant.
     fn login_url(&self, key: &str) -> String {
-        let url = self.cli(key, &["ui", "--no-open"]).trim().to_string();
+        let url = self.ok(key, &["ui", "--no-open"]).trim().to_string();
         assert!(
             url.starts_with(&format!("http://{}/ui/login#token=", self.addr)),
             "{url}"
@@ -81,7 +55,7 @@ fn row(name: &str) -> String {
 
 fn state_of(c: &Console, key: &str, name: &str) -> String {
     let v: serde_json::Value =
-        serde_json::from_str(&c.cli(key, &["inspect", name, "--json"])).unwrap();
+        serde_json::from_str(&c.ok(key, &["inspect", name, "--json"])).unwrap();
     v["state"].as_str().unwrap().to_string()
 }
 
@@ -99,7 +73,7 @@ fn a_tenant_drives_its_sandbox_from_the_browser() {
     let Some(c) = Console::start() else { return };
     let Some(b) = Browser::start() else { return };
     let acme = c.d.tenant_key("acme");
-    c.cli(
+    c.ok(
         &acme,
         &[
             "create", "--name", "web1", "--memory", "256M", "--disk", "512M",
@@ -172,7 +146,7 @@ fn a_tenant_drives_its_sandbox_from_the_browser() {
     )
     .unwrap();
     shot(&b, "files");
-    let found = c.cli(
+    let found = c.ok(
         &acme,
         &[
             "exec",
@@ -188,7 +162,7 @@ fn a_tenant_drives_its_sandbox_from_the_browser() {
     // Usage over time as charts, once the sandbox has been metered.
     wait_for(60, "web1's usage metered", || {
         let v: serde_json::Value =
-            serde_json::from_str(&c.cli(&acme, &["usage", "--by", "hour", "--json"])).unwrap();
+            serde_json::from_str(&c.ok(&acme, &["usage", "--by", "hour", "--json"])).unwrap();
         v["points"].as_array().is_some_and(|p| !p.is_empty())
     });
     b.goto(&format!("http://{}/ui/usage", c.addr));
@@ -252,7 +226,7 @@ fn a_tenant_drives_its_sandbox_from_the_browser() {
     o.goto(&format!("http://{}/ui/sandboxes/web1", c.addr));
     o.wait_for("[data-testid=error]", WAIT).unwrap();
     assert!(!o.exists("[data-testid=action-pause]"));
-    c.cli(&acme, &["rm", "-f", "web1"]);
+    c.ok(&acme, &["rm", "-f", "web1"]);
 }
 
 #[test]
@@ -262,7 +236,7 @@ fn the_list_reads_well_on_a_phone() {
         return;
     };
     let admin = c.d.admin_key();
-    c.cli(
+    c.ok(
         &admin,
         &[
             "create", "--name", "phone1", "--memory", "128M", "--disk", "256M",
@@ -277,7 +251,7 @@ fn the_list_reads_well_on_a_phone() {
         "the page is {wide} px wide on a 390 px screen"
     );
     shot(&b, "list-phone");
-    c.cli(&admin, &["rm", "-f", "phone1"]);
+    c.ok(&admin, &["rm", "-f", "phone1"]);
 }
 
 /// What a sandbox controls shows up in the console: file names, process
@@ -293,7 +267,7 @@ fn markup_a_sandbox_writes_is_shown_as_text_not_run() {
     let payload = "<img src=x onerror=window.__pwned=1>";
     for rt in runtimes() {
         let name = format!("xss-{rt}");
-        c.cli(
+        c.ok(
             &admin,
             &[
                 "create",
@@ -309,7 +283,7 @@ fn markup_a_sandbox_writes_is_shown_as_text_not_run() {
         );
         // A file named with markup in /, and a background process whose
         // command line carries it.
-        c.cli(
+        c.ok(
             &admin,
             &[
                 "exec",
@@ -320,7 +294,7 @@ fn markup_a_sandbox_writes_is_shown_as_text_not_run() {
                 &format!("touch '/{payload}'; echo ok"),
             ],
         );
-        c.cli(
+        c.ok(
             &admin,
             &["exec", "-d", "--tag", payload, &name, "--", "sleep", "300"],
         );
@@ -343,6 +317,6 @@ fn markup_a_sandbox_writes_is_shown_as_text_not_run() {
             "{rt}: the tag is shown as text on the processes tab"
         );
         shot(&b, &format!("xss-{rt}"));
-        c.cli(&admin, &["rm", "-f", &name]);
+        c.ok(&admin, &["rm", "-f", &name]);
     }
 }
