@@ -45,3 +45,4 @@ run exec qs-tmp -- sh -c 'echo scratch > /root/x'
 run stop qs-tmp
 run ls
 echo "# quickstart done: persistent files survived stop/start; the ephemeral sandbox is gone."
+echo "# the web console: start the daemon with 'dwell serve --listen 127.0.0.1:7070', then 'dwell ui' prints a login URL"

@@ -146,7 +146,18 @@ pub async fn api_key(State(state): State<AppState>, mut req: Request, next: Next
         .map(str::trim)
         .filter(|k| !k.is_empty());
     let Some(key) = key else {
-        if let Some(secret) = crate::session::cookie(headers) {
+        let secret = match crate::session::cookie(&state.console, headers) {
+            Ok(s) => s,
+            Err(e) => {
+                let mut res = e.into_response_();
+                res.headers_mut().insert(
+                    axum::http::header::SET_COOKIE,
+                    crate::session::set_cookie(&state.console, None),
+                );
+                return res;
+            }
+        };
+        if let Some(secret) = secret {
             return match crate::session::principal(&state, secret, req.method(), headers) {
                 Ok((p, session)) => {
                     req.extensions_mut().insert(p);

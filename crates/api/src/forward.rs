@@ -115,6 +115,23 @@ pub fn with_principal(mut req: Request, p: &Principal) -> Request {
     req
 }
 
+/// A REST request forwarded to its owner: the caller in the principal
+/// headers, and none of the client's own credentials (an API key, the
+/// web console's cookie and CSRF token), which stay with the node that
+/// checked them.
+fn as_forwarded(mut req: Request, p: &Principal) -> Request {
+    let h = req.headers_mut();
+    for name in [
+        axum::http::header::AUTHORIZATION.as_str(),
+        axum::http::header::COOKIE.as_str(),
+        "x-api-key",
+        dwell_contract::console::CSRF_HEADER,
+    ] {
+        h.remove(name);
+    }
+    with_principal(req, p)
+}
+
 fn set_principal(h: &mut HeaderMap, p: &Principal) {
     for name in PRINCIPAL_HEADERS {
         h.remove(name);
@@ -150,7 +167,7 @@ pub async fn to_owner(State(st): State<AppState>, req: Request, next: Next) -> R
             };
             match owner {
                 None => next.run(req).await,
-                Some(e) => forward(e, with_principal(req, &p)).await,
+                Some(e) => forward(e, as_forwarded(req, &p)).await,
             }
         }
         About::Create => create(&st, &p, req, next, forward).await,
@@ -195,7 +212,7 @@ async fn create(
     .await;
     match placed {
         Ok(Ok(None)) => next.run(req).await,
-        Ok(Ok(Some(e))) => forward(e, with_principal(req, p)).await,
+        Ok(Ok(Some(e))) => forward(e, as_forwarded(req, p)).await,
         Ok(Err(e)) => ApiError::from(e).into_response(),
         Err(e) => ApiError::internal(format!("placement failed: {e}")).into_response(),
     }

@@ -73,22 +73,13 @@ fn routes_for_principals(state: &AppState) -> Router {
 /// The router for the local unix socket: whoever can open the socket (file
 /// permissions: root only) acts as the default tenant's admin.
 pub fn unix_router(ctl: Controller) -> Router {
-    unix_router_in(ctl, None, Default::default())
+    unix_router_in(AppState::new(ctl))
 }
 
-/// [`unix_router`] of a cluster's node: requests for other nodes'
-/// sandboxes are forwarded with `forward`.
-/// `console` says where browsers reach the console (for `dwell ui`'s links).
-pub fn unix_router_in(
-    ctl: Controller,
-    forward: Option<forward::ForwardFn>,
-    console: session::ConsoleSettings,
-) -> Router {
-    let state = AppState {
-        ctl,
-        forward,
-        console: console.into(),
-    };
+/// [`unix_router`] with the daemon's whole state: in a cluster, requests
+/// for other nodes' sandboxes are forwarded with `state.forward`;
+/// `state.console` says where browsers reach the console (`dwell ui`).
+pub fn unix_router_in(state: AppState) -> Router {
     routes_for_principals(&state)
         .layer(axum::middleware::from_fn(auth::local))
         .layer(axum::middleware::from_fn(drain::refused_bodies))
@@ -97,20 +88,11 @@ pub fn unix_router_in(
 /// The router for TCP: every request needs an API key, or the web
 /// console's session cookie ([`session`]).
 pub fn tcp_router(ctl: Controller) -> Router {
-    tcp_router_in(ctl, None, Default::default())
+    tcp_router_in(AppState::new(ctl))
 }
 
-/// [`tcp_router`] of a cluster's node (see [`unix_router_in`]).
-pub fn tcp_router_in(
-    ctl: Controller,
-    forward: Option<forward::ForwardFn>,
-    console: session::ConsoleSettings,
-) -> Router {
-    let state = AppState {
-        ctl,
-        forward,
-        console: console.into(),
-    };
+/// [`tcp_router`] with the daemon's whole state (see [`unix_router_in`]).
+pub fn tcp_router_in(state: AppState) -> Router {
     routes_for_principals(&state)
         .layer(axum::middleware::from_fn_with_state(state, auth::api_key))
         .layer(axum::middleware::from_fn(drain::refused_bodies))

@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use axum::http::{header, HeaderMap, HeaderValue, Method};
-use dwell_contract::console::{CSRF_HEADER, SESSION_COOKIE};
+use dwell_contract::console::{CSRF_HEADER, SECURE_SESSION_COOKIE, SESSION_COOKIE};
 use dwell_store::{ConsoleSession, SessionLookup};
 use sha2::{Digest, Sha256};
 
@@ -73,17 +73,41 @@ pub fn random_hex(n: usize) -> String {
     b.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The value of the session cookie, if the request has one.
-pub fn cookie(headers: &HeaderMap) -> Option<&str> {
-    headers
+impl ConsoleSettings {
+    /// The session cookie's name: `__Host-` prefixed over HTTPS.
+    pub fn cookie_name(&self) -> &'static str {
+        if self.secure() {
+            SECURE_SESSION_COOKIE
+        } else {
+            SESSION_COOKIE
+        }
+    }
+}
+
+/// The value of the session cookie, if the request has one. Two of them
+/// (a page of a sibling domain can set a `Domain=` cookie of the same name
+/// that the browser sends first) is an error: which one is the user's
+/// cannot be told, so neither is used.
+pub fn cookie<'h>(
+    settings: &ConsoleSettings,
+    headers: &'h HeaderMap,
+) -> Result<Option<&'h str>, ApiError> {
+    let name = settings.cookie_name();
+    let mut found = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
-        .map(|(_, value)| value.trim())
-        .filter(|v| !v.is_empty())
+        .filter(|(n, _)| *n == name)
+        .map(|(_, value)| value.trim());
+    let first = found.next();
+    if found.next().is_some() {
+        return Err(ApiError::unauthorized(format!(
+            "the request carries two {name} cookies, one of them set by another page of this site              (a sandbox's preview?); log in again at /ui/ (logging in clears this one). Serve the              console over HTTPS (--console-url https://...) or on a domain of its own to rule this out"
+        )));
+    }
+    Ok(first.filter(|v| !v.is_empty()))
 }
 
 /// The `Set-Cookie` value of a new session (or, with `None`, one that
@@ -95,7 +119,8 @@ pub fn set_cookie(settings: &ConsoleSettings, secret: Option<&str>) -> HeaderVal
     };
     let secure = if settings.secure() { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={value}; Path=/; Max-Age={age}; HttpOnly; SameSite=Strict{secure}"
+        "{}={value}; Path=/; Max-Age={age}; HttpOnly; SameSite=Strict{secure}",
+        settings.cookie_name()
     ))
     .expect("a cookie of hex and fixed words")
 }
@@ -158,8 +183,16 @@ pub fn principal(
     method: &Method,
     headers: &HeaderMap,
 ) -> Result<(Principal, ConsoleSession), ApiError> {
+    // Refused before the session is even looked up: a refused request
+    // neither learns whether the cookie is live nor keeps it from idling out.
+    same_origin(headers, is_upgrade(headers))?;
+    let safe = matches!(*method, Method::GET | Method::HEAD);
+    let sent = headers.get(CSRF_HEADER).map(|v| v.as_bytes());
+    if !safe && sent.is_none_or(<[u8]>::is_empty) {
+        return Err(csrf_refusal(method));
+    }
     let relogin = "log in again at /ui/ (or get a link with `dwell ui`)";
-    let session = match st.ctl.console_session(&hash_secret(secret)) {
+    let mut session = match st.ctl.console_session(&hash_secret(secret)) {
         Ok(SessionLookup::Valid(s)) => s,
         Ok(SessionLookup::Revoked) => {
             return Err(ApiError::unauthorized(format!(
@@ -183,6 +216,9 @@ pub fn principal(
             ));
         }
     };
+    if !safe && !constant_time_eq(sent.unwrap_or(b""), session.csrf.as_bytes()) {
+        return Err(csrf_refusal(method));
+    }
     // A session lives no longer than the API key it was opened with.
     let key = session
         .grant
@@ -205,23 +241,8 @@ pub fn principal(
             }
         }
     }
-    let upgrade = is_upgrade(headers);
-    same_origin(headers, upgrade)?;
-    if !matches!(*method, Method::GET | Method::HEAD) {
-        let sent = headers
-            .get(CSRF_HEADER)
-            .map(|v| v.as_bytes())
-            .unwrap_or(b"");
-        if !constant_time_eq(sent, session.csrf.as_bytes()) {
-            return Err(ApiError::new(
-                403,
-                "csrf",
-                format!(
-                    "a console session's {method} needs its CSRF token in the {CSRF_HEADER} header \
-                     (GET /v1/console/session gives it to the console's page); refused"
-                ),
-            ));
-        }
+    if let Err(e) = st.ctl.touch_console_session(&mut session) {
+        tracing::warn!("marking console session {} seen: {e}", session.id);
     }
     Ok((
         Principal {
@@ -231,6 +252,67 @@ pub fn principal(
         },
         session,
     ))
+}
+
+fn csrf_refusal(method: &Method) -> ApiError {
+    ApiError::new(
+        403,
+        "csrf",
+        format!(
+            "a console session's {method} needs its CSRF token in the {CSRF_HEADER} header \
+             (GET /v1/console/session gives it to the console's page); refused"
+        ),
+    )
+}
+
+/// How often a WebSocket opened by a console session checks that the
+/// session still holds.
+pub const WS_RECHECK: Duration = Duration::from_secs(30);
+
+/// Runs `fut` (a WebSocket's whole life) and, for a console session,
+/// ends it once the session is revoked, expires or loses its key: a
+/// socket outlives no logout.
+pub async fn guard<F: std::future::Future<Output = ()>>(
+    st: AppState,
+    session: Option<ConsoleSession>,
+    fut: F,
+) {
+    let Some(s) = session else {
+        return fut.await;
+    };
+    let watch = async {
+        loop {
+            tokio::time::sleep(WS_RECHECK).await;
+            let (st2, s2) = (st.clone(), s.clone());
+            let ok = tokio::task::spawn_blocking(move || still_valid(&st2, &s2))
+                .await
+                .unwrap_or(false);
+            if !ok {
+                tracing::info!("console session {} ended: closing its WebSocket", s.id);
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        () = fut => {}
+        () = watch => {}
+    }
+}
+
+/// Whether console session `s` still holds (not revoked, not expired, its
+/// key not revoked).
+pub fn still_valid(st: &AppState, s: &ConsoleSession) -> bool {
+    let live = matches!(
+        st.ctl.console_sessions(&s.grant.tenant),
+        Ok(list) if list.iter().any(|x| x.id == s.id)
+    );
+    let key = s
+        .grant
+        .key_id
+        .strip_prefix("admin:")
+        .unwrap_or(&s.grant.key_id);
+    live && (key == "local"
+        || matches!(st.ctl.api_key_by_id(key), Ok(Some(k)) if k.revoked_at.is_none()))
 }
 
 #[cfg(test)]
@@ -246,11 +328,33 @@ mod tests {
     }
 
     #[test]
-    fn the_cookie_is_found_among_others() {
+    fn the_cookie_is_found_among_others_and_two_are_refused() {
+        let plain = ConsoleSettings::default();
         let h = headers(&[("cookie", "a=1; dwell_session=abc ; b=2")]);
-        assert_eq!(cookie(&h), Some("abc"));
-        assert_eq!(cookie(&headers(&[("cookie", "dwell_sessionx=1")])), None);
-        assert_eq!(cookie(&headers(&[("cookie", "dwell_session=")])), None);
+        assert_eq!(cookie(&plain, &h).unwrap(), Some("abc"));
+        let none = headers(&[("cookie", "dwell_sessionx=1")]);
+        assert_eq!(cookie(&plain, &none).unwrap(), None);
+        let empty = headers(&[("cookie", "dwell_session=")]);
+        assert_eq!(cookie(&plain, &empty).unwrap(), None);
+        // A sibling page's Domain cookie sent before the user's own.
+        let tossed = headers(&[("cookie", "dwell_session=theirs; dwell_session=mine")]);
+        assert_eq!(cookie(&plain, &tossed).unwrap_err().status, 401);
+        let split = headers(&[
+            ("cookie", "dwell_session=theirs"),
+            ("cookie", "dwell_session=mine"),
+        ]);
+        assert!(cookie(&plain, &split).is_err());
+        // Over HTTPS only the __Host- cookie counts.
+        let tls = ConsoleSettings {
+            url: Some("https://console.example".into()),
+            ..Default::default()
+        };
+        let h = headers(&[("cookie", "dwell_session=planted; __Host-dwell_session=mine")]);
+        assert_eq!(cookie(&tls, &h).unwrap(), Some("mine"));
+        assert!(set_cookie(&tls, Some("x"))
+            .to_str()
+            .unwrap()
+            .starts_with("__Host-dwell_session=x;"));
     }
 
     #[test]

@@ -14,8 +14,9 @@ use axum::response::Response;
 /// about what it saves).
 const GZIP_FROM: u64 = 8 * 1024;
 
-/// Larger answers are sent as they are (they are not JSON lists).
-const GZIP_UP_TO: u64 = 64 << 20;
+/// Larger answers are sent as they are: compressing them would hold a
+/// blocking thread for long.
+const GZIP_UP_TO: u64 = 8 << 20;
 
 /// No answer of the API is a document: nothing in it runs, it is never
 /// framed, and no other site may embed it.
@@ -71,14 +72,19 @@ async fn gzipped(res: Response) -> Response {
             return Response::from_parts(parts, Body::empty());
         }
     };
-    let mut gz = flate2::write::GzEncoder::new(
-        Vec::with_capacity(bytes.len() / 8),
-        flate2::Compression::fast(),
-    );
-    if gz.write_all(&bytes).is_err() {
-        return Response::from_parts(parts, Body::from(bytes));
-    }
-    let Ok(out) = gz.finish() else {
+    // Off the async threads: a few large answers at once must not stall
+    // every other request.
+    let plain = bytes.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut gz = flate2::write::GzEncoder::new(
+            Vec::with_capacity(plain.len() / 8),
+            flate2::Compression::fast(),
+        );
+        gz.write_all(&plain)?;
+        gz.finish()
+    })
+    .await;
+    let Ok(Ok(out)) = out else {
         return Response::from_parts(parts, Body::from(bytes));
     };
     parts.headers.remove(header::CONTENT_LENGTH);

@@ -60,7 +60,7 @@ fn the_error_body_is_documented_with_its_facts() {
 }
 
 #[test]
-fn only_liveness_and_the_document_are_open_without_a_key() {
+fn only_liveness_the_document_and_the_console_login_are_open_without_a_key() {
     let doc: serde_json::Value =
         serde_json::from_str(dwell_api::openapi::json()).expect("the document is JSON");
     assert_eq!(doc["security"], serde_json::json!([{"apiKey": []}]));
@@ -72,7 +72,15 @@ fn only_liveness_and_the_document_are_open_without_a_key() {
             }
         }
     }
-    assert_eq!(open, ["GET /healthz", "GET /openapi.json"]);
+    open.sort();
+    assert_eq!(
+        open,
+        [
+            "GET /healthz",
+            "GET /openapi.json",
+            "POST /v1/console/sessions"
+        ]
+    );
 }
 
 #[test]

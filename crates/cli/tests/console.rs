@@ -10,39 +10,14 @@ mod common;
 
 use common::*;
 
-struct Console {
-    d: Daemon,
-    addr: String,
-}
+use common::console::Console;
 
 impl Console {
-    fn start() -> Option<Console> {
-        if !can_run() {
-            return None;
-        }
-        let addr = format!("127.0.0.1:{}", process::free_port());
-        let d = Daemon::start_with(&["--listen", &addr]);
-        wait_listening(&addr, 20);
-        Some(Console { d, addr })
-    }
-
-    /// `dwell <args>` over TCP with `key`.
-    fn cli(&self, key: &str, args: &[&str]) -> std::process::Output {
-        self.d
-            .cmd(args)
-            .env("DWELL_HOST", &self.addr)
-            .env("DWELL_API_KEY", key)
-            .output()
-            .unwrap()
-    }
-
     /// A login link's token, made by `dwell ui` with `key`.
     fn link(&self, key: &str, extra: &[&str]) -> String {
         let mut args = vec!["ui", "--json", "--no-open"];
         args.extend_from_slice(extra);
-        let out = self.cli(key, &args);
-        assert!(out.status.success(), "{}", stderr(&out));
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&self.ok(key, &args)).unwrap();
         let url = v["url"].as_str().unwrap();
         assert!(
             url.starts_with(&format!("http://{}/ui/login#token=dwl_", self.addr)),
@@ -124,7 +99,7 @@ fn login_links_work_once_and_sessions_see_only_their_tenant() {
     let Some(c) = Console::start() else { return };
     let acme = c.d.tenant_key("acme");
     let other = c.d.tenant_key("other");
-    let out = c.cli(
+    let out = c.run(
         &acme,
         &[
             "create", "--name", "mine", "--memory", "128M", "--disk", "256M",
@@ -211,7 +186,7 @@ fn login_links_work_once_and_sessions_see_only_their_tenant() {
     // A page the sandbox wrote, fetched with the session (a browser that
     // opens the download URL): bytes, never a document of the console's
     // origin.
-    let out = c.cli(
+    let out = c.run(
         &acme,
         &[
             "exec",
@@ -241,14 +216,14 @@ fn login_links_work_once_and_sessions_see_only_their_tenant() {
             .is_some_and(|v| v.contains("sandbox")),
         "{r}"
     );
-    let _ = c.cli(&acme, &["rm", "-f", "mine"]);
+    let _ = c.run(&acme, &["rm", "-f", "mine"]);
 }
 
 #[test]
 fn cross_site_requests_and_missing_csrf_tokens_are_refused() {
     let Some(c) = Console::start() else { return };
     let acme = c.d.tenant_key("acme");
-    let out = c.cli(
+    let out = c.run(
         &acme,
         &[
             "create", "--name", "target", "--memory", "128M", "--disk", "256M",
@@ -338,12 +313,32 @@ fn cross_site_requests_and_missing_csrf_tokens_are_refused() {
         c.post_login(&format!(r#"{{"api_key":"{acme}"}}"#), &[("Origin", evil)]),
         "cross_site",
     );
+    // A sibling page (a sandbox's preview on the same site) plants a
+    // second session cookie ahead of the user's: neither is used.
+    let planted = format!("dwell_session=0000; {}", s.cookie);
+    let r = http::request(
+        &c.addr,
+        "GET",
+        "/v1/sandboxes",
+        &[("Cookie", &planted)],
+        b"",
+    );
+    assert_eq!(r.status, 401, "{r}");
+    assert!(r.text().contains("two dwell_session cookies"), "{r}");
+    assert!(
+        r.header("set-cookie")
+            .is_some_and(|v| v.contains("Max-Age=0")),
+        "{r}"
+    );
+    // A session cannot mint login links that would outlive it.
+    let r = c.call(&s, "POST", "/v1/console/logins", "{}");
+    assert_eq!(r.status, 403, "{r}");
     // None of it happened.
     let v: serde_json::Value =
         serde_json::from_str(&c.d.ok(&["--as-tenant", "acme", "inspect", "target", "--json"]))
             .unwrap();
     assert_eq!(v["state"], "running");
-    let _ = c.cli(&acme, &["rm", "-f", "target"]);
+    let _ = c.run(&acme, &["rm", "-f", "target"]);
 }
 
 #[test]
@@ -353,7 +348,7 @@ fn sessions_end_on_logout_revocation_and_key_revocation() {
     let a = c.login(&format!(r#"{{"api_key":"{acme}"}}"#));
     let b = c.login(&format!(r#"{{"token":"{}"}}"#, c.link(&acme, &[])));
     // `dwell ui sessions` lists both; `dwell ui revoke` ends one.
-    let out = c.cli(&acme, &["ui", "sessions", "--json"]);
+    let out = c.run(&acme, &["ui", "sessions", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let ids: Vec<&str> = listed
@@ -366,12 +361,12 @@ fn sessions_end_on_logout_revocation_and_key_revocation() {
         ids.contains(&a.id.as_str()) && ids.contains(&b.id.as_str()),
         "{listed}"
     );
-    let out = c.cli(&acme, &["ui", "revoke", &b.id]);
+    let out = c.run(&acme, &["ui", "revoke", &b.id]);
     assert!(out.status.success(), "{}", stderr(&out));
     let r = c.call(&b, "GET", "/v1/sandboxes", "");
     assert_eq!(r.status, 401, "{r}");
     assert!(r.text().contains("revoked"), "{r}");
-    let out = c.cli(&acme, &["ui", "revoke", &b.id]);
+    let out = c.run(&acme, &["ui", "revoke", &b.id]);
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("no live console session"),
@@ -400,7 +395,7 @@ fn sessions_end_on_logout_revocation_and_key_revocation() {
     // Another tenant's session ids are not this tenant's to revoke.
     let other = c.d.tenant_key("other");
     let o = c.login(&format!(r#"{{"api_key":"{other}"}}"#));
-    let out = c.cli(&acme, &["ui", "revoke", &o.id]);
+    let out = c.run(&acme, &["ui", "revoke", &o.id]);
     assert!(!out.status.success());
     assert_eq!(c.call(&o, "GET", "/v1/sandboxes", "").status, 200);
 }

@@ -17,38 +17,12 @@ use dwell_testkit::browser::{screenshot_dir, Browser, Viewport, ENTER};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-struct Console {
-    d: Daemon,
-    addr: String,
-}
+use common::console::Console;
 
 impl Console {
-    fn start() -> Option<Console> {
-        if !can_run() {
-            return None;
-        }
-        let addr = format!("127.0.0.1:{}", process::free_port());
-        let d = Daemon::start_with(&["--listen", &addr]);
-        wait_listening(&addr, 20);
-        Some(Console { d, addr })
-    }
-
-    /// `dwell <args>` over TCP with `key`, which must succeed.
-    fn cli(&self, key: &str, args: &[&str]) -> String {
-        let out = self
-            .d
-            .cmd(args)
-            .env("DWELL_HOST", &self.addr)
-            .env("DWELL_API_KEY", key)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "dwell {args:?}: {}", stderr(&out));
-        stdout(&out)
-    }
-
     /// A one-time login URL from `dwell ui`, as `key`'s tenant.
     fn login_url(&self, key: &str) -> String {
-        let url = self.cli(key, &["ui", "--no-open"]).trim().to_string();
+        let url = self.ok(key, &["ui", "--no-open"]).trim().to_string();
         assert!(
             url.starts_with(&format!("http://{}/ui/login#token=", self.addr)),
             "{url}"
@@ -62,9 +36,12 @@ fn shot(b: &Browser, name: &str) {
     b.screenshot(screenshot_dir("browser").join(format!("{name}.png")));
 }
 
-/// Logs `b` in with `url` and waits for the sandbox list.
+/// Logs `b` in with `url` (the page asks first) and waits for the
+/// sandbox list.
 fn log_in(b: &Browser, url: &str) {
     b.goto(url);
+    b.wait_for("[data-testid=link-login]", WAIT).unwrap();
+    b.click("[data-testid=link-login]");
     b.wait_js(
         "return location.pathname === '/ui/' && !!document.querySelector('header nav')",
         WAIT,
@@ -78,7 +55,7 @@ fn row(name: &str) -> String {
 
 fn state_of(c: &Console, key: &str, name: &str) -> String {
     let v: serde_json::Value =
-        serde_json::from_str(&c.cli(key, &["inspect", name, "--json"])).unwrap();
+        serde_json::from_str(&c.ok(key, &["inspect", name, "--json"])).unwrap();
     v["state"].as_str().unwrap().to_string()
 }
 
@@ -96,7 +73,7 @@ fn a_tenant_drives_its_sandbox_from_the_browser() {
     let Some(c) = Console::start() else { return };
     let Some(b) = Browser::start() else { return };
     let acme = c.d.tenant_key("acme");
-    c.cli(
+    c.ok(
         &acme,
         &[
             "create", "--name", "web1", "--memory", "256M", "--disk", "512M",
@@ -169,7 +146,7 @@ fn a_tenant_drives_its_sandbox_from_the_browser() {
     )
     .unwrap();
     shot(&b, "files");
-    let found = c.cli(
+    let found = c.ok(
         &acme,
         &[
             "exec",
@@ -182,6 +159,17 @@ fn a_tenant_drives_its_sandbox_from_the_browser() {
     );
     assert_eq!(found, "uploaded through the console\n");
 
+    // Usage over time as charts, once the sandbox has been metered.
+    wait_for(60, "web1's usage metered", || {
+        let v: serde_json::Value =
+            serde_json::from_str(&c.ok(&acme, &["usage", "--by", "hour", "--json"])).unwrap();
+        v["points"].as_array().is_some_and(|p| !p.is_empty())
+    });
+    b.goto(&format!("http://{}/ui/usage", c.addr));
+    b.wait_for("[data-testid=chart-vcpu_hours] .uplot", WAIT)
+        .unwrap();
+    b.wait_for("[data-testid=quota][data-tenant=acme]", WAIT)
+        .unwrap();
     // The other pages render (screenshots for review).
     for (path, name) in [
         ("/ui/usage", "usage"),
@@ -204,14 +192,32 @@ fn a_tenant_drives_its_sandbox_from_the_browser() {
     // The same URL again is refused: the login page says why.
     let again = Browser::start().unwrap();
     again.goto(&url);
+    again.wait_for("[data-testid=link-login]", WAIT).unwrap();
+    // The token is out of the address bar before anything is sent.
+    assert!(
+        !again.current_url().contains("token="),
+        "{}",
+        again.current_url()
+    );
+    again.click("[data-testid=link-login]");
     again
         .wait_text("[data-testid=error]", "already used", WAIT)
         .unwrap();
     shot(&again, "reused-link");
     drop(again);
 
-    // Another tenant's session sees none of it.
+    // A link someone else made, opened in a logged-in browser: the page
+    // names the session it would replace and spends nothing unasked.
     let other = c.d.tenant_key("other");
+    let foreign = c.login_url(&other);
+    b.goto(&foreign);
+    b.wait_text("[data-testid=current-session]", "acme", WAIT)
+        .unwrap();
+    shot(&b, "foreign-link");
+    b.goto(&format!("http://{}/ui/", c.addr));
+    b.wait_for(&row("web1"), WAIT).unwrap();
+
+    // Another tenant's session sees none of it.
     let o = Browser::start_with(Viewport::PHONE).unwrap();
     log_in(&o, &c.login_url(&other));
     o.wait_for("[data-testid=empty]", WAIT).unwrap();
@@ -220,7 +226,7 @@ fn a_tenant_drives_its_sandbox_from_the_browser() {
     o.goto(&format!("http://{}/ui/sandboxes/web1", c.addr));
     o.wait_for("[data-testid=error]", WAIT).unwrap();
     assert!(!o.exists("[data-testid=action-pause]"));
-    c.cli(&acme, &["rm", "-f", "web1"]);
+    c.ok(&acme, &["rm", "-f", "web1"]);
 }
 
 #[test]
@@ -230,7 +236,7 @@ fn the_list_reads_well_on_a_phone() {
         return;
     };
     let admin = c.d.admin_key();
-    c.cli(
+    c.ok(
         &admin,
         &[
             "create", "--name", "phone1", "--memory", "128M", "--disk", "256M",
@@ -245,7 +251,7 @@ fn the_list_reads_well_on_a_phone() {
         "the page is {wide} px wide on a 390 px screen"
     );
     shot(&b, "list-phone");
-    c.cli(&admin, &["rm", "-f", "phone1"]);
+    c.ok(&admin, &["rm", "-f", "phone1"]);
 }
 
 /// What a sandbox controls shows up in the console: file names, process
@@ -261,7 +267,7 @@ fn markup_a_sandbox_writes_is_shown_as_text_not_run() {
     let payload = "<img src=x onerror=window.__pwned=1>";
     for rt in runtimes() {
         let name = format!("xss-{rt}");
-        c.cli(
+        c.ok(
             &admin,
             &[
                 "create",
@@ -277,7 +283,7 @@ fn markup_a_sandbox_writes_is_shown_as_text_not_run() {
         );
         // A file named with markup in /, and a background process whose
         // command line carries it.
-        c.cli(
+        c.ok(
             &admin,
             &[
                 "exec",
@@ -288,7 +294,7 @@ fn markup_a_sandbox_writes_is_shown_as_text_not_run() {
                 &format!("touch '/{payload}'; echo ok"),
             ],
         );
-        c.cli(
+        c.ok(
             &admin,
             &["exec", "-d", "--tag", payload, &name, "--", "sleep", "300"],
         );
@@ -311,6 +317,6 @@ fn markup_a_sandbox_writes_is_shown_as_text_not_run() {
             "{rt}: the tag is shown as text on the processes tab"
         );
         shot(&b, &format!("xss-{rt}"));
-        c.cli(&admin, &["rm", "-f", &name]);
+        c.ok(&admin, &["rm", "-f", &name]);
     }
 }

@@ -7,8 +7,13 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// The session cookie's name.
+/// The session cookie's name over plain HTTP.
 pub const SESSION_COOKIE: &str = "dwell_session";
+
+/// Its name when browsers reach the console over HTTPS: the `__Host-`
+/// prefix makes browsers refuse it from any other host (a sandbox's
+/// preview page on a sibling domain cannot plant or shadow it).
+pub const SECURE_SESSION_COOKIE: &str = "__Host-dwell_session";
 
 /// The header with a session's CSRF token, on every request of a session
 /// that is not a GET or HEAD.

@@ -21,6 +21,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use dwell_contract::console::{SECURE_SESSION_COOKIE, SESSION_COOKIE};
 use dwell_control::ports::{parse_host, HostTarget};
 use dwell_control::{Error as CtlError, PortRoute};
 use dwell_proto::{ErrorKind, TcpTunnel};
@@ -695,7 +696,12 @@ fn strip_our_cookie(h: &mut HeaderMap) {
                 .split(|b| *b == b'=' || *b == b';')
                 .next()
                 .unwrap_or_default();
-            !name.trim_ascii().eq_ignore_ascii_case(COOKIE.as_bytes())
+            let name = name.trim_ascii();
+            // Nor may it set the web console's session cookie, which a
+            // browser would send to the console of a sibling domain.
+            ![COOKIE, SESSION_COOKIE, SECURE_SESSION_COOKIE]
+                .iter()
+                .any(|ours| name.eq_ignore_ascii_case(ours.as_bytes()))
         })
         .cloned()
         .collect();

@@ -61,6 +61,10 @@ pub enum SessionLookup {
     Unknown,
 }
 
+/// Live sessions one key (of one tenant) may hold; a login past it ends the
+/// oldest.
+pub const MAX_SESSIONS_PER_KEY: i64 = 50;
+
 /// `last_seen_at` is written at most this often per session.
 pub const SEEN_GRAIN_MS: i64 = 30_000;
 
@@ -166,6 +170,16 @@ impl Store {
             "DELETE FROM console_sessions WHERE expires_at < ?1",
             args![now - KEEP_ENDED_MS],
         )?;
+        // A key opens at most MAX_SESSIONS_PER_KEY live sessions: the
+        // oldest beyond that are revoked (a loop of logins cannot fill the
+        // store).
+        db.execute(
+            "UPDATE console_sessions SET revoked_at = ?3 WHERE id IN ( \
+               SELECT id FROM console_sessions \
+               WHERE tenant = ?1 AND key_id = ?2 AND revoked_at IS NULL AND expires_at > ?3 \
+               ORDER BY created_at DESC, id DESC LIMIT 1000000 OFFSET ?4)",
+            args![grant.tenant, grant.key_id, now, MAX_SESSIONS_PER_KEY - 1],
+        )?;
         db.execute(
             "INSERT INTO console_sessions (id, hash, csrf, tenant, admin, key_id, created_at, \
              expires_at, idle_ms, last_seen_at, user_agent) \
@@ -196,9 +210,8 @@ impl Store {
         })
     }
 
-    /// The session whose cookie secret hashes to `hash`, if it is live;
-    /// a live one's `last_seen_at` moves to now (at most every
-    /// [`SEEN_GRAIN_MS`]).
+    /// The session whose cookie secret hashes to `hash`, if it is live.
+    /// (A request it passes marks it seen: [`Store::touch_console_session`].)
     pub fn console_session(&self, hash: &str) -> Result<SessionLookup> {
         let now = self.now();
         let mut db = self.db()?;
@@ -209,21 +222,28 @@ impl Store {
         else {
             return Ok(SessionLookup::Unknown);
         };
-        let mut s = session_from_row(&row)?;
+        let s = session_from_row(&row)?;
         if s.revoked_at.is_some() {
             return Ok(SessionLookup::Revoked);
         }
         if now >= s.ends_at() {
             return Ok(SessionLookup::Expired);
         }
+        Ok(SessionLookup::Valid(s))
+    }
+
+    /// Marks `s` seen now (written at most every [`SEEN_GRAIN_MS`]): its
+    /// idle time starts again.
+    pub fn touch_console_session(&self, s: &mut ConsoleSession) -> Result<()> {
+        let now = self.now();
         if now - s.last_seen_at >= SEEN_GRAIN_MS {
-            db.execute(
+            self.db()?.execute(
                 "UPDATE console_sessions SET last_seen_at = ?2 WHERE id = ?1 AND last_seen_at < ?2",
                 args![s.id, now],
             )?;
             s.last_seen_at = now;
         }
-        Ok(SessionLookup::Valid(s))
+        Ok(())
     }
 
     /// `tenant`'s sessions that have not ended, newest first.
@@ -258,11 +278,19 @@ impl Store {
                  WHERE tenant = ?1 AND id = ?2 AND revoked_at IS NULL",
                 args![tenant, id, now],
             ),
-            None => db.execute(
-                "UPDATE console_sessions SET revoked_at = ?2 \
-                 WHERE tenant = ?1 AND revoked_at IS NULL",
-                args![tenant, now],
-            ),
+            None => {
+                // Links not yet used would open new sessions: gone too.
+                db.execute(
+                    "UPDATE console_logins SET expires_at = ?2 \
+                     WHERE tenant = ?1 AND used_at IS NULL AND expires_at > ?2",
+                    args![tenant, now],
+                )?;
+                db.execute(
+                    "UPDATE console_sessions SET revoked_at = ?2 \
+                     WHERE tenant = ?1 AND revoked_at IS NULL",
+                    args![tenant, now],
+                )
+            }
         }
     }
 }
@@ -387,6 +415,9 @@ mod tests {
             for step in 1..=8 {
                 t.store(1_000_000 + step * 500_000, Ordering::SeqCst);
                 let live = s.console_session("ha").unwrap();
+                if let SessionLookup::Valid(mut v) = live.clone() {
+                    s.touch_console_session(&mut v).unwrap();
+                }
                 if step < 8 {
                     assert!(matches!(live, SessionLookup::Valid(_)), "{e} step {step}");
                 } else {
@@ -402,6 +433,52 @@ mod tests {
             );
             assert!(s.console_sessions("other").unwrap().is_empty(), "{e}");
             assert_eq!(s.revoke_console_sessions("acme", None).unwrap(), 1, "{e}");
+        }
+    }
+
+    #[test]
+    fn a_key_holds_a_bounded_number_of_sessions_and_revoking_all_spends_links() {
+        for s in crate::testing::stores() {
+            let e = s.engine();
+            let t = Arc::new(AtomicI64::new(1_000_000));
+            let clock = t.clone();
+            let s = s.with_clock(move || clock.load(Ordering::SeqCst));
+            for i in 0..MAX_SESSIONS_PER_KEY + 5 {
+                t.store(1_000_000 + i, Ordering::SeqCst);
+                s.insert_console_session(
+                    &format!("cs-{i}"),
+                    &format!("h{i}"),
+                    "c",
+                    &grant("acme"),
+                    3_600_000,
+                    600_000,
+                    "",
+                )
+                .unwrap();
+            }
+            assert_eq!(
+                s.console_sessions("acme").unwrap().len() as i64,
+                MAX_SESSIONS_PER_KEY,
+                "{e}"
+            );
+            // The oldest went first.
+            assert_eq!(
+                s.console_session("h0").unwrap(),
+                SessionLookup::Revoked,
+                "{e}"
+            );
+            assert!(
+                matches!(s.console_session("h54").unwrap(), SessionLookup::Valid(_)),
+                "{e}"
+            );
+            s.insert_console_login("link", &grant("acme"), 60_000)
+                .unwrap();
+            s.revoke_console_sessions("acme", None).unwrap();
+            assert_eq!(
+                s.take_console_login("link").unwrap(),
+                Err(LoginRefusal::Expired),
+                "{e}"
+            );
         }
     }
 }

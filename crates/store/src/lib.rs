@@ -38,7 +38,7 @@ use rusqlite::Connection;
 use db::{Conn, Row, ToValue};
 
 pub use audit::AuditEntry;
-pub use console::{ConsoleSession, LoginGrant, LoginRefusal, SessionLookup};
+pub use console::{ConsoleSession, LoginGrant, LoginRefusal, SessionLookup, MAX_SESSIONS_PER_KEY};
 pub use e2b_templates::{
     BuildRequest as E2bBuildRequest, E2bBuild, E2bLogLine, E2bTag, E2bTemplate, BUILD_BUILDING,
     BUILD_ERROR, BUILD_READY, BUILD_WAITING,

@@ -286,7 +286,9 @@ pub const MIGRATIONS: &[&str] = &[
         revoked_at INTEGER,
         user_agent TEXT NOT NULL DEFAULT ''
     );
-    CREATE INDEX console_sessions_tenant ON console_sessions(tenant);",
+    CREATE INDEX console_sessions_tenant ON console_sessions(tenant, key_id);
+    CREATE INDEX console_sessions_expiry ON console_sessions(expires_at);
+    CREATE INDEX console_logins_expiry ON console_logins(expires_at);",
 ];
 
 /// Bring the schema to the newest version.

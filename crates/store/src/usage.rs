@@ -128,13 +128,7 @@ impl Store {
                 Ok(UsageBucket {
                     start: r.get(0)?,
                     tenant: r.get(1)?,
-                    usage: UsageDelta {
-                        vcpu_seconds: r.get(2)?,
-                        memory_gib_seconds: r.get(3)?,
-                        cpu_used_seconds: r.get(4)?,
-                        memory_used_gib_seconds: r.get(5)?,
-                        storage_gib_seconds: r.get(6)?,
-                    },
+                    usage: sums_from(r)?,
                 })
             })
             .collect()
@@ -145,13 +139,18 @@ fn usage_row(r: &Row) -> Result<UsageRow> {
     Ok(UsageRow {
         sandbox_id: r.get(0)?,
         tenant: r.get(1)?,
-        usage: UsageDelta {
-            vcpu_seconds: r.get(2)?,
-            memory_gib_seconds: r.get(3)?,
-            cpu_used_seconds: r.get(4)?,
-            memory_used_gib_seconds: r.get(5)?,
-            storage_gib_seconds: r.get(6)?,
-        },
+        usage: sums_from(r)?,
+    })
+}
+
+/// The five sums of a usage query, in columns 2 to 6.
+fn sums_from(r: &Row) -> Result<UsageDelta> {
+    Ok(UsageDelta {
+        vcpu_seconds: r.get(2)?,
+        memory_gib_seconds: r.get(3)?,
+        cpu_used_seconds: r.get(4)?,
+        memory_used_gib_seconds: r.get(5)?,
+        storage_gib_seconds: r.get(6)?,
     })
 }
 

@@ -46,14 +46,24 @@ fn view(s: &dwell_store::ConsoleSession, current: Option<&str>) -> ConsoleSessio
 
 #[utoipa::path(post, path = "/v1/console/logins", tag = "console",
     summary = "A one-time login link to the web console for the caller (what `dwell ui` prints)",
-    description = "The link logs a browser in once, as the caller (an admin acting for a tenant: as that tenant), and is refused after use or after `valid_secs` (default 300). 409 when the daemon serves no TCP listener for browsers to reach.",
+    description = "The link logs a browser in once, as the caller (an admin acting for a tenant: as that tenant), and is refused after use or after `valid_secs` (default 300). 409 when the daemon serves no TCP listener for browsers to reach; 403 for a console session (links come from API keys and the unix socket).",
     request_body(content = Option<LoginLinkRequest>),
     responses((status = 201, body = LoginLink), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn login_link(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
+    session: Option<Extension<dwell_store::ConsoleSession>>,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<LoginLink>)> {
+    // A session must not mint its own successors: links would outlive its
+    // logout, revocation and end.
+    if session.is_some() {
+        return Err(ApiError::new(
+            403,
+            "permission_denied",
+            "a console session cannot make login links; use `dwell ui` with an API key or on the daemon's host",
+        ));
+    }
     let req: LoginLinkRequest = if body.iter().all(u8::is_ascii_whitespace) {
         LoginLinkRequest::default()
     } else {
@@ -104,6 +114,7 @@ pub async fn login_link(
     summary = "Log in to the web console: spend a login link's token, or show an API key; sets the session cookie",
     description = "Needs no other authentication. The answer sets an HttpOnly, SameSite=Strict cookie and carries the session's CSRF token, which every later state-changing request of the session sends in X-Dwell-CSRF. A used, expired or unknown token is refused (401); so is a request from another site's page (403).",
     request_body = SessionLogin,
+    security(()),
     responses((status = 201, body = SessionInfo), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn login(
     State(st): State<AppState>,

@@ -126,12 +126,16 @@ pub async fn run(
 pub async fn stream(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
+    session: Option<Extension<dwell_store::ConsoleSession>>,
     Path(id): Path<String>,
     Upgrade(ws): Upgrade,
 ) -> ApiResult<Response> {
     // Fail before the upgrade when the sandbox cannot run anything.
     let (sb, _) = st.ctl.agent_for(&p.tenant, &id, "exec").await?;
-    Ok(ws.on_upgrade(move |socket| exec_ws(st, p, sb, socket)))
+    let session = session.map(|Extension(s)| s);
+    Ok(ws.on_upgrade(move |socket| {
+        crate::session::guard(st.clone(), session, exec_ws(st, p, sb, socket))
+    }))
 }
 
 async fn exec_ws(st: AppState, p: Principal, sb: Sandbox, mut socket: WebSocket) {

@@ -22,7 +22,7 @@ pub(crate) mod volumes;
 
 use std::future::Future;
 
-use axum::routing::{delete, get, patch, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use dwell_contract::{ErrorBody, Info};
 use dwell_control::Sandbox;

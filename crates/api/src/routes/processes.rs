@@ -69,25 +69,30 @@ pub async fn signal(
 pub async fn attach(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
+    session: Option<Extension<dwell_store::ConsoleSession>>,
     Path((id, pid)): Path<(String, u32)>,
     Upgrade(ws): Upgrade,
 ) -> ApiResult<Response> {
     let (sb, _) = st.ctl.agent_for(&p.tenant, &id, "attach").await?;
-    Ok(ws.on_upgrade(move |mut socket| async move {
-        let oom0 = oom_count(&st, &sb).await;
-        match with_agent(
-            &st,
-            &p,
-            &sb.id,
-            "attach",
-            |c| async move { c.attach(pid).await },
-        )
-        .await
-        {
-            Ok((sb, stream)) => pump(&st, &sb, socket, stream, oom0).await,
-            Err(e) => {
-                let _ = send_error(&mut socket, &e).await;
+    let session = session.map(|Extension(s)| s);
+    let guarded = st.clone();
+    Ok(ws.on_upgrade(move |mut socket| {
+        crate::session::guard(guarded, session, async move {
+            let oom0 = oom_count(&st, &sb).await;
+            match with_agent(
+                &st,
+                &p,
+                &sb.id,
+                "attach",
+                |c| async move { c.attach(pid).await },
+            )
+            .await
+            {
+                Ok((sb, stream)) => pump(&st, &sb, socket, stream, oom0).await,
+                Err(e) => {
+                    let _ = send_error(&mut socket, &e).await;
+                }
             }
-        }
+        })
     }))
 }

@@ -255,8 +255,12 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
         }
         _ => None,
     };
-    let console = console_settings(&a)?;
-    let unix_app = dwell_api::unix_router_in(ctl.clone(), forward.clone(), console.clone());
+    let state = dwell_api::AppState {
+        ctl: ctl.clone(),
+        forward: forward.clone(),
+        console: console_settings(&a)?.into(),
+    };
+    let unix_app = dwell_api::unix_router_in(state.clone());
     tasks.spawn(async move {
         axum::serve(unix, unix_app)
             .with_graceful_shutdown(shutdown())
@@ -268,8 +272,7 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
         tracing::info!("also serving on http://{addr} (API key required; the web console at /ui/)");
         // The console's files need no key; everything it does goes through
         // the API's routes, with the session cookie it logs in to.
-        let app = dwell_api::tcp_router_in(ctl.clone(), forward.clone(), console)
-            .merge(dwell_console::router());
+        let app = dwell_api::tcp_router_in(state).merge(dwell_console::router());
         tasks.spawn(listener::serve_http(tcp, app, "--listen", limits));
     }
     // Before the E2B listeners: the E2B domain defaults to the proxy's;

@@ -91,7 +91,10 @@ async fn link(c: &Client, valid_secs: u64, no_open: bool, json: bool) -> Result<
 }
 
 /// Opens `url` with `$BROWSER`, or `xdg-open` in a graphical session;
-/// otherwise (a server, SSH) the printed URL is all.
+/// otherwise (a server, SSH) the printed URL is all. The browser is given
+/// a file of the caller's (0600) that redirects to the URL, not the URL:
+/// a command line is readable by every user of the host, the token in it
+/// would be too.
 fn open_browser(url: &str) {
     let graphical =
         std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
@@ -100,8 +103,17 @@ fn open_browser(url: &str) {
         _ if graphical => "xdg-open".to_string(),
         _ => return,
     };
+    let page = match redirect_file(url) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!(
+                "could not write the page that opens the console ({e}); open the URL yourself"
+            );
+            return;
+        }
+    };
     match std::process::Command::new(&program)
-        .arg(url)
+        .arg(&page)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -109,5 +121,54 @@ fn open_browser(url: &str) {
     {
         Ok(_) => eprintln!("opened it with {program}"),
         Err(e) => eprintln!("could not open a browser ({program}: {e}); open the URL yourself"),
+    }
+}
+
+/// A new 0600 HTML file that sends a browser on to `url`.
+fn redirect_file(url: &str) -> std::io::Result<std::path::PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(std::path::PathBuf::from)
+        .filter(|d| d.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    let mut nonce = [0u8; 8];
+    getrandom::fill(&mut nonce).map_err(std::io::Error::other)?;
+    let name: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+    let path = dir.join(format!("dwell-ui-{name}.html"));
+    let escaped = url
+        .replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    writeln!(
+        f,
+        "<!doctype html><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"0;url={escaped}\">\
+         <title>dwell console</title><p><a href=\"{escaped}\">Open the dwell console</a></p>"
+    )?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_redirect_page_is_private_and_names_the_url() {
+        use std::os::unix::fs::PermissionsExt;
+        let p = redirect_file("http://127.0.0.1:7070/ui/login#token=dwl_ab\"<x>").unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::remove_file(&p).unwrap();
+        assert_eq!(mode, 0o600);
+        assert!(
+            text.contains("url=http://127.0.0.1:7070/ui/login#token=dwl_ab&quot;&lt;x&gt;"),
+            "{text}"
+        );
     }
 }

@@ -5,6 +5,7 @@
 
 #![allow(dead_code, unused_imports)]
 
+pub mod console;
 pub mod counter;
 pub mod script;
 pub mod tls;

@@ -15,16 +15,24 @@ import Sessions from "./pages/sessions.jsx";
 
 const loadUsage = () => import("./pages/usage.jsx");
 
-/** Logs in with the one-time token of a `dwell ui` URL, or an API key. */
+/**
+ * Logs in with the one-time token of a `dwell ui` URL, or an API key. A link
+ * is spent only when the user asks: a link someone else made would log this
+ * browser in to their tenant, so the page says so first (and says which
+ * session this browser has now, if any).
+ */
 function Login({ onSession }) {
   const [key, setKey] = useState("");
   const [error, setError] = useState(null);
   const [busy, setBusy] = useState(false);
+  const [token, setToken] = useState(null);
+  const [current, setCurrent] = useState(null);
   const login = async (body) => {
     setBusy(true);
     setError(null);
     try {
       const s = await post("/v1/console/sessions", body);
+      setToken(null);
       onSession(s);
       navigate("/", { replace: true });
     } catch (e) {
@@ -35,13 +43,36 @@ function Login({ onSession }) {
   };
   useEffect(() => {
     // The token travels in the fragment, which browsers never send to a
-    // server or put in a Referer; it is spent on first use.
+    // server or put in a Referer.
     const m = location.hash.match(/token=([A-Za-z0-9_-]+)/);
     if (m) {
       history.replaceState(null, "", location.pathname);
-      login({ token: m[1] });
+      setToken(m[1]);
+      get("/v1/console/session").then(setCurrent, () => setCurrent(null));
     }
   }, []);
+  if (token)
+    return (
+      <main class="login" id="main">
+        <h1>dwell</h1>
+        <p>
+          This one-time link logs this browser in to the dwell console, as the tenant whose key made it with{" "}
+          <code>dwell ui</code>. Use only a link you made yourself.
+        </p>
+        {current ? (
+          <p class="hint" data-testid="current-session">
+            This browser is logged in as tenant <strong>{current.tenant}</strong> now; the link replaces that session.
+          </p>
+        ) : null}
+        <button class="primary" onClick={() => login({ token })} disabled={busy} data-testid="link-login" autofocus>
+          {busy ? "Logging in…" : "Log in with this link"}
+        </button>{" "}
+        <button onClick={() => (current ? navigate("/", { replace: true }) || location.reload() : setToken(null))}>
+          Cancel
+        </button>
+        <ErrorBox error={error} title="Login refused" />
+      </main>
+    );
   return (
     <main class="login" id="main">
       <h1>dwell</h1>

@@ -26,6 +26,8 @@ export function relative(ms, now = Date.now()) {
   if (!ms) return "–";
   const d = Math.round((ms - now) / 1000);
   const a = Math.abs(d);
+  // The browser's clock and the daemon's differ by a little.
+  if (a < 5) return "just now";
   const s =
     a < 60 ? `${a}s` : a < 3600 ? `${Math.round(a / 60)}m` : a < 86400 ? `${Math.round(a / 3600)}h` : `${Math.round(a / 86400)}d`;
   return d >= 0 ? `in ${s}` : `${s} ago`;

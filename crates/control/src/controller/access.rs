@@ -56,6 +56,11 @@ impl Controller {
         Ok(self.inner.store.console_session(hash)?)
     }
 
+    /// Marks a console session seen by a request it passed.
+    pub fn touch_console_session(&self, s: &mut ConsoleSession) -> Result<()> {
+        Ok(self.inner.store.touch_console_session(s)?)
+    }
+
     /// `tenant`'s live console sessions, newest first.
     pub fn console_sessions(&self, tenant: &str) -> Result<Vec<ConsoleSession>> {
         Ok(self.inner.store.console_sessions(tenant)?)

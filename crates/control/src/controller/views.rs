@@ -5,7 +5,7 @@
 use dwell_store::Event;
 
 use super::Controller;
-use crate::context::blocking;
+use crate::context::{blocking, Context};
 use crate::error::{Error, Result};
 use crate::model::{Record, Sandbox, State, VolumeView};
 use crate::reconcile;
@@ -75,14 +75,7 @@ impl Controller {
             wanted
                 .into_iter()
                 .map(|(i, id, running)| {
-                    let vol = inner.volumes.info(&id).ok();
-                    let stats = if running {
-                        reconcile::config::config_of(&inner, &id)
-                            .ok()
-                            .and_then(|c| inner.runtime_of(&id).ok()?.stats(&c).ok())
-                    } else {
-                        None
-                    };
+                    let (vol, stats) = live_of(&inner, &id, running);
                     (i, vol, stats)
                 })
                 .collect::<Vec<_>>()
@@ -109,14 +102,7 @@ impl Controller {
                 .ok()
                 .map(|i| crate::model::ImageConfigView::of(&i))
                 .filter(|v| !v.is_empty());
-            let vol = inner.volumes.info(&id).ok();
-            let stats = if running {
-                reconcile::config::config_of(&inner, &id)
-                    .ok()
-                    .and_then(|c| inner.runtime_of(&id).ok()?.stats(&c).ok())
-            } else {
-                None
-            };
+            let (vol, stats) = live_of(&inner, &id, running);
             (vol, stats, image_config)
         })
         .await?;
@@ -241,4 +227,25 @@ fn volume_view(v: dwell_storage::VolumeInfo) -> VolumeView {
         mounted: v.mounted,
         limit_enforced: v.limit_enforced,
     }
+}
+
+/// A sandbox's volume and, if it runs, its live usage (blocking: files
+/// of the volume and the cgroup).
+fn live_of(
+    inner: &Context,
+    id: &str,
+    running: bool,
+) -> (
+    Option<dwell_storage::VolumeInfo>,
+    Option<dwell_runtime::Stats>,
+) {
+    let vol = inner.volumes.info(id).ok();
+    let stats = if running {
+        reconcile::config::config_of(inner, id)
+            .ok()
+            .and_then(|c| inner.runtime_of(id).ok()?.stats(&c).ok())
+    } else {
+        None
+    };
+    (vol, stats)
 }

@@ -114,7 +114,7 @@ export default function Ports({ sb, onChange }) {
                 <th scope="col">URL</th>
                 <th scope="col">Since</th>
                 <th scope="col">
-                  <span class="sr-only">Actions</span>
+                  <span class="visually-hidden">Actions</span>
                 </th>
               </tr>
             </thead>

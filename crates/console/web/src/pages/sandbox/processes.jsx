@@ -48,7 +48,7 @@ export default function Processes({ sb }) {
                 <th scope="col">Started</th>
                 <th scope="col">Status</th>
                 <th scope="col">
-                  <span class="sr-only">Signals</span>
+                  <span class="visually-hidden">Signals</span>
                 </th>
               </tr>
             </thead>

@@ -98,7 +98,7 @@ export default function Snapshots({ sb, onChange }) {
                 <th scope="col">Data</th>
                 <th scope="col">Stored</th>
                 <th scope="col">
-                  <span class="sr-only">Actions</span>
+                  <span class="visually-hidden">Actions</span>
                 </th>
               </tr>
             </thead>
