@@ -9,7 +9,9 @@
 //! login URL comes from `POST /v1/console/logins` on the unix socket. The
 //! browser is `dwell_testkit::browser::Browser` (Debian's chromium driven
 //! through chromedriver), with a fresh profile, so the first load starts
-//! from an empty cache. Before any page script runs, a script added with
+//! from an empty cache; the link's page logs in when its "Log in with this
+//! link" button is clicked, and lands on the list. Before any page script
+//! runs, a script added with
 //! DevTools' `Page.addScriptToEvaluateOnNewDocument` watches the page with
 //! a MutationObserver and notes `performance.now()` (ms since the
 //! navigation started) each time the number of
@@ -20,9 +22,9 @@
 //! headers plus the body as sent, gzip or not) and `decodedBodySize` of the
 //! navigation and every resource entry, the console's own files (`/ui/`)
 //! apart from the API calls (`/v1/`). The first load (login included) is
-//! followed by [`VISITS`] more visits of `/ui/` in the same browser (warm
-//! cache, logged in), each timed the same way, with the Resource Timing
-//! entry of its `GET /v1/sandboxes?stats=true`.
+//! followed by a visit of `/ui/` with the browser's cache cleared (cold,
+//! logged in), then [`VISITS`] more visits (warm cache), each timed the same
+//! way, with the Resource Timing entry of its `GET /v1/sandboxes?stats=true`.
 //!
 //! Without chromium or chromedriver, or without `--console`, the section
 //! says it was skipped and why; the rest of the run goes on.
@@ -64,6 +66,7 @@ const WATCH_JS: &str = r#"(() => {
     requestAnimationFrame(() => setTimeout(() => { c.paint = performance.now(); }, 0));
   };
   new MutationObserver(check).observe(document, { childList: true, subtree: true });
+  document.addEventListener("click", () => { if (b.clicked === undefined) b.clicked = performance.now(); }, true);
 })();"#;
 
 /// Truthy once the rows have kept their number for STABLE_MS: the first
@@ -79,16 +82,20 @@ const first = c.find((x) => x.rows === last.rows);
 const text = (document.querySelector("main") || document.body).innerText;
 const m = text.match(/(\d[\d,]*)\s+(?:of\s+(\d[\d,]*)\s+)?sandboxes/i);
 const more = document.querySelector("[data-testid=show-more]");
-const list = performance.getEntriesByType("resource").find((e) => {
+const entries = performance.getEntriesByType("navigation").concat(performance.getEntriesByType("resource"));
+const list = entries.find((e) => {
   const u = new URL(e.name);
   return u.pathname === "/v1/sandboxes" && u.searchParams.get("stats") === "true";
 });
+const ui = entries.filter((e) => new URL(e.name).pathname.startsWith("/ui/")).reduce((n, e) => n + e.transferSize, 0);
 return {
   rows: last.rows,
   dom: first.dom,
   paint: first.paint,
   stated: m ? Number((m[2] || m[1]).replace(/,/g, "")) : null,
   more: more ? more.innerText : null,
+  clicked: b.clicked === undefined ? null : b.clicked,
+  ui,
   list: list ? { start: list.startTime, end: list.responseEnd, transfer: list.transferSize,
                  decoded: list.decodedBodySize } : null,
 };"#;
@@ -127,6 +134,11 @@ pub struct Render {
     pub more: Option<String>,
     /// The page's first `GET /v1/sandboxes?stats=true`.
     pub list: Option<Transfer>,
+    /// ms since navigation start of the first click in the page (the
+    /// login link's button), if any.
+    pub clicked_ms: Option<f64>,
+    /// The console's files (`/ui/`) of this page on the wire.
+    pub ui_wire: u64,
 }
 
 /// Everything measured.
@@ -143,8 +155,10 @@ pub struct Measured {
     pub files: Vec<Transfer>,
     pub api: Vec<Transfer>,
     pub other: Vec<Transfer>,
-    /// The first load (from the login URL) and the visits after it.
+    /// The first load (from the login URL), a visit with the cache
+    /// cleared, and the visits after it.
     pub first: Render,
+    pub cold: Render,
     pub visits: Vec<Render>,
 }
 
@@ -238,7 +252,7 @@ async fn measure(api: &mut Api, addr: SocketAddr) -> Result<Measured, String> {
     while !browsing.is_finished() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (browser, entries, first, visits) = match browsing.join() {
+    let (browser, entries, first, cold, visits) = match browsing.join() {
         Ok(r) => r?,
         Err(panic) => {
             let msg = panic
@@ -258,14 +272,15 @@ async fn measure(api: &mut Api, addr: SocketAddr) -> Result<Measured, String> {
         api: api_calls,
         other,
         first,
+        cold,
         visits,
     })
 }
 
-type Browsed = (String, Vec<Transfer>, Render, Vec<Render>);
+type Browsed = (String, Vec<Transfer>, Render, Render, Vec<Render>);
 
 /// The browser's part: the first load from the login URL, its requests,
-/// then [`VISITS`] visits of `/ui/`.
+/// a visit of `/ui/` with the cache cleared, then [`VISITS`] more.
 fn browse(login: &str, addr: SocketAddr) -> Result<Browsed, String> {
     let b = dwell_testkit::browser::Browser::start()
         .ok_or("chromium or chromedriver is not installed")?;
@@ -277,6 +292,23 @@ fn browse(login: &str, addr: SocketAddr) -> Result<Browsed, String> {
         .unwrap_or_default()
         .to_string();
     b.goto(login);
+    // The link's page logs in on a click (a link alone must not log a
+    // browser in); an older console logged in at once.
+    let next = b
+        .wait_js(
+            "return document.querySelector('[data-testid=link-login]') ? 'click' : \
+             document.querySelector('[data-testid=sandbox-row]') ? 'rows' : null",
+            PAGE_LIMIT,
+        )
+        .map_err(|e| {
+            format!(
+                "the login link's page showed no login button: {}",
+                redact(&e)
+            )
+        })?;
+    if next == "click" {
+        b.click("[data-testid=link-login]");
+    }
     let first = rendered(&b)?;
     let entries = b.try_eval(ENTRIES_JS)?;
     let entries = entries
@@ -285,12 +317,16 @@ fn browse(login: &str, addr: SocketAddr) -> Result<Browsed, String> {
         .iter()
         .filter_map(transfer)
         .collect();
+    b.cdp("Network.clearBrowserCache", serde_json::json!({}))
+        .map_err(|e| format!("cannot clear the browser's cache: {e}"))?;
+    b.goto(&format!("http://{addr}/ui/"));
+    let cold = rendered(&b)?;
     let mut visits = Vec::with_capacity(VISITS);
     for _ in 0..VISITS {
         b.goto(&format!("http://{addr}/ui/"));
         visits.push(rendered(&b)?);
     }
-    Ok((agent, entries, first, visits))
+    Ok((agent, entries, first, cold, visits))
 }
 
 /// Waits until the page shows its list rows; when they came.
@@ -314,6 +350,8 @@ fn rendered(b: &dwell_testkit::browser::Browser) -> Result<Render, String> {
         rows: v["rows"].as_u64().unwrap_or(0) as usize,
         stated: v["stated"].as_u64().map(|n| n as usize),
         more: v["more"].as_str().map(str::to_string),
+        clicked_ms: v["clicked"].as_f64(),
+        ui_wire: v["ui"].as_u64().unwrap_or(0),
         list: v["list"].as_object().map(|l| Transfer {
             path: "/v1/sandboxes?stats=true".into(),
             start_ms: l["start"].as_f64().unwrap_or(f64::NAN),
@@ -461,7 +499,8 @@ pub fn render(c: &Console) -> String {
         "Measured while the density case's {} idle sandboxes existed (before their teardown), \
          in headless Chromium (`{}`) driven through chromedriver, against the daemon's \
          `--listen` address. First load: a fresh browser profile (empty cache) opened a one-time \
-         login URL (`POST /v1/console/logins`), which logs in and lands on the sandbox list. Bytes \
+         login URL (`POST /v1/console/logins`) and clicked its \"Log in with this link\" button, \
+         which logs in and lands on the sandbox list. Bytes \
          are the Resource Timing API's `transferSize` (on the wire: headers plus the body as \
          sent, gzip-compressed or not) and `decodedBodySize`, summed over the navigation and \
          every resource entry: the console's own files (`/ui/`: HTML, JS, CSS) apart from the API \
@@ -470,9 +509,10 @@ pub fn render(c: &Console) -> String {
          MutationObserver, notes `performance.now()` (ms since navigation start) whenever the \
          number of `[data-testid=sandbox-row]` rows changes, and again at the next frame \
          (`requestAnimationFrame`, then `setTimeout 0`): the render time is that frame's time \
-         when the rows first reached the number they then kept for {} s. The first load (login \
-         included) is followed by {} visits of `/ui/` in the same browser (warm cache, logged \
-         in), timed the same way; the list request's time is its Resource Timing entry's \
+         when the rows first reached the number they then kept for {} s. The first load is \
+         followed by a visit of `/ui/` with the browser's cache cleared (DevTools' \
+         `Network.clearBrowserCache`: cold cache, logged in) and {} more visits (warm cache), \
+         timed the same way; the list request's time is its Resource Timing entry's \
          `responseEnd - startTime`.\n",
         m.listed,
         m.browser,
@@ -585,16 +625,28 @@ pub fn render(c: &Console) -> String {
     let (p50, max) = painted
         .summary()
         .map_or((f64::NAN, f64::NAN), |s| (s.p50, s.max));
-    let rows = m.visits.first().map_or(m.first.rows, |r| r.rows);
-    let stated = m.visits.first().and_then(|r| r.stated).or(m.first.stated);
+    let rows = m.visits.first().map_or(m.cold.rows, |r| r.rows);
+    let stated = m.visits.first().and_then(|r| r.stated).or(m.cold.stated);
+    let after_click = m
+        .first
+        .clicked_ms
+        .map(|c| {
+            format!(
+                ", {:.0} ms after the click on the login button",
+                m.first.painted_ms - c
+            )
+        })
+        .unwrap_or_default();
     let _ = writeln!(
         o,
         "Bar: the list of {} sandboxes renders in < 1 s: {} (median {p50:.0} ms, max {max:.0} \
-         ms over {} visits; the cold first load with the login took {:.0} ms). The page rendered \
-         {rows} rows and says it lists {}{}.\n",
+         ms over {} warm visits; {:.0} ms with the cache cleared; judged on all of them). The \
+         first load with the login link showed it {:.0} ms after navigation start{after_click}. \
+         The page rendered {rows} rows and says it lists {}{}.\n",
         m.listed,
-        verdict(max < RENDER_BAR_MS),
+        verdict(max < RENDER_BAR_MS && m.cold.painted_ms < RENDER_BAR_MS),
         m.visits.len(),
+        m.cold.painted_ms,
         m.first.painted_ms,
         stated.map_or("(no count found on the page)".to_string(), |n| format!(
             "{n} sandboxes"
@@ -605,10 +657,10 @@ pub fn render(c: &Console) -> String {
         },
     );
     o.push_str(
-        "| page | rows in the DOM | rows in the DOM at ms | painted at ms | \
-         GET /v1/sandboxes?stats=true ms | its bytes on the wire |\n",
+        "| page | console files on the wire | rows in the DOM | rows in the DOM at ms | \
+         painted at ms | GET /v1/sandboxes?stats=true ms | its bytes on the wire |\n",
     );
-    o.push_str("|---|---:|---:|---:|---:|---:|\n");
+    o.push_str("|---|---:|---:|---:|---:|---:|---:|\n");
     let visit = |o: &mut String, label: &str, r: &Render| {
         let (req, wire) = match &r.list {
             Some(l) => (format!("{:.0}", l.end_ms - l.start_ms), kib(l.transfer)),
@@ -616,11 +668,19 @@ pub fn render(c: &Console) -> String {
         };
         let _ = writeln!(
             o,
-            "| {label} | {} | {:.0} | {:.0} | {req} | {wire} |",
-            r.rows, r.dom_ms, r.painted_ms
+            "| {label} | {} | {} | {:.0} | {:.0} | {req} | {wire} |",
+            kib(r.ui_wire),
+            r.rows,
+            r.dom_ms,
+            r.painted_ms
         );
     };
-    visit(&mut o, "first load (cold cache, login)", &m.first);
+    let first = match m.first.clicked_ms {
+        Some(c) => format!("first load: login link (button clicked at {c:.0} ms)"),
+        None => "first load: login link".into(),
+    };
+    visit(&mut o, &first, &m.first);
+    visit(&mut o, "visit with the cache cleared", &m.cold);
     for (i, r) in m.visits.iter().enumerate() {
         visit(&mut o, &format!("visit {}", i + 1), r);
     }
@@ -658,6 +718,8 @@ mod tests {
             stated: Some(1000),
             more: Some("Show more (800 more)".into()),
             list: Some(t("/v1/sandboxes?stats=true", 50.0, list_wire, list_wire)),
+            clicked_ms: None,
+            ui_wire: 600,
         }
     }
 
@@ -711,7 +773,13 @@ mod tests {
         assert!(transfer(&w).is_none());
     }
 
-    fn measured(files_wire: u64, painted: [f64; 5], json: usize, list_wire: u64) -> Console {
+    fn measured(
+        files_wire: u64,
+        cold: f64,
+        painted: [f64; 5],
+        json: usize,
+        list_wire: u64,
+    ) -> Console {
         Console::Measured(Box::new(Measured {
             browser: "HeadlessChrome".into(),
             listed: 1000,
@@ -724,7 +792,11 @@ mod tests {
                 json as u64,
             )],
             other: vec![],
-            first: render_at(900.0, list_wire),
+            first: Render {
+                clicked_ms: Some(400.0),
+                ..render_at(900.0, list_wire)
+            },
+            cold: render_at(cold, list_wire),
             visits: painted.iter().map(|&p| render_at(p, list_wire)).collect(),
         }))
     }
@@ -733,6 +805,7 @@ mod tests {
     fn bars_are_judged() {
         let good = render(&measured(
             200 << 10,
+            700.0,
             [300.0, 310.0, 290.0, 305.0, 600.0],
             500,
             500,
@@ -747,10 +820,19 @@ mod tests {
             "{good}"
         );
         assert!(good.contains("says it lists 1000 sandboxes"), "{good}");
+        assert!(
+            good.contains("900 ms after navigation start, 500 ms after the click"),
+            "{good}"
+        );
+        assert!(
+            good.contains("| first load: login link (button clicked at 400 ms) | 0.6 KiB | 200 |"),
+            "{good}"
+        );
         assert!(good.contains("(uncompressed)"), "{good}");
         assert!(!good.contains("the larger part"), "{good}");
         let bad = render(&measured(
             2 << 20,
+            700.0,
             [900.0, 1200.0, 950.0, 980.0, 990.0],
             2 << 20,
             2 << 20,
@@ -766,8 +848,14 @@ mod tests {
             !bad.contains("the larger part"),
             "no larger than the files: {bad}"
         );
-        let gz = render(&measured(30 << 10, [300.0; 5], 800 << 10, 60 << 10));
+        let gz = render(&measured(30 << 10, 1100.0, [300.0; 5], 800 << 10, 60 << 10));
         assert!(gz.contains("on the wire (gzip)"), "{gz}");
+        // A cold visit over the bar misses it, whatever the warm ones do.
+        assert!(
+            gz.contains("renders in < 1 s: **missed** (median 300 ms, max 300 ms"),
+            "{gz}"
+        );
+        assert!(gz.contains("1100 ms with the cache cleared"), "{gz}");
         assert!(!gz.contains("more than 1 MiB"), "{gz}");
         assert!(gz.contains("the larger part"), "{gz}");
     }
