@@ -256,12 +256,17 @@ rm -rf -- "$DWELL_BROWSER_DIR"
     fn start_driver(&mut self, home: &Path) -> u16 {
         let port = free_port();
         let log = self.dir_path.join("chromedriver.log");
+        // Chromium's singleton socket dirs go to $TMPDIR: into our dir too,
+        // or every browser would leave one in /tmp.
+        let tmp = self.dir_path.join("tmp");
+        std::fs::create_dir_all(&tmp).expect("the browser's temp dir");
         let child = Command::new(chromedriver_path())
             .arg(format!("--port={port}"))
             .arg(format!("--log-path={}", log.display()))
             .env("HOME", home)
             .env("XDG_CONFIG_HOME", home.join(".config"))
             .env("XDG_CACHE_HOME", home.join(".cache"))
+            .env("TMPDIR", &tmp)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

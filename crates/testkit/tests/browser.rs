@@ -86,6 +86,18 @@ fn browser_drives_a_local_page_and_leaves_nothing_behind() {
         std::thread::spawn(move || serve(listener, stop))
     };
 
+    // Chromium's own temp dirs (singleton sockets) in /tmp before the run:
+    // its must all live in the browser's dir.
+    let chromium_tmp = || -> std::collections::BTreeSet<String> {
+        std::fs::read_dir("/tmp")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("org.chromium."))
+            .collect()
+    };
+    let tmp_before = chromium_tmp();
     let Some(browser) = Browser::start() else {
         stop.store(true, Ordering::Relaxed);
         server.join().unwrap();
@@ -268,6 +280,11 @@ fn browser_drives_a_local_page_and_leaves_nothing_behind() {
     assert!(alive.is_empty(), "left running after drop: {alive:?}");
     assert!(dwell_testkit::host_processes_of(&dir.to_string_lossy()).is_empty());
     assert!(!dir.exists(), "{} left behind", dir.display());
+    let new_tmp: Vec<String> = chromium_tmp().difference(&tmp_before).cloned().collect();
+    assert!(
+        new_tmp.is_empty(),
+        "chromium left temp dirs in /tmp: {new_tmp:?}"
+    );
 
     stop.store(true, Ordering::Relaxed);
     server.join().unwrap();
