@@ -148,7 +148,15 @@ fn a_node_cut_off_from_the_database_freezes_its_sandboxes_then_thaws_them() {
     relay.cut();
     // Its lease (3 s) ends without a heartbeat: n2 freezes what it runs.
     let t0 = std::time::Instant::now();
+    let lost = || {
+        c.node_list(0)
+            .iter()
+            .any(|n| n["name"] == "n2" && n["state"] == "lost")
+    };
     while freezer_state(&id) != "FROZEN" {
+        // The freeze must come first: once n2 is declared lost its
+        // sandboxes may run elsewhere.
+        assert!(!lost(), "n2 was declared lost before it froze its sandbox");
         assert!(
             t0.elapsed() < std::time::Duration::from_secs(20),
             "n2 did not freeze its sandbox ({}); its log about freezing:\n{}",
@@ -163,11 +171,7 @@ fn a_node_cut_off_from_the_database_freezes_its_sandboxes_then_thaws_them() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     // n1 declares it lost (the sandbox has no backup: it stays n2's).
-    wait_for(20, "n2 declared lost", || {
-        c.node_list(0)
-            .iter()
-            .any(|n| n["name"] == "n2" && n["state"] == "lost")
-    });
+    wait_for(20, "n2 declared lost", lost);
     relay.mend();
     // Back: n2 registers again and thaws what is still its own.
     wait_for(30, "n2 up again and its sandbox thawed", || {

@@ -42,7 +42,7 @@ pub async fn list(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
 ) -> ApiResult<Json<Vec<Node>>> {
-    crate::auth::require_admin(&p, "the nodes of a cluster")?;
+    crate::auth::require_admin(&p, "listing the nodes of a cluster")?;
     let me = st.ctl.node_name().map(String::from);
     let nodes = st.ctl.nodes()?;
     let owned = st.ctl.owned_counts()?;
@@ -67,7 +67,7 @@ pub async fn drain(
     Extension(p): Extension<Principal>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Node>> {
-    crate::auth::require_admin(&p, "the nodes of a cluster")?;
+    crate::auth::require_admin(&p, "draining a node")?;
     let n = st.ctl.set_node_state(&name, NodeState::Draining)?;
     let owned = st.ctl.owned_by(&name).await?.len() as u64;
     if owned > 0 {
@@ -85,7 +85,7 @@ pub async fn undrain(
     Extension(p): Extension<Principal>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Node>> {
-    crate::auth::require_admin(&p, "the nodes of a cluster")?;
+    crate::auth::require_admin(&p, "undraining a node")?;
     let n = st.ctl.set_node_state(&name, NodeState::Up)?;
     let owned = st.ctl.owned_by(&name).await?.len() as u64;
     Ok(Json(view(n, st.ctl.node_name(), owned)))

@@ -165,12 +165,7 @@ pub async fn gc(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
 ) -> ApiResult<Json<GcSummary>> {
-    if !p.admin {
-        return Err(ApiError::new(
-            403,
-            "permission_denied",
-            "collecting the snapshot store spans every tenant: it needs an admin API key",
-        ));
-    }
+    // It spans every tenant.
+    crate::auth::require_admin(&p, "collecting the snapshot store")?;
     wire::map(&st.ctl.snapshot_gc().await?).map(Json)
 }

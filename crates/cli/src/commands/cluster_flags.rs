@@ -88,7 +88,9 @@ pub struct ClusterFlags {
     )]
     pub node_capacity: Option<String>,
     /// How long this node's lease lasts without a heartbeat (heartbeats go
-    /// every third of it); when it runs out, the node is declared lost.
+    /// every third of it). When it runs out the node freezes its running
+    /// sandboxes; half a lease later the other nodes declare it lost and
+    /// recover what has backups. Give every node of a cluster the same.
     #[arg(long, default_value = "15s", value_name = "DURATION")]
     pub lease: String,
 }

@@ -121,7 +121,11 @@ pub(crate) async fn heartbeats(inner: Arc<Context>) {
     // declare this one lost and run its sandboxes, so they are frozen
     // here first, without needing the database (see `freeze_all`).
     let mut renewed = std::time::Instant::now();
-    let mut frozen: Vec<String> = Vec::new();
+    // `Some` while fenced: the sandboxes this node froze (maybe none).
+    let mut frozen: Option<Vec<String>> = None;
+    // A heartbeat still waiting on the database, and when it was sent: it
+    // is waited for again, not sent a second time.
+    let mut inflight: Option<(tokio::task::JoinHandle<Result<bool>>, std::time::Instant)> = None;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut lost = false;
@@ -129,7 +133,7 @@ pub(crate) async fn heartbeats(inner: Arc<Context>) {
     loop {
         tick.tick().await;
         ticks += 1;
-        if ticks.is_multiple_of(LEFTOVERS_EVERY) {
+        if ticks.is_multiple_of(LEFTOVERS_EVERY) && renewed.elapsed() < lease {
             // Lost nodes' sandboxes a recovery missed.
             let pass = inner.clone();
             match blocking(move || super::recovery::recover_leftovers(&pass)).await {
@@ -137,14 +141,37 @@ pub(crate) async fn heartbeats(inner: Arc<Context>) {
                 Ok(Err(e)) | Err(e) => tracing::warn!("cannot look for missed recoveries: {e}"),
             }
         }
-        let pass = inner.clone();
-        let sent = std::time::Instant::now();
-        match blocking(move || beat(&pass)).await {
+        let (mut pending, sent) = inflight.take().unwrap_or_else(|| {
+            let pass = inner.clone();
+            (
+                tokio::task::spawn_blocking(move || beat(&pass)),
+                std::time::Instant::now(),
+            )
+        });
+        // A database that does not answer must not hold the freeze back:
+        // the heartbeat is waited for until the lease runs out (or for a
+        // tick, once it has), then the lease is judged without it.
+        let now = std::time::Instant::now();
+        let deadline = (renewed + lease).max(now + every / 2);
+        let answer = match tokio::time::timeout_at(deadline.into(), &mut pending).await {
+            Ok(joined) => joined.map_err(|e| Error::Internal(format!("the heartbeat failed: {e}"))),
+            Err(_) => {
+                tracing::warn!(
+                    "a heartbeat has waited on the database for {:?}",
+                    sent.elapsed()
+                );
+                inflight = Some((pending, sent));
+                Err(Error::Unavailable(
+                    "the database has not answered the heartbeat".into(),
+                ))
+            }
+        };
+        match answer {
             Ok(Ok(true)) => {
                 lost = false;
                 renewed = sent;
-                if !frozen.is_empty() {
-                    thaw_all(&inner, std::mem::take(&mut frozen)).await;
+                if let Some(ids) = frozen.take() {
+                    thaw_all(&inner, ids).await;
                 }
             }
             Ok(Ok(false)) => {
@@ -156,8 +183,8 @@ pub(crate) async fn heartbeats(inner: Arc<Context>) {
                         renewed = std::time::Instant::now();
                         // Copies now owned elsewhere were stopped by the
                         // rejoin; the rest are this node's again.
-                        if !frozen.is_empty() {
-                            thaw_all(&inner, std::mem::take(&mut frozen)).await;
+                        if let Some(ids) = frozen.take() {
+                            thaw_all(&inner, ids).await;
                         }
                     }
                     Ok(false) if !lost => {
@@ -174,16 +201,17 @@ pub(crate) async fn heartbeats(inner: Arc<Context>) {
             }
             Ok(Err(e)) | Err(e) => tracing::warn!("heartbeat failed: {e}; retrying"),
         }
-        if frozen.is_empty() && renewed.elapsed() >= lease {
+        if frozen.is_none() && renewed.elapsed() >= lease {
             let pass = inner.clone();
-            frozen = blocking(move || freeze_all(&pass))
+            let ids = blocking(move || freeze_all(&pass))
                 .await
                 .unwrap_or_default();
             tracing::error!(
                 "no heartbeat of this node reached the database for {lease:?} (its lease): froze \
                  its {} running sandboxes until one does, since another node may run them now",
-                frozen.len()
+                ids.len()
             );
+            frozen = Some(ids);
         }
     }
 }
@@ -220,12 +248,21 @@ async fn thaw_all(inner: &Arc<Context>, ids: Vec<String>) {
     let pass = inner.clone();
     let n = ids.len();
     let _ = blocking(move || {
+        let on_host: Vec<_> = pass
+            .runtimes
+            .available()
+            .into_iter()
+            .map(|r| {
+                let ids = r.list_host().unwrap_or_default();
+                (r, ids)
+            })
+            .collect();
         for id in ids {
             let Ok(cfg) = crate::reconcile::config::config_of(&pass, &id) else {
                 continue;
             };
-            for runtime in pass.runtimes.available() {
-                if runtime.list_host().unwrap_or_default().contains(&id) {
+            for (runtime, here) in &on_host {
+                if here.contains(&id) {
                     if let Err(e) = runtime.resume(&cfg) {
                         tracing::error!(sandbox = id, "cannot thaw it: {e}");
                     }

@@ -44,13 +44,15 @@ pub(crate) fn is_recovery(reason: &str) -> bool {
     reason.starts_with("node ") && reason.contains(RESTORED)
 }
 
-/// Whether snapshot `m` was taken before `ms` (Unix; None: never).
+/// Whether snapshot `m` was taken before `ms` (Unix; None: never). Its
+/// time is to the second: only a second wholly before `ms` is older (one
+/// taken in the same second may well be later).
 fn older_than(m: &dwell_snapshot::Manifest, ms: Option<i64>) -> bool {
     let Some(ms) = ms else { return false };
     match humantime::parse_rfc3339_weak(&m.created_at) {
         Ok(t) => t
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| (d.as_millis() as i64) < ms)
+            .map(|d| (d.as_secs() as i64 + 1) * 1000 <= ms)
             .unwrap_or(true),
         // A time that does not parse: not trusted as current.
         Err(_) => true,
@@ -439,7 +441,9 @@ mod tests {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_millis() as i64;
-        assert!(older_than(&m, Some(at + 1)));
+        assert!(older_than(&m, Some(at + 1000)));
+        // The same second: maybe later than the start, so not older.
+        assert!(!older_than(&m, Some(at + 999)));
         assert!(!older_than(&m, Some(at)));
         assert!(!older_than(&m, None));
     }

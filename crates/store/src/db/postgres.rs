@@ -91,6 +91,17 @@ impl<'a> FromSql<'a> for Value {
     }
 }
 
+/// An error with every cause after it (`a: b: c`).
+fn chain(e: &postgres::Error) -> String {
+    let mut t = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        t.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    t
+}
+
 /// A postgres error as the store's: integrity violations (SQLSTATE class
 /// 23) apart; the message is the server's, or the whole chain of causes
 /// (a parameter that could not be sent says why).
@@ -100,15 +111,7 @@ fn error(e: postgres::Error) -> Error {
             Some(d) => format!("PostgreSQL: {} ({d})", db.message()),
             None => format!("PostgreSQL: {}", db.message()),
         },
-        None => {
-            let mut t = format!("PostgreSQL: {e}");
-            let mut cause = std::error::Error::source(&e);
-            while let Some(c) = cause {
-                t.push_str(&format!(": {c}"));
-                cause = c.source();
-            }
-            t
-        }
+        None => format!("PostgreSQL: {}", chain(&e)),
     };
     match e.code() {
         Some(c) if c.code().starts_with("23") => Error::Constraint(text),
@@ -177,12 +180,7 @@ fn serve(
                 Ok(c) => client = Some(c),
                 Err(e) => {
                     client = None;
-                    let mut why = e.to_string();
-                    let mut cause = std::error::Error::source(&e);
-                    while let Some(c) = cause {
-                        why.push_str(&format!(": {c}"));
-                        cause = c.source();
-                    }
+                    let why = chain(&e);
                     let _ = done.send(Err(Error::Sql(format!(
                         "cannot connect to PostgreSQL at {shown}: {why}; check --cluster (and \
                          --cluster-ca) and that the server runs"
@@ -274,6 +272,9 @@ impl Pool {
         }
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(30));
+        // A connection whose packets go unanswered fails in seconds rather
+        // than minutes (a node's heartbeat must not hang on it).
+        config.tcp_user_timeout(Duration::from_secs(10));
         if config.get_application_name().is_none() {
             config.application_name("dwell");
         }
