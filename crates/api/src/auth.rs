@@ -260,9 +260,14 @@ pub fn hash_key(key: &str) -> String {
 
 /// A fresh API key: `dwk_` and 32 random bytes in hex.
 pub fn new_key() -> String {
-    let mut b = [0u8; 32];
+    format!("dwk_{}", random_hex(32))
+}
+
+/// `n` random bytes in hex (keys, console tokens and sessions).
+pub fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
     getrandom::fill(&mut b).expect("the OS random source is unavailable");
-    format!("dwk_{}", hex(&b))
+    hex(&b)
 }
 
 fn hex(b: &[u8]) -> String {

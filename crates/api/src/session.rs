@@ -15,9 +15,8 @@ use std::time::Duration;
 use axum::http::{header, HeaderMap, HeaderValue, Method};
 use dwell_contract::console::{CSRF_HEADER, SECURE_SESSION_COOKIE, SESSION_COOKIE};
 use dwell_store::{ConsoleSession, SessionLookup};
-use sha2::{Digest, Sha256};
 
-use crate::auth::Principal;
+use crate::auth::{hash_key, Principal};
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -51,29 +50,7 @@ impl ConsoleSettings {
             .as_deref()
             .is_some_and(|u| u.starts_with("https://"))
     }
-}
 
-/// The console session a request was authenticated by (a request
-/// extension beside its [`Principal`]).
-#[derive(Debug, Clone)]
-pub struct SessionId(pub String);
-
-/// The SHA-256 (hex) of a session's or login token's secret.
-pub fn hash_secret(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// `n` random bytes as hex.
-pub fn random_hex(n: usize) -> String {
-    let mut b = vec![0u8; n];
-    getrandom::fill(&mut b).expect("the kernel's random source");
-    b.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-impl ConsoleSettings {
     /// The session cookie's name: `__Host-` prefixed over HTTPS.
     pub fn cookie_name(&self) -> &'static str {
         if self.secure() {
@@ -104,7 +81,9 @@ pub fn cookie<'h>(
     let first = found.next();
     if found.next().is_some() {
         return Err(ApiError::unauthorized(format!(
-            "the request carries two {name} cookies, one of them set by another page of this site              (a sandbox's preview?); log in again at /ui/ (logging in clears this one). Serve the              console over HTTPS (--console-url https://...) or on a domain of its own to rule this out"
+            "the request carries two {name} cookies, one of them set by another page of this site \
+             (a sandbox's preview?); log in again at /ui/ (logging in clears this one). Serve the \
+             console over HTTPS (--console-url https://...) or on a domain of its own to rule this out"
         )));
     }
     Ok(first.filter(|v| !v.is_empty()))
@@ -191,8 +170,36 @@ pub fn principal(
     if !safe && sent.is_none_or(<[u8]>::is_empty) {
         return Err(csrf_refusal(method));
     }
+    let mut session = live(st, st.ctl.console_session(&hash_key(secret)))?;
+    if !safe && !constant_time_eq(sent.unwrap_or(b""), session.csrf.as_bytes()) {
+        return Err(csrf_refusal(method));
+    }
+    if let Err(e) = st.ctl.touch_console_session(&mut session) {
+        tracing::warn!("marking console session {} seen: {e}", session.id);
+    }
+    Ok((
+        Principal {
+            tenant: session.grant.tenant.clone(),
+            admin: session.grant.admin,
+            key_id: session.grant.key_id.clone(),
+        },
+        session,
+    ))
+}
+
+/// The session a lookup found, if it holds: not revoked, not expired, and
+/// the API key it was opened with not revoked (a session lives no longer
+/// than its key); else the refusal to answer.
+fn live(
+    st: &AppState,
+    lookup: dwell_control::Result<SessionLookup>,
+) -> Result<ConsoleSession, ApiError> {
     let relogin = "log in again at /ui/ (or get a link with `dwell ui`)";
-    let mut session = match st.ctl.console_session(&hash_secret(secret)) {
+    let failed = |what: &str, e: &dyn std::fmt::Display| {
+        tracing::error!("looking up {what}: {e}");
+        ApiError::internal("the daemon could not check the console session; see its log")
+    };
+    let session = match lookup {
         Ok(SessionLookup::Valid(s)) => s,
         Ok(SessionLookup::Revoked) => {
             return Err(ApiError::unauthorized(format!(
@@ -209,22 +216,10 @@ pub fn principal(
                 "the console session cookie is not valid; {relogin}"
             )))
         }
-        Err(e) => {
-            tracing::error!("looking up a console session: {e}");
-            return Err(ApiError::internal(
-                "the daemon could not check the console session; see its log",
-            ));
-        }
+        Err(e) => return Err(failed("a console session", &e)),
     };
-    if !safe && !constant_time_eq(sent.unwrap_or(b""), session.csrf.as_bytes()) {
-        return Err(csrf_refusal(method));
-    }
-    // A session lives no longer than the API key it was opened with.
-    let key = session
-        .grant
-        .key_id
-        .strip_prefix("admin:")
-        .unwrap_or(&session.grant.key_id);
+    let grant = &session.grant;
+    let key = grant.key_id.strip_prefix("admin:").unwrap_or(&grant.key_id);
     if key != "local" {
         match st.ctl.api_key_by_id(key) {
             Ok(Some(k)) if k.revoked_at.is_none() => {}
@@ -233,25 +228,10 @@ pub fn principal(
                     "the API key {key} this console session was opened with has been revoked; {relogin} with a valid key"
                 )))
             }
-            Err(e) => {
-                tracing::error!("looking up API key {key}: {e}");
-                return Err(ApiError::internal(
-                    "the daemon could not check the console session; see its log",
-                ));
-            }
+            Err(e) => return Err(failed(&format!("API key {key}"), &e)),
         }
     }
-    if let Err(e) = st.ctl.touch_console_session(&mut session) {
-        tracing::warn!("marking console session {} seen: {e}", session.id);
-    }
-    Ok((
-        Principal {
-            tenant: session.grant.tenant.clone(),
-            admin: session.grant.admin,
-            key_id: session.grant.key_id.clone(),
-        },
-        session,
-    ))
+    Ok(session)
 }
 
 fn csrf_refusal(method: &Method) -> ApiError {
@@ -302,17 +282,7 @@ pub async fn guard<F: std::future::Future<Output = ()>>(
 /// Whether console session `s` still holds (not revoked, not expired, its
 /// key not revoked).
 pub fn still_valid(st: &AppState, s: &ConsoleSession) -> bool {
-    let live = matches!(
-        st.ctl.console_sessions(&s.grant.tenant),
-        Ok(list) if list.iter().any(|x| x.id == s.id)
-    );
-    let key = s
-        .grant
-        .key_id
-        .strip_prefix("admin:")
-        .unwrap_or(&s.grant.key_id);
-    live && (key == "local"
-        || matches!(st.ctl.api_key_by_id(key), Ok(Some(k)) if k.revoked_at.is_none()))
+    live(st, st.ctl.console_session_by_id(&s.id)).is_ok()
 }
 
 #[cfg(test)]

@@ -213,11 +213,19 @@ impl Store {
     /// The session whose cookie secret hashes to `hash`, if it is live.
     /// (A request it passes marks it seen: [`Store::touch_console_session`].)
     pub fn console_session(&self, hash: &str) -> Result<SessionLookup> {
+        self.console_session_where("hash", hash)
+    }
+
+    /// Session `id`, as [`Store::console_session`] tells it.
+    pub fn console_session_by_id(&self, id: &str) -> Result<SessionLookup> {
+        self.console_session_where("id", id)
+    }
+
+    fn console_session_where(&self, column: &str, value: &str) -> Result<SessionLookup> {
         let now = self.now();
-        let mut db = self.db()?;
-        let Some(row) = db.query_opt(
-            &format!("SELECT {SESSION_COLUMNS} FROM console_sessions WHERE hash = ?1"),
-            args![hash],
+        let Some(row) = self.db()?.query_opt(
+            &format!("SELECT {SESSION_COLUMNS} FROM console_sessions WHERE {column} = ?1"),
+            args![value],
         )?
         else {
             return Ok(SessionLookup::Unknown);
@@ -391,6 +399,11 @@ mod tests {
             assert_eq!(
                 s.console_session("zz").unwrap(),
                 SessionLookup::Unknown,
+                "{e}"
+            );
+            assert_eq!(
+                s.console_session_by_id("cs-a").unwrap(),
+                SessionLookup::Valid(a.clone()),
                 "{e}"
             );
             assert_eq!(s.console_sessions("acme").unwrap().len(), 2, "{e}");

@@ -16,10 +16,11 @@ use dwell_contract::console::{
 use dwell_contract::ErrorBody;
 use dwell_store::{LoginGrant, LoginRefusal};
 
+use crate::auth::{hash_key, random_hex};
 use crate::auth::{principal_of_key, KeyLookup, Principal};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Path;
-use crate::session::{self, hash_secret, random_hex};
+use crate::session;
 use crate::AppState;
 
 /// How long a login link is valid by default, and at most.
@@ -96,7 +97,7 @@ pub async fn login_link(
     };
     let ttl_ms = (secs * 1000) as i64;
     st.ctl
-        .add_console_login(&hash_secret(&token), &grant, ttl_ms)?;
+        .add_console_login(&hash_key(&token), &grant, ttl_ms)?;
     Ok((
         StatusCode::CREATED,
         Json(LoginLink {
@@ -129,7 +130,7 @@ pub async fn login(
         ))
     })?;
     let grant = match (b.token.as_deref(), b.api_key.as_deref()) {
-        (Some(token), None) => match st.ctl.take_console_login(&hash_secret(token.trim()))? {
+        (Some(token), None) => match st.ctl.take_console_login(&hash_key(token.trim()))? {
             Ok(g) => g,
             Err(why) => {
                 let what = match why {
@@ -174,7 +175,7 @@ pub async fn login(
     let id = format!("cs-{}", random_hex(8));
     let s = st.ctl.add_console_session(
         &id,
-        &hash_secret(&secret),
+        &hash_key(&secret),
         &random_hex(32),
         &grant,
         st.console.session_ttl.as_millis() as i64,

@@ -232,11 +232,7 @@ pub async fn inspect(
             ),
         ));
     }
-    let found = st
-        .ctl
-        .tenants(crate::auth::DEFAULT_TENANT)?
-        .into_iter()
-        .find(|(t, _, _)| t.name == name);
+    let found = st.ctl.tenant_view(&name, crate::auth::DEFAULT_TENANT)?;
     let Some((tenant, held, default_quota)) = found else {
         return Err(ApiError::not_found(format!(
             "no tenant named {name:?}; list them with `dwell tenant ls`"
@@ -369,7 +365,7 @@ pub async fn metrics(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
 ) -> ApiResult<([(&'static str, &'static str); 1], String)> {
-    crate::auth::require_admin(&p, "the daemon's metrics")?;
+    crate::auth::require_admin(&p, "reading the daemon's metrics")?;
     let all = st.ctl.metrics().await?;
     let usage = st.ctl.usage(None, 0)?;
     let mut out = String::new();

@@ -28,6 +28,8 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("dwell serve needs root: the namespace runtime creates mounts, cgroups and loop devices (run it with sudo)");
     }
+    // Flags are checked before anything is made.
+    let console = console_settings(&a)?;
     // Sandboxes' PID 1s are reparented to the daemon when their boot
     // process exits, so that stopping one can reap it (hosts whose init is
     // slow to reap orphans would otherwise keep zombies). They are not tied
@@ -258,7 +260,7 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
     let state = dwell_api::AppState {
         ctl: ctl.clone(),
         forward: forward.clone(),
-        console: console_settings(&a)?.into(),
+        console: console.into(),
     };
     let unix_app = dwell_api::unix_router_in(state.clone());
     tasks.spawn(async move {

@@ -124,33 +124,30 @@ fn open_browser(url: &str) {
     }
 }
 
-/// A new 0600 HTML file that sends a browser on to `url`.
+/// A new 0600 HTML file that sends a browser on to `url` (kept: the
+/// browser reads it after this command has ended).
 fn redirect_file(url: &str) -> std::io::Result<std::path::PathBuf> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let dir = std::env::var_os("XDG_RUNTIME_DIR")
         .map(std::path::PathBuf::from)
         .filter(|d| d.is_dir())
         .unwrap_or_else(std::env::temp_dir);
-    let mut nonce = [0u8; 8];
-    getrandom::fill(&mut nonce).map_err(std::io::Error::other)?;
-    let name: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
-    let path = dir.join(format!("dwell-ui-{name}.html"));
     let escaped = url
         .replace('&', "&amp;")
         .replace('"', "&quot;")
         .replace('<', "&lt;")
         .replace('>', "&gt;");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)?;
+    // tempfile makes it new and 0600.
+    let mut f = tempfile::Builder::new()
+        .prefix("dwell-ui-")
+        .suffix(".html")
+        .tempfile_in(dir)?;
     writeln!(
         f,
         "<!doctype html><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"0;url={escaped}\">\
          <title>dwell console</title><p><a href=\"{escaped}\">Open the dwell console</a></p>"
     )?;
+    let (_, path) = f.keep().map_err(|e| e.error)?;
     Ok(path)
 }
 

@@ -56,6 +56,11 @@ impl Controller {
         Ok(self.inner.store.console_session(hash)?)
     }
 
+    /// Console session `id`, revoked, expired or live.
+    pub fn console_session_by_id(&self, id: &str) -> Result<SessionLookup> {
+        Ok(self.inner.store.console_session_by_id(id)?)
+    }
+
     /// Marks a console session seen by a request it passed.
     pub fn touch_console_session(&self, s: &mut ConsoleSession) -> Result<()> {
         Ok(self.inner.store.touch_console_session(s)?)

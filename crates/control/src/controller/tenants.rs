@@ -127,6 +127,27 @@ impl Controller {
         Ok(out)
     }
 
+    /// One tenant as [`Controller::tenants`] lists it, reading only its own
+    /// sandboxes; `None` for a tenant with no record, no sandboxes and
+    /// that is not `default_tenant`.
+    pub fn tenant_view(
+        &self,
+        name: &str,
+        default_tenant: &str,
+    ) -> Result<Option<(dwell_store::Tenant, crate::quota::Held, bool)>> {
+        let recs = self.inner.store.list_sandboxes(Some(name))?;
+        let (t, default_quota) = match self.inner.store.get_tenant(name)? {
+            Some(t) => (t, false),
+            None if !recs.is_empty() || name == default_tenant => {
+                (self.inner.limits.default_quota.tenant(name), true)
+            }
+            None => return Ok(None),
+        };
+        let mut h = crate::quota::held(&recs);
+        h.storage += crate::volumes::held_bytes(&self.inner, name)?;
+        Ok(Some((t, h, default_quota)))
+    }
+
     /// Usage and cost since `since` (Unix ms), of one tenant or all.
     pub fn usage(&self, tenant: Option<&str>, since: i64) -> Result<crate::metering::Report> {
         let rows = self.inner.store.usage(tenant, since)?;
