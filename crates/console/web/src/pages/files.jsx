@@ -71,7 +71,9 @@ export default function FilesPage({ sandbox }) {
     setDone(null);
   };
 
-  const run = async (what, f) => {
+  // `changes`: the action changed the directory (upload, mkdir, delete),
+  // so it is listed again; a download changes nothing.
+  const run = async (what, f, changes = true) => {
     setBusy(what);
     setActionError(null);
     setDone(null);
@@ -82,7 +84,7 @@ export default function FilesPage({ sandbox }) {
       setActionError(e);
     } finally {
       setBusy(null);
-      reload();
+      if (changes) reload();
     }
   };
 
@@ -113,7 +115,7 @@ export default function FilesPage({ sandbox }) {
       a.remove();
       setTimeout(() => URL.revokeObjectURL(url), 10000);
       return `Downloaded ${e.name} (${bytes(blob.size)}).`;
-    });
+    }, false);
 
   const mkdir = (ev) => {
     ev.preventDefault();

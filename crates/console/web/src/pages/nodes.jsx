@@ -82,7 +82,7 @@ export default function NodesPage({ session }) {
                 <tr data-testid="node-row" data-name={n.name} key={n.name}>
                   <th scope="row">
                     {n.name}
-                    {n.this_node ? <span class="badge"> this node</span> : null}
+                    {n.this_node ? <span class="note-tag"> this node</span> : null}
                     <div class="hint">v{n.version}</div>
                   </th>
                   <td>

@@ -71,7 +71,7 @@ export default function SessionsPage({ session }) {
                 <tr data-testid="session-row" data-id={s.id} data-current={s.current ? "true" : "false"} key={s.id}>
                   <th scope="row">
                     <code>{s.id}</code>
-                    {s.current ? <span class="badge"> this browser</span> : null}
+                    {s.current ? <span class="note-tag"> this browser</span> : null}
                   </th>
                   <td>
                     <code>{s.key_id}</code>

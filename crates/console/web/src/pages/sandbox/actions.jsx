@@ -23,7 +23,8 @@ export function offered(verb, sb) {
     case "start":
       return s === "stopped" || s === "archived" || s === "error";
     case "archive":
-      return s === "stopped" || s === "hibernated" || s === "error";
+      // An ephemeral sandbox has nothing to keep (the API refuses).
+      return sb.mode !== "ephemeral" && (s === "stopped" || s === "hibernated" || s === "error");
     case "delete":
       return s !== "deleted";
     default:

@@ -206,7 +206,7 @@ export function exitText(x) {
   if (!x) return "";
   if (x.timed_out) return "timed out";
   if (x.signal) return `killed by signal ${x.signal}`;
-  return `exit ${x.code}`;
+  return `exit ${x.code ?? "?"}`;
 }
 
 const POLICY_FIELDS = [
@@ -316,7 +316,8 @@ function Policies({ sb, onChange }) {
             <div class="field">
               <label for="p-ttl_action">TTL does</label>
               <select id="p-ttl_action" value={edit.ttl_action} onChange={set("ttl_action")}>
-                <option value="">default</option>
+                {/* Once set it can be changed, not unset (the API takes values only). */}
+                {p.ttl_action ? null : <option value="">default</option>}
                 <option value="pause">pause</option>
                 <option value="stop">stop</option>
                 <option value="archive">archive</option>
@@ -326,7 +327,7 @@ function Policies({ sb, onChange }) {
             <div class="field">
               <label for="p-auto_resume">Wake on use</label>
               <select id="p-auto_resume" value={edit.auto_resume} onChange={set("auto_resume")}>
-                <option value="">default</option>
+                {p.auto_resume === undefined || p.auto_resume === null ? <option value="">default</option> : null}
                 <option value="on">on</option>
                 <option value="off">off</option>
               </select>

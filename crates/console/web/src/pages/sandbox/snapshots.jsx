@@ -175,6 +175,8 @@ function Fork({ sb, snap, onClose }) {
           runtime: sb.runtime,
           vcpus: sb.spec.vcpus,
           memory: sb.spec.memory_bytes,
+          disk: sb.spec.disk_bytes,
+          pids: sb.spec.pids,
           network: sb.spec.network,
         };
         const made = await createMany(req, Number(count || 1));
@@ -183,7 +185,7 @@ function Fork({ sb, snap, onClose }) {
       }}
       onClose={onClose}
     >
-      <p>New sandboxes with the snapshot's files, and {sb.name}'s image, mode, isolation, vCPUs, memory and network.</p>
+      <p>New sandboxes with the snapshot's files, and {sb.name}'s image, mode, isolation, vCPUs, memory, disk, process limit and network.</p>
       <div class="grid">
         <div class="field">
           <label for="fork-name">Name</label>
