@@ -189,6 +189,53 @@ fn daemon_sigkill_keeps_running_sandboxes_and_their_processes() {
     );
 }
 
+/// A second `dwell serve` on a data dir in use, or on a socket another
+/// daemon serves, is refused with what to do, before it adopts (or
+/// removes) anything: the first daemon and its sandbox go on untouched.
+#[test]
+fn a_second_daemon_on_the_same_data_dir_or_socket_is_refused() {
+    if !can_run() {
+        return;
+    }
+    let d = Daemon::start();
+    let id = d.create("first", &[]);
+    let host_pid = d.host_pid(&id);
+    let other = tempfile::tempdir().unwrap();
+    let serve = |data: &std::path::Path, socket: &std::path::Path| {
+        let out = std::process::Command::new(dwell_testkit::daemon::dwell_bin())
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data)
+            .arg("--socket")
+            .arg(socket)
+            .arg("--agent")
+            .arg(dwell_testkit::daemon::agent_bin())
+            .args(["--gvisor-pool", "0"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "a second daemon started");
+        stderr(&out)
+    };
+    let e = serve(&d.data, &other.path().join("s.sock"));
+    assert!(
+        e.contains("another dwell daemon (pid ")
+            && e.contains("uses the data dir")
+            && e.contains("--data-dir"),
+        "{e}"
+    );
+    assert!(!other.path().join("s.sock").exists());
+    let e = serve(&other.path().join("data"), &d.socket);
+    assert!(
+        e.contains("already serves") && e.contains("--socket"),
+        "{e}"
+    );
+    assert!(d.socket.exists(), "the first daemon's socket was removed");
+    assert_eq!(d.inspect("first")["state"], "running");
+    assert_eq!(d.host_pid(&id), host_pid);
+    assert!(pid_alive(host_pid));
+}
+
 #[test]
 fn pause_freezes_and_resume_thaws_without_losing_anything() {
     if !can_run() {

@@ -361,6 +361,18 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // A failing test shows what the daemon said (and whether it had
+        // died) before the cleanup below restarts it and its dir goes.
+        if std::thread::panicking() {
+            let exited = match self.child.as_mut().map(|c| c.try_wait()) {
+                Some(Ok(Some(status))) => format!(" (it had exited: {status})"),
+                _ => String::new(),
+            };
+            eprintln!(
+                "--- the daemon's log, last 60 lines{exited} ---\n{}\n--- end of the daemon's log ---",
+                tail(&self.log(), 60)
+            );
+        }
         self.env.clear();
         if !self.alive() {
             self.spawn();

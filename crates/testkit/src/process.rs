@@ -117,8 +117,31 @@ pub fn host_processes_of(id: &str) -> Vec<i32> {
     out
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago (the OS picked it).
+/// A TCP port on 127.0.0.1 that was free a moment ago, below the kernel's
+/// ephemeral range (`ip_local_port_range`) and never handed out twice in
+/// this process. A port from the ephemeral range (what binding port 0
+/// gives) can become the source port of any outgoing connection while
+/// nobody listens on it, between the test choosing it and a daemon
+/// (re)binding it after a restart: that daemon then cannot listen.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    // Ports from 10000 up to the ephemeral range, from a start of this
+    // process's own (test binaries and their helpers run side by side).
+    let (first, span) = (10_000, low.saturating_sub(10_000));
+    if span >= 1000 {
+        let start = std::process::id().wrapping_mul(7919) % span;
+        for _ in 0..span {
+            let p = first + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+            if std::net::TcpListener::bind(("127.0.0.1", p as u16)).is_ok() {
+                return p as u16;
+            }
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -3,6 +3,7 @@
 mod build;
 pub mod cluster_flags;
 mod cp;
+mod data_lock;
 mod doctor;
 mod exec;
 mod image;

@@ -42,6 +42,10 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
     // SAFETY: umask only changes this process's file creation mask.
     unsafe { libc::umask(0o077) };
     let data_dir = prepare_dir(&a.data_dir)?;
+    // Before anything reads or changes the data dir: one daemon per data
+    // dir, and none on a socket another daemon serves.
+    let _lock = super::data_lock::acquire(&data_dir)?;
+    refuse_a_served_socket(&socket).await?;
     super::private::narrow_existing(&data_dir);
     let agent = install_agent(&data_dir, a.agent.as_deref())?;
     let joining = a
@@ -227,13 +231,9 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
     }
     ctl.start_background().await;
 
-    let unix = bind_unix(&socket).await?;
-    tracing::info!(
-        "dwell {} serving on {} (data dir {}, cgroup parent {cgroup_parent})",
-        env!("CARGO_PKG_VERSION"),
-        socket.display(),
-        data_dir.display()
-    );
+    // Every TCP listener is bound before the unix socket appears, so that a
+    // client (or a supervisor) that reaches the socket finds the whole
+    // daemon up, and a busy port stops the start before anyone connects.
     let mut tasks = tokio::task::JoinSet::new();
     // In a cluster: the node listener (other nodes only, mutual TLS), and
     // the forwarding of requests that another node serves.
@@ -263,11 +263,6 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
         console: console.into(),
     };
     let unix_app = dwell_api::unix_router_in(state.clone());
-    tasks.spawn(async move {
-        axum::serve(unix, unix_app)
-            .with_graceful_shutdown(shutdown())
-            .await
-    });
     if let Some(addr) = &a.listen {
         ensure_admin_key(&ctl, &data_dir)?;
         let tcp = listener::bind(addr, "--listen").await?;
@@ -332,6 +327,18 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
         };
         tasks.spawn(dwell_ssh::serve(tcp, ctl.clone(), host, opts, shutdown()));
     }
+    let unix = bind_unix(&socket).await?;
+    tracing::info!(
+        "dwell {} serving on {} (data dir {}, cgroup parent {cgroup_parent})",
+        env!("CARGO_PKG_VERSION"),
+        socket.display(),
+        data_dir.display()
+    );
+    tasks.spawn(async move {
+        axum::serve(unix, unix_app)
+            .with_graceful_shutdown(shutdown())
+            .await
+    });
     while let Some(r) = tasks.join_next().await {
         r??;
     }
@@ -509,17 +516,24 @@ fn has_interpreter(elf: &[u8]) -> bool {
     })
 }
 
+/// Refuses to start on a socket another daemon (of another data dir)
+/// serves; a stale socket file is removed when the socket is bound.
+async fn refuse_a_served_socket(socket: &Path) -> Result<()> {
+    if tokio::net::UnixStream::connect(socket).await.is_ok() {
+        bail!(
+            "another dwell daemon already serves {}; stop it first or use another --socket",
+            socket.display()
+        );
+    }
+    Ok(())
+}
+
 async fn bind_unix(socket: &Path) -> Result<tokio::net::UnixListener> {
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
+    refuse_a_served_socket(socket).await?;
     if socket.exists() {
-        if tokio::net::UnixStream::connect(socket).await.is_ok() {
-            bail!(
-                "another dwell daemon already serves {}; stop it first or use another --socket",
-                socket.display()
-            );
-        }
         std::fs::remove_file(socket)?;
     }
     let l = tokio::net::UnixListener::bind(socket)
