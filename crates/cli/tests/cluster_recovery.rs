@@ -89,13 +89,17 @@ fn a_lost_nodes_backed_up_sandbox_runs_elsewhere_and_the_node_fences_its_copy() 
         "{}",
         stderr(&out)
     );
-    // One backed up (its first backup at once, the next in an hour), one
-    // not.
-    let backed = n1.create("backed", &["--backup-every", "1h"]);
+    // One backed up (its first backup within a tick of its start, the
+    // next in an hour), one not. The backed-up one starts with /root/a
+    // (from a snapshot): its first backup holds it, however soon it comes.
+    let seed = n1.create("seed", &[]);
+    n1.sh(&seed, "echo before > /root/a");
+    n1.ok(&["snapshot", "create", &seed, "--name", "seeded"]);
+    n1.ok(&["rm", "-f", &seed]);
+    let backed = n1.create("backed", &["--backup-every", "1h", "--from", "seeded"]);
     let bare = n1.create("bare", &[]);
     assert_eq!(c.owner(0, "backed"), "n3");
     assert_eq!(c.owner(0, "bare"), "n3");
-    n1.sh("backed", "echo before > /root/a");
     n1.sh("bare", "echo mine > /root/u");
     let backup_at = wait_for(Duration::from_secs(30), "a first backup", || {
         n1.inspect("backed")["last_backup_at"].as_i64()
