@@ -14,6 +14,7 @@
 
 pub mod auth;
 pub mod bounds;
+pub mod credential;
 pub mod drain;
 pub mod error;
 pub mod extract;
@@ -38,6 +39,9 @@ pub struct AppState {
     pub forward: Option<forward::ForwardFn>,
     /// How the web console's logins work ([`session`]).
     pub console: std::sync::Arc<session::ConsoleSettings>,
+    /// How often long answers re-check their credential
+    /// ([`credential::RECHECK`] by default).
+    pub recheck: std::time::Duration,
 }
 
 impl AppState {
@@ -47,6 +51,7 @@ impl AppState {
             ctl,
             forward: None,
             console: Default::default(),
+            recheck: credential::RECHECK,
         }
     }
 }
@@ -110,6 +115,7 @@ pub fn node_router(ctl: Controller, forward: Option<forward::ForwardFn>) -> Rout
         ctl,
         forward,
         console: Default::default(),
+        recheck: credential::RECHECK,
     };
     routes::router(state.clone())
         .merge(routes::moves::node_routes(state.clone()))

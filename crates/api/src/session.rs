@@ -245,44 +245,14 @@ fn csrf_refusal(method: &Method) -> ApiError {
     )
 }
 
-/// How often a WebSocket opened by a console session checks that the
-/// session still holds.
-pub const WS_RECHECK: Duration = Duration::from_secs(30);
-
-/// Runs `fut` (a WebSocket's whole life) and, for a console session,
-/// ends it once the session is revoked, expires or loses its key: a
-/// socket outlives no logout.
-pub async fn guard<F: std::future::Future<Output = ()>>(
-    st: AppState,
-    session: Option<ConsoleSession>,
-    fut: F,
-) {
-    let Some(s) = session else {
-        return fut.await;
-    };
-    let watch = async {
-        loop {
-            tokio::time::sleep(WS_RECHECK).await;
-            let (st2, s2) = (st.clone(), s.clone());
-            let ok = tokio::task::spawn_blocking(move || still_valid(&st2, &s2))
-                .await
-                .unwrap_or(false);
-            if !ok {
-                tracing::info!("console session {} ended: closing its WebSocket", s.id);
-                return;
-            }
-        }
-    };
-    tokio::select! {
-        () = fut => {}
-        () = watch => {}
-    }
-}
-
 /// Whether console session `s` still holds (not revoked, not expired, its
-/// key not revoked).
-pub fn still_valid(st: &AppState, s: &ConsoleSession) -> bool {
-    live(st, st.ctl.console_session_by_id(&s.id)).is_ok()
+/// key not revoked); `None` when the store could not say.
+pub fn still_valid(st: &AppState, s: &ConsoleSession) -> Option<bool> {
+    match live(st, st.ctl.console_session_by_id(&s.id)) {
+        Ok(_) => Some(true),
+        Err(e) if e.status.is_server_error() => None,
+        Err(_) => Some(false),
+    }
 }
 
 #[cfg(test)]

@@ -430,3 +430,114 @@ fn the_console_is_served_without_a_key_and_ui_needs_a_tcp_listener() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("--listen"), "{}", stderr(&out));
 }
+
+/// Revoking an API key, or a console session, ends what is still open
+/// with it within `--credential-recheck` (1 s here): a followed log (a
+/// streamed answer), a terminal (a WebSocket) and an exec still running
+/// (a request not yet answered) of the key; a followed log of the
+/// session, which then ends without the stream's last chunk.
+#[test]
+fn revoking_a_key_or_a_session_ends_what_is_open_with_it() {
+    use std::io::{Read, Write};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let Some(c) = Console::start_with(&["--credential-recheck", "1s"]) else {
+        return;
+    };
+    let beta = c.d.tenant_key("beta");
+    let tick = ["sh", "-c", "while true; do echo tick; sleep 0.2; done"];
+    let mut args = vec![
+        "create", "--name", "tick", "--memory", "128M", "--disk", "256M", "--",
+    ];
+    args.extend_from_slice(&tick);
+    c.ok(&beta, &args);
+    let spawn = |args: &[&str]| {
+        c.d.cmd(args)
+            .env("DWELL_HOST", &c.addr)
+            .env("DWELL_API_KEY", &beta)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut open = vec![
+        ("logs -f", spawn(&["logs", "tick", "-f"])),
+        (
+            "exec (WebSocket)",
+            spawn(&["exec", "tick", "--", "sleep", "300"]),
+        ),
+        (
+            "exec --json",
+            spawn(&["exec", "--json", "tick", "--", "sleep", "300"]),
+        ),
+    ];
+    // Still open after a few rechecks while the key holds.
+    std::thread::sleep(Duration::from_secs(3));
+    for (what, child) in &mut open {
+        assert!(child.try_wait().unwrap().is_none(), "{what} ended early");
+    }
+    let key_id = c.login(&format!(r#"{{"api_key":"{beta}"}}"#)).key_id;
+    c.d.ok(&["tenant", "key", "revoke", "beta", &key_id]);
+    let t0 = Instant::now();
+    for (what, mut child) in open {
+        while child.try_wait().unwrap().is_none() {
+            if t0.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                panic!("{what} still open 20 s after its key was revoked");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(!out.status.success(), "{what} ended as if all went well");
+    }
+
+    // A session's followed log, read raw: it breaks off (no last chunk).
+    let acme = c.d.tenant_key("acme");
+    let mut args = vec![
+        "create", "--name", "tock", "--memory", "128M", "--disk", "256M", "--",
+    ];
+    args.extend_from_slice(&tick);
+    c.ok(&acme, &args);
+    let s = c.login(&format!(r#"{{"api_key":"{acme}"}}"#));
+    let mut conn = std::net::TcpStream::connect(&c.addr).unwrap();
+    write!(
+        conn,
+        "GET /v1/sandboxes/tock/service/logs?follow=true HTTP/1.1\r\nHost: {}\r\n\
+         Cookie: {}\r\nOrigin: http://{}\r\nSec-Fetch-Site: same-origin\r\n\r\n",
+        c.addr, s.cookie, c.addr
+    )
+    .unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = |conn: &mut std::net::TcpStream, got: &mut Vec<u8>, buf: &mut [u8]| {
+        let n = conn.read(buf).unwrap_or(0);
+        got.extend_from_slice(&buf[..n]);
+        n
+    };
+    while !String::from_utf8_lossy(&got).contains("tick") {
+        assert!(
+            read(&mut conn, &mut got, &mut buf) > 0,
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    let head = String::from_utf8_lossy(&got).to_string();
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.contains("chunked"),
+        "{head}"
+    );
+    c.ok(&acme, &["ui", "revoke", &s.id]);
+    let t0 = Instant::now();
+    while read(&mut conn, &mut got, &mut buf) > 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the session's log stream still flows 20 s after its revocation"
+        );
+    }
+    assert!(
+        !String::from_utf8_lossy(&got).ends_with("\r\n0\r\n\r\n"),
+        "the cut stream ended as if complete"
+    );
+}

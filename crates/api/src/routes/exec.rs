@@ -126,15 +126,15 @@ pub async fn run(
 pub async fn stream(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
-    session: Option<Extension<dwell_store::ConsoleSession>>,
+    cred: Option<Extension<crate::credential::Credential>>,
     Path(id): Path<String>,
     Upgrade(ws): Upgrade,
 ) -> ApiResult<Response> {
     // Fail before the upgrade when the sandbox cannot run anything.
     let (sb, _) = st.ctl.agent_for(&p.tenant, &id, "exec").await?;
-    let session = session.map(|Extension(s)| s);
+    let cred = cred.map(|Extension(c)| c);
     Ok(ws.on_upgrade(move |socket| {
-        crate::session::guard(st.clone(), session, exec_ws(st, p, sb, socket))
+        crate::credential::guard(st.clone(), cred, exec_ws(st, p, sb, socket))
     }))
 }
 

@@ -69,15 +69,15 @@ pub async fn signal(
 pub async fn attach(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
-    session: Option<Extension<dwell_store::ConsoleSession>>,
+    cred: Option<Extension<crate::credential::Credential>>,
     Path((id, pid)): Path<(String, u32)>,
     Upgrade(ws): Upgrade,
 ) -> ApiResult<Response> {
     let (sb, _) = st.ctl.agent_for(&p.tenant, &id, "attach").await?;
-    let session = session.map(|Extension(s)| s);
+    let cred = cred.map(|Extension(c)| c);
     let guarded = st.clone();
     Ok(ws.on_upgrade(move |mut socket| {
-        crate::session::guard(guarded, session, async move {
+        crate::credential::guard(guarded, cred, async move {
             let oom0 = oom_count(&st, &sb).await;
             match with_agent(
                 &st,

@@ -17,11 +17,18 @@ pub struct Console {
 impl Console {
     /// `None` (a skip is printed) where sandboxes cannot run.
     pub fn start() -> Option<Console> {
+        Self::start_with(&[])
+    }
+
+    /// [`Console::start`] with more `serve` flags.
+    pub fn start_with(extra: &[&str]) -> Option<Console> {
         if !can_run() {
             return None;
         }
         let addr = format!("127.0.0.1:{}", free_port());
-        let d = Daemon::start_with(&["--listen", &addr]);
+        let mut args = vec!["--listen", addr.as_str()];
+        args.extend_from_slice(extra);
+        let d = Daemon::start_with(&args);
         wait_listening(&addr, 20);
         Some(Console { d, addr })
     }
