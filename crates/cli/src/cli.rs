@@ -255,7 +255,7 @@ pub struct ServeArgs {
     /// answer (`logs --follow`, a download) re-checks the API key or
     /// console session it was opened with: it ends within this long after
     /// the key or session is revoked or expires.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration_ms)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = recheck_ms)]
     pub credential_recheck: u64,
     /// Serve the E2B-compatible control plane on TCP (`127.0.0.1:3000`):
     /// the E2B SDKs' `E2B_API_URL`, with a dwell API key as `E2B_API_KEY`.
@@ -1116,6 +1116,20 @@ fn duration_ms(v: &str) -> Result<u64, String> {
         .map_err(|e| format!("{e}; give a duration such as 30m or 12h"))?;
     if d.as_secs() < 60 {
         return Err(format!("{v} is under a minute; give e.g. 30m"));
+    }
+    Ok(d.as_millis() as u64)
+}
+
+/// `--credential-recheck`: a duration of at least 100ms (every open
+/// stream queries the store that often).
+fn recheck_ms(v: &str) -> Result<u64, String> {
+    let d = humantime::parse_duration(v)
+        .map_err(|e| format!("{e}; give a duration such as 30s or 1m"))?;
+    if d.as_millis() < 100 {
+        return Err(format!(
+            "{v} is too short: every open stream would query the database that often; \
+             give at least 100ms, e.g. 30s"
+        ));
     }
     Ok(d.as_millis() as u64)
 }

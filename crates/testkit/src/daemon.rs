@@ -160,6 +160,14 @@ impl Daemon {
     }
 
     fn spawn(&mut self) {
+        if let Err(e) = self.try_spawn() {
+            panic!("{e}");
+        }
+    }
+
+    /// Starts the daemon and waits for its socket; why not, if it did not
+    /// come up (the drop of a failed test must not panic again).
+    fn try_spawn(&mut self) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -186,7 +194,7 @@ impl Daemon {
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .expect("start dwell serve");
+            .map_err(|e| format!("cannot start dwell serve: {e}"))?;
         self.child = Some(child);
         // Startup opens the store, the object store and recovers sandboxes;
         // on a loaded 2-core CI machine that has taken over 20 s. A daemon
@@ -194,17 +202,24 @@ impl Daemon {
         let t0 = Instant::now();
         while t0.elapsed() < Duration::from_secs(90) {
             if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
-                return;
+                return Ok(());
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!(
+                return Err(format!(
                     "daemon exited ({status}) before it listened; log:\n{}",
                     self.log()
-                );
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("daemon did not come up in 90 s; log:\n{}", self.log());
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        Err(format!(
+            "daemon did not come up in 90 s (killed); log:\n{}",
+            self.log()
+        ))
     }
 
     /// The gVisor warm pool (2 sandboxes by default) costs every daemon's
@@ -375,7 +390,15 @@ impl Drop for Daemon {
         }
         self.env.clear();
         if !self.alive() {
-            self.spawn();
+            if let Err(e) = self.try_spawn() {
+                // Nothing to clean up through: say so (a second panic
+                // while unwinding would abort the whole test binary).
+                eprintln!("cannot restart the daemon to clean up: {e}");
+                if !std::thread::panicking() {
+                    panic!("cannot restart the daemon to clean up: {e}");
+                }
+                return;
+            }
         }
         // Every tenant's sandboxes, not only the default tenant's: a test
         // that failed midway has not removed those it made as others.
