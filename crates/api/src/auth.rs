@@ -10,7 +10,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use sha2::{Digest, Sha256};
 
-use crate::credential::{guard_body, Credential};
+use crate::credential::Credential;
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -127,35 +127,6 @@ fn ws_act_for(uri: &axum::http::Uri) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// Runs the request with its credential at hand (WebSocket handlers
-/// guard their sockets with it); stops a handler still running, and cuts
-/// a streamed answer, once the credential no longer holds
-/// ([`crate::credential`]).
-async fn run_guarded(st: &AppState, cred: Credential, mut req: Request, next: Next) -> Response {
-    req.extensions_mut().insert(cred.clone());
-    // A handler still at work when the credential ends is dropped, as when
-    // its client goes away (an exec of a long command, say).
-    let res = tokio::select! {
-        res = next.run(req) => res,
-        () = crate::credential::ended(st.clone(), Some(cred.clone())) => {
-            return ApiError::unauthorized(
-                "the API key or console session of this request was revoked or expired while \
-                 it ran; it was stopped (what it had done stays done)",
-            )
-            .into_response_();
-        }
-    };
-    let streamed = res.status() != axum::http::StatusCode::SWITCHING_PROTOCOLS
-        && axum::body::HttpBody::size_hint(res.body())
-            .exact()
-            .is_none();
-    if !streamed {
-        return res;
-    }
-    let (parts, body) = res.into_parts();
-    Response::from_parts(parts, guard_body(st.clone(), cred, body))
-}
-
 /// Middleware for TCP: resolve the API key (or the web console's session
 /// cookie, [`crate::session`]) or answer 401.
 pub async fn api_key(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
@@ -192,7 +163,8 @@ pub async fn api_key(State(state): State<AppState>, mut req: Request, next: Next
                 Ok((p, session)) => {
                     req.extensions_mut().insert(p);
                     req.extensions_mut().insert(session.clone());
-                    run_guarded(&state, Credential::Session(session), req, next).await
+                    req.extensions_mut().insert(Credential::Session(session));
+                    next.run(req).await
                 }
                 Err(e) => e.into_response_(),
             };
@@ -204,9 +176,9 @@ pub async fn api_key(State(state): State<AppState>, mut req: Request, next: Next
     };
     match principal_of_key(&state.ctl, key) {
         Ok(KeyLookup::Valid(p)) => {
-            let cred = Credential::Key(p.key_id.clone());
+            req.extensions_mut().insert(Credential::Key(p.key_id.clone()));
             req.extensions_mut().insert(p);
-            run_guarded(&state, cred, req, next).await
+            next.run(req).await
         }
         Ok(KeyLookup::Revoked { id }) => ApiError::unauthorized(revoked_message(&id)).into_response_(),
         Ok(KeyLookup::Unknown) => ApiError::unauthorized(

@@ -1,25 +1,42 @@
-//! What a TCP request was authenticated with, kept for as long as its
-//! answer lasts. Most answers end in milliseconds; a WebSocket (a terminal,
-//! an attach) or a streamed body (`logs --follow`, an events stream, a long
-//! download) can last days. Revoking the API key, or revoking, logging out
-//! or outliving the console session it was opened with, ends those too:
-//! [`guard`] closes a WebSocket, [`guard_body`] cuts a stream, and the
-//! key middleware ([`crate::auth::api_key`]) stops a handler still at work,
-//! within [`AppState::recheck`] (`--credential-recheck`, 30 s) of that. Requests on the unix socket carry no credential
-//! (whoever can reach the socket is root on the host).
+//! What a request was authenticated with, kept for as long as its answer
+//! lasts. Most answers end in milliseconds; a WebSocket (a terminal, an
+//! attach), a streamed body (`logs --follow`, a large download) or a
+//! handler still at work (an exec of a long command) can last days.
+//! Revoking the API key, or revoking, logging out or outliving the console
+//! session it was opened with, ends those too, within
+//! [`AppState::recheck`] (`--credential-recheck`, 30 s): [`guarded`] (a
+//! middleware inside the audit log's) stops a running handler with a 401
+//! and cuts a long body; [`guard`] closes a WebSocket.
+//!
+//! The TCP listener's key middleware puts the [`Credential`] in the
+//! request; a cluster's node listener rebuilds it from the forwarded
+//! request ([`crate::forward::from_node`]), so that the node that owns a
+//! sandbox ends a forwarded terminal itself. Requests on the unix socket
+//! carry none (whoever can reach the socket is root on the host).
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::Body;
-use futures_util::StreamExt;
+use axum::body::{Body, Bytes};
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use http_body::{Frame, SizeHint};
 
+use crate::error::ApiError;
 use crate::AppState;
 
 /// How often a long answer checks that its credential still holds, by
 /// default (`dwell serve --credential-recheck`, [`AppState::recheck`]).
 pub const RECHECK: Duration = Duration::from_secs(30);
 
-/// The credential of a TCP request (a request extension).
+/// Bodies of at most this many bytes (of a known size) are sent whole at
+/// once: not worth a guard.
+const SMALL_BODY: u64 = 64 * 1024;
+
+/// The credential of a request (a request extension).
 #[derive(Debug, Clone)]
 pub enum Credential {
     /// An API key, by id.
@@ -32,7 +49,8 @@ impl Credential {
     /// Whether it still holds: the key not revoked; the session not
     /// revoked, not expired and its key not revoked. `None` when the store
     /// could not say (a database blip does not end a day-long terminal;
-    /// the next check decides).
+    /// the next check decides). A session that holds is marked seen: what
+    /// it has open is use, and does not idle out.
     pub fn holds(&self, st: &AppState) -> Option<bool> {
         match self {
             Credential::Key(id) => match st.ctl.api_key_by_id(id) {
@@ -42,11 +60,20 @@ impl Credential {
                     None
                 }
             },
-            Credential::Session(s) => crate::session::still_valid(st, s),
+            Credential::Session(s) => {
+                let holds = crate::session::still_valid(st, s);
+                if holds == Some(true) {
+                    if let Err(e) = st.ctl.touch_console_session(&mut s.clone()) {
+                        tracing::warn!("marking console session {} seen: {e}", s.id);
+                    }
+                }
+                holds
+            }
         }
     }
 
-    fn describe(&self) -> String {
+    /// For the log: which key or session.
+    pub fn describe(&self) -> String {
         match self {
             Credential::Key(id) => format!("API key {id}"),
             Credential::Session(s) => format!("console session {}", s.id),
@@ -68,7 +95,7 @@ pub async fn ended(st: AppState, cred: Option<Credential>) {
             .unwrap_or(None);
         if holds == Some(false) {
             tracing::info!(
-                "{} no longer holds: ending its open answer",
+                "{} no longer holds: ending what is open with it",
                 cred.describe()
             );
             return;
@@ -78,42 +105,85 @@ pub async fn ended(st: AppState, cred: Option<Credential>) {
 
 /// Runs `fut` (a WebSocket's whole life) and ends it once `cred` no
 /// longer holds: a socket outlives no revocation or logout.
-pub async fn guard<F: std::future::Future<Output = ()>>(
-    st: AppState,
-    cred: Option<Credential>,
-    fut: F,
-) {
+pub async fn guard<F: Future<Output = ()>>(st: AppState, cred: Option<Credential>, fut: F) {
     tokio::select! {
         () = fut => {}
         () = ended(st, cred) => {}
     }
 }
 
-/// `body` (a streamed answer), cut with an error once `cred` no longer
-/// holds: the client sees a broken transfer, not a clean end it could
-/// take for the whole answer.
-pub fn guard_body(st: AppState, cred: Credential, body: Body) -> Body {
-    let state = (
-        Box::pin(body.into_data_stream()),
-        Box::pin(ended(st, Some(cred))),
-        false,
-    );
-    let stream = futures_util::stream::unfold(state, |(mut data, mut end, cut)| async move {
-        if cut {
-            return None;
+/// Middleware: a request with a [`Credential`] is stopped (401) if it
+/// no longer holds while its handler runs, as when its client goes away;
+/// a body longer than a few KiB is cut with an error once it no longer
+/// holds (the client sees a broken transfer, not an end it could take for
+/// the whole answer). A switch to a WebSocket is left to [`guard`].
+pub async fn guarded(
+    axum::extract::State(st): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Some(cred) = req.extensions().get::<Credential>().cloned() else {
+        return next.run(req).await;
+    };
+    let res = tokio::select! {
+        res = next.run(req) => res,
+        () = ended(st.clone(), Some(cred.clone())) => {
+            return ApiError::unauthorized(
+                "the API key or console session of this request was revoked or expired while \
+                 it ran; it was stopped (what it had done stays done)",
+            )
+            .into_response_();
         }
-        tokio::select! {
-            biased;
-            item = data.next() => {
-                item.map(|r| (r.map_err(std::io::Error::other), (data, end, false)))
-            }
-            () = &mut end => {
-                let e = std::io::Error::other(
-                    "the credential this answer was opened with was revoked or expired",
-                );
-                Some((Err(e), (data, end, true)))
-            }
+    };
+    let small = http_body::Body::size_hint(res.body())
+        .exact()
+        .is_some_and(|n| n <= SMALL_BODY);
+    if small || res.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS {
+        return res;
+    }
+    res.map(|body| {
+        Body::new(GuardedBody {
+            body,
+            end: Some(Box::pin(ended(st, Some(cred)))),
+        })
+    })
+}
+
+/// A body that ends with an error once its credential no longer holds;
+/// its size hint is the inner body's (a `Content-Length` stays).
+struct GuardedBody {
+    body: Body,
+    /// `None` once it fired (the body then ends).
+    end: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl http_body::Body for GuardedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        // The check first: a body that is always ready (a fast producer,
+        // a reader keeping up) must not keep it from running.
+        let Some(end) = self.end.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if end.as_mut().poll(cx).is_ready() {
+            self.end = None;
+            return Poll::Ready(Some(Err(axum::Error::new(std::io::Error::other(
+                "the credential this answer was opened with was revoked or expired",
+            )))));
         }
-    });
-    Body::from_stream(stream)
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.end.is_none() || self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }

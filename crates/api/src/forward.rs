@@ -26,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use dwell_control::controller::Elsewhere;
 
 use crate::auth::Principal;
+use crate::credential::Credential;
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -35,6 +36,11 @@ pub const PRINCIPAL_HEADERS: [&str; 3] = [
     "x-dwell-forwarded-admin",
     "x-dwell-forwarded-key-id",
 ];
+/// The console session a forwarded request was made with (its id), so
+/// that the owner ends what it opened when the session ends
+/// ([`crate::credential`]); absent, the key in the principal headers is
+/// the credential.
+pub const SESSION_HEADER: &str = "x-dwell-forwarded-session";
 /// Set by the owner on a 409 for a sandbox it does not own (anymore).
 pub const NOT_OWNER_HEADER: &str = "x-dwell-not-owner";
 /// Set by a forwarding node to say which of its listeners a request came
@@ -120,6 +126,10 @@ pub fn with_principal(mut req: Request, p: &Principal) -> Request {
 /// web console's cookie and CSRF token), which stay with the node that
 /// checked them.
 fn as_forwarded(mut req: Request, p: &Principal) -> Request {
+    let session = match req.extensions().get::<Credential>() {
+        Some(Credential::Session(s)) => HeaderValue::from_str(&s.id).ok(),
+        _ => None,
+    };
     let h = req.headers_mut();
     for name in [
         axum::http::header::AUTHORIZATION.as_str(),
@@ -129,13 +139,18 @@ fn as_forwarded(mut req: Request, p: &Principal) -> Request {
     ] {
         h.remove(name);
     }
-    with_principal(req, p)
+    let mut req = with_principal(req, p);
+    if let Some(v) = session {
+        req.headers_mut().insert(SESSION_HEADER, v);
+    }
+    req
 }
 
 fn set_principal(h: &mut HeaderMap, p: &Principal) {
     for name in PRINCIPAL_HEADERS {
         h.remove(name);
     }
+    h.remove(SESSION_HEADER);
     h.remove(NOT_OWNER_HEADER);
     // The owner serves a request with the plane its forwarder names; one
     // that came to the REST API is for the REST API.
@@ -248,8 +263,42 @@ pub async fn from_node(State(st): State<AppState>, mut req: Request, next: Next)
             return r;
         }
     }
+    match credential_of(&st, &p, req.headers()).await {
+        Ok(Some(c)) => {
+            req.extensions_mut().insert(c);
+        }
+        Ok(None) => {}
+        Err(e) => return e.into_response(),
+    }
     req.extensions_mut().insert(p);
     next.run(req).await
+}
+
+/// The credential of a forwarded request: the console session it names,
+/// which must still hold, or else the API key of its caller (none for the
+/// unix socket's `local`).
+async fn credential_of(
+    st: &AppState,
+    p: &Principal,
+    h: &HeaderMap,
+) -> Result<Option<Credential>, ApiError> {
+    if let Some(id) = h.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) {
+        let (ctl, id) = (st.ctl.clone(), id.to_string());
+        let found = tokio::task::spawn_blocking(move || ctl.console_session_by_id(&id))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        return match found {
+            Ok(dwell_store::SessionLookup::Valid(s)) => Ok(Some(Credential::Session(s))),
+            Ok(_) => Err(ApiError::unauthorized(
+                "the console session of this request has ended; log in again at /ui/",
+            )),
+            Err(e) => Err(ApiError::internal(format!(
+                "looking up a console session: {e}"
+            ))),
+        };
+    }
+    let key = p.key_id.strip_prefix("admin:").unwrap_or(&p.key_id);
+    Ok((key != "local").then(|| Credential::Key(key.to_string())))
 }
 
 /// What a node listener answers to a forwarded request without its caller.

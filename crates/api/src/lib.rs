@@ -1,7 +1,9 @@
 //! The daemon's HTTP API: REST+JSON for everything, WebSocket for streaming
 //! exec, PTY and process attach.
 //!
-//! Requests are authenticated ([`auth`]) into a [`Principal`] (a tenant),
+//! Requests are authenticated ([`auth`], or a console session: [`session`])
+//! into a [`Principal`] (a tenant) and a [`credential::Credential`], which
+//! ends what the request still has open once it is revoked;
 //! validated, and handed to the [`Controller`]; the API never drives a
 //! runtime itself. Every error is JSON `{"error": {"code", "message", "facts"}}` with
 //! the right status ([`error`]), a rejected query, path or body included
@@ -57,7 +59,8 @@ impl AppState {
 }
 
 /// The routes with what every listener runs once the caller is known:
-/// acting for another tenant, then the audit log.
+/// acting for another tenant, then the audit log, then the end of what a
+/// revoked credential still has running ([`credential::guarded`]).
 fn routes_for_principals(state: &AppState) -> Router {
     routes::router(state.clone())
         .layer(axum::middleware::from_fn_with_state(
@@ -65,6 +68,10 @@ fn routes_for_principals(state: &AppState) -> Router {
             forward::to_owner,
         ))
         .layer(axum::middleware::from_fn(error::catch_panic))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            credential::guarded,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::audit,
@@ -110,16 +117,24 @@ pub fn tcp_router_in(state: AppState) -> Router {
 /// and nothing is audited again (the node the client reached did).
 /// Handlers that must call another node themselves (a move hands the
 /// sandbox to its new owner) have `forward` in their state.
-pub fn node_router(ctl: Controller, forward: Option<forward::ForwardFn>) -> Router {
+pub fn node_router(
+    ctl: Controller,
+    forward: Option<forward::ForwardFn>,
+    recheck: std::time::Duration,
+) -> Router {
     let state = AppState {
         ctl,
         forward,
         console: Default::default(),
-        recheck: credential::RECHECK,
+        recheck,
     };
     routes::router(state.clone())
         .merge(routes::moves::node_routes(state.clone()))
         .layer(axum::middleware::from_fn(error::catch_panic))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            credential::guarded,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state,
             forward::from_node,

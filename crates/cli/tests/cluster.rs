@@ -209,6 +209,8 @@ fn forwarded_requests_carry_the_callers_own_identity() {
             format!("127.0.0.1:{}", ports[i]),
             "--node-capacity".into(),
             ["vcpus=8,memory=1G", "vcpus=8,memory=8G"][i].into(),
+            "--credential-recheck".into(),
+            "1s".into(),
         ]
     }) else {
         return;
@@ -284,6 +286,122 @@ fn forwarded_requests_carry_the_callers_own_identity() {
         b"",
     );
     assert_eq!(r.status, 403, "{}", r.text());
+    revoked_credentials_end_forwarded_terminals(n1, &api1, &alice);
+}
+
+/// What alice opens through n1 on her sandbox of n2 ends when her console
+/// session, then her API key, is revoked: n2 re-checks the credential n1
+/// forwarded (n1 only relays the WebSocket).
+fn revoked_credentials_end_forwarded_terminals(n1: &Daemon, api1: &str, alice: &str) {
+    use futures_util::{SinkExt, StreamExt};
+    use std::time::{Duration, Instant};
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+    let login = http::request(
+        api1,
+        "POST",
+        "/v1/console/sessions",
+        &[("content-type", "application/json")],
+        format!(r#"{{"api_key":"{alice}"}}"#).as_bytes(),
+    );
+    assert_eq!(login.status, 201, "{login}");
+    let cookie = login
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let (session, key_id) = {
+        let v = login.json();
+        (
+            v["id"].as_str().unwrap().to_string(),
+            v["key_id"].as_str().unwrap().to_string(),
+        )
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut req = format!("ws://{api1}/v1/sandboxes/secret/exec")
+            .into_client_request()
+            .unwrap();
+        let h = req.headers_mut();
+        h.insert("cookie", cookie.parse().unwrap());
+        h.insert("origin", format!("http://{api1}").parse().unwrap());
+        let tcp = tokio::net::TcpStream::connect(api1).await.unwrap();
+        let (mut ws, _) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
+        ws.send(Message::Text(r#"{"argv":["sleep","300"]}"#.into()))
+            .await
+            .unwrap();
+        match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => assert!(t.contains("started"), "{t}"),
+            other => panic!("no start of the forwarded exec: {other:?}"),
+        }
+        // Open a few rechecks while the session holds.
+        assert!(
+            tokio::time::timeout(Duration::from_secs(3), ws.next())
+                .await
+                .is_err(),
+            "the forwarded terminal ended early"
+        );
+        let r = http::request(
+            api1,
+            "DELETE",
+            &format!("/v1/console/sessions/{session}"),
+            &[("authorization", &format!("Bearer {alice}"))],
+            b"",
+        );
+        assert!(r.status < 300, "{r}");
+        let t0 = Instant::now();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(20), ws.next()).await {
+                Err(_) => {
+                    panic!("the forwarded terminal still open 20 s after the session's revocation")
+                }
+                Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => break,
+                Ok(Some(Ok(_))) => assert!(t0.elapsed() < Duration::from_secs(20)),
+            }
+        }
+    });
+    // The key: a terminal and an exec still running, both through n1.
+    let spawn = |args: &[&str]| {
+        n1.cmd(args)
+            .env("DWELL_HOST", api1)
+            .env("DWELL_API_KEY", alice)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let open = [
+        spawn(&["exec", "secret", "--", "sleep", "300"]),
+        spawn(&["exec", "--json", "secret", "--", "sleep", "300"]),
+    ];
+    let mut open = open;
+    std::thread::sleep(Duration::from_secs(3));
+    for child in &mut open {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "a forwarded exec ended early"
+        );
+    }
+    n1.ok(&["tenant", "key", "revoke", "alice", &key_id]);
+    let t0 = Instant::now();
+    for mut child in open {
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if t0.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("a forwarded exec still open 20 s after its key was revoked");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(!status.success());
+    }
 }
 
 /// A second daemon given a node name another daemon holds (its lease

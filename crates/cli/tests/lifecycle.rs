@@ -202,8 +202,8 @@ fn a_second_daemon_on_the_same_data_dir_or_socket_is_refused() {
     let host_pid = d.host_pid(&id);
     let other = tempfile::tempdir().unwrap();
     let serve = |data: &std::path::Path, socket: &std::path::Path| {
-        let out = std::process::Command::new(dwell_testkit::daemon::dwell_bin())
-            .arg("serve")
+        let mut cmd = std::process::Command::new(dwell_testkit::daemon::dwell_bin());
+        cmd.arg("serve")
             .arg("--data-dir")
             .arg(data)
             .arg("--socket")
@@ -211,9 +211,9 @@ fn a_second_daemon_on_the_same_data_dir_or_socket_is_refused() {
             .arg("--agent")
             .arg(dwell_testkit::daemon::agent_bin())
             .args(["--gvisor-pool", "0"])
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
+            .stdin(std::process::Stdio::null());
+        // A daemon that is not refused runs on: killed, and the test fails.
+        let out = output_within(cmd, "a second dwell serve", String::new);
         assert!(!out.status.success(), "a second daemon started");
         stderr(&out)
     };

@@ -130,9 +130,11 @@ pub fn free_port() -> u16 {
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
         .unwrap_or(32768);
-    // Ports from 10000 up to the ephemeral range, from a start of this
-    // process's own (test binaries and their helpers run side by side).
-    let (first, span) = (10_000, low.saturating_sub(10_000));
+    // Ports from 10000 up to the ephemeral range (and below Kubernetes'
+    // NodePorts, 30000-32767, which kube-proxy takes without binding
+    // them), from a start of this process's own (test binaries and their
+    // helpers run side by side).
+    let (first, span) = (10_000, low.min(30_000).saturating_sub(10_000));
     if span >= 1000 {
         let start = std::process::id().wrapping_mul(7919) % span;
         for _ in 0..span {

@@ -286,7 +286,7 @@ pub async fn run(mut a: ServeArgs, socket: PathBuf) -> Result<i32> {
             envd: e2b.node_envd,
             proxy,
         };
-        let rest = dwell_api::node_router(ctl.clone(), forward.clone());
+        let rest = dwell_api::node_router(ctl.clone(), forward.clone(), recheck);
         tasks.spawn(dwell_cluster::serve_nodes(
             tcp,
             tls,
