@@ -490,6 +490,19 @@ fn revoking_a_key_or_a_session_ends_what_is_open_with_it() {
         let out = child.wait_with_output().unwrap();
         assert!(!out.status.success(), "{what} ended as if all went well");
     }
+    // The exec stopped while it ran is in the audit log, as a 401.
+    let audit: serde_json::Value = serde_json::from_str(&c.d.ok(&["audit", "--json"])).unwrap();
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["tenant"] == "beta"
+                && e["method"] == "POST"
+                && e["path"] == "/v1/sandboxes/tick/exec"
+                && e["status"] == 401),
+        "{audit:#}"
+    );
 
     // A session's followed log, read raw: it breaks off (no last chunk).
     let acme = c.d.tenant_key("acme");
