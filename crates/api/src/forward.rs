@@ -36,11 +36,11 @@ pub const PRINCIPAL_HEADERS: [&str; 3] = [
     "x-dwell-forwarded-admin",
     "x-dwell-forwarded-key-id",
 ];
-/// The console session a forwarded request was made with (its id), so
-/// that the owner ends what it opened when the session ends
-/// ([`crate::credential`]); absent, the key in the principal headers is
-/// the credential.
-pub const SESSION_HEADER: &str = "x-dwell-forwarded-session";
+/// The credential a client's forwarded request was made with
+/// (`key:ID` or `session:ID`), so that the owner ends what it opened when
+/// the key or session ends ([`crate::credential`]). Requests nodes make
+/// themselves (moves, drains) carry none.
+pub const CREDENTIAL_HEADER: &str = "x-dwell-forwarded-credential";
 /// Set by the owner on a 409 for a sandbox it does not own (anymore).
 pub const NOT_OWNER_HEADER: &str = "x-dwell-not-owner";
 /// Set by a forwarding node to say which of its listeners a request came
@@ -126,9 +126,10 @@ pub fn with_principal(mut req: Request, p: &Principal) -> Request {
 /// web console's cookie and CSRF token), which stay with the node that
 /// checked them.
 fn as_forwarded(mut req: Request, p: &Principal) -> Request {
-    let session = match req.extensions().get::<Credential>() {
-        Some(Credential::Session(s)) => HeaderValue::from_str(&s.id).ok(),
-        _ => None,
+    let cred = match req.extensions().get::<Credential>() {
+        Some(Credential::Session(s)) => HeaderValue::from_str(&format!("session:{}", s.id)).ok(),
+        Some(Credential::Key(id)) => HeaderValue::from_str(&format!("key:{id}")).ok(),
+        None => None,
     };
     let h = req.headers_mut();
     for name in [
@@ -140,21 +141,29 @@ fn as_forwarded(mut req: Request, p: &Principal) -> Request {
         h.remove(name);
     }
     let mut req = with_principal(req, p);
-    if let Some(v) = session {
-        req.headers_mut().insert(SESSION_HEADER, v);
+    if let Some(v) = cred {
+        req.headers_mut().insert(CREDENTIAL_HEADER, v);
     }
     req
 }
 
-fn set_principal(h: &mut HeaderMap, p: &Principal) {
+/// Removes every header nodes set for each other (a caller, a
+/// credential, a plane, an owner) from a client's request: what a
+/// forwarded request carries of them is its forwarding node's word only.
+/// Every plane that forwards calls it before marking the request.
+pub fn drop_node_headers(h: &mut HeaderMap) {
     for name in PRINCIPAL_HEADERS {
         h.remove(name);
     }
-    h.remove(SESSION_HEADER);
+    h.remove(CREDENTIAL_HEADER);
     h.remove(NOT_OWNER_HEADER);
+    h.remove(PLANE_HEADER);
+}
+
+fn set_principal(h: &mut HeaderMap, p: &Principal) {
     // The owner serves a request with the plane its forwarder names; one
     // that came to the REST API is for the REST API.
-    h.remove(PLANE_HEADER);
+    drop_node_headers(h);
     let put = |h: &mut HeaderMap, name: &'static str, v: &str| {
         if let Ok(v) = HeaderValue::from_str(v) {
             h.insert(name, v);
@@ -263,7 +272,7 @@ pub async fn from_node(State(st): State<AppState>, mut req: Request, next: Next)
             return r;
         }
     }
-    match credential_of(&st, &p, req.headers()).await {
+    match credential_of(&st, req.headers()).await {
         Ok(Some(c)) => {
             req.extensions_mut().insert(c);
         }
@@ -274,15 +283,15 @@ pub async fn from_node(State(st): State<AppState>, mut req: Request, next: Next)
     next.run(req).await
 }
 
-/// The credential of a forwarded request: the console session it names,
-/// which must still hold, or else the API key of its caller (none for the
-/// unix socket's `local`).
-async fn credential_of(
-    st: &AppState,
-    p: &Principal,
-    h: &HeaderMap,
-) -> Result<Option<Credential>, ApiError> {
-    if let Some(id) = h.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) {
+/// The credential a forwarded request names ([`CREDENTIAL_HEADER`]): a
+/// key, or a console session, which must still hold; none for a request
+/// of the unix socket or of a node itself.
+async fn credential_of(st: &AppState, h: &HeaderMap) -> Result<Option<Credential>, ApiError> {
+    let named = h.get(CREDENTIAL_HEADER).and_then(|v| v.to_str().ok());
+    if let Some(id) = named.and_then(|v| v.strip_prefix("key:")) {
+        return Ok(Some(Credential::Key(id.to_string())));
+    }
+    if let Some(id) = named.and_then(|v| v.strip_prefix("session:")) {
         let (ctl, id) = (st.ctl.clone(), id.to_string());
         let found = tokio::task::spawn_blocking(move || ctl.console_session_by_id(&id))
             .await
@@ -297,8 +306,7 @@ async fn credential_of(
             ))),
         };
     }
-    let key = p.key_id.strip_prefix("admin:").unwrap_or(&p.key_id);
-    Ok((key != "local").then(|| Credential::Key(key.to_string())))
+    Ok(None)
 }
 
 /// What a node listener answers to a forwarded request without its caller.

@@ -239,6 +239,7 @@ fn every_plane_is_served_by_the_owner_through_any_node() {
     // A wrong token is refused by the owner.
     let r = envd_read(&l[0].envd, &id, "wrong", "/root/f");
     assert_eq!(r.status, 401, "{r}");
+    spoofed_node_headers_reach_no_rest_api(&l, &id);
 
     // Pause through n3, connect (resume) through n1: the files stay.
     let r = e2b(
@@ -314,6 +315,39 @@ fn every_plane_is_served_by_the_owner_through_any_node() {
     assert_eq!(r.status, 204, "{r}");
     let r = e2b(&l[0].api, &key, "GET", &format!("/sandboxes/{id}"), b"");
     assert_eq!(r.status, 404, "{r}");
+}
+
+/// The attack of a client of envd or the port proxy, which need no API
+/// key: it names the sandbox of another node, sends the headers nodes use
+/// for a caller (an admin, from the unix socket) and lists the plane mark
+/// in `Connection`, so that a forwarder dropping what `Connection` names
+/// would send it to the owner's REST API as that admin. The owner serves
+/// it with the plane it came to (or refuses it): never the REST API.
+fn spoofed_node_headers_reach_no_rest_api(l: &[Listeners], id: &str) {
+    let spoof = [
+        ("Connection", "keep-alive, x-dwell-plane, x-dwell-client"),
+        ("x-dwell-plane", "agent"),
+        ("x-dwell-forwarded-tenant", "planes"),
+        ("x-dwell-forwarded-admin", "1"),
+        ("x-dwell-forwarded-key-id", "local"),
+        ("x-dwell-forwarded-credential", "key:none"),
+    ];
+    let path = format!("/v1/sandboxes/{id}");
+    let mut h = vec![("E2b-Sandbox-Id", id)];
+    h.extend_from_slice(&spoof);
+    let r = http::request(&l[0].envd, "GET", &path, &h, b"");
+    assert!(
+        r.status != 200 && !r.text().contains("\"tenant\""),
+        "a spoofed request through envd reached the owner's REST API: {r}"
+    );
+    let host = format!("49983-{id}.{DOMAIN}");
+    let mut h = vec![("Host", host.as_str())];
+    h.extend_from_slice(&spoof);
+    let r = http::request(&l[2].proxy, "GET", &path, &h, b"");
+    assert!(
+        r.status != 200 && !r.text().contains("\"tenant\""),
+        "a spoofed request through the port proxy reached the owner's REST API: {r}"
+    );
 }
 
 /// An SSH login on n1 to the sandbox on n2 runs a command in it.

@@ -19,6 +19,10 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
+/// The prefix of the headers nodes set for each other
+/// (`dwell_api::forward`): never hop-by-hop.
+const NODE_HEADER_PREFIX: &str = "x-dwell-";
+
 /// Whether `headers` ask to switch protocols (`Connection: upgrade` and
 /// an `Upgrade` header).
 pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -45,6 +49,12 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool, requ
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        // A node's own marks (the caller, the plane, the credential) are
+        // set by the forwarding node, after the client's `Connection` was
+        // written: a client that names them there must not strip them (a
+        // request without its plane mark would reach the owner's REST API
+        // with the client's own caller headers).
+        .filter(|n| !n.as_str().starts_with(NODE_HEADER_PREFIX))
         .collect();
     let upgrade = if keep_upgrade {
         headers.get_all(header::UPGRADE).iter().cloned().collect()
@@ -78,6 +88,21 @@ mod tests {
             );
         }
         h
+    }
+
+    #[test]
+    fn a_clients_connection_header_cannot_strip_a_nodes_marks() {
+        let mut h = map(&[
+            (
+                "connection",
+                "keep-alive, x-dwell-plane, x-dwell-forwarded-tenant, x-other",
+            ),
+            ("x-dwell-plane", "envd"),
+            ("x-dwell-forwarded-tenant", "t"),
+            ("x-other", "1"),
+        ]);
+        strip_hop_by_hop(&mut h, false, true);
+        assert_eq!(names(&h), ["x-dwell-forwarded-tenant", "x-dwell-plane"]);
     }
 
     fn names(h: &HeaderMap) -> Vec<String> {

@@ -81,6 +81,7 @@ pub(crate) async fn to_owner(State(r): State<Route>, mut req: Request, next: Nex
         }
         return resp;
     };
+    dwell_api::forward::drop_node_headers(req.headers_mut());
     req.headers_mut()
         .insert(PLANE_HEADER, HeaderValue::from_static("envd"));
     forward(owner, req).await

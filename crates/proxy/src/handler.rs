@@ -394,6 +394,7 @@ async fn to_owner<B: ReqBody>(
         h.insert(header::UPGRADE, HeaderValue::from_static(CONNECT_UPGRADE));
     }
     let h = req.headers_mut();
+    dwell_api::forward::drop_node_headers(h);
     h.insert(PLANE_HEADER, HeaderValue::from_static("proxy"));
     if let Ok(v) = HeaderValue::from_str(&conn.peer.ip().to_string()) {
         h.insert(CLIENT_HEADER, v);
