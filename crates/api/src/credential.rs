@@ -60,15 +60,16 @@ impl Credential {
                     None
                 }
             },
-            Credential::Session(s) => {
-                let holds = crate::session::still_valid(st, s);
-                if holds == Some(true) {
-                    if let Err(e) = st.ctl.touch_console_session(&mut s.clone()) {
+            Credential::Session(s) => match crate::session::current(st, s) {
+                Ok(Some(mut now)) => {
+                    if let Err(e) = st.ctl.touch_console_session(&mut now) {
                         tracing::warn!("marking console session {} seen: {e}", s.id);
                     }
+                    Some(true)
                 }
-                holds
-            }
+                Ok(None) => Some(false),
+                Err(_) => None,
+            },
         }
     }
 

@@ -245,13 +245,14 @@ fn csrf_refusal(method: &Method) -> ApiError {
     )
 }
 
-/// Whether console session `s` still holds (not revoked, not expired, its
-/// key not revoked); `None` when the store could not say.
-pub fn still_valid(st: &AppState, s: &ConsoleSession) -> Option<bool> {
+/// Console session `s` as the store has it now, if it still holds (not
+/// revoked, not expired, its key not revoked): `Ok(None)` when it ended,
+/// an error when the store could not say.
+pub fn current(st: &AppState, s: &ConsoleSession) -> Result<Option<ConsoleSession>, ApiError> {
     match live(st, st.ctl.console_session_by_id(&s.id)) {
-        Ok(_) => Some(true),
-        Err(e) if e.status.is_server_error() => None,
-        Err(_) => Some(false),
+        Ok(now) => Ok(Some(now)),
+        Err(e) if e.status.is_server_error() => Err(e),
+        Err(_) => Ok(None),
     }
 }
 

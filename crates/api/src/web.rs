@@ -68,8 +68,14 @@ async fn gzipped(res: Response) -> Response {
     let bytes = match axum::body::to_bytes(body, GZIP_UP_TO as usize).await {
         Ok(b) => b,
         Err(e) => {
+            // The answer broke off (its credential revoked, say): so does
+            // what the client gets, not an empty answer that looks whole.
             tracing::warn!("reading an answer to gzip it: {e}");
-            return Response::from_parts(parts, Body::empty());
+            parts.headers.remove(header::CONTENT_LENGTH);
+            let broken = futures_util::stream::once(async move {
+                Err::<axum::body::Bytes, _>(std::io::Error::other(e.to_string()))
+            });
+            return Response::from_parts(parts, Body::from_stream(broken));
         }
     };
     // Off the async threads: a few large answers at once must not stall
