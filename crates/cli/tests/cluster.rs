@@ -304,13 +304,7 @@ fn revoked_credentials_end_forwarded_terminals(n1: &Daemon, api1: &str, alice: &
         format!(r#"{{"api_key":"{alice}"}}"#).as_bytes(),
     );
     assert_eq!(login.status, 201, "{login}");
-    let cookie = login
-        .header("set-cookie")
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = login.cookie();
     let (session, key_id) = {
         let v = login.json();
         (

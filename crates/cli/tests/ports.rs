@@ -584,13 +584,7 @@ fn restart_checks(s: &mut Setup) {
     };
     let r = get(s, &host, &path(&used), &[]);
     assert_eq!(r.status, 303, "{r}");
-    let cookie = r
-        .header("set-cookie")
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = r.cookie();
     s.d.restart();
     wait_listening(&s.proxy, 20);
     for e in [&used, &unused] {

@@ -41,6 +41,15 @@ impl Response {
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     }
+
+    /// The `name=value` of the first `Set-Cookie` (what a client sends
+    /// back in `Cookie`); panics without one.
+    pub fn cookie(&self) -> String {
+        let set = self
+            .header("set-cookie")
+            .unwrap_or_else(|| panic!("no Set-Cookie in {self}"));
+        set.split(';').next().unwrap_or_default().to_string()
+    }
 }
 
 /// Status, headers and body, for assertion messages.
