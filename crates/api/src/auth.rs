@@ -162,7 +162,6 @@ pub async fn api_key(State(state): State<AppState>, mut req: Request, next: Next
             return match crate::session::principal(&state, secret, req.method(), headers) {
                 Ok((p, session)) => {
                     req.extensions_mut().insert(p);
-                    req.extensions_mut().insert(session.clone());
                     req.extensions_mut().insert(Credential::Session(session));
                     next.run(req).await
                 }

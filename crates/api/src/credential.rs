@@ -60,7 +60,7 @@ impl Credential {
                     None
                 }
             },
-            Credential::Session(s) => match crate::session::current(st, s) {
+            Credential::Session(s) => match crate::session::by_id(st, &s.id) {
                 Ok(Some(mut now)) => {
                     if let Err(e) = st.ctl.touch_console_session(&mut now) {
                         tracing::warn!("marking console session {} seen: {e}", s.id);

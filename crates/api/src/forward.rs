@@ -292,18 +292,17 @@ async fn credential_of(st: &AppState, h: &HeaderMap) -> Result<Option<Credential
         return Ok(Some(Credential::Key(id.to_string())));
     }
     if let Some(id) = named.and_then(|v| v.strip_prefix("session:")) {
-        let (ctl, id) = (st.ctl.clone(), id.to_string());
-        let found = tokio::task::spawn_blocking(move || ctl.console_session_by_id(&id))
+        // Checked as the forwarding node checked it (revoked, expired,
+        // its key revoked), not only found.
+        let (st2, id) = (st.clone(), id.to_string());
+        let found = tokio::task::spawn_blocking(move || crate::session::by_id(&st2, &id))
             .await
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+            .map_err(|e| ApiError::internal(e.to_string()))??;
         return match found {
-            Ok(dwell_store::SessionLookup::Valid(s)) => Ok(Some(Credential::Session(s))),
-            Ok(_) => Err(ApiError::unauthorized(
+            Some(s) => Ok(Some(Credential::Session(s))),
+            None => Err(ApiError::unauthorized(
                 "the console session of this request has ended; log in again at /ui/",
             )),
-            Err(e) => Err(ApiError::internal(format!(
-                "looking up a console session: {e}"
-            ))),
         };
     }
     Ok(None)

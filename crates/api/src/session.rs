@@ -245,11 +245,11 @@ fn csrf_refusal(method: &Method) -> ApiError {
     )
 }
 
-/// Console session `s` as the store has it now, if it still holds (not
+/// Console session `id` as the store has it now, if it still holds (not
 /// revoked, not expired, its key not revoked): `Ok(None)` when it ended,
 /// an error when the store could not say.
-pub fn current(st: &AppState, s: &ConsoleSession) -> Result<Option<ConsoleSession>, ApiError> {
-    match live(st, st.ctl.console_session_by_id(&s.id)) {
+pub fn by_id(st: &AppState, id: &str) -> Result<Option<ConsoleSession>, ApiError> {
+    match live(st, st.ctl.console_session_by_id(id)) {
         Ok(now) => Ok(Some(now)),
         Err(e) if e.status.is_server_error() => Err(e),
         Err(_) => Ok(None),

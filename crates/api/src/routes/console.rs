@@ -18,6 +18,7 @@ use dwell_store::{LoginGrant, LoginRefusal};
 
 use crate::auth::{hash_key, random_hex};
 use crate::auth::{principal_of_key, KeyLookup, Principal};
+use crate::credential::Credential;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Path;
 use crate::session;
@@ -53,12 +54,12 @@ fn view(s: &dwell_store::ConsoleSession, current: Option<&str>) -> ConsoleSessio
 pub async fn login_link(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
-    session: Option<Extension<dwell_store::ConsoleSession>>,
+    cred: Option<Extension<Credential>>,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<LoginLink>)> {
     // A session must not mint its own successors: links would outlive its
     // logout, revocation and end.
-    if session.is_some() {
+    if session_of(cred).is_some() {
         return Err(ApiError::new(
             403,
             "permission_denied",
@@ -207,10 +208,17 @@ pub async fn login(
     Ok(res)
 }
 
-fn own(
-    s: Option<Extension<dwell_store::ConsoleSession>>,
-) -> ApiResult<dwell_store::ConsoleSession> {
-    s.map(|Extension(s)| s).ok_or_else(|| {
+/// The console session making the request, if a session is (not an API
+/// key or the unix socket).
+fn session_of(cred: Option<Extension<Credential>>) -> Option<dwell_store::ConsoleSession> {
+    match cred {
+        Some(Extension(Credential::Session(s))) => Some(s),
+        _ => None,
+    }
+}
+
+fn own(cred: Option<Extension<Credential>>) -> ApiResult<dwell_store::ConsoleSession> {
+    session_of(cred).ok_or_else(|| {
         ApiError::not_found(
             "this request was not made by a console session (it used an API key or the unix socket); \
              log in at /ui/",
@@ -221,8 +229,8 @@ fn own(
 #[utoipa::path(get, path = "/v1/console/session", tag = "console",
     summary = "The console session making this request, with its CSRF token",
     responses((status = 200, body = SessionInfo), (status = "default", description = "Error", body = ErrorBody)))]
-pub async fn current(s: Option<Extension<dwell_store::ConsoleSession>>) -> ApiResult<Response> {
-    let s = own(s)?;
+pub async fn current(cred: Option<Extension<Credential>>) -> ApiResult<Response> {
+    let s = own(cred)?;
     let info = SessionInfo {
         session: view(&s, Some(&s.id)),
         csrf_token: s.csrf.clone(),
@@ -238,9 +246,9 @@ pub async fn current(s: Option<Extension<dwell_store::ConsoleSession>>) -> ApiRe
     responses((status = 204), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn logout(
     State(st): State<AppState>,
-    s: Option<Extension<dwell_store::ConsoleSession>>,
+    cred: Option<Extension<Credential>>,
 ) -> ApiResult<Response> {
-    let s = own(s)?;
+    let s = own(cred)?;
     st.ctl
         .revoke_console_sessions(&s.grant.tenant, Some(&s.id))?;
     let mut res = StatusCode::NO_CONTENT.into_response();
@@ -255,9 +263,9 @@ pub async fn logout(
 pub async fn list(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
-    s: Option<Extension<dwell_store::ConsoleSession>>,
+    cred: Option<Extension<Credential>>,
 ) -> ApiResult<Json<Vec<ConsoleSession>>> {
-    let current = s.map(|Extension(s)| s.id);
+    let current = session_of(cred).map(|s| s.id);
     Ok(Json(
         st.ctl
             .console_sessions(&p.tenant)?
@@ -274,7 +282,7 @@ pub async fn list(
 pub async fn revoke(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
-    s: Option<Extension<dwell_store::ConsoleSession>>,
+    cred: Option<Extension<Credential>>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     if st.ctl.revoke_console_sessions(&p.tenant, Some(&id))? == 0 {
@@ -284,7 +292,7 @@ pub async fn revoke(
         )));
     }
     let mut res = StatusCode::NO_CONTENT.into_response();
-    if s.is_some_and(|Extension(s)| s.id == id) {
+    if session_of(cred).is_some_and(|s| s.id == id) {
         res.headers_mut()
             .insert(header::SET_COOKIE, session::set_cookie(&st.console, None));
     }
