@@ -68,6 +68,22 @@ pub fn wait_within(
 /// fails.
 pub struct KillOnDrop(pub Child);
 
+impl KillOnDrop {
+    /// Its exit status once it exits before `deadline`; `None` if it is
+    /// still running then (it is killed when dropped).
+    pub fn exit_by(&mut self, deadline: Instant) -> Option<std::process::ExitStatus> {
+        loop {
+            if let Some(s) = self.0.try_wait().expect("wait for a child") {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
