@@ -251,10 +251,11 @@ pub struct ServeArgs {
     /// A web console session ends after this long without a request.
     #[arg(long, value_name = "DURATION", default_value = "2h", value_parser = duration_ms)]
     pub console_idle_timeout: u64,
-    /// How often an open WebSocket (a terminal, an attach) or streamed
-    /// answer (`logs --follow`, a download) re-checks the API key or
-    /// console session it was opened with: it ends within this long after
-    /// the key or session is revoked or expires.
+    /// How often what is still open on the REST API (a terminal or attach
+    /// WebSocket, a followed log or download, a request still running)
+    /// re-checks the API key or console session it was opened with: it
+    /// ends within this long after the key or session is revoked or
+    /// expires. At least 100ms.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = recheck_ms)]
     pub credential_recheck: u64,
     /// Serve the E2B-compatible control plane on TCP (`127.0.0.1:3000`):
